@@ -1,0 +1,35 @@
+import type { Writable } from 'node:stream';
+import type { CiportError } from '../errors/index.js';
+
+/** Where commands write. Tests and the demo pass their own streams. */
+export interface Io {
+  stdout: Writable;
+  stderr: Writable;
+  env: NodeJS.ProcessEnv;
+}
+
+export const processIo: Io = { stdout: process.stdout, stderr: process.stderr, env: process.env };
+
+export function useColor(io: Io, stream: Writable): boolean {
+  // https://no-color.org: any non-empty NO_COLOR disables colour.
+  if (io.env.NO_COLOR) return false;
+  if (io.env.FORCE_COLOR && io.env.FORCE_COLOR !== '0') return true;
+  return Boolean((stream as { isTTY?: boolean }).isTTY);
+}
+
+const CODES = { red: 31, yellow: 33, green: 32, dim: 2, bold: 1 } as const;
+export type Style = keyof typeof CODES;
+
+export function paint(io: Io, stream: Writable, style: Style, text: string): string {
+  return useColor(io, stream) ? `\u001b[${CODES[style]}m${text}\u001b[0m` : text;
+}
+
+export function writeJson(io: Io, value: unknown): void {
+  io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** The one way errors reach a terminal: `ciport: CODE: message`. */
+export function reportError(io: Io, err: CiportError): void {
+  const head = paint(io, io.stderr, 'red', `ciport: ${err.code}`);
+  io.stderr.write(`${head}: ${err.message}\n`);
+}

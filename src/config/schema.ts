@@ -1,0 +1,212 @@
+// The gateway configuration, as one zod schema. It is the single source of truth: the loader
+// validates with it, `ciport config schema` emits JSON Schema from it, and the types below are
+// inferred from it. Objects are strict: an unknown key is an error, not a silent no-op.
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+import { Secret } from './secret.js';
+
+const name = z
+  .string()
+  .regex(
+    /^[a-z0-9][a-z0-9_-]{0,62}$/,
+    'lowercase letters, digits, "-" and "_", starting with a letter or digit',
+  );
+
+export const durationSchema = z
+  .string()
+  .regex(/^\d+(ms|s|m|h|d)$/, 'a duration such as 30s, 15m or 2h')
+  .transform((text) => parseDuration(text) as number)
+  .meta({ description: 'Duration: a whole number followed by ms, s, m, h or d (30s, 15m, 2h).' });
+
+export const secretSchema = z
+  .union([
+    z.strictObject({
+      env: z.string().min(1).meta({ description: 'Environment variable holding the value.' }),
+    }),
+    z.strictObject({ file: z.string().min(1).meta({ description: 'File holding the value.' }) }),
+  ])
+  .transform((source) => new Secret(source))
+  .meta({ description: 'A secret: {env: NAME} or {file: PATH}. Resolved at load, never printed.' });
+
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'host:port (IPv6 in brackets)');
+
+// ---- policy matchers ---------------------------------------------------------------------
+
+const scalar = z.union([z.string(), z.number(), z.boolean()]);
+export type Scalar = z.infer<typeof scalar>;
+
+const ignoreCase = z.boolean().optional().meta({ description: 'Compare without regard to case.' });
+
+export type MatcherInput =
+  | Scalar
+  | Scalar[]
+  | { exact: Scalar; ignore_case?: boolean | undefined }
+  | { one_of: Scalar[]; ignore_case?: boolean | undefined }
+  | { glob: string; ignore_case?: boolean | undefined }
+  | { regex: string; ignore_case?: boolean | undefined }
+  | { present: boolean }
+  | { not: MatcherInput }
+  | { all: MatcherInput[] }
+  | { any: MatcherInput[] }
+  | { gt?: number | undefined; gte?: number | undefined; lt?: number | undefined; lte?: number | undefined };
+
+export const matcherSchema: z.ZodType<MatcherInput> = z.lazy(() =>
+  z.union([
+    scalar,
+    z.array(scalar).min(1),
+    z.strictObject({ exact: scalar, ignore_case: ignoreCase }),
+    z.strictObject({ one_of: z.array(scalar).min(1), ignore_case: ignoreCase }),
+    z.strictObject({ glob: z.string().min(1), ignore_case: ignoreCase }),
+    z.strictObject({ regex: z.string().min(1), ignore_case: ignoreCase }),
+    z.strictObject({ present: z.boolean() }),
+    z.strictObject({ not: matcherSchema }),
+    z.strictObject({ all: z.array(matcherSchema).min(1) }),
+    z.strictObject({ any: z.array(matcherSchema).min(1) }),
+    z
+      .strictObject({
+        gt: z.number().optional(),
+        gte: z.number().optional(),
+        lt: z.number().optional(),
+        lte: z.number().optional(),
+      })
+      .refine((o) => Object.values(o).some((v) => v !== undefined), 'a comparison needs gt, gte, lt or lte'),
+  ]),
+);
+
+// ---- sections ----------------------------------------------------------------------------
+
+export const issuerSchema = z.strictObject({
+  name,
+  kind: z.enum(['gitlab', 'github', 'oidc']),
+  issuer: z.url().meta({ description: 'Expected `iss`; https, or http on a loopback address only.' }),
+  audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+  jwks_uri: z.url().optional(),
+  jwks_file: z.string().min(1).optional(),
+  algorithms: z
+    .array(z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']))
+    .min(1)
+    .default(['RS256', 'ES256']),
+  leeway: durationSchema.prefault('30s'),
+  /** Minimum time between two JWKS refetches caused by unknown key ids. */
+  jwks_cooldown: durationSchema.prefault('30s'),
+  /** How long fetched keys are used before a background refresh. */
+  jwks_max_age: durationSchema.prefault('10m'),
+  /** Set by `ciport dev issuer` configs: a development issuer, warned about at every start. */
+  dev: z.boolean().default(false),
+});
+
+export const targetSchema = z.strictObject({
+  name,
+  protocol: z.enum(['postgres', 'mysql', 'redis', 'http', 'tcp']),
+  address: hostPort,
+  database: z.string().min(1).optional(),
+  tls: z
+    .union([z.boolean(), z.strictObject({ ca: secretSchema.optional(), servername: z.string().optional() })])
+    .optional(),
+  credentials: z
+    .strictObject({
+      user: z.string().min(1).optional(),
+      password: secretSchema.optional(),
+      token: secretSchema.optional(),
+    })
+    .optional(),
+  tags: z
+    .array(z.string().min(1))
+    .default([])
+    .meta({ description: 'Labels such as `production` that policy lint reads.' }),
+  description: z.string().optional(),
+});
+
+export const ruleSchema = z
+  .strictObject({
+    name,
+    description: z.string().optional(),
+    deny: z.boolean().default(false),
+    issuer: name,
+    when: z.record(z.string().min(1), matcherSchema).default({}),
+    allow: z.array(name).default([]),
+    max_ttl: durationSchema.optional(),
+    limits: z
+      .strictObject({
+        connections: z.int().positive().optional(),
+        bytes: z.int().positive().optional(),
+      })
+      .optional(),
+  })
+  .superRefine((rule, ctx) => {
+    if (rule.deny && rule.allow.length > 0) {
+      ctx.addIssue({ code: 'custom', path: ['allow'], message: 'a deny rule cannot also allow targets' });
+    }
+    if (!rule.deny && rule.allow.length === 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['allow'],
+        message: 'an allowing rule must name at least one target',
+      });
+    }
+  });
+
+const storeSchema = z.union([
+  z.strictObject({ sqlite: z.strictObject({ path: z.string().min(1) }) }),
+  z.strictObject({ postgres: z.strictObject({ url: z.union([z.string().min(1), secretSchema]) }) }),
+]);
+
+export const gatewayConfigSchema = z
+  .strictObject({
+    listen: hostPort.default('127.0.0.1:8443'),
+    public_url: z.url().optional(),
+    tls: z.strictObject({ cert: secretSchema, key: secretSchema }).optional(),
+    data_dir: z.string().min(1).default('./ciport-data'),
+    store: storeSchema.optional(),
+    admin_tokens: z.array(secretSchema).default([]),
+    sessions: z
+      .strictObject({
+        default_ttl: durationSchema.prefault('15m'),
+        lease_timeout: durationSchema.prefault('30s'),
+        max_connections: z.int().positive().default(256),
+      })
+      .prefault({}),
+    issuers: z.array(issuerSchema).default([]),
+    targets: z.array(targetSchema).default([]),
+    rules: z.array(ruleSchema).default([]),
+  })
+  .superRefine((cfg, ctx) => {
+    unique(cfg.issuers, 'issuers', ctx);
+    unique(cfg.targets, 'targets', ctx);
+    unique(cfg.rules, 'rules', ctx);
+    const issuerNames = new Set(cfg.issuers.map((i) => i.name));
+    cfg.rules.forEach((rule, i) => {
+      if (!issuerNames.has(rule.issuer)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['rules', i, 'issuer'],
+          message: `no issuer named "${rule.issuer}" (known: ${[...issuerNames].join(', ') || 'none'})`,
+        });
+      }
+    });
+  });
+
+function unique(items: { name: string }[], section: string, ctx: z.RefinementCtx): void {
+  const seen = new Set<string>();
+  items.forEach((item, i) => {
+    if (seen.has(item.name)) {
+      ctx.addIssue({ code: 'custom', path: [section, i, 'name'], message: `duplicate name "${item.name}"` });
+    }
+    seen.add(item.name);
+  });
+}
+
+export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
+export type IssuerConfig = z.output<typeof issuerSchema>;
+export type TargetConfig = z.output<typeof targetSchema>;
+export type RuleConfig = z.output<typeof ruleSchema>;
+
+/** The JSON Schema editors use (`ciport config schema`), generated from the same zod schema. */
+export function gatewayJsonSchema(): Record<string, unknown> {
+  return {
+    ...z.toJSONSchema(gatewayConfigSchema, { io: 'input', unrepresentable: 'any' }),
+    title: 'ciport gateway configuration',
+  };
+}
