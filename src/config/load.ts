@@ -87,8 +87,10 @@ export function validate<S extends z.ZodType>(
   if (result.success) return result.data;
   const issues = result.error.issues.map((issue) => {
     const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
-    const where = `${file}:${locate(path)}: ${formatPath(path)}`;
-    return { path: formatPath(path), line: locate(path), message: `${where}: ${describeIssue(issue)}` };
+    // An unknown key is best pointed at where it is written, not at the object holding it.
+    const line = issue.code === 'unrecognized_keys' && issue.keys[0] ? locate([...path, issue.keys[0]]) : locate(path);
+    const where = `${file}:${line}: ${formatPath(path)}`;
+    return { path: formatPath(path), line, message: `${where}: ${describeIssue(issue)}` };
   });
   throw new ConfigError('CIPORT_E_CONFIG_INVALID', issues.map((i) => i.message).join('\n'), {
     details: { issues },
