@@ -39,7 +39,10 @@ describe('docs/errors.md', () => {
   it('documents every code in the table, with its exit code and HTTP status', () => {
     for (const code of table) {
       const spec = ERROR_CODES[code as keyof typeof ERROR_CODES];
-      expect(docs.get(code), `${code} missing from docs/errors.md`).toEqual({ exit: spec.exit, http: spec.http });
+      expect(docs.get(code), `${code} missing from docs/errors.md`).toEqual({
+        exit: spec.exit,
+        http: spec.http,
+      });
     }
   });
 

@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode } from '../errors/index.js';
 import type { CliContext } from './command.js';
 import { registerConfig } from './commands/config.js';
+import { registerPolicy } from './commands/policy.js';
 import { type Io, paint, processIo } from './output.js';
 
 export function buildProgram(ctx: CliContext): Command {
@@ -25,6 +26,7 @@ Exit codes: 0 ok/allowed, 1 a check found problems, 2 usage or configuration err
 Errors carry stable codes (CIPORT_E_…), listed in docs/errors.md.`,
   );
   registerConfig(program, ctx);
+  registerPolicy(program, ctx);
   return program;
 }
 

@@ -79,7 +79,9 @@ describe('the normative example', () => {
 
 describe('configuration errors', () => {
   it('names file, path and line of an unknown key', () => {
-    const err = configError(() => parseGatewayConfig(minimal('    audiense: x\n'), 'gw.yaml', { resolveSecrets: false }));
+    const err = configError(() =>
+      parseGatewayConfig(minimal('    audiense: x\n'), 'gw.yaml', { resolveSecrets: false }),
+    );
     expect(err.code).toBe('CIPORT_E_CONFIG_INVALID');
     expect(err.message).toContain('gw.yaml:7: issuers[0]');
     expect(err.message).toContain('unknown key "audiense"');
@@ -113,9 +115,13 @@ describe('configuration errors', () => {
   });
 
   it('says which secret is missing without revealing others', () => {
-    const err = configError(() => parseGatewayConfig('admin_tokens:\n  - {env: CIPORT_TEST_UNSET_VAR}\n', 'gw.yaml', { env: {} }));
+    const err = configError(() =>
+      parseGatewayConfig('admin_tokens:\n  - {env: CIPORT_TEST_UNSET_VAR}\n', 'gw.yaml', { env: {} }),
+    );
     expect(err.code).toBe('CIPORT_E_SECRET_UNAVAILABLE');
-    expect(err.message).toBe('gw.yaml:2: admin_tokens[0]: environment variable CIPORT_TEST_UNSET_VAR is not set');
+    expect(err.message).toBe(
+      'gw.yaml:2: admin_tokens[0]: environment variable CIPORT_TEST_UNSET_VAR is not set',
+    );
   });
 
   it('reports an unreadable file', () => {
@@ -127,9 +133,23 @@ describe('configuration errors', () => {
 
 describe('JSON Schema', () => {
   it('is generated from the zod schema and describes the top-level keys', () => {
-    const schema = gatewayJsonSchema() as { properties: Record<string, unknown>; additionalProperties: unknown };
+    const schema = gatewayJsonSchema() as {
+      properties: Record<string, unknown>;
+      additionalProperties: unknown;
+    };
     expect(Object.keys(schema.properties).sort()).toEqual(
-      ['admin_tokens', 'data_dir', 'issuers', 'listen', 'public_url', 'rules', 'sessions', 'store', 'targets', 'tls'].sort(),
+      [
+        'admin_tokens',
+        'data_dir',
+        'issuers',
+        'listen',
+        'public_url',
+        'rules',
+        'sessions',
+        'store',
+        'targets',
+        'tls',
+      ].sort(),
     );
     expect(schema.additionalProperties).toBe(false);
   });
