@@ -120,6 +120,8 @@ interface CompiledRule extends RuleSummary {
 interface Evaluation {
   readonly rule: CompiledRule;
   readonly satisfied: number;
+  readonly failed: boolean;
+  /** Built on first read: most decisions are allows that never show other rules' failures. */
   readonly failure: Failure | null;
 }
 
@@ -173,35 +175,41 @@ function failure(rule: string, claim: string, expected: string, value: unknown):
 }
 
 function evaluate(rule: CompiledRule, facts: Readonly<Record<string, unknown>>): Evaluation {
-  let first: Failure | null = null;
+  let first: (() => Failure) | null = null;
   if (!rule.deny) {
     // Safe default, checked first: it is the most useful thing to tell a fork's pipeline.
     const fork = claimOf(facts, 'fork');
     const trusted = claimOf(facts, 'trusted_event');
     if (!rule.namesFork && canonical(fork) === 'true') {
-      first = failure(rule.name, 'fork', 'false (safe default: the rule does not name "fork")', fork);
+      first = () => failure(rule.name, 'fork', 'false (safe default: the rule does not name "fork")', fork);
     } else if (!rule.namesTrustedEvent && canonical(trusted) === 'false') {
-      first = failure(
-        rule.name,
-        'trusted_event',
-        'true (safe default: the rule does not name "trusted_event")',
-        trusted,
-      );
+      first = () =>
+        failure(rule.name, 'trusted_event', 'true (safe default: the rule does not name "trusted_event")', trusted);
     }
   }
   let satisfied = 0;
   for (const { claim, matcher } of rule.conditions) {
     const value = claimOf(facts, claim);
     if (matcher.test(value)) satisfied++;
-    else first ??= failure(rule.name, claim, matcher.describe(), value);
+    else first ??= () => failure(rule.name, claim, matcher.describe(), value);
   }
-  return { rule, satisfied, failure: first };
+  const build = first;
+  let built: Failure | null | undefined;
+  return {
+    rule,
+    satisfied,
+    failed: build !== null,
+    get failure() {
+      if (built === undefined) built = build ? build() : null;
+      return built;
+    },
+  };
 }
 
 /** The failure of the evaluation with the most satisfied conditions; ties go to config order. */
 function nearestOf(evaluations: readonly Evaluation[]): Failure | null {
   let best: Evaluation | undefined;
-  for (const e of evaluations) if (e.failure && (!best || e.satisfied > best.satisfied)) best = e;
+  for (const e of evaluations) if (e.failed && (!best || e.satisfied > best.satisfied)) best = e;
   return best?.failure ?? null;
 }
 
@@ -242,7 +250,7 @@ function decide(
   for (const r of rules) {
     if (!r.deny) continue;
     const e = evaluate(r, facts);
-    if (!e.failure) {
+    if (!e.failed) {
       const holding = r.conditions.map((c) => ({
         claim: c.claim,
         actual: formatValue(claimOf(facts, c.claim)),
@@ -255,7 +263,7 @@ function decide(
   if (allowing.length === 0) return deny(noRulesReason(issuer, knownIssuers?.has(issuer) ?? true), null);
 
   const evaluations = allowing.map((r) => evaluate(r, facts));
-  const matching = evaluations.filter((e) => !e.failure).map((e) => e.rule);
+  const matching = evaluations.filter((e) => !e.failed).map((e) => e.rule);
   const requested = [...new Set(request.targets ?? [])];
   const failures = (es: readonly Evaluation[]) => es.flatMap((e) => (e.failure ? [e.failure] : []));
   const allowsAny = (r: CompiledRule, targets: readonly string[]) => targets.some((t) => r.allow.includes(t));
@@ -273,7 +281,7 @@ function decide(
   if (wanted.length === 0) return deny('the matching rules allow no targets', null);
   const missing = wanted.filter((t) => !matching.some((r) => r.allow.includes(t)));
   if (missing.length > 0) {
-    const candidates = evaluations.filter((e) => e.failure && allowsAny(e.rule, missing));
+    const candidates = evaluations.filter((e) => e.failed && allowsAny(e.rule, missing));
     const nearest = nearestOf(candidates);
     return deny(targetsReason(issuer, missing, nearest), null, failures(candidates), nearest);
   }

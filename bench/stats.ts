@@ -1,0 +1,24 @@
+// Small helpers shared by the benchmarks: repeated, interleaved measurement and medians.
+
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+/** Run `fn` `n` times; return operations per second. Awaited one at a time: one core, no overlap. */
+export async function opsPerSecond(n: number, fn: (i: number) => unknown): Promise<number> {
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) await fn(i);
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  return n / seconds;
+}
+
+export function fmt(n: number, digits = 3): string {
+  return n >= 100 ? n.toFixed(0) : n.toPrecision(digits);
+}
+
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
+  return rows.map((r) => `| ${r.map((cell, c) => cell.padEnd(widths[c]!)).join(' | ')} |`).join('\n');
+}
