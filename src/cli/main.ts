@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode } from '../errors/index.js';
 import type { CliContext } from './command.js';
 import { registerConfig } from './commands/config.js';
+import { registerDev } from './commands/dev.js';
 import { registerPolicy } from './commands/policy.js';
 import { type Io, paint, processIo } from './output.js';
 
@@ -27,6 +28,7 @@ Errors carry stable codes (CIPORT_E_…), listed in docs/errors.md.`,
   );
   registerConfig(program, ctx);
   registerPolicy(program, ctx);
+  registerDev(program, ctx);
   return program;
 }
 

@@ -13,7 +13,7 @@ import {
   type DevIssuerKind,
   mintToken,
 } from '../../identity/dev-issuer.js';
-import { isPreset, PRESETS } from '../../identity/dev-presets.js';
+import { isPreset, PRESETS, type PresetName, parseSetPairs } from '../../identity/dev-presets.js';
 import { DEV_ALGS, type DevAlg, DevSigner } from '../../identity/dev-signer.js';
 import { action, type CliContext, examples } from '../command.js';
 import type { Io } from '../output.js';
@@ -134,33 +134,35 @@ export async function runDevIssuer(
 }
 
 export async function runDevToken(opts: DevTokenCliOptions, io: Io): Promise<number> {
-  if (opts.preset !== undefined && !isPreset(opts.preset)) {
-    throw new UsageError(`--preset ${opts.preset}: one of ${PRESETS.join(', ')}`);
-  }
+  const preset = presetOption(opts.preset);
   const ttlMs = parseDuration(opts.ttl);
   if (ttlMs === undefined || ttlMs <= 0) throw new UsageError(`--ttl ${opts.ttl}: a duration such as 10m`);
+  // Validate --set and --claims before touching the key file, so a typo creates nothing.
+  parseSetPairs(opts.set, preset);
+  const claims = opts.claims === undefined ? {} : readClaims(opts.claims);
   const signer = await DevSigner.open(opts.keyFile);
   const issuer = opts.issuer ?? signer.issuer ?? `http://127.0.0.1:${DEV_ISSUER_DEFAULT_PORT}`;
-  try {
-    new URL(issuer);
-  } catch {
-    throw new UsageError(`--issuer ${issuer}: not a URL`);
-  }
-  const [firstAudience, ...moreAudiences] = opts.audience;
-  const token = await mintToken(signer, issuer, opts.claims === undefined ? {} : readClaims(opts.claims), {
-    ...(opts.preset === undefined ? {} : { preset: opts.preset }),
-    audience:
-      firstAudience === undefined
-        ? DEV_DEFAULT_AUDIENCE
-        : moreAudiences.length
-          ? opts.audience
-          : firstAudience,
+  if (!URL.canParse(issuer)) throw new UsageError(`--issuer ${issuer}: not a URL`);
+  const token = await mintToken(signer, issuer, claims, {
+    ...(preset === undefined ? {} : { preset }),
+    audience: audienceOption(opts.audience),
     set: opts.set,
     unset: opts.unset,
     ttlMs,
   });
   io.stdout.write(`${token}\n`);
   return 0;
+}
+
+function presetOption(name: string | undefined): PresetName | undefined {
+  if (name === undefined || isPreset(name)) return name;
+  throw new UsageError(`--preset ${name}: one of ${PRESETS.join(', ')}`);
+}
+
+/** One --audience gives a string `aud`, several an array, none the default. */
+function audienceOption(values: string[]): string | string[] {
+  if (values.length === 0) return DEV_DEFAULT_AUDIENCE;
+  return values.length === 1 ? (values[0] as string) : values;
 }
 
 function readClaims(file: string): Record<string, unknown> {
