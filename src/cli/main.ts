@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { ExitCode } from '../errors/index.js';
 import type { CliContext } from './command.js';
+import { registerAudit } from './commands/audit.js';
 import { registerConfig } from './commands/config.js';
 import { registerDev } from './commands/dev.js';
 import { registerPolicy } from './commands/policy.js';
@@ -29,6 +30,7 @@ Errors carry stable codes (CIPORT_E_…), listed in docs/errors.md.`,
   registerConfig(program, ctx);
   registerPolicy(program, ctx);
   registerDev(program, ctx);
+  registerAudit(program, ctx);
   return program;
 }
 

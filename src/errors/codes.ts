@@ -43,6 +43,30 @@ export const ERROR_CODES = {
   CIPORT_E_JWKS_UNAVAILABLE: { exit: ExitCode.tokenRejected, http: 503 },
   // policy
   CIPORT_E_POLICY_DENIED: { exit: ExitCode.denied, http: 403 },
+  CIPORT_E_STORE_UNAVAILABLE: { exit: ExitCode.unreachable, http: 503 },
+  CIPORT_E_STORE_SCHEMA: { exit: ExitCode.usage, http: 503 },
+  CIPORT_E_SESSION_NOT_FOUND: { exit: ExitCode.usage, http: 404 },
+  // gateway: sessions, admin API, tunnels
+  CIPORT_E_SESSION_UNAUTHORIZED: { exit: ExitCode.tokenRejected, http: 401 },
+  CIPORT_E_SESSION_ENDED: { exit: ExitCode.denied, http: 410 },
+  CIPORT_E_ADMIN_UNAUTHORIZED: { exit: ExitCode.tokenRejected, http: 401 },
+  CIPORT_E_RATE_LIMITED: { exit: ExitCode.unreachable, http: 429 },
+  CIPORT_E_GATEWAY_DRAINING: { exit: ExitCode.unreachable, http: 503 },
+  CIPORT_E_NOT_FOUND: { exit: ExitCode.usage, http: 404 },
+  CIPORT_E_METHOD_NOT_ALLOWED: { exit: ExitCode.usage, http: 405 },
+  CIPORT_E_BODY_TOO_LARGE: { exit: ExitCode.usage, http: 413 },
+  CIPORT_E_REQUEST_TIMEOUT: { exit: ExitCode.unreachable, http: 408 },
+  CIPORT_E_TARGET_NOT_GRANTED: { exit: ExitCode.denied, http: 403 },
+  CIPORT_E_TARGET_UNKNOWN: { exit: ExitCode.usage, http: 404 },
+  CIPORT_E_CONNECTION_LIMIT: { exit: ExitCode.denied, http: 429 },
+  CIPORT_E_UPSTREAM_UNREACHABLE: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_PROTOCOL_NOT_IMPLEMENTED: { exit: ExitCode.usage, http: 501 },
+  // client (ciport exec|open|close|whoami)
+  CIPORT_E_NO_TOKEN: { exit: ExitCode.usage, http: 401 },
+  CIPORT_E_TOKEN_UNAVAILABLE: { exit: ExitCode.tokenRejected, http: 401 },
+  CIPORT_E_GATEWAY_UNREACHABLE: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_TLS: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_GATEWAY_RESPONSE: { exit: ExitCode.unreachable, http: 502 },
   // everything we did not foresee
   CIPORT_E_INTERNAL: { exit: ExitCode.internal, http: 500 },
 } as const satisfies Record<string, CodeSpec>;

@@ -1,0 +1,212 @@
+// The hash chain. Each event's hash commits to its own content and to the previous event's
+// hash, so editing, removing, inserting or reordering a stored event breaks the chain at that
+// point:
+//
+//   hash = hex(SHA-256(prev_hash ‖ canonicalJson({seq, time, type, data})))
+//
+// prev_hash is the previous event's hash as 64 lowercase hex characters (the genesis event
+// uses 64 zeros), ‖ is plain string concatenation, the whole input is UTF-8, `time` is epoch
+// milliseconds. docs/audit.md documents the same construction for external verifiers.
+
+import { createHash } from 'node:crypto';
+import { CiportError } from '../errors/index.js';
+import { CanonicalJsonError, canonicalJson, type JsonObject, type JsonValue } from './canonical.js';
+import type { AuditEventInput, AuditEventType } from './events.js';
+import { redactSecrets } from './redact.js';
+
+export const GENESIS_HASH = '0'.repeat(64);
+
+/** Keys an event's data may not use: exports put data next to these envelope fields. */
+export const RESERVED_DATA_KEYS = ['seq', 'time', 'type', 'hash', 'prev_hash'] as const;
+
+/** Longest string value kept in an event (characters); longer ones are cut and marked. */
+export const MAX_STRING_LENGTH = 16 * 1024;
+
+const HASH_PATTERN = /^[0-9a-f]{64}$/;
+
+export interface HashedContent {
+  seq: number;
+  time: number;
+  type: string;
+  data: JsonValue;
+}
+
+export function eventHash(prevHash: string, event: HashedContent): string {
+  const { seq, time, type, data } = event;
+  return createHash('sha256')
+    .update(prevHash, 'utf8')
+    .update(canonicalJson({ seq, time, type, data }), 'utf8')
+    .digest('hex');
+}
+
+/** An event input checked, stripped of secrets and reduced to canonical JSON, ready to chain. */
+export interface PreparedEvent {
+  type: AuditEventType;
+  time: number | undefined;
+  data: JsonObject;
+  /** canonicalJson(data): what the store keeps in `audit_events.data`. */
+  dataText: string;
+}
+
+/**
+ * Validate and normalise an event before it is chained. Secret-named members are removed (and
+ * their paths listed under `redacted`), token-shaped strings are scrubbed, over-long strings are
+ * cut. Throws CIPORT_E_INTERNAL for events that are programming errors (reserved keys, values
+ * JSON cannot represent).
+ */
+export function prepareAuditEvent(input: AuditEventInput): PreparedEvent {
+  const { type, time } = input;
+  if (time !== undefined && !Number.isSafeInteger(time)) {
+    throw invalid(type, `time must be integer epoch milliseconds, got ${time}`);
+  }
+  const raw = input.data as unknown;
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw invalid(type, 'data must be an object');
+  }
+  for (const key of RESERVED_DATA_KEYS) {
+    if (Object.hasOwn(raw, key)) throw invalid(type, `data may not use the reserved key "${key}"`);
+  }
+  // Cut first so that scrubbing works on bounded strings.
+  const { data: clean, removed } = redactSecrets(capStrings(raw as JsonObject) as JsonObject);
+  if (removed.length > 0) {
+    const earlier = Array.isArray(clean.redacted) ? clean.redacted : [];
+    clean.redacted = [...earlier, ...removed];
+  }
+  let dataText: string;
+  try {
+    dataText = canonicalJson(clean);
+  } catch (err) {
+    if (err instanceof CanonicalJsonError) throw invalid(type, err.message, err);
+    throw err;
+  }
+  return { type, time, data: JSON.parse(dataText) as JsonObject, dataText };
+}
+
+function invalid(type: string, why: string, cause?: unknown): CiportError {
+  return new CiportError('CIPORT_E_INTERNAL', `invalid audit event ${type}: ${why}`, { cause });
+}
+
+function capStrings(value: JsonValue): JsonValue {
+  if (typeof value === 'string') {
+    if (value.length <= MAX_STRING_LENGTH) return value;
+    return `${value.slice(0, MAX_STRING_LENGTH)}…[truncated ${value.length - MAX_STRING_LENGTH} chars]`;
+  }
+  if (value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map(capStrings);
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return value; // canonicalJson refuses it
+  const out: JsonObject = {};
+  for (const [k, v] of Object.entries(value)) out[k] = capStrings(v);
+  return out;
+}
+
+// ---- verification --------------------------------------------------------------------------
+
+/** One stored or exported event as the verifier sees it; `data` as stored text or parsed. */
+export interface ChainRow {
+  seq: number;
+  time: number;
+  type: string;
+  data: string | JsonValue;
+  hash: string;
+  prevHash: string;
+}
+
+export interface ChainHead {
+  seq: number;
+  hash: string;
+}
+
+export type VerifyResult =
+  | { ok: true; count: number; head: ChainHead | null }
+  | { ok: false; seq: number; reason: string; count: number };
+
+export interface VerifyOptions {
+  /**
+   * `genesis` (default): the rows must start at seq 1 from the genesis hash. `first`: trust the
+   * first row's seq and prev_hash (verifying an excerpt, e.g. an export of one period).
+   */
+  from?: 'genesis' | 'first';
+  /**
+   * A head recorded earlier outside the database (`ciport audit verify` prints it). The chain
+   * must contain this exact event: this catches removal of events from the end, which no chain
+   * can reveal on its own.
+   */
+  anchor?: ChainHead;
+}
+
+/**
+ * Check rows given in ascending seq order. Stops at the FIRST bad event and says which seq and
+ * why; `count` is the number of events that verified before it.
+ */
+export async function verifyRows(
+  rows: AsyncIterable<ChainRow> | Iterable<ChainRow>,
+  options: VerifyOptions = {},
+): Promise<VerifyResult> {
+  let expectedSeq = 1;
+  let expectedPrev = GENESIS_HASH;
+  let count = 0;
+  let head: ChainHead | null = null;
+  const anchor = options.anchor;
+  const fail = (seq: number, reason: string): VerifyResult => ({ ok: false, seq, reason, count });
+
+  for await (const row of rows) {
+    if (count === 0 && options.from === 'first') {
+      expectedSeq = row.seq;
+      expectedPrev = row.prevHash;
+    }
+    if (row.seq > expectedSeq) {
+      return fail(
+        expectedSeq,
+        `event ${expectedSeq} is missing (the next stored event is ${row.seq}): events were deleted`,
+      );
+    }
+    if (row.seq < expectedSeq) {
+      return fail(row.seq, `event ${row.seq} is out of order or duplicated (expected ${expectedSeq})`);
+    }
+    if (!HASH_PATTERN.test(row.hash) || !HASH_PATTERN.test(row.prevHash)) {
+      return fail(row.seq, 'hash or prev_hash is not 64 lowercase hex characters');
+    }
+    let data: JsonValue;
+    if (typeof row.data === 'string') {
+      try {
+        data = JSON.parse(row.data) as JsonValue;
+      } catch {
+        return fail(row.seq, 'data is not valid JSON: the event was altered');
+      }
+    } else {
+      data = row.data;
+    }
+    let recomputed: string;
+    try {
+      recomputed = eventHash(row.prevHash, { seq: row.seq, time: row.time, type: row.type, data });
+    } catch (err) {
+      return fail(row.seq, `event cannot be hashed (${(err as Error).message}): the event was altered`);
+    }
+    if (recomputed !== row.hash) {
+      return fail(row.seq, 'hash mismatch: the event was altered (or moved from another position)');
+    }
+    if (row.prevHash !== expectedPrev) {
+      return fail(
+        row.seq,
+        row.seq === 1 && options.from !== 'first'
+          ? 'the first event does not start from the genesis hash'
+          : `prev_hash does not match the hash of event ${row.seq - 1}: events were inserted, removed or reordered`,
+      );
+    }
+    if (anchor && row.seq === anchor.seq && row.hash !== anchor.hash) {
+      return fail(row.seq, 'event does not match the anchored hash: the chain was rewritten');
+    }
+    count++;
+    head = { seq: row.seq, hash: row.hash };
+    expectedSeq = row.seq + 1;
+    expectedPrev = row.hash;
+  }
+  if (anchor && (head === null || head.seq < anchor.seq)) {
+    return fail(
+      expectedSeq,
+      `the chain ends at event ${expectedSeq - 1} but event ${anchor.seq} was anchored: events were removed from the end`,
+    );
+  }
+  return { ok: true, count, head };
+}

@@ -1,0 +1,201 @@
+// The audit vocabulary: event types, the data each carries, and the stored event shape.
+// Field names are snake_case because they are what `ciport audit export` prints.
+
+import type { JsonObject } from './canonical.js';
+
+export const AUDIT_EVENT_TYPES = [
+  'session.denied',
+  'session.opened',
+  'session.ended',
+  'connection.opened',
+  'connection.closed',
+  'query',
+  'agent.connected',
+  'agent.disconnected',
+  'config.loaded',
+  'review.attested',
+] as const;
+export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
+
+export function isAuditEventType(value: string): value is AuditEventType {
+  return (AUDIT_EVENT_TYPES as readonly string[]).includes(value);
+}
+
+/** Why a session ended (DESIGN, "Sessions"). */
+export const SESSION_END_REASONS = [
+  'client_closed',
+  'lease_expired',
+  'ttl_expired',
+  'job_finished',
+  'revoked',
+] as const;
+export type SessionEndReason = (typeof SESSION_END_REASONS)[number];
+
+/**
+ * The normalised principal as audit events and exports show it: who the job is. Built by the
+ * identity layer from the verified token; every field but issuer and subject may be null for
+ * issuers that do not have the notion (a generic OIDC issuer has no pipeline).
+ */
+export type PrincipalSummary = {
+  issuer: string;
+  subject: string;
+  /** Project path (GitLab `project_path`, GitHub `repository`). */
+  project: string | null;
+  project_id?: string | null;
+  ref: string | null;
+  /** Pipeline id (GitLab) or workflow run id (GitHub). */
+  pipeline: string | null;
+  job: string | null;
+  job_url: string | null;
+  actor?: string | null;
+  environment?: string | null;
+};
+
+type Base = {
+  principal?: PrincipalSummary;
+  session?: string;
+  target?: string;
+  targets?: string[];
+  rule?: string | null;
+};
+
+export type SessionDeniedData = Base & {
+  principal: PrincipalSummary;
+  /** Targets the client asked for. */
+  targets: string[];
+  /** The matching deny rule, or the nearest allow rule that failed; null when none came close. */
+  rule: string | null;
+  reason: string;
+  /** `CIPORT_E_…` code of the refusal. */
+  error_code: string;
+  /** The first failing condition, for denials by policy. */
+  condition?: string;
+};
+
+export type SessionOpenedData = Base & {
+  session: string;
+  principal: PrincipalSummary;
+  targets: string[];
+  rule: string;
+  /** ISO 8601. */
+  expires_at: string;
+  ttl_ms: number;
+  gateway?: string;
+};
+
+export type SessionEndedData = Base & {
+  session: string;
+  principal: PrincipalSummary;
+  targets: string[];
+  rule: string | null;
+  reason: SessionEndReason;
+  duration_ms: number;
+  /** Who revoked it (operator subject), for `revoked`. */
+  by?: string;
+};
+
+type ConnectionBase = Base & {
+  session: string;
+  connection: string;
+  principal: PrincipalSummary;
+  target: string;
+  rule: string | null;
+  /** `gateway` or the name of the agent that served the target. */
+  exit: string;
+};
+
+export type ConnectionOpenedData = ConnectionBase & { client?: string };
+
+export type ConnectionClosedData = ConnectionBase & {
+  /** Bytes the app sent towards the target. */
+  bytes_to_target: number;
+  /** Bytes the target sent back to the app. */
+  bytes_from_target: number;
+  duration_ms: number;
+  error?: string;
+};
+
+export type QueryData = ConnectionBase & {
+  statement: string;
+  database?: string;
+  user?: string;
+};
+
+export type AgentConnectedData = Base & {
+  agent: string;
+  targets: string[];
+  remote?: string;
+  version?: string;
+};
+
+export type AgentDisconnectedData = Base & {
+  agent: string;
+  reason: string;
+  remote?: string;
+};
+
+export type ConfigLoadedData = Base & {
+  /** Where the configuration came from (file path). */
+  source: string;
+  /** SHA-256 of the canonical, secret-free configuration. */
+  config_hash: string;
+  issuers: string[];
+  targets: string[];
+  rules: string[];
+};
+
+export type ReviewAttestedData = Base & {
+  reviewer: { issuer: string; subject: string; name?: string; email?: string };
+  /** The reviewed period, ISO 8601. */
+  since: string;
+  until: string;
+  /** SHA-256 of the review document the reviewer signed off. */
+  review_hash: string;
+  comment?: string;
+};
+
+export interface AuditDataMap {
+  'session.denied': SessionDeniedData;
+  'session.opened': SessionOpenedData;
+  'session.ended': SessionEndedData;
+  'connection.opened': ConnectionOpenedData;
+  'connection.closed': ConnectionClosedData;
+  query: QueryData;
+  'agent.connected': AgentConnectedData;
+  'agent.disconnected': AgentDisconnectedData;
+  'config.loaded': ConfigLoadedData;
+  'review.attested': ReviewAttestedData;
+}
+
+/** What a caller hands the store: the type and its data; seq, time and hashes are the store's. */
+export type AuditEventInput = {
+  [T in AuditEventType]: {
+    type: T;
+    data: AuditDataMap[T];
+    /** Epoch ms; defaults to the store's clock. Never earlier than the previous event's time. */
+    time?: number;
+  };
+}[AuditEventType];
+
+/** A committed event, as read back from the store. */
+export interface AuditEvent {
+  seq: number;
+  /** Epoch milliseconds. */
+  time: number;
+  type: AuditEventType;
+  data: JsonObject;
+  hash: string;
+  prevHash: string;
+}
+
+/** Build an event input with the data type checked against the event type. */
+export function auditEvent<T extends AuditEventType>(
+  type: T,
+  data: AuditDataMap[T],
+  time?: number,
+): Extract<AuditEventInput, { type: T }> {
+  return (time === undefined ? { type, data } : { type, data, time }) as Extract<
+    AuditEventInput,
+    { type: T }
+  >;
+}

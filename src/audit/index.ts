@@ -1,0 +1,27 @@
+export { CanonicalJsonError, canonicalJson, type JsonObject, type JsonValue } from './canonical.js';
+export {
+  type ChainHead,
+  type ChainRow,
+  eventHash,
+  GENESIS_HASH,
+  MAX_STRING_LENGTH,
+  type PreparedEvent,
+  prepareAuditEvent,
+  RESERVED_DATA_KEYS,
+  type VerifyOptions,
+  type VerifyResult,
+  verifyRows,
+} from './chain.js';
+export * from './events.js';
+export {
+  CSV_COLUMNS,
+  csvField,
+  csvLine,
+  type ExportFormat,
+  type ExportOptions,
+  exportEvents,
+  jsonlLine,
+  parseJsonlLine,
+} from './export.js';
+export { isSecretKey, REDACTED_JWT, redactSecrets, scrubText } from './redact.js';
+export { storedRows, verifyChain } from './verify.js';

@@ -1,0 +1,219 @@
+// The two engines behind the one Store: how to connect, how to run a write transaction, and how
+// to serialise appends to the audit chain.
+
+import { closeSync, existsSync, mkdirSync, openSync, realpathSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import { StoreError, wrapStoreError } from './errors.js';
+import type { Database } from './schema.js';
+import type { StoreEngine } from './types.js';
+
+export const SQLITE_BUSY_TIMEOUT_MS = 5_000;
+
+/**
+ * Key of the transaction-scoped advisory lock that serialises audit appends in PostgreSQL:
+ * (0x63697074 = "cipt", 1). Every gateway sharing the database takes it before reading the
+ * chain's head, so concurrent appends queue up and the chain never forks.
+ */
+export const AUDIT_LOCK_KEY: readonly [number, number] = [0x63697074, 1];
+
+export interface Engine {
+  readonly kind: StoreEngine;
+  readonly db: Kysely<Database>;
+  /** Human name of the store for messages: a path, or postgres://host:port/db. Never a password. */
+  readonly where: string;
+  /** Strings that must never appear in messages (the PostgreSQL password). */
+  readonly scrub: readonly string[];
+  /** Run `fn` in a write transaction; commit if it resolves, roll back if it throws. */
+  write<T>(fn: (trx: Kysely<Database>) => Promise<T>): Promise<T>;
+  /** Called inside a write transaction before the chain head is read. */
+  lockAuditChain(trx: Kysely<Database>): Promise<void>;
+  /** Run the schema migrations with whatever exclusion the engine needs. */
+  migrate<T>(fn: () => Promise<T>): Promise<T>;
+  destroy(): Promise<void>;
+}
+
+// ---- SQLite --------------------------------------------------------------------------------
+
+/**
+ * better-sqlite3 is synchronous: if two connections of one process contend for the write lock,
+ * the loser's busy wait blocks the very thread the winner needs to commit. So writers in this
+ * process queue on a mutex per database file first; BEGIN IMMEDIATE plus busy_timeout then
+ * handles other processes (the CLI reading or verifying while the gateway runs).
+ */
+class Mutex {
+  #tail: Promise<void> = Promise.resolve();
+  refs = 0;
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.#tail.then(fn);
+    this.#tail = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
+  }
+}
+
+const fileMutexes = new Map<string, Mutex>();
+
+function acquireFileMutex(key: string): Mutex {
+  let m = fileMutexes.get(key);
+  if (!m) {
+    m = new Mutex();
+    fileMutexes.set(key, m);
+  }
+  m.refs++;
+  return m;
+}
+
+function releaseFileMutex(key: string, m: Mutex): void {
+  m.refs--;
+  if (m.refs === 0 && fileMutexes.get(key) === m) fileMutexes.delete(key);
+}
+
+export async function openSqliteEngine(path: string): Promise<Engine> {
+  const memory = path === ':memory:';
+  const file = memory ? path : resolve(path);
+  const where = `sqlite ${file}`;
+  const { default: BetterSqlite3 } = await import('better-sqlite3');
+  let sqlite: InstanceType<typeof BetterSqlite3>;
+  try {
+    if (!memory) {
+      mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+      // The file holds session hashes and the audit log: owner-only from the first byte.
+      if (!existsSync(file)) closeSync(openSync(file, 'a', 0o600));
+    }
+    sqlite = new BetterSqlite3(file, { timeout: SQLITE_BUSY_TIMEOUT_MS });
+  } catch (err) {
+    throw asUnavailable(err, where);
+  }
+  try {
+    if (!memory) {
+      const mode = sqlite.pragma('journal_mode = WAL', { simple: true });
+      if (String(mode).toLowerCase() !== 'wal') {
+        throw new StoreError(
+          'CIPORT_E_STORE_UNAVAILABLE',
+          `${where}: cannot enable WAL (journal_mode is ${mode})`,
+        );
+      }
+    }
+    // FULL: a committed audit event survives power loss, not only a crash of the process.
+    sqlite.pragma('synchronous = FULL');
+    sqlite.pragma('foreign_keys = ON');
+    sqlite.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
+  } catch (err) {
+    sqlite.close();
+    throw asUnavailable(err, where);
+  }
+
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const key = memory ? `:memory:${Math.random()}` : realpathSync(file);
+  const mutex = acquireFileMutex(key);
+  let destroyed = false;
+
+  return {
+    kind: 'sqlite',
+    db,
+    where,
+    scrub: [],
+    write: (fn) =>
+      mutex.run(() =>
+        db.connection().execute(async (conn) => {
+          await sql`begin immediate`.execute(conn);
+          try {
+            const result = await fn(conn);
+            await sql`commit`.execute(conn);
+            return result;
+          } catch (err) {
+            if (sqlite.inTransaction) await sql`rollback`.execute(conn);
+            throw err;
+          }
+        }),
+      ),
+    // BEGIN IMMEDIATE already holds the database's single write lock.
+    lockAuditChain: async () => {},
+    // Kysely's SQLite dialect has one connection and its Migrator runs no transaction of its own
+    // there, so wrapping it in BEGIN IMMEDIATE makes the whole migration atomic and exclusive.
+    migrate: (fn) =>
+      mutex.run(async () => {
+        await sql`begin immediate`.execute(db);
+        try {
+          const result = await fn();
+          await sql`commit`.execute(db);
+          return result;
+        } catch (err) {
+          if (sqlite.inTransaction) await sql`rollback`.execute(db);
+          throw err;
+        }
+      }),
+    destroy: async () => {
+      if (destroyed) return;
+      destroyed = true;
+      releaseFileMutex(key, mutex);
+      await mutex.run(() => db.destroy());
+    },
+  };
+}
+
+// ---- PostgreSQL ----------------------------------------------------------------------------
+
+export async function openPostgresEngine(url: string): Promise<Engine> {
+  const { where, password } = describePostgresUrl(url);
+  const scrub = password ? [password, encodeURIComponent(password)] : [];
+  const { default: pg } = await import('pg');
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 10,
+    connectionTimeoutMillis: 10_000,
+    idleTimeoutMillis: 30_000,
+    application_name: 'ciport',
+  });
+  // An idle client lost its connection (server restart, failover). The pool drops it and the
+  // next checkout reconnects; without a listener the process would crash.
+  pool.on('error', () => {});
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  let destroyed = false;
+  return {
+    kind: 'postgres',
+    db,
+    where,
+    scrub,
+    write: (fn) => db.transaction().execute(fn),
+    lockAuditChain: async (trx) => {
+      await sql`select pg_advisory_xact_lock(${sql.lit(AUDIT_LOCK_KEY[0])}, ${sql.lit(AUDIT_LOCK_KEY[1])})`.execute(
+        trx,
+      );
+    },
+    // Kysely's Migrator takes its own session advisory lock and runs in one transaction on PG.
+    migrate: (fn) => fn(),
+    destroy: async () => {
+      if (destroyed) return;
+      destroyed = true;
+      await db.destroy();
+    },
+  };
+}
+
+function describePostgresUrl(url: string): { where: string; password: string } {
+  try {
+    const u = new URL(url);
+    const host = u.hostname || 'localhost';
+    const port = u.port || '5432';
+    const database = decodeURIComponent(u.pathname.replace(/^\//, '')) || '(default)';
+    return { where: `postgres ${host}:${port}/${database}`, password: decodeURIComponent(u.password) };
+  } catch {
+    // libpq key=value strings and socket paths: say nothing that might contain the password.
+    return { where: 'postgres (connection string)', password: '' };
+  }
+}
+
+function asUnavailable(err: unknown, where: string): unknown {
+  const wrapped = wrapStoreError(err, where);
+  if (wrapped !== err) return wrapped;
+  if (err instanceof StoreError) return err;
+  const reason = err instanceof Error ? err.message : String(err);
+  return new StoreError('CIPORT_E_STORE_UNAVAILABLE', `store unavailable: ${where}: ${reason}`, {
+    cause: err,
+  });
+}

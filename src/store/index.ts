@@ -1,0 +1,24 @@
+export { isUnavailable, StoreError, type StoreErrorCode } from './errors.js';
+export { DEFAULT_SQLITE_FILE, type OpenStoreOptions, openStore, type StoreConfig } from './open.js';
+export type {
+  AuditQuery,
+  EventFor,
+  ListSessionsOptions,
+  NewSession,
+  SessionChange,
+  SessionRecord,
+  SessionState,
+  Store,
+  StoreEngine,
+} from './types.js';
+export { expiryReason } from './types.js';
+
+import { StoreError } from './errors.js';
+import type { SessionRecord, Store } from './types.js';
+
+/** getSession, or CIPORT_E_SESSION_NOT_FOUND (API 404, `ciport sessions revoke` exit 2). */
+export async function requireSession(store: Store, id: string): Promise<SessionRecord> {
+  const session = await store.getSession(id);
+  if (!session) throw new StoreError('CIPORT_E_SESSION_NOT_FOUND', `no session with id "${id}"`);
+  return session;
+}

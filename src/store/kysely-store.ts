@@ -1,0 +1,398 @@
+// The Store on Kysely: one implementation, the engine supplies transactions and locking.
+
+import { type Kysely, Migrator, type Selectable } from 'kysely';
+import type { JsonObject } from '../audit/canonical.js';
+import { type ChainRow, eventHash, GENESIS_HASH, prepareAuditEvent } from '../audit/chain.js';
+import {
+  type AuditEvent,
+  type AuditEventInput,
+  type AuditEventType,
+  SESSION_END_REASONS,
+  type SessionEndReason,
+} from '../audit/events.js';
+import { CiportError } from '../errors/index.js';
+import type { Engine } from './engines.js';
+import { StoreError, wrapStoreError } from './errors.js';
+import { MIGRATION_LOCK_TABLE, MIGRATION_TABLE, migrationNames, migrationProvider } from './migrations.js';
+import { type Database, type SessionsTable, toInt } from './schema.js';
+import type {
+  AuditQuery,
+  EventFor,
+  ListSessionsOptions,
+  NewSession,
+  SessionChange,
+  SessionRecord,
+  Store,
+  StoreEngine,
+} from './types.js';
+
+const DEFAULT_LIMIT = 1000;
+const MAX_LIMIT = 10_000;
+const HEX64 = /^[0-9a-f]{64}$/;
+
+export class KyselyStore implements Store {
+  readonly #engine: Engine;
+  readonly #db: Kysely<Database>;
+  readonly #clock: () => number;
+  #closed = false;
+
+  private constructor(engine: Engine, clock: () => number) {
+    this.#engine = engine;
+    this.#db = engine.db;
+    this.#clock = clock;
+  }
+
+  /** Wrap an opened engine: run the migrations, then hand out the store. */
+  static async open(engine: Engine, clock: () => number = Date.now): Promise<KyselyStore> {
+    try {
+      await migrate(engine);
+    } catch (err) {
+      await engine.destroy().catch(() => {});
+      throw err;
+    }
+    return new KyselyStore(engine, clock);
+  }
+
+  get engine(): StoreEngine {
+    return this.#engine.kind;
+  }
+
+  // ---- sessions ----------------------------------------------------------------------------
+
+  async createSession(input: NewSession, event: EventFor): Promise<SessionChange> {
+    checkNewSession(input);
+    const session: SessionRecord = { ...input, state: 'active', endReason: null, endedAt: null };
+    return this.#guard(() =>
+      this.#engine.write(async (trx) => {
+        await trx
+          .insertInto('sessions')
+          .values({
+            id: session.id,
+            secret_hash: session.secretHash,
+            issuer: session.issuer,
+            subject: session.subject,
+            principal: JSON.stringify(session.principal),
+            targets: JSON.stringify(session.targets),
+            rule: session.rule,
+            state: 'active',
+            end_reason: null,
+            created_at: session.createdAt,
+            expires_at: session.expiresAt,
+            lease_expires_at: session.leaseExpiresAt,
+            ended_at: null,
+            gateway_id: session.gatewayId,
+          })
+          .execute();
+        const written = await this.#append(trx, resolveEvent(event, session), session.createdAt);
+        return { session, event: written };
+      }),
+    );
+  }
+
+  async endSession(
+    id: string,
+    reason: SessionEndReason,
+    event: EventFor,
+    options: { at?: number } = {},
+  ): Promise<SessionChange | undefined> {
+    if (!(SESSION_END_REASONS as readonly string[]).includes(reason)) {
+      throw new CiportError('CIPORT_E_INTERNAL', `unknown session end reason "${reason}"`);
+    }
+    const at = options.at ?? this.#clock();
+    return this.#guard(() =>
+      this.#engine.write(async (trx) => {
+        // The conditional update is the arbiter: of concurrent enders only one sees a row.
+        const row = await trx
+          .updateTable('sessions')
+          .set({ state: 'ended', end_reason: reason, ended_at: at })
+          .where('id', '=', id)
+          .where('state', '=', 'active')
+          .returningAll()
+          .executeTakeFirst();
+        if (!row) return undefined;
+        const session = toSession(row);
+        const written = await this.#append(trx, resolveEvent(event, session), at);
+        return { session, event: written };
+      }),
+    );
+  }
+
+  async heartbeat(id: string, leaseUntil: number, now: number = this.#clock()): Promise<boolean> {
+    checkInt('leaseUntil', leaseUntil);
+    return this.#guard(() =>
+      this.#engine.write(async (trx) => {
+        const result = await trx
+          .updateTable('sessions')
+          .set({ lease_expires_at: leaseUntil })
+          .where('id', '=', id)
+          .where('state', '=', 'active')
+          .where('lease_expires_at', '>', now)
+          .where('expires_at', '>', now)
+          .executeTakeFirst();
+        return result.numUpdatedRows > 0n;
+      }),
+    );
+  }
+
+  getSession(id: string): Promise<SessionRecord | undefined> {
+    return this.#guard(async () => {
+      const row = await this.#db.selectFrom('sessions').selectAll().where('id', '=', id).executeTakeFirst();
+      return row ? toSession(row) : undefined;
+    });
+  }
+
+  findBySecretHash(secretHash: string): Promise<SessionRecord | undefined> {
+    return this.#guard(async () => {
+      const row = await this.#db
+        .selectFrom('sessions')
+        .selectAll()
+        .where('secret_hash', '=', secretHash)
+        .executeTakeFirst();
+      return row ? toSession(row) : undefined;
+    });
+  }
+
+  listSessions(options: ListSessionsOptions = {}): Promise<SessionRecord[]> {
+    const limit = clampLimit(options.limit);
+    return this.#guard(async () => {
+      let q = this.#db.selectFrom('sessions').selectAll();
+      if (options.activeOnly) q = q.where('state', '=', 'active');
+      const since = options.since;
+      if (since !== undefined) {
+        q = q.where((eb) =>
+          eb.or([eb('state', '=', 'active'), eb('created_at', '>=', since), eb('ended_at', '>=', since)]),
+        );
+      }
+      const rows = await q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit).execute();
+      return rows.map(toSession);
+    });
+  }
+
+  expiredSessions(now: number = this.#clock()): Promise<SessionRecord[]> {
+    return this.#guard(async () => {
+      const rows = await this.#db
+        .selectFrom('sessions')
+        .selectAll()
+        .where('state', '=', 'active')
+        .where((eb) => eb.or([eb('expires_at', '<=', now), eb('lease_expires_at', '<=', now)]))
+        .orderBy('created_at', 'asc')
+        .orderBy('id', 'asc')
+        .execute();
+      return rows.map(toSession);
+    });
+  }
+
+  // ---- audit -------------------------------------------------------------------------------
+
+  async appendAudit(event: AuditEventInput): Promise<AuditEvent> {
+    const prepared = prepareAuditEvent(event); // programming errors surface before any lock
+    return this.#guard(() => this.#engine.write((trx) => this.#append(trx, prepared)));
+  }
+
+  auditEvents(query: AuditQuery = {}): Promise<AuditEvent[]> {
+    return this.#guard(async () => {
+      let q = this.#db.selectFrom('audit_events').selectAll();
+      if (query.afterSeq !== undefined) q = q.where('seq', '>', query.afterSeq);
+      if (query.since !== undefined) q = q.where('time', '>=', query.since);
+      if (query.until !== undefined) q = q.where('time', '<', query.until);
+      const rows = await q.orderBy('seq', 'asc').limit(clampLimit(query.limit)).execute();
+      return rows.map((row) => {
+        const seq = toInt(row.seq);
+        let data: JsonObject;
+        try {
+          data = JSON.parse(row.data) as JsonObject;
+        } catch (err) {
+          throw new CiportError(
+            'CIPORT_E_INTERNAL',
+            `audit event ${seq} has corrupt data; run \`ciport audit verify\``,
+            { cause: err },
+          );
+        }
+        return {
+          seq,
+          time: toInt(row.time),
+          type: row.type as AuditEventType,
+          data,
+          hash: row.hash,
+          prevHash: row.prev_hash,
+        };
+      });
+    });
+  }
+
+  auditRows(query: Pick<AuditQuery, 'afterSeq' | 'limit'> = {}): Promise<ChainRow[]> {
+    return this.#guard(async () => {
+      let q = this.#db.selectFrom('audit_events').selectAll();
+      if (query.afterSeq !== undefined) q = q.where('seq', '>', query.afterSeq);
+      const rows = await q.orderBy('seq', 'asc').limit(clampLimit(query.limit)).execute();
+      return rows.map((row) => ({
+        seq: toInt(row.seq),
+        time: toInt(row.time),
+        type: row.type,
+        data: row.data,
+        hash: row.hash,
+        prevHash: row.prev_hash,
+      }));
+    });
+  }
+
+  auditHead(): Promise<{ seq: number; hash: string; time: number } | undefined> {
+    return this.#guard(async () => {
+      const row = await this.#db
+        .selectFrom('audit_events')
+        .select(['seq', 'hash', 'time'])
+        .orderBy('seq', 'desc')
+        .limit(1)
+        .executeTakeFirst();
+      return row ? { seq: toInt(row.seq), hash: row.hash, time: toInt(row.time) } : undefined;
+    });
+  }
+
+  /**
+   * Chain one event inside the caller's write transaction. The engine's lock (PostgreSQL:
+   * advisory xact lock; SQLite: BEGIN IMMEDIATE) is held from reading the head until commit.
+   */
+  async #append(
+    trx: Kysely<Database>,
+    input: AuditEventInput | ReturnType<typeof prepareAuditEvent>,
+    defaultTime?: number,
+  ): Promise<AuditEvent> {
+    const prepared = 'dataText' in input ? input : prepareAuditEvent(input);
+    await this.#engine.lockAuditChain(trx);
+    const last = await trx
+      .selectFrom('audit_events')
+      .select(['seq', 'hash', 'time'])
+      .orderBy('seq', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+    const seq = last ? toInt(last.seq) + 1 : 1;
+    const prevHash = last ? last.hash : GENESIS_HASH;
+    // Time never runs backwards along the chain, so a time window is a contiguous seq range.
+    const time = Math.max(prepared.time ?? defaultTime ?? this.#clock(), last ? toInt(last.time) : 0);
+    const hash = eventHash(prevHash, { seq, time, type: prepared.type, data: prepared.data });
+    await trx
+      .insertInto('audit_events')
+      .values({ seq, time, type: prepared.type, data: prepared.dataText, hash, prev_hash: prevHash })
+      .execute();
+    return { seq, time, type: prepared.type, data: prepared.data, hash, prevHash };
+  }
+
+  // ---- meta --------------------------------------------------------------------------------
+
+  getMeta(key: string): Promise<string | undefined> {
+    return this.#guard(async () => {
+      const row = await this.#db.selectFrom('meta').select('value').where('key', '=', key).executeTakeFirst();
+      return row?.value;
+    });
+  }
+
+  setMeta(key: string, value: string): Promise<void> {
+    return this.#guard(() =>
+      this.#engine.write(async (trx) => {
+        await trx
+          .insertInto('meta')
+          .values({ key, value })
+          .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
+          .execute();
+      }),
+    );
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#engine.destroy();
+  }
+
+  async #guard<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#closed) {
+      throw new StoreError('CIPORT_E_STORE_UNAVAILABLE', `store unavailable: ${this.#engine.where}: closed`);
+    }
+    try {
+      return await fn();
+    } catch (err) {
+      throw wrapStoreError(err, this.#engine.where, this.#engine.scrub);
+    }
+  }
+}
+
+async function migrate(engine: Engine): Promise<void> {
+  const migrator = new Migrator({
+    db: engine.db,
+    provider: migrationProvider(engine.kind),
+    migrationTableName: MIGRATION_TABLE,
+    migrationLockTableName: MIGRATION_LOCK_TABLE,
+  });
+  try {
+    await engine.migrate(async () => {
+      const { error } = await migrator.migrateToLatest();
+      if (error) throw error; // and roll the engine's transaction back
+    });
+  } catch (err) {
+    const wrapped = wrapStoreError(err, engine.where, engine.scrub);
+    if (wrapped !== err) throw wrapped;
+    if (err instanceof CiportError) throw err;
+    const message = err instanceof Error ? err.message : String(err);
+    const known = migrationNames(engine.kind);
+    if (/corrupted migrations|missing|unordered/i.test(message)) {
+      throw new StoreError(
+        'CIPORT_E_STORE_SCHEMA',
+        `${engine.where}: the store's schema was written by a different (newer?) ciport version ` +
+          `(${message}); this version knows migrations ${known.join(', ')}`,
+        { cause: err },
+      );
+    }
+    throw new StoreError('CIPORT_E_STORE_SCHEMA', `${engine.where}: schema migration failed: ${message}`, {
+      cause: err,
+    });
+  }
+}
+
+function resolveEvent(event: EventFor, session: SessionRecord): AuditEventInput {
+  return typeof event === 'function' ? event(session) : event;
+}
+
+function toSession(row: Selectable<SessionsTable>): SessionRecord {
+  return {
+    id: row.id,
+    secretHash: row.secret_hash,
+    issuer: row.issuer,
+    subject: row.subject,
+    principal: JSON.parse(row.principal) as JsonObject,
+    targets: JSON.parse(row.targets) as string[],
+    rule: row.rule,
+    state: row.state === 'ended' ? 'ended' : 'active',
+    endReason: (row.end_reason as SessionEndReason | null) ?? null,
+    createdAt: toInt(row.created_at),
+    expiresAt: toInt(row.expires_at),
+    leaseExpiresAt: toInt(row.lease_expires_at),
+    endedAt: row.ended_at === null ? null : toInt(row.ended_at),
+    gatewayId: row.gateway_id,
+  };
+}
+
+function checkInt(name: string, value: unknown): void {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value)) {
+    throw new CiportError('CIPORT_E_INTERNAL', `${name} must be integer epoch milliseconds`);
+  }
+}
+
+function checkNewSession(s: NewSession): void {
+  const bad = (why: string) => new CiportError('CIPORT_E_INTERNAL', `invalid session record: ${why}`);
+  if (typeof s.id !== 'string' || s.id.length === 0 || s.id.length > 200) throw bad('id');
+  // A hash, never the secret: refuse anything that is not 64 lowercase hex characters.
+  if (typeof s.secretHash !== 'string' || !HEX64.test(s.secretHash)) {
+    throw bad('secretHash must be the hex SHA-256 of the session secret');
+  }
+  if (!Array.isArray(s.targets) || !s.targets.every((t) => typeof t === 'string')) throw bad('targets');
+  if (s.principal === null || typeof s.principal !== 'object' || Array.isArray(s.principal))
+    throw bad('principal');
+  checkInt('createdAt', s.createdAt);
+  checkInt('expiresAt', s.expiresAt);
+  checkInt('leaseExpiresAt', s.leaseExpiresAt);
+}
+
+function clampLimit(limit: number | undefined): number {
+  if (limit === undefined) return DEFAULT_LIMIT;
+  return Math.max(1, Math.min(MAX_LIMIT, Math.floor(limit)));
+}

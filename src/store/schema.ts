@@ -1,0 +1,51 @@
+// Table types for Kysely. Timestamps are epoch-millisecond integers (`bigint` columns); the pg
+// driver hands int8 back as a string unless told otherwise, so reads go through `toInt`.
+// JSON is stored as text in both engines (canonical JSON for audit data).
+
+import type { ColumnType } from 'kysely';
+
+/** An integer column: numbers in, number (SQLite) or numeric string (PostgreSQL int8) out. */
+export type IntColumn = ColumnType<number | string | bigint, number, number>;
+
+export interface SessionsTable {
+  id: string;
+  secret_hash: string;
+  issuer: string;
+  subject: string;
+  principal: string;
+  targets: string;
+  rule: string | null;
+  state: string;
+  end_reason: string | null;
+  created_at: IntColumn;
+  expires_at: IntColumn;
+  lease_expires_at: IntColumn;
+  ended_at: ColumnType<number | string | bigint | null, number | null, number | null>;
+  gateway_id: string | null;
+}
+
+export interface AuditEventsTable {
+  seq: IntColumn;
+  time: IntColumn;
+  type: string;
+  data: string;
+  hash: string;
+  prev_hash: string;
+}
+
+export interface MetaTable {
+  key: string;
+  value: string;
+}
+
+export interface Database {
+  sessions: SessionsTable;
+  audit_events: AuditEventsTable;
+  meta: MetaTable;
+}
+
+export function toInt(value: number | string | bigint): number {
+  const n = typeof value === 'number' ? value : Number(value);
+  if (!Number.isSafeInteger(n)) throw new RangeError(`not a safe integer: ${String(value)}`);
+  return n;
+}
