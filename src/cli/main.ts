@@ -2,9 +2,13 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode } from '../errors/index.js';
 import type { CliContext } from './command.js';
 import { registerAudit } from './commands/audit.js';
+import { registerClose } from './commands/close.js';
 import { registerConfig } from './commands/config.js';
 import { registerDev } from './commands/dev.js';
+import { registerExec } from './commands/exec.js';
+import { registerOpen } from './commands/open.js';
 import { registerPolicy } from './commands/policy.js';
+import { registerWhoami } from './commands/whoami.js';
 import { type Io, paint, processIo } from './output.js';
 
 export function buildProgram(ctx: CliContext): Command {
@@ -27,6 +31,10 @@ Exit codes: 0 ok/allowed, 1 a check found problems, 2 usage or configuration err
 3 denied by policy, 4 token rejected, 5 gateway unreachable; exec returns its command's.
 Errors carry stable codes (CIPORT_E_…), listed in docs/errors.md.`,
   );
+  registerExec(program, ctx);
+  registerOpen(program, ctx);
+  registerClose(program, ctx);
+  registerWhoami(program, ctx);
   registerConfig(program, ctx);
   registerPolicy(program, ctx);
   registerDev(program, ctx);

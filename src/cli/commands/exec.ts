@@ -68,15 +68,17 @@ export function registerExec(program: Command, ctx: CliContext): void {
       const log = clientLog(ctx.io, Boolean(opts.verbose));
       const trap = new SignalTrap(FORWARDED_SIGNALS);
       try {
-        const port = await Port.open({
-          env: ctx.io.env,
-          gateway: opts.gateway,
-          tokenEnv: opts.tokenEnv,
-          audience: opts.audience,
-          targets,
-          ttl,
-          log,
-        });
+        const port = await trap.during(
+          Port.open({
+            env: ctx.io.env,
+            gateway: opts.gateway,
+            tokenEnv: opts.tokenEnv,
+            audience: opts.audience,
+            targets,
+            ttl,
+            log,
+          }),
+        );
         try {
           if (trap.first) return exitCodeOf(null, trap.first);
           const env = childEnv(ctx.io.env, port.env, [port.tokenEnvName]);

@@ -2,7 +2,7 @@ import { rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { formatDotenv, formatExports, writeFileAtomic } from '../../client/dotenv.js';
-import { parseTargetSpecs } from '../../client/env.js';
+import { credentialKeys, parseTargetSpecs } from '../../client/env.js';
 import { SessionEndedError } from '../../client/errors.js';
 import { Port } from '../../client/port.js';
 import { SignalTrap } from '../../client/signals.js';
@@ -33,8 +33,8 @@ export function registerOpen(program: Command, ctx: CliContext): void {
     .option('-v, --verbose', 'log the session and each connection (with bytes) on stderr');
   connectionOptions(open);
   examples(open, [
-    'eval "$(ciport open staging-db)"   # foreground: prints export lines, keeps running',
-    'ciport open staging-db --env-file .ciport.env &',
+    'ciport open staging-db:5432        # foreground: prints export lines, runs until Ctrl-C',
+    'ciport open staging-db --env-file .ciport.env &        # in a CI job: background it, then',
     'while [ ! -s .ciport.env ]; do sleep 0.2; done; set -a; . ./.ciport.env; set +a',
     'ciport close',
   ]).action(
@@ -53,15 +53,17 @@ export function registerOpen(program: Command, ctx: CliContext): void {
       const trap = new SignalTrap();
       let port: Port | undefined;
       try {
-        port = await Port.open({
-          env: ctx.io.env,
-          gateway: opts.gateway,
-          tokenEnv: opts.tokenEnv,
-          audience: opts.audience,
-          targets,
-          ttl,
-          log,
-        });
+        port = await trap.during(
+          Port.open({
+            env: ctx.io.env,
+            gateway: opts.gateway,
+            tokenEnv: opts.tokenEnv,
+            audience: opts.audience,
+            targets,
+            ttl,
+            log,
+          }),
+        );
         if (trap.first) return 0;
         writeState(stateFile, {
           pid: process.pid,
@@ -116,11 +118,6 @@ export function registerOpen(program: Command, ctx: CliContext): void {
 
 /** The exports minus the variables that carry a one-time credential. */
 function withoutCredentials(port: Port): Record<string, string> {
-  const secrets = port.bound.flatMap((t) => (t.credentials ? [t.credentials.password] : []));
-  if (secrets.length === 0) return port.env;
-  return Object.fromEntries(
-    Object.entries(port.env).filter(
-      ([, v]) => !secrets.some((s) => v.includes(s) || v.includes(encodeURIComponent(s))),
-    ),
-  );
+  const hidden = new Set(credentialKeys(port.bound));
+  return Object.fromEntries(Object.entries(port.env).filter(([k]) => !hidden.has(k)));
 }

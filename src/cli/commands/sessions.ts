@@ -1,0 +1,133 @@
+import type { Command } from 'commander';
+import { GatewayClient, gatewayUrl, trustedCas } from '../../client/gateway.js';
+import { UsageError } from '../../errors/index.js';
+import { action, type CliContext, examples } from '../command.js';
+import { type Io, paint, writeJson } from '../output.js';
+
+/** A session summary as the admin API returns it (docs/protocol.md). */
+export interface SessionSummary {
+  id: string;
+  state: 'active' | 'ended';
+  end_reason: string | null;
+  targets: string[];
+  principal: Record<string, unknown>;
+  created_at: string;
+  expires_at: string;
+  [key: string]: unknown;
+}
+
+interface AdminOptions {
+  gateway?: string;
+  json?: boolean;
+}
+
+export function registerSessions(program: Command, ctx: CliContext): void {
+  const sessions = program
+    .command('sessions')
+    .description('list and revoke sessions on a running gateway (admin token in CIPORT_ADMIN_TOKEN)');
+
+  examples(
+    sessions
+      .command('list')
+      .description('sessions of the last 24 hours, ended ones included')
+      .option('--gateway <url>', 'gateway URL (default CIPORT_GATEWAY)')
+      .option('--active', 'only active sessions')
+      .option(
+        '--json',
+        'print a JSON array of {id, state, end_reason, targets, principal, created_at, expires_at}',
+      ),
+    [
+      'CIPORT_ADMIN_TOKEN=… ciport sessions list --gateway https://ciport.example.com:8443',
+      'ciport sessions list --active --json | jq -r ".[].id"',
+    ],
+  ).action(
+    action(ctx, async (opts: AdminOptions & { active?: boolean }) => {
+      const list = await withAdmin(ctx.io, opts, async (client, token) => {
+        const res = await client.api('GET', `/v1/sessions${opts.active ? '?active=1' : ''}`, {
+          bearer: token,
+        });
+        return res.body as SessionSummary[];
+      });
+      if (opts.json) writeJson(ctx.io, list);
+      else ctx.io.stdout.write(formatSessions(ctx.io, list));
+      return 0;
+    }),
+  );
+
+  examples(
+    sessions
+      .command('revoke')
+      .description('end a session now: its tunnels are cut and its end is audited (end_reason revoked)')
+      .argument('<id>', 'session id (ses_…)')
+      .option('--gateway <url>', 'gateway URL (default CIPORT_GATEWAY)')
+      .option('--json', 'print {"state": "ended", "end_reason": …}'),
+    ['ciport sessions revoke ses_3q2XJ0lQ0m5pV6kq1m2cXg --gateway https://ciport.example.com:8443'],
+  ).action(
+    action(ctx, async (id: string, opts: AdminOptions) => {
+      if (!/^ses_[A-Za-z0-9_-]{1,64}$/.test(id)) throw new UsageError(`"${id}" is not a session id (ses_…)`);
+      const body = await withAdmin(ctx.io, opts, async (client, token) => {
+        const res = await client.api('POST', `/v1/sessions/${id}/revoke`, { bearer: token });
+        return res.body as { state: string; end_reason: string | null };
+      });
+      if (opts.json) writeJson(ctx.io, body);
+      else ctx.io.stdout.write(`${id}: ${body.state} (${body.end_reason ?? 'unknown'})\n`);
+      return 0;
+    }),
+  );
+}
+
+async function withAdmin<T>(
+  io: Io,
+  opts: AdminOptions,
+  fn: (client: GatewayClient, token: string) => Promise<T>,
+): Promise<T> {
+  const token = io.env.CIPORT_ADMIN_TOKEN;
+  if (!token) throw new UsageError('set CIPORT_ADMIN_TOKEN to an admin token of the gateway');
+  const client = new GatewayClient({
+    url: gatewayUrl({ gateway: opts.gateway, env: io.env }),
+    ca: trustedCas(io.env),
+  });
+  try {
+    return await fn(client, token);
+  } finally {
+    client.close();
+  }
+}
+
+function str(v: unknown): string {
+  return typeof v === 'string' && v !== '' ? v : '-';
+}
+
+/** Who, in a few characters: the project path (or subject) and ref. */
+function who(principal: Record<string, unknown>): string {
+  const project = (principal.project as { path?: unknown } | null | undefined)?.path;
+  const ref = (principal.ref as { name?: unknown } | null | undefined)?.name;
+  const base = str(project) !== '-' ? str(project) : str(principal.subject);
+  return ref ? `${base}@${String(ref)}` : base;
+}
+
+export function formatSessions(io: Io, sessions: readonly SessionSummary[]): string {
+  if (sessions.length === 0) return 'no sessions in the last 24 hours\n';
+  const rows = sessions.map((s) => [
+    s.id,
+    s.state,
+    str(s.end_reason),
+    s.targets.join(',') || '-',
+    who(s.principal ?? {}),
+    s.created_at.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
+    s.expires_at.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
+  ]);
+  const head = ['ID', 'STATE', 'END', 'TARGETS', 'WHO', 'CREATED', 'EXPIRES'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] as number)))
+      .join('  ')
+      .trimEnd();
+  const out = [paint(io, io.stdout, 'bold', line(head))];
+  for (const r of rows) {
+    const text = line(r);
+    out.push(r[1] === 'active' ? text : paint(io, io.stdout, 'dim', text));
+  }
+  return `${out.join('\n')}\n`;
+}

@@ -1,0 +1,123 @@
+// What the command sees: one local listener per target, described by env vars (DESIGN,
+// "Contract the tests rely on"). For `staging-db`: CIPORT_STAGING_DB_URL / _HOST / _PORT;
+// for a single postgres target also DATABASE_URL and libpq's PG* variables.
+import { CiportError } from '../errors/errors.js';
+import type { OneTimeCredential, Protocol } from './session.js';
+
+/** `db` or `db:15432` from the command line. */
+export interface TargetSpec {
+  name: string;
+  /** 0: any free port. */
+  port: number;
+}
+
+const TARGET_RE = /^([a-z0-9][a-z0-9_-]{0,62})(?::(\d{1,5}))?$/;
+
+export function parseTargetSpec(text: string): TargetSpec {
+  const m = TARGET_RE.exec(text);
+  if (!m) {
+    throw new CiportError(
+      'CIPORT_E_USAGE',
+      `target "${text}": expected NAME or NAME:LOCALPORT (lowercase letters, digits, "-", "_")`,
+    );
+  }
+  const port = m[2] === undefined ? 0 : Number(m[2]);
+  if (port > 65535) throw new CiportError('CIPORT_E_USAGE', `target "${text}": port ${port} is out of range`);
+  const name = m[1] as string;
+  return { name, port };
+}
+
+export function parseTargetSpecs(texts: string[]): TargetSpec[] {
+  const specs = texts.map(parseTargetSpec);
+  const seen = new Set<string>();
+  for (const s of specs) {
+    if (seen.has(s.name)) throw new CiportError('CIPORT_E_USAGE', `target "${s.name}" is named twice`);
+    seen.add(s.name);
+  }
+  return specs;
+}
+
+/** A granted target with its local listener. */
+export interface BoundTarget {
+  name: string;
+  protocol: Protocol;
+  database?: string | undefined;
+  host: string;
+  port: number;
+  credentials?: OneTimeCredential | undefined;
+}
+
+const SCHEMES: Record<Protocol, string> = {
+  postgres: 'postgres',
+  mysql: 'mysql',
+  redis: 'redis',
+  http: 'http',
+  tcp: 'tcp',
+};
+
+/** `staging-db` → `STAGING_DB`. */
+export function envName(target: string): string {
+  return target.toUpperCase().replace(/[^A-Z0-9]/g, '_');
+}
+
+/** encodeURIComponent, plus the sub-delimiters it leaves alone (`!'()*`). */
+function encode(text: string): string {
+  return encodeURIComponent(text).replace(
+    /[!'()*]/g,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
+}
+
+/** The connection URL for a bound target (a one-time credential in it when there is one). */
+export function targetUrl(t: BoundTarget): string {
+  const auth = t.credentials ? `${encode(t.credentials.user)}:${encode(t.credentials.password)}@` : '';
+  const host = t.host.includes(':') ? `[${t.host}]` : t.host;
+  const path = t.database ? `/${encode(t.database)}` : '';
+  return `${SCHEMES[t.protocol]}://${auth}${host}:${t.port}${path}`;
+}
+
+/** Every variable exported to the command, in a stable order. */
+export function exportedEnv(targets: BoundTarget[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const t of targets) {
+    const n = envName(t.name);
+    env[`CIPORT_${n}_URL`] = targetUrl(t);
+    env[`CIPORT_${n}_HOST`] = t.host;
+    env[`CIPORT_${n}_PORT`] = String(t.port);
+  }
+  const postgres = targets.filter((t) => t.protocol === 'postgres');
+  const pg = postgres[0];
+  if (postgres.length === 1 && pg) {
+    env.DATABASE_URL = targetUrl(pg);
+    env.PGHOST = pg.host;
+    env.PGPORT = String(pg.port);
+    if (pg.database) env.PGDATABASE = pg.database;
+    if (pg.credentials) {
+      env.PGUSER = pg.credentials.user;
+      env.PGPASSWORD = pg.credentials.password;
+    }
+  }
+  return env;
+}
+
+/** The exported variables that carry a one-time credential (kept out of logs). */
+export function credentialKeys(targets: BoundTarget[]): string[] {
+  const keys = targets.filter((t) => t.credentials).map((t) => `CIPORT_${envName(t.name)}_URL`);
+  const postgres = targets.filter((t) => t.protocol === 'postgres');
+  if (postgres.length === 1 && postgres[0]?.credentials) keys.push('DATABASE_URL', 'PGPASSWORD');
+  return keys;
+}
+
+/**
+ * The command's environment: ours, minus the variables that hold the ID token, plus the
+ * exports. The token is for the gateway only; the command never needs it.
+ */
+export function childEnv(
+  base: NodeJS.ProcessEnv,
+  exports: Record<string, string>,
+  strip: Array<string | undefined>,
+): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...base };
+  for (const name of strip) if (name) delete env[name];
+  return { ...env, ...exports };
+}

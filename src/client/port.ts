@@ -1,0 +1,206 @@
+// A port, end to end on the client: resolve the gateway and the token, create the session,
+// listen locally for every granted target, keep the session alive, and tear it all down.
+// `ciport exec` and `ciport open` are thin shells around this.
+import type { Writable } from 'node:stream';
+import { CiportError } from '../errors/errors.js';
+import { type BoundTarget, exportedEnv, type TargetSpec } from './env.js';
+import { GatewayClient, gatewayUrl, trustedCas } from './gateway.js';
+import { Heartbeat, PortSession, type SessionEnd } from './session.js';
+import { acquireToken, defaultAudience } from './token.js';
+import { TargetListener, type TunnelLog } from './tunnel.js';
+
+export interface ClientLog extends TunnelLog {}
+
+/** stderr logger: `ciport: …` lines; info only with --verbose. Never given secrets. */
+export function stderrLog(stderr: Writable, verbose: boolean, paint?: (text: string) => string): ClientLog {
+  const prefix = paint ? paint('ciport:') : 'ciport:';
+  return {
+    verbose,
+    warn: (m) => stderr.write(`${prefix} ${m}\n`),
+    info: (m) => {
+      if (verbose) stderr.write(`${prefix} ${m}\n`);
+    },
+  };
+}
+
+export interface ConnectOptions {
+  env: NodeJS.ProcessEnv;
+  gateway?: string | undefined;
+  tokenEnv?: string | undefined;
+  audience?: string | undefined;
+}
+
+/** Gateway client and ID token from flags and environment (shared with `whoami`). */
+export async function connectGateway(options: ConnectOptions): Promise<{
+  client: GatewayClient;
+  token: string;
+  tokenEnvName: string | undefined;
+  tokenSource: string;
+}> {
+  const url = gatewayUrl({ gateway: options.gateway, env: options.env });
+  const ca = trustedCas(options.env);
+  const acquired = await acquireToken({
+    env: options.env,
+    tokenEnv: options.tokenEnv,
+    audience: options.audience ?? defaultAudience(url),
+  });
+  return {
+    client: new GatewayClient({ url, ca }),
+    token: acquired.token,
+    tokenEnvName: acquired.envName,
+    tokenSource: acquired.source,
+  };
+}
+
+export interface OpenPortOptions extends ConnectOptions {
+  targets: TargetSpec[];
+  ttl?: string | undefined;
+  log: ClientLog;
+}
+
+export class Port {
+  readonly session: PortSession;
+  readonly bound: BoundTarget[];
+  readonly env: Record<string, string>;
+  /** The variable that held the ID token (removed from the command's environment). */
+  readonly tokenEnvName: string | undefined;
+  /** Resolves when the session ends while the port is open (not by close()). */
+  readonly ended: Promise<SessionEnd>;
+  readonly #listeners: TargetListener[];
+  readonly #heartbeat: Heartbeat;
+  readonly #log: ClientLog;
+  #closed: Promise<void> | undefined;
+  #reported = false;
+
+  private constructor(args: {
+    session: PortSession;
+    listeners: TargetListener[];
+    bound: BoundTarget[];
+    tokenEnvName: string | undefined;
+    log: ClientLog;
+  }) {
+    this.session = args.session;
+    this.#listeners = args.listeners;
+    this.bound = args.bound;
+    this.env = exportedEnv(args.bound);
+    this.tokenEnvName = args.tokenEnvName;
+    this.#log = args.log;
+    let resolveEnded: (end: SessionEnd) => void = () => {};
+    this.ended = new Promise((resolve) => {
+      resolveEnded = resolve;
+    });
+    this.#heartbeat = new Heartbeat(this.session, {
+      onEnded: (end) => {
+        if (this.#closed) return;
+        this.#report(end);
+        for (const l of this.#listeners) void l.close();
+        resolveEnded(end);
+      },
+      onError: (err) => this.#log.info(`heartbeat failed: ${err.message}`),
+    });
+  }
+
+  static async open(options: OpenPortOptions): Promise<Port> {
+    const { client, token, tokenEnvName } = await connectGateway(options);
+    const { log } = options;
+    let session: PortSession;
+    try {
+      session = await PortSession.create(client, {
+        token,
+        targets: options.targets.map((t) => t.name),
+        ttl: options.ttl,
+      });
+    } catch (err) {
+      client.close();
+      throw err;
+    }
+    const rule = session.info.rule ? `rule ${session.info.rule}, ` : '';
+    log.info(`session ${session.id} opened (${rule}expires ${session.info.expires_at})`);
+    const listeners: TargetListener[] = [];
+    const bound: BoundTarget[] = [];
+    // Set once every listener is up; a stream reset before that only skips the early heartbeat.
+    let port: Port | undefined;
+    try {
+      for (const target of session.info.targets) {
+        const wanted = options.targets.find((t) => t.name === target.name)?.port ?? 0;
+        let listener: TargetListener;
+        try {
+          listener = await TargetListener.listen({
+            target: target.name,
+            port: wanted,
+            open: (name) => session.openTunnel(name),
+            log,
+            onTrouble: () => void port?.checkNow(),
+          });
+        } catch (err) {
+          const e = err as NodeJS.ErrnoException;
+          throw new CiportError(
+            'CIPORT_E_USAGE',
+            `${target.name}: cannot listen on 127.0.0.1:${wanted} (${e.code ?? e.message})`,
+          );
+        }
+        listeners.push(listener);
+        bound.push({
+          name: target.name,
+          protocol: target.protocol,
+          database: target.database,
+          host: '127.0.0.1',
+          port: listener.port,
+          credentials: target.credentials,
+        });
+        log.info(`${target.name} (${target.protocol}) on 127.0.0.1:${listener.port}`);
+      }
+    } catch (err) {
+      await Promise.all(listeners.map((l) => l.close()));
+      await session.end().catch(() => {});
+      client.close();
+      throw err;
+    }
+    port = new Port({ session, listeners, bound, tokenEnvName, log });
+    port.#heartbeat.start();
+    return port;
+  }
+
+  /** Say once, on stderr, why the session ended (when it was not us). */
+  #report(end: SessionEnd): void {
+    if (this.#reported || end.reason === 'client_end') return;
+    this.#reported = true;
+    this.#log.warn(end.message);
+  }
+
+  /** Ask the gateway now whether the session still lives (after a reset stream). */
+  checkNow(): Promise<void> {
+    return this.#heartbeat.check();
+  }
+
+  get listeners(): readonly TargetListener[] {
+    return this.#listeners;
+  }
+
+  /**
+   * Stop listening, cut the connections, end the session (DELETE) unless it already ended, and
+   * close the gateway connection. Never throws: a session we cannot end ends by its lease.
+   */
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      this.#heartbeat.stop();
+      await Promise.all(this.#listeners.map((l) => l.close()));
+      const already = this.session.ended;
+      if (already) {
+        this.#report(already);
+      } else {
+        try {
+          const end = await this.session.end();
+          // It had ended before the command did (revoked, expired) and nobody had said so yet.
+          if (end.reason !== 'client_end') this.#report(end);
+          else this.#log.info(`session ${this.session.id} ended`);
+        } catch (err) {
+          const message = err instanceof Error ? err.message : String(err);
+          this.#log.warn(`could not end session ${this.session.id} (its lease will end it): ${message}`);
+        }
+      }
+      this.session.gateway.close();
+    })();
+    return this.#closed;
+  }
+}

@@ -1,0 +1,279 @@
+// A session ("port") as the client holds it: created with the ID token, kept alive with
+// heartbeats at the gateway's interval, ended with DELETE. The session secret lives in a
+// private field: it is sent only in `authorization` headers and never printed or exported.
+import { z } from 'zod';
+import { CiportError } from '../errors/errors.js';
+import { GatewayError, GatewayUnreachableError } from './errors.js';
+import type { GatewayClient } from './gateway.js';
+
+export const PROTOCOLS = ['postgres', 'mysql', 'redis', 'http', 'tcp'] as const;
+export type Protocol = (typeof PROTOCOLS)[number];
+
+const credentialSchema = z.looseObject({ user: z.string().min(1), password: z.string().min(1) });
+
+const targetSchema = z.looseObject({
+  name: z.string().min(1),
+  protocol: z.enum(PROTOCOLS),
+  database: z.string().min(1).optional(),
+  ttl_ms: z.number().optional(),
+  /**
+   * A one-time credential the gateway minted for this session (postgres/mysql targets whose
+   * exit demands one). Never the target's real credential.
+   */
+  credentials: credentialSchema.optional(),
+});
+
+const sessionSchema = z.looseObject({
+  id: z.string().min(1),
+  secret: z.string().min(1),
+  expires_at: z.string().min(1),
+  lease_timeout_ms: z.number().positive(),
+  heartbeat_interval_ms: z.number().positive(),
+  rule: z.string().nullable().optional(),
+  principal: z.record(z.string(), z.unknown()).optional(),
+  targets: z.array(targetSchema),
+});
+
+export type SessionTarget = z.infer<typeof targetSchema>;
+export type OneTimeCredential = z.infer<typeof credentialSchema>;
+/** The session object without its secret. */
+export interface SessionInfo {
+  id: string;
+  expires_at: string;
+  lease_timeout_ms: number;
+  heartbeat_interval_ms: number;
+  rule?: string | null | undefined;
+  principal?: Record<string, unknown> | undefined;
+  targets: SessionTarget[];
+}
+
+/** Why a session ended, as the gateway recorded it (`client_end`, `revoked`, `lease_expired`…). */
+export interface SessionEnd {
+  reason: string;
+  /** A sentence for stderr. */
+  message: string;
+}
+
+export interface CreateSessionOptions {
+  token: string;
+  targets: string[];
+  ttl?: string | undefined;
+}
+
+export class PortSession {
+  readonly info: SessionInfo;
+  readonly #gateway: GatewayClient;
+  readonly #secret: string;
+  #ended: SessionEnd | undefined;
+
+  private constructor(gateway: GatewayClient, info: SessionInfo, secret: string) {
+    this.#gateway = gateway;
+    this.info = info;
+    this.#secret = secret;
+  }
+
+  static async create(gateway: GatewayClient, options: CreateSessionOptions): Promise<PortSession> {
+    const body: Record<string, unknown> = {};
+    if (options.targets.length > 0) body.targets = options.targets;
+    if (options.ttl !== undefined) body.ttl = options.ttl;
+    const res = await gateway.api('POST', '/v1/sessions', { bearer: options.token, body });
+    const parsed = sessionSchema.safeParse(res.body);
+    if (!parsed.success) {
+      throw new CiportError(
+        'CIPORT_E_GATEWAY_RESPONSE',
+        `gateway ${gateway.where} answered POST /v1/sessions with an unexpected body (${parsed.error.issues[0]?.message ?? 'invalid'})`,
+      );
+    }
+    const { secret, id, expires_at, lease_timeout_ms, heartbeat_interval_ms, rule, principal, targets } =
+      parsed.data;
+    const info: SessionInfo = {
+      id,
+      expires_at,
+      lease_timeout_ms,
+      heartbeat_interval_ms,
+      rule,
+      principal,
+      targets,
+    };
+    const session = new PortSession(gateway, info, secret);
+    const missing = options.targets.filter((t) => !info.targets.some((g) => g.name === t));
+    if (missing.length > 0) {
+      await session.end().catch(() => {});
+      throw new CiportError(
+        'CIPORT_E_GATEWAY_RESPONSE',
+        `gateway granted a session without ${missing.join(', ')}; ended it`,
+      );
+    }
+    return session;
+  }
+
+  get id(): string {
+    return this.info.id;
+  }
+
+  get ended(): SessionEnd | undefined {
+    return this.#ended;
+  }
+
+  get gateway(): GatewayClient {
+    return this.#gateway;
+  }
+
+  /** Open one tunnel stream (see GatewayClient.openTunnel). */
+  openTunnel(target: string) {
+    return this.#gateway.openTunnel(target, this.info.id, this.#secret);
+  }
+
+  /**
+   * One heartbeat. Resolves undefined while active, or the SessionEnd once the gateway says
+   * the session is over (410 with its end_reason, 404 unknown). Unreachable gateways throw.
+   */
+  async heartbeat(): Promise<SessionEnd | undefined> {
+    if (this.#ended) return this.#ended;
+    const res = await this.#gateway.request('POST', `/v1/sessions/${encodeURIComponent(this.id)}/heartbeat`, {
+      bearer: this.#secret,
+      timeoutMs: 10_000,
+    });
+    if (res.status === 200) return undefined;
+    if (res.status === 410 || res.status === 404 || res.status === 401) {
+      const body = (res.body ?? {}) as { error?: { end_reason?: unknown; message?: unknown } };
+      const reason =
+        typeof body.error?.end_reason === 'string'
+          ? body.error.end_reason
+          : res.status === 404
+            ? 'unknown_session'
+            : res.status === 401
+              ? 'secret_rejected'
+              : 'ended';
+      return this.markEnded(reason);
+    }
+    throw new GatewayError(res.status, undefined, `heartbeat answered HTTP ${res.status}`);
+  }
+
+  /** Record that the session is over (idempotent); returns the first recorded end. */
+  markEnded(reason: string): SessionEnd {
+    this.#ended ??= { reason, message: describeEnd(reason) };
+    return this.#ended;
+  }
+
+  /**
+   * DELETE the session. Resolves with how it ended: `client_end`, or the earlier end the gateway
+   * recorded (revoked, expired…) when it was over already. Unreachable throws.
+   */
+  async end(): Promise<SessionEnd> {
+    const res = await this.#gateway.request('DELETE', `/v1/sessions/${encodeURIComponent(this.id)}`, {
+      bearer: this.#secret,
+      timeoutMs: 10_000,
+    });
+    if (res.status === 200 || res.status === 404 || res.status === 410) {
+      const body = (res.body ?? {}) as { end_reason?: unknown; error?: { end_reason?: unknown } };
+      const reason = body.end_reason ?? body.error?.end_reason;
+      return this.markEnded(typeof reason === 'string' ? reason : 'client_end');
+    }
+    throw new GatewayError(res.status, undefined, `ending session ${this.id} answered HTTP ${res.status}`);
+  }
+}
+
+const END_REASONS: Record<string, string> = {
+  client_end: 'ended by the client',
+  revoked: 'revoked by an operator',
+  lease_expired: 'its lease lapsed (no heartbeat reached the gateway in time)',
+  expired: 'its time to live ran out',
+  expired_while_down: 'its time to live or lease ran out while the gateway was down',
+  ttl: 'its time to live ran out',
+  job_finished: 'the CI job is no longer running',
+  gateway_shutdown: 'the gateway shut down',
+  unknown_session: 'the gateway does not know it',
+  secret_rejected: 'the gateway rejected its secret',
+  gateway_unreachable: 'the gateway stayed unreachable for longer than the lease',
+};
+
+export function describeEnd(reason: string): string {
+  return `session ended: ${END_REASONS[reason] ?? reason} (${reason})`;
+}
+
+export interface HeartbeatOptions {
+  /** Called once when the session is found ended (or the lease certainly lapsed). */
+  onEnded: (end: SessionEnd) => void;
+  /** Transient failures, for --verbose. */
+  onError?: (err: CiportError) => void;
+}
+
+/**
+ * Heartbeats at `heartbeat_interval_ms`; a check right after `expires_at`; and `check()` for
+ * callers that saw a stream reset and want to know why now. Stop with `stop()`.
+ */
+export class Heartbeat {
+  readonly #session: PortSession;
+  readonly #options: HeartbeatOptions;
+  #timer: NodeJS.Timeout | undefined;
+  #expiry: NodeJS.Timeout | undefined;
+  #lastOk = Date.now();
+  #inFlight: Promise<void> | undefined;
+  #stopped = false;
+
+  constructor(session: PortSession, options: HeartbeatOptions) {
+    this.#session = session;
+    this.#options = options;
+  }
+
+  start(): void {
+    this.#schedule();
+    const untilExpiry = Date.parse(this.#session.info.expires_at) - Date.now();
+    if (Number.isFinite(untilExpiry)) {
+      // setTimeout caps at ~24.8 days; sessions are far shorter.
+      this.#expiry = setTimeout(
+        () => void this.check(),
+        Math.min(Math.max(untilExpiry, 0) + 250, 2 ** 31 - 1),
+      );
+    }
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    if (this.#expiry) clearTimeout(this.#expiry);
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => {
+      void this.check().finally(() => this.#schedule());
+    }, this.#session.info.heartbeat_interval_ms);
+  }
+
+  /** Heartbeat now (coalesced with one already in flight). */
+  check(): Promise<void> {
+    this.#inFlight ??= this.#beat().finally(() => {
+      this.#inFlight = undefined;
+    });
+    return this.#inFlight;
+  }
+
+  async #beat(): Promise<void> {
+    if (this.#stopped) return;
+    try {
+      const end = await this.#session.heartbeat();
+      if (this.#stopped) return;
+      if (end) {
+        this.stop();
+        this.#options.onEnded(end);
+        return;
+      }
+      this.#lastOk = Date.now();
+    } catch (thrown) {
+      if (this.#stopped) return;
+      const err =
+        thrown instanceof CiportError
+          ? thrown
+          : new GatewayUnreachableError(`heartbeat failed: ${(thrown as Error).message}`);
+      this.#options.onError?.(err);
+      const expired = Date.parse(this.#session.info.expires_at) <= Date.now();
+      const lapsed = Date.now() - this.#lastOk > this.#session.info.lease_timeout_ms;
+      if (expired || lapsed) {
+        this.stop();
+        this.#options.onEnded(this.#session.markEnded(expired ? 'ttl' : 'gateway_unreachable'));
+      }
+    }
+  }
+}

@@ -1,0 +1,251 @@
+// Local listeners: one per granted target on 127.0.0.1. Each accepted socket becomes one
+// HTTP/2 CONNECT stream to the gateway; bytes flow through `pipeline` both ways, so HTTP/2
+// flow control is the backpressure and nothing is buffered without bound.
+import type { ClientHttp2Stream } from 'node:http2';
+import { constants as h2 } from 'node:http2';
+import { createServer, type Server, type Socket } from 'node:net';
+import { pipeline } from 'node:stream';
+import { TunnelRefused } from './gateway.js';
+
+export interface TunnelLog {
+  verbose: boolean;
+  /** Always shown (a refused tunnel is an error the user needs). */
+  warn(message: string): void;
+  /** Shown with --verbose only. */
+  info(message: string): void;
+}
+
+export interface ListenerOptions {
+  target: string;
+  host?: string;
+  port: number;
+  open: (target: string) => Promise<ClientHttp2Stream>;
+  log: TunnelLog;
+  /** A stream ended abnormally or was refused with 410: the session may be over. */
+  onTrouble?: (status: number | undefined, code: string | undefined) => void;
+}
+
+export interface ConnectionStats {
+  id: number;
+  target: string;
+  /** App → gateway. */
+  sent: number;
+  /** Gateway → app. */
+  received: number;
+  ms: number;
+  /** Why it closed when not normally. */
+  error?: string | undefined;
+}
+
+const RST_REASONS: Record<number, string> = {
+  [h2.NGHTTP2_CANCEL]: 'the gateway cancelled the stream (session ended or idle timeout)',
+  [h2.NGHTTP2_CONNECT_ERROR]: 'the connection to the target failed',
+  [h2.NGHTTP2_REFUSED_STREAM]: 'the gateway refused the stream',
+  [h2.NGHTTP2_ENHANCE_YOUR_CALM]: 'the gateway is shedding load',
+  [h2.NGHTTP2_INTERNAL_ERROR]: 'the gateway failed',
+};
+
+/**
+ * Reset a stream with `code` (RST_STREAM). Node 20's `close(code)` emits 'aborted'
+ * synchronously while the writable side is open; `stream.pipeline` destroys the stream in that
+ * handler and the RST_STREAM frame is then never sent, so the peer would keep its end open.
+ * Detaching those listeners first lets the frame go out; pipeline still sees 'close'.
+ */
+export function resetStream(stream: ClientHttp2Stream, code: number = h2.NGHTTP2_CANCEL): void {
+  if (stream.closed || stream.destroyed) return;
+  stream.removeAllListeners('aborted');
+  stream.close(code);
+}
+
+function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+export class TargetListener {
+  readonly target: string;
+  readonly #server: Server;
+  readonly #options: ListenerOptions;
+  readonly #sockets = new Set<Socket>();
+  readonly #streams = new Set<ClientHttp2Stream>();
+  readonly #warned = new Set<string>();
+  #nextId = 1;
+  #closing = false;
+  /** Totals over closed connections. */
+  readonly totals = { connections: 0, sent: 0, received: 0 };
+
+  private constructor(server: Server, options: ListenerOptions) {
+    this.#server = server;
+    this.#options = options;
+    this.target = options.target;
+  }
+
+  /** Listen now; resolves once the port accepts connections. */
+  static listen(options: ListenerOptions): Promise<TargetListener> {
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
+    const listener = new TargetListener(server, options);
+    server.on('connection', (socket) => listener.#accept(socket));
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: options.host ?? '127.0.0.1', port: options.port, exclusive: true }, () => {
+        server.off('error', reject);
+        server.on('error', (err) => options.log.warn(`${options.target}: listener error: ${err.message}`));
+        resolve(listener);
+      });
+    });
+  }
+
+  get host(): string {
+    const a = this.#server.address();
+    return a && typeof a === 'object' ? a.address : '127.0.0.1';
+  }
+
+  get port(): number {
+    const a = this.#server.address();
+    return a && typeof a === 'object' ? a.port : 0;
+  }
+
+  get activeConnections(): number {
+    return this.#sockets.size;
+  }
+
+  #accept(socket: Socket): void {
+    if (this.#closing) {
+      socket.destroy();
+      return;
+    }
+    const id = this.#nextId++;
+    const started = Date.now();
+    const { log, target } = this.#options;
+    this.#sockets.add(socket);
+    socket.setNoDelay(true);
+    let stream: ClientHttp2Stream | undefined;
+    let done = false;
+    let upDone = false;
+    let downDone = false;
+    // The app may go away while the tunnel is being opened.
+    let appGone = false;
+    const onEarlyClose = () => {
+      appGone = true;
+    };
+    socket.once('close', onEarlyClose);
+    socket.on('error', () => {});
+    const peer = `${socket.remotePort ?? '?'}`;
+
+    const finish = (error?: string) => {
+      if (done) return;
+      done = true;
+      this.#sockets.delete(socket);
+      if (stream) this.#streams.delete(stream);
+      const stats: ConnectionStats = {
+        id,
+        target,
+        sent: socket.bytesRead,
+        received: socket.bytesWritten,
+        ms: Date.now() - started,
+        error,
+      };
+      this.totals.connections += 1;
+      this.totals.sent += stats.sent;
+      this.totals.received += stats.received;
+      if (log.verbose) {
+        const what = `sent ${formatBytes(stats.sent)}, received ${formatBytes(stats.received)}, ${(stats.ms / 1000).toFixed(2)} s`;
+        log.info(`${target}: connection ${id} closed (${what})${error ? `: ${error}` : ''}`);
+      }
+    };
+
+    const abort = (reason: string) => {
+      if (stream) resetStream(stream);
+      // An abnormal end reaches the app as a reset, not as a clean end of data.
+      if (!socket.destroyed) {
+        if (typeof socket.resetAndDestroy === 'function' && socket.readyState !== 'opening') {
+          try {
+            socket.resetAndDestroy();
+          } catch {
+            socket.destroy();
+          }
+        } else socket.destroy();
+      }
+      finish(reason);
+    };
+
+    if (log.verbose) log.info(`${target}: connection ${id} opened (from 127.0.0.1:${peer})`);
+    this.#options.open(target).then(
+      (s) => {
+        stream = s;
+        socket.off('close', onEarlyClose);
+        if (appGone || this.#closing) {
+          resetStream(s);
+          finish(this.#closing ? 'listener closed' : 'the application closed the connection first');
+          return;
+        }
+        this.#streams.add(s);
+        const streamError = (): string => {
+          if (this.#closing) return 'the port closed';
+          const code = s.rstCode;
+          if (code !== undefined && code !== h2.NGHTTP2_NO_ERROR) {
+            return RST_REASONS[code] ?? `the gateway reset the stream (HTTP/2 error ${code})`;
+          }
+          return 'the tunnel stream ended abruptly';
+        };
+        const bothDone = () => {
+          if (upDone && downDone) {
+            socket.destroy();
+            finish();
+          }
+        };
+        pipeline(socket, s, (err) => {
+          if (err) {
+            const reset = Boolean(s.rstCode) && !this.#closing;
+            const reason = reset || this.#closing ? streamError() : `application socket: ${err.message}`;
+            if (reset) this.#options.onTrouble?.(undefined, undefined);
+            abort(reason);
+            return;
+          }
+          upDone = true;
+          bothDone();
+        });
+        pipeline(s, socket, (err) => {
+          if (err) {
+            const reason = streamError();
+            if (s.rstCode && !this.#closing) this.#options.onTrouble?.(undefined, undefined);
+            abort(reason);
+            return;
+          }
+          downDone = true;
+          bothDone();
+        });
+        s.on('close', () => {
+          // Reset by the gateway after both halves ended normally: nothing left to do.
+          if (!done && s.rstCode && s.rstCode !== h2.NGHTTP2_NO_ERROR) {
+            if (!this.#closing) this.#options.onTrouble?.(undefined, undefined);
+            abort(streamError());
+          }
+        });
+      },
+      (err: unknown) => {
+        socket.off('close', onEarlyClose);
+        const refused = err instanceof TunnelRefused ? err : undefined;
+        const reason = refused
+          ? `refused by the gateway (${refused.status || 'no status'}${refused.code ? ` ${refused.code}` : ''}): ${refused.message}`
+          : `cannot open a tunnel: ${(err as Error).message}`;
+        const key = refused ? `${refused.status} ${refused.code ?? ''}` : 'unreachable';
+        if (!log.verbose && !this.#warned.has(key) && !this.#closing) {
+          this.#warned.add(key);
+          log.warn(`${target}: connection ${reason}`);
+        }
+        this.#options.onTrouble?.(refused?.status, refused?.code);
+        abort(reason);
+      },
+    );
+  }
+
+  /** Stop accepting and cut every connection (the app sees its sockets close). */
+  close(): Promise<void> {
+    this.#closing = true;
+    for (const s of this.#streams) resetStream(s);
+    for (const socket of this.#sockets) socket.destroy();
+    return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+}
