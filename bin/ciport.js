@@ -11,6 +11,7 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-main(process.argv).then((code) => {
-  process.exitCode = code;
-});
+// Exit as soon as the command is done: a closing HTTP/2 connection or a keep-alive socket of
+// a finished command must not hold the shell. stdout/stderr writes are synchronous on Linux
+// for files, pipes and terminals, so nothing printed is lost.
+main(process.argv).then((code) => process.exit(code));

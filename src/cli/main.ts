@@ -4,6 +4,7 @@ import type { CliContext } from './command.js';
 import { registerAudit } from './commands/audit.js';
 import { registerClose } from './commands/close.js';
 import { registerConfig } from './commands/config.js';
+import { registerDemo } from './commands/demo.js';
 import { registerDev } from './commands/dev.js';
 import { registerExec } from './commands/exec.js';
 import { registerOpen } from './commands/open.js';
@@ -38,6 +39,7 @@ Errors carry stable codes (CIPORT_E_…), listed in docs/errors.md.`,
   registerConfig(program, ctx);
   registerPolicy(program, ctx);
   registerDev(program, ctx);
+  registerDemo(program, ctx);
   registerAudit(program, ctx);
   return program;
 }
