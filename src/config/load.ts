@@ -88,7 +88,8 @@ export function validate<S extends z.ZodType>(
   const issues = result.error.issues.map((issue) => {
     const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
     // An unknown key is best pointed at where it is written, not at the object holding it.
-    const line = issue.code === 'unrecognized_keys' && issue.keys[0] ? locate([...path, issue.keys[0]]) : locate(path);
+    const line =
+      issue.code === 'unrecognized_keys' && issue.keys[0] ? locate([...path, issue.keys[0]]) : locate(path);
     const where = `${file}:${line}: ${formatPath(path)}`;
     return { path: formatPath(path), line, message: `${where}: ${describeIssue(issue)}` };
   });

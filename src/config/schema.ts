@@ -3,6 +3,7 @@
 // inferred from it. Objects are strict: an unknown key is an error, not a silent no-op.
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
+import { HEADER_NAME_RE, HTTP_INJECTION_KINDS, RESERVED_HEADERS } from './http-credentials.js';
 import { Secret } from './secret.js';
 
 const name = z
@@ -95,6 +96,15 @@ export const issuerSchema = z.strictObject({
   jwks_max_age: durationSchema.prefault('10m'),
   /** Set by `ciport dev issuer` configs: a development issuer, warned about at every start. */
   dev: z.boolean().default(false),
+  /** CI job API (gitlab/github kinds): sessions end when their job does (docs/job-liveness.md). */
+  job_api: z
+    .strictObject({
+      url: z.url().meta({ description: 'API base (GitLab …/api/v4, https://api.github.com).' }),
+      token: secretSchema.meta({ description: 'GitLab: read_api token. GitHub: token with actions:read.' }),
+      poll_interval: durationSchema.prefault('10s'),
+      webhook_secret: secretSchema.optional().meta({ description: 'GitLab Job Hook secret token.' }),
+    })
+    .optional(),
 });
 
 export const targetSchema = z.strictObject({
@@ -110,6 +120,23 @@ export const targetSchema = z.strictObject({
       user: z.string().min(1).optional(),
       password: secretSchema.optional(),
       token: secretSchema.optional(),
+      kind: z
+        .enum(HTTP_INJECTION_KINDS)
+        .optional()
+        .meta({
+          description:
+            'protocol http: how the credential is injected. bearer: `Authorization: Bearer <token>`; ' +
+            'basic: `Authorization: Basic base64(user:password)`; header: `<header>: <token>`. ' +
+            'Default: inferred (token -> bearer, user + password -> basic, header + token -> header).',
+        }),
+      header: z
+        .string()
+        .regex(HEADER_NAME_RE, 'an HTTP header name such as X-API-Key')
+        .refine((h) => !RESERVED_HEADERS.has(h.toLowerCase()), 'this header cannot be injected')
+        .optional()
+        .meta({
+          description: 'protocol http, kind header: the header that carries `token` (e.g. X-API-Key).',
+        }),
     })
     .optional(),
   tags: z
@@ -166,6 +193,36 @@ export const gatewayConfigSchema = z
         default_ttl: durationSchema.prefault('15m'),
         lease_timeout: durationSchema.prefault('30s'),
         max_connections: z.int().positive().default(256),
+        /** Session creation per issuer + subject: a token bucket. */
+        rate_limit: z
+          .strictObject({
+            per_minute: z.number().positive().default(10),
+            burst: z.int().positive().default(5),
+          })
+          .prefault({}),
+        /** A tunnel connection with no bytes either way for this long is reset. */
+        connection_idle_timeout: durationSchema.prefault('15m'),
+        /** How long a TCP connect to a target may take before 502. */
+        connect_timeout: durationSchema.prefault('10s'),
+      })
+      .prefault({}),
+    /** Limits of the gateway's HTTP/2 + HTTP/1.1 port. */
+    server: z
+      .strictObject({
+        /** Whole API request (headers and body) must arrive within this. */
+        request_timeout: durationSchema.prefault('10s'),
+        /** TLS handshake must complete within this. */
+        handshake_timeout: durationSchema.prefault('10s'),
+        /** A client connection with no open stream and no traffic for this long is closed. */
+        idle_timeout: durationSchema.prefault('2m'),
+        /** Largest accepted API request body. */
+        max_body_bytes: z.int().positive().default(65_536),
+        /** Largest accepted request header block (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE). */
+        max_header_bytes: z.int().min(1024).default(16_384),
+        /** HTTP/2 streams one client connection may have open at once. */
+        max_concurrent_streams: z.int().positive().default(1000),
+        /** SIGTERM: live tunnels get this long before their sessions end. */
+        drain_grace: durationSchema.prefault('10s'),
       })
       .prefault({}),
     issuers: z.array(issuerSchema).default([]),

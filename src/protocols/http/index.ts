@@ -1,0 +1,22 @@
+// Protocol `http`: header injection at the exit (see exit.ts) and the injection spec of a target.
+export {
+  checkHttpInjection,
+  HTTP_INJECTION_KINDS,
+  type HttpCredentialsInput,
+  type HttpInjection,
+  type HttpInjectionKind,
+  httpInjectionFrom,
+  injectedHeader,
+  replacedHeaders,
+} from './config.js';
+export {
+  createHttpExit,
+  type HttpExit,
+  type HttpExitHooks,
+  type HttpExitOptions,
+  type HttpExitTarget,
+  type HttpRequestEvent,
+  type HttpUpstreamTls,
+  serveHttpExit,
+} from './exit.js';
+export { httpListenerUrl } from './url.js';
