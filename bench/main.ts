@@ -1,9 +1,11 @@
 // `npm run bench -- <name>…`: the project's own benchmarks. Figures are ratios to a baseline
 // measured in the same run; see docs/performance.md.
 import { benchDecide } from './decide.js';
+import { benchTunnel } from './tunnel.js';
 
 const BENCHES: Record<string, (rounds: number) => Promise<string>> = {
   decide: benchDecide,
+  tunnel: benchTunnel,
 };
 
 async function run(argv: string[]): Promise<number> {

@@ -7,8 +7,10 @@ import { registerConfig } from './commands/config.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDev } from './commands/dev.js';
 import { registerExec } from './commands/exec.js';
+import { registerGateway } from './commands/gateway.js';
 import { registerOpen } from './commands/open.js';
 import { registerPolicy } from './commands/policy.js';
+import { registerSessions } from './commands/sessions.js';
 import { registerWhoami } from './commands/whoami.js';
 import { type Io, paint, processIo } from './output.js';
 
@@ -32,6 +34,7 @@ Exit codes: 0 ok/allowed, 1 a check found problems, 2 usage or configuration err
 3 denied by policy, 4 token rejected, 5 gateway unreachable; exec returns its command's.
 Errors carry stable codes (CIPORT_E_…), listed in docs/errors.md.`,
   );
+  registerGateway(program, ctx);
   registerExec(program, ctx);
   registerOpen(program, ctx);
   registerClose(program, ctx);
@@ -41,6 +44,7 @@ Errors carry stable codes (CIPORT_E_…), listed in docs/errors.md.`,
   registerDev(program, ctx);
   registerDemo(program, ctx);
   registerAudit(program, ctx);
+  registerSessions(program, ctx);
   return program;
 }
 

@@ -145,6 +145,7 @@ describe('JSON Schema', () => {
         'listen',
         'public_url',
         'rules',
+        'server',
         'sessions',
         'store',
         'targets',
