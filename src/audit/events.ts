@@ -22,12 +22,22 @@ export function isAuditEventType(value: string): value is AuditEventType {
 }
 
 /** Why a session ended (DESIGN, "Sessions"). */
+/** Why a session ended: the one vocabulary of the API, the store and `session.ended` events. */
 export const SESSION_END_REASONS = [
-  'client_closed',
+  /** The client ended it (`DELETE /v1/sessions/{id}`: command exited, `ciport close`). */
+  'client_end',
+  /** No heartbeat within `sessions.lease_timeout` (job killed, runner gone). */
   'lease_expired',
-  'ttl_expired',
-  'job_finished',
+  /** Its TTL passed. */
+  'expired',
+  /** An operator revoked it. */
   'revoked',
+  /** Its TTL or lease passed while no gateway was running; ended by the reaper at start. */
+  'expired_while_down',
+  /** The gateway drained (SIGTERM) and no other gateway serves the session. */
+  'gateway_shutdown',
+  /** The CI job behind the token finished (job API or webhook). */
+  'job_finished',
 ] as const;
 export type SessionEndReason = (typeof SESSION_END_REASONS)[number];
 

@@ -113,6 +113,6 @@ export interface Store {
 }
 
 /** Why an expired session ends: its TTL if that passed, else its lease. */
-export function expiryReason(session: SessionRecord, now: number): 'ttl_expired' | 'lease_expired' {
-  return session.expiresAt <= now ? 'ttl_expired' : 'lease_expired';
+export function expiryReason(session: SessionRecord, now: number): 'expired' | 'lease_expired' {
+  return session.expiresAt <= now ? 'expired' : 'lease_expired';
 }

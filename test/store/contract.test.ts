@@ -125,7 +125,7 @@ for (const h of engines()) {
 
         const gone = newSession();
         await store.createSession(record(gone), opened);
-        await store.endSession(gone.id, 'client_closed', ended, { at: T0 + 1000 });
+        await store.endSession(gone.id, 'client_end', ended, { at: T0 + 1000 });
         expect(await store.heartbeat(gone.id, T0 + 60_000, T0 + 2000)).toBe(false);
         expect(await store.heartbeat('unknown', T0 + 60_000, T0 + 2000)).toBe(false);
       });
@@ -146,8 +146,8 @@ for (const h of engines()) {
         expect(change?.event).toMatchObject({ seq: 2, type: 'session.ended', time: T0 + 5000 });
         expect(change?.event.data).toMatchObject({ reason: 'revoked', duration_ms: 5000 });
 
-        expect(await store.endSession(s.id, 'client_closed', ended, { at: T0 + 6000 })).toBeUndefined();
-        expect(await store.endSession('unknown', 'client_closed', ended)).toBeUndefined();
+        expect(await store.endSession(s.id, 'client_end', ended, { at: T0 + 6000 })).toBeUndefined();
+        expect(await store.endSession('unknown', 'client_end', ended)).toBeUndefined();
         expect((await store.getSession(s.id))?.endReason).toBe('revoked');
         expect((await store.auditEvents()).map((e) => e.type)).toEqual(['session.opened', 'session.ended']);
       });
@@ -159,7 +159,7 @@ for (const h of engines()) {
         for (const s of sessions) await a.createSession(record(s), opened);
         const results = await Promise.all(
           sessions.flatMap((s) => [
-            a.endSession(s.id, 'client_closed', ended),
+            a.endSession(s.id, 'client_end', ended),
             b.endSession(s.id, 'lease_expired', ended),
             b.endSession(s.id, 'revoked', ended),
           ]),
@@ -176,7 +176,7 @@ for (const h of engines()) {
         const make = async (name: string, created: number, endedAt?: number) => {
           const s = newSession({ id: name, createdAt: created, expiresAt: created + 48 * HOUR });
           await store.createSession(record(s), opened);
-          if (endedAt !== undefined) await store.endSession(name, 'client_closed', ended, { at: endedAt });
+          if (endedAt !== undefined) await store.endSession(name, 'client_end', ended, { at: endedAt });
         };
         await make('a-old-ended', at(0), at(1)); // ended 29 h ago: out of the window
         await make('b-old-active', at(0.5)); // created 29.5 h ago, still active: listed
@@ -197,7 +197,7 @@ for (const h of engines()) {
         expect(await store.listSessions({ limit: 2 })).toHaveLength(2);
         expect(day.find((s) => s.id === 'd-recent-ended')).toMatchObject({
           state: 'ended',
-          endReason: 'client_closed',
+          endReason: 'client_end',
         });
       });
 
@@ -209,11 +209,11 @@ for (const h of engines()) {
         const lease = newSession({ createdAt: T0 + 2, expiresAt: now + MINUTE, leaseExpiresAt: now - 1 });
         const done = newSession({ createdAt: T0 + 3, expiresAt: now - MINUTE, leaseExpiresAt: now - MINUTE });
         for (const s of [live, ttl, lease, done]) await store.createSession(record(s), opened);
-        await store.endSession(done.id, 'client_closed', ended, { at: T0 + 5 });
+        await store.endSession(done.id, 'client_end', ended, { at: T0 + 5 });
 
         const expired = await store.expiredSessions(now);
         expect(expired.map((s) => s.id)).toEqual([ttl.id, lease.id]);
-        expect(expired.map((s) => expiryReason(s, now))).toEqual(['ttl_expired', 'lease_expired']);
+        expect(expired.map((s) => expiryReason(s, now))).toEqual(['expired', 'lease_expired']);
         expect(await store.expiredSessions(T0)).toEqual([]);
       });
 

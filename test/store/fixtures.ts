@@ -73,7 +73,7 @@ export function opened(s: SessionRecord): AuditEventInput {
   });
 }
 
-export function ended(s: SessionRecord, reason: SessionEndReason = 'client_closed'): AuditEventInput {
+export function ended(s: SessionRecord, reason: SessionEndReason = 'client_end'): AuditEventInput {
   return auditEvent('session.ended', {
     session: s.id,
     principal,

@@ -1,0 +1,354 @@
+// The JSON API of docs/protocol.md ("Session API"), over HTTP/2 or HTTP/1.1: session creation
+// with an ID token, heartbeat and end with the session secret, list and revoke with an admin
+// token, plus health, readiness and metrics.
+import { auditEvent } from '../audit/events.js';
+import { parseDuration } from '../config/duration.js';
+import type { GatewayConfig, TargetConfig } from '../config/schema.js';
+import { asCiportError, CiportError, TokenRejectedError } from '../errors/index.js';
+import type { TokenVerifier, VerifiedToken } from '../identity/verify.js';
+import type { Decision, Policy } from '../policy/engine.js';
+import type { SessionManager } from '../session/manager.js';
+import { principalSummary } from '../session/principal.js';
+import type { RateLimiter } from '../session/rate-limit.js';
+import { bearer, tokenInList } from '../session/secret.js';
+import type { SessionRecord, Store } from '../store/types.js';
+import { parseJsonBody, type Req, type Res, readBody, readJsonBody, sendError, sendJson } from './http.js';
+import type { Logger } from './logger.js';
+import type { GatewayMetrics } from './metrics.js';
+
+export interface ApiDeps {
+  config: Readonly<GatewayConfig>;
+  verifier: TokenVerifier;
+  policy: Policy;
+  manager: SessionManager;
+  store: Store;
+  limiter: RateLimiter;
+  log: Logger;
+  metrics: GatewayMetrics;
+  targets: ReadonlyMap<string, TargetConfig>;
+  adminTokens: readonly string[];
+  /** True once SIGTERM (or drain()) was received. */
+  draining: () => boolean;
+}
+
+type Handler = (deps: ApiDeps, req: Req, res: Res, params: string[]) => Promise<void>;
+
+interface Route {
+  method: string;
+  pattern: RegExp;
+  handler: Handler;
+}
+
+const ID = '(ses_[A-Za-z0-9_-]{1,64})';
+
+const ROUTES: Route[] = [
+  { method: 'GET', pattern: /^\/healthz$/, handler: healthz },
+  { method: 'GET', pattern: /^\/readyz$/, handler: readyz },
+  { method: 'GET', pattern: /^\/metrics$/, handler: metrics },
+  { method: 'POST', pattern: /^\/v1\/sessions$/, handler: createSession },
+  { method: 'GET', pattern: /^\/v1\/sessions$/, handler: listSessions },
+  { method: 'GET', pattern: /^\/v1\/whoami$/, handler: whoami },
+  { method: 'POST', pattern: new RegExp(`^/v1/sessions/${ID}/heartbeat$`), handler: heartbeat },
+  { method: 'DELETE', pattern: new RegExp(`^/v1/sessions/${ID}$`), handler: endSession },
+  { method: 'GET', pattern: new RegExp(`^/v1/sessions/${ID}$`), handler: getSession },
+  { method: 'POST', pattern: new RegExp(`^/v1/sessions/${ID}/revoke$`), handler: revokeSession },
+];
+
+/** Route one API request. Never throws: every failure becomes the error body. */
+export async function handleApi(deps: ApiDeps, req: Req, res: Res): Promise<void> {
+  const url = new URL(req.url ?? '/', 'https://gateway.invalid');
+  const method = req.method ?? 'GET';
+  try {
+    const pathMatches = ROUTES.filter((r) => r.pattern.test(url.pathname));
+    const route = pathMatches.find((r) => r.method === method || (method === 'HEAD' && r.method === 'GET'));
+    if (!route) {
+      if (pathMatches.length > 0) {
+        throw new CiportError('CIPORT_E_METHOD_NOT_ALLOWED', `${method} is not allowed on ${url.pathname}`);
+      }
+      throw new CiportError('CIPORT_E_NOT_FOUND', `no such endpoint: ${method} ${url.pathname}`);
+    }
+    const params = route.pattern.exec(url.pathname)?.slice(1) ?? [];
+    await route.handler(deps, req, res, params);
+  } catch (thrown) {
+    const err = asCiportError(thrown);
+    if (err.code === 'CIPORT_E_INTERNAL') {
+      deps.log.error({ err: err.message, path: url.pathname }, 'request failed');
+    }
+    const endReason = err.details?.end_reason;
+    sendError(res, err, {
+      ...(endReason ? { errorFields: { end_reason: endReason } } : {}),
+      ...(err.details?.decision ? { body: { decision: err.details.decision } } : {}),
+      ...(err.code === 'CIPORT_E_BODY_TOO_LARGE' && req.httpVersionMajor === 1
+        ? { headers: { connection: 'close' } }
+        : {}),
+      ...(typeof err.details?.retry_after_s === 'number'
+        ? { headers: { 'retry-after': String(err.details.retry_after_s) } }
+        : {}),
+    });
+  }
+}
+
+// ---- health ---------------------------------------------------------------------------------
+
+async function healthz(_deps: ApiDeps, _req: Req, res: Res): Promise<void> {
+  sendJson(res, 200, { ok: true });
+}
+
+async function readyz(deps: ApiDeps, _req: Req, res: Res): Promise<void> {
+  if (deps.draining()) {
+    sendJson(res, 503, { ok: false, reason: 'draining' });
+    return;
+  }
+  try {
+    await deps.store.auditHead();
+  } catch (err) {
+    sendJson(res, 503, { ok: false, reason: `store: ${asCiportError(err).code}` });
+    return;
+  }
+  sendJson(res, 200, { ok: true });
+}
+
+async function metrics(deps: ApiDeps, _req: Req, res: Res): Promise<void> {
+  const text = await deps.metrics.registry.metrics();
+  res.statusCode = 200;
+  res.setHeader('content-type', deps.metrics.registry.contentType);
+  res.setHeader('cache-control', 'no-store');
+  res.end(text);
+}
+
+// ---- sessions -------------------------------------------------------------------------------
+
+interface CreateBody {
+  targets: string[];
+  ttlMs: number | undefined;
+}
+
+function parseCreateBody(body: unknown): CreateBody {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new CiportError('CIPORT_E_USAGE', 'request body must be a JSON object');
+  }
+  const { targets, ttl, ...rest } = body as Record<string, unknown>;
+  const unknown = Object.keys(rest);
+  if (unknown.length > 0) throw new CiportError('CIPORT_E_USAGE', `unknown field(s): ${unknown.join(', ')}`);
+  let list: string[] = [];
+  if (targets !== undefined) {
+    if (
+      !Array.isArray(targets) ||
+      !targets.every((t) => typeof t === 'string' && /^[a-z0-9][a-z0-9_-]{0,62}$/.test(t))
+    ) {
+      throw new CiportError('CIPORT_E_USAGE', '"targets" must be an array of target names');
+    }
+    if (targets.length > 64) throw new CiportError('CIPORT_E_USAGE', 'at most 64 targets per session');
+    list = targets as string[];
+  }
+  let ttlMs: number | undefined;
+  if (ttl !== undefined && ttl !== null) {
+    const parsed = typeof ttl === 'string' ? parseDuration(ttl) : undefined;
+    if (parsed === undefined || parsed <= 0) {
+      throw new CiportError('CIPORT_E_USAGE', '"ttl" must be a duration such as "10m" or "1h"');
+    }
+    ttlMs = parsed;
+  }
+  return { targets: list, ttlMs };
+}
+
+async function verifyBearer(deps: ApiDeps, req: Req): Promise<VerifiedToken> {
+  const token = bearer(req.headers.authorization);
+  if (!token) {
+    throw new TokenRejectedError(
+      'CIPORT_E_TOKEN_MALFORMED',
+      'no ID token: send "Authorization: Bearer <token>"',
+    );
+  }
+  return deps.verifier.verify(token);
+}
+
+/** The policy decision as the API and `policy explain --json` show it. */
+export function decisionJson(decision: Decision): Record<string, unknown> {
+  return {
+    decision: decision.decision,
+    rule: decision.rule,
+    rules: decision.rules,
+    targets: decision.targets.map((t) => ({ name: t.target, rule: t.rule, ttl_ms: t.ttlMs })),
+    ttl_ms: decision.ttlMs,
+    reason: decision.reason,
+    failures: decision.failures,
+    nearest: decision.nearest,
+  };
+}
+
+async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
+  if (deps.draining()) {
+    throw new CiportError(
+      'CIPORT_E_GATEWAY_DRAINING',
+      'the gateway is shutting down; retry on another instance',
+    );
+  }
+  const raw = await readBody(req, deps.config.server.max_body_bytes);
+  let verified: VerifiedToken;
+  try {
+    verified = await verifyBearer(deps, req);
+  } catch (err) {
+    const e = asCiportError(err);
+    deps.metrics.sessionsDenied.inc({ reason: e.code });
+    deps.log.info({ code: e.code, reason: e.message }, 'session refused: token rejected');
+    throw e;
+  }
+  const body = parseCreateBody(parseJsonBody(raw));
+  const issuer = verified.issuer.name;
+  const subject = verified.principal.subject ?? '';
+
+  const waitMs = deps.limiter.take(`${issuer}\u0000${subject}`);
+  if (waitMs > 0) {
+    deps.metrics.sessionsDenied.inc({ reason: 'CIPORT_E_RATE_LIMITED' });
+    deps.log.warn({ issuer, subject }, 'session refused: rate limited');
+    throw new CiportError(
+      'CIPORT_E_RATE_LIMITED',
+      `too many sessions for ${issuer}/${subject}; retry in ${Math.ceil(waitMs / 1000)} s`,
+      {
+        details: { retry_after_s: Math.ceil(waitMs / 1000) },
+      },
+    );
+  }
+
+  const decision = deps.policy.decide({
+    issuer,
+    facts: verified.facts,
+    targets: body.targets,
+    ttlMs: body.ttlMs,
+    defaultTtlMs: deps.config.sessions.default_ttl,
+  });
+  if (decision.decision !== 'allow') {
+    deps.metrics.sessionsDenied.inc({ reason: 'CIPORT_E_POLICY_DENIED' });
+    const rule = decision.rule ?? decision.nearest?.rule ?? null;
+    deps.log.info(
+      { issuer, subject, targets: body.targets, rule, reason: decision.reason },
+      'session denied',
+    );
+    await deps.store.appendAudit(
+      auditEvent('session.denied', {
+        principal: principalSummary(verified.principal),
+        targets: body.targets,
+        rule,
+        reason: decision.reason,
+        error_code: 'CIPORT_E_POLICY_DENIED',
+        ...(decision.nearest ? { condition: decision.nearest.message } : {}),
+      }),
+    );
+    throw new CiportError('CIPORT_E_POLICY_DENIED', decision.reason, {
+      details: { decision: decisionJson(decision) },
+    });
+  }
+
+  const opened = await deps.manager.open(verified, decision);
+  const record = opened.record;
+  sendJson(res, 201, {
+    id: record.id,
+    secret: opened.secret,
+    expires_at: new Date(record.expiresAt).toISOString(),
+    lease_expires_at: new Date(record.leaseExpiresAt).toISOString(),
+    lease_timeout_ms: deps.manager.leaseTimeoutMs,
+    heartbeat_interval_ms: deps.manager.heartbeatIntervalMs,
+    rule: record.rule,
+    principal: verified.principal,
+    targets: decision.targets.map((t) => {
+      const target = deps.targets.get(t.target);
+      return {
+        name: t.target,
+        protocol: target?.protocol ?? 'tcp',
+        ...(target?.database ? { database: target.database } : {}),
+        ...(target?.credentials?.user ? { user: target.credentials.user } : {}),
+        rule: t.rule,
+        ttl_ms: Math.min(t.ttlMs, opened.ttlMs),
+      };
+    }),
+  });
+}
+
+async function whoami(deps: ApiDeps, req: Req, res: Res): Promise<void> {
+  const verified = await verifyBearer(deps, req);
+  const url = new URL(req.url ?? '/', 'https://gateway.invalid');
+  const targets = url.searchParams.getAll('target');
+  const decision = deps.policy.decide({
+    issuer: verified.issuer.name,
+    facts: verified.facts,
+    targets,
+    defaultTtlMs: deps.config.sessions.default_ttl,
+  });
+  sendJson(res, 200, { principal: verified.principal, decision: decisionJson(decision) });
+}
+
+function sessionSecret(req: Req): string {
+  const secret = bearer(req.headers.authorization);
+  if (!secret)
+    throw new CiportError('CIPORT_E_SESSION_UNAUTHORIZED', 'send "Authorization: Bearer <session secret>"');
+  return secret;
+}
+
+async function heartbeat(deps: ApiDeps, req: Req, res: Res, [id]: string[]): Promise<void> {
+  await readJsonBody(req, deps.config.server.max_body_bytes);
+  const record = await deps.manager.heartbeat(id as string, sessionSecret(req));
+  sendJson(res, 200, {
+    state: 'active',
+    expires_at: new Date(record.expiresAt).toISOString(),
+    lease_expires_at: new Date(record.leaseExpiresAt).toISOString(),
+  });
+}
+
+async function endSession(deps: ApiDeps, req: Req, res: Res, [id]: string[]): Promise<void> {
+  const record = await deps.manager.clientEnd(id as string, sessionSecret(req));
+  sendJson(res, 200, { state: 'ended', end_reason: record.endReason });
+}
+
+// ---- admin ----------------------------------------------------------------------------------
+
+function requireAdmin(deps: ApiDeps, req: Req): void {
+  const presented = bearer(req.headers.authorization);
+  if (!presented || deps.adminTokens.length === 0 || !tokenInList(presented, deps.adminTokens)) {
+    deps.log.warn({ path: req.url }, 'admin request refused');
+    throw new CiportError(
+      'CIPORT_E_ADMIN_UNAUTHORIZED',
+      deps.adminTokens.length === 0
+        ? 'no admin tokens are configured (admin_tokens:)'
+        : 'admin token required',
+    );
+  }
+}
+
+/** The session summary of docs/protocol.md (admin list, `ciport sessions list --json`). */
+export function sessionSummary(s: SessionRecord): Record<string, unknown> {
+  return {
+    id: s.id,
+    state: s.state,
+    end_reason: s.endReason,
+    targets: s.targets,
+    principal: s.principal,
+    rule: s.rule,
+    created_at: new Date(s.createdAt).toISOString(),
+    expires_at: new Date(s.expiresAt).toISOString(),
+    lease_expires_at: new Date(s.leaseExpiresAt).toISOString(),
+    ended_at: s.endedAt === null ? null : new Date(s.endedAt).toISOString(),
+  };
+}
+
+async function listSessions(deps: ApiDeps, req: Req, res: Res): Promise<void> {
+  requireAdmin(deps, req);
+  const url = new URL(req.url ?? '/', 'https://gateway.invalid');
+  const active = ['1', 'true', 'yes'].includes(url.searchParams.get('active') ?? '');
+  const sessions = await deps.manager.list({ activeOnly: active });
+  sendJson(res, 200, sessions.map(sessionSummary));
+}
+
+async function getSession(deps: ApiDeps, req: Req, res: Res, [id]: string[]): Promise<void> {
+  requireAdmin(deps, req);
+  const record = await deps.store.getSession(id as string);
+  if (!record) throw new CiportError('CIPORT_E_SESSION_NOT_FOUND', `no session ${id}`);
+  sendJson(res, 200, sessionSummary(record));
+}
+
+async function revokeSession(deps: ApiDeps, req: Req, res: Res, [id]: string[]): Promise<void> {
+  requireAdmin(deps, req);
+  await readJsonBody(req, deps.config.server.max_body_bytes);
+  const record = await deps.manager.revoke(id as string, 'admin');
+  sendJson(res, 200, { state: 'ended', end_reason: record.endReason });
+}

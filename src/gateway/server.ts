@@ -1,0 +1,396 @@
+// The gateway process: one TLS port (HTTP/2 with ALPN h2, HTTP/1.1 for the JSON API), the store,
+// the token verifier, the policy, the session manager and the tunnels. `startGateway` is what
+// `ciport gateway` runs, and what tests and the demo start in-process.
+import { createHash, randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import {
+  createSecureServer,
+  type Http2SecureServer,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  constants as h2,
+  type ServerHttp2Session,
+  type ServerHttp2Stream,
+} from 'node:http2';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex, Writable } from 'node:stream';
+import { canonicalJson } from '../audit/canonical.js';
+import { auditEvent } from '../audit/events.js';
+import type { GatewayConfig, TargetConfig } from '../config/schema.js';
+import { asCiportError, CiportError, ConfigError } from '../errors/index.js';
+import { TokenVerifier } from '../identity/verify.js';
+import { compilePolicy } from '../policy/engine.js';
+import { SessionManager } from '../session/manager.js';
+import { RateLimiter } from '../session/rate-limit.js';
+import { openStore } from '../store/open.js';
+import type { Store } from '../store/types.js';
+import { loadTlsMaterial } from '../transport/tls.js';
+import { type ApiDeps, handleApi } from './api.js';
+import { ERROR_HEADER, isHttp2, type Req, type Res, sendError } from './http.js';
+import { createLogger, type Logger } from './logger.js';
+import { createMetrics, type GatewayMetrics } from './metrics.js';
+import { handleConnect, type TunnelDeps } from './tunnel.js';
+
+export interface StartGatewayOptions {
+  /** Logger (default: pino JSON to stderr). */
+  logger?: Logger;
+  /** Where the one human line about generated TLS material goes (default process.stderr). */
+  stderr?: Writable;
+  /** `fetch` for discovery and JWKS (tests may pass their own). */
+  fetch?: typeof fetch;
+  /** Clock in epoch ms for token checks and session deadlines. */
+  now?: () => number;
+  /** Name of the configuration's source, for `config.loaded` (a file path). */
+  configSource?: string;
+  /** Use this store instead of opening the configured one (it is closed with the gateway). */
+  store?: Store;
+  /** Session sweep interval, ms (default 1000). */
+  sweepIntervalMs?: number;
+}
+
+export interface RunningGateway {
+  /** `https://host:port` of the bound port. */
+  readonly url: string;
+  readonly port: number;
+  /** PEM of the generated CA (undefined when `tls:` is configured). */
+  readonly caPem: string | undefined;
+  /** `<data_dir>/ca.crt` when generated. */
+  readonly caFile: string | undefined;
+  readonly gatewayId: string;
+  readonly store: Store;
+  readonly metrics: GatewayMetrics;
+  readonly manager: SessionManager;
+  readonly draining: boolean;
+  /**
+   * Graceful shutdown (SIGTERM): refuse new sessions (503), give open tunnels `graceMs`
+   * (default `server.drain_grace`) to finish, end the remaining sessions with
+   * `gateway_shutdown`, close the port and the store.
+   */
+  drain(options?: { graceMs?: number }): Promise<void>;
+  /** Stop at once without changing any session (as a crash would; a restart adopts them). */
+  close(): Promise<void>;
+}
+
+/** HTTP/2 flow-control windows: per stream (SETTINGS) and per connection. */
+const STREAM_WINDOW = 1 << 20;
+const CONNECTION_WINDOW = 16 << 20;
+
+export async function startGateway(
+  config: Readonly<GatewayConfig>,
+  options: StartGatewayOptions = {},
+): Promise<RunningGateway> {
+  const log = options.logger ?? createLogger();
+  const stderr = options.stderr ?? process.stderr;
+  const tls = loadTlsMaterial(config);
+  if (tls.origin !== 'configured') {
+    stderr.write(
+      `ciport: ${tls.origin === 'generated' ? 'generated' : 'using'} a private CA for TLS: ${tls.caFile} ` +
+        `(clients: CIPORT_CA_FILE=${tls.caFile})\n`,
+    );
+  }
+
+  const store = options.store ?? (await openStore(config.store, { dataDir: config.data_dir }));
+  const gatewayId = `gw_${randomBytes(6).toString('hex')}`;
+  const metrics = createMetrics();
+  const targets = new Map<string, TargetConfig>(config.targets.map((t) => [t.name, t]));
+  let verifier: TokenVerifier;
+  let manager: SessionManager;
+  let policy: ReturnType<typeof compilePolicy>;
+  try {
+    verifier = new TokenVerifier(config.issuers, {
+      ...(options.fetch ? { fetch: options.fetch } : {}),
+      ...(options.now ? { now: options.now } : {}),
+    });
+    policy = compilePolicy(config);
+    manager = new SessionManager({
+      store,
+      config,
+      policy,
+      log,
+      metrics,
+      gatewayId,
+      ...(options.now ? { now: options.now } : {}),
+      ...(options.sweepIntervalMs ? { sweepIntervalMs: options.sweepIntervalMs } : {}),
+    });
+    const { reaped, adopted } = await manager.start();
+    if (reaped || adopted) log.info({ reaped, adopted }, 'sessions recovered from the store');
+    await store.appendAudit(
+      auditEvent('config.loaded', {
+        source: options.configSource ?? '(in-process)',
+        config_hash: configHash(config),
+        issuers: config.issuers.map((i) => i.name),
+        targets: config.targets.map((t) => t.name),
+        rules: config.rules.map((r) => r.name),
+        gateway: gatewayId,
+      } as Parameters<typeof auditEvent<'config.loaded'>>[1]),
+    );
+  } catch (err) {
+    await store.close().catch(() => {});
+    throw err;
+  }
+
+  let draining = false;
+  const limiter = new RateLimiter({
+    perMinute: config.sessions.rate_limit.per_minute,
+    burst: config.sessions.rate_limit.burst,
+    ...(options.now ? { now: options.now } : {}),
+  });
+  const apiDeps: ApiDeps = {
+    config,
+    verifier,
+    policy,
+    manager,
+    store,
+    limiter,
+    log,
+    metrics,
+    targets,
+    adminTokens: config.admin_tokens.map((s) => s.reveal()),
+    draining: () => draining,
+  };
+
+  // Streams open per HTTP/2 connection, so an idle connection can be told from a quiet tunnel.
+  const openStreams = new WeakMap<object, number>();
+  const sessions = new Set<ServerHttp2Session>();
+  const sockets = new Set<Socket>();
+  const tunnelDeps: TunnelDeps = {
+    manager,
+    store,
+    log,
+    metrics,
+    targets,
+    idleTimeoutMs: config.sessions.connection_idle_timeout,
+    connectTimeoutMs: config.sessions.connect_timeout,
+  };
+  const srv = config.server;
+
+  const server: Http2SecureServer = createSecureServer({
+    cert: tls.cert,
+    key: tls.key,
+    allowHTTP1: true,
+    ALPNProtocols: ['h2', 'http/1.1'],
+    minVersion: 'TLSv1.2',
+    handshakeTimeout: srv.handshake_timeout,
+    // Bound what one client connection can make the gateway hold.
+    maxSessionMemory: 64,
+    maxHeaderListPairs: 64,
+    maxSessionInvalidFrames: 100,
+    maxSessionRejectedStreams: 100,
+    unknownProtocolTimeout: srv.handshake_timeout,
+    settings: {
+      enablePush: false,
+      maxConcurrentStreams: srv.max_concurrent_streams,
+      maxHeaderListSize: srv.max_header_bytes,
+      initialWindowSize: STREAM_WINDOW,
+    },
+  });
+  // HTTP/1.1 fallback: slow or oversized requests are cut by Node's own HTTP server machinery.
+  const h1 = server as unknown as {
+    headersTimeout: number;
+    requestTimeout: number;
+    keepAliveTimeout: number;
+    connectionsCheckingInterval: number;
+    maxHeaderSize: number;
+  };
+  h1.headersTimeout = srv.request_timeout;
+  h1.requestTimeout = srv.request_timeout;
+  h1.keepAliveTimeout = 5_000;
+  h1.connectionsCheckingInterval = Math.min(1_000, srv.request_timeout);
+  h1.maxHeaderSize = srv.max_header_bytes;
+
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  server.on('tlsClientError', (err: Error) => log.debug({ err: err.message }, 'TLS handshake failed'));
+  server.on('sessionError', (err: Error) => log.debug({ err: err.message }, 'HTTP/2 session error'));
+  server.on('session', (session: ServerHttp2Session) => {
+    sessions.add(session);
+    openStreams.set(session, 0);
+    session.once('close', () => sessions.delete(session));
+    session.on('error', () => {});
+    try {
+      session.setLocalWindowSize(CONNECTION_WINDOW);
+    } catch {
+      // the connection went away already
+    }
+    const onIdle = () => {
+      if ((openStreams.get(session) ?? 0) === 0) session.close();
+      else session.setTimeout(srv.idle_timeout, onIdle);
+    };
+    session.setTimeout(srv.idle_timeout, onIdle);
+  });
+  server.on('stream', (stream: ServerHttp2Stream) => {
+    const session: object | undefined = stream.session;
+    if (!session) return;
+    openStreams.set(session, (openStreams.get(session) ?? 0) + 1);
+    stream.once('close', () => openStreams.set(session, (openStreams.get(session) ?? 1) - 1));
+  });
+
+  // HTTP/2 applies SETTINGS_MAX_HEADER_LIST_SIZE only once the client acknowledged it, so a
+  // request in the first flight is measured here as well (HTTP/1.1: Node's parser answers 431).
+  const headersTooLarge = (req: Req, res: Res): boolean => {
+    if (!isHttp2(req) || headerBytes(req.rawHeaders) <= srv.max_header_bytes) return false;
+    sendError(
+      res,
+      new CiportError('CIPORT_E_HEADERS_TOO_LARGE', `request headers exceed ${srv.max_header_bytes} bytes`),
+    );
+    return true;
+  };
+
+  server.on('request', (req: Req, res: Res) => {
+    if (headersTooLarge(req, res)) return;
+    const deadline = setTimeout(() => requestTimedOut(req, res), srv.request_timeout);
+    res.once('close', () => clearTimeout(deadline));
+    res.once('finish', () => clearTimeout(deadline));
+    void handleApi(apiDeps, req, res);
+  });
+  server.on('connect', (req: Req, resOrSocket: Res | Duplex) => {
+    if (isHttp2(req)) {
+      if (headersTooLarge(req, resOrSocket as Res)) return;
+      void handleConnect(tunnelDeps, req as Http2ServerRequest, resOrSocket as Http2ServerResponse).catch(
+        (err) => log.error({ err: asCiportError(err).message }, 'tunnel failed'),
+      );
+      return;
+    }
+    refuseHttp1Connect(resOrSocket as Duplex);
+  });
+
+  const [host, port] = splitListen(config.listen);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    manager.abandon();
+    await store.close().catch(() => {});
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new ConfigError('CIPORT_E_CONFIG_INVALID', `listen: cannot listen on ${config.listen} (${code})`, {
+      cause: err,
+    });
+  }
+  server.on('error', (err) => log.error({ err: err.message }, 'server error'));
+  const bound = (server.address() as AddressInfo).port;
+  const urlHost = host.includes(':') ? `[${host}]` : host;
+  const url = `https://${urlHost === '0.0.0.0' ? '127.0.0.1' : urlHost === '[::]' ? '[::1]' : urlHost}:${bound}`;
+  log.info(
+    { url, gateway: gatewayId, store: store.engine, targets: [...targets.keys()] },
+    'gateway listening',
+  );
+
+  let stopped: Promise<void> | undefined;
+  let hardStop: Promise<void> | undefined;
+  const closePort = async (graceful: boolean) => {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const s of sessions) {
+      if (graceful) s.close();
+      else s.destroy();
+    }
+    if (!graceful) for (const socket of sockets) socket.destroy();
+    const force = setTimeout(
+      () => {
+        for (const s of sessions) s.destroy();
+        for (const socket of sockets) socket.destroy();
+      },
+      graceful ? 1_000 : 0,
+    );
+    await closed;
+    clearTimeout(force);
+  };
+
+  return {
+    url,
+    port: bound,
+    caPem: tls.caPem,
+    caFile: tls.caFile,
+    gatewayId,
+    store,
+    metrics,
+    manager,
+    get draining() {
+      return draining;
+    },
+    drain(drainOptions = {}) {
+      stopped ??= (async () => {
+        draining = true;
+        const graceMs = drainOptions.graceMs ?? srv.drain_grace;
+        log.info({ grace_ms: graceMs, connections: manager.connectionCount }, 'draining');
+        const until = Date.now() + graceMs;
+        while (manager.connectionCount > 0 && Date.now() < until) await sleep(50);
+        try {
+          const result = await manager.endAllForShutdown();
+          log.info(result, 'sessions ended for shutdown');
+        } catch (err) {
+          log.error({ err: asCiportError(err).message }, 'ending sessions at shutdown failed');
+        }
+        await manager.stop();
+        await closePort(true);
+        await store.close();
+        log.info({}, 'gateway stopped');
+      })();
+      return stopped;
+    },
+    close() {
+      // Also cuts short a drain in progress.
+      hardStop ??= (async () => {
+        draining = true;
+        manager.abandon();
+        await closePort(false);
+        await store.close();
+      })();
+      return hardStop;
+    },
+  };
+}
+
+function requestTimedOut(req: Req, res: Res): void {
+  if (res.writableEnded) return;
+  const err = new CiportError('CIPORT_E_REQUEST_TIMEOUT', 'request not completed in time');
+  if (!res.headersSent) sendError(res, err, isHttp2(req) ? {} : { headers: { connection: 'close' } });
+  if (isHttp2(req)) {
+    const stream = (req as Http2ServerRequest).stream;
+    setImmediate(() => {
+      if (!stream.closed) stream.close(h2.NGHTTP2_CANCEL);
+    });
+  } else {
+    setImmediate(() => (req as IncomingMessage).socket.destroy());
+  }
+}
+
+/** HTTP/1.1 CONNECT: tunnels are HTTP/2 only (docs/protocol.md). */
+function refuseHttp1Connect(socket: Duplex): void {
+  const code = 'CIPORT_E_METHOD_NOT_ALLOWED';
+  const body = JSON.stringify({ error: { code, message: 'tunnels need HTTP/2 (ALPN h2)' } });
+  socket.end(
+    `HTTP/1.1 405 Method Not Allowed\r\ncontent-type: application/json\r\n${ERROR_HEADER}: ${code}\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+  setTimeout(() => socket.destroy(), 1_000).unref();
+}
+
+/** Size of a header list as HTTP/2 counts it: name + value + 32 per field. */
+function headerBytes(raw: string[]): number {
+  let n = 0;
+  for (const field of raw) n += Buffer.byteLength(field);
+  return n + (raw.length / 2) * 32;
+}
+
+function splitListen(listen: string): [string, number] {
+  const i = listen.lastIndexOf(':');
+  return [listen.slice(0, i).replace(/^\[|\]$/g, ''), Number(listen.slice(i + 1))];
+}
+
+/** SHA-256 of the canonical, secret-free configuration (secrets serialise as their source). */
+export function configHash(config: Readonly<GatewayConfig>): string {
+  return createHash('sha256')
+    .update(canonicalJson(JSON.parse(JSON.stringify(config))))
+    .digest('hex');
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,298 @@
+// Tunnels (docs/protocol.md, "Tunnels"): one HTTP/2 CONNECT stream per application connection.
+// The gateway authenticates the stream with the session secret, checks the target against the
+// session's grant and the session's connection limit, dials the target (it is the exit for the
+// targets in its own config), answers 200 and pipes bytes both ways with HTTP/2 flow control as
+// the only buffer bound. The stream is reset with CANCEL when the session ends or the
+// connection idles, and with CONNECT_ERROR when the upstream fails.
+import { randomBytes } from 'node:crypto';
+import {
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  constants as h2,
+  type ServerHttp2Stream,
+} from 'node:http2';
+import type { Socket } from 'node:net';
+import { pipeline } from 'node:stream';
+import { auditEvent } from '../audit/events.js';
+import type { TargetConfig } from '../config/schema.js';
+import { asCiportError, CiportError } from '../errors/index.js';
+import { dialTcp } from '../protocols/tcp/exit.js';
+import type { LiveSession, SessionConnection, SessionManager } from '../session/manager.js';
+import { principalSummary } from '../session/principal.js';
+import type { EndReason } from '../session/reasons.js';
+import { bearer } from '../session/secret.js';
+import type { Store } from '../store/types.js';
+import { resetStream } from '../transport/h2.js';
+import { sendError } from './http.js';
+import type { Logger } from './logger.js';
+import type { GatewayMetrics } from './metrics.js';
+
+export const SESSION_HEADER = 'ciport-session';
+
+export interface TunnelDeps {
+  manager: SessionManager;
+  store: Store;
+  log: Logger;
+  metrics: GatewayMetrics;
+  /** Targets this gateway exits to itself, by name. */
+  targets: ReadonlyMap<string, TargetConfig>;
+  idleTimeoutMs: number;
+  connectTimeoutMs: number;
+}
+
+/** `staging-db:443` → `staging-db`. */
+export function targetOfAuthority(authority: string | undefined): string | undefined {
+  if (!authority) return undefined;
+  const host = authority.startsWith('[')
+    ? authority.slice(1, authority.indexOf(']'))
+    : authority.split(':')[0];
+  return host ? host.toLowerCase() : undefined;
+}
+
+/** Handle one CONNECT stream, start to end. Never throws. */
+export async function handleConnect(
+  deps: TunnelDeps,
+  req: Http2ServerRequest,
+  res: Http2ServerResponse,
+): Promise<void> {
+  const stream = req.stream;
+  const refuse = (err: CiportError) => {
+    deps.metrics.tunnelsRefused.inc({ code: err.code });
+    if (stream.destroyed || stream.closed) return;
+    sendError(res, err);
+  };
+  const targetName = targetOfAuthority(req.headers[':authority'] as string | undefined);
+  const sessionId = req.headers[SESSION_HEADER];
+  const secret = bearer(req.headers.authorization);
+  if (typeof sessionId !== 'string' || !secret) {
+    refuse(new CiportError('CIPORT_E_SESSION_UNAUTHORIZED', 'a tunnel needs the session id and its secret'));
+    return;
+  }
+  if (!targetName) {
+    refuse(new CiportError('CIPORT_E_USAGE', 'CONNECT :authority must name a target'));
+    return;
+  }
+
+  let live: LiveSession;
+  try {
+    live = await deps.manager.authenticate(sessionId, secret);
+  } catch (thrown) {
+    const err = asCiportError(thrown);
+    // Tunnels do not tell unknown sessions from wrong secrets.
+    refuse(
+      err.code === 'CIPORT_E_SESSION_NOT_FOUND'
+        ? new CiportError('CIPORT_E_SESSION_UNAUTHORIZED', 'unknown session or wrong secret')
+        : err,
+    );
+    return;
+  }
+
+  const target = deps.targets.get(targetName);
+  if (!live.record.targets.includes(targetName)) {
+    refuse(
+      target
+        ? new CiportError(
+            'CIPORT_E_TARGET_NOT_GRANTED',
+            `target ${targetName} is not granted to session ${live.id}`,
+          )
+        : new CiportError('CIPORT_E_TARGET_UNKNOWN', `no target named ${targetName}`),
+    );
+    return;
+  }
+  if (!target) {
+    refuse(new CiportError('CIPORT_E_UPSTREAM_UNREACHABLE', `no exit serves target ${targetName} right now`));
+    return;
+  }
+  if (target.protocol !== 'tcp') {
+    refuse(
+      new CiportError(
+        'CIPORT_E_PROTOCOL_NOT_IMPLEMENTED',
+        `target ${targetName}: protocol ${target.protocol} is not implemented by this gateway yet (tcp is)`,
+      ),
+    );
+    return;
+  }
+
+  const tunnel = new Tunnel(deps, live, target, stream);
+  try {
+    deps.manager.attach(live, tunnel);
+  } catch (err) {
+    refuse(asCiportError(err));
+    return;
+  }
+  await tunnel.run(refuse);
+}
+
+/** One open (or opening) tunnel connection. */
+class Tunnel implements SessionConnection {
+  readonly id = `con_${randomBytes(12).toString('base64url')}`;
+  readonly target: string;
+  readonly done: Promise<void>;
+  #resolveDone!: () => void;
+  readonly #deps: TunnelDeps;
+  readonly #live: LiveSession;
+  readonly #config: TargetConfig;
+  readonly #stream: ServerHttp2Stream;
+  readonly #dialAbort = new AbortController();
+  #upstream: Socket | undefined;
+  #opened = false;
+  #startedAt = Date.now();
+  /** Why it closed abnormally, for `connection.closed`. */
+  #error: string | undefined;
+
+  constructor(deps: TunnelDeps, live: LiveSession, config: TargetConfig, stream: ServerHttp2Stream) {
+    this.#deps = deps;
+    this.#live = live;
+    this.#config = config;
+    this.target = config.name;
+    this.#stream = stream;
+    this.done = new Promise((resolve) => {
+      this.#resolveDone = resolve;
+    });
+  }
+
+  cut(reason: EndReason): void {
+    this.#error ??= `session ended (${reason})`;
+    this.#dialAbort.abort();
+    this.#reset(h2.NGHTTP2_CANCEL);
+  }
+
+  #reset(code: number): void {
+    resetStream(this.#stream, code);
+    this.#upstream?.destroy();
+  }
+
+  async run(refuse: (err: CiportError) => void): Promise<void> {
+    const { manager, log } = this.#deps;
+    const onEarlyClose = () => this.#dialAbort.abort();
+    this.#stream.once('close', onEarlyClose);
+    try {
+      this.#upstream = await dialTcp(this.#config.address, {
+        timeoutMs: this.#deps.connectTimeoutMs,
+        signal: AbortSignal.any([this.#dialAbort.signal, this.#live.abort.signal]),
+      });
+    } catch (thrown) {
+      this.#stream.off('close', onEarlyClose);
+      manager.detach(this.#live, this);
+      this.#resolveDone();
+      const err = asCiportError(thrown);
+      if (this.#live.abort.signal.aborted) {
+        refuse(new CiportError('CIPORT_E_SESSION_ENDED', `session ${this.#live.id} has ended`));
+      } else {
+        log.warn(
+          { session: this.#live.id, target: this.target, err: err.message },
+          'tunnel upstream unreachable',
+        );
+        refuse(
+          new CiportError(
+            'CIPORT_E_UPSTREAM_UNREACHABLE',
+            `target ${this.target} is unreachable from the gateway`,
+          ),
+        );
+      }
+      return;
+    }
+    this.#stream.off('close', onEarlyClose);
+    const upstream = this.#upstream;
+    if (this.#stream.destroyed || this.#stream.closed || this.#live.abort.signal.aborted) {
+      upstream.destroy();
+      manager.detach(this.#live, this);
+      this.#resolveDone();
+      return;
+    }
+    this.#opened = true;
+    this.#startedAt = Date.now();
+    this.#deps.metrics.tunnelsActive.inc();
+    this.#deps.metrics.tunnelsOpened.inc({ target: this.target });
+    // compat request/response, two pipelines and ours all listen for 'close'.
+    this.#stream.setMaxListeners(32);
+    this.#stream.respond({ ':status': 200 });
+    log.info({ session: this.#live.id, connection: this.id, target: this.target }, 'tunnel opened');
+    void this.#audit('connection.opened');
+
+    // Upstream failures reset the stream with CONNECT_ERROR: registered before pipeline's own
+    // listeners so that this code, not pipeline's INTERNAL_ERROR, is the one sent.
+    upstream.on('error', (err: NodeJS.ErrnoException) => {
+      this.#error ??= `upstream error (${err.code ?? err.message})`;
+      resetStream(this.#stream, h2.NGHTTP2_CONNECT_ERROR);
+    });
+    this.#stream.on('error', () => {
+      // Client resets and session teardown surface here; the close handler records them.
+    });
+    this.#stream.setTimeout(this.#deps.idleTimeoutMs, () => {
+      this.#error ??= 'idle timeout';
+      this.#reset(h2.NGHTTP2_CANCEL);
+    });
+    this.#stream.on('aborted', () => {
+      this.#error ??= 'client reset the stream';
+    });
+
+    let pending = 3; // two pipelines and the stream's close
+    const settle = () => {
+      if (--pending === 0) void this.#closed();
+    };
+    pipeline(this.#stream, upstream, () => settle());
+    pipeline(upstream, this.#stream, () => settle());
+    this.#stream.once('close', () => {
+      upstream.destroy();
+      settle();
+    });
+    upstream.resume();
+  }
+
+  async #closed(): Promise<void> {
+    const upstream = this.#upstream;
+    const up = upstream?.bytesWritten ?? 0;
+    const down = upstream?.bytesRead ?? 0;
+    const { metrics, manager, log } = this.#deps;
+    metrics.tunnelsActive.dec();
+    metrics.tunnelBytes.inc({ target: this.target, direction: 'up' }, up);
+    metrics.tunnelBytes.inc({ target: this.target, direction: 'down' }, down);
+    manager.detach(this.#live, this);
+    log.info(
+      {
+        session: this.#live.id,
+        connection: this.id,
+        target: this.target,
+        bytes_to_target: up,
+        bytes_from_target: down,
+        ...(this.#error ? { reason: this.#error } : {}),
+      },
+      'tunnel closed',
+    );
+    try {
+      await this.#audit('connection.closed', up, down);
+    } finally {
+      this.#resolveDone();
+    }
+  }
+
+  async #audit(type: 'connection.opened' | 'connection.closed', up = 0, down = 0): Promise<void> {
+    const record = this.#live.record;
+    const base = {
+      session: record.id,
+      connection: this.id,
+      principal: principalSummary(record.principal),
+      target: this.target,
+      rule: record.rule,
+      exit: 'gateway',
+    };
+    try {
+      if (type === 'connection.opened') {
+        await this.#deps.store.appendAudit(auditEvent('connection.opened', base));
+      } else {
+        await this.#deps.store.appendAudit(
+          auditEvent('connection.closed', {
+            ...base,
+            bytes_to_target: up,
+            bytes_from_target: down,
+            duration_ms: this.#opened ? Date.now() - this.#startedAt : 0,
+            ...(this.#error ? { error: this.#error } : {}),
+          }),
+        );
+      }
+    } catch (err) {
+      this.#deps.log.error({ connection: this.id, err: (err as Error).message }, `audit ${type} failed`);
+    }
+  }
+}

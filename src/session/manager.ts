@@ -1,0 +1,551 @@
+// Session lifetime. The store is the authority on a session's state, lease and expiry (several
+// gateways may share it); this manager keeps, per session it serves, the open tunnel
+// connections and a timer for its next deadline. A session ends at the first of: client end,
+// lease lapse, TTL, revocation, gateway shutdown. Ending cuts its connections at once
+// (RST_STREAM), then commits the state change with its `session.ended` event.
+import { auditEvent } from '../audit/events.js';
+import type { GatewayConfig } from '../config/schema.js';
+import { CiportError } from '../errors/index.js';
+import type { GatewayMetrics } from '../gateway/metrics.js';
+import type { VerifiedToken } from '../identity/verify.js';
+import type { Decision, Policy } from '../policy/engine.js';
+import type { SessionRecord, Store } from '../store/types.js';
+import { principalJson, principalSummary } from './principal.js';
+import { type EndReason, storeReason } from './reasons.js';
+import { hashSecret, newSessionId, newSessionSecret, secretMatches } from './secret.js';
+
+/** What the manager needs of a logger (pino's Logger satisfies it). */
+export interface SessionLog {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+/** One open tunnel connection of a session, as the manager sees it. */
+export interface SessionConnection {
+  readonly id: string;
+  readonly target: string;
+  /** Reset at once: the session ended. */
+  cut(reason: EndReason): void;
+  /** Settles once the connection is closed and its `connection.closed` event is written. */
+  readonly done: Promise<void>;
+}
+
+/** A session this gateway serves: the stored record plus what lives only in this process. */
+export class LiveSession {
+  record: SessionRecord;
+  readonly connections = new Set<SessionConnection>();
+  /** Aborted when the session starts ending: pending upstream dials give up. */
+  readonly abort = new AbortController();
+  maxConnections: number;
+  timer: NodeJS.Timeout | undefined;
+  ending: Promise<SessionRecord | undefined> | undefined;
+  /** Set as soon as ending starts, before the store has recorded it. */
+  endingReason: EndReason | undefined;
+
+  constructor(record: SessionRecord, maxConnections: number) {
+    this.record = record;
+    this.maxConnections = maxConnections;
+  }
+
+  get id(): string {
+    return this.record.id;
+  }
+}
+
+export interface SessionManagerOptions {
+  store: Store;
+  config: Readonly<GatewayConfig>;
+  policy: Policy;
+  log: SessionLog;
+  metrics: GatewayMetrics;
+  /** This gateway instance (stored with the sessions it opens). */
+  gatewayId: string;
+  now?: () => number;
+  /** How often the store is swept for lapsed sessions and remote revocations (default 1000 ms). */
+  sweepIntervalMs?: number;
+}
+
+export interface OpenedSession {
+  record: SessionRecord;
+  /** The session secret: returned to the client once, never stored. */
+  secret: string;
+  decision: Decision;
+  ttlMs: number;
+}
+
+/** A gateway is considered alive while its registry entry is younger than this. */
+const GATEWAY_ALIVE_MS = 30_000;
+const REGISTRY_KEY = 'gateways.alive';
+/** Upper bound on waiting for cut connections to write their close events before ending. */
+const CUT_SETTLE_MS = 2_000;
+
+export class SessionManager {
+  readonly #store: Store;
+  readonly #config: Readonly<GatewayConfig>;
+  readonly #policy: Policy;
+  readonly #log: SessionLog;
+  readonly #metrics: GatewayMetrics;
+  readonly #gatewayId: string;
+  readonly #now: () => number;
+  readonly #sweepMs: number;
+  readonly #live = new Map<string, LiveSession>();
+  #sweepTimer: NodeJS.Timeout | undefined;
+  #sweeping = false;
+  #sweeps = 0;
+  #stopped = false;
+
+  constructor(options: SessionManagerOptions) {
+    this.#store = options.store;
+    this.#config = options.config;
+    this.#policy = options.policy;
+    this.#log = options.log;
+    this.#metrics = options.metrics;
+    this.#gatewayId = options.gatewayId;
+    this.#now = options.now ?? Date.now;
+    this.#sweepMs = options.sweepIntervalMs ?? 1000;
+  }
+
+  get leaseTimeoutMs(): number {
+    return this.#config.sessions.lease_timeout;
+  }
+
+  /** Clients heartbeat at a third of the lease, so two lost heartbeats do not end a session. */
+  get heartbeatIntervalMs(): number {
+    return Math.max(100, Math.floor(this.#config.sessions.lease_timeout / 3));
+  }
+
+  /** Number of open tunnel connections across the sessions this gateway serves. */
+  get connectionCount(): number {
+    let n = 0;
+    for (const live of this.#live.values()) n += live.connections.size;
+    return n;
+  }
+
+  get liveCount(): number {
+    return this.#live.size;
+  }
+
+  /**
+   * Start: end the sessions whose TTL or lease passed while no gateway ran
+   * (`expired_while_down`), adopt the remaining active ones, start the sweep.
+   */
+  async start(): Promise<{ reaped: number; adopted: number }> {
+    const now = this.#now();
+    let reaped = 0;
+    for (const stale of await this.#store.expiredSessions(now)) {
+      const change = await this.#store.endSession(
+        stale.id,
+        storeReason('expired_while_down'),
+        (s) => this.#endedEvent(s, 'expired_while_down', now),
+        { at: now },
+      );
+      if (change) {
+        reaped++;
+        this.#metrics.sessionsEnded.inc({ reason: 'expired_while_down' });
+        this.#log.info({ session: stale.id, reason: 'expired_while_down' }, 'session ended');
+      }
+    }
+    let adopted = 0;
+    for (const record of await this.#store.listSessions({ activeOnly: true })) {
+      if (record.state !== 'active' || this.#live.has(record.id)) continue;
+      this.#adopt(record);
+      adopted++;
+    }
+    await this.#register(now);
+    this.#sweepTimer = setInterval(() => void this.#sweep(), this.#sweepMs);
+    this.#sweepTimer.unref();
+    return { reaped, adopted };
+  }
+
+  /** Open a session for a verified token that policy allowed. */
+  async open(verified: VerifiedToken, decision: Decision): Promise<OpenedSession> {
+    if (decision.decision !== 'allow' || decision.ttlMs === null || decision.rule === null) {
+      throw new CiportError('CIPORT_E_INTERNAL', 'open() called with a denial');
+    }
+    const now = this.#now();
+    const ttlMs = decision.ttlMs;
+    const expiresAt = now + ttlMs;
+    const secret = newSessionSecret();
+    const principal = verified.principal;
+    const rule = decision.rule;
+    const targets = decision.targets.map((t) => t.target);
+    const { session } = await this.#store.createSession(
+      {
+        id: newSessionId(),
+        secretHash: hashSecret(secret),
+        issuer: verified.issuer.name,
+        subject: principal.subject ?? '',
+        principal: principalJson(principal),
+        targets,
+        rule,
+        createdAt: now,
+        expiresAt,
+        leaseExpiresAt: Math.min(expiresAt, now + this.leaseTimeoutMs),
+        gatewayId: this.#gatewayId,
+      },
+      (s) =>
+        auditEvent(
+          'session.opened',
+          {
+            session: s.id,
+            principal: principalSummary(principal),
+            targets,
+            rule,
+            expires_at: new Date(expiresAt).toISOString(),
+            ttl_ms: ttlMs,
+            gateway: this.#gatewayId,
+          },
+          now,
+        ),
+    );
+    this.#adopt(session);
+    this.#metrics.sessionsOpened.inc({ issuer: verified.issuer.name });
+    this.#log.info(
+      { session: session.id, issuer: session.issuer, subject: session.subject, targets, rule, ttl_ms: ttlMs },
+      'session opened',
+    );
+    return { record: session, secret, decision, ttlMs };
+  }
+
+  /**
+   * The live session `id` if `secret` is its secret. 404 unknown id, 401 wrong secret, 410 ended
+   * (with `end_reason`). A session whose deadline passed is ended on the spot.
+   */
+  async authenticate(id: string, secret: string): Promise<LiveSession> {
+    const record = await this.#recordFor(id, secret);
+    if (record.state !== 'active') throw ended(record);
+    const live = this.#live.get(id) ?? this.#adopt(record);
+    if (live.ending) throw ended({ id, endReason: live.endingReason ?? live.record.endReason });
+    const now = this.#now();
+    if (now >= live.record.expiresAt || now >= live.record.leaseExpiresAt) {
+      const after = await this.#deadline(live);
+      if (after) throw ended(after);
+    }
+    return live;
+  }
+
+  /** Extend the lease. Returns the record as it now stands. */
+  async heartbeat(id: string, secret: string): Promise<SessionRecord> {
+    const live = await this.authenticate(id, secret);
+    const now = this.#now();
+    const leaseUntil = Math.min(live.record.expiresAt, now + this.leaseTimeoutMs);
+    const ok = await this.#store.heartbeat(id, leaseUntil, now);
+    if (!ok) {
+      // Lapsed or ended between the check and the write (another gateway, the sweep).
+      const after = (await this.#deadline(live)) ?? (await this.#store.getSession(id));
+      if (after?.state === 'active') {
+        live.record = after; // another gateway extended it meanwhile
+        return after;
+      }
+      throw ended(after ?? { id, endReason: storeReason('lease_expired') });
+    }
+    live.record = { ...live.record, leaseExpiresAt: leaseUntil };
+    return live.record;
+  }
+
+  /** The client ends its own session (idempotent: an ended session reports how it ended). */
+  async clientEnd(id: string, secret: string): Promise<SessionRecord> {
+    const record = await this.#recordFor(id, secret);
+    if (record.state !== 'active') return record;
+    return (await this.end(id, 'client_end')) ?? record;
+  }
+
+  /** An operator ends a session. Unknown id: 404. Already ended: its record, unchanged. */
+  async revoke(id: string, by?: string): Promise<SessionRecord> {
+    const record = this.#live.get(id)?.record ?? (await this.#store.getSession(id));
+    if (!record) throw new CiportError('CIPORT_E_SESSION_NOT_FOUND', `no session ${id}`);
+    if (record.state !== 'active') return record;
+    return (await this.end(id, 'revoked', by)) ?? record;
+  }
+
+  /**
+   * End a session with `reason`: cut its connections now, then commit the end and its
+   * `session.ended` event. Resolves to the ended record (whoever ended it), or undefined for
+   * an unknown id.
+   */
+  end(id: string, reason: EndReason, by?: string): Promise<SessionRecord | undefined> {
+    const live = this.#live.get(id);
+    if (!live) return this.#endStored(id, reason, by);
+    live.endingReason ??= reason;
+    live.ending ??= (async () => {
+      live.abort.abort();
+      clearTimeout(live.timer);
+      const connections = [...live.connections];
+      for (const c of connections) c.cut(reason);
+      if (connections.length > 0) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          Promise.allSettled(connections.map((c) => c.done)),
+          new Promise<void>((resolve) => {
+            timer = setTimeout(resolve, CUT_SETTLE_MS);
+          }),
+        ]);
+        clearTimeout(timer);
+      }
+      try {
+        const result = await this.#endStored(id, reason, by);
+        if (result) live.record = result;
+        return result;
+      } finally {
+        this.#drop(live);
+      }
+    })();
+    return live.ending;
+  }
+
+  /** Admin list: sessions alive in the last `sinceMs` (default 24 h), newest first. */
+  list(options: { activeOnly?: boolean; sinceMs?: number } = {}): Promise<SessionRecord[]> {
+    return this.#store.listSessions({
+      since: this.#now() - (options.sinceMs ?? 86_400_000),
+      activeOnly: options.activeOnly ?? false,
+    });
+  }
+
+  /**
+   * Register a tunnel connection, or refuse it with 429 when the session is at its limit. The
+   * check and the registration are one synchronous step, so concurrent opens cannot overshoot.
+   */
+  attach(live: LiveSession, connection: SessionConnection): void {
+    if (live.ending) throw ended({ id: live.id, endReason: live.endingReason ?? live.record.endReason });
+    if (live.connections.size >= live.maxConnections) {
+      throw new CiportError(
+        'CIPORT_E_CONNECTION_LIMIT',
+        `session ${live.id} already has ${live.connections.size} open connections (limit ${live.maxConnections})`,
+      );
+    }
+    live.connections.add(connection);
+  }
+
+  detach(live: LiveSession, connection: SessionConnection): void {
+    live.connections.delete(connection);
+  }
+
+  /**
+   * Drain: end every session this gateway serves with `gateway_shutdown` — unless another
+   * gateway sharing the store is alive and can serve them (their leases still apply there).
+   */
+  async endAllForShutdown(): Promise<{ ended: number; handedOver: number }> {
+    const others = await this.#otherGatewaysAlive();
+    const lives = [...this.#live.values()];
+    if (others.length > 0) {
+      for (const live of lives) for (const c of live.connections) c.cut('gateway_shutdown');
+      this.#log.info({ sessions: lives.length, gateways: others }, 'sessions left to the other gateways');
+      return { ended: 0, handedOver: lives.length };
+    }
+    const results = await Promise.allSettled(lives.map((live) => this.end(live.id, 'gateway_shutdown')));
+    return { ended: results.filter((r) => r.status === 'fulfilled' && r.value).length, handedOver: 0 };
+  }
+
+  /** Stop timers and leave the registry; sessions stay as stored (a restart adopts them). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearInterval(this.#sweepTimer);
+    for (const live of this.#live.values()) clearTimeout(live.timer);
+    try {
+      await this.#unregister();
+    } catch (err) {
+      this.#log.warn({ err: String(err) }, 'could not leave the gateway registry');
+    }
+  }
+
+  /** Forget local state without touching the store (a crash, as far as the store can tell). */
+  abandon(): void {
+    this.#stopped = true;
+    clearInterval(this.#sweepTimer);
+    for (const live of this.#live.values()) {
+      clearTimeout(live.timer);
+      for (const c of live.connections) c.cut('gateway_shutdown');
+    }
+    this.#live.clear();
+    this.#metrics.sessionsActive.set(0);
+  }
+
+  // ---- internals ----------------------------------------------------------------------------
+
+  async #recordFor(id: string, secret: string): Promise<SessionRecord> {
+    const record = this.#live.get(id)?.record ?? (await this.#store.getSession(id));
+    if (!record) throw new CiportError('CIPORT_E_SESSION_NOT_FOUND', `no session ${id}`);
+    if (!secretMatches(secret, record.secretHash)) {
+      throw new CiportError('CIPORT_E_SESSION_UNAUTHORIZED', `wrong secret for session ${id}`);
+    }
+    return record;
+  }
+
+  #adopt(record: SessionRecord): LiveSession {
+    const existing = this.#live.get(record.id);
+    if (existing) return existing;
+    const live = new LiveSession(record, this.#connectionLimit(record));
+    this.#live.set(record.id, live);
+    this.#metrics.sessionsActive.set(this.#live.size);
+    this.#schedule(live);
+    return live;
+  }
+
+  #drop(live: LiveSession): void {
+    clearTimeout(live.timer);
+    if (this.#live.get(live.id) === live) this.#live.delete(live.id);
+    this.#metrics.sessionsActive.set(this.#live.size);
+  }
+
+  #connectionLimit(record: SessionRecord): number {
+    const max = this.#config.sessions.max_connections;
+    const ruleLimit = record.rule ? this.#policy.rule(record.rule)?.limits?.connections : undefined;
+    return ruleLimit === undefined ? max : Math.min(max, ruleLimit);
+  }
+
+  #schedule(live: LiveSession): void {
+    if (this.#stopped) return;
+    clearTimeout(live.timer);
+    const at = Math.min(live.record.expiresAt, live.record.leaseExpiresAt);
+    const delay = Math.min(Math.max(0, at - this.#now()), 2_147_483_647);
+    live.timer = setTimeout(
+      () => void this.#deadline(live).catch((err) => this.#fail('deadline', err)),
+      delay,
+    );
+    live.timer.unref();
+  }
+
+  /**
+   * A deadline of `live` is due: end it for TTL, or for its lease unless the store knows of a
+   * later heartbeat (through another gateway). Returns the ended record, or undefined when the
+   * session lives on.
+   */
+  async #deadline(live: LiveSession): Promise<SessionRecord | undefined> {
+    if (live.ending) return live.ending;
+    const now = this.#now();
+    if (now >= live.record.expiresAt) return this.end(live.id, 'expired');
+    if (now < live.record.leaseExpiresAt) {
+      this.#schedule(live);
+      return undefined;
+    }
+    const fresh = await this.#store.getSession(live.id);
+    if (fresh?.state !== 'active') {
+      if (fresh) live.record = fresh;
+      this.#cutEndedElsewhere(live, fresh);
+      return fresh;
+    }
+    live.record = fresh;
+    if (this.#now() < fresh.leaseExpiresAt && this.#now() < fresh.expiresAt) {
+      this.#schedule(live);
+      return undefined;
+    }
+    return this.end(live.id, this.#now() >= fresh.expiresAt ? 'expired' : 'lease_expired');
+  }
+
+  /** The store says a session we serve ended (another gateway, an operator): cut locally. */
+  #cutEndedElsewhere(live: LiveSession, record: SessionRecord | undefined): void {
+    if (live.ending) return;
+    const reason = (record?.endReason ?? 'revoked') as unknown as EndReason;
+    live.endingReason = reason;
+    live.abort.abort();
+    for (const c of live.connections) c.cut(reason);
+    live.ending = Promise.resolve(record);
+    this.#drop(live);
+    this.#log.info({ session: live.id, reason }, 'session ended elsewhere; connections cut');
+  }
+
+  async #endStored(id: string, reason: EndReason, by?: string): Promise<SessionRecord | undefined> {
+    const now = this.#now();
+    const change = await this.#store.endSession(
+      id,
+      storeReason(reason),
+      (s) => this.#endedEvent(s, reason, now, by),
+      { at: now },
+    );
+    if (change) {
+      this.#metrics.sessionsEnded.inc({ reason });
+      this.#log.info({ session: id, reason, ...(by ? { by } : {}) }, 'session ended');
+      return change.session;
+    }
+    return this.#store.getSession(id);
+  }
+
+  #endedEvent(s: SessionRecord, reason: EndReason, now: number, by?: string) {
+    return auditEvent(
+      'session.ended',
+      {
+        session: s.id,
+        principal: principalSummary(s.principal),
+        targets: s.targets,
+        rule: s.rule,
+        reason: storeReason(reason),
+        duration_ms: Math.max(0, now - s.createdAt),
+        ...(by ? { by } : {}),
+      },
+      now,
+    );
+  }
+
+  async #sweep(): Promise<void> {
+    if (this.#sweeping || this.#stopped) return;
+    this.#sweeping = true;
+    try {
+      const now = this.#now();
+      // Lapsed sessions, whichever gateway opened them.
+      for (const record of await this.#store.expiredSessions(now)) {
+        const live = this.#live.get(record.id);
+        if (live) await this.#deadline(live);
+        else await this.end(record.id, record.expiresAt <= now ? 'expired' : 'lease_expired');
+      }
+      // Sessions with open connections here that were ended through another gateway.
+      for (const live of [...this.#live.values()]) {
+        if (live.ending || live.connections.size === 0) continue;
+        const fresh = await this.#store.getSession(live.id);
+        if (fresh?.state !== 'active') this.#cutEndedElsewhere(live, fresh);
+        else live.record = { ...fresh };
+      }
+      if (++this.#sweeps % 10 === 0) await this.#register(now);
+    } catch (err) {
+      this.#fail('sweep', err);
+    } finally {
+      this.#sweeping = false;
+    }
+  }
+
+  #fail(what: string, err: unknown): void {
+    this.#log.error({ err: err instanceof Error ? err.message : String(err) }, `session ${what} failed`);
+  }
+
+  // A tiny registry of live gateways in the store's meta table: {gatewayId: lastSeenMs}.
+  async #readRegistry(): Promise<Record<string, number>> {
+    const text = await this.#store.getMeta(REGISTRY_KEY);
+    if (!text) return {};
+    try {
+      const parsed = JSON.parse(text) as unknown;
+      return parsed && typeof parsed === 'object' ? (parsed as Record<string, number>) : {};
+    } catch {
+      return {};
+    }
+  }
+
+  async #register(now: number): Promise<void> {
+    const registry = await this.#readRegistry();
+    const fresh: Record<string, number> = {};
+    for (const [id, seen] of Object.entries(registry)) if (now - seen < GATEWAY_ALIVE_MS) fresh[id] = seen;
+    fresh[this.#gatewayId] = now;
+    await this.#store.setMeta(REGISTRY_KEY, JSON.stringify(fresh));
+  }
+
+  async #unregister(): Promise<void> {
+    const registry = await this.#readRegistry();
+    delete registry[this.#gatewayId];
+    await this.#store.setMeta(REGISTRY_KEY, JSON.stringify(registry));
+  }
+
+  async #otherGatewaysAlive(): Promise<string[]> {
+    if (this.#store.engine === 'sqlite') return [];
+    const now = this.#now();
+    const registry = await this.#readRegistry();
+    return Object.entries(registry)
+      .filter(([id, seen]) => id !== this.#gatewayId && now - seen < GATEWAY_ALIVE_MS)
+      .map(([id]) => id);
+  }
+}
+
+function ended(record: { id: string; endReason: string | null }): CiportError {
+  const reason = record.endReason ?? 'ended';
+  return new CiportError('CIPORT_E_SESSION_ENDED', `session ${record.id} has ended (${reason})`, {
+    details: { end_reason: reason },
+  });
+}
