@@ -1,0 +1,125 @@
+// The exit's whole job for one postgres tunnel stream (gateway or agent): read the startup
+// frame, then either forward a cancel or open the upstream with injected credentials, relay its
+// AuthenticationOk…ReadyForQuery, and relay the connection with query events.
+import type { Duplex } from 'node:stream';
+import type { TargetConfig } from '../../config/schema.js';
+import { ConfigError } from '../../errors/index.js';
+import { splitHostPort } from '../tcp/exit.js';
+import { type CancelRegistry, forwardCancel } from './cancel.js';
+import { sendErrorAndClose } from './errors.js';
+import { type QueryEvent, type RelayResult, relayPg } from './relay.js';
+import { readStartupFrame } from './startup-wire.js';
+import {
+  type ConnectUpstreamOptions,
+  connectUpstream,
+  type PgAuthMethod,
+  type UpstreamTlsOptions,
+} from './upstream.js';
+
+/** Everything about the upstream except what the application forwards. */
+export type PgUpstreamTarget = Omit<ConnectUpstreamOptions, 'params' | 'signal'>;
+
+/**
+ * Upstream options for a `protocol: postgres` target of the config: `tls: true` or an object
+ * means verify-full (with the object's CA bundle and server name).
+ */
+export function pgUpstreamFromTarget(target: TargetConfig): PgUpstreamTarget {
+  const user = target.credentials?.user;
+  if (!user) {
+    throw new ConfigError(
+      'CIPORT_E_CONFIG_INVALID',
+      `target ${target.name}: postgres needs credentials.user`,
+    );
+  }
+  const { host, port } = splitHostPort(target.address);
+  let tls: UpstreamTlsOptions | undefined;
+  if (target.tls === true) tls = { mode: 'verify-full' };
+  else if (target.tls && typeof target.tls === 'object') {
+    tls = { mode: 'verify-full', ca: target.tls.ca?.reveal(), servername: target.tls.servername };
+  }
+  return {
+    host,
+    port,
+    tls,
+    user,
+    password: target.credentials?.password?.reveal(),
+    database: target.database,
+  };
+}
+
+export interface PgExitOptions {
+  sessionId: string;
+  upstream: PgUpstreamTarget;
+  cancelRegistry: CancelRegistry;
+  /** Per-target switch for query events (default on when onQuery is given). */
+  queryEvents?: boolean | undefined;
+  maxQueryLength?: number | undefined;
+  onQuery?: ((event: QueryEvent) => void) | undefined;
+  /** Called once the upstream is authenticated, before any byte reaches the application. */
+  onConnected?:
+    | ((info: { auth: PgAuthMethod; tls: boolean; processId: number | undefined }) => void)
+    | undefined;
+  /** Deadline for the startup frame (default 10 s); the upstream handshake has its own. */
+  timeoutMs?: number | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+export type PgExitResult = { kind: 'cancel'; forwarded: boolean } | ({ kind: 'session' } & RelayResult);
+
+/**
+ * Serve one stream. Failures before ReadyForQuery are written to the stream as an ErrorResponse
+ * (SQLSTATE + CIPORT_E_ code), the stream is closed, and the promise rejects with the error so
+ * the caller can log and audit it. After that, it resolves when the connection is over.
+ */
+export async function servePgExitStream(stream: Duplex, opts: PgExitOptions): Promise<PgExitResult> {
+  let startup: Awaited<ReturnType<typeof readStartupFrame>>;
+  try {
+    startup = await readStartupFrame(stream, opts.timeoutMs);
+  } catch (err) {
+    await sendErrorAndClose(stream, err);
+    throw err;
+  }
+  if (startup.kind === 'cancel') {
+    const forwarded = await forwardCancel(opts.cancelRegistry, opts.sessionId, startup).catch(() => false);
+    stream.on('error', () => {});
+    stream.end();
+    return { kind: 'cancel', forwarded };
+  }
+  let upstream: Awaited<ReturnType<typeof connectUpstream>>;
+  try {
+    upstream = await connectUpstream({ ...opts.upstream, params: startup.params, signal: opts.signal });
+  } catch (err) {
+    await sendErrorAndClose(stream, err);
+    throw err;
+  }
+  if (stream.destroyed) {
+    upstream.socket.destroy();
+    return {
+      kind: 'session',
+      bytesFromApp: 0,
+      bytesFromUpstream: 0,
+      error: new Error('stream closed during startup'),
+    };
+  }
+  const unregister = upstream.backendKey
+    ? opts.cancelRegistry.register(opts.sessionId, upstream.backendKey, {
+        host: opts.upstream.host,
+        port: opts.upstream.port,
+        tls: opts.upstream.tls,
+      })
+    : () => {};
+  try {
+    opts.onConnected?.({ auth: upstream.auth, tls: upstream.tls, processId: upstream.backendKey?.processId });
+    for (const m of upstream.relayFromAuthOk) stream.write(m);
+    const result = await relayPg(stream, upstream.socket, {
+      queryEvents: opts.queryEvents,
+      onQuery: opts.onQuery,
+      maxQueryLength: opts.maxQueryLength,
+      signal: opts.signal,
+    });
+    for (const m of upstream.relayFromAuthOk) result.bytesFromUpstream += m.length;
+    return { kind: 'session', ...result };
+  } finally {
+    unregister();
+  }
+}

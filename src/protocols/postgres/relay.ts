@@ -1,0 +1,217 @@
+// After the handshake: bytes flow both ways through `pipeline` (backpressure end to end), and
+// the application → server direction is watched by a streaming parser that reports statements:
+// simple Query ('Q') text and extended-protocol Parse ('P') text. The parser reads message
+// headers and keeps at most a bounded prefix of Q/P bodies; everything else (COPY data, Bind
+// values, …) is counted and skipped, never buffered.
+import type { Duplex } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+export interface QueryEvent {
+  type: 'query';
+  /** Statement text, cut at `maxQueryLength` UTF-8 bytes (on a character boundary). */
+  text: string;
+  truncated: boolean;
+  protocol: 'simple' | 'extended';
+}
+
+export interface QueryObserverOptions {
+  onQuery: (event: QueryEvent) => void;
+  /** Longest statement text kept, in UTF-8 bytes (default 4096). */
+  maxQueryLength?: number | undefined;
+  /** Named prepared statements remembered for de-duplication (default 1024). */
+  maxNamedStatements?: number | undefined;
+}
+
+/** Longest prepared-statement name kept for de-duplication; longer names are cut. */
+const MAX_NAME = 256;
+
+/** Cut `buf` to at most `max` bytes without splitting a UTF-8 sequence. */
+function utf8Prefix(buf: Buffer, max: number): string {
+  if (buf.length <= max) return buf.toString('utf8');
+  let end = max;
+  // buf[end] is the first byte left out: if it continues a sequence, drop that whole sequence.
+  while (end > 0 && ((buf[end] as number) & 0xc0) === 0x80) end--;
+  return buf.toString('utf8', 0, end);
+}
+
+/**
+ * Incremental parser of frontend (application → server) messages after the startup. Feed it
+ * every chunk in order with `push`; it calls `onQuery` for each Query and for each Parse, except
+ * a Parse that re-prepares a named statement with the same text (drivers that re-prepare after
+ * DEALLOCATE or on every connection checkout): one event per distinct named statement.
+ */
+export class QueryObserver {
+  readonly #onQuery: (event: QueryEvent) => void;
+  readonly #max: number;
+  readonly #maxNamed: number;
+  readonly #named = new Map<string, string>();
+  readonly #header = Buffer.alloc(5);
+  #headerFill = 0;
+  #type = 0;
+  /** Body bytes of the current message still to come. */
+  #remaining = 0;
+  #bodyLength = 0;
+  #capture: Buffer | undefined;
+  #captured = 0;
+  #broken = false;
+
+  constructor(options: QueryObserverOptions) {
+    this.#onQuery = options.onQuery;
+    this.#max = options.maxQueryLength ?? 4096;
+    this.#maxNamed = options.maxNamedStatements ?? 1024;
+  }
+
+  /** Bytes held for the message in progress (bounded by the query length limit). */
+  get retained(): number {
+    return this.#capture?.length ?? 0;
+  }
+
+  push(chunk: Buffer): void {
+    let i = 0;
+    while (i < chunk.length && !this.#broken) {
+      if (this.#remaining === 0 && this.#headerFill < 5) {
+        const n = Math.min(5 - this.#headerFill, chunk.length - i);
+        chunk.copy(this.#header, this.#headerFill, i, i + n);
+        this.#headerFill += n;
+        i += n;
+        if (this.#headerFill < 5) return;
+        this.#startMessage();
+        continue;
+      }
+      const n = Math.min(this.#remaining, chunk.length - i);
+      if (this.#capture && this.#captured < this.#capture.length) {
+        const take = Math.min(n, this.#capture.length - this.#captured);
+        chunk.copy(this.#capture, this.#captured, i, i + take);
+        this.#captured += take;
+      }
+      this.#remaining -= n;
+      i += n;
+      if (this.#remaining === 0) this.#endMessage();
+    }
+  }
+
+  #startMessage(): void {
+    this.#type = this.#header[0] as number;
+    const length = this.#header.readInt32BE(1);
+    if (length < 4) {
+      // Not PostgreSQL framing: stop observing (the server will reject the stream itself).
+      this.#broken = true;
+      return;
+    }
+    this.#bodyLength = length - 4;
+    this.#remaining = this.#bodyLength;
+    const wanted =
+      this.#type === 0x51 /* Q */
+        ? this.#max + 1
+        : this.#type === 0x50 /* P */
+          ? MAX_NAME + this.#max + 2
+          : 0;
+    this.#capture = wanted > 0 ? Buffer.allocUnsafe(Math.min(wanted, this.#bodyLength)) : undefined;
+    this.#captured = 0;
+    if (this.#remaining === 0) this.#endMessage();
+  }
+
+  #endMessage(): void {
+    const type = this.#type;
+    const body = this.#capture?.subarray(0, this.#captured);
+    this.#capture = undefined;
+    this.#headerFill = 0;
+    if (!body) return;
+    if (type === 0x51) {
+      // Query: text \0. A whole capture ends with the NUL.
+      const whole = this.#captured === this.#bodyLength && body[body.length - 1] === 0;
+      this.#emit(
+        whole ? body.subarray(0, body.length - 1) : body,
+        !whole || body.length - 1 > this.#max,
+        'simple',
+      );
+      return;
+    }
+    // Parse: name \0 query \0 int16 n, int32[n] types.
+    const nameEnd = body.indexOf(0);
+    if (nameEnd < 0) return; // a name longer than we keep: not worth a guess
+    const name = body.toString('utf8', 0, nameEnd);
+    const rest = body.subarray(nameEnd + 1);
+    const textEnd = rest.indexOf(0);
+    // Text up to its NUL; no NUL in what we kept means it was longer than that.
+    const text = textEnd >= 0 ? rest.subarray(0, textEnd) : rest;
+    const truncated = textEnd < 0 || textEnd > this.#max;
+    if (name !== '') {
+      // Same name, same text (what we kept of it, and the body length): a re-prepare.
+      const key = `${this.#bodyLength}\0${text.toString('base64')}`;
+      if (this.#named.get(name) === key) return;
+      this.#named.delete(name);
+      this.#named.set(name, key);
+      if (this.#named.size > this.#maxNamed) this.#named.delete(this.#named.keys().next().value as string);
+    }
+    this.#emit(text, truncated, 'extended');
+  }
+
+  #emit(text: Buffer, truncated: boolean, protocol: QueryEvent['protocol']): void {
+    try {
+      this.#onQuery({ type: 'query', text: utf8Prefix(text, this.#max), truncated, protocol });
+    } catch {
+      // An observer must never break the connection.
+    }
+  }
+}
+
+export interface RelayOptions {
+  /** Per-target switch: false → no parsing at all (default true when onQuery is set). */
+  queryEvents?: boolean | undefined;
+  onQuery?: ((event: QueryEvent) => void) | undefined;
+  maxQueryLength?: number | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+export interface RelayResult {
+  /** Bytes application → server. */
+  bytesFromApp: number;
+  /** Bytes server → application. */
+  bytesFromUpstream: number;
+  /** Why the relay ended, when not by a normal close of either side. */
+  error: Error | undefined;
+}
+
+/**
+ * Relay `app` ⇄ `upstream` until both directions are done. One side failing tears down both.
+ * Never rejects: the result says how it ended.
+ */
+export async function relayPg(
+  app: Duplex,
+  upstream: Duplex,
+  options: RelayOptions = {},
+): Promise<RelayResult> {
+  const result: RelayResult = { bytesFromApp: 0, bytesFromUpstream: 0, error: undefined };
+  const observer =
+    options.onQuery && options.queryEvents !== false
+      ? new QueryObserver({ onQuery: options.onQuery, maxQueryLength: options.maxQueryLength })
+      : undefined;
+  // Passive 'data' listeners count and observe without an extra stream stage; pipe() still
+  // governs flow (pause/resume) for both.
+  app.on('data', (chunk: Buffer) => {
+    result.bytesFromApp += chunk.length;
+    observer?.push(chunk);
+  });
+  upstream.on('data', (chunk: Buffer) => {
+    result.bytesFromUpstream += chunk.length;
+  });
+  // A socket that does not allow half-open connections closes its writable side as soon as its
+  // peer ends: the other direction then sees a "premature close", which is a normal end.
+  let cleanEnds = 0;
+  const done = () => {
+    cleanEnds++;
+  };
+  const fail = (err: Error) => {
+    const normal = cleanEnds > 0 && (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE';
+    if (!normal) result.error ??= err;
+    app.destroy();
+    upstream.destroy();
+  };
+  const opts = options.signal ? { signal: options.signal } : {};
+  await Promise.all([
+    pipeline(app, upstream, opts).then(done, fail),
+    pipeline(upstream, app, opts).then(done, fail),
+  ]);
+  return result;
+}
