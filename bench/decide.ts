@@ -37,7 +37,13 @@ export async function benchDecide(rounds: number): Promise<string> {
   const signer = await DevSigner.ephemeral({ alg: 'RS256' });
   const jwksFile = join(dir, 'jwks.json');
   writeFileSync(jwksFile, JSON.stringify(signer.jwks()));
-  const issuer = issuerSchema.parse({ name: 'gl', kind: 'gitlab', issuer: ISSUER, audience: 'ciport', jwks_file: jwksFile });
+  const issuer = issuerSchema.parse({
+    name: 'gl',
+    kind: 'gitlab',
+    issuer: ISSUER,
+    audience: 'ciport',
+    jwks_file: jwksFile,
+  });
   const verifier = new TokenVerifier([issuer]);
   const policy = compilePolicy({ issuers: [issuer], rules: rules() });
   const last = RULES - 1;
@@ -79,7 +85,9 @@ export async function benchDecide(rounds: number): Promise<string> {
     );
     decideOnly.push(await opsPerSecond(TOKENS * 4, decide));
     sigOnly.push(
-      await opsPerSecond(TOKENS, (i) => cryptoVerify('RSA-SHA256', parts[i]!.input, publicKey, parts[i]!.sig)),
+      await opsPerSecond(TOKENS, (i) =>
+        cryptoVerify('RSA-SHA256', parts[i]!.input, publicKey, parts[i]!.sig),
+      ),
     );
   }
   const f = median(full);

@@ -184,7 +184,12 @@ function evaluate(rule: CompiledRule, facts: Readonly<Record<string, unknown>>):
       first = () => failure(rule.name, 'fork', 'false (safe default: the rule does not name "fork")', fork);
     } else if (!rule.namesTrustedEvent && canonical(trusted) === 'false') {
       first = () =>
-        failure(rule.name, 'trusted_event', 'true (safe default: the rule does not name "trusted_event")', trusted);
+        failure(
+          rule.name,
+          'trusted_event',
+          'true (safe default: the rule does not name "trusted_event")',
+          trusted,
+        );
     }
   }
   let satisfied = 0;
@@ -204,6 +209,19 @@ function evaluate(rule: CompiledRule, facts: Readonly<Record<string, unknown>>):
       return built;
     },
   };
+}
+
+/**
+ * Whether a rule matches, stopping at the first failing condition and allocating nothing: the
+ * hot path. `evaluate` does the full, explaining pass only when a denial needs it.
+ */
+function matches(rule: CompiledRule, facts: Readonly<Record<string, unknown>>): boolean {
+  if (!rule.deny) {
+    if (!rule.namesFork && canonical(claimOf(facts, 'fork')) === 'true') return false;
+    if (!rule.namesTrustedEvent && canonical(claimOf(facts, 'trusted_event')) === 'false') return false;
+  }
+  for (const { claim, matcher } of rule.conditions) if (!matcher.test(claimOf(facts, claim))) return false;
+  return true;
 }
 
 /** The failure of the evaluation with the most satisfied conditions; ties go to config order. */
@@ -249,8 +267,7 @@ function decide(
 
   for (const r of rules) {
     if (!r.deny) continue;
-    const e = evaluate(r, facts);
-    if (!e.failed) {
+    if (matches(r, facts)) {
       const holding = r.conditions.map((c) => ({
         claim: c.claim,
         actual: formatValue(claimOf(facts, c.claim)),
@@ -262,26 +279,29 @@ function decide(
   const allowing = rules.filter((r) => !r.deny);
   if (allowing.length === 0) return deny(noRulesReason(issuer, knownIssuers?.has(issuer) ?? true), null);
 
-  const evaluations = allowing.map((r) => evaluate(r, facts));
-  const matching = evaluations.filter((e) => !e.failed).map((e) => e.rule);
+  const matching = allowing.filter((r) => matches(r, facts));
+  // Explanations are for denials only; an allow never pays for them.
+  let explained: Evaluation[] | undefined;
+  const explain = (): Evaluation[] => {
+    explained ??= allowing.map((r) => evaluate(r, facts));
+    return explained;
+  };
   const requested = [...new Set(request.targets ?? [])];
   const failures = (es: readonly Evaluation[]) => es.flatMap((e) => (e.failure ? [e.failure] : []));
   const allowsAny = (r: CompiledRule, targets: readonly string[]) => targets.some((t) => r.allow.includes(t));
 
   if (matching.length === 0) {
-    const relevant =
-      requested.length > 0 ? evaluations.filter((e) => allowsAny(e.rule, requested)) : evaluations;
-    if (relevant.length === 0)
-      return deny(targetsReason(issuer, requested, null), null, failures(evaluations));
+    const relevant = requested.length > 0 ? explain().filter((e) => allowsAny(e.rule, requested)) : explain();
+    if (relevant.length === 0) return deny(targetsReason(issuer, requested, null), null, failures(explain()));
     const nearest = nearestOf(relevant);
-    return deny(noMatchReason(nearest), null, failures(evaluations), nearest);
+    return deny(noMatchReason(nearest), null, failures(explain()), nearest);
   }
 
   const wanted = requested.length > 0 ? requested : [...new Set(matching.flatMap((r) => r.allow))];
   if (wanted.length === 0) return deny('the matching rules allow no targets', null);
   const missing = wanted.filter((t) => !matching.some((r) => r.allow.includes(t)));
   if (missing.length > 0) {
-    const candidates = evaluations.filter((e) => e.failed && allowsAny(e.rule, missing));
+    const candidates = explain().filter((e) => e.failed && allowsAny(e.rule, missing));
     const nearest = nearestOf(candidates);
     return deny(targetsReason(issuer, missing, nearest), null, failures(candidates), nearest);
   }

@@ -215,10 +215,11 @@ export async function startUpstream(pki: Pki, auth: { name: string; value: strin
           const chunk = randomBytes(Math.min(chunkSize, total - state.downloadWritten));
           hash.update(chunk);
           state.downloadWritten += chunk.length;
+          // Known before the last chunk leaves: a fast reader may finish before 'drain' fires.
+          if (state.downloadWritten === total) state.downloadSha = hash.digest('hex');
           if (!res.write(chunk)) await once(res, 'drain');
           if (gone) return;
         }
-        state.downloadSha = hash.digest('hex');
         res.end();
         return;
       }
