@@ -1,0 +1,210 @@
+// `ciport agent --config F` (the exit inside the private network) and `ciport agents
+// enroll|list|revoke` (operator commands against a running gateway, admin token in
+// CIPORT_ADMIN_TOKEN). docs/agent.md.
+import type { EventEmitter } from 'node:events';
+import type { Command } from 'commander';
+import { Agent } from '../../agent/agent.js';
+import { loadAgentConfig } from '../../agent/config.js';
+import { GatewayClient, gatewayUrl, trustedCas } from '../../client/gateway.js';
+import { UsageError } from '../../errors/index.js';
+import { createLogger } from '../../gateway/logger.js';
+import { action, type CliContext, examples } from '../command.js';
+import { type Io, writeJson } from '../output.js';
+
+export function registerAgent(program: Command, ctx: CliContext): void {
+  examples(
+    program
+      .command('agent')
+      .description(
+        'run an agent: dial out to the gateway, advertise the configured targets and serve tunnels to them ' +
+          '(enrolls once with enrollment_token; SIGTERM stops)',
+      )
+      .requiredOption('-c, --config <file>', 'agent configuration (YAML)')
+      .option('--log-level <level>', 'pino level (default info, or CIPORT_LOG_LEVEL)'),
+    ['CIPORT_ENROLLMENT_TOKEN=cpe_… ciport agent --config /etc/ciport/agent.yaml'],
+  ).action(
+    action(ctx, (opts: { config: string; logLevel?: string }) =>
+      runAgent(opts.config, ctx.io, opts.logLevel ? { logLevel: opts.logLevel } : {}),
+    ),
+  );
+}
+
+export interface RunAgentOptions {
+  logLevel?: string;
+  signals?: EventEmitter;
+}
+
+/** Start the agent and serve until SIGTERM or SIGINT, then close and resolve 0. */
+export async function runAgent(file: string, io: Io, options: RunAgentOptions = {}): Promise<number> {
+  const config = loadAgentConfig(file, { env: io.env });
+  const logger = createLogger({ level: options.logLevel ?? io.env.CIPORT_LOG_LEVEL ?? 'info' });
+  const agent = new Agent(config, { log: logger, env: io.env });
+  await agent.start();
+  io.stderr.write(
+    `ciport: agent ${config.name} (${agent.agentId}) serving ${
+      agent
+        .advertised()
+        .map((t) => t.name)
+        .join(', ') || 'no targets'
+    } via ${config.gateway}\n`,
+  );
+  const signals = options.signals ?? process;
+  const signal = await new Promise<string>((done) => {
+    const onTerm = () => finish('SIGTERM');
+    const onInt = () => finish('SIGINT');
+    const finish = (name: string) => {
+      signals.off('SIGTERM', onTerm);
+      signals.off('SIGINT', onInt);
+      done(name);
+    };
+    signals.on('SIGTERM', onTerm);
+    signals.on('SIGINT', onInt);
+  });
+  io.stderr.write(`ciport: ${signal}: agent stopping\n`);
+  await agent.close();
+  await new Promise<void>((done) => logger.flush(() => done()));
+  return 0;
+}
+
+interface AdminOptions {
+  gateway?: string;
+  json?: boolean;
+}
+
+export function registerAgents(program: Command, ctx: CliContext): void {
+  const agents = program
+    .command('agents')
+    .description('enroll, list and revoke agents on a running gateway (admin token in CIPORT_ADMIN_TOKEN)');
+
+  examples(
+    agents
+      .command('enroll')
+      .description('create a one-time enrollment token for an agent (printed alone on stdout)')
+      .requiredOption('--name <name>', 'the agent name')
+      .option('--ttl <duration>', 'how long the token may be used (default 1h, at most 7d)')
+      .option('--gateway <url>', 'gateway URL (default CIPORT_GATEWAY)')
+      .option('--json', 'print {"token", "name", "expires_at"}'),
+    ['CIPORT_ENROLLMENT_TOKEN=$(ciport agents enroll --name dc1 --gateway https://ciport.example.com:8443)'],
+  ).action(
+    action(ctx, async (opts: AdminOptions & { name: string; ttl?: string }) => {
+      const body = await agentsEnroll(ctx.io, opts);
+      if (opts.json) writeJson(ctx.io, body);
+      else ctx.io.stdout.write(`${body.token}\n`);
+      return 0;
+    }),
+  );
+
+  examples(
+    agents
+      .command('list')
+      .description('enrolled agents, revoked ones included, with their live connections')
+      .option('--gateway <url>', 'gateway URL (default CIPORT_GATEWAY)')
+      .option('--json', 'print the JSON array'),
+    ['ciport agents list --json | jq -r ".[].name"'],
+  ).action(
+    action(ctx, async (opts: AdminOptions) => {
+      const list = await agentsList(ctx.io, opts);
+      if (opts.json) writeJson(ctx.io, list);
+      else ctx.io.stdout.write(formatAgents(list));
+      return 0;
+    }),
+  );
+
+  examples(
+    agents
+      .command('revoke')
+      .description('revoke an agent (by id or name): its connections are cut at once and it cannot reconnect')
+      .argument('<agent>', 'agent id (agt_…) or name')
+      .option('--gateway <url>', 'gateway URL (default CIPORT_GATEWAY)')
+      .option('--json', 'print {"revoked": […]}'),
+    ['ciport agents revoke dc1'],
+  ).action(
+    action(ctx, async (agent: string, opts: AdminOptions) => {
+      const body = await agentsRevoke(ctx.io, agent, opts);
+      if (opts.json) writeJson(ctx.io, body);
+      else
+        ctx.io.stdout.write(
+          `${body.revoked.map((a) => `${a.id} (${a.name}): revoked`).join('\n') || 'already revoked'}\n`,
+        );
+      return 0;
+    }),
+  );
+}
+
+export interface AgentListEntry {
+  id: string;
+  name: string;
+  created_at: string;
+  revoked_at: string | null;
+  last_seen_at: string | null;
+  connections: Array<{ connection: string; targets: string[]; remote?: string; connected_at: string }>;
+}
+
+export async function agentsEnroll(
+  io: Io,
+  opts: AdminOptions & { name: string; ttl?: string },
+): Promise<{ token: string; name: string; expires_at: string }> {
+  return withAdmin(io, opts, async (client, token) => {
+    const res = await client.api('POST', '/v1/agents/enroll', {
+      bearer: token,
+      body: { name: opts.name, ...(opts.ttl ? { ttl: opts.ttl } : {}) },
+    });
+    return res.body as { token: string; name: string; expires_at: string };
+  });
+}
+
+export async function agentsList(io: Io, opts: AdminOptions): Promise<AgentListEntry[]> {
+  return withAdmin(io, opts, async (client, token) => {
+    const res = await client.api('GET', '/v1/agents', { bearer: token });
+    return res.body as AgentListEntry[];
+  });
+}
+
+export async function agentsRevoke(
+  io: Io,
+  agent: string,
+  opts: AdminOptions,
+): Promise<{ revoked: Array<{ id: string; name: string }> }> {
+  if (!/^[A-Za-z0-9._-]{1,80}$/.test(agent)) throw new UsageError(`"${agent}" is not an agent id or name`);
+  return withAdmin(io, opts, async (client, token) => {
+    const res = await client.api('POST', `/v1/agents/${encodeURIComponent(agent)}/revoke`, { bearer: token });
+    return res.body as { revoked: Array<{ id: string; name: string }> };
+  });
+}
+
+export function formatAgents(list: readonly AgentListEntry[]): string {
+  if (list.length === 0) return 'no agents enrolled\n';
+  const rows = list.map((a) => [
+    a.id,
+    a.name,
+    a.revoked_at ? 'revoked' : a.connections.length > 0 ? `connected(${a.connections.length})` : 'offline',
+    [...new Set(a.connections.flatMap((c) => c.targets))].join(',') || '-',
+    a.last_seen_at ?? '-',
+  ]);
+  const head = ['ID', 'NAME', 'STATE', 'TARGETS', 'LAST SEEN'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] as number))
+      .join('  ')
+      .trimEnd();
+  return `${[line(head), ...rows.map(line)].join('\n')}\n`;
+}
+
+async function withAdmin<T>(
+  io: Io,
+  opts: AdminOptions,
+  fn: (client: GatewayClient, token: string) => Promise<T>,
+): Promise<T> {
+  const token = io.env.CIPORT_ADMIN_TOKEN;
+  if (!token) throw new UsageError('set CIPORT_ADMIN_TOKEN to an admin token of the gateway');
+  const client = new GatewayClient({
+    url: gatewayUrl({ gateway: opts.gateway, env: io.env }),
+    ca: trustedCas(io.env),
+  });
+  try {
+    return await fn(client, token);
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,154 @@
+// Admin and agent endpoints of docs/agent.md, written as functions api.ts and server.ts mount:
+//   POST   /v1/agents/enroll        admin token     {name, ttl?}  → 201 {token, name, expires_at}
+//   POST   /v1/agents/register      enrollment tok. {}            → 201 {id, name, credential}
+//   GET    /v1/agents               admin token                   → 200 [agent summary + connected]
+//   POST   /v1/agents/{id|name}/revoke  admin token               → 200 {revoked: [summary]}
+//   GET    /v1/agents/connect  Upgrade: ciport-agent, agent credential → 101, reverse HTTP/2
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { parseDuration } from '../config/duration.js';
+import { asCiportError, CiportError } from '../errors/index.js';
+import { bearer } from '../session/secret.js';
+import { AGENT_CONNECT_PATH, AGENT_UPGRADE_PROTOCOL, type AgentHub } from './agent-hub.js';
+import type { AgentRegistry } from './agent-registry.js';
+import { ERROR_HEADER, type Req, type Res, readJsonBody, sendError, sendJson } from './http.js';
+import type { Logger } from './logger.js';
+
+export interface AgentApiDeps {
+  registry: AgentRegistry;
+  hub: AgentHub;
+  /** Throws CIPORT_E_ADMIN_UNAUTHORIZED unless the request carries an admin token (api.ts's). */
+  requireAdmin: (req: Req) => void;
+  maxBodyBytes: number;
+  log?: Logger | undefined;
+  /** Optional audit sink (store.appendAudit); agent.enrolled / agent.revoked are not typed yet. */
+  audit?: ((type: string, data: Record<string, unknown>) => Promise<void>) | undefined;
+}
+
+const ENROLL_TTL_DEFAULT = 3_600_000;
+const ENROLL_TTL_MAX = 7 * 86_400_000;
+
+/**
+ * Serve `/v1/agents…` requests. Returns false when the path is not one of them (the caller goes
+ * on routing), true when it answered.
+ */
+export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Promise<boolean> {
+  const url = new URL(req.url ?? '/', 'http://x');
+  const path = url.pathname;
+  if (path !== '/v1/agents' && !path.startsWith('/v1/agents/')) return false;
+  try {
+    if (path === '/v1/agents/enroll') {
+      allow(req, 'POST');
+      deps.requireAdmin(req);
+      const body = (await readJsonBody(req, deps.maxBodyBytes)) as { name?: unknown; ttl?: unknown };
+      if (typeof body.name !== 'string') throw new CiportError('CIPORT_E_USAGE', 'body needs {"name": "…"}');
+      let ttl = ENROLL_TTL_DEFAULT;
+      if (body.ttl !== undefined) {
+        if (typeof body.ttl !== 'string')
+          throw new CiportError('CIPORT_E_USAGE', 'ttl: a duration such as "1h"');
+        ttl = parseDuration(body.ttl) ?? -1;
+        if (ttl <= 0 || ttl > ENROLL_TTL_MAX)
+          throw new CiportError('CIPORT_E_USAGE', 'ttl: between 1s and 7d');
+      }
+      const { token, expires_at } = await deps.registry.createEnrollment(body.name, ttl);
+      deps.log?.info({ name: body.name, expires_at }, 'agent enrollment token created');
+      await deps.audit?.('agent.enrolled', { agent: body.name, stage: 'token_created', expires_at });
+      sendJson(res, 201, { token, name: body.name, expires_at });
+      return true;
+    }
+    if (path === '/v1/agents/register') {
+      allow(req, 'POST');
+      await readJsonBody(req, deps.maxBodyBytes);
+      const token = bearer(req.headers.authorization);
+      if (!token) throw new CiportError('CIPORT_E_ENROLLMENT_INVALID', 'an enrollment token is required');
+      const agent = await deps.registry.register(token);
+      deps.log?.info({ agent: agent.id, name: agent.name }, 'agent registered');
+      await deps.audit?.('agent.enrolled', { agent: agent.name, agent_id: agent.id, stage: 'registered' });
+      sendJson(res, 201, agent);
+      return true;
+    }
+    if (path === '/v1/agents') {
+      allow(req, 'GET');
+      deps.requireAdmin(req);
+      const live = deps.hub.list();
+      const agents = (await deps.registry.list()).map((a) => ({
+        ...a,
+        connections: live.filter((c) => c.agent === a.id),
+      }));
+      sendJson(res, 200, agents);
+      return true;
+    }
+    const m = /^\/v1\/agents\/([^/]+)\/revoke$/.exec(path);
+    if (m?.[1]) {
+      allow(req, 'POST');
+      deps.requireAdmin(req);
+      await readJsonBody(req, deps.maxBodyBytes);
+      const revoked = await deps.registry.revoke(decodeURIComponent(m[1]));
+      for (const a of revoked) {
+        const cut = deps.hub.disconnect(a.id, 'revoked');
+        deps.log?.info({ agent: a.id, name: a.name, connections: cut }, 'agent revoked');
+        await deps.audit?.('agent.revoked', { agent: a.name, agent_id: a.id, connections: cut });
+      }
+      sendJson(res, 200, { revoked });
+      return true;
+    }
+    throw new CiportError('CIPORT_E_NOT_FOUND', `no such path ${path}`);
+  } catch (thrown) {
+    sendError(res, asCiportError(thrown));
+    return true;
+  }
+}
+
+function allow(req: Req, method: string): void {
+  if (req.method !== method) throw new CiportError('CIPORT_E_METHOD_NOT_ALLOWED', `use ${method}`);
+}
+
+/**
+ * The server's HTTP/1.1 'upgrade' event. Agent connects (`Upgrade: ciport-agent` on
+ * `/v1/agents/connect`) are authenticated and handed to the hub; anything else is refused.
+ * Never throws.
+ */
+export async function handleAgentUpgrade(
+  deps: Pick<AgentApiDeps, 'registry' | 'hub' | 'log'>,
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+): Promise<void> {
+  socket.on('error', () => {});
+  const path = (req.url ?? '').split('?')[0];
+  const proto = String(req.headers.upgrade ?? '').toLowerCase();
+  if (path !== AGENT_CONNECT_PATH || proto !== AGENT_UPGRADE_PROTOCOL || req.method !== 'GET') {
+    refuseUpgrade(socket, new CiportError('CIPORT_E_NOT_FOUND', 'unsupported upgrade'));
+    return;
+  }
+  let agent: Awaited<ReturnType<AgentRegistry['authenticate']>>;
+  try {
+    agent = await deps.registry.authenticate(bearer(req.headers.authorization));
+  } catch (thrown) {
+    const err = asCiportError(thrown);
+    deps.log?.warn({ remote: req.socket.remoteAddress, code: err.code }, 'agent connect refused');
+    refuseUpgrade(socket, err);
+    return;
+  }
+  try {
+    await deps.hub.accept(socket, head, { id: agent.id, name: agent.name });
+    void deps.registry.touch(agent.id).catch(() => {});
+  } catch (thrown) {
+    deps.log?.warn({ agent: agent.id, err: asCiportError(thrown).message }, 'agent connect failed');
+  }
+}
+
+function refuseUpgrade(socket: Duplex, err: CiportError): void {
+  const body = JSON.stringify({ error: err.toJSON() });
+  const reason = err.httpStatus === 401 ? 'Unauthorized' : err.httpStatus === 404 ? 'Not Found' : 'Error';
+  socket.end(
+    `HTTP/1.1 ${err.httpStatus} ${reason}\r\ncontent-type: application/json\r\n${ERROR_HEADER}: ${err.code}\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+  setTimeout(() => socket.destroy(), 1_000).unref();
+}
+
+/** Wire registry revocations to the hub (revoked agents are cut at once). */
+export function linkRevocations(registry: AgentRegistry, hub: AgentHub): void {
+  registry.on('revoked', (a) => hub.disconnect(a.id, 'revoked'));
+}

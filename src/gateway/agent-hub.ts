@@ -1,0 +1,459 @@
+// The gateway's side of reverse HTTP/2 (docs/agent.md). An agent reaches the gateway's one TLS
+// port with `GET /v1/agents/connect` + `Upgrade: ciport-agent` + its credential; once it is
+// authenticated the gateway answers 101 and becomes the HTTP/2 *client* on that socket, the agent
+// the HTTP/2 *server*. The hub then asks the agent for its targets (`GET /v1/targets`) and opens
+// one CONNECT stream towards an agent per tunnel connection. Keepalive pings notice a dead agent
+// within `pingIntervalMs + pingTimeoutMs` (default 5 s + 9 s, so within 14 s).
+import { EventEmitter } from 'node:events';
+import {
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  constants as h2,
+  connect as h2connect,
+  type OutgoingHttpHeaders,
+} from 'node:http2';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { ErrorCode } from '../errors/codes.js';
+import { ERROR_CODES } from '../errors/codes.js';
+import { CiportError } from '../errors/index.js';
+import type { Logger } from './logger.js';
+
+export const AGENT_UPGRADE_PROTOCOL = 'ciport-agent';
+export const AGENT_CONNECT_PATH = '/v1/agents/connect';
+/** Path the hub GETs on the agent for `{name, version, targets: [{name, protocol}]}`. */
+export const AGENT_TARGETS_PATH = '/v1/targets';
+/** Request header on CONNECT streams towards an agent: the tunnel's connection id (for its logs). */
+export const AGENT_CONNECTION_HEADER = 'ciport-connection';
+
+export interface AgentIdentity {
+  id: string;
+  name: string;
+}
+
+export interface AdvertisedTarget {
+  name: string;
+  protocol: string;
+}
+
+export interface ConnectedAgentInfo {
+  /** Agent id (`agt_…`) and name from its credential. */
+  agent: string;
+  name: string;
+  /** This connection (an agent reconnecting gets a new one). */
+  connection: string;
+  targets: string[];
+  remote: string | undefined;
+  version: string | undefined;
+  connected_at: string;
+  streams: number;
+}
+
+export interface AgentHubEvents {
+  'agent.connected': [ConnectedAgentInfo];
+  'agent.disconnected': [ConnectedAgentInfo & { reason: string }];
+}
+
+export interface AgentHubOptions {
+  log?: Logger | undefined;
+  /** Ping every agent this often (default 5 000 ms). */
+  pingIntervalMs?: number;
+  /** An unanswered ping this old disconnects the agent (default 9 000 ms). */
+  pingTimeoutMs?: number;
+  /** The agent must answer `GET /v1/targets` within this (default 10 000 ms). */
+  advertiseTimeoutMs?: number;
+  /** A CONNECT towards an agent must be answered within this (default 15 000 ms). */
+  openTimeoutMs?: number;
+  /** Per-stream HTTP/2 window towards agents (default 1 MiB) and connection window (16 MiB). */
+  streamWindow?: number;
+  connectionWindow?: number;
+}
+
+let connectionSeq = 0;
+
+class AgentConnection {
+  readonly id = `agc_${process.pid.toString(36)}${(++connectionSeq).toString(36)}`;
+  readonly connectedAt = new Date();
+  targets: AdvertisedTarget[] = [];
+  version: string | undefined;
+  streams = 0;
+  closed = false;
+  reason = 'closed';
+  constructor(
+    readonly identity: AgentIdentity,
+    readonly session: ClientHttp2Session,
+    readonly remote: string | undefined,
+  ) {}
+
+  info(): ConnectedAgentInfo {
+    return {
+      agent: this.identity.id,
+      name: this.identity.name,
+      connection: this.id,
+      targets: this.targets.map((t) => t.name),
+      remote: this.remote,
+      version: this.version,
+      connected_at: this.connectedAt.toISOString(),
+      streams: this.streams,
+    };
+  }
+}
+
+export class AgentHub extends EventEmitter<AgentHubEvents> {
+  readonly #connections = new Set<AgentConnection>();
+  readonly #log: Logger | undefined;
+  readonly #opt: Required<Omit<AgentHubOptions, 'log'>>;
+  #rr = 0;
+  #closed = false;
+
+  constructor(options: AgentHubOptions = {}) {
+    super();
+    this.#log = options.log;
+    this.#opt = {
+      pingIntervalMs: options.pingIntervalMs ?? 5_000,
+      pingTimeoutMs: options.pingTimeoutMs ?? 9_000,
+      advertiseTimeoutMs: options.advertiseTimeoutMs ?? 10_000,
+      openTimeoutMs: options.openTimeoutMs ?? 15_000,
+      streamWindow: options.streamWindow ?? 1 << 20,
+      connectionWindow: options.connectionWindow ?? 16 << 20,
+    };
+  }
+
+  /** Connected agents (one entry per live connection, advertised ones only). */
+  list(): ConnectedAgentInfo[] {
+    return [...this.#connections].filter((c) => !c.closed).map((c) => c.info());
+  }
+
+  /** Names of the targets some connected agent serves right now. */
+  targets(): Set<string> {
+    const out = new Set<string>();
+    for (const c of this.#connections) if (!c.closed) for (const t of c.targets) out.add(t.name);
+    return out;
+  }
+
+  /** The protocol the agents serving `target` advertise (for the session object), if any. */
+  protocolOf(target: string): string | undefined {
+    const name = target.toLowerCase();
+    for (const c of this.#candidates(name)) {
+      const t = c.targets.find((x) => x.name === name);
+      if (t) return t.protocol;
+    }
+    return undefined;
+  }
+
+  serves(target: string): boolean {
+    return this.#candidates(target).length > 0;
+  }
+
+  /**
+   * Take over an authenticated agent's socket (from the server's 'upgrade' event): answer 101,
+   * start HTTP/2 as the client, fetch the agent's targets. Resolves once the agent is usable
+   * (and 'agent.connected' was emitted); rejects (socket destroyed) when it does not advertise.
+   */
+  async accept(socket: Duplex, head: Buffer, identity: AgentIdentity): Promise<ConnectedAgentInfo> {
+    if (this.#closed) {
+      socket.destroy();
+      throw new CiportError('CIPORT_E_GATEWAY_DRAINING', 'the gateway is shutting down');
+    }
+    if (head.length > 0) {
+      // The agent must wait for 101 before speaking: nothing may follow its request.
+      socket.destroy();
+      throw new CiportError('CIPORT_E_USAGE', 'agent sent data before the upgrade was answered');
+    }
+    const remote = (socket as Socket).remoteAddress;
+    (socket as Socket).setNoDelay?.(true);
+    (socket as Socket).setKeepAlive?.(true, 15_000);
+    // The 101 must be fully handed to TLS before HTTP/2 takes the socket over (Node 20 asserts
+    // on a write in progress when a native session adopts the stream).
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.write(
+        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${AGENT_UPGRADE_PROTOCOL}\r\nConnection: Upgrade\r\n\r\n`,
+        (err) => {
+          socket.off('error', reject);
+          if (err) reject(err);
+          else setImmediate(resolve);
+        },
+      );
+    });
+    const session = h2connect(`http://${identity.name}.agent.invalid`, {
+      createConnection: () => socket,
+      settings: { enablePush: false, initialWindowSize: this.#opt.streamWindow },
+      maxSessionMemory: 64,
+    });
+    const conn = new AgentConnection(identity, session, remote);
+    session.on('error', (err) => {
+      if (conn.reason === 'closed') conn.reason = `session error (${err.message})`;
+    });
+    session.once('connect', () => {
+      try {
+        session.setLocalWindowSize(this.#opt.connectionWindow);
+      } catch {
+        // gone already
+      }
+    });
+    session.once('close', () => this.#gone(conn));
+    session.once('goaway', (code) => {
+      if (conn.reason !== 'closed') return;
+      conn.reason = code === h2.NGHTTP2_NO_ERROR ? 'agent closed the connection' : `GOAWAY ${code}`;
+    });
+    socket.once('close', () => {
+      if (conn.reason === 'closed') conn.reason = 'connection lost';
+    });
+    try {
+      const body = await this.#getJson(session, AGENT_TARGETS_PATH);
+      const adv = body as { targets?: unknown; version?: unknown };
+      if (!Array.isArray(adv.targets)) throw new Error('no targets array');
+      conn.targets = adv.targets
+        .filter((t): t is AdvertisedTarget => typeof t?.name === 'string')
+        .map((t) => ({ name: t.name.toLowerCase(), protocol: String(t.protocol ?? 'tcp') }));
+      conn.version = typeof adv.version === 'string' ? adv.version : undefined;
+    } catch (err) {
+      conn.closed = true;
+      session.destroy();
+      throw new CiportError(
+        'CIPORT_E_USAGE',
+        `agent ${identity.name} did not advertise its targets: ${(err as Error).message}`,
+      );
+    }
+    if (session.destroyed || session.closed) {
+      conn.closed = true;
+      throw new CiportError('CIPORT_E_NO_AGENT', `agent ${identity.name} went away while connecting`);
+    }
+    this.#connections.add(conn);
+    this.#keepalive(conn);
+    const info = conn.info();
+    this.#log?.info({ agent: info.agent, name: info.name, targets: info.targets, remote }, 'agent connected');
+    this.emit('agent.connected', info);
+    return info;
+  }
+
+  /** Disconnect every connection of agent `id` (revocation). Returns how many were cut. */
+  disconnect(id: string, reason = 'revoked'): number {
+    let n = 0;
+    for (const c of this.#connections) {
+      if (c.identity.id !== id || c.closed) continue;
+      c.reason = reason;
+      c.session.destroy();
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * Open a CONNECT stream for `target` towards an agent that serves it. Spreads connections
+   * (fewest open streams first, round robin among equals) and fails over to the next agent when
+   * one is gone before it answered. Resolves with the stream once the agent answered 200; the
+   * agent's refusal (non-200 with `ciport-error`) rejects with that code.
+   */
+  async open(target: string, headers: OutgoingHttpHeaders = {}): Promise<ClientHttp2Stream> {
+    return (await this.connect(target, headers)).stream;
+  }
+
+  /** `open`, also saying which agent carries the stream (for `connection.*` events). */
+  async connect(
+    target: string,
+    headers: OutgoingHttpHeaders = {},
+  ): Promise<{ stream: ClientHttp2Stream; agent: AgentIdentity }> {
+    const name = target.toLowerCase();
+    const tried = new Set<AgentConnection>();
+    let lastErr: CiportError | undefined;
+    for (;;) {
+      const candidates = this.#candidates(name).filter((c) => !tried.has(c));
+      const conn = this.#pick(candidates);
+      if (!conn) {
+        throw (
+          lastErr ??
+          new CiportError('CIPORT_E_NO_AGENT', `no agent serves target ${name} right now`, {
+            details: { target: name },
+          })
+        );
+      }
+      tried.add(conn);
+      try {
+        return { stream: await this.#openOn(conn, name, headers), agent: conn.identity };
+      } catch (err) {
+        if (err instanceof CiportError && err.code !== 'CIPORT_E_NO_AGENT') throw err;
+        lastErr = err as CiportError;
+        this.#log?.warn(
+          { agent: conn.identity.id, target: name, err: (err as Error).message },
+          'agent failed, trying another',
+        );
+      }
+    }
+  }
+
+  /** Close every agent connection (gateway shutdown). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const all = [...this.#connections];
+    await Promise.all(
+      all.map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            c.reason = 'gateway shutdown';
+            if (c.session.closed || c.session.destroyed) return resolve();
+            c.session.once('close', () => resolve());
+            c.session.close();
+            setTimeout(() => c.session.destroy(), 1_000).unref();
+          }),
+      ),
+    );
+  }
+
+  #candidates(name: string): AgentConnection[] {
+    return [...this.#connections].filter(
+      (c) => !c.closed && !c.session.destroyed && !c.session.closed && c.targets.some((t) => t.name === name),
+    );
+  }
+
+  #pick(all: AgentConnection[]): AgentConnection | undefined {
+    // Per agent, only its newest connection takes new streams: an older one is stale (its link
+    // died unnoticed so far, keepalive will close it) or a duplicate process with the same
+    // credential. Older connections keep serving the streams they carry.
+    const newest = new Map<string, AgentConnection>();
+    for (const c of all) {
+      const seen = newest.get(c.identity.id);
+      if (!seen || seen.connectedAt <= c.connectedAt) newest.set(c.identity.id, c);
+    }
+    const candidates = [...newest.values()];
+    if (candidates.length === 0) return undefined;
+    const least = Math.min(...candidates.map((c) => c.streams));
+    const best = candidates.filter((c) => c.streams === least);
+    return best[this.#rr++ % best.length];
+  }
+
+  #openOn(conn: AgentConnection, target: string, headers: OutgoingHttpHeaders): Promise<ClientHttp2Stream> {
+    return new Promise((resolve, reject) => {
+      let stream: ClientHttp2Stream;
+      const gone = (why: string) =>
+        new CiportError('CIPORT_E_NO_AGENT', `agent ${conn.identity.name} ${why}`, { details: { target } });
+      try {
+        stream = conn.session.request(
+          { ...headers, ':method': 'CONNECT', ':authority': `${target}:443` },
+          { endStream: false },
+        );
+      } catch (err) {
+        reject(gone(`unavailable (${(err as Error).message})`));
+        return;
+      }
+      conn.streams++;
+      stream.once('close', () => conn.streams--);
+      const timer = setTimeout(() => {
+        stream.close(h2.NGHTTP2_CANCEL);
+        fail(gone('did not answer in time'));
+      }, this.#opt.openTimeoutMs);
+      let settled = false;
+      const fail = (err: CiportError) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        stream.off('error', onError);
+        stream.off('close', onClose);
+        stream.on('error', () => {});
+        reject(err);
+      };
+      const onError = (err: Error) => fail(gone(`failed (${err.message})`));
+      const onClose = () => fail(gone('closed the stream'));
+      stream.once('error', onError);
+      stream.once('close', onClose);
+      stream.once('response', (h) => {
+        const status = Number(h[':status']);
+        if (status === 200) {
+          settled = true;
+          clearTimeout(timer);
+          stream.off('error', onError);
+          stream.off('close', onClose);
+          resolve(stream);
+          return;
+        }
+        const code = String(h['ciport-error'] ?? '');
+        const known = code in ERROR_CODES ? (code as ErrorCode) : 'CIPORT_E_UPSTREAM_UNREACHABLE';
+        let text = '';
+        stream.setEncoding('utf8');
+        stream.on('data', (d: string) => {
+          if (text.length < 4096) text += d;
+        });
+        stream.once('end', () => {
+          let message = `agent ${conn.identity.name} refused target ${target} (${status})`;
+          try {
+            message = (JSON.parse(text) as { error: { message: string } }).error.message || message;
+          } catch {
+            // not JSON
+          }
+          fail(new CiportError(known, message, { details: { target, agent: conn.identity.name } }));
+          stream.close();
+        });
+      });
+    });
+  }
+
+  #getJson(session: ClientHttp2Session, path: string): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const req = session.request({ ':method': 'GET', ':path': path });
+      const timer = setTimeout(() => {
+        req.close(h2.NGHTTP2_CANCEL);
+        reject(new Error('timed out'));
+      }, this.#opt.advertiseTimeoutMs);
+      let status = 0;
+      let text = '';
+      req.setEncoding('utf8');
+      req.once('response', (h) => {
+        status = Number(h[':status']);
+      });
+      req.on('data', (d: string) => {
+        text += d;
+        if (text.length > 1 << 20) req.close(h2.NGHTTP2_CANCEL);
+      });
+      req.once('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      req.once('end', () => {
+        clearTimeout(timer);
+        if (status !== 200) return reject(new Error(`status ${status}`));
+        try {
+          resolve(JSON.parse(text));
+        } catch {
+          reject(new Error('not JSON'));
+        }
+      });
+      req.end();
+    });
+  }
+
+  #keepalive(conn: AgentConnection): void {
+    let outstanding: NodeJS.Timeout | undefined;
+    const interval = setInterval(() => {
+      if (outstanding || conn.closed) return;
+      outstanding = setTimeout(() => {
+        conn.reason = 'keepalive timeout';
+        conn.session.destroy();
+      }, this.#opt.pingTimeoutMs);
+      try {
+        conn.session.ping((err) => {
+          if (err) return; // the session is going away; 'close' reports it
+          clearTimeout(outstanding);
+          outstanding = undefined;
+        });
+      } catch {
+        conn.session.destroy();
+      }
+    }, this.#opt.pingIntervalMs);
+    conn.session.once('close', () => {
+      clearInterval(interval);
+      clearTimeout(outstanding);
+    });
+  }
+
+  #gone(conn: AgentConnection): void {
+    if (!this.#connections.delete(conn)) {
+      conn.closed = true;
+      return;
+    }
+    conn.closed = true;
+    const info = { ...conn.info(), reason: conn.reason };
+    this.#log?.info({ agent: info.agent, name: info.name, reason: info.reason }, 'agent disconnected');
+    this.emit('agent.disconnected', info);
+  }
+}

@@ -1,0 +1,147 @@
+// The gateway half of a tunnel whose target an agent serves: the client's CONNECT stream is
+// answered by relaying it onto a CONNECT stream towards an agent (AgentHub.connect). Bytes flow
+// with `stream.pipeline` both ways (HTTP/2 flow control on both hops is the only buffer bound);
+// resets cross over: the agent's reset or loss becomes CONNECT_ERROR towards the client, the
+// client's reset, the idle timeout or `signal` (session ended) become CANCEL towards the agent.
+import type { ClientHttp2Stream, ServerHttp2Stream } from 'node:http2';
+import { constants as h2 } from 'node:http2';
+import { pipeline } from 'node:stream';
+import { asCiportError, type CiportError } from '../errors/index.js';
+import { resetStream } from '../transport/h2.js';
+import type { AgentHub, AgentIdentity } from './agent-hub.js';
+import { AGENT_CONNECTION_HEADER } from './agent-hub.js';
+import { ERROR_HEADER } from './http.js';
+
+export interface AgentRelayOptions {
+  /** The tunnel's connection id, sent to the agent in `ciport-connection` (its logs name it). */
+  connectionId?: string | undefined;
+  /** No bytes either way for this long: both streams are reset with CANCEL. */
+  idleTimeoutMs?: number | undefined;
+  /** Aborted when the session ends: both streams are reset with CANCEL at once. */
+  signal?: AbortSignal | undefined;
+  /** Called once the agent answered 200 and the client got its 200 (audit connection.opened). */
+  onOpen?: ((agent: AgentIdentity) => void) | undefined;
+}
+
+export interface AgentRelayResult {
+  /** The agent that carried it (undefined when none could be reached). */
+  agent: AgentIdentity | undefined;
+  opened: boolean;
+  bytesToTarget: number;
+  bytesFromTarget: number;
+  /** Why it did not end normally. */
+  error: string | undefined;
+  /** The refusal sent to the client when no agent stream could be opened. */
+  refused: CiportError | undefined;
+}
+
+/**
+ * Serve `client` (a CONNECT stream the gateway accepted, not yet answered) through an agent
+ * serving `target`. Resolves when both streams have closed. Never throws.
+ */
+export async function relayViaAgent(
+  hub: AgentHub,
+  client: ServerHttp2Stream,
+  target: string,
+  options: AgentRelayOptions = {},
+): Promise<AgentRelayResult> {
+  const result: AgentRelayResult = {
+    agent: undefined,
+    opened: false,
+    bytesToTarget: 0,
+    bytesFromTarget: 0,
+    error: undefined,
+    refused: undefined,
+  };
+  client.on('error', () => {});
+  let agentStream: ClientHttp2Stream;
+  try {
+    const opened = await hub.connect(
+      target,
+      options.connectionId ? { [AGENT_CONNECTION_HEADER]: options.connectionId } : {},
+    );
+    agentStream = opened.stream;
+    result.agent = opened.agent;
+  } catch (thrown) {
+    const err = asCiportError(thrown);
+    result.refused = err;
+    result.error = `${err.code}: ${err.message}`;
+    refuseClient(client, err);
+    return result;
+  }
+  agentStream.on('error', () => {});
+  if (client.destroyed || client.closed || options.signal?.aborted) {
+    resetStream(agentStream, h2.NGHTTP2_CANCEL);
+    result.error = options.signal?.aborted ? 'session ended' : 'client went away';
+    return result;
+  }
+  result.opened = true;
+  client.setMaxListeners(32);
+  agentStream.setMaxListeners(32);
+  client.respond({ ':status': 200 });
+  options.onOpen?.(result.agent as AgentIdentity);
+
+  const cancelBoth = (why: string) => {
+    result.error ??= why;
+    resetStream(agentStream, h2.NGHTTP2_CANCEL);
+    resetStream(client, h2.NGHTTP2_CANCEL);
+  };
+  const onAbort = () => cancelBoth('session ended');
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  if (options.idleTimeoutMs) client.setTimeout(options.idleTimeoutMs, () => cancelBoth('idle timeout'));
+
+  client.on('data', (c: Buffer) => {
+    result.bytesToTarget += c.length;
+  });
+  agentStream.on('data', (c: Buffer) => {
+    result.bytesFromTarget += c.length;
+  });
+  // Resets cross over before pipeline's own teardown picks a code (it would send INTERNAL_ERROR):
+  // these listeners are registered before pipeline's.
+  const agentFailed = (why: string) => {
+    result.error ??= why;
+    resetStream(client, h2.NGHTTP2_CONNECT_ERROR);
+  };
+  agentStream.on('error', (err: Error) => agentFailed(`agent stream failed (${err.message})`));
+  agentStream.once('aborted', () => agentFailed('agent connection lost'));
+  agentStream.once('close', () => {
+    if (agentStream.rstCode !== undefined && agentStream.rstCode !== h2.NGHTTP2_NO_ERROR) {
+      result.error ??= `agent reset the stream (${agentStream.rstCode})`;
+      resetStream(client, h2.NGHTTP2_CONNECT_ERROR);
+    } else if (!agentStream.readableEnded) {
+      result.error ??= 'agent connection lost';
+      resetStream(client, h2.NGHTTP2_CONNECT_ERROR);
+    }
+  });
+  client.once('aborted', () => {
+    result.error ??= 'client reset the stream';
+    resetStream(agentStream, h2.NGHTTP2_CANCEL);
+  });
+
+  await new Promise<void>((resolve) => {
+    let pending = 4;
+    const settle = () => {
+      if (--pending === 0) resolve();
+    };
+    pipeline(client, agentStream, () => settle());
+    pipeline(agentStream, client, () => settle());
+    client.once('close', () => {
+      if (!agentStream.closed) resetStream(agentStream, h2.NGHTTP2_CANCEL);
+      settle();
+    });
+    agentStream.once('close', () => settle());
+  });
+  options.signal?.removeEventListener('abort', onAbort);
+  return result;
+}
+
+function refuseClient(client: ServerHttp2Stream, err: CiportError): void {
+  if (client.destroyed || client.closed || client.headersSent) return;
+  const body = JSON.stringify({ error: err.toJSON() });
+  client.respond({
+    ':status': err.httpStatus,
+    'content-type': 'application/json; charset=utf-8',
+    [ERROR_HEADER]: err.code,
+  });
+  client.end(body);
+}

@@ -1,0 +1,120 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Agent } from '../../src/agent/agent.js';
+import { loadAgentConfig, parseAgentConfig, resolveEnrollmentToken } from '../../src/agent/config.js';
+import { agentsEnroll, agentsList, agentsRevoke, formatAgents } from '../../src/cli/commands/agent.js';
+import { auditAgentEvents } from '../../src/gateway/agent-audit.js';
+import {
+  ADMIN,
+  echoServer,
+  MemoryMeta,
+  type MiniGateway,
+  startMiniGateway,
+  tempDir,
+  until,
+} from './harness.js';
+
+const sink = () =>
+  new Writable({
+    write(_c, _e, cb) {
+      cb();
+    },
+  });
+
+describe('agent configuration', () => {
+  const yaml = `
+gateway: https://ciport.example.com:8443
+ca_file: /etc/ciport/ca.crt
+name: dc1
+data_dir: /var/lib/ciport-agent
+enrollment_token: {env: CIPORT_ENROLLMENT_TOKEN}
+targets:
+  - name: cache
+    protocol: redis
+    address: redis.internal:6379
+    credentials:
+      password: {env: REDIS_PASSWORD}
+`;
+  it('parses, resolves target secrets now and the enrollment token only when needed', () => {
+    const cfg = parseAgentConfig(yaml, 'agent.yaml', { env: { REDIS_PASSWORD: 'pw' } });
+    expect(cfg.name).toBe('dc1');
+    expect(cfg.connect_timeout).toBe(10_000);
+    expect(cfg.targets[0]?.credentials?.password?.reveal()).toBe('pw');
+    expect(() => resolveEnrollmentToken(cfg, {})).toThrow(/CIPORT_ENROLLMENT_TOKEN/);
+    expect(resolveEnrollmentToken(cfg, { CIPORT_ENROLLMENT_TOKEN: 'cpe_x' })).toBe('cpe_x');
+    expect(JSON.stringify(cfg)).not.toContain('pw');
+  });
+  it('reports bad configs with file, line and path', () => {
+    expect(() => parseAgentConfig('gateway: nope\nname: dc1\ntargets: []\n', 'a.yaml', {})).toThrow(
+      /a\.yaml:1: gateway/,
+    );
+    expect(() =>
+      parseAgentConfig(
+        'gateway: https://x:1\nname: dc1\ntargets: [{name: a, protocol: tcp, address: "h:1"}]\nextra: 1\n',
+        'a.yaml',
+      ),
+    ).toThrow(/unknown key "extra"/);
+    expect(() => loadAgentConfig('/nonexistent/agent.yaml')).toThrow(/cannot read/);
+  });
+});
+
+describe('ciport agents enroll|list|revoke (functions) and audit events', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let gw: MiniGateway;
+  let echo: Awaited<ReturnType<typeof echoServer>>;
+  let agent: Agent | undefined;
+  beforeEach(async () => {
+    tmp = tempDir();
+    gw = await startMiniGateway({ dir: join(tmp.dir, 'gw'), meta: new MemoryMeta() });
+    echo = await echoServer();
+  });
+  afterEach(async () => {
+    await agent?.close();
+    await gw.close();
+    await echo.close();
+    tmp.cleanup();
+  });
+
+  it('enrolls, lists with live connections, revokes; hub events become audit events', async () => {
+    const caFile = join(tmp.dir, 'ca.pem');
+    writeFileSync(caFile, gw.caPem);
+    const io = { stdout: sink(), stderr: sink(), env: { CIPORT_ADMIN_TOKEN: ADMIN, CIPORT_CA_FILE: caFile } };
+    const audit: Array<{ type: string; data: Record<string, unknown> }> = [];
+    auditAgentEvents(gw.hub, {
+      appendAudit: async (e) => {
+        audit.push(e as never);
+        return e as never;
+      },
+    });
+    const { token } = await agentsEnroll(io, { gateway: gw.url, name: 'dc1' });
+    expect(token).toMatch(/^cpe_/);
+    const cfgFile = join(tmp.dir, 'agent.yaml');
+    writeFileSync(
+      cfgFile,
+      `gateway: ${gw.url}\nca_file: ${caFile}\nname: dc1\ndata_dir: ${join(tmp.dir, 'a')}\n` +
+        `enrollment_token: {env: TOK}\ntargets:\n  - {name: echo, protocol: tcp, address: "${echo.address}"}\n`,
+    );
+    agent = new Agent(loadAgentConfig(cfgFile, { env: {} }), { env: { TOK: token } });
+    await agent.start();
+    await until(() => gw.hub.serves('echo'), 5_000, 'served');
+
+    const list = await agentsList(io, { gateway: gw.url });
+    expect(list).toHaveLength(1);
+    expect(list[0]?.connections[0]?.targets).toEqual(['echo']);
+    expect(formatAgents(list)).toMatch(/dc1\s+connected\(1\)\s+echo/);
+
+    const res = await agentsRevoke(io, 'dc1', { gateway: gw.url });
+    expect(res.revoked.map((a) => a.name)).toEqual(['dc1']);
+    await until(() => audit.length === 2, 2_000, 'audit events');
+    expect(audit.map((e) => e.type)).toEqual(['agent.connected', 'agent.disconnected']);
+    expect(audit[1]?.data).toMatchObject({ agent: 'dc1', reason: 'revoked' });
+    expect(formatAgents(await agentsList(io, { gateway: gw.url }))).toMatch(/dc1\s+revoked/);
+    await expect(
+      agentsEnroll({ ...io, env: { CIPORT_CA_FILE: caFile } }, { gateway: gw.url, name: 'x' }),
+    ).rejects.toMatchObject({
+      code: 'CIPORT_E_USAGE',
+    });
+  });
+});

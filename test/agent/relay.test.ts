@@ -1,0 +1,138 @@
+// Client → gateway CONNECT → agent CONNECT → target: the full reverse path, through
+// relayViaAgent (what tunnel.ts will call for agent-served targets).
+import { createHash, randomBytes } from 'node:crypto';
+import { type ClientHttp2Session, type ClientHttp2Stream, connect, constants as h2 } from 'node:http2';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Agent } from '../../src/agent/agent.js';
+import {
+  ADMIN,
+  agentConfig,
+  api,
+  echoServer,
+  MemoryMeta,
+  type MiniGateway,
+  relay,
+  startMiniGateway,
+  tempDir,
+  until,
+} from './harness.js';
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+describe('client → gateway → agent → target', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let gw: MiniGateway;
+  let echo: Awaited<ReturnType<typeof echoServer>>;
+  let client: ClientHttp2Session;
+  const cleanups: Array<() => Promise<void>> = [];
+
+  beforeEach(async () => {
+    tmp = tempDir();
+    gw = await startMiniGateway({ dir: join(tmp.dir, 'gw'), meta: new MemoryMeta() });
+    echo = await echoServer();
+    client = connect(gw.url, { ca: gw.caPem });
+    client.on('error', () => {});
+  });
+  afterEach(async () => {
+    client.destroy();
+    for (const c of cleanups.splice(0).reverse()) await c();
+    await gw.close();
+    await echo.close();
+    tmp.cleanup();
+  });
+
+  async function startAgent(name: string, port = gw.port): Promise<Agent> {
+    const enroll = await api(gw, 'POST', '/v1/agents/enroll', ADMIN, { name });
+    const agent = new Agent(
+      agentConfig({
+        gateway: `https://127.0.0.1:${port}`,
+        dataDir: join(tmp.dir, name),
+        name,
+        targets: [
+          { name: 'echo', protocol: 'tcp', address: echo.address },
+          { name: 'cache', protocol: 'redis', address: '127.0.0.1:6379' },
+        ],
+      }),
+      { ca: gw.caPem, env: { CIPORT_TEST_ENROLLMENT_TOKEN: enroll.body.token } },
+    );
+    cleanups.push(() => agent.close());
+    await agent.start();
+    await until(() => gw.hub.list().some((c) => c.agent === agent.agentId), 5_000, 'hub saw the agent');
+    return agent;
+  }
+
+  function tunnel(
+    target: string,
+  ): Promise<{ stream: ClientHttp2Stream; status: number; code: string | undefined }> {
+    return new Promise((resolve, reject) => {
+      const stream = client.request({ ':method': 'CONNECT', ':authority': `${target}:443` });
+      stream.once('error', reject);
+      stream.once('response', (h) =>
+        resolve({ stream, status: Number(h[':status']), code: h['ciport-error'] as string | undefined }),
+      );
+    });
+  }
+
+  it('carries bytes intact both ways and counts them; Redis answers PONG', async () => {
+    await startAgent('dc1');
+    const t = await tunnel('echo');
+    expect(t.status).toBe(200);
+    const payload = randomBytes(3 << 20);
+    const back = await new Promise<Buffer>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      t.stream.on('data', (c: Buffer) => chunks.push(c));
+      t.stream.once('end', () => resolve(Buffer.concat(chunks)));
+      t.stream.once('error', reject);
+      t.stream.end(payload);
+    });
+    expect(sha(back)).toBe(sha(payload));
+    await until(() => gw.relays.length === 1, 2_000, 'relay finished');
+    expect(gw.relays[0]).toMatchObject({
+      opened: true,
+      bytesToTarget: payload.length,
+      bytesFromTarget: payload.length,
+      error: undefined,
+    });
+    expect(gw.relays[0]?.agent?.name).toBe('dc1');
+
+    const r = await tunnel('cache');
+    const pong = await new Promise<string>((resolve) => {
+      r.stream.once('data', (d: Buffer) => resolve(d.toString()));
+      r.stream.write('*1\r\n$4\r\nPING\r\n');
+    });
+    expect(pong).toBe('+PONG\r\n');
+    r.stream.close();
+  });
+
+  it('no agent: 502 with ciport-error CIPORT_E_NO_AGENT', async () => {
+    const t = await tunnel('echo');
+    expect(t.status).toBe(502);
+    expect(t.code).toBe('CIPORT_E_NO_AGENT');
+  });
+
+  it('agent lost mid-stream: the client stream is reset with CONNECT_ERROR; a client reset closes the upstream', async () => {
+    const link = await relay(gw.port);
+    cleanups.push(() => link.close());
+    const agent = await startAgent('dc1', link.port);
+    const t = await tunnel('echo');
+    const closed = new Promise<number | undefined>((resolve) => {
+      t.stream.on('data', () => {});
+      t.stream.once('error', () => {});
+      t.stream.once('close', () => resolve(t.stream.rstCode));
+    });
+    t.stream.write('x');
+    await until(() => agent.streams === 1, 2_000, 'agent stream');
+    link.cut();
+    expect(await closed).toBe(h2.NGHTTP2_CONNECT_ERROR);
+
+    await agent.waitConnected(5_000);
+    await until(() => gw.hub.serves('echo'), 5_000, 'agent back');
+    const u = await tunnel('echo');
+    expect(u.status).toBe(200);
+    u.stream.write('y');
+    await until(() => agent.streams === 1, 2_000, 'agent stream again');
+    u.stream.close(h2.NGHTTP2_CANCEL);
+    await until(() => agent.streams === 0, 2_000, 'upstream closed after the client reset');
+  });
+});
