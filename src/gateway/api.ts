@@ -4,8 +4,10 @@
 import { auditEvent } from '../audit/events.js';
 import { parseDuration } from '../config/duration.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
+import { oneTimeCredential } from '../credentials/otp.js';
 import { asCiportError, CiportError, TokenRejectedError } from '../errors/index.js';
 import type { TokenVerifier, VerifiedToken } from '../identity/verify.js';
+import type { JobLiveness, JobRef } from '../jobs/index.js';
 import type { Decision, Policy } from '../policy/engine.js';
 import type { SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
@@ -29,6 +31,8 @@ export interface ApiDeps {
   adminTokens: readonly string[];
   /** True once SIGTERM (or drain()) was received. */
   draining: () => boolean;
+  /** Job liveness (docs/job-liveness.md); absent: no issuer has `job_api`. */
+  liveness?: JobLiveness;
 }
 
 type Handler = (deps: ApiDeps, req: Req, res: Res, params: string[]) => Promise<void>;
@@ -52,6 +56,7 @@ const ROUTES: Route[] = [
   { method: 'DELETE', pattern: new RegExp(`^/v1/sessions/${ID}$`), handler: endSession },
   { method: 'GET', pattern: new RegExp(`^/v1/sessions/${ID}$`), handler: getSession },
   { method: 'POST', pattern: new RegExp(`^/v1/sessions/${ID}/revoke$`), handler: revokeSession },
+  { method: 'POST', pattern: /^\/v1\/hooks\/gitlab$/, handler: gitlabHook },
 ];
 
 /** Route one API request. Never throws: every failure becomes the error body. */
@@ -240,7 +245,46 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
     });
   }
 
-  const opened = await deps.manager.open(verified, decision);
+  // Job liveness: only after identity and policy (a denied token spends no API quota). A
+  // finished job's token is refused even though it is unexpired; `unknown` passes (fail open).
+  let jobRef: JobRef | null = null;
+  const denied = async (err: CiportError) => {
+    deps.metrics.sessionsDenied.inc({ reason: err.code });
+    deps.log.info(
+      { issuer, subject, targets: body.targets, code: err.code, reason: err.message },
+      'session denied',
+    );
+    await deps.store.appendAudit(
+      auditEvent('session.denied', {
+        principal: principalSummary(verified.principal),
+        targets: body.targets,
+        rule: decision.rule,
+        reason: err.message,
+        error_code: err.code,
+      }),
+    );
+  };
+  if (deps.liveness) {
+    jobRef = deps.liveness.refFor(verified.issuer, verified.claims);
+    if (jobRef) {
+      try {
+        await deps.liveness.assertRunning(jobRef, { job_url: verified.principal.job_url ?? null });
+      } catch (err) {
+        const e = asCiportError(err);
+        if (e.code === 'CIPORT_E_JOB_NOT_RUNNING') await denied(e);
+        throw e;
+      }
+    }
+  }
+
+  let opened: Awaited<ReturnType<SessionManager['open']>>;
+  try {
+    opened = await deps.manager.open(verified, decision, { jobRef });
+  } catch (err) {
+    const e = asCiportError(err);
+    if (e.code === 'CIPORT_E_TOKEN_REPLAYED' || e.code === 'CIPORT_E_TOKEN_MISSING_CLAIM') await denied(e);
+    throw e;
+  }
   const record = opened.record;
   sendJson(res, 201, {
     id: record.id,
@@ -258,6 +302,10 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
         protocol: target?.protocol ?? 'tcp',
         ...(target?.database ? { database: target.database } : {}),
         ...(target?.credentials?.user ? { user: target.credentials.user } : {}),
+        // postgres: a one-time password for the client's local listener (issue 5; kept nowhere).
+        ...(target?.protocol === 'postgres' && (target.credentials?.user || target.credentials?.dynamic)
+          ? { credentials: oneTimeCredential(target, record.id) }
+          : {}),
         rule: t.rule,
         ttl_ms: Math.min(t.ttlMs, opened.ttlMs),
       };
@@ -351,4 +399,40 @@ async function revokeSession(deps: ApiDeps, req: Req, res: Res, [id]: string[]):
   await readJsonBody(req, deps.config.server.max_body_bytes);
   const record = await deps.manager.revoke(id as string, 'admin');
   sendJson(res, 200, { state: 'ended', end_reason: record.endReason });
+}
+
+// ---- CI webhooks ----------------------------------------------------------------------------
+
+/**
+ * GitLab Job Hook (docs/job-liveness.md): verified by its secret token before the body is read
+ * as JSON; a finished job ends its sessions at once, on this gateway through the liveness
+ * watches and, for sessions held by other gateways sharing the store, through the store (their
+ * holders are notified). 401 on a wrong secret, 204 otherwise (GitLab disables failing hooks).
+ */
+async function gitlabHook(deps: ApiDeps, req: Req, res: Res): Promise<void> {
+  const raw = await readBody(req, deps.config.server.max_body_bytes);
+  const result = deps.liveness?.handleGitlabHook(req.headers, raw) ?? { outcome: 'unauthorized' as const };
+  if (result.outcome === 'unauthorized') {
+    deps.log.warn({ path: req.url }, 'GitLab hook refused: wrong or missing X-Gitlab-Token');
+    throw new CiportError('CIPORT_E_WEBHOOK_UNAUTHORIZED', 'wrong or missing X-Gitlab-Token');
+  }
+  if (result.outcome === 'applied' && result.state === 'finished') {
+    const job = result.event.job;
+    const by = `job_api ${result.issuer}: ${result.event.status} (webhook)`;
+    const active = await deps.store.listSessions({ activeOnly: true, limit: 10_000 });
+    const mine = active.filter((s) => {
+      const ref = s.jobRef as Partial<JobRef> | null | undefined;
+      return (
+        ref?.platform === 'gitlab' && ref.issuer === result.issuer && (ref as { job?: string }).job === job
+      );
+    });
+    await Promise.allSettled(mine.map((s) => deps.manager.end(s.id, 'job_finished', by)));
+    deps.log.info(
+      { issuer: result.issuer, job, status: result.event.status, sessions: mine.length },
+      'GitLab job hook: job finished',
+    );
+  }
+  res.statusCode = 204;
+  res.setHeader('cache-control', 'no-store');
+  res.end();
 }

@@ -1,6 +1,7 @@
 // Prometheus metrics, one registry per gateway instance (several can run in one test process).
 // Kept small: what an operator alerts on.
 import { Counter, Gauge, Registry } from 'prom-client';
+import type { JobLivenessMetrics } from '../jobs/index.js';
 
 export interface GatewayMetrics {
   registry: Registry;
@@ -65,5 +66,47 @@ export function createMetrics(): GatewayMetrics {
       labelNames: ['target', 'direction'],
       registers,
     }),
+  };
+}
+
+/**
+ * Job liveness metrics (docs/job-liveness.md), registered on `registry`; the returned sink is
+ * the `metrics` option of `JobLiveness`. `ciport_job_api_unreachable{issuer}` is 1 while the
+ * issuer's job API cannot be reached and liveness fails open.
+ */
+export function createLivenessMetrics(registry: Registry): JobLivenessMetrics {
+  const registers = [registry];
+  const requests = new Counter({
+    name: 'ciport_job_api_requests_total',
+    help: 'CI job API requests, by issuer, purpose (check|poll) and outcome.',
+    labelNames: ['issuer', 'purpose', 'outcome'],
+    registers,
+  });
+  const unreachable = new Gauge({
+    name: 'ciport_job_api_unreachable',
+    help: '1 while the issuer job API is unreachable (job liveness failing open).',
+    labelNames: ['issuer'],
+    registers,
+  });
+  const jobs = new Gauge({ name: 'ciport_jobs_watched', help: 'CI jobs watched for liveness.', registers });
+  const sessions = new Gauge({
+    name: 'ciport_job_sessions_watched',
+    help: 'Sessions watched for job liveness.',
+    registers,
+  });
+  const finished = new Counter({
+    name: 'ciport_jobs_finished_total',
+    help: 'CI jobs seen finished, by issuer and source (poll|check|webhook).',
+    labelNames: ['issuer', 'source'],
+    registers,
+  });
+  return {
+    request: (issuer, purpose, outcome) => requests.inc({ issuer, purpose, outcome }),
+    apiUnreachable: (issuer, down) => unreachable.set({ issuer }, down ? 1 : 0),
+    watched: (j, s) => {
+      jobs.set(j);
+      sessions.set(s);
+    },
+    jobFinished: (issuer, source) => finished.inc({ issuer, source }),
   };
 }

@@ -8,6 +8,7 @@ import type { GatewayConfig } from '../config/schema.js';
 import { CiportError } from '../errors/index.js';
 import type { GatewayMetrics } from '../gateway/metrics.js';
 import type { VerifiedToken } from '../identity/verify.js';
+import type { JobLiveness, JobRef } from '../jobs/index.js';
 import type { Decision, Policy } from '../policy/engine.js';
 import type { SessionRecord, Store } from '../store/types.js';
 import { principalJson, principalSummary } from './principal.js';
@@ -64,6 +65,12 @@ export interface SessionManagerOptions {
   now?: () => number;
   /** How often the store is swept for lapsed sessions and remote revocations (default 1000 ms). */
   sweepIntervalMs?: number;
+  /**
+   * Job liveness (docs/job-liveness.md): every session this gateway serves whose record names a
+   * job is watched, from open or adoption (a restart re-watches) until it ends; a finished job
+   * ends it with `job_finished`.
+   */
+  liveness?: JobLiveness;
 }
 
 export interface OpenedSession {
@@ -79,6 +86,24 @@ const GATEWAY_ALIVE_MS = 30_000;
 const REGISTRY_KEY = 'gateways.alive';
 /** Upper bound on waiting for cut connections to write their close events before ending. */
 const CUT_SETTLE_MS = 2_000;
+/** Upper bound on awaiting one lifecycle hook; a slower hook is logged and left behind. */
+const HOOK_TIMEOUT_MS = 5_000;
+
+/**
+ * Session lifecycle hooks (`onOpened`, `onEnded`). Contract:
+ * - `onOpened(record)` runs after a session opened on THIS gateway is committed (store row and
+ *   `session.opened` event), before `open()` resolves, i.e. before the client gets its secret.
+ * - `onEnded(record, reason)` runs once per session per gateway process, on every end path this
+ *   process takes part in: client end, lease, TTL, revocation, `job_finished`, shutdown, the
+ *   start-up reaper (`expired_while_down`), and sessions ended by ANOTHER gateway once this one
+ *   notices (sweep, notification, a deadline check). `record` is the ended record when known.
+ *   It runs after the session's connections were cut and after the end was committed (or seen).
+ * - Hooks are awaited, each bounded by HOOK_TIMEOUT_MS; errors and timeouts are logged, never
+ *   thrown, and never stop the other hooks or the end itself. Hooks run in registration order.
+ * - Each `onX` returns an unsubscribe function.
+ */
+export type SessionOpenedHook = (record: SessionRecord) => void | Promise<void>;
+export type SessionEndedHook = (record: SessionRecord, reason: EndReason) => void | Promise<void>;
 
 export class SessionManager {
   readonly #store: Store;
@@ -94,6 +119,12 @@ export class SessionManager {
   #sweeping = false;
   #sweeps = 0;
   #stopped = false;
+  readonly #openedHooks: SessionOpenedHook[] = [];
+  readonly #endedHooks: SessionEndedHook[] = [];
+  /** Ids whose onEnded hooks already ran in this process (bounded; oldest forgotten first). */
+  readonly #endNotified = new Set<string>();
+  readonly #liveness: JobLiveness | undefined;
+  #unsubscribe: (() => Promise<void>) | undefined;
 
   constructor(options: SessionManagerOptions) {
     this.#store = options.store;
@@ -104,6 +135,7 @@ export class SessionManager {
     this.#gatewayId = options.gatewayId;
     this.#now = options.now ?? Date.now;
     this.#sweepMs = options.sweepIntervalMs ?? 1000;
+    this.#liveness = options.liveness;
   }
 
   get leaseTimeoutMs(): number {
@@ -126,6 +158,36 @@ export class SessionManager {
     return this.#live.size;
   }
 
+  /** Register a hook run after a session opens on this gateway (see the contract above). */
+  onOpened(fn: SessionOpenedHook): () => void {
+    this.#openedHooks.push(fn);
+    return () => {
+      const i = this.#openedHooks.indexOf(fn);
+      if (i >= 0) this.#openedHooks.splice(i, 1);
+    };
+  }
+
+  /** Register a hook run once per ended session, whatever ended it (see the contract above). */
+  onEnded(fn: SessionEndedHook): () => void {
+    this.#endedHooks.push(fn);
+    return () => {
+      const i = this.#endedHooks.indexOf(fn);
+      if (i >= 0) this.#endedHooks.splice(i, 1);
+    };
+  }
+
+  /**
+   * Another component learned that session `id` ended (e.g. a store notification from another
+   * gateway): cut its connections here and run the onEnded hooks. No store write.
+   */
+  async noticeEnded(id: string): Promise<void> {
+    const live = this.#live.get(id);
+    if (!live || live.ending) return;
+    const fresh = await this.#store.getSession(id);
+    if (fresh && fresh.state === 'active') return;
+    this.#cutEndedElsewhere(live, fresh);
+  }
+
   /**
    * Start: end the sessions whose TTL or lease passed while no gateway ran
    * (`expired_while_down`), adopt the remaining active ones, start the sweep.
@@ -144,6 +206,7 @@ export class SessionManager {
         reaped++;
         this.#metrics.sessionsEnded.inc({ reason: 'expired_while_down' });
         this.#log.info({ session: stale.id, reason: 'expired_while_down' }, 'session ended');
+        await this.#runEnded(change.session, 'expired_while_down');
       }
     }
     let adopted = 0;
@@ -153,13 +216,33 @@ export class SessionManager {
       adopted++;
     }
     await this.#register(now);
+    // Several gateways (PostgreSQL): an end committed anywhere reaches us at once; the sweep
+    // below stays as the fallback for a missed notification.
+    try {
+      this.#unsubscribe = await this.#store.subscribe((id) => {
+        this.noticeEnded(id).catch((err) => this.#fail('notification', err));
+      });
+    } catch (err) {
+      this.#log.warn(
+        { err: err instanceof Error ? err.message : String(err) },
+        'cannot listen for session ends; relying on the periodic sweep',
+      );
+    }
     this.#sweepTimer = setInterval(() => void this.#sweep(), this.#sweepMs);
     this.#sweepTimer.unref();
     return { reaped, adopted };
   }
 
-  /** Open a session for a verified token that policy allowed. */
-  async open(verified: VerifiedToken, decision: Decision): Promise<OpenedSession> {
+  /**
+   * Open a session for a verified token that policy allowed. `options.jobRef`: the CI job the
+   * session is bound to (stored with it, watched while it lives). An issuer with
+   * `single_use_jti: true` lets the token's `jti` open one session only (CIPORT_E_TOKEN_REPLAYED).
+   */
+  async open(
+    verified: VerifiedToken,
+    decision: Decision,
+    options: { jobRef?: JobRef | null } = {},
+  ): Promise<OpenedSession> {
     if (decision.decision !== 'allow' || decision.ttlMs === null || decision.rule === null) {
       throw new CiportError('CIPORT_E_INTERNAL', 'open() called with a denial');
     }
@@ -170,6 +253,19 @@ export class SessionManager {
     const principal = verified.principal;
     const rule = decision.rule;
     const targets = decision.targets.map((t) => t.target);
+    let jti: { issuer: string; jti: string; expiresAt: number } | undefined;
+    if (verified.issuer.single_use_jti) {
+      const value = verified.claims.jti;
+      if (typeof value !== 'string' || value.length === 0 || value.length > 512) {
+        throw new CiportError(
+          'CIPORT_E_TOKEN_MISSING_CLAIM',
+          `issuer "${verified.issuer.name}" requires single-use tokens: the token has no usable jti claim`,
+        );
+      }
+      const exp = typeof verified.claims.exp === 'number' ? verified.claims.exp * 1000 : expiresAt;
+      // Kept until the token can no longer verify (exp + leeway).
+      jti = { issuer: verified.issuer.name, jti: value, expiresAt: Math.ceil(exp + verified.issuer.leeway) };
+    }
     const { session } = await this.#store.createSession(
       {
         id: newSessionId(),
@@ -183,6 +279,7 @@ export class SessionManager {
         expiresAt,
         leaseExpiresAt: Math.min(expiresAt, now + this.leaseTimeoutMs),
         gatewayId: this.#gatewayId,
+        jobRef: options.jobRef ? ({ ...options.jobRef } as unknown as SessionRecord['principal']) : null,
       },
       (s) =>
         auditEvent(
@@ -198,8 +295,10 @@ export class SessionManager {
           },
           now,
         ),
+      jti ? { jti } : {},
     );
     this.#adopt(session);
+    await this.#runOpened(session);
     this.#metrics.sessionsOpened.inc({ issuer: verified.issuer.name });
     this.#log.info(
       { session: session.id, issuer: session.issuer, subject: session.subject, targets, rule, ttl_ms: ttlMs },
@@ -283,13 +382,16 @@ export class SessionManager {
         ]);
         clearTimeout(timer);
       }
+      let result: SessionRecord | undefined;
       try {
-        const result = await this.#endStored(id, reason, by);
+        result = await this.#endStored(id, reason, by, false);
         if (result) live.record = result;
-        return result;
       } finally {
         this.#drop(live);
       }
+      const endedAs = (result?.endReason as EndReason | null | undefined) ?? reason;
+      await this.#runEnded(result ?? live.record, endedAs);
+      return result;
     })();
     return live.ending;
   }
@@ -341,7 +443,12 @@ export class SessionManager {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#sweepTimer);
-    for (const live of this.#live.values()) clearTimeout(live.timer);
+    for (const live of this.#live.values()) {
+      clearTimeout(live.timer);
+      this.#liveness?.unwatch(live.id);
+    }
+    await this.#unsubscribe?.().catch(() => {});
+    this.#unsubscribe = undefined;
     try {
       await this.#unregister();
     } catch (err) {
@@ -355,9 +462,13 @@ export class SessionManager {
     clearInterval(this.#sweepTimer);
     for (const live of this.#live.values()) {
       clearTimeout(live.timer);
+      this.#liveness?.unwatch(live.id);
       for (const c of live.connections) c.cut('gateway_shutdown');
     }
     this.#live.clear();
+    const unsubscribe = this.#unsubscribe;
+    this.#unsubscribe = undefined;
+    void unsubscribe?.().catch(() => {});
     this.#metrics.sessionsActive.set(0);
   }
 
@@ -379,7 +490,17 @@ export class SessionManager {
     this.#live.set(record.id, live);
     this.#metrics.sessionsActive.set(this.#live.size);
     this.#schedule(live);
+    this.#watchJob(record);
     return live;
+  }
+
+  #watchJob(record: SessionRecord): void {
+    const ref = record.jobRef as unknown as JobRef | null | undefined;
+    if (!this.#liveness || !ref || this.#stopped) return;
+    this.#liveness.watch(ref, record.id, (event) => {
+      const by = `job_api ${event.issuer}: ${event.status} (${event.source})`;
+      this.end(record.id, 'job_finished', by).catch((err) => this.#fail('job_finished end', err));
+    });
   }
 
   #drop(live: LiveSession): void {
@@ -440,12 +561,17 @@ export class SessionManager {
     live.endingReason = reason;
     live.abort.abort();
     for (const c of live.connections) c.cut(reason);
-    live.ending = Promise.resolve(record);
     this.#drop(live);
     this.#log.info({ session: live.id, reason }, 'session ended elsewhere; connections cut');
+    live.ending = this.#runEnded(record ?? live.record, reason).then(() => record);
   }
 
-  async #endStored(id: string, reason: EndReason, by?: string): Promise<SessionRecord | undefined> {
+  async #endStored(
+    id: string,
+    reason: EndReason,
+    by?: string,
+    hooks = true,
+  ): Promise<SessionRecord | undefined> {
     const now = this.#now();
     const change = await this.#store.endSession(
       id,
@@ -456,9 +582,50 @@ export class SessionManager {
     if (change) {
       this.#metrics.sessionsEnded.inc({ reason });
       this.#log.info({ session: id, reason, ...(by ? { by } : {}) }, 'session ended');
+      if (hooks) await this.#runEnded(change.session, reason);
       return change.session;
     }
     return this.#store.getSession(id);
+  }
+
+  async #runOpened(record: SessionRecord): Promise<void> {
+    for (const hook of [...this.#openedHooks]) await this.#runHook('opened', record.id, () => hook(record));
+  }
+
+  /** Run the onEnded hooks for `record` unless this process already did. */
+  async #runEnded(record: SessionRecord, reason: EndReason): Promise<void> {
+    this.#liveness?.unwatch(record.id);
+    if (this.#endNotified.has(record.id)) return;
+    this.#endNotified.add(record.id);
+    if (this.#endNotified.size > 10_000) {
+      const oldest = this.#endNotified.values().next().value;
+      if (oldest !== undefined) this.#endNotified.delete(oldest);
+    }
+    for (const hook of [...this.#endedHooks])
+      await this.#runHook('ended', record.id, () => hook(record, reason));
+  }
+
+  async #runHook(kind: string, session: string, call: () => void | Promise<void>): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        Promise.resolve().then(call),
+        new Promise<void>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`timed out after ${HOOK_TIMEOUT_MS} ms`)),
+            HOOK_TIMEOUT_MS,
+          );
+          timer.unref();
+        }),
+      ]);
+    } catch (err) {
+      this.#log.error(
+        { session, hook: kind, err: err instanceof Error ? err.message : String(err) },
+        `session ${kind} hook failed`,
+      );
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   #endedEvent(s: SessionRecord, reason: EndReason, now: number, by?: string) {
@@ -488,9 +655,12 @@ export class SessionManager {
         if (live) await this.#deadline(live);
         else await this.end(record.id, record.expiresAt <= now ? 'expired' : 'lease_expired');
       }
-      // Sessions with open connections here that were ended through another gateway.
+      // Sessions served here that were ended through another gateway (a missed or absent
+      // notification): cut their connections and run the onEnded hooks. Sessions with open
+      // connections are checked every sweep, the others every fifth.
+      const all = this.#sweeps % 5 === 0;
       for (const live of [...this.#live.values()]) {
-        if (live.ending || live.connections.size === 0) continue;
+        if (live.ending || (!all && live.connections.size === 0)) continue;
         const fresh = await this.#store.getSession(live.id);
         if (fresh?.state !== 'active') this.#cutEndedElsewhere(live, fresh);
         else live.record = { ...fresh };

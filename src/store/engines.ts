@@ -30,8 +30,15 @@ export interface Engine {
   lockAuditChain(trx: Kysely<Database>): Promise<void>;
   /** Run the schema migrations with whatever exclusion the engine needs. */
   migrate<T>(fn: () => Promise<T>): Promise<T>;
+  /** Inside a write transaction: tell the other store users a session ended (PG NOTIFY). */
+  notifySessionEnded(trx: Kysely<Database>, sessionId: string): Promise<void>;
+  /** Listen for session ends (PG LISTEN on a dedicated, self-reconnecting connection). */
+  listenSessionEnded(fn: (sessionId: string) => void): Promise<() => Promise<void>>;
   destroy(): Promise<void>;
 }
+
+/** The PostgreSQL NOTIFY channel of session ends; the payload is the session id. */
+export const SESSION_ENDED_CHANNEL = 'ciport_session_ended';
 
 // ---- SQLite --------------------------------------------------------------------------------
 
@@ -147,6 +154,8 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
           throw err;
         }
       }),
+    notifySessionEnded: async () => {},
+    listenSessionEnded: async () => async () => {},
     destroy: async () => {
       if (destroyed) return;
       destroyed = true;
@@ -173,6 +182,7 @@ export async function openPostgresEngine(url: string): Promise<Engine> {
   // next checkout reconnects; without a listener the process would crash.
   pool.on('error', () => {});
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const listeners = new Set<PgListener>();
   let destroyed = false;
   return {
     kind: 'postgres',
@@ -187,12 +197,91 @@ export async function openPostgresEngine(url: string): Promise<Engine> {
     },
     // Kysely's Migrator takes its own session advisory lock and runs in one transaction on PG.
     migrate: (fn) => fn(),
+    notifySessionEnded: async (trx, sessionId) => {
+      await sql`select pg_notify(${SESSION_ENDED_CHANNEL}, ${sessionId})`.execute(trx);
+    },
+    listenSessionEnded: async (fn) => {
+      const listener = new PgListener(pg.Client, url, fn);
+      listeners.add(listener);
+      await listener.start();
+      return async () => {
+        listeners.delete(listener);
+        await listener.stop();
+      };
+    },
     destroy: async () => {
       if (destroyed) return;
       destroyed = true;
+      await Promise.allSettled([...listeners].map((l) => l.stop()));
+      listeners.clear();
       await db.destroy();
     },
   };
+}
+
+type PgClientClass = typeof import('pg').Client;
+
+/**
+ * One dedicated connection doing LISTEN (a pooled connection cannot: the pool would hand it to
+ * queries and drop the subscription). On error or end it reconnects with backoff (250 ms doubling
+ * to 5 s); notifications sent while it is away are lost, which the session sweep covers.
+ */
+class PgListener {
+  readonly #Client: PgClientClass;
+  readonly #url: string;
+  readonly #fn: (sessionId: string) => void;
+  #client: InstanceType<PgClientClass> | undefined;
+  #stopped = false;
+  #retryMs = 250;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(Client: PgClientClass, url: string, fn: (sessionId: string) => void) {
+    this.#Client = Client;
+    this.#url = url;
+    this.#fn = fn;
+  }
+
+  async start(): Promise<void> {
+    await this.#connect();
+  }
+
+  async #connect(): Promise<void> {
+    const client = new this.#Client({ connectionString: this.#url, application_name: 'ciport-listen' });
+    client.on('error', () => this.#lost(client));
+    client.on('end', () => this.#lost(client));
+    client.on('notification', (msg) => {
+      if (msg.channel === SESSION_ENDED_CHANNEL && msg.payload) this.#fn(msg.payload);
+    });
+    this.#client = client;
+    await client.connect();
+    await client.query(`listen ${SESSION_ENDED_CHANNEL}`);
+    if (this.#stopped) await client.end().catch(() => {});
+    this.#retryMs = 250;
+  }
+
+  #lost(client: InstanceType<PgClientClass>): void {
+    if (this.#stopped || this.#client !== client || this.#timer) return;
+    this.#client = undefined;
+    client.end().catch(() => {});
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      if (this.#stopped) return;
+      this.#connect().catch(() => {
+        const failed = this.#client;
+        this.#retryMs = Math.min(5_000, this.#retryMs * 2);
+        if (failed) this.#lost(failed);
+      });
+    }, this.#retryMs);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    const client = this.#client;
+    this.#client = undefined;
+    if (client) await client.end().catch(() => {});
+  }
 }
 
 function describePostgresUrl(url: string): { where: string; password: string } {

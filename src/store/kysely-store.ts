@@ -21,7 +21,9 @@ import type {
   ListSessionsOptions,
   NewSession,
   SessionChange,
+  SessionEndedListener,
   SessionRecord,
+  SingleUseJti,
   Store,
   StoreEngine,
 } from './types.js';
@@ -59,11 +61,44 @@ export class KyselyStore implements Store {
 
   // ---- sessions ----------------------------------------------------------------------------
 
-  async createSession(input: NewSession, event: EventFor): Promise<SessionChange> {
+  async createSession(
+    input: NewSession,
+    event: EventFor,
+    options: { jti?: SingleUseJti } = {},
+  ): Promise<SessionChange> {
     checkNewSession(input);
-    const session: SessionRecord = { ...input, state: 'active', endReason: null, endedAt: null };
+    const session: SessionRecord = {
+      ...input,
+      jobRef: input.jobRef ?? null,
+      state: 'active',
+      endReason: null,
+      endedAt: null,
+    };
+    const jti = options.jti;
+    if (jti) {
+      if (typeof jti.jti !== 'string' || jti.jti.length === 0 || jti.jti.length > 512) {
+        throw new CiportError('CIPORT_E_INTERNAL', 'invalid jti');
+      }
+      checkInt('jti.expiresAt', jti.expiresAt);
+    }
     return this.#guard(() =>
       this.#engine.write(async (trx) => {
+        if (jti) {
+          // Prune, then claim: the primary key (issuer, jti) makes the claim atomic across
+          // gateways; a conflicting row means the token was used before.
+          await trx.deleteFrom('used_jtis').where('expires_at', '<', session.createdAt).execute();
+          const claimed = await trx
+            .insertInto('used_jtis')
+            .values({ issuer: jti.issuer, jti: jti.jti, expires_at: jti.expiresAt, session_id: session.id })
+            .onConflict((oc) => oc.columns(['issuer', 'jti']).doNothing())
+            .executeTakeFirst();
+          if (!claimed || Number(claimed.numInsertedOrUpdatedRows ?? 0n) === 0) {
+            throw new CiportError(
+              'CIPORT_E_TOKEN_REPLAYED',
+              `this token (jti) already opened a session; issuer "${jti.issuer}" allows one session per token`,
+            );
+          }
+        }
         await trx
           .insertInto('sessions')
           .values({
@@ -81,6 +116,7 @@ export class KyselyStore implements Store {
             lease_expires_at: session.leaseExpiresAt,
             ended_at: null,
             gateway_id: session.gatewayId,
+            job_ref: session.jobRef ? JSON.stringify(session.jobRef) : null,
           })
           .execute();
         const written = await this.#append(trx, resolveEvent(event, session), session.createdAt);
@@ -112,6 +148,7 @@ export class KyselyStore implements Store {
         if (!row) return undefined;
         const session = toSession(row);
         const written = await this.#append(trx, resolveEvent(event, session), at);
+        await this.#engine.notifySessionEnded(trx, id);
         return { session, event: written };
       }),
     );
@@ -298,6 +335,18 @@ export class KyselyStore implements Store {
     );
   }
 
+  subscribe(listener: SessionEndedListener): Promise<() => Promise<void>> {
+    return this.#guard(() => this.#engine.listenSessionEnded(listener));
+  }
+
+  /** Prune used jtis past their expiry (also done on every single-use session creation). */
+  pruneUsedJtis(now: number = this.#clock()): Promise<number> {
+    return this.#guard(async () => {
+      const r = await this.#db.deleteFrom('used_jtis').where('expires_at', '<', now).executeTakeFirst();
+      return Number(r.numDeletedRows);
+    });
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -368,6 +417,7 @@ function toSession(row: Selectable<SessionsTable>): SessionRecord {
     leaseExpiresAt: toInt(row.lease_expires_at),
     endedAt: row.ended_at === null ? null : toInt(row.ended_at),
     gatewayId: row.gateway_id,
+    jobRef: row.job_ref ? (JSON.parse(row.job_ref) as JsonObject) : null,
   };
 }
 

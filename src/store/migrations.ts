@@ -87,6 +87,26 @@ function migrations(engine: StoreEngine): Record<string, Migration> {
         }
       },
     },
+    // Job liveness (docs/job-liveness.md): the job a session is bound to, so a restarted gateway
+    // watches it again; and the `jti`s of single-use issuers, each opening at most one session.
+    '0002_job_ref_and_used_jtis': {
+      async up(db: AnyDb) {
+        await db.schema.alterTable('sessions').addColumn('job_ref', 'text').execute();
+        await db.schema
+          .createTable('used_jtis')
+          .addColumn('issuer', 'text', (c) => c.notNull())
+          .addColumn('jti', 'text', (c) => c.notNull())
+          .addColumn('expires_at', 'bigint', (c) => c.notNull())
+          .addColumn('session_id', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('used_jtis_pk', ['issuer', 'jti'])
+          .execute();
+        await db.schema
+          .createIndex('used_jtis_expires_at_idx')
+          .on('used_jtis')
+          .column('expires_at')
+          .execute();
+      },
+    },
   };
 }
 

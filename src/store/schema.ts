@@ -22,6 +22,15 @@ export interface SessionsTable {
   lease_expires_at: IntColumn;
   ended_at: ColumnType<number | string | bigint | null, number | null, number | null>;
   gateway_id: string | null;
+  /** JSON of the session's job reference (src/jobs JobRef), or null. */
+  job_ref: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+export interface UsedJtisTable {
+  issuer: string;
+  jti: string;
+  expires_at: IntColumn;
+  session_id: string;
 }
 
 export interface AuditEventsTable {
@@ -42,6 +51,7 @@ export interface Database {
   sessions: SessionsTable;
   audit_events: AuditEventsTable;
   meta: MetaTable;
+  used_jtis: UsedJtisTable;
 }
 
 export function toInt(value: number | string | bigint): number {

@@ -29,9 +29,25 @@ export interface SessionRecord {
   endedAt: number | null;
   /** The gateway instance that opened it (several gateways may share a PostgreSQL store). */
   gatewayId: string | null;
+  /**
+   * The CI job the session is bound to (a src/jobs `JobRef`, as JSON), or null/absent when job
+   * liveness does not apply. Kept so a restarted gateway watches the job again.
+   */
+  jobRef?: JsonObject | null;
 }
 
 export type NewSession = Omit<SessionRecord, 'state' | 'endReason' | 'endedAt'>;
+
+/** A token id that may open one session only (issuers with `single_use_jti: true`). */
+export interface SingleUseJti {
+  issuer: string;
+  jti: string;
+  /** Epoch ms; the token's `exp`. The entry is pruned after it. */
+  expiresAt: number;
+}
+
+/** Called with the id of a session that some gateway sharing the store has ended. */
+export type SessionEndedListener = (sessionId: string) => void;
 
 /** The audit event written with a state change, or a function building it from the new record. */
 export type EventFor = AuditEventInput | ((session: SessionRecord) => AuditEventInput);
@@ -68,8 +84,18 @@ export interface Store {
 
   // ---- sessions: every state change commits together with its audit event ----
 
-  /** Insert an active session and append `event` (normally `session.opened`) atomically. */
-  createSession(session: NewSession, event: EventFor): Promise<SessionChange>;
+  /**
+   * Insert an active session and append `event` (normally `session.opened`) atomically. With
+   * `options.jti`, the jti is recorded in the same transaction; when it is already recorded (and
+   * not yet past its expiry) nothing is written and CIPORT_E_TOKEN_REPLAYED is thrown. Expired
+   * jti entries are pruned on the way.
+   */
+  createSession(
+    session: NewSession,
+    event: EventFor,
+    options?: { jti?: SingleUseJti },
+  ): Promise<SessionChange>;
+
   /**
    * End an active session and append `event` (normally `session.ended`) atomically. Returns
    * undefined, and writes nothing, when the session is unknown or already ended: of several
@@ -108,6 +134,15 @@ export interface Store {
 
   getMeta(key: string): Promise<string | undefined>;
   setMeta(key: string, value: string): Promise<void>;
+
+  /**
+   * Be told when any gateway sharing the store ends a session. PostgreSQL: LISTEN/NOTIFY (the
+   * NOTIFY is sent inside the endSession transaction, so it is delivered exactly when the end
+   * commits); the listening connection reconnects by itself, and notifications lost while it is
+   * down are covered by the session manager's periodic sweep. SQLite: a no-op (one process per
+   * file; the sweep covers ends written by the CLI). Resolves to an unsubscribe function.
+   */
+  subscribe(listener: SessionEndedListener): Promise<() => Promise<void>>;
 
   close(): Promise<void>;
 }

@@ -1,0 +1,148 @@
+// Two gateways on one PostgreSQL store (a throwaway database on 127.0.0.1:5432, like
+// test/store): a session created on A and revoked on B has its stream on A cut within one
+// second (LISTEN/NOTIFY), and the periodic sweep still cuts it when the notification is lost.
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { verifyChain } from '../../src/audit/index.js';
+import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { HOOK_SECRET, type LivenessHarness, startLivenessHarness } from '../jobs/gateway-harness.js';
+import { PG_ADMIN_URL } from '../store/harness.js';
+import { ADMIN_TOKEN, api, closed, eventually, h2, openSession, roundTrip, tunnel } from './helpers.js';
+
+const dbName = `ciport_multi_${randomBytes(6).toString('hex')}`;
+const dbUrl = (() => {
+  const u = new URL(PG_ADMIN_URL);
+  u.pathname = `/${dbName}`;
+  return u.toString();
+})();
+let admin: pg.Client;
+let issuer: FixtureIssuer;
+const running: LivenessHarness[] = [];
+
+beforeAll(async () => {
+  admin = new pg.Client({ connectionString: PG_ADMIN_URL, connectionTimeoutMillis: 5000 });
+  await admin.connect(); // PostgreSQL is required (see test/store/harness.ts): no skipping
+  await admin.query(`create database ${dbName}`);
+  issuer = await FixtureIssuer.start();
+});
+afterEach(async () => {
+  for (const h of running.splice(0)) await h.stop();
+});
+afterAll(async () => {
+  await issuer?.close();
+  await admin?.query(`drop database if exists ${dbName} with (force)`);
+  await admin?.end();
+});
+
+async function gateway(sweepIntervalMs: number): Promise<LivenessHarness> {
+  const h = await startLivenessHarness({
+    issuer,
+    extra: { store: { postgres: { url: dbUrl } } },
+    gateway: { sweepIntervalMs },
+  });
+  running.push(h);
+  return h;
+}
+
+describe('several gateways on one PostgreSQL store', () => {
+  it('revoked on B: the stream held on A is cut within one second (NOTIFY, sweep far away)', async () => {
+    const a = await gateway(60_000);
+    const b = await gateway(60_000);
+    a.gitlab.setJob('61577203', '8222997048', 'running');
+    const ca = await a.client();
+    const s = await openSession(ca, await a.token(), { targets: ['echo'] });
+    const stream = await tunnel(ca, s, 'echo');
+    const echoed = new Promise<Buffer>((resolve) => stream.once('data', resolve));
+    stream.write('before');
+    expect((await echoed).toString()).toBe('before');
+
+    const cb = await b.client();
+    const started = Date.now();
+    const revoked = await api(cb, 'POST', `/v1/sessions/${s.id}/revoke`, { bearer: ADMIN_TOKEN });
+    expect(revoked.body).toEqual({ state: 'ended', end_reason: 'revoked' });
+    expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
+    expect(Date.now() - started).toBeLessThan(1000);
+    // A refuses the session from now on; the one audit chain holds both gateways' events.
+    const hb = await api(ca, 'POST', `/v1/sessions/${s.id}/heartbeat`, { bearer: s.secret });
+    expect(hb.status).toBe(410);
+    expect((await verifyChain(b.gateway.store)).ok).toBe(true);
+    const gateways = new Set(
+      (await a.gateway.store.auditEvents({ limit: 10_000 }))
+        .filter((e) => e.type === 'config.loaded')
+        .map((e) => e.data.gateway),
+    );
+    expect(gateways).toEqual(new Set([a.gateway.gatewayId, b.gateway.gatewayId]));
+  });
+
+  it('a session opened on A is served and ended on B (client end on B cuts A)', async () => {
+    const a = await gateway(60_000);
+    const b = await gateway(60_000);
+    const ca = await a.client();
+    const cb = await b.client();
+    const s = await openSession(ca, await a.token(), { targets: ['echo'] });
+    const onA = await tunnel(ca, s, 'echo');
+    const onB = await tunnel(cb, s, 'echo');
+    expect((await roundTrip(onB, Buffer.from('via B'))).toString()).toBe('via B');
+    const started = Date.now();
+    const ended = await api(cb, 'DELETE', `/v1/sessions/${s.id}`, { bearer: s.secret });
+    expect(ended.body).toEqual({ state: 'ended', end_reason: 'client_end' });
+    expect(await closed(onA)).toBe(h2.NGHTTP2_CANCEL);
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  it("a GitLab Job Hook reaching B ends the job's session held on A at once", async () => {
+    const a = await gateway(60_000);
+    const b = await gateway(60_000);
+    a.gitlab.setJob('61577203', '5151', 'running');
+    const ca = await a.client();
+    const s = await openSession(ca, await a.token({ job_id: '5151' }), { targets: ['echo'] });
+    const stream = await tunnel(ca, s, 'echo');
+    const cb = await b.client();
+    const started = Date.now();
+    const hook = await api(cb, 'POST', '/v1/hooks/gitlab', {
+      rawBody: Buffer.from(
+        JSON.stringify({
+          object_kind: 'build',
+          build_id: 5151,
+          build_status: 'failed',
+          project_id: 61577203,
+        }),
+      ),
+      headers: { 'x-gitlab-event': 'Job Hook', 'x-gitlab-token': HOOK_SECRET },
+    });
+    expect(hook.status).toBe(204);
+    expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(await a.gateway.store.getSession(s.id)).toMatchObject({
+      state: 'ended',
+      endReason: 'job_finished',
+    });
+  });
+
+  it('a lost notification is covered by the periodic sweep', async () => {
+    const a = await gateway(300);
+    const b = await gateway(60_000);
+    const ca = await a.client();
+    const s = await openSession(ca, await a.token(), { targets: ['echo'] });
+    const stream = await tunnel(ca, s, 'echo');
+    // Cut every LISTEN connection, then revoke at once: the notification has no listener.
+    await admin.query(
+      `select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and application_name = 'ciport-listen'`,
+      [dbName],
+    );
+    const cb = await b.client();
+    const started = Date.now();
+    await api(cb, 'POST', `/v1/sessions/${s.id}/revoke`, { bearer: ADMIN_TOKEN });
+    expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
+    expect(Date.now() - started).toBeLessThan(1500);
+    // The listener reconnects by itself: later revocations arrive by notification again.
+    await eventually(async () => {
+      const r = await admin.query(
+        `select count(*)::int as n from pg_stat_activity where datname = $1 and application_name = 'ciport-listen'`,
+        [dbName],
+      );
+      return r.rows[0].n >= 2;
+    }, 10_000);
+  });
+});
