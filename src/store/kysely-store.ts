@@ -32,11 +32,23 @@ const DEFAULT_LIMIT = 1000;
 const MAX_LIMIT = 10_000;
 const HEX64 = /^[0-9a-f]{64}$/;
 
+interface PendingAudit {
+  prepared: ReturnType<typeof prepareAuditEvent>;
+  resolve: (event: AuditEvent) => void;
+  reject: (err: unknown) => void;
+}
+
+/** Most events one group commit carries; the rest go in the next. */
+const MAX_AUDIT_BATCH = 500;
+
 export class KyselyStore implements Store {
   readonly #engine: Engine;
   readonly #db: Kysely<Database>;
   readonly #clock: () => number;
   #closed = false;
+  /** Audit events waiting for the next group commit, and the flush draining them. */
+  #pendingAudit: PendingAudit[] = [];
+  #flushing: Promise<void> | undefined;
 
   private constructor(engine: Engine, clock: () => number) {
     this.#engine = engine;
@@ -221,9 +233,45 @@ export class KyselyStore implements Store {
 
   // ---- audit -------------------------------------------------------------------------------
 
-  async appendAudit(event: AuditEventInput): Promise<AuditEvent> {
-    const prepared = prepareAuditEvent(event); // programming errors surface before any lock
-    return this.#guard(() => this.#engine.write((trx) => this.#append(trx, prepared)));
+  /**
+   * Append one event; resolves once it is committed. Events that arrive while a commit is in
+   * flight are chained and committed together in the next transaction (group commit): each
+   * still gets its own seq and hash in arrival order, but a busy gateway pays one fsync per
+   * batch instead of one per event. A lone event is committed at once, as before.
+   */
+  appendAudit(event: AuditEventInput): Promise<AuditEvent> {
+    let prepared: ReturnType<typeof prepareAuditEvent>;
+    try {
+      prepared = prepareAuditEvent(event); // programming errors surface before any lock
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise<AuditEvent>((resolve, reject) => {
+      this.#pendingAudit.push({ prepared, resolve, reject });
+      this.#flushing ??= this.#flushAudit();
+    });
+  }
+
+  async #flushAudit(): Promise<void> {
+    try {
+      while (this.#pendingAudit.length > 0) {
+        const batch = this.#pendingAudit.splice(0, MAX_AUDIT_BATCH);
+        try {
+          const events = await this.#guard(() =>
+            this.#engine.write(async (trx) => {
+              const out: AuditEvent[] = [];
+              for (const item of batch) out.push(await this.#append(trx, item.prepared));
+              return out;
+            }),
+          );
+          batch.forEach((item, i) => item.resolve(events[i] as AuditEvent));
+        } catch (err) {
+          for (const item of batch) item.reject(err);
+        }
+      }
+    } finally {
+      this.#flushing = undefined;
+    }
   }
 
   auditEvents(query: AuditQuery = {}): Promise<AuditEvent[]> {
@@ -349,6 +397,8 @@ export class KyselyStore implements Store {
 
   async close(): Promise<void> {
     if (this.#closed) return;
+    // Events already handed to appendAudit are committed before the store goes away.
+    await this.#flushing;
     this.#closed = true;
     await this.#engine.destroy();
   }

@@ -288,6 +288,19 @@ for (const h of engines()) {
         expect(await count('audit_events')).toBe(1);
       });
 
+      it('concurrent appends from one store are chained in call order (group commit)', async () => {
+        const store = await t.open();
+        const events = await Promise.all(
+          Array.from({ length: 200 }, (_, i) => store.appendAudit(configLoaded(i))),
+        );
+        expect(events.map((e) => e.seq)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+        expect(events.map((e) => (e.data as { source: string }).source)).toEqual(
+          Array.from({ length: 200 }, (_, i) => configLoaded(i).data.source),
+        );
+        for (let i = 1; i < events.length; i++) expect(events[i]?.prevHash).toBe(events[i - 1]?.hash);
+        expect(await count('audit_events')).toBe(200);
+      });
+
       it('time never runs backwards along the chain', async () => {
         const clock = testClock();
         const store = await t.open({ clock: clock.now });
