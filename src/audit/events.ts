@@ -10,6 +10,9 @@ export const AUDIT_EVENT_TYPES = [
   'connection.opened',
   'connection.closed',
   'query',
+  'http.request',
+  'credential.created',
+  'credential.revoked',
   'agent.connected',
   'agent.disconnected',
   'config.loaded',
@@ -129,6 +132,40 @@ export type QueryData = ConnectionBase & {
   statement: string;
   database?: string;
   user?: string;
+  /** The statement was cut at the target's `query_max_length`. */
+  truncated?: boolean;
+  /** `simple` (Query message) or `extended` (Parse). */
+  protocol?: string;
+};
+
+/** One request through an `http` target (no bodies, no header values, no secrets). */
+export type HttpRequestData = ConnectionBase & {
+  method: string;
+  path: string;
+  status: number;
+  bytes_in: number;
+  bytes_out: number;
+  duration_ms: number;
+  upgrade?: boolean;
+  aborted?: boolean;
+  error?: string;
+};
+
+/** A per-session database role created (`credential.created`) or dropped (`credential.revoked`). */
+export type CredentialData = Base & {
+  session: string;
+  target: string;
+  /** The role name (never its password). */
+  role: string;
+  /** Roles granted to it (created) — what the policy allowed. */
+  granted?: string[];
+  /** ISO 8601 `VALID UNTIL`. */
+  valid_until?: string;
+  /** revoked: `session_ended:<reason>` or `reaper`. */
+  reason?: string;
+  /** Backends terminated at revocation. */
+  terminated?: number;
+  error?: string;
 };
 
 export type AgentConnectedData = Base & {
@@ -171,6 +208,9 @@ export interface AuditDataMap {
   'connection.opened': ConnectionOpenedData;
   'connection.closed': ConnectionClosedData;
   query: QueryData;
+  'http.request': HttpRequestData;
+  'credential.created': CredentialData;
+  'credential.revoked': CredentialData;
   'agent.connected': AgentConnectedData;
   'agent.disconnected': AgentDisconnectedData;
   'config.loaded': ConfigLoadedData;

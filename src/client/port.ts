@@ -131,6 +131,7 @@ export class Port {
             open: (name) => session.openTunnel(name),
             log,
             onTrouble: () => void port?.checkNow(),
+            postgres: target.protocol === 'postgres' ? target.credentials : undefined,
           });
         } catch (err) {
           const e = err as NodeJS.ErrnoException;

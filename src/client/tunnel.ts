@@ -5,6 +5,7 @@ import type { ClientHttp2Stream } from 'node:http2';
 import { constants as h2 } from 'node:http2';
 import { createServer, type Server, type Socket } from 'node:net';
 import { pipeline } from 'node:stream';
+import { servePgClientConnection } from '../protocols/postgres/client.js';
 import { TunnelRefused } from './gateway.js';
 
 export interface TunnelLog {
@@ -23,6 +24,11 @@ export interface ListenerOptions {
   log: TunnelLog;
   /** A stream ended abnormally or was refused with 410: the session may be over. */
   onTrouble?: (status: number | undefined, code: string | undefined) => void;
+  /**
+   * protocol postgres: the listener speaks PostgreSQL to the app and demands this one-time
+   * password (SCRAM-SHA-256) before it opens a tunnel (docs/postgres.md).
+   */
+  postgres?: { user: string; password: string } | undefined;
 }
 
 export interface ConnectionStats {
@@ -113,6 +119,10 @@ export class TargetListener {
   #accept(socket: Socket): void {
     if (this.#closing) {
       socket.destroy();
+      return;
+    }
+    if (this.#options.postgres) {
+      this.#acceptPg(socket, this.#options.postgres);
       return;
     }
     const id = this.#nextId++;
@@ -239,6 +249,64 @@ export class TargetListener {
         abort(reason);
       },
     );
+  }
+
+  /** protocol postgres: local SCRAM with the one-time password, then one stream per connection. */
+  #acceptPg(socket: Socket, cred: { user: string; password: string }): void {
+    const id = this.#nextId++;
+    const started = Date.now();
+    const { log, target } = this.#options;
+    this.#sockets.add(socket);
+    socket.setNoDelay(true);
+    socket.on('error', () => {});
+    let stream: ClientHttp2Stream | undefined;
+    servePgClientConnection(socket, {
+      password: cred.password,
+      user: cred.user,
+      openTunnel: async () => {
+        try {
+          stream = await this.#options.open(target);
+        } catch (err) {
+          const refused = err instanceof TunnelRefused ? err : undefined;
+          const key = refused ? `${refused.status} ${refused.code ?? ''}` : 'unreachable';
+          if (!this.#warned.has(key) && !this.#closing) {
+            this.#warned.add(key);
+            log.warn(`${target}: connection refused: ${(err as Error).message}`);
+          }
+          this.#options.onTrouble?.(refused?.status, refused?.code);
+          throw err;
+        }
+        if (this.#closing) {
+          resetStream(stream);
+          throw new Error('the port closed');
+        }
+        this.#streams.add(stream);
+        return stream;
+      },
+    }).then(
+      (result) => {
+        if (stream?.rstCode && stream.rstCode !== h2.NGHTTP2_NO_ERROR && !this.#closing) {
+          this.#options.onTrouble?.(undefined, undefined);
+        }
+        finish(result.kind === 'session' && result.error ? result.error.message : undefined);
+      },
+      (err: unknown) => finish((err as Error).message),
+    );
+    const finish = (error?: string) => {
+      this.#sockets.delete(socket);
+      if (stream) {
+        this.#streams.delete(stream);
+        resetStream(stream);
+      }
+      socket.destroy();
+      this.totals.connections += 1;
+      this.totals.sent += socket.bytesRead;
+      this.totals.received += socket.bytesWritten;
+      if (log.verbose) {
+        const what = `sent ${formatBytes(socket.bytesRead)}, received ${formatBytes(socket.bytesWritten)}, ${((Date.now() - started) / 1000).toFixed(2)} s`;
+        log.info(`${target}: connection ${id} closed (${what})${error ? `: ${error}` : ''}`);
+      }
+    };
   }
 
   /** Stop accepting and cut every connection (the app sees its sockets close). */

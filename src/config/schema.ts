@@ -105,6 +105,8 @@ export const issuerSchema = z.strictObject({
       webhook_secret: secretSchema.optional().meta({ description: 'GitLab Job Hook secret token.' }),
     })
     .optional(),
+  /** A token's `jti` opens at most one session (a token without `jti` is refused). */
+  single_use_jti: z.boolean().default(false),
 });
 
 export const targetSchema = z.strictObject({
@@ -115,10 +117,41 @@ export const targetSchema = z.strictObject({
   tls: z
     .union([z.boolean(), z.strictObject({ ca: secretSchema.optional(), servername: z.string().optional() })])
     .optional(),
+  sslmode: z
+    .enum(['disable', 'require', 'verify-ca', 'verify-full'])
+    .optional()
+    .meta({
+      description:
+        'protocol postgres: TLS to the upstream. Default: verify-full when `tls` is set, disable otherwise. ' +
+        '`tls.ca` / `tls.servername` give the CA bundle and the name checked.',
+    }),
+  query_audit: z
+    .boolean()
+    .optional()
+    .meta({ description: 'protocol postgres: write `query` audit events (default true).' }),
+  query_max_length: z
+    .int()
+    .min(16)
+    .max(1_048_576)
+    .optional()
+    .meta({ description: 'protocol postgres: statement text kept in `query` events, bytes (default 4096).' }),
   credentials: z
     .strictObject({
       user: z.string().min(1).optional(),
       password: secretSchema.optional(),
+      dynamic: z
+        .strictObject({
+          admin: z.strictObject({ user: z.string().min(1), password: secretSchema }),
+          grant: z.array(z.string().min(1)).default([]),
+          owner: z.string().min(1),
+          create: z.enum(['first_connection', 'session_start']).default('first_connection'),
+        })
+        .optional()
+        .meta({
+          description:
+            'protocol postgres: a LOGIN role per session (ciport_<id>, VALID UNTIL the session expiry, ' +
+            'IN ROLE the granted roles), dropped at session end; objects it owns go to `owner`.',
+        }),
       token: secretSchema.optional(),
       kind: z
         .enum(HTTP_INJECTION_KINDS)
@@ -155,6 +188,13 @@ export const ruleSchema = z
     when: z.record(z.string().min(1), matcherSchema).default({}),
     allow: z.array(name).default([]),
     max_ttl: durationSchema.optional(),
+    grants: z
+      .record(name, z.array(z.string().min(1)))
+      .optional()
+      .meta({
+        description:
+          'Per target: the database roles a per-session role gets (overrides the target\'s dynamic.grant).',
+      }),
     limits: z
       .strictObject({
         connections: z.int().positive().optional(),

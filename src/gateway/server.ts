@@ -19,6 +19,7 @@ import { auditEvent } from '../audit/events.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
 import { asCiportError, CiportError, ConfigError } from '../errors/index.js';
 import { TokenVerifier } from '../identity/verify.js';
+import { JobLiveness } from '../jobs/index.js';
 import { compilePolicy } from '../policy/engine.js';
 import { SessionManager } from '../session/manager.js';
 import { RateLimiter } from '../session/rate-limit.js';
@@ -27,8 +28,9 @@ import type { Store } from '../store/types.js';
 import { loadTlsMaterial } from '../transport/tls.js';
 import { type ApiDeps, handleApi } from './api.js';
 import { ERROR_HEADER, isHttp2, type Req, type Res, sendError } from './http.js';
+import { type GatewayExits, startExits } from './exits.js';
 import { createLogger, type Logger } from './logger.js';
-import { createMetrics, type GatewayMetrics } from './metrics.js';
+import { createLivenessMetrics, createMetrics, type GatewayMetrics } from './metrics.js';
 import { handleConnect, type TunnelDeps } from './tunnel.js';
 
 export interface StartGatewayOptions {
@@ -46,6 +48,8 @@ export interface StartGatewayOptions {
   store?: Store;
   /** Session sweep interval, ms (default 1000). */
   sweepIntervalMs?: number;
+  /** Per-session role reaper period, ms (default 60 000). */
+  roleReapIntervalMs?: number;
 }
 
 export interface RunningGateway {
@@ -60,6 +64,8 @@ export interface RunningGateway {
   readonly store: Store;
   readonly metrics: GatewayMetrics;
   readonly manager: SessionManager;
+  /** Job liveness (docs/job-liveness.md); undefined when no issuer has `job_api`. */
+  readonly liveness: JobLiveness | undefined;
   readonly draining: boolean;
   /**
    * Graceful shutdown (SIGTERM): refuse new sessions (503), give open tunnels `graceMs`
@@ -96,12 +102,18 @@ export async function startGateway(
   let verifier: TokenVerifier;
   let manager: SessionManager;
   let policy: ReturnType<typeof compilePolicy>;
+  let liveness: JobLiveness | undefined;
+  let exits: GatewayExits | undefined;
   try {
     verifier = new TokenVerifier(config.issuers, {
       ...(options.fetch ? { fetch: options.fetch } : {}),
       ...(options.now ? { now: options.now } : {}),
     });
     policy = compilePolicy(config);
+    // Job liveness: sessions end when their CI job does (throws ConfigError on a bad job_api).
+    liveness = config.issuers.some((i) => i.job_api)
+      ? new JobLiveness({ issuers: config.issuers, log, metrics: createLivenessMetrics(metrics.registry) })
+      : undefined;
     manager = new SessionManager({
       store,
       config,
@@ -111,9 +123,18 @@ export async function startGateway(
       gatewayId,
       ...(options.now ? { now: options.now } : {}),
       ...(options.sweepIntervalMs ? { sweepIntervalMs: options.sweepIntervalMs } : {}),
+      ...(liveness ? { liveness } : {}),
     });
     const { reaped, adopted } = await manager.start();
     if (reaped || adopted) log.info({ reaped, adopted }, 'sessions recovered from the store');
+    exits = await startExits({
+      config,
+      targets,
+      store,
+      manager,
+      log,
+      ...(options.roleReapIntervalMs !== undefined ? { reapIntervalMs: options.roleReapIntervalMs } : {}),
+    });
     await store.appendAudit(
       auditEvent('config.loaded', {
         source: options.configSource ?? '(in-process)',
@@ -125,6 +146,8 @@ export async function startGateway(
       } as Parameters<typeof auditEvent<'config.loaded'>>[1]),
     );
   } catch (err) {
+    exits?.close();
+    await liveness?.close().catch(() => {});
     await store.close().catch(() => {});
     throw err;
   }
@@ -147,6 +170,7 @@ export async function startGateway(
     targets,
     adminTokens: config.admin_tokens.map((s) => s.reveal()),
     draining: () => draining,
+    ...(liveness ? { liveness } : {}),
   };
 
   // Streams open per HTTP/2 connection, so an idle connection can be told from a quiet tunnel.
@@ -161,6 +185,7 @@ export async function startGateway(
     targets,
     idleTimeoutMs: config.sessions.connection_idle_timeout,
     connectTimeoutMs: config.sessions.connect_timeout,
+    exits,
   };
   const srv = config.server;
 
@@ -267,6 +292,7 @@ export async function startGateway(
     });
   } catch (err) {
     manager.abandon();
+    exits?.close();
     await store.close().catch(() => {});
     const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     throw new ConfigError('CIPORT_E_CONFIG_INVALID', `listen: cannot listen on ${config.listen} (${code})`, {
@@ -311,6 +337,7 @@ export async function startGateway(
     store,
     metrics,
     manager,
+    liveness,
     get draining() {
       return draining;
     },
@@ -328,6 +355,8 @@ export async function startGateway(
           log.error({ err: asCiportError(err).message }, 'ending sessions at shutdown failed');
         }
         await manager.stop();
+        await liveness?.close().catch(() => {});
+        exits?.close();
         await closePort(true);
         await store.close();
         log.info({}, 'gateway stopped');
@@ -339,6 +368,8 @@ export async function startGateway(
       hardStop ??= (async () => {
         draining = true;
         manager.abandon();
+        await liveness?.close().catch(() => {});
+        exits?.close();
         await closePort(false);
         await store.close();
       })();

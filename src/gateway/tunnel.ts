@@ -16,6 +16,8 @@ import { pipeline } from 'node:stream';
 import { auditEvent } from '../audit/events.js';
 import type { TargetConfig } from '../config/schema.js';
 import { asCiportError, CiportError } from '../errors/index.js';
+import type { HttpRequestEvent } from '../protocols/http/index.js';
+import { type QueryEvent, sendErrorAndClose, servePgExitStream } from '../protocols/postgres/index.js';
 import { dialTcp } from '../protocols/tcp/exit.js';
 import type { LiveSession, SessionConnection, SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
@@ -23,6 +25,7 @@ import type { EndReason } from '../session/reasons.js';
 import { bearer } from '../session/secret.js';
 import type { Store } from '../store/types.js';
 import { resetStream } from '../transport/h2.js';
+import type { GatewayExits } from './exits.js';
 import { sendError } from './http.js';
 import type { Logger } from './logger.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -38,6 +41,8 @@ export interface TunnelDeps {
   targets: ReadonlyMap<string, TargetConfig>;
   idleTimeoutMs: number;
   connectTimeoutMs: number;
+  /** Protocol exits (postgres, http); without them only tcp targets are served. */
+  exits?: GatewayExits | undefined;
 }
 
 /** `staging-db:443` → `staging-db`. */
@@ -103,11 +108,15 @@ export async function handleConnect(
     refuse(new CiportError('CIPORT_E_UPSTREAM_UNREACHABLE', `no exit serves target ${targetName} right now`));
     return;
   }
-  if (target.protocol !== 'tcp') {
+  const served =
+    target.protocol === 'tcp' ||
+    (target.protocol === 'postgres' && deps.exits?.pg.has(targetName)) ||
+    (target.protocol === 'http' && deps.exits?.http.has(targetName));
+  if (!served) {
     refuse(
       new CiportError(
         'CIPORT_E_PROTOCOL_NOT_IMPLEMENTED',
-        `target ${targetName}: protocol ${target.protocol} is not implemented by this gateway yet (tcp is)`,
+        `target ${targetName}: protocol ${target.protocol} is not implemented by this gateway yet (tcp, postgres and http are)`,
       ),
     );
     return;
@@ -135,6 +144,8 @@ class Tunnel implements SessionConnection {
   readonly #stream: ServerHttp2Stream;
   readonly #dialAbort = new AbortController();
   #upstream: Socket | undefined;
+  /** Byte counts for protocols that do not expose one upstream socket (postgres, http). */
+  #bytes: { up: number; down: number } | undefined;
   #opened = false;
   #startedAt = Date.now();
   /** Why it closed abnormally, for `connection.closed`. */
@@ -163,6 +174,8 @@ class Tunnel implements SessionConnection {
   }
 
   async run(refuse: (err: CiportError) => void): Promise<void> {
+    if (this.#config.protocol === 'postgres') return this.#runPg();
+    if (this.#config.protocol === 'http') return this.#runHttp();
     const { manager, log } = this.#deps;
     const onEarlyClose = () => this.#dialAbort.abort();
     this.#stream.once('close', onEarlyClose);
@@ -240,10 +253,166 @@ class Tunnel implements SessionConnection {
     upstream.resume();
   }
 
+  /** Common start of a protocol tunnel: answer 200 at once (the protocol speaks in-band). */
+  #accept(): void {
+    this.#opened = true;
+    this.#startedAt = Date.now();
+    this.#bytes = { up: 0, down: 0 };
+    this.#deps.metrics.tunnelsActive.inc();
+    this.#deps.metrics.tunnelsOpened.inc({ target: this.target });
+    this.#stream.setMaxListeners(32);
+    this.#stream.respond({ ':status': 200 });
+    this.#stream.on('error', () => {});
+    this.#stream.on('aborted', () => {
+      this.#error ??= 'client reset the stream';
+    });
+    this.#stream.setTimeout(this.#deps.idleTimeoutMs, () => {
+      this.#error ??= 'idle timeout';
+      this.#reset(h2.NGHTTP2_CANCEL);
+    });
+  }
+
+  /** protocol postgres: startup frame, injected credentials upstream, relay with query events. */
+  async #runPg(): Promise<void> {
+    const exits = this.#deps.exits as GatewayExits;
+    const { log } = this.#deps;
+    const record = this.#live.record;
+    this.#accept();
+    const signal = AbortSignal.any([this.#dialAbort.signal, this.#live.abort.signal]);
+    try {
+      let upstream = exits.pg.get(this.target);
+      if (!upstream) throw new CiportError('CIPORT_E_UPSTREAM_UNREACHABLE', `no exit for ${this.target}`);
+      if (exits.roles.has(this.target)) {
+        const cred = await exits.roles.ensure(record, this.target, exits.grantsFor(record, this.target));
+        upstream = { ...upstream, user: cred.user, password: cred.password };
+      }
+      const result = await servePgExitStream(this.#stream, {
+        sessionId: record.id,
+        upstream,
+        cancelRegistry: exits.cancelRegistry,
+        queryEvents: this.#config.query_audit ?? true,
+        maxQueryLength: this.#config.query_max_length,
+        onQuery: (event) => void this.#auditQuery(event, upstream.database),
+        onConnected: (info) => {
+          log.info(
+            { session: record.id, connection: this.id, target: this.target, auth: info.auth, tls: info.tls },
+            'postgres upstream authenticated',
+          );
+          void this.#audit('connection.opened');
+        },
+        signal,
+      });
+      if (result.kind === 'cancel') {
+        log.info(
+          { session: record.id, target: this.target, forwarded: result.forwarded },
+          'postgres cancel request',
+        );
+        this.#cancelStream = true;
+      } else {
+        (this.#bytes as { up: number; down: number }).up = result.bytesFromApp;
+        (this.#bytes as { up: number; down: number }).down = result.bytesFromUpstream;
+        if (result.error && !this.#error) this.#error = result.error.message;
+      }
+    } catch (thrown) {
+      const err = asCiportError(thrown);
+      if (!this.#stream.destroyed && !this.#stream.writableEnded) await sendErrorAndClose(this.#stream, err);
+      this.#error ??= `${err.code}: ${err.message}`;
+      log.warn(
+        { session: record.id, connection: this.id, target: this.target, code: err.code },
+        'postgres tunnel failed',
+      );
+    }
+    if (!this.#stream.closed) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          resetStream(this.#stream, h2.NGHTTP2_CANCEL);
+          resolve();
+        }, 2_000);
+        this.#stream.once('close', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        if (!this.#stream.writableEnded) this.#stream.end();
+      });
+    }
+    await this.#closed();
+  }
+
+  /** protocol http: the target's HttpExit parses the app's requests and injects the credential. */
+  async #runHttp(): Promise<void> {
+    const exits = this.#deps.exits as GatewayExits;
+    const exit = exits.http.get(this.target);
+    this.#accept();
+    void this.#audit('connection.opened');
+    const bytes = this.#bytes as { up: number; down: number };
+    const closed = new Promise<void>((resolve) => this.#stream.once('close', () => resolve()));
+    exit?.serve(this.#stream, {
+      onRequest: (event) => {
+        bytes.up += event.bytes_in;
+        bytes.down += event.bytes_out;
+        void this.#auditHttp(event);
+      },
+    });
+    if (!exit) resetStream(this.#stream, h2.NGHTTP2_CONNECT_ERROR);
+    await closed;
+    await this.#closed();
+  }
+
+  #cancelStream = false;
+
+  #connectionBase() {
+    const record = this.#live.record;
+    return {
+      session: record.id,
+      connection: this.id,
+      principal: principalSummary(record.principal),
+      target: this.target,
+      rule: record.rule,
+      exit: 'gateway',
+    };
+  }
+
+  async #auditQuery(event: QueryEvent, database: string | undefined): Promise<void> {
+    try {
+      await this.#deps.store.appendAudit(
+        auditEvent('query', {
+          ...this.#connectionBase(),
+          statement: event.text,
+          truncated: event.truncated,
+          protocol: event.protocol,
+          ...(database ? { database } : {}),
+        }),
+      );
+    } catch (err) {
+      this.#deps.log.error({ connection: this.id, err: (err as Error).message }, 'audit query failed');
+    }
+  }
+
+  async #auditHttp(event: HttpRequestEvent): Promise<void> {
+    try {
+      await this.#deps.store.appendAudit(
+        auditEvent('http.request', {
+          ...this.#connectionBase(),
+          method: event.method,
+          path: event.path,
+          status: event.status,
+          bytes_in: event.bytes_in,
+          bytes_out: event.bytes_out,
+          duration_ms: event.duration_ms,
+          ...(event.upgrade ? { upgrade: true } : {}),
+          ...(event.aborted ? { aborted: true } : {}),
+          ...(event.error ? { error: event.error } : {}),
+        }),
+      );
+    } catch (err) {
+      this.#deps.log.error({ connection: this.id, err: (err as Error).message }, 'audit http.request failed');
+    }
+  }
+
   async #closed(): Promise<void> {
     const upstream = this.#upstream;
-    const up = upstream?.bytesWritten ?? 0;
-    const down = upstream?.bytesRead ?? 0;
+    const up = this.#bytes ? this.#bytes.up : (upstream?.bytesWritten ?? 0);
+    const down = this.#bytes ? this.#bytes.down : (upstream?.bytesRead ?? 0);
     const { metrics, manager, log } = this.#deps;
     metrics.tunnelsActive.dec();
     metrics.tunnelBytes.inc({ target: this.target, direction: 'up' }, up);
@@ -261,7 +430,8 @@ class Tunnel implements SessionConnection {
       'tunnel closed',
     );
     try {
-      await this.#audit('connection.closed', up, down);
+      // A cancel stream carries one CancelRequest, not a connection: logged, not audited.
+      if (!this.#cancelStream) await this.#audit('connection.closed', up, down);
     } finally {
       this.#resolveDone();
     }

@@ -295,7 +295,7 @@ for (const h of engines()) {
         );
         expect(events.map((e) => e.seq)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
         expect(events.map((e) => (e.data as { source: string }).source)).toEqual(
-          Array.from({ length: 200 }, (_, i) => configLoaded(i).data.source),
+          Array.from({ length: 200 }, (_, i) => `/etc/ciport/gateway-${i}.yaml`),
         );
         for (let i = 1; i < events.length; i++) expect(events[i]?.prevHash).toBe(events[i - 1]?.hash);
         expect(await count('audit_events')).toBe(200);

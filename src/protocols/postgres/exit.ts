@@ -24,19 +24,19 @@ export type PgUpstreamTarget = Omit<ConnectUpstreamOptions, 'params' | 'signal'>
  * means verify-full (with the object's CA bundle and server name).
  */
 export function pgUpstreamFromTarget(target: TargetConfig): PgUpstreamTarget {
-  const user = target.credentials?.user;
-  if (!user) {
+  // With dynamic credentials the user is the per-session role, filled in per connection.
+  const user = target.credentials?.user ?? (target.credentials?.dynamic ? '' : undefined);
+  if (user === undefined) {
     throw new ConfigError(
       'CIPORT_E_CONFIG_INVALID',
-      `target ${target.name}: postgres needs credentials.user`,
+      `target ${target.name}: postgres needs credentials.user (or credentials.dynamic)`,
     );
   }
   const { host, port } = splitHostPort(target.address);
-  let tls: UpstreamTlsOptions | undefined;
-  if (target.tls === true) tls = { mode: 'verify-full' };
-  else if (target.tls && typeof target.tls === 'object') {
-    tls = { mode: 'verify-full', ca: target.tls.ca?.reveal(), servername: target.tls.servername };
-  }
+  const tlsObj = target.tls && typeof target.tls === 'object' ? target.tls : undefined;
+  const mode = target.sslmode ?? (target.tls ? 'verify-full' : 'disable');
+  const tls: UpstreamTlsOptions | undefined =
+    mode === 'disable' ? undefined : { mode, ca: tlsObj?.ca?.reveal(), servername: tlsObj?.servername };
   return {
     host,
     port,
