@@ -193,7 +193,7 @@ export const ruleSchema = z
       .optional()
       .meta({
         description:
-          'Per target: the database roles a per-session role gets (overrides the target\'s dynamic.grant).',
+          "Per target: the database roles a per-session role gets (overrides the target's dynamic.grant).",
       }),
     limits: z
       .strictObject({

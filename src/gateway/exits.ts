@@ -1,0 +1,157 @@
+// The gateway as exit for its own `postgres` and `http` targets (docs/gateway.md, "Protocol
+// exits"): per-target upstream settings built once at start (a bad secret fails the start), one
+// CancelRegistry for the process, the per-session role manager, and the session hooks that tie
+// them to session lifetimes (cancel keys dropped and roles revoked when a session ends; roles
+// created at session start when a target says so; a role reaper at start and periodically).
+import { auditEvent } from '../audit/events.js';
+import type { GatewayConfig, TargetConfig } from '../config/schema.js';
+import { DynamicRoles, dynamicSpecFromTarget, type RoleSession } from '../credentials/pg-roles.js';
+import { asCiportError } from '../errors/index.js';
+import { createHttpExit, type HttpExit, httpInjectionFrom } from '../protocols/http/index.js';
+import { CancelRegistry, type PgUpstreamTarget, pgUpstreamFromTarget } from '../protocols/postgres/index.js';
+import type { SessionManager } from '../session/manager.js';
+import { principalSummary } from '../session/principal.js';
+import type { SessionRecord, Store } from '../store/types.js';
+import type { Logger } from './logger.js';
+
+export interface GatewayExits {
+  readonly cancelRegistry: CancelRegistry;
+  /** Upstream settings of each postgres target (static credentials already resolved). */
+  readonly pg: ReadonlyMap<string, PgUpstreamTarget>;
+  readonly http: ReadonlyMap<string, HttpExit>;
+  readonly roles: DynamicRoles;
+  /** Roles a per-session role gets on `target`: the session rule's `grants`, else the target's. */
+  grantsFor(record: Pick<SessionRecord, 'rule'>, target: string): string[] | undefined;
+  /** Run the role reaper now (also runs at start and every `reapIntervalMs`). */
+  reap(): Promise<number>;
+  close(): void;
+}
+
+export interface StartExitsOptions {
+  config: Readonly<GatewayConfig>;
+  targets: ReadonlyMap<string, TargetConfig>;
+  store: Store;
+  manager: SessionManager;
+  log: Logger;
+  /** Role reaper period (default 60 s; 0 disables the periodic run). */
+  reapIntervalMs?: number;
+}
+
+export async function startExits(options: StartExitsOptions): Promise<GatewayExits> {
+  const { config, store, manager, log } = options;
+  const pg = new Map<string, PgUpstreamTarget>();
+  const http = new Map<string, HttpExit>();
+  const specs = [];
+  for (const target of options.targets.values()) {
+    if (target.protocol === 'postgres') {
+      if (!target.credentials?.user && !target.credentials?.dynamic) {
+        // Served elsewhere (an agent) or not configured: this gateway does not exit to it.
+        log.warn({ target: target.name }, 'postgres target without credentials: not served by this gateway');
+        continue;
+      }
+      pg.set(target.name, pgUpstreamFromTarget(target));
+      const spec = dynamicSpecFromTarget(target);
+      if (spec) specs.push(spec);
+    } else if (target.protocol === 'http') {
+      try {
+        http.set(
+          target.name,
+          createHttpExit(
+            {
+              name: target.name,
+              address: target.address,
+              tls: target.tls,
+              injection: httpInjectionFrom(target),
+            },
+            {
+              connectTimeoutMs: config.sessions.connect_timeout,
+              idleTimeoutMs: config.sessions.connection_idle_timeout,
+            },
+          ),
+        );
+      } catch (err) {
+        for (const exit of http.values()) exit.close();
+        throw err;
+      }
+    }
+  }
+
+  const sessionContext = async (id: string) => {
+    const record = await store.getSession(id).catch(() => undefined);
+    return record ? { principal: principalSummary(record.principal), rule: record.rule } : {};
+  };
+  const roles = new DynamicRoles(specs, {
+    log,
+    audit: async (e) => {
+      const { type, ...data } = e;
+      await store.appendAudit(auditEvent(type, { ...(await sessionContext(e.session)), ...data }));
+    },
+  });
+  const cancelRegistry = new CancelRegistry();
+  const rules = new Map(config.rules.map((r) => [r.name, r]));
+  const grantsFor = (record: Pick<SessionRecord, 'rule'>, target: string) => {
+    const fromRule = record.rule ? rules.get(record.rule)?.grants?.[target] : undefined;
+    return fromRule ? [...fromRule] : undefined;
+  };
+
+  const unsubscribe: Array<() => void> = [];
+  unsubscribe.push(
+    manager.onEnded(async (record, reason) => {
+      cancelRegistry.dropSession(record.id);
+      if (roles.targets.length > 0)
+        await roles.revokeSession(record.id, record.targets, `session_ended:${reason}`);
+    }),
+  );
+  unsubscribe.push(
+    manager.onOpened(async (record) => {
+      const eager = record.targets.filter((t) => roles.spec(t)?.create === 'session_start');
+      await Promise.all(
+        eager.map((t) =>
+          roles
+            .ensure(record as RoleSession, t, grantsFor(record, t))
+            .catch((err) =>
+              log.warn(
+                { session: record.id, target: t, err: asCiportError(err).message },
+                'per-session role not created',
+              ),
+            ),
+        ),
+      );
+    }),
+  );
+
+  const reap = async () => {
+    if (roles.targets.length === 0) return 0;
+    const active = new Set((await manager.list({ activeOnly: true })).map((s) => s.id));
+    const dropped = await roles.reap(active);
+    if (dropped > 0) log.info({ dropped }, 'role reaper dropped per-session roles');
+    return dropped;
+  };
+  try {
+    await reap();
+  } catch (err) {
+    log.warn({ err: asCiportError(err).message }, 'role reaper failed at start');
+  }
+  const period = options.reapIntervalMs ?? 60_000;
+  const timer =
+    period > 0 && roles.targets.length > 0
+      ? setInterval(() => {
+          reap().catch((err) => log.warn({ err: asCiportError(err).message }, 'role reaper failed'));
+        }, period)
+      : undefined;
+  timer?.unref();
+
+  return {
+    cancelRegistry,
+    pg,
+    http,
+    roles,
+    grantsFor,
+    reap,
+    close() {
+      if (timer) clearInterval(timer);
+      for (const u of unsubscribe) u();
+      for (const exit of http.values()) exit.close();
+    },
+  };
+}

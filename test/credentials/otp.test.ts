@@ -1,0 +1,23 @@
+import { describe, expect, it } from 'vitest';
+import { dynamicRoleName, oneTimeCredential, oneTimePassword } from '../../src/credentials/otp.js';
+import { quoteIdent } from '../../src/credentials/pg-roles.js';
+
+describe('one-time credentials', () => {
+  it('are random, URL-safe and 43 characters', () => {
+    const a = oneTimePassword();
+    expect(a).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(oneTimePassword()).not.toBe(a);
+  });
+
+  it('name the static user, or the session role for dynamic targets', () => {
+    expect(oneTimeCredential({ credentials: { user: 'app' } }, 'ses_1').user).toBe('app');
+    expect(oneTimeCredential({ credentials: { dynamic: {} } }, 'ses_1').user).toBe(dynamicRoleName('ses_1'));
+    expect(dynamicRoleName('ses_1')).toMatch(/^ciport_[0-9a-f]{16}$/);
+    expect(dynamicRoleName('ses_2')).not.toBe(dynamicRoleName('ses_1'));
+  });
+
+  it('quotes identifiers', () => {
+    expect(quoteIdent('read"only')).toBe('"read""only"');
+    expect(() => quoteIdent('a\u0000b')).toThrow();
+  });
+});

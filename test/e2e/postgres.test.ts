@@ -1,0 +1,517 @@
+// End to end, issue 5: a real gateway (in process, SQLite store) exiting to a throwaway SCRAM
+// PostgreSQL (test/fixtures/pg-server.ts) and to a local HTTPS API, reached through the real
+// client (`ciport exec` as a separate process) by psql, pgbench, node-postgres, node-pg-migrate,
+// curl and fetch. Per-session roles, query audit, and the secrets sweep.
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseGatewayConfig } from '../../src/config/load.js';
+import { createLogger } from '../../src/gateway/logger.js';
+import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
+import { baseEnv, ensureBuilt, ROOT, runCli } from '../fixtures/cli.js';
+import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
+import { makePki, startUpstream, type Upstream } from '../protocols/http/helpers.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-pg-'));
+const APP_PASSWORD = `upstream-Secret-${Math.random().toString(36).slice(2)}-pw`;
+const API_TOKEN = `api-token-${Math.random().toString(36).slice(2)}-xyz`;
+const logLines: string[] = [];
+
+let gateway: RunningGateway;
+let issuer: FixtureIssuer;
+let pg: PgServer;
+let api: Upstream;
+let token: string;
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const { port } = s.address() as AddressInfo;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+beforeAll(async () => {
+  const built = ensureBuilt();
+  issuer = await FixtureIssuer.start({ kind: 'gitlab' });
+  pg = await startPgServer({
+    ssl: true,
+    roles: [{ name: 'app', password: APP_PASSWORD }],
+    databases: { app: 'app' },
+  });
+  await pg.sql(
+    'CREATE ROLE readonly NOLOGIN; CREATE ROLE migrator NOLOGIN; GRANT pg_read_all_data TO readonly; GRANT CREATE ON SCHEMA public TO migrator;',
+  );
+  await pg.sql(`ALTER DATABASE app OWNER TO app`);
+  writeFileSync(join(dir, 'pg-ca.pem'), pg.caPem as string);
+  const pki = makePki();
+  writeFileSync(join(dir, 'api-ca.pem'), pki.caPem);
+  api = await startUpstream(pki, { name: 'authorization', value: `Bearer ${API_TOKEN}` });
+
+  const port = await freePort();
+  const address = `127.0.0.1:${pg.port}`;
+  const config = {
+    listen: `127.0.0.1:${port}`,
+    data_dir: join(dir, 'data'),
+    store: { sqlite: { path: join(dir, 'data', 'ciport.db') } },
+    sessions: { default_ttl: '15m', lease_timeout: '5s', rate_limit: { per_minute: 10000, burst: 1000 } },
+    issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
+    targets: [
+      {
+        name: 'db',
+        protocol: 'postgres',
+        address,
+        database: 'app',
+        query_max_length: 64,
+        credentials: { user: 'app', password: { env: 'APP_PW' } },
+      },
+      {
+        name: 'db-tls',
+        protocol: 'postgres',
+        address,
+        database: 'app',
+        sslmode: 'verify-full',
+        tls: { ca: { file: join(dir, 'pg-ca.pem') }, servername: 'localhost' },
+        credentials: { user: 'app', password: { env: 'APP_PW' } },
+      },
+      {
+        name: 'db-badpw',
+        protocol: 'postgres',
+        address,
+        database: 'app',
+        credentials: { user: 'app', password: { env: 'WRONG_PW' } },
+      },
+      {
+        name: 'db-dyn',
+        protocol: 'postgres',
+        address,
+        database: 'app',
+        query_audit: false,
+        credentials: {
+          dynamic: {
+            admin: { user: 'postgres', password: { env: 'SUPER_PW' } },
+            grant: ['readonly'],
+            owner: 'app',
+          },
+        },
+      },
+      {
+        name: 'db-eager',
+        protocol: 'postgres',
+        address,
+        database: 'app',
+        credentials: {
+          dynamic: {
+            admin: { user: 'postgres', password: { env: 'SUPER_PW' } },
+            grant: ['readonly'],
+            owner: 'app',
+            create: 'session_start',
+          },
+        },
+      },
+      {
+        name: 'api',
+        protocol: 'http',
+        address: `127.0.0.1:${api.port}`,
+        tls: { ca: { file: join(dir, 'api-ca.pem') }, servername: 'localhost' },
+        credentials: { token: { env: 'API_TOKEN' } },
+      },
+    ],
+    rules: [
+      {
+        name: 'ledger-main',
+        issuer: 'gitlab',
+        when: { project_id: '61577203', ref_protected: true },
+        allow: ['db', 'db-tls', 'db-badpw', 'db-dyn', 'db-eager', 'api'],
+        grants: { 'db-dyn': ['migrator'] },
+        max_ttl: '30m',
+      },
+    ],
+  };
+  const cfg = parseGatewayConfig(JSON.stringify(config), 'e2e.json', {
+    resolveSecrets: true,
+    env: { APP_PW: APP_PASSWORD, WRONG_PW: 'not-the-password', SUPER_PW: pg.superPassword, API_TOKEN },
+  });
+  const destination = new Writable({
+    write(chunk, _enc, cb) {
+      logLines.push(...chunk.toString().split('\n').filter(Boolean));
+      cb();
+    },
+  });
+  gateway = await startGateway(cfg, {
+    logger: createLogger({ level: 'debug', destination: destination as never }),
+    stderr: { write: () => true } as never,
+    sweepIntervalMs: 250,
+  });
+  token = await issuer.mint({}, { preset: 'gitlab-main', audience: 'ciport' });
+  await built;
+}, 180_000);
+
+afterAll(async () => {
+  const t0 = Date.now();
+  await gateway?.close();
+  const t1 = Date.now();
+  await issuer?.close();
+  await api?.close();
+  const t2 = Date.now();
+  await pg?.stop();
+  console.log('teardown', t1 - t0, t2 - t1, Date.now() - t2);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const env = (extra: NodeJS.ProcessEnv = {}) =>
+  baseEnv({
+    CIPORT_GATEWAY: gateway.url,
+    CIPORT_CA_FILE: gateway.caFile,
+    CIPORT_ID_TOKEN: token,
+    PSQLRC: '/dev/null',
+    PGPASSFILE: '/dev/null',
+    PGCONNECT_TIMEOUT: '10',
+    ...extra,
+  });
+
+const exec = (targets: string[], script: string, timeoutMs = 30_000, extra: NodeJS.ProcessEnv = {}) =>
+  runCli(['exec', ...targets, '--', 'sh', '-c', script], { env: env(extra), timeoutMs });
+
+async function latestSession() {
+  const [s] = await gateway.manager.list();
+  return s;
+}
+
+describe('postgres through the port (static credentials)', () => {
+  it('psql connects with the one-time password only; the injected user is used upstream', async () => {
+    const r = await exec(
+      ['db'],
+      `psql "$DATABASE_URL" -tAc 'select current_user'; env | grep -E '^(PG|DATABASE_URL|CIPORT_DB_URL)' | sort`,
+    );
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[0]).toBe('app');
+    const vars = Object.fromEntries(
+      lines.slice(1).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+    );
+    expect(vars.PGUSER).toBe('app');
+    expect(vars.PGDATABASE).toBe('app');
+    expect(vars.PGHOST).toBe('127.0.0.1');
+    expect(vars.PGPASSWORD).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(vars.DATABASE_URL).toBe(`postgres://app:${vars.PGPASSWORD}@127.0.0.1:${vars.PGPORT}/app`);
+    expect(vars.CIPORT_DB_URL).toBe(vars.DATABASE_URL);
+    expect(r.stdout).not.toContain(APP_PASSWORD);
+  });
+
+  it('\\copy in and out, and query events tied to session and connection (truncated)', async () => {
+    const script = [
+      `psql -v ON_ERROR_STOP=1 -q -c 'create table if not exists copied (id int, name text)' -c 'truncate copied'`,
+      `printf '1\\tone\\n2\\ttwo\\n3\\tthree\\n' | psql -v ON_ERROR_STOP=1 -c '\\copy copied from stdin'`,
+      `psql -v ON_ERROR_STOP=1 -c '\\copy (select * from copied order by id) to stdout'`,
+      `psql -tAc "select '${'x'.repeat(100)}' as long_statement"`,
+    ].join(' && ');
+    const r = await exec(['db'], script);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('COPY 3');
+    expect(r.stdout).toContain('1\tone\n2\ttwo\n3\tthree\n');
+    const session = await latestSession();
+    const events = await gateway.store.auditEvents({ limit: 10000 });
+    const mine = events.filter((e) => e.data.session === session?.id);
+    const queries = mine.filter((e) => e.type === 'query');
+    expect(
+      queries.some((q) => String(q.data.statement).startsWith('create table if not exists copied')),
+    ).toBe(true);
+    const long = queries.find((q) => String(q.data.statement).startsWith("select 'xxx"));
+    expect(long?.data.truncated).toBe(true);
+    expect(String(long?.data.statement).length).toBeLessThanOrEqual(64);
+    for (const q of queries) {
+      expect(q.data.connection).toMatch(/^con_/);
+      expect(q.data.target).toBe('db');
+    }
+    const closed = mine.filter((e) => e.type === 'connection.closed');
+    expect(closed.length).toBe(4);
+    expect(
+      closed.some((c) => Number(c.data.bytes_to_target) > 20 && Number(c.data.bytes_from_target) > 20),
+    ).toBe(true);
+  });
+
+  it('psql SIGINT cancels a running pg_sleep through the port', async () => {
+    const script = `psql -c 'select pg_sleep(30)' & p=$!; sleep 1.5; kill -INT $p; wait $p; echo "rc=$?"`;
+    const started = Date.now();
+    const r = await exec(['db'], script);
+    expect(Date.now() - started).toBeLessThan(15_000);
+    expect(r.stdout + r.stderr).toContain('canceling statement due to user request');
+    expect(r.code).toBe(0);
+  });
+
+  it('pgbench -i and a short run', async () => {
+    const r = await exec(['db'], 'pgbench -i -q -s 1 && pgbench -n -c 4 -j 2 -t 50 -M prepared', 90_000);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/number of transactions actually processed: 200\/200/);
+  }, 120_000);
+
+  it('node-postgres with named prepared statements', async () => {
+    const js = `
+      const pg = require('pg');
+      (async () => {
+        const c = new pg.Client({ connectionString: process.env.DATABASE_URL });
+        await c.connect();
+        const out = [];
+        for (const v of [1, 2, 3]) {
+          const r = await c.query({ name: 'plus-one', text: 'select $1::int + 1 as x', values: [v] });
+          out.push(r.rows[0].x);
+        }
+        console.log(out.join(','));
+        await c.end();
+      })().catch((e) => { console.error(e.message); process.exit(1); });`;
+    writeFileSync(join(dir, 'prep.cjs'), js);
+    const r = await exec(['db'], `NODE_PATH=${ROOT}node_modules node ${join(dir, 'prep.cjs')}`);
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('2,3,4');
+  });
+
+  it('a migration with node-pg-migrate', async () => {
+    const migrations = join(dir, 'migrations');
+    rmSync(migrations, { recursive: true, force: true });
+    mkdirSync(migrations, { recursive: true });
+    writeFileSync(
+      join(migrations, '1700000000000_create-widgets.cjs'),
+      `exports.up = (pgm) => { pgm.createTable('widgets', { id: 'id', name: { type: 'text', notNull: true } }); };
+       exports.down = (pgm) => { pgm.dropTable('widgets'); };`,
+    );
+    const bin = join(ROOT, 'node_modules/.bin/node-pg-migrate');
+    const r = await exec(
+      ['db'],
+      `${bin} up -m ${migrations} --migrations-table pgmigrations && psql -tAc "select count(*) from pgmigrations" && psql -tAc "select to_regclass('public.widgets') is not null"`,
+      60_000,
+    );
+    expect(r.stdout).toContain('MIGRATION 1700000000000_create-widgets (UP)');
+    expect(r.stdout.trim().split('\n').slice(-2)).toEqual(['1', 't']);
+    expect(r.code).toBe(0);
+  }, 90_000);
+
+  it('a wrong one-time password is refused locally with CIPORT_E_PG_AUTH', async () => {
+    const r = await exec(['db'], `PGPASSWORD=wrong-otp psql -tAc 'select 1'; echo "rc=$?"`);
+    expect(r.stderr).toMatch(/CIPORT_E_PG_AUTH: password authentication failed/);
+    expect(r.stdout).toContain('rc=2');
+  });
+
+  it('a wrong upstream password gives CIPORT_E_PG_UPSTREAM_AUTH, not a hang', async () => {
+    const started = Date.now();
+    const r = await exec(['db-badpw'], `psql -tAc 'select 1'; echo "rc=$?"`);
+    expect(Date.now() - started).toBeLessThan(15_000);
+    expect(r.stderr).toContain('CIPORT_E_PG_UPSTREAM_AUTH');
+    expect(r.stdout).toContain('rc=2');
+    expect(r.stderr).not.toContain('not-the-password');
+  });
+
+  it('TLS to the upstream with verify-full', async () => {
+    const r = await exec(['db-tls'], `psql -tAc 'select ssl from pg_stat_ssl where pid = pg_backend_pid()'`);
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('t');
+  });
+});
+
+describe('per-session roles', () => {
+  const roleQuery = `select u.rolname || ':' || coalesce(string_agg(b.rolname, ',' order by b.rolname), '')
+      from pg_roles u left join pg_auth_members m on m.member = u.oid left join pg_roles b on b.oid = m.roleid
+     where u.rolname = current_user group by u.rolname`;
+
+  it('exists during the session with exactly the granted roles, owns nothing after it, and is dropped', async () => {
+    // public is owned by the database owner (app) since PostgreSQL 15.
+    expect((await exec(['db'], `psql -qc 'GRANT CREATE ON SCHEMA public TO migrator'`)).code).toBe(0);
+    const r = await exec(
+      ['db-dyn'],
+      `psql -v ON_ERROR_STOP=1 -tAc "${roleQuery}" && psql -v ON_ERROR_STOP=1 -qc 'create table dyn_owned (x int)'`,
+    );
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const [role, granted] = r.stdout.trim().split(':');
+    expect(role).toMatch(/^ciport_[0-9a-f]{16}$/);
+    expect(granted).toBe('migrator'); // the rule's grants, not the target's default (readonly)
+    const session = await latestSession();
+    // Gone after the session, its table reassigned to the owner.
+    expect((await pg.sql(`select count(*) from pg_roles where rolname = '${role}'`)).trim()).toBe('0');
+    const owner = await exec(
+      ['db'],
+      `psql -tAc "select tableowner from pg_tables where tablename = 'dyn_owned'" -c 'drop table dyn_owned'`,
+    );
+    expect(owner.stdout.trim().split('\n')[0]).toBe('app');
+    const events = await gateway.store.auditEvents({ limit: 10000 });
+    const mine = events.filter((e) => e.data.session === session?.id);
+    expect(mine.filter((e) => e.type === 'credential.created').map((e) => e.data.role)).toEqual([role]);
+    expect(mine.filter((e) => e.type === 'credential.revoked').map((e) => e.data.role)).toEqual([role]);
+    // query_audit: false on this target
+    expect(mine.filter((e) => e.type === 'query')).toEqual([]);
+  });
+
+  it('create: session_start makes the role before any connection', async () => {
+    const r = await exec(['db-eager'], `psql -h /nonexistent -tAc 'select 1' >/dev/null 2>&1; true`);
+    expect(r.code).toBe(0);
+    const session = await latestSession();
+    const events = (await gateway.store.auditEvents({ limit: 10000 })).filter(
+      (e) => e.data.session === session?.id,
+    );
+    const created = events.filter((e) => e.type === 'credential.created');
+    expect(created.map((e) => e.data.granted)).toEqual([['readonly']]);
+    expect(events.filter((e) => e.type === 'connection.opened')).toEqual([]);
+    expect(events.filter((e) => e.type === 'credential.revoked').map((e) => e.data.role)).toEqual([
+      created[0]?.data.role,
+    ]);
+  });
+
+  it('the reaper drops a role whose session is not active', async () => {
+    await pg.sql(
+      `CREATE ROLE ciport_00000000deadbeef LOGIN VALID UNTIL 'infinity'; COMMENT ON ROLE ciport_00000000deadbeef IS 'ciport session ses_gone'`,
+    );
+    await pg.sql(`CREATE ROLE ciport_not_ours LOGIN`);
+    const dropped = await reapNow();
+    expect(dropped).toBeGreaterThanOrEqual(1);
+    expect(
+      (await pg.sql(`select rolname from pg_roles where rolname like 'ciport%' order by 1`)).trim(),
+    ).toBe('ciport_not_ours');
+    await pg.sql('DROP ROLE ciport_not_ours');
+  });
+});
+
+async function reapNow(): Promise<number> {
+  const { DynamicRoles, dynamicSpecFromTarget } = await import('../../src/credentials/pg-roles.js');
+  const cfg = parseGatewayConfig(
+    JSON.stringify({
+      issuers: [],
+      targets: [
+        {
+          name: 'db-dyn',
+          protocol: 'postgres',
+          address: `127.0.0.1:${pg.port}`,
+          database: 'app',
+          credentials: {
+            dynamic: { admin: { user: 'postgres', password: { env: 'SUPER_PW' } }, owner: 'app' },
+          },
+        },
+      ],
+    }),
+    'reaper.json',
+    { resolveSecrets: true, env: { SUPER_PW: pg.superPassword } },
+  );
+  const spec = dynamicSpecFromTarget(cfg.targets[0] as never);
+  const roles = new DynamicRoles(spec ? [spec] : [], {
+    log: { info: () => {}, warn: () => {} },
+    audit: async () => {},
+  });
+  const active = new Set((await gateway.manager.list({ activeOnly: true })).map((s) => s.id));
+  return roles.reap(active);
+}
+
+describe('http through the port', () => {
+  it('curl and fetch reach the HTTPS API with the injected token; a client Authorization never arrives', async () => {
+    const before = api.seen.length;
+    const js = `fetch(process.env.CIPORT_API_URL + '/hello', { headers: { authorization: 'Bearer client-sent' } })
+      .then(async (r) => console.log('fetch', r.status, (await r.text()).length > 0))
+      .catch((e) => { console.error(e.message); process.exit(1); });`;
+    writeFileSync(join(dir, 'fetch.mjs'), js);
+    const r = await exec(
+      ['api'],
+      `curl -sS -o /dev/null -w 'curl %{http_code}\\n' -H 'Authorization: Basic Y2xpZW50OnNlbnQ=' "$CIPORT_API_URL/hello" && node ${join(dir, 'fetch.mjs')}`,
+    );
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/^CIPORT|curl 200\nfetch 200 true\n$/);
+    const seen = api.seen.slice(before);
+    expect(seen.length).toBe(2);
+    for (const req of seen) {
+      const auth = req.rawHeaders.filter(
+        (_, i) => i % 2 === 0 && req.rawHeaders[i]?.toLowerCase() === 'authorization',
+      );
+      expect(auth.length).toBe(1);
+      const values = req.rawHeaders.filter(
+        (_, i) => i % 2 === 1 && req.rawHeaders[i - 1]?.toLowerCase() === 'authorization',
+      );
+      expect(values).toEqual([`Bearer ${API_TOKEN}`]);
+    }
+    const session = await latestSession();
+    const events = (await gateway.store.auditEvents({ limit: 10000 })).filter(
+      (e) => e.type === 'http.request' && e.data.session === session?.id,
+    );
+    expect(events.map((e) => [e.data.method, e.data.path, e.data.status])).toEqual([
+      ['GET', '/hello', 200],
+      ['GET', '/hello', 200],
+    ]);
+    expect((events[0]?.data.principal as { project?: string })?.project).toBeTruthy();
+  });
+});
+
+describe('secrets', () => {
+  it('the upstream password appears in no log line, audit event, API response, argv or job environment', async () => {
+    const cmdlines: string[] = [];
+    const scan = () => {
+      for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+        try {
+          cmdlines.push(readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+        } catch {
+          // gone
+        }
+      }
+    };
+    const child = spawn(
+      process.execPath,
+      ['--', join(ROOT, 'bin/ciport.js'), 'open', 'db', 'db-dyn', 'api', '--json'],
+      { env: env(), stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    child.stderr.on('data', (c: Buffer) => {
+      err += c.toString();
+    });
+    await waitUntil(() => out.trim().endsWith('}'), 15_000);
+    const opened = JSON.parse(out);
+    const url = opened.env.CIPORT_DB_URL as string;
+    // A whole session's worth of traffic, while sampling every process's argv.
+    const jobEnv = await exec(
+      ['db', 'db-dyn', 'api'],
+      `env; psql "$CIPORT_DB_URL" -tAc 'select 1'; PGHOST=$CIPORT_DB_DYN_HOST PGPORT=$CIPORT_DB_DYN_PORT psql "$CIPORT_DB_DYN_URL" -tAc 'select 2'; curl -s "$CIPORT_API_URL/hello" >/dev/null`,
+      30_000,
+    );
+    scan();
+    expect(jobEnv.code).toBe(0);
+    const psql = spawn('psql', [url, '-tAc', 'select pg_sleep(1)'], { env: env(), stdio: 'ignore' });
+    await new Promise((r) => setTimeout(r, 300));
+    scan();
+    await new Promise((r) => psql.on('close', r));
+    child.kill('SIGINT');
+    await new Promise((r) => child.on('close', r));
+    const sessions = await gateway.manager.list();
+    const audit = JSON.stringify(await gateway.store.auditEvents({ limit: 10000 }));
+    const haystacks = {
+      logs: logLines.join('\n'),
+      audit,
+      api: out + err,
+      sessions: JSON.stringify(sessions),
+      argv: cmdlines.join('\n'),
+      jobEnv: jobEnv.stdout + jobEnv.stderr,
+    };
+    for (const [where, text] of Object.entries(haystacks)) {
+      expect(text.includes(APP_PASSWORD), `upstream password in ${where}`).toBe(false);
+      expect(text.includes(pg.superPassword), `admin password in ${where}`).toBe(false);
+      expect(text.includes(API_TOKEN), `API token in ${where}`).toBe(false);
+    }
+    // The checks can fail: the password is where it should be (the gateway's config), and the
+    // job did see its one-time password.
+    expect(logLines.length).toBeGreaterThan(10);
+    expect(jobEnv.stdout).toMatch(/^CIPORT_DB_URL=postgres:\/\/app:[A-Za-z0-9_-]{43}@/m);
+    expect(jobEnv.stdout).toMatch(/^1\n2\n$/m);
+  }, 60_000);
+});
+
+async function waitUntil(check: () => boolean, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > until) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
