@@ -264,7 +264,9 @@ export class KyselyStore implements Store {
               return out;
             }),
           );
-          batch.forEach((item, i) => item.resolve(events[i] as AuditEvent));
+          batch.forEach((item, i) => {
+            item.resolve(events[i] as AuditEvent);
+          });
         } catch (err) {
           for (const item of batch) item.reject(err);
         }
