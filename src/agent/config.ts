@@ -1,9 +1,8 @@
 // The agent's configuration (docs/agent.md): where the gateway is, which CA to trust, the agent's
 // name and data dir, its one-time enrollment token, and the targets it exits to (same shape as
 // the gateway's `targets:`; their credentials never leave the agent).
-import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { formatPath, parseYaml, secretsIn, validate } from '../config/load.js';
+import { formatPath, parseYaml, readConfigFile, secretsIn, validate } from '../config/load.js';
 import { durationSchema, secretSchema, targetSchema } from '../config/schema.js';
 import type { Secret } from '../config/secret.js';
 import { ConfigError } from '../errors/index.js';
@@ -44,14 +43,7 @@ export interface AgentLoadOptions {
 }
 
 export function loadAgentConfig(file: string, options: AgentLoadOptions = {}): AgentConfig {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    const reason = (err as NodeJS.ErrnoException).code ?? 'unreadable';
-    throw new ConfigError('CIPORT_E_CONFIG_UNREADABLE', `${file}: cannot read (${reason})`, { cause: err });
-  }
-  return parseAgentConfig(text, file, options);
+  return parseAgentConfig(readConfigFile(file), file, options);
 }
 
 /**

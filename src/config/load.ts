@@ -20,15 +20,18 @@ export function formatPath(path: Path): string {
   return out || '(root)';
 }
 
-export function loadGatewayConfig(file: string, options: LoadOptions = {}): Readonly<GatewayConfig> {
-  let text: string;
+/** A configuration file's text, or CIPORT_E_CONFIG_UNREADABLE naming it. */
+export function readConfigFile(file: string): string {
   try {
-    text = readFileSync(file, 'utf8');
+    return readFileSync(file, 'utf8');
   } catch (err) {
     const reason = (err as NodeJS.ErrnoException).code ?? 'unreadable';
     throw new ConfigError('CIPORT_E_CONFIG_UNREADABLE', `${file}: cannot read (${reason})`, { cause: err });
   }
-  return parseGatewayConfig(text, file, options);
+}
+
+export function loadGatewayConfig(file: string, options: LoadOptions = {}): Readonly<GatewayConfig> {
+  return parseGatewayConfig(readConfigFile(file), file, options);
 }
 
 /** Parse, validate, resolve secrets and freeze. `file` only names the source in messages. */

@@ -17,7 +17,7 @@ import type { IssuerConfig } from '../config/schema.js';
 import type { Secret } from '../config/secret.js';
 import { ConfigError } from '../errors/index.js';
 import type { Claims } from '../identity/claim-values.js';
-import { keyUrlProblem } from '../identity/url-policy.js';
+import { requireKeyUrl } from '../identity/url-policy.js';
 import { GithubJobClient, GitlabJobClient, type JobApiClient, type JobStatusReport } from './clients.js';
 import { JobNotRunningError } from './errors.js';
 import { JobApiError, type JobApiFailure } from './http.js';
@@ -708,20 +708,7 @@ export class JobLiveness {
 
 /** The API base: https, or http on loopback only (the token travels with every request). */
 function apiBaseUrl(text: string, what: string): URL {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch (cause) {
-    throw new ConfigError('CIPORT_E_CONFIG_INVALID', `${what}: not a URL: ${text}`, { cause });
-  }
-  const problem = keyUrlProblem(url);
-  if (problem) throw new ConfigError('CIPORT_E_CONFIG_INVALID', `${what}: ${problem}`);
-  if (url.username || url.password) {
-    throw new ConfigError(
-      'CIPORT_E_CONFIG_INVALID',
-      `${what}: credentials in the URL are not supported; use token`,
-    );
-  }
+  const url = requireKeyUrl(text, what);
   if (url.search || url.hash) {
     throw new ConfigError('CIPORT_E_CONFIG_INVALID', `${what}: a query or fragment is not supported`);
   }
