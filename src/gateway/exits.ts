@@ -20,8 +20,8 @@ export interface GatewayExits {
   readonly pg: ReadonlyMap<string, PgUpstreamTarget>;
   readonly http: ReadonlyMap<string, HttpExit>;
   readonly roles: DynamicRoles;
-  /** Roles a per-session role gets on `target`: the session rule's `grants`, else the target's. */
-  grantsFor(record: Pick<SessionRecord, 'rule'>, target: string): string[] | undefined;
+  /** Roles a per-session role gets on `target`: its granting rule's `grants`, else the target's. */
+  grantsFor(record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string): string[] | undefined;
   /** Run the role reaper now (also runs at start and every `reapIntervalMs`). */
   reap(): Promise<number>;
   close(): void;
@@ -89,8 +89,10 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
   });
   const cancelRegistry = new CancelRegistry();
   const rules = new Map(config.rules.map((r) => [r.name, r]));
-  const grantsFor = (record: Pick<SessionRecord, 'rule'>, target: string) => {
-    const fromRule = record.rule ? rules.get(record.rule)?.grants?.[target] : undefined;
+  const grantsFor = (record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string) => {
+    // The rule that granted this target; sessions stored before that was recorded: the session's.
+    const granting = record.targetRules?.[target] ?? record.rule;
+    const fromRule = granting ? rules.get(granting)?.grants?.[target] : undefined;
     return fromRule ? [...fromRule] : undefined;
   };
 

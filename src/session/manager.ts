@@ -280,6 +280,7 @@ export class SessionManager {
         leaseExpiresAt: Math.min(expiresAt, now + this.leaseTimeoutMs),
         gatewayId: this.#gatewayId,
         jobRef: options.jobRef ? ({ ...options.jobRef } as unknown as SessionRecord['principal']) : null,
+        targetRules: Object.fromEntries(decision.targets.map((t) => [t.target, t.rule])),
       },
       (s) =>
         auditEvent(

@@ -82,6 +82,7 @@ export class KyselyStore implements Store {
     const session: SessionRecord = {
       ...input,
       jobRef: input.jobRef ?? null,
+      targetRules: input.targetRules ?? null,
       state: 'active',
       endReason: null,
       endedAt: null,
@@ -129,6 +130,7 @@ export class KyselyStore implements Store {
             ended_at: null,
             gateway_id: session.gatewayId,
             job_ref: session.jobRef ? JSON.stringify(session.jobRef) : null,
+            target_rules: session.targetRules ? JSON.stringify(session.targetRules) : null,
           })
           .execute();
         const written = await this.#append(trx, resolveEvent(event, session), session.createdAt);
@@ -470,6 +472,7 @@ function toSession(row: Selectable<SessionsTable>): SessionRecord {
     endedAt: row.ended_at === null ? null : toInt(row.ended_at),
     gatewayId: row.gateway_id,
     jobRef: row.job_ref ? (JSON.parse(row.job_ref) as JsonObject) : null,
+    targetRules: row.target_rules ? (JSON.parse(row.target_rules) as Record<string, string>) : null,
   };
 }
 

@@ -107,6 +107,13 @@ function migrations(engine: StoreEngine): Record<string, Migration> {
           .execute();
       },
     },
+    // Which rule granted each target (target -> rule), so per-target choices such as a rule's
+    // `grants` for per-session roles follow the rule that actually granted that target.
+    '0003_target_rules': {
+      async up(db: AnyDb) {
+        await db.schema.alterTable('sessions').addColumn('target_rules', 'text').execute();
+      },
+    },
   };
 }
 

@@ -24,6 +24,8 @@ export interface SessionsTable {
   gateway_id: string | null;
   /** JSON of the session's job reference (src/jobs JobRef), or null. */
   job_ref: ColumnType<string | null, string | null | undefined, string | null>;
+  /** JSON object target -> granting rule, or null (sessions stored before migration 0003). */
+  target_rules: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface UsedJtisTable {

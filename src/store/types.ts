@@ -34,6 +34,8 @@ export interface SessionRecord {
    * liveness does not apply. Kept so a restarted gateway watches the job again.
    */
   jobRef?: JsonObject | null;
+  /** The rule that granted each target (target -> rule name); absent for older sessions. */
+  targetRules?: Record<string, string> | null;
 }
 
 export type NewSession = Omit<SessionRecord, 'state' | 'endReason' | 'endedAt'>;

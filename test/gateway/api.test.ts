@@ -82,6 +82,7 @@ describe('POST /v1/sessions', () => {
     const stored = await h.gateway.store.getSession(res.body.id);
     expect(stored?.secretHash).toMatch(/^[0-9a-f]{64}$/);
     expect(JSON.stringify(stored)).not.toContain(res.body.secret);
+    expect(stored?.targetRules).toEqual({ echo: 'ledger-main', pg: 'ledger-main' });
     const opened = (await h.gateway.store.auditEvents({ limit: 10_000 })).find(
       (e) => e.type === 'session.opened' && e.data.session === res.body.id,
     );

@@ -22,6 +22,18 @@ for (const h of engines()) {
       return Number(row?.n);
     };
 
+    it('persists which rule granted each target (null when absent)', async () => {
+      const store = await t.open();
+      const targetRules = { 'staging-db': 'ledger-main', 'test-db': 'any-branch' };
+      const a = newSession({ targetRules });
+      const b = newSession();
+      await store.createSession(record(a), opened);
+      await store.createSession(record(b), opened);
+      const reopened = await t.open();
+      expect((await reopened.getSession(a.id))?.targetRules).toEqual(targetRules);
+      expect((await reopened.getSession(b.id))?.targetRules).toBeNull();
+    });
+
     it('persists the job reference with the session (null when absent)', async () => {
       const store = await t.open();
       const a = newSession({ jobRef });
