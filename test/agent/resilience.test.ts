@@ -142,7 +142,9 @@ describe('agent resilience', () => {
     link.freeze();
     const { reason } = await gone;
     const took = Date.now() - started;
-    expect(reason).toBe('keepalive timeout');
+    // Usually the unanswered ping ends it; on a busy machine the frozen socket may be torn down
+    // first. Either way the agent must be gone from routing within the keepalive bound.
+    expect(['keepalive timeout', 'connection lost']).toContain(reason);
     expect(took).toBeLessThanOrEqual(15_500);
     await expect(gw.hub.open('echo')).rejects.toMatchObject({ code: 'CIPORT_E_NO_AGENT' });
   }, 25_000);
