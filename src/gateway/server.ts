@@ -18,6 +18,7 @@ import { canonicalJson } from '../audit/canonical.js';
 import { auditEvent } from '../audit/events.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
 import { asCiportError, CiportError, ConfigError } from '../errors/index.js';
+import { isDevelopmentIssuer } from '../identity/url-policy.js';
 import { TokenVerifier } from '../identity/verify.js';
 import { JobLiveness } from '../jobs/index.js';
 import { compilePolicy } from '../policy/engine.js';
@@ -93,6 +94,12 @@ export async function startGateway(
       `ciport: ${tls.origin === 'generated' ? 'generated' : 'using'} a private CA for TLS: ${tls.caFile} ` +
         `(clients: CIPORT_CA_FILE=${tls.caFile})\n`,
     );
+  }
+
+  for (const issuer of config.issuers.filter(isDevelopmentIssuer)) {
+    const warning = `trusting DEVELOPMENT issuer "${issuer.name}" (${issuer.issuer}): tokens it mints open ports; never in production`;
+    stderr.write(`ciport: WARNING: ${warning}\n`);
+    log.warn({ issuer: issuer.name }, warning);
   }
 
   const store = options.store ?? (await openStore(config.store, { dataDir: config.data_dir }));

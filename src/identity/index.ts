@@ -17,7 +17,7 @@ export { type DevAlg, DevSigner } from './dev-signer.js';
 export { type GitHubSubject, parseGitHubSubject } from './github-subject.js';
 export type { KeySourceStatus } from './key-source.js';
 export { type ClaimFacts, type IssuerKind, normalize, type Principal } from './principal.js';
-export { isLoopbackHost } from './url-policy.js';
+export { isDevelopmentIssuer, isLoopbackHost } from './url-policy.js';
 export {
   MAX_TOKEN_BYTES,
   REQUIRED_CLAIMS,

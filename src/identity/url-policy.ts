@@ -41,3 +41,12 @@ export function requireKeyUrl(text: string, what: string): URL {
   }
   return url;
 }
+
+/**
+ * A development issuer: marked `dev: true`, or served over plain http (which only loopback
+ * issuers may be, i.e. `ciport dev issuer` or a test fixture). A gateway trusting one says so
+ * loudly at every start: anyone who can run a process on that host can mint tokens for it.
+ */
+export function isDevelopmentIssuer(issuer: { issuer: string; dev: boolean }): boolean {
+  return issuer.dev || issuer.issuer.startsWith('http:');
+}

@@ -43,6 +43,13 @@ describe('health', () => {
     expect(mna.body.error.code).toBe('CIPORT_E_METHOD_NOT_ALLOWED');
   });
 
+  it('warns loudly at start when it trusts a development issuer', async () => {
+    // The fixture issuer is served over http on loopback, as `ciport dev issuer` is.
+    expect(h.stderr.text).toContain(
+      `ciport: WARNING: trusting DEVELOPMENT issuer "gitlab" (${h.issuer.url})`,
+    );
+  });
+
   it('records config.loaded at start', async () => {
     const events = await h.gateway.store.auditEvents();
     const loaded = events.find((e) => e.type === 'config.loaded');
