@@ -79,6 +79,29 @@ function releaseFileMutex(key: string, m: Mutex): void {
   if (m.refs === 0 && fileMutexes.get(key) === m) fileMutexes.delete(key);
 }
 
+/**
+ * Close every SQLite handle still open when the process exits. Node 24 tears the addon down
+ * before it finalises the remaining Database objects, and an open one then touches freed
+ * memory and aborts the process ("Assertion failed: (env) != nullptr"). A closed one does not.
+ * SQLite itself needs no goodbye: WAL commits are already durable.
+ */
+const openHandles = new Set<{ open: boolean; close(): unknown }>();
+let exitHookInstalled = false;
+function closeAtExit(handle: { open: boolean; close(): unknown }): void {
+  openHandles.add(handle);
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', () => {
+    for (const h of openHandles) {
+      try {
+        if (h.open) h.close();
+      } catch {
+        // closing at exit is best effort
+      }
+    }
+  });
+}
+
 export async function openSqliteEngine(path: string): Promise<Engine> {
   const memory = path === ':memory:';
   const file = memory ? path : resolve(path);
@@ -95,6 +118,7 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
   } catch (err) {
     throw asUnavailable(err, where);
   }
+  closeAtExit(sqlite);
   try {
     if (!memory) {
       const mode = sqlite.pragma('journal_mode = WAL', { simple: true });
@@ -111,6 +135,7 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
     sqlite.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
   } catch (err) {
     sqlite.close();
+    openHandles.delete(sqlite);
     throw asUnavailable(err, where);
   }
 
@@ -161,6 +186,7 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
       destroyed = true;
       releaseFileMutex(key, mutex);
       await mutex.run(() => db.destroy());
+      openHandles.delete(sqlite);
     },
   };
 }
