@@ -3,7 +3,14 @@
 
 import { closeSync, existsSync, mkdirSync, openSync, realpathSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import {
+  Kysely,
+  PostgresDialect,
+  type SqliteDatabase,
+  SqliteDialect,
+  type SqliteStatement,
+  sql,
+} from 'kysely';
 import { StoreError, wrapStoreError } from './errors.js';
 import type { Database } from './schema.js';
 import type { StoreEngine } from './types.js';
@@ -80,26 +87,37 @@ function releaseFileMutex(key: string, m: Mutex): void {
 }
 
 /**
- * Close every SQLite handle still open when the process exits. Node 24 tears the addon down
- * before it finalises the remaining Database objects, and an open one then touches freed
- * memory and aborts the process ("Assertion failed: (env) != nullptr"). A closed one does not.
- * SQLite itself needs no goodbye: WAL commits are already durable.
+ * better-sqlite3 objects must never be garbage-collected on Node 24: its ObjectWrap destructor
+ * looks up the current environment, and a GC finaliser running outside any JS context makes
+ * that lookup fail and aborts the process ("Assertion failed: (env) != nullptr"). So Database
+ * handles are retained for the life of the process (a gateway opens one or two), and prepared
+ * statements are cached per SQL text (Kysely's queries come in a bounded set of shapes) instead
+ * of being prepared per query and dropped. Node frees them itself at exit, with a context.
  */
-const openHandles = new Set<{ open: boolean; close(): unknown }>();
-let exitHookInstalled = false;
-function closeAtExit(handle: { open: boolean; close(): unknown }): void {
-  openHandles.add(handle);
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once('exit', () => {
-    for (const h of openHandles) {
-      try {
-        if (h.open) h.close();
-      } catch {
-        // closing at exit is best effort
+const retainedHandles = new Set<unknown>();
+
+type BetterSqliteDatabase = {
+  prepare(sql: string): SqliteStatement;
+  close(): unknown;
+};
+
+function retainingDatabase(sqlite: BetterSqliteDatabase): SqliteDatabase {
+  retainedHandles.add(sqlite);
+  const statements = new Map<string, SqliteStatement>();
+  return {
+    prepare(sql: string): SqliteStatement {
+      let stmt = statements.get(sql);
+      if (!stmt) {
+        stmt = sqlite.prepare(sql);
+        statements.set(sql, stmt);
+        retainedHandles.add(stmt);
       }
-    }
-  });
+      return stmt;
+    },
+    close(): void {
+      sqlite.close();
+    },
+  };
 }
 
 export async function openSqliteEngine(path: string): Promise<Engine> {
@@ -118,7 +136,6 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
   } catch (err) {
     throw asUnavailable(err, where);
   }
-  closeAtExit(sqlite);
   try {
     if (!memory) {
       const mode = sqlite.pragma('journal_mode = WAL', { simple: true });
@@ -135,11 +152,11 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
     sqlite.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
   } catch (err) {
     sqlite.close();
-    openHandles.delete(sqlite);
+    retainedHandles.add(sqlite);
     throw asUnavailable(err, where);
   }
 
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: retainingDatabase(sqlite) }) });
   const key = memory ? `:memory:${Math.random()}` : realpathSync(file);
   const mutex = acquireFileMutex(key);
   let destroyed = false;
@@ -186,7 +203,6 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
       destroyed = true;
       releaseFileMutex(key, mutex);
       await mutex.run(() => db.destroy());
-      openHandles.delete(sqlite);
     },
   };
 }

@@ -1,11 +1,11 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { auditEvent } from '../../src/audit/index.js';
 import { openStore } from '../../src/store/index.js';
 import { runCli } from '../helpers/cli.js';
+import { openRawSqlite } from '../helpers/sqlite.js';
 
 let dir: string;
 let config: string;
@@ -28,7 +28,7 @@ async function seed(n: number): Promise<void> {
 
 /** Open the SQLite file the way an attacker with file access would: triggers dropped. */
 function tamper(sql: string): void {
-  const db = new Database(join(dir, 'ciport.db'));
+  const db = openRawSqlite(join(dir, 'ciport.db'));
   db.exec('drop trigger if exists audit_events_no_update; drop trigger if exists audit_events_no_delete;');
   db.exec(sql);
   db.close();

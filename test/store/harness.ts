@@ -8,10 +8,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
 import { Secret } from '../../src/config/secret.js';
 import { openStore, type Store, type StoreConfig, type StoreEngine } from '../../src/store/index.js';
+import { openRawSqlite, type RawSqlite } from '../helpers/sqlite.js';
 
 /** Admin connection for the PostgreSQL tests; override with CIPORT_TEST_PG_URL. */
 export const PG_ADMIN_URL = process.env.CIPORT_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -74,9 +74,9 @@ export function sqliteHarness(): Harness {
       const file = join(dir, 'ciport.db');
       const config: StoreConfig = { sqlite: { path: file } };
       const stores = tracker(config, dir);
-      let conn: InstanceType<typeof BetterSqlite3> | undefined;
+      let conn: RawSqlite | undefined;
       const db = () => {
-        conn ??= new BetterSqlite3(file, { timeout: 5000 });
+        conn ??= openRawSqlite(file);
         return conn;
       };
       const raw: RawDb = {
