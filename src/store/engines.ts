@@ -98,6 +98,7 @@ const retainedHandles = new Set<unknown>();
 
 type BetterSqliteDatabase = {
   prepare(sql: string): SqliteStatement;
+  exec(sql: string): unknown;
   close(): unknown;
 };
 
@@ -136,9 +137,12 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
   } catch (err) {
     throw asUnavailable(err, where);
   }
+  const database = retainingDatabase(sqlite);
   try {
     if (!memory) {
-      const mode = sqlite.pragma('journal_mode = WAL', { simple: true });
+      // Through the retaining wrapper, not sqlite.pragma(): that prepares a throwaway statement.
+      const rows = database.prepare('PRAGMA journal_mode = WAL').all([]) as Array<{ journal_mode?: string }>;
+      const mode = rows[0]?.journal_mode;
       if (String(mode).toLowerCase() !== 'wal') {
         throw new StoreError(
           'CIPORT_E_STORE_UNAVAILABLE',
@@ -147,16 +151,16 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
       }
     }
     // FULL: a committed audit event survives power loss, not only a crash of the process.
-    sqlite.pragma('synchronous = FULL');
-    sqlite.pragma('foreign_keys = ON');
-    sqlite.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
+    // exec() runs without creating statement objects.
+    sqlite.exec(
+      `PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS};`,
+    );
   } catch (err) {
     sqlite.close();
-    retainedHandles.add(sqlite);
     throw asUnavailable(err, where);
   }
 
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: retainingDatabase(sqlite) }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
   const key = memory ? `:memory:${Math.random()}` : realpathSync(file);
   const mutex = acquireFileMutex(key);
   let destroyed = false;
