@@ -5,9 +5,9 @@ import type { EventEmitter } from 'node:events';
 import type { Command } from 'commander';
 import { Agent } from '../../agent/agent.js';
 import { loadAgentConfig } from '../../agent/config.js';
-import { GatewayClient, gatewayUrl, trustedCas } from '../../client/gateway.js';
 import { UsageError } from '../../errors/index.js';
 import { createLogger } from '../../gateway/logger.js';
+import { type AdminOptions, tableLines, withAdmin } from '../admin.js';
 import { action, type CliContext, examples } from '../command.js';
 import { type Io, writeJson } from '../output.js';
 
@@ -64,11 +64,6 @@ export async function runAgent(file: string, io: Io, options: RunAgentOptions = 
   await agent.close();
   await new Promise<void>((done) => logger.flush(() => done()));
   return 0;
-}
-
-interface AdminOptions {
-  gateway?: string;
-  json?: boolean;
 }
 
 export function registerAgents(program: Command, ctx: CliContext): void {
@@ -182,29 +177,5 @@ export function formatAgents(list: readonly AgentListEntry[]): string {
     a.last_seen_at ?? '-',
   ]);
   const head = ['ID', 'NAME', 'STATE', 'TARGETS', 'LAST SEEN'];
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => c.padEnd(widths[i] as number))
-      .join('  ')
-      .trimEnd();
-  return `${[line(head), ...rows.map(line)].join('\n')}\n`;
-}
-
-async function withAdmin<T>(
-  io: Io,
-  opts: AdminOptions,
-  fn: (client: GatewayClient, token: string) => Promise<T>,
-): Promise<T> {
-  const token = io.env.CIPORT_ADMIN_TOKEN;
-  if (!token) throw new UsageError('set CIPORT_ADMIN_TOKEN to an admin token of the gateway');
-  const client = new GatewayClient({
-    url: gatewayUrl({ gateway: opts.gateway, env: io.env }),
-    ca: trustedCas(io.env),
-  });
-  try {
-    return await fn(client, token);
-  } finally {
-    client.close();
-  }
+  return `${tableLines(head, rows).join('\n')}\n`;
 }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { GatewayClient, gatewayUrl, trustedCas } from '../../client/gateway.js';
 import { UsageError } from '../../errors/index.js';
+import { type AdminOptions, tableLines, withAdmin } from '../admin.js';
 import { action, type CliContext, examples } from '../command.js';
 import { type Io, paint, writeJson } from '../output.js';
 
@@ -14,11 +14,6 @@ export interface SessionSummary {
   created_at: string;
   expires_at: string;
   [key: string]: unknown;
-}
-
-interface AdminOptions {
-  gateway?: string;
-  json?: boolean;
 }
 
 export function registerSessions(program: Command, ctx: CliContext): void {
@@ -76,24 +71,6 @@ export function registerSessions(program: Command, ctx: CliContext): void {
   );
 }
 
-async function withAdmin<T>(
-  io: Io,
-  opts: AdminOptions,
-  fn: (client: GatewayClient, token: string) => Promise<T>,
-): Promise<T> {
-  const token = io.env.CIPORT_ADMIN_TOKEN;
-  if (!token) throw new UsageError('set CIPORT_ADMIN_TOKEN to an admin token of the gateway');
-  const client = new GatewayClient({
-    url: gatewayUrl({ gateway: opts.gateway, env: io.env }),
-    ca: trustedCas(io.env),
-  });
-  try {
-    return await fn(client, token);
-  } finally {
-    client.close();
-  }
-}
-
 function str(v: unknown): string {
   return typeof v === 'string' && v !== '' ? v : '-';
 }
@@ -118,16 +95,10 @@ export function formatSessions(io: Io, sessions: readonly SessionSummary[]): str
     s.expires_at.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
   ]);
   const head = ['ID', 'STATE', 'END', 'TARGETS', 'WHO', 'CREATED', 'EXPIRES'];
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] as number)))
-      .join('  ')
-      .trimEnd();
-  const out = [paint(io, io.stdout, 'bold', line(head))];
-  for (const r of rows) {
-    const text = line(r);
-    out.push(r[1] === 'active' ? text : paint(io, io.stdout, 'dim', text));
-  }
+  const [title, ...lines] = tableLines(head, rows);
+  const out = [paint(io, io.stdout, 'bold', title as string)];
+  lines.forEach((text, i) => {
+    out.push(rows[i]?.[1] === 'active' ? text : paint(io, io.stdout, 'dim', text));
+  });
   return `${out.join('\n')}\n`;
 }
