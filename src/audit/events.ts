@@ -15,6 +15,8 @@ export const AUDIT_EVENT_TYPES = [
   'credential.revoked',
   'agent.connected',
   'agent.disconnected',
+  'agent.enrolled',
+  'agent.revoked',
   'config.loaded',
   'review.attested',
 ] as const;
@@ -113,8 +115,15 @@ type ConnectionBase = Base & {
   principal: PrincipalSummary;
   target: string;
   rule: string | null;
-  /** `gateway` or the name of the agent that served the target. */
+  /**
+   * Where the connection left ciport: `gateway` (dialled by the gateway itself) or `agent` (carried
+   * by an agent; older events put the agent's name here instead).
+   */
   exit: string;
+  /** The name of the agent that carried the connection, when an agent did. */
+  agent?: string;
+  /** The id (`agt_…`) of the agent that carried the connection, when an agent did. */
+  agent_id?: string;
 };
 
 export type ConnectionOpenedData = ConnectionBase & { client?: string };
@@ -181,6 +190,27 @@ export type AgentDisconnectedData = Base & {
   remote?: string;
 };
 
+/** Agent enrollment (docs/agent.md): an operator created a token, or an agent redeemed one. */
+export type AgentEnrolledData = Base & {
+  /** The agent's name. */
+  agent: string;
+  /** The new agent's id (`agt_…`); stage `registered` only. */
+  agent_id?: string;
+  /** `token_created`: an operator created a one-time enrollment token; `registered`: an agent redeemed it. */
+  stage: 'token_created' | 'registered';
+  /** ISO 8601: when the enrollment token expires (stage `token_created`). */
+  expires_at?: string;
+};
+
+/** An agent's credential was revoked (one event per revoked agent). */
+export type AgentRevokedData = Base & {
+  /** The agent's name. */
+  agent: string;
+  agent_id: string;
+  /** Live connections of the agent cut on the gateway that revoked it, when known. */
+  connections?: number;
+};
+
 export type ConfigLoadedData = Base & {
   /** Where the configuration came from (file path). */
   source: string;
@@ -213,6 +243,8 @@ export interface AuditDataMap {
   'credential.revoked': CredentialData;
   'agent.connected': AgentConnectedData;
   'agent.disconnected': AgentDisconnectedData;
+  'agent.enrolled': AgentEnrolledData;
+  'agent.revoked': AgentRevokedData;
   'config.loaded': ConfigLoadedData;
   'review.attested': ReviewAttestedData;
 }

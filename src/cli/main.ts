@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { ExitCode } from '../errors/index.js';
 import type { CliContext } from './command.js';
+import { registerAgent, registerAgents } from './commands/agent.js';
 import { registerAudit } from './commands/audit.js';
 import { registerClose } from './commands/close.js';
 import { registerConfig } from './commands/config.js';
@@ -35,6 +36,7 @@ Exit codes: 0 ok/allowed, 1 a check found problems, 2 usage or configuration err
 Errors carry stable codes (CIPORT_E_…), listed in docs/errors.md.`,
   );
   registerGateway(program, ctx);
+  registerAgent(program, ctx);
   registerExec(program, ctx);
   registerOpen(program, ctx);
   registerClose(program, ctx);
@@ -45,6 +47,7 @@ Errors carry stable codes (CIPORT_E_…), listed in docs/errors.md.`,
   registerDemo(program, ctx);
   registerAudit(program, ctx);
   registerSessions(program, ctx);
+  registerAgents(program, ctx);
   return program;
 }
 

@@ -4,6 +4,7 @@
 //   GET    /v1/agents               admin token                   → 200 [agent summary + connected]
 //   POST   /v1/agents/{id|name}/revoke  admin token               → 200 {revoked: [summary]}
 //   GET    /v1/agents/connect  Upgrade: ciport-agent, agent credential → 101, reverse HTTP/2
+// The registry writes agent.enrolled / agent.revoked with the state change (one transaction).
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { parseDuration } from '../config/duration.js';
@@ -21,8 +22,6 @@ export interface AgentApiDeps {
   requireAdmin: (req: Req) => void;
   maxBodyBytes: number;
   log?: Logger | undefined;
-  /** Optional audit sink (store.appendAudit); agent.enrolled / agent.revoked are not typed yet. */
-  audit?: ((type: string, data: Record<string, unknown>) => Promise<void>) | undefined;
 }
 
 const ENROLL_TTL_DEFAULT = 3_600_000;
@@ -52,7 +51,6 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
       }
       const { token, expires_at } = await deps.registry.createEnrollment(body.name, ttl);
       deps.log?.info({ name: body.name, expires_at }, 'agent enrollment token created');
-      await deps.audit?.('agent.enrolled', { agent: body.name, stage: 'token_created', expires_at });
       sendJson(res, 201, { token, name: body.name, expires_at });
       return true;
     }
@@ -63,7 +61,6 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
       if (!token) throw new CiportError('CIPORT_E_ENROLLMENT_INVALID', 'an enrollment token is required');
       const agent = await deps.registry.register(token);
       deps.log?.info({ agent: agent.id, name: agent.name }, 'agent registered');
-      await deps.audit?.('agent.enrolled', { agent: agent.name, agent_id: agent.id, stage: 'registered' });
       sendJson(res, 201, agent);
       return true;
     }
@@ -87,7 +84,6 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
       for (const a of revoked) {
         const cut = deps.hub.disconnect(a.id, 'revoked');
         deps.log?.info({ agent: a.id, name: a.name, connections: cut }, 'agent revoked');
-        await deps.audit?.('agent.revoked', { agent: a.name, agent_id: a.id, connections: cut });
       }
       sendJson(res, 200, { revoked });
       return true;

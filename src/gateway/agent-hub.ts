@@ -31,10 +31,40 @@ export interface AgentIdentity {
   name: string;
 }
 
+/**
+ * A target as an agent advertises it: its name and protocol plus the non-secret facts the gateway
+ * needs for the session response and the query audit (credentials stay on the agent).
+ */
 export interface AdvertisedTarget {
   name: string;
   protocol: string;
+  /** postgres: the database the exit connects to, the user the local listener accepts. */
+  database?: string | undefined;
+  user?: string | undefined;
+  /** postgres: a role per session (`ciport_<hash>`), created and dropped by the agent. */
+  dynamic?: boolean | undefined;
+  /** postgres: write `query` events (the gateway observes the app's messages), and their bound. */
+  query_audit?: boolean | undefined;
+  query_max_length?: number | undefined;
 }
+
+/** An audit event an agent produced (role created/dropped, http.request), as it sends it. */
+export interface AgentEventLine {
+  /** Per agent process: `<boot id>:<seq>`; acknowledged by seq. */
+  id: string;
+  seq: number;
+  type: string;
+  data: Record<string, unknown>;
+}
+
+/** Paths the gateway requests on the agent (besides CONNECT and the targets). */
+export const AGENT_EVENTS_PATH = '/v1/events';
+export const AGENT_SESSION_ENDED_PATH = '/v1/sessions/ended';
+export const AGENT_SESSIONS_ACTIVE_PATH = '/v1/sessions/active';
+/** `{self, gateways: [{id, url}]}`: the gateways sharing this one's store (agents link to each). */
+export const AGENT_GATEWAYS_PATH = '/v1/gateways';
+/** Bound on one event line from an agent. */
+const MAX_EVENT_LINE = 1 << 20;
 
 export interface ConnectedAgentInfo {
   /** Agent id (`agt_…`) and name from its credential. */
@@ -67,6 +97,12 @@ export interface AgentHubOptions {
   /** Per-stream HTTP/2 window towards agents (default 1 MiB) and connection window (16 MiB). */
   streamWindow?: number;
   connectionWindow?: number;
+  /**
+   * Record one event an agent reported (audit it). The agent keeps it until this resolves and
+   * the gateway acknowledged it; a rejection leaves it unacknowledged (the agent sends it again
+   * on its next connection).
+   */
+  onEvent?: ((agent: AgentIdentity, event: AgentEventLine) => Promise<void>) | undefined;
 }
 
 let connectionSeq = 0;
@@ -102,13 +138,17 @@ class AgentConnection {
 export class AgentHub extends EventEmitter<AgentHubEvents> {
   readonly #connections = new Set<AgentConnection>();
   readonly #log: Logger | undefined;
-  readonly #opt: Required<Omit<AgentHubOptions, 'log'>>;
+  readonly #opt: Required<Omit<AgentHubOptions, 'log' | 'onEvent'>>;
+  readonly #onEvent: AgentHubOptions['onEvent'];
+  /** Last advertisement seen per target name (kept after the agent left, for session answers). */
+  readonly #known = new Map<string, AdvertisedTarget>();
   #rr = 0;
   #closed = false;
 
   constructor(options: AgentHubOptions = {}) {
     super();
     this.#log = options.log;
+    this.#onEvent = options.onEvent;
     this.#opt = {
       pingIntervalMs: options.pingIntervalMs ?? 5_000,
       pingTimeoutMs: options.pingTimeoutMs ?? 9_000,
@@ -139,6 +179,26 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       if (t) return t.protocol;
     }
     return undefined;
+  }
+
+  /** What the agents serving `target` advertise now, else what one advertised last. */
+  targetInfo(target: string): AdvertisedTarget | undefined {
+    const name = target.toLowerCase();
+    for (const c of this.#candidates(name)) {
+      const t = c.targets.find((x) => x.name === name);
+      if (t) return t;
+    }
+    return this.#known.get(name);
+  }
+
+  /** Seed what is known about targets (from the store, before agents reconnect after a restart). */
+  remember(targets: readonly AdvertisedTarget[]): void {
+    for (const t of targets) if (!this.#known.has(t.name)) this.#known.set(t.name, t);
+  }
+
+  /** Every target advertisement known (for persisting). */
+  knownTargets(): AdvertisedTarget[] {
+    return [...this.#known.values()];
   }
 
   serves(target: string): boolean {
@@ -201,12 +261,14 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       if (conn.reason === 'closed') conn.reason = 'connection lost';
     });
     try {
-      const body = await this.#getJson(session, AGENT_TARGETS_PATH);
+      const answer = await this.#requestJson(session, 'GET', AGENT_TARGETS_PATH);
+      if (answer.status !== 200) throw new Error(`status ${answer.status}`);
+      const body = answer.body;
       const adv = body as { targets?: unknown; version?: unknown };
       if (!Array.isArray(adv.targets)) throw new Error('no targets array');
       conn.targets = adv.targets
         .filter((t): t is AdvertisedTarget => typeof t?.name === 'string')
-        .map((t) => ({ name: t.name.toLowerCase(), protocol: String(t.protocol ?? 'tcp') }));
+        .map(advertisedTarget);
       conn.version = typeof adv.version === 'string' ? adv.version : undefined;
     } catch (err) {
       conn.closed = true;
@@ -221,7 +283,9 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       throw new CiportError('CIPORT_E_NO_AGENT', `agent ${identity.name} went away while connecting`);
     }
     this.#connections.add(conn);
+    for (const t of conn.targets) this.#known.set(t.name, t);
     this.#keepalive(conn);
+    this.#events(conn);
     const info = conn.info();
     this.#log?.info({ agent: info.agent, name: info.name, targets: info.targets, remote }, 'agent connected');
     this.emit('agent.connected', info);
@@ -254,13 +318,15 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
   async connect(
     target: string,
     headers: OutgoingHttpHeaders = {},
+    prefer?: string,
   ): Promise<{ stream: ClientHttp2Stream; agent: AgentIdentity }> {
     const name = target.toLowerCase();
     const tried = new Set<AgentConnection>();
     let lastErr: CiportError | undefined;
     for (;;) {
       const candidates = this.#candidates(name).filter((c) => !tried.has(c));
-      const conn = this.#pick(candidates);
+      const preferred = prefer ? candidates.filter((c) => c.identity.id === prefer) : [];
+      const conn = this.#pick(preferred.length > 0 ? preferred : candidates);
       if (!conn) {
         throw (
           lastErr ??
@@ -299,6 +365,96 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
           }),
       ),
     );
+  }
+
+  /**
+   * POST `body` (JSON) to `path` on the newest connection of every connected agent that `want`s
+   * it. Resolves with each answer (status and parsed JSON); failures are answers with status 0.
+   */
+  async broadcast(
+    path: string,
+    body: unknown,
+    want: (targets: readonly AdvertisedTarget[]) => boolean = () => true,
+  ): Promise<Array<{ agent: AgentIdentity; status: number; body: unknown }>> {
+    const newest = new Map<string, AgentConnection>();
+    for (const c of this.#connections) {
+      if (c.closed || !want(c.targets)) continue;
+      const seen = newest.get(c.identity.id);
+      if (!seen || seen.connectedAt <= c.connectedAt) newest.set(c.identity.id, c);
+    }
+    return Promise.all(
+      [...newest.values()].map(async (c) => {
+        try {
+          const answer = await this.#requestJson(c.session, 'POST', path, body);
+          return { agent: c.identity, ...answer };
+        } catch (err) {
+          return { agent: c.identity, status: 0, body: { error: (err as Error).message } };
+        }
+      }),
+    );
+  }
+
+  /**
+   * The agent's event feed: one long POST per connection. The agent writes event lines on the
+   * response, the gateway records each (onEvent) and writes `{"ack": seq}` lines on the request.
+   */
+  #events(conn: AgentConnection): void {
+    const onEvent = this.#onEvent;
+    if (!onEvent) return;
+    let req: ClientHttp2Stream;
+    try {
+      req = conn.session.request(
+        { ':method': 'POST', ':path': AGENT_EVENTS_PATH, 'content-type': 'application/x-ndjson' },
+        { endStream: false },
+      );
+    } catch {
+      return;
+    }
+    req.on('error', () => {});
+    req.setEncoding('utf8');
+    let partial = '';
+    let chain = Promise.resolve();
+    req.on('data', (text: string) => {
+      partial += text;
+      if (partial.length > MAX_EVENT_LINE && !partial.includes('\n')) {
+        this.#log?.warn({ agent: conn.identity.id }, 'agent event line too long: feed closed');
+        req.close(h2.NGHTTP2_PROTOCOL_ERROR);
+        return;
+      }
+      let nl = partial.indexOf('\n');
+      while (nl >= 0) {
+        const line = partial.slice(0, nl);
+        partial = partial.slice(nl + 1);
+        nl = partial.indexOf('\n');
+        if (!line.trim()) continue;
+        let event: AgentEventLine;
+        try {
+          event = JSON.parse(line) as AgentEventLine;
+          if (
+            typeof event.seq !== 'number' ||
+            typeof event.type !== 'string' ||
+            typeof event.data !== 'object'
+          )
+            throw new Error('not an event');
+        } catch (err) {
+          this.#log?.warn({ agent: conn.identity.id, err: (err as Error).message }, 'bad agent event line');
+          continue;
+        }
+        // In order, one at a time: an ack covers every event up to its seq.
+        chain = chain.then(async () => {
+          try {
+            await onEvent(conn.identity, event);
+          } catch (err) {
+            this.#log?.error(
+              { agent: conn.identity.id, event: event.id, err: (err as Error).message },
+              'agent event not recorded; the agent keeps it',
+            );
+            return;
+          }
+          if (!req.closed && !req.destroyed) req.write(`${JSON.stringify({ ack: event.seq })}\n`);
+        });
+      }
+    });
   }
 
   #candidates(name: string): AgentConnection[] {
@@ -388,9 +544,18 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
     });
   }
 
-  #getJson(session: ClientHttp2Session, path: string): Promise<unknown> {
+  #requestJson(
+    session: ClientHttp2Session,
+    method: 'GET' | 'POST',
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: unknown }> {
     return new Promise((resolve, reject) => {
-      const req = session.request({ ':method': 'GET', ':path': path });
+      const req = session.request({
+        ':method': method,
+        ':path': path,
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      });
       const timer = setTimeout(() => {
         req.close(h2.NGHTTP2_CANCEL);
         reject(new Error('timed out'));
@@ -411,14 +576,13 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       });
       req.once('end', () => {
         clearTimeout(timer);
-        if (status !== 200) return reject(new Error(`status ${status}`));
         try {
-          resolve(JSON.parse(text));
+          resolve({ status, body: text ? JSON.parse(text) : undefined });
         } catch {
-          reject(new Error('not JSON'));
+          reject(new Error(`not JSON (status ${status})`));
         }
       });
-      req.end();
+      req.end(body === undefined ? undefined : JSON.stringify(body));
     });
   }
 
@@ -456,4 +620,18 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
     this.#log?.info({ agent: info.agent, name: info.name, reason: info.reason }, 'agent disconnected');
     this.emit('agent.disconnected', info);
   }
+}
+
+/** Validate one advertised target (the agent is authenticated, but its JSON is still input). */
+function advertisedTarget(t: AdvertisedTarget): AdvertisedTarget {
+  const str = (v: unknown) => (typeof v === 'string' && v.length > 0 && v.length < 256 ? v : undefined);
+  return {
+    name: t.name.toLowerCase(),
+    protocol: String(t.protocol ?? 'tcp'),
+    ...(str(t.database) ? { database: str(t.database) } : {}),
+    ...(str(t.user) ? { user: str(t.user) } : {}),
+    ...(t.dynamic === true ? { dynamic: true } : {}),
+    ...(typeof t.query_audit === 'boolean' ? { query_audit: t.query_audit } : {}),
+    ...(Number.isInteger(t.query_max_length) ? { query_max_length: t.query_max_length } : {}),
+  };
 }

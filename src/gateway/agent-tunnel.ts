@@ -3,7 +3,7 @@
 // with `stream.pipeline` both ways (HTTP/2 flow control on both hops is the only buffer bound);
 // resets cross over: the agent's reset or loss becomes CONNECT_ERROR towards the client, the
 // client's reset, the idle timeout or `signal` (session ended) become CANCEL towards the agent.
-import type { ClientHttp2Stream, ServerHttp2Stream } from 'node:http2';
+import type { ClientHttp2Stream, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { constants as h2 } from 'node:http2';
 import { pipeline } from 'node:stream';
 import { asCiportError, type CiportError } from '../errors/index.js';
@@ -15,6 +15,12 @@ import { ERROR_HEADER } from './http.js';
 export interface AgentRelayOptions {
   /** The tunnel's connection id, sent to the agent in `ciport-connection` (its logs name it). */
   connectionId?: string | undefined;
+  /** More request headers for the agent (session id, expiry, grants). */
+  headers?: OutgoingHttpHeaders | undefined;
+  /** Agent id to use when it serves the target (a session's connections stick to one agent). */
+  prefer?: string | undefined;
+  /** Sees every chunk the client sends towards the target (the gateway's query audit). */
+  onClientData?: ((chunk: Buffer) => void) | undefined;
   /** No bytes either way for this long: both streams are reset with CANCEL. */
   idleTimeoutMs?: number | undefined;
   /** Aborted when the session ends: both streams are reset with CANCEL at once. */
@@ -58,7 +64,11 @@ export async function relayViaAgent(
   try {
     const opened = await hub.connect(
       target,
-      options.connectionId ? { [AGENT_CONNECTION_HEADER]: options.connectionId } : {},
+      {
+        ...options.headers,
+        ...(options.connectionId ? { [AGENT_CONNECTION_HEADER]: options.connectionId } : {}),
+      },
+      options.prefer,
     );
     agentStream = opened.stream;
     result.agent = opened.agent;
@@ -90,8 +100,10 @@ export async function relayViaAgent(
   options.signal?.addEventListener('abort', onAbort, { once: true });
   if (options.idleTimeoutMs) client.setTimeout(options.idleTimeoutMs, () => cancelBoth('idle timeout'));
 
+  const observe = options.onClientData;
   client.on('data', (c: Buffer) => {
     result.bytesToTarget += c.length;
+    observe?.(c);
   });
   agentStream.on('data', (c: Buffer) => {
     result.bytesFromTarget += c.length;

@@ -14,6 +14,7 @@ import { principalSummary } from '../session/principal.js';
 import type { RateLimiter } from '../session/rate-limit.js';
 import { bearer, tokenInList } from '../session/secret.js';
 import type { SessionRecord, Store } from '../store/types.js';
+import type { AgentHub } from './agent-hub.js';
 import { parseJsonBody, type Req, type Res, readBody, readJsonBody, sendError, sendJson } from './http.js';
 import type { Logger } from './logger.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -33,6 +34,8 @@ export interface ApiDeps {
   draining: () => boolean;
   /** Job liveness (docs/job-liveness.md); absent: no issuer has `job_api`. */
   liveness?: JobLiveness;
+  /** Agents: what they advertise describes targets the gateway's config does not. */
+  agents?: AgentHub;
 }
 
 type Handler = (deps: ApiDeps, req: Req, res: Res, params: string[]) => Promise<void>;
@@ -296,7 +299,7 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
     rule: record.rule,
     principal: verified.principal,
     targets: decision.targets.map((t) => {
-      const target = deps.targets.get(t.target);
+      const target = deps.targets.get(t.target) ?? agentTargetShape(deps, t.target);
       return {
         name: t.target,
         protocol: target?.protocol ?? 'tcp',
@@ -311,6 +314,27 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
       };
     }),
   });
+}
+
+/**
+ * A target only an agent serves, shaped like a config target from what the agent advertised
+ * (protocol, database, user, dynamic); the credentials themselves stay on the agent.
+ */
+function agentTargetShape(deps: ApiDeps, name: string): TargetConfig | undefined {
+  const info = deps.agents?.targetInfo(name);
+  if (!info) return undefined;
+  const credentials =
+    info.protocol === 'postgres'
+      ? info.dynamic
+        ? { dynamic: {} }
+        : { user: info.user ?? 'ciport' }
+      : undefined;
+  return {
+    name: info.name,
+    protocol: info.protocol,
+    ...(info.database ? { database: info.database } : {}),
+    ...(credentials ? { credentials } : {}),
+  } as TargetConfig;
 }
 
 async function whoami(deps: ApiDeps, req: Req, res: Res): Promise<void> {
@@ -350,7 +374,7 @@ async function endSession(deps: ApiDeps, req: Req, res: Res, [id]: string[]): Pr
 
 // ---- admin ----------------------------------------------------------------------------------
 
-function requireAdmin(deps: ApiDeps, req: Req): void {
+export function requireAdmin(deps: Pick<ApiDeps, 'adminTokens' | 'log'>, req: Req): void {
   const presented = bearer(req.headers.authorization);
   if (!presented || deps.adminTokens.length === 0 || !tokenInList(presented, deps.adminTokens)) {
     deps.log.warn({ path: req.url }, 'admin request refused');

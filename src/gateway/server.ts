@@ -27,7 +27,9 @@ import { RateLimiter } from '../session/rate-limit.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/types.js';
 import { loadTlsMaterial } from '../transport/tls.js';
-import { type ApiDeps, handleApi } from './api.js';
+import { handleAgentApi, handleAgentUpgrade } from './agent-enroll.js';
+import { type GatewayAgents, startAgents } from './agents.js';
+import { type ApiDeps, handleApi, requireAdmin } from './api.js';
 import { type GatewayExits, startExits } from './exits.js';
 import { ERROR_HEADER, isHttp2, type Req, type Res, sendError } from './http.js';
 import { createLogger, type Logger } from './logger.js';
@@ -67,6 +69,8 @@ export interface RunningGateway {
   readonly manager: SessionManager;
   /** Job liveness (docs/job-liveness.md); undefined when no issuer has `job_api`. */
   readonly liveness: JobLiveness | undefined;
+  /** Agents connected to this gateway (docs/agent.md). */
+  readonly agents: GatewayAgents;
   readonly draining: boolean;
   /**
    * Graceful shutdown (SIGTERM): refuse new sessions (503), give open tunnels `graceMs`
@@ -111,6 +115,7 @@ export async function startGateway(
   let policy: ReturnType<typeof compilePolicy>;
   let liveness: JobLiveness | undefined;
   let exits: GatewayExits | undefined;
+  let agents: GatewayAgents | undefined;
   try {
     verifier = new TokenVerifier(config.issuers, {
       ...(options.fetch ? { fetch: options.fetch } : {}),
@@ -142,6 +147,13 @@ export async function startGateway(
       log,
       ...(options.roleReapIntervalMs !== undefined ? { reapIntervalMs: options.roleReapIntervalMs } : {}),
     });
+    agents = await startAgents({
+      store,
+      manager,
+      log,
+      gatewayId,
+      ...(options.roleReapIntervalMs !== undefined ? { reapIntervalMs: options.roleReapIntervalMs } : {}),
+    });
     await store.appendAudit(
       auditEvent('config.loaded', {
         source: options.configSource ?? '(in-process)',
@@ -153,11 +165,13 @@ export async function startGateway(
       } as Parameters<typeof auditEvent<'config.loaded'>>[1]),
     );
   } catch (err) {
+    await agents?.close().catch(() => {});
     exits?.close();
     await liveness?.close().catch(() => {});
     await store.close().catch(() => {});
     throw err;
   }
+  const gatewayAgents = agents;
 
   let draining = false;
   const limiter = new RateLimiter({
@@ -177,8 +191,10 @@ export async function startGateway(
     targets,
     adminTokens: config.admin_tokens.map((s) => s.reveal()),
     draining: () => draining,
+    agents: gatewayAgents.hub,
     ...(liveness ? { liveness } : {}),
   };
+  const agentApi = gatewayAgents.apiDeps((req) => requireAdmin(apiDeps, req), config.server.max_body_bytes);
 
   // Streams open per HTTP/2 connection, so an idle connection can be told from a quiet tunnel.
   const openStreams = new WeakMap<object, number>();
@@ -193,6 +209,7 @@ export async function startGateway(
     idleTimeoutMs: config.sessions.connection_idle_timeout,
     connectTimeoutMs: config.sessions.connect_timeout,
     exits,
+    agents: gatewayAgents.routes,
   };
   const srv = config.server;
 
@@ -275,7 +292,18 @@ export async function startGateway(
     const deadline = setTimeout(() => requestTimedOut(req, res), srv.request_timeout);
     res.once('close', () => clearTimeout(deadline));
     res.once('finish', () => clearTimeout(deadline));
-    void handleApi(apiDeps, req, res);
+    void (async () => {
+      if (await handleAgentApi(agentApi, req, res)) return;
+      await handleApi(apiDeps, req, res);
+    })();
+  });
+  // Agents: `GET /v1/agents/connect` + `Upgrade: ciport-agent` becomes reverse HTTP/2.
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (draining) {
+      socket.destroy();
+      return;
+    }
+    void handleAgentUpgrade(agentApi, req, socket, head);
   });
   server.on('connect', (req: Req, resOrSocket: Res | Duplex) => {
     if (isHttp2(req)) {
@@ -299,6 +327,7 @@ export async function startGateway(
     });
   } catch (err) {
     manager.abandon();
+    await gatewayAgents.close().catch(() => {});
     exits?.close();
     await store.close().catch(() => {});
     const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
@@ -314,6 +343,12 @@ export async function startGateway(
     { url, gateway: gatewayId, store: store.engine, targets: [...targets.keys()] },
     'gateway listening',
   );
+  // Where agents reach this gateway (discovery through the store): public_url, else the bound URL.
+  await gatewayAgents
+    .advertise(config.public_url ?? url)
+    .catch((err) =>
+      log.warn({ err: asCiportError(err).message }, 'gateway not registered for agent discovery'),
+    );
 
   let stopped: Promise<void> | undefined;
   let hardStop: Promise<void> | undefined;
@@ -345,6 +380,7 @@ export async function startGateway(
     metrics,
     manager,
     liveness,
+    agents: gatewayAgents,
     get draining() {
       return draining;
     },
@@ -363,6 +399,7 @@ export async function startGateway(
         }
         await manager.stop();
         await liveness?.close().catch(() => {});
+        await gatewayAgents.close().catch(() => {});
         exits?.close();
         await closePort(true);
         await store.close();
@@ -376,6 +413,7 @@ export async function startGateway(
         draining = true;
         manager.abandon();
         await liveness?.close().catch(() => {});
+        await gatewayAgents.close().catch(() => {});
         exits?.close();
         await closePort(false);
         await store.close();

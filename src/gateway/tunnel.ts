@@ -13,11 +13,18 @@ import {
 } from 'node:http2';
 import type { Socket } from 'node:net';
 import { pipeline } from 'node:stream';
+import { TUNNEL_HEADERS } from '../agent/exits.js';
 import { auditEvent } from '../audit/events.js';
 import type { TargetConfig } from '../config/schema.js';
 import { asCiportError, CiportError } from '../errors/index.js';
 import type { HttpRequestEvent } from '../protocols/http/index.js';
-import { type QueryEvent, sendErrorAndClose, servePgExitStream } from '../protocols/postgres/index.js';
+import {
+  PgStreamObserver,
+  type QueryEvent,
+  sendErrorAndClose,
+  servePgExitStream,
+} from '../protocols/postgres/index.js';
+import { connectRedisUpstream, redisInjects } from '../protocols/redis/index.js';
 import { dialTcp } from '../protocols/tcp/exit.js';
 import type { LiveSession, SessionConnection, SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
@@ -25,6 +32,8 @@ import type { EndReason } from '../session/reasons.js';
 import { bearer } from '../session/secret.js';
 import type { Store } from '../store/types.js';
 import { resetStream } from '../transport/h2.js';
+import type { AgentHub, AgentIdentity } from './agent-hub.js';
+import { relayViaAgent } from './agent-tunnel.js';
 import type { GatewayExits } from './exits.js';
 import { sendError } from './http.js';
 import type { Logger } from './logger.js';
@@ -43,6 +52,14 @@ export interface TunnelDeps {
   connectTimeoutMs: number;
   /** Protocol exits (postgres, http); without them only tcp targets are served. */
   exits?: GatewayExits | undefined;
+  /** Agents: targets this gateway does not exit to itself go through them. */
+  agents?: AgentRoutes | undefined;
+}
+
+export interface AgentRoutes {
+  hub: AgentHub;
+  /** `${session}\0${target}` → the agent that carries that session's connections to it. */
+  sticky: Map<string, string>;
 }
 
 /** `staging-db:443` → `staging-db`. */
@@ -104,14 +121,28 @@ export async function handleConnect(
     );
     return;
   }
+  const served =
+    target &&
+    (target.protocol === 'tcp' ||
+      target.protocol === 'redis' ||
+      (target.protocol === 'postgres' && deps.exits?.pg.has(targetName)) ||
+      (target.protocol === 'http' && deps.exits?.http.has(targetName)));
+  if (!served && deps.agents && (!target || deps.agents.hub.serves(targetName))) {
+    // Not exited here: an agent serves it (or, when none is connected, the hub says so).
+    const tunnel = new Tunnel(deps, live, target ?? agentTarget(targetName), stream);
+    try {
+      deps.manager.attach(live, tunnel);
+    } catch (err) {
+      refuse(asCiportError(err));
+      return;
+    }
+    await tunnel.runViaAgent(deps.agents, refuse);
+    return;
+  }
   if (!target) {
     refuse(new CiportError('CIPORT_E_UPSTREAM_UNREACHABLE', `no exit serves target ${targetName} right now`));
     return;
   }
-  const served =
-    target.protocol === 'tcp' ||
-    (target.protocol === 'postgres' && deps.exits?.pg.has(targetName)) ||
-    (target.protocol === 'http' && deps.exits?.http.has(targetName));
   if (!served) {
     refuse(
       new CiportError(
@@ -132,6 +163,11 @@ export async function handleConnect(
   await tunnel.run(refuse);
 }
 
+/** A granted target no local config names: what the tunnel knows of it (an agent's). */
+function agentTarget(name: string): TargetConfig {
+  return { name, protocol: 'tcp', address: `${name}:0` } as TargetConfig;
+}
+
 /** One open (or opening) tunnel connection. */
 class Tunnel implements SessionConnection {
   readonly id = `con_${randomBytes(12).toString('base64url')}`;
@@ -150,6 +186,8 @@ class Tunnel implements SessionConnection {
   #startedAt = Date.now();
   /** Why it closed abnormally, for `connection.closed`. */
   #error: string | undefined;
+  /** The agent that carried it (undefined: the gateway was the exit). */
+  #agent: AgentIdentity | undefined;
 
   constructor(deps: TunnelDeps, live: LiveSession, config: TargetConfig, stream: ServerHttp2Stream) {
     this.#deps = deps;
@@ -180,10 +218,15 @@ class Tunnel implements SessionConnection {
     const onEarlyClose = () => this.#dialAbort.abort();
     this.#stream.once('close', onEarlyClose);
     try {
-      this.#upstream = await dialTcp(this.#config.address, {
+      const dial = {
         timeoutMs: this.#deps.connectTimeoutMs,
         signal: AbortSignal.any([this.#dialAbort.signal, this.#live.abort.signal]),
-      });
+      };
+      // redis: AUTH (and SELECT) injected by the exit, then the same raw relay as tcp.
+      this.#upstream =
+        this.#config.protocol === 'redis' && redisInjects(this.#config)
+          ? ((await connectRedisUpstream(this.#config, dial)) as Socket)
+          : await dialTcp(this.#config.address, dial);
     } catch (thrown) {
       this.#stream.off('close', onEarlyClose);
       manager.detach(this.#live, this);
@@ -193,14 +236,16 @@ class Tunnel implements SessionConnection {
         refuse(new CiportError('CIPORT_E_SESSION_ENDED', `session ${this.#live.id} has ended`));
       } else {
         log.warn(
-          { session: this.#live.id, target: this.target, err: err.message },
-          'tunnel upstream unreachable',
+          { session: this.#live.id, target: this.target, code: err.code, err: err.message },
+          'tunnel upstream failed',
         );
         refuse(
-          new CiportError(
-            'CIPORT_E_UPSTREAM_UNREACHABLE',
-            `target ${this.target} is unreachable from the gateway`,
-          ),
+          err.code === 'CIPORT_E_UPSTREAM_UNREACHABLE'
+            ? new CiportError(
+                'CIPORT_E_UPSTREAM_UNREACHABLE',
+                `target ${this.target} is unreachable from the gateway`,
+              )
+            : err,
         );
       }
       return;
@@ -358,6 +403,71 @@ class Tunnel implements SessionConnection {
     await this.#closed();
   }
 
+  /**
+   * The target is an agent's: relay the stream to one (the session's connections to a target
+   * stick to the agent that carried the first, so a cancel request finds its backend and a
+   * per-session role is created once). Postgres: query events come from the app's messages.
+   */
+  async runViaAgent(routes: AgentRoutes, refuse: (err: CiportError) => void): Promise<void> {
+    const { hub, sticky } = routes;
+    const record = this.#live.record;
+    const info = hub.targetInfo(this.target);
+    const key = `${record.id}\0${this.target}`;
+    const grants = info?.dynamic ? this.#deps.exits?.grantsFor(record, this.target) : undefined;
+    const observer =
+      info?.protocol === 'postgres'
+        ? new PgStreamObserver({
+            maxQueryLength: info.query_max_length,
+            onQuery: (event) => {
+              if (info.query_audit !== false) void this.#auditQuery(event, info.database);
+            },
+          })
+        : undefined;
+    const result = await relayViaAgent(hub, this.#stream, this.target, {
+      connectionId: this.id,
+      headers: {
+        [TUNNEL_HEADERS.session]: record.id,
+        [TUNNEL_HEADERS.expires]: String(record.expiresAt),
+        ...(grants ? { [TUNNEL_HEADERS.grants]: JSON.stringify(grants) } : {}),
+      },
+      prefer: sticky.get(key),
+      idleTimeoutMs: this.#deps.idleTimeoutMs,
+      signal: AbortSignal.any([this.#dialAbort.signal, this.#live.abort.signal]),
+      ...(observer ? { onClientData: (chunk: Buffer) => observer.push(chunk) } : {}),
+      onOpen: (agent) => {
+        sticky.set(key, agent.id);
+        this.#agent = agent;
+        this.#opened = true;
+        this.#startedAt = Date.now();
+        this.#deps.metrics.tunnelsActive.inc();
+        this.#deps.metrics.tunnelsOpened.inc({ target: this.target });
+        this.#deps.log.info(
+          { session: record.id, connection: this.id, target: this.target, agent: agent.id },
+          'tunnel opened via agent',
+        );
+        void this.#audit('connection.opened');
+      },
+    });
+    if (!result.opened) {
+      this.#deps.manager.detach(this.#live, this);
+      this.#resolveDone();
+      if (result.refused) {
+        this.#deps.metrics.tunnelsRefused.inc({ code: result.refused.code });
+        this.#deps.log.warn(
+          { session: record.id, target: this.target, code: result.refused.code, err: result.refused.message },
+          'tunnel via agent refused',
+        );
+      } else if (this.#live.abort.signal.aborted) {
+        refuse(new CiportError('CIPORT_E_SESSION_ENDED', `session ${this.#live.id} has ended`));
+      }
+      return;
+    }
+    this.#bytes = { up: result.bytesToTarget, down: result.bytesFromTarget };
+    if (result.error) this.#error ??= result.error;
+    if (observer?.kind === 'cancel') this.#cancelStream = true;
+    await this.#closed();
+  }
+
   #cancelStream = false;
 
   #connectionBase() {
@@ -368,7 +478,8 @@ class Tunnel implements SessionConnection {
       principal: principalSummary(record.principal),
       target: this.target,
       rule: record.rule,
-      exit: 'gateway',
+      exit: this.#agent ? this.#agent.name : 'gateway',
+      ...(this.#agent ? { agent_id: this.#agent.id } : {}),
     };
   }
 
@@ -438,15 +549,7 @@ class Tunnel implements SessionConnection {
   }
 
   async #audit(type: 'connection.opened' | 'connection.closed', up = 0, down = 0): Promise<void> {
-    const record = this.#live.record;
-    const base = {
-      session: record.id,
-      connection: this.id,
-      principal: principalSummary(record.principal),
-      target: this.target,
-      rule: record.rule,
-      exit: 'gateway',
-    };
+    const base = this.#connectionBase();
     try {
       if (type === 'connection.opened') {
         await this.#deps.store.appendAudit(auditEvent('connection.opened', base));

@@ -37,15 +37,26 @@ export interface Engine {
   lockAuditChain(trx: Kysely<Database>): Promise<void>;
   /** Run the schema migrations with whatever exclusion the engine needs. */
   migrate<T>(fn: () => Promise<T>): Promise<T>;
-  /** Inside a write transaction: tell the other store users a session ended (PG NOTIFY). */
-  notifySessionEnded(trx: Kysely<Database>, sessionId: string): Promise<void>;
-  /** Listen for session ends (PG LISTEN on a dedicated, self-reconnecting connection). */
-  listenSessionEnded(fn: (sessionId: string) => void): Promise<() => Promise<void>>;
+  /**
+   * Inside a write transaction: tell the other store users something happened (PG NOTIFY,
+   * delivered when the transaction commits; SQLite: nothing).
+   */
+  notify(trx: Kysely<Database>, channel: NotifyChannel, payload: string): Promise<void>;
+  /**
+   * Listen on a channel (PG: LISTEN on ONE dedicated, self-reconnecting connection shared by all
+   * channels and listeners; SQLite: a no-op). Resolves once listening; to an unsubscribe function.
+   */
+  listen(channel: NotifyChannel, fn: (payload: string) => void): Promise<() => Promise<void>>;
   destroy(): Promise<void>;
 }
 
 /** The PostgreSQL NOTIFY channel of session ends; the payload is the session id. */
 export const SESSION_ENDED_CHANNEL = 'ciport_session_ended';
+/** The PostgreSQL NOTIFY channel of agent revocations; the payload is the agent id. */
+export const AGENT_REVOKED_CHANNEL = 'ciport_agent_revoked';
+
+/** The channels the store notifies on (fixed identifiers: they are spliced into LISTEN). */
+export type NotifyChannel = typeof SESSION_ENDED_CHANNEL | typeof AGENT_REVOKED_CHANNEL;
 
 // ---- SQLite --------------------------------------------------------------------------------
 
@@ -200,8 +211,8 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
           throw err;
         }
       }),
-    notifySessionEnded: async () => {},
-    listenSessionEnded: async () => async () => {},
+    notify: async () => {},
+    listen: async () => async () => {},
     destroy: async () => {
       if (destroyed) return;
       destroyed = true;
@@ -228,7 +239,7 @@ export async function openPostgresEngine(url: string): Promise<Engine> {
   // next checkout reconnects; without a listener the process would crash.
   pool.on('error', () => {});
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-  const listeners = new Set<PgListener>();
+  const notifications = new PgNotifications(pg.Client, url);
   let destroyed = false;
   return {
     kind: 'postgres',
@@ -243,23 +254,14 @@ export async function openPostgresEngine(url: string): Promise<Engine> {
     },
     // Kysely's Migrator takes its own session advisory lock and runs in one transaction on PG.
     migrate: (fn) => fn(),
-    notifySessionEnded: async (trx, sessionId) => {
-      await sql`select pg_notify(${SESSION_ENDED_CHANNEL}, ${sessionId})`.execute(trx);
+    notify: async (trx, channel, payload) => {
+      await sql`select pg_notify(${channel}, ${payload})`.execute(trx);
     },
-    listenSessionEnded: async (fn) => {
-      const listener = new PgListener(pg.Client, url, fn);
-      listeners.add(listener);
-      await listener.start();
-      return async () => {
-        listeners.delete(listener);
-        await listener.stop();
-      };
-    },
+    listen: (channel, fn) => notifications.listen(channel, fn),
     destroy: async () => {
       if (destroyed) return;
       destroyed = true;
-      await Promise.allSettled([...listeners].map((l) => l.stop()));
-      listeners.clear();
+      await notifications.stop();
       await db.destroy();
     },
   };
@@ -268,54 +270,145 @@ export async function openPostgresEngine(url: string): Promise<Engine> {
 type PgClientClass = typeof import('pg').Client;
 
 /**
- * One dedicated connection doing LISTEN (a pooled connection cannot: the pool would hand it to
- * queries and drop the subscription). On error or end it reconnects with backoff (250 ms doubling
- * to 5 s); notifications sent while it is away are lost, which the session sweep covers.
+ * One dedicated connection doing LISTEN for every channel and listener of the engine (a pooled
+ * connection cannot: the pool would hand it to queries and drop the subscription). It is opened
+ * by the first listener and closed when the last one leaves. On error or end it reconnects with
+ * backoff (250 ms doubling to 5 s) and LISTENs again on every channel that has listeners;
+ * notifications sent while it is away are lost, which the callers' sweeps cover.
  */
-class PgListener {
+class PgNotifications {
   readonly #Client: PgClientClass;
   readonly #url: string;
-  readonly #fn: (sessionId: string) => void;
+  /** channel -> listeners; a channel is here only while it has listeners. */
+  readonly #channels = new Map<NotifyChannel, Set<(payload: string) => void>>();
+  /** The connected client, and the channels it LISTENs on. */
   #client: InstanceType<PgClientClass> | undefined;
+  #listening = new Set<string>();
+  #connecting: Promise<InstanceType<PgClientClass>> | undefined;
   #stopped = false;
   #retryMs = 250;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(Client: PgClientClass, url: string, fn: (sessionId: string) => void) {
+  constructor(Client: PgClientClass, url: string) {
     this.#Client = Client;
     this.#url = url;
-    this.#fn = fn;
   }
 
-  async start(): Promise<void> {
-    await this.#connect();
+  /** Add a listener; resolves once the connection LISTENs on `channel` (rejects if it cannot). */
+  async listen(channel: NotifyChannel, fn: (payload: string) => void): Promise<() => Promise<void>> {
+    if (this.#stopped) throw new Error('Cannot use a pool after calling end on the pool');
+    // A distinct wrapper per subscription, so subscribing one function twice is two subscriptions.
+    const entry = (payload: string) => fn(payload);
+    let set = this.#channels.get(channel);
+    if (!set) {
+      set = new Set();
+      this.#channels.set(channel, set);
+    }
+    set.add(entry);
+    try {
+      const client = await this.#connected();
+      if (!this.#listening.has(channel)) {
+        await client.query(`listen ${channel}`);
+        if (this.#client === client) this.#listening.add(channel);
+      }
+    } catch (err) {
+      await this.#remove(channel, entry);
+      throw err;
+    }
+    let removed = false;
+    return async () => {
+      if (removed) return;
+      removed = true;
+      await this.#remove(channel, entry);
+    };
   }
 
-  async #connect(): Promise<void> {
-    const client = new this.#Client({ connectionString: this.#url, application_name: 'ciport-listen' });
-    client.on('error', () => this.#lost(client));
-    client.on('end', () => this.#lost(client));
-    client.on('notification', (msg) => {
-      if (msg.channel === SESSION_ENDED_CHANNEL && msg.payload) this.#fn(msg.payload);
+  async #remove(channel: NotifyChannel, entry: (payload: string) => void): Promise<void> {
+    const set = this.#channels.get(channel);
+    set?.delete(entry);
+    if (set && set.size === 0) this.#channels.delete(channel);
+    // The channel stays LISTENed until the connection closes (an UNLISTEN could race with a new
+    // listener of the same channel); notifications for it are simply dropped.
+    if (this.#channels.size > 0) return;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const client = this.#client;
+    this.#client = undefined;
+    this.#listening = new Set();
+    if (client) await client.end().catch(() => {});
+  }
+
+  /** The connected client, connecting (once, shared by concurrent callers) if need be. */
+  #connected(): Promise<InstanceType<PgClientClass>> {
+    if (this.#client) return Promise.resolve(this.#client);
+    this.#connecting ??= this.#connect().finally(() => {
+      this.#connecting = undefined;
     });
+    return this.#connecting;
+  }
+
+  async #connect(): Promise<InstanceType<PgClientClass>> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const client = new this.#Client({ connectionString: this.#url, application_name: 'ciport-listen' });
+    let lost = false;
+    const onLost = () => {
+      lost = true;
+      this.#lost(client);
+    };
+    client.on('error', onLost);
+    client.on('end', onLost);
+    client.on('notification', (msg) => {
+      if (!msg.payload) return;
+      const set = this.#channels.get(msg.channel as NotifyChannel);
+      if (!set) return;
+      for (const fn of [...set]) {
+        try {
+          fn(msg.payload);
+        } catch {
+          // a listener's failure is its own; the others still hear about it
+        }
+      }
+    });
+    const channels = [...this.#channels.keys()];
+    try {
+      await client.connect();
+      for (const channel of channels) await client.query(`listen ${channel}`);
+    } catch (err) {
+      await client.end().catch(() => {});
+      throw err;
+    }
+    if (this.#stopped || lost || this.#channels.size === 0) {
+      // Stopped, dropped, or every listener left while connecting: do not keep this connection.
+      await client.end().catch(() => {});
+      throw new Error(
+        this.#stopped
+          ? 'Cannot use a pool after calling end on the pool'
+          : 'Connection terminated while starting to LISTEN',
+      );
+    }
     this.#client = client;
-    await client.connect();
-    await client.query(`listen ${SESSION_ENDED_CHANNEL}`);
-    if (this.#stopped) await client.end().catch(() => {});
+    this.#listening = new Set(channels);
     this.#retryMs = 250;
+    return client;
   }
 
   #lost(client: InstanceType<PgClientClass>): void {
-    if (this.#stopped || this.#client !== client || this.#timer) return;
+    if (this.#stopped || this.#client !== client) return;
     this.#client = undefined;
+    this.#listening = new Set();
     client.end().catch(() => {});
+    this.#reconnectLater();
+  }
+
+  #reconnectLater(): void {
+    if (this.#stopped || this.#timer || this.#channels.size === 0) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      if (this.#stopped) return;
-      this.#connect().catch(() => {
-        const failed = this.#client;
+      if (this.#stopped || this.#client || this.#channels.size === 0) return;
+      this.#connected().catch(() => {
         this.#retryMs = Math.min(5_000, this.#retryMs * 2);
-        if (failed) this.#lost(failed);
+        this.#reconnectLater();
       });
     }, this.#retryMs);
     this.#timer.unref();
@@ -324,9 +417,12 @@ class PgListener {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#channels.clear();
     const client = this.#client;
     this.#client = undefined;
     if (client) await client.end().catch(() => {});
+    await this.#connecting?.catch(() => {});
   }
 }
 

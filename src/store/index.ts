@@ -1,14 +1,21 @@
 export { isUnavailable, StoreError, type StoreErrorCode } from './errors.js';
 export { DEFAULT_SQLITE_FILE, type OpenStoreOptions, openStore, type StoreConfig } from './open.js';
 export type {
+  AgentChange,
+  AgentEventFor,
+  AgentRevokedListener,
   AuditQuery,
   EventFor,
+  GatewayRecord,
   ListSessionsOptions,
+  NewAgent,
+  NewEnrollment,
   NewSession,
   SessionChange,
   SessionRecord,
   SessionState,
   Store,
+  StoredAgent,
   StoreEngine,
 } from './types.js';
 export { expiryReason } from './types.js';

@@ -11,26 +11,34 @@ import {
   type SessionEndReason,
 } from '../audit/events.js';
 import { CiportError } from '../errors/index.js';
-import type { Engine } from './engines.js';
+import { AGENT_REVOKED_CHANNEL, type Engine, SESSION_ENDED_CHANNEL } from './engines.js';
 import { StoreError, wrapStoreError } from './errors.js';
 import { MIGRATION_LOCK_TABLE, MIGRATION_TABLE, migrationNames, migrationProvider } from './migrations.js';
-import { type Database, type SessionsTable, toInt } from './schema.js';
+import { type AgentsTable, type Database, type GatewaysTable, type SessionsTable, toInt } from './schema.js';
 import type {
+  AgentChange,
+  AgentEventFor,
+  AgentRevokedListener,
   AuditQuery,
   EventFor,
+  GatewayRecord,
   ListSessionsOptions,
+  NewAgent,
+  NewEnrollment,
   NewSession,
   SessionChange,
   SessionEndedListener,
   SessionRecord,
   SingleUseJti,
   Store,
+  StoredAgent,
   StoreEngine,
 } from './types.js';
 
 const DEFAULT_LIMIT = 1000;
 const MAX_LIMIT = 10_000;
 const HEX64 = /^[0-9a-f]{64}$/;
+const DAY = 86_400_000;
 
 interface PendingAudit {
   prepared: ReturnType<typeof prepareAuditEvent>;
@@ -162,7 +170,7 @@ export class KyselyStore implements Store {
         if (!row) return undefined;
         const session = toSession(row);
         const written = await this.#append(trx, resolveEvent(event, session), at);
-        await this.#engine.notifySessionEnded(trx, id);
+        await this.#engine.notify(trx, SESSION_ENDED_CHANNEL, id);
         return { session, event: written };
       }),
     );
@@ -366,6 +374,198 @@ export class KyselyStore implements Store {
     return { seq, time, type: prepared.type, data: prepared.data, hash, prevHash };
   }
 
+  // ---- agents ------------------------------------------------------------------------------
+
+  async createEnrollment(enrollment: NewEnrollment, event: AuditEventInput): Promise<AuditEvent> {
+    const { tokenHash, name, createdAt, expiresAt } = enrollment;
+    checkHash('tokenHash', tokenHash);
+    checkId('enrollment name', name);
+    checkInt('createdAt', createdAt);
+    checkInt('expiresAt', expiresAt);
+    return this.#guard(() =>
+      this.#engine.write(async (trx) => {
+        // Spent or expired for more than a day: of no further use, not even for diagnosis.
+        const cutoff = createdAt - DAY;
+        await trx
+          .deleteFrom('agent_enrollments')
+          .where((eb) => eb.or([eb('used_at', '<', cutoff), eb('expires_at', '<', cutoff)]))
+          .execute();
+        await trx
+          .insertInto('agent_enrollments')
+          .values({ token_hash: tokenHash, name, created_at: createdAt, expires_at: expiresAt })
+          .execute();
+        return this.#append(trx, event, createdAt);
+      }),
+    );
+  }
+
+  async redeemEnrollment(
+    tokenHash: string,
+    now: number,
+    agent: NewAgent,
+    event: AgentEventFor,
+  ): Promise<AgentChange | undefined> {
+    checkInt('now', now);
+    checkId('agent.id', agent.id);
+    checkHash('agent.credentialHash', agent.credentialHash);
+    checkInt('agent.createdAt', agent.createdAt);
+    if (typeof tokenHash !== 'string' || !HEX64.test(tokenHash)) return undefined; // never stored
+    return this.#guard(() =>
+      this.#engine.write(async (trx) => {
+        // The conditional update is the arbiter: of concurrent redeemers only one sees the row
+        // (PostgreSQL re-checks `used_at is null` after waiting for the winner's row lock).
+        const claimed = await trx
+          .updateTable('agent_enrollments')
+          .set({ used_at: now, agent_id: agent.id })
+          .where('token_hash', '=', tokenHash)
+          .where('used_at', 'is', null)
+          .where('expires_at', '>', now)
+          .returning('name')
+          .executeTakeFirst();
+        if (!claimed) return undefined;
+        const record: StoredAgent = {
+          id: agent.id,
+          name: claimed.name,
+          credentialHash: agent.credentialHash,
+          createdAt: agent.createdAt,
+          revokedAt: null,
+          lastSeenAt: null,
+        };
+        await trx
+          .insertInto('agents')
+          .values({
+            id: record.id,
+            name: record.name,
+            credential_hash: record.credentialHash,
+            created_at: record.createdAt,
+            revoked_at: null,
+            last_seen_at: null,
+          })
+          .execute();
+        const written = await this.#append(trx, resolveAgentEvent(event, record), now);
+        return { agent: record, event: written };
+      }),
+    );
+  }
+
+  getAgent(id: string): Promise<StoredAgent | undefined> {
+    return this.#guard(async () => {
+      const row = await this.#db.selectFrom('agents').selectAll().where('id', '=', id).executeTakeFirst();
+      return row ? toAgent(row) : undefined;
+    });
+  }
+
+  listAgents(): Promise<StoredAgent[]> {
+    return this.#guard(async () => {
+      const rows = await this.#db
+        .selectFrom('agents')
+        .selectAll()
+        .orderBy('created_at', 'asc')
+        .orderBy('id', 'asc')
+        .execute();
+      return rows.map(toAgent);
+    });
+  }
+
+  async touchAgent(id: string, at: number): Promise<boolean> {
+    checkInt('at', at);
+    return this.#guard(() =>
+      this.#engine.write(async (trx) => {
+        const result = await trx
+          .updateTable('agents')
+          .set({ last_seen_at: at })
+          .where('id', '=', id)
+          .where('revoked_at', 'is', null)
+          .executeTakeFirst();
+        return result.numUpdatedRows > 0n;
+      }),
+    );
+  }
+
+  async revokeAgents(idOrName: string, at: number, event: AgentEventFor): Promise<AgentChange[]> {
+    checkInt('at', at);
+    return this.#guard(() =>
+      this.#engine.write(async (trx) => {
+        // Conditional like endSession: an agent already revoked (by anyone) is not revoked again.
+        const rows = await trx
+          .updateTable('agents')
+          .set({ revoked_at: at })
+          .where((eb) => eb.or([eb('id', '=', idOrName), eb('name', '=', idOrName)]))
+          .where('revoked_at', 'is', null)
+          .returningAll()
+          .execute();
+        const agents = rows.map(toAgent).sort((a, b) => a.createdAt - b.createdAt || cmp(a.id, b.id));
+        const changes: AgentChange[] = [];
+        for (const agent of agents) {
+          changes.push({ agent, event: await this.#append(trx, resolveAgentEvent(event, agent), at) });
+        }
+        for (const agent of agents) await this.#engine.notify(trx, AGENT_REVOKED_CHANNEL, agent.id);
+        return changes;
+      }),
+    );
+  }
+
+  subscribeAgentRevoked(listener: AgentRevokedListener): Promise<() => Promise<void>> {
+    return this.#guard(() => this.#engine.listen(AGENT_REVOKED_CHANNEL, listener));
+  }
+
+  // ---- gateways ----------------------------------------------------------------------------
+
+  async registerGateway(gateway: { id: string; url: string; at: number }): Promise<void> {
+    const { id, url, at } = gateway;
+    checkId('gateway id', id);
+    if (typeof url !== 'string' || url.length === 0 || url.length > 2048) {
+      throw new CiportError('CIPORT_E_INTERNAL', 'invalid gateway url');
+    }
+    checkInt('at', at);
+    return this.#guard(() =>
+      this.#engine.write(async (trx) => {
+        await trx
+          .insertInto('gateways')
+          .values({ id, url, started_at: at, last_seen_at: at })
+          .onConflict((oc) => oc.column('id').doUpdateSet({ url, started_at: at, last_seen_at: at }))
+          .execute();
+      }),
+    );
+  }
+
+  async heartbeatGateway(id: string, at: number): Promise<boolean> {
+    checkInt('at', at);
+    return this.#guard(() =>
+      this.#engine.write(async (trx) => {
+        const result = await trx
+          .updateTable('gateways')
+          .set({ last_seen_at: at })
+          .where('id', '=', id)
+          .executeTakeFirst();
+        return result.numUpdatedRows > 0n;
+      }),
+    );
+  }
+
+  async listGateways(aliveSince: number): Promise<GatewayRecord[]> {
+    checkInt('aliveSince', aliveSince);
+    return this.#guard(async () => {
+      const rows = await this.#db
+        .selectFrom('gateways')
+        .selectAll()
+        .where('last_seen_at', '>=', aliveSince)
+        .orderBy('started_at', 'asc')
+        .orderBy('id', 'asc')
+        .execute();
+      return rows.map(toGateway);
+    });
+  }
+
+  removeGateway(id: string): Promise<boolean> {
+    return this.#guard(() =>
+      this.#engine.write(async (trx) => {
+        const result = await trx.deleteFrom('gateways').where('id', '=', id).executeTakeFirst();
+        return result.numDeletedRows > 0n;
+      }),
+    );
+  }
+
   // ---- meta --------------------------------------------------------------------------------
 
   getMeta(key: string): Promise<string | undefined> {
@@ -388,7 +588,7 @@ export class KyselyStore implements Store {
   }
 
   subscribe(listener: SessionEndedListener): Promise<() => Promise<void>> {
-    return this.#guard(() => this.#engine.listenSessionEnded(listener));
+    return this.#guard(() => this.#engine.listen(SESSION_ENDED_CHANNEL, listener));
   }
 
   /** Prune used jtis past their expiry (also done on every single-use session creation). */
@@ -455,6 +655,32 @@ function resolveEvent(event: EventFor, session: SessionRecord): AuditEventInput 
   return typeof event === 'function' ? event(session) : event;
 }
 
+function resolveAgentEvent(event: AgentEventFor, agent: StoredAgent): AuditEventInput {
+  return typeof event === 'function' ? event(agent) : event;
+}
+
+function toAgent(row: Selectable<AgentsTable>): StoredAgent {
+  return {
+    id: row.id,
+    name: row.name,
+    credentialHash: row.credential_hash,
+    createdAt: toInt(row.created_at),
+    revokedAt: row.revoked_at === null ? null : toInt(row.revoked_at),
+    lastSeenAt: row.last_seen_at === null ? null : toInt(row.last_seen_at),
+  };
+}
+
+function toGateway(row: Selectable<GatewaysTable>): GatewayRecord {
+  return {
+    id: row.id,
+    url: row.url,
+    startedAt: toInt(row.started_at),
+    lastSeenAt: toInt(row.last_seen_at),
+  };
+}
+
+const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
 function toSession(row: Selectable<SessionsTable>): SessionRecord {
   return {
     id: row.id,
@@ -479,6 +705,20 @@ function toSession(row: Selectable<SessionsTable>): SessionRecord {
 function checkInt(name: string, value: unknown): void {
   if (typeof value !== 'number' || !Number.isSafeInteger(value)) {
     throw new CiportError('CIPORT_E_INTERNAL', `${name} must be integer epoch milliseconds`);
+  }
+}
+
+/** A hash, never the secret it hashes: 64 lowercase hex characters. */
+function checkHash(name: string, value: unknown): void {
+  if (typeof value !== 'string' || !HEX64.test(value)) {
+    throw new CiportError('CIPORT_E_INTERNAL', `${name} must be a hex SHA-256, never the secret itself`);
+  }
+}
+
+/** A non-empty string of at most 200 characters (ids, names). */
+function checkId(name: string, value: unknown): void {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 200) {
+    throw new CiportError('CIPORT_E_INTERNAL', `invalid ${name}`);
   }
 }
 

@@ -114,7 +114,113 @@ function migrations(engine: StoreEngine): Record<string, Migration> {
         await db.schema.alterTable('sessions').addColumn('target_rules', 'text').execute();
       },
     },
+    // Agents and their one-time enrollment tokens as real rows (they were one JSON document in
+    // `meta`, which several gateways sharing a PostgreSQL store could race on), so redeeming a
+    // token is one conditional UPDATE; and the gateways sharing the store, for discovery.
+    '0004_agents': {
+      async up(db: AnyDb) {
+        await db.schema
+          .createTable('agents')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('credential_hash', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .addColumn('revoked_at', 'bigint')
+          .addColumn('last_seen_at', 'bigint')
+          .execute();
+        await db.schema.createIndex('agents_name_idx').on('agents').column('name').execute();
+
+        await db.schema
+          .createTable('agent_enrollments')
+          .addColumn('token_hash', 'text', (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .addColumn('expires_at', 'bigint', (c) => c.notNull())
+          .addColumn('used_at', 'bigint')
+          .addColumn('agent_id', 'text')
+          .addCheckConstraint(
+            'agent_enrollments_used_check',
+            sql`(used_at is null and agent_id is null) or (used_at is not null and agent_id is not null)`,
+          )
+          .execute();
+        await db.schema
+          .createIndex('agent_enrollments_expires_at_idx')
+          .on('agent_enrollments')
+          .column('expires_at')
+          .execute();
+
+        await db.schema
+          .createTable('gateways')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('url', 'text', (c) => c.notNull())
+          .addColumn('started_at', 'bigint', (c) => c.notNull())
+          .addColumn('last_seen_at', 'bigint', (c) => c.notNull())
+          .execute();
+
+        await importAgentsDocument(db);
+      },
+    },
   };
+}
+
+/** The meta key under which agents were kept before migration 0004. */
+const LEGACY_AGENTS_META_KEY = 'agents.v1';
+
+/**
+ * Move the agents and still-pending enrollments of the legacy `agents.v1` meta document into the
+ * new tables (ISO 8601 times to epoch ms), then drop the document. Malformed entries are skipped.
+ */
+async function importAgentsDocument(db: AnyDb): Promise<void> {
+  const row = (await db
+    .selectFrom('meta')
+    .select('value')
+    .where('key', '=', LEGACY_AGENTS_META_KEY)
+    .executeTakeFirst()) as { value: string } | undefined;
+  if (!row) return;
+  let doc: { agents?: unknown; enrollments?: unknown };
+  try {
+    doc = JSON.parse(row.value) as typeof doc;
+  } catch {
+    doc = {};
+  }
+  const str = (v: unknown): v is string => typeof v === 'string' && v.length > 0;
+  const ms = (v: unknown): number | null => {
+    if (!str(v)) return null;
+    const n = Date.parse(v);
+    return Number.isSafeInteger(n) ? n : null;
+  };
+  const seen = new Set<string>();
+  for (const a of Array.isArray(doc.agents) ? (doc.agents as Record<string, unknown>[]) : []) {
+    const createdAt = ms(a?.created_at);
+    if (!str(a?.id) || !str(a.name) || !str(a.credential_hash) || createdAt === null || seen.has(a.id)) {
+      continue;
+    }
+    seen.add(a.id);
+    await db
+      .insertInto('agents')
+      .values({
+        id: a.id,
+        name: a.name,
+        credential_hash: a.credential_hash,
+        created_at: createdAt,
+        revoked_at: a.revoked_at ? ms(a.revoked_at) : null,
+        last_seen_at: a.last_seen_at ? ms(a.last_seen_at) : null,
+      })
+      .execute();
+  }
+  const tokens = new Set<string>();
+  for (const e of Array.isArray(doc.enrollments) ? (doc.enrollments as Record<string, unknown>[]) : []) {
+    const createdAt = ms(e?.created_at);
+    const expiresAt = ms(e?.expires_at);
+    if (!str(e?.token_hash) || !str(e.name) || createdAt === null || expiresAt === null) continue;
+    if (e.used_at || tokens.has(e.token_hash)) continue; // spent tokens are of no further use
+    tokens.add(e.token_hash);
+    await db
+      .insertInto('agent_enrollments')
+      .values({ token_hash: e.token_hash, name: e.name, created_at: createdAt, expires_at: expiresAt })
+      .execute();
+  }
+  await db.deleteFrom('meta').where('key', '=', LEGACY_AGENTS_META_KEY).execute();
 }
 
 export function migrationProvider(engine: StoreEngine): MigrationProvider {

@@ -49,11 +49,50 @@ export interface MetaTable {
   value: string;
 }
 
+/** A nullable integer column (epoch ms or null). */
+export type NullableIntColumn = ColumnType<
+  number | string | bigint | null,
+  number | null | undefined,
+  number | null
+>;
+
+/** Enrolled agents (migration 0004). Only the SHA-256 of the credential's secret is stored. */
+export interface AgentsTable {
+  id: string;
+  name: string;
+  credential_hash: string;
+  created_at: IntColumn;
+  revoked_at: NullableIntColumn;
+  last_seen_at: NullableIntColumn;
+}
+
+/** One-time enrollment tokens (migration 0004), by the SHA-256 of the token. */
+export interface AgentEnrollmentsTable {
+  token_hash: string;
+  name: string;
+  created_at: IntColumn;
+  expires_at: IntColumn;
+  used_at: NullableIntColumn;
+  /** The agent the token was redeemed for (no foreign key: enrollments are pruned on their own). */
+  agent_id: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+/** Gateways sharing the store, for discovery (migration 0004). */
+export interface GatewaysTable {
+  id: string;
+  url: string;
+  started_at: IntColumn;
+  last_seen_at: IntColumn;
+}
+
 export interface Database {
   sessions: SessionsTable;
   audit_events: AuditEventsTable;
   meta: MetaTable;
   used_jtis: UsedJtisTable;
+  agents: AgentsTable;
+  agent_enrollments: AgentEnrollmentsTable;
+  gateways: GatewaysTable;
 }
 
 export function toInt(value: number | string | bigint): number {

@@ -59,6 +59,58 @@ export interface SessionChange {
   event: AuditEvent;
 }
 
+/** An enrolled agent as stored. Times are epoch milliseconds. */
+export interface StoredAgent {
+  /** `agt_…`; the credential is `cpa_<id>.<secret>`. */
+  id: string;
+  /** Several agents may share a name (replicas); revoking by name revokes them all. */
+  name: string;
+  /** hex SHA-256 of the credential's secret part; the secret itself is never stored. */
+  credentialHash: string;
+  createdAt: number;
+  revokedAt: number | null;
+  lastSeenAt: number | null;
+}
+
+/** A one-time enrollment token to store (see `Store.createEnrollment`). */
+export interface NewEnrollment {
+  /** hex SHA-256 of the enrollment token; the token itself is never stored. */
+  tokenHash: string;
+  /** The name the agent that redeems the token gets. */
+  name: string;
+  createdAt: number;
+  expiresAt: number;
+}
+
+/** The agent record `Store.redeemEnrollment` creates; its name comes from the enrollment. */
+export interface NewAgent {
+  id: string;
+  /** hex SHA-256 of the credential's secret part. */
+  credentialHash: string;
+  createdAt: number;
+}
+
+/** The audit event written with an agent change, or a function building it from the record. */
+export type AgentEventFor = AuditEventInput | ((agent: StoredAgent) => AuditEventInput);
+
+export interface AgentChange {
+  agent: StoredAgent;
+  event: AuditEvent;
+}
+
+/** Called with the id of an agent that some gateway sharing the store has revoked. */
+export type AgentRevokedListener = (agentId: string) => void;
+
+/** A gateway instance sharing the store (discovery). Times are epoch milliseconds. */
+export interface GatewayRecord {
+  id: string;
+  /** Where clients and agents reach this gateway. */
+  url: string;
+  startedAt: number;
+  /** The last registration or heartbeat. */
+  lastSeenAt: number;
+}
+
 export interface ListSessionsOptions {
   /**
    * Epoch ms. Lists sessions alive at some point since then: created, ended or still active
@@ -131,6 +183,65 @@ export interface Store {
   auditRows(query?: Pick<AuditQuery, 'afterSeq' | 'limit'>): Promise<ChainRow[]>;
   /** The last event's seq and hash, or undefined for an empty log. */
   auditHead(): Promise<{ seq: number; hash: string; time: number } | undefined>;
+
+  // ---- agents: enrollment, credentials, revocation (docs/agent.md) ----
+
+  /**
+   * Store a one-time enrollment token (by hash) and append `event` (normally `agent.enrolled`,
+   * stage `token_created`) atomically. On the way, enrollments spent or expired more than a day
+   * before `enrollment.createdAt` are pruned. A token hash already stored is a programming error
+   * (tokens are random) and fails without writing anything.
+   */
+  createEnrollment(enrollment: NewEnrollment, event: AuditEventInput): Promise<AuditEvent>;
+
+  /**
+   * Redeem an enrollment token: in ONE transaction, mark the enrollment used
+   * (`… where token_hash = ? and used_at is null and expires_at > now`), and only if that changed
+   * the row insert `agent` (named after the enrollment) and append `event` (normally
+   * `agent.enrolled`, stage `registered`). Returns undefined, and writes nothing, when the token is
+   * unknown, expired or already used: of concurrent redeemers (on any gateway) exactly one wins.
+   */
+  redeemEnrollment(
+    tokenHash: string,
+    now: number,
+    agent: NewAgent,
+    event: AgentEventFor,
+  ): Promise<AgentChange | undefined>;
+
+  /** Any state: the caller refuses revoked agents. */
+  getAgent(id: string): Promise<StoredAgent | undefined>;
+  /** Every agent, revoked ones included, oldest first. */
+  listAgents(): Promise<StoredAgent[]>;
+  /** Record that a (not revoked) agent was seen at `at`. False when unknown or revoked. */
+  touchAgent(id: string, at: number): Promise<boolean>;
+
+  /**
+   * Revoke every not yet revoked agent whose id or name is `idOrName`, appending one `event` per
+   * revoked agent (normally `agent.revoked`) in the same transaction. Returns the revoked agents
+   * (empty when none matched or all were revoked already; of concurrent revokers exactly one
+   * revokes each agent). PostgreSQL: also NOTIFYs every revoked agent's id inside the
+   * transaction, for `subscribeAgentRevoked`.
+   */
+  revokeAgents(idOrName: string, at: number, event: AgentEventFor): Promise<AgentChange[]>;
+
+  /**
+   * Be told when any gateway sharing the store revokes an agent (this one included). Same
+   * mechanism as `subscribe` (PostgreSQL: LISTEN on the same self-reconnecting connection;
+   * notifications lost while it is down are not replayed, so callers sweep `listAgents` now and
+   * then; SQLite: a no-op). Resolves to an unsubscribe function.
+   */
+  subscribeAgentRevoked(listener: AgentRevokedListener): Promise<() => Promise<void>>;
+
+  // ---- gateways sharing the store (discovery) ----
+
+  /** Insert or replace the gateway `id` (url, startedAt and lastSeenAt become `at`). */
+  registerGateway(gateway: { id: string; url: string; at: number }): Promise<void>;
+  /** Set the gateway's lastSeenAt to `at`. False when it is not registered (register it again). */
+  heartbeatGateway(id: string, at: number): Promise<boolean>;
+  /** Gateways seen at or after `aliveSince` (epoch ms), oldest start first. */
+  listGateways(aliveSince: number): Promise<GatewayRecord[]>;
+  /** Deregister (on drain). False when it was not registered. */
+  removeGateway(id: string): Promise<boolean>;
 
   // ---- meta: small key/value facts (gateway id, CA fingerprint, …) ----
 

@@ -1,6 +1,6 @@
 // A minimal gateway for agent tests: one TLS port (HTTP/2 + HTTP/1.1), the agent API and the
 // upgrade handler, built from the same pieces server.ts will mount.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createSecureServer, type Http2SecureServer, type ServerHttp2Stream } from 'node:http2';
 import { request } from 'node:https';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
@@ -10,22 +10,57 @@ import { type AgentConfig, agentConfigSchema } from '../../src/agent/config.js';
 import { CiportError } from '../../src/errors/index.js';
 import { handleAgentApi, handleAgentUpgrade, linkRevocations } from '../../src/gateway/agent-enroll.js';
 import { AgentHub, type AgentHubOptions } from '../../src/gateway/agent-hub.js';
-import { AgentRegistry, type MetaStore } from '../../src/gateway/agent-registry.js';
+import { AgentRegistry, type AgentStore } from '../../src/gateway/agent-registry.js';
 import { type AgentRelayResult, relayViaAgent } from '../../src/gateway/agent-tunnel.js';
 import { sendError } from '../../src/gateway/http.js';
 import { bearer } from '../../src/session/secret.js';
+import { openStore, type Store } from '../../src/store/index.js';
 import { ensureGeneratedTls } from '../../src/transport/tls.js';
 
 export const ADMIN = 'admin-token-for-tests';
 
-export class MemoryMeta implements MetaStore {
-  readonly map = new Map<string, string>();
-  async getMeta(key: string) {
-    return this.map.get(key);
+const storeDirs: string[] = [];
+process.once('exit', () => {
+  for (const dir of storeDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+/**
+ * The registry's store for the mini gateway: a real SQLite store in a temp file, opened on first
+ * use and shared by every gateway given this object (gateway restarts keep the agents).
+ */
+export class MemoryMeta implements AgentStore {
+  readonly file: string;
+  #store: Promise<Store> | undefined;
+
+  constructor() {
+    const dir = mkdtempSync(join(tmpdir(), 'ciport-agent-store-'));
+    storeDirs.push(dir);
+    this.file = join(dir, 'ciport.db');
   }
-  async setMeta(key: string, value: string) {
-    this.map.set(key, value);
+
+  store(): Promise<Store> {
+    this.#store ??= openStore({ sqlite: { path: this.file } }, { dataDir: tmpdir() });
+    return this.#store;
   }
+
+  /** Everything the database files hold, as text (to check that no token or secret is stored). */
+  dump(): string {
+    return [this.file, `${this.file}-wal`]
+      .filter((f) => existsSync(f))
+      .map((f) => readFileSync(f).toString('latin1'))
+      .join('\n');
+  }
+
+  createEnrollment: AgentStore['createEnrollment'] = async (...a) =>
+    (await this.store()).createEnrollment(...a);
+  redeemEnrollment: AgentStore['redeemEnrollment'] = async (...a) =>
+    (await this.store()).redeemEnrollment(...a);
+  getAgent: AgentStore['getAgent'] = async (...a) => (await this.store()).getAgent(...a);
+  listAgents: AgentStore['listAgents'] = async () => (await this.store()).listAgents();
+  touchAgent: AgentStore['touchAgent'] = async (...a) => (await this.store()).touchAgent(...a);
+  revokeAgents: AgentStore['revokeAgents'] = async (...a) => (await this.store()).revokeAgents(...a);
+  subscribeAgentRevoked: AgentStore['subscribeAgentRevoked'] = async (...a) =>
+    (await this.store()).subscribeAgentRevoked(...a);
 }
 
 export interface MiniGateway {
@@ -47,7 +82,7 @@ export function tempDir(prefix = 'ciport-agent-'): { dir: string; cleanup: () =>
 
 export async function startMiniGateway(options: {
   dir: string;
-  meta: MetaStore;
+  meta: AgentStore;
   port?: number;
   hub?: AgentHubOptions;
   /** Serve client CONNECT streams this way instead of a bare relayViaAgent. */

@@ -9,7 +9,15 @@ export {
   servePgExitStream,
 } from './exit.js';
 export { type AcceptPgClientOptions, acceptPgClient } from './frontend.js';
-export { type QueryEvent, QueryObserver, type RelayOptions, type RelayResult, relayPg } from './relay.js';
+export { PgStreamObserver } from './observe.js';
+export {
+  type QueryEvent,
+  QueryObserver,
+  type QueryObserverOptions,
+  type RelayOptions,
+  type RelayResult,
+  relayPg,
+} from './relay.js';
 export {
   clearSaltedPasswordCache,
   saltedPasswordCacheStats,

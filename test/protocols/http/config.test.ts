@@ -2,7 +2,6 @@
 // `kind` / `header` fields, and the checks that keep malformed or unresolved secrets out.
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { z } from 'zod';
 import { targetSchema } from '../../../src/config/schema.js';
 import { Secret } from '../../../src/config/secret.js';
 import { CiportError } from '../../../src/errors/index.js';

@@ -1,0 +1,230 @@
+// The gateway's agent side, put together (docs/agent.md): the registry (enrollment, credentials,
+// revocation, also from other gateways), the hub (reverse HTTP/2 connections), their audit
+// events, the events agents report (roles, http.request), and the session hooks that keep
+// per-session roles on agents tied to session lifetimes (end → drop now; on every agent
+// connection and periodically → the active list, so the agent reaps what it missed).
+import { auditEvent } from '../audit/events.js';
+import { asCiportError } from '../errors/index.js';
+import type { SessionManager } from '../session/manager.js';
+import { principalSummary } from '../session/principal.js';
+import type { Store } from '../store/types.js';
+import { auditAgentEvents } from './agent-audit.js';
+import { type AgentApiDeps, linkRevocations } from './agent-enroll.js';
+import {
+  type AdvertisedTarget,
+  AGENT_GATEWAYS_PATH,
+  AGENT_SESSION_ENDED_PATH,
+  AGENT_SESSIONS_ACTIVE_PATH,
+  type AgentEventLine,
+  AgentHub,
+  type AgentIdentity,
+} from './agent-hub.js';
+import { AgentRegistry } from './agent-registry.js';
+import type { Logger } from './logger.js';
+import type { AgentRoutes } from './tunnel.js';
+
+/** Meta key of the last advertisement per target (session answers right after a restart). */
+const KNOWN_TARGETS_KEY = 'agent_targets.v1';
+/** Event ids recently recorded, per gateway process (a resent event is not recorded twice). */
+const SEEN_EVENTS = 10_000;
+/** Gateways heartbeat their store row this often; a row older than 3 periods is not listed. */
+const GATEWAY_HEARTBEAT_MS = 10_000;
+
+export interface GatewayAgents {
+  readonly hub: AgentHub;
+  readonly registry: AgentRegistry;
+  readonly routes: AgentRoutes;
+  /** For handleAgentApi / handleAgentUpgrade. */
+  apiDeps(requireAdmin: AgentApiDeps['requireAdmin'], maxBodyBytes: number): AgentApiDeps;
+  /** Once listening: register this gateway (its URL for agents) in the store for discovery. */
+  advertise(url: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startAgents(options: {
+  store: Store;
+  manager: SessionManager;
+  log: Logger;
+  gatewayId: string;
+  /** Send agents the active-session list this often (default 60 000 ms; 0: only on connect). */
+  reapIntervalMs?: number;
+}): Promise<GatewayAgents> {
+  const { store, manager, log } = options;
+  const registry = new AgentRegistry(store);
+  const seen = new Set<string>();
+  const hub = new AgentHub({ log, onEvent: (agent, event) => recordAgentEvent(store, agent, event, seen) });
+  linkRevocations(registry, hub);
+  const unaudit = auditAgentEvents(hub, store, log);
+  const routes: AgentRoutes = { hub, sticky: new Map() };
+
+  try {
+    const known = await store.getMeta(KNOWN_TARGETS_KEY);
+    if (known) hub.remember(JSON.parse(known) as AdvertisedTarget[]);
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, 'agent targets not read from the store');
+  }
+
+  const dynamicIn = (targets: readonly AdvertisedTarget[]) => targets.some((t) => t.dynamic);
+  const sendActive = async () => {
+    const ids = (await manager.list({ activeOnly: true })).map((s) => s.id);
+    const answers = await hub.broadcast(AGENT_SESSIONS_ACTIVE_PATH, { ids }, dynamicIn);
+    for (const a of answers) {
+      if (a.status !== 200)
+        log.warn({ agent: a.agent.id, status: a.status }, 'agent did not take the session list');
+    }
+  };
+  const onConnected = () => {
+    store
+      .setMeta(KNOWN_TARGETS_KEY, JSON.stringify(hub.knownTargets()))
+      .catch((err) => log.warn({ err: (err as Error).message }, 'agent targets not saved'));
+    sendActive().catch((err) =>
+      log.warn({ err: asCiportError(err).message }, 'session list to agents failed'),
+    );
+  };
+  hub.on('agent.connected', onConnected);
+
+  // Discovery: every gateway sharing the store registers where agents reach it and tells each
+  // agent about the others, so an agent links to all of them (docs/agent.md, "Several gateways").
+  let advertisedUrl: string | undefined;
+  const sendGateways = async () => {
+    if (!advertisedUrl) return;
+    const now = Date.now();
+    if (!(await store.heartbeatGateway(options.gatewayId, now))) {
+      await store.registerGateway({ id: options.gatewayId, url: advertisedUrl, at: now });
+    }
+    const gateways = (await store.listGateways(now - 3 * GATEWAY_HEARTBEAT_MS)).map((g) => ({
+      id: g.id,
+      url: g.url,
+    }));
+    await hub.broadcast(AGENT_GATEWAYS_PATH, { self: options.gatewayId, gateways });
+  };
+  const onConnectedGateways = () => {
+    sendGateways().catch((err) =>
+      log.warn({ err: asCiportError(err).message }, 'gateway list to agents failed'),
+    );
+  };
+  hub.on('agent.connected', onConnectedGateways);
+  const discovery = setInterval(onConnectedGateways, GATEWAY_HEARTBEAT_MS);
+  discovery.unref();
+
+  const unEnded = manager.onEnded(async (record, reason) => {
+    for (const t of record.targets) routes.sticky.delete(`${record.id}\0${t}`);
+    const dynamic = new Set(record.targets.filter((t) => hub.targetInfo(t)?.dynamic));
+    if (dynamic.size === 0) return;
+    const answers = await hub.broadcast(
+      AGENT_SESSION_ENDED_PATH,
+      { id: record.id, targets: record.targets, reason },
+      (targets) => targets.some((t) => dynamic.has(t.name)),
+    );
+    for (const a of answers) {
+      if (a.status !== 200) {
+        // The agent reaps it when it next gets the active list (reconnect or the next period).
+        log.warn(
+          { agent: a.agent.id, session: record.id, status: a.status },
+          'agent did not drop the session',
+        );
+      }
+    }
+  });
+
+  const unwatch = await registry.watchRemoteRevocations().catch((err) => {
+    log.warn({ err: asCiportError(err).message }, 'agent revocations from other gateways not watched');
+    return async () => {};
+  });
+
+  const period = options.reapIntervalMs ?? 60_000;
+  const timer =
+    period > 0
+      ? setInterval(() => {
+          sendActive().catch((err) =>
+            log.warn({ err: asCiportError(err).message }, 'session list to agents failed'),
+          );
+        }, period)
+      : undefined;
+  timer?.unref();
+
+  return {
+    hub,
+    registry,
+    routes,
+    apiDeps: (requireAdmin, maxBodyBytes) => ({ registry, hub, requireAdmin, maxBodyBytes, log }),
+    async advertise(url) {
+      advertisedUrl = url;
+      await store.registerGateway({ id: options.gatewayId, url, at: Date.now() });
+    },
+    async close() {
+      if (timer) clearInterval(timer);
+      clearInterval(discovery);
+      hub.off('agent.connected', onConnected);
+      hub.off('agent.connected', onConnectedGateways);
+      if (advertisedUrl) await store.removeGateway(options.gatewayId).catch(() => false);
+      unEnded();
+      await hub.close();
+      unaudit();
+      await unwatch().catch(() => {});
+    },
+  };
+}
+
+const str = (v: unknown) => (typeof v === 'string' ? v.slice(0, 1024) : undefined);
+const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+
+/**
+ * Audit one event an agent reported, with the session's principal and rule from the store.
+ * Only known types and fields are taken (the agent is authenticated; its JSON is still input).
+ */
+async function recordAgentEvent(
+  store: Store,
+  agent: AgentIdentity,
+  event: AgentEventLine,
+  seen: Set<string>,
+): Promise<void> {
+  const eventId = `${agent.id}:${str(event.id) ?? event.seq}`;
+  if (seen.has(eventId)) return;
+  const d = event.data;
+  const sessionId = str(d.session) ?? '';
+  const session = sessionId ? await store.getSession(sessionId) : undefined;
+  const context = session ? { principal: principalSummary(session.principal), rule: session.rule } : {};
+  const from = { agent: agent.name, agent_event: eventId };
+  if (event.type === 'credential.created' || event.type === 'credential.revoked') {
+    const granted = Array.isArray(d.granted) ? d.granted.filter((g) => typeof g === 'string') : undefined;
+    await store.appendAudit(
+      auditEvent(event.type, {
+        ...context,
+        session: sessionId,
+        target: str(d.target) ?? '',
+        role: str(d.role) ?? '',
+        ...(granted ? { granted } : {}),
+        ...(str(d.valid_until) ? { valid_until: str(d.valid_until) } : {}),
+        ...(str(d.reason) ? { reason: str(d.reason) } : {}),
+        ...(num(d.terminated) !== undefined ? { terminated: num(d.terminated) } : {}),
+        ...(str(d.error) ? { error: str(d.error) } : {}),
+        ...from,
+      } as Parameters<typeof auditEvent<'credential.created'>>[1]),
+    );
+  } else if (event.type === 'http.request') {
+    await store.appendAudit(
+      auditEvent('http.request', {
+        session: sessionId,
+        connection: str(d.connection) ?? '',
+        principal: session ? principalSummary(session.principal) : ({} as never),
+        target: str(d.target) ?? '',
+        rule: session?.rule ?? null,
+        exit: agent.name,
+        method: str(d.method) ?? '',
+        path: str(d.path) ?? '',
+        status: num(d.status) ?? 0,
+        bytes_in: num(d.bytes_in) ?? 0,
+        bytes_out: num(d.bytes_out) ?? 0,
+        duration_ms: num(d.duration_ms) ?? 0,
+        ...(d.upgrade === true ? { upgrade: true } : {}),
+        ...(d.aborted === true ? { aborted: true } : {}),
+        ...(str(d.error) ? { error: str(d.error) } : {}),
+        agent_event: eventId,
+      } as Parameters<typeof auditEvent<'http.request'>>[1]),
+    );
+  }
+  // Unknown types are acknowledged and dropped: a newer agent may report more than we record.
+  seen.add(eventId);
+  if (seen.size > SEEN_EVENTS) seen.delete(seen.values().next().value as string);
+}

@@ -1,0 +1,218 @@
+// AgentRegistry on a real store, both engines: enrollment tokens are one-time and expire,
+// credentials are checked against hashes, revocation (by id or name) is audited atomically and
+// reaches other gateways' registries.
+
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { verifyChain } from '../../src/audit/index.js';
+import {
+  type AgentRecord,
+  AgentRegistry,
+  CREDENTIAL_PREFIX,
+  ENROLLMENT_PREFIX,
+} from '../../src/gateway/agent-registry.js';
+import type { Store } from '../../src/store/index.js';
+import { MINUTE, T0, testClock } from '../store/fixtures.js';
+import { engines, type TestDb } from '../store/harness.js';
+
+async function eventually(check: () => boolean | Promise<boolean>, ms = 3000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+for (const h of engines()) {
+  describe(`AgentRegistry [${h.engine}]`, () => {
+    let t: TestDb;
+    let store: Store;
+    let clock: ReturnType<typeof testClock>;
+    let registry: AgentRegistry;
+    beforeAll(() => h.setup());
+    afterAll(() => h.teardown());
+    beforeEach(async () => {
+      t = await h.fresh();
+      clock = testClock();
+      store = await t.open({ clock: clock.now });
+      registry = new AgentRegistry(store, { now: clock.now });
+    });
+    afterEach(() => t.dispose());
+
+    it('an enrollment token registers one agent, once', async () => {
+      const { token, expires_at } = await registry.createEnrollment('dc1', 10 * MINUTE);
+      expect(token.startsWith(ENROLLMENT_PREFIX)).toBe(true);
+      expect(expires_at).toBe(new Date(T0 + 10 * MINUTE).toISOString());
+      clock.advance(1000);
+      const agent = await registry.register(token);
+      expect(agent.name).toBe('dc1');
+      expect(agent.id).toMatch(/^agt_[0-9a-f]{16}$/);
+      expect(agent.credential.startsWith(`${CREDENTIAL_PREFIX}${agent.id}.`)).toBe(true);
+      await expect(registry.register(token)).rejects.toMatchObject({ code: 'CIPORT_E_ENROLLMENT_INVALID' });
+
+      const record = await registry.authenticate(agent.credential);
+      expect(record).toMatchObject({
+        id: agent.id,
+        name: 'dc1',
+        created_at: new Date(T0 + 1000).toISOString(),
+        revoked_at: null,
+        last_seen_at: null,
+      });
+      expect(await registry.list()).toEqual([
+        {
+          id: agent.id,
+          name: 'dc1',
+          created_at: new Date(T0 + 1000).toISOString(),
+          revoked_at: null,
+          last_seen_at: null,
+        },
+      ]);
+    });
+
+    it('of two concurrent registrations with one token exactly one succeeds', async () => {
+      const other = new AgentRegistry(await t.open({ clock: clock.now }), { now: clock.now });
+      const { token } = await registry.createEnrollment('dc1');
+      const results = await Promise.allSettled([registry.register(token), other.register(token)]);
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      const refused = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      expect(refused.reason).toMatchObject({ code: 'CIPORT_E_ENROLLMENT_INVALID' });
+      expect(await registry.list()).toHaveLength(1);
+    });
+
+    it('an expired token is refused', async () => {
+      const { token } = await registry.createEnrollment('dc1', MINUTE);
+      clock.advance(MINUTE);
+      await expect(registry.register(token)).rejects.toMatchObject({ code: 'CIPORT_E_ENROLLMENT_INVALID' });
+      expect(await registry.list()).toEqual([]);
+    });
+
+    it('an unknown or malformed token is refused', async () => {
+      await registry.createEnrollment('dc1');
+      for (const token of [`${ENROLLMENT_PREFIX}nope`, '', 'x'.repeat(5000)]) {
+        await expect(registry.register(token)).rejects.toMatchObject({ code: 'CIPORT_E_ENROLLMENT_INVALID' });
+      }
+      expect(await registry.list()).toEqual([]);
+    });
+
+    it('refuses bad names and ttls', async () => {
+      await expect(registry.createEnrollment('no spaces')).rejects.toMatchObject({ code: 'CIPORT_E_USAGE' });
+      await expect(registry.createEnrollment('x'.repeat(64))).rejects.toMatchObject({
+        code: 'CIPORT_E_USAGE',
+      });
+      await expect(registry.createEnrollment('dc1', 0)).rejects.toMatchObject({ code: 'CIPORT_E_USAGE' });
+      expect(await store.auditEvents()).toEqual([]);
+    });
+
+    it('authenticate refuses wrong secrets, malformed credentials and revoked agents alike', async () => {
+      const { token } = await registry.createEnrollment('dc1');
+      const agent = await registry.register(token);
+      const [head] = agent.credential.split('.');
+      for (const bad of [
+        undefined,
+        '',
+        `${head}.wrong`,
+        `${head}`,
+        `${head}.`,
+        `${CREDENTIAL_PREFIX}agt_0000000000000000.${agent.credential.split('.')[1]}`,
+        agent.credential.replace(CREDENTIAL_PREFIX, 'cpx_'),
+      ]) {
+        await expect(registry.authenticate(bad)).rejects.toMatchObject({
+          code: 'CIPORT_E_AGENT_UNAUTHORIZED',
+        });
+      }
+      await registry.revoke(agent.id);
+      await expect(registry.authenticate(agent.credential)).rejects.toMatchObject({
+        code: 'CIPORT_E_AGENT_UNAUTHORIZED',
+      });
+    });
+
+    it('touch records when an agent was last seen', async () => {
+      const agent = await registry.register((await registry.createEnrollment('dc1')).token);
+      clock.advance(5 * MINUTE);
+      await registry.touch(agent.id);
+      expect((await registry.list())[0]?.last_seen_at).toBe(new Date(T0 + 5 * MINUTE).toISOString());
+      await registry.touch('agt_unknown'); // no-op
+    });
+
+    it('revoke by name revokes every agent of that name, by id one; emits revoked once each', async () => {
+      const enrollAndRegister = async (name: string) =>
+        registry.register((await registry.createEnrollment(name)).token);
+      const a1 = await enrollAndRegister('dc1');
+      clock.advance(1);
+      const a2 = await enrollAndRegister('dc1');
+      const b = await enrollAndRegister('dc2');
+      const emitted: AgentRecord[] = [];
+      registry.on('revoked', (r) => emitted.push(r));
+
+      clock.advance(MINUTE);
+      const revoked = await registry.revoke('dc1');
+      expect(revoked.map((r) => r.id)).toEqual([a1.id, a2.id]);
+      expect(revoked[0]?.revoked_at).toBe(new Date(clock.now()).toISOString());
+      expect(JSON.stringify(revoked)).not.toContain('credential_hash');
+      expect(emitted.map((r) => r.id)).toEqual([a1.id, a2.id]);
+      expect(emitted[0]?.credential_hash).toMatch(/^[0-9a-f]{64}$/);
+
+      expect(await registry.revoke('dc1')).toEqual([]); // already revoked: nothing, no error
+      await expect(registry.revoke('nobody')).rejects.toMatchObject({ code: 'CIPORT_E_NOT_FOUND' });
+      expect((await registry.revoke(b.id)).map((r) => r.name)).toEqual(['dc2']);
+      expect(emitted).toHaveLength(3);
+      await expect(registry.authenticate(a2.credential)).rejects.toMatchObject({
+        code: 'CIPORT_E_AGENT_UNAUTHORIZED',
+      });
+    });
+
+    it('writes agent.enrolled and agent.revoked events, hashes only, and the chain verifies', async () => {
+      const { token, expires_at } = await registry.createEnrollment('dc1');
+      clock.advance(1000);
+      const agent = await registry.register(token);
+      clock.advance(1000);
+      await registry.revoke('dc1');
+      const events = await store.auditEvents();
+      expect(events.map((e) => [e.type, e.time])).toEqual([
+        ['agent.enrolled', T0],
+        ['agent.enrolled', T0 + 1000],
+        ['agent.revoked', T0 + 2000],
+      ]);
+      expect(events.map((e) => e.data)).toEqual([
+        { agent: 'dc1', stage: 'token_created', expires_at },
+        { agent: 'dc1', agent_id: agent.id, stage: 'registered' },
+        { agent: 'dc1', agent_id: agent.id },
+      ]);
+      const secret = agent.credential.split('.')[1] as string;
+      const stored = JSON.stringify(await store.auditRows());
+      expect(stored).not.toContain(token);
+      expect(stored).not.toContain(secret);
+      expect(await verifyChain(store)).toMatchObject({ ok: true, count: 3 });
+    });
+
+    it('a revocation committed through another store is announced by watchRemoteRevocations', async () => {
+      const remoteStore = await t.open({ clock: clock.now });
+      const remote = new AgentRegistry(remoteStore, { now: clock.now });
+      const old = await remote.register((await remote.createEnrollment('old')).token);
+      await remote.revoke(old.id); // before watching: not announced
+      const agent = await remote.register((await remote.createEnrollment('dc1')).token);
+      const local = await registry.register((await registry.createEnrollment('dc2')).token);
+
+      const emitted: AgentRecord[] = [];
+      registry.on('revoked', (r) => emitted.push(r));
+      // SQLite has no notifications: the sweep does it there.
+      const unwatch = await registry.watchRemoteRevocations({ sweepMs: h.engine === 'sqlite' ? 50 : 60_000 });
+      try {
+        expect(emitted).toEqual([]);
+        await remote.revoke('dc1');
+        await eventually(() => emitted.length === 1);
+        expect(emitted[0]).toMatchObject({ id: agent.id, name: 'dc1' });
+        expect(emitted[0]?.revoked_at).not.toBeNull();
+
+        // Revoked here: announced once, not again when the notification or the sweep comes by.
+        await registry.revoke(local.id);
+        expect(emitted.map((r) => r.id)).toEqual([agent.id, local.id]);
+        await new Promise((r) => setTimeout(r, 200));
+        expect(await registry.sweepRevocations()).toEqual([]);
+        expect(emitted).toHaveLength(2);
+      } finally {
+        await unwatch();
+        await unwatch();
+      }
+    });
+  });
+}

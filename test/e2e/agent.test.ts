@@ -1,0 +1,297 @@
+// End to end, issue 4: a real gateway (in process, SQLite store) with no route of its own to the
+// databases, an agent started as `ciport agent` (enrolled with `ciport agents enroll`), and jobs
+// running `ciport exec` with psql, redis-cli and curl. The agent injects the credentials: a
+// throwaway SCRAM PostgreSQL (static user and per-session roles), a redis-server with
+// --requirepass, an HTTPS API that wants a bearer token. Then `ciport agents list|revoke`.
+import { type ChildProcess, execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyChain } from '../../src/audit/verify.js';
+import { parseGatewayConfig } from '../../src/config/load.js';
+import { createLogger } from '../../src/gateway/logger.js';
+import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
+import { baseEnv, ensureBuilt, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
+import { freePort, type RedisServer, startRedis } from '../fixtures/redis-server.js';
+import { makePki, startUpstream, type Upstream } from '../protocols/http/helpers.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-agent-'));
+const APP_PASSWORD = `upstream-Secret-${Math.random().toString(36).slice(2)}-pw`;
+const REDIS_PASSWORD = `redis-Secret-${Math.random().toString(36).slice(2)}-pw`;
+const API_TOKEN = `api-token-${Math.random().toString(36).slice(2)}-xyz`;
+const ADMIN = `admin-${Math.random().toString(36).slice(2)}`;
+const logLines: string[] = [];
+
+let gateway: RunningGateway;
+let issuer: FixtureIssuer;
+let pg: PgServer;
+let redis: RedisServer;
+let api: Upstream;
+let token: string;
+let agent: { child: ChildProcess; stderr: () => string; result: Promise<unknown> } | undefined;
+
+function execText(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(cmd, args, { env: { ...process.env, ...env } }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${cmd}: ${stderr || err.message}`)) : resolve(stdout),
+    ),
+  );
+}
+
+const adminEnv = () =>
+  baseEnv({ CIPORT_GATEWAY: gateway.url, CIPORT_CA_FILE: gateway.caFile, CIPORT_ADMIN_TOKEN: ADMIN });
+
+beforeAll(async () => {
+  const built = ensureBuilt();
+  issuer = await FixtureIssuer.start({ kind: 'gitlab' });
+  pg = await startPgServer({ roles: [{ name: 'app', password: APP_PASSWORD }], databases: { app: 'app' } });
+  await pg.sql('CREATE ROLE readonly NOLOGIN; GRANT pg_read_all_data TO readonly;');
+  redis = await startRedis(['--requirepass', REDIS_PASSWORD]);
+  const pki = makePki();
+  writeFileSync(join(dir, 'api-ca.pem'), pki.caPem);
+  api = await startUpstream(pki, { name: 'authorization', value: `Bearer ${API_TOKEN}` });
+
+  // The gateway's config names no target: the rules refer to the agent's by name.
+  const cfg = parseGatewayConfig(
+    JSON.stringify({
+      listen: `127.0.0.1:${await freePort()}`,
+      data_dir: join(dir, 'gw'),
+      store: { sqlite: { path: join(dir, 'gw', 'ciport.db') } },
+      admin_tokens: [{ env: 'ADMIN' }],
+      sessions: { default_ttl: '15m', lease_timeout: '5s', rate_limit: { per_minute: 10000, burst: 1000 } },
+      issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
+      rules: [
+        {
+          name: 'main',
+          issuer: 'gitlab',
+          when: { project_id: '61577203', ref_protected: true },
+          allow: ['db', 'db-dyn', 'cache', 'api', 'nowhere'],
+          max_ttl: '30m',
+        },
+      ],
+    }),
+    'gateway.json',
+    { resolveSecrets: true, env: { ADMIN } },
+  );
+  const destination = new Writable({
+    write(chunk, _enc, cb) {
+      logLines.push(...chunk.toString().split('\n').filter(Boolean));
+      cb();
+    },
+  });
+  gateway = await startGateway(cfg, {
+    logger: createLogger({ level: 'debug', destination: destination as never }),
+    stderr: { write: () => true } as never,
+    sweepIntervalMs: 250,
+  });
+  token = await issuer.mint({}, { preset: 'gitlab-main', audience: 'ciport' });
+  await built;
+
+  const enrolled = await runCli(['agents', 'enroll', '--name', 'dc1'], { env: adminEnv() });
+  expect(enrolled.stderr).toBe('');
+  expect(enrolled.code).toBe(0);
+  const enrollment = enrolled.stdout.trim();
+  expect(enrollment).toMatch(/^cpe_[A-Za-z0-9_-]{43}$/);
+
+  const address = `127.0.0.1:${pg.port}`;
+  writeFileSync(
+    join(dir, 'agent.yaml'),
+    [
+      `gateway: ${gateway.url}`,
+      `ca_file: ${gateway.caFile}`,
+      'name: dc1',
+      `data_dir: ${join(dir, 'agent')}`,
+      'enrollment_token: {env: CIPORT_ENROLLMENT_TOKEN}',
+      'targets:',
+      `  - {name: db, protocol: postgres, address: "${address}", database: app, query_max_length: 64,`,
+      '     credentials: {user: app, password: {env: APP_PW}}}',
+      `  - {name: db-dyn, protocol: postgres, address: "${address}", database: app,`,
+      '     credentials: {dynamic: {admin: {user: postgres, password: {env: SUPER_PW}}, grant: [readonly], owner: app}}}',
+      `  - {name: cache, protocol: redis, address: "127.0.0.1:${redis.port}", credentials: {password: {env: REDIS_PW}}}`,
+      `  - {name: api, protocol: http, address: "127.0.0.1:${api.port}",`,
+      `     tls: {ca: {file: ${join(dir, 'api-ca.pem')}}, servername: localhost}, credentials: {token: {env: API_TOKEN}}}`,
+      '',
+    ].join('\n'),
+  );
+  agent = spawnCli(['agent', '--config', join(dir, 'agent.yaml'), '--log-level', 'debug'], {
+    env: baseEnv({
+      CIPORT_ENROLLMENT_TOKEN: enrollment,
+      APP_PW: APP_PASSWORD,
+      SUPER_PW: pg.superPassword,
+      REDIS_PW: REDIS_PASSWORD,
+      API_TOKEN,
+    }),
+    timeoutMs: 600_000,
+  });
+  await waitFor(() => gateway.agents.hub.serves('db'), 20_000, 'the agent to connect');
+}, 180_000);
+
+afterAll(async () => {
+  agent?.child.kill('SIGTERM');
+  await agent?.result;
+  await gateway?.close();
+  await issuer?.close();
+  await api?.close();
+  await redis?.stop();
+  await pg?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const env = (extra: NodeJS.ProcessEnv = {}) =>
+  baseEnv({
+    CIPORT_GATEWAY: gateway.url,
+    CIPORT_CA_FILE: gateway.caFile,
+    CIPORT_ID_TOKEN: token,
+    PSQLRC: '/dev/null',
+    PGPASSFILE: '/dev/null',
+    PGCONNECT_TIMEOUT: '10',
+    ...extra,
+  });
+
+const exec = (targets: string[], script: string, timeoutMs = 30_000) =>
+  runCli(['exec', ...targets, '--', 'sh', '-c', script], { env: env(), timeoutMs });
+
+async function latestSession() {
+  const [s] = await gateway.manager.list();
+  if (!s) throw new Error('no session');
+  return s;
+}
+
+async function eventsOf(session: string) {
+  return (await gateway.store.auditEvents({ limit: 10_000 })).filter(
+    (e) => (e.data as { session?: string }).session === session,
+  );
+}
+
+describe('ciport exec through an agent', () => {
+  it('psql reaches PostgreSQL with the credential the agent injects; queries are audited', async () => {
+    const r = await exec(
+      ['db'],
+      `psql "$DATABASE_URL" -tAc 'select current_user' && env | grep -c APP_PW || true`,
+    );
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim().split('\n')).toEqual(['app', '0']);
+    const session = await latestSession();
+    const events = await eventsOf(session.id);
+    const opened = events.find(
+      (e) => e.type === 'connection.opened' && (e.data as { target: string }).target === 'db',
+    );
+    expect(opened?.data).toMatchObject({ exit: 'dc1', target: 'db' });
+    const query = events.find((e) => e.type === 'query');
+    expect(query?.data).toMatchObject({ statement: 'select current_user', exit: 'dc1', database: 'app' });
+    expect(events.some((e) => e.type === 'connection.closed')).toBe(true);
+  });
+
+  it('a per-session role is created by the agent and dropped when the job ends', async () => {
+    const r = await exec(['db-dyn'], `psql "$DATABASE_URL" -tAc 'select current_user'`);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const role = r.stdout.trim();
+    expect(role).toMatch(/^ciport_[0-9a-f]{16}$/);
+    const session = await latestSession();
+    await waitFor(
+      async () => (await eventsOf(session.id)).some((e) => e.type === 'credential.revoked'),
+      15_000,
+      'credential.revoked from the agent',
+    );
+    const left = await pg.sql(`select count(*) from pg_roles where rolname = '${role}'`);
+    expect(String(left).trim()).toContain('0');
+    const events = await eventsOf(session.id);
+    const created = events.find((e) => e.type === 'credential.created');
+    expect(created?.data).toMatchObject({ role, target: 'db-dyn', agent: 'dc1', granted: ['readonly'] });
+    expect((created?.data as { principal?: unknown } | undefined)?.principal).toBeTruthy();
+  });
+
+  it('redis-cli reaches a password-protected Redis without knowing the password', async () => {
+    const r = await exec(
+      ['cache'],
+      `redis-cli -u "$CIPORT_CACHE_URL" SET agent-key via-agent && redis-cli -u "$CIPORT_CACHE_URL" GET agent-key`,
+    );
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim().split('\n')).toEqual(['OK', 'via-agent']);
+    const direct = await execText('redis-cli', [
+      '-p',
+      String(redis.port),
+      '-a',
+      REDIS_PASSWORD,
+      '--no-auth-warning',
+      'GET',
+      'agent-key',
+    ]);
+    expect(direct.trim()).toBe('via-agent');
+  });
+
+  it('curl reaches an HTTPS API with the bearer token the agent injects; http.request is audited', async () => {
+    const r = await exec(['api'], `curl -sS -o /dev/null -w '%{http_code}' "$CIPORT_API_URL/hello?x=1"`);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('200');
+    expect(api.seen.at(-1)?.url).toBe('/hello?x=1');
+    const session = await latestSession();
+    await waitFor(
+      async () => (await eventsOf(session.id)).some((e) => e.type === 'http.request'),
+      10_000,
+      'http.request from the agent',
+    );
+    const req = (await eventsOf(session.id)).find((e) => e.type === 'http.request');
+    expect(req?.data).toMatchObject({
+      method: 'GET',
+      path: '/hello',
+      status: 200,
+      exit: 'dc1',
+      target: 'api',
+    });
+  });
+
+  it('a granted target no agent serves fails with a clear error', async () => {
+    const r = await runCli(
+      ['exec', 'nowhere', '--', 'bash', '-c', 'exec 3<>/dev/tcp/127.0.0.1/$CIPORT_NOWHERE_PORT; cat <&3'],
+      { env: env(), timeoutMs: 20_000 },
+    );
+    expect(r.stderr).toMatch(/no agent serves target nowhere/);
+  });
+
+  it('agents list shows the agent connected with its targets; the audit chain verifies', async () => {
+    const r = await runCli(['agents', 'list', '--json'], { env: adminEnv() });
+    expect(r.code).toBe(0);
+    const list = JSON.parse(r.stdout) as Array<{ name: string; connections: Array<{ targets: string[] }> }>;
+    expect(list).toHaveLength(1);
+    expect(list[0]?.name).toBe('dc1');
+    expect([...(list[0]?.connections[0]?.targets ?? [])].sort()).toEqual(['api', 'cache', 'db', 'db-dyn']);
+    const types = (await gateway.store.auditEvents({ limit: 10_000 })).map((e) => e.type);
+    expect(types).toContain('agent.enrolled');
+    expect(types).toContain('agent.connected');
+    const verdict = await verifyChain(gateway.store);
+    expect(verdict.ok).toBe(true);
+  });
+
+  it('no secret reaches the gateway logs, its audit log, or the job', async () => {
+    const all = JSON.stringify(await gateway.store.auditEvents({ limit: 10_000 })) + logLines.join('\n');
+    for (const s of [APP_PASSWORD, REDIS_PASSWORD, API_TOKEN, pg.superPassword]) expect(all).not.toContain(s);
+  });
+
+  it('revoking the agent cuts it at once; it cannot reconnect', async () => {
+    const r = await runCli(['agents', 'revoke', 'dc1'], { env: adminEnv() });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/agt_[0-9a-f]+ \(dc1\): revoked/);
+    expect(gateway.agents.hub.serves('db')).toBe(false);
+    await waitFor(
+      () => /refused agent dc1's credential|AGENT_UNAUTHORIZED/.test(agent?.stderr() ?? ''),
+      10_000,
+      'the refusal in the agent log',
+    );
+    expect(gateway.agents.hub.serves('db')).toBe(false);
+    const denied = await exec(['db'], `psql "$DATABASE_URL" -tAc 'select 1'`, 20_000);
+    expect(denied.code).not.toBe(0);
+    expect(denied.stderr).toMatch(/no agent serves target db/);
+    const types = (await gateway.store.auditEvents({ limit: 10_000 })).map((e) => e.type);
+    expect(types).toContain('agent.revoked');
+    expect(types).toContain('agent.disconnected');
+  });
+});

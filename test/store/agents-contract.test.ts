@@ -1,0 +1,499 @@
+// Store contract for agents (enrollment, redemption, revocation and its notification) and the
+// gateway registry, on both engines (migration 0004).
+
+import { createHash, randomBytes } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { auditEvent, verifyChain } from '../../src/audit/index.js';
+import type { NewAgent, Store, StoredAgent } from '../../src/store/index.js';
+import { MIGRATION_TABLE } from '../../src/store/migrations.js';
+import { HOUR, MINUTE, T0 } from './fixtures.js';
+
+const DAY_MS = 24 * HOUR;
+
+import { engines, type TestDb } from './harness.js';
+
+const sha = (s: string) => createHash('sha256').update(s).digest('hex');
+
+const enrolled = (name: string) =>
+  auditEvent('agent.enrolled', {
+    agent: name,
+    stage: 'token_created',
+    expires_at: '2025-01-15T13:00:00.000Z',
+  });
+const registered = (a: StoredAgent) =>
+  auditEvent('agent.enrolled', { agent: a.name, agent_id: a.id, stage: 'registered' });
+const revokedEvent = (a: StoredAgent) => auditEvent('agent.revoked', { agent: a.name, agent_id: a.id });
+
+function newAgent(createdAt = T0): NewAgent {
+  return {
+    id: `agt_${randomBytes(8).toString('hex')}`,
+    credentialHash: sha(randomBytes(32).toString('base64url')),
+    createdAt,
+  };
+}
+
+/** Store an enrollment; returns its token hash. */
+async function enroll(
+  store: Store,
+  name: string,
+  options: { createdAt?: number; expiresAt?: number } = {},
+): Promise<string> {
+  const createdAt = options.createdAt ?? T0;
+  const tokenHash = sha(`cpe_${randomBytes(32).toString('base64url')}`);
+  await store.createEnrollment(
+    { tokenHash, name, createdAt, expiresAt: options.expiresAt ?? createdAt + HOUR },
+    enrolled(name),
+  );
+  return tokenHash;
+}
+
+async function register(store: Store, name: string, at = T0): Promise<StoredAgent> {
+  const tokenHash = await enroll(store, name, { createdAt: at });
+  const change = await store.redeemEnrollment(tokenHash, at, newAgent(at), registered);
+  if (!change) throw new Error('redeem failed');
+  return change.agent;
+}
+
+async function eventually(check: () => boolean | Promise<boolean>, ms = 3000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+for (const h of engines()) {
+  describe(`store contract: agents and gateways [${h.engine}]`, () => {
+    let t: TestDb;
+    beforeAll(() => h.setup());
+    afterAll(() => h.teardown());
+    beforeEach(async () => {
+      t = await h.fresh();
+    });
+    afterEach(() => t.dispose());
+
+    const count = async (table: string) => {
+      const [row] = await t.raw.query<{ n: number | string }>(`select count(*) as n from ${table}`);
+      return Number(row?.n);
+    };
+    const listening = async () => {
+      const [row] = await t.raw.query<{ n: number | string }>(
+        `select count(*) as n from pg_stat_activity where datname = current_database() and application_name = 'ciport-listen'`,
+      );
+      return Number(row?.n);
+    };
+
+    describe('enrollments', () => {
+      it('createEnrollment stores the hash with its agent.enrolled event', async () => {
+        const store = await t.open();
+        const tokenHash = await enroll(store, 'dc1', { expiresAt: T0 + HOUR });
+        const rows = await t.raw.query<Record<string, unknown>>('select * from agent_enrollments');
+        expect(rows).toHaveLength(1);
+        expect(rows[0]).toMatchObject({ token_hash: tokenHash, name: 'dc1', used_at: null, agent_id: null });
+        expect(Number(rows[0]?.created_at)).toBe(T0);
+        expect(Number(rows[0]?.expires_at)).toBe(T0 + HOUR);
+        const events = await store.auditEvents();
+        expect(events).toHaveLength(1);
+        expect(events[0]).toMatchObject({ seq: 1, type: 'agent.enrolled', time: T0 });
+        expect(events[0]?.data).toMatchObject({ agent: 'dc1', stage: 'token_created' });
+      });
+
+      it('refuses a token instead of its hash, and a duplicate hash, writing nothing', async () => {
+        const store = await t.open();
+        const token = `cpe_${randomBytes(32).toString('base64url')}`;
+        await expect(
+          store.createEnrollment(
+            { tokenHash: token, name: 'dc1', createdAt: T0, expiresAt: T0 + HOUR },
+            enrolled('dc1'),
+          ),
+        ).rejects.toMatchObject({ code: 'CIPORT_E_INTERNAL' });
+        const tokenHash = await enroll(store, 'dc1');
+        await expect(
+          store.createEnrollment(
+            { tokenHash, name: 'dc2', createdAt: T0, expiresAt: T0 + HOUR },
+            enrolled('dc2'),
+          ),
+        ).rejects.toThrow();
+        expect(await count('agent_enrollments')).toBe(1);
+        expect(await count('audit_events')).toBe(1);
+      });
+
+      it('a failing audit insert rolls the enrollment back', async () => {
+        const store = await t.open();
+        await t.raw.failAuditInserts();
+        await expect(enroll(store, 'dc1')).rejects.toThrow(/injected failure/);
+        expect(await count('agent_enrollments')).toBe(0);
+      });
+
+      it('prunes enrollments spent or expired more than a day ago', async () => {
+        const store = await t.open();
+        const spentLongAgo = await enroll(store, 'a', { createdAt: T0 });
+        await store.redeemEnrollment(spentLongAgo, T0 + MINUTE, newAgent(T0 + MINUTE), registered);
+        await enroll(store, 'b', { createdAt: T0, expiresAt: T0 + HOUR }); // expired long ago
+        const spentRecently = await enroll(store, 'c', { createdAt: T0 + DAY_MS });
+        await store.redeemEnrollment(spentRecently, T0 + DAY_MS, newAgent(T0 + DAY_MS), registered);
+        await enroll(store, 'd', { createdAt: T0, expiresAt: T0 + DAY_MS + HOUR }); // expired recently
+        await enroll(store, 'e', { createdAt: T0 + DAY_MS, expiresAt: T0 + 3 * DAY_MS }); // pending
+
+        await enroll(store, 'f', { createdAt: T0 + 2 * DAY_MS - HOUR }); // cutoff: T0 + 1 day - 1 h
+        const rows = await t.raw.query<{ name: string }>('select name from agent_enrollments order by name');
+        expect(rows.map((r) => r.name)).toEqual(['c', 'd', 'e', 'f']);
+        // The agents themselves stay.
+        expect((await store.listAgents()).map((a) => a.name)).toEqual(['a', 'c']);
+      });
+    });
+
+    describe('redeemEnrollment', () => {
+      it('creates the agent named after the enrollment, with its event, exactly once', async () => {
+        const store = await t.open();
+        const tokenHash = await enroll(store, 'dc1');
+        const input = newAgent(T0 + MINUTE);
+        const change = await store.redeemEnrollment(tokenHash, T0 + MINUTE, input, registered);
+        const agent: StoredAgent = {
+          id: input.id,
+          name: 'dc1',
+          credentialHash: input.credentialHash,
+          createdAt: T0 + MINUTE,
+          revokedAt: null,
+          lastSeenAt: null,
+        };
+        expect(change?.agent).toEqual(agent);
+        expect(change?.event).toMatchObject({ seq: 2, type: 'agent.enrolled', time: T0 + MINUTE });
+        expect(change?.event.data).toEqual({ agent: 'dc1', agent_id: input.id, stage: 'registered' });
+        expect(await store.getAgent(input.id)).toEqual(agent);
+        const [row] = await t.raw.query<{ used_at: unknown; agent_id: string }>(
+          'select used_at, agent_id from agent_enrollments',
+        );
+        expect(Number(row?.used_at)).toBe(T0 + MINUTE);
+        expect(row?.agent_id).toBe(input.id);
+
+        // Used: a second redemption writes nothing.
+        expect(
+          await store.redeemEnrollment(tokenHash, T0 + 2 * MINUTE, newAgent(), registered),
+        ).toBeUndefined();
+        expect(await count('agents')).toBe(1);
+        expect(await count('audit_events')).toBe(2);
+      });
+
+      it('refuses unknown, expired and malformed tokens without writing', async () => {
+        const store = await t.open();
+        const tokenHash = await enroll(store, 'dc1', { expiresAt: T0 + HOUR });
+        expect(await store.redeemEnrollment(sha('unknown'), T0, newAgent(), registered)).toBeUndefined();
+        expect(await store.redeemEnrollment('cpe_not-a-hash', T0, newAgent(), registered)).toBeUndefined();
+        // expires_at is exclusive: at T0 + HOUR the token is already expired.
+        expect(await store.redeemEnrollment(tokenHash, T0 + HOUR, newAgent(), registered)).toBeUndefined();
+        expect(await count('agents')).toBe(0);
+        expect(await count('audit_events')).toBe(1);
+        // Still unused, so one millisecond earlier it works.
+        expect(await store.redeemEnrollment(tokenHash, T0 + HOUR - 1, newAgent(), registered)).toBeDefined();
+      });
+
+      it('rolls back when the event builder or the audit insert fails; the token stays usable', async () => {
+        const store = await t.open();
+        const tokenHash = await enroll(store, 'dc1');
+        const boom = () => {
+          throw new Error('builder failed');
+        };
+        await expect(store.redeemEnrollment(tokenHash, T0, newAgent(), boom)).rejects.toThrow(
+          'builder failed',
+        );
+        expect(await count('agents')).toBe(0);
+        await t.raw.failAuditInserts();
+        await expect(store.redeemEnrollment(tokenHash, T0, newAgent(), registered)).rejects.toThrow(
+          /injected failure/,
+        );
+        expect(await count('agents')).toBe(0);
+        const [row] = await t.raw.query<{ used_at: unknown }>('select used_at from agent_enrollments');
+        expect(row?.used_at).toBeNull();
+      });
+
+      it('never stores a credential secret: only a hex SHA-256 is accepted', async () => {
+        const store = await t.open();
+        const tokenHash = await enroll(store, 'dc1');
+        await expect(
+          store.redeemEnrollment(tokenHash, T0, { ...newAgent(), credentialHash: 'secret' }, registered),
+        ).rejects.toMatchObject({ code: 'CIPORT_E_INTERNAL' });
+        expect(await count('agents')).toBe(0);
+      });
+
+      it('of concurrent redemptions on two store instances exactly one wins per token', async () => {
+        const a = await t.open();
+        const b = await t.open();
+        const tokens: string[] = [];
+        for (let i = 0; i < 6; i++) tokens.push(await enroll(a, `dc${i}`));
+        const results = await Promise.all(
+          tokens.flatMap((tokenHash) =>
+            [a, b, a, b].map((s) =>
+              s.redeemEnrollment(tokenHash, T0 + MINUTE, newAgent(T0 + MINUTE), registered),
+            ),
+          ),
+        );
+        for (let i = 0; i < tokens.length; i++) {
+          const winners = results.slice(i * 4, i * 4 + 4).filter(Boolean);
+          expect(winners).toHaveLength(1);
+          expect(winners[0]?.agent.name).toBe(`dc${i}`);
+        }
+        expect(await count('agents')).toBe(tokens.length);
+        const events = await b.auditEvents();
+        expect(events.filter((e) => e.data.stage === 'registered')).toHaveLength(tokens.length);
+        expect(await verifyChain(a)).toMatchObject({ ok: true, count: 2 * tokens.length });
+      });
+    });
+
+    describe('agents', () => {
+      it('getAgent, listAgents (oldest first, revoked too) and touchAgent', async () => {
+        const store = await t.open();
+        const one = await register(store, 'dc1', T0);
+        const two = await register(store, 'dc2', T0 + 1);
+        expect(await store.getAgent('agt_unknown')).toBeUndefined();
+        expect((await store.listAgents()).map((a) => a.id)).toEqual([one.id, two.id]);
+        expect((await store.getAgent(one.id))?.createdAt).toBeTypeOf('number');
+
+        expect(await store.touchAgent(one.id, T0 + HOUR)).toBe(true);
+        expect((await store.getAgent(one.id))?.lastSeenAt).toBe(T0 + HOUR);
+        expect(await store.touchAgent('agt_unknown', T0 + HOUR)).toBe(false);
+        await store.revokeAgents(two.id, T0 + HOUR, revokedEvent);
+        expect(await store.touchAgent(two.id, T0 + 2 * HOUR)).toBe(false);
+        expect((await store.getAgent(two.id))?.lastSeenAt).toBeNull();
+        expect((await store.listAgents()).map((a) => [a.name, a.revokedAt])).toEqual([
+          ['dc1', null],
+          ['dc2', T0 + HOUR],
+        ]);
+      });
+
+      it('revokeAgents: by name every live agent of the name, one event each; by id one; never twice', async () => {
+        const store = await t.open();
+        const r1 = await register(store, 'dc1', T0);
+        const r2 = await register(store, 'dc1', T0 + 1);
+        const other = await register(store, 'dc2', T0 + 2);
+        const before = await count('audit_events');
+
+        const byName = await store.revokeAgents('dc1', T0 + HOUR, revokedEvent);
+        expect(byName.map((c) => c.agent.id)).toEqual([r1.id, r2.id]);
+        expect(byName.map((c) => c.agent.revokedAt)).toEqual([T0 + HOUR, T0 + HOUR]);
+        expect(byName.map((c) => c.event.type)).toEqual(['agent.revoked', 'agent.revoked']);
+        expect(byName[1]?.event.data).toEqual({ agent: 'dc1', agent_id: r2.id });
+        expect(byName[1]?.event.time).toBe(T0 + HOUR);
+        expect(await count('audit_events')).toBe(before + 2);
+
+        expect(await store.revokeAgents('dc1', T0 + 2 * HOUR, revokedEvent)).toEqual([]);
+        expect(await store.revokeAgents(r1.id, T0 + 2 * HOUR, revokedEvent)).toEqual([]);
+        expect(await store.revokeAgents('nobody', T0 + 2 * HOUR, revokedEvent)).toEqual([]);
+        expect((await store.getAgent(r1.id))?.revokedAt).toBe(T0 + HOUR);
+        expect((await store.getAgent(other.id))?.revokedAt).toBeNull();
+
+        const byId = await store.revokeAgents(other.id, T0 + 3 * HOUR, revokedEvent);
+        expect(byId.map((c) => c.agent.name)).toEqual(['dc2']);
+        expect(await count('audit_events')).toBe(before + 3);
+        expect(await verifyChain(store)).toMatchObject({ ok: true });
+      });
+
+      it('a failing audit insert leaves the agents unrevoked', async () => {
+        const store = await t.open();
+        const agent = await register(store, 'dc1');
+        await t.raw.failAuditInserts();
+        await expect(store.revokeAgents('dc1', T0 + HOUR, revokedEvent)).rejects.toThrow(/injected failure/);
+        expect((await store.getAgent(agent.id))?.revokedAt).toBeNull();
+      });
+
+      it('of concurrent revokers on two store instances each agent is revoked once', async () => {
+        const a = await t.open();
+        const b = await t.open();
+        const agents = [await register(a, 'dc1'), await register(a, 'dc1', T0 + 1), await register(a, 'dc2')];
+        const results = await Promise.all([
+          a.revokeAgents('dc1', T0 + HOUR, revokedEvent),
+          b.revokeAgents('dc1', T0 + HOUR, revokedEvent),
+          b.revokeAgents(agents[0]?.id as string, T0 + HOUR, revokedEvent),
+          a.revokeAgents('dc2', T0 + HOUR, revokedEvent),
+          b.revokeAgents('dc2', T0 + HOUR, revokedEvent),
+        ]);
+        const revoked = results.flat().map((c) => c.agent.id);
+        expect(revoked.sort()).toEqual(agents.map((x) => x.id).sort());
+        const events = await a.auditEvents();
+        expect(events.filter((e) => e.type === 'agent.revoked')).toHaveLength(3);
+      });
+
+      it('subscribeAgentRevoked: revocations committed through another store are announced', async () => {
+        const a = await t.open();
+        const b = await t.open();
+        const heard: string[] = [];
+        const unsubscribe = await a.subscribeAgentRevoked((id) => heard.push(id));
+        const x1 = await register(b, 'dc1');
+        const x2 = await register(b, 'dc1', T0 + 1);
+        const started = Date.now();
+        await b.revokeAgents('dc1', T0 + HOUR, revokedEvent);
+        if (h.engine === 'postgres') {
+          await eventually(() => heard.length === 2);
+          expect(heard.sort()).toEqual([x1.id, x2.id].sort());
+          expect(Date.now() - started).toBeLessThan(1000);
+          // Nothing revoked (already revoked), nothing announced; a rolled-back revocation neither.
+          await b.revokeAgents('dc1', T0 + HOUR, revokedEvent);
+          const x3 = await register(b, 'dc3');
+          await t.raw.failAuditInserts();
+          await expect(b.revokeAgents('dc3', T0 + HOUR, revokedEvent)).rejects.toThrow(/injected failure/);
+          await new Promise((r) => setTimeout(r, 200));
+          expect(heard).toHaveLength(2);
+          expect((await a.getAgent(x3.id))?.revokedAt).toBeNull();
+          await unsubscribe();
+          await unsubscribe(); // idempotent
+        } else {
+          // SQLite: one process per file, nothing to tell; callers sweep listAgents.
+          await new Promise((r) => setTimeout(r, 50));
+          expect(heard).toEqual([]);
+          await unsubscribe();
+        }
+      });
+
+      if (h.engine === 'postgres') {
+        it('session ends and agent revocations share one listening connection, which reconnects', async () => {
+          const a = await t.open();
+          const b = await t.open();
+          const agentsHeard: string[] = [];
+          const sessionsHeard: string[] = [];
+          const unAgents = await a.subscribeAgentRevoked((id) => agentsHeard.push(id));
+          const unSessions = await a.subscribe((id) => sessionsHeard.push(id));
+          const unAgents2 = await a.subscribeAgentRevoked((id) => agentsHeard.push(`again:${id}`));
+          await eventually(async () => (await listening()) === 1);
+
+          const x = await register(b, 'dc1');
+          await b.revokeAgents(x.id, T0 + HOUR, revokedEvent);
+          await eventually(() => agentsHeard.length === 2);
+          expect(agentsHeard.sort()).toEqual([`again:${x.id}`, x.id]);
+          expect(sessionsHeard).toEqual([]);
+
+          // Cut the connection: it comes back by itself, listening on both channels again.
+          const [old] = await t.raw.query<{ pid: number }>(
+            `select pid from pg_stat_activity where datname = current_database() and application_name = 'ciport-listen'`,
+          );
+          await t.raw.query('select pg_terminate_backend(?)', [old?.pid]);
+          // Back, and done with its LISTENs (channels are listened in subscription order).
+          await eventually(async () => {
+            const rows = await t.raw.query(
+              `select 1 from pg_stat_activity where datname = current_database() and application_name = 'ciport-listen' and pid <> ? and state = 'idle' and query = 'listen ciport_session_ended'`,
+              [old?.pid],
+            );
+            return rows.length === 1;
+          }, 10_000);
+          await eventually(async () => (await listening()) === 1);
+          expect(await listening()).toBe(1);
+          const y = await register(b, 'dc2');
+          await b.revokeAgents(y.id, T0 + HOUR, revokedEvent);
+          await eventually(() => agentsHeard.length === 4, 5000);
+
+          // The connection closes when the last listener leaves.
+          await unAgents();
+          await unAgents2();
+          expect(await listening()).toBe(1);
+          await unSessions();
+          await eventually(async () => (await listening()) === 0);
+        });
+      }
+    });
+
+    describe('gateways', () => {
+      it('register (upsert), heartbeat, list the live ones, remove', async () => {
+        const store = await t.open();
+        await store.registerGateway({ id: 'gw-a', url: 'https://a.example:8443', at: T0 });
+        await store.registerGateway({ id: 'gw-b', url: 'https://b.example:8443', at: T0 + 1000 });
+        expect(await store.listGateways(T0)).toEqual([
+          { id: 'gw-a', url: 'https://a.example:8443', startedAt: T0, lastSeenAt: T0 },
+          { id: 'gw-b', url: 'https://b.example:8443', startedAt: T0 + 1000, lastSeenAt: T0 + 1000 },
+        ]);
+        expect(await store.heartbeatGateway('gw-a', T0 + MINUTE)).toBe(true);
+        expect(await store.heartbeatGateway('gw-unknown', T0 + MINUTE)).toBe(false);
+        expect((await store.listGateways(T0 + 30_000)).map((g) => g.id)).toEqual(['gw-a']);
+        expect(await store.listGateways(T0 + MINUTE)).toEqual([
+          { id: 'gw-a', url: 'https://a.example:8443', startedAt: T0, lastSeenAt: T0 + MINUTE },
+        ]);
+
+        // A restart under the same id replaces the entry.
+        await store.registerGateway({ id: 'gw-b', url: 'https://b2.example:8443', at: T0 + HOUR });
+        expect(await store.listGateways(T0 + HOUR)).toEqual([
+          { id: 'gw-b', url: 'https://b2.example:8443', startedAt: T0 + HOUR, lastSeenAt: T0 + HOUR },
+        ]);
+        expect(await store.removeGateway('gw-b')).toBe(true);
+        expect(await store.removeGateway('gw-b')).toBe(false);
+        expect((await store.listGateways(0)).map((g) => g.id)).toEqual(['gw-a']);
+        expect(await count('audit_events')).toBe(0);
+      });
+    });
+
+    describe('migration 0004', () => {
+      it('imports the legacy agents.v1 meta document', async () => {
+        const first = await t.open();
+        await first.close();
+        // Back to the schema before 0004, holding a document the old registry wrote.
+        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name = ?`, ['0004_agents']);
+        for (const table of ['agents', 'agent_enrollments', 'gateways'])
+          await t.raw.exec(`drop table ${table}`);
+        const iso = (ms: number) => new Date(ms).toISOString();
+        const doc = {
+          agents: [
+            {
+              id: 'agt_0000000000000001',
+              name: 'dc1',
+              created_at: iso(T0),
+              revoked_at: null,
+              last_seen_at: iso(T0 + HOUR),
+              credential_hash: sha('s1'),
+            },
+            {
+              id: 'agt_0000000000000002',
+              name: 'dc2',
+              created_at: iso(T0 + 1),
+              revoked_at: iso(T0 + 2 * HOUR),
+              last_seen_at: null,
+              credential_hash: sha('s2'),
+            },
+            { id: 'agt_broken', name: 'x' },
+          ],
+          enrollments: [
+            {
+              token_hash: sha('pending'),
+              name: 'dc3',
+              created_at: iso(T0),
+              expires_at: iso(T0 + HOUR),
+              used_at: null,
+              agent: null,
+            },
+            {
+              token_hash: sha('spent'),
+              name: 'dc1',
+              created_at: iso(T0),
+              expires_at: iso(T0 + HOUR),
+              used_at: iso(T0 + 1),
+              agent: 'agt_0000000000000001',
+            },
+          ],
+        };
+        await t.raw.exec('insert into meta (key, value) values (?, ?)', ['agents.v1', JSON.stringify(doc)]);
+
+        const store = await t.open();
+        expect(await store.listAgents()).toEqual([
+          {
+            id: 'agt_0000000000000001',
+            name: 'dc1',
+            credentialHash: sha('s1'),
+            createdAt: T0,
+            revokedAt: null,
+            lastSeenAt: T0 + HOUR,
+          },
+          {
+            id: 'agt_0000000000000002',
+            name: 'dc2',
+            credentialHash: sha('s2'),
+            createdAt: T0 + 1,
+            revokedAt: T0 + 2 * HOUR,
+            lastSeenAt: null,
+          },
+        ]);
+        expect(await store.getMeta('agents.v1')).toBeUndefined();
+        const change = await store.redeemEnrollment(sha('pending'), T0 + MINUTE, newAgent(), registered);
+        expect(change?.agent.name).toBe('dc3');
+        expect(
+          await store.redeemEnrollment(sha('spent'), T0 + MINUTE, newAgent(), registered),
+        ).toBeUndefined();
+      });
+    });
+  });
+}
