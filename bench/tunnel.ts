@@ -1,11 +1,15 @@
 // `npm run bench -- tunnel`: what the port costs against a direct loopback connection, measured
 // in one run, interleaved and repeated: bulk throughput (1 and 8 connections), small
-// request/response round trips, connection setup, and sessions opened per second.
+// request/response round trips, connection setup, and sessions opened per second. Each measure
+// runs on three paths: direct, through the port with the gateway as exit, and through the port
+// with an agent as exit (gateway → reverse HTTP/2 → `ciport agent` → target).
 //
-// Processes, as in a CI job: the targets (bench/servers.ts), the gateway (`ciport gateway`)
-// and the client (`ciport open`) each run in their own process; this process only drives load.
+// Processes, as in a CI job: the targets (bench/servers.ts), the gateway (`ciport gateway`),
+// the agent (`ciport agent`) and the client (`ciport open`) each run in their own process; this
+// process only drives load.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,16 +40,24 @@ function child(
   });
 }
 
-/** The first line of the child's stdout (or stderr) that matches. */
+/**
+ * The first line of the child's stdout (or stderr) that matches. What the child prints after it
+ * is passed on to our stderr (warnings), so a full pipe never blocks the child.
+ */
 async function lineMatching(
   proc: ChildProcess,
   re: RegExp,
   stream: 'stdout' | 'stderr' = 'stdout',
 ): Promise<RegExpExecArray> {
-  const rl = createInterface({ input: proc[stream]! });
+  const input = proc[stream]!;
+  const rl = createInterface({ input });
   for await (const line of rl) {
     const m = re.exec(line);
-    if (m) return m;
+    if (m) {
+      rl.close();
+      input.pipe(process.stderr, { end: false });
+      return m;
+    }
   }
   throw new Error(`process ended before printing ${re}`);
 }
@@ -124,6 +136,19 @@ async function setups(host: string, port: number, n: number): Promise<number> {
   return n / ((performance.now() - start) / 1000);
 }
 
+type Path = 'direct' | 'port' | 'agent';
+const PATHS: readonly Path[] = ['direct', 'port', 'agent'];
+/** The agent's targets: the same echo and sink, under names the gateway's config does not have. */
+const AGENT_TARGETS = ['agent-echo', 'agent-sink'] as const;
+const AGENT_NAME = 'bench';
+
+const MEASURES: ReadonlyArray<readonly [string, (e: Endpoints) => Promise<number>]> = [
+  ['bulk MB/s, 1 connection', (e) => bulk(e.sink.host, e.sink.port, 1, 200 * MB)],
+  ['bulk MB/s, 8 connections', (e) => bulk(e.sink.host, e.sink.port, 8, 25 * MB)],
+  ['round trips/s (64 B)', (e) => roundTrips(e.echo.host, e.echo.port, 3000)],
+  ['connections/s (connect + 1 round trip)', (e) => setups(e.echo.host, e.echo.port, 300)],
+];
+
 export async function benchTunnel(rounds: number): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'ciport-bench-tunnel-'));
   const procs: ChildProcess[] = [];
@@ -134,11 +159,14 @@ export async function benchTunnel(rounds: number): Promise<string> {
 
     const signer = await DevSigner.ephemeral();
     writeFileSync(join(dir, 'jwks.json'), JSON.stringify(signer.jwks()));
+    const admin = randomBytes(24).toString('base64url');
     const config = join(dir, 'gateway.yaml');
+    // The gateway exits to echo and sink itself; agent-echo and agent-sink only the agent serves.
     writeFileSync(
       config,
       `listen: 127.0.0.1:0
 data_dir: ${join(dir, 'data')}
+admin_tokens: [{env: CIPORT_BENCH_ADMIN_TOKEN}]
 sessions: {rate_limit: {per_minute: 100000, burst: 100000}}
 issuers:
   - {name: bench, kind: gitlab, issuer: ${ISSUER}, audience: ciport-bench, jwks_file: ${join(dir, 'jwks.json')}}
@@ -146,12 +174,18 @@ targets:
   - {name: echo, protocol: tcp, address: 127.0.0.1:${ports.echo}}
   - {name: sink, protocol: tcp, address: 127.0.0.1:${ports.sink}}
 rules:
-  - {name: bench, issuer: bench, when: {project_id: "1"}, allow: [echo, sink]}
+  - {name: bench, issuer: bench, when: {project_id: "1"}, allow: [echo, sink, ${AGENT_TARGETS.join(', ')}]}
 `,
     );
-    const gateway = child([BIN, 'gateway', '--config', config], { CIPORT_LOG_LEVEL: 'warn' }, 'pipe');
+    const gateway = child(
+      [BIN, 'gateway', '--config', config],
+      { CIPORT_LOG_LEVEL: 'warn', CIPORT_BENCH_ADMIN_TOKEN: admin },
+      'pipe',
+    );
     procs.push(gateway);
+    const caFile = join(dir, 'data/ca.crt');
     const url = await gatewayUrl(gateway, join(dir, 'data'));
+    await startAgent({ dir, url, caFile, admin, ports, procs });
     const token = await mintToken(
       signer,
       ISSUER,
@@ -160,11 +194,11 @@ rules:
     );
     const clientEnv = {
       CIPORT_GATEWAY: url,
-      CIPORT_CA_FILE: join(dir, 'data/ca.crt'),
+      CIPORT_CA_FILE: caFile,
       CIPORT_ID_TOKEN: token,
     };
     const envFile = join(dir, 'port.env');
-    const open = child([BIN, 'open', 'echo', 'sink', '--env-file', envFile], clientEnv);
+    const open = child([BIN, 'open', 'echo', 'sink', ...AGENT_TARGETS, '--env-file', envFile], clientEnv);
     procs.push(open);
     for (let i = 0; i < 200 && !existsSync(envFile); i++) await sleep(50);
     if (!existsSync(envFile)) throw new Error('ciport open did not become ready within 10 s');
@@ -174,56 +208,56 @@ rules:
         .filter((l) => l.includes('='))
         .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).replace(/^'|'$/g, '')]),
     );
-    const viaPort: Endpoints = {
-      echo: { host: env.CIPORT_ECHO_HOST!, port: Number(env.CIPORT_ECHO_PORT) },
-      sink: { host: env.CIPORT_SINK_HOST!, port: Number(env.CIPORT_SINK_PORT) },
-    };
-    const direct: Endpoints = {
-      echo: { host: '127.0.0.1', port: ports.echo },
-      sink: { host: '127.0.0.1', port: ports.sink },
+    const local = (name: string) => ({
+      host: env[`CIPORT_${name}_HOST`]!,
+      port: Number(env[`CIPORT_${name}_PORT`]),
+    });
+    const endpoints: Record<Path, Endpoints> = {
+      direct: {
+        echo: { host: '127.0.0.1', port: ports.echo },
+        sink: { host: '127.0.0.1', port: ports.sink },
+      },
+      port: { echo: local('ECHO'), sink: local('SINK') },
+      agent: { echo: local('AGENT_ECHO'), sink: local('AGENT_SINK') },
     };
 
-    const results: Record<string, { direct: number[]; port: number[] }> = {};
-    const record = (name: string, path: 'direct' | 'port', value: number) => {
-      results[name] ??= { direct: [], port: [] };
-      results[name][path].push(value);
-    };
-    const ratios: Record<string, number[]> = {};
+    const results: Record<string, Record<Path, number[]>> = {};
+    const ratios: Record<string, { port: number[]; agent: number[] }> = {};
     for (let r = 0; r < rounds; r++) {
-      // Alternate which path goes first, so warm-up and drift do not favour one.
-      const order: Array<['direct' | 'port', Endpoints]> =
-        r % 2
-          ? [
-              ['port', viaPort],
-              ['direct', direct],
-            ]
-          : [
-              ['direct', direct],
-              ['port', viaPort],
-            ];
-      for (const [name, fn] of [
-        ['bulk MB/s, 1 connection', (e: Endpoints) => bulk(e.sink.host, e.sink.port, 1, 200 * MB)],
-        ['bulk MB/s, 8 connections', (e: Endpoints) => bulk(e.sink.host, e.sink.port, 8, 25 * MB)],
-        ['round trips/s (64 B)', (e: Endpoints) => roundTrips(e.echo.host, e.echo.port, 3000)],
-        ['connections/s (connect + 1 round trip)', (e: Endpoints) => setups(e.echo.host, e.echo.port, 300)],
-      ] as const) {
-        const measured: Partial<Record<'direct' | 'port', number>> = {};
-        for (const [path, e] of order) {
-          const v = await fn(e);
-          record(name, path, v);
+      // Rotate which path goes first, so warm-up and drift do not favour one.
+      const order = PATHS.map((_, i) => PATHS[(i + r) % PATHS.length] as Path);
+      for (const [name, fn] of MEASURES) {
+        results[name] ??= { direct: [], port: [], agent: [] };
+        ratios[name] ??= { port: [], agent: [] };
+        const measured: Partial<Record<Path, number>> = {};
+        for (const path of order) {
+          const v = await fn(endpoints[path]);
+          results[name][path].push(v);
           measured[path] = v;
         }
-        ratios[name] = [...(ratios[name] ?? []), (measured.port as number) / (measured.direct as number)];
+        ratios[name].port.push((measured.port as number) / (measured.direct as number));
+        ratios[name].agent.push((measured.agent as number) / (measured.direct as number));
       }
     }
 
-    const sessions = await sessionsPerSecond(url, join(dir, 'data/ca.crt'), token, 100);
-    const rows = [['measure', 'direct', 'through the port', 'ratio (median per round)']];
+    const sessions = await sessionsPerSecond(url, caFile, token, 100);
+    const rows = [
+      ['measure', 'direct', 'through the port', 'ratio (median per round)', 'via agent', 'ratio via agent'],
+    ];
     for (const [name, v] of Object.entries(results)) {
-      rows.push([name, fmt(median(v.direct)), fmt(median(v.port)), `${median(ratios[name]!).toFixed(2)}x`]);
+      const q = ratios[name]!;
+      rows.push([
+        name,
+        fmt(median(v.direct)),
+        fmt(median(v.port)),
+        `${median(q.port).toFixed(2)}x`,
+        fmt(median(v.agent)),
+        `${median(q.agent).toFixed(2)}x`,
+      ]);
     }
     return [
-      `tunnel: tcp target on loopback; gateway, client and targets in separate processes; median of ${rounds} interleaved rounds`,
+      `tunnel: tcp target on loopback; gateway, agent, client and targets in separate processes; median of ${rounds} interleaved rounds`,
+      'through the port: client -> gateway (exit) -> target; via agent: client -> gateway -> agent (exit, reverse HTTP/2) -> target; ratios are to direct',
       '',
       table(rows),
       '',
@@ -232,6 +266,67 @@ rules:
   } finally {
     for (const p of procs.reverse()) p.kill('SIGTERM');
     await sleep(200);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Enroll an agent through the admin API, run `ciport agent` with the echo and sink as its tcp
+ * targets, and wait until the gateway lists its connection with both targets.
+ */
+async function startAgent(options: {
+  dir: string;
+  url: string;
+  caFile: string;
+  admin: string;
+  ports: { echo: number; sink: number };
+  procs: ChildProcess[];
+}): Promise<void> {
+  const { dir, url, caFile, admin, ports } = options;
+  const client = new GatewayClient({ url: new URL(url), ca: [readFileSync(caFile, 'utf8')] });
+  try {
+    const enrolled = await client.api('POST', '/v1/agents/enroll', {
+      bearer: admin,
+      body: { name: AGENT_NAME },
+    });
+    const enrollment = (enrolled.body as { token: string }).token;
+    const config = join(dir, 'agent.yaml');
+    writeFileSync(
+      config,
+      `gateway: ${url}
+ca_file: ${caFile}
+name: ${AGENT_NAME}
+data_dir: ${join(dir, 'agent')}
+enrollment_token: {env: CIPORT_ENROLLMENT_TOKEN}
+targets:
+  - {name: ${AGENT_TARGETS[0]}, protocol: tcp, address: 127.0.0.1:${ports.echo}}
+  - {name: ${AGENT_TARGETS[1]}, protocol: tcp, address: 127.0.0.1:${ports.sink}}
+`,
+    );
+    const agent = child(
+      [BIN, 'agent', '--config', config],
+      { CIPORT_LOG_LEVEL: 'warn', CIPORT_ENROLLMENT_TOKEN: enrollment },
+      'pipe',
+    );
+    options.procs.push(agent);
+    await lineMatching(agent, new RegExp(`^ciport: agent ${AGENT_NAME} \\(.*\\) serving `), 'stderr');
+    // Registered and linking: the gateway routes to it once the link is up and its targets listed.
+    for (let i = 0; i < 200; i++) {
+      const list = (await client.api('GET', '/v1/agents', { bearer: admin })).body as Array<{
+        name: string;
+        connections: Array<{ targets: string[] }>;
+      }>;
+      const up = list.some(
+        (a) =>
+          a.name === AGENT_NAME &&
+          a.connections.some((c) => AGENT_TARGETS.every((t) => c.targets.includes(t))),
+      );
+      if (up) return;
+      await sleep(50);
+    }
+    throw new Error('the agent did not connect to the gateway within 10 s');
+  } finally {
+    client.close();
   }
 }
 

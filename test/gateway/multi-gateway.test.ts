@@ -2,9 +2,14 @@
 // test/store): a session created on A and revoked on B has its stream on A cut within one
 // second (LISTEN/NOTIFY), and the periodic sweep still cuts it when the notification is lost.
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Agent } from '../../src/agent/agent.js';
 import { verifyChain } from '../../src/audit/index.js';
+import { agentConfig } from '../agent/harness.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { HOOK_SECRET, type LivenessHarness, startLivenessHarness } from '../jobs/gateway-harness.js';
 import { PG_ADMIN_URL } from '../store/harness.js';
@@ -35,10 +40,13 @@ afterAll(async () => {
   await admin?.end();
 });
 
-async function gateway(sweepIntervalMs: number): Promise<LivenessHarness> {
+async function gateway(
+  sweepIntervalMs: number,
+  extra: Record<string, unknown> = {},
+): Promise<LivenessHarness> {
   const h = await startLivenessHarness({
     issuer,
-    extra: { store: { postgres: { url: dbUrl } } },
+    extra: { store: { postgres: { url: dbUrl } }, ...extra },
     gateway: { sweepIntervalMs },
   });
   running.push(h);
@@ -144,5 +152,57 @@ describe('several gateways on one PostgreSQL store', () => {
       );
       return r.rows[0].n >= 2;
     }, 10_000);
+  });
+
+  it('an agent configured with A links to B too (discovered through the store); revoked on B, A cuts it', async () => {
+    // One CA for the group (agents verify every gateway with one ca_file): a shared data_dir.
+    const shared = mkdtempSync(join(tmpdir(), 'ciport-multi-ca-'));
+    const rules = [{ name: 'all', issuer: 'gitlab', when: { ref_protected: true }, allow: ['echo', 'far'] }];
+    const a = await gateway(60_000, { data_dir: shared, rules });
+    const b = await gateway(60_000, { data_dir: shared, rules });
+    const { token } = await a.gateway.agents.registry.createEnrollment('dc1');
+    const agentDir = mkdtempSync(join(tmpdir(), 'ciport-multi-agent-'));
+    const agent = new Agent(
+      agentConfig({
+        gateway: a.gateway.url,
+        dataDir: agentDir,
+        name: 'dc1',
+        targets: [{ name: 'far', protocol: 'tcp', address: `127.0.0.1:${a.echo.port}` }],
+      }),
+      { ca: a.gateway.caPem, env: { CIPORT_TEST_ENROLLMENT_TOKEN: token } },
+    );
+    try {
+      await agent.start();
+      await eventually(
+        () => a.gateway.agents.hub.serves('far') && b.gateway.agents.hub.serves('far'),
+        15_000,
+      );
+      expect(
+        agent
+          .links()
+          .map((l) => l.url)
+          .sort(),
+      ).toEqual([a.gateway.url, b.gateway.url].sort());
+
+      // A session opened on B reaches the agent through B's own link.
+      const cb = await b.client();
+      const s = await openSession(cb, await b.token(), { targets: ['far'] });
+      const stream = await tunnel(cb, s, 'far');
+      expect((await roundTrip(stream, Buffer.from('via B and dc1'))).toString()).toBe('via B and dc1');
+
+      // Revoked on B: A learns it through the store (NOTIFY) and cuts the agent as well.
+      const revoked = await api(cb, 'POST', '/v1/agents/dc1/revoke', { bearer: ADMIN_TOKEN });
+      expect(revoked.status).toBe(200);
+      const started = Date.now();
+      await eventually(
+        () => !a.gateway.agents.hub.serves('far') && !b.gateway.agents.hub.serves('far'),
+        5_000,
+      );
+      expect(Date.now() - started).toBeLessThan(2_000);
+    } finally {
+      await agent.close();
+      rmSync(agentDir, { recursive: true, force: true });
+      rmSync(shared, { recursive: true, force: true });
+    }
   });
 });
