@@ -6,7 +6,10 @@
 //     └─ veth 10.213.a.b+1/30 ── 10.213.a.b+2/30  AGT (the `ciport agent` process)
 //                                 └─ veth 10.213.a.b+5/30 ── 10.213.a.b+6/30  TGT (redis-server)
 //
-// TGT is wired only to AGT; root has no route to TGT's /30 and no namespace forwards. The
+// TGT is wired only to AGT; root has no route of its own to TGT's /30 (only, maybe, a default
+// route out of the machine, which may lead to a proxy that accepts any connect: the direct probe
+// therefore checks that the target never answers, not only that the connect fails) and no
+// namespace forwards. The
 // gateway listens on its veth address only (not 0.0.0.0); its generated certificate covers that
 // address because it is the `listen:` host (src/transport/tls.ts serverNames). The redis
 // password lives only in the agent's environment.
