@@ -45,7 +45,7 @@ export interface ConnectionStats {
 
 const RST_REASONS: Record<number, string> = {
   [h2.NGHTTP2_CANCEL]: 'the gateway cancelled the stream (session ended or idle timeout)',
-  [h2.NGHTTP2_CONNECT_ERROR]: 'the connection to the target failed',
+  [h2.NGHTTP2_CONNECT_ERROR]: 'the connection to the target failed (or the agent carrying it went away)',
   [h2.NGHTTP2_REFUSED_STREAM]: 'the gateway refused the stream',
   [h2.NGHTTP2_ENHANCE_YOUR_CALM]: 'the gateway is shedding load',
   [h2.NGHTTP2_INTERNAL_ERROR]: 'the gateway failed',
@@ -76,6 +76,15 @@ export class TargetListener {
   readonly #sockets = new Set<Socket>();
   readonly #streams = new Set<ClientHttp2Stream>();
   readonly #warned = new Set<string>();
+  /** When each abnormal-close reason was last logged (at most one line per reason per 10 s). */
+  readonly #lastWarned = new Map<string, number>();
+
+  #quietFor(reason: string): boolean {
+    const now = Date.now();
+    if (now - (this.#lastWarned.get(reason) ?? 0) < 10_000) return false;
+    this.#lastWarned.set(reason, now);
+    return true;
+  }
   #nextId = 1;
   #closing = false;
   /** Totals over closed connections. */
@@ -143,7 +152,8 @@ export class TargetListener {
     socket.on('error', () => {});
     const peer = `${socket.remotePort ?? '?'}`;
 
-    const finish = (error?: string) => {
+    /** `farSide`: the gateway or the target's exit cut it (worth a line even when not verbose). */
+    const finish = (error?: string, farSide = false) => {
       if (done) return;
       done = true;
       this.#sockets.delete(socket);
@@ -162,10 +172,13 @@ export class TargetListener {
       if (log.verbose) {
         const what = `sent ${formatBytes(stats.sent)}, received ${formatBytes(stats.received)}, ${(stats.ms / 1000).toFixed(2)} s`;
         log.info(`${target}: connection ${id} closed (${what})${error ? `: ${error}` : ''}`);
+      } else if (error && farSide && !this.#closing && this.#quietFor(error)) {
+        // Quiet on success, but an app's connection cut from the far side is worth one line.
+        log.warn(`${target}: connection ${id} closed: ${error}`);
       }
     };
 
-    const abort = (reason: string) => {
+    const abort = (reason: string, farSide = false) => {
       if (stream) resetStream(stream);
       // An abnormal end reaches the app as a reset, not as a clean end of data.
       if (!socket.destroyed) {
@@ -177,7 +190,7 @@ export class TargetListener {
           }
         } else socket.destroy();
       }
-      finish(reason);
+      finish(reason, farSide);
     };
 
     if (log.verbose) log.info(`${target}: connection ${id} opened (from 127.0.0.1:${peer})`);
@@ -210,7 +223,7 @@ export class TargetListener {
             const reset = Boolean(s.rstCode) && !this.#closing;
             const reason = reset || this.#closing ? streamError() : `application socket: ${err.message}`;
             if (reset) this.#options.onTrouble?.(undefined, undefined);
-            abort(reason);
+            abort(reason, reset);
             return;
           }
           upDone = true;
@@ -219,8 +232,9 @@ export class TargetListener {
         pipeline(s, socket, (err) => {
           if (err) {
             const reason = streamError();
-            if (s.rstCode && !this.#closing) this.#options.onTrouble?.(undefined, undefined);
-            abort(reason);
+            const reset = Boolean(s.rstCode) && !this.#closing;
+            if (reset) this.#options.onTrouble?.(undefined, undefined);
+            abort(reason, reset);
             return;
           }
           downDone = true;
@@ -230,7 +244,7 @@ export class TargetListener {
           // Reset by the gateway after both halves ended normally: nothing left to do.
           if (!done && s.rstCode && s.rstCode !== h2.NGHTTP2_NO_ERROR) {
             if (!this.#closing) this.#options.onTrouble?.(undefined, undefined);
-            abort(streamError());
+            abort(streamError(), true);
           }
         });
       },
@@ -292,7 +306,8 @@ export class TargetListener {
       },
       (err: unknown) => finish((err as Error).message),
     );
-    const finish = (error?: string) => {
+    /** `farSide`: the gateway or the target's exit cut it (worth a line even when not verbose). */
+    const finish = (error?: string, farSide = false) => {
       this.#sockets.delete(socket);
       if (stream) {
         this.#streams.delete(stream);

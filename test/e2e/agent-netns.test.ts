@@ -9,10 +9,9 @@
 // TGT is wired only to AGT; root has no route of its own to TGT's /30 (only, maybe, a default
 // route out of the machine, which may lead to a proxy that accepts any connect: the direct probe
 // therefore checks that the target never answers, not only that the connect fails) and no
-// namespace forwards. The
-// gateway listens on its veth address only (not 0.0.0.0); its generated certificate covers that
-// address because it is the `listen:` host (src/transport/tls.ts serverNames). The redis
-// password lives only in the agent's environment.
+// namespace forwards. The gateway listens on its veth address only (not 0.0.0.0); its generated
+// certificate covers that address because it is the `listen:` host (src/transport/tls.ts
+// serverNames). The redis password lives only in the agent's environment.
 //
 // Needs root and a working `ip netns` (iproute2). Without them the suite is reported as skipped,
 // with the reason in its title and on stderr. The names carry a random suffix so parallel runs
