@@ -5,6 +5,7 @@ import type { ClientHttp2Stream } from 'node:http2';
 import { constants as h2 } from 'node:http2';
 import { createServer, type Server, type Socket } from 'node:net';
 import { pipeline } from 'node:stream';
+import { pipeline as pipelineAsync } from 'node:stream/promises';
 import { servePgClientConnection } from '../protocols/postgres/client.js';
 import { TunnelRefused } from './gateway.js';
 
@@ -45,10 +46,10 @@ export interface ConnectionStats {
 
 const RST_REASONS: Record<number, string> = {
   [h2.NGHTTP2_CANCEL]: 'the gateway cancelled the stream (session ended or idle timeout)',
-  [h2.NGHTTP2_CONNECT_ERROR]: 'the connection to the target failed (or the agent carrying it went away)',
+  [h2.NGHTTP2_CONNECT_ERROR]: 'the connection to the target failed',
   [h2.NGHTTP2_REFUSED_STREAM]: 'the gateway refused the stream',
   [h2.NGHTTP2_ENHANCE_YOUR_CALM]: 'the gateway is shedding load',
-  [h2.NGHTTP2_INTERNAL_ERROR]: 'the gateway failed',
+  [h2.NGHTTP2_INTERNAL_ERROR]: 'the gateway failed, or the agent carrying the connection went away',
 };
 
 /**
@@ -229,17 +230,32 @@ export class TargetListener {
           upDone = true;
           bothDone();
         });
-        pipeline(s, socket, (err) => {
-          if (err) {
-            const reason = streamError();
-            const reset = Boolean(s.rstCode) && !this.#closing;
-            if (reset) this.#options.onTrouble?.(undefined, undefined);
-            abort(reason, reset);
-            return;
-          }
-          downDone = true;
-          bothDone();
+        const downstream = pipelineAsync(s, socket, { end: false });
+        downstream.then(undefined, () => {
+          const reason = streamError();
+          const reset = Boolean(s.rstCode) && !this.#closing;
+          if (reset) this.#options.onTrouble?.(undefined, undefined);
+          abort(reason, reset);
         });
+        downstream.then(
+          () => {
+            // Node sends END_STREAM before RST_STREAM when the gateway resets a stream whose
+            // writable side is open: this end may be the first half of a reset. Look again once
+            // the frames that came with it are processed, so the app gets a reset, not a clean FIN.
+            setImmediate(() => {
+              if (done) return;
+              if (s.rstCode && s.rstCode !== h2.NGHTTP2_NO_ERROR && !this.#closing) {
+                this.#options.onTrouble?.(undefined, undefined);
+                abort(streamError(), true);
+                return;
+              }
+              socket.end();
+              downDone = true;
+              bothDone();
+            });
+          },
+          () => {},
+        );
         s.on('close', () => {
           // Reset by the gateway after both halves ended normally: nothing left to do.
           if (!done && s.rstCode && s.rstCode !== h2.NGHTTP2_NO_ERROR) {
@@ -306,8 +322,7 @@ export class TargetListener {
       },
       (err: unknown) => finish((err as Error).message),
     );
-    /** `farSide`: the gateway or the target's exit cut it (worth a line even when not verbose). */
-    const finish = (error?: string, farSide = false) => {
+    const finish = (error?: string) => {
       this.#sockets.delete(socket);
       if (stream) {
         this.#streams.delete(stream);

@@ -1,11 +1,11 @@
 // The gateway half of a tunnel whose target an agent serves: the client's CONNECT stream is
 // answered by relaying it onto a CONNECT stream towards an agent (AgentHub.connect). Bytes flow
-// with `stream.pipeline` both ways (HTTP/2 flow control on both hops is the only buffer bound);
+// with `pipe` both ways (HTTP/2 flow control on both hops is the only buffer bound; not
+// `pipeline`, whose teardown would destroy the client stream before its RST_STREAM is out);
 // resets cross over: the agent's reset or loss becomes CONNECT_ERROR towards the client, the
 // client's reset, the idle timeout or `signal` (session ended) become CANCEL towards the agent.
 import type { ClientHttp2Stream, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { constants as h2 } from 'node:http2';
-import { pipeline } from 'node:stream';
 import { asCiportError, type CiportError } from '../errors/index.js';
 import { resetStream } from '../transport/h2.js';
 import type { AgentHub, AgentIdentity } from './agent-hub.js';
@@ -108,21 +108,43 @@ export async function relayViaAgent(
   agentStream.on('data', (c: Buffer) => {
     result.bytesFromTarget += c.length;
   });
-  // Resets cross over before pipeline's own teardown picks a code (it would send INTERNAL_ERROR):
-  // these listeners are registered before pipeline's.
   const agentFailed = (why: string) => {
     result.error ??= why;
     resetStream(client, h2.NGHTTP2_CONNECT_ERROR);
   };
-  agentStream.on('error', (err: Error) => agentFailed(`agent stream failed (${err.message})`));
-  agentStream.once('aborted', () => agentFailed('agent connection lost'));
+  // The agent's link went away: reset the client's stream by destroying it, which sends
+  // RST_STREAM(INTERNAL_ERROR) and nothing else; close() would send END_STREAM first, and the
+  // app could take that for the target closing the connection.
+  const agentLost = (why: string) => {
+    result.error ??= why;
+    if (!client.destroyed) client.destroy(new Error(why));
+  };
+  agentStream.on('error', (err: Error) => {
+    if (agentStream.rstCode === h2.NGHTTP2_CONNECT_ERROR) agentFailed(`agent stream failed (${err.message})`);
+    else agentLost(`agent stream failed (${err.message})`);
+  });
+  // Ends are passed on by hand: a dead agent's session tears its streams down with an end of
+  // data, which must reach the app as a reset (a lost agent), not as a target that closed.
+  agentStream.once('end', () => {
+    const session = agentStream.session;
+    if (!session || session.destroyed || session.closed) agentLost('agent connection lost');
+    else if (!client.writableEnded) client.end();
+  });
+  client.once('end', () => {
+    if (!agentStream.writableEnded && !agentStream.destroyed) agentStream.end();
+  });
+  // The agent resets a stream with CONNECT_ERROR when its target fails; any other abort is the
+  // link going away (its session's teardown shows as CANCEL).
+  agentStream.once('aborted', () => {
+    if (agentStream.rstCode === h2.NGHTTP2_CONNECT_ERROR) agentFailed('the target failed at the agent');
+    else agentLost('agent connection lost');
+  });
   agentStream.once('close', () => {
     if (agentStream.rstCode !== undefined && agentStream.rstCode !== h2.NGHTTP2_NO_ERROR) {
       result.error ??= `agent reset the stream (${agentStream.rstCode})`;
       resetStream(client, h2.NGHTTP2_CONNECT_ERROR);
     } else if (!agentStream.readableEnded) {
-      result.error ??= 'agent connection lost';
-      resetStream(client, h2.NGHTTP2_CONNECT_ERROR);
+      agentLost('agent connection lost');
     }
   });
   client.once('aborted', () => {
@@ -131,12 +153,12 @@ export async function relayViaAgent(
   });
 
   await new Promise<void>((resolve) => {
-    let pending = 4;
+    let pending = 2;
     const settle = () => {
       if (--pending === 0) resolve();
     };
-    pipeline(client, agentStream, () => settle());
-    pipeline(agentStream, client, () => settle());
+    client.pipe(agentStream, { end: false });
+    agentStream.pipe(client, { end: false });
     client.once('close', () => {
       if (!agentStream.closed) resetStream(agentStream, h2.NGHTTP2_CANCEL);
       settle();

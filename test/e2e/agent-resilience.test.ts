@@ -161,6 +161,7 @@ async function openPort(targets: string[] = ['echo']) {
   const vars = parseDotenv(readFileSync(envFile, 'utf8'));
   return {
     vars,
+    stderr: open.stderr,
     port: Number(vars.CIPORT_ECHO_PORT),
     async close() {
       await runCli(['close', '--state', state], { env: jobEnv() });
@@ -233,6 +234,12 @@ describe('agents survive restarts and failures', () => {
     const held = await holdConnection(port.port);
     await kill(agents.get('dc1'));
     expect(await held.closed).toMatch(/closed|error/);
+    // The client says why (one line, even without --verbose).
+    await waitFor(
+      () => /echo: connection \d+ closed: .*agent carrying the connection went away/.test(port.stderr()),
+      5_000,
+      'the client to log why',
+    );
     await waitFor(() => !connectedAgents().has('dc1'), 5_000, 'the gateway to notice');
     expect(await roundTrip(port.port)).toBe(false); // no agent serves echo now
     await startAgent('dc1');

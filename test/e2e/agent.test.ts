@@ -64,18 +64,28 @@ beforeAll(async () => {
       admin_tokens: [{ env: 'ADMIN' }],
       sessions: { default_ttl: '15m', lease_timeout: '5s', rate_limit: { per_minute: 10000, burst: 1000 } },
       issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
+      // One target the gateway exits to itself: redis with the password injected there.
+      targets: [
+        {
+          name: 'cache-gw',
+          protocol: 'redis',
+          address: `127.0.0.1:${redis.port}`,
+          database: '2',
+          credentials: { password: { env: 'REDIS_PW' } },
+        },
+      ],
       rules: [
         {
           name: 'main',
           issuer: 'gitlab',
           when: { project_id: '61577203', ref_protected: true },
-          allow: ['db', 'db-dyn', 'cache', 'api', 'nowhere'],
+          allow: ['db', 'db-dyn', 'cache', 'cache-gw', 'api', 'nowhere'],
           max_ttl: '30m',
         },
       ],
     }),
     'gateway.json',
-    { resolveSecrets: true, env: { ADMIN } },
+    { resolveSecrets: true, env: { ADMIN, REDIS_PW: REDIS_PASSWORD } },
   );
   const destination = new Writable({
     write(chunk, _enc, cb) {
@@ -225,6 +235,31 @@ describe('ciport exec through an agent', () => {
       'agent-key',
     ]);
     expect(direct.trim()).toBe('via-agent');
+  });
+
+  it('the gateway injects Redis credentials for its own redis target too (AUTH, SELECT)', async () => {
+    const r = await exec(
+      ['cache-gw'],
+      `redis-cli -u "$CIPORT_CACHE_GW_URL" SET gw-key via-gateway && redis-cli -u "$CIPORT_CACHE_GW_URL" GET gw-key`,
+    );
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim().split('\n')).toEqual(['OK', 'via-gateway']);
+    const direct = await execText('redis-cli', [
+      '-p',
+      String(redis.port),
+      '-a',
+      REDIS_PASSWORD,
+      '--no-auth-warning',
+      '-n',
+      '2',
+      'GET',
+      'gw-key',
+    ]);
+    expect(direct.trim()).toBe('via-gateway');
+    const session = await latestSession();
+    const opened = (await eventsOf(session.id)).find((e) => e.type === 'connection.opened');
+    expect(opened?.data).toMatchObject({ exit: 'gateway', target: 'cache-gw' });
   });
 
   it('curl reaches an HTTPS API with the bearer token the agent injects; http.request is audited', async () => {
