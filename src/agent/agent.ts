@@ -16,6 +16,7 @@ import {
   AGENT_TARGETS_PATH,
 } from '../gateway/agent-hub.js';
 import type { Logger } from '../gateway/logger.js';
+import { targetOfAuthority } from '../transport/h2.js';
 import { type AgentConfig, resolveEnrollmentToken } from './config.js';
 import { readCredential, registerAgent, type StoredCredential, writeCredential } from './credential.js';
 import { AgentExits, refuseStream } from './exits.js';
@@ -45,15 +46,6 @@ export interface AgentEvents {
   disconnected: [{ reason: string; url: string }];
   /** A connection attempt failed (before the reverse HTTP/2 session existed). */
   failed: [CiportError];
-}
-
-/** `staging-db:443` → `staging-db` (as the gateway's tunnel does). */
-function targetOfAuthority(authority: string | undefined): string | undefined {
-  if (!authority) return undefined;
-  const host = authority.startsWith('[')
-    ? authority.slice(1, authority.indexOf(']'))
-    : authority.split(':')[0];
-  return host ? host.toLowerCase() : undefined;
 }
 
 export class Agent extends EventEmitter<AgentEvents> {

@@ -3,6 +3,7 @@
 // events, the events agents report (roles, http.request), and the session hooks that keep
 // per-session roles on agents tied to session lifetimes (end → drop now; on every agent
 // connection and periodically → the active list, so the agent reaps what it missed).
+import type { Registry } from 'prom-client';
 import { auditEvent } from '../audit/events.js';
 import { asCiportError } from '../errors/index.js';
 import type { SessionManager } from '../session/manager.js';
@@ -21,6 +22,7 @@ import {
 } from './agent-hub.js';
 import { AgentRegistry } from './agent-registry.js';
 import type { Logger } from './logger.js';
+import { createAgentMetrics } from './metrics.js';
 import type { AgentRoutes } from './tunnel.js';
 
 /** Meta key of the last advertisement per target (session answers right after a restart). */
@@ -43,6 +45,8 @@ export interface GatewayAgents {
 
 export async function startAgents(options: {
   store: Store;
+  /** Where `ciport_agents_connected` and `ciport_agent_events_total` go. */
+  registry?: Registry | undefined;
   manager: SessionManager;
   log: Logger;
   gatewayId: string;
@@ -52,7 +56,20 @@ export async function startAgents(options: {
   const { store, manager, log } = options;
   const registry = new AgentRegistry(store);
   const seen = new Set<string>();
-  const hub = new AgentHub({ log, onEvent: (agent, event) => recordAgentEvent(store, agent, event, seen) });
+  let metrics: ReturnType<typeof createAgentMetrics> | undefined;
+  const hub = new AgentHub({
+    log,
+    onEvent: async (agent, event) => {
+      try {
+        const outcome = await recordAgentEvent(store, agent, event, seen);
+        metrics?.event(event.type, outcome);
+      } catch (err) {
+        metrics?.event(event.type, 'failed');
+        throw err;
+      }
+    },
+  });
+  metrics = options.registry ? createAgentMetrics(options.registry, hub) : undefined;
   linkRevocations(registry, hub);
   const unaudit = auditAgentEvents(hub, store, log);
   const routes: AgentRoutes = { hub, sticky: new Map() };
@@ -178,9 +195,9 @@ async function recordAgentEvent(
   agent: AgentIdentity,
   event: AgentEventLine,
   seen: Set<string>,
-): Promise<void> {
+): Promise<'recorded' | 'duplicate'> {
   const eventId = `${agent.id}:${str(event.id) ?? event.seq}`;
-  if (seen.has(eventId)) return;
+  if (seen.has(eventId)) return 'duplicate';
   const d = event.data;
   const sessionId = str(d.session) ?? '';
   const session = sessionId ? await store.getSession(sessionId) : undefined;
@@ -227,4 +244,5 @@ async function recordAgentEvent(
   // Unknown types are acknowledged and dropped: a newer agent may report more than we record.
   seen.add(eventId);
   if (seen.size > SEEN_EVENTS) seen.delete(seen.values().next().value as string);
+  return 'recorded';
 }

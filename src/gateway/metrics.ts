@@ -110,3 +110,27 @@ export function createLivenessMetrics(registry: Registry): JobLivenessMetrics {
     jobFinished: (issuer, source) => finished.inc({ issuer, source }),
   };
 }
+
+/** Agent metrics: connections now (per agent name), events agents reported. */
+export function createAgentMetrics(registry: Registry, hub: { list(): Array<{ name: string }> }) {
+  const registers = [registry];
+  new Gauge({
+    name: 'ciport_agents_connected',
+    help: 'Agent connections to this gateway, by agent name.',
+    labelNames: ['agent'],
+    registers,
+    collect() {
+      this.reset();
+      for (const a of hub.list()) this.inc({ agent: a.name });
+    },
+  });
+  const events = new Counter({
+    name: 'ciport_agent_events_total',
+    help: 'Audit events agents reported, by type and outcome (recorded, duplicate, failed).',
+    labelNames: ['type', 'outcome'],
+    registers,
+  });
+  return {
+    event: (type: string, outcome: 'recorded' | 'duplicate' | 'failed') => events.inc({ type, outcome }),
+  };
+}

@@ -149,6 +149,7 @@ export async function startGateway(
     });
     agents = await startAgents({
       store,
+      registry: metrics.registry,
       manager,
       log,
       gatewayId,

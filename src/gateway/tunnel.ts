@@ -31,7 +31,7 @@ import { principalSummary } from '../session/principal.js';
 import type { EndReason } from '../session/reasons.js';
 import { bearer } from '../session/secret.js';
 import type { Store } from '../store/types.js';
-import { resetStream } from '../transport/h2.js';
+import { resetStream, targetOfAuthority } from '../transport/h2.js';
 import type { AgentHub, AgentIdentity } from './agent-hub.js';
 import { relayViaAgent } from './agent-tunnel.js';
 import type { GatewayExits } from './exits.js';
@@ -60,15 +60,6 @@ export interface AgentRoutes {
   hub: AgentHub;
   /** `${session}\0${target}` → the agent that carries that session's connections to it. */
   sticky: Map<string, string>;
-}
-
-/** `staging-db:443` → `staging-db`. */
-export function targetOfAuthority(authority: string | undefined): string | undefined {
-  if (!authority) return undefined;
-  const host = authority.startsWith('[')
-    ? authority.slice(1, authority.indexOf(']'))
-    : authority.split(':')[0];
-  return host ? host.toLowerCase() : undefined;
 }
 
 /** Handle one CONNECT stream, start to end. Never throws. */

@@ -15,3 +15,12 @@ export function resetStream(stream: Http2Stream, code: number): void {
   if (!stream.writableEnded) stream.end();
   stream.close(code);
 }
+
+/** The target a CONNECT names: `staging-db:443` → `staging-db` (gateway and agent alike). */
+export function targetOfAuthority(authority: string | undefined): string | undefined {
+  if (!authority) return undefined;
+  const host = authority.startsWith('[')
+    ? authority.slice(1, authority.indexOf(']'))
+    : authority.split(':')[0];
+  return host ? host.toLowerCase() : undefined;
+}
