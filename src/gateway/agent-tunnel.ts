@@ -6,6 +6,7 @@
 // client's reset, the idle timeout or `signal` (session ended) become CANCEL towards the agent.
 import type { ClientHttp2Stream, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { constants as h2 } from 'node:http2';
+import { pauseWhileFull } from '../audit/backlog.js';
 import { asCiportError, type CiportError } from '../errors/index.js';
 import { resetStream } from '../transport/h2.js';
 import type { AgentHub, AgentIdentity } from './agent-hub.js';
@@ -21,6 +22,8 @@ export interface AgentRelayOptions {
   prefer?: string | undefined;
   /** Sees every chunk the client sends towards the target (the gateway's query audit). */
   onClientData?: ((chunk: Buffer) => void) | undefined;
+  /** Audit backpressure: reading from the client pauses while this returns a promise. */
+  room?: (() => Promise<void> | undefined) | undefined;
   /** No bytes either way for this long: both streams are reset with CANCEL. */
   idleTimeoutMs?: number | undefined;
   /** Aborted when the session ends: both streams are reset with CANCEL at once. */
@@ -105,6 +108,7 @@ export async function relayViaAgent(
     result.bytesToTarget += c.length;
     observe?.(c);
   });
+  if (observe && options.room) pauseWhileFull(client, options.room);
   agentStream.on('data', (c: Buffer) => {
     result.bytesFromTarget += c.length;
   });

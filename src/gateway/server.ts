@@ -14,6 +14,7 @@ import {
 } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
+import { AuditBacklog } from '../audit/backlog.js';
 import { canonicalJson } from '../audit/canonical.js';
 import { auditEvent } from '../audit/events.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
@@ -53,6 +54,8 @@ export interface StartGatewayOptions {
   sweepIntervalMs?: number;
   /** Per-session role reaper period, ms (default 60 000). */
   roleReapIntervalMs?: number;
+  /** Query / http.request events pending a commit before relays pause (default 10 000). */
+  auditBacklogMax?: number;
 }
 
 export interface RunningGateway {
@@ -71,6 +74,8 @@ export interface RunningGateway {
   readonly liveness: JobLiveness | undefined;
   /** Agents connected to this gateway (docs/agent.md). */
   readonly agents: GatewayAgents;
+  /** Query / http.request events not yet committed (relays pause past its bound). */
+  readonly auditBacklog: AuditBacklog;
   readonly draining: boolean;
   /**
    * Graceful shutdown (SIGTERM): refuse new sessions (503), give open tunnels `graceMs`
@@ -201,6 +206,7 @@ export async function startGateway(
   const openStreams = new WeakMap<object, number>();
   const sessions = new Set<ServerHttp2Session>();
   const sockets = new Set<Socket>();
+  const auditBacklog = new AuditBacklog(options.auditBacklogMax);
   const tunnelDeps: TunnelDeps = {
     manager,
     store,
@@ -211,6 +217,7 @@ export async function startGateway(
     connectTimeoutMs: config.sessions.connect_timeout,
     exits,
     agents: gatewayAgents.routes,
+    auditBacklog,
   };
   const srv = config.server;
 
@@ -382,6 +389,7 @@ export async function startGateway(
     manager,
     liveness,
     agents: gatewayAgents,
+    auditBacklog,
     get draining() {
       return draining;
     },

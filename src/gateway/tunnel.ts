@@ -14,6 +14,7 @@ import {
 import type { Socket } from 'node:net';
 import { pipeline } from 'node:stream';
 import { TUNNEL_HEADERS } from '../agent/exits.js';
+import type { AuditBacklog } from '../audit/backlog.js';
 import { auditEvent } from '../audit/events.js';
 import type { TargetConfig } from '../config/schema.js';
 import { asCiportError, CiportError } from '../errors/index.js';
@@ -54,6 +55,8 @@ export interface TunnelDeps {
   exits?: GatewayExits | undefined;
   /** Agents: targets this gateway does not exit to itself go through them. */
   agents?: AgentRoutes | undefined;
+  /** Bounds query / http.request events not yet committed (relays pause while it is full). */
+  auditBacklog?: AuditBacklog | undefined;
 }
 
 export interface AgentRoutes {
@@ -329,6 +332,7 @@ class Tunnel implements SessionConnection {
         queryEvents: this.#config.query_audit ?? true,
         maxQueryLength: this.#config.query_max_length,
         onQuery: (event) => void this.#auditQuery(event, upstream.database),
+        room: this.#room,
         onConnected: (info) => {
           log.info(
             { session: record.id, connection: this.id, target: this.target, auth: info.auth, tls: info.tls },
@@ -424,7 +428,7 @@ class Tunnel implements SessionConnection {
       prefer: sticky.get(key),
       idleTimeoutMs: this.#deps.idleTimeoutMs,
       signal: AbortSignal.any([this.#dialAbort.signal, this.#live.abort.signal]),
-      ...(observer ? { onClientData: (chunk: Buffer) => observer.push(chunk) } : {}),
+      ...(observer ? { onClientData: (chunk: Buffer) => observer.push(chunk), room: this.#room } : {}),
       onOpen: (agent) => {
         sticky.set(key, agent.id);
         this.#agent = agent;
@@ -461,6 +465,14 @@ class Tunnel implements SessionConnection {
 
   #cancelStream = false;
 
+  readonly #room = () => this.#deps.auditBacklog?.room();
+
+  /** An audit append counted in the backlog (query and http.request events). */
+  #append(event: Parameters<Store['appendAudit']>[0]): Promise<unknown> {
+    const write = this.#deps.store.appendAudit(event);
+    return this.#deps.auditBacklog ? this.#deps.auditBacklog.track(write) : write;
+  }
+
   #connectionBase() {
     const record = this.#live.record;
     return {
@@ -476,7 +488,7 @@ class Tunnel implements SessionConnection {
 
   async #auditQuery(event: QueryEvent, database: string | undefined): Promise<void> {
     try {
-      await this.#deps.store.appendAudit(
+      await this.#append(
         auditEvent('query', {
           ...this.#connectionBase(),
           statement: event.text,
@@ -492,7 +504,7 @@ class Tunnel implements SessionConnection {
 
   async #auditHttp(event: HttpRequestEvent): Promise<void> {
     try {
-      await this.#deps.store.appendAudit(
+      await this.#append(
         auditEvent('http.request', {
           ...this.#connectionBase(),
           method: event.method,

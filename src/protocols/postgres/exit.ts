@@ -59,6 +59,8 @@ export interface PgExitOptions {
   onConnected?:
     | ((info: { auth: PgAuthMethod; tls: boolean; processId: number | undefined }) => void)
     | undefined;
+  /** Audit backpressure (relay.ts): reading from the app pauses while this returns a promise. */
+  room?: (() => Promise<void> | undefined) | undefined;
   /** Deadline for the startup frame (default 10 s); the upstream handshake has its own. */
   timeoutMs?: number | undefined;
   signal?: AbortSignal | undefined;
@@ -116,6 +118,7 @@ export async function servePgExitStream(stream: Duplex, opts: PgExitOptions): Pr
       onQuery: opts.onQuery,
       maxQueryLength: opts.maxQueryLength,
       signal: opts.signal,
+      room: opts.room,
     });
     for (const m of upstream.relayFromAuthOk) result.bytesFromUpstream += m.length;
     return { kind: 'session', ...result };

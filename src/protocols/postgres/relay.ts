@@ -5,6 +5,7 @@
 // values, …) is counted and skipped, never buffered.
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { pauseWhileFull } from '../../audit/backlog.js';
 
 export interface QueryEvent {
   type: 'query';
@@ -162,6 +163,8 @@ export interface RelayOptions {
   onQuery?: ((event: QueryEvent) => void) | undefined;
   maxQueryLength?: number | undefined;
   signal?: AbortSignal | undefined;
+  /** Audit backpressure: while this returns a promise, reading from the app pauses. */
+  room?: (() => Promise<void> | undefined) | undefined;
 }
 
 export interface RelayResult {
@@ -193,6 +196,7 @@ export async function relayPg(
     result.bytesFromApp += chunk.length;
     observer?.push(chunk);
   });
+  if (observer && options.room) pauseWhileFull(app, options.room);
   upstream.on('data', (chunk: Buffer) => {
     result.bytesFromUpstream += chunk.length;
   });
