@@ -307,7 +307,9 @@ describe('ciport exec through an agent', () => {
     const metrics = await gateway.metrics.registry.metrics();
     expect(metrics).toContain('ciport_agents_connected{agent="dc1"} 1');
     expect(metrics).toMatch(/ciport_agent_events_total\{type="http.request",outcome="recorded"\} [1-9]/);
-    expect(metrics).toMatch(/ciport_agent_events_total\{type="credential.created",outcome="recorded"\} [1-9]/);
+    expect(metrics).toMatch(
+      /ciport_agent_events_total\{type="credential.created",outcome="recorded"\} [1-9]/,
+    );
   });
 
   it('no secret reaches the gateway logs, its audit log, or the job', async () => {
