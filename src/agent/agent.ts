@@ -18,7 +18,15 @@ import {
 import type { Logger } from '../gateway/logger.js';
 import { targetOfAuthority } from '../transport/h2.js';
 import { type AgentConfig, resolveEnrollmentToken } from './config.js';
-import { readCredential, registerAgent, type StoredCredential, writeCredential } from './credential.js';
+import {
+  expiresAt,
+  issuedAt,
+  readCredential,
+  registerAgent,
+  rotateCredential,
+  type StoredCredential,
+  writeCredential,
+} from './credential.js';
 import { AgentExits, refuseStream } from './exits.js';
 import { AGENT_VERSION, type BackoffOptions, backoffDelay, GatewayLink } from './link.js';
 import { EventOutbox } from './outbox.js';
@@ -27,6 +35,17 @@ export { AGENT_VERSION, type BackoffOptions, backoffDelay } from './link.js';
 
 /** Bound on a control request body from the gateway (a list of active session ids). */
 const MAX_CONTROL_BODY = 4 << 20;
+/** Look at the credential's remaining lifetime at least this often (docs/agent.md). */
+const ROTATION_CHECK_MS = 3_600_000;
+/** Retry a failed rotation after 5 s, 10 s, 20 s … up to 10 min (never past a quarter of what is left). */
+const ROTATION_RETRY: BackoffOptions = { baseMs: 5_000, factor: 2, maxMs: 600_000 };
+
+export interface RotationOptions {
+  /** Check the remaining lifetime at least this often (default 1 h; also at start and on connect). */
+  checkIntervalMs?: number;
+  /** Backoff between failed rotation attempts (default 5 s doubling to 10 min). */
+  retry?: BackoffOptions;
+}
 
 export interface AgentOptions {
   log?: Logger | undefined;
@@ -39,6 +58,8 @@ export interface AgentOptions {
   pingTimeoutMs?: number;
   /** Follow the gateway list the gateways send (default true). */
   discover?: boolean;
+  /** Credential rotation schedule (the credential is rotated once less than half its life is left). */
+  rotation?: RotationOptions;
 }
 
 export interface AgentEvents {
@@ -46,6 +67,10 @@ export interface AgentEvents {
   disconnected: [{ reason: string; url: string }];
   /** A connection attempt failed (before the reverse HTTP/2 session existed). */
   failed: [CiportError];
+  /** The credential was rotated (and saved); links use it from their next connect on. */
+  rotated: [{ id: string; expires_at: string }];
+  /** A rotation attempt failed; it is retried later. */
+  rotationFailed: [CiportError];
 }
 
 export class Agent extends EventEmitter<AgentEvents> {
@@ -54,10 +79,19 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly exits: AgentExits;
   readonly outbox: EventOutbox;
   readonly #ca: string | undefined;
+  /** The current credential; links read it on every connect (see #link). */
   #credential: StoredCredential | undefined;
   /** One link per gateway URL; the configured one first. */
   readonly #links = new Map<string, GatewayLink>();
   #closed = false;
+  /** Rotation: the next scheduled check, the attempt in flight, failures in a row. */
+  #rotationTimer: NodeJS.Timeout | undefined;
+  #rotating: Promise<void> | undefined;
+  #rotationFailures = 0;
+  /** After a failure: opportunistic checks (link connects) wait until then. */
+  #rotationRetryAt = 0;
+  /** The rotated credential could not be saved: retry writing the file at the next check. */
+  #unsaved = false;
 
   constructor(config: AgentConfig, options: AgentOptions = {}) {
     super();
@@ -91,6 +125,11 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   get agentId(): string | undefined {
     return this.#credential?.id;
+  }
+
+  /** ISO 8601 expiry of the current credential, when known. */
+  get credentialExpiresAt(): string | undefined {
+    return this.#credential?.expires_at;
   }
 
   /** CONNECT streams being served now. */
@@ -131,6 +170,145 @@ export class Agent extends EventEmitter<AgentEvents> {
   async start(): Promise<void> {
     await this.ensureCredential();
     this.#link(this.config.gateway);
+    this.#checkRotation('start');
+  }
+
+  // ---- credential rotation (docs/agent.md, "Enrollment and the agent credential") ----------
+
+  /** Less than half of the credential's lifetime left, or its expiry unknown (older files). */
+  #rotationDue(now: number): boolean {
+    const cred = this.#credential;
+    if (!cred) return false;
+    const exp = expiresAt(cred);
+    const issued = issuedAt(cred);
+    if (exp === undefined || !Number.isFinite(issued) || exp <= issued) return true;
+    return exp - now < (exp - issued) / 2;
+  }
+
+  /** Until the credential reaches half its lifetime, at most the check interval. */
+  #untilDue(now: number): number {
+    const every = this.#opt.rotation?.checkIntervalMs ?? ROTATION_CHECK_MS;
+    const cred = this.#credential;
+    const exp = cred ? expiresAt(cred) : undefined;
+    if (!cred || exp === undefined) return every;
+    const half = issuedAt(cred) + (exp - issuedAt(cred)) / 2;
+    if (!Number.isFinite(half)) return every;
+    return Math.max(0, Math.min(every, Math.ceil(half - now) + 1));
+  }
+
+  #scheduleRotation(delayMs: number): void {
+    clearTimeout(this.#rotationTimer);
+    if (this.#closed) return;
+    this.#rotationTimer = setTimeout(() => this.#checkRotation('timer'), delayMs);
+    this.#rotationTimer.unref();
+  }
+
+  /**
+   * Rotate now if due (at start, on the timer, and whenever a link connects — the gateway is
+   * reachable then). After a failure, link connects do not retry before the backoff is over.
+   */
+  #checkRotation(reason: 'start' | 'timer' | 'connected'): void {
+    if (this.#closed || this.#rotating || !this.#credential) return;
+    const now = Date.now();
+    if (reason === 'connected' && now < this.#rotationRetryAt) return;
+    if (this.#unsaved) this.#save(this.#credential);
+    if (!this.#rotationDue(now)) {
+      this.#scheduleRotation(this.#untilDue(now));
+      return;
+    }
+    clearTimeout(this.#rotationTimer);
+    this.#rotating = this.#rotate().finally(() => {
+      this.#rotating = undefined;
+    });
+  }
+
+  async #rotate(): Promise<void> {
+    const current = this.#credential as StoredCredential;
+    const log = this.#opt.log;
+    let next: StoredCredential;
+    try {
+      next = await this.#rotateAtSomeGateway(current);
+    } catch (thrown) {
+      const err = asCiportError(thrown);
+      const now = Date.now();
+      let delay = backoffDelay(this.#rotationFailures++, { ...ROTATION_RETRY, ...this.#opt.rotation?.retry });
+      // Nearer the expiry, retry more often (a quarter of what is left, at least 250 ms).
+      const exp = expiresAt(current);
+      if (exp !== undefined && exp > now) delay = Math.min(delay, Math.max(250, Math.floor((exp - now) / 4)));
+      this.#rotationRetryAt = now + delay;
+      const still = exp === undefined || exp > now;
+      const fields = { agent: current.id, code: err.code, err: err.message, expires_at: current.expires_at };
+      if (still) log?.warn({ ...fields, retry_in_ms: delay }, 'credential rotation failed; retrying later');
+      else
+        log?.error(
+          { ...fields, retry_in_ms: delay },
+          'credential rotation failed and the credential expired',
+        );
+      this.emit('rotationFailed', err);
+      this.#scheduleRotation(delay);
+      return;
+    }
+    // The gateway switched already: the file first, then every link's next connect.
+    this.#save(next);
+    this.#credential = next;
+    log?.info({ agent: next.id, expires_at: next.expires_at }, 'agent credential rotated');
+    for (const link of this.#links.values()) link.credentialChanged();
+    this.emit('rotated', { id: next.id, expires_at: next.expires_at as string });
+    const now = Date.now();
+    if (this.#rotationDue(now)) {
+      // Due again at once: this host's clock is far ahead of the gateway's (the expiry is the
+      // gateway's time). Back off instead of rotating in a loop.
+      const delay = backoffDelay(this.#rotationFailures++, {
+        ...ROTATION_RETRY,
+        ...this.#opt.rotation?.retry,
+      });
+      this.#rotationRetryAt = now + delay;
+      log?.warn(
+        { agent: next.id, expires_at: next.expires_at, retry_in_ms: delay },
+        "the new credential is due for rotation already: is this host's clock off?",
+      );
+      this.#scheduleRotation(delay);
+      return;
+    }
+    this.#rotationFailures = 0;
+    this.#rotationRetryAt = 0;
+    const due = this.#untilDue(now);
+    this.#scheduleRotation(this.#unsaved ? Math.min(due, 60_000) : due);
+  }
+
+  /**
+   * `POST /v1/agents/rotate` at the configured gateway, else at the other linked gateways (any
+   * gateway sharing the store can rotate). A refusal (401) is final for this attempt.
+   */
+  async #rotateAtSomeGateway(current: StoredCredential): Promise<StoredCredential> {
+    const urls = [this.config.gateway, ...[...this.#links.keys()].filter((u) => u !== this.config.gateway)];
+    let last: CiportError | undefined;
+    for (const url of urls) {
+      try {
+        return await rotateCredential(url, current, {
+          ca: this.#ca,
+          timeoutMs: Math.max(10_000, this.config.connect_timeout),
+        });
+      } catch (thrown) {
+        last = asCiportError(thrown);
+        if (last.code === 'CIPORT_E_AGENT_UNAUTHORIZED') throw last;
+      }
+    }
+    throw last ?? new CiportError('CIPORT_E_GATEWAY_UNREACHABLE', 'no gateway to rotate the credential at');
+  }
+
+  /** Write the credential file; on failure keep going (in memory) and retry at the next check. */
+  #save(cred: StoredCredential): void {
+    try {
+      writeCredential(this.config.data_dir, cred);
+      this.#unsaved = false;
+    } catch (err) {
+      this.#unsaved = true;
+      this.#opt.log?.error(
+        { agent: cred.id, err: (err as Error).message },
+        'rotated credential not saved; retrying (a restart before it is saved needs a new enrollment)',
+      );
+    }
   }
 
   #link(url: string): GatewayLink {
@@ -138,7 +316,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (existing) return existing;
     const link = new GatewayLink({
       url,
-      credential: this.#credential as StoredCredential,
+      credential: () => this.#credential as StoredCredential,
       ca: this.#ca,
       connectTimeoutMs: this.config.connect_timeout,
       log: this.#opt.log,
@@ -147,7 +325,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       pingTimeoutMs: this.#opt.pingTimeoutMs,
       onStream: (stream, headers, l) => this.#serve(stream, headers, l),
     });
-    link.on('connected', (e) => this.emit('connected', e));
+    link.on('connected', (e) => {
+      this.emit('connected', e);
+      this.#checkRotation('connected');
+    });
     link.on('disconnected', (e) => this.emit('disconnected', e));
     link.on('failed', (e) => this.emit('failed', e));
     this.#links.set(url, link);
@@ -201,7 +382,9 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   async close(): Promise<void> {
     this.#closed = true;
-    await Promise.all([...this.#links.values()].map((l) => l.close()));
+    clearTimeout(this.#rotationTimer);
+    // A rotation in flight is let finish: the gateway may have switched, the file must follow.
+    await Promise.all([this.#rotating, ...[...this.#links.values()].map((l) => l.close())]);
     this.exits.close();
   }
 

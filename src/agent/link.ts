@@ -39,7 +39,11 @@ export function backoffDelay(attempt: number, options: BackoffOptions = {}, rand
 
 export interface GatewayLinkOptions {
   url: string;
-  credential: StoredCredential;
+  /**
+   * The credential to present; a function is asked on every connection attempt, so a rotated
+   * credential is used from the next connect on (live connections keep going).
+   */
+  credential: StoredCredential | (() => StoredCredential);
   ca: string | undefined;
   connectTimeoutMs: number;
   log?: Logger | undefined;
@@ -67,6 +71,8 @@ export class GatewayLink extends EventEmitter<GatewayLinkEvents> {
   #closed = false;
   #loop: Promise<void> | undefined;
   #wake: (() => void) | undefined;
+  /** Waiting out the long delay after the gateway refused the credential. */
+  #refusedWait = false;
 
   constructor(options: GatewayLinkOptions) {
     super();
@@ -80,6 +86,20 @@ export class GatewayLink extends EventEmitter<GatewayLinkEvents> {
 
   start(): void {
     this.#loop ??= this.#run();
+  }
+
+  /** The credential the next connection attempt presents. */
+  get credential(): StoredCredential {
+    const c = this.#opt.credential;
+    return typeof c === 'function' ? c() : c;
+  }
+
+  /**
+   * The credential changed (rotated): a link waiting after a refusal retries now instead of in
+   * `refusedMs`. Does nothing to a live connection or an ordinary backoff.
+   */
+  credentialChanged(): void {
+    if (this.#refusedWait) this.#wake?.();
   }
 
   async close(): Promise<void> {
@@ -117,6 +137,7 @@ export class GatewayLink extends EventEmitter<GatewayLinkEvents> {
       const b = this.#opt.backoff ?? {};
       const delay = refused ? (b.refusedMs ?? 30_000) : backoffDelay(attempt, b);
       attempt++;
+      this.#refusedWait = refused;
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, delay);
         this.#wake = () => {
@@ -125,6 +146,7 @@ export class GatewayLink extends EventEmitter<GatewayLinkEvents> {
         };
       });
       this.#wake = undefined;
+      this.#refusedWait = false;
     }
   }
 
@@ -133,7 +155,7 @@ export class GatewayLink extends EventEmitter<GatewayLinkEvents> {
    * rejects when it could not be established. `onUp` runs once the session is up.
    */
   async #connectOnce(onUp: () => void): Promise<void> {
-    const cred = this.#opt.credential;
+    const cred = this.credential;
     const url = new URL(this.url);
     const host = url.hostname.replace(/^\[|\]$/g, '');
     const port = Number(url.port || 443);
@@ -175,11 +197,12 @@ export class GatewayLink extends EventEmitter<GatewayLinkEvents> {
         const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0);
         if (status !== 101) {
           const code = /\r\nciport-error: *([A-Z_]+)/i.exec(head)?.[1] as ErrorCode | undefined;
+          const why = refusalMessage(head, buf.subarray(end + 4));
           fail(
             code === 'CIPORT_E_AGENT_UNAUTHORIZED' || status === 401
               ? new CiportError(
                   'CIPORT_E_AGENT_UNAUTHORIZED',
-                  `gateway refused agent ${cred.name}'s credential`,
+                  `gateway refused agent ${cred.name}'s credential${why ? ` (${why})` : ''}`,
                 )
               : new CiportError(
                   'CIPORT_E_GATEWAY_RESPONSE',
@@ -269,6 +292,22 @@ export class GatewayLink extends EventEmitter<GatewayLinkEvents> {
         resolve(this.#closed ? 'agent stopped' : reason);
       });
     });
+  }
+}
+
+/**
+ * The `error.message` of a refusal's JSON body when it arrived with the head (e.g. "agent
+ * credential expired at …"), cut to 200 characters; undefined otherwise.
+ */
+function refusalMessage(head: string, rest: Buffer): string | undefined {
+  const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? -1);
+  if (length <= 0 || rest.length < length) return undefined;
+  try {
+    const body = JSON.parse(rest.subarray(0, length).toString('utf8')) as { error?: { message?: unknown } };
+    const message = body.error?.message;
+    return typeof message === 'string' ? message.slice(0, 200) : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -17,6 +17,7 @@ export const AUDIT_EVENT_TYPES = [
   'agent.disconnected',
   'agent.enrolled',
   'agent.revoked',
+  'agent.credential_rotated',
   'config.loaded',
   'review.attested',
 ] as const;
@@ -211,6 +212,18 @@ export type AgentRevokedData = Base & {
   connections?: number;
 };
 
+/**
+ * An agent exchanged its current credential for a new one (`POST /v1/agents/rotate`); the old
+ * secret stays valid for a short grace period. Never carries either secret.
+ */
+export type AgentCredentialRotatedData = Base & {
+  /** The agent's name. */
+  agent: string;
+  agent_id: string;
+  /** ISO 8601: when the new credential expires. */
+  expires_at: string;
+};
+
 export type ConfigLoadedData = Base & {
   /** Where the configuration came from (file path). */
   source: string;
@@ -245,6 +258,7 @@ export interface AuditDataMap {
   'agent.disconnected': AgentDisconnectedData;
   'agent.enrolled': AgentEnrolledData;
   'agent.revoked': AgentRevokedData;
+  'agent.credential_rotated': AgentCredentialRotatedData;
   'config.loaded': ConfigLoadedData;
   'review.attested': ReviewAttestedData;
 }

@@ -1,10 +1,12 @@
 // Admin and agent endpoints of docs/agent.md, written as functions api.ts and server.ts mount:
 //   POST   /v1/agents/enroll        admin token     {name, ttl?}  → 201 {token, name, expires_at}
-//   POST   /v1/agents/register      enrollment tok. {}            → 201 {id, name, credential}
+//   POST   /v1/agents/register      enrollment tok. {}            → 201 {id, name, credential, expires_at}
+//   POST   /v1/agents/rotate        agent credential {}           → 200 {id, name, credential, expires_at}
 //   GET    /v1/agents               admin token                   → 200 [agent summary + connected]
 //   POST   /v1/agents/{id|name}/revoke  admin token               → 200 {revoked: [summary]}
 //   GET    /v1/agents/connect  Upgrade: ciport-agent, agent credential → 101, reverse HTTP/2
-// The registry writes agent.enrolled / agent.revoked with the state change (one transaction).
+// The registry writes agent.enrolled / agent.credential_rotated / agent.revoked with the state
+// change (one transaction). Credentials are never logged: only agent ids, names and expiries.
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { parseDuration } from '../config/duration.js';
@@ -60,8 +62,29 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
       const token = bearer(req.headers.authorization);
       if (!token) throw new CiportError('CIPORT_E_ENROLLMENT_INVALID', 'an enrollment token is required');
       const agent = await deps.registry.register(token);
-      deps.log?.info({ agent: agent.id, name: agent.name }, 'agent registered');
+      deps.log?.info({ agent: agent.id, name: agent.name, expires_at: agent.expires_at }, 'agent registered');
       sendJson(res, 201, agent);
+      return true;
+    }
+    if (path === '/v1/agents/rotate') {
+      allow(req, 'POST');
+      await readJsonBody(req, deps.maxBodyBytes);
+      let rotated: Awaited<ReturnType<AgentRegistry['rotate']>>;
+      try {
+        rotated = await deps.registry.rotate(bearer(req.headers.authorization));
+      } catch (thrown) {
+        const err = asCiportError(thrown);
+        deps.log?.warn(
+          { remote: req.socket?.remoteAddress, code: err.code },
+          'agent credential rotation refused',
+        );
+        throw err;
+      }
+      deps.log?.info(
+        { agent: rotated.id, name: rotated.name, expires_at: rotated.expires_at },
+        'agent credential rotated',
+      );
+      sendJson(res, 200, rotated);
       return true;
     }
     if (path === '/v1/agents') {

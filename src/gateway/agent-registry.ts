@@ -1,8 +1,11 @@
 // Agent records and one-time enrollment tokens (docs/agent.md, "Enrollment"), kept in the store's
-// `agents` and `agent_enrollments` tables (migration 0004). Only SHA-256 hashes of enrollment
-// tokens and agent credentials are stored. Every change is one store transaction together with
-// its audit event (`agent.enrolled`, `agent.revoked`), and redeeming a token is a conditional
-// UPDATE, so gateways sharing one PostgreSQL store cannot both redeem it. Revocations committed by
+// `agents` and `agent_enrollments` tables (migrations 0004, 0005). Only SHA-256 hashes of
+// enrollment tokens and agent credentials are stored. Every change is one store transaction
+// together with its audit event (`agent.enrolled`, `agent.credential_rotated`, `agent.revoked`),
+// and redeeming a token or rotating a credential is a conditional UPDATE, so gateways sharing one
+// PostgreSQL store cannot both redeem one token or both rotate from one credential. Credentials
+// expire (default 30 days) and agents rotate them before: `rotate` exchanges the current secret
+// for a new one and keeps accepting the replaced secret for a short grace period (default 1 h). Revocations committed by
 // another gateway reach this one through `watchRemoteRevocations` (PostgreSQL NOTIFY, plus a
 // periodic sweep for notifications lost while the listening connection was down).
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
@@ -16,6 +19,7 @@ export type AgentStore = Pick<
   Store,
   | 'createEnrollment'
   | 'redeemEnrollment'
+  | 'rotateAgentCredential'
   | 'getAgent'
   | 'listAgents'
   | 'touchAgent'
@@ -29,6 +33,28 @@ export const CREDENTIAL_PREFIX = 'cpa_';
 const NAME_RE = /^[a-z0-9]([a-z0-9._-]{0,62})$/i;
 /** How often `watchRemoteRevocations` re-reads the agents by default (lost notifications). */
 export const REVOCATION_SWEEP_MS = 30_000;
+/** How long an agent credential is accepted after it was issued (registration or rotation). */
+export const CREDENTIAL_LIFETIME_MS = 30 * 86_400_000;
+/** How long the secret a rotation replaced is still accepted (never beyond its own expiry). */
+export const ROTATION_GRACE_MS = 3_600_000;
+
+export interface AgentRegistryOptions {
+  now?: () => number;
+  /** Lifetime of a new credential (default CREDENTIAL_LIFETIME_MS, 30 days). */
+  credentialLifetimeMs?: number;
+  /** How long a rotated-away secret is still accepted (default ROTATION_GRACE_MS, 1 hour). */
+  rotationGraceMs?: number;
+}
+
+/** A freshly issued agent credential: the only time the secret leaves the gateway. */
+export interface IssuedCredential {
+  id: string;
+  name: string;
+  /** `cpa_<id>.<secret>`. */
+  credential: string;
+  /** ISO 8601: rotate before this. */
+  expires_at: string;
+}
 
 /** An agent as the API and the hub see it. Times are ISO 8601. */
 export interface AgentRecord {
@@ -37,6 +63,8 @@ export interface AgentRecord {
   created_at: string;
   revoked_at: string | null;
   last_seen_at: string | null;
+  /** When the current credential expires (the agent rotates it before). */
+  credential_expires_at: string;
   /** SHA-256 (hex) of the credential's secret part. */
   credential_hash: string;
 }
@@ -58,11 +86,28 @@ function toRecord(a: StoredAgent): AgentRecord {
     created_at: new Date(a.createdAt).toISOString(),
     revoked_at: iso(a.revokedAt),
     last_seen_at: iso(a.lastSeenAt),
+    credential_expires_at: new Date(a.credentialExpiresAt).toISOString(),
     credential_hash: a.credentialHash,
   };
 }
 
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
+const newSecret = () => randomBytes(32).toString('base64url');
+
+const refusal = () => new CiportError('CIPORT_E_AGENT_UNAUTHORIZED', 'unknown or revoked agent credential');
+const expired = (at: number) =>
+  new CiportError(
+    'CIPORT_E_AGENT_UNAUTHORIZED',
+    `agent credential expired at ${new Date(at).toISOString()}; enroll the agent again`,
+  );
+
+function positive(name: string, value: number | undefined, fallback: number, zeroOk = false): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || value < 0 || (value === 0 && !zeroOk)) {
+    throw new CiportError('CIPORT_E_USAGE', `agent registry: ${name} must be a positive integer (ms)`);
+  }
+  return value;
+}
 
 function sameHash(a: string, b: string): boolean {
   const x = Buffer.from(a, 'hex');
@@ -78,13 +123,22 @@ export interface AgentRegistryEvents {
 export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
   readonly #store: AgentStore;
   readonly #now: () => number;
+  readonly #lifetimeMs: number;
+  readonly #graceMs: number;
   /** Ids of revoked agents already announced ('revoked' emitted, or revoked before watching). */
   readonly #announced = new Set<string>();
 
-  constructor(store: AgentStore, options: { now?: () => number } = {}) {
+  constructor(store: AgentStore, options: AgentRegistryOptions = {}) {
     super();
     this.#store = store;
     this.#now = options.now ?? Date.now;
+    this.#lifetimeMs = positive('credentialLifetimeMs', options.credentialLifetimeMs, CREDENTIAL_LIFETIME_MS);
+    this.#graceMs = positive('rotationGraceMs', options.rotationGraceMs, ROTATION_GRACE_MS, true);
+  }
+
+  /** Lifetime of a new credential, in ms. */
+  get credentialLifetimeMs(): number {
+    return this.#lifetimeMs;
   }
 
   /**
@@ -115,16 +169,17 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
    * concurrent registrations with one token, on any gateway, exactly one succeeds; the others
    * get CIPORT_E_ENROLLMENT_INVALID like an unknown or expired token.
    */
-  async register(token: string): Promise<{ id: string; name: string; credential: string }> {
+  async register(token: string): Promise<IssuedCredential> {
     const now = this.#now();
     const id = `agt_${randomBytes(8).toString('hex')}`;
-    const secret = randomBytes(32).toString('base64url');
+    const secret = newSecret();
+    const expiresAt = now + this.#lifetimeMs;
     const change =
       typeof token === 'string' && token.length > 0
         ? await this.#store.redeemEnrollment(
             sha256(token),
             now,
-            { id, credentialHash: sha256(secret), createdAt: now },
+            { id, credentialHash: sha256(secret), createdAt: now, credentialExpiresAt: expiresAt },
             (agent) =>
               auditEvent(
                 'agent.enrolled',
@@ -139,22 +194,87 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
         'enrollment token unknown, expired or already used',
       );
     }
-    return { id, name: change.agent.name, credential: `${CREDENTIAL_PREFIX}${id}.${secret}` };
+    return {
+      id,
+      name: change.agent.name,
+      credential: `${CREDENTIAL_PREFIX}${id}.${secret}`,
+      expires_at: new Date(expiresAt).toISOString(),
+    };
   }
 
-  /** Check an agent credential; throws CIPORT_E_AGENT_UNAUTHORIZED (never says which part failed). */
+  /**
+   * Check an agent credential: the current secret while `now < credential_expires_at`, or the
+   * secret the last rotation replaced while `now < previous_valid_until` (an agent that rotated
+   * but did not save the answer, or a second link still using the old secret, is not locked out
+   * at once). Throws CIPORT_E_AGENT_UNAUTHORIZED; its message says "expired" when the secret was
+   * right but its time is over, and never which part failed otherwise.
+   */
   async authenticate(credential: string | undefined): Promise<AgentRecord> {
-    const refuse = () =>
-      new CiportError('CIPORT_E_AGENT_UNAUTHORIZED', 'unknown or revoked agent credential');
-    if (!credential?.startsWith(CREDENTIAL_PREFIX)) throw refuse();
+    return toRecord((await this.#check(credential, 'current or previous')).agent);
+  }
+
+  /**
+   * Agent: exchange the CURRENT (unexpired) credential for a new one with a fresh lifetime. The
+   * replaced secret stays valid for the grace period (never beyond its own expiry). One store
+   * transaction with `agent.credential_rotated`; of concurrent rotations with one credential
+   * exactly one succeeds, the others get CIPORT_E_AGENT_UNAUTHORIZED — as do the previous secret,
+   * expired, revoked and unknown credentials.
+   */
+  async rotate(credential: string | undefined): Promise<IssuedCredential> {
+    const { agent, hash } = await this.#check(credential, 'current');
+    const now = this.#now();
+    const secret = newSecret();
+    const expiresAt = now + this.#lifetimeMs;
+    const graceUntil = Math.max(now, Math.min(now + this.#graceMs, agent.credentialExpiresAt));
+    const expires_at = new Date(expiresAt).toISOString();
+    const change = await this.#store.rotateAgentCredential(
+      agent.id,
+      hash,
+      sha256(secret),
+      now,
+      expiresAt,
+      graceUntil,
+      (a) => auditEvent('agent.credential_rotated', { agent: a.name, agent_id: a.id, expires_at }, now),
+    );
+    // Lost a race with another rotation, or revoked/expired in between.
+    if (!change) throw refusal();
+    return {
+      id: agent.id,
+      name: change.agent.name,
+      credential: `${CREDENTIAL_PREFIX}${agent.id}.${secret}`,
+      expires_at,
+    };
+  }
+
+  /** Parse and check a credential; `hash` is the SHA-256 of the secret it presented. */
+  async #check(
+    credential: string | undefined,
+    accept: 'current' | 'current or previous',
+  ): Promise<{ agent: StoredAgent; hash: string }> {
+    if (typeof credential !== 'string' || !credential.startsWith(CREDENTIAL_PREFIX)) throw refusal();
     const dot = credential.indexOf('.');
-    if (dot < 0) throw refuse();
+    if (dot < 0) throw refusal();
     const id = credential.slice(CREDENTIAL_PREFIX.length, dot);
     const secret = credential.slice(dot + 1);
-    if (id.length === 0 || id.length > 200 || secret.length === 0) throw refuse();
+    if (id.length === 0 || id.length > 200 || secret.length === 0) throw refusal();
     const agent = await this.#store.getAgent(id);
-    if (!agent || agent.revokedAt !== null || !sameHash(agent.credentialHash, sha256(secret))) throw refuse();
-    return toRecord(agent);
+    if (!agent || agent.revokedAt !== null) throw refusal();
+    const hash = sha256(secret);
+    const now = this.#now();
+    if (sameHash(agent.credentialHash, hash)) {
+      if (now < agent.credentialExpiresAt) return { agent, hash };
+      throw expired(agent.credentialExpiresAt);
+    }
+    if (
+      accept === 'current or previous' &&
+      agent.previousHash !== null &&
+      agent.previousValidUntil !== null &&
+      sameHash(agent.previousHash, hash)
+    ) {
+      if (now < agent.previousValidUntil) return { agent, hash };
+      throw expired(agent.previousValidUntil);
+    }
+    throw refusal();
   }
 
   /** Record that the agent was seen now (a revoked or unknown agent is left alone). */

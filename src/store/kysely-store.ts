@@ -409,6 +409,7 @@ export class KyselyStore implements Store {
     checkId('agent.id', agent.id);
     checkHash('agent.credentialHash', agent.credentialHash);
     checkInt('agent.createdAt', agent.createdAt);
+    checkInt('agent.credentialExpiresAt', agent.credentialExpiresAt);
     if (typeof tokenHash !== 'string' || !HEX64.test(tokenHash)) return undefined; // never stored
     return this.#guard(() =>
       this.#engine.write(async (trx) => {
@@ -430,6 +431,9 @@ export class KyselyStore implements Store {
           createdAt: agent.createdAt,
           revokedAt: null,
           lastSeenAt: null,
+          credentialExpiresAt: agent.credentialExpiresAt,
+          previousHash: null,
+          previousValidUntil: null,
         };
         await trx
           .insertInto('agents')
@@ -440,10 +444,56 @@ export class KyselyStore implements Store {
             created_at: record.createdAt,
             revoked_at: null,
             last_seen_at: null,
+            credential_expires_at: record.credentialExpiresAt,
+            previous_hash: null,
+            previous_valid_until: null,
           })
           .execute();
         const written = await this.#append(trx, resolveAgentEvent(event, record), now);
         return { agent: record, event: written };
+      }),
+    );
+  }
+
+  async rotateAgentCredential(
+    id: string,
+    currentHash: string,
+    newHash: string,
+    at: number,
+    expiresAt: number,
+    graceUntil: number,
+    event: AgentEventFor,
+  ): Promise<AgentChange | undefined> {
+    checkId('agent id', id);
+    checkHash('currentHash', currentHash);
+    checkHash('newHash', newHash);
+    if (newHash === currentHash) throw new CiportError('CIPORT_E_INTERNAL', 'a rotation needs a new secret');
+    checkInt('at', at);
+    checkInt('expiresAt', expiresAt);
+    checkInt('graceUntil', graceUntil);
+    return this.#guard(() =>
+      this.#engine.write(async (trx) => {
+        // The conditional update is the arbiter, as in redeemEnrollment: of concurrent rotations
+        // presenting one current credential only one still sees `credential_hash = currentHash`
+        // (PostgreSQL re-checks it after waiting for the winner's row lock).
+        const row = await trx
+          .updateTable('agents')
+          .set({
+            credential_hash: newHash,
+            previous_hash: currentHash,
+            previous_valid_until: graceUntil,
+            credential_expires_at: expiresAt,
+          })
+          .where('id', '=', id)
+          .where('credential_hash', '=', currentHash)
+          .where('revoked_at', 'is', null)
+          .where('credential_expires_at', '>', at)
+          .returningAll()
+          .executeTakeFirst();
+        if (!row) return undefined;
+        const agent = toAgent(row);
+        const written = await this.#append(trx, resolveAgentEvent(event, agent), at);
+        return { agent, event: written };
       }),
     );
   }
@@ -667,6 +717,9 @@ function toAgent(row: Selectable<AgentsTable>): StoredAgent {
     createdAt: toInt(row.created_at),
     revokedAt: row.revoked_at === null ? null : toInt(row.revoked_at),
     lastSeenAt: row.last_seen_at === null ? null : toInt(row.last_seen_at),
+    credentialExpiresAt: toInt(row.credential_expires_at),
+    previousHash: row.previous_hash,
+    previousValidUntil: row.previous_valid_until === null ? null : toInt(row.previous_valid_until),
   };
 }
 

@@ -160,8 +160,33 @@ function migrations(engine: StoreEngine): Record<string, Migration> {
         await importAgentsDocument(db);
       },
     },
+    // Agent credentials expire and are rotated before (docs/agent.md, "Enrollment and the agent
+    // credential"): the current credential's expiry, and the secret the last rotation replaced
+    // with the end of its grace period. The column default 0 means "expired": a writer that
+    // forgets the column fails closed. Agents enrolled before this migration get
+    // `now + 30 days` (the time the migration runs), not `created_at + 30 days`: an agent enrolled
+    // longer ago would otherwise be expired at once, and an expired credential cannot rotate, so
+    // every existing agent would need a new enrollment at upgrade. This way each has 30 days from
+    // the upgrade to rotate (an upgraded agent does so at its next start).
+    '0005_agent_credential_rotation': {
+      async up(db: AnyDb) {
+        await db.schema
+          .alterTable('agents')
+          .addColumn('credential_expires_at', 'bigint', (c) => c.notNull().defaultTo(0))
+          .execute();
+        await db.schema.alterTable('agents').addColumn('previous_hash', 'text').execute();
+        await db.schema.alterTable('agents').addColumn('previous_valid_until', 'bigint').execute();
+        await db
+          .updateTable('agents')
+          .set({ credential_expires_at: Date.now() + EXISTING_AGENTS_LIFETIME_MS })
+          .execute();
+      },
+    },
   };
 }
+
+/** What agents enrolled before migration 0005 get: their credential expires 30 days after it. */
+export const EXISTING_AGENTS_LIFETIME_MS = 30 * 86_400_000;
 
 /** The meta key under which agents were kept before migration 0004. */
 const LEGACY_AGENTS_META_KEY = 'agents.v1';

@@ -64,6 +64,11 @@ export interface AgentsTable {
   created_at: IntColumn;
   revoked_at: NullableIntColumn;
   last_seen_at: NullableIntColumn;
+  /** When the current credential stops being accepted (migration 0005). */
+  credential_expires_at: IntColumn;
+  /** SHA-256 of the secret the last rotation replaced, accepted until `previous_valid_until`. */
+  previous_hash: ColumnType<string | null, string | null | undefined, string | null>;
+  previous_valid_until: NullableIntColumn;
 }
 
 /** One-time enrollment tokens (migration 0004), by the SHA-256 of the token. */

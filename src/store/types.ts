@@ -70,6 +70,12 @@ export interface StoredAgent {
   createdAt: number;
   revokedAt: number | null;
   lastSeenAt: number | null;
+  /** The current credential is accepted while `now < credentialExpiresAt`. */
+  credentialExpiresAt: number;
+  /** hex SHA-256 of the secret the last rotation replaced, or null (never rotated). */
+  previousHash: string | null;
+  /** The previous secret is accepted while `now < previousValidUntil` (the rotation's grace). */
+  previousValidUntil: number | null;
 }
 
 /** A one-time enrollment token to store (see `Store.createEnrollment`). */
@@ -88,6 +94,8 @@ export interface NewAgent {
   /** hex SHA-256 of the credential's secret part. */
   credentialHash: string;
   createdAt: number;
+  /** When the credential expires (it must be rotated before). */
+  credentialExpiresAt: number;
 }
 
 /** The audit event written with an agent change, or a function building it from the record. */
@@ -205,6 +213,26 @@ export interface Store {
     tokenHash: string,
     now: number,
     agent: NewAgent,
+    event: AgentEventFor,
+  ): Promise<AgentChange | undefined>;
+
+  /**
+   * Rotate an agent's credential: in ONE transaction, a conditional
+   * `UPDATE agents … WHERE id = ? AND credential_hash = currentHash AND revoked_at IS NULL AND
+   * credential_expires_at > at` sets `credential_hash = newHash`, `previous_hash = currentHash`,
+   * `previous_valid_until = graceUntil`, `credential_expires_at = expiresAt`, and only if that
+   * changed the row appends `event` (normally `agent.credential_rotated`). Returns undefined, and
+   * writes nothing, when the agent is unknown, revoked, expired or its credential is no longer
+   * `currentHash`: of concurrent rotations with one current credential (on any gateway) exactly
+   * one wins. Both hashes must be hex SHA-256 (never the secret) and differ.
+   */
+  rotateAgentCredential(
+    id: string,
+    currentHash: string,
+    newHash: string,
+    at: number,
+    expiresAt: number,
+    graceUntil: number,
     event: AgentEventFor,
   ): Promise<AgentChange | undefined>;
 

@@ -10,9 +10,14 @@ import { type AgentConfig, agentConfigSchema } from '../../src/agent/config.js';
 import { CiportError } from '../../src/errors/index.js';
 import { handleAgentApi, handleAgentUpgrade, linkRevocations } from '../../src/gateway/agent-enroll.js';
 import { AgentHub, type AgentHubOptions } from '../../src/gateway/agent-hub.js';
-import { AgentRegistry, type AgentStore } from '../../src/gateway/agent-registry.js';
+import {
+  AgentRegistry,
+  type AgentRegistryOptions,
+  type AgentStore,
+} from '../../src/gateway/agent-registry.js';
 import { type AgentRelayResult, relayViaAgent } from '../../src/gateway/agent-tunnel.js';
 import { sendError } from '../../src/gateway/http.js';
+import type { Logger } from '../../src/gateway/logger.js';
 import { bearer } from '../../src/session/secret.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { ensureGeneratedTls } from '../../src/transport/tls.js';
@@ -55,6 +60,8 @@ export class MemoryMeta implements AgentStore {
     (await this.store()).createEnrollment(...a);
   redeemEnrollment: AgentStore['redeemEnrollment'] = async (...a) =>
     (await this.store()).redeemEnrollment(...a);
+  rotateAgentCredential: AgentStore['rotateAgentCredential'] = async (...a) =>
+    (await this.store()).rotateAgentCredential(...a);
   getAgent: AgentStore['getAgent'] = async (...a) => (await this.store()).getAgent(...a);
   listAgents: AgentStore['listAgents'] = async () => (await this.store()).listAgents();
   touchAgent: AgentStore['touchAgent'] = async (...a) => (await this.store()).touchAgent(...a);
@@ -85,16 +92,21 @@ export async function startMiniGateway(options: {
   meta: AgentStore;
   port?: number;
   hub?: AgentHubOptions;
+  /** Registry options (e.g. a credential lifetime of seconds, to watch agents rotate). */
+  registry?: AgentRegistryOptions;
+  /** Where the gateway's handlers log (default: nowhere). */
+  log?: Logger;
   /** Serve client CONNECT streams this way instead of a bare relayViaAgent. */
   onConnect?: (hub: AgentHub, stream: ServerHttp2Stream, target: string) => void;
 }): Promise<MiniGateway> {
   const tls = ensureGeneratedTls(options.dir, ['localhost', '127.0.0.1']);
-  const registry = new AgentRegistry(options.meta);
+  const registry = new AgentRegistry(options.meta, options.registry);
   const hub = new AgentHub(options.hub);
   linkRevocations(registry, hub);
   const deps = {
     registry,
     hub,
+    log: options.log,
     maxBodyBytes: 65_536,
     requireAdmin: (req: { headers: { authorization?: string | undefined } }) => {
       if (bearer(req.headers.authorization) !== ADMIN) {

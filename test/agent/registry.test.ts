@@ -1,17 +1,24 @@
 // AgentRegistry on a real store, both engines: enrollment tokens are one-time and expire,
-// credentials are checked against hashes, revocation (by id or name) is audited atomically and
-// reaches other gateways' registries.
+// credentials are checked against hashes, expire and are rotated (the replaced secret has a
+// grace period), revocation (by id or name) is audited atomically and reaches other gateways'
+// registries.
 
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../src/audit/index.js';
 import {
   type AgentRecord,
   AgentRegistry,
+  CREDENTIAL_LIFETIME_MS,
   CREDENTIAL_PREFIX,
   ENROLLMENT_PREFIX,
 } from '../../src/gateway/agent-registry.js';
 import type { Store } from '../../src/store/index.js';
-import { MINUTE, T0, testClock } from '../store/fixtures.js';
+import { HOUR, MINUTE, T0, testClock } from '../store/fixtures.js';
+
+const DAY = 24 * HOUR;
+const iso = (ms: number) => new Date(ms).toISOString();
+const secretOf = (credential: string) => credential.split('.')[1] as string;
+
 import { engines, type TestDb } from '../store/harness.js';
 
 async function eventually(check: () => boolean | Promise<boolean>, ms = 3000): Promise<void> {
@@ -46,6 +53,7 @@ for (const h of engines()) {
       const agent = await registry.register(token);
       expect(agent.name).toBe('dc1');
       expect(agent.id).toMatch(/^agt_[0-9a-f]{16}$/);
+      expect(agent.expires_at).toBe(iso(T0 + 1000 + 30 * DAY));
       expect(agent.credential.startsWith(`${CREDENTIAL_PREFIX}${agent.id}.`)).toBe(true);
       await expect(registry.register(token)).rejects.toMatchObject({ code: 'CIPORT_E_ENROLLMENT_INVALID' });
 
@@ -56,6 +64,7 @@ for (const h of engines()) {
         created_at: new Date(T0 + 1000).toISOString(),
         revoked_at: null,
         last_seen_at: null,
+        credential_expires_at: agent.expires_at,
       });
       expect(await registry.list()).toEqual([
         {
@@ -64,6 +73,7 @@ for (const h of engines()) {
           created_at: new Date(T0 + 1000).toISOString(),
           revoked_at: null,
           last_seen_at: null,
+          credential_expires_at: agent.expires_at,
         },
       ]);
     });
@@ -182,6 +192,161 @@ for (const h of engines()) {
       expect(stored).not.toContain(token);
       expect(stored).not.toContain(secret);
       expect(await verifyChain(store)).toMatchObject({ ok: true, count: 3 });
+    });
+
+    describe('credential expiry and rotation', () => {
+      const enrollOne = async (r = registry, name = 'dc1') =>
+        r.register((await r.createEnrollment(name)).token);
+
+      it('a credential is accepted until its expiry, then refused as expired (same code)', async () => {
+        expect(CREDENTIAL_LIFETIME_MS).toBe(30 * DAY);
+        const agent = await enrollOne();
+        clock.advance(30 * DAY - 1);
+        await expect(registry.authenticate(agent.credential)).resolves.toMatchObject({ id: agent.id });
+        clock.advance(1);
+        const refusal = await registry.authenticate(agent.credential).catch((e: unknown) => e);
+        expect(refusal).toMatchObject({ code: 'CIPORT_E_AGENT_UNAUTHORIZED' });
+        expect((refusal as Error).message).toMatch(/expired/);
+        expect((refusal as Error).message).not.toContain(secretOf(agent.credential));
+        // A wrong secret says nothing about expiry.
+        const wrong = await registry
+          .authenticate(`${agent.credential.split('.')[0]}.nope`)
+          .catch((e: unknown) => e as Error);
+        expect(wrong).toMatchObject({ code: 'CIPORT_E_AGENT_UNAUTHORIZED' });
+        expect((wrong as Error).message).not.toMatch(/expired/);
+        // An expired credential cannot rotate either.
+        await expect(registry.rotate(agent.credential)).rejects.toMatchObject({
+          code: 'CIPORT_E_AGENT_UNAUTHORIZED',
+          message: expect.stringMatching(/expired/),
+        });
+      });
+
+      it('the lifetime and the grace come from the options', async () => {
+        const short = new AgentRegistry(store, {
+          now: clock.now,
+          credentialLifetimeMs: 4_000,
+          rotationGraceMs: 500,
+        });
+        expect(() => new AgentRegistry(store, { credentialLifetimeMs: 0 })).toThrow(/credentialLifetimeMs/);
+        const agent = await enrollOne(short);
+        expect(agent.expires_at).toBe(iso(T0 + 4_000));
+        clock.advance(2_000);
+        const rotated = await short.rotate(agent.credential);
+        expect(rotated.expires_at).toBe(iso(T0 + 6_000));
+        clock.advance(499);
+        await expect(short.authenticate(agent.credential)).resolves.toMatchObject({ id: agent.id });
+        clock.advance(1);
+        await expect(short.authenticate(agent.credential)).rejects.toMatchObject({
+          code: 'CIPORT_E_AGENT_UNAUTHORIZED',
+          message: expect.stringMatching(/expired/),
+        });
+        await expect(short.authenticate(rotated.credential)).resolves.toMatchObject({
+          credential_expires_at: iso(T0 + 6_000),
+        });
+      });
+
+      it('rotate: a new secret with a fresh lifetime; the old one has a grace period, never beyond its expiry', async () => {
+        const agent = await enrollOne();
+        clock.advance(20 * DAY);
+        const rotated = await registry.rotate(agent.credential);
+        expect(rotated).toEqual({
+          id: agent.id,
+          name: 'dc1',
+          credential: expect.stringMatching(
+            new RegExp(`^${CREDENTIAL_PREFIX}${agent.id}\\.[A-Za-z0-9_-]{43}$`),
+          ),
+          expires_at: iso(T0 + 50 * DAY),
+        });
+        expect(rotated.credential).not.toBe(agent.credential);
+        // Both work during the grace period (default 1 h): a second link, a crash before saving.
+        await expect(registry.authenticate(rotated.credential)).resolves.toMatchObject({ id: agent.id });
+        await expect(registry.authenticate(agent.credential)).resolves.toMatchObject({ id: agent.id });
+        // …but only the current one can rotate.
+        await expect(registry.rotate(agent.credential)).rejects.toMatchObject({
+          code: 'CIPORT_E_AGENT_UNAUTHORIZED',
+        });
+        clock.advance(HOUR);
+        await expect(registry.authenticate(agent.credential)).rejects.toMatchObject({
+          code: 'CIPORT_E_AGENT_UNAUTHORIZED',
+          message: expect.stringMatching(/expired/),
+        });
+        await expect(registry.authenticate(rotated.credential)).resolves.toMatchObject({ id: agent.id });
+
+        // Rotating 10 minutes before the expiry: the old secret is accepted until its expiry only.
+        clock.set(T0 + 20 * DAY + 30 * DAY - 10 * MINUTE);
+        const late = await registry.rotate(rotated.credential);
+        clock.advance(10 * MINUTE - 1);
+        await expect(registry.authenticate(rotated.credential)).resolves.toMatchObject({ id: agent.id });
+        clock.advance(1);
+        await expect(registry.authenticate(rotated.credential)).rejects.toMatchObject({
+          code: 'CIPORT_E_AGENT_UNAUTHORIZED',
+        });
+        await expect(registry.authenticate(late.credential)).resolves.toMatchObject({ id: agent.id });
+        // Two rotations back is not the previous secret any more.
+        await expect(registry.authenticate(agent.credential)).rejects.toMatchObject({
+          code: 'CIPORT_E_AGENT_UNAUTHORIZED',
+        });
+      });
+
+      it('a revoked agent cannot rotate, nor use either secret', async () => {
+        const agent = await enrollOne();
+        const rotated = await registry.rotate(agent.credential);
+        await registry.revoke(agent.id);
+        for (const c of [agent.credential, rotated.credential]) {
+          await expect(registry.rotate(c)).rejects.toMatchObject({ code: 'CIPORT_E_AGENT_UNAUTHORIZED' });
+          await expect(registry.authenticate(c)).rejects.toMatchObject({
+            code: 'CIPORT_E_AGENT_UNAUTHORIZED',
+          });
+        }
+        for (const bad of [undefined, '', 'cpa_x', `${agent.credential}x`]) {
+          await expect(registry.rotate(bad)).rejects.toMatchObject({ code: 'CIPORT_E_AGENT_UNAUTHORIZED' });
+        }
+      });
+
+      it('of concurrent rotations with one credential, on two gateways, exactly one succeeds', async () => {
+        const other = new AgentRegistry(await t.open({ clock: clock.now }), { now: clock.now });
+        const agent = await enrollOne();
+        const results = await Promise.allSettled([
+          registry.rotate(agent.credential),
+          other.rotate(agent.credential),
+          registry.rotate(agent.credential),
+        ]);
+        const won = results.filter((r) => r.status === 'fulfilled');
+        expect(won).toHaveLength(1);
+        for (const r of results.filter((x) => x.status === 'rejected')) {
+          expect((r as PromiseRejectedResult).reason).toMatchObject({ code: 'CIPORT_E_AGENT_UNAUTHORIZED' });
+        }
+        const winner = (won[0] as PromiseFulfilledResult<{ credential: string }>).value;
+        await expect(registry.authenticate(winner.credential)).resolves.toMatchObject({ id: agent.id });
+        const events = await store.auditEvents();
+        expect(events.filter((e) => e.type === 'agent.credential_rotated')).toHaveLength(1);
+      });
+
+      it('writes agent.credential_rotated with the rotation, no secret, and the chain verifies', async () => {
+        const { token } = await registry.createEnrollment('dc1');
+        const agent = await registry.register(token);
+        clock.advance(MINUTE);
+        const r1 = await registry.rotate(agent.credential);
+        clock.advance(MINUTE);
+        const r2 = await registry.rotate(r1.credential);
+        const events = await store.auditEvents();
+        expect(events.map((e) => [e.type, e.time])).toEqual([
+          ['agent.enrolled', T0],
+          ['agent.enrolled', T0],
+          ['agent.credential_rotated', T0 + MINUTE],
+          ['agent.credential_rotated', T0 + 2 * MINUTE],
+        ]);
+        expect(events.slice(2).map((e) => e.data)).toEqual([
+          { agent: 'dc1', agent_id: agent.id, expires_at: r1.expires_at },
+          { agent: 'dc1', agent_id: agent.id, expires_at: r2.expires_at },
+        ]);
+        const stored = JSON.stringify(await store.auditRows());
+        for (const c of [agent.credential, r1.credential, r2.credential]) {
+          expect(stored).not.toContain(secretOf(c));
+        }
+        expect(stored).not.toContain(token);
+        expect(await verifyChain(store)).toMatchObject({ ok: true, count: 4 });
+      });
     });
 
     it('a revocation committed through another store is announced by watchRemoteRevocations', async () => {

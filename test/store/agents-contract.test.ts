@@ -1,11 +1,11 @@
-// Store contract for agents (enrollment, redemption, revocation and its notification) and the
-// gateway registry, on both engines (migration 0004).
+// Store contract for agents (enrollment, redemption, credential rotation, revocation and its
+// notification) and the gateway registry, on both engines (migrations 0004, 0005).
 
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { auditEvent, verifyChain } from '../../src/audit/index.js';
 import type { NewAgent, Store, StoredAgent } from '../../src/store/index.js';
-import { MIGRATION_TABLE } from '../../src/store/migrations.js';
+import { EXISTING_AGENTS_LIFETIME_MS, MIGRATION_TABLE } from '../../src/store/migrations.js';
 import { HOUR, MINUTE, T0 } from './fixtures.js';
 
 const DAY_MS = 24 * HOUR;
@@ -23,12 +23,20 @@ const enrolled = (name: string) =>
 const registered = (a: StoredAgent) =>
   auditEvent('agent.enrolled', { agent: a.name, agent_id: a.id, stage: 'registered' });
 const revokedEvent = (a: StoredAgent) => auditEvent('agent.revoked', { agent: a.name, agent_id: a.id });
+const rotatedEvent = (expiresAt: number) => (a: StoredAgent) =>
+  auditEvent('agent.credential_rotated', {
+    agent: a.name,
+    agent_id: a.id,
+    expires_at: new Date(expiresAt).toISOString(),
+  });
+const LIFETIME = 30 * DAY_MS;
 
 function newAgent(createdAt = T0): NewAgent {
   return {
     id: `agt_${randomBytes(8).toString('hex')}`,
     credentialHash: sha(randomBytes(32).toString('base64url')),
     createdAt,
+    credentialExpiresAt: createdAt + LIFETIME,
   };
 }
 
@@ -156,6 +164,9 @@ for (const h of engines()) {
           createdAt: T0 + MINUTE,
           revokedAt: null,
           lastSeenAt: null,
+          credentialExpiresAt: T0 + MINUTE + LIFETIME,
+          previousHash: null,
+          previousValidUntil: null,
         };
         expect(change?.agent).toEqual(agent);
         expect(change?.event).toMatchObject({ seq: 2, type: 'agent.enrolled', time: T0 + MINUTE });
@@ -390,6 +401,160 @@ for (const h of engines()) {
       }
     });
 
+    describe('rotateAgentCredential', () => {
+      const NEW_EXPIRY = T0 + HOUR + LIFETIME;
+      const GRACE = T0 + 2 * HOUR;
+
+      it('swaps the hash, keeps the old one as previous with its grace, and writes the event', async () => {
+        const store = await t.open();
+        const agent = await register(store, 'dc1');
+        const before = await count('audit_events');
+        const next = sha('next secret');
+        const change = await store.rotateAgentCredential(
+          agent.id,
+          agent.credentialHash,
+          next,
+          T0 + HOUR,
+          NEW_EXPIRY,
+          GRACE,
+          rotatedEvent(NEW_EXPIRY),
+        );
+        const rotated: StoredAgent = {
+          ...agent,
+          credentialHash: next,
+          credentialExpiresAt: NEW_EXPIRY,
+          previousHash: agent.credentialHash,
+          previousValidUntil: GRACE,
+        };
+        expect(change?.agent).toEqual(rotated);
+        expect(change?.event).toMatchObject({ type: 'agent.credential_rotated', time: T0 + HOUR });
+        expect(change?.event.data).toEqual({
+          agent: 'dc1',
+          agent_id: agent.id,
+          expires_at: new Date(NEW_EXPIRY).toISOString(),
+        });
+        expect(await store.getAgent(agent.id)).toEqual(rotated);
+        expect(await count('audit_events')).toBe(before + 1);
+
+        // The old hash is no longer current: rotating from it again changes nothing.
+        expect(
+          await store.rotateAgentCredential(
+            agent.id,
+            agent.credentialHash,
+            sha('other'),
+            T0 + HOUR + 1,
+            NEW_EXPIRY + 1,
+            GRACE + 1,
+            rotatedEvent(NEW_EXPIRY + 1),
+          ),
+        ).toBeUndefined();
+        // A second rotation from the new one: the previous is now the first rotation's secret.
+        const third = await store.rotateAgentCredential(
+          agent.id,
+          next,
+          sha('third'),
+          T0 + 2 * HOUR,
+          NEW_EXPIRY + HOUR,
+          T0 + 3 * HOUR,
+          rotatedEvent(NEW_EXPIRY + HOUR),
+        );
+        expect(third?.agent).toMatchObject({ credentialHash: sha('third'), previousHash: next });
+        expect(await count('audit_events')).toBe(before + 2);
+        expect(await verifyChain(store)).toMatchObject({ ok: true });
+      });
+
+      it('refuses unknown, revoked and expired agents and a wrong current hash, writing nothing', async () => {
+        const store = await t.open();
+        const agent = await register(store, 'dc1');
+        const revoked = await register(store, 'dc2');
+        await store.revokeAgents(revoked.id, T0 + MINUTE, revokedEvent);
+        const before = await count('audit_events');
+        const rotate = (id: string, current: string, at: number) =>
+          store.rotateAgentCredential(id, current, sha('new'), at, at + LIFETIME, at + HOUR, rotatedEvent(0));
+        expect(await rotate('agt_unknown', agent.credentialHash, T0 + HOUR)).toBeUndefined();
+        expect(await rotate(agent.id, sha('wrong'), T0 + HOUR)).toBeUndefined();
+        expect(await rotate(revoked.id, revoked.credentialHash, T0 + HOUR)).toBeUndefined();
+        // credential_expires_at is exclusive: at the expiry the credential cannot rotate any more.
+        expect(await rotate(agent.id, agent.credentialHash, T0 + LIFETIME)).toBeUndefined();
+        expect(await count('audit_events')).toBe(before);
+        expect(await store.getAgent(agent.id)).toEqual(agent);
+        expect(await rotate(agent.id, agent.credentialHash, T0 + LIFETIME - 1)).toBeDefined();
+      });
+
+      it('accepts hashes only, and a new one', async () => {
+        const store = await t.open();
+        const agent = await register(store, 'dc1');
+        for (const [current, next] of [
+          [agent.credentialHash, 'plain secret'],
+          ['plain secret', sha('x')],
+          [agent.credentialHash, agent.credentialHash],
+        ] as const) {
+          await expect(
+            store.rotateAgentCredential(
+              agent.id,
+              current,
+              next,
+              T0,
+              T0 + LIFETIME,
+              T0 + HOUR,
+              rotatedEvent(0),
+            ),
+          ).rejects.toMatchObject({ code: 'CIPORT_E_INTERNAL' });
+        }
+        expect(await store.getAgent(agent.id)).toEqual(agent);
+      });
+
+      it('rolls back when the event builder or the audit insert fails', async () => {
+        const store = await t.open();
+        const agent = await register(store, 'dc1');
+        const boom = () => {
+          throw new Error('builder failed');
+        };
+        const rotate = (event: Parameters<Store['rotateAgentCredential']>[6]) =>
+          store.rotateAgentCredential(agent.id, agent.credentialHash, sha('n'), T0, NEW_EXPIRY, GRACE, event);
+        await expect(rotate(boom)).rejects.toThrow('builder failed');
+        expect(await store.getAgent(agent.id)).toEqual(agent);
+        await t.raw.failAuditInserts();
+        await expect(rotate(rotatedEvent(NEW_EXPIRY))).rejects.toThrow(/injected failure/);
+        expect(await store.getAgent(agent.id)).toEqual(agent);
+      });
+
+      it('of concurrent rotations with one current hash on two store instances exactly one wins', async () => {
+        const a = await t.open();
+        const b = await t.open();
+        const agents: StoredAgent[] = [];
+        for (let i = 0; i < 5; i++) agents.push(await register(a, `dc${i}`, T0 + i));
+        const before = await count('audit_events');
+        const results = await Promise.all(
+          agents.flatMap((agent) =>
+            [a, b, a, b].map((s, k) =>
+              s.rotateAgentCredential(
+                agent.id,
+                agent.credentialHash,
+                sha(`${agent.id}:${k}`),
+                T0 + HOUR,
+                NEW_EXPIRY,
+                GRACE,
+                rotatedEvent(NEW_EXPIRY),
+              ),
+            ),
+          ),
+        );
+        for (let i = 0; i < agents.length; i++) {
+          const agent = agents[i] as StoredAgent;
+          const winners = results.slice(i * 4, i * 4 + 4).filter((r) => r !== undefined);
+          expect(winners).toHaveLength(1);
+          const stored = await b.getAgent(agent.id);
+          expect(stored?.credentialHash).toBe(winners[0]?.agent.credentialHash);
+          expect(stored?.previousHash).toBe(agent.credentialHash);
+        }
+        const events = await b.auditEvents();
+        expect(events.filter((e) => e.type === 'agent.credential_rotated')).toHaveLength(agents.length);
+        expect(await count('audit_events')).toBe(before + agents.length);
+        expect(await verifyChain(a)).toMatchObject({ ok: true });
+      });
+    });
+
     describe('gateways', () => {
       it('register (upsert), heartbeat, list the live ones, remove', async () => {
         const store = await t.open();
@@ -418,12 +583,45 @@ for (const h of engines()) {
       });
     });
 
+    describe('migration 0005', () => {
+      it('existing agents get 30 days from the migration, no previous secret; the default fails closed', async () => {
+        const first = await t.open();
+        const agent = await register(first, 'dc1', T0);
+        await first.close();
+        // Back to the schema before 0005.
+        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name = ?`, ['0005_agent_credential_rotation']);
+        for (const column of ['credential_expires_at', 'previous_hash', 'previous_valid_until'])
+          await t.raw.exec(`alter table agents drop column ${column}`);
+
+        const before = Date.now();
+        const store = await t.open();
+        const after = Date.now();
+        const migrated = await store.getAgent(agent.id);
+        expect(migrated).toMatchObject({ credentialHash: agent.credentialHash, previousHash: null });
+        expect(migrated?.previousValidUntil).toBeNull();
+        expect(migrated?.credentialExpiresAt).toBeGreaterThanOrEqual(before + EXISTING_AGENTS_LIFETIME_MS);
+        expect(migrated?.credentialExpiresAt).toBeLessThanOrEqual(after + EXISTING_AGENTS_LIFETIME_MS);
+
+        // A row written without the column (an older writer) is expired, not immortal.
+        await t.raw.exec('insert into agents (id, name, credential_hash, created_at) values (?, ?, ?, ?)', [
+          'agt_0000000000000009',
+          'old-writer',
+          sha('s9'),
+          T0,
+        ]);
+        expect((await store.getAgent('agt_0000000000000009'))?.credentialExpiresAt).toBe(0);
+      });
+    });
+
     describe('migration 0004', () => {
       it('imports the legacy agents.v1 meta document', async () => {
         const first = await t.open();
         await first.close();
         // Back to the schema before 0004, holding a document the old registry wrote.
-        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name = ?`, ['0004_agents']);
+        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name in (?, ?)`, [
+          '0004_agents',
+          '0005_agent_credential_rotation',
+        ]);
         for (const table of ['agents', 'agent_enrollments', 'gateways'])
           await t.raw.exec(`drop table ${table}`);
         const iso = (ms: number) => new Date(ms).toISOString();
@@ -468,8 +666,16 @@ for (const h of engines()) {
         };
         await t.raw.exec('insert into meta (key, value) values (?, ?)', ['agents.v1', JSON.stringify(doc)]);
 
+        const before = Date.now();
         const store = await t.open();
-        expect(await store.listAgents()).toEqual([
+        const after = Date.now();
+        const agents = await store.listAgents();
+        const legacy = {
+          credentialExpiresAt: expect.any(Number),
+          previousHash: null,
+          previousValidUntil: null,
+        };
+        expect(agents).toEqual([
           {
             id: 'agt_0000000000000001',
             name: 'dc1',
@@ -477,6 +683,7 @@ for (const h of engines()) {
             createdAt: T0,
             revokedAt: null,
             lastSeenAt: T0 + HOUR,
+            ...legacy,
           },
           {
             id: 'agt_0000000000000002',
@@ -485,8 +692,14 @@ for (const h of engines()) {
             createdAt: T0 + 1,
             revokedAt: T0 + 2 * HOUR,
             lastSeenAt: null,
+            ...legacy,
           },
         ]);
+        // 0005 then gave them 30 days from the migration.
+        for (const a of agents) {
+          expect(a.credentialExpiresAt).toBeGreaterThanOrEqual(before + EXISTING_AGENTS_LIFETIME_MS);
+          expect(a.credentialExpiresAt).toBeLessThanOrEqual(after + EXISTING_AGENTS_LIFETIME_MS);
+        }
         expect(await store.getMeta('agents.v1')).toBeUndefined();
         const change = await store.redeemEnrollment(sha('pending'), T0 + MINUTE, newAgent(), registered);
         expect(change?.agent.name).toBe('dc3');
