@@ -103,7 +103,7 @@ describe('ciport agents enroll|list|revoke (functions) and audit events', () => 
     const list = await agentsList(io, { gateway: gw.url });
     expect(list).toHaveLength(1);
     expect(list[0]?.connections[0]?.targets).toEqual(['echo']);
-    expect(formatAgents(list)).toMatch(/dc1\s+connected\(1\)\s+echo/);
+    expect(formatAgents(list)).toMatch(/dc1\s+connected\(1\)\s+echo\s+\S+\s+\d{4}-\d\d-\d\dT/);
 
     const res = await agentsRevoke(io, 'dc1', { gateway: gw.url });
     expect(res.revoked.map((a) => a.name)).toEqual(['dc1']);

@@ -132,6 +132,7 @@ export interface AgentListEntry {
   created_at: string;
   revoked_at: string | null;
   last_seen_at: string | null;
+  credential_expires_at?: string | null;
   connections: Array<{ connection: string; targets: string[]; remote?: string; connected_at: string }>;
 }
 
@@ -175,7 +176,8 @@ export function formatAgents(list: readonly AgentListEntry[]): string {
     a.revoked_at ? 'revoked' : a.connections.length > 0 ? `connected(${a.connections.length})` : 'offline',
     [...new Set(a.connections.flatMap((c) => c.targets))].join(',') || '-',
     a.last_seen_at ?? '-',
+    a.credential_expires_at ?? '-',
   ]);
-  const head = ['ID', 'NAME', 'STATE', 'TARGETS', 'LAST SEEN'];
+  const head = ['ID', 'NAME', 'STATE', 'TARGETS', 'LAST SEEN', 'CREDENTIAL EXPIRES'];
   return `${tableLines(head, rows).join('\n')}\n`;
 }
