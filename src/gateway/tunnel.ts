@@ -141,7 +141,7 @@ export async function handleConnect(
     refuse(
       new CiportError(
         'CIPORT_E_PROTOCOL_NOT_IMPLEMENTED',
-        `target ${targetName}: protocol ${target.protocol} is not implemented by this gateway yet (tcp, postgres and http are)`,
+        `target ${targetName}: protocol ${target.protocol} is not implemented by this gateway (tcp, redis, postgres and http are); no agent serves it`,
       ),
     );
     return;

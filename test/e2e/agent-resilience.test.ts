@@ -10,12 +10,10 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseDotenv } from '../../src/client/dotenv.js';
-import { parseGatewayConfig } from '../../src/config/load.js';
 import type { GatewayConfig } from '../../src/config/schema.js';
-import { createLogger } from '../../src/gateway/logger.js';
-import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
-import { baseEnv, ensureBuilt, LAUNCHER, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import type { RunningGateway } from '../../src/gateway/server.js';
+import { baseEnv, ensureBuilt, LAUNCHER, openedEnv, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 import { freePort } from '../fixtures/redis-server.js';
@@ -46,10 +44,8 @@ function startEcho(): Promise<void> {
   );
 }
 
-const quiet = () => createLogger({ level: 'silent' });
-
-async function startGw(): Promise<RunningGateway> {
-  return startGateway(cfg, { logger: quiet(), stderr: { write: () => true } as never, sweepIntervalMs: 250 });
+function startGw(): Promise<RunningGateway> {
+  return startTestGateway(cfg, { sweepIntervalMs: 250 });
 }
 
 const adminEnv = () =>
@@ -109,8 +105,8 @@ beforeAll(async () => {
   });
   await pg.sql('CREATE ROLE readonly NOLOGIN;');
   await startEcho();
-  cfg = parseGatewayConfig(
-    JSON.stringify({
+  cfg = gatewayConfig(
+    {
       listen: `127.0.0.1:${await freePort()}`,
       data_dir: join(dir, 'gw'),
       store: { sqlite: { path: join(dir, 'gw', 'ciport.db') } },
@@ -118,9 +114,8 @@ beforeAll(async () => {
       sessions: { default_ttl: '15m', lease_timeout: '5s', rate_limit: { per_minute: 10000, burst: 1000 } },
       issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
       rules: [{ name: 'main', issuer: 'gitlab', when: { ref_protected: true }, allow: ['echo', 'db-dyn'] }],
-    }),
-    'gateway.json',
-    { resolveSecrets: true, env: { ADMIN } },
+    },
+    { ADMIN },
   );
   gateway = await startGw();
   token = await issuer.mint({}, { preset: 'gitlab-main', audience: 'ciport' });
@@ -147,18 +142,7 @@ async function openPort(targets: string[] = ['echo']) {
     env: jobEnv(),
     timeoutMs: 120_000,
   });
-  await waitFor(
-    () => {
-      try {
-        return readFileSync(envFile, 'utf8').length > 0;
-      } catch {
-        return false;
-      }
-    },
-    15_000,
-    'ciport open',
-  );
-  const vars = parseDotenv(readFileSync(envFile, 'utf8'));
+  const vars = await openedEnv(envFile);
   return {
     vars,
     stderr: open.stderr,

@@ -7,13 +7,11 @@ import { type ChildProcess, execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../src/audit/verify.js';
-import { parseGatewayConfig } from '../../src/config/load.js';
-import { createLogger } from '../../src/gateway/logger.js';
-import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
+import type { RunningGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 import { freePort, type RedisServer, startRedis } from '../fixtures/redis-server.js';
@@ -56,8 +54,8 @@ beforeAll(async () => {
   api = await startUpstream(pki, { name: 'authorization', value: `Bearer ${API_TOKEN}` });
 
   // The gateway's config names no target: the rules refer to the agent's by name.
-  const cfg = parseGatewayConfig(
-    JSON.stringify({
+  const cfg = gatewayConfig(
+    {
       listen: `127.0.0.1:${await freePort()}`,
       data_dir: join(dir, 'gw'),
       store: { sqlite: { path: join(dir, 'gw', 'ciport.db') } },
@@ -83,21 +81,10 @@ beforeAll(async () => {
           max_ttl: '30m',
         },
       ],
-    }),
-    'gateway.json',
-    { resolveSecrets: true, env: { ADMIN, REDIS_PW: REDIS_PASSWORD } },
-  );
-  const destination = new Writable({
-    write(chunk, _enc, cb) {
-      logLines.push(...chunk.toString().split('\n').filter(Boolean));
-      cb();
     },
-  });
-  gateway = await startGateway(cfg, {
-    logger: createLogger({ level: 'debug', destination: destination as never }),
-    stderr: { write: () => true } as never,
-    sweepIntervalMs: 250,
-  });
+    { ADMIN, REDIS_PW: REDIS_PASSWORD },
+  );
+  gateway = await startTestGateway(cfg, { logLines, sweepIntervalMs: 250 });
   token = await issuer.mint({}, { preset: 'gitlab-main', audience: 'ciport' });
   await built;
 

@@ -9,10 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseGatewayConfig } from '../../src/config/load.js';
-import { createLogger } from '../../src/gateway/logger.js';
-import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
+import type { RunningGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, runCli, waitFor } from '../fixtures/cli.js';
+import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 import { freePort } from '../fixtures/redis-server.js';
@@ -46,8 +45,8 @@ beforeAll(async () => {
     roles: [{ name: 'app', password: 'app-Secret-pw' }],
     databases: { app: 'app' },
   });
-  const cfg = parseGatewayConfig(
-    JSON.stringify({
+  const cfg = gatewayConfig(
+    {
       listen: `127.0.0.1:${await freePort()}`,
       data_dir: join(dir, 'gw'),
       store: { postgres: { url: storeUrl } },
@@ -63,15 +62,10 @@ beforeAll(async () => {
         },
       ],
       rules: [{ name: 'main', issuer: 'gitlab', when: { ref_protected: true }, allow: ['db'] }],
-    }),
-    'gateway.json',
-    { resolveSecrets: true, env: { APP_PW: 'app-Secret-pw' } },
+    },
+    { APP_PW: 'app-Secret-pw' },
   );
-  gateway = await startGateway(cfg, {
-    logger: createLogger({ level: 'silent' }),
-    stderr: { write: () => true } as never,
-    auditBacklogMax: MAX,
-  });
+  gateway = await startTestGateway(cfg, { auditBacklogMax: MAX });
   await built;
 }, 120_000);
 

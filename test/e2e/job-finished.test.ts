@@ -3,17 +3,15 @@
 // one poll interval, the per-session role is dropped and `session.ended` says `job_finished`.
 // Run twice: with the gateway as the exit, and with an agent as the exit (the role lives there).
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
-import { parseDotenv } from '../../src/client/dotenv.js';
-import { parseGatewayConfig } from '../../src/config/load.js';
-import { createLogger } from '../../src/gateway/logger.js';
-import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
+import type { RunningGateway } from '../../src/gateway/server.js';
 import { agentConfig } from '../agent/harness.js';
-import { baseEnv, ensureBuilt, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, openedEnv, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { GitlabApiFixture } from '../fixtures/gitlab-api.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
@@ -46,8 +44,8 @@ beforeAll(async () => {
       owner: 'app',
     },
   };
-  const cfg = parseGatewayConfig(
-    JSON.stringify({
+  const cfg = gatewayConfig(
+    {
       listen: `127.0.0.1:${await freePort()}`,
       data_dir: join(dir, 'gw'),
       store: { sqlite: { path: join(dir, 'gw', 'ciport.db') } },
@@ -71,14 +69,10 @@ beforeAll(async () => {
         },
       ],
       rules: [{ name: 'main', issuer: 'gitlab', when: { ref_protected: true }, allow: ['db', 'db-agent'] }],
-    }),
-    'gateway.json',
-    { resolveSecrets: true, env: { SUPER_PW: pg.superPassword, GITLAB_TOKEN: gitlab.token } },
+    },
+    { SUPER_PW: pg.superPassword, GITLAB_TOKEN: gitlab.token },
   );
-  gateway = await startGateway(cfg, {
-    logger: createLogger({ level: 'silent' }),
-    stderr: { write: () => true } as never,
-  });
+  gateway = await startTestGateway(cfg);
   const { token } = await gateway.agents.registry.createEnrollment('dc1');
   const cfgAgent = agentConfig({
     gateway: gateway.url,
@@ -134,18 +128,7 @@ describe.each([
       env: baseEnv({ CIPORT_GATEWAY: gateway.url, CIPORT_CA_FILE: gateway.caFile, CIPORT_ID_TOKEN: token }),
       timeoutMs: 60_000,
     });
-    await waitFor(
-      () => {
-        try {
-          return readFileSync(envFile, 'utf8').length > 0;
-        } catch {
-          return false;
-        }
-      },
-      15_000,
-      'ciport open',
-    );
-    const vars = parseDotenv(readFileSync(envFile, 'utf8'));
+    const vars = await openedEnv(envFile);
     const url = vars[`CIPORT_${target.toUpperCase().replace(/-/g, '_')}_URL`] as string;
 
     // A live psql connection: it reports its role, then sits in a long query.

@@ -7,12 +7,11 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseGatewayConfig } from '../../src/config/load.js';
-import { createLogger } from '../../src/gateway/logger.js';
-import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
+import type { RunningGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, ROOT, runCli } from '../fixtures/cli.js';
+import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 import { makePki, startUpstream, type Upstream } from '../protocols/http/helpers.js';
@@ -133,21 +132,13 @@ beforeAll(async () => {
       },
     ],
   };
-  const cfg = parseGatewayConfig(JSON.stringify(config), 'e2e.json', {
-    resolveSecrets: true,
-    env: { APP_PW: APP_PASSWORD, WRONG_PW: 'not-the-password', SUPER_PW: pg.superPassword, API_TOKEN },
+  const cfg = gatewayConfig(config, {
+    APP_PW: APP_PASSWORD,
+    WRONG_PW: 'not-the-password',
+    SUPER_PW: pg.superPassword,
+    API_TOKEN,
   });
-  const destination = new Writable({
-    write(chunk, _enc, cb) {
-      logLines.push(...chunk.toString().split('\n').filter(Boolean));
-      cb();
-    },
-  });
-  gateway = await startGateway(cfg, {
-    logger: createLogger({ level: 'debug', destination: destination as never }),
-    stderr: { write: () => true } as never,
-    sweepIntervalMs: 250,
-  });
+  gateway = await startTestGateway(cfg, { logLines, sweepIntervalMs: 250 });
   token = await issuer.mint({}, { preset: 'gitlab-main', audience: 'ciport' });
   await built;
 }, 180_000);
