@@ -204,46 +204,29 @@ describe('ciport exec through an agent', () => {
     expect((created?.data as { principal?: unknown } | undefined)?.principal).toBeTruthy();
   });
 
-  it('redis-cli reaches a password-protected Redis without knowing the password', async () => {
+  /** The job sets and reads a key through `target` with no password; the key is really there. */
+  async function redisThroughPort(target: string, key: string, value: string, db = '0') {
+    const url = `$CIPORT_${target.toUpperCase().replace(/-/g, '_')}_URL`;
     const r = await exec(
-      ['cache'],
-      `redis-cli -u "$CIPORT_CACHE_URL" SET agent-key via-agent && redis-cli -u "$CIPORT_CACHE_URL" GET agent-key`,
+      [target],
+      `redis-cli -u "${url}" SET ${key} ${value} && redis-cli -u "${url}" GET ${key}`,
     );
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout.trim().split('\n')).toEqual(['OK', 'via-agent']);
+    expect(r.stdout.trim().split('\n')).toEqual(['OK', value]);
     const direct = await execText('redis-cli', [
-      '-p',
-      String(redis.port),
-      '-a',
-      REDIS_PASSWORD,
-      '--no-auth-warning',
-      'GET',
-      'agent-key',
+      ...['-p', String(redis.port), '-a', REDIS_PASSWORD, '--no-auth-warning', '-n', db],
+      ...['GET', key],
     ]);
-    expect(direct.trim()).toBe('via-agent');
+    expect(direct.trim()).toBe(value);
+  }
+
+  it('redis-cli reaches a password-protected Redis without knowing the password', async () => {
+    await redisThroughPort('cache', 'agent-key', 'via-agent');
   });
 
   it('the gateway injects Redis credentials for its own redis target too (AUTH, SELECT)', async () => {
-    const r = await exec(
-      ['cache-gw'],
-      `redis-cli -u "$CIPORT_CACHE_GW_URL" SET gw-key via-gateway && redis-cli -u "$CIPORT_CACHE_GW_URL" GET gw-key`,
-    );
-    expect(r.stderr).toBe('');
-    expect(r.code).toBe(0);
-    expect(r.stdout.trim().split('\n')).toEqual(['OK', 'via-gateway']);
-    const direct = await execText('redis-cli', [
-      '-p',
-      String(redis.port),
-      '-a',
-      REDIS_PASSWORD,
-      '--no-auth-warning',
-      '-n',
-      '2',
-      'GET',
-      'gw-key',
-    ]);
-    expect(direct.trim()).toBe('via-gateway');
+    await redisThroughPort('cache-gw', 'gw-key', 'via-gateway', '2');
     const session = await latestSession();
     const opened = (await eventsOf(session.id)).find((e) => e.type === 'connection.opened');
     expect(opened?.data).toMatchObject({ exit: 'gateway', target: 'cache-gw' });
