@@ -90,6 +90,11 @@ export const issuerSchema = z.strictObject({
     .min(1)
     .default(['RS256', 'ES256']),
   leeway: durationSchema.prefault('30s'),
+  max_token_lifetime: durationSchema.optional().meta({
+    description:
+      'Longest accepted token lifetime (`exp` − `iat`); longer tokens are refused. ' +
+      'Default by kind: github 1h, gitlab 24h, oidc 24h (docs/identity.md).',
+  }),
   /** Minimum time between two JWKS refetches caused by unknown key ids. */
   jwks_cooldown: durationSchema.prefault('30s'),
   /** How long fetched keys are used before a background refresh. */

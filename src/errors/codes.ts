@@ -41,6 +41,7 @@ export const ERROR_CODES = {
   CIPORT_E_TOKEN_BAD_SIGNATURE: token,
   CIPORT_E_TOKEN_ALG_NOT_ALLOWED: token,
   CIPORT_E_TOKEN_MISSING_CLAIM: token,
+  CIPORT_E_TOKEN_LIFETIME_TOO_LONG: token,
   CIPORT_E_JWKS_UNAVAILABLE: { exit: ExitCode.tokenRejected, http: 503 },
   // policy
   CIPORT_E_POLICY_DENIED: { exit: ExitCode.denied, http: 403 },

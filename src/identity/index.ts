@@ -16,6 +16,7 @@ export { isPreset, PRESETS, type PresetName, parseSetPairs, presetClaims } from 
 export { type DevAlg, DevSigner } from './dev-signer.js';
 export { type GitHubSubject, parseGitHubSubject } from './github-subject.js';
 export type { KeySourceStatus } from './key-source.js';
+export { DEFAULT_MAX_TOKEN_LIFETIME_MS, maxTokenLifetimeMs } from './lifetime.js';
 export { type ClaimFacts, type IssuerKind, normalize, type Principal } from './principal.js';
 export { isDevelopmentIssuer, isLoopbackHost } from './url-policy.js';
 export {

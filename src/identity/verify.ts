@@ -16,6 +16,7 @@ import {
   type KeySourceOptions,
   type KeySourceStatus,
 } from './key-source.js';
+import { assertLifetime } from './lifetime.js';
 import { type ClaimFacts, normalize, type Principal } from './principal.js';
 import { fromJoseError, reject } from './rejections.js';
 
@@ -115,6 +116,7 @@ export class TokenVerifier {
         'token was issued in the future ("iat" beyond the clock leeway)',
       );
     }
+    assertLifetime(config, verified);
     const { principal, facts } = normalize(config.kind, config.name, verified);
     return { issuer: config, claims: verified, principal, facts };
   }
