@@ -2,6 +2,7 @@
 // validates with it, `ciport config schema` emits JSON Schema from it, and the types below are
 // inferred from it. Objects are strict: an unknown key is an error, not a silent no-op.
 import { z } from 'zod';
+import { parseClaimPath } from './claim-path.js';
 import { parseDuration } from './duration.js';
 import { HEADER_NAME_RE, HTTP_INJECTION_KINDS, RESERVED_HEADERS } from './http-credentials.js';
 import { Secret } from './secret.js';
@@ -190,7 +191,14 @@ export const ruleSchema = z
     description: z.string().optional(),
     deny: z.boolean().default(false),
     issuer: name,
-    when: z.record(z.string().min(1), matcherSchema).default({}),
+    when: z
+      .record(z.string().min(1), matcherSchema)
+      .default({})
+      .meta({
+        description:
+          'Claim matchers, all of which must hold. A key is a claim name or a path into nested claims ' +
+          '(`realm_access.roles`; quote a name that contains dots: `resource_access."my.client".roles`).',
+      }),
     allow: z.array(name).default([]),
     max_ttl: durationSchema.optional(),
     grants: z
@@ -208,6 +216,10 @@ export const ruleSchema = z
       .optional(),
   })
   .superRefine((rule, ctx) => {
+    for (const key of Object.keys(rule.when)) {
+      const parsed = parseClaimPath(key);
+      if ('error' in parsed) ctx.addIssue({ code: 'custom', path: ['when', key], message: parsed.error });
+    }
     if (rule.deny && rule.allow.length > 0) {
       ctx.addIssue({ code: 'custom', path: ['allow'], message: 'a deny rule cannot also allow targets' });
     }

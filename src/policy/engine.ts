@@ -10,6 +10,7 @@
 //      `max_ttl` among the matching rules that allow the target, where an absent max_ttl is no cap).
 import type { MatcherInput } from '../config/schema.js';
 import { UsageError } from '../errors/index.js';
+import { type ClaimPath, compileClaimPath, resolveClaim, whenKeyPath } from './claim-path.js';
 import {
   allowReason,
   deniedByRuleReason,
@@ -107,7 +108,9 @@ export interface Policy {
 }
 
 interface Condition {
+  /** The `when:` key as written (a claim name or a path such as `realm_access.roles`). */
   readonly claim: string;
+  readonly path: ClaimPath;
   readonly matcher: Matcher;
 }
 
@@ -129,6 +132,11 @@ interface Evaluation {
 export function compilePolicy(config: PolicyInput): Policy {
   const rules: CompiledRule[] = config.rules.map((r, i) => {
     const when = r.when ?? {};
+    const conditions = Object.entries(when).map(([claim, input]) => {
+      const where = whenKeyPath(`rules[${i}]`, claim);
+      return { claim, path: compileClaimPath(claim, where), matcher: compileMatcher(input, where) };
+    });
+    const names = (claim: string) => conditions.some((c) => c.path.canonical === claim);
     return {
       name: r.name,
       issuer: r.issuer,
@@ -136,12 +144,9 @@ export function compilePolicy(config: PolicyInput): Policy {
       allow: [...(r.allow ?? [])],
       maxTtlMs: r.max_ttl ?? null,
       limits: r.limits ?? null,
-      conditions: Object.entries(when).map(([claim, input]) => ({
-        claim,
-        matcher: compileMatcher(input, `rules[${i}].when.${claim}`),
-      })),
-      namesFork: Object.hasOwn(when, 'fork'),
-      namesTrustedEvent: Object.hasOwn(when, 'trusted_event'),
+      conditions,
+      namesFork: names('fork'),
+      namesTrustedEvent: names('trusted_event'),
     };
   });
   const byName = new Map(rules.map((r) => [r.name, r]));
@@ -193,8 +198,8 @@ function evaluate(rule: CompiledRule, facts: Readonly<Record<string, unknown>>):
     }
   }
   let satisfied = 0;
-  for (const { claim, matcher } of rule.conditions) {
-    const value = claimOf(facts, claim);
+  for (const { claim, path, matcher } of rule.conditions) {
+    const value = resolveClaim(facts, path);
     if (matcher.test(value)) satisfied++;
     else first ??= () => failure(rule.name, claim, matcher.describe(), value);
   }
@@ -220,7 +225,7 @@ function matches(rule: CompiledRule, facts: Readonly<Record<string, unknown>>): 
     if (!rule.namesFork && canonical(claimOf(facts, 'fork')) === 'true') return false;
     if (!rule.namesTrustedEvent && canonical(claimOf(facts, 'trusted_event')) === 'false') return false;
   }
-  for (const { claim, matcher } of rule.conditions) if (!matcher.test(claimOf(facts, claim))) return false;
+  for (const { path, matcher } of rule.conditions) if (!matcher.test(resolveClaim(facts, path))) return false;
   return true;
 }
 
@@ -270,7 +275,7 @@ function decide(
     if (matches(r, facts)) {
       const holding = r.conditions.map((c) => ({
         claim: c.claim,
-        actual: formatValue(claimOf(facts, c.claim)),
+        actual: formatValue(resolveClaim(facts, c.path)),
       }));
       return deny(deniedByRuleReason(r.name, holding), r.name);
     }

@@ -2,6 +2,7 @@
 //
 // Codes (stable):
 //   invalid-matcher         error    a `when:` matcher does not compile (bad regex, bad shape)
+//   invalid-claim-path      error    a `when:` key is not a valid claim path (src/config/claim-path.ts)
 //   no-project-pin          warning  an allowing rule pins no project/repository or namespace/owner id
 //   subgroup-glob           warning  a `**` glob on a path claim reaches every subgroup below it
 //   unprotected-production  error    a production target is granted without requiring a protected
@@ -14,6 +15,7 @@
 //   allows-untrusted-event  warning  an allowing rule accepts `trusted_event: false`
 import { formatDuration } from '../config/duration.js';
 import { CiportError } from '../errors/index.js';
+import { compileClaimPath, whenKeyPath } from './claim-path.js';
 import type { PolicyRuleInput } from './engine.js';
 import { globCrossesSeparators } from './glob.js';
 import { canonical, compileMatcher, type MatcherNode, parseMatcher } from './matchers.js';
@@ -42,7 +44,7 @@ export const MAX_TTL_MS = 12 * 3_600_000;
 export const PIN_CLAIMS: Readonly<Record<string, readonly string[]>> = {
   gitlab: ['project_id', 'namespace_id', 'job_project_id'],
   github: ['repository_id', 'repository_owner_id'],
-  oidc: ['sub', 'azp', 'client_id'],
+  oidc: ['sub', 'azp', 'client_id', 'cid', 'appid'],
 };
 
 /** Claims holding paths (`group/sub/project`, `owner/repo`, `…/workflow.yml@ref`). */
@@ -137,14 +139,26 @@ export function lintPolicy(config: LintInput): Finding[] {
     const q = JSON.stringify(r);
     const kind = kinds.get(rule.issuer);
     const when = rule.when ?? {};
+    // Keyed by canonical claim path: `fork` and `"fork"` are one claim.
     const nodes = new Map<string, MatcherNode>();
-    for (const [claim, input] of Object.entries(when)) {
+    const wherePath = new Map<string, string>();
+    for (const [key, input] of Object.entries(when)) {
+      const where = whenKeyPath(at, key);
+      let claim: string;
       try {
-        compileMatcher(input, `${at}.when.${claim}`);
-        nodes.set(claim, parseMatcher(input));
+        claim = compileClaimPath(key, where).canonical;
       } catch (err) {
         if (!(err instanceof CiportError)) throw err;
-        add('error', 'invalid-matcher', String(err.details?.path ?? `${at}.when.${claim}`), err.message, r);
+        add('error', 'invalid-claim-path', where, err.message, r);
+        continue;
+      }
+      try {
+        compileMatcher(input, where);
+        nodes.set(claim, parseMatcher(input));
+        wherePath.set(claim, where);
+      } catch (err) {
+        if (!(err instanceof CiportError)) throw err;
+        add('error', 'invalid-matcher', String(err.details?.path ?? where), err.message, r);
       }
     }
 
@@ -177,7 +191,7 @@ export function lintPolicy(config: LintInput): Finding[] {
         add(
           'warning',
           'subgroup-glob',
-          `${at}.when.${claim}`,
+          wherePath.get(claim) as string,
           `rule ${q}: glob ${JSON.stringify(pattern)} on ${claim} crosses "/" and ":", reaching every subgroup and project below it`,
           r,
         );
@@ -185,14 +199,20 @@ export function lintPolicy(config: LintInput): Finding[] {
     }
     const fork = nodes.get('fork');
     if (fork && compileMatcher(fork).test(true)) {
-      add('warning', 'allows-fork', `${at}.when.fork`, `rule ${q} allows tokens from forks (fork: true)`, r);
+      add(
+        'warning',
+        'allows-fork',
+        wherePath.get('fork') as string,
+        `rule ${q} allows tokens from forks (fork: true)`,
+        r,
+      );
     }
     const trusted = nodes.get('trusted_event');
     if (trusted && compileMatcher(trusted).test(false)) {
       add(
         'warning',
         'allows-untrusted-event',
-        `${at}.when.trusted_event`,
+        wherePath.get('trusted_event') as string,
         `rule ${q} allows tokens from untrusted events (trusted_event: false)`,
         r,
       );
