@@ -77,6 +77,9 @@ export const matcherSchema: z.ZodType<MatcherInput> = z.lazy(() =>
   ]),
 );
 
+/** `policy.disclose` levels, from least to most detail (src/policy/disclose.ts). */
+export const DISCLOSE_LEVELS = ['minimal', 'condition', 'full'] as const;
+
 // ---- sections ----------------------------------------------------------------------------
 
 export const issuerSchema = z.strictObject({
@@ -285,6 +288,19 @@ export const gatewayConfigSchema = z
     issuers: z.array(issuerSchema).default([]),
     targets: z.array(targetSchema).default([]),
     rules: z.array(ruleSchema).default([]),
+    policy: z
+      .strictObject({
+        disclose: z
+          .enum(DISCLOSE_LEVELS)
+          .default('condition')
+          .meta({
+            description:
+              'What a denied job is told (403 bodies, /v1/whoami). minimal: only that policy denied; ' +
+              "condition: the failing condition's claim and the token's own value, no expected values " +
+              'or rule names; full: everything `policy explain` shows (docs/policy.md).',
+          }),
+      })
+      .prefault({}),
   })
   .superRefine((cfg, ctx) => {
     unique(cfg.issuers, 'issuers', ctx);

@@ -8,6 +8,7 @@ import { oneTimeCredential } from '../credentials/otp.js';
 import { asCiportError, CiportError, TokenRejectedError } from '../errors/index.js';
 import type { TokenVerifier, VerifiedToken } from '../identity/verify.js';
 import type { JobLiveness, JobRef } from '../jobs/index.js';
+import { type DiscloseLevel, disclosedDecision, disclosedReason } from '../policy/disclose.js';
 import type { Decision, Policy } from '../policy/engine.js';
 import type { SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
@@ -171,18 +172,14 @@ async function verifyBearer(deps: ApiDeps, req: Req): Promise<VerifiedToken> {
   return deps.verifier.verify(token);
 }
 
-/** The policy decision as the API and `policy explain --json` show it. */
-export function decisionJson(decision: Decision): Record<string, unknown> {
-  return {
-    decision: decision.decision,
-    rule: decision.rule,
-    rules: decision.rules,
-    targets: decision.targets.map((t) => ({ name: t.target, rule: t.rule, ttl_ms: t.ttlMs })),
-    ttl_ms: decision.ttlMs,
-    reason: decision.reason,
-    failures: decision.failures,
-    nearest: decision.nearest,
-  };
+/** The policy decision as the API shows it to the job, at the configured `policy.disclose`. */
+export function decisionJson(deps: Pick<ApiDeps, 'config'>, decision: Decision): Record<string, unknown> {
+  return disclosedDecision(decision, discloseLevel(deps));
+}
+
+/** Hand-built configs (tests, embedders) may lack the section: the schema's default then. */
+function discloseLevel(deps: Pick<ApiDeps, 'config'>): DiscloseLevel {
+  return (deps.config.policy as GatewayConfig['policy'] | undefined)?.disclose ?? 'condition';
 }
 
 async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
@@ -243,8 +240,9 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
         ...(decision.nearest ? { condition: decision.nearest.message } : {}),
       }),
     );
-    throw new CiportError('CIPORT_E_POLICY_DENIED', decision.reason, {
-      details: { decision: decisionJson(decision) },
+    // The operator's log and audit above keep the full reason; the job gets the disclosed one.
+    throw new CiportError('CIPORT_E_POLICY_DENIED', disclosedReason(decision, discloseLevel(deps)), {
+      details: { decision: decisionJson(deps, decision) },
     });
   }
 
@@ -347,7 +345,7 @@ async function whoami(deps: ApiDeps, req: Req, res: Res): Promise<void> {
     targets,
     defaultTtlMs: deps.config.sessions.default_ttl,
   });
-  sendJson(res, 200, { principal: verified.principal, decision: decisionJson(decision) });
+  sendJson(res, 200, { principal: verified.principal, decision: decisionJson(deps, decision) });
 }
 
 function sessionSecret(req: Req): string {

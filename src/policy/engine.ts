@@ -89,6 +89,10 @@ export interface Decision {
   failures: Failure[];
   /** The failure of the candidate rule with the most conditions satisfied (ties: config order). */
   nearest: Failure | null;
+  /** Denied by a deny rule: the claims it names, with this token's values. */
+  holding?: { claim: string; actual: string }[];
+  /** Denied because no matching rule allows these requested targets. */
+  deniedTargets?: string[];
 }
 
 /** What a compiled rule exposes to callers (sessions read limits from here). */
@@ -247,6 +251,7 @@ function deny(
   rule: string | null,
   failures: Failure[] = [],
   nearest: Failure | null = null,
+  extra: Pick<Decision, 'holding' | 'deniedTargets'> = {},
 ): Decision {
   return {
     decision: 'deny',
@@ -257,6 +262,7 @@ function deny(
     reason,
     failures,
     nearest,
+    ...extra,
   };
 }
 
@@ -277,7 +283,7 @@ function decide(
         claim: c.claim,
         actual: formatValue(resolveClaim(facts, c.path)),
       }));
-      return deny(deniedByRuleReason(r.name, holding), r.name);
+      return deny(deniedByRuleReason(r.name, holding), r.name, [], null, { holding });
     }
   }
 
@@ -297,7 +303,11 @@ function decide(
 
   if (matching.length === 0) {
     const relevant = requested.length > 0 ? explain().filter((e) => allowsAny(e.rule, requested)) : explain();
-    if (relevant.length === 0) return deny(targetsReason(issuer, requested, null), null, failures(explain()));
+    if (relevant.length === 0) {
+      return deny(targetsReason(issuer, requested, null), null, failures(explain()), null, {
+        deniedTargets: requested,
+      });
+    }
     const nearest = nearestOf(relevant);
     return deny(noMatchReason(nearest), null, failures(explain()), nearest);
   }
@@ -308,7 +318,9 @@ function decide(
   if (missing.length > 0) {
     const candidates = explain().filter((e) => e.failed && allowsAny(e.rule, missing));
     const nearest = nearestOf(candidates);
-    return deny(targetsReason(issuer, missing, nearest), null, failures(candidates), nearest);
+    return deny(targetsReason(issuer, missing, nearest), null, failures(candidates), nearest, {
+      deniedTargets: missing,
+    });
   }
 
   const base = request.ttlMs ?? request.defaultTtlMs;

@@ -1,4 +1,12 @@
 // Policy: pure rule matching over verified claims. No I/O; the identity layer supplies the facts.
+
+export {
+  DISCLOSE_LEVELS,
+  type DisclosedFailure,
+  type DiscloseLevel,
+  disclosedDecision,
+  disclosedReason,
+} from './disclose.js';
 export {
   compilePolicy,
   type Decision,

@@ -8,7 +8,11 @@ describe('ciport demo', () => {
     expect(r.stdout).toContain('decision: allow by rule "ledger-main"');
     expect(r.stdout).toMatch(/CIPORT_LEDGER_DB_URL=tcp:\/\/127\.0\.0\.1:\d+/);
     expect(r.stdout).toContain('got back "ledger: 41 bytes received');
-    expect(r.stdout).toContain('decision: deny (CIPORT_E_POLICY_DENIED): denied by rule "no-forks"');
+    // The job is told its own values (policy.disclose: condition); the audit trail names the rule.
+    expect(r.stdout).toContain(
+      'decision: deny (CIPORT_E_POLICY_DENIED): denied by a deny rule (fork = true)',
+    );
+    expect(r.stdout).toMatch(/ session\.denied .*rule no-forks/);
     for (const type of [
       'config.loaded',
       'session.opened',

@@ -137,13 +137,18 @@ describe('POST /v1/sessions', () => {
     const res = await api(c, 'POST', '/v1/sessions', { bearer: fork, body: { targets: ['echo'] } });
     expect(res.status).toBe(403);
     expect(res.body.error.code).toBe('CIPORT_E_POLICY_DENIED');
-    expect(res.body.decision).toMatchObject({ decision: 'deny', rule: 'no-forks' });
-    expect(res.body.error.message).toContain('no-forks');
+    // policy.disclose defaults to `condition`: the job's own values, no rule names (disclose.test.ts).
+    expect(res.body.decision).toMatchObject({ decision: 'deny', rule: null });
+    expect(res.body.error.message).toBe('denied by a deny rule (fork = true)');
 
     const unprotected = await h.token({ ref_protected: 'false' });
     const res2 = await api(c, 'POST', '/v1/sessions', { bearer: unprotected, body: { targets: ['echo'] } });
     expect(res2.status).toBe(403);
-    expect(res2.body.decision.nearest).toMatchObject({ rule: 'ledger-main', claim: 'ref_protected' });
+    expect(res2.body.decision.nearest).toEqual({
+      claim: 'ref_protected',
+      actual: '"false"',
+      message: 'ref_protected: not satisfied by this token\'s value "false"',
+    });
 
     const denied = (await h.gateway.store.auditEvents({ limit: 10_000 })).filter(
       (e) => e.type === 'session.denied',

@@ -133,6 +133,7 @@ describe('normative example', () => {
       reason: 'denied by rule "no-forks" (fork = true)',
       failures: [],
       nearest: null,
+      holding: [{ claim: 'fork', actual: 'true' }],
     } satisfies Decision);
   });
 
