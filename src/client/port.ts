@@ -3,10 +3,11 @@
 // `ciport exec` and `ciport open` are thin shells around this.
 import type { Writable } from 'node:stream';
 import { CiportError } from '../errors/errors.js';
+import { advertisedAudience } from './audience.js';
 import { type BoundTarget, exportedEnv, type TargetSpec } from './env.js';
 import { GatewayClient, gatewayUrl, trustedCas } from './gateway.js';
 import { Heartbeat, PortSession, type SessionEnd } from './session.js';
-import { acquireToken, defaultAudience } from './token.js';
+import { acquireToken } from './token.js';
 import { TargetListener, type TunnelLog } from './tunnel.js';
 
 export interface ClientLog extends TunnelLog {}
@@ -39,13 +40,20 @@ export async function connectGateway(options: ConnectOptions): Promise<{
 }> {
   const url = gatewayUrl({ gateway: options.gateway, env: options.env });
   const ca = trustedCas(options.env);
-  const acquired = await acquireToken({
-    env: options.env,
-    tokenEnv: options.tokenEnv,
-    audience: options.audience ?? defaultAudience(url),
-  });
+  const client = new GatewayClient({ url, ca });
+  let acquired: Awaited<ReturnType<typeof acquireToken>>;
+  try {
+    acquired = await acquireToken({
+      env: options.env,
+      tokenEnv: options.tokenEnv,
+      audience: options.audience ?? (() => advertisedAudience(client)),
+    });
+  } catch (err) {
+    client.close();
+    throw err;
+  }
   return {
-    client: new GatewayClient({ url, ca }),
+    client,
     token: acquired.token,
     tokenEnvName: acquired.envName,
     tokenSource: acquired.source,

@@ -10,8 +10,11 @@ export interface TokenOptions {
   env: NodeJS.ProcessEnv;
   /** `--token-env NAME`; the variable must then be set (no fallback to GitHub). */
   tokenEnv?: string | undefined;
-  /** Audience requested from GitHub: `--audience`, else the gateway URL. */
-  audience: string;
+  /**
+   * Audience requested from GitHub: `--audience`, else what the gateway advertises. A function
+   * is called only when the token is fetched from GitHub.
+   */
+  audience: string | (() => Promise<string>);
   timeoutMs?: number;
 }
 
@@ -40,7 +43,7 @@ export async function acquireToken(options: TokenOptions): Promise<AcquiredToken
       const token = await fetchGithubActionsToken({
         requestUrl: url,
         requestToken,
-        audience: options.audience,
+        audience: typeof options.audience === 'string' ? options.audience : await options.audience(),
         timeoutMs: options.timeoutMs,
       });
       return { token, source: 'github-actions' };

@@ -15,6 +15,7 @@ import { principalSummary } from '../session/principal.js';
 import type { RateLimiter } from '../session/rate-limit.js';
 import { bearer, tokenInList } from '../session/secret.js';
 import type { SessionRecord, Store } from '../store/types.js';
+import { gatewayInfo } from '../transport/gateway-info.js';
 import type { AgentHub } from './agent-hub.js';
 import { parseJsonBody, type Req, type Res, readBody, readJsonBody, sendError, sendJson } from './http.js';
 import type { Logger } from './logger.js';
@@ -53,6 +54,7 @@ const ROUTES: Route[] = [
   { method: 'GET', pattern: /^\/healthz$/, handler: healthz },
   { method: 'GET', pattern: /^\/readyz$/, handler: readyz },
   { method: 'GET', pattern: /^\/metrics$/, handler: metrics },
+  { method: 'GET', pattern: /^\/v1\/info$/, handler: info },
   { method: 'POST', pattern: /^\/v1\/sessions$/, handler: createSession },
   { method: 'GET', pattern: /^\/v1\/sessions$/, handler: listSessions },
   { method: 'GET', pattern: /^\/v1\/whoami$/, handler: whoami },
@@ -115,6 +117,11 @@ async function readyz(deps: ApiDeps, _req: Req, res: Res): Promise<void> {
     return;
   }
   sendJson(res, 200, { ok: true });
+}
+
+/** Unauthenticated: version and accepted audiences (src/transport/gateway-info.ts). */
+async function info(deps: ApiDeps, _req: Req, res: Res): Promise<void> {
+  sendJson(res, 200, gatewayInfo(deps.config.issuers));
 }
 
 async function metrics(deps: ApiDeps, _req: Req, res: Res): Promise<void> {

@@ -20,7 +20,10 @@ export function connectionOptions(cmd: Command): Command {
   return cmd
     .option('--gateway <url>', 'gateway URL (default: $CIPORT_GATEWAY)')
     .option('--token-env <name>', 'environment variable holding the job ID token (default: CIPORT_ID_TOKEN)')
-    .option('--audience <aud>', 'audience to request on GitHub Actions (default: the gateway URL)');
+    .option(
+      '--audience <aud>',
+      'audience to request on GitHub Actions (default: what the gateway advertises at /v1/info, else its URL)',
+    );
 }
 
 export function checkTtl(ttl: string | undefined): string | undefined {
