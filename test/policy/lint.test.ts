@@ -95,7 +95,9 @@ describe('lintPolicy', () => {
     expect(
       lint([{ name: 'kc', issuer: 'keycloak', when: { azp: { glob: 'ci-*' } }, allow: ['staging-db'] }])[0]
         ?.message,
-    ).toBe('rule "kc" pins no project or owner id: add an exact value or one_of for sub or azp or client_id or cid or appid');
+    ).toBe(
+      'rule "kc" pins no project or owner id: add an exact value or one_of for sub or azp or client_id or cid or appid',
+    );
     expect(
       codes([{ name: 'kc', issuer: 'keycloak', when: { client_id: 'ci' }, allow: ['staging-db'] }]),
     ).toEqual([]);
