@@ -8,6 +8,7 @@
 //   unprotected-production  error    a production target is granted without requiring a protected
 //                                    ref or environment (warning for generic `oidc` issuers)
 //   long-leeway             warning  an issuer's clock leeway is over 120 s
+//   long-token-lifetime     warning  an issuer's max_token_lifetime is over 7 days
 //   long-ttl                warning  a rule's max_ttl or sessions.default_ttl is over 12 h
 //   undefined-target        warning  a rule allows a target this config does not define
 //   deny-all                warning  a deny rule with an empty `when` denies every token of its issuer
@@ -31,7 +32,12 @@ export interface Finding {
 
 /** The parts of a `GatewayConfig` lint reads; the schema's output satisfies it. */
 export interface LintInput {
-  readonly issuers?: readonly { readonly name: string; readonly kind?: string; readonly leeway?: number }[];
+  readonly issuers?: readonly {
+    readonly name: string;
+    readonly kind?: string;
+    readonly leeway?: number;
+    readonly max_token_lifetime?: number | undefined;
+  }[];
   readonly targets?: readonly { readonly name: string; readonly tags?: readonly string[] }[];
   readonly rules?: readonly PolicyRuleInput[];
   readonly sessions?: { readonly default_ttl?: number } | undefined;
@@ -39,6 +45,8 @@ export interface LintInput {
 
 export const MAX_LEEWAY_MS = 120_000;
 export const MAX_TTL_MS = 12 * 3_600_000;
+/** Beyond a week a "job token" is a standing credential (GitLab's longest job timeout is a month). */
+export const MAX_TOKEN_LIFETIME_MS = 7 * 24 * 3_600_000;
 
 /** Claims that pin a project or its owner, per issuer kind. A pin is an exact value or one_of. */
 export const PIN_CLAIMS: Readonly<Record<string, readonly string[]>> = {
@@ -115,6 +123,14 @@ export function lintPolicy(config: LintInput): Finding[] {
         'long-leeway',
         `issuers[${i}].leeway`,
         `issuer "${issuer.name}" accepts tokens ${formatDuration(issuer.leeway)} past expiry (over ${formatDuration(MAX_LEEWAY_MS)})`,
+      );
+    }
+    if (issuer.max_token_lifetime !== undefined && issuer.max_token_lifetime > MAX_TOKEN_LIFETIME_MS) {
+      add(
+        'warning',
+        'long-token-lifetime',
+        `issuers[${i}].max_token_lifetime`,
+        `issuer "${issuer.name}" accepts tokens valid for up to ${formatDuration(issuer.max_token_lifetime)} (over ${formatDuration(MAX_TOKEN_LIFETIME_MS)})`,
       );
     }
   });

@@ -143,6 +143,7 @@ describe('JSON Schema', () => {
         'data_dir',
         'issuers',
         'listen',
+        'policy',
         'public_url',
         'rules',
         'server',

@@ -119,3 +119,22 @@ describe('missing times stay "missing claim"', () => {
     expect(err.message).toContain('"exp"');
   });
 });
+
+describe('policy lint', () => {
+  it('warns when an issuer accepts tokens valid for more than a week', async () => {
+    const { lintPolicy } = await import('../../src/policy/index.js');
+    const issuer = (max?: number) => [
+      { name: 'gl', kind: 'gitlab', ...(max ? { max_token_lifetime: max } : {}) },
+    ];
+    expect(lintPolicy({ issuers: issuer(7 * 24 * HOUR * 1000) })).toEqual([]);
+    expect(lintPolicy({ issuers: issuer() })).toEqual([]);
+    expect(lintPolicy({ issuers: issuer(30 * 24 * HOUR * 1000) })).toEqual([
+      {
+        level: 'warning',
+        code: 'long-token-lifetime',
+        path: 'issuers[0].max_token_lifetime',
+        message: 'issuer "gl" accepts tokens valid for up to 30d (over 7d)',
+      },
+    ]);
+  });
+});

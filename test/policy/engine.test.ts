@@ -183,7 +183,9 @@ describe('normative example', () => {
       const d = decide(facts);
       expect(JSON.parse(JSON.stringify(d))).toEqual(d);
       expect(decide(facts)).toEqual(d);
-      expect(Object.keys(d)).toEqual([
+      // `holding` / `deniedTargets` appear only on the denials they explain (policy.disclose).
+      const optional = new Set(['holding', 'deniedTargets']);
+      expect(Object.keys(d).filter((k) => !optional.has(k))).toEqual([
         'decision',
         'rule',
         'rules',
