@@ -151,7 +151,7 @@ describe('ciport exec through the real gateway', () => {
     expect(latest?.targets).toEqual(['pg', 'redis']);
   });
 
-  it('a denial exits 3 with the rule and the failing condition on one line', async () => {
+  it("a denial exits 3 with the failing condition and the job's own value on one line", async () => {
     const denied = await gitlab.mint(
       { ref_protected: 'false' },
       { preset: 'gitlab-main', audience: 'ciport' },
@@ -159,7 +159,9 @@ describe('ciport exec through the real gateway', () => {
     const r = await runCli(['exec', 'pg', '--', 'true'], { env: env({ CIPORT_ID_TOKEN: denied }) });
     expect(r.code).toBe(3);
     expect(r.stderr.split('\n')).toHaveLength(2);
-    expect(r.stderr).toMatch(/^ciport: CIPORT_E_POLICY_DENIED: .*ledger-main.*ref_protected/);
+    // policy.disclose defaults to `condition`: no rule name, no expected value.
+    expect(r.stderr).toMatch(/^ciport: CIPORT_E_POLICY_DENIED: .*ref_protected.*"false"/);
+    expect(r.stderr).not.toContain('ledger-main');
     expect(r.stderr).not.toContain(denied);
   });
 
