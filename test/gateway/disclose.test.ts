@@ -159,6 +159,9 @@ describe('policy.disclose: full and minimal', () => {
     expect(whoami.body.decision.failures).toHaveLength(1);
     const deny = await answers({ project_id: '55555555' });
     expect(deny.denied.body.decision.rule).toBe('quarantine-77');
+    const exec = await cli(['exec', 'echo', '--', 'true'], await h.token());
+    expect(exec.code).toBe(3);
+    expect(exec.stderr).toContain('nearest rule "zeta-ledger-to-prod": project_id: expected "99887766"');
   });
 
   it('minimal: only that policy denied', async () => {
