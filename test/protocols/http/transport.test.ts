@@ -85,7 +85,7 @@ describe('Http1Transport', () => {
       for (let i = 0; i < batch.length; i += 50) {
         const part = batch.slice(i, i + 50);
         const got = await Promise.all(part.map(one));
-        part.forEach((n, j) => check(n, got[j] as { head: string; sha: string }));
+        for (const [j, n] of part.entries()) check(n, got[j] as { head: string; sha: string });
       }
       expect(wrong.slice(0, 5)).toEqual([]);
     } finally {
