@@ -40,6 +40,8 @@ export class Http1Transport extends Duplex {
       this.#drained();
       if (!this.destroyed) this.destroy();
     });
+    // A connection that went away before it was served: nothing to wait for.
+    if (conn.destroyed) process.nextTick(() => this.destroy());
   }
 
   /** The wrapped connection (its lifetime is tied to this transport's). */

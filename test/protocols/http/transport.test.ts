@@ -38,6 +38,20 @@ describe('Http1Transport', () => {
     expect(writes.every((w) => w.length > 0)).toBe(true);
   });
 
+  it('closes with its connection, also one already gone when served; destroying it cuts the connection', async () => {
+    const gone = new Duplex({ read() {}, write: (_c, _e, cb) => cb() });
+    gone.destroy();
+    const late = new Http1Transport(gone);
+    await once(late, 'close');
+    const conn = new Duplex({ read() {}, write: (_c, _e, cb) => cb() });
+    const t = new Http1Transport(conn);
+    t.on('error', () => {});
+    const closed = new Promise((r) => conn.once('close', r));
+    t.destroy(new Error('app gone'));
+    await closed;
+    expect(conn.destroyed).toBe(true);
+  });
+
   it('an http.Server fed HTTP/2 streams answers 400 requests byte-exact (writeHead + end(buf))', async () => {
     const sizes = [0, 1, 100, 16_384, 65_537];
     const bodies = new Map(sizes.map((n) => [n, patternBody(n)]));
