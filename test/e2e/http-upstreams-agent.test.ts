@@ -27,9 +27,9 @@ const TOKEN = `api-token-${Math.random().toString(36).slice(2)}-xyz`;
 const ADMIN = `admin-${Math.random().toString(36).slice(2)}`;
 const TARGETS = ['node-api', 'py10', 'py11', 'nginx'] as const;
 const COUNTS: Record<ClientName, { sequential: number; concurrent: number; concurrency: number }> = {
-  curl: { sequential: 40, concurrent: 60, concurrency: 50 },
-  fetch: { sequential: 40, concurrent: 60, concurrency: 50 },
-  python: { sequential: 20, concurrent: 30, concurrency: 30 },
+  curl: { sequential: 30, concurrent: 50, concurrency: 50 },
+  fetch: { sequential: 30, concurrent: 50, concurrency: 50 },
+  python: { sequential: 15, concurrent: 25, concurrency: 25 },
 };
 
 let gateway: RunningGateway;

@@ -30,9 +30,9 @@ const TOKEN = `api-token-${Math.random().toString(36).slice(2)}-xyz`;
 const TARGETS = ['node-api', 'py10', 'py11', 'nginx'] as const;
 /** Per client: Python's urllib dials a connection per request and is the slowest to run. */
 const COUNTS: Record<ClientName, { sequential: number; concurrent: number; concurrency: number }> = {
-  curl: { sequential: 40, concurrent: 60, concurrency: 50 },
-  fetch: { sequential: 40, concurrent: 60, concurrency: 50 },
-  python: { sequential: 20, concurrent: 30, concurrency: 30 },
+  curl: { sequential: 30, concurrent: 50, concurrency: 50 },
+  fetch: { sequential: 30, concurrent: 50, concurrency: 50 },
+  python: { sequential: 15, concurrent: 25, concurrency: 25 },
 };
 
 let gateway: RunningGateway;
