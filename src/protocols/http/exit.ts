@@ -15,7 +15,10 @@
 // - Host is the upstream's (`tls.servername` if set, else the address host; port unless default).
 //   No Via / X-Forwarded-* is added: the app's address is a runner's loopback.
 // - `tls: true` trusts the system CAs; `tls.ca` trusts only that CA. Verification is never off.
-// - Only origin-form targets (`/path`) are accepted; CONNECT is refused (405).
+// - Only origin-form targets (`/path`) are accepted; CONNECT and TRACE are refused (405
+//   CIPORT_E_METHOD_NOT_ALLOWED): an upstream answering TRACE echoes the injected credential.
+// - http.Server never sees the connection itself but an Http1Transport (transport.ts): fed an
+//   HTTP/2 stream directly, Node 20 sends response heads from freed memory.
 // - Expect: 100-continue is relayed, so an upstream refusal arrives before a large body is sent.
 // - A GET/HEAD/OPTIONS without body is retried once on a fresh connection when a pooled
 //   keep-alive connection turns out closed; nothing else is ever replayed.
@@ -35,6 +38,7 @@ import { CiportError, type ErrorCode } from '../../errors/index.js';
 import { splitHostPort } from '../tcp/exit.js';
 import { checkHttpInjection, type HttpInjection, injectedHeader, replacedHeaders } from './config.js';
 import { clientResponseHeaders, headerValue, responseHead, upstreamRequestHeaders } from './headers.js';
+import { Http1Transport } from './transport.js';
 
 /** TLS to the upstream: off, on with the system's CAs, or with a private CA and/or SNI name. */
 export type HttpUpstreamTls =
@@ -117,7 +121,12 @@ const DEFAULTS: Required<HttpExitOptions> = {
 };
 
 const MAX_EVENT_PATH = 2048;
-const NO_BODY_BY_DEFAULT = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE']);
+const NO_BODY_BY_DEFAULT = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS']);
+/**
+ * An upstream answering TRACE reflects the request, injected credential included. (IIS's TRACK
+ * never gets here: Node's strict parser refuses unknown methods, 400.)
+ */
+const REFUSED_METHODS = new Set(['TRACE']);
 /** Requests retried once on a fresh socket when a pooled one turns out to be closed. */
 const RETRYABLE = new Set(['GET', 'HEAD', 'OPTIONS']);
 const ERROR_HEADER = 'ciport-error';
@@ -239,10 +248,13 @@ export function createHttpExit(target: HttpExitTarget, options: HttpExitOptions 
         conn.destroy();
         return;
       }
-      hooksOf.set(conn, hooks);
+      // Never the connection itself: see transport.ts for what Node's http.Server does to an
+      // HTTP/2 stream's memory.
+      const transport = new Http1Transport(conn);
+      hooksOf.set(transport, hooks);
       open.add(conn);
       conn.once('close', () => open.delete(conn));
-      server.emit('connection', conn);
+      server.emit('connection', transport);
     },
     get connections() {
       return open.size;
@@ -443,6 +455,15 @@ function originForm(req: IncomingMessage): boolean {
   return url.startsWith('/') || (url === '*' && req.method === 'OPTIONS');
 }
 
+function refusedMethod(req: IncomingMessage): CiportError | undefined {
+  const method = req.method ?? '';
+  if (!REFUSED_METHODS.has(method)) return undefined;
+  return new CiportError(
+    'CIPORT_E_METHOD_NOT_ALLOWED',
+    `${method} is refused by an http target: the upstream would echo the injected credential`,
+  );
+}
+
 function proxyRequest(
   ctx: RequestContext,
   req: IncomingMessage,
@@ -493,6 +514,12 @@ function proxyRequest(
         'only origin-form request targets (/path) are accepted: use the exported URL, not a proxy setting',
       ),
     );
+    return;
+  }
+  const refused = refusedMethod(req);
+  if (refused) {
+    error = refused.code;
+    sendError(req, res, 405, refused);
     return;
   }
 
@@ -737,6 +764,11 @@ function proxyUpgrade(ctx: RequestContext, req: IncomingMessage, socket: Duplex,
       'Bad Request',
       new CiportError('CIPORT_E_USAGE', 'only origin-form request targets (/path) are accepted'),
     );
+    return;
+  }
+  const refused = refusedMethod(req);
+  if (refused) {
+    answer(405, 'Method Not Allowed', refused);
     return;
   }
 

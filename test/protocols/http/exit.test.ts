@@ -475,6 +475,28 @@ describe('bearer injection to an HTTPS upstream', () => {
     expect(conn).toMatch(/^HTTP\/1\.1 405 /);
     expect(up.seen.length).toBe(from);
   });
+
+  it('refuses TRACE (an echoing upstream would hand the job the token), also as an upgrade', async () => {
+    const from = up.seen.length;
+    const upgradesFrom = up.seenUpgrades.length;
+    const r = await curl(['-X', 'TRACE', `${ex.url}/hello`]);
+    expect(r.status).toBe(405);
+    expect(r.headers).toMatch(/ciport-error: CIPORT_E_METHOD_NOT_ALLOWED/i);
+    expect(JSON.parse(r.body).error.code).toBe('CIPORT_E_METHOD_NOT_ALLOWED');
+    expect(r.body).not.toContain(TOKEN);
+    const event = ex.events.findLast((e) => e.method === 'TRACE');
+    expect(event).toMatchObject({ status: 405, error: 'CIPORT_E_METHOD_NOT_ALLOWED' });
+    const upgrade = await raw(
+      ex.port,
+      'TRACE /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+      /\}$/,
+    );
+    expect(upgrade).toMatch(/^HTTP\/1\.1 405 /);
+    const track = await raw(ex.port, 'TRACK /hello HTTP/1.1\r\nHost: x\r\n\r\n', /\}$/);
+    expect(track).toMatch(/^HTTP\/1\.1 400 /);
+    expect(up.seen.length).toBe(from);
+    expect(up.seenUpgrades.length).toBe(upgradesFrom);
+  });
 });
 
 describe('serveHttpExit', () => {
