@@ -202,11 +202,12 @@ export class TargetListener {
       },
       (err: unknown) => {
         this.#sockets.delete(socket);
-        this.totals.refused += 1;
         const reason = (err as { details?: { reason?: string } }).details?.reason ?? 'error';
-        // The application's own mistake (a missing REDISCLI_AUTH) deserves a line; a peer that
-        // just closed does not.
-        if (reason !== 'closed' && reason !== 'quit' && !this.#closing && this.#quietFor(`redis ${reason}`)) {
+        // An application that hung up (or sent QUIT) before AUTH was not refused.
+        if (reason === 'closed' || reason === 'quit') return;
+        this.totals.refused += 1;
+        // The application's own mistake (a missing REDISCLI_AUTH) deserves a line.
+        if (!this.#closing && this.#quietFor(`redis ${reason}`)) {
           this.#options.log.warn(`${this.#options.target}: connection closed: ${(err as Error).message}`);
         }
       },
