@@ -8,7 +8,7 @@
 // little-endian), IPv6 as four such words; an IPv4 peer using an AF_INET6 socket shows up in
 // tcp6 as ::ffff:a.b.c.d. A socket its process has already closed lingers as a time-wait entry
 // with uid 0 and inode 0: that says nothing about the peer, so it counts as "not found".
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { isIPv4, isIPv6 } from 'node:net';
 import { endianness } from 'node:os';
 
@@ -66,10 +66,20 @@ function endpoint(field: string | undefined, littleEndian: boolean): Endpoint | 
   return address === undefined ? undefined : { address, port: Number.parseInt(portHex, 16) };
 }
 
-/** Every well-formed row of a /proc/net/tcp or tcp6 file; the header and bad rows are skipped. */
-export function parseProcNetTcp(text: string, littleEndian = endianness() === 'LE'): SocketEntry[] {
+/**
+ * Every well-formed row of a /proc/net/tcp or tcp6 file; the header and bad rows are skipped.
+ * With `port`, only rows with that port at either end (a cheap text test first: a busy runner
+ * lists thousands of sockets, and parsing them all costs more than reading them).
+ */
+export function parseProcNetTcp(
+  text: string,
+  littleEndian = endianness() === 'LE',
+  port?: number | undefined,
+): SocketEntry[] {
   const entries: SocketEntry[] = [];
+  const needle = port === undefined ? undefined : `:${port.toString(16).toUpperCase().padStart(4, '0')} `;
   for (const row of text.split('\n')) {
+    if (needle && !row.includes(needle)) continue;
     const f = row.trim().split(/\s+/);
     if (f.length < 10 || !/^\d+:$/.test(f[0] as string)) continue;
     const local = endpoint(f[1], littleEndian);
@@ -99,38 +109,57 @@ export function peerUid(entries: SocketEntry[], peer: Endpoint, listener: Endpoi
   return uids.size === 1 ? [...uids][0] : undefined;
 }
 
-const PROC_FILES = ['/proc/net/tcp', '/proc/net/tcp6'];
-
-async function readEntries(files: string[]): Promise<SocketEntry[]> {
-  const texts = await Promise.all(
-    files.map((f) =>
-      readFile(f, 'latin1').catch((err: NodeJS.ErrnoException) => {
-        // No tcp6 when IPv6 is disabled; tcp itself must be there.
-        if (f.endsWith('6') && err.code === 'ENOENT') return '';
-        throw err;
-      }),
-    ),
-  );
-  return texts.flatMap((t) => parseProcNetTcp(t));
+/**
+ * The whole file. The kernel hands out /proc/net/tcp about 4 KiB per read(2), so a busy runner's
+ * table (thousands of time-wait rows) takes a hundred calls: read into one large buffer
+ * (readFile's growth strategy made it ten times slower, measured), asynchronously, so the
+ * event loop keeps accepting meanwhile and those connections share the next read.
+ */
+async function readProcFile(file: string): Promise<string> {
+  const fh = await open(file, 'r');
+  try {
+    let buf = Buffer.allocUnsafe(1 << 20);
+    let n = 0;
+    for (;;) {
+      if (n === buf.length) {
+        const bigger = Buffer.allocUnsafe(buf.length * 2);
+        buf.copy(bigger, 0, 0, n);
+        buf = bigger;
+      }
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+    }
+    return buf.toString('latin1', 0, n);
+  } finally {
+    await fh.close();
+  }
 }
 
 /**
- * Reads of the socket tables, shared: a lookup joins the next read that starts after it was
- * asked for (a read already under way may predate its connection), so a burst of accepts costs
- * two reads, not one per connection.
+ * Reads of one socket table file, shared: a lookup joins the next read that starts after it was
+ * asked for (a read already under way may predate its connection). Node accepts one connection
+ * per turn of the event loop, so while a read runs the next batch gathers: 500 parallel
+ * connections cost two reads, not 500. Each lookup parses the text for its own port only.
  */
 export class SocketTable {
-  readonly #files: string[];
-  #running: Promise<SocketEntry[]> | undefined;
-  #queued: Promise<SocketEntry[]> | undefined;
+  readonly #file: string;
+  readonly #optional: boolean;
+  #running: Promise<string> | undefined;
+  #queued: Promise<string> | undefined;
 
-  constructor(files: string[] = PROC_FILES) {
-    this.#files = files;
+  /** `optional`: a missing file is an empty table (tcp6 when IPv6 is disabled). */
+  constructor(file: string, optional = false) {
+    this.#file = file;
+    this.#optional = optional;
   }
 
-  snapshot(): Promise<SocketEntry[]> {
+  snapshot(): Promise<string> {
     if (!this.#running) {
-      const run = readEntries(this.#files);
+      const run = readProcFile(this.#file).catch((err: NodeJS.ErrnoException) => {
+        if (this.#optional && err.code === 'ENOENT') return '';
+        throw err;
+      });
       this.#running = run;
       const clear = () => {
         if (this.#running === run) this.#running = undefined;
@@ -145,7 +174,7 @@ export class SocketTable {
     return this.#queued;
   }
 
-  #next(): Promise<SocketEntry[]> {
+  #next(): Promise<string> {
     this.#queued = undefined;
     return this.snapshot();
   }
@@ -167,28 +196,45 @@ export type PeerCheck = (socket: {
  * undefined: no check (docs/client.md, "Who can use the port").
  */
 export function sameUserCheck(
-  options: { uid?: number; table?: SocketTable; platform?: NodeJS.Platform } = {},
+  options: { uid?: number; tables?: SocketTable[]; platform?: NodeJS.Platform } = {},
 ): PeerCheck | undefined {
   if ((options.platform ?? process.platform) !== 'linux') return undefined;
   const uid = options.uid ?? process.geteuid?.() ?? -1;
-  const table = options.table ?? new SocketTable();
+  // tcp first: a peer on an AF_INET6 socket (tcp6) is the exception, so tcp6 is read only then.
+  const tables = options.tables ?? [
+    new SocketTable('/proc/net/tcp'),
+    new SocketTable('/proc/net/tcp6', true),
+  ];
+  // The rows of the last text read, per port: a batch of connections shares one parse.
+  let last: { text: string; rows: Map<number, SocketEntry[]> } | undefined;
+  const parsed = (text: string, port: number): SocketEntry[] => {
+    if (last?.text !== text) last = { text, rows: new Map() };
+    let rows = last.rows.get(port);
+    if (!rows) {
+      rows = parseProcNetTcp(text, undefined, port);
+      last.rows.set(port, rows);
+    }
+    return rows;
+  };
   return async (socket) => {
     const { remoteAddress, remotePort, localAddress, localPort } = socket;
     if (!remoteAddress || !remotePort || !localAddress || !localPort) {
       return { ok: false, reason: 'the connection has no address (already closed)' };
     }
-    let entries: SocketEntry[];
-    try {
-      entries = await table.snapshot();
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-      return { ok: false, reason: `cannot read the socket table (${code})` };
+    const peer = { address: remoteAddress, port: remotePort };
+    const listener = { address: localAddress, port: localPort };
+    let found: number | undefined;
+    for (const table of tables) {
+      let text: string;
+      try {
+        text = await table.snapshot();
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+        return { ok: false, reason: `cannot read the socket table (${code})` };
+      }
+      found = peerUid(parsed(text, localPort), peer, listener);
+      if (found !== undefined) break;
     }
-    const found = peerUid(
-      entries,
-      { address: remoteAddress, port: remotePort },
-      { address: localAddress, port: localPort },
-    );
     if (found === undefined) return { ok: false, reason: 'the connecting socket is not in the socket table' };
     if (found !== uid) return { ok: false, uid: found, reason: `uid ${found} is not this job's uid ${uid}` };
     return { ok: true, uid: found };

@@ -43,6 +43,12 @@ describe('the /proc/net/tcp parser', () => {
     expect(entries[5]?.local).toEqual({ address: '0:0:0:0:0:0:0:1', port: 0xc000 });
   });
 
+  it('with a port, keeps only the rows that have it at either end', () => {
+    const rows = parseProcNetTcp(TCP, true, 8080);
+    expect(rows.map((r) => r.inode)).toEqual([6004, 7001, 7002, 0]);
+    expect(parseProcNetTcp(TCP6, true, 0x1f91).map((r) => r.inode)).toEqual([8002]);
+  });
+
   it('finds the connecting socket by its four-tuple, not the listener or our accepted end', () => {
     const listener = { address: '127.0.0.1', port: 8080 };
     expect(peerUid(entries, { address: '127.0.0.1', port: 0xa000 }, listener)).toBe(65534);
@@ -171,7 +177,7 @@ describe.runIf(process.platform === 'linux')('the peer check on real sockets', (
       ok: false,
       reason: 'the connecting socket is not in the socket table',
     });
-    const unreadable = sameUserCheck({ table: new SocketTable(['/nonexistent/tcp']) });
+    const unreadable = sameUserCheck({ tables: [new SocketTable('/nonexistent/tcp')] });
     expect(await unreadable?.(s)).toMatchObject({
       ok: false,
       reason: 'cannot read the socket table (ENOENT)',
