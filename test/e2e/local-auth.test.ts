@@ -130,7 +130,18 @@ beforeAll(async () => {
   await built;
   const envFile = join(dir, 'port.env');
   open = spawnCli(
-    ['open', 'api', 'cache', 'raw', 'db', '--env-file', envFile, '--state', join(dir, 'open.json')],
+    [
+      'open',
+      '--verbose',
+      'api',
+      'cache',
+      'raw',
+      'db',
+      '--env-file',
+      envFile,
+      '--state',
+      join(dir, 'open.json'),
+    ],
     {
       env: baseEnv({ CIPORT_GATEWAY: gateway.url, CIPORT_CA_FILE: gateway.caFile, CIPORT_ID_TOKEN: token }),
       timeoutMs: 120_000,
@@ -280,7 +291,7 @@ describe('postgres: one-time password and peer check', () => {
 });
 
 describe('what the port says and where secrets are not', () => {
-  it('one refusal line per target names uid 65534 and no secret; none in argv or gateway logs', async () => {
+  it('one refusal line per target names uid 65534; no secret in --verbose logs, argv or gateway logs', async () => {
     await waitFor(
       () => (open.stderr().match(/refused a local connection/g) ?? []).length >= 4,
       10_000,
@@ -294,6 +305,8 @@ describe('what the port says and where secrets are not', () => {
         /uid 65534 is not this job's uid 0 \(1 refused so far; CIPORT_E_LOCAL_PEER_REFUSED\)$/,
       );
     }
+    // --verbose: every connection of the job was logged too, and still no secret.
+    expect(open.stderr()).toMatch(/ciport: cache: connection \d+ closed \(sent /);
     const secrets = [ported.REDISCLI_AUTH, ported.PGPASSWORD, REDIS_PASSWORD, API_TOKEN] as string[];
     const cmdline = readFileSync(`/proc/${open.child.pid}/cmdline`, 'utf8');
     for (const s of secrets) {
