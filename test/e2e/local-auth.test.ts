@@ -62,6 +62,18 @@ function run(cmd: string[], env: Record<string, string>, asNobody = false): Prom
 
 const sh = (script: string, asNobody = false, env = ported) => run(['sh', '-c', script], env, asNobody);
 
+/** redis-cli straight to the target's server (database 2), with its real password. */
+function redisDirect(...args: string[]): Promise<Run> {
+  const cmd = ['redis-cli', '-p', String(redis.port), '--no-auth-warning', '-a', REDIS_PASSWORD, '-n', '2'];
+  return run([...cmd, ...args], {});
+}
+
+/** Connections Redis has accepted so far, counting the one that asks. */
+async function redisConnections(): Promise<number> {
+  const info = (await redisDirect('INFO', 'stats')).stdout;
+  return Number(/total_connections_received:(\d+)/.exec(info)?.[1]);
+}
+
 function psqlAdmin(sql: string): Promise<Run> {
   return run(
     ['psql', '-h', '127.0.0.1', '-U', 'postgres', '-d', 'test', '-v', 'ON_ERROR_STOP=1', '-tAc', sql],
@@ -203,9 +215,7 @@ describe('http: the peer check is the protection', () => {
 describe('redis: one-time password and peer check', () => {
   it("the job's redis-cli (REDISCLI_AUTH, -h/-p, -u URL) and a raw RESP driver reading REDIS_URL", async () => {
     const key = `la-${suffix}`;
-    const set = await sh(
-      'redis-cli -h "$CIPORT_CACHE_HOST" -p "$CIPORT_CACHE_PORT" SET ' + key + ' from-job',
-    );
+    const set = await sh(`redis-cli -h "$CIPORT_CACHE_HOST" -p "$CIPORT_CACHE_PORT" SET ${key} from-job`);
     expect(set).toMatchObject({ code: 0, stdout: 'OK\n', stderr: '' });
     const get = await sh(`redis-cli --no-auth-warning -u "$REDIS_URL" GET ${key}`);
     expect(get).toMatchObject({ code: 0, stdout: 'from-job\n' });
@@ -221,51 +231,28 @@ describe('redis: one-time password and peer check', () => {
     const d = await run([process.execPath, '-e', driver], ported);
     expect(JSON.parse(d.stdout)).toBe('+OK\r\n+OK\r\n$8\r\nfrom-job\r\n');
     // The key is really in the target's database 2 of the password-protected server.
-    const direct = await run(
-      [
-        'redis-cli',
-        '-p',
-        String(redis.port),
-        '--no-auth-warning',
-        '-a',
-        REDIS_PASSWORD,
-        '-n',
-        '2',
-        'GET',
-        key,
-      ],
-      {},
-    );
+    const direct = await redisDirect('GET', key);
     expect(direct.stdout).toBe('from-job\n');
   });
 
   it('the job without the password gets NOAUTH, and nothing reaches Redis', async () => {
     const env = { ...ported };
     delete env.REDISCLI_AUTH;
+    const before = await redisConnections();
     const r = await sh('redis-cli -h "$CIPORT_CACHE_HOST" -p "$CIPORT_CACHE_PORT" GET x', false, env);
     expect(r.stdout).toMatch(/^NOAUTH Authentication required/);
+    // No tunnel was opened, so the exit never dialled Redis: only our own INFO connection.
+    expect(await redisConnections()).toBe(before + 1);
   });
 
   it('another user with the password is refused', async () => {
     const key = `la-nobody-${suffix}`;
+    const before = await redisConnections();
     const r = await sh(`redis-cli -h "$CIPORT_CACHE_HOST" -p "$CIPORT_CACHE_PORT" SET ${key} evil`, true);
     expect(r.stdout).not.toContain('OK');
     expect(r.stdout + r.stderr).toMatch(/reset|closed|Error/i);
-    const direct = await run(
-      [
-        'redis-cli',
-        '-p',
-        String(redis.port),
-        '--no-auth-warning',
-        '-a',
-        REDIS_PASSWORD,
-        '-n',
-        '2',
-        'EXISTS',
-        key,
-      ],
-      {},
-    );
+    expect(await redisConnections()).toBe(before + 1);
+    const direct = await redisDirect('EXISTS', key);
     expect(direct.stdout).toBe('0\n');
   });
 });
