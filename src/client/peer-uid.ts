@@ -191,7 +191,7 @@ export type PeerCheck = (socket: {
 }) => Promise<PeerVerdict>;
 
 /**
- * Linux: only sockets created by `uid` (default: this process's effective uid) pass; a peer that
+ * Linux: only sockets created by `uid` (default: this process's effective uid) or root pass; a peer that
  * cannot be identified (tables unreadable, its socket already gone) is refused. Elsewhere
  * undefined: no check (docs/client.md, "Who can use the port").
  */
@@ -236,7 +236,10 @@ export function sameUserCheck(
       if (found !== undefined) break;
     }
     if (found === undefined) return { ok: false, reason: 'the connecting socket is not in the socket table' };
-    if (found !== uid) return { ok: false, uid: found, reason: `uid ${found} is not this job's uid ${uid}` };
+    // root passes too: it can read the job's memory and environment anyway, and `sudo curl …` or
+    // a rootful `docker run --network host` then keep working.
+    if (found !== uid && found !== 0)
+      return { ok: false, uid: found, reason: `uid ${found} is not this job's uid ${uid}` };
     return { ok: true, uid: found };
   };
 }

@@ -165,16 +165,32 @@ describe.runIf(process.platform === 'linux')('the peer check on real sockets', (
     ]);
   });
 
-  it('a check against another uid refuses this process', async () => {
-    const other = sameUserCheck({ uid: 12345 }) as NonNullable<ReturnType<typeof sameUserCheck>>;
+  it("a job running as another user: that user's and root's connections pass, nobody's do not", async () => {
+    const asUser = sameUserCheck({ uid: 12345 }) as NonNullable<ReturnType<typeof sameUserCheck>>;
     const probe = createServer({ pauseOnConnect: true });
     await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-    const accepted = new Promise<Socket>((resolve) => probe.once('connection', resolve));
-    const c = connect((probe.address() as AddressInfo).port, '127.0.0.1');
-    const s = await accepted;
-    expect(await other(s)).toMatchObject({ ok: false, uid: process.geteuid?.() });
-    c.destroy();
-    s.destroy();
+    const port = (probe.address() as AddressInfo).port;
+    const verdict = async (start: () => void): Promise<PeerVerdict> => {
+      const accepted = new Promise<Socket>((resolve) => probe.once('connection', resolve));
+      start();
+      const s = await accepted;
+      const v = await asUser(s);
+      s.destroy();
+      return v;
+    };
+    const as = (uid: number) => () => {
+      const cmd = `exec 3<>/dev/tcp/127.0.0.1/${port}; sleep 1`;
+      spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', 'bash', '-c', cmd], {
+        stdio: 'ignore',
+      });
+    };
+    expect(await verdict(as(12345))).toEqual({ ok: true, uid: 12345 });
+    // This process is root here (as in CI): root can read the job's memory anyway.
+    expect(await verdict(() => connect(port, '127.0.0.1').on('error', () => {}))).toEqual({
+      ok: true,
+      uid: 0,
+    });
+    expect(await verdict(as(65534))).toMatchObject({ ok: false, uid: 65534 });
     probe.close();
   });
 
