@@ -98,6 +98,8 @@ describe('the local redis gate', () => {
       redisCommand('GET', key),
     ]);
     expect(await raw(resp, '$1\r\nx\r\n')).toBe('+OK\r\n+OK\r\n$1\r\nx\r\n');
+    // The application half-closes right after its commands (`printf … | nc -N`): nothing is lost.
+    expect(await raw(`AUTH ${OTP}\r\nGET ${key}\r\n`, undefined, true)).toBe('+OK\r\n$1\r\nx\r\n');
     expect(await raw(`PING\r\nAUTH ${OTP}\r\nGET ${key}\r\n`, '$1\r\nx\r\n')).toBe(
       '-NOAUTH Authentication required.\r\n+OK\r\n$1\r\nx\r\n',
     );
