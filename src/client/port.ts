@@ -120,7 +120,7 @@ export class Port {
     log.info(`session ${session.id} opened (${rule}expires ${session.info.expires_at})`);
     const listeners: TargetListener[] = [];
     const bound: BoundTarget[] = [];
-    // Only the job's own user may use the ports (Linux); elsewhere there is no way to tell.
+    // Only the job's own user (and root) may use the ports (Linux); elsewhere there is no way to tell.
     const checkPeer = sameUserCheck();
     if (!checkPeer) log.info(`no peer check on ${process.platform}: any local user can reach the ports`);
     // redis: one password per port, minted here and checked only by the local listener; the
