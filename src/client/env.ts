@@ -1,6 +1,7 @@
 // What the command sees: one local listener per target, described by env vars (DESIGN,
 // "Contract the tests rely on"). For `staging-db`: CIPORT_STAGING_DB_URL / _HOST / _PORT;
-// for a single postgres target also DATABASE_URL and libpq's PG* variables.
+// for a single postgres target also DATABASE_URL and libpq's PG* variables; for redis targets
+// REDISCLI_AUTH (the port's one-time password) and, for a single one, REDIS_URL.
 import { CiportError } from '../errors/errors.js';
 import type { OneTimeCredential, Protocol } from './session.js';
 
@@ -68,7 +69,10 @@ function encode(text: string): string {
   );
 }
 
-/** The connection URL for a bound target (a one-time credential in it when there is one). */
+/**
+ * The connection URL for a bound target (a one-time credential in it when there is one; redis's
+ * has no user: `redis://:OTP@127.0.0.1:PORT/DB`, Redis's `default` user).
+ */
 export function targetUrl(t: BoundTarget): string {
   const auth = t.credentials ? `${encode(t.credentials.user)}:${encode(t.credentials.password)}@` : '';
   const host = t.host.includes(':') ? `[${t.host}]` : t.host;
@@ -97,6 +101,11 @@ export function exportedEnv(targets: BoundTarget[]): Record<string, string> {
       env.PGPASSWORD = pg.credentials.password;
     }
   }
+  const redis = targets.filter((t) => t.protocol === 'redis');
+  // One password for every redis target of a port, so redis-cli works with any of them.
+  const redisPassword = redis.find((t) => t.credentials)?.credentials?.password;
+  if (redisPassword) env.REDISCLI_AUTH = redisPassword;
+  if (redis.length === 1 && redis[0]) env.REDIS_URL = targetUrl(redis[0]);
   return env;
 }
 
@@ -105,6 +114,9 @@ export function credentialKeys(targets: BoundTarget[]): string[] {
   const keys = targets.filter((t) => t.credentials).map((t) => `CIPORT_${envName(t.name)}_URL`);
   const postgres = targets.filter((t) => t.protocol === 'postgres');
   if (postgres.length === 1 && postgres[0]?.credentials) keys.push('DATABASE_URL', 'PGPASSWORD');
+  const redis = targets.filter((t) => t.protocol === 'redis');
+  if (redis.some((t) => t.credentials)) keys.push('REDISCLI_AUTH');
+  if (redis.length === 1 && redis[0]?.credentials) keys.push('REDIS_URL');
   return keys;
 }
 

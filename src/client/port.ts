@@ -2,10 +2,12 @@
 // listen locally for every granted target, keep the session alive, and tear it all down.
 // `ciport exec` and `ciport open` are thin shells around this.
 import type { Writable } from 'node:stream';
+import { oneTimePassword } from '../credentials/otp.js';
 import { CiportError } from '../errors/errors.js';
 import { advertisedAudience } from './audience.js';
 import { type BoundTarget, exportedEnv, type TargetSpec } from './env.js';
 import { GatewayClient, gatewayUrl, trustedCas } from './gateway.js';
+import { sameUserCheck } from './peer-uid.js';
 import { Heartbeat, PortSession, type SessionEnd } from './session.js';
 import { acquireToken } from './token.js';
 import { TargetListener, type TunnelLog } from './tunnel.js';
@@ -126,6 +128,12 @@ export class Port {
     log.info(`session ${session.id} opened (${rule}expires ${session.info.expires_at})`);
     const listeners: TargetListener[] = [];
     const bound: BoundTarget[] = [];
+    // Only the job's own user (and root) may use the ports (Linux); elsewhere there is no way to tell.
+    const checkPeer = sameUserCheck();
+    if (!checkPeer) log.info(`no peer check on ${process.platform}: any local user can reach the ports`);
+    // redis: one password per port, minted here and checked only by the local listener; the
+    // gateway never sees it (the exit authenticates upstream with the target's own credential).
+    const redisPassword = session.info.targets.some((t) => t.protocol === 'redis') ? oneTimePassword() : '';
     // Set once every listener is up; a stream reset before that only skips the early heartbeat.
     let port: Port | undefined;
     try {
@@ -140,6 +148,8 @@ export class Port {
             log,
             onTrouble: () => void port?.checkNow(),
             postgres: target.protocol === 'postgres' ? target.credentials : undefined,
+            redis: target.protocol === 'redis' ? { password: redisPassword } : undefined,
+            checkPeer,
           });
         } catch (err) {
           const e = err as NodeJS.ErrnoException;
@@ -155,7 +165,8 @@ export class Port {
           database: target.database,
           host: '127.0.0.1',
           port: listener.port,
-          credentials: target.credentials,
+          credentials:
+            target.protocol === 'redis' ? { user: '', password: redisPassword } : target.credentials,
         });
         log.info(`${target.name} (${target.protocol}) on 127.0.0.1:${listener.port}`);
       }

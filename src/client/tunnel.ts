@@ -7,7 +7,9 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { pipeline } from 'node:stream';
 import { pipeline as pipelineAsync } from 'node:stream/promises';
 import { servePgClientConnection } from '../protocols/postgres/client.js';
+import { authenticateRedisClient } from '../protocols/redis/client.js';
 import { TunnelRefused } from './gateway.js';
+import type { PeerCheck } from './peer-uid.js';
 
 export interface TunnelLog {
   verbose: boolean;
@@ -30,6 +32,15 @@ export interface ListenerOptions {
    * password (SCRAM-SHA-256) before it opens a tunnel (docs/postgres.md).
    */
   postgres?: { user: string; password: string } | undefined;
+  /**
+   * protocol redis: the listener demands `AUTH` (or `HELLO … AUTH`) with this one-time password
+   * before it opens a tunnel (docs/redis.md, "The local hop").
+   */
+  redis?: { password: string } | undefined;
+  /** Who may connect: run on every accepted socket before anything else; refused → closed. */
+  checkPeer?: PeerCheck | undefined;
+  /** How long a redis application has to authenticate (default 30 s). */
+  redisAuthTimeoutMs?: number | undefined;
 }
 
 export interface ConnectionStats {
@@ -88,8 +99,8 @@ export class TargetListener {
   }
   #nextId = 1;
   #closing = false;
-  /** Totals over closed connections. */
-  readonly totals = { connections: 0, sent: 0, received: 0 };
+  /** Totals over closed connections; `refused`: closed by the peer check or the redis gate. */
+  readonly totals = { connections: 0, sent: 0, received: 0, refused: 0 };
 
   private constructor(server: Server, options: ListenerOptions) {
     this.#server = server;
@@ -126,15 +137,85 @@ export class TargetListener {
     return this.#sockets.size;
   }
 
+  /** Who is calling first (peer check), then the protocol's local gate, then the tunnel. */
   #accept(socket: Socket): void {
     if (this.#closing) {
       socket.destroy();
       return;
     }
-    if (this.#options.postgres) {
-      this.#acceptPg(socket, this.#options.postgres);
+    const { checkPeer } = this.#options;
+    if (!checkPeer) {
+      this.#dispatch(socket);
       return;
     }
+    this.#sockets.add(socket);
+    socket.on('error', () => {});
+    const peer = { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort };
+    checkPeer(socket).then(
+      (verdict) => {
+        if (verdict.ok) {
+          if (socket.destroyed) this.#sockets.delete(socket);
+          else if (!this.#closing) this.#dispatch(socket);
+          return;
+        }
+        this.#refuse(socket, `from ${peer.remoteAddress}:${peer.remotePort}: ${verdict.reason}`);
+      },
+      (err: unknown) => this.#refuse(socket, `peer check failed: ${(err as Error).message}`),
+    );
+  }
+
+  /** Close a connection that may not use the port: one line (at most one per 10 s), counted. */
+  #refuse(socket: Socket, why: string): void {
+    this.#sockets.delete(socket);
+    socket.destroy();
+    this.totals.refused += 1;
+    if (!this.#closing && this.#quietFor('refused')) {
+      const { target } = this.#options;
+      this.#options.log.warn(
+        `${target}: refused a local connection ${why} (${this.totals.refused} refused so far; CIPORT_E_LOCAL_PEER_REFUSED)`,
+      );
+    }
+  }
+
+  #dispatch(socket: Socket): void {
+    if (this.#options.postgres) this.#acceptPg(socket, this.#options.postgres);
+    else if (this.#options.redis) this.#acceptRedis(socket, this.#options.redis);
+    else this.#relay(socket);
+  }
+
+  /** protocol redis: the one-time password first (redis/client.ts), then the plain relay. */
+  #acceptRedis(socket: Socket, cred: { password: string }): void {
+    this.#sockets.add(socket);
+    socket.on('error', () => {});
+    socket.setNoDelay(true);
+    authenticateRedisClient(socket, {
+      password: cred.password,
+      timeoutMs: this.#options.redisAuthTimeoutMs,
+    }).then(
+      (auth) => {
+        if (socket.destroyed || this.#closing) {
+          this.#sockets.delete(socket);
+          socket.destroy();
+          return;
+        }
+        this.#relay(socket, auth.reply);
+      },
+      (err: unknown) => {
+        this.#sockets.delete(socket);
+        const reason = (err as { details?: { reason?: string } }).details?.reason ?? 'error';
+        // An application that hung up (or sent QUIT) before AUTH was not refused.
+        if (reason === 'closed' || reason === 'quit') return;
+        this.totals.refused += 1;
+        // The application's own mistake (a missing REDISCLI_AUTH) deserves a line.
+        if (!this.#closing && this.#quietFor(`redis ${reason}`)) {
+          this.#options.log.warn(`${this.#options.target}: connection closed: ${(err as Error).message}`);
+        }
+      },
+    );
+  }
+
+  /** Raw relay; `greeting` goes to the application once the tunnel is open (redis `+OK`). */
+  #relay(socket: Socket, greeting?: Buffer): void {
     const id = this.#nextId++;
     const started = Date.now();
     const { log, target } = this.#options;
@@ -205,6 +286,7 @@ export class TargetListener {
           return;
         }
         this.#streams.add(s);
+        if (greeting && greeting.length > 0) socket.write(greeting);
         const streamError = (): string => {
           if (this.#closing) return 'the port closed';
           const code = s.rstCode;

@@ -69,6 +69,8 @@ export const ERROR_CODES = {
   CIPORT_E_HTTP_UPSTREAM: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_PROTOCOL_NOT_IMPLEMENTED: { exit: ExitCode.usage, http: 501 },
   CIPORT_E_PG_AUTH: { exit: ExitCode.tokenRejected, http: 401 },
+  CIPORT_E_REDIS_AUTH: { exit: ExitCode.tokenRejected, http: 401 },
+  CIPORT_E_LOCAL_PEER_REFUSED: { exit: ExitCode.denied, http: 403 },
   CIPORT_E_PG_PROTOCOL: { exit: ExitCode.usage, http: 400 },
   CIPORT_E_PG_UPSTREAM_AUTH: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_PG_UPSTREAM_REFUSED: { exit: ExitCode.unreachable, http: 502 },

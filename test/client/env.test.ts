@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   type BoundTarget,
   childEnv,
+  credentialKeys,
   envName,
   exportedEnv,
   parseTargetSpec,
@@ -92,6 +93,7 @@ describe('exported variables', () => {
       PGHOST: '127.0.0.1',
       PGPORT: '5433',
       PGDATABASE: 'app',
+      REDIS_URL: 'redis://127.0.0.1:6380',
     });
     expect(env).not.toHaveProperty('PGUSER');
     expect(env).not.toHaveProperty('PGPASSWORD');
@@ -105,6 +107,26 @@ describe('exported variables', () => {
     expect(env.PGPASSWORD).toBe('otp-123');
     expect(env.DATABASE_URL).toBe('postgres://ciport_ses_1:otp-123@127.0.0.1:40000');
     expect(env).not.toHaveProperty('PGDATABASE');
+  });
+
+  it("redis: the port's one-time password as REDISCLI_AUTH and in the URLs, all kept off stdout", () => {
+    const cred = { user: '', password: 'otp-Redis_1' };
+    const one = [
+      bound({ name: 'cache', protocol: 'redis', database: '3', credentials: cred }),
+      bound({ name: 'api', protocol: 'http', port: 40001 }),
+    ];
+    const env = exportedEnv(one);
+    expect(env.CIPORT_CACHE_URL).toBe('redis://:otp-Redis_1@127.0.0.1:40000/3');
+    expect(env.REDIS_URL).toBe(env.CIPORT_CACHE_URL);
+    expect(env.REDISCLI_AUTH).toBe('otp-Redis_1');
+    expect(env.CIPORT_API_URL).toBe('http://127.0.0.1:40001');
+    expect(credentialKeys(one).sort()).toEqual(['CIPORT_CACHE_URL', 'REDISCLI_AUTH', 'REDIS_URL']);
+    // Two redis targets share the port's password: REDISCLI_AUTH fits both, REDIS_URL neither.
+    const two = [...one, bound({ name: 'queue', protocol: 'redis', port: 40002, credentials: cred })];
+    const env2 = exportedEnv(two);
+    expect(env2.REDISCLI_AUTH).toBe('otp-Redis_1');
+    expect(env2).not.toHaveProperty('REDIS_URL');
+    expect(credentialKeys(two).sort()).toEqual(['CIPORT_CACHE_URL', 'CIPORT_QUEUE_URL', 'REDISCLI_AUTH']);
   });
 
   it('does not pick one of several postgres targets for DATABASE_URL', () => {

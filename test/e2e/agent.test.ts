@@ -204,12 +204,12 @@ describe('ciport exec through an agent', () => {
     expect((created?.data as { principal?: unknown } | undefined)?.principal).toBeTruthy();
   });
 
-  /** The job sets and reads a key through `target` with no password; the key is really there. */
+  /** The job sets and reads a key through `target` with the port's one-time password only (in the URL). */
   async function redisThroughPort(target: string, key: string, value: string, db = '0') {
     const url = `$CIPORT_${target.toUpperCase().replace(/-/g, '_')}_URL`;
     const r = await exec(
       [target],
-      `redis-cli -u "${url}" SET ${key} ${value} && redis-cli -u "${url}" GET ${key}`,
+      `redis-cli --no-auth-warning -u "${url}" SET ${key} ${value} && redis-cli --no-auth-warning -u "${url}" GET ${key}`,
     );
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);

@@ -7,6 +7,7 @@ import { type ConnectionOptions, type TLSSocket, connect as tlsConnect } from 'n
 import type { TargetConfig } from '../../config/schema.js';
 import { CiportError, ConfigError } from '../../errors/index.js';
 import { dialTcp, splitHostPort } from '../tcp/exit.js';
+import { redisCommand } from './resp.js';
 
 export interface RedisUpstreamOptions {
   /** The whole connect + TLS + AUTH/SELECT exchange must finish within this. */
@@ -25,16 +26,6 @@ const DATABASE_RE = /^(0|[1-9][0-9]{0,8})$/;
 /** True when the exit has something to inject: a password (AUTH) or a database (SELECT). */
 export function redisInjects(target: TargetConfig): boolean {
   return target.credentials?.password !== undefined || target.database !== undefined;
-}
-
-/** A command as a RESP array of bulk strings: binary-safe, so any password byte is fine. */
-export function redisCommand(...args: string[]): Buffer {
-  const parts: Buffer[] = [Buffer.from(`*${args.length}\r\n`)];
-  for (const arg of args) {
-    const bytes = Buffer.from(arg, 'utf8');
-    parts.push(Buffer.from(`$${bytes.length}\r\n`), bytes, Buffer.from('\r\n'));
-  }
-  return Buffer.concat(parts);
 }
 
 interface Step {

@@ -1,0 +1,218 @@
+// Who is connecting: the /proc/net/tcp{,6} parser on fixed rows (IPv4, IPv6, v4-mapped,
+// time-wait, garbage), and the check on real sockets of this process and of another OS user
+// (`setpriv --reuid=65534`, the tests run as root here and in CI).
+import { spawn } from 'node:child_process';
+import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  normalizeAddress,
+  type PeerVerdict,
+  parseProcNetTcp,
+  peerUid,
+  procAddress,
+  SocketTable,
+  sameUserCheck,
+} from '../../src/client/peer-uid.js';
+
+const TCP = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 6004 1 000000005937dd6d 100 0 0 10 0
+   1: 0100007F:A000 0100007F:1F90 01 00000000:00000000 00:00000000 00000000 65534        0 7001 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:1F90 0100007F:A000 01 00000000:00000000 00:00000000 00000000     0        0 7002 1 0000000000000000 20 4 30 10 -1
+   3: 0100007F:A001 0100007F:1F90 06 00000000:00000000 03:00000F9B 00000000     0        0 0 3 0000000000000000
+   4: garbage row
+   5: 0100007Z:A002 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 7003 1
+`;
+const TCP6 = `  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0000000000000000FFFF00000100007F:B000 0000000000000000FFFF00000100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 8001 1 0000000000000000 20 4 30 10 -1
+   1: 00000000000000000000000001000000:C000 00000000000000000000000001000000:1F91 01 00000000:00000000 00:00000000 00000000  1001        0 8002 1 0000000000000000 20 4 30 10 -1
+`;
+
+describe('the /proc/net/tcp parser', () => {
+  const entries = [...parseProcNetTcp(TCP, true), ...parseProcNetTcp(TCP6, true)];
+
+  it('reads addresses in host byte order, ports in hex, uid and inode; skips the header and bad rows', () => {
+    expect(entries).toHaveLength(6);
+    expect(entries[1]).toEqual({
+      local: { address: '127.0.0.1', port: 0xa000 },
+      remote: { address: '127.0.0.1', port: 8080 },
+      uid: 65534,
+      inode: 7001,
+    });
+    expect(entries[4]?.local.address).toBe('127.0.0.1');
+    expect(entries[5]?.local).toEqual({ address: '0:0:0:0:0:0:0:1', port: 0xc000 });
+  });
+
+  it('with a port, keeps only the rows that have it at either end', () => {
+    const rows = parseProcNetTcp(TCP, true, 8080);
+    expect(rows.map((r) => r.inode)).toEqual([6004, 7001, 7002, 0]);
+    expect(parseProcNetTcp(TCP6, true, 0x1f91).map((r) => r.inode)).toEqual([8002]);
+  });
+
+  it('finds the connecting socket by its four-tuple, not the listener or our accepted end', () => {
+    const listener = { address: '127.0.0.1', port: 8080 };
+    expect(peerUid(entries, { address: '127.0.0.1', port: 0xa000 }, listener)).toBe(65534);
+    // A peer on an AF_INET6 socket (v4-mapped, tcp6) seen by an IPv4 listener.
+    expect(peerUid(entries, { address: '127.0.0.1', port: 0xb000 }, listener)).toBe(1000);
+    expect(peerUid(entries, { address: '::ffff:127.0.0.1', port: 0xb000 }, listener)).toBe(1000);
+    expect(peerUid(entries, { address: '::1', port: 0xc000 }, { address: '::1', port: 0x1f91 })).toBe(1001);
+  });
+
+  it('a time-wait row (uid 0, inode 0) or a missing row identifies nobody', () => {
+    const listener = { address: '127.0.0.1', port: 8080 };
+    expect(peerUid(entries, { address: '127.0.0.1', port: 0xa001 }, listener)).toBeUndefined();
+    expect(peerUid(entries, { address: '127.0.0.1', port: 0xa00f }, listener)).toBeUndefined();
+    expect(peerUid(entries, { address: '127.0.0.2', port: 0xa000 }, listener)).toBeUndefined();
+  });
+
+  it('big-endian hosts print the words the other way round', () => {
+    expect(procAddress('7F000001', false)).toBe('127.0.0.1');
+    expect(procAddress('0000000000000000FFFF00000100007F', true)).toBe('127.0.0.1');
+    expect(procAddress('00000000000000000000FFFF7F000001', false)).toBe('127.0.0.1');
+    expect(procAddress('123', true)).toBeUndefined();
+  });
+
+  it('normalises addresses to one text each', () => {
+    expect(normalizeAddress('::ffff:127.0.0.5')).toBe('127.0.0.5');
+    expect(normalizeAddress('::1')).toBe('0:0:0:0:0:0:0:1');
+    expect(normalizeAddress('0:0:0:0:0:0:0:1')).toBe('0:0:0:0:0:0:0:1');
+    expect(normalizeAddress('::ffff:7f00:1')).toBe('127.0.0.1');
+  });
+});
+
+describe.runIf(process.platform === 'linux')('the peer check on real sockets', () => {
+  let server: Server;
+  let port: number;
+  const verdicts: PeerVerdict[] = [];
+  // Counts the distinct reads of /proc/net/tcp (lookups that share a read get the same promise).
+  const tcp = new SocketTable('/proc/net/tcp');
+  const reads = new Set<Promise<string>>();
+  const snapshot = tcp.snapshot.bind(tcp);
+  tcp.snapshot = () => {
+    const p = snapshot();
+    reads.add(p);
+    return p;
+  };
+  const check = sameUserCheck({ tables: [tcp, new SocketTable('/proc/net/tcp6', true)] }) as NonNullable<
+    ReturnType<typeof sameUserCheck>
+  >;
+  let onVerdict: (() => void) | undefined;
+
+  beforeAll(async () => {
+    server = createServer({ pauseOnConnect: true }, (s: Socket) => {
+      s.on('error', () => {});
+      void check(s).then((v) => {
+        verdicts.push(v);
+        s.destroy();
+        onVerdict?.();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(() => server.close());
+
+  async function verdictsOf(n: number, start: () => void): Promise<PeerVerdict[]> {
+    verdicts.length = 0;
+    const done = new Promise<void>((resolve) => {
+      onVerdict = () => verdicts.length >= n && resolve();
+    });
+    start();
+    await done;
+    return [...verdicts];
+  }
+
+  it('is missing off Linux (documented: no check there)', () => {
+    expect(sameUserCheck({ platform: 'darwin' })).toBeUndefined();
+  });
+
+  it('passes this process (same uid), 200 connections at once, IPv4 and v4-mapped IPv6, in a few reads', async () => {
+    const uid = process.geteuid?.();
+    const sockets: Socket[] = [];
+    reads.clear();
+    const got = await verdictsOf(200, () => {
+      for (let i = 0; i < 200; i++) {
+        const host = i % 2 === 0 ? '127.0.0.1' : '::ffff:127.0.0.1';
+        const s = connect({ host, port, family: i % 2 === 0 ? 4 : 6 });
+        s.on('error', () => {});
+        sockets.push(s);
+      }
+    });
+    for (const s of sockets) s.destroy();
+    expect(got).toHaveLength(200);
+    expect(got.every((v) => v.ok && v.uid === uid)).toBe(true);
+    // Connections accepted while a read runs share the next one.
+    expect(reads.size).toBeLessThan(50);
+  });
+
+  it('refuses a process of another OS user (nobody) and names its uid', async () => {
+    const got = await verdictsOf(1, () => {
+      spawn(
+        'setpriv',
+        [
+          '--reuid=65534',
+          '--regid=65534',
+          '--clear-groups',
+          'bash',
+          '-c',
+          `exec 3<>/dev/tcp/127.0.0.1/${port}; sleep 1`,
+        ],
+        { stdio: 'ignore' },
+      );
+    });
+    expect(got).toEqual([
+      { ok: false, uid: 65534, reason: `uid 65534 is not this job's uid ${process.geteuid?.()}` },
+    ]);
+  });
+
+  it("a job running as another user: that user's and root's connections pass, nobody's do not", async () => {
+    const asUser = sameUserCheck({ uid: 12345 }) as NonNullable<ReturnType<typeof sameUserCheck>>;
+    const probe = createServer({ pauseOnConnect: true });
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as AddressInfo).port;
+    const verdict = async (start: () => void): Promise<PeerVerdict> => {
+      const accepted = new Promise<Socket>((resolve) => probe.once('connection', resolve));
+      start();
+      const s = await accepted;
+      const v = await asUser(s);
+      s.destroy();
+      return v;
+    };
+    const as = (uid: number) => () => {
+      const cmd = `exec 3<>/dev/tcp/127.0.0.1/${port}; sleep 1`;
+      spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', 'bash', '-c', cmd], {
+        stdio: 'ignore',
+      });
+    };
+    expect(await verdict(as(12345))).toEqual({ ok: true, uid: 12345 });
+    // This process is root here (as in CI): root can read the job's memory anyway.
+    expect(await verdict(() => connect(port, '127.0.0.1').on('error', () => {}))).toEqual({
+      ok: true,
+      uid: 0,
+    });
+    expect(await verdict(as(65534))).toMatchObject({ ok: false, uid: 65534 });
+    probe.close();
+  });
+
+  it('fails closed when the peer is already gone or the table cannot be read', async () => {
+    const probe = createServer({ pauseOnConnect: true });
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const accepted = new Promise<Socket>((resolve) => probe.once('connection', resolve));
+    const c = connect((probe.address() as AddressInfo).port, '127.0.0.1');
+    const s = await accepted;
+    // The peer closes before we look: its socket is a time-wait entry (uid 0, inode 0) or gone.
+    c.destroy();
+    await sleep(50);
+    expect(await check(s)).toMatchObject({
+      ok: false,
+      reason: 'the connecting socket is not in the socket table',
+    });
+    const unreadable = sameUserCheck({ tables: [new SocketTable('/nonexistent/tcp')] });
+    expect(await unreadable?.(s)).toMatchObject({
+      ok: false,
+      reason: 'cannot read the socket table (ENOENT)',
+    });
+    s.destroy();
+    probe.close();
+  });
+});
