@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { connectGateway } from '../../client/port.js';
 import { action, type CliContext, examples } from '../command.js';
-import { type Io, paint, writeJson } from '../output.js';
+import { type Io, paint, printable, writeJson } from '../output.js';
 import { type ConnectionFlags, connectionOptions } from './exec.js';
 
 interface WhoamiBody {
@@ -71,6 +71,6 @@ export function printWhoami(io: Io, body: WhoamiBody): void {
   if (d.reason) rows.push(['reason', d.reason.replace(/\s*\n\s*/g, '; ')]);
   const width = Math.max(...rows.map(([k]) => k.length)) + 1;
   for (const [k, v] of rows) {
-    io.stdout.write(`${paint(io, io.stdout, 'bold', `${k}:`.padEnd(width))} ${v}\n`);
+    io.stdout.write(`${paint(io, io.stdout, 'bold', printable(`${k}:`).padEnd(width))} ${printable(v)}\n`);
   }
 }
