@@ -242,6 +242,8 @@ export type ConfigLoadedData = Base & {
   source: string;
   /** SHA-256 of the canonical, secret-free configuration. */
   config_hash: string;
+  /** A reload (SIGHUP): the hash of the configuration it replaced. */
+  previous_hash?: string;
   issuers: string[];
   targets: string[];
   rules: string[];

@@ -108,7 +108,7 @@ export type SessionEndedHook = (record: SessionRecord, reason: EndReason) => voi
 export class SessionManager {
   readonly #store: Store;
   readonly #config: Readonly<GatewayConfig>;
-  readonly #policy: Policy;
+  #policy: Policy;
   readonly #log: SessionLog;
   readonly #metrics: GatewayMetrics;
   readonly #gatewayId: string;
@@ -136,6 +136,11 @@ export class SessionManager {
     this.#now = options.now ?? Date.now;
     this.#sweepMs = options.sweepIntervalMs ?? 1000;
     this.#liveness = options.liveness;
+  }
+
+  /** A reloaded configuration's policy (SIGHUP): sessions opened from now on use its rule limits. */
+  usePolicy(policy: Policy): void {
+    this.#policy = policy;
   }
 
   get leaseTimeoutMs(): number {
