@@ -69,7 +69,7 @@ export function registerSessions(program: Command, ctx: CliContext): void {
     action(ctx, async (id: string, opts: AdminOptions & { reason?: string }) => {
       if (!/^ses_[A-Za-z0-9_-]{1,64}$/.test(id))
         throw new UsageError(`"${printable(id)}" is not a session id (ses_…)`);
-      if (opts.reason !== undefined && opts.reason.trim().length > REVOKE_REASON_MAX) {
+      if (opts.reason !== undefined && printable(opts.reason.trim()).length > REVOKE_REASON_MAX) {
         throw new UsageError(`--reason: at most ${REVOKE_REASON_MAX} characters`);
       }
       const body = await withAdmin(ctx.io, opts, async (client, token) => {
