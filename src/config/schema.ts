@@ -169,11 +169,9 @@ export const targetSchema = z.strictObject({
       password: secretSchema.optional().meta({ description: 'Password injected at the exit.' }),
       dynamic: z
         .strictObject({
-          admin: z
-            .strictObject({ user: z.string().min(1), password: secretSchema })
-            .meta({
-              description: 'The role that creates and drops per-session roles (docs/credentials.md).',
-            }),
+          admin: z.strictObject({ user: z.string().min(1), password: secretSchema }).meta({
+            description: 'The role that creates and drops per-session roles (docs/credentials.md).',
+          }),
           grant: z
             .array(z.string().min(1))
             .default([])
@@ -289,11 +287,9 @@ export const gatewayConfigSchema = z
       .min(1)
       .default('./ciport-data')
       .meta({ description: 'Generated CA, SQLite store and other state.' }),
-    store: storeSchema
-      .optional()
-      .meta({
-        description: 'Sessions and audit: {sqlite: {path}} (default, in data_dir) or {postgres: {url}}.',
-      }),
+    store: storeSchema.optional().meta({
+      description: 'Sessions and audit: {sqlite: {path}} (default, in data_dir) or {postgres: {url}}.',
+    }),
     admin_tokens: z
       .array(secretSchema)
       .default([])
