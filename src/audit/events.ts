@@ -108,6 +108,8 @@ export type SessionEndedData = Base & {
   duration_ms: number;
   /** Who revoked it (operator subject), for `revoked`. */
   by?: string;
+  /** The operator's reason (`ciport sessions revoke --reason`), for `revoked`. */
+  note?: string;
 };
 
 type ConnectionBase = Base & {
@@ -129,12 +131,23 @@ type ConnectionBase = Base & {
 
 export type ConnectionOpenedData = ConnectionBase & { client?: string };
 
+/**
+ * Who ended a connection on purpose, when nothing failed: the client (the app closed it, or the
+ * port closed), the session's end (`end_reason` says which), or the idle timeout. Without it
+ * and without `error`, both sides finished normally.
+ */
+export type ConnectionClosedBy = 'client' | 'session' | 'idle_timeout';
+
 export type ConnectionClosedData = ConnectionBase & {
   /** Bytes the app sent towards the target. */
   bytes_to_target: number;
   /** Bytes the target sent back to the app. */
   bytes_from_target: number;
   duration_ms: number;
+  closed_by?: ConnectionClosedBy;
+  /** With `closed_by: session`: why the session ended. */
+  end_reason?: SessionEndReason;
+  /** Only for real failures: upstream errors, a lost agent, a protocol error. */
   error?: string;
 };
 
@@ -229,6 +242,8 @@ export type ConfigLoadedData = Base & {
   source: string;
   /** SHA-256 of the canonical, secret-free configuration. */
   config_hash: string;
+  /** A reload (SIGHUP): the hash of the configuration it replaced. */
+  previous_hash?: string;
   issuers: string[];
   targets: string[];
   rules: string[];

@@ -3,6 +3,7 @@
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import type { Store } from '../store/types.js';
+import { defuseFormula, printable } from '../text/printable.js';
 import { canonicalJson, type JsonObject, type JsonValue } from './canonical.js';
 import { type ChainRow, RESERVED_DATA_KEYS } from './chain.js';
 import type { AuditEvent } from './events.js';
@@ -104,8 +105,12 @@ export function parseJsonlLine(line: string): ChainRow {
  * One RFC 4180 record: fields with a comma, quote, CR or LF (or surrounding blanks) are quoted,
  * quotes doubled, records end in CRLF. `target` is the event's target, or its targets separated
  * by spaces; `data` is the canonical JSON of all the event's data, so a CSV export can be
- * verified like a JSON-lines one. Values are written verbatim: a spreadsheet may interpret a
- * cell starting with `=`, `+`, `-` or `@` as a formula, so open exports as text.
+ * verified like a JSON-lines one.
+ *
+ * Values come from job tokens, so they are made safe for the spreadsheet that opens the file:
+ * a text cell starting with `=`, `+`, `-`, `@`, tab or CR gets a leading `'` (OWASP's advice
+ * against formula injection) and control characters are shown as escapes (`\x1b`). The `data`
+ * column stays exact: it is JSON, starts with `{`, and its control characters are JSON escapes.
  */
 export function csvLine(event: AuditEvent): string {
   const d = event.data;
@@ -126,14 +131,29 @@ export function csvLine(event: AuditEvent): string {
     principal.job_url,
     event.hash,
     event.prevHash,
-    canonicalJson(d),
   ];
-  return `${fields.map(csvField).join(',')}\r\n`;
+  return `${[...fields.map(csvField), quote(jsonCell(d))].join(',')}\r\n`;
 }
 
 export function csvField(value: JsonValue | undefined): string {
   if (value === undefined || value === null) return '';
-  const text = typeof value === 'object' ? canonicalJson(value) : String(value);
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  if (typeof value === 'object') return quote(jsonCell(value));
+  const shown = printable(value);
+  const text = defuseFormula(shown);
+  // A defused cell is always quoted, so that no reader takes the `'` for a delimiter.
+  return text !== shown ? `"${text.replaceAll('"', '""')}"` : quote(text);
+}
+
+/** Canonical JSON with every control and bidi character as a `\uXXXX` escape (same value). */
+function jsonCell(value: JsonValue): string {
+  return canonicalJson(value).replace(
+    /[\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}
+
+function quote(text: string): string {
   return /[",\r\n]|^\s|\s$/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 

@@ -2,7 +2,7 @@
 // authenticated with CIPORT_ADMIN_TOKEN, and aligned text tables.
 import { GatewayClient, gatewayUrl, trustedCas } from '../client/gateway.js';
 import { UsageError } from '../errors/index.js';
-import type { Io } from './output.js';
+import { type Io, printable } from './output.js';
 
 export interface AdminOptions {
   gateway?: string;
@@ -28,8 +28,12 @@ export async function withAdmin<T>(
   }
 }
 
-/** Header and rows as lines of columns two spaces apart, without trailing blanks. */
-export function tableLines(head: string[], rows: string[][]): string[] {
+/**
+ * Header and rows as lines of columns two spaces apart, without trailing blanks. Cells are
+ * shown `printable`: a project path or agent name cannot move the cursor or reorder the line.
+ */
+export function tableLines(head: string[], cells: string[][]): string[] {
+  const rows = cells.map((r) => r.map(printable));
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
   const line = (cells: string[]) =>
     cells

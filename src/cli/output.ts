@@ -1,5 +1,10 @@
 import type { Writable } from 'node:stream';
 import type { CiportError } from '../errors/index.js';
+import { printable, printableLines } from '../text/printable.js';
+
+// Everything a command prints for people goes through `printable` (src/text/printable.ts):
+// values from tokens, the gateway or a config file never reach the terminal as control bytes.
+export { printable, printableLines };
 
 /** Where commands write. Tests and the demo pass their own streams. */
 export interface Io {
@@ -24,6 +29,11 @@ export function paint(io: Io, stream: Writable, style: Style, text: string): str
   return useColor(io, stream) ? `\u001b[${CODES[style]}m${text}\u001b[0m` : text;
 }
 
+/** `N thing` / `N things`. */
+export function count(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
 export function writeJson(io: Io, value: unknown): void {
   io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
@@ -31,5 +41,5 @@ export function writeJson(io: Io, value: unknown): void {
 /** The one way errors reach a terminal: `ciport: CODE: message`. */
 export function reportError(io: Io, err: CiportError): void {
   const head = paint(io, io.stderr, 'red', `ciport: ${err.code}`);
-  io.stderr.write(`${head}: ${err.message}\n`);
+  io.stderr.write(`${head}: ${printableLines(err.message)}\n`);
 }

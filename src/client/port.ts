@@ -2,13 +2,15 @@
 // listen locally for every granted target, keep the session alive, and tear it all down.
 // `ciport exec` and `ciport open` are thin shells around this.
 import type { Writable } from 'node:stream';
+import { formatDuration, parseDuration } from '../config/duration.js';
 import { oneTimePassword } from '../credentials/otp.js';
 import { CiportError } from '../errors/errors.js';
+import { printableLines } from '../text/printable.js';
 import { advertisedAudience } from './audience.js';
 import { type BoundTarget, exportedEnv, type TargetSpec } from './env.js';
 import { GatewayClient, gatewayUrl, trustedCas } from './gateway.js';
 import { sameUserCheck } from './peer-uid.js';
-import { Heartbeat, PortSession, type SessionEnd } from './session.js';
+import { Heartbeat, PortSession, type SessionEnd, type SessionInfo } from './session.js';
 import { acquireToken } from './token.js';
 import { TargetListener, type TunnelLog } from './tunnel.js';
 
@@ -19,11 +21,26 @@ export function stderrLog(stderr: Writable, verbose: boolean, paint?: (text: str
   const prefix = paint ? paint('ciport:') : 'ciport:';
   return {
     verbose,
-    warn: (m) => stderr.write(`${prefix} ${m}\n`),
+    // Messages quote the gateway and the token's claims: shown without their control bytes.
+    warn: (m) => stderr.write(`${prefix} ${printableLines(m)}\n`),
     info: (m) => {
-      if (verbose) stderr.write(`${prefix} ${m}\n`);
+      if (verbose) stderr.write(`${prefix} ${printableLines(m)}\n`);
     },
   };
+}
+
+/**
+ * One line when policy granted less than `--ttl` asked for (otherwise the job learns it only when
+ * its port closes early), else undefined. The grant is the longest of the targets' `ttl_ms`.
+ */
+export function cappedTtl(requested: string | undefined, info: SessionInfo): string | undefined {
+  const wanted = requested === undefined ? undefined : parseDuration(requested);
+  const grants = info.targets.map((t) => t.ttl_ms).filter((ms): ms is number => typeof ms === 'number');
+  if (wanted === undefined || grants.length === 0) return undefined;
+  const granted = Math.max(...grants);
+  if (granted >= wanted) return undefined;
+  const rule = info.rule ? ` (rule ${info.rule})` : '';
+  return `policy capped --ttl ${requested} to ${formatDuration(granted)}${rule}: the port closes at ${info.expires_at}`;
 }
 
 export interface ConnectOptions {
@@ -126,6 +143,8 @@ export class Port {
     }
     const rule = session.info.rule ? `rule ${session.info.rule}, ` : '';
     log.info(`session ${session.id} opened (${rule}expires ${session.info.expires_at})`);
+    const capped = cappedTtl(options.ttl, session.info);
+    if (capped) log.warn(capped);
     const listeners: TargetListener[] = [];
     const bound: BoundTarget[] = [];
     // Only the job's own user (and root) may use the ports (Linux); elsewhere there is no way to tell.

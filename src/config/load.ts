@@ -43,8 +43,20 @@ export function parseGatewayConfig(
   const { data, locate } = parseYaml(text, file);
   const cfg = validate(gatewayConfigSchema, data, file, locate);
   if (options.resolveSecrets ?? true) {
+    // Every missing secret is named at once: an operator fixes them in one round, not one per run.
+    const missing: string[] = [];
     for (const [path, secret] of secretsIn(cfg)) {
-      secret.resolve(options.env ?? process.env, `${file}:${locate(path)}: ${formatPath(path)}`);
+      try {
+        secret.resolve(options.env ?? process.env, `${file}:${locate(path)}: ${formatPath(path)}`);
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        missing.push(err.message);
+      }
+    }
+    if (missing.length > 0) {
+      throw new ConfigError('CIPORT_E_SECRET_UNAVAILABLE', missing.join('\n'), {
+        details: { missing: missing.length },
+      });
     }
   }
   return deepFreeze(cfg);

@@ -84,48 +84,76 @@ export const DISCLOSE_LEVELS = ['minimal', 'condition', 'full'] as const;
 
 export const issuerSchema = z.strictObject({
   name,
-  kind: z.enum(['gitlab', 'github', 'oidc']),
+  kind: z
+    .enum(['gitlab', 'github', 'oidc'])
+    .meta({ description: 'Claim normalisation: GitLab CI, GitHub Actions, or any OIDC provider.' }),
   issuer: z.url().meta({ description: 'Expected `iss`; https, or http on a loopback address only.' }),
-  audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
-  jwks_uri: z.url().optional(),
-  jwks_file: z.string().min(1).optional(),
+  audience: z
+    .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
+    .meta({ description: 'Accepted `aud` value(s); a token must carry one of them.' }),
+  jwks_uri: z.url().optional().meta({ description: 'JWKS URL (default: from OIDC discovery).' }),
+  jwks_file: z
+    .string()
+    .min(1)
+    .optional()
+    .meta({ description: 'Local JWKS file instead of fetching keys (air-gapped gateways).' }),
   algorithms: z
     .array(z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']))
     .min(1)
-    .default(['RS256', 'ES256']),
-  leeway: durationSchema.prefault('30s'),
+    .default(['RS256', 'ES256'])
+    .meta({ description: 'Signature algorithms accepted (never `none` or HMAC).' }),
+  leeway: durationSchema
+    .prefault('30s')
+    .meta({ description: 'Clock skew allowed on `exp`, `nbf` and `iat`.' }),
   max_token_lifetime: durationSchema.optional().meta({
     description:
       'Longest accepted token lifetime (`exp` − `iat`); longer tokens are refused. ' +
       'Default by kind: github 1h, gitlab 24h, oidc 24h (docs/identity.md).',
   }),
-  /** Minimum time between two JWKS refetches caused by unknown key ids. */
-  jwks_cooldown: durationSchema.prefault('30s'),
-  /** How long fetched keys are used before a background refresh. */
-  jwks_max_age: durationSchema.prefault('10m'),
-  /** Set by `ciport dev issuer` configs: a development issuer, warned about at every start. */
-  dev: z.boolean().default(false),
+  jwks_cooldown: durationSchema
+    .prefault('30s')
+    .meta({ description: 'Minimum time between two JWKS refetches caused by unknown key ids.' }),
+  jwks_max_age: durationSchema
+    .prefault('10m')
+    .meta({ description: 'How long fetched keys are used before a background refresh.' }),
+  dev: z
+    .boolean()
+    .default(false)
+    .meta({
+      description:
+        'A development issuer (`ciport dev issuer`): warned about at every start; never in production. ' +
+        'An issuer served over plain http (loopback only) counts as one too.',
+    }),
   /** CI job API (gitlab/github kinds): sessions end when their job does (docs/job-liveness.md). */
   job_api: z
     .strictObject({
       url: z.url().meta({ description: 'API base (GitLab …/api/v4, https://api.github.com).' }),
       token: secretSchema.meta({ description: 'GitLab: read_api token. GitHub: token with actions:read.' }),
-      poll_interval: durationSchema.prefault('10s'),
+      poll_interval: durationSchema.prefault('10s').meta({ description: 'How often live jobs are polled.' }),
       webhook_secret: secretSchema.optional().meta({ description: 'GitLab Job Hook secret token.' }),
     })
-    .optional(),
-  /** A token's `jti` opens at most one session (a token without `jti` is refused). */
-  single_use_jti: z.boolean().default(false),
+    .optional()
+    .meta({ description: 'CI job API (gitlab/github kinds): sessions end when their job does.' }),
+  single_use_jti: z.boolean().default(false).meta({
+    description: "A token's `jti` opens at most one session (a token without `jti` is refused).",
+  }),
 });
 
 export const targetSchema = z.strictObject({
   name,
-  protocol: z.enum(['postgres', 'mysql', 'redis', 'http', 'tcp']),
-  address: hostPort,
-  database: z.string().min(1).optional(),
+  protocol: z
+    .enum(['postgres', 'mysql', 'redis', 'http', 'tcp'])
+    .meta({ description: 'What the port speaks; decides what the exit injects and audits.' }),
+  address: hostPort.meta({ description: 'Upstream host:port, dialled by the gateway (or the agent).' }),
+  database: z
+    .string()
+    .min(1)
+    .optional()
+    .meta({ description: 'protocol postgres: the database; redis: the database number.' }),
   tls: z
     .union([z.boolean(), z.strictObject({ ca: secretSchema.optional(), servername: z.string().optional() })])
-    .optional(),
+    .optional()
+    .meta({ description: 'TLS to the upstream: true, or {ca, servername}.' }),
   sslmode: z
     .enum(['disable', 'require', 'verify-ca', 'verify-full'])
     .optional()
@@ -146,14 +174,22 @@ export const targetSchema = z.strictObject({
     .meta({ description: 'protocol postgres: statement text kept in `query` events, bytes (default 4096).' }),
   credentials: z
     .strictObject({
-      user: z.string().min(1).optional(),
-      password: secretSchema.optional(),
+      user: z.string().min(1).optional().meta({ description: 'User injected at the exit.' }),
+      password: secretSchema.optional().meta({ description: 'Password injected at the exit.' }),
       dynamic: z
         .strictObject({
-          admin: z.strictObject({ user: z.string().min(1), password: secretSchema }),
-          grant: z.array(z.string().min(1)).default([]),
-          owner: z.string().min(1),
-          create: z.enum(['first_connection', 'session_start']).default('first_connection'),
+          admin: z.strictObject({ user: z.string().min(1), password: secretSchema }).meta({
+            description: 'The role that creates and drops per-session roles (docs/credentials.md).',
+          }),
+          grant: z
+            .array(z.string().min(1))
+            .default([])
+            .meta({ description: 'Roles each per-session role is a member of.' }),
+          owner: z.string().min(1).meta({ description: 'Role that receives what a session role owned.' }),
+          create: z
+            .enum(['first_connection', 'session_start'])
+            .default('first_connection')
+            .meta({ description: 'When the role is created.' }),
         })
         .optional()
         .meta({
@@ -161,7 +197,7 @@ export const targetSchema = z.strictObject({
             'protocol postgres: a LOGIN role per session (ciport_<id>, VALID UNTIL the session expiry, ' +
             'IN ROLE the granted roles), dropped at session end; objects it owns go to `owner`.',
         }),
-      token: secretSchema.optional(),
+      token: secretSchema.optional().meta({ description: 'protocol http: the token injected.' }),
       kind: z
         .enum(HTTP_INJECTION_KINDS)
         .optional()
@@ -180,30 +216,36 @@ export const targetSchema = z.strictObject({
           description: 'protocol http, kind header: the header that carries `token` (e.g. X-API-Key).',
         }),
     })
-    .optional(),
+    .optional()
+    .meta({ description: 'What the exit injects; the job never sees it.' }),
   tags: z
     .array(z.string().min(1))
     .default([])
     .meta({ description: 'Labels such as `production` that policy lint reads.' }),
-  description: z.string().optional(),
+  description: z.string().optional().meta({ description: 'Free text for people.' }),
 });
 
 export const ruleSchema = z
   .strictObject({
     name,
-    description: z.string().optional(),
-    deny: z.boolean().default(false),
-    issuer: name,
+    description: z.string().optional().meta({ description: 'Free text for people.' }),
+    deny: z
+      .boolean()
+      .default(false)
+      .meta({ description: 'A deny rule: a match refuses the session whatever else allows it.' }),
+    issuer: name.meta({ description: 'The issuer whose tokens this rule matches.' }),
     when: z
       .record(z.string().min(1), matcherSchema)
       .default({})
       .meta({
         description:
-          'Claim matchers, all of which must hold. A key is a claim name or a path into nested claims ' +
+          'Claim matchers, all of which must hold. A key is a claim name, a normalised fact, or a path into nested claims ' +
           '(`realm_access.roles`; quote a name that contains dots: `resource_access."my.client".roles`).',
       }),
-    allow: z.array(name).default([]),
-    max_ttl: durationSchema.optional(),
+    allow: z.array(name).default([]).meta({ description: 'Targets the rule grants.' }),
+    max_ttl: durationSchema
+      .optional()
+      .meta({ description: 'Longest session the rule grants (default: sessions.default_ttl).' }),
     grants: z
       .record(name, z.array(z.string().min(1)))
       .optional()
@@ -216,7 +258,11 @@ export const ruleSchema = z
         connections: z.int().positive().optional(),
         bytes: z.int().positive().optional(),
       })
-      .optional(),
+      .optional()
+      .meta({
+        description:
+          'Per session granted by this rule: `connections` open at once, `bytes` carried (docs/gateway.md).',
+      }),
   })
   .superRefine((rule, ctx) => {
     for (const key of Object.keys(rule.when)) {
@@ -242,17 +288,42 @@ const storeSchema = z.union([
 
 export const gatewayConfigSchema = z
   .strictObject({
-    listen: hostPort.default('127.0.0.1:8443'),
-    public_url: z.url().optional(),
-    tls: z.strictObject({ cert: secretSchema, key: secretSchema }).optional(),
-    data_dir: z.string().min(1).default('./ciport-data'),
-    store: storeSchema.optional(),
-    admin_tokens: z.array(secretSchema).default([]),
+    listen: hostPort
+      .default('127.0.0.1:8443')
+      .meta({ description: 'The one TLS port: API, tunnels, agents. Port 0 picks a free one.' }),
+    public_url: z
+      .url()
+      .optional()
+      .meta({ description: 'How clients and agents reach this gateway (default: the bound URL).' }),
+    tls: z
+      .strictObject({ cert: secretSchema, key: secretSchema })
+      .optional()
+      .meta({ description: 'PEM certificate chain and key. Without it: a private CA in data_dir.' }),
+    data_dir: z
+      .string()
+      .min(1)
+      .default('./ciport-data')
+      .meta({ description: 'Generated CA, SQLite store and other state.' }),
+    store: storeSchema.optional().meta({
+      description: 'Sessions and audit: {sqlite: {path}} (default, in data_dir) or {postgres: {url}}.',
+    }),
+    admin_tokens: z
+      .array(secretSchema)
+      .default([])
+      .meta({ description: 'Bearer tokens of the admin API (`ciport sessions`, `ciport agents`).' }),
     sessions: z
       .strictObject({
-        default_ttl: durationSchema.prefault('15m'),
-        lease_timeout: durationSchema.prefault('30s'),
-        max_connections: z.int().positive().default(256),
+        default_ttl: durationSchema
+          .prefault('15m')
+          .meta({ description: 'Session lifetime when the client asks for none.' }),
+        lease_timeout: durationSchema
+          .prefault('30s')
+          .meta({ description: 'A session without a heartbeat for this long ends (lease_expired).' }),
+        max_connections: z
+          .int()
+          .positive()
+          .default(256)
+          .meta({ description: 'Tunnel connections one session may have open at once.' }),
         /** Session creation per issuer + subject: a token bucket. */
         rate_limit: z
           .strictObject({
@@ -260,34 +331,53 @@ export const gatewayConfigSchema = z
             burst: z.int().positive().default(5),
           })
           .prefault({}),
-        /** A tunnel connection with no bytes either way for this long is reset. */
-        connection_idle_timeout: durationSchema.prefault('15m'),
-        /** How long a TCP connect to a target may take before 502. */
-        connect_timeout: durationSchema.prefault('10s'),
+        connection_idle_timeout: durationSchema
+          .prefault('15m')
+          .meta({ description: 'A tunnel connection with no bytes either way for this long is reset.' }),
+        connect_timeout: durationSchema
+          .prefault('10s')
+          .meta({ description: 'How long a TCP connect to a target may take before 502.' }),
       })
       .prefault({}),
     /** Limits of the gateway's HTTP/2 + HTTP/1.1 port. */
     server: z
       .strictObject({
-        /** Whole API request (headers and body) must arrive within this. */
-        request_timeout: durationSchema.prefault('10s'),
-        /** TLS handshake must complete within this. */
-        handshake_timeout: durationSchema.prefault('10s'),
-        /** A client connection with no open stream and no traffic for this long is closed. */
-        idle_timeout: durationSchema.prefault('2m'),
-        /** Largest accepted API request body. */
-        max_body_bytes: z.int().positive().default(65_536),
-        /** Largest accepted request header block (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE). */
-        max_header_bytes: z.int().min(1024).default(16_384),
-        /** HTTP/2 streams one client connection may have open at once. */
-        max_concurrent_streams: z.int().positive().default(1000),
-        /** SIGTERM: live tunnels get this long before their sessions end. */
-        drain_grace: durationSchema.prefault('10s'),
+        request_timeout: durationSchema
+          .prefault('10s')
+          .meta({ description: 'Whole API request (headers and body) must arrive within this.' }),
+        handshake_timeout: durationSchema
+          .prefault('10s')
+          .meta({ description: 'TLS handshake must complete within this.' }),
+        idle_timeout: durationSchema.prefault('2m').meta({
+          description: 'A client connection with no open stream and no traffic for this long is closed.',
+        }),
+        max_body_bytes: z
+          .int()
+          .positive()
+          .default(65_536)
+          .meta({ description: 'Largest accepted API request body.' }),
+        max_header_bytes: z.int().min(1024).default(16_384).meta({
+          description: 'Largest accepted request header block (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE).',
+        }),
+        max_concurrent_streams: z
+          .int()
+          .positive()
+          .default(1000)
+          .meta({ description: 'HTTP/2 streams one client connection may have open at once.' }),
+        drain_grace: durationSchema
+          .prefault('10s')
+          .meta({ description: 'SIGTERM: live tunnels get this long before their sessions end.' }),
       })
       .prefault({}),
-    issuers: z.array(issuerSchema).default([]),
-    targets: z.array(targetSchema).default([]),
-    rules: z.array(ruleSchema).default([]),
+    issuers: z
+      .array(issuerSchema)
+      .default([])
+      .meta({ description: 'OIDC issuers whose job tokens are accepted (docs/identity.md).' }),
+    targets: z.array(targetSchema).default([]).meta({ description: 'What ports lead to.' }),
+    rules: z
+      .array(ruleSchema)
+      .default([])
+      .meta({ description: 'Policy: which tokens get which targets (docs/policy.md).' }),
     policy: z
       .strictObject({
         disclose: z

@@ -27,6 +27,7 @@ export const ERROR_CODES = {
   CIPORT_E_USAGE: usage,
   CIPORT_E_CONFIG_INVALID: usage,
   CIPORT_E_CONFIG_UNREADABLE: usage,
+  CIPORT_E_CONFIG_RELOAD_REFUSED: usage,
   CIPORT_E_SECRET_UNAVAILABLE: usage,
   CIPORT_E_CLAIMS_INVALID: usage,
   // token verification

@@ -7,10 +7,12 @@
 import type { ClientHttp2Stream, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { constants as h2 } from 'node:http2';
 import { pauseWhileFull } from '../audit/backlog.js';
+import type { ConnectionClosedBy } from '../audit/events.js';
 import { asCiportError, type CiportError } from '../errors/index.js';
 import { resetStream } from '../transport/h2.js';
 import type { AgentHub, AgentIdentity } from './agent-hub.js';
 import { AGENT_CONNECTION_HEADER } from './agent-hub.js';
+import { clientResetCause } from './close-cause.js';
 import { ERROR_HEADER } from './http.js';
 
 export interface AgentRelayOptions {
@@ -40,6 +42,8 @@ export interface AgentRelayResult {
   bytesFromTarget: number;
   /** Why it did not end normally. */
   error: string | undefined;
+  /** Ended on purpose, nothing failed: the client reset it, the session ended, idle timeout. */
+  closedBy?: ConnectionClosedBy | undefined;
   /** The refusal sent to the client when no agent stream could be opened. */
   refused: CiportError | undefined;
 }
@@ -94,14 +98,14 @@ export async function relayViaAgent(
   client.respond({ ':status': 200 });
   options.onOpen?.(result.agent as AgentIdentity);
 
-  const cancelBoth = (why: string) => {
-    result.error ??= why;
+  const cancelBoth = (why: ConnectionClosedBy) => {
+    if (result.error === undefined) result.closedBy ??= why;
     resetStream(agentStream, h2.NGHTTP2_CANCEL);
     resetStream(client, h2.NGHTTP2_CANCEL);
   };
-  const onAbort = () => cancelBoth('session ended');
+  const onAbort = () => cancelBoth('session');
   options.signal?.addEventListener('abort', onAbort, { once: true });
-  if (options.idleTimeoutMs) client.setTimeout(options.idleTimeoutMs, () => cancelBoth('idle timeout'));
+  if (options.idleTimeoutMs) client.setTimeout(options.idleTimeoutMs, () => cancelBoth('idle_timeout'));
 
   const observe = options.onClientData;
   client.on('data', (c: Buffer) => {
@@ -152,7 +156,9 @@ export async function relayViaAgent(
     }
   });
   client.once('aborted', () => {
-    result.error ??= 'client reset the stream';
+    const cause = clientResetCause(client.rstCode);
+    if ('error' in cause) result.error ??= cause.error;
+    else if (result.error === undefined) result.closedBy ??= cause.closedBy;
     resetStream(agentStream, h2.NGHTTP2_CANCEL);
   });
 

@@ -15,6 +15,7 @@ import { principalSummary } from '../session/principal.js';
 import type { RateLimiter } from '../session/rate-limit.js';
 import { bearer, tokenInList } from '../session/secret.js';
 import type { SessionRecord, Store } from '../store/types.js';
+import { printable } from '../text/printable.js';
 import { gatewayInfo } from '../transport/gateway-info.js';
 import type { AgentHub } from './agent-hub.js';
 import { parseJsonBody, type Req, type Res, readBody, readJsonBody, sendError, sendJson } from './http.js';
@@ -425,9 +426,24 @@ async function getSession(deps: ApiDeps, req: Req, res: Res, [id]: string[]): Pr
 
 async function revokeSession(deps: ApiDeps, req: Req, res: Res, [id]: string[]): Promise<void> {
   requireAdmin(deps, req);
-  await readJsonBody(req, deps.config.server.max_body_bytes);
-  const record = await deps.manager.revoke(id as string, 'admin');
+  const body = await readJsonBody(req, deps.config.server.max_body_bytes);
+  const record = await deps.manager.revoke(id as string, 'admin', revokeNote(body));
   sendJson(res, 200, { state: 'ended', end_reason: record.endReason });
+}
+
+/** Longest `reason` of a revoke, in characters. */
+export const REVOKE_REASON_MAX = 200;
+
+/** The optional `{"reason": "…"}` of a revoke: one line, at most 200 characters, shown escaped. */
+function revokeNote(body: unknown): string | undefined {
+  const reason = (body as { reason?: unknown } | null)?.reason;
+  if (reason === undefined || reason === null) return undefined;
+  if (typeof reason !== 'string') throw new CiportError('CIPORT_E_USAGE', 'reason must be a string');
+  const text = printable(reason.trim());
+  if (text.length > REVOKE_REASON_MAX) {
+    throw new CiportError('CIPORT_E_USAGE', `reason is longer than ${REVOKE_REASON_MAX} characters`);
+  }
+  return text || undefined;
 }
 
 // ---- CI webhooks ----------------------------------------------------------------------------

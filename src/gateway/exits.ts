@@ -22,6 +22,8 @@ export interface GatewayExits {
   readonly roles: DynamicRoles;
   /** Roles a per-session role gets on `target`: its granting rule's `grants`, else the target's. */
   grantsFor(record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string): string[] | undefined;
+  /** A reloaded configuration's rules (SIGHUP): roles created from now on get their grants. */
+  useRules(rules: GatewayConfig['rules']): void;
   /** Run the role reaper now (also runs at start and every `reapIntervalMs`). */
   reap(): Promise<number>;
   close(): void;
@@ -88,7 +90,7 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
     },
   });
   const cancelRegistry = new CancelRegistry();
-  const rules = new Map(config.rules.map((r) => [r.name, r]));
+  let rules = new Map(config.rules.map((r) => [r.name, r]));
   const grantsFor = (record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string) => {
     // The rule that granted this target; sessions stored before that was recorded: the session's.
     const granting = record.targetRules?.[target] ?? record.rule;
@@ -149,6 +151,9 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
     http,
     roles,
     grantsFor,
+    useRules(next) {
+      rules = new Map(next.map((r) => [r.name, r]));
+    },
     reap,
     close() {
       if (timer) clearInterval(timer);

@@ -35,6 +35,7 @@ import { type GatewayExits, startExits } from './exits.js';
 import { ERROR_HEADER, isHttp2, type Req, type Res, sendError } from './http.js';
 import { createLogger, type Logger } from './logger.js';
 import { createLivenessMetrics, createMetrics, type GatewayMetrics } from './metrics.js';
+import { restartOnlyChanges } from './reload.js';
 import { handleConnect, type TunnelDeps } from './tunnel.js';
 
 export interface StartGatewayOptions {
@@ -85,6 +86,20 @@ export interface RunningGateway {
   drain(options?: { graceMs?: number }): Promise<void>;
   /** Stop at once without changing any session (as a crash would; a restart adopts them). */
   close(): Promise<void>;
+  /**
+   * Apply a new configuration (SIGHUP; docs/gateway.md "Reloading the configuration"): new
+   * rules, issuers and admin tokens for new sessions and requests; live sessions keep what they
+   * were granted. Refused as a whole (CIPORT_E_CONFIG_RELOAD_REFUSED, nothing changes) when a
+   * key that needs a restart differs. Writes `config.loaded` with the new hash.
+   */
+  reload(next: Readonly<GatewayConfig>, options?: { source?: string }): Promise<ReloadResult>;
+  /** The configuration in force (the last one loaded or reloaded). */
+  readonly config: Readonly<GatewayConfig>;
+}
+
+export interface ReloadResult {
+  hash: string;
+  previousHash: string;
 }
 
 /** HTTP/2 flow-control windows: per stream (SETTINGS) and per connection. */
@@ -178,6 +193,7 @@ export async function startGateway(
     throw err;
   }
   const gatewayAgents = agents;
+  const gatewayExits = exits;
 
   let draining = false;
   const limiter = new RateLimiter({
@@ -360,6 +376,54 @@ export async function startGateway(
 
   let stopped: Promise<void> | undefined;
   let hardStop: Promise<void> | undefined;
+  let current = config;
+  let reloading: Promise<unknown> = Promise.resolve();
+  const reload = async (next: Readonly<GatewayConfig>, source: string): Promise<ReloadResult> => {
+    if (draining) throw new ConfigError('CIPORT_E_CONFIG_RELOAD_REFUSED', 'the gateway is draining');
+    const blocked = restartOnlyChanges(current, next);
+    if (blocked.length > 0) {
+      throw new ConfigError(
+        'CIPORT_E_CONFIG_RELOAD_REFUSED',
+        `${blocked.join(', ')} changed: ${blocked.length === 1 ? 'this needs' : 'these need'} a restart ` +
+          '(a reload applies rules, issuers and admin_tokens); the running configuration is kept',
+      );
+    }
+    // Everything is built before anything is swapped: a failure leaves the old one in force.
+    const nextVerifier = new TokenVerifier(next.issuers, {
+      ...(options.fetch ? { fetch: options.fetch } : {}),
+      ...(options.now ? { now: options.now } : {}),
+    });
+    const nextPolicy = compilePolicy(next);
+    const adminTokens = next.admin_tokens.map((s) => s.reveal());
+    const previousHash = configHash(current);
+    const hash = configHash(next);
+    await store.appendAudit(
+      auditEvent('config.loaded', {
+        source,
+        config_hash: hash,
+        previous_hash: previousHash,
+        issuers: next.issuers.map((i) => i.name),
+        targets: next.targets.map((t) => t.name),
+        rules: next.rules.map((r) => r.name),
+        gateway: gatewayId,
+      } as Parameters<typeof auditEvent<'config.loaded'>>[1]),
+    );
+    apiDeps.config = next;
+    apiDeps.verifier = nextVerifier;
+    apiDeps.policy = nextPolicy;
+    apiDeps.adminTokens = adminTokens;
+    manager.usePolicy(nextPolicy);
+    gatewayExits?.useRules(next.rules);
+    current = next;
+    for (const issuer of next.issuers.filter(isDevelopmentIssuer)) {
+      log.warn({ issuer: issuer.name }, `trusting DEVELOPMENT issuer "${issuer.name}"; never in production`);
+    }
+    log.info(
+      { config_hash: hash, previous_hash: previousHash, source, rules: next.rules.length },
+      'configuration reloaded',
+    );
+    return { hash, previousHash };
+  };
   const closePort = async (graceful: boolean) => {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     for (const s of sessions) {
@@ -392,6 +456,17 @@ export async function startGateway(
     auditBacklog,
     get draining() {
       return draining;
+    },
+    get config() {
+      return current;
+    },
+    reload(next, reloadOptions = {}) {
+      // One reload at a time: two quick SIGHUPs apply in order.
+      const run = reloading.then(() =>
+        reload(next, reloadOptions.source ?? options.configSource ?? '(in-process)'),
+      );
+      reloading = run.catch(() => {});
+      return run;
     },
     drain(drainOptions = {}) {
       stopped ??= (async () => {

@@ -15,7 +15,7 @@ import type { Socket } from 'node:net';
 import { pipeline } from 'node:stream';
 import { TUNNEL_HEADERS } from '../agent/exits.js';
 import type { AuditBacklog } from '../audit/backlog.js';
-import { auditEvent } from '../audit/events.js';
+import { auditEvent, type ConnectionClosedBy } from '../audit/events.js';
 import type { TargetConfig } from '../config/schema.js';
 import { asCiportError, CiportError } from '../errors/index.js';
 import type { HttpRequestEvent } from '../protocols/http/index.js';
@@ -35,6 +35,7 @@ import type { Store } from '../store/types.js';
 import { resetStream, targetOfAuthority } from '../transport/h2.js';
 import type { AgentHub, AgentIdentity } from './agent-hub.js';
 import { relayViaAgent } from './agent-tunnel.js';
+import { clientResetCause } from './close-cause.js';
 import type { GatewayExits } from './exits.js';
 import { sendError } from './http.js';
 import type { Logger } from './logger.js';
@@ -180,6 +181,9 @@ class Tunnel implements SessionConnection {
   #startedAt = Date.now();
   /** Why it closed abnormally, for `connection.closed`. */
   #error: string | undefined;
+  /** Who ended it on purpose, when that came before any failure (close-cause.ts). */
+  #closedBy: ConnectionClosedBy | undefined;
+  #endReason: EndReason | undefined;
   /** The agent that carried it (undefined: the gateway was the exit). */
   #agent: AgentIdentity | undefined;
 
@@ -195,9 +199,22 @@ class Tunnel implements SessionConnection {
   }
 
   cut(reason: EndReason): void {
-    this.#error ??= `session ended (${reason})`;
+    this.#chose('session', reason);
     this.#dialAbort.abort();
     this.#reset(h2.NGHTTP2_CANCEL);
+  }
+
+  /** An end someone chose; it does not count as a failure unless one came first. */
+  #chose(by: ConnectionClosedBy, reason?: EndReason): void {
+    if (this.#error !== undefined || this.#closedBy !== undefined) return;
+    this.#closedBy = by;
+    this.#endReason = reason;
+  }
+
+  #clientReset(): void {
+    const cause = clientResetCause(this.#stream.rstCode);
+    if ('error' in cause) this.#error ??= cause.error;
+    else this.#chose(cause.closedBy);
   }
 
   #reset(code: number): void {
@@ -272,12 +289,10 @@ class Tunnel implements SessionConnection {
       // Client resets and session teardown surface here; the close handler records them.
     });
     this.#stream.setTimeout(this.#deps.idleTimeoutMs, () => {
-      this.#error ??= 'idle timeout';
+      this.#chose('idle_timeout');
       this.#reset(h2.NGHTTP2_CANCEL);
     });
-    this.#stream.on('aborted', () => {
-      this.#error ??= 'client reset the stream';
-    });
+    this.#stream.on('aborted', () => this.#clientReset());
 
     let pending = 3; // two pipelines and the stream's close
     const settle = () => {
@@ -302,11 +317,9 @@ class Tunnel implements SessionConnection {
     this.#stream.setMaxListeners(32);
     this.#stream.respond({ ':status': 200 });
     this.#stream.on('error', () => {});
-    this.#stream.on('aborted', () => {
-      this.#error ??= 'client reset the stream';
-    });
+    this.#stream.on('aborted', () => this.#clientReset());
     this.#stream.setTimeout(this.#deps.idleTimeoutMs, () => {
-      this.#error ??= 'idle timeout';
+      this.#chose('idle_timeout');
       this.#reset(h2.NGHTTP2_CANCEL);
     });
   }
@@ -351,7 +364,7 @@ class Tunnel implements SessionConnection {
       } else {
         (this.#bytes as { up: number; down: number }).up = result.bytesFromApp;
         (this.#bytes as { up: number; down: number }).down = result.bytesFromUpstream;
-        if (result.error && !this.#error) this.#error = result.error.message;
+        if (result.error && !this.#error && !this.#closedBy) this.#error = result.error.message;
       }
     } catch (thrown) {
       const err = asCiportError(thrown);
@@ -458,6 +471,7 @@ class Tunnel implements SessionConnection {
       return;
     }
     this.#bytes = { up: result.bytesToTarget, down: result.bytesFromTarget };
+    if (result.closedBy) this.#chose(result.closedBy);
     if (result.error) this.#error ??= result.error;
     if (observer?.kind === 'cancel') this.#cancelStream = true;
     await this.#closed();
@@ -539,7 +553,7 @@ class Tunnel implements SessionConnection {
         target: this.target,
         bytes_to_target: up,
         bytes_from_target: down,
-        ...(this.#error ? { reason: this.#error } : {}),
+        ...this.#closeFields(),
       },
       'tunnel closed',
     );
@@ -549,6 +563,17 @@ class Tunnel implements SessionConnection {
     } finally {
       this.#resolveDone();
     }
+  }
+
+  /** `closed_by` (+ `end_reason`) when an intended end came first, else `error` when one failed. */
+  #closeFields(): { closed_by?: ConnectionClosedBy; end_reason?: EndReason; error?: string } {
+    if (this.#closedBy) {
+      return {
+        closed_by: this.#closedBy,
+        ...(this.#endReason ? { end_reason: this.#endReason } : {}),
+      };
+    }
+    return this.#error ? { error: this.#error } : {};
   }
 
   async #audit(type: 'connection.opened' | 'connection.closed', up = 0, down = 0): Promise<void> {
@@ -563,7 +588,7 @@ class Tunnel implements SessionConnection {
             bytes_to_target: up,
             bytes_from_target: down,
             duration_ms: this.#opened ? Date.now() - this.#startedAt : 0,
-            ...(this.#error ? { error: this.#error } : {}),
+            ...this.#closeFields(),
           }),
         );
       }

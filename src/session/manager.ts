@@ -108,7 +108,7 @@ export type SessionEndedHook = (record: SessionRecord, reason: EndReason) => voi
 export class SessionManager {
   readonly #store: Store;
   readonly #config: Readonly<GatewayConfig>;
-  readonly #policy: Policy;
+  #policy: Policy;
   readonly #log: SessionLog;
   readonly #metrics: GatewayMetrics;
   readonly #gatewayId: string;
@@ -136,6 +136,11 @@ export class SessionManager {
     this.#now = options.now ?? Date.now;
     this.#sweepMs = options.sweepIntervalMs ?? 1000;
     this.#liveness = options.liveness;
+  }
+
+  /** A reloaded configuration's policy (SIGHUP): sessions opened from now on use its rule limits. */
+  usePolicy(policy: Policy): void {
+    this.#policy = policy;
   }
 
   get leaseTimeoutMs(): number {
@@ -351,12 +356,15 @@ export class SessionManager {
     return (await this.end(id, 'client_end')) ?? record;
   }
 
-  /** An operator ends a session. Unknown id: 404. Already ended: its record, unchanged. */
-  async revoke(id: string, by?: string): Promise<SessionRecord> {
+  /**
+   * An operator ends a session; `note` (their reason, already sanitised) goes into
+   * `session.ended`. Unknown id: 404. Already ended: its record, unchanged.
+   */
+  async revoke(id: string, by?: string, note?: string): Promise<SessionRecord> {
     const record = this.#live.get(id)?.record ?? (await this.#store.getSession(id));
     if (!record) throw new CiportError('CIPORT_E_SESSION_NOT_FOUND', `no session ${id}`);
     if (record.state !== 'active') return record;
-    return (await this.end(id, 'revoked', by)) ?? record;
+    return (await this.end(id, 'revoked', by, note)) ?? record;
   }
 
   /**
@@ -364,9 +372,9 @@ export class SessionManager {
    * `session.ended` event. Resolves to the ended record (whoever ended it), or undefined for
    * an unknown id.
    */
-  end(id: string, reason: EndReason, by?: string): Promise<SessionRecord | undefined> {
+  end(id: string, reason: EndReason, by?: string, note?: string): Promise<SessionRecord | undefined> {
     const live = this.#live.get(id);
-    if (!live) return this.#endStored(id, reason, by);
+    if (!live) return this.#endStored(id, reason, by, true, note);
     live.endingReason ??= reason;
     live.ending ??= (async () => {
       live.abort.abort();
@@ -385,7 +393,7 @@ export class SessionManager {
       }
       let result: SessionRecord | undefined;
       try {
-        result = await this.#endStored(id, reason, by, false);
+        result = await this.#endStored(id, reason, by, false, note);
         if (result) live.record = result;
       } finally {
         this.#drop(live);
@@ -572,12 +580,13 @@ export class SessionManager {
     reason: EndReason,
     by?: string,
     hooks = true,
+    note?: string,
   ): Promise<SessionRecord | undefined> {
     const now = this.#now();
     const change = await this.#store.endSession(
       id,
       storeReason(reason),
-      (s) => this.#endedEvent(s, reason, now, by),
+      (s) => this.#endedEvent(s, reason, now, by, note),
       { at: now },
     );
     if (change) {
@@ -629,7 +638,7 @@ export class SessionManager {
     }
   }
 
-  #endedEvent(s: SessionRecord, reason: EndReason, now: number, by?: string) {
+  #endedEvent(s: SessionRecord, reason: EndReason, now: number, by?: string, note?: string) {
     return auditEvent(
       'session.ended',
       {
@@ -640,6 +649,7 @@ export class SessionManager {
         reason: storeReason(reason),
         duration_ms: Math.max(0, now - s.createdAt),
         ...(by ? { by } : {}),
+        ...(note ? { note } : {}),
       },
       now,
     );

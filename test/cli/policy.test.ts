@@ -197,9 +197,33 @@ rules:
 });
 
 describe('ciport policy lint', () => {
-  it('is quiet and exits 0 on the normative example', async () => {
+  it('confirms in one line and exits 0 on the normative example; -q prints nothing', async () => {
     const r = await runCli(['policy', 'lint', '--config', EXAMPLE]);
-    expect(r).toEqual({ code: 0, stdout: '', stderr: '' });
+    expect(r).toEqual({ code: 0, stdout: `policy OK: ${EXAMPLE} (2 rules, no findings)\n`, stderr: '' });
+    expect(await runCli(['policy', 'lint', '-q', '--config', EXAMPLE])).toEqual({
+      code: 0,
+      stdout: '',
+      stderr: '',
+    });
+  });
+
+  it('prints each finding as FILE: level: path code: message, and a count', async () => {
+    const cfg = file(
+      'leeway.yaml',
+      `issuers:
+  - {name: gl, kind: gitlab, issuer: https://gitlab.example.com, audience: ciport, leeway: 5m}
+targets:
+  - {name: db, protocol: postgres, address: db:5432}
+rules:
+  - {name: main, issuer: gl, when: {project_id: "1", ref_protected: true}, allow: [db]}
+`,
+    );
+    const r = await runCli(['policy', 'lint', '--config', cfg]);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(new RegExp(`^${cfg}: warning: issuers\\[0\\]\\.leeway long-leeway: `));
+    expect(r.stdout).not.toContain('warning: warning');
+    expect(lines.at(-1)).toBe(`${cfg}: 0 errors, 1 warning in 1 rule`);
   });
 
   it('exits 1 when an unprotected ref reaches production, listing findings', async () => {

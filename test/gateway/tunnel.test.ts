@@ -172,7 +172,12 @@ describe('limits', () => {
       const events = await eventually(async () =>
         (await idle.gateway.store.auditEvents({ limit: 10_000 })).find((e) => e.type === 'connection.closed'),
       );
-      expect(events.data).toMatchObject({ error: 'idle timeout', bytes_to_target: 4, bytes_from_target: 4 });
+      expect(events.data).toMatchObject({
+        closed_by: 'idle_timeout',
+        bytes_to_target: 4,
+        bytes_from_target: 4,
+      });
+      expect(events.data.error).toBeUndefined();
     } finally {
       await idle.stop();
     }

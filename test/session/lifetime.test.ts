@@ -64,7 +64,9 @@ describe('lease', () => {
         (e) => e.type === 'connection.closed' && e.data.session === s.id,
       ),
     );
-    expect(closedEvent.data.error).toBe('session ended (lease_expired)');
+    // The session's end cut it: intended, so no error (docs/audit.md).
+    expect(closedEvent.data).toMatchObject({ closed_by: 'session', end_reason: 'lease_expired' });
+    expect(closedEvent.data.error).toBeUndefined();
   });
 });
 
@@ -116,7 +118,10 @@ describe('revoke', () => {
     );
     const closedEvents = events.filter((e) => e.type === 'connection.closed');
     expect(closedEvents).toHaveLength(2);
-    for (const e of closedEvents) expect(e.data.error).toBe('session ended (revoked)');
+    for (const e of closedEvents) {
+      expect(e.data).toMatchObject({ closed_by: 'session', end_reason: 'revoked' });
+      expect(e.data.error).toBeUndefined();
+    }
     // Connection events precede the session's end in the chain.
     const endSeq = events.find((e) => e.type === 'session.ended')?.seq ?? 0;
     expect(closedEvents.every((e) => e.seq < endSeq)).toBe(true);

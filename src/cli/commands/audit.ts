@@ -5,7 +5,7 @@ import { Secret } from '../../config/secret.js';
 import { ExitCode, UsageError } from '../../errors/index.js';
 import { openStore, type Store } from '../../store/index.js';
 import { action, type CliContext, examples } from '../command.js';
-import { writeJson } from '../output.js';
+import { printable, writeJson } from '../output.js';
 
 /**
  * Open the store a gateway config names, resolving only the store's own secret: an auditor's
@@ -71,7 +71,7 @@ export function registerAudit(program: Command, ctx: CliContext): void {
         ctx.io.stdout.write(`ok: ${result.count} events verified; head ${head}\n`);
       } else {
         ctx.io.stdout.write(
-          `BROKEN at seq ${result.seq}: ${result.reason} (${result.count} events verified before it)\n`,
+          `BROKEN at seq ${result.seq}: ${printable(result.reason)} (${result.count} events verified before it)\n`,
         );
       }
       return result.ok ? ExitCode.ok : ExitCode.problemsFound;

@@ -2,10 +2,11 @@ import { EventEmitter } from 'node:events';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { loadGatewayConfig } from '../../config/load.js';
+import { asCiportError } from '../../errors/index.js';
 import { createLogger } from '../../gateway/logger.js';
 import { startGateway } from '../../gateway/server.js';
 import { action, type CliContext, examples } from '../command.js';
-import type { Io } from '../output.js';
+import { type Io, printableLines } from '../output.js';
 
 export function registerGateway(program: Command, ctx: CliContext): void {
   examples(
@@ -13,7 +14,8 @@ export function registerGateway(program: Command, ctx: CliContext): void {
       .command('gateway')
       .description(
         'run the gateway: verify job tokens, open sessions, serve tunnels and the admin API on one TLS port ' +
-          '(SIGTERM drains: no new sessions, live tunnels get server.drain_grace, then exit 0)',
+          '(SIGTERM drains: no new sessions, live tunnels get server.drain_grace, then exit 0; ' +
+          'SIGHUP reloads rules, issuers and admin_tokens from the file)',
       )
       .requiredOption('-c, --config <file>', 'gateway configuration (YAML)')
       .option(
@@ -33,7 +35,7 @@ export function registerGateway(program: Command, ctx: CliContext): void {
 
 export interface RunGatewayOptions {
   logLevel?: string;
-  /** Where SIGTERM/SIGINT come from (default: the process). */
+  /** Where SIGTERM/SIGINT/SIGHUP come from (default: the process). */
   signals?: EventEmitter;
 }
 
@@ -44,10 +46,30 @@ export interface RunGatewayOptions {
 export async function runGateway(file: string, io: Io, options: RunGatewayOptions = {}): Promise<number> {
   const config = loadGatewayConfig(file, { env: io.env });
   const logger = createLogger({ level: options.logLevel ?? io.env.CIPORT_LOG_LEVEL ?? 'info' });
-  const gateway = await startGateway(config, { logger, stderr: io.stderr, configSource: resolve(file) });
+  const source = resolve(file);
+  const gateway = await startGateway(config, { logger, stderr: io.stderr, configSource: source });
   io.stderr.write(`ciport: gateway listening on ${gateway.url}\n`);
 
   const signals = options.signals ?? process;
+  // SIGHUP: read the file again and apply it; anything wrong keeps the running configuration.
+  const onHup = () => {
+    void (async () => {
+      try {
+        const next = loadGatewayConfig(file, { env: io.env });
+        const { hash } = await gateway.reload(next, { source });
+        io.stderr.write(
+          `ciport: SIGHUP: configuration reloaded from ${file} (sha256 ${hash.slice(0, 12)})\n`,
+        );
+      } catch (thrown) {
+        const err = asCiportError(thrown);
+        logger.error({ code: err.code, err: err.message }, 'configuration reload refused');
+        io.stderr.write(
+          `ciport: SIGHUP: reload refused, the running configuration is kept: ${err.code}: ${printableLines(err.message)}\n`,
+        );
+      }
+    })();
+  };
+  signals.on('SIGHUP', onHup);
   const signal = await new Promise<string>((done) => {
     const onSignal = (name: string) => () => {
       signals.off('SIGTERM', onTerm);
@@ -73,6 +95,8 @@ export async function runGateway(file: string, io: Io, options: RunGatewayOption
   } finally {
     signals.off('SIGTERM', hurry);
     signals.off('SIGINT', hurry);
+    // Registered until the end: a SIGHUP while draining is refused, not the default (exit).
+    signals.off('SIGHUP', onHup);
     await new Promise<void>((done) => logger.flush(() => done()));
   }
   io.stderr.write('ciport: gateway stopped\n');

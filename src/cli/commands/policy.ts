@@ -13,7 +13,7 @@ import {
   lintPolicy,
 } from '../../policy/index.js';
 import { action, type CliContext, examples } from '../command.js';
-import { paint, writeJson } from '../output.js';
+import { count, paint, printable, printableLines, writeJson } from '../output.js';
 
 interface ExplainOptions {
   config: string;
@@ -68,19 +68,31 @@ export function registerPolicy(program: Command, ctx: CliContext): void {
       .command('lint')
       .description('find risky rules (exit 1 when a finding is of error level)')
       .requiredOption('--config <file>', 'gateway configuration')
-      .option('--json', 'print {"findings": […], "errors": N, "warnings": N}'),
+      .option('--json', 'print {"findings": […], "errors": N, "warnings": N}')
+      .option('-q, --quiet', 'print findings only, no summary line'),
     ['ciport policy lint --config gateway.yaml'],
   ).action(
-    action(ctx, (opts: { config: string; json?: boolean }) => {
+    action(ctx, (opts: { config: string; json?: boolean; quiet?: boolean }) => {
       const cfg = loadGatewayConfig(opts.config, { resolveSecrets: false });
       const findings = lintPolicy(cfg);
       const errors = findings.filter((f) => f.level === 'error').length;
       if (opts.json) {
         writeJson(ctx.io, { findings, errors, warnings: findings.length - errors });
       } else {
+        const file = printable(opts.config);
         for (const f of findings) {
           const level = paint(ctx.io, ctx.io.stdout, f.level === 'error' ? 'red' : 'yellow', f.level);
-          ctx.io.stdout.write(`${opts.config}: ${level}: ${formatFinding(f)}\n`);
+          // formatFinding starts with the level, which the painted prefix already shows.
+          const text = formatFinding(f).replace(/^\S+ /, '');
+          ctx.io.stdout.write(`${file}: ${level}: ${printable(text)}\n`);
+        }
+        if (!opts.quiet) {
+          const warnings = findings.length - errors;
+          ctx.io.stdout.write(
+            findings.length === 0
+              ? `policy OK: ${file} (${count(cfg.rules.length, 'rule')}, no findings)\n`
+              : `${file}: ${count(errors, 'error')}, ${count(warnings, 'warning')} in ${count(cfg.rules.length, 'rule')}\n`,
+          );
         }
       }
       return errors > 0 ? ExitCode.problemsFound : ExitCode.ok;
@@ -168,11 +180,11 @@ function report(ctx: CliContext, opts: ExplainOptions, result: ExplainResult): n
     );
   }
   if (code === ExitCode.tokenRejected) {
-    out.write(`deny: ${result.reason} (${result.error?.code})\n`);
+    out.write(`deny: ${printable(result.reason)} (${result.error?.code})\n`);
     return code;
   }
   const p = result.principal;
-  if (p) out.write(`principal: ${describePrincipal(p)}\n`);
+  if (p) out.write(`principal: ${printable(describePrincipal(p))}\n`);
   const text = formatDecision({
     decision: result.decision,
     rule: result.rule,
@@ -183,7 +195,7 @@ function report(ctx: CliContext, opts: ExplainOptions, result: ExplainResult): n
     failures: result.failures,
     nearest: result.nearest,
   });
-  const [head, ...rest] = text.split('\n');
+  const [head, ...rest] = printableLines(text).split('\n');
   out.write(
     `${paint(ctx.io, out, result.decision === 'allow' ? 'green' : 'red', head ?? '')}\n${rest.join('\n')}`,
   );

@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
 import { UsageError } from '../../errors/index.js';
+import { REVOKE_REASON_MAX } from '../../gateway/api.js';
 import { type AdminOptions, tableLines, withAdmin } from '../admin.js';
 import { action, type CliContext, examples } from '../command.js';
-import { type Io, paint, writeJson } from '../output.js';
+import { type Io, paint, printable, writeJson } from '../output.js';
 
 /** A session summary as the admin API returns it (docs/protocol.md). */
 export interface SessionSummary {
@@ -44,7 +45,7 @@ export function registerSessions(program: Command, ctx: CliContext): void {
         return res.body as SessionSummary[];
       });
       if (opts.json) writeJson(ctx.io, list);
-      else ctx.io.stdout.write(formatSessions(ctx.io, list));
+      else ctx.io.stdout.write(formatSessions(ctx.io, list, Boolean(opts.active)));
       return 0;
     }),
   );
@@ -55,13 +56,27 @@ export function registerSessions(program: Command, ctx: CliContext): void {
       .description('end a session now: its tunnels are cut and its end is audited (end_reason revoked)')
       .argument('<id>', 'session id (ses_…)')
       .option('--gateway <url>', 'gateway URL (default CIPORT_GATEWAY)')
+      .option(
+        '--reason <text>',
+        `why, recorded in the session.ended audit event (at most ${REVOKE_REASON_MAX} characters)`,
+      )
       .option('--json', 'print {"state": "ended", "end_reason": …}'),
-    ['ciport sessions revoke ses_3q2XJ0lQ0m5pV6kq1m2cXg --gateway https://ciport.example.com:8443'],
+    [
+      'ciport sessions revoke ses_3q2XJ0lQ0m5pV6kq1m2cXg --gateway https://ciport.example.com:8443',
+      'ciport sessions revoke ses_3q2XJ0lQ0m5pV6kq1m2cXg --reason "INC-1234: runner compromised"',
+    ],
   ).action(
-    action(ctx, async (id: string, opts: AdminOptions) => {
-      if (!/^ses_[A-Za-z0-9_-]{1,64}$/.test(id)) throw new UsageError(`"${id}" is not a session id (ses_…)`);
+    action(ctx, async (id: string, opts: AdminOptions & { reason?: string }) => {
+      if (!/^ses_[A-Za-z0-9_-]{1,64}$/.test(id))
+        throw new UsageError(`"${printable(id)}" is not a session id (ses_…)`);
+      if (opts.reason !== undefined && printable(opts.reason.trim()).length > REVOKE_REASON_MAX) {
+        throw new UsageError(`--reason: at most ${REVOKE_REASON_MAX} characters`);
+      }
       const body = await withAdmin(ctx.io, opts, async (client, token) => {
-        const res = await client.api('POST', `/v1/sessions/${id}/revoke`, { bearer: token });
+        const res = await client.api('POST', `/v1/sessions/${id}/revoke`, {
+          bearer: token,
+          ...(opts.reason !== undefined ? { body: { reason: opts.reason } } : {}),
+        });
         return res.body as { state: string; end_reason: string | null };
       });
       if (opts.json) writeJson(ctx.io, body);
@@ -83,8 +98,8 @@ function who(principal: Record<string, unknown>): string {
   return ref ? `${base}@${String(ref)}` : base;
 }
 
-export function formatSessions(io: Io, sessions: readonly SessionSummary[]): string {
-  if (sessions.length === 0) return 'no sessions in the last 24 hours\n';
+export function formatSessions(io: Io, sessions: readonly SessionSummary[], active = false): string {
+  if (sessions.length === 0) return active ? 'no active sessions\n' : 'no sessions in the last 24 hours\n';
   const rows = sessions.map((s) => [
     s.id,
     s.state,

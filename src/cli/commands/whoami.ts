@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { connectGateway } from '../../client/port.js';
 import { action, type CliContext, examples } from '../command.js';
-import { type Io, paint, writeJson } from '../output.js';
+import { type Io, paint, printable, writeJson } from '../output.js';
 import { type ConnectionFlags, connectionOptions } from './exec.js';
 
 interface WhoamiBody {
@@ -69,8 +69,9 @@ export function printWhoami(io: Io, body: WhoamiBody): void {
   rows.push(['decision', `${d.decision ?? 'unknown'}${d.rule ? ` (rule ${d.rule})` : ''}`]);
   rows.push(['targets', granted.length > 0 ? granted.join(', ') : '(none)']);
   if (d.reason) rows.push(['reason', d.reason.replace(/\s*\n\s*/g, '; ')]);
-  const width = Math.max(...rows.map(([k]) => k.length)) + 1;
-  for (const [k, v] of rows) {
-    io.stdout.write(`${paint(io, io.stdout, 'bold', `${k}:`.padEnd(width))} ${v}\n`);
+  const shown = rows.map(([k, v]) => [printable(`${k}:`), printable(v)] as const);
+  const width = Math.max(...shown.map(([k]) => k.length));
+  for (const [k, v] of shown) {
+    io.stdout.write(`${paint(io, io.stdout, 'bold', k.padEnd(width))} ${v}\n`);
   }
 }
