@@ -5,6 +5,7 @@ import type { Writable } from 'node:stream';
 import { CiportError } from '../errors/errors.js';
 import { type BoundTarget, exportedEnv, type TargetSpec } from './env.js';
 import { GatewayClient, gatewayUrl, trustedCas } from './gateway.js';
+import { rateLimitWaitMs } from './rate-limit-retry.js';
 import { Heartbeat, PortSession, type SessionEnd } from './session.js';
 import { acquireToken, defaultAudience } from './token.js';
 import { TargetListener, type TunnelLog } from './tunnel.js';
@@ -109,6 +110,10 @@ export class Port {
         token,
         targets: options.targets.map((t) => t.name),
         ttl: options.ttl,
+        retry: {
+          maxWaitMs: rateLimitWaitMs(options.env),
+          onRetry: (seconds) => log.warn(`gateway rate limit, retrying in ${seconds}s`),
+        },
       });
     } catch (err) {
       client.close();

@@ -233,11 +233,27 @@ export const gatewayConfigSchema = z
         default_ttl: durationSchema.prefault('15m'),
         lease_timeout: durationSchema.prefault('30s'),
         max_connections: z.int().positive().default(256),
-        /** Session creation per issuer + subject: a token bucket. */
+        /** Session creation: a token bucket per CI job, and a ceiling per issuer. */
         rate_limit: z
           .strictObject({
-            per_minute: z.number().positive().default(10),
-            burst: z.int().positive().default(5),
+            per_minute: z.number().positive().default(30).meta({
+              description:
+                'Sessions one CI job may create per minute (GitLab job_id; GitHub check_run_id, else the run attempt; else the subject).',
+            }),
+            burst: z
+              .int()
+              .positive()
+              .default(10)
+              .meta({ description: 'Sessions one CI job may create at once.' }),
+            per_issuer: z
+              .strictObject({
+                per_minute: z.number().positive().default(600),
+                burst: z.int().positive().default(200),
+              })
+              .prefault({})
+              .meta({
+                description: 'A ceiling over all jobs of one issuer (token bucket: per_minute, burst).',
+              }),
           })
           .prefault({}),
         /** A tunnel connection with no bytes either way for this long is reset. */

@@ -11,7 +11,7 @@ import type { JobLiveness, JobRef } from '../jobs/index.js';
 import type { Decision, Policy } from '../policy/engine.js';
 import type { SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
-import type { RateLimiter } from '../session/rate-limit.js';
+import { jobKey, type SessionRateLimit } from '../session/rate-limit.js';
 import { bearer, tokenInList } from '../session/secret.js';
 import type { SessionRecord, Store } from '../store/types.js';
 import type { AgentHub } from './agent-hub.js';
@@ -25,7 +25,7 @@ export interface ApiDeps {
   policy: Policy;
   manager: SessionManager;
   store: Store;
-  limiter: RateLimiter;
+  limiter: SessionRateLimit;
   log: Logger;
   metrics: GatewayMetrics;
   targets: ReadonlyMap<string, TargetConfig>;
@@ -206,16 +206,17 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
   const issuer = verified.issuer.name;
   const subject = verified.principal.subject ?? '';
 
-  const waitMs = deps.limiter.take(`${issuer}\u0000${subject}`);
-  if (waitMs > 0) {
+  const rate = deps.limiter.take(issuer, jobKey(verified.principal, verified.claims));
+  if (!rate.ok) {
+    const retryAfterS = Math.max(1, Math.ceil(rate.waitMs / 1000));
     deps.metrics.sessionsDenied.inc({ reason: 'CIPORT_E_RATE_LIMITED' });
-    deps.log.warn({ issuer, subject }, 'session refused: rate limited');
+    deps.log.warn({ issuer, subject, scope: rate.scope, key: rate.key }, 'session refused: rate limited');
     throw new CiportError(
       'CIPORT_E_RATE_LIMITED',
-      `too many sessions for ${issuer}/${subject}; retry in ${Math.ceil(waitMs / 1000)} s`,
-      {
-        details: { retry_after_s: Math.ceil(waitMs / 1000) },
-      },
+      rate.scope === 'job'
+        ? `too many sessions for ${rate.key} of ${issuer}; retry in ${retryAfterS} s`
+        : `issuer ${issuer} is at its session ceiling (sessions.rate_limit.per_issuer); retry in ${retryAfterS} s`,
+      { details: { retry_after_s: retryAfterS } },
     );
   }
 

@@ -24,7 +24,7 @@ import { TokenVerifier } from '../identity/verify.js';
 import { JobLiveness } from '../jobs/index.js';
 import { compilePolicy } from '../policy/engine.js';
 import { SessionManager } from '../session/manager.js';
-import { RateLimiter } from '../session/rate-limit.js';
+import { SessionRateLimit } from '../session/rate-limit.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/types.js';
 import { loadTlsMaterial } from '../transport/tls.js';
@@ -180,10 +180,11 @@ export async function startGateway(
   const gatewayAgents = agents;
 
   let draining = false;
-  const limiter = new RateLimiter({
-    perMinute: config.sessions.rate_limit.per_minute,
-    burst: config.sessions.rate_limit.burst,
-    ...(options.now ? { now: options.now } : {}),
+  const rate = config.sessions.rate_limit;
+  const clock = options.now ? { now: options.now } : {};
+  const limiter = new SessionRateLimit({
+    perJob: { perMinute: rate.per_minute, burst: rate.burst, ...clock },
+    perIssuer: { perMinute: rate.per_issuer.per_minute, burst: rate.per_issuer.burst, ...clock },
   });
   const apiDeps: ApiDeps = {
     config,
