@@ -281,6 +281,23 @@ export const gatewayConfigSchema = z
         drain_grace: durationSchema.prefault('10s'),
       })
       .prefault({}),
+    /** What the audit log records of repeated denials (docs/audit.md, "Denials"). */
+    audit: z
+      .strictObject({
+        denials: z
+          .strictObject({
+            window: durationSchema.prefault('1m').meta({
+              description:
+                'Identical denials (issuer, rule, failing claim, project, code) after the first in this window are counted into one session.denied_summary.',
+            }),
+            max_per_issuer: z.int().positive().default(100).meta({
+              description:
+                'session.denied events one issuer may write per window; past it its denials are counted into one overflow summary.',
+            }),
+          })
+          .prefault({}),
+      })
+      .prefault({}),
     issuers: z.array(issuerSchema).default([]),
     targets: z.array(targetSchema).default([]),
     rules: z.array(ruleSchema).default([]),

@@ -1,7 +1,7 @@
 // The JSON API of docs/protocol.md ("Session API"), over HTTP/2 or HTTP/1.1: session creation
 // with an ID token, heartbeat and end with the session secret, list and revoke with an admin
 // token, plus health, readiness and metrics.
-import { auditEvent } from '../audit/events.js';
+import type { DenialLog } from '../audit/denials.js';
 import { parseDuration } from '../config/duration.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
 import { oneTimeCredential } from '../credentials/otp.js';
@@ -26,6 +26,8 @@ export interface ApiDeps {
   manager: SessionManager;
   store: Store;
   limiter: SessionRateLimit;
+  /** Writes `session.denied`, bounded (repeats are summarised). */
+  denials: DenialLog;
   log: Logger;
   metrics: GatewayMetrics;
   targets: ReadonlyMap<string, TargetConfig>;
@@ -234,15 +236,16 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
       { issuer, subject, targets: body.targets, rule, reason: decision.reason },
       'session denied',
     );
-    await deps.store.appendAudit(
-      auditEvent('session.denied', {
+    await deps.denials.record(
+      {
         principal: principalSummary(verified.principal),
         targets: body.targets,
         rule,
         reason: decision.reason,
         error_code: 'CIPORT_E_POLICY_DENIED',
         ...(decision.nearest ? { condition: decision.nearest.message } : {}),
-      }),
+      },
+      decision.nearest?.claim,
     );
     throw new CiportError('CIPORT_E_POLICY_DENIED', decision.reason, {
       details: { decision: decisionJson(decision) },
@@ -258,15 +261,13 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
       { issuer, subject, targets: body.targets, code: err.code, reason: err.message },
       'session denied',
     );
-    await deps.store.appendAudit(
-      auditEvent('session.denied', {
-        principal: principalSummary(verified.principal),
-        targets: body.targets,
-        rule: decision.rule,
-        reason: err.message,
-        error_code: err.code,
-      }),
-    );
+    await deps.denials.record({
+      principal: principalSummary(verified.principal),
+      targets: body.targets,
+      rule: decision.rule,
+      reason: err.message,
+      error_code: err.code,
+    });
   };
   if (deps.liveness) {
     jobRef = deps.liveness.refFor(verified.issuer, verified.claims);

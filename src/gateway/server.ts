@@ -16,6 +16,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import { AuditBacklog } from '../audit/backlog.js';
 import { canonicalJson } from '../audit/canonical.js';
+import { DenialLog } from '../audit/denials.js';
 import { auditEvent } from '../audit/events.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
 import { asCiportError, CiportError, ConfigError } from '../errors/index.js';
@@ -186,6 +187,13 @@ export async function startGateway(
     perJob: { perMinute: rate.per_minute, burst: rate.burst, ...clock },
     perIssuer: { perMinute: rate.per_issuer.per_minute, burst: rate.per_issuer.burst, ...clock },
   });
+  const denials = new DenialLog({
+    append: (event) => store.appendAudit(event),
+    windowMs: config.audit.denials.window,
+    maxPerIssuer: config.audit.denials.max_per_issuer,
+    onError: (err) => log.error({ err: asCiportError(err).message }, 'audit session.denied_summary failed'),
+    ...clock,
+  });
   const apiDeps: ApiDeps = {
     config,
     verifier,
@@ -193,6 +201,7 @@ export async function startGateway(
     manager,
     store,
     limiter,
+    denials,
     log,
     metrics,
     targets,
@@ -412,6 +421,7 @@ export async function startGateway(
         await gatewayAgents.close().catch(() => {});
         exits?.close();
         await closePort(true);
+        await denials.close();
         await store.close();
         log.info({}, 'gateway stopped');
       })();
@@ -426,6 +436,7 @@ export async function startGateway(
         await gatewayAgents.close().catch(() => {});
         exits?.close();
         await closePort(false);
+        await denials.close();
         await store.close();
       })();
       return hardStop;
