@@ -30,14 +30,24 @@ beforeAll(async () => {
     // One session per job every 5 s, one at a time; the issuer's ceiling stays at its default.
     sessions: { default_ttl: '15m', lease_timeout: '30s', rate_limit: { per_minute: 12, burst: 1 } },
     issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
-    targets: [{ name: 'pg', protocol: 'tcp', address: '127.0.0.1:5432' }],
+    targets: [
+      { name: 'pg', protocol: 'tcp', address: '127.0.0.1:5432' },
+      // The gateway speaks PostgreSQL here (one-time password on the local hop; trust upstream).
+      {
+        name: 'pgx',
+        protocol: 'postgres',
+        address: '127.0.0.1:5432',
+        database: 'test',
+        credentials: { user: 'postgres' },
+      },
+    ],
     rules: [
       { name: 'main', issuer: 'gitlab', when: { project_id: '61577203', ref: 'main' }, allow: ['pg'] },
       {
         name: 'budget',
         issuer: 'gitlab',
         when: { project_id: '61577203', ref: 'budget' },
-        allow: ['pg'],
+        allow: ['pg', 'pgx'],
         limits: { bytes: BYTES },
       },
     ],
@@ -54,8 +64,8 @@ afterAll(async () => {
 
 const PSQL = 'psql -h "$CIPORT_PG_HOST" -p "$CIPORT_PG_PORT" -U postgres -d test -X -At';
 
-function exec(token: string, script: string, env: Record<string, string> = {}) {
-  return runCli(['exec', '--gateway', gateway.url, 'pg', '--', 'sh', '-c', script], {
+function exec(token: string, script: string, env: Record<string, string> = {}, target = 'pg') {
+  return runCli(['exec', '--gateway', gateway.url, target, '--', 'sh', '-c', script], {
     env: baseEnv({ CIPORT_ID_TOKEN: token, CIPORT_CA_FILE: gateway.caFile as string, ...env }),
     timeoutMs: 240_000,
   });
@@ -128,5 +138,28 @@ describe('limits.bytes through ciport exec', () => {
       .filter((e) => e.type === 'connection.closed' && e.data.session === session)
       .reduce((n, e) => n + (e.data.bytes_to_target as number) + (e.data.bytes_from_target as number), 0);
     expect(carried).toBeLessThanOrEqual(BYTES);
+  }, 300_000);
+
+  it('cuts a postgres-protocol target the same way (the gateway is the PostgreSQL exit)', async () => {
+    const token = await job(7_300_000, {
+      ref: 'budget',
+      sub: 'project_path:acme/ledger:ref_type:branch:ref:budget',
+    });
+    const psql = 'psql "$DATABASE_URL" -X -At';
+    const script = [
+      `${psql} -c 'select 1'; echo "small=$?"`,
+      `${psql} -c "select repeat('x', 5000000)" > /dev/null; echo "big=$?"`,
+      `${psql} -c 'select 3'; echo "after=$?"`,
+    ].join('; ');
+    const r = await exec(token, script, {}, 'pgx');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('1\nsmall=0');
+    expect(r.stdout).toMatch(/big=[1-9]/);
+    expect(r.stdout).toMatch(/after=[1-9]/);
+    expect(r.stderr).toMatch(/byte limit \(CIPORT_E_BYTE_LIMIT\)/);
+    const events = await gateway.store.auditEvents({ limit: 10_000 });
+    const exceeded = events.filter((e) => e.type === 'session.limit_exceeded' && e.data.target === 'pgx');
+    expect(exceeded).toHaveLength(1);
+    expect(exceeded[0]?.data.bytes as number).toBeLessThanOrEqual(BYTES);
   }, 300_000);
 });
