@@ -209,11 +209,14 @@ class Tunnel implements SessionConnection {
   }
 
   /**
-   * Count this stream's bytes against the session's byte budget from now on (once it is open:
-   * refusal bodies are not traffic). A chunk that would cross it is dropped and the stream reset.
+   * Count this stream's bytes against the session's byte budget (rule `limits.bytes`) from now
+   * on (once it is open: refusal bodies are not traffic). A chunk that would cross it is dropped
+   * and the stream reset.
    */
   #meter(): void {
     const budget = this.#live.bytes;
+    // Without a limit there is nothing to enforce: the data path stays as it was.
+    if (budget.limit === undefined) return;
     this.#metered = meterStream(
       this.#stream,
       (n) => budget.charge(n),
@@ -228,7 +231,6 @@ class Tunnel implements SessionConnection {
     if (budget.reported) return;
     budget.reported = true;
     const record = this.#live.record;
-    this.#deps.metrics.tunnelsRefused.inc({ code: 'CIPORT_E_BYTE_LIMIT' });
     this.#deps.log.warn(
       { session: record.id, connection: this.id, target: this.target, max: budget.limit, bytes: budget.used },
       'session byte limit reached: its connections are reset and new ones refused',

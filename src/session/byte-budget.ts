@@ -11,7 +11,7 @@ export class ByteBudget {
   reported = false;
   #exceeded = false;
 
-  /** `limit` undefined: count only. */
+  /** `limit` undefined: no limit (the gateway does not meter such sessions). */
   constructor(readonly limit: number | undefined) {}
 
   get exceeded(): boolean {
