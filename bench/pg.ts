@@ -181,7 +181,7 @@ export async function benchPg(rounds: number): Promise<string> {
       config,
       `listen: 127.0.0.1:0
 data_dir: ${join(dir, 'data')}
-sessions: {rate_limit: {per_minute: 100000, burst: 100000}, max_connections: 1000}
+sessions: {rate_limit: {per_minute: 100000, burst: 100000, per_issuer: {per_minute: 100000, burst: 100000}}, max_connections: 1000}
 issuers:
   - {name: bench, kind: gitlab, issuer: ${ISSUER}, audience: ciport-bench, jwks_file: ${join(dir, 'jwks.json')}}
 targets:

@@ -167,7 +167,7 @@ export async function benchTunnel(rounds: number): Promise<string> {
       `listen: 127.0.0.1:0
 data_dir: ${join(dir, 'data')}
 admin_tokens: [{env: CIPORT_BENCH_ADMIN_TOKEN}]
-sessions: {rate_limit: {per_minute: 100000, burst: 100000}}
+sessions: {rate_limit: {per_minute: 100000, burst: 100000, per_issuer: {per_minute: 100000, burst: 100000}}}
 issuers:
   - {name: bench, kind: gitlab, issuer: ${ISSUER}, audience: ciport-bench, jwks_file: ${join(dir, 'jwks.json')}}
 targets:

@@ -5,7 +5,9 @@ import type { JsonObject } from './canonical.js';
 
 export const AUDIT_EVENT_TYPES = [
   'session.denied',
+  'session.denied_summary',
   'session.opened',
+  'session.limit_exceeded',
   'session.ended',
   'connection.opened',
   'connection.closed',
@@ -86,6 +88,51 @@ export type SessionDeniedData = Base & {
   error_code: string;
   /** The first failing condition, for denials by policy. */
   condition?: string;
+};
+
+/**
+ * Denials not written one by one (docs/audit.md, "Denials"): identical denials (issuer, rule,
+ * failing condition, project, code) after the first of a window, or every denial of an issuer
+ * past its per-window ceiling (`overflow`). `count` of them, between `first_at` and `last_at`.
+ */
+export type SessionDeniedSummaryData = Base & {
+  issuer: string;
+  /** Project path and id (null when the issuer has no projects, or for `overflow`). */
+  project: string | null;
+  project_id: string | null;
+  rule: string | null;
+  error_code: string;
+  /** The failing claim (policy denials), without the token's value. */
+  condition_claim?: string;
+  /** Denials summarised (not written as `session.denied`). */
+  count: number;
+  /** ISO 8601. */
+  first_at: string;
+  last_at: string;
+  window_ms: number;
+  /** Up to 10 distinct refs and subjects seen, and how many distinct ones there were (capped). */
+  refs: string[];
+  distinct_refs: number;
+  subjects: string[];
+  distinct_subjects: number;
+  /** The issuer's per-window ceiling was reached: any rule, condition and project. */
+  overflow?: boolean;
+};
+
+/** A session went past a limit of its rule (`limits.bytes`): the crossing stream was reset. */
+export type SessionLimitExceededData = Base & {
+  session: string;
+  principal: PrincipalSummary;
+  rule: string | null;
+  /** Which limit: `bytes`. */
+  limit: 'bytes';
+  /** The rule's limit. */
+  max: number;
+  /** Bytes carried when it was reached (both ways, all connections, through this gateway). */
+  bytes: number;
+  /** The connection whose chunk would have crossed it. */
+  connection: string;
+  target: string;
 };
 
 export type SessionOpenedData = Base & {
@@ -261,6 +308,8 @@ export type ReviewAttestedData = Base & {
 
 export interface AuditDataMap {
   'session.denied': SessionDeniedData;
+  'session.denied_summary': SessionDeniedSummaryData;
+  'session.limit_exceeded': SessionLimitExceededData;
   'session.opened': SessionOpenedData;
   'session.ended': SessionEndedData;
   'connection.opened': ConnectionOpenedData;

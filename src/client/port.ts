@@ -10,6 +10,7 @@ import { advertisedAudience } from './audience.js';
 import { type BoundTarget, exportedEnv, type TargetSpec } from './env.js';
 import { GatewayClient, gatewayUrl, trustedCas } from './gateway.js';
 import { sameUserCheck } from './peer-uid.js';
+import { rateLimitWaitMs } from './rate-limit-retry.js';
 import { Heartbeat, PortSession, type SessionEnd, type SessionInfo } from './session.js';
 import { acquireToken } from './token.js';
 import { TargetListener, type TunnelLog } from './tunnel.js';
@@ -136,6 +137,10 @@ export class Port {
         token,
         targets: options.targets.map((t) => t.name),
         ttl: options.ttl,
+        retry: {
+          maxWaitMs: rateLimitWaitMs(options.env),
+          onRetry: (seconds) => log.warn(`gateway rate limit, retrying in ${seconds}s`),
+        },
       });
     } catch (err) {
       client.close();

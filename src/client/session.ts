@@ -4,7 +4,8 @@
 import { z } from 'zod';
 import { CiportError } from '../errors/errors.js';
 import { GatewayError, GatewayUnreachableError } from './errors.js';
-import type { GatewayClient } from './gateway.js';
+import { type ApiResponse, errorFromResponse, type GatewayClient } from './gateway.js';
+import { type RateLimitRetry, retryAfterMs } from './rate-limit-retry.js';
 
 export const PROTOCOLS = ['postgres', 'mysql', 'redis', 'http', 'tcp'] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
@@ -58,6 +59,8 @@ export interface CreateSessionOptions {
   token: string;
   targets: string[];
   ttl?: string | undefined;
+  /** Retry a 429 (gateway rate limit) after its Retry-After, within a total wait. */
+  retry?: RateLimitRetry | undefined;
 }
 
 export class PortSession {
@@ -76,7 +79,7 @@ export class PortSession {
     const body: Record<string, unknown> = {};
     if (options.targets.length > 0) body.targets = options.targets;
     if (options.ttl !== undefined) body.ttl = options.ttl;
-    const res = await gateway.api('POST', '/v1/sessions', { bearer: options.token, body });
+    const res = await createWithRetry(gateway, options.token, body, options.retry);
     const parsed = sessionSchema.safeParse(res.body);
     if (!parsed.success) {
       throw new CiportError(
@@ -171,6 +174,34 @@ export class PortSession {
       return this.markEnded(typeof reason === 'string' ? reason : 'client_end');
     }
     throw new GatewayError(res.status, undefined, `ending session ${this.id} answered HTTP ${res.status}`);
+  }
+}
+
+/** POST /v1/sessions; a 429 is retried after its Retry-After while the total wait allows. */
+async function createWithRetry(
+  gateway: GatewayClient,
+  token: string,
+  body: Record<string, unknown>,
+  retry: RateLimitRetry | undefined,
+): Promise<ApiResponse> {
+  const sleep = retry?.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  let waited = 0;
+  for (let attempt = 0; ; attempt++) {
+    const res = await gateway.request('POST', '/v1/sessions', { bearer: token, body });
+    if (res.status >= 200 && res.status < 300) return res;
+    if (res.status === 429 && retry) {
+      // Without Retry-After (a proxy's 429): 1 s, 2 s, 4 s…
+      const base = retryAfterMs(res.headers['retry-after']) ?? 1000 * 2 ** Math.min(attempt, 5);
+      // Up to 10 % more, so that jobs refused together do not return together.
+      const waitMs = Math.max(base, 1000) + Math.floor(Math.random() * Math.max(base, 1000) * 0.1);
+      if (waited + waitMs <= retry.maxWaitMs) {
+        retry.onRetry?.(Math.max(1, Math.round(waitMs / 1000)));
+        await sleep(waitMs);
+        waited += waitMs;
+        continue;
+      }
+    }
+    throw errorFromResponse(res, 'POST /v1/sessions');
   }
 }
 

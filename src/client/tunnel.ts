@@ -59,7 +59,8 @@ const RST_REASONS: Record<number, string> = {
   [h2.NGHTTP2_CANCEL]: 'the gateway cancelled the stream (session ended or idle timeout)',
   [h2.NGHTTP2_CONNECT_ERROR]: 'the connection to the target failed',
   [h2.NGHTTP2_REFUSED_STREAM]: 'the gateway refused the stream',
-  [h2.NGHTTP2_ENHANCE_YOUR_CALM]: 'the gateway is shedding load',
+  [h2.NGHTTP2_ENHANCE_YOUR_CALM]:
+    "the session reached its rule's byte limit (CIPORT_E_BYTE_LIMIT): its connections are cut and new ones refused",
   [h2.NGHTTP2_INTERNAL_ERROR]: 'the gateway failed, or the agent carrying the connection went away',
 };
 
@@ -399,6 +400,10 @@ export class TargetListener {
       (result) => {
         if (stream?.rstCode && stream.rstCode !== h2.NGHTTP2_NO_ERROR && !this.#closing) {
           this.#options.onTrouble?.(undefined, undefined);
+          const why = RST_REASONS[stream.rstCode];
+          if (stream.rstCode === h2.NGHTTP2_ENHANCE_YOUR_CALM && why && this.#quietFor(why)) {
+            log.warn(`${target}: connection ${id} closed: ${why}`);
+          }
         }
         finish(result.kind === 'session' && result.error ? result.error.message : undefined);
       },

@@ -324,11 +324,27 @@ export const gatewayConfigSchema = z
           .positive()
           .default(256)
           .meta({ description: 'Tunnel connections one session may have open at once.' }),
-        /** Session creation per issuer + subject: a token bucket. */
+        /** Session creation: a token bucket per CI job, and a ceiling per issuer. */
         rate_limit: z
           .strictObject({
-            per_minute: z.number().positive().default(10),
-            burst: z.int().positive().default(5),
+            per_minute: z.number().positive().default(30).meta({
+              description:
+                'Sessions one CI job may create per minute (GitLab job_id; GitHub check_run_id, else the run attempt; else the subject).',
+            }),
+            burst: z
+              .int()
+              .positive()
+              .default(10)
+              .meta({ description: 'Sessions one CI job may create at once.' }),
+            per_issuer: z
+              .strictObject({
+                per_minute: z.number().positive().default(600),
+                burst: z.int().positive().default(200),
+              })
+              .prefault({})
+              .meta({
+                description: 'A ceiling over all jobs of one issuer (token bucket: per_minute, burst).',
+              }),
           })
           .prefault({}),
         connection_idle_timeout: durationSchema
@@ -389,6 +405,23 @@ export const gatewayConfigSchema = z
               "condition: the failing condition's claim and the token's own value, no expected values " +
               'or rule names; full: everything `policy explain` shows (docs/policy.md).',
           }),
+      })
+      .prefault({}),
+    /** What the audit log records of repeated denials (docs/audit.md, "Denials"). */
+    audit: z
+      .strictObject({
+        denials: z
+          .strictObject({
+            window: durationSchema.prefault('1m').meta({
+              description:
+                'Identical denials (issuer, rule, failing claim, project, code) after the first in this window are counted into one session.denied_summary.',
+            }),
+            max_per_issuer: z.int().positive().default(100).meta({
+              description:
+                'session.denied events one issuer may write per window; past it its denials are counted into one overflow summary.',
+            }),
+          })
+          .prefault({}),
       })
       .prefault({}),
   })

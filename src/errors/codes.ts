@@ -65,6 +65,7 @@ export const ERROR_CODES = {
   CIPORT_E_TARGET_NOT_GRANTED: { exit: ExitCode.denied, http: 403 },
   CIPORT_E_TARGET_UNKNOWN: { exit: ExitCode.usage, http: 404 },
   CIPORT_E_CONNECTION_LIMIT: { exit: ExitCode.denied, http: 429 },
+  CIPORT_E_BYTE_LIMIT: { exit: ExitCode.denied, http: 429 },
   CIPORT_E_UPSTREAM_UNREACHABLE: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_UPSTREAM_AUTH: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_HTTP_UPSTREAM: { exit: ExitCode.unreachable, http: 502 },

@@ -1,7 +1,7 @@
 // The JSON API of docs/protocol.md ("Session API"), over HTTP/2 or HTTP/1.1: session creation
 // with an ID token, heartbeat and end with the session secret, list and revoke with an admin
 // token, plus health, readiness and metrics.
-import { auditEvent } from '../audit/events.js';
+import type { DenialLog } from '../audit/denials.js';
 import { parseDuration } from '../config/duration.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
 import { oneTimeCredential } from '../credentials/otp.js';
@@ -12,7 +12,7 @@ import { type DiscloseLevel, disclosedDecision, disclosedReason } from '../polic
 import type { Decision, Policy } from '../policy/engine.js';
 import type { SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
-import type { RateLimiter } from '../session/rate-limit.js';
+import { jobKey, type SessionRateLimit } from '../session/rate-limit.js';
 import { bearer, tokenInList } from '../session/secret.js';
 import type { SessionRecord, Store } from '../store/types.js';
 import { printable } from '../text/printable.js';
@@ -28,7 +28,9 @@ export interface ApiDeps {
   policy: Policy;
   manager: SessionManager;
   store: Store;
-  limiter: RateLimiter;
+  limiter: SessionRateLimit;
+  /** Writes `session.denied`, bounded (repeats are summarised). */
+  denials: DenialLog;
   log: Logger;
   metrics: GatewayMetrics;
   targets: ReadonlyMap<string, TargetConfig>;
@@ -211,16 +213,17 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
   const issuer = verified.issuer.name;
   const subject = verified.principal.subject ?? '';
 
-  const waitMs = deps.limiter.take(`${issuer}\u0000${subject}`);
-  if (waitMs > 0) {
+  const rate = deps.limiter.take(issuer, jobKey(verified.principal, verified.claims));
+  if (!rate.ok) {
+    const retryAfterS = Math.max(1, Math.ceil(rate.waitMs / 1000));
     deps.metrics.sessionsDenied.inc({ reason: 'CIPORT_E_RATE_LIMITED' });
-    deps.log.warn({ issuer, subject }, 'session refused: rate limited');
+    deps.log.warn({ issuer, subject, scope: rate.scope, key: rate.key }, 'session refused: rate limited');
     throw new CiportError(
       'CIPORT_E_RATE_LIMITED',
-      `too many sessions for ${issuer}/${subject}; retry in ${Math.ceil(waitMs / 1000)} s`,
-      {
-        details: { retry_after_s: Math.ceil(waitMs / 1000) },
-      },
+      rate.scope === 'job'
+        ? `too many sessions for ${rate.key} of ${issuer}; retry in ${retryAfterS} s`
+        : `issuer ${issuer} is at its session ceiling (sessions.rate_limit.per_issuer); retry in ${retryAfterS} s`,
+      { details: { retry_after_s: retryAfterS } },
     );
   }
 
@@ -238,15 +241,16 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
       { issuer, subject, targets: body.targets, rule, reason: decision.reason },
       'session denied',
     );
-    await deps.store.appendAudit(
-      auditEvent('session.denied', {
+    await deps.denials.record(
+      {
         principal: principalSummary(verified.principal),
         targets: body.targets,
         rule,
         reason: decision.reason,
         error_code: 'CIPORT_E_POLICY_DENIED',
         ...(decision.nearest ? { condition: decision.nearest.message } : {}),
-      }),
+      },
+      decision.nearest?.claim,
     );
     // The operator's log and audit above keep the full reason; the job gets the disclosed one.
     throw new CiportError('CIPORT_E_POLICY_DENIED', disclosedReason(decision, discloseLevel(deps)), {
@@ -263,15 +267,13 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
       { issuer, subject, targets: body.targets, code: err.code, reason: err.message },
       'session denied',
     );
-    await deps.store.appendAudit(
-      auditEvent('session.denied', {
-        principal: principalSummary(verified.principal),
-        targets: body.targets,
-        rule: decision.rule,
-        reason: err.message,
-        error_code: err.code,
-      }),
-    );
+    await deps.denials.record({
+      principal: principalSummary(verified.principal),
+      targets: body.targets,
+      rule: decision.rule,
+      reason: err.message,
+      error_code: err.code,
+    });
   };
   if (deps.liveness) {
     jobRef = deps.liveness.refFor(verified.issuer, verified.claims);

@@ -16,6 +16,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import { AuditBacklog } from '../audit/backlog.js';
 import { canonicalJson } from '../audit/canonical.js';
+import { DenialLog } from '../audit/denials.js';
 import { auditEvent } from '../audit/events.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
 import { asCiportError, CiportError, ConfigError } from '../errors/index.js';
@@ -24,7 +25,7 @@ import { TokenVerifier } from '../identity/verify.js';
 import { JobLiveness } from '../jobs/index.js';
 import { compilePolicy } from '../policy/engine.js';
 import { SessionManager } from '../session/manager.js';
-import { RateLimiter } from '../session/rate-limit.js';
+import { SessionRateLimit } from '../session/rate-limit.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/types.js';
 import { loadTlsMaterial } from '../transport/tls.js';
@@ -196,10 +197,18 @@ export async function startGateway(
   const gatewayExits = exits;
 
   let draining = false;
-  const limiter = new RateLimiter({
-    perMinute: config.sessions.rate_limit.per_minute,
-    burst: config.sessions.rate_limit.burst,
-    ...(options.now ? { now: options.now } : {}),
+  const rate = config.sessions.rate_limit;
+  const clock = options.now ? { now: options.now } : {};
+  const limiter = new SessionRateLimit({
+    perJob: { perMinute: rate.per_minute, burst: rate.burst, ...clock },
+    perIssuer: { perMinute: rate.per_issuer.per_minute, burst: rate.per_issuer.burst, ...clock },
+  });
+  const denials = new DenialLog({
+    append: (event) => store.appendAudit(event),
+    windowMs: config.audit.denials.window,
+    maxPerIssuer: config.audit.denials.max_per_issuer,
+    onError: (err) => log.error({ err: asCiportError(err).message }, 'audit session.denied_summary failed'),
+    ...clock,
   });
   const apiDeps: ApiDeps = {
     config,
@@ -208,6 +217,7 @@ export async function startGateway(
     manager,
     store,
     limiter,
+    denials,
     log,
     metrics,
     targets,
@@ -486,6 +496,7 @@ export async function startGateway(
         await gatewayAgents.close().catch(() => {});
         exits?.close();
         await closePort(true);
+        await denials.close();
         await store.close();
         log.info({}, 'gateway stopped');
       })();
@@ -500,6 +511,7 @@ export async function startGateway(
         await gatewayAgents.close().catch(() => {});
         exits?.close();
         await closePort(false);
+        await denials.close();
         await store.close();
       })();
       return hardStop;

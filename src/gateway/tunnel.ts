@@ -40,6 +40,7 @@ import type { GatewayExits } from './exits.js';
 import { sendError } from './http.js';
 import type { Logger } from './logger.js';
 import type { GatewayMetrics } from './metrics.js';
+import { type Metered, meterStream } from './stream-meter.js';
 
 export const SESSION_HEADER = 'ciport-session';
 
@@ -177,6 +178,8 @@ class Tunnel implements SessionConnection {
   #upstream: Socket | undefined;
   /** Byte counts for protocols that do not expose one upstream socket (postgres, http). */
   #bytes: { up: number; down: number } | undefined;
+  /** What the stream itself carried (tcp, redis: bytes that reached the app or came from it). */
+  #metered: Metered | undefined;
   #opened = false;
   #startedAt = Date.now();
   /** Why it closed abnormally, for `connection.closed`. */
@@ -220,6 +223,57 @@ class Tunnel implements SessionConnection {
   #reset(code: number): void {
     resetStream(this.#stream, code);
     this.#upstream?.destroy();
+  }
+
+  /**
+   * Count this stream's bytes against the session's byte budget (rule `limits.bytes`) from now
+   * on (once it is open: refusal bodies are not traffic). A chunk that would cross it is dropped
+   * and the stream reset.
+   */
+  #meter(): void {
+    const budget = this.#live.bytes;
+    // Without a limit there is nothing to enforce: the data path stays as it was.
+    if (budget.limit === undefined) return;
+    this.#metered = meterStream(
+      this.#stream,
+      (n) => budget.charge(n),
+      () => this.#overLimit(),
+    );
+  }
+
+  /** The session's byte budget is spent: reset this stream and, the first time, the others. */
+  #overLimit(): void {
+    this.#cutForLimit();
+    const budget = this.#live.bytes;
+    if (budget.reported) return;
+    budget.reported = true;
+    const record = this.#live.record;
+    this.#deps.log.warn(
+      { session: record.id, connection: this.id, target: this.target, max: budget.limit, bytes: budget.used },
+      'session byte limit reached: its connections are reset and new ones refused',
+    );
+    for (const c of this.#live.connections) if (c instanceof Tunnel && c !== this) c.#cutForLimit();
+    this.#deps.store
+      .appendAudit(
+        auditEvent('session.limit_exceeded', {
+          session: record.id,
+          principal: principalSummary(record.principal),
+          rule: record.rule,
+          limit: 'bytes',
+          max: budget.limit ?? 0,
+          bytes: budget.used,
+          connection: this.id,
+          target: this.target,
+        }),
+      )
+      .catch((err) =>
+        this.#deps.log.error({ session: record.id, err: (err as Error).message }, 'audit limit failed'),
+      );
+  }
+
+  #cutForLimit(): void {
+    this.#error ??= `session byte limit reached (CIPORT_E_BYTE_LIMIT, ${this.#live.bytes.limit} bytes)`;
+    this.#reset(h2.NGHTTP2_ENHANCE_YOUR_CALM);
   }
 
   async run(refuse: (err: CiportError) => void): Promise<void> {
@@ -276,6 +330,7 @@ class Tunnel implements SessionConnection {
     // compat request/response, two pipelines and ours all listen for 'close'.
     this.#stream.setMaxListeners(32);
     this.#stream.respond({ ':status': 200 });
+    this.#meter();
     log.info({ session: this.#live.id, connection: this.id, target: this.target }, 'tunnel opened');
     void this.#audit('connection.opened');
 
@@ -316,6 +371,7 @@ class Tunnel implements SessionConnection {
     this.#deps.metrics.tunnelsOpened.inc({ target: this.target });
     this.#stream.setMaxListeners(32);
     this.#stream.respond({ ':status': 200 });
+    this.#meter();
     this.#stream.on('error', () => {});
     this.#stream.on('aborted', () => this.#clientReset());
     this.#stream.setTimeout(this.#deps.idleTimeoutMs, () => {
@@ -443,6 +499,7 @@ class Tunnel implements SessionConnection {
       signal: AbortSignal.any([this.#dialAbort.signal, this.#live.abort.signal]),
       ...(observer ? { onClientData: (chunk: Buffer) => observer.push(chunk), room: this.#room } : {}),
       onOpen: (agent) => {
+        this.#meter();
         sticky.set(key, agent.id);
         this.#agent = agent;
         this.#opened = true;
@@ -539,8 +596,8 @@ class Tunnel implements SessionConnection {
 
   async #closed(): Promise<void> {
     const upstream = this.#upstream;
-    const up = this.#bytes ? this.#bytes.up : (upstream?.bytesWritten ?? 0);
-    const down = this.#bytes ? this.#bytes.down : (upstream?.bytesRead ?? 0);
+    const up = this.#bytes ? this.#bytes.up : (this.#metered?.in ?? upstream?.bytesWritten ?? 0);
+    const down = this.#bytes ? this.#bytes.down : (this.#metered?.out ?? upstream?.bytesRead ?? 0);
     const { metrics, manager, log } = this.#deps;
     metrics.tunnelsActive.dec();
     metrics.tunnelBytes.inc({ target: this.target, direction: 'up' }, up);

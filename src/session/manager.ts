@@ -11,6 +11,7 @@ import type { VerifiedToken } from '../identity/verify.js';
 import type { JobLiveness, JobRef } from '../jobs/index.js';
 import type { Decision, Policy } from '../policy/engine.js';
 import type { SessionRecord, Store } from '../store/types.js';
+import { ByteBudget } from './byte-budget.js';
 import { principalJson, principalSummary } from './principal.js';
 import { type EndReason, storeReason } from './reasons.js';
 import { hashSecret, newSessionId, newSessionSecret, secretMatches } from './secret.js';
@@ -39,14 +40,17 @@ export class LiveSession {
   /** Aborted when the session starts ending: pending upstream dials give up. */
   readonly abort = new AbortController();
   maxConnections: number;
+  /** Bytes its tunnels carried through this gateway, against the rule's `limits.bytes`. */
+  readonly bytes: ByteBudget;
   timer: NodeJS.Timeout | undefined;
   ending: Promise<SessionRecord | undefined> | undefined;
   /** Set as soon as ending starts, before the store has recorded it. */
   endingReason: EndReason | undefined;
 
-  constructor(record: SessionRecord, maxConnections: number) {
+  constructor(record: SessionRecord, maxConnections: number, maxBytes?: number) {
     this.record = record;
     this.maxConnections = maxConnections;
+    this.bytes = new ByteBudget(maxBytes);
   }
 
   get id(): string {
@@ -419,6 +423,12 @@ export class SessionManager {
    */
   attach(live: LiveSession, connection: SessionConnection): void {
     if (live.ending) throw ended({ id: live.id, endReason: live.endingReason ?? live.record.endReason });
+    if (live.bytes.exceeded) {
+      throw new CiportError(
+        'CIPORT_E_BYTE_LIMIT',
+        `session ${live.id} has carried its byte limit (${live.bytes.limit} bytes); it accepts no more connections`,
+      );
+    }
     if (live.connections.size >= live.maxConnections) {
       throw new CiportError(
         'CIPORT_E_CONNECTION_LIMIT',
@@ -495,7 +505,8 @@ export class SessionManager {
   #adopt(record: SessionRecord): LiveSession {
     const existing = this.#live.get(record.id);
     if (existing) return existing;
-    const live = new LiveSession(record, this.#connectionLimit(record));
+    const limits = record.rule ? this.#policy.rule(record.rule)?.limits : undefined;
+    const live = new LiveSession(record, this.#connectionLimit(record), limits?.bytes ?? undefined);
     this.#live.set(record.id, live);
     this.#metrics.sessionsActive.set(this.#live.size);
     this.#schedule(live);

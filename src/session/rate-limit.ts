@@ -1,6 +1,12 @@
-// Token buckets keyed by a string (issuer + subject for session creation). Each key holds
-// `burst` tokens and regains `perMinute` tokens a minute; a request takes one. Full buckets are
-// forgotten, so the map only holds keys that were used recently.
+// Token buckets keyed by a string. Each key holds `burst` tokens and regains `perMinute` tokens a
+// minute; a request takes one. Full buckets are forgotten, so the map only holds keys that were
+// used recently.
+//
+// Session creation (SessionRateLimit) takes from two buckets: the job's (one CI job hammering)
+// and its issuer's (a ceiling over all jobs). Keyed on the job, not on `sub`: GitLab's `sub` is
+// project + ref, so every parallel job of a branch would share one bucket.
+import type { Claims } from '../identity/claim-values.js';
+import type { Principal } from '../identity/principal.js';
 
 export interface RateLimitOptions {
   perMinute: number;
@@ -27,18 +33,20 @@ export class RateLimiter {
 
   /** Take one token for `key`: 0 when allowed, otherwise ms until a token is available. */
   take(key: string): number {
+    const waitMs = this.wait(key);
+    if (waitMs === 0) (this.#buckets.get(key) as Bucket).tokens -= 1;
+    return waitMs;
+  }
+
+  /** Like take() without taking: 0 when a token is available, otherwise ms until one is. */
+  wait(key: string): number {
     const now = this.#now();
     this.#sweep(now);
     const b = this.#buckets.get(key) ?? { tokens: this.#burst, at: now };
     b.tokens = Math.min(this.#burst, b.tokens + (now - b.at) * this.#perMs);
     b.at = now;
-    if (b.tokens >= 1) {
-      b.tokens -= 1;
-      this.#buckets.set(key, b);
-      return 0;
-    }
     this.#buckets.set(key, b);
-    return Math.ceil((1 - b.tokens) / this.#perMs);
+    return b.tokens >= 1 ? 0 : Math.ceil((1 - b.tokens) / this.#perMs);
   }
 
   #lastSweep = 0;
@@ -49,4 +57,47 @@ export class RateLimiter {
       if (b.tokens + (now - b.at) * this.#perMs >= this.#burst) this.#buckets.delete(key);
     }
   }
+}
+
+export type RateDecision = { ok: true } | { ok: false; scope: 'job' | 'issuer'; key: string; waitMs: number };
+
+export interface SessionRateLimitOptions {
+  perJob: RateLimitOptions;
+  perIssuer: RateLimitOptions;
+}
+
+export class SessionRateLimit {
+  readonly #job: RateLimiter;
+  readonly #issuer: RateLimiter;
+
+  constructor(options: SessionRateLimitOptions) {
+    this.#job = new RateLimiter(options.perJob);
+    this.#issuer = new RateLimiter(options.perIssuer);
+  }
+
+  /** One session creation by `job` (see jobKey) of `issuer`: takes from both buckets or neither. */
+  take(issuer: string, job: string): RateDecision {
+    const key = `${issuer}\u0000${job}`;
+    const jobWait = this.#job.wait(key);
+    if (jobWait > 0) return { ok: false, scope: 'job', key: job, waitMs: jobWait };
+    const issuerWait = this.#issuer.wait(issuer);
+    if (issuerWait > 0) return { ok: false, scope: 'issuer', key: issuer, waitMs: issuerWait };
+    this.#job.take(key);
+    this.#issuer.take(issuer);
+    return { ok: true };
+  }
+}
+
+/**
+ * The CI job behind a token, as far as the token tells: GitLab `job_id` (GitHub `check_run_id`
+ * when sent); GitHub without it: the run attempt (`run_id` + `run_attempt`, with `sub`: jobs of
+ * one run attempt cannot be told apart); otherwise the subject (a generic OIDC client).
+ */
+export function jobKey(principal: Principal, claims: Claims): string {
+  if (principal.job_id) return `job:${principal.job_id}`;
+  const attempt = claims.run_attempt;
+  if (principal.kind === 'github' && principal.pipeline_id) {
+    return `run:${principal.pipeline_id}:${typeof attempt === 'string' || typeof attempt === 'number' ? attempt : ''}:${principal.subject ?? ''}`;
+  }
+  return `sub:${principal.subject ?? ''}`;
 }

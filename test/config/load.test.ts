@@ -140,6 +140,7 @@ describe('JSON Schema', () => {
     expect(Object.keys(schema.properties).sort()).toEqual(
       [
         'admin_tokens',
+        'audit',
         'data_dir',
         'issuers',
         'listen',

@@ -314,7 +314,7 @@ describe('admin API', () => {
 });
 
 describe('rate limit', () => {
-  it('limits session creation per issuer and subject with 429', async () => {
+  it('limits session creation per CI job with 429 and Retry-After; other jobs of the same sub are not held up', async () => {
     const limited = await startHarness({ sessions: { rate_limit: { per_minute: 1, burst: 2 } } });
     try {
       const c = await limited.client();
@@ -324,10 +324,32 @@ describe('rate limit', () => {
       const third = await api(c, 'POST', '/v1/sessions', { bearer: token, body: {} });
       expect(third.status).toBe(429);
       expect(third.body.error.code).toBe('CIPORT_E_RATE_LIMITED');
-      expect(Number(third.headers['retry-after'])).toBeGreaterThan(0);
-      // Another subject has its own bucket.
-      const other = await limited.token({ sub: 'project_path:acme/other:ref_type:branch:ref:main' });
-      expect((await api(c, 'POST', '/v1/sessions', { bearer: other, body: {} })).status).toBe(201);
+      expect(third.body.error.message).toContain('job:8222997048');
+      expect(Number(third.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      // Another job of the same project and branch (same GitLab `sub`) has its own bucket.
+      const sibling = await limited.token({ job_id: '8222997049' });
+      expect((await api(c, 'POST', '/v1/sessions', { bearer: sibling, body: {} })).status).toBe(201);
+    } finally {
+      await limited.stop();
+    }
+  });
+
+  it('keeps a ceiling per issuer over all its jobs', async () => {
+    const limited = await startHarness({
+      sessions: { rate_limit: { per_minute: 100, burst: 100, per_issuer: { per_minute: 1, burst: 3 } } },
+    });
+    try {
+      const c = await limited.client();
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const token = await limited.token({ job_id: String(9_000_000 + i) });
+        statuses.push((await api(c, 'POST', '/v1/sessions', { bearer: token, body: {} })).status);
+      }
+      expect(statuses).toEqual([201, 201, 201, 429, 429]);
+      const token = await limited.token({ job_id: '9100000' });
+      const refused = await api(c, 'POST', '/v1/sessions', { bearer: token, body: {} });
+      expect(refused.body.error.message).toContain('issuer gitlab is at its session ceiling');
+      expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
     } finally {
       await limited.stop();
     }

@@ -1,0 +1,80 @@
+// Counts the DATA bytes of one tunnel stream, both ways, at the one place every exit's bytes pass
+// on the gateway — its own exits and the agents' alike: what the client sends enters the stream
+// through push(), what goes back leaves through _write/_writev. Wrapping those two on the stream
+// (instead of piping through a Transform) leaves every exit unchanged and costs one call per
+// chunk. A refused chunk is dropped, never carried; `onRefused` then resets the stream.
+//
+// Once refused, writes are held (their callbacks never run): Node's close(code) ends the writable
+// side first, and an END_STREAM that goes out before the RST_STREAM would close a stream the
+// client has half-closed cleanly, so the app would read a truncated answer as a normal end.
+import type { ServerHttp2Stream } from 'node:http2';
+
+type Charge = (n: number) => boolean;
+
+interface WritableInternals {
+  _write(chunk: unknown, encoding: BufferEncoding, cb: (err?: Error | null) => void): void;
+  _writev?(chunks: { chunk: unknown; encoding: BufferEncoding }[], cb: (err?: Error | null) => void): void;
+  push(chunk: unknown, encoding?: BufferEncoding): boolean;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+const size = (chunk: unknown): number =>
+  typeof chunk === 'string' ? Buffer.byteLength(chunk) : ((chunk as Uint8Array | null)?.byteLength ?? 0);
+
+/** Bytes the stream carried: `in` from the client, `out` to it. */
+export interface Metered {
+  in: number;
+  out: number;
+}
+
+export function meterStream(stream: ServerHttp2Stream, charge: Charge, onRefused: () => void): Metered {
+  const s = stream as unknown as WritableInternals;
+  const metered: Metered = { in: 0, out: 0 };
+  let refused = false;
+  const refuse = () => {
+    if (refused) return;
+    refused = true;
+    // A pending write keeps END_STREAM back until the reset is out (see above).
+    if (!stream.writableEnded && !stream.destroyed) stream.write(EMPTY);
+    // After the current read or write has returned: resetting from inside it would re-enter it.
+    queueMicrotask(onRefused);
+  };
+  const push = s.push.bind(stream);
+  s.push = (chunk, encoding) => {
+    if (chunk !== null) {
+      const n = size(chunk);
+      if (!charge(n)) {
+        refuse();
+        return false;
+      }
+      metered.in += n;
+    }
+    return push(chunk, encoding);
+  };
+  const write = s._write.bind(stream);
+  s._write = (chunk, encoding, cb) => {
+    if (refused) return;
+    const n = size(chunk);
+    if (!charge(n)) {
+      refuse();
+      return;
+    }
+    metered.out += n;
+    write(chunk, encoding, cb);
+  };
+  if (s._writev) {
+    const writev = s._writev.bind(stream);
+    s._writev = (chunks, cb) => {
+      if (refused) return;
+      const n = chunks.reduce((sum, c) => sum + size(c.chunk), 0);
+      if (!charge(n)) {
+        refuse();
+        return;
+      }
+      metered.out += n;
+      writev(chunks, cb);
+    };
+  }
+  return metered;
+}
