@@ -352,6 +352,12 @@ class Tunnel implements SessionConnection {
         (this.#bytes as { up: number; down: number }).up = result.bytesFromApp;
         (this.#bytes as { up: number; down: number }).down = result.bytesFromUpstream;
         if (result.error && !this.#error) this.#error = result.error.message;
+        void result.cancelled?.then((sent) =>
+          log.info(
+            { session: record.id, connection: this.id, target: this.target, sent },
+            'postgres statement in progress cancelled upstream',
+          ),
+        );
       }
     } catch (thrown) {
       const err = asCiportError(thrown);

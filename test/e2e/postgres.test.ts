@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseGatewayConfig } from '../../src/config/load.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
-import { baseEnv, ensureBuilt, ROOT, runCli } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, ROOT, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
@@ -237,6 +237,36 @@ describe('postgres through the port (static credentials)', () => {
     expect(r.stdout + r.stderr).toContain('canceling statement due to user request');
     expect(r.code).toBe(0);
   });
+
+  for (const target of ['db', 'db-tls']) {
+    it(`a revoke during pg_sleep stops the statement upstream within 2 s (${target})`, async () => {
+      // A marker in the statement text finds exactly this backend in pg_stat_activity.
+      const marker = `revoke_${target.replace('-', '_')}_${Math.random().toString(36).slice(2, 10)}`;
+      const job = spawnCli(['exec', target, '--', 'psql', '-c', `select pg_sleep(60) as ${marker}`], {
+        env: env(),
+        timeoutMs: 90_000,
+      });
+      const backend = async () =>
+        (
+          await pg.sql(
+            `select pid || ':' || state from pg_stat_activity where query like '%as ${marker}' and pid <> pg_backend_pid()`,
+          )
+        ).trim();
+      await waitFor(async () => (await backend()).endsWith(':active'), 20_000, 'pg_sleep to run');
+      const session = (await gateway.manager.list({ activeOnly: true })).find(
+        (s) => s.targets.includes(target) && s.targets.length === 1,
+      );
+      expect(session).toBeDefined();
+      const revokedAt = Date.now();
+      await gateway.manager.revoke(session?.id as string, 'test');
+      await waitFor(async () => !(await backend()).endsWith(':active'), 2_000, 'the backend to stop');
+      expect(Date.now() - revokedAt).toBeLessThan(2_000);
+      // Still nothing active a moment later (not a transient state).
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await backend()).not.toMatch(/:active$/);
+      await job.result;
+    }, 60_000);
+  }
 
   it('pgbench -i and a short run', async () => {
     const r = await exec(['db'], 'pgbench -i -q -s 1 && pgbench -n -c 4 -j 2 -t 50 -M prepared', 90_000);

@@ -165,6 +165,11 @@ export interface RelayOptions {
   signal?: AbortSignal | undefined;
   /** Audit backpressure: while this returns a promise, reading from the app pauses. */
   room?: (() => Promise<void> | undefined) | undefined;
+  /**
+   * Called once, before both sides are torn down, when the relay ends abnormally (a reset or
+   * aborted app stream, a failed socket) rather than by a normal close of either side.
+   */
+  onAbnormalEnd?: ((err: Error) => void) | undefined;
 }
 
 export interface RelayResult {
@@ -208,7 +213,14 @@ export async function relayPg(
   };
   const fail = (err: Error) => {
     const normal = cleanEnds > 0 && (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE';
-    if (!normal) result.error ??= err;
+    if (!normal && result.error === undefined) {
+      result.error = err;
+      try {
+        options.onAbnormalEnd?.(err);
+      } catch {
+        // A hook must never break the teardown.
+      }
+    }
     app.destroy();
     upstream.destroy();
   };
