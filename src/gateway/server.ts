@@ -150,6 +150,7 @@ export async function startGateway(
       store,
       manager,
       log,
+      registry: metrics.registry,
       ...(options.roleReapIntervalMs !== undefined ? { reapIntervalMs: options.roleReapIntervalMs } : {}),
     });
     agents = await startAgents({
@@ -158,6 +159,7 @@ export async function startGateway(
       manager,
       log,
       gatewayId,
+      deploymentId: exits.deploymentId,
       ...(options.roleReapIntervalMs !== undefined ? { reapIntervalMs: options.roleReapIntervalMs } : {}),
     });
     await store.appendAudit(

@@ -429,6 +429,7 @@ class Tunnel implements SessionConnection {
       headers: {
         [TUNNEL_HEADERS.session]: record.id,
         [TUNNEL_HEADERS.expires]: String(record.expiresAt),
+        ...(this.#deps.exits ? { [TUNNEL_HEADERS.deployment]: this.#deps.exits.deploymentId } : {}),
         ...(grants ? { [TUNNEL_HEADERS.grants]: JSON.stringify(grants) } : {}),
       },
       prefer: sticky.get(key),
