@@ -613,13 +613,14 @@ export class DynamicRoles {
       if (!row) return [];
       const problems: string[] = [];
       const admin = quoteIdent(row.user);
+      const the = `the admin ${admin}`;
       if (row.owner_missing) problems.push(`owner role ${quoteIdent(spec.owner)} does not exist`);
       for (const g of row.missing) problems.push(`granted role ${quoteIdent(g)} does not exist`);
       if (row.su) return problems;
-      if (!row.createrole) problems.push(`${admin} lacks CREATEROLE: ALTER ROLE ${admin} CREATEROLE`);
+      if (!row.createrole) problems.push(`${the} lacks CREATEROLE: ALTER ROLE ${admin} CREATEROLE`);
       if (!row.owner_missing && !row.owner_ok)
         problems.push(
-          `${admin} does not have the privileges of the owner (REASSIGN OWNED needs them): GRANT ${quoteIdent(spec.owner)} TO ${admin}`,
+          `${the} does not have the privileges of the owner (REASSIGN OWNED needs them): GRANT ${quoteIdent(spec.owner)} TO ${admin}`,
         );
       if (!row.inherit && row.v < 160000)
         problems.push(
