@@ -247,8 +247,12 @@ describe('postgres through the port (static credentials)', () => {
     expect(r.code).toBe(0);
   });
 
-  for (const target of ['db', 'db-tls']) {
+  const cancelLines = () => logLines.filter((l) => l.includes('statement in progress cancelled upstream'));
+  for (const [i, target] of ['db', 'db-tls'].entries()) {
     it(`a revoke during pg_sleep stops the statement upstream within 2 s (${target})`, async () => {
+      // Every connection so far (psql, \copy, a psql SIGINT) closed cleanly: no cancel was sent
+      // for any of them, only for the previous revoke test.
+      expect(cancelLines()).toHaveLength(i);
       // A marker in the statement text finds exactly this backend in pg_stat_activity.
       const marker = `revoke_${target.replace('-', '_')}_${Math.random().toString(36).slice(2, 10)}`;
       const job = spawnCli(['exec', target, '--', 'psql', '-c', `select pg_sleep(60) as ${marker}`], {
@@ -274,6 +278,8 @@ describe('postgres through the port (static credentials)', () => {
       await new Promise((r) => setTimeout(r, 300));
       expect(await backend()).not.toMatch(/:active$/);
       await job.result;
+      await waitFor(() => cancelLines().length === i + 1, 5_000, 'the cancel log line');
+      expect(JSON.parse(cancelLines()[i] as string)).toMatchObject({ target, sent: true });
     }, 60_000);
   }
 

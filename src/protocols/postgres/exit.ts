@@ -120,14 +120,15 @@ export async function servePgExitStream(stream: Duplex, opts: PgExitOptions): Pr
   // When the app side goes away abnormally (the session ended, the stream was reset) the server
   // would go on running the statement in progress until it next writes to the closed socket:
   // `pg_sleep(60)` or a long report keeps its backend and locks. A CancelRequest on a new
-  // connection stops it; the backend then finds its client gone and exits.
+  // connection stops it; the backend then finds its client gone and exits. A clean close never
+  // needs it: the app's last message was Terminate, or the server ended its side first.
   let serverEnded = false;
   upstream.socket.once('end', () => {
     serverEnded = true;
   });
   let cancelled: Promise<boolean> | undefined;
-  const onAbnormalEnd = () => {
-    if (serverEnded || !backendKey || cancelled) return;
+  const onTeardown = (_err: Error, info: { appTerminated: boolean }) => {
+    if (serverEnded || info.appTerminated || !backendKey || cancelled) return;
     cancelled = sendCancelRequest(cancelTarget, backendKey, { timeoutMs: 5000 }).then(
       () => true,
       () => false,
@@ -142,7 +143,7 @@ export async function servePgExitStream(stream: Duplex, opts: PgExitOptions): Pr
       maxQueryLength: opts.maxQueryLength,
       signal: opts.signal,
       room: opts.room,
-      onAbnormalEnd,
+      onTeardown,
     });
     for (const m of upstream.relayFromAuthOk) result.bytesFromUpstream += m.length;
     return { kind: 'session', ...result, cancelled };
