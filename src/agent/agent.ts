@@ -472,15 +472,31 @@ export class Agent extends EventEmitter<AgentEvents> {
     try {
       let answer: Record<string, unknown>;
       if (path === AGENT_SESSION_ENDED_PATH) {
-        const { id, targets, reason } = body as { id?: unknown; targets?: unknown; reason?: unknown };
+        const { id, targets, reason, deployment } = body as {
+          id?: unknown;
+          targets?: unknown;
+          reason?: unknown;
+          deployment?: unknown;
+        };
         if (typeof id !== 'string' || !Array.isArray(targets))
           throw new CiportError('CIPORT_E_USAGE', 'id, targets');
-        await this.exits.sessionEnded(id, targets.map(String), String(reason ?? 'ended'));
+        await this.exits.sessionEnded(
+          id,
+          targets.map(String),
+          String(reason ?? 'ended'),
+          typeof deployment === 'string' ? deployment : undefined,
+        );
         answer = { ok: true };
       } else {
         const ids = (body as { ids?: unknown }).ids;
         if (!Array.isArray(ids)) throw new CiportError('CIPORT_E_USAGE', 'ids');
-        answer = { dropped: await this.exits.reap(ids.map(String)) };
+        const deployment = (body as { deployment?: unknown }).deployment;
+        answer = {
+          dropped: await this.exits.reap(
+            ids.map(String),
+            typeof deployment === 'string' ? deployment : undefined,
+          ),
+        };
       }
       if (stream.closed) return;
       stream.respond({ ':status': 200, 'content-type': 'application/json' });

@@ -11,7 +11,7 @@ import { constants as h2, type IncomingHttpHeaders, type ServerHttp2Stream } fro
 import type { Socket } from 'node:net';
 import { pipeline } from 'node:stream';
 import type { TargetConfig } from '../config/schema.js';
-import { DynamicRoles, dynamicSpecFromTarget } from '../credentials/pg-roles.js';
+import { DynamicRoles, dynamicSpecFromTarget, isDeploymentId } from '../credentials/pg-roles.js';
 import { asCiportError, CiportError } from '../errors/index.js';
 import type { AdvertisedTarget } from '../gateway/agent-hub.js';
 import type { Logger } from '../gateway/logger.js';
@@ -36,6 +36,8 @@ export const TUNNEL_HEADERS = {
   expires: 'ciport-session-expires',
   /** JSON array: the roles the granting rule allows on this target (dynamic credentials). */
   grants: 'ciport-grants',
+  /** The gateway's deployment id: the tag of the per-session roles the agent creates. */
+  deployment: 'ciport-deployment',
 } as const;
 
 /** A session seen on a CONNECT counts as active for the reaper this long (list races). */
@@ -89,7 +91,7 @@ export class AgentExits {
       this.#served.set(t.name, t);
     }
     this.roles = new DynamicRoles(specs, {
-      log: options.log ?? { info() {}, warn() {} },
+      log: options.log ?? { info() {}, warn() {}, error() {} },
       audit: async (e) => {
         const { type, ...data } = e;
         options.outbox.push(type, { ...data });
@@ -130,24 +132,38 @@ export class AgentExits {
     else void this.#serveRaw(stream, target);
   }
 
-  /** A session ended: drop its roles now (the gateway tells every agent serving its targets). */
-  async sessionEnded(id: string, targets: readonly string[], reason: string): Promise<void> {
+  /**
+   * A session ended: drop its roles now (the gateway tells every agent serving its targets).
+   * `deployment`: the gateway's deployment id (roles tagged for another are left alone).
+   */
+  async sessionEnded(
+    id: string,
+    targets: readonly string[],
+    reason: string,
+    deployment: string | undefined,
+  ): Promise<void> {
     this.#recent.delete(id);
     this.cancelRegistry.dropSession(id);
     const mine = targets.filter((t) => this.roles.has(t));
-    if (mine.length > 0) await this.roles.revokeSession(id, mine, `session_ended:${reason}`);
+    if (mine.length > 0) await this.roles.revokeSession(id, mine, `session_ended:${reason}`, deployment);
   }
 
-  /** The gateway's list of active sessions: drop every role of a session not in it. */
-  async reap(active: readonly string[]): Promise<number> {
+  /**
+   * The gateway's list of active sessions: drop every role of `deployment` (the gateway's) whose
+   * session is not in it. Roles of other deployments, and legacy-tagged roles, are left alone.
+   */
+  async reap(active: readonly string[], deployment: string | undefined): Promise<number> {
     if (this.roles.targets.length === 0) return 0;
+    if (!isDeploymentId(deployment)) {
+      throw new CiportError('CIPORT_E_USAGE', 'the gateway did not send its deployment id');
+    }
     const now = Date.now();
     const keep = new Set(active);
     for (const [id, seen] of this.#recent) {
       if (now - seen < RECENT_SESSION_MS) keep.add(id);
       else this.#recent.delete(id);
     }
-    return this.roles.reap(keep);
+    return this.roles.reap(keep, { deployment });
   }
 
   close(): void {
@@ -168,11 +184,15 @@ export class AgentExits {
       let upstream = this.#pg.get(target.name) as PgUpstreamTarget;
       if (this.roles.has(target.name)) {
         const expiresAt = Number(header(headers, TUNNEL_HEADERS.expires));
-        if (!sessionId || !Number.isFinite(expiresAt)) {
-          throw new CiportError('CIPORT_E_USAGE', 'the gateway did not say which session this is');
+        const deployment = header(headers, TUNNEL_HEADERS.deployment);
+        if (!sessionId || !Number.isFinite(expiresAt) || !isDeploymentId(deployment)) {
+          throw new CiportError(
+            'CIPORT_E_USAGE',
+            'the gateway did not say which session (and deployment) this is',
+          );
         }
         const cred = await this.roles.ensure(
-          { id: sessionId, expiresAt },
+          { id: sessionId, expiresAt, deployment },
           target.name,
           parseGrants(header(headers, TUNNEL_HEADERS.grants)),
         );

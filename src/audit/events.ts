@@ -15,6 +15,7 @@ export const AUDIT_EVENT_TYPES = [
   'http.request',
   'credential.created',
   'credential.revoked',
+  'credential.revoke_failed',
   'agent.connected',
   'agent.disconnected',
   'agent.enrolled',
@@ -221,7 +222,10 @@ export type HttpRequestData = ConnectionBase & {
   error?: string;
 };
 
-/** A per-session database role created (`credential.created`) or dropped (`credential.revoked`). */
+/**
+ * A per-session database role created (`credential.created`), dropped (`credential.revoked`),
+ * or not dropped (`credential.revoke_failed`, retried with backoff).
+ */
 export type CredentialData = Base & {
   session: string;
   target: string;
@@ -236,6 +240,12 @@ export type CredentialData = Base & {
   /** Backends terminated at revocation. */
   terminated?: number;
   error?: string;
+  /** revoke_failed: `CIPORT_E_PG_ROLE_REVOKE_FAILED`. */
+  code?: string;
+  /** revoke_failed: consecutive failed attempts for this role. */
+  attempt?: number;
+  /** revoke_failed: ISO 8601, when the next attempt is due. */
+  next_attempt?: string;
 };
 
 export type AgentConnectedData = Base & {
@@ -318,6 +328,7 @@ export interface AuditDataMap {
   'http.request': HttpRequestData;
   'credential.created': CredentialData;
   'credential.revoked': CredentialData;
+  'credential.revoke_failed': CredentialData;
   'agent.connected': AgentConnectedData;
   'agent.disconnected': AgentDisconnectedData;
   'agent.enrolled': AgentEnrolledData;

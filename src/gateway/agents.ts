@@ -50,6 +50,8 @@ export async function startAgents(options: {
   manager: SessionManager;
   log: Logger;
   gatewayId: string;
+  /** The deployment whose per-session roles agents create and reap (GatewayExits.deploymentId). */
+  deploymentId: string;
   /** Send agents the active-session list this often (default 60 000 ms; 0: only on connect). */
   reapIntervalMs?: number;
 }): Promise<GatewayAgents> {
@@ -84,7 +86,11 @@ export async function startAgents(options: {
   const dynamicIn = (targets: readonly AdvertisedTarget[]) => targets.some((t) => t.dynamic);
   const sendActive = async () => {
     const ids = (await manager.list({ activeOnly: true })).map((s) => s.id);
-    const answers = await hub.broadcast(AGENT_SESSIONS_ACTIVE_PATH, { ids }, dynamicIn);
+    const answers = await hub.broadcast(
+      AGENT_SESSIONS_ACTIVE_PATH,
+      { ids, deployment: options.deploymentId },
+      dynamicIn,
+    );
     for (const a of answers) {
       if (a.status !== 200)
         log.warn({ agent: a.agent.id, status: a.status }, 'agent did not take the session list');
@@ -130,7 +136,7 @@ export async function startAgents(options: {
     if (dynamic.size === 0) return;
     const answers = await hub.broadcast(
       AGENT_SESSION_ENDED_PATH,
-      { id: record.id, targets: record.targets, reason },
+      { id: record.id, targets: record.targets, reason, deployment: options.deploymentId },
       (targets) => targets.some((t) => dynamic.has(t.name)),
     );
     for (const a of answers) {
@@ -203,7 +209,11 @@ async function recordAgentEvent(
   const session = sessionId ? await store.getSession(sessionId) : undefined;
   const context = session ? { principal: principalSummary(session.principal), rule: session.rule } : {};
   const from = { agent: agent.name, agent_event: eventId };
-  if (event.type === 'credential.created' || event.type === 'credential.revoked') {
+  if (
+    event.type === 'credential.created' ||
+    event.type === 'credential.revoked' ||
+    event.type === 'credential.revoke_failed'
+  ) {
     const granted = Array.isArray(d.granted) ? d.granted.filter((g) => typeof g === 'string') : undefined;
     await store.appendAudit(
       auditEvent(event.type, {
@@ -216,6 +226,9 @@ async function recordAgentEvent(
         ...(str(d.reason) ? { reason: str(d.reason) } : {}),
         ...(num(d.terminated) !== undefined ? { terminated: num(d.terminated) } : {}),
         ...(str(d.error) ? { error: str(d.error) } : {}),
+        ...(str(d.code) ? { code: str(d.code) } : {}),
+        ...(num(d.attempt) !== undefined ? { attempt: num(d.attempt) } : {}),
+        ...(str(d.next_attempt) ? { next_attempt: str(d.next_attempt) } : {}),
         ...from,
       } as Parameters<typeof auditEvent<'credential.created'>>[1]),
     );

@@ -3,9 +3,16 @@
 // CancelRegistry for the process, the per-session role manager, and the session hooks that tie
 // them to session lifetimes (cancel keys dropped and roles revoked when a session ends; roles
 // created at session start when a target says so; a role reaper at start and periodically).
+
+import { Counter, type Registry } from 'prom-client';
 import { auditEvent } from '../audit/events.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
-import { DynamicRoles, dynamicSpecFromTarget, type RoleSession } from '../credentials/pg-roles.js';
+import {
+  DynamicRoles,
+  deploymentIdOf,
+  dynamicSpecFromTarget,
+  type RoleSession,
+} from '../credentials/pg-roles.js';
 import { asCiportError } from '../errors/index.js';
 import { createHttpExit, type HttpExit, httpInjectionFrom } from '../protocols/http/index.js';
 import { CancelRegistry, type PgUpstreamTarget, pgUpstreamFromTarget } from '../protocols/postgres/index.js';
@@ -20,6 +27,11 @@ export interface GatewayExits {
   readonly pg: ReadonlyMap<string, PgUpstreamTarget>;
   readonly http: ReadonlyMap<string, HttpExit>;
   readonly roles: DynamicRoles;
+  /**
+   * This deployment's id (kept in the store; the same for every gateway sharing it): the tag of
+   * every per-session role it or its agents create, and the only roles it reaps.
+   */
+  readonly deploymentId: string;
   /** Roles a per-session role gets on `target`: its granting rule's `grants`, else the target's. */
   grantsFor(record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string): string[] | undefined;
   /** A reloaded configuration's rules (SIGHUP): roles created from now on get their grants. */
@@ -37,6 +49,8 @@ export interface StartExitsOptions {
   log: Logger;
   /** Role reaper period (default 60 s; 0 disables the periodic run). */
   reapIntervalMs?: number;
+  /** Where `ciport_credential_revoke_failures_total` goes. */
+  registry?: Registry | undefined;
 }
 
 export async function startExits(options: StartExitsOptions): Promise<GatewayExits> {
@@ -82,8 +96,19 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
     const record = await store.getSession(id).catch(() => undefined);
     return record ? { principal: principalSummary(record.principal), rule: record.rule } : {};
   };
+  const deploymentId = await deploymentIdOf(store);
+  const revokeFailures = options.registry
+    ? new Counter({
+        name: 'ciport_credential_revoke_failures_total',
+        help: 'Per-session roles this gateway failed to drop (each failed attempt), by target.',
+        labelNames: ['target'],
+        registers: [options.registry],
+      })
+    : undefined;
   const roles = new DynamicRoles(specs, {
     log,
+    deploymentId,
+    onRevokeFailed: (target) => revokeFailures?.inc({ target }),
     audit: async (e) => {
       const { type, ...data } = e;
       await store.appendAudit(auditEvent(type, { ...(await sessionContext(e.session)), ...data }));
@@ -127,10 +152,28 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
   const reap = async () => {
     if (roles.targets.length === 0) return 0;
     const active = new Set((await manager.list({ activeOnly: true })).map((s) => s.id));
-    const dropped = await roles.reap(active);
+    // Legacy roles (tagged before deployment ids) are ours when our store knows their session.
+    const known = async (ids: string[]) => {
+      const found = await Promise.all(ids.map((id) => store.getSession(id).catch(() => undefined)));
+      return new Set(found.filter((s) => s !== undefined).map((s) => s.id));
+    };
+    const dropped = await roles.reap(active, { known });
     if (dropped > 0) log.info({ dropped }, 'role reaper dropped per-session roles');
     return dropped;
   };
+  // Tell the operator now what the admin lacks, rather than at the first failed drop.
+  const allGrants = (target: string) =>
+    config.rules.flatMap((r) => (r.allow.includes(target) ? (r.grants?.[target] ?? []) : []));
+  await Promise.all(
+    roles.targets.map(async (target) => {
+      try {
+        for (const problem of await roles.checkAdmin(target, allGrants(target)))
+          log.warn({ target, problem }, 'dynamic-credentials admin: missing privilege (docs/credentials.md)');
+      } catch (err) {
+        log.warn({ target, err: asCiportError(err).message }, 'dynamic-credentials admin not checked');
+      }
+    }),
+  );
   try {
     await reap();
   } catch (err) {
@@ -150,6 +193,7 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
     pg,
     http,
     roles,
+    deploymentId,
     grantsFor,
     useRules(next) {
       rules = new Map(next.map((r) => [r.name, r]));

@@ -166,6 +166,7 @@ export async function startGateway(
       store,
       manager,
       log,
+      registry: metrics.registry,
       ...(options.roleReapIntervalMs !== undefined ? { reapIntervalMs: options.roleReapIntervalMs } : {}),
     });
     agents = await startAgents({
@@ -174,6 +175,7 @@ export async function startGateway(
       manager,
       log,
       gatewayId,
+      deploymentId: exits.deploymentId,
       ...(options.roleReapIntervalMs !== undefined ? { reapIntervalMs: options.roleReapIntervalMs } : {}),
     });
     await store.appendAudit(

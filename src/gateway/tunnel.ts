@@ -421,6 +421,12 @@ class Tunnel implements SessionConnection {
         (this.#bytes as { up: number; down: number }).up = result.bytesFromApp;
         (this.#bytes as { up: number; down: number }).down = result.bytesFromUpstream;
         if (result.error && !this.#error && !this.#closedBy) this.#error = result.error.message;
+        void result.cancelled?.then((sent) =>
+          log.info(
+            { session: record.id, connection: this.id, target: this.target, sent },
+            'postgres statement in progress cancelled upstream',
+          ),
+        );
       }
     } catch (thrown) {
       const err = asCiportError(thrown);
@@ -492,6 +498,7 @@ class Tunnel implements SessionConnection {
       headers: {
         [TUNNEL_HEADERS.session]: record.id,
         [TUNNEL_HEADERS.expires]: String(record.expiresAt),
+        ...(this.#deps.exits ? { [TUNNEL_HEADERS.deployment]: this.#deps.exits.deploymentId } : {}),
         ...(grants ? { [TUNNEL_HEADERS.grants]: JSON.stringify(grants) } : {}),
       },
       prefer: sticky.get(key),

@@ -637,6 +637,20 @@ export class KyselyStore implements Store {
     );
   }
 
+  initMeta(key: string, value: string): Promise<string> {
+    return this.#guard(() =>
+      this.#engine.write(async (trx) => {
+        await trx
+          .insertInto('meta')
+          .values({ key, value })
+          .onConflict((oc) => oc.column('key').doNothing())
+          .execute();
+        const row = await trx.selectFrom('meta').select('value').where('key', '=', key).executeTakeFirst();
+        return row?.value ?? value;
+      }),
+    );
+  }
+
   subscribe(listener: SessionEndedListener): Promise<() => Promise<void>> {
     return this.#guard(() => this.#engine.listen(SESSION_ENDED_CHANNEL, listener));
   }

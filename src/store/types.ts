@@ -275,6 +275,11 @@ export interface Store {
 
   getMeta(key: string): Promise<string | undefined>;
   setMeta(key: string, value: string): Promise<void>;
+  /**
+   * Store `value` under `key` unless the key already has a value; either way return the stored
+   * value. Gateways starting at once on a shared store all get the first one written.
+   */
+  initMeta(key: string, value: string): Promise<string>;
 
   /**
    * Be told when any gateway sharing the store ends a session. PostgreSQL: LISTEN/NOTIFY (the

@@ -72,7 +72,7 @@ async function startAgent(name: string): Promise<ChildProcess> {
         'targets:',
         `  - {name: echo, protocol: tcp, address: "127.0.0.1:${echoPort}"}`,
         `  - {name: db-dyn, protocol: postgres, address: "127.0.0.1:${pg.port}", database: app,`,
-        '     credentials: {dynamic: {admin: {user: postgres, password: {env: SUPER_PW}}, grant: [readonly], owner: app}}}',
+        '     credentials: {dynamic: {admin: {user: dyn_admin, password: {env: SUPER_PW}}, grant: [readonly], owner: app}}}',
         '',
       ].join('\n'),
     );
@@ -104,6 +104,13 @@ beforeAll(async () => {
     databases: { app: 'app' },
   });
   await pg.sql('CREATE ROLE readonly NOLOGIN;');
+  // A least-privilege admin (docs/credentials.md), with the generated password for brevity.
+  await pg.sql(
+    `CREATE ROLE dyn_admin LOGIN CREATEROLE PASSWORD '${pg.superPassword}'; GRANT app TO dyn_admin;` +
+      (Number(await pg.sql('SHOW server_version_num')) >= 160000
+        ? ' GRANT readonly TO dyn_admin WITH ADMIN OPTION;'
+        : ''),
+  );
   await startEcho();
   cfg = gatewayConfig(
     {

@@ -22,6 +22,7 @@ const APP_PASSWORD = `upstream-Secret-${Math.random().toString(36).slice(2)}-pw`
 const REDIS_PASSWORD = `redis-Secret-${Math.random().toString(36).slice(2)}-pw`;
 const API_TOKEN = `api-token-${Math.random().toString(36).slice(2)}-xyz`;
 const ADMIN = `admin-${Math.random().toString(36).slice(2)}`;
+const DYN_ADMIN_PASSWORD = `dyn-admin-${Math.random().toString(36).slice(2)}`;
 const logLines: string[] = [];
 
 let gateway: RunningGateway;
@@ -48,6 +49,12 @@ beforeAll(async () => {
   issuer = await FixtureIssuer.start({ kind: 'gitlab' });
   pg = await startPgServer({ roles: [{ name: 'app', password: APP_PASSWORD }], databases: { app: 'app' } });
   await pg.sql('CREATE ROLE readonly NOLOGIN; GRANT pg_read_all_data TO readonly;');
+  // Least-privilege admin for per-session roles (docs/credentials.md, per server version).
+  const version = Number(await pg.sql('SHOW server_version_num'));
+  await pg.sql(
+    `CREATE ROLE dyn_admin LOGIN CREATEROLE PASSWORD '${DYN_ADMIN_PASSWORD}'; GRANT app TO dyn_admin;` +
+      (version >= 160000 ? ' GRANT readonly TO dyn_admin WITH ADMIN OPTION;' : ''),
+  );
   redis = await startRedis(['--requirepass', REDIS_PASSWORD]);
   const pki = makePki();
   writeFileSync(join(dir, 'api-ca.pem'), pki.caPem);
@@ -107,7 +114,7 @@ beforeAll(async () => {
       `  - {name: db, protocol: postgres, address: "${address}", database: app, query_max_length: 64,`,
       '     credentials: {user: app, password: {env: APP_PW}}}',
       `  - {name: db-dyn, protocol: postgres, address: "${address}", database: app,`,
-      '     credentials: {dynamic: {admin: {user: postgres, password: {env: SUPER_PW}}, grant: [readonly], owner: app}}}',
+      '     credentials: {dynamic: {admin: {user: dyn_admin, password: {env: DYN_ADMIN_PW}}, grant: [readonly], owner: app}}}',
       `  - {name: cache, protocol: redis, address: "127.0.0.1:${redis.port}", credentials: {password: {env: REDIS_PW}}}`,
       `  - {name: api, protocol: http, address: "127.0.0.1:${api.port}",`,
       `     tls: {ca: {file: ${join(dir, 'api-ca.pem')}}, servername: localhost}, credentials: {token: {env: API_TOKEN}}}`,
@@ -118,7 +125,7 @@ beforeAll(async () => {
     env: baseEnv({
       CIPORT_ENROLLMENT_TOKEN: enrollment,
       APP_PW: APP_PASSWORD,
-      SUPER_PW: pg.superPassword,
+      DYN_ADMIN_PW: DYN_ADMIN_PASSWORD,
       REDIS_PW: REDIS_PASSWORD,
       API_TOKEN,
     }),
@@ -185,12 +192,18 @@ describe('ciport exec through an agent', () => {
   });
 
   it('a per-session role is created by the agent and dropped when the job ends', async () => {
-    const r = await exec(['db-dyn'], `psql "$DATABASE_URL" -tAc 'select current_user'`);
+    const r = await exec(
+      ['db-dyn'],
+      `psql "$DATABASE_URL" -tAc "select current_user || ' ' || shobj_description(oid, 'pg_authid') from pg_roles where rolname = current_user"`,
+    );
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    const role = r.stdout.trim();
+    const [role, ...comment] = r.stdout.trim().split(' ');
     expect(role).toMatch(/^ciport_[0-9a-f]{16}$/);
     const session = await latestSession();
+    // Tagged with the gateway's deployment id, which the gateway sent to the agent.
+    const deployment = await gateway.store.getMeta('deployment_id');
+    expect(comment.join(' ')).toBe(`ciport deployment ${deployment} session ${session.id}`);
     await waitFor(
       async () => (await eventsOf(session.id)).some((e) => e.type === 'credential.revoked'),
       15_000,
@@ -203,6 +216,28 @@ describe('ciport exec through an agent', () => {
     expect(created?.data).toMatchObject({ role, target: 'db-dyn', agent: 'dc1', granted: ['readonly'] });
     expect((created?.data as { principal?: unknown } | undefined)?.principal).toBeTruthy();
   });
+
+  it('a revoke during pg_sleep stops the statement upstream within 2 s (static credentials, via the agent)', async () => {
+    const marker = `agent_revoke_${Math.random().toString(36).slice(2, 10)}`;
+    const job = spawnCli(['exec', 'db', '--', 'psql', '-c', `select pg_sleep(60) as ${marker}`], {
+      env: env(),
+      timeoutMs: 90_000,
+    });
+    const backend = async () =>
+      (
+        await pg.sql(
+          `select pid || ':' || state from pg_stat_activity where query like '%as ${marker}' and pid <> pg_backend_pid()`,
+        )
+      ).trim();
+    await waitFor(async () => (await backend()).endsWith(':active'), 20_000, 'pg_sleep to run');
+    const session = await latestSession();
+    expect(session.targets).toEqual(['db']);
+    const revokedAt = Date.now();
+    await gateway.manager.revoke(session.id, 'test');
+    await waitFor(async () => !(await backend()).endsWith(':active'), 2_000, 'the backend to stop');
+    expect(Date.now() - revokedAt).toBeLessThan(2_000);
+    await job.result;
+  }, 60_000);
 
   /** The job sets and reads a key through `target` with the port's one-time password only (in the URL). */
   async function redisThroughPort(target: string, key: string, value: string, db = '0') {
@@ -284,7 +319,8 @@ describe('ciport exec through an agent', () => {
 
   it('no secret reaches the gateway logs, its audit log, or the job', async () => {
     const all = JSON.stringify(await gateway.store.auditEvents({ limit: 10_000 })) + logLines.join('\n');
-    for (const s of [APP_PASSWORD, REDIS_PASSWORD, API_TOKEN, pg.superPassword]) expect(all).not.toContain(s);
+    for (const s of [APP_PASSWORD, REDIS_PASSWORD, API_TOKEN, pg.superPassword, DYN_ADMIN_PASSWORD])
+      expect(all).not.toContain(s);
   });
 
   it('revoking the agent cuts it at once; it cannot reconnect', async () => {

@@ -37,9 +37,16 @@ beforeAll(async () => {
     databases: { app: 'app' },
   });
   await pg.sql('CREATE ROLE readonly NOLOGIN; GRANT pg_read_all_data TO readonly;');
+  // A least-privilege admin (docs/credentials.md), with the generated password for brevity.
+  await pg.sql(
+    `CREATE ROLE dyn_admin LOGIN CREATEROLE PASSWORD '${pg.superPassword}'; GRANT app TO dyn_admin;` +
+      (Number(await pg.sql('SHOW server_version_num')) >= 160000
+        ? ' GRANT readonly TO dyn_admin WITH ADMIN OPTION;'
+        : ''),
+  );
   const dynamic = {
     dynamic: {
-      admin: { user: 'postgres', password: { env: 'SUPER_PW' } },
+      admin: { user: 'dyn_admin', password: { env: 'SUPER_PW' } },
       grant: ['readonly'],
       owner: 'app',
     },

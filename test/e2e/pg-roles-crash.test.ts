@@ -16,6 +16,7 @@ const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-crash-'));
 let issuer: FixtureIssuer;
 let pg: PgServer;
 let configFile: string;
+const ADMIN_PASSWORD = `dyn-admin-${Math.random().toString(36).slice(2)}`;
 let gatewayUrl: string;
 const children: ReturnType<typeof spawnCli>[] = [];
 
@@ -31,7 +32,12 @@ beforeAll(async () => {
   const built = ensureBuilt();
   issuer = await FixtureIssuer.start({ kind: 'gitlab' });
   pg = await startPgServer({ roles: [{ name: 'app', password: 'app-pw-crash' }], databases: { app: 'app' } });
-  await pg.sql('CREATE ROLE readonly NOLOGIN');
+  // A least-privilege admin as docs/credentials.md lists it for this server's version.
+  const version = Number(await pg.sql('SHOW server_version_num'));
+  await pg.sql(
+    `CREATE ROLE readonly NOLOGIN; CREATE ROLE dyn_admin LOGIN CREATEROLE PASSWORD '${ADMIN_PASSWORD}'; GRANT app TO dyn_admin;` +
+      (version >= 160000 ? ' GRANT readonly TO dyn_admin WITH ADMIN OPTION;' : ''),
+  );
   const port = await freePort();
   gatewayUrl = `https://127.0.0.1:${port}`;
   configFile = join(dir, 'gateway.json');
@@ -51,7 +57,7 @@ beforeAll(async () => {
           database: 'app',
           credentials: {
             dynamic: {
-              admin: { user: 'postgres', password: { env: 'SUPER_PW' } },
+              admin: { user: 'dyn_admin', password: { env: 'ADMIN_PW' } },
               grant: ['readonly'],
               owner: 'app',
             },
@@ -73,7 +79,7 @@ afterAll(async () => {
 
 function startGatewayProcess() {
   const gw = spawnCli(['gateway', '--config', configFile], {
-    env: baseEnv({ SUPER_PW: pg.superPassword, CIPORT_LOG_LEVEL: 'warn' }),
+    env: baseEnv({ ADMIN_PW: ADMIN_PASSWORD, CIPORT_LOG_LEVEL: 'warn' }),
     timeoutMs: 120_000,
   });
   children.push(gw);

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseGatewayConfig } from '../../src/config/load.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
-import { baseEnv, ensureBuilt, ROOT, runCli } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, ROOT, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
@@ -19,6 +19,7 @@ import { makePki, startUpstream, type Upstream } from '../protocols/http/helpers
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-pg-'));
 const APP_PASSWORD = `upstream-Secret-${Math.random().toString(36).slice(2)}-pw`;
 const API_TOKEN = `api-token-${Math.random().toString(36).slice(2)}-xyz`;
+const ADMIN_PASSWORD = `dyn-admin-${Math.random().toString(36).slice(2)}-pw`;
 const logLines: string[] = [];
 
 let gateway: RunningGateway;
@@ -47,6 +48,14 @@ beforeAll(async () => {
     'CREATE ROLE readonly NOLOGIN; CREATE ROLE migrator NOLOGIN; GRANT pg_read_all_data TO readonly; GRANT CREATE ON SCHEMA public TO migrator;',
   );
   await pg.sql(`ALTER DATABASE app OWNER TO app`);
+  // The dynamic-credentials admin is least-privilege, exactly as docs/credentials.md says for
+  // this server's version: CREATEROLE, the owner's privileges, ADMIN OPTION on granted roles
+  // from PostgreSQL 16 on. Not a superuser.
+  const version = Number(await pg.sql('SHOW server_version_num'));
+  await pg.sql(
+    `CREATE ROLE dyn_admin LOGIN CREATEROLE PASSWORD '${ADMIN_PASSWORD}'; GRANT app TO dyn_admin;` +
+      (version >= 160000 ? ' GRANT readonly, migrator TO dyn_admin WITH ADMIN OPTION;' : ''),
+  );
   writeFileSync(join(dir, 'pg-ca.pem'), pg.caPem as string);
   const pki = makePki();
   writeFileSync(join(dir, 'api-ca.pem'), pki.caPem);
@@ -93,7 +102,7 @@ beforeAll(async () => {
         query_audit: false,
         credentials: {
           dynamic: {
-            admin: { user: 'postgres', password: { env: 'SUPER_PW' } },
+            admin: { user: 'dyn_admin', password: { env: 'ADMIN_PW' } },
             grant: ['readonly'],
             owner: 'app',
           },
@@ -106,7 +115,7 @@ beforeAll(async () => {
         database: 'app',
         credentials: {
           dynamic: {
-            admin: { user: 'postgres', password: { env: 'SUPER_PW' } },
+            admin: { user: 'dyn_admin', password: { env: 'ADMIN_PW' } },
             grant: ['readonly'],
             owner: 'app',
             create: 'session_start',
@@ -135,7 +144,7 @@ beforeAll(async () => {
   const cfg = gatewayConfig(config, {
     APP_PW: APP_PASSWORD,
     WRONG_PW: 'not-the-password',
-    SUPER_PW: pg.superPassword,
+    ADMIN_PW: ADMIN_PASSWORD,
     API_TOKEN,
   });
   gateway = await startTestGateway(cfg, { logLines, sweepIntervalMs: 250 });
@@ -238,6 +247,42 @@ describe('postgres through the port (static credentials)', () => {
     expect(r.code).toBe(0);
   });
 
+  const cancelLines = () => logLines.filter((l) => l.includes('statement in progress cancelled upstream'));
+  for (const [i, target] of ['db', 'db-tls'].entries()) {
+    it(`a revoke during pg_sleep stops the statement upstream within 2 s (${target})`, async () => {
+      // Every connection so far (psql, \copy, a psql SIGINT) closed cleanly: no cancel was sent
+      // for any of them, only for the previous revoke test.
+      expect(cancelLines()).toHaveLength(i);
+      // A marker in the statement text finds exactly this backend in pg_stat_activity.
+      const marker = `revoke_${target.replace('-', '_')}_${Math.random().toString(36).slice(2, 10)}`;
+      const job = spawnCli(['exec', target, '--', 'psql', '-c', `select pg_sleep(60) as ${marker}`], {
+        env: env(),
+        timeoutMs: 90_000,
+      });
+      const backend = async () =>
+        (
+          await pg.sql(
+            `select pid || ':' || state from pg_stat_activity where query like '%as ${marker}' and pid <> pg_backend_pid()`,
+          )
+        ).trim();
+      await waitFor(async () => (await backend()).endsWith(':active'), 20_000, 'pg_sleep to run');
+      const session = (await gateway.manager.list({ activeOnly: true })).find(
+        (s) => s.targets.includes(target) && s.targets.length === 1,
+      );
+      expect(session).toBeDefined();
+      const revokedAt = Date.now();
+      await gateway.manager.revoke(session?.id as string, 'test');
+      await waitFor(async () => !(await backend()).endsWith(':active'), 2_000, 'the backend to stop');
+      expect(Date.now() - revokedAt).toBeLessThan(2_000);
+      // Still nothing active a moment later (not a transient state).
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await backend()).not.toMatch(/:active$/);
+      await job.result;
+      await waitFor(() => cancelLines().length === i + 1, 5_000, 'the cancel log line');
+      expect(JSON.parse(cancelLines()[i] as string)).toMatchObject({ target, sent: true });
+    }, 60_000);
+  }
+
   it('pgbench -i and a short run', async () => {
     const r = await exec(['db'], 'pgbench -i -q -s 1 && pgbench -n -c 4 -j 2 -t 50 -M prepared', 90_000);
     expect(r.code).toBe(0);
@@ -335,6 +380,9 @@ describe('per-session roles', () => {
     const mine = events.filter((e) => e.data.session === session?.id);
     expect(mine.filter((e) => e.type === 'credential.created').map((e) => e.data.role)).toEqual([role]);
     expect(mine.filter((e) => e.type === 'credential.revoked').map((e) => e.data.role)).toEqual([role]);
+    expect(mine.filter((e) => e.type === 'credential.revoke_failed')).toEqual([]);
+    // The least-privilege admin has what the docs list: the start-up check found nothing.
+    expect(logLines.filter((l) => l.includes('dynamic-credentials admin'))).toEqual([]);
     // query_audit: false on this target
     expect(mine.filter((e) => e.type === 'query')).toEqual([]);
   });
@@ -354,21 +402,39 @@ describe('per-session roles', () => {
     ]);
   });
 
-  it('the reaper drops a role whose session is not active', async () => {
+  it("the reaper drops only its own deployment's roles whose session is not active", async () => {
+    const deployment = (await gateway.store.getMeta('deployment_id')) as string;
+    expect(deployment).toMatch(/^[0-9a-f]{10}$/);
+    // Made by the admin, as the exit would (PostgreSQL 16+: the admin can only drop its own).
     await pg.sql(
-      `CREATE ROLE ciport_00000000deadbeef LOGIN VALID UNTIL 'infinity'; COMMENT ON ROLE ciport_00000000deadbeef IS 'ciport session ses_gone'`,
+      `SET ROLE dyn_admin; CREATE ROLE ciport_00000000deadbeef LOGIN VALID UNTIL 'infinity';
+       COMMENT ON ROLE ciport_00000000deadbeef IS 'ciport deployment ${deployment} session ses_gone';
+       CREATE ROLE ciport_00000000feedface LOGIN VALID UNTIL 'infinity';
+       COMMENT ON ROLE ciport_00000000feedface IS 'ciport deployment 0123456789 session ses_gone';
+       CREATE ROLE ciport_00000000cafebabe LOGIN VALID UNTIL 'infinity';
+       COMMENT ON ROLE ciport_00000000cafebabe IS 'ciport session ses_unknown_here';
+       CREATE ROLE ciport_not_ours LOGIN`,
     );
-    await pg.sql(`CREATE ROLE ciport_not_ours LOGIN`);
-    const dropped = await reapNow();
-    expect(dropped).toBeGreaterThanOrEqual(1);
+    const dropped = await reapNow(deployment);
+    expect(dropped).toBe(1);
+    // Another deployment's role, a legacy role of a session this store does not know, and a
+    // role without a ciport tag: untouched (still LOGIN).
     expect(
-      (await pg.sql(`select rolname from pg_roles where rolname like 'ciport%' order by 1`)).trim(),
-    ).toBe('ciport_not_ours');
-    await pg.sql('DROP ROLE ciport_not_ours');
+      (
+        await pg.sql(
+          `select rolname || ':' || rolcanlogin from pg_roles where rolname like 'ciport%' order by 1`,
+        )
+      )
+        .trim()
+        .split('\n'),
+    ).toEqual(['ciport_00000000cafebabe:true', 'ciport_00000000feedface:true', 'ciport_not_ours:true']);
+    await pg.sql(
+      'DROP ROLE ciport_not_ours; DROP ROLE ciport_00000000cafebabe; DROP ROLE ciport_00000000feedface',
+    );
   });
 });
 
-async function reapNow(): Promise<number> {
+async function reapNow(deployment: string): Promise<number> {
   const { DynamicRoles, dynamicSpecFromTarget } = await import('../../src/credentials/pg-roles.js');
   const cfg = parseGatewayConfig(
     JSON.stringify({
@@ -380,21 +446,26 @@ async function reapNow(): Promise<number> {
           address: `127.0.0.1:${pg.port}`,
           database: 'app',
           credentials: {
-            dynamic: { admin: { user: 'postgres', password: { env: 'SUPER_PW' } }, owner: 'app' },
+            dynamic: { admin: { user: 'dyn_admin', password: { env: 'ADMIN_PW' } }, owner: 'app' },
           },
         },
       ],
     }),
     'reaper.json',
-    { resolveSecrets: true, env: { SUPER_PW: pg.superPassword } },
+    { resolveSecrets: true, env: { ADMIN_PW: ADMIN_PASSWORD } },
   );
   const spec = dynamicSpecFromTarget(cfg.targets[0] as never);
   const roles = new DynamicRoles(spec ? [spec] : [], {
     log: { info: () => {}, warn: () => {} },
     audit: async () => {},
+    deploymentId: deployment,
   });
   const active = new Set((await gateway.manager.list({ activeOnly: true })).map((s) => s.id));
-  return roles.reap(active);
+  const known = async (ids: string[]) => {
+    const found = await Promise.all(ids.map((id) => gateway.store.getSession(id)));
+    return new Set(found.filter((s) => s !== undefined).map((s) => s.id));
+  };
+  return roles.reap(active, { known });
 }
 
 describe('http through the port', () => {
@@ -488,7 +559,8 @@ describe('secrets', () => {
     };
     for (const [where, text] of Object.entries(haystacks)) {
       expect(text.includes(APP_PASSWORD), `upstream password in ${where}`).toBe(false);
-      expect(text.includes(pg.superPassword), `admin password in ${where}`).toBe(false);
+      expect(text.includes(pg.superPassword), `superuser password in ${where}`).toBe(false);
+      expect(text.includes(ADMIN_PASSWORD), `admin password in ${where}`).toBe(false);
       expect(text.includes(API_TOKEN), `API token in ${where}`).toBe(false);
     }
     // The checks can fail: the password is where it should be (the gateway's config), and the

@@ -332,6 +332,19 @@ for (const h of engines()) {
         await store.setMeta('gateway_id', 'gw-2');
         expect(await store.getMeta('gateway_id')).toBe('gw-2');
       });
+
+      it('initMeta keeps the first value written, also when two handles race', async () => {
+        const [a, b] = await Promise.all([t.open(), t.open()]);
+        const got = await Promise.all([
+          a.initMeta('deployment_id', 'from-a'),
+          b.initMeta('deployment_id', 'from-b'),
+          a.initMeta('deployment_id', 'from-a2'),
+        ]);
+        expect(new Set(got).size).toBe(1);
+        expect(['from-a', 'from-b', 'from-a2']).toContain(got[0]);
+        expect(await b.initMeta('deployment_id', 'later')).toBe(got[0]);
+        expect(await a.getMeta('deployment_id')).toBe(got[0]);
+      });
     });
 
     describe('failures', () => {

@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { TargetConfig } from '../../config/schema.js';
 import { ConfigError } from '../../errors/index.js';
 import { splitHostPort } from '../tcp/exit.js';
-import { type CancelRegistry, forwardCancel } from './cancel.js';
+import { type CancelRegistry, forwardCancel, sendCancelRequest } from './cancel.js';
 import { sendErrorAndClose } from './errors.js';
 import { type QueryEvent, type RelayResult, relayPg } from './relay.js';
 import { readStartupFrame } from './startup-wire.js';
@@ -66,7 +66,16 @@ export interface PgExitOptions {
   signal?: AbortSignal | undefined;
 }
 
-export type PgExitResult = { kind: 'cancel'; forwarded: boolean } | ({ kind: 'session' } & RelayResult);
+export type PgExitResult =
+  | { kind: 'cancel'; forwarded: boolean }
+  | ({
+      kind: 'session';
+      /**
+       * The connection ended abnormally (session ended, stream reset) while the server had not
+       * closed it: a CancelRequest for its backend was sent (this promise settles when done).
+       */
+      cancelled?: Promise<boolean> | undefined;
+    } & RelayResult);
 
 /**
  * Serve one stream. Failures before ReadyForQuery are written to the stream as an ErrorResponse
@@ -103,13 +112,28 @@ export async function servePgExitStream(stream: Duplex, opts: PgExitOptions): Pr
       error: new Error('stream closed during startup'),
     };
   }
-  const unregister = upstream.backendKey
-    ? opts.cancelRegistry.register(opts.sessionId, upstream.backendKey, {
-        host: opts.upstream.host,
-        port: opts.upstream.port,
-        tls: opts.upstream.tls,
-      })
+  const cancelTarget = { host: opts.upstream.host, port: opts.upstream.port, tls: opts.upstream.tls };
+  const backendKey = upstream.backendKey;
+  const unregister = backendKey
+    ? opts.cancelRegistry.register(opts.sessionId, backendKey, cancelTarget)
     : () => {};
+  // When the app side goes away abnormally (the session ended, the stream was reset) the server
+  // would go on running the statement in progress until it next writes to the closed socket:
+  // `pg_sleep(60)` or a long report keeps its backend and locks. A CancelRequest on a new
+  // connection stops it; the backend then finds its client gone and exits. A clean close never
+  // needs it: the app's last message was Terminate, or the server ended its side first.
+  let serverEnded = false;
+  upstream.socket.once('end', () => {
+    serverEnded = true;
+  });
+  let cancelled: Promise<boolean> | undefined;
+  const onTeardown = (_err: Error, info: { appTerminated: boolean }) => {
+    if (serverEnded || info.appTerminated || !backendKey || cancelled) return;
+    cancelled = sendCancelRequest(cancelTarget, backendKey, { timeoutMs: 5000 }).then(
+      () => true,
+      () => false,
+    );
+  };
   try {
     opts.onConnected?.({ auth: upstream.auth, tls: upstream.tls, processId: upstream.backendKey?.processId });
     for (const m of upstream.relayFromAuthOk) stream.write(m);
@@ -119,9 +143,10 @@ export async function servePgExitStream(stream: Duplex, opts: PgExitOptions): Pr
       maxQueryLength: opts.maxQueryLength,
       signal: opts.signal,
       room: opts.room,
+      onTeardown,
     });
     for (const m of upstream.relayFromAuthOk) result.bytesFromUpstream += m.length;
-    return { kind: 'session', ...result };
+    return { kind: 'session', ...result, cancelled };
   } finally {
     unregister();
   }

@@ -23,6 +23,9 @@ export interface QueryObserverOptions {
   maxNamedStatements?: number | undefined;
 }
 
+/** The frontend Terminate message. */
+const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]);
+
 /** Longest prepared-statement name kept for de-duplication; longer names are cut. */
 const MAX_NAME = 256;
 
@@ -165,6 +168,14 @@ export interface RelayOptions {
   signal?: AbortSignal | undefined;
   /** Audit backpressure: while this returns a promise, reading from the app pauses. */
   room?: (() => Promise<void> | undefined) | undefined;
+  /**
+   * Called once, before both sides are torn down, when the relay is torn down by an error, an
+   * abort or a premature close (also the "normal" premature close after one side ended: a
+   * reset HTTP/2 stream may have ended its readable side first). Not called when both
+   * directions ended cleanly. `appTerminated`: the last message the application sent was
+   * Terminate ('X'), i.e. it said goodbye and nothing of it can be running.
+   */
+  onTeardown?: ((err: Error, info: { appTerminated: boolean }) => void) | undefined;
 }
 
 export interface RelayResult {
@@ -192,9 +203,16 @@ export async function relayPg(
       : undefined;
   // Passive 'data' listeners count and observe without an extra stream stage; pipe() still
   // governs flow (pause/resume) for both.
+  // The last 5 bytes from the app: Terminate is exactly 'X' + int32 4.
+  const tail = Buffer.alloc(5);
   app.on('data', (chunk: Buffer) => {
     result.bytesFromApp += chunk.length;
     observer?.push(chunk);
+    if (chunk.length >= 5) chunk.copy(tail, 0, chunk.length - 5);
+    else {
+      tail.copyWithin(0, chunk.length);
+      chunk.copy(tail, 5 - chunk.length);
+    }
   });
   if (observer && options.room) pauseWhileFull(app, options.room);
   upstream.on('data', (chunk: Buffer) => {
@@ -203,12 +221,21 @@ export async function relayPg(
   // A socket that does not allow half-open connections closes its writable side as soon as its
   // peer ends: the other direction then sees a "premature close", which is a normal end.
   let cleanEnds = 0;
+  let tornDown = false;
   const done = () => {
     cleanEnds++;
   };
   const fail = (err: Error) => {
     const normal = cleanEnds > 0 && (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE';
     if (!normal) result.error ??= err;
+    if (!tornDown) {
+      tornDown = true;
+      try {
+        options.onTeardown?.(err, { appTerminated: tail.equals(TERMINATE) });
+      } catch {
+        // A hook must never break the teardown.
+      }
+    }
     app.destroy();
     upstream.destroy();
   };

@@ -185,6 +185,45 @@ describe('relayPg', () => {
     up.close();
   });
 
+  it('calls onTeardown when the app side is destroyed mid-statement, saying whether it sent Terminate', async () => {
+    for (const terminate of [false, true]) {
+      const app = await socketPair();
+      const up = await socketPair();
+      const seen: { appTerminated: boolean }[] = [];
+      const relay = relayPg(app.b, up.a, { queryEvents: false, onTeardown: (_e, info) => seen.push(info) });
+      app.a.write(serialize.query('select pg_sleep(60)'));
+      if (terminate) app.a.write(serialize.end());
+      await new Promise((r) => setTimeout(r, 50));
+      app.b.destroy(); // our side of the app connection goes away (a reset tunnel stream)
+      await relay;
+      expect(seen).toEqual([{ appTerminated: terminate }]);
+      app.close();
+      up.close();
+    }
+  });
+
+  it('a clean goodbye (Terminate, then both ends close) never looks like an abandoned statement', async () => {
+    const app = await socketPair();
+    const up = await socketPair();
+    // Sockets without half-open close one direction early, which pipeline may report as a
+    // premature close: the hook may run, but must say the app terminated.
+    const seen: boolean[] = [];
+    const relay = relayPg(app.b, up.a, {
+      queryEvents: false,
+      onTeardown: (_e, info) => seen.push(info.appTerminated),
+    });
+    up.b.resume();
+    app.a.resume();
+    app.a.end(serialize.end());
+    await once(up.b, 'end');
+    up.b.end();
+    const result = await relay;
+    expect(result.error).toBeUndefined();
+    expect(seen.every((t) => t)).toBe(true);
+    app.close();
+    up.close();
+  });
+
   it('tears down the other side when one side fails', async () => {
     const app = await socketPair();
     const up = await socketPair();
