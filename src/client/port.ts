@@ -2,6 +2,7 @@
 // listen locally for every granted target, keep the session alive, and tear it all down.
 // `ciport exec` and `ciport open` are thin shells around this.
 import type { Writable } from 'node:stream';
+import { ExitCode } from '../errors/codes.js';
 import { CiportError } from '../errors/errors.js';
 import { type BoundTarget, exportedEnv, type TargetSpec } from './env.js';
 import { GatewayClient, gatewayUrl, trustedCas } from './gateway.js';
@@ -71,6 +72,8 @@ export class Port {
   readonly #log: ClientLog;
   #closed: Promise<void> | undefined;
   #reported = false;
+  /** Targets a connection to was refused with CIPORT_E_NO_AGENT (no agent served it then). */
+  readonly #noAgent: Set<string>;
 
   private constructor(args: {
     session: PortSession;
@@ -78,7 +81,9 @@ export class Port {
     bound: BoundTarget[];
     tokenEnvName: string | undefined;
     log: ClientLog;
+    noAgent: Set<string>;
   }) {
+    this.#noAgent = args.noAgent;
     this.session = args.session;
     this.#listeners = args.listeners;
     this.bound = args.bound;
@@ -118,6 +123,7 @@ export class Port {
     log.info(`session ${session.id} opened (${rule}expires ${session.info.expires_at})`);
     const listeners: TargetListener[] = [];
     const bound: BoundTarget[] = [];
+    const noAgent = new Set<string>();
     // Set once every listener is up; a stream reset before that only skips the early heartbeat.
     let port: Port | undefined;
     try {
@@ -130,7 +136,10 @@ export class Port {
             port: wanted,
             open: (name) => session.openTunnel(name),
             log,
-            onTrouble: () => void port?.checkNow(),
+            onTrouble: (_status, code) => {
+              if (code === 'CIPORT_E_NO_AGENT') noAgent.add(target.name);
+              void port?.checkNow();
+            },
             postgres: target.protocol === 'postgres' ? target.credentials : undefined,
           });
         } catch (err) {
@@ -157,7 +166,7 @@ export class Port {
       client.close();
       throw err;
     }
-    port = new Port({ session, listeners, bound, tokenEnvName, log });
+    port = new Port({ session, listeners, bound, tokenEnvName, log, noAgent });
     port.#heartbeat.start();
     return port;
   }
@@ -167,6 +176,20 @@ export class Port {
     if (this.#reported || end.reason === 'client_end') return;
     this.#reported = true;
     this.#log.warn(end.message);
+  }
+
+  /**
+   * The exit code for a command that exited with `code`: a failed command that had connections
+   * refused because no agent served their target (CIPORT_E_NO_AGENT, a passing condition) exits
+   * 5 ("unreachable": worth a retry, e.g. GitLab `retry: exit_codes: [5]`), and says so.
+   */
+  exitCodeFor(code: number, command: string): number {
+    if (code === 0 || this.#noAgent.size === 0) return code;
+    this.#log.warn(
+      `exit ${ExitCode.unreachable} (unreachable, retryable): no agent served ${[...this.#noAgent].join(', ')} ` +
+        `(CIPORT_E_NO_AGENT) while ${command} ran; it exited with ${code}`,
+    );
+    return ExitCode.unreachable;
   }
 
   /** Ask the gateway now whether the session still lives (after a reset stream). */

@@ -46,7 +46,7 @@ for (const h of engines()) {
     afterEach(() => t.dispose());
 
     it('an enrollment token registers one agent, once', async () => {
-      const { token, expires_at } = await registry.createEnrollment('dc1', 10 * MINUTE);
+      const { token, expires_at } = await registry.createEnrollment('dc1', ['echo'], 10 * MINUTE);
       expect(token.startsWith(ENROLLMENT_PREFIX)).toBe(true);
       expect(expires_at).toBe(new Date(T0 + 10 * MINUTE).toISOString());
       clock.advance(1000);
@@ -80,7 +80,7 @@ for (const h of engines()) {
 
     it('of two concurrent registrations with one token exactly one succeeds', async () => {
       const other = new AgentRegistry(await t.open({ clock: clock.now }), { now: clock.now });
-      const { token } = await registry.createEnrollment('dc1');
+      const { token } = await registry.createEnrollment('dc1', ['echo']);
       const results = await Promise.allSettled([registry.register(token), other.register(token)]);
       expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
       const refused = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
@@ -89,14 +89,14 @@ for (const h of engines()) {
     });
 
     it('an expired token is refused', async () => {
-      const { token } = await registry.createEnrollment('dc1', MINUTE);
+      const { token } = await registry.createEnrollment('dc1', ['echo'], MINUTE);
       clock.advance(MINUTE);
       await expect(registry.register(token)).rejects.toMatchObject({ code: 'CIPORT_E_ENROLLMENT_INVALID' });
       expect(await registry.list()).toEqual([]);
     });
 
     it('an unknown or malformed token is refused', async () => {
-      await registry.createEnrollment('dc1');
+      await registry.createEnrollment('dc1', ['echo']);
       for (const token of [`${ENROLLMENT_PREFIX}nope`, '', 'x'.repeat(5000)]) {
         await expect(registry.register(token)).rejects.toMatchObject({ code: 'CIPORT_E_ENROLLMENT_INVALID' });
       }
@@ -104,16 +104,20 @@ for (const h of engines()) {
     });
 
     it('refuses bad names and ttls', async () => {
-      await expect(registry.createEnrollment('no spaces')).rejects.toMatchObject({ code: 'CIPORT_E_USAGE' });
-      await expect(registry.createEnrollment('x'.repeat(64))).rejects.toMatchObject({
+      await expect(registry.createEnrollment('no spaces', ['echo'])).rejects.toMatchObject({
         code: 'CIPORT_E_USAGE',
       });
-      await expect(registry.createEnrollment('dc1', 0)).rejects.toMatchObject({ code: 'CIPORT_E_USAGE' });
+      await expect(registry.createEnrollment('x'.repeat(64), ['echo'])).rejects.toMatchObject({
+        code: 'CIPORT_E_USAGE',
+      });
+      await expect(registry.createEnrollment('dc1', ['echo'], 0)).rejects.toMatchObject({
+        code: 'CIPORT_E_USAGE',
+      });
       expect(await store.auditEvents()).toEqual([]);
     });
 
     it('authenticate refuses wrong secrets, malformed credentials and revoked agents alike', async () => {
-      const { token } = await registry.createEnrollment('dc1');
+      const { token } = await registry.createEnrollment('dc1', ['echo']);
       const agent = await registry.register(token);
       const [head] = agent.credential.split('.');
       for (const bad of [
@@ -136,7 +140,7 @@ for (const h of engines()) {
     });
 
     it('touch records when an agent was last seen', async () => {
-      const agent = await registry.register((await registry.createEnrollment('dc1')).token);
+      const agent = await registry.register((await registry.createEnrollment('dc1', ['echo'])).token);
       clock.advance(5 * MINUTE);
       await registry.touch(agent.id);
       expect((await registry.list())[0]?.last_seen_at).toBe(new Date(T0 + 5 * MINUTE).toISOString());
@@ -145,7 +149,7 @@ for (const h of engines()) {
 
     it('revoke by name revokes every agent of that name, by id one; emits revoked once each', async () => {
       const enrollAndRegister = async (name: string) =>
-        registry.register((await registry.createEnrollment(name)).token);
+        registry.register((await registry.createEnrollment(name, ['echo'])).token);
       const a1 = await enrollAndRegister('dc1');
       clock.advance(1);
       const a2 = await enrollAndRegister('dc1');
@@ -171,7 +175,7 @@ for (const h of engines()) {
     });
 
     it('writes agent.enrolled and agent.revoked events, hashes only, and the chain verifies', async () => {
-      const { token, expires_at } = await registry.createEnrollment('dc1');
+      const { token, expires_at } = await registry.createEnrollment('dc1', ['echo']);
       clock.advance(1000);
       const agent = await registry.register(token);
       clock.advance(1000);
@@ -196,7 +200,7 @@ for (const h of engines()) {
 
     describe('credential expiry and rotation', () => {
       const enrollOne = async (r = registry, name = 'dc1') =>
-        r.register((await r.createEnrollment(name)).token);
+        r.register((await r.createEnrollment(name, ['echo'])).token);
 
       it('a credential is accepted until its expiry, then refused as expired (same code)', async () => {
         expect(CREDENTIAL_LIFETIME_MS).toBe(30 * DAY);
@@ -323,7 +327,7 @@ for (const h of engines()) {
       });
 
       it('writes agent.credential_rotated with the rotation, no secret, and the chain verifies', async () => {
-        const { token } = await registry.createEnrollment('dc1');
+        const { token } = await registry.createEnrollment('dc1', ['echo']);
         const agent = await registry.register(token);
         clock.advance(MINUTE);
         const r1 = await registry.rotate(agent.credential);
@@ -352,10 +356,10 @@ for (const h of engines()) {
     it('a revocation committed through another store is announced by watchRemoteRevocations', async () => {
       const remoteStore = await t.open({ clock: clock.now });
       const remote = new AgentRegistry(remoteStore, { now: clock.now });
-      const old = await remote.register((await remote.createEnrollment('old')).token);
+      const old = await remote.register((await remote.createEnrollment('old', ['echo'])).token);
       await remote.revoke(old.id); // before watching: not announced
-      const agent = await remote.register((await remote.createEnrollment('dc1')).token);
-      const local = await registry.register((await registry.createEnrollment('dc2')).token);
+      const agent = await remote.register((await remote.createEnrollment('dc1', ['echo'])).token);
+      const local = await registry.register((await registry.createEnrollment('dc2', ['echo'])).token);
 
       const emitted: AgentRecord[] = [];
       registry.on('revoked', (r) => emitted.push(r));

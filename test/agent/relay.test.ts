@@ -43,7 +43,7 @@ describe('client → gateway → agent → target', () => {
   });
 
   async function startAgent(name: string, port = gw.port): Promise<Agent> {
-    const enroll = await api(gw, 'POST', '/v1/agents/enroll', ADMIN, { name });
+    const enroll = await api(gw, 'POST', '/v1/agents/enroll', ADMIN, { name, targets: ['echo', 'cache'] });
     const agent = new Agent(
       agentConfig({
         gateway: `https://127.0.0.1:${port}`,

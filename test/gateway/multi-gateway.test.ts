@@ -160,7 +160,7 @@ describe('several gateways on one PostgreSQL store', () => {
     const rules = [{ name: 'all', issuer: 'gitlab', when: { ref_protected: true }, allow: ['echo', 'far'] }];
     const a = await gateway(60_000, { data_dir: shared, rules });
     const b = await gateway(60_000, { data_dir: shared, rules });
-    const { token } = await a.gateway.agents.registry.createEnrollment('dc1');
+    const { token } = await a.gateway.agents.registry.createEnrollment('dc1', ['far']);
     const agentDir = mkdtempSync(join(tmpdir(), 'ciport-multi-agent-'));
     const agent = new Agent(
       agentConfig({
