@@ -74,8 +74,45 @@ for (const h of engines()) {
           revoked_at: null,
           last_seen_at: null,
           credential_expires_at: agent.expires_at,
+          targets: ['echo'],
         },
       ]);
+    });
+
+    it('binds the agent to the enrollment targets; an admin changes the binding, audited', async () => {
+      await expect(registry.createEnrollment('dc1', [])).rejects.toMatchObject({ code: 'CIPORT_E_USAGE' });
+      await expect(registry.createEnrollment('dc1', ['*'])).rejects.toThrow(/no wildcard/);
+      await expect(registry.createEnrollment('dc1', ['no spaces'])).rejects.toMatchObject({
+        code: 'CIPORT_E_USAGE',
+      });
+      const { targets, token } = await registry.createEnrollment('dc1', ['Ledger-DB', 'api', 'api']);
+      expect(targets).toEqual(['api', 'ledger-db']);
+      const agent = await registry.register(token);
+      expect((await registry.authenticate(agent.credential)).targets).toEqual(['api', 'ledger-db']);
+      const heard: string[][] = [];
+      registry.on('targets', (a) => heard.push(a.targets));
+
+      expect((await registry.setTargets('dc1', { add: ['cache'], remove: ['api'] }))[0]?.targets).toEqual([
+        'cache',
+        'ledger-db',
+      ]);
+      expect((await registry.setTargets(agent.id, { set: ['x'] }))[0]?.targets).toEqual(['x']);
+      // Nothing changes: no event, nothing emitted, the agent still answered.
+      expect((await registry.setTargets('dc1', { add: ['x'] }))[0]?.targets).toEqual(['x']);
+      expect(heard).toEqual([['cache', 'ledger-db'], ['x']]);
+      await expect(registry.setTargets('dc1', {})).rejects.toMatchObject({ code: 'CIPORT_E_USAGE' });
+      await expect(registry.setTargets('nobody', { add: ['x'] })).rejects.toMatchObject({
+        code: 'CIPORT_E_NOT_FOUND',
+      });
+      const changed = (await store.auditEvents()).filter((e) => e.type === 'agent.targets_changed');
+      expect(changed.map((e) => e.data)).toEqual([
+        { agent: 'dc1', agent_id: agent.id, before: ['api', 'ledger-db'], targets: ['cache', 'ledger-db'] },
+        { agent: 'dc1', agent_id: agent.id, before: ['cache', 'ledger-db'], targets: ['x'] },
+      ]);
+      await registry.revoke('dc1');
+      await expect(registry.setTargets('dc1', { add: ['y'] })).rejects.toMatchObject({
+        code: 'CIPORT_E_NOT_FOUND',
+      });
     });
 
     it('of two concurrent registrations with one token exactly one succeeds', async () => {
@@ -187,8 +224,8 @@ for (const h of engines()) {
         ['agent.revoked', T0 + 2000],
       ]);
       expect(events.map((e) => e.data)).toEqual([
-        { agent: 'dc1', stage: 'token_created', expires_at },
-        { agent: 'dc1', agent_id: agent.id, stage: 'registered' },
+        { agent: 'dc1', stage: 'token_created', expires_at, targets: ['echo'] },
+        { agent: 'dc1', agent_id: agent.id, stage: 'registered', targets: ['echo'] },
         { agent: 'dc1', agent_id: agent.id },
       ]);
       const secret = agent.credential.split('.')[1] as string;
