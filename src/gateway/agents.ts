@@ -40,6 +40,8 @@ export interface GatewayAgents {
   apiDeps(requireAdmin: AgentApiDeps['requireAdmin'], maxBodyBytes: number): AgentApiDeps;
   /** Once listening: register this gateway (its URL for agents) in the store for discovery. */
   advertise(url: string): Promise<void>;
+  /** Re-read the connected agents' bindings now (done every 30 s: other gateways' changes). */
+  sweepBindings(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -180,6 +182,7 @@ export async function startAgents(options: {
     registry,
     routes,
     apiDeps: (requireAdmin, maxBodyBytes) => ({ registry, hub, requireAdmin, maxBodyBytes, log }),
+    sweepBindings,
     async advertise(url) {
       advertisedUrl = url;
       await store.registerGateway({ id: options.gatewayId, url, at: Date.now() });
