@@ -317,6 +317,9 @@ export class Agent extends EventEmitter<AgentEvents> {
    */
   async #credentialRefused(refusal: CiportError): Promise<void> {
     if (this.#reenrolling || this.#closed) return;
+    // A link that dialled with a credential already replaced (re-enrolled meanwhile): stale.
+    const refusedId = refusal.details?.agent;
+    if (typeof refusedId === 'string' && refusedId !== this.#credential?.id) return;
     this.#reenrolling = true;
     const log = this.#opt.log;
     const name = this.config.name;
