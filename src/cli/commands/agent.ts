@@ -80,7 +80,9 @@ export async function runAgent(file: string, io: Io, options: RunAgentOptions = 
 export function registerAgents(program: Command, ctx: CliContext): void {
   const agents = program
     .command('agents')
-    .description('enroll, list and revoke agents on a running gateway (admin token in CIPORT_ADMIN_TOKEN)');
+    .description(
+      'enroll, list, bind (targets) and revoke agents on a running gateway (admin token in CIPORT_ADMIN_TOKEN)',
+    );
 
   examples(
     agents
