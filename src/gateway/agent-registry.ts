@@ -11,6 +11,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { auditEvent } from '../audit/events.js';
+import { TARGET_NAME_RE } from '../config/target-name.js';
 import { CiportError } from '../errors/index.js';
 import type { Store, StoredAgent } from '../store/types.js';
 
@@ -74,8 +75,6 @@ export interface AgentRecord {
 
 /** A change of an agent's target binding (`ciport agents targets`). */
 export type TargetEdit = { set: string[] } | { add?: string[]; remove?: string[] };
-
-const TARGET_NAME_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 /** Validate target names for a binding (config syntax; case-insensitive like advertisements). */
 export function bindingNames(value: unknown, what = 'targets'): string[] {

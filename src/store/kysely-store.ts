@@ -10,6 +10,7 @@ import {
   SESSION_END_REASONS,
   type SessionEndReason,
 } from '../audit/events.js';
+import { TARGET_NAME_RE } from '../config/target-name.js';
 import { CiportError } from '../errors/index.js';
 import { AGENT_REVOKED_CHANNEL, type Engine, SESSION_ENDED_CHANNEL } from './engines.js';
 import { StoreError, wrapStoreError } from './errors.js';
@@ -795,8 +796,6 @@ function parseTargets(text: string | null | undefined): string[] {
   }
 }
 
-const TARGET_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
-
 /** A binding to store: target names (config syntax), lower-cased, unique and sorted. */
 function targetList(name: string, value: unknown): string[] {
   if (!Array.isArray(value) || value.length > 1000) {
@@ -805,7 +804,7 @@ function targetList(name: string, value: unknown): string[] {
   const out = new Set<string>();
   for (const v of value) {
     const t = typeof v === 'string' ? v.toLowerCase() : '';
-    if (!TARGET_NAME.test(t)) throw new CiportError('CIPORT_E_INTERNAL', `invalid ${name}: ${String(v)}`);
+    if (!TARGET_NAME_RE.test(t)) throw new CiportError('CIPORT_E_INTERNAL', `invalid ${name}: ${String(v)}`);
     out.add(t);
   }
   return [...out].sort();

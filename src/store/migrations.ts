@@ -6,6 +6,7 @@
 // Never edit a released migration: add a new one.
 
 import { type Kysely, type Migration, type MigrationProvider, sql } from 'kysely';
+import { TARGET_NAME_RE } from '../config/target-name.js';
 import type { StoreEngine } from './types.js';
 
 export const MIGRATION_TABLE = 'ciport_migration';
@@ -219,7 +220,6 @@ async function bindExistingAgents(db: AnyDb): Promise<void> {
   }[];
   const wanted = new Set(live.map((a) => a.name));
   const found = new Map<string, string[]>();
-  const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
   let before: number | undefined;
   while (found.size < wanted.size) {
     let q = db
@@ -241,7 +241,7 @@ async function bindExistingAgents(db: AnyDb): Promise<void> {
       const name = typeof data.agent === 'string' ? data.agent : undefined;
       if (!name || !wanted.has(name) || found.has(name)) continue;
       const targets = Array.isArray(data.targets)
-        ? data.targets.filter((t): t is string => typeof t === 'string' && NAME.test(t))
+        ? data.targets.filter((t): t is string => typeof t === 'string' && TARGET_NAME_RE.test(t))
         : [];
       found.set(name, [...new Set(targets)].sort());
     }
