@@ -287,7 +287,7 @@ async function startAgent(options: {
   try {
     const enrolled = await client.api('POST', '/v1/agents/enroll', {
       bearer: admin,
-      body: { name: AGENT_NAME },
+      body: { name: AGENT_NAME, targets: [...AGENT_TARGETS] },
     });
     const enrollment = (enrolled.body as { token: string }).token;
     const config = join(dir, 'agent.yaml');

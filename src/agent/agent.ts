@@ -11,6 +11,7 @@ import {
   type AdvertisedTarget,
   AGENT_EVENTS_PATH,
   AGENT_GATEWAYS_PATH,
+  AGENT_REFUSED_PATH,
   AGENT_SESSION_ENDED_PATH,
   AGENT_SESSIONS_ACTIVE_PATH,
   AGENT_TARGETS_PATH,
@@ -71,6 +72,15 @@ export interface AgentEvents {
   rotated: [{ id: string; expires_at: string }];
   /** A rotation attempt failed; it is retried later. */
   rotationFailed: [CiportError];
+  /** The gateway refused these advertised targets (not bound to this agent). */
+  refused: [string[]];
+  /** The credential was refused and the agent registered again with its enrollment token. */
+  reenrolled: [{ id: string; name: string }];
+  /**
+   * The credential was refused and there is no usable enrollment token: the agent stopped (its
+   * links are closed); `ciport agent` exits with the error's exit code (4).
+   */
+  fatal: [CiportError];
 }
 
 export class Agent extends EventEmitter<AgentEvents> {
@@ -297,6 +307,81 @@ export class Agent extends EventEmitter<AgentEvents> {
     throw last ?? new CiportError('CIPORT_E_GATEWAY_UNREACHABLE', 'no gateway to rotate the credential at');
   }
 
+  #reenrolling = false;
+
+  /**
+   * The gateway refused the credential (revoked, expired, unknown): retrying it is pointless.
+   * With an enrollment token configured, register again with it and replace the credential file
+   * (the operator enrolled this agent anew); without one, or when the token is refused too (the
+   * one spent at the first registration), stop with a message saying what to do.
+   */
+  async #credentialRefused(refusal: CiportError): Promise<void> {
+    if (this.#reenrolling || this.#closed) return;
+    // A link that dialled with a credential already replaced (re-enrolled meanwhile): stale.
+    const refusedId = refusal.details?.agent;
+    if (typeof refusedId === 'string' && refusedId !== this.#credential?.id) return;
+    this.#reenrolling = true;
+    const log = this.#opt.log;
+    const name = this.config.name;
+    try {
+      let token: string | undefined;
+      try {
+        token = resolveEnrollmentToken(this.config, this.#opt.env);
+      } catch {
+        token = undefined;
+      }
+      if (!token) {
+        this.#fatal(
+          new CiportError(
+            'CIPORT_E_AGENT_UNAUTHORIZED',
+            `the gateway refused agent ${name}'s credential (${refusal.message}) and no enrollment token is ` +
+              `configured: create one (ciport agents enroll --name ${name} --targets …) and start the agent ` +
+              'with it in enrollment_token (e.g. CIPORT_ENROLLMENT_TOKEN)',
+          ),
+        );
+        return;
+      }
+      let cred: StoredCredential;
+      try {
+        cred = await registerAgent(this.config.gateway, token, { ca: this.#ca });
+      } catch (thrown) {
+        const err = asCiportError(thrown);
+        if (err.code === 'CIPORT_E_ENROLLMENT_INVALID') {
+          this.#fatal(
+            new CiportError(
+              'CIPORT_E_AGENT_UNAUTHORIZED',
+              `the gateway refused agent ${name}'s credential (${refusal.message}) and its enrollment token ` +
+                `(${err.message}): create a new one (ciport agents enroll --name ${name} --targets …) and ` +
+                'start the agent with it',
+            ),
+          );
+        } else {
+          // Unreachable now: the link retries, and its next refusal brings us back here.
+          log?.warn({ code: err.code, err: err.message }, 're-enrollment failed; retrying later');
+        }
+        return;
+      }
+      if (this.#closed) return;
+      writeCredential(this.config.data_dir, cred);
+      this.#credential = cred;
+      this.#unsaved = false;
+      log?.warn(
+        { agent: cred.id, name: cred.name, expires_at: cred.expires_at },
+        'agent credential was refused: registered again with the enrollment token (credential file replaced)',
+      );
+      this.emit('reenrolled', { id: cred.id, name: cred.name });
+      for (const link of this.#links.values()) link.credentialChanged();
+    } finally {
+      this.#reenrolling = false;
+    }
+  }
+
+  #fatal(err: CiportError): void {
+    this.#opt.log?.error({ code: err.code, err: err.message }, 'agent stopping');
+    this.emit('fatal', err);
+    void this.close();
+  }
+
   /** Write the credential file; on failure keep going (in memory) and retry at the next check. */
   #save(cred: StoredCredential): void {
     try {
@@ -330,7 +415,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.#checkRotation('connected');
     });
     link.on('disconnected', (e) => this.emit('disconnected', e));
-    link.on('failed', (e) => this.emit('failed', e));
+    link.on('failed', (e) => {
+      this.emit('failed', e);
+      if (e.code === 'CIPORT_E_AGENT_UNAUTHORIZED') void this.#credentialRefused(e);
+    });
     this.#links.set(url, link);
     if (!this.#closed) link.start();
     return link;
@@ -406,6 +494,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       void this.#gateways(stream, link);
       return;
     }
+    if (method === 'POST' && path === AGENT_REFUSED_PATH) {
+      void this.#refused(stream, link);
+      return;
+    }
     if (method === 'POST' && path === AGENT_EVENTS_PATH) {
       this.outbox.attach(stream);
       return;
@@ -452,6 +544,33 @@ export class Agent extends EventEmitter<AgentEvents> {
         )
         .map((g) => ({ id: g.id, url: g.url }));
       this.#discovered(link, self, gateways);
+      if (stream.closed) return;
+      stream.respond({ ':status': 200, 'content-type': 'application/json' });
+      stream.end('{"ok":true}');
+    } catch (err) {
+      refuseStream(stream, new CiportError('CIPORT_E_USAGE', (err as Error).message));
+    }
+  }
+
+  /**
+   * The gateway refuses some advertised targets (not bound to this agent): say so, loudly — the
+   * operator otherwise sees only jobs failing with CIPORT_E_NO_AGENT.
+   */
+  async #refused(stream: ServerHttp2Stream, link: GatewayLink): Promise<void> {
+    try {
+      const body = await readJson(stream, MAX_CONTROL_BODY);
+      const refused = Array.isArray(body.refused)
+        ? body.refused.filter((t): t is string => typeof t === 'string').slice(0, 1000)
+        : [];
+      this.#opt.log?.warn(
+        {
+          gateway: link.url,
+          refused,
+          message: typeof body.message === 'string' ? body.message.slice(0, 1024) : undefined,
+        },
+        'the gateway refused targets this agent is not bound to; it routes no connection to them here',
+      );
+      this.emit('refused', refused);
       if (stream.closed) return;
       stream.respond({ ':status': 200, 'content-type': 'application/json' });
       stream.end('{"ok":true}');

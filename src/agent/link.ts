@@ -203,6 +203,8 @@ export class GatewayLink extends EventEmitter<GatewayLinkEvents> {
               ? new CiportError(
                   'CIPORT_E_AGENT_UNAUTHORIZED',
                   `gateway refused agent ${cred.name}'s credential${why ? ` (${why})` : ''}`,
+                  // Which credential: a refusal of one already replaced is stale (agent.ts).
+                  { details: { agent: cred.id } },
                 )
               : new CiportError(
                   'CIPORT_E_GATEWAY_RESPONSE',

@@ -21,6 +21,8 @@ export const AUDIT_EVENT_TYPES = [
   'agent.enrolled',
   'agent.revoked',
   'agent.credential_rotated',
+  'agent.targets_changed',
+  'agent.target_refused',
   'config.loaded',
   'review.attested',
 ] as const;
@@ -271,6 +273,8 @@ export type AgentEnrolledData = Base & {
   stage: 'token_created' | 'registered';
   /** ISO 8601: when the enrollment token expires (stage `token_created`). */
   expires_at?: string;
+  /** The targets the agent is bound to (docs/agent.md, "Target binding"). */
+  targets?: string[];
 };
 
 /** An agent's credential was revoked (one event per revoked agent). */
@@ -292,6 +296,30 @@ export type AgentCredentialRotatedData = Base & {
   agent_id: string;
   /** ISO 8601: when the new credential expires. */
   expires_at: string;
+};
+
+/** An admin changed which targets an agent may serve (one event per agent changed). */
+export type AgentTargetsChangedData = Base & {
+  agent: string;
+  agent_id: string;
+  /** The binding before and after the change. */
+  before: string[];
+  targets: string[];
+};
+
+/**
+ * An agent advertised a target it is not bound to: the gateway routes nothing of that target to
+ * it. At most one event per agent, target and gateway process in `REFUSAL_AUDIT_INTERVAL`
+ * (a reconnect loop does not flood the log); `repeats` counts the refusals not audited since.
+ */
+export type AgentTargetRefusedData = Base & {
+  agent: string;
+  agent_id: string;
+  target: string;
+  /** The agent connection that advertised it. */
+  connection: string;
+  remote?: string;
+  repeats?: number;
 };
 
 export type ConfigLoadedData = Base & {
@@ -334,6 +362,8 @@ export interface AuditDataMap {
   'agent.enrolled': AgentEnrolledData;
   'agent.revoked': AgentRevokedData;
   'agent.credential_rotated': AgentCredentialRotatedData;
+  'agent.targets_changed': AgentTargetsChangedData;
+  'agent.target_refused': AgentTargetRefusedData;
   'config.loaded': ConfigLoadedData;
   'review.attested': ReviewAttestedData;
 }

@@ -4,6 +4,7 @@
 import type { Writable } from 'node:stream';
 import { formatDuration, parseDuration } from '../config/duration.js';
 import { oneTimePassword } from '../credentials/otp.js';
+import { ExitCode } from '../errors/codes.js';
 import { CiportError } from '../errors/errors.js';
 import { printableLines } from '../text/printable.js';
 import { advertisedAudience } from './audience.js';
@@ -99,6 +100,8 @@ export class Port {
   readonly #log: ClientLog;
   #closed: Promise<void> | undefined;
   #reported = false;
+  /** Targets a connection to was refused with CIPORT_E_NO_AGENT (no agent served it then). */
+  readonly #noAgent: Set<string>;
 
   private constructor(args: {
     session: PortSession;
@@ -106,7 +109,9 @@ export class Port {
     bound: BoundTarget[];
     tokenEnvName: string | undefined;
     log: ClientLog;
+    noAgent: Set<string>;
   }) {
+    this.#noAgent = args.noAgent;
     this.session = args.session;
     this.#listeners = args.listeners;
     this.bound = args.bound;
@@ -158,6 +163,7 @@ export class Port {
     // redis: one password per port, minted here and checked only by the local listener; the
     // gateway never sees it (the exit authenticates upstream with the target's own credential).
     const redisPassword = session.info.targets.some((t) => t.protocol === 'redis') ? oneTimePassword() : '';
+    const noAgent = new Set<string>();
     // Set once every listener is up; a stream reset before that only skips the early heartbeat.
     let port: Port | undefined;
     try {
@@ -170,7 +176,10 @@ export class Port {
             port: wanted,
             open: (name) => session.openTunnel(name),
             log,
-            onTrouble: () => void port?.checkNow(),
+            onTrouble: (_status, code) => {
+              if (code === 'CIPORT_E_NO_AGENT') noAgent.add(target.name);
+              void port?.checkNow();
+            },
             postgres: target.protocol === 'postgres' ? target.credentials : undefined,
             redis: target.protocol === 'redis' ? { password: redisPassword } : undefined,
             checkPeer,
@@ -200,7 +209,7 @@ export class Port {
       client.close();
       throw err;
     }
-    port = new Port({ session, listeners, bound, tokenEnvName, log });
+    port = new Port({ session, listeners, bound, tokenEnvName, log, noAgent });
     port.#heartbeat.start();
     return port;
   }
@@ -210,6 +219,20 @@ export class Port {
     if (this.#reported || end.reason === 'client_end') return;
     this.#reported = true;
     this.#log.warn(end.message);
+  }
+
+  /**
+   * The exit code for a command that exited with `code`: a failed command that had connections
+   * refused because no agent served their target (CIPORT_E_NO_AGENT, a passing condition) exits
+   * 5 ("unreachable": worth a retry, e.g. GitLab `retry: exit_codes: [5]`), and says so.
+   */
+  exitCodeFor(code: number, command: string): number {
+    if (code === 0 || this.#noAgent.size === 0) return code;
+    this.#log.warn(
+      `exit ${ExitCode.unreachable} (unreachable, retryable): no agent served ${[...this.#noAgent].join(', ')} ` +
+        `(CIPORT_E_NO_AGENT) while ${command} ran; it exited with ${code}`,
+    );
+    return ExitCode.unreachable;
   }
 
   /** Ask the gateway now whether the session still lives (after a reset stream). */

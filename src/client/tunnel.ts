@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream';
 import { pipeline as pipelineAsync } from 'node:stream/promises';
 import { servePgClientConnection } from '../protocols/postgres/client.js';
 import { authenticateRedisClient } from '../protocols/redis/client.js';
+import { GatewayError } from './errors.js';
 import { TunnelRefused } from './gateway.js';
 import type { PeerCheck } from './peer-uid.js';
 
@@ -387,7 +388,9 @@ export class TargetListener {
             log.warn(`${target}: connection refused: ${(err as Error).message}`);
           }
           this.#options.onTrouble?.(refused?.status, refused?.code);
-          throw err;
+          // As a CiportError with the gateway's code, so the application reads that code (a
+          // plain Error would reach it as CIPORT_E_INTERNAL).
+          throw refused ? new GatewayError(refused.status, refused.code, refused.message) : err;
         }
         if (this.#closing) {
           resetStream(stream);

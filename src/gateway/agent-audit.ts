@@ -1,6 +1,6 @@
-// Audit events of the agent hub: `agent.connected` and `agent.disconnected` (typed in
-// src/audit/events.ts). `agent.enrolled` / `agent.revoked` need their types added there first;
-// until then AgentApiDeps.audit receives them untyped.
+// Audit events of the agent hub: `agent.connected`, `agent.disconnected` and
+// `agent.target_refused` (bounded by the hub: once per agent and target per interval).
+// `agent.enrolled`, `agent.revoked` and `agent.targets_changed` come from the registry.
 import { auditEvent } from '../audit/events.js';
 import type { Store } from '../store/types.js';
 import type { AgentHub } from './agent-hub.js';
@@ -33,10 +33,26 @@ export function auditAgentEvents(hub: AgentHub, store: Pick<Store, 'appendAudit'
       )
       .catch(fail);
   };
+  const onRefused: Parameters<typeof hub.on<'agent.target_refused'>>[1] = (r) => {
+    store
+      .appendAudit(
+        auditEvent('agent.target_refused', {
+          agent: r.name,
+          agent_id: r.agent,
+          target: r.target,
+          connection: r.connection,
+          ...(r.remote ? { remote: r.remote } : {}),
+          ...(r.repeats > 0 ? { repeats: r.repeats } : {}),
+        }),
+      )
+      .catch(fail);
+  };
   hub.on('agent.connected', onConnected);
   hub.on('agent.disconnected', onDisconnected);
+  hub.on('agent.target_refused', onRefused);
   return () => {
     hub.off('agent.connected', onConnected);
     hub.off('agent.disconnected', onDisconnected);
+    hub.off('agent.target_refused', onRefused);
   };
 }

@@ -1,9 +1,10 @@
 // Admin and agent endpoints of docs/agent.md, written as functions api.ts and server.ts mount:
-//   POST   /v1/agents/enroll        admin token     {name, ttl?}  → 201 {token, name, expires_at}
+//   POST   /v1/agents/enroll        admin token     {name, targets, ttl?} → 201 {token, name, targets, expires_at}
 //   POST   /v1/agents/register      enrollment tok. {}            → 201 {id, name, credential, expires_at}
 //   POST   /v1/agents/rotate        agent credential {}           → 200 {id, name, credential, expires_at}
 //   GET    /v1/agents               admin token                   → 200 [agent summary + connected]
 //   POST   /v1/agents/{id|name}/revoke  admin token               → 200 {revoked: [summary]}
+//   POST   /v1/agents/{id|name}/targets admin token {set} | {add?, remove?} → 200 {agents: [summary]}
 //   GET    /v1/agents/connect  Upgrade: ciport-agent, agent credential → 101, reverse HTTP/2
 // The registry writes agent.enrolled / agent.credential_rotated / agent.revoked with the state
 // change (one transaction). Credentials are never logged: only agent ids, names and expiries.
@@ -13,7 +14,7 @@ import { parseDuration } from '../config/duration.js';
 import { asCiportError, CiportError } from '../errors/index.js';
 import { bearer } from '../session/secret.js';
 import { AGENT_CONNECT_PATH, AGENT_UPGRADE_PROTOCOL, type AgentHub } from './agent-hub.js';
-import type { AgentRegistry } from './agent-registry.js';
+import { type AgentRegistry, bindingNames, type TargetEdit } from './agent-registry.js';
 import { ERROR_HEADER, type Req, type Res, readJsonBody, sendError, sendJson } from './http.js';
 import type { Logger } from './logger.js';
 
@@ -41,8 +42,18 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
     if (path === '/v1/agents/enroll') {
       allow(req, 'POST');
       deps.requireAdmin(req);
-      const body = (await readJsonBody(req, deps.maxBodyBytes)) as { name?: unknown; ttl?: unknown };
+      const body = (await readJsonBody(req, deps.maxBodyBytes)) as {
+        name?: unknown;
+        targets?: unknown;
+        ttl?: unknown;
+      };
       if (typeof body.name !== 'string') throw new CiportError('CIPORT_E_USAGE', 'body needs {"name": "…"}');
+      // Required: an agent serves only the targets it is bound to, and there is no wildcard.
+      if (!Array.isArray(body.targets) || body.targets.length === 0)
+        throw new CiportError(
+          'CIPORT_E_USAGE',
+          'body needs {"targets": ["…"]}: the targets the agent may serve',
+        );
       let ttl = ENROLL_TTL_DEFAULT;
       if (body.ttl !== undefined) {
         if (typeof body.ttl !== 'string')
@@ -51,9 +62,13 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
         if (ttl <= 0 || ttl > ENROLL_TTL_MAX)
           throw new CiportError('CIPORT_E_USAGE', 'ttl: between 1s and 7d');
       }
-      const { token, expires_at } = await deps.registry.createEnrollment(body.name, ttl);
-      deps.log?.info({ name: body.name, expires_at }, 'agent enrollment token created');
-      sendJson(res, 201, { token, name: body.name, expires_at });
+      const { token, expires_at, targets } = await deps.registry.createEnrollment(
+        body.name,
+        bindingNames(body.targets),
+        ttl,
+      );
+      deps.log?.info({ name: body.name, targets, expires_at }, 'agent enrollment token created');
+      sendJson(res, 201, { token, name: body.name, targets, expires_at });
       return true;
     }
     if (path === '/v1/agents/register') {
@@ -111,6 +126,26 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
       sendJson(res, 200, { revoked });
       return true;
     }
+    const bind = /^\/v1\/agents\/([^/]+)\/targets$/.exec(path);
+    if (bind?.[1]) {
+      allow(req, 'POST');
+      deps.requireAdmin(req);
+      const body = (await readJsonBody(req, deps.maxBodyBytes)) as Record<string, unknown>;
+      const edit: TargetEdit =
+        body.set !== undefined
+          ? { set: bindingNames(body.set, 'set') }
+          : {
+              ...(body.add !== undefined ? { add: bindingNames(body.add, 'add') } : {}),
+              ...(body.remove !== undefined ? { remove: bindingNames(body.remove, 'remove') } : {}),
+            };
+      if ('set' in edit && (body.add !== undefined || body.remove !== undefined))
+        throw new CiportError('CIPORT_E_USAGE', 'give either "set" or "add"/"remove"');
+      const agents = await deps.registry.setTargets(decodeURIComponent(bind[1]), edit);
+      for (const a of agents)
+        deps.log?.info({ agent: a.id, name: a.name, targets: a.targets }, 'agent targets');
+      sendJson(res, 200, { agents });
+      return true;
+    }
     throw new CiportError('CIPORT_E_NOT_FOUND', `no such path ${path}`);
   } catch (thrown) {
     sendError(res, asCiportError(thrown));
@@ -150,7 +185,7 @@ export async function handleAgentUpgrade(
     return;
   }
   try {
-    await deps.hub.accept(socket, head, { id: agent.id, name: agent.name });
+    await deps.hub.accept(socket, head, { id: agent.id, name: agent.name }, agent.targets);
     void deps.registry.touch(agent.id).catch(() => {});
   } catch (thrown) {
     deps.log?.warn({ agent: agent.id, err: asCiportError(thrown).message }, 'agent connect failed');
@@ -167,7 +202,11 @@ function refuseUpgrade(socket: Duplex, err: CiportError): void {
   setTimeout(() => socket.destroy(), 1_000).unref();
 }
 
-/** Wire registry revocations to the hub (revoked agents are cut at once). */
+/**
+ * Wire registry changes to the hub: revoked agents are cut at once; a changed binding applies to
+ * the agent's live connections at once.
+ */
 export function linkRevocations(registry: AgentRegistry, hub: AgentHub): void {
   registry.on('revoked', (a) => hub.disconnect(a.id, 'revoked'));
+  registry.on('targets', (a) => hub.rebind(a.id, a.targets));
 }

@@ -23,6 +23,15 @@ export const AGENT_UPGRADE_PROTOCOL = 'ciport-agent';
 export const AGENT_CONNECT_PATH = '/v1/agents/connect';
 /** Path the hub GETs on the agent for `{name, version, targets: [{name, protocol}]}`. */
 export const AGENT_TARGETS_PATH = '/v1/targets';
+/**
+ * Path the hub POSTs `{refused: [names], message}` to when the agent advertised targets it is
+ * not bound to (the agent logs it; an older agent answers 404, which is fine).
+ */
+export const AGENT_REFUSED_PATH = '/v1/targets/refused';
+/** At most one `agent.target_refused` (and warn log) per agent and target this often. */
+export const REFUSAL_AUDIT_INTERVAL_MS = 3_600_000;
+/** Bound on the remembered refusals (agent × target) of one gateway process. */
+const MAX_REFUSAL_KEYS = 10_000;
 /** Request header on CONNECT streams towards an agent: the tunnel's connection id (for its logs). */
 export const AGENT_CONNECTION_HEADER = 'ciport-connection';
 
@@ -72,7 +81,10 @@ export interface ConnectedAgentInfo {
   name: string;
   /** This connection (an agent reconnecting gets a new one). */
   connection: string;
+  /** What it serves: the targets it advertised that it is bound to. */
   targets: string[];
+  /** What it advertised beyond its binding: never routed to it. */
+  refused: string[];
   remote: string | undefined;
   version: string | undefined;
   connected_at: string;
@@ -82,6 +94,15 @@ export interface ConnectedAgentInfo {
 export interface AgentHubEvents {
   'agent.connected': [ConnectedAgentInfo];
   'agent.disconnected': [ConnectedAgentInfo & { reason: string }];
+  /**
+   * An agent advertised a target it is not bound to (at most once per agent and target per
+   * `refusalAuditIntervalMs`; `repeats` counts the refusals since the last one reported).
+   */
+  'agent.target_refused': [
+    { agent: string; name: string; connection: string; target: string; remote?: string; repeats: number },
+  ];
+  /** Targets of a connected agent became routable (a binding was widened). */
+  'agent.targets': [ConnectedAgentInfo];
 }
 
 export interface AgentHubOptions {
@@ -94,6 +115,8 @@ export interface AgentHubOptions {
   advertiseTimeoutMs?: number;
   /** A CONNECT towards an agent must be answered within this (default 15 000 ms). */
   openTimeoutMs?: number;
+  /** At most one target refusal reported per agent and target this often (default 1 h). */
+  refusalAuditIntervalMs?: number;
   /** Per-stream HTTP/2 window towards agents (default 1 MiB) and connection window (16 MiB). */
   streamWindow?: number;
   connectionWindow?: number;
@@ -110,7 +133,12 @@ let connectionSeq = 0;
 class AgentConnection {
   readonly id = `agc_${process.pid.toString(36)}${(++connectionSeq).toString(36)}`;
   readonly connectedAt = new Date();
+  /** Everything the agent advertised. */
+  advertised: AdvertisedTarget[] = [];
+  /** The advertised targets it is bound to: the only ones routed to it. */
   targets: AdvertisedTarget[] = [];
+  /** Advertised, not bound (refused). */
+  refused: string[] = [];
   version: string | undefined;
   streams = 0;
   closed = false;
@@ -119,7 +147,21 @@ class AgentConnection {
     readonly identity: AgentIdentity,
     readonly session: ClientHttp2Session,
     readonly remote: string | undefined,
+    /** The targets the gateway lets this agent serve (from its store record). */
+    public binding: ReadonlySet<string>,
   ) {}
+
+  /** Split the advertisement by the binding. Returns the names newly refused and newly served. */
+  applyBinding(): { refused: string[]; served: string[] } {
+    const before = new Set(this.targets.map((t) => t.name));
+    const refusedBefore = new Set(this.refused);
+    this.targets = this.advertised.filter((t) => this.binding.has(t.name));
+    this.refused = this.advertised.filter((t) => !this.binding.has(t.name)).map((t) => t.name);
+    return {
+      refused: this.refused.filter((t) => !refusedBefore.has(t)),
+      served: this.targets.map((t) => t.name).filter((t) => !before.has(t)),
+    };
+  }
 
   info(): ConnectedAgentInfo {
     return {
@@ -127,6 +169,7 @@ class AgentConnection {
       name: this.identity.name,
       connection: this.id,
       targets: this.targets.map((t) => t.name),
+      refused: [...this.refused],
       remote: this.remote,
       version: this.version,
       connected_at: this.connectedAt.toISOString(),
@@ -142,6 +185,8 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
   readonly #onEvent: AgentHubOptions['onEvent'];
   /** Last advertisement seen per target name (kept after the agent left, for session answers). */
   readonly #known = new Map<string, AdvertisedTarget>();
+  /** `${agent id}\0${target}` → when a refusal was last reported and how many since. */
+  readonly #refusals = new Map<string, { at: number; repeats: number }>();
   #rr = 0;
   #closed = false;
 
@@ -154,6 +199,7 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       pingTimeoutMs: options.pingTimeoutMs ?? 9_000,
       advertiseTimeoutMs: options.advertiseTimeoutMs ?? 10_000,
       openTimeoutMs: options.openTimeoutMs ?? 15_000,
+      refusalAuditIntervalMs: options.refusalAuditIntervalMs ?? REFUSAL_AUDIT_INTERVAL_MS,
       streamWindow: options.streamWindow ?? 1 << 20,
       connectionWindow: options.connectionWindow ?? 16 << 20,
     };
@@ -209,8 +255,15 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
    * Take over an authenticated agent's socket (from the server's 'upgrade' event): answer 101,
    * start HTTP/2 as the client, fetch the agent's targets. Resolves once the agent is usable
    * (and 'agent.connected' was emitted); rejects (socket destroyed) when it does not advertise.
+   * Only the advertised targets in `binding` (the agent's store record) are routed to it; the
+   * others are refused: logged, reported ('agent.target_refused') and told to the agent.
    */
-  async accept(socket: Duplex, head: Buffer, identity: AgentIdentity): Promise<ConnectedAgentInfo> {
+  async accept(
+    socket: Duplex,
+    head: Buffer,
+    identity: AgentIdentity,
+    binding: readonly string[],
+  ): Promise<ConnectedAgentInfo> {
     if (this.#closed) {
       socket.destroy();
       throw new CiportError('CIPORT_E_GATEWAY_DRAINING', 'the gateway is shutting down');
@@ -241,7 +294,7 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       settings: { enablePush: false, initialWindowSize: this.#opt.streamWindow },
       maxSessionMemory: 64,
     });
-    const conn = new AgentConnection(identity, session, remote);
+    const conn = new AgentConnection(identity, session, remote, new Set(binding));
     session.on('error', (err) => {
       if (conn.reason === 'closed') conn.reason = `session error (${err.message})`;
     });
@@ -266,9 +319,10 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       const body = answer.body;
       const adv = body as { targets?: unknown; version?: unknown };
       if (!Array.isArray(adv.targets)) throw new Error('no targets array');
-      conn.targets = adv.targets
+      conn.advertised = adv.targets
         .filter((t): t is AdvertisedTarget => typeof t?.name === 'string')
         .map(advertisedTarget);
+      conn.applyBinding();
       conn.version = typeof adv.version === 'string' ? adv.version : undefined;
     } catch (err) {
       conn.closed = true;
@@ -287,9 +341,81 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
     this.#keepalive(conn);
     this.#events(conn);
     const info = conn.info();
-    this.#log?.info({ agent: info.agent, name: info.name, targets: info.targets, remote }, 'agent connected');
+    this.#log?.info(
+      { agent: info.agent, name: info.name, targets: info.targets, refused: info.refused, remote },
+      'agent connected',
+    );
     this.emit('agent.connected', info);
+    this.#refuse(conn, conn.refused);
     return info;
+  }
+
+  /**
+   * The binding of agent `id` changed (an admin, here or on another gateway): its live
+   * connections serve from now on only what the new binding allows. Targets no longer bound take
+   * no new streams (streams already open run on); newly refused ones are reported like at connect.
+   */
+  rebind(id: string, binding: readonly string[]): void {
+    for (const c of this.#connections) {
+      if (c.identity.id !== id || c.closed) continue;
+      const next = new Set(binding);
+      if (next.size === c.binding.size && [...next].every((t) => c.binding.has(t))) continue;
+      c.binding = next;
+      const { refused, served } = c.applyBinding();
+      for (const t of c.targets) if (served.includes(t.name)) this.#known.set(t.name, t);
+      this.#log?.info(
+        { agent: id, name: c.identity.name, connection: c.id, targets: c.info().targets, refused: c.refused },
+        'agent binding changed',
+      );
+      if (served.length > 0) this.emit('agent.targets', c.info());
+      this.#refuse(c, refused);
+    }
+  }
+
+  /** Report targets refused on `conn`: log, event (bounded per agent and target), tell the agent. */
+  #refuse(conn: AgentConnection, targets: readonly string[]): void {
+    if (targets.length === 0) return;
+    const now = Date.now();
+    for (const target of targets) {
+      const key = `${conn.identity.id}\0${target}`;
+      const seen = this.#refusals.get(key);
+      if (seen && now - seen.at < this.#opt.refusalAuditIntervalMs) {
+        seen.repeats++;
+        this.#log?.debug({ agent: conn.identity.id, target }, 'agent target refused again');
+        continue;
+      }
+      const repeats = seen?.repeats ?? 0;
+      this.#refusals.delete(key);
+      this.#refusals.set(key, { at: now, repeats: 0 });
+      if (this.#refusals.size > MAX_REFUSAL_KEYS) {
+        this.#refusals.delete(this.#refusals.keys().next().value as string);
+      }
+      this.#log?.warn(
+        {
+          agent: conn.identity.id,
+          name: conn.identity.name,
+          target,
+          connection: conn.id,
+          remote: conn.remote,
+          ...(repeats > 0 ? { repeats } : {}),
+        },
+        'agent advertised a target it is not bound to: refused (ciport agents targets changes the binding)',
+      );
+      this.emit('agent.target_refused', {
+        agent: conn.identity.id,
+        name: conn.identity.name,
+        connection: conn.id,
+        target,
+        ...(conn.remote ? { remote: conn.remote } : {}),
+        repeats,
+      });
+    }
+    const message =
+      `the gateway refuses target(s) ${targets.join(', ')} for agent ${conn.identity.name}: ` +
+      `not bound to it (an admin binds targets with: ciport agents targets ${conn.identity.name} --add …)`;
+    this.#requestJson(conn.session, 'POST', AGENT_REFUSED_PATH, { refused: [...targets], message }).catch(
+      () => {},
+    );
   }
 
   /** Disconnect every connection of agent `id` (revocation). Returns how many were cut. */

@@ -11,6 +11,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { auditEvent } from '../audit/events.js';
+import { TARGET_NAME_RE } from '../config/target-name.js';
 import { CiportError } from '../errors/index.js';
 import type { Store, StoredAgent } from '../store/types.js';
 
@@ -24,6 +25,7 @@ export type AgentStore = Pick<
   | 'listAgents'
   | 'touchAgent'
   | 'revokeAgents'
+  | 'setAgentTargets'
   | 'subscribeAgentRevoked'
 >;
 
@@ -67,6 +69,28 @@ export interface AgentRecord {
   credential_expires_at: string;
   /** SHA-256 (hex) of the credential's secret part. */
   credential_hash: string;
+  /** The targets it may serve (docs/agent.md, "Target binding"). */
+  targets: string[];
+}
+
+/** A change of an agent's target binding (`ciport agents targets`). */
+export type TargetEdit = { set: string[] } | { add?: string[]; remove?: string[] };
+
+/** Validate target names for a binding (config syntax; case-insensitive like advertisements). */
+export function bindingNames(value: unknown, what = 'targets'): string[] {
+  if (!Array.isArray(value) || value.some((t) => typeof t !== 'string')) {
+    throw new CiportError('CIPORT_E_USAGE', `${what}: a list of target names`);
+  }
+  const names = (value as string[]).map((t) => t.trim().toLowerCase());
+  for (const t of names) {
+    if (t === '*') {
+      throw new CiportError('CIPORT_E_USAGE', `${what}: name each target; there is no wildcard binding`);
+    }
+    if (!TARGET_NAME_RE.test(t)) {
+      throw new CiportError('CIPORT_E_USAGE', `${what}: "${t}" is not a target name (as in the config)`);
+    }
+  }
+  return [...new Set(names)].sort();
 }
 
 /** What the admin API and `ciport agents list` show (no hashes). */
@@ -88,6 +112,7 @@ function toRecord(a: StoredAgent): AgentRecord {
     last_seen_at: iso(a.lastSeenAt),
     credential_expires_at: new Date(a.credentialExpiresAt).toISOString(),
     credential_hash: a.credentialHash,
+    targets: [...a.targets],
   };
 }
 
@@ -118,6 +143,8 @@ function sameHash(a: string, b: string): boolean {
 export interface AgentRegistryEvents {
   /** An agent was revoked, here or (with `watchRemoteRevocations`) by another gateway. Once per agent. */
   revoked: [AgentRecord];
+  /** An agent's target binding changed (here; other gateways' changes come with `sweepBindings`). */
+  targets: [AgentRecord];
 }
 
 export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
@@ -145,9 +172,17 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
    * Operator: a one-time token that lets one agent named `name` register (default 1 h). The
    * token's hash and its `agent.enrolled` (stage `token_created`) event commit together.
    */
-  async createEnrollment(name: string, ttlMs = 3_600_000): Promise<{ token: string; expires_at: string }> {
+  async createEnrollment(
+    name: string,
+    targets: readonly string[],
+    ttlMs = 3_600_000,
+  ): Promise<{ token: string; expires_at: string; targets: string[] }> {
     if (!NAME_RE.test(name)) {
       throw new CiportError('CIPORT_E_USAGE', 'agent name: letters, digits, ".", "_", "-" (at most 63)');
+    }
+    const bound = bindingNames(targets);
+    if (bound.length === 0) {
+      throw new CiportError('CIPORT_E_USAGE', 'targets: name at least one target the agent may serve');
     }
     if (!Number.isFinite(ttlMs) || ttlMs <= 0) {
       throw new CiportError('CIPORT_E_USAGE', 'enrollment ttl must be positive');
@@ -157,10 +192,10 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
     const expiresAt = now + Math.ceil(ttlMs);
     const expires_at = new Date(expiresAt).toISOString();
     await this.#store.createEnrollment(
-      { tokenHash: sha256(token), name, createdAt: now, expiresAt },
-      auditEvent('agent.enrolled', { agent: name, stage: 'token_created', expires_at }, now),
+      { tokenHash: sha256(token), name, targets: bound, createdAt: now, expiresAt },
+      auditEvent('agent.enrolled', { agent: name, stage: 'token_created', expires_at, targets: bound }, now),
     );
-    return { token, expires_at };
+    return { token, expires_at, targets: bound };
   }
 
   /**
@@ -183,7 +218,7 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
             (agent) =>
               auditEvent(
                 'agent.enrolled',
-                { agent: agent.name, agent_id: agent.id, stage: 'registered' },
+                { agent: agent.name, agent_id: agent.id, stage: 'registered', targets: agent.targets },
                 now,
               ),
           )
@@ -305,6 +340,42 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
     const records = changes.map((c) => toRecord(c.agent));
     for (const r of records) this.#announce(r);
     return records.map(agentSummary);
+  }
+
+  /**
+   * Admin: change which targets the agents with this id or name may serve (`set` replaces the
+   * list; `add` / `remove` edit it). One `agent.targets_changed` per agent changed, in the
+   * transaction of the change; emits 'targets' for each. CIPORT_E_NOT_FOUND when no live agent
+   * has that id or name. Returns every live agent matched, changed or not.
+   */
+  async setTargets(idOrName: string, edit: TargetEdit): Promise<AgentSummary[]> {
+    const set = 'set' in edit ? bindingNames(edit.set, 'set') : undefined;
+    const add = 'set' in edit ? [] : bindingNames(edit.add ?? [], 'add');
+    const remove = 'set' in edit ? [] : bindingNames(edit.remove ?? [], 'remove');
+    if (!set && add.length === 0 && remove.length === 0) {
+      throw new CiportError('CIPORT_E_USAGE', 'give the new targets ({"set": […]}) or {"add"/"remove": […]}');
+    }
+    const next = (current: readonly string[]) =>
+      set ?? [...current.filter((t) => !remove.includes(t)), ...add.filter((t) => !remove.includes(t))];
+    const changes = await this.#store.setAgentTargets(idOrName, this.#now(), next, (a, before) =>
+      auditEvent('agent.targets_changed', {
+        agent: a.name,
+        agent_id: a.id,
+        before: [...before],
+        targets: a.targets,
+      }),
+    );
+    for (const c of changes) this.emit('targets', toRecord(c.agent));
+    const matched = (await this.#store.listAgents()).filter(
+      (a) => (a.id === idOrName || a.name === idOrName) && a.revokedAt === null,
+    );
+    if (matched.length === 0) throw new CiportError('CIPORT_E_NOT_FOUND', `no live agent ${idOrName}`);
+    return matched.map((a) => agentSummary(toRecord(a)));
+  }
+
+  /** Every agent's current binding (other gateways' changes reach this one with a re-read). */
+  async bindings(): Promise<Map<string, string[]>> {
+    return new Map((await this.#store.listAgents()).map((a) => [a.id, a.targets]));
   }
 
   /**

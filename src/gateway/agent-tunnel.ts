@@ -186,6 +186,8 @@ function refuseClient(client: ServerHttp2Stream, err: CiportError): void {
     ':status': err.httpStatus,
     'content-type': 'application/json; charset=utf-8',
     [ERROR_HEADER]: err.code,
+    // No agent right now is a passing condition (a restart, a partition): say when to retry.
+    ...(err.code === 'CIPORT_E_NO_AGENT' ? { 'retry-after': '5' } : {}),
   });
   client.end(body);
 }

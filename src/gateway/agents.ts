@@ -20,7 +20,7 @@ import {
   AgentHub,
   type AgentIdentity,
 } from './agent-hub.js';
-import { AgentRegistry } from './agent-registry.js';
+import { AgentRegistry, REVOCATION_SWEEP_MS } from './agent-registry.js';
 import type { Logger } from './logger.js';
 import { createAgentMetrics } from './metrics.js';
 import type { AgentRoutes } from './tunnel.js';
@@ -40,6 +40,8 @@ export interface GatewayAgents {
   apiDeps(requireAdmin: AgentApiDeps['requireAdmin'], maxBodyBytes: number): AgentApiDeps;
   /** Once listening: register this gateway (its URL for agents) in the store for discovery. */
   advertise(url: string): Promise<void>;
+  /** Re-read the connected agents' bindings now (done every 30 s: other gateways' changes). */
+  sweepBindings(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -105,6 +107,21 @@ export async function startAgents(options: {
     );
   };
   hub.on('agent.connected', onConnected);
+  hub.on('agent.targets', onConnected);
+
+  // Bindings changed on another gateway sharing the store reach this one with a re-read (the
+  // admin's own gateway applies its change at once): at most REVOCATION_SWEEP_MS late.
+  const sweepBindings = async () => {
+    const live = new Set(hub.list().map((c) => c.agent));
+    if (live.size === 0) return;
+    for (const [id, targets] of await registry.bindings()) if (live.has(id)) hub.rebind(id, targets);
+  };
+  const bindingTimer = setInterval(() => {
+    sweepBindings().catch((err) =>
+      log.warn({ err: asCiportError(err).message }, 'agent bindings not re-read from the store'),
+    );
+  }, REVOCATION_SWEEP_MS);
+  bindingTimer.unref();
 
   // Discovery: every gateway sharing the store registers where agents reach it and tells each
   // agent about the others, so an agent links to all of them (docs/agent.md, "Several gateways").
@@ -171,6 +188,7 @@ export async function startAgents(options: {
     registry,
     routes,
     apiDeps: (requireAdmin, maxBodyBytes) => ({ registry, hub, requireAdmin, maxBodyBytes, log }),
+    sweepBindings,
     async advertise(url) {
       advertisedUrl = url;
       await store.registerGateway({ id: options.gatewayId, url, at: Date.now() });
@@ -178,7 +196,9 @@ export async function startAgents(options: {
     async close() {
       if (timer) clearInterval(timer);
       clearInterval(discovery);
+      clearInterval(bindingTimer);
       hub.off('agent.connected', onConnected);
+      hub.off('agent.targets', onConnected);
       hub.off('agent.connected', onConnectedGateways);
       if (advertisedUrl) await store.removeGateway(options.gatewayId).catch(() => false);
       unEnded();

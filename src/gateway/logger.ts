@@ -4,11 +4,16 @@ import { type DestinationStream, type Logger, pino } from 'pino';
 
 export type { Logger } from 'pino';
 
-export function createLogger(options: { level?: string; destination?: DestinationStream } = {}): Logger {
+/** What the `service` field of every line says: which of ciport's processes wrote it. */
+export type LogService = 'ciport-gateway' | 'ciport-agent';
+
+export function createLogger(
+  options: { level?: string; destination?: DestinationStream; service?: LogService } = {},
+): Logger {
   return pino(
     {
       level: options.level ?? process.env.CIPORT_LOG_LEVEL ?? 'info',
-      base: { service: 'ciport-gateway' },
+      base: { service: options.service ?? 'ciport-gateway' },
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: {
         paths: [

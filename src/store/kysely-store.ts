@@ -10,6 +10,7 @@ import {
   SESSION_END_REASONS,
   type SessionEndReason,
 } from '../audit/events.js';
+import { TARGET_NAME_RE } from '../config/target-name.js';
 import { CiportError } from '../errors/index.js';
 import { AGENT_REVOKED_CHANNEL, type Engine, SESSION_ENDED_CHANNEL } from './engines.js';
 import { StoreError, wrapStoreError } from './errors.js';
@@ -380,6 +381,7 @@ export class KyselyStore implements Store {
     const { tokenHash, name, createdAt, expiresAt } = enrollment;
     checkHash('tokenHash', tokenHash);
     checkId('enrollment name', name);
+    const targets = targetList('enrollment targets', enrollment.targets);
     checkInt('createdAt', createdAt);
     checkInt('expiresAt', expiresAt);
     return this.#guard(() =>
@@ -392,7 +394,13 @@ export class KyselyStore implements Store {
           .execute();
         await trx
           .insertInto('agent_enrollments')
-          .values({ token_hash: tokenHash, name, created_at: createdAt, expires_at: expiresAt })
+          .values({
+            token_hash: tokenHash,
+            name,
+            created_at: createdAt,
+            expires_at: expiresAt,
+            targets: JSON.stringify(targets),
+          })
           .execute();
         return this.#append(trx, event, createdAt);
       }),
@@ -421,7 +429,7 @@ export class KyselyStore implements Store {
           .where('token_hash', '=', tokenHash)
           .where('used_at', 'is', null)
           .where('expires_at', '>', now)
-          .returning('name')
+          .returning(['name', 'targets'])
           .executeTakeFirst();
         if (!claimed) return undefined;
         const record: StoredAgent = {
@@ -434,6 +442,7 @@ export class KyselyStore implements Store {
           credentialExpiresAt: agent.credentialExpiresAt,
           previousHash: null,
           previousValidUntil: null,
+          targets: parseTargets(claimed.targets),
         };
         await trx
           .insertInto('agents')
@@ -447,6 +456,7 @@ export class KyselyStore implements Store {
             credential_expires_at: record.credentialExpiresAt,
             previous_hash: null,
             previous_valid_until: null,
+            targets: JSON.stringify(record.targets),
           })
           .execute();
         const written = await this.#append(trx, resolveAgentEvent(event, record), now);
@@ -550,6 +560,58 @@ export class KyselyStore implements Store {
           changes.push({ agent, event: await this.#append(trx, resolveAgentEvent(event, agent), at) });
         }
         for (const agent of agents) await this.#engine.notify(trx, AGENT_REVOKED_CHANNEL, agent.id);
+        return changes;
+      }),
+    );
+  }
+
+  async setAgentTargets(
+    idOrName: string,
+    at: number,
+    next: (current: readonly string[]) => string[],
+    event: (agent: StoredAgent, before: readonly string[]) => AuditEventInput,
+  ): Promise<AgentChange[]> {
+    checkInt('at', at);
+    return this.#guard(() =>
+      this.#engine.write(async (trx) => {
+        const rows = await trx
+          .selectFrom('agents')
+          .selectAll()
+          .where((eb) => eb.or([eb('id', '=', idOrName), eb('name', '=', idOrName)]))
+          .where('revoked_at', 'is', null)
+          .orderBy('created_at', 'asc')
+          .orderBy('id', 'asc')
+          .execute();
+        const changes: AgentChange[] = [];
+        for (let row of rows) {
+          // Conditional on the list the change was computed from: a concurrent change on another
+          // gateway (PostgreSQL, read committed) makes this one recompute from the new list.
+          for (let attempt = 0; ; attempt++) {
+            const before = parseTargets(row.targets);
+            const after = targetList('targets', next(before));
+            if (sameList(before, after)) break;
+            const updated = await trx
+              .updateTable('agents')
+              .set({ targets: JSON.stringify(after) })
+              .where('id', '=', row.id)
+              .where('targets', '=', row.targets)
+              .where('revoked_at', 'is', null)
+              .returningAll()
+              .executeTakeFirst();
+            if (updated) {
+              const agent = toAgent(updated);
+              changes.push({ agent, event: await this.#append(trx, event(agent, before), at) });
+              break;
+            }
+            const fresh = await trx
+              .selectFrom('agents')
+              .selectAll()
+              .where('id', '=', row.id)
+              .executeTakeFirst();
+            if (!fresh || fresh.revoked_at !== null || attempt >= 10) break;
+            row = fresh;
+          }
+        }
         return changes;
       }),
     );
@@ -734,8 +796,36 @@ function toAgent(row: Selectable<AgentsTable>): StoredAgent {
     credentialExpiresAt: toInt(row.credential_expires_at),
     previousHash: row.previous_hash,
     previousValidUntil: row.previous_valid_until === null ? null : toInt(row.previous_valid_until),
+    targets: parseTargets(row.targets),
   };
 }
+
+/** Target names as stored: a JSON array of strings; anything else reads as no target at all. */
+function parseTargets(text: string | null | undefined): string[] {
+  try {
+    const v = JSON.parse(text ?? '[]') as unknown;
+    return Array.isArray(v) ? v.filter((t): t is string => typeof t === 'string') : [];
+  } catch {
+    return [];
+  }
+}
+
+/** A binding to store: target names (config syntax), lower-cased, unique and sorted. */
+function targetList(name: string, value: unknown): string[] {
+  if (!Array.isArray(value) || value.length > 1000) {
+    throw new CiportError('CIPORT_E_INTERNAL', `invalid ${name}: an array of target names`);
+  }
+  const out = new Set<string>();
+  for (const v of value) {
+    const t = typeof v === 'string' ? v.toLowerCase() : '';
+    if (!TARGET_NAME_RE.test(t)) throw new CiportError('CIPORT_E_INTERNAL', `invalid ${name}: ${String(v)}`);
+    out.add(t);
+  }
+  return [...out].sort();
+}
+
+const sameList = (a: readonly string[], b: readonly string[]) =>
+  a.length === b.length && a.every((x, i) => x === b[i]);
 
 function toGateway(row: Selectable<GatewaysTable>): GatewayRecord {
   return {

@@ -6,6 +6,7 @@
 // Never edit a released migration: add a new one.
 
 import { type Kysely, type Migration, type MigrationProvider, sql } from 'kysely';
+import { TARGET_NAME_RE } from '../config/target-name.js';
 import type { StoreEngine } from './types.js';
 
 export const MIGRATION_TABLE = 'ciport_migration';
@@ -182,7 +183,80 @@ function migrations(engine: StoreEngine): Record<string, Migration> {
           .execute();
       },
     },
+    // Which targets each agent may serve (docs/agent.md, "Target binding"): the gateway routes
+    // nothing else to an agent, whatever it advertises. Agents enrolled before this migration
+    // keep what they served: each live agent is bound to the targets its name advertised in its
+    // last `agent.connected` event (the audit log is the only per-agent record of it), so an
+    // upgrade does not cut working agents off. An agent that never connected, and tokens not
+    // yet redeemed, are bound to nothing: an admin binds them (`ciport agents targets`).
+    '0006_agent_targets': {
+      async up(db: AnyDb) {
+        await db.schema
+          .alterTable('agents')
+          .addColumn('targets', 'text', (c) => c.notNull().defaultTo('[]'))
+          .execute();
+        await db.schema
+          .alterTable('agent_enrollments')
+          .addColumn('targets', 'text', (c) => c.notNull().defaultTo('[]'))
+          .execute();
+        await bindExistingAgents(db);
+      },
+    },
   };
+}
+
+/**
+ * Migration 0006: bind every live agent to the targets its name last advertised, read from the
+ * `agent.connected` audit events newest first (in batches; stops once every name is found).
+ */
+async function bindExistingAgents(db: AnyDb): Promise<void> {
+  const live = (await db
+    .selectFrom('agents')
+    .select(['id', 'name'])
+    .where('revoked_at', 'is', null)
+    .execute()) as {
+    id: string;
+    name: string;
+  }[];
+  const wanted = new Set(live.map((a) => a.name));
+  const found = new Map<string, string[]>();
+  let before: number | undefined;
+  while (found.size < wanted.size) {
+    let q = db
+      .selectFrom('audit_events')
+      .select(['seq', 'data'])
+      .where('type', '=', 'agent.connected')
+      .orderBy('seq', 'desc')
+      .limit(1000);
+    if (before !== undefined) q = q.where('seq', '<', before);
+    const rows = (await q.execute()) as { seq: number | string; data: string }[];
+    if (rows.length === 0) break;
+    for (const row of rows) {
+      let data: { agent?: unknown; targets?: unknown };
+      try {
+        data = JSON.parse(row.data) as typeof data;
+      } catch {
+        continue;
+      }
+      const name = typeof data.agent === 'string' ? data.agent : undefined;
+      if (!name || !wanted.has(name) || found.has(name)) continue;
+      const targets = Array.isArray(data.targets)
+        ? data.targets.filter((t): t is string => typeof t === 'string' && TARGET_NAME_RE.test(t))
+        : [];
+      found.set(name, [...new Set(targets)].sort());
+    }
+    before = Number(rows[rows.length - 1]?.seq);
+  }
+  for (const a of live) {
+    const targets = found.get(a.name);
+    if (targets && targets.length > 0) {
+      await db
+        .updateTable('agents')
+        .set({ targets: JSON.stringify(targets) })
+        .where('id', '=', a.id)
+        .execute();
+    }
+  }
 }
 
 /** What agents enrolled before migration 0005 get: their credential expires 30 days after it. */

@@ -69,6 +69,8 @@ export interface AgentsTable {
   /** SHA-256 of the secret the last rotation replaced, accepted until `previous_valid_until`. */
   previous_hash: ColumnType<string | null, string | null | undefined, string | null>;
   previous_valid_until: NullableIntColumn;
+  /** JSON array of the target names the agent may serve (migration 0006). */
+  targets: ColumnType<string, string | undefined, string>;
 }
 
 /** One-time enrollment tokens (migration 0004), by the SHA-256 of the token. */
@@ -80,6 +82,8 @@ export interface AgentEnrollmentsTable {
   used_at: NullableIntColumn;
   /** The agent the token was redeemed for (no foreign key: enrollments are pruned on their own). */
   agent_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** JSON array of the target names the redeeming agent is bound to (migration 0006). */
+  targets: ColumnType<string, string | undefined, string>;
 }
 
 /** Gateways sharing the store, for discovery (migration 0004). */

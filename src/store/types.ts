@@ -76,6 +76,11 @@ export interface StoredAgent {
   previousHash: string | null;
   /** The previous secret is accepted while `now < previousValidUntil` (the rotation's grace). */
   previousValidUntil: number | null;
+  /**
+   * The targets this agent may serve (lower-case names, sorted; migration 0006): the gateway
+   * routes nothing else to it, whatever it advertises.
+   */
+  targets: string[];
 }
 
 /** A one-time enrollment token to store (see `Store.createEnrollment`). */
@@ -84,6 +89,8 @@ export interface NewEnrollment {
   tokenHash: string;
   /** The name the agent that redeems the token gets. */
   name: string;
+  /** The targets the agent that redeems the token is bound to (see StoredAgent.targets). */
+  targets: string[];
   createdAt: number;
   expiresAt: number;
 }
@@ -251,6 +258,21 @@ export interface Store {
    * transaction, for `subscribeAgentRevoked`.
    */
   revokeAgents(idOrName: string, at: number, event: AgentEventFor): Promise<AgentChange[]>;
+
+  /**
+   * Change the target binding of every not revoked agent whose id or name is `idOrName`: per
+   * agent, `next(current)` gives the new list (normalised: lower case, sorted, unique); an agent
+   * whose list does not change is left alone. Each change is a conditional UPDATE on the list it
+   * was computed from (a concurrent change makes it recompute), in one transaction with
+   * `event(agent after, targets before)` (normally `agent.targets_changed`). Returns the changed
+   * agents; empty when none matched or nothing changed.
+   */
+  setAgentTargets(
+    idOrName: string,
+    at: number,
+    next: (current: readonly string[]) => string[],
+    event: (agent: StoredAgent, before: readonly string[]) => AuditEventInput,
+  ): Promise<AgentChange[]>;
 
   /**
    * Be told when any gateway sharing the store revokes an agent (this one included). Same

@@ -71,7 +71,7 @@ describe('AgentTunnel', () => {
       },
     });
     echo = await echoServer();
-    const enroll = await api(gw, 'POST', '/v1/agents/enroll', ADMIN, { name: 'dc1' });
+    const enroll = await api(gw, 'POST', '/v1/agents/enroll', ADMIN, { name: 'dc1', targets: ['echo'] });
     agent = new Agent(
       agentConfig({
         gateway: gw.url,

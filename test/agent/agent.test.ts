@@ -41,8 +41,8 @@ describe('agent: reverse HTTP/2 through the hub', () => {
   let echo: Awaited<ReturnType<typeof echoServer>>;
   const agents: Agent[] = [];
 
-  async function enroll(name: string): Promise<string> {
-    const res = await api(gw, 'POST', '/v1/agents/enroll', ADMIN, { name });
+  async function enroll(name: string, targets = ['echo']): Promise<string> {
+    const res = await api(gw, 'POST', '/v1/agents/enroll', ADMIN, { name, targets });
     expect(res.status).toBe(201);
     return res.body.token as string;
   }
@@ -52,7 +52,10 @@ describe('agent: reverse HTTP/2 through the hub', () => {
     dataDir: string,
     targets = [{ name: 'echo', protocol: 'tcp', address: echo.address }],
   ) {
-    const token = await enroll(name);
+    const token = await enroll(
+      name,
+      targets.map((t) => t.name),
+    );
     const agent = new Agent(agentConfig({ gateway: gw.url, dataDir, name, targets }), {
       ca: gw.caPem,
       env: { CIPORT_TEST_ENROLLMENT_TOKEN: token },
@@ -132,7 +135,9 @@ describe('agent: reverse HTTP/2 through the hub', () => {
     expect((await api(gw, 'POST', '/v1/agents/register', 'cpe_nope', {})).body.error.code).toBe(
       'CIPORT_E_ENROLLMENT_INVALID',
     );
-    expect((await api(gw, 'POST', '/v1/agents/enroll', 'wrong', { name: 'x' })).status).toBe(401);
+    expect(
+      (await api(gw, 'POST', '/v1/agents/enroll', 'wrong', { name: 'x', targets: ['echo'] })).status,
+    ).toBe(401);
     // the store holds hashes only
     const doc = meta.dump();
     expect(doc).toContain(createHash('sha256').update(token).digest('hex'));

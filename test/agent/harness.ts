@@ -66,6 +66,7 @@ export class MemoryMeta implements AgentStore {
   listAgents: AgentStore['listAgents'] = async () => (await this.store()).listAgents();
   touchAgent: AgentStore['touchAgent'] = async (...a) => (await this.store()).touchAgent(...a);
   revokeAgents: AgentStore['revokeAgents'] = async (...a) => (await this.store()).revokeAgents(...a);
+  setAgentTargets: AgentStore['setAgentTargets'] = async (...a) => (await this.store()).setAgentTargets(...a);
   subscribeAgentRevoked: AgentStore['subscribeAgentRevoked'] = async (...a) =>
     (await this.store()).subscribeAgentRevoked(...a);
 }

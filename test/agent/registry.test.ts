@@ -46,7 +46,7 @@ for (const h of engines()) {
     afterEach(() => t.dispose());
 
     it('an enrollment token registers one agent, once', async () => {
-      const { token, expires_at } = await registry.createEnrollment('dc1', 10 * MINUTE);
+      const { token, expires_at } = await registry.createEnrollment('dc1', ['echo'], 10 * MINUTE);
       expect(token.startsWith(ENROLLMENT_PREFIX)).toBe(true);
       expect(expires_at).toBe(new Date(T0 + 10 * MINUTE).toISOString());
       clock.advance(1000);
@@ -74,13 +74,50 @@ for (const h of engines()) {
           revoked_at: null,
           last_seen_at: null,
           credential_expires_at: agent.expires_at,
+          targets: ['echo'],
         },
       ]);
     });
 
+    it('binds the agent to the enrollment targets; an admin changes the binding, audited', async () => {
+      await expect(registry.createEnrollment('dc1', [])).rejects.toMatchObject({ code: 'CIPORT_E_USAGE' });
+      await expect(registry.createEnrollment('dc1', ['*'])).rejects.toThrow(/no wildcard/);
+      await expect(registry.createEnrollment('dc1', ['no spaces'])).rejects.toMatchObject({
+        code: 'CIPORT_E_USAGE',
+      });
+      const { targets, token } = await registry.createEnrollment('dc1', ['Ledger-DB', 'api', 'api']);
+      expect(targets).toEqual(['api', 'ledger-db']);
+      const agent = await registry.register(token);
+      expect((await registry.authenticate(agent.credential)).targets).toEqual(['api', 'ledger-db']);
+      const heard: string[][] = [];
+      registry.on('targets', (a) => heard.push(a.targets));
+
+      expect((await registry.setTargets('dc1', { add: ['cache'], remove: ['api'] }))[0]?.targets).toEqual([
+        'cache',
+        'ledger-db',
+      ]);
+      expect((await registry.setTargets(agent.id, { set: ['x'] }))[0]?.targets).toEqual(['x']);
+      // Nothing changes: no event, nothing emitted, the agent still answered.
+      expect((await registry.setTargets('dc1', { add: ['x'] }))[0]?.targets).toEqual(['x']);
+      expect(heard).toEqual([['cache', 'ledger-db'], ['x']]);
+      await expect(registry.setTargets('dc1', {})).rejects.toMatchObject({ code: 'CIPORT_E_USAGE' });
+      await expect(registry.setTargets('nobody', { add: ['x'] })).rejects.toMatchObject({
+        code: 'CIPORT_E_NOT_FOUND',
+      });
+      const changed = (await store.auditEvents()).filter((e) => e.type === 'agent.targets_changed');
+      expect(changed.map((e) => e.data)).toEqual([
+        { agent: 'dc1', agent_id: agent.id, before: ['api', 'ledger-db'], targets: ['cache', 'ledger-db'] },
+        { agent: 'dc1', agent_id: agent.id, before: ['cache', 'ledger-db'], targets: ['x'] },
+      ]);
+      await registry.revoke('dc1');
+      await expect(registry.setTargets('dc1', { add: ['y'] })).rejects.toMatchObject({
+        code: 'CIPORT_E_NOT_FOUND',
+      });
+    });
+
     it('of two concurrent registrations with one token exactly one succeeds', async () => {
       const other = new AgentRegistry(await t.open({ clock: clock.now }), { now: clock.now });
-      const { token } = await registry.createEnrollment('dc1');
+      const { token } = await registry.createEnrollment('dc1', ['echo']);
       const results = await Promise.allSettled([registry.register(token), other.register(token)]);
       expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
       const refused = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
@@ -89,14 +126,14 @@ for (const h of engines()) {
     });
 
     it('an expired token is refused', async () => {
-      const { token } = await registry.createEnrollment('dc1', MINUTE);
+      const { token } = await registry.createEnrollment('dc1', ['echo'], MINUTE);
       clock.advance(MINUTE);
       await expect(registry.register(token)).rejects.toMatchObject({ code: 'CIPORT_E_ENROLLMENT_INVALID' });
       expect(await registry.list()).toEqual([]);
     });
 
     it('an unknown or malformed token is refused', async () => {
-      await registry.createEnrollment('dc1');
+      await registry.createEnrollment('dc1', ['echo']);
       for (const token of [`${ENROLLMENT_PREFIX}nope`, '', 'x'.repeat(5000)]) {
         await expect(registry.register(token)).rejects.toMatchObject({ code: 'CIPORT_E_ENROLLMENT_INVALID' });
       }
@@ -104,16 +141,20 @@ for (const h of engines()) {
     });
 
     it('refuses bad names and ttls', async () => {
-      await expect(registry.createEnrollment('no spaces')).rejects.toMatchObject({ code: 'CIPORT_E_USAGE' });
-      await expect(registry.createEnrollment('x'.repeat(64))).rejects.toMatchObject({
+      await expect(registry.createEnrollment('no spaces', ['echo'])).rejects.toMatchObject({
         code: 'CIPORT_E_USAGE',
       });
-      await expect(registry.createEnrollment('dc1', 0)).rejects.toMatchObject({ code: 'CIPORT_E_USAGE' });
+      await expect(registry.createEnrollment('x'.repeat(64), ['echo'])).rejects.toMatchObject({
+        code: 'CIPORT_E_USAGE',
+      });
+      await expect(registry.createEnrollment('dc1', ['echo'], 0)).rejects.toMatchObject({
+        code: 'CIPORT_E_USAGE',
+      });
       expect(await store.auditEvents()).toEqual([]);
     });
 
     it('authenticate refuses wrong secrets, malformed credentials and revoked agents alike', async () => {
-      const { token } = await registry.createEnrollment('dc1');
+      const { token } = await registry.createEnrollment('dc1', ['echo']);
       const agent = await registry.register(token);
       const [head] = agent.credential.split('.');
       for (const bad of [
@@ -136,7 +177,7 @@ for (const h of engines()) {
     });
 
     it('touch records when an agent was last seen', async () => {
-      const agent = await registry.register((await registry.createEnrollment('dc1')).token);
+      const agent = await registry.register((await registry.createEnrollment('dc1', ['echo'])).token);
       clock.advance(5 * MINUTE);
       await registry.touch(agent.id);
       expect((await registry.list())[0]?.last_seen_at).toBe(new Date(T0 + 5 * MINUTE).toISOString());
@@ -145,7 +186,7 @@ for (const h of engines()) {
 
     it('revoke by name revokes every agent of that name, by id one; emits revoked once each', async () => {
       const enrollAndRegister = async (name: string) =>
-        registry.register((await registry.createEnrollment(name)).token);
+        registry.register((await registry.createEnrollment(name, ['echo'])).token);
       const a1 = await enrollAndRegister('dc1');
       clock.advance(1);
       const a2 = await enrollAndRegister('dc1');
@@ -171,7 +212,7 @@ for (const h of engines()) {
     });
 
     it('writes agent.enrolled and agent.revoked events, hashes only, and the chain verifies', async () => {
-      const { token, expires_at } = await registry.createEnrollment('dc1');
+      const { token, expires_at } = await registry.createEnrollment('dc1', ['echo']);
       clock.advance(1000);
       const agent = await registry.register(token);
       clock.advance(1000);
@@ -183,8 +224,8 @@ for (const h of engines()) {
         ['agent.revoked', T0 + 2000],
       ]);
       expect(events.map((e) => e.data)).toEqual([
-        { agent: 'dc1', stage: 'token_created', expires_at },
-        { agent: 'dc1', agent_id: agent.id, stage: 'registered' },
+        { agent: 'dc1', stage: 'token_created', expires_at, targets: ['echo'] },
+        { agent: 'dc1', agent_id: agent.id, stage: 'registered', targets: ['echo'] },
         { agent: 'dc1', agent_id: agent.id },
       ]);
       const secret = agent.credential.split('.')[1] as string;
@@ -196,7 +237,7 @@ for (const h of engines()) {
 
     describe('credential expiry and rotation', () => {
       const enrollOne = async (r = registry, name = 'dc1') =>
-        r.register((await r.createEnrollment(name)).token);
+        r.register((await r.createEnrollment(name, ['echo'])).token);
 
       it('a credential is accepted until its expiry, then refused as expired (same code)', async () => {
         expect(CREDENTIAL_LIFETIME_MS).toBe(30 * DAY);
@@ -323,7 +364,7 @@ for (const h of engines()) {
       });
 
       it('writes agent.credential_rotated with the rotation, no secret, and the chain verifies', async () => {
-        const { token } = await registry.createEnrollment('dc1');
+        const { token } = await registry.createEnrollment('dc1', ['echo']);
         const agent = await registry.register(token);
         clock.advance(MINUTE);
         const r1 = await registry.rotate(agent.credential);
@@ -352,10 +393,10 @@ for (const h of engines()) {
     it('a revocation committed through another store is announced by watchRemoteRevocations', async () => {
       const remoteStore = await t.open({ clock: clock.now });
       const remote = new AgentRegistry(remoteStore, { now: clock.now });
-      const old = await remote.register((await remote.createEnrollment('old')).token);
+      const old = await remote.register((await remote.createEnrollment('old', ['echo'])).token);
       await remote.revoke(old.id); // before watching: not announced
-      const agent = await remote.register((await remote.createEnrollment('dc1')).token);
-      const local = await registry.register((await registry.createEnrollment('dc2')).token);
+      const agent = await remote.register((await remote.createEnrollment('dc1', ['echo'])).token);
+      const local = await registry.register((await registry.createEnrollment('dc2', ['echo'])).token);
 
       const emitted: AgentRecord[] = [];
       registry.on('revoked', (r) => emitted.push(r));

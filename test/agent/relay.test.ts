@@ -42,8 +42,8 @@ describe('client → gateway → agent → target', () => {
     tmp.cleanup();
   });
 
-  async function startAgent(name: string, port = gw.port): Promise<Agent> {
-    const enroll = await api(gw, 'POST', '/v1/agents/enroll', ADMIN, { name });
+  async function startAgent(name: string, port = gw.port, bound = ['echo', 'cache']): Promise<Agent> {
+    const enroll = await api(gw, 'POST', '/v1/agents/enroll', ADMIN, { name, targets: bound });
     const agent = new Agent(
       agentConfig({
         gateway: `https://127.0.0.1:${port}`,
@@ -64,12 +64,17 @@ describe('client → gateway → agent → target', () => {
 
   function tunnel(
     target: string,
-  ): Promise<{ stream: ClientHttp2Stream; status: number; code: string | undefined }> {
+  ): Promise<{ stream: ClientHttp2Stream; status: number; code: string | undefined; retryAfter?: string }> {
     return new Promise((resolve, reject) => {
       const stream = client.request({ ':method': 'CONNECT', ':authority': `${target}:443` });
       stream.once('error', reject);
       stream.once('response', (h) =>
-        resolve({ stream, status: Number(h[':status']), code: h['ciport-error'] as string | undefined }),
+        resolve({
+          stream,
+          status: Number(h[':status']),
+          code: h['ciport-error'] as string | undefined,
+          retryAfter: h['retry-after'] as string | undefined,
+        }),
       );
     });
   }
@@ -105,10 +110,44 @@ describe('client → gateway → agent → target', () => {
     r.stream.close();
   });
 
-  it('no agent: 502 with ciport-error CIPORT_E_NO_AGENT', async () => {
+  it('no agent: 503 with ciport-error CIPORT_E_NO_AGENT and retry-after', async () => {
     const t = await tunnel('echo');
-    expect(t.status).toBe(502);
+    expect(t.status).toBe(503);
     expect(t.code).toBe('CIPORT_E_NO_AGENT');
+    expect(t.retryAfter).toBe('5');
+  });
+
+  it('an agent is routed only what it is bound to; the rest is refused, reported once, told to it', async () => {
+    const refusals: unknown[] = [];
+    gw.hub.on('agent.target_refused', (r) => refusals.push(r));
+    const agent = await startAgent('dc1', gw.port, ['cache']);
+    const told = new Promise<string[]>((resolve) => agent.once('refused', resolve));
+    expect(await told).toEqual(['echo']);
+    expect(gw.hub.list()[0]).toMatchObject({ targets: ['cache'], refused: ['echo'] });
+    expect(gw.hub.serves('echo')).toBe(false);
+    expect(gw.hub.targetInfo('echo')).toBeUndefined(); // not recorded as the target's advertisement
+    for (let i = 0; i < 5; i++) {
+      const t = await tunnel('echo');
+      expect([t.status, t.code]).toEqual([503, 'CIPORT_E_NO_AGENT']);
+    }
+    expect((await tunnel('cache')).status).toBe(200);
+    expect(refusals).toEqual([expect.objectContaining({ name: 'dc1', target: 'echo', repeats: 0 })]);
+    // The binding widened on the live connection: served at once, no reconnect.
+    const widened = await api(gw, 'POST', '/v1/agents/dc1/targets', ADMIN, { add: ['echo'] });
+    expect(widened.status).toBe(200);
+    expect((await tunnel('echo')).status).toBe(200);
+    expect(gw.hub.list()[0]?.targets.sort()).toEqual(['cache', 'echo']);
+    expect(gw.hub.list()[0]?.refused).toEqual([]);
+    // Narrowed again: refused again, but not reported twice within the interval.
+    expect((await api(gw, 'POST', '/v1/agents/dc1/targets', ADMIN, { set: ['cache'] })).status).toBe(200);
+    expect((await tunnel('echo')).code).toBe('CIPORT_E_NO_AGENT');
+    expect(refusals).toHaveLength(1);
+    // Bad edits are usage errors.
+    for (const body of [{ set: ['*'] }, {}, { set: ['a'], add: ['b'] }, { add: 'echo' }]) {
+      expect((await api(gw, 'POST', '/v1/agents/dc1/targets', ADMIN, body)).status).toBe(400);
+    }
+    expect((await api(gw, 'POST', '/v1/agents/dc1/targets', 'wrong', { add: ['x'] })).status).toBe(401);
+    expect((await api(gw, 'POST', '/v1/agents/enroll', ADMIN, { name: 'dc2' })).status).toBe(400);
   });
 
   it('agent lost mid-stream: the client stream is reset with INTERNAL_ERROR and no END_STREAM; a client reset closes the upstream', async () => {

@@ -49,7 +49,7 @@ describe('agent resilience', () => {
   });
 
   async function agentVia(name: string, port: number): Promise<Agent> {
-    const enroll = await api(gw, 'POST', '/v1/agents/enroll', ADMIN, { name });
+    const enroll = await api(gw, 'POST', '/v1/agents/enroll', ADMIN, { name, targets: ['echo'] });
     const agent = new Agent(
       agentConfig({
         gateway: `https://127.0.0.1:${port}`,
@@ -113,7 +113,7 @@ describe('agent resilience', () => {
   it('an agent started before the gateway registers as soon as the gateway is up', async () => {
     const meta = new MemoryMeta();
     const { AgentRegistry } = await import('../../src/gateway/agent-registry.js');
-    const { token } = await new AgentRegistry(meta).createEnrollment('early');
+    const { token } = await new AgentRegistry(meta).createEnrollment('early', ['echo']);
     const port = gw.port;
     await gw.close();
     const agent = new Agent(

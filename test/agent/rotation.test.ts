@@ -120,7 +120,7 @@ describe('agent credential rotation', () => {
   }
 
   async function enroll(name: string): Promise<string> {
-    const res = await api(gw, 'POST', '/v1/agents/enroll', ADMIN, { name });
+    const res = await api(gw, 'POST', '/v1/agents/enroll', ADMIN, { name, targets: ['echo'] });
     expect(res.status).toBe(201);
     return res.body.token as string;
   }

@@ -362,7 +362,7 @@ describe.skipIf(!canNetns.ok)(canNetns.ok ? TITLE : `${TITLE} (skipped: ${SKIP_R
     token = await issuer.mint({}, { preset: 'gitlab-main', audience: 'ciport' });
     await built;
 
-    const enrolled = await runCli(['agents', 'enroll', '--name', AGENT_NAME], {
+    const enrolled = await runCli(['agents', 'enroll', '--name', AGENT_NAME, '--targets', 'cache'], {
       env: baseEnv({
         CIPORT_GATEWAY: gateway.url,
         CIPORT_CA_FILE: gateway.caFile,

@@ -58,7 +58,9 @@ async function startAgent(name: string): Promise<ChildProcess> {
   try {
     readFileSync(config);
   } catch {
-    const r = await runCli(['agents', 'enroll', '--name', name], { env: adminEnv() });
+    const r = await runCli(['agents', 'enroll', '--name', name, '--targets', 'echo,db-dyn'], {
+      env: adminEnv(),
+    });
     expect(r.code).toBe(0);
     enrollment = r.stdout.trim();
     writeFileSync(

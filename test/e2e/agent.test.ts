@@ -95,7 +95,9 @@ beforeAll(async () => {
   token = await issuer.mint({}, { preset: 'gitlab-main', audience: 'ciport' });
   await built;
 
-  const enrolled = await runCli(['agents', 'enroll', '--name', 'dc1'], { env: adminEnv() });
+  const enrolled = await runCli(['agents', 'enroll', '--name', 'dc1', '--targets', 'db,db-dyn,cache,api'], {
+    env: adminEnv(),
+  });
   expect(enrolled.stderr).toBe('');
   expect(enrolled.code).toBe(0);
   const enrollment = enrolled.stdout.trim();
@@ -300,9 +302,14 @@ describe('ciport exec through an agent', () => {
   it('agents list shows the agent connected with its targets; the audit chain verifies', async () => {
     const r = await runCli(['agents', 'list', '--json'], { env: adminEnv() });
     expect(r.code).toBe(0);
-    const list = JSON.parse(r.stdout) as Array<{ name: string; connections: Array<{ targets: string[] }> }>;
+    const list = JSON.parse(r.stdout) as Array<{
+      name: string;
+      targets: string[];
+      connections: Array<{ targets: string[] }>;
+    }>;
     expect(list).toHaveLength(1);
     expect(list[0]?.name).toBe('dc1');
+    expect(list[0]?.targets).toEqual(['api', 'cache', 'db', 'db-dyn']);
     expect([...(list[0]?.connections[0]?.targets ?? [])].sort()).toEqual(['api', 'cache', 'db', 'db-dyn']);
     const types = (await gateway.store.auditEvents({ limit: 10_000 })).map((e) => e.type);
     expect(types).toContain('agent.enrolled');
@@ -335,8 +342,20 @@ describe('ciport exec through an agent', () => {
     );
     expect(gateway.agents.hub.serves('db')).toBe(false);
     const denied = await exec(['db'], `psql "$DATABASE_URL" -tAc 'select 1'`, 20_000);
-    expect(denied.code).not.toBe(0);
-    expect(denied.stderr).toMatch(/no agent serves target db/);
+    // Retryable, with its own code (not CIPORT_E_INTERNAL), and exit 5 ("unreachable").
+    expect(denied.code).toBe(5);
+    expect(denied.stderr).toMatch(/CIPORT_E_NO_AGENT: no agent serves target db/);
+    expect(denied.stderr).not.toMatch(/CIPORT_E_INTERNAL/);
+    expect(denied.stderr).toMatch(/exit 5 \(unreachable, retryable\): no agent served db/);
+    // Its credential refused and its enrollment token spent: the agent stops with a message
+    // instead of retrying every 30 s; its log lines say which process wrote them.
+    const stopped = await agent?.result;
+    expect(stopped).toMatchObject({ code: 4 });
+    expect(agent?.stderr()).toMatch(
+      /CIPORT_E_AGENT_UNAUTHORIZED: the gateway refused agent dc1's credential .* and its enrollment token/,
+    );
+    expect(agent?.stderr()).toMatch(/"service":"ciport-agent"/);
+    expect(agent?.stderr()).not.toMatch(/"service":"ciport-gateway"/);
     const types = (await gateway.store.auditEvents({ limit: 10_000 })).map((e) => e.type);
     expect(types).toContain('agent.revoked');
     expect(types).toContain('agent.disconnected');

@@ -80,7 +80,9 @@ beforeAll(async () => {
   gateway = await startTestGateway(cfg);
   await built;
   const adminEnv = env({ CIPORT_ADMIN_TOKEN: ADMIN });
-  const enrolled = await runCli(['agents', 'enroll', '--name', 'dc1'], { env: adminEnv });
+  const enrolled = await runCli(['agents', 'enroll', '--name', 'dc1', '--targets', TARGETS.join(',')], {
+    env: adminEnv,
+  });
   expect(enrolled.code).toBe(0);
   writeFileSync(
     join(dir, 'agent.yaml'),

@@ -80,7 +80,7 @@ beforeAll(async () => {
     { SUPER_PW: pg.superPassword, GITLAB_TOKEN: gitlab.token },
   );
   gateway = await startTestGateway(cfg);
-  const { token } = await gateway.agents.registry.createEnrollment('dc1');
+  const { token } = await gateway.agents.registry.createEnrollment('dc1', ['db-agent']);
   const cfgAgent = agentConfig({
     gateway: gateway.url,
     dataDir: join(dir, 'agent'),

@@ -149,7 +149,7 @@ describe('limits.bytes', () => {
   });
 
   it('counts the bytes an agent carries', async () => {
-    const { token } = await h.gateway.agents.registry.createEnrollment('dc-limits');
+    const { token } = await h.gateway.agents.registry.createEnrollment('dc-limits', ['far']);
     const agentDir = mkdtempSync(join(tmpdir(), 'ciport-limits-agent-'));
     const agent = new Agent(
       agentConfig({

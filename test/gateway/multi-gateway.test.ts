@@ -160,7 +160,7 @@ describe('several gateways on one PostgreSQL store', () => {
     const rules = [{ name: 'all', issuer: 'gitlab', when: { ref_protected: true }, allow: ['echo', 'far'] }];
     const a = await gateway(60_000, { data_dir: shared, rules });
     const b = await gateway(60_000, { data_dir: shared, rules });
-    const { token } = await a.gateway.agents.registry.createEnrollment('dc1');
+    const { token } = await a.gateway.agents.registry.createEnrollment('dc1', ['far']);
     const agentDir = mkdtempSync(join(tmpdir(), 'ciport-multi-agent-'));
     const agent = new Agent(
       agentConfig({
@@ -189,6 +189,20 @@ describe('several gateways on one PostgreSQL store', () => {
       const s = await openSession(cb, await b.token(), { targets: ['far'] });
       const stream = await tunnel(cb, s, 'far');
       expect((await roundTrip(stream, Buffer.from('via B and dc1'))).toString()).toBe('via B and dc1');
+
+      // A binding narrowed on B applies on B at once and on A at its next re-read of the store.
+      const narrowed = await api(cb, 'POST', '/v1/agents/dc1/targets', {
+        bearer: ADMIN_TOKEN,
+        body: { set: ['elsewhere'] },
+      });
+      expect(narrowed.status).toBe(200);
+      expect(b.gateway.agents.hub.serves('far')).toBe(false);
+      expect(a.gateway.agents.hub.serves('far')).toBe(true);
+      await a.gateway.agents.sweepBindings();
+      expect(a.gateway.agents.hub.serves('far')).toBe(false);
+      await api(cb, 'POST', '/v1/agents/dc1/targets', { bearer: ADMIN_TOKEN, body: { add: ['far'] } });
+      await a.gateway.agents.sweepBindings();
+      expect(a.gateway.agents.hub.serves('far') && b.gateway.agents.hub.serves('far')).toBe(true);
 
       // Revoked on B: A learns it through the store (NOTIFY) and cuts the agent as well.
       const revoked = await api(cb, 'POST', '/v1/agents/dc1/revoke', { bearer: ADMIN_TOKEN });

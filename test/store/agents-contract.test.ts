@@ -44,12 +44,18 @@ function newAgent(createdAt = T0): NewAgent {
 async function enroll(
   store: Store,
   name: string,
-  options: { createdAt?: number; expiresAt?: number } = {},
+  options: { createdAt?: number; expiresAt?: number; targets?: string[] } = {},
 ): Promise<string> {
   const createdAt = options.createdAt ?? T0;
   const tokenHash = sha(`cpe_${randomBytes(32).toString('base64url')}`);
   await store.createEnrollment(
-    { tokenHash, name, createdAt, expiresAt: options.expiresAt ?? createdAt + HOUR },
+    {
+      tokenHash,
+      name,
+      targets: options.targets ?? ['ledger-db', 'api'],
+      createdAt,
+      expiresAt: options.expiresAt ?? createdAt + HOUR,
+    },
     enrolled(name),
   );
   return tokenHash;
@@ -111,14 +117,14 @@ for (const h of engines()) {
         const token = `cpe_${randomBytes(32).toString('base64url')}`;
         await expect(
           store.createEnrollment(
-            { tokenHash: token, name: 'dc1', createdAt: T0, expiresAt: T0 + HOUR },
+            { tokenHash: token, name: 'dc1', targets: ['db'], createdAt: T0, expiresAt: T0 + HOUR },
             enrolled('dc1'),
           ),
         ).rejects.toMatchObject({ code: 'CIPORT_E_INTERNAL' });
         const tokenHash = await enroll(store, 'dc1');
         await expect(
           store.createEnrollment(
-            { tokenHash, name: 'dc2', createdAt: T0, expiresAt: T0 + HOUR },
+            { tokenHash, name: 'dc2', targets: ['db'], createdAt: T0, expiresAt: T0 + HOUR },
             enrolled('dc2'),
           ),
         ).rejects.toThrow();
@@ -167,6 +173,7 @@ for (const h of engines()) {
           credentialExpiresAt: T0 + MINUTE + LIFETIME,
           previousHash: null,
           previousValidUntil: null,
+          targets: ['api', 'ledger-db'],
         };
         expect(change?.agent).toEqual(agent);
         expect(change?.event).toMatchObject({ seq: 2, type: 'agent.enrolled', time: T0 + MINUTE });
@@ -322,6 +329,88 @@ for (const h of engines()) {
         expect(revoked.sort()).toEqual(agents.map((x) => x.id).sort());
         const events = await a.auditEvents();
         expect(events.filter((e) => e.type === 'agent.revoked')).toHaveLength(3);
+      });
+
+      it('setAgentTargets: set/add/remove per live agent of a name or id, one event each, no-ops write nothing', async () => {
+        const store = await t.open();
+        const a1 = await register(store, 'dc1');
+        const a2 = await register(store, 'dc1', T0 + 1);
+        const other = await register(store, 'dc2', T0 + 2);
+        const gone = await register(store, 'dc1', T0 + 3);
+        await store.revokeAgents(gone.id, T0 + 4, revokedEvent);
+        const changed = (a: StoredAgent, before: readonly string[]) =>
+          auditEvent('agent.targets_changed', {
+            agent: a.name,
+            agent_id: a.id,
+            before: [...before],
+            targets: a.targets,
+          });
+        const add = (names: string[]) => (cur: readonly string[]) => [...cur, ...names];
+        const events = await count('audit_events');
+
+        // By name: both live dc1 agents, in creation order; the revoked one untouched.
+        const byName = await store.setAgentTargets('dc1', T0 + HOUR, add(['Cache', 'api']), changed);
+        expect(byName.map((c) => c.agent.id)).toEqual([a1.id, a2.id]);
+        for (const c of byName) {
+          expect(c.agent.targets).toEqual(['api', 'cache', 'ledger-db']);
+          expect(c.event).toMatchObject({ type: 'agent.targets_changed', time: T0 + HOUR });
+          expect(c.event.data).toMatchObject({
+            before: ['api', 'ledger-db'],
+            targets: ['api', 'cache', 'ledger-db'],
+          });
+        }
+        expect((await store.getAgent(gone.id))?.targets).toEqual(['api', 'ledger-db']);
+        expect((await store.getAgent(other.id))?.targets).toEqual(['api', 'ledger-db']);
+        // By id, a replacement: only that agent.
+        const byId = await store.setAgentTargets(a2.id, T0 + HOUR, () => ['x'], changed);
+        expect(byId.map((c) => c.agent.targets)).toEqual([['x']]);
+        expect((await store.getAgent(a1.id))?.targets).toEqual(['api', 'cache', 'ledger-db']);
+        // Removing everything is allowed (the agent then serves nothing).
+        expect((await store.setAgentTargets(a2.id, T0 + HOUR, () => [], changed))[0]?.agent.targets).toEqual(
+          [],
+        );
+        expect(await count('audit_events')).toBe(events + 4);
+        // Nothing to change, unknown and revoked agents: nothing written.
+        expect(await store.setAgentTargets(a1.id, T0 + HOUR, (cur) => [...cur], changed)).toEqual([]);
+        expect(await store.setAgentTargets('nobody', T0 + HOUR, () => ['y'], changed)).toEqual([]);
+        expect(await store.setAgentTargets(gone.id, T0 + HOUR, () => ['y'], changed)).toEqual([]);
+        // Invalid names and a failing audit insert change nothing.
+        await expect(
+          store.setAgentTargets(a1.id, T0 + HOUR, () => ['no spaces'], changed),
+        ).rejects.toMatchObject({
+          code: 'CIPORT_E_INTERNAL',
+        });
+        await t.raw.failAuditInserts();
+        await expect(store.setAgentTargets(a1.id, T0 + HOUR, () => ['z'], changed)).rejects.toThrow(
+          /injected failure/,
+        );
+        expect((await store.getAgent(a1.id))?.targets).toEqual(['api', 'cache', 'ledger-db']);
+        expect(await count('audit_events')).toBe(events + 4);
+        const [row] = await t.raw.query<{ targets: string }>('select targets from agents where id = ?', [
+          a1.id,
+        ]);
+        expect(JSON.parse(row?.targets ?? '')).toEqual(['api', 'cache', 'ledger-db']);
+      });
+
+      it('of concurrent binding changes on two store instances none is lost', async () => {
+        const a = await t.open();
+        const b = await t.open();
+        const agent = await register(a, 'dc1');
+        const changed = (x: StoredAgent, before: readonly string[]) =>
+          auditEvent('agent.targets_changed', {
+            agent: x.name,
+            agent_id: x.id,
+            before: [...before],
+            targets: x.targets,
+          });
+        const names = Array.from({ length: 8 }, (_, i) => `t${i}`);
+        await Promise.all(
+          names.map((n, i) =>
+            (i % 2 ? a : b).setAgentTargets(agent.id, T0 + HOUR, (cur) => [...cur, n], changed),
+          ),
+        );
+        expect((await b.getAgent(agent.id))?.targets).toEqual(['api', 'ledger-db', ...names].sort());
+        expect((await a.auditEvents()).filter((e) => e.type === 'agent.targets_changed')).toHaveLength(8);
       });
 
       it('subscribeAgentRevoked: revocations committed through another store are announced', async () => {
@@ -583,15 +672,57 @@ for (const h of engines()) {
       });
     });
 
+    describe('migration 0006', () => {
+      it('binds live agents to what their name last advertised; others, and pending tokens, to nothing', async () => {
+        const first = await t.open();
+        const dc1 = await register(first, 'dc1', T0);
+        const dc1b = await register(first, 'dc1', T0 + 1);
+        const dc2 = await register(first, 'dc2', T0 + 2);
+        const quiet = await register(first, 'quiet', T0 + 3);
+        const revoked = await register(first, 'old', T0 + 4);
+        await first.revokeAgents(revoked.id, T0 + 5, revokedEvent);
+        const connected = (agent: string, targets: string[]) =>
+          first.appendAudit(auditEvent('agent.connected', { agent, targets }));
+        await connected('dc1', ['ledger-db', 'stale']);
+        await connected('dc2', ['cache']);
+        await connected('old', ['ledger-db']);
+        await connected('dc1', ['ledger-db', 'api', 'Bad Name']); // the last one counts
+        await enroll(first, 'pending', { createdAt: T0 + 6, expiresAt: Date.now() + HOUR });
+        await first.close();
+        // Back to the schema before 0006 (SQLite 3.35+ and PostgreSQL drop columns alike).
+        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name = ?`, ['0006_agent_targets']);
+        await t.raw.exec('alter table agents drop column targets');
+        await t.raw.exec('alter table agent_enrollments drop column targets');
+
+        const store = await t.open();
+        const bound = new Map((await store.listAgents()).map((a) => [a.id, a.targets]));
+        expect(bound.get(dc1.id)).toEqual(['api', 'ledger-db']);
+        expect(bound.get(dc1b.id)).toEqual(['api', 'ledger-db']);
+        expect(bound.get(dc2.id)).toEqual(['cache']);
+        expect(bound.get(quiet.id)).toEqual([]);
+        expect(bound.get(revoked.id)).toEqual([]);
+        const [row] = await t.raw.query<{ targets: string }>(
+          'select targets from agent_enrollments where name = ?',
+          ['pending'],
+        );
+        expect(JSON.parse(row?.targets ?? 'null')).toEqual([]);
+        expect(await verifyChain(store)).toMatchObject({ ok: true });
+      });
+    });
+
     describe('migration 0005', () => {
       it('existing agents get 30 days from the migration, no previous secret; the default fails closed', async () => {
         const first = await t.open();
         const agent = await register(first, 'dc1', T0);
         await first.close();
         // Back to the schema before 0005.
-        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name = ?`, ['0005_agent_credential_rotation']);
-        for (const column of ['credential_expires_at', 'previous_hash', 'previous_valid_until'])
+        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name in (?, ?)`, [
+          '0005_agent_credential_rotation',
+          '0006_agent_targets',
+        ]);
+        for (const column of ['credential_expires_at', 'previous_hash', 'previous_valid_until', 'targets'])
           await t.raw.exec(`alter table agents drop column ${column}`);
+        await t.raw.exec('alter table agent_enrollments drop column targets');
 
         const before = Date.now();
         const store = await t.open();
@@ -618,9 +749,10 @@ for (const h of engines()) {
         const first = await t.open();
         await first.close();
         // Back to the schema before 0004, holding a document the old registry wrote.
-        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name in (?, ?)`, [
+        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name in (?, ?, ?)`, [
           '0004_agents',
           '0005_agent_credential_rotation',
+          '0006_agent_targets',
         ]);
         for (const table of ['agents', 'agent_enrollments', 'gateways'])
           await t.raw.exec(`drop table ${table}`);
@@ -674,6 +806,7 @@ for (const h of engines()) {
           credentialExpiresAt: expect.any(Number),
           previousHash: null,
           previousValidUntil: null,
+          targets: [],
         };
         expect(agents).toEqual([
           {

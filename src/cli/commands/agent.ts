@@ -1,11 +1,11 @@
 // `ciport agent --config F` (the exit inside the private network) and `ciport agents
-// enroll|list|revoke` (operator commands against a running gateway, admin token in
+// enroll|list|targets|revoke` (operator commands against a running gateway, admin token in
 // CIPORT_ADMIN_TOKEN). docs/agent.md.
 import type { EventEmitter } from 'node:events';
 import type { Command } from 'commander';
 import { Agent } from '../../agent/agent.js';
 import { loadAgentConfig } from '../../agent/config.js';
-import { UsageError } from '../../errors/index.js';
+import { type CiportError, UsageError } from '../../errors/index.js';
 import { createLogger } from '../../gateway/logger.js';
 import { type AdminOptions, tableLines, withAdmin } from '../admin.js';
 import { action, type CliContext, examples } from '../command.js';
@@ -37,7 +37,10 @@ export interface RunAgentOptions {
 /** Start the agent and serve until SIGTERM or SIGINT, then close and resolve 0. */
 export async function runAgent(file: string, io: Io, options: RunAgentOptions = {}): Promise<number> {
   const config = loadAgentConfig(file, { env: io.env });
-  const logger = createLogger({ level: options.logLevel ?? io.env.CIPORT_LOG_LEVEL ?? 'info' });
+  const logger = createLogger({
+    level: options.logLevel ?? io.env.CIPORT_LOG_LEVEL ?? 'info',
+    service: 'ciport-agent',
+  });
   const agent = new Agent(config, { log: logger, env: io.env });
   await agent.start();
   io.stderr.write(
@@ -49,39 +52,55 @@ export async function runAgent(file: string, io: Io, options: RunAgentOptions = 
     } via ${config.gateway}\n`,
   );
   const signals = options.signals ?? process;
-  const signal = await new Promise<string>((done) => {
+  const stop = await new Promise<string | CiportError>((done) => {
     const onTerm = () => finish('SIGTERM');
     const onInt = () => finish('SIGINT');
-    const finish = (name: string) => {
+    const onFatal = (err: CiportError) => finish(err);
+    const finish = (why: string | CiportError) => {
       signals.off('SIGTERM', onTerm);
       signals.off('SIGINT', onInt);
-      done(name);
+      agent.off('fatal', onFatal);
+      done(why);
     };
     signals.on('SIGTERM', onTerm);
     signals.on('SIGINT', onInt);
+    agent.on('fatal', onFatal);
   });
-  io.stderr.write(`ciport: ${signal}: agent stopping\n`);
   await agent.close();
   await new Promise<void>((done) => logger.flush(() => done()));
+  if (typeof stop !== 'string') {
+    // The credential is refused for good and no usable enrollment token: retrying is pointless.
+    io.stderr.write(`ciport: ${stop.code}: ${stop.message}\n`);
+    return stop.exitCode;
+  }
+  io.stderr.write(`ciport: ${stop}: agent stopping\n`);
   return 0;
 }
 
 export function registerAgents(program: Command, ctx: CliContext): void {
   const agents = program
     .command('agents')
-    .description('enroll, list and revoke agents on a running gateway (admin token in CIPORT_ADMIN_TOKEN)');
+    .description(
+      'enroll, list, bind (targets) and revoke agents on a running gateway (admin token in CIPORT_ADMIN_TOKEN)',
+    );
 
   examples(
     agents
       .command('enroll')
-      .description('create a one-time enrollment token for an agent (printed alone on stdout)')
+      .description(
+        'create a one-time enrollment token for an agent (printed alone on stdout); the agent may serve ' +
+          'only the targets named here (ciport agents targets changes that later)',
+      )
       .requiredOption('--name <name>', 'the agent name')
+      .requiredOption('--targets <list>', 'comma-separated target names the agent may serve (no wildcard)')
       .option('--ttl <duration>', 'how long the token may be used (default 1h, at most 7d)')
       .option('--gateway <url>', 'gateway URL (default CIPORT_GATEWAY)')
-      .option('--json', 'print {"token", "name", "expires_at"}'),
-    ['CIPORT_ENROLLMENT_TOKEN=$(ciport agents enroll --name dc1 --gateway https://ciport.example.com:8443)'],
+      .option('--json', 'print {"token", "name", "targets", "expires_at"}'),
+    [
+      'CIPORT_ENROLLMENT_TOKEN=$(ciport agents enroll --name dc1 --targets ledger-db,api --gateway https://ciport.example.com:8443)',
+    ],
   ).action(
-    action(ctx, async (opts: AdminOptions & { name: string; ttl?: string }) => {
+    action(ctx, async (opts: AdminOptions & { name: string; targets: string; ttl?: string }) => {
       const body = await agentsEnroll(ctx.io, opts);
       if (opts.json) writeJson(ctx.io, body);
       else ctx.io.stdout.write(`${body.token}\n`);
@@ -103,6 +122,32 @@ export function registerAgents(program: Command, ctx: CliContext): void {
       else ctx.io.stdout.write(formatAgents(list));
       return 0;
     }),
+  );
+
+  examples(
+    agents
+      .command('targets')
+      .description('change which targets an agent (by id, or every live agent of a name) may serve')
+      .argument('<agent>', 'agent id (agt_…) or name')
+      .option('--set <list>', 'replace the binding with these comma-separated target names')
+      .option('--add <list>', 'add these target names')
+      .option('--remove <list>', 'remove these target names')
+      .option('--gateway <url>', 'gateway URL (default CIPORT_GATEWAY)')
+      .option('--json', 'print {"agents": […]}'),
+    ['ciport agents targets dc1 --add ledger-db', 'ciport agents targets agt_0123abcd --set api,cache'],
+  ).action(
+    action(
+      ctx,
+      async (agent: string, opts: AdminOptions & { set?: string; add?: string; remove?: string }) => {
+        const body = await agentsTargets(ctx.io, agent, opts);
+        if (opts.json) writeJson(ctx.io, body);
+        else
+          ctx.io.stdout.write(
+            `${body.agents.map((a) => `${a.id} (${a.name}): ${a.targets.join(',') || '(none)'}`).join('\n')}\n`,
+          );
+        return 0;
+      },
+    ),
   );
 
   examples(
@@ -133,19 +178,67 @@ export interface AgentListEntry {
   revoked_at: string | null;
   last_seen_at: string | null;
   credential_expires_at?: string | null;
-  connections: Array<{ connection: string; targets: string[]; remote?: string; connected_at: string }>;
+  /** The targets it may serve (its binding). */
+  targets: string[];
+  connections: Array<{
+    connection: string;
+    /** Served: advertised and bound. */
+    targets: string[];
+    /** Advertised but not bound: refused. */
+    refused?: string[];
+    remote?: string;
+    connected_at: string;
+  }>;
+}
+
+/** `a, b,c` → ['a', 'b', 'c'] (the gateway validates the names). */
+function nameList(option: string, text: string | undefined): string[] {
+  const names = (text ?? '')
+    .split(',')
+    .map((t) => t.trim())
+    .filter(Boolean);
+  if (names.length === 0) throw new UsageError(`${option}: give at least one target name`);
+  if (names.includes('*')) throw new UsageError(`${option}: name each target; there is no wildcard binding`);
+  return names;
 }
 
 export async function agentsEnroll(
   io: Io,
-  opts: AdminOptions & { name: string; ttl?: string },
-): Promise<{ token: string; name: string; expires_at: string }> {
+  opts: AdminOptions & { name: string; targets: string; ttl?: string },
+): Promise<{ token: string; name: string; targets: string[]; expires_at: string }> {
+  const targets = nameList('--targets', opts.targets);
   return withAdmin(io, opts, async (client, token) => {
     const res = await client.api('POST', '/v1/agents/enroll', {
       bearer: token,
-      body: { name: opts.name, ...(opts.ttl ? { ttl: opts.ttl } : {}) },
+      body: { name: opts.name, targets, ...(opts.ttl ? { ttl: opts.ttl } : {}) },
     });
-    return res.body as { token: string; name: string; expires_at: string };
+    return res.body as { token: string; name: string; targets: string[]; expires_at: string };
+  });
+}
+
+export async function agentsTargets(
+  io: Io,
+  agent: string,
+  opts: AdminOptions & { set?: string; add?: string; remove?: string },
+): Promise<{ agents: Array<{ id: string; name: string; targets: string[] }> }> {
+  if (!/^[A-Za-z0-9._-]{1,80}$/.test(agent)) throw new UsageError(`"${agent}" is not an agent id or name`);
+  if (opts.set !== undefined && (opts.add !== undefined || opts.remove !== undefined))
+    throw new UsageError('give either --set or --add/--remove');
+  if (opts.set === undefined && opts.add === undefined && opts.remove === undefined)
+    throw new UsageError('give --set, --add or --remove');
+  const body =
+    opts.set !== undefined
+      ? { set: nameList('--set', opts.set) }
+      : {
+          ...(opts.add !== undefined ? { add: nameList('--add', opts.add) } : {}),
+          ...(opts.remove !== undefined ? { remove: nameList('--remove', opts.remove) } : {}),
+        };
+  return withAdmin(io, opts, async (client, token) => {
+    const res = await client.api('POST', `/v1/agents/${encodeURIComponent(agent)}/targets`, {
+      bearer: token,
+      body,
+    });
+    return res.body as { agents: Array<{ id: string; name: string; targets: string[] }> };
   });
 }
 
@@ -174,10 +267,12 @@ export function formatAgents(list: readonly AgentListEntry[]): string {
     a.id,
     a.name,
     a.revoked_at ? 'revoked' : a.connections.length > 0 ? `connected(${a.connections.length})` : 'offline',
+    (a.targets ?? []).join(',') || '(none)',
     [...new Set(a.connections.flatMap((c) => c.targets))].join(',') || '-',
+    [...new Set(a.connections.flatMap((c) => c.refused ?? []))].join(',') || '-',
     a.last_seen_at ?? '-',
     a.credential_expires_at ?? '-',
   ]);
-  const head = ['ID', 'NAME', 'STATE', 'TARGETS', 'LAST SEEN', 'CREDENTIAL EXPIRES'];
+  const head = ['ID', 'NAME', 'STATE', 'TARGETS', 'SERVING', 'REFUSED', 'LAST SEEN', 'CREDENTIAL EXPIRES'];
   return `${tableLines(head, rows).join('\n')}\n`;
 }

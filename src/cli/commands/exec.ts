@@ -92,7 +92,7 @@ export function registerExec(program: Command, ctx: CliContext): void {
           });
           if (result.spawnError) log.warn(result.spawnError);
           else log.info(`${command[0]} exited with ${result.code ?? result.signal}`);
-          return result.exitCode;
+          return port.exitCodeFor(result.exitCode, command[0] ?? 'the command');
         } finally {
           await port.close();
         }

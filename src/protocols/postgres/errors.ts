@@ -37,6 +37,7 @@ const SQLSTATE_OF: Partial<Record<ErrorCode, string>> = {
   CIPORT_E_TARGET_UNKNOWN: '08004',
   CIPORT_E_POLICY_DENIED: '08004',
   CIPORT_E_GATEWAY_DRAINING: '57P03', // cannot_connect_now
+  CIPORT_E_NO_AGENT: '57P03', // cannot_connect_now: retry later
 };
 
 /** The ErrorResponse fields for any failure. */
