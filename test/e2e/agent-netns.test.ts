@@ -512,7 +512,7 @@ describe.skipIf(!canNetns.ok)(canNetns.ok ? TITLE : `${TITLE} (skipped: ${SKIP_R
         '--',
         'sh',
         '-c',
-        'redis-cli -u "$CIPORT_CACHE_URL" SET k v && redis-cli -u "$CIPORT_CACHE_URL" GET k && env',
+        'redis-cli --no-auth-warning -u "$CIPORT_CACHE_URL" SET k v && redis-cli -h "$CIPORT_CACHE_HOST" -p "$CIPORT_CACHE_PORT" GET k && env',
       ],
       { env: jobEnv(), timeoutMs: 30_000 },
     );
