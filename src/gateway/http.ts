@@ -61,10 +61,16 @@ export async function readBody(req: Req, maxBytes: number): Promise<Buffer> {
   if (Number.isFinite(declared) && declared > maxBytes) throw tooLarge(maxBytes);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > maxBytes) throw tooLarge(maxBytes);
-    chunks.push(chunk);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > maxBytes) throw tooLarge(maxBytes);
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    // A client that goes away mid-body is its own business, not a gateway failure to log as one.
+    if (err instanceof CiportError) throw err;
+    throw new CiportError('CIPORT_E_USAGE', 'the client went away before its request body was complete');
   }
   return Buffer.concat(chunks);
 }

@@ -5,8 +5,10 @@ import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
 import { connect as netConnect, type Socket } from 'node:net';
 import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/gateway/logger.js';
 import {
   api,
+  Capture,
   connectClient,
   type Harness,
   openSession,
@@ -264,3 +266,37 @@ function findFrameType(data: Buffer, type: number): boolean {
   }
   return false;
 }
+
+describe('a client that goes away mid-request', () => {
+  it('is not logged as a gateway failure, and the gateway keeps serving', async () => {
+    const lines = new Capture();
+    const own = await startHarness({}, { logger: createLogger({ destination: lines, level: 'info' }) });
+    try {
+      // An HTTP/1.1 session request that promises 1000 bytes, sends 10, then drops the connection.
+      const sock: TLSSocket = tlsConnect({
+        host: '127.0.0.1',
+        port: Number(new URL(own.gateway.url).port),
+        ca: own.gateway.caPem,
+        servername: 'localhost',
+        ALPNProtocols: ['http/1.1'],
+      });
+      await new Promise<void>((resolve, reject) => sock.once('secureConnect', resolve).once('error', reject));
+      sock.write('POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n');
+      sock.write('Content-Length: 1000\r\n\r\n{"targets"');
+      await new Promise((r) => setTimeout(r, 200));
+      sock.destroy();
+      await new Promise((r) => setTimeout(r, 300));
+      const c = await own.client();
+      const s = await openSession(c, await own.token(), { targets: ['echo'] });
+      expect(s.id).toMatch(/^ses_/);
+      const errors = lines.text
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { level: number; msg: string })
+        .filter((l) => l.level >= 50);
+      expect(errors).toEqual([]);
+    } finally {
+      await own.stop();
+    }
+  });
+});
