@@ -12,6 +12,12 @@ for (const stream of [process.stdout, process.stderr]) {
 }
 
 // Exit as soon as the command is done: a closing HTTP/2 connection or a keep-alive socket of
-// a finished command must not hold the shell. stdout/stderr writes are synchronous on Linux
-// for files, pipes and terminals, so nothing printed is lost.
-main(process.argv).then((code) => process.exit(code));
+// a finished command must not hold the shell. But first let stdout and stderr drain: a pipe
+// whose reader is slower than us (`ciport sessions list --json | jq`) takes 64 KiB at once and
+// queues the rest, which process.exit would throw away.
+const drained = (stream) => new Promise((resolve) => stream.write('', () => resolve()));
+main(process.argv).then(async (code) => {
+  process.exitCode = code;
+  await Promise.all([drained(process.stdout), drained(process.stderr)]);
+  process.exit(code);
+});

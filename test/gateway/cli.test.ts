@@ -110,6 +110,24 @@ describe('ciport sessions', () => {
     expect(table.stdout).toContain('acme/ledger@main');
   });
 
+  it('list --json through a slow pipe is whole: the process drains stdout before it exits', async () => {
+    // > 64 KiB of JSON (a pipe's buffer), read by a consumer that starts late, like `| jq` on a busy box.
+    const c = await h.client();
+    for (let i = 0; i < 150; i++) await openSession(c, await h.token(), { targets: ['echo'] });
+    const bin = join(import.meta.dirname, '../../bin/ciport.js');
+    const script = `node ${JSON.stringify(bin)} sessions list --json | (sleep 2; cat)`;
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(
+        'sh',
+        ['-c', script],
+        { env: { ...process.env, ...env }, maxBuffer: 1 << 24 },
+        (err, stdout) => (err ? reject(err) : resolve(stdout)),
+      );
+    });
+    expect(out.length).toBeGreaterThan(65_536);
+    expect((JSON.parse(out) as unknown[]).length).toBeGreaterThanOrEqual(150);
+  });
+
   it('revoke ends the session and cuts its tunnel', async () => {
     const c = await h.client();
     const s = await openSession(c, await h.token(), { targets: ['echo'] });
