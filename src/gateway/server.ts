@@ -397,7 +397,7 @@ export async function startGateway(
       throw new ConfigError(
         'CIPORT_E_CONFIG_RELOAD_REFUSED',
         `${blocked.join(', ')} changed: ${blocked.length === 1 ? 'this needs' : 'these need'} a restart ` +
-          '(a reload applies rules, issuers and admin_tokens); the running configuration is kept',
+          '(a reload applies rules, issuers and admin_tokens)',
       );
     }
     // Everything is built before anything is swapped: a failure leaves the old one in force.
