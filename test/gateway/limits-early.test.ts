@@ -13,7 +13,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import type { AuditEvent } from '../../src/audit/events.js';
 import { agentConfig } from '../agent/harness.js';
-import { eventually, type Harness, openSession, startHarness } from './helpers.js';
+import {
+  type EchoServer,
+  eventually,
+  type Harness,
+  openSession,
+  startEcho,
+  startHarness,
+} from './helpers.js';
 
 const LIMIT = 100_000;
 
@@ -22,7 +29,7 @@ const rules = [
     name: 'budgeted',
     issuer: 'gitlab',
     when: { project_id: '61577203', ref_protected: true },
-    allow: ['echo', 'far'],
+    allow: ['echo', 'recho', 'far'],
     limits: { bytes: LIMIT, connections: 64 },
   },
   {
@@ -35,21 +42,30 @@ const rules = [
 
 let h: Harness;
 let agent: Agent | undefined;
+let recho: EchoServer | undefined;
 let agentDir: string | undefined;
 /** Bytes the echo target received (over all its connections), and per connection once closed. */
 let atTarget = 0;
 const perConnection: number[] = [];
 
 beforeAll(async () => {
-  h = await startHarness({ rules });
-  h.echo.server.on('connection', (socket: Socket) => {
-    let n = 0;
-    socket.on('data', (c: Buffer) => {
-      atTarget += c.length;
-      n += c.length;
-    });
-    socket.once('close', () => perConnection.push(n));
+  // recho: an echo server as a `redis` target without credentials (the redis exit's raw relay),
+  // so that the target can count what it receives.
+  recho = await startEcho();
+  h = await startHarness({
+    rules,
+    targets: [{ name: 'recho', protocol: 'redis', address: `127.0.0.1:${recho.port}` }],
   });
+  for (const echo of [h.echo, recho]) {
+    echo.server.on('connection', (socket: Socket) => {
+      let n = 0;
+      socket.on('data', (c: Buffer) => {
+        atTarget += c.length;
+        n += c.length;
+      });
+      socket.once('close', () => perConnection.push(n));
+    });
+  }
   const { token } = await h.gateway.agents.registry.createEnrollment('dc-early', ['far']);
   agentDir = mkdtempSync(join(tmpdir(), 'ciport-early-agent-'));
   agent = new Agent(
@@ -68,6 +84,7 @@ afterAll(async () => {
   await agent?.close();
   if (agentDir) rmSync(agentDir, { recursive: true, force: true });
   await h?.stop();
+  await recho?.close();
 });
 
 /**
@@ -111,7 +128,7 @@ async function closedEvents(session: string): Promise<AuditEvent[]> {
   return events.filter((e) => e.type === 'connection.closed' && e.data.session === session);
 }
 
-describe.each(['echo', 'far'])('limits.bytes with early data (target %s)', (target) => {
+describe.each(['echo', 'recho', 'far'])('limits.bytes with early data (target %s)', (target) => {
   it('30 sequential streams of 60 000 bytes sent at once: the target gets no more than the budget', async () => {
     const c = await h.client();
     const s = await openSession(c, await h.token(), { targets: [target] });
