@@ -4,6 +4,11 @@
 // (instead of piping through a Transform) leaves every exit unchanged and costs one call per
 // chunk. A refused chunk is dropped, never carried; `onRefused` then resets the stream.
 //
+// The wrappers go on when the stream is accepted, before anything awaits: a client may send data
+// in the same flight as its CONNECT, and those bytes sit in the stream's buffer while the session
+// is looked up and the exit dialled; metered only once the tunnel was open, they were carried
+// uncharged (a short connection per budget's worth bypassed `limits.bytes`).
+//
 // Once refused, writes are held (their callbacks never run): Node's close(code) ends the writable
 // side first, and an END_STREAM that goes out before the RST_STREAM would close a stream the
 // client has half-closed cleanly, so the app would read a truncated answer as a normal end.
