@@ -162,29 +162,30 @@ describe.each(['echo', 'recho', 'far'])('limits.bytes with early data (target %s
 
 describe('connection.closed counts early data', () => {
   it.each([
-    ['a budgeted session', '61577203'],
-    ['a session without a byte limit', '61577204'],
-  ])('on the gateway tcp exit, for %s: bytes_to_target is what the target received', async (_, project) => {
-    const c = await h.client();
-    const token = await h.token({ project_id: project, job_project_id: project });
-    const s = await openSession(c, token, { targets: ['echo'] });
-    await settled();
-    const connectionsBefore = perConnection.length;
-    // 20 000 bytes in the same flight as the CONNECT: buffered while the session is looked up
-    // and the target dialled.
-    for (let i = 0; i < 2; i++) expect(await early(c, s, 'echo', 20_000)).toBe('200');
-    const events = await eventually(async () => {
-      const found = await closedEvents(s.id);
-      return found.length === 2 ? found : undefined;
-    });
-    await eventually(() => perConnection.length === connectionsBefore + 2);
-    expect(perConnection.slice(connectionsBefore)).toEqual([20_000, 20_000]);
-    for (const event of events) {
-      expect(event.data).toMatchObject({
-        bytes_to_target: 20_000,
-        bytes_from_target: 20_000,
-        exit: 'gateway',
+    ['echo', 'gateway', 'a budgeted session', '61577203'],
+    ['echo', 'gateway', 'a session without a byte limit', '61577204'],
+    ['recho', 'gateway', 'a budgeted session', '61577203'],
+    ['far', 'dc-early', 'a budgeted session', '61577203'],
+  ])(
+    'target %s (exit %s), for %s: bytes_to_target is what the target received',
+    async (target, exit, _, project) => {
+      const c = await h.client();
+      const token = await h.token({ project_id: project, job_project_id: project });
+      const s = await openSession(c, token, { targets: [target] });
+      await settled();
+      const connectionsBefore = perConnection.length;
+      // 20 000 bytes in the same flight as the CONNECT: buffered while the session is looked up
+      // and the target dialled (or the stream handed to the agent).
+      for (let i = 0; i < 2; i++) expect(await early(c, s, target, 20_000)).toBe('200');
+      const events = await eventually(async () => {
+        const found = await closedEvents(s.id);
+        return found.length === 2 ? found : undefined;
       });
-    }
-  });
+      await eventually(() => perConnection.length === connectionsBefore + 2);
+      expect(perConnection.slice(connectionsBefore)).toEqual([20_000, 20_000]);
+      for (const event of events) {
+        expect(event.data).toMatchObject({ bytes_to_target: 20_000, bytes_from_target: 20_000, exit });
+      }
+    },
+  );
 });
