@@ -343,7 +343,32 @@ export const gatewayConfigSchema = z
               })
               .prefault({})
               .meta({
-                description: 'A ceiling over all jobs of one issuer (token bucket: per_minute, burst).',
+                description:
+                  'A ceiling over the sessions of all jobs of one issuer (token bucket: per_minute, burst). Only sessions the policy allows take from it.',
+              }),
+            denied: z
+              .strictObject({
+                per_minute: z.number().positive().default(30).meta({
+                  description:
+                    'Requests the policy denies, per project of an issuer (GitLab project_id, GitHub repository_id, else the subject), per minute; beyond them: 429.',
+                }),
+                burst: z
+                  .int()
+                  .positive()
+                  .default(20)
+                  .meta({ description: 'Denied requests one project may make at once.' }),
+                per_issuer: z
+                  .strictObject({
+                    per_minute: z.number().positive().default(300),
+                    burst: z.int().positive().default(100),
+                  })
+                  .prefault({})
+                  .meta({ description: 'A ceiling over the denied requests of all projects of one issuer.' }),
+              })
+              .prefault({})
+              .meta({
+                description:
+                  'Denied requests have their own buckets, so that tokens no rule allows (anyone can mint them on a shared issuer) never spend the per_issuer ceiling of allowed jobs.',
               }),
           })
           .prefault({}),

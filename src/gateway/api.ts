@@ -12,7 +12,7 @@ import { type DiscloseLevel, disclosedDecision, disclosedReason } from '../polic
 import type { Decision, Policy } from '../policy/engine.js';
 import type { SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
-import { jobKey, type SessionRateLimit } from '../session/rate-limit.js';
+import { jobKey, projectKey, type RateDecision, type SessionRateLimit } from '../session/rate-limit.js';
 import { bearer, tokenInList } from '../session/secret.js';
 import type { SessionRecord, Store } from '../store/types.js';
 import { printable } from '../text/printable.js';
@@ -213,20 +213,6 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
   const issuer = verified.issuer.name;
   const subject = verified.principal.subject ?? '';
 
-  const rate = deps.limiter.take(issuer, jobKey(verified.principal, verified.claims));
-  if (!rate.ok) {
-    const retryAfterS = Math.max(1, Math.ceil(rate.waitMs / 1000));
-    deps.metrics.sessionsDenied.inc({ reason: 'CIPORT_E_RATE_LIMITED' });
-    deps.log.warn({ issuer, subject, scope: rate.scope, key: rate.key }, 'session refused: rate limited');
-    throw new CiportError(
-      'CIPORT_E_RATE_LIMITED',
-      rate.scope === 'job'
-        ? `too many sessions for ${rate.key} of ${issuer}; retry in ${retryAfterS} s`
-        : `issuer ${issuer} is at its session ceiling (sessions.rate_limit.per_issuer); retry in ${retryAfterS} s`,
-      { details: { retry_after_s: retryAfterS } },
-    );
-  }
-
   const decision = deps.policy.decide({
     issuer,
     facts: verified.facts,
@@ -234,7 +220,12 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
     ttlMs: body.ttlMs,
     defaultTtlMs: deps.config.sessions.default_ttl,
   });
+  // Rate limits come after the (in-memory) policy decision, by its outcome: a denied token never
+  // spends what allowed jobs need (docs/gateway.md, "Rate limits").
   if (decision.decision !== 'allow') {
+    const limited = deps.limiter.takeDenied(issuer, projectKey(verified.principal));
+    // Over its denial bucket: 429 without a log line or denial record (a flood must not grow them).
+    if (!limited.ok) throw rateLimited(deps, issuer, limited);
     deps.metrics.sessionsDenied.inc({ reason: 'CIPORT_E_POLICY_DENIED' });
     const rule = decision.rule ?? decision.nearest?.rule ?? null;
     deps.log.info(
@@ -256,6 +247,12 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
     throw new CiportError('CIPORT_E_POLICY_DENIED', disclosedReason(decision, discloseLevel(deps)), {
       details: { decision: decisionJson(deps, decision) },
     });
+  }
+
+  const rate = deps.limiter.take(issuer, jobKey(verified.principal, verified.claims));
+  if (!rate.ok) {
+    deps.log.warn({ issuer, subject, scope: rate.scope, key: rate.key }, 'session refused: rate limited');
+    throw rateLimited(deps, issuer, rate);
   }
 
   // Job liveness: only after identity and policy (a denied token spends no API quota). A
@@ -321,6 +318,20 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
         ttl_ms: Math.min(t.ttlMs, opened.ttlMs),
       };
     }),
+  });
+}
+
+function rateLimited(deps: ApiDeps, issuer: string, rate: Exclude<RateDecision, { ok: true }>): CiportError {
+  const retryAfterS = Math.max(1, Math.ceil(rate.waitMs / 1000));
+  deps.metrics.sessionsDenied.inc({ reason: 'CIPORT_E_RATE_LIMITED' });
+  const why = {
+    job: `too many sessions for ${rate.key} of ${issuer}`,
+    issuer: `issuer ${issuer} is at its session ceiling (sessions.rate_limit.per_issuer)`,
+    project: `too many denied session requests from ${rate.key} of ${issuer}`,
+    denials: `issuer ${issuer} is at its ceiling of denied session requests (sessions.rate_limit.denied.per_issuer)`,
+  }[rate.scope];
+  return new CiportError('CIPORT_E_RATE_LIMITED', `${why}; retry in ${retryAfterS} s`, {
+    details: { retry_after_s: retryAfterS },
   });
 }
 

@@ -204,6 +204,12 @@ export async function startGateway(
   const limiter = new SessionRateLimit({
     perJob: { perMinute: rate.per_minute, burst: rate.burst, ...clock },
     perIssuer: { perMinute: rate.per_issuer.per_minute, burst: rate.per_issuer.burst, ...clock },
+    deniedPerProject: { perMinute: rate.denied.per_minute, burst: rate.denied.burst, ...clock },
+    deniedPerIssuer: {
+      perMinute: rate.denied.per_issuer.per_minute,
+      burst: rate.denied.per_issuer.burst,
+      ...clock,
+    },
   });
   const denials = new DenialLog({
     append: (event) => store.appendAudit(event),

@@ -4,6 +4,11 @@
 // (instead of piping through a Transform) leaves every exit unchanged and costs one call per
 // chunk. A refused chunk is dropped, never carried; `onRefused` then resets the stream.
 //
+// The wrappers go on when the stream is accepted, before anything awaits: a client may send data
+// in the same flight as its CONNECT, and those bytes sit in the stream's buffer while the session
+// is looked up and the exit dialled; metered only once the tunnel was open, they were carried
+// uncharged (a short connection per budget's worth bypassed `limits.bytes`).
+//
 // Once refused, writes are held (their callbacks never run): Node's close(code) ends the writable
 // side first, and an END_STREAM that goes out before the RST_STREAM would close a stream the
 // client has half-closed cleanly, so the app would read a truncated answer as a normal end.
@@ -28,53 +33,93 @@ export interface Metered {
   out: number;
 }
 
-export function meterStream(stream: ServerHttp2Stream, charge: Charge, onRefused: () => void): Metered {
+/**
+ * A stream's meter, installed when the stream is accepted (before anything can be read from it,
+ * so early data — sent right after HEADERS, before the exit is dialled or an agent has the
+ * stream — is counted like the rest), charged once the tunnel knows its session's budget.
+ */
+export interface StreamMeter extends Metered {
+  /**
+   * Charge the budget from now on, the client's bytes buffered so far first. False: those
+   * crossed it (the caller refuses the stream; `onRefused` is not called for them).
+   */
+  charge(charge: Charge, onRefused: () => void): boolean;
+  /** The tunnel answered 200: bytes to the client count from now on (refusal bodies do not). */
+  open(): void;
+}
+
+export function meterStream(stream: ServerHttp2Stream): StreamMeter {
   const s = stream as unknown as WritableInternals;
-  const metered: Metered = { in: 0, out: 0 };
+  let charge: Charge | undefined;
+  let onRefused: (() => void) | undefined;
+  let opened = false;
   let refused = false;
+  const meter: StreamMeter = {
+    in: 0,
+    out: 0,
+    charge(c, r) {
+      if (!c(meter.in)) {
+        refused = true;
+        return false;
+      }
+      charge = c;
+      onRefused = r;
+      return true;
+    },
+    open() {
+      opened = true;
+    },
+  };
   const refuse = () => {
     if (refused) return;
     refused = true;
-    // A pending write keeps END_STREAM back until the reset is out (see above).
-    if (!stream.writableEnded && !stream.destroyed) stream.write(EMPTY);
+    // A pending write keeps END_STREAM back until the reset is out (see above); before the 200
+    // a write would send the response headers, and the stream is refused with an error instead.
+    if (opened && !stream.writableEnded && !stream.destroyed) stream.write(EMPTY);
     // After the current read or write has returned: resetting from inside it would re-enter it.
-    queueMicrotask(onRefused);
+    queueMicrotask(() => onRefused?.());
   };
+  // Writes are held once refused only on an open tunnel: a refusal's error body must go out.
+  const held = () => refused && opened;
   const push = s.push.bind(stream);
   s.push = (chunk, encoding) => {
     if (chunk !== null) {
       const n = size(chunk);
-      if (!charge(n)) {
+      if (refused || (charge && !charge(n))) {
         refuse();
         return false;
       }
-      metered.in += n;
+      meter.in += n;
     }
     return push(chunk, encoding);
   };
   const write = s._write.bind(stream);
   s._write = (chunk, encoding, cb) => {
-    if (refused) return;
-    const n = size(chunk);
-    if (!charge(n)) {
-      refuse();
-      return;
+    if (held()) return;
+    if (opened) {
+      const n = size(chunk);
+      if (charge && !charge(n)) {
+        refuse();
+        return;
+      }
+      meter.out += n;
     }
-    metered.out += n;
     write(chunk, encoding, cb);
   };
   if (s._writev) {
     const writev = s._writev.bind(stream);
     s._writev = (chunks, cb) => {
-      if (refused) return;
-      const n = chunks.reduce((sum, c) => sum + size(c.chunk), 0);
-      if (!charge(n)) {
-        refuse();
-        return;
+      if (held()) return;
+      if (opened) {
+        const n = chunks.reduce((sum, c) => sum + size(c.chunk), 0);
+        if (charge && !charge(n)) {
+          refuse();
+          return;
+        }
+        meter.out += n;
       }
-      metered.out += n;
       writev(chunks, cb);
     };
   }
-  return metered;
+  return meter;
 }

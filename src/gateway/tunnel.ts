@@ -40,7 +40,7 @@ import type { GatewayExits } from './exits.js';
 import { sendError } from './http.js';
 import type { Logger } from './logger.js';
 import type { GatewayMetrics } from './metrics.js';
-import { type Metered, meterStream } from './stream-meter.js';
+import { meterStream, type StreamMeter } from './stream-meter.js';
 
 export const SESSION_HEADER = 'ciport-session';
 
@@ -74,9 +74,14 @@ export async function handleConnect(
   res: Http2ServerResponse,
 ): Promise<void> {
   const stream = req.stream;
+  // Metered from the moment it is accepted, before anything awaits: bytes the client sends right
+  // after HEADERS are buffered in the stream while the session is looked up and the exit dialled,
+  // and must count against the session's byte budget like every later byte.
+  const meter = meterStream(stream);
   const refuse = (err: CiportError) => {
     deps.metrics.tunnelsRefused.inc({ code: err.code });
-    if (stream.destroyed || stream.closed) return;
+    // headersSent: already refused (its early bytes crossed the byte budget during the dial).
+    if (stream.destroyed || stream.closed || stream.headersSent) return;
     sendError(res, err);
   };
   const targetName = targetOfAuthority(req.headers[':authority'] as string | undefined);
@@ -125,7 +130,7 @@ export async function handleConnect(
       (target.protocol === 'http' && deps.exits?.http.has(targetName)));
   if (!served && deps.agents && (!target || deps.agents.hub.serves(targetName))) {
     // Not exited here: an agent serves it (or, when none is connected, the hub says so).
-    const tunnel = new Tunnel(deps, live, target ?? agentTarget(targetName), stream);
+    const tunnel = new Tunnel(deps, live, target ?? agentTarget(targetName), stream, meter, refuse);
     try {
       deps.manager.attach(live, tunnel);
     } catch (err) {
@@ -149,7 +154,7 @@ export async function handleConnect(
     return;
   }
 
-  const tunnel = new Tunnel(deps, live, target, stream);
+  const tunnel = new Tunnel(deps, live, target, stream, meter, refuse);
   try {
     deps.manager.attach(live, tunnel);
   } catch (err) {
@@ -179,7 +184,8 @@ class Tunnel implements SessionConnection {
   /** Byte counts for protocols that do not expose one upstream socket (postgres, http). */
   #bytes: { up: number; down: number } | undefined;
   /** What the stream itself carried (tcp, redis: bytes that reached the app or came from it). */
-  #metered: Metered | undefined;
+  readonly #metered: StreamMeter;
+  readonly #refuse: (err: CiportError) => void;
   #opened = false;
   #startedAt = Date.now();
   /** Why it closed abnormally, for `connection.closed`. */
@@ -190,7 +196,16 @@ class Tunnel implements SessionConnection {
   /** The agent that carried it (undefined: the gateway was the exit). */
   #agent: AgentIdentity | undefined;
 
-  constructor(deps: TunnelDeps, live: LiveSession, config: TargetConfig, stream: ServerHttp2Stream) {
+  constructor(
+    deps: TunnelDeps,
+    live: LiveSession,
+    config: TargetConfig,
+    stream: ServerHttp2Stream,
+    metered: StreamMeter,
+    refuse: (err: CiportError) => void,
+  ) {
+    this.#metered = metered;
+    this.#refuse = refuse;
     this.#deps = deps;
     this.#live = live;
     this.#config = config;
@@ -226,19 +241,28 @@ class Tunnel implements SessionConnection {
   }
 
   /**
-   * Count this stream's bytes against the session's byte budget (rule `limits.bytes`) from now
-   * on (once it is open: refusal bodies are not traffic). A chunk that would cross it is dropped
-   * and the stream reset.
+   * Charge this stream's bytes to the session's byte budget (rule `limits.bytes`): those the
+   * client sent since the stream was accepted at once, then every byte both ways (bytes to the
+   * client once it is open: refusal bodies are not traffic). Called once the tunnel is attached,
+   * before the exit is dialled or an agent gets the stream. A chunk that would cross the budget
+   * is dropped and the stream reset (refused with 429 when it is not open yet). False: the early
+   * bytes crossed it; the stream is refused and the tunnel is over.
    */
-  #meter(): void {
+  #startMeter(): boolean {
     const budget = this.#live.bytes;
-    // Without a limit there is nothing to enforce: the data path stays as it was.
-    if (budget.limit === undefined) return;
-    this.#metered = meterStream(
-      this.#stream,
-      (n) => budget.charge(n),
-      () => this.#overLimit(),
-    );
+    // Without a limit there is nothing to enforce (the meter still counts).
+    if (budget.limit === undefined) return true;
+    if (
+      this.#metered.charge(
+        (n) => budget.charge(n),
+        () => this.#overLimit(),
+      )
+    )
+      return true;
+    this.#overLimit();
+    this.#deps.manager.detach(this.#live, this);
+    this.#resolveDone();
+    return false;
   }
 
   /** The session's byte budget is spent: reset this stream and, the first time, the others. */
@@ -273,10 +297,23 @@ class Tunnel implements SessionConnection {
 
   #cutForLimit(): void {
     this.#error ??= `session byte limit reached (CIPORT_E_BYTE_LIMIT, ${this.#live.bytes.limit} bytes)`;
+    if (!this.#stream.headersSent) {
+      // Not open yet (its early bytes crossed the budget while the exit was being dialled):
+      // refused like a new tunnel of a spent session, and the dial or handoff abandoned.
+      this.#dialAbort.abort();
+      this.#refuse(
+        new CiportError(
+          'CIPORT_E_BYTE_LIMIT',
+          `session ${this.#live.id} has carried its byte limit (${this.#live.bytes.limit} bytes)`,
+        ),
+      );
+      return;
+    }
     this.#reset(h2.NGHTTP2_ENHANCE_YOUR_CALM);
   }
 
   async run(refuse: (err: CiportError) => void): Promise<void> {
+    if (!this.#startMeter()) return;
     if (this.#config.protocol === 'postgres') return this.#runPg();
     if (this.#config.protocol === 'http') return this.#runHttp();
     const { manager, log } = this.#deps;
@@ -297,6 +334,8 @@ class Tunnel implements SessionConnection {
       manager.detach(this.#live, this);
       this.#resolveDone();
       const err = asCiportError(thrown);
+      // Refused already (byte limit crossed during the dial): nothing more to say.
+      if (this.#stream.headersSent) return;
       if (this.#live.abort.signal.aborted) {
         refuse(new CiportError('CIPORT_E_SESSION_ENDED', `session ${this.#live.id} has ended`));
       } else {
@@ -317,7 +356,12 @@ class Tunnel implements SessionConnection {
     }
     this.#stream.off('close', onEarlyClose);
     const upstream = this.#upstream;
-    if (this.#stream.destroyed || this.#stream.closed || this.#live.abort.signal.aborted) {
+    if (
+      this.#stream.destroyed ||
+      this.#stream.closed ||
+      this.#stream.headersSent ||
+      this.#live.abort.signal.aborted
+    ) {
       upstream.destroy();
       manager.detach(this.#live, this);
       this.#resolveDone();
@@ -330,7 +374,7 @@ class Tunnel implements SessionConnection {
     // compat request/response, two pipelines and ours all listen for 'close'.
     this.#stream.setMaxListeners(32);
     this.#stream.respond({ ':status': 200 });
-    this.#meter();
+    this.#metered.open();
     log.info({ session: this.#live.id, connection: this.id, target: this.target }, 'tunnel opened');
     void this.#audit('connection.opened');
 
@@ -371,7 +415,7 @@ class Tunnel implements SessionConnection {
     this.#deps.metrics.tunnelsOpened.inc({ target: this.target });
     this.#stream.setMaxListeners(32);
     this.#stream.respond({ ':status': 200 });
-    this.#meter();
+    this.#metered.open();
     this.#stream.on('error', () => {});
     this.#stream.on('aborted', () => this.#clientReset());
     this.#stream.setTimeout(this.#deps.idleTimeoutMs, () => {
@@ -479,6 +523,7 @@ class Tunnel implements SessionConnection {
    * per-session role is created once). Postgres: query events come from the app's messages.
    */
   async runViaAgent(routes: AgentRoutes, refuse: (err: CiportError) => void): Promise<void> {
+    if (!this.#startMeter()) return;
     const { hub, sticky } = routes;
     const record = this.#live.record;
     const info = hub.targetInfo(this.target);
@@ -506,7 +551,7 @@ class Tunnel implements SessionConnection {
       signal: AbortSignal.any([this.#dialAbort.signal, this.#live.abort.signal]),
       ...(observer ? { onClientData: (chunk: Buffer) => observer.push(chunk), room: this.#room } : {}),
       onOpen: (agent) => {
-        this.#meter();
+        this.#metered.open();
         sticky.set(key, agent.id);
         this.#agent = agent;
         this.#opened = true;
@@ -602,9 +647,9 @@ class Tunnel implements SessionConnection {
   }
 
   async #closed(): Promise<void> {
-    const upstream = this.#upstream;
-    const up = this.#bytes ? this.#bytes.up : (this.#metered?.in ?? upstream?.bytesWritten ?? 0);
-    const down = this.#bytes ? this.#bytes.down : (this.#metered?.out ?? upstream?.bytesRead ?? 0);
+    // tcp, redis: what the stream carried, counted from its acceptance (early data included).
+    const up = this.#bytes ? this.#bytes.up : this.#metered.in;
+    const down = this.#bytes ? this.#bytes.down : this.#metered.out;
     const { metrics, manager, log } = this.#deps;
     metrics.tunnelsActive.dec();
     metrics.tunnelBytes.inc({ target: this.target, direction: 'up' }, up);

@@ -2,9 +2,14 @@
 // minute; a request takes one. Full buckets are forgotten, so the map only holds keys that were
 // used recently.
 //
-// Session creation (SessionRateLimit) takes from two buckets: the job's (one CI job hammering)
-// and its issuer's (a ceiling over all jobs). Keyed on the job, not on `sub`: GitLab's `sub` is
-// project + ref, so every parallel job of a branch would share one bucket.
+// Session creation (SessionRateLimit) is limited after the policy decision, by its outcome:
+// - an allowed session takes from two buckets: the job's (one CI job hammering) and its issuer's
+//   (a ceiling over all jobs). Keyed on the job, not on `sub`: GitLab's `sub` is project + ref, so
+//   every parallel job of a branch would share one bucket.
+// - a denied request takes from its own buckets: its project's (issuer, project) and a ceiling
+//   over all denials of the issuer. On a shared issuer (gitlab.com) anyone can mint tokens for our
+//   audience; were denials counted against the issuer's session ceiling, any project could starve
+//   the jobs the policy allows.
 import type { Claims } from '../identity/claim-values.js';
 import type { Principal } from '../identity/principal.js';
 
@@ -59,23 +64,36 @@ export class RateLimiter {
   }
 }
 
-export type RateDecision = { ok: true } | { ok: false; scope: 'job' | 'issuer'; key: string; waitMs: number };
+export type RateDecision =
+  | { ok: true }
+  | { ok: false; scope: 'job' | 'issuer' | 'project' | 'denials'; key: string; waitMs: number };
 
 export interface SessionRateLimitOptions {
   perJob: RateLimitOptions;
   perIssuer: RateLimitOptions;
+  /** Denied requests per (issuer, project); default: 30 a minute, burst 20. */
+  deniedPerProject?: RateLimitOptions;
+  /** Denied requests over all projects of one issuer; default: 300 a minute, burst 100. */
+  deniedPerIssuer?: RateLimitOptions;
 }
 
 export class SessionRateLimit {
   readonly #job: RateLimiter;
   readonly #issuer: RateLimiter;
+  readonly #deniedProject: RateLimiter;
+  readonly #deniedIssuer: RateLimiter;
 
   constructor(options: SessionRateLimitOptions) {
     this.#job = new RateLimiter(options.perJob);
     this.#issuer = new RateLimiter(options.perIssuer);
+    this.#deniedProject = new RateLimiter(options.deniedPerProject ?? { perMinute: 30, burst: 20 });
+    this.#deniedIssuer = new RateLimiter(options.deniedPerIssuer ?? { perMinute: 300, burst: 100 });
   }
 
-  /** One session creation by `job` (see jobKey) of `issuer`: takes from both buckets or neither. */
+  /**
+   * One session the policy allowed, for `job` (see jobKey) of `issuer`: takes from both buckets
+   * or neither.
+   */
   take(issuer: string, job: string): RateDecision {
     const key = `${issuer}\u0000${job}`;
     const jobWait = this.#job.wait(key);
@@ -86,6 +104,33 @@ export class SessionRateLimit {
     this.#issuer.take(issuer);
     return { ok: true };
   }
+
+  /**
+   * One request the policy denied, from `project` (see projectKey) of `issuer`: takes from the
+   * project's denial bucket and the issuer's denial ceiling, both or neither. Never touches the
+   * buckets of allowed sessions.
+   */
+  takeDenied(issuer: string, project: string): RateDecision {
+    const key = `${issuer}\u0000${project}`;
+    const projectWait = this.#deniedProject.wait(key);
+    if (projectWait > 0) return { ok: false, scope: 'project', key: project, waitMs: projectWait };
+    const issuerWait = this.#deniedIssuer.wait(issuer);
+    if (issuerWait > 0) return { ok: false, scope: 'denials', key: issuer, waitMs: issuerWait };
+    this.#deniedProject.take(key);
+    this.#deniedIssuer.take(issuer);
+    return { ok: true };
+  }
+}
+
+/**
+ * Who a denied request is charged to: the project (GitLab `project_id`, GitHub `repository_id`),
+ * else its path, else the subject (a generic OIDC client).
+ */
+export function projectKey(principal: Principal): string {
+  const project = principal.project;
+  if (project?.id) return `project:${project.id}`;
+  if (project?.path) return `project:${project.path}`;
+  return `sub:${principal.subject ?? ''}`;
 }
 
 /**

@@ -354,4 +354,111 @@ describe('rate limit', () => {
       await limited.stop();
     }
   });
+
+  // Security review (issue 10): tokens no rule allows drained the per-issuer ceiling, and a
+  // legitimate job then got 429. On gitlab.com anyone can mint tokens for our audience.
+  it('denied tokens never spend the issuer ceiling: a flooding project gets 429, allowed jobs and other projects do not', async () => {
+    const limited = await startHarness({
+      sessions: {
+        rate_limit: {
+          per_minute: 100,
+          burst: 100,
+          per_issuer: { per_minute: 1, burst: 20 },
+          denied: { per_minute: 1, burst: 50, per_issuer: { per_minute: 1, burst: 100 } },
+        },
+      },
+    });
+    const project = (id: string, i: number) => ({
+      project_id: id,
+      job_project_id: id,
+      project_path: `evil/p${id}`,
+      sub: `project_path:evil/p${id}:ref_type:branch:ref:r${i}`,
+      ref: `r${i}`,
+      job_id: String(700_000 + i),
+    });
+    try {
+      const c = await limited.client();
+      const xStatuses: Record<number, number> = {};
+      let lastX: Awaited<ReturnType<typeof api>> | undefined;
+      for (let i = 0; i < 300; i++) {
+        lastX = await api(c, 'POST', '/v1/sessions', {
+          bearer: await limited.token(project('666', i)),
+          body: {},
+        });
+        xStatuses[lastX.status] = (xStatuses[lastX.status] ?? 0) + 1;
+      }
+      // Project X: its denial bucket (burst 50) answers 403, then 429 for the rest of the flood.
+      expect(xStatuses).toEqual({ 403: 50, 429: 250 });
+      expect(lastX?.body.error.code).toBe('CIPORT_E_RATE_LIMITED');
+      expect(lastX?.body.error.message).toContain(
+        'too many denied session requests from project:666 of gitlab',
+      );
+      expect(Number(lastX?.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      // Another denied project is still told 403 (its own bucket), not 429.
+      const other = await api(c, 'POST', '/v1/sessions', {
+        bearer: await limited.token(project('777', 1)),
+        body: {},
+      });
+      expect(other.status).toBe(403);
+      expect(other.body.error.code).toBe('CIPORT_E_POLICY_DENIED');
+      // Project Y (allowed): 20 jobs all get their session, the whole per-issuer burst.
+      const yStatuses: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        const token = await limited.token({ job_id: String(8_000_000 + i) });
+        yStatuses.push((await api(c, 'POST', '/v1/sessions', { bearer: token, body: {} })).status);
+      }
+      expect(yStatuses).toEqual(Array(20).fill(201));
+      // The ceiling still bounds allowed sessions.
+      const over = await api(c, 'POST', '/v1/sessions', {
+        bearer: await limited.token({ job_id: '8100000' }),
+        body: {},
+      });
+      expect(over.status).toBe(429);
+      expect(over.body.error.message).toContain('issuer gitlab is at its session ceiling');
+      // X keeps flooding: still 429.
+      const again = await api(c, 'POST', '/v1/sessions', {
+        bearer: await limited.token(project('666', 999)),
+        body: {},
+      });
+      expect(again.status).toBe(429);
+    } finally {
+      await limited.stop();
+    }
+  });
+
+  it('bounds denials over all projects of an issuer', async () => {
+    const limited = await startHarness({
+      sessions: {
+        rate_limit: {
+          per_minute: 100,
+          burst: 100,
+          per_issuer: { per_minute: 1, burst: 5 },
+          denied: { per_minute: 1, burst: 50, per_issuer: { per_minute: 1, burst: 30 } },
+        },
+      },
+    });
+    try {
+      const c = await limited.client();
+      const statuses: number[] = [];
+      // Rotating projects (one request each): the issuer's denial ceiling bounds them.
+      for (let i = 0; i < 40; i++) {
+        const token = await limited.token({
+          project_id: String(5000 + i),
+          job_project_id: String(5000 + i),
+          job_id: String(600_000 + i),
+        });
+        statuses.push((await api(c, 'POST', '/v1/sessions', { bearer: token, body: {} })).status);
+      }
+      expect(statuses).toEqual([...Array(30).fill(403), ...Array(10).fill(429)]);
+      const metric = await limited.gateway.metrics.sessionsDenied.get();
+      expect(metric.values.find((v) => v.labels.reason === 'CIPORT_E_POLICY_DENIED')?.value).toBe(30);
+      // Allowed jobs are untouched by that.
+      for (let i = 0; i < 5; i++) {
+        const token = await limited.token({ job_id: String(8_200_000 + i) });
+        expect((await api(c, 'POST', '/v1/sessions', { bearer: token, body: {} })).status).toBe(201);
+      }
+    } finally {
+      await limited.stop();
+    }
+  });
 });

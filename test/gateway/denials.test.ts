@@ -48,7 +48,12 @@ const branch = (i: number) => ({
   job_id: String(100_000 + i),
 });
 
-const sessions = { rate_limit: { per_minute: 1e6, burst: 1e5, per_issuer: { per_minute: 1e6, burst: 1e5 } } };
+// Generous rate limits, denied requests included: this file is about the audit bound, not the
+// rate limit (test/gateway/api.test.ts, "rate limit").
+const generous = { per_minute: 1e6, burst: 1e5 };
+const sessions = {
+  rate_limit: { ...generous, per_issuer: generous, denied: { ...generous, per_issuer: generous } },
+};
 
 describe('denial audit', () => {
   it('2000 denials with rotating refs: 2 rows, and the summary counts add up to 2000', async () => {

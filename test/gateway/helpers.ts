@@ -58,7 +58,12 @@ export function testConfig(input: ConfigInput): Readonly<GatewayConfig> {
     sessions: {
       default_ttl: '15m',
       lease_timeout: '30s',
-      rate_limit: { per_minute: 6000, burst: 1000, per_issuer: { per_minute: 60_000, burst: 10_000 } },
+      rate_limit: {
+        per_minute: 6000,
+        burst: 1000,
+        per_issuer: { per_minute: 60_000, burst: 10_000 },
+        denied: { per_minute: 6000, burst: 1000, per_issuer: { per_minute: 60_000, burst: 10_000 } },
+      },
       ...input.sessions,
     },
     server: { ...input.server },

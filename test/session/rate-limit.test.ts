@@ -2,7 +2,7 @@
 // both taken together or not at all.
 import { describe, expect, it } from 'vitest';
 import { normalize } from '../../src/identity/principal.js';
-import { jobKey, SessionRateLimit } from '../../src/session/rate-limit.js';
+import { jobKey, projectKey, SessionRateLimit } from '../../src/session/rate-limit.js';
 
 const gitlab = (job: string) =>
   normalize('gitlab', 'gitlab', {
@@ -55,5 +55,46 @@ describe('SessionRateLimit', () => {
     expect(limit.take('github', 'job:3')).toEqual({ ok: true });
     now += 1000;
     expect(limit.take('gitlab', 'job:3')).toEqual({ ok: true });
+  });
+});
+
+describe('SessionRateLimit denials', () => {
+  it('limits denials per project and per issuer, never touching the buckets of allowed sessions', () => {
+    const now = 0;
+    const limit = new SessionRateLimit({
+      perJob: { perMinute: 60, burst: 2, now: () => now },
+      perIssuer: { perMinute: 60, burst: 2, now: () => now },
+      deniedPerProject: { perMinute: 60, burst: 3, now: () => now },
+      deniedPerIssuer: { perMinute: 60, burst: 4, now: () => now },
+    });
+    for (let i = 0; i < 3; i++) expect(limit.takeDenied('gitlab', 'project:666')).toEqual({ ok: true });
+    const flood = limit.takeDenied('gitlab', 'project:666');
+    expect(flood).toMatchObject({ ok: false, scope: 'project', key: 'project:666' });
+    expect(flood.ok === false && flood.waitMs).toBe(1000);
+    // The refused denial spent nothing from the issuer's denial ceiling: one left for another project.
+    expect(limit.takeDenied('gitlab', 'project:777')).toEqual({ ok: true });
+    expect(limit.takeDenied('gitlab', 'project:888')).toMatchObject({
+      ok: false,
+      scope: 'denials',
+      key: 'gitlab',
+    });
+    // Allowed sessions still have their whole ceiling.
+    expect(limit.take('gitlab', 'job:1')).toEqual({ ok: true });
+    expect(limit.take('gitlab', 'job:2')).toEqual({ ok: true });
+    expect(limit.take('gitlab', 'job:3')).toMatchObject({ ok: false, scope: 'issuer' });
+    // Other issuers have their own denial buckets.
+    expect(limit.takeDenied('github', 'project:666')).toEqual({ ok: true });
+  });
+});
+
+describe('projectKey', () => {
+  it('is the project id, else its path, else the subject', () => {
+    expect(projectKey(gitlab('1').principal)).toBe('project:61577203');
+    const github = normalize('github', 'github', {
+      sub: 'repo:acme/x:ref:refs/heads/main',
+      repository_id: '42',
+    });
+    expect(projectKey(github.principal)).toBe('project:42');
+    expect(projectKey(normalize('oidc', 'kc', { sub: 'svc' }).principal)).toBe('sub:svc');
   });
 });
