@@ -149,7 +149,10 @@ beforeAll(async () => {
     { ...tcp, name: 'pg' },
     ...Array.from({ length: 50 }, (_, i) => ({ ...tcp, name: `fake-${i}` })),
   ];
-  rogue = new Agent({ ...base, targets: [...base.targets, ...madeUp] }, { env: {} });
+  rogue = new Agent(
+    { ...base, targets: [...base.targets, ...madeUp] },
+    { env: { CIPORT_ENROLLMENT_TOKEN: rogueToken } },
+  );
   await rogue.start();
   await waitFor(() => connectionOf('dc-rogue') !== undefined, 20_000, 'dc-rogue');
 }, 180_000);
