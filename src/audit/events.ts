@@ -23,6 +23,7 @@ export const AUDIT_EVENT_TYPES = [
   'agent.credential_rotated',
   'agent.targets_changed',
   'agent.target_refused',
+  'agent.event_refused',
   'config.loaded',
   'review.attested',
 ] as const;
@@ -248,6 +249,10 @@ export type CredentialData = Base & {
   attempt?: number;
   /** revoke_failed: ISO 8601, when the next attempt is due. */
   next_attempt?: string;
+  /** Reported by an agent: its name, id (`agt_…`) and `<agent id>:<event id>`. */
+  agent?: string;
+  agent_id?: string;
+  agent_event?: string;
 };
 
 export type AgentConnectedData = Base & {
@@ -320,6 +325,28 @@ export type AgentTargetRefusedData = Base & {
   connection: string;
   remote?: string;
   repeats?: number;
+  /** Absent: not bound. `protocol_changed`: bound, advertised with another protocol than pinned. */
+  reason?: 'not_bound' | 'protocol_changed' | 'too_many_names';
+  pinned?: string;
+  advertised?: string;
+  /** reason too_many_names (`target` is `*`): distinct names refused without their own event. */
+  distinct?: number;
+};
+
+/**
+ * Events an agent reported about a session or target this gateway never routed to it (or no longer
+ * bound to it): not recorded. At most one per agent and window; `count` is how many were refused
+ * in it, the first one's type, session and target are given as a sample.
+ */
+export type AgentEventRefusedData = Base & {
+  agent: string;
+  agent_id: string;
+  count: number;
+  /** The window (ms) `count` covers: from the first refusal on. */
+  window_ms: number;
+  sample_type: string;
+  sample_session: string;
+  sample_target: string;
 };
 
 export type ConfigLoadedData = Base & {
@@ -364,6 +391,7 @@ export interface AuditDataMap {
   'agent.credential_rotated': AgentCredentialRotatedData;
   'agent.targets_changed': AgentTargetsChangedData;
   'agent.target_refused': AgentTargetRefusedData;
+  'agent.event_refused': AgentEventRefusedData;
   'config.loaded': ConfigLoadedData;
   'review.attested': ReviewAttestedData;
 }

@@ -1,5 +1,6 @@
 // Audit events of the agent hub: `agent.connected`, `agent.disconnected` and
-// `agent.target_refused` (bounded by the hub: once per agent and target per interval).
+// `agent.target_refused` (bounded by the hub: once per agent and target per interval, and a
+// bounded number of distinct names per agent). `agent.event_refused`: agent-event-refusals.ts.
 // `agent.enrolled`, `agent.revoked` and `agent.targets_changed` come from the registry.
 import { auditEvent } from '../audit/events.js';
 import type { Store } from '../store/types.js';
@@ -43,6 +44,10 @@ export function auditAgentEvents(hub: AgentHub, store: Pick<Store, 'appendAudit'
           connection: r.connection,
           ...(r.remote ? { remote: r.remote } : {}),
           ...(r.repeats > 0 ? { repeats: r.repeats } : {}),
+          ...(r.reason ? { reason: r.reason } : {}),
+          ...(r.pinned !== undefined ? { pinned: r.pinned } : {}),
+          ...(r.advertised !== undefined ? { advertised: r.advertised } : {}),
+          ...(r.distinct !== undefined ? { distinct: r.distinct } : {}),
         }),
       )
       .catch(fail);

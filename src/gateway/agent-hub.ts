@@ -17,6 +17,7 @@ import type { Duplex } from 'node:stream';
 import type { ErrorCode } from '../errors/codes.js';
 import { ERROR_CODES } from '../errors/codes.js';
 import { CiportError } from '../errors/index.js';
+import { printable } from '../text/printable.js';
 import type { Logger } from './logger.js';
 
 export const AGENT_UPGRADE_PROTOCOL = 'ciport-agent';
@@ -32,8 +33,26 @@ export const AGENT_REFUSED_PATH = '/v1/targets/refused';
 export const REFUSAL_AUDIT_INTERVAL_MS = 3_600_000;
 /** Bound on the remembered refusals (agent × target) of one gateway process. */
 const MAX_REFUSAL_KEYS = 10_000;
+/**
+ * Distinct refused target names audited one by one per agent and refusal interval; past it the
+ * agent's further made-up names are counted in one aggregated `agent.target_refused` (`target`
+ * `*`, `distinct`), so an agent inventing names cannot grow the audit log without bound.
+ */
+export const MAX_REFUSED_NAMES = 20;
+/**
+ * How long after its session ended a (session, target) routed to an agent still accepts that
+ * agent's events about it: late `credential.revoked` (the agent was down when the session ended
+ * and its reaper drops the role once it is back) and `http.request` of a connection still closing.
+ */
+export const ROUTE_GRACE_MS = 24 * 3_600_000;
+/** Bound on the remembered (agent, session) routes of one gateway process (oldest go first). */
+const MAX_ROUTES = 100_000;
+/** Longest target name taken from an advertisement (configured names are far shorter). */
+const MAX_TARGET_NAME = 128;
 /** Request header on CONNECT streams towards an agent: the tunnel's connection id (for its logs). */
 export const AGENT_CONNECTION_HEADER = 'ciport-connection';
+/** Request header on CONNECT streams towards an agent: the session (TUNNEL_HEADERS.session). */
+const AGENT_SESSION_HEADER = 'ciport-session';
 
 export interface AgentIdentity {
   id: string;
@@ -52,7 +71,10 @@ export interface AdvertisedTarget {
   user?: string | undefined;
   /** postgres: a role per session (`ciport_<hash>`), created and dropped by the agent. */
   dynamic?: boolean | undefined;
-  /** postgres: write `query` events (the gateway observes the app's messages), and their bound. */
+  /**
+   * postgres: `query` events and their bound. The gateway never takes `query_audit: false` from an
+   * agent (the events are the gateway's, docs/agent.md "Query audit"); it is always absent here.
+   */
   query_audit?: boolean | undefined;
   query_max_length?: number | undefined;
 }
@@ -99,7 +121,21 @@ export interface AgentHubEvents {
    * `refusalAuditIntervalMs`; `repeats` counts the refusals since the last one reported).
    */
   'agent.target_refused': [
-    { agent: string; name: string; connection: string; target: string; remote?: string; repeats: number },
+    {
+      agent: string;
+      name: string;
+      connection: string;
+      target: string;
+      remote?: string;
+      repeats: number;
+      /** `protocol_changed`: bound, but advertised with another protocol than the pinned one. */
+      reason?: 'not_bound' | 'protocol_changed' | 'too_many_names';
+      /** The protocol the gateway pinned and the one advertised (reason protocol_changed). */
+      pinned?: string;
+      advertised?: string;
+      /** reason too_many_names: how many further distinct names were refused unaudited. */
+      distinct?: number;
+    },
   ];
   /** Targets of a connected agent became routable (a binding was widened). */
   'agent.targets': [ConnectedAgentInfo];
@@ -151,12 +187,19 @@ class AgentConnection {
     public binding: ReadonlySet<string>,
   ) {}
 
-  /** Split the advertisement by the binding. Returns the names newly refused and newly served. */
-  applyBinding(): { refused: string[]; served: string[] } {
+  /**
+   * Split the advertisement by the binding and the pinned protocols (`pinned(name)`: what the
+   * gateway first learned for that target). Returns the names newly refused and newly served.
+   */
+  applyBinding(pinned: (name: string) => string | undefined): { refused: string[]; served: string[] } {
     const before = new Set(this.targets.map((t) => t.name));
     const refusedBefore = new Set(this.refused);
-    this.targets = this.advertised.filter((t) => this.binding.has(t.name));
-    this.refused = this.advertised.filter((t) => !this.binding.has(t.name)).map((t) => t.name);
+    const ok = (t: AdvertisedTarget) => {
+      const pin = pinned(t.name);
+      return this.binding.has(t.name) && (pin === undefined || pin === t.protocol);
+    };
+    this.targets = this.advertised.filter(ok);
+    this.refused = this.advertised.filter((t) => !ok(t)).map((t) => t.name);
     return {
       refused: this.refused.filter((t) => !refusedBefore.has(t)),
       served: this.targets.map((t) => t.name).filter((t) => !before.has(t)),
@@ -187,6 +230,13 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
   readonly #known = new Map<string, AdvertisedTarget>();
   /** `${agent id}\0${target}` → when a refusal was last reported and how many since. */
   readonly #refusals = new Map<string, { at: number; repeats: number }>();
+  /** Per agent id: the distinct names refused in the current interval, and those not audited. */
+  readonly #refusedNames = new Map<string, { since: number; names: Set<string>; over: number }>();
+  /**
+   * `${agent id}\0${session}` → the targets of that session the gateway routed to that agent, and
+   * when the session ended: the only (session, target) pairs the agent may report events about.
+   */
+  readonly #routes = new Map<string, { targets: Set<string>; endedAt?: number }>();
   #rr = 0;
   #closed = false;
 
@@ -245,6 +295,55 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
   /** Every target advertisement known (for persisting). */
   knownTargets(): AdvertisedTarget[] {
     return [...this.#known.values()];
+  }
+
+  /**
+   * The protocol pinned for `target`: the first one a bound agent advertised (kept across
+   * restarts via the store, see startAgents). A later advertisement with another protocol is
+   * refused for that target; an admin removing the target from an agent's binding unpins it.
+   */
+  pinnedProtocol(target: string): string | undefined {
+    return this.#known.get(target)?.protocol;
+  }
+
+  /**
+   * May agent `agentId` report an event about `session` on `target`? Only when the target is
+   * bound to it (on a live connection of it) and this gateway routed a connection of that session
+   * to that target through it (until ROUTE_GRACE_MS after the session ended).
+   */
+  mayReport(agentId: string, session: string, target: string): boolean {
+    const route = this.#routes.get(`${agentId}\0${session}`);
+    if (!route?.targets.has(target)) return false;
+    if (route.endedAt !== undefined && Date.now() - route.endedAt > ROUTE_GRACE_MS) return false;
+    for (const c of this.#connections) if (c.identity.id === agentId && c.binding.has(target)) return true;
+    return false;
+  }
+
+  /** A session ended: its routes are kept for ROUTE_GRACE_MS more (late events), then dropped. */
+  sessionEnded(session: string): void {
+    const now = Date.now();
+    for (const [key, route] of this.#routes) {
+      if (route.endedAt !== undefined && now - route.endedAt > ROUTE_GRACE_MS) this.#routes.delete(key);
+      else if (key.endsWith(`\0${session}`)) route.endedAt ??= now;
+    }
+  }
+
+  #servedElsewhere(conn: AgentConnection, target: string): boolean {
+    for (const c of this.#connections) {
+      if (c !== conn && !c.closed && c.targets.some((t) => t.name === target)) return true;
+    }
+    return false;
+  }
+
+  #routed(agentId: string, session: string, target: string): void {
+    const key = `${agentId}\0${session}`;
+    const route = this.#routes.get(key);
+    if (route) {
+      route.targets.add(target);
+      return;
+    }
+    this.#routes.set(key, { targets: new Set([target]) });
+    if (this.#routes.size > MAX_ROUTES) this.#routes.delete(this.#routes.keys().next().value as string);
   }
 
   serves(target: string): boolean {
@@ -322,7 +421,11 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       conn.advertised = adv.targets
         .filter((t): t is AdvertisedTarget => typeof t?.name === 'string')
         .map(advertisedTarget);
-      conn.applyBinding();
+      // A bound target's first advertisement pins its protocol (nothing pinned yet: this one).
+      for (const t of conn.advertised) {
+        if (conn.binding.has(t.name) && !this.#known.has(t.name)) this.#known.set(t.name, t);
+      }
+      conn.applyBinding((n) => this.pinnedProtocol(n));
       conn.version = typeof adv.version === 'string' ? adv.version : undefined;
     } catch (err) {
       conn.closed = true;
@@ -360,8 +463,13 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       if (c.identity.id !== id || c.closed) continue;
       const next = new Set(binding);
       if (next.size === c.binding.size && [...next].every((t) => c.binding.has(t))) continue;
+      // A target taken out of the binding is unpinned: binding it again later lets the agent
+      // advertise it with another protocol (the admin's decision, audited as targets_changed).
+      for (const t of c.binding) if (!next.has(t) && !this.#servedElsewhere(c, t)) this.#known.delete(t);
+      for (const t of c.advertised)
+        if (next.has(t.name) && !this.#known.has(t.name)) this.#known.set(t.name, t);
       c.binding = next;
-      const { refused, served } = c.applyBinding();
+      const { refused, served } = c.applyBinding((n) => this.pinnedProtocol(n));
       for (const t of c.targets) if (served.includes(t.name)) this.#known.set(t.name, t);
       this.#log?.info(
         { agent: id, name: c.identity.name, connection: c.id, targets: c.info().targets, refused: c.refused },
@@ -372,24 +480,46 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
     }
   }
 
-  /** Report targets refused on `conn`: log, event (bounded per agent and target), tell the agent. */
+  /**
+   * Report targets refused on `conn`: log, event (bounded per agent and target, and per agent
+   * across distinct names: MAX_REFUSED_NAMES per interval, then one aggregated count), tell the agent.
+   */
   #refuse(conn: AgentConnection, targets: readonly string[]): void {
     if (targets.length === 0) return;
     const now = Date.now();
+    const interval = this.#opt.refusalAuditIntervalMs;
+    let names = this.#refusedNames.get(conn.identity.id);
+    if (!names || now - names.since >= interval) {
+      if (names && names.over > 0) this.#refusedTooMany(conn, names.over);
+      names = { since: now, names: new Set(), over: 0 };
+      this.#refusedNames.delete(conn.identity.id);
+      this.#refusedNames.set(conn.identity.id, names);
+      if (this.#refusedNames.size > MAX_REFUSAL_KEYS) {
+        this.#refusedNames.delete(this.#refusedNames.keys().next().value as string);
+      }
+    }
     for (const target of targets) {
       const key = `${conn.identity.id}\0${target}`;
       const seen = this.#refusals.get(key);
-      if (seen && now - seen.at < this.#opt.refusalAuditIntervalMs) {
+      if (seen && now - seen.at < interval) {
         seen.repeats++;
         this.#log?.debug({ agent: conn.identity.id, target }, 'agent target refused again');
         continue;
       }
+      if (!names.names.has(target) && names.names.size >= MAX_REFUSED_NAMES) {
+        if (names.over++ === 0) this.#refusedTooMany(conn, 1);
+        continue;
+      }
+      names.names.add(target);
       const repeats = seen?.repeats ?? 0;
       this.#refusals.delete(key);
       this.#refusals.set(key, { at: now, repeats: 0 });
       if (this.#refusals.size > MAX_REFUSAL_KEYS) {
         this.#refusals.delete(this.#refusals.keys().next().value as string);
       }
+      const bound = conn.binding.has(target);
+      const pinned = this.pinnedProtocol(target);
+      const advertised = conn.advertised.find((t) => t.name === target)?.protocol;
       this.#log?.warn(
         {
           agent: conn.identity.id,
@@ -397,9 +527,12 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
           target,
           connection: conn.id,
           remote: conn.remote,
+          ...(bound ? { pinned, advertised } : {}),
           ...(repeats > 0 ? { repeats } : {}),
         },
-        'agent advertised a target it is not bound to: refused (ciport agents targets changes the binding)',
+        bound
+          ? 'agent advertised a bound target with another protocol than the gateway pinned: refused'
+          : 'agent advertised a target it is not bound to: refused (ciport agents targets changes the binding)',
       );
       this.emit('agent.target_refused', {
         agent: conn.identity.id,
@@ -408,14 +541,36 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
         target,
         ...(conn.remote ? { remote: conn.remote } : {}),
         repeats,
+        ...(bound
+          ? { reason: 'protocol_changed' as const, pinned: pinned ?? '', advertised: advertised ?? '' }
+          : {}),
       });
     }
     const message =
-      `the gateway refuses target(s) ${targets.join(', ')} for agent ${conn.identity.name}: ` +
+      `the gateway refuses target(s) ${targets.slice(0, MAX_REFUSED_NAMES).join(', ')} for agent ${conn.identity.name}: ` +
       `not bound to it (an admin binds targets with: ciport agents targets ${conn.identity.name} --add …)`;
-    this.#requestJson(conn.session, 'POST', AGENT_REFUSED_PATH, { refused: [...targets], message }).catch(
-      () => {},
+    this.#requestJson(conn.session, 'POST', AGENT_REFUSED_PATH, {
+      refused: targets.slice(0, MAX_REFUSED_NAMES),
+      message,
+    }).catch(() => {});
+  }
+
+  /** One aggregated refusal: `count` more distinct names than MAX_REFUSED_NAMES this interval. */
+  #refusedTooMany(conn: AgentConnection, count: number): void {
+    this.#log?.warn(
+      { agent: conn.identity.id, name: conn.identity.name, connection: conn.id, distinct: count },
+      `agent advertised more than ${MAX_REFUSED_NAMES} distinct unbound target names: further ones counted, not audited one by one`,
     );
+    this.emit('agent.target_refused', {
+      agent: conn.identity.id,
+      name: conn.identity.name,
+      connection: conn.id,
+      target: '*',
+      ...(conn.remote ? { remote: conn.remote } : {}),
+      repeats: 0,
+      reason: 'too_many_names',
+      distinct: count,
+    });
   }
 
   /** Disconnect every connection of agent `id` (revocation). Returns how many were cut. */
@@ -621,6 +776,10 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       }
       conn.streams++;
       stream.once('close', () => conn.streams--);
+      // From now on the agent may report events about this session on this target (the role it
+      // creates for it, its http.request events): see mayReport.
+      const session = headers[AGENT_SESSION_HEADER];
+      if (typeof session === 'string' && session) this.#routed(conn.identity.id, session, target);
       const timer = setTimeout(() => {
         stream.close(h2.NGHTTP2_CANCEL);
         fail(gone('did not answer in time'));
@@ -752,12 +911,19 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
 function advertisedTarget(t: AdvertisedTarget): AdvertisedTarget {
   const str = (v: unknown) => (typeof v === 'string' && v.length > 0 && v.length < 256 ? v : undefined);
   return {
-    name: t.name.toLowerCase(),
-    protocol: String(t.protocol ?? 'tcp'),
+    // A made-up name is still reported (refused), but bounded and with control characters
+    // escaped (it reaches logs, `agents list` and the audit log).
+    name: printable(t.name.toLowerCase().slice(0, MAX_TARGET_NAME)),
+    protocol: String(t.protocol ?? 'tcp').slice(0, 32),
     ...(str(t.database) ? { database: str(t.database) } : {}),
     ...(str(t.user) ? { user: str(t.user) } : {}),
     ...(t.dynamic === true ? { dynamic: true } : {}),
-    ...(typeof t.query_audit === 'boolean' ? { query_audit: t.query_audit } : {}),
-    ...(Number.isInteger(t.query_max_length) ? { query_max_length: t.query_max_length } : {}),
+    // Query audit is the gateway's: an agent cannot switch it off (docs/agent.md, "Query audit").
+    // Only a longer statement bound than the gateway's default (4096) is taken: never a shorter one.
+    ...(Number.isInteger(t.query_max_length) &&
+    (t.query_max_length as number) > 4096 &&
+    (t.query_max_length as number) <= 1_048_576
+      ? { query_max_length: t.query_max_length }
+      : {}),
   };
 }

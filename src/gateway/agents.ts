@@ -11,6 +11,7 @@ import { principalSummary } from '../session/principal.js';
 import type { Store } from '../store/types.js';
 import { auditAgentEvents } from './agent-audit.js';
 import { type AgentApiDeps, linkRevocations } from './agent-enroll.js';
+import { EventRefusals } from './agent-event-refusals.js';
 import {
   type AdvertisedTarget,
   AGENT_GATEWAYS_PATH,
@@ -19,6 +20,7 @@ import {
   type AgentEventLine,
   AgentHub,
   type AgentIdentity,
+  REFUSAL_AUDIT_INTERVAL_MS,
 } from './agent-hub.js';
 import { AgentRegistry, REVOCATION_SWEEP_MS } from './agent-registry.js';
 import type { Logger } from './logger.js';
@@ -56,19 +58,22 @@ export async function startAgents(options: {
   deploymentId: string;
   /** Send agents the active-session list this often (default 60 000 ms; 0: only on connect). */
   reapIntervalMs?: number;
+  /** At most one `agent.event_refused` per agent this often (default 1 h). */
+  eventRefusalWindowMs?: number;
 }): Promise<GatewayAgents> {
   const { store, manager, log } = options;
   const registry = new AgentRegistry(store);
   const seen = new Set<string>();
   let metrics: ReturnType<typeof createAgentMetrics> | undefined;
-  const hub = new AgentHub({
+  const refusals = new EventRefusals(store, log, options.eventRefusalWindowMs ?? REFUSAL_AUDIT_INTERVAL_MS);
+  const hub: AgentHub = new AgentHub({
     log,
     onEvent: async (agent, event) => {
       try {
-        const outcome = await recordAgentEvent(store, agent, event, seen);
-        metrics?.event(event.type, outcome);
+        const outcome = await recordAgentEvent(store, agent, event, seen, hub, refusals);
+        metrics?.event(typeLabel(event.type), outcome);
       } catch (err) {
-        metrics?.event(event.type, 'failed');
+        metrics?.event(typeLabel(event.type), 'failed');
         throw err;
       }
     },
@@ -149,6 +154,7 @@ export async function startAgents(options: {
 
   const unEnded = manager.onEnded(async (record, reason) => {
     for (const t of record.targets) routes.sticky.delete(`${record.id}\0${t}`);
+    hub.sessionEnded(record.id);
     const dynamic = new Set(record.targets.filter((t) => hub.targetInfo(t)?.dynamic));
     if (dynamic.size === 0) return;
     const answers = await hub.broadcast(
@@ -197,6 +203,7 @@ export async function startAgents(options: {
       if (timer) clearInterval(timer);
       clearInterval(discovery);
       clearInterval(bindingTimer);
+      await refusals.close();
       hub.off('agent.connected', onConnected);
       hub.off('agent.targets', onConnected);
       hub.off('agent.connected', onConnectedGateways);
@@ -212,23 +219,42 @@ export async function startAgents(options: {
 const str = (v: unknown) => (typeof v === 'string' ? v.slice(0, 1024) : undefined);
 const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 
+/** The metric label of an agent's event type: its own type strings never become labels. */
+const typeLabel = (type: string) => (REPORTED_TYPES.has(type) ? type : 'other');
+
+const REPORTED_TYPES = new Set([
+  'credential.created',
+  'credential.revoked',
+  'credential.revoke_failed',
+  'http.request',
+]);
+
 /**
  * Audit one event an agent reported, with the session's principal and rule from the store.
- * Only known types and fields are taken (the agent is authenticated; its JSON is still input).
+ * Only known types and fields are taken (the agent is authenticated; its JSON is still input),
+ * and only about a (session, target) this gateway routed to that agent, on a target still bound
+ * to it (hub.mayReport): anything else is refused (acknowledged, counted, not recorded).
  */
 async function recordAgentEvent(
   store: Store,
   agent: AgentIdentity,
   event: AgentEventLine,
   seen: Set<string>,
-): Promise<'recorded' | 'duplicate'> {
+  hub: AgentHub,
+  refusals: EventRefusals,
+): Promise<'recorded' | 'duplicate' | 'refused'> {
   const eventId = `${agent.id}:${str(event.id) ?? event.seq}`;
   if (seen.has(eventId)) return 'duplicate';
   const d = event.data;
   const sessionId = str(d.session) ?? '';
+  const target = (str(d.target) ?? '').toLowerCase();
+  if (REPORTED_TYPES.has(event.type) && !hub.mayReport(agent.id, sessionId, target)) {
+    await refusals.refuse(agent, event.type, sessionId, target);
+    return 'refused';
+  }
   const session = sessionId ? await store.getSession(sessionId) : undefined;
   const context = session ? { principal: principalSummary(session.principal), rule: session.rule } : {};
-  const from = { agent: agent.name, agent_event: eventId };
+  const from = { agent: agent.name, agent_id: agent.id, agent_event: eventId };
   if (
     event.type === 'credential.created' ||
     event.type === 'credential.revoked' ||
@@ -239,7 +265,7 @@ async function recordAgentEvent(
       auditEvent(event.type, {
         ...context,
         session: sessionId,
-        target: str(d.target) ?? '',
+        target,
         role: str(d.role) ?? '',
         ...(granted ? { granted } : {}),
         ...(str(d.valid_until) ? { valid_until: str(d.valid_until) } : {}),
@@ -258,9 +284,11 @@ async function recordAgentEvent(
         session: sessionId,
         connection: str(d.connection) ?? '',
         principal: session ? principalSummary(session.principal) : ({} as never),
-        target: str(d.target) ?? '',
+        target,
         rule: session?.rule ?? null,
         exit: agent.name,
+        agent: agent.name,
+        agent_id: agent.id,
         method: str(d.method) ?? '',
         path: str(d.path) ?? '',
         status: num(d.status) ?? 0,

@@ -126,11 +126,12 @@ export function createAgentMetrics(registry: Registry, hub: { list(): Array<{ na
   });
   const events = new Counter({
     name: 'ciport_agent_events_total',
-    help: 'Audit events agents reported, by type and outcome (recorded, duplicate, failed).',
+    help: 'Audit events agents reported, by type and outcome (recorded, duplicate, refused, failed).',
     labelNames: ['type', 'outcome'],
     registers,
   });
   return {
-    event: (type: string, outcome: 'recorded' | 'duplicate' | 'failed') => events.inc({ type, outcome }),
+    event: (type: string, outcome: 'recorded' | 'duplicate' | 'refused' | 'failed') =>
+      events.inc({ type, outcome }),
   };
 }

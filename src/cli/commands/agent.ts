@@ -17,7 +17,7 @@ export function registerAgent(program: Command, ctx: CliContext): void {
       .command('agent')
       .description(
         'run an agent: dial out to the gateway, advertise the configured targets and serve tunnels to them ' +
-          '(enrolls once with enrollment_token; SIGTERM stops)',
+          '(enrolls once with enrollment_token; SIGTERM stops, SIGHUP is logged and ignored)',
       )
       .requiredOption('-c, --config <file>', 'agent configuration (YAML)')
       .option('--log-level <level>', 'pino level (default info, or CIPORT_LOG_LEVEL)'),
@@ -41,8 +41,23 @@ export async function runAgent(file: string, io: Io, options: RunAgentOptions = 
     level: options.logLevel ?? io.env.CIPORT_LOG_LEVEL ?? 'info',
     service: 'ciport-agent',
   });
+  // SIGHUP (a closed terminal, `kill -HUP`, a service manager's reload) would end Node's process
+  // by default: the agent keeps running with the configuration it has (a changed file takes
+  // effect on restart) and says so once per signal.
+  const signals = options.signals ?? process;
+  const onHup = () =>
+    logger.info(
+      { config: file },
+      'SIGHUP ignored: the agent keeps running (restart it to apply a changed configuration)',
+    );
+  signals.on('SIGHUP', onHup);
   const agent = new Agent(config, { log: logger, env: io.env });
-  await agent.start();
+  try {
+    await agent.start();
+  } catch (err) {
+    signals.off('SIGHUP', onHup);
+    throw err;
+  }
   io.stderr.write(
     `ciport: agent ${config.name} (${agent.agentId}) serving ${
       agent
@@ -51,7 +66,6 @@ export async function runAgent(file: string, io: Io, options: RunAgentOptions = 
         .join(', ') || 'no targets'
     } via ${config.gateway}\n`,
   );
-  const signals = options.signals ?? process;
   const stop = await new Promise<string | CiportError>((done) => {
     const onTerm = () => finish('SIGTERM');
     const onInt = () => finish('SIGINT');
@@ -67,6 +81,7 @@ export async function runAgent(file: string, io: Io, options: RunAgentOptions = 
     agent.on('fatal', onFatal);
   });
   await agent.close();
+  signals.off('SIGHUP', onHup);
   await new Promise<void>((done) => logger.flush(() => done()));
   if (typeof stop !== 'string') {
     // The credential is refused for good and no usable enrollment token: retrying is pointless.
