@@ -14,9 +14,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, LAUNCHER, runCli, waitFor } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
-import { freePort } from '../fixtures/redis-server.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-binding-'));
 const ADMIN = `admin-${Math.random().toString(36).slice(2)}`;

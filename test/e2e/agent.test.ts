@@ -11,10 +11,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../src/audit/verify.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
-import { freePort, type RedisServer, startRedis } from '../fixtures/redis-server.js';
+import { type RedisServer, startRedis } from '../fixtures/redis-server.js';
 import { makePki, startUpstream, type Upstream } from '../protocols/http/helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-agent-'));

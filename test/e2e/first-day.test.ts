@@ -15,6 +15,7 @@ import { loadGatewayConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/gateway/logger.js';
 import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, runCli } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { api, closed, connectClient, eventually, h2, openSession, tunnel } from '../gateway/helpers.js';
 
@@ -47,14 +48,6 @@ function psqlAdmin(sql: string): void {
     '-c',
     sql,
   ]);
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
 }
 
 beforeAll(async () => {

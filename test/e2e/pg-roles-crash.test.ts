@@ -3,12 +3,12 @@
 // The role is still there (nothing could drop it); after a restart the start-up reaper ends the
 // lapsed session and the role is dropped.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { baseEnv, ensureBuilt, spawnCli, waitFor } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 
@@ -19,14 +19,6 @@ let configFile: string;
 const ADMIN_PASSWORD = `dyn-admin-${Math.random().toString(36).slice(2)}`;
 let gatewayUrl: string;
 const children: ReturnType<typeof spawnCli>[] = [];
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 beforeAll(async () => {
   const built = ensureBuilt();

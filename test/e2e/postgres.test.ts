@@ -4,13 +4,13 @@
 // curl and fetch. Per-session roles, query audit, and the secrets sweep.
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseGatewayConfig } from '../../src/config/load.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, ROOT, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
@@ -27,14 +27,6 @@ let issuer: FixtureIssuer;
 let pg: PgServer;
 let api: Upstream;
 let token: string;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 beforeAll(async () => {
   const built = ensureBuilt();
