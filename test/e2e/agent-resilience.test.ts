@@ -16,6 +16,7 @@ import { baseEnv, ensureBuilt, LAUNCHER, openedEnv, runCli, spawnCli, waitFor } 
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-agent-res-'));
@@ -106,13 +107,8 @@ beforeAll(async () => {
     databases: { app: 'app' },
   });
   await pg.sql('CREATE ROLE readonly NOLOGIN;');
-  // A least-privilege admin (docs/credentials.md), with the generated password for brevity.
-  await pg.sql(
-    `CREATE ROLE dyn_admin LOGIN CREATEROLE PASSWORD '${pg.superPassword}'; GRANT app TO dyn_admin;` +
-      (Number(await pg.sql('SHOW server_version_num')) >= 160000
-        ? ' GRANT readonly TO dyn_admin WITH ADMIN OPTION;'
-        : ''),
-  );
+  // A least-privilege admin, with the generated password for brevity.
+  await createDynamicAdmin(pg, { password: pg.superPassword, owner: 'app', grant: ['readonly'] });
   await startEcho();
   cfg = gatewayConfig(
     {

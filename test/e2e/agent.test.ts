@@ -14,6 +14,7 @@ import { baseEnv, ensureBuilt, runCli, spawnCli, waitFor } from '../fixtures/cli
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 import { type RedisServer, startRedis } from '../fixtures/redis-server.js';
 import { makePki, startUpstream, type Upstream } from '../protocols/http/helpers.js';
@@ -50,12 +51,7 @@ beforeAll(async () => {
   issuer = await FixtureIssuer.start({ kind: 'gitlab' });
   pg = await startPgServer({ roles: [{ name: 'app', password: APP_PASSWORD }], databases: { app: 'app' } });
   await pg.sql('CREATE ROLE readonly NOLOGIN; GRANT pg_read_all_data TO readonly;');
-  // Least-privilege admin for per-session roles (docs/credentials.md, per server version).
-  const version = Number(await pg.sql('SHOW server_version_num'));
-  await pg.sql(
-    `CREATE ROLE dyn_admin LOGIN CREATEROLE PASSWORD '${DYN_ADMIN_PASSWORD}'; GRANT app TO dyn_admin;` +
-      (version >= 160000 ? ' GRANT readonly TO dyn_admin WITH ADMIN OPTION;' : ''),
-  );
+  await createDynamicAdmin(pg, { password: DYN_ADMIN_PASSWORD, owner: 'app', grant: ['readonly'] });
   redis = await startRedis(['--requirepass', REDIS_PASSWORD]);
   const pki = makePki();
   writeFileSync(join(dir, 'api-ca.pem'), pki.caPem);

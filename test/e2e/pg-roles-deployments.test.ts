@@ -12,6 +12,7 @@ import { baseEnv, ensureBuilt, spawnCli, waitFor } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-deployments-'));
@@ -56,11 +57,8 @@ beforeAll(async () => {
   const built = ensureBuilt();
   issuer = await FixtureIssuer.start({ kind: 'gitlab' });
   pg = await startPgServer({ roles: [{ name: 'app', password: 'app-pw' }], databases: { app: 'app' } });
-  const version = Number(await pg.sql('SHOW server_version_num'));
-  await pg.sql(
-    `CREATE ROLE readonly NOLOGIN; CREATE ROLE dyn_admin LOGIN CREATEROLE PASSWORD '${ADMIN_PASSWORD}'; GRANT app TO dyn_admin;` +
-      (version >= 160000 ? ' GRANT readonly TO dyn_admin WITH ADMIN OPTION;' : ''),
-  );
+  await pg.sql('CREATE ROLE readonly NOLOGIN');
+  await createDynamicAdmin(pg, { password: ADMIN_PASSWORD, owner: 'app', grant: ['readonly'] });
   gatewayA = await startTestGateway(await config('a', { user: 'dyn_admin', env: 'ADMIN_PW' }), {
     logLines: logsA,
   });

@@ -13,6 +13,7 @@ import { baseEnv, ensureBuilt, ROOT, runCli, spawnCli, waitFor } from '../fixtur
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 import { makePki, startUpstream, type Upstream } from '../protocols/http/helpers.js';
 
@@ -40,14 +41,7 @@ beforeAll(async () => {
     'CREATE ROLE readonly NOLOGIN; CREATE ROLE migrator NOLOGIN; GRANT pg_read_all_data TO readonly; GRANT CREATE ON SCHEMA public TO migrator;',
   );
   await pg.sql(`ALTER DATABASE app OWNER TO app`);
-  // The dynamic-credentials admin is least-privilege, exactly as docs/credentials.md says for
-  // this server's version: CREATEROLE, the owner's privileges, ADMIN OPTION on granted roles
-  // from PostgreSQL 16 on. Not a superuser.
-  const version = Number(await pg.sql('SHOW server_version_num'));
-  await pg.sql(
-    `CREATE ROLE dyn_admin LOGIN CREATEROLE PASSWORD '${ADMIN_PASSWORD}'; GRANT app TO dyn_admin;` +
-      (version >= 160000 ? ' GRANT readonly, migrator TO dyn_admin WITH ADMIN OPTION;' : ''),
-  );
+  await createDynamicAdmin(pg, { password: ADMIN_PASSWORD, owner: 'app', grant: ['readonly', 'migrator'] });
   writeFileSync(join(dir, 'pg-ca.pem'), pg.caPem as string);
   const pki = makePki();
   writeFileSync(join(dir, 'api-ca.pem'), pki.caPem);
