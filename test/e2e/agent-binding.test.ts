@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
+import { agentYamlHead } from '../fixtures/agent-yaml.js';
 import { baseEnv, ensureBuilt, LAUNCHER, runCli, waitFor } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
@@ -60,12 +61,7 @@ function startAgent(name: string, targets: Record<string, Upstream>, enrollment:
   writeFileSync(
     config,
     [
-      `gateway: ${gateway.url}`,
-      `ca_file: ${gateway.caFile}`,
-      `name: ${name}`,
-      `data_dir: ${join(dir, name)}`,
-      ...(enrollment ? ['enrollment_token: {env: CIPORT_ENROLLMENT_TOKEN}'] : []),
-      'targets:',
+      ...agentYamlHead(gateway, name, join(dir, name), Boolean(enrollment)),
       ...Object.entries(targets).map(
         ([t, u]) => `  - {name: ${t}, protocol: tcp, address: "127.0.0.1:${u.port}"}`,
       ),

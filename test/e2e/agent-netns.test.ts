@@ -28,6 +28,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseGatewayConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/gateway/logger.js';
 import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
+import { agentYamlHead } from '../fixtures/agent-yaml.js';
 import { baseEnv, ensureBuilt, LAUNCHER, ROOT, runCli, waitFor } from '../fixtures/cli.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 
@@ -379,12 +380,7 @@ describe.skipIf(!canNetns.ok)(canNetns.ok ? TITLE : `${TITLE} (skipped: ${SKIP_R
     writeFileSync(
       agentConfig,
       [
-        `gateway: ${gateway.url}`,
-        `ca_file: ${gateway.caFile}`,
-        `name: ${AGENT_NAME}`,
-        `data_dir: ${join(dir, 'agent')}`,
-        'enrollment_token: {env: CIPORT_ENROLLMENT_TOKEN}',
-        'targets:',
+        ...agentYamlHead(gateway, AGENT_NAME, join(dir, 'agent')),
         `  - {name: cache, protocol: redis, address: "${TGT_IP}:${REDIS_PORT}", credentials: {password: {env: REDIS_PW}}}`,
         '',
       ].join('\n'),

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GatewayConfig } from '../../src/config/schema.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
+import { agentYamlHead } from '../fixtures/agent-yaml.js';
 import { baseEnv, ensureBuilt, LAUNCHER, openedEnv, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
@@ -67,12 +68,7 @@ async function startAgent(name: string): Promise<ChildProcess> {
     writeFileSync(
       config,
       [
-        `gateway: ${gateway.url}`,
-        `ca_file: ${gateway.caFile}`,
-        `name: ${name}`,
-        `data_dir: ${join(dir, name)}`,
-        'enrollment_token: {env: CIPORT_ENROLLMENT_TOKEN}',
-        'targets:',
+        ...agentYamlHead(gateway, name, join(dir, name)),
         `  - {name: echo, protocol: tcp, address: "127.0.0.1:${echoPort}"}`,
         `  - {name: db-dyn, protocol: postgres, address: "127.0.0.1:${pg.port}", database: app,`,
         '     credentials: {dynamic: {admin: {user: dyn_admin, password: {env: SUPER_PW}}, grant: [readonly], owner: app}}}',

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../src/audit/verify.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
+import { agentYamlHead } from '../fixtures/agent-yaml.js';
 import { baseEnv, ensureBuilt, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
@@ -104,12 +105,7 @@ beforeAll(async () => {
   writeFileSync(
     join(dir, 'agent.yaml'),
     [
-      `gateway: ${gateway.url}`,
-      `ca_file: ${gateway.caFile}`,
-      'name: dc1',
-      `data_dir: ${join(dir, 'agent')}`,
-      'enrollment_token: {env: CIPORT_ENROLLMENT_TOKEN}',
-      'targets:',
+      ...agentYamlHead(gateway, 'dc1', join(dir, 'agent')),
       `  - {name: db, protocol: postgres, address: "${address}", database: app, query_max_length: 64,`,
       '     credentials: {user: app, password: {env: APP_PW}}}',
       `  - {name: db-dyn, protocol: postgres, address: "${address}", database: app,`,

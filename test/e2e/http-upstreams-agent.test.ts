@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
+import { agentYamlHead } from '../fixtures/agent-yaml.js';
 import { baseEnv, ensureBuilt, openedEnv, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
@@ -87,12 +88,7 @@ beforeAll(async () => {
   writeFileSync(
     join(dir, 'agent.yaml'),
     [
-      `gateway: ${gateway.url}`,
-      `ca_file: ${gateway.caFile}`,
-      'name: dc1',
-      `data_dir: ${join(dir, 'agent')}`,
-      'enrollment_token: {env: CIPORT_ENROLLMENT_TOKEN}',
-      'targets:',
+      ...agentYamlHead(gateway, 'dc1', join(dir, 'agent')),
       ...TARGETS.map(
         (name) =>
           `  - {name: ${name}, protocol: http, address: "${upstreams.get(name)?.address}", credentials: {token: {env: API_TOKEN}}}`,
