@@ -133,6 +133,21 @@ async function eventsOf(session: string, until: (e: AuditEvent[]) => boolean): P
   }, 10_000);
 }
 
+/** A session on `echo` with one tunnel that has carried a byte there and back. */
+async function echoingTunnel(c: Awaited<ReturnType<typeof connectClient>>) {
+  const s = await openSession(c, plainToken, { targets: ['echo'] });
+  const stream = await tunnel(c, s, 'echo');
+  stream.write('x');
+  await new Promise((resolve) => stream.once('data', resolve));
+  return { s, stream };
+}
+
+/** The session's first `connection.closed` audit data, once written. */
+async function firstClosedData(session: string) {
+  const events = await eventsOf(session, (all) => all.some((e) => e.type === 'connection.closed'));
+  return events.find((e) => e.type === 'connection.closed')?.data;
+}
+
 /** The session a command opened, read from `--verbose` stderr. */
 function sessionId(stderr: string): string {
   const id = /session (ses_[A-Za-z0-9_-]+) opened/.exec(stderr)?.[1];
@@ -278,14 +293,10 @@ describe('normal ends are not audited as errors', () => {
   it('the job ending its session (client_end) cuts a live connection as closed_by session', async () => {
     const c = await connectClient(gateway.url, gateway.caPem);
     try {
-      const s = await openSession(c, plainToken, { targets: ['echo'] });
-      const stream = await tunnel(c, s, 'echo');
-      stream.write('x');
-      await new Promise((resolve) => stream.once('data', resolve));
+      const { s, stream } = await echoingTunnel(c);
       expect((await api(c, 'DELETE', `/v1/sessions/${s.id}`, { bearer: s.secret })).status).toBe(200);
       expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
-      const events = await eventsOf(s.id, (all) => all.some((e) => e.type === 'connection.closed'));
-      const data = events.find((e) => e.type === 'connection.closed')?.data;
+      const data = await firstClosedData(s.id);
       expect(data).toMatchObject({ closed_by: 'session', end_reason: 'client_end', bytes_to_target: 1 });
       expect(data?.error).toBeUndefined();
     } finally {
@@ -296,13 +307,9 @@ describe('normal ends are not audited as errors', () => {
   it('a client reset of one connection is closed_by client, not an error', async () => {
     const c = await connectClient(gateway.url, gateway.caPem);
     try {
-      const s = await openSession(c, plainToken, { targets: ['echo'] });
-      const stream = await tunnel(c, s, 'echo');
-      stream.write('x');
-      await new Promise((resolve) => stream.once('data', resolve));
+      const { s, stream } = await echoingTunnel(c);
       stream.close(h2.NGHTTP2_CANCEL);
-      const events = await eventsOf(s.id, (all) => all.some((e) => e.type === 'connection.closed'));
-      const data = events.find((e) => e.type === 'connection.closed')?.data;
+      const data = await firstClosedData(s.id);
       expect(data).toMatchObject({ closed_by: 'client' });
       expect(data?.error).toBeUndefined();
       // A reset with an error code is a failure.
