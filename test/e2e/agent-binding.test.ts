@@ -17,6 +17,7 @@ import { agentYamlHead } from '../fixtures/agent-yaml.js';
 import { baseEnv, ensureBuilt, LAUNCHER, runCli, waitFor } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
+import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-binding-'));
@@ -147,11 +148,7 @@ beforeAll(async () => {
     gatewayConfig(
       {
         listen: `127.0.0.1:${await freePort()}`,
-        data_dir: join(dir, 'gw'),
-        store: { sqlite: { path: join(dir, 'gw', 'ciport.db') } },
-        admin_tokens: [{ env: 'ADMIN' }],
-        sessions: { default_ttl: '15m', lease_timeout: '5s', rate_limit: { per_minute: 10000, burst: 1000 } },
-        issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
+        ...e2eGatewayDoc(join(dir, 'gw'), issuer.url, { adminEnv: 'ADMIN' }),
         rules: [
           {
             name: 'main',

@@ -14,6 +14,7 @@ import { agentYamlHead } from '../fixtures/agent-yaml.js';
 import { baseEnv, ensureBuilt, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
+import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
@@ -62,11 +63,7 @@ beforeAll(async () => {
   const cfg = gatewayConfig(
     {
       listen: `127.0.0.1:${await freePort()}`,
-      data_dir: join(dir, 'gw'),
-      store: { sqlite: { path: join(dir, 'gw', 'ciport.db') } },
-      admin_tokens: [{ env: 'ADMIN' }],
-      sessions: { default_ttl: '15m', lease_timeout: '5s', rate_limit: { per_minute: 10000, burst: 1000 } },
-      issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
+      ...e2eGatewayDoc(join(dir, 'gw'), issuer.url, { adminEnv: 'ADMIN' }),
       // One target the gateway exits to itself: redis with the password injected there.
       targets: [
         {

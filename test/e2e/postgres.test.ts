@@ -12,6 +12,7 @@ import type { RunningGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, ROOT, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
+import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
@@ -51,10 +52,7 @@ beforeAll(async () => {
   const address = `127.0.0.1:${pg.port}`;
   const config = {
     listen: `127.0.0.1:${port}`,
-    data_dir: join(dir, 'data'),
-    store: { sqlite: { path: join(dir, 'data', 'ciport.db') } },
-    sessions: { default_ttl: '15m', lease_timeout: '5s', rate_limit: { per_minute: 10000, burst: 1000 } },
-    issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
+    ...e2eGatewayDoc(join(dir, 'data'), issuer.url),
     targets: [
       {
         name: 'db',
