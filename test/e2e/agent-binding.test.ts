@@ -13,10 +13,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
+import { agentYamlHead } from '../fixtures/agent-yaml.js';
 import { baseEnv, ensureBuilt, LAUNCHER, runCli, waitFor } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
+import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
-import { freePort } from '../fixtures/redis-server.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-binding-'));
 const ADMIN = `admin-${Math.random().toString(36).slice(2)}`;
@@ -60,12 +62,7 @@ function startAgent(name: string, targets: Record<string, Upstream>, enrollment:
   writeFileSync(
     config,
     [
-      `gateway: ${gateway.url}`,
-      `ca_file: ${gateway.caFile}`,
-      `name: ${name}`,
-      `data_dir: ${join(dir, name)}`,
-      ...(enrollment ? ['enrollment_token: {env: CIPORT_ENROLLMENT_TOKEN}'] : []),
-      'targets:',
+      ...agentYamlHead(gateway, name, join(dir, name), Boolean(enrollment)),
       ...Object.entries(targets).map(
         ([t, u]) => `  - {name: ${t}, protocol: tcp, address: "127.0.0.1:${u.port}"}`,
       ),
@@ -151,11 +148,7 @@ beforeAll(async () => {
     gatewayConfig(
       {
         listen: `127.0.0.1:${await freePort()}`,
-        data_dir: join(dir, 'gw'),
-        store: { sqlite: { path: join(dir, 'gw', 'ciport.db') } },
-        admin_tokens: [{ env: 'ADMIN' }],
-        sessions: { default_ttl: '15m', lease_timeout: '5s', rate_limit: { per_minute: 10000, burst: 1000 } },
-        issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
+        ...e2eGatewayDoc(join(dir, 'gw'), issuer.url, { adminEnv: 'ADMIN' }),
         rules: [
           {
             name: 'main',

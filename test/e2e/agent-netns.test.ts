@@ -28,7 +28,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseGatewayConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/gateway/logger.js';
 import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
+import { agentYamlHead } from '../fixtures/agent-yaml.js';
 import { baseEnv, ensureBuilt, LAUNCHER, ROOT, runCli, waitFor } from '../fixtures/cli.js';
+import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 
 // ---- can this machine build namespaces? (synchronous, at collection) ------------------------
@@ -328,11 +330,7 @@ describe.skipIf(!canNetns.ok)(canNetns.ok ? TITLE : `${TITLE} (skipped: ${SKIP_R
     const cfg = parseGatewayConfig(
       JSON.stringify({
         listen: `${ROOT_IP}:0`,
-        data_dir: join(dir, 'gw'),
-        store: { sqlite: { path: join(dir, 'gw', 'ciport.db') } },
-        admin_tokens: [{ env: 'ADMIN' }],
-        sessions: { default_ttl: '15m', lease_timeout: '5s', rate_limit: { per_minute: 10000, burst: 1000 } },
-        issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
+        ...e2eGatewayDoc(join(dir, 'gw'), issuer.url, { adminEnv: 'ADMIN' }),
         rules: [
           {
             name: 'main',
@@ -379,12 +377,7 @@ describe.skipIf(!canNetns.ok)(canNetns.ok ? TITLE : `${TITLE} (skipped: ${SKIP_R
     writeFileSync(
       agentConfig,
       [
-        `gateway: ${gateway.url}`,
-        `ca_file: ${gateway.caFile}`,
-        `name: ${AGENT_NAME}`,
-        `data_dir: ${join(dir, 'agent')}`,
-        'enrollment_token: {env: CIPORT_ENROLLMENT_TOKEN}',
-        'targets:',
+        ...agentYamlHead(gateway, AGENT_NAME, join(dir, 'agent')),
         `  - {name: cache, protocol: redis, address: "${TGT_IP}:${REDIS_PORT}", credentials: {password: {env: REDIS_PW}}}`,
         '',
       ].join('\n'),

@@ -12,11 +12,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GatewayConfig } from '../../src/config/schema.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
+import { agentYamlHead } from '../fixtures/agent-yaml.js';
 import { baseEnv, ensureBuilt, LAUNCHER, openedEnv, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
+import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
-import { freePort } from '../fixtures/redis-server.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-agent-res-'));
 const ADMIN = `admin-${Math.random().toString(36).slice(2)}`;
@@ -66,12 +69,7 @@ async function startAgent(name: string): Promise<ChildProcess> {
     writeFileSync(
       config,
       [
-        `gateway: ${gateway.url}`,
-        `ca_file: ${gateway.caFile}`,
-        `name: ${name}`,
-        `data_dir: ${join(dir, name)}`,
-        'enrollment_token: {env: CIPORT_ENROLLMENT_TOKEN}',
-        'targets:',
+        ...agentYamlHead(gateway, name, join(dir, name)),
         `  - {name: echo, protocol: tcp, address: "127.0.0.1:${echoPort}"}`,
         `  - {name: db-dyn, protocol: postgres, address: "127.0.0.1:${pg.port}", database: app,`,
         '     credentials: {dynamic: {admin: {user: dyn_admin, password: {env: SUPER_PW}}, grant: [readonly], owner: app}}}',
@@ -106,22 +104,13 @@ beforeAll(async () => {
     databases: { app: 'app' },
   });
   await pg.sql('CREATE ROLE readonly NOLOGIN;');
-  // A least-privilege admin (docs/credentials.md), with the generated password for brevity.
-  await pg.sql(
-    `CREATE ROLE dyn_admin LOGIN CREATEROLE PASSWORD '${pg.superPassword}'; GRANT app TO dyn_admin;` +
-      (Number(await pg.sql('SHOW server_version_num')) >= 160000
-        ? ' GRANT readonly TO dyn_admin WITH ADMIN OPTION;'
-        : ''),
-  );
+  // A least-privilege admin, with the generated password for brevity.
+  await createDynamicAdmin(pg, { password: pg.superPassword, owner: 'app', grant: ['readonly'] });
   await startEcho();
   cfg = gatewayConfig(
     {
       listen: `127.0.0.1:${await freePort()}`,
-      data_dir: join(dir, 'gw'),
-      store: { sqlite: { path: join(dir, 'gw', 'ciport.db') } },
-      admin_tokens: [{ env: 'ADMIN' }],
-      sessions: { default_ttl: '15m', lease_timeout: '5s', rate_limit: { per_minute: 10000, burst: 1000 } },
-      issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
+      ...e2eGatewayDoc(join(dir, 'gw'), issuer.url, { adminEnv: 'ADMIN' }),
       rules: [{ name: 'main', issuer: 'gitlab', when: { ref_protected: true }, allow: ['echo', 'db-dyn'] }],
     },
     { ADMIN },

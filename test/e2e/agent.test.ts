@@ -10,11 +10,15 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../src/audit/verify.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
+import { agentYamlHead } from '../fixtures/agent-yaml.js';
 import { baseEnv, ensureBuilt, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
+import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
-import { freePort, type RedisServer, startRedis } from '../fixtures/redis-server.js';
+import { type RedisServer, startRedis } from '../fixtures/redis-server.js';
 import { makePki, startUpstream, type Upstream } from '../protocols/http/helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-agent-'));
@@ -49,12 +53,7 @@ beforeAll(async () => {
   issuer = await FixtureIssuer.start({ kind: 'gitlab' });
   pg = await startPgServer({ roles: [{ name: 'app', password: APP_PASSWORD }], databases: { app: 'app' } });
   await pg.sql('CREATE ROLE readonly NOLOGIN; GRANT pg_read_all_data TO readonly;');
-  // Least-privilege admin for per-session roles (docs/credentials.md, per server version).
-  const version = Number(await pg.sql('SHOW server_version_num'));
-  await pg.sql(
-    `CREATE ROLE dyn_admin LOGIN CREATEROLE PASSWORD '${DYN_ADMIN_PASSWORD}'; GRANT app TO dyn_admin;` +
-      (version >= 160000 ? ' GRANT readonly TO dyn_admin WITH ADMIN OPTION;' : ''),
-  );
+  await createDynamicAdmin(pg, { password: DYN_ADMIN_PASSWORD, owner: 'app', grant: ['readonly'] });
   redis = await startRedis(['--requirepass', REDIS_PASSWORD]);
   const pki = makePki();
   writeFileSync(join(dir, 'api-ca.pem'), pki.caPem);
@@ -64,11 +63,7 @@ beforeAll(async () => {
   const cfg = gatewayConfig(
     {
       listen: `127.0.0.1:${await freePort()}`,
-      data_dir: join(dir, 'gw'),
-      store: { sqlite: { path: join(dir, 'gw', 'ciport.db') } },
-      admin_tokens: [{ env: 'ADMIN' }],
-      sessions: { default_ttl: '15m', lease_timeout: '5s', rate_limit: { per_minute: 10000, burst: 1000 } },
-      issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
+      ...e2eGatewayDoc(join(dir, 'gw'), issuer.url, { adminEnv: 'ADMIN' }),
       // One target the gateway exits to itself: redis with the password injected there.
       targets: [
         {
@@ -107,12 +102,7 @@ beforeAll(async () => {
   writeFileSync(
     join(dir, 'agent.yaml'),
     [
-      `gateway: ${gateway.url}`,
-      `ca_file: ${gateway.caFile}`,
-      'name: dc1',
-      `data_dir: ${join(dir, 'agent')}`,
-      'enrollment_token: {env: CIPORT_ENROLLMENT_TOKEN}',
-      'targets:',
+      ...agentYamlHead(gateway, 'dc1', join(dir, 'agent')),
       `  - {name: db, protocol: postgres, address: "${address}", database: app, query_max_length: 64,`,
       '     credentials: {user: app, password: {env: APP_PW}}}',
       `  - {name: db-dyn, protocol: postgres, address: "${address}", database: app,`,

@@ -14,6 +14,7 @@ import { parseGatewayConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/gateway/logger.js';
 import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, LAUNCHER, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { GithubTokenEndpoint } from '../fixtures/github-actions-token.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 
@@ -28,14 +29,6 @@ let github: FixtureIssuer;
 let ghEndpoint: GithubTokenEndpoint;
 let echo: Server;
 let token: string;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 beforeAll(async () => {
   const built = ensureBuilt();

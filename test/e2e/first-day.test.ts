@@ -15,6 +15,7 @@ import { loadGatewayConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/gateway/logger.js';
 import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, runCli } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { api, closed, connectClient, eventually, h2, openSession, tunnel } from '../gateway/helpers.js';
 
@@ -47,14 +48,6 @@ function psqlAdmin(sql: string): void {
     '-c',
     sql,
   ]);
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
 }
 
 beforeAll(async () => {
@@ -138,6 +131,21 @@ async function eventsOf(session: string, until: (e: AuditEvent[]) => boolean): P
     );
     return until(all) ? all : undefined;
   }, 10_000);
+}
+
+/** A session on `echo` with one tunnel that has carried a byte there and back. */
+async function echoingTunnel(c: Awaited<ReturnType<typeof connectClient>>) {
+  const s = await openSession(c, plainToken, { targets: ['echo'] });
+  const stream = await tunnel(c, s, 'echo');
+  stream.write('x');
+  await new Promise((resolve) => stream.once('data', resolve));
+  return { s, stream };
+}
+
+/** The session's first `connection.closed` audit data, once written. */
+async function firstClosedData(session: string) {
+  const events = await eventsOf(session, (all) => all.some((e) => e.type === 'connection.closed'));
+  return events.find((e) => e.type === 'connection.closed')?.data;
 }
 
 /** The session a command opened, read from `--verbose` stderr. */
@@ -285,14 +293,10 @@ describe('normal ends are not audited as errors', () => {
   it('the job ending its session (client_end) cuts a live connection as closed_by session', async () => {
     const c = await connectClient(gateway.url, gateway.caPem);
     try {
-      const s = await openSession(c, plainToken, { targets: ['echo'] });
-      const stream = await tunnel(c, s, 'echo');
-      stream.write('x');
-      await new Promise((resolve) => stream.once('data', resolve));
+      const { s, stream } = await echoingTunnel(c);
       expect((await api(c, 'DELETE', `/v1/sessions/${s.id}`, { bearer: s.secret })).status).toBe(200);
       expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
-      const events = await eventsOf(s.id, (all) => all.some((e) => e.type === 'connection.closed'));
-      const data = events.find((e) => e.type === 'connection.closed')?.data;
+      const data = await firstClosedData(s.id);
       expect(data).toMatchObject({ closed_by: 'session', end_reason: 'client_end', bytes_to_target: 1 });
       expect(data?.error).toBeUndefined();
     } finally {
@@ -303,13 +307,9 @@ describe('normal ends are not audited as errors', () => {
   it('a client reset of one connection is closed_by client, not an error', async () => {
     const c = await connectClient(gateway.url, gateway.caPem);
     try {
-      const s = await openSession(c, plainToken, { targets: ['echo'] });
-      const stream = await tunnel(c, s, 'echo');
-      stream.write('x');
-      await new Promise((resolve) => stream.once('data', resolve));
+      const { s, stream } = await echoingTunnel(c);
       stream.close(h2.NGHTTP2_CANCEL);
-      const events = await eventsOf(s.id, (all) => all.some((e) => e.type === 'connection.closed'));
-      const data = events.find((e) => e.type === 'connection.closed')?.data;
+      const data = await firstClosedData(s.id);
       expect(data).toMatchObject({ closed_by: 'client' });
       expect(data?.error).toBeUndefined();
       // A reset with an error code is a failure.

@@ -9,53 +9,40 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
+import { agentYamlHead } from '../fixtures/agent-yaml.js';
 import { baseEnv, ensureBuilt, openedEnv, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
-import { freePort } from '../fixtures/redis-server.js';
 import {
-  type ClientName,
-  type HttpUpstream,
-  runMatrix,
-  startNginx,
-  startNodeUpstream,
-  startPythonUpstream,
-} from '../fixtures/upstreams.js';
+  MATRIX_COUNTS as COUNTS,
+  describeUpstreamMatrix,
+  openedUrl,
+  startMatrixUpstreams,
+  MATRIX_TARGETS as TARGETS,
+} from '../fixtures/upstream-matrix.js';
+import type { HttpUpstream } from '../fixtures/upstreams.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-http-agent-'));
 const TOKEN = `api-token-${Math.random().toString(36).slice(2)}-xyz`;
 const ADMIN = `admin-${Math.random().toString(36).slice(2)}`;
-const TARGETS = ['node-api', 'py10', 'py11', 'nginx'] as const;
-const COUNTS: Record<ClientName, { sequential: number; concurrent: number; concurrency: number }> = {
-  curl: { sequential: 30, concurrent: 50, concurrency: 50 },
-  fetch: { sequential: 30, concurrent: 50, concurrency: 50 },
-  python: { sequential: 15, concurrent: 25, concurrency: 25 },
-};
 
 let gateway: RunningGateway;
 let issuer: FixtureIssuer;
-const upstreams = new Map<string, HttpUpstream>();
+let upstreams = new Map<string, HttpUpstream>();
 let agent: { child: ChildProcess; stderr: () => string; result: Promise<unknown> } | undefined;
 let open: ReturnType<typeof spawnCli> | undefined;
 let vars: Record<string, string> = {};
 
 const env = (extra: NodeJS.ProcessEnv = {}) =>
   baseEnv({ CIPORT_GATEWAY: gateway.url, CIPORT_CA_FILE: gateway.caFile, ...extra });
-const urlOf = (target: string) => vars[`CIPORT_${target.toUpperCase().replace(/-/g, '_')}_URL`] as string;
+const urlOf = (target: string) => openedUrl(vars, target);
 const jobEnv = () => ({ PATH: process.env.PATH ?? '', ...vars });
 
 beforeAll(async () => {
   const built = ensureBuilt();
   issuer = await FixtureIssuer.start({ kind: 'gitlab' });
-  const started = await Promise.all([
-    startNodeUpstream(TOKEN),
-    startPythonUpstream(TOKEN, 'HTTP/1.0'),
-    startPythonUpstream(TOKEN, 'HTTP/1.1'),
-    startNginx(TOKEN),
-  ]);
-  TARGETS.forEach((name, i) => {
-    upstreams.set(name, started[i] as HttpUpstream);
-  });
+  upstreams = await startMatrixUpstreams(TOKEN);
   // The gateway names no http target: the agent declares them and injects the token.
   const cfg = gatewayConfig(
     {
@@ -87,12 +74,7 @@ beforeAll(async () => {
   writeFileSync(
     join(dir, 'agent.yaml'),
     [
-      `gateway: ${gateway.url}`,
-      `ca_file: ${gateway.caFile}`,
-      'name: dc1',
-      `data_dir: ${join(dir, 'agent')}`,
-      'enrollment_token: {env: CIPORT_ENROLLMENT_TOKEN}',
-      'targets:',
+      ...agentYamlHead(gateway, 'dc1', join(dir, 'agent')),
       ...TARGETS.map(
         (name) =>
           `  - {name: ${name}, protocol: http, address: "${upstreams.get(name)?.address}", credentials: {token: {env: API_TOKEN}}}`,
@@ -127,17 +109,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describe.each(TARGETS)('through the agent to %s', (target) => {
-  it.each(['curl', 'fetch', 'python'] as ClientName[])(
-    '%s: every body of 0 B..1 MiB arrives intact, sequential and concurrent',
-    async (client) => {
-      const { wrong, requests } = await runMatrix(client, urlOf(target), COUNTS[client], jobEnv());
-      expect(requests).toBe(COUNTS[client].sequential + COUNTS[client].concurrent);
-      expect(wrong.slice(0, 10)).toEqual([]);
-    },
-    90_000,
-  );
-});
+describeUpstreamMatrix('through the agent to %s', urlOf, jobEnv);
 
 describe('the agent exit', () => {
   it('refuses TRACE with 405 CIPORT_E_METHOD_NOT_ALLOWED; the token never reaches the job', async () => {

@@ -12,56 +12,35 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, openedEnv, runCli, spawnCli } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
-import { freePort } from '../fixtures/redis-server.js';
 import {
-  type ClientName,
-  curlAll,
-  type HttpUpstream,
-  runMatrix,
-  startNginx,
-  startNodeUpstream,
-  startPythonUpstream,
-} from '../fixtures/upstreams.js';
+  MATRIX_COUNTS as COUNTS,
+  describeUpstreamMatrix,
+  openedUrl,
+  startMatrixUpstreams,
+  MATRIX_TARGETS as TARGETS,
+} from '../fixtures/upstream-matrix.js';
+import { curlAll, type HttpUpstream } from '../fixtures/upstreams.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-http-'));
 const TOKEN = `api-token-${Math.random().toString(36).slice(2)}-xyz`;
-const TARGETS = ['node-api', 'py10', 'py11', 'nginx'] as const;
-/** Per client: Python's urllib dials a connection per request and is the slowest to run. */
-const COUNTS: Record<ClientName, { sequential: number; concurrent: number; concurrency: number }> = {
-  curl: { sequential: 30, concurrent: 50, concurrency: 50 },
-  fetch: { sequential: 30, concurrent: 50, concurrency: 50 },
-  python: { sequential: 15, concurrent: 25, concurrency: 25 },
-};
 
 let gateway: RunningGateway;
 let issuer: FixtureIssuer;
-const upstreams = new Map<string, HttpUpstream>();
+let upstreams = new Map<string, HttpUpstream>();
 let open: ReturnType<typeof spawnCli> | undefined;
 let vars: Record<string, string> = {};
 
 const env = (extra: NodeJS.ProcessEnv = {}) =>
   baseEnv({ CIPORT_GATEWAY: gateway.url, CIPORT_CA_FILE: gateway.caFile, ...extra });
-const urlOf = (target: string) => vars[`CIPORT_${target.toUpperCase().replace(/-/g, '_')}_URL`] as string;
+const urlOf = (target: string) => openedUrl(vars, target);
 
 beforeAll(async () => {
   const built = ensureBuilt();
   issuer = await FixtureIssuer.start({ kind: 'gitlab' });
-  const [node, py10, py11, nginx] = await Promise.all([
-    startNodeUpstream(TOKEN),
-    startPythonUpstream(TOKEN, 'HTTP/1.0'),
-    startPythonUpstream(TOKEN, 'HTTP/1.1'),
-    startNginx(TOKEN),
-  ]);
-  for (const [name, up] of [
-    ['node-api', node],
-    ['py10', py10],
-    ['py11', py11],
-    ['nginx', nginx],
-  ] as const) {
-    upstreams.set(name, up);
-  }
+  upstreams = await startMatrixUpstreams(TOKEN);
   const cfg = gatewayConfig(
     {
       listen: `127.0.0.1:${await freePort()}`,
@@ -112,17 +91,7 @@ afterAll(async () => {
 /** What the job's tools see: the exported variables, nothing else of the test's environment. */
 const jobEnv = () => ({ PATH: process.env.PATH ?? '', ...vars });
 
-describe.each(TARGETS)('through the gateway to %s', (target) => {
-  it.each(['curl', 'fetch', 'python'] as ClientName[])(
-    '%s: every body of 0 B..1 MiB arrives intact, sequential and concurrent',
-    async (client) => {
-      const { wrong, requests } = await runMatrix(client, urlOf(target), COUNTS[client], jobEnv());
-      expect(requests).toBe(COUNTS[client].sequential + COUNTS[client].concurrent);
-      expect(wrong.slice(0, 10)).toEqual([]);
-    },
-    90_000,
-  );
-});
+describeUpstreamMatrix('through the gateway to %s', urlOf, jobEnv);
 
 describe('what the exit refuses and reports', () => {
   const curlRaw = (args: string[]) =>

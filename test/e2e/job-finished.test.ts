@@ -11,11 +11,12 @@ import { Agent } from '../../src/agent/agent.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { agentConfig } from '../agent/harness.js';
 import { baseEnv, ensureBuilt, openedEnv, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { GitlabApiFixture } from '../fixtures/gitlab-api.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
-import { freePort } from '../fixtures/redis-server.js';
 
 const POLL_MS = 2_000;
 const PROJECT = '61577203';
@@ -37,13 +38,8 @@ beforeAll(async () => {
     databases: { app: 'app' },
   });
   await pg.sql('CREATE ROLE readonly NOLOGIN; GRANT pg_read_all_data TO readonly;');
-  // A least-privilege admin (docs/credentials.md), with the generated password for brevity.
-  await pg.sql(
-    `CREATE ROLE dyn_admin LOGIN CREATEROLE PASSWORD '${pg.superPassword}'; GRANT app TO dyn_admin;` +
-      (Number(await pg.sql('SHOW server_version_num')) >= 160000
-        ? ' GRANT readonly TO dyn_admin WITH ADMIN OPTION;'
-        : ''),
-  );
+  // A least-privilege admin, with the generated password for brevity.
+  await createDynamicAdmin(pg, { password: pg.superPassword, owner: 'app', grant: ['readonly'] });
   const dynamic = {
     dynamic: {
       admin: { user: 'dyn_admin', password: { env: 'SUPER_PW' } },

@@ -10,9 +10,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, runCli } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
-import { freePort } from '../fixtures/redis-server.js';
 import { api, connectClient } from '../gateway/helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-limits-'));

@@ -13,9 +13,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, openedEnv, spawnCli, waitFor } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
+import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
-import { freePort, type RedisServer, startRedis } from '../fixtures/redis-server.js';
+import { type RedisServer, startRedis } from '../fixtures/redis-server.js';
 import { makePki, startUpstream, type Upstream } from '../protocols/http/helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-localauth-'));
@@ -96,10 +98,7 @@ beforeAll(async () => {
   const port = await freePort();
   const config = {
     listen: `127.0.0.1:${port}`,
-    data_dir: join(dir, 'data'),
-    store: { sqlite: { path: join(dir, 'data', 'ciport.db') } },
-    sessions: { default_ttl: '15m', lease_timeout: '5s', rate_limit: { per_minute: 10000, burst: 1000 } },
-    issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
+    ...e2eGatewayDoc(join(dir, 'data'), issuer.url),
     targets: [
       {
         name: 'api',

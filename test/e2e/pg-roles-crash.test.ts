@@ -3,13 +3,14 @@
 // The role is still there (nothing could drop it); after a restart the start-up reaper ends the
 // lapsed session and the role is dropped.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { baseEnv, ensureBuilt, spawnCli, waitFor } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-crash-'));
@@ -20,24 +21,12 @@ const ADMIN_PASSWORD = `dyn-admin-${Math.random().toString(36).slice(2)}`;
 let gatewayUrl: string;
 const children: ReturnType<typeof spawnCli>[] = [];
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
-
 beforeAll(async () => {
   const built = ensureBuilt();
   issuer = await FixtureIssuer.start({ kind: 'gitlab' });
   pg = await startPgServer({ roles: [{ name: 'app', password: 'app-pw-crash' }], databases: { app: 'app' } });
-  // A least-privilege admin as docs/credentials.md lists it for this server's version.
-  const version = Number(await pg.sql('SHOW server_version_num'));
-  await pg.sql(
-    `CREATE ROLE readonly NOLOGIN; CREATE ROLE dyn_admin LOGIN CREATEROLE PASSWORD '${ADMIN_PASSWORD}'; GRANT app TO dyn_admin;` +
-      (version >= 160000 ? ' GRANT readonly TO dyn_admin WITH ADMIN OPTION;' : ''),
-  );
+  await pg.sql('CREATE ROLE readonly NOLOGIN');
+  await createDynamicAdmin(pg, { password: ADMIN_PASSWORD, owner: 'app', grant: ['readonly'] });
   const port = await freePort();
   gatewayUrl = `https://127.0.0.1:${port}`;
   configFile = join(dir, 'gateway.json');

@@ -4,14 +4,15 @@
 // case: A's role stays LOGIN, its connections are not terminated, B audits nothing about it.
 // B does reap its own stale role meanwhile, so the test proves B's reaper really ran.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, spawnCli, waitFor } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-deployments-'));
@@ -22,14 +23,6 @@ let gatewayA: RunningGateway;
 let gatewayB: RunningGateway | undefined;
 const logsA: string[] = [];
 const logsB: string[] = [];
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 async function config(name: string, admin: { user: string; env: string }) {
   return gatewayConfig(
@@ -64,11 +57,8 @@ beforeAll(async () => {
   const built = ensureBuilt();
   issuer = await FixtureIssuer.start({ kind: 'gitlab' });
   pg = await startPgServer({ roles: [{ name: 'app', password: 'app-pw' }], databases: { app: 'app' } });
-  const version = Number(await pg.sql('SHOW server_version_num'));
-  await pg.sql(
-    `CREATE ROLE readonly NOLOGIN; CREATE ROLE dyn_admin LOGIN CREATEROLE PASSWORD '${ADMIN_PASSWORD}'; GRANT app TO dyn_admin;` +
-      (version >= 160000 ? ' GRANT readonly TO dyn_admin WITH ADMIN OPTION;' : ''),
-  );
+  await pg.sql('CREATE ROLE readonly NOLOGIN');
+  await createDynamicAdmin(pg, { password: ADMIN_PASSWORD, owner: 'app', grant: ['readonly'] });
   gatewayA = await startTestGateway(await config('a', { user: 'dyn_admin', env: 'ADMIN_PW' }), {
     logLines: logsA,
   });

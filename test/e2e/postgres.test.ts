@@ -4,15 +4,17 @@
 // curl and fetch. Per-session roles, query audit, and the secrets sweep.
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseGatewayConfig } from '../../src/config/load.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, ROOT, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
+import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 import { makePki, startUpstream, type Upstream } from '../protocols/http/helpers.js';
 
@@ -28,14 +30,6 @@ let pg: PgServer;
 let api: Upstream;
 let token: string;
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
-
 beforeAll(async () => {
   const built = ensureBuilt();
   issuer = await FixtureIssuer.start({ kind: 'gitlab' });
@@ -48,14 +42,7 @@ beforeAll(async () => {
     'CREATE ROLE readonly NOLOGIN; CREATE ROLE migrator NOLOGIN; GRANT pg_read_all_data TO readonly; GRANT CREATE ON SCHEMA public TO migrator;',
   );
   await pg.sql(`ALTER DATABASE app OWNER TO app`);
-  // The dynamic-credentials admin is least-privilege, exactly as docs/credentials.md says for
-  // this server's version: CREATEROLE, the owner's privileges, ADMIN OPTION on granted roles
-  // from PostgreSQL 16 on. Not a superuser.
-  const version = Number(await pg.sql('SHOW server_version_num'));
-  await pg.sql(
-    `CREATE ROLE dyn_admin LOGIN CREATEROLE PASSWORD '${ADMIN_PASSWORD}'; GRANT app TO dyn_admin;` +
-      (version >= 160000 ? ' GRANT readonly, migrator TO dyn_admin WITH ADMIN OPTION;' : ''),
-  );
+  await createDynamicAdmin(pg, { password: ADMIN_PASSWORD, owner: 'app', grant: ['readonly', 'migrator'] });
   writeFileSync(join(dir, 'pg-ca.pem'), pg.caPem as string);
   const pki = makePki();
   writeFileSync(join(dir, 'api-ca.pem'), pki.caPem);
@@ -65,10 +52,7 @@ beforeAll(async () => {
   const address = `127.0.0.1:${pg.port}`;
   const config = {
     listen: `127.0.0.1:${port}`,
-    data_dir: join(dir, 'data'),
-    store: { sqlite: { path: join(dir, 'data', 'ciport.db') } },
-    sessions: { default_ttl: '15m', lease_timeout: '5s', rate_limit: { per_minute: 10000, burst: 1000 } },
-    issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
+    ...e2eGatewayDoc(join(dir, 'data'), issuer.url),
     targets: [
       {
         name: 'db',

@@ -70,6 +70,15 @@ async function limitEvents(session: string) {
   return events.filter((e) => e.type === 'session.limit_exceeded' && e.data.session === session);
 }
 
+/** The session's first `session.limit_exceeded` event, once it has been written. */
+async function firstLimitEvent(session: string) {
+  const [event] = await eventually(async () => {
+    const found = await limitEvents(session);
+    return found.length > 0 ? found : undefined;
+  });
+  return event;
+}
+
 describe('limits.bytes', () => {
   it('cuts a 5 MB stream at the limit, audits it, and refuses new connections', async () => {
     const c = await h.client();
@@ -80,10 +89,7 @@ describe('limits.bytes', () => {
     // Both directions count: what came back is at most half the budget.
     expect(received).toBeLessThanOrEqual(LIMIT / 2);
 
-    const [event] = await eventually(async () => {
-      const found = await limitEvents(s.id);
-      return found.length > 0 ? found : undefined;
-    });
+    const event = await firstLimitEvent(s.id);
     expect(event?.data).toMatchObject({ limit: 'bytes', max: LIMIT, target: 'echo', rule: 'budgeted' });
     expect(event?.data.bytes as number).toBeLessThanOrEqual(LIMIT);
     expect(event?.data.bytes as number).toBeGreaterThan(LIMIT - 2 * 16_384);
@@ -127,10 +133,7 @@ describe('limits.bytes', () => {
       `reset ${h2.NGHTTP2_ENHANCE_YOUR_CALM}`,
       ...Array(4).fill('refused CIPORT_E_BYTE_LIMIT'),
     ]);
-    const [event] = await eventually(async () => {
-      const found = await limitEvents(s.id);
-      return found.length > 0 ? found : undefined;
-    });
+    const event = await firstLimitEvent(s.id);
     expect(event?.data.bytes).toBeGreaterThanOrEqual(90_000);
     expect(event?.data.bytes).toBeLessThanOrEqual(LIMIT);
   });
@@ -169,10 +172,7 @@ describe('limits.bytes', () => {
       const { received, rst } = await pump(stream, 5 * 1024 * 1024);
       expect(rst).toBe(h2.NGHTTP2_ENHANCE_YOUR_CALM);
       expect(received).toBeLessThanOrEqual(LIMIT / 2);
-      const [event] = await eventually(async () => {
-        const found = await limitEvents(s.id);
-        return found.length > 0 ? found : undefined;
-      });
+      const event = await firstLimitEvent(s.id);
       expect(event?.data).toMatchObject({ limit: 'bytes', max: LIMIT, target: 'far' });
       const again = await connectTunnel(c, s, 'far');
       expect(again.headers['ciport-error']).toBe('CIPORT_E_BYTE_LIMIT');

@@ -93,10 +93,8 @@ describe('resolution', () => {
   });
 });
 
-const config = (when: string) =>
-  parseGatewayConfig(
-    `
-issuers:
+/** A gateway config whose one rule, `deployers` (Keycloak issuer), has the `when` lines given. */
+const keycloakConfigYaml = (when: string) => `issuers:
   - {name: keycloak, kind: oidc, issuer: https://sso.example.com/realms/ci, audience: ciport}
 targets:
   - {name: staging-db, protocol: postgres, address: staging.internal:5432}
@@ -106,9 +104,9 @@ rules:
     when:
 ${when}
     allow: [staging-db]
-`,
-    'paths.yaml',
-  );
+`;
+
+const config = (when: string) => parseGatewayConfig(keycloakConfigYaml(when), 'paths.yaml');
 
 describe('rules', () => {
   const decide = (when: string, facts: Record<string, unknown>) =>
@@ -179,18 +177,8 @@ describe('policy lint and policy explain', () => {
   it('ciport policy explain --claims decides on nested Keycloak roles, and lint passes the config', async () => {
     const cfg = file(
       'gateway.yaml',
-      `issuers:
-  - {name: keycloak, kind: oidc, issuer: https://sso.example.com/realms/ci, audience: ciport}
-targets:
-  - {name: staging-db, protocol: postgres, address: staging.internal:5432}
-rules:
-  - name: deployers
-    issuer: keycloak
-    when:
-      azp: ci-runner
-      resource_access."ciport.prod".roles: db-migrate
-    allow: [staging-db]
-`,
+      keycloakConfigYaml(`      azp: ci-runner
+      resource_access."ciport.prod".roles: db-migrate`),
     );
     const base = { iss: 'https://sso.example.com/realms/ci', azp: 'ci-runner', sub: 'x' };
     const allowed = file(

@@ -15,7 +15,8 @@ import {
   redisCommand,
   redisInjects,
 } from '../../src/protocols/redis/index.js';
-import { freePort, type RedisServer, startRedis } from '../fixtures/redis-server.js';
+import { freePort } from '../fixtures/free-port.js';
+import { type RedisServer, startRedis } from '../fixtures/redis-server.js';
 import { makePki, type Pki, secret } from './http/helpers.js';
 
 const PW = `pw-${randomBytes(12).toString('hex')}`;
