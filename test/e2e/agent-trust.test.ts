@@ -19,10 +19,10 @@ import { loadAgentConfig } from '../../src/agent/config.js';
 import { MAX_REFUSED_NAMES } from '../../src/gateway/agent-hub.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
-import { freePort } from '../fixtures/redis-server.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-trust-'));
 const ADMIN = `admin-${Math.random().toString(36).slice(2)}`;
