@@ -42,7 +42,12 @@ describe('client → gateway → agent → target', () => {
     tmp.cleanup();
   });
 
-  async function startAgent(name: string, port = gw.port, bound = ['echo', 'cache']): Promise<Agent> {
+  async function startAgent(
+    name: string,
+    port = gw.port,
+    bound = ['echo', 'cache'],
+    beforeStart: (agent: Agent) => void = () => {},
+  ): Promise<Agent> {
     const enroll = await api(gw, 'POST', '/v1/agents/enroll', ADMIN, { name, targets: bound });
     const agent = new Agent(
       agentConfig({
@@ -57,6 +62,7 @@ describe('client → gateway → agent → target', () => {
       { ca: gw.caPem, env: { CIPORT_TEST_ENROLLMENT_TOKEN: enroll.body.token } },
     );
     cleanups.push(() => agent.close());
+    beforeStart(agent);
     await agent.start();
     await until(() => gw.hub.list().some((c) => c.agent === agent.agentId), 5_000, 'hub saw the agent');
     return agent;
@@ -120,8 +126,11 @@ describe('client → gateway → agent → target', () => {
   it('an agent is routed only what it is bound to; the rest is refused, reported once, told to it', async () => {
     const refusals: unknown[] = [];
     gw.hub.on('agent.target_refused', (r) => refusals.push(r));
-    const agent = await startAgent('dc1', gw.port, ['cache']);
-    const told = new Promise<string[]>((resolve) => agent.once('refused', resolve));
+    // Listen before the agent connects: the gateway may tell it before startAgent returns.
+    let told: Promise<string[]> | undefined;
+    await startAgent('dc1', gw.port, ['cache'], (a) => {
+      told = new Promise<string[]>((resolve) => a.once('refused', resolve));
+    });
     expect(await told).toEqual(['echo']);
     expect(gw.hub.list()[0]).toMatchObject({ targets: ['cache'], refused: ['echo'] });
     expect(gw.hub.serves('echo')).toBe(false);
