@@ -16,7 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { DevSigner, mintToken } from '../src/identity/index.js';
 import { startPgServer } from '../test/fixtures/pg-server.js';
-import { fmt, median, table } from './stats.js';
+import { fmt, median, nodeFlags, table } from './stats.js';
 
 const run = promisify(execFile);
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -33,7 +33,7 @@ interface Conn {
 }
 
 function child(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-  return spawn(process.execPath, ['--', ...args], {
+  return spawn(process.execPath, [...nodeFlags(), '--', ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

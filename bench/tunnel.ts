@@ -17,7 +17,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GatewayClient, PortSession } from '../src/client/index.js';
 import { DevSigner, mintToken } from '../src/identity/index.js';
-import { fmt, median, table } from './stats.js';
+import { fmt, median, nodeFlags, table } from './stats.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const BIN = join(ROOT, 'bin/ciport.js');
@@ -34,7 +34,7 @@ function child(
   env: NodeJS.ProcessEnv = {},
   stderr: 'pipe' | 'inherit' = 'inherit',
 ): ChildProcess {
-  return spawn(process.execPath, ['--', ...args], {
+  return spawn(process.execPath, [...nodeFlags(), '--', ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', stderr],
   });
