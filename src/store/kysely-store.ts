@@ -2,7 +2,13 @@
 
 import { type Kysely, Migrator, type Selectable } from 'kysely';
 import type { JsonObject } from '../audit/canonical.js';
-import { type ChainRow, eventHash, GENESIS_HASH, prepareAuditEvent } from '../audit/chain.js';
+import {
+  type ChainRow,
+  chainHash,
+  GENESIS_HASH,
+  type PreparedEvent,
+  prepareAuditEvent,
+} from '../audit/chain.js';
 import {
   type AuditEvent,
   type AuditEventInput,
@@ -12,7 +18,7 @@ import {
 } from '../audit/events.js';
 import { TARGET_NAME_RE } from '../config/target-name.js';
 import { CiportError } from '../errors/index.js';
-import { AGENT_REVOKED_CHANNEL, type Engine, SESSION_ENDED_CHANNEL } from './engines.js';
+import { AGENT_REVOKED_CHANNEL, type AuditRow, type Engine, SESSION_ENDED_CHANNEL } from './engines.js';
 import { StoreError, wrapStoreError } from './errors.js';
 import { MIGRATION_LOCK_TABLE, MIGRATION_TABLE, migrationNames, migrationProvider } from './migrations.js';
 import { type AgentsTable, type Database, type GatewaysTable, type SessionsTable, toInt } from './schema.js';
@@ -42,7 +48,7 @@ const HEX64 = /^[0-9a-f]{64}$/;
 const DAY = 86_400_000;
 
 interface PendingAudit {
-  prepared: ReturnType<typeof prepareAuditEvent>;
+  prepared: PreparedEvent;
   resolve: (event: AuditEvent) => void;
   reject: (err: unknown) => void;
 }
@@ -251,7 +257,7 @@ export class KyselyStore implements Store {
    * batch instead of one per event. A lone event is committed at once, as before.
    */
   appendAudit(event: AuditEventInput): Promise<AuditEvent> {
-    let prepared: ReturnType<typeof prepareAuditEvent>;
+    let prepared: PreparedEvent;
     try {
       prepared = prepareAuditEvent(event); // programming errors surface before any lock
     } catch (err) {
@@ -269,11 +275,12 @@ export class KyselyStore implements Store {
         const batch = this.#pendingAudit.splice(0, MAX_AUDIT_BATCH);
         try {
           const events = await this.#guard(() =>
-            this.#engine.write(async (trx) => {
-              const out: AuditEvent[] = [];
-              for (const item of batch) out.push(await this.#append(trx, item.prepared));
-              return out;
-            }),
+            this.#engine.write((trx) =>
+              this.#appendBatch(
+                trx,
+                batch.map((item) => item.prepared),
+              ),
+            ),
           );
           batch.forEach((item, i) => {
             item.resolve(events[i] as AuditEvent);
@@ -350,12 +357,20 @@ export class KyselyStore implements Store {
    * Chain one event inside the caller's write transaction. The engine's lock (PostgreSQL:
    * advisory xact lock; SQLite: BEGIN IMMEDIATE) is held from reading the head until commit.
    */
-  async #append(
+  async #append(trx: Kysely<Database>, input: AuditEventInput, defaultTime?: number): Promise<AuditEvent> {
+    const [event] = await this.#appendBatch(trx, [prepareAuditEvent(input)], defaultTime);
+    return event as AuditEvent;
+  }
+
+  /**
+   * Chain `batch` in order inside the caller's write transaction: take the engine's lock, read
+   * the head once, hash every event in memory, insert them all in one go.
+   */
+  async #appendBatch(
     trx: Kysely<Database>,
-    input: AuditEventInput | ReturnType<typeof prepareAuditEvent>,
+    batch: readonly PreparedEvent[],
     defaultTime?: number,
-  ): Promise<AuditEvent> {
-    const prepared = 'dataText' in input ? input : prepareAuditEvent(input);
+  ): Promise<AuditEvent[]> {
     await this.#engine.lockAuditChain(trx);
     const last = await trx
       .selectFrom('audit_events')
@@ -363,16 +378,24 @@ export class KyselyStore implements Store {
       .orderBy('seq', 'desc')
       .limit(1)
       .executeTakeFirst();
-    const seq = last ? toInt(last.seq) + 1 : 1;
-    const prevHash = last ? last.hash : GENESIS_HASH;
-    // Time never runs backwards along the chain, so a time window is a contiguous seq range.
-    const time = Math.max(prepared.time ?? defaultTime ?? this.#clock(), last ? toInt(last.time) : 0);
-    const hash = eventHash(prevHash, { seq, time, type: prepared.type, data: prepared.data });
-    await trx
-      .insertInto('audit_events')
-      .values({ seq, time, type: prepared.type, data: prepared.dataText, hash, prev_hash: prevHash })
-      .execute();
-    return { seq, time, type: prepared.type, data: prepared.data, hash, prevHash };
+    let seq = last ? toInt(last.seq) : 0;
+    let prevHash = last ? last.hash : GENESIS_HASH;
+    let prevTime = last ? toInt(last.time) : 0;
+    const now = defaultTime ?? this.#clock();
+    const rows: AuditRow[] = [];
+    const events: AuditEvent[] = [];
+    for (const prepared of batch) {
+      seq++;
+      // Time never runs backwards along the chain, so a time window is a contiguous seq range.
+      const time = Math.max(prepared.time ?? now, prevTime);
+      const hash = chainHash(prevHash, seq, time, prepared.type, prepared.dataText);
+      rows.push({ seq, time, type: prepared.type, data: prepared.dataText, hash, prevHash });
+      events.push(storedEvent(seq, time, prepared, hash, prevHash));
+      prevHash = hash;
+      prevTime = time;
+    }
+    await this.#engine.insertAuditRows(trx, rows);
+    return events;
   }
 
   // ---- agents ------------------------------------------------------------------------------
@@ -747,7 +770,7 @@ export class KyselyStore implements Store {
 
 async function migrate(engine: Engine): Promise<void> {
   const migrator = new Migrator({
-    db: engine.db,
+    db: engine.writeDb,
     provider: migrationProvider(engine.kind),
     migrationTableName: MIGRATION_TABLE,
     migrationLockTableName: MIGRATION_LOCK_TABLE,
@@ -775,6 +798,26 @@ async function migrate(engine: Engine): Promise<void> {
       cause: err,
     });
   }
+}
+
+/** The event as written; its data is parsed from the stored text only if someone reads it. */
+function storedEvent(
+  seq: number,
+  time: number,
+  prepared: PreparedEvent,
+  hash: string,
+  prevHash: string,
+): AuditEvent {
+  return {
+    seq,
+    time,
+    type: prepared.type,
+    get data() {
+      return prepared.data;
+    },
+    hash,
+    prevHash,
+  };
 }
 
 function resolveEvent(event: EventFor, session: SessionRecord): AuditEventInput {
