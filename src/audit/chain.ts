@@ -116,8 +116,12 @@ export function prepareAuditEvent(input: AuditEventInput): PreparedEvent {
   return prepareSlowly(type, time, raw as JsonObject);
 }
 
-/** The general path: cap, redact (recording what was removed), canonicalise. */
-function prepareSlowly(type: AuditEventType, time: number | undefined, raw: JsonObject): PreparedEvent {
+/** The general path: cap, redact (recording what was removed), canonicalise. Exported for tests. */
+export function prepareSlowly(
+  type: AuditEventType,
+  time: number | undefined,
+  raw: JsonObject,
+): PreparedEvent {
   // Cut first so that scrubbing works on bounded strings.
   const { data: clean, removed } = redactSecrets(capStrings(raw) as JsonObject);
   if (removed.length > 0) {
