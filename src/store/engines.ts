@@ -14,7 +14,7 @@ import {
 } from 'kysely';
 import { StoreError, wrapStoreError } from './errors.js';
 import type { Database } from './schema.js';
-import { openSqliteWriter, type SqliteWriter } from './sqlite-writer.js';
+import { type BatchEvent, type ChainedEvent, openSqliteWriter, type SqliteWriter } from './sqlite-writer.js';
 import type { StoreEngine } from './types.js';
 
 export const SQLITE_BUSY_TIMEOUT_MS = 5_000;
@@ -40,6 +40,11 @@ export interface Engine {
   write<T>(fn: (trx: Kysely<Database>) => Promise<T>): Promise<T>;
   /** Called inside a write transaction before the chain head is read. */
   lockAuditChain(trx: Kysely<Database>): Promise<void>;
+  /**
+   * Optional fast path for a batch of audit events on their own (no state change): chain and
+   * commit them in one transaction of their own, with the same lock and order guarantees.
+   */
+  appendAuditBatch?(events: readonly BatchEvent[], now: number): Promise<ChainedEvent[]>;
   /** Inside a write transaction: insert chained audit rows, in order, with as few round trips as the engine allows. */
   insertAuditRows(trx: Kysely<Database>, rows: readonly AuditRow[]): Promise<void>;
   /** Run the schema migrations with whatever exclusion the engine needs. */
@@ -208,6 +213,8 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
     write: (fn) => mutex.run(() => transaction(fn)),
     // BEGIN IMMEDIATE already holds the database's single write lock.
     lockAuditChain: async () => {},
+    // The writer thread chains and commits the batch in one step: one message, one fsync.
+    appendAuditBatch: (events, now) => mutex.run(() => writer.appendAudit(events, now)),
     insertAuditRows: async (_trx, rows) => {
       // One prepared statement run per row in the writer thread: one message for the batch.
       await writer.runMany(INSERT_AUDIT_ROW, rows.map(auditRowParams));

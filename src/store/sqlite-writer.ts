@@ -28,6 +28,17 @@ import { StoreError } from './errors.js';
 /** The worker's code (CommonJS, evaluated): kept as text so it runs the same from src and dist. */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const GENESIS = '0'.repeat(64);
+const HEAD = 'select "seq", "hash", "time" from "audit_events" order by "seq" desc limit 1';
+const INSERT = 'insert into "audit_events" ("seq", "time", "type", "data", "hash", "prev_hash") values (?, ?, ?, ?, ?, ?)';
+// chainHash of src/audit/chain.ts (docs/audit.md): the canonical envelope spliced around the
+// canonical data text. Every store test verifies chains this writes.
+function chainHash(prev, seq, time, type, dataText) {
+  return createHash('sha256')
+    .update(prev + '{"data":' + dataText + ',"seq":' + JSON.stringify(seq) + ',"time":' + JSON.stringify(time) + ',"type":' + JSON.stringify(type) + '}', 'utf8')
+    .digest('hex');
+}
 const Database = require(workerData.driver);
 const conns = new Map();
 const retained = [];
@@ -78,6 +89,35 @@ function handle(m) {
       const st = statement(conn(m.conn), m.sql);
       for (const params of m.rows) st.run(params);
       return null;
+    }
+    case 'append': {
+      // One audit batch in one transaction: head, chain in order, insert, commit (one fsync).
+      const c = conn(m.conn);
+      const head = statement(c, HEAD);
+      const insert = statement(c, INSERT);
+      c.db.exec('begin immediate');
+      try {
+        const last = head.get();
+        let seq = last ? Number(last.seq) : 0;
+        let prev = last ? last.hash : GENESIS;
+        let prevTime = last ? Number(last.time) : 0;
+        const first = prev;
+        const out = [];
+        for (const e of m.events) {
+          seq++;
+          const time = Math.max(e.time === undefined ? m.now : e.time, prevTime);
+          const hash = chainHash(prev, seq, time, e.type, e.dataText);
+          insert.run([seq, time, e.type, e.dataText, hash, prev]);
+          out.push(seq, time, hash);
+          prev = hash;
+          prevTime = time;
+        }
+        c.db.exec('commit');
+        return { first, out };
+      } catch (err) {
+        if (c.db.inTransaction) c.db.exec('rollback');
+        throw err;
+      }
     }
     case 'rollback': {
       const c = conn(m.conn);
@@ -198,12 +238,32 @@ export async function crashWriterThreadForTests(): Promise<void> {
   while (t.alive) await new Promise((r) => setTimeout(r, 5));
 }
 
+/** An audit event ready to chain (src/audit/chain.ts PreparedEvent). */
+export interface BatchEvent {
+  readonly type: string;
+  readonly time: number | undefined;
+  readonly dataText: string;
+}
+
+/** Where the writer put an event in the chain. */
+export interface ChainedEvent {
+  seq: number;
+  time: number;
+  hash: string;
+  prevHash: string;
+}
+
 /** One store's connection in the writer thread. */
 export interface SqliteWriter {
   /** Kysely over the writer connection (one connection: callers queue for it). */
   readonly dialect: Dialect;
   /** Run one statement for each row of `rows`, in the connection's current transaction. */
   runMany(sql: string, rows: unknown[][]): Promise<void>;
+  /**
+   * Append a batch of prepared audit events in a transaction of its own, chained in order from
+   * the current head; resolves once committed, to each event's seq, time, hash and prev_hash.
+   */
+  appendAudit(events: readonly BatchEvent[], now: number): Promise<ChainedEvent[]>;
   /** Roll back the connection's transaction, if one is open. */
   rollback(): Promise<void>;
   /** Close the connection (idempotent). */
@@ -232,6 +292,21 @@ export async function openSqliteWriter(
     },
     runMany: async (sql, rows) => {
       await t.request({ op: 'runMany', conn: id, sql, rows });
+    },
+    appendAudit: async (events, now) => {
+      const batch = events.map((e) => ({ type: e.type, time: e.time, dataText: e.dataText }));
+      const r = (await t.request({ op: 'append', conn: id, events: batch, now })) as {
+        first: string;
+        out: Array<number | string>;
+      };
+      const chained: ChainedEvent[] = [];
+      let prevHash = r.first;
+      for (let i = 0; i < r.out.length; i += 3) {
+        const hash = r.out[i + 2] as string;
+        chained.push({ seq: r.out[i] as number, time: r.out[i + 1] as number, hash, prevHash });
+        prevHash = hash;
+      }
+      return chained;
     },
     rollback: async () => {
       await t.request({ op: 'rollback', conn: id });
