@@ -57,12 +57,13 @@ interface PendingAudit {
 const MAX_AUDIT_BATCH = 500;
 
 /**
- * Under sustained load, start an audit commit at most this often (a group-commit delay, like
- * PostgreSQL's commit_delay): the events of the interval share one transaction and one fsync
- * instead of each paying its own. An event that arrives when the writer has been idle for this
- * long is committed at once.
+ * Group-commit delay (like PostgreSQL's commit_delay): when events arrived while a commit was in
+ * flight (several producers, or one producer that does not wait), the next commit starts this
+ * long after the previous one started, so the events of the interval share one transaction and
+ * one fsync instead of each paying its own. An event that finds the writer idle — a lone event,
+ * or a caller awaiting each append in turn — is committed at once.
  */
-export const AUDIT_COMMIT_INTERVAL_MS = 4;
+export const AUDIT_COMMIT_INTERVAL_MS = 5;
 
 export class KyselyStore implements Store {
   readonly #engine: Engine;
@@ -72,8 +73,6 @@ export class KyselyStore implements Store {
   /** Audit events waiting for the next group commit, and the flush draining them. */
   #pendingAudit: PendingAudit[] = [];
   #flushing: Promise<void> | undefined;
-  /** When the last audit batch started (performance.now()). */
-  #lastAuditCommit = Number.NEGATIVE_INFINITY;
 
   private constructor(engine: Engine, clock: () => number) {
     this.#engine = engine;
@@ -280,13 +279,15 @@ export class KyselyStore implements Store {
   }
 
   async #flushAudit(): Promise<void> {
+    let lastStart = Number.NEGATIVE_INFINITY;
     try {
       while (this.#pendingAudit.length > 0) {
-        const wait = this.#lastAuditCommit + AUDIT_COMMIT_INTERVAL_MS - performance.now();
+        // Only reached again when events arrived during the previous commit: under load.
+        const wait = lastStart + AUDIT_COMMIT_INTERVAL_MS - performance.now();
         if (wait > 0 && this.#pendingAudit.length < MAX_AUDIT_BATCH) {
           await new Promise((resolve) => setTimeout(resolve, wait));
         }
-        this.#lastAuditCommit = performance.now();
+        lastStart = performance.now();
         const batch = this.#pendingAudit.splice(0, MAX_AUDIT_BATCH);
         try {
           const prepared = batch.map((item) => item.prepared);
