@@ -204,13 +204,78 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
       }
     });
 
+  // Group commit for state changes: write transactions that queue up while one is in flight run
+  // together in ONE transaction, each inside a savepoint of its own, and share its commit (one
+  // fsync). A job that throws is rolled back to its savepoint and fails alone; if the
+  // transaction itself fails, every job in it fails and none is committed. Each job's promise
+  // settles only after the commit.
+  type Job = {
+    fn: (conn: Kysely<Database>) => Promise<unknown>;
+    resolve: (v: unknown) => void;
+    reject: (e: unknown) => void;
+  };
+  const jobs: Job[] = [];
+  let draining = false;
+  const runGroup = async (group: Job[]): Promise<void> => {
+    if (group.length === 1) {
+      const job = group[0] as Job;
+      await transaction(job.fn).then(job.resolve, job.reject);
+      return;
+    }
+    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    try {
+      await transaction(async (conn) => {
+        for (const job of group) {
+          await sql`savepoint ciport_job`.execute(conn);
+          try {
+            const value = await job.fn(conn);
+            await sql`release ciport_job`.execute(conn);
+            outcomes.push({ ok: true, value });
+          } catch (error) {
+            // Undo this job only. If even that fails, the transaction is gone: fail them all.
+            try {
+              await sql`rollback to ciport_job`.execute(conn);
+              await sql`release ciport_job`.execute(conn);
+            } catch {
+              throw error;
+            }
+            outcomes.push({ ok: false, error });
+          }
+        }
+      });
+    } catch (err) {
+      for (const job of group) job.reject(err);
+      return;
+    }
+    group.forEach((job, i) => {
+      const o = outcomes[i];
+      if (o?.ok) job.resolve(o.value);
+      else job.reject(o?.error);
+    });
+  };
+  const drain = async (): Promise<void> => {
+    draining = true;
+    try {
+      while (jobs.length > 0) {
+        const group = jobs.splice(0, MAX_GROUP_JOBS);
+        await mutex.run(() => runGroup(group));
+      }
+    } finally {
+      draining = false;
+    }
+  };
+
   return {
     kind: 'sqlite',
     db,
     writeDb,
     where,
     scrub: [],
-    write: (fn) => mutex.run(() => transaction(fn)),
+    write: <T>(fn: (conn: Kysely<Database>) => Promise<T>) =>
+      new Promise<T>((resolve, reject) => {
+        jobs.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+        if (!draining) void drain();
+      }),
     // BEGIN IMMEDIATE already holds the database's single write lock.
     lockAuditChain: async () => {},
     // The writer thread chains and commits the batch in one step: one message, one fsync.
@@ -246,6 +311,9 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
     },
   };
 }
+
+/** Most write transactions one SQLite group commit carries. */
+const MAX_GROUP_JOBS = 64;
 
 /** One row of audit_events as the writer inserts it. */
 export interface AuditRow {

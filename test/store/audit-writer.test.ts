@@ -80,6 +80,44 @@ for (const h of engines()) {
       }
     });
 
+    it('concurrent state changes: one that fails is undone alone, the others commit with their events', async () => {
+      const store = await t.open();
+      const sessions = Array.from({ length: 12 }, () => newSession());
+      const jti = { issuer: 'gitlab', jti: 'one-token', expiresAt: sessions[0]!.createdAt + 60_000 };
+      const results = await Promise.allSettled(
+        sessions.map((s, i) => {
+          if (i === 3) {
+            // The event builder throws inside the transaction.
+            return store.createSession(record(s), () => {
+              throw new Error('builder failed');
+            });
+          }
+          // Two sessions present the same single-use token: exactly one may open.
+          return store.createSession(record(s), opened, i === 5 || i === 7 ? { jti } : {});
+        }),
+      );
+      const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [i] : []));
+      expect(failed).toContain(3);
+      expect(failed.length).toBe(2);
+      const replayed = failed.find((i) => i !== 3) as number;
+      expect([5, 7]).toContain(replayed);
+      expect((results[replayed] as PromiseRejectedResult).reason).toMatchObject({
+        code: 'CIPORT_E_TOKEN_REPLAYED',
+      });
+      const stored = new Set((await store.listSessions()).map((s) => s.id));
+      sessions.forEach((s, i) => {
+        expect(stored.has(s.id)).toBe(!failed.includes(i));
+      });
+      const events = await store.auditEvents();
+      expect(
+        events
+          .filter((e) => e.type === 'session.opened')
+          .map((e) => (e.data as { session: string }).session)
+          .sort(),
+      ).toEqual([...stored].sort());
+      expect(await verifyChain(store)).toMatchObject({ ok: true, count: 10 });
+    });
+
     it('commits every event handed to it before close() resolves', async () => {
       const store = await t.open();
       const writes = Array.from({ length: 1200 }, (_, i) => store.appendAudit(query('c', i)));
