@@ -165,7 +165,13 @@ class WriterThread {
 
   constructor() {
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
-    this.#worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { driver } });
+    this.#worker = new Worker(WORKER_SOURCE, {
+      eval: true,
+      workerData: { driver },
+      // The source is CommonJS: a process started with `--input-type=module` (node -e with
+      // imports) must not hand that flag down. Other flags (--cpu-prof, …) are inherited.
+      execArgv: process.execArgv.filter((a) => !/^--(input-type|experimental-default-type)\b/.test(a)),
+    });
     this.#worker.unref();
     this.#worker.on('message', (reply: Reply) => this.#settle(reply));
     this.#worker.on('error', (err) => this.#die(err));

@@ -2,11 +2,17 @@
 // thread must keep ONE chain in call order, lose nothing on close, let the backlog bound memory
 // while the store is stalled, and report failures with stable codes. Both engines.
 
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AuditBacklog } from '../../src/audit/backlog.js';
 import { auditEvent, verifyChain } from '../../src/audit/index.js';
 import type { Store } from '../../src/store/index.js';
 import { crashWriterThreadForTests } from '../../src/store/sqlite-writer.js';
+import { ensureBuilt } from '../fixtures/cli.js';
 import { configLoaded, newSession, opened, record } from './fixtures.js';
 import { engines, type TestDb } from './harness.js';
 
@@ -195,6 +201,26 @@ for (const h of engines()) {
     });
 
     if (h.engine === 'sqlite') {
+      it('the writer thread also starts in a process run as `node --input-type=module -e`', async () => {
+        const dir = mkdtempSync(join(tmpdir(), 'ciport-writer-'));
+        try {
+          const entry = pathToFileURL(join(process.cwd(), 'dist/src/store/index.js')).href;
+          const script = `
+            const { openStore } = await import(${JSON.stringify(entry)});
+            const store = await openStore({ sqlite: { path: ${JSON.stringify(join(dir, 'c.db'))} } }, { dataDir: ${JSON.stringify(dir)} });
+            const e = await store.appendAudit({ type: 'config.loaded', data: { source: 'x', config_hash: 'h', issuers: [], targets: [], rules: [] } });
+            await store.close();
+            process.stdout.write(String(e.seq));`;
+          await ensureBuilt();
+          const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+            encoding: 'utf8',
+          });
+          expect(out).toBe('1');
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      });
+
       it('a writer thread that dies fails writes with CIPORT_E_STORE_UNAVAILABLE; new stores get a new one', async () => {
         const store = await t.open();
         await store.appendAudit(configLoaded(0));
