@@ -25,10 +25,15 @@ import {
 } from 'kysely';
 import { StoreError } from './errors.js';
 
-/** The worker's code (CommonJS, evaluated): kept as text so it runs the same from src and dist. */
+/**
+ * The worker's code, evaluated: kept as text so it runs the same from src and dist. It runs as
+ * CommonJS or as a module (the thread inherits `--input-type=module` from a `node -e` parent),
+ * so it loads everything through process.getBuiltinModule instead of `require`.
+ */
 const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const { createHash } = require('node:crypto');
+const { parentPort, workerData } = process.getBuiltinModule('node:worker_threads');
+const { createHash } = process.getBuiltinModule('node:crypto');
+const { createRequire } = process.getBuiltinModule('node:module');
 const GENESIS = '0'.repeat(64);
 const HEAD = 'select "seq", "hash", "time" from "audit_events" order by "seq" desc limit 1';
 const INSERT = 'insert into "audit_events" ("seq", "time", "type", "data", "hash", "prev_hash") values (?, ?, ?, ?, ?, ?)';
@@ -39,7 +44,7 @@ function chainHash(prev, seq, time, type, dataText) {
     .update(prev + '{"data":' + dataText + ',"seq":' + JSON.stringify(seq) + ',"time":' + JSON.stringify(time) + ',"type":' + JSON.stringify(type) + '}', 'utf8')
     .digest('hex');
 }
-const Database = require(workerData.driver);
+const Database = createRequire(workerData.driver)(workerData.driver);
 const conns = new Map();
 const retained = [];
 function conn(id) {
@@ -165,13 +170,7 @@ class WriterThread {
 
   constructor() {
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
-    this.#worker = new Worker(WORKER_SOURCE, {
-      eval: true,
-      workerData: { driver },
-      // The source is CommonJS: a process started with `--input-type=module` (node -e with
-      // imports) must not hand that flag down. Other flags (--cpu-prof, …) are inherited.
-      execArgv: process.execArgv.filter((a) => !/^--(input-type|experimental-default-type)\b/.test(a)),
-    });
+    this.#worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { driver } });
     this.#worker.unref();
     this.#worker.on('message', (reply: Reply) => this.#settle(reply));
     this.#worker.on('error', (err) => this.#die(err));

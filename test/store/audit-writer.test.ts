@@ -201,7 +201,7 @@ for (const h of engines()) {
     });
 
     if (h.engine === 'sqlite') {
-      it('the writer thread also starts in a process run as `node --input-type=module -e`', async () => {
+      it('the writer thread also starts in a process run as `node --expose-gc --input-type=module -e`', async () => {
         const dir = mkdtempSync(join(tmpdir(), 'ciport-writer-'));
         try {
           const entry = pathToFileURL(join(process.cwd(), 'dist/src/store/index.js')).href;
@@ -212,7 +212,7 @@ for (const h of engines()) {
             await store.close();
             process.stdout.write(String(e.seq));`;
           await ensureBuilt();
-          const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+          const out = execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], {
             encoding: 'utf8',
           });
           expect(out).toBe('1');
