@@ -6,6 +6,7 @@
 // Reported per event: CPU of the main thread (the gateway's event loop), CPU of the whole
 // process (main thread + writer thread + GC), and events committed per second.
 
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -111,6 +112,68 @@ async function shape(kind: 'burst' | 'paced'): Promise<Result> {
   }
 }
 
+/** 16 concurrent session lifecycles (createSession, findBySecretHash, endSession) on SQLite. */
+async function sessions(): Promise<{ perSecond: number; p99: number; mainUs: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'ciport-bench-audit-'));
+  const store = await openStore({ sqlite: { path: join(dir, 'ciport.db') } }, { dataDir: dir });
+  const one = async () => {
+    const secretHash = createHash('sha256').update(randomBytes(32)).digest('hex');
+    const now = Date.now();
+    const record = {
+      id: randomUUID(),
+      secretHash,
+      issuer: principal.issuer,
+      subject: principal.subject,
+      principal,
+      targets: ['db'],
+      rule: 'ci-db',
+      createdAt: now,
+      expiresAt: now + 900_000,
+      leaseExpiresAt: now + 30_000,
+      gatewayId: 'gw-bench',
+    };
+    const summary = { session: record.id, principal, targets: ['db'], rule: 'ci-db' };
+    await store.createSession(record, () =>
+      auditEvent('session.opened', {
+        ...summary,
+        expires_at: new Date(now + 900_000).toISOString(),
+        ttl_ms: 900_000,
+      } as never),
+    );
+    await store.findBySecretHash(secretHash);
+    await store.endSession(record.id, 'client_end', () =>
+      auditEvent('session.ended', { ...summary, reason: 'client_end', duration_ms: 1 } as never),
+    );
+  };
+  try {
+    for (let i = 0; i < 50; i++) await one();
+    const n = 2000;
+    let next = 0;
+    const latencies: number[] = [];
+    const t0 = performance.now();
+    const m0 = mainThreadCpu();
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next++ < n) {
+          const a = performance.now();
+          await one();
+          latencies.push(performance.now() - a);
+        }
+      }),
+    );
+    const seconds = (performance.now() - t0) / 1000;
+    latencies.sort((a, b) => a - b);
+    return {
+      perSecond: n / seconds,
+      p99: latencies[Math.floor(latencies.length * 0.99)] ?? Number.NaN,
+      mainUs: ((mainThreadCpu() - m0) / n) * 1e6,
+    };
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export async function benchAudit(rounds: number): Promise<string> {
   const rows = [['shape', 'main thread CPU µs/event', 'process CPU µs/event', 'events/s']];
   for (const kind of ['burst', 'paced'] as const) {
@@ -123,10 +186,28 @@ export async function benchAudit(rounds: number): Promise<string> {
       median(results.map((r) => r.perSecond)).toFixed(0),
     ]);
   }
+  const lifecycles: Array<Awaited<ReturnType<typeof sessions>>> = [];
+  for (let r = 0; r < rounds; r++) lifecycles.push(await sessions());
+  const sessionRows = [
+    [
+      '16 concurrent session lifecycles (create, find, end)',
+      'sessions/s',
+      'p99 ms',
+      'main thread CPU µs/session',
+    ],
+    [
+      'SQLite store',
+      median(lifecycles.map((l) => l.perSecond)).toFixed(0),
+      median(lifecycles.map((l) => l.p99)).toFixed(1),
+      median(lifecycles.map((l) => l.mainUs)).toFixed(0),
+    ],
+  ];
   return [
     'audit: query events into a SQLite store through the AuditBacklog (burst: 20 000 as fast as allowed; paced: 5 000, one per ~200 µs of other work);',
     `median of ${rounds} rounds; CPU from /proc (main thread) and process.cpuUsage (all threads), minus the same loop without the store`,
     '',
     table(rows),
+    '',
+    table(sessionRows),
   ].join('\n');
 }
