@@ -1,12 +1,16 @@
 // `npm run bench -- <name>…`: the project's own benchmarks. Figures are ratios to a baseline
 // measured in the same run; see docs/performance.md.
 import { benchDecide } from './decide.js';
+import { benchMemory } from './memory.js';
 import { benchPg } from './pg.js';
+import { benchSessions } from './sessions.js';
 import { benchTunnel } from './tunnel.js';
 
 const BENCHES: Record<string, (rounds: number) => Promise<string>> = {
   decide: benchDecide,
+  memory: benchMemory,
   pg: benchPg,
+  sessions: benchSessions,
   tunnel: benchTunnel,
 };
 

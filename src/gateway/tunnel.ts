@@ -12,7 +12,6 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { Socket } from 'node:net';
-import { pipeline } from 'node:stream';
 import { TUNNEL_HEADERS } from '../agent/exits.js';
 import type { AuditBacklog } from '../audit/backlog.js';
 import { auditEvent, type ConnectionClosedBy } from '../audit/events.js';
@@ -371,15 +370,14 @@ class Tunnel implements SessionConnection {
     this.#startedAt = Date.now();
     this.#deps.metrics.tunnelsActive.inc();
     this.#deps.metrics.tunnelsOpened.inc({ target: this.target });
-    // compat request/response, two pipelines and ours all listen for 'close'.
+    // compat request/response, the pipes and ours all listen for 'close'.
     this.#stream.setMaxListeners(32);
     this.#stream.respond({ ':status': 200 });
     this.#metered.open();
     log.info({ session: this.#live.id, connection: this.id, target: this.target }, 'tunnel opened');
     void this.#audit('connection.opened');
 
-    // Upstream failures reset the stream with CONNECT_ERROR: registered before pipeline's own
-    // listeners so that this code, not pipeline's INTERNAL_ERROR, is the one sent.
+    // Upstream failures reset the stream with CONNECT_ERROR.
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       this.#error ??= `upstream error (${err.code ?? err.message})`;
       resetStream(this.#stream, h2.NGHTTP2_CONNECT_ERROR);
@@ -393,13 +391,23 @@ class Tunnel implements SessionConnection {
     });
     this.#stream.on('aborted', () => this.#clientReset());
 
-    let pending = 3; // two pipelines and the stream's close
+    // Two plain pipes, not two pipeline() calls: each pipeline() hangs eos/destroyer closures on
+    // both sides (about 8 KB of heap per idle connection); the two close handlers below do the
+    // part of their teardown the relay needs.
+    const stream = this.#stream;
+    let pending = 2; // the stream's close and the upstream's
     const settle = () => {
       if (--pending === 0) void this.#closed();
     };
-    pipeline(this.#stream, upstream, () => settle());
-    pipeline(upstream, this.#stream, () => settle());
-    this.#stream.once('close', () => {
+    stream.pipe(upstream);
+    upstream.pipe(stream);
+    upstream.once('close', () => {
+      // Gone without its end reaching the client (destroyed, reset without an 'error'): the client
+      // must not read a clean end of stream. A no-op once the stream itself has closed.
+      if (!upstream.readableEnded) resetStream(stream, h2.NGHTTP2_CONNECT_ERROR);
+      settle();
+    });
+    stream.once('close', () => {
       upstream.destroy();
       settle();
     });
