@@ -31,6 +31,7 @@ const CONCURRENCY = 32;
 interface MemoryResult {
   idle: { rss: number; hwm: number };
   loaded: { rss: number; hwm: number };
+  settled: { rss: number; hwm: number };
   afterEnd: { rss: number; hwm: number };
   loadSeconds: number;
   loadCpuSeconds: number;
@@ -91,9 +92,12 @@ async function measureOne(
     const { clients, opened, ids } = await loadGateway(gw, sessions, streams);
     const loadSeconds = (performance.now() - t0) / 1000;
     const loadCpuSeconds = cpuSeconds(gw.proc.pid!) - cpu0;
-    // Idle connections: let timers, GC and allocator settle before reading.
+    // Idle connections: read 5 s after loading, and again once V8's idle-time memory reducer
+    // (a full GC some seconds after allocation stops) has had its chance.
     await sleep(5_000);
     const loaded = memoryMb(gw.proc.pid!);
+    await sleep(15_000);
+    const settled = memoryMb(gw.proc.pid!);
     // Profiling: BENCH_NODE_FLAGS="--heapsnapshot-signal=SIGUSR2" BENCH_MEMORY_SNAPSHOT=1 writes a
     // heap snapshot of the loaded gateway into its working directory.
     if (process.env.BENCH_MEMORY_SNAPSHOT) {
@@ -113,7 +117,7 @@ async function measureOne(
     for (const c of clients) c.close();
     await sleep(3_000);
     const afterEnd = memoryMb(gw.proc.pid!);
-    return { idle, loaded, afterEnd, loadSeconds, loadCpuSeconds, streams: opened.length };
+    return { idle, loaded, settled, afterEnd, loadSeconds, loadCpuSeconds, streams: opened.length };
   } finally {
     await gw.stop();
   }
@@ -130,7 +134,8 @@ export async function benchMemory(_rounds: number): Promise<string> {
       [
         'gateway',
         'idle RSS MB',
-        `RSS MB, ${sessions} sessions × ${streams} connections`,
+        `RSS MB, ${sessions} sessions × ${streams} connections (+5 s)`,
+        'same, +20 s',
         'VmHWM MB',
         'RSS MB after ending them',
         'KB per connection',
@@ -144,9 +149,10 @@ export async function benchMemory(_rounds: number): Promise<string> {
         v.name,
         fmt(m.idle.rss),
         fmt(m.loaded.rss),
-        fmt(m.loaded.hwm),
+        fmt(m.settled.rss),
+        fmt(m.settled.hwm),
         fmt(m.afterEnd.rss),
-        fmt(((m.loaded.rss - m.idle.rss) * 1e6) / 1024 / m.streams),
+        fmt(((m.settled.rss - m.idle.rss) * 1e6) / 1024 / Math.max(1, m.streams)),
         `${m.loadSeconds.toFixed(1)} (${m.loadCpuSeconds.toFixed(1)})`,
       ]);
     }

@@ -12,6 +12,7 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { Socket } from 'node:net';
+import type { Readable, Writable } from 'node:stream';
 import { TUNNEL_HEADERS } from '../agent/exits.js';
 import type { AuditBacklog } from '../audit/backlog.js';
 import { auditEvent, type ConnectionClosedBy } from '../audit/events.js';
@@ -161,6 +162,19 @@ export async function handleConnect(
     return;
   }
   await tunnel.run(refuse);
+}
+
+/**
+ * Copy `from` into `to` with backpressure (pause while `to` is full, resume on its 'drain');
+ * `from`'s end ends `to`, so each direction half-closes on its own. Errors and closes are the
+ * caller's: a write to a destroyed side is dropped.
+ */
+function relay(from: Readable, to: Writable): void {
+  from.on('data', (chunk: Buffer) => {
+    if (!to.write(chunk)) from.pause();
+  });
+  to.on('drain', () => from.resume());
+  from.once('end', () => to.end());
 }
 
 /** A granted target no local config names: what the tunnel knows of it (an agent's). */
@@ -391,16 +405,17 @@ class Tunnel implements SessionConnection {
     });
     this.#stream.on('aborted', () => this.#clientReset());
 
-    // Two plain pipes, not two pipeline() calls: each pipeline() hangs eos/destroyer closures on
-    // both sides (about 8 KB of heap per idle connection); the two close handlers below do the
-    // part of their teardown the relay needs.
+    // Two lean relays, not two pipeline() calls: each pipeline() (and each pipe()) hangs
+    // eos/destroyer/unpipe closures and once-wrappers on both sides, most of an idle
+    // connection's heap; the two close handlers below do the part of their teardown the tunnel
+    // needs.
     const stream = this.#stream;
     let pending = 2; // the stream's close and the upstream's
     const settle = () => {
       if (--pending === 0) void this.#closed();
     };
-    stream.pipe(upstream);
-    upstream.pipe(stream);
+    relay(stream, upstream);
+    relay(upstream, stream);
     upstream.once('close', () => {
       // Gone without its end reaching the client (destroyed, reset without an 'error'): the client
       // must not read a clean end of stream. A no-op once the stream itself has closed.
