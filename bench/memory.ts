@@ -35,6 +35,8 @@ interface MemoryResult {
   afterEnd: { rss: number; hwm: number };
   loadSeconds: number;
   loadCpuSeconds: number;
+  /** Gateway CPU while the loaded connections sit idle (sweeps, timers), % of one core. */
+  idleCpuPercent: number;
   streams: number;
 }
 
@@ -96,8 +98,10 @@ async function measureOne(
     // (a full GC some seconds after allocation stops) has had its chance.
     await sleep(5_000);
     const loaded = memoryMb(gw.proc.pid!);
+    const idleCpu0 = cpuSeconds(gw.proc.pid!);
     await sleep(15_000);
     const settled = memoryMb(gw.proc.pid!);
+    const idleCpuPercent = ((cpuSeconds(gw.proc.pid!) - idleCpu0) / 15) * 100;
     // Profiling: BENCH_NODE_FLAGS="--heapsnapshot-signal=SIGUSR2" BENCH_MEMORY_SNAPSHOT=1 writes a
     // heap snapshot of the loaded gateway into its working directory.
     if (process.env.BENCH_MEMORY_SNAPSHOT) {
@@ -117,7 +121,16 @@ async function measureOne(
     for (const c of clients) c.close();
     await sleep(3_000);
     const afterEnd = memoryMb(gw.proc.pid!);
-    return { idle, loaded, settled, afterEnd, loadSeconds, loadCpuSeconds, streams: opened.length };
+    return {
+      idle,
+      loaded,
+      settled,
+      afterEnd,
+      loadSeconds,
+      loadCpuSeconds,
+      idleCpuPercent,
+      streams: opened.length,
+    };
   } finally {
     await gw.stop();
   }
@@ -140,6 +153,7 @@ export async function benchMemory(_rounds: number): Promise<string> {
         'RSS MB after ending them',
         'KB per connection',
         'load s (CPU s)',
+        'CPU % while idle-loaded',
       ],
     ];
     for (const v of variants()) {
@@ -154,6 +168,7 @@ export async function benchMemory(_rounds: number): Promise<string> {
         fmt(m.afterEnd.rss),
         fmt(((m.settled.rss - m.idle.rss) * 1e6) / 1024 / Math.max(1, m.streams)),
         `${m.loadSeconds.toFixed(1)} (${m.loadCpuSeconds.toFixed(1)})`,
+        m.idleCpuPercent.toFixed(1),
       ]);
     }
     return [
