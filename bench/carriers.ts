@@ -416,6 +416,14 @@ const MEASURES: Measure[] = [
 
 type Path = 'direct' | Carrier;
 
+function push(into: Record<string, Record<string, number[]>>, measure: string, path: string, v: number) {
+  const byPath = into[measure] ?? {};
+  into[measure] = byPath;
+  const list = byPath[path] ?? [];
+  byPath[path] = list;
+  list.push(v);
+}
+
 export async function benchCarriers(rounds: number): Promise<string> {
   const certDir = mkdtempSync(join(tmpdir(), 'ciport-bench-carriers-'));
   const procs: ChildProcess[] = [];
@@ -464,10 +472,10 @@ export async function benchCarriers(rounds: number): Promise<string> {
           const after = pair ? (await cpuOf(pair.entry.proc)) + (await cpuOf(pair.exit.proc)) : 0;
           const v = m.units / seconds;
           got[path] = v;
-          (rate[m.name]![path] ??= []).push(v);
-          if (pair) (cpu[m.name]![path] ??= []).push((after - before) / m.units / m.cpuScale);
+          push(rate, m.name, path, v);
+          if (pair) push(cpu, m.name, path, (after - before) / m.units / m.cpuScale);
         }
-        for (const path of CARRIERS) (ratio[m.name]![path] ??= []).push(got[path]! / got.direct!);
+        for (const path of CARRIERS) push(ratio, m.name, path, got[path]! / got.direct!);
       }
       load.push(loadavg()[0]);
     }
