@@ -10,8 +10,9 @@
 // - tls-connect: one TLS connection per tunnel opened with an HTTP/1.1 CONNECT request and a
 //   bearer header (what a per-tunnel carrier on the gateway's port would do), then raw bytes.
 // - h2: one TLS connection, HTTP/2 CONNECT stream per tunnel, Node's default settings.
-// - h2-tuned: the same with large stream and connection windows, 16 MiB max frame size, no
-//   padding, more session memory, Nagle off (what ciport's client and gateway set).
+// - h2-ciport: ciport's settings before issue 11 (1 MiB stream window, 16 MiB connection window,
+//   64 MiB session memory); h2-nodelay: the same with Nagle off on the TLS socket; h2-tuned:
+//   16 MiB stream and 64 MiB connection windows, 16 MiB max frame size, Nagle off.
 //
 // Per measure and carrier: the rate, its ratio to direct in the same round, and the CPU time of
 // the two relay processes per unit of work (process.cpuUsage over IPC), which the other load on
@@ -35,7 +36,7 @@ import { type TLSSocket, connect as tlsConnect, createServer as tlsCreateServer 
 import { ensureGeneratedTls } from '../src/transport/tls.js';
 import { fmt, median, nodeFlags, table } from './stats.js';
 
-const CARRIERS = ['net', 'tls', 'tls-connect', 'h2', 'h2-tuned'] as const;
+const CARRIERS = ['net', 'tls', 'tls-connect', 'h2', 'h2-ciport', 'h2-nodelay', 'h2-tuned'] as const;
 type Carrier = (typeof CARRIERS)[number];
 const MB = 1_000_000;
 const ROLE_FLAG = '--carrier-role';
@@ -50,17 +51,45 @@ interface RoleArgs {
   certDir: string;
 }
 
-const TUNED_WINDOW = 16 << 20;
-const TUNED_CONNECTION_WINDOW = 64 << 20;
+interface H2Tuning {
+  settings: { initialWindowSize?: number; maxFrameSize?: number; enablePush: false };
+  connectionWindow?: number;
+  maxSessionMemory?: number;
+  noDelay: boolean;
+}
+
+/** h2-ciport: what ciport's client and gateway set before issue 11; h2-nodelay: plus Nagle off. */
+function h2Tuning(carrier: Carrier): H2Tuning {
+  const ciport = {
+    settings: { initialWindowSize: 1 << 20, enablePush: false as const },
+    connectionWindow: 16 << 20,
+    maxSessionMemory: 64,
+  };
+  switch (carrier) {
+    case 'h2-ciport':
+      return { ...ciport, noDelay: false };
+    case 'h2-nodelay':
+      return { ...ciport, noDelay: true };
+    case 'h2-tuned':
+      return {
+        settings: { initialWindowSize: 16 << 20, maxFrameSize: (1 << 24) - 1, enablePush: false },
+        connectionWindow: 64 << 20,
+        maxSessionMemory: 256,
+        noDelay: true,
+      };
+    default:
+      return { settings: { enablePush: false }, noDelay: false };
+  }
+}
 
 function h2ServerOptions(carrier: Carrier, tls: { cert: string; key: string }): SecureServerOptions {
   const base: SecureServerOptions = { cert: tls.cert, key: tls.key, ALPNProtocols: ['h2'] };
-  if (carrier !== 'h2-tuned') return base;
+  const t = h2Tuning(carrier);
   return {
     ...base,
-    maxSessionMemory: 256,
+    ...(t.maxSessionMemory ? { maxSessionMemory: t.maxSessionMemory } : {}),
     paddingStrategy: h2c.PADDING_STRATEGY_NONE,
-    settings: { initialWindowSize: TUNED_WINDOW, maxFrameSize: (1 << 24) - 1, enablePush: false },
+    settings: t.settings,
   };
 }
 
@@ -135,9 +164,10 @@ async function runExit(args: RoleArgs): Promise<number> {
       const server = createSecureServer(h2ServerOptions(args.carrier, tls));
       server.on('session', (session) => {
         session.on('error', () => {});
-        if (args.carrier === 'h2-tuned') session.setLocalWindowSize(TUNED_CONNECTION_WINDOW);
+        const w = h2Tuning(args.carrier).connectionWindow;
+        if (w) session.setLocalWindowSize(w);
       });
-      if (args.carrier === 'h2-tuned') server.on('secureConnection', (s: TLSSocket) => s.setNoDelay(true));
+      if (h2Tuning(args.carrier).noDelay) server.on('secureConnection', (s: TLSSocket) => s.setNoDelay(true));
       server.on('stream', (stream: ServerHttp2Stream) => {
         stream.on('error', () => {});
         const up = dial();
@@ -178,32 +208,32 @@ async function runEntry(args: RoleArgs): Promise<number> {
   let session: ClientHttp2Session | undefined;
   const h2session = (): Promise<ClientHttp2Session> => {
     if (session && !session.destroyed) return Promise.resolve(session);
-    const tuned = args.carrier === 'h2-tuned';
+    const t = h2Tuning(args.carrier);
     const s = h2connect(`https://127.0.0.1:${args.port}`, {
       rejectUnauthorized: false,
-      ...(tuned
+      ...(t.noDelay
         ? {
             createConnection: () => {
-              const t = tlsConnect({
+              const socket = tlsConnect({
                 host: '127.0.0.1',
                 port: args.port,
                 rejectUnauthorized: false,
                 ALPNProtocols: ['h2'],
               });
-              t.setNoDelay(true);
-              return t;
+              socket.setNoDelay(true);
+              return socket;
             },
-            maxSessionMemory: 256,
-            paddingStrategy: h2c.PADDING_STRATEGY_NONE,
-            settings: { initialWindowSize: TUNED_WINDOW, maxFrameSize: (1 << 24) - 1, enablePush: false },
           }
         : {}),
+      ...(t.maxSessionMemory ? { maxSessionMemory: t.maxSessionMemory } : {}),
+      paddingStrategy: h2c.PADDING_STRATEGY_NONE,
+      settings: t.settings,
     });
     session = s;
     s.on('error', () => {});
     return new Promise((resolve) =>
       s.once('connect', () => {
-        if (tuned) s.setLocalWindowSize(TUNED_CONNECTION_WINDOW);
+        if (t.connectionWindow) s.setLocalWindowSize(t.connectionWindow);
         resolve(s);
       }),
     );

@@ -8,7 +8,7 @@
 // little-endian), IPv6 as four such words; an IPv4 peer using an AF_INET6 socket shows up in
 // tcp6 as ::ffff:a.b.c.d. A socket its process has already closed lingers as a time-wait entry
 // with uid 0 and inode 0: that says nothing about the peer, so it counts as "not found".
-import { open } from 'node:fs/promises';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { endianness } from 'node:os';
 
@@ -109,44 +109,39 @@ export function peerUid(entries: SocketEntry[], peer: Endpoint, listener: Endpoi
   return uids.size === 1 ? [...uids][0] : undefined;
 }
 
-/**
- * The whole file. The kernel hands out /proc/net/tcp about 4 KiB per read(2), so a busy runner's
- * table (thousands of time-wait rows) takes a hundred calls: read into one large buffer
- * (readFile's growth strategy made it ten times slower, measured), asynchronously, so the
- * event loop keeps accepting meanwhile and those connections share the next read.
- */
-async function readProcFile(file: string): Promise<string> {
-  const fh = await open(file, 'r');
-  try {
-    let buf = Buffer.allocUnsafe(1 << 20);
-    let n = 0;
-    for (;;) {
-      if (n === buf.length) {
-        const bigger = Buffer.allocUnsafe(buf.length * 2);
-        buf.copy(bigger, 0, 0, n);
-        buf = bigger;
-      }
-      const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
-      if (bytesRead === 0) break;
-      n += bytesRead;
-    }
-    return buf.toString('latin1', 0, n);
-  } finally {
-    await fh.close();
-  }
+interface Waiter {
+  peer: Endpoint;
+  listener: Endpoint;
+  /** `:PORT ` of the listener in the table's hex: every row of a connection to it has it. */
+  needle: string;
+  resolve(entry: SocketEntry | undefined): void;
+  reject(err: Error): void;
+  done: boolean;
 }
 
+/** read(2) calls per event-loop turn of a scan: ~4 KiB each, so ~128 KiB (a few ms) at a time. */
+const READS_PER_TURN = 32;
+
 /**
- * Reads of one socket table file, shared: a lookup joins the next read that starts after it was
- * asked for (a read already under way may predate its connection). Node accepts one connection
- * per turn of the event loop, so while a read runs the next batch gathers: 500 parallel
- * connections cost two reads, not 500. Each lookup parses the text for its own port only.
+ * Lookups in one socket table file, sharing scans. Reading the table is the cost: the kernel
+ * formats every socket of the namespace (time-wait ones included, ~2 µs each; a runner that has
+ * opened thousands of connections lists thousands) and hands it out about 4 KiB per read(2).
+ * So a scan stops as soon as every lookup it carries has found its row: the kernel keeps at
+ * most one live socket per 4-tuple, so the first row with the peer's 4-tuple is the one (on
+ * average half the table is read). Lookups asked for in the same event-loop turn (Node accepts
+ * a batch of connections per turn) share one scan; one asked for while a scan runs waits for the
+ * next, which starts after it was asked for (the running one may have passed its row already).
+ * Reads are synchronous in slices of READS_PER_TURN (a promise and a thread-pool hop per 4 KiB
+ * cost a third more CPU, measured), yielding to the event loop between slices.
  */
 export class SocketTable {
   readonly #file: string;
   readonly #optional: boolean;
-  #running: Promise<string> | undefined;
-  #queued: Promise<string> | undefined;
+  #running = false;
+  #queued: Waiter[] = [];
+  #scheduled = false;
+  /** Scans started so far (tests: lookups share scans). */
+  scans = 0;
 
   /** `optional`: a missing file is an empty table (tcp6 when IPv6 is disabled). */
   constructor(file: string, optional = false) {
@@ -154,30 +149,120 @@ export class SocketTable {
     this.#optional = optional;
   }
 
-  snapshot(): Promise<string> {
-    if (!this.#running) {
-      const run = readProcFile(this.#file).catch((err: NodeJS.ErrnoException) => {
-        if (this.#optional && err.code === 'ENOENT') return '';
-        throw err;
+  /** The first row whose local end is `peer` and remote end is `listener` (undefined: none). */
+  lookup(peer: Endpoint, listener: Endpoint): Promise<SocketEntry | undefined> {
+    return new Promise((resolve, reject) => {
+      this.#queued.push({
+        peer: { address: normalizeAddress(peer.address), port: peer.port },
+        listener: { address: normalizeAddress(listener.address), port: listener.port },
+        needle: `:${listener.port.toString(16).toUpperCase().padStart(4, '0')} `,
+        resolve,
+        reject,
+        done: false,
       });
-      this.#running = run;
-      const clear = () => {
-        if (this.#running === run) this.#running = undefined;
-      };
-      run.then(clear, clear);
-      return run;
-    }
-    this.#queued ??= this.#running.then(
-      () => this.#next(),
-      () => this.#next(),
-    );
-    return this.#queued;
+      this.#schedule();
+    });
   }
 
-  #next(): Promise<string> {
-    this.#queued = undefined;
-    return this.snapshot();
+  #schedule(): void {
+    if (this.#running || this.#scheduled || this.#queued.length === 0) return;
+    this.#scheduled = true;
+    // After the current turn: the connections accepted in it join this scan.
+    setImmediate(() => {
+      this.#scheduled = false;
+      if (this.#running || this.#queued.length === 0) return;
+      const waiters = this.#queued;
+      this.#queued = [];
+      this.#running = true;
+      this.scans += 1;
+      this.#scan(waiters);
+    });
   }
+
+  #scan(waiters: Waiter[]): void {
+    const finish = (err?: Error) => {
+      for (const w of waiters) {
+        if (w.done) continue;
+        w.done = true;
+        if (err) w.reject(err);
+        else w.resolve(undefined);
+      }
+      this.#running = false;
+      this.#schedule();
+    };
+    let fd: number;
+    try {
+      fd = openSync(this.#file, 'r');
+    } catch (err) {
+      if (this.#optional && (err as NodeJS.ErrnoException).code === 'ENOENT') finish();
+      else finish(err as Error);
+      return;
+    }
+    const buf = Buffer.allocUnsafe(64 * 1024);
+    let carry = '';
+    let pending = waiters.length;
+    const close = (err?: Error) => {
+      try {
+        closeSync(fd);
+      } catch {
+        // nothing to do
+      }
+      finish(err);
+    };
+    const slice = () => {
+      try {
+        for (let i = 0; i < READS_PER_TURN; i++) {
+          const n = readSync(fd, buf, 0, buf.length, null);
+          if (n === 0) {
+            close();
+            return;
+          }
+          const text = carry + buf.toString('latin1', 0, n);
+          const lastNl = text.lastIndexOf('\n');
+          carry = lastNl < 0 ? text : text.slice(lastNl + 1);
+          if (lastNl >= 0) pending -= match(text.slice(0, lastNl + 1), waiters);
+          if (pending === 0) {
+            close();
+            return;
+          }
+        }
+      } catch (err) {
+        close(err as Error);
+        return;
+      }
+      setImmediate(slice);
+    };
+    slice();
+  }
+}
+
+/** Resolve the waiters whose row is among `lines` (whole rows); how many were resolved. */
+function match(lines: string, waiters: Waiter[]): number {
+  let resolved = 0;
+  const seen = new Set<string>();
+  for (const w of waiters) {
+    if (w.done || seen.has(w.needle)) continue;
+    seen.add(w.needle);
+    let at = lines.indexOf(w.needle);
+    while (at >= 0) {
+      const from = lines.lastIndexOf('\n', at) + 1;
+      const to = lines.indexOf('\n', at);
+      const row = lines.slice(from, to < 0 ? undefined : to + 1);
+      for (const e of parseProcNetTcp(row)) {
+        for (const x of waiters) {
+          if (x.done || x.needle !== w.needle) continue;
+          if (e.local.port !== x.peer.port || e.remote.port !== x.listener.port) continue;
+          if (e.local.address !== x.peer.address || e.remote.address !== x.listener.address) continue;
+          x.done = true;
+          resolved += 1;
+          x.resolve(e);
+        }
+      }
+      if (to < 0) break;
+      at = lines.indexOf(w.needle, to);
+    }
+  }
+  return resolved;
 }
 
 export type PeerVerdict = { ok: true; uid: number } | { ok: false; uid?: number | undefined; reason: string };
@@ -205,17 +290,6 @@ export function sameUserCheck(
     new SocketTable('/proc/net/tcp'),
     new SocketTable('/proc/net/tcp6', true),
   ];
-  // The rows of the last text read, per port: a batch of connections shares one parse.
-  let last: { text: string; rows: Map<number, SocketEntry[]> } | undefined;
-  const parsed = (text: string, port: number): SocketEntry[] => {
-    if (last?.text !== text) last = { text, rows: new Map() };
-    let rows = last.rows.get(port);
-    if (!rows) {
-      rows = parseProcNetTcp(text, undefined, port);
-      last.rows.set(port, rows);
-    }
-    return rows;
-  };
   return async (socket) => {
     const { remoteAddress, remotePort, localAddress, localPort } = socket;
     if (!remoteAddress || !remotePort || !localAddress || !localPort) {
@@ -225,15 +299,18 @@ export function sameUserCheck(
     const listener = { address: localAddress, port: localPort };
     let found: number | undefined;
     for (const table of tables) {
-      let text: string;
+      let entry: SocketEntry | undefined;
       try {
-        text = await table.snapshot();
+        entry = await table.lookup(peer, listener);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
         return { ok: false, reason: `cannot read the socket table (${code})` };
       }
-      found = peerUid(parsed(text, localPort), peer, listener);
-      if (found !== undefined) break;
+      // A time-wait row (inode 0) says nothing about who the peer was: not found.
+      if (entry && entry.inode !== 0) {
+        found = entry.uid;
+        break;
+      }
     }
     if (found === undefined) return { ok: false, reason: 'the connecting socket is not in the socket table' };
     // root passes too: it can read the job's memory and environment anyway, and `sudo curl …` or
