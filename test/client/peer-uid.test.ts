@@ -2,7 +2,10 @@
 // time-wait, garbage), and the check on real sockets of this process and of another OS user
 // (`setpriv --reuid=65534`, the tests run as root here and in CI).
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -77,6 +80,72 @@ describe('the /proc/net/tcp parser', () => {
     expect(normalizeAddress('::1')).toBe('0:0:0:0:0:0:0:1');
     expect(normalizeAddress('0:0:0:0:0:0:0:1')).toBe('0:0:0:0:0:0:0:1');
     expect(normalizeAddress('::ffff:7f00:1')).toBe('127.0.0.1');
+  });
+});
+
+describe.runIf(process.platform === 'linux')('a socket table scan', () => {
+  // A table like a busy runner's: thousands of unrelated rows (other ports) around the rows of
+  // connections to the listener 127.0.0.1:8080, so rows cross the reads' boundaries.
+  const filler = (from: number, n: number) =>
+    Array.from(
+      { length: n },
+      (_, i) =>
+        `${String(from + i).padStart(5)}: 0100007F:${(0x2000 + i).toString(16).toUpperCase().padStart(4, '0')} 0100007F:0016 06 00000000:00000000 03:00000F9B 00000000     0        0 0 3 0000000000000000\n`,
+    ).join('');
+  const rows = TCP.split('\n');
+  const dir = mkdtempSync(join(tmpdir(), 'ciport-peer-uid-'));
+  const file = join(dir, 'tcp');
+  writeFileSync(
+    file,
+    `${rows[0]}\n${filler(100, 700)}${rows.slice(1, 3).join('\n')}\n${filler(900, 1500)}${rows.slice(3).join('\n')}`,
+  );
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const listener = { address: '127.0.0.1', port: 8080 };
+
+  it("finds each peer's row; lookups asked in the same turn share one scan", async () => {
+    const table = new SocketTable(file);
+    const got = await Promise.all([
+      table.lookup({ address: '127.0.0.1', port: 0xa000 }, listener),
+      table.lookup({ address: '::ffff:127.0.0.1', port: 0xa001 }, listener),
+      table.lookup({ address: '127.0.0.1', port: 0xa00f }, listener),
+    ]);
+    expect(got[0]).toMatchObject({ uid: 65534, inode: 7001 });
+    expect(got[1]).toMatchObject({ uid: 0, inode: 0 });
+    expect(got[2]).toBeUndefined();
+    expect(table.scans).toBe(1);
+  });
+
+  it('the check refuses another uid and a time-wait row, and fails closed on an unreadable table', async () => {
+    const check = sameUserCheck({ uid: 1000, tables: [new SocketTable(file)] }) as NonNullable<
+      ReturnType<typeof sameUserCheck>
+    >;
+    const from = (port: number) => ({
+      remoteAddress: '127.0.0.1',
+      remotePort: port,
+      localAddress: '127.0.0.1',
+      localPort: 8080,
+    });
+    expect(await check(from(0xa000))).toEqual({
+      ok: false,
+      uid: 65534,
+      reason: "uid 65534 is not this job's uid 1000",
+    });
+    expect(await check(from(0xa001))).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/not in the/),
+    });
+    const asNobody = sameUserCheck({ uid: 65534, tables: [new SocketTable(file)] });
+    expect(await asNobody?.(from(0xa000))).toEqual({ ok: true, uid: 65534 });
+    const missing = sameUserCheck({ tables: [new SocketTable(join(dir, 'nope'))] });
+    expect(await missing?.(from(0xa000))).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/ENOENT/),
+    });
+    const optional = sameUserCheck({ tables: [new SocketTable(join(dir, 'nope'), true)] });
+    expect(await optional?.(from(0xa000))).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/not in the/),
+    });
   });
 });
 
