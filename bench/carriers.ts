@@ -43,7 +43,7 @@ const ROLE_FLAG = '--carrier-role';
 
 // ---------------------------------------------------------------- relay processes
 
-interface RoleArgs {
+export interface RoleArgs {
   role: 'entry' | 'exit';
   carrier: Carrier;
   /** entry: the exit's port; exit: the target's port. */
@@ -304,12 +304,13 @@ if (process.argv[2] === ROLE_FLAG) {
 
 // ---------------------------------------------------------------- driver
 
-interface Relay {
+export interface Relay {
   proc: ChildProcess;
   port: number;
 }
 
-function startRole(args: RoleArgs): Promise<Relay> {
+/** Start one relay process (also used by bench/tunnel.ts for its bare TLS relay path). */
+export function startRole(args: RoleArgs): Promise<Relay> {
   const proc = fork(new URL(import.meta.url).pathname, [ROLE_FLAG, JSON.stringify(args)], {
     execArgv: nodeFlags(),
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],

@@ -17,6 +17,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GatewayClient, PortSession } from '../src/client/index.js';
 import { DevSigner, mintToken } from '../src/identity/index.js';
+import { startRole } from './carriers.js';
 import { fmt, median, nodeFlags, table } from './stats.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -136,8 +137,9 @@ async function setups(host: string, port: number, n: number): Promise<number> {
   return n / ((performance.now() - start) / 1000);
 }
 
-type Path = 'direct' | 'port' | 'agent';
-const PATHS: readonly Path[] = ['direct', 'port', 'agent'];
+type Path = 'direct' | 'port' | 'agent' | 'tls';
+/** tls: a bare two-process node:tls relay (bench/carriers.ts), the runtime's ceiling for a hop. */
+const PATHS: readonly Path[] = ['direct', 'port', 'agent', 'tls'];
 /** The agent's targets: the same echo and sink, under names the gateway's config does not have. */
 const AGENT_TARGETS = ['agent-echo', 'agent-sink'] as const;
 const AGENT_NAME = 'bench';
@@ -243,7 +245,26 @@ rules:
       host: env[`CIPORT_${name}_HOST`]!,
       port: Number(env[`CIPORT_${name}_PORT`]),
     });
+    const relay = async (target: number) => {
+      const exit = await startRole({
+        role: 'exit',
+        carrier: 'tls',
+        port: target,
+        certDir: join(dir, 'relay'),
+      });
+      const entry = await startRole({
+        role: 'entry',
+        carrier: 'tls',
+        port: exit.port,
+        certDir: join(dir, 'relay'),
+      });
+      procs.push(exit.proc, entry.proc);
+      return { host: '127.0.0.1', port: entry.port, pids: [exit.proc.pid, entry.proc.pid] };
+    };
+    const relayEcho = await relay(ports.echo);
+    const relaySink = await relay(ports.sink);
     const endpoints: Record<Path, Endpoints> = {
+      tls: { echo: relayEcho, sink: relaySink },
       direct: {
         echo: { host: '127.0.0.1', port: ports.echo },
         sink: { host: '127.0.0.1', port: ports.sink },
@@ -253,11 +274,13 @@ rules:
     };
 
     const results: Record<string, Record<Path, number[]>> = {};
-    const ratios: Record<string, { port: number[]; agent: number[] }> = {};
+    const ratios: Record<string, { port: number[]; agent: number[]; tls: number[]; portToTls: number[] }> =
+      {};
     // The proxy's CPU per unit of work: client + gateway (+ agent on the agent path).
-    const cpu: Record<string, { port: number[]; agent: number[] }> = {};
+    const cpu: Record<string, { port: number[]; agent: number[]; tls: number[] }> = {};
     const proxies: Record<Path, (number | undefined)[]> = {
       direct: [],
+      tls: [...relayEcho.pids, ...relaySink.pids],
       port: [open.pid, gateway.pid],
       agent: [open.pid, gateway.pid, procs.find((p) => p.spawnargs.includes('agent'))?.pid],
     };
@@ -267,9 +290,9 @@ rules:
       // Rotate which path goes first, so warm-up and drift do not favour one.
       const order = PATHS.map((_, i) => PATHS[(i + r) % PATHS.length] as Path);
       for (const [name, fn, unit] of MEASURES) {
-        results[name] ??= { direct: [], port: [], agent: [] };
-        ratios[name] ??= { port: [], agent: [] };
-        cpu[name] ??= { port: [], agent: [] };
+        results[name] ??= { direct: [], port: [], agent: [], tls: [] };
+        ratios[name] ??= { port: [], agent: [], tls: [], portToTls: [] };
+        cpu[name] ??= { port: [], agent: [], tls: [] };
         const measured: Partial<Record<Path, number>> = {};
         for (const path of order) {
           const before = proxyCpu(path);
@@ -281,6 +304,8 @@ rules:
         }
         ratios[name].port.push((measured.port as number) / (measured.direct as number));
         ratios[name].agent.push((measured.agent as number) / (measured.direct as number));
+        ratios[name].tls.push((measured.tls as number) / (measured.direct as number));
+        ratios[name].portToTls.push((measured.port as number) / (measured.tls as number));
       }
       load.push(loadavg()[0] as number);
     }
@@ -296,6 +321,10 @@ rules:
         'via agent',
         'ratio via agent',
         'agent path CPU',
+        'bare node:tls relay',
+        'ratio',
+        'relay CPU',
+        'port / tls relay',
       ],
     ];
     for (const [name, , unit] of MEASURES) {
@@ -311,6 +340,10 @@ rules:
         fmt(median(v.agent)),
         `${median(q.agent).toFixed(2)}x`,
         `${fmt(median(c.agent))} ${unit.per}`,
+        fmt(median(v.tls)),
+        `${median(q.tls).toFixed(2)}x`,
+        `${fmt(median(c.tls))} ${unit.per}`,
+        `${median(q.portToTls).toFixed(2)}x`,
       ]);
     }
     return [
