@@ -318,6 +318,9 @@ for line in sys.stdin:
 export class SockDiag {
   #child: ChildProcessByStdio<Writable, Readable, null> | undefined;
   #dead = false;
+  /** The helper answered its first (probe) line: until then lookups scan instead of waiting. */
+  #ready = false;
+  readonly #onReady: ((ready: boolean) => void)[] = [];
   #nextId = 1;
   #buffered = '';
   readonly #pending = new Map<number, (entry: { uid: number; inode: number } | undefined) => void>();
@@ -329,6 +332,21 @@ export class SockDiag {
   constructor(options: { command?: string; timeoutMs?: number } = {}) {
     this.#command = options.command ?? 'python3';
     this.#timeoutMs = options.timeoutMs ?? 1000;
+  }
+
+  /**
+   * Start the helper now (the port does when it opens its listeners), so that it is ready by
+   * the first connection; a lookup never waits for it to start (python3 can take a second).
+   */
+  start(): void {
+    this.#start();
+  }
+
+  /** Resolves once the helper answers (true) or is known not to run (false). */
+  whenReady(): Promise<boolean> {
+    if (!this.#start()) return Promise.resolve(false);
+    if (this.#ready) return Promise.resolve(true);
+    return new Promise((resolve) => this.#onReady.push(resolve));
   }
 
   #start(): ChildProcessByStdio<Writable, Readable, null> | undefined {
@@ -358,6 +376,12 @@ export class SockDiag {
     (child.stdin as unknown as { unref?: () => void }).unref?.();
     (child.stdout as unknown as { unref?: () => void }).unref?.();
     this.#child = child;
+    // Any answer to the probe (port 0 is never a socket's: `none`) means it runs.
+    this.#pending.set(0, () => {
+      this.#ready = !this.#dead;
+      for (const r of this.#onReady.splice(0)) r(this.#ready);
+    });
+    child.stdin.write('0 4 127.0.0.1 0 127.0.0.1 0\n');
     return child;
   }
 
@@ -370,6 +394,7 @@ export class SockDiag {
       nl = this.#buffered.indexOf('\n');
       const resolve = this.#pending.get(Number(id));
       if (!resolve) continue;
+      this.#ready = true;
       this.#pending.delete(Number(id));
       const live = a !== undefined && b !== undefined && /^\d+$/.test(a) && /^\d+$/.test(b);
       resolve(live ? { uid: Number(a), inode: Number(b) } : undefined);
@@ -383,7 +408,7 @@ export class SockDiag {
     const family = isIPv4(p) && isIPv4(l) ? 4 : isIPv6(p) && isIPv6(l) ? 6 : 0;
     if (family === 0) return Promise.resolve(undefined);
     const child = this.#start();
-    if (!child) return Promise.resolve(undefined);
+    if (!child || !this.#ready) return Promise.resolve(undefined);
     const id = this.#nextId++;
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
@@ -439,6 +464,7 @@ export function sameUserCheck(
     new SocketTable('/proc/net/tcp6', true),
   ];
   const diag = options.diag === undefined ? new SockDiag() : options.diag;
+  if (diag) diag.start();
   return async (socket) => {
     const { remoteAddress, remotePort, localAddress, localPort } = socket;
     if (!remoteAddress || !remotePort || !localAddress || !localPort) {

@@ -259,6 +259,8 @@ describe.runIf(process.platform === 'linux')('the peer check on real sockets', (
 
   it('asks the kernel for the exact 4-tuple (sock_diag) first: this uid and another one, no table read', async () => {
     const diag = new SockDiag();
+    // Lookups do not wait for the helper to start (they scan meanwhile): wait for it here.
+    expect(await diag.whenReady()).toBe(true);
     // An unreadable table: every verdict below comes from the exact lookup.
     const exactOnly = sameUserCheck({ diag, tables: [new SocketTable('/nonexistent/tcp')] }) as NonNullable<
       ReturnType<typeof sameUserCheck>
