@@ -1,6 +1,7 @@
 // `npm run bench -- <name>…`: the project's own benchmarks. Figures are ratios to a baseline
 // measured in the same run; see docs/performance.md.
 import { benchAudit } from './audit.js';
+import { benchCarriers } from './carriers.js';
 import { benchDecide } from './decide.js';
 import { benchMemory } from './memory.js';
 import { benchPg } from './pg.js';
@@ -9,6 +10,7 @@ import { benchTunnel } from './tunnel.js';
 
 const BENCHES: Record<string, (rounds: number) => Promise<string>> = {
   audit: benchAudit,
+  carriers: benchCarriers,
   decide: benchDecide,
   memory: benchMemory,
   pg: benchPg,

@@ -11,12 +11,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GatewayClient, PortSession } from '../src/client/index.js';
 import { DevSigner, mintToken } from '../src/identity/index.js';
+import { startRole } from './carriers.js';
 import { fmt, median, nodeFlags, table } from './stats.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -136,18 +137,50 @@ async function setups(host: string, port: number, n: number): Promise<number> {
   return n / ((performance.now() - start) / 1000);
 }
 
-type Path = 'direct' | 'port' | 'agent';
-const PATHS: readonly Path[] = ['direct', 'port', 'agent'];
+type Path = 'direct' | 'port' | 'agent' | 'tls';
+/** tls: a bare two-process node:tls relay (bench/carriers.ts), the runtime's ceiling for a hop. */
+const PATHS: readonly Path[] = ['direct', 'port', 'agent', 'tls'];
 /** The agent's targets: the same echo and sink, under names the gateway's config does not have. */
 const AGENT_TARGETS = ['agent-echo', 'agent-sink'] as const;
 const AGENT_NAME = 'bench';
 
-const MEASURES: ReadonlyArray<readonly [string, (e: Endpoints) => Promise<number>]> = [
-  ['bulk MB/s, 1 connection', (e) => bulk(e.sink.host, e.sink.port, 1, 200 * MB)],
-  ['bulk MB/s, 8 connections', (e) => bulk(e.sink.host, e.sink.port, 8, 25 * MB)],
-  ['round trips/s (64 B)', (e) => roundTrips(e.echo.host, e.echo.port, 3000)],
-  ['connections/s (connect + 1 round trip)', (e) => setups(e.echo.host, e.echo.port, 300)],
+/** Name, run, units of work per run and how CPU per unit is shown (µs per unit × scale). */
+const MEASURES: ReadonlyArray<
+  readonly [string, (e: Endpoints) => Promise<number>, { units: number; per: string; scale: number }]
+> = [
+  [
+    'bulk MB/s, 1 connection',
+    (e) => bulk(e.sink.host, e.sink.port, 1, 200 * MB),
+    { units: 200 / 1000, per: 's/GB', scale: 1e-6 },
+  ],
+  [
+    'bulk MB/s, 8 connections',
+    (e) => bulk(e.sink.host, e.sink.port, 8, 25 * MB),
+    { units: 200 / 1000, per: 's/GB', scale: 1e-6 },
+  ],
+  [
+    'round trips/s (64 B)',
+    (e) => roundTrips(e.echo.host, e.echo.port, 3000),
+    { units: 3000, per: 'µs each', scale: 1 },
+  ],
+  [
+    'connections/s (connect + 1 round trip)',
+    (e) => setups(e.echo.host, e.echo.port, 300),
+    { units: 300, per: 'ms each', scale: 1e-3 },
+  ],
 ];
+
+/** CPU time (user + system) a process has used so far, µs, from /proc (Linux; 0 elsewhere). */
+function cpuMicros(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1e6) / 100;
+  } catch {
+    return 0;
+  }
+}
 
 export async function benchTunnel(rounds: number): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'ciport-bench-tunnel-'));
@@ -212,7 +245,26 @@ rules:
       host: env[`CIPORT_${name}_HOST`]!,
       port: Number(env[`CIPORT_${name}_PORT`]),
     });
+    const relay = async (target: number) => {
+      const exit = await startRole({
+        role: 'exit',
+        carrier: 'tls',
+        port: target,
+        certDir: join(dir, 'relay'),
+      });
+      const entry = await startRole({
+        role: 'entry',
+        carrier: 'tls',
+        port: exit.port,
+        certDir: join(dir, 'relay'),
+      });
+      procs.push(exit.proc, entry.proc);
+      return { host: '127.0.0.1', port: entry.port, pids: [exit.proc.pid, entry.proc.pid] };
+    };
+    const relayEcho = await relay(ports.echo);
+    const relaySink = await relay(ports.sink);
     const endpoints: Record<Path, Endpoints> = {
+      tls: { echo: relayEcho, sink: relaySink },
       direct: {
         echo: { host: '127.0.0.1', port: ports.echo },
         sink: { host: '127.0.0.1', port: ports.sink },
@@ -222,42 +274,82 @@ rules:
     };
 
     const results: Record<string, Record<Path, number[]>> = {};
-    const ratios: Record<string, { port: number[]; agent: number[] }> = {};
+    const ratios: Record<string, { port: number[]; agent: number[]; tls: number[]; portToTls: number[] }> =
+      {};
+    // The proxy's CPU per unit of work: client + gateway (+ agent on the agent path).
+    const cpu: Record<string, { port: number[]; agent: number[]; tls: number[] }> = {};
+    const proxies: Record<Path, (number | undefined)[]> = {
+      direct: [],
+      tls: [...relayEcho.pids, ...relaySink.pids],
+      port: [open.pid, gateway.pid],
+      agent: [open.pid, gateway.pid, procs.find((p) => p.spawnargs.includes('agent'))?.pid],
+    };
+    const proxyCpu = (path: Path) => proxies[path].reduce((sum: number, pid) => sum + cpuMicros(pid), 0);
+    const load = [loadavg()[0] as number];
     for (let r = 0; r < rounds; r++) {
       // Rotate which path goes first, so warm-up and drift do not favour one.
       const order = PATHS.map((_, i) => PATHS[(i + r) % PATHS.length] as Path);
-      for (const [name, fn] of MEASURES) {
-        results[name] ??= { direct: [], port: [], agent: [] };
-        ratios[name] ??= { port: [], agent: [] };
+      for (const [name, fn, unit] of MEASURES) {
+        results[name] ??= { direct: [], port: [], agent: [], tls: [] };
+        ratios[name] ??= { port: [], agent: [], tls: [], portToTls: [] };
+        cpu[name] ??= { port: [], agent: [], tls: [] };
         const measured: Partial<Record<Path, number>> = {};
         for (const path of order) {
+          const before = proxyCpu(path);
           const v = await fn(endpoints[path]);
+          const used = proxyCpu(path) - before;
+          if (path !== 'direct') cpu[name][path].push((used / unit.units) * unit.scale);
           results[name][path].push(v);
           measured[path] = v;
         }
         ratios[name].port.push((measured.port as number) / (measured.direct as number));
         ratios[name].agent.push((measured.agent as number) / (measured.direct as number));
+        ratios[name].tls.push((measured.tls as number) / (measured.direct as number));
+        ratios[name].portToTls.push((measured.port as number) / (measured.tls as number));
       }
+      load.push(loadavg()[0] as number);
     }
 
     const sessions = await sessionsPerSecond(url, caFile, token, 100);
     const rows = [
-      ['measure', 'direct', 'through the port', 'ratio (median per round)', 'via agent', 'ratio via agent'],
+      [
+        'measure',
+        'direct',
+        'through the port',
+        'ratio (median per round)',
+        'port CPU',
+        'via agent',
+        'ratio via agent',
+        'agent path CPU',
+        'bare node:tls relay',
+        'ratio',
+        'relay CPU',
+        'port / tls relay',
+      ],
     ];
-    for (const [name, v] of Object.entries(results)) {
+    for (const [name, , unit] of MEASURES) {
+      const v = results[name]!;
       const q = ratios[name]!;
+      const c = cpu[name]!;
       rows.push([
         name,
         fmt(median(v.direct)),
         fmt(median(v.port)),
         `${median(q.port).toFixed(2)}x`,
+        `${fmt(median(c.port))} ${unit.per}`,
         fmt(median(v.agent)),
         `${median(q.agent).toFixed(2)}x`,
+        `${fmt(median(c.agent))} ${unit.per}`,
+        fmt(median(v.tls)),
+        `${median(q.tls).toFixed(2)}x`,
+        `${fmt(median(c.tls))} ${unit.per}`,
+        `${median(q.portToTls).toFixed(2)}x`,
       ]);
     }
     return [
       `tunnel: tcp target on loopback; gateway, agent, client and targets in separate processes; median of ${rounds} interleaved rounds`,
       'through the port: client -> gateway (exit) -> target; via agent: client -> gateway -> agent (exit, reverse HTTP/2) -> target; ratios are to direct',
+      `CPU: the proxy processes' user + system time per unit of work (client + gateway, + agent via agent); load average ${load.map((l) => l.toFixed(1)).join(' -> ')}`,
       '',
       table(rows),
       '',

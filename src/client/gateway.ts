@@ -168,8 +168,12 @@ export class GatewayClient {
         reject(this.#connectError(err));
       };
       session.once('error', onError);
-      session.once('connect', () => {
+      session.once('connect', (_session, socket: { setNoDelay?: (on: boolean) => unknown }) => {
         clearTimeout(timer);
+        // Nagle off: a tunnel's small writes (a query, its answer) go out at once instead of
+        // waiting for the previous segment's ACK (docs/performance.md, "Carrier"). The socket
+        // is the real one here (session.socket is a proxy that refuses setNoDelay).
+        socket.setNoDelay?.(true);
         session.off('error', onError);
         const alpn = (session.socket as { alpnProtocol?: string | false } | undefined)?.alpnProtocol;
         if (alpn !== undefined && alpn !== 'h2') {

@@ -290,6 +290,9 @@ export async function startGateway(
   h1.maxHeaderSize = srv.max_header_bytes;
 
   server.on('connection', (socket: Socket) => {
+    // Nagle off on every client and agent connection: tunnels carry small round trips
+    // (docs/performance.md, "Carrier").
+    socket.setNoDelay(true);
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
   });

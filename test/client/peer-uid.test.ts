@@ -2,7 +2,10 @@
 // time-wait, garbage), and the check on real sockets of this process and of another OS user
 // (`setpriv --reuid=65534`, the tests run as root here and in CI).
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -11,6 +14,7 @@ import {
   parseProcNetTcp,
   peerUid,
   procAddress,
+  SockDiag,
   SocketTable,
   sameUserCheck,
 } from '../../src/client/peer-uid.js';
@@ -80,19 +84,78 @@ describe('the /proc/net/tcp parser', () => {
   });
 });
 
+describe.runIf(process.platform === 'linux')('a socket table scan', () => {
+  // A table like a busy runner's: thousands of unrelated rows (other ports) around the rows of
+  // connections to the listener 127.0.0.1:8080, so rows cross the reads' boundaries.
+  const filler = (from: number, n: number) =>
+    Array.from(
+      { length: n },
+      (_, i) =>
+        `${String(from + i).padStart(5)}: 0100007F:${(0x2000 + i).toString(16).toUpperCase().padStart(4, '0')} 0100007F:0016 06 00000000:00000000 03:00000F9B 00000000     0        0 0 3 0000000000000000\n`,
+    ).join('');
+  const rows = TCP.split('\n');
+  const dir = mkdtempSync(join(tmpdir(), 'ciport-peer-uid-'));
+  const file = join(dir, 'tcp');
+  writeFileSync(
+    file,
+    `${rows[0]}\n${filler(100, 700)}${rows.slice(1, 3).join('\n')}\n${filler(900, 1500)}${rows.slice(3).join('\n')}`,
+  );
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const listener = { address: '127.0.0.1', port: 8080 };
+
+  it("finds each peer's row; lookups asked in the same turn share one scan", async () => {
+    const table = new SocketTable(file);
+    const got = await Promise.all([
+      table.lookup({ address: '127.0.0.1', port: 0xa000 }, listener),
+      table.lookup({ address: '::ffff:127.0.0.1', port: 0xa001 }, listener),
+      table.lookup({ address: '127.0.0.1', port: 0xa00f }, listener),
+    ]);
+    expect(got[0]).toMatchObject({ uid: 65534, inode: 7001 });
+    expect(got[1]).toMatchObject({ uid: 0, inode: 0 });
+    expect(got[2]).toBeUndefined();
+    expect(table.scans).toBe(1);
+  });
+
+  it('the check refuses another uid and a time-wait row, and fails closed on an unreadable table', async () => {
+    const check = sameUserCheck({ uid: 1000, tables: [new SocketTable(file)], diag: false }) as NonNullable<
+      ReturnType<typeof sameUserCheck>
+    >;
+    const from = (port: number) => ({
+      remoteAddress: '127.0.0.1',
+      remotePort: port,
+      localAddress: '127.0.0.1',
+      localPort: 8080,
+    });
+    expect(await check(from(0xa000))).toEqual({
+      ok: false,
+      uid: 65534,
+      reason: "uid 65534 is not this job's uid 1000",
+    });
+    expect(await check(from(0xa001))).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/not in the/),
+    });
+    const asNobody = sameUserCheck({ uid: 65534, tables: [new SocketTable(file)], diag: false });
+    expect(await asNobody?.(from(0xa000))).toEqual({ ok: true, uid: 65534 });
+    const missing = sameUserCheck({ tables: [new SocketTable(join(dir, 'nope'))], diag: false });
+    expect(await missing?.(from(0xa000))).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/ENOENT/),
+    });
+    const optional = sameUserCheck({ tables: [new SocketTable(join(dir, 'nope'), true)], diag: false });
+    expect(await optional?.(from(0xa000))).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/not in the/),
+    });
+  });
+});
+
 describe.runIf(process.platform === 'linux')('the peer check on real sockets', () => {
   let server: Server;
   let port: number;
   const verdicts: PeerVerdict[] = [];
-  // Counts the distinct reads of /proc/net/tcp (lookups that share a read get the same promise).
+  // Counts the scans of /proc/net/tcp (lookups that share a scan count once).
   const tcp = new SocketTable('/proc/net/tcp');
-  const reads = new Set<Promise<string>>();
-  const snapshot = tcp.snapshot.bind(tcp);
-  tcp.snapshot = () => {
-    const p = snapshot();
-    reads.add(p);
-    return p;
-  };
   const check = sameUserCheck({ tables: [tcp, new SocketTable('/proc/net/tcp6', true)] }) as NonNullable<
     ReturnType<typeof sameUserCheck>
   >;
@@ -129,7 +192,7 @@ describe.runIf(process.platform === 'linux')('the peer check on real sockets', (
   it('passes this process (same uid), 200 connections at once, IPv4 and v4-mapped IPv6, in a few reads', async () => {
     const uid = process.geteuid?.();
     const sockets: Socket[] = [];
-    reads.clear();
+    const scansBefore = tcp.scans;
     const got = await verdictsOf(200, () => {
       for (let i = 0; i < 200; i++) {
         const host = i % 2 === 0 ? '127.0.0.1' : '::ffff:127.0.0.1';
@@ -142,7 +205,7 @@ describe.runIf(process.platform === 'linux')('the peer check on real sockets', (
     expect(got).toHaveLength(200);
     expect(got.every((v) => v.ok && v.uid === uid)).toBe(true);
     // Connections accepted while a read runs share the next one.
-    expect(reads.size).toBeLessThan(50);
+    expect(tcp.scans - scansBefore).toBeLessThan(50);
   });
 
   it('refuses a process of another OS user (nobody) and names its uid', async () => {
@@ -191,6 +254,47 @@ describe.runIf(process.platform === 'linux')('the peer check on real sockets', (
       uid: 0,
     });
     expect(await verdict(as(65534))).toMatchObject({ ok: false, uid: 65534 });
+    probe.close();
+  });
+
+  it('asks the kernel for the exact 4-tuple (sock_diag) first: this uid and another one, no table read', async () => {
+    const diag = new SockDiag();
+    // Lookups do not wait for the helper to start (they scan meanwhile): wait for it here.
+    expect(await diag.whenReady()).toBe(true);
+    // An unreadable table: every verdict below comes from the exact lookup.
+    const exactOnly = sameUserCheck({ diag, tables: [new SocketTable('/nonexistent/tcp')] }) as NonNullable<
+      ReturnType<typeof sameUserCheck>
+    >;
+    const probe = createServer({ pauseOnConnect: true });
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as AddressInfo).port;
+    const verdict = async (start: () => void): Promise<PeerVerdict> => {
+      const accepted = new Promise<Socket>((resolve) => probe.once('connection', resolve));
+      start();
+      const s = await accepted;
+      const v = await exactOnly(s);
+      s.destroy();
+      return v;
+    };
+    const uid = process.geteuid?.();
+    expect(await verdict(() => connect(port, '127.0.0.1').on('error', () => {}))).toEqual({ ok: true, uid });
+    const cmd = `exec 3<>/dev/tcp/127.0.0.1/${port}; sleep 1`;
+    expect(
+      await verdict(() =>
+        spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'bash', '-c', cmd], {
+          stdio: 'ignore',
+        }),
+      ),
+    ).toEqual({ ok: false, uid: 65534, reason: `uid 65534 is not this job's uid ${uid}` });
+    expect(diag.answered).toBe(2);
+    // Without the helper (python3 missing): the table decides, as before.
+    const noHelper = sameUserCheck({ diag: new SockDiag({ command: '/nonexistent/python3' }) });
+    const accepted = new Promise<Socket>((resolve) => probe.once('connection', resolve));
+    connect(port, '127.0.0.1').on('error', () => {});
+    const s = await accepted;
+    expect(await noHelper?.(s)).toEqual({ ok: true, uid });
+    s.destroy();
+    diag.close();
     probe.close();
   });
 
