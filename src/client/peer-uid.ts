@@ -8,11 +8,9 @@
 // little-endian), IPv6 as four such words; an IPv4 peer using an AF_INET6 socket shows up in
 // tcp6 as ::ffff:a.b.c.d. A socket its process has already closed lingers as a time-wait entry
 // with uid 0 and inode 0: that says nothing about the peer, so it counts as "not found".
-import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { endianness } from 'node:os';
-import type { Readable, Writable } from 'node:stream';
 
 export interface SocketEntry {
   local: { address: string; port: number };
@@ -119,6 +117,8 @@ interface Waiter {
   resolve(entry: SocketEntry | undefined): void;
   reject(err: Error): void;
   done: boolean;
+  /** Joined a scan already running: its row may be behind the scan, so not found means "scan again". */
+  late?: boolean;
 }
 
 /** read(2) calls per event-loop turn of a scan: ~4 KiB each, so ~128 KiB (a few ms) at a time. */
@@ -131,8 +131,9 @@ const READS_PER_TURN = 32;
  * So a scan stops as soon as every lookup it carries has found its row: the kernel keeps at
  * most one live socket per 4-tuple, so the first row with the peer's 4-tuple is the one (on
  * average half the table is read). Lookups asked for in the same event-loop turn (Node accepts
- * a batch of connections per turn) share one scan; one asked for while a scan runs waits for the
- * next, which starts after it was asked for (the running one may have passed its row already).
+ * a batch of connections per turn) share one scan; one asked for while a scan runs joins it for
+ * the rest of the table and, if its row was not in that rest (the scan may have passed it),
+ * waits for the next scan, which starts after it was asked for.
  * Reads are synchronous in slices of READS_PER_TURN (a promise and a thread-pool hop per 4 KiB
  * cost a third more CPU, measured), yielding to the event loop between slices.
  */
@@ -142,6 +143,8 @@ export class SocketTable {
   #running = false;
   #queued: Waiter[] = [];
   #scheduled = false;
+  /** The running scan's waiters and how many are still unresolved (late joiners are added). */
+  #current: { waiters: Waiter[]; pending: number } | undefined;
   /** Scans started so far (tests: lookups share scans). */
   scans = 0;
 
@@ -162,6 +165,14 @@ export class SocketTable {
         reject,
         done: false,
       });
+      if (this.#current) {
+        // Join the running scan for the rest of the table (see the class comment).
+        const w = this.#queued.pop() as Waiter;
+        w.late = true;
+        this.#current.waiters.push(w);
+        this.#current.pending += 1;
+        return;
+      }
       this.#schedule();
     });
   }
@@ -182,9 +193,17 @@ export class SocketTable {
   }
 
   #scan(waiters: Waiter[]): void {
+    const current = { waiters, pending: waiters.length };
+    this.#current = current;
     const finish = (err?: Error) => {
-      for (const w of waiters) {
+      this.#current = undefined;
+      for (const w of current.waiters) {
         if (w.done) continue;
+        if (w.late && !err) {
+          w.late = false;
+          this.#queued.push(w);
+          continue;
+        }
         w.done = true;
         if (err) w.reject(err);
         else w.resolve(undefined);
@@ -202,7 +221,6 @@ export class SocketTable {
     }
     const buf = Buffer.allocUnsafe(64 * 1024);
     let carry = '';
-    let pending = waiters.length;
     const close = (err?: Error) => {
       try {
         closeSync(fd);
@@ -222,8 +240,8 @@ export class SocketTable {
           const text = carry + buf.toString('latin1', 0, n);
           const lastNl = text.lastIndexOf('\n');
           carry = lastNl < 0 ? text : text.slice(lastNl + 1);
-          if (lastNl >= 0) pending -= match(text.slice(0, lastNl + 1), waiters);
-          if (pending === 0) {
+          if (lastNl >= 0) current.pending -= match(text.slice(0, lastNl + 1), current.waiters);
+          if (current.pending === 0) {
             close();
             return;
           }
@@ -267,171 +285,6 @@ function match(lines: string, waiters: Waiter[]): number {
   return resolved;
 }
 
-// NETLINK_SOCK_DIAG answers "which socket has this 4-tuple" directly (an inet_diag_req_v2 with
-// the exact tuple and no dump flag: the kernel's own hash lookup, microseconds whatever the
-// number of sockets), with the socket's uid and inode. Node has no netlink sockets, so a small
-// Python helper (started once, on the first lookup, when `python3` is on PATH) asks for us over
-// a pipe: one line per lookup, `id family src sport dst dport` → `id uid inode` | `id none` |
-// `id err …`. The answer must name the tuple asked for and not a listening socket. Anything but
-// a live row (helper missing or dead, error, no answer in time, not found, time-wait) falls back
-// to the table scan above, so the helper can only make a lookup faster, never decide a refusal
-// the table would not.
-const SOCK_DIAG_PY = `
-import socket, struct, sys, errno
-s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4)
-seq = 0
-for line in sys.stdin:
-    f = line.split()
-    rid = f[0] if f else '?'
-    try:
-        fam, src, sport, dst, dport = int(f[1]), f[2], int(f[3]), f[4], int(f[5])
-        af = socket.AF_INET if fam == 4 else socket.AF_INET6
-        sa = socket.inet_pton(af, src)
-        da = socket.inet_pton(af, dst)
-        sockid = struct.pack('!HH', sport, dport) + sa.ljust(16, b'\\0') + da.ljust(16, b'\\0') + struct.pack('=III', 0, 0xffffffff, 0xffffffff)
-        req = struct.pack('=BBBBI', af, socket.IPPROTO_TCP, 0, 0, 0xffffffff) + sockid
-        seq += 1
-        s.send(struct.pack('=IHHII', 16 + len(req), 20, 1, seq, 0) + req)
-        while True:
-            data = s.recv(65536)
-            typ, rseq = struct.unpack_from('=H', data, 4)[0], struct.unpack_from('=I', data, 8)[0]
-            if rseq == seq:
-                break
-        if typ == 2:
-            err = -struct.unpack_from('=i', data, 16)[0]
-            out = 'none' if err == errno.ENOENT else 'err %d' % err
-        elif typ == 20:
-            state = data[17]
-            got = data[20:68]
-            same = struct.unpack_from('!HH', got, 0) == (sport, dport) and got[4:4 + len(sa)] == sa and got[20:20 + len(da)] == da
-            uid, inode = struct.unpack_from('=II', data, 80)
-            out = '%d %d' % (uid, inode) if same and state != 10 else 'none'
-        else:
-            out = 'err type %d' % typ
-    except Exception as e:
-        out = 'err ' + type(e).__name__
-    sys.stdout.write(rid + ' ' + out + '\\n')
-    sys.stdout.flush()
-`;
-
-/** Exact lookups through NETLINK_SOCK_DIAG (see above); undefined answers mean "scan instead". */
-export class SockDiag {
-  #child: ChildProcessByStdio<Writable, Readable, null> | undefined;
-  #dead = false;
-  /** The helper answered its first (probe) line: until then lookups scan instead of waiting. */
-  #ready = false;
-  readonly #onReady: ((ready: boolean) => void)[] = [];
-  #nextId = 1;
-  #buffered = '';
-  readonly #pending = new Map<number, (entry: { uid: number; inode: number } | undefined) => void>();
-  readonly #command: string;
-  readonly #timeoutMs: number;
-  /** Lookups the helper answered with a live row (tests). */
-  answered = 0;
-
-  constructor(options: { command?: string; timeoutMs?: number } = {}) {
-    this.#command = options.command ?? 'python3';
-    this.#timeoutMs = options.timeoutMs ?? 1000;
-  }
-
-  /**
-   * Start the helper now (the port does when it opens its listeners), so that it is ready by
-   * the first connection; a lookup never waits for it to start (python3 can take a second).
-   */
-  start(): void {
-    this.#start();
-  }
-
-  /** Resolves once the helper answers (true) or is known not to run (false). */
-  whenReady(): Promise<boolean> {
-    if (!this.#start()) return Promise.resolve(false);
-    if (this.#ready) return Promise.resolve(true);
-    return new Promise((resolve) => this.#onReady.push(resolve));
-  }
-
-  #start(): ChildProcessByStdio<Writable, Readable, null> | undefined {
-    if (this.#dead) return undefined;
-    if (this.#child) return this.#child;
-    let child: ChildProcessByStdio<Writable, Readable, null>;
-    try {
-      // -I: isolated (no PYTHON* variables, no user site-packages).
-      child = spawn(this.#command, ['-I', '-c', SOCK_DIAG_PY], { stdio: ['pipe', 'pipe', 'ignore'] });
-    } catch {
-      this.#dead = true;
-      return undefined;
-    }
-    const die = () => {
-      this.#dead = true;
-      this.#child = undefined;
-      for (const resolve of this.#pending.values()) resolve(undefined);
-      this.#pending.clear();
-    };
-    child.on('error', die);
-    child.on('exit', die);
-    child.stdin.on('error', die);
-    child.stdout.setEncoding('latin1');
-    child.stdout.on('data', (text: string) => this.#read(text));
-    // The helper never keeps the port's process alive.
-    child.unref();
-    (child.stdin as unknown as { unref?: () => void }).unref?.();
-    (child.stdout as unknown as { unref?: () => void }).unref?.();
-    this.#child = child;
-    // Any answer to the probe (port 0 is never a socket's: `none`) means it runs.
-    this.#pending.set(0, () => {
-      this.#ready = !this.#dead;
-      for (const r of this.#onReady.splice(0)) r(this.#ready);
-    });
-    child.stdin.write('0 4 127.0.0.1 0 127.0.0.1 0\n');
-    return child;
-  }
-
-  #read(text: string): void {
-    this.#buffered += text;
-    let nl = this.#buffered.indexOf('\n');
-    while (nl >= 0) {
-      const [id, a, b] = this.#buffered.slice(0, nl).split(' ');
-      this.#buffered = this.#buffered.slice(nl + 1);
-      nl = this.#buffered.indexOf('\n');
-      const resolve = this.#pending.get(Number(id));
-      if (!resolve) continue;
-      this.#ready = true;
-      this.#pending.delete(Number(id));
-      const live = a !== undefined && b !== undefined && /^\d+$/.test(a) && /^\d+$/.test(b);
-      resolve(live ? { uid: Number(a), inode: Number(b) } : undefined);
-    }
-  }
-
-  /** The uid and inode of the socket whose local end is `peer` and remote end `listener`. */
-  lookup(peer: Endpoint, listener: Endpoint): Promise<{ uid: number; inode: number } | undefined> {
-    const p = normalizeAddress(peer.address);
-    const l = normalizeAddress(listener.address);
-    const family = isIPv4(p) && isIPv4(l) ? 4 : isIPv6(p) && isIPv6(l) ? 6 : 0;
-    if (family === 0) return Promise.resolve(undefined);
-    const child = this.#start();
-    if (!child || !this.#ready) return Promise.resolve(undefined);
-    const id = this.#nextId++;
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.#pending.delete(id);
-        resolve(undefined);
-      }, this.#timeoutMs);
-      timer.unref();
-      this.#pending.set(id, (entry) => {
-        clearTimeout(timer);
-        if (entry) this.answered += 1;
-        resolve(entry);
-      });
-      child.stdin.write(`${id} ${family} ${p} ${peer.port} ${l} ${listener.port}\n`);
-    });
-  }
-
-  /** Stop the helper (tests; the port's process does not wait for it). */
-  close(): void {
-    this.#child?.kill();
-    this.#dead = true;
-  }
-}
-
 export type PeerVerdict = { ok: true; uid: number } | { ok: false; uid?: number | undefined; reason: string };
 
 /** Decides whether an accepted local socket may use the port. */
@@ -448,13 +301,7 @@ export type PeerCheck = (socket: {
  * undefined: no check (docs/client.md, "Who can use the port").
  */
 export function sameUserCheck(
-  options: {
-    uid?: number;
-    tables?: SocketTable[];
-    platform?: NodeJS.Platform;
-    /** The exact lookup tried first (default: one SockDiag; false: scan only). */
-    diag?: SockDiag | false;
-  } = {},
+  options: { uid?: number; tables?: SocketTable[]; platform?: NodeJS.Platform } = {},
 ): PeerCheck | undefined {
   if ((options.platform ?? process.platform) !== 'linux') return undefined;
   const uid = options.uid ?? process.geteuid?.() ?? -1;
@@ -463,8 +310,6 @@ export function sameUserCheck(
     new SocketTable('/proc/net/tcp'),
     new SocketTable('/proc/net/tcp6', true),
   ];
-  const diag = options.diag === undefined ? new SockDiag() : options.diag;
-  if (diag) diag.start();
   return async (socket) => {
     const { remoteAddress, remotePort, localAddress, localPort } = socket;
     if (!remoteAddress || !remotePort || !localAddress || !localPort) {
@@ -473,9 +318,7 @@ export function sameUserCheck(
     const peer = { address: remoteAddress, port: remotePort };
     const listener = { address: localAddress, port: localPort };
     let found: number | undefined;
-    const exact = diag ? await diag.lookup(peer, listener) : undefined;
-    if (exact && exact.inode !== 0) found = exact.uid;
-    for (const table of found === undefined ? tables : []) {
+    for (const table of tables) {
       let entry: SocketEntry | undefined;
       try {
         entry = await table.lookup(peer, listener);
