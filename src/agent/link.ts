@@ -167,6 +167,8 @@ export class GatewayLink extends EventEmitter<GatewayLinkEvents> {
       ALPNProtocols: ['http/1.1'],
       minVersion: 'TLSv1.2',
     });
+    // Small round trips (queries) ride this link: no Nagle delay (the gateway's end does the same).
+    socket.setNoDelay(true);
     this.#socket = socket;
     const leftover = await new Promise<Buffer>((resolve, reject) => {
       let buf = Buffer.alloc(0);
