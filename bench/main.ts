@@ -19,6 +19,8 @@ const EXTRA_ROWS = ['sessions', 'memory'];
 
 const USAGE = `usage: npm run bench [-- --quick] [-- --rounds=N]   the peer table (and ${EXTRA_ROWS.join(', ')})
        npm run bench -- table [--quick] [--rounds=N]   the peer table alone
+         table options: --pg-seconds=N --iperf-seconds=N --tests=tcp1,tcp8,c1,c16,C4,ci
+                        --peers=ssh,stunnel,haproxy,pgbouncer,ciport (direct is always measured)
        npm run bench -- --summarize=bench/results/raw-….tsv   the tables of an earlier run
        npm run bench -- <${Object.keys(BENCHES).join('|')}>... [--rounds=N]
 `;
@@ -33,7 +35,15 @@ function numberFlag(argv: string[], name: string): number | undefined {
 
 async function run(argv: string[]): Promise<number> {
   const names = argv.filter((a) => !a.startsWith('--'));
-  const known = ['--quick', '--rounds=', '--pg-seconds=', '--iperf-seconds=', '--summarize='];
+  const known = [
+    '--quick',
+    '--rounds=',
+    '--pg-seconds=',
+    '--iperf-seconds=',
+    '--summarize=',
+    '--tests=',
+    '--peers=',
+  ];
   const unknown = [
     ...names.filter((n) => !(n in BENCHES) && n !== 'table'),
     ...argv.filter(
@@ -54,11 +64,20 @@ async function run(argv: string[]): Promise<number> {
   if (names.length === 0 || names.includes('table')) {
     const pgSeconds = numberFlag(argv, 'pg-seconds');
     const iperfSeconds = numberFlag(argv, 'iperf-seconds');
+    const list = (name: string) =>
+      argv
+        .find((a) => a.startsWith(`--${name}=`))
+        ?.slice(name.length + 3)
+        .split(',');
+    const tests = list('tests');
+    const peers = list('peers');
     const out = await benchTable({
       rounds: rounds ?? (quick ? 1 : 3),
       quick,
       ...(pgSeconds ? { pgSeconds } : {}),
       ...(iperfSeconds ? { iperfSeconds } : {}),
+      ...(tests ? { tests } : {}),
+      ...(peers ? { peers } : {}),
     });
     process.stdout.write(`${out}\n\n`);
   }

@@ -66,6 +66,12 @@ export function cell(rows: readonly RawRow[], test: TestDef, path: string): Cell
   };
 }
 
+/** Drop the columns (after the first) in which no row below the header has a figure. */
+function dropEmptyColumns(rows: string[][]): string[][] {
+  const keep = rows[0]!.map((_, c) => c === 0 || rows.slice(1).some((r) => r[c] !== '-'));
+  return rows.map((r) => r.filter((_, c) => keep[c]));
+}
+
 /** A markdown table; the first row is the header, the first column left-aligned, the rest right. */
 export function markdown(rows: string[][]): string {
   const widths = rows[0]!.map((_, c) => Math.max(3, ...rows.map((r) => (r[c] ?? '').length)));
@@ -93,7 +99,7 @@ export function ratioTable(
     }
     if (line.slice(1).some((v) => v !== '-')) out.push(line);
   }
-  return out.length > 1 ? markdown(out) : '';
+  return out.length > 1 ? markdown(dropEmptyColumns(out)) : '';
 }
 
 /** The proxy CPU per unit of work: a row per test, a column per path (direct has none). */
@@ -112,7 +118,7 @@ export function cpuTable(
     }
     if (line.slice(1).some((v) => v !== '-')) out.push(line);
   }
-  return out.length > 1 ? markdown(out) : '';
+  return out.length > 1 ? markdown(dropEmptyColumns(out)) : '';
 }
 
 export function toTsv(rows: readonly RawRow[]): string {
@@ -216,22 +222,26 @@ export function renderTable(raw: string): string {
   const tcpTests = pick(['tcp1', 'tcp8', 'c1', 'c16']);
   const rounds = new Set(rows.map((r) => r.round)).size;
   const notDirect = (cols: Column[]) => cols.filter((c) => c.label !== 'direct');
+  const section = (title: string, tests: TestDef[], cols: Column[]) => {
+    const figures = ratioTable(rows, tests, cols);
+    if (!figures) return [];
+    const cpu = cpuTable(rows, tests, notDirect(cols));
+    return [title, '', figures, '', ...(cpu ? [cpu, ''] : [])];
+  };
   return [
     ...header,
     `figures: median over ${rounds} interleaved round(s), path order rotated per round; (ratio) = median of the per-round ratios to direct (CI scenario: direct time ÷ path time, so higher is better everywhere)`,
     '',
-    'PostgreSQL (ciport: `postgres` target, injected credentials, query audit on, i.e. the defaults):',
-    '',
-    ratioTable(rows, pgTests, PG_COLUMNS),
-    '',
-    cpuTable(rows, pgTests, notDirect(PG_COLUMNS)),
-    '',
-    'Raw `tcp` target (no protocol awareness; iperf3 to an iperf3 server, pgbench to PostgreSQL):',
-    '',
-    ratioTable(rows, tcpTests, TCP_COLUMNS),
-    '',
-    cpuTable(rows, tcpTests, notDirect(TCP_COLUMNS)),
-    '',
+    ...section(
+      'PostgreSQL (ciport: `postgres` target, injected credentials, query audit on, i.e. the defaults):',
+      pgTests,
+      PG_COLUMNS,
+    ),
+    ...section(
+      'Raw `tcp` target (no protocol awareness; iperf3 to an iperf3 server, pgbench to PostgreSQL):',
+      tcpTests,
+      TCP_COLUMNS,
+    ),
     "proxy CPU: utime+stime (+ reaped children) of all the proxy's processes during the test, per unit of work; ssh -L = ssh + its sshd, stunnel = client + server, ciport = gateway + `ciport open` + agent",
   ].join('\n');
 }

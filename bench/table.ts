@@ -40,6 +40,9 @@ export interface TableOptions {
   /** Seconds per pgbench and per iperf3 run. */
   pgSeconds?: number;
   iperfSeconds?: number;
+  /** Only these tests (ids: tcp1 tcp8 c1 c16 C4 ci) / only these peers (ssh stunnel haproxy pgbouncer ciport). */
+  tests?: string[];
+  peers?: string[];
 }
 
 interface Conn {
@@ -107,7 +110,9 @@ export async function benchTable(options: TableOptions): Promise<string> {
   const pgSeconds = options.pgSeconds ?? (quick ? 2 : 4);
   const iperfSeconds = options.iperfSeconds ?? (quick ? 1 : 3);
   const ci = quick ? { queries: 1000, perConnection: 50 } : { queries: 5000, perConnection: 50 };
-  const tests = quick ? TESTS.filter((t) => ['tcp1', 'c1', 'C4', 'ci'].includes(t.id)) : TESTS;
+  const testIds = options.tests ?? (quick ? ['tcp1', 'c1', 'C4', 'ci'] : TESTS.map((t) => t.id));
+  const tests = TESTS.filter((t) => testIds.includes(t.id));
+  const wanted = (peer: string) => !options.peers || options.peers.includes(peer);
   const started = new Date();
   const t0 = performance.now();
   const stamp = started.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
@@ -171,6 +176,7 @@ export async function benchTable(options: TableOptions): Promise<string> {
     ];
     const peerTests = new Set(['tcp1', 'tcp8', 'c1', 'c16', 'C4']);
     const peer = async (id: string, label: string, start: () => Promise<Forward>, only = peerTests) => {
+      if (!wanted(id)) return;
       try {
         const f = await start();
         paths.push({
@@ -196,40 +202,41 @@ export async function benchTable(options: TableOptions): Promise<string> {
       new Set(['c1', 'c16', 'C4']),
     );
     let port: CiportPorts | undefined;
-    try {
-      port = await startCiport(procs, dir, { ...targets, database: 'app', user: 'app', password });
-      log(`started ciport: gateway, client, agent (pids ${port.pids.join(' ')})`);
-      const pgTests = new Set(['c1', 'c16', 'C4', 'ci']);
-      const tcpTests = new Set(['tcp1', 'tcp8', 'c1', 'c16']);
-      paths.push(
-        { id: 'ciport', label: 'ciport', pg: connOfUrl(port.db), pids: port.pids, tests: pgTests },
-        {
-          id: 'ciport-agent',
-          label: 'ciport via agent',
-          pg: connOfUrl(port.agentDb),
-          pids: port.pids,
-          tests: pgTests,
-        },
-        {
-          id: 'ciport-tcp',
-          label: 'ciport tcp target',
-          pg: { ...direct, host: port.dbTcp.host, port: port.dbTcp.port },
-          tcp: port.bulk.port,
-          pids: port.pids,
-          tests: tcpTests,
-        },
-        {
-          id: 'ciport-agent-tcp',
-          label: 'ciport tcp via agent',
-          pg: { ...direct, host: port.agentDbTcp.host, port: port.agentDbTcp.port },
-          tcp: port.agentBulk.port,
-          pids: port.pids,
-          tests: tcpTests,
-        },
-      );
-    } catch (err) {
-      log(`ciport: not measured: ${(err as Error).message}`);
-    }
+    if (wanted('ciport'))
+      try {
+        port = await startCiport(procs, dir, { ...targets, database: 'app', user: 'app', password });
+        log(`started ciport: gateway, client, agent (pids ${port.pids.join(' ')})`);
+        const pgTests = new Set(['c1', 'c16', 'C4', 'ci']);
+        const tcpTests = new Set(['tcp1', 'tcp8', 'c1', 'c16']);
+        paths.push(
+          { id: 'ciport', label: 'ciport', pg: connOfUrl(port.db), pids: port.pids, tests: pgTests },
+          {
+            id: 'ciport-agent',
+            label: 'ciport via agent',
+            pg: connOfUrl(port.agentDb),
+            pids: port.pids,
+            tests: pgTests,
+          },
+          {
+            id: 'ciport-tcp',
+            label: 'ciport tcp target',
+            pg: { ...direct, host: port.dbTcp.host, port: port.dbTcp.port },
+            tcp: port.bulk.port,
+            pids: port.pids,
+            tests: tcpTests,
+          },
+          {
+            id: 'ciport-agent-tcp',
+            label: 'ciport tcp via agent',
+            pg: { ...direct, host: port.agentDbTcp.host, port: port.agentDbTcp.port },
+            tcp: port.agentBulk.port,
+            pids: port.pids,
+            tests: tcpTests,
+          },
+        );
+      } catch (err) {
+        log(`ciport: not measured: ${(err as Error).message}`);
+      }
 
     // Every pg path must answer a query before it is measured.
     for (const p of [...paths]) {
