@@ -123,12 +123,16 @@ async function postgresIds(): Promise<{ uid: number; gid: number } | undefined> 
   };
 }
 
-export async function startIperf3(procs: Processes, dir: string, port?: number): Promise<number> {
+export async function startIperf3(
+  procs: Processes,
+  dir: string,
+  port?: number,
+): Promise<{ port: number; pid: number }> {
   const p = port ?? (await freePort());
   const log = join(dir, 'iperf3.log');
-  procs.spawn('iperf3', 'iperf3', ['-s', '-B', LOOP, '-p', String(p), '--logfile', log]);
+  const proc = procs.spawn('iperf3', 'iperf3', ['-s', '-B', LOOP, '-p', String(p), '--logfile', log]);
   await waitListening('iperf3', p);
-  return p;
+  return { port: p, pid: proc.pid! };
 }
 
 /** A private sshd (its own host key, authorized_keys and config) and `ssh -N -L` through it. */

@@ -162,8 +162,15 @@ export async function benchTable(options: TableOptions): Promise<string> {
     ).catch(() => log('pg_prewarm failed (continuing)'));
     const scram = await server.sql(`SELECT rolpassword FROM pg_authid WHERE rolname = 'app'`);
 
-    const iperf = await startIperf3(procs, dir);
+    let iperfServer = await startIperf3(procs, dir);
+    const iperf = iperfServer.port;
     const targets = { pg: server.port, iperf };
+    /** iperf3's server can be left "busy" by a broken test: start a new one on the same port. */
+    const restartIperf = async () => {
+      log('restarting the iperf3 server');
+      await procs.stop(iperfServer.pid);
+      iperfServer = await startIperf3(procs, dir, iperf);
+    };
     const paths: PathDef[] = [
       {
         id: 'direct',
@@ -287,8 +294,7 @@ export async function benchTable(options: TableOptions): Promise<string> {
             ci,
             round: r,
             direct,
-            procs,
-            dir,
+            restartIperf,
           });
           await sleep(200); // let per-connection children exit and be reaped into cutime
           const used = cpuSeconds(p.pids) - c0;
@@ -347,8 +353,7 @@ interface MeasureContext {
   ci: { queries: number; perConnection: number };
   round: number;
   direct: Conn;
-  procs: Processes;
-  dir: string;
+  restartIperf: () => Promise<void>;
 }
 
 interface Measured {
@@ -362,7 +367,7 @@ const FAILED: Measured = { metrics: {}, units: 0 };
 async function measure(test: string, p: PathDef, x: MeasureContext): Promise<Measured> {
   try {
     if (test === 'tcp1' || test === 'tcp8')
-      return await iperf(p.tcp!, test === 'tcp1' ? 1 : 8, x.iperfSeconds);
+      return await iperf(p.tcp!, test === 'tcp1' ? 1 : 8, x.iperfSeconds, x.restartIperf);
     if (test === 'ci') {
       const schema = `ci_r${x.round}_${p.id.replace(/-/g, '_')}`;
       try {
@@ -380,7 +385,12 @@ async function measure(test: string, p: PathDef, x: MeasureContext): Promise<Mea
   }
 }
 
-async function iperf(port: number, streams: number, seconds: number): Promise<Measured> {
+async function iperf(
+  port: number,
+  streams: number,
+  seconds: number,
+  restart: () => Promise<void>,
+): Promise<Measured> {
   let last = '';
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
@@ -409,7 +419,7 @@ async function iperf(port: number, streams: number, seconds: number): Promise<Me
       const out = (err as { stdout?: string }).stdout ?? '';
       last = /"error":\s*"([^"]*)"/.exec(out)?.[1] ?? (err as Error).message;
     }
-    await sleep(1000); // the server may still be finishing the previous test
+    if (attempt === 0) await restart().catch((err: Error) => log(`iperf3 restart failed: ${err.message}`));
   }
   throw new Error(`iperf3: ${last}`);
 }
