@@ -296,8 +296,10 @@ export async function benchTable(options: TableOptions): Promise<string> {
             direct,
             restartIperf,
           });
-          await sleep(200); // let per-connection children exit and be reaped into cutime
-          const used = cpuSeconds(p.pids) - c0;
+          // Work the test caused that goes on after it (per-connection children being reaped,
+          // audit events still being written) is the test's: wait until the path's processes
+          // are idle again, count that CPU too, and start the next path on a quiet machine.
+          const used = (await settle(p.pids)) - c0;
           const figures: string[] = [];
           for (const [metric, value] of Object.entries(m.metrics)) {
             emit({ round: r, test: test.id, path: p.id, metric, value });
@@ -309,7 +311,7 @@ export async function benchTable(options: TableOptions): Promise<string> {
             figures.push(`cpu ${fmt(value)} ${test.cpuUnit}`);
           }
           log(`r${r} ${test.id} ${p.id}: ${figures.join(' ')}`);
-          await sleep(300);
+          await sleep(200);
         }
       }
     }
@@ -344,6 +346,19 @@ async function headerVersions(postgresBin: string, ciport: string): Promise<stri
     await deb('openssl'),
     await deb('iperf3'),
   ].join(' | ');
+}
+
+/** Wait (≤ 15 s) until the trees rooted at `pids` use under 20 ms of CPU per 250 ms; their CPU seconds then. */
+async function settle(pids: readonly number[]): Promise<number> {
+  let last = cpuSeconds(pids);
+  for (let i = 0; i < 60; i++) {
+    await sleep(250);
+    const now = cpuSeconds(pids);
+    if (now - last < 0.02) return now;
+    last = now;
+  }
+  log(`still busy 15 s after the test (pids ${pids.join(' ')})`);
+  return last;
 }
 
 interface MeasureContext {
