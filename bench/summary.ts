@@ -45,6 +45,8 @@ export interface Cell {
   /** Median proxy CPU per unit. */
   cpu: number;
   rounds: number;
+  /** (max − min) ÷ median of the per-round ratios: how noisy the ratio was. */
+  spread: number;
 }
 
 export function cell(rows: readonly RawRow[], test: TestDef, path: string): Cell | undefined {
@@ -63,6 +65,7 @@ export function cell(rows: readonly RawRow[], test: TestDef, path: string): Cell
     ratio: ratios.length ? median(ratios) : Number.NaN,
     cpu: cpu.length ? median(cpu) : Number.NaN,
     rounds: own.size,
+    spread: ratios.length > 1 ? (Math.max(...ratios) - Math.min(...ratios)) / median(ratios) : Number.NaN,
   };
 }
 
@@ -115,6 +118,25 @@ export function cpuTable(
       const path = col.path(t.id);
       const c = path === undefined ? undefined : cell(rows, t, path);
       line.push(c && Number.isFinite(c.cpu) ? fmt(c.cpu) : '-');
+    }
+    if (line.slice(1).some((v) => v !== '-')) out.push(line);
+  }
+  return out.length > 1 ? markdown(dropEmptyColumns(out)) : '';
+}
+
+/** The spread of each ratio over the rounds, (max − min) ÷ median, as a percentage. */
+export function spreadTable(
+  rows: readonly RawRow[],
+  tests: readonly TestDef[],
+  columns: ReadonlyArray<{ label: string; path: (test: string) => string | undefined }>,
+): string {
+  const out = [['spread of the ratio', ...columns.map((c) => c.label)]];
+  for (const t of tests) {
+    const line = [t.short];
+    for (const col of columns) {
+      const path = col.path(t.id);
+      const c = path === undefined ? undefined : cell(rows, t, path);
+      line.push(c && Number.isFinite(c.spread) ? `${Math.round(c.spread * 100)} %` : '-');
     }
     if (line.slice(1).some((v) => v !== '-')) out.push(line);
   }
@@ -226,7 +248,8 @@ export function renderTable(raw: string): string {
     const figures = ratioTable(rows, tests, cols);
     if (!figures) return [];
     const cpu = cpuTable(rows, tests, notDirect(cols));
-    return [title, '', figures, '', ...(cpu ? [cpu, ''] : [])];
+    const spread = spreadTable(rows, tests, notDirect(cols));
+    return [title, '', figures, '', ...(cpu ? [cpu, ''] : []), ...(spread ? [spread, ''] : [])];
   };
   return [
     ...header,

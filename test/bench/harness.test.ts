@@ -102,6 +102,7 @@ describe('cell', () => {
     expect(c.value).toBe(100);
     expect(c.cpu).toBe(50);
     expect(c.rounds).toBe(3);
+    expect(c.spread).toBeCloseTo((0.8 - 0.1) / 0.5);
     const skew = [
       row(1, 'direct', 10),
       row(1, 'port', 9),
