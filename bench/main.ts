@@ -20,7 +20,7 @@ const EXTRA_ROWS = ['sessions', 'memory'];
 const USAGE = `usage: npm run bench [-- --quick] [-- --rounds=N]   the peer table (and ${EXTRA_ROWS.join(', ')})
        npm run bench -- table [--quick] [--rounds=N]   the peer table alone
          table options: --pg-seconds=N --iperf-seconds=N --tests=tcp1,tcp8,c1,c16,C4,ci
-                        --peers=ssh,stunnel,haproxy,pgbouncer,ciport (direct is always measured)
+                        --peers=ssh,stunnel,haproxy,nodetls,pgbouncer,ciport (direct is always measured)
        npm run bench -- --summarize=bench/results/raw-….tsv   the tables of an earlier run
        npm run bench -- <${Object.keys(BENCHES).join('|')}>... [--rounds=N]
 `;

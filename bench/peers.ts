@@ -214,10 +214,8 @@ LogLevel ERROR
   return { pg, tcp, pids: [ssh.pid!, sshd.pid!] };
 }
 
-/** stunnel client → TLS 1.3 (AES-128-GCM, pinned ECDSA P-256 certificate) → stunnel server. */
-export async function startStunnel(procs: Processes, dir: string, t: Targets): Promise<Forward> {
-  const d = join(dir, 'stunnel');
-  mkdirSync(d, { recursive: true, mode: 0o700 });
+/** A self-signed ECDSA P-256 certificate (its own CA) in DIR/cert.pem, key in DIR/key.pem. */
+async function selfSignedCert(d: string): Promise<void> {
   await run(
     'openssl',
     [
@@ -239,6 +237,13 @@ export async function startStunnel(procs: Processes, dir: string, t: Targets): P
     ],
     { cwd: d },
   );
+}
+
+/** stunnel client → TLS 1.3 (AES-128-GCM, pinned ECDSA P-256 certificate) → stunnel server. */
+export async function startStunnel(procs: Processes, dir: string, t: Targets): Promise<Forward> {
+  const d = join(dir, 'stunnel');
+  mkdirSync(d, { recursive: true, mode: 0o700 });
+  await selfSignedCert(d);
   writeFileSync(
     join(d, 'server.pem'),
     readFileSync(join(d, 'key.pem'), 'utf8') + readFileSync(join(d, 'cert.pem'), 'utf8'),
@@ -361,4 +366,40 @@ ignore_startup_parameters = extra_float_digits
   const p = procs.spawn('pgbouncer', '/usr/sbin/pgbouncer', [join(d, 'pgbouncer.ini')], ids ?? {});
   await waitListening('pgbouncer', port);
   return { pg: port, pids: [p.pid!] };
+}
+
+/**
+ * A bare two-process `node:tls` relay (bench/relay.ts): the runtime's own ceiling for a TLS
+ * tunnel, measured in the same run as the port (issue 11 states the bulk target against it).
+ */
+export async function startNodeTlsRelay(procs: Processes, dir: string, t: Targets): Promise<Forward> {
+  const d = join(dir, 'node-tls');
+  mkdirSync(d, { recursive: true, mode: 0o700 });
+  await selfSignedCert(d);
+  const relay = join(new URL('.', import.meta.url).pathname, 'relay.js');
+  const start = async (name: string, args: string[]) => {
+    const p = procs.spawn(name, process.execPath, [relay, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const line = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      p.stdout!.on('data', (b: Buffer) => {
+        out += b.toString();
+        if (out.includes('\n')) resolve(out.split('\n')[0]!);
+      });
+      p.once('exit', () => reject(new Error(`${name} exited`)));
+    });
+    return { pid: p.pid!, ports: (JSON.parse(line) as { ports: number[] }).ports };
+  };
+  const server = await start('node:tls relay server', [
+    'server',
+    join(d, 'cert.pem'),
+    join(d, 'key.pem'),
+    String(t.pg),
+    String(t.iperf),
+  ]);
+  const client = await start('node:tls relay client', [
+    'client',
+    join(d, 'cert.pem'),
+    ...server.ports.map(String),
+  ]);
+  return { pg: client.ports[0]!, tcp: client.ports[1]!, pids: [client.pid, server.pid] };
 }

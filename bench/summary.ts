@@ -227,6 +227,7 @@ const TCP_COLUMNS = [
   col('ssh -L', 'ssh'),
   col('stunnel', 'stunnel'),
   col('haproxy (no TLS)', 'haproxy'),
+  col('bare node:tls relay', 'nodetls'),
   col('ciport', 'ciport-tcp'),
   col('ciport via agent', 'ciport-agent-tcp'),
 ];
@@ -265,6 +266,6 @@ export function renderTable(raw: string): string {
       tcpTests,
       TCP_COLUMNS,
     ),
-    "proxy CPU: utime+stime (+ reaped children) of all the proxy's processes during the test, per unit of work; ssh -L = ssh + its sshd, stunnel = client + server, ciport = gateway + `ciport open` + agent",
+    "proxy CPU: utime+stime (+ reaped children) of all the proxy's processes during the test, per unit of work; ssh -L = ssh + its sshd, stunnel = client + server, bare node:tls relay = its two node processes (pipe() both ways, the runtime's ceiling for a TLS tunnel), ciport = gateway + `ciport open` + agent",
   ].join('\n');
 }

@@ -23,6 +23,7 @@ import {
   type Forward,
   startHaproxy,
   startIperf3,
+  startNodeTlsRelay,
   startPgbouncer,
   startSsh,
   startStunnel,
@@ -40,7 +41,7 @@ export interface TableOptions {
   /** Seconds per pgbench and per iperf3 run. */
   pgSeconds?: number;
   iperfSeconds?: number;
-  /** Only these tests (ids: tcp1 tcp8 c1 c16 C4 ci) / only these peers (ssh stunnel haproxy pgbouncer ciport). */
+  /** Only these tests (ids: tcp1 tcp8 c1 c16 C4 ci) / only these peers (ssh stunnel haproxy nodetls pgbouncer ciport). */
   tests?: string[];
   peers?: string[];
 }
@@ -202,6 +203,12 @@ export async function benchTable(options: TableOptions): Promise<string> {
     await peer('ssh', 'ssh -L', () => startSsh(procs, dir, targets));
     await peer('stunnel', 'stunnel', () => startStunnel(procs, dir, targets));
     await peer('haproxy', 'haproxy', () => startHaproxy(procs, dir, targets));
+    await peer(
+      'nodetls',
+      'bare node:tls relay',
+      () => startNodeTlsRelay(procs, dir, targets),
+      new Set(['tcp1', 'tcp8']),
+    );
     await peer(
       'pgbouncer',
       'pgbouncer',
