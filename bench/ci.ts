@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { runner } from 'node-pg-migrate';
 import pg from 'pg';
 
-const MIGRATIONS = join(new URL('.', import.meta.url).pathname, 'migrations', '*.js');
+// Compiled (dist/bench/migrations/*.js) or, under vitest, the sources (bench/migrations/*.ts).
+const MIGRATIONS = join(new URL('.', import.meta.url).pathname, 'migrations', '*.{js,ts}');
 
 export interface CiOptions {
   queries: number;
@@ -46,8 +47,12 @@ async function query(c: pg.Client, s: string, i: number, last: { order: number }
   }
 }
 
-/** Run the scenario against `conn` in schema `schema`; seconds of wall time. */
-export async function ciScenario(conn: pg.ClientConfig, schema: string, o: CiOptions): Promise<number> {
+/** Run the scenario against `conn` in schema `schema`: wall seconds, and the query connections opened. */
+export async function ciScenario(
+  conn: pg.ClientConfig,
+  schema: string,
+  o: CiOptions,
+): Promise<{ seconds: number; connections: number }> {
   if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new Error(`bad schema name ${schema}`);
   const start = performance.now();
   await runner({
@@ -63,9 +68,11 @@ export async function ciScenario(conn: pg.ClientConfig, schema: string, o: CiOpt
     log: () => {},
   });
   const last = { order: 1 };
+  let connections = 0;
   for (let done = 0; done < o.queries; ) {
     const c = new pg.Client(conn);
     await c.connect();
+    connections++;
     try {
       for (let i = 0; i < o.perConnection && done < o.queries; i++, done++)
         await query(c, schema, done, last);
@@ -73,7 +80,7 @@ export async function ciScenario(conn: pg.ClientConfig, schema: string, o: CiOpt
       await c.end();
     }
   }
-  return (performance.now() - start) / 1000;
+  return { seconds: (performance.now() - start) / 1000, connections };
 }
 
 /** Drop a run's schema (and its migrations table). */

@@ -393,7 +393,7 @@ async function measure(test: string, p: PathDef, x: MeasureContext): Promise<Mea
     if (test === 'ci') {
       const schema = `ci_r${x.round}_${p.id.replace(/-/g, '_')}`;
       try {
-        const seconds = await ciScenario({ ...p.pg! }, schema, x.ci);
+        const { seconds } = await ciScenario({ ...p.pg! }, schema, x.ci);
         return { metrics: { wall_s: seconds }, units: 1 };
       } finally {
         await dropSchema({ ...x.direct }, schema).catch(() => {});
