@@ -308,6 +308,7 @@ export async function benchTable(options: TableOptions): Promise<string> {
           // are idle again, count that CPU too, and start the next path on a quiet machine.
           const used = (await settle(p.pids)) - c0;
           const figures: string[] = [];
+          if (Object.keys(m.metrics).length === 0) m.metrics[test.metric] = Number.NaN; // failed: recorded as NaN
           for (const [metric, value] of Object.entries(m.metrics)) {
             emit({ round: r, test: test.id, path: p.id, metric, value });
             figures.push(`${metric}=${fmt(value)}`);
@@ -342,9 +343,10 @@ export async function benchTable(options: TableOptions): Promise<string> {
 async function headerVersions(postgresBin: string, ciport: string): Promise<string> {
   const pgv = (await tryRun(postgresBin, ['--version'])).replace(/^postgres \(PostgreSQL\) /, '');
   const deb = async (pkg: string) => `${pkg} ${await debVersion(pkg)}`;
+  const commit = await tryRun('git', ['-C', ROOT, 'describe', '--always', '--dirty']);
   return [
     `node ${process.version}`,
-    ciport,
+    `${ciport} (${commit === '?' ? 'no git' : `commit ${commit}`})`,
     `postgresql ${pgv}`,
     await deb('pgbouncer'),
     await deb('haproxy'),
@@ -384,8 +386,6 @@ interface Measured {
   units: number;
 }
 
-const FAILED: Measured = { metrics: {}, units: 0 };
-
 async function measure(test: string, p: PathDef, x: MeasureContext): Promise<Measured> {
   try {
     if (test === 'tcp1' || test === 'tcp8')
@@ -403,7 +403,7 @@ async function measure(test: string, p: PathDef, x: MeasureContext): Promise<Mea
     return await pgbench(x.pgbenchBin, p.pg!, args, x.pgSeconds, test === 'C4');
   } catch (err) {
     log(`${test} via ${p.id} failed: ${(err as Error).message.split('\n').slice(0, 3).join(' ')}`);
-    return FAILED;
+    return { metrics: {}, units: 0 };
   }
 }
 
