@@ -1,9 +1,12 @@
 // `npm run bench`: the peer table (bench/table.ts) and then the extra rows registered below.
 // `npm run bench -- <name>…`: one of the project's own benchmarks. Figures are ratios to a
 // baseline measured in the same run; see docs/performance.md.
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { benchDecide } from './decide.js';
 import { benchPg } from './pg.js';
+import { startTime, stopRecorded } from './proc.js';
 import { renderTable } from './summary.js';
 import { benchTable } from './table.js';
 import { benchTunnel } from './tunnel.js';
@@ -22,6 +25,7 @@ const USAGE = `usage: npm run bench [-- --quick] [-- --rounds=N]   the peer tabl
          table options: --pg-seconds=N --iperf-seconds=N --tests=tcp1,tcp8,c1,c16,C4,ci
                         --peers=ssh,stunnel,haproxy,nodetls,pgbouncer,ciport (direct is always measured)
        npm run bench -- --summarize=bench/results/raw-….tsv   the tables of an earlier run
+       npm run bench -- --stop-leftovers   stop what a killed run started (by its recorded PIDs)
        npm run bench -- <${Object.keys(BENCHES).join('|')}>... [--rounds=N]
 `;
 
@@ -43,6 +47,7 @@ async function run(argv: string[]): Promise<number> {
     '--summarize=',
     '--tests=',
     '--peers=',
+    '--stop-leftovers',
   ];
   const unknown = [
     ...names.filter((n) => !(n in BENCHES) && n !== 'table'),
@@ -53,6 +58,22 @@ async function run(argv: string[]): Promise<number> {
   if (unknown.length > 0 || argv.includes('--help')) {
     process.stderr.write(USAGE);
     return 2;
+  }
+  if (argv.includes('--stop-leftovers')) {
+    // Runs killed before their cleanup leave their work directory, with the record of what they started.
+    for (const d of readdirSync(tmpdir()).filter((n) => n.startsWith('ciport-bench-table-'))) {
+      const owner = join(tmpdir(), d, 'owner');
+      const [pid, start] = existsSync(owner) ? readFileSync(owner, 'utf8').trim().split(' ').map(Number) : [];
+      if (pid !== undefined && startTime(pid) === start) {
+        process.stdout.write(`${d}: its run (pid ${pid}) is still going; left alone\n`);
+        continue;
+      }
+      const record = join(tmpdir(), d, 'pids');
+      if (existsSync(record))
+        for (const p of await stopRecorded(record)) process.stdout.write(`stopped ${p}\n`);
+      rmSync(join(tmpdir(), d), { recursive: true, force: true });
+    }
+    return 0;
   }
   const summarize = argv.find((a) => a.startsWith('--summarize='));
   if (summarize) {

@@ -95,7 +95,8 @@ export function cpuSeconds(roots: readonly number[]): number {
   return roots.length === 0 ? 0 : treeTicks(snapshot(), roots) / ticksPerSecond();
 }
 
-function startTime(pid: number): number | undefined {
+/** The start time of PID (field 22 of its stat), or undefined when there is no such process. */
+export function startTime(pid: number): number | undefined {
   try {
     return parseStat(readFileSync(`/proc/${pid}/stat`, 'utf8'))?.start;
   } catch {
@@ -162,7 +163,33 @@ export class Processes {
     for (const s of [...this.started].reverse()) await this.stop(s.pid);
   }
 
+  /** Record a process this run did not spawn itself but owns (e.g. a server's postmaster). */
+  adopt(name: string, pid: number): void {
+    const start = startTime(pid);
+    if (start !== undefined) appendFileSync(this.recordFile, `${pid} ${start} ${name}\n`);
+  }
+
   pids(): Array<{ name: string; pid: number }> {
     return this.started.map(({ name, pid }) => ({ name, pid }));
   }
+}
+
+/**
+ * Stop what an earlier run recorded in `recordFile` and did not stop (it was killed before its
+ * cleanup ran): each recorded PID that still has its recorded start time gets SIGTERM, then
+ * SIGKILL after 10 s. Returns the names of the processes signalled.
+ */
+export async function stopRecorded(recordFile: string): Promise<string[]> {
+  const stopped: string[] = [];
+  const lines = readFileSync(recordFile, 'utf8').trim().split('\n').filter(Boolean).reverse();
+  for (const line of lines) {
+    const [pid, start, ...name] = line.split(' ');
+    const p = Number(pid);
+    if (!Number.isInteger(p) || p <= 1 || startTime(p) !== Number(start)) continue;
+    process.kill(p, 'SIGTERM');
+    for (let i = 0; i < 100 && startTime(p) === Number(start); i++) await sleep(100);
+    if (startTime(p) === Number(start)) process.kill(p, 'SIGKILL');
+    stopped.push(`${name.join(' ')} (pid ${p})`);
+  }
+  return stopped;
 }

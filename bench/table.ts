@@ -28,7 +28,7 @@ import {
   startSsh,
   startStunnel,
 } from './peers.js';
-import { cpuSeconds, Processes } from './proc.js';
+import { cpuSeconds, Processes, startTime } from './proc.js';
 import { fmt } from './stats.js';
 import { type RawRow, renderTable, roundOrder, TESTS, toTsv } from './summary.js';
 
@@ -119,6 +119,7 @@ export async function benchTable(options: TableOptions): Promise<string> {
   const stamp = started.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
   const dir = mkdtempSync(join(tmpdir(), 'ciport-bench-table-'));
   const procs = new Processes(join(dir, 'pids'));
+  writeFileSync(join(dir, 'owner'), `${process.pid} ${startTime(process.pid)}\n`);
   const stopOnSignal = () => {
     log('interrupted: stopping what this run started');
     void procs.stopAll().finally(() => process.exit(130));
@@ -136,6 +137,17 @@ export async function benchTable(options: TableOptions): Promise<string> {
     settings: { max_connections: '200', shared_buffers: '256MB', fsync: 'off' },
   });
   try {
+    // Recorded too, so that `npm run bench -- --stop-leftovers` can stop it (and remove its
+    // directory) after a killed run.
+    writeFileSync(join(dir, 'leftover-dirs'), `${server.socketDir}\n`);
+    try {
+      procs.adopt(
+        'postgres',
+        Number(readFileSync(join(server.socketDir, 'data/postmaster.pid'), 'utf8').split('\n')[0]),
+      );
+    } catch {
+      // no postmaster.pid: nothing to record
+    }
     const direct: Conn = { host: server.host, port: server.port, user: 'app', password, database: 'app' };
     const pgbenchBin = server.bin('pgbench');
     const scale = quick ? 1 : 10;

@@ -1,11 +1,20 @@
 // The peer table's pure parts (bench/summary.ts, bench/proc.ts): /proc/PID/stat parsing, the
 // CPU of a process tree, the rotation of paths, medians of per-round ratios, the raw TSV, and
 // stopping what a run started by its recorded PID.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Processes, type ProcStat, parseStat, snapshot, treeTicks } from '../../bench/proc.js';
+import {
+  Processes,
+  type ProcStat,
+  parseStat,
+  snapshot,
+  startTime,
+  stopRecorded,
+  treeTicks,
+} from '../../bench/proc.js';
 import {
   cell,
   markdown,
@@ -200,5 +209,24 @@ describe('Processes', () => {
   it('throws when the program does not exist', () => {
     const procs = new Processes(join(dir, 'pids2'));
     expect(() => procs.spawn('nothing', '/nonexistent/program', [])).toThrow(/could not start nothing/);
+  });
+
+  it('stops what a killed run recorded, and only processes whose start time still matches', async () => {
+    const mine = spawn('sleep', ['30'], { stdio: 'ignore' });
+    const other = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      const record = join(dir, 'leftover');
+      writeFileSync(
+        record,
+        `${mine.pid} ${startTime(mine.pid!)} sleeper\n${other.pid} ${startTime(other.pid!)! + 1} reused pid\n999999999 1 gone\n`,
+      );
+      const exited = new Promise((resolve) => mine.once('exit', (_code, signal) => resolve(signal)));
+      expect(await stopRecorded(record)).toEqual([`sleeper (pid ${mine.pid})`]);
+      expect(await exited).toBe('SIGTERM');
+      expect(startTime(other.pid!)).toBeDefined();
+    } finally {
+      mine.kill('SIGKILL');
+      other.kill('SIGKILL');
+    }
   });
 });
