@@ -71,6 +71,10 @@ async function run(argv: string[]): Promise<number> {
       const record = join(tmpdir(), d, 'pids');
       if (existsSync(record))
         for (const p of await stopRecorded(record)) process.stdout.write(`stopped ${p}\n`);
+      const dirs = join(tmpdir(), d, 'leftover-dirs');
+      if (existsSync(dirs))
+        for (const x of readFileSync(dirs, 'utf8').split('\n'))
+          if (x.startsWith(join(tmpdir(), 'ciport-pg-'))) rmSync(x, { recursive: true, force: true });
       rmSync(join(tmpdir(), d), { recursive: true, force: true });
     }
     return 0;
