@@ -1,14 +1,7 @@
-// `npm run bench`: the peer table (bench/table.ts) and then the extra rows registered below.
-// `npm run bench -- <name>…`: one of the project's own benchmarks. Figures are ratios to a
-// baseline measured in the same run; see docs/performance.md.
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+// `npm run bench -- <name>…`: the project's own benchmarks. Figures are ratios to a baseline
+// measured in the same run; see docs/performance.md.
 import { benchDecide } from './decide.js';
 import { benchPg } from './pg.js';
-import { startTime, stopRecorded } from './proc.js';
-import { renderTable } from './summary.js';
-import { benchTable } from './table.js';
 import { benchTunnel } from './tunnel.js';
 
 const BENCHES: Record<string, (rounds: number) => Promise<string>> = {
@@ -17,7 +10,8 @@ const BENCHES: Record<string, (rounds: number) => Promise<string>> = {
   tunnel: benchTunnel,
 };
 
-/** Benches the full run appends to the peer table, each when registered in BENCHES. */
+// `npm run bench` (no name): the peer table (bench/table.ts), then these extra rows, each when
+// registered in BENCHES.
 const EXTRA_ROWS = ['sessions', 'memory'];
 
 const USAGE = `usage: npm run bench [-- --quick] [-- --rounds=N]   the peer table (and ${EXTRA_ROWS.join(', ')})
@@ -60,28 +54,14 @@ async function run(argv: string[]): Promise<number> {
     return 2;
   }
   if (argv.includes('--stop-leftovers')) {
-    // Runs killed before their cleanup leave their work directory, with the record of what they started.
-    for (const d of readdirSync(tmpdir()).filter((n) => n.startsWith('ciport-bench-table-'))) {
-      const owner = join(tmpdir(), d, 'owner');
-      const [pid, start] = existsSync(owner) ? readFileSync(owner, 'utf8').trim().split(' ').map(Number) : [];
-      if (pid !== undefined && startTime(pid) === start) {
-        process.stdout.write(`${d}: its run (pid ${pid}) is still going; left alone\n`);
-        continue;
-      }
-      const record = join(tmpdir(), d, 'pids');
-      if (existsSync(record))
-        for (const p of await stopRecorded(record)) process.stdout.write(`stopped ${p}\n`);
-      const dirs = join(tmpdir(), d, 'leftover-dirs');
-      if (existsSync(dirs))
-        for (const x of readFileSync(dirs, 'utf8').split('\n'))
-          if (x.startsWith(join(tmpdir(), 'ciport-pg-'))) rmSync(x, { recursive: true, force: true });
-      rmSync(join(tmpdir(), d), { recursive: true, force: true });
-    }
+    const { stopLeftovers } = await import('./table.js');
+    for (const line of await stopLeftovers()) process.stdout.write(`${line}\n`);
     return 0;
   }
   const summarize = argv.find((a) => a.startsWith('--summarize='));
   if (summarize) {
-    process.stdout.write(`${renderTable(readFileSync(summarize.slice('--summarize='.length), 'utf8'))}\n`);
+    const { summarizeFile } = await import('./table.js');
+    process.stdout.write(`${summarizeFile(summarize.slice('--summarize='.length))}\n`);
     return 0;
   }
   const quick = argv.includes('--quick');
@@ -96,6 +76,8 @@ async function run(argv: string[]): Promise<number> {
         .split(',');
     const tests = list('tests');
     const peers = list('peers');
+    // Imported here, not at the top: the peer table's modules load only when it runs.
+    const { benchTable } = await import('./table.js');
     const out = await benchTable({
       rounds: rounds ?? (quick ? 1 : 3),
       quick,

@@ -8,7 +8,16 @@
 // work (all its processes, from /proc). Raw figures go to bench/results/raw-<date>.tsv.
 // Everything started is stopped by PID at the end (or on Ctrl-C).
 import { execFile } from 'node:child_process';
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -28,7 +37,7 @@ import {
   startSsh,
   startStunnel,
 } from './peers.js';
-import { cpuSeconds, Processes, startTime } from './proc.js';
+import { cpuSeconds, Processes, startTime, stopRecorded } from './proc.js';
 import { fmt } from './stats.js';
 import { type RawRow, renderTable, roundOrder, TESTS, toTsv } from './summary.js';
 
@@ -482,4 +491,33 @@ async function pgbench(
   if (perConnection) metrics.conn_ms = num(/average connection time = ([\d.]+) ms/);
   // CPU per transaction in µs; with -C (one connection per transaction) per connection in ms.
   return { metrics, units: perConnection ? tx / 1e3 : tx / 1e6 };
+}
+
+/** The tables of an earlier run, from its raw file (`npm run bench -- --summarize=FILE`). */
+export function summarizeFile(file: string): string {
+  return renderTable(readFileSync(file, 'utf8'));
+}
+
+/**
+ * Stop what runs killed before their cleanup started (`npm run bench -- --stop-leftovers`):
+ * their work directories keep the record of it. A directory whose run is still going is left alone.
+ */
+export async function stopLeftovers(): Promise<string[]> {
+  const out: string[] = [];
+  for (const d of readdirSync(tmpdir()).filter((n) => n.startsWith('ciport-bench-table-'))) {
+    const owner = join(tmpdir(), d, 'owner');
+    const [pid, start] = existsSync(owner) ? readFileSync(owner, 'utf8').trim().split(' ').map(Number) : [];
+    if (pid !== undefined && startTime(pid) === start) {
+      out.push(`${d}: its run (pid ${pid}) is still going; left alone`);
+      continue;
+    }
+    const record = join(tmpdir(), d, 'pids');
+    if (existsSync(record)) for (const p of await stopRecorded(record)) out.push(`stopped ${p}`);
+    const dirs = join(tmpdir(), d, 'leftover-dirs');
+    if (existsSync(dirs))
+      for (const x of readFileSync(dirs, 'utf8').split('\n'))
+        if (x.startsWith(join(tmpdir(), 'ciport-pg-'))) rmSync(x, { recursive: true, force: true });
+    rmSync(join(tmpdir(), d), { recursive: true, force: true });
+  }
+  return out;
 }
