@@ -239,6 +239,12 @@ export function renderTable(raw: string): string {
     .split('\n')
     .filter((l) => l.startsWith('# ') && !l.startsWith('# round'))
     .map((l) => l.slice(2));
+  const perRound = raw
+    .split('\n')
+    .map((l) => /^# round (\d+) load average (\S+)/.exec(l))
+    .filter((m) => m !== null)
+    .map((m) => `r${m[1]} ${m[2]}`);
+  if (perRound.length) header.push(`load average (1 min) at the start of each round: ${perRound.join(', ')}`);
   const run = new Set(rows.map((r) => r.test));
   const pick = (ids: string[]) => TESTS.filter((t) => ids.includes(t.id) && run.has(t.id));
   const pgTests = pick(['c1', 'c16', 'C4', 'ci']);
