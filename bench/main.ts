@@ -1,10 +1,12 @@
 // `npm run bench -- <name>…`: the project's own benchmarks. Figures are ratios to a baseline
 // measured in the same run; see docs/performance.md.
+import { benchAudit } from './audit.js';
 import { benchDecide } from './decide.js';
 import { benchPg } from './pg.js';
 import { benchTunnel } from './tunnel.js';
 
 const BENCHES: Record<string, (rounds: number) => Promise<string>> = {
+  audit: benchAudit,
   decide: benchDecide,
   pg: benchPg,
   tunnel: benchTunnel,

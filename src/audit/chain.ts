@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { CiportError } from '../errors/index.js';
 import { CanonicalJsonError, canonicalJson, type JsonObject, type JsonValue } from './canonical.js';
 import type { AuditEventInput, AuditEventType } from './events.js';
-import { redactSecrets } from './redact.js';
+import { isSecretKey, redactSecrets, scrubText } from './redact.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
 
@@ -39,13 +39,54 @@ export function eventHash(prevHash: string, event: HashedContent): string {
     .digest('hex');
 }
 
+/**
+ * eventHash for an event whose data is already canonical JSON text (what the writer keeps):
+ * the envelope's keys sort as data < seq < time < type, so its canonical form is spliced
+ * together instead of re-serialising the data. Same result as eventHash (tested).
+ */
+export function chainHash(
+  prevHash: string,
+  seq: number,
+  time: number,
+  type: string,
+  dataText: string,
+): string {
+  return createHash('sha256')
+    .update(
+      `${prevHash}{"data":${dataText},"seq":${JSON.stringify(seq)},"time":${JSON.stringify(time)},"type":${JSON.stringify(type)}}`,
+      'utf8',
+    )
+    .digest('hex');
+}
+
 /** An event input checked, stripped of secrets and reduced to canonical JSON, ready to chain. */
 export interface PreparedEvent {
-  type: AuditEventType;
-  time: number | undefined;
-  data: JsonObject;
+  readonly type: AuditEventType;
+  readonly time: number | undefined;
+  /** The clean data (parsed from dataText on first use). */
+  readonly data: JsonObject;
   /** canonicalJson(data): what the store keeps in `audit_events.data`. */
-  dataText: string;
+  readonly dataText: string;
+}
+
+class Prepared implements PreparedEvent {
+  readonly type: AuditEventType;
+  readonly time: number | undefined;
+  readonly dataText: string;
+  #data: JsonObject | undefined;
+
+  constructor(type: AuditEventType, time: number | undefined, dataText: string, data?: JsonObject) {
+    this.type = type;
+    this.time = time;
+    this.dataText = dataText;
+    this.#data = data;
+  }
+
+  // Most writers (query events) never look at the data they wrote: parse it only when asked.
+  get data(): JsonObject {
+    this.#data ??= JSON.parse(this.dataText) as JsonObject;
+    return this.#data;
+  }
 }
 
 /**
@@ -53,6 +94,10 @@ export interface PreparedEvent {
  * their paths listed under `redacted`), token-shaped strings are scrubbed, over-long strings are
  * cut. Throws CIPORT_E_INTERNAL for events that are programming errors (reserved keys, values
  * JSON cannot represent).
+ *
+ * One pass does all of it and writes the canonical JSON directly; an event that needs more
+ * (a secret-named member to remove, a value to refuse) takes the general path below, which
+ * produces the same text (tested) and the precise error.
  */
 export function prepareAuditEvent(input: AuditEventInput): PreparedEvent {
   const { type, time } = input;
@@ -66,8 +111,19 @@ export function prepareAuditEvent(input: AuditEventInput): PreparedEvent {
   for (const key of RESERVED_DATA_KEYS) {
     if (Object.hasOwn(raw, key)) throw invalid(type, `data may not use the reserved key "${key}"`);
   }
+  const fast = cleanCanonical(raw, 0);
+  if (fast !== undefined) return new Prepared(type, time, fast);
+  return prepareSlowly(type, time, raw as JsonObject);
+}
+
+/** The general path: cap, redact (recording what was removed), canonicalise. Exported for tests. */
+export function prepareSlowly(
+  type: AuditEventType,
+  time: number | undefined,
+  raw: JsonObject,
+): PreparedEvent {
   // Cut first so that scrubbing works on bounded strings.
-  const { data: clean, removed } = redactSecrets(capStrings(raw as JsonObject) as JsonObject);
+  const { data: clean, removed } = redactSecrets(capStrings(raw) as JsonObject);
   if (removed.length > 0) {
     const earlier = Array.isArray(clean.redacted) ? clean.redacted : [];
     clean.redacted = [...earlier, ...removed];
@@ -79,7 +135,64 @@ export function prepareAuditEvent(input: AuditEventInput): PreparedEvent {
     if (err instanceof CanonicalJsonError) throw invalid(type, err.message, err);
     throw err;
   }
-  return { type, time, data: JSON.parse(dataText) as JsonObject, dataText };
+  return new Prepared(type, time, dataText);
+}
+
+/** Deeper than this, the general path (which detects cycles) decides. */
+const MAX_FAST_DEPTH = 32;
+
+/**
+ * capStrings + redactSecrets + canonicalJson in one walk, for data that needs no member removed
+ * and holds nothing canonicalJson refuses; undefined otherwise (the caller takes the general
+ * path). Strings are cut, then scrubbed, exactly as the general path does.
+ */
+function cleanCanonical(value: unknown, depth: number): string | undefined {
+  switch (typeof value) {
+    case 'string': {
+      const capped =
+        value.length <= MAX_STRING_LENGTH
+          ? value
+          : `${value.slice(0, MAX_STRING_LENGTH)}…[truncated ${value.length - MAX_STRING_LENGTH} chars]`;
+      return JSON.stringify(scrubText(capped));
+    }
+    case 'number':
+      return Number.isFinite(value) ? JSON.stringify(value) : undefined;
+    case 'boolean':
+      return value ? 'true' : 'false';
+    case 'object': {
+      if (value === null) return 'null';
+      if (depth >= MAX_FAST_DEPTH) return undefined;
+      if (Array.isArray(value)) {
+        let out = '[';
+        for (let i = 0; i < value.length; i++) {
+          const item = value[i] as unknown;
+          if (item === undefined) return undefined;
+          const text = cleanCanonical(item, depth + 1);
+          if (text === undefined) return undefined;
+          out += i === 0 ? text : `,${text}`;
+        }
+        return `${out}]`;
+      }
+      const proto = Object.getPrototypeOf(value);
+      if (proto !== Object.prototype && proto !== null) return undefined;
+      const record = value as Record<string, unknown>;
+      let out = '{';
+      let first = true;
+      for (const key of Object.keys(record).sort()) {
+        // A secret-named member is removed and listed even when undefined: the general path.
+        if (isSecretKey(key)) return undefined;
+        const member = record[key];
+        if (member === undefined) continue;
+        const text = cleanCanonical(member, depth + 1);
+        if (text === undefined) return undefined;
+        out += `${first ? '' : ','}${JSON.stringify(key)}:${text}`;
+        first = false;
+      }
+      return `${out}}`;
+    }
+    default:
+      return undefined;
+  }
 }
 
 function invalid(type: string, why: string, cause?: unknown): CiportError {

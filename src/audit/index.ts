@@ -2,6 +2,7 @@ export { CanonicalJsonError, canonicalJson, type JsonObject, type JsonValue } fr
 export {
   type ChainHead,
   type ChainRow,
+  chainHash,
   eventHash,
   GENESIS_HASH,
   MAX_STRING_LENGTH,

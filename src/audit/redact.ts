@@ -33,17 +33,33 @@ const SQL_PASSWORD_PATTERN = /\b(password|identified\s+by)(\s+)'(?:[^']|'')*'/gi
 
 export const REDACTED_JWT = '[redacted-jwt]';
 
+/** isSecretKey's answers: events use a small, fixed set of keys (bounded, in case they do not). */
+const keyVerdicts = new Map<string, boolean>();
+const MAX_KEY_VERDICTS = 4096;
+
 export function isSecretKey(key: string): boolean {
+  const known = keyVerdicts.get(key);
+  if (known !== undefined) return known;
   const k = key.toLowerCase().replace(/[-_.\s]/g, '');
-  return SECRET_KEYS.has(k) || SECRET_KEY_PARTS.some((part) => k.includes(part));
+  const secret = SECRET_KEYS.has(k) || SECRET_KEY_PARTS.some((part) => k.includes(part));
+  if (keyVerdicts.size < MAX_KEY_VERDICTS) keyVerdicts.set(key, secret);
+  return secret;
 }
 
-/** Replace token-shaped substrings and URL passwords inside a free-text value. */
+/** A cheap necessary condition for SQL_PASSWORD_PATTERN to match. */
+const MAYBE_SQL_PASSWORD = /password|identified/i;
+
+/**
+ * Replace token-shaped substrings and URL passwords inside a free-text value. Every pattern
+ * needs a literal its text must contain (`eyJ`, `://`, `password`/`identified`); checking for
+ * those first keeps the common case (a statement, a ref) to three substring scans.
+ */
 export function scrubText(text: string): string {
-  return text
-    .replace(JWT_PATTERN, REDACTED_JWT)
-    .replace(URL_PASSWORD_PATTERN, '$1***@')
-    .replace(SQL_PASSWORD_PATTERN, "$1$2'***'");
+  let out = text;
+  if (out.includes('eyJ')) out = out.replace(JWT_PATTERN, REDACTED_JWT);
+  if (out.includes('://')) out = out.replace(URL_PASSWORD_PATTERN, '$1***@');
+  if (MAYBE_SQL_PASSWORD.test(out)) out = out.replace(SQL_PASSWORD_PATTERN, "$1$2'***'");
+  return out;
 }
 
 export interface Redaction {

@@ -4,6 +4,7 @@
 import { closeSync, existsSync, mkdirSync, openSync, realpathSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import {
+  CompiledQuery,
   Kysely,
   PostgresDialect,
   type SqliteDatabase,
@@ -13,6 +14,7 @@ import {
 } from 'kysely';
 import { StoreError, wrapStoreError } from './errors.js';
 import type { Database } from './schema.js';
+import { type BatchEvent, type ChainedEvent, openSqliteWriter, type SqliteWriter } from './sqlite-writer.js';
 import type { StoreEngine } from './types.js';
 
 export const SQLITE_BUSY_TIMEOUT_MS = 5_000;
@@ -26,7 +28,10 @@ export const AUDIT_LOCK_KEY: readonly [number, number] = [0x63697074, 1];
 
 export interface Engine {
   readonly kind: StoreEngine;
+  /** Reads (SQLite: a main-thread connection; PostgreSQL: the pool). */
   readonly db: Kysely<Database>;
+  /** What write transactions and migrations run on (SQLite: the writer thread's connection). */
+  readonly writeDb: Kysely<Database>;
   /** Human name of the store for messages: a path, or postgres://host:port/db. Never a password. */
   readonly where: string;
   /** Strings that must never appear in messages (the PostgreSQL password). */
@@ -35,6 +40,13 @@ export interface Engine {
   write<T>(fn: (trx: Kysely<Database>) => Promise<T>): Promise<T>;
   /** Called inside a write transaction before the chain head is read. */
   lockAuditChain(trx: Kysely<Database>): Promise<void>;
+  /**
+   * Optional fast path for a batch of audit events on their own (no state change): chain and
+   * commit them in one transaction of their own, with the same lock and order guarantees.
+   */
+  appendAuditBatch?(events: readonly BatchEvent[], now: number): Promise<ChainedEvent[]>;
+  /** Inside a write transaction: insert chained audit rows, in order, with as few round trips as the engine allows. */
+  insertAuditRows(trx: Kysely<Database>, rows: readonly AuditRow[]): Promise<void>;
   /** Run the schema migrations with whatever exclusion the engine needs. */
   migrate<T>(fn: () => Promise<T>): Promise<T>;
   /**
@@ -137,77 +149,152 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
   const file = memory ? path : resolve(path);
   const where = `sqlite ${file}`;
   const { default: BetterSqlite3 } = await import('better-sqlite3');
-  let sqlite: InstanceType<typeof BetterSqlite3>;
-  try {
-    if (!memory) {
+  if (!memory) {
+    try {
       mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
       // The file holds session hashes and the audit log: owner-only from the first byte.
       if (!existsSync(file)) closeSync(openSync(file, 'a', 0o600));
+    } catch (err) {
+      throw asUnavailable(err, where);
     }
-    sqlite = new BetterSqlite3(file, { timeout: SQLITE_BUSY_TIMEOUT_MS });
+  }
+  // Writes (and their fsyncs) run in the writer thread (src/store/sqlite-writer.ts), which also
+  // switches the file to WAL and sets synchronous=FULL on its connection.
+  let writer: SqliteWriter;
+  try {
+    writer = await openSqliteWriter(file, { timeout: SQLITE_BUSY_TIMEOUT_MS, wal: !memory });
   } catch (err) {
+    if ((err as { code?: unknown }).code === 'CIPORT_WAL') {
+      throw new StoreError('CIPORT_E_STORE_UNAVAILABLE', `${where}: ${(err as Error).message}`);
+    }
     throw asUnavailable(err, where);
   }
-  const database = retainingDatabase(sqlite);
-  try {
-    if (!memory) {
-      // Through the retaining wrapper, not sqlite.pragma(): that prepares a throwaway statement.
-      const rows = database.prepare('PRAGMA journal_mode = WAL').all([]) as Array<{ journal_mode?: string }>;
-      const mode = rows[0]?.journal_mode;
-      if (String(mode).toLowerCase() !== 'wal') {
-        throw new StoreError(
-          'CIPORT_E_STORE_UNAVAILABLE',
-          `${where}: cannot enable WAL (journal_mode is ${mode})`,
-        );
-      }
+  const writeDb = new Kysely<Database>({ dialect: writer.dialect });
+  // Reads stay on the main thread, on a connection of their own (WAL: they never wait for the
+  // writer). An in-memory database exists only in the writer's connection: read there too.
+  let db = writeDb;
+  let reader: InstanceType<typeof BetterSqlite3> | undefined;
+  if (!memory) {
+    try {
+      reader = new BetterSqlite3(file, { timeout: SQLITE_BUSY_TIMEOUT_MS });
+      reader.exec(`PRAGMA foreign_keys = ON; PRAGMA busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS};`);
+    } catch (err) {
+      reader?.close();
+      await writeDb.destroy().catch(() => {});
+      throw asUnavailable(err, where);
     }
-    // FULL: a committed audit event survives power loss, not only a crash of the process.
-    // exec() runs without creating statement objects.
-    sqlite.exec(
-      `PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS};`,
-    );
-  } catch (err) {
-    sqlite.close();
-    throw asUnavailable(err, where);
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: retainingDatabase(reader) }) });
   }
 
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
   const key = memory ? `:memory:${Math.random()}` : realpathSync(file);
   const mutex = acquireFileMutex(key);
   let destroyed = false;
 
+  // BEGIN IMMEDIATE … COMMIT on the writer connection; a failure rolls back whatever is open.
+  const transaction = <T>(fn: (conn: Kysely<Database>) => Promise<T>): Promise<T> =>
+    writeDb.connection().execute(async (conn) => {
+      await sql`begin immediate`.execute(conn);
+      try {
+        const result = await fn(conn);
+        await sql`commit`.execute(conn);
+        return result;
+      } catch (err) {
+        await writer.rollback().catch(() => {});
+        throw err;
+      }
+    });
+
+  // Group commit for state changes: write transactions that queue up while one is in flight run
+  // together in ONE transaction, each inside a savepoint of its own, and share its commit (one
+  // fsync). A job that throws is rolled back to its savepoint and fails alone; if the
+  // transaction itself fails, every job in it fails and none is committed. Each job's promise
+  // settles only after the commit.
+  type Job = {
+    fn: (conn: Kysely<Database>) => Promise<unknown>;
+    resolve: (v: unknown) => void;
+    reject: (e: unknown) => void;
+  };
+  const jobs: Job[] = [];
+  let draining = false;
+  const runGroup = async (group: Job[]): Promise<void> => {
+    if (group.length === 1) {
+      const job = group[0] as Job;
+      await transaction(job.fn).then(job.resolve, job.reject);
+      return;
+    }
+    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    try {
+      await transaction(async (conn) => {
+        for (const job of group) {
+          await sql`savepoint ciport_job`.execute(conn);
+          try {
+            const value = await job.fn(conn);
+            await sql`release ciport_job`.execute(conn);
+            outcomes.push({ ok: true, value });
+          } catch (error) {
+            // Undo this job only. If even that fails, the transaction is gone: fail them all.
+            try {
+              await sql`rollback to ciport_job`.execute(conn);
+              await sql`release ciport_job`.execute(conn);
+            } catch {
+              throw error;
+            }
+            outcomes.push({ ok: false, error });
+          }
+        }
+      });
+    } catch (err) {
+      for (const job of group) job.reject(err);
+      return;
+    }
+    group.forEach((job, i) => {
+      const o = outcomes[i];
+      if (o?.ok) job.resolve(o.value);
+      else job.reject(o?.error);
+    });
+  };
+  const drain = async (): Promise<void> => {
+    draining = true;
+    try {
+      while (jobs.length > 0) {
+        const group = jobs.splice(0, MAX_GROUP_JOBS);
+        await mutex.run(() => runGroup(group));
+      }
+    } finally {
+      draining = false;
+    }
+  };
+
   return {
     kind: 'sqlite',
     db,
+    writeDb,
     where,
     scrub: [],
-    write: (fn) =>
-      mutex.run(() =>
-        db.connection().execute(async (conn) => {
-          await sql`begin immediate`.execute(conn);
-          try {
-            const result = await fn(conn);
-            await sql`commit`.execute(conn);
-            return result;
-          } catch (err) {
-            if (sqlite.inTransaction) await sql`rollback`.execute(conn);
-            throw err;
-          }
-        }),
-      ),
+    write: <T>(fn: (conn: Kysely<Database>) => Promise<T>) =>
+      new Promise<T>((resolve, reject) => {
+        jobs.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+        if (!draining) void drain();
+      }),
     // BEGIN IMMEDIATE already holds the database's single write lock.
     lockAuditChain: async () => {},
+    // The writer thread chains and commits the batch in one step: one message, one fsync.
+    appendAuditBatch: (events, now) => mutex.run(() => writer.appendAudit(events, now)),
+    insertAuditRows: async (_trx, rows) => {
+      // One prepared statement run per row in the writer thread: one message for the batch.
+      await writer.runMany(INSERT_AUDIT_ROW, rows.map(auditRowParams));
+    },
     // Kysely's SQLite dialect has one connection and its Migrator runs no transaction of its own
     // there, so wrapping it in BEGIN IMMEDIATE makes the whole migration atomic and exclusive.
     migrate: (fn) =>
       mutex.run(async () => {
-        await sql`begin immediate`.execute(db);
+        await sql`begin immediate`.execute(writeDb);
         try {
           const result = await fn();
-          await sql`commit`.execute(db);
+          await sql`commit`.execute(writeDb);
           return result;
         } catch (err) {
-          if (sqlite.inTransaction) await sql`rollback`.execute(db);
+          await writer.rollback().catch(() => {});
           throw err;
         }
       }),
@@ -217,10 +304,34 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
       if (destroyed) return;
       destroyed = true;
       releaseFileMutex(key, mutex);
-      await mutex.run(() => db.destroy());
+      await mutex.run(async () => {
+        await writeDb.destroy().catch(() => {});
+        if (reader) await db.destroy();
+      });
     },
   };
 }
+
+/** Most write transactions one SQLite group commit carries. */
+const MAX_GROUP_JOBS = 64;
+
+/** One row of audit_events as the writer inserts it. */
+export interface AuditRow {
+  seq: number;
+  time: number;
+  type: string;
+  data: string;
+  hash: string;
+  prevHash: string;
+}
+
+const INSERT_AUDIT_ROW =
+  'insert into "audit_events" ("seq", "time", "type", "data", "hash", "prev_hash") values (?, ?, ?, ?, ?, ?)';
+
+const auditRowParams = (r: AuditRow): unknown[] => [r.seq, r.time, r.type, r.data, r.hash, r.prevHash];
+
+/** Rows per multi-row INSERT on PostgreSQL (6 parameters each; the protocol allows 65 535). */
+const PG_AUDIT_ROWS_PER_INSERT = 1000;
 
 // ---- PostgreSQL ----------------------------------------------------------------------------
 
@@ -244,6 +355,7 @@ export async function openPostgresEngine(url: string): Promise<Engine> {
   return {
     kind: 'postgres',
     db,
+    writeDb: db,
     where,
     scrub,
     write: (fn) => db.transaction().execute(fn),
@@ -251,6 +363,21 @@ export async function openPostgresEngine(url: string): Promise<Engine> {
       await sql`select pg_advisory_xact_lock(${sql.lit(AUDIT_LOCK_KEY[0])}, ${sql.lit(AUDIT_LOCK_KEY[1])})`.execute(
         trx,
       );
+    },
+    insertAuditRows: async (trx, rows) => {
+      for (let i = 0; i < rows.length; i += PG_AUDIT_ROWS_PER_INSERT) {
+        const chunk = rows.slice(i, i + PG_AUDIT_ROWS_PER_INSERT);
+        const values = chunk.map((_, j) => {
+          const n = j * 6;
+          return `($${n + 1}, $${n + 2}, $${n + 3}, $${n + 4}, $${n + 5}, $${n + 6})`;
+        });
+        await trx.executeQuery(
+          CompiledQuery.raw(
+            `insert into "audit_events" ("seq", "time", "type", "data", "hash", "prev_hash") values ${values.join(', ')}`,
+            chunk.flatMap(auditRowParams),
+          ),
+        );
+      }
     },
     // Kysely's Migrator takes its own session advisory lock and runs in one transaction on PG.
     migrate: (fn) => fn(),

@@ -2,7 +2,13 @@
 
 import { type Kysely, Migrator, type Selectable } from 'kysely';
 import type { JsonObject } from '../audit/canonical.js';
-import { type ChainRow, eventHash, GENESIS_HASH, prepareAuditEvent } from '../audit/chain.js';
+import {
+  type ChainRow,
+  chainHash,
+  GENESIS_HASH,
+  type PreparedEvent,
+  prepareAuditEvent,
+} from '../audit/chain.js';
 import {
   type AuditEvent,
   type AuditEventInput,
@@ -12,7 +18,7 @@ import {
 } from '../audit/events.js';
 import { TARGET_NAME_RE } from '../config/target-name.js';
 import { CiportError } from '../errors/index.js';
-import { AGENT_REVOKED_CHANNEL, type Engine, SESSION_ENDED_CHANNEL } from './engines.js';
+import { AGENT_REVOKED_CHANNEL, type AuditRow, type Engine, SESSION_ENDED_CHANNEL } from './engines.js';
 import { StoreError, wrapStoreError } from './errors.js';
 import { MIGRATION_LOCK_TABLE, MIGRATION_TABLE, migrationNames, migrationProvider } from './migrations.js';
 import { type AgentsTable, type Database, type GatewaysTable, type SessionsTable, toInt } from './schema.js';
@@ -42,13 +48,22 @@ const HEX64 = /^[0-9a-f]{64}$/;
 const DAY = 86_400_000;
 
 interface PendingAudit {
-  prepared: ReturnType<typeof prepareAuditEvent>;
+  prepared: PreparedEvent;
   resolve: (event: AuditEvent) => void;
   reject: (err: unknown) => void;
 }
 
 /** Most events one group commit carries; the rest go in the next. */
 const MAX_AUDIT_BATCH = 500;
+
+/**
+ * Group-commit delay (like PostgreSQL's commit_delay): when events arrived while a commit was in
+ * flight (several producers, or one producer that does not wait), the next commit starts this
+ * long after the previous one started, so the events of the interval share one transaction and
+ * one fsync instead of each paying its own. An event that finds the writer idle — a lone event,
+ * or a caller awaiting each append in turn — is committed at once.
+ */
+export const AUDIT_COMMIT_INTERVAL_MS = 5;
 
 export class KyselyStore implements Store {
   readonly #engine: Engine;
@@ -251,7 +266,7 @@ export class KyselyStore implements Store {
    * batch instead of one per event. A lone event is committed at once, as before.
    */
   appendAudit(event: AuditEventInput): Promise<AuditEvent> {
-    let prepared: ReturnType<typeof prepareAuditEvent>;
+    let prepared: PreparedEvent;
     try {
       prepared = prepareAuditEvent(event); // programming errors surface before any lock
     } catch (err) {
@@ -264,17 +279,19 @@ export class KyselyStore implements Store {
   }
 
   async #flushAudit(): Promise<void> {
+    let lastStart = Number.NEGATIVE_INFINITY;
     try {
       while (this.#pendingAudit.length > 0) {
+        // Only reached again when events arrived during the previous commit: under load.
+        const wait = lastStart + AUDIT_COMMIT_INTERVAL_MS - performance.now();
+        if (wait > 0 && this.#pendingAudit.length < MAX_AUDIT_BATCH) {
+          await new Promise((resolve) => setTimeout(resolve, wait));
+        }
+        lastStart = performance.now();
         const batch = this.#pendingAudit.splice(0, MAX_AUDIT_BATCH);
         try {
-          const events = await this.#guard(() =>
-            this.#engine.write(async (trx) => {
-              const out: AuditEvent[] = [];
-              for (const item of batch) out.push(await this.#append(trx, item.prepared));
-              return out;
-            }),
-          );
+          const prepared = batch.map((item) => item.prepared);
+          const events = await this.#guard(() => this.#appendAlone(prepared));
           batch.forEach((item, i) => {
             item.resolve(events[i] as AuditEvent);
           });
@@ -346,16 +363,32 @@ export class KyselyStore implements Store {
     });
   }
 
+  /** Chain and commit a batch of events that record no state change, in a transaction of their own. */
+  async #appendAlone(batch: readonly PreparedEvent[]): Promise<AuditEvent[]> {
+    const fast = this.#engine.appendAuditBatch;
+    if (!fast) return this.#engine.write((trx) => this.#appendBatch(trx, batch));
+    const chained = await fast(batch, this.#clock());
+    return chained.map((c, i) => storedEvent(c.seq, c.time, batch[i] as PreparedEvent, c.hash, c.prevHash));
+  }
+
   /**
    * Chain one event inside the caller's write transaction. The engine's lock (PostgreSQL:
    * advisory xact lock; SQLite: BEGIN IMMEDIATE) is held from reading the head until commit.
    */
-  async #append(
+  async #append(trx: Kysely<Database>, input: AuditEventInput, defaultTime?: number): Promise<AuditEvent> {
+    const [event] = await this.#appendBatch(trx, [prepareAuditEvent(input)], defaultTime);
+    return event as AuditEvent;
+  }
+
+  /**
+   * Chain `batch` in order inside the caller's write transaction: take the engine's lock, read
+   * the head once, hash every event in memory, insert them all in one go.
+   */
+  async #appendBatch(
     trx: Kysely<Database>,
-    input: AuditEventInput | ReturnType<typeof prepareAuditEvent>,
+    batch: readonly PreparedEvent[],
     defaultTime?: number,
-  ): Promise<AuditEvent> {
-    const prepared = 'dataText' in input ? input : prepareAuditEvent(input);
+  ): Promise<AuditEvent[]> {
     await this.#engine.lockAuditChain(trx);
     const last = await trx
       .selectFrom('audit_events')
@@ -363,16 +396,24 @@ export class KyselyStore implements Store {
       .orderBy('seq', 'desc')
       .limit(1)
       .executeTakeFirst();
-    const seq = last ? toInt(last.seq) + 1 : 1;
-    const prevHash = last ? last.hash : GENESIS_HASH;
-    // Time never runs backwards along the chain, so a time window is a contiguous seq range.
-    const time = Math.max(prepared.time ?? defaultTime ?? this.#clock(), last ? toInt(last.time) : 0);
-    const hash = eventHash(prevHash, { seq, time, type: prepared.type, data: prepared.data });
-    await trx
-      .insertInto('audit_events')
-      .values({ seq, time, type: prepared.type, data: prepared.dataText, hash, prev_hash: prevHash })
-      .execute();
-    return { seq, time, type: prepared.type, data: prepared.data, hash, prevHash };
+    let seq = last ? toInt(last.seq) : 0;
+    let prevHash = last ? last.hash : GENESIS_HASH;
+    let prevTime = last ? toInt(last.time) : 0;
+    const now = defaultTime ?? this.#clock();
+    const rows: AuditRow[] = [];
+    const events: AuditEvent[] = [];
+    for (const prepared of batch) {
+      seq++;
+      // Time never runs backwards along the chain, so a time window is a contiguous seq range.
+      const time = Math.max(prepared.time ?? now, prevTime);
+      const hash = chainHash(prevHash, seq, time, prepared.type, prepared.dataText);
+      rows.push({ seq, time, type: prepared.type, data: prepared.dataText, hash, prevHash });
+      events.push(storedEvent(seq, time, prepared, hash, prevHash));
+      prevHash = hash;
+      prevTime = time;
+    }
+    await this.#engine.insertAuditRows(trx, rows);
+    return events;
   }
 
   // ---- agents ------------------------------------------------------------------------------
@@ -727,8 +768,9 @@ export class KyselyStore implements Store {
 
   async close(): Promise<void> {
     if (this.#closed) return;
-    // Events already handed to appendAudit are committed before the store goes away.
-    await this.#flushing;
+    // Events already handed to appendAudit are committed before the store goes away (also
+    // those handed to it while it was closing).
+    while (this.#flushing) await this.#flushing;
     this.#closed = true;
     await this.#engine.destroy();
   }
@@ -747,7 +789,7 @@ export class KyselyStore implements Store {
 
 async function migrate(engine: Engine): Promise<void> {
   const migrator = new Migrator({
-    db: engine.db,
+    db: engine.writeDb,
     provider: migrationProvider(engine.kind),
     migrationTableName: MIGRATION_TABLE,
     migrationLockTableName: MIGRATION_LOCK_TABLE,
@@ -775,6 +817,26 @@ async function migrate(engine: Engine): Promise<void> {
       cause: err,
     });
   }
+}
+
+/** The event as written; its data is parsed from the stored text only if someone reads it. */
+function storedEvent(
+  seq: number,
+  time: number,
+  prepared: PreparedEvent,
+  hash: string,
+  prevHash: string,
+): AuditEvent {
+  return {
+    seq,
+    time,
+    type: prepared.type,
+    get data() {
+      return prepared.data;
+    },
+    hash,
+    prevHash,
+  };
 }
 
 function resolveEvent(event: EventFor, session: SessionRecord): AuditEventInput {

@@ -14,6 +14,7 @@ import {
   closed,
   connectClient,
   type EchoServer,
+  eventually,
   h2,
   openSession,
   startEcho,
@@ -96,7 +97,12 @@ describe('job liveness (GitHub Actions)', () => {
     expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
     expect(Date.now() - started).toBeLessThan(800);
     expect(gh.jobHits(JOB)).toBeGreaterThanOrEqual(2);
-    expect(await gw.store.getSession(s.id)).toMatchObject({ state: 'ended', endReason: 'job_finished' });
+    // The connections are cut first, then the end commits (src/session/manager.ts `end`).
+    const ended = await eventually(async () => {
+      const r = await gw.store.getSession(s.id);
+      return r?.state === 'ended' ? r : undefined;
+    });
+    expect(ended.endReason).toBe('job_finished');
     const refused = await api(c, 'POST', '/v1/sessions', {
       bearer: await issuer.mint({}, { preset: 'github-push' }),
       body: {},

@@ -95,10 +95,12 @@ describe('job liveness', () => {
     const stream = await tunnel(c2, s, 'echo');
     gl!.setStatus(4011, 'canceled');
     expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
-    expect(await h!.gateway.store.getSession(s.id)).toMatchObject({
-      state: 'ended',
-      endReason: 'job_finished',
+    // The connections are cut first, then the end commits (src/session/manager.ts `end`).
+    const ended = await eventually(async () => {
+      const r = await h!.gateway.store.getSession(s.id);
+      return r?.state === 'ended' ? r : undefined;
     });
+    expect(ended.endReason).toBe('job_finished');
   });
 
   it("refuses a finished job's still-valid token with 403 CIPORT_E_JOB_NOT_RUNNING, audited", async () => {
@@ -188,10 +190,12 @@ describe('job liveness', () => {
     // Heartbeats stop: the lease, not the API, ends it.
     stream.write('x');
     expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
-    expect(await h!.gateway.store.getSession(s.id)).toMatchObject({
-      state: 'ended',
-      endReason: 'lease_expired',
+    // The connections are cut first, then the end commits (src/session/manager.ts `end`).
+    const ended = await eventually(async () => {
+      const r = await h!.gateway.store.getSession(s.id);
+      return r?.state === 'ended' ? r : undefined;
     });
+    expect(ended.endReason).toBe('lease_expired');
     // Back up: the gauge clears on the next successful request.
     await gl!.up();
     const c2 = await h!.client();
@@ -233,10 +237,12 @@ describe('job liveness', () => {
     expect(ok.status).toBe(204);
     expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
     expect(Date.now() - started).toBeLessThan(1000);
-    expect(await h!.gateway.store.getSession(s.id)).toMatchObject({
-      state: 'ended',
-      endReason: 'job_finished',
+    // The connections are cut first, then the end commits (src/session/manager.ts `end`).
+    const ended = await eventually(async () => {
+      const r = await h!.gateway.store.getSession(s.id);
+      return r?.state === 'ended' ? r : undefined;
     });
+    expect(ended.endReason).toBe('job_finished');
     expect((await h!.gateway.store.getSession(other.id))?.state).toBe('active');
     // Another event kind from a sender that knows the secret: 204, ignored.
     const pipeline = await api(c, 'POST', '/v1/hooks/gitlab', {

@@ -53,7 +53,11 @@ describe('lease', () => {
     const stream = await tunnel(c, s, 'echo');
     stream.write('x');
     expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
-    const record = await h.gateway.store.getSession(s.id);
+    // The connections are cut first, then the end commits (src/session/manager.ts `end`).
+    const record = await eventually(async () => {
+      const r = await h!.gateway.store.getSession(s.id);
+      return r?.state === 'ended' ? r : undefined;
+    });
     expect(record).toMatchObject({ state: 'ended', endReason: 'lease_expired' });
     expect((await endedEvent(h, s.id))?.data).toMatchObject({ reason: 'lease_expired' });
     const hb = await api(c, 'POST', `/v1/sessions/${s.id}/heartbeat`, { bearer: s.secret });
@@ -79,7 +83,11 @@ describe('TTL', () => {
     const stream = await tunnel(c, s, 'echo');
     stream.write('x');
     expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
-    expect(await h.gateway.store.getSession(s.id)).toMatchObject({ state: 'ended', endReason: 'expired' });
+    const record = await eventually(async () => {
+      const r = await h!.gateway.store.getSession(s.id);
+      return r?.state === 'ended' ? r : undefined;
+    });
+    expect(record).toMatchObject({ state: 'ended', endReason: 'expired' });
     expect((await endedEvent(h, s.id))?.data).toMatchObject({ reason: 'expired' });
   });
 });

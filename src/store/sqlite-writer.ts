@@ -1,0 +1,399 @@
+// SQLite writes off the event loop. better-sqlite3 is synchronous: every statement, and above all
+// every COMMIT (synchronous=FULL: an fsync of the WAL), would otherwise stop the gateway's event
+// loop — no relaying, no TLS, no new sessions — for as long as the disk takes. So every write
+// transaction runs in ONE worker thread per process that owns its own better-sqlite3 connection
+// per store; the main thread keeps a connection of its own for reads (WAL: readers never wait
+// for the writer and see each transaction once it committed).
+//
+// The worker lives as long as the process (unref'd while idle, so it never keeps the process up):
+// better-sqlite3 objects must never be garbage-collected on Node 24 (src/store/engines.ts), and a
+// worker that exits tears its heap down with them. Stores close their connection explicitly
+// (`close`) instead; the handles stay retained in the worker until the process ends.
+
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+import {
+  CompiledQuery,
+  type DatabaseConnection,
+  type Dialect,
+  type Driver,
+  type Kysely,
+  type QueryResult,
+  SqliteAdapter,
+  SqliteIntrospector,
+  SqliteQueryCompiler,
+} from 'kysely';
+import { StoreError } from './errors.js';
+
+/**
+ * The worker's code, evaluated: kept as text so it runs the same from src and dist. It runs as
+ * CommonJS or as a module (the thread inherits `--input-type=module` from a `node -e` parent),
+ * so it loads everything through process.getBuiltinModule instead of `require`.
+ */
+const WORKER_SOURCE = `
+const { parentPort, workerData } = process.getBuiltinModule('node:worker_threads');
+const { createHash } = process.getBuiltinModule('node:crypto');
+const { createRequire } = process.getBuiltinModule('node:module');
+const GENESIS = '0'.repeat(64);
+const HEAD = 'select "seq", "hash", "time" from "audit_events" order by "seq" desc limit 1';
+const INSERT = 'insert into "audit_events" ("seq", "time", "type", "data", "hash", "prev_hash") values (?, ?, ?, ?, ?, ?)';
+// chainHash of src/audit/chain.ts (docs/audit.md): the canonical envelope spliced around the
+// canonical data text. Every store test verifies chains this writes.
+function chainHash(prev, seq, time, type, dataText) {
+  return createHash('sha256')
+    .update(prev + '{"data":' + dataText + ',"seq":' + JSON.stringify(seq) + ',"time":' + JSON.stringify(time) + ',"type":' + JSON.stringify(type) + '}', 'utf8')
+    .digest('hex');
+}
+const Database = createRequire(workerData.driver)(workerData.driver);
+const conns = new Map();
+const retained = [];
+function conn(id) {
+  const c = conns.get(id);
+  if (!c) throw Object.assign(new Error('The database connection is not open'), { code: 'SQLITE_MISUSE' });
+  return c;
+}
+function statement(c, sql) {
+  let st = c.stmts.get(sql);
+  if (!st) {
+    st = c.db.prepare(sql);
+    c.stmts.set(sql, st);
+    retained.push(st);
+  }
+  return st;
+}
+function handle(m) {
+  switch (m.op) {
+    case 'open': {
+      const db = new Database(m.file, { timeout: m.timeout });
+      retained.push(db);
+      const c = { db, stmts: new Map() };
+      try {
+        if (m.wal) {
+          const rows = statement(c, 'PRAGMA journal_mode = WAL').all();
+          const mode = rows[0] && rows[0].journal_mode;
+          if (String(mode).toLowerCase() !== 'wal') {
+            throw Object.assign(new Error('cannot enable WAL (journal_mode is ' + mode + ')'), { code: 'CIPORT_WAL' });
+          }
+        }
+        // FULL: a committed audit event survives power loss, not only a crash of the process.
+        db.exec('PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = ' + m.timeout + ';');
+      } catch (err) {
+        db.close();
+        throw err;
+      }
+      conns.set(m.conn, c);
+      return null;
+    }
+    case 'query': {
+      const st = statement(conn(m.conn), m.sql);
+      if (st.reader) return { rows: st.all(m.params) };
+      const r = st.run(m.params);
+      return { changes: r.changes, lastInsertRowid: r.lastInsertRowid };
+    }
+    case 'runMany': {
+      const st = statement(conn(m.conn), m.sql);
+      for (const params of m.rows) st.run(params);
+      return null;
+    }
+    case 'append': {
+      // One audit batch in one transaction: head, chain in order, insert, commit (one fsync).
+      const c = conn(m.conn);
+      const head = statement(c, HEAD);
+      const insert = statement(c, INSERT);
+      c.db.exec('begin immediate');
+      try {
+        const last = head.get();
+        let seq = last ? Number(last.seq) : 0;
+        let prev = last ? last.hash : GENESIS;
+        let prevTime = last ? Number(last.time) : 0;
+        const first = prev;
+        const out = [];
+        for (const e of m.events) {
+          seq++;
+          const time = Math.max(e.time === undefined ? m.now : e.time, prevTime);
+          const hash = chainHash(prev, seq, time, e.type, e.dataText);
+          insert.run([seq, time, e.type, e.dataText, hash, prev]);
+          out.push(seq, time, hash);
+          prev = hash;
+          prevTime = time;
+        }
+        c.db.exec('commit');
+        return { first, out };
+      } catch (err) {
+        if (c.db.inTransaction) c.db.exec('rollback');
+        throw err;
+      }
+    }
+    case 'rollback': {
+      const c = conn(m.conn);
+      if (c.db.inTransaction) c.db.exec('rollback');
+      return null;
+    }
+    case 'close': {
+      const c = conns.get(m.conn);
+      if (c) {
+        conns.delete(m.conn);
+        if (c.db.inTransaction) c.db.exec('rollback');
+        c.db.close();
+      }
+      return null;
+    }
+    case 'crash':
+      // Tests: an unexpected failure of the thread itself.
+      setImmediate(() => { throw new Error('writer thread crashed (test)'); });
+      return null;
+    default:
+      throw new Error('unknown op ' + m.op);
+  }
+}
+parentPort.on('message', (m) => {
+  let reply;
+  try {
+    reply = { id: m.id, ok: handle(m) };
+  } catch (err) {
+    const e = err || {};
+    reply = { id: m.id, err: { message: String(e.message || e), code: typeof e.code === 'string' ? e.code : undefined, name: e.name } };
+  }
+  parentPort.postMessage(reply);
+});
+`;
+
+type Reply = { id: number; ok?: unknown; err?: { message: string; code?: string; name?: string } };
+type Pending = { resolve: (v: unknown) => void; reject: (err: unknown) => void };
+
+/** The process's writer thread: requests are answered in the order they were sent. */
+class WriterThread {
+  readonly #worker: Worker;
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #dead: Error | undefined;
+
+  constructor() {
+    const driver = createRequire(import.meta.url).resolve('better-sqlite3');
+    this.#worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { driver } });
+    this.#worker.unref();
+    this.#worker.on('message', (reply: Reply) => this.#settle(reply));
+    this.#worker.on('error', (err) => this.#die(err));
+    this.#worker.on('exit', (code) => this.#die(new Error(`writer thread exited (code ${code})`)));
+  }
+
+  get alive(): boolean {
+    return this.#dead === undefined;
+  }
+
+  request(message: Record<string, unknown>): Promise<unknown> {
+    if (this.#dead) return Promise.reject(threadGone(this.#dead));
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      // Keep the process up while a write is in flight (it may be the last thing it does).
+      if (this.#pending.size === 0) this.#worker.ref();
+      this.#pending.set(id, { resolve, reject });
+      this.#worker.postMessage({ ...message, id });
+    });
+  }
+
+  #settle(reply: Reply): void {
+    const p = this.#pending.get(reply.id);
+    if (!p) return;
+    this.#pending.delete(reply.id);
+    if (this.#pending.size === 0) this.#worker.unref();
+    if (reply.err) {
+      const err = new Error(reply.err.message) as Error & { code?: string };
+      if (reply.err.name) err.name = reply.err.name;
+      if (reply.err.code) err.code = reply.err.code;
+      p.reject(err);
+    } else {
+      p.resolve(reply.ok);
+    }
+  }
+
+  #die(err: Error): void {
+    if (this.#dead) return;
+    this.#dead = err;
+    if (thread === this) thread = undefined;
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) p.reject(threadGone(err));
+  }
+}
+
+function threadGone(err: Error): StoreError {
+  return new StoreError(
+    'CIPORT_E_STORE_UNAVAILABLE',
+    `store unavailable: sqlite writer thread failed: ${err.message}`,
+    {
+      cause: err,
+    },
+  );
+}
+
+let thread: WriterThread | undefined;
+let nextConn = 1;
+
+function writerThread(): WriterThread {
+  thread ??= new WriterThread();
+  return thread;
+}
+
+/** Tests: make the writer thread fail as an unexpected crash would. */
+export async function crashWriterThreadForTests(): Promise<void> {
+  const t = thread;
+  if (!t) return;
+  await t.request({ op: 'crash' }).catch(() => {});
+  while (t.alive) await new Promise((r) => setTimeout(r, 5));
+}
+
+/** An audit event ready to chain (src/audit/chain.ts PreparedEvent). */
+export interface BatchEvent {
+  readonly type: string;
+  readonly time: number | undefined;
+  readonly dataText: string;
+}
+
+/** Where the writer put an event in the chain. */
+export interface ChainedEvent {
+  seq: number;
+  time: number;
+  hash: string;
+  prevHash: string;
+}
+
+/** One store's connection in the writer thread. */
+export interface SqliteWriter {
+  /** Kysely over the writer connection (one connection: callers queue for it). */
+  readonly dialect: Dialect;
+  /** Run one statement for each row of `rows`, in the connection's current transaction. */
+  runMany(sql: string, rows: unknown[][]): Promise<void>;
+  /**
+   * Append a batch of prepared audit events in a transaction of its own, chained in order from
+   * the current head; resolves once committed, to each event's seq, time, hash and prev_hash.
+   */
+  appendAudit(events: readonly BatchEvent[], now: number): Promise<ChainedEvent[]>;
+  /** Roll back the connection's transaction, if one is open. */
+  rollback(): Promise<void>;
+  /** Close the connection (idempotent). */
+  close(): Promise<void>;
+}
+
+/**
+ * Open `file` in the writer thread with the store's pragmas (WAL when `wal`, synchronous=FULL,
+ * foreign keys, busy timeout). Rejects with the driver's error (code SQLITE_…) if it cannot.
+ */
+export async function openSqliteWriter(
+  file: string,
+  options: { timeout: number; wal: boolean },
+): Promise<SqliteWriter> {
+  const t = writerThread();
+  const id = nextConn++;
+  await t.request({ op: 'open', conn: id, file, timeout: options.timeout, wal: options.wal });
+  let closed: Promise<void> | undefined;
+  const connection = new WorkerConnection(t, id);
+  return {
+    dialect: {
+      createAdapter: () => new SqliteAdapter(),
+      createDriver: () => new WorkerDriver(connection, () => closeOnce()),
+      createQueryCompiler: () => new SqliteQueryCompiler(),
+      createIntrospector: (db: Kysely<unknown>) => new SqliteIntrospector(db),
+    },
+    runMany: async (sql, rows) => {
+      await t.request({ op: 'runMany', conn: id, sql, rows });
+    },
+    appendAudit: async (events, now) => {
+      const batch = events.map((e) => ({ type: e.type, time: e.time, dataText: e.dataText }));
+      const r = (await t.request({ op: 'append', conn: id, events: batch, now })) as {
+        first: string;
+        out: Array<number | string>;
+      };
+      const chained: ChainedEvent[] = [];
+      let prevHash = r.first;
+      for (let i = 0; i < r.out.length; i += 3) {
+        const hash = r.out[i + 2] as string;
+        chained.push({ seq: r.out[i] as number, time: r.out[i + 1] as number, hash, prevHash });
+        prevHash = hash;
+      }
+      return chained;
+    },
+    rollback: async () => {
+      await t.request({ op: 'rollback', conn: id });
+    },
+    close: () => closeOnce(),
+  };
+  function closeOnce(): Promise<void> {
+    closed ??= t.alive ? t.request({ op: 'close', conn: id }).then(() => undefined) : Promise.resolve();
+    return closed;
+  }
+}
+
+class WorkerConnection implements DatabaseConnection {
+  readonly #thread: WriterThread;
+  readonly #id: number;
+
+  constructor(t: WriterThread, id: number) {
+    this.#thread = t;
+    this.#id = id;
+  }
+
+  async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+    const r = (await this.#thread.request({
+      op: 'query',
+      conn: this.#id,
+      sql: compiled.sql,
+      params: compiled.parameters,
+    })) as { rows: R[] } | { changes: number; lastInsertRowid: number | bigint };
+    if ('rows' in r) return { rows: r.rows };
+    return { numAffectedRows: BigInt(r.changes), insertId: BigInt(r.lastInsertRowid), rows: [] };
+  }
+
+  // biome-ignore lint/correctness/useYield: the store never streams from the writer connection
+  async *streamQuery<R>(): AsyncIterableIterator<QueryResult<R>> {
+    throw new Error('the sqlite writer connection does not stream');
+  }
+}
+
+/** Kysely driver with one connection (like Kysely's own SQLite driver): callers queue for it. */
+class WorkerDriver implements Driver {
+  readonly #connection: WorkerConnection;
+  readonly #close: () => Promise<void>;
+  #tail: Promise<void> = Promise.resolve();
+  #release: (() => void) | undefined;
+
+  constructor(connection: WorkerConnection, close: () => Promise<void>) {
+    this.#connection = connection;
+    this.#close = close;
+  }
+
+  async init(): Promise<void> {}
+
+  async acquireConnection(): Promise<DatabaseConnection> {
+    const previous = this.#tail;
+    let release!: () => void;
+    this.#tail = new Promise((resolve) => {
+      release = resolve;
+    });
+    await previous;
+    this.#release = release;
+    return this.#connection;
+  }
+
+  async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw('begin'));
+  }
+
+  async commitTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw('commit'));
+  }
+
+  async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw('rollback'));
+  }
+
+  async releaseConnection(): Promise<void> {
+    const release = this.#release;
+    this.#release = undefined;
+    release?.();
+  }
+
+  async destroy(): Promise<void> {
+    await this.#close();
+  }
+}
