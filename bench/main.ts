@@ -2,13 +2,17 @@
 // measured in the same run; see docs/performance.md.
 import { benchAudit } from './audit.js';
 import { benchDecide } from './decide.js';
+import { benchMemory } from './memory.js';
 import { benchPg } from './pg.js';
+import { benchSessions } from './sessions.js';
 import { benchTunnel } from './tunnel.js';
 
 const BENCHES: Record<string, (rounds: number) => Promise<string>> = {
   audit: benchAudit,
   decide: benchDecide,
+  memory: benchMemory,
   pg: benchPg,
+  sessions: benchSessions,
   tunnel: benchTunnel,
 };
 

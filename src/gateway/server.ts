@@ -2,7 +2,7 @@
 // the token verifier, the policy, the session manager and the tunnels. `startGateway` is what
 // `ciport gateway` runs, and what tests and the demo start in-process.
 import { createHash, randomBytes } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import {
   createSecureServer,
   type Http2SecureServer,
@@ -237,7 +237,7 @@ export async function startGateway(
   const agentApi = gatewayAgents.apiDeps((req) => requireAdmin(apiDeps, req), config.server.max_body_bytes);
 
   // Streams open per HTTP/2 connection, so an idle connection can be told from a quiet tunnel.
-  const openStreams = new WeakMap<object, number>();
+  const openStreams = new WeakMap<object, StreamCount>();
   const sessions = new Set<ServerHttp2Session>();
   const sockets = new Set<Socket>();
   const auditBacklog = new AuditBacklog(options.auditBacklogMax);
@@ -297,7 +297,7 @@ export async function startGateway(
   server.on('sessionError', (err: Error) => log.debug({ err: err.message }, 'HTTP/2 session error'));
   server.on('session', (session: ServerHttp2Session) => {
     sessions.add(session);
-    openStreams.set(session, 0);
+    openStreams.set(session, new StreamCount());
     session.once('close', () => sessions.delete(session));
     session.on('error', () => {});
     try {
@@ -306,7 +306,7 @@ export async function startGateway(
       // the connection went away already
     }
     const onIdle = () => {
-      if ((openStreams.get(session) ?? 0) === 0) session.close();
+      if ((openStreams.get(session)?.open ?? 0) === 0) session.close();
       else session.setTimeout(srv.idle_timeout, onIdle);
     };
     session.setTimeout(srv.idle_timeout, onIdle);
@@ -314,8 +314,11 @@ export async function startGateway(
   server.on('stream', (stream: ServerHttp2Stream) => {
     const session: object | undefined = stream.session;
     if (!session) return;
-    openStreams.set(session, (openStreams.get(session) ?? 0) + 1);
-    stream.once('close', () => openStreams.set(session, (openStreams.get(session) ?? 1) - 1));
+    const count = openStreams.get(session);
+    if (!count) return;
+    count.open++;
+    // One listener shared by the session's streams: nothing allocated per stream.
+    stream.on('close', count.closed);
   });
 
   // HTTP/2 applies SETTINGS_MAX_HEADER_LIST_SIZE only once the client acknowledged it, so a
@@ -347,17 +350,20 @@ export async function startGateway(
     }
     void handleAgentUpgrade(agentApi, req, socket, head);
   });
+  const connect = (req: Http2ServerRequest, res: Http2ServerResponse) => {
+    if (headersTooLarge(req, res)) return;
+    void handleConnect(tunnelDeps, req, res).catch((err) =>
+      log.error({ err: asCiportError(err).message }, 'tunnel failed'),
+    );
+  };
   server.on('connect', (req: Req, resOrSocket: Res | Duplex) => {
     if (isHttp2(req)) {
-      if (headersTooLarge(req, resOrSocket as Res)) return;
-      void handleConnect(tunnelDeps, req as Http2ServerRequest, resOrSocket as Http2ServerResponse).catch(
-        (err) => log.error({ err: asCiportError(err).message }, 'tunnel failed'),
-      );
+      connect(req as Http2ServerRequest, resOrSocket as Http2ServerResponse);
       return;
     }
     refuseHttp1Connect(resOrSocket as Duplex);
   });
-
+  bypassCompatForConnect(server, connect);
   const [host, port] = splitListen(config.listen);
   try {
     await new Promise<void>((resolve, reject) => {
@@ -525,6 +531,77 @@ export async function startGateway(
       return hardStop;
     },
   };
+}
+
+/** Open HTTP/2 streams of one client connection; `closed` is every stream's 'close' listener. */
+class StreamCount {
+  open = 0;
+  readonly closed = (): void => {
+    this.open--;
+  };
+}
+
+/**
+ * Tunnels (HTTP/2 CONNECT streams) skip Node's compatibility layer: it gives every stream an
+ * Http2ServerRequest and an Http2ServerResponse (two more event emitters, their states and about
+ * ten listeners on the stream) that live as long as the tunnel, a third of an idle tunnel's heap.
+ * A tunnel gets `{stream, headers}` and a small response that can send its refusal instead. The
+ * JSON API keeps the compatibility layer. Should Node's internals differ (no compat listener
+ * found), CONNECT keeps going through it and the 'connect' event.
+ */
+function bypassCompatForConnect(
+  server: Http2SecureServer,
+  connect: (req: Http2ServerRequest, res: Http2ServerResponse) => void,
+): void {
+  const compat = server.listeners('stream').find((l) => l.name === 'bound onServerStream') as
+    | ((stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, raw: string[]) => void)
+    | undefined;
+  if (!compat) return;
+  server.removeListener('stream', compat);
+  server.on(
+    'stream',
+    (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
+      if (headers[h2.HTTP2_HEADER_METHOD] !== h2.HTTP2_METHOD_CONNECT) {
+        compat(stream, headers, flags, rawHeaders);
+        return;
+      }
+      // A client reset before the tunnel listens must not become an uncaught 'error'.
+      stream.on('error', ignore);
+      const req = { stream, headers, rawHeaders, httpVersionMajor: 2, url: '' };
+      connect(
+        req as unknown as Http2ServerRequest,
+        new StreamResponse(stream) as unknown as Http2ServerResponse,
+      );
+    },
+  );
+}
+
+function ignore(): void {}
+
+/** What sendJson/sendError need of a response, on a bare stream (a refused tunnel). */
+class StreamResponse {
+  statusCode = 200;
+  readonly #stream: ServerHttp2Stream;
+  #headers: OutgoingHttpHeaders = {};
+
+  constructor(stream: ServerHttp2Stream) {
+    this.#stream = stream;
+  }
+
+  get headersSent(): boolean {
+    return this.#stream.headersSent;
+  }
+
+  setHeader(name: string, value: string): void {
+    this.#headers[name.toLowerCase()] = value;
+  }
+
+  end(body?: string): void {
+    const stream = this.#stream;
+    if (stream.destroyed || stream.closed) return;
+    if (!stream.headersSent) stream.respond({ ...this.#headers, ':status': this.statusCode });
+    stream.end(body);
+  }
 }
 
 function requestTimedOut(req: Req, res: Res): void {

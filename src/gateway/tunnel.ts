@@ -12,7 +12,7 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { Socket } from 'node:net';
-import { pipeline } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { TUNNEL_HEADERS } from '../agent/exits.js';
 import type { AuditBacklog } from '../audit/backlog.js';
 import { auditEvent, type ConnectionClosedBy } from '../audit/events.js';
@@ -162,6 +162,19 @@ export async function handleConnect(
     return;
   }
   await tunnel.run(refuse);
+}
+
+/**
+ * Copy `from` into `to` with backpressure (pause while `to` is full, resume on its 'drain');
+ * `from`'s end ends `to`, so each direction half-closes on its own. Errors and closes are the
+ * caller's: a write to a destroyed side is dropped.
+ */
+function relay(from: Readable, to: Writable): void {
+  from.on('data', (chunk: Buffer) => {
+    if (!to.write(chunk)) from.pause();
+  });
+  to.on('drain', () => from.resume());
+  from.once('end', () => to.end());
 }
 
 /** A granted target no local config names: what the tunnel knows of it (an agent's). */
@@ -371,15 +384,14 @@ class Tunnel implements SessionConnection {
     this.#startedAt = Date.now();
     this.#deps.metrics.tunnelsActive.inc();
     this.#deps.metrics.tunnelsOpened.inc({ target: this.target });
-    // compat request/response, two pipelines and ours all listen for 'close'.
+    // compat request/response, the pipes and ours all listen for 'close'.
     this.#stream.setMaxListeners(32);
     this.#stream.respond({ ':status': 200 });
     this.#metered.open();
     log.info({ session: this.#live.id, connection: this.id, target: this.target }, 'tunnel opened');
     void this.#audit('connection.opened');
 
-    // Upstream failures reset the stream with CONNECT_ERROR: registered before pipeline's own
-    // listeners so that this code, not pipeline's INTERNAL_ERROR, is the one sent.
+    // Upstream failures reset the stream with CONNECT_ERROR.
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       this.#error ??= `upstream error (${err.code ?? err.message})`;
       resetStream(this.#stream, h2.NGHTTP2_CONNECT_ERROR);
@@ -393,13 +405,24 @@ class Tunnel implements SessionConnection {
     });
     this.#stream.on('aborted', () => this.#clientReset());
 
-    let pending = 3; // two pipelines and the stream's close
+    // Two lean relays, not two pipeline() calls: each pipeline() (and each pipe()) hangs
+    // eos/destroyer/unpipe closures and once-wrappers on both sides, most of an idle
+    // connection's heap; the two close handlers below do the part of their teardown the tunnel
+    // needs.
+    const stream = this.#stream;
+    let pending = 2; // the stream's close and the upstream's
     const settle = () => {
       if (--pending === 0) void this.#closed();
     };
-    pipeline(this.#stream, upstream, () => settle());
-    pipeline(upstream, this.#stream, () => settle());
-    this.#stream.once('close', () => {
+    relay(stream, upstream);
+    relay(upstream, stream);
+    upstream.once('close', () => {
+      // Gone without its end reaching the client (destroyed, reset without an 'error'): the client
+      // must not read a clean end of stream. A no-op once the stream itself has closed.
+      if (!upstream.readableEnded) resetStream(stream, h2.NGHTTP2_CONNECT_ERROR);
+      settle();
+    });
+    stream.once('close', () => {
       upstream.destroy();
       settle();
     });

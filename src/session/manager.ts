@@ -37,8 +37,8 @@ export interface SessionConnection {
 export class LiveSession {
   record: SessionRecord;
   readonly connections = new Set<SessionConnection>();
-  /** Aborted when the session starts ending: pending upstream dials give up. */
-  readonly abort = new AbortController();
+  #abort: AbortController | undefined;
+  #aborted = false;
   maxConnections: number;
   /** Bytes its tunnels carried through this gateway, against the rule's `limits.bytes`. */
   readonly bytes: ByteBudget;
@@ -55,6 +55,24 @@ export class LiveSession {
 
   get id(): string {
     return this.record.id;
+  }
+
+  /**
+   * Aborted when the session starts ending: pending upstream dials give up. Made on first use
+   * (most sessions never dial while ending): aborting one costs an AbortError with its stack.
+   */
+  get abort(): AbortController {
+    if (!this.#abort) {
+      this.#abort = new AbortController();
+      if (this.#aborted) this.#abort.abort();
+    }
+    return this.#abort;
+  }
+
+  /** The session is ending: abort its pending dials, now and any asked for later. */
+  abortDials(): void {
+    this.#aborted = true;
+    this.#abort?.abort();
   }
 }
 
@@ -381,7 +399,7 @@ export class SessionManager {
     if (!live) return this.#endStored(id, reason, by, true, note);
     live.endingReason ??= reason;
     live.ending ??= (async () => {
-      live.abort.abort();
+      live.abortDials();
       clearTimeout(live.timer);
       const connections = [...live.connections];
       for (const c of connections) c.cut(reason);
@@ -579,7 +597,7 @@ export class SessionManager {
     if (live.ending) return;
     const reason = (record?.endReason ?? 'revoked') as unknown as EndReason;
     live.endingReason = reason;
-    live.abort.abort();
+    live.abortDials();
     for (const c of live.connections) c.cut(reason);
     this.#drop(live);
     this.#log.info({ session: live.id, reason }, 'session ended elsewhere; connections cut');
@@ -629,8 +647,11 @@ export class SessionManager {
   async #runHook(kind: string, session: string, call: () => void | Promise<void>): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     try {
+      // A hook that finished synchronously needs no deadline (no timer per session and hook).
+      const pending = call();
+      if (!isThenable(pending)) return;
       await Promise.race([
-        Promise.resolve().then(call),
+        pending,
         new Promise<void>((_, reject) => {
           timer = setTimeout(
             () => reject(new Error(`timed out after ${HOOK_TIMEOUT_MS} ms`)),
@@ -681,9 +702,14 @@ export class SessionManager {
       // notification): cut their connections and run the onEnded hooks. Sessions with open
       // connections are checked every sweep, the others every fifth.
       const all = this.#sweeps % 5 === 0;
-      for (const live of [...this.#live.values()]) {
-        if (live.ending || (!all && live.connections.size === 0)) continue;
-        const fresh = await this.#store.getSession(live.id);
+      const due = [...this.#live.values()].filter((l) => !l.ending && (all || l.connections.size > 0));
+      // Several: one query for the active sessions instead of one per session (a thousand
+      // sessions with idle tunnels made a thousand queries a second). Those it does not list
+      // (ended, or beyond its limit) are looked up one by one, as before.
+      const active = due.length > 1 ? await this.#activeSessions() : undefined;
+      for (const live of due) {
+        if (live.ending) continue;
+        const fresh = active?.get(live.id) ?? (await this.#store.getSession(live.id));
         if (fresh?.state !== 'active') this.#cutEndedElsewhere(live, fresh);
         else live.record = { ...fresh };
       }
@@ -693,6 +719,11 @@ export class SessionManager {
     } finally {
       this.#sweeping = false;
     }
+  }
+
+  async #activeSessions(): Promise<Map<string, SessionRecord>> {
+    const list = await this.#store.listSessions({ activeOnly: true, limit: 10_000 });
+    return new Map(list.map((r) => [r.id, r]));
   }
 
   #fail(what: string, err: unknown): void {
@@ -733,6 +764,10 @@ export class SessionManager {
       .filter(([id, seen]) => id !== this.#gatewayId && now - seen < GATEWAY_ALIVE_MS)
       .map(([id]) => id);
   }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as { then?: unknown } | null | undefined)?.then === 'function';
 }
 
 function ended(record: { id: string; endReason: string | null }): CiportError {

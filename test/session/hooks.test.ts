@@ -95,6 +95,57 @@ describe('session lifecycle hooks', () => {
     expect(ended).toHaveLength(2);
   });
 
+  it('the sweep notices which of several live sessions another gateway ended, and only those', async () => {
+    const { dir, cleanup } = tempDir();
+    cleanups.push(cleanup);
+    const store = await openStore(undefined, { dataDir: dir });
+    cleanups.push(() => store.close());
+    const now = Date.now();
+    const ids = ['ses_keep1', 'ses_gone', 'ses_keep2'];
+    for (const id of ids) {
+      await store.createSession(newRecord(id, now), auditEvent('session.opened', { session: id } as never));
+    }
+    const m = await managerOn(store, dir, 'gw_a');
+    const ended: string[] = [];
+    m.onEnded((r, reason) => {
+      ended.push(`${r.id}:${reason}`);
+    });
+    await m.start();
+    cleanups.push(() => m.stop());
+    expect(m.liveCount).toBe(3);
+    // Ended through the store alone, as another gateway would (no notification on SQLite).
+    await store.endSession('ses_gone', 'revoked', (s) =>
+      auditEvent('session.ended', { session: s.id } as never),
+    );
+    await eventually(() => expect(ended).toEqual(['ses_gone:revoked']));
+    expect(m.liveCount).toBe(2);
+  });
+
+  it('synchronous and asynchronous onEnded hooks both run, in order, before end() resolves', async () => {
+    const { dir, cleanup } = tempDir();
+    cleanups.push(cleanup);
+    const store = await openStore(undefined, { dataDir: dir });
+    cleanups.push(() => store.close());
+    const m = await managerOn(store, dir, 'gw_a');
+    const order: string[] = [];
+    m.onEnded((r) => {
+      order.push(`sync ${r.id}`);
+    });
+    m.onEnded(async (r) => {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      order.push(`async ${r.id}`);
+    });
+    const now = Date.now();
+    await store.createSession(
+      newRecord('ses_hooks', now),
+      auditEvent('session.opened', { session: 'ses_hooks' } as never),
+    );
+    await m.start();
+    cleanups.push(() => m.stop());
+    await m.end('ses_hooks', 'revoked');
+    expect(order).toEqual(['sync ses_hooks', 'async ses_hooks']);
+  });
+
   it('a throwing or hanging hook is logged and does not stop the end or the other hooks', async () => {
     const { dir, cleanup } = tempDir();
     cleanups.push(cleanup);
