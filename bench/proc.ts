@@ -1,0 +1,195 @@
+// Processes the peer table starts, and the CPU time they use.
+//
+// Every process is started here, recorded as "PID STARTTIME NAME" (STARTTIME = field 22 of
+// /proc/PID/stat, so a reused PID is never mistaken for ours) and stopped only through that
+// record: never by name. CPU time is read from /proc/PID/stat (utime + stime + cutime + cstime)
+// over each proxy's whole process tree, before and after each test.
+import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
+import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export interface ProcStat {
+  pid: number;
+  ppid: number;
+  /** utime + stime + cutime + cstime, in clock ticks. */
+  ticks: number;
+  /** Start time since boot, in clock ticks (identifies the process across PID reuse). */
+  start: number;
+}
+
+/**
+ * Parse the text of /proc/PID/stat. The command (field 2) is in parentheses and may itself
+ * contain spaces and parentheses, so the fields are split after the last ')'.
+ */
+export function parseStat(text: string): ProcStat | undefined {
+  const open = text.indexOf(' (');
+  const close = text.lastIndexOf(')');
+  if (open < 0 || close < open) return undefined;
+  const pid = Number(text.slice(0, open));
+  // f[0] is field 3 (state): field N is f[N - 3].
+  const f = text
+    .slice(close + 1)
+    .trim()
+    .split(/\s+/);
+  const n = (field: number) => Number(f[field - 3]);
+  const stat = {
+    pid,
+    ppid: n(4),
+    ticks: n(14) + n(15) + n(16) + n(17),
+    start: n(22),
+  };
+  return Object.values(stat).every(Number.isFinite) ? stat : undefined;
+}
+
+/** Every process on the machine, by PID. */
+export function snapshot(): Map<number, ProcStat> {
+  const all = new Map<number, ProcStat>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const s = parseStat(readFileSync(`/proc/${name}/stat`, 'utf8'));
+      if (s) all.set(s.pid, s);
+    } catch {
+      // exited while we were reading
+    }
+  }
+  return all;
+}
+
+/**
+ * CPU ticks of the process trees rooted at `roots`: each root and every live descendant, each
+ * counted with its reaped children (cutime/cstime), so a per-connection child that exited
+ * between two samples is still counted once its parent has waited for it.
+ */
+export function treeTicks(all: ReadonlyMap<number, ProcStat>, roots: readonly number[]): number {
+  const members = new Set(roots.filter((pid) => all.has(pid)));
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const s of all.values()) {
+      if (!members.has(s.pid) && members.has(s.ppid)) {
+        members.add(s.pid);
+        grew = true;
+      }
+    }
+  }
+  let sum = 0;
+  for (const pid of members) sum += all.get(pid)!.ticks;
+  return sum;
+}
+
+let clockTicks: number | undefined;
+/** Clock ticks per second (`getconf CLK_TCK`, 100 on Linux). */
+export function ticksPerSecond(): number {
+  if (clockTicks === undefined) {
+    try {
+      clockTicks = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+    } catch {
+      clockTicks = 100;
+    }
+  }
+  return clockTicks;
+}
+
+/** CPU seconds used so far by the trees rooted at `roots`. */
+export function cpuSeconds(roots: readonly number[]): number {
+  return roots.length === 0 ? 0 : treeTicks(snapshot(), roots) / ticksPerSecond();
+}
+
+/** The start time of PID (field 22 of its stat), or undefined when there is no such process. */
+export function startTime(pid: number): number | undefined {
+  try {
+    return parseStat(readFileSync(`/proc/${pid}/stat`, 'utf8'))?.start;
+  } catch {
+    return undefined;
+  }
+}
+
+interface Started {
+  name: string;
+  pid: number;
+  start: number;
+  proc: ChildProcess;
+}
+
+/** The processes one run started, recorded in `recordFile`, stopped in reverse order by PID. */
+export class Processes {
+  private readonly started: Started[] = [];
+
+  constructor(private readonly recordFile: string) {}
+
+  spawn(name: string, command: string, args: string[], options: SpawnOptions = {}): ChildProcess {
+    const proc = spawn(command, args, { stdio: ['ignore', 'ignore', 'ignore'], ...options });
+    if (proc.pid === undefined) {
+      // spawn failed (e.g. ENOENT): the 'error' event says why
+      proc.once('error', () => {});
+      throw new Error(`could not start ${name} (${command})`);
+    }
+    const start = startTime(proc.pid);
+    if (start === undefined) throw new Error(`${name} (${command}) exited at once`);
+    this.started.push({ name, pid: proc.pid, start, proc });
+    appendFileSync(this.recordFile, `${proc.pid} ${start} ${name}\n`);
+    return proc;
+  }
+
+  /** Whether the recorded process is still the one we started (and not a zombie). */
+  alive(pid: number): boolean {
+    const s = this.started.find((p) => p.pid === pid);
+    if (!s || startTime(pid) !== s.start) return false;
+    try {
+      return !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    } catch {
+      return false;
+    }
+  }
+
+  /** Stop one process by its recorded PID: SIGTERM, then SIGKILL after `graceMs`. */
+  async stop(pid: number, graceMs = 5000): Promise<void> {
+    const i = this.started.findIndex((p) => p.pid === pid);
+    if (i < 0) return;
+    const [s] = this.started.splice(i, 1);
+    if (!s || s.proc.exitCode !== null || s.proc.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => s.proc.once('exit', () => resolve()));
+    if (startTime(s.pid) !== s.start) return;
+    s.proc.kill('SIGTERM');
+    const done = await Promise.race([exited.then(() => true), sleep(graceMs).then(() => false)]);
+    if (!done && startTime(s.pid) === s.start) {
+      s.proc.kill('SIGKILL');
+      await Promise.race([exited, sleep(2000)]);
+    }
+  }
+
+  /** Stop everything this run started, newest first. */
+  async stopAll(): Promise<void> {
+    for (const s of [...this.started].reverse()) await this.stop(s.pid);
+  }
+
+  /** Record a process this run did not spawn itself but owns (e.g. a server's postmaster). */
+  adopt(name: string, pid: number): void {
+    const start = startTime(pid);
+    if (start !== undefined) appendFileSync(this.recordFile, `${pid} ${start} ${name}\n`);
+  }
+
+  pids(): Array<{ name: string; pid: number }> {
+    return this.started.map(({ name, pid }) => ({ name, pid }));
+  }
+}
+
+/**
+ * Stop what an earlier run recorded in `recordFile` and did not stop (it was killed before its
+ * cleanup ran): each recorded PID that still has its recorded start time gets SIGTERM, then
+ * SIGKILL after 10 s. Returns the names of the processes signalled.
+ */
+export async function stopRecorded(recordFile: string): Promise<string[]> {
+  const stopped: string[] = [];
+  const lines = readFileSync(recordFile, 'utf8').trim().split('\n').filter(Boolean).reverse();
+  for (const line of lines) {
+    const [pid, start, ...name] = line.split(' ');
+    const p = Number(pid);
+    if (!Number.isInteger(p) || p <= 1 || startTime(p) !== Number(start)) continue;
+    process.kill(p, 'SIGTERM');
+    for (let i = 0; i < 100 && startTime(p) === Number(start); i++) await sleep(100);
+    if (startTime(p) === Number(start)) process.kill(p, 'SIGKILL');
+    stopped.push(`${name.join(' ')} (pid ${p})`);
+  }
+  return stopped;
+}
