@@ -1,6 +1,6 @@
 // The Store on Kysely: one implementation, the engine supplies transactions and locking.
 
-import { type Kysely, Migrator, type Selectable } from 'kysely';
+import { type CompiledQuery, type Kysely, Migrator, type Selectable } from 'kysely';
 import type { JsonObject } from '../audit/canonical.js';
 import {
   type ChainRow,
@@ -75,10 +75,29 @@ export class KyselyStore implements Store {
   #pendingAudit: PendingAudit[] = [];
   #flushing: Promise<void> | undefined;
 
+  /**
+   * The session reads of every session open and end, compiled once: Kysely builds and compiles
+   * a query on every call otherwise. Each call binds its own parameter (same SQL, both engines).
+   */
+  readonly #sessionById: CompiledQuery<Selectable<SessionsTable>>;
+  readonly #sessionBySecretHash: CompiledQuery<Selectable<SessionsTable>>;
+
   private constructor(engine: Engine, clock: () => number) {
     this.#engine = engine;
     this.#db = engine.db;
     this.#clock = clock;
+    this.#sessionById = this.#db.selectFrom('sessions').selectAll().where('id', '=', '').compile();
+    this.#sessionBySecretHash = this.#db
+      .selectFrom('sessions')
+      .selectAll()
+      .where('secret_hash', '=', '')
+      .compile();
+  }
+
+  /** The first row of a precompiled query run with `parameters` in place of its own. */
+  async #first<R>(query: CompiledQuery<R>, parameters: readonly unknown[]): Promise<R | undefined> {
+    const result = await this.#db.executeQuery<R>({ ...query, parameters });
+    return result.rows[0];
   }
 
   /** Wrap an opened engine: run the migrations, then hand out the store. */
@@ -190,7 +209,7 @@ export class KyselyStore implements Store {
     id: string,
     reason: SessionEndReason,
     event: EventFor,
-    options: { at?: number } = {},
+    options: { at?: number; current?: SessionRecord } = {},
   ): Promise<SessionChange | undefined> {
     if (!(SESSION_END_REASONS as readonly string[]).includes(reason)) {
       throw new CiportError('CIPORT_E_INTERNAL', `unknown session end reason "${reason}"`);
@@ -199,12 +218,13 @@ export class KyselyStore implements Store {
     const writeJob = this.#engine.writeJob;
     if (writeJob) {
       // The change as data, run in the writer thread (one message). Its event is built from the
-      // record as the update will leave it: read now, and the update is conditional on the row
-      // still being exactly that (active, same lease; the other columns never change), so the
-      // event is what the generic path would write. If the row moved meanwhile (ended, or a
-      // heartbeat), the generic path below decides.
+      // record as the update will leave it: the caller's copy or a read now, and the update is
+      // conditional on the row still being exactly that (active, same lease; no other column of
+      // a session ever changes), so the event is what the generic path would write. If the row
+      // moved meanwhile (ended, or a heartbeat), the generic path below decides.
       const fast = await this.#guard(async () => {
-        const current = await this.getSession(id);
+        const hint = options.current;
+        const current = hint?.id === id && hint.state === 'active' ? hint : await this.getSession(id);
         if (!current) return { done: true as const, change: undefined };
         if (current.state !== 'active') return { done: true as const, change: undefined };
         const session: SessionRecord = { ...current, state: 'ended', endReason: reason, endedAt: at };
@@ -259,18 +279,14 @@ export class KyselyStore implements Store {
 
   getSession(id: string): Promise<SessionRecord | undefined> {
     return this.#guard(async () => {
-      const row = await this.#db.selectFrom('sessions').selectAll().where('id', '=', id).executeTakeFirst();
+      const row = await this.#first(this.#sessionById, [id]);
       return row ? toSession(row) : undefined;
     });
   }
 
   findBySecretHash(secretHash: string): Promise<SessionRecord | undefined> {
     return this.#guard(async () => {
-      const row = await this.#db
-        .selectFrom('sessions')
-        .selectAll()
-        .where('secret_hash', '=', secretHash)
-        .executeTakeFirst();
+      const row = await this.#first(this.#sessionBySecretHash, [secretHash]);
       return row ? toSession(row) : undefined;
     });
   }
