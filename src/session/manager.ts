@@ -616,7 +616,7 @@ export class SessionManager {
       id,
       storeReason(reason),
       (s) => this.#endedEvent(s, reason, now, by, note),
-      { at: now },
+      { at: now, current: this.#live.get(id)?.record },
     );
     if (change) {
       this.#metrics.sessionsEnded.inc({ reason });

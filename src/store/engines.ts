@@ -14,7 +14,13 @@ import {
 } from 'kysely';
 import { StoreError, wrapStoreError } from './errors.js';
 import type { Database } from './schema.js';
-import { type BatchEvent, type ChainedEvent, openSqliteWriter, type SqliteWriter } from './sqlite-writer.js';
+import {
+  type BatchEvent,
+  type ChainedEvent,
+  openSqliteWriter,
+  type SqliteWriter,
+  type WriteJob,
+} from './sqlite-writer.js';
 import type { StoreEngine } from './types.js';
 
 export const SQLITE_BUSY_TIMEOUT_MS = 5_000;
@@ -45,6 +51,13 @@ export interface Engine {
    * commit them in one transaction of their own, with the same lock and order guarantees.
    */
   appendAuditBatch?(events: readonly BatchEvent[], now: number): Promise<ChainedEvent[]>;
+  /**
+   * Optional fast path for a state change given as data (SQLite: run entirely in the writer
+   * thread, one message): its statements, then its events chained, atomically, in the same group
+   * commit as the other writes. Resolves after the commit to where its events went in the chain,
+   * or to null when a `stop` statement stopped it.
+   */
+  writeJob?(job: WriteJob): Promise<ChainedEvent[] | null>;
   /** Inside a write transaction: insert chained audit rows, in order, with as few round trips as the engine allows. */
   insertAuditRows(trx: Kysely<Database>, rows: readonly AuditRow[]): Promise<void>;
   /** Run the schema migrations with whatever exclusion the engine needs. */
@@ -209,14 +222,35 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
   // fsync). A job that throws is rolled back to its savepoint and fails alone; if the
   // transaction itself fails, every job in it fails and none is committed. Each job's promise
   // settles only after the commit.
+  // A job is a Kysely callback, or a state change given as data (`data`, see writeJob): a group
+  // of data jobs only is ONE message to the writer thread (begin, savepoint each, commit).
   type Job = {
     fn: (conn: Kysely<Database>) => Promise<unknown>;
+    data?: WriteJob;
     resolve: (v: unknown) => void;
     reject: (e: unknown) => void;
   };
   const jobs: Job[] = [];
   let draining = false;
   const runGroup = async (group: Job[]): Promise<void> => {
+    if (group.every((job) => job.data)) {
+      let outcomes: Awaited<ReturnType<SqliteWriter['runJobs']>>;
+      try {
+        outcomes = await writer.runJobs(
+          group.map((job) => job.data as WriteJob),
+          true,
+        );
+      } catch (err) {
+        for (const job of group) job.reject(err);
+        return;
+      }
+      group.forEach((job, i) => {
+        const o = outcomes[i];
+        if (o && 'ok' in o) job.resolve(o.ok);
+        else job.reject(o?.err);
+      });
+      return;
+    }
     if (group.length === 1) {
       const job = group[0] as Job;
       await transaction(job.fn).then(job.resolve, job.reject);
@@ -274,6 +308,17 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
     write: <T>(fn: (conn: Kysely<Database>) => Promise<T>) =>
       new Promise<T>((resolve, reject) => {
         jobs.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+        if (!draining) void drain();
+      }),
+    writeJob: (data) =>
+      new Promise<ChainedEvent[] | null>((resolve, reject) => {
+        // In a group with Kysely jobs it runs inside their transaction (and its savepoint).
+        const fn = async () => {
+          const [o] = await writer.runJobs([data], false);
+          if (o && 'err' in o) throw o.err;
+          return o?.ok ?? null;
+        };
+        jobs.push({ fn, data, resolve: resolve as (v: unknown) => void, reject });
         if (!draining) void drain();
       }),
     // BEGIN IMMEDIATE already holds the database's single write lock.

@@ -1,6 +1,6 @@
 // The Store on Kysely: one implementation, the engine supplies transactions and locking.
 
-import { type Kysely, Migrator, type Selectable } from 'kysely';
+import { type CompiledQuery, type Kysely, Migrator, type Selectable } from 'kysely';
 import type { JsonObject } from '../audit/canonical.js';
 import {
   type ChainRow,
@@ -22,6 +22,7 @@ import { AGENT_REVOKED_CHANNEL, type AuditRow, type Engine, SESSION_ENDED_CHANNE
 import { StoreError, wrapStoreError } from './errors.js';
 import { MIGRATION_LOCK_TABLE, MIGRATION_TABLE, migrationNames, migrationProvider } from './migrations.js';
 import { type AgentsTable, type Database, type GatewaysTable, type SessionsTable, toInt } from './schema.js';
+import type { WriteStep } from './sqlite-writer.js';
 import type {
   AgentChange,
   AgentEventFor,
@@ -74,10 +75,29 @@ export class KyselyStore implements Store {
   #pendingAudit: PendingAudit[] = [];
   #flushing: Promise<void> | undefined;
 
+  /**
+   * The session reads of every session open and end, compiled once: Kysely builds and compiles
+   * a query on every call otherwise. Each call binds its own parameter (same SQL, both engines).
+   */
+  readonly #sessionById: CompiledQuery<Selectable<SessionsTable>>;
+  readonly #sessionBySecretHash: CompiledQuery<Selectable<SessionsTable>>;
+
   private constructor(engine: Engine, clock: () => number) {
     this.#engine = engine;
     this.#db = engine.db;
     this.#clock = clock;
+    this.#sessionById = this.#db.selectFrom('sessions').selectAll().where('id', '=', '').compile();
+    this.#sessionBySecretHash = this.#db
+      .selectFrom('sessions')
+      .selectAll()
+      .where('secret_hash', '=', '')
+      .compile();
+  }
+
+  /** The first row of a precompiled query run with `parameters` in place of its own. */
+  async #first<R>(query: CompiledQuery<R>, parameters: readonly unknown[]): Promise<R | undefined> {
+    const result = await this.#db.executeQuery<R>({ ...query, parameters });
+    return result.rows[0];
   }
 
   /** Wrap an opened engine: run the migrations, then hand out the store. */
@@ -118,6 +138,31 @@ export class KyselyStore implements Store {
       }
       checkInt('jti.expiresAt', jti.expiresAt);
     }
+    const writeJob = this.#engine.writeJob;
+    if (writeJob) {
+      // The whole change as data, run in the writer thread: one message (src/store/sqlite-writer.ts).
+      const prepared = prepareAuditEvent(resolveEvent(event, session));
+      const steps: WriteStep[] = [];
+      if (jti) {
+        steps.push(
+          { sql: PRUNE_JTIS, params: [session.createdAt] },
+          {
+            sql: CLAIM_JTI,
+            params: [jti.issuer, jti.jti, jti.expiresAt, session.id],
+            ifNone: 'fail',
+            code: 'CIPORT_E_TOKEN_REPLAYED',
+            message: replayedMessage(jti.issuer),
+          },
+        );
+      }
+      steps.push({ sql: INSERT_SESSION, params: sessionParams(session) });
+      return this.#guard(async () => {
+        const chained = await writeJob({ steps, events: [prepared], now: session.createdAt });
+        const c = chained?.[0];
+        if (!c) throw new CiportError('CIPORT_E_INTERNAL', 'the session write returned no event');
+        return { session, event: storedEvent(c.seq, c.time, prepared, c.hash, c.prevHash) };
+      });
+    }
     return this.#guard(() =>
       this.#engine.write(async (trx) => {
         if (jti) {
@@ -130,10 +175,7 @@ export class KyselyStore implements Store {
             .onConflict((oc) => oc.columns(['issuer', 'jti']).doNothing())
             .executeTakeFirst();
           if (!claimed || Number(claimed.numInsertedOrUpdatedRows ?? 0n) === 0) {
-            throw new CiportError(
-              'CIPORT_E_TOKEN_REPLAYED',
-              `this token (jti) already opened a session; issuer "${jti.issuer}" allows one session per token`,
-            );
+            throw new CiportError('CIPORT_E_TOKEN_REPLAYED', replayedMessage(jti.issuer));
           }
         }
         await trx
@@ -167,12 +209,38 @@ export class KyselyStore implements Store {
     id: string,
     reason: SessionEndReason,
     event: EventFor,
-    options: { at?: number } = {},
+    options: { at?: number; current?: SessionRecord } = {},
   ): Promise<SessionChange | undefined> {
     if (!(SESSION_END_REASONS as readonly string[]).includes(reason)) {
       throw new CiportError('CIPORT_E_INTERNAL', `unknown session end reason "${reason}"`);
     }
     const at = options.at ?? this.#clock();
+    const writeJob = this.#engine.writeJob;
+    if (writeJob) {
+      // The change as data, run in the writer thread (one message). Its event is built from the
+      // record as the update will leave it: the caller's copy or a read now, and the update is
+      // conditional on the row still being exactly that (active, same lease; no other column of
+      // a session ever changes), so the event is what the generic path would write. If the row
+      // moved meanwhile (ended, or a heartbeat), the generic path below decides.
+      const fast = await this.#guard(async () => {
+        const hint = options.current;
+        const current = hint?.id === id && hint.state === 'active' ? hint : await this.getSession(id);
+        if (!current) return { done: true as const, change: undefined };
+        if (current.state !== 'active') return { done: true as const, change: undefined };
+        const session: SessionRecord = { ...current, state: 'ended', endReason: reason, endedAt: at };
+        const prepared = prepareAuditEvent(resolveEvent(event, session));
+        const chained = await writeJob({
+          steps: [{ sql: END_SESSION, params: [reason, at, id, current.leaseExpiresAt], ifNone: 'stop' }],
+          events: [prepared],
+          now: at,
+        });
+        const c = chained?.[0];
+        if (!c) return { done: false as const };
+        const written = storedEvent(c.seq, c.time, prepared, c.hash, c.prevHash);
+        return { done: true as const, change: { session, event: written } };
+      });
+      if (fast.done) return fast.change;
+    }
     return this.#guard(() =>
       this.#engine.write(async (trx) => {
         // The conditional update is the arbiter: of concurrent enders only one sees a row.
@@ -211,18 +279,14 @@ export class KyselyStore implements Store {
 
   getSession(id: string): Promise<SessionRecord | undefined> {
     return this.#guard(async () => {
-      const row = await this.#db.selectFrom('sessions').selectAll().where('id', '=', id).executeTakeFirst();
+      const row = await this.#first(this.#sessionById, [id]);
       return row ? toSession(row) : undefined;
     });
   }
 
   findBySecretHash(secretHash: string): Promise<SessionRecord | undefined> {
     return this.#guard(async () => {
-      const row = await this.#db
-        .selectFrom('sessions')
-        .selectAll()
-        .where('secret_hash', '=', secretHash)
-        .executeTakeFirst();
+      const row = await this.#first(this.#sessionBySecretHash, [secretHash]);
       return row ? toSession(row) : undefined;
     });
   }
@@ -785,6 +849,45 @@ export class KyselyStore implements Store {
       throw wrapStoreError(err, this.#engine.where, this.#engine.scrub);
     }
   }
+}
+
+// The statements of the state changes that go to the engine as data (writeJob), written as
+// Kysely compiles them for SQLite (the generic path below is the reference).
+const PRUNE_JTIS = 'delete from "used_jtis" where "expires_at" < ?';
+const CLAIM_JTI =
+  'insert into "used_jtis" ("issuer", "jti", "expires_at", "session_id") values (?, ?, ?, ?) ' +
+  'on conflict ("issuer", "jti") do nothing';
+const INSERT_SESSION =
+  'insert into "sessions" ("id", "secret_hash", "issuer", "subject", "principal", "targets", "rule", ' +
+  '"state", "end_reason", "created_at", "expires_at", "lease_expires_at", "ended_at", "gateway_id", ' +
+  '"job_ref", "target_rules") values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
+const END_SESSION =
+  'update "sessions" set "state" = \'ended\', "end_reason" = ?, "ended_at" = ? ' +
+  'where "id" = ? and "state" = \'active\' and "lease_expires_at" = ?';
+
+function sessionParams(session: SessionRecord): unknown[] {
+  return [
+    session.id,
+    session.secretHash,
+    session.issuer,
+    session.subject,
+    JSON.stringify(session.principal),
+    JSON.stringify(session.targets),
+    session.rule,
+    'active',
+    null,
+    session.createdAt,
+    session.expiresAt,
+    session.leaseExpiresAt,
+    null,
+    session.gatewayId,
+    session.jobRef ? JSON.stringify(session.jobRef) : null,
+    session.targetRules ? JSON.stringify(session.targetRules) : null,
+  ];
+}
+
+function replayedMessage(issuer: string): string {
+  return `this token (jti) already opened a session; issuer "${issuer}" allows one session per token`;
 }
 
 async function migrate(engine: Engine): Promise<void> {

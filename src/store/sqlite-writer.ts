@@ -23,6 +23,7 @@ import {
   SqliteIntrospector,
   SqliteQueryCompiler,
 } from 'kysely';
+import { CiportError, type ErrorCode } from '../errors/index.js';
 import { StoreError } from './errors.js';
 
 /**
@@ -60,6 +61,39 @@ function statement(c, sql) {
     retained.push(st);
   }
   return st;
+}
+const STOP = { stop: true };
+// One job: its statements in order (a statement marked ifNone that changes no row fails the job
+// with the given code, or stops it: undone, no event), then its events chained from the head.
+function runJob(c, job) {
+  for (const step of job.steps) {
+    const r = statement(c, step.sql).run(step.params);
+    if (r.changes === 0 && step.ifNone) {
+      if (step.ifNone === 'stop') throw STOP;
+      throw Object.assign(new Error(step.message), { code: step.code });
+    }
+  }
+  if (job.events.length === 0) return [];
+  const last = statement(c, HEAD).get();
+  const insert = statement(c, INSERT);
+  let seq = last ? Number(last.seq) : 0;
+  let prev = last ? last.hash : GENESIS;
+  let prevTime = last ? Number(last.time) : 0;
+  const out = [prev];
+  for (const e of job.events) {
+    seq++;
+    const time = Math.max(e.time === undefined ? job.now : e.time, prevTime);
+    const hash = chainHash(prev, seq, time, e.type, e.dataText);
+    insert.run([seq, time, e.type, e.dataText, hash, prev]);
+    out.push(seq, time, hash);
+    prev = hash;
+    prevTime = time;
+  }
+  return out;
+}
+function errorReply(err) {
+  const e = err || {};
+  return { message: String(e.message || e), code: typeof e.code === 'string' ? e.code : undefined, name: e.name };
 }
 function handle(m) {
   switch (m.op) {
@@ -124,6 +158,34 @@ function handle(m) {
         throw err;
       }
     }
+    case 'jobs': {
+      // State changes, each a fixed list of statements plus the audit events that record it:
+      // the whole group in one message. With m.begin: one transaction (BEGIN IMMEDIATE holds
+      // the write lock, so the chain head cannot move under us), one commit (one fsync). Without:
+      // inside the caller's transaction. Either way a savepoint per job: a failing job is undone
+      // alone and reported in its result.
+      const c = conn(m.conn);
+      if (m.begin) c.db.exec('begin immediate');
+      try {
+        const results = [];
+        for (const job of m.jobs) {
+          c.db.exec('savepoint ciport_data');
+          try {
+            results.push({ ok: runJob(c, job) });
+            c.db.exec('release ciport_data');
+          } catch (err) {
+            c.db.exec('rollback to ciport_data');
+            c.db.exec('release ciport_data');
+            results.push(err === STOP ? { ok: null } : { err: errorReply(err) });
+          }
+        }
+        if (m.begin) c.db.exec('commit');
+        return results;
+      } catch (err) {
+        if (m.begin && c.db.inTransaction) c.db.exec('rollback');
+        throw err;
+      }
+    }
     case 'rollback': {
       const c = conn(m.conn);
       if (c.db.inTransaction) c.db.exec('rollback');
@@ -151,8 +213,7 @@ parentPort.on('message', (m) => {
   try {
     reply = { id: m.id, ok: handle(m) };
   } catch (err) {
-    const e = err || {};
-    reply = { id: m.id, err: { message: String(e.message || e), code: typeof e.code === 'string' ? e.code : undefined, name: e.name } };
+    reply = { id: m.id, err: errorReply(err) };
   }
   parentPort.postMessage(reply);
 });
@@ -198,10 +259,7 @@ class WriterThread {
     this.#pending.delete(reply.id);
     if (this.#pending.size === 0) this.#worker.unref();
     if (reply.err) {
-      const err = new Error(reply.err.message) as Error & { code?: string };
-      if (reply.err.name) err.name = reply.err.name;
-      if (reply.err.code) err.code = reply.err.code;
-      p.reject(err);
+      p.reject(replyError(reply.err));
     } else {
       p.resolve(reply.ok);
     }
@@ -215,6 +273,15 @@ class WriterThread {
     this.#pending.clear();
     for (const p of pending) p.reject(threadGone(err));
   }
+}
+
+/** An error as the thread reported it: ciport's own codes become CiportErrors again. */
+function replyError(e: NonNullable<Reply['err']>): Error {
+  if (e.code?.startsWith('CIPORT_E_')) return new CiportError(e.code as ErrorCode, e.message);
+  const err = new Error(e.message) as Error & { code?: string };
+  if (e.name) err.name = e.name;
+  if (e.code) err.code = e.code;
+  return err;
 }
 
 function threadGone(err: Error): StoreError {
@@ -258,6 +325,31 @@ export interface ChainedEvent {
   prevHash: string;
 }
 
+/**
+ * One statement of a write job. `ifNone`: what a statement that changes no row means — `fail`
+ * the job with `code` and `message`, or `stop` it (undone, no event, resolves to null).
+ */
+export interface WriteStep {
+  readonly sql: string;
+  readonly params: readonly unknown[];
+  readonly ifNone?: 'fail' | 'stop';
+  readonly code?: string;
+  readonly message?: string;
+}
+
+/**
+ * A state change as data, run entirely in the writer thread: its statements in order, then its
+ * audit events chained from the current head (time defaulting to `now`), atomically.
+ */
+export interface WriteJob {
+  readonly steps: readonly WriteStep[];
+  readonly events: readonly BatchEvent[];
+  readonly now: number;
+}
+
+/** A job's outcome: where its events went in the chain, null if a `stop` step stopped it. */
+export type WriteJobOutcome = { ok: ChainedEvent[] | null } | { err: Error };
+
 /** One store's connection in the writer thread. */
 export interface SqliteWriter {
   /** Kysely over the writer connection (one connection: callers queue for it). */
@@ -269,6 +361,12 @@ export interface SqliteWriter {
    * the current head; resolves once committed, to each event's seq, time, hash and prev_hash.
    */
   appendAudit(events: readonly BatchEvent[], now: number): Promise<ChainedEvent[]>;
+  /**
+   * Run write jobs in one message, a savepoint each (a job that fails is undone alone and
+   * reported in its outcome). `begin`: in one transaction of their own, resolving after its
+   * commit; otherwise inside the connection's current transaction.
+   */
+  runJobs(jobs: readonly WriteJob[], begin: boolean): Promise<WriteJobOutcome[]>;
   /** Roll back the connection's transaction, if one is open. */
   rollback(): Promise<void>;
   /** Close the connection (idempotent). */
@@ -312,6 +410,25 @@ export async function openSqliteWriter(
         prevHash = hash;
       }
       return chained;
+    },
+    runJobs: async (jobs, begin) => {
+      const replies = (await t.request({ op: 'jobs', conn: id, jobs, begin })) as Array<{
+        ok?: Array<number | string> | null;
+        err?: Reply['err'];
+      }>;
+      return replies.map((r): WriteJobOutcome => {
+        if (r.err) return { err: replyError(r.err) };
+        const out = r.ok;
+        if (!out) return { ok: null };
+        const chained: ChainedEvent[] = [];
+        let prevHash = out[0] as string;
+        for (let i = 1; i < out.length; i += 3) {
+          const hash = out[i + 2] as string;
+          chained.push({ seq: out[i] as number, time: out[i + 1] as number, hash, prevHash });
+          prevHash = hash;
+        }
+        return { ok: chained };
+      });
     },
     rollback: async () => {
       await t.request({ op: 'rollback', conn: id });

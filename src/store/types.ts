@@ -169,12 +169,14 @@ export interface Store {
    * End an active session and append `event` (normally `session.ended`) atomically. Returns
    * undefined, and writes nothing, when the session is unknown or already ended: of several
    * concurrent callers (reaper, client, operator, another gateway) exactly one wins.
+   * `current`: the caller's copy of the record, a hint that may spare the store a read; a stale
+   * copy changes nothing but speed (the store checks it against the row under its write lock).
    */
   endSession(
     id: string,
     reason: SessionEndReason,
     event: EventFor,
-    options?: { at?: number },
+    options?: { at?: number; current?: SessionRecord },
   ): Promise<SessionChange | undefined>;
   /**
    * Extend the lease of a live session to `leaseUntil`. False when the session is unknown, ended,

@@ -152,6 +152,66 @@ for (const h of engines()) {
         expect((await store.auditEvents()).map((e) => e.type)).toEqual(['session.opened', 'session.ended']);
       });
 
+      it("the caller's copy of the record is only a hint: a stale copy ends the session as it is stored", async () => {
+        const store = await t.open();
+        const other = await t.open();
+        const s = newSession();
+        const created = (await store.createSession(record(s), opened)).session;
+        // Another gateway extends the lease after our copy was taken.
+        expect(await other.heartbeat(s.id, created.leaseExpiresAt + 60_000, T0 + 1000)).toBe(true);
+        const change = await store.endSession(s.id, 'client_end', (rec) => ended(rec, 'client_end'), {
+          at: T0 + 2000,
+          current: created,
+        });
+        expect(change?.session).toMatchObject({
+          state: 'ended',
+          endReason: 'client_end',
+          endedAt: T0 + 2000,
+          leaseExpiresAt: created.leaseExpiresAt + 60_000,
+        });
+        expect(change?.event).toMatchObject({ seq: 2, type: 'session.ended', time: T0 + 2000 });
+        // A copy that still says active, of a session ended meanwhile: nothing is written.
+        expect(
+          await other.endSession(s.id, 'revoked', ended, { at: T0 + 3000, current: created }),
+        ).toBeUndefined();
+        // A copy of another session is ignored.
+        const s2 = newSession();
+        await store.createSession(record(s2), opened);
+        const change2 = await store.endSession(s2.id, 'revoked', ended, { at: T0 + 4000, current: created });
+        expect(change2?.session.id).toBe(s2.id);
+        const events = await store.auditEvents();
+        expect(events.map((e) => [e.type, e.data.session])).toEqual([
+          ['session.opened', s.id],
+          ['session.ended', s.id],
+          ['session.opened', s2.id],
+          ['session.ended', s2.id],
+        ]);
+        expect((await store.getSession(s.id))?.endReason).toBe('client_end');
+      });
+
+      it('creates, ends and heartbeats issued together all commit, each change with its event', async () => {
+        const store = await t.open();
+        const first = Array.from({ length: 10 }, () => newSession());
+        for (const s of first) await store.createSession(record(s), opened);
+        const second = Array.from({ length: 10 }, () => newSession());
+        const results = await Promise.all([
+          ...first.map((s, i) =>
+            i % 2
+              ? store.endSession(s.id, 'client_end', ended, { at: T0 + 1000 })
+              : store.heartbeat(s.id, s.leaseExpiresAt + 1000, T0 + 1000),
+          ),
+          ...second.map((s) => store.createSession(record(s), opened)),
+        ]);
+        expect(results.slice(0, 10).every(Boolean)).toBe(true);
+        const events = await store.auditEvents();
+        expect(events.map((e) => e.seq)).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
+        expect(events.filter((e) => e.type === 'session.ended')).toHaveLength(5);
+        expect(await count('sessions')).toBe(20);
+        for (const [i, s] of first.entries()) {
+          expect((await store.getSession(s.id))?.state).toBe(i % 2 ? 'ended' : 'active');
+        }
+      });
+
       it('of concurrent enders on two store instances exactly one wins', async () => {
         const a = await t.open();
         const b = await t.open();
