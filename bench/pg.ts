@@ -110,9 +110,13 @@ async function pgbench(bin: string, c: Conn, args: string[]): Promise<PgbenchRun
   }
   const m =
     /tps = ([\d.]+) \(without initial connection time\)/.exec(stdout) ?? /tps = ([\d.]+)/.exec(stdout);
-  if (!m) throw new Error(`pgbench printed no tps:\n${stdout}`);
   const tx = /number of transactions actually processed: (\d+)/.exec(stdout);
-  return { tps: Number(m[1]), tx: tx ? Number(tx[1]) : Number.NaN };
+  // No tps line: nothing was processed (e.g. the connections took the whole run): "n/a".
+  if (!m || !tx || Number(tx[1]) === 0) {
+    process.stderr.write(`pgbench processed nothing:\n${stdout}\n`);
+    return { tps: Number.NaN, tx: Number.NaN };
+  }
+  return { tps: Number(m[1]), tx: Number(tx[1]) };
 }
 
 function parseUrl(url: string): Conn {
