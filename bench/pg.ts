@@ -260,11 +260,15 @@ rules:
       procs.push(bouncer.proc);
       paths.push(['pgbouncer (transaction pool)', bouncer.conn]);
     }
-    const modes: Array<[string, string[]]> = [
+    // Development: BENCH_PG_MODES=1,16 runs only those modes (1 = 1 client, 16 = 16 clients,
+    // C = connect per transaction); the table keeps every path (ratios need "direct").
+    const only = process.env.BENCH_PG_MODES?.split(',');
+    const allModes: Array<[string, string[]]> = [
       ['pgbench -S, 1 client (tps)', ['-c', '1', '-j', '1']],
       ['pgbench -S, 16 clients (tps)', ['-c', '16', '-j', '4']],
       ['pgbench -S -C, 4 clients (tps, connect per transaction)', ['-C', '-c', '4', '-j', '4']],
     ];
+    const modes = only ? allModes.filter((_, i) => only.includes(['1', '16', 'C'][i] as string)) : allModes;
     const results = new Map<string, number[]>();
     const ratios = new Map<string, number[]>();
     /** Gateway CPU µs per transaction (whole process, main thread), per mode and port path. */
