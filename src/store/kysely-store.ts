@@ -67,13 +67,14 @@ const MAX_AUDIT_BATCH = 500;
 export const AUDIT_COMMIT_INTERVAL_MS = 5;
 
 /**
- * Event types whose producers never wait for their commit (the relays' `query` and
- * `http.request` events, one per statement or request): one that finds the writer idle still
+ * Event types whose producers never wait for their commit (the relays' `query` events, one per
+ * statement; `http.request` is not one: the gateway acknowledges an agent's only after its
+ * commit, and an agent sends them one after the other): one that finds the writer idle still
  * waits until AUDIT_COMMIT_INTERVAL_MS after the previous commit started, so that a single
  * client's statements share commits (one writer round trip and one fsync per interval instead of
  * one per statement). Any other event arriving meanwhile, or close(), starts the commit at once.
  */
-const DEFERRABLE_AUDIT: ReadonlySet<string> = new Set(['query', 'http.request']);
+const DEFERRABLE_AUDIT: ReadonlySet<string> = new Set(['query']);
 
 export class KyselyStore implements Store {
   readonly #engine: Engine;
