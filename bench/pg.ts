@@ -9,7 +9,7 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -78,7 +78,26 @@ function pgEnv(c: Conn): NodeJS.ProcessEnv {
   };
 }
 
-async function pgbench(bin: string, c: Conn, args: string[]): Promise<number> {
+/** utime + stime of a process in µs (Linux /proc), or NaN. */
+function cpuMicros(pid: number | undefined, mainThread = false): number {
+  if (pid === undefined) return Number.NaN;
+  try {
+    const stat = readFileSync(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // After the comm field: state is fields[0], utime is field 14 of the line (fields[11]).
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100; // USER_HZ is 100 on Linux
+  } catch {
+    return Number.NaN;
+  }
+}
+
+interface PgbenchRun {
+  tps: number;
+  /** Transactions processed. */
+  tx: number;
+}
+
+async function pgbench(bin: string, c: Conn, args: string[]): Promise<PgbenchRun> {
   let stdout: string;
   try {
     ({ stdout } = await run(bin, ['-n', '-S', '-T', String(SECONDS), ...args], {
@@ -87,12 +106,17 @@ async function pgbench(bin: string, c: Conn, args: string[]): Promise<number> {
       timeout: (SECONDS + 30) * 1000,
     }));
   } catch {
-    return Number.NaN; // hung or failed: shown as "n/a"
+    return { tps: Number.NaN, tx: Number.NaN }; // hung or failed: shown as "n/a"
   }
   const m =
     /tps = ([\d.]+) \(without initial connection time\)/.exec(stdout) ?? /tps = ([\d.]+)/.exec(stdout);
-  if (!m) throw new Error(`pgbench printed no tps:\n${stdout}`);
-  return Number(m[1]);
+  const tx = /number of transactions actually processed: (\d+)/.exec(stdout);
+  // No tps line: nothing was processed (e.g. the connections took the whole run): "n/a".
+  if (!m || !tx || Number(tx[1]) === 0) {
+    process.stderr.write(`pgbench processed nothing:\n${stdout}\n`);
+    return { tps: Number.NaN, tx: Number.NaN };
+  }
+  return { tps: Number(m[1]), tx: Number(tx[1]) };
 }
 
 function parseUrl(url: string): Conn {
@@ -236,23 +260,38 @@ rules:
       procs.push(bouncer.proc);
       paths.push(['pgbouncer (transaction pool)', bouncer.conn]);
     }
-    const modes: Array<[string, string[]]> = [
+    // Development: BENCH_PG_MODES=1,16 runs only those modes (1 = 1 client, 16 = 16 clients,
+    // C = connect per transaction); the table keeps every path (ratios need "direct").
+    const only = process.env.BENCH_PG_MODES?.split(',');
+    const allModes: Array<[string, string[]]> = [
       ['pgbench -S, 1 client (tps)', ['-c', '1', '-j', '1']],
       ['pgbench -S, 16 clients (tps)', ['-c', '16', '-j', '4']],
       ['pgbench -S -C, 4 clients (tps, connect per transaction)', ['-C', '-c', '4', '-j', '4']],
     ];
+    const modes = only ? allModes.filter((_, i) => only.includes(['1', '16', 'C'][i] as string)) : allModes;
     const results = new Map<string, number[]>();
     const ratios = new Map<string, number[]>();
+    /** Gateway CPU µs per transaction (whole process, main thread), per mode and port path. */
+    const gatewayCpu = new Map<string, number[]>();
+    const gatewayMain = new Map<string, number[]>();
     for (let r = 0; r < rounds; r++) {
       for (const [mode, args] of modes) {
         // Rotate the order each round so warm-up and drift favour no path.
         const order = paths.map((_, i) => paths[(i + r) % paths.length]!);
         const measured = new Map<string, number>();
         for (const [name, conn] of order) {
-          const tps = await pgbench(pgbenchBin, conn, args);
+          const cpu0 = cpuMicros(gateway.pid);
+          const main0 = cpuMicros(gateway.pid, true);
+          const { tps, tx } = await pgbench(pgbenchBin, conn, args);
+          const cpu = (cpuMicros(gateway.pid) - cpu0) / tx;
+          const main = (cpuMicros(gateway.pid, true) - main0) / tx;
           measured.set(name, tps);
           const key = `${mode}\u0000${name}`;
           results.set(key, [...(results.get(key) ?? []), tps]);
+          if (name.startsWith('port')) {
+            gatewayCpu.set(key, [...(gatewayCpu.get(key) ?? []), cpu]);
+            gatewayMain.set(key, [...(gatewayMain.get(key) ?? []), main]);
+          }
         }
         for (const [name] of paths) {
           const key = `${mode}\u0000${name}`;
@@ -274,11 +313,32 @@ rules:
         }),
       ]);
     }
+    const cpuRows = [
+      ['gateway CPU per transaction (µs)', ...paths.filter(([n]) => n.startsWith('port')).map(([n]) => n)],
+    ];
+    for (const [mode] of modes) {
+      cpuRows.push([
+        mode.replace(/ \(tps.*\)$/, ''),
+        ...paths
+          .filter(([n]) => n.startsWith('port'))
+          .map(([name]) => {
+            const key = `${mode}\u0000${name}`;
+            const values = (gatewayCpu.get(key) ?? []).filter((v) => Number.isFinite(v));
+            const mains = (gatewayMain.get(key) ?? []).filter((v) => Number.isFinite(v));
+            return values.length === 0 ? 'n/a' : `${median(values).toFixed(0)} (${median(mains).toFixed(0)})`;
+          }),
+      ]);
+    }
+    const [load1, load5] = loadavg();
     return [
       `pg: pgbench -S -T ${SECONDS} against a throwaway PostgreSQL (scale 10, SCRAM); gateway, client, pgbouncer and server in separate processes on one machine;`,
       `median of ${rounds} interleaved rounds; (ratio) = median per-round ratio to direct${bouncer ? '' : '; pgbouncer not installed: column omitted'}`,
       '',
       table(rows),
+      '',
+      table(cpuRows),
+      '',
+      `load average during the run: ${load1?.toFixed(2)} (1 min), ${load5?.toFixed(2)} (5 min)`,
     ].join('\n');
   } finally {
     for (const p of procs.reverse()) p.kill('SIGTERM');

@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import { CiportError } from '../errors/index.js';
 import { CanonicalJsonError, canonicalJson, type JsonObject, type JsonValue } from './canonical.js';
-import type { AuditEventInput, AuditEventType } from './events.js';
+import type { AuditDataMap, AuditEventInput, AuditEventType } from './events.js';
 import { isSecretKey, redactSecrets, scrubText } from './redact.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
@@ -100,6 +100,8 @@ class Prepared implements PreparedEvent {
  * produces the same text (tested) and the precise error.
  */
 export function prepareAuditEvent(input: AuditEventInput): PreparedEvent {
+  const known = (input as { [PREPARED]?: PreparedEvent })[PREPARED];
+  if (known !== undefined) return known;
   const { type, time } = input;
   if (time !== undefined && !Number.isSafeInteger(time)) {
     throw invalid(type, `time must be integer epoch milliseconds, got ${time}`);
@@ -136,6 +138,110 @@ export function prepareSlowly(
     throw err;
   }
   return new Prepared(type, time, dataText);
+}
+
+/** Where an input made by an AuditEventTemplate carries its prepared form. */
+const PREPARED: unique symbol = Symbol('ciport.audit.prepared');
+
+type Variable<T extends AuditEventType, V extends keyof AuditDataMap[T]> = Pick<AuditDataMap[T], V>;
+type Constant<T extends AuditEventType, V extends keyof AuditDataMap[T]> = Omit<AuditDataMap[T], V>;
+
+/**
+ * Events of one type whose data is mostly constant (a connection's `query` events: principal,
+ * session, target, … are the same for every statement). The constant members are checked and
+ * reduced to canonical JSON once; each event then only cleans its variable members (cut, scrub,
+ * JSON) and splices them in key order. `input()` returns an ordinary AuditEventInput (its `data`
+ * is the plain merged object, built only when read) that also carries its prepared form, which
+ * prepareAuditEvent returns as is: exactly the text prepareAuditEvent would have produced from
+ * the merged data (tested). Whenever that cannot be guaranteed cheaply — a secret-named or
+ * reserved member, a value the fast path refuses — it prepares the merged data the general way.
+ */
+export class AuditEventTemplate<T extends AuditEventType, V extends keyof AuditDataMap[T] & string> {
+  readonly type: T;
+  readonly #constant: Constant<T, V>;
+  /** Canonical JSON pieces in key order: a string is a constant `"key":value` (no comma), a number the index of a variable key. */
+  readonly #parts: Array<string | number> | undefined;
+  readonly #variableKeys: readonly V[];
+  readonly #variableNames: readonly string[];
+
+  constructor(type: T, constant: Constant<T, V>, variableKeys: readonly V[]) {
+    this.type = type;
+    this.#constant = constant;
+    this.#variableKeys = variableKeys;
+    this.#variableNames = variableKeys.map((k) => JSON.stringify(k));
+    this.#parts = templateParts(constant as Record<string, unknown>, variableKeys);
+  }
+
+  /** The event with these variable members (prepared, or prepared the general way). */
+  input(variable: Variable<T, V>): Extract<AuditEventInput, { type: T }> {
+    const constant = this.#constant;
+    const type = this.type;
+    let prepared: PreparedEvent | undefined;
+    const parts = this.#parts;
+    if (parts !== undefined) {
+      let out = '{';
+      for (let i = 0; i < parts.length; i++) {
+        const part = parts[i] as string | number;
+        let piece: string;
+        if (typeof part === 'string') piece = part;
+        else {
+          const member = (variable as Record<string, unknown>)[this.#variableKeys[part] as string];
+          if (member === undefined) continue;
+          const text = cleanCanonical(member, 1);
+          if (text === undefined) {
+            out = '';
+            break;
+          }
+          piece = `${this.#variableNames[part]}:${text}`;
+        }
+        out += out.length === 1 ? piece : `,${piece}`;
+      }
+      if (out !== '') prepared = new Prepared(type, undefined, `${out}}`);
+    }
+    let data: AuditDataMap[T] | undefined;
+    const merged = () => {
+      data ??= { ...constant, ...variable } as unknown as AuditDataMap[T];
+      return data;
+    };
+    // The general way: same checks, same errors as an ordinary event's (thrown here).
+    prepared ??= prepareAuditEvent({ type, data: merged() } as AuditEventInput);
+    return {
+      type,
+      get data() {
+        return merged();
+      },
+      [PREPARED]: prepared,
+    } as unknown as Extract<AuditEventInput, { type: T }>;
+  }
+}
+
+/** The constant members' canonical pieces and the variable slots, in key order; undefined: no fast path. */
+function templateParts(
+  constant: Record<string, unknown>,
+  variableKeys: readonly string[],
+): Array<string | number> | undefined {
+  if (constant === null || typeof constant !== 'object' || Array.isArray(constant)) return undefined;
+  const proto = Object.getPrototypeOf(constant);
+  if (proto !== Object.prototype && proto !== null) return undefined;
+  const keys = new Set([...Object.keys(constant), ...variableKeys]);
+  for (const key of keys) {
+    if (isSecretKey(key) || (RESERVED_DATA_KEYS as readonly string[]).includes(key)) return undefined;
+  }
+  const parts: Array<string | number> = [];
+  for (const key of [...keys].sort()) {
+    const slot = variableKeys.indexOf(key);
+    // A key in both: the variable member wins, as in `{ ...constant, ...variable }`.
+    if (slot >= 0) {
+      parts.push(slot);
+      continue;
+    }
+    const member = constant[key];
+    if (member === undefined) continue;
+    const text = cleanCanonical(member, 1);
+    if (text === undefined) return undefined;
+    parts.push(`${JSON.stringify(key)}:${text}`);
+  }
+  return parts;
 }
 
 /** Deeper than this, the general path (which detects cycles) decides. */

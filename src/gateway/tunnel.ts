@@ -15,6 +15,7 @@ import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { TUNNEL_HEADERS } from '../agent/exits.js';
 import type { AuditBacklog } from '../audit/backlog.js';
+import { AuditEventTemplate } from '../audit/chain.js';
 import { auditEvent, type ConnectionClosedBy } from '../audit/events.js';
 import type { TargetConfig } from '../config/schema.js';
 import { asCiportError, CiportError } from '../errors/index.js';
@@ -467,7 +468,7 @@ class Tunnel implements SessionConnection {
         cancelRegistry: exits.cancelRegistry,
         queryEvents: this.#config.query_audit ?? true,
         maxQueryLength: this.#config.query_max_length,
-        onQuery: (event) => void this.#auditQuery(event, upstream.database),
+        onQuery: (event) => this.#auditQuery(event, upstream.database),
         room: this.#room,
         onConnected: (info) => {
           log.info(
@@ -557,7 +558,7 @@ class Tunnel implements SessionConnection {
         ? new PgStreamObserver({
             maxQueryLength: info.query_max_length,
             onQuery: (event) => {
-              if (info.query_audit !== false) void this.#auditQuery(event, info.database);
+              if (info.query_audit !== false) this.#auditQuery(event, info.database);
             },
           })
         : undefined;
@@ -632,19 +633,44 @@ class Tunnel implements SessionConnection {
     };
   }
 
-  async #auditQuery(event: QueryEvent, database: string | undefined): Promise<void> {
+  /** The constant part of this connection's `query` events, prepared once (see AuditEventTemplate). */
+  #queryTemplate:
+    | {
+        agent: AgentIdentity | undefined;
+        database: string | undefined;
+        template: AuditEventTemplate<'query', 'statement' | 'truncated' | 'protocol'>;
+      }
+    | undefined;
+
+  readonly #queryFailed = (err: unknown) => {
+    this.#deps.log.error({ connection: this.id, err: (err as Error).message }, 'audit query failed');
+  };
+
+  /** One `query` event per statement; not awaited (the relay never waits for its commit). */
+  #auditQuery(event: QueryEvent, database: string | undefined): void {
     try {
-      await this.#append(
-        auditEvent('query', {
-          ...this.#connectionBase(),
+      let cached = this.#queryTemplate;
+      if (cached === undefined || cached.agent !== this.#agent || cached.database !== database) {
+        cached = {
+          agent: this.#agent,
+          database,
+          template: new AuditEventTemplate(
+            'query',
+            { ...this.#connectionBase(), ...(database ? { database } : {}) },
+            ['statement', 'truncated', 'protocol'],
+          ),
+        };
+        this.#queryTemplate = cached;
+      }
+      this.#append(
+        cached.template.input({
           statement: event.text,
           truncated: event.truncated,
           protocol: event.protocol,
-          ...(database ? { database } : {}),
         }),
-      );
+      ).catch(this.#queryFailed);
     } catch (err) {
-      this.#deps.log.error({ connection: this.id, err: (err as Error).message }, 'audit query failed');
+      this.#queryFailed(err);
     }
   }
 

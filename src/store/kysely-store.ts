@@ -62,9 +62,20 @@ const MAX_AUDIT_BATCH = 500;
  * flight (several producers, or one producer that does not wait), the next commit starts this
  * long after the previous one started, so the events of the interval share one transaction and
  * one fsync instead of each paying its own. An event that finds the writer idle — a lone event,
- * or a caller awaiting each append in turn — is committed at once.
+ * or a caller awaiting each append in turn — is committed at once, unless it is one nobody waits
+ * for (DEFERRABLE_AUDIT): those also wait for the interval since the previous commit to end.
  */
 export const AUDIT_COMMIT_INTERVAL_MS = 5;
+
+/**
+ * Event types whose producers never wait for their commit (the relays' `query` events, one per
+ * statement; `http.request` is not one: the gateway acknowledges an agent's only after its
+ * commit, and an agent sends them one after the other): one that finds the writer idle still
+ * waits until AUDIT_COMMIT_INTERVAL_MS after the previous commit started, so that a single
+ * client's statements share commits (one writer round trip and one fsync per interval instead of
+ * one per statement). Any other event arriving meanwhile, or close(), starts the commit at once.
+ */
+const DEFERRABLE_AUDIT: ReadonlySet<string> = new Set(['query']);
 
 export class KyselyStore implements Store {
   readonly #engine: Engine;
@@ -74,6 +85,12 @@ export class KyselyStore implements Store {
   /** Audit events waiting for the next group commit, and the flush draining them. */
   #pendingAudit: PendingAudit[] = [];
   #flushing: Promise<void> | undefined;
+  /** performance.now() when the last audit commit started. */
+  #lastAuditCommit = Number.NEGATIVE_INFINITY;
+  /** A pending event someone may wait for (not DEFERRABLE_AUDIT), or close() called. */
+  #urgentAudit = false;
+  /** Ends a deferrable-only wait early (an urgent event arrived, or close()). */
+  #wakeAudit: (() => void) | undefined;
 
   /**
    * The session reads of every session open and end, compiled once: Kysely builds and compiles
@@ -338,21 +355,39 @@ export class KyselyStore implements Store {
     }
     return new Promise<AuditEvent>((resolve, reject) => {
       this.#pendingAudit.push({ prepared, resolve, reject });
+      if (!DEFERRABLE_AUDIT.has(prepared.type)) this.#hurryAudit();
       this.#flushing ??= this.#flushAudit();
     });
   }
 
+  #hurryAudit(): void {
+    this.#urgentAudit = true;
+    this.#wakeAudit?.();
+  }
+
   async #flushAudit(): Promise<void> {
-    let lastStart = Number.NEGATIVE_INFINITY;
+    let first = true;
     try {
       while (this.#pendingAudit.length > 0) {
-        // Only reached again when events arrived during the previous commit: under load.
-        const wait = lastStart + AUDIT_COMMIT_INTERVAL_MS - performance.now();
-        if (wait > 0 && this.#pendingAudit.length < MAX_AUDIT_BATCH) {
-          await new Promise((resolve) => setTimeout(resolve, wait));
+        // First pass: only deferrable events (nobody waits for them) wait for the interval.
+        // Later passes (events arrived during the previous commit: under load) always do.
+        const wait = this.#lastAuditCommit + AUDIT_COMMIT_INTERVAL_MS - performance.now();
+        if (wait > 0 && this.#pendingAudit.length < MAX_AUDIT_BATCH && !(first && this.#urgentAudit)) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, wait);
+            if (first) {
+              this.#wakeAudit = () => {
+                clearTimeout(timer);
+                resolve();
+              };
+            }
+          });
+          this.#wakeAudit = undefined;
         }
-        lastStart = performance.now();
+        first = false;
+        this.#lastAuditCommit = performance.now();
         const batch = this.#pendingAudit.splice(0, MAX_AUDIT_BATCH);
+        this.#urgentAudit = this.#pendingAudit.some((item) => !DEFERRABLE_AUDIT.has(item.prepared.type));
         try {
           const prepared = batch.map((item) => item.prepared);
           const events = await this.#guard(() => this.#appendAlone(prepared));
@@ -834,6 +869,7 @@ export class KyselyStore implements Store {
     if (this.#closed) return;
     // Events already handed to appendAudit are committed before the store goes away (also
     // those handed to it while it was closing).
+    this.#hurryAudit();
     while (this.#flushing) await this.#flushing;
     this.#closed = true;
     await this.#engine.destroy();

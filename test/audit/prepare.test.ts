@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { canonicalJson } from '../../src/audit/canonical.js';
 import {
+  AuditEventTemplate,
   chainHash,
   eventHash,
   GENESIS_HASH,
@@ -84,5 +85,86 @@ describe('chainHash', () => {
       expect(h).toBe(eventHash(prev, { seq, time, type: p.type, data: JSON.parse(p.dataText) }));
       prev = h;
     }
+  });
+});
+
+describe('AuditEventTemplate', () => {
+  const base = {
+    session: 's_1',
+    connection: 'c_1',
+    principal: {
+      issuer: 'https://gitlab.example.com',
+      subject: 'project_path:g/app:ref_type:branch:ref:main',
+      project: 'g/app',
+      project_id: '1',
+      ref: 'main',
+      pipeline: '7',
+      job: '8',
+      job_url: null,
+      actor: 'alice',
+      environment: null,
+    },
+    target: 'db',
+    rule: 'ci',
+    exit: 'gateway',
+    database: 'app',
+  };
+  const statements = [
+    'SELECT abalance FROM pgbench_accounts WHERE aid = 1;',
+    `select '${JWT}'`,
+    "ALTER ROLE x PASSWORD 'p''w'",
+    "CREATE USER u IDENTIFIED BY 'secret'",
+    "select 'postgres://app:hunter2@db:5432/app'",
+    'x'.repeat(20_000),
+    `${'y'.repeat(16_380)} ${JWT}`,
+    '',
+    'ü\u2028"\\\n\u0000',
+  ];
+  const variants: Array<[string, Record<string, unknown>]> = [
+    ['connection base', base],
+    ['via an agent', { ...base, exit: 'agent-1', agent_id: 'a_1' }],
+    ['no database', { ...base, database: undefined }],
+    // These cannot take the fast path: the template must still produce the general result.
+    ['a secret-named member', { ...base, password: 'hunter2' }],
+    ['a secret in a constant string', { ...base, rule: `r ${JWT}` }],
+    ['a long constant string', { ...base, rule: 'r'.repeat(20_000) }],
+  ];
+
+  it.each(variants)('%s: same event as prepareAuditEvent over the merged data', (_name, constant) => {
+    const template = new AuditEventTemplate('query', constant as never, [
+      'statement',
+      'truncated',
+      'protocol',
+    ]);
+    for (const statement of statements) {
+      for (const variable of [
+        { statement, truncated: false, protocol: 'simple' as const },
+        { statement, truncated: true, protocol: 'extended' as const },
+      ]) {
+        const input = template.input(variable);
+        const merged = { ...constant, ...variable };
+        const expected = prepareAuditEvent({ type: 'query', data: merged } as unknown as AuditEventInput);
+        const prepared = prepareAuditEvent(input);
+        expect(prepared.type).toBe('query');
+        expect(prepared.time).toBeUndefined();
+        expect(prepared.dataText).toBe(expected.dataText);
+        expect(prepared.data).toEqual(expected.data);
+        // Any store sees an ordinary input: the raw data, never already-redacted text.
+        expect(input.type).toBe('query');
+        expect(input.data).toEqual(merged);
+        expect(prepared.dataText).not.toContain(JWT);
+        expect(prepared.dataText).not.toContain('hunter2');
+        expect(prepared.dataText).not.toContain("'secret'");
+      }
+    }
+  });
+
+  it('refuses what an ordinary event refuses, with the same error', () => {
+    const reserved = new AuditEventTemplate('query', { ...base, seq: 1 } as never, ['statement']);
+    expect(() => reserved.input({ statement: 'x' })).toThrow(/reserved key "seq"/);
+    const template = new AuditEventTemplate('query', base as never, ['statement', 'truncated']);
+    expect(() => template.input({ statement: 'x', truncated: Number.NaN as never })).toThrow(
+      /invalid audit event query/,
+    );
   });
 });

@@ -136,6 +136,21 @@ for (const h of engines()) {
       expect(await statements(again)).toEqual(Array.from({ length: 1200 }, (_, i) => `SELECT ${i} /* c */`));
     });
 
+    it('defers a lone query event to share a commit, but never past an awaited event or close()', async () => {
+      const store = await t.open();
+      await store.appendAudit(configLoaded(0)); // a commit just started: a query now waits for the interval
+      const q1 = store.appendAudit(query('d', 1));
+      const c1 = store.appendAudit(configLoaded(1)); // someone waits for this one: it commits q1 with it
+      const [a, b] = await Promise.all([q1, c1]);
+      expect(b.seq).toBe(a.seq + 1);
+      const q2 = store.appendAudit(query('d', 2));
+      await store.close();
+      await expect(q2).resolves.toMatchObject({ type: 'query', seq: b.seq + 1 });
+      const again = await t.open();
+      expect(await statements(again)).toEqual(['SELECT 1 /* d */', 'SELECT 2 /* d */']);
+      expect(await verifyChain(again)).toMatchObject({ ok: true, count: 4 });
+    });
+
     it('lets the backlog bound what waits while the store is stalled, and loses nothing', async () => {
       const store = await t.open();
       await store.appendAudit(configLoaded(0));

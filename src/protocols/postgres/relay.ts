@@ -73,6 +73,20 @@ export class QueryObserver {
   push(chunk: Buffer): void {
     let i = 0;
     while (i < chunk.length && !this.#broken) {
+      if (this.#remaining === 0 && this.#headerFill === 0 && chunk.length - i >= 5) {
+        // A message that starts here: when it ends in this chunk too (the common case), read it
+        // in place, without copying its header or body.
+        const type = chunk[i] as number;
+        const length = chunk.readInt32BE(i + 1);
+        if (length >= 4 && length - 4 <= chunk.length - i - 5) {
+          const start = i + 5;
+          i = start + length - 4;
+          const wanted = this.#wanted(type);
+          if (wanted > 0)
+            this.#message(type, chunk.subarray(start, start + Math.min(wanted, length - 4)), length - 4);
+          continue;
+        }
+      }
       if (this.#remaining === 0 && this.#headerFill < 5) {
         const n = Math.min(5 - this.#headerFill, chunk.length - i);
         chunk.copy(this.#header, this.#headerFill, i, i + n);
@@ -94,6 +108,11 @@ export class QueryObserver {
     }
   }
 
+  /** How many body bytes of a message of this type are kept (0: none, the message is skipped). */
+  #wanted(type: number): number {
+    return type === 0x51 /* Q */ ? this.#max + 1 : type === 0x50 /* P */ ? MAX_NAME + this.#max + 2 : 0;
+  }
+
   #startMessage(): void {
     this.#type = this.#header[0] as number;
     const length = this.#header.readInt32BE(1);
@@ -104,26 +123,24 @@ export class QueryObserver {
     }
     this.#bodyLength = length - 4;
     this.#remaining = this.#bodyLength;
-    const wanted =
-      this.#type === 0x51 /* Q */
-        ? this.#max + 1
-        : this.#type === 0x50 /* P */
-          ? MAX_NAME + this.#max + 2
-          : 0;
+    const wanted = this.#wanted(this.#type);
     this.#capture = wanted > 0 ? Buffer.allocUnsafe(Math.min(wanted, this.#bodyLength)) : undefined;
     this.#captured = 0;
     if (this.#remaining === 0) this.#endMessage();
   }
 
   #endMessage(): void {
-    const type = this.#type;
     const body = this.#capture?.subarray(0, this.#captured);
     this.#capture = undefined;
     this.#headerFill = 0;
-    if (!body) return;
+    if (body) this.#message(this.#type, body, this.#bodyLength);
+  }
+
+  /** A whole Q or P message: `body` is what was kept of it (a prefix), `bodyLength` its real length. */
+  #message(type: number, body: Buffer, bodyLength: number): void {
     if (type === 0x51) {
       // Query: text \0. A whole capture ends with the NUL.
-      const whole = this.#captured === this.#bodyLength && body[body.length - 1] === 0;
+      const whole = body.length === bodyLength && body[body.length - 1] === 0;
       this.#emit(
         whole ? body.subarray(0, body.length - 1) : body,
         !whole || body.length - 1 > this.#max,
@@ -142,7 +159,7 @@ export class QueryObserver {
     const truncated = textEnd < 0 || textEnd > this.#max;
     if (name !== '') {
       // Same name, same text (what we kept of it, and the body length): a re-prepare.
-      const key = `${this.#bodyLength}\0${text.toString('base64')}`;
+      const key = `${bodyLength}\0${text.toString('base64')}`;
       if (this.#named.get(name) === key) return;
       this.#named.delete(name);
       this.#named.set(name, key);
