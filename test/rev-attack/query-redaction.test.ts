@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { MAX_STRING_LENGTH } from '../../src/audit/chain.js';
 import { auditEvent, prepareAuditEvent } from '../../src/audit/index.js';
+import { QueryObserver } from '../../src/protocols/postgres/relay.js';
 
 const base = {
   session: 'ses_a',
@@ -45,5 +46,22 @@ describe('query audit redaction (hostile review)', () => {
     const statement = `${pad}ALTER ROLE app PASSWORD 'hunter2secret_${'y'.repeat(200)}'`;
     expect(statement.length).toBeGreaterThan(MAX_STRING_LENGTH);
     expect(stored(statement).includes('hunter2secret'), 'password literal stored in clear').toBe(false);
+  });
+
+  it('does not store the part of a password literal that the relay cut at query_max_length (4096)', () => {
+    // The real path: the relay's QueryObserver keeps the first 4096 bytes of a simple Query,
+    // then the audit writer scrubs what is left — without the literal's closing quote.
+    const texts: string[] = [];
+    const observer = new QueryObserver({ onQuery: (e) => texts.push(e.text) });
+    const sql = `select '${'x'.repeat(4000)}'; ALTER ROLE app PASSWORD 'hunter2secret_${'y'.repeat(100)}'`;
+    const body = Buffer.concat([Buffer.from(sql), Buffer.from([0])]);
+    const header = Buffer.alloc(5);
+    header.write('Q', 0);
+    header.writeInt32BE(body.length + 4, 1);
+    observer.push(Buffer.concat([header, body]));
+    expect(texts).toHaveLength(1);
+    expect(stored(texts[0] as string).includes('hunter2secret'), 'password literal stored in clear').toBe(
+      false,
+    );
   });
 });
