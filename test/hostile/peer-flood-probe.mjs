@@ -1,5 +1,5 @@
 // Hostile review (issue 11), peer check under a connect/close flood from another uid (not a
-// vitest test: it measures). Run as root after npm run build: node test/rev-attack/peer-flood-probe.mjs
+// vitest test: it measures). Run as root after npm run build: node test/hostile/peer-flood-probe.mjs
 // Prints the checking process's CPU, scans, and how long the job's own connections waited.
 
 import { spawn } from 'node:child_process';
