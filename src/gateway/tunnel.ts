@@ -240,7 +240,8 @@ class Tunnel implements SessionConnection, IdleWatched {
   readonly #metered: StreamMeter;
   idleSeen = 0;
   idleSince = 0;
-  readonly #refuse: (err: CiportError) => void;
+  /** Until the tunnel answers 200 (then it is reset instead; dropped to keep nothing per tunnel). */
+  #refuse: ((err: CiportError) => void) | undefined;
   #opened = false;
   #startedAt = Date.now();
   /** Why it closed abnormally, for `connection.closed`. */
@@ -386,7 +387,7 @@ class Tunnel implements SessionConnection, IdleWatched {
       // Not open yet (its early bytes crossed the budget while the exit was being dialled):
       // refused like a new tunnel of a spent session, and the dial or handoff abandoned.
       this.#abortDial();
-      this.#refuse(
+      this.#refuse?.(
         new CiportError(
           'CIPORT_E_BYTE_LIMIT',
           `session ${this.#live.id} has carried its byte limit (${this.#live.bytes.limit} bytes)`,
@@ -454,6 +455,7 @@ class Tunnel implements SessionConnection, IdleWatched {
     this.#stream.setMaxListeners(32);
     this.#stream.respond({ ':status': 200 });
     this.#metered.open();
+    this.#refuse = undefined;
     log.info({ session: this.#live.id, connection: this.id, target: this.target }, 'tunnel opened');
     void this.#audit('connection.opened');
 
@@ -501,6 +503,7 @@ class Tunnel implements SessionConnection, IdleWatched {
     this.#stream.setMaxListeners(32);
     this.#stream.respond({ ':status': 200 });
     this.#metered.open();
+    this.#refuse = undefined;
     this.#stream.on('error', ignore);
     this.#stream.on('aborted', () => this.#clientReset());
     this.#watchIdle();
