@@ -29,6 +29,10 @@ export class IdleSweep {
     this.#intervalMs = Math.max(10, Math.min(5_000, Math.floor(idleMs / 10)));
   }
 
+  get idleMs(): number {
+    return this.#idleMs;
+  }
+
   get size(): number {
     return this.#watched.size;
   }

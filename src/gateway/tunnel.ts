@@ -205,7 +205,7 @@ const sweeps = new WeakMap<TunnelDeps, IdleSweep>();
 
 function idleSweep(deps: TunnelDeps): IdleSweep {
   let sweep = sweeps.get(deps);
-  if (!sweep) {
+  if (!sweep || sweep.idleMs !== deps.idleTimeoutMs) {
     sweep = new IdleSweep(deps.idleTimeoutMs);
     sweeps.set(deps, sweep);
   }
@@ -240,6 +240,7 @@ class Tunnel implements SessionConnection, IdleWatched {
   readonly #metered: StreamMeter;
   idleSeen = 0;
   idleSince = 0;
+  #sweep: IdleSweep | undefined;
   /** Until the tunnel answers 200 (then it is reset instead; dropped to keep nothing per tunnel). */
   #refuse: ((err: CiportError) => void) | undefined;
   #opened = false;
@@ -305,7 +306,10 @@ class Tunnel implements SessionConnection, IdleWatched {
 
   /** Idle-timed from now on (the tunnel is open). */
   #watchIdle(): void {
-    idleSweep(this.#deps).add(this);
+    // 0: no idle timeout (as the stream's own setTimeout(0) was).
+    if (this.#deps.idleTimeoutMs <= 0) return;
+    this.#sweep = idleSweep(this.#deps);
+    this.#sweep.add(this);
   }
 
   /** An end someone chose; it does not count as a failure unless one came first. */
@@ -740,7 +744,7 @@ class Tunnel implements SessionConnection, IdleWatched {
     const up = this.#bytes ? this.#bytes.up : this.#metered.in;
     const down = this.#bytes ? this.#bytes.down : this.#metered.out;
     const { metrics, manager, log } = this.#deps;
-    idleSweep(this.#deps).delete(this);
+    this.#sweep?.delete(this);
     metrics.tunnelsActive.dec();
     metrics.tunnelBytes.inc({ target: this.target, direction: 'up' }, up);
     metrics.tunnelBytes.inc({ target: this.target, direction: 'down' }, down);
