@@ -12,7 +12,7 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { Socket } from 'node:net';
-import type { Readable, Writable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { TUNNEL_HEADERS } from '../agent/exits.js';
 import type { AuditBacklog } from '../audit/backlog.js';
 import { AuditEventTemplate } from '../audit/chain.js';
@@ -39,6 +39,7 @@ import { relayViaAgent } from './agent-tunnel.js';
 import { clientResetCause } from './close-cause.js';
 import type { GatewayExits } from './exits.js';
 import { sendError } from './http.js';
+import { IdleSweep, type IdleWatched } from './idle-sweep.js';
 import type { Logger } from './logger.js';
 import type { GatewayMetrics } from './metrics.js';
 import { meterStream, type StreamMeter } from './stream-meter.js';
@@ -166,17 +167,53 @@ export async function handleConnect(
 }
 
 /**
- * Copy `from` into `to` with backpressure (pause while `to` is full, resume on its 'drain');
- * `from`'s end ends `to`, so each direction half-closes on its own. Errors and closes are the
- * caller's: a write to a destroyed side is dropped.
+ * Copy `a` into `b` and `b` into `a` with backpressure (a side pauses while its peer is full and
+ * resumes on the peer's 'drain'); one side's end ends the other, so each direction half-closes on
+ * its own. Errors and closes are the caller's: a write to a destroyed side is dropped.
  */
-function relay(from: Readable, to: Writable): void {
-  from.on('data', (chunk: Buffer) => {
-    if (!to.write(chunk)) from.pause();
-  });
-  to.on('drain', () => from.resume());
-  from.once('end', () => to.end());
+function relay(a: Duplex, b: Duplex): void {
+  // The two sides point at each other and share three listener functions: no closures,
+  // contexts or once-wrappers per tunnel.
+  (a as Peered)[PEER] = b;
+  (b as Peered)[PEER] = a;
+  for (const side of [a, b]) {
+    side.on('data', relayData);
+    side.on('drain', relayDrain);
+    side.on('end', relayEnd);
+  }
 }
+
+const PEER = Symbol('ciport.relayPeer');
+type Peered = Duplex & { [PEER]: Duplex };
+
+/** A chunk from one side: written to the other, paused while that one is full. */
+function relayData(this: Peered, chunk: Buffer): void {
+  if (!this[PEER].write(chunk)) this.pause();
+}
+
+/** This side has room again: its peer may send more. */
+function relayDrain(this: Peered): void {
+  this[PEER].resume();
+}
+
+/** One side ended: half-close the other ('end' is emitted once). */
+function relayEnd(this: Peered): void {
+  this[PEER].end();
+}
+
+/** One idle sweep per gateway (per deps): one timer for all its tunnels. */
+const sweeps = new WeakMap<TunnelDeps, IdleSweep>();
+
+function idleSweep(deps: TunnelDeps): IdleSweep {
+  let sweep = sweeps.get(deps);
+  if (!sweep || sweep.idleMs !== deps.idleTimeoutMs) {
+    sweep = new IdleSweep(deps.idleTimeoutMs);
+    sweeps.set(deps, sweep);
+  }
+  return sweep;
+}
+
+function ignore(): void {}
 
 /** A granted target no local config names: what the tunnel knows of it (an agent's). */
 function agentTarget(name: string): TargetConfig {
@@ -184,7 +221,7 @@ function agentTarget(name: string): TargetConfig {
 }
 
 /** One open (or opening) tunnel connection. */
-class Tunnel implements SessionConnection {
+class Tunnel implements SessionConnection, IdleWatched {
   readonly id = `con_${randomBytes(12).toString('base64url')}`;
   readonly target: string;
   readonly done: Promise<void>;
@@ -193,13 +230,20 @@ class Tunnel implements SessionConnection {
   readonly #live: LiveSession;
   readonly #config: TargetConfig;
   readonly #stream: ServerHttp2Stream;
-  readonly #dialAbort = new AbortController();
+  /** Made when a dial or agent handoff starts (most tunnels are never cut while opening). */
+  #dialAbort: AbortController | undefined;
+  /** cut() or the byte limit came before the dial started: it must not start. */
+  #dialCut = false;
   #upstream: Socket | undefined;
   /** Byte counts for protocols that do not expose one upstream socket (postgres, http). */
   #bytes: { up: number; down: number } | undefined;
   /** What the stream itself carried (tcp, redis: bytes that reached the app or came from it). */
   readonly #metered: StreamMeter;
-  readonly #refuse: (err: CiportError) => void;
+  idleSeen = 0;
+  idleSince = 0;
+  #sweep: IdleSweep | undefined;
+  /** Until the tunnel answers 200 (then it is reset instead; dropped to keep nothing per tunnel). */
+  #refuse: ((err: CiportError) => void) | undefined;
   #opened = false;
   #startedAt = Date.now();
   /** Why it closed abnormally, for `connection.closed`. */
@@ -230,10 +274,43 @@ class Tunnel implements SessionConnection {
     });
   }
 
+  get metered(): StreamMeter {
+    return this.#metered;
+  }
+
   cut(reason: EndReason): void {
     this.#chose('session', reason);
-    this.#dialAbort.abort();
+    this.#abortDial();
     this.#reset(h2.NGHTTP2_CANCEL);
+  }
+
+  #abortDial(): void {
+    this.#dialCut = true;
+    this.#dialAbort?.abort();
+  }
+
+  /** The signal a dial or handoff gives up on: this tunnel cut, or its session ending. */
+  #dialSignal(): AbortSignal {
+    const ac = new AbortController();
+    this.#dialAbort = ac;
+    if (this.#dialCut) ac.abort();
+    // Attached tunnels are cut when their session ends; its own signal only when it exists.
+    return this.#live.ending ? AbortSignal.any([ac.signal, this.#live.abort.signal]) : ac.signal;
+  }
+
+  /** No DATA either way for the idle timeout (idle-sweep.ts). */
+  idled(): void {
+    if (this.#stream.closed || this.#stream.destroyed) return;
+    this.#chose('idle_timeout');
+    this.#reset(h2.NGHTTP2_CANCEL);
+  }
+
+  /** Idle-timed from now on (the tunnel is open). */
+  #watchIdle(): void {
+    // 0: no idle timeout (as the stream's own setTimeout(0) was).
+    if (this.#deps.idleTimeoutMs <= 0) return;
+    this.#sweep = idleSweep(this.#deps);
+    this.#sweep.add(this);
   }
 
   /** An end someone chose; it does not count as a failure unless one came first. */
@@ -314,8 +391,8 @@ class Tunnel implements SessionConnection {
     if (!this.#stream.headersSent) {
       // Not open yet (its early bytes crossed the budget while the exit was being dialled):
       // refused like a new tunnel of a spent session, and the dial or handoff abandoned.
-      this.#dialAbort.abort();
-      this.#refuse(
+      this.#abortDial();
+      this.#refuse?.(
         new CiportError(
           'CIPORT_E_BYTE_LIMIT',
           `session ${this.#live.id} has carried its byte limit (${this.#live.bytes.limit} bytes)`,
@@ -331,13 +408,10 @@ class Tunnel implements SessionConnection {
     if (this.#config.protocol === 'postgres') return this.#runPg();
     if (this.#config.protocol === 'http') return this.#runHttp();
     const { manager, log } = this.#deps;
-    const onEarlyClose = () => this.#dialAbort.abort();
+    const onEarlyClose = () => this.#abortDial();
     this.#stream.once('close', onEarlyClose);
     try {
-      const dial = {
-        timeoutMs: this.#deps.connectTimeoutMs,
-        signal: AbortSignal.any([this.#dialAbort.signal, this.#live.abort.signal]),
-      };
+      const dial = { timeoutMs: this.#deps.connectTimeoutMs, signal: this.#dialSignal() };
       // redis: AUTH (and SELECT) injected by the exit, then the same raw relay as tcp.
       this.#upstream =
         this.#config.protocol === 'redis' && redisInjects(this.#config)
@@ -370,12 +444,9 @@ class Tunnel implements SessionConnection {
     }
     this.#stream.off('close', onEarlyClose);
     const upstream = this.#upstream;
-    if (
-      this.#stream.destroyed ||
-      this.#stream.closed ||
-      this.#stream.headersSent ||
-      this.#live.abort.signal.aborted
-    ) {
+    const cut = this.#dialCut || this.#live.ending !== undefined;
+    this.#dialAbort = undefined;
+    if (this.#stream.destroyed || this.#stream.closed || this.#stream.headersSent || cut) {
       upstream.destroy();
       manager.detach(this.#live, this);
       this.#resolveDone();
@@ -389,6 +460,7 @@ class Tunnel implements SessionConnection {
     this.#stream.setMaxListeners(32);
     this.#stream.respond({ ':status': 200 });
     this.#metered.open();
+    this.#refuse = undefined;
     log.info({ session: this.#live.id, connection: this.id, target: this.target }, 'tunnel opened');
     void this.#audit('connection.opened');
 
@@ -397,13 +469,9 @@ class Tunnel implements SessionConnection {
       this.#error ??= `upstream error (${err.code ?? err.message})`;
       resetStream(this.#stream, h2.NGHTTP2_CONNECT_ERROR);
     });
-    this.#stream.on('error', () => {
-      // Client resets and session teardown surface here; the close handler records them.
-    });
-    this.#stream.setTimeout(this.#deps.idleTimeoutMs, () => {
-      this.#chose('idle_timeout');
-      this.#reset(h2.NGHTTP2_CANCEL);
-    });
+    // Client resets and session teardown surface as 'error'; the close handler records them.
+    this.#stream.on('error', ignore);
+    this.#watchIdle();
     this.#stream.on('aborted', () => this.#clientReset());
 
     // Two lean relays, not two pipeline() calls: each pipeline() (and each pipe()) hangs
@@ -416,14 +484,14 @@ class Tunnel implements SessionConnection {
       if (--pending === 0) void this.#closed();
     };
     relay(stream, upstream);
-    relay(upstream, stream);
-    upstream.once('close', () => {
+    // 'close' is emitted once: on(), not once() (no wrapper per listener).
+    upstream.on('close', () => {
       // Gone without its end reaching the client (destroyed, reset without an 'error'): the client
       // must not read a clean end of stream. A no-op once the stream itself has closed.
       if (!upstream.readableEnded) resetStream(stream, h2.NGHTTP2_CONNECT_ERROR);
       settle();
     });
-    stream.once('close', () => {
+    stream.on('close', () => {
       upstream.destroy();
       settle();
     });
@@ -440,12 +508,10 @@ class Tunnel implements SessionConnection {
     this.#stream.setMaxListeners(32);
     this.#stream.respond({ ':status': 200 });
     this.#metered.open();
-    this.#stream.on('error', () => {});
+    this.#refuse = undefined;
+    this.#stream.on('error', ignore);
     this.#stream.on('aborted', () => this.#clientReset());
-    this.#stream.setTimeout(this.#deps.idleTimeoutMs, () => {
-      this.#chose('idle_timeout');
-      this.#reset(h2.NGHTTP2_CANCEL);
-    });
+    this.#watchIdle();
   }
 
   /** protocol postgres: startup frame, injected credentials upstream, relay with query events. */
@@ -454,7 +520,7 @@ class Tunnel implements SessionConnection {
     const { log } = this.#deps;
     const record = this.#live.record;
     this.#accept();
-    const signal = AbortSignal.any([this.#dialAbort.signal, this.#live.abort.signal]);
+    const signal = this.#dialSignal();
     try {
       let upstream = exits.pg.get(this.target);
       if (!upstream) throw new CiportError('CIPORT_E_UPSTREAM_UNREACHABLE', `no exit for ${this.target}`);
@@ -469,7 +535,7 @@ class Tunnel implements SessionConnection {
         queryEvents: this.#config.query_audit ?? true,
         maxQueryLength: this.#config.query_max_length,
         onQuery: (event) => this.#auditQuery(event, upstream.database),
-        room: this.#room,
+        room: () => this.#room(),
         onConnected: (info) => {
           log.info(
             { session: record.id, connection: this.id, target: this.target, auth: info.auth, tls: info.tls },
@@ -572,8 +638,10 @@ class Tunnel implements SessionConnection {
       },
       prefer: sticky.get(key),
       idleTimeoutMs: this.#deps.idleTimeoutMs,
-      signal: AbortSignal.any([this.#dialAbort.signal, this.#live.abort.signal]),
-      ...(observer ? { onClientData: (chunk: Buffer) => observer.push(chunk), room: this.#room } : {}),
+      signal: this.#dialSignal(),
+      ...(observer
+        ? { onClientData: (chunk: Buffer) => observer.push(chunk), room: () => this.#room() }
+        : {}),
       onOpen: (agent) => {
         this.#metered.open();
         sticky.set(key, agent.id);
@@ -612,7 +680,9 @@ class Tunnel implements SessionConnection {
 
   #cancelStream = false;
 
-  readonly #room = () => this.#deps.auditBacklog?.room();
+  #room() {
+    return this.#deps.auditBacklog?.room();
+  }
 
   /** An audit append counted in the backlog (query and http.request events). */
   #append(event: Parameters<Store['appendAudit']>[0]): Promise<unknown> {
@@ -700,6 +770,7 @@ class Tunnel implements SessionConnection {
     const up = this.#bytes ? this.#bytes.up : this.#metered.in;
     const down = this.#bytes ? this.#bytes.down : this.#metered.out;
     const { metrics, manager, log } = this.#deps;
+    this.#sweep?.delete(this);
     metrics.tunnelsActive.dec();
     metrics.tunnelBytes.inc({ target: this.target, direction: 'up' }, up);
     metrics.tunnelBytes.inc({ target: this.target, direction: 'down' }, down);
