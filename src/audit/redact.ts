@@ -28,8 +28,15 @@ const JWT_PATTERN = /(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,
 /** `scheme://user:password@host` — keep the user, drop the password. */
 const URL_PASSWORD_PATTERN =
   /(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,31}:\/\/[^\s:/@]{0,256}:)[^\s/@]{1,256}@/g;
-/** SQL that carries a password literal: `… PASSWORD 'x'`, MySQL `IDENTIFIED BY 'x'`. */
-const SQL_PASSWORD_PATTERN = /\b(password|identified\s+by)(\s+)'(?:[^']|'')*'/gi;
+/**
+ * Keywords after which SQL carries a password literal: `… PASSWORD 'x'`, MySQL
+ * `IDENTIFIED BY 'x'` and `IDENTIFIED WITH plugin BY 'x'`. What follows is read by
+ * sqlPasswordLiteralEnd, not by the pattern, so every literal spelling is covered.
+ */
+const SQL_PASSWORD_KEYWORD =
+  /\b(?:password|identified(?:\s{1,16}with\s{1,16}[A-Za-z0-9_'"`]{1,64})?\s{1,16}by)\b/gi;
+/** `$$` or `$tag$` opening a dollar-quoted string. */
+const DOLLAR_TAG = /^\$(?:[A-Za-z_][A-Za-z0-9_]{0,62})?\$/;
 
 export const REDACTED_JWT = '[redacted-jwt]';
 
@@ -58,8 +65,74 @@ export function scrubText(text: string): string {
   let out = text;
   if (out.includes('eyJ')) out = out.replace(JWT_PATTERN, REDACTED_JWT);
   if (out.includes('://')) out = out.replace(URL_PASSWORD_PATTERN, '$1***@');
-  if (MAYBE_SQL_PASSWORD.test(out)) out = out.replace(SQL_PASSWORD_PATTERN, "$1$2'***'");
+  if (MAYBE_SQL_PASSWORD.test(out)) out = scrubSqlPasswords(out);
   return out;
+}
+
+/**
+ * Replace the literal after each password keyword with `'***'`, whatever its spelling:
+ * `'x'` (with `''` inside), `E'x'` (with backslash escapes), `U&'x'`, `$$x$$`, `$tag$x$tag$`,
+ * separated from the keyword by blanks and comments or by nothing (`PASSWORD'x'`). A literal
+ * without its end (the statement was cut before it closed) is replaced up to the end of the
+ * text. A keyword not followed by a literal (`PASSWORD NULL`, a column named password) is left.
+ * One pass over the text.
+ */
+function scrubSqlPasswords(text: string): string {
+  SQL_PASSWORD_KEYWORD.lastIndex = 0;
+  let out = '';
+  let copied = 0;
+  for (let m = SQL_PASSWORD_KEYWORD.exec(text); m; m = SQL_PASSWORD_KEYWORD.exec(text)) {
+    const start = skipBlanksAndComments(text, m.index + m[0].length);
+    const end = sqlLiteralEnd(text, start);
+    if (end < 0) continue;
+    out += `${text.slice(copied, start)}'***'`;
+    copied = end;
+    SQL_PASSWORD_KEYWORD.lastIndex = end;
+  }
+  return copied === 0 ? text : out + text.slice(copied);
+}
+
+function skipBlanksAndComments(text: string, from: number): number {
+  let i = from;
+  while (i < text.length) {
+    const c = text.charCodeAt(i);
+    if (c === 32 || (c >= 9 && c <= 13)) i += 1;
+    else if (text.startsWith('/*', i)) {
+      const close = text.indexOf('*/', i + 2);
+      i = close < 0 ? text.length : close + 2;
+    } else if (text.startsWith('--', i)) {
+      const eol = text.indexOf('\n', i + 2);
+      i = eol < 0 ? text.length : eol + 1;
+    } else break;
+  }
+  return i;
+}
+
+/** Where the SQL string literal starting at `at` ends (exclusive; the text's end when it is cut), or -1. */
+function sqlLiteralEnd(text: string, at: number): number {
+  let i = at;
+  let backslashEscapes = false;
+  const c = text[i];
+  if (c === 'E' || c === 'e') {
+    backslashEscapes = true;
+    i += 1;
+  } else if ((c === 'U' || c === 'u') && text[i + 1] === '&') i += 2;
+  if (text[i] === "'") {
+    for (let k = i + 1; k < text.length; k++) {
+      const ch = text[k];
+      if (backslashEscapes && ch === '\\') k += 1;
+      else if (ch === "'") {
+        if (text[k + 1] === "'") k += 1;
+        else return k + 1;
+      }
+    }
+    return text.length;
+  }
+  if (i !== at) return -1; // E or U& not followed by a quote: an identifier
+  const tag = text[i] === '$' ? DOLLAR_TAG.exec(text.slice(i, i + 65)) : null;
+  if (!tag) return -1;
+  const close = text.indexOf(tag[0], i + tag[0].length);
+  return close < 0 ? text.length : close + tag[0].length;
 }
 
 export interface Redaction {

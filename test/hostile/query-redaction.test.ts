@@ -65,3 +65,24 @@ describe('query audit redaction (hostile review)', () => {
     );
   });
 });
+
+describe('query audit redaction: what stays and what goes', () => {
+  it.each([
+    ["CREATE USER a IDENTIFIED WITH mysql_native_password BY 'hunter2secret'", true],
+    ["ALTER USER a IDENTIFIED BY 'hunter2secret'", true],
+    ["ALTER ROLE app PASSWORD E'hunter2\\'secret'", true],
+    ["ALTER ROLE app PASSWORD -- set it\n 'hunter2secret'", true],
+    ['ALTER ROLE app PASSWORD NULL', false],
+    ['SELECT password FROM users WHERE id = 1', false],
+  ])('%s', (statement, secret) => {
+    const text = JSON.parse(stored(statement)).statement as string;
+    expect(text.includes('hunter2')).toBe(false);
+    if (secret) expect(text).toContain("'***'");
+    else expect(text).toBe(statement);
+  });
+
+  it("keeps what follows the literal: PASSWORD 'x' VALID UNTIL …", () => {
+    const text = JSON.parse(stored("ALTER ROLE app PASSWORD 'hunter2secret' VALID UNTIL 'infinity'")).statement;
+    expect(text).toBe("ALTER ROLE app PASSWORD '***' VALID UNTIL 'infinity'");
+  });
+});
