@@ -1,11 +1,24 @@
 // Processes the peer table starts, and the CPU time they use.
 //
-// Every process is started here, recorded as "PID STARTTIME NAME" (STARTTIME = field 22 of
-// /proc/PID/stat, so a reused PID is never mistaken for ours) and stopped only through that
-// record: never by name. CPU time is read from /proc/PID/stat (utime + stime + cutime + cstime)
+// Every process is started here, recorded as "PID STARTTIME NAME<TAB>EXE" (STARTTIME = field 22
+// of /proc/PID/stat, so a reused PID is never mistaken for ours; EXE = its /proc/PID/exe) and
+// stopped only through that record: never by name. A record is trusted only when it is a regular
+// file owned by us that nobody else can write, and a recorded process is signalled only while
+// it still has the recorded start time, runs as our uid and runs the recorded executable (the
+// start time alone is no proof: anyone can read it from /proc/PID/stat). CPU time is read from /proc/PID/stat (utime + stime + cutime + cstime)
 // over each proxy's whole process tree, before and after each test.
 import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
-import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  closeSync,
+  constants,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+} from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface ProcStat {
@@ -104,6 +117,89 @@ export function startTime(pid: number): number | undefined {
   }
 }
 
+/** Our uid (-1 where there is none, so nothing is ever "ours"). */
+export function myUid(): number {
+  return process.getuid?.() ?? -1;
+}
+
+/**
+ * Why the directory at `path` is not ours to trust, or undefined when it is: a real directory
+ * (not a symlink), owned by our uid, that neither group nor others can write.
+ */
+export function untrustedDir(path: string): string | undefined {
+  let st: ReturnType<typeof lstatSync>;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return 'gone';
+  }
+  if (st.isSymbolicLink()) return 'a symlink';
+  if (!st.isDirectory()) return 'not a directory';
+  if (st.uid !== myUid()) return `owned by uid ${st.uid}`;
+  if (st.mode & 0o022) return `writable by others (mode ${(st.mode & 0o777).toString(8)})`;
+  return undefined;
+}
+
+/**
+ * The text of a record file we wrote ourselves, or undefined when there is none. Throws when
+ * the file is not to be trusted: not a regular file (a symlink is not followed), not owned by
+ * our uid, or writable by group or others. Checked on the open descriptor (no check-then-read race).
+ */
+export function readTrusted(file: string): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new Error(`${file}: not trusted (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new Error(`${file}: not trusted (not a regular file)`);
+    if (st.uid !== myUid()) throw new Error(`${file}: not trusted (owned by uid ${st.uid})`);
+    if (st.mode & 0o022) throw new Error(`${file}: not trusted (writable by others)`);
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The executable PID runs (its /proc/PID/exe), or undefined when it cannot be read. */
+export function exeOf(pid: number): string | undefined {
+  try {
+    return readlinkSync(`/proc/${pid}/exe`).replace(/ \(deleted\)$/, '');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Real and effective uid of PID (from /proc/PID/status), or undefined. */
+function uidsOf(pid: number): [number, number] | undefined {
+  try {
+    const m = /^Uid:\s+(\d+)\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? [Number(m[1]), Number(m[2])] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether PID is still the process a run recorded: same start time, real and effective uid
+ * ours, and running the recorded executable (/proc/PID/exe, or argv[0] of its cmdline).
+ */
+export function isRecorded(pid: number, start: number, exe: string): boolean {
+  if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid || !exe.startsWith('/')) return false;
+  if (startTime(pid) !== start) return false;
+  const uids = uidsOf(pid);
+  if (!uids || uids[0] !== myUid() || uids[1] !== myUid()) return false;
+  if (exeOf(pid) === exe) return true;
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] === exe;
+  } catch {
+    return false;
+  }
+}
+
 interface Started {
   name: string;
   pid: number;
@@ -127,7 +223,7 @@ export class Processes {
     const start = startTime(proc.pid);
     if (start === undefined) throw new Error(`${name} (${command}) exited at once`);
     this.started.push({ name, pid: proc.pid, start, proc });
-    appendFileSync(this.recordFile, `${proc.pid} ${start} ${name}\n`);
+    this.record(proc.pid, start, name);
     return proc;
   }
 
@@ -166,7 +262,16 @@ export class Processes {
   /** Record a process this run did not spawn itself but owns (e.g. a server's postmaster). */
   adopt(name: string, pid: number): void {
     const start = startTime(pid);
-    if (start !== undefined) appendFileSync(this.recordFile, `${pid} ${start} ${name}\n`);
+    if (start !== undefined) this.record(pid, start, name);
+  }
+
+  /** One line of the record (created private: only a file nobody else can write is trusted later). */
+  private record(pid: number, start: number, name: string): void {
+    // spawn() returns once the child has exec'd, so /proc/PID/exe is the program it runs.
+    const exe = exeOf(pid) ?? '';
+    appendFileSync(this.recordFile, `${pid} ${start} ${name.replace(/[\t\n]/g, ' ')}\t${exe}\n`, {
+      mode: 0o600,
+    });
   }
 
   pids(): Array<{ name: string; pid: number }> {
@@ -176,19 +281,27 @@ export class Processes {
 
 /**
  * Stop what an earlier run recorded in `recordFile` and did not stop (it was killed before its
- * cleanup ran): each recorded PID that still has its recorded start time gets SIGTERM, then
- * SIGKILL after 10 s. Returns the names of the processes signalled.
+ * cleanup ran): each recorded PID that is still the recorded process (isRecorded: start time,
+ * our uid, recorded executable) gets SIGTERM, then SIGKILL after 10 s if it still is. A record
+ * that is not ours (readTrusted) throws; a line without an executable is never acted on.
+ * Returns the names of the processes signalled.
  */
 export async function stopRecorded(recordFile: string): Promise<string[]> {
   const stopped: string[] = [];
-  const lines = readFileSync(recordFile, 'utf8').trim().split('\n').filter(Boolean).reverse();
+  const text = readTrusted(recordFile) ?? '';
+  const lines = text.trim().split('\n').filter(Boolean).reverse();
   for (const line of lines) {
-    const [pid, start, ...name] = line.split(' ');
+    const tab = line.indexOf('\t');
+    if (tab < 0) continue;
+    const [pid, start, ...name] = line.slice(0, tab).split(' ');
+    const exe = line.slice(tab + 1);
     const p = Number(pid);
-    if (!Number.isInteger(p) || p <= 1 || startTime(p) !== Number(start)) continue;
+    const s = Number(start);
+    const still = () => isRecorded(p, s, exe);
+    if (!still()) continue;
     process.kill(p, 'SIGTERM');
-    for (let i = 0; i < 100 && startTime(p) === Number(start); i++) await sleep(100);
-    if (startTime(p) === Number(start)) process.kill(p, 'SIGKILL');
+    for (let i = 0; i < 100 && still(); i++) await sleep(100);
+    if (still()) process.kill(p, 'SIGKILL');
     stopped.push(`${name.join(' ')} (pid ${p})`);
   }
   return stopped;

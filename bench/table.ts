@@ -10,16 +10,17 @@
 import { execFile } from 'node:child_process';
 import {
   appendFileSync,
-  existsSync,
+  chmodSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
+  realpathSync,
   rmSync,
   writeFileSync,
 } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import pg from 'pg';
@@ -37,7 +38,7 @@ import {
   startSsh,
   startStunnel,
 } from './peers.js';
-import { cpuSeconds, Processes, startTime, stopRecorded } from './proc.js';
+import { cpuSeconds, Processes, readTrusted, startTime, stopRecorded, untrustedDir } from './proc.js';
 import { fmt } from './stats.js';
 import { type RawRow, renderTable, roundOrder, TESTS, toTsv } from './summary.js';
 
@@ -126,9 +127,12 @@ export async function benchTable(options: TableOptions): Promise<string> {
   const started = new Date();
   const t0 = performance.now();
   const stamp = started.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  // Private (mkdtemp makes it 0700; chmod in case): --stop-leftovers trusts only a directory
+  // and record files that are ours and that nobody else can write.
   const dir = mkdtempSync(join(tmpdir(), 'ciport-bench-table-'));
+  chmodSync(dir, 0o700);
   const procs = new Processes(join(dir, 'pids'));
-  writeFileSync(join(dir, 'owner'), `${process.pid} ${startTime(process.pid)}\n`);
+  writeFileSync(join(dir, 'owner'), `${process.pid} ${startTime(process.pid)}\n`, { mode: 0o600 });
   const stopOnSignal = () => {
     log('interrupted: stopping what this run started');
     void procs.stopAll().finally(() => process.exit(130));
@@ -148,7 +152,7 @@ export async function benchTable(options: TableOptions): Promise<string> {
   try {
     // Recorded too, so that `npm run bench -- --stop-leftovers` can stop it (and remove its
     // directory) after a killed run.
-    writeFileSync(join(dir, 'leftover-dirs'), `${server.socketDir}\n`);
+    writeFileSync(join(dir, 'leftover-dirs'), `${server.socketDir}\n`, { mode: 0o600 });
     try {
       procs.adopt(
         'postgres',
@@ -501,23 +505,64 @@ export function summarizeFile(file: string): string {
 /**
  * Stop what runs killed before their cleanup started (`npm run bench -- --stop-leftovers`):
  * their work directories keep the record of it. A directory whose run is still going is left alone.
+ * Only what is ours is trusted ($TMPDIR may be shared): a work directory must be a real
+ * directory (not a symlink) owned by our uid that nobody else can write, and so must its record
+ * files (readTrusted); a recorded process is signalled only while it is still the one recorded,
+ * runs as our uid and runs the recorded executable (stopRecorded); a recorded directory is
+ * removed only if it resolves to a direct child `ciport-pg-*` of $TMPDIR that is ours.
  */
 export async function stopLeftovers(): Promise<string[]> {
   const out: string[] = [];
-  for (const d of readdirSync(tmpdir()).filter((n) => n.startsWith('ciport-bench-table-'))) {
-    const owner = join(tmpdir(), d, 'owner');
-    const [pid, start] = existsSync(owner) ? readFileSync(owner, 'utf8').trim().split(' ').map(Number) : [];
+  const tmp = tmpdir();
+  for (const d of readdirSync(tmp).filter((n) => n.startsWith('ciport-bench-table-'))) {
+    const runDir = join(tmp, d);
+    const why = untrustedDir(runDir);
+    if (why) {
+      out.push(`${d}: not ours to trust (${why}); left alone`);
+      continue;
+    }
+    let owner: string | undefined;
+    let pids: string | undefined;
+    let dirs: string | undefined;
+    try {
+      owner = readTrusted(join(runDir, 'owner'));
+      pids = readTrusted(join(runDir, 'pids'));
+      dirs = readTrusted(join(runDir, 'leftover-dirs'));
+    } catch (e) {
+      out.push(`${d}: ${(e as Error).message}; left alone`);
+      continue;
+    }
+    const [pid, start] = owner ? owner.trim().split(' ').map(Number) : [];
     if (pid !== undefined && startTime(pid) === start) {
       out.push(`${d}: its run (pid ${pid}) is still going; left alone`);
       continue;
     }
-    const record = join(tmpdir(), d, 'pids');
-    if (existsSync(record)) for (const p of await stopRecorded(record)) out.push(`stopped ${p}`);
-    const dirs = join(tmpdir(), d, 'leftover-dirs');
-    if (existsSync(dirs))
-      for (const x of readFileSync(dirs, 'utf8').split('\n'))
-        if (x.startsWith(join(tmpdir(), 'ciport-pg-'))) rmSync(x, { recursive: true, force: true });
-    rmSync(join(tmpdir(), d), { recursive: true, force: true });
+    if (pids !== undefined)
+      for (const p of await stopRecorded(join(runDir, 'pids'))) out.push(`stopped ${p}`);
+    for (const x of (dirs ?? '').split('\n').filter(Boolean)) {
+      const target = leftoverDir(tmp, x);
+      if (target) rmSync(target, { recursive: true, force: true });
+      else out.push(`${d}: ${JSON.stringify(x)} is not a directory of ours under ${tmp}; left alone`);
+    }
+    rmSync(runDir, { recursive: true, force: true });
   }
   return out;
+}
+
+/**
+ * The directory a run recorded for removal, when it is one the bench may remove: an absolute
+ * path with no `..`, whose parent resolves (realpath) to $TMPDIR itself, named `ciport-pg-*`,
+ * and itself a real directory (not a symlink) owned by us that nobody else can write.
+ */
+export function leftoverDir(tmp: string, recorded: string): string | undefined {
+  if (!isAbsolute(recorded) || recorded.split(sep).includes('..')) return undefined;
+  const target = resolve(recorded);
+  if (!basename(target).startsWith('ciport-pg-')) return undefined;
+  try {
+    if (realpathSync(dirname(target)) !== realpathSync(tmp)) return undefined;
+    if (realpathSync(target) !== join(realpathSync(tmp), basename(target))) return undefined;
+  } catch {
+    return undefined;
+  }
+  return untrustedDir(target) ? undefined : target;
 }

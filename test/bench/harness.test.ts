@@ -2,7 +2,7 @@
 // CPU of a process tree, the rotation of paths, medians of per-round ratios, the raw TSV, and
 // stopping what a run started by its recorded PID.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -195,9 +195,11 @@ describe('Processes', () => {
     expect(procs.alive(a.pid!)).toBe(true);
     const record = readFileSync(join(dir, 'pids'), 'utf8').trim().split('\n');
     expect(record).toEqual([
-      `${a.pid} ${snapshot().get(a.pid!)!.start} sleeper`,
-      `${b.pid} ${snapshot().get(b.pid!)!.start} sleeper 2`,
+      `${a.pid} ${snapshot().get(a.pid!)!.start} sleeper\t${readlinkSync(`/proc/${a.pid}/exe`)}`,
+      `${b.pid} ${snapshot().get(b.pid!)!.start} sleeper 2\t${readlinkSync(`/proc/${b.pid}/exe`)}`,
     ]);
+    // Private: --stop-leftovers trusts only a record nobody else can write.
+    expect(statSync(join(dir, 'pids')).mode & 0o077).toBe(0);
     await procs.stop(a.pid!);
     expect(a.signalCode).toBe('SIGTERM');
     expect(procs.alive(b.pid!)).toBe(true);
@@ -211,22 +213,31 @@ describe('Processes', () => {
     expect(() => procs.spawn('nothing', '/nonexistent/program', [])).toThrow(/could not start nothing/);
   });
 
-  it('stops what a killed run recorded, and only processes whose start time still matches', async () => {
+  it('stops what a killed run recorded, and only processes whose start time and executable still match', async () => {
     const mine = spawn('sleep', ['30'], { stdio: 'ignore' });
     const other = spawn('sleep', ['30'], { stdio: 'ignore' });
+    const third = spawn('sleep', ['30'], { stdio: 'ignore' });
     try {
       const record = join(dir, 'leftover');
+      const exe = readlinkSync(`/proc/${mine.pid}/exe`);
       writeFileSync(
         record,
-        `${mine.pid} ${startTime(mine.pid!)} sleeper\n${other.pid} ${startTime(other.pid!)! + 1} reused pid\n999999999 1 gone\n`,
+        `${mine.pid} ${startTime(mine.pid!)} sleeper\t${exe}\n` +
+          `${other.pid} ${startTime(other.pid!)! + 1} reused pid\t${exe}\n` +
+          `${third.pid} ${startTime(third.pid!)} other program\t/usr/bin/not-sleep\n` +
+          `${third.pid} ${startTime(third.pid!)} no executable recorded\n` +
+          '999999999 1 gone\t/bin/sleep\n',
+        { mode: 0o600 },
       );
       const exited = new Promise((resolve) => mine.once('exit', (_code, signal) => resolve(signal)));
       expect(await stopRecorded(record)).toEqual([`sleeper (pid ${mine.pid})`]);
       expect(await exited).toBe('SIGTERM');
       expect(startTime(other.pid!)).toBeDefined();
+      expect(startTime(third.pid!)).toBeDefined();
     } finally {
       mine.kill('SIGKILL');
       other.kill('SIGKILL');
+      third.kill('SIGKILL');
     }
   });
 });

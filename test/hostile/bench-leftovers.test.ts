@@ -8,11 +8,21 @@
 // makes it `rm -rf` a directory outside its own.
 // The test points TMPDIR at a private directory so it never touches real leftovers.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { startTime } from '../../bench/proc.js';
+import { Processes, startTime } from '../../bench/proc.js';
 import { stopLeftovers } from '../../bench/table.js';
 
 const realTmp = tmpdir();
@@ -61,4 +71,89 @@ describe('bench --stop-leftovers with forged records (hostile review)', () => {
     await stopLeftovers();
     expect(existsSync(join(victimDir, 'keep.txt'))).toBe(true);
   });
+  // A record that would be acted on if it were found in a directory of ours: the victim's PID,
+  // start time and real executable, and a real ciport-pg-* directory.
+  const plant = (dir: string, pid: number, pgDir: string) => {
+    writeFileSync(
+      join(dir, 'pids'),
+      `${pid} ${startTime(pid)} postgres\t${readlinkSync(`/proc/${pid}/exe`)}\n`,
+      {
+        mode: 0o600,
+      },
+    );
+    writeFileSync(join(dir, 'leftover-dirs'), `${pgDir}\n`, { mode: 0o600 });
+  };
+  const aliveAfter = async (victim: ReturnType<typeof spawn>) => {
+    const exited = new Promise<string | null>((resolve) => victim.once('exit', (_c, sig) => resolve(sig)));
+    const out = await stopLeftovers();
+    const state = await Promise.race([exited, new Promise((r) => setTimeout(() => r('alive'), 300))]);
+    return { state, out };
+  };
+
+  it('does not follow a symlinked record directory', async () => {
+    const victim = spawn('sleep', ['60'], { stdio: 'ignore' });
+    try {
+      // Elsewhere (here a private directory, so only the symlink itself is wrong).
+      const elsewhere = mkdtempSync(join(root, 'elsewhere-'));
+      const pgDir = mkdtempSync(join(root, 'ciport-pg-'));
+      plant(elsewhere, victim.pid as number, pgDir);
+      symlinkSync(elsewhere, join(root, 'ciport-bench-table-link'));
+      const { state, out } = await aliveAfter(victim);
+      expect(state, out.join('; ')).toBe('alive');
+      expect(existsSync(pgDir)).toBe(true);
+      expect(existsSync(join(elsewhere, 'pids'))).toBe(true);
+      expect(out.join('; ')).toMatch(/ciport-bench-table-link: not ours to trust \(a symlink\)/);
+    } finally {
+      victim.kill('SIGKILL');
+      rmSync(join(root, 'ciport-bench-table-link'), { force: true });
+    }
+  }, 20_000);
+
+  it('does not trust a record directory or record file others can write', async () => {
+    const victim = spawn('sleep', ['60'], { stdio: 'ignore' });
+    try {
+      const open = mkdtempSync(join(root, 'ciport-bench-table-'));
+      const pgDir = mkdtempSync(join(root, 'ciport-pg-'));
+      plant(open, victim.pid as number, pgDir);
+      chmodSync(open, 0o777);
+      const loose = mkdtempSync(join(root, 'ciport-bench-table-'));
+      plant(loose, victim.pid as number, pgDir);
+      chmodSync(join(loose, 'pids'), 0o666);
+      const { state, out } = await aliveAfter(victim);
+      expect(state, out.join('; ')).toBe('alive');
+      expect(existsSync(pgDir)).toBe(true);
+      expect(existsSync(join(open, 'pids'))).toBe(true);
+      expect(existsSync(join(loose, 'pids'))).toBe(true);
+    } finally {
+      victim.kill('SIGKILL');
+    }
+  }, 20_000);
+
+  it('does not remove through a symlinked leftover directory', async () => {
+    const victimDir = mkdtempSync(join(root, 'victim-'));
+    writeFileSync(join(victimDir, 'keep.txt'), 'precious');
+    symlinkSync(victimDir, join(root, 'ciport-pg-link'));
+    const run = mkdtempSync(join(root, 'ciport-bench-table-'));
+    writeFileSync(join(run, 'leftover-dirs'), `${join(root, 'ciport-pg-link')}\n`, { mode: 0o600 });
+    await stopLeftovers();
+    expect(existsSync(join(victimDir, 'keep.txt'))).toBe(true);
+  });
+
+  it('still stops and removes what a real killed run of ours left', async () => {
+    const run = mkdtempSync(join(root, 'ciport-bench-table-'));
+    const procs = new Processes(join(run, 'pids'));
+    const child = procs.spawn('postgres', 'sleep', ['60']);
+    const pgDir = mkdtempSync(join(root, 'ciport-pg-'));
+    writeFileSync(join(run, 'leftover-dirs'), `${pgDir}\n`, { mode: 0o600 });
+    try {
+      const exited = new Promise<string | null>((resolve) => child.once('exit', (_c, sig) => resolve(sig)));
+      const out = await stopLeftovers();
+      expect(out).toContain(`stopped postgres (pid ${child.pid})`);
+      expect(await exited).toBe('SIGTERM');
+      expect(existsSync(pgDir)).toBe(false);
+      expect(existsSync(run)).toBe(false);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  }, 20_000);
 });
