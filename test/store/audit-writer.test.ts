@@ -10,7 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AuditBacklog } from '../../src/audit/backlog.js';
 import { auditEvent, verifyChain } from '../../src/audit/index.js';
-import type { Store } from '../../src/store/index.js';
+import { openStore, type Store } from '../../src/store/index.js';
 import { crashWriterThreadForTests } from '../../src/store/sqlite-writer.js';
 import { ensureBuilt } from '../fixtures/cli.js';
 import { configLoaded, newSession, opened, record } from './fixtures.js';
@@ -251,3 +251,20 @@ for (const h of engines()) {
     }
   });
 }
+
+describe('audit writer [sqlite in memory]', () => {
+  it('an in-memory store dies with its writer thread: writes and checkWritable fail with CIPORT_E_STORE_UNAVAILABLE', async () => {
+    const store = await openStore({ sqlite: { path: ':memory:' } } as never, { dataDir: tmpdir() });
+    try {
+      await store.appendAudit(configLoaded(0));
+      await expect(store.checkWritable?.()).resolves.toBeUndefined();
+      await crashWriterThreadForTests();
+      await expect(store.appendAudit(configLoaded(1))).rejects.toMatchObject({
+        code: 'CIPORT_E_STORE_UNAVAILABLE',
+      });
+      await expect(store.checkWritable?.()).rejects.toMatchObject({ code: 'CIPORT_E_STORE_UNAVAILABLE' });
+    } finally {
+      await store.close().catch(() => {});
+    }
+  });
+});
