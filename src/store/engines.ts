@@ -265,6 +265,16 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
     return again;
   };
   const runGroup = async (group: Job[]): Promise<Job[]> => {
+    const lone = group.length === 1 ? group[0] : undefined;
+    if (lone?.audit && lone.data) {
+      // An audit batch alone: the writer's plain append (no savepoint), one transaction.
+      try {
+        lone.resolve(await writer.appendAudit(lone.data.events, lone.data.now));
+      } catch (err) {
+        return failGroup(group, err);
+      }
+      return [];
+    }
     if (group.every((job) => job.data)) {
       let outcomes: Awaited<ReturnType<SqliteWriter['runJobs']>>;
       try {
