@@ -8,7 +8,9 @@
 // The worker lives as long as the process (unref'd while idle, so it never keeps the process up):
 // better-sqlite3 objects must never be garbage-collected on Node 24 (src/store/engines.ts), and a
 // worker that exits tears its heap down with them. Stores close their connection explicitly
-// (`close`) instead; the handles stay retained in the worker until the process ends.
+// (`close`) instead; the handles stay retained in the worker until the process ends. If the
+// thread dies anyway (a crash), the next request starts a new one and reopens the connection
+// there (openSqliteWriter; with a backoff after a thread that died at once).
 
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
