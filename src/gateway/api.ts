@@ -115,8 +115,11 @@ async function readyz(deps: ApiDeps, _req: Req, res: Res): Promise<void> {
   }
   try {
     await deps.store.auditHead();
+    // Readable is not enough: a gateway whose store cannot write refuses every session.
+    await deps.store.checkWritable?.();
   } catch (err) {
-    sendJson(res, 503, { ok: false, reason: `store: ${asCiportError(err).code}` });
+    const code = asCiportError(err).code;
+    sendJson(res, 503, { ok: false, reason: `store: ${code}`, code });
     return;
   }
   sendJson(res, 200, { ok: true });

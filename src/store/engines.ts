@@ -17,6 +17,7 @@ import type { Database } from './schema.js';
 import {
   type BatchEvent,
   type ChainedEvent,
+  isWriterGone,
   openSqliteWriter,
   type SqliteWriter,
   type WriteJob,
@@ -58,6 +59,14 @@ export interface Engine {
    * or to null when a `stop` statement stopped it.
    */
   writeJob?(job: WriteJob): Promise<ChainedEvent[] | null>;
+  /**
+   * True when write, writeJob and appendAuditBatch are committed in the order they are called
+   * (SQLite: one queue). Otherwise the store waits for the audit batches it handed over before
+   * it starts a state change.
+   */
+  readonly ordered?: boolean;
+  /** Resolve if the store can write now (SQLite: the writer thread is up or can be restarted). */
+  checkWritable?(): Promise<void>;
   /** Inside a write transaction: insert chained audit rows, in order, with as few round trips as the engine allows. */
   insertAuditRows(trx: Kysely<Database>, rows: readonly AuditRow[]): Promise<void>;
   /** Run the schema migrations with whatever exclusion the engine needs. */
@@ -224,15 +233,48 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
   // settles only after the commit.
   // A job is a Kysely callback, or a state change given as data (`data`, see writeJob): a group
   // of data jobs only is ONE message to the writer thread (begin, savepoint each, commit).
+  //
+  // Audit batches (appendAuditBatch) are jobs of this same queue (`audit`: a data job with no
+  // statement), so events and state changes are chained in the order they were handed over.
+  // Nobody can be refused for an audit batch (its events were relayed already): when the group's
+  // transaction fails because another process holds the write lock past busy_timeout
+  // (SQLITE_BUSY/LOCKED), or because the writer thread died, its audit jobs go back to the head
+  // of the queue and are retried after a backoff (100 ms doubling to 2 s), ahead of everything
+  // queued after them; the state changes of that group fail (CIPORT_E_STORE_UNAVAILABLE).
   type Job = {
     fn: (conn: Kysely<Database>) => Promise<unknown>;
     data?: WriteJob;
+    audit?: boolean;
     resolve: (v: unknown) => void;
     reject: (e: unknown) => void;
   };
   const jobs: Job[] = [];
   let draining = false;
-  const runGroup = async (group: Job[]): Promise<void> => {
+  const retryable = (err: unknown): boolean => {
+    const code = (err as { code?: unknown } | null)?.code;
+    if (typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'))) {
+      return true;
+    }
+    // An in-memory database died with its thread: nothing to retry on.
+    return !memory && isWriterGone(err);
+  };
+  /** The group's transaction failed: its audit jobs to retry; the others fail with `err`. */
+  const failGroup = (group: Job[], err: unknown): Job[] => {
+    const again = retryable(err) && !destroyed ? group.filter((job) => job.audit) : [];
+    for (const job of group) if (!again.includes(job)) job.reject(err);
+    return again;
+  };
+  const runGroup = async (group: Job[]): Promise<Job[]> => {
+    const lone = group.length === 1 ? group[0] : undefined;
+    if (lone?.audit && lone.data) {
+      // An audit batch alone: the writer's plain append (no savepoint), one transaction.
+      try {
+        lone.resolve(await writer.appendAudit(lone.data.events, lone.data.now));
+      } catch (err) {
+        return failGroup(group, err);
+      }
+      return [];
+    }
     if (group.every((job) => job.data)) {
       let outcomes: Awaited<ReturnType<SqliteWriter['runJobs']>>;
       try {
@@ -241,20 +283,19 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
           true,
         );
       } catch (err) {
-        for (const job of group) job.reject(err);
-        return;
+        return failGroup(group, err);
       }
       group.forEach((job, i) => {
         const o = outcomes[i];
         if (o && 'ok' in o) job.resolve(o.ok);
         else job.reject(o?.err);
       });
-      return;
+      return [];
     }
     if (group.length === 1) {
       const job = group[0] as Job;
       await transaction(job.fn).then(job.resolve, job.reject);
-      return;
+      return [];
     }
     const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
     try {
@@ -278,26 +319,49 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
         }
       });
     } catch (err) {
-      for (const job of group) job.reject(err);
-      return;
+      return failGroup(group, err);
     }
     group.forEach((job, i) => {
       const o = outcomes[i];
       if (o?.ok) job.resolve(o.value);
       else job.reject(o?.error);
     });
+    return [];
   };
   const drain = async (): Promise<void> => {
     draining = true;
+    let backoff = 0;
     try {
       while (jobs.length > 0) {
         const group = jobs.splice(0, MAX_GROUP_JOBS);
-        await mutex.run(() => runGroup(group));
+        const again = await mutex.run(() => runGroup(group));
+        if (again.length === 0) {
+          backoff = 0;
+          continue;
+        }
+        jobs.unshift(...again);
+        backoff = Math.min(AUDIT_RETRY_MAX_MS, Math.max(AUDIT_RETRY_MIN_MS, backoff * 2));
+        await new Promise((r) => setTimeout(r, backoff));
       }
     } finally {
       draining = false;
     }
   };
+  const enqueue = (job: Job): void => {
+    jobs.push(job);
+    if (!draining) void drain();
+  };
+  // A state change or audit batch given as data; in a group with Kysely jobs it runs inside
+  // their transaction (and its savepoint).
+  const dataJob = (data: WriteJob, audit: boolean) =>
+    new Promise<ChainedEvent[] | null>((resolve, reject) => {
+      const fn = async () => {
+        const [o] = await writer.runJobs([data], false);
+        if (o && 'err' in o) throw o.err;
+        return o?.ok ?? null;
+      };
+      enqueue({ fn, data, audit, resolve: resolve as (v: unknown) => void, reject });
+    });
 
   return {
     kind: 'sqlite',
@@ -305,26 +369,21 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
     writeDb,
     where,
     scrub: [],
+    ordered: true,
     write: <T>(fn: (conn: Kysely<Database>) => Promise<T>) =>
       new Promise<T>((resolve, reject) => {
-        jobs.push({ fn, resolve: resolve as (v: unknown) => void, reject });
-        if (!draining) void drain();
+        enqueue({ fn, resolve: resolve as (v: unknown) => void, reject });
       }),
-    writeJob: (data) =>
-      new Promise<ChainedEvent[] | null>((resolve, reject) => {
-        // In a group with Kysely jobs it runs inside their transaction (and its savepoint).
-        const fn = async () => {
-          const [o] = await writer.runJobs([data], false);
-          if (o && 'err' in o) throw o.err;
-          return o?.ok ?? null;
-        };
-        jobs.push({ fn, data, resolve: resolve as (v: unknown) => void, reject });
-        if (!draining) void drain();
-      }),
+    writeJob: (data) => dataJob(data, false),
     // BEGIN IMMEDIATE already holds the database's single write lock.
     lockAuditChain: async () => {},
-    // The writer thread chains and commits the batch in one step: one message, one fsync.
-    appendAuditBatch: (events, now) => mutex.run(() => writer.appendAudit(events, now)),
+    // The writer thread chains and commits the batch, in the queue's order, in the group commit
+    // of the state changes around it: one message, one fsync.
+    appendAuditBatch: async (events, now) => {
+      const chained = await dataJob({ steps: [], events, now }, true);
+      return chained ?? [];
+    },
+    checkWritable: () => writer.ping(),
     insertAuditRows: async (_trx, rows) => {
       // One prepared statement run per row in the writer thread: one message for the batch.
       await writer.runMany(INSERT_AUDIT_ROW, rows.map(auditRowParams));
@@ -359,6 +418,9 @@ export async function openSqliteEngine(path: string): Promise<Engine> {
 
 /** Most write transactions one SQLite group commit carries. */
 const MAX_GROUP_JOBS = 64;
+/** Backoff between attempts of an audit batch the SQLite writer could not commit (busy, crash). */
+const AUDIT_RETRY_MIN_MS = 100;
+const AUDIT_RETRY_MAX_MS = 2_000;
 
 /** One row of audit_events as the writer inserts it. */
 export interface AuditRow {

@@ -22,7 +22,7 @@ import { AGENT_REVOKED_CHANNEL, type AuditRow, type Engine, SESSION_ENDED_CHANNE
 import { StoreError, wrapStoreError } from './errors.js';
 import { MIGRATION_LOCK_TABLE, MIGRATION_TABLE, migrationNames, migrationProvider } from './migrations.js';
 import { type AgentsTable, type Database, type GatewaysTable, type SessionsTable, toInt } from './schema.js';
-import type { WriteStep } from './sqlite-writer.js';
+import type { ChainedEvent, WriteJob, WriteStep } from './sqlite-writer.js';
 import type {
   AgentChange,
   AgentEventFor,
@@ -91,6 +91,9 @@ export class KyselyStore implements Store {
   #urgentAudit = false;
   /** Ends a deferrable-only wait early (an urgent event arrived, or close()). */
   #wakeAudit: (() => void) | undefined;
+  /** Audit batches handed to the engine and not settled yet; settles after the last of them. */
+  #auditInFlight = 0;
+  #auditTail: Promise<void> = Promise.resolve();
 
   /**
    * The session reads of every session open and end, compiled once: Kysely builds and compiles
@@ -155,7 +158,7 @@ export class KyselyStore implements Store {
       }
       checkInt('jti.expiresAt', jti.expiresAt);
     }
-    const writeJob = this.#engine.writeJob;
+    const writeJob = this.#engine.writeJob ? (job: WriteJob) => this.#writeJob(job) : undefined;
     if (writeJob) {
       // The whole change as data, run in the writer thread: one message (src/store/sqlite-writer.ts).
       const prepared = prepareAuditEvent(resolveEvent(event, session));
@@ -181,7 +184,7 @@ export class KyselyStore implements Store {
       });
     }
     return this.#guard(() =>
-      this.#engine.write(async (trx) => {
+      this.#write(async (trx) => {
         if (jti) {
           // Prune, then claim: the primary key (issuer, jti) makes the claim atomic across
           // gateways; a conflicting row means the token was used before.
@@ -232,7 +235,7 @@ export class KyselyStore implements Store {
       throw new CiportError('CIPORT_E_INTERNAL', `unknown session end reason "${reason}"`);
     }
     const at = options.at ?? this.#clock();
-    const writeJob = this.#engine.writeJob;
+    const writeJob = this.#engine.writeJob ? (job: WriteJob) => this.#writeJob(job) : undefined;
     if (writeJob) {
       // The change as data, run in the writer thread (one message). Its event is built from the
       // record as the update will leave it: the caller's copy or a read now, and the update is
@@ -259,7 +262,7 @@ export class KyselyStore implements Store {
       if (fast.done) return fast.change;
     }
     return this.#guard(() =>
-      this.#engine.write(async (trx) => {
+      this.#write(async (trx) => {
         // The conditional update is the arbiter: of concurrent enders only one sees a row.
         const row = await trx
           .updateTable('sessions')
@@ -280,7 +283,7 @@ export class KyselyStore implements Store {
   async heartbeat(id: string, leaseUntil: number, now: number = this.#clock()): Promise<boolean> {
     checkInt('leaseUntil', leaseUntil);
     return this.#guard(() =>
-      this.#engine.write(async (trx) => {
+      this.#write(async (trx) => {
         const result = await trx
           .updateTable('sessions')
           .set({ lease_expires_at: leaseUntil })
@@ -360,6 +363,57 @@ export class KyselyStore implements Store {
     });
   }
 
+  /**
+   * Hand a batch of pending events to the engine now; resolves once its items are settled.
+   * Batches are chained in the order they are handed over: an ordered engine (SQLite: one queue)
+   * keeps the order of the calls itself; otherwise a batch starts after the previous one settled.
+   */
+  #handAudit(batch: PendingAudit[]): Promise<void> {
+    const run = (): Promise<void> =>
+      this.#guard(() => this.#appendAlone(batch.map((item) => item.prepared))).then(
+        (events) => {
+          batch.forEach((item, i) => {
+            item.resolve(events[i] as AuditEvent);
+          });
+        },
+        (err) => {
+          for (const item of batch) item.reject(err);
+        },
+      );
+    const sequential = this.#engine.ordered || this.#auditInFlight === 0;
+    this.#auditInFlight++;
+    const done = (sequential ? run() : this.#auditTail.then(run)).finally(() => {
+      this.#auditInFlight--;
+    });
+    this.#auditTail = done;
+    return done;
+  }
+
+  /**
+   * Before a state change goes to the engine: events handed to appendAudit before it are handed
+   * to the engine first (not after the group-commit delay), so they are chained ahead of it.
+   * Resolves when the state change may be started (at once on an ordered engine).
+   */
+  #auditFirst(): Promise<void> | undefined {
+    while (this.#pendingAudit.length > 0) void this.#handAudit(this.#pendingAudit.splice(0, MAX_AUDIT_BATCH));
+    this.#urgentAudit = false;
+    if (this.#engine.ordered || this.#auditInFlight === 0) return undefined;
+    return this.#auditTail;
+  }
+
+  /** A state change as a Kysely transaction, chained after the events handed over before it. */
+  #write<T>(fn: (trx: Kysely<Database>) => Promise<T>): Promise<T> {
+    const before = this.#auditFirst();
+    return before ? before.then(() => this.#engine.write(fn)) : this.#engine.write(fn);
+  }
+
+  /** A state change as data (engine.writeJob), chained after the events handed over before it. */
+  #writeJob(job: WriteJob): Promise<ChainedEvent[] | null> {
+    const writeJob = this.#engine.writeJob as (job: WriteJob) => Promise<ChainedEvent[] | null>;
+    const before = this.#auditFirst();
+    return before ? before.then(() => writeJob(job)) : writeJob(job);
+  }
+
   #hurryAudit(): void {
     this.#urgentAudit = true;
     this.#wakeAudit?.();
@@ -385,18 +439,12 @@ export class KyselyStore implements Store {
           this.#wakeAudit = undefined;
         }
         first = false;
+        // A state change handed the pending events over meanwhile (#auditFirst).
+        if (this.#pendingAudit.length === 0) break;
         this.#lastAuditCommit = performance.now();
         const batch = this.#pendingAudit.splice(0, MAX_AUDIT_BATCH);
         this.#urgentAudit = this.#pendingAudit.some((item) => !DEFERRABLE_AUDIT.has(item.prepared.type));
-        try {
-          const prepared = batch.map((item) => item.prepared);
-          const events = await this.#guard(() => this.#appendAlone(prepared));
-          batch.forEach((item, i) => {
-            item.resolve(events[i] as AuditEvent);
-          });
-        } catch (err) {
-          for (const item of batch) item.reject(err);
-        }
+        await this.#handAudit(batch);
       }
     } finally {
       this.#flushing = undefined;
@@ -447,6 +495,13 @@ export class KyselyStore implements Store {
         hash: row.hash,
         prevHash: row.prev_hash,
       }));
+    });
+  }
+
+  /** Resolve if the store can write now; CIPORT_E_STORE_UNAVAILABLE otherwise (readiness). */
+  checkWritable(): Promise<void> {
+    return this.#guard(async () => {
+      await this.#engine.checkWritable?.();
     });
   }
 
@@ -525,7 +580,7 @@ export class KyselyStore implements Store {
     checkInt('createdAt', createdAt);
     checkInt('expiresAt', expiresAt);
     return this.#guard(() =>
-      this.#engine.write(async (trx) => {
+      this.#write(async (trx) => {
         // Spent or expired for more than a day: of no further use, not even for diagnosis.
         const cutoff = createdAt - DAY;
         await trx
@@ -560,7 +615,7 @@ export class KyselyStore implements Store {
     checkInt('agent.credentialExpiresAt', agent.credentialExpiresAt);
     if (typeof tokenHash !== 'string' || !HEX64.test(tokenHash)) return undefined; // never stored
     return this.#guard(() =>
-      this.#engine.write(async (trx) => {
+      this.#write(async (trx) => {
         // The conditional update is the arbiter: of concurrent redeemers only one sees the row
         // (PostgreSQL re-checks `used_at is null` after waiting for the winner's row lock).
         const claimed = await trx
@@ -622,7 +677,7 @@ export class KyselyStore implements Store {
     checkInt('expiresAt', expiresAt);
     checkInt('graceUntil', graceUntil);
     return this.#guard(() =>
-      this.#engine.write(async (trx) => {
+      this.#write(async (trx) => {
         // The conditional update is the arbiter, as in redeemEnrollment: of concurrent rotations
         // presenting one current credential only one still sees `credential_hash = currentHash`
         // (PostgreSQL re-checks it after waiting for the winner's row lock).
@@ -670,7 +725,7 @@ export class KyselyStore implements Store {
   async touchAgent(id: string, at: number): Promise<boolean> {
     checkInt('at', at);
     return this.#guard(() =>
-      this.#engine.write(async (trx) => {
+      this.#write(async (trx) => {
         const result = await trx
           .updateTable('agents')
           .set({ last_seen_at: at })
@@ -685,7 +740,7 @@ export class KyselyStore implements Store {
   async revokeAgents(idOrName: string, at: number, event: AgentEventFor): Promise<AgentChange[]> {
     checkInt('at', at);
     return this.#guard(() =>
-      this.#engine.write(async (trx) => {
+      this.#write(async (trx) => {
         // Conditional like endSession: an agent already revoked (by anyone) is not revoked again.
         const rows = await trx
           .updateTable('agents')
@@ -713,7 +768,7 @@ export class KyselyStore implements Store {
   ): Promise<AgentChange[]> {
     checkInt('at', at);
     return this.#guard(() =>
-      this.#engine.write(async (trx) => {
+      this.#write(async (trx) => {
         const rows = await trx
           .selectFrom('agents')
           .selectAll()
@@ -771,7 +826,7 @@ export class KyselyStore implements Store {
     }
     checkInt('at', at);
     return this.#guard(() =>
-      this.#engine.write(async (trx) => {
+      this.#write(async (trx) => {
         await trx
           .insertInto('gateways')
           .values({ id, url, started_at: at, last_seen_at: at })
@@ -784,7 +839,7 @@ export class KyselyStore implements Store {
   async heartbeatGateway(id: string, at: number): Promise<boolean> {
     checkInt('at', at);
     return this.#guard(() =>
-      this.#engine.write(async (trx) => {
+      this.#write(async (trx) => {
         const result = await trx
           .updateTable('gateways')
           .set({ last_seen_at: at })
@@ -811,7 +866,7 @@ export class KyselyStore implements Store {
 
   removeGateway(id: string): Promise<boolean> {
     return this.#guard(() =>
-      this.#engine.write(async (trx) => {
+      this.#write(async (trx) => {
         const result = await trx.deleteFrom('gateways').where('id', '=', id).executeTakeFirst();
         return result.numDeletedRows > 0n;
       }),
@@ -829,7 +884,7 @@ export class KyselyStore implements Store {
 
   setMeta(key: string, value: string): Promise<void> {
     return this.#guard(() =>
-      this.#engine.write(async (trx) => {
+      this.#write(async (trx) => {
         await trx
           .insertInto('meta')
           .values({ key, value })
@@ -841,7 +896,7 @@ export class KyselyStore implements Store {
 
   initMeta(key: string, value: string): Promise<string> {
     return this.#guard(() =>
-      this.#engine.write(async (trx) => {
+      this.#write(async (trx) => {
         await trx
           .insertInto('meta')
           .values({ key, value })

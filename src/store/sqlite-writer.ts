@@ -8,7 +8,9 @@
 // The worker lives as long as the process (unref'd while idle, so it never keeps the process up):
 // better-sqlite3 objects must never be garbage-collected on Node 24 (src/store/engines.ts), and a
 // worker that exits tears its heap down with them. Stores close their connection explicitly
-// (`close`) instead; the handles stay retained in the worker until the process ends.
+// (`close`) instead; the handles stay retained in the worker until the process ends. If the
+// thread dies anyway (a crash), the next request starts a new one and reopens the connection
+// there (openSqliteWriter; with a backoff after a thread that died at once).
 
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
@@ -200,6 +202,9 @@ function handle(m) {
       }
       return null;
     }
+    case 'ping':
+      conn(m.conn);
+      return null;
     case 'crash':
       // Tests: an unexpected failure of the thread itself.
       setImmediate(() => { throw new Error('writer thread crashed (test)'); });
@@ -228,6 +233,7 @@ class WriterThread {
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #dead: Error | undefined;
+  readonly #startedAt = performance.now();
 
   constructor() {
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
@@ -240,6 +246,11 @@ class WriterThread {
 
   get alive(): boolean {
     return this.#dead === undefined;
+  }
+
+  /** Why the thread died (undefined while it is alive). */
+  get error(): Error | undefined {
+    return this.#dead;
   }
 
   request(message: Record<string, unknown>): Promise<unknown> {
@@ -268,7 +279,18 @@ class WriterThread {
   #die(err: Error): void {
     if (this.#dead) return;
     this.#dead = err;
-    if (thread === this) thread = undefined;
+    if (thread === this) {
+      thread = undefined;
+      // The next write starts a new thread: at once after a thread that ran for a while, after a
+      // backoff (100 ms doubling to 5 s) after one that died soon after it started, so a thread
+      // that cannot run does not make the process spin starting threads.
+      const now = performance.now();
+      restartBackoffMs =
+        now - this.#startedAt < RESTART_SHORT_LIFE_MS
+          ? Math.min(RESTART_MAX_MS, Math.max(RESTART_MIN_MS, restartBackoffMs * 2))
+          : 0;
+      restartAt = now + restartBackoffMs;
+    }
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) p.reject(threadGone(err));
@@ -284,20 +306,45 @@ function replyError(e: NonNullable<Reply['err']>): Error {
   return err;
 }
 
+/** The error of a request that the writer thread could not answer because it died. */
+const GONE = Symbol('ciport.writerGone');
+
+/** Whether `err` says the writer thread died (the request may or may not have run). */
+export function isWriterGone(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { [GONE]?: boolean })[GONE] === true;
+}
+
 function threadGone(err: Error): StoreError {
-  return new StoreError(
-    'CIPORT_E_STORE_UNAVAILABLE',
-    `store unavailable: sqlite writer thread failed: ${err.message}`,
-    {
-      cause: err,
-    },
+  return markGone(
+    new StoreError(
+      'CIPORT_E_STORE_UNAVAILABLE',
+      `store unavailable: sqlite writer thread failed: ${err.message}`,
+      {
+        cause: err,
+      },
+    ),
   );
+}
+
+function markGone(err: StoreError): StoreError {
+  Object.defineProperty(err, GONE, { value: true });
+  return err;
 }
 
 let thread: WriterThread | undefined;
 let nextConn = 1;
+/** When a new thread may be started after a crash, and the current restart backoff. */
+let restartAt = 0;
+let restartBackoffMs = 0;
+const RESTART_SHORT_LIFE_MS = 1_000;
+const RESTART_MIN_MS = 100;
+const RESTART_MAX_MS = 5_000;
 
-function writerThread(): WriterThread {
+/** The live writer thread; after a crash a new one, once the restart backoff has passed. */
+async function liveThread(): Promise<WriterThread> {
+  if (thread) return thread;
+  const wait = restartAt - performance.now();
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
   thread ??= new WriterThread();
   return thread;
 }
@@ -369,6 +416,11 @@ export interface SqliteWriter {
   runJobs(jobs: readonly WriteJob[], begin: boolean): Promise<WriteJobOutcome[]>;
   /** Roll back the connection's transaction, if one is open. */
   rollback(): Promise<void>;
+  /**
+   * Resolve if the connection can write: its thread is alive, or a new one could be started and
+   * the file opened in it now. Rejects with CIPORT_E_STORE_UNAVAILABLE otherwise.
+   */
+  ping(): Promise<void>;
   /** Close the connection (idempotent). */
   close(): Promise<void>;
 }
@@ -376,16 +428,59 @@ export interface SqliteWriter {
 /**
  * Open `file` in the writer thread with the store's pragmas (WAL when `wal`, synchronous=FULL,
  * foreign keys, busy timeout). Rejects with the driver's error (code SQLITE_…) if it cannot.
+ *
+ * If the writer thread dies, the next request starts a new thread (liveThread: with a backoff
+ * after a thread that died at once) and opens the file again there before it is sent; an
+ * in-memory database died with its thread and is not reopened. A transaction begun on the dead
+ * thread died with it: its remaining statements (and its commit) fail with
+ * CIPORT_E_STORE_UNAVAILABLE instead of running, uncommitted, on the new connection.
  */
 export async function openSqliteWriter(
   file: string,
   options: { timeout: number; wal: boolean },
 ): Promise<SqliteWriter> {
-  const t = writerThread();
   const id = nextConn++;
-  await t.request({ op: 'open', conn: id, file, timeout: options.timeout, wal: options.wal });
+  const memory = file === ':memory:';
+  const openMessage = { op: 'open', conn: id, file, timeout: options.timeout, wal: options.wal };
+  let bound = await liveThread();
+  await bound.request(openMessage);
+  let closing = false;
+  let reopening: Promise<WriterThread> | undefined;
+  /** The thread a transaction (Kysely path: begin … commit/rollback) was begun on. */
+  let txOn: WriterThread | undefined;
+  const current = (): Promise<WriterThread> => {
+    if (bound.alive) return Promise.resolve(bound);
+    if (memory || closing) return Promise.reject(threadGone(bound.error ?? new Error('closed')));
+    reopening ??= (async () => {
+      const t = await liveThread();
+      if (t !== bound) {
+        await t.request(openMessage);
+        bound = t;
+      }
+      return t;
+    })().finally(() => {
+      reopening = undefined;
+    });
+    return reopening;
+  };
+  const send = async (message: Record<string, unknown>, kind?: TxKind): Promise<unknown> => {
+    if (txOn && !txOn.alive) {
+      const dead = txOn;
+      if (kind === 'rollback') {
+        txOn = undefined;
+        return message.op === 'query' ? { changes: 0, lastInsertRowid: 0 } : null;
+      }
+      if (kind === 'end') txOn = undefined;
+      throw threadGone(dead.error ?? new Error('exited'));
+    }
+    const t = await current();
+    const r = await t.request({ ...message, conn: id });
+    if (kind === 'begin') txOn = t;
+    else if (kind === 'end' || kind === 'rollback') txOn = undefined;
+    return r;
+  };
   let closed: Promise<void> | undefined;
-  const connection = new WorkerConnection(t, id);
+  const connection = new WorkerConnection(send);
   return {
     dialect: {
       createAdapter: () => new SqliteAdapter(),
@@ -394,11 +489,11 @@ export async function openSqliteWriter(
       createIntrospector: (db: Kysely<unknown>) => new SqliteIntrospector(db),
     },
     runMany: async (sql, rows) => {
-      await t.request({ op: 'runMany', conn: id, sql, rows });
+      await send({ op: 'runMany', sql, rows });
     },
     appendAudit: async (events, now) => {
       const batch = events.map((e) => ({ type: e.type, time: e.time, dataText: e.dataText }));
-      const r = (await t.request({ op: 'append', conn: id, events: batch, now })) as {
+      const r = (await send({ op: 'append', events: batch, now })) as {
         first: string;
         out: Array<number | string>;
       };
@@ -412,7 +507,7 @@ export async function openSqliteWriter(
       return chained;
     },
     runJobs: async (jobs, begin) => {
-      const replies = (await t.request({ op: 'jobs', conn: id, jobs, begin })) as Array<{
+      const replies = (await send({ op: 'jobs', jobs, begin })) as Array<{
         ok?: Array<number | string> | null;
         err?: Reply['err'];
       }>;
@@ -431,32 +526,53 @@ export async function openSqliteWriter(
       });
     },
     rollback: async () => {
-      await t.request({ op: 'rollback', conn: id });
+      await send({ op: 'rollback' }, 'rollback');
+    },
+    ping: async () => {
+      if (bound.alive) return;
+      // In the restart backoff after a thread that died at once: say so now, do not wait.
+      if (!thread && restartAt > performance.now()) {
+        throw threadGone(bound.error ?? new Error('exited'));
+      }
+      await send({ op: 'ping' });
     },
     close: () => closeOnce(),
   };
   function closeOnce(): Promise<void> {
-    closed ??= t.alive ? t.request({ op: 'close', conn: id }).then(() => undefined) : Promise.resolve();
+    closing = true;
+    closed ??= bound.alive
+      ? bound.request({ op: 'close', conn: id }).then(
+          () => undefined,
+          () => undefined,
+        )
+      : Promise.resolve();
     return closed;
   }
 }
 
-class WorkerConnection implements DatabaseConnection {
-  readonly #thread: WriterThread;
-  readonly #id: number;
+/** What a statement does to the connection's transaction (Kysely path). */
+type TxKind = 'begin' | 'end' | 'rollback';
 
-  constructor(t: WriterThread, id: number) {
-    this.#thread = t;
-    this.#id = id;
+function txKind(sql: string): TxKind | undefined {
+  const s = sql.trim().toLowerCase();
+  if (s.startsWith('begin')) return 'begin';
+  if (s === 'commit' || s === 'end') return 'end';
+  if (s === 'rollback') return 'rollback';
+  return undefined;
+}
+
+class WorkerConnection implements DatabaseConnection {
+  readonly #send: (message: Record<string, unknown>, kind?: TxKind) => Promise<unknown>;
+
+  constructor(send: (message: Record<string, unknown>, kind?: TxKind) => Promise<unknown>) {
+    this.#send = send;
   }
 
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
-    const r = (await this.#thread.request({
-      op: 'query',
-      conn: this.#id,
-      sql: compiled.sql,
-      params: compiled.parameters,
-    })) as { rows: R[] } | { changes: number; lastInsertRowid: number | bigint };
+    const r = (await this.#send(
+      { op: 'query', sql: compiled.sql, params: compiled.parameters },
+      txKind(compiled.sql),
+    )) as { rows: R[] } | { changes: number; lastInsertRowid: number | bigint };
     if ('rows' in r) return { rows: r.rows };
     return { numAffectedRows: BigInt(r.changes), insertId: BigInt(r.lastInsertRowid), rows: [] };
   }

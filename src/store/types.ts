@@ -200,6 +200,11 @@ export interface Store {
   auditRows(query?: Pick<AuditQuery, 'afterSeq' | 'limit'>): Promise<ChainRow[]>;
   /** The last event's seq and hash, or undefined for an empty log. */
   auditHead(): Promise<{ seq: number; hash: string; time: number } | undefined>;
+  /**
+   * Resolve if the store can write now (SQLite: its writer thread is up, or a new one could be
+   * started after a crash); reject with CIPORT_E_STORE_UNAVAILABLE otherwise. /readyz uses it.
+   */
+  checkWritable?(): Promise<void>;
 
   // ---- agents: enrollment, credentials, revocation (docs/agent.md) ----
 

@@ -2,6 +2,7 @@
 // tokens from a real OIDC issuer on loopback.
 import { request as httpsRequest } from 'node:https';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { StoreError } from '../../src/store/errors.js';
 import { ADMIN_TOKEN, api, type Harness, type Json, openSession, startHarness } from './helpers.js';
 
 let h: Harness;
@@ -22,6 +23,24 @@ describe('health', () => {
     const c = await h.client();
     expect(await api(c, 'GET', '/healthz')).toMatchObject({ status: 200, body: { ok: true } });
     expect(await api(c, 'GET', '/readyz')).toMatchObject({ status: 200, body: { ok: true } });
+  });
+
+  it('/readyz answers 503 CIPORT_E_STORE_UNAVAILABLE while the store cannot write', async () => {
+    const c = await h.client();
+    const store = h.gateway.store as { checkWritable?: () => Promise<void> };
+    const original = store.checkWritable;
+    store.checkWritable = async () => {
+      throw new StoreError('CIPORT_E_STORE_UNAVAILABLE', 'store unavailable: writer down (test)');
+    };
+    try {
+      expect(await api(c, 'GET', '/readyz')).toMatchObject({
+        status: 503,
+        body: { ok: false, code: 'CIPORT_E_STORE_UNAVAILABLE' },
+      });
+    } finally {
+      store.checkWritable = original;
+    }
+    expect(await api(c, 'GET', '/readyz')).toMatchObject({ status: 200 });
   });
 
   it('serves Prometheus metrics', async () => {
