@@ -137,6 +137,26 @@ describe('bench tables (bench/stats.ts table)', () => {
   });
 });
 
+describe('npm run bench: a TMPDIR the throwaway PostgreSQL cannot reach', () => {
+  // As root the server runs as the postgres OS user (test/fixtures/pg-server.ts), which cannot
+  // enter a private (0700) TMPDIR: initdb used to fail with an uncaught stack, leaving the work dir.
+  it.runIf(process.getuid?.() === 0)('is refused with one line naming it, and nothing is left', () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'ciport-bench-cli-private-'));
+    tmps.push(tmp);
+    const r = spawnSync(process.execPath, [main, 'table', '--tests=c1', '--peers=pgbouncer'], {
+      cwd: root,
+      env: { ...process.env, TMPDIR: tmp },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('postgres');
+    expect(r.stderr).toContain(tmp);
+    expect(r.stderr).not.toMatch(stackTrace);
+    expect(readdirSync(tmp)).toEqual([]);
+  });
+});
+
 describe('npm run bench: nothing left in the temporary directory', () => {
   it('decide removes its work directory', () => {
     const r = bench(['decide', '--rounds=1']);
