@@ -1,7 +1,7 @@
 // `npm run bench -- decide`: token verification plus policy decision per second on one core,
 // with a 200-rule policy, and the share of that time spent verifying the signature.
 import { createPublicKey, verify as cryptoVerify } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { issuerSchema, ruleSchema } from '../src/config/schema.js';
@@ -34,6 +34,14 @@ function rules() {
 
 export async function benchDecide(rounds: number): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'ciport-bench-'));
+  try {
+    return await measureDecide(dir, rounds);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function measureDecide(dir: string, rounds: number): Promise<string> {
   const signer = await DevSigner.ephemeral({ alg: 'RS256' });
   const jwksFile = join(dir, 'jwks.json');
   writeFileSync(jwksFile, JSON.stringify(signer.jwks()));

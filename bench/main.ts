@@ -1,7 +1,9 @@
 // `npm run bench -- <name>…`: the project's own benchmarks. Figures are ratios to a baseline
-// measured in the same run; see docs/performance.md.
+// measured in the same run; see docs/performance.md. Arguments are checked (bench/cli.ts)
+// before anything starts; a wrong one exits 2 with a one-line error and the usage.
 import { benchAudit } from './audit.js';
 import { benchCarriers } from './carriers.js';
+import { EXTRA_ROWS, parseArgs, UsageError, usage } from './cli.js';
 import { benchDecide } from './decide.js';
 import { benchMemory } from './memory.js';
 import { benchPg } from './pg.js';
@@ -18,81 +20,36 @@ const BENCHES: Record<string, (rounds: number) => Promise<string>> = {
   tunnel: benchTunnel,
 };
 
-// `npm run bench` (no name): the peer table (bench/table.ts), then these extra rows, each when
-// registered in BENCHES.
-const EXTRA_ROWS = ['sessions', 'memory'];
-
-const USAGE = `usage: npm run bench [-- --quick] [-- --rounds=N]   the peer table (and ${EXTRA_ROWS.join(', ')})
-       npm run bench -- table [--quick] [--rounds=N]   the peer table alone
-         table options: --pg-seconds=N --iperf-seconds=N --tests=tcp1,tcp8,c1,c16,C4,ci
-                        --peers=ssh,stunnel,haproxy,nodetls,pgbouncer,ciport (direct is always measured)
-       npm run bench -- --summarize=bench/results/raw-….tsv   the tables of an earlier run
-       npm run bench -- --stop-leftovers   stop what a killed run started (by its recorded PIDs)
-       npm run bench -- <${Object.keys(BENCHES).join('|')}>... [--rounds=N]
-`;
-
-function numberFlag(argv: string[], name: string): number | undefined {
-  const arg = argv.find((a) => a.startsWith(`--${name}=`));
-  if (!arg) return undefined;
-  const n = Number(arg.slice(name.length + 3));
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} wants a positive number`);
-  return n;
-}
+const USAGE = usage(Object.keys(BENCHES));
 
 async function run(argv: string[]): Promise<number> {
-  const names = argv.filter((a) => !a.startsWith('--'));
-  const known = [
-    '--quick',
-    '--rounds=',
-    '--pg-seconds=',
-    '--iperf-seconds=',
-    '--summarize=',
-    '--tests=',
-    '--peers=',
-    '--stop-leftovers',
-  ];
-  const unknown = [
-    ...names.filter((n) => !(n in BENCHES) && n !== 'table'),
-    ...argv.filter(
-      (a) => a.startsWith('--') && !known.some((k) => a === k || (k.endsWith('=') && a.startsWith(k))),
-    ),
-  ];
-  if (unknown.length > 0 || argv.includes('--help')) {
-    process.stderr.write(USAGE);
-    return 2;
+  const args = parseArgs(argv, Object.keys(BENCHES));
+  if (args.help) {
+    process.stdout.write(USAGE);
+    return 0;
   }
-  if (argv.includes('--stop-leftovers')) {
+  if (args.stopLeftovers) {
     const { stopLeftovers } = await import('./table.js');
-    for (const line of await stopLeftovers()) process.stdout.write(`${line}\n`);
+    const lines = await stopLeftovers();
+    process.stdout.write(lines.length ? `${lines.join('\n')}\n` : 'nothing to stop\n');
     return 0;
   }
-  const summarize = argv.find((a) => a.startsWith('--summarize='));
-  if (summarize) {
+  if (args.summarize !== undefined) {
     const { summarizeFile } = await import('./table.js');
-    process.stdout.write(`${summarizeFile(summarize.slice('--summarize='.length))}\n`);
+    process.stdout.write(`${summarizeFile(args.summarize)}\n`);
     return 0;
   }
-  const quick = argv.includes('--quick');
-  const rounds = numberFlag(argv, 'rounds');
+  const { names, quick, rounds } = args;
   if (names.length === 0 || names.includes('table')) {
-    const pgSeconds = numberFlag(argv, 'pg-seconds');
-    const iperfSeconds = numberFlag(argv, 'iperf-seconds');
-    const list = (name: string) =>
-      argv
-        .find((a) => a.startsWith(`--${name}=`))
-        ?.slice(name.length + 3)
-        .split(',');
-    const tests = list('tests');
-    const peers = list('peers');
     // Imported here, not at the top: the peer table's modules load only when it runs.
     const { benchTable } = await import('./table.js');
     const out = await benchTable({
       rounds: rounds ?? (quick ? 1 : 3),
       quick,
-      ...(pgSeconds ? { pgSeconds } : {}),
-      ...(iperfSeconds ? { iperfSeconds } : {}),
-      ...(tests ? { tests } : {}),
-      ...(peers ? { peers } : {}),
+      ...(args.pgSeconds ? { pgSeconds: args.pgSeconds } : {}),
+      ...(args.iperfSeconds ? { iperfSeconds: args.iperfSeconds } : {}),
+      ...(args.tests ? { tests: args.tests } : {}),
+      ...(args.peers ? { peers: args.peers } : {}),
     });
     process.stdout.write(`${out}\n\n`);
   }
@@ -112,6 +69,20 @@ async function run(argv: string[]): Promise<number> {
   return 0;
 }
 
-run(process.argv.slice(2)).then((code) => {
-  process.exitCode = code;
-});
+run(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(`bench: ${err.message}\n\n${USAGE}`);
+      process.exitCode = 2;
+      return;
+    }
+    // One line (a command's output may follow it in the message); the stack only on request.
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`bench: ${message.trimEnd()}\n`);
+    if (process.env.BENCH_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+    process.exitCode = 1;
+  },
+);

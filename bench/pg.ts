@@ -7,7 +7,7 @@
 // product default); port without query audit; pgbouncer. Modes: `pgbench -S` with 1 client,
 // with 16 clients, and `pgbench -S -C` (a new connection per transaction, 4 clients).
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { DevSigner, mintToken } from '../src/identity/index.js';
 import { startPgServer } from '../test/fixtures/pg-server.js';
+import { assertPostgresCanReachTmpdir, stopChild } from './proc.js';
 import { fmt, median, nodeFlags, table } from './stats.js';
 
 const run = promisify(execFile);
@@ -185,7 +186,16 @@ pidfile = ${join(dir, 'pgbouncer.pid')}
 }
 
 export async function benchPg(rounds: number): Promise<string> {
+  assertPostgresCanReachTmpdir();
   const dir = mkdtempSync(join(tmpdir(), 'ciport-bench-pg-'));
+  try {
+    return await measurePg(dir, rounds);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function measurePg(dir: string, rounds: number): Promise<string> {
   const procs: ChildProcess[] = [];
   const password = `bench-${Date.now()}`;
   const pg = await startPgServer({
@@ -341,8 +351,7 @@ rules:
       `load average during the run: ${load1?.toFixed(2)} (1 min), ${load5?.toFixed(2)} (5 min)`,
     ].join('\n');
   } finally {
-    for (const p of procs.reverse()) p.kill('SIGTERM');
-    await sleep(300);
+    await Promise.all(procs.reverse().map((p) => stopChild(p)));
     await pg.stop();
   }
 }

@@ -18,7 +18,11 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  realpathSync,
+  statSync,
 } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface ProcStat {
@@ -245,6 +249,8 @@ export class Processes {
     const [s] = this.started.splice(i, 1);
     if (!s || s.proc.exitCode !== null || s.proc.signalCode !== null) return;
     const exited = new Promise<void>((resolve) => s.proc.once('exit', () => resolve()));
+    // 'close': its piped output has been read to the end too (it may be copied to our stderr).
+    const closed = new Promise<void>((resolve) => s.proc.once('close', () => resolve()));
     if (startTime(s.pid) !== s.start) return;
     s.proc.kill('SIGTERM');
     const done = await Promise.race([exited.then(() => true), sleep(graceMs).then(() => false)]);
@@ -252,6 +258,7 @@ export class Processes {
       s.proc.kill('SIGKILL');
       await Promise.race([exited, sleep(2000)]);
     }
+    await Promise.race([closed, sleep(1000)]);
   }
 
   /** Stop everything this run started, newest first. */
@@ -305,4 +312,35 @@ export async function stopRecorded(recordFile: string): Promise<string[]> {
     stopped.push(`${name.join(' ')} (pid ${p})`);
   }
   return stopped;
+}
+
+/** SIGTERM `child` and wait (≤ 5 s, then SIGKILL) until it has exited, so its last lines come first. */
+export async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((done) => child.once('exit', () => done()));
+  const closed = new Promise<void>((done) => child.once('close', () => done()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+  await Promise.race([closed, sleep(1000)]); // its piped output read to the end
+}
+
+/**
+ * The throwaway PostgreSQL (test/fixtures/pg-server.ts) keeps its data directory under $TMPDIR
+ * and, when we are root, runs as the `postgres` OS user, which must be able to reach it. Refuse
+ * up front, with the reason, when a directory on the way is closed to others (a private TMPDIR).
+ */
+export function assertPostgresCanReachTmpdir(): void {
+  if (process.getuid?.() !== 0) return;
+  let dir = realpathSync(tmpdir());
+  for (;;) {
+    if ((statSync(dir).mode & 0o001) === 0)
+      throw new Error(
+        `the throwaway PostgreSQL runs as the postgres OS user, which cannot enter ${dir} (mode ${(statSync(dir).mode & 0o777).toString(8)}); use a TMPDIR it can reach (TMPDIR=/tmp, or chmod o+x ${dir})`,
+      );
+    const up = dirname(dir);
+    if (up === dir) return;
+    dir = up;
+  }
 }

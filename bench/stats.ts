@@ -20,9 +20,12 @@ export function fmt(n: number, digits = 3): string {
   return n >= 100 ? n.toFixed(0) : n.toPrecision(digits);
 }
 
+/** A markdown table (every bench prints its tables with this): the first row is the header, ruled off. */
 export function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
-  return rows.map((r) => `| ${r.map((cell, c) => cell.padEnd(widths[c]!)).join(' | ')} |`).join('\n');
+  const widths = rows[0]!.map((_, c) => Math.max(3, ...rows.map((r) => (r[c] ?? '').length)));
+  const line = (r: string[]) => `| ${widths.map((w, c) => (r[c] ?? '').padEnd(w)).join(' | ')} |`;
+  const rule = `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`;
+  return [line(rows[0]!), rule, ...rows.slice(1).map(line)].join('\n');
 }
 
 /** Extra node flags for the processes a bench starts (`BENCH_NODE_FLAGS="--cpu-prof"`). */

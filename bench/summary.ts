@@ -158,6 +158,9 @@ export function parseTsv(text: string): RawRow[] {
   return rows;
 }
 
+/** The peers the peer table can start (bench/table.ts, `--peers=`); direct is always measured. */
+export const PEER_IDS: readonly string[] = ['ssh', 'stunnel', 'haproxy', 'nodetls', 'pgbouncer', 'ciport'];
+
 export const TESTS: readonly TestDef[] = [
   {
     id: 'tcp1',

@@ -38,9 +38,17 @@ import {
   startSsh,
   startStunnel,
 } from './peers.js';
-import { cpuSeconds, Processes, readTrusted, startTime, stopRecorded, untrustedDir } from './proc.js';
+import {
+  assertPostgresCanReachTmpdir,
+  cpuSeconds,
+  Processes,
+  readTrusted,
+  startTime,
+  stopRecorded,
+  untrustedDir,
+} from './proc.js';
 import { fmt } from './stats.js';
-import { type RawRow, renderTable, roundOrder, TESTS, toTsv } from './summary.js';
+import { PEER_IDS, parseTsv, type RawRow, renderTable, roundOrder, TESTS, toTsv } from './summary.js';
 
 const run = promisify(execFile);
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -129,6 +137,12 @@ export async function benchTable(options: TableOptions): Promise<string> {
   const stamp = started.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
   // Private (mkdtemp makes it 0700; chmod in case): --stop-leftovers trusts only a directory
   // and record files that are ours and that nobody else can write.
+  const unknown = [
+    ...(options.tests ?? []).filter((t) => !TESTS.some((x) => x.id === t)),
+    ...(options.peers ?? []).filter((p) => p !== 'direct' && !PEER_IDS.includes(p)),
+  ];
+  if (unknown.length) throw new Error(`unknown test or peer id: ${unknown.join(', ')}`);
+  assertPostgresCanReachTmpdir();
   const dir = mkdtempSync(join(tmpdir(), 'ciport-bench-table-'));
   chmodSync(dir, 0o700);
   const procs = new Processes(join(dir, 'pids'));
@@ -139,17 +153,20 @@ export async function benchTable(options: TableOptions): Promise<string> {
   };
   process.once('SIGINT', stopOnSignal);
   process.once('SIGTERM', stopOnSignal);
-  log(`peer table: ${quick ? 'quick, ' : ''}${rounds} round(s), work dir ${dir}, load average ${load()}`);
-  const stillMissing = await ensurePackages(log);
-  if (stillMissing.length) log(`still missing (their paths are skipped): ${stillMissing.join(' ')}`);
-
-  const password = `bench-${Date.now()}`;
-  const server = await startPgServer({
-    roles: [{ name: 'app', password }],
-    databases: { app: 'app' },
-    settings: { max_connections: '200', shared_buffers: '256MB', fsync: 'off' },
-  });
+  let serverToStop: { stop(): Promise<void> } | undefined;
+  let done = '';
   try {
+    log(`peer table: ${quick ? 'quick, ' : ''}${rounds} round(s), work dir ${dir}, load average ${load()}`);
+    const stillMissing = await ensurePackages(log);
+    if (stillMissing.length) log(`still missing (their paths are skipped): ${stillMissing.join(' ')}`);
+
+    const password = `bench-${Date.now()}`;
+    const server = await startPgServer({
+      roles: [{ name: 'app', password }],
+      databases: { app: 'app' },
+      settings: { max_connections: '200', shared_buffers: '256MB', fsync: 'off' },
+    });
+    serverToStop = server;
     // Recorded too, so that `npm run bench -- --stop-leftovers` can stop it (and remove its
     // directory) after a killed run.
     writeFileSync(join(dir, 'leftover-dirs'), `${server.socketDir}\n`, { mode: 0o600 });
@@ -353,15 +370,16 @@ export async function benchTable(options: TableOptions): Promise<string> {
       rawFile,
       `# run time ${seconds.toFixed(0)} s; load average at end ${load()}; raw figures: ${rawFile.slice(ROOT.length)}\n`,
     );
-    log(`done in ${seconds.toFixed(0)} s; raw figures in ${rawFile}`);
-
+    done = `done in ${seconds.toFixed(0)} s; raw figures in ${rawFile}`;
     return renderTable(readFileSync(rawFile, 'utf8'));
   } finally {
+    // Stopped and awaited before "done" is printed, so that their last lines come before it.
     await procs.stopAll();
-    await server.stop();
+    await serverToStop?.stop();
     process.removeListener('SIGINT', stopOnSignal);
     process.removeListener('SIGTERM', stopOnSignal);
     rmSync(dir, { recursive: true, force: true });
+    if (done) log(done);
   }
 }
 
@@ -499,7 +517,19 @@ async function pgbench(
 
 /** The tables of an earlier run, from its raw file (`npm run bench -- --summarize=FILE`). */
 export function summarizeFile(file: string): string {
-  return renderTable(readFileSync(file, 'utf8'));
+  let raw: string;
+  try {
+    raw = readFileSync(file, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'ENOENT' ? 'no such file' : e.code === 'EISDIR' ? 'a directory' : e.message;
+    throw new Error(`cannot read ${file}: ${why}`);
+  }
+  if (!raw.startsWith('# ciport peer table') || parseTsv(raw).length === 0)
+    throw new Error(
+      `${file} is not a raw results file of the peer table (bench/results/raw-….tsv, starting "# ciport peer table" with at least one figure)`,
+    );
+  return renderTable(raw);
 }
 
 /**
