@@ -469,6 +469,18 @@ export async function startGateway(
     clearTimeout(force);
   };
 
+  // The store commits what it was handed within STORE_CLOSE_TIMEOUT_MS; past it (a database
+  // locked by another process) it abandons the rest and says so: logged here, then the stop fails.
+  const closeStore = async (): Promise<void> => {
+    try {
+      await store.close();
+    } catch (err) {
+      const e = asCiportError(err);
+      log.error({ code: e.code, err: e.message }, 'store closed with audit events not committed');
+      throw err;
+    }
+  };
+
   return {
     url,
     port: bound,
@@ -514,7 +526,7 @@ export async function startGateway(
         exits?.close();
         await closePort(true);
         await denials.close();
-        await store.close();
+        await closeStore();
         log.info({}, 'gateway stopped');
       })();
       return stopped;
@@ -529,7 +541,7 @@ export async function startGateway(
         exits?.close();
         await closePort(false);
         await denials.close();
-        await store.close();
+        await closeStore();
       })();
       return hardStop;
     },

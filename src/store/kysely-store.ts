@@ -920,14 +920,33 @@ export class KyselyStore implements Store {
     });
   }
 
-  async close(): Promise<void> {
+  async close(options: { timeoutMs?: number } = {}): Promise<void> {
     if (this.#closed) return;
     // Events already handed to appendAudit are committed before the store goes away (also
-    // those handed to it while it was closing).
+    // those handed to it while it was closing) — within a bound: a write lock held elsewhere
+    // makes the writer retry them forever, and a shutdown must end.
     this.#hurryAudit();
-    while (this.#flushing) await this.#flushing;
+    const timeoutMs = options.timeoutMs ?? STORE_CLOSE_TIMEOUT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const flushed = (async () => {
+      while (this.#flushing) await this.#flushing.catch(() => {});
+      return true;
+    })();
+    const done = await Promise.race([
+      flushed,
+      new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
     this.#closed = true;
     await this.#engine.destroy();
+    if (!done) {
+      throw new StoreError(
+        'CIPORT_E_STORE_UNAVAILABLE',
+        `store ${this.#engine.where}: audit events still waiting ${timeoutMs} ms after close began were abandoned (the database stayed locked or unreachable)`,
+      );
+    }
   }
 
   async #guard<T>(fn: () => Promise<T>): Promise<T> {
@@ -941,6 +960,9 @@ export class KyselyStore implements Store {
     }
   }
 }
+
+/** How long close() waits for queued audit events before it abandons them. */
+export const STORE_CLOSE_TIMEOUT_MS = 30_000;
 
 // The statements of the state changes that go to the engine as data (writeJob), written as
 // Kysely compiles them for SQLite (the generic path below is the reference).

@@ -319,7 +319,13 @@ export interface Store {
    */
   subscribe(listener: SessionEndedListener): Promise<() => Promise<void>>;
 
-  close(): Promise<void>;
+  /**
+   * Commit what was handed over, then release the database. Waits at most `timeoutMs` (default
+   * STORE_CLOSE_TIMEOUT_MS) for queued audit events; past it (another process holding the
+   * database's write lock, say) they are abandoned and close rejects with
+   * CIPORT_E_STORE_UNAVAILABLE saying so, so that a shutdown cannot hang on a locked store.
+   */
+  close(options?: { timeoutMs?: number }): Promise<void>;
 }
 
 /** Why an expired session ends: its TTL if that passed, else its lease. */

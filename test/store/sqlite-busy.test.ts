@@ -54,3 +54,47 @@ describe('sqlite store, write lock held elsewhere beyond busy_timeout', () => {
     expect(await verifyChain(store)).toMatchObject({ ok: true, count: 2 });
   }, 30_000);
 });
+
+describe('sqlite store closing while the write lock is held elsewhere', () => {
+  const h = sqliteHarness();
+  let t: TestDb;
+  beforeAll(() => h.setup());
+  afterAll(() => h.teardown());
+  beforeEach(async () => {
+    t = await h.fresh();
+  });
+  afterEach(() => t.dispose());
+
+  it('does not hang: queued audit events are abandoned after the close timeout, and it says so', async () => {
+    const store = await t.open();
+    const { session } = await store.createSession(record(newSession()), opened);
+    const file = (t.config as { sqlite: { path: string } }).sqlite.path;
+    const holder = spawn('sqlite3', [file], { stdio: ['pipe', 'pipe', 'inherit'] });
+    holder.stdin.write("BEGIN IMMEDIATE;\nSELECT 'locked';\n");
+    await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()));
+    try {
+      const q = store.appendAudit(
+        auditEvent('query', {
+          session: session.id,
+          connection: 'con_1',
+          principal: session.principal,
+          target: 'staging-db',
+          rule: session.rule,
+          exit: 'gateway',
+          statement: 'SELECT 1',
+        } as never),
+      );
+      q.catch(() => {});
+      // The lock is never released while close runs: without the bound, close would wait forever.
+      const closing = await store.close({ timeoutMs: 1_000 }).then(
+        () => 'closed',
+        (err: { code?: string; message?: string }) => `${err.code}: ${err.message}`,
+      );
+      expect(closing).toMatch(/^CIPORT_E_STORE_UNAVAILABLE: .*abandoned/);
+      await expect(q).rejects.toMatchObject({ code: 'CIPORT_E_STORE_UNAVAILABLE' });
+    } finally {
+      holder.stdin.end('COMMIT;\n');
+      await new Promise<void>((resolve) => holder.once('exit', () => resolve()));
+    }
+  }, 30_000);
+});
