@@ -82,7 +82,9 @@ describe('query audit redaction: what stays and what goes', () => {
   });
 
   it("keeps what follows the literal: PASSWORD 'x' VALID UNTIL …", () => {
-    const text = JSON.parse(stored("ALTER ROLE app PASSWORD 'hunter2secret' VALID UNTIL 'infinity'")).statement;
+    const text = JSON.parse(
+      stored("ALTER ROLE app PASSWORD 'hunter2secret' VALID UNTIL 'infinity'"),
+    ).statement;
     expect(text).toBe("ALTER ROLE app PASSWORD '***' VALID UNTIL 'infinity'");
   });
 });
