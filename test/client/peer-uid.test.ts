@@ -149,6 +149,43 @@ describe.runIf(process.platform === 'linux')('a socket table scan', () => {
   });
 });
 
+describe.runIf(process.platform === 'linux')('a long scan', () => {
+  // 40 000 rows (~6 MB): a scan takes several slices, with event-loop turns between them.
+  const dir = mkdtempSync(join(tmpdir(), 'ciport-peer-uid-long-'));
+  const file = join(dir, 'tcp');
+  const live = (sl: number, port: number, uid: number, inode: number) =>
+    `${String(sl).padStart(5)}: 0100007F:${port.toString(16).toUpperCase()} 0100007F:1F90 01 00000000:00000000 00:00000000 00000000 ${String(uid).padStart(5)}        0 ${inode} 1 0000000000000000 20 4 30 10 -1\n`;
+  const filler = Array.from(
+    { length: 40_000 },
+    (_, i) =>
+      `${String(10 + i).padStart(5)}: 0100007F:${(0x2000 + (i % 0x6000)).toString(16).toUpperCase().padStart(4, '0')} 0100007F:0016 06 00000000:00000000 03:00000F9B 00000000     0        0 0 3 0000000000000000\n`,
+  ).join('');
+  writeFileSync(
+    file,
+    `${TCP.split('\n')[0]}\n${live(1, 0xa000, 1000, 9001)}${filler}${live(2, 0xa003, 1000, 9003)}${live(3, 0xa004, 1000, 9004)}`,
+  );
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const listener = { address: '127.0.0.1', port: 8080 };
+  const at = (port: number) => ({ address: '127.0.0.1', port });
+  const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+  it('a lookup asked while a scan runs joins it for the rest; one whose row is behind it gets the next scan', async () => {
+    const table = new SocketTable(file);
+    const scansWhenDone = (p: Promise<unknown>) => p.then((entry) => ({ entry, scans: table.scans }));
+    const first = scansWhenDone(table.lookup(at(0xa003), listener));
+    await turn(); // the scan has started and read its first slice
+    expect(table.scans).toBe(1);
+    const joiner = scansWhenDone(table.lookup(at(0xa004), listener));
+    const behind = scansWhenDone(table.lookup(at(0xa000), listener));
+    const [a, b, c] = await Promise.all([first, joiner, behind]);
+    expect(a).toMatchObject({ entry: { uid: 1000, inode: 9003 }, scans: 1 });
+    // Found by the scan it joined (without joining it would have waited for a second scan).
+    expect(b).toMatchObject({ entry: { uid: 1000, inode: 9004 }, scans: 1 });
+    // Its row was behind the running scan: found by the next one, not refused.
+    expect(c).toMatchObject({ entry: { uid: 1000, inode: 9001 }, scans: 2 });
+  });
+});
+
 describe.runIf(process.platform === 'linux')('the peer check on real sockets', () => {
   let server: Server;
   let port: number;
@@ -188,7 +225,7 @@ describe.runIf(process.platform === 'linux')('the peer check on real sockets', (
     expect(sameUserCheck({ platform: 'darwin' })).toBeUndefined();
   });
 
-  it('passes this process (same uid), 200 connections at once, IPv4 and v4-mapped IPv6, in a few reads', async () => {
+  it('passes this process (same uid), 200 connections at once, IPv4 and v4-mapped IPv6', async () => {
     const uid = process.geteuid?.();
     const sockets: Socket[] = [];
     const scansBefore = tcp.scans;
@@ -203,8 +240,10 @@ describe.runIf(process.platform === 'linux')('the peer check on real sockets', (
     for (const s of sockets) s.destroy();
     expect(got).toHaveLength(200);
     expect(got.every((v) => v.ok && v.uid === uid)).toBe(true);
-    // Connections accepted while a read runs share the next one.
-    expect(tcp.scans - scansBefore).toBeLessThan(50);
+    // At most one scan per connection, plus one for a lookup that joined a scan past its row.
+    // (How many share a scan depends on how accepts spread over event-loop turns: the
+    // synthetic table above asserts sharing and joining deterministically.)
+    expect(tcp.scans - scansBefore).toBeLessThanOrEqual(400);
   });
 
   it('refuses a process of another OS user (nobody) and names its uid', async () => {

@@ -322,9 +322,11 @@ describe('agent trust boundary (review findings)', () => {
     await waitFor(() => connectionOf('dc-trust') !== undefined, 20_000, 'dc-trust back');
     expect(connectionOf('dc-trust')).toMatchObject({ targets: [], refused: ['pg'] });
     expect(gateway.agents.hub.serves('pg')).toBe(false);
-    const refusal = (await ofType('agent.target_refused')).find(
-      (e) => (e.data as { agent: string }).agent === 'dc-trust',
-    );
+    // The refusal is audited without the agent waiting for it: the commit may land just after.
+    const refusalOf = async () =>
+      (await ofType('agent.target_refused')).find((e) => (e.data as { agent: string }).agent === 'dc-trust');
+    await waitFor(async () => (await refusalOf()) !== undefined, 5_000, 'the refusal event');
+    const refusal = await refusalOf();
     expect(refusal?.data).toMatchObject({
       target: 'pg',
       reason: 'protocol_changed',
