@@ -28,12 +28,13 @@ import {
   type SecureServerOptions,
   type ServerHttp2Stream,
 } from 'node:http2';
-import { createServer, connect as netConnect, type Socket } from 'node:net';
+import { createServer, connect as netConnect } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream';
 import { type TLSSocket, connect as tlsConnect, createServer as tlsCreateServer } from 'node:tls';
 import { ensureGeneratedTls } from '../src/transport/tls.js';
+import { connected, upload } from './clients.js';
 import { fmt, median, nodeFlags, table } from './stats.js';
 
 const CARRIERS = ['net', 'tls', 'tls-connect', 'h2', 'h2-ciport', 'h2-nodelay', 'h2-tuned'] as const;
@@ -333,38 +334,8 @@ function cpuOf(proc: ChildProcess): Promise<number> {
   });
 }
 
-function connected(port: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = netConnect({ host: '127.0.0.1', port, noDelay: true }, () => resolve(s));
-    s.once('error', reject);
-  });
-}
-
-async function upload(port: number, bytes: number): Promise<void> {
-  const s = await connected(port);
-  const chunk = Buffer.alloc(256 * 1024, 7);
-  let sent = 0;
-  const answer = new Promise<string>((resolve, reject) => {
-    let text = '';
-    s.on('data', (b: Buffer) => {
-      text += b.toString();
-    });
-    s.on('end', () => resolve(text.trim()));
-    s.on('error', reject);
-  });
-  while (sent < bytes) {
-    const n = Math.min(chunk.length, bytes - sent);
-    sent += n;
-    if (!s.write(n === chunk.length ? chunk : chunk.subarray(0, n)))
-      await new Promise((r) => s.once('drain', r));
-  }
-  s.end();
-  if (Number(await answer) !== bytes) throw new Error(`sink counted ${await answer} of ${bytes}`);
-  s.destroy();
-}
-
 async function roundTrips(port: number, n: number): Promise<void> {
-  const s = await connected(port);
+  const s = await connected('127.0.0.1', port);
   const msg = Buffer.alloc(64, 1);
   for (let i = 0; i < n; i++) {
     await new Promise<void>((resolve) => {
@@ -385,7 +356,7 @@ async function roundTrips(port: number, n: number): Promise<void> {
 
 async function setups(port: number, n: number): Promise<void> {
   for (let i = 0; i < n; i++) {
-    const s = await connected(port);
+    const s = await connected('127.0.0.1', port);
     await new Promise<void>((resolve) => {
       s.once('data', () => resolve());
       s.write('ping');
@@ -414,7 +385,7 @@ const MEASURES: Measure[] = [
     unit: 'MB/s',
     cpuScale: 1e6 / 1000,
     cpuUnit: 's/GB',
-    run: (p) => upload(p, 200 * MB),
+    run: (p) => upload('127.0.0.1', p, 200 * MB),
   },
   {
     name: 'bulk, 8 connections',
@@ -423,7 +394,7 @@ const MEASURES: Measure[] = [
     unit: 'MB/s',
     cpuScale: 1e6 / 1000,
     cpuUnit: 's/GB',
-    run: (p) => Promise.all(Array.from({ length: 8 }, () => upload(p, 25 * MB))).then(() => {}),
+    run: (p) => Promise.all(Array.from({ length: 8 }, () => upload('127.0.0.1', p, 25 * MB))).then(() => {}),
   },
   {
     name: 'round trips (64 B)',

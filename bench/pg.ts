@@ -16,6 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { DevSigner, mintToken } from '../src/identity/index.js';
 import { startPgServer } from '../test/fixtures/pg-server.js';
+import { type PgConn, pgEnv } from './clients.js';
 import { assertPostgresCanReachTmpdir, stopChild } from './proc.js';
 import { fmt, median, nodeFlags, table } from './stats.js';
 
@@ -24,14 +25,6 @@ const ROOT = new URL('../../', import.meta.url).pathname;
 const BIN = join(ROOT, 'bin/ciport.js');
 const ISSUER = 'https://bench-issuer.invalid';
 const SECONDS = 3;
-
-interface Conn {
-  host: string;
-  port: number;
-  user: string;
-  password: string;
-  database: string;
-}
 
 function child(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
   return spawn(process.execPath, [...nodeFlags(), '--', ...args], {
@@ -64,21 +57,6 @@ function freePort(): Promise<number> {
   });
 }
 
-function pgEnv(c: Conn): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG')) env[k] = v;
-  return {
-    ...env,
-    PGHOST: c.host,
-    PGPORT: String(c.port),
-    PGUSER: c.user,
-    PGPASSWORD: c.password,
-    PGDATABASE: c.database,
-    PGSSLMODE: 'disable',
-    PGPASSFILE: '/dev/null',
-  };
-}
-
 /** utime + stime of a process in µs (Linux /proc), or NaN. */
 function cpuMicros(pid: number | undefined, mainThread = false): number {
   if (pid === undefined) return Number.NaN;
@@ -98,7 +76,7 @@ interface PgbenchRun {
   tx: number;
 }
 
-async function pgbench(bin: string, c: Conn, args: string[]): Promise<PgbenchRun> {
+async function pgbench(bin: string, c: PgConn, args: string[]): Promise<PgbenchRun> {
   let stdout: string;
   try {
     ({ stdout } = await run(bin, ['-n', '-S', '-T', String(SECONDS), ...args], {
@@ -120,7 +98,7 @@ async function pgbench(bin: string, c: Conn, args: string[]): Promise<PgbenchRun
   return { tps: Number(m[1]), tx: Number(tx[1]) };
 }
 
-function parseUrl(url: string): Conn {
+function parseUrl(url: string): PgConn {
   const u = new URL(url);
   return {
     host: u.hostname,
@@ -133,8 +111,8 @@ function parseUrl(url: string): Conn {
 
 async function startPgbouncer(
   dir: string,
-  upstream: Conn,
-): Promise<{ conn: Conn; proc: ChildProcess } | undefined> {
+  upstream: PgConn,
+): Promise<{ conn: PgConn; proc: ChildProcess } | undefined> {
   const bin = ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'].find((p) => existsSync(p));
   if (!bin) return undefined;
   const port = await freePort();
@@ -204,7 +182,7 @@ async function measurePg(dir: string, rounds: number): Promise<string> {
     settings: { max_connections: '200', shared_buffers: '128MB', fsync: 'off' },
   });
   try {
-    const direct: Conn = { host: pg.host, port: pg.port, user: 'app', password, database: 'app' };
+    const direct: PgConn = { host: pg.host, port: pg.port, user: 'app', password, database: 'app' };
     const pgbenchBin = pg.bin('pgbench');
     await run(pgbenchBin, ['-i', '-q', '-s', '10'], { env: pgEnv(direct) });
 
@@ -260,7 +238,7 @@ rules:
         .filter((l) => l.includes('='))
         .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).replace(/^'|'$/g, '')]),
     );
-    const paths: Array<[string, Conn]> = [
+    const paths: Array<[string, PgConn]> = [
       ['direct', direct],
       ['port', parseUrl(env.CIPORT_DB_URL!)],
       ['port, query audit off', parseUrl(env.CIPORT_DB_NOAUDIT_URL!)],

@@ -27,6 +27,7 @@ import pg from 'pg';
 import { startPgServer } from '../test/fixtures/pg-server.js';
 import { ciScenario, dropSchema } from './ci.js';
 import { type CiportPorts, startCiport } from './ciport.js';
+import { type PgConn, pgEnv } from './clients.js';
 import {
   debVersion,
   ensurePackages,
@@ -64,24 +65,16 @@ export interface TableOptions {
   peers?: string[];
 }
 
-interface Conn {
-  host: string;
-  port: number;
-  user: string;
-  password: string;
-  database: string;
-}
-
 interface PathDef {
   id: string;
   label: string;
-  pg?: Conn;
+  pg?: PgConn;
   tcp?: number;
   pids: number[];
   tests: ReadonlySet<string>;
 }
 
-function connOfUrl(url: string): Conn {
+function connOfUrl(url: string): PgConn {
   const u = new URL(url);
   return {
     host: u.hostname,
@@ -89,22 +82,6 @@ function connOfUrl(url: string): Conn {
     user: decodeURIComponent(u.username),
     password: decodeURIComponent(u.password),
     database: u.pathname.slice(1),
-  };
-}
-
-function pgEnv(c: Conn): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG')) env[k] = v;
-  return {
-    ...env,
-    PGHOST: c.host,
-    PGPORT: String(c.port),
-    PGUSER: c.user,
-    PGPASSWORD: c.password,
-    PGDATABASE: c.database,
-    PGSSLMODE: 'disable',
-    PGPASSFILE: '/dev/null',
-    PGCONNECT_TIMEOUT: '10',
   };
 }
 
@@ -178,7 +155,7 @@ export async function benchTable(options: TableOptions): Promise<string> {
     } catch {
       // no postmaster.pid: nothing to record
     }
-    const direct: Conn = { host: server.host, port: server.port, user: 'app', password, database: 'app' };
+    const direct: PgConn = { host: server.host, port: server.port, user: 'app', password, database: 'app' };
     const pgbenchBin = server.bin('pgbench');
     const scale = quick ? 1 : 10;
     log(`postgres on 127.0.0.1:${server.port}: pgbench -i -s ${scale}`);
@@ -419,7 +396,7 @@ interface MeasureContext {
   iperfSeconds: number;
   ci: { queries: number; perConnection: number };
   round: number;
-  direct: Conn;
+  direct: PgConn;
   restartIperf: () => Promise<void>;
 }
 
@@ -491,7 +468,7 @@ async function iperf(
 
 async function pgbench(
   bin: string,
-  c: Conn,
+  c: PgConn,
   args: string[],
   seconds: number,
   perConnection: boolean,

@@ -10,7 +10,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -18,6 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { GatewayClient, PortSession } from '../src/client/index.js';
 import { DevSigner, mintToken } from '../src/identity/index.js';
 import { startRole } from './carriers.js';
+import { connected, upload } from './clients.js';
 import { fmt, median, nodeFlags, table } from './stats.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -61,36 +61,6 @@ async function lineMatching(
     }
   }
   throw new Error(`process ended before printing ${re}`);
-}
-
-function connected(host: string, port: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ host, port, noDelay: true }, () => resolve(s));
-    s.once('error', reject);
-  });
-}
-
-/** Upload `bytes` and wait for the sink's count: MB/s of one connection. */
-async function upload(host: string, port: number, bytes: number): Promise<void> {
-  const s = await connected(host, port);
-  const chunk = Buffer.alloc(256 * 1024, 7);
-  let sent = 0;
-  const answer = new Promise<string>((resolve, reject) => {
-    let text = '';
-    s.on('data', (b: Buffer) => {
-      text += b.toString();
-    });
-    s.on('end', () => resolve(text.trim()));
-    s.on('error', reject);
-  });
-  while (sent < bytes) {
-    const n = Math.min(chunk.length, bytes - sent);
-    sent += n;
-    if (!s.write(n === chunk.length ? chunk : chunk.subarray(0, n)))
-      await new Promise((r) => s.once('drain', r));
-  }
-  s.end();
-  if (Number(await answer) !== bytes) throw new Error(`sink counted ${await answer} of ${bytes} bytes`);
 }
 
 async function bulk(host: string, port: number, connections: number, bytesEach: number): Promise<number> {
