@@ -230,6 +230,9 @@ describe('agent target binding (issue 10, item 2)', () => {
     await stop(agentB);
     agentB = startAgent('dc-b', { ledger: bLedger, reports: bReports }, undefined);
     await waitFor(() => (connectionOf('dc-b')?.connection ?? before) !== before, 20_000, 'B back');
+    // agent.connected is audited without the link waiting for its commit: wait for it, then
+    // check that the refusal was not audited again.
+    await waitFor(async () => (await auditOf('agent.connected')).length >= 3, 5_000, 'agent.connected');
     expect(await auditOf('agent.target_refused')).toHaveLength(1);
     expect(await auditOf('agent.connected')).toHaveLength(3);
   }, 180_000);
