@@ -239,7 +239,10 @@ describe('agent credential rotation', () => {
 
     // It keeps rotating every ~2 s; every credential is accepted until its expiry.
     await until(() => rotations.length >= 3, 6_000, 'more rotations');
-    for (const r of rotations) expect(r.at).toBeLessThan(Date.now());
+    // Each rotation waits for the half-life of the credential before it (~2 s), never back to back.
+    for (let i = 1; i < rotations.length; i++) {
+      expect((rotations[i]?.at ?? 0) - (rotations[i - 1]?.at ?? 0)).toBeGreaterThanOrEqual(1_000);
+    }
     const current = JSON.parse(readFileSync(join(dir, CREDENTIAL_FILE), 'utf8')) as StoredCredential;
     expect(current.expires_at).toBe(agent.credentialExpiresAt);
     expect(current.rotated_at).toBeDefined();
