@@ -1,9 +1,11 @@
-// Audit events that are produced faster than the store commits them (a client pipelining
-// statements: one `query` event each) must not pile up in memory, and must not be dropped. The
-// backlog counts events handed to the store and not yet committed; past `max`, producers are
-// told to wait (`room()` returns a promise) and the relays that feed them pause reading from the
-// application until the backlog is down to half. Memory stays bounded by `max` events plus what
-// one read chunk holds; nothing is dropped.
+// Audit entries that are produced faster than the store commits them (a client pipelining
+// statements) must not pile up in memory, and must not be dropped. The backlog counts entries
+// handed to the store and not yet committed — statements for `query` events (an event carries
+// a connection's statements of one window: QueryBatch), one per `http.request` event; past
+// `max`, producers are told to wait (`room()` returns a promise) and the relays that feed them
+// pause reading from the application until the backlog is down to half. Memory stays bounded by
+// `max` entries plus what one read chunk and one open window per connection hold; nothing is
+// dropped.
 export class AuditBacklog {
   readonly max: number;
   #pending = 0;
@@ -20,12 +22,12 @@ export class AuditBacklog {
     return this.#pending;
   }
 
-  /** Count `write` (an append to the store) until it settles. */
-  track<T>(write: Promise<T>): Promise<T> {
-    this.#pending++;
+  /** Count `write` (an append to the store) as `weight` entries until it settles. */
+  track<T>(write: Promise<T>, weight = 1): Promise<T> {
+    this.#pending += weight;
     if (this.#pending > this.peak) this.peak = this.#pending;
     return write.finally(() => {
-      this.#pending--;
+      this.#pending -= weight;
       if (this.#pending <= this.max / 2 && this.#waiters.length > 0) {
         const waiters = this.#waiters;
         this.#waiters = [];

@@ -2,6 +2,7 @@
 // Field names are snake_case because they are what `ciport audit export` prints.
 
 import type { JsonObject } from './canonical.js';
+import type { QueryStatement } from './query-batch.js';
 
 export const AUDIT_EVENT_TYPES = [
   'session.denied',
@@ -202,14 +203,11 @@ export type ConnectionClosedData = ConnectionBase & {
   error?: string;
 };
 
+/** A connection's statements of one short window, in the order the app sent them (QueryBatch). */
 export type QueryData = ConnectionBase & {
-  statement: string;
+  statements: QueryStatement[];
   database?: string;
   user?: string;
-  /** The statement was cut at the target's `query_max_length`. */
-  truncated?: boolean;
-  /** `simple` (Query message) or `extended` (Parse). */
-  protocol?: string;
 };
 
 /** One request through an `http` target (no bodies, no header values, no secrets). */

@@ -24,5 +24,13 @@ export {
   jsonlLine,
   parseJsonlLine,
 } from './export.js';
+export {
+  QUERY_BATCH_MAX_STATEMENTS,
+  QUERY_BATCH_MAX_TEXT,
+  QUERY_BATCH_WINDOW_MS,
+  QueryBatch,
+  type QueryBatchOptions,
+  type QueryStatement,
+} from './query-batch.js';
 export { isSecretKey, REDACTED_JWT, redactSecrets, scrubText } from './redact.js';
 export { storedRows, verifyChain } from './verify.js';

@@ -171,7 +171,7 @@ export const targetSchema = z.strictObject({
     .min(16)
     .max(1_048_576)
     .optional()
-    .meta({ description: 'protocol postgres: statement text kept in `query` events, bytes (default 4096).' }),
+    .meta({ description: 'protocol postgres: text kept per statement in `query` events, bytes (default 4096).' }),
   credentials: z
     .strictObject({
       user: z.string().min(1).optional().meta({ description: 'User injected at the exit.' }),

@@ -17,6 +17,7 @@ import { TUNNEL_HEADERS } from '../agent/exits.js';
 import type { AuditBacklog } from '../audit/backlog.js';
 import { AuditEventTemplate } from '../audit/chain.js';
 import { auditEvent, type ConnectionClosedBy } from '../audit/events.js';
+import { QueryBatch } from '../audit/query-batch.js';
 import type { TargetConfig } from '../config/schema.js';
 import { asCiportError, CiportError } from '../errors/index.js';
 import type { HttpRequestEvent } from '../protocols/http/index.js';
@@ -684,10 +685,10 @@ class Tunnel implements SessionConnection, IdleWatched {
     return this.#deps.auditBacklog?.room();
   }
 
-  /** An audit append counted in the backlog (query and http.request events). */
-  #append(event: Parameters<Store['appendAudit']>[0]): Promise<unknown> {
+  /** An audit append counted in the backlog (query and http.request events), `weight` entries. */
+  #append(event: Parameters<Store['appendAudit']>[0], weight = 1): Promise<unknown> {
     const write = this.#deps.store.appendAudit(event);
-    return this.#deps.auditBacklog ? this.#deps.auditBacklog.track(write) : write;
+    return this.#deps.auditBacklog ? this.#deps.auditBacklog.track(write, weight) : write;
   }
 
   #connectionBase() {
@@ -703,12 +704,16 @@ class Tunnel implements SessionConnection, IdleWatched {
     };
   }
 
-  /** The constant part of this connection's `query` events, prepared once (see AuditEventTemplate). */
-  #queryTemplate:
+  /**
+   * This connection's statements waiting for their `query` event (QueryBatch), with the constant
+   * part of the event prepared once (AuditEventTemplate). A new agent or database (not expected
+   * within a connection) flushes the batch and starts another.
+   */
+  #queries:
     | {
         agent: AgentIdentity | undefined;
         database: string | undefined;
-        template: AuditEventTemplate<'query', 'statement' | 'truncated' | 'protocol'>;
+        batch: QueryBatch;
       }
     | undefined;
 
@@ -716,32 +721,33 @@ class Tunnel implements SessionConnection, IdleWatched {
     this.#deps.log.error({ connection: this.id, err: (err as Error).message }, 'audit query failed');
   };
 
-  /** One `query` event per statement; not awaited (the relay never waits for its commit). */
+  /** Gather a statement into this connection's next `query` event; never awaited by the relay. */
   #auditQuery(event: QueryEvent, database: string | undefined): void {
-    try {
-      let cached = this.#queryTemplate;
-      if (cached === undefined || cached.agent !== this.#agent || cached.database !== database) {
-        cached = {
-          agent: this.#agent,
-          database,
-          template: new AuditEventTemplate(
+    let current = this.#queries;
+    if (current === undefined || current.agent !== this.#agent || current.database !== database) {
+      current?.batch.close();
+      current = { agent: this.#agent, database, batch: this.#queryBatch(database) };
+      this.#queries = current;
+    }
+    current.batch.add(event.text, event.truncated, event.protocol);
+  }
+
+  #queryBatch(database: string | undefined): QueryBatch {
+    let template: AuditEventTemplate<'query', 'statements'> | undefined;
+    return new QueryBatch({
+      emit: (statements) => {
+        try {
+          template ??= new AuditEventTemplate(
             'query',
             { ...this.#connectionBase(), ...(database ? { database } : {}) },
-            ['statement', 'truncated', 'protocol'],
-          ),
-        };
-        this.#queryTemplate = cached;
-      }
-      this.#append(
-        cached.template.input({
-          statement: event.text,
-          truncated: event.truncated,
-          protocol: event.protocol,
-        }),
-      ).catch(this.#queryFailed);
-    } catch (err) {
-      this.#queryFailed(err);
-    }
+            ['statements'],
+          );
+          this.#append(template.input({ statements }), statements.length).catch(this.#queryFailed);
+        } catch (err) {
+          this.#queryFailed(err);
+        }
+      },
+    });
   }
 
   async #auditHttp(event: HttpRequestEvent): Promise<void> {
@@ -787,6 +793,8 @@ class Tunnel implements SessionConnection, IdleWatched {
       'tunnel closed',
     );
     try {
+      // The last statements go into the chain before the connection's end.
+      this.#queries?.batch.close();
       // A cancel stream carries one CancelRequest, not a connection: logged, not audited.
       if (!this.#cancelStream) await this.#audit('connection.closed', up, down);
     } finally {

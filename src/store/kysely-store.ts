@@ -63,19 +63,30 @@ const MAX_AUDIT_BATCH = 500;
  * long after the previous one started, so the events of the interval share one transaction and
  * one fsync instead of each paying its own. An event that finds the writer idle — a lone event,
  * or a caller awaiting each append in turn — is committed at once, unless it is one nobody waits
- * for (DEFERRABLE_AUDIT): those also wait for the interval since the previous commit to end.
+ * for (DEFERRABLE_AUDIT): those wait for AUDIT_DEFERRED_COMMIT_MS since the previous commit.
  */
 export const AUDIT_COMMIT_INTERVAL_MS = 5;
 
 /**
- * Event types whose producers never wait for their commit (the relays' `query` events, one per
- * statement; `http.request` is not one: the gateway acknowledges an agent's only after its
- * commit, and an agent sends them one after the other): one that finds the writer idle still
- * waits until AUDIT_COMMIT_INTERVAL_MS after the previous commit started, so that a single
- * client's statements share commits (one writer round trip and one fsync per interval instead of
- * one per statement). Any other event arriving meanwhile, or close(), starts the commit at once.
+ * How often events nobody waits for (DEFERRABLE_AUDIT) are committed when no other event is
+ * pending. Each commit is an fsync (SQLite `synchronous=FULL`), and on this class of machine an
+ * fsync costs ~1 ms of CPU: at the 5 ms interval, a few busy connections' statements alone made
+ * the writer thread commit 200 times a second, which cost more than writing the events
+ * (docs/performance.md, "Query audit path"). What a crash can lose grows by the same interval.
  */
-const DEFERRABLE_AUDIT: ReadonlySet<string> = new Set(['query']);
+export const AUDIT_DEFERRED_COMMIT_MS = 25;
+
+/**
+ * Event types whose producers never wait for their commit before going on: the relays' `query`
+ * events (a connection's statements of one window) and the tunnels' `connection.opened` /
+ * `connection.closed` (bytes flow without waiting for the first; the second is awaited only by
+ * the tunnel's own end, after its bytes are done). `http.request` is not one: the gateway
+ * acknowledges an agent's only after its commit, and an agent sends them one after the other.
+ * Such an event that finds the writer idle waits until AUDIT_DEFERRED_COMMIT_MS after the
+ * previous commit started, so they share commits; any other event arriving meanwhile, or
+ * close(), starts the commit at once (AUDIT_COMMIT_INTERVAL_MS applies to it).
+ */
+const DEFERRABLE_AUDIT: ReadonlySet<string> = new Set(['query', 'connection.opened', 'connection.closed']);
 
 export class KyselyStore implements Store {
   readonly #engine: Engine;
@@ -423,20 +434,22 @@ export class KyselyStore implements Store {
     let first = true;
     try {
       while (this.#pendingAudit.length > 0) {
-        // First pass: only deferrable events (nobody waits for them) wait for the interval.
-        // Later passes (events arrived during the previous commit: under load) always do.
-        const wait = this.#lastAuditCommit + AUDIT_COMMIT_INTERVAL_MS - performance.now();
-        if (wait > 0 && this.#pendingAudit.length < MAX_AUDIT_BATCH && !(first && this.#urgentAudit)) {
-          await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, wait);
-            if (first) {
-              this.#wakeAudit = () => {
-                clearTimeout(timer);
-                resolve();
-              };
-            }
+        // Events someone may wait for: at most every AUDIT_COMMIT_INTERVAL_MS, and the first pass
+        // at once. Only deferrable events pending: every AUDIT_DEFERRED_COMMIT_MS at most. An
+        // urgent event arriving during a wait ends it, and the loop decides again.
+        const urgent = this.#urgentAudit;
+        const interval = urgent ? AUDIT_COMMIT_INTERVAL_MS : AUDIT_DEFERRED_COMMIT_MS;
+        const wait = this.#lastAuditCommit + interval - performance.now();
+        if (wait > 0 && this.#pendingAudit.length < MAX_AUDIT_BATCH && !(first && urgent)) {
+          const woken = await new Promise<boolean>((resolve) => {
+            const timer = setTimeout(() => resolve(false), wait);
+            this.#wakeAudit = () => {
+              clearTimeout(timer);
+              resolve(true);
+            };
           });
           this.#wakeAudit = undefined;
+          if (woken) continue;
         }
         first = false;
         // A state change handed the pending events over meanwhile (#auditFirst).

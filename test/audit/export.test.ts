@@ -105,7 +105,7 @@ for (const h of engines()) {
             target: 'staging-db',
             rule: 'ledger-main-to-staging',
             exit: 'gateway',
-            statement: `select '${awkward}'`,
+            statements: [{ at: new Date(T0 + HOUR).toISOString(), statement: `select '${awkward}'` }],
           }),
         ),
       );
@@ -134,7 +134,7 @@ for (const h of engines()) {
         principal,
       });
       expect(objects[1]).toMatchObject({
-        statement: `select '${awkward}'`,
+        statements: [{ statement: `select '${awkward}'` }],
         time: new Date(T0 + HOUR).toISOString(),
       });
       // Round trip: the export alone is enough to verify the chain.
@@ -175,7 +175,7 @@ for (const h of engines()) {
       expect(col(openedRow, 'job_url')).toBe(principal.job_url);
       expect(col(queryRow, 'ref')).toBe('feature/a,b');
       expect(col(queryRow, 'job_url')).toBe('https://ci.example/jobs/1?a=1,2');
-      expect(JSON.parse(col(queryRow, 'data')!).statement).toBe(`select '${awkward}'`);
+      expect(JSON.parse(col(queryRow, 'data')!).statements[0].statement).toBe(`select '${awkward}'`);
       expect(col(configRow, 'session')).toBe('');
       expect(col(configRow, 'time')).toBe(new Date(T0 + 2 * HOUR).toISOString());
 

@@ -131,15 +131,17 @@ describe('AuditEventTemplate', () => {
   ];
 
   it.each(variants)('%s: same event as prepareAuditEvent over the merged data', (_name, constant) => {
-    const template = new AuditEventTemplate('query', constant as never, [
-      'statement',
-      'truncated',
-      'protocol',
-    ]);
+    const template = new AuditEventTemplate('query', constant as never, ['statements']);
+    const at = '2026-12-05T15:00:00.000Z';
     for (const statement of statements) {
       for (const variable of [
-        { statement, truncated: false, protocol: 'simple' as const },
-        { statement, truncated: true, protocol: 'extended' as const },
+        { statements: [{ at, statement, protocol: 'simple' }] },
+        {
+          statements: [
+            { at, statement, truncated: true, protocol: 'extended' },
+            { at, statement: `${statement} -- again`, protocol: 'simple' },
+          ],
+        },
       ]) {
         const input = template.input(variable);
         const merged = { ...constant, ...variable };
@@ -160,11 +162,12 @@ describe('AuditEventTemplate', () => {
   });
 
   it('refuses what an ordinary event refuses, with the same error', () => {
-    const reserved = new AuditEventTemplate('query', { ...base, seq: 1 } as never, ['statement']);
-    expect(() => reserved.input({ statement: 'x' })).toThrow(/reserved key "seq"/);
-    const template = new AuditEventTemplate('query', base as never, ['statement', 'truncated']);
-    expect(() => template.input({ statement: 'x', truncated: Number.NaN as never })).toThrow(
-      /invalid audit event query/,
-    );
+    const at = '2026-12-05T15:00:00.000Z';
+    const reserved = new AuditEventTemplate('query', { ...base, seq: 1 } as never, ['statements']);
+    expect(() => reserved.input({ statements: [{ at, statement: 'x' }] })).toThrow(/reserved key "seq"/);
+    const template = new AuditEventTemplate('query', base as never, ['statements']);
+    expect(() =>
+      template.input({ statements: [{ at, statement: 'x', truncated: Number.NaN as never }] }),
+    ).toThrow(/invalid audit event query/);
   });
 });

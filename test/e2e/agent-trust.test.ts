@@ -9,6 +9,7 @@
 // - `query_audit: false` in an agent's config does not stop the gateway's query events.
 // - An agent re-advertising its bound postgres target as tcp is refused for it (pinned protocol).
 // - `ciport agent` survives SIGHUP (logged), keeps its connection.
+
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -23,6 +24,7 @@ import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
+import { auditedStatements } from '../fixtures/queries.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-trust-'));
 const ADMIN = `admin-${Math.random().toString(36).slice(2)}`;
@@ -209,8 +211,10 @@ describe('agent trust boundary (review findings)', () => {
     );
     expect(queries).toHaveLength(1);
     // Not cut at the agent's 16 bytes: the gateway's default bound (4096) applies.
-    expect(queries[0]?.data).toMatchObject({ statement, exit: 'dc-trust', target: 'pg' });
-    expect((queries[0]?.data as { truncated?: boolean } | undefined)?.truncated).not.toBe(true);
+    expect(queries[0]?.data).toMatchObject({ exit: 'dc-trust', target: 'pg' });
+    const statements = auditedStatements(queries);
+    expect(statements.map((s) => s.statement)).toEqual([statement]);
+    expect(statements[0]?.truncated).not.toBe(true);
   });
 
   it('a rogue agent cannot write events about sessions or targets it did not carry', async () => {

@@ -3,6 +3,7 @@
 // running `ciport exec` with psql, redis-cli and curl. The agent injects the credentials: a
 // throwaway SCRAM PostgreSQL (static user and per-session roles), a redis-server with
 // --requirepass, an HTTPS API that wants a bearer token. Then `ciport agents list|revoke`.
+
 import { type ChildProcess, execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,6 +19,7 @@ import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
+import { auditedStatements } from '../fixtures/queries.js';
 import { type RedisServer, startRedis } from '../fixtures/redis-server.js';
 import { makePki, startUpstream, type Upstream } from '../protocols/http/helpers.js';
 
@@ -178,8 +180,9 @@ describe('ciport exec through an agent', () => {
       (e) => e.type === 'connection.opened' && (e.data as { target: string }).target === 'db',
     );
     expect(opened?.data).toMatchObject({ exit: 'dc1', target: 'db' });
-    const query = events.find((e) => e.type === 'query');
-    expect(query?.data).toMatchObject({ statement: 'select current_user', exit: 'dc1', database: 'app' });
+    const [query] = auditedStatements(events);
+    expect(query?.statement).toBe('select current_user');
+    expect(query?.event.data).toMatchObject({ exit: 'dc1', database: 'app' });
     expect(events.some((e) => e.type === 'connection.closed')).toBe(true);
   });
 

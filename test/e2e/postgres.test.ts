@@ -2,6 +2,7 @@
 // PostgreSQL (test/fixtures/pg-server.ts) and to a local HTTPS API, reached through the real
 // client (`ciport exec` as a separate process) by psql, pgbench, node-postgres, node-pg-migrate,
 // curl and fetch. Per-session roles, query audit, and the secrets sweep.
+
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +17,7 @@ import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
+import { auditedStatements } from '../fixtures/queries.js';
 import { makePki, startUpstream, type Upstream } from '../protocols/http/helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-pg-'));
@@ -204,16 +206,22 @@ describe('postgres through the port (static credentials)', () => {
     const session = await latestSession();
     const events = await gateway.store.auditEvents({ limit: 10000 });
     const mine = events.filter((e) => e.data.session === session?.id);
-    const queries = mine.filter((e) => e.type === 'query');
-    expect(
-      queries.some((q) => String(q.data.statement).startsWith('create table if not exists copied')),
-    ).toBe(true);
-    const long = queries.find((q) => String(q.data.statement).startsWith("select 'xxx"));
-    expect(long?.data.truncated).toBe(true);
-    expect(String(long?.data.statement).length).toBeLessThanOrEqual(64);
+    const queries = auditedStatements(mine);
+    expect(queries.some((q) => q.statement.startsWith('create table if not exists copied'))).toBe(true);
+    const long = queries.find((q) => q.statement.startsWith("select 'xxx"));
+    expect(long?.truncated).toBe(true);
+    expect(String(long?.statement).length).toBeLessThanOrEqual(64);
     for (const q of queries) {
-      expect(q.data.connection).toMatch(/^con_/);
-      expect(q.data.target).toBe('db');
+      expect(q.event.data.connection).toMatch(/^con_/);
+      expect(q.event.data.target).toBe('db');
+      expect(Date.parse(q.at)).toBeLessThanOrEqual(q.event.time);
+    }
+    // Each query event precedes its connection's end in the chain.
+    for (const q of queries) {
+      const end = mine.find(
+        (e) => e.type === 'connection.closed' && e.data.connection === q.event.data.connection,
+      );
+      expect(end?.seq).toBeGreaterThan(q.event.seq);
     }
     const closed = mine.filter((e) => e.type === 'connection.closed');
     expect(closed.length).toBe(4);

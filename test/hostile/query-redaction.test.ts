@@ -4,8 +4,8 @@
 // and a statement cut at MAX_STRING_LENGTH is scrubbed after the cut, so a literal that spans
 // the cut loses its closing quote and escapes the pattern.
 import { describe, expect, it } from 'vitest';
-import { MAX_STRING_LENGTH } from '../../src/audit/chain.js';
-import { auditEvent, prepareAuditEvent } from '../../src/audit/index.js';
+import { AuditEventTemplate, MAX_STRING_LENGTH } from '../../src/audit/chain.js';
+import { prepareAuditEvent } from '../../src/audit/index.js';
 import { QueryObserver } from '../../src/protocols/postgres/relay.js';
 
 const base = {
@@ -25,8 +25,12 @@ const base = {
   exit: 'gateway',
 };
 
+// The gateway's path: a connection's template, one batch (src/gateway/tunnel.ts).
+const template = new AuditEventTemplate('query', base as never, ['statements']);
 const stored = (statement: string) =>
-  prepareAuditEvent(auditEvent('query', { ...base, statement } as never)).dataText;
+  prepareAuditEvent(template.input({ statements: [{ at: new Date().toISOString(), statement }] })).dataText;
+const storedStatement = (statement: string) =>
+  (JSON.parse(stored(statement)) as { statements: Array<{ statement: string }> }).statements[0]?.statement;
 
 describe('query audit redaction (hostile review)', () => {
   it.each([
@@ -75,16 +79,14 @@ describe('query audit redaction: what stays and what goes', () => {
     ['ALTER ROLE app PASSWORD NULL', false],
     ['SELECT password FROM users WHERE id = 1', false],
   ])('%s', (statement, secret) => {
-    const text = JSON.parse(stored(statement)).statement as string;
+    const text = storedStatement(statement) as string;
     expect(text.includes('hunter2')).toBe(false);
     if (secret) expect(text).toContain("'***'");
     else expect(text).toBe(statement);
   });
 
   it("keeps what follows the literal: PASSWORD 'x' VALID UNTIL …", () => {
-    const text = JSON.parse(
-      stored("ALTER ROLE app PASSWORD 'hunter2secret' VALID UNTIL 'infinity'"),
-    ).statement;
+    const text = storedStatement("ALTER ROLE app PASSWORD 'hunter2secret' VALID UNTIL 'infinity'");
     expect(text).toBe("ALTER ROLE app PASSWORD '***' VALID UNTIL 'infinity'");
   });
 });
