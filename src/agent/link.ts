@@ -16,9 +16,10 @@ import type { ErrorCode } from '../errors/codes.js';
 import { asCiportError, CiportError } from '../errors/index.js';
 import { AGENT_CONNECT_PATH, AGENT_UPGRADE_PROTOCOL } from '../gateway/agent-hub.js';
 import type { Logger } from '../gateway/logger.js';
+import { CIPORT_VERSION } from '../version.js';
 import type { StoredCredential } from './credential.js';
 
-export const AGENT_VERSION = '0.1.0';
+export const AGENT_VERSION = CIPORT_VERSION;
 
 export interface BackoffOptions {
   /** First retry delay (default 200 ms); each failure multiplies it by `factor` (1.6)… */

@@ -166,12 +166,9 @@ export const targetSchema = z.strictObject({
     .boolean()
     .optional()
     .meta({ description: 'protocol postgres: write `query` audit events (default true).' }),
-  query_max_length: z
-    .int()
-    .min(16)
-    .max(1_048_576)
-    .optional()
-    .meta({ description: 'protocol postgres: text kept per statement in `query` events, bytes (default 4096).' }),
+  query_max_length: z.int().min(16).max(1_048_576).optional().meta({
+    description: 'protocol postgres: text kept per statement in `query` events, bytes (default 4096).',
+  }),
   credentials: z
     .strictObject({
       user: z.string().min(1).optional().meta({ description: 'User injected at the exit.' }),

@@ -3,8 +3,9 @@
 // accepts (a GitHub Actions job must ask its token endpoint for one of them). Nothing here is
 // secret: audiences are in every token the gateway accepts. Both sides read this module.
 
-/** The gateway's version, as `GET /v1/info` reports it. */
-export const CIPORT_VERSION = '0.1.0';
+import { CIPORT_VERSION } from '../version.js';
+
+export { CIPORT_VERSION };
 
 export interface GatewayInfoIssuer {
   name: string;

@@ -15,6 +15,7 @@ import { type ConnectionFlags, checkTtl, clientLog, connectionOptions } from './
 interface OpenFlags extends ConnectionFlags {
   ttl?: string;
   envFile?: string;
+  dotenv?: string;
   state?: string;
   json?: boolean;
 }
@@ -27,6 +28,10 @@ export function registerOpen(program: Command, ctx: CliContext): void {
     )
     .argument('[targets...]', 'TARGET[:LOCALPORT]... (none: every target policy grants)')
     .option('--env-file <file>', 'write the exported variables here once the port accepts connections')
+    .option(
+      '--dotenv <file>',
+      'the same as --env-file; the self-contained client needs this spelling (Node itself intercepts --env-file)',
+    )
     .option('--state <file>', 'state file that `ciport close` reads (default: per-user runtime directory)')
     .option('--ttl <duration>', 'requested session lifetime (capped by policy), e.g. 30m')
     .option('--json', 'print the session, targets and variables as JSON instead of export lines')
@@ -42,7 +47,11 @@ export function registerOpen(program: Command, ctx: CliContext): void {
       const targets = parseTargetSpecs(operands);
       const ttl = checkTtl(opts.ttl);
       const stateFile = resolve(opts.state ?? defaultStateFile(ctx.io.env));
-      const envFile = opts.envFile ? resolve(opts.envFile) : undefined;
+      if (opts.envFile && opts.dotenv && resolve(opts.envFile) !== resolve(opts.dotenv)) {
+        throw new UsageError('--env-file and --dotenv name the same thing: give one of them');
+      }
+      const envFileOption = opts.envFile ?? opts.dotenv;
+      const envFile = envFileOption ? resolve(envFileOption) : undefined;
       const running = readState(stateFile);
       if (running && running.pid !== process.pid && isRunning(running.pid)) {
         throw new UsageError(
