@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { openedEnv, ROOT, waitFor } from '../fixtures/cli.js';
-import { CLIENT_EXE, ensureClientBuilt } from '../fixtures/client-build.js';
+import { CLIENT_BUNDLE, CLIENT_EXE, ensureClientBuilt } from '../fixtures/client-build.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
@@ -175,6 +175,23 @@ describe('dist/client/ciport on a runner without node', () => {
       open.kill('SIGKILL');
     }
   }, 60_000);
+
+  it('the bundle alone runs on any node: node ciport.cjs exec', async () => {
+    const withNode = join(dir, 'bin-node');
+    mkdirSync(withNode, { recursive: true });
+    for (const tool of ['psql', 'sh', 'env']) symlinkSync(which(tool), join(withNode, tool));
+    symlinkSync(process.execPath, join(withNode, 'node'));
+    const r = await new Promise<Run>((resolve) =>
+      execFile(
+        join(withNode, 'node'),
+        [CLIENT_BUNDLE, 'exec', 'db', '--', 'psql', '-tAc', QUERY],
+        { env: { ...runnerEnv(), PATH: withNode }, cwd: dir, timeout: 30_000 },
+        (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr }),
+      ),
+    );
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('via-ciport:postgres\n');
+  });
 
   it('links nothing but the C and C++ runtimes', () => {
     const libs = execFileSync('ldd', [CLIENT_EXE], { encoding: 'utf8' })
