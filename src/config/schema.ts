@@ -434,6 +434,9 @@ export const gatewayConfigSchema = z
           .positive()
           .default(32)
           .meta({ description: 'Client downloads streamed at once; more get 429 with Retry-After.' }),
+        stall_timeout: durationSchema.prefault('60s').meta({
+          description: 'A download whose reader takes no byte for this long is cut, freeing its slot.',
+        }),
       })
       .prefault({})
       .meta({

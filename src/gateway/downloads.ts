@@ -31,7 +31,7 @@ export interface DownloadsOptions {
   /** The bytes of `/v1/ca.crt` (src/transport/tls.ts); undefined: none to publish. */
   publishedCa: Buffer | undefined;
   log: Logger;
-  /** A download stalled this long is cut (tests shorten it). */
+  /** `client.stall_timeout`: a download stalled this long is cut. */
   stallMs?: number;
 }
 

@@ -223,6 +223,7 @@ export async function startGateway(
   const downloads = new GatewayDownloads({
     clientFile: config.client.linux_x64,
     maxDownloads: config.client.max_downloads,
+    stallMs: config.client.stall_timeout,
     publishedCa: tls.publishedCa,
     log,
   });
