@@ -128,6 +128,30 @@ describe('main, a psql step, post', () => {
   });
 });
 
+describe('the session ends during the job', () => {
+  it('post shows why, as the client logged it, and warns instead of closing', async () => {
+    const runner = h.runner();
+    const main = await runner.runAction(MAIN, inputs({ targets: 'db' }));
+    expect(main.code).toBe(0);
+    const id = main.outputs['session-id'] as string;
+    await h.gateway.manager.revoke(id, 'test', 'rotating credentials');
+    // The client notices within a heartbeat, says why on its log and exits.
+    const stateFile = runner.state.state_file as string;
+    const deadline = Date.now() + 15_000;
+    while (existsSync(stateFile) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(existsSync(stateFile)).toBe(false);
+    const post = await runner.runAction(POST, {}, { post: true });
+    expect(post.code).toBe(0);
+    expect(post.log[0]).toMatch(/^ciport: session ended: .*revoked/);
+    expect(post.annotations).toEqual([
+      {
+        level: 'warning',
+        message: expect.stringMatching(/^ciport: the port had closed before the post step: /),
+      },
+    ]);
+  });
+});
+
 describe('hostile values and inputs', () => {
   it('a value with newlines and `=` reaches the next step as one value and defines nothing else', async () => {
     const runner = h.runner();
