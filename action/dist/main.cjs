@@ -266,10 +266,17 @@ function workFiles(dir) {
 var READY_TIMEOUT_MS = 10 * 6e4;
 var POLL_MS = 100;
 async function openPort(clientPath, inputs, files, env) {
-  const args = ["--", clientPath, "open", ...inputs.targets, "--dotenv", files.envFile];
-  args.push("--state", files.stateFile, "--json");
-  if (inputs.ttl) args.push(`--ttl=${inputs.ttl}`);
-  if (inputs.audience) args.push(`--audience=${inputs.audience}`);
+  const args = [
+    "--",
+    clientPath,
+    "open",
+    ...inputs.targets,
+    `--dotenv=${files.envFile}`,
+    `--state=${files.stateFile}`,
+    "--json",
+    ...inputs.ttl ? [`--ttl=${inputs.ttl}`] : [],
+    ...inputs.audience ? [`--audience=${inputs.audience}`] : []
+  ];
   const out = (0, import_node_fs.openSync)(files.stdout, "w", 384);
   const err = (0, import_node_fs.openSync)(files.stderr, "w", 384);
   let child;

@@ -53,11 +53,19 @@ export async function openPort(
   files: WorkFiles,
   env: NodeJS.ProcessEnv,
 ): Promise<OpenOutcome> {
-  const args = ['--', clientPath, 'open', ...inputs.targets, '--dotenv', files.envFile];
-  args.push('--state', files.stateFile, '--json');
-  // `--name=value`: a value starting with `-` stays a value.
-  if (inputs.ttl) args.push(`--ttl=${inputs.ttl}`);
-  if (inputs.audience) args.push(`--audience=${inputs.audience}`);
+  // `--` first: node would take a `--env-file` anywhere for its own (docs/client.md). Values as
+  // `--name=value`: one starting with `-` stays a value.
+  const args = [
+    '--',
+    clientPath,
+    'open',
+    ...inputs.targets,
+    `--dotenv=${files.envFile}`,
+    `--state=${files.stateFile}`,
+    '--json',
+    ...(inputs.ttl ? [`--ttl=${inputs.ttl}`] : []),
+    ...(inputs.audience ? [`--audience=${inputs.audience}`] : []),
+  ];
   const out = openSync(files.stdout, 'w', 0o600);
   const err = openSync(files.stderr, 'w', 0o600);
   let child: ChildProcess;
