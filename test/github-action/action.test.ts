@@ -128,6 +128,34 @@ describe('main, a psql step, post', () => {
   });
 });
 
+describe('parallel jobs', () => {
+  it('three jobs at once each get their own port, password and session, and close only their own', async () => {
+    const runners = [h.runner(), h.runner(), h.runner()];
+    const mains = await Promise.all(runners.map((r) => r.runAction(MAIN, inputs({ targets: 'db' }))));
+    expect(mains.map((m) => m.code)).toEqual([0, 0, 0]);
+    const ids = mains.map((m) => m.outputs['session-id'] as string);
+    expect(new Set(ids).size).toBe(3);
+    expect(new Set(runners.map((r) => r.jobEnv.PGPASSWORD)).size).toBe(3);
+    const steps = await Promise.all(
+      runners.map((r) => r.runShell('psql -X -v ON_ERROR_STOP=1 -tAc "select 1"\n')),
+    );
+    expect(steps.map((s) => s.stdout)).toEqual(['1\n', '1\n', '1\n']);
+    // The first job ends; the others keep their ports.
+    expect((await runners[0]?.runAction(POST, {}, { post: true }))?.code).toBe(0);
+    expect((await session(ids[0] as string))?.state).toBe('ended');
+    expect((await session(ids[1] as string))?.state).toBe('active');
+    expect((await runners[1]?.runShell('psql -X -tAc "select 2"\n'))?.stdout).toBe('2\n');
+    // Another job's password does not open this job's port.
+    const crossed = await runners[2]?.runShell('psql -X -tAc "select 3"\n', {
+      PGPASSWORD: runners[1]?.jobEnv.PGPASSWORD as string,
+    });
+    expect(crossed?.code).not.toBe(0);
+    expect(crossed?.stderr).toMatch(/password authentication failed|CIPORT_E_PG_AUTH/);
+    for (const r of runners.slice(1)) expect((await r.runAction(POST, {}, { post: true })).code).toBe(0);
+    for (const id of ids) expect((await session(id))?.state).toBe('ended');
+  }, 60_000);
+});
+
 describe('the session ends during the job', () => {
   it('post shows why, as the client logged it, and warns instead of closing', async () => {
     const runner = h.runner();
