@@ -226,7 +226,8 @@ export async function benchTable(options: TableOptions): Promise<string> {
       'nodetls',
       'bare node:tls relay',
       () => startNodeTlsRelay(procs, dir, targets),
-      new Set(['tcp1', 'tcp8']),
+      // pgbench through it too: the runtime's own round-trip ceiling, beside ssh -L's.
+      new Set(['tcp1', 'tcp8', 'c1', 'c16', 'C4']),
     );
     await peer(
       'pgbouncer',

@@ -90,6 +90,8 @@ export const ERROR_CODES = {
   CIPORT_E_GATEWAY_UNREACHABLE: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_TLS: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_GATEWAY_RESPONSE: { exit: ExitCode.unreachable, http: 502 },
+  // the GitHub Action (action.yml)
+  CIPORT_E_RUNNER_FILE: usage,
   // everything we did not foresee
   CIPORT_E_INTERNAL: { exit: ExitCode.internal, http: 500 },
 } as const satisfies Record<string, CodeSpec>;
