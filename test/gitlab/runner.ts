@@ -335,6 +335,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** The image's shell: bash (the runner's choice when the image has it) or sh. */
   shell?: 'bash' | 'sh';
+  /** Called when the script's shell has ended, before after_script starts. */
+  betweenStages?: (run: { jobId: string; code: number }) => Promise<void>;
   /** Files of the repository's checkout, relative to the project dir. */
   checkout?: Record<string, string>;
 }
@@ -367,6 +369,7 @@ export async function runJob(
   if (main.length === 0) throw new Error(`job ${jobName} has no script`);
   const shell = options.shell ?? 'bash';
   const code = await runStage(shell, stageScript(main), env, projectDir, append, timeoutMs);
+  await options.betweenStages?.({ jobId: ids.jobId, code });
   append(`\n[after_script] CI_JOB_STATUS=${code === 0 ? 'success' : 'failed'}\n`);
   const after = scriptLines(job.after_script);
   const afterCode =
