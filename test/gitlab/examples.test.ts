@@ -408,6 +408,21 @@ describe('the component when things go wrong', () => {
     expectClean(run);
   });
 
+  it('three jobs at once on one runner: each its own client, port and session', async () => {
+    const runs = await Promise.all(
+      [0, 1, 2].map((i) =>
+        runJob(context({ buildsDir: join(dir, `builds-concurrent-${i}`) }), 'test', docJob('test')),
+      ),
+    );
+    for (const run of runs) {
+      expect(run.code, run.log).toBe(0);
+      expect(run.log).toMatch(/^ {5}42$/m);
+      expect((await endedSession(run)).endReason).toBe('client_end');
+      expectClean(run);
+    }
+    expect(new Set(runs.map((r) => r.jobId)).size).toBe(3);
+  });
+
   it('a failing script still closes the port (the EXIT trap), and after_script runs', async () => {
     const job = { ...docJob('test'), script: ['psql -At -c "select 1"', 'exit 7'] };
     const scriptEnd = atScriptEnd();
