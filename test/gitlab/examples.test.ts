@@ -29,6 +29,7 @@ import type { RunningGateway } from '../../src/gateway/server.js';
 import type { SessionRecord } from '../../src/store/types.js';
 import { CIPORT_VERSION } from '../../src/version.js';
 import { baseEnv, ensureBuilt, ROOT, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { CLIENT_EXE, ensureClientBuilt } from '../fixtures/client-build.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
@@ -36,22 +37,6 @@ import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { buildJobs, isMap, withIncludes, type Yaml, type YamlMap } from './ci-config.js';
 import { DOC_GATEWAY, type DocBlock, docBlocks } from './doc-blocks.js';
 import { inPipeline, type JobRun, type PipelineContext, runJob } from './runner.js';
-
-/** What `npm run build:client` writes and the gateway serves by default. */
-const CLIENT_EXE = join(ROOT, 'dist/client/ciport');
-
-/** The self-contained client, built when missing (a client fixture with a freshness check is on i12-client). */
-async function ensureClientBuilt(): Promise<void> {
-  if (existsSync(CLIENT_EXE)) return;
-  await new Promise<void>((resolve, reject) =>
-    execFile(
-      process.execPath,
-      [join(ROOT, 'scripts/build-client.mjs'), '--quiet'],
-      { cwd: ROOT },
-      (err, _o, stderr) => (err ? reject(new Error(`npm run build:client failed: ${stderr}`)) : resolve()),
-    ),
-  );
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-gitlab-'));
 const suffix = randomBytes(4).toString('hex');
