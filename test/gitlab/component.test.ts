@@ -189,6 +189,7 @@ describe(`${DOC_FILE}: every YAML block`, () => {
       'pipeline',
       'pipeline',
       'pipeline',
+      'pipeline',
     ]);
   });
 

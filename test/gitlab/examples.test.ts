@@ -337,6 +337,20 @@ describe('docs/gitlab-ci.md: each job, run as a GitLab runner runs it', () => {
     expectClean(run);
   });
 
+  it('load-fixtures: .ciport-client, and ciport exec around one command', async () => {
+    const run = await runJob(
+      context({ ref: 'fixtures', refProtected: false }),
+      'load-fixtures',
+      docJob('load-fixtures'),
+    );
+    expect(run.code, run.log).toBe(0);
+    expect(run.log).toContain(`loaded into ${ROLE}\n`);
+    expect(run.log).not.toContain('ciport: port open');
+    const session = await endedSession(run);
+    expect(session).toMatchObject({ targets: ['test-db'], rule: 'ledger-tests', endReason: 'client_end' });
+    expectClean(run);
+  });
+
   it('seed-test-data: ciport on the image, open in before_script, close in after_script', async () => {
     // The image: the client from the gateway, checked against its checksum, on PATH.
     const image = join(dir, 'image-bin');
