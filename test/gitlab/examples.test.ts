@@ -28,7 +28,7 @@ import { stringify } from 'yaml';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import type { SessionRecord } from '../../src/store/types.js';
 import { CIPORT_VERSION } from '../../src/version.js';
-import { baseEnv, ensureBuilt, ROOT, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
 import { CLIENT_EXE, ensureClientBuilt } from '../fixtures/client-build.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
