@@ -9,7 +9,10 @@
 //    It needs nothing but itself on a Linux x64 runner: no Node.js, no npm, no native module.
 //
 // Prints the file, its size and its SHA-256 (also written to dist/client/ciport.sha256 in
-// `sha256sum` format, which a job checks a download against: docs/client.md).
+// `sha256sum` format, which a job checks a download against: docs/client.md). Also writes
+// dist/client/ciport.meta.json (esbuild's metafile: every input file and import of the bundle,
+// which test/client/bundle.test.ts checks for native modules) and dist/client/build-info.json
+// (the node that built the executable: a SEA runs the node it was injected into).
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -35,7 +38,8 @@ if (process.platform !== 'linux' || process.arch !== 'x64') {
 mkdirSync(out, { recursive: true });
 const bundle = join(out, 'ciport.cjs');
 const esbuild = await import('esbuild');
-await esbuild.build({
+const built = await esbuild.build({
+  metafile: true,
   entryPoints: [join(root, 'src/cli/client-bin.ts')],
   outfile: bundle,
   bundle: true,
@@ -50,6 +54,7 @@ await esbuild.build({
   },
 });
 chmodSync(bundle, 0o755);
+writeFileSync(join(out, 'ciport.meta.json'), JSON.stringify(built.metafile));
 say(`bundle: ${bundle} (${(statSync(bundle).size / 1024).toFixed(0)} KiB)`);
 if (bundleOnly) process.exit(0);
 
@@ -83,6 +88,10 @@ rmSync(seaConfig, { force: true });
 
 const sha256 = createHash('sha256').update(readFileSync(exe)).digest('hex');
 writeFileSync(`${exe}.sha256`, `${sha256}  ciport\n`);
+writeFileSync(
+  join(out, 'build-info.json'),
+  `${JSON.stringify({ node: process.version, platform: process.platform, arch: process.arch, size: statSync(exe).size, sha256 }, null, 2)}\n`,
+);
 say(
   `client: ${exe} (${(statSync(exe).size / 1024 / 1024).toFixed(0)} MiB, node ${process.version}, ${process.platform}-${process.arch})`,
 );

@@ -293,7 +293,19 @@ export const gatewayConfigSchema = z
       .optional()
       .meta({ description: 'How clients and agents reach this gateway (default: the bound URL).' }),
     tls: z
-      .strictObject({ cert: secretSchema, key: secretSchema })
+      .strictObject({
+        cert: secretSchema,
+        key: secretSchema,
+        ca: z
+          .strictObject({
+            file: z.string().min(1).meta({ description: 'PEM file of the CA certificate(s).' }),
+          })
+          .optional()
+          .meta({
+            description:
+              'The CA that cert chains to, published unchanged at GET /v1/ca.crt for jobs to trust (checked at start to issue cert). Without it, /v1/ca.crt answers 404 CIPORT_E_CA_UNAVAILABLE.',
+          }),
+      })
       .optional()
       .meta({ description: 'PEM certificate chain and key. Without it: a private CA in data_dir.' }),
     data_dir: z
@@ -407,6 +419,27 @@ export const gatewayConfigSchema = z
           .meta({ description: 'SIGTERM: live tunnels get this long before their sessions end.' }),
       })
       .prefault({}),
+    /** What the gateway serves to jobs that download the runner client (docs/gateway.md). */
+    client: z
+      .strictObject({
+        linux_x64: z
+          .union([z.string().min(1), z.literal(false)])
+          .optional()
+          .meta({
+            description:
+              'The self-contained runner client served at GET /v1/client/linux-x64 (default: dist/client/ciport of the installed package, when it exists); false: serve none.',
+          }),
+        max_downloads: z
+          .int()
+          .positive()
+          .default(32)
+          .meta({ description: 'Client downloads streamed at once; more get 429 with Retry-After.' }),
+      })
+      .prefault({})
+      .meta({
+        description:
+          'The runner client the gateway serves to jobs (docs/gateway.md, "Serving the client and the CA").',
+      }),
     issuers: z
       .array(issuerSchema)
       .default([])

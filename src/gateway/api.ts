@@ -18,6 +18,7 @@ import type { SessionRecord, Store } from '../store/types.js';
 import { printable } from '../text/printable.js';
 import { gatewayInfo } from '../transport/gateway-info.js';
 import type { AgentHub } from './agent-hub.js';
+import type { GatewayDownloads } from './downloads.js';
 import { parseJsonBody, type Req, type Res, readBody, readJsonBody, sendError, sendJson } from './http.js';
 import type { Logger } from './logger.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -41,6 +42,8 @@ export interface ApiDeps {
   liveness?: JobLiveness;
   /** Agents: what they advertise describes targets the gateway's config does not. */
   agents?: AgentHub;
+  /** The runner client and CA downloads (src/gateway/downloads.ts). */
+  downloads: GatewayDownloads;
 }
 
 type Handler = (deps: ApiDeps, req: Req, res: Res, params: string[]) => Promise<void>;
@@ -66,6 +69,18 @@ const ROUTES: Route[] = [
   { method: 'GET', pattern: new RegExp(`^/v1/sessions/${ID}$`), handler: getSession },
   { method: 'POST', pattern: new RegExp(`^/v1/sessions/${ID}/revoke$`), handler: revokeSession },
   { method: 'POST', pattern: /^\/v1\/hooks\/gitlab$/, handler: gitlabHook },
+  // Unauthenticated downloads for jobs (docs/gateway.md, "Serving the client and the CA").
+  {
+    method: 'GET',
+    pattern: /^\/v1\/client\/linux-x64$/,
+    handler: (d, req, res) => d.downloads.client(req, res),
+  },
+  {
+    method: 'GET',
+    pattern: /^\/v1\/client\/linux-x64\.sha256$/,
+    handler: (d, req, res) => d.downloads.clientSha256(req, res),
+  },
+  { method: 'GET', pattern: /^\/v1\/ca\.crt$/, handler: (d, req, res) => d.downloads.ca(req, res) },
 ];
 
 /** Route one API request. Never throws: every failure becomes the error body. */

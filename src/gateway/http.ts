@@ -9,6 +9,22 @@ export type Res = ServerResponse | Http2ServerResponse;
 
 export const ERROR_HEADER = 'ciport-error';
 
+// The request deadline (`server.request_timeout`) bounds how long a request may take to
+// arrive. A download's response can take much longer to stream; its handler lifts the deadline
+// once the request is complete and bounds stalls itself (src/gateway/downloads.ts).
+const deadlines = new WeakMap<Res, () => void>();
+
+/** Register how the deadline of `res` is cancelled (server.ts). */
+export function setRequestDeadline(res: Res, cancel: () => void): void {
+  deadlines.set(res, cancel);
+}
+
+/** Cancel the request deadline of `res`, if it has one. */
+export function liftRequestDeadline(res: Res): void {
+  deadlines.get(res)?.();
+  deadlines.delete(res);
+}
+
 export function isHttp2(req: Req): req is Http2ServerRequest {
   return req.httpVersionMajor === 2;
 }

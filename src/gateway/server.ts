@@ -2,6 +2,7 @@
 // the token verifier, the policy, the session manager and the tunnels. `startGateway` is what
 // `ciport gateway` runs, and what tests and the demo start in-process.
 import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import {
   createSecureServer,
@@ -32,8 +33,9 @@ import { loadTlsMaterial } from '../transport/tls.js';
 import { handleAgentApi, handleAgentUpgrade } from './agent-enroll.js';
 import { type GatewayAgents, startAgents } from './agents.js';
 import { type ApiDeps, handleApi, requireAdmin } from './api.js';
+import { GatewayDownloads } from './downloads.js';
 import { type GatewayExits, startExits } from './exits.js';
-import { ERROR_HEADER, isHttp2, type Req, type Res, sendError } from './http.js';
+import { ERROR_HEADER, isHttp2, type Req, type Res, sendError, setRequestDeadline } from './http.js';
 import { createLogger, type Logger } from './logger.js';
 import { createLivenessMetrics, createMetrics, type GatewayMetrics } from './metrics.js';
 import { restartOnlyChanges } from './reload.js';
@@ -218,6 +220,20 @@ export async function startGateway(
     onError: (err) => log.error({ err: asCiportError(err).message }, 'audit session.denied_summary failed'),
     ...clock,
   });
+  const downloads = new GatewayDownloads({
+    clientFile: config.client.linux_x64,
+    maxDownloads: config.client.max_downloads,
+    publishedCa: tls.publishedCa,
+    log,
+  });
+  log.info(
+    {
+      client: downloads.clientPath ?? null,
+      client_present: downloads.clientPath ? existsSync(downloads.clientPath) : false,
+      ca_sha256: downloads.caSha256 ?? null,
+    },
+    'downloads: /v1/client/linux-x64, /v1/ca.crt',
+  );
   const apiDeps: ApiDeps = {
     config,
     verifier,
@@ -232,6 +248,7 @@ export async function startGateway(
     adminTokens: config.admin_tokens.map((s) => s.reveal()),
     draining: () => draining,
     agents: gatewayAgents.hub,
+    downloads,
     ...(liveness ? { liveness } : {}),
   };
   const agentApi = gatewayAgents.apiDeps((req) => requireAdmin(apiDeps, req), config.server.max_body_bytes);
@@ -338,6 +355,7 @@ export async function startGateway(
   server.on('request', (req: Req, res: Res) => {
     if (headersTooLarge(req, res)) return;
     const deadline = setTimeout(() => requestTimedOut(req, res), srv.request_timeout);
+    setRequestDeadline(res, () => clearTimeout(deadline));
     res.once('close', () => clearTimeout(deadline));
     res.once('finish', () => clearTimeout(deadline));
     void (async () => {

@@ -23,6 +23,12 @@ export interface TlsMaterial {
   caFile: string | undefined;
   /** What happened, for the one line the gateway prints at start. */
   origin: 'configured' | 'generated' | 'reused';
+  /**
+   * The bytes `GET /v1/ca.crt` serves: the generated CA file, or the file of `tls.ca` as it is
+   * on disk (so `sha256sum` of that file is the fingerprint a job pins). Undefined with `tls:`
+   * and no `tls.ca`.
+   */
+  publishedCa: Buffer | undefined;
 }
 
 export const CA_FILE = 'ca.crt';
@@ -52,9 +58,61 @@ export function loadTlsMaterial(cfg: Readonly<GatewayConfig>): TlsMaterial {
         },
       );
     }
-    return { cert, key, caPem: undefined, caFile: undefined, origin: 'configured' };
+    const publishedCa = cfg.tls.ca ? configuredCa(cfg.tls.ca.file, cert) : undefined;
+    return { cert, key, caPem: undefined, caFile: undefined, origin: 'configured', publishedCa };
   }
   return ensureGeneratedTls(cfg.data_dir, serverNames(cfg));
+}
+
+/**
+ * `tls.ca`: read once, and refused unless one of its certificates issues the served chain (a
+ * job that pins and trusts it must then be able to verify the gateway).
+ */
+function configuredCa(file: string, chainPem: string): Buffer {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(file);
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code ?? 'unreadable';
+    throw new ConfigError('CIPORT_E_CONFIG_INVALID', `tls.ca: cannot read ${file} (${reason})`);
+  }
+  let cas: X509Certificate[];
+  let chain: X509Certificate[];
+  try {
+    cas = pemCertificates(bytes.toString('utf8'));
+    chain = pemCertificates(chainPem);
+  } catch (err) {
+    throw new ConfigError('CIPORT_E_CONFIG_INVALID', `tls.ca: ${file}: ${(err as Error).message}`);
+  }
+  if (cas.length === 0) {
+    throw new ConfigError('CIPORT_E_CONFIG_INVALID', `tls.ca: ${file} holds no PEM certificate`);
+  }
+  if (!chainsTo(chain, cas)) {
+    throw new ConfigError(
+      'CIPORT_E_CONFIG_INVALID',
+      `tls.ca: no certificate in ${file} issues the certificate chain of tls.cert`,
+    );
+  }
+  return bytes;
+}
+
+const PEM_CERT_RE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g;
+
+function pemCertificates(pem: string): X509Certificate[] {
+  return (pem.match(PEM_CERT_RE) ?? []).map((block) => new X509Certificate(block));
+}
+
+/** Whether the leaf of `chain`, through the chain's own intermediates, is signed by one of `cas`. */
+function chainsTo(chain: X509Certificate[], cas: X509Certificate[]): boolean {
+  const signedBy = (cert: X509Certificate, by: X509Certificate) =>
+    cert.checkIssued(by) && cert.verify(by.publicKey);
+  let current = chain[0];
+  for (let depth = 0; current && depth <= chain.length; depth++) {
+    const cert: X509Certificate = current;
+    if (cas.some((ca) => ca.fingerprint256 === cert.fingerprint256 || signedBy(cert, ca))) return true;
+    current = chain.find((c) => c !== cert && signedBy(cert, c));
+  }
+  return false;
 }
 
 /** Host names and addresses the generated server certificate must cover. */
@@ -118,7 +176,7 @@ export function ensureGeneratedTls(dir: string, names: string[]): TlsMaterial {
     writeAtomic(certFile, cert, 0o644);
     if (origin === 'reused') origin = 'generated';
   }
-  return { cert, key, caPem, caFile, origin };
+  return { cert, key, caPem, caFile, origin, publishedCa: Buffer.from(caPem) };
 }
 
 function serverCertUsable(certPem: string, caPem: string, names: string[]): boolean {

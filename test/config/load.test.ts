@@ -141,6 +141,7 @@ describe('JSON Schema', () => {
       [
         'admin_tokens',
         'audit',
+        'client',
         'data_dir',
         'issuers',
         'listen',
