@@ -55,6 +55,9 @@ var ERROR_CODES = {
   CIPORT_E_GATEWAY_DRAINING: { exit: ExitCode.unreachable, http: 503 },
   CIPORT_E_NOT_FOUND: { exit: ExitCode.usage, http: 404 },
   CIPORT_E_METHOD_NOT_ALLOWED: { exit: ExitCode.usage, http: 405 },
+  // downloads for jobs (GET /v1/client/linux-x64, GET /v1/ca.crt)
+  CIPORT_E_CLIENT_UNAVAILABLE: { exit: ExitCode.usage, http: 404 },
+  CIPORT_E_CA_UNAVAILABLE: { exit: ExitCode.usage, http: 404 },
   CIPORT_E_BODY_TOO_LARGE: { exit: ExitCode.usage, http: 413 },
   CIPORT_E_HEADERS_TOO_LARGE: { exit: ExitCode.usage, http: 431 },
   CIPORT_E_REQUEST_TIMEOUT: { exit: ExitCode.unreachable, http: 408 },
