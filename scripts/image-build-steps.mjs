@@ -248,7 +248,7 @@ async function main() {
 
     // ---- what the image must and must not hold
     const modules = join(image, '/opt/ciport/node_modules');
-    for (const devOnly of ['typescript', 'vitest', '@biomejs']) {
+    for (const devOnly of ['typescript', 'vitest', '@biomejs/biome', 'esbuild']) {
       if (existsSync(join(modules, devOnly))) fail(`runtime image holds the dev dependency ${devOnly}`);
     }
     if (!existsSync(join(modules, 'better-sqlite3/build/Release/better_sqlite3.node'))) {
