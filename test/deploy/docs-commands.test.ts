@@ -3,7 +3,6 @@
 // order, with bash, in a directory laid out like a checkout (its own deploy/secrets/). Then the
 // secrets those blocks made are used: the gateway serves the private-CA certificate, and a
 // client that trusts ca.crt reaches /readyz under the public name.
-import { spawn } from 'node:child_process';
 import {
   mkdirSync,
   mkdtempSync,
@@ -14,11 +13,11 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { request } from 'node:https';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { baseEnv, ensureBuilt, ROOT, spawnCli, waitFor } from '../fixtures/cli.js';
+import { ensureBuilt, ROOT, runBash, spawnCli, waitFor } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
+import { httpsGet } from './recipes.js';
 
 const dir = mkdtempSync(join(ROOT, 'test', '.tmp', 'deploy-doc-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -45,25 +44,6 @@ function shBlocks(markdown: string): { body: string; elsewhere: boolean }[] {
   return blocks;
 }
 
-function bash(script: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('bash', ['-c', script], { cwd: dir, env: baseEnv() });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => {
-      stdout += c.toString();
-    });
-    child.stderr.on('data', (c: Buffer) => {
-      stderr += c.toString();
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
 describe('docs/deploy.md', () => {
   it('runs its commands as written, and the certificate they make is served and verified', async () => {
     const blocks = shBlocks(readFileSync(join(ROOT, 'docs/deploy.md'), 'utf8'));
@@ -71,7 +51,7 @@ describe('docs/deploy.md', () => {
     expect(blocks.filter((b) => b.elsewhere).length).toBeGreaterThan(5);
     // npm ci / npm run build / npm pack: the suite builds once; test/package packs
     const lines = runnable.flatMap((b) => b.body.split('\n')).filter((l) => !/^npm /.test(l));
-    const result = await bash(['set -euo pipefail', ...lines].join('\n'));
+    const result = await runBash(['set -euo pipefail', ...lines].join('\n'), dir);
     const log = `${result.stdout}\n--- stderr ---\n${result.stderr}`;
     expect(result.code, log).toBe(0);
     expect(result.stdout).toContain('deploy/secrets/tls.crt: OK');
@@ -118,27 +98,11 @@ describe('docs/deploy.md', () => {
       );
       expect(gateway.child.exitCode, gateway.stderr()).toBeNull();
       const ca = readFileSync(join(secrets, 'ca.crt'), 'utf8');
-      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const req = request(
-          {
-            host: '127.0.0.1',
-            port,
-            path: '/readyz',
-            servername: 'ciport.example.com',
-            ca,
-            headers: { host: 'ciport.example.com' },
-          },
-          (res) => {
-            let body = '';
-            res.setEncoding('utf8');
-            res.on('data', (c: string) => {
-              body += c;
-            });
-            res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-          },
-        );
-        req.on('error', reject);
-        req.end();
+      // the public name, resolved to loopback: the certificate must verify for it
+      const answer = await httpsGet(`https://127.0.0.1:${port}/readyz`, {
+        servername: 'ciport.example.com',
+        ca,
+        headers: { host: 'ciport.example.com' },
       });
       expect([answer.status, JSON.parse(answer.body)]).toEqual([200, { ok: true }]);
     } finally {

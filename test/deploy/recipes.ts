@@ -3,6 +3,7 @@
 // file and the systemd unit.
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { type RequestOptions, request } from 'node:https';
 import { join } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { ROOT } from '../fixtures/cli.js';
@@ -95,3 +96,22 @@ export function parseUnit(text: string): Record<string, Record<string, string[]>
 
 /** host:port → port. */
 export const portOf = (listen: string): number => Number(listen.slice(listen.lastIndexOf(':') + 1));
+
+/** One HTTPS GET (HTTP/1.1, as kubelet probes): status and body. */
+export function httpsGet(
+  url: string,
+  options: RequestOptions = {},
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, options, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        body += c;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}

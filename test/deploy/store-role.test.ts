@@ -5,7 +5,6 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -14,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { baseEnv, ensureBuilt, ROOT, spawnCli, waitFor } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { PG_ADMIN_URL } from '../store/harness.js';
+import { httpsGet } from './recipes.js';
 
 const run = promisify(execFile);
 const SQL = join(ROOT, 'deploy/postgres/ciport-store.sql');
@@ -38,21 +38,6 @@ function psqlStoreSql(role: string, db: string, pwFile: string) {
     ['-X', '-v', 'ON_ERROR_STOP=1', '-v', `role=${role}`, '-v', `db=${db}`, '-f', SQL, PG_ADMIN_URL],
     { encoding: 'utf8', env: { ...baseEnv(), CIPORT_DB_PASSWORD_FILE: pwFile } },
   );
-}
-
-function get(url: string, ca: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { ca }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => {
-        body += c;
-      });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
 }
 
 beforeAll(async () => {
@@ -124,7 +109,7 @@ describe('PostgreSQL store role (deploy/postgres/ciport-store.sql)', () => {
       expect(gateway.child.exitCode, gateway.stderr()).toBeNull();
       const ca = readFileSync(join(dataDir, 'ca.crt'), 'utf8');
       for (const path of ['/healthz', '/readyz']) {
-        const r = await get(`https://127.0.0.1:${port}${path}`, ca);
+        const r = await httpsGet(`https://127.0.0.1:${port}${path}`, { ca });
         expect([path, r.status, JSON.parse(r.body)]).toEqual([path, 200, { ok: true }]);
       }
       // the schema belongs to the store's role: it migrated it itself
