@@ -1,10 +1,16 @@
 // The npm package installs from its tarball with the JavaScript built at pack time: `npm pack`
 // (prepack builds), `npm install <tarball>` into an empty project, then `npx ciport --version`
-// and `npx ciport demo` there. No TypeScript compiler is installed or run on the user's side.
+// and `npx ciport demo` there (as `npx -- ciport …`: without `--`, npx takes `--version` for its
+// own). No TypeScript compiler is installed or run on the user's side.
 //
 // The pack runs in a copy of the checkout (node_modules linked): prepack rebuilds dist/, and
 // rebuilding the checkout's own dist/ would pull it from under other test files that run it.
-import { execFile } from 'node:child_process';
+//
+// better-sqlite3 installs as users get it: its install script downloads a prebuilt binary. The
+// test stands in for the release host (`npm_config_better_sqlite3_binary_host`, prebuild-install's
+// mirror setting) with a local server offering the binary this checkout built for this Node, so
+// the install compiles nothing and needs no network; the server must have been asked for it.
+import { execFile, execFileSync } from 'node:child_process';
 import {
   cpSync,
   existsSync,
@@ -16,6 +22,7 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -23,7 +30,37 @@ import { baseEnv, ROOT } from '../fixtures/cli.js';
 
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string };
 const work = mkdtempSync(join(tmpdir(), 'ciport-pack-'));
-afterAll(() => rmSync(work, { recursive: true, force: true }));
+let mirror: Server | undefined;
+afterAll(async () => {
+  await new Promise<void>((resolve) => (mirror ? mirror.close(() => resolve()) : resolve()));
+  rmSync(work, { recursive: true, force: true });
+});
+
+/**
+ * A prebuilt-binary host for better-sqlite3 (prebuild-install's URL layout) offering the binary
+ * the checkout's npm ci built for the running Node. Resolves to its URL, the version it offers
+ * and a count of the downloads it served.
+ */
+async function startBinaryMirror(): Promise<{ url: string; version: string; served: () => number }> {
+  const module = join(ROOT, 'node_modules/better-sqlite3');
+  const { version } = JSON.parse(readFileSync(join(module, 'package.json'), 'utf8')) as { version: string };
+  const asset = `better-sqlite3-v${version}-node-v${process.versions.modules}-${process.platform}-${process.arch}.tar.gz`;
+  const file = join(work, asset);
+  execFileSync('tar', ['-czf', file, '-C', module, 'build/Release/better_sqlite3.node']);
+  let served = 0;
+  const server = createServer((req, res) => {
+    if (req.url !== `/v${version}/${asset}`) {
+      res.writeHead(404).end();
+      return;
+    }
+    served++;
+    res.writeHead(200, { 'content-type': 'application/gzip' }).end(readFileSync(file));
+  });
+  mirror = server;
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return { url: `http://127.0.0.1:${port}`, version, served: () => served };
+}
 
 /** Not copied: installed or generated things, and what never goes into the package anyway. */
 const SKIP = new Set([
@@ -46,7 +83,8 @@ function sh(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, ti
   return new Promise((resolve) => {
     execFile(cmd, args, { cwd, env, timeout, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      resolve({ code, stdout, stderr });
+      const killed = err?.killed ? `\n(${cmd} ${args[0]} killed after ${timeout / 1000} s)` : '';
+      resolve({ code, stdout, stderr: stderr + killed });
     });
   });
 }
@@ -88,7 +126,7 @@ describe('npm package', () => {
     mkdirSync(out);
 
     const env = npmEnv();
-    const pack = await sh('npm', ['pack', '--pack-destination', out], src, env, 180_000);
+    const pack = await sh('npm', ['pack', '--pack-destination', out], src, env, 240_000);
     expect(pack.code, pack.stderr).toBe(0);
     const tarball = join(out, pack.stdout.trim().split('\n').at(-1) as string);
     expect(tarball.endsWith(`${pkg.name}-${pkg.version}.tgz`)).toBe(true);
@@ -106,17 +144,22 @@ describe('npm package', () => {
     );
     expect(stray).toEqual([]);
 
+    // An empty project; better-sqlite3 pinned to the version whose binary the mirror offers.
+    const binaries = await startBinaryMirror();
     const project = join(work, 'project');
     mkdirSync(project);
-    writeFileSync(join(project, 'package.json'), `${JSON.stringify({ name: 'empty', private: true })}\n`);
+    const manifest = { name: 'empty', private: true, overrides: { 'better-sqlite3': binaries.version } };
+    writeFileSync(join(project, 'package.json'), `${JSON.stringify(manifest)}\n`);
     const install = await sh(
       'npm',
-      ['install', '--prefer-offline', '--no-save', tarball],
+      ['install', '--prefer-offline', '--no-save', '--foreground-scripts', tarball],
       project,
-      env,
-      240_000,
+      { ...env, npm_config_better_sqlite3_binary_host: binaries.url },
+      180_000,
     );
-    expect(install.code, `${install.stdout}\n${install.stderr}`).toBe(0);
+    const installLog = `${install.stdout}\n${install.stderr}`;
+    expect(install.code, installLog).toBe(0);
+    expect(binaries.served(), installLog).toBe(1);
     const installed = join(project, 'node_modules');
     expect(existsSync(join(installed, 'ciport/dist/src/cli/main.js'))).toBe(true);
     // no TypeScript on the user's side: not installed, so nothing could have compiled at install
@@ -124,11 +167,11 @@ describe('npm package', () => {
     expect(existsSync(join(installed, '.bin/tsc'))).toBe(false);
     expect(existsSync(join(installed, 'ciport/src'))).toBe(false);
 
-    const version = await sh('npx', ['--no', 'ciport', '--version'], project, env, 60_000);
+    const version = await sh('npx', ['--no', '--', 'ciport', '--version'], project, env, 60_000);
     expect(version.code, version.stderr).toBe(0);
     expect(version.stdout.trim()).toBe(pkg.version);
 
-    const demo = await sh('npx', ['--no', 'ciport', 'demo'], project, env, 90_000);
+    const demo = await sh('npx', ['--no', '--', 'ciport', 'demo'], project, env, 90_000);
     expect(demo.code, `${demo.stdout}\n${demo.stderr}`).toBe(0);
     expect(demo.stdout).toContain('decision: allow by rule "ledger-main"');
     expect(demo.stdout).toContain('decision: deny (CIPORT_E_POLICY_DENIED)');
