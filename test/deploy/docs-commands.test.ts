@@ -15,9 +15,9 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureBuilt, ROOT, runBash, spawnCli, waitFor } from '../fixtures/cli.js';
+import { ensureBuilt, ROOT, runBash } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
-import { httpsGet } from './recipes.js';
+import { httpsGet, startGatewayProcess } from './recipes.js';
 
 const dir = mkdtempSync(join(ROOT, 'test', '.tmp', 'deploy-doc-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -90,13 +90,8 @@ describe('docs/deploy.md', () => {
         '',
       ].join('\n'),
     );
-    const gateway = spawnCli(['gateway', '--config', config], { timeoutMs: 60_000 });
+    const gateway = await startGatewayProcess(config);
     try {
-      await waitFor(
-        () => gateway.stderr().includes('gateway listening on') || gateway.child.exitCode !== null,
-        30_000,
-      );
-      expect(gateway.child.exitCode, gateway.stderr()).toBeNull();
       const ca = readFileSync(join(secrets, 'ca.crt'), 'utf8');
       // the public name, resolved to loopback: the certificate must verify for it
       const answer = await httpsGet(`https://127.0.0.1:${port}/readyz`, {

@@ -6,7 +6,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { type RequestOptions, request } from 'node:https';
 import { join } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
-import { ROOT } from '../fixtures/cli.js';
+import { ROOT, spawnCli, waitFor } from '../fixtures/cli.js';
 
 export const DEPLOY = join(ROOT, 'deploy');
 
@@ -114,4 +114,16 @@ export function httpsGet(
     req.on('error', reject);
     req.end();
   });
+}
+
+/** `ciport gateway --config FILE` as a process, once it says it listens (fails if it exits first). */
+export async function startGatewayProcess(config: string, env?: NodeJS.ProcessEnv) {
+  const gateway = spawnCli(['gateway', '--config', config], { ...(env ? { env } : {}), timeoutMs: 60_000 });
+  await waitFor(
+    () => gateway.stderr().includes('gateway listening on') || gateway.child.exitCode !== null,
+    30_000,
+  );
+  if (gateway.child.exitCode !== null)
+    throw new Error(`gateway exited ${gateway.child.exitCode}: ${gateway.stderr()}`);
+  return gateway;
 }

@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { baseEnv, ensureBuilt, ROOT, spawnCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, ROOT } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { PG_ADMIN_URL } from '../store/harness.js';
-import { httpsGet } from './recipes.js';
+import { httpsGet, startGatewayProcess } from './recipes.js';
 
 const run = promisify(execFile);
 const SQL = join(ROOT, 'deploy/postgres/ciport-store.sql');
@@ -94,19 +94,14 @@ describe('PostgreSQL store role (deploy/postgres/ciport-store.sql)', () => {
         '',
       ].join('\n'),
     );
-    const gateway = spawnCli(['gateway', '--config', config], {
-      env: baseEnv({
+    const gateway = await startGatewayProcess(
+      config,
+      baseEnv({
         CIPORT_PG_URL: `postgres://${name}:${password}@127.0.0.1:5432/${name}`,
         CIPORT_ADMIN_TOKEN: randomBytes(16).toString('hex'),
       }),
-      timeoutMs: 60_000,
-    });
+    );
     try {
-      await waitFor(
-        () => gateway.stderr().includes('gateway listening on') || gateway.child.exitCode !== null,
-        30_000,
-      );
-      expect(gateway.child.exitCode, gateway.stderr()).toBeNull();
       const ca = readFileSync(join(dataDir, 'ca.crt'), 'utf8');
       for (const path of ['/healthz', '/readyz']) {
         const r = await httpsGet(`https://127.0.0.1:${port}${path}`, { ca });
