@@ -11,6 +11,7 @@
 // mirror setting) with a local server offering the binary this checkout built for this Node, so
 // the install compiles nothing and needs no network; the server must have been asked for it.
 import { execFile, execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import {
   cpSync,
   existsSync,
@@ -23,7 +24,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { baseEnv, ROOT } from '../fixtures/cli.js';
@@ -31,8 +32,10 @@ import { baseEnv, ROOT } from '../fixtures/cli.js';
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string };
 const work = mkdtempSync(join(tmpdir(), 'ciport-pack-'));
 let mirror: Server | undefined;
+let cached: string | undefined;
 afterAll(async () => {
   await new Promise<void>((resolve) => (mirror ? mirror.close(() => resolve()) : resolve()));
+  if (cached) rmSync(cached, { force: true });
   rmSync(work, { recursive: true, force: true });
 });
 
@@ -59,7 +62,12 @@ async function startBinaryMirror(): Promise<{ url: string; version: string; serv
   mirror = server;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };
-  return { url: `http://127.0.0.1:${port}`, version, served: () => served };
+  const url = `http://127.0.0.1:${port}`;
+  // prebuild-install keeps what it downloads in <npm cache>/_prebuilds under a hash of the URL,
+  // which names this run's port: remove it afterwards, it will never be asked for again.
+  const digest = createHash('sha512').update(`${url}/v${version}/${asset}`).digest('hex').slice(0, 6);
+  cached = join(process.env.npm_config_cache ?? join(homedir(), '.npm'), '_prebuilds', `${digest}-${asset}`);
+  return { url, version, served: () => served };
 }
 
 /** Not copied: installed or generated things, and what never goes into the package anyway. */
