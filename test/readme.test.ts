@@ -2,11 +2,10 @@
 // (all but the `npm` install/build line: the suite builds once) with bash in an empty directory
 // holding only the repository's bin/ and examples/, as a new user's clone would after the build,
 // and checks what each step prints. The configs README names must pass `config check`.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { baseEnv, ensureBuilt, ROOT } from './fixtures/cli.js';
+import { ensureBuilt, ROOT, runBash } from './fixtures/cli.js';
 
 /** The first ```sh block after `heading`. */
 function shellBlock(markdown: string, heading: string): string {
@@ -40,22 +39,7 @@ describe('README', () => {
       ...lines,
       'wait',
     ].join('\n');
-    const result = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn('bash', ['-c', script], { cwd: dir, env: baseEnv() });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (c: Buffer) => {
-        stdout += c.toString();
-      });
-      child.stderr.on('data', (c: Buffer) => {
-        stderr += c.toString();
-      });
-      const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout, stderr });
-      });
-    });
+    const result = await runBash(script, dir);
     const log = `${result.stdout}\n--- stderr ---\n${result.stderr}`;
     expect(result.code, log).toBe(0);
     expect(result.stdout, log).toContain('PONG\n');
