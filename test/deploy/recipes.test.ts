@@ -71,8 +71,17 @@ describe('deploy/Dockerfile', () => {
     expect(runtime?.from.replace(/-slim$/, '')).toBe(build?.from);
   });
 
-  it('build stage: npm ci, the same build as `npm pack` (prepack), then only production modules', () => {
-    expect(argsOf(build!, 'RUN')).toEqual(['npm ci', pkg.scripts.prepack, 'npm prune --omit=dev']);
+  it('build stage: npm ci, the same build as `npm pack` (prepack), the runner client, then only production modules', () => {
+    expect(argsOf(build!, 'RUN')).toEqual([
+      'npm ci',
+      pkg.scripts.prepack,
+      'npm run build:client -- --quiet',
+      'npm prune --omit=dev',
+    ]);
+    // The gateway in the image serves the client it was built with (docs/gateway.md).
+    expect(argsOf(runtime!, 'COPY')).toContain(
+      '--from=build /src/dist/client/ciport /src/dist/client/ciport.sha256 ./dist/client/',
+    );
     expect(pkg.scripts.prepack).toBe('npm run build');
     // every COPY source exists and is not excluded by .dockerignore
     const ignored = readFileSync(join(ROOT, '.dockerignore'), 'utf8')
