@@ -225,3 +225,18 @@ describe(`${DOC_FILE}: every YAML block`, () => {
     }
   });
 });
+
+describe("README's pipeline snippet", () => {
+  it('builds with the component as GitLab builds it: a test job with the token and the port', () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const block = /## In a pipeline[\s\S]*?```yaml\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(block, 'the yaml block under "In a pipeline"').toBeDefined();
+    const [doc] = parseCiYaml((block as string).replace(/^ {2}/gm, ''), 'README.md');
+    const jobs = buildJobs(withIncludes(doc as YamlMap));
+    expect([...jobs.keys()]).toEqual(['test']);
+    const job = jobs.get('test') as YamlMap;
+    expect(job.id_tokens).toEqual({ CIPORT_ID_TOKEN: { aud: 'https://ciport.example.com' } });
+    expect(job.variables).toMatchObject({ CIPORT_TARGETS: 'test-db' });
+    expect(job.before_script).toHaveLength(2);
+  });
+});
