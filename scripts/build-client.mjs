@@ -15,7 +15,7 @@
 // (the node that built the executable: a SEA runs the node it was injected into).
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -75,19 +75,24 @@ execFileSync(process.execPath, ['--experimental-sea-config', seaConfig], {
   stdio: quiet ? 'ignore' : ['ignore', 'ignore', 'inherit'],
 });
 
+// Built under a temporary name and renamed into place: a gateway serving dist/client/ciport
+// (docs/gateway.md) never sees a half-made file (a plain node binary before the injection).
 const exe = join(out, 'ciport');
-rmSync(exe, { force: true });
-copyFileSync(process.execPath, exe);
-chmodSync(exe, 0o755);
+const building = join(out, `.ciport.${process.pid}.tmp`);
+rmSync(building, { force: true });
+copyFileSync(process.execPath, building);
+chmodSync(building, 0o755);
 const { inject } = require('postject');
-await inject(exe, 'NODE_SEA_BLOB', readFileSync(blob), {
+await inject(building, 'NODE_SEA_BLOB', readFileSync(blob), {
   sentinelFuse: 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2',
 });
 rmSync(blob, { force: true });
 rmSync(seaConfig, { force: true });
 
-const sha256 = createHash('sha256').update(readFileSync(exe)).digest('hex');
-writeFileSync(`${exe}.sha256`, `${sha256}  ciport\n`);
+const sha256 = createHash('sha256').update(readFileSync(building)).digest('hex');
+writeFileSync(`${exe}.sha256.tmp`, `${sha256}  ciport\n`);
+renameSync(building, exe);
+renameSync(`${exe}.sha256.tmp`, `${exe}.sha256`);
 writeFileSync(
   join(out, 'build-info.json'),
   `${JSON.stringify({ node: process.version, platform: process.platform, arch: process.arch, size: statSync(exe).size, sha256 }, null, 2)}\n`,

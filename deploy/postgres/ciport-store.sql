@@ -28,10 +28,24 @@ SELECT length(:'password') >= 16 AS password_ok \gset
   SELECT 'no password' :: int;
 \endif
 
+-- The CREATE ROLE below carries the password in its text: a server that logs statements
+-- (log_statement = ddl or all, log_min_duration_statement) would write it to its log in clear.
+-- A superuser turns that logging off for this session; any other role is warned.
+SELECT rolsuper AS ciport_superuser FROM pg_roles WHERE rolname = current_user \gset
+\if :ciport_superuser
+  SET log_statement = 'none';
+  SET log_min_duration_statement = -1;
+\else
+  \echo 'ciport-store.sql: not a superuser: if this server logs DDL, the next statement (password included) is in its log; set the password again afterwards with psql \\password'
+\endif
 CREATE ROLE :"role" LOGIN PASSWORD :'password'
   NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT
   CONNECTION LIMIT 100;
 \unset password
+\if :ciport_superuser
+  RESET log_statement;
+  RESET log_min_duration_statement;
+\endif
 CREATE DATABASE :"db" OWNER :"role";
 -- Nobody else connects to it or creates temporary tables in it.
 REVOKE ALL ON DATABASE :"db" FROM PUBLIC;

@@ -120,7 +120,11 @@ describe('extends: .ciport, as GitLab merges it', () => {
     expect(before).toHaveLength(2);
     expect(before[0]).toMatch(/^# ciport: the runner client/);
     expect(before[1]).toMatch(/^# ciport: open the port/);
-    expect(before[1]).toContain('ciport open "$@" --dotenv "$CIPORT_HOME/port.env"');
+    // The gateway from the input (never a variable a pipeline run could set), targets after `--`.
+    expect(before[0]).toContain("CIPORT_GATEWAY='https://ciport.example.com'");
+    expect(before[1]).toContain(
+      'ciport open --gateway="$CIPORT_GATEWAY" $ciport_ttl --dotenv "$CIPORT_HOME/port.env" --state "$CIPORT_HOME/open.json" -- "$@"',
+    );
     expect(job.after_script).toHaveLength(2);
   });
 

@@ -137,7 +137,12 @@ function testJobWith(inputs: YamlMap): YamlMap {
     ...i,
     inputs: { ...(i.inputs as YamlMap), ...inputs },
   }));
-  return local(buildJobs(withIncludes({ ...main, include })).get('test') as YamlMap);
+  return local(buildJobs(withIncludes({ ...main, include }, localInputs)).get('test') as YamlMap);
+}
+
+/** The component's gateway input, as the page gives it, pointed at the test gateway. */
+function localInputs(inputs: YamlMap): YamlMap {
+  return inputs.gateway === DOC_GATEWAY ? { ...inputs, gateway: gateway.url } : inputs;
 }
 
 async function sessionsOf(run: JobRun): Promise<SessionRecord[]> {
@@ -241,7 +246,7 @@ beforeAll(async () => {
     await waitFor(() => gateway.agents.hub.serves(String(t.name)), 20_000, 'the agent');
 
   for (const b of blocks.filter((x) => x.kind === 'pipeline')) {
-    for (const [name, job] of buildJobs(withIncludes(b.value))) {
+    for (const [name, job] of buildJobs(withIncludes(b.value, localInputs))) {
       expect(jobs.has(name), `job ${name} is defined twice on the page`).toBe(false);
       jobs.set(name, job);
     }
