@@ -151,6 +151,9 @@ export class GatewayClient {
     return new Promise((resolve, reject) => {
       const session = connect(this.url.origin, {
         ...(this.#ca ? { ca: this.#ca } : {}),
+        // Explicit, so that NODE_TLS_REJECT_UNAUTHORIZED=0 in a job's environment (set for its own
+        // self-signed services) never sends the ID token to a gateway nobody vouched for.
+        rejectUnauthorized: true,
         ALPNProtocols: ['h2'],
         // Bulk tunnels: a larger per-stream window than HTTP/2's 64 KiB default.
         settings: { initialWindowSize: 1 << 20, enablePush: false },

@@ -355,6 +355,12 @@ export async function startGateway(
 
   server.on('request', (req: Req, res: Res) => {
     if (headersTooLarge(req, res)) return;
+    if (!isCanonicalPath(req.url)) {
+      // Routes are fixed names: a path that only normalises to one (`..`, `%2e`, `\`, `//`) is
+      // not it, so a proxy or firewall rule matching the raw path sees what the gateway serves.
+      sendError(res, new CiportError('CIPORT_E_NOT_FOUND', 'no such endpoint: not a canonical path'));
+      return;
+    }
     const deadline = setTimeout(() => requestTimedOut(req, res), srv.request_timeout);
     setRequestDeadline(res, () => clearTimeout(deadline));
     res.once('close', () => clearTimeout(deadline));
@@ -684,4 +690,20 @@ export function configHash(config: Readonly<GatewayConfig>): string {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * A request target in origin form whose path `new URL()` would not change: it starts with one
+ * `/`, and holds no dot segment (plain or percent-encoded), backslash or empty segment.
+ */
+export function isCanonicalPath(url: string | undefined): boolean {
+  if (!url || url[0] !== '/' || url.startsWith('//')) return false;
+  const query = url.indexOf('?');
+  const path = query < 0 ? url : url.slice(0, query);
+  if (path.includes('\\') || path.includes('//')) return false;
+  for (const segment of path.split('/')) {
+    const s = segment.toLowerCase().replaceAll('%2e', '.');
+    if (s === '.' || s === '..') return false;
+  }
+  return true;
 }

@@ -39,7 +39,7 @@ export function registerOpen(program: Command, ctx: CliContext): void {
   connectionOptions(open);
   examples(open, [
     'ciport open staging-db:5432        # foreground: prints export lines, runs until Ctrl-C',
-    'ciport open staging-db --env-file .ciport.env &        # in a CI job: background it, then',
+    'ciport open staging-db --dotenv .ciport.env &          # in a CI job: background it, then',
     'while [ ! -s .ciport.env ]; do sleep 0.2; done; set -a; . ./.ciport.env; set +a',
     'ciport close',
   ]).action(
