@@ -23413,6 +23413,9 @@ var GatewayClient = class {
     return new Promise((resolve3, reject) => {
       const session = (0, import_node_http2.connect)(this.url.origin, {
         ...this.#ca ? { ca: this.#ca } : {},
+        // Explicit, so that NODE_TLS_REJECT_UNAUTHORIZED=0 in a job's environment (set for its own
+        // self-signed services) never sends the ID token to a gateway nobody vouched for.
+        rejectUnauthorized: true,
         ALPNProtocols: ["h2"],
         // Bulk tunnels: a larger per-stream window than HTTP/2's 64 KiB default.
         settings: { initialWindowSize: 1 << 20, enablePush: false }
@@ -45524,7 +45527,7 @@ function registerOpen(program2, ctx) {
   connectionOptions(open2);
   examples(open2, [
     "ciport open staging-db:5432        # foreground: prints export lines, runs until Ctrl-C",
-    "ciport open staging-db --env-file .ciport.env &        # in a CI job: background it, then",
+    "ciport open staging-db --dotenv .ciport.env &          # in a CI job: background it, then",
     "while [ ! -s .ciport.env ]; do sleep 0.2; done; set -a; . ./.ciport.env; set +a",
     "ciport close"
   ]).action(

@@ -66,6 +66,8 @@ export class GatewayDownloads {
   readonly #log: Logger;
   readonly #ca: { bytes: Buffer; sha256: string } | undefined;
   #active = 0;
+  /** Downloads in progress per client connection (HTTP/2 session or HTTP/1.1 socket). */
+  readonly #perConnection = new Map<object, number>();
   #warned: string | undefined;
 
   constructor(options: DownloadsOptions) {
@@ -114,24 +116,41 @@ export class GatewayDownloads {
           { details: { retry_after_s: BUSY_RETRY_S } },
         );
       }
+      // A job downloads its client once: one connection holding several slots is someone
+      // trying to hold them all (HTTP/2 streams, or pipelining on one socket).
+      const connection = connectionOf(req);
+      const perConnection = this.#perConnection.get(connection) ?? 0;
+      if (!bodyless && perConnection >= MAX_DOWNLOADS_PER_CONNECTION) {
+        throw new CiportError(
+          'CIPORT_E_RATE_LIMITED',
+          `at most ${MAX_DOWNLOADS_PER_CONNECTION} client downloads at once on one connection; retry in ${BUSY_RETRY_S} s`,
+          { details: { retry_after_s: BUSY_RETRY_S } },
+        );
+      }
       if (answeredWithoutBody(req, res, file.sha256, file.size, headers)) return;
       // The request is complete (a GET has no body); the stall guard bounds the response instead.
       liftRequestDeadline(res);
       this.#active++;
+      this.#perConnection.set(connection, (this.#perConnection.get(connection) ?? 0) + 1);
       handedOver = true;
       res.statusCode = 200;
       try {
         // end: never more than the Content-Length announced, should the file grow meanwhile.
         await pipeline(
           file.handle.createReadStream({ start: 0, end: file.size - 1 }),
+          new MatchingSha256(file.sha256),
           new StallGuard(this.#stallMs),
           res as NodeJS.WritableStream,
         );
       } catch (err) {
         // A runner that went away or stalled: its business, not a gateway failure.
         this.#log.debug({ err: (err as Error).message }, 'client download cut');
+        if (err instanceof ChangedWhileServed) this.#client?.forget();
       } finally {
         this.#active--;
+        const left = (this.#perConnection.get(connection) ?? 1) - 1;
+        if (left > 0) this.#perConnection.set(connection, left);
+        else this.#perConnection.delete(connection);
       }
     } finally {
       // The read stream closes the handle when it ends or is destroyed; otherwise close it here.
@@ -201,6 +220,11 @@ class ServedFile {
 
   constructor(path: string) {
     this.path = path;
+  }
+
+  /** Hash again on the next request (the file changed in place while it was served). */
+  forget(): void {
+    this.#hash = undefined;
   }
 
   async open(): Promise<OpenedFile | { missing: string }> {
@@ -329,5 +353,47 @@ class StallGuard extends Transform {
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
     clearTimeout(this.#timer);
     callback(err);
+  }
+}
+
+/** At most this many downloads at once on one client connection. */
+export const MAX_DOWNLOADS_PER_CONNECTION = 2;
+
+function connectionOf(req: Req): object {
+  const stream = (req as { stream?: { session?: object } }).stream;
+  return stream?.session ?? req.socket;
+}
+
+class ChangedWhileServed extends Error {}
+
+/**
+ * Passes the file's bytes through while hashing them, and holds back the last chunk until the
+ * whole body matched the SHA-256 announced in its headers: a file rewritten in place while it is
+ * served (same inode) ends the download short instead of completing a body that does not match
+ * its X-Ciport-Sha256 and ETag, which a shared cache would keep together.
+ */
+class MatchingSha256 extends Transform {
+  readonly #expected: string;
+  readonly #hash = createHash('sha256');
+  #held: Buffer | undefined;
+
+  constructor(expected: string) {
+    super();
+    this.#expected = expected;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.#hash.update(chunk);
+    const previous = this.#held;
+    this.#held = chunk;
+    callback(null, previous);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.#hash.digest('hex') !== this.#expected) {
+      callback(new ChangedWhileServed('the client file changed while it was served'));
+      return;
+    }
+    callback(null, this.#held);
   }
 }
