@@ -263,3 +263,39 @@ describe('the install steps of docs/client.md, against a gateway serving its own
 function sha256File(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
+
+describe("docs/client.md's `ciport open` example, with the self-contained client", () => {
+  const doc = readFileSync(join(ROOT, 'docs/client.md'), 'utf8');
+  const section = doc.slice(doc.indexOf('## `ciport open'));
+  const example = (/```sh\n([\s\S]*?)```/.exec(section)?.[1] as string).replaceAll('staging-db', 'db');
+
+  function runExample(name: string, env: NodeJS.ProcessEnv): Promise<Run> {
+    const cwd = join(dir, name);
+    const bin = join(cwd, 'bin');
+    mkdirSync(bin, { recursive: true });
+    symlinkSync(CLIENT_EXE, join(bin, 'ciport'));
+    for (const tool of ['psql', 'sh', 'env', 'sleep']) symlinkSync(which(tool), join(bin, tool));
+    return new Promise((resolve) =>
+      execFile(
+        join(bin, 'sh'),
+        ['-c', example],
+        { cwd, env: { ...env, PATH: bin }, timeout: 60_000 },
+        (err, stdout, stderr) =>
+          resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
+      ),
+    );
+  }
+
+  it('opens the port, psql uses its variables, and close ends the session', async () => {
+    const r = await runExample('doc-open', runnerEnv());
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('?column?');
+  }, 90_000);
+
+  it('does not wait forever when open fails: the example exits with its code', async () => {
+    const r = await runExample('doc-open-refused', { ...runnerEnv(), CIPORT_ID_TOKEN: 'not-a-token' });
+    expect(r.code).toBe(4);
+    expect(r.stderr).toMatch(/CIPORT_E_TOKEN/);
+  }, 90_000);
+});
