@@ -697,7 +697,7 @@ function sleep(ms: number): Promise<void> {
  * `/`, and holds no dot segment (plain or percent-encoded), backslash or empty segment.
  */
 export function isCanonicalPath(url: string | undefined): boolean {
-  if (!url || url[0] !== '/' || url.startsWith('//')) return false;
+  if (!url?.startsWith('/') || url.startsWith('//')) return false;
   const query = url.indexOf('?');
   const path = query < 0 ? url : url.slice(0, query);
   if (path.includes('\\') || path.includes('//')) return false;

@@ -267,7 +267,7 @@ function sha256File(path: string): string {
 describe("docs/client.md's `ciport open` example, with the self-contained client", () => {
   const doc = readFileSync(join(ROOT, 'docs/client.md'), 'utf8');
   const section = doc.slice(doc.indexOf('## `ciport open'));
-  const example = (/```sh\n([\s\S]*?)```/.exec(section)?.[1] as string).replaceAll('staging-db', 'db');
+  const example = (/```sh\n([\s\S]*?)```/.exec(section)?.[1] ?? '').replaceAll('staging-db', 'db');
 
   function runExample(name: string, env: NodeJS.ProcessEnv): Promise<Run> {
     const cwd = join(dir, name);
