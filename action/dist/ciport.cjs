@@ -43839,7 +43839,7 @@ var import_node_net2 = require("node:net");
 var import_node_stream = require("node:stream");
 var import_promises3 = require("node:stream/promises");
 
-// src/protocols/postgres/messages.ts
+// src/exits/postgres/messages.ts
 var import_buffer_writer = __toESM(require_buffer_writer(), 1);
 var import_parser = __toESM(require_parser(), 1);
 var SSL_REQUEST_CODE = 80877103;
@@ -43992,7 +43992,7 @@ var MessageReader = class {
   }
 };
 
-// src/protocols/postgres/errors.ts
+// src/exits/postgres/errors.ts
 var PgError = class extends CiportError {
   sqlState;
   hint;
@@ -44023,8 +44023,9 @@ var SQLSTATE_OF = {
   CIPORT_E_POLICY_DENIED: "08004",
   CIPORT_E_GATEWAY_DRAINING: "57P03",
   // cannot_connect_now
-  CIPORT_E_NO_AGENT: "57P03"
+  CIPORT_E_NO_AGENT: "57P03",
   // cannot_connect_now: retry later
+  CIPORT_E_LOCAL_PEER_REFUSED: "08004"
 };
 function pgErrorFields(err) {
   const e = asCiportError(err);
@@ -44053,10 +44054,10 @@ function sendErrorAndClose(stream, err, graceMs = 5e3) {
   });
 }
 
-// src/protocols/postgres/frontend.ts
+// src/exits/postgres/frontend.ts
 var import_node_crypto3 = require("node:crypto");
 
-// src/protocols/postgres/scram.ts
+// src/exits/postgres/scram.ts
 var import_node_crypto2 = require("node:crypto");
 var import_node_forge = __toESM(require_lib(), 1);
 var SCRAM = "SCRAM-SHA-256";
@@ -44240,7 +44241,7 @@ var ScramServer = class {
   }
 };
 
-// src/protocols/postgres/frontend.ts
+// src/exits/postgres/frontend.ts
 var MAX_AUTH_MESSAGE = 4096;
 var verifiers = /* @__PURE__ */ new Map();
 function verifierFor(password, iterations) {
@@ -44349,7 +44350,7 @@ async function acceptPgClient(socket, opts) {
   }
 }
 
-// src/protocols/postgres/relay.ts
+// src/exits/postgres/relay.ts
 var import_promises2 = require("node:stream/promises");
 
 // src/audit/backlog.ts
@@ -44368,7 +44369,7 @@ function pauseWhileFull(source, room) {
   });
 }
 
-// src/protocols/postgres/relay.ts
+// src/exits/postgres/relay.ts
 var TERMINATE = Buffer.from([88, 0, 0, 0, 4]);
 var MAX_NAME = 256;
 function utf8Prefix(buf, max) {
@@ -44536,7 +44537,7 @@ async function relayPg(app, upstream, options = {}) {
   return result;
 }
 
-// src/protocols/postgres/startup-wire.ts
+// src/exits/postgres/startup-wire.ts
 var MAGIC = Buffer.from("CIPG");
 var VERSION = 1;
 var HEADER = 9;
@@ -44575,7 +44576,7 @@ function encodeStartupFrame(startup) {
   return Buffer.concat([head, payload]);
 }
 
-// src/protocols/postgres/client.ts
+// src/exits/postgres/client.ts
 async function servePgClientConnection(socket, opts) {
   const startup = await acceptPgClient(socket, opts);
   let tunnel;
@@ -44627,10 +44628,10 @@ function withTimeout(opening, ms) {
   });
 }
 
-// src/protocols/redis/client.ts
+// src/exits/redis/client.ts
 var import_node_crypto4 = require("node:crypto");
 
-// src/protocols/redis/resp.ts
+// src/exits/redis/resp.ts
 function redisCommand(...args) {
   const parts = [Buffer.from(`*${args.length}\r
 `)];
@@ -44708,7 +44709,7 @@ function readInline(buf, limits) {
   return { args: words.map((w) => Buffer.from(w, "latin1")), size: eol + 1 };
 }
 
-// src/protocols/redis/client.ts
+// src/exits/redis/client.ts
 var MAX_FAILURES = 3;
 var MAX_UNAUTHENTICATED = 32;
 var LIMITS = { maxArgs: 16, maxCommandBytes: 16 * 1024 };

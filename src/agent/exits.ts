@@ -15,16 +15,16 @@ import { DynamicRoles, dynamicSpecFromTarget, isDeploymentId } from '../credenti
 import { asCiportError, CiportError } from '../errors/index.js';
 import type { AdvertisedTarget } from '../gateway/agent-hub.js';
 import type { Logger } from '../gateway/logger.js';
-import { createHttpExit, type HttpExit, httpInjectionFrom } from '../protocols/http/index.js';
+import { createHttpExit, type HttpExit, httpInjectionFrom } from '../exits/http/index.js';
 import {
   CancelRegistry,
   type PgUpstreamTarget,
   pgUpstreamFromTarget,
   sendErrorAndClose,
   servePgExitStream,
-} from '../protocols/postgres/index.js';
-import { connectRedisUpstream, redisInjects } from '../protocols/redis/index.js';
-import { dialTcp } from '../protocols/tcp/exit.js';
+} from '../exits/postgres/index.js';
+import { connectRedisUpstream, redisInjects } from '../exits/redis/index.js';
+import { dialTcp } from '../exits/tcp/exit.js';
 import { resetStream } from '../transport/h2.js';
 import type { EventOutbox } from './outbox.js';
 

@@ -23,9 +23,9 @@ import type { DatabaseError } from 'pg-protocol';
 import type { TargetConfig } from '../config/schema.js';
 import type { Secret } from '../config/secret.js';
 import { CiportError } from '../errors/index.js';
-import { makeScramVerifier } from '../protocols/postgres/scram.js';
-import type { UpstreamTlsOptions } from '../protocols/postgres/upstream.js';
-import { splitHostPort } from '../protocols/tcp/exit.js';
+import { makeScramVerifier } from '../exits/postgres/scram.js';
+import type { UpstreamTlsOptions } from '../exits/postgres/upstream.js';
+import { splitHostPort } from '../exits/tcp/exit.js';
 import { DYNAMIC_ROLE_PREFIX, dynamicRoleName } from './otp.js';
 
 /** COMMENT of roles made before deployment ids (legacy; see docs/credentials.md). */

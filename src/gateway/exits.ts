@@ -14,8 +14,8 @@ import {
   type RoleSession,
 } from '../credentials/pg-roles.js';
 import { asCiportError } from '../errors/index.js';
-import { createHttpExit, type HttpExit, httpInjectionFrom } from '../protocols/http/index.js';
-import { CancelRegistry, type PgUpstreamTarget, pgUpstreamFromTarget } from '../protocols/postgres/index.js';
+import { createHttpExit, type HttpExit, httpInjectionFrom } from '../exits/http/index.js';
+import { CancelRegistry, type PgUpstreamTarget, pgUpstreamFromTarget } from '../exits/postgres/index.js';
 import type { SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
 import type { SessionRecord, Store } from '../store/types.js';

@@ -20,15 +20,15 @@ import { auditEvent, type ConnectionClosedBy } from '../audit/events.js';
 import { QueryBatch } from '../audit/query-batch.js';
 import type { TargetConfig } from '../config/schema.js';
 import { asCiportError, CiportError } from '../errors/index.js';
-import type { HttpRequestEvent } from '../protocols/http/index.js';
+import type { HttpRequestEvent } from '../exits/http/index.js';
 import {
   PgStreamObserver,
   type QueryEvent,
   sendErrorAndClose,
   servePgExitStream,
-} from '../protocols/postgres/index.js';
-import { connectRedisUpstream, redisInjects } from '../protocols/redis/index.js';
-import { dialTcp } from '../protocols/tcp/exit.js';
+} from '../exits/postgres/index.js';
+import { connectRedisUpstream, redisInjects } from '../exits/redis/index.js';
+import { dialTcp } from '../exits/tcp/exit.js';
 import type { LiveSession, SessionConnection, SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
 import type { EndReason } from '../session/reasons.js';

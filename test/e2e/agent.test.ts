@@ -21,7 +21,7 @@ import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 import { auditedStatements } from '../fixtures/queries.js';
 import { type RedisServer, startRedis } from '../fixtures/redis-server.js';
-import { makePki, startUpstream, type Upstream } from '../protocols/http/helpers.js';
+import { makePki, startUpstream, type Upstream } from '../exits/http/helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-agent-'));
 const APP_PASSWORD = `upstream-Secret-${Math.random().toString(36).slice(2)}-pw`;

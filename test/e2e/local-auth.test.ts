@@ -18,7 +18,7 @@ import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { type RedisServer, startRedis } from '../fixtures/redis-server.js';
-import { makePki, startUpstream, type Upstream } from '../protocols/http/helpers.js';
+import { makePki, startUpstream, type Upstream } from '../exits/http/helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-localauth-'));
 const suffix = Math.random().toString(36).slice(2, 10);

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { AuditEventTemplate, MAX_STRING_LENGTH } from '../../src/audit/chain.js';
 import { prepareAuditEvent } from '../../src/audit/index.js';
-import { QueryObserver } from '../../src/protocols/postgres/relay.js';
+import { QueryObserver } from '../../src/exits/postgres/relay.js';
 
 const base = {
   session: 'ses_a',

@@ -3,9 +3,9 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CancelRegistry, sendCancelRequest } from '../../../src/protocols/postgres/cancel.js';
-import type { PgUpstreamTarget } from '../../../src/protocols/postgres/exit.js';
-import { connectUpstream, type UpstreamTlsOptions } from '../../../src/protocols/postgres/upstream.js';
+import { CancelRegistry, sendCancelRequest } from '../../../src/exits/postgres/cancel.js';
+import type { PgUpstreamTarget } from '../../../src/exits/postgres/exit.js';
+import { connectUpstream, type UpstreamTlsOptions } from '../../../src/exits/postgres/upstream.js';
 import { type PgServer, startPgServer } from '../../fixtures/pg-server.js';
 import { type PortHarness, runClient, spawnClient, startPort, waitFor } from './harness.js';
 

@@ -14,7 +14,7 @@ import {
   MAX_REDIS_REPLY,
   redisCommand,
   redisInjects,
-} from '../../src/protocols/redis/index.js';
+} from '../../src/exits/redis/index.js';
 import { freePort } from '../fixtures/free-port.js';
 import { type RedisServer, startRedis } from '../fixtures/redis-server.js';
 import { makePki, type Pki, secret } from './http/helpers.js';

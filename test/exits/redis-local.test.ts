@@ -1,4 +1,4 @@
-// The client's local redis gate (src/protocols/redis/client.ts) in front of the machine's real
+// The client's local redis gate (src/exits/redis/client.ts) in front of the machine's real
 // Redis: redis-cli and raw RESP/inline clients must present the one-time password with AUTH or
 // HELLO … AUTH; until then Redis's own NOAUTH answers, and nothing is relayed.
 import { execFile } from 'node:child_process';
@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { oneTimePassword } from '../../src/credentials/otp.js';
 import type { CiportError } from '../../src/errors/index.js';
-import { authenticateRedisClient, readRespCommand, redisCommand } from '../../src/protocols/redis/index.js';
+import { authenticateRedisClient, readRespCommand, redisCommand } from '../../src/exits/redis/index.js';
 
 const execFileAsync = promisify(execFile);
 const OTP = oneTimePassword();

@@ -5,12 +5,12 @@ import pg from 'pg';
 import { serialize } from 'pg-protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CiportError } from '../../../src/errors/index.js';
-import { servePgClientConnection } from '../../../src/protocols/postgres/client.js';
+import { servePgClientConnection } from '../../../src/exits/postgres/client.js';
 import {
   type AcceptPgClientOptions,
   acceptPgClient,
   type PgStartup,
-} from '../../../src/protocols/postgres/frontend.js';
+} from '../../../src/exits/postgres/frontend.js';
 import {
   authenticationOk,
   backendKeyData,
@@ -18,7 +18,7 @@ import {
   parameterStatus,
   readyForQuery,
   startupMessage,
-} from '../../../src/protocols/postgres/messages.js';
+} from '../../../src/exits/postgres/messages.js';
 
 const OTP = 'otp_0123456789abcdef0123456789abcdef';
 let server: Server | undefined;

@@ -9,7 +9,7 @@ import {
   clientResponseHeaders,
   connectionTokens,
   upstreamRequestHeaders,
-} from '../../../src/protocols/http/headers.js';
+} from '../../../src/exits/http/headers.js';
 import {
   checkHttpInjection,
   type HttpInjection,
@@ -17,7 +17,7 @@ import {
   httpListenerUrl,
   injectedHeader,
   replacedHeaders,
-} from '../../../src/protocols/http/index.js';
+} from '../../../src/exits/http/index.js';
 
 const s = (value: string, env = 'X') => new Secret({ env }, value);
 

@@ -18,7 +18,7 @@ import {
   type HttpInjection,
   type HttpRequestEvent,
   type HttpUpstreamTls,
-} from '../../../src/protocols/http/index.js';
+} from '../../../src/exits/http/index.js';
 
 // ---- PKI ----------------------------------------------------------------------------------------
 

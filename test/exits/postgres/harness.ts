@@ -5,15 +5,15 @@ import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { CancelRegistry } from '../../../src/protocols/postgres/cancel.js';
-import { servePgClientConnection } from '../../../src/protocols/postgres/client.js';
+import { CancelRegistry } from '../../../src/exits/postgres/cancel.js';
+import { servePgClientConnection } from '../../../src/exits/postgres/client.js';
 import {
   type PgExitResult,
   type PgUpstreamTarget,
   servePgExitStream,
-} from '../../../src/protocols/postgres/exit.js';
-import type { QueryEvent } from '../../../src/protocols/postgres/relay.js';
-import type { PgAuthMethod } from '../../../src/protocols/postgres/upstream.js';
+} from '../../../src/exits/postgres/exit.js';
+import type { QueryEvent } from '../../../src/exits/postgres/relay.js';
+import type { PgAuthMethod } from '../../../src/exits/postgres/upstream.js';
 import { cleanEnv } from '../../fixtures/pg-server.js';
 
 export interface PortHarness {

@@ -22,7 +22,7 @@ import {
   type HttpExit,
   type HttpRequestEvent,
   serveHttpExit,
-} from '../../../src/protocols/http/index.js';
+} from '../../../src/exits/http/index.js';
 import {
   curl,
   type ExitListener,

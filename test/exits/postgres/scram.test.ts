@@ -11,7 +11,7 @@ import {
   saltedPasswordCacheStats,
   saslPrep,
   tlsServerEndPoint,
-} from '../../../src/protocols/postgres/scram.js';
+} from '../../../src/exits/postgres/scram.js';
 
 // RFC 7677 section 3.
 const V = {

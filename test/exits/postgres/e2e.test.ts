@@ -6,10 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CancelRegistry, forwardCancel } from '../../../src/protocols/postgres/cancel.js';
-import type { PgUpstreamTarget } from '../../../src/protocols/postgres/exit.js';
-import { clearSaltedPasswordCache, saltedPasswordCacheStats } from '../../../src/protocols/postgres/scram.js';
-import { connectUpstream } from '../../../src/protocols/postgres/upstream.js';
+import { CancelRegistry, forwardCancel } from '../../../src/exits/postgres/cancel.js';
+import type { PgUpstreamTarget } from '../../../src/exits/postgres/exit.js';
+import { clearSaltedPasswordCache, saltedPasswordCacheStats } from '../../../src/exits/postgres/scram.js';
+import { connectUpstream } from '../../../src/exits/postgres/upstream.js';
 import { type PgServer, startPgServer } from '../../fixtures/pg-server.js';
 import { type PortHarness, type Ran, runClient, spawnClient, startPort, waitFor } from './harness.js';
 

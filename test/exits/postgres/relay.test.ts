@@ -3,7 +3,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import fc from 'fast-check';
 import { serialize } from 'pg-protocol';
 import { describe, expect, it } from 'vitest';
-import { type QueryEvent, QueryObserver, relayPg } from '../../../src/protocols/postgres/relay.js';
+import { type QueryEvent, QueryObserver, relayPg } from '../../../src/exits/postgres/relay.js';
 
 type Msg =
   | { t: 'Q'; text: string }

@@ -9,7 +9,7 @@ import { createServer as createH2Server, connect as h2connect, type ServerHttp2S
 import type { AddressInfo } from 'node:net';
 import { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { Http1Transport } from '../../../src/protocols/http/transport.js';
+import { Http1Transport } from '../../../src/exits/http/transport.js';
 import { patternBody, sha256 } from '../../fixtures/upstreams.js';
 
 describe('Http1Transport', () => {

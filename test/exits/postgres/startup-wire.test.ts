@@ -5,8 +5,8 @@ import {
   encodeStartupFrame,
   MAX_STARTUP_FRAME_PAYLOAD,
   readStartupFrame,
-} from '../../../src/protocols/postgres/startup-wire.js';
-import { upstreamStartupParams } from '../../../src/protocols/postgres/upstream.js';
+} from '../../../src/exits/postgres/startup-wire.js';
+import { upstreamStartupParams } from '../../../src/exits/postgres/upstream.js';
 
 const frame = (json: string, version = 1) => {
   const payload = Buffer.from(json);
