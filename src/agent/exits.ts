@@ -13,8 +13,6 @@ import { pipeline } from 'node:stream';
 import type { TargetConfig } from '../config/schema.js';
 import { DynamicRoles, dynamicSpecFromTarget, isDeploymentId } from '../credentials/pg-roles.js';
 import { asCiportError, CiportError } from '../errors/index.js';
-import type { AdvertisedTarget } from '../gateway/agent-hub.js';
-import type { Logger } from '../gateway/logger.js';
 import { createHttpExit, type HttpExit, httpInjectionFrom } from '../exits/http/index.js';
 import {
   CancelRegistry,
@@ -25,6 +23,8 @@ import {
 } from '../exits/postgres/index.js';
 import { connectRedisUpstream, redisInjects } from '../exits/redis/index.js';
 import { dialTcp } from '../exits/tcp/exit.js';
+import type { AdvertisedTarget } from '../gateway/agent-hub.js';
+import type { Logger } from '../gateway/logger.js';
 import { resetStream } from '../transport/h2.js';
 import type { EventOutbox } from './outbox.js';
 

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseGatewayConfig } from '../../src/config/load.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
+import { makePki, startUpstream, type Upstream } from '../exits/http/helpers.js';
 import { baseEnv, ensureBuilt, ROOT, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
@@ -18,7 +19,6 @@ import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 import { auditedStatements } from '../fixtures/queries.js';
-import { makePki, startUpstream, type Upstream } from '../exits/http/helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-pg-'));
 const APP_PASSWORD = `upstream-Secret-${Math.random().toString(36).slice(2)}-pw`;

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
-import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { makePki } from '../exits/http/helpers.js';
+import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { tempDir } from './helpers.js';
 
 const { dir, cleanup } = tempDir('ciport-downloads-');
