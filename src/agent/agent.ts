@@ -18,6 +18,7 @@ import {
 } from '../gateway/agent-hub.js';
 import type { Logger } from '../gateway/logger.js';
 import { targetOfAuthority } from '../transport/h2.js';
+import { refuseStream } from '../transport/wire.js';
 import { type AgentConfig, resolveEnrollmentToken } from './config.js';
 import {
   expiresAt,
@@ -28,7 +29,7 @@ import {
   type StoredCredential,
   writeCredential,
 } from './credential.js';
-import { AgentExits, refuseStream } from './exits.js';
+import { AgentExits } from './exits.js';
 import { AGENT_VERSION, type BackoffOptions, backoffDelay, GatewayLink } from './link.js';
 import { EventOutbox } from './outbox.js';
 

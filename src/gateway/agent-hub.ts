@@ -17,7 +17,9 @@ import type { Duplex } from 'node:stream';
 import type { ErrorCode } from '../errors/codes.js';
 import { ERROR_CODES } from '../errors/codes.js';
 import { CiportError } from '../errors/index.js';
+import type { ExitAdvertisement } from '../exits/contract.js';
 import { printable } from '../text/printable.js';
+import { TUNNEL_HEADERS } from '../transport/wire.js';
 import type { Logger } from './logger.js';
 
 export const AGENT_UPGRADE_PROTOCOL = 'ciport-agent';
@@ -49,10 +51,6 @@ export const ROUTE_GRACE_MS = 24 * 3_600_000;
 const MAX_ROUTES = 100_000;
 /** Longest target name taken from an advertisement (configured names are far shorter). */
 const MAX_TARGET_NAME = 128;
-/** Request header on CONNECT streams towards an agent: the tunnel's connection id (for its logs). */
-export const AGENT_CONNECTION_HEADER = 'ciport-connection';
-/** Request header on CONNECT streams towards an agent: the session (TUNNEL_HEADERS.session). */
-const AGENT_SESSION_HEADER = 'ciport-session';
 
 export interface AgentIdentity {
   id: string;
@@ -63,21 +61,7 @@ export interface AgentIdentity {
  * A target as an agent advertises it: its name and protocol plus the non-secret facts the gateway
  * needs for the session response and the query audit (credentials stay on the agent).
  */
-export interface AdvertisedTarget {
-  name: string;
-  protocol: string;
-  /** postgres: the database the exit connects to, the user the local listener accepts. */
-  database?: string | undefined;
-  user?: string | undefined;
-  /** postgres: a role per session (`ciport_<hash>`), created and dropped by the agent. */
-  dynamic?: boolean | undefined;
-  /**
-   * postgres: `query` events and their bound. The gateway never takes `query_audit: false` from an
-   * agent (the events are the gateway's, docs/agent.md "Query audit"); it is always absent here.
-   */
-  query_audit?: boolean | undefined;
-  query_max_length?: number | undefined;
-}
+export type AdvertisedTarget = ExitAdvertisement;
 
 /** An audit event an agent produced (role created/dropped, http.request), as it sends it. */
 export interface AgentEventLine {
@@ -778,7 +762,7 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       stream.once('close', () => conn.streams--);
       // From now on the agent may report events about this session on this target (the role it
       // creates for it, its http.request events): see mayReport.
-      const session = headers[AGENT_SESSION_HEADER];
+      const session = headers[TUNNEL_HEADERS.session];
       if (typeof session === 'string' && session) this.#routed(conn.identity.id, session, target);
       const timer = setTimeout(() => {
         stream.close(h2.NGHTTP2_CANCEL);

@@ -10,8 +10,8 @@ import { pauseWhileFull } from '../audit/backlog.js';
 import type { ConnectionClosedBy } from '../audit/events.js';
 import { asCiportError, type CiportError } from '../errors/index.js';
 import { resetStream } from '../transport/h2.js';
+import { TUNNEL_HEADERS } from '../transport/wire.js';
 import type { AgentHub, AgentIdentity } from './agent-hub.js';
-import { AGENT_CONNECTION_HEADER } from './agent-hub.js';
 import { clientResetCause } from './close-cause.js';
 import { ERROR_HEADER } from './http.js';
 
@@ -73,7 +73,7 @@ export async function relayViaAgent(
       target,
       {
         ...options.headers,
-        ...(options.connectionId ? { [AGENT_CONNECTION_HEADER]: options.connectionId } : {}),
+        ...(options.connectionId ? { [TUNNEL_HEADERS.connection]: options.connectionId } : {}),
       },
       options.prefer,
     );

@@ -1,8 +1,8 @@
-// The gateway as exit for its own `postgres` and `http` targets (docs/gateway.md, "Protocol
-// exits"): per-target upstream settings built once at start (a bad secret fails the start), one
-// CancelRegistry for the process, the per-session role manager, and the session hooks that tie
-// them to session lifetimes (cancel keys dropped and roles revoked when a session ends; roles
-// created at session start when a target says so; a role reaper at start and periodically).
+// The gateway as exit for the targets in its own config (docs/gateway.md, "Protocol exits"):
+// one exit per target from the registry (src/exits/registry.ts; a bad secret fails the start),
+// the per-session role manager, and the session hooks that tie them to session lifetimes (an
+// exit forgets a session's cancel keys and its roles are revoked when it ends; roles created at
+// session start when a target says so; a role reaper at start and periodically).
 
 import { Counter, type Registry } from 'prom-client';
 import { auditEvent } from '../audit/events.js';
@@ -14,18 +14,16 @@ import {
   type RoleSession,
 } from '../credentials/pg-roles.js';
 import { asCiportError } from '../errors/index.js';
-import { createHttpExit, type HttpExit, httpInjectionFrom } from '../exits/http/index.js';
-import { CancelRegistry, type PgUpstreamTarget, pgUpstreamFromTarget } from '../exits/postgres/index.js';
+import type { Exit } from '../exits/contract.js';
+import { buildExits } from '../exits/registry.js';
 import type { SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
 import type { SessionRecord, Store } from '../store/types.js';
 import type { Logger } from './logger.js';
 
 export interface GatewayExits {
-  readonly cancelRegistry: CancelRegistry;
-  /** Upstream settings of each postgres target (static credentials already resolved). */
-  readonly pg: ReadonlyMap<string, PgUpstreamTarget>;
-  readonly http: ReadonlyMap<string, HttpExit>;
+  /** The exit of each target this gateway serves itself, by name. */
+  readonly byTarget: ReadonlyMap<string, Exit>;
   readonly roles: DynamicRoles;
   /**
    * This deployment's id (kept in the store; the same for every gateway sharing it): the tag of
@@ -55,41 +53,20 @@ export interface StartExitsOptions {
 
 export async function startExits(options: StartExitsOptions): Promise<GatewayExits> {
   const { config, store, manager, log } = options;
-  const pg = new Map<string, PgUpstreamTarget>();
-  const http = new Map<string, HttpExit>();
+  const byTarget = buildExits(
+    options.targets.values(),
+    {
+      connectTimeoutMs: config.sessions.connect_timeout,
+      idleTimeoutMs: config.sessions.connection_idle_timeout,
+    },
+    // Served elsewhere (an agent) or not configured: this gateway does not exit to it.
+    (target, why) =>
+      log.warn({ target: target.name, protocol: target.protocol }, `${why}: not served by this gateway`),
+  );
   const specs = [];
-  for (const target of options.targets.values()) {
-    if (target.protocol === 'postgres') {
-      if (!target.credentials?.user && !target.credentials?.dynamic) {
-        // Served elsewhere (an agent) or not configured: this gateway does not exit to it.
-        log.warn({ target: target.name }, 'postgres target without credentials: not served by this gateway');
-        continue;
-      }
-      pg.set(target.name, pgUpstreamFromTarget(target));
-      const spec = dynamicSpecFromTarget(target);
-      if (spec) specs.push(spec);
-    } else if (target.protocol === 'http') {
-      try {
-        http.set(
-          target.name,
-          createHttpExit(
-            {
-              name: target.name,
-              address: target.address,
-              tls: target.tls,
-              injection: httpInjectionFrom(target),
-            },
-            {
-              connectTimeoutMs: config.sessions.connect_timeout,
-              idleTimeoutMs: config.sessions.connection_idle_timeout,
-            },
-          ),
-        );
-      } catch (err) {
-        for (const exit of http.values()) exit.close();
-        throw err;
-      }
-    }
+  for (const exit of byTarget.values()) {
+    const spec = exit.target.protocol === 'postgres' ? dynamicSpecFromTarget(exit.target) : undefined;
+    if (spec) specs.push(spec);
   }
 
   const sessionContext = async (id: string) => {
@@ -114,7 +91,6 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
       await store.appendAudit(auditEvent(type, { ...(await sessionContext(e.session)), ...data }));
     },
   });
-  const cancelRegistry = new CancelRegistry();
   let rules = new Map(config.rules.map((r) => [r.name, r]));
   const grantsFor = (record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string) => {
     // The rule that granted this target; sessions stored before that was recorded: the session's.
@@ -126,7 +102,7 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
   const unsubscribe: Array<() => void> = [];
   unsubscribe.push(
     manager.onEnded(async (record, reason) => {
-      cancelRegistry.dropSession(record.id);
+      for (const t of record.targets) byTarget.get(t)?.sessionEnded?.(record.id);
       if (roles.targets.length > 0)
         await roles.revokeSession(record.id, record.targets, `session_ended:${reason}`);
     }),
@@ -189,9 +165,7 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
   timer?.unref();
 
   return {
-    cancelRegistry,
-    pg,
-    http,
+    byTarget,
     roles,
     deploymentId,
     grantsFor,
@@ -202,7 +176,7 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
     close() {
       if (timer) clearInterval(timer);
       for (const u of unsubscribe) u();
-      for (const exit of http.values()) exit.close();
+      for (const exit of byTarget.values()) exit.close();
     },
   };
 }

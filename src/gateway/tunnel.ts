@@ -13,28 +13,23 @@ import {
 } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { TUNNEL_HEADERS } from '../agent/exits.js';
 import type { AuditBacklog } from '../audit/backlog.js';
 import { AuditEventTemplate } from '../audit/chain.js';
 import { auditEvent, type ConnectionClosedBy } from '../audit/events.js';
 import { QueryBatch } from '../audit/query-batch.js';
 import type { TargetConfig } from '../config/schema.js';
 import { asCiportError, CiportError } from '../errors/index.js';
+import type { DialExit, Exit, StreamExit } from '../exits/contract.js';
 import type { HttpRequestEvent } from '../exits/http/index.js';
-import {
-  PgStreamObserver,
-  type QueryEvent,
-  sendErrorAndClose,
-  servePgExitStream,
-} from '../exits/postgres/index.js';
-import { connectRedisUpstream, redisInjects } from '../exits/redis/index.js';
-import { dialTcp } from '../exits/tcp/exit.js';
+import type { QueryEvent } from '../exits/query-event.js';
+import { exitDefinition } from '../exits/registry.js';
 import type { LiveSession, SessionConnection, SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
 import type { EndReason } from '../session/reasons.js';
 import { bearer } from '../session/secret.js';
 import type { Store } from '../store/types.js';
 import { resetStream, targetOfAuthority } from '../transport/h2.js';
+import { TUNNEL_HEADERS } from '../transport/wire.js';
 import type { AgentHub, AgentIdentity } from './agent-hub.js';
 import { relayViaAgent } from './agent-tunnel.js';
 import { clientResetCause } from './close-cause.js';
@@ -56,7 +51,7 @@ export interface TunnelDeps {
   targets: ReadonlyMap<string, TargetConfig>;
   idleTimeoutMs: number;
   connectTimeoutMs: number;
-  /** Protocol exits (postgres, http); without them only tcp targets are served. */
+  /** The exits of the targets this gateway serves itself (without them: none). */
   exits?: GatewayExits | undefined;
   /** Agents: targets this gateway does not exit to itself go through them. */
   agents?: AgentRoutes | undefined;
@@ -125,13 +120,8 @@ export async function handleConnect(
     );
     return;
   }
-  const served =
-    target &&
-    (target.protocol === 'tcp' ||
-      target.protocol === 'redis' ||
-      (target.protocol === 'postgres' && deps.exits?.pg.has(targetName)) ||
-      (target.protocol === 'http' && deps.exits?.http.has(targetName)));
-  if (!served && deps.agents && (!target || deps.agents.hub.serves(targetName))) {
+  const exit = target ? deps.exits?.byTarget.get(targetName) : undefined;
+  if (!exit && deps.agents && (!target || deps.agents.hub.serves(targetName))) {
     // Not exited here: an agent serves it (or, when none is connected, the hub says so).
     const tunnel = new Tunnel(deps, live, target ?? agentTarget(targetName), stream, meter, refuse);
     try {
@@ -147,11 +137,11 @@ export async function handleConnect(
     refuse(new CiportError('CIPORT_E_UPSTREAM_UNREACHABLE', `no exit serves target ${targetName} right now`));
     return;
   }
-  if (!served) {
+  if (!exit) {
     refuse(
       new CiportError(
         'CIPORT_E_PROTOCOL_NOT_IMPLEMENTED',
-        `target ${targetName}: protocol ${target.protocol} is not implemented by this gateway (tcp, redis, postgres and http are); no agent serves it`,
+        `target ${targetName}: this gateway does not exit to it (its ${target.protocol} exit is not configured here) and no agent serves it`,
       ),
     );
     return;
@@ -164,7 +154,7 @@ export async function handleConnect(
     refuse(asCiportError(err));
     return;
   }
-  await tunnel.run(refuse);
+  await tunnel.run(exit, refuse);
 }
 
 /**
@@ -404,20 +394,22 @@ class Tunnel implements SessionConnection, IdleWatched {
     this.#reset(h2.NGHTTP2_ENHANCE_YOUR_CALM);
   }
 
-  async run(refuse: (err: CiportError) => void): Promise<void> {
+  async run(exit: Exit, refuse: (err: CiportError) => void): Promise<void> {
     if (!this.#startMeter()) return;
-    if (this.#config.protocol === 'postgres') return this.#runPg();
-    if (this.#config.protocol === 'http') return this.#runHttp();
+    if (exit.mode === 'stream') return this.#runStream(exit);
+    return this.#runDial(exit, refuse);
+  }
+
+  /** A dial exit (tcp, redis): connect, answer 200, relay raw bytes. */
+  async #runDial(exit: DialExit, refuse: (err: CiportError) => void): Promise<void> {
     const { manager, log } = this.#deps;
     const onEarlyClose = () => this.#abortDial();
     this.#stream.once('close', onEarlyClose);
     try {
-      const dial = { timeoutMs: this.#deps.connectTimeoutMs, signal: this.#dialSignal() };
-      // redis: AUTH (and SELECT) injected by the exit, then the same raw relay as tcp.
-      this.#upstream =
-        this.#config.protocol === 'redis' && redisInjects(this.#config)
-          ? ((await connectRedisUpstream(this.#config, dial)) as Socket)
-          : await dialTcp(this.#config.address, dial);
+      this.#upstream = await exit.dial({
+        timeoutMs: this.#deps.connectTimeoutMs,
+        signal: this.#dialSignal(),
+      });
     } catch (thrown) {
       this.#stream.off('close', onEarlyClose);
       manager.detach(this.#live, this);
@@ -515,62 +507,43 @@ class Tunnel implements SessionConnection, IdleWatched {
     this.#watchIdle();
   }
 
-  /** protocol postgres: startup frame, injected credentials upstream, relay with query events. */
-  async #runPg(): Promise<void> {
+  /**
+   * A stream exit (postgres, http): answered 200 at once, then the exit speaks the protocol on the
+   * stream, injecting the credential upstream and reporting statements and requests.
+   */
+  async #runStream(exit: StreamExit): Promise<void> {
     const exits = this.#deps.exits as GatewayExits;
     const { log } = this.#deps;
     const record = this.#live.record;
+    const fields = { session: record.id, connection: this.id, target: this.target };
     this.#accept();
-    const signal = this.#dialSignal();
+    const database = this.#config.database;
     try {
-      let upstream = exits.pg.get(this.target);
-      if (!upstream) throw new CiportError('CIPORT_E_UPSTREAM_UNREACHABLE', `no exit for ${this.target}`);
-      if (exits.roles.has(this.target)) {
-        const cred = await exits.roles.ensure(record, this.target, exits.grantsFor(record, this.target));
-        upstream = { ...upstream, user: cred.user, password: cred.password };
-      }
-      const result = await servePgExitStream(this.#stream, {
-        sessionId: record.id,
-        upstream,
-        cancelRegistry: exits.cancelRegistry,
-        queryEvents: this.#config.query_audit ?? true,
-        maxQueryLength: this.#config.query_max_length,
-        onQuery: (event) => this.#auditQuery(event, upstream.database),
+      const outcome = await exit.serve(this.#stream, {
+        session: record,
+        signal: this.#dialSignal(),
+        credential: exits.roles.has(this.target)
+          ? () => exits.roles.ensure(record, this.target, exits.grantsFor(record, this.target))
+          : undefined,
+        onQuery: (event) => this.#auditQuery(event, database),
+        onRequest: (event) => void this.#auditHttp(event),
         room: () => this.#room(),
         onConnected: (info) => {
-          log.info(
-            { session: record.id, connection: this.id, target: this.target, auth: info.auth, tls: info.tls },
-            'postgres upstream authenticated',
-          );
+          if (Object.keys(info).length > 0) log.info({ ...fields, ...info }, 'upstream authenticated');
           void this.#audit('connection.opened');
         },
-        signal,
       });
-      if (result.kind === 'cancel') {
-        log.info(
-          { session: record.id, target: this.target, forwarded: result.forwarded },
-          'postgres cancel request',
-        );
-        this.#cancelStream = true;
-      } else {
-        (this.#bytes as { up: number; down: number }).up = result.bytesFromApp;
-        (this.#bytes as { up: number; down: number }).down = result.bytesFromUpstream;
-        if (result.error && !this.#error && !this.#closedBy) this.#error = result.error.message;
-        void result.cancelled?.then((sent) =>
-          log.info(
-            { session: record.id, connection: this.id, target: this.target, sent },
-            'postgres statement in progress cancelled upstream',
-          ),
-        );
-      }
+      (this.#bytes as { up: number; down: number }).up = outcome.bytesUp;
+      (this.#bytes as { up: number; down: number }).down = outcome.bytesDown;
+      if (outcome.outOfBand) this.#cancelStream = true;
+      if (outcome.error && !this.#error && !this.#closedBy) this.#error = outcome.error;
+      void outcome.after?.then(({ note, ...more }) =>
+        log.info({ ...fields, ...more }, `${this.#config.protocol} ${note}`),
+      );
     } catch (thrown) {
       const err = asCiportError(thrown);
-      if (!this.#stream.destroyed && !this.#stream.writableEnded) await sendErrorAndClose(this.#stream, err);
       this.#error ??= `${err.code}: ${err.message}`;
-      log.warn(
-        { session: record.id, connection: this.id, target: this.target, code: err.code },
-        'postgres tunnel failed',
-      );
+      log.warn({ ...fields, code: err.code }, `${this.#config.protocol} tunnel failed`);
     }
     if (!this.#stream.closed) {
       await new Promise<void>((resolve) => {
@@ -588,26 +561,6 @@ class Tunnel implements SessionConnection, IdleWatched {
     await this.#closed();
   }
 
-  /** protocol http: the target's HttpExit parses the app's requests and injects the credential. */
-  async #runHttp(): Promise<void> {
-    const exits = this.#deps.exits as GatewayExits;
-    const exit = exits.http.get(this.target);
-    this.#accept();
-    void this.#audit('connection.opened');
-    const bytes = this.#bytes as { up: number; down: number };
-    const closed = new Promise<void>((resolve) => this.#stream.once('close', () => resolve()));
-    exit?.serve(this.#stream, {
-      onRequest: (event) => {
-        bytes.up += event.bytes_in;
-        bytes.down += event.bytes_out;
-        void this.#auditHttp(event);
-      },
-    });
-    if (!exit) resetStream(this.#stream, h2.NGHTTP2_CONNECT_ERROR);
-    await closed;
-    await this.#closed();
-  }
-
   /**
    * The target is an agent's: relay the stream to one (the session's connections to a target
    * stick to the agent that carried the first, so a cancel request finds its backend and a
@@ -620,15 +573,11 @@ class Tunnel implements SessionConnection, IdleWatched {
     const info = hub.targetInfo(this.target);
     const key = `${record.id}\0${this.target}`;
     const grants = info?.dynamic ? this.#deps.exits?.grantsFor(record, this.target) : undefined;
-    const observer =
-      info?.protocol === 'postgres'
-        ? new PgStreamObserver({
-            maxQueryLength: info.query_max_length,
-            onQuery: (event) => {
-              if (info.query_audit !== false) this.#auditQuery(event, info.database);
-            },
-          })
-        : undefined;
+    const observer = info
+      ? exitDefinition(info.protocol)?.observe?.(info, (event) => {
+          if (info.query_audit !== false) this.#auditQuery(event, info.database);
+        })
+      : undefined;
     const result = await relayViaAgent(hub, this.#stream, this.target, {
       connectionId: this.id,
       headers: {
@@ -675,7 +624,7 @@ class Tunnel implements SessionConnection, IdleWatched {
     this.#bytes = { up: result.bytesToTarget, down: result.bytesFromTarget };
     if (result.closedBy) this.#chose(result.closedBy);
     if (result.error) this.#error ??= result.error;
-    if (observer?.kind === 'cancel') this.#cancelStream = true;
+    if (observer?.outOfBand) this.#cancelStream = true;
     await this.#closed();
   }
 

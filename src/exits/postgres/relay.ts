@@ -7,13 +7,9 @@ import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pauseWhileFull } from '../../audit/backlog.js';
 
-export interface QueryEvent {
-  type: 'query';
-  /** Statement text, cut at `maxQueryLength` UTF-8 bytes (on a character boundary). */
-  text: string;
-  truncated: boolean;
-  protocol: 'simple' | 'extended';
-}
+import type { QueryEvent } from '../query-event.js';
+
+export type { QueryEvent };
 
 export interface QueryObserverOptions {
   onQuery: (event: QueryEvent) => void;

@@ -1,0 +1,38 @@
+// protocol http: one HttpExit per target (an HTTP server over the tunnel streams and a pool of
+// upstream sockets) parses the app's requests and injects the credential (exit.ts).
+import type { ExitDefinition, StreamExit } from '../contract.js';
+import { httpInjectionFrom } from './config.js';
+import { createHttpExit } from './exit.js';
+
+export const httpExit: ExitDefinition = {
+  protocol: 'http',
+  build(target, host): StreamExit {
+    const exit = createHttpExit(
+      { name: target.name, address: target.address, tls: target.tls, injection: httpInjectionFrom(target) },
+      {
+        connectTimeoutMs: host.connectTimeoutMs,
+        ...(host.idleTimeoutMs !== undefined ? { idleTimeoutMs: host.idleTimeoutMs } : {}),
+      },
+    );
+    return {
+      mode: 'stream',
+      target,
+      async serve(stream, connection) {
+        const bytes = { up: 0, down: 0 };
+        const closed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
+        // Requests are relayed as they come; the connection itself is open from the start.
+        connection.onConnected?.({});
+        exit.serve(stream, {
+          onRequest: (event) => {
+            bytes.up += event.bytes_in;
+            bytes.down += event.bytes_out;
+            connection.onRequest?.(event);
+          },
+        });
+        await closed;
+        return { bytesUp: bytes.up, bytesDown: bytes.down };
+      },
+      close: () => exit.close(),
+    };
+  },
+};

@@ -1,0 +1,85 @@
+// protocol postgres: the exit reads the client's startup frame, authenticates upstream with the
+// injected credential (the target's, or the session's own role), and relays with query events
+// (exit.ts); cancel requests are forwarded with the backend keys this exit recorded.
+import { asCiportError } from '../../errors/index.js';
+import type { ExitAdvertisement, ExitDefinition, StreamExit } from '../contract.js';
+import { CancelRegistry } from './cancel.js';
+import { sendErrorAndClose } from './errors.js';
+import { pgUpstreamFromTarget, servePgExitStream } from './exit.js';
+import { PgStreamObserver } from './observe.js';
+
+export const postgresExit: ExitDefinition = {
+  protocol: 'postgres',
+  build(target): StreamExit | { skip: string } {
+    if (!target.credentials?.user && !target.credentials?.dynamic) {
+      return { skip: 'postgres target without credentials.user or credentials.dynamic' };
+    }
+    const base = pgUpstreamFromTarget(target);
+    const cancels = new CancelRegistry();
+    return {
+      mode: 'stream',
+      target,
+      async serve(stream, connection) {
+        try {
+          const credential = await connection.credential?.();
+          const upstream = credential ? { ...base, ...credential } : base;
+          const result = await servePgExitStream(stream, {
+            sessionId: connection.session.id,
+            upstream,
+            cancelRegistry: cancels,
+            queryEvents: connection.onQuery !== undefined && (target.query_audit ?? true),
+            maxQueryLength: target.query_max_length,
+            onQuery: connection.onQuery,
+            room: connection.room,
+            onConnected: (info) => connection.onConnected?.({ auth: info.auth, tls: info.tls }),
+            signal: connection.signal,
+          });
+          if (result.kind === 'cancel') {
+            return {
+              bytesUp: 0,
+              bytesDown: 0,
+              outOfBand: true,
+              after: Promise.resolve({ note: 'cancel request', forwarded: result.forwarded }),
+            };
+          }
+          return {
+            bytesUp: result.bytesFromApp,
+            bytesDown: result.bytesFromUpstream,
+            error: result.error?.message,
+            after: result.cancelled?.then((sent) => ({
+              note: 'statement in progress cancelled upstream',
+              sent,
+            })),
+          };
+        } catch (thrown) {
+          const err = asCiportError(thrown);
+          if (!stream.destroyed && !stream.writableEnded) await sendErrorAndClose(stream, err);
+          throw err;
+        }
+      },
+      sessionEnded: (sessionId) => cancels.dropSession(sessionId),
+      close() {},
+    };
+  },
+  advertise(target): ExitAdvertisement {
+    const dynamic = Boolean(target.credentials?.dynamic);
+    return {
+      name: target.name,
+      protocol: target.protocol,
+      ...(target.database ? { database: target.database } : {}),
+      ...(!dynamic && target.credentials?.user ? { user: target.credentials.user } : {}),
+      ...(dynamic ? { dynamic: true } : {}),
+      query_audit: target.query_audit ?? true,
+      ...(target.query_max_length ? { query_max_length: target.query_max_length } : {}),
+    };
+  },
+  observe(advertised, onQuery) {
+    const observer = new PgStreamObserver({ maxQueryLength: advertised.query_max_length, onQuery });
+    return {
+      push: (chunk) => observer.push(chunk),
+      get outOfBand() {
+        return observer.kind === 'cancel';
+      },
+    };
+  },
+};
