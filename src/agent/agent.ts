@@ -7,18 +7,18 @@ import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { constants as h2, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { asCiportError, CiportError } from '../errors/index.js';
+import type { ExitAdvertisement as AdvertisedTarget } from '../exits/contract.js';
+import type { Logger } from '../log/logger.js';
+import { targetOfAuthority } from '../transport/h2.js';
 import {
-  type AdvertisedTarget,
   AGENT_EVENTS_PATH,
   AGENT_GATEWAYS_PATH,
   AGENT_REFUSED_PATH,
   AGENT_SESSION_ENDED_PATH,
   AGENT_SESSIONS_ACTIVE_PATH,
   AGENT_TARGETS_PATH,
-} from '../gateway/agent-hub.js';
-import type { Logger } from '../gateway/logger.js';
-import { targetOfAuthority } from '../transport/h2.js';
-import { refuseStream } from '../transport/wire.js';
+  refuseStream,
+} from '../transport/wire.js';
 import { type AgentConfig, resolveEnrollmentToken } from './config.js';
 import {
   expiresAt,

@@ -11,7 +11,7 @@ import { DynamicRoles, dynamicSpecFromTarget, isDeploymentId } from '../credenti
 import { asCiportError, CiportError } from '../errors/index.js';
 import type { DialExit, Exit, ExitAdvertisement, StreamExit } from '../exits/contract.js';
 import { advertisement, buildExits } from '../exits/registry.js';
-import type { Logger } from '../gateway/logger.js';
+import type { Logger } from '../log/logger.js';
 import { resetStream } from '../transport/h2.js';
 import { refuseStream, TUNNEL_HEADERS } from '../transport/wire.js';
 import type { EventOutbox } from './outbox.js';

@@ -14,8 +14,8 @@ import { Duplex } from 'node:stream';
 import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import type { ErrorCode } from '../errors/codes.js';
 import { asCiportError, CiportError } from '../errors/index.js';
-import { AGENT_CONNECT_PATH, AGENT_UPGRADE_PROTOCOL } from '../gateway/agent-hub.js';
-import type { Logger } from '../gateway/logger.js';
+import type { Logger } from '../log/logger.js';
+import { AGENT_CONNECT_PATH, AGENT_UPGRADE_PROTOCOL } from '../transport/wire.js';
 import { CIPORT_VERSION } from '../version.js';
 import type { StoredCredential } from './credential.js';
 

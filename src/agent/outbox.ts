@@ -6,8 +6,8 @@
 // once; each carries `<boot>:<seq>` so a duplicate can be told apart.
 import { randomBytes } from 'node:crypto';
 import type { ServerHttp2Stream } from 'node:http2';
-import type { AgentEventLine } from '../gateway/agent-hub.js';
-import type { Logger } from '../gateway/logger.js';
+import type { Logger } from '../log/logger.js';
+import type { AgentEventLine } from '../transport/wire.js';
 
 /** Bound on an ack line from the gateway. */
 const MAX_ACK_LINE = 256;

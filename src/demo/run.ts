@@ -10,9 +10,9 @@ import { verifyChain } from '../audit/index.js';
 import { type ClientLog, Port } from '../client/index.js';
 import { parseGatewayConfig } from '../config/load.js';
 import { CiportError } from '../errors/index.js';
-import { createLogger } from '../gateway/logger.js';
 import { startGateway } from '../gateway/server.js';
 import { DevIssuer, DevSigner } from '../identity/index.js';
+import { createLogger } from '../log/logger.js';
 
 export interface DemoIo {
   stdout: Writable;

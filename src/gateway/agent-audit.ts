@@ -3,9 +3,9 @@
 // bounded number of distinct names per agent). `agent.event_refused`: agent-event-refusals.ts.
 // `agent.enrolled`, `agent.revoked` and `agent.targets_changed` come from the registry.
 import { auditEvent } from '../audit/events.js';
+import type { Logger } from '../log/logger.js';
 import type { Store } from '../store/types.js';
 import type { AgentHub } from './agent-hub.js';
-import type { Logger } from './logger.js';
 
 /** Write the hub's connect/disconnect events to the audit log. Returns an unsubscribe function. */
 export function auditAgentEvents(hub: AgentHub, store: Pick<Store, 'appendAudit'>, log?: Logger): () => void {

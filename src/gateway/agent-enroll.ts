@@ -12,11 +12,12 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { parseDuration } from '../config/duration.js';
 import { asCiportError, CiportError } from '../errors/index.js';
+import type { Logger } from '../log/logger.js';
 import { bearer } from '../session/secret.js';
-import { AGENT_CONNECT_PATH, AGENT_UPGRADE_PROTOCOL, type AgentHub } from './agent-hub.js';
+import { AGENT_CONNECT_PATH, AGENT_UPGRADE_PROTOCOL } from '../transport/wire.js';
+import type { AgentHub } from './agent-hub.js';
 import { type AgentRegistry, bindingNames, type TargetEdit } from './agent-registry.js';
 import { ERROR_HEADER, type Req, type Res, readJsonBody, sendError, sendJson } from './http.js';
-import type { Logger } from './logger.js';
 
 export interface AgentApiDeps {
   registry: AgentRegistry;

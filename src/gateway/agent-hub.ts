@@ -18,19 +18,17 @@ import type { ErrorCode } from '../errors/codes.js';
 import { ERROR_CODES } from '../errors/codes.js';
 import { CiportError } from '../errors/index.js';
 import type { ExitAdvertisement } from '../exits/contract.js';
+import type { Logger } from '../log/logger.js';
 import { printable } from '../text/printable.js';
-import { TUNNEL_HEADERS } from '../transport/wire.js';
-import type { Logger } from './logger.js';
+import {
+  AGENT_EVENTS_PATH,
+  AGENT_REFUSED_PATH,
+  AGENT_TARGETS_PATH,
+  AGENT_UPGRADE_PROTOCOL,
+  type AgentEventLine,
+  TUNNEL_HEADERS,
+} from '../transport/wire.js';
 
-export const AGENT_UPGRADE_PROTOCOL = 'ciport-agent';
-export const AGENT_CONNECT_PATH = '/v1/agents/connect';
-/** Path the hub GETs on the agent for `{name, version, targets: [{name, protocol}]}`. */
-export const AGENT_TARGETS_PATH = '/v1/targets';
-/**
- * Path the hub POSTs `{refused: [names], message}` to when the agent advertised targets it is
- * not bound to (the agent logs it; an older agent answers 404, which is fine).
- */
-export const AGENT_REFUSED_PATH = '/v1/targets/refused';
 /** At most one `agent.target_refused` (and warn log) per agent and target this often. */
 export const REFUSAL_AUDIT_INTERVAL_MS = 3_600_000;
 /** Bound on the remembered refusals (agent × target) of one gateway process. */
@@ -63,21 +61,6 @@ export interface AgentIdentity {
  */
 export type AdvertisedTarget = ExitAdvertisement;
 
-/** An audit event an agent produced (role created/dropped, http.request), as it sends it. */
-export interface AgentEventLine {
-  /** Per agent process: `<boot id>:<seq>`; acknowledged by seq. */
-  id: string;
-  seq: number;
-  type: string;
-  data: Record<string, unknown>;
-}
-
-/** Paths the gateway requests on the agent (besides CONNECT and the targets). */
-export const AGENT_EVENTS_PATH = '/v1/events';
-export const AGENT_SESSION_ENDED_PATH = '/v1/sessions/ended';
-export const AGENT_SESSIONS_ACTIVE_PATH = '/v1/sessions/active';
-/** `{self, gateways: [{id, url}]}`: the gateways sharing this one's store (agents link to each). */
-export const AGENT_GATEWAYS_PATH = '/v1/gateways';
 /** Bound on one event line from an agent. */
 const MAX_EVENT_LINE = 1 << 20;
 

@@ -6,24 +6,26 @@
 import type { Registry } from 'prom-client';
 import { auditEvent } from '../audit/events.js';
 import { asCiportError } from '../errors/index.js';
+import type { Logger } from '../log/logger.js';
 import type { SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
 import type { Store } from '../store/types.js';
+import {
+  AGENT_GATEWAYS_PATH,
+  AGENT_SESSION_ENDED_PATH,
+  AGENT_SESSIONS_ACTIVE_PATH,
+  type AgentEventLine,
+} from '../transport/wire.js';
 import { auditAgentEvents } from './agent-audit.js';
 import { type AgentApiDeps, linkRevocations } from './agent-enroll.js';
 import { EventRefusals } from './agent-event-refusals.js';
 import {
   type AdvertisedTarget,
-  AGENT_GATEWAYS_PATH,
-  AGENT_SESSION_ENDED_PATH,
-  AGENT_SESSIONS_ACTIVE_PATH,
-  type AgentEventLine,
   AgentHub,
   type AgentIdentity,
   REFUSAL_AUDIT_INTERVAL_MS,
 } from './agent-hub.js';
 import { AgentRegistry, REVOCATION_SWEEP_MS } from './agent-registry.js';
-import type { Logger } from './logger.js';
 import { createAgentMetrics } from './metrics.js';
 import type { AgentRoutes } from './tunnel.js';
 

@@ -8,6 +8,7 @@ import { oneTimeCredential } from '../credentials/otp.js';
 import { asCiportError, CiportError, TokenRejectedError } from '../errors/index.js';
 import type { TokenVerifier, VerifiedToken } from '../identity/verify.js';
 import type { JobLiveness, JobRef } from '../jobs/index.js';
+import type { Logger } from '../log/logger.js';
 import { type DiscloseLevel, disclosedDecision, disclosedReason } from '../policy/disclose.js';
 import type { Decision, Policy } from '../policy/engine.js';
 import type { SessionManager } from '../session/manager.js';
@@ -20,7 +21,6 @@ import { gatewayInfo } from '../transport/gateway-info.js';
 import type { AgentHub } from './agent-hub.js';
 import type { GatewayDownloads } from './downloads.js';
 import { parseJsonBody, type Req, type Res, readBody, readJsonBody, sendError, sendJson } from './http.js';
-import type { Logger } from './logger.js';
 import type { GatewayMetrics } from './metrics.js';
 
 export interface ApiDeps {

@@ -11,8 +11,8 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { CiportError } from '../errors/index.js';
+import type { Logger } from '../log/logger.js';
 import { liftRequestDeadline, type Req, type Res } from './http.js';
-import type { Logger } from './logger.js';
 
 /** The name a downloaded client is saved under (Content-Disposition, the .sha256 line). */
 export const CLIENT_FILE_NAME = 'ciport';

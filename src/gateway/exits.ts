@@ -16,10 +16,10 @@ import {
 import { asCiportError } from '../errors/index.js';
 import type { Exit } from '../exits/contract.js';
 import { buildExits } from '../exits/registry.js';
+import type { Logger } from '../log/logger.js';
 import type { SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
 import type { SessionRecord, Store } from '../store/types.js';
-import type { Logger } from './logger.js';
 
 export interface GatewayExits {
   /** The exit of each target this gateway serves itself, by name. */

@@ -23,6 +23,7 @@ import type { DialExit, Exit, StreamExit } from '../exits/contract.js';
 import type { HttpRequestEvent } from '../exits/http/index.js';
 import type { QueryEvent } from '../exits/query-event.js';
 import { exitDefinition } from '../exits/registry.js';
+import type { Logger } from '../log/logger.js';
 import type { LiveSession, SessionConnection, SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
 import type { EndReason } from '../session/reasons.js';
@@ -36,7 +37,6 @@ import { clientResetCause } from './close-cause.js';
 import type { GatewayExits } from './exits.js';
 import { sendError } from './http.js';
 import { IdleSweep, type IdleWatched } from './idle-sweep.js';
-import type { Logger } from './logger.js';
 import type { GatewayMetrics } from './metrics.js';
 import { meterStream, type StreamMeter } from './stream-meter.js';
 

@@ -4,6 +4,32 @@
 import type { ServerHttp2Stream } from 'node:http2';
 import type { CiportError } from '../errors/index.js';
 
+/** The agent's link: an HTTP/1.1 upgrade to this protocol on this path, then HTTP/2 reversed. */
+export const AGENT_UPGRADE_PROTOCOL = 'ciport-agent';
+export const AGENT_CONNECT_PATH = '/v1/agents/connect';
+/** Path the hub GETs on the agent for `{name, version, targets: [{name, protocol}]}`. */
+export const AGENT_TARGETS_PATH = '/v1/targets';
+/**
+ * Path the hub POSTs `{refused: [names], message}` to when the agent advertised targets it is
+ * not bound to (the agent logs it; an older agent answers 404, which is fine).
+ */
+export const AGENT_REFUSED_PATH = '/v1/targets/refused';
+/** Paths the gateway requests on the agent (besides CONNECT and the targets). */
+export const AGENT_EVENTS_PATH = '/v1/events';
+export const AGENT_SESSION_ENDED_PATH = '/v1/sessions/ended';
+export const AGENT_SESSIONS_ACTIVE_PATH = '/v1/sessions/active';
+/** `{self, gateways: [{id, url}]}`: the gateways sharing this one's store (agents link to each). */
+export const AGENT_GATEWAYS_PATH = '/v1/gateways';
+
+/** An audit event an agent produced (role created/dropped, http.request), as it sends it. */
+export interface AgentEventLine {
+  /** Per agent process: `<boot id>:<seq>`; acknowledged by seq. */
+  id: string;
+  seq: number;
+  type: string;
+  data: Record<string, unknown>;
+}
+
 /** Headers the gateway puts on a CONNECT towards an agent. */
 export const TUNNEL_HEADERS = {
   connection: 'ciport-connection',

@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { AgentTunnel } from '../../src/gateway/agent-connection.js';
-import { silentLogger } from '../../src/gateway/logger.js';
 import { createMetrics } from '../../src/gateway/metrics.js';
 import type { TunnelDeps } from '../../src/gateway/tunnel.js';
+import { silentLogger } from '../../src/log/logger.js';
 import { LiveSession } from '../../src/session/manager.js';
 import {
   ADMIN,

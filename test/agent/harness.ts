@@ -17,7 +17,7 @@ import {
 } from '../../src/gateway/agent-registry.js';
 import { type AgentRelayResult, relayViaAgent } from '../../src/gateway/agent-tunnel.js';
 import { sendError } from '../../src/gateway/http.js';
-import type { Logger } from '../../src/gateway/logger.js';
+import type { Logger } from '../../src/log/logger.js';
 import { bearer } from '../../src/session/secret.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { ensureGeneratedTls } from '../../src/transport/tls.js';

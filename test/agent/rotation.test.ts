@@ -13,7 +13,7 @@ import { Agent, type AgentOptions } from '../../src/agent/agent.js';
 import { CREDENTIAL_FILE, type StoredCredential, writeCredential } from '../../src/agent/credential.js';
 import type { CiportError } from '../../src/errors/index.js';
 import type { AgentRegistryOptions } from '../../src/gateway/agent-registry.js';
-import { createLogger, type Logger } from '../../src/gateway/logger.js';
+import { createLogger, type Logger } from '../../src/log/logger.js';
 import {
   ADMIN,
   agentConfig,

@@ -5,8 +5,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { parseGatewayConfig } from '../../src/config/load.js';
-import { silentLogger } from '../../src/gateway/logger.js';
 import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
+import { silentLogger } from '../../src/log/logger.js';
 import { CIPORT_VERSION, githubAudience } from '../../src/transport/gateway-info.js';
 import { GithubTokenEndpoint } from '../fixtures/github-actions-token.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';

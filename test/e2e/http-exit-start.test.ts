@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseGatewayConfig } from '../../src/config/load.js';
-import { silentLogger } from '../../src/gateway/logger.js';
 import { startGateway } from '../../src/gateway/server.js';
+import { silentLogger } from '../../src/log/logger.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-http-start-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

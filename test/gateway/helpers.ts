@@ -16,8 +16,8 @@ import { Writable } from 'node:stream';
 import { stringify } from 'yaml';
 import { parseGatewayConfig } from '../../src/config/load.js';
 import type { GatewayConfig } from '../../src/config/schema.js';
-import { silentLogger } from '../../src/gateway/logger.js';
 import { type RunningGateway, type StartGatewayOptions, startGateway } from '../../src/gateway/server.js';
+import { silentLogger } from '../../src/log/logger.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 
 export const ADMIN_TOKEN = 'adm-test-0123456789abcdef';

@@ -5,7 +5,7 @@ import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
 import { connect as netConnect, type Socket } from 'node:net';
 import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger } from '../../src/gateway/logger.js';
+import { createLogger } from '../../src/log/logger.js';
 import {
   api,
   Capture,

@@ -4,8 +4,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { silentLogger } from '../../src/gateway/logger.js';
 import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
+import { silentLogger } from '../../src/log/logger.js';
 import { GithubApiFixture } from '../fixtures/github-api.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import {

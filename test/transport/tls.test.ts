@@ -7,8 +7,8 @@ import { connect as tlsConnect } from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { parseGatewayConfig } from '../../src/config/load.js';
-import { silentLogger } from '../../src/gateway/logger.js';
 import { startGateway } from '../../src/gateway/server.js';
+import { silentLogger } from '../../src/log/logger.js';
 import { ensureGeneratedTls, loadTlsMaterial, serverNames } from '../../src/transport/tls.js';
 import { api, Capture, connectClient, tempDir } from '../gateway/helpers.js';
 

@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { Agent } from '../../agent/agent.js';
 import { loadAgentConfig } from '../../agent/config.js';
 import { type CiportError, UsageError } from '../../errors/index.js';
-import { createLogger } from '../../gateway/logger.js';
+import { createLogger } from '../../log/logger.js';
 import { type AdminOptions, tableLines, withAdmin } from '../admin.js';
 import { action, type CliContext, examples } from '../command.js';
 import { type Io, writeJson } from '../output.js';

@@ -3,8 +3,8 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { loadGatewayConfig } from '../../config/load.js';
 import { asCiportError } from '../../errors/index.js';
-import { createLogger } from '../../gateway/logger.js';
 import { startGateway } from '../../gateway/server.js';
+import { createLogger } from '../../log/logger.js';
 import { action, type CliContext, examples } from '../command.js';
 import { type Io, printableLines } from '../output.js';
 
