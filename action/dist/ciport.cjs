@@ -44023,9 +44023,8 @@ var SQLSTATE_OF = {
   CIPORT_E_POLICY_DENIED: "08004",
   CIPORT_E_GATEWAY_DRAINING: "57P03",
   // cannot_connect_now
-  CIPORT_E_NO_AGENT: "57P03",
+  CIPORT_E_NO_AGENT: "57P03"
   // cannot_connect_now: retry later
-  CIPORT_E_LOCAL_PEER_REFUSED: "08004"
 };
 function pgErrorFields(err) {
   const e = asCiportError(err);

@@ -39,6 +39,7 @@ import { type GatewayExits, startExits } from './exits.js';
 import { ERROR_HEADER, isHttp2, type Req, type Res, sendError, setRequestDeadline } from './http.js';
 import { createLivenessMetrics, createMetrics, type GatewayMetrics } from './metrics.js';
 import { restartOnlyChanges } from './reload.js';
+import { once, Teardown } from './teardown.js';
 import { handleConnect, type TunnelDeps } from './tunnel.js';
 
 export interface StartGatewayOptions {
@@ -130,6 +131,25 @@ export async function startGateway(
   }
 
   const store = options.store ?? (await openStore(config.store, { dataDir: config.data_dir }));
+  // Each part registers its clean-up as soon as it exists (teardown.ts): a failed start releases
+  // what was made, and drain and close release it all in reverse order.
+  const teardown = new Teardown();
+  // The store commits what it was handed within STORE_CLOSE_TIMEOUT_MS; past it (a database
+  // locked by another process) it abandons the rest and says so: logged here, then the stop fails.
+  const closeStore = async (): Promise<void> => {
+    try {
+      await store.close();
+    } catch (err) {
+      const e = asCiportError(err);
+      log.error({ code: e.code, err: e.message }, 'store closed with audit events not committed');
+      throw err;
+    }
+  };
+
+  teardown.defer('store', closeStore);
+  const unwindFailed = (part: string, err: unknown) =>
+    log.error({ part, err: asCiportError(err).message }, 'stopping the gateway: a part failed to stop');
+  let closeAgents = async (): Promise<void> => {};
   const gatewayId = `gw_${randomBytes(6).toString('hex')}`;
   const metrics = createMetrics();
   const targets = new Map<string, TargetConfig>(config.targets.map((t) => [t.name, t]));
@@ -137,8 +157,8 @@ export async function startGateway(
   let manager: SessionManager;
   let policy: ReturnType<typeof compilePolicy>;
   let liveness: JobLiveness | undefined;
-  let exits: GatewayExits | undefined;
-  let agents: GatewayAgents | undefined;
+  let exits: GatewayExits;
+  let agents: GatewayAgents;
   try {
     verifier = new TokenVerifier(config.issuers, {
       ...(options.fetch ? { fetch: options.fetch } : {}),
@@ -149,6 +169,8 @@ export async function startGateway(
     liveness = config.issuers.some((i) => i.job_api)
       ? new JobLiveness({ issuers: config.issuers, log, metrics: createLivenessMetrics(metrics.registry) })
       : undefined;
+    const jobs = liveness;
+    teardown.defer('job liveness', () => jobs?.close().catch(() => {}));
     manager = new SessionManager({
       store,
       config,
@@ -160,6 +182,9 @@ export async function startGateway(
       ...(options.sweepIntervalMs ? { sweepIntervalMs: options.sweepIntervalMs } : {}),
       ...(liveness ? { liveness } : {}),
     });
+    const sessions = manager;
+    // Drain ends the sessions first (drain() below); close leaves them for the next start.
+    teardown.defer('sessions', (graceful) => (graceful ? sessions.stop() : sessions.abandon()));
     const { reaped, adopted } = await manager.start();
     if (reaped || adopted) log.info({ reaped, adopted }, 'sessions recovered from the store');
     exits = await startExits({
@@ -171,6 +196,8 @@ export async function startGateway(
       registry: metrics.registry,
       ...(options.roleReapIntervalMs !== undefined ? { reapIntervalMs: options.roleReapIntervalMs } : {}),
     });
+    const gatewayExitsMade = exits;
+    teardown.defer('exits', () => gatewayExitsMade.close());
     agents = await startAgents({
       store,
       registry: metrics.registry,
@@ -180,6 +207,9 @@ export async function startGateway(
       deploymentId: exits.deploymentId,
       ...(options.roleReapIntervalMs !== undefined ? { reapIntervalMs: options.roleReapIntervalMs } : {}),
     });
+    const made = agents;
+    closeAgents = once(() => made.close().catch(() => {}));
+    teardown.defer('agents', closeAgents);
     await store.appendAudit(
       auditEvent('config.loaded', {
         source: options.configSource ?? '(in-process)',
@@ -191,10 +221,7 @@ export async function startGateway(
       } as Parameters<typeof auditEvent<'config.loaded'>>[1]),
     );
   } catch (err) {
-    await agents?.close().catch(() => {});
-    exits?.close();
-    await liveness?.close().catch(() => {});
-    await store.close().catch(() => {});
+    await teardown.unwind(false).catch(() => {});
     throw err;
   }
   const gatewayAgents = agents;
@@ -220,6 +247,7 @@ export async function startGateway(
     onError: (err) => log.error({ err: asCiportError(err).message }, 'audit session.denied_summary failed'),
     ...clock,
   });
+  teardown.defer('denial log', () => denials.close());
   const downloads = new GatewayDownloads({
     clientFile: config.client.linux_x64,
     maxDownloads: config.client.max_downloads,
@@ -402,16 +430,37 @@ export async function startGateway(
       });
     });
   } catch (err) {
-    manager.abandon();
-    await gatewayAgents.close().catch(() => {});
-    exits?.close();
-    await store.close().catch(() => {});
+    await teardown.unwind(false).catch(() => {});
     const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     throw new ConfigError('CIPORT_E_CONFIG_INVALID', `listen: cannot listen on ${config.listen} (${code})`, {
       cause: err,
     });
   }
   server.on('error', (err) => log.error({ err: err.message }, 'server error'));
+  const closePort = async (graceful: boolean) => {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const s of sessions) {
+      if (graceful) s.close();
+      else s.destroy();
+    }
+    if (!graceful) for (const socket of sockets) socket.destroy();
+    const force = setTimeout(
+      () => {
+        for (const s of sessions) s.destroy();
+        for (const socket of sockets) socket.destroy();
+      },
+      graceful ? 1_000 : 0,
+    );
+    await closed;
+    clearTimeout(force);
+  };
+
+  // Agent links ride on upgraded connections of this server: closed first, or a graceful close
+  // of the port would wait for them.
+  teardown.defer('port', async (graceful) => {
+    await closeAgents();
+    await closePort(graceful);
+  });
   const bound = (server.address() as AddressInfo).port;
   const urlHost = host.includes(':') ? `[${host}]` : host;
   const url = `https://${urlHost === '0.0.0.0' ? '127.0.0.1' : urlHost === '[::]' ? '[::1]' : urlHost}:${bound}`;
@@ -476,36 +525,6 @@ export async function startGateway(
     );
     return { hash, previousHash };
   };
-  const closePort = async (graceful: boolean) => {
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    for (const s of sessions) {
-      if (graceful) s.close();
-      else s.destroy();
-    }
-    if (!graceful) for (const socket of sockets) socket.destroy();
-    const force = setTimeout(
-      () => {
-        for (const s of sessions) s.destroy();
-        for (const socket of sockets) socket.destroy();
-      },
-      graceful ? 1_000 : 0,
-    );
-    await closed;
-    clearTimeout(force);
-  };
-
-  // The store commits what it was handed within STORE_CLOSE_TIMEOUT_MS; past it (a database
-  // locked by another process) it abandons the rest and says so: logged here, then the stop fails.
-  const closeStore = async (): Promise<void> => {
-    try {
-      await store.close();
-    } catch (err) {
-      const e = asCiportError(err);
-      log.error({ code: e.code, err: e.message }, 'store closed with audit events not committed');
-      throw err;
-    }
-  };
-
   return {
     url,
     port: bound,
@@ -545,13 +564,7 @@ export async function startGateway(
         } catch (err) {
           log.error({ err: asCiportError(err).message }, 'ending sessions at shutdown failed');
         }
-        await manager.stop();
-        await liveness?.close().catch(() => {});
-        await gatewayAgents.close().catch(() => {});
-        exits?.close();
-        await closePort(true);
-        await denials.close();
-        await closeStore();
+        await teardown.unwind(true, unwindFailed);
         log.info({}, 'gateway stopped');
       })();
       return stopped;
@@ -560,13 +573,9 @@ export async function startGateway(
       // Also cuts short a drain in progress.
       hardStop ??= (async () => {
         draining = true;
+        // Cut the tunnels with their reason before the port goes (an unwind runs once).
         manager.abandon();
-        await liveness?.close().catch(() => {});
-        await gatewayAgents.close().catch(() => {});
-        exits?.close();
-        await closePort(false);
-        await denials.close();
-        await closeStore();
+        await teardown.unwind(false, unwindFailed);
       })();
       return hardStop;
     },
