@@ -27,6 +27,7 @@ import {
 } from './agent-hub.js';
 import { AgentRegistry, REVOCATION_SWEEP_MS } from './agent-registry.js';
 import { createAgentMetrics } from './metrics.js';
+import { GATEWAY_HEARTBEAT_MS, type GatewayPeers } from './peers.js';
 import type { AgentRoutes } from './tunnel.js';
 
 /** Meta key of the last advertisement per target (session answers right after a restart). */
@@ -34,7 +35,6 @@ const KNOWN_TARGETS_KEY = 'agent_targets.v1';
 /** Event ids recently recorded, per gateway process (a resent event is not recorded twice). */
 const SEEN_EVENTS = 10_000;
 /** Gateways heartbeat their store row this often; a row older than 3 periods is not listed. */
-const GATEWAY_HEARTBEAT_MS = 10_000;
 
 export interface GatewayAgents {
   readonly hub: AgentHub;
@@ -42,8 +42,6 @@ export interface GatewayAgents {
   readonly routes: AgentRoutes;
   /** For handleAgentApi / handleAgentUpgrade. */
   apiDeps(requireAdmin: AgentApiDeps['requireAdmin'], maxBodyBytes: number): AgentApiDeps;
-  /** Once listening: register this gateway (its URL for agents) in the store for discovery. */
-  advertise(url: string): Promise<void>;
   /** Re-read the connected agents' bindings now (done every 30 s: other gateways' changes). */
   sweepBindings(): Promise<void>;
   close(): Promise<void>;
@@ -56,6 +54,8 @@ export async function startAgents(options: {
   manager: SessionManager;
   log: Logger;
   gatewayId: string;
+  /** The gateways sharing the store: each agent is told about all of them and links to each. */
+  peers: GatewayPeers;
   /** The deployment whose per-session roles agents create and reap (GatewayExits.deploymentId). */
   deploymentId: string;
   /** Send agents the active-session list this often (default 60 000 ms; 0: only on connect). */
@@ -132,17 +132,10 @@ export async function startAgents(options: {
 
   // Discovery: every gateway sharing the store registers where agents reach it and tells each
   // agent about the others, so an agent links to all of them (docs/agent.md, "Several gateways").
-  let advertisedUrl: string | undefined;
+  const { peers } = options;
   const sendGateways = async () => {
-    if (!advertisedUrl) return;
-    const now = Date.now();
-    if (!(await store.heartbeatGateway(options.gatewayId, now))) {
-      await store.registerGateway({ id: options.gatewayId, url: advertisedUrl, at: now });
-    }
-    const gateways = (await store.listGateways(now - 3 * GATEWAY_HEARTBEAT_MS)).map((g) => ({
-      id: g.id,
-      url: g.url,
-    }));
+    if (!peers.registered) return;
+    const gateways = (await peers.alive()).map((g) => ({ id: g.id, url: g.url }));
     await hub.broadcast(AGENT_GATEWAYS_PATH, { self: options.gatewayId, gateways });
   };
   const onConnectedGateways = () => {
@@ -197,10 +190,6 @@ export async function startAgents(options: {
     routes,
     apiDeps: (requireAdmin, maxBodyBytes) => ({ registry, hub, requireAdmin, maxBodyBytes, log }),
     sweepBindings,
-    async advertise(url) {
-      advertisedUrl = url;
-      await store.registerGateway({ id: options.gatewayId, url, at: Date.now() });
-    },
     async close() {
       if (timer) clearInterval(timer);
       clearInterval(discovery);
@@ -209,7 +198,6 @@ export async function startAgents(options: {
       hub.off('agent.connected', onConnected);
       hub.off('agent.targets', onConnected);
       hub.off('agent.connected', onConnectedGateways);
-      if (advertisedUrl) await store.removeGateway(options.gatewayId).catch(() => false);
       unEnded();
       await hub.close();
       unaudit();

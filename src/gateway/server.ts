@@ -38,6 +38,7 @@ import { GatewayDownloads } from './downloads.js';
 import { type GatewayExits, startExits } from './exits.js';
 import { ERROR_HEADER, isHttp2, type Req, type Res, sendError, setRequestDeadline } from './http.js';
 import { createLivenessMetrics, createMetrics, type GatewayMetrics } from './metrics.js';
+import { GatewayPeers } from './peers.js';
 import { restartOnlyChanges } from './reload.js';
 import { once, Teardown } from './teardown.js';
 import { handleConnect, type TunnelDeps } from './tunnel.js';
@@ -147,10 +148,13 @@ export async function startGateway(
   };
 
   teardown.defer('store', closeStore);
+  const gatewayId = `gw_${randomBytes(6).toString('hex')}`;
+  // Registered once listening (its URL for agents); leaves the table when the gateway stops.
+  const peers = new GatewayPeers(store, gatewayId, log);
+  teardown.defer('gateway registry', () => peers.close());
   const unwindFailed = (part: string, err: unknown) =>
     log.error({ part, err: asCiportError(err).message }, 'stopping the gateway: a part failed to stop');
   let closeAgents = async (): Promise<void> => {};
-  const gatewayId = `gw_${randomBytes(6).toString('hex')}`;
   const metrics = createMetrics();
   const targets = new Map<string, TargetConfig>(config.targets.map((t) => [t.name, t]));
   let verifier: TokenVerifier;
@@ -178,6 +182,7 @@ export async function startGateway(
       log,
       metrics,
       gatewayId,
+      peers,
       ...(options.now ? { now: options.now } : {}),
       ...(options.sweepIntervalMs ? { sweepIntervalMs: options.sweepIntervalMs } : {}),
       ...(liveness ? { liveness } : {}),
@@ -204,6 +209,7 @@ export async function startGateway(
       manager,
       log,
       gatewayId,
+      peers,
       deploymentId: exits.deploymentId,
       ...(options.roleReapIntervalMs !== undefined ? { reapIntervalMs: options.roleReapIntervalMs } : {}),
     });
@@ -469,8 +475,8 @@ export async function startGateway(
     'gateway listening',
   );
   // Where agents reach this gateway (discovery through the store): public_url, else the bound URL.
-  await gatewayAgents
-    .advertise(config.public_url ?? url)
+  await peers
+    .register(config.public_url ?? url)
     .catch((err) =>
       log.warn({ err: asCiportError(err).message }, 'gateway not registered for agent discovery'),
     );

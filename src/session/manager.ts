@@ -93,6 +93,8 @@ export interface SessionManagerOptions {
    * ends it with `job_finished`.
    */
   liveness?: JobLiveness;
+  /** The other gateways sharing the store: a draining gateway leaves its sessions to them. */
+  peers?: { others(): Promise<string[]> } | undefined;
 }
 
 export interface OpenedSession {
@@ -104,8 +106,6 @@ export interface OpenedSession {
 }
 
 /** A gateway is considered alive while its registry entry is younger than this. */
-const GATEWAY_ALIVE_MS = 30_000;
-const REGISTRY_KEY = 'gateways.alive';
 /** Upper bound on waiting for cut connections to write their close events before ending. */
 const CUT_SETTLE_MS = 2_000;
 /** Upper bound on awaiting one lifecycle hook; a slower hook is logged and left behind. */
@@ -140,6 +140,7 @@ export class SessionManager {
   #sweepTimer: NodeJS.Timeout | undefined;
   #sweeping = false;
   #sweeps = 0;
+  readonly #peers: { others(): Promise<string[]> } | undefined;
   #stopped = false;
   readonly #openedHooks: SessionOpenedHook[] = [];
   readonly #endedHooks: SessionEndedHook[] = [];
@@ -155,6 +156,7 @@ export class SessionManager {
     this.#log = options.log;
     this.#metrics = options.metrics;
     this.#gatewayId = options.gatewayId;
+    this.#peers = options.peers;
     this.#now = options.now ?? Date.now;
     this.#sweepMs = options.sweepIntervalMs ?? 1000;
     this.#liveness = options.liveness;
@@ -242,7 +244,6 @@ export class SessionManager {
       this.#adopt(record);
       adopted++;
     }
-    await this.#register(now);
     // Several gateways (PostgreSQL): an end committed anywhere reaches us at once; the sweep
     // below stays as the fallback for a missed notification.
     try {
@@ -486,11 +487,6 @@ export class SessionManager {
     }
     await this.#unsubscribe?.().catch(() => {});
     this.#unsubscribe = undefined;
-    try {
-      await this.#unregister();
-    } catch (err) {
-      this.#log.warn({ err: String(err) }, 'could not leave the gateway registry');
-    }
   }
 
   /** Forget local state without touching the store (a crash, as far as the store can tell). */
@@ -701,7 +697,7 @@ export class SessionManager {
       // Sessions served here that were ended through another gateway (a missed or absent
       // notification): cut their connections and run the onEnded hooks. Sessions with open
       // connections are checked every sweep, the others every fifth.
-      const all = this.#sweeps % 5 === 0;
+      const all = this.#sweeps++ % 5 === 0;
       const due = [...this.#live.values()].filter((l) => !l.ending && (all || l.connections.size > 0));
       // Several: one query for the active sessions instead of one per session (a thousand
       // sessions with idle tunnels made a thousand queries a second). Those it does not list
@@ -713,7 +709,6 @@ export class SessionManager {
         if (fresh?.state !== 'active') this.#cutEndedElsewhere(live, fresh);
         else live.record = { ...fresh };
       }
-      if (++this.#sweeps % 10 === 0) await this.#register(now);
     } catch (err) {
       this.#fail('sweep', err);
     } finally {
@@ -730,39 +725,10 @@ export class SessionManager {
     this.#log.error({ err: err instanceof Error ? err.message : String(err) }, `session ${what} failed`);
   }
 
-  // A tiny registry of live gateways in the store's meta table: {gatewayId: lastSeenMs}.
-  async #readRegistry(): Promise<Record<string, number>> {
-    const text = await this.#store.getMeta(REGISTRY_KEY);
-    if (!text) return {};
-    try {
-      const parsed = JSON.parse(text) as unknown;
-      return parsed && typeof parsed === 'object' ? (parsed as Record<string, number>) : {};
-    } catch {
-      return {};
-    }
-  }
-
-  async #register(now: number): Promise<void> {
-    const registry = await this.#readRegistry();
-    const fresh: Record<string, number> = {};
-    for (const [id, seen] of Object.entries(registry)) if (now - seen < GATEWAY_ALIVE_MS) fresh[id] = seen;
-    fresh[this.#gatewayId] = now;
-    await this.#store.setMeta(REGISTRY_KEY, JSON.stringify(fresh));
-  }
-
-  async #unregister(): Promise<void> {
-    const registry = await this.#readRegistry();
-    delete registry[this.#gatewayId];
-    await this.#store.setMeta(REGISTRY_KEY, JSON.stringify(registry));
-  }
-
   async #otherGatewaysAlive(): Promise<string[]> {
+    // SQLite: one gateway per file.
     if (this.#store.engine === 'sqlite') return [];
-    const now = this.#now();
-    const registry = await this.#readRegistry();
-    return Object.entries(registry)
-      .filter(([id, seen]) => id !== this.#gatewayId && now - seen < GATEWAY_ALIVE_MS)
-      .map(([id]) => id);
+    return (await this.#peers?.others()) ?? [];
   }
 }
 

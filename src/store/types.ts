@@ -148,7 +148,19 @@ export interface AuditQuery {
   limit?: number;
 }
 
-export interface Store {
+/** The gateways sharing the store (src/gateway/peers.ts). */
+export interface GatewayStore {
+  /** Insert or replace the gateway `id` (url, startedAt and lastSeenAt become `at`). */
+  registerGateway(gateway: { id: string; url: string; at: number }): Promise<void>;
+  /** Set the gateway's lastSeenAt to `at`. False when it is not registered (register it again). */
+  heartbeatGateway(id: string, at: number): Promise<boolean>;
+  /** Gateways seen at or after `aliveSince` (epoch ms), oldest start first. */
+  listGateways(aliveSince: number): Promise<GatewayRecord[]>;
+  /** Deregister (on drain). False when it was not registered. */
+  removeGateway(id: string): Promise<boolean>;
+}
+
+export interface Store extends GatewayStore {
   readonly engine: StoreEngine;
 
   // ---- sessions: every state change commits together with its audit event ----
@@ -288,17 +300,6 @@ export interface Store {
    * then; SQLite: a no-op). Resolves to an unsubscribe function.
    */
   subscribeAgentRevoked(listener: AgentRevokedListener): Promise<() => Promise<void>>;
-
-  // ---- gateways sharing the store (discovery) ----
-
-  /** Insert or replace the gateway `id` (url, startedAt and lastSeenAt become `at`). */
-  registerGateway(gateway: { id: string; url: string; at: number }): Promise<void>;
-  /** Set the gateway's lastSeenAt to `at`. False when it is not registered (register it again). */
-  heartbeatGateway(id: string, at: number): Promise<boolean>;
-  /** Gateways seen at or after `aliveSince` (epoch ms), oldest start first. */
-  listGateways(aliveSince: number): Promise<GatewayRecord[]>;
-  /** Deregister (on drain). False when it was not registered. */
-  removeGateway(id: string): Promise<boolean>;
 
   // ---- meta: small key/value facts (gateway id, CA fingerprint, …) ----
 
