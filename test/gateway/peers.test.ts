@@ -2,31 +2,21 @@
 // (src/gateway/peers.ts): gateways starting at once all find each other (one row each, no
 // read-modify-write of a shared value), a draining gateway leaves its sessions to a live peer,
 // and the last one ends them.
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayPeers } from '../../src/gateway/peers.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { openStore } from '../../src/store/open.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { createTestDatabase, type TestDatabase } from '../fixtures/pg-database.js';
 import { type LivenessHarness, startLivenessHarness } from '../jobs/gateway-harness.js';
-import { PG_ADMIN_URL } from '../store/harness.js';
 import { openSession, roundTrip, tunnel } from './helpers.js';
 
-const dbName = `ciport_peers_${randomBytes(6).toString('hex')}`;
-const dbUrl = (() => {
-  const u = new URL(PG_ADMIN_URL);
-  u.pathname = `/${dbName}`;
-  return u.toString();
-})();
-let admin: pg.Client;
+let db: TestDatabase;
 let issuer: FixtureIssuer;
 const running: LivenessHarness[] = [];
 
 beforeAll(async () => {
-  admin = new pg.Client({ connectionString: PG_ADMIN_URL, connectionTimeoutMillis: 5000 });
-  await admin.connect();
-  await admin.query(`create database ${dbName}`);
+  db = await createTestDatabase('ciport_peers');
   issuer = await FixtureIssuer.start();
 });
 afterEach(async () => {
@@ -34,12 +24,11 @@ afterEach(async () => {
 });
 afterAll(async () => {
   await issuer?.close();
-  await admin?.query(`drop database if exists ${dbName} with (force)`);
-  await admin?.end();
+  await db?.drop();
 });
 
 async function gateway(): Promise<LivenessHarness> {
-  const h = await startLivenessHarness({ issuer, extra: { store: { postgres: { url: dbUrl } } } });
+  const h = await startLivenessHarness({ issuer, extra: { store: { postgres: { url: db.url } } } });
   running.push(h);
   return h;
 }
@@ -47,7 +36,7 @@ async function gateway(): Promise<LivenessHarness> {
 describe('gateways sharing a PostgreSQL store', () => {
   it('twelve gateways registering at once all see each other; each leaves on close', async () => {
     const stores = await Promise.all(
-      Array.from({ length: 12 }, () => openStore({ postgres: { url: dbUrl } }, { dataDir: '/nonexistent' })),
+      Array.from({ length: 12 }, () => openStore({ postgres: { url: db.url } }, { dataDir: '/nonexistent' })),
     );
     try {
       const peers = stores.map((s, i) => new GatewayPeers(s, `gw_peer${i}`, silentLogger()));
@@ -75,7 +64,7 @@ describe('gateways sharing a PostgreSQL store', () => {
     const cb = await b.client();
     const onB = await tunnel(cb, s, 'echo');
     expect((await roundTrip(onB, Buffer.from('served by B'))).toString()).toBe('served by B');
-    const store = await openStore({ postgres: { url: dbUrl } }, { dataDir: '/nonexistent' });
+    const store = await openStore({ postgres: { url: db.url } }, { dataDir: '/nonexistent' });
     try {
       expect(await store.getSession(s.id)).toMatchObject({ state: 'active' });
       onB.close();
