@@ -10,6 +10,7 @@ import { silentLogger } from '../../src/gateway/logger.js';
 import { createMetrics } from '../../src/gateway/metrics.js';
 import type { TunnelDeps } from '../../src/gateway/tunnel.js';
 import { LiveSession } from '../../src/session/manager.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import {
   ADMIN,
   agentConfig,
@@ -19,7 +20,6 @@ import {
   type MiniGateway,
   startMiniGateway,
   tempDir,
-  until,
 } from './harness.js';
 
 describe('AgentTunnel', () => {
@@ -82,7 +82,7 @@ describe('AgentTunnel', () => {
       { ca: gw.caPem, env: { CIPORT_TEST_ENROLLMENT_TOKEN: enroll.body.token } },
     );
     await agent.start();
-    await until(() => gw.hub.serves('echo'), 5_000, 'agent');
+    await waitFor(() => gw.hub.serves('echo'), 5_000, 'agent');
     client = connect(gw.url, { ca: gw.caPem });
     client.on('error', () => {});
   });
@@ -121,11 +121,11 @@ describe('AgentTunnel', () => {
       t2.once('close', () => resolve(t2.rstCode));
     });
     t2.write('x');
-    await until(() => agent.streams === 1, 2_000, 'open');
+    await waitFor(() => agent.streams === 1, 2_000, 'open');
     tunnels[1]?.cut('revoked');
     expect(await code).toBe(h2.NGHTTP2_CANCEL);
     await tunnels[1]?.done;
-    await until(() => agent.streams === 0, 2_000, 'agent closed the upstream');
+    await waitFor(() => agent.streams === 0, 2_000, 'agent closed the upstream');
     expect(audit[3]).toMatchObject({ type: 'connection.closed', data: { error: 'session ended (revoked)' } });
   });
 });

@@ -242,15 +242,6 @@ export async function echoServer(): Promise<{ address: string; server: Server; c
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function until(cond: () => boolean, timeoutMs: number, what = 'condition'): Promise<number> {
-  const start = Date.now();
-  while (!cond()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`${what} not reached within ${timeoutMs} ms`);
-    await sleep(20);
-  }
-  return Date.now() - start;
-}
-
 /**
  * A TCP relay between an agent and the gateway that a test can cut (both sockets destroyed, as
  * when the agent's host dies) or freeze (bytes stop flowing, nothing is closed: a partition).

@@ -7,7 +7,8 @@ import { CancelRegistry, sendCancelRequest } from '../../../src/exits/postgres/c
 import type { PgUpstreamTarget } from '../../../src/exits/postgres/exit.js';
 import { connectUpstream, type UpstreamTlsOptions } from '../../../src/exits/postgres/upstream.js';
 import { type PgServer, startPgServer } from '../../fixtures/pg-server.js';
-import { type PortHarness, runClient, spawnClient, startPort, waitFor } from './harness.js';
+import { waitFor } from '../../fixtures/wait-for.js';
+import { type PortHarness, runClient, spawnClient, startPort } from './harness.js';
 
 const PW = `tls-${randomBytes(12).toString('hex')}`;
 let server: PgServer;
@@ -119,19 +120,18 @@ describe('TLS upstream', () => {
   it('cancels over TLS (psql Ctrl-C through a TLS upstream)', async () => {
     const h = await port({ mode: 'verify-full', ca: server.caPem });
     const { child, done } = spawnClient(server.bin('psql'), ['-X', '-c', 'select pg_sleep(30)'], h.env());
-    await waitFor('pg_sleep to run', async () =>
-      (await server.sql(
-        "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'",
-      )) === '1'
-        ? true
-        : undefined,
+    await waitFor(
+      async () =>
+        (await server.sql(
+          "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'",
+        )) === '1',
+      15_000,
+      'pg_sleep to run',
     );
     child.kill('SIGINT');
     const r = await done;
     expect(r.stderr).toContain('canceling statement due to user request');
-    await waitFor('cancel result', async () =>
-      h.exitResults.some((x) => x.kind === 'cancel') ? true : undefined,
-    );
+    await waitFor(async () => h.exitResults.some((x) => x.kind === 'cancel'), 15_000, 'cancel result');
     expect(h.exitResults).toContainEqual({ kind: 'cancel', forwarded: true });
   });
 
