@@ -136,9 +136,36 @@ describe('TLS upstream', () => {
   });
 
   it('a cancel to an unknown key is harmless', async () => {
-    await sendCancelRequest(
-      { host: '127.0.0.1', port: server.port, tls: { mode: 'verify-full', ca: server.caPem } },
-      { processId: 1, secretKey: 2 },
-    );
+    const c = new pg.Client({
+      host: '127.0.0.1',
+      port: server.port,
+      user: 'app',
+      password: PW,
+      database: 'app',
+      ssl: { ca: server.caPem, servername: 'localhost' },
+    });
+    await c.connect();
+    try {
+      const { processID, secretKey } = c as unknown as { processID: number; secretKey: number };
+      const running = c.query('select pg_sleep(1), 42 as answer');
+      await waitFor(
+        async () =>
+          (await server.sql(
+            "select count(*) from pg_stat_activity where query = 'select pg_sleep(1), 42 as answer' and state = 'active'",
+          )) === '1',
+        15_000,
+        'pg_sleep to run',
+      );
+      // That backend's pid with a wrong secret: the server ignores it, the query runs to its end.
+      await expect(
+        sendCancelRequest(
+          { host: '127.0.0.1', port: server.port, tls: { mode: 'verify-full', ca: server.caPem } },
+          { processId: processID, secretKey: secretKey ^ 1 },
+        ),
+      ).resolves.toBeUndefined();
+      expect((await running).rows).toEqual([{ pg_sleep: '', answer: 42 }]);
+    } finally {
+      await c.end();
+    }
   });
 });
