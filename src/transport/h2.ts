@@ -1,4 +1,4 @@
-// HTTP/2 stream helpers shared by the gateway (and, later, the agent connection).
+// HTTP/2 stream helpers shared by the gateway and the agent.
 import type { Http2Stream } from 'node:http2';
 
 /**

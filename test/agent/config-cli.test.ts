@@ -6,15 +6,8 @@ import { Agent } from '../../src/agent/agent.js';
 import { loadAgentConfig, parseAgentConfig, resolveEnrollmentToken } from '../../src/agent/config.js';
 import { agentsEnroll, agentsList, agentsRevoke, formatAgents } from '../../src/cli/commands/agent.js';
 import { auditAgentEvents } from '../../src/gateway/agent-audit.js';
-import {
-  ADMIN,
-  echoServer,
-  MemoryMeta,
-  type MiniGateway,
-  startMiniGateway,
-  tempDir,
-  until,
-} from './harness.js';
+import { waitFor } from '../fixtures/wait-for.js';
+import { ADMIN, echoServer, MemoryMeta, type MiniGateway, startMiniGateway, tempDir } from './harness.js';
 
 const sink = () =>
   new Writable({
@@ -98,7 +91,7 @@ describe('ciport agents enroll|list|revoke (functions) and audit events', () => 
     );
     agent = new Agent(loadAgentConfig(cfgFile, { env: {} }), { env: { TOK: token } });
     await agent.start();
-    await until(() => gw.hub.serves('echo'), 5_000, 'served');
+    await waitFor(() => gw.hub.serves('echo'), 5_000, 'served');
 
     const list = await agentsList(io, { gateway: gw.url });
     expect(list).toHaveLength(1);
@@ -108,7 +101,7 @@ describe('ciport agents enroll|list|revoke (functions) and audit events', () => 
 
     const res = await agentsRevoke(io, 'dc1', { gateway: gw.url });
     expect(res.revoked.map((a) => a.name)).toEqual(['dc1']);
-    await until(() => audit.length === 2, 2_000, 'audit events');
+    await waitFor(() => audit.length === 2, 2_000, 'audit events');
     expect(audit.map((e) => e.type)).toEqual(['agent.connected', 'agent.disconnected']);
     expect(audit[1]?.data).toMatchObject({ agent: 'dc1', reason: 'revoked' });
     expect(formatAgents(await agentsList(io, { gateway: gw.url }))).toMatch(/dc1\s+revoked/);

@@ -3,6 +3,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { EventRefusals } from '../../src/gateway/agent-event-refusals.js';
 import type { Store } from '../../src/store/types.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import { MemoryMeta } from './harness.js';
 
 const rogue = { id: 'agt_rogue', name: 'dc-rogue' };
@@ -36,10 +37,7 @@ describe('EventRefusals', () => {
       expect.objectContaining({ agent_id: 'agt_other', count: 1, sample_target: 'pg\\x1b[2J' }),
     ]);
     // The interval closes windows past their end: the other 499 as one count.
-    const deadline = Date.now() + 5_000;
-    while ((await refusedEvents(store)).length < 3 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await waitFor(async () => (await refusedEvents(store)).length >= 3, 5_000, 'the third refusal event');
     const after = await refusedEvents(store);
     expect(after).toHaveLength(3);
     expect(after[2]).toMatchObject({ agent_id: 'agt_rogue', count: 499, window_ms: 1_000 });

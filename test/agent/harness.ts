@@ -97,8 +97,6 @@ export async function startMiniGateway(options: {
   registry?: AgentRegistryOptions;
   /** Where the gateway's handlers log (default: nowhere). */
   log?: Logger;
-  /** Serve client CONNECT streams this way instead of a bare relayViaAgent. */
-  onConnect?: (hub: AgentHub, stream: ServerHttp2Stream, target: string) => void;
 }): Promise<MiniGateway> {
   const tls = ensureGeneratedTls(options.dir, ['localhost', '127.0.0.1']);
   const registry = new AgentRegistry(options.meta, options.registry);
@@ -134,12 +132,12 @@ export async function startMiniGateway(options: {
     s.once('close', () => sockets.delete(s));
   });
   server.on('upgrade', (req, socket, head) => void handleAgentUpgrade(deps, req, socket, head));
-  // Tunnels (what tunnel.ts will do for agent-served targets; no session checks here).
+  // Tunnels: the relay tunnel.ts runs for agent-served targets (Tunnel.runViaAgent), without its
+  // session checks and audit.
   server.on('connect', (req) => {
     const stream = (req as unknown as { stream: ServerHttp2Stream }).stream;
     const target = String(req.headers[':authority'] ?? '').split(':')[0] ?? '';
-    if (options.onConnect) options.onConnect(hub, stream, target);
-    else void relayViaAgent(hub, stream, target, { idleTimeoutMs: 60_000 }).then((r) => relays.push(r));
+    void relayViaAgent(hub, stream, target, { idleTimeoutMs: 60_000 }).then((r) => relays.push(r));
   });
   server.on('request', (req, res) => {
     void handleAgentApi(deps, req, res).then((handled) => {
@@ -241,15 +239,6 @@ export async function echoServer(): Promise<{ address: string; server: Server; c
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-export async function until(cond: () => boolean, timeoutMs: number, what = 'condition'): Promise<number> {
-  const start = Date.now();
-  while (!cond()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`${what} not reached within ${timeoutMs} ms`);
-    await sleep(20);
-  }
-  return Date.now() - start;
-}
 
 /**
  * A TCP relay between an agent and the gateway that a test can cut (both sockets destroyed, as

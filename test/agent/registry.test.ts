@@ -19,15 +19,8 @@ const DAY = 24 * HOUR;
 const iso = (ms: number) => new Date(ms).toISOString();
 const secretOf = (credential: string) => credential.split('.')[1] as string;
 
+import { waitFor } from '../fixtures/wait-for.js';
 import { engines, type TestDb } from '../store/harness.js';
-
-async function eventually(check: () => boolean | Promise<boolean>, ms = 3000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 for (const h of engines()) {
   describe(`AgentRegistry [${h.engine}]`, () => {
@@ -405,7 +398,7 @@ for (const h of engines()) {
       try {
         expect(emitted).toEqual([]);
         await remote.revoke('dc1');
-        await eventually(() => emitted.length === 1);
+        await waitFor(() => emitted.length === 1, 3_000);
         expect(emitted[0]).toMatchObject({ id: agent.id, name: 'dc1' });
         expect(emitted[0]?.revoked_at).not.toBeNull();
 

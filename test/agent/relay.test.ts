@@ -5,6 +5,7 @@ import { type ClientHttp2Session, type ClientHttp2Stream, connect, constants as 
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import {
   ADMIN,
   agentConfig,
@@ -15,7 +16,6 @@ import {
   relay,
   startMiniGateway,
   tempDir,
-  until,
 } from './harness.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -64,7 +64,7 @@ describe('client → gateway → agent → target', () => {
     cleanups.push(() => agent.close());
     beforeStart(agent);
     await agent.start();
-    await until(() => gw.hub.list().some((c) => c.agent === agent.agentId), 5_000, 'hub saw the agent');
+    await waitFor(() => gw.hub.list().some((c) => c.agent === agent.agentId), 5_000, 'hub saw the agent');
     return agent;
   }
 
@@ -98,7 +98,7 @@ describe('client → gateway → agent → target', () => {
       t.stream.end(payload);
     });
     expect(sha(back)).toBe(sha(payload));
-    await until(() => gw.relays.length === 1, 2_000, 'relay finished');
+    await waitFor(() => gw.relays.length === 1, 2_000, 'relay finished');
     expect(gw.relays[0]).toMatchObject({
       opened: true,
       bytesToTarget: payload.length,
@@ -174,19 +174,19 @@ describe('client → gateway → agent → target', () => {
       t.stream.once('close', () => resolve(t.stream.rstCode));
     });
     t.stream.write('x');
-    await until(() => agent.streams === 1, 2_000, 'agent stream');
+    await waitFor(() => agent.streams === 1, 2_000, 'agent stream');
     link.cut();
     // A reset only: an END_STREAM first would read as the target closing the connection.
     expect(await closed).toBe(h2.NGHTTP2_INTERNAL_ERROR);
     expect(ended).toBe(false);
 
     await agent.waitConnected(5_000);
-    await until(() => gw.hub.serves('echo'), 5_000, 'agent back');
+    await waitFor(() => gw.hub.serves('echo'), 5_000, 'agent back');
     const u = await tunnel('echo');
     expect(u.status).toBe(200);
     u.stream.write('y');
-    await until(() => agent.streams === 1, 2_000, 'agent stream again');
+    await waitFor(() => agent.streams === 1, 2_000, 'agent stream again');
     u.stream.close(h2.NGHTTP2_CANCEL);
-    await until(() => agent.streams === 0, 2_000, 'upstream closed after the client reset');
+    await waitFor(() => agent.streams === 0, 2_000, 'upstream closed after the client reset');
   });
 });

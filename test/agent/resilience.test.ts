@@ -5,6 +5,7 @@ import type { ClientHttp2Stream } from 'node:http2';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import {
   ADMIN,
   agentConfig,
@@ -15,7 +16,6 @@ import {
   relay,
   startMiniGateway,
   tempDir,
-  until,
 } from './harness.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -62,7 +62,7 @@ describe('agent resilience', () => {
     cleanups.push(() => agent.close());
     await agent.start();
     await agent.waitConnected(5_000);
-    await until(() => gw.hub.list().some((c) => c.agent === agent.agentId), 5_000, 'hub saw the agent');
+    await waitFor(() => gw.hub.list().some((c) => c.agent === agent.agentId), 5_000, 'hub saw the agent');
     return agent;
   }
 
@@ -73,7 +73,7 @@ describe('agent resilience', () => {
     const b = await agentVia('dc2', gw.port);
     // a long-running connection on each agent
     const streams = await Promise.all([1, 2, 3, 4].map(() => gw.hub.open('echo')));
-    await until(() => a.streams === 2 && b.streams === 2, 2_000, 'spread');
+    await waitFor(() => a.streams === 2 && b.streams === 2, 2_000, 'spread');
     const outcomes = streams.map(
       (s) =>
         new Promise<string>((resolve) => {
@@ -103,9 +103,9 @@ describe('agent resilience', () => {
     const dup = new Agent(first.config, { ca: gw.caPem, env: {} });
     cleanups.push(() => dup.close());
     await dup.start();
-    await until(() => gw.hub.list().length === 2, 5_000, 'second connection');
+    await waitFor(() => gw.hub.list().length === 2, 5_000, 'second connection');
     const streams = await Promise.all([1, 2, 3].map(() => gw.hub.open('echo')));
-    await until(() => dup.streams === 3, 2_000, 'all on the newest');
+    await waitFor(() => dup.streams === 3, 2_000, 'all on the newest');
     expect(first.streams).toBe(0);
     for (const s of streams) s.close();
   });
@@ -130,7 +130,7 @@ describe('agent resilience', () => {
     await new Promise((r) => setTimeout(r, 1_000));
     gw = await startMiniGateway({ dir: join(tmp.dir, 'gw'), meta, port });
     await started;
-    await until(() => gw.hub.serves('echo'), 5_000, 'registered and connected');
+    await waitFor(() => gw.hub.serves('echo'), 5_000, 'registered and connected');
   });
 
   it('a partitioned agent (no FIN, no RST) is noticed by keepalive within 15 s', async () => {

@@ -14,6 +14,7 @@ import { CREDENTIAL_FILE, type StoredCredential, writeCredential } from '../../s
 import type { CiportError } from '../../src/errors/index.js';
 import type { AgentRegistryOptions } from '../../src/gateway/agent-registry.js';
 import { createLogger, type Logger } from '../../src/log/logger.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import {
   ADMIN,
   agentConfig,
@@ -24,7 +25,6 @@ import {
   sleep,
   startMiniGateway,
   tempDir,
-  until,
 } from './harness.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -205,18 +205,18 @@ describe('agent credential rotation', () => {
     agent.on('rotated', (r) => rotations.push({ at: Date.now(), expires_at: r.expires_at }));
     const started = Date.now();
     await agent.start();
-    const first = await until(() => file.seen.length === 1, 2_000, 'credential file').then(
+    const first = await waitFor(() => file.seen.length === 1, 2_000, 'credential file').then(
       () => file.seen[0] as string,
     );
     await agent.waitConnected(5_000);
-    await until(() => gw.hub.serves('echo'), 5_000, 'advertised');
+    await waitFor(() => gw.hub.serves('echo'), 5_000, 'advertised');
     const firstExpiry = Date.parse(agent.credentialExpiresAt as string);
 
     // At half-life (~2 s) the agent rotates; the live connection is not touched.
-    await until(() => rotations.length >= 1, 4_000, 'first rotation');
+    await waitFor(() => rotations.length >= 1, 4_000, 'first rotation');
     expect(rotations[0]?.at).toBeLessThan(firstExpiry);
     expect(rotations[0]?.at).toBeGreaterThanOrEqual(started + 1_500);
-    await until(() => file.seen.length >= 2, 1_000, 'file rewritten');
+    await waitFor(() => file.seen.length >= 2, 1_000, 'file rewritten');
     expect(connections).toHaveLength(1);
     await echoWorks();
 
@@ -233,12 +233,12 @@ describe('agent credential rotation', () => {
     const failures: CiportError[] = [];
     agent.on('failed', (e) => failures.push(e));
     expect(gw.hub.disconnect(agent.agentId as string, 'test')).toBe(1);
-    await until(() => connections.length === 2 && gw.hub.serves('echo'), 5_000, 'reconnected');
+    await waitFor(() => connections.length === 2 && gw.hub.serves('echo'), 5_000, 'reconnected');
     expect(failures.filter((f) => f.code === 'CIPORT_E_AGENT_UNAUTHORIZED')).toEqual([]);
     await echoWorks();
 
     // It keeps rotating every ~2 s; every credential is accepted until its expiry.
-    await until(() => rotations.length >= 3, 6_000, 'more rotations');
+    await waitFor(() => rotations.length >= 3, 6_000, 'more rotations');
     // Each rotation waits for the half-life of the credential before it (~2 s), never back to back.
     for (let i = 1; i < rotations.length; i++) {
       expect((rotations[i]?.at ?? 0) - (rotations[i - 1]?.at ?? 0)).toBeGreaterThanOrEqual(1_000);
@@ -292,15 +292,19 @@ describe('agent credential rotation', () => {
     expect(rotationFailures[0]?.code).toBe('CIPORT_E_GATEWAY_UNREACHABLE');
     gw = await gateway({ credentialLifetimeMs: 6_000, rotationGraceMs: 1_000 }, port);
 
-    await until(() => rotated.length >= 1, 2_000, 'rotated after the gateway came back');
+    await waitFor(() => rotated.length >= 1, 2_000, 'rotated after the gateway came back');
     expect(rotated[0]).toBeLessThan(expiry);
-    await until(() => gw.hub.serves('echo'), 3_000, 'reconnected');
+    await waitFor(() => gw.hub.serves('echo'), 3_000, 'reconnected');
     // Past the old expiry: a reconnect still works.
     await sleep(Math.max(0, expiry - Date.now()) + 100);
     const before = gw.hub.list().length;
     expect(before).toBe(1);
     gw.hub.disconnect(agent.agentId as string, 'test');
-    await until(() => gw.hub.list().length === 1 && gw.hub.serves('echo'), 5_000, 'reconnected after expiry');
+    await waitFor(
+      () => gw.hub.list().length === 1 && gw.hub.serves('echo'),
+      5_000,
+      'reconnected after expiry',
+    );
     await echoWorks();
     const warned = agentLogs.lines.filter((l) => l.includes('credential rotation failed; retrying later'));
     expect(warned.length).toBeGreaterThanOrEqual(1);
@@ -327,7 +331,7 @@ describe('agent credential rotation', () => {
     expect(stored.credential).not.toBe(reg.body.credential);
     expect(stored.expires_at).toBe(r.expires_at);
     await agent.waitConnected(5_000);
-    await until(() => gw.hub.serves('echo'), 5_000, 'advertised');
+    await waitFor(() => gw.hub.serves('echo'), 5_000, 'advertised');
     // Rotated once; the fresh credential is not due again for ~15 days.
     await sleep(300);
     expect(

@@ -5,15 +5,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { exitCodeOf, runCommand } from '../../src/client/child.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-child-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const env = { PATH: process.env.PATH };
-
-async function waitForFile(file: string): Promise<void> {
-  for (let i = 0; i < 200 && !existsSync(file); i++) await sleep(25);
-  expect(existsSync(file)).toBe(true);
-}
 
 describe('runCommand', () => {
   it("returns the command's exit code", async () => {
@@ -57,7 +53,7 @@ describe('runCommand', () => {
         signalSource: signals,
         stdio: 'ignore',
       });
-      await waitForFile(ready);
+      await waitFor(() => existsSync(ready), 5_000, `${ready} to exist`);
       signals.emit(sig);
       const r = await running;
       expect(r.exitCode).toBe(42);
@@ -74,7 +70,7 @@ describe('runCommand', () => {
       signalSource: signals,
       stdio: 'ignore',
     });
-    await waitForFile(ready);
+    await waitFor(() => existsSync(ready), 5_000, `${ready} to exist`);
     await sleep(50);
     signals.emit('SIGTERM');
     expect((await running).exitCode).toBe(143);

@@ -8,9 +8,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseDotenv } from '../../src/client/dotenv.js';
-import { baseEnv, ensureBuilt, LAUNCHER, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, LAUNCHER, runCli, spawnCli } from '../fixtures/cli.js';
 import { FakeGateway } from '../fixtures/fake-gateway.js';
 import { GithubTokenEndpoint } from '../fixtures/github-actions-token.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const execFileAsync = promisify(execFile);
 let echo: Server;

@@ -8,6 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Port, stderrLog } from '../../src/client/port.js';
 import { CiportError } from '../../src/errors/index.js';
 import { FakeGateway } from '../fixtures/fake-gateway.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 class Capture extends Writable {
   text = '';
@@ -104,14 +105,6 @@ function exchange(port: number, data: Buffer): Promise<Buffer> {
   );
 }
 
-async function waitUntil(check: () => boolean, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timed out');
-    await sleep(20);
-  }
-}
-
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 describe('Port', () => {
@@ -173,7 +166,7 @@ describe('Port', () => {
     try {
       const resetAt = Date.now();
       s.resetAndDestroy();
-      await waitUntil(() => upstreamClosed.length === 1, 2000);
+      await waitFor(() => upstreamClosed.length === 1, 2000);
       expect((upstreamClosed[0] as number) - resetAt).toBeLessThan(1000);
     } finally {
       await done();
@@ -186,7 +179,7 @@ describe('Port', () => {
       const closedAt = Date.now();
       // The listener only: the session stays active, so only the RST_STREAM can tell the gateway.
       await port.listeners[0]?.close();
-      await waitUntil(() => upstreamClosed.length === 1, 2000);
+      await waitFor(() => upstreamClosed.length === 1, 2000);
       expect((upstreamClosed[0] as number) - closedAt).toBeLessThan(1000);
     } finally {
       await done();

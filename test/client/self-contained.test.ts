@@ -9,11 +9,12 @@ import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
-import { openedEnv, ROOT, waitFor } from '../fixtures/cli.js';
+import { openedEnv, ROOT } from '../fixtures/cli.js';
 import { CLIENT_BUNDLE, CLIENT_EXE, ensureClientBuilt } from '../fixtures/client-build.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import { tempDir } from '../gateway/helpers.js';
 
 const { dir, cleanup } = tempDir('ciport-sea-');

@@ -6,7 +6,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { type RequestOptions, request } from 'node:https';
 import { join } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
-import { ROOT, spawnCli, waitFor } from '../fixtures/cli.js';
+import { ROOT, spawnCli } from '../fixtures/cli.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 export const DEPLOY = join(ROOT, 'deploy');
 

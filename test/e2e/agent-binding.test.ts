@@ -14,11 +14,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { agentYamlHead } from '../fixtures/agent-yaml.js';
-import { baseEnv, ensureBuilt, LAUNCHER, runCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, LAUNCHER, runCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-binding-'));
 const ADMIN = `admin-${Math.random().toString(36).slice(2)}`;

@@ -29,9 +29,10 @@ import { parseGatewayConfig } from '../../src/config/load.js';
 import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
 import { createLogger } from '../../src/log/logger.js';
 import { agentYamlHead } from '../fixtures/agent-yaml.js';
-import { baseEnv, ensureBuilt, LAUNCHER, ROOT, runCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, LAUNCHER, ROOT, runCli } from '../fixtures/cli.js';
 import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 // ---- can this machine build namespaces? (synchronous, at collection) ------------------------
 

@@ -13,13 +13,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GatewayConfig } from '../../src/config/schema.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { agentYamlHead } from '../fixtures/agent-yaml.js';
-import { baseEnv, ensureBuilt, LAUNCHER, openedEnv, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, LAUNCHER, openedEnv, runCli, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-agent-res-'));
 const ADMIN = `admin-${Math.random().toString(36).slice(2)}`;

@@ -19,12 +19,13 @@ import { Agent } from '../../src/agent/agent.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
 import { MAX_REFUSED_NAMES } from '../../src/gateway/agent-hub.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
-import { baseEnv, ensureBuilt, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, runCli, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 import { auditedStatements } from '../fixtures/queries.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-trust-'));
 const ADMIN = `admin-${Math.random().toString(36).slice(2)}`;

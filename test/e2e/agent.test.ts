@@ -13,7 +13,7 @@ import { verifyChain } from '../../src/audit/verify.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { makePki, startUpstream, type Upstream } from '../exits/http/helpers.js';
 import { agentYamlHead } from '../fixtures/agent-yaml.js';
-import { baseEnv, ensureBuilt, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, runCli, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
@@ -22,6 +22,7 @@ import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 import { auditedStatements } from '../fixtures/queries.js';
 import { type RedisServer, startRedis } from '../fixtures/redis-server.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-agent-'));
 const APP_PASSWORD = `upstream-Secret-${Math.random().toString(36).slice(2)}-pw`;

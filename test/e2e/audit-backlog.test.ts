@@ -11,12 +11,13 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUERY_BATCH_MAX_STATEMENTS } from '../../src/audit/query-batch.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
-import { baseEnv, ensureBuilt, runCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, runCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 import { auditedStatements } from '../fixtures/queries.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import { PG_ADMIN_URL } from '../store/harness.js';
 
 const MAX = 8;

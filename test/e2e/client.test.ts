@@ -13,10 +13,11 @@ import { parseDotenv } from '../../src/client/dotenv.js';
 import { parseGatewayConfig } from '../../src/config/load.js';
 import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
 import { silentLogger } from '../../src/log/logger.js';
-import { baseEnv, ensureBuilt, LAUNCHER, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, LAUNCHER, runCli, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { GithubTokenEndpoint } from '../fixtures/github-actions-token.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const execFileAsync = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-client-'));

@@ -17,7 +17,8 @@ import { silentLogger } from '../../src/log/logger.js';
 import { baseEnv, ensureBuilt, runCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
-import { api, closed, connectClient, eventually, h2, openSession, tunnel } from '../gateway/helpers.js';
+import { waitFor } from '../fixtures/wait-for.js';
+import { api, closed, connectClient, h2, openSession, tunnel } from '../gateway/helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-firstday-'));
 const ADMIN = `admin-${Math.random().toString(36).slice(2)}-token`;
@@ -125,7 +126,7 @@ const env = (extra: NodeJS.ProcessEnv = {}) =>
   });
 
 async function eventsOf(session: string, until: (e: AuditEvent[]) => boolean): Promise<AuditEvent[]> {
-  return eventually(async () => {
+  return waitFor(async () => {
     const all = (await gateway.store.auditEvents({ limit: 100_000 })).filter(
       (e) => e.data.session === session,
     );

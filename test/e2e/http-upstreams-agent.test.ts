@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { agentYamlHead } from '../fixtures/agent-yaml.js';
-import { baseEnv, ensureBuilt, openedEnv, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, openedEnv, runCli, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
@@ -22,6 +22,7 @@ import {
   MATRIX_TARGETS as TARGETS,
 } from '../fixtures/upstream-matrix.js';
 import type { HttpUpstream } from '../fixtures/upstreams.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-http-agent-'));
 const TOKEN = `api-token-${Math.random().toString(36).slice(2)}-xyz`;

@@ -10,13 +10,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { agentConfig } from '../agent/harness.js';
-import { baseEnv, ensureBuilt, openedEnv, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, openedEnv, runCli, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { GitlabApiFixture } from '../fixtures/gitlab-api.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const POLL_MS = 2_000;
 const PROJECT = '61577203';

@@ -13,12 +13,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { makePki, startUpstream, type Upstream } from '../exits/http/helpers.js';
-import { baseEnv, ensureBuilt, openedEnv, spawnCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, openedEnv, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { type RedisServer, startRedis } from '../fixtures/redis-server.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-localauth-'));
 const suffix = Math.random().toString(36).slice(2, 10);

@@ -7,11 +7,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { baseEnv, ensureBuilt, spawnCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-crash-'));
 let issuer: FixtureIssuer;

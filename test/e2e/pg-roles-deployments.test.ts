@@ -8,12 +8,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
-import { baseEnv, ensureBuilt, spawnCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-deployments-'));
 const ADMIN_PASSWORD = `dyn-admin-${Math.random().toString(36).slice(2)}`;

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseGatewayConfig } from '../../src/config/load.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { makePki, startUpstream, type Upstream } from '../exits/http/helpers.js';
-import { baseEnv, ensureBuilt, ROOT, runCli, spawnCli, waitFor } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, ROOT, runCli, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
@@ -19,6 +19,7 @@ import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 import { auditedStatements } from '../fixtures/queries.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-pg-'));
 const APP_PASSWORD = `upstream-Secret-${Math.random().toString(36).slice(2)}-pw`;
@@ -522,7 +523,7 @@ describe('secrets', () => {
     child.stderr.on('data', (c: Buffer) => {
       err += c.toString();
     });
-    await waitUntil(() => out.trim().endsWith('}'), 15_000);
+    await waitFor(() => out.trim().endsWith('}'), 15_000);
     const opened = JSON.parse(out);
     const url = opened.env.CIPORT_DB_URL as string;
     // A whole session's worth of traffic, while sampling every process's argv.
@@ -562,11 +563,3 @@ describe('secrets', () => {
     expect(jobEnv.stdout).toMatch(/^1\n2\n$/m);
   }, 60_000);
 });
-
-async function waitUntil(check: () => boolean, ms: number): Promise<void> {
-  const until = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > until) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}

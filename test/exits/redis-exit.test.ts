@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TargetConfig } from '../../src/config/schema.js';
 import type { CiportError } from '../../src/errors/index.js';
@@ -350,14 +351,25 @@ describe('connectRedisUpstream against misbehaving servers', () => {
   });
 
   it('a reply of exactly the maximum length is accepted', async () => {
+    const received: string[] = [];
     const fake = await fakeServer((s) => {
-      s.once('data', () => s.write(`+${'x'.repeat(MAX_REDIS_REPLY - 1)}\r\n`));
+      // The AUTH gets the longest reply allowed; later commands an ordinary one.
+      s.on('data', (d: Buffer) => {
+        received.push(d.toString('utf8'));
+        s.write(received.length === 1 ? `+${'x'.repeat(MAX_REDIS_REPLY - 1)}\r\n` : '+PONG\r\n');
+      });
     });
     cleanups.push(() => fake.close());
     const socket = await connectRedisUpstream(redisTarget(fake.port, { credentials: creds(PW) }), {
       timeoutMs: 2000,
     });
-    socket.destroy();
+    try {
+      expect(received).toEqual([redisCommand('AUTH', PW).toString()]);
+      // The handshake is over and the connection relays.
+      expect(await exchange(socket, redisCommand('PING'), '\r\n')).toBe('+PONG\r\n');
+    } finally {
+      socket.destroy();
+    }
   });
 
   it('a reply that is not a RESP simple string or error is refused', async () => {
@@ -535,7 +547,17 @@ describe('connectRedisUpstream over TLS', () => {
       redisTarget(tlsRedis.port, { tls: { ca: secret(pki.caPem, 'TEST_CA') }, credentials: creds(PW) }),
       { timeoutMs: 5000 },
     );
-    socket.destroy();
+    try {
+      const tls = socket as TLSSocket;
+      expect(tls.encrypted).toBe(true);
+      expect(tls.authorized).toBe(true);
+      // No SNI for an IP address: the certificate was checked against 127.0.0.1 itself.
+      expect((tls as TLSSocket & { servername?: string | false }).servername).toBeFalsy();
+      expect(tls.getPeerCertificate().subjectaltname).toContain('IP Address:127.0.0.1');
+      expect(await exchange(socket, redisCommand('PING'), '\r\n')).toBe('+PONG\r\n');
+    } finally {
+      socket.destroy();
+    }
   });
 
   it('refuses a certificate from another CA: CIPORT_E_TLS, no AUTH sent', async () => {

@@ -11,13 +11,13 @@ import { registerGateway, runGateway, signalSource } from '../../src/cli/command
 import { registerSessions } from '../../src/cli/commands/sessions.js';
 import { openStore } from '../../src/store/open.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import {
   ADMIN_TOKEN,
   api,
   Capture,
   closed,
   connectClient,
-  eventually,
   type Harness,
   h2,
   openSession,
@@ -194,7 +194,7 @@ describe('ciport gateway', () => {
         env: { CIPORT_ADMIN_TOKEN: ADMIN_TOKEN, CIPORT_LOG_LEVEL: 'silent' },
       };
       const running = runGateway(file, io, { signals });
-      const url = await eventually(() => /listening on (https:\/\/\S+)/.exec(stderr.text)?.[1]);
+      const url = await waitFor(() => /listening on (https:\/\/\S+)/.exec(stderr.text)?.[1]);
       expect(stderr.text).toContain(join(dir, 'data', 'ca.crt'));
       const caPem = (await import('node:fs')).readFileSync(join(dir, 'data', 'ca.crt'), 'utf8');
       const c = await connectClient(url, caPem);
@@ -304,7 +304,7 @@ describe('ciport gateway as a process', () => {
         stderr += d.toString();
       });
       const exited = new Promise<number | null>((resolve) => child?.once('exit', (code) => resolve(code)));
-      const url = await eventually(() => /listening on (https:\/\/\S+)/.exec(stderr)?.[1], 20_000);
+      const url = await waitFor(() => /listening on (https:\/\/\S+)/.exec(stderr)?.[1], 20_000);
       const caPem = (await import('node:fs')).readFileSync(join(dir, 'data', 'ca.crt'), 'utf8');
       const c = await connectClient(url, caPem);
       const token = await issuer.mint({}, { preset: 'gitlab-main' });
@@ -313,7 +313,7 @@ describe('ciport gateway as a process', () => {
 
       child.kill('SIGTERM');
       // During the grace: no new sessions, the live tunnel still carries bytes.
-      const refused = await eventually(async () => {
+      const refused = await waitFor(async () => {
         const r = await api(c, 'POST', '/v1/sessions', { bearer: token, body: {} });
         return r.status === 503 ? r : undefined;
       });

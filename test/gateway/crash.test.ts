@@ -12,13 +12,13 @@ import { openStore } from '../../src/store/open.js';
 import { baseEnv, ensureBuilt, runCli, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import {
   ADMIN_TOKEN,
   api,
   closed,
   connectClient,
   type EchoServer,
-  eventually,
   openSession,
   roundTrip,
   sleep,
@@ -82,16 +82,16 @@ describe('crash safety (SIGKILL)', () => {
     const launch = async () => {
       const run = spawnCli(['gateway', '--config', configFile], { env, timeoutMs: 120_000 });
       children.push(run.child);
-      const ca = await eventually(() => {
+      const ca = await waitFor(() => {
         try {
           return readFileSync(join(dir, 'ca.crt'), 'utf8');
         } catch {
           return undefined;
         }
       }, 20_000);
-      const client = await eventually(async () => connectClient(url, ca), 20_000, 100);
+      const client = await waitFor(async () => connectClient(url, ca), 20_000);
       clients.push(client);
-      await eventually(async () => (await api(client, 'GET', '/readyz')).status === 200, 20_000, 50);
+      await waitFor(async () => (await api(client, 'GET', '/readyz')).status === 200, 20_000);
       return { run, client };
     };
 
@@ -157,7 +157,7 @@ describe('crash safety (SIGKILL)', () => {
     expect(Date.now() - lastOk).toBeLessThan(5_000); // live's lease had not run out
     // The client's next heartbeat lands on the restarted gateway.
     const beforeRestart = heartbeats;
-    await eventually(() => heartbeats > beforeRestart, 5_000);
+    await waitFor(() => heartbeats > beforeRestart, 5_000);
     expect(Date.now() - killedAt).toBeGreaterThan(1_500);
 
     // Read the store the way the operator's CLI would (SQLite, while the gateway runs).

@@ -5,11 +5,11 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { makePki } from '../exits/http/helpers.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import { tempDir } from './helpers.js';
 
 const { dir, cleanup } = tempDir('ciport-downloads-');
@@ -247,14 +247,16 @@ describe('download limits', () => {
 
     // The reader is alive but takes nothing: after client.stall_timeout its download is cut
     // and the slot is free again, whether or not its connection ever closes.
-    let again: Curl | undefined;
-    const deadline = Date.now() + 20_000;
-    do {
-      await sleep(250);
-      again = await curl(busy, '/v1/client/linux-x64');
-    } while (again.status === 429 && Date.now() < deadline);
-    expect(again?.status).toBe(200);
-    expect(sha256(again?.body as Buffer)).toBe(clientSha);
+    const again = await waitFor(
+      async () => {
+        const r = await curl(busy, '/v1/client/linux-x64');
+        return r.status === 429 ? undefined : r;
+      },
+      20_000,
+      'the stalled download to free its slot (anything but 429)',
+    );
+    expect(again.status).toBe(200);
+    expect(sha256(again.body)).toBe(clientSha);
   }, 60_000);
 });
 

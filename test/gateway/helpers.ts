@@ -330,27 +330,6 @@ export async function startEcho(): Promise<EchoServer> {
   };
 }
 
-/** Poll `fn` until it returns a truthy value or `ms` pass. */
-export async function eventually<T>(
-  fn: () => Promise<T> | T,
-  ms = 5_000,
-  stepMs = 25,
-): Promise<NonNullable<T>> {
-  const until = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v as NonNullable<T>;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > until)
-      throw new Error(`condition not met within ${ms} ms${last ? `: ${String(last)}` : ''}`);
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
-}
-
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export { h2 };

@@ -13,14 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import type { AuditEvent } from '../../src/audit/events.js';
 import { agentConfig } from '../agent/harness.js';
-import {
-  type EchoServer,
-  eventually,
-  type Harness,
-  openSession,
-  startEcho,
-  startHarness,
-} from './helpers.js';
+import { waitFor } from '../fixtures/wait-for.js';
+import { type EchoServer, type Harness, openSession, startEcho, startHarness } from './helpers.js';
 
 const LIMIT = 100_000;
 
@@ -78,7 +72,7 @@ beforeAll(async () => {
     { ca: h.gateway.caPem, env: { CIPORT_TEST_ENROLLMENT_TOKEN: token } },
   );
   await agent.start();
-  await eventually(() => h.gateway.agents.hub.serves('far'), 15_000);
+  await waitFor(() => h.gateway.agents.hub.serves('far'), 15_000);
 });
 afterAll(async () => {
   await agent?.close();
@@ -113,7 +107,7 @@ function early(c: ClientHttp2Session, s: { id: string; secret: string }, target:
 /** Wait until the target has seen no new bytes for a while (every relay has drained). */
 async function settled(): Promise<number> {
   let last = -1;
-  await eventually(async () => {
+  await waitFor(async () => {
     const now = atTarget;
     const quiet = now === last;
     last = now;
@@ -177,11 +171,11 @@ describe('connection.closed counts early data', () => {
       // 20 000 bytes in the same flight as the CONNECT: buffered while the session is looked up
       // and the target dialled (or the stream handed to the agent).
       for (let i = 0; i < 2; i++) expect(await early(c, s, target, 20_000)).toBe('200');
-      const events = await eventually(async () => {
+      const events = await waitFor(async () => {
         const found = await closedEvents(s.id);
         return found.length === 2 ? found : undefined;
       });
-      await eventually(() => perConnection.length === connectionsBefore + 2);
+      await waitFor(() => perConnection.length === connectionsBefore + 2);
       expect(perConnection.slice(connectionsBefore)).toEqual([20_000, 20_000]);
       for (const event of events) {
         expect(event.data).toMatchObject({ bytes_to_target: 20_000, bytes_from_target: 20_000, exit });

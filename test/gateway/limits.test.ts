@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { agentConfig } from '../agent/harness.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import {
   closed,
   connectTunnel,
-  eventually,
   type Harness,
   h2,
   openSession,
@@ -72,7 +72,7 @@ async function limitEvents(session: string) {
 
 /** The session's first `session.limit_exceeded` event, once it has been written. */
 async function firstLimitEvent(session: string) {
-  const [event] = await eventually(async () => {
+  const [event] = await waitFor(async () => {
     const found = await limitEvents(session);
     return found.length > 0 ? found : undefined;
   });
@@ -93,7 +93,7 @@ describe('limits.bytes', () => {
     expect(event?.data).toMatchObject({ limit: 'bytes', max: LIMIT, target: 'echo', rule: 'budgeted' });
     expect(event?.data.bytes as number).toBeLessThanOrEqual(LIMIT);
     expect(event?.data.bytes as number).toBeGreaterThan(LIMIT - 2 * 16_384);
-    const closedEvent = await eventually(async () =>
+    const closedEvent = await waitFor(async () =>
       (await h.gateway.store.auditEvents({ limit: 10_000 })).find(
         (e) => e.type === 'connection.closed' && e.data.session === s.id,
       ),
@@ -165,7 +165,7 @@ describe('limits.bytes', () => {
     );
     try {
       await agent.start();
-      await eventually(() => h.gateway.agents.hub.serves('far'), 15_000);
+      await waitFor(() => h.gateway.agents.hub.serves('far'), 15_000);
       const c = await h.client();
       const s = await openSession(c, await h.token(), { targets: ['far'] });
       const stream = await tunnel(c, s, 'far');
@@ -193,7 +193,7 @@ describe('limits.connections', () => {
     expect(fourth.headers['ciport-error']).toBe('CIPORT_E_CONNECTION_LIMIT');
     // Closing one frees a slot.
     await roundTrip(open[0] as ClientHttp2Stream, Buffer.from('x'));
-    await eventually(async () => (await connectTunnel(c, s, 'echo')).status === 200);
+    await waitFor(async () => (await connectTunnel(c, s, 'echo')).status === 200);
     for (const stream of open) stream.close();
   });
 });

@@ -8,13 +8,13 @@ import { type RunningGateway, startGateway } from '../../src/gateway/server.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { GithubApiFixture } from '../fixtures/github-api.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import {
   api,
   Capture,
   closed,
   connectClient,
   type EchoServer,
-  eventually,
   h2,
   openSession,
   startEcho,
@@ -98,7 +98,7 @@ describe('job liveness (GitHub Actions)', () => {
     expect(Date.now() - started).toBeLessThan(800);
     expect(gh.jobHits(JOB)).toBeGreaterThanOrEqual(2);
     // The connections are cut first, then the end commits (src/session/manager.ts `end`).
-    const ended = await eventually(async () => {
+    const ended = await waitFor(async () => {
       const r = await gw.store.getSession(s.id);
       return r?.state === 'ended' ? r : undefined;
     });

@@ -5,18 +5,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { baseEnv, ensureBuilt, runCli } from '../fixtures/cli.js';
 import type { GitlabApiFixture } from '../fixtures/gitlab-api.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import { HOOK_SECRET, type LivenessOptions, startLivenessHarness } from '../jobs/gateway-harness.js';
-import {
-  api,
-  closed,
-  eventually,
-  type Harness,
-  h2,
-  openSession,
-  roundTrip,
-  sleep,
-  tunnel,
-} from './helpers.js';
+import { api, closed, type Harness, h2, openSession, roundTrip, sleep, tunnel } from './helpers.js';
 
 const PROJECT = '61577203';
 let h: Harness | undefined;
@@ -64,7 +55,7 @@ describe('job liveness', () => {
     expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
     // One poll interval (200 ms) plus one request and the cut; generous for a loaded machine.
     expect(Date.now() - finishedAt).toBeLessThan(200 + 600);
-    const record = await eventually(async () => {
+    const record = await waitFor(async () => {
       const r = await h!.gateway.store.getSession(s.id);
       return r?.state === 'ended' ? r : undefined;
     });
@@ -96,7 +87,7 @@ describe('job liveness', () => {
     gl!.setStatus(4011, 'canceled');
     expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
     // The connections are cut first, then the end commits (src/session/manager.ts `end`).
-    const ended = await eventually(async () => {
+    const ended = await waitFor(async () => {
       const r = await h!.gateway.store.getSession(s.id);
       return r?.state === 'ended' ? r : undefined;
     });
@@ -150,11 +141,11 @@ describe('job liveness', () => {
     gl!.respondNext({ status: 429, headers: { 'retry-after': '2' }, body: { message: 'Retry later' } });
     // The first poll (~200 ms) gets the 429; without honouring Retry-After there would be ~8
     // more polls in the next 1.6 s.
-    await eventually(() => gl!.jobHits(4003) === 2, 2000, 10);
+    await waitFor(() => gl!.jobHits(4003) === 2, 2000);
     const limitedAt = Date.now();
     await sleep(1500);
     expect(gl!.jobHits(4003)).toBe(2);
-    await eventually(() => gl!.jobHits(4003) >= 3, 3000, 20);
+    await waitFor(() => gl!.jobHits(4003) >= 3, 3000);
     expect(Date.now() - limitedAt).toBeGreaterThanOrEqual(1700);
     expect(
       await metric(
@@ -174,7 +165,7 @@ describe('job liveness', () => {
     const s = await openSession(c, await h!.token({ job_id: '4004' }), { targets: ['echo'] });
     const stream = await tunnel(c, s, 'echo');
     await gl!.down('closed');
-    await eventually(
+    await waitFor(
       async () => (await metric(h!, 'ciport_job_api_unreachable', '{issuer="gitlab"}')) === 1,
       3000,
     );
@@ -191,7 +182,7 @@ describe('job liveness', () => {
     stream.write('x');
     expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
     // The connections are cut first, then the end commits (src/session/manager.ts `end`).
-    const ended = await eventually(async () => {
+    const ended = await waitFor(async () => {
       const r = await h!.gateway.store.getSession(s.id);
       return r?.state === 'ended' ? r : undefined;
     });
@@ -200,7 +191,7 @@ describe('job liveness', () => {
     await gl!.up();
     const c2 = await h!.client();
     await openSession(c2, await h!.token({ job_id: '4004' }), { targets: ['echo'] });
-    await eventually(
+    await waitFor(
       async () => (await metric(h!, 'ciport_job_api_unreachable', '{issuer="gitlab"}')) === 0,
       3000,
     );
@@ -238,7 +229,7 @@ describe('job liveness', () => {
     expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
     expect(Date.now() - started).toBeLessThan(1000);
     // The connections are cut first, then the end commits (src/session/manager.ts `end`).
-    const ended = await eventually(async () => {
+    const ended = await waitFor(async () => {
       const r = await h!.gateway.store.getSession(s.id);
       return r?.state === 'ended' ? r : undefined;
     });

@@ -11,9 +11,10 @@ import { Agent } from '../../src/agent/agent.js';
 import { verifyChain } from '../../src/audit/index.js';
 import { agentConfig } from '../agent/harness.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import { HOOK_SECRET, type LivenessHarness, startLivenessHarness } from '../jobs/gateway-harness.js';
 import { PG_ADMIN_URL } from '../store/harness.js';
-import { ADMIN_TOKEN, api, closed, eventually, h2, openSession, roundTrip, tunnel } from './helpers.js';
+import { ADMIN_TOKEN, api, closed, h2, openSession, roundTrip, tunnel } from './helpers.js';
 
 const dbName = `ciport_multi_${randomBytes(6).toString('hex')}`;
 const dbUrl = (() => {
@@ -145,7 +146,7 @@ describe('several gateways on one PostgreSQL store', () => {
     expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
     expect(Date.now() - started).toBeLessThan(1500);
     // The listener reconnects by itself: later revocations arrive by notification again.
-    await eventually(async () => {
+    await waitFor(async () => {
       const r = await admin.query(
         `select count(*)::int as n from pg_stat_activity where datname = $1 and application_name = 'ciport-listen'`,
         [dbName],
@@ -173,10 +174,7 @@ describe('several gateways on one PostgreSQL store', () => {
     );
     try {
       await agent.start();
-      await eventually(
-        () => a.gateway.agents.hub.serves('far') && b.gateway.agents.hub.serves('far'),
-        15_000,
-      );
+      await waitFor(() => a.gateway.agents.hub.serves('far') && b.gateway.agents.hub.serves('far'), 15_000);
       expect(
         agent
           .links()
@@ -208,10 +206,7 @@ describe('several gateways on one PostgreSQL store', () => {
       const revoked = await api(cb, 'POST', '/v1/agents/dc1/revoke', { bearer: ADMIN_TOKEN });
       expect(revoked.status).toBe(200);
       const started = Date.now();
-      await eventually(
-        () => !a.gateway.agents.hub.serves('far') && !b.gateway.agents.hub.serves('far'),
-        5_000,
-      );
+      await waitFor(() => !a.gateway.agents.hub.serves('far') && !b.gateway.agents.hub.serves('far'), 5_000);
       expect(Date.now() - started).toBeLessThan(2_000);
     } finally {
       await agent.close();

@@ -13,12 +13,12 @@ import { openStore } from '../../src/store/open.js';
 import { baseEnv, ensureBuilt, spawnCli } from '../fixtures/cli.js';
 import { gatewayConfig } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import {
   ADMIN_TOKEN,
   api,
   connectClient,
   type EchoServer,
-  eventually,
   openSession,
   startEcho,
   tempDir,
@@ -91,7 +91,7 @@ describe('ciport gateway: SIGHUP reloads the configuration', () => {
     });
     child = proc.child;
     try {
-      const url = await eventually(() => /listening on (https:\/\/\S+)/.exec(proc.stderr())?.[1], 30_000);
+      const url = await waitFor(() => /listening on (https:\/\/\S+)/.exec(proc.stderr())?.[1], 30_000);
       const caPem = (await import('node:fs')).readFileSync(join(dir, 'data', 'ca.crt'), 'utf8');
       const c = await connectClient(url, caPem);
       const token = await issuer.mint({}, { preset: 'gitlab-main' });
@@ -108,7 +108,7 @@ describe('ciport gateway: SIGHUP reloads the configuration', () => {
       // A new rule, SIGHUP: the job that was denied gets its session.
       writeFileSync(file, stringify(config([mainRule, otherRule])));
       child.kill('SIGHUP');
-      await eventually(() => reloads() === 1 || undefined, 20_000);
+      await waitFor(() => reloads() === 1 || undefined, 20_000);
       const allowed = await ask(['other']);
       expect(allowed.status).toBe(201);
       const otherSession = allowed.body as { id: string; secret: string };
@@ -117,7 +117,7 @@ describe('ciport gateway: SIGHUP reloads the configuration', () => {
       // An invalid file: refused, logged, the reloaded policy stays, the process lives.
       writeFileSync(file, 'rules:\n  - name: Not A Name\n');
       child.kill('SIGHUP');
-      await eventually(() => refusals() === 1 || undefined, 20_000);
+      await waitFor(() => refusals() === 1 || undefined, 20_000);
       expect(proc.stderr()).toContain(
         'reload refused, the running configuration is kept: CIPORT_E_CONFIG_INVALID',
       );
@@ -129,14 +129,14 @@ describe('ciport gateway: SIGHUP reloads the configuration', () => {
       // A change that needs a restart (the port, a target): refused as a whole, naming the keys.
       writeFileSync(file, stringify(config([mainRule], { listen: '127.0.0.1:1' })));
       child.kill('SIGHUP');
-      await eventually(() => refusals() === 2 || undefined, 20_000);
+      await waitFor(() => refusals() === 2 || undefined, 20_000);
       expect(proc.stderr()).toContain('CIPORT_E_CONFIG_RELOAD_REFUSED: listen changed: this needs a restart');
       expect((await ask(['other'])).status).toBe(201);
 
       // The rule goes away: new sessions are denied, the live ones keep their grant.
       writeFileSync(file, stringify(config([mainRule])));
       child.kill('SIGHUP');
-      await eventually(() => reloads() === 2 || undefined, 20_000);
+      await waitFor(() => reloads() === 2 || undefined, 20_000);
       expect((await ask(['other'])).status).toBe(403);
       expect(await echoOnce(otherStream, 'still')).toBe('still');
       expect(await echoOnce(liveStream, 'after')).toBe('after');

@@ -2,11 +2,11 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyRows } from '../../src/audit/chain.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import {
   api,
   closed,
   connectTunnel,
-  eventually,
   type Harness,
   h2,
   openSession,
@@ -35,7 +35,7 @@ describe('CONNECT to a tcp target', () => {
     expect(sha256(back)).toBe(sha256(data));
     expect(await closed(stream)).toBe(0);
 
-    const events = await eventually(async () => {
+    const events = await waitFor(async () => {
       const all = (await h.gateway.store.auditEvents({ limit: 10_000 })).filter(
         (e) => e.data.session === s.id,
       );
@@ -84,7 +84,7 @@ describe('CONNECT to a tcp target', () => {
       }),
     );
     for (const [sent, received] of results) expect(received).toBe(sent);
-    await eventually(() => h.gateway.manager.connectionCount === 0);
+    await waitFor(() => h.gateway.manager.connectionCount === 0);
   });
 
   it('refuses without the secret (401), for an ungranted (403) or unknown (404) target', async () => {
@@ -135,7 +135,7 @@ describe('CONNECT to a tcp target', () => {
     const s = await openSession(c, await h.token(), { targets: ['echo'] });
     const stream = await tunnel(c, s, 'echo');
     stream.write('hello');
-    await eventually(() => h.echo.sockets.size > 0);
+    await waitFor(() => h.echo.sockets.size > 0);
     for (const sock of h.echo.sockets) sock.resetAndDestroy();
     expect(await closed(stream)).toBe(h2.NGHTTP2_CONNECT_ERROR);
   });
@@ -153,7 +153,7 @@ describe('limits', () => {
       expect(fourth.headers['ciport-error']).toBe('CIPORT_E_CONNECTION_LIMIT');
       // Closing one frees a slot.
       await roundTrip(open[0]!, Buffer.from('x'));
-      await eventually(() => limited.gateway.manager.connectionCount === 2);
+      await waitFor(() => limited.gateway.manager.connectionCount === 2);
       const again = await tunnel(c, s, 'echo');
       expect((await roundTrip(again, Buffer.from('ok'))).toString()).toBe('ok');
     } finally {
@@ -169,7 +169,7 @@ describe('limits', () => {
       const stream = await tunnel(c, s, 'echo');
       stream.write('ping');
       expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
-      const events = await eventually(async () =>
+      const events = await waitFor(async () =>
         (await idle.gateway.store.auditEvents({ limit: 10_000 })).find((e) => e.type === 'connection.closed'),
       );
       expect(events.data).toMatchObject({

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ActionsRunner, StepResult } from '../fixtures/actions-runner.js';
 import { freePort } from '../fixtures/free-port.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import { type ActionHarness, HOSTILE_DATABASE, MAIN, POST, startActionHarness } from './harness.js';
 
 let h: ActionHarness;
@@ -165,9 +166,7 @@ describe('the session ends during the job', () => {
     await h.gateway.manager.revoke(id, 'test', 'rotating credentials');
     // The client notices within a heartbeat, says why on its log and exits.
     const stateFile = runner.state.state_file as string;
-    const deadline = Date.now() + 15_000;
-    while (existsSync(stateFile) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    expect(existsSync(stateFile)).toBe(false);
+    await waitFor(() => !existsSync(stateFile), 15_000, 'the client to exit and remove its state file');
     const post = await runner.runAction(POST, {}, { post: true });
     expect(post.code).toBe(0);
     expect(post.log[0]).toMatch(/^ciport: session ended: .*revoked/);

@@ -8,9 +8,9 @@
 import { randomBytes } from 'node:crypto';
 import type { ClientHttp2Stream } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../fixtures/wait-for.js';
 import {
   connectTunnel,
-  eventually,
   type Harness,
   h2,
   openSession,
@@ -57,12 +57,12 @@ describe('CONNECT storms on the lean relay (hostile review)', () => {
     await new Promise((r) => setTimeout(r, 1500));
     for (const s of streams) if (!s.closed) s.close(h2.NGHTTP2_CANCEL);
 
-    await eventually(async () => {
+    await waitFor(async () => {
       const active = (await h.gateway.metrics.tunnelsActive.get()).values[0]?.value ?? 0;
       expect(active).toBe(0);
       return true;
     });
-    await eventually(async () => {
+    await waitFor(async () => {
       const events = await h.gateway.store.auditEvents({ limit: 10_000 });
       const of = (type: string) =>
         new Set(

@@ -12,11 +12,11 @@ import { openStore } from '../../src/store/open.js';
 import { baseEnv, ensureBuilt, runCli, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import {
   ADMIN_TOKEN,
   api,
   connectClient,
-  eventually,
   roundTrip,
   startEcho,
   tempDir,
@@ -68,7 +68,7 @@ describe('SIGKILL under session and tunnel load (hostile review)', () => {
     cleanups.push(() => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     });
-    const ca = await eventually(() => {
+    const ca = await waitFor(() => {
       try {
         return readFileSync(join(dir, 'ca.crt'), 'utf8');
       } catch {
@@ -80,12 +80,10 @@ describe('SIGKILL under session and tunnel load (hostile review)', () => {
     cleanups.push(() => {
       for (const c of clients) c.destroy();
     });
-    for (let i = 0; i < 8; i++)
-      clients.push(await eventually(async () => connectClient(url, ca), 20_000, 100));
-    await eventually(
+    for (let i = 0; i < 8; i++) clients.push(await waitFor(async () => connectClient(url, ca), 20_000));
+    await waitFor(
       async () => (await api(clients[0] as ClientHttp2Session, 'GET', '/readyz')).status === 200,
       20_000,
-      50,
     );
 
     const handed: string[] = [];
@@ -107,7 +105,7 @@ describe('SIGKILL under session and tunnel load (hostile review)', () => {
         }
       }
     });
-    await eventually(() => endedAck.length >= 40, 60_000, 20);
+    await waitFor(() => endedAck.length >= 40, 60_000);
     child.kill('SIGKILL');
     running = false;
     await run.result;

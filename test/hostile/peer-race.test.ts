@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type PeerVerdict, SocketTable, sameUserCheck } from '../../src/client/peer-uid.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const root = process.geteuid?.() === 0;
 
@@ -71,9 +72,11 @@ describe.runIf(process.platform === 'linux' && root)(
         await new Promise((r) => setTimeout(r, 300));
         child.kill('SIGKILL');
       }
-      const deadline = Date.now() + 20_000;
-      while (Date.now() < deadline && nobodyPorts.some((p) => !byPort.has(p)))
-        await new Promise((r) => setTimeout(r, 50));
+      await waitFor(
+        () => nobodyPorts.every((p) => byPort.has(p)),
+        20_000,
+        'a verdict on every uid 65534 connection',
+      );
       const letIn = nobodyPorts.filter((p) => byPort.get(p)?.ok);
       expect(letIn, `uid 65534 connections let in: ${letIn.join(',')}`).toEqual([]);
       expect(nobodyPorts.length).toBe(48);

@@ -9,10 +9,10 @@ import { type SessionLog, SessionManager } from '../../src/session/manager.js';
 import type { EndReason } from '../../src/session/reasons.js';
 import { openStore } from '../../src/store/open.js';
 import type { SessionRecord, Store } from '../../src/store/types.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import {
   ADMIN_TOKEN,
   api,
-  eventually,
   type Harness,
   openSession,
   startHarness,
@@ -117,7 +117,7 @@ describe('session lifecycle hooks', () => {
     await store.endSession('ses_gone', 'revoked', (s) =>
       auditEvent('session.ended', { session: s.id } as never),
     );
-    await eventually(() => expect(ended).toEqual(['ses_gone:revoked']));
+    await waitFor(() => expect(ended).toEqual(['ses_gone:revoked']));
     expect(m.liveCount).toBe(2);
   });
 
@@ -197,7 +197,7 @@ describe('session lifecycle hooks', () => {
     // Another gateway on the same store revokes the live one; A notices on its sweep.
     const b = await managerOn(store, dir, 'gw_b');
     await b.revoke('ses_live', 'admin');
-    await eventually(() => seen.includes('ses_live:revoked'), 3000);
+    await waitFor(() => seen.includes('ses_live:revoked'), 3000);
     expect(a.liveCount).toBe(0);
     expect(seen).toHaveLength(2);
   });

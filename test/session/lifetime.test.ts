@@ -1,11 +1,11 @@
 // Session lifetime against a real gateway: lease, TTL, revoke, restart and drain, each cutting
 // live tunnels and recording its end_reason.
 import { afterEach, describe, expect, it } from 'vitest';
+import { waitFor } from '../fixtures/wait-for.js';
 import {
   ADMIN_TOKEN,
   api,
   closed,
-  eventually,
   type Harness,
   h2,
   openSession,
@@ -54,7 +54,7 @@ describe('lease', () => {
     stream.write('x');
     expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
     // The connections are cut first, then the end commits (src/session/manager.ts `end`).
-    const record = await eventually(async () => {
+    const record = await waitFor(async () => {
       const r = await h!.gateway.store.getSession(s.id);
       return r?.state === 'ended' ? r : undefined;
     });
@@ -63,7 +63,7 @@ describe('lease', () => {
     const hb = await api(c, 'POST', `/v1/sessions/${s.id}/heartbeat`, { bearer: s.secret });
     expect(hb.status).toBe(410);
     expect(hb.body.error.end_reason).toBe('lease_expired');
-    const closedEvent = await eventually(async () =>
+    const closedEvent = await waitFor(async () =>
       (await h!.gateway.store.auditEvents({ limit: 10_000 })).find(
         (e) => e.type === 'connection.closed' && e.data.session === s.id,
       ),
@@ -83,7 +83,7 @@ describe('TTL', () => {
     const stream = await tunnel(c, s, 'echo');
     stream.write('x');
     expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
-    const record = await eventually(async () => {
+    const record = await waitFor(async () => {
       const r = await h!.gateway.store.getSession(s.id);
       return r?.state === 'ended' ? r : undefined;
     });
@@ -108,7 +108,7 @@ describe('revoke', () => {
       if (!echo.closed) echo.write(Buffer.alloc(16_384, 1));
     }, 5);
     try {
-      await eventually(() => received > 100_000);
+      await waitFor(() => received > 100_000);
       const admin = await h.client();
       const started = Date.now();
       const revoked = api(admin, 'POST', `/v1/sessions/${s.id}/revoke`, { bearer: ADMIN_TOKEN });
@@ -191,7 +191,7 @@ describe('drain', () => {
     const stream = await tunnel(c, busy, 'echo');
     const draining = h.gateway.drain({ graceMs: 1500 });
 
-    await eventually(() => h!.gateway.draining);
+    await waitFor(() => h!.gateway.draining);
     const ready = await api(c, 'GET', '/readyz');
     expect(ready.status).toBe(503);
     const refused = await api(c, 'POST', '/v1/sessions', { bearer: await h.token(), body: {} });

@@ -10,6 +10,7 @@ import { HOUR, MINUTE, T0 } from './fixtures.js';
 
 const DAY_MS = 24 * HOUR;
 
+import { waitFor } from '../fixtures/wait-for.js';
 import { engines, type TestDb } from './harness.js';
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
@@ -66,14 +67,6 @@ async function register(store: Store, name: string, at = T0): Promise<StoredAgen
   const change = await store.redeemEnrollment(tokenHash, at, newAgent(at), registered);
   if (!change) throw new Error('redeem failed');
   return change.agent;
-}
-
-async function eventually(check: () => boolean | Promise<boolean>, ms = 3000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 for (const h of engines()) {
@@ -423,7 +416,7 @@ for (const h of engines()) {
         const started = Date.now();
         await b.revokeAgents('dc1', T0 + HOUR, revokedEvent);
         if (h.engine === 'postgres') {
-          await eventually(() => heard.length === 2);
+          await waitFor(() => heard.length === 2, 3_000);
           expect(heard.sort()).toEqual([x1.id, x2.id].sort());
           expect(Date.now() - started).toBeLessThan(1000);
           // Nothing revoked (already revoked), nothing announced; a rolled-back revocation neither.
@@ -453,11 +446,11 @@ for (const h of engines()) {
           const unAgents = await a.subscribeAgentRevoked((id) => agentsHeard.push(id));
           const unSessions = await a.subscribe((id) => sessionsHeard.push(id));
           const unAgents2 = await a.subscribeAgentRevoked((id) => agentsHeard.push(`again:${id}`));
-          await eventually(async () => (await listening()) === 1);
+          await waitFor(async () => (await listening()) === 1, 3_000);
 
           const x = await register(b, 'dc1');
           await b.revokeAgents(x.id, T0 + HOUR, revokedEvent);
-          await eventually(() => agentsHeard.length === 2);
+          await waitFor(() => agentsHeard.length === 2, 3_000);
           expect(agentsHeard.sort()).toEqual([`again:${x.id}`, x.id]);
           expect(sessionsHeard).toEqual([]);
 
@@ -467,25 +460,25 @@ for (const h of engines()) {
           );
           await t.raw.query('select pg_terminate_backend(?)', [old?.pid]);
           // Back, and done with its LISTENs (channels are listened in subscription order).
-          await eventually(async () => {
+          await waitFor(async () => {
             const rows = await t.raw.query(
               `select 1 from pg_stat_activity where datname = current_database() and application_name = 'ciport-listen' and pid <> ? and state = 'idle' and query = 'listen ciport_session_ended'`,
               [old?.pid],
             );
             return rows.length === 1;
           }, 10_000);
-          await eventually(async () => (await listening()) === 1);
+          await waitFor(async () => (await listening()) === 1, 3_000);
           expect(await listening()).toBe(1);
           const y = await register(b, 'dc2');
           await b.revokeAgents(y.id, T0 + HOUR, revokedEvent);
-          await eventually(() => agentsHeard.length === 4, 5000);
+          await waitFor(() => agentsHeard.length === 4, 5000);
 
           // The connection closes when the last listener leaves.
           await unAgents();
           await unAgents2();
           expect(await listening()).toBe(1);
           await unSessions();
-          await eventually(async () => (await listening()) === 0);
+          await waitFor(async () => (await listening()) === 0, 3_000);
         });
       }
     });

@@ -13,6 +13,7 @@ import { auditEvent, verifyChain } from '../../src/audit/index.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { crashWriterThreadForTests } from '../../src/store/sqlite-writer.js';
 import { ensureBuilt } from '../fixtures/cli.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import { configLoaded, newSession, opened, record } from './fixtures.js';
 import { engines, type TestDb } from './harness.js';
 
@@ -34,11 +35,6 @@ const query = (who: string, i: number) =>
     exit: 'gateway',
     statement: `SELECT ${i} /* ${who} */`,
   } as never);
-
-async function until(cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 2000 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
-  if (!cond()) throw new Error('condition not reached');
-}
 
 for (const h of engines()) {
   describe(`audit writer [${h.engine}]`, () => {
@@ -172,7 +168,7 @@ for (const h of engines()) {
           produced++;
         }
       })();
-      await until(() => backlog.stalls > 0);
+      await waitFor(() => backlog.stalls > 0, 10_000);
       // The producer stopped at the bound, and the event loop is free: reads still answer.
       expect(produced).toBe(100);
       expect(backlog.pending).toBe(100);

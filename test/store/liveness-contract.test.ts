@@ -2,6 +2,7 @@
 // single-use jtis claimed atomically with session creation, and session-end notifications.
 
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { waitFor } from '../fixtures/wait-for.js';
 import { ended, MINUTE, newSession, opened, record, T0 } from './fixtures.js';
 import { engines, type TestDb } from './harness.js';
 
@@ -112,8 +113,7 @@ for (const h of engines()) {
       const started = Date.now();
       await b.endSession(s.id, 'revoked', (x) => ended(x, 'revoked'));
       if (h.engine === 'postgres') {
-        while (!heard.includes(s.id) && Date.now() - started < 2000)
-          await new Promise((r) => setTimeout(r, 10));
+        await waitFor(() => heard.includes(s.id), 2_000, 'the end notification');
         expect(heard).toEqual([s.id]);
         expect(Date.now() - started).toBeLessThan(1000);
         // A losing end (already ended) notifies nothing; after unsubscribe nothing arrives.

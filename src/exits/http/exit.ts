@@ -272,28 +272,6 @@ export function createHttpExit(target: HttpExitTarget, options: HttpExitOptions 
   };
 }
 
-const exits = new WeakMap<HttpExitTarget, HttpExit>();
-
-/**
- * Serve one tunnelled app connection for `target`. The exit (HTTP server and upstream pool) is
- * created on first use and shared by every connection given the same target object; `options`
- * apply at that creation (and again after the shared exit was closed). Use `createHttpExit` to
- * own the exit's lifetime explicitly.
- */
-export function serveHttpExit(
-  conn: Duplex,
-  target: HttpExitTarget,
-  hooks: HttpExitHooks,
-  options?: HttpExitOptions,
-): void {
-  let exit = exits.get(target);
-  if (!exit || exit.closed) {
-    exit = createHttpExit(target, options);
-    exits.set(target, exit);
-  }
-  exit.serve(conn, hooks);
-}
-
 // ---- upstream ---------------------------------------------------------------------------------
 
 interface Upstream {

@@ -17,6 +17,5 @@ export {
   type HttpExitTarget,
   type HttpRequestEvent,
   type HttpUpstreamTls,
-  serveHttpExit,
 } from './exit.js';
 export { httpListenerUrl } from './url.js';

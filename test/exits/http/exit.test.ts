@@ -17,12 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  createHttpExit,
-  type HttpExit,
-  type HttpRequestEvent,
-  serveHttpExit,
-} from '../../../src/exits/http/index.js';
+import { createHttpExit, type HttpExit, type HttpRequestEvent } from '../../../src/exits/http/index.js';
 import {
   curl,
   type ExitListener,
@@ -499,15 +494,15 @@ describe('bearer injection to an HTTPS upstream', () => {
   });
 });
 
-describe('serveHttpExit', () => {
-  it('shares one exit per target and reports each connection to its own hooks', async () => {
+describe('HttpExit.serve', () => {
+  it("reports each connection's requests to the hooks it was served with (one exit for all)", async () => {
     const up = await startUpstream(pki, { name: 'authorization', value: `Bearer ${TOKEN}` });
-    const target = { name: 'api', ...bearerTarget(up) };
+    const exit = createHttpExit({ name: 'api', ...bearerTarget(up) });
     const perConnection: HttpRequestEvent[][] = [];
     const server = createServer((sock) => {
       const mine: HttpRequestEvent[] = [];
       perConnection.push(mine);
-      serveHttpExit(sock, target, { onRequest: (e) => mine.push(e) });
+      exit.serve(sock, { onRequest: (e) => mine.push(e) });
     });
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
@@ -521,6 +516,7 @@ describe('serveHttpExit', () => {
         ['POST /empty 204'],
       ]);
     } finally {
+      exit.close();
       await new Promise<void>((r) => server.close(() => r()));
       await up.close();
     }

@@ -11,7 +11,8 @@ import type { PgUpstreamTarget } from '../../../src/exits/postgres/exit.js';
 import { clearSaltedPasswordCache, saltedPasswordCacheStats } from '../../../src/exits/postgres/scram.js';
 import { connectUpstream } from '../../../src/exits/postgres/upstream.js';
 import { type PgServer, startPgServer } from '../../fixtures/pg-server.js';
-import { type PortHarness, type Ran, runClient, spawnClient, startPort, waitFor } from './harness.js';
+import { waitFor } from '../../fixtures/wait-for.js';
+import { type PortHarness, type Ran, runClient, spawnClient, startPort } from './harness.js';
 
 const APP_PW = `up-${randomBytes(12).toString('hex')}`;
 const MD5_PW = `md5-${randomBytes(12).toString('hex')}`;
@@ -90,7 +91,7 @@ describe('psql through the port', () => {
       protocol: 'simple',
     });
     // psql's Terminate + close is a normal end of the relay, with bytes both ways counted.
-    await waitFor('relay end', async () => (h.exitResults.length > 0 ? true : undefined));
+    await waitFor(async () => h.exitResults.length > 0, 15_000, 'relay end');
     expect(h.exitResults[0]).toMatchObject({ kind: 'session', error: undefined });
     const r0 = h.exitResults[0] as { bytesFromApp: number; bytesFromUpstream: number };
     expect(r0.bytesFromApp).toBeGreaterThan(0);
@@ -105,10 +106,10 @@ describe('psql through the port', () => {
     const pid = (await c.query('select pg_backend_pid() as pid')).rows[0].pid as number;
     expect(await server.sql(`select count(*) from pg_stat_activity where pid = ${pid}`)).toBe('1');
     await h.close(); // destroys the tunnel sockets, as an RST_STREAM would
-    await waitFor('the backend to exit', async () =>
-      (await server.sql(`select count(*) from pg_stat_activity where pid = ${pid}`)) === '0'
-        ? true
-        : undefined,
+    await waitFor(
+      async () => (await server.sql(`select count(*) from pg_stat_activity where pid = ${pid}`)) === '0',
+      15_000,
+      'the backend to exit',
     );
     await c.end().catch(() => {});
   });
@@ -179,7 +180,11 @@ describe('psql through the port', () => {
     expect(r.stderr).toBe('');
     expect(r.stdout).toContain('5000');
     expect(readFileSync(output, 'utf8')).toBe(readFileSync(input, 'utf8'));
-    const up = await waitFor('relay end', async () => h.exitResults.find((x) => x.kind === 'session'));
+    const up = await waitFor(
+      async () => h.exitResults.find((x) => x.kind === 'session'),
+      15_000,
+      'relay end',
+    );
     expect(up.kind === 'session' && up.bytesFromApp).toBeGreaterThan(150_000);
   });
 
@@ -187,21 +192,20 @@ describe('psql through the port', () => {
     const h = await port();
     const started = Date.now();
     const { child, done } = spawnClient(server.bin('psql'), ['-X', '-c', 'select pg_sleep(30)'], h.env());
-    await waitFor('pg_sleep to run', async () =>
-      (await server.sql(
-        "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'",
-      )) === '1'
-        ? true
-        : undefined,
+    await waitFor(
+      async () =>
+        (await server.sql(
+          "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'",
+        )) === '1',
+      15_000,
+      'pg_sleep to run',
     );
     child.kill('SIGINT');
     const r = await done;
     outputs.push(r);
     expect(r.stderr).toContain('canceling statement due to user request');
     expect(Date.now() - started).toBeLessThan(15_000);
-    await waitFor('the cancel stream', async () =>
-      h.exitResults.some((x) => x.kind === 'cancel') ? true : undefined,
-    );
+    await waitFor(async () => h.exitResults.some((x) => x.kind === 'cancel'), 15_000, 'the cancel stream');
     expect(h.exitResults).toContainEqual({ kind: 'cancel', forwarded: true });
   });
 
@@ -213,12 +217,13 @@ describe('psql through the port', () => {
     await b.connect();
     try {
       const sleeping = a.query('select pg_sleep(30) as slept_through_port').catch((e: Error) => e);
-      await waitFor('pg_sleep to run', async () =>
-        (await server.sql(
-          "select count(*) from pg_stat_activity where query like '%slept_through_port%' and state = 'active' and pid <> pg_backend_pid()",
-        )) === '1'
-          ? true
-          : undefined,
+      await waitFor(
+        async () =>
+          (await server.sql(
+            "select count(*) from pg_stat_activity where query like '%slept_through_port%' and state = 'active' and pid <> pg_backend_pid()",
+          )) === '1',
+        15_000,
+        'pg_sleep to run',
       );
       const res = await b.query(
         "select pg_cancel_backend(pid) as ok from pg_stat_activity where query like '%slept_through_port' and pid <> pg_backend_pid()",
@@ -242,12 +247,13 @@ describe('psql through the port', () => {
       expect(key?.processId).toBeTypeOf('number');
       // The only registered key is s-one's; s-two cannot use it, s-one can.
       const sleeping = c.query('select pg_sleep(30)').catch((e: Error) => e);
-      await waitFor('pg_sleep to run', async () =>
-        (await server.sql(
-          "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'",
-        )) === '1'
-          ? true
-          : undefined,
+      await waitFor(
+        async () =>
+          (await server.sql(
+            "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'",
+          )) === '1',
+        15_000,
+        'pg_sleep to run',
       );
       const secret = (c as unknown as { secretKey: number }).secretKey;
       const pid = (c as unknown as { processID: number }).processID;
@@ -265,7 +271,7 @@ describe('psql through the port', () => {
     } finally {
       await c.end();
     }
-    await waitFor('unregistration', async () => (registry.size === 0 ? true : undefined));
+    await waitFor(async () => registry.size === 0, 15_000, 'unregistration');
   });
 
   it('refuses a wrong one-time password with 28P01 and never reaches the exit', async () => {
@@ -326,7 +332,7 @@ describe('node-postgres through the port', () => {
     } finally {
       await c.end();
     }
-    await waitFor('relay end', async () => (h.exitResults.length > 0 ? true : undefined));
+    await waitFor(async () => h.exitResults.length > 0, 15_000, 'relay end');
     const texts = h.events.map((e) => `${e.protocol}:${e.text}`);
     expect(texts.filter((t) => t === 'extended:select $1::int + 1 as n')).toHaveLength(1);
     expect(texts.filter((t) => t === 'extended:select $1::text as t')).toHaveLength(2);
@@ -386,7 +392,7 @@ describe('upstream authentication methods and failures', () => {
     const c = new pg.Client({ connectionString: h.url() });
     const err = (await c.connect().catch((e: unknown) => e)) as { code?: string; message: string };
     expect(err.code).toBe('28000');
-    await waitFor('the exit to report', async () => (h.exitErrors.length >= 2 ? true : undefined));
+    await waitFor(async () => h.exitErrors.length >= 2, 15_000, 'the exit to report');
     expect(h.exitErrors.map((e) => (e as { code?: string }).code)).toContain('CIPORT_E_PG_UPSTREAM_AUTH');
     expect(h.toApp().includes(wrong)).toBe(false);
   });

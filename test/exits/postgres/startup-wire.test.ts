@@ -51,11 +51,9 @@ describe('startup frame', () => {
     bad(frame('{"kind":"startup","params":[]}'));
     bad(frame('{"kind":"cancel","processId":1.5,"secretKey":1}'));
     bad(frame('{"kind":"cancel","processId":1,"secretKey":4294967296}'));
-    try {
-      decodeStartupFrame(frame('{"kind":"x"}'));
-    } catch (e) {
-      expect((e as { code: string }).code).toBe('CIPORT_E_PG_PROTOCOL');
-    }
+    expect(() => decodeStartupFrame(frame('{"kind":"x"}'))).toThrow(
+      expect.objectContaining({ code: 'CIPORT_E_PG_PROTOCOL' }),
+    );
   });
 
   it('keeps a __proto__ parameter as data', () => {

@@ -7,7 +7,8 @@ import { CancelRegistry, sendCancelRequest } from '../../../src/exits/postgres/c
 import type { PgUpstreamTarget } from '../../../src/exits/postgres/exit.js';
 import { connectUpstream, type UpstreamTlsOptions } from '../../../src/exits/postgres/upstream.js';
 import { type PgServer, startPgServer } from '../../fixtures/pg-server.js';
-import { type PortHarness, runClient, spawnClient, startPort, waitFor } from './harness.js';
+import { waitFor } from '../../fixtures/wait-for.js';
+import { type PortHarness, runClient, spawnClient, startPort } from './harness.js';
 
 const PW = `tls-${randomBytes(12).toString('hex')}`;
 let server: PgServer;
@@ -119,26 +120,52 @@ describe('TLS upstream', () => {
   it('cancels over TLS (psql Ctrl-C through a TLS upstream)', async () => {
     const h = await port({ mode: 'verify-full', ca: server.caPem });
     const { child, done } = spawnClient(server.bin('psql'), ['-X', '-c', 'select pg_sleep(30)'], h.env());
-    await waitFor('pg_sleep to run', async () =>
-      (await server.sql(
-        "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'",
-      )) === '1'
-        ? true
-        : undefined,
+    await waitFor(
+      async () =>
+        (await server.sql(
+          "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'",
+        )) === '1',
+      15_000,
+      'pg_sleep to run',
     );
     child.kill('SIGINT');
     const r = await done;
     expect(r.stderr).toContain('canceling statement due to user request');
-    await waitFor('cancel result', async () =>
-      h.exitResults.some((x) => x.kind === 'cancel') ? true : undefined,
-    );
+    await waitFor(async () => h.exitResults.some((x) => x.kind === 'cancel'), 15_000, 'cancel result');
     expect(h.exitResults).toContainEqual({ kind: 'cancel', forwarded: true });
   });
 
   it('a cancel to an unknown key is harmless', async () => {
-    await sendCancelRequest(
-      { host: '127.0.0.1', port: server.port, tls: { mode: 'verify-full', ca: server.caPem } },
-      { processId: 1, secretKey: 2 },
-    );
+    const c = new pg.Client({
+      host: '127.0.0.1',
+      port: server.port,
+      user: 'app',
+      password: PW,
+      database: 'app',
+      ssl: { ca: server.caPem, servername: 'localhost' },
+    });
+    await c.connect();
+    try {
+      const { processID, secretKey } = c as unknown as { processID: number; secretKey: number };
+      const running = c.query('select pg_sleep(1), 42 as answer');
+      await waitFor(
+        async () =>
+          (await server.sql(
+            "select count(*) from pg_stat_activity where query = 'select pg_sleep(1), 42 as answer' and state = 'active'",
+          )) === '1',
+        15_000,
+        'pg_sleep to run',
+      );
+      // That backend's pid with a wrong secret: the server ignores it, the query runs to its end.
+      await expect(
+        sendCancelRequest(
+          { host: '127.0.0.1', port: server.port, tls: { mode: 'verify-full', ca: server.caPem } },
+          { processId: processID, secretKey: secretKey ^ 1 },
+        ),
+      ).resolves.toBeUndefined();
+      expect((await running).rows).toEqual([{ pg_sleep: '', answer: 42 }]);
+    } finally {
+      await c.end();
+    }
   });
 });
