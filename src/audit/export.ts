@@ -2,7 +2,7 @@
 
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
-import type { Store } from '../store/types.js';
+import type { AuditStore } from '../store/types.js';
 import { defuseFormula, printable } from '../text/printable.js';
 import { canonicalJson, type JsonObject, type JsonValue } from './canonical.js';
 import { type ChainRow, RESERVED_DATA_KEYS } from './chain.js';
@@ -43,7 +43,11 @@ const PAGE = 1000;
  * Write the events of [since, until) to `out` in seq order. Does not end `out` (it may be
  * stdout). Returns the number of events written.
  */
-export async function exportEvents(store: Store, options: ExportOptions, out: Writable): Promise<number> {
+export async function exportEvents(
+  store: AuditStore,
+  options: ExportOptions,
+  out: Writable,
+): Promise<number> {
   const line = options.format === 'csv' ? csvLine : jsonlLine;
   if (options.format === 'csv') await write(out, `${CSV_COLUMNS.join(',')}\r\n`);
   let count = 0;

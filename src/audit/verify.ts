@@ -1,10 +1,14 @@
-import type { Store } from '../store/types.js';
+import type { AuditStore } from '../store/types.js';
 import { type ChainRow, type VerifyOptions, type VerifyResult, verifyRows } from './chain.js';
 
 const PAGE = 1000;
 
 /** Stream the store's stored rows in seq order, one page at a time. */
-export async function* storedRows(store: Store, afterSeq = 0, pageSize = PAGE): AsyncGenerator<ChainRow> {
+export async function* storedRows(
+  store: AuditStore,
+  afterSeq = 0,
+  pageSize = PAGE,
+): AsyncGenerator<ChainRow> {
   let after = afterSeq;
   for (;;) {
     const page = await store.auditRows({ afterSeq: after, limit: pageSize });
@@ -21,7 +25,7 @@ export async function* storedRows(store: Store, afterSeq = 0, pageSize = PAGE): 
  * Pass `anchor` (a head recorded earlier, outside the database) to also catch truncation.
  */
 export function verifyChain(
-  store: Store,
+  store: AuditStore,
   options: Pick<VerifyOptions, 'anchor'> & { pageSize?: number } = {},
 ): Promise<VerifyResult> {
   const { pageSize, ...verify } = options;

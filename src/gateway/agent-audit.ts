@@ -4,11 +4,15 @@
 // `agent.enrolled`, `agent.revoked` and `agent.targets_changed` come from the registry.
 import { auditEvent } from '../audit/events.js';
 import type { Logger } from '../log/logger.js';
-import type { Store } from '../store/types.js';
+import type { AuditStore } from '../store/types.js';
 import type { AgentHub } from './agent-hub.js';
 
 /** Write the hub's connect/disconnect events to the audit log. Returns an unsubscribe function. */
-export function auditAgentEvents(hub: AgentHub, store: Pick<Store, 'appendAudit'>, log?: Logger): () => void {
+export function auditAgentEvents(
+  hub: AgentHub,
+  store: Pick<AuditStore, 'appendAudit'>,
+  log?: Logger,
+): () => void {
   const fail = (err: unknown) => log?.error({ err: (err as Error).message }, 'audit agent event failed');
   const onConnected: Parameters<typeof hub.on<'agent.connected'>>[1] = (a) => {
     store

@@ -5,7 +5,7 @@
 // rogue agent cannot grow the audit log however many it sends.
 import { auditEvent } from '../audit/events.js';
 import type { Logger } from '../log/logger.js';
-import type { Store } from '../store/types.js';
+import type { AuditStore } from '../store/types.js';
 import { printable } from '../text/printable.js';
 import type { AgentIdentity } from './agent-hub.js';
 
@@ -26,7 +26,7 @@ export class EventRefusals {
   readonly #timer: NodeJS.Timeout;
 
   constructor(
-    private readonly store: Pick<Store, 'appendAudit'>,
+    private readonly store: Pick<AuditStore, 'appendAudit'>,
     private readonly log: Logger | undefined,
     private readonly windowMs: number,
   ) {

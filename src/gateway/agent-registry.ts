@@ -13,21 +13,9 @@ import { EventEmitter } from 'node:events';
 import { auditEvent } from '../audit/events.js';
 import { TARGET_NAME_RE } from '../config/target-name.js';
 import { CiportError } from '../errors/index.js';
-import type { Store, StoredAgent } from '../store/types.js';
+import type { AgentStore, StoredAgent } from '../store/types.js';
 
-/** The part of the Store this registry needs. */
-export type AgentStore = Pick<
-  Store,
-  | 'createEnrollment'
-  | 'redeemEnrollment'
-  | 'rotateAgentCredential'
-  | 'getAgent'
-  | 'listAgents'
-  | 'touchAgent'
-  | 'revokeAgents'
-  | 'setAgentTargets'
-  | 'subscribeAgentRevoked'
->;
+export type { AgentStore };
 
 /** Enrollment tokens are `cpe_` + 32 random bytes; agent credentials `cpa_<agent id>.<secret>`. */
 export const ENROLLMENT_PREFIX = 'cpe_';

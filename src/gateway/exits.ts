@@ -19,7 +19,7 @@ import { buildExits } from '../exits/registry.js';
 import type { Logger } from '../log/logger.js';
 import type { SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
-import type { SessionRecord, Store } from '../store/types.js';
+import type { AuditStore, MetaStore, SessionRecord, SessionStore } from '../store/types.js';
 
 export interface GatewayExits {
   /** The exit of each target this gateway serves itself, by name. */
@@ -42,7 +42,7 @@ export interface GatewayExits {
 export interface StartExitsOptions {
   config: Readonly<GatewayConfig>;
   targets: ReadonlyMap<string, TargetConfig>;
-  store: Store;
+  store: SessionStore & AuditStore & MetaStore;
   manager: SessionManager;
   log: Logger;
   /** Role reaper period (default 60 s; 0 disables the periodic run). */

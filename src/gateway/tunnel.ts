@@ -28,7 +28,7 @@ import type { LiveSession, SessionConnection, SessionManager } from '../session/
 import { principalSummary } from '../session/principal.js';
 import type { EndReason } from '../session/reasons.js';
 import { bearer } from '../session/secret.js';
-import type { Store } from '../store/types.js';
+import type { AuditStore } from '../store/types.js';
 import { resetStream, targetOfAuthority } from '../transport/h2.js';
 import { TUNNEL_HEADERS } from '../transport/wire.js';
 import type { AgentHub, AgentIdentity } from './agent-hub.js';
@@ -44,7 +44,7 @@ export const SESSION_HEADER = 'ciport-session';
 
 export interface TunnelDeps {
   manager: SessionManager;
-  store: Store;
+  store: AuditStore;
   log: Logger;
   metrics: GatewayMetrics;
   /** Targets this gateway exits to itself, by name. */
@@ -635,7 +635,7 @@ class Tunnel implements SessionConnection, IdleWatched {
   }
 
   /** An audit append counted in the backlog (query and http.request events), `weight` entries. */
-  #append(event: Parameters<Store['appendAudit']>[0], weight = 1): Promise<unknown> {
+  #append(event: Parameters<AuditStore['appendAudit']>[0], weight = 1): Promise<unknown> {
     const write = this.#deps.store.appendAudit(event);
     return this.#deps.auditBacklog ? this.#deps.auditBacklog.track(write, weight) : write;
   }

@@ -10,7 +10,7 @@ import type { GatewayMetrics } from '../gateway/metrics.js';
 import type { VerifiedToken } from '../identity/verify.js';
 import type { JobLiveness, JobRef } from '../jobs/index.js';
 import type { Decision, Policy } from '../policy/engine.js';
-import type { SessionRecord, Store } from '../store/types.js';
+import type { AuditStore, SessionRecord, SessionStore, Store } from '../store/types.js';
 import { ByteBudget } from './byte-budget.js';
 import { principalJson, principalSummary } from './principal.js';
 import { type EndReason, storeReason } from './reasons.js';
@@ -77,7 +77,8 @@ export class LiveSession {
 }
 
 export interface SessionManagerOptions {
-  store: Store;
+  /** Sessions and their audit events; `engine` tells whether other gateways may share it. */
+  store: SessionStore & AuditStore & Pick<Store, 'engine'>;
   config: Readonly<GatewayConfig>;
   policy: Policy;
   log: SessionLog;
@@ -128,7 +129,7 @@ export type SessionOpenedHook = (record: SessionRecord) => void | Promise<void>;
 export type SessionEndedHook = (record: SessionRecord, reason: EndReason) => void | Promise<void>;
 
 export class SessionManager {
-  readonly #store: Store;
+  readonly #store: SessionStore & AuditStore & Pick<Store, 'engine'>;
   readonly #config: Readonly<GatewayConfig>;
   #policy: Policy;
   readonly #log: SessionLog;

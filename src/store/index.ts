@@ -21,10 +21,13 @@ export type {
 export { expiryReason } from './types.js';
 
 import { StoreError } from './errors.js';
-import type { SessionRecord, Store } from './types.js';
+import type { SessionRecord, SessionStore } from './types.js';
 
 /** getSession, or CIPORT_E_SESSION_NOT_FOUND (API 404, `ciport sessions revoke` exit 2). */
-export async function requireSession(store: Store, id: string): Promise<SessionRecord> {
+export async function requireSession(
+  store: Pick<SessionStore, 'getSession'>,
+  id: string,
+): Promise<SessionRecord> {
   const session = await store.getSession(id);
   if (!session) throw new StoreError('CIPORT_E_SESSION_NOT_FOUND', `no session with id "${id}"`);
   return session;

@@ -160,11 +160,8 @@ export interface GatewayStore {
   removeGateway(id: string): Promise<boolean>;
 }
 
-export interface Store extends GatewayStore {
-  readonly engine: StoreEngine;
-
-  // ---- sessions: every state change commits together with its audit event ----
-
+/** Sessions: every state change commits together with its audit event. */
+export interface SessionStore {
   /**
    * Insert an active session and append `event` (normally `session.opened`) atomically. With
    * `options.jti`, the jti is recorded in the same transaction; when it is already recorded (and
@@ -202,8 +199,18 @@ export interface Store extends GatewayStore {
   /** Active sessions past their expiry or lease at `now`; see `expiryReason`. Oldest first. */
   expiredSessions(now?: number): Promise<SessionRecord[]>;
 
-  // ---- audit ----
+  /**
+   * Be told when any gateway sharing the store ends a session. PostgreSQL: LISTEN/NOTIFY (the
+   * NOTIFY is sent inside the endSession transaction, so it is delivered exactly when the end
+   * commits); the listening connection reconnects by itself, and notifications lost while it is
+   * down are covered by the session manager's periodic sweep. SQLite: a no-op (one process per
+   * file; the sweep covers ends written by the CLI). Resolves to an unsubscribe function.
+   */
+  subscribe(listener: SessionEndedListener): Promise<() => Promise<void>>;
+}
 
+/** The audit chain. */
+export interface AuditStore {
   /** Append one event that records no other state change. */
   appendAudit(event: AuditEventInput): Promise<AuditEvent>;
   /** Events in ascending seq order. */
@@ -217,9 +224,10 @@ export interface Store extends GatewayStore {
    * started after a crash); reject with CIPORT_E_STORE_UNAVAILABLE otherwise. /readyz uses it.
    */
   checkWritable?(): Promise<void>;
+}
 
-  // ---- agents: enrollment, credentials, revocation (docs/agent.md) ----
-
+/** Agents: enrollment, credentials, revocation, bindings (docs/agent.md). */
+export interface AgentStore {
   /**
    * Store a one-time enrollment token (by hash) and append `event` (normally `agent.enrolled`,
    * stage `token_created`) atomically. On the way, enrollments spent or expired more than a day
@@ -300,9 +308,10 @@ export interface Store extends GatewayStore {
    * then; SQLite: a no-op). Resolves to an unsubscribe function.
    */
   subscribeAgentRevoked(listener: AgentRevokedListener): Promise<() => Promise<void>>;
+}
 
-  // ---- meta: small key/value facts (gateway id, CA fingerprint, …) ----
-
+/** Small key/value facts (the deployment id, agents' last advertisements, …). */
+export interface MetaStore {
   getMeta(key: string): Promise<string | undefined>;
   setMeta(key: string, value: string): Promise<void>;
   /**
@@ -310,15 +319,15 @@ export interface Store extends GatewayStore {
    * value. Gateways starting at once on a shared store all get the first one written.
    */
   initMeta(key: string, value: string): Promise<string>;
+}
 
-  /**
-   * Be told when any gateway sharing the store ends a session. PostgreSQL: LISTEN/NOTIFY (the
-   * NOTIFY is sent inside the endSession transaction, so it is delivered exactly when the end
-   * commits); the listening connection reconnects by itself, and notifications lost while it is
-   * down are covered by the session manager's periodic sweep. SQLite: a no-op (one process per
-   * file; the sweep covers ends written by the CLI). Resolves to an unsubscribe function.
-   */
-  subscribe(listener: SessionEndedListener): Promise<() => Promise<void>>;
+/**
+ * Everything a store engine holds. Parts of the code take the narrow interface they use
+ * (SessionStore, AuditStore, AgentStore, GatewayStore, MetaStore), so what each may touch is
+ * visible in its signature.
+ */
+export interface Store extends SessionStore, AuditStore, AgentStore, GatewayStore, MetaStore {
+  readonly engine: StoreEngine;
 
   /**
    * Commit what was handed over, then release the database. Waits at most `timeoutMs` (default
