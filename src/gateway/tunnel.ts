@@ -342,8 +342,7 @@ class Tunnel implements SessionConnection, IdleWatched {
     )
       return true;
     this.#overLimit();
-    this.#deps.manager.detach(this.#live, this);
-    this.#resolveDone();
+    this.#abandon();
     return false;
   }
 
@@ -402,7 +401,7 @@ class Tunnel implements SessionConnection, IdleWatched {
 
   /** A dial exit (tcp, redis): connect, answer 200, relay raw bytes. */
   async #runDial(exit: DialExit, refuse: (err: CiportError) => void): Promise<void> {
-    const { manager, log } = this.#deps;
+    const { log } = this.#deps;
     const onEarlyClose = () => this.#abortDial();
     this.#stream.once('close', onEarlyClose);
     try {
@@ -412,8 +411,7 @@ class Tunnel implements SessionConnection, IdleWatched {
       });
     } catch (thrown) {
       this.#stream.off('close', onEarlyClose);
-      manager.detach(this.#live, this);
-      this.#resolveDone();
+      this.#abandon();
       const err = asCiportError(thrown);
       // Refused already (byte limit crossed during the dial): nothing more to say.
       if (this.#stream.headersSent) return;
@@ -441,19 +439,10 @@ class Tunnel implements SessionConnection, IdleWatched {
     this.#dialAbort = undefined;
     if (this.#stream.destroyed || this.#stream.closed || this.#stream.headersSent || cut) {
       upstream.destroy();
-      manager.detach(this.#live, this);
-      this.#resolveDone();
+      this.#abandon();
       return;
     }
-    this.#opened = true;
-    this.#startedAt = Date.now();
-    this.#deps.metrics.tunnelsActive.inc();
-    this.#deps.metrics.tunnelsOpened.inc({ target: this.target });
-    // compat request/response, the pipes and ours all listen for 'close'.
-    this.#stream.setMaxListeners(32);
-    this.#stream.respond({ ':status': 200 });
-    this.#metered.open();
-    this.#refuse = undefined;
+    this.#markOpen();
     log.info({ session: this.#live.id, connection: this.id, target: this.target }, 'tunnel opened');
     void this.#audit('connection.opened');
 
@@ -462,11 +451,6 @@ class Tunnel implements SessionConnection, IdleWatched {
       this.#error ??= `upstream error (${err.code ?? err.message})`;
       resetStream(this.#stream, h2.NGHTTP2_CONNECT_ERROR);
     });
-    // Client resets and session teardown surface as 'error'; the close handler records them.
-    this.#stream.on('error', ignore);
-    this.#watchIdle();
-    this.#stream.on('aborted', () => this.#clientReset());
-
     // Two lean relays, not two pipeline() calls: each pipeline() (and each pipe()) hangs
     // eos/destroyer/unpipe closures and once-wrappers on both sides, most of an idle
     // connection's heap; the two close handlers below do the part of their teardown the tunnel
@@ -491,20 +475,31 @@ class Tunnel implements SessionConnection, IdleWatched {
     upstream.resume();
   }
 
-  /** Common start of a protocol tunnel: answer 200 at once (the protocol speaks in-band). */
-  #accept(): void {
+  /**
+   * The tunnel is open: counted, answered 200 (an agent's relay answers itself: `answered`),
+   * metered both ways and idle-timed from now, its refusal path dropped.
+   */
+  #markOpen(answered = false): void {
     this.#opened = true;
     this.#startedAt = Date.now();
-    this.#bytes = { up: 0, down: 0 };
     this.#deps.metrics.tunnelsActive.inc();
     this.#deps.metrics.tunnelsOpened.inc({ target: this.target });
-    this.#stream.setMaxListeners(32);
-    this.#stream.respond({ ':status': 200 });
     this.#metered.open();
     this.#refuse = undefined;
+    if (answered) return;
+    // compat request/response, the relays and ours all listen for 'close'.
+    this.#stream.setMaxListeners(32);
+    this.#stream.respond({ ':status': 200 });
+    // Client resets and session teardown surface as 'error'; the close handler records them.
     this.#stream.on('error', ignore);
     this.#stream.on('aborted', () => this.#clientReset());
     this.#watchIdle();
+  }
+
+  /** Never opened (refused, failed to dial, cut while opening): only leave the session. */
+  #abandon(): void {
+    this.#deps.manager.detach(this.#live, this);
+    this.#resolveDone();
   }
 
   /**
@@ -516,7 +511,8 @@ class Tunnel implements SessionConnection, IdleWatched {
     const { log } = this.#deps;
     const record = this.#live.record;
     const fields = { session: record.id, connection: this.id, target: this.target };
-    this.#accept();
+    this.#bytes = { up: 0, down: 0 };
+    this.#markOpen();
     const database = this.#config.database;
     try {
       const outcome = await exit.serve(this.#stream, {
@@ -593,13 +589,10 @@ class Tunnel implements SessionConnection, IdleWatched {
         ? { onClientData: (chunk: Buffer) => observer.push(chunk), room: () => this.#room() }
         : {}),
       onOpen: (agent) => {
-        this.#metered.open();
         sticky.set(key, agent.id);
         this.#agent = agent;
-        this.#opened = true;
-        this.#startedAt = Date.now();
-        this.#deps.metrics.tunnelsActive.inc();
-        this.#deps.metrics.tunnelsOpened.inc({ target: this.target });
+        // The agent relay answers the client and watches idleness itself.
+        this.#markOpen(true);
         this.#deps.log.info(
           { session: record.id, connection: this.id, target: this.target, agent: agent.id },
           'tunnel opened via agent',
@@ -608,8 +601,7 @@ class Tunnel implements SessionConnection, IdleWatched {
       },
     });
     if (!result.opened) {
-      this.#deps.manager.detach(this.#live, this);
-      this.#resolveDone();
+      this.#abandon();
       if (result.refused) {
         this.#deps.metrics.tunnelsRefused.inc({ code: result.refused.code });
         this.#deps.log.warn(
@@ -720,7 +712,12 @@ class Tunnel implements SessionConnection, IdleWatched {
     }
   }
 
+  #settled = false;
+
+  /** Opened and now over: counted, logged and audited exactly once. */
   async #closed(): Promise<void> {
+    if (this.#settled) return;
+    this.#settled = true;
     // tcp, redis: what the stream carried, counted from its acceptance (early data included).
     const up = this.#bytes ? this.#bytes.up : this.#metered.in;
     const down = this.#bytes ? this.#bytes.down : this.#metered.out;
