@@ -2,6 +2,7 @@
 // Kept small: what an operator alerts on.
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { JobLivenessMetrics } from '../jobs/index.js';
+import { subscribe } from '../session/events.js';
 
 export interface GatewayMetrics {
   registry: Registry;
@@ -134,4 +135,23 @@ export function createAgentMetrics(registry: Registry, hub: { list(): Array<{ na
     event: (type: string, outcome: 'recorded' | 'duplicate' | 'refused' | 'failed') =>
       events.inc({ type, outcome }),
   };
+}
+
+/** Keep `metrics` up to date from gateway `gatewayId`'s session and tunnel events. */
+export function observeMetrics(metrics: GatewayMetrics, gatewayId: string): () => void {
+  return subscribe(gatewayId, {
+    sessionOpened: (m) => metrics.sessionsOpened.inc({ issuer: m.issuer }),
+    sessionEnded: (m) => metrics.sessionsEnded.inc({ reason: m.reason }),
+    sessionsLive: (m) => metrics.sessionsActive.set(m.count),
+    tunnelOpened: (m) => {
+      metrics.tunnelsActive.inc();
+      metrics.tunnelsOpened.inc({ target: m.target });
+    },
+    tunnelClosed: (m) => {
+      metrics.tunnelsActive.dec();
+      metrics.tunnelBytes.inc({ target: m.target, direction: 'up' }, m.up);
+      metrics.tunnelBytes.inc({ target: m.target, direction: 'down' }, m.down);
+    },
+    tunnelRefused: (m) => metrics.tunnelsRefused.inc({ code: m.code }),
+  });
 }

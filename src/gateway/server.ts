@@ -37,7 +37,7 @@ import { type ApiDeps, handleApi, requireAdmin } from './api.js';
 import { GatewayDownloads } from './downloads.js';
 import { type GatewayExits, startExits } from './exits.js';
 import { ERROR_HEADER, isHttp2, type Req, type Res, sendError, setRequestDeadline } from './http.js';
-import { createLivenessMetrics, createMetrics, type GatewayMetrics } from './metrics.js';
+import { createLivenessMetrics, createMetrics, type GatewayMetrics, observeMetrics } from './metrics.js';
 import { GatewayPeers } from './peers.js';
 import { restartOnlyChanges } from './reload.js';
 import { once, Teardown } from './teardown.js';
@@ -156,6 +156,8 @@ export async function startGateway(
     log.error({ part, err: asCiportError(err).message }, 'stopping the gateway: a part failed to stop');
   let closeAgents = async (): Promise<void> => {};
   const metrics = createMetrics();
+  // Sessions and tunnels publish what happens (session/events.ts); the metrics listen.
+  teardown.defer('metrics', observeMetrics(metrics, gatewayId));
   const targets = new Map<string, TargetConfig>(config.targets.map((t) => [t.name, t]));
   let verifier: TokenVerifier;
   let manager: SessionManager;
@@ -180,7 +182,6 @@ export async function startGateway(
       config,
       policy,
       log,
-      metrics,
       gatewayId,
       peers,
       ...(options.now ? { now: options.now } : {}),
@@ -297,7 +298,7 @@ export async function startGateway(
     manager,
     store,
     log,
-    metrics,
+    gatewayId,
     targets,
     idleTimeoutMs: config.sessions.connection_idle_timeout,
     connectTimeoutMs: config.sessions.connect_timeout,

@@ -24,6 +24,7 @@ import type { HttpRequestEvent } from '../exits/http/index.js';
 import type { QueryEvent } from '../exits/query-event.js';
 import { exitDefinition } from '../exits/registry.js';
 import type { Logger } from '../log/logger.js';
+import { publish } from '../session/events.js';
 import type { LiveSession, SessionConnection, SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
 import type { EndReason } from '../session/reasons.js';
@@ -37,7 +38,6 @@ import { clientResetCause } from './close-cause.js';
 import type { GatewayExits } from './exits.js';
 import { sendError } from './http.js';
 import { IdleSweep, type IdleWatched } from './idle-sweep.js';
-import type { GatewayMetrics } from './metrics.js';
 import { meterStream, type StreamMeter } from './stream-meter.js';
 
 export const SESSION_HEADER = 'ciport-session';
@@ -46,7 +46,8 @@ export interface TunnelDeps {
   manager: SessionManager;
   store: AuditStore;
   log: Logger;
-  metrics: GatewayMetrics;
+  /** This gateway instance: the name its session and tunnel events carry (session/events.ts). */
+  gatewayId: string;
   /** Targets this gateway exits to itself, by name. */
   targets: ReadonlyMap<string, TargetConfig>;
   idleTimeoutMs: number;
@@ -77,7 +78,7 @@ export async function handleConnect(
   // and must count against the session's byte budget like every later byte.
   const meter = meterStream(stream);
   const refuse = (err: CiportError) => {
-    deps.metrics.tunnelsRefused.inc({ code: err.code });
+    publish('tunnelRefused', { gateway: deps.gatewayId, code: err.code });
     // headersSent: already refused (its early bytes crossed the byte budget during the dial).
     if (stream.destroyed || stream.closed || stream.headersSent) return;
     sendError(res, err);
@@ -482,8 +483,12 @@ class Tunnel implements SessionConnection, IdleWatched {
   #markOpen(answered = false): void {
     this.#opened = true;
     this.#startedAt = Date.now();
-    this.#deps.metrics.tunnelsActive.inc();
-    this.#deps.metrics.tunnelsOpened.inc({ target: this.target });
+    publish('tunnelOpened', {
+      gateway: this.#deps.gatewayId,
+      session: this.#live.id,
+      connection: this.id,
+      target: this.target,
+    });
     this.#metered.open();
     this.#refuse = undefined;
     if (answered) return;
@@ -603,7 +608,7 @@ class Tunnel implements SessionConnection, IdleWatched {
     if (!result.opened) {
       this.#abandon();
       if (result.refused) {
-        this.#deps.metrics.tunnelsRefused.inc({ code: result.refused.code });
+        publish('tunnelRefused', { gateway: this.#deps.gatewayId, code: result.refused.code });
         this.#deps.log.warn(
           { session: record.id, target: this.target, code: result.refused.code, err: result.refused.message },
           'tunnel via agent refused',
@@ -721,11 +726,16 @@ class Tunnel implements SessionConnection, IdleWatched {
     // tcp, redis: what the stream carried, counted from its acceptance (early data included).
     const up = this.#bytes ? this.#bytes.up : this.#metered.in;
     const down = this.#bytes ? this.#bytes.down : this.#metered.out;
-    const { metrics, manager, log } = this.#deps;
+    const { manager, log } = this.#deps;
     this.#sweep?.delete(this);
-    metrics.tunnelsActive.dec();
-    metrics.tunnelBytes.inc({ target: this.target, direction: 'up' }, up);
-    metrics.tunnelBytes.inc({ target: this.target, direction: 'down' }, down);
+    publish('tunnelClosed', {
+      gateway: this.#deps.gatewayId,
+      session: this.#live.id,
+      connection: this.id,
+      target: this.target,
+      up,
+      down,
+    });
     manager.detach(this.#live, this);
     log.info(
       {

@@ -6,12 +6,12 @@
 import { auditEvent } from '../audit/events.js';
 import type { GatewayConfig } from '../config/schema.js';
 import { CiportError } from '../errors/index.js';
-import type { GatewayMetrics } from '../gateway/metrics.js';
 import type { VerifiedToken } from '../identity/verify.js';
 import type { JobLiveness, JobRef } from '../jobs/index.js';
 import type { Decision, Policy } from '../policy/engine.js';
 import type { AuditStore, SessionRecord, SessionStore, Store } from '../store/types.js';
 import { ByteBudget } from './byte-budget.js';
+import { publish } from './events.js';
 import { principalJson, principalSummary } from './principal.js';
 import { type EndReason, storeReason } from './reasons.js';
 import { hashSecret, newSessionId, newSessionSecret, secretMatches } from './secret.js';
@@ -82,7 +82,6 @@ export interface SessionManagerOptions {
   config: Readonly<GatewayConfig>;
   policy: Policy;
   log: SessionLog;
-  metrics: GatewayMetrics;
   /** This gateway instance (stored with the sessions it opens). */
   gatewayId: string;
   now?: () => number;
@@ -133,7 +132,6 @@ export class SessionManager {
   readonly #config: Readonly<GatewayConfig>;
   #policy: Policy;
   readonly #log: SessionLog;
-  readonly #metrics: GatewayMetrics;
   readonly #gatewayId: string;
   readonly #now: () => number;
   readonly #sweepMs: number;
@@ -155,7 +153,6 @@ export class SessionManager {
     this.#config = options.config;
     this.#policy = options.policy;
     this.#log = options.log;
-    this.#metrics = options.metrics;
     this.#gatewayId = options.gatewayId;
     this.#peers = options.peers;
     this.#now = options.now ?? Date.now;
@@ -234,7 +231,11 @@ export class SessionManager {
       );
       if (change) {
         reaped++;
-        this.#metrics.sessionsEnded.inc({ reason: 'expired_while_down' });
+        publish('sessionEnded', {
+          gateway: this.#gatewayId,
+          session: stale.id,
+          reason: 'expired_while_down',
+        });
         this.#log.info({ session: stale.id, reason: 'expired_while_down' }, 'session ended');
         await this.#runEnded(change.session, 'expired_while_down');
       }
@@ -329,7 +330,7 @@ export class SessionManager {
     );
     this.#adopt(session);
     await this.#runOpened(session);
-    this.#metrics.sessionsOpened.inc({ issuer: verified.issuer.name });
+    publish('sessionOpened', { gateway: this.#gatewayId, session: session.id, issuer: verified.issuer.name });
     this.#log.info(
       { session: session.id, issuer: session.issuer, subject: session.subject, targets, rule, ttl_ms: ttlMs },
       'session opened',
@@ -503,7 +504,7 @@ export class SessionManager {
     const unsubscribe = this.#unsubscribe;
     this.#unsubscribe = undefined;
     void unsubscribe?.().catch(() => {});
-    this.#metrics.sessionsActive.set(0);
+    publish('sessionsLive', { gateway: this.#gatewayId, count: 0 });
   }
 
   // ---- internals ----------------------------------------------------------------------------
@@ -523,7 +524,7 @@ export class SessionManager {
     const limits = record.rule ? this.#policy.rule(record.rule)?.limits : undefined;
     const live = new LiveSession(record, this.#connectionLimit(record), limits?.bytes ?? undefined);
     this.#live.set(record.id, live);
-    this.#metrics.sessionsActive.set(this.#live.size);
+    publish('sessionsLive', { gateway: this.#gatewayId, count: this.#live.size });
     this.#schedule(live);
     this.#watchJob(record);
     return live;
@@ -541,7 +542,7 @@ export class SessionManager {
   #drop(live: LiveSession): void {
     clearTimeout(live.timer);
     if (this.#live.get(live.id) === live) this.#live.delete(live.id);
-    this.#metrics.sessionsActive.set(this.#live.size);
+    publish('sessionsLive', { gateway: this.#gatewayId, count: this.#live.size });
   }
 
   #connectionLimit(record: SessionRecord): number {
@@ -616,7 +617,7 @@ export class SessionManager {
       { at: now, current: this.#live.get(id)?.record },
     );
     if (change) {
-      this.#metrics.sessionsEnded.inc({ reason });
+      publish('sessionEnded', { gateway: this.#gatewayId, session: id, reason });
       this.#log.info({ session: id, reason, ...(by ? { by } : {}) }, 'session ended');
       if (hooks) await this.#runEnded(change.session, reason);
       return change.session;

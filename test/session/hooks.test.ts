@@ -3,7 +3,6 @@
 // never throwing.
 import { afterEach, describe, expect, it } from 'vitest';
 import { auditEvent } from '../../src/audit/events.js';
-import { createMetrics } from '../../src/gateway/metrics.js';
 import { compilePolicy } from '../../src/policy/engine.js';
 import { type SessionLog, SessionManager } from '../../src/session/manager.js';
 import type { EndReason } from '../../src/session/reasons.js';
@@ -61,7 +60,6 @@ async function managerOn(store: Store, dataDir: string, gatewayId: string) {
     config,
     policy: compilePolicy(config),
     log: quiet,
-    metrics: createMetrics(),
     gatewayId,
     sweepIntervalMs: 100,
   });
