@@ -1,0 +1,141 @@
+// The exit contract (docs/architecture.md, "Exits"; issue 13): every protocol behaves the same
+// whichever host is its exit. One table of cases runs for each protocol × {the gateway, an agent}
+// with the job's real client side (`ciport open`, then psql / redis-cli / curl / node sockets from
+// the exported env) and the machine's real servers. A protocol is a driver (drivers/); a case is
+// written once here.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { AuditEvent } from '../../src/audit/events.js';
+import { waitFor } from '../fixtures/cli.js';
+import type { Driver, Held } from './driver.js';
+import { DRIVERS } from './drivers/index.js';
+import { startUpstreams, type Upstreams } from './upstreams.js';
+import { AGENT, startWorld, targetName, type World } from './world.js';
+
+let up: Upstreams;
+let world: World;
+const holding = new Set<Held>();
+
+beforeAll(async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ciport-contract-'));
+  up = await startUpstreams(dir);
+  world = await startWorld(dir, DRIVERS, up);
+}, 180_000);
+
+afterEach(async () => {
+  for (const h of holding) h.release();
+  holding.clear();
+  await world?.endJobs();
+});
+
+afterAll(async () => {
+  await world?.stop();
+  await up?.stop();
+});
+
+const COMBOS = DRIVERS.flatMap((driver) =>
+  (['gateway', 'agent'] as const).map((host) => ({
+    name: `${driver.protocol} via ${host === 'gateway' ? 'the gateway' : 'an agent'}`,
+    driver,
+    target: targetName(driver.protocol, host),
+    /** What `exit` the gateway's audit events name. */
+    exit: host === 'gateway' ? 'gateway' : AGENT,
+  })),
+);
+
+const typed = (events: readonly AuditEvent[], type: string) => events.filter((e) => e.type === type);
+
+async function hold(driver: Driver, job: Parameters<Driver['hold']>[0]): Promise<Held> {
+  const h = await driver.hold(job, up);
+  holding.add(h);
+  return h;
+}
+
+describe.each(COMBOS)('exit contract: $name', ({ driver, target, exit }) => {
+  it('connect: a real client reaches the target through the port', async () => {
+    const job = await world.open(target);
+    const attempt = await driver.attempt(job, up);
+    expect(attempt.detail).toBeTruthy();
+    expect(attempt.ok, attempt.detail).toBe(true);
+    await job.end();
+  });
+
+  it('data both ways: 1 MiB each way arrives intact (SHA-256 at the client and the upstream)', async () => {
+    const job = await world.open(target);
+    await driver.dataBothWays(job, up);
+    await job.end();
+  });
+
+  it("injected credential: the upstream got the target's credential, which the job never had", async () => {
+    const job = await world.open(target);
+    await driver.injectedCredential(job, up);
+    const seenByJob = JSON.stringify({ env: job.env, ciportOpen: world.jobEnv });
+    for (const secret of Object.values(up.secrets)) expect(seenByJob).not.toContain(secret);
+    await job.end();
+  });
+
+  it(`audit: connection.opened and connection.closed (exit ${exit}) and the protocol's events`, async () => {
+    const job = await world.open(target);
+    const attempt = await driver.attempt(job, up);
+    expect(attempt.ok, attempt.detail).toBe(true);
+    await job.end();
+    await waitFor(
+      async () => typed(await world.eventsOf(job.session), 'session.ended').length === 1,
+      10_000,
+      'session.ended',
+    );
+    const events = await world.eventsOf(job.session);
+    const opened = typed(events, 'connection.opened');
+    const closed = typed(events, 'connection.closed');
+    expect(opened.length).toBeGreaterThan(0);
+    expect(closed.length).toBe(opened.length);
+    for (const o of opened) {
+      expect(o.data).toMatchObject({ exit, target, session: job.session });
+      const id = (o.data as { connection: string }).connection;
+      const c = closed.find((e) => (e.data as { connection: string }).connection === id);
+      expect(c?.data).toMatchObject({ exit, target, session: job.session });
+      expect(c?.seq).toBeGreaterThan(o.seq);
+    }
+    driver.auditTraffic(events, exit);
+  });
+
+  it('revoke: `ciport sessions revoke` closes an open connection within 2 s; new ones are refused', async () => {
+    const job = await world.open(target);
+    const held = await hold(driver, job);
+    const revoked = await world.revoke(job.session);
+    expect(revoked.stderr).toBe('');
+    expect(revoked.stdout).toMatch(/ended \(revoked\)/);
+    // The gateway revoked before answering: 2 s from here.
+    await waitFor(() => held.closed(), 2_000, 'the held connection to close');
+    await waitFor(
+      async () => (await driver.upstreamOpen(up)) === 0,
+      2_000,
+      'the upstream connection to close',
+    );
+
+    const openedBefore = typed(await world.eventsOf(job.session), 'connection.opened').length;
+    const acceptedBefore = await driver.upstreamAccepted?.(up);
+    const again = await driver.attempt(job, up);
+    expect(again.ok, again.detail).toBe(false);
+    expect(typed(await world.eventsOf(job.session), 'connection.opened').length).toBe(openedBefore);
+    if (driver.upstreamAccepted) expect(await driver.upstreamAccepted(up)).toBe(acceptedBefore);
+    await job.end();
+  });
+
+  it('session end: nothing of the session stays open upstream', async () => {
+    const job = await world.open(target);
+    const held = await hold(driver, job);
+    expect(await driver.upstreamOpen(up)).toBeGreaterThan(0);
+    await job.end();
+    const record = (await world.gateway.manager.list()).find((s) => s.id === job.session);
+    expect(record?.endedAt).toEqual(expect.any(Number));
+    await waitFor(
+      async () => (await driver.upstreamOpen(up)) === 0,
+      5_000,
+      'the upstream connections to close',
+    );
+    await waitFor(() => held.closed(), 5_000, "the job's connection to close");
+  });
+});
