@@ -26,6 +26,12 @@ export interface JobPort {
   dir: string;
   /** Run a tool as the job does (never throws; `stdin` piped in). */
   run(cmd: string[], options?: { stdin?: string | Buffer; timeoutMs?: number }): Promise<Run>;
+  /**
+   * Stop (SIGSTOP) and continue (SIGCONT) the job's `ciport open`: while it is stopped, whatever
+   * happens to the session is the gateway's and the exits' doing, not a cooperating client's.
+   */
+  freeze(): void;
+  thaw(): void;
   /** End the job's session the way a job does (`ciport open` gets SIGTERM and ends it). */
   end(): Promise<void>;
 }

@@ -101,19 +101,25 @@ describe.each(COMBOS)('exit contract: $name', ({ driver, target, exit }) => {
     driver.auditTraffic(events, exit);
   });
 
-  it('revoke: `ciport sessions revoke` closes an open connection within 2 s; new ones are refused', async () => {
+  it('revoke: `ciport sessions revoke` cuts an open connection within 2 s; new ones are refused', async () => {
     const job = await world.open(target);
     const held = await hold(driver, job);
+    // The job's client is stopped: the cut has to come from the gateway and the exit, as it must
+    // for a client that does not cooperate (a compromised runner).
+    job.freeze();
     const revoked = await world.revoke(job.session);
     expect(revoked.stderr).toBe('');
     expect(revoked.stdout).toMatch(/ended \(revoked\)/);
     // The gateway revoked before answering: 2 s from here.
-    await waitFor(() => held.closed(), 2_000, 'the held connection to close');
     await waitFor(
       async () => (await driver.upstreamOpen(up)) === 0,
       2_000,
       'the upstream connection to close',
     );
+    const knocked = await world.tunnel(job.session, target);
+    expect(knocked).toMatchObject({ status: 410, body: expect.stringContaining('CIPORT_E_SESSION_ENDED') });
+    job.thaw();
+    await waitFor(() => held.closed(), 2_000, "the job's connection to close");
 
     const openedBefore = typed(await world.eventsOf(job.session), 'connection.opened').length;
     const acceptedBefore = await driver.upstreamAccepted?.(up);

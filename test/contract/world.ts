@@ -4,6 +4,7 @@
 // in the agent's (the agent is). Jobs are `ciport open` processes, one per case.
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { constants as h2, connect as h2connect } from 'node:http2';
 import { join } from 'node:path';
 import type { AuditEvent } from '../../src/audit/events.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
@@ -33,6 +34,11 @@ export interface World {
   jobEnv: NodeJS.ProcessEnv;
   /** Open a port to `target` in a new session. */
   open(target: string): Promise<JobPort>;
+  /**
+   * A CONNECT to `target` straight to the gateway with the session's id and secret (the secret as
+   * the job's client presented it on an earlier tunnel): the gateway's answer, not the client's.
+   */
+  tunnel(session: string, target: string): Promise<{ status: number; body: string }>;
   /** `ciport sessions revoke ID` with the admin token. */
   revoke(session: string): Promise<CliResult>;
   eventsOf(session: string): Promise<AuditEvent[]>;
@@ -67,6 +73,15 @@ export async function startWorld(dir: string, drivers: readonly Driver[], up: Up
     { ADMIN, ...up.secrets },
   );
   const gateway = await startTestGateway(cfg, { sweepIntervalMs: 250 });
+  // The secrets jobs present on their tunnels, so a case can knock on the gateway itself after
+  // the job's client gave up.
+  const sessionSecrets = new Map<string, string>();
+  const manager = gateway.manager;
+  const authenticate = manager.authenticate.bind(manager);
+  manager.authenticate = (id, secret) => {
+    sessionSecrets.set(id, secret);
+    return authenticate(id, secret);
+  };
   const token = await issuer.mint({}, { preset: 'gitlab-main', audience: 'ciport' });
   await built;
   const adminEnv = baseEnv({
@@ -134,8 +149,13 @@ export async function startWorld(dir: string, drivers: readonly Driver[], up: Up
       url: exported[`${key}_URL`] as string,
       dir: jobDir,
       run: (cmd, options) => run(cmd, env, options),
+      freeze: () => job.child.kill('SIGSTOP'),
+      thaw: () => job.child.kill('SIGCONT'),
       async end() {
-        if (job.child.exitCode === null && job.child.signalCode === null) job.child.kill('SIGTERM');
+        if (job.child.exitCode === null && job.child.signalCode === null) {
+          job.child.kill('SIGCONT');
+          job.child.kill('SIGTERM');
+        }
         await job.result;
         jobs.delete(job);
       },
@@ -143,7 +163,10 @@ export async function startWorld(dir: string, drivers: readonly Driver[], up: Up
   };
 
   const endJobs = async () => {
-    for (const job of jobs) job.child.kill('SIGTERM');
+    for (const job of jobs) {
+      job.child.kill('SIGCONT');
+      job.child.kill('SIGTERM');
+    }
     await Promise.all([...jobs].map((j) => j.result));
     jobs.clear();
   };
@@ -152,6 +175,34 @@ export async function startWorld(dir: string, drivers: readonly Driver[], up: Up
     gateway,
     jobEnv,
     open,
+    tunnel: (session, target) =>
+      new Promise((resolve, reject) => {
+        const secret = sessionSecrets.get(session);
+        if (!secret) throw new Error(`no tunnel of ${session} seen yet`);
+        const client = h2connect(gateway.url, { ca: readFileSync(gateway.caFile as string) });
+        client.on('error', reject);
+        const stream = client.request({
+          [h2.HTTP2_HEADER_METHOD]: h2.HTTP2_METHOD_CONNECT,
+          [h2.HTTP2_HEADER_AUTHORITY]: `${target}:443`,
+          authorization: `Bearer ${secret}`,
+          'ciport-session': session,
+        });
+        let status = 0;
+        let body = '';
+        stream.on('response', (headers) => {
+          status = Number(headers[h2.HTTP2_HEADER_STATUS]);
+          if (status === 200) stream.close(h2.NGHTTP2_CANCEL);
+        });
+        stream.on('data', (d: Buffer) => {
+          body += d.toString();
+        });
+        stream.on('error', () => {});
+        stream.once('close', () => {
+          client.close();
+          resolve({ status, body });
+        });
+        stream.end();
+      }),
     revoke: (session) => runCli(['sessions', 'revoke', session], { env: adminEnv }),
     async eventsOf(session) {
       return (await gateway.store.auditEvents({ limit: 100_000 })).filter(
