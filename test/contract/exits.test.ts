@@ -47,6 +47,18 @@ const COMBOS = DRIVERS.flatMap((driver) =>
 
 const typed = (events: readonly AuditEvent[], type: string) => events.filter((e) => e.type === type);
 
+const MIB = 1024 * 1024;
+
+/** The session's connection.closed events, once the session has ended (its end is audited last). */
+async function closedOf(session: string): Promise<AuditEvent[]> {
+  await waitFor(
+    async () => typed(await world.eventsOf(session), 'session.ended').length === 1,
+    10_000,
+    'session.ended',
+  );
+  return typed(await world.eventsOf(session), 'connection.closed');
+}
+
 async function hold(driver: Driver, job: Parameters<Driver['hold']>[0]): Promise<Held> {
   const h = await driver.hold(job, up);
   holding.add(h);
@@ -66,14 +78,24 @@ describe.each(COMBOS)('exit contract: $name', ({ driver, target, exit }) => {
     const job = await world.open(target);
     await driver.dataBothWays(job, up);
     await job.end();
+    // And the connections' accounting saw that traffic, whichever host was the exit.
+    const closed = await closedOf(job.session);
+    const sum = (field: string) =>
+      closed.reduce((n, e) => n + Number((e.data as Record<string, unknown>)[field]), 0);
+    expect(sum('bytes_to_target')).toBeGreaterThanOrEqual(MIB);
+    expect(sum('bytes_from_target')).toBeGreaterThanOrEqual(MIB);
   });
 
   it("injected credential: the upstream got the target's credential, which the job never had", async () => {
     const job = await world.open(target);
     await driver.injectedCredential(job, up);
     const seenByJob = JSON.stringify({ env: job.env, ciportOpen: world.jobEnv });
-    for (const secret of Object.values(up.secrets)) expect(seenByJob).not.toContain(secret);
     await job.end();
+    const audited = JSON.stringify(await closedOf(job.session).then(() => world.eventsOf(job.session)));
+    for (const secret of Object.values(up.secrets)) {
+      expect(seenByJob).not.toContain(secret);
+      expect(audited).not.toContain(secret);
+    }
   });
 
   it(`audit: connection.opened and connection.closed (exit ${exit}) and the protocol's events`, async () => {
@@ -81,11 +103,7 @@ describe.each(COMBOS)('exit contract: $name', ({ driver, target, exit }) => {
     const attempt = await driver.attempt(job, up);
     expect(attempt.ok, attempt.detail).toBe(true);
     await job.end();
-    await waitFor(
-      async () => typed(await world.eventsOf(job.session), 'session.ended').length === 1,
-      10_000,
-      'session.ended',
-    );
+    await closedOf(job.session);
     const events = await world.eventsOf(job.session);
     const opened = typed(events, 'connection.opened');
     const closed = typed(events, 'connection.closed');
@@ -96,6 +114,10 @@ describe.each(COMBOS)('exit contract: $name', ({ driver, target, exit }) => {
       const id = (o.data as { connection: string }).connection;
       const c = closed.find((e) => (e.data as { connection: string }).connection === id);
       expect(c?.data).toMatchObject({ exit, target, session: job.session });
+      const bytes = c?.data as { bytes_to_target: number; bytes_from_target: number };
+      // The app sent a request and got an answer: bytes both ways, whichever host was the exit.
+      expect(bytes.bytes_to_target, 'connection.closed bytes_to_target').toBeGreaterThan(0);
+      expect(bytes.bytes_from_target, 'connection.closed bytes_from_target').toBeGreaterThan(0);
       expect(c?.seq).toBeGreaterThan(o.seq);
     }
     driver.auditTraffic(events, exit);
