@@ -150,6 +150,16 @@ describe.each(COMBOS)('exit contract: $name', ({ driver, target, exit }) => {
     expect(typed(await world.eventsOf(job.session), 'connection.opened').length).toBe(openedBefore);
     if (driver.upstreamAccepted) expect(await driver.upstreamAccepted(up)).toBe(acceptedBefore);
     await job.end();
+    // Audited as what it was: cut by the session's end (revoked), not a failure.
+    await waitFor(
+      async () => typed(await world.eventsOf(job.session), 'connection.closed').length === openedBefore,
+      5_000,
+      'connection.closed',
+    );
+    for (const c of typed(await world.eventsOf(job.session), 'connection.closed')) {
+      expect(c.data).toMatchObject({ exit, closed_by: 'session', end_reason: 'revoked' });
+      expect(c.data).not.toHaveProperty('error');
+    }
   });
 
   it('session end: nothing of the session stays open upstream', async () => {
