@@ -5,6 +5,7 @@
 // and the agent resolve them, the job never sees them.
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
+import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { makePki, startUpstream, type Upstream } from '../exits/http/helpers.js';
@@ -16,6 +17,12 @@ export interface ApiUpstream extends Upstream {
   /** TLS connections accepted since start, and open now. */
   accepted: number;
   open: Set<Socket>;
+  /**
+   * Requests the API is still serving (not answered, connection not closed). An exit's idle
+   * keep-alive sockets are not counted: the target's pool shares them (4 s idle timeout) and they
+   * carry nothing of a session.
+   */
+  inFlight: Set<ServerResponse>;
 }
 
 export interface Upstreams {
@@ -72,8 +79,12 @@ export async function startUpstreams(dir: string): Promise<Upstreams> {
   writeFileSync(apiCaFile, pki.caPem);
   const api = Object.assign(
     await startUpstream(pki, { name: 'authorization', value: `Bearer ${secrets.API_TOKEN}` }),
-    { accepted: 0, open: new Set<Socket>() },
+    { accepted: 0, open: new Set<Socket>(), inFlight: new Set<ServerResponse>() },
   );
+  api.server.on('request', (_req, res: ServerResponse) => {
+    api.inFlight.add(res);
+    res.once('close', () => api.inFlight.delete(res));
+  });
   api.server.on('secureConnection', (s: Socket) => {
     api.accepted++;
     api.open.add(s);

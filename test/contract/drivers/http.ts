@@ -92,6 +92,7 @@ export const httpDriver: Driver = {
     return held(s);
   },
 
-  upstreamOpen: async (up) => up.api.open.size,
+  // Requests still being served upstream (see ApiUpstream.inFlight for why not idle sockets).
+  upstreamOpen: async (up) => up.api.inFlight.size,
   upstreamAccepted: async (up) => up.api.accepted,
 };
