@@ -1,0 +1,93 @@
+// What the exit contract suite needs from one protocol (a "driver"): how to configure its target,
+// how a job's real client does each case's action through the port, and how to observe the
+// upstream server. Adding a protocol to the suite is one more driver in drivers.ts.
+import { execFile } from 'node:child_process';
+import type { AuditEvent } from '../../src/audit/events.js';
+import type { Upstreams } from './upstreams.js';
+
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** One `ciport open` of one target: the job's side of a session. */
+export interface JobPort {
+  target: string;
+  session: string;
+  /** What `ciport open` exported (its env file). */
+  exported: Record<string, string>;
+  /** The environment the job's tools run with: the exported variables and nothing secret. */
+  env: Record<string, string>;
+  /** CIPORT_<TARGET>_PORT and _URL. */
+  port: number;
+  url: string;
+  /** A scratch directory of this job. */
+  dir: string;
+  /** Run a tool as the job does (never throws; `stdin` piped in). */
+  run(cmd: string[], options?: { stdin?: string | Buffer; timeoutMs?: number }): Promise<Run>;
+  /**
+   * Stop (SIGSTOP) and continue (SIGCONT) the job's `ciport open`: while it is stopped, whatever
+   * happens to the session is the gateway's and the exits' doing, not a cooperating client's.
+   */
+  freeze(): void;
+  thaw(): void;
+  /** End the job's session the way a job does (`ciport open` gets SIGTERM and ends it). */
+  end(): Promise<void>;
+}
+
+/** A connection the job holds open through the port. */
+export interface Held {
+  /** True once the job's side of the connection is closed. */
+  closed(): boolean;
+  /** Close it (cleanup after a failed case). */
+  release(): void;
+}
+
+/** The outcome of a client attempt: ok when the client got the target's real answer. */
+export interface Attempt {
+  ok: boolean;
+  detail: string;
+}
+
+export interface Driver {
+  protocol: string;
+  /** The target entry (gateway `targets:` or agent.yaml) named `name`; secrets by env name. */
+  target(name: string, up: Upstreams): Record<string, unknown>;
+  /** Case 1: a real client (psql, redis-cli, curl, a node socket) reaches the target. */
+  attempt(job: JobPort, up: Upstreams): Promise<Attempt>;
+  /** Case 2: 1 MiB each way, checked by SHA-256 at the client and at the upstream. */
+  dataBothWays(job: JobPort, up: Upstreams): Promise<void>;
+  /** Case 3: what the upstream saw is the target's credential (which the job never had). */
+  injectedCredential(job: JobPort, up: Upstreams): Promise<void>;
+  /** Case 4: the protocol's own events of what attempt() did (query, http.request), from `exit`. */
+  auditTraffic(events: readonly AuditEvent[], exit: string): void;
+  /** Cases 5 and 6: a connection held open end to end (the upstream has it). */
+  hold(job: JobPort, up: Upstreams): Promise<Held>;
+  /** Connections of this target's exits open at the upstream now. */
+  upstreamOpen(up: Upstreams): Promise<number>;
+  /** Connections the upstream has accepted so far (absent: the server cannot tell cheaply). */
+  upstreamAccepted?(up: Upstreams): Promise<number>;
+}
+
+/** Run a command with exactly `env` (plus nothing); never throws. */
+export function run(
+  cmd: string[],
+  env: Record<string, string>,
+  options: { stdin?: string | Buffer; timeoutMs?: number } = {},
+): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = execFile(
+      cmd[0] as string,
+      cmd.slice(1),
+      { env, timeout: options.timeoutMs ?? 20_000, maxBuffer: 16 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+    child.stdin?.end(options.stdin);
+  });
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,126 @@
+// The machine's real servers behind the contract suite's targets, shared by the gateway's and the
+// agent's exits: a tcp echo server, a throwaway `redis-server --requirepass`, an HTTPS API that
+// wants a bearer token, and a least-privilege role with a password on the machine's PostgreSQL
+// (127.0.0.1:5432, database `test`). Secrets are named by env variable in `secrets`: the gateway
+// and the agent resolve them, the job never sees them.
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { join } from 'node:path';
+import { makePki, startUpstream, type Upstream } from '../exits/http/helpers.js';
+import { type RedisServer, startRedis } from '../fixtures/redis-server.js';
+import { run } from './driver.js';
+import { type EchoServer, startEcho } from './echo.js';
+
+export interface ApiUpstream extends Upstream {
+  /** TLS connections accepted since start, and open now. */
+  accepted: number;
+  open: Set<Socket>;
+  /**
+   * Requests the API is still serving (not answered, connection not closed). An exit's idle
+   * keep-alive sockets are not counted: the target's pool shares them (4 s idle timeout) and they
+   * carry nothing of a session.
+   */
+  inFlight: Set<ServerResponse>;
+}
+
+export interface Upstreams {
+  echo: EchoServer;
+  redis: RedisServer;
+  api: ApiUpstream;
+  /** The API's CA (PEM file), for the http targets' `tls.ca`. */
+  apiCaFile: string;
+  pgRole: string;
+  /** Env variable name → secret value (what the exits inject). */
+  secrets: { PG_PW: string; REDIS_PW: string; API_TOKEN: string };
+  /** SQL as the superuser on the machine's PostgreSQL (database `test`); unaligned output. */
+  pgAdmin(sql: string): Promise<string>;
+  /** redis-cli straight to the server with its real password. */
+  redisDirect(...args: string[]): Promise<string>;
+  /** Connections Redis accepted so far, not counting redisDirect's own. */
+  redisAccepted(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+const pgAdminEnv = {
+  PATH: process.env.PATH ?? '/usr/bin:/bin',
+  PSQLRC: '/dev/null',
+  PGCONNECT_TIMEOUT: '10',
+};
+
+async function pgAdmin(sql: string): Promise<string> {
+  // SQL on stdin: the role's password stays out of argv.
+  const r = await run(
+    ['psql', '-h', '127.0.0.1', '-U', 'postgres', '-d', 'test', '-v', 'ON_ERROR_STOP=1', '-tAq', '-f', '-'],
+    pgAdminEnv,
+    { stdin: sql },
+  );
+  if (r.code !== 0) throw new Error(`psql as postgres failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+export async function startUpstreams(dir: string): Promise<Upstreams> {
+  const suffix = randomBytes(4).toString('hex');
+  const secrets = {
+    PG_PW: `pg-Secret-${randomBytes(9).toString('base64url')}`,
+    REDIS_PW: `redis-Secret-${randomBytes(9).toString('base64url')}`,
+    API_TOKEN: `api-token-${randomBytes(9).toString('base64url')}`,
+  };
+  const pgRole = `contract_${suffix}`;
+  await pgAdmin(
+    `CREATE ROLE ${pgRole} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '${secrets.PG_PW}';\n` +
+      `GRANT CONNECT, TEMPORARY ON DATABASE test TO ${pgRole};\n`,
+  );
+  const echo = await startEcho();
+  const redis = await startRedis(['--requirepass', secrets.REDIS_PW]);
+  const pki = makePki();
+  const apiCaFile = join(dir, 'api-ca.pem');
+  writeFileSync(apiCaFile, pki.caPem);
+  const api = Object.assign(
+    await startUpstream(pki, { name: 'authorization', value: `Bearer ${secrets.API_TOKEN}` }),
+    { accepted: 0, open: new Set<Socket>(), inFlight: new Set<ServerResponse>() },
+  );
+  api.server.on('request', (_req, res: ServerResponse) => {
+    api.inFlight.add(res);
+    res.once('close', () => api.inFlight.delete(res));
+  });
+  api.server.on('secureConnection', (s: Socket) => {
+    api.accepted++;
+    api.open.add(s);
+    s.once('close', () => api.open.delete(s));
+  });
+  let directCalls = 0;
+  const redisDirect = async (...args: string[]) => {
+    directCalls++;
+    const r = await run(['redis-cli', '-p', String(redis.port), '--no-auth-warning', '-n', '1', ...args], {
+      PATH: pgAdminEnv.PATH,
+      REDISCLI_AUTH: secrets.REDIS_PW,
+    });
+    if (r.code !== 0) throw new Error(`redis-cli failed: ${r.stderr}`);
+    return r.stdout;
+  };
+  return {
+    echo,
+    redis,
+    api,
+    apiCaFile,
+    pgRole,
+    secrets,
+    pgAdmin,
+    redisDirect,
+    async redisAccepted() {
+      const info = await redisDirect('INFO', 'stats');
+      return Number(/total_connections_received:(\d+)/.exec(info)?.[1]) - directCalls;
+    },
+    async stop() {
+      await echo.close();
+      await redis.stop();
+      await api.close();
+      await pgAdmin(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '${pgRole}';\n` +
+          `REVOKE ALL ON DATABASE test FROM ${pgRole};\nDROP ROLE IF EXISTS ${pgRole};\n`,
+      );
+    },
+  };
+}
