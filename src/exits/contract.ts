@@ -46,9 +46,6 @@ export interface ExitConnection {
 
 /** How a `stream` exit's connection ended. */
 export interface ExitOutcome {
-  /** Bytes from the app towards the target, and back. */
-  bytesUp: number;
-  bytesDown: number;
   /** Why it ended abnormally (no secrets). */
   error?: string | undefined;
   /** An out-of-band request (postgres CancelRequest), not an application connection. */

@@ -227,7 +227,7 @@ class Tunnel implements SessionConnection, IdleWatched {
   /** cut() or the byte limit came before the dial started: it must not start. */
   #dialCut = false;
   #upstream: Socket | undefined;
-  /** Byte counts for protocols that do not expose one upstream socket (postgres, http). */
+  /** Byte counts of a tunnel relayed to an agent (its relay counts them). */
   #bytes: { up: number; down: number } | undefined;
   /** What the stream itself carried (tcp, redis: bytes that reached the app or came from it). */
   readonly #metered: StreamMeter;
@@ -516,7 +516,6 @@ class Tunnel implements SessionConnection, IdleWatched {
     const { log } = this.#deps;
     const record = this.#live.record;
     const fields = { session: record.id, connection: this.id, target: this.target };
-    this.#bytes = { up: 0, down: 0 };
     this.#markOpen();
     const database = this.#config.database;
     try {
@@ -534,8 +533,6 @@ class Tunnel implements SessionConnection, IdleWatched {
           void this.#audit('connection.opened');
         },
       });
-      (this.#bytes as { up: number; down: number }).up = outcome.bytesUp;
-      (this.#bytes as { up: number; down: number }).down = outcome.bytesDown;
       if (outcome.outOfBand) this.#cancelStream = true;
       if (outcome.error && !this.#error && !this.#closedBy) this.#error = outcome.error;
       void outcome.after?.then(({ note, ...more }) =>
@@ -723,7 +720,8 @@ class Tunnel implements SessionConnection, IdleWatched {
   async #closed(): Promise<void> {
     if (this.#settled) return;
     this.#settled = true;
-    // tcp, redis: what the stream carried, counted from its acceptance (early data included).
+    // What the stream carried, counted from its acceptance (early data included): the same
+    // measure whatever the exit, and the same as an agent's relay reports.
     const up = this.#bytes ? this.#bytes.up : this.#metered.in;
     const down = this.#bytes ? this.#bytes.down : this.#metered.out;
     const { manager, log } = this.#deps;

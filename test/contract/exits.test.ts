@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../src/audit/events.js';
-import { waitFor } from '../fixtures/cli.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import type { Driver, Held } from './driver.js';
 import { DRIVERS } from './drivers/index.js';
 import { startUpstreams, type Upstreams } from './upstreams.js';

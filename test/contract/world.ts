@@ -9,19 +9,12 @@ import { join } from 'node:path';
 import type { AuditEvent } from '../../src/audit/events.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { agentYamlHead } from '../fixtures/agent-yaml.js';
-import {
-  baseEnv,
-  type CliResult,
-  ensureBuilt,
-  openedEnv,
-  runCli,
-  spawnCli,
-  waitFor,
-} from '../fixtures/cli.js';
+import { baseEnv, type CliResult, ensureBuilt, openedEnv, runCli, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import { type Driver, type JobPort, run } from './driver.js';
 import type { Upstreams } from './upstreams.js';
 

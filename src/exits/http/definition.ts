@@ -18,19 +18,14 @@ export const httpExit: ExitDefinition = {
       mode: 'stream',
       target,
       async serve(stream, connection) {
-        const bytes = { up: 0, down: 0 };
         const closed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
         // Requests are relayed as they come; the connection itself is open from the start.
         connection.onConnected?.({});
         exit.serve(stream, {
-          onRequest: (event) => {
-            bytes.up += event.bytes_in;
-            bytes.down += event.bytes_out;
-            connection.onRequest?.(event);
-          },
+          onRequest: (event) => connection.onRequest?.(event),
         });
         await closed;
-        return { bytesUp: bytes.up, bytesDown: bytes.down };
+        return {};
       },
       close: () => exit.close(),
     };

@@ -36,15 +36,11 @@ export const postgresExit: ExitDefinition = {
           });
           if (result.kind === 'cancel') {
             return {
-              bytesUp: 0,
-              bytesDown: 0,
               outOfBand: true,
               after: Promise.resolve({ note: 'cancel request', forwarded: result.forwarded }),
             };
           }
           return {
-            bytesUp: result.bytesFromApp,
-            bytesDown: result.bytesFromUpstream,
             error: result.error?.message,
             after: result.cancelled?.then((sent) => ({
               note: 'statement in progress cancelled upstream',

@@ -5,7 +5,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { rawValues } from '../../exits/http/helpers.js';
-import { waitFor } from '../../fixtures/cli.js';
+import { waitFor } from '../../fixtures/wait-for.js';
 import { type Driver, run } from '../driver.js';
 import { dial, exchange, held } from './socket.js';
 

@@ -5,8 +5,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
-import { waitFor } from '../../fixtures/cli.js';
 import { auditedStatements } from '../../fixtures/queries.js';
+import { waitFor } from '../../fixtures/wait-for.js';
 import type { Driver } from '../driver.js';
 
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
