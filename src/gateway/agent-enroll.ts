@@ -14,10 +14,10 @@ import { parseDuration } from '../config/duration.js';
 import { asCiportError, CiportError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
 import { bearer } from '../session/secret.js';
-import { AGENT_CONNECT_PATH, AGENT_UPGRADE_PROTOCOL } from '../transport/wire.js';
+import { AGENT_CONNECT_PATH, AGENT_UPGRADE_PROTOCOL, refuseHttp1 } from '../transport/wire.js';
 import type { AgentHub } from './agent-hub.js';
 import { type AgentRegistry, bindingNames, type TargetEdit } from './agent-registry.js';
-import { ERROR_HEADER, type Req, type Res, readJsonBody, sendError, sendJson } from './http.js';
+import { type Req, type Res, readJsonBody, sendError, sendJson } from './http.js';
 
 export interface AgentApiDeps {
   registry: AgentRegistry;
@@ -173,7 +173,7 @@ export async function handleAgentUpgrade(
   const path = (req.url ?? '').split('?')[0];
   const proto = String(req.headers.upgrade ?? '').toLowerCase();
   if (path !== AGENT_CONNECT_PATH || proto !== AGENT_UPGRADE_PROTOCOL || req.method !== 'GET') {
-    refuseUpgrade(socket, new CiportError('CIPORT_E_NOT_FOUND', 'unsupported upgrade'));
+    refuseHttp1(socket, new CiportError('CIPORT_E_NOT_FOUND', 'unsupported upgrade'));
     return;
   }
   let agent: Awaited<ReturnType<AgentRegistry['authenticate']>>;
@@ -182,7 +182,7 @@ export async function handleAgentUpgrade(
   } catch (thrown) {
     const err = asCiportError(thrown);
     deps.log?.warn({ remote: req.socket.remoteAddress, code: err.code }, 'agent connect refused');
-    refuseUpgrade(socket, err);
+    refuseHttp1(socket, err);
     return;
   }
   try {
@@ -191,16 +191,6 @@ export async function handleAgentUpgrade(
   } catch (thrown) {
     deps.log?.warn({ agent: agent.id, err: asCiportError(thrown).message }, 'agent connect failed');
   }
-}
-
-function refuseUpgrade(socket: Duplex, err: CiportError): void {
-  const body = JSON.stringify({ error: err.toJSON() });
-  const reason = err.httpStatus === 401 ? 'Unauthorized' : err.httpStatus === 404 ? 'Not Found' : 'Error';
-  socket.end(
-    `HTTP/1.1 ${err.httpStatus} ${reason}\r\ncontent-type: application/json\r\n${ERROR_HEADER}: ${err.code}\r\n` +
-      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-  );
-  setTimeout(() => socket.destroy(), 1_000).unref();
 }
 
 /**

@@ -10,10 +10,9 @@ import { pauseWhileFull } from '../audit/backlog.js';
 import type { ConnectionClosedBy } from '../audit/events.js';
 import { asCiportError, type CiportError } from '../errors/index.js';
 import { resetStream } from '../transport/h2.js';
-import { TUNNEL_HEADERS } from '../transport/wire.js';
+import { refuseStream, TUNNEL_HEADERS } from '../transport/wire.js';
 import type { AgentHub, AgentIdentity } from './agent-hub.js';
 import { clientResetCause } from './close-cause.js';
-import { ERROR_HEADER } from './http.js';
 
 export interface AgentRelayOptions {
   /** The tunnel's connection id, sent to the agent in `ciport-connection` (its logs name it). */
@@ -180,14 +179,6 @@ export async function relayViaAgent(
 }
 
 function refuseClient(client: ServerHttp2Stream, err: CiportError): void {
-  if (client.destroyed || client.closed || client.headersSent) return;
-  const body = JSON.stringify({ error: err.toJSON() });
-  client.respond({
-    ':status': err.httpStatus,
-    'content-type': 'application/json; charset=utf-8',
-    [ERROR_HEADER]: err.code,
-    // No agent right now is a passing condition (a restart, a partition): say when to retry.
-    ...(err.code === 'CIPORT_E_NO_AGENT' ? { 'retry-after': '5' } : {}),
-  });
-  client.end(body);
+  // No agent right now is a passing condition (a restart, a partition): say when to retry.
+  refuseStream(client, err, err.code === 'CIPORT_E_NO_AGENT' ? { 'retry-after': '5' } : {});
 }

@@ -3,11 +3,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { CiportError } from '../errors/index.js';
+import { ERROR_HEADER } from '../transport/wire.js';
 
 export type Req = IncomingMessage | Http2ServerRequest;
 export type Res = ServerResponse | Http2ServerResponse;
 
-export const ERROR_HEADER = 'ciport-error';
+export { ERROR_HEADER };
 
 // The request deadline (`server.request_timeout`) bounds how long a request may take to
 // arrive. A download's response can take much longer to stream; its handler lifts the deadline

@@ -31,12 +31,13 @@ import { SessionRateLimit } from '../session/rate-limit.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/types.js';
 import { loadTlsMaterial } from '../transport/tls.js';
+import { refuseHttp1 } from '../transport/wire.js';
 import { handleAgentApi, handleAgentUpgrade } from './agent-enroll.js';
 import { type GatewayAgents, startAgents } from './agents.js';
 import { type ApiDeps, handleApi, requireAdmin } from './api.js';
 import { GatewayDownloads } from './downloads.js';
 import { type GatewayExits, startExits } from './exits.js';
-import { ERROR_HEADER, isHttp2, type Req, type Res, sendError, setRequestDeadline } from './http.js';
+import { isHttp2, type Req, type Res, sendError, setRequestDeadline } from './http.js';
 import { createLivenessMetrics, createMetrics, type GatewayMetrics, observeMetrics } from './metrics.js';
 import { GatewayPeers } from './peers.js';
 import { restartOnlyChanges } from './reload.js';
@@ -676,13 +677,7 @@ function requestTimedOut(req: Req, res: Res): void {
 
 /** HTTP/1.1 CONNECT: tunnels are HTTP/2 only (docs/protocol.md). */
 function refuseHttp1Connect(socket: Duplex): void {
-  const code = 'CIPORT_E_METHOD_NOT_ALLOWED';
-  const body = JSON.stringify({ error: { code, message: 'tunnels need HTTP/2 (ALPN h2)' } });
-  socket.end(
-    `HTTP/1.1 405 Method Not Allowed\r\ncontent-type: application/json\r\n${ERROR_HEADER}: ${code}\r\n` +
-      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-  );
-  setTimeout(() => socket.destroy(), 1_000).unref();
+  refuseHttp1(socket, new CiportError('CIPORT_E_METHOD_NOT_ALLOWED', 'tunnels need HTTP/2 (ALPN h2)'));
 }
 
 /** Size of a header list as HTTP/2 counts it: name + value + 32 per field. */

@@ -1,8 +1,17 @@
 // What the gateway and an agent say to each other on a tunnel stream beyond HTTP/2 itself
 // (docs/agent.md, "Tunnels to an agent"): the request headers of a CONNECT towards an agent, and
 // the refusal an exit answers with.
-import type { ServerHttp2Stream } from 'node:http2';
+import type { OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import type { Duplex } from 'node:stream';
 import type { CiportError } from '../errors/index.js';
+
+/** The response header that repeats an error body's code (for clients that read no body). */
+export const ERROR_HEADER = 'ciport-error';
+
+/** The error body every ciport endpoint answers with: `{"error": {"code", "message"}}`. */
+export function errorBody(err: CiportError): string {
+  return JSON.stringify({ error: err.toJSON() });
+}
 
 /** The agent's link: an HTTP/1.1 upgrade to this protocol on this path, then HTTP/2 reversed. */
 export const AGENT_UPGRADE_PROTOCOL = 'ciport-agent';
@@ -42,10 +51,30 @@ export const TUNNEL_HEADERS = {
   deployment: 'ciport-deployment',
 } as const;
 
-/** Answer a stream with the usual JSON error body and `ciport-error` (once, before any 200). */
-export function refuseStream(stream: ServerHttp2Stream, err: CiportError): void {
+/** Answer a stream with the error body and `ciport-error` (once, before any 200). */
+export function refuseStream(
+  stream: ServerHttp2Stream,
+  err: CiportError,
+  headers: OutgoingHttpHeaders = {},
+): void {
   if (stream.destroyed || stream.closed || stream.headersSent) return;
-  const body = JSON.stringify({ error: err.toJSON() });
-  stream.respond({ ':status': err.httpStatus, 'content-type': 'application/json', 'ciport-error': err.code });
-  stream.end(body);
+  stream.respond({
+    ':status': err.httpStatus,
+    'content-type': 'application/json; charset=utf-8',
+    [ERROR_HEADER]: err.code,
+    ...headers,
+  });
+  stream.end(errorBody(err));
+}
+
+const REASONS: Record<number, string> = { 401: 'Unauthorized', 404: 'Not Found', 405: 'Method Not Allowed' };
+
+/** Answer a raw HTTP/1.1 connection (an upgrade or a CONNECT) with the error, then close it. */
+export function refuseHttp1(socket: Duplex, err: CiportError): void {
+  const body = errorBody(err);
+  socket.end(
+    `HTTP/1.1 ${err.httpStatus} ${REASONS[err.httpStatus] ?? 'Error'}\r\ncontent-type: application/json\r\n` +
+      `${ERROR_HEADER}: ${err.code}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+  setTimeout(() => socket.destroy(), 1_000).unref();
 }

@@ -35,6 +35,7 @@ import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream';
 import type { Secret } from '../../config/secret.js';
 import { CiportError, type ErrorCode } from '../../errors/index.js';
+import { ERROR_HEADER, errorBody } from '../../transport/wire.js';
 import { splitHostPort } from '../tcp/exit.js';
 import { checkHttpInjection, type HttpInjection, injectedHeader, replacedHeaders } from './config.js';
 import { clientResponseHeaders, headerValue, responseHead, upstreamRequestHeaders } from './headers.js';
@@ -129,7 +130,6 @@ const NO_BODY_BY_DEFAULT = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS']);
 const REFUSED_METHODS = new Set(['TRACE']);
 /** Requests retried once on a fresh socket when a pooled one turns out to be closed. */
 const RETRYABLE = new Set(['GET', 'HEAD', 'OPTIONS']);
-const ERROR_HEADER = 'ciport-error';
 
 /** A per-target HTTP exit: one HTTP server and one upstream connection pool, many app connections. */
 export interface HttpExit {
@@ -650,10 +650,6 @@ function upstreamTimers(upReq: ClientRequest, opts: Required<HttpExitOptions>, r
 
 function usage(message: string): CiportError {
   return new CiportError('CIPORT_E_USAGE', message);
-}
-
-function errorBody(err: CiportError): string {
-  return JSON.stringify({ error: { code: err.code, message: err.message } });
 }
 
 /** The JSON error response of the exit itself (400, 502). */
