@@ -1,0 +1,195 @@
+// End to end against the real MariaDB on 127.0.0.1:3306 with real clients (the mariadb CLI,
+// mysql2: query and prepared statements) through local listener ⇄ tunnel hop ⇄ exit.
+import { randomBytes } from 'node:crypto';
+import mysql from 'mysql2/promise';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MysqlUpstreamTarget } from '../../../src/exits/mysql/upstream.js';
+import {
+  admin,
+  MARIADB,
+  MARIADB_ADDRESS,
+  type PortHarness,
+  type Ran,
+  runClient,
+  startPort,
+  suffix,
+} from './harness.js';
+
+const S = suffix();
+const DB = `ciport_e2e_${S}`;
+const USER = `ciport_app_${S}`;
+const PW = `pw-${randomBytes(12).toString('hex')}`;
+const harnesses: PortHarness[] = [];
+const outputs: Ran[] = [];
+let root: mysql.Connection;
+
+async function port(
+  upstream: Partial<MysqlUpstreamTarget> = {},
+  extra: Partial<Parameters<typeof startPort>[0]> = {},
+) {
+  const h = await startPort({
+    upstream: { address: MARIADB_ADDRESS, user: USER, password: PW, database: DB, ...upstream },
+    ...extra,
+  });
+  harnesses.push(h);
+  return h;
+}
+
+function cli(h: PortHarness, args: string[], password = h.otp): Promise<Ran> {
+  return runClient(
+    'mariadb',
+    [
+      '--no-defaults',
+      '-h',
+      '127.0.0.1',
+      '-P',
+      String(h.port),
+      '-u',
+      h.user,
+      '--batch',
+      '--skip-column-names',
+      ...args,
+    ],
+    { PATH: process.env.PATH ?? '/usr/bin:/bin', MYSQL_PWD: password },
+  ).then((r) => {
+    outputs.push(r);
+    return r;
+  });
+}
+
+beforeAll(async () => {
+  root = await admin();
+  await root.query(`CREATE DATABASE \`${DB}\``);
+  await root.query(`CREATE USER '${USER}'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('${PW}')`);
+  await root.query(`GRANT SELECT, INSERT, CREATE, DROP ON \`${DB}\`.* TO '${USER}'@'%'`);
+  await root.query(`CREATE TABLE \`${DB}\`.items (id INT PRIMARY KEY, name VARCHAR(50))`);
+  await root.query(`INSERT INTO \`${DB}\`.items VALUES (1, 'one'), (2, 'two'), (3, 'three')`);
+});
+
+afterAll(async () => {
+  await Promise.all(harnesses.map((h) => h.close()));
+  await root?.query(`DROP USER IF EXISTS '${USER}'@'%'`);
+  await root?.query(`DROP DATABASE IF EXISTS \`${DB}\``);
+  await root?.end();
+  // No output of any client ever shows the injected password.
+  for (const r of outputs) expect(`${r.stdout}${r.stderr}`).not.toContain(PW);
+});
+
+describe('mariadb CLI through the port', () => {
+  it('runs queries as the injected user with the one-time password (native locally and upstream)', async () => {
+    const h = await port();
+    const r = await cli(h, ['-e', 'SELECT CURRENT_USER(), DATABASE(); SELECT name FROM items ORDER BY id']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout.split('\n')).toEqual([`${USER}@%\t${DB}`, 'one', 'two', 'three', '']);
+    expect(h.connected[0]).toMatchObject({ auth: 'mysql_native_password', tls: false });
+    expect(h.events.map((e) => e.text)).toContain('SELECT name FROM items ORDER BY id');
+    expect(h.tunnels).toBe(1);
+  });
+
+  it('refuses a wrong one-time password with ERR 1045 naming the code, and opens nothing upstream', async () => {
+    const h = await port();
+    const r = await cli(h, ['-e', 'SELECT 1'], 'not-the-otp');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/ERROR 1045 \(28000\).*CIPORT_E_MYSQL_AUTH/);
+    expect(h.tunnels).toBe(0);
+    expect(h.clientErrors[0]).toMatchObject({ code: 'CIPORT_E_MYSQL_AUTH' });
+    expect(r.stderr).not.toContain(h.otp);
+  });
+
+  it('refuses another user name than the port expects', async () => {
+    const h = await port({}, { user: 'app' });
+    const r = await runClient(
+      'mariadb',
+      ['--no-defaults', '-h', '127.0.0.1', '-P', String(h.port), '-u', 'someone', '-e', 'SELECT 1'],
+      { PATH: process.env.PATH ?? '', MYSQL_PWD: h.otp },
+    );
+    expect(r.stderr).toMatch(/ERROR 1045 .*CIPORT_E_MYSQL_AUTH.*accepts user 'app' only/);
+    expect(h.tunnels).toBe(0);
+  });
+
+  it('lets the app choose the schema when the target has none, and USE shows in the audit', async () => {
+    const h = await port({ database: undefined });
+    const r = await cli(h, [
+      '-D',
+      DB,
+      '-e',
+      'SELECT COUNT(*) FROM items; USE information_schema; SELECT DATABASE()',
+    ]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout.split('\n')).toEqual(['3', 'information_schema', '']);
+    expect(h.events.some((e) => e.command === 'init_db' && e.text === 'USE `information_schema`')).toBe(true);
+  });
+
+  it('reports the upstream refusal for a wrong injected password with CIPORT_E_MYSQL_UPSTREAM_AUTH', async () => {
+    const h = await port({ password: 'wrong-password' });
+    const r = await cli(h, ['-e', 'SELECT 1']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/ERROR 1045 \(28000\).*CIPORT_E_MYSQL_UPSTREAM_AUTH/);
+    expect(r.stderr).not.toContain('wrong-password');
+    expect(h.exitErrors[0]).toMatchObject({ code: 'CIPORT_E_MYSQL_UPSTREAM_AUTH' });
+    expect(h.clientErrors[0]).toMatchObject({ code: 'CIPORT_E_MYSQL_UPSTREAM_AUTH' });
+  });
+});
+
+describe('mysql2 through the port', () => {
+  it('query and prepared statements (execute), with statement events but no parameter values', async () => {
+    const h = await port();
+    const c = await mysql.createConnection({
+      host: '127.0.0.1',
+      port: h.port,
+      user: h.user,
+      password: h.otp,
+    });
+    try {
+      const [rows] = await c.query('SELECT name FROM items WHERE id = 2');
+      expect(rows).toEqual([{ name: 'two' }]);
+      const [byId] = await c.execute('SELECT name FROM items WHERE id = ?', [3]);
+      expect(byId).toEqual([{ name: 'three' }]);
+      const [again] = await c.execute('SELECT name FROM items WHERE id = ?', [1]);
+      expect(again).toEqual([{ name: 'one' }]);
+      await c.query('CREATE TABLE t_secret (v VARCHAR(64))');
+      await c.execute('INSERT INTO t_secret VALUES (?)', ['param-value-never-audited']);
+      const [secret] = await c.query('SELECT v FROM t_secret');
+      expect(secret).toEqual([{ v: 'param-value-never-audited' }]);
+    } finally {
+      await c.end();
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    const prepared = 'SELECT name FROM items WHERE id = ?';
+    expect(h.events.filter((e) => e.text === prepared).map((e) => e.command)).toEqual([
+      'prepare',
+      'execute',
+      'execute',
+    ]);
+    expect(
+      h.events.find((e) => e.command === 'query' && e.text === 'SELECT name FROM items WHERE id = 2'),
+    ).toMatchObject({
+      protocol: 'simple',
+      truncated: false,
+    });
+    expect(JSON.stringify(h.events)).not.toContain('param-value-never-audited');
+    // The app said COM_QUIT: nothing to kill.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(h.exitResults[0]?.killed).toBeUndefined();
+  });
+
+  it('cuts long statements at maxQueryLength on a character boundary', async () => {
+    const h = await port({}, { maxQueryLength: 20 });
+    const c = await mysql.createConnection({
+      host: '127.0.0.1',
+      port: h.port,
+      user: h.user,
+      password: h.otp,
+    });
+    await c.query("SELECT 'ääääääääääää' AS x");
+    await c.end();
+    const e = h.events.find((x) => x.command === 'query');
+    expect(e?.truncated).toBe(true);
+    expect(Buffer.byteLength(e?.text ?? '')).toBeLessThanOrEqual(20);
+    expect(e?.text.startsWith("SELECT 'ä")).toBe(true);
+    expect(e?.text).not.toContain('\uFFFD');
+  });
+});
+
+export { MARIADB };
