@@ -3,6 +3,8 @@
 import { randomBytes } from 'node:crypto';
 import mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LOCAL_CAPABILITIES } from '../../../src/exits/mysql/frontend.js';
+import { Cap } from '../../../src/exits/mysql/packets.js';
 import type { MysqlUpstreamTarget } from '../../../src/exits/mysql/upstream.js';
 import {
   admin,
@@ -14,6 +16,7 @@ import {
   startPort,
   suffix,
 } from './harness.js';
+import { rawLogin, rawQuery } from './raw.js';
 
 const S = suffix();
 const DB = `ciport_e2e_${S}`;
@@ -192,4 +195,37 @@ describe('mysql2 through the port', () => {
   });
 });
 
-export { MARIADB };
+describe('capabilities negotiated locally are the ones upstream', () => {
+  it('CLIENT_DEPRECATE_EOF (MySQL 8 clients): result sets end with an OK, no EOF after the columns', async () => {
+    const h = await port();
+    const c = await rawLogin(h.port, h.otp, LOCAL_CAPABILITIES);
+    const rows = await rawQuery(c, 'SELECT 7', true);
+    c.close();
+    // column count, column definition, row, OK-as-EOF (0xfe, longer than an EOF packet)
+    expect(rows.map((p) => p[0])).toEqual([1, 3, 1, 0xfe]);
+    expect(rows[2]?.toString('latin1', 1)).toBe('7');
+    expect(rows[3]?.length).toBeGreaterThan(5);
+  });
+
+  it('without it (libmariadb, mysql2): EOF packets after the columns and the rows', async () => {
+    const h = await port();
+    const c = await rawLogin(h.port, h.otp, (LOCAL_CAPABILITIES & ~Cap.DEPRECATE_EOF) >>> 0);
+    const rows = await rawQuery(c, 'SELECT 7', false);
+    c.close();
+    expect(rows.map((p) => p[0])).toEqual([1, 3, 0xfe, 1, 0xfe]);
+    expect(rows[2]?.length).toBe(5);
+  });
+
+  it('without CLIENT_MULTI_STATEMENTS the upstream refuses two statements in one COM_QUERY', async () => {
+    const h = await port();
+    const c = await rawLogin(
+      h.port,
+      h.otp,
+      (LOCAL_CAPABILITIES & ~Cap.MULTI_STATEMENTS & ~Cap.DEPRECATE_EOF) >>> 0,
+    );
+    const rows = await rawQuery(c, 'SELECT 1; SELECT 2', false);
+    c.close();
+    expect(rows[0]?.[0]).toBe(0xff);
+    expect(rows[0]?.readUInt16LE(1)).toBe(1064); // a syntax error: the server saw one statement
+  });
+});

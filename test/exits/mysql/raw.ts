@@ -2,7 +2,12 @@
 // so that the listener's answers to unusual or hostile clients can be checked byte by byte.
 import { connect, type Socket } from 'node:net';
 import { CiportError } from '../../../src/errors/index.js';
-import { parseServerHandshake, type ServerHandshake } from '../../../src/exits/mysql/handshake.js';
+import { NATIVE, nativeToken } from '../../../src/exits/mysql/auth.js';
+import {
+  encodeHandshakeResponse,
+  parseServerHandshake,
+  type ServerHandshake,
+} from '../../../src/exits/mysql/handshake.js';
 import { encodePacket, type Packet, PacketReader, parseErr } from '../../../src/exits/mysql/packets.js';
 
 export class RawClient {
@@ -55,3 +60,43 @@ export class RawClient {
 }
 
 export const errOf = (p: Packet) => parseErr(p.payload);
+
+/** A HandshakeResponse41 that logs in with mysql_native_password and the given capabilities. */
+export function loginResponse(otp: string, nonce: Buffer, capabilities: number, user = 'app'): Buffer {
+  return encodeHandshakeResponse({
+    capabilities,
+    maxPacketSize: 16 * 1024 * 1024,
+    collation: 45,
+    user,
+    authResponse: nativeToken(otp, nonce),
+    database: undefined,
+    authPlugin: NATIVE,
+    attributes: {},
+  });
+}
+
+/** Log in through a port; resolves with the client positioned after the OK. */
+export async function rawLogin(port: number, otp: string, capabilities: number): Promise<RawClient> {
+  const c = await RawClient.open(port);
+  const hello = await c.hello();
+  c.send(loginResponse(otp, hello.nonce, capabilities), 1);
+  const ok = await c.read();
+  if (ok.payload[0] !== 0) throw new Error(`login failed: ${errOf(ok).message}`);
+  return c;
+}
+
+/** Send one COM_QUERY and collect the payloads of its response until a terminating packet. */
+export async function rawQuery(c: RawClient, sql: string, deprecateEof: boolean): Promise<Buffer[]> {
+  c.send(Buffer.concat([Buffer.from([0x03]), Buffer.from(sql)]), 0);
+  const out: Buffer[] = [];
+  let eofs = 0;
+  for (;;) {
+    const p = (await c.read()).payload;
+    out.push(p);
+    if (out.length === 1 && (p[0] === 0x00 || p[0] === 0xff)) return out;
+    if (p[0] === 0xfe && p.length < 0xffffff) {
+      // Without DEPRECATE_EOF: an EOF after the column definitions and one after the rows.
+      if (deprecateEof || ++eofs === 2) return out;
+    }
+  }
+}
