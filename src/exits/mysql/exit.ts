@@ -75,6 +75,10 @@ export async function serveMysqlExitStream(stream: Duplex, opts: MysqlExitOption
       connectionId,
     };
   }
+  // When the app side goes away abnormally (the session ended, the stream was reset, the client
+  // was killed mid-query) the server would go on running the statement in progress until it
+  // next writes to the closed socket: `SLEEP(60)`, a long report or a lock wait keeps its
+  // thread. KILL QUERY on a new connection stops it. A clean close (COM_QUIT) never needs it.
   let serverEnded = false;
   upstream.socket.once('end', () => {
     serverEnded = true;

@@ -6,9 +6,9 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pauseWhileFull } from '../../audit/backlog.js';
 import type { RelayResult } from '../postgres/relay.js';
-import { MysqlError } from './errors.js';
+import { MysqlError, mysqlErrPayload } from './errors.js';
 import { type MysqlQueryEvent, MysqlQueryObserver } from './observe.js';
-import { Command } from './packets.js';
+import { Command, encodePacket } from './packets.js';
 
 export type { RelayResult } from '../postgres/relay.js';
 
@@ -21,8 +21,10 @@ export interface MysqlRelayOptions {
   /** Audit backpressure: while this returns a promise, reading from the app pauses. */
   room?: (() => Promise<void> | undefined) | undefined;
   /**
-   * Called once, before both sides are torn down, when the relay ends by an error, an abort or a
-   * premature close. `appQuit`: the application's last command was COM_QUIT.
+   * Called once when a statement may be left running upstream: before both sides are torn down
+   * by an error, an abort or a premature close, or when the application's side ended cleanly
+   * but without COM_QUIT (a client killed mid-query). `appQuit`: the application's last command
+   * was COM_QUIT.
    */
   onTeardown?: ((err: Error, info: { appQuit: boolean }) => void) | undefined;
 }
@@ -39,11 +41,26 @@ export async function relayMysql(
     onQuery: events ? options.onQuery : undefined,
     maxQueryLength: options.maxQueryLength,
   });
+  let refusing = false;
   const guard = new Transform({
     transform(chunk: Buffer, _enc, callback) {
+      if (refusing) {
+        callback();
+        return;
+      }
       observer.app.push(chunk);
       if (observer.violation) {
-        callback(new MysqlError('CIPORT_E_MYSQL_PROTOCOL', 1043, '08S01', observer.violation));
+        // Nothing of this chunk is forwarded. Tell the application why, as the reply to its
+        // command (sequence id 1), then close; destroying the app tears down both pipelines
+        // (failing one here would destroy the app before the ERR is out).
+        refusing = true;
+        const err = new MysqlError('CIPORT_E_MYSQL_PROTOCOL', 1043, '08S01', observer.violation);
+        result.error = err;
+        hook(err);
+        app.on('error', () => {});
+        app.end(encodePacket(mysqlErrPayload(err), 1), () => app.destroy());
+        setTimeout(() => app.destroy(), 1000).unref();
+        callback();
         return;
       }
       result.bytesFromApp += chunk.length;
@@ -56,27 +73,39 @@ export async function relayMysql(
     if (events) observer.server.push(chunk);
   });
   let cleanEnds = 0;
-  let tornDown = false;
+  let hooked = false;
+  const hook = (err: Error) => {
+    if (hooked) return;
+    hooked = true;
+    try {
+      options.onTeardown?.(err, { appQuit: observer.lastCommand === Command.QUIT });
+    } catch {
+      // A hook must never break the teardown.
+    }
+  };
   const done = () => {
     cleanEnds++;
   };
+  const appEnded = () => {
+    done();
+    if (observer.lastCommand !== Command.QUIT && !upstreamEnded) {
+      hook(new Error('the application closed its connection without COM_QUIT'));
+    }
+  };
+  let upstreamEnded = false;
+  upstream.once('end', () => {
+    upstreamEnded = true;
+  });
   const fail = (err: Error) => {
     const normal = cleanEnds > 0 && (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE';
     if (!normal) result.error ??= err;
-    if (!tornDown) {
-      tornDown = true;
-      try {
-        options.onTeardown?.(err, { appQuit: observer.lastCommand === Command.QUIT });
-      } catch {
-        // A hook must never break the teardown.
-      }
-    }
-    app.destroy();
+    hook(err);
     upstream.destroy();
+    app.destroy();
   };
   const opts = options.signal ? { signal: options.signal } : {};
   await Promise.all([
-    pipeline(app, guard, upstream, opts).then(done, fail),
+    pipeline(app, guard, upstream, opts).then(appEnded, fail),
     pipeline(upstream, app, opts).then(done, fail),
   ]);
   return result;

@@ -369,7 +369,8 @@ export async function connectMysqlUpstream(o: ConnectMysqlUpstreamOptions): Prom
         if (end < 0) throw protocolError(where, 'malformed auth switch request');
         plugin = p.toString('utf8', 1, end);
         const data = p.subarray(end + 1);
-        nonce = data[data.length - 1] === 0 ? data.subarray(0, -1) : data;
+        // The 20-byte scrambles come NUL-terminated; ed25519's 32-byte nonce is sent as is.
+        nonce = plugin !== ED25519 && data.length === 21 && data[20] === 0 ? data.subarray(0, 20) : data;
         send(answerFor(plugin, nonce));
         if (plugin === SHA256_PASSWORD && !isTls && !o.serverPublicKey) awaitingKey = true;
         continue;

@@ -22,6 +22,10 @@ export const MARIADB_ADDRESS = `${MARIADB.host}:${MARIADB.port}`;
 
 export interface PortHarness {
   port: number;
+  /** The exit's listener (tunnel streams arrive here). */
+  exitPort: number;
+  /** End every session of this port the way the gateway does (the exits' AbortSignal). */
+  abort(): void;
   otp: string;
   user: string;
   events: MysqlQueryEvent[];
@@ -57,8 +61,11 @@ export async function startPort(opts: PortOptions): Promise<PortHarness> {
   const otp = opts.otp ?? `otp_${randomBytes(16).toString('hex')}`;
   const captured: Buffer[] = [];
   const sockets = new Set<Socket>();
+  const sessions = new AbortController();
   const h: PortHarness = {
     port: 0,
+    exitPort: 0,
+    abort: () => sessions.abort(),
     otp,
     user: opts.user ?? 'app',
     events: [],
@@ -81,12 +88,14 @@ export async function startPort(opts: PortOptions): Promise<PortHarness> {
       maxQueryLength: opts.maxQueryLength,
       onQuery: (e) => h.events.push(e),
       onConnected: (info) => h.connected.push(info),
+      signal: sessions.signal,
     }).then(
       (r) => h.exitResults.push(r),
       (e: Error) => h.exitErrors.push(e),
     );
   });
   const exitPort = await listen(exit);
+  h.exitPort = exitPort;
   const openTunnel = (): Promise<Duplex> =>
     new Promise((resolve, reject) => {
       const s = connect({ host: '127.0.0.1', port: exitPort, allowHalfOpen: true });
