@@ -73,6 +73,21 @@ export interface AcceptedMysqlClient {
   plugin: string;
 }
 
+/** Connection attributes forwarded to the exit, in bytes of names and values. */
+const MAX_FORWARDED_ATTRIBUTES = 4096;
+
+/** The application's attributes up to the bound (what does not fit is dropped, not cut). */
+function boundedAttributes(all: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  let bytes = 0;
+  for (const [k, v] of Object.entries(all)) {
+    bytes += Buffer.byteLength(k) + Buffer.byteLength(v);
+    if (bytes > MAX_FORWARDED_ATTRIBUTES) break;
+    out[k] = v;
+  }
+  return out;
+}
+
 /** Handshake responses are small: attributes included, well under this. */
 const MAX_RESPONSE = 16 * 1024;
 
@@ -102,7 +117,9 @@ export async function acceptMysqlClient(
       encodePacket(
         encodeServerHandshake({
           serverVersion: opts.serverVersion ?? DEFAULT_SERVER_VERSION,
-          connectionId: opts.connectionId ?? Math.floor(Math.random() * 2 ** 31),
+          // Not the upstream's thread id (unknown yet): a number from the top half of the range,
+          // which no real server reaches, so a client's `KILL QUERY <this id>` names no thread.
+          connectionId: opts.connectionId ?? 2 ** 31 + Math.floor(Math.random() * 2 ** 30),
           nonce,
           capabilities: LOCAL_CAPABILITIES,
           collation: DEFAULT_COLLATION,
@@ -171,7 +188,7 @@ export async function acceptMysqlClient(
         collation: response.collation || DEFAULT_COLLATION,
         capabilities,
         maxPacketSize: response.maxPacketSize,
-        attributes: { ...response.attributes },
+        attributes: boundedAttributes(response.attributes),
       },
     };
   } catch (err) {

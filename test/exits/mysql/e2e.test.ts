@@ -1,6 +1,9 @@
 // End to end against the real MariaDB on 127.0.0.1:3306 with real clients (the mariadb CLI,
 // mysql2: query and prepared statements) through local listener ⇄ tunnel hop ⇄ exit.
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LOCAL_CAPABILITIES } from '../../../src/exits/mysql/frontend.js';
@@ -132,6 +135,47 @@ describe('mariadb CLI through the port', () => {
     expect(r.stderr).not.toContain('wrong-password');
     expect(h.exitErrors[0]).toMatchObject({ code: 'CIPORT_E_MYSQL_UPSTREAM_AUTH' });
     expect(h.clientErrors[0]).toMatchObject({ code: 'CIPORT_E_MYSQL_UPSTREAM_AUTH' });
+  });
+});
+
+describe('bulk data through the port', () => {
+  it('LOAD DATA LOCAL INFILE with the mariadb CLI: the file reaches the table, not the audit', async () => {
+    const h = await port();
+    const dir = mkdtempSync(join(tmpdir(), 'ciport-mysql-'));
+    const file = join(dir, 'rows.tsv');
+    writeFileSync(file, Array.from({ length: 500 }, (_, i) => `${1000 + i}\tfile-row-${i}`).join('\n'));
+    try {
+      const r = await cli(h, [
+        '--local-infile=1',
+        '-e',
+        `LOAD DATA LOCAL INFILE '${file}' INTO TABLE items; SELECT COUNT(*) FROM items WHERE name LIKE 'file-row-%'`,
+      ]);
+      expect(r.stderr).toBe('');
+      expect(r.stdout.trim()).toBe('500');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      await root.query(`DELETE FROM \`${DB}\`.items WHERE id >= 1000`);
+    }
+    expect(h.events.map((e) => e.text)).toContain(`LOAD DATA LOCAL INFILE '${file}' INTO TABLE items`);
+    expect(JSON.stringify(h.events)).not.toContain('file-row-1');
+  });
+
+  it('a 6 MiB value goes up as a parameter and comes back in a row', async () => {
+    const h = await port();
+    const c = await mysql.createConnection({
+      host: '127.0.0.1',
+      port: h.port,
+      user: h.user,
+      password: h.otp,
+    });
+    const big = randomBytes(3 * 1024 * 1024).toString('hex');
+    await c.query('CREATE TABLE blobs (v LONGTEXT)');
+    await c.execute('INSERT INTO blobs VALUES (?)', [big]);
+    const [rows] = await c.query('SELECT v, LENGTH(v) AS n FROM blobs');
+    await c.query('DROP TABLE blobs');
+    await c.end();
+    expect((rows as { n: number }[])[0]?.n).toBe(big.length);
+    expect((rows as { v: string }[])[0]?.v === big).toBe(true);
   });
 });
 

@@ -1,7 +1,7 @@
 // Sessions against the real MariaDB: MariaDB's ed25519 plugin upstream, stopping statements
 // with KILL QUERY (on demand and when a session ends), COM_CHANGE_USER refused, and a tunnel
 // stream that does not start with a connect request.
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -98,6 +98,21 @@ describe("MariaDB's ed25519 upstream", () => {
     expect(r.stderr).toBe('');
     expect(r.stdout.trim()).toBe(`${ED_USER}@%`);
     expect(h.connected[0]?.auth).toBe('client_ed25519');
+  });
+
+  it("signs with the key MariaDB derived from the password (its stored public key is node's)", async () => {
+    const [rows] = await root.query('SELECT authentication_string AS k FROM mysql.user WHERE user = ?', [
+      ED_USER,
+    ]);
+    const stored = (rows as { k: string }[])[0]?.k;
+    const key = createPrivateKey({
+      key: Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), Buffer.from(ED_PW)]),
+      format: 'der',
+      type: 'pkcs8',
+    });
+    const x = createPublicKey(key).export({ format: 'jwk' }).x as string;
+    // MariaDB stores base64 without padding; JWK has base64url.
+    expect(stored).toBe(Buffer.from(x, 'base64url').toString('base64').replace(/=+$/, ''));
   });
 
   it('refuses other password lengths with a message saying why, before sending anything wrong', async () => {

@@ -1,0 +1,239 @@
+// The wire pieces on their own: packet framing (16 MiB continuation), the connect-request
+// frame, the statement observer fed in arbitrary chunks, and the auth proofs against mysql2's
+// independent implementation.
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { CiportError } from '../../../src/errors/index.js';
+import { cachingSha2Token, makeNonce, nativeToken, verifyToken } from '../../../src/exits/mysql/auth.js';
+import {
+  decodeConnectFrame,
+  encodeConnectFrame,
+  type MysqlConnectRequest,
+  readConnectFrame,
+} from '../../../src/exits/mysql/connect-wire.js';
+import { type MysqlQueryEvent, MysqlQueryObserver } from '../../../src/exits/mysql/observe.js';
+import { encodePacket, MAX_PAYLOAD, PacketReader } from '../../../src/exits/mysql/packets.js';
+
+const require = createRequire(import.meta.url);
+const mysql2Dir = dirname(require.resolve('mysql2'));
+const auth41 = require(join(mysql2Dir, 'lib/auth_41.js')) as {
+  calculateToken: (password: string, s1: Buffer, s2: Buffer) => Buffer;
+};
+const sha2 = require(join(mysql2Dir, 'lib/auth_plugins/caching_sha2_password.js')) as {
+  calculateToken: (password: string, scramble: Buffer) => Buffer;
+};
+
+const fail = (why: string, detail: string) => new CiportError('CIPORT_E_MYSQL_PROTOCOL', `${why}: ${detail}`);
+
+describe('packets', () => {
+  it('splits a 16 MiB payload into continuation packets and reads it back whole', async () => {
+    const payload = Buffer.alloc(MAX_PAYLOAD + 10, 0x61);
+    const wire = encodePacket(payload, 5);
+    expect(wire.length).toBe(payload.length + 8);
+    expect(wire.readUIntLE(0, 3)).toBe(MAX_PAYLOAD);
+    expect(wire[3]).toBe(5);
+    expect(wire.readUIntLE(4 + MAX_PAYLOAD, 3)).toBe(10);
+    expect(wire[4 + MAX_PAYLOAD + 3]).toBe(6);
+    // exactly 16 MiB - 1 needs an empty packet after it
+    expect(encodePacket(Buffer.alloc(MAX_PAYLOAD), 0).length).toBe(MAX_PAYLOAD + 8);
+    const s = new PassThrough();
+    const reader = new PacketReader(s, fail);
+    s.end(wire);
+    const p = await reader.read(MAX_PAYLOAD + 10, 5000);
+    expect(p.seq).toBe(5);
+    expect(p.payload.equals(payload)).toBe(true);
+  });
+
+  it('refuses a logical packet beyond the bound before reading its payload', async () => {
+    const s = new PassThrough();
+    const reader = new PacketReader(s, fail);
+    s.write(Buffer.from([0x00, 0x10, 0x00, 0x00])); // 4096 bytes announced, none sent
+    await expect(reader.read(1024, 5000)).rejects.toMatchObject({
+      message: 'too-large: packet of 4096 bytes or more',
+    });
+  });
+});
+
+describe('connect request frame', () => {
+  const request: MysqlConnectRequest = {
+    kind: 'connect',
+    user: 'app',
+    database: 'shop',
+    collation: 224,
+    capabilities: 0x81a28f,
+    maxPacketSize: 1 << 24,
+    attributes: { _client_name: 'libmariadb', __proto__x: 'kept as data' },
+  };
+
+  it('round-trips', () => {
+    expect(decodeConnectFrame(encodeConnectFrame(request))).toEqual(request);
+  });
+
+  it.each([
+    ['magic', (b: Buffer) => b.write('XXXX', 0)],
+    ['version', (b: Buffer) => b.writeUInt8(2, 4)],
+    ['length', (b: Buffer) => b.writeUInt32BE(b.readUInt32BE(5) + 1, 5)],
+  ])('refuses a bad %s', (_what, spoil) => {
+    const frame = encodeConnectFrame(request);
+    spoil(frame);
+    expect(() => decodeConnectFrame(frame)).toThrow(/CIMY|version|length/);
+  });
+
+  it.each([
+    { ...request, collation: 0 },
+    { ...request, capabilities: -1 },
+    { ...request, user: 'a\0b' },
+    { ...request, database: '' },
+    { ...request, attributes: { x: 1 } },
+    { ...request, kind: 'cancel' },
+  ])('refuses invalid content %#', (bad) => {
+    const body = Buffer.from(JSON.stringify(bad));
+    const head = Buffer.alloc(9);
+    head.write('CIMY', 0);
+    head.writeUInt8(1, 4);
+    head.writeUInt32BE(body.length, 5);
+    expect(() => decodeConnectFrame(Buffer.concat([head, body]))).toThrow(/mysql stream header/);
+  });
+
+  it('reads from a stream with a bound and a deadline, leaving the rest', async () => {
+    const s = new PassThrough();
+    s.write(Buffer.concat([encodeConnectFrame(request), Buffer.from('rest')]));
+    expect(await readConnectFrame(s)).toEqual(request);
+    expect(s.read()?.toString()).toBe('rest');
+    const big = new PassThrough();
+    const head = Buffer.alloc(9);
+    head.write('CIMY', 0);
+    head.writeUInt8(1, 4);
+    head.writeUInt32BE(1 << 30, 5);
+    big.write(head);
+    await expect(readConnectFrame(big)).rejects.toMatchObject({ code: 'CIPORT_E_MYSQL_PROTOCOL' });
+    await expect(readConnectFrame(new PassThrough(), 50)).rejects.toMatchObject({
+      code: 'CIPORT_E_MYSQL_PROTOCOL',
+      message: expect.stringContaining('not received'),
+    });
+  });
+});
+
+describe('statement observer', () => {
+  const cmd = (code: number, body: Buffer | string, seq = 0) =>
+    encodePacket(Buffer.concat([Buffer.from([code]), Buffer.from(body)]), seq);
+  const prepareOk = (id: number) => {
+    const b = Buffer.alloc(12);
+    b.writeUInt32LE(id, 1);
+    return encodePacket(b, 1);
+  };
+  const execute = (id: number, value: string) => {
+    const b = Buffer.alloc(9);
+    b.writeUInt32LE(id, 0);
+    return cmd(0x17, Buffer.concat([b, Buffer.from(value)]));
+  };
+
+  function feed(o: MysqlQueryObserver, bytes: Buffer, step: number) {
+    for (let i = 0; i < bytes.length; i += step) o.app.push(bytes.subarray(i, i + step));
+  }
+
+  it.each([1, 3, 7, 1024])('reports queries, prepares, executes and USE in chunks of %i bytes', (step) => {
+    const events: MysqlQueryEvent[] = [];
+    const o = new MysqlQueryObserver({ onQuery: (e) => events.push(e) });
+    feed(o, cmd(0x03, 'SELECT 1'), step);
+    feed(o, cmd(0x16, 'SELECT * FROM t WHERE a = ?'), step);
+    o.server.push(prepareOk(7));
+    feed(o, execute(7, 'secret-parameter'), step);
+    feed(o, cmd(0x02, 'we`ird'), step);
+    feed(o, cmd(0x19, Buffer.from([7, 0, 0, 0])), step);
+    feed(o, execute(7, 'after close'), step);
+    feed(o, cmd(0x0e, ''), step); // COM_PING
+    expect(events.map((e) => [e.command, e.protocol, e.text])).toEqual([
+      ['query', 'simple', 'SELECT 1'],
+      ['prepare', 'extended', 'SELECT * FROM t WHERE a = ?'],
+      ['execute', 'extended', 'SELECT * FROM t WHERE a = ?'],
+      ['init_db', 'simple', 'USE `we``ird`'],
+    ]);
+    expect(JSON.stringify(events)).not.toContain('secret');
+    expect(o.violation).toBeUndefined();
+  });
+
+  it('a failed prepare maps no statement id', () => {
+    const events: MysqlQueryEvent[] = [];
+    const o = new MysqlQueryObserver({ onQuery: (e) => events.push(e) });
+    o.app.push(cmd(0x16, 'SELEC oops'));
+    o.server.push(encodePacket(Buffer.from([0xff, 0x28, 0x04, 0x23, 0x34, 0x32, 0x30, 0x30, 0x30, 0x78]), 1));
+    o.app.push(cmd(0x16, 'SELECT 2'));
+    o.server.push(prepareOk(1));
+    o.app.push(execute(1, ''));
+    expect(events.map((e) => e.text)).toEqual(['SELEC oops', 'SELECT 2', 'SELECT 2']);
+  });
+
+  it('never takes a continuation packet for a command, even when its sequence id wraps to 0', () => {
+    const events: MysqlQueryEvent[] = [];
+    const o = new MysqlQueryObserver({ onQuery: (e) => events.push(e), maxQueryLength: 16 });
+    const first = Buffer.alloc(4 + MAX_PAYLOAD, 0x20);
+    first.writeUIntLE(MAX_PAYLOAD, 0, 3);
+    first[3] = 0;
+    first[4] = 0x03;
+    first.write('SELECT', 5);
+    // The continuation starts with 0x11 (COM_CHANGE_USER) and has sequence id 0.
+    const second = encodePacket(Buffer.from([0x11, 0x41, 0x42]), 0);
+    o.app.push(first);
+    o.app.push(second);
+    o.app.push(cmd(0x03, 'SELECT 3'));
+    expect(o.violation).toBeUndefined();
+    expect(events.map((e) => [e.text.trim(), e.truncated])).toEqual([
+      ['SELECT', true],
+      ['SELECT 3', false],
+    ]);
+  });
+
+  it('flags COM_CHANGE_USER and remembers COM_QUIT, also without events', () => {
+    const o = new MysqlQueryObserver();
+    o.app.push(cmd(0x01, ''));
+    expect(o.lastCommand).toBe(0x01);
+    o.app.push(cmd(0x11, 'root\0'));
+    expect(o.violation).toMatch(/COM_CHANGE_USER/);
+  });
+
+  it('LOAD DATA file contents (sequence ids ≥ 2) are not commands', () => {
+    const events: MysqlQueryEvent[] = [];
+    const o = new MysqlQueryObserver({ onQuery: (e) => events.push(e) });
+    o.app.push(cmd(0x03, "LOAD DATA LOCAL INFILE 'x' INTO TABLE t"));
+    o.app.push(encodePacket(Buffer.from('\x03DROP TABLE t\n'), 2));
+    o.app.push(encodePacket(Buffer.alloc(0), 3));
+    expect(events.map((e) => e.text)).toEqual(["LOAD DATA LOCAL INFILE 'x' INTO TABLE t"]);
+  });
+
+  it('bounds remembered statements', () => {
+    const events: MysqlQueryEvent[] = [];
+    const o = new MysqlQueryObserver({ onQuery: (e) => events.push(e), maxStatements: 2 });
+    for (let i = 1; i <= 3; i++) {
+      o.app.push(cmd(0x16, `SELECT ${i}`));
+      o.server.push(prepareOk(i));
+    }
+    for (let i = 1; i <= 3; i++) o.app.push(execute(i, ''));
+    expect(events.filter((e) => e.command === 'execute').map((e) => e.text)).toEqual([
+      'SELECT 2',
+      'SELECT 3',
+    ]);
+  });
+});
+
+describe('auth proofs', () => {
+  it('match mysql2 for mysql_native_password and caching_sha2_password, and verify only the right one', () => {
+    for (let i = 0; i < 20; i++) {
+      const nonce = makeNonce();
+      expect(nonce.includes(0)).toBe(false);
+      const pw = `pw-${i}-ü`;
+      expect(
+        nativeToken(pw, nonce).equals(auth41.calculateToken(pw, nonce.subarray(0, 8), nonce.subarray(8))),
+      ).toBe(true);
+      expect(cachingSha2Token(pw, nonce).equals(sha2.calculateToken(pw, nonce))).toBe(true);
+      expect(verifyToken('mysql_native_password', pw, nonce, nativeToken(pw, nonce))).toBe(true);
+      expect(verifyToken('mysql_native_password', pw, nonce, nativeToken(`${pw}x`, nonce))).toBe(false);
+      expect(verifyToken('caching_sha2_password', pw, nonce, nativeToken(pw, nonce))).toBe(false);
+      expect(verifyToken('client_ed25519', pw, nonce, nativeToken(pw, nonce))).toBe(false);
+    }
+    expect(nativeToken('', makeNonce()).length).toBe(0);
+    expect(verifyToken('mysql_native_password', '', makeNonce(), Buffer.alloc(0))).toBe(false);
+  });
+});
