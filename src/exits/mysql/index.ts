@@ -31,6 +31,7 @@ export {
 } from './frontend.js';
 export { killMysqlQuery } from './kill.js';
 export { type MysqlQueryEvent, MysqlQueryObserver, type MysqlQueryObserverOptions } from './observe.js';
+export { MysqlStreamObserver } from './observe-stream.js';
 export { type MysqlRelayOptions, type RelayResult, relayMysql } from './relay.js';
 export {
   type ConnectMysqlUpstreamOptions,

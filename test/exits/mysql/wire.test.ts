@@ -14,6 +14,7 @@ import {
   readConnectFrame,
 } from '../../../src/exits/mysql/connect-wire.js';
 import { type MysqlQueryEvent, MysqlQueryObserver } from '../../../src/exits/mysql/observe.js';
+import { MysqlStreamObserver } from '../../../src/exits/mysql/observe-stream.js';
 import { encodePacket, MAX_PAYLOAD, PacketReader } from '../../../src/exits/mysql/packets.js';
 
 const require = createRequire(import.meta.url);
@@ -235,5 +236,47 @@ describe('auth proofs', () => {
     }
     expect(nativeToken('', makeNonce()).length).toBe(0);
     expect(verifyToken('mysql_native_password', '', makeNonce(), Buffer.alloc(0))).toBe(false);
+  });
+});
+
+describe('stream observer (gateway in front of an agent)', () => {
+  const frame = encodeConnectFrame({
+    kind: 'connect',
+    user: 'app',
+    collation: 45,
+    capabilities: 0,
+    maxPacketSize: 0,
+    attributes: {},
+  });
+  const cmd = (code: number, body: string) =>
+    encodePacket(Buffer.concat([Buffer.from([code]), Buffer.from(body)]), 0);
+
+  it.each([1, 5, 4096])('skips the connect frame and reports statements, chunks of %i', (step) => {
+    const events: MysqlQueryEvent[] = [];
+    const o = new MysqlStreamObserver({ onQuery: (e) => events.push(e) });
+    const appBytes = Buffer.concat([frame, cmd(0x03, 'SELECT 1'), cmd(0x16, 'SELECT ?')]);
+    o.pushFromExit(encodePacket(Buffer.from([0, 0, 0, 2, 0, 0, 0]), 2)); // before the frame: ignored
+    for (let i = 0; i < appBytes.length; i += step) o.pushFromApp(appBytes.subarray(i, i + step));
+    const ok = Buffer.alloc(12);
+    ok.writeUInt32LE(9, 1);
+    o.pushFromExit(encodePacket(ok, 1));
+    const exec = Buffer.alloc(10);
+    exec[0] = 0x17;
+    exec.writeUInt32LE(9, 1);
+    o.pushFromApp(encodePacket(exec, 0));
+    expect(o.state).toBe('connect');
+    expect(events.map((e) => [e.command, e.text])).toEqual([
+      ['query', 'SELECT 1'],
+      ['prepare', 'SELECT ?'],
+      ['execute', 'SELECT ?'],
+    ]);
+  });
+
+  it('stops on a bad frame', () => {
+    const events: MysqlQueryEvent[] = [];
+    const o = new MysqlStreamObserver({ onQuery: (e) => events.push(e) });
+    o.pushFromApp(Buffer.concat([Buffer.from('CIMY\x01\x00\x00\x00\x02{}'), cmd(0x03, 'SELECT 1')]));
+    expect(o.state).toBe('invalid');
+    expect(events).toEqual([]);
   });
 });
