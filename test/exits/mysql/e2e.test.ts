@@ -2,6 +2,7 @@
 // mysql2: query and prepared statements) through local listener ⇄ tunnel hop ⇄ exit.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mysql from 'mysql2/promise';
@@ -135,6 +136,37 @@ describe('mariadb CLI through the port', () => {
     expect(r.stderr).not.toContain('wrong-password');
     expect(h.exitErrors[0]).toMatchObject({ code: 'CIPORT_E_MYSQL_UPSTREAM_AUTH' });
     expect(h.clientErrors[0]).toMatchObject({ code: 'CIPORT_E_MYSQL_UPSTREAM_AUTH' });
+  });
+});
+
+describe('refusals the application sees', () => {
+  it('an unknown database: CIPORT_E_MYSQL_UPSTREAM_REFUSED with the server errno', async () => {
+    const h = await port({ database: `${DB}_missing` });
+    const r = await cli(h, ['-e', 'SELECT 1']);
+    expect(r.stderr).toMatch(/ERROR (1049|1044) \(42000\).*CIPORT_E_MYSQL_UPSTREAM_REFUSED/);
+    expect(h.exitErrors[0]).toMatchObject({ code: 'CIPORT_E_MYSQL_UPSTREAM_REFUSED' });
+  });
+
+  it('an unreachable upstream: CIPORT_E_UPSTREAM_UNREACHABLE as 1105 (08001)', async () => {
+    const closed = await new Promise<number>((resolve) => {
+      const s = createServer();
+      s.listen(0, '127.0.0.1', () => {
+        const p = (s.address() as { port: number }).port;
+        s.close(() => resolve(p));
+      });
+    });
+    const h = await port({ address: `127.0.0.1:${closed}` });
+    const r = await cli(h, ['-e', 'SELECT 1']);
+    expect(r.stderr).toMatch(/ERROR 1105 \(08001\).*CIPORT_E_UPSTREAM_UNREACHABLE/);
+  });
+
+  it('a client that requires TLS fails with its own message; one that prefers it goes on in plaintext', async () => {
+    const h = await port();
+    const strict = await cli(h, ['--ssl-verify-server-cert', '-e', 'SELECT 1']);
+    expect(strict.stderr).toMatch(/SSL is required, but the server does not support it/);
+    expect(h.tunnels).toBe(0);
+    const preferred = await cli(h, ['--ssl', '-e', 'SELECT 5']);
+    expect(preferred.stdout.trim()).toBe('5');
   });
 });
 

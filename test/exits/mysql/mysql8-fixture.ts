@@ -41,12 +41,14 @@ export interface FixtureOptions {
   cached: boolean;
   tls?: { key: string; cert: string } | undefined;
   capabilities?: number | undefined;
+  /** After the handshake response, switch to this plugin (sha256_password, cleartext, dialog). */
+  switchTo?: 'sha256_password' | 'mysql_clear_password' | 'dialog' | undefined;
   /** Replace the whole handshake (hostile server). */
   rawHandshake?: Buffer | undefined;
 }
 
 export interface Seen {
-  auth: 'fast' | 'tls' | 'rsa' | 'refused';
+  auth: 'fast' | 'tls' | 'rsa' | 'cleartext' | 'refused';
   capabilities: number;
   attributes: Record<string, string>;
   commands: number[];
@@ -124,6 +126,10 @@ export async function startMysql8Fixture(opts: FixtureOptions): Promise<Mysql8Fi
       );
       socket.end();
     };
+    if (opts.switchTo) {
+      await switched(opts.switchTo, entry, response.user);
+      return;
+    }
     const expected = sha2.calculateToken(opts.password, nonce);
     if (
       response.user !== opts.user ||
@@ -166,14 +172,52 @@ export async function startMysql8Fixture(opts: FixtureOptions): Promise<Mysql8Fi
       }
     }
     send(ok());
-    for (;;) {
-      const cmd = await reader.read(1 << 20, 60_000);
-      entry.commands.push(cmd.payload[0] as number);
-      if (cmd.payload[0] === 0x01) {
-        socket.end();
+    await commands(entry);
+
+    /** The plugin-switch variants: the password arrives in clear (TLS) or RSA-encrypted. */
+    async function switched(plugin: string, into: Seen, user: string): Promise<void> {
+      const fresh = Buffer.from(randomBytes(20).map((b) => (b % 94) + 33));
+      send(Buffer.concat([Buffer.from([0xfe]), Buffer.from(`${plugin}\0`), fresh, Buffer.from([0])]));
+      let answer = await reader.read(4096, 5000);
+      seq = answer.seq + 1;
+      let password: string;
+      if (plugin === 'sha256_password' && socket === plain) {
+        if (answer.payload.length === 1 && answer.payload[0] === 0x01) {
+          send(Buffer.concat([Buffer.from([0x01]), Buffer.from(publicKey)]));
+          answer = await reader.read(4096, 5000);
+          seq = answer.seq + 1;
+        }
+        const clear = privateDecrypt(
+          { key: privateKey, padding: cryptoConstants.RSA_PKCS1_OAEP_PADDING },
+          answer.payload,
+        );
+        for (let i = 0; i < clear.length; i++) clear[i] = (clear[i] as number) ^ (fresh[i % 20] as number);
+        password = clear.toString('utf8', 0, clear.length - 1);
+        into.auth = 'rsa';
+      } else {
+        password = answer.payload.toString('utf8', 0, answer.payload.length - 1);
+        into.auth = socket === plain ? 'cleartext' : 'tls';
+      }
+      if (password !== opts.password || user !== opts.user) {
+        into.auth = 'refused';
+        deny();
         return;
       }
-      socket.write(encodePacket(ok(), cmd.seq + 1));
+      send(ok());
+      await commands(into);
+    }
+
+    /** After the OK: every command gets an OK, COM_QUIT closes. */
+    async function commands(into: Seen): Promise<void> {
+      for (;;) {
+        const cmd = await reader.read(1 << 20, 60_000);
+        into.commands.push(cmd.payload[0] as number);
+        if (cmd.payload[0] === 0x01) {
+          socket.end();
+          return;
+        }
+        socket.write(encodePacket(ok(), cmd.seq + 1));
+      }
     }
   }
 

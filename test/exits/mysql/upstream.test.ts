@@ -100,6 +100,70 @@ describe('caching_sha2_password upstream', () => {
   });
 });
 
+describe('auth switches to other plugins', () => {
+  it('sha256_password without TLS: RSA with the pinned key, or the fetched one when allowed, else refused', async () => {
+    const f = await fixture({ switchTo: 'sha256_password' });
+    const pinned = await connectMysqlUpstream({
+      address: addr(f),
+      user: 'app8',
+      password: PW,
+      serverPublicKey: f.publicKey,
+    });
+    pinned.socket.destroy();
+    expect(pinned.auth).toBe('sha256_password');
+    const fetched = await connectMysqlUpstream({
+      address: addr(f),
+      user: 'app8',
+      password: PW,
+      allowPublicKeyRetrieval: true,
+    });
+    fetched.socket.destroy();
+    expect(fetched.fullAuth).toBe('rsa');
+    await expect(
+      connectMysqlUpstream({ address: addr(f), user: 'app8', password: PW }),
+    ).rejects.toMatchObject({
+      code: 'CIPORT_E_MYSQL_UPSTREAM_AUTH',
+      message: expect.stringContaining('sha256_password without TLS needs the server public key'),
+    });
+    expect(f.seen.map((s) => s.auth)).toEqual(['rsa', 'rsa', 'refused']);
+  });
+
+  it('mysql_clear_password only over TLS', async () => {
+    const pki = makePki('ciport mysql clear CA');
+    const f = await fixture({
+      switchTo: 'mysql_clear_password',
+      tls: { key: pki.keyPem, cert: pki.certPem },
+    });
+    const conn = await connectMysqlUpstream({
+      address: addr(f),
+      user: 'app8',
+      password: PW,
+      tls: { mode: 'verify-full', ca: pki.caPem },
+    });
+    conn.socket.destroy();
+    expect(conn.auth).toBe('mysql_clear_password');
+    const plain = await fixture({ switchTo: 'mysql_clear_password' });
+    await expect(
+      connectMysqlUpstream({ address: addr(plain), user: 'app8', password: PW }),
+    ).rejects.toMatchObject({
+      code: 'CIPORT_E_MYSQL_UPSTREAM_AUTH',
+      message: expect.stringContaining('cleartext but the connection is not TLS'),
+    });
+    expect(f.seen.map((s) => s.auth)).toEqual(['tls']);
+    expect(plain.seen.map((s) => s.auth)).toEqual(['refused']);
+  });
+
+  it('an unsupported plugin is refused by name', async () => {
+    const f = await fixture({ switchTo: 'dialog' });
+    await expect(
+      connectMysqlUpstream({ address: addr(f), user: 'app8', password: PW }),
+    ).rejects.toMatchObject({
+      code: 'CIPORT_E_MYSQL_UPSTREAM_AUTH',
+      message: expect.stringContaining('auth plugin "dialog", which ciport does not support'),
+    });
+  });
+});
+
 describe('TLS upstream', () => {
   const pki = makePki('ciport mysql test CA');
   const other = makePki('another CA');
