@@ -75,6 +75,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all(harnesses.map((h) => h.close()));
+  // Not one byte the applications received holds the injected password.
+  for (const h of harnesses) expect(h.toApp().includes(PW)).toBe(false);
   await root?.query(`DROP USER IF EXISTS '${USER}'@'%'`);
   await root?.query(`DROP DATABASE IF EXISTS \`${DB}\``);
   await root?.end();
@@ -291,6 +293,24 @@ describe('capabilities negotiated locally are the ones upstream', () => {
     expect(rows.map((p) => p[0])).toEqual([1, 3, 0xfe, 1, 0xfe]);
     expect(rows[2]?.length).toBe(5);
   });
+
+  it.each([
+    [224, 'utf8mb4 utf8mb4_unicode_ci'],
+    [8, 'latin1 latin1_swedish_ci'],
+  ])(
+    'the collation the application chose (%i) is the connection collation upstream',
+    async (collation, expected) => {
+      const h = await port();
+      const c = await rawLogin(h.port, h.otp, (LOCAL_CAPABILITIES & ~Cap.DEPRECATE_EOF) >>> 0, collation);
+      const rows = await rawQuery(
+        c,
+        "SELECT CONCAT(@@character_set_client, ' ', @@collation_connection)",
+        false,
+      );
+      c.close();
+      expect(rows[3]?.toString('latin1', 1)).toBe(expected);
+    },
+  );
 
   it('without CLIENT_MULTI_STATEMENTS the upstream refuses two statements in one COM_QUERY', async () => {
     const h = await port();

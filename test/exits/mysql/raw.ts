@@ -62,11 +62,17 @@ export class RawClient {
 export const errOf = (p: Packet) => parseErr(p.payload);
 
 /** A HandshakeResponse41 that logs in with mysql_native_password and the given capabilities. */
-export function loginResponse(otp: string, nonce: Buffer, capabilities: number, user = 'app'): Buffer {
+export function loginResponse(
+  otp: string,
+  nonce: Buffer,
+  capabilities: number,
+  user = 'app',
+  collation = 45,
+): Buffer {
   return encodeHandshakeResponse({
     capabilities,
     maxPacketSize: 16 * 1024 * 1024,
-    collation: 45,
+    collation,
     user,
     authResponse: nativeToken(otp, nonce),
     database: undefined,
@@ -76,10 +82,15 @@ export function loginResponse(otp: string, nonce: Buffer, capabilities: number, 
 }
 
 /** Log in through a port; resolves with the client positioned after the OK. */
-export async function rawLogin(port: number, otp: string, capabilities: number): Promise<RawClient> {
+export async function rawLogin(
+  port: number,
+  otp: string,
+  capabilities: number,
+  collation = 45,
+): Promise<RawClient> {
   const c = await RawClient.open(port);
   const hello = await c.hello();
-  c.send(loginResponse(otp, hello.nonce, capabilities), 1);
+  c.send(loginResponse(otp, hello.nonce, capabilities, 'app', collation), 1);
   const ok = await c.read();
   if (ok.payload[0] !== 0) throw new Error(`login failed: ${errOf(ok).message}`);
   return c;
