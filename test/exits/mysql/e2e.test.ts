@@ -255,6 +255,23 @@ describe('mysql2 through the port', () => {
     expect(h.exitResults[0]?.killed).toBeUndefined();
   });
 
+  it('multipleStatements: two result sets from one COM_QUERY, reported as one statement', async () => {
+    const h = await port();
+    const c = await mysql.createConnection({
+      host: '127.0.0.1',
+      port: h.port,
+      user: h.user,
+      password: h.otp,
+      multipleStatements: true,
+    });
+    const [results] = await c.query('SELECT 1 AS a; SELECT name FROM items WHERE id = 1');
+    await c.end();
+    expect(results).toEqual([[{ a: 1 }], [{ name: 'one' }]]);
+    expect(h.events.filter((e) => e.command === 'query').map((e) => e.text)).toEqual([
+      'SELECT 1 AS a; SELECT name FROM items WHERE id = 1',
+    ]);
+  });
+
   it('cuts long statements at maxQueryLength on a character boundary', async () => {
     const h = await port({}, { maxQueryLength: 20 });
     const c = await mysql.createConnection({

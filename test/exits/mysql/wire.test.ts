@@ -4,6 +4,7 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CiportError } from '../../../src/errors/index.js';
 import { cachingSha2Token, makeNonce, nativeToken, verifyToken } from '../../../src/exits/mysql/auth.js';
@@ -13,9 +14,15 @@ import {
   type MysqlConnectRequest,
   readConnectFrame,
 } from '../../../src/exits/mysql/connect-wire.js';
+import { parseHandshakeResponse, parseServerHandshake } from '../../../src/exits/mysql/handshake.js';
 import { type MysqlQueryEvent, MysqlQueryObserver } from '../../../src/exits/mysql/observe.js';
 import { MysqlStreamObserver } from '../../../src/exits/mysql/observe-stream.js';
-import { encodePacket, MAX_PAYLOAD, PacketReader } from '../../../src/exits/mysql/packets.js';
+import {
+  encodePacket,
+  MAX_PAYLOAD,
+  PacketReader,
+  TruncatedPayload,
+} from '../../../src/exits/mysql/packets.js';
 
 const require = createRequire(import.meta.url);
 const mysql2Dir = dirname(require.resolve('mysql2'));
@@ -278,5 +285,52 @@ describe('stream observer (gateway in front of an agent)', () => {
     o.pushFromApp(Buffer.concat([Buffer.from('CIMY\x01\x00\x00\x00\x02{}'), cmd(0x03, 'SELECT 1')]));
     expect(o.state).toBe('invalid');
     expect(events).toEqual([]);
+  });
+});
+
+describe('parsers on arbitrary bytes', () => {
+  const onlyTruncated = (parse: (b: Buffer) => unknown) => (bytes: Uint8Array) => {
+    try {
+      parse(Buffer.from(bytes));
+    } catch (err) {
+      expect(err).toBeInstanceOf(TruncatedPayload);
+    }
+  };
+
+  it('handshake responses: parsed or TruncatedPayload, nothing else', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), onlyTruncated(parseHandshakeResponse)), {
+      numRuns: 2000,
+    });
+    // Valid prefix (PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH_LENENC | CONNECT_ATTRS) + noise.
+    const head = Buffer.alloc(32);
+    head.writeUInt32LE(0x00308200 | 0x200, 0);
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (tail) =>
+        onlyTruncated(parseHandshakeResponse)(Buffer.concat([head, Buffer.from(tail)])),
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('server handshakes: parsed or TruncatedPayload, nothing else', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (tail) =>
+        onlyTruncated(parseServerHandshake)(Buffer.concat([Buffer.from([10]), Buffer.from(tail)])),
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('the observer takes any byte stream in both directions without throwing', () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 40 }), (chunks) => {
+        const o = new MysqlQueryObserver({ onQuery: () => {}, maxQueryLength: 32 });
+        for (const c of chunks) {
+          o.app.push(Buffer.from(c));
+          o.server.push(Buffer.from(c));
+        }
+      }),
+      { numRuns: 1000 },
+    );
   });
 });
