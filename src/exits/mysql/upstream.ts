@@ -7,17 +7,6 @@ import { isIP, type Socket } from 'node:net';
 import { type ConnectionOptions, type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { CiportError } from '../../errors/index.js';
 import { dialTcp, splitHostPort } from '../tcp/exit.js';
-import {
-  CACHING_SHA2,
-  CLEAR,
-  cachingSha2Token,
-  ED25519,
-  ed25519Token,
-  NATIVE,
-  nativeToken,
-  rsaEncryptPassword,
-  SHA256_PASSWORD,
-} from './auth.js';
 import type { MysqlConnectRequest } from './connect-wire.js';
 import { MysqlError } from './errors.js';
 import { LOCAL_CAPABILITIES } from './frontend.js';
@@ -32,11 +21,11 @@ import {
   capNames,
   DEFAULT_COLLATION,
   encodePacket,
-  type Packet,
   PacketReader,
   parseErr,
   TruncatedPayload,
 } from './packets.js';
+import { UpstreamAuth } from './upstream-auth.js';
 
 export type MysqlTlsMode = 'require' | 'verify-ca' | 'verify-full';
 
@@ -114,16 +103,6 @@ const MAX_ATTRIBUTE_BYTES = 8 * 1024;
 
 const protocolError = (where: string, message: string) =>
   new MysqlError('CIPORT_E_MYSQL_PROTOCOL', 1043, '08S01', `upstream ${where}: ${message}`);
-
-function authError(where: string, user: string, message: string, details?: Record<string, unknown>) {
-  return new MysqlError(
-    'CIPORT_E_MYSQL_UPSTREAM_AUTH',
-    1045,
-    '28000',
-    `upstream ${where} refused ${JSON.stringify(user)}: ${message}`,
-    { details },
-  );
-}
 
 /** The server's ERR during the connection phase, as the error the application will see. */
 function upstreamRefusal(where: string, user: string, payload: Buffer): MysqlError {
@@ -268,56 +247,18 @@ export async function connectMysqlUpstream(o: ConnectMysqlUpstreamOptions): Prom
       reader = new PacketReader(socket, fail);
     }
     const isTls = o.tls !== undefined;
-    const password = o.password ?? '';
-    let fullAuth: MysqlUpstreamConnection['fullAuth'];
-    const cleartext = () => Buffer.from(`${password}\0`);
-
-    /** The first answer for `plugin` with `nonce`; 'request-key' when the key must be fetched. */
-    const answerFor = (plugin: string, nonce: Buffer): Buffer => {
-      switch (plugin) {
-        case NATIVE:
-          return nativeToken(password, nonce);
-        case CACHING_SHA2:
-          return cachingSha2Token(password, nonce);
-        case SHA256_PASSWORD:
-          if (isTls) return cleartext();
-          if (o.serverPublicKey) return rsaEncryptPassword(password, nonce, o.serverPublicKey);
-          if (o.allowPublicKeyRetrieval) return Buffer.from([0x01]);
-          throw authError(
-            where,
-            o.user,
-            'sha256_password without TLS needs the server public key (serverPublicKey)',
-          );
-        case ED25519: {
-          const sig = ed25519Token(password, nonce);
-          if (!sig) {
-            throw authError(
-              where,
-              o.user,
-              'client_ed25519 is supported for 32-byte passwords only (node:crypto signs with a 32-byte seed; docs/mysql.md)',
-            );
-          }
-          return sig;
-        }
-        case CLEAR:
-          if (!isTls)
-            throw authError(
-              where,
-              o.user,
-              'the server asks for the password in cleartext but the connection is not TLS',
-            );
-          return cleartext();
-        default:
-          throw authError(
-            where,
-            o.user,
-            `the server asks for auth plugin ${JSON.stringify(plugin)}, which ciport does not support`,
-          );
-      }
-    };
-
-    let plugin = [NATIVE, CACHING_SHA2].includes(hello.authPlugin) ? hello.authPlugin : NATIVE;
-    let nonce = hello.nonce;
+    const auth = new UpstreamAuth(
+      {
+        where,
+        user: o.user,
+        password: o.password ?? '',
+        tls: isTls,
+        serverPublicKey: o.serverPublicKey,
+        allowPublicKeyRetrieval: o.allowPublicKeyRetrieval,
+      },
+      hello.authPlugin,
+      hello.nonce,
+    );
     const attributes: Record<string, string> = {};
     let attrBytes = 0;
     for (const [k, v] of Object.entries(o.request?.attributes ?? {})) {
@@ -332,21 +273,17 @@ export async function connectMysqlUpstream(o: ConnectMysqlUpstreamOptions): Prom
           maxPacketSize,
           collation,
           user: o.user,
-          authResponse: answerFor(plugin, nonce),
+          authResponse: auth.first(),
           database,
-          authPlugin: plugin,
+          authPlugin: auth.plugin,
           attributes,
         }),
         seq++,
       ),
     );
-    let switches = 0;
-    let awaitingKey = false;
     for (;;) {
-      const packet: Packet = await reader.read(MAX_HANDSHAKE_PACKET, left());
-      seq = packet.seq + 1;
+      const packet = await reader.read(MAX_HANDSHAKE_PACKET, left());
       const p = packet.payload;
-      const send = (b: Buffer) => socket.write(encodePacket(b, seq++));
       if (p[0] === 0x00) {
         reader.release();
         o.signal?.removeEventListener('abort', onAbort);
@@ -356,56 +293,14 @@ export async function connectMysqlUpstream(o: ConnectMysqlUpstreamOptions): Prom
           connectionId: hello.connectionId,
           serverVersion: hello.serverVersion,
           capabilities,
-          auth: plugin,
-          fullAuth,
+          auth: auth.plugin,
+          fullAuth: auth.fullAuth,
           tls: isTls,
         };
       }
       if (p[0] === 0xff) throw upstreamRefusal(where, o.user, p);
-      if (p[0] === 0xfe) {
-        if (++switches > 2 || p.length < 2)
-          throw protocolError(where, 'invalid or repeated auth switch request');
-        const end = p.indexOf(0, 1);
-        if (end < 0) throw protocolError(where, 'malformed auth switch request');
-        plugin = p.toString('utf8', 1, end);
-        const data = p.subarray(end + 1);
-        // The 20-byte scrambles come NUL-terminated; ed25519's 32-byte nonce is sent as is.
-        nonce = plugin !== ED25519 && data.length === 21 && data[20] === 0 ? data.subarray(0, 20) : data;
-        send(answerFor(plugin, nonce));
-        if (plugin === SHA256_PASSWORD && !isTls && !o.serverPublicKey) awaitingKey = true;
-        continue;
-      }
-      if (p[0] === 0x01 && (plugin === CACHING_SHA2 || plugin === SHA256_PASSWORD)) {
-        if (awaitingKey || (plugin === SHA256_PASSWORD && p.length > 2)) {
-          // The server's public key (PEM) we asked for.
-          awaitingKey = false;
-          fullAuth = 'rsa';
-          send(rsaEncryptPassword(password, nonce, p.toString('latin1', 1)));
-          continue;
-        }
-        if (p.length === 2 && p[1] === 0x03) continue; // fast auth success: the OK follows
-        if (p.length === 2 && p[1] === 0x04) {
-          // Full authentication: the server has no cached verifier for this account.
-          if (isTls) {
-            fullAuth = 'tls';
-            send(cleartext());
-          } else if (o.serverPublicKey) {
-            fullAuth = 'rsa';
-            send(rsaEncryptPassword(password, nonce, o.serverPublicKey));
-          } else if (o.allowPublicKeyRetrieval) {
-            awaitingKey = true;
-            send(Buffer.from([0x02]));
-          } else {
-            throw authError(
-              where,
-              o.user,
-              'caching_sha2_password full authentication needs TLS or the server public key (serverPublicKey)',
-            );
-          }
-          continue;
-        }
-      }
-      throw protocolError(where, `unexpected packet 0x${(p[0] ?? 0).toString(16)} during authentication`);
+      if (auth.isFastAuthSuccess(p)) continue;
+      socket.write(encodePacket(auth.step(p), packet.seq + 1));
     }
   } catch (err) {
     reader.release();

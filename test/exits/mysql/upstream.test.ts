@@ -123,7 +123,9 @@ describe('auth switches to other plugins', () => {
       connectMysqlUpstream({ address: addr(f), user: 'app8', password: PW }),
     ).rejects.toMatchObject({
       code: 'CIPORT_E_MYSQL_UPSTREAM_AUTH',
-      message: expect.stringContaining('sha256_password without TLS needs the server public key'),
+      message: expect.stringContaining(
+        'sha256_password full authentication needs TLS or the server public key',
+      ),
     });
     expect(f.seen.map((s) => s.auth)).toEqual(['rsa', 'rsa', 'refused']);
   });

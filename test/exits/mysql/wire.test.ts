@@ -7,7 +7,13 @@ import { PassThrough } from 'node:stream';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CiportError } from '../../../src/errors/index.js';
-import { cachingSha2Token, makeNonce, nativeToken, verifyToken } from '../../../src/exits/mysql/auth.js';
+import {
+  cachingSha2Token,
+  ed25519Token,
+  makeNonce,
+  nativeToken,
+  verifyToken,
+} from '../../../src/exits/mysql/auth.js';
 import {
   decodeConnectFrame,
   encodeConnectFrame,
@@ -23,6 +29,7 @@ import {
   PacketReader,
   TruncatedPayload,
 } from '../../../src/exits/mysql/packets.js';
+import { UpstreamAuth } from '../../../src/exits/mysql/upstream-auth.js';
 
 const require = createRequire(import.meta.url);
 const mysql2Dir = dirname(require.resolve('mysql2'));
@@ -332,5 +339,56 @@ describe('parsers on arbitrary bytes', () => {
       }),
       { numRuns: 1000 },
     );
+  });
+});
+
+describe('upstream auth state machine', () => {
+  const base = { where: 'db:3306', user: 'u', password: 'secret-pw', tls: false };
+  const nonce = makeNonce();
+  const sw = (plugin: string, data: Buffer) =>
+    Buffer.concat([Buffer.from([0xfe]), Buffer.from(`${plugin}\0`), data]);
+
+  it('never encrypts with a key the server sends unasked (a man in the middle could)', () => {
+    const a = new UpstreamAuth({ ...base, serverPublicKey: undefined }, 'caching_sha2_password', nonce);
+    a.first();
+    expect(() => a.step(Buffer.from('\x01-----BEGIN PUBLIC KEY-----\n…'))).toThrow(/unexpected packet 0x1/);
+    const b = new UpstreamAuth(base, 'caching_sha2_password', nonce);
+    b.first();
+    expect(() => b.step(Buffer.from([0x01, 0x04]))).toThrow(/needs TLS or the server public key/);
+  });
+
+  it('asks for the key only when allowed, and refuses a key it cannot use', () => {
+    const a = new UpstreamAuth({ ...base, allowPublicKeyRetrieval: true }, 'caching_sha2_password', nonce);
+    a.first();
+    expect(a.step(Buffer.from([0x01, 0x04]))).toEqual(Buffer.from([0x02]));
+    expect(() => a.step(Buffer.from('\x01not a pem'))).toThrow(
+      expect.objectContaining({
+        code: 'CIPORT_E_MYSQL_PROTOCOL',
+        message: expect.stringContaining('unusable RSA'),
+      }),
+    );
+  });
+
+  it('follows at most two auth switches, and sends the cleartext password only inside TLS', () => {
+    const a = new UpstreamAuth(base, 'mysql_native_password', nonce);
+    a.first();
+    a.step(sw('mysql_native_password', Buffer.concat([nonce, Buffer.from([0])])));
+    a.step(sw('caching_sha2_password', Buffer.concat([nonce, Buffer.from([0])])));
+    expect(() => a.step(sw('mysql_native_password', nonce))).toThrow(/repeated auth switch/);
+    const tls = new UpstreamAuth({ ...base, tls: true }, 'mysql_native_password', nonce);
+    expect(tls.step(sw('mysql_clear_password', Buffer.alloc(0)))).toEqual(Buffer.from('secret-pw\0'));
+    const plain = new UpstreamAuth(base, 'mysql_native_password', nonce);
+    expect(() => plain.step(sw('mysql_clear_password', Buffer.alloc(0)))).toThrow(/not TLS/);
+  });
+
+  it("keeps ed25519's 32-byte nonce whole, even when it ends with a zero byte", () => {
+    const pw = 'p'.repeat(32);
+    const n32 = Buffer.alloc(32, 7);
+    n32[31] = 0;
+    const a = new UpstreamAuth({ ...base, password: pw }, 'mysql_native_password', nonce);
+    const sig = a.step(sw('client_ed25519', n32));
+    expect(sig.length).toBe(64);
+    expect(sig.equals(ed25519Token(pw, n32) as Buffer)).toBe(true);
+    expect(sig.equals(ed25519Token(pw, n32.subarray(0, 31)) as Buffer)).toBe(false);
   });
 });
