@@ -7,7 +7,8 @@
 //          4  1 byte    version, 1
 //          5  uint32BE  length N of the payload (≤ MAX_CONNECT_FRAME_PAYLOAD)
 //          9  N bytes   UTF-8 JSON: {"kind":"connect","user":"app","database":"shop",
-//                         "collation":45,"capabilities":…,"maxPacketSize":…,"attributes":{…}}
+//                         "collation":45,"capabilities":…,"maxPacketSize":…,"attributes":{…},
+//                         "connectionId":2147483650}
 //
 // The exit must not trust it (it comes from the job's machine): bounded, read with a deadline,
 // validated here; which capabilities and attributes reach the upstream is decided at the exit.
@@ -27,6 +28,8 @@ export interface MysqlConnectRequest {
   maxPacketSize: number;
   /** The application's connection attributes (program_name, _client_name, …). */
   attributes: Record<string, string>;
+  /** The connection id the listener's handshake gave the application (threads.ts). */
+  connectionId?: number | undefined;
 }
 
 const MAGIC = Buffer.from('CIMY');
@@ -56,6 +59,7 @@ function validate(value: unknown): MysqlConnectRequest {
   if (!isU32(v.capabilities) || !isU32(v.maxPacketSize)) throw bad('capabilities/maxPacketSize not uint32');
   if (typeof v.attributes !== 'object' || v.attributes === null || Array.isArray(v.attributes))
     throw bad('attributes missing');
+  if (v.connectionId !== undefined && !isU32(v.connectionId)) throw bad('connectionId not uint32');
   const attributes: Record<string, string> = Object.create(null);
   for (const [k, val] of Object.entries(v.attributes as Record<string, unknown>)) {
     if (k === '' || typeof val !== 'string') throw bad('attributes must map names to strings');
@@ -69,6 +73,7 @@ function validate(value: unknown): MysqlConnectRequest {
     capabilities: v.capabilities,
     maxPacketSize: v.maxPacketSize,
     attributes,
+    connectionId: v.connectionId as number | undefined,
   };
 }
 

@@ -9,6 +9,7 @@ import { killMysqlQuery } from './kill.js';
 import type { MysqlQueryEvent } from './observe.js';
 import { encodePacket } from './packets.js';
 import { type RelayResult, relayMysql } from './relay.js';
+import type { MysqlThreadRegistry } from './threads.js';
 import { connectMysqlUpstream, type MysqlUpstreamConnection, type MysqlUpstreamTarget } from './upstream.js';
 
 export interface MysqlConnectedInfo {
@@ -22,6 +23,12 @@ export interface MysqlConnectedInfo {
 
 export interface MysqlExitOptions {
   upstream: MysqlUpstreamTarget;
+  /**
+   * With both: this connection is registered under the listener's id, and the application's
+   * `KILL [QUERY] <listener id>` of a connection of the same session reaches the right thread.
+   */
+  sessionId?: string | undefined;
+  threads?: MysqlThreadRegistry | undefined;
   /** Per-target switch for query events (default on when onQuery is given). */
   queryEvents?: boolean | undefined;
   maxQueryLength?: number | undefined;
@@ -91,6 +98,13 @@ export async function serveMysqlExitStream(stream: Duplex, opts: MysqlExitOption
       () => false,
     );
   };
+  const { sessionId, threads } = opts;
+  const unregister =
+    sessionId !== undefined && threads && request.connectionId !== undefined
+      ? threads.register(sessionId, request.connectionId, connectionId)
+      : () => {};
+  const killTarget =
+    sessionId !== undefined && threads ? (localId: number) => threads.lookup(sessionId, localId) : undefined;
   opts.onConnected?.({
     auth: upstream.auth,
     fullAuth: upstream.fullAuth,
@@ -102,14 +116,19 @@ export async function serveMysqlExitStream(stream: Duplex, opts: MysqlExitOption
   // The local side rewrites the sequence id to continue the application's own handshake.
   const ok = encodePacket(upstream.ok, 0);
   stream.write(ok);
-  const result = await relayMysql(stream, upstream.socket, {
-    queryEvents: opts.queryEvents,
-    onQuery: opts.onQuery,
-    maxQueryLength: opts.maxQueryLength,
-    signal: opts.signal,
-    room: opts.room,
-    onTeardown,
-  });
-  result.bytesFromUpstream += ok.length;
-  return { ...result, connectionId, killed };
+  try {
+    const result = await relayMysql(stream, upstream.socket, {
+      queryEvents: opts.queryEvents,
+      onQuery: opts.onQuery,
+      maxQueryLength: opts.maxQueryLength,
+      signal: opts.signal,
+      room: opts.room,
+      killTarget,
+      onTeardown,
+    });
+    result.bytesFromUpstream += ok.length;
+    return { ...result, connectionId, killed };
+  } finally {
+    unregister();
+  }
 }

@@ -113,13 +113,15 @@ export async function acceptMysqlClient(
   let seq = 0;
   try {
     const nonce = makeNonce();
+    // Not the upstream's thread id (unknown yet): a number from the top half of the range,
+    // which no real server reaches, so a `KILL QUERY <this id>` the exit does not rewrite
+    // (threads.ts) names no thread.
+    const connectionId = opts.connectionId ?? 2 ** 31 + Math.floor(Math.random() * 2 ** 30);
     socket.write(
       encodePacket(
         encodeServerHandshake({
           serverVersion: opts.serverVersion ?? DEFAULT_SERVER_VERSION,
-          // Not the upstream's thread id (unknown yet): a number from the top half of the range,
-          // which no real server reaches, so a client's `KILL QUERY <this id>` names no thread.
-          connectionId: opts.connectionId ?? 2 ** 31 + Math.floor(Math.random() * 2 ** 30),
+          connectionId,
           nonce,
           capabilities: LOCAL_CAPABILITIES,
           collation: DEFAULT_COLLATION,
@@ -160,7 +162,7 @@ export async function acceptMysqlClient(
     let token = response.authResponse;
     if (plugin !== NATIVE && plugin !== CACHING_SHA2) {
       if (!(capabilities & Cap.PLUGIN_AUTH)) throw protocolError(`unsupported auth plugin ${plugin}`);
-      // AuthSwitchRequest: 0xfe, plugin name, NUL, new scramble, NUL.
+      // AuthSwitchRequest: 0xfe, plugin name, NUL, scramble (the same one), NUL.
       socket.write(
         encodePacket(
           Buffer.concat([Buffer.from([0xfe]), Buffer.from(`${NATIVE}\0`), nonce, Buffer.from([0])]),
@@ -189,6 +191,7 @@ export async function acceptMysqlClient(
         capabilities,
         maxPacketSize: response.maxPacketSize,
         attributes: boundedAttributes(response.attributes),
+        connectionId,
       },
     };
   } catch (err) {

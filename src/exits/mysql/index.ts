@@ -33,6 +33,7 @@ export { killMysqlQuery } from './kill.js';
 export { type MysqlQueryEvent, MysqlQueryObserver, type MysqlQueryObserverOptions } from './observe.js';
 export { MysqlStreamObserver } from './observe-stream.js';
 export { type MysqlRelayOptions, type RelayResult, relayMysql } from './relay.js';
+export { MysqlThreadRegistry } from './threads.js';
 export {
   type ConnectMysqlUpstreamOptions,
   connectMysqlUpstream,

@@ -17,6 +17,18 @@ export interface MysqlQueryEvent extends QueryEvent {
   command: 'query' | 'prepare' | 'execute' | 'init_db';
 }
 
+/**
+ * Called when a packet ends with what was kept of it. `offset`: where its payload starts in the
+ * chunk being pushed, when the whole payload is in that chunk (valid during the call only).
+ */
+export type PacketHandler = (
+  seq: number,
+  prefix: Buffer,
+  length: number,
+  continuation: boolean,
+  offset: number | undefined,
+) => void;
+
 /** Follows packet framing; hands each packet's kept prefix to `onPacket` when the packet ends. */
 export class PacketScanner {
   readonly #head = Buffer.alloc(4);
@@ -27,13 +39,12 @@ export class PacketScanner {
   #continuation = false;
   #capture: Buffer | undefined;
   #captured = 0;
+  /** Offset of the current packet's payload in the chunk being pushed, when all of it is there. */
+  #wholeAt: number | undefined;
   #want: (seq: number, continuation: boolean) => number;
-  #onPacket: (seq: number, prefix: Buffer, length: number, continuation: boolean) => void;
+  #onPacket: PacketHandler;
 
-  constructor(
-    want: (seq: number, continuation: boolean) => number,
-    onPacket: (seq: number, prefix: Buffer, length: number, continuation: boolean) => void,
-  ) {
+  constructor(want: (seq: number, continuation: boolean) => number, onPacket: PacketHandler) {
     this.#want = want;
     this.#onPacket = onPacket;
   }
@@ -47,7 +58,7 @@ export class PacketScanner {
         this.#headFill += n;
         i += n;
         if (this.#headFill < 4) return;
-        this.#start();
+        this.#start(chunk.length - i >= this.#head.readUIntLE(0, 3) ? i : undefined);
         continue;
       }
       const n = Math.min(this.#remaining, chunk.length - i);
@@ -62,7 +73,8 @@ export class PacketScanner {
     }
   }
 
-  #start(): void {
+  #start(wholeAt: number | undefined): void {
+    this.#wholeAt = wholeAt;
     this.#length = this.#head.readUIntLE(0, 3);
     this.#seq = this.#head[3] as number;
     this.#remaining = this.#length;
@@ -78,7 +90,7 @@ export class PacketScanner {
     this.#headFill = 0;
     const continuation = this.#continuation;
     this.#continuation = this.#length === MAX_PAYLOAD;
-    this.#onPacket(this.#seq, prefix, this.#length, continuation);
+    this.#onPacket(this.#seq, prefix, this.#length, continuation, this.#wholeAt);
   }
 }
 
@@ -97,7 +109,22 @@ export interface MysqlQueryObserverOptions {
   maxQueryLength?: number | undefined;
   /** Prepared statements remembered per connection for COM_STMT_EXECUTE (default 1024). */
   maxStatements?: number | undefined;
+  /**
+   * The upstream thread id of a connection the application knows by the listener's id (same
+   * session), for rewriting `KILL [QUERY|CONNECTION] <listener's id>` (see `rewrites`).
+   */
+  killTarget?: ((localId: number) => number | undefined) | undefined;
 }
+
+/** A same-length byte replacement in the chunk last pushed to `app`. */
+export interface Rewrite {
+  offset: number;
+  bytes: Buffer;
+}
+
+/** `KILL 123`, `KILL QUERY 123`, `KILL CONNECTION 123;` — the whole statement, nothing else. */
+const KILL_RE = /^(\s*KILL\s+(?:(?:QUERY|CONNECTION)\s+)?)(\d{1,10})\s*;?\s*$/i;
+const MAX_KILL_TEXT = 64;
 
 export class MysqlQueryObserver {
   readonly #onQuery: ((event: MysqlQueryEvent) => void) | undefined;
@@ -113,15 +140,27 @@ export class MysqlQueryObserver {
   lastCommand = -1;
   /** Set when the application sent a command that must not reach the upstream. */
   violation: string | undefined;
+  /** KILL statements to rewrite in the chunk just pushed to `app`; the caller applies and clears. */
+  readonly rewrites: Rewrite[] = [];
+  readonly #killTarget: ((localId: number) => number | undefined) | undefined;
 
   constructor(options: MysqlQueryObserverOptions = {}) {
     this.#onQuery = options.onQuery;
     this.#max = options.maxQueryLength ?? 4096;
     this.#maxStatements = options.maxStatements ?? 1024;
+    this.#killTarget = options.killTarget;
+    const commandBytes = Math.max(
+      this.#onQuery ? this.#max + 2 : 1,
+      this.#killTarget ? MAX_KILL_TEXT + 1 : 1,
+    );
     this.app = new PacketScanner(
-      (seq, continuation) => (seq === 0 && !continuation ? (this.#onQuery ? this.#max + 2 : 1) : 0),
-      (seq, prefix, length, continuation) => {
-        if (seq === 0 && !continuation && prefix.length > 0) this.#command(prefix, length);
+      (seq, continuation) => (seq === 0 && !continuation ? commandBytes : 0),
+      (seq, prefix, length, continuation, offset) => {
+        if (seq !== 0 || continuation || prefix.length === 0) return;
+        this.#command(prefix, length);
+        if (offset !== undefined && prefix[0] === Command.QUERY && length <= MAX_KILL_TEXT + 1) {
+          this.#kill(prefix.subarray(1), offset + 1);
+        }
       },
     );
     this.server = new PacketScanner(
@@ -139,6 +178,27 @@ export class MysqlQueryObserver {
         }
       },
     );
+  }
+
+  /**
+   * The application's `KILL … <id>` names a connection by the id the local listener gave it;
+   * upstream that is another number. Rewritten in place, same length (zero-padded: `KILL QUERY
+   * 0000000042` is valid SQL), so only a statement wholly inside one chunk can be rewritten;
+   * anything else goes through unchanged and names no thread (listener ids are ≥ 2³¹).
+   */
+  #kill(text: Buffer, offset: number): void {
+    if (!this.#killTarget) return;
+    const m = KILL_RE.exec(text.toString('latin1'));
+    if (!m) return;
+    const digits = m[2] as string;
+    const target = this.#killTarget(Number(digits));
+    if (target === undefined) return;
+    const replacement = String(target).padStart(digits.length, '0');
+    if (replacement.length !== digits.length) return;
+    this.rewrites.push({
+      offset: offset + (m[1] as string).length,
+      bytes: Buffer.from(replacement, 'latin1'),
+    });
   }
 
   #command(prefix: Buffer, length: number): void {

@@ -18,6 +18,8 @@ export interface MysqlRelayOptions {
   onQuery?: ((event: MysqlQueryEvent) => void) | undefined;
   maxQueryLength?: number | undefined;
   signal?: AbortSignal | undefined;
+  /** Maps a listener connection id in `KILL <id>` to the upstream thread id (observe.ts). */
+  killTarget?: ((localId: number) => number | undefined) | undefined;
   /** Audit backpressure: while this returns a promise, reading from the app pauses. */
   room?: (() => Promise<void> | undefined) | undefined;
   /**
@@ -40,6 +42,7 @@ export async function relayMysql(
   const observer = new MysqlQueryObserver({
     onQuery: events ? options.onQuery : undefined,
     maxQueryLength: options.maxQueryLength,
+    killTarget: options.killTarget,
   });
   let refusing = false;
   const guard = new Transform({
@@ -64,7 +67,14 @@ export async function relayMysql(
         return;
       }
       result.bytesFromApp += chunk.length;
-      callback(null, chunk);
+      if (observer.rewrites.length === 0) {
+        callback(null, chunk);
+        return;
+      }
+      const out = Buffer.from(chunk);
+      for (const r of observer.rewrites) r.bytes.copy(out, r.offset);
+      observer.rewrites.length = 0;
+      callback(null, out);
     },
   });
   if (events && options.room) pauseWhileFull(app, options.room);

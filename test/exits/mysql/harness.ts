@@ -15,6 +15,7 @@ import {
 } from '../../../src/exits/mysql/exit.js';
 import type { MysqlQueryEvent } from '../../../src/exits/mysql/observe.js';
 import type { RelayResult } from '../../../src/exits/mysql/relay.js';
+import { MysqlThreadRegistry } from '../../../src/exits/mysql/threads.js';
 import type { MysqlUpstreamTarget } from '../../../src/exits/mysql/upstream.js';
 
 export const MARIADB = { host: '127.0.0.1', port: 3306 };
@@ -43,6 +44,9 @@ export interface PortHarness {
 
 export interface PortOptions {
   upstream: MysqlUpstreamTarget;
+  /** Shared between ports to model several sessions at one exit (default: one per port). */
+  threads?: MysqlThreadRegistry;
+  sessionId?: string;
   otp?: string;
   /** Name the app uses (the local listener's expected user; default "app"). */
   user?: string;
@@ -62,6 +66,8 @@ export async function startPort(opts: PortOptions): Promise<PortHarness> {
   const captured: Buffer[] = [];
   const sockets = new Set<Socket>();
   const sessions = new AbortController();
+  const threads = opts.threads ?? new MysqlThreadRegistry();
+  const sessionId = opts.sessionId ?? `ses_${randomBytes(4).toString('hex')}`;
   const h: PortHarness = {
     port: 0,
     exitPort: 0,
@@ -84,6 +90,8 @@ export async function startPort(opts: PortOptions): Promise<PortHarness> {
     stream.on('close', () => sockets.delete(stream));
     serveMysqlExitStream(stream, {
       upstream: opts.upstream,
+      sessionId,
+      threads,
       queryEvents: opts.queryEvents,
       maxQueryLength: opts.maxQueryLength,
       onQuery: (e) => h.events.push(e),

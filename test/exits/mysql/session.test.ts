@@ -1,6 +1,8 @@
 // Sessions against the real MariaDB: MariaDB's ed25519 plugin upstream, stopping statements
 // with KILL QUERY (on demand and when a session ends), COM_CHANGE_USER refused, and a tunnel
 // stream that does not start with a connect request.
+
+import { spawn } from 'node:child_process';
 import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import mysql from 'mysql2/promise';
@@ -10,6 +12,7 @@ import { encodeConnectFrame } from '../../../src/exits/mysql/connect-wire.js';
 import { LOCAL_CAPABILITIES } from '../../../src/exits/mysql/frontend.js';
 import { killMysqlQuery } from '../../../src/exits/mysql/kill.js';
 import { encodePacket, PacketReader, parseErr } from '../../../src/exits/mysql/packets.js';
+import { MysqlThreadRegistry } from '../../../src/exits/mysql/threads.js';
 import type { MysqlUpstreamTarget } from '../../../src/exits/mysql/upstream.js';
 import {
   admin,
@@ -182,6 +185,66 @@ describe('KILL QUERY', () => {
     await waitFor('the SLEEP to stop', async () => ((await running(id)) === undefined ? true : undefined));
     await waitFor('the exit result', async () => h.exitResults[0]);
     expect(await h.exitResults[0]?.killed).toBe(true);
+  });
+});
+
+describe("KILL with the listener's connection id (what clients send on Ctrl-C or a timeout)", () => {
+  it('reaches the right upstream thread for a connection of the same session', async () => {
+    const h = await port();
+    const a = await connectApp(h);
+    const b = await connectApp(h);
+    const upstreamA = h.connected[0]?.connectionId as number;
+    expect(a.threadId).toBeGreaterThanOrEqual(2 ** 31); // the listener's id, not the upstream's
+    const sleeping = a.query('SELECT SLEEP(30)');
+    await waitFor('the SLEEP upstream', async () =>
+      (await running(upstreamA))?.startsWith('SELECT SLEEP') ? true : undefined,
+    );
+    await b.query(`KILL QUERY ${a.threadId}`);
+    await expect(sleeping).rejects.toMatchObject({ errno: 1317 });
+    // The audit keeps what the application sent.
+    expect(h.events.map((e) => e.text)).toContain(`KILL QUERY ${a.threadId}`);
+    await Promise.all([a.end(), b.end()]);
+  });
+
+  it("the mariadb CLI's Ctrl-C stops its statement", async () => {
+    const h = await port();
+    const cli = spawn(
+      'mariadb',
+      ['--no-defaults', '-h', '127.0.0.1', '-P', String(h.port), '-u', h.user, '-e', 'SELECT SLEEP(30)'],
+      { env: { PATH: process.env.PATH ?? '', MYSQL_PWD: h.otp }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let output = '';
+    cli.stdout.on('data', (d) => {
+      output += d;
+    });
+    cli.stderr.on('data', (d) => {
+      output += d;
+    });
+    const exited = new Promise<number | null>((resolve) => cli.on('close', resolve));
+    const id = (await waitFor('the CLI connected', async () => h.connected[0]))?.connectionId;
+    await waitFor('the SLEEP upstream', async () => ((await running(id)) ? true : undefined));
+    cli.kill('SIGINT');
+    await exited;
+    expect(output).toMatch(/Query execution was interrupted/);
+    expect(await running(id)).toBeUndefined();
+  });
+
+  it("never reaches another session's thread", async () => {
+    const threads = new MysqlThreadRegistry();
+    const one = await startPort({ upstream: target(), threads, sessionId: 'ses_one' });
+    const two = await startPort({ upstream: target(), threads, sessionId: 'ses_two' });
+    harnesses.push(one, two);
+    const a = await connectApp(one);
+    const b = await connectApp(two);
+    const upstreamA = one.connected[0]?.connectionId as number;
+    const sleeping = a.query('SELECT SLEEP(30)').catch((e: { errno: number }) => e);
+    await waitFor('the SLEEP upstream', async () => ((await running(upstreamA)) ? true : undefined));
+    await expect(b.query(`KILL QUERY ${a.threadId}`)).rejects.toMatchObject({ errno: 1094 });
+    expect(await running(upstreamA)).toMatch(/^SELECT SLEEP/);
+    await killMysqlQuery(target(), upstreamA);
+    expect(await sleeping).toMatchObject({ errno: 1317 });
+    await Promise.all([a.end(), b.end()]);
+    await waitFor('both connections unregistered', async () => (threads.size === 0 ? true : undefined));
   });
 });
 

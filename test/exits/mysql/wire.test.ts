@@ -392,3 +392,37 @@ describe('upstream auth state machine', () => {
     expect(sig.equals(ed25519Token(pw, n32.subarray(0, 31)) as Buffer)).toBe(false);
   });
 });
+
+describe("KILL rewriting (the listener's id → the upstream thread)", () => {
+  const cmd = (text: string) => encodePacket(Buffer.concat([Buffer.from([0x03]), Buffer.from(text)]), 0);
+  const ids = new Map([[2147483650, 42]]);
+  const rewritten = (wire: Buffer, step = wire.length) => {
+    const o = new MysqlQueryObserver({ killTarget: (id) => ids.get(id) });
+    const out: Buffer[] = [];
+    for (let i = 0; i < wire.length; i += step) {
+      const chunk = Buffer.from(wire.subarray(i, i + step));
+      o.app.push(chunk);
+      for (const r of o.rewrites) r.bytes.copy(chunk, r.offset);
+      o.rewrites.length = 0;
+      out.push(chunk);
+    }
+    return Buffer.concat(out).subarray(5).toString('latin1');
+  };
+
+  it.each([
+    ['KILL QUERY 2147483650', 'KILL QUERY 0000000042'],
+    ['kill 2147483650;', 'kill 0000000042;'],
+    ['  KILL CONNECTION 2147483650 ', '  KILL CONNECTION 0000000042 '],
+    ['KILL QUERY 2147483651', 'KILL QUERY 2147483651'], // not this session's
+    ['KILL QUERY ID 2147483650', 'KILL QUERY ID 2147483650'], // by query id: not a thread
+    ["SELECT 'KILL QUERY 2147483650'", "SELECT 'KILL QUERY 2147483650'"],
+  ])('%s → %s', (sent, upstream) => {
+    expect(rewritten(cmd(sent))).toBe(upstream);
+  });
+
+  it('rewrites after other packets in the same chunk, and leaves a statement split over chunks alone', () => {
+    const both = Buffer.concat([cmd('SELECT 1'), cmd('KILL QUERY 2147483650')]);
+    expect(rewritten(both)).toContain('KILL QUERY 0000000042');
+    expect(rewritten(cmd('KILL QUERY 2147483650'), 8)).toBe('KILL QUERY 2147483650');
+  });
+});
