@@ -105,18 +105,18 @@ export async function serveMysqlExitStream(stream: Duplex, opts: MysqlExitOption
       : () => {};
   const killTarget =
     sessionId !== undefined && threads ? (localId: number) => threads.lookup(sessionId, localId) : undefined;
-  opts.onConnected?.({
-    auth: upstream.auth,
-    fullAuth: upstream.fullAuth,
-    tls: upstream.tls,
-    connectionId,
-    serverVersion: upstream.serverVersion,
-    capabilities: upstream.capabilities,
-  });
-  // The local side rewrites the sequence id to continue the application's own handshake.
-  const ok = encodePacket(upstream.ok, 0);
-  stream.write(ok);
   try {
+    opts.onConnected?.({
+      auth: upstream.auth,
+      fullAuth: upstream.fullAuth,
+      tls: upstream.tls,
+      connectionId,
+      serverVersion: upstream.serverVersion,
+      capabilities: upstream.capabilities,
+    });
+    // The local side rewrites the sequence id to continue the application's own handshake.
+    const ok = encodePacket(upstream.ok, 0);
+    stream.write(ok);
     const result = await relayMysql(stream, upstream.socket, {
       queryEvents: opts.queryEvents,
       onQuery: opts.onQuery,
@@ -128,6 +128,10 @@ export async function serveMysqlExitStream(stream: Duplex, opts: MysqlExitOption
     });
     result.bytesFromUpstream += ok.length;
     return { ...result, connectionId, killed };
+  } catch (err) {
+    upstream.socket.destroy();
+    stream.destroy();
+    throw err;
   } finally {
     unregister();
   }
