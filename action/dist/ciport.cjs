@@ -22751,6 +22751,10 @@ var ERROR_CODES = {
   CIPORT_E_PG_UPSTREAM_AUTH: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_PG_UPSTREAM_REFUSED: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_PG_ROLE_REVOKE_FAILED: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_MYSQL_AUTH: { exit: ExitCode.tokenRejected, http: 401 },
+  CIPORT_E_MYSQL_PROTOCOL: { exit: ExitCode.usage, http: 400 },
+  CIPORT_E_MYSQL_UPSTREAM_AUTH: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_MYSQL_UPSTREAM_REFUSED: { exit: ExitCode.unreachable, http: 502 },
   // Retryable: no agent serving the target is connected right now (a restart, a partition).
   CIPORT_E_NO_AGENT: { exit: ExitCode.unreachable, http: 503 },
   CIPORT_E_AGENT_UNAUTHORIZED: { exit: ExitCode.tokenRejected, http: 401 },
@@ -44023,9 +44027,8 @@ var SQLSTATE_OF = {
   CIPORT_E_POLICY_DENIED: "08004",
   CIPORT_E_GATEWAY_DRAINING: "57P03",
   // cannot_connect_now
-  CIPORT_E_NO_AGENT: "57P03",
+  CIPORT_E_NO_AGENT: "57P03"
   // cannot_connect_now: retry later
-  CIPORT_E_LOCAL_PEER_REFUSED: "08004"
 };
 function pgErrorFields(err) {
   const e = asCiportError(err);
