@@ -1,0 +1,122 @@
+// After the handshake: bytes flow both ways through `pipeline` (backpressure end to end). The
+// application → server direction passes a guard that follows the packet framing (observe.ts):
+// it reports statements and stops the connection, before forwarding it, at a COM_CHANGE_USER.
+import type { Duplex } from 'node:stream';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { pauseWhileFull } from '../../audit/backlog.js';
+import type { RelayResult } from '../postgres/relay.js';
+import { MysqlError, mysqlErrPayload } from './errors.js';
+import { type MysqlQueryEvent, MysqlQueryObserver } from './observe.js';
+import { Command, encodePacket } from './packets.js';
+
+export type { RelayResult } from '../postgres/relay.js';
+
+export interface MysqlRelayOptions {
+  /** Per-target switch: false → no statement parsing (default true when onQuery is set). */
+  queryEvents?: boolean | undefined;
+  onQuery?: ((event: MysqlQueryEvent) => void) | undefined;
+  maxQueryLength?: number | undefined;
+  signal?: AbortSignal | undefined;
+  /** Maps a listener connection id in `KILL <id>` to the upstream thread id (observe.ts). */
+  killTarget?: ((localId: number) => number | undefined) | undefined;
+  /** Audit backpressure: while this returns a promise, reading from the app pauses. */
+  room?: (() => Promise<void> | undefined) | undefined;
+  /**
+   * Called once when a statement may be left running upstream: before both sides are torn down
+   * by an error, an abort or a premature close, or when the application's side ended cleanly
+   * but without COM_QUIT (a client killed mid-query). `appQuit`: the application's last command
+   * was COM_QUIT.
+   */
+  onTeardown?: ((err: Error, info: { appQuit: boolean }) => void) | undefined;
+}
+
+/** Relay `app` ⇄ `upstream` until both directions are done. Never rejects. */
+export async function relayMysql(
+  app: Duplex,
+  upstream: Duplex,
+  options: MysqlRelayOptions = {},
+): Promise<RelayResult> {
+  const result: RelayResult = { bytesFromApp: 0, bytesFromUpstream: 0, error: undefined };
+  const events = options.onQuery !== undefined && options.queryEvents !== false;
+  const observer = new MysqlQueryObserver({
+    onQuery: events ? options.onQuery : undefined,
+    maxQueryLength: options.maxQueryLength,
+    killTarget: options.killTarget,
+  });
+  let refusing = false;
+  const guard = new Transform({
+    transform(chunk: Buffer, _enc, callback) {
+      if (refusing) {
+        callback();
+        return;
+      }
+      observer.app.push(chunk);
+      if (observer.violation) {
+        // Nothing of this chunk is forwarded. Tell the application why, as the reply to its
+        // command (sequence id 1), then close; destroying the app tears down both pipelines
+        // (failing one here would destroy the app before the ERR is out).
+        refusing = true;
+        const err = new MysqlError('CIPORT_E_MYSQL_PROTOCOL', 1043, '08S01', observer.violation);
+        result.error = err;
+        hook(err);
+        app.on('error', () => {});
+        app.end(encodePacket(mysqlErrPayload(err), 1), () => app.destroy());
+        setTimeout(() => app.destroy(), 1000).unref();
+        callback();
+        return;
+      }
+      result.bytesFromApp += chunk.length;
+      if (observer.rewrites.length === 0) {
+        callback(null, chunk);
+        return;
+      }
+      const out = Buffer.from(chunk);
+      for (const r of observer.rewrites) r.bytes.copy(out, r.offset);
+      observer.rewrites.length = 0;
+      callback(null, out);
+    },
+  });
+  if (events && options.room) pauseWhileFull(app, options.room);
+  upstream.on('data', (chunk: Buffer) => {
+    result.bytesFromUpstream += chunk.length;
+    if (events) observer.server.push(chunk);
+  });
+  let cleanEnds = 0;
+  let hooked = false;
+  const hook = (err: Error) => {
+    if (hooked) return;
+    hooked = true;
+    try {
+      options.onTeardown?.(err, { appQuit: observer.lastCommand === Command.QUIT });
+    } catch {
+      // A hook must never break the teardown.
+    }
+  };
+  const done = () => {
+    cleanEnds++;
+  };
+  const appEnded = () => {
+    done();
+    if (observer.lastCommand !== Command.QUIT && !upstreamEnded) {
+      hook(new Error('the application closed its connection without COM_QUIT'));
+    }
+  };
+  let upstreamEnded = false;
+  upstream.once('end', () => {
+    upstreamEnded = true;
+  });
+  const fail = (err: Error) => {
+    const normal = cleanEnds > 0 && (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE';
+    if (!normal) result.error ??= err;
+    hook(err);
+    upstream.destroy();
+    app.destroy();
+  };
+  const opts = options.signal ? { signal: options.signal } : {};
+  await Promise.all([
+    pipeline(app, guard, upstream, opts).then(appEnded, fail),
+    pipeline(upstream, app, opts).then(done, fail),
+  ]);
+  return result;
+}
