@@ -5192,21 +5192,21 @@ var require_pbkdf2 = __commonJS({
       var prf = forge2.hmac.create();
       prf.start(md, p);
       var dk = "";
-      var xor3, u_c, u_c1;
+      var xor4, u_c, u_c1;
       if (!callback) {
         for (var i = 1; i <= len; ++i) {
           prf.start(null, null);
           prf.update(s);
           prf.update(forge2.util.int32ToBytes(i));
-          xor3 = u_c1 = prf.digest().getBytes();
+          xor4 = u_c1 = prf.digest().getBytes();
           for (var j = 2; j <= c; ++j) {
             prf.start(null, null);
             prf.update(u_c1);
             u_c = prf.digest().getBytes();
-            xor3 = forge2.util.xorBytes(xor3, u_c, hLen);
+            xor4 = forge2.util.xorBytes(xor4, u_c, hLen);
             u_c1 = u_c;
           }
-          dk += i < len ? xor3 : xor3.substr(0, r);
+          dk += i < len ? xor4 : xor4.substr(0, r);
         }
         return dk;
       }
@@ -5218,7 +5218,7 @@ var require_pbkdf2 = __commonJS({
         prf.start(null, null);
         prf.update(s);
         prf.update(forge2.util.int32ToBytes(i));
-        xor3 = u_c1 = prf.digest().getBytes();
+        xor4 = u_c1 = prf.digest().getBytes();
         j = 2;
         inner();
       }
@@ -5227,12 +5227,12 @@ var require_pbkdf2 = __commonJS({
           prf.start(null, null);
           prf.update(u_c1);
           u_c = prf.digest().getBytes();
-          xor3 = forge2.util.xorBytes(xor3, u_c, hLen);
+          xor4 = forge2.util.xorBytes(xor4, u_c, hLen);
           u_c1 = u_c;
           ++j;
           return forge2.util.setImmediate(inner);
         }
-        dk += i < len ? xor3 : xor3.substr(0, r);
+        dk += i < len ? xor4 : xor4.substr(0, r);
         ++i;
         outer();
       }
@@ -7797,12 +7797,12 @@ var require_pkcs1 = __commonJS({
       }
       return db.substring(index + 1);
     };
-    function rsa_mgf1(seed, maskLength, hash2) {
-      if (!hash2) {
-        hash2 = forge2.md.sha1.create();
+    function rsa_mgf1(seed, maskLength, hash3) {
+      if (!hash3) {
+        hash3 = forge2.md.sha1.create();
       }
       var t = "";
-      var count2 = Math.ceil(maskLength / hash2.digestLength);
+      var count2 = Math.ceil(maskLength / hash3.digestLength);
       for (var i = 0; i < count2; ++i) {
         var c = String.fromCharCode(
           i >> 24 & 255,
@@ -7810,9 +7810,9 @@ var require_pkcs1 = __commonJS({
           i >> 8 & 255,
           i & 255
         );
-        hash2.start();
-        hash2.update(seed + c);
-        t += hash2.digest().getBytes();
+        hash3.start();
+        hash3.update(seed + c);
+        t += hash3.digest().getBytes();
       }
       return t.substring(0, maskLength);
     }
@@ -9901,13 +9901,13 @@ var require_pbe = __commonJS({
       if (salt === null) {
         salt = "";
       }
-      var digests = [hash2(md, password + salt)];
+      var digests = [hash3(md, password + salt)];
       for (var length = 16, i = 1; length < dkLen; ++i, length += 16) {
-        digests.push(hash2(md, digests[i - 1] + password + salt));
+        digests.push(hash3(md, digests[i - 1] + password + salt));
       }
       return digests.join("").substr(0, dkLen);
     };
-    function hash2(md, bytes) {
+    function hash3(md, bytes) {
       return md.start().update(bytes).digest().getBytes();
     }
     function prfOidToMessageDigest(prfOid) {
@@ -10365,9 +10365,9 @@ var require_pss = __commonJS({
           saltLength: arguments[2]
         };
       }
-      var hash2 = options.md;
+      var hash3 = options.md;
       var mgf = options.mgf;
-      var hLen = hash2.digestLength;
+      var hLen = hash3.digestLength;
       var salt_ = options.salt || null;
       if (typeof salt_ === "string") {
         salt_ = forge2.util.createBuffer(salt_);
@@ -10403,9 +10403,9 @@ var require_pss = __commonJS({
         m_.fillWithByte(0, 8);
         m_.putBytes(mHash);
         m_.putBytes(salt);
-        hash2.start();
-        hash2.update(m_.getBytes());
-        var h = hash2.digest().getBytes();
+        hash3.start();
+        hash3.update(m_.getBytes());
+        var h = hash3.digest().getBytes();
         var ps = new forge2.util.ByteBuffer();
         ps.fillWithByte(0, emLen - sLen - hLen - 2);
         ps.putByte(1);
@@ -10459,9 +10459,9 @@ var require_pss = __commonJS({
         m_.fillWithByte(0, 8);
         m_.putBytes(mHash);
         m_.putBytes(salt);
-        hash2.start();
-        hash2.update(m_.getBytes());
-        var h_ = hash2.digest().getBytes();
+        hash3.start();
+        hash3.update(m_.getBytes());
+        var h_ = hash3.digest().getBytes();
         return h === h_;
       };
       return pssobj;
@@ -11002,12 +11002,12 @@ var require_x509 = __commonJS({
         case oids.sha1WithRSASignature:
           break;
         case oids["RSASSA-PSS"]:
-          var hash2, mgf;
-          hash2 = oids[cert.signatureParameters.mgf.hash.algorithmOid];
-          if (hash2 === void 0 || forge2.md[hash2] === void 0) {
+          var hash3, mgf;
+          hash3 = oids[cert.signatureParameters.mgf.hash.algorithmOid];
+          if (hash3 === void 0 || forge2.md[hash3] === void 0) {
             var error62 = new Error("Unsupported MGF hash function.");
             error62.oid = cert.signatureParameters.mgf.hash.algorithmOid;
-            error62.name = hash2;
+            error62.name = hash3;
             throw error62;
           }
           mgf = oids[cert.signatureParameters.mgf.algorithmOid];
@@ -11017,16 +11017,16 @@ var require_x509 = __commonJS({
             error62.name = mgf;
             throw error62;
           }
-          mgf = forge2.mgf[mgf].create(forge2.md[hash2].create());
-          hash2 = oids[cert.signatureParameters.hash.algorithmOid];
-          if (hash2 === void 0 || forge2.md[hash2] === void 0) {
+          mgf = forge2.mgf[mgf].create(forge2.md[hash3].create());
+          hash3 = oids[cert.signatureParameters.hash.algorithmOid];
+          if (hash3 === void 0 || forge2.md[hash3] === void 0) {
             var error62 = new Error("Unsupported RSASSA-PSS hash function.");
             error62.oid = cert.signatureParameters.hash.algorithmOid;
-            error62.name = hash2;
+            error62.name = hash3;
             throw error62;
           }
           scheme = forge2.pss.create(
-            forge2.md[hash2].create(),
+            forge2.md[hash3].create(),
             mgf,
             cert.signatureParameters.saltLength
           );
@@ -12441,9 +12441,9 @@ var require_x509 = __commonJS({
       };
       caStore.listAllCertificates = function() {
         var certList = [];
-        for (var hash2 in caStore.certs) {
-          if (caStore.certs.hasOwnProperty(hash2)) {
-            var value = caStore.certs[hash2];
+        for (var hash3 in caStore.certs) {
+          if (caStore.certs.hasOwnProperty(hash3)) {
+            var value = caStore.certs[hash3];
             if (!forge2.util.isArray(value)) {
               certList.push(value);
             } else {
@@ -17042,13 +17042,13 @@ var require_ed25519 = __commonJS({
       var md = forge2.md.sha512.create();
       var buffer = new ByteBuffer(msg);
       md.update(buffer.getBytes(msgLen), "binary");
-      var hash2 = md.digest().getBytes();
+      var hash3 = md.digest().getBytes();
       if (typeof Buffer !== "undefined") {
-        return Buffer.from(hash2, "binary");
+        return Buffer.from(hash3, "binary");
       }
       var out = new NativeBuffer(ed25519.constants.HASH_BYTE_LENGTH);
       for (var i = 0; i < 64; ++i) {
-        out[i] = hash2.charCodeAt(i);
+        out[i] = hash3.charCodeAt(i);
       }
       return out;
     }
@@ -17892,8 +17892,8 @@ var require_kem = __commonJS({
           c.putInt32(i);
           md.start();
           md.update(x + c.getBytes());
-          var hash2 = md.digest();
-          key.putBytes(hash2.getBytes(digestLength));
+          var hash3 = md.digest();
+          key.putBytes(hash3.getBytes(digestLength));
         }
         key.truncate(key.length() - length);
         return key.getBytes();
@@ -20416,7 +20416,7 @@ var require_command = __commonJS({
     var { Help: Help2, stripColor } = require_help();
     var { Option: Option2, DualOptions } = require_option();
     var { suggestSimilar } = require_suggestSimilar();
-    var Command2 = class _Command extends EventEmitter2 {
+    var Command3 = class _Command extends EventEmitter2 {
       /**
        * Initialize a new `Command`.
        *
@@ -22644,7 +22644,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
         return true;
       return void 0;
     }
-    exports2.Command = Command2;
+    exports2.Command = Command3;
     exports2.useColor = useColor2;
   }
 });
@@ -22653,15 +22653,15 @@ Expecting one of '${allowedValues.join("', '")}'`);
 var require_commander = __commonJS({
   "node_modules/commander/index.js"(exports2) {
     var { Argument: Argument2 } = require_argument();
-    var { Command: Command2 } = require_command();
+    var { Command: Command3 } = require_command();
     var { CommanderError: CommanderError2, InvalidArgumentError: InvalidArgumentError2 } = require_error();
     var { Help: Help2 } = require_help();
     var { Option: Option2 } = require_option();
-    exports2.program = new Command2();
-    exports2.createCommand = (name) => new Command2(name);
+    exports2.program = new Command3();
+    exports2.createCommand = (name) => new Command3(name);
     exports2.createOption = (flags, description) => new Option2(flags, description);
     exports2.createArgument = (name, description) => new Argument2(name, description);
-    exports2.Command = Command2;
+    exports2.Command = Command3;
     exports2.Option = Option2;
     exports2.Argument = Argument2;
     exports2.Help = Help2;
@@ -23121,6 +23121,17 @@ function exportedEnv(targets) {
       env.PGPASSWORD = pg.credentials.password;
     }
   }
+  const mysql = targets.filter((t) => t.protocol === "mysql");
+  const my = mysql[0];
+  if (mysql.length === 1 && my) {
+    env.MYSQL_HOST = my.host;
+    env.MYSQL_TCP_PORT = String(my.port);
+    if (my.credentials) {
+      env.MYSQL_USER = my.credentials.user;
+      env.MYSQL_PWD = my.credentials.password;
+    }
+    if (!env.DATABASE_URL) env.DATABASE_URL = targetUrl(my);
+  }
   const redis = targets.filter((t) => t.protocol === "redis");
   const redisPassword = redis.find((t) => t.credentials)?.credentials?.password;
   if (redisPassword) env.REDISCLI_AUTH = redisPassword;
@@ -23131,6 +23142,11 @@ function credentialKeys(targets) {
   const keys = targets.filter((t) => t.credentials).map((t) => `CIPORT_${envName(t.name)}_URL`);
   const postgres = targets.filter((t) => t.protocol === "postgres");
   if (postgres.length === 1 && postgres[0]?.credentials) keys.push("DATABASE_URL", "PGPASSWORD");
+  const mysql = targets.filter((t) => t.protocol === "mysql");
+  if (mysql.length === 1 && mysql[0]?.credentials) {
+    keys.push("MYSQL_PWD");
+    if (!keys.includes("DATABASE_URL")) keys.push("DATABASE_URL");
+  }
   const redis = targets.filter((t) => t.protocol === "redis");
   if (redis.some((t) => t.credentials)) keys.push("REDISCLI_AUTH");
   if (redis.length === 1 && redis[0]?.credentials) keys.push("REDIS_URL");
@@ -43840,8 +43856,8 @@ var Heartbeat = class {
 // src/client/tunnel.ts
 var import_node_http22 = require("node:http2");
 var import_node_net2 = require("node:net");
-var import_node_stream = require("node:stream");
-var import_promises3 = require("node:stream/promises");
+var import_node_stream2 = require("node:stream");
+var import_promises4 = require("node:stream/promises");
 
 // src/exits/postgres/messages.ts
 var import_buffer_writer = __toESM(require_buffer_writer(), 1);
@@ -43996,6 +44012,860 @@ var MessageReader = class {
   }
 };
 
+// src/exits/mysql/packets.ts
+var MAX_PAYLOAD = 16777215;
+var Cap = {
+  LONG_PASSWORD: 1,
+  // MariaDB: CLIENT_MYSQL, "not a MariaDB-extended client"
+  FOUND_ROWS: 1 << 1,
+  LONG_FLAG: 1 << 2,
+  CONNECT_WITH_DB: 1 << 3,
+  NO_SCHEMA: 1 << 4,
+  COMPRESS: 1 << 5,
+  ODBC: 1 << 6,
+  LOCAL_FILES: 1 << 7,
+  IGNORE_SPACE: 1 << 8,
+  PROTOCOL_41: 1 << 9,
+  INTERACTIVE: 1 << 10,
+  SSL: 1 << 11,
+  IGNORE_SIGPIPE: 1 << 12,
+  TRANSACTIONS: 1 << 13,
+  RESERVED: 1 << 14,
+  SECURE_CONNECTION: 1 << 15,
+  MULTI_STATEMENTS: 1 << 16,
+  MULTI_RESULTS: 1 << 17,
+  PS_MULTI_RESULTS: 1 << 18,
+  PLUGIN_AUTH: 1 << 19,
+  CONNECT_ATTRS: 1 << 20,
+  PLUGIN_AUTH_LENENC_CLIENT_DATA: 1 << 21,
+  CAN_HANDLE_EXPIRED_PASSWORDS: 1 << 22,
+  SESSION_TRACK: 1 << 23,
+  DEPRECATE_EOF: 1 << 24,
+  OPTIONAL_RESULTSET_METADATA: 1 << 25,
+  ZSTD_COMPRESSION: 1 << 26,
+  QUERY_ATTRIBUTES: 1 << 27,
+  MULTI_FACTOR_AUTHENTICATION: 1 << 28,
+  CAPABILITY_EXTENSION: 1 << 29,
+  SSL_VERIFY_SERVER_CERT: 1 << 30,
+  REMEMBER_OPTIONS: 2 ** 31
+};
+var Command = {
+  QUIT: 1,
+  INIT_DB: 2,
+  QUERY: 3,
+  CHANGE_USER: 17,
+  STMT_PREPARE: 22,
+  STMT_EXECUTE: 23,
+  STMT_CLOSE: 25
+};
+var SERVER_STATUS_AUTOCOMMIT = 2;
+var DEFAULT_COLLATION = 45;
+function encodePacket(payload, seq) {
+  const parts = [];
+  let offset = 0;
+  let s = seq;
+  for (; ; ) {
+    const n = Math.min(MAX_PAYLOAD, payload.length - offset);
+    const head = Buffer.allocUnsafe(4);
+    head.writeUIntLE(n, 0, 3);
+    head.writeUInt8(s & 255, 3);
+    parts.push(head, payload.subarray(offset, offset + n));
+    offset += n;
+    s++;
+    if (n < MAX_PAYLOAD) break;
+  }
+  return Buffer.concat(parts);
+}
+var PacketReader = class {
+  #reader;
+  #fail;
+  constructor(stream, fail) {
+    this.#reader = new MessageReader(stream, fail);
+    this.#fail = fail;
+  }
+  get buffered() {
+    return this.#reader.buffered;
+  }
+  async read(maxPayload, timeoutMs) {
+    const deadline = Date.now() + timeoutMs;
+    const left = () => Math.max(1, deadline - Date.now());
+    const parts = [];
+    let total = 0;
+    let first;
+    for (; ; ) {
+      const head = await this.#reader.read(4, left());
+      const n = head.readUIntLE(0, 3);
+      first ??= head.readUInt8(3);
+      total += n;
+      if (total > maxPayload) throw this.#fail("too-large", `packet of ${total} bytes or more`);
+      parts.push(await this.#reader.read(n, left()));
+      if (n < MAX_PAYLOAD) break;
+    }
+    return { seq: first, payload: parts.length === 1 ? parts[0] : Buffer.concat(parts) };
+  }
+  /** Raw bytes (the connect-request frame). */
+  readRaw(n, timeoutMs) {
+    return this.#reader.read(n, timeoutMs);
+  }
+  release() {
+    this.#reader.release();
+  }
+};
+var TruncatedPayload = class extends Error {
+};
+var Cursor = class {
+  constructor(buf) {
+    this.buf = buf;
+  }
+  pos = 0;
+  get left() {
+    return this.buf.length - this.pos;
+  }
+  #need(n) {
+    if (n < 0 || this.pos + n > this.buf.length) throw new TruncatedPayload("payload ends early");
+  }
+  u8() {
+    this.#need(1);
+    return this.buf.readUInt8(this.pos++);
+  }
+  u16() {
+    this.#need(2);
+    const v = this.buf.readUInt16LE(this.pos);
+    this.pos += 2;
+    return v;
+  }
+  u32() {
+    this.#need(4);
+    const v = this.buf.readUInt32LE(this.pos);
+    this.pos += 4;
+    return v;
+  }
+  bytes(n) {
+    this.#need(n);
+    const v = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return v;
+  }
+  /** Bytes up to a NUL (consumed); `optionalNul`: the end of the payload also ends it. */
+  nulTerminated(optionalNul = false) {
+    const end = this.buf.indexOf(0, this.pos);
+    if (end < 0) {
+      if (!optionalNul) throw new TruncatedPayload("missing NUL terminator");
+      return this.bytes(this.left);
+    }
+    const v = this.buf.subarray(this.pos, end);
+    this.pos = end + 1;
+    return v;
+  }
+  lenencInt() {
+    const first = this.u8();
+    if (first < 251) return first;
+    if (first === 252) return this.u16();
+    if (first === 253) {
+      this.#need(3);
+      const v = this.buf.readUIntLE(this.pos, 3);
+      this.pos += 3;
+      return v;
+    }
+    if (first === 254) {
+      this.#need(8);
+      const v = this.buf.readBigUInt64LE(this.pos);
+      this.pos += 8;
+      if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new TruncatedPayload("length out of range");
+      return Number(v);
+    }
+    throw new TruncatedPayload(`invalid length-encoded integer 0x${first.toString(16)}`);
+  }
+  lenencBytes() {
+    return this.bytes(this.lenencInt());
+  }
+};
+function errPayload(errno, sqlState, message) {
+  const state = Buffer.from(sqlState.padEnd(5, "0").slice(0, 5), "latin1");
+  const head = Buffer.alloc(3);
+  head[0] = 255;
+  head.writeUInt16LE(errno, 1);
+  return Buffer.concat([head, Buffer.from("#"), state, Buffer.from(message)]);
+}
+function parseErr(payload) {
+  if (payload[0] !== 255 || payload.length < 3)
+    return { errno: 0, sqlState: "HY000", message: "malformed error" };
+  const errno = payload.readUInt16LE(1);
+  if (payload[3] === 35 && payload.length >= 9) {
+    return { errno, sqlState: payload.toString("latin1", 4, 9), message: payload.toString("utf8", 9) };
+  }
+  return { errno, sqlState: "HY000", message: payload.toString("utf8", 3) };
+}
+
+// src/exits/mysql/errors.ts
+var MysqlError = class extends CiportError {
+  errno;
+  sqlState;
+  constructor(code, errno, sqlState, message, options) {
+    super(code, message, options);
+    this.errno = errno;
+    this.sqlState = sqlState;
+  }
+};
+var ER_ACCESS_DENIED = 1045;
+var ER_HANDSHAKE = 1043;
+var ER_CON_COUNT = 1040;
+var ER_UNKNOWN = 1105;
+var ERRNO_OF = {
+  CIPORT_E_MYSQL_AUTH: [ER_ACCESS_DENIED, "28000"],
+  CIPORT_E_MYSQL_PROTOCOL: [ER_HANDSHAKE, "08S01"],
+  CIPORT_E_MYSQL_UPSTREAM_AUTH: [ER_ACCESS_DENIED, "28000"],
+  CIPORT_E_MYSQL_UPSTREAM_REFUSED: [ER_HANDSHAKE, "08004"],
+  // Not the client-side numbers (2003 "Can't connect", 2026 "SSL error"): libmariadb reports an
+  // ERR packet with a number in the client range as "Received malformed packet" (2027).
+  CIPORT_E_UPSTREAM_UNREACHABLE: [ER_UNKNOWN, "08001"],
+  CIPORT_E_GATEWAY_UNREACHABLE: [ER_UNKNOWN, "08001"],
+  CIPORT_E_TLS: [ER_UNKNOWN, "08001"],
+  CIPORT_E_CONNECTION_LIMIT: [ER_CON_COUNT, "08004"],
+  CIPORT_E_SESSION_ENDED: [ER_HANDSHAKE, "08004"],
+  CIPORT_E_SESSION_UNAUTHORIZED: [ER_ACCESS_DENIED, "28000"],
+  CIPORT_E_TARGET_NOT_GRANTED: [ER_ACCESS_DENIED, "28000"],
+  CIPORT_E_TARGET_UNKNOWN: [ER_HANDSHAKE, "08004"],
+  CIPORT_E_POLICY_DENIED: [ER_ACCESS_DENIED, "28000"],
+  CIPORT_E_GATEWAY_DRAINING: [ER_CON_COUNT, "08004"],
+  CIPORT_E_NO_AGENT: [ER_CON_COUNT, "08004"]
+};
+function mysqlErrPayload(err) {
+  const e = asCiportError(err);
+  const [errno, sqlState] = e instanceof MysqlError ? [e.errno, e.sqlState] : ERRNO_OF[e.code] ?? [ER_UNKNOWN, "HY000"];
+  return errPayload(errno, sqlState, `${e.code}: ${e.message}`);
+}
+function sendErrorAndClose(stream, err, seq, graceMs = 5e3) {
+  return new Promise((resolve3) => {
+    stream.on("error", () => {
+    });
+    if (stream.destroyed || !stream.writable) {
+      stream.destroy();
+      resolve3();
+      return;
+    }
+    const timer = setTimeout(() => stream.destroy(), graceMs);
+    timer.unref();
+    stream.once("close", () => clearTimeout(timer));
+    stream.on("end", () => stream.destroy());
+    stream.resume();
+    stream.end(encodePacket(mysqlErrPayload(err), seq), () => resolve3());
+  });
+}
+
+// src/exits/mysql/connect-wire.ts
+var MAGIC = Buffer.from("CIMY");
+var VERSION = 1;
+var HEADER = 9;
+var MAX_CONNECT_FRAME_PAYLOAD = 32 * 1024;
+var MAX_NAME = 256;
+function bad(message) {
+  return new MysqlError("CIPORT_E_MYSQL_PROTOCOL", 1043, "08S01", `mysql stream header: ${message}`);
+}
+var isU32 = (n) => Number.isInteger(n) && n >= 0 && n < 2 ** 32;
+var isName = (s) => typeof s === "string" && s.length <= MAX_NAME && !s.includes("\0");
+function validate2(value) {
+  if (typeof value !== "object" || value === null) throw bad("not an object");
+  const v = value;
+  if (v.kind !== "connect") throw bad("unknown kind");
+  if (!isName(v.user)) throw bad("user must be a string without NUL");
+  if (v.database !== void 0 && (!isName(v.database) || v.database === ""))
+    throw bad("database must be a non-empty string without NUL");
+  if (!Number.isInteger(v.collation) || v.collation < 1 || v.collation > 255)
+    throw bad("collation must be 1..255");
+  if (!isU32(v.capabilities) || !isU32(v.maxPacketSize)) throw bad("capabilities/maxPacketSize not uint32");
+  if (typeof v.attributes !== "object" || v.attributes === null || Array.isArray(v.attributes))
+    throw bad("attributes missing");
+  if (v.connectionId !== void 0 && !isU32(v.connectionId)) throw bad("connectionId not uint32");
+  const attributes2 = /* @__PURE__ */ Object.create(null);
+  for (const [k, val] of Object.entries(v.attributes)) {
+    if (k === "" || typeof val !== "string") throw bad("attributes must map names to strings");
+    attributes2[k] = val;
+  }
+  return {
+    kind: "connect",
+    user: v.user,
+    database: v.database,
+    collation: v.collation,
+    capabilities: v.capabilities,
+    maxPacketSize: v.maxPacketSize,
+    attributes: attributes2,
+    connectionId: v.connectionId
+  };
+}
+function encodeConnectFrame(request) {
+  const payload = Buffer.from(JSON.stringify(validate2(request)));
+  if (payload.length > MAX_CONNECT_FRAME_PAYLOAD) throw bad(`${payload.length} bytes exceed the bound`);
+  const head = Buffer.allocUnsafe(HEADER);
+  MAGIC.copy(head, 0);
+  head.writeUInt8(VERSION, 4);
+  head.writeUInt32BE(payload.length, 5);
+  return Buffer.concat([head, payload]);
+}
+
+// src/exits/mysql/auth.ts
+var import_node_crypto2 = require("node:crypto");
+var NATIVE = "mysql_native_password";
+var CACHING_SHA2 = "caching_sha2_password";
+var hash2 = (alg, ...parts) => {
+  const h = (0, import_node_crypto2.createHash)(alg);
+  for (const p of parts) h.update(p);
+  return h.digest();
+};
+function xor2(a, b) {
+  const out = Buffer.allocUnsafe(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = a[i] ^ b[i % b.length];
+  return out;
+}
+function makeNonce() {
+  const b = (0, import_node_crypto2.randomBytes)(20);
+  for (let i = 0; i < b.length; i++) b[i] = b[i] % 94 + 33;
+  return b;
+}
+function nativeToken(password, nonce) {
+  if (password === "") return Buffer.alloc(0);
+  const stage1 = hash2("sha1", Buffer.from(password));
+  return xor2(stage1, hash2("sha1", nonce.subarray(0, 20), hash2("sha1", stage1)));
+}
+function cachingSha2Token(password, nonce) {
+  if (password === "") return Buffer.alloc(0);
+  const stage1 = hash2("sha256", Buffer.from(password));
+  return xor2(stage1, hash2("sha256", hash2("sha256", stage1), nonce.subarray(0, 20)));
+}
+function verifyToken(plugin, password, nonce, token2) {
+  const expected = plugin === NATIVE ? nativeToken(password, nonce) : plugin === CACHING_SHA2 ? cachingSha2Token(password, nonce) : void 0;
+  if (!expected || expected.length === 0 || expected.length !== token2.length) return false;
+  return (0, import_node_crypto2.timingSafeEqual)(expected, token2);
+}
+var ED25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
+
+// src/exits/mysql/handshake.ts
+function encodeServerHandshake(h) {
+  const head = Buffer.alloc(1);
+  head[0] = 10;
+  const fixed = Buffer.alloc(4 + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 10);
+  let o = 0;
+  o = fixed.writeUInt32LE(h.connectionId, o);
+  h.nonce.copy(fixed, o, 0, 8);
+  o += 8;
+  o = fixed.writeUInt8(0, o);
+  o = fixed.writeUInt16LE(h.capabilities & 65535, o);
+  o = fixed.writeUInt8(h.collation, o);
+  o = fixed.writeUInt16LE(h.status, o);
+  o = fixed.writeUInt16LE(h.capabilities >>> 16 & 65535, o);
+  fixed.writeUInt8(h.nonce.length + 1, o);
+  return Buffer.concat([
+    head,
+    Buffer.from(`${h.serverVersion}\0`),
+    fixed,
+    h.nonce.subarray(8),
+    Buffer.from([0]),
+    Buffer.from(`${h.authPlugin}\0`)
+  ]);
+}
+var MAX_ATTRS = 64;
+function isSslRequest(payload) {
+  return payload.length === 32 && (payload.readUInt32LE(0) & Cap.SSL) !== 0;
+}
+function parseHandshakeResponse(payload) {
+  const c = new Cursor(payload);
+  const capabilities = c.u32();
+  if (!(capabilities & Cap.PROTOCOL_41)) throw new TruncatedPayload("client does not speak protocol 4.1");
+  const maxPacketSize = c.u32();
+  const collation = c.u8();
+  c.bytes(23);
+  const user = c.nulTerminated().toString("utf8");
+  let authResponse;
+  if (capabilities & Cap.PLUGIN_AUTH_LENENC_CLIENT_DATA) authResponse = c.lenencBytes();
+  else if (capabilities & Cap.SECURE_CONNECTION) authResponse = c.bytes(c.u8());
+  else authResponse = c.nulTerminated(true);
+  let database;
+  if (capabilities & Cap.CONNECT_WITH_DB && c.left > 0) database = c.nulTerminated(true).toString("utf8");
+  let authPlugin = "";
+  if (capabilities & Cap.PLUGIN_AUTH && c.left > 0) authPlugin = c.nulTerminated(true).toString("utf8");
+  const attributes2 = /* @__PURE__ */ Object.create(null);
+  if (capabilities & Cap.CONNECT_ATTRS && c.left > 0) {
+    const all = new Cursor(c.lenencBytes());
+    let n = 0;
+    while (all.left > 0) {
+      const k = all.lenencBytes().toString("utf8");
+      const v = all.lenencBytes().toString("utf8");
+      if (++n > MAX_ATTRS) throw new TruncatedPayload(`more than ${MAX_ATTRS} connection attributes`);
+      attributes2[k] = v;
+    }
+  }
+  return { capabilities, maxPacketSize, collation, user, authResponse, database, authPlugin, attributes: attributes2 };
+}
+
+// src/exits/mysql/frontend.ts
+var LOCAL_CAPABILITIES = (Cap.LONG_PASSWORD | Cap.FOUND_ROWS | Cap.LONG_FLAG | Cap.CONNECT_WITH_DB | Cap.LOCAL_FILES | Cap.IGNORE_SPACE | Cap.PROTOCOL_41 | Cap.INTERACTIVE | Cap.TRANSACTIONS | Cap.RESERVED | Cap.SECURE_CONNECTION | Cap.MULTI_STATEMENTS | Cap.MULTI_RESULTS | Cap.PS_MULTI_RESULTS | Cap.PLUGIN_AUTH | Cap.CONNECT_ATTRS | Cap.PLUGIN_AUTH_LENENC_CLIENT_DATA | Cap.SESSION_TRACK | Cap.DEPRECATE_EOF) >>> 0;
+var DEFAULT_SERVER_VERSION = "8.0.0-ciport";
+var MAX_FORWARDED_ATTRIBUTES = 4096;
+function boundedAttributes(all) {
+  const out = {};
+  let bytes = 0;
+  for (const [k, v] of Object.entries(all)) {
+    bytes += Buffer.byteLength(k) + Buffer.byteLength(v);
+    if (bytes > MAX_FORWARDED_ATTRIBUTES) break;
+    out[k] = v;
+  }
+  return out;
+}
+var MAX_RESPONSE = 16 * 1024;
+var protocolError = (message) => new MysqlError("CIPORT_E_MYSQL_PROTOCOL", 1043, "08S01", message);
+async function acceptMysqlClient(socket, opts) {
+  const timeoutMs = opts.timeoutMs ?? 1e4;
+  const reader = new PacketReader(
+    socket,
+    (why, detail) => why === "timeout" ? protocolError(`the application did not complete the MySQL handshake: ${detail}`) : why === "too-large" ? protocolError(`invalid handshake: ${detail}`) : protocolError(`the application went away during the handshake: ${detail}`)
+  );
+  let seq = 0;
+  try {
+    const nonce = makeNonce();
+    const connectionId = opts.connectionId ?? 2 ** 31 + Math.floor(Math.random() * 2 ** 30);
+    socket.write(
+      encodePacket(
+        encodeServerHandshake({
+          serverVersion: opts.serverVersion ?? DEFAULT_SERVER_VERSION,
+          connectionId,
+          nonce,
+          capabilities: LOCAL_CAPABILITIES,
+          collation: DEFAULT_COLLATION,
+          status: SERVER_STATUS_AUTOCOMMIT,
+          authPlugin: NATIVE
+        }),
+        seq++
+      )
+    );
+    const packet = await reader.read(MAX_RESPONSE, timeoutMs);
+    seq = packet.seq + 1;
+    if (isSslRequest(packet.payload)) {
+      throw protocolError("TLS was requested, but a ciport port is a loopback listener without TLS");
+    }
+    let response;
+    try {
+      response = parseHandshakeResponse(packet.payload);
+    } catch (err) {
+      if (err instanceof TruncatedPayload)
+        throw protocolError(`malformed handshake response: ${err.message}`);
+      throw err;
+    }
+    if (!(response.capabilities & Cap.SECURE_CONNECTION)) {
+      throw protocolError("the client does not support 4.1 authentication (CLIENT_SECURE_CONNECTION)");
+    }
+    const capabilities = (response.capabilities & LOCAL_CAPABILITIES) >>> 0;
+    const denied = (why) => new MysqlError(
+      "CIPORT_E_MYSQL_AUTH",
+      1045,
+      "28000",
+      `Access denied for user '${response.user}': ${why}; use the one-time password ciport exec exported (MYSQL_PWD, DATABASE_URL)`
+    );
+    if (opts.user !== void 0 && response.user !== opts.user) {
+      throw denied(`this port accepts user '${opts.user}' only`);
+    }
+    let plugin = response.authPlugin || NATIVE;
+    let token2 = response.authResponse;
+    if (plugin !== NATIVE && plugin !== CACHING_SHA2) {
+      if (!(capabilities & Cap.PLUGIN_AUTH)) throw protocolError(`unsupported auth plugin ${plugin}`);
+      socket.write(
+        encodePacket(
+          Buffer.concat([Buffer.from([254]), Buffer.from(`${NATIVE}\0`), nonce, Buffer.from([0])]),
+          seq++
+        )
+      );
+      const answer = await reader.read(MAX_RESPONSE, timeoutMs);
+      seq = answer.seq + 1;
+      plugin = NATIVE;
+      token2 = answer.payload;
+    }
+    if (!verifyToken(plugin, opts.password, nonce, token2)) {
+      throw denied(`wrong password (using password: ${token2.length > 0 ? "YES" : "NO"})`);
+    }
+    if (plugin === CACHING_SHA2) socket.write(encodePacket(Buffer.from([1, 3]), seq++));
+    reader.release();
+    return {
+      plugin,
+      nextSeq: seq,
+      request: {
+        kind: "connect",
+        user: response.user,
+        database: capabilities & Cap.CONNECT_WITH_DB && response.database ? response.database : void 0,
+        collation: response.collation || DEFAULT_COLLATION,
+        capabilities,
+        maxPacketSize: response.maxPacketSize,
+        attributes: boundedAttributes(response.attributes),
+        connectionId
+      }
+    };
+  } catch (err) {
+    reader.release();
+    const e = err instanceof MysqlError ? err : asCiportError(err);
+    await sendErrorAndClose(socket, e, seq);
+    throw e;
+  }
+}
+
+// src/exits/mysql/relay.ts
+var import_node_stream = require("node:stream");
+var import_promises2 = require("node:stream/promises");
+
+// src/audit/backlog.ts
+function pauseWhileFull(source, room) {
+  let waiting = false;
+  source.on("data", () => {
+    if (waiting) return;
+    const wait = room();
+    if (!wait) return;
+    waiting = true;
+    source.pause();
+    void wait.then(() => {
+      waiting = false;
+      source.resume();
+    });
+  });
+}
+
+// src/exits/mysql/observe.ts
+var PacketScanner = class {
+  #head = Buffer.alloc(4);
+  #headFill = 0;
+  #remaining = 0;
+  #length = 0;
+  #seq = 0;
+  #continuation = false;
+  #capture;
+  #captured = 0;
+  /** Offset of the current packet's payload in the chunk being pushed, when all of it is there. */
+  #wholeAt;
+  #want;
+  #onPacket;
+  constructor(want, onPacket) {
+    this.#want = want;
+    this.#onPacket = onPacket;
+  }
+  push(chunk) {
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.#remaining === 0 && this.#headFill < 4) {
+        const n2 = Math.min(4 - this.#headFill, chunk.length - i);
+        chunk.copy(this.#head, this.#headFill, i, i + n2);
+        this.#headFill += n2;
+        i += n2;
+        if (this.#headFill < 4) return;
+        this.#start(chunk.length - i >= this.#head.readUIntLE(0, 3) ? i : void 0);
+        continue;
+      }
+      const n = Math.min(this.#remaining, chunk.length - i);
+      if (this.#capture && this.#captured < this.#capture.length) {
+        const take = Math.min(n, this.#capture.length - this.#captured);
+        chunk.copy(this.#capture, this.#captured, i, i + take);
+        this.#captured += take;
+      }
+      this.#remaining -= n;
+      i += n;
+      if (this.#remaining === 0) this.#end();
+    }
+  }
+  #start(wholeAt) {
+    this.#wholeAt = wholeAt;
+    this.#length = this.#head.readUIntLE(0, 3);
+    this.#seq = this.#head[3];
+    this.#remaining = this.#length;
+    const want = Math.min(this.#want(this.#seq, this.#continuation), this.#length);
+    this.#capture = want > 0 ? Buffer.allocUnsafe(want) : void 0;
+    this.#captured = 0;
+    if (this.#remaining === 0) this.#end();
+  }
+  #end() {
+    const prefix = this.#capture ? this.#capture.subarray(0, this.#captured) : Buffer.alloc(0);
+    this.#capture = void 0;
+    this.#headFill = 0;
+    const continuation = this.#continuation;
+    this.#continuation = this.#length === MAX_PAYLOAD;
+    this.#onPacket(this.#seq, prefix, this.#length, continuation, this.#wholeAt);
+  }
+};
+function utf8Prefix(buf, max) {
+  if (buf.length <= max) return buf.toString("utf8");
+  let end = max;
+  while (end > 0 && (buf[end] & 192) === 128) end--;
+  return buf.toString("utf8", 0, end);
+}
+var KILL_RE = /^(\s*KILL\s+(?:(?:QUERY|CONNECTION)\s+)?)(\d{1,10})\s*;?\s*$/i;
+var MAX_KILL_TEXT = 64;
+var MysqlQueryObserver = class {
+  #onQuery;
+  #max;
+  #maxStatements;
+  #statements = /* @__PURE__ */ new Map();
+  /** Prepares whose COM_STMT_PREPARE_OK is still to come, oldest first. */
+  #pending = [];
+  #awaitingPrepareOk = false;
+  app;
+  server;
+  /** The command byte of the application's last command (COM_QUIT: it said goodbye). */
+  lastCommand = -1;
+  /** Set when the application sent a command that must not reach the upstream. */
+  violation;
+  /** KILL statements to rewrite in the chunk just pushed to `app`; the caller applies and clears. */
+  rewrites = [];
+  #killTarget;
+  constructor(options = {}) {
+    this.#onQuery = options.onQuery;
+    this.#max = options.maxQueryLength ?? 4096;
+    this.#maxStatements = options.maxStatements ?? 1024;
+    this.#killTarget = options.killTarget;
+    const commandBytes = Math.max(
+      this.#onQuery ? this.#max + 2 : 1,
+      this.#killTarget ? MAX_KILL_TEXT + 1 : 1
+    );
+    this.app = new PacketScanner(
+      (seq, continuation) => seq === 0 && !continuation ? commandBytes : 0,
+      (seq, prefix, length, continuation, offset) => {
+        if (seq !== 0 || continuation || prefix.length === 0) return;
+        this.#command(prefix, length);
+        if (offset !== void 0 && prefix[0] === Command.QUERY && length <= MAX_KILL_TEXT + 1) {
+          this.#kill(prefix.subarray(1), offset + 1);
+        }
+      }
+    );
+    this.server = new PacketScanner(
+      (_seq, continuation) => this.#awaitingPrepareOk && !continuation ? 5 : 0,
+      (_seq, prefix, _length2, continuation) => {
+        if (!this.#awaitingPrepareOk || continuation) return;
+        this.#awaitingPrepareOk = false;
+        const prepared = this.#pending.shift();
+        if (prepared && prefix.length === 5 && prefix[0] === 0) {
+          const id = prefix.readUInt32LE(1);
+          this.#statements.delete(id);
+          this.#statements.set(id, prepared);
+          if (this.#statements.size > this.#maxStatements)
+            this.#statements.delete(this.#statements.keys().next().value);
+        }
+      }
+    );
+  }
+  /**
+   * The application's `KILL … <id>` names a connection by the id the local listener gave it;
+   * upstream that is another number. Rewritten in place, same length (zero-padded: `KILL QUERY
+   * 0000000042` is valid SQL), so only a statement wholly inside one chunk can be rewritten;
+   * anything else goes through unchanged and names no thread (listener ids are ≥ 2³¹).
+   */
+  #kill(text, offset) {
+    if (!this.#killTarget) return;
+    const m = KILL_RE.exec(text.toString("latin1"));
+    if (!m) return;
+    const digits = m[2];
+    const target = this.#killTarget(Number(digits));
+    if (target === void 0) return;
+    const replacement = String(target).padStart(digits.length, "0");
+    if (replacement.length !== digits.length) return;
+    this.rewrites.push({
+      offset: offset + m[1].length,
+      bytes: Buffer.from(replacement, "latin1")
+    });
+  }
+  #command(prefix, length) {
+    const cmd = prefix[0];
+    this.lastCommand = cmd;
+    if (cmd === Command.CHANGE_USER) {
+      this.violation = "COM_CHANGE_USER is not allowed through a ciport port (the exit injects the identity)";
+      return;
+    }
+    if (!this.#onQuery) return;
+    const body = prefix.subarray(1);
+    const truncated = length - 1 > this.#max;
+    switch (cmd) {
+      case Command.QUERY:
+        this.#emit(utf8Prefix(body, this.#max), truncated, "simple", "query");
+        return;
+      case Command.STMT_PREPARE: {
+        const text = utf8Prefix(body, this.#max);
+        this.#pending.push({ text, truncated });
+        if (this.#pending.length > 16) this.#pending.shift();
+        this.#awaitingPrepareOk = true;
+        this.#emit(text, truncated, "extended", "prepare");
+        return;
+      }
+      case Command.STMT_EXECUTE: {
+        if (body.length < 4) return;
+        const stmt = this.#statements.get(body.readUInt32LE(0));
+        if (stmt) this.#emit(stmt.text, stmt.truncated, "extended", "execute");
+        return;
+      }
+      case Command.STMT_CLOSE:
+        if (body.length >= 4) this.#statements.delete(body.readUInt32LE(0));
+        return;
+      case Command.INIT_DB: {
+        const db = utf8Prefix(body, this.#max).replaceAll("`", "``");
+        this.#emit(`USE \`${db}\``, truncated, "simple", "init_db");
+        return;
+      }
+    }
+  }
+  #emit(text, truncated, protocol, command) {
+    try {
+      this.#onQuery?.({ type: "query", text, truncated, protocol, command });
+    } catch {
+    }
+  }
+};
+
+// src/exits/mysql/relay.ts
+async function relayMysql(app, upstream, options = {}) {
+  const result = { bytesFromApp: 0, bytesFromUpstream: 0, error: void 0 };
+  const events = options.onQuery !== void 0 && options.queryEvents !== false;
+  const observer = new MysqlQueryObserver({
+    onQuery: events ? options.onQuery : void 0,
+    maxQueryLength: options.maxQueryLength,
+    killTarget: options.killTarget
+  });
+  let refusing = false;
+  const guard = new import_node_stream.Transform({
+    transform(chunk, _enc, callback) {
+      if (refusing) {
+        callback();
+        return;
+      }
+      observer.app.push(chunk);
+      if (observer.violation) {
+        refusing = true;
+        const err = new MysqlError("CIPORT_E_MYSQL_PROTOCOL", 1043, "08S01", observer.violation);
+        result.error = err;
+        hook(err);
+        app.on("error", () => {
+        });
+        app.end(encodePacket(mysqlErrPayload(err), 1), () => app.destroy());
+        setTimeout(() => app.destroy(), 1e3).unref();
+        callback();
+        return;
+      }
+      result.bytesFromApp += chunk.length;
+      if (observer.rewrites.length === 0) {
+        callback(null, chunk);
+        return;
+      }
+      const out = Buffer.from(chunk);
+      for (const r of observer.rewrites) r.bytes.copy(out, r.offset);
+      observer.rewrites.length = 0;
+      callback(null, out);
+    }
+  });
+  if (events && options.room) pauseWhileFull(app, options.room);
+  upstream.on("data", (chunk) => {
+    result.bytesFromUpstream += chunk.length;
+    if (events) observer.server.push(chunk);
+  });
+  let cleanEnds = 0;
+  let hooked = false;
+  const hook = (err) => {
+    if (hooked) return;
+    hooked = true;
+    try {
+      options.onTeardown?.(err, { appQuit: observer.lastCommand === Command.QUIT });
+    } catch {
+    }
+  };
+  const done = () => {
+    cleanEnds++;
+  };
+  const appEnded = () => {
+    done();
+    if (observer.lastCommand !== Command.QUIT && !upstreamEnded) {
+      hook(new Error("the application closed its connection without COM_QUIT"));
+    }
+  };
+  let upstreamEnded = false;
+  upstream.once("end", () => {
+    upstreamEnded = true;
+  });
+  const fail = (err) => {
+    const normal = cleanEnds > 0 && err.code === "ERR_STREAM_PREMATURE_CLOSE";
+    if (!normal) result.error ??= err;
+    hook(err);
+    upstream.destroy();
+    app.destroy();
+  };
+  const opts = options.signal ? { signal: options.signal } : {};
+  await Promise.all([
+    (0, import_promises2.pipeline)(app, guard, upstream, opts).then(appEnded, fail),
+    (0, import_promises2.pipeline)(upstream, app, opts).then(done, fail)
+  ]);
+  return result;
+}
+
+// src/exits/mysql/client.ts
+async function serveMysqlClientConnection(socket, opts) {
+  const accepted = await acceptMysqlClient(socket, opts);
+  let tunnel;
+  try {
+    tunnel = await withTimeout(opts.openTunnel(), opts.tunnelTimeoutMs ?? 15e3);
+    tunnel.on("error", () => {
+    });
+    tunnel.write(encodeConnectFrame(accepted.request));
+    const reader = new PacketReader(
+      tunnel,
+      (why, detail) => new MysqlError(
+        "CIPORT_E_MYSQL_PROTOCOL",
+        1043,
+        "08S01",
+        why === "too-large" ? `the exit sent an oversized ${detail}` : `no answer from the exit: ${detail}`
+      )
+    );
+    let answer;
+    try {
+      answer = (await reader.read(64 * 1024, opts.answerTimeoutMs ?? 3e4)).payload;
+    } finally {
+      reader.release();
+    }
+    if (answer[0] === 255) {
+      socket.on("error", () => {
+      });
+      socket.end(encodePacket(answer, accepted.nextSeq));
+      socket.resume();
+      tunnel.destroy();
+      throw refusalFrom(answer);
+    }
+    if (answer[0] !== 0) {
+      throw new MysqlError("CIPORT_E_MYSQL_PROTOCOL", 1043, "08S01", "the exit answered neither OK nor ERR");
+    }
+    socket.write(encodePacket(answer, accepted.nextSeq));
+  } catch (err) {
+    tunnel?.destroy();
+    if (!(err instanceof RefusedByExit)) await sendErrorAndClose(socket, err, accepted.nextSeq);
+    throw err;
+  }
+  return relayMysql(socket, tunnel);
+}
+var RefusedByExit = class extends MysqlError {
+};
+function refusalFrom(payload) {
+  const e = parseErr(payload);
+  const match2 = /^(CIPORT_E_[A-Z0-9_]+): /.exec(e.message);
+  const code = match2?.[1] && match2[1] in ERROR_CODES ? match2[1] : "CIPORT_E_MYSQL_UPSTREAM_REFUSED";
+  return new RefusedByExit(code, e.errno, e.sqlState, match2 ? e.message.slice(match2[0].length) : e.message);
+}
+function withTimeout(opening, ms) {
+  return new Promise((resolve3, reject) => {
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      reject(new CiportError("CIPORT_E_GATEWAY_UNREACHABLE", `no tunnel stream to the exit within ${ms} ms`));
+    }, ms);
+    opening.then(
+      (tunnel) => {
+        clearTimeout(timer);
+        if (late) tunnel.destroy();
+        else resolve3(tunnel);
+      },
+      (err) => {
+        clearTimeout(timer);
+        reject(err);
+      }
+    );
+  });
+}
+
 // src/exits/postgres/errors.ts
 var PgError = class extends CiportError {
   sqlState;
@@ -44039,7 +44909,7 @@ function pgErrorFields(err) {
     hint: e instanceof PgError ? e.hint : void 0
   };
 }
-function sendErrorAndClose(stream, err, graceMs = 5e3) {
+function sendErrorAndClose2(stream, err, graceMs = 5e3) {
   return new Promise((resolve3) => {
     stream.on("error", () => {
     });
@@ -44058,24 +44928,24 @@ function sendErrorAndClose(stream, err, graceMs = 5e3) {
 }
 
 // src/exits/postgres/frontend.ts
-var import_node_crypto3 = require("node:crypto");
+var import_node_crypto4 = require("node:crypto");
 
 // src/exits/postgres/scram.ts
-var import_node_crypto2 = require("node:crypto");
+var import_node_crypto3 = require("node:crypto");
 var import_node_forge = __toESM(require_lib(), 1);
 var SCRAM = "SCRAM-SHA-256";
 var DEFAULT_ITERATIONS = 4096;
 var ScramError = class extends Error {
 };
-var sha256 = (data) => (0, import_node_crypto2.createHash)("sha256").update(data).digest();
-var hmac = (key, data) => (0, import_node_crypto2.createHmac)("sha256", key).update(data).digest();
-function xor2(a, b) {
+var sha256 = (data) => (0, import_node_crypto3.createHash)("sha256").update(data).digest();
+var hmac = (key, data) => (0, import_node_crypto3.createHmac)("sha256", key).update(data).digest();
+function xor3(a, b) {
   const out = Buffer.allocUnsafe(a.length);
   for (let i = 0; i < a.length; i++) out[i] = a[i] ^ b[i];
   return out;
 }
 function equal(a, b) {
-  return a.length === b.length && (0, import_node_crypto2.timingSafeEqual)(a, b);
+  return a.length === b.length && (0, import_node_crypto3.timingSafeEqual)(a, b);
 }
 var NONCE_RE = /^[\x21-\x2b\x2d-\x7e]+$/;
 function attributes(message) {
@@ -44159,7 +45029,7 @@ var Lru = class {
 var saltedCache = new Lru(256);
 var cacheStats = { hits: 0, misses: 0 };
 function saltedPassword(password, salt, iterations) {
-  const key = (0, import_node_crypto2.createHash)("sha256").update(`${iterations}\0${salt.toString("base64")}\0`).update(password).digest("base64");
+  const key = (0, import_node_crypto3.createHash)("sha256").update(`${iterations}\0${salt.toString("base64")}\0`).update(password).digest("base64");
   const hit = saltedCache.get(key);
   if (hit) {
     cacheStats.hits++;
@@ -44167,7 +45037,7 @@ function saltedPassword(password, salt, iterations) {
   }
   cacheStats.misses++;
   const derived2 = new Promise((resolve3, reject) => {
-    (0, import_node_crypto2.pbkdf2)(
+    (0, import_node_crypto3.pbkdf2)(
       saslPrep(password),
       salt,
       iterations,
@@ -44181,7 +45051,7 @@ function saltedPassword(password, salt, iterations) {
   return derived2;
 }
 async function makeScramVerifier(password, options = {}) {
-  const salt = options.salt ?? (0, import_node_crypto2.randomBytes)(16);
+  const salt = options.salt ?? (0, import_node_crypto3.randomBytes)(16);
   const iterations = options.iterations ?? DEFAULT_ITERATIONS;
   const salted = await saltedPassword(password, salt, iterations);
   return {
@@ -44200,7 +45070,7 @@ var ScramServer = class {
   #nonce = "";
   constructor(verifier, options = {}) {
     this.#verifier = verifier;
-    this.#serverNonce = options.nonce ?? (0, import_node_crypto2.randomBytes)(18).toString("base64");
+    this.#serverNonce = options.nonce ?? (0, import_node_crypto3.randomBytes)(18).toString("base64");
   }
   /** Take the client-first-message, answer the server-first-message. */
   serverFirst(clientFirst) {
@@ -44238,7 +45108,7 @@ var ScramServer = class {
     const authMessage = `${this.#clientFirstBare},${this.#serverFirst},${withoutProof}`;
     const clientSignature = hmac(this.#verifier.storedKey, authMessage);
     if (proof.length !== clientSignature.length) return void 0;
-    const clientKey = xor2(proof, clientSignature);
+    const clientKey = xor3(proof, clientSignature);
     if (!equal(sha256(clientKey), this.#verifier.storedKey)) return void 0;
     return `v=${hmac(this.#verifier.serverKey, authMessage).toString("base64")}`;
   }
@@ -44248,7 +45118,7 @@ var ScramServer = class {
 var MAX_AUTH_MESSAGE = 4096;
 var verifiers = /* @__PURE__ */ new Map();
 function verifierFor(password, iterations) {
-  const key = (0, import_node_crypto3.createHash)("sha256").update(`${iterations}\0`).update(password).digest("base64");
+  const key = (0, import_node_crypto4.createHash)("sha256").update(`${iterations}\0`).update(password).digest("base64");
   let v = verifiers.get(key);
   if (!v) {
     v = makeScramVerifier(password, { iterations });
@@ -44257,7 +45127,7 @@ function verifierFor(password, iterations) {
   }
   return v;
 }
-var protocolError = (message, sqlState = "08P01") => new PgError("CIPORT_E_PG_PROTOCOL", sqlState, message);
+var protocolError2 = (message, sqlState = "08P01") => new PgError("CIPORT_E_PG_PROTOCOL", sqlState, message);
 function isReplication(value) {
   return value !== void 0 && !["false", "off", "no", "0"].includes(value.toLowerCase());
 }
@@ -44265,7 +45135,7 @@ async function acceptPgClient(socket, opts) {
   const timeoutMs = opts.timeoutMs ?? 1e4;
   const reader = new MessageReader(
     socket,
-    (why, detail) => why === "timeout" ? protocolError(`the application did not complete the PostgreSQL startup: ${detail}`, "08006") : why === "too-large" ? protocolError(`invalid ${detail}`) : protocolError(`the application went away during the startup: ${detail}`, "08006")
+    (why, detail) => why === "timeout" ? protocolError2(`the application did not complete the PostgreSQL startup: ${detail}`, "08006") : why === "too-large" ? protocolError2(`invalid ${detail}`) : protocolError2(`the application went away during the startup: ${detail}`, "08006")
   );
   try {
     let params;
@@ -44274,20 +45144,20 @@ async function acceptPgClient(socket, opts) {
       const body = await reader.readUntyped(MAX_STARTUP_PACKET, timeoutMs);
       const code = body.readInt32BE(0);
       if (code === SSL_REQUEST_CODE || code === GSSENC_REQUEST_CODE) {
-        if (body.length !== 4 || ++negotiations > 2) throw protocolError("invalid encryption negotiation");
-        if (reader.buffered > 0) throw protocolError("data received after an encryption request");
+        if (body.length !== 4 || ++negotiations > 2) throw protocolError2("invalid encryption negotiation");
+        if (reader.buffered > 0) throw protocolError2("data received after an encryption request");
         socket.write("N");
         continue;
       }
       if (code === CANCEL_REQUEST_CODE) {
-        if (body.length !== 12) throw protocolError("invalid CancelRequest length");
+        if (body.length !== 12) throw protocolError2("invalid CancelRequest length");
         reader.release();
         return { kind: "cancel", processId: body.readInt32BE(4), secretKey: body.readInt32BE(8) };
       }
       const major = code >>> 16;
       const minor = code & 65535;
       if (major !== 3) {
-        throw protocolError(
+        throw protocolError2(
           `unsupported frontend protocol ${major}.${minor}: ciport supports protocol 3.0`,
           "0A000"
           // feature_not_supported, as PostgreSQL answers
@@ -44296,16 +45166,16 @@ async function acceptPgClient(socket, opts) {
       try {
         params = parseStartupParams(body, 4);
       } catch (err) {
-        throw protocolError(err.message);
+        throw protocolError2(err.message);
       }
       const unrecognized = Object.keys(params).filter((k) => k.startsWith("_pq_."));
       for (const k of unrecognized) delete params[k];
       if (minor > 0 || unrecognized.length > 0) socket.write(negotiateProtocolVersion(0, unrecognized));
     }
     const user = params.user;
-    if (!user) throw protocolError("no PostgreSQL user name specified in startup packet", "28000");
+    if (!user) throw protocolError2("no PostgreSQL user name specified in startup packet", "28000");
     if (isReplication(params.replication)) {
-      throw protocolError("replication connections are not supported through a ciport port", "0A000");
+      throw protocolError2("replication connections are not supported through a ciport port", "0A000");
     }
     if (opts.user !== void 0 && user !== opts.user) {
       throw new PgError(
@@ -44320,18 +45190,18 @@ async function acceptPgClient(socket, opts) {
     const scram = new ScramServer(verifier);
     try {
       const initial = await reader.readMessage(MAX_AUTH_MESSAGE, timeoutMs);
-      if (initial.type !== "p") throw protocolError(`expected SASLInitialResponse, got '${initial.type}'`);
+      if (initial.type !== "p") throw protocolError2(`expected SASLInitialResponse, got '${initial.type}'`);
       const mechEnd = initial.body.indexOf(0);
       const mechanism = mechEnd < 0 ? "" : initial.body.toString("utf8", 0, mechEnd);
       if (mechanism !== SCRAM) {
-        throw protocolError("client selected an invalid SASL authentication mechanism");
+        throw protocolError2("client selected an invalid SASL authentication mechanism");
       }
       const len = initial.body.length >= mechEnd + 5 ? initial.body.readInt32BE(mechEnd + 1) : -1;
       if (len < 0 || len !== initial.body.length - mechEnd - 5)
-        throw protocolError("malformed SASLInitialResponse");
+        throw protocolError2("malformed SASLInitialResponse");
       socket.write(authenticationSASLContinue(scram.serverFirst(initial.body.toString("utf8", mechEnd + 5))));
       const response = await reader.readMessage(MAX_AUTH_MESSAGE, timeoutMs);
-      if (response.type !== "p") throw protocolError(`expected SASLResponse, got '${response.type}'`);
+      if (response.type !== "p") throw protocolError2(`expected SASLResponse, got '${response.type}'`);
       const final = scram.serverFinal(response.body.toString("utf8"));
       if (final === void 0) {
         throw new PgError("CIPORT_E_PG_AUTH", "28P01", `password authentication failed for user "${user}"`, {
@@ -44340,7 +45210,7 @@ async function acceptPgClient(socket, opts) {
       }
       socket.write(authenticationSASLFinal(final));
     } catch (err) {
-      if (err instanceof ScramError) throw protocolError(`SCRAM exchange failed: ${err.message}`);
+      if (err instanceof ScramError) throw protocolError2(`SCRAM exchange failed: ${err.message}`);
       throw err;
     }
     reader.release();
@@ -44348,34 +45218,16 @@ async function acceptPgClient(socket, opts) {
   } catch (err) {
     reader.release();
     const e = err instanceof PgError ? err : asCiportError(err);
-    await sendErrorAndClose(socket, e);
+    await sendErrorAndClose2(socket, e);
     throw e;
   }
 }
 
 // src/exits/postgres/relay.ts
-var import_promises2 = require("node:stream/promises");
-
-// src/audit/backlog.ts
-function pauseWhileFull(source, room) {
-  let waiting = false;
-  source.on("data", () => {
-    if (waiting) return;
-    const wait = room();
-    if (!wait) return;
-    waiting = true;
-    source.pause();
-    void wait.then(() => {
-      waiting = false;
-      source.resume();
-    });
-  });
-}
-
-// src/exits/postgres/relay.ts
+var import_promises3 = require("node:stream/promises");
 var TERMINATE = Buffer.from([88, 0, 0, 0, 4]);
-var MAX_NAME = 256;
-function utf8Prefix(buf, max) {
+var MAX_NAME2 = 256;
+function utf8Prefix2(buf, max) {
   if (buf.length <= max) return buf.toString("utf8");
   let end = max;
   while (end > 0 && (buf[end] & 192) === 128) end--;
@@ -44441,7 +45293,7 @@ var QueryObserver = class {
   }
   /** How many body bytes of a message of this type are kept (0: none, the message is skipped). */
   #wanted(type) {
-    return type === 81 ? this.#max + 1 : type === 80 ? MAX_NAME + this.#max + 2 : 0;
+    return type === 81 ? this.#max + 1 : type === 80 ? MAX_NAME2 + this.#max + 2 : 0;
   }
   #startMessage() {
     this.#type = this.#header[0];
@@ -44492,7 +45344,7 @@ var QueryObserver = class {
   }
   #emit(text, truncated, protocol) {
     try {
-      this.#onQuery({ type: "query", text: utf8Prefix(text, this.#max), truncated, protocol });
+      this.#onQuery({ type: "query", text: utf8Prefix2(text, this.#max), truncated, protocol });
     } catch {
     }
   }
@@ -44534,35 +45386,35 @@ async function relayPg(app, upstream, options = {}) {
   };
   const opts = options.signal ? { signal: options.signal } : {};
   await Promise.all([
-    (0, import_promises2.pipeline)(app, upstream, opts).then(done, fail),
-    (0, import_promises2.pipeline)(upstream, app, opts).then(done, fail)
+    (0, import_promises3.pipeline)(app, upstream, opts).then(done, fail),
+    (0, import_promises3.pipeline)(upstream, app, opts).then(done, fail)
   ]);
   return result;
 }
 
 // src/exits/postgres/startup-wire.ts
-var MAGIC = Buffer.from("CIPG");
-var VERSION = 1;
-var HEADER = 9;
+var MAGIC2 = Buffer.from("CIPG");
+var VERSION2 = 1;
+var HEADER2 = 9;
 var MAX_STARTUP_FRAME_PAYLOAD = 32 * 1024;
-function bad(message) {
+function bad2(message) {
   return new PgError("CIPORT_E_PG_PROTOCOL", "08P01", `postgres stream header: ${message}`);
 }
 var isInt32 = (n) => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31;
-function validate2(value) {
-  if (typeof value !== "object" || value === null) throw bad("not an object");
+function validate3(value) {
+  if (typeof value !== "object" || value === null) throw bad2("not an object");
   const v = value;
   if (v.kind === "cancel") {
-    if (!isInt32(v.processId) || !isInt32(v.secretKey)) throw bad("cancel key is not two int32 values");
+    if (!isInt32(v.processId) || !isInt32(v.secretKey)) throw bad2("cancel key is not two int32 values");
     return { kind: "cancel", processId: v.processId, secretKey: v.secretKey };
   }
-  if (v.kind !== "startup") throw bad("unknown kind");
+  if (v.kind !== "startup") throw bad2("unknown kind");
   if (typeof v.params !== "object" || v.params === null || Array.isArray(v.params))
-    throw bad("params missing");
+    throw bad2("params missing");
   const params = /* @__PURE__ */ Object.create(null);
   for (const [key, val] of Object.entries(v.params)) {
     if (key === "" || key.includes("\0") || typeof val !== "string" || val.includes("\0")) {
-      throw bad("params must map non-empty names to strings without NUL");
+      throw bad2("params must map non-empty names to strings without NUL");
     }
     params[key] = val;
   }
@@ -44570,11 +45422,11 @@ function validate2(value) {
 }
 function encodeStartupFrame(startup) {
   const body = startup.kind === "cancel" ? { kind: "cancel", processId: startup.processId, secretKey: startup.secretKey } : { kind: "startup", params: startup.params };
-  const payload = Buffer.from(JSON.stringify(validate2(body)));
-  if (payload.length > MAX_STARTUP_FRAME_PAYLOAD) throw bad(`${payload.length} bytes exceed the bound`);
-  const head = Buffer.allocUnsafe(HEADER);
-  MAGIC.copy(head, 0);
-  head.writeUInt8(VERSION, 4);
+  const payload = Buffer.from(JSON.stringify(validate3(body)));
+  if (payload.length > MAX_STARTUP_FRAME_PAYLOAD) throw bad2(`${payload.length} bytes exceed the bound`);
+  const head = Buffer.allocUnsafe(HEADER2);
+  MAGIC2.copy(head, 0);
+  head.writeUInt8(VERSION2, 4);
   head.writeUInt32BE(payload.length, 5);
   return Buffer.concat([head, payload]);
 }
@@ -44584,9 +45436,9 @@ async function servePgClientConnection(socket, opts) {
   const startup = await acceptPgClient(socket, opts);
   let tunnel;
   try {
-    tunnel = await withTimeout(opts.openTunnel(startup.kind), opts.tunnelTimeoutMs ?? 15e3);
+    tunnel = await withTimeout2(opts.openTunnel(startup.kind), opts.tunnelTimeoutMs ?? 15e3);
   } catch (err) {
-    await sendErrorAndClose(socket, err);
+    await sendErrorAndClose2(socket, err);
     throw err;
   }
   tunnel.write(encodeStartupFrame(startup));
@@ -44610,7 +45462,7 @@ async function servePgClientConnection(socket, opts) {
   const result = await relayPg(socket, tunnel);
   return { kind: "session", ...result };
 }
-function withTimeout(opening, ms) {
+function withTimeout2(opening, ms) {
   return new Promise((resolve3, reject) => {
     let late = false;
     const timer = setTimeout(() => {
@@ -44632,7 +45484,7 @@ function withTimeout(opening, ms) {
 }
 
 // src/exits/redis/client.ts
-var import_node_crypto4 = require("node:crypto");
+var import_node_crypto5 = require("node:crypto");
 
 // src/exits/redis/resp.ts
 function redisCommand(...args) {
@@ -44720,12 +45572,12 @@ var NOAUTH = "NOAUTH Authentication required.";
 var HELLO_NOAUTH = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
 var WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled. (ciport: the one-time password of this port is in REDISCLI_AUTH and CIPORT_<TARGET>_URL)";
 function digest(bytes) {
-  return (0, import_node_crypto4.createHash)("sha256").update(bytes).digest();
+  return (0, import_node_crypto5.createHash)("sha256").update(bytes).digest();
 }
 function passwordMatches(user, given, expected) {
   if (!given) return false;
   const okUser = user === void 0 || user.length === 0 || user.toString("latin1") === "default";
-  return (0, import_node_crypto4.timingSafeEqual)(digest(given), expected) && okUser;
+  return (0, import_node_crypto5.timingSafeEqual)(digest(given), expected) && okUser;
 }
 function judge(args, expected) {
   const name = args[0]?.toString("latin1").toUpperCase() ?? "";
@@ -44931,6 +45783,7 @@ var TargetListener = class _TargetListener {
   }
   #dispatch(socket) {
     if (this.#options.postgres) this.#acceptPg(socket, this.#options.postgres);
+    else if (this.#options.mysql) this.#acceptMysql(socket, this.#options.mysql);
     else if (this.#options.redis) this.#acceptRedis(socket, this.#options.redis);
     else this.#relay(socket);
   }
@@ -45044,7 +45897,7 @@ var TargetListener = class _TargetListener {
             finish();
           }
         };
-        (0, import_node_stream.pipeline)(socket, s, (err) => {
+        (0, import_node_stream2.pipeline)(socket, s, (err) => {
           if (err) {
             const reset = Boolean(s.rstCode) && !this.#closing;
             const reason = reset || this.#closing ? streamError() : `application socket: ${err.message}`;
@@ -45055,7 +45908,7 @@ var TargetListener = class _TargetListener {
           upDone = true;
           bothDone();
         });
-        const downstream = (0, import_promises3.pipeline)(s, socket, { end: false });
+        const downstream = (0, import_promises4.pipeline)(s, socket, { end: false });
         downstream.then(void 0, () => {
           const reason = streamError();
           const reset = Boolean(s.rstCode) && !this.#closing;
@@ -45102,6 +45955,27 @@ var TargetListener = class _TargetListener {
   }
   /** protocol postgres: local SCRAM with the one-time password, then one stream per connection. */
   #acceptPg(socket, cred) {
+    this.#acceptLogin(
+      socket,
+      (openTunnel) => servePgClientConnection(socket, { password: cred.password, user: cred.user, openTunnel }).then(
+        (r) => r.kind === "session" ? r.error : void 0
+      )
+    );
+  }
+  /** protocol mysql: the one-time password (mysql_native_password), then one stream per connection. */
+  #acceptMysql(socket, cred) {
+    this.#acceptLogin(
+      socket,
+      (openTunnel) => serveMysqlClientConnection(socket, { password: cred.password, user: cred.user, openTunnel }).then(
+        (r) => r.error
+      )
+    );
+  }
+  /**
+   * A protocol whose listener logs the app in with the one-time password before it opens one
+   * stream (postgres, mysql). `serve` resolves with why the relay ended abnormally, if it did.
+   */
+  #acceptLogin(socket, serve) {
     const id = this.#nextId++;
     const started = Date.now();
     const { log, target } = this.#options;
@@ -45110,31 +45984,27 @@ var TargetListener = class _TargetListener {
     socket.on("error", () => {
     });
     let stream;
-    servePgClientConnection(socket, {
-      password: cred.password,
-      user: cred.user,
-      openTunnel: async () => {
-        try {
-          stream = await this.#options.open(target);
-        } catch (err) {
-          const refused = err instanceof TunnelRefused ? err : void 0;
-          const key = refused ? `${refused.status} ${refused.code ?? ""}` : "unreachable";
-          if (!this.#warned.has(key) && !this.#closing) {
-            this.#warned.add(key);
-            log.warn(`${target}: connection refused: ${err.message}`);
-          }
-          this.#options.onTrouble?.(refused?.status, refused?.code);
-          throw refused ? new GatewayError(refused.status, refused.code, refused.message) : err;
+    serve(async () => {
+      try {
+        stream = await this.#options.open(target);
+      } catch (err) {
+        const refused = err instanceof TunnelRefused ? err : void 0;
+        const key = refused ? `${refused.status} ${refused.code ?? ""}` : "unreachable";
+        if (!this.#warned.has(key) && !this.#closing) {
+          this.#warned.add(key);
+          log.warn(`${target}: connection refused: ${err.message}`);
         }
-        if (this.#closing) {
-          resetStream(stream);
-          throw new Error("the port closed");
-        }
-        this.#streams.add(stream);
-        return stream;
+        this.#options.onTrouble?.(refused?.status, refused?.code);
+        throw refused ? new GatewayError(refused.status, refused.code, refused.message) : err;
       }
+      if (this.#closing) {
+        resetStream(stream);
+        throw new Error("the port closed");
+      }
+      this.#streams.add(stream);
+      return stream;
     }).then(
-      (result) => {
+      (error62) => {
         if (stream?.rstCode && stream.rstCode !== import_node_http22.constants.NGHTTP2_NO_ERROR && !this.#closing) {
           this.#options.onTrouble?.(void 0, void 0);
           const why = RST_REASONS[stream.rstCode];
@@ -45142,7 +46012,7 @@ var TargetListener = class _TargetListener {
             log.warn(`${target}: connection ${id} closed: ${why}`);
           }
         }
-        finish(result.kind === "session" && result.error ? result.error.message : void 0);
+        finish(error62?.message);
       },
       (err) => finish(err.message)
     );
@@ -45298,6 +46168,7 @@ var Port = class _Port {
               void port?.checkNow();
             },
             postgres: target.protocol === "postgres" ? target.credentials : void 0,
+            mysql: target.protocol === "mysql" ? target.credentials : void 0,
             redis: target.protocol === "redis" ? { password: redisPassword } : void 0,
             checkPeer
           });
@@ -45685,7 +46556,7 @@ var {
   InvalidArgumentError,
   InvalidOptionArgumentError,
   // deprecated old name
-  Command,
+  Command: Command2,
   Argument,
   Option,
   Help
@@ -45693,7 +46564,7 @@ var {
 
 // src/cli/program.ts
 function rootCommand(ctx, description) {
-  const program2 = new Command("ciport").description(description).version(CIPORT_VERSION).showHelpAfterError("(run with --help for usage)").configureOutput({
+  const program2 = new Command2("ciport").description(description).version(CIPORT_VERSION).showHelpAfterError("(run with --help for usage)").configureOutput({
     writeOut: (s) => ctx.io.stdout.write(s),
     writeErr: (s) => ctx.io.stderr.write(s),
     outputError: (s, write) => write(paint(ctx.io, ctx.io.stderr, "red", s))

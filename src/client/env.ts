@@ -1,6 +1,7 @@
 // What the command sees: one local listener per target, described by env vars (DESIGN,
 // "Contract the tests rely on"). For `staging-db`: CIPORT_STAGING_DB_URL / _HOST / _PORT;
-// for a single postgres target also DATABASE_URL and libpq's PG* variables; for redis targets
+// for a single postgres target also DATABASE_URL and libpq's PG* variables; for a single mysql
+// target MYSQL_HOST/_TCP_PORT/_USER/_PWD (and DATABASE_URL unless postgres has it); for redis targets
 // REDISCLI_AUTH (the port's one-time password) and, for a single one, REDIS_URL.
 import { CiportError } from '../errors/errors.js';
 import type { OneTimeCredential, Protocol } from './session.js';
@@ -101,6 +102,19 @@ export function exportedEnv(targets: BoundTarget[]): Record<string, string> {
       env.PGPASSWORD = pg.credentials.password;
     }
   }
+  const mysql = targets.filter((t) => t.protocol === 'mysql');
+  const my = mysql[0];
+  if (mysql.length === 1 && my) {
+    // What the mysql/mariadb CLI reads (the user still goes on its command line: -u "$MYSQL_USER").
+    env.MYSQL_HOST = my.host;
+    env.MYSQL_TCP_PORT = String(my.port);
+    if (my.credentials) {
+      env.MYSQL_USER = my.credentials.user;
+      env.MYSQL_PWD = my.credentials.password;
+    }
+    // DATABASE_URL is postgres's when the port also has one postgres target.
+    if (!env.DATABASE_URL) env.DATABASE_URL = targetUrl(my);
+  }
   const redis = targets.filter((t) => t.protocol === 'redis');
   // One password for every redis target of a port, so redis-cli works with any of them.
   const redisPassword = redis.find((t) => t.credentials)?.credentials?.password;
@@ -114,6 +128,11 @@ export function credentialKeys(targets: BoundTarget[]): string[] {
   const keys = targets.filter((t) => t.credentials).map((t) => `CIPORT_${envName(t.name)}_URL`);
   const postgres = targets.filter((t) => t.protocol === 'postgres');
   if (postgres.length === 1 && postgres[0]?.credentials) keys.push('DATABASE_URL', 'PGPASSWORD');
+  const mysql = targets.filter((t) => t.protocol === 'mysql');
+  if (mysql.length === 1 && mysql[0]?.credentials) {
+    keys.push('MYSQL_PWD');
+    if (!keys.includes('DATABASE_URL')) keys.push('DATABASE_URL');
+  }
   const redis = targets.filter((t) => t.protocol === 'redis');
   if (redis.some((t) => t.credentials)) keys.push('REDISCLI_AUTH');
   if (redis.length === 1 && redis[0]?.credentials) keys.push('REDIS_URL');

@@ -181,6 +181,7 @@ export class Port {
               void port?.checkNow();
             },
             postgres: target.protocol === 'postgres' ? target.credentials : undefined,
+            mysql: target.protocol === 'mysql' ? target.credentials : undefined,
             redis: target.protocol === 'redis' ? { password: redisPassword } : undefined,
             checkPeer,
           });

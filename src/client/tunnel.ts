@@ -6,6 +6,7 @@ import { constants as h2 } from 'node:http2';
 import { createServer, type Server, type Socket } from 'node:net';
 import { pipeline } from 'node:stream';
 import { pipeline as pipelineAsync } from 'node:stream/promises';
+import { serveMysqlClientConnection } from '../exits/mysql/client.js';
 import { servePgClientConnection } from '../exits/postgres/client.js';
 import { authenticateRedisClient } from '../exits/redis/client.js';
 import { GatewayError } from './errors.js';
@@ -33,6 +34,11 @@ export interface ListenerOptions {
    * password (SCRAM-SHA-256) before it opens a tunnel (docs/postgres.md).
    */
   postgres?: { user: string; password: string } | undefined;
+  /**
+   * protocol mysql (with injected credentials): the listener speaks MySQL to the app and demands
+   * this one-time password before it opens a tunnel (docs/mysql.md).
+   */
+  mysql?: { user: string; password: string } | undefined;
   /**
    * protocol redis: the listener demands `AUTH` (or `HELLO … AUTH`) with this one-time password
    * before it opens a tunnel (docs/redis.md, "The local hop").
@@ -181,6 +187,7 @@ export class TargetListener {
 
   #dispatch(socket: Socket): void {
     if (this.#options.postgres) this.#acceptPg(socket, this.#options.postgres);
+    else if (this.#options.mysql) this.#acceptMysql(socket, this.#options.mysql);
     else if (this.#options.redis) this.#acceptRedis(socket, this.#options.redis);
     else this.#relay(socket);
   }
@@ -367,6 +374,30 @@ export class TargetListener {
 
   /** protocol postgres: local SCRAM with the one-time password, then one stream per connection. */
   #acceptPg(socket: Socket, cred: { user: string; password: string }): void {
+    this.#acceptLogin(socket, (openTunnel) =>
+      servePgClientConnection(socket, { password: cred.password, user: cred.user, openTunnel }).then((r) =>
+        r.kind === 'session' ? r.error : undefined,
+      ),
+    );
+  }
+
+  /** protocol mysql: the one-time password (mysql_native_password), then one stream per connection. */
+  #acceptMysql(socket: Socket, cred: { user: string; password: string }): void {
+    this.#acceptLogin(socket, (openTunnel) =>
+      serveMysqlClientConnection(socket, { password: cred.password, user: cred.user, openTunnel }).then(
+        (r) => r.error,
+      ),
+    );
+  }
+
+  /**
+   * A protocol whose listener logs the app in with the one-time password before it opens one
+   * stream (postgres, mysql). `serve` resolves with why the relay ended abnormally, if it did.
+   */
+  #acceptLogin(
+    socket: Socket,
+    serve: (openTunnel: () => Promise<ClientHttp2Stream>) => Promise<Error | undefined>,
+  ): void {
     const id = this.#nextId++;
     const started = Date.now();
     const { log, target } = this.#options;
@@ -374,33 +405,29 @@ export class TargetListener {
     socket.setNoDelay(true);
     socket.on('error', () => {});
     let stream: ClientHttp2Stream | undefined;
-    servePgClientConnection(socket, {
-      password: cred.password,
-      user: cred.user,
-      openTunnel: async () => {
-        try {
-          stream = await this.#options.open(target);
-        } catch (err) {
-          const refused = err instanceof TunnelRefused ? err : undefined;
-          const key = refused ? `${refused.status} ${refused.code ?? ''}` : 'unreachable';
-          if (!this.#warned.has(key) && !this.#closing) {
-            this.#warned.add(key);
-            log.warn(`${target}: connection refused: ${(err as Error).message}`);
-          }
-          this.#options.onTrouble?.(refused?.status, refused?.code);
-          // As a CiportError with the gateway's code, so the application reads that code (a
-          // plain Error would reach it as CIPORT_E_INTERNAL).
-          throw refused ? new GatewayError(refused.status, refused.code, refused.message) : err;
+    serve(async () => {
+      try {
+        stream = await this.#options.open(target);
+      } catch (err) {
+        const refused = err instanceof TunnelRefused ? err : undefined;
+        const key = refused ? `${refused.status} ${refused.code ?? ''}` : 'unreachable';
+        if (!this.#warned.has(key) && !this.#closing) {
+          this.#warned.add(key);
+          log.warn(`${target}: connection refused: ${(err as Error).message}`);
         }
-        if (this.#closing) {
-          resetStream(stream);
-          throw new Error('the port closed');
-        }
-        this.#streams.add(stream);
-        return stream;
-      },
+        this.#options.onTrouble?.(refused?.status, refused?.code);
+        // As a CiportError with the gateway's code, so the application reads that code (a
+        // plain Error would reach it as CIPORT_E_INTERNAL).
+        throw refused ? new GatewayError(refused.status, refused.code, refused.message) : err;
+      }
+      if (this.#closing) {
+        resetStream(stream);
+        throw new Error('the port closed');
+      }
+      this.#streams.add(stream);
+      return stream;
     }).then(
-      (result) => {
+      (error) => {
         if (stream?.rstCode && stream.rstCode !== h2.NGHTTP2_NO_ERROR && !this.#closing) {
           this.#options.onTrouble?.(undefined, undefined);
           const why = RST_REASONS[stream.rstCode];
@@ -408,7 +435,7 @@ export class TargetListener {
             log.warn(`${target}: connection ${id} closed: ${why}`);
           }
         }
-        finish(result.kind === 'session' && result.error ? result.error.message : undefined);
+        finish(error?.message);
       },
       (err: unknown) => finish((err as Error).message),
     );

@@ -105,9 +105,12 @@ export interface ExitAdvertisement {
   query_max_length?: number | undefined;
 }
 
-/** Watches the app's bytes of a stream the gateway relays to an agent (query events). */
+/** Watches a stream the gateway relays to an agent (query events). */
 export interface StreamObserver {
+  /** Bytes from the app towards the target. */
   push(chunk: Buffer): void;
+  /** Bytes from the target back (protocols that need the answers, e.g. mysql statement ids). */
+  pushFromTarget?(chunk: Buffer): void;
   /** The stream carried an out-of-band request (postgres CancelRequest). */
   readonly outOfBand: boolean;
 }
@@ -124,4 +127,20 @@ export interface ExitDefinition {
   advertise?(target: TargetConfig): ExitAdvertisement;
   /** The gateway's observer of a stream it relays to an agent for this protocol. */
   observe?(advertised: ExitAdvertisement, onQuery: (event: QueryEvent) => void): StreamObserver;
+}
+
+/**
+ * What a database exit (postgres, mysql) takes from the host for its query audit and lifetime:
+ * events only when the host audits them and the target did not switch them off.
+ */
+export function databaseAudit(target: TargetConfig, connection: ExitConnection) {
+  return {
+    queryEvents: connection.onQuery !== undefined && (target.query_audit ?? true),
+    maxQueryLength: target.query_max_length,
+    onQuery: connection.onQuery,
+    room: connection.room,
+    onConnected: (info: { auth: string; tls: boolean }) =>
+      connection.onConnected?.({ auth: info.auth, tls: info.tls }),
+    signal: connection.signal,
+  };
 }

@@ -3,18 +3,10 @@
 import type { TargetConfig } from '../config/schema.js';
 import type { Exit, ExitAdvertisement, ExitDefinition, ExitHost } from './contract.js';
 import { httpExit } from './http/definition.js';
+import { mysqlExit } from './mysql/definition.js';
 import { postgresExit } from './postgres/definition.js';
 import { redisExit } from './redis/definition.js';
-import { rawExit, tcpExit } from './tcp/definition.js';
-
-/** mysql: relayed raw until its exit injects credentials (a target with credentials is skipped). */
-const mysqlExit: ExitDefinition = {
-  protocol: 'mysql',
-  build: (target) =>
-    target.credentials
-      ? { skip: 'mysql credential injection is not implemented: drop credentials to relay raw' }
-      : rawExit(target),
-};
+import { tcpExit } from './tcp/definition.js';
 
 const DEFINITIONS: Readonly<Record<TargetConfig['protocol'], ExitDefinition>> = {
   tcp: tcpExit,

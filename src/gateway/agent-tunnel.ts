@@ -23,6 +23,8 @@ export interface AgentRelayOptions {
   prefer?: string | undefined;
   /** Sees every chunk the client sends towards the target (the gateway's query audit). */
   onClientData?: ((chunk: Buffer) => void) | undefined;
+  /** Sees every chunk coming back from the target (protocols whose audit needs the answers). */
+  onTargetData?: ((chunk: Buffer) => void) | undefined;
   /** Audit backpressure: reading from the client pauses while this returns a promise. */
   room?: (() => Promise<void> | undefined) | undefined;
   /** No bytes either way for this long: both streams are reset with CANCEL. */
@@ -112,8 +114,10 @@ export async function relayViaAgent(
     observe?.(c);
   });
   if (observe && options.room) pauseWhileFull(client, options.room);
+  const observeTarget = options.onTargetData;
   agentStream.on('data', (c: Buffer) => {
     result.bytesFromTarget += c.length;
+    observeTarget?.(c);
   });
   const agentFailed = (why: string) => {
     result.error ??= why;

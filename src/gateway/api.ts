@@ -328,10 +328,9 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
         protocol: target?.protocol ?? 'tcp',
         ...(target?.database ? { database: target.database } : {}),
         ...(target?.credentials?.user ? { user: target.credentials.user } : {}),
-        // postgres: a one-time password for the client's local listener (issue 5; kept nowhere).
-        ...(target?.protocol === 'postgres' && (target.credentials?.user || target.credentials?.dynamic)
-          ? { credentials: oneTimeCredential(target, record.id) }
-          : {}),
+        // postgres, mysql with injected credentials: a one-time password for the client's local
+        // listener (kept nowhere).
+        ...(localLogin(target) ? { credentials: oneTimeCredential(target as TargetConfig, record.id) } : {}),
         rule: t.rule,
         ttl_ms: Math.min(t.ttlMs, opened.ttlMs),
       };
@@ -357,6 +356,14 @@ function rateLimited(deps: ApiDeps, issuer: string, rate: Exclude<RateDecision, 
  * A target only an agent serves, shaped like a config target from what the agent advertised
  * (protocol, database, user, dynamic); the credentials themselves stay on the agent.
  */
+/** The client's listener logs the app in itself (a one-time password), the exit logs in upstream. */
+function localLogin(target: TargetConfig | undefined): boolean {
+  if (target?.protocol === 'postgres')
+    return Boolean(target.credentials?.user || target.credentials?.dynamic);
+  if (target?.protocol === 'mysql') return Boolean(target.credentials?.user);
+  return false;
+}
+
 function agentTargetShape(deps: ApiDeps, name: string): TargetConfig | undefined {
   const info = deps.agents?.targetInfo(name);
   if (!info) return undefined;
@@ -365,7 +372,9 @@ function agentTargetShape(deps: ApiDeps, name: string): TargetConfig | undefined
       ? info.dynamic
         ? { dynamic: {} }
         : { user: info.user ?? 'ciport' }
-      : undefined;
+      : info.protocol === 'mysql' && info.user
+        ? { user: info.user }
+        : undefined;
   return {
     name: info.name,
     protocol: info.protocol,

@@ -588,7 +588,13 @@ class Tunnel implements SessionConnection, IdleWatched {
       idleTimeoutMs: this.#deps.idleTimeoutMs,
       signal: this.#dialSignal(),
       ...(observer
-        ? { onClientData: (chunk: Buffer) => observer.push(chunk), room: () => this.#room() }
+        ? {
+            onClientData: (chunk: Buffer) => observer.push(chunk),
+            ...(observer.pushFromTarget
+              ? { onTargetData: (chunk: Buffer) => observer.pushFromTarget?.(chunk) }
+              : {}),
+            room: () => this.#room(),
+          }
         : {}),
       onOpen: (agent) => {
         sticky.set(key, agent.id);

@@ -1,8 +1,11 @@
 // What the exit contract suite needs from one protocol (a "driver"): how to configure its target,
 // how a job's real client does each case's action through the port, and how to observe the
 // upstream server. Adding a protocol to the suite is one more driver in drivers.ts.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { expect } from 'vitest';
 import type { AuditEvent } from '../../src/audit/events.js';
+import { waitFor } from '../fixtures/wait-for.js';
 import type { Upstreams } from './upstreams.js';
 
 export interface Run {
@@ -91,3 +94,32 @@ export function run(
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Case 5 and 6's held connection for a database: the job's CLI runs a long statement (`cmd`,
+ * with the job's env) until `running()` sees it at the upstream.
+ */
+export async function holdStatement(
+  cmd: string[],
+  env: Record<string, string>,
+  running: () => Promise<boolean>,
+  what: string,
+): Promise<Held> {
+  const child = spawn(cmd[0] as string, cmd.slice(1), { env, stdio: 'ignore' });
+  let exited = false;
+  child.once('exit', () => {
+    exited = true;
+  });
+  await waitFor(async () => exited || (await running()), 15_000, what);
+  expect(exited).toBe(false);
+  return { closed: () => exited, release: () => child.kill('SIGKILL') };
+}
+
+/** Case 2's download for databases: the md5 of 1..32768 concatenated (1 MiB), as a CLI prints it. */
+export function expectMd5Series(output: string): void {
+  const value = output.replace(/\n$/, '');
+  expect(value.length).toBe(1024 * 1024);
+  let expected = '';
+  for (let i = 1; i <= 32768; i++) expected += createHash('md5').update(String(i)).digest('hex');
+  expect(value === expected).toBe(true);
+}

@@ -32,8 +32,13 @@ export interface Upstreams {
   /** The API's CA (PEM file), for the http targets' `tls.ca`. */
   apiCaFile: string;
   pgRole: string;
+  /** A least-privilege MariaDB user (127.0.0.1:3306) and its own database. */
+  mysqlUser: string;
+  mysqlDb: string;
   /** Env variable name → secret value (what the exits inject). */
-  secrets: { PG_PW: string; REDIS_PW: string; API_TOKEN: string };
+  secrets: { PG_PW: string; REDIS_PW: string; API_TOKEN: string; MYSQL_PW: string };
+  /** SQL as root on the machine's MariaDB; tab-separated rows without headers. */
+  mysqlAdmin(sql: string): Promise<string>;
   /** SQL as the superuser on the machine's PostgreSQL (database `test`); unaligned output. */
   pgAdmin(sql: string): Promise<string>;
   /** redis-cli straight to the server with its real password. */
@@ -48,6 +53,13 @@ const pgAdminEnv = {
   PSQLRC: '/dev/null',
   PGCONNECT_TIMEOUT: '10',
 };
+
+async function mysqlAdmin(sql: string): Promise<string> {
+  // SQL on stdin: the user's password stays out of argv.
+  const r = await run(['mariadb', '-uroot', '-h127.0.0.1', '-P3306', '-N', '-B'], pgAdminEnv, { stdin: sql });
+  if (r.code !== 0) throw new Error(`mariadb as root failed: ${r.stderr}`);
+  return r.stdout;
+}
 
 async function pgAdmin(sql: string): Promise<string> {
   // SQL on stdin: the role's password stays out of argv.
@@ -66,7 +78,15 @@ export async function startUpstreams(dir: string): Promise<Upstreams> {
     PG_PW: `pg-Secret-${randomBytes(9).toString('base64url')}`,
     REDIS_PW: `redis-Secret-${randomBytes(9).toString('base64url')}`,
     API_TOKEN: `api-token-${randomBytes(9).toString('base64url')}`,
+    MYSQL_PW: `my-Secret-${randomBytes(9).toString('base64url')}`,
   };
+  const mysqlUser = `contract_${suffix}`;
+  const mysqlDb = `contract_${suffix}`;
+  await mysqlAdmin(
+    `CREATE DATABASE ${mysqlDb};\n` +
+      `CREATE USER '${mysqlUser}'@'127.0.0.1' IDENTIFIED BY '${secrets.MYSQL_PW}';\n` +
+      `GRANT ALL ON ${mysqlDb}.* TO '${mysqlUser}'@'127.0.0.1';\n`,
+  );
   const pgRole = `contract_${suffix}`;
   await pgAdmin(
     `CREATE ROLE ${pgRole} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '${secrets.PG_PW}';\n` +
@@ -106,14 +126,26 @@ export async function startUpstreams(dir: string): Promise<Upstreams> {
     api,
     apiCaFile,
     pgRole,
+    mysqlUser,
+    mysqlDb,
     secrets,
     pgAdmin,
+    mysqlAdmin,
     redisDirect,
     async redisAccepted() {
       const info = await redisDirect('INFO', 'stats');
       return Number(/total_connections_received:(\d+)/.exec(info)?.[1]) - directCalls;
     },
     async stop() {
+      for (const id of (
+        await mysqlAdmin(`SELECT id FROM information_schema.processlist WHERE user = '${mysqlUser}'`)
+      )
+        .split('\n')
+        .filter(Boolean))
+        await mysqlAdmin(`KILL ${id}`).catch(() => '');
+      await mysqlAdmin(
+        `DROP USER IF EXISTS '${mysqlUser}'@'127.0.0.1';\nDROP DATABASE IF EXISTS ${mysqlDb};\n`,
+      );
       await echo.close();
       await redis.stop();
       await api.close();

@@ -2,7 +2,7 @@
 // injected credential (the target's, or the session's own role), and relays with query events
 // (exit.ts); cancel requests are forwarded with the backend keys this exit recorded.
 import { asCiportError } from '../../errors/index.js';
-import type { ExitAdvertisement, ExitDefinition, StreamExit } from '../contract.js';
+import { databaseAudit, type ExitAdvertisement, type ExitDefinition, type StreamExit } from '../contract.js';
 import { CancelRegistry } from './cancel.js';
 import { sendErrorAndClose } from './errors.js';
 import { pgUpstreamFromTarget, servePgExitStream } from './exit.js';
@@ -27,12 +27,7 @@ export const postgresExit: ExitDefinition = {
             sessionId: connection.session.id,
             upstream,
             cancelRegistry: cancels,
-            queryEvents: connection.onQuery !== undefined && (target.query_audit ?? true),
-            maxQueryLength: target.query_max_length,
-            onQuery: connection.onQuery,
-            room: connection.room,
-            onConnected: (info) => connection.onConnected?.({ auth: info.auth, tls: info.tls }),
-            signal: connection.signal,
+            ...databaseAudit(target, connection),
           });
           if (result.kind === 'cancel') {
             return {

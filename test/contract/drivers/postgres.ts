@@ -1,22 +1,13 @@
-// postgres: psql with the exported PG* variables (the port's one-time password) against the
-// machine's PostgreSQL, as a least-privilege role whose password only the exits hold.
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { auditedStatements } from '../../fixtures/queries.js';
-import { waitFor } from '../../fixtures/wait-for.js';
-import type { Driver } from '../driver.js';
+import { type Driver, expectMd5Series, holdStatement } from '../driver.js';
 
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 /** The 1 MiB value the download query makes: md5 of 1..32768, concatenated. */
 const DOWNLOAD_SQL = "select string_agg(md5(i::text), '' order by i) from generate_series(1, 32768) i";
-const expectedDownload = () => {
-  let s = '';
-  for (let i = 1; i <= 32768; i++) s += createHash('md5').update(String(i)).digest('hex');
-  return s;
-};
 
 export const postgresDriver: Driver = {
   protocol: 'postgres',
@@ -36,9 +27,7 @@ export const postgresDriver: Driver = {
   async dataBothWays(job) {
     const down = await job.run(['psql', '-tAc', DOWNLOAD_SQL]);
     expect(down.code).toBe(0);
-    const value = down.stdout.replace(/\n$/, '');
-    expect(value.length).toBe(1024 * 1024);
-    expect(sha(value)).toBe(sha(expectedDownload()));
+    expectMd5Series(down.stdout);
 
     const upload = randomBytes(512 * 1024).toString('hex');
     const file = join(job.dir, 'upload.sql');
@@ -66,29 +55,19 @@ export const postgresDriver: Driver = {
     for (const s of statements) expect(s.event.data).toMatchObject({ exit, database: 'test' });
   },
 
-  async hold(job, up) {
+  hold(job, up) {
     const marker = `contract_hold_${randomBytes(4).toString('hex')}`;
-    const child = spawn('psql', ['-tAc', `select pg_sleep(60) as ${marker}`], {
-      env: job.env,
-      stdio: 'ignore',
-    });
-    let exited = false;
-    child.once('exit', () => {
-      exited = true;
-    });
-    await waitFor(
+    return holdStatement(
+      ['psql', '-tAc', `select pg_sleep(60) as ${marker}`],
+      job.env,
       async () =>
-        exited ||
         (
           await up.pgAdmin(
             `select count(*) from pg_stat_activity where usename = '${up.pgRole}' and state = 'active' and query like '%as ${marker}'`,
           )
         ).trim() === '1',
-      15_000,
       'pg_sleep to run upstream',
     );
-    expect(exited).toBe(false);
-    return { closed: () => exited, release: () => child.kill('SIGKILL') };
   },
 
   async upstreamOpen(up) {
