@@ -35,6 +35,10 @@ export interface World {
   /** `ciport sessions revoke ID` with the admin token. */
   revoke(session: string): Promise<CliResult>;
   eventsOf(session: string): Promise<AuditEvent[]>;
+  /** What the agent process wrote to stderr so far (its log). */
+  agentStderr(): string;
+  /** The agent process's id (its argv and environment are in /proc). */
+  agentPid(): number | undefined;
   /** End the jobs a failed case left open. */
   endJobs(): Promise<void>;
   stop(): Promise<void>;
@@ -43,7 +47,17 @@ export interface World {
 export const targetName = (protocol: string, host: 'gateway' | 'agent') =>
   `${protocol}-${host === 'gateway' ? 'gw' : 'ag'}`;
 
-export async function startWorld(dir: string, drivers: readonly Driver[], up: Upstreams): Promise<World> {
+export interface WorldOptions {
+  /** Keep the gateway's log lines (debug level) here; else the gateway logs nothing. */
+  logLines?: string[];
+}
+
+export async function startWorld(
+  dir: string,
+  drivers: readonly Driver[],
+  up: Upstreams,
+  options: WorldOptions = {},
+): Promise<World> {
   const built = ensureBuilt();
   const issuer = await FixtureIssuer.start({ kind: 'gitlab' });
   const gwTargets = drivers.map((d) => d.target(targetName(d.protocol, 'gateway'), up));
@@ -65,7 +79,10 @@ export async function startWorld(dir: string, drivers: readonly Driver[], up: Up
     },
     { ADMIN, ...up.secrets },
   );
-  const gateway = await startTestGateway(cfg, { sweepIntervalMs: 250 });
+  const gateway = await startTestGateway(cfg, {
+    sweepIntervalMs: 250,
+    ...(options.logLines ? { logLines: options.logLines } : {}),
+  });
   // The secrets jobs present on their tunnels, so a case can knock on the gateway itself after
   // the job's client gave up.
   const sessionSecrets = new Map<string, string>();
@@ -202,6 +219,8 @@ export async function startWorld(dir: string, drivers: readonly Driver[], up: Up
         (e) => (e.data as { session?: string }).session === session,
       );
     },
+    agentStderr: () => agent.stderr(),
+    agentPid: () => agent.child.pid,
     endJobs,
     async stop() {
       await endJobs();
