@@ -212,6 +212,9 @@ describe.each(HOSTS)('mysql through $name', ({ host, exit }) => {
     held.release();
     holding.delete(held);
     await endAndCollect(job);
+    // The exit that served the session logged it (the agent: killing the statement left running).
+    const exitLog = () => (host === 'agent' ? world.agentStderr() : logLines.join('\n'));
+    await waitFor(() => exitLog().includes(job.session), 10_000, 'the exit to log the session');
 
     const password = up.secrets.MYSQL_PW;
     const otp = job.exported.MYSQL_PWD as string;
