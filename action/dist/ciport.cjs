@@ -44053,11 +44053,22 @@ var Command = {
   QUIT: 1,
   INIT_DB: 2,
   QUERY: 3,
+  FIELD_LIST: 4,
+  STATISTICS: 9,
+  PING: 14,
   CHANGE_USER: 17,
   STMT_PREPARE: 22,
   STMT_EXECUTE: 23,
-  STMT_CLOSE: 25
+  STMT_SEND_LONG_DATA: 24,
+  STMT_CLOSE: 25,
+  STMT_RESET: 26,
+  SET_OPTION: 27,
+  STMT_FETCH: 28,
+  RESET_CONNECTION: 31
 };
+var RELAYED_COMMANDS = new Set(
+  Object.entries(Command).filter(([name]) => name !== "CHANGE_USER").map(([, code]) => code)
+);
 var SERVER_STATUS_AUTOCOMMIT = 2;
 var DEFAULT_COLLATION = 45;
 function encodePacket(payload, seq) {
@@ -44398,7 +44409,7 @@ function parseHandshakeResponse(payload) {
 }
 
 // src/exits/mysql/frontend.ts
-var LOCAL_CAPABILITIES = (Cap.LONG_PASSWORD | Cap.FOUND_ROWS | Cap.LONG_FLAG | Cap.CONNECT_WITH_DB | Cap.LOCAL_FILES | Cap.IGNORE_SPACE | Cap.PROTOCOL_41 | Cap.INTERACTIVE | Cap.TRANSACTIONS | Cap.RESERVED | Cap.SECURE_CONNECTION | Cap.MULTI_STATEMENTS | Cap.MULTI_RESULTS | Cap.PS_MULTI_RESULTS | Cap.PLUGIN_AUTH | Cap.CONNECT_ATTRS | Cap.PLUGIN_AUTH_LENENC_CLIENT_DATA | Cap.SESSION_TRACK | Cap.DEPRECATE_EOF) >>> 0;
+var LOCAL_CAPABILITIES = (Cap.LONG_PASSWORD | Cap.FOUND_ROWS | Cap.LONG_FLAG | Cap.CONNECT_WITH_DB | Cap.IGNORE_SPACE | Cap.PROTOCOL_41 | Cap.INTERACTIVE | Cap.TRANSACTIONS | Cap.RESERVED | Cap.SECURE_CONNECTION | Cap.MULTI_STATEMENTS | Cap.MULTI_RESULTS | Cap.PS_MULTI_RESULTS | Cap.PLUGIN_AUTH | Cap.CONNECT_ATTRS | Cap.PLUGIN_AUTH_LENENC_CLIENT_DATA | Cap.SESSION_TRACK | Cap.DEPRECATE_EOF) >>> 0;
 var DEFAULT_SERVER_VERSION = "8.0.0-ciport";
 var MAX_FORWARDED_ATTRIBUTES = 4096;
 function boundedAttributes(all) {
@@ -44670,6 +44681,10 @@ var MysqlQueryObserver = class {
     this.lastCommand = cmd;
     if (cmd === Command.CHANGE_USER) {
       this.violation = "COM_CHANGE_USER is not allowed through a ciport port (the exit injects the identity)";
+      return;
+    }
+    if (!RELAYED_COMMANDS.has(cmd)) {
+      this.violation = `command 0x${cmd.toString(16).padStart(2, "0")} is not relayed by a ciport port (it would run without a query event); use SQL`;
       return;
     }
     if (!this.#onQuery) return;

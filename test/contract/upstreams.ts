@@ -62,6 +62,19 @@ async function mysqlAdmin(sql: string): Promise<string> {
 }
 
 async function pgAdmin(sql: string): Promise<string> {
+  // Two suites granting on database `test` at once collide on its ACL row: PostgreSQL says
+  // "tuple concurrently updated"; the statement is safe to run again.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await pgAdminOnce(sql);
+    } catch (err) {
+      if (attempt >= 5 || !/tuple concurrently updated/.test((err as Error).message)) throw err;
+      await new Promise((r) => setTimeout(r, 50 * attempt));
+    }
+  }
+}
+
+async function pgAdminOnce(sql: string): Promise<string> {
   // SQL on stdin: the role's password stays out of argv.
   const r = await run(
     ['psql', '-h', '127.0.0.1', '-U', 'postgres', '-d', 'test', '-v', 'ON_ERROR_STOP=1', '-tAq', '-f', '-'],
@@ -89,9 +102,9 @@ export async function startUpstreams(dir: string): Promise<Upstreams> {
   );
   const pgRole = `contract_${suffix}`;
   await pgAdmin(
-    `CREATE ROLE ${pgRole} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '${secrets.PG_PW}';\n` +
-      `GRANT CONNECT, TEMPORARY ON DATABASE test TO ${pgRole};\n`,
+    `CREATE ROLE ${pgRole} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '${secrets.PG_PW}';\n`,
   );
+  await pgAdmin(`GRANT CONNECT, TEMPORARY ON DATABASE test TO ${pgRole};\n`);
   const echo = await startEcho();
   const redis = await startRedis(['--requirepass', secrets.REDIS_PW]);
   const pki = makePki();

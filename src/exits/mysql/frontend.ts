@@ -23,7 +23,9 @@ import {
  * What the listener offers. Every flag here must be one the exit can get from any supported
  * upstream (MySQL ≥ 5.7, MariaDB ≥ 10.2) or the relayed protocol would differ from what the
  * application negotiated. Left out on purpose: SSL (loopback), COMPRESS and ZSTD (would change
- * the framing the relay observes), QUERY_ATTRIBUTES and OPTIONAL_RESULTSET_METADATA (MySQL 8
+ * the framing the relay observes), LOCAL_FILES (LOAD DATA LOCAL: its file content travels as
+ * packets the observer cannot tell from commands without following the server's replies, so a
+ * job could plant statements in the audit; security review, session 6), QUERY_ATTRIBUTES and OPTIONAL_RESULTSET_METADATA (MySQL 8
  * only: a MariaDB upstream could not honour them), MULTI_FACTOR_AUTHENTICATION,
  * CAN_HANDLE_EXPIRED_PASSWORDS (the password is the exit's), CAPABILITY_EXTENSION. LONG_PASSWORD
  * doubles as MariaDB's CLIENT_MYSQL bit: with it set, MariaDB's extended capabilities stay off.
@@ -33,7 +35,6 @@ export const LOCAL_CAPABILITIES =
     Cap.FOUND_ROWS |
     Cap.LONG_FLAG |
     Cap.CONNECT_WITH_DB |
-    Cap.LOCAL_FILES |
     Cap.IGNORE_SPACE |
     Cap.PROTOCOL_41 |
     Cap.INTERACTIVE |

@@ -10,7 +10,7 @@
 // Server → application: only the first packet after a COM_STMT_PREPARE is read, for the
 // statement id of its COM_STMT_PREPARE_OK.
 import type { QueryEvent } from '../postgres/relay.js';
-import { Command, MAX_PAYLOAD } from './packets.js';
+import { Command, MAX_PAYLOAD, RELAYED_COMMANDS } from './packets.js';
 
 /** A postgres-shaped QueryEvent (the audit takes it as is) plus the MySQL command it came from. */
 export interface MysqlQueryEvent extends QueryEvent {
@@ -206,6 +206,10 @@ export class MysqlQueryObserver {
     this.lastCommand = cmd;
     if (cmd === Command.CHANGE_USER) {
       this.violation = 'COM_CHANGE_USER is not allowed through a ciport port (the exit injects the identity)';
+      return;
+    }
+    if (!RELAYED_COMMANDS.has(cmd)) {
+      this.violation = `command 0x${cmd.toString(16).padStart(2, '0')} is not relayed by a ciport port (it would run without a query event); use SQL`;
       return;
     }
     if (!this.#onQuery) return;

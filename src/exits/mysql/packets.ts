@@ -55,11 +55,31 @@ export const Command = {
   QUIT: 0x01,
   INIT_DB: 0x02,
   QUERY: 0x03,
+  FIELD_LIST: 0x04,
+  STATISTICS: 0x09,
+  PING: 0x0e,
   CHANGE_USER: 0x11,
   STMT_PREPARE: 0x16,
   STMT_EXECUTE: 0x17,
+  STMT_SEND_LONG_DATA: 0x18,
   STMT_CLOSE: 0x19,
+  STMT_RESET: 0x1a,
+  SET_OPTION: 0x1b,
+  STMT_FETCH: 0x1c,
+  RESET_CONNECTION: 0x1f,
 } as const;
+
+/**
+ * The commands a port relays: statements (audited), prepared-statement housekeeping, and what
+ * clients send on their own (ping, field list, statistics, set option, reset). Everything else
+ * (COM_PROCESS_KILL, COM_CHANGE_USER, COM_REFRESH, COM_SHUTDOWN, COM_DEBUG, COM_BINLOG_DUMP,
+ * MariaDB's COM_STMT_BULK_EXECUTE, …) would act without a `query` event, or as someone else: refused.
+ */
+export const RELAYED_COMMANDS: ReadonlySet<number> = new Set(
+  Object.entries(Command)
+    .filter(([name]) => name !== 'CHANGE_USER')
+    .map(([, code]) => code),
+);
 
 export const SERVER_STATUS_AUTOCOMMIT = 0x0002;
 /** utf8mb4_general_ci: known to every MySQL ≥ 5.5 and MariaDB. */
