@@ -138,6 +138,8 @@ describe('KILL QUERY', () => {
     const id = h.connected[0]?.connectionId as number;
     expect(id).toBeGreaterThan(0);
     const sleeping = c.query('SELECT SLEEP(30) AS s');
+    // Handled now: it may reject while the KILL is still being awaited (checked below).
+    sleeping.catch(() => {});
     await waitFor('the SLEEP upstream', async () =>
       (await running(id))?.startsWith('SELECT SLEEP') ? true : undefined,
     );
@@ -196,6 +198,8 @@ describe("KILL with the listener's connection id (what clients send on Ctrl-C or
     const upstreamA = h.connected[0]?.connectionId as number;
     expect(a.threadId).toBeGreaterThanOrEqual(2 ** 31); // the listener's id, not the upstream's
     const sleeping = a.query('SELECT SLEEP(30)');
+    // Handled now: it may reject while the KILL is still being awaited (checked below).
+    sleeping.catch(() => {});
     await waitFor('the SLEEP upstream', async () =>
       (await running(upstreamA))?.startsWith('SELECT SLEEP') ? true : undefined,
     );
