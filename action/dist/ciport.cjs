@@ -44548,6 +44548,11 @@ var PacketScanner = class {
   #captured = 0;
   /** Offset of the current packet's payload in the chunk being pushed, when all of it is there. */
   #wholeAt;
+  /**
+   * Where the current packet's header began in the chunk being pushed (0 when it began in an
+   * earlier chunk): what comes before it in this chunk belongs to earlier packets.
+   */
+  headerAt = 0;
   #want;
   #onPacket;
   constructor(want, onPacket) {
@@ -44556,8 +44561,10 @@ var PacketScanner = class {
   }
   push(chunk) {
     let i = 0;
+    this.headerAt = 0;
     while (i < chunk.length) {
       if (this.#remaining === 0 && this.#headFill < 4) {
+        if (this.#headFill === 0) this.headerAt = i;
         const n2 = Math.min(4 - this.#headFill, chunk.length - i);
         chunk.copy(this.#head, this.#headFill, i, i + n2);
         this.#headFill += n2;
@@ -44618,6 +44625,11 @@ var MysqlQueryObserver = class {
   lastCommand = -1;
   /** Set when the application sent a command that must not reach the upstream. */
   violation;
+  /**
+   * Where the refused packet began in the chunk last pushed to `app`: the bytes before it are
+   * earlier, complete commands (already reported), to be forwarded; nothing from it on is.
+   */
+  violationAt = 0;
   /** KILL statements to rewrite in the chunk just pushed to `app`; the caller applies and clears. */
   rewrites = [];
   #killTarget;
@@ -44631,8 +44643,20 @@ var MysqlQueryObserver = class {
       this.#killTarget ? MAX_KILL_TEXT + 1 : 1
     );
     this.app = new PacketScanner(
-      (seq, continuation) => seq === 0 && !continuation ? commandBytes : 0,
+      (seq, continuation) => {
+        if (this.violation) return 0;
+        if (!continuation && seq !== 0) {
+          this.#refuse(`a packet out of sequence (id ${seq}) where a command was due`);
+          return 0;
+        }
+        if (!continuation && this.lastCommand === Command.QUIT) {
+          this.#refuse("data after COM_QUIT");
+          return 0;
+        }
+        return seq === 0 && !continuation ? commandBytes : 0;
+      },
       (seq, prefix, length, continuation, offset) => {
+        if (this.violation) return;
         if (seq !== 0 || continuation || prefix.length === 0) return;
         this.#command(prefix, length);
         if (offset !== void 0 && prefix[0] === Command.QUERY && length <= MAX_KILL_TEXT + 1) {
@@ -44676,15 +44700,22 @@ var MysqlQueryObserver = class {
       bytes: Buffer.from(replacement, "latin1")
     });
   }
+  /** Stop here: the packet that begins at `app.headerAt` and everything after it is refused. */
+  #refuse(why) {
+    this.violation = why;
+    this.violationAt = this.app.headerAt;
+  }
   #command(prefix, length) {
     const cmd = prefix[0];
     this.lastCommand = cmd;
     if (cmd === Command.CHANGE_USER) {
-      this.violation = "COM_CHANGE_USER is not allowed through a ciport port (the exit injects the identity)";
+      this.#refuse("COM_CHANGE_USER is not allowed through a ciport port (the exit injects the identity)");
       return;
     }
     if (!RELAYED_COMMANDS.has(cmd)) {
-      this.violation = `command 0x${cmd.toString(16).padStart(2, "0")} is not relayed by a ciport port (it would run without a query event); use SQL`;
+      this.#refuse(
+        `command 0x${cmd.toString(16).padStart(2, "0")} is not relayed by a ciport port (it would run without a query event); use SQL`
+      );
       return;
     }
     if (!this.#onQuery) return;
@@ -44744,6 +44775,11 @@ async function relayMysql(app, upstream, options = {}) {
       }
       observer.app.push(chunk);
       if (observer.violation) {
+        const before = Buffer.from(chunk.subarray(0, observer.violationAt));
+        for (const r of observer.rewrites)
+          if (r.offset + r.bytes.length <= before.length) r.bytes.copy(before, r.offset);
+        observer.rewrites.length = 0;
+        result.bytesFromApp += before.length;
         refusing = true;
         const err = new MysqlError("CIPORT_E_MYSQL_PROTOCOL", 1043, "08S01", observer.violation);
         result.error = err;
@@ -44752,7 +44788,7 @@ async function relayMysql(app, upstream, options = {}) {
         });
         app.end(encodePacket(mysqlErrPayload(err), 1), () => app.destroy());
         setTimeout(() => app.destroy(), 1e3).unref();
-        callback();
+        callback(null, before.length > 0 ? before : void 0);
         return;
       }
       result.bytesFromApp += chunk.length;

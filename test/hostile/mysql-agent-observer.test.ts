@@ -13,9 +13,7 @@ import { encodePacket } from '../../src/exits/mysql/packets.js';
 const query = (sql: string) => encodePacket(Buffer.concat([Buffer.from([0x03]), Buffer.from(sql)]), 0);
 
 describe('gateway observer of agent-served mysql streams', () => {
-  // KNOWN HOLE (issue 13, security review of session 6; docs/mysql.md "Known holes"): this
-  // test fails while the hole exists, so it runs as it.fails and turns red once fixed.
-  it.fails('does not report LOAD DATA LOCAL content as a statement when its sequence id wraps to 0', () => {
+  it('does not report LOAD DATA LOCAL content as a statement when its sequence id wraps to 0', () => {
     const events: MysqlQueryEvent[] = [];
     const observer = new MysqlStreamObserver({ onQuery: (e) => events.push(e) });
     const frame = encodeConnectFrame({
@@ -36,6 +34,7 @@ describe('gateway observer of agent-served mysql streams', () => {
     content.push(encodePacket(Buffer.from('\x03DROP DATABASE forged_via_agent\n'), 0));
     content.push(encodePacket(Buffer.alloc(0), 1));
     observer.pushFromApp(Buffer.concat(content));
+    // The gateway's observer stops where the agent's exit refuses: the first out-of-sequence packet.
     expect(events.map((e) => e.text)).toEqual(["LOAD DATA LOCAL INFILE 'x' INTO TABLE t"]);
   });
 });

@@ -41,6 +41,11 @@ export class PacketScanner {
   #captured = 0;
   /** Offset of the current packet's payload in the chunk being pushed, when all of it is there. */
   #wholeAt: number | undefined;
+  /**
+   * Where the current packet's header began in the chunk being pushed (0 when it began in an
+   * earlier chunk): what comes before it in this chunk belongs to earlier packets.
+   */
+  headerAt = 0;
   #want: (seq: number, continuation: boolean) => number;
   #onPacket: PacketHandler;
 
@@ -51,8 +56,11 @@ export class PacketScanner {
 
   push(chunk: Buffer): void {
     let i = 0;
+    // A header split across chunks began in the previous one.
+    this.headerAt = 0;
     while (i < chunk.length) {
       if (this.#remaining === 0 && this.#headFill < 4) {
+        if (this.#headFill === 0) this.headerAt = i;
         const n = Math.min(4 - this.#headFill, chunk.length - i);
         chunk.copy(this.#head, this.#headFill, i, i + n);
         this.#headFill += n;
@@ -140,6 +148,11 @@ export class MysqlQueryObserver {
   lastCommand = -1;
   /** Set when the application sent a command that must not reach the upstream. */
   violation: string | undefined;
+  /**
+   * Where the refused packet began in the chunk last pushed to `app`: the bytes before it are
+   * earlier, complete commands (already reported), to be forwarded; nothing from it on is.
+   */
+  violationAt = 0;
   /** KILL statements to rewrite in the chunk just pushed to `app`; the caller applies and clears. */
   readonly rewrites: Rewrite[] = [];
   readonly #killTarget: ((localId: number) => number | undefined) | undefined;
@@ -154,8 +167,23 @@ export class MysqlQueryObserver {
       this.#killTarget ? MAX_KILL_TEXT + 1 : 1,
     );
     this.app = new PacketScanner(
-      (seq, continuation) => (seq === 0 && !continuation ? commandBytes : 0),
+      (seq, continuation) => {
+        if (this.violation) return 0;
+        // After the handshake an application sends commands (sequence id 0) and the pieces of a
+        // 16 MiB one; anything else (out of order for the server, which then drops the
+        // connection) or anything after COM_QUIT would never run, yet read as a command here.
+        if (!continuation && seq !== 0) {
+          this.#refuse(`a packet out of sequence (id ${seq}) where a command was due`);
+          return 0;
+        }
+        if (!continuation && this.lastCommand === Command.QUIT) {
+          this.#refuse('data after COM_QUIT');
+          return 0;
+        }
+        return seq === 0 && !continuation ? commandBytes : 0;
+      },
       (seq, prefix, length, continuation, offset) => {
+        if (this.violation) return;
         if (seq !== 0 || continuation || prefix.length === 0) return;
         this.#command(prefix, length);
         if (offset !== undefined && prefix[0] === Command.QUERY && length <= MAX_KILL_TEXT + 1) {
@@ -201,15 +229,23 @@ export class MysqlQueryObserver {
     });
   }
 
+  /** Stop here: the packet that begins at `app.headerAt` and everything after it is refused. */
+  #refuse(why: string): void {
+    this.violation = why;
+    this.violationAt = this.app.headerAt;
+  }
+
   #command(prefix: Buffer, length: number): void {
     const cmd = prefix[0] as number;
     this.lastCommand = cmd;
     if (cmd === Command.CHANGE_USER) {
-      this.violation = 'COM_CHANGE_USER is not allowed through a ciport port (the exit injects the identity)';
+      this.#refuse('COM_CHANGE_USER is not allowed through a ciport port (the exit injects the identity)');
       return;
     }
     if (!RELAYED_COMMANDS.has(cmd)) {
-      this.violation = `command 0x${cmd.toString(16).padStart(2, '0')} is not relayed by a ciport port (it would run without a query event); use SQL`;
+      this.#refuse(
+        `command 0x${cmd.toString(16).padStart(2, '0')} is not relayed by a ciport port (it would run without a query event); use SQL`,
+      );
       return;
     }
     if (!this.#onQuery) return;

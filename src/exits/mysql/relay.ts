@@ -53,9 +53,15 @@ export async function relayMysql(
       }
       observer.app.push(chunk);
       if (observer.violation) {
-        // Nothing of this chunk is forwarded. Tell the application why, as the reply to its
-        // command (sequence id 1), then close; destroying the app tears down both pipelines
-        // (failing one here would destroy the app before the ERR is out).
+        // The commands before the refused packet were reported: they go on, so the audit says
+        // what ran; nothing from the refused packet on is forwarded. Tell the application why,
+        // as the reply to its command (sequence id 1), then close; destroying the app tears down
+        // both pipelines (failing one here would destroy the app before the ERR is out).
+        const before = Buffer.from(chunk.subarray(0, observer.violationAt));
+        for (const r of observer.rewrites)
+          if (r.offset + r.bytes.length <= before.length) r.bytes.copy(before, r.offset);
+        observer.rewrites.length = 0;
+        result.bytesFromApp += before.length;
         refusing = true;
         const err = new MysqlError('CIPORT_E_MYSQL_PROTOCOL', 1043, '08S01', observer.violation);
         result.error = err;
@@ -63,7 +69,7 @@ export async function relayMysql(
         app.on('error', () => {});
         app.end(encodePacket(mysqlErrPayload(err), 1), () => app.destroy());
         setTimeout(() => app.destroy(), 1000).unref();
-        callback();
+        callback(null, before.length > 0 ? before : undefined);
         return;
       }
       result.bytesFromApp += chunk.length;

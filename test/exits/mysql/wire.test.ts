@@ -203,19 +203,38 @@ describe('statement observer', () => {
 
   it('flags COM_CHANGE_USER and remembers COM_QUIT, also without events', () => {
     const o = new MysqlQueryObserver();
-    o.app.push(cmd(0x01, ''));
-    expect(o.lastCommand).toBe(0x01);
     o.app.push(cmd(0x11, 'root\0'));
     expect(o.violation).toMatch(/COM_CHANGE_USER/);
+    const q = new MysqlQueryObserver();
+    q.app.push(cmd(0x01, ''));
+    expect(q.lastCommand).toBe(0x01);
+    expect(q.violation).toBeUndefined();
   });
 
-  it('LOAD DATA file contents (sequence ids ≥ 2) are not commands', () => {
+  it('refuses a packet out of sequence and anything after COM_QUIT, from where it begins, with no event', () => {
+    for (const [first, bad] of [
+      [cmd(0x03, 'SELECT 1'), encodePacket(Buffer.from('\x03DROP TABLE t'), 5)],
+      [cmd(0x01, ''), cmd(0x03, 'DROP TABLE t')],
+    ] as const) {
+      const events: MysqlQueryEvent[] = [];
+      const o = new MysqlQueryObserver({ onQuery: (e) => events.push(e) });
+      const after = cmd(0x03, 'DROP DATABASE x');
+      o.app.push(Buffer.concat([first, bad, after]));
+      expect(o.violation).toMatch(/out of sequence|after COM_QUIT/);
+      // The earlier command goes on (it is reported); the refused packet and all after it do not.
+      expect(o.violationAt).toBe(first.length);
+      expect(events.map((e) => e.text).filter((t) => t.includes('DROP'))).toEqual([]);
+    }
+  });
+
+  it('LOAD DATA file contents (sequence ids ≥ 2) are not commands: refused, never reported', () => {
     const events: MysqlQueryEvent[] = [];
     const o = new MysqlQueryObserver({ onQuery: (e) => events.push(e) });
     o.app.push(cmd(0x03, "LOAD DATA LOCAL INFILE 'x' INTO TABLE t"));
     o.app.push(encodePacket(Buffer.from('\x03DROP TABLE t\n'), 2));
     o.app.push(encodePacket(Buffer.alloc(0), 3));
     expect(events.map((e) => e.text)).toEqual(["LOAD DATA LOCAL INFILE 'x' INTO TABLE t"]);
+    expect(o.violation).toMatch(/out of sequence/);
   });
 
   it('bounds remembered statements', () => {
