@@ -23,6 +23,7 @@ import {
   MATRIX_TARGETS as TARGETS,
 } from '../fixtures/upstream-matrix.js';
 import { curlAll, type HttpUpstream } from '../fixtures/upstreams.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-http-'));
 const TOKEN = `api-token-${Math.random().toString(36).slice(2)}-xyz`;
@@ -122,8 +123,18 @@ describe('what the exit refuses and reports', () => {
 
   it('every request is audited as http.request with its status and byte counts', async () => {
     const [session] = await gateway.manager.list();
-    const events = (await gateway.store.auditEvents({ limit: 100_000 })).filter(
-      (e) => e.type === 'http.request' && (e.data as { session?: string }).session === session?.id,
+    const requests = async () =>
+      (await gateway.store.auditEvents({ limit: 100_000 })).filter(
+        (e) => e.type === 'http.request' && (e.data as { session?: string }).session === session?.id,
+      );
+    // The previous case's TRACE is audited once its exchange is over: wait for its event.
+    const events = await waitFor(
+      async () => {
+        const all = await requests();
+        return all.some((e) => (e.data as { status: number }).status === 405) ? all : undefined;
+      },
+      10_000,
+      "the TRACE's http.request event",
     );
     const ok = events.filter((e) => (e.data as { status: number }).status === 200);
     // Every request of the matrix, plus the TRACE test's GETs.

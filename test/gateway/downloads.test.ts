@@ -201,8 +201,9 @@ describe('GET /v1/client/linux-x64', () => {
       clearInterval(sampler);
     }
     expect(sums).toEqual(Array.from({ length: 20 }, () => `${clientSha}  -\n`));
-    // 20 whole copies would be 320 MiB; streamed, each download holds a few read buffers.
-    expect(peak).toBeLessThan(64 << 20);
+    // 20 whole copies would be 320 MiB; streamed, each download holds a few read buffers and its
+    // HTTP/2 window (Node 24 peaked at 71 MiB in CI under load, Node 20 lower).
+    expect(peak).toBeLessThan(128 << 20);
   }, 120_000);
 });
 
