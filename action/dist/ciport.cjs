@@ -43859,6 +43859,18 @@ var import_node_net2 = require("node:net");
 var import_node_stream2 = require("node:stream");
 var import_promises4 = require("node:stream/promises");
 
+// src/exits/json-frame.ts
+var JSON_FRAME_HEADER = 9;
+function encodeJsonFrame(spec, body) {
+  const payload = Buffer.from(JSON.stringify(body));
+  if (payload.length > spec.maxPayload) throw spec.bad(`${payload.length} bytes exceed the bound`);
+  const head = Buffer.allocUnsafe(JSON_FRAME_HEADER);
+  spec.magic.copy(head, 0);
+  head.writeUInt8(spec.version, 4);
+  head.writeUInt32BE(payload.length, 5);
+  return Buffer.concat([head, payload]);
+}
+
 // src/exits/postgres/messages.ts
 var import_buffer_writer = __toESM(require_buffer_writer(), 1);
 var import_parser = __toESM(require_parser(), 1);
@@ -44265,14 +44277,12 @@ function sendErrorAndClose(stream, err, seq, graceMs = 5e3) {
 }
 
 // src/exits/mysql/connect-wire.ts
-var MAGIC = Buffer.from("CIMY");
-var VERSION = 1;
-var HEADER = 9;
 var MAX_CONNECT_FRAME_PAYLOAD = 32 * 1024;
 var MAX_NAME = 256;
 function bad(message) {
   return new MysqlError("CIPORT_E_MYSQL_PROTOCOL", 1043, "08S01", `mysql stream header: ${message}`);
 }
+var FRAME = { magic: Buffer.from("CIMY"), version: 1, maxPayload: MAX_CONNECT_FRAME_PAYLOAD, bad };
 var isU32 = (n) => Number.isInteger(n) && n >= 0 && n < 2 ** 32;
 var isName = (s) => typeof s === "string" && s.length <= MAX_NAME && !s.includes("\0");
 function validate2(value) {
@@ -44305,13 +44315,7 @@ function validate2(value) {
   };
 }
 function encodeConnectFrame(request) {
-  const payload = Buffer.from(JSON.stringify(validate2(request)));
-  if (payload.length > MAX_CONNECT_FRAME_PAYLOAD) throw bad(`${payload.length} bytes exceed the bound`);
-  const head = Buffer.allocUnsafe(HEADER);
-  MAGIC.copy(head, 0);
-  head.writeUInt8(VERSION, 4);
-  head.writeUInt32BE(payload.length, 5);
-  return Buffer.concat([head, payload]);
+  return encodeJsonFrame(FRAME, validate2(request));
 }
 
 // src/exits/mysql/auth.ts
@@ -45444,13 +45448,11 @@ async function relayPg(app, upstream, options = {}) {
 }
 
 // src/exits/postgres/startup-wire.ts
-var MAGIC2 = Buffer.from("CIPG");
-var VERSION2 = 1;
-var HEADER2 = 9;
 var MAX_STARTUP_FRAME_PAYLOAD = 32 * 1024;
 function bad2(message) {
   return new PgError("CIPORT_E_PG_PROTOCOL", "08P01", `postgres stream header: ${message}`);
 }
+var FRAME2 = { magic: Buffer.from("CIPG"), version: 1, maxPayload: MAX_STARTUP_FRAME_PAYLOAD, bad: bad2 };
 var isInt32 = (n) => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31;
 function validate3(value) {
   if (typeof value !== "object" || value === null) throw bad2("not an object");
@@ -45473,13 +45475,7 @@ function validate3(value) {
 }
 function encodeStartupFrame(startup) {
   const body = startup.kind === "cancel" ? { kind: "cancel", processId: startup.processId, secretKey: startup.secretKey } : { kind: "startup", params: startup.params };
-  const payload = Buffer.from(JSON.stringify(validate3(body)));
-  if (payload.length > MAX_STARTUP_FRAME_PAYLOAD) throw bad2(`${payload.length} bytes exceed the bound`);
-  const head = Buffer.allocUnsafe(HEADER2);
-  MAGIC2.copy(head, 0);
-  head.writeUInt8(VERSION2, 4);
-  head.writeUInt32BE(payload.length, 5);
-  return Buffer.concat([head, payload]);
+  return encodeJsonFrame(FRAME2, validate3(body));
 }
 
 // src/exits/postgres/client.ts

@@ -13,6 +13,7 @@
 // The exit must not trust it (it comes from the job's machine): bounded, read with a deadline,
 // validated here; which capabilities and attributes reach the upstream is decided at the exit.
 import type { Readable } from 'node:stream';
+import { decodeJsonFrame, encodeJsonFrame, readJsonFrame } from '../json-frame.js';
 import { MysqlError } from './errors.js';
 import { PacketReader } from './packets.js';
 
@@ -32,15 +33,14 @@ export interface MysqlConnectRequest {
   connectionId?: number | undefined;
 }
 
-const MAGIC = Buffer.from('CIMY');
-const VERSION = 1;
-const HEADER = 9;
 export const MAX_CONNECT_FRAME_PAYLOAD = 32 * 1024;
 const MAX_NAME = 256;
 
 function bad(message: string): MysqlError {
   return new MysqlError('CIPORT_E_MYSQL_PROTOCOL', 1043, '08S01', `mysql stream header: ${message}`);
 }
+
+const FRAME = { magic: Buffer.from('CIMY'), version: 1, maxPayload: MAX_CONNECT_FRAME_PAYLOAD, bad };
 
 const isU32 = (n: unknown): n is number =>
   Number.isInteger(n) && (n as number) >= 0 && (n as number) < 2 ** 32;
@@ -78,28 +78,11 @@ function validate(value: unknown): MysqlConnectRequest {
 }
 
 export function encodeConnectFrame(request: MysqlConnectRequest): Buffer {
-  const payload = Buffer.from(JSON.stringify(validate(request)));
-  if (payload.length > MAX_CONNECT_FRAME_PAYLOAD) throw bad(`${payload.length} bytes exceed the bound`);
-  const head = Buffer.allocUnsafe(HEADER);
-  MAGIC.copy(head, 0);
-  head.writeUInt8(VERSION, 4);
-  head.writeUInt32BE(payload.length, 5);
-  return Buffer.concat([head, payload]);
+  return encodeJsonFrame(FRAME, validate(request));
 }
 
 export function decodeConnectFrame(frame: Buffer): MysqlConnectRequest {
-  if (frame.length < HEADER || !frame.subarray(0, 4).equals(MAGIC)) throw bad('missing CIMY magic');
-  if (frame[4] !== VERSION) throw bad(`unsupported version ${frame[4]}`);
-  const n = frame.readUInt32BE(5);
-  if (n > MAX_CONNECT_FRAME_PAYLOAD) throw bad(`${n} bytes exceed the bound`);
-  if (frame.length !== HEADER + n) throw bad('length mismatch');
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(frame.toString('utf8', HEADER));
-  } catch {
-    throw bad('payload is not JSON');
-  }
-  return validate(parsed);
+  return validate(decodeJsonFrame(FRAME, frame));
 }
 
 /** Read the frame from the start of a stream; bytes after it stay in the (paused) stream. */
@@ -108,13 +91,7 @@ export async function readConnectFrame(stream: Readable, timeoutMs = 10_000): Pr
     why === 'timeout' ? bad(`not received: ${detail}`) : bad(`${why}: ${detail}`),
   );
   try {
-    const deadline = Date.now() + timeoutMs;
-    const head = await reader.readRaw(HEADER, timeoutMs);
-    if (!head.subarray(0, 4).equals(MAGIC)) throw bad('missing CIMY magic');
-    const n = head.readUInt32BE(5);
-    if (n > MAX_CONNECT_FRAME_PAYLOAD) throw bad(`${n} bytes exceed the bound`);
-    const payload = await reader.readRaw(n, Math.max(1, deadline - Date.now()));
-    return decodeConnectFrame(Buffer.concat([head, payload]));
+    return decodeConnectFrame(await readJsonFrame(FRAME, (n, ms) => reader.readRaw(n, ms), timeoutMs));
   } finally {
     reader.release();
   }

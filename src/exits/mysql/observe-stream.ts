@@ -5,16 +5,13 @@
 // skips the frame and feeds the same MysqlQueryObserver the exits use. Bounded like it: the
 // frame is at most MAX_CONNECT_FRAME_PAYLOAD; a bad frame stops the observation (the agent
 // refuses the stream anyway).
+import { JsonFrameCollector } from '../json-frame.js';
 import { decodeConnectFrame, MAX_CONNECT_FRAME_PAYLOAD } from './connect-wire.js';
 import { MysqlQueryObserver, type MysqlQueryObserverOptions } from './observe.js';
 
-const HEADER = 9;
-
 export class MysqlStreamObserver {
   readonly #queries: MysqlQueryObserver;
-  #frame: Buffer[] = [];
-  #frameBytes = 0;
-  #frameLength: number | undefined;
+  #frame: JsonFrameCollector | undefined = new JsonFrameCollector(MAX_CONNECT_FRAME_PAYLOAD);
   /** `connect` once the frame is read; `invalid` when it could not be parsed. */
   state: 'pending' | 'connect' | 'invalid' = 'pending';
 
@@ -28,41 +25,23 @@ export class MysqlStreamObserver {
       this.#queries.app.push(chunk);
       return;
     }
-    if (this.state !== 'pending') return;
-    this.#frame.push(chunk);
-    this.#frameBytes += chunk.length;
-    if (this.#frameLength === undefined) {
-      if (this.#frameBytes < HEADER) return;
-      const head = Buffer.concat(this.#frame);
-      this.#frame = [head];
-      const n = head.readUInt32BE(5);
-      if (n > MAX_CONNECT_FRAME_PAYLOAD) {
-        this.#stop();
-        return;
-      }
-      this.#frameLength = HEADER + n;
-    }
-    if (this.#frameBytes < this.#frameLength) return;
-    const all = Buffer.concat(this.#frame);
-    this.#frame = [];
+    if (this.state !== 'pending' || !this.#frame) return;
+    const got = this.#frame.push(chunk);
+    if (got === 'pending') return;
+    this.#frame = undefined;
     try {
-      decodeConnectFrame(all.subarray(0, this.#frameLength));
+      if (got === 'invalid') throw new Error('oversized');
+      decodeConnectFrame(got.frame);
       this.state = 'connect';
     } catch {
-      this.#stop();
+      this.state = 'invalid';
       return;
     }
-    const rest = all.subarray(this.#frameLength);
-    if (rest.length > 0) this.#queries.app.push(rest);
+    if (got.rest.length > 0) this.#queries.app.push(got.rest);
   }
 
   /** Bytes from the exit towards the application (needed to map prepared statements). */
   pushFromExit(chunk: Buffer): void {
     if (this.state === 'connect') this.#queries.server.push(chunk);
-  }
-
-  #stop(): void {
-    this.state = 'invalid';
-    this.#frame = [];
   }
 }

@@ -4,16 +4,13 @@
 // frame (noting whether it is a cancel), then hands the rest to the same QueryObserver the exits
 // use. Bounded like it: the frame is at most MAX_STARTUP_FRAME_PAYLOAD; a bad frame stops the
 // observation (the agent refuses the stream anyway).
+import { JsonFrameCollector } from '../json-frame.js';
 import { QueryObserver, type QueryObserverOptions } from './relay.js';
 import { decodeStartupFrame, MAX_STARTUP_FRAME_PAYLOAD } from './startup-wire.js';
 
-const HEADER = 9;
-
 export class PgStreamObserver {
   readonly #queries: QueryObserver;
-  #frame: Buffer[] = [];
-  #frameBytes = 0;
-  #frameLength: number | undefined;
+  #frame: JsonFrameCollector | undefined = new JsonFrameCollector(MAX_STARTUP_FRAME_PAYLOAD);
   /** `startup` or `cancel` once the frame is read; `invalid` when it could not be parsed. */
   kind: 'pending' | 'startup' | 'cancel' | 'invalid' = 'pending';
 
@@ -26,35 +23,17 @@ export class PgStreamObserver {
       this.#queries.push(chunk);
       return;
     }
-    if (this.kind !== 'pending') return;
-    this.#frame.push(chunk);
-    this.#frameBytes += chunk.length;
-    if (this.#frameLength === undefined) {
-      if (this.#frameBytes < HEADER) return;
-      const head = Buffer.concat(this.#frame);
-      this.#frame = [head];
-      const n = head.readUInt32BE(5);
-      if (n > MAX_STARTUP_FRAME_PAYLOAD) {
-        this.#stop();
-        return;
-      }
-      this.#frameLength = HEADER + n;
-    }
-    if (this.#frameBytes < this.#frameLength) return;
-    const all = Buffer.concat(this.#frame);
-    this.#frame = [];
+    if (this.kind !== 'pending' || !this.#frame) return;
+    const got = this.#frame.push(chunk);
+    if (got === 'pending') return;
+    this.#frame = undefined;
     try {
-      this.kind = decodeStartupFrame(all.subarray(0, this.#frameLength)).kind;
+      if (got === 'invalid') throw new Error('oversized');
+      this.kind = decodeStartupFrame(got.frame).kind;
     } catch {
-      this.#stop();
+      this.kind = 'invalid';
       return;
     }
-    const rest = all.subarray(this.#frameLength);
-    if (this.kind === 'startup' && rest.length > 0) this.#queries.push(rest);
-  }
-
-  #stop(): void {
-    this.kind = 'invalid';
-    this.#frame = [];
+    if (this.kind === 'startup' && got.rest.length > 0) this.#queries.push(got.rest);
   }
 }

@@ -11,6 +11,7 @@
 // The exit must not trust it: it comes from the job's machine. It is only parsed (bounded,
 // validated) here; which parameters reach the upstream is decided by the exit (upstream.ts).
 import type { Readable } from 'node:stream';
+import { decodeJsonFrame, encodeJsonFrame, readJsonFrame } from '../json-frame.js';
 import { PgError } from './errors.js';
 import { MessageReader } from './messages.js';
 
@@ -18,15 +19,14 @@ export type PgStartup =
   | { kind: 'startup'; params: Record<string, string> }
   | { kind: 'cancel'; processId: number; secretKey: number };
 
-const MAGIC = Buffer.from('CIPG');
-const VERSION = 1;
-const HEADER = 9;
 /** Bound on the JSON payload. PostgreSQL's own startup packet is at most 10 000 bytes. */
 export const MAX_STARTUP_FRAME_PAYLOAD = 32 * 1024;
 
 function bad(message: string): PgError {
   return new PgError('CIPORT_E_PG_PROTOCOL', '08P01', `postgres stream header: ${message}`);
 }
+
+const FRAME = { magic: Buffer.from('CIPG'), version: 1, maxPayload: MAX_STARTUP_FRAME_PAYLOAD, bad };
 
 const isInt32 = (n: unknown): n is number =>
   Number.isInteger(n) && (n as number) >= -(2 ** 31) && (n as number) < 2 ** 31;
@@ -56,29 +56,12 @@ export function encodeStartupFrame(startup: PgStartup): Buffer {
     startup.kind === 'cancel'
       ? { kind: 'cancel', processId: startup.processId, secretKey: startup.secretKey }
       : { kind: 'startup', params: startup.params };
-  const payload = Buffer.from(JSON.stringify(validate(body)));
-  if (payload.length > MAX_STARTUP_FRAME_PAYLOAD) throw bad(`${payload.length} bytes exceed the bound`);
-  const head = Buffer.allocUnsafe(HEADER);
-  MAGIC.copy(head, 0);
-  head.writeUInt8(VERSION, 4);
-  head.writeUInt32BE(payload.length, 5);
-  return Buffer.concat([head, payload]);
+  return encodeJsonFrame(FRAME, validate(body));
 }
 
 /** Decode one whole frame (header + payload). */
 export function decodeStartupFrame(frame: Buffer): PgStartup {
-  if (frame.length < HEADER || !frame.subarray(0, 4).equals(MAGIC)) throw bad('missing CIPG magic');
-  if (frame[4] !== VERSION) throw bad(`unsupported version ${frame[4]}`);
-  const n = frame.readUInt32BE(5);
-  if (n > MAX_STARTUP_FRAME_PAYLOAD) throw bad(`${n} bytes exceed the bound`);
-  if (frame.length !== HEADER + n) throw bad('length mismatch');
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(frame.toString('utf8', HEADER));
-  } catch {
-    throw bad('payload is not JSON');
-  }
-  return validate(parsed);
+  return validate(decodeJsonFrame(FRAME, frame));
 }
 
 /**
@@ -90,13 +73,7 @@ export async function readStartupFrame(stream: Readable, timeoutMs = 10_000): Pr
     why === 'timeout' ? bad(`not received: ${detail}`) : bad(`${why}: ${detail}`),
   );
   try {
-    const deadline = Date.now() + timeoutMs;
-    const head = await reader.read(HEADER, timeoutMs);
-    if (!head.subarray(0, 4).equals(MAGIC)) throw bad('missing CIPG magic');
-    const n = head.readUInt32BE(5);
-    if (n > MAX_STARTUP_FRAME_PAYLOAD) throw bad(`${n} bytes exceed the bound`);
-    const payload = await reader.read(n, Math.max(1, deadline - Date.now()));
-    return decodeStartupFrame(Buffer.concat([head, payload]));
+    return decodeStartupFrame(await readJsonFrame(FRAME, (n, ms) => reader.read(n, ms), timeoutMs));
   } finally {
     reader.release();
   }
