@@ -7,7 +7,8 @@ import { constants as h2, type IncomingHttpHeaders, type ServerHttp2Stream } fro
 import type { Socket } from 'node:net';
 import { pipeline } from 'node:stream';
 import type { TargetConfig } from '../config/schema.js';
-import { DynamicRoles, dynamicSpecFromTarget, isDeploymentId } from '../credentials/pg-roles.js';
+import { isDeploymentId } from '../credentials/deployment.js';
+import { DynamicCredentials, dynamicSpecFromTarget } from '../credentials/dynamic.js';
 import { asCiportError, CiportError } from '../errors/index.js';
 import type { DialExit, Exit, ExitAdvertisement, StreamExit } from '../exits/contract.js';
 import { advertisement, buildExits } from '../exits/registry.js';
@@ -28,7 +29,7 @@ export interface AgentExitsOptions {
 }
 
 export class AgentExits {
-  readonly roles: DynamicRoles;
+  readonly roles: DynamicCredentials;
   readonly #opt: AgentExitsOptions;
   readonly #exits: Map<string, Exit>;
   readonly #upstreams = new Set<Socket>();
@@ -43,10 +44,10 @@ export class AgentExits {
     );
     const specs = [];
     for (const exit of this.#exits.values()) {
-      const spec = exit.target.protocol === 'postgres' ? dynamicSpecFromTarget(exit.target) : undefined;
+      const spec = dynamicSpecFromTarget(exit.target);
       if (spec) specs.push(spec);
     }
-    this.roles = new DynamicRoles(specs, {
+    this.roles = new DynamicCredentials(specs, {
       log: options.log ?? { info() {}, warn() {}, error() {} },
       audit: async (e) => {
         const { type, ...data } = e;

@@ -228,7 +228,8 @@ export type HttpRequestData = ConnectionBase & {
  * or not dropped (`credential.revoke_failed`, retried with backoff).
  */
 export type CredentialData = Base & {
-  session: string;
+  /** Absent only when the reaper drops a MySQL user (its name says the deployment, not the session). */
+  session?: string;
   target: string;
   /** The role name (never its password). */
   role: string;
@@ -241,7 +242,7 @@ export type CredentialData = Base & {
   /** Backends terminated at revocation. */
   terminated?: number;
   error?: string;
-  /** revoke_failed: `CIPORT_E_PG_ROLE_REVOKE_FAILED`. */
+  /** revoke_failed: `CIPORT_E_PG_ROLE_REVOKE_FAILED` or `CIPORT_E_MYSQL_USER_REVOKE_FAILED`. */
   code?: string;
   /** revoke_failed: consecutive failed attempts for this role. */
   attempt?: number;

@@ -44,6 +44,8 @@ export interface ApiDeps {
   agents?: AgentHub;
   /** The runner client and CA downloads (src/gateway/downloads.ts). */
   downloads: GatewayDownloads;
+  /** This deployment's id: per-session MySQL user names carry it. */
+  deploymentId?: string | undefined;
 }
 
 type Handler = (deps: ApiDeps, req: Req, res: Res, params: string[]) => Promise<void>;
@@ -330,7 +332,9 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
         ...(target?.credentials?.user ? { user: target.credentials.user } : {}),
         // postgres, mysql with injected credentials: a one-time password for the client's local
         // listener (kept nowhere).
-        ...(localLogin(target) ? { credentials: oneTimeCredential(target as TargetConfig, record.id) } : {}),
+        ...(localLogin(target)
+          ? { credentials: oneTimeCredential(target as TargetConfig, record.id, deps.deploymentId) }
+          : {}),
         rule: t.rule,
         ttl_ms: Math.min(t.ttlMs, opened.ttlMs),
       };
@@ -360,7 +364,7 @@ function rateLimited(deps: ApiDeps, issuer: string, rate: Exclude<RateDecision, 
 function localLogin(target: TargetConfig | undefined): boolean {
   if (target?.protocol === 'postgres')
     return Boolean(target.credentials?.user || target.credentials?.dynamic);
-  if (target?.protocol === 'mysql') return Boolean(target.credentials?.user);
+  if (target?.protocol === 'mysql') return Boolean(target.credentials?.user || target.credentials?.dynamic);
   return false;
 }
 
@@ -372,8 +376,10 @@ function agentTargetShape(deps: ApiDeps, name: string): TargetConfig | undefined
       ? info.dynamic
         ? { dynamic: {} }
         : { user: info.user ?? 'ciport' }
-      : info.protocol === 'mysql' && info.user
-        ? { user: info.user }
+      : info.protocol === 'mysql' && (info.user || info.dynamic)
+        ? info.dynamic
+          ? { dynamic: {} }
+          : { user: info.user }
         : undefined;
   return {
     name: info.name,

@@ -7,12 +7,8 @@
 import { Counter, type Registry } from 'prom-client';
 import { auditEvent } from '../audit/events.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
-import {
-  DynamicRoles,
-  deploymentIdOf,
-  dynamicSpecFromTarget,
-  type RoleSession,
-} from '../credentials/pg-roles.js';
+import { deploymentIdOf } from '../credentials/deployment.js';
+import { DynamicCredentials, dynamicSpecFromTarget, type RoleSession } from '../credentials/dynamic.js';
 import { asCiportError } from '../errors/index.js';
 import type { Exit } from '../exits/contract.js';
 import { buildExits } from '../exits/registry.js';
@@ -24,7 +20,8 @@ import type { AuditStore, MetaStore, SessionRecord, SessionStore } from '../stor
 export interface GatewayExits {
   /** The exit of each target this gateway serves itself, by name. */
   readonly byTarget: ReadonlyMap<string, Exit>;
-  readonly roles: DynamicRoles;
+  /** Per-session database accounts (postgres roles, mysql users). */
+  readonly roles: DynamicCredentials;
   /**
    * This deployment's id (kept in the store; the same for every gateway sharing it): the tag of
    * every per-session role it or its agents create, and the only roles it reaps.
@@ -65,7 +62,7 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
   );
   const specs = [];
   for (const exit of byTarget.values()) {
-    const spec = exit.target.protocol === 'postgres' ? dynamicSpecFromTarget(exit.target) : undefined;
+    const spec = dynamicSpecFromTarget(exit.target);
     if (spec) specs.push(spec);
   }
 
@@ -82,13 +79,15 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
         registers: [options.registry],
       })
     : undefined;
-  const roles = new DynamicRoles(specs, {
+  const roles = new DynamicCredentials(specs, {
     log,
     deploymentId,
     onRevokeFailed: (target) => revokeFailures?.inc({ target }),
     audit: async (e) => {
       const { type, ...data } = e;
-      await store.appendAudit(auditEvent(type, { ...(await sessionContext(e.session)), ...data }));
+      await store.appendAudit(
+        auditEvent(type, { ...(e.session ? await sessionContext(e.session) : {}), ...data }),
+      );
     },
   });
   let rules = new Map(config.rules.map((r) => [r.name, r]));

@@ -286,6 +286,7 @@ export async function startGateway(
     draining: () => draining,
     agents: gatewayAgents.hub,
     downloads,
+    deploymentId: gatewayExits.deploymentId,
     ...(liveness ? { liveness } : {}),
   };
   const agentApi = gatewayAgents.apiDeps((req) => requireAdmin(apiDeps, req), config.server.max_body_bytes);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { dynamicRoleName, oneTimeCredential, oneTimePassword } from '../../src/credentials/otp.js';
+import { dynamicRoleName } from '../../src/credentials/account-names.js';
+import { oneTimeCredential, oneTimePassword } from '../../src/credentials/otp.js';
 import { quoteIdent } from '../../src/credentials/pg-roles.js';
 
 describe('one-time credentials', () => {

@@ -6,14 +6,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Secret } from '../../src/config/secret.js';
-import { dynamicRoleName } from '../../src/credentials/otp.js';
-import {
-  type DynamicRoleSpec,
-  DynamicRoles,
-  parseRoleComment,
-  type RoleEvent,
-  roleComment,
-} from '../../src/credentials/pg-roles.js';
+import { dynamicRoleName } from '../../src/credentials/account-names.js';
+import { DynamicCredentials, type DynamicSpec, type RoleEvent } from '../../src/credentials/dynamic.js';
+import { parseRoleComment, roleComment } from '../../src/credentials/pg-roles.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 
 let server: PgServer;
@@ -39,8 +34,9 @@ afterAll(async () => {
   await server?.stop();
 });
 
-function spec(admin: string, password: string): DynamicRoleSpec {
+function spec(admin: string, password: string): DynamicSpec {
   return {
+    protocol: 'postgres',
     target: 'db',
     host: server.host,
     port: server.port,
@@ -59,7 +55,7 @@ function roles(admin: string, password: string, deploymentId: string, extra: { r
   const errors: object[] = [];
   const warnings: object[] = [];
   let failures = 0;
-  const r = new DynamicRoles([spec(admin, password)], {
+  const r = new DynamicCredentials([spec(admin, password)], {
     log: {
       info: () => {},
       warn: (o) => warnings.push(o),

@@ -428,7 +428,7 @@ describe('per-session roles', () => {
 });
 
 async function reapNow(deployment: string): Promise<number> {
-  const { DynamicRoles, dynamicSpecFromTarget } = await import('../../src/credentials/pg-roles.js');
+  const { DynamicCredentials, dynamicSpecFromTarget } = await import('../../src/credentials/dynamic.js');
   const cfg = parseGatewayConfig(
     JSON.stringify({
       issuers: [],
@@ -448,7 +448,7 @@ async function reapNow(deployment: string): Promise<number> {
     { resolveSecrets: true, env: { ADMIN_PW: ADMIN_PASSWORD } },
   );
   const spec = dynamicSpecFromTarget(cfg.targets[0] as never);
-  const roles = new DynamicRoles(spec ? [spec] : [], {
+  const roles = new DynamicCredentials(spec ? [spec] : [], {
     log: { info: () => {}, warn: () => {} },
     audit: async () => {},
     deploymentId: deployment,

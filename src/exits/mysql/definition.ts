@@ -1,8 +1,16 @@
 // protocol mysql: with credentials, the exit reads the local side's connect request, logs in
-// upstream with the injected user and password (native, caching_sha2, ed25519; TLS verified),
+// upstream with the injected user and password — the target's, or the session's own user
+// (`credentials.dynamic`, src/credentials/mysql-users.ts) — (native, caching_sha2, ed25519; TLS verified),
 // relays with query events and kills a statement left running when the tunnel is cut (exit.ts,
 // docs/mysql.md). Without credentials: a raw relay, the application logging in itself.
-import { databaseAudit, type ExitAdvertisement, type ExitDefinition } from '../contract.js';
+import { asCiportError, CiportError } from '../../errors/index.js';
+import {
+  databaseAudit,
+  type ExitAdvertisement,
+  type ExitConnection,
+  type ExitDefinition,
+  type SessionCredential,
+} from '../contract.js';
 import { rawExit } from '../tcp/definition.js';
 import { serveMysqlExitStream } from './exit.js';
 import { MysqlStreamObserver } from './observe-stream.js';
@@ -27,8 +35,10 @@ export const mysqlExit: ExitDefinition = {
   protocol: 'mysql',
   build(target, host) {
     if (!target.credentials) return rawExit(target);
-    if (!target.credentials.user) return { skip: 'mysql target with credentials but no credentials.user' };
-    const upstream = { ...mysqlUpstreamFromTarget(target), timeoutMs: host.connectTimeoutMs };
+    const dynamic = Boolean(target.credentials.dynamic);
+    if (!target.credentials.user && !dynamic)
+      return { skip: 'mysql target with credentials but no credentials.user or credentials.dynamic' };
+    const base = { ...mysqlUpstreamFromTarget(target), timeoutMs: host.connectTimeoutMs };
     const threads = new MysqlThreadRegistry();
     return {
       mode: 'stream',
@@ -36,7 +46,9 @@ export const mysqlExit: ExitDefinition = {
       // Failures before the login completes reach the app as an ERR packet (exit.ts), then reject.
       async serve(stream, connection) {
         const result = await serveMysqlExitStream(stream, {
-          upstream,
+          upstream: base,
+          // With dynamic credentials: the session's own user, created on its first connection.
+          credential: dynamic ? sessionUser(connection) : undefined,
           sessionId: connection.session.id,
           threads,
           ...databaseAudit(target, connection),
@@ -51,20 +63,21 @@ export const mysqlExit: ExitDefinition = {
     };
   },
   advertise(target): ExitAdvertisement {
+    const dynamic = Boolean(target.credentials?.dynamic);
     // Relayed raw: nothing to say beyond the protocol.
-    if (!target.credentials?.user) return { name: target.name, protocol: target.protocol };
+    if (!target.credentials?.user && !dynamic) return { name: target.name, protocol: target.protocol };
     return {
       name: target.name,
       protocol: target.protocol,
       ...(target.database ? { database: target.database } : {}),
-      user: target.credentials.user,
+      ...(dynamic ? { dynamic: true } : { user: target.credentials?.user }),
       query_audit: target.query_audit ?? true,
       ...(target.query_max_length ? { query_max_length: target.query_max_length } : {}),
     };
   },
   observe(advertised, onQuery) {
     // A raw relay carries the app's own login, not the listener's connect request: nothing to read.
-    if (!advertised.user) return { push() {}, outOfBand: false };
+    if (!advertised.user && !advertised.dynamic) return { push() {}, outOfBand: false };
     const observer = new MysqlStreamObserver({ maxQueryLength: advertised.query_max_length, onQuery });
     return {
       push: (chunk) => observer.pushFromApp(chunk),
@@ -73,3 +86,25 @@ export const mysqlExit: ExitDefinition = {
     };
   },
 };
+
+/**
+ * The session's own user (its first connection creates it); a failure is the app's ERR packet,
+ * before anything reaches the upstream.
+ */
+function sessionUser(connection: ExitConnection): () => Promise<SessionCredential> {
+  return async () => {
+    let credential: SessionCredential | undefined;
+    try {
+      credential = await connection.credential?.();
+    } catch (err) {
+      throw new CiportError(
+        'CIPORT_E_MYSQL_UPSTREAM_REFUSED',
+        `the per-session user could not be created: ${asCiportError(err).message}`,
+      );
+    }
+    if (!credential) {
+      throw new CiportError('CIPORT_E_CONFIG_INVALID', 'per-session users are not set up on this exit');
+    }
+    return credential;
+  };
+}

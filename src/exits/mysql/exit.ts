@@ -24,6 +24,11 @@ export interface MysqlConnectedInfo {
 export interface MysqlExitOptions {
   upstream: MysqlUpstreamTarget;
   /**
+   * The session's own user and password (per-session users), resolved once the connect request
+   * is read: it replaces `upstream`'s; its failure reaches the app as an ERR packet.
+   */
+  credential?: (() => Promise<{ user: string; password: string }>) | undefined;
+  /**
    * With both: this connection is registered under the listener's id, and the application's
    * `KILL [QUERY] <listener id>` of a connection of the same session reaches the right thread.
    */
@@ -66,8 +71,10 @@ export async function serveMysqlExitStream(stream: Duplex, opts: MysqlExitOption
     throw err;
   }
   let upstream: MysqlUpstreamConnection;
+  let target = opts.upstream;
   try {
-    upstream = await connectMysqlUpstream({ ...opts.upstream, request, signal: opts.signal });
+    if (opts.credential) target = { ...target, ...(await opts.credential()) };
+    upstream = await connectMysqlUpstream({ ...target, request, signal: opts.signal });
   } catch (err) {
     await sendErrorAndClose(stream, err, 0);
     throw err;
@@ -93,7 +100,7 @@ export async function serveMysqlExitStream(stream: Duplex, opts: MysqlExitOption
   let killed: Promise<boolean> | undefined;
   const onTeardown = (_err: Error, info: { appQuit: boolean }) => {
     if (serverEnded || info.appQuit || killed) return;
-    killed = killMysqlQuery(opts.upstream, connectionId).then(
+    killed = killMysqlQuery(target, connectionId).then(
       () => true,
       () => false,
     );
