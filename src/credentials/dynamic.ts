@@ -177,6 +177,12 @@ export function upstreamTlsOf(target: TargetConfig): AdminTls | undefined {
 export function dynamicSpecFromTarget(target: TargetConfig): DynamicSpec | undefined {
   const dyn = target.credentials?.dynamic;
   if (!dyn || (target.protocol !== 'postgres' && target.protocol !== 'mysql')) return undefined;
+  if (target.protocol === 'postgres' && !dyn.owner) {
+    throw new CiportError(
+      'CIPORT_E_CONFIG_INVALID',
+      `target ${target.name}: credentials.dynamic.owner is required for postgres`,
+    );
+  }
   const { host, port } = splitHostPort(target.address);
   return {
     protocol: target.protocol,
