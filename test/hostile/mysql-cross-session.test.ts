@@ -48,8 +48,10 @@ async function victimRunning(): Promise<{ victim: HostileStream; answer: Promise
 }
 
 describe('mysql exit: isolation between sessions of one target', () => {
-  // KNOWN HOLE (issue 13, security review of session 6; docs/mysql.md "Known holes"): this
-  // test fails while the hole exists, so it runs as it.fails and turns red once fixed.
+  // A SHARED STATIC USER (docs/mysql.md "Known holes"): sessions of a target with one static
+  // user are one account to the server, so isolation fails here by design — it.fails pins that.
+  // Per-session users (credentials.dynamic) give each session its own: test/e2e/mysql-users.test.ts
+  // asserts both properties hold there, through the gateway and through an agent.
   it.fails("a job does not see another session's statements in the process list", async () => {
     const { victim, answer } = await victimRunning();
     await threadRunning(STATEMENT);
@@ -65,8 +67,10 @@ describe('mysql exit: isolation between sessions of one target', () => {
     expect(seen, "another session's statement text, read from the process list").toBeUndefined();
   }, 60_000);
 
-  // KNOWN HOLE (issue 13, security review of session 6; docs/mysql.md "Known holes"): this
-  // test fails while the hole exists, so it runs as it.fails and turns red once fixed.
+  // A SHARED STATIC USER (docs/mysql.md "Known holes"): sessions of a target with one static
+  // user are one account to the server, so isolation fails here by design — it.fails pins that.
+  // Per-session users (credentials.dynamic) give each session its own: test/e2e/mysql-users.test.ts
+  // asserts both properties hold there, through the gateway and through an agent.
   it.fails("a job cannot KILL QUERY another session's upstream thread", async () => {
     const { victim, answer } = await victimRunning();
     const id = await threadRunning(STATEMENT);
