@@ -182,13 +182,9 @@ export const targetSchema = z.strictObject({
             .array(z.string().min(1))
             .default([])
             .meta({ description: 'Roles each per-session role is a member of.' }),
-          owner: z
-            .string()
-            .min(1)
-            .optional()
-            .meta({
-              description: 'postgres (required there): role that receives what a session role owned.',
-            }),
+          owner: z.string().min(1).optional().meta({
+            description: 'postgres (required there): role that receives what a session role owned.',
+          }),
           create: z
             .enum(['first_connection', 'session_start'])
             .default('first_connection')

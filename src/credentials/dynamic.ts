@@ -212,6 +212,12 @@ export class DynamicCredentials {
   readonly #live = new Map<string, Promise<RoleCredential>>();
   /** `${target}\0${account}` → consecutive drop failures and when to try again. */
   readonly #failures = new Map<string, { count: number; next: number }>();
+  /**
+   * `${target}\0${account}` → its session, for accounts made in this process: a reaped account
+   * whose name does not say its session (mysql) is still audited with it (an agent's event
+   * without one would be refused by the gateway).
+   */
+  readonly #sessionOf = new Map<string, string>();
   /** Legacy roles already reported as left alone (reported once per process). */
   readonly #legacyNoted = new Set<string>();
 
@@ -296,6 +302,7 @@ export class DynamicCredentials {
       { account, password, session: session.id, deployment, validUntil, grant },
       this.#timeoutMs,
     );
+    this.#sessionOf.set(`${target}\u0000${account}`, session.id);
     this.#opts.log.info(
       { session: session.id, target, role: account, granted: grant },
       'per-session account created',
@@ -376,6 +383,7 @@ export class DynamicCredentials {
       return false;
     }
     this.#failures.delete(`${target}\u0000${account}`);
+    this.#sessionOf.delete(`${target}\u0000${account}`);
     if (result.state === 'foreign') {
       this.#opts.log.warn(
         { session: sessionId, target, role: account },
@@ -505,9 +513,10 @@ export class DynamicCredentials {
         if (live && !row.expired) continue;
         const failure = this.#failures.get(`${spec.target}\u0000${row.account}`);
         if (failure && failure.next > now) continue;
-        if (row.session !== undefined) this.#live.delete(`${row.session}\u0000${spec.target}`);
+        const session = row.session ?? this.#sessionOf.get(`${spec.target}\u0000${row.account}`);
+        if (session !== undefined) this.#live.delete(`${session}\u0000${spec.target}`);
         if (
-          await this.#drop(spec, row.account, row.session, 'reaper', {
+          await this.#drop(spec, row.account, session, 'reaper', {
             known: false,
             deployment,
             legacy: row.deployment === undefined,

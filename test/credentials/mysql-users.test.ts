@@ -225,8 +225,25 @@ describe('two deployments on one server', () => {
     expect(await exists(cred.user)).toBe(true);
     expect(await a.r.reap(new Set())).toBe(1);
     expect(await exists(cred.user)).toBe(false);
-    expect(a.events.at(-1)).toMatchObject({ type: 'credential.revoked', role: cred.user, reason: 'reaper' });
-    expect(a.events.at(-1)).not.toHaveProperty('session');
+    // Made in this process: the event names its session.
+    expect(a.events.at(-1)).toMatchObject({
+      type: 'credential.revoked',
+      session: s.id,
+      role: cred.user,
+      reason: 'reaper',
+    });
+  });
+
+  it('a restarted exit reaps what its previous process left (the event cannot name the session)', async () => {
+    const before = users(ADMIN, DEPLOYMENTS[1] as string);
+    const s = session('crash');
+    const cred = await before.r.ensure(s, 'mdb');
+    const after = users(ADMIN, DEPLOYMENTS[1] as string);
+    expect(await after.r.reap(new Set())).toBe(1);
+    expect(await exists(cred.user)).toBe(false);
+    expect(after.events).toEqual([
+      { type: 'credential.revoked', target: 'mdb', role: cred.user, reason: 'reaper', terminated: 0 },
+    ]);
   });
 });
 
