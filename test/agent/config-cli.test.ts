@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { loadAgentConfig, parseAgentConfig, resolveEnrollmentToken } from '../../src/agent/config.js';
 import { agentsEnroll, agentsList, agentsRevoke, formatAgents } from '../../src/cli/commands/agent.js';
-import { auditAgentEvents } from '../../src/gateway/agent-audit.js';
+import { auditAgentEvents } from '../../src/gateway/agents/audit.js';
 import { waitFor } from '../fixtures/wait-for.js';
 import { ADMIN, echoServer, MemoryMeta, type MiniGateway, startMiniGateway, tempDir } from './harness.js';
 

@@ -8,14 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AgentConfig, agentConfigSchema } from '../../src/agent/config.js';
 import { CiportError } from '../../src/errors/index.js';
-import { handleAgentApi, handleAgentUpgrade, linkRevocations } from '../../src/gateway/agent-enroll.js';
-import { AgentHub, type AgentHubOptions } from '../../src/gateway/agent-hub.js';
+import { handleAgentApi, handleAgentUpgrade, linkRevocations } from '../../src/gateway/agents/api.js';
+import { AgentHub, type AgentHubOptions } from '../../src/gateway/agents/hub.js';
 import {
   AgentRegistry,
   type AgentRegistryOptions,
   type AgentStore,
-} from '../../src/gateway/agent-registry.js';
-import { type AgentRelayResult, relayViaAgent } from '../../src/gateway/agent-tunnel.js';
+} from '../../src/gateway/agents/registry.js';
+import { type AgentRelayResult, relayViaAgent } from '../../src/gateway/agents/relay.js';
 import { sendError } from '../../src/gateway/http.js';
 import type { Logger } from '../../src/log/logger.js';
 import { bearer } from '../../src/session/secret.js';

@@ -112,7 +112,7 @@ describe('agent resilience', () => {
 
   it('an agent started before the gateway registers as soon as the gateway is up', async () => {
     const meta = new MemoryMeta();
-    const { AgentRegistry } = await import('../../src/gateway/agent-registry.js');
+    const { AgentRegistry } = await import('../../src/gateway/agents/registry.js');
     const { token } = await new AgentRegistry(meta).createEnrollment('early', ['echo']);
     const port = gw.port;
     await gw.close();

@@ -12,7 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent, type AgentOptions } from '../../src/agent/agent.js';
 import { CREDENTIAL_FILE, type StoredCredential, writeCredential } from '../../src/agent/credential.js';
 import type { CiportError } from '../../src/errors/index.js';
-import type { AgentRegistryOptions } from '../../src/gateway/agent-registry.js';
+import type { AgentRegistryOptions } from '../../src/gateway/agents/registry.js';
 import { createLogger, type Logger } from '../../src/log/logger.js';
 import { waitFor } from '../fixtures/wait-for.js';
 import {

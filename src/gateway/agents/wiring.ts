@@ -4,31 +4,26 @@
 // per-session roles on agents tied to session lifetimes (end → drop now; on every agent
 // connection and periodically → the active list, so the agent reaps what it missed).
 import type { Registry } from 'prom-client';
-import { auditEvent } from '../audit/events.js';
-import { asCiportError } from '../errors/index.js';
-import type { Logger } from '../log/logger.js';
-import type { SessionManager } from '../session/manager.js';
-import { principalSummary } from '../session/principal.js';
-import type { Store } from '../store/types.js';
+import { auditEvent } from '../../audit/events.js';
+import { asCiportError } from '../../errors/index.js';
+import type { Logger } from '../../log/logger.js';
+import type { SessionManager } from '../../session/manager.js';
+import { principalSummary } from '../../session/principal.js';
+import type { Store } from '../../store/types.js';
 import {
   AGENT_GATEWAYS_PATH,
   AGENT_SESSION_ENDED_PATH,
   AGENT_SESSIONS_ACTIVE_PATH,
   type AgentEventLine,
-} from '../transport/wire.js';
-import { auditAgentEvents } from './agent-audit.js';
-import { type AgentApiDeps, linkRevocations } from './agent-enroll.js';
-import { EventRefusals } from './agent-event-refusals.js';
-import {
-  type AdvertisedTarget,
-  AgentHub,
-  type AgentIdentity,
-  REFUSAL_AUDIT_INTERVAL_MS,
-} from './agent-hub.js';
-import { AgentRegistry, REVOCATION_SWEEP_MS } from './agent-registry.js';
-import { createAgentMetrics } from './metrics.js';
-import { GATEWAY_HEARTBEAT_MS, type GatewayPeers } from './peers.js';
-import type { AgentRoutes } from './tunnel.js';
+} from '../../transport/wire.js';
+import { createAgentMetrics } from '../metrics.js';
+import { GATEWAY_HEARTBEAT_MS, type GatewayPeers } from '../peers.js';
+import { type AgentApiDeps, linkRevocations } from './api.js';
+import { auditAgentEvents } from './audit.js';
+import { EventRefusals } from './event-refusals.js';
+import { type AdvertisedTarget, AgentHub, type AgentIdentity, REFUSAL_AUDIT_INTERVAL_MS } from './hub.js';
+import { AgentRegistry, REVOCATION_SWEEP_MS } from './registry.js';
+import type { AgentRoutes } from './relay.js';
 
 /** Meta key of the last advertisement per target (session answers right after a restart). */
 const KNOWN_TARGETS_KEY = 'agent_targets.v1';

@@ -10,14 +10,14 @@
 // change (one transaction). Credentials are never logged: only agent ids, names and expiries.
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { parseDuration } from '../config/duration.js';
-import { asCiportError, CiportError } from '../errors/index.js';
-import type { Logger } from '../log/logger.js';
-import { bearer } from '../session/secret.js';
-import { AGENT_CONNECT_PATH, AGENT_UPGRADE_PROTOCOL, refuseHttp1 } from '../transport/wire.js';
-import type { AgentHub } from './agent-hub.js';
-import { type AgentRegistry, bindingNames, type TargetEdit } from './agent-registry.js';
-import { type Req, type Res, readJsonBody, sendError, sendJson } from './http.js';
+import { parseDuration } from '../../config/duration.js';
+import { asCiportError, CiportError } from '../../errors/index.js';
+import type { Logger } from '../../log/logger.js';
+import { bearer } from '../../session/secret.js';
+import { AGENT_CONNECT_PATH, AGENT_UPGRADE_PROTOCOL, refuseHttp1 } from '../../transport/wire.js';
+import { type Req, type Res, readJsonBody, sendError, sendJson } from '../http.js';
+import type { AgentHub } from './hub.js';
+import { type AgentRegistry, bindingNames, type TargetEdit } from './registry.js';
 
 export interface AgentApiDeps {
   registry: AgentRegistry;
