@@ -15,8 +15,6 @@ import { TARGET_NAME_RE } from '../../config/target-name.js';
 import { CiportError } from '../../errors/index.js';
 import type { AgentStore, StoredAgent } from '../../store/types.js';
 
-export type { AgentStore };
-
 /** Enrollment tokens are `cpe_` + 32 random bytes; agent credentials `cpa_<agent id>.<secret>`. */
 export const ENROLLMENT_PREFIX = 'cpe_';
 export const CREDENTIAL_PREFIX = 'cpa_';

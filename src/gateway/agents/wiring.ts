@@ -22,7 +22,7 @@ import { type AgentApiDeps, linkRevocations } from './api.js';
 import { auditAgentEvents } from './audit.js';
 import { EventRefusals } from './event-refusals.js';
 import { type AdvertisedTarget, AgentHub, type AgentIdentity, REFUSAL_AUDIT_INTERVAL_MS } from './hub.js';
-import { AgentRegistry, REVOCATION_SWEEP_MS } from './registry.js';
+import { AgentRegistry, type AgentRegistryOptions, REVOCATION_SWEEP_MS } from './registry.js';
 import type { AgentRoutes } from './relay.js';
 
 /** Meta key of the last advertisement per target (session answers right after a restart). */
@@ -57,9 +57,11 @@ export async function startAgents(options: {
   reapIntervalMs?: number;
   /** At most one `agent.event_refused` per agent this often (default 1 h). */
   eventRefusalWindowMs?: number;
+  /** The registry's clock and credential lifetimes (agents/registry.ts has the defaults). */
+  credentials?: AgentRegistryOptions | undefined;
 }): Promise<GatewayAgents> {
   const { store, manager, log } = options;
-  const registry = new AgentRegistry(store);
+  const registry = new AgentRegistry(store, options.credentials);
   const seen = new Set<string>();
   let metrics: ReturnType<typeof createAgentMetrics> | undefined;
   const refusals = new EventRefusals(store, log, options.eventRefusalWindowMs ?? REFUSAL_AUDIT_INTERVAL_MS);
