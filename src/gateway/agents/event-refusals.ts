@@ -1,4 +1,4 @@
-// Events an agent reported that the gateway refused (docs/agent.md, "Events agents report"):
+// Events an agent reported that the gateway refused (docs/agent.md, "Which events are accepted"):
 // about a session or target this gateway never routed to that agent. They are acknowledged (the
 // agent's outbox must not send them forever) and not recorded; each agent gets at most one
 // `agent.event_refused` audit event per window, with the count of its window and one sample, so a
