@@ -1,4 +1,4 @@
-// Admin and agent endpoints of docs/agent.md, written as functions api.ts and server.ts mount:
+// Admin and agent endpoints of docs/agent.md, written as functions the gateway's server.ts mounts:
 //   POST   /v1/agents/enroll        admin token     {name, targets, ttl?} → 201 {token, name, targets, expires_at}
 //   POST   /v1/agents/register      enrollment tok. {}            → 201 {id, name, credential, expires_at}
 //   POST   /v1/agents/rotate        agent credential {}           → 200 {id, name, credential, expires_at}
@@ -22,7 +22,7 @@ import { type AgentRegistry, bindingNames, type TargetEdit } from './registry.js
 export interface AgentApiDeps {
   registry: AgentRegistry;
   hub: AgentHub;
-  /** Throws CIPORT_E_ADMIN_UNAUTHORIZED unless the request carries an admin token (api.ts's). */
+  /** Throws CIPORT_E_ADMIN_UNAUTHORIZED unless the request carries an admin token (gateway/api.ts's). */
   requireAdmin: (req: Req) => void;
   maxBodyBytes: number;
   log?: Logger | undefined;
