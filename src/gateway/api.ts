@@ -18,7 +18,7 @@ import { bearer, tokenInList } from '../session/secret.js';
 import type { SessionRecord, Store } from '../store/types.js';
 import { printable } from '../text/printable.js';
 import { gatewayInfo } from '../transport/gateway-info.js';
-import type { AgentHub } from './agent-hub.js';
+import type { AgentHub } from './agents/hub.js';
 import type { GatewayDownloads } from './downloads.js';
 import { parseJsonBody, type Req, type Res, readBody, readJsonBody, sendError, sendJson } from './http.js';
 import type { GatewayMetrics } from './metrics.js';

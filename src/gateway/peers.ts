@@ -1,6 +1,6 @@
 // The gateways sharing this store (docs/gateway.md, "Several gateways"): one row per gateway in
 // the store's `gateways` table, heartbeated while it runs. Agents learn from it where to link
-// (agents.ts), and a draining gateway leaves its sessions to the others when one is alive
+// (agents/wiring.ts), and a draining gateway leaves its sessions to the others when one is alive
 // (SessionManager.endAllForShutdown). Rows are written per gateway, never read-modified-written,
 // so gateways starting and stopping at once cannot lose each other.
 import type { Logger } from '../log/logger.js';

@@ -32,8 +32,9 @@ import { openStore } from '../store/open.js';
 import type { Store } from '../store/types.js';
 import { loadTlsMaterial } from '../transport/tls.js';
 import { refuseHttp1 } from '../transport/wire.js';
-import { handleAgentApi, handleAgentUpgrade } from './agent-enroll.js';
-import { type GatewayAgents, startAgents } from './agents.js';
+import { handleAgentApi, handleAgentUpgrade } from './agents/api.js';
+import type { AgentRegistryOptions } from './agents/registry.js';
+import { type GatewayAgents, startAgents } from './agents/wiring.js';
 import { type ApiDeps, handleApi, requireAdmin } from './api.js';
 import { GatewayDownloads } from './downloads.js';
 import { type GatewayExits, startExits } from './exits.js';
@@ -51,7 +52,7 @@ export interface StartGatewayOptions {
   stderr?: Writable;
   /** `fetch` for discovery and JWKS (tests may pass their own). */
   fetch?: typeof fetch;
-  /** Clock in epoch ms for token checks and session deadlines. */
+  /** Clock in epoch ms for token checks, session deadlines and agent credentials. */
   now?: () => number;
   /** Name of the configuration's source, for `config.loaded` (a file path). */
   configSource?: string;
@@ -63,6 +64,8 @@ export interface StartGatewayOptions {
   roleReapIntervalMs?: number;
   /** Query / http.request events pending a commit before relays pause (default 10 000). */
   auditBacklogMax?: number;
+  /** How long agent credentials live and a rotated-away one is still accepted (30 days, 1 h). */
+  agentCredentials?: Pick<AgentRegistryOptions, 'credentialLifetimeMs' | 'rotationGraceMs'>;
 }
 
 export interface RunningGateway {
@@ -213,6 +216,7 @@ export async function startGateway(
       gatewayId,
       peers,
       deploymentId: exits.deploymentId,
+      credentials: { ...options.agentCredentials, ...(options.now ? { now: options.now } : {}) },
       ...(options.roleReapIntervalMs !== undefined ? { reapIntervalMs: options.roleReapIntervalMs } : {}),
     });
     const made = agents;

@@ -32,8 +32,8 @@ import { bearer } from '../session/secret.js';
 import type { AuditStore } from '../store/types.js';
 import { resetStream, targetOfAuthority } from '../transport/h2.js';
 import { TUNNEL_HEADERS } from '../transport/wire.js';
-import type { AgentHub, AgentIdentity } from './agent-hub.js';
-import { relayViaAgent } from './agent-tunnel.js';
+import type { AgentIdentity } from './agents/hub.js';
+import { type AgentRoutes, relayViaAgent } from './agents/relay.js';
 import { clientResetCause } from './close-cause.js';
 import type { GatewayExits } from './exits.js';
 import { sendError } from './http.js';
@@ -58,12 +58,6 @@ export interface TunnelDeps {
   agents?: AgentRoutes | undefined;
   /** Bounds query / http.request events not yet committed (relays pause while it is full). */
   auditBacklog?: AuditBacklog | undefined;
-}
-
-export interface AgentRoutes {
-  hub: AgentHub;
-  /** `${session}\0${target}` → the agent that carries that session's connections to it. */
-  sticky: Map<string, string>;
 }
 
 /** Handle one CONNECT stream, start to end. Never throws. */

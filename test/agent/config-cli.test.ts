@@ -5,9 +5,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { loadAgentConfig, parseAgentConfig, resolveEnrollmentToken } from '../../src/agent/config.js';
 import { agentsEnroll, agentsList, agentsRevoke, formatAgents } from '../../src/cli/commands/agent.js';
-import { auditAgentEvents } from '../../src/gateway/agent-audit.js';
+import type { RunningGateway } from '../../src/gateway/server.js';
 import { waitFor } from '../fixtures/wait-for.js';
-import { ADMIN, echoServer, MemoryMeta, type MiniGateway, startMiniGateway, tempDir } from './harness.js';
+import { ADMIN, echoServer, startAgentGateway, tempDir } from './harness.js';
 
 const sink = () =>
   new Writable({
@@ -55,12 +55,12 @@ targets:
 
 describe('ciport agents enroll|list|revoke (functions) and audit events', () => {
   let tmp: ReturnType<typeof tempDir>;
-  let gw: MiniGateway;
+  let gw: RunningGateway;
   let echo: Awaited<ReturnType<typeof echoServer>>;
   let agent: Agent | undefined;
   beforeEach(async () => {
     tmp = tempDir();
-    gw = await startMiniGateway({ dir: join(tmp.dir, 'gw'), meta: new MemoryMeta() });
+    gw = await startAgentGateway({ dataDir: join(tmp.dir, 'gw') });
     echo = await echoServer();
   });
   afterEach(async () => {
@@ -72,15 +72,13 @@ describe('ciport agents enroll|list|revoke (functions) and audit events', () => 
 
   it('enrolls, lists with live connections, revokes; hub events become audit events', async () => {
     const caFile = join(tmp.dir, 'ca.pem');
-    writeFileSync(caFile, gw.caPem);
+    writeFileSync(caFile, gw.caPem as string);
     const io = { stdout: sink(), stderr: sink(), env: { CIPORT_ADMIN_TOKEN: ADMIN, CIPORT_CA_FILE: caFile } };
-    const audit: Array<{ type: string; data: Record<string, unknown> }> = [];
-    auditAgentEvents(gw.hub, {
-      appendAudit: async (e) => {
-        audit.push(e as never);
-        return e as never;
-      },
-    });
+    // What the gateway audited of the agent's link (its hub's events).
+    const linkEvents = async () =>
+      (await gw.store.auditEvents({ limit: 1_000 })).filter(
+        (e) => e.type === 'agent.connected' || e.type === 'agent.disconnected',
+      );
     const { token } = await agentsEnroll(io, { gateway: gw.url, name: 'dc1', targets: 'echo' });
     expect(token).toMatch(/^cpe_/);
     const cfgFile = join(tmp.dir, 'agent.yaml');
@@ -91,7 +89,7 @@ describe('ciport agents enroll|list|revoke (functions) and audit events', () => 
     );
     agent = new Agent(loadAgentConfig(cfgFile, { env: {} }), { env: { TOK: token } });
     await agent.start();
-    await waitFor(() => gw.hub.serves('echo'), 5_000, 'served');
+    await waitFor(() => gw.agents.hub.serves('echo'), 5_000, 'served');
 
     const list = await agentsList(io, { gateway: gw.url });
     expect(list).toHaveLength(1);
@@ -101,7 +99,14 @@ describe('ciport agents enroll|list|revoke (functions) and audit events', () => 
 
     const res = await agentsRevoke(io, 'dc1', { gateway: gw.url });
     expect(res.revoked.map((a) => a.name)).toEqual(['dc1']);
-    await waitFor(() => audit.length === 2, 2_000, 'audit events');
+    const audit = await waitFor(
+      async () => {
+        const events = await linkEvents();
+        return events.length === 2 ? events : undefined;
+      },
+      2_000,
+      'audit events',
+    );
     expect(audit.map((e) => e.type)).toEqual(['agent.connected', 'agent.disconnected']);
     expect(audit[1]?.data).toMatchObject({ agent: 'dc1', reason: 'revoked' });
     expect(formatAgents(await agentsList(io, { gateway: gw.url }))).toMatch(/dc1\s+revoked/);

@@ -1,172 +1,60 @@
-// A minimal gateway for agent tests: one TLS port (HTTP/2 + HTTP/1.1), the agent API and the
-// upgrade handler, built from the same pieces server.ts will mount.
+// Agent tests run the real gateway (startGateway, as `ciport gateway` does) on loopback with
+// its SQLite store in a temp dir, plus what they need around it: the admin API over HTTP/1.1,
+// agent configs, an echo server and a TCP relay a test can cut or freeze.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createSecureServer, type Http2SecureServer, type ServerHttp2Stream } from 'node:http2';
 import { request } from 'node:https';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AgentConfig, agentConfigSchema } from '../../src/agent/config.js';
-import { CiportError } from '../../src/errors/index.js';
-import { handleAgentApi, handleAgentUpgrade, linkRevocations } from '../../src/gateway/agent-enroll.js';
-import { AgentHub, type AgentHubOptions } from '../../src/gateway/agent-hub.js';
-import {
-  AgentRegistry,
-  type AgentRegistryOptions,
-  type AgentStore,
-} from '../../src/gateway/agent-registry.js';
-import { type AgentRelayResult, relayViaAgent } from '../../src/gateway/agent-tunnel.js';
-import { sendError } from '../../src/gateway/http.js';
-import type { Logger } from '../../src/log/logger.js';
-import { bearer } from '../../src/session/secret.js';
-import { openStore, type Store } from '../../src/store/index.js';
-import { ensureGeneratedTls } from '../../src/transport/tls.js';
+import type { RunningGateway, StartGatewayOptions } from '../../src/gateway/server.js';
+import { DEFAULT_SQLITE_FILE } from '../../src/store/open.js';
+import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 
 export const ADMIN = 'admin-token-for-tests';
-
-const storeDirs: string[] = [];
-process.once('exit', () => {
-  for (const dir of storeDirs) rmSync(dir, { recursive: true, force: true });
-});
-
-/**
- * The registry's store for the mini gateway: a real SQLite store in a temp file, opened on first
- * use and shared by every gateway given this object (gateway restarts keep the agents).
- */
-export class MemoryMeta implements AgentStore {
-  readonly file: string;
-  #store: Promise<Store> | undefined;
-
-  constructor() {
-    const dir = mkdtempSync(join(tmpdir(), 'ciport-agent-store-'));
-    storeDirs.push(dir);
-    this.file = join(dir, 'ciport.db');
-  }
-
-  store(): Promise<Store> {
-    this.#store ??= openStore({ sqlite: { path: this.file } }, { dataDir: tmpdir() });
-    return this.#store;
-  }
-
-  /** Everything the database files hold, as text (to check that no token or secret is stored). */
-  dump(): string {
-    return [this.file, `${this.file}-wal`]
-      .filter((f) => existsSync(f))
-      .map((f) => readFileSync(f).toString('latin1'))
-      .join('\n');
-  }
-
-  createEnrollment: AgentStore['createEnrollment'] = async (...a) =>
-    (await this.store()).createEnrollment(...a);
-  redeemEnrollment: AgentStore['redeemEnrollment'] = async (...a) =>
-    (await this.store()).redeemEnrollment(...a);
-  rotateAgentCredential: AgentStore['rotateAgentCredential'] = async (...a) =>
-    (await this.store()).rotateAgentCredential(...a);
-  getAgent: AgentStore['getAgent'] = async (...a) => (await this.store()).getAgent(...a);
-  listAgents: AgentStore['listAgents'] = async () => (await this.store()).listAgents();
-  touchAgent: AgentStore['touchAgent'] = async (...a) => (await this.store()).touchAgent(...a);
-  revokeAgents: AgentStore['revokeAgents'] = async (...a) => (await this.store()).revokeAgents(...a);
-  setAgentTargets: AgentStore['setAgentTargets'] = async (...a) => (await this.store()).setAgentTargets(...a);
-  subscribeAgentRevoked: AgentStore['subscribeAgentRevoked'] = async (...a) =>
-    (await this.store()).subscribeAgentRevoked(...a);
-}
-
-export interface MiniGateway {
-  url: string;
-  port: number;
-  caPem: string;
-  hub: AgentHub;
-  registry: AgentRegistry;
-  /** Results of finished relays (client CONNECT → agent). */
-  relays: AgentRelayResult[];
-  /** Crash-like stop: sockets destroyed. */
-  close(): Promise<void>;
-}
+/** The targets agents serve in these tests; a session may be granted them (`issuer`). */
+export const AGENT_TARGETS = ['echo', 'cache', 'dead'];
 
 export function tempDir(prefix = 'ciport-agent-'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-export async function startMiniGateway(options: {
-  dir: string;
-  meta: AgentStore;
-  port?: number;
-  hub?: AgentHubOptions;
-  /** Registry options (e.g. a credential lifetime of seconds, to watch agents rotate). */
-  registry?: AgentRegistryOptions;
-  /** Where the gateway's handlers log (default: nowhere). */
-  log?: Logger;
-}): Promise<MiniGateway> {
-  const tls = ensureGeneratedTls(options.dir, ['localhost', '127.0.0.1']);
-  const registry = new AgentRegistry(options.meta, options.registry);
-  const hub = new AgentHub(options.hub);
-  linkRevocations(registry, hub);
-  const deps = {
-    registry,
-    hub,
-    log: options.log,
-    maxBodyBytes: 65_536,
-    requireAdmin: (req: { headers: { authorization?: string | undefined } }) => {
-      if (bearer(req.headers.authorization) !== ADMIN) {
-        throw new CiportError('CIPORT_E_ADMIN_UNAUTHORIZED', 'admin token required');
-      }
-    },
+/**
+ * The real gateway with no targets of its own (every target is an agent's), its data (CA, SQLite
+ * store) in `dataDir`: a gateway started again on the same `dataDir` and `port` has the same CA
+ * and knows the same agents. `issuer` (a fixture issuer's URL) lets its GitLab-kind tokens open
+ * sessions to AGENT_TARGETS; `server` adds to the config's `server:` section. `close()` stops it
+ * at once, as a crash would.
+ */
+export function startAgentGateway(
+  input: { dataDir: string; port?: number; issuer?: string; server?: Record<string, unknown> },
+  options: StartGatewayOptions = {},
+): Promise<RunningGateway> {
+  const doc = {
+    listen: `127.0.0.1:${input.port ?? 0}`,
+    data_dir: input.dataDir,
+    admin_tokens: [{ env: 'AGENT_TEST_ADMIN' }],
+    server: { ...input.server },
+    issuers: input.issuer
+      ? [{ name: 'gitlab', kind: 'gitlab', issuer: input.issuer, audience: 'ciport' }]
+      : [],
+    rules: input.issuer ? [{ name: 'agents', issuer: 'gitlab', allow: AGENT_TARGETS }] : [],
   };
-  const server: Http2SecureServer = createSecureServer({
-    cert: tls.cert,
-    key: tls.key,
-    allowHTTP1: true,
-    ALPNProtocols: ['h2', 'http/1.1'],
-  });
-  // As server.ts does: HTTP/1.1 timeouts must not reach an upgraded agent socket.
-  const h1 = server as unknown as Record<string, number>;
-  h1.headersTimeout = 1_000;
-  h1.requestTimeout = 1_000;
-  h1.keepAliveTimeout = 1_000;
-  h1.connectionsCheckingInterval = 250;
-  const sockets = new Set<Socket>();
-  const relays: AgentRelayResult[] = [];
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.once('close', () => sockets.delete(s));
-  });
-  server.on('upgrade', (req, socket, head) => void handleAgentUpgrade(deps, req, socket, head));
-  // Tunnels: the relay tunnel.ts runs for agent-served targets (Tunnel.runViaAgent), without its
-  // session checks and audit.
-  server.on('connect', (req) => {
-    const stream = (req as unknown as { stream: ServerHttp2Stream }).stream;
-    const target = String(req.headers[':authority'] ?? '').split(':')[0] ?? '';
-    void relayViaAgent(hub, stream, target, { idleTimeoutMs: 60_000 }).then((r) => relays.push(r));
-  });
-  server.on('request', (req, res) => {
-    void handleAgentApi(deps, req, res).then((handled) => {
-      if (!handled) sendError(res, new CiportError('CIPORT_E_NOT_FOUND', 'not found'));
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
-  return {
-    url: `https://127.0.0.1:${port}`,
-    port,
-    caPem: tls.caPem as string,
-    hub,
-    registry,
-    relays,
-    async close() {
-      const closed = new Promise<void>((r) => server.close(() => r()));
-      void hub.close();
-      for (const s of sockets) s.destroy();
-      await closed;
-    },
-  };
+  return startTestGateway(gatewayConfig(doc, { AGENT_TEST_ADMIN: ADMIN }), options);
+}
+
+/** Everything the gateway's store files in `dataDir` hold, as text (no token or secret may be in it). */
+export function storeText(dataDir: string): string {
+  const file = join(dataDir, DEFAULT_SQLITE_FILE);
+  return [file, `${file}-wal`]
+    .filter((f) => existsSync(f))
+    .map((f) => readFileSync(f).toString('latin1'))
+    .join('\n');
 }
 
 export function api(
-  gw: { url: string; caPem: string },
+  gw: { url: string; caPem: string | undefined },
   method: string,
   path: string,
   token: string | undefined,

@@ -1,20 +1,21 @@
-// Client → gateway CONNECT → agent CONNECT → target: the full reverse path, through
-// relayViaAgent (what tunnel.ts will call for agent-served targets).
+// Client → gateway CONNECT → agent CONNECT → target: the full reverse path through the real
+// gateway, a session's tunnel to a target only agents serve (tunnel.ts: Tunnel.runViaAgent).
 import { createHash, randomBytes } from 'node:crypto';
 import { type ClientHttp2Session, type ClientHttp2Stream, connect, constants as h2 } from 'node:http2';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
+import type { RunningGateway } from '../../src/gateway/server.js';
+import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { waitFor } from '../fixtures/wait-for.js';
 import {
   ADMIN,
+  AGENT_TARGETS,
   agentConfig,
   api,
   echoServer,
-  MemoryMeta,
-  type MiniGateway,
   relay,
-  startMiniGateway,
+  startAgentGateway,
   tempDir,
 } from './harness.js';
 
@@ -22,25 +23,38 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 describe('client → gateway → agent → target', () => {
   let tmp: ReturnType<typeof tempDir>;
-  let gw: MiniGateway;
+  let issuer: FixtureIssuer;
+  let gw: RunningGateway;
   let echo: Awaited<ReturnType<typeof echoServer>>;
   let client: ClientHttp2Session;
+  /** The test's session (granted every agent target), opened by its first tunnel. */
+  let session: Promise<{ id: string; secret: string }> | undefined;
   const cleanups: Array<() => Promise<void>> = [];
 
   beforeEach(async () => {
     tmp = tempDir();
-    gw = await startMiniGateway({ dir: join(tmp.dir, 'gw'), meta: new MemoryMeta() });
+    issuer = await FixtureIssuer.start();
+    gw = await startAgentGateway({ dataDir: join(tmp.dir, 'gw'), issuer: issuer.url });
     echo = await echoServer();
     client = connect(gw.url, { ca: gw.caPem });
     client.on('error', () => {});
+    session = undefined;
   });
   afterEach(async () => {
     client.destroy();
     for (const c of cleanups.splice(0).reverse()) await c();
     await gw.close();
     await echo.close();
+    await issuer.close();
     tmp.cleanup();
   });
+
+  async function openSession(): Promise<{ id: string; secret: string }> {
+    const token = await issuer.mint({}, { preset: 'gitlab-main' });
+    const res = await api(gw, 'POST', '/v1/sessions', token, { targets: AGENT_TARGETS });
+    expect(res.status).toBe(201);
+    return { id: res.body.id, secret: res.body.secret };
+  }
 
   async function startAgent(
     name: string,
@@ -64,15 +78,26 @@ describe('client → gateway → agent → target', () => {
     cleanups.push(() => agent.close());
     beforeStart(agent);
     await agent.start();
-    await waitFor(() => gw.hub.list().some((c) => c.agent === agent.agentId), 5_000, 'hub saw the agent');
+    await waitFor(
+      () => gw.agents.hub.list().some((c) => c.agent === agent.agentId),
+      5_000,
+      'hub saw the agent',
+    );
     return agent;
   }
 
-  function tunnel(
+  async function tunnel(
     target: string,
   ): Promise<{ stream: ClientHttp2Stream; status: number; code: string | undefined; retryAfter?: string }> {
+    session ??= openSession();
+    const { id, secret } = await session;
     return new Promise((resolve, reject) => {
-      const stream = client.request({ ':method': 'CONNECT', ':authority': `${target}:443` });
+      const stream = client.request({
+        ':method': 'CONNECT',
+        ':authority': `${target}:443`,
+        authorization: `Bearer ${secret}`,
+        'ciport-session': id,
+      });
       stream.once('error', reject);
       stream.once('response', (h) =>
         resolve({
@@ -98,14 +123,19 @@ describe('client → gateway → agent → target', () => {
       t.stream.end(payload);
     });
     expect(sha(back)).toBe(sha(payload));
-    await waitFor(() => gw.relays.length === 1, 2_000, 'relay finished');
-    expect(gw.relays[0]).toMatchObject({
-      opened: true,
-      bytesToTarget: payload.length,
-      bytesFromTarget: payload.length,
-      error: undefined,
+    // The gateway audits the connection with the agent as its exit and the bytes it carried.
+    const closed = await waitFor(
+      async () => (await gw.store.auditEvents({ limit: 1_000 })).find((e) => e.type === 'connection.closed'),
+      2_000,
+      'the connection closed',
+    );
+    expect(closed.data).toMatchObject({
+      exit: 'dc1',
+      target: 'echo',
+      bytes_to_target: payload.length,
+      bytes_from_target: payload.length,
     });
-    expect(gw.relays[0]?.agent?.name).toBe('dc1');
+    expect(closed.data.error).toBeUndefined();
 
     const r = await tunnel('cache');
     const pong = await new Promise<string>((resolve) => {
@@ -125,16 +155,16 @@ describe('client → gateway → agent → target', () => {
 
   it('an agent is routed only what it is bound to; the rest is refused, reported once, told to it', async () => {
     const refusals: unknown[] = [];
-    gw.hub.on('agent.target_refused', (r) => refusals.push(r));
+    gw.agents.hub.on('agent.target_refused', (r) => refusals.push(r));
     // Listen before the agent connects: the gateway may tell it before startAgent returns.
     let told: Promise<string[]> | undefined;
     await startAgent('dc1', gw.port, ['cache'], (a) => {
       told = new Promise<string[]>((resolve) => a.once('refused', resolve));
     });
     expect(await told).toEqual(['echo']);
-    expect(gw.hub.list()[0]).toMatchObject({ targets: ['cache'], refused: ['echo'] });
-    expect(gw.hub.serves('echo')).toBe(false);
-    expect(gw.hub.targetInfo('echo')).toBeUndefined(); // not recorded as the target's advertisement
+    expect(gw.agents.hub.list()[0]).toMatchObject({ targets: ['cache'], refused: ['echo'] });
+    expect(gw.agents.hub.serves('echo')).toBe(false);
+    expect(gw.agents.hub.targetInfo('echo')).toBeUndefined(); // not recorded as the target's advertisement
     for (let i = 0; i < 5; i++) {
       const t = await tunnel('echo');
       expect([t.status, t.code]).toEqual([503, 'CIPORT_E_NO_AGENT']);
@@ -145,8 +175,8 @@ describe('client → gateway → agent → target', () => {
     const widened = await api(gw, 'POST', '/v1/agents/dc1/targets', ADMIN, { add: ['echo'] });
     expect(widened.status).toBe(200);
     expect((await tunnel('echo')).status).toBe(200);
-    expect(gw.hub.list()[0]?.targets.sort()).toEqual(['cache', 'echo']);
-    expect(gw.hub.list()[0]?.refused).toEqual([]);
+    expect(gw.agents.hub.list()[0]?.targets.sort()).toEqual(['cache', 'echo']);
+    expect(gw.agents.hub.list()[0]?.refused).toEqual([]);
     // Narrowed again: refused again, but not reported twice within the interval.
     expect((await api(gw, 'POST', '/v1/agents/dc1/targets', ADMIN, { set: ['cache'] })).status).toBe(200);
     expect((await tunnel('echo')).code).toBe('CIPORT_E_NO_AGENT');
@@ -181,7 +211,7 @@ describe('client → gateway → agent → target', () => {
     expect(ended).toBe(false);
 
     await agent.waitConnected(5_000);
-    await waitFor(() => gw.hub.serves('echo'), 5_000, 'agent back');
+    await waitFor(() => gw.agents.hub.serves('echo'), 5_000, 'agent back');
     const u = await tunnel('echo');
     expect(u.status).toBe(200);
     u.stream.write('y');

@@ -5,18 +5,9 @@ import type { ClientHttp2Stream } from 'node:http2';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
+import type { RunningGateway } from '../../src/gateway/server.js';
 import { waitFor } from '../fixtures/wait-for.js';
-import {
-  ADMIN,
-  agentConfig,
-  api,
-  echoServer,
-  MemoryMeta,
-  type MiniGateway,
-  relay,
-  startMiniGateway,
-  tempDir,
-} from './harness.js';
+import { ADMIN, agentConfig, api, echoServer, relay, startAgentGateway, tempDir } from './harness.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -32,13 +23,13 @@ function roundTrip(stream: ClientHttp2Stream, data: Buffer): Promise<Buffer> {
 
 describe('agent resilience', () => {
   let tmp: ReturnType<typeof tempDir>;
-  let gw: MiniGateway;
+  let gw: RunningGateway;
   let echo: Awaited<ReturnType<typeof echoServer>>;
   const cleanups: Array<() => Promise<void>> = [];
 
   beforeEach(async () => {
     tmp = tempDir();
-    gw = await startMiniGateway({ dir: join(tmp.dir, 'gw'), meta: new MemoryMeta() });
+    gw = await startAgentGateway({ dataDir: join(tmp.dir, 'gw') });
     echo = await echoServer();
   });
   afterEach(async () => {
@@ -62,7 +53,11 @@ describe('agent resilience', () => {
     cleanups.push(() => agent.close());
     await agent.start();
     await agent.waitConnected(5_000);
-    await waitFor(() => gw.hub.list().some((c) => c.agent === agent.agentId), 5_000, 'hub saw the agent');
+    await waitFor(
+      () => gw.agents.hub.list().some((c) => c.agent === agent.agentId),
+      5_000,
+      'hub saw the agent',
+    );
     return agent;
   }
 
@@ -72,7 +67,7 @@ describe('agent resilience', () => {
     const a = await agentVia('dc1', link.port);
     const b = await agentVia('dc2', gw.port);
     // a long-running connection on each agent
-    const streams = await Promise.all([1, 2, 3, 4].map(() => gw.hub.open('echo')));
+    const streams = await Promise.all([1, 2, 3, 4].map(() => gw.agents.hub.open('echo')));
     await waitFor(() => a.streams === 2 && b.streams === 2, 2_000, 'spread');
     const outcomes = streams.map(
       (s) =>
@@ -82,13 +77,13 @@ describe('agent resilience', () => {
           s.once('close', () => resolve(s.rstCode === 0 ? 'closed' : `rst ${s.rstCode}`));
         }),
     );
-    const gone = new Promise<string>((r) => gw.hub.once('agent.disconnected', (x) => r(x.name)));
+    const gone = new Promise<string>((r) => gw.agents.hub.once('agent.disconnected', (x) => r(x.name)));
     link.cut(); // dc1's host is gone: connection reset
     expect(await gone).toBe('dc1');
     // new connections keep working while dc1 is away (it retries through the dead link)
     for (let i = 0; i < 20; i++) {
       const p = randomBytes(2048);
-      expect(sha(await roundTrip(await gw.hub.open('echo'), p))).toBe(sha(p));
+      expect(sha(await roundTrip(await gw.agents.hub.open('echo'), p))).toBe(sha(p));
     }
     // dc2's long-running streams are untouched
     const alive = streams.filter((s) => !s.closed);
@@ -103,17 +98,16 @@ describe('agent resilience', () => {
     const dup = new Agent(first.config, { ca: gw.caPem, env: {} });
     cleanups.push(() => dup.close());
     await dup.start();
-    await waitFor(() => gw.hub.list().length === 2, 5_000, 'second connection');
-    const streams = await Promise.all([1, 2, 3].map(() => gw.hub.open('echo')));
+    await waitFor(() => gw.agents.hub.list().length === 2, 5_000, 'second connection');
+    const streams = await Promise.all([1, 2, 3].map(() => gw.agents.hub.open('echo')));
     await waitFor(() => dup.streams === 3, 2_000, 'all on the newest');
     expect(first.streams).toBe(0);
     for (const s of streams) s.close();
   });
 
   it('an agent started before the gateway registers as soon as the gateway is up', async () => {
-    const meta = new MemoryMeta();
-    const { AgentRegistry } = await import('../../src/gateway/agent-registry.js');
-    const { token } = await new AgentRegistry(meta).createEnrollment('early', ['echo']);
+    const enrolled = await api(gw, 'POST', '/v1/agents/enroll', ADMIN, { name: 'early', targets: ['echo'] });
+    const token = enrolled.body.token as string;
     const port = gw.port;
     await gw.close();
     const agent = new Agent(
@@ -128,9 +122,9 @@ describe('agent resilience', () => {
     cleanups.push(() => agent.close());
     const started = agent.start();
     await new Promise((r) => setTimeout(r, 1_000));
-    gw = await startMiniGateway({ dir: join(tmp.dir, 'gw'), meta, port });
+    gw = await startAgentGateway({ dataDir: join(tmp.dir, 'gw'), port });
     await started;
-    await waitFor(() => gw.hub.serves('echo'), 5_000, 'registered and connected');
+    await waitFor(() => gw.agents.hub.serves('echo'), 5_000, 'registered and connected');
   });
 
   it('a partitioned agent (no FIN, no RST) is noticed by keepalive within 15 s', async () => {
@@ -138,7 +132,9 @@ describe('agent resilience', () => {
     cleanups.push(() => link.close());
     await agentVia('dc1', link.port);
     const started = Date.now();
-    const gone = new Promise<{ reason: string }>((r) => gw.hub.once('agent.disconnected', (x) => r(x)));
+    const gone = new Promise<{ reason: string }>((r) =>
+      gw.agents.hub.once('agent.disconnected', (x) => r(x)),
+    );
     link.freeze();
     const { reason } = await gone;
     const took = Date.now() - started;
@@ -146,6 +142,6 @@ describe('agent resilience', () => {
     // first. Either way the agent must be gone from routing within the keepalive bound.
     expect(['keepalive timeout', 'connection lost']).toContain(reason);
     expect(took).toBeLessThanOrEqual(15_500);
-    await expect(gw.hub.open('echo')).rejects.toMatchObject({ code: 'CIPORT_E_NO_AGENT' });
+    await expect(gw.agents.hub.open('echo')).rejects.toMatchObject({ code: 'CIPORT_E_NO_AGENT' });
   }, 25_000);
 });

@@ -1,5 +1,5 @@
 // Agent credential expiry and rotation over real sockets (docs/agent.md, "Enrollment and the
-// agent credential"): the mini gateway's registry issues credentials living a few seconds, the
+// agent credential"): the gateway issues credentials living a few seconds, the
 // agent rotates them by itself at half-life, keeps its live connection, reconnects with the new
 // credential once the old one expired, keeps only the current credential on disk, survives a
 // rotation attempt while the gateway is down, and never logs a secret.
@@ -12,20 +12,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent, type AgentOptions } from '../../src/agent/agent.js';
 import { CREDENTIAL_FILE, type StoredCredential, writeCredential } from '../../src/agent/credential.js';
 import type { CiportError } from '../../src/errors/index.js';
-import type { AgentRegistryOptions } from '../../src/gateway/agent-registry.js';
+import type { RunningGateway, StartGatewayOptions } from '../../src/gateway/server.js';
 import { createLogger, type Logger } from '../../src/log/logger.js';
 import { waitFor } from '../fixtures/wait-for.js';
-import {
-  ADMIN,
-  agentConfig,
-  api,
-  echoServer,
-  MemoryMeta,
-  type MiniGateway,
-  sleep,
-  startMiniGateway,
-  tempDir,
-} from './harness.js';
+import { ADMIN, agentConfig, api, echoServer, sleep, startAgentGateway, tempDir } from './harness.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const secretOf = (credential: string) => credential.split('.')[1] as string;
@@ -88,21 +78,20 @@ function watchCredentialFile(dir: string): { seen: string[]; problems: string[];
 
 describe('agent credential rotation', () => {
   let tmp: ReturnType<typeof tempDir>;
-  let meta: MemoryMeta;
-  let gw: MiniGateway;
+  let gw: RunningGateway;
   let gwLogs: ReturnType<typeof capturingLogger>;
   let echo: Awaited<ReturnType<typeof echoServer>>;
   const cleanups: Array<() => unknown> = [];
 
-  async function gateway(registry: AgentRegistryOptions, port?: number): Promise<MiniGateway> {
-    return startMiniGateway({
-      dir: join(tmp.dir, 'gw'),
-      meta,
-      registry,
-      log: gwLogs.log,
-      hub: { log: gwLogs.log },
-      ...(port ? { port } : {}),
-    });
+  /** The gateway, its credentials short-lived; started again on `port`, it knows the same agents. */
+  async function gateway(
+    credentials: StartGatewayOptions['agentCredentials'],
+    options: { port?: number; now?: () => number } = {},
+  ): Promise<RunningGateway> {
+    return startAgentGateway(
+      { dataDir: join(tmp.dir, 'gw'), ...(options.port ? { port: options.port } : {}) },
+      { logger: gwLogs.log, agentCredentials: credentials, ...(options.now ? { now: options.now } : {}) },
+    );
   }
 
   function newAgent(name: string, env: NodeJS.ProcessEnv, options: AgentOptions = {}): Agent {
@@ -127,12 +116,11 @@ describe('agent credential rotation', () => {
 
   async function echoWorks(): Promise<void> {
     const p = randomBytes(4096);
-    expect(sha(await roundTrip(await gw.hub.open('echo'), p))).toBe(sha(p));
+    expect(sha(await roundTrip(await gw.agents.hub.open('echo'), p))).toBe(sha(p));
   }
 
   beforeEach(async () => {
     tmp = tempDir();
-    meta = new MemoryMeta();
     gwLogs = capturingLogger();
     echo = await echoServer();
   });
@@ -165,7 +153,9 @@ describe('agent credential rotation', () => {
     expect(rot.body.credential).not.toBe(reg.body.credential);
 
     // The previous secret still connects during the grace period, but cannot rotate.
-    await expect(gw.registry.authenticate(reg.body.credential)).resolves.toMatchObject({ id: reg.body.id });
+    await expect(gw.agents.registry.authenticate(reg.body.credential)).resolves.toMatchObject({
+      id: reg.body.id,
+    });
     const again = await api(gw, 'POST', '/v1/agents/rotate', reg.body.credential, {});
     expect(again.status).toBe(401);
     expect(again.body.error.code).toBe('CIPORT_E_AGENT_UNAUTHORIZED');
@@ -194,7 +184,7 @@ describe('agent credential rotation', () => {
     const file = watchCredentialFile(dir);
     cleanups.push(file.stop);
     const connections: string[] = [];
-    gw.hub.on('agent.connected', (c) => connections.push(c.connection));
+    gw.agents.hub.on('agent.connected', (c) => connections.push(c.connection));
     const rotations: Array<{ at: number; expires_at: string }> = [];
 
     const agent = newAgent(
@@ -209,7 +199,7 @@ describe('agent credential rotation', () => {
       () => file.seen[0] as string,
     );
     await agent.waitConnected(5_000);
-    await waitFor(() => gw.hub.serves('echo'), 5_000, 'advertised');
+    await waitFor(() => gw.agents.hub.serves('echo'), 5_000, 'advertised');
     const firstExpiry = Date.parse(agent.credentialExpiresAt as string);
 
     // At half-life (~2 s) the agent rotates; the live connection is not touched.
@@ -222,7 +212,7 @@ describe('agent credential rotation', () => {
 
     // Past the first credential's expiry (and its grace): it is refused, the agent is still in.
     await sleep(Math.max(0, firstExpiry - Date.now()) + 100);
-    await expect(gw.registry.authenticate(first)).rejects.toMatchObject({
+    await expect(gw.agents.registry.authenticate(first)).rejects.toMatchObject({
       code: 'CIPORT_E_AGENT_UNAUTHORIZED',
     });
     expect(connections).toHaveLength(1);
@@ -232,8 +222,8 @@ describe('agent credential rotation', () => {
     // Cut: it reconnects with the credential it rotated to.
     const failures: CiportError[] = [];
     agent.on('failed', (e) => failures.push(e));
-    expect(gw.hub.disconnect(agent.agentId as string, 'test')).toBe(1);
-    await waitFor(() => connections.length === 2 && gw.hub.serves('echo'), 5_000, 'reconnected');
+    expect(gw.agents.hub.disconnect(agent.agentId as string, 'test')).toBe(1);
+    await waitFor(() => connections.length === 2 && gw.agents.hub.serves('echo'), 5_000, 'reconnected');
     expect(failures.filter((f) => f.code === 'CIPORT_E_AGENT_UNAUTHORIZED')).toEqual([]);
     await echoWorks();
 
@@ -246,7 +236,9 @@ describe('agent credential rotation', () => {
     const current = JSON.parse(readFileSync(join(dir, CREDENTIAL_FILE), 'utf8')) as StoredCredential;
     expect(current.expires_at).toBe(agent.credentialExpiresAt);
     expect(current.rotated_at).toBeDefined();
-    await expect(gw.registry.authenticate(current.credential)).resolves.toMatchObject({ id: agent.agentId });
+    await expect(gw.agents.registry.authenticate(current.credential)).resolves.toMatchObject({
+      id: agent.agentId,
+    });
     await agent.close();
     file.stop();
 
@@ -259,7 +251,7 @@ describe('agent credential rotation', () => {
     for (const c of file.seen) expect(logs).not.toContain(secretOf(c));
     expect(logs).not.toContain('cpa_');
     // Audit: one agent.credential_rotated per rotation.
-    const events = await (await meta.store()).auditEvents();
+    const events = await gw.store.auditEvents();
     expect(events.filter((e) => e.type === 'agent.credential_rotated').length).toBe(rotations.length);
   });
 
@@ -290,18 +282,18 @@ describe('agent credential rotation', () => {
     expect(rotated).toEqual([]);
     expect(rotationFailures.length).toBeGreaterThanOrEqual(1);
     expect(rotationFailures[0]?.code).toBe('CIPORT_E_GATEWAY_UNREACHABLE');
-    gw = await gateway({ credentialLifetimeMs: 6_000, rotationGraceMs: 1_000 }, port);
+    gw = await gateway({ credentialLifetimeMs: 6_000, rotationGraceMs: 1_000 }, { port });
 
     await waitFor(() => rotated.length >= 1, 2_000, 'rotated after the gateway came back');
     expect(rotated[0]).toBeLessThan(expiry);
-    await waitFor(() => gw.hub.serves('echo'), 3_000, 'reconnected');
+    await waitFor(() => gw.agents.hub.serves('echo'), 3_000, 'reconnected');
     // Past the old expiry: a reconnect still works.
     await sleep(Math.max(0, expiry - Date.now()) + 100);
-    const before = gw.hub.list().length;
+    const before = gw.agents.hub.list().length;
     expect(before).toBe(1);
-    gw.hub.disconnect(agent.agentId as string, 'test');
+    gw.agents.hub.disconnect(agent.agentId as string, 'test');
     await waitFor(
-      () => gw.hub.list().length === 1 && gw.hub.serves('echo'),
+      () => gw.agents.hub.list().length === 1 && gw.agents.hub.serves('echo'),
       5_000,
       'reconnected after expiry',
     );
@@ -331,17 +323,17 @@ describe('agent credential rotation', () => {
     expect(stored.credential).not.toBe(reg.body.credential);
     expect(stored.expires_at).toBe(r.expires_at);
     await agent.waitConnected(5_000);
-    await waitFor(() => gw.hub.serves('echo'), 5_000, 'advertised');
+    await waitFor(() => gw.agents.hub.serves('echo'), 5_000, 'advertised');
     // Rotated once; the fresh credential is not due again for ~15 days.
     await sleep(300);
-    expect(
-      (await (await meta.store()).auditEvents()).filter((e) => e.type === 'agent.credential_rotated'),
-    ).toHaveLength(1);
+    expect((await gw.store.auditEvents()).filter((e) => e.type === 'agent.credential_rotated')).toHaveLength(
+      1,
+    );
   });
 
   it("a host clock far ahead of the gateway's does not make the agent rotate in a loop", async () => {
     // The gateway's clock is 10 s behind: every fresh 4 s credential looks past its half-life.
-    gw = await gateway({ credentialLifetimeMs: 4_000, now: () => Date.now() - 10_000 });
+    gw = await gateway({ credentialLifetimeMs: 4_000 }, { now: () => Date.now() - 10_000 });
     const agentLogs = capturingLogger();
     const agent = newAgent(
       'dc1',

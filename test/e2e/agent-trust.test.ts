@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
-import { MAX_REFUSED_NAMES } from '../../src/gateway/agent-hub.js';
+import { MAX_REFUSED_NAMES } from '../../src/gateway/agents/hub.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { baseEnv, ensureBuilt, runCli, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';

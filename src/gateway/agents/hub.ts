@@ -14,12 +14,12 @@ import {
 } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { ErrorCode } from '../errors/codes.js';
-import { ERROR_CODES } from '../errors/codes.js';
-import { CiportError } from '../errors/index.js';
-import type { ExitAdvertisement } from '../exits/contract.js';
-import type { Logger } from '../log/logger.js';
-import { printable } from '../text/printable.js';
+import type { ErrorCode } from '../../errors/codes.js';
+import { ERROR_CODES } from '../../errors/codes.js';
+import { CiportError } from '../../errors/index.js';
+import type { ExitAdvertisement } from '../../exits/contract.js';
+import type { Logger } from '../../log/logger.js';
+import { printable } from '../../text/printable.js';
 import {
   AGENT_EVENTS_PATH,
   AGENT_REFUSED_PATH,
@@ -27,7 +27,7 @@ import {
   AGENT_UPGRADE_PROTOCOL,
   type AgentEventLine,
   TUNNEL_HEADERS,
-} from '../transport/wire.js';
+} from '../../transport/wire.js';
 
 /** At most one `agent.target_refused` (and warn log) per agent and target this often. */
 export const REFUSAL_AUDIT_INTERVAL_MS = 3_600_000;

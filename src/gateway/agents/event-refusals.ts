@@ -1,13 +1,13 @@
-// Events an agent reported that the gateway refused (docs/agent.md, "Events agents report"):
+// Events an agent reported that the gateway refused (docs/agent.md, "Which events are accepted"):
 // about a session or target this gateway never routed to that agent. They are acknowledged (the
 // agent's outbox must not send them forever) and not recorded; each agent gets at most one
 // `agent.event_refused` audit event per window, with the count of its window and one sample, so a
 // rogue agent cannot grow the audit log however many it sends.
-import { auditEvent } from '../audit/events.js';
-import type { Logger } from '../log/logger.js';
-import type { AuditStore } from '../store/types.js';
-import { printable } from '../text/printable.js';
-import type { AgentIdentity } from './agent-hub.js';
+import { auditEvent } from '../../audit/events.js';
+import type { Logger } from '../../log/logger.js';
+import type { AuditStore } from '../../store/types.js';
+import { printable } from '../../text/printable.js';
+import type { AgentIdentity } from './hub.js';
 
 /** Bound on the agents with a refusal window open (one gateway process). */
 const MAX_AGENTS = 10_000;

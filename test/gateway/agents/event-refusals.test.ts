@@ -1,19 +1,34 @@
 // agent.event_refused: at most one audit event per agent and window, with the window's count.
-// The store is a real SQLite store (MemoryMeta from the agent harness).
+// The store is a real SQLite store in a temp dir.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { EventRefusals } from '../../src/gateway/agent-event-refusals.js';
-import type { Store } from '../../src/store/types.js';
-import { waitFor } from '../fixtures/wait-for.js';
-import { MemoryMeta } from './harness.js';
+import { EventRefusals } from '../../../src/gateway/agents/event-refusals.js';
+import { openStore } from '../../../src/store/open.js';
+import type { Store } from '../../../src/store/types.js';
+import { waitFor } from '../../fixtures/wait-for.js';
 
 const rogue = { id: 'agt_rogue', name: 'dc-rogue' };
 const other = { id: 'agt_other', name: 'dc-other' };
 let refusals: EventRefusals | undefined;
+const opened: Array<{ store: Store; dir: string }> = [];
 
 afterEach(async () => {
   await refusals?.close();
   refusals = undefined;
+  for (const { store, dir } of opened.splice(0)) {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
+
+async function sqliteStore(): Promise<Store> {
+  const dir = mkdtempSync(join(tmpdir(), 'ciport-refusals-'));
+  const store = await openStore(undefined, { dataDir: dir });
+  opened.push({ store, dir });
+  return store;
+}
 
 async function refusedEvents(store: Store) {
   return (await store.auditEvents({ limit: 10_000 }))
@@ -23,7 +38,7 @@ async function refusedEvents(store: Store) {
 
 describe('EventRefusals', () => {
   it('audits the first refusal at once and the window count at its end, per agent', async () => {
-    const store = await new MemoryMeta().store();
+    const store = await sqliteStore();
     refusals = new EventRefusals(store, undefined, 1_000);
     for (let i = 0; i < 500; i++) await refusals.refuse(rogue, 'http.request', `ses_${i}`, 'api');
     await refusals.refuse(other, 'credential.created', 'ses_x', `pg${'\u001b'}[2J`);
@@ -47,7 +62,7 @@ describe('EventRefusals', () => {
   });
 
   it('close writes the counts of open windows', async () => {
-    const store = await new MemoryMeta().store();
+    const store = await sqliteStore();
     refusals = new EventRefusals(store, undefined, 3_600_000);
     for (let i = 0; i < 10; i++) await refusals.refuse(rogue, 'credential.revoked', 'ses', 'pgdyn');
     expect(await refusedEvents(store)).toHaveLength(1);

@@ -10,12 +10,10 @@
 // periodic sweep for notifications lost while the listening connection was down).
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { auditEvent } from '../audit/events.js';
-import { TARGET_NAME_RE } from '../config/target-name.js';
-import { CiportError } from '../errors/index.js';
-import type { AgentStore, StoredAgent } from '../store/types.js';
-
-export type { AgentStore };
+import { auditEvent } from '../../audit/events.js';
+import { TARGET_NAME_RE } from '../../config/target-name.js';
+import { CiportError } from '../../errors/index.js';
+import type { AgentStore, StoredAgent } from '../../store/types.js';
 
 /** Enrollment tokens are `cpe_` + 32 random bytes; agent credentials `cpa_<agent id>.<secret>`. */
 export const ENROLLMENT_PREFIX = 'cpe_';

@@ -6,10 +6,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent } from '../../src/agent/agent.js';
-import type { AuditEvent } from '../../src/audit/events.js';
-import { agentConfig } from '../agent/harness.js';
-import { waitFor } from '../fixtures/wait-for.js';
+import { Agent } from '../../../src/agent/agent.js';
+import type { AuditEvent } from '../../../src/audit/events.js';
+import { agentConfig } from '../../agent/harness.js';
+import { waitFor } from '../../fixtures/wait-for.js';
 import {
   ADMIN_TOKEN,
   api,
@@ -20,7 +20,7 @@ import {
   roundTrip,
   startHarness,
   tunnel,
-} from './helpers.js';
+} from '../helpers.js';
 
 let h: Harness;
 let agent: Agent | undefined;

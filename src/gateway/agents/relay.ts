@@ -6,13 +6,19 @@
 // client's reset, the idle timeout or `signal` (session ended) become CANCEL towards the agent.
 import type { ClientHttp2Stream, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { constants as h2 } from 'node:http2';
-import { pauseWhileFull } from '../audit/backlog.js';
-import type { ConnectionClosedBy } from '../audit/events.js';
-import { asCiportError, type CiportError } from '../errors/index.js';
-import { resetStream } from '../transport/h2.js';
-import { refuseStream, TUNNEL_HEADERS } from '../transport/wire.js';
-import type { AgentHub, AgentIdentity } from './agent-hub.js';
-import { clientResetCause } from './close-cause.js';
+import { pauseWhileFull } from '../../audit/backlog.js';
+import type { ConnectionClosedBy } from '../../audit/events.js';
+import { asCiportError, type CiportError } from '../../errors/index.js';
+import { resetStream } from '../../transport/h2.js';
+import { refuseStream, TUNNEL_HEADERS } from '../../transport/wire.js';
+import { clientResetCause } from '../close-cause.js';
+import type { AgentHub, AgentIdentity } from './hub.js';
+
+export interface AgentRoutes {
+  hub: AgentHub;
+  /** `${session}\0${target}` → the agent that carries that session's connections to it. */
+  sticky: Map<string, string>;
+}
 
 export interface AgentRelayOptions {
   /** The tunnel's connection id, sent to the agent in `ciport-connection` (its logs name it). */

@@ -4,23 +4,23 @@
 // registries.
 
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { verifyChain } from '../../src/audit/index.js';
+import { verifyChain } from '../../../src/audit/index.js';
 import {
   type AgentRecord,
   AgentRegistry,
   CREDENTIAL_LIFETIME_MS,
   CREDENTIAL_PREFIX,
   ENROLLMENT_PREFIX,
-} from '../../src/gateway/agent-registry.js';
-import type { Store } from '../../src/store/index.js';
-import { HOUR, MINUTE, T0, testClock } from '../store/fixtures.js';
+} from '../../../src/gateway/agents/registry.js';
+import type { Store } from '../../../src/store/index.js';
+import { HOUR, MINUTE, T0, testClock } from '../../store/fixtures.js';
 
 const DAY = 24 * HOUR;
 const iso = (ms: number) => new Date(ms).toISOString();
 const secretOf = (credential: string) => credential.split('.')[1] as string;
 
-import { waitFor } from '../fixtures/wait-for.js';
-import { engines, type TestDb } from '../store/harness.js';
+import { waitFor } from '../../fixtures/wait-for.js';
+import { engines, type TestDb } from '../../store/harness.js';
 
 for (const h of engines()) {
   describe(`AgentRegistry [${h.engine}]`, () => {

@@ -1,40 +1,30 @@
 // The gateway's agent side, put together (docs/agent.md): the registry (enrollment, credentials,
 // revocation, also from other gateways), the hub (reverse HTTP/2 connections), their audit
-// events, the events agents report (roles, http.request), and the session hooks that keep
+// events, the events agents report (events.ts), and the session hooks that keep
 // per-session roles on agents tied to session lifetimes (end → drop now; on every agent
 // connection and periodically → the active list, so the agent reaps what it missed).
 import type { Registry } from 'prom-client';
-import { auditEvent } from '../audit/events.js';
-import { asCiportError } from '../errors/index.js';
-import type { Logger } from '../log/logger.js';
-import type { SessionManager } from '../session/manager.js';
-import { principalSummary } from '../session/principal.js';
-import type { Store } from '../store/types.js';
+import { asCiportError } from '../../errors/index.js';
+import type { Logger } from '../../log/logger.js';
+import type { SessionManager } from '../../session/manager.js';
+import type { Store } from '../../store/types.js';
 import {
   AGENT_GATEWAYS_PATH,
   AGENT_SESSION_ENDED_PATH,
   AGENT_SESSIONS_ACTIVE_PATH,
-  type AgentEventLine,
-} from '../transport/wire.js';
-import { auditAgentEvents } from './agent-audit.js';
-import { type AgentApiDeps, linkRevocations } from './agent-enroll.js';
-import { EventRefusals } from './agent-event-refusals.js';
-import {
-  type AdvertisedTarget,
-  AgentHub,
-  type AgentIdentity,
-  REFUSAL_AUDIT_INTERVAL_MS,
-} from './agent-hub.js';
-import { AgentRegistry, REVOCATION_SWEEP_MS } from './agent-registry.js';
-import { createAgentMetrics } from './metrics.js';
-import { GATEWAY_HEARTBEAT_MS, type GatewayPeers } from './peers.js';
-import type { AgentRoutes } from './tunnel.js';
+} from '../../transport/wire.js';
+import { createAgentMetrics } from '../metrics.js';
+import { GATEWAY_HEARTBEAT_MS, type GatewayPeers } from '../peers.js';
+import { type AgentApiDeps, linkRevocations } from './api.js';
+import { auditAgentEvents } from './audit.js';
+import { EventRefusals } from './event-refusals.js';
+import { recordAgentEvent, typeLabel } from './events.js';
+import { type AdvertisedTarget, AgentHub, REFUSAL_AUDIT_INTERVAL_MS } from './hub.js';
+import { AgentRegistry, type AgentRegistryOptions, REVOCATION_SWEEP_MS } from './registry.js';
+import type { AgentRoutes } from './relay.js';
 
 /** Meta key of the last advertisement per target (session answers right after a restart). */
 const KNOWN_TARGETS_KEY = 'agent_targets.v1';
-/** Event ids recently recorded, per gateway process (a resent event is not recorded twice). */
-const SEEN_EVENTS = 10_000;
-/** Gateways heartbeat their store row this often; a row older than 3 periods is not listed. */
 
 export interface GatewayAgents {
   readonly hub: AgentHub;
@@ -62,9 +52,11 @@ export async function startAgents(options: {
   reapIntervalMs?: number;
   /** At most one `agent.event_refused` per agent this often (default 1 h). */
   eventRefusalWindowMs?: number;
+  /** The registry's clock and credential lifetimes (agents/registry.ts has the defaults). */
+  credentials?: AgentRegistryOptions | undefined;
 }): Promise<GatewayAgents> {
   const { store, manager, log } = options;
-  const registry = new AgentRegistry(store);
+  const registry = new AgentRegistry(store, options.credentials);
   const seen = new Set<string>();
   let metrics: ReturnType<typeof createAgentMetrics> | undefined;
   const refusals = new EventRefusals(store, log, options.eventRefusalWindowMs ?? REFUSAL_AUDIT_INTERVAL_MS);
@@ -204,96 +196,4 @@ export async function startAgents(options: {
       await unwatch().catch(() => {});
     },
   };
-}
-
-const str = (v: unknown) => (typeof v === 'string' ? v.slice(0, 1024) : undefined);
-const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
-
-/** The metric label of an agent's event type: its own type strings never become labels. */
-const typeLabel = (type: string) => (REPORTED_TYPES.has(type) ? type : 'other');
-
-const REPORTED_TYPES = new Set([
-  'credential.created',
-  'credential.revoked',
-  'credential.revoke_failed',
-  'http.request',
-]);
-
-/**
- * Audit one event an agent reported, with the session's principal and rule from the store.
- * Only known types and fields are taken (the agent is authenticated; its JSON is still input),
- * and only about a (session, target) this gateway routed to that agent, on a target still bound
- * to it (hub.mayReport): anything else is refused (acknowledged, counted, not recorded).
- */
-async function recordAgentEvent(
-  store: Store,
-  agent: AgentIdentity,
-  event: AgentEventLine,
-  seen: Set<string>,
-  hub: AgentHub,
-  refusals: EventRefusals,
-): Promise<'recorded' | 'duplicate' | 'refused'> {
-  const eventId = `${agent.id}:${str(event.id) ?? event.seq}`;
-  if (seen.has(eventId)) return 'duplicate';
-  const d = event.data;
-  const sessionId = str(d.session) ?? '';
-  const target = (str(d.target) ?? '').toLowerCase();
-  if (REPORTED_TYPES.has(event.type) && !hub.mayReport(agent.id, sessionId, target)) {
-    await refusals.refuse(agent, event.type, sessionId, target);
-    return 'refused';
-  }
-  const session = sessionId ? await store.getSession(sessionId) : undefined;
-  const context = session ? { principal: principalSummary(session.principal), rule: session.rule } : {};
-  const from = { agent: agent.name, agent_id: agent.id, agent_event: eventId };
-  if (
-    event.type === 'credential.created' ||
-    event.type === 'credential.revoked' ||
-    event.type === 'credential.revoke_failed'
-  ) {
-    const granted = Array.isArray(d.granted) ? d.granted.filter((g) => typeof g === 'string') : undefined;
-    await store.appendAudit(
-      auditEvent(event.type, {
-        ...context,
-        session: sessionId,
-        target,
-        role: str(d.role) ?? '',
-        ...(granted ? { granted } : {}),
-        ...(str(d.valid_until) ? { valid_until: str(d.valid_until) } : {}),
-        ...(str(d.reason) ? { reason: str(d.reason) } : {}),
-        ...(num(d.terminated) !== undefined ? { terminated: num(d.terminated) } : {}),
-        ...(str(d.error) ? { error: str(d.error) } : {}),
-        ...(str(d.code) ? { code: str(d.code) } : {}),
-        ...(num(d.attempt) !== undefined ? { attempt: num(d.attempt) } : {}),
-        ...(str(d.next_attempt) ? { next_attempt: str(d.next_attempt) } : {}),
-        ...from,
-      } as Parameters<typeof auditEvent<'credential.created'>>[1]),
-    );
-  } else if (event.type === 'http.request') {
-    await store.appendAudit(
-      auditEvent('http.request', {
-        session: sessionId,
-        connection: str(d.connection) ?? '',
-        principal: session ? principalSummary(session.principal) : ({} as never),
-        target,
-        rule: session?.rule ?? null,
-        exit: agent.name,
-        agent: agent.name,
-        agent_id: agent.id,
-        method: str(d.method) ?? '',
-        path: str(d.path) ?? '',
-        status: num(d.status) ?? 0,
-        bytes_in: num(d.bytes_in) ?? 0,
-        bytes_out: num(d.bytes_out) ?? 0,
-        duration_ms: num(d.duration_ms) ?? 0,
-        ...(d.upgrade === true ? { upgrade: true } : {}),
-        ...(d.aborted === true ? { aborted: true } : {}),
-        ...(str(d.error) ? { error: str(d.error) } : {}),
-        agent_event: eventId,
-      } as Parameters<typeof auditEvent<'http.request'>>[1]),
-    );
-  }
-  // Unknown types are acknowledged and dropped: a newer agent may report more than we record.
-  seen.add(eventId);
-  if (seen.size > SEEN_EVENTS) seen.delete(seen.values().next().value as string);
-  return 'recorded';
 }

@@ -1,11 +1,11 @@
 // Audit events of the agent hub: `agent.connected`, `agent.disconnected` and
 // `agent.target_refused` (bounded by the hub: once per agent and target per interval, and a
-// bounded number of distinct names per agent). `agent.event_refused`: agent-event-refusals.ts.
+// bounded number of distinct names per agent). `agent.event_refused`: event-refusals.ts.
 // `agent.enrolled`, `agent.revoked` and `agent.targets_changed` come from the registry.
-import { auditEvent } from '../audit/events.js';
-import type { Logger } from '../log/logger.js';
-import type { AuditStore } from '../store/types.js';
-import type { AgentHub } from './agent-hub.js';
+import { auditEvent } from '../../audit/events.js';
+import type { Logger } from '../../log/logger.js';
+import type { AuditStore } from '../../store/types.js';
+import type { AgentHub } from './hub.js';
 
 /** Write the hub's connect/disconnect events to the audit log. Returns an unsubscribe function. */
 export function auditAgentEvents(

@@ -1,4 +1,4 @@
-// Admin and agent endpoints of docs/agent.md, written as functions api.ts and server.ts mount:
+// Admin and agent endpoints of docs/agent.md, written as functions the gateway's server.ts mounts:
 //   POST   /v1/agents/enroll        admin token     {name, targets, ttl?} → 201 {token, name, targets, expires_at}
 //   POST   /v1/agents/register      enrollment tok. {}            → 201 {id, name, credential, expires_at}
 //   POST   /v1/agents/rotate        agent credential {}           → 200 {id, name, credential, expires_at}
@@ -10,19 +10,19 @@
 // change (one transaction). Credentials are never logged: only agent ids, names and expiries.
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { parseDuration } from '../config/duration.js';
-import { asCiportError, CiportError } from '../errors/index.js';
-import type { Logger } from '../log/logger.js';
-import { bearer } from '../session/secret.js';
-import { AGENT_CONNECT_PATH, AGENT_UPGRADE_PROTOCOL, refuseHttp1 } from '../transport/wire.js';
-import type { AgentHub } from './agent-hub.js';
-import { type AgentRegistry, bindingNames, type TargetEdit } from './agent-registry.js';
-import { type Req, type Res, readJsonBody, sendError, sendJson } from './http.js';
+import { parseDuration } from '../../config/duration.js';
+import { asCiportError, CiportError } from '../../errors/index.js';
+import type { Logger } from '../../log/logger.js';
+import { bearer } from '../../session/secret.js';
+import { AGENT_CONNECT_PATH, AGENT_UPGRADE_PROTOCOL, refuseHttp1 } from '../../transport/wire.js';
+import { type Req, type Res, readJsonBody, sendError, sendJson } from '../http.js';
+import type { AgentHub } from './hub.js';
+import { type AgentRegistry, bindingNames, type TargetEdit } from './registry.js';
 
 export interface AgentApiDeps {
   registry: AgentRegistry;
   hub: AgentHub;
-  /** Throws CIPORT_E_ADMIN_UNAUTHORIZED unless the request carries an admin token (api.ts's). */
+  /** Throws CIPORT_E_ADMIN_UNAUTHORIZED unless the request carries an admin token (gateway/api.ts's). */
   requireAdmin: (req: Req) => void;
   maxBodyBytes: number;
   log?: Logger | undefined;
