@@ -140,6 +140,8 @@ export type DropResult = { state: 'dropped'; terminated: number } | { state: 'ab
 export interface AccountEngine {
   /** Code of a failed drop (`credential.revoke_failed`, the error log line). */
   readonly revokeFailedCode: ErrorCode;
+  /** Where the admin's grants are documented, for log hints (`docs/….md, "Section"`). */
+  readonly adminDocs: string;
   /** The account of `session` of `deployment` (a valid unquoted identifier, ≤ 32 characters). */
   accountName(session: string, deployment: string): string;
   /** Create it, or adopt it when it exists and is this session's (throws if it is not). */
@@ -151,6 +153,9 @@ export interface AccountEngine {
   /** What the admin lacks for create, drop and reap (empty: nothing found). */
   checkAdmin(spec: DynamicSpec, grants: readonly string[], timeoutMs: number): Promise<string[]>;
 }
+
+/** A server error that says the admin may not do something (PostgreSQL or MySQL wording). */
+const PRIVILEGE_ERROR = /permission denied|must be|privilege|access denied|command denied/i;
 
 /** Error text of a failed statement for logs and audit: the server's code and message, bounded. */
 export function failureText(err: unknown): string {
@@ -439,8 +444,8 @@ export class DynamicCredentials {
       attempt: failure.count,
       next_attempt: nextAttempt,
       err: error,
-      ...(/permission denied|must be|privilege|access denied|command denied/i.test(error)
-        ? { hint: 'the dynamic-credentials admin lacks a grant: see docs/credentials.md, "Admin privileges"' }
+      ...(PRIVILEGE_ERROR.test(error)
+        ? { hint: `the dynamic-credentials admin lacks a grant: see ${this.#engine(spec).adminDocs}` }
         : {}),
     };
     (this.#opts.log.error ?? this.#opts.log.warn).call(
@@ -537,6 +542,29 @@ export class DynamicCredentials {
     if (!spec) return [];
     const roles = [...new Set([...spec.grant, ...grants])];
     return this.#engine(spec).checkAdmin(spec, roles, this.#timeoutMs);
+  }
+
+  /**
+   * At start (gateway and agent): check every target's admin and log one warning per missing
+   * privilege with the statement that fixes it. Never throws. `grantsOf`: the roles the rules
+   * grant for a target beyond its `dynamic.grant` (an agent does not know the rules).
+   */
+  async logAdminProblems(grantsOf: (target: string) => readonly string[] = () => []): Promise<void> {
+    await Promise.all(
+      [...this.#specs.values()].map(async (spec) => {
+        const target = spec.target;
+        const hint = `see ${this.#engine(spec).adminDocs}`;
+        try {
+          for (const problem of await this.checkAdmin(target, grantsOf(target)))
+            this.#opts.log.warn({ target, problem, hint }, 'dynamic-credentials admin: missing privilege');
+        } catch (err) {
+          this.#opts.log.warn(
+            { target, err: failureText(err), hint },
+            'dynamic-credentials admin not checked',
+          );
+        }
+      }),
+    );
   }
 
   async #audit(event: RoleEvent): Promise<void> {

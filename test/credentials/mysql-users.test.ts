@@ -5,13 +5,20 @@
 // server never touch each other's users, a restarted exit adopts a live session's user, and a
 // drop the admin may not do is an error, an audit event and a metric, retried with backoff.
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Agent } from '../../src/agent/agent.js';
+import { parseAgentConfig } from '../../src/agent/config.js';
 import { Secret } from '../../src/config/secret.js';
 import { mysqlUserName, mysqlUserPrefix } from '../../src/credentials/account-names.js';
 import { DynamicCredentials, type DynamicSpec, type RoleEvent } from '../../src/credentials/dynamic.js';
 import { nativePasswordHash } from '../../src/credentials/mysql-users.js';
+import type { Logger } from '../../src/log/logger.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const HOST = '127.0.0.1';
 const PORT = 3306;
@@ -269,7 +276,7 @@ describe('an admin without the documented grants', () => {
     expect(failed[0]?.error).toMatch(/^1142 \(42000\): SELECT command denied/);
     expect(weak.errors[0]).toMatchObject({
       code: 'CIPORT_E_MYSQL_USER_REVOKE_FAILED',
-      hint: expect.any(String),
+      hint: expect.stringContaining('docs/mysql.md'),
     });
     expect(weak.failures()).toBe(1);
     expect(await exists(cred.user)).toBe(true);
@@ -281,5 +288,49 @@ describe('an admin without the documented grants', () => {
     expect(await exists(cred.user)).toBe(false);
     expect(weak.r.failing).toBe(0);
     await root.query(`REVOKE SELECT (User, Host) ON mysql.user FROM ${ADMIN_WEAK}@'%'`);
+  });
+
+  it('an agent logs what its admin lacks when it starts, as the gateway does (docs/mysql.md)', async () => {
+    const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
+    const log = {
+      info() {},
+      debug() {},
+      error() {},
+      warn: (obj: Record<string, unknown>, msg: string) => warnings.push({ obj, msg }),
+    } as unknown as Logger;
+    const dir = mkdtempSync(join(tmpdir(), 'ciport-mu-agent-'));
+    const yaml = [
+      'gateway: https://127.0.0.1:1', // nobody: the agent keeps retrying its registration
+      'name: weak',
+      `data_dir: ${dir}`,
+      'enrollment_token: {env: ENROLL}',
+      'targets:',
+      '  - name: mdb',
+      '    protocol: mysql',
+      `    address: ${HOST}:${PORT}`,
+      '    credentials:',
+      `      dynamic: {admin: {user: ${ADMIN_WEAK}, password: {env: ADMIN_PW}}, grant: [${ROLE_RW}]}`,
+    ].join('\n');
+    const env = { ENROLL: 'cpe_x', ADMIN_PW };
+    const config = parseAgentConfig(yaml, 'agent.yaml', { env });
+    const agent = new Agent(config, { log, env, ca: 'unused' });
+    const started = agent.start().catch(() => {});
+    try {
+      await waitFor(
+        () => warnings.some((w) => w.msg === 'dynamic-credentials admin: missing privilege'),
+        10_000,
+      );
+    } finally {
+      await agent.close();
+      await started;
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const problems = warnings.filter((w) => w.msg === 'dynamic-credentials admin: missing privilege');
+    expect(problems.map((w) => w.obj.problem)).toEqual(
+      expect.arrayContaining([
+        expect.stringContaining(`GRANT \`${ROLE_RW}\` TO '${ADMIN_WEAK}'@'%' WITH ADMIN OPTION`),
+      ]),
+    );
+    expect(problems[0]?.obj).toMatchObject({ target: 'mdb', hint: expect.stringContaining('docs/mysql.md') });
   });
 });
