@@ -140,6 +140,8 @@ export type DropResult = { state: 'dropped'; terminated: number } | { state: 'ab
 export interface AccountEngine {
   /** Code of a failed drop (`credential.revoke_failed`, the error log line). */
   readonly revokeFailedCode: ErrorCode;
+  /** Code of a failed creation (the app's error: the server refused the admin's statements). */
+  readonly createFailedCode: ErrorCode;
   /** Where the admin's grants are documented, for log hints (`docs/….md, "Section"`). */
   readonly adminDocs: string;
   /** The account of `session` of `deployment` (a valid unquoted identifier, ≤ 32 characters). */
@@ -302,11 +304,15 @@ export class DynamicCredentials {
     const password = randomBytes(24).toString('base64url');
     const grant = [...(grantOverride ?? spec.grant)];
     const validUntil = new Date(session.expiresAt).toISOString();
-    await engine.create(
-      spec,
-      { account, password, session: session.id, deployment, validUntil, grant },
-      this.#timeoutMs,
-    );
+    try {
+      await engine.create(
+        spec,
+        { account, password, session: session.id, deployment, validUntil, grant },
+        this.#timeoutMs,
+      );
+    } catch (err) {
+      throw await this.#createFailed(spec, engine, session.id, account, grant, err);
+    }
     this.#sessionOf.set(`${target}\u0000${account}`, session.id);
     this.#opts.log.info(
       { session: session.id, target, role: account, granted: grant },
@@ -321,6 +327,47 @@ export class DynamicCredentials {
       valid_until: validUntil,
     });
     return { user: account, password };
+  }
+
+  /**
+   * A refused creation as the app's error and a warn line, both saying what the admin lacks:
+   * the server's message alone (`Access denied for user 'admin'@'%'` for a GRANT of a role it
+   * may not grant) does not say which statement failed or how to fix it.
+   */
+  async #createFailed(
+    spec: DynamicSpec,
+    engine: AccountEngine,
+    session: string,
+    account: string,
+    grant: readonly string[],
+    err: unknown,
+  ): Promise<CiportError> {
+    if (err instanceof CiportError) return err;
+    const error = failureText(err);
+    // The server refused one of the admin's statements: say what the admin lacks, if anything.
+    const lacks = await engine.checkAdmin(spec, grant, this.#timeoutMs).catch(() => []);
+    this.#opts.log.warn(
+      {
+        session,
+        target: spec.target,
+        role: account,
+        err: error,
+        ...(lacks.length > 0 ? { problems: lacks } : {}),
+        hint: `see ${engine.adminDocs}`,
+      },
+      'per-session account not created',
+    );
+    const fix =
+      lacks.length > 0
+        ? `; ${lacks.join('; ')}`
+        : PRIVILEGE_ERROR.test(error)
+          ? `; the dynamic-credentials admin lacks a grant (${engine.adminDocs})`
+          : '';
+    return new CiportError(
+      engine.createFailedCode,
+      `target ${spec.target}: the per-session account could not be created: ${error}${fix}`,
+      { cause: err },
+    );
   }
 
   /**

@@ -149,6 +149,7 @@ async function exists(c: Conn, name: string, timeoutMs: number): Promise<boolean
 
 export const mysqlUserEngine: AccountEngine = {
   revokeFailedCode: 'CIPORT_E_MYSQL_USER_REVOKE_FAILED',
+  createFailedCode: 'CIPORT_E_MYSQL_UPSTREAM_REFUSED',
   adminDocs: 'docs/mysql.md, "Per-session users"',
 
   accountName: mysqlUserName,

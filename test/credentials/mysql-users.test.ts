@@ -290,6 +290,28 @@ describe('an admin without the documented grants', () => {
     await root.query(`REVOKE SELECT (User, Host) ON mysql.user FROM ${ADMIN_WEAK}@'%'`);
   });
 
+  it('a refused creation tells the job and the log which grant the admin lacks, and leaves no user', async () => {
+    // The weak admin may grant ROLE_RO only; a rule grants ROLE_RW.
+    const weak = users(ADMIN_WEAK, DEPLOYMENTS[3] as string, [ROLE_RW]);
+    const s = session('weak-create');
+    const refused = await weak.r.ensure(s, 'mdb').then(
+      () => undefined,
+      (err: unknown) => err as { code?: string; message?: string },
+    );
+    const fix = `GRANT \`${ROLE_RW}\` TO '${ADMIN_WEAK}'@'%' WITH ADMIN OPTION`;
+    expect(refused?.code).toBe('CIPORT_E_MYSQL_UPSTREAM_REFUSED');
+    expect(refused?.message).toContain(fix);
+    expect(refused?.message).not.toContain('unexpected error');
+    expect(weak.warnings).toContainEqual(
+      expect.objectContaining({
+        target: 'mdb',
+        problems: expect.arrayContaining([expect.stringContaining(fix)]),
+        hint: expect.stringContaining('docs/mysql.md'),
+      }),
+    );
+    expect(await exists(mysqlUserName(s.id, DEPLOYMENTS[3] as string))).toBe(false);
+  });
+
   it('an agent logs what its admin lacks when it starts, as the gateway does (docs/mysql.md)', async () => {
     const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
     const log = {
