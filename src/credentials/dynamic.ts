@@ -498,7 +498,7 @@ export class DynamicCredentials {
     (this.#opts.log.error ?? this.#opts.log.warn).call(
       this.#opts.log,
       fields,
-      `per-session account not dropped (${code}); it stays locked until a retry succeeds`,
+      `per-session account not dropped (${code}); retried with backoff`,
     );
     try {
       this.#opts.onRevokeFailed?.(target);
