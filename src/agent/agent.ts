@@ -179,6 +179,8 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** Register if needed, then keep a connection to the gateway(s) until close(). */
   async start(): Promise<void> {
+    // What each dynamic target's admin lacks, logged now rather than at the first failed job.
+    void this.exits.roles.logAdminProblems();
     await this.ensureCredential();
     this.#link(this.config.gateway);
     this.#checkRotation('start');

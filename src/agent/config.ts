@@ -40,6 +40,8 @@ export type AgentConfig = z.output<typeof agentConfigSchema>;
 
 export interface AgentLoadOptions {
   env?: NodeJS.ProcessEnv;
+  /** Resolve the targets' secrets (default true; `config check --agent --skip-secrets`: no). */
+  resolveSecrets?: boolean;
 }
 
 export function loadAgentConfig(file: string, options: AgentLoadOptions = {}): AgentConfig {
@@ -53,6 +55,7 @@ export function loadAgentConfig(file: string, options: AgentLoadOptions = {}): A
 export function parseAgentConfig(text: string, file: string, options: AgentLoadOptions = {}): AgentConfig {
   const { data, locate } = parseYaml(text, file);
   const cfg = validate(agentConfigSchema, data, file, locate);
+  if (options.resolveSecrets === false) return cfg;
   for (const [path, secret] of secretsIn(cfg.targets, ['targets'])) {
     secret.resolve(options.env ?? process.env, `${file}:${locate(path)}: ${formatPath(path)}`);
   }

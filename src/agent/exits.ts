@@ -144,7 +144,10 @@ export class AgentExits {
       );
     } catch (thrown) {
       const err = asCiportError(thrown);
-      this.#opt.log?.warn({ ...base, code: err.code }, `${exit.target.protocol} exit failed`);
+      this.#opt.log?.warn(
+        { ...base, code: err.code, err: err.message },
+        `${exit.target.protocol} exit failed`,
+      );
     }
     if (!stream.closed && !stream.writableEnded) stream.end();
   }

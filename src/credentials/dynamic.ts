@@ -140,6 +140,10 @@ export type DropResult = { state: 'dropped'; terminated: number } | { state: 'ab
 export interface AccountEngine {
   /** Code of a failed drop (`credential.revoke_failed`, the error log line). */
   readonly revokeFailedCode: ErrorCode;
+  /** Code of a failed creation (the app's error: the server refused the admin's statements). */
+  readonly createFailedCode: ErrorCode;
+  /** Where the admin's grants are documented, for log hints (`docs/….md, "Section"`). */
+  readonly adminDocs: string;
   /** The account of `session` of `deployment` (a valid unquoted identifier, ≤ 32 characters). */
   accountName(session: string, deployment: string): string;
   /** Create it, or adopt it when it exists and is this session's (throws if it is not). */
@@ -151,6 +155,9 @@ export interface AccountEngine {
   /** What the admin lacks for create, drop and reap (empty: nothing found). */
   checkAdmin(spec: DynamicSpec, grants: readonly string[], timeoutMs: number): Promise<string[]>;
 }
+
+/** A server error that says the admin may not do something (PostgreSQL or MySQL wording). */
+const PRIVILEGE_ERROR = /permission denied|must be|privilege|access denied|command denied/i;
 
 /** Error text of a failed statement for logs and audit: the server's code and message, bounded. */
 export function failureText(err: unknown): string {
@@ -297,11 +304,15 @@ export class DynamicCredentials {
     const password = randomBytes(24).toString('base64url');
     const grant = [...(grantOverride ?? spec.grant)];
     const validUntil = new Date(session.expiresAt).toISOString();
-    await engine.create(
-      spec,
-      { account, password, session: session.id, deployment, validUntil, grant },
-      this.#timeoutMs,
-    );
+    try {
+      await engine.create(
+        spec,
+        { account, password, session: session.id, deployment, validUntil, grant },
+        this.#timeoutMs,
+      );
+    } catch (err) {
+      throw await this.#createFailed(spec, engine, session.id, account, grant, err);
+    }
     this.#sessionOf.set(`${target}\u0000${account}`, session.id);
     this.#opts.log.info(
       { session: session.id, target, role: account, granted: grant },
@@ -316,6 +327,47 @@ export class DynamicCredentials {
       valid_until: validUntil,
     });
     return { user: account, password };
+  }
+
+  /**
+   * A refused creation as the app's error and a warn line, both saying what the admin lacks:
+   * the server's message alone (`Access denied for user 'admin'@'%'` for a GRANT of a role it
+   * may not grant) does not say which statement failed or how to fix it.
+   */
+  async #createFailed(
+    spec: DynamicSpec,
+    engine: AccountEngine,
+    session: string,
+    account: string,
+    grant: readonly string[],
+    err: unknown,
+  ): Promise<CiportError> {
+    if (err instanceof CiportError) return err;
+    const error = failureText(err);
+    // The server refused one of the admin's statements: say what the admin lacks, if anything.
+    const lacks = await engine.checkAdmin(spec, grant, this.#timeoutMs).catch(() => []);
+    this.#opts.log.warn(
+      {
+        session,
+        target: spec.target,
+        role: account,
+        err: error,
+        ...(lacks.length > 0 ? { problems: lacks } : {}),
+        hint: `see ${engine.adminDocs}`,
+      },
+      'per-session account not created',
+    );
+    const fix =
+      lacks.length > 0
+        ? `; ${lacks.join('; ')}`
+        : PRIVILEGE_ERROR.test(error)
+          ? `; the dynamic-credentials admin lacks a grant (${engine.adminDocs})`
+          : '';
+    return new CiportError(
+      engine.createFailedCode,
+      `target ${spec.target}: the per-session account could not be created: ${error}${fix}`,
+      { cause: err },
+    );
   }
 
   /**
@@ -439,14 +491,14 @@ export class DynamicCredentials {
       attempt: failure.count,
       next_attempt: nextAttempt,
       err: error,
-      ...(/permission denied|must be|privilege|access denied|command denied/i.test(error)
-        ? { hint: 'the dynamic-credentials admin lacks a grant: see docs/credentials.md, "Admin privileges"' }
+      ...(PRIVILEGE_ERROR.test(error)
+        ? { hint: `the dynamic-credentials admin lacks a grant: see ${this.#engine(spec).adminDocs}` }
         : {}),
     };
     (this.#opts.log.error ?? this.#opts.log.warn).call(
       this.#opts.log,
       fields,
-      `per-session account not dropped (${code}); it stays locked until a retry succeeds`,
+      `per-session account not dropped (${code}); retried with backoff`,
     );
     try {
       this.#opts.onRevokeFailed?.(target);
@@ -537,6 +589,29 @@ export class DynamicCredentials {
     if (!spec) return [];
     const roles = [...new Set([...spec.grant, ...grants])];
     return this.#engine(spec).checkAdmin(spec, roles, this.#timeoutMs);
+  }
+
+  /**
+   * At start (gateway and agent): check every target's admin and log one warning per missing
+   * privilege with the statement that fixes it. Never throws. `grantsOf`: the roles the rules
+   * grant for a target beyond its `dynamic.grant` (an agent does not know the rules).
+   */
+  async logAdminProblems(grantsOf: (target: string) => readonly string[] = () => []): Promise<void> {
+    await Promise.all(
+      [...this.#specs.values()].map(async (spec) => {
+        const target = spec.target;
+        const hint = `see ${this.#engine(spec).adminDocs}`;
+        try {
+          for (const problem of await this.checkAdmin(target, grantsOf(target)))
+            this.#opts.log.warn({ target, problem, hint }, 'dynamic-credentials admin: missing privilege');
+        } catch (err) {
+          this.#opts.log.warn(
+            { target, err: failureText(err), hint },
+            'dynamic-credentials admin not checked',
+          );
+        }
+      }),
+    );
   }
 
   async #audit(event: RoleEvent): Promise<void> {

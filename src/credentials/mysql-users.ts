@@ -149,6 +149,8 @@ async function exists(c: Conn, name: string, timeoutMs: number): Promise<boolean
 
 export const mysqlUserEngine: AccountEngine = {
   revokeFailedCode: 'CIPORT_E_MYSQL_USER_REVOKE_FAILED',
+  createFailedCode: 'CIPORT_E_MYSQL_UPSTREAM_REFUSED',
+  adminDocs: 'docs/mysql.md, "Per-session users"',
 
   accountName: mysqlUserName,
 
@@ -265,7 +267,7 @@ export const mysqlUserEngine: AccountEngine = {
         await run(c, 'SELECT User, Host FROM mysql.user LIMIT 0', timeoutMs);
       } catch {
         problems.push(
-          `the admin ${admin} cannot list users (the reaper needs it): GRANT SELECT (User, Host) ON mysql.user TO ${admin}`,
+          `the admin ${admin} cannot read user names (dropping users at session end and the reaper need it): GRANT SELECT (User, Host) ON mysql.user TO ${admin}`,
         );
       }
       // (A rule's `grants` with several roles is refused when a session gets them.)

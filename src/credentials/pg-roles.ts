@@ -78,6 +78,8 @@ async function scramVerifierText(password: string): Promise<string> {
 
 export const pgRoleEngine: AccountEngine = {
   revokeFailedCode: 'CIPORT_E_PG_ROLE_REVOKE_FAILED',
+  createFailedCode: 'CIPORT_E_PG_UPSTREAM_REFUSED',
+  adminDocs: 'docs/credentials.md, "Admin privileges"',
 
   // The session id itself is in the COMMENT; the deployment is not needed in the name.
   accountName: (session) => dynamicRoleName(session),

@@ -139,16 +139,7 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
   // Tell the operator now what the admin lacks, rather than at the first failed drop.
   const allGrants = (target: string) =>
     config.rules.flatMap((r) => (r.allow.includes(target) ? (r.grants?.[target] ?? []) : []));
-  await Promise.all(
-    roles.targets.map(async (target) => {
-      try {
-        for (const problem of await roles.checkAdmin(target, allGrants(target)))
-          log.warn({ target, problem }, 'dynamic-credentials admin: missing privilege (docs/credentials.md)');
-      } catch (err) {
-        log.warn({ target, err: asCiportError(err).message }, 'dynamic-credentials admin not checked');
-      }
-    }),
-  );
+  await roles.logAdminProblems(allGrants);
   try {
     await reap();
   } catch (err) {

@@ -535,7 +535,7 @@ class Tunnel implements SessionConnection, IdleWatched {
     } catch (thrown) {
       const err = asCiportError(thrown);
       this.#error ??= `${err.code}: ${err.message}`;
-      log.warn({ ...fields, code: err.code }, `${this.#config.protocol} tunnel failed`);
+      log.warn({ ...fields, code: err.code, err: err.message }, `${this.#config.protocol} tunnel failed`);
     }
     if (!this.#stream.closed) {
       await new Promise<void>((resolve) => {

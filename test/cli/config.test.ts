@@ -71,6 +71,42 @@ describe('ciport config check', () => {
   });
 });
 
+describe('ciport config check --agent', () => {
+  // docs/agent.md's configuration, with a MySQL target whose admin password is in the environment.
+  const agent = join(dir, 'agent.yaml');
+  writeFileSync(
+    agent,
+    [
+      'gateway: https://ciport.example.com:8443',
+      'name: dc1',
+      'enrollment_token: {env: CIPORT_ENROLLMENT_TOKEN}',
+      'targets:',
+      '  - name: app-db',
+      '    protocol: mysql',
+      '    address: db.internal:3306',
+      '    credentials:',
+      '      dynamic: {admin: {user: ciport_admin, password: {env: DB_ADMIN_PASSWORD}}, grant: [app_rw]}',
+      '',
+    ].join('\n'),
+  );
+
+  it("validates an agent's file; checked as a gateway's, the error says to use --agent", async () => {
+    expect(await runCli(['config', 'check', '--agent', agent], { DB_ADMIN_PASSWORD: 'pw' })).toEqual({
+      code: 0,
+      stdout: `config OK: ${agent} (agent dc1, 1 target)\n`,
+      stderr: '',
+    });
+    const missing = await runCli(['config', 'check', '--agent', agent], {});
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/agent\.yaml:\d+: targets\[0\]\.credentials\.dynamic\.admin\.password/);
+    const skipped = await runCli(['config', 'check', '--agent', '--skip-secrets', '--json', agent], {});
+    expect(JSON.parse(skipped.stdout)).toEqual({ ok: true, agent: 'dc1', targets: 1 });
+    const asGateway = await runCli(['config', 'check', '--skip-secrets', agent]);
+    expect(asGateway.code).toBe(2);
+    expect(asGateway.stderr).toContain(`ciport config check --agent ${agent}`);
+  });
+});
+
 describe('ciport config schema', () => {
   it('prints a JSON Schema that rejects unknown top-level keys', async () => {
     const r = await runCli(['config', 'schema']);

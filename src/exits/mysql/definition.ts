@@ -97,9 +97,12 @@ function sessionUser(connection: ExitConnection): () => Promise<SessionCredentia
     try {
       credential = await connection.credential?.();
     } catch (err) {
+      const e = asCiportError(err);
+      // The server refused the admin (the message says what the admin lacks): as it is.
+      if (e.code === 'CIPORT_E_MYSQL_UPSTREAM_REFUSED') throw e;
       throw new CiportError(
         'CIPORT_E_MYSQL_UPSTREAM_REFUSED',
-        `the per-session user could not be created: ${asCiportError(err).message}`,
+        `the per-session user could not be created: ${e.message}`,
       );
     }
     if (!credential) {
