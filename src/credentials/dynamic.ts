@@ -144,8 +144,8 @@ export interface AccountEngine {
   readonly createFailedCode: ErrorCode;
   /** Where the admin's grants are documented, for log hints (`docs/….md, "Section"`). */
   readonly adminDocs: string;
-  /** The account of `session` of `deployment` (a valid unquoted identifier, ≤ 32 characters). */
-  accountName(session: string, deployment: string): string;
+  /** The account of `session` of `deployment` on `target` (an unquoted identifier, ≤ 32 characters). */
+  accountName(session: string, deployment: string, target: string): string;
   /** Create it, or adopt it when it exists and is this session's (throws if it is not). */
   create(spec: DynamicSpec, req: CreateRequest, timeoutMs: number): Promise<void>;
   /** Cut its connections off and drop it, if it exists and is `req`'s. */
@@ -272,7 +272,7 @@ export class DynamicCredentials {
   /** The name of `session`'s account on `target` (what the job's local login shows too). */
   accountName(target: string, sessionId: string, deployment?: string): string | undefined {
     const spec = this.#specs.get(target);
-    return spec ? this.#engine(spec).accountName(sessionId, this.#deployment(deployment)) : undefined;
+    return spec ? this.#engine(spec).accountName(sessionId, this.#deployment(deployment), target) : undefined;
   }
 
   /**
@@ -300,7 +300,7 @@ export class DynamicCredentials {
       throw new CiportError('CIPORT_E_CONFIG_INVALID', `target ${target} has no dynamic credentials`);
     const deployment = this.#deployment(session.deployment);
     const engine = this.#engine(spec);
-    const account = engine.accountName(session.id, deployment);
+    const account = engine.accountName(session.id, deployment, target);
     const password = randomBytes(24).toString('base64url');
     const grant = [...(grantOverride ?? spec.grant)];
     const validUntil = new Date(session.expiresAt).toISOString();
@@ -400,7 +400,7 @@ export class DynamicCredentials {
           if (pending) await pending.catch(() => undefined);
           const spec = this.#specs.get(target) as DynamicSpec;
           // The session is ours: a legacy-tagged role of it (made before the upgrade) is too.
-          await this.#drop(spec, this.#engine(spec).accountName(sessionId, dep), sessionId, reason, {
+          await this.#drop(spec, this.#engine(spec).accountName(sessionId, dep, target), sessionId, reason, {
             known: Boolean(pending),
             deployment: dep,
             legacy: true,
@@ -542,7 +542,9 @@ export class DynamicCredentials {
         continue;
       }
       // Engines whose names say only the deployment: the live accounts are the active sessions'.
-      const activeAccounts = new Set([...active].map((id) => engine.accountName(id, deployment)));
+      const activeAccounts = new Set(
+        [...active].map((id) => engine.accountName(id, deployment, spec.target)),
+      );
       const mine = rows.filter((r) => r.deployment === deployment);
       const legacy = rows.filter((r) => r.deployment === undefined && r.session !== undefined);
       if (legacy.length > 0) {

@@ -1,11 +1,12 @@
 // Per-session MySQL/MariaDB users: the mysql AccountEngine of src/credentials/dynamic.ts
 // (docs/mysql.md, "Per-session users").
 //
-// The account is `'ciport_<8 hex>_<16 hex>'@'%'`: the first hash is of the deployment id, the
-// second of the session id. MariaDB keeps no comment on a user (MySQL 8 does, MariaDB does not),
-// so the name itself is the ownership tag: a deployment only ever lists, drops or adopts users
-// whose name carries its own hash, and the reaper tells live users from stale ones by computing
-// the names of the active sessions. 32 characters: MySQL's limit for user names.
+// The account is `'ciport_<6>_<5>_<12>'@'%'` (src/credentials/account-names.ts): hashes of the
+// deployment id, the target and the session id. MariaDB keeps no comment on a user (MySQL 8
+// does, MariaDB does not), so the name itself is the ownership tag: a target's exit only ever
+// lists, drops or adopts users whose name carries its deployment's and its target's hashes, and
+// the reaper tells live users from stale ones by computing the names of the active sessions.
+// 32 characters: MySQL's limit for user names.
 //
 // Created with the password's mysql_native_password hash (never the password itself in SQL text,
 // so the general log and the binlog hold no secret); on a MySQL without that plugin (8.4+ unless
@@ -20,7 +21,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import mysql from 'mysql2/promise';
 import { CiportError } from '../errors/index.js';
-import { mysqlUserName, mysqlUserPrefix } from './account-names.js';
+import { DYNAMIC_ROLE_PREFIX, mysqlUserName, mysqlUserPrefix } from './account-names.js';
 import type {
   AccountEngine,
   AccountRow,
@@ -133,9 +134,13 @@ async function identify(
   }
 }
 
-function mine(name: string, req: { session: string | undefined; deployment: string }): boolean {
-  if (req.session !== undefined) return name === mysqlUserName(req.session, req.deployment);
-  return new RegExp(`^${mysqlUserPrefix(req.deployment)}[0-9a-f]{16}$`).test(name);
+function mine(
+  name: string,
+  target: string,
+  req: { session: string | undefined; deployment: string },
+): boolean {
+  if (req.session !== undefined) return name === mysqlUserName(req.session, req.deployment, target);
+  return new RegExp(`^${mysqlUserPrefix(req.deployment, target)}[0-9a-z]{12}$`).test(name);
 }
 
 async function exists(c: Conn, name: string, timeoutMs: number): Promise<boolean> {
@@ -156,7 +161,8 @@ export const mysqlUserEngine: AccountEngine = {
 
   async create(spec: DynamicSpec, req: CreateRequest, timeoutMs: number): Promise<void> {
     const { account: name, password, grant } = req;
-    if (!mine(name, req)) throw new CiportError('CIPORT_E_INTERNAL', 'per-session user name mismatch');
+    if (!mine(name, spec.target, req))
+      throw new CiportError('CIPORT_E_INTERNAL', 'per-session user name mismatch');
     const mariadb = await withAdmin(spec, async (c) => {
       const mariadb = await isMariaDb(c, timeoutMs);
       if (mariadb && grant.length > 1) {
@@ -201,7 +207,7 @@ export const mysqlUserEngine: AccountEngine = {
 
   async drop(spec: DynamicSpec, req: DropRequest, timeoutMs: number): Promise<DropResult> {
     const name = req.account;
-    if (!mine(name, req)) return { state: 'foreign' };
+    if (!mine(name, spec.target, req)) return { state: 'foreign' };
     return withAdmin(spec, async (c): Promise<DropResult> => {
       if (!(await exists(c, name, timeoutMs))) return { state: 'absent' };
       // A password only this call knows, so that it can log in as the user to end its threads.
@@ -238,13 +244,13 @@ export const mysqlUserEngine: AccountEngine = {
     const rows = (await withAdmin(spec, (c) =>
       run(
         c,
-        `SELECT User AS user FROM mysql.user WHERE Host = ${mysql.escape(HOST)} AND User LIKE ${mysql.escape(`${mysqlUserPrefix(deployment).slice(0, 6)}%`)}`,
+        `SELECT User AS user FROM mysql.user WHERE Host = ${mysql.escape(HOST)} AND User LIKE ${mysql.escape(`${DYNAMIC_ROLE_PREFIX.slice(0, 6)}%`)}`,
         timeoutMs,
       ),
     )) as { user: string | Buffer }[];
     return rows
       .map((r) => String(r.user))
-      .filter((user) => mine(user, { session: undefined, deployment }))
+      .filter((user) => mine(user, spec.target, { session: undefined, deployment }))
       .map((user) => ({ account: user, session: undefined, deployment, expired: false }));
   },
 

@@ -17,14 +17,18 @@ export function oneTimePassword(): string {
  * deployment id) and a fresh random password.
  */
 export function oneTimeCredential(
-  target: { protocol?: string; credentials?: { user?: string | undefined; dynamic?: unknown } | undefined },
+  target: {
+    name: string;
+    protocol?: string;
+    credentials?: { user?: string | undefined; dynamic?: unknown } | undefined;
+  },
   sessionId: string,
   deployment?: string,
 ): { user: string; password: string } {
   const user = !target.credentials?.dynamic
     ? (target.credentials?.user ?? 'ciport')
     : target.protocol === 'mysql' && deployment
-      ? mysqlUserName(sessionId, deployment)
-      : dynamicRoleName(sessionId);
+      ? mysqlUserName(sessionId, deployment, target.name)
+      : dynamicRoleName(sessionId, target.name);
   return { user, password: oneTimePassword() };
 }

@@ -27,20 +27,28 @@ import type {
 
 /** COMMENT of roles made before deployment ids (legacy; see docs/credentials.md). */
 export const ROLE_COMMENT_PREFIX = 'ciport session ';
-/** COMMENT of roles: `ciport deployment <id> session <session id>`. */
+/** COMMENT of roles: `ciport deployment <id> session <session id> target <target>`. */
 export const ROLE_TAG_PREFIX = 'ciport deployment ';
 
-export function roleComment(deployment: string, sessionId: string): string {
-  return `${ROLE_TAG_PREFIX}${deployment} session ${sessionId}`;
+export function roleComment(deployment: string, sessionId: string, target: string): string {
+  return `${ROLE_TAG_PREFIX}${deployment} session ${sessionId} target ${target}`;
 }
 
-/** Who a role's COMMENT says it belongs to; `deployment` undefined: a legacy tag. */
+/**
+ * Who a role's COMMENT says it belongs to; `deployment` undefined: a legacy tag; `target`
+ * undefined: a tag written before roles were per target (any target of its deployment).
+ */
 export function parseRoleComment(
   comment: string | null | undefined,
-): { deployment: string | undefined; session: string } | undefined {
+): { deployment: string | undefined; session: string; target?: string } | undefined {
   if (!comment) return undefined;
-  const m = /^ciport deployment ([0-9a-f]{8,32}) session (\S+)$/.exec(comment);
-  if (m) return { deployment: m[1] as string, session: m[2] as string };
+  const m = /^ciport deployment ([0-9a-f]{8,32}) session (\S+?)(?: target (\S+))?$/.exec(comment);
+  if (m)
+    return {
+      deployment: m[1] as string,
+      session: m[2] as string,
+      ...(m[3] !== undefined ? { target: m[3] } : {}),
+    };
   if (comment.startsWith(ROLE_COMMENT_PREFIX)) {
     const session = comment.slice(ROLE_COMMENT_PREFIX.length);
     return session ? { deployment: undefined, session } : undefined;
@@ -81,13 +89,13 @@ export const pgRoleEngine: AccountEngine = {
   createFailedCode: 'CIPORT_E_PG_UPSTREAM_REFUSED',
   adminDocs: 'docs/credentials.md, "Admin privileges"',
 
-  // The session id itself is in the COMMENT; the deployment is not needed in the name.
-  accountName: (session) => dynamicRoleName(session),
+  // The session id and the target are in the COMMENT; the deployment is not needed in the name.
+  accountName: (session, _deployment, target) => dynamicRoleName(session, target),
 
   async create(spec: DynamicSpec, req: CreateRequest, timeoutMs: number): Promise<void> {
     const { account: role, session, deployment, validUntil, grant } = req;
     const verifier = await scramVerifierText(req.password);
-    const comment = roleComment(deployment, session);
+    const comment = roleComment(deployment, session, spec.target);
     await withAdmin(spec, timeoutMs, async (c) => {
       const exists = await c.query<{ comment: string | null }>(
         `SELECT shobj_description(oid, 'pg_authid') AS comment FROM pg_roles WHERE rolname = $1`,
@@ -97,7 +105,11 @@ export const pgRoleEngine: AccountEngine = {
         // A restarted exit adopting a live session: the password is not known any more. Only
         // a role tagged for this very session (ours, or legacy) is adopted.
         const owner = parseRoleComment(exists.rows[0]?.comment);
-        if (owner?.session !== session || (owner.deployment && owner.deployment !== deployment)) {
+        if (
+          owner?.session !== session ||
+          (owner.deployment && owner.deployment !== deployment) ||
+          (owner.target !== undefined && owner.target !== spec.target)
+        ) {
           throw new CiportError(
             'CIPORT_E_PG_UPSTREAM_REFUSED',
             `target ${spec.target}: role ${role} exists and does not belong to this session`,
@@ -106,7 +118,7 @@ export const pgRoleEngine: AccountEngine = {
         await c.query(
           `ALTER ROLE ${quoteIdent(role)} LOGIN PASSWORD ${quoteLiteral(verifier)} VALID UNTIL ${quoteLiteral(validUntil)}`,
         );
-        if (!owner.deployment)
+        if (!owner.deployment || owner.target === undefined)
           await c.query(`COMMENT ON ROLE ${quoteIdent(role)} IS ${quoteLiteral(comment)}`);
         return;
       }
@@ -143,6 +155,7 @@ export const pgRoleEngine: AccountEngine = {
       const ours =
         owner !== undefined &&
         (req.session === undefined || owner.session === req.session) &&
+        (owner.target === undefined || owner.target === spec.target) &&
         (owner.deployment === req.deployment || (owner.deployment === undefined && req.legacy));
       if (!ours) return { state: 'foreign' };
       const r = quoteIdent(role);
@@ -177,6 +190,7 @@ export const pgRoleEngine: AccountEngine = {
     for (const row of rows) {
       const owner = parseRoleComment(row.comment);
       if (!owner) continue; // not a ciport role
+      if (owner.target !== undefined && owner.target !== spec.target) continue; // another target's
       out.push({
         account: row.rolname,
         session: owner.session,

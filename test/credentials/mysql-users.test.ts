@@ -71,7 +71,8 @@ afterAll(async () => {
   const [users] = await root.query(`SELECT User AS u FROM mysql.user WHERE User LIKE 'ciport\\_%'`);
   for (const { u } of users as { u: string }[]) {
     // Only what this file made: prefixes of the deployments below.
-    if (DEPLOYMENTS.some((d) => u.startsWith(mysqlUserPrefix(d)))) await root.query(`DROP USER '${u}'@'%'`);
+    if (DEPLOYMENTS.some((d) => ['mdb', 'mdb-ro'].some((t) => u.startsWith(mysqlUserPrefix(d, t)))))
+      await root.query(`DROP USER '${u}'@'%'`);
   }
   await root.query(
     `DROP DATABASE IF EXISTS ${DB}; DROP ROLE IF EXISTS ${ROLE_RO}; DROP ROLE IF EXISTS ${ROLE_RW};
@@ -133,13 +134,19 @@ async function exists(user: string): Promise<boolean> {
 }
 
 describe('names and hashes', () => {
-  it('is ciport_<8 hex of the deployment>_<16 hex of the session>, 32 characters', () => {
-    const name = mysqlUserName('ses_x', 'a1a1a1a1a1');
-    expect(name).toMatch(/^ciport_[0-9a-f]{8}_[0-9a-f]{16}$/);
+  it('is ciport_<deployment>_<target>_<session> in base 36, 32 characters, one per (session, target)', () => {
+    const name = mysqlUserName('ses_x', 'a1a1a1a1a1', 'mdb');
+    expect(name).toMatch(/^ciport_[0-9a-z]{6}_[0-9a-z]{5}_[0-9a-z]{12}$/);
     expect(name).toHaveLength(32);
-    expect(name.startsWith(mysqlUserPrefix('a1a1a1a1a1'))).toBe(true);
-    expect(mysqlUserName('ses_x', 'b2b2b2b2b2')).not.toBe(name);
-    expect(mysqlUserName('ses_y', 'a1a1a1a1a1')).not.toBe(name);
+    expect(name.startsWith(mysqlUserPrefix('a1a1a1a1a1', 'mdb'))).toBe(true);
+    expect(mysqlUserName('ses_x', 'b2b2b2b2b2', 'mdb')).not.toBe(name);
+    expect(mysqlUserName('ses_y', 'a1a1a1a1a1', 'mdb')).not.toBe(name);
+    expect(mysqlUserName('ses_x', 'a1a1a1a1a1', 'mdb-ro')).not.toBe(name);
+    // Many sessions: no two names alike.
+    const many = new Set(
+      Array.from({ length: 5000 }, (_, i) => mysqlUserName(`ses_${i}`, 'a1a1a1a1a1', 'mdb')),
+    );
+    expect(many.size).toBe(5000);
   });
 
   it("hashes like the server's PASSWORD() (mysql_native_password)", async () => {
@@ -154,7 +161,7 @@ describe('least-privilege admin', () => {
     expect(await r.checkAdmin('mdb')).toEqual([]);
     const s = session('lp');
     const cred = await r.ensure(s, 'mdb');
-    expect(cred.user).toBe(mysqlUserName(s.id, DEPLOYMENTS[0] as string));
+    expect(cred.user).toBe(mysqlUserName(s.id, DEPLOYMENTS[0] as string, 'mdb'));
     const c = await login(cred.user, cred.password);
     const [[who]] = (await c.query('SELECT CURRENT_USER() AS u, CURRENT_ROLE() AS r')) as unknown as [
       { u: string; r: string }[],
@@ -219,7 +226,7 @@ describe('least-privilege admin', () => {
     ]);
     const s = session('two');
     await expect(r.ensure(s, 'mdb')).rejects.toThrow(/grant one role that holds the others/);
-    expect(await exists(mysqlUserName(s.id, DEPLOYMENTS[0] as string))).toBe(false);
+    expect(await exists(mysqlUserName(s.id, DEPLOYMENTS[0] as string, 'mdb'))).toBe(false);
   });
 
   it('a role name is an identifier, never SQL: a hostile grant fails and leaves no user', async () => {
@@ -227,7 +234,7 @@ describe('least-privilege admin', () => {
     const { r } = users(ADMIN, DEPLOYMENTS[0] as string, [hostile]);
     const s = session('inject');
     await expect(r.ensure(s, 'mdb')).rejects.toThrow();
-    expect(await exists(mysqlUserName(s.id, DEPLOYMENTS[0] as string))).toBe(false);
+    expect(await exists(mysqlUserName(s.id, DEPLOYMENTS[0] as string, 'mdb'))).toBe(false);
     const [dbs] = await root.query('SHOW DATABASES LIKE ?', [DB]);
     expect(dbs as unknown[]).toHaveLength(1);
   });
@@ -272,12 +279,10 @@ describe('two deployments on one server', () => {
 });
 
 describe('one session, two dynamic targets on one server', () => {
-  // Known hole (docs/mysql.md, "Per-session users"): the user's name is made of the deployment
-  // and the session, not the target, so both targets name the same account. The second creation
-  // takes it over ("a restarted exit adopting a live session": a new password, no grant of its
-  // own, and on MariaDB its SET DEFAULT ROLE fails and the user is dropped), so the first target's
-  // credential stops working. it.fails while that is so; a plain test once names differ per target.
-  it.fails("each target's credential works, with its own grant", async () => {
+  // Found by the new-user review: names were made of the deployment and the session only, so
+  // the second target took the first's account over and the first's logins failed. Each target
+  // names its own account now, and each target's reaper lists only its own.
+  it("each target's credential works, with its own grant", async () => {
     const deployment = DEPLOYMENTS[4] as string;
     const r = new DynamicCredentials(
       [
@@ -361,7 +366,7 @@ describe('an admin without the documented grants', () => {
         hint: expect.stringContaining('docs/mysql.md'),
       }),
     );
-    expect(await exists(mysqlUserName(s.id, DEPLOYMENTS[3] as string))).toBe(false);
+    expect(await exists(mysqlUserName(s.id, DEPLOYMENTS[3] as string, 'mdb'))).toBe(false);
   });
 
   it('an agent logs what its admin lacks when it starts, as the gateway does (docs/mysql.md)', async () => {

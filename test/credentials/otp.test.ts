@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { dynamicRoleName } from '../../src/credentials/account-names.js';
+import { dynamicRoleName, mysqlUserName } from '../../src/credentials/account-names.js';
 import { oneTimeCredential, oneTimePassword } from '../../src/credentials/otp.js';
 import { quoteIdent } from '../../src/credentials/pg-roles.js';
 
@@ -11,10 +11,21 @@ describe('one-time credentials', () => {
   });
 
   it('name the static user, or the session role for dynamic targets', () => {
-    expect(oneTimeCredential({ credentials: { user: 'app' } }, 'ses_1').user).toBe('app');
-    expect(oneTimeCredential({ credentials: { dynamic: {} } }, 'ses_1').user).toBe(dynamicRoleName('ses_1'));
-    expect(dynamicRoleName('ses_1')).toMatch(/^ciport_[0-9a-f]{16}$/);
-    expect(dynamicRoleName('ses_2')).not.toBe(dynamicRoleName('ses_1'));
+    expect(oneTimeCredential({ name: 'db', credentials: { user: 'app' } }, 'ses_1').user).toBe('app');
+    expect(oneTimeCredential({ name: 'db', credentials: { dynamic: {} } }, 'ses_1').user).toBe(
+      dynamicRoleName('ses_1', 'db'),
+    );
+    expect(dynamicRoleName('ses_1', 'db')).toMatch(/^ciport_[0-9a-f]{16}$/);
+    expect(dynamicRoleName('ses_2', 'db')).not.toBe(dynamicRoleName('ses_1', 'db'));
+    // One role per (session, target): two targets on one cluster never share a role.
+    expect(dynamicRoleName('ses_1', 'db2')).not.toBe(dynamicRoleName('ses_1', 'db'));
+    expect(
+      oneTimeCredential(
+        { name: 'db', protocol: 'mysql', credentials: { dynamic: {} } },
+        'ses_1',
+        'a1a1a1a1a1',
+      ).user,
+    ).toBe(mysqlUserName('ses_1', 'a1a1a1a1a1', 'db'));
   });
 
   it('quotes identifiers', () => {

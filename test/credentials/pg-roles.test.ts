@@ -88,7 +88,13 @@ const roleState = async (role: string) =>
 
 describe('role tags', () => {
   it('name the deployment and the session; legacy tags have no deployment', () => {
-    expect(parseRoleComment(roleComment('0a1b2c3d4e', 'ses_x'))).toEqual({
+    expect(parseRoleComment(roleComment('0a1b2c3d4e', 'ses_x', 'db'))).toEqual({
+      deployment: '0a1b2c3d4e',
+      session: 'ses_x',
+      target: 'db',
+    });
+    // Tags written before roles were per target name no target.
+    expect(parseRoleComment('ciport deployment 0a1b2c3d4e session ses_x')).toEqual({
       deployment: '0a1b2c3d4e',
       session: 'ses_x',
     });
@@ -169,7 +175,7 @@ describe('least-privilege admin', () => {
     ]);
     const session = { id: `ses_fail_${Date.now()}`, expiresAt: Date.now() + 600_000 };
     const cred = await r.ensure(session, 'db');
-    expect(cred.user).toBe(dynamicRoleName(session.id));
+    expect(cred.user).toBe(dynamicRoleName(session.id, 'db'));
     await r.revokeSession(session.id, ['db'], 'session_ended:revoked');
     const failed = events.filter((e) => e.type === 'credential.revoke_failed');
     expect(failed).toHaveLength(1);
