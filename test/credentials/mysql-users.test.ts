@@ -1,6 +1,6 @@
 // Per-session MySQL users against the MariaDB on this machine (127.0.0.1:3306), made by
-// least-privilege admins (CREATE USER, SELECT (User, Host) ON mysql.user, the roles WITH ADMIN
-// OPTION — what docs/mysql.md recommends, never root): the user logs in with the granted role
+// least-privilege admins (CREATE USER, CONNECTION ADMIN, SELECT (User, Host) ON mysql.user, the
+// roles WITH ADMIN OPTION — what docs/mysql.md recommends, never root): the user logs in with the granted role
 // active, its threads are killed and it is dropped when the session ends, two deployments on one
 // server never touch each other's users, a restarted exit adopts a live session's user, and a
 // drop the admin may not do is an error, an audit event and a metric, retried with backoff.
@@ -8,13 +8,13 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Secret } from '../../src/config/secret.js';
 import { mysqlUserName, mysqlUserPrefix } from '../../src/credentials/account-names.js';
 import { DynamicCredentials, type DynamicSpec, type RoleEvent } from '../../src/credentials/dynamic.js';
 import { nativePasswordHash } from '../../src/credentials/mysql-users.js';
+import { MARIADB_HOST, MARIADB_PORT, mariadbUsersSpec } from '../fixtures/mysql-dynamic.js';
 
-const HOST = '127.0.0.1';
-const PORT = 3306;
+const HOST = MARIADB_HOST;
+const PORT = MARIADB_PORT;
 const tag = randomBytes(3).toString('hex');
 const DB = `mu_${tag}`;
 const ROLE_RO = `mu_ro_${tag}`;
@@ -32,7 +32,7 @@ beforeAll(async () => {
      CREATE ROLE ${ROLE_RO}; GRANT SELECT ON ${DB}.* TO ${ROLE_RO};
      CREATE ROLE ${ROLE_RW}; GRANT SELECT, INSERT ON ${DB}.* TO ${ROLE_RW};
      CREATE USER ${ADMIN}@'%' IDENTIFIED BY '${ADMIN_PW}';
-     GRANT CREATE USER ON *.* TO ${ADMIN}@'%';
+     GRANT CREATE USER, CONNECTION ADMIN ON *.* TO ${ADMIN}@'%';
      GRANT SELECT (User, Host) ON mysql.user TO ${ADMIN}@'%';
      GRANT ${ROLE_RO} TO ${ADMIN}@'%' WITH ADMIN OPTION;
      GRANT ${ROLE_RW} TO ${ADMIN}@'%' WITH ADMIN OPTION;
@@ -59,18 +59,7 @@ afterAll(async () => {
 const DEPLOYMENTS = ['a1a1a1a1a1', 'b2b2b2b2b2', 'c3c3c3c3c3', 'd4d4d4d4d4', 'e5e5e5e5e5'];
 
 function spec(admin: string, grant: string[]): DynamicSpec {
-  return {
-    protocol: 'mysql',
-    target: 'mdb',
-    host: HOST,
-    port: PORT,
-    tls: undefined,
-    database: undefined,
-    adminUser: admin,
-    adminPassword: new Secret({ env: 'UNUSED' }, ADMIN_PW),
-    grant,
-    create: 'first_connection',
-  };
+  return mariadbUsersSpec(admin, ADMIN_PW, grant);
 }
 
 function users(admin: string, deploymentId: string, grant: string[] = [ROLE_RW], retryBaseMs?: number) {
@@ -254,6 +243,7 @@ describe('an admin without the documented grants', () => {
     expect(problems).toEqual([
       expect.stringContaining(`GRANT SELECT (User, Host) ON mysql.user TO '${ADMIN_WEAK}'@'%'`),
       expect.stringMatching(new RegExp(`cannot grant role \`${ROLE_RW}\`.*WITH ADMIN OPTION`)),
+      expect.stringContaining(`GRANT CONNECTION ADMIN ON *.* TO '${ADMIN_WEAK}'@'%'`),
     ]);
     const s = session('weak');
     const cred = await weak.r.ensure(s, 'mdb');
