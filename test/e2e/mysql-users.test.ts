@@ -8,50 +8,29 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Driver, Held, JobPort } from '../contract/driver.js';
+import type { Held, JobPort } from '../contract/driver.js';
 import { holdStatement } from '../contract/driver.js';
+import { mysqlUsersFixture } from '../contract/mysql-users.js';
 import { startUpstreams, type Upstreams } from '../contract/upstreams.js';
 import { AGENT, startWorld, targetName, type World } from '../contract/world.js';
 import { waitFor } from '../fixtures/wait-for.js';
 
-const s = randomBytes(3).toString('hex');
-const ROLE = `mu_e2e_rw_${s}`;
-const ADMIN = `mu_e2e_adm_${s}`;
-const ADMIN_PW = randomBytes(12).toString('hex');
-const TABLE = `mu_e2e_${s}`;
+// The admin docs/mysql.md recommends: CREATE USER, CONNECTION ADMIN, the names in mysql.user,
+// the role WITH ADMIN OPTION; never root.
+const fixture = mysqlUsersFixture('mysqlu', 'CREATE USER, CONNECTION ADMIN');
+const ROLE = fixture.role;
+const ADMIN_PW = fixture.adminPassword;
+const TABLE = fixture.table;
 
 let up: Upstreams;
 let world: World;
 const holding = new Set<Held>();
 
-/** Only the target entry is used: `mysqlu-gw` / `mysqlu-ag`, per-session users on MariaDB. */
-const perSessionUsers = {
-  protocol: 'mysqlu',
-  target: (name: string, u: Upstreams) => ({
-    name,
-    protocol: 'mysql',
-    address: '127.0.0.1:3306',
-    database: u.mysqlDb,
-    credentials: {
-      dynamic: { admin: { user: ADMIN, password: { env: 'MYSQL_ADMIN_PW' } }, grant: [ROLE] },
-    },
-  }),
-} as unknown as Driver;
-
 beforeAll(async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-mysql-users-'));
   up = await startUpstreams(dir);
-  // What docs/mysql.md tells an operator to grant, and nothing else.
-  await up.mysqlAdmin(
-    `CREATE TABLE ${up.mysqlDb}.${TABLE} (id INT);\n` +
-      `CREATE ROLE ${ROLE};\nGRANT SELECT, INSERT ON ${up.mysqlDb}.* TO ${ROLE};\n` +
-      `CREATE USER '${ADMIN}'@'%' IDENTIFIED BY '${ADMIN_PW}';\n` +
-      `GRANT CREATE USER ON *.* TO '${ADMIN}'@'%';\n` +
-      `GRANT SELECT (User, Host) ON mysql.user TO '${ADMIN}'@'%';\n` +
-      `GRANT ${ROLE} TO '${ADMIN}'@'%' WITH ADMIN OPTION;\n`,
-  );
-  (up.secrets as Record<string, string>).MYSQL_ADMIN_PW = ADMIN_PW;
-  world = await startWorld(dir, [perSessionUsers], up);
+  await fixture.setUp(up);
+  world = await startWorld(dir, [fixture.driver], up);
 }, 120_000);
 
 afterEach(async () => {
@@ -62,7 +41,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   await world?.stop();
-  await up?.mysqlAdmin(`DROP ROLE IF EXISTS ${ROLE};\nDROP USER IF EXISTS '${ADMIN}'@'%';\n`).catch(() => '');
+  if (up) await fixture.tearDown(up);
   await up?.stop();
 });
 
