@@ -18,7 +18,9 @@ import { CiportError } from '../../src/errors/index.js';
 import { encodeConnectFrame } from '../../src/exits/mysql/connect-wire.js';
 import { LOCAL_CAPABILITIES } from '../../src/exits/mysql/frontend.js';
 import { encodePacket, type Packet, PacketReader } from '../../src/exits/mysql/packets.js';
-import { type Harness, openSession, startHarness, tempDir, tunnel } from '../gateway/helpers.js';
+import { waitFor } from '../fixtures/wait-for.js';
+import { api, type Harness, openSession, startHarness, tempDir, tunnel } from '../gateway/helpers.js';
+import { watchdogSql } from './mysql-raw-exit.js';
 
 const S = randomBytes(3).toString('hex');
 const ROLE = `rms_rw_${S}`;
@@ -37,7 +39,8 @@ beforeAll(async () => {
     multipleStatements: true,
   });
   await root.query(
-    `CREATE DATABASE ${DB}; CREATE ROLE ${ROLE}; GRANT SELECT ON ${DB}.* TO ${ROLE};
+    `CREATE DATABASE ${DB}; CREATE TABLE ${DB}.beat (id INT);
+     CREATE ROLE ${ROLE}; GRANT SELECT, INSERT ON ${DB}.* TO ${ROLE};
      CREATE USER ${ADMIN}@'%' IDENTIFIED BY '${PW}';
      GRANT CREATE USER, CONNECTION ADMIN ON *.* TO ${ADMIN}@'%';
      GRANT SELECT (User, Host) ON mysql.user TO ${ADMIN}@'%';
@@ -57,6 +60,7 @@ beforeAll(async () => {
           credentials: { dynamic: { admin: { user: ADMIN, password: { file: pwFile } }, grant: [ROLE] } },
         },
       ],
+      sessions: { lease_timeout: '3s' },
     },
     { roleReapIntervalMs: 200 },
   );
@@ -95,6 +99,9 @@ async function connectThrough(session: { id: string; secret: string }) {
   const read = (): Promise<Packet> => reader.read(1 << 20, 10_000);
   return {
     read,
+    query(sql: string): void {
+      stream.write(encodePacket(Buffer.concat([Buffer.from([0x03]), Buffer.from(sql)]), 0));
+    },
     async ping(): Promise<number> {
       stream.write(encodePacket(Buffer.from([0x0e]), 0)); // COM_PING
       return ((await read()).payload[0] as number) ?? -1;
@@ -102,6 +109,15 @@ async function connectThrough(session: { id: string; secret: string }) {
     close: () => stream.close(),
   };
 }
+
+const beats = async () => {
+  const [rows] = await root.query(`SELECT COUNT(*) AS n FROM ${DB}.beat`);
+  return Number((rows as { n: number }[])[0]?.n);
+};
+const threadsOf = async (user: string) => {
+  const [rows] = await root.query('SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?', [user]);
+  return (rows as unknown[]).length;
+};
 
 const userExists = async (user: string) => {
   const [rows] = await root.query('SELECT 1 FROM mysql.user WHERE User = ? AND Host = ?', [user, '%']);
@@ -118,6 +134,10 @@ describe('the account reaper with many active sessions', () => {
     const user = mysqlUserName(victim.id, deployment);
     expect(await userExists(user)).toBe(true);
 
+    // The victim's job is alive: its client heartbeats.
+    const beat = setInterval(() => {
+      void api(c, 'POST', `/v1/sessions/${victim.id}/heartbeat`, { bearer: victim.secret }).catch(() => {});
+    }, 500);
     // The pipeline's sessions: newer, active, leases far away (as heartbeats keep them).
     const base = (await h.gateway.store.getSession(victim.id)) ?? expect.unreachable();
     const now = Date.now();
@@ -139,6 +159,35 @@ describe('the account reaper with many active sessions', () => {
     await sleep(1_500);
     expect(await userExists(user)).toBe(true);
     expect(await conn.ping()).toBe(0x00);
+    clearInterval(beat);
     conn.close();
+  }, 60_000);
+});
+
+describe('a gateway crash', () => {
+  it("does not let a job's watchdog outlive its session: the restarted gateway ends it", async () => {
+    const c = await h.client();
+    const job = await openSession(c, await h.token(), { targets: ['mydyn'] });
+    const conn = await connectThrough(job);
+    expect((await conn.read()).payload[0]).toBe(0x00);
+    const deployment = (await h.gateway.store.getMeta('deployment_id')) as string;
+    const user = mysqlUserName(job.id, deployment);
+    const start = await beats();
+    conn.query(watchdogSql(`${DB}.beat`));
+    await waitFor(async () => (await beats()) > start + 5, 5_000, 'the watchdog running');
+    try {
+      // The gateway dies (no session is ended); the job's heartbeats stop with it.
+      await h.restart();
+      await waitFor(async () => (await threadsOf(user)) === 0, 20_000, "the job's threads ended");
+      await waitFor(async () => !(await userExists(user)), 10_000, 'the user dropped');
+      const before = await beats();
+      await sleep(300);
+      expect(await beats()).toBe(before);
+    } finally {
+      const [rows] = await root.query('SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER = ?', [
+        user,
+      ]);
+      for (const r of rows as { id: number }[]) await root.query(`KILL ${r.id}`).catch(() => {});
+    }
   }, 60_000);
 });
