@@ -15,9 +15,16 @@
 // (CREATE USER suffices); MariaDB only lets a user set its own, so the new user does that in a
 // connection of its own, and MariaDB activates one role per connection (grant one role that
 // holds the others).
-// To drop one: a fresh password, a connection as the user, ACCOUNT LOCK, then that connection
-// kills every other thread of the user (a user may kill its own threads without PROCESS or
-// CONNECTION ADMIN), then DROP USER — DROP USER alone leaves connected sessions running.
+// To drop one, its threads must end first — DROP USER (and REVOKE) leave connected sessions
+// running with their privileges, and a compound statement looping with a CONTINUE HANDLER runs
+// on after its client is gone. An admin with CONNECTION ADMIN (MariaDB 10.5+; SUPER before;
+// MySQL: CONNECTION_ADMIN and PROCESS) locks the account and ends them itself. Without it, the
+// admin sets a fresh password, logs in as the user, locks it, and that connection kills the
+// user's other threads (one's own threads may always be killed). The job can fight that: its
+// user may re-password itself (SET PASSWORD needs no privilege) and kill its own threads, the
+// drop's among them, from a loop left running. So the fallback checks that it won — it logged in
+// and no other thread of the user is left — and otherwise fails (credential.revoke_failed; the
+// account stays locked, the reaper retries) rather than dropping a user whose threads live on.
 import { createHash, randomBytes } from 'node:crypto';
 import mysql from 'mysql2/promise';
 import { CiportError } from '../errors/index.js';
@@ -152,6 +159,97 @@ async function exists(c: Conn, name: string, timeoutMs: number): Promise<boolean
   return rows.length > 0;
 }
 
+/** How the admin can end another user's threads: MariaDB's KILL … USER, MySQL's list and KILL. */
+type Killer = 'kill-user' | 'list-and-kill';
+
+function killer(privileges: ReadonlySet<string>, mariadb: boolean): Killer | undefined {
+  if (mariadb) return privileges.has('CONNECTION ADMIN') || privileges.has('SUPER') ? 'kill-user' : undefined;
+  const kill = privileges.has('CONNECTION_ADMIN') || privileges.has('SUPER');
+  return kill && privileges.has('PROCESS') ? 'list-and-kill' : undefined;
+}
+
+/** The admin's global privileges. */
+async function privilegesOf(c: Conn, timeoutMs: number): Promise<Set<string>> {
+  const sql = 'SELECT PRIVILEGE_TYPE AS p FROM information_schema.USER_PRIVILEGES';
+  return new Set(((await run(c, sql, timeoutMs)) as { p: string }[]).map((r) => r.p));
+}
+
+async function endsConnections(c: Conn, timeoutMs: number): Promise<Killer | undefined> {
+  return killer(await privilegesOf(c, timeoutMs), await isMariaDb(c, timeoutMs));
+}
+
+/** Lock the account and end every thread of it as the admin; how many there were. */
+async function endAsAdmin(c: Conn, name: string, how: Killer, timeoutMs: number): Promise<number> {
+  await run(c, `ALTER USER ${account(name)} ACCOUNT LOCK`, timeoutMs);
+  if (how === 'kill-user') {
+    const [result] = await c.query({ sql: `KILL HARD CONNECTION USER ${account(name)}`, timeout: timeoutMs });
+    return Number((result as { affectedRows?: number }).affectedRows ?? 0);
+  }
+  const threads = (await run(
+    c,
+    `SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER = ${mysql.escape(name)}`,
+    timeoutMs,
+  )) as { id: number | string }[];
+  return killEach(c, threads, timeoutMs);
+}
+
+async function killEach(c: Conn, threads: { id: number | string }[], timeoutMs: number): Promise<number> {
+  let killed = 0;
+  for (const { id } of threads) {
+    try {
+      await run(c, `KILL CONNECTION ${Number(id)}`, timeoutMs);
+      killed += 1;
+    } catch (err) {
+      if (errno(err) !== ER_NO_SUCH_THREAD) throw err;
+    }
+  }
+  return killed;
+}
+
+/**
+ * Without CONNECTION ADMIN: a fresh password, a login as the user, ACCOUNT LOCK, then that
+ * connection kills the user's other threads and checks none is left. Throws (the account stays
+ * locked) when it cannot log in or is cut off: a thread of the user may be fighting the drop.
+ */
+async function endAsUser(spec: DynamicSpec, c: Conn, name: string, timeoutMs: number): Promise<number> {
+  // A password only this call knows, so that it can log in as the user to end its threads.
+  const fresh = randomBytes(24).toString('base64url');
+  await identify(c, 'ALTER USER', name, fresh, timeoutMs);
+  const fail = async (what: string, err: unknown): Promise<never> => {
+    await run(c, `ALTER USER ${account(name)} ACCOUNT LOCK`, timeoutMs);
+    throw new CiportError(
+      'CIPORT_E_MYSQL_USER_REVOKE_FAILED',
+      `${name} is locked but not dropped: ${what} (${(err as Error).message}); a statement of the session may be changing its password or killing its threads. ` +
+        'An admin with CONNECTION ADMIN ends its connections without logging in as it (docs/mysql.md, "Per-session users")',
+    );
+  };
+  const own = await connect(spec, name, fresh).catch((err: unknown) =>
+    fail('cannot log in as the user to end its connections', err),
+  );
+  try {
+    await run(c, `ALTER USER ${account(name)} ACCOUNT LOCK`, timeoutMs);
+    const others = async () =>
+      (await run(
+        own,
+        'SELECT ID AS id FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()',
+        timeoutMs,
+      )) as { id: number | string }[];
+    const terminated = await killEach(own, await others(), timeoutMs);
+    // A killed thread leaves the list once it has noticed; one that stays is still running.
+    const deadline = Date.now() + Math.min(timeoutMs, 5_000);
+    for (;;) {
+      const left = await others();
+      if (left.length === 0) return terminated;
+      if (Date.now() > deadline) throw new Error(`${left.length} connection(s) of the user still running`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } catch (err) {
+    return fail('its connections could not all be ended', err);
+  } finally {
+    await own.end().catch(() => own.destroy());
+  }
+}
+
 export const mysqlUserEngine: AccountEngine = {
   revokeFailedCode: 'CIPORT_E_MYSQL_USER_REVOKE_FAILED',
   createFailedCode: 'CIPORT_E_MYSQL_UPSTREAM_REFUSED',
@@ -210,31 +308,10 @@ export const mysqlUserEngine: AccountEngine = {
     if (!mine(name, spec.target, req)) return { state: 'foreign' };
     return withAdmin(spec, async (c): Promise<DropResult> => {
       if (!(await exists(c, name, timeoutMs))) return { state: 'absent' };
-      // A password only this call knows, so that it can log in as the user to end its threads.
-      const fresh = randomBytes(24).toString('base64url');
-      await identify(c, 'ALTER USER', name, fresh, timeoutMs);
-      const own = await connect(spec, name, fresh).catch(() => undefined);
-      let terminated = 0;
-      try {
-        await run(c, `ALTER USER ${account(name)} ACCOUNT LOCK`, timeoutMs);
-        if (own) {
-          const threads = (await run(
-            own,
-            'SELECT ID AS id FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()',
-            timeoutMs,
-          )) as { id: number | string }[];
-          for (const { id } of threads) {
-            try {
-              await run(own, `KILL CONNECTION ${Number(id)}`, timeoutMs);
-              terminated += 1;
-            } catch (err) {
-              if (errno(err) !== ER_NO_SUCH_THREAD) throw err;
-            }
-          }
-        }
-      } finally {
-        await own?.end().catch(() => own.destroy());
-      }
+      const how = await endsConnections(c, timeoutMs);
+      const terminated = how
+        ? await endAsAdmin(c, name, how, timeoutMs)
+        : await endAsUser(spec, c, name, timeoutMs);
       await run(c, `DROP USER ${account(name)}`, timeoutMs);
       return { state: 'dropped', terminated };
     });
@@ -260,13 +337,8 @@ export const mysqlUserEngine: AccountEngine = {
       const who = ((await run(c, 'SELECT CURRENT_USER() AS u', timeoutMs)) as { u: string }[])[0]?.u ?? '';
       const at = who.lastIndexOf('@');
       const admin = at > 0 ? `${mysql.escape(who.slice(0, at))}@${mysql.escape(who.slice(at + 1))}` : who;
-      const privileges = new Set(
-        (
-          (await run(c, 'SELECT PRIVILEGE_TYPE AS p FROM information_schema.USER_PRIVILEGES', timeoutMs)) as {
-            p: string;
-          }[]
-        ).map((r) => r.p),
-      );
+      const privileges = await privilegesOf(c, timeoutMs);
+      const mariadb = await isMariaDb(c, timeoutMs);
       if (!privileges.has('CREATE USER'))
         problems.push(`the admin ${admin} lacks CREATE USER: GRANT CREATE USER ON *.* TO ${admin}`);
       try {
@@ -277,7 +349,7 @@ export const mysqlUserEngine: AccountEngine = {
         );
       }
       // (A rule's `grants` with several roles is refused when a session gets them.)
-      if (spec.grant.length > 1 && (await isMariaDb(c, timeoutMs)))
+      if (spec.grant.length > 1 && mariadb)
         problems.push(
           `MariaDB activates one role per connection and dynamic.grant has ${spec.grant.length} (${spec.grant.join(', ')}): grant one role that holds the others`,
         );
@@ -297,6 +369,13 @@ export const mysqlUserEngine: AccountEngine = {
               `the admin ${admin} cannot grant role ${quoteMysqlIdent(role)} (it does not exist, or the admin lacks ADMIN OPTION): GRANT ${quoteMysqlIdent(role)} TO ${admin} WITH ADMIN OPTION`,
             );
       }
+      if (!killer(privileges, mariadb))
+        problems.push(
+          `the admin ${admin} cannot end a per-session user's connections itself, so a job's statement can outlive its session (docs/mysql.md, "Per-session users"): ` +
+            (mariadb
+              ? `GRANT CONNECTION ADMIN ON *.* TO ${admin} (SUPER before MariaDB 10.5)`
+              : `GRANT CONNECTION_ADMIN, PROCESS ON *.* TO ${admin}`),
+        );
       return problems;
     });
   },

@@ -126,7 +126,8 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
 
   const reap = async () => {
     if (roles.targets.length === 0) return 0;
-    const active = new Set((await manager.list({ activeOnly: true })).map((s) => s.id));
+    // Every active session, or no run at all: an account missing from the list is dropped.
+    const active = await manager.activeIds();
     // Legacy roles (tagged before deployment ids) are ours when our store knows their session.
     const known = async (ids: string[]) => {
       const found = await Promise.all(ids.map((id) => store.getSession(id).catch(() => undefined)));

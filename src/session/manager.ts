@@ -430,12 +430,33 @@ export class SessionManager {
     return live.ending;
   }
 
-  /** Admin list: sessions alive in the last `sinceMs` (default 24 h), newest first. */
+  /**
+   * Admin list: sessions alive in the last `sinceMs` (default 24 h), newest first. `activeOnly`:
+   * every active session, up to the store's largest page (ACTIVE_LIST_MAX).
+   */
   list(options: { activeOnly?: boolean; sinceMs?: number } = {}): Promise<SessionRecord[]> {
     return this.#store.listSessions({
       since: this.#now() - (options.sinceMs ?? 86_400_000),
       activeOnly: options.activeOnly ?? false,
+      ...(options.activeOnly ? { limit: ACTIVE_LIST_MAX } : {}),
     });
+  }
+
+  /**
+   * The id of every active session in the store (every gateway sharing it). The per-session
+   * account reapers drop each account whose session is not in it, so a list cut short would drop
+   * live sessions' accounts (and, for MySQL, kill their connections): this throws instead when
+   * the store may have cut it (a reaper then skips its run).
+   */
+  async activeIds(): Promise<Set<string>> {
+    const rows = await this.#store.listSessions({ activeOnly: true, limit: ACTIVE_LIST_MAX });
+    if (rows.length >= ACTIVE_LIST_MAX) {
+      throw new CiportError(
+        'CIPORT_E_INTERNAL',
+        `${rows.length} or more active sessions: the list may be incomplete, per-session accounts not reaped`,
+      );
+    }
+    return new Set(rows.map((r) => r.id));
   }
 
   /**
@@ -737,6 +758,9 @@ export class SessionManager {
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as { then?: unknown } | null | undefined)?.then === 'function';
 }
+
+/** The largest page of sessions the store returns (its MAX_LIMIT). */
+const ACTIVE_LIST_MAX = 10_000;
 
 function ended(record: { id: string; endReason: string | null }): CiportError {
   const reason = record.endReason ?? 'ended';

@@ -1,6 +1,6 @@
 // Per-session MySQL users against the MariaDB on this machine (127.0.0.1:3306), made by
-// least-privilege admins (CREATE USER, SELECT (User, Host) ON mysql.user, the roles WITH ADMIN
-// OPTION — what docs/mysql.md recommends, never root): the user logs in with the granted role
+// least-privilege admins (CREATE USER, CONNECTION ADMIN, SELECT (User, Host) ON mysql.user, the
+// roles WITH ADMIN OPTION — what docs/mysql.md recommends, never root): the user logs in with the granted role
 // active, its threads are killed and it is dropped when the session ends, two deployments on one
 // server never touch each other's users, a restarted exit adopts a live session's user, and a
 // drop the admin may not do is an error, an audit event and a metric, retried with backoff.
@@ -18,10 +18,11 @@ import { mysqlUserName, mysqlUserPrefix } from '../../src/credentials/account-na
 import { DynamicCredentials, type DynamicSpec, type RoleEvent } from '../../src/credentials/dynamic.js';
 import { nativePasswordHash } from '../../src/credentials/mysql-users.js';
 import type { Logger } from '../../src/log/logger.js';
+import { MARIADB_HOST, MARIADB_PORT, mariadbUsersSpec } from '../fixtures/mysql-dynamic.js';
 import { waitFor } from '../fixtures/wait-for.js';
 
-const HOST = '127.0.0.1';
-const PORT = 3306;
+const HOST = MARIADB_HOST;
+const PORT = MARIADB_PORT;
 const tag = randomBytes(3).toString('hex');
 const DB = `mu_${tag}`;
 const ROLE_RO = `mu_ro_${tag}`;
@@ -84,18 +85,7 @@ afterAll(async () => {
 const DEPLOYMENTS = ['a1a1a1a1a1', 'b2b2b2b2b2', 'c3c3c3c3c3', 'd4d4d4d4d4', 'e5e5e5e5e5'];
 
 function spec(admin: string, grant: string[]): DynamicSpec {
-  return {
-    protocol: 'mysql',
-    target: 'mdb',
-    host: HOST,
-    port: PORT,
-    tls: undefined,
-    database: undefined,
-    adminUser: admin,
-    adminPassword: new Secret({ env: 'UNUSED' }, ADMIN_PW),
-    grant,
-    create: 'first_connection',
-  };
+  return mariadbUsersSpec(admin, ADMIN_PW, grant);
 }
 
 function users(admin: string, deploymentId: string, grant: string[] = [ROLE_RW], retryBaseMs?: number) {
@@ -318,6 +308,7 @@ describe('an admin without the documented grants', () => {
     expect(problems).toEqual([
       expect.stringContaining(`GRANT SELECT (User, Host) ON mysql.user TO '${ADMIN_WEAK}'@'%'`),
       expect.stringMatching(new RegExp(`cannot grant role \`${ROLE_RW}\`.*WITH ADMIN OPTION`)),
+      expect.stringContaining(`GRANT CONNECTION ADMIN ON *.* TO '${ADMIN_WEAK}'@'%'`),
     ]);
     const s = session('weak');
     const cred = await weak.r.ensure(s, 'mdb');

@@ -3,55 +3,35 @@
 // several parallel jobs of one project logs in as its own user with the granted role active and
 // cannot see the others' threads; the user is dropped when its job ends; revoking a session kills
 // its statement in progress and drops its user. The world is the exit contract suite's.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Driver, Held, JobPort } from '../contract/driver.js';
+import { mysqlUserName } from '../../src/credentials/account-names.js';
+import type { Held, JobPort } from '../contract/driver.js';
 import { holdStatement } from '../contract/driver.js';
+import { mysqlUsersFixture } from '../contract/mysql-users.js';
 import { startUpstreams, type Upstreams } from '../contract/upstreams.js';
 import { AGENT, startWorld, targetName, type World } from '../contract/world.js';
 import { waitFor } from '../fixtures/wait-for.js';
 
-const s = randomBytes(3).toString('hex');
-const ROLE = `mu_e2e_rw_${s}`;
-const ADMIN = `mu_e2e_adm_${s}`;
-const ADMIN_PW = randomBytes(12).toString('hex');
-const TABLE = `mu_e2e_${s}`;
+// The admin docs/mysql.md recommends: CREATE USER, CONNECTION ADMIN, the names in mysql.user,
+// the role WITH ADMIN OPTION; never root.
+const fixture = mysqlUsersFixture('mysqlu', 'CREATE USER, CONNECTION ADMIN');
+const ROLE = fixture.role;
+const ADMIN_PW = fixture.adminPassword;
+const TABLE = fixture.table;
 
 let up: Upstreams;
 let world: World;
 const holding = new Set<Held>();
 
-/** Only the target entry is used: `mysqlu-gw` / `mysqlu-ag`, per-session users on MariaDB. */
-const perSessionUsers = {
-  protocol: 'mysqlu',
-  target: (name: string, u: Upstreams) => ({
-    name,
-    protocol: 'mysql',
-    address: '127.0.0.1:3306',
-    database: u.mysqlDb,
-    credentials: {
-      dynamic: { admin: { user: ADMIN, password: { env: 'MYSQL_ADMIN_PW' } }, grant: [ROLE] },
-    },
-  }),
-} as unknown as Driver;
-
 beforeAll(async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-mysql-users-'));
   up = await startUpstreams(dir);
-  // What docs/mysql.md tells an operator to grant, and nothing else.
-  await up.mysqlAdmin(
-    `CREATE TABLE ${up.mysqlDb}.${TABLE} (id INT);\n` +
-      `CREATE ROLE ${ROLE};\nGRANT SELECT, INSERT ON ${up.mysqlDb}.* TO ${ROLE};\n` +
-      `CREATE USER '${ADMIN}'@'%' IDENTIFIED BY '${ADMIN_PW}';\n` +
-      `GRANT CREATE USER ON *.* TO '${ADMIN}'@'%';\n` +
-      `GRANT SELECT (User, Host) ON mysql.user TO '${ADMIN}'@'%';\n` +
-      `GRANT ${ROLE} TO '${ADMIN}'@'%' WITH ADMIN OPTION;\n`,
-  );
-  (up.secrets as Record<string, string>).MYSQL_ADMIN_PW = ADMIN_PW;
-  world = await startWorld(dir, [perSessionUsers], up);
+  await fixture.setUp(up);
+  world = await startWorld(dir, [fixture.driver], up);
 }, 120_000);
 
 afterEach(async () => {
@@ -62,7 +42,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   await world?.stop();
-  await up?.mysqlAdmin(`DROP ROLE IF EXISTS ${ROLE};\nDROP USER IF EXISTS '${ADMIN}'@'%';\n`).catch(() => '');
+  if (up) await fixture.tearDown(up);
   await up?.stop();
 });
 
@@ -70,7 +50,8 @@ const cli = (job: JobPort, sql: string) =>
   job.run(['mariadb', '-u', job.env.MYSQL_USER ?? '', '-N', '-B', '-e', sql]);
 const userExists = async (user: string) =>
   (await up.mysqlAdmin(`SELECT COUNT(*) FROM mysql.user WHERE User = '${user}'`)).trim() === '1';
-const sessionHash = (id: string) => createHash('sha256').update(id).digest('hex').slice(0, 16);
+/** The session's part of its user name (the last 12 characters; the deployment does not change it). */
+const sessionPart = (id: string, target: string) => mysqlUserName(id, 'aaaaaaaaaa', target).slice(-12);
 
 describe.each([
   { name: 'the gateway', host: 'gateway' },
@@ -82,8 +63,8 @@ describe.each([
     const jobs = await Promise.all([world.open(target), world.open(target), world.open(target)]);
     const users = jobs.map((j) => j.env.MYSQL_USER as string);
     for (const [i, job] of jobs.entries()) {
-      expect(users[i]).toMatch(/^ciport_[0-9a-f]{8}_[0-9a-f]{16}$/);
-      expect(users[i]?.endsWith(sessionHash(job.session))).toBe(true);
+      expect(users[i]).toMatch(/^ciport_[0-9a-z]{6}_[0-9a-z]{5}_[0-9a-z]{12}$/);
+      expect(users[i]?.endsWith(sessionPart(job.session, target))).toBe(true);
       const r = await cli(job, `SELECT CURRENT_USER(), CURRENT_ROLE(); INSERT INTO ${TABLE} VALUES (${i})`);
       expect(r.stderr).toBe('');
       expect(r.stdout).toBe(`${users[i]}@%\t${ROLE}\n`);

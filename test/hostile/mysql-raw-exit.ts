@@ -177,3 +177,23 @@ export async function threadRunning(statement: string): Promise<number> {
     await admin.end();
   }
 }
+
+/**
+ * A job's "watchdog": a compound statement (MariaDB, no privilege needed) that loops for ever
+ * with a CONTINUE HANDLER (KILL QUERY does not end it, nor does its client going away),
+ * re-passwords its user to `the-job-knows-this` (so that nobody else can log in as it), kills
+ * every other thread of its user, and proves it lives by inserting a row into `table`.
+ */
+export function watchdogSql(table: string): string {
+  return `BEGIN NOT ATOMIC
+  DECLARE CONTINUE HANDLER FOR SQLEXCEPTION BEGIN END;
+  WHILE 1 DO
+    SET PASSWORD = PASSWORD('the-job-knows-this');
+    FOR r IN (SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()) DO
+      KILL CONNECTION r.ID;
+    END FOR;
+    INSERT INTO ${table} VALUES (1);
+    DO SLEEP(0.002);
+  END WHILE;
+END`;
+}

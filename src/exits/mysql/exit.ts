@@ -1,7 +1,7 @@
 // The exit's whole job for one mysql tunnel stream (gateway or agent): read the connect request,
 // open the upstream with injected credentials and compatible capabilities, hand the server's OK
 // to the local side (which completes the application's handshake with it), and relay with query
-// events. A connection torn down while a statement may run gets a KILL QUERY.
+// events. A connection torn down while a statement may run gets a KILL CONNECTION.
 import type { Duplex } from 'node:stream';
 import { type MysqlConnectRequest, readConnectFrame } from './connect-wire.js';
 import { sendErrorAndClose } from './errors.js';
@@ -51,7 +51,7 @@ export type MysqlExitResult = RelayResult & {
   connectionId: number;
   /**
    * The connection ended abnormally (session ended, stream reset) while the server had not
-   * closed it and the application had not sent COM_QUIT: a KILL QUERY for its thread was sent
+   * closed it and the application had not sent COM_QUIT: a KILL CONNECTION for its thread was sent
    * (this promise settles with whether the server acknowledged it).
    */
   killed?: Promise<boolean> | undefined;
@@ -92,7 +92,10 @@ export async function serveMysqlExitStream(stream: Duplex, opts: MysqlExitOption
   // When the app side goes away abnormally (the session ended, the stream was reset, the client
   // was killed mid-query) the server would go on running the statement in progress until it
   // next writes to the closed socket: `SLEEP(60)`, a long report or a lock wait keeps its
-  // thread. KILL QUERY on a new connection stops it. A clean close (COM_QUIT) never needs it.
+  // thread. KILL CONNECTION on a new connection stops it — not KILL QUERY: a compound statement
+  // (`BEGIN NOT ATOMIC … WHILE 1 DO … END WHILE; END`) with a CONTINUE HANDLER FOR SQLEXCEPTION
+  // catches the interruption of its current statement and loops on, writing nothing, for ever
+  // (test/hostile/mysql-teardown-loop.test.ts). A clean close (COM_QUIT) never needs it.
   let serverEnded = false;
   upstream.socket.once('end', () => {
     serverEnded = true;
@@ -100,7 +103,7 @@ export async function serveMysqlExitStream(stream: Duplex, opts: MysqlExitOption
   let killed: Promise<boolean> | undefined;
   const onTeardown = (_err: Error, info: { appQuit: boolean }) => {
     if (serverEnded || info.appQuit || killed) return;
-    killed = killMysqlQuery(target, connectionId).then(
+    killed = killMysqlQuery(target, connectionId, { connection: true }).then(
       () => true,
       () => false,
     );

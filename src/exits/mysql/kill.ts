@@ -8,37 +8,31 @@ import { connectMysqlUpstream, type MysqlUpstreamTarget } from './upstream.js';
 
 /**
  * Open an admin connection to the target with its injected credentials and run
- * `KILL QUERY <connectionId>`. Resolves when the server acknowledged it; rejects with the
- * server's refusal (CIPORT_E_MYSQL_UPSTREAM_REFUSED, e.g. 1094 unknown thread) or a connect error.
+ * `KILL QUERY <connectionId>` (or, with `connection: true`, `KILL CONNECTION`: the thread itself,
+ * for a connection that is being torn down — a compound statement whose CONTINUE HANDLER swallows
+ * the interruption of KILL QUERY would loop on). Resolves when the server acknowledged it; rejects
+ * with the server's refusal (CIPORT_E_MYSQL_UPSTREAM_REFUSED, e.g. 1094 unknown thread) or a
+ * connect error.
  */
 export async function killMysqlQuery(
   target: MysqlUpstreamTarget,
   connectionId: number,
-  options: { timeoutMs?: number | undefined } = {},
+  options: { timeoutMs?: number | undefined; connection?: boolean | undefined } = {},
 ): Promise<void> {
   if (!Number.isInteger(connectionId) || connectionId < 0 || connectionId >= 2 ** 32) {
     throw new RangeError('connectionId must be a uint32');
   }
   const timeoutMs = options.timeoutMs ?? 5000;
+  const statement = `KILL ${options.connection ? 'CONNECTION' : 'QUERY'} ${connectionId}`;
   const conn = await connectMysqlUpstream({ ...target, database: undefined, timeoutMs });
   const socket = conn.socket;
   const reader = new PacketReader(
     socket,
     (_why, detail) =>
-      new MysqlError(
-        'CIPORT_E_MYSQL_UPSTREAM_REFUSED',
-        1043,
-        '08S01',
-        `KILL QUERY ${connectionId}: ${detail}`,
-      ),
+      new MysqlError('CIPORT_E_MYSQL_UPSTREAM_REFUSED', 1043, '08S01', `${statement}: ${detail}`),
   );
   try {
-    socket.write(
-      encodePacket(
-        Buffer.concat([Buffer.from([Command.QUERY]), Buffer.from(`KILL QUERY ${connectionId}`)]),
-        0,
-      ),
-    );
+    socket.write(encodePacket(Buffer.concat([Buffer.from([Command.QUERY]), Buffer.from(statement)]), 0));
     const answer = await reader.read(64 * 1024, timeoutMs);
     if (answer.payload[0] === 0xff) {
       const e = parseErr(answer.payload);
@@ -46,7 +40,7 @@ export async function killMysqlQuery(
         'CIPORT_E_MYSQL_UPSTREAM_REFUSED',
         e.errno,
         e.sqlState,
-        `upstream ${target.address} refused KILL QUERY ${connectionId}: ${e.message}`,
+        `upstream ${target.address} refused ${statement}: ${e.message}`,
         { details: { errno: e.errno, sqlState: e.sqlState } },
       );
     }
