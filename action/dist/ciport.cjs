@@ -14212,8 +14212,8 @@ var require_tls = __commonJS({
       return rval;
     };
     tls.handleUnexpected = function(c, record2) {
-      var ignore = !c.open && c.entity === tls.ConnectionEnd.client;
-      if (!ignore) {
+      var ignore3 = !c.open && c.entity === tls.ConnectionEnd.client;
+      if (!ignore3) {
         c.error(c, {
           message: "Unexpected message. Received TLS record out of order.",
           send: true,
@@ -43855,10 +43855,8 @@ var Heartbeat = class {
 };
 
 // src/client/tunnel.ts
-var import_node_http22 = require("node:http2");
+var import_node_http24 = require("node:http2");
 var import_node_net2 = require("node:net");
-var import_node_stream2 = require("node:stream");
-var import_promises4 = require("node:stream/promises");
 
 // src/exits/json-frame.ts
 var JSON_FRAME_HEADER = 9;
@@ -45723,30 +45721,182 @@ function authenticateRedisClient(socket, opts) {
   });
 }
 
-// src/client/tunnel.ts
-var RST_REASONS = {
-  [import_node_http22.constants.NGHTTP2_CANCEL]: "the gateway cancelled the stream (session ended or idle timeout)",
-  [import_node_http22.constants.NGHTTP2_CONNECT_ERROR]: "the connection to the target failed",
-  [import_node_http22.constants.NGHTTP2_REFUSED_STREAM]: "the gateway refused the stream",
-  [import_node_http22.constants.NGHTTP2_ENHANCE_YOUR_CALM]: "the session reached its rule's byte limit (CIPORT_E_BYTE_LIMIT): its connections are cut and new ones refused",
-  [import_node_http22.constants.NGHTTP2_INTERNAL_ERROR]: "the gateway failed, or the agent carrying the connection went away"
-};
+// src/client/local-connection.ts
+var import_node_http23 = require("node:http2");
+var import_node_stream2 = require("node:stream");
+var import_promises4 = require("node:stream/promises");
+
+// src/transport/h2.ts
+var import_node_http22 = require("node:http2");
+function ignore() {
+}
 function resetStream(stream, code = import_node_http22.constants.NGHTTP2_CANCEL) {
-  if (stream.closed || stream.destroyed) return;
-  stream.removeAllListeners("aborted");
+  if (stream.destroyed || stream.closed) return;
+  stream.on("error", ignore);
+  if (!stream.writableEnded) stream.end();
   stream.close(code);
 }
+
+// src/client/local-connection.ts
+var RST_REASONS = {
+  [import_node_http23.constants.NGHTTP2_CANCEL]: "the gateway cancelled the stream (session ended or idle timeout)",
+  [import_node_http23.constants.NGHTTP2_CONNECT_ERROR]: "the connection to the target failed",
+  [import_node_http23.constants.NGHTTP2_REFUSED_STREAM]: "the gateway refused the stream",
+  [import_node_http23.constants.NGHTTP2_ENHANCE_YOUR_CALM]: "the session reached its rule's byte limit (CIPORT_E_BYTE_LIMIT): its connections are cut and new ones refused",
+  [import_node_http23.constants.NGHTTP2_INTERNAL_ERROR]: "the gateway failed, or the agent carrying the connection went away"
+};
+function resetReason(code) {
+  return RST_REASONS[code] ?? `the gateway reset the stream (HTTP/2 error ${code})`;
+}
+function resetCode(stream) {
+  const code = stream?.rstCode;
+  return code !== void 0 && code !== import_node_http23.constants.NGHTTP2_NO_ERROR ? code : void 0;
+}
+function resetSocket(socket) {
+  if (socket.destroyed) return;
+  if (typeof socket.resetAndDestroy === "function" && socket.readyState !== "opening") {
+    try {
+      socket.resetAndDestroy();
+      return;
+    } catch {
+    }
+  }
+  socket.destroy();
+}
+var LocalConnection = class {
+  id;
+  target;
+  socket;
+  #started = Date.now();
+  #onSettle;
+  #stream;
+  #stats;
+  constructor(socket, options) {
+    this.socket = socket;
+    this.id = options.id;
+    this.target = options.target;
+    this.#onSettle = options.onSettle;
+    socket.setNoDelay(true);
+    socket.on("error", (err) => {
+      const stream = this.#stream;
+      if (stream && !stream.closed && !stream.destroyed) this.abort(`application socket: ${err.message}`);
+    });
+  }
+  /** How it ended, once it has. */
+  get stats() {
+    return this.#stats;
+  }
+  /**
+   * The tunnel is open: the connection owns `stream` from now on. False when the connection is
+   * already over (the port closed, the protocol's login gave up waiting): the stream is reset at
+   * once, so no stream outlives its connection.
+   */
+  attach(stream) {
+    if (this.#stats) {
+      resetStream(stream);
+      return false;
+    }
+    this.#stream = stream;
+    return true;
+  }
+  /**
+   * Relay raw bytes both ways through `pipeline` (HTTP/2 flow control is the backpressure);
+   * `greeting` goes to the application first (redis `+OK`). Each direction half-closes on its
+   * own; the connection ends once both have.
+   */
+  relay(stream, greeting) {
+    if (!this.attach(stream)) return;
+    const { socket } = this;
+    if (socket.destroyed) {
+      this.close("the application closed the connection first");
+      return;
+    }
+    if (greeting && greeting.length > 0) socket.write(greeting);
+    const farSide = () => {
+      if (resetCode(stream) !== void 0) this.#streamFailed();
+    };
+    stream.on("aborted", farSide);
+    stream.on("error", farSide);
+    stream.on("close", farSide);
+    let ended = 0;
+    const halfDone = () => {
+      if (++ended === 2) this.#settle("end");
+    };
+    (0, import_node_stream2.pipeline)(socket, stream, (err) => err ? this.#streamFailed() : halfDone());
+    (0, import_promises4.pipeline)(stream, socket, { end: false }).then(
+      () => (
+        // Node sends END_STREAM before RST_STREAM when the far side resets a stream whose
+        // writable side is open (transport/h2.ts): this end may be the first half of a reset. Look
+        // again once the frames that came with it are processed, so the application gets a
+        // reset, not a clean FIN.
+        setImmediate(() => {
+          if (this.#stats) return;
+          if (resetCode(stream) !== void 0) {
+            this.#streamFailed();
+            return;
+          }
+          socket.end();
+          halfDone();
+        })
+      ),
+      () => this.#streamFailed()
+    );
+  }
+  /** Over, normally or not (`error`): the stream is reset if still open, the socket closed. */
+  close(error62) {
+    this.#settle("close", error62);
+  }
+  /** Failed: the stream is reset and the application's socket too (it must not read a clean end). */
+  abort(error62) {
+    this.#settle("reset", error62);
+  }
+  /** The tunnel stream failed or was cut (a reset, the gateway connection lost, an abrupt end). */
+  #streamFailed() {
+    const code = resetCode(this.#stream);
+    this.abort(code === void 0 ? "the tunnel stream ended abruptly" : resetReason(code));
+  }
+  /**
+   * The one teardown: `end` (both directions ended cleanly: the stream closes on its own),
+   * `close` or `reset` (the socket is reset too). Whatever comes after is a no-op.
+   */
+  #settle(how, error62) {
+    if (this.#stats) return;
+    const { socket } = this;
+    const stream = this.#stream;
+    const farReset = how === "end" ? void 0 : resetCode(stream);
+    const stats = {
+      id: this.id,
+      target: this.target,
+      sent: socket.bytesRead,
+      received: socket.bytesWritten,
+      ms: Date.now() - this.#started,
+      error: error62,
+      farReset
+    };
+    this.#stats = stats;
+    if (stream && how !== "end") resetStream(stream);
+    if (how === "reset") resetSocket(socket);
+    else socket.destroy();
+    this.#onSettle(stats);
+  }
+};
+
+// src/client/tunnel.ts
 function formatBytes(n) {
   if (n < 1024) return `${n} B`;
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
   return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
+function ignore2() {
+}
 var TargetListener = class _TargetListener {
   target;
   #server;
   #options;
-  #sockets = /* @__PURE__ */ new Set();
-  #streams = /* @__PURE__ */ new Set();
+  /** Sockets still at a gate (peer check, redis AUTH): no connection yet. */
+  #gated = /* @__PURE__ */ new Set();
+  /** Connections past the gates, until they settle (local-connection.ts). */
+  #connections = /* @__PURE__ */ new Set();
   #warned = /* @__PURE__ */ new Set();
   /** When each abnormal-close reason was last logged (at most one line per reason per 10 s). */
   #lastWarned = /* @__PURE__ */ new Map();
@@ -45788,7 +45938,7 @@ var TargetListener = class _TargetListener {
     return a && typeof a === "object" ? a.port : 0;
   }
   get activeConnections() {
-    return this.#sockets.size;
+    return this.#gated.size + this.#connections.size;
   }
   /** Who is calling first (peer check), then the protocol's local gate, then the tunnel. */
   #accept(socket) {
@@ -45801,25 +45951,31 @@ var TargetListener = class _TargetListener {
       this.#dispatch(socket);
       return;
     }
-    this.#sockets.add(socket);
-    socket.on("error", () => {
-    });
+    this.#enterGate(socket);
     const peer = { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort };
     checkPeer(socket).then(
       (verdict) => {
-        if (verdict.ok) {
-          if (socket.destroyed) this.#sockets.delete(socket);
-          else if (!this.#closing) this.#dispatch(socket);
-          return;
-        }
-        this.#refuse(socket, `from ${peer.remoteAddress}:${peer.remotePort}: ${verdict.reason}`);
+        if (!verdict.ok)
+          this.#refuse(socket, `from ${peer.remoteAddress}:${peer.remotePort}: ${verdict.reason}`);
+        else if (this.#passGate(socket)) this.#dispatch(socket);
       },
       (err) => this.#refuse(socket, `peer check failed: ${err.message}`)
     );
   }
+  #enterGate(socket) {
+    this.#gated.add(socket);
+    socket.on("error", ignore2);
+  }
+  /** Through a gate: false (and closed) when it went away or the port closed meanwhile. */
+  #passGate(socket) {
+    this.#gated.delete(socket);
+    if (!socket.destroyed && !this.#closing) return true;
+    socket.destroy();
+    return false;
+  }
   /** Close a connection that may not use the port: one line (at most one per 10 s), counted. */
   #refuse(socket, why) {
-    this.#sockets.delete(socket);
+    this.#gated.delete(socket);
     socket.destroy();
     this.totals.refused += 1;
     if (!this.#closing && this.#quietFor("refused")) {
@@ -45837,24 +45993,17 @@ var TargetListener = class _TargetListener {
   }
   /** protocol redis: the one-time password first (redis/client.ts), then the plain relay. */
   #acceptRedis(socket, cred) {
-    this.#sockets.add(socket);
-    socket.on("error", () => {
-    });
+    this.#enterGate(socket);
     socket.setNoDelay(true);
     authenticateRedisClient(socket, {
       password: cred.password,
       timeoutMs: this.#options.redisAuthTimeoutMs
     }).then(
       (auth) => {
-        if (socket.destroyed || this.#closing) {
-          this.#sockets.delete(socket);
-          socket.destroy();
-          return;
-        }
-        this.#relay(socket, auth.reply);
+        if (this.#passGate(socket)) this.#relay(socket, auth.reply);
       },
       (err) => {
-        this.#sockets.delete(socket);
+        this.#gated.delete(socket);
         const reason = err.details?.reason ?? "error";
         if (reason === "closed" || reason === "quit") return;
         this.totals.refused += 1;
@@ -45864,140 +46013,74 @@ var TargetListener = class _TargetListener {
       }
     );
   }
+  /**
+   * A connection past the gates: numbered, and tracked until it settles; `onEnd` says what its
+   * end means for the port (after the totals count it).
+   */
+  #connection(socket, onEnd) {
+    const conn = new LocalConnection(socket, {
+      id: this.#nextId++,
+      target: this.target,
+      onSettle: (stats) => {
+        this.#connections.delete(conn);
+        this.totals.connections += 1;
+        this.totals.sent += stats.sent;
+        this.totals.received += stats.received;
+        onEnd(stats);
+      }
+    });
+    this.#connections.add(conn);
+    return conn;
+  }
+  /**
+   * The code the far side cut a connection with (unless the port itself is closing): the session
+   * may be over, so the port checks it now.
+   */
+  #farSideCut(stats) {
+    if (stats.farReset === void 0 || this.#closing) return void 0;
+    this.#options.onTrouble?.(void 0, void 0);
+    return stats.farReset;
+  }
+  /** The --verbose line for a closed connection. */
+  #logClosed(stats) {
+    const what = `sent ${formatBytes(stats.sent)}, received ${formatBytes(stats.received)}, ${(stats.ms / 1e3).toFixed(2)} s`;
+    this.#options.log.info(
+      `${stats.target}: connection ${stats.id} closed (${what})${stats.error ? `: ${stats.error}` : ""}`
+    );
+  }
+  /**
+   * Opening a tunnel failed: `line` said once per kind of refusal (unless the port is closing),
+   * and the port checks its session. Returns the gateway's refusal, when it was one.
+   */
+  #openFailed(err, line2) {
+    const refused = err instanceof TunnelRefused ? err : void 0;
+    const key = refused ? `${refused.status} ${refused.code ?? ""}` : "unreachable";
+    if (line2 !== void 0 && !this.#warned.has(key) && !this.#closing) {
+      this.#warned.add(key);
+      this.#options.log.warn(`${this.target}: connection ${line2}`);
+    }
+    this.#options.onTrouble?.(refused?.status, refused?.code);
+    return refused;
+  }
   /** Raw relay; `greeting` goes to the application once the tunnel is open (redis `+OK`). */
   #relay(socket, greeting) {
-    const id = this.#nextId++;
-    const started = Date.now();
     const { log, target } = this.#options;
-    this.#sockets.add(socket);
-    socket.setNoDelay(true);
-    let stream;
-    let done = false;
-    let upDone = false;
-    let downDone = false;
-    let appGone = false;
-    const onEarlyClose = () => {
-      appGone = true;
-    };
-    socket.once("close", onEarlyClose);
-    socket.on("error", () => {
+    const conn = this.#connection(socket, (stats) => {
+      const farReset = this.#farSideCut(stats);
+      if (log.verbose) this.#logClosed(stats);
+      else if (stats.error && farReset !== void 0 && this.#quietFor(stats.error)) {
+        log.warn(`${target}: connection ${stats.id} closed: ${stats.error}`);
+      }
     });
-    const peer = `${socket.remotePort ?? "?"}`;
-    const finish = (error62, farSide = false) => {
-      if (done) return;
-      done = true;
-      this.#sockets.delete(socket);
-      if (stream) this.#streams.delete(stream);
-      const stats = {
-        id,
-        target,
-        sent: socket.bytesRead,
-        received: socket.bytesWritten,
-        ms: Date.now() - started,
-        error: error62
-      };
-      this.totals.connections += 1;
-      this.totals.sent += stats.sent;
-      this.totals.received += stats.received;
-      if (log.verbose) {
-        const what = `sent ${formatBytes(stats.sent)}, received ${formatBytes(stats.received)}, ${(stats.ms / 1e3).toFixed(2)} s`;
-        log.info(`${target}: connection ${id} closed (${what})${error62 ? `: ${error62}` : ""}`);
-      } else if (error62 && farSide && !this.#closing && this.#quietFor(error62)) {
-        log.warn(`${target}: connection ${id} closed: ${error62}`);
-      }
-    };
-    const abort = (reason, farSide = false) => {
-      if (stream) resetStream(stream);
-      if (!socket.destroyed) {
-        if (typeof socket.resetAndDestroy === "function" && socket.readyState !== "opening") {
-          try {
-            socket.resetAndDestroy();
-          } catch {
-            socket.destroy();
-          }
-        } else socket.destroy();
-      }
-      finish(reason, farSide);
-    };
-    if (log.verbose) log.info(`${target}: connection ${id} opened (from 127.0.0.1:${peer})`);
+    if (log.verbose)
+      log.info(`${target}: connection ${conn.id} opened (from 127.0.0.1:${socket.remotePort ?? "?"})`);
     this.#options.open(target).then(
-      (s) => {
-        stream = s;
-        socket.off("close", onEarlyClose);
-        if (appGone || this.#closing) {
-          resetStream(s);
-          finish(this.#closing ? "listener closed" : "the application closed the connection first");
-          return;
-        }
-        this.#streams.add(s);
-        if (greeting && greeting.length > 0) socket.write(greeting);
-        const streamError = () => {
-          if (this.#closing) return "the port closed";
-          const code = s.rstCode;
-          if (code !== void 0 && code !== import_node_http22.constants.NGHTTP2_NO_ERROR) {
-            return RST_REASONS[code] ?? `the gateway reset the stream (HTTP/2 error ${code})`;
-          }
-          return "the tunnel stream ended abruptly";
-        };
-        const bothDone = () => {
-          if (upDone && downDone) {
-            socket.destroy();
-            finish();
-          }
-        };
-        (0, import_node_stream2.pipeline)(socket, s, (err) => {
-          if (err) {
-            const reset = Boolean(s.rstCode) && !this.#closing;
-            const reason = reset || this.#closing ? streamError() : `application socket: ${err.message}`;
-            if (reset) this.#options.onTrouble?.(void 0, void 0);
-            abort(reason, reset);
-            return;
-          }
-          upDone = true;
-          bothDone();
-        });
-        const downstream = (0, import_promises4.pipeline)(s, socket, { end: false });
-        downstream.then(void 0, () => {
-          const reason = streamError();
-          const reset = Boolean(s.rstCode) && !this.#closing;
-          if (reset) this.#options.onTrouble?.(void 0, void 0);
-          abort(reason, reset);
-        });
-        downstream.then(
-          () => {
-            setImmediate(() => {
-              if (done) return;
-              if (s.rstCode && s.rstCode !== import_node_http22.constants.NGHTTP2_NO_ERROR && !this.#closing) {
-                this.#options.onTrouble?.(void 0, void 0);
-                abort(streamError(), true);
-                return;
-              }
-              socket.end();
-              downDone = true;
-              bothDone();
-            });
-          },
-          () => {
-          }
-        );
-        s.on("close", () => {
-          if (!done && s.rstCode && s.rstCode !== import_node_http22.constants.NGHTTP2_NO_ERROR) {
-            if (!this.#closing) this.#options.onTrouble?.(void 0, void 0);
-            abort(streamError(), true);
-          }
-        });
-      },
+      (stream) => conn.relay(stream, greeting),
       (err) => {
-        socket.off("close", onEarlyClose);
         const refused = err instanceof TunnelRefused ? err : void 0;
         const reason = refused ? `refused by the gateway (${refused.status || "no status"}${refused.code ? ` ${refused.code}` : ""}): ${refused.message}` : `cannot open a tunnel: ${err.message}`;
-        const key = refused ? `${refused.status} ${refused.code ?? ""}` : "unreachable";
-        if (!log.verbose && !this.#warned.has(key) && !this.#closing) {
-          this.#warned.add(key);
-          log.warn(`${target}: connection ${reason}`);
-        }
-        this.#options.onTrouble?.(refused?.status, refused?.code);
-        abort(reason);
+        this.#openFailed(err, log.verbose ? void 0 : reason);
+        conn.abort(reason);
       }
     );
   }
@@ -46024,67 +46107,35 @@ var TargetListener = class _TargetListener {
    * stream (postgres, mysql). `serve` resolves with why the relay ended abnormally, if it did.
    */
   #acceptLogin(socket, serve) {
-    const id = this.#nextId++;
-    const started = Date.now();
     const { log, target } = this.#options;
-    this.#sockets.add(socket);
-    socket.setNoDelay(true);
-    socket.on("error", () => {
+    const conn = this.#connection(socket, (stats) => {
+      const farReset = this.#farSideCut(stats);
+      if (farReset === import_node_http24.constants.NGHTTP2_ENHANCE_YOUR_CALM) {
+        const why = resetReason(farReset);
+        if (this.#quietFor(why)) log.warn(`${target}: connection ${stats.id} closed: ${why}`);
+      }
+      if (log.verbose) this.#logClosed(stats);
     });
-    let stream;
     serve(async () => {
+      let stream;
       try {
         stream = await this.#options.open(target);
       } catch (err) {
-        const refused = err instanceof TunnelRefused ? err : void 0;
-        const key = refused ? `${refused.status} ${refused.code ?? ""}` : "unreachable";
-        if (!this.#warned.has(key) && !this.#closing) {
-          this.#warned.add(key);
-          log.warn(`${target}: connection refused: ${err.message}`);
-        }
-        this.#options.onTrouble?.(refused?.status, refused?.code);
+        const refused = this.#openFailed(err, `refused: ${err.message}`);
         throw refused ? new GatewayError(refused.status, refused.code, refused.message) : err;
       }
-      if (this.#closing) {
-        resetStream(stream);
-        throw new Error("the port closed");
-      }
-      this.#streams.add(stream);
+      if (!conn.attach(stream)) throw new Error(conn.stats?.error ?? "the connection is over");
       return stream;
     }).then(
-      (error62) => {
-        if (stream?.rstCode && stream.rstCode !== import_node_http22.constants.NGHTTP2_NO_ERROR && !this.#closing) {
-          this.#options.onTrouble?.(void 0, void 0);
-          const why = RST_REASONS[stream.rstCode];
-          if (stream.rstCode === import_node_http22.constants.NGHTTP2_ENHANCE_YOUR_CALM && why && this.#quietFor(why)) {
-            log.warn(`${target}: connection ${id} closed: ${why}`);
-          }
-        }
-        finish(error62?.message);
-      },
-      (err) => finish(err.message)
+      (error62) => conn.close(error62?.message),
+      (err) => conn.close(err.message)
     );
-    const finish = (error62) => {
-      this.#sockets.delete(socket);
-      if (stream) {
-        this.#streams.delete(stream);
-        resetStream(stream);
-      }
-      socket.destroy();
-      this.totals.connections += 1;
-      this.totals.sent += socket.bytesRead;
-      this.totals.received += socket.bytesWritten;
-      if (log.verbose) {
-        const what = `sent ${formatBytes(socket.bytesRead)}, received ${formatBytes(socket.bytesWritten)}, ${((Date.now() - started) / 1e3).toFixed(2)} s`;
-        log.info(`${target}: connection ${id} closed (${what})${error62 ? `: ${error62}` : ""}`);
-      }
-    };
   }
   /** Stop accepting and cut every connection (the app sees its sockets close). */
   close() {
     this.#closing = true;
-    for (const s of this.#streams) resetStream(s);
-    for (const socket of this.#sockets) socket.destroy();
+    for (const conn of this.#connections) conn.close("the port closed");
+    for (const socket of this.#gated) socket.destroy();
     return new Promise((resolve3) => this.#server.close(() => resolve3()));
   }
 };

@@ -1,16 +1,15 @@
-// Local listeners: one per granted target on 127.0.0.1. Each accepted socket becomes one
-// HTTP/2 CONNECT stream to the gateway; bytes flow through `pipeline` both ways, so HTTP/2
-// flow control is the backpressure and nothing is buffered without bound.
-import type { ClientHttp2Stream } from 'node:http2';
-import { constants as h2 } from 'node:http2';
+// Local listeners: one per granted target on 127.0.0.1. Each accepted socket passes the gates
+// (peer check, the protocol's local login) and becomes one LocalConnection
+// (local-connection.ts): one HTTP/2 CONNECT stream to the gateway, bytes through `pipeline` both
+// ways (HTTP/2 flow control is the backpressure, nothing is buffered without bound), settled once.
+import { type ClientHttp2Stream, constants as h2 } from 'node:http2';
 import { createServer, type Server, type Socket } from 'node:net';
-import { pipeline } from 'node:stream';
-import { pipeline as pipelineAsync } from 'node:stream/promises';
 import { serveMysqlClientConnection } from '../exits/mysql/client.js';
 import { servePgClientConnection } from '../exits/postgres/client.js';
 import { authenticateRedisClient } from '../exits/redis/client.js';
 import { GatewayError } from './errors.js';
 import { TunnelRefused } from './gateway.js';
+import { type ConnectionStats, LocalConnection, resetReason } from './local-connection.js';
 import type { PeerCheck } from './peer-uid.js';
 
 export interface TunnelLog {
@@ -50,51 +49,22 @@ export interface ListenerOptions {
   redisAuthTimeoutMs?: number | undefined;
 }
 
-export interface ConnectionStats {
-  id: number;
-  target: string;
-  /** App → gateway. */
-  sent: number;
-  /** Gateway → app. */
-  received: number;
-  ms: number;
-  /** Why it closed when not normally. */
-  error?: string | undefined;
-}
-
-const RST_REASONS: Record<number, string> = {
-  [h2.NGHTTP2_CANCEL]: 'the gateway cancelled the stream (session ended or idle timeout)',
-  [h2.NGHTTP2_CONNECT_ERROR]: 'the connection to the target failed',
-  [h2.NGHTTP2_REFUSED_STREAM]: 'the gateway refused the stream',
-  [h2.NGHTTP2_ENHANCE_YOUR_CALM]:
-    "the session reached its rule's byte limit (CIPORT_E_BYTE_LIMIT): its connections are cut and new ones refused",
-  [h2.NGHTTP2_INTERNAL_ERROR]: 'the gateway failed, or the agent carrying the connection went away',
-};
-
-/**
- * Reset a stream with `code` (RST_STREAM). Node 20's `close(code)` emits 'aborted'
- * synchronously while the writable side is open; `stream.pipeline` destroys the stream in that
- * handler and the RST_STREAM frame is then never sent, so the peer would keep its end open.
- * Detaching those listeners first lets the frame go out; pipeline still sees 'close'.
- */
-export function resetStream(stream: ClientHttp2Stream, code: number = h2.NGHTTP2_CANCEL): void {
-  if (stream.closed || stream.destroyed) return;
-  stream.removeAllListeners('aborted');
-  stream.close(code);
-}
-
 function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
   return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
 
+function ignore(): void {}
+
 export class TargetListener {
   readonly target: string;
   readonly #server: Server;
   readonly #options: ListenerOptions;
-  readonly #sockets = new Set<Socket>();
-  readonly #streams = new Set<ClientHttp2Stream>();
+  /** Sockets still at a gate (peer check, redis AUTH): no connection yet. */
+  readonly #gated = new Set<Socket>();
+  /** Connections past the gates, until they settle (local-connection.ts). */
+  readonly #connections = new Set<LocalConnection>();
   readonly #warned = new Set<string>();
   /** When each abnormal-close reason was last logged (at most one line per reason per 10 s). */
   readonly #lastWarned = new Map<string, number>();
@@ -142,7 +112,7 @@ export class TargetListener {
   }
 
   get activeConnections(): number {
-    return this.#sockets.size;
+    return this.#gated.size + this.#connections.size;
   }
 
   /** Who is calling first (peer check), then the protocol's local gate, then the tunnel. */
@@ -156,25 +126,34 @@ export class TargetListener {
       this.#dispatch(socket);
       return;
     }
-    this.#sockets.add(socket);
-    socket.on('error', () => {});
+    this.#enterGate(socket);
     const peer = { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort };
     checkPeer(socket).then(
       (verdict) => {
-        if (verdict.ok) {
-          if (socket.destroyed) this.#sockets.delete(socket);
-          else if (!this.#closing) this.#dispatch(socket);
-          return;
-        }
-        this.#refuse(socket, `from ${peer.remoteAddress}:${peer.remotePort}: ${verdict.reason}`);
+        if (!verdict.ok)
+          this.#refuse(socket, `from ${peer.remoteAddress}:${peer.remotePort}: ${verdict.reason}`);
+        else if (this.#passGate(socket)) this.#dispatch(socket);
       },
       (err: unknown) => this.#refuse(socket, `peer check failed: ${(err as Error).message}`),
     );
   }
 
+  #enterGate(socket: Socket): void {
+    this.#gated.add(socket);
+    socket.on('error', ignore);
+  }
+
+  /** Through a gate: false (and closed) when it went away or the port closed meanwhile. */
+  #passGate(socket: Socket): boolean {
+    this.#gated.delete(socket);
+    if (!socket.destroyed && !this.#closing) return true;
+    socket.destroy();
+    return false;
+  }
+
   /** Close a connection that may not use the port: one line (at most one per 10 s), counted. */
   #refuse(socket: Socket, why: string): void {
-    this.#sockets.delete(socket);
+    this.#gated.delete(socket);
     socket.destroy();
     this.totals.refused += 1;
     if (!this.#closing && this.#quietFor('refused')) {
@@ -194,23 +173,17 @@ export class TargetListener {
 
   /** protocol redis: the one-time password first (redis/client.ts), then the plain relay. */
   #acceptRedis(socket: Socket, cred: { password: string }): void {
-    this.#sockets.add(socket);
-    socket.on('error', () => {});
+    this.#enterGate(socket);
     socket.setNoDelay(true);
     authenticateRedisClient(socket, {
       password: cred.password,
       timeoutMs: this.#options.redisAuthTimeoutMs,
     }).then(
       (auth) => {
-        if (socket.destroyed || this.#closing) {
-          this.#sockets.delete(socket);
-          socket.destroy();
-          return;
-        }
-        this.#relay(socket, auth.reply);
+        if (this.#passGate(socket)) this.#relay(socket, auth.reply);
       },
       (err: unknown) => {
-        this.#sockets.delete(socket);
+        this.#gated.delete(socket);
         const reason = (err as { details?: { reason?: string } }).details?.reason ?? 'error';
         // An application that hung up (or sent QUIT) before AUTH was not refused.
         if (reason === 'closed' || reason === 'quit') return;
@@ -223,151 +196,81 @@ export class TargetListener {
     );
   }
 
+  /**
+   * A connection past the gates: numbered, and tracked until it settles; `onEnd` says what its
+   * end means for the port (after the totals count it).
+   */
+  #connection(socket: Socket, onEnd: (stats: ConnectionStats) => void): LocalConnection {
+    const conn = new LocalConnection(socket, {
+      id: this.#nextId++,
+      target: this.target,
+      onSettle: (stats) => {
+        this.#connections.delete(conn);
+        this.totals.connections += 1;
+        this.totals.sent += stats.sent;
+        this.totals.received += stats.received;
+        onEnd(stats);
+      },
+    });
+    this.#connections.add(conn);
+    return conn;
+  }
+
+  /**
+   * The code the far side cut a connection with (unless the port itself is closing): the session
+   * may be over, so the port checks it now.
+   */
+  #farSideCut(stats: ConnectionStats): number | undefined {
+    if (stats.farReset === undefined || this.#closing) return undefined;
+    this.#options.onTrouble?.(undefined, undefined);
+    return stats.farReset;
+  }
+
+  /** The --verbose line for a closed connection. */
+  #logClosed(stats: ConnectionStats): void {
+    const what = `sent ${formatBytes(stats.sent)}, received ${formatBytes(stats.received)}, ${(stats.ms / 1000).toFixed(2)} s`;
+    this.#options.log.info(
+      `${stats.target}: connection ${stats.id} closed (${what})${stats.error ? `: ${stats.error}` : ''}`,
+    );
+  }
+
+  /**
+   * Opening a tunnel failed: `line` said once per kind of refusal (unless the port is closing),
+   * and the port checks its session. Returns the gateway's refusal, when it was one.
+   */
+  #openFailed(err: unknown, line: string | undefined): TunnelRefused | undefined {
+    const refused = err instanceof TunnelRefused ? err : undefined;
+    const key = refused ? `${refused.status} ${refused.code ?? ''}` : 'unreachable';
+    if (line !== undefined && !this.#warned.has(key) && !this.#closing) {
+      this.#warned.add(key);
+      this.#options.log.warn(`${this.target}: connection ${line}`);
+    }
+    this.#options.onTrouble?.(refused?.status, refused?.code);
+    return refused;
+  }
+
   /** Raw relay; `greeting` goes to the application once the tunnel is open (redis `+OK`). */
   #relay(socket: Socket, greeting?: Buffer): void {
-    const id = this.#nextId++;
-    const started = Date.now();
     const { log, target } = this.#options;
-    this.#sockets.add(socket);
-    socket.setNoDelay(true);
-    let stream: ClientHttp2Stream | undefined;
-    let done = false;
-    let upDone = false;
-    let downDone = false;
-    // The app may go away while the tunnel is being opened.
-    let appGone = false;
-    const onEarlyClose = () => {
-      appGone = true;
-    };
-    socket.once('close', onEarlyClose);
-    socket.on('error', () => {});
-    const peer = `${socket.remotePort ?? '?'}`;
-
-    /** `farSide`: the gateway or the target's exit cut it (worth a line even when not verbose). */
-    const finish = (error?: string, farSide = false) => {
-      if (done) return;
-      done = true;
-      this.#sockets.delete(socket);
-      if (stream) this.#streams.delete(stream);
-      const stats: ConnectionStats = {
-        id,
-        target,
-        sent: socket.bytesRead,
-        received: socket.bytesWritten,
-        ms: Date.now() - started,
-        error,
-      };
-      this.totals.connections += 1;
-      this.totals.sent += stats.sent;
-      this.totals.received += stats.received;
-      if (log.verbose) {
-        const what = `sent ${formatBytes(stats.sent)}, received ${formatBytes(stats.received)}, ${(stats.ms / 1000).toFixed(2)} s`;
-        log.info(`${target}: connection ${id} closed (${what})${error ? `: ${error}` : ''}`);
-      } else if (error && farSide && !this.#closing && this.#quietFor(error)) {
+    const conn = this.#connection(socket, (stats) => {
+      const farReset = this.#farSideCut(stats);
+      if (log.verbose) this.#logClosed(stats);
+      else if (stats.error && farReset !== undefined && this.#quietFor(stats.error)) {
         // Quiet on success, but an app's connection cut from the far side is worth one line.
-        log.warn(`${target}: connection ${id} closed: ${error}`);
+        log.warn(`${target}: connection ${stats.id} closed: ${stats.error}`);
       }
-    };
-
-    const abort = (reason: string, farSide = false) => {
-      if (stream) resetStream(stream);
-      // An abnormal end reaches the app as a reset, not as a clean end of data.
-      if (!socket.destroyed) {
-        if (typeof socket.resetAndDestroy === 'function' && socket.readyState !== 'opening') {
-          try {
-            socket.resetAndDestroy();
-          } catch {
-            socket.destroy();
-          }
-        } else socket.destroy();
-      }
-      finish(reason, farSide);
-    };
-
-    if (log.verbose) log.info(`${target}: connection ${id} opened (from 127.0.0.1:${peer})`);
+    });
+    if (log.verbose)
+      log.info(`${target}: connection ${conn.id} opened (from 127.0.0.1:${socket.remotePort ?? '?'})`);
     this.#options.open(target).then(
-      (s) => {
-        stream = s;
-        socket.off('close', onEarlyClose);
-        if (appGone || this.#closing) {
-          resetStream(s);
-          finish(this.#closing ? 'listener closed' : 'the application closed the connection first');
-          return;
-        }
-        this.#streams.add(s);
-        if (greeting && greeting.length > 0) socket.write(greeting);
-        const streamError = (): string => {
-          if (this.#closing) return 'the port closed';
-          const code = s.rstCode;
-          if (code !== undefined && code !== h2.NGHTTP2_NO_ERROR) {
-            return RST_REASONS[code] ?? `the gateway reset the stream (HTTP/2 error ${code})`;
-          }
-          return 'the tunnel stream ended abruptly';
-        };
-        const bothDone = () => {
-          if (upDone && downDone) {
-            socket.destroy();
-            finish();
-          }
-        };
-        pipeline(socket, s, (err) => {
-          if (err) {
-            const reset = Boolean(s.rstCode) && !this.#closing;
-            const reason = reset || this.#closing ? streamError() : `application socket: ${err.message}`;
-            if (reset) this.#options.onTrouble?.(undefined, undefined);
-            abort(reason, reset);
-            return;
-          }
-          upDone = true;
-          bothDone();
-        });
-        const downstream = pipelineAsync(s, socket, { end: false });
-        downstream.then(undefined, () => {
-          const reason = streamError();
-          const reset = Boolean(s.rstCode) && !this.#closing;
-          if (reset) this.#options.onTrouble?.(undefined, undefined);
-          abort(reason, reset);
-        });
-        downstream.then(
-          () => {
-            // Node sends END_STREAM before RST_STREAM when the gateway resets a stream whose
-            // writable side is open: this end may be the first half of a reset. Look again once
-            // the frames that came with it are processed, so the app gets a reset, not a clean FIN.
-            setImmediate(() => {
-              if (done) return;
-              if (s.rstCode && s.rstCode !== h2.NGHTTP2_NO_ERROR && !this.#closing) {
-                this.#options.onTrouble?.(undefined, undefined);
-                abort(streamError(), true);
-                return;
-              }
-              socket.end();
-              downDone = true;
-              bothDone();
-            });
-          },
-          () => {},
-        );
-        s.on('close', () => {
-          // Reset by the gateway after both halves ended normally: nothing left to do.
-          if (!done && s.rstCode && s.rstCode !== h2.NGHTTP2_NO_ERROR) {
-            if (!this.#closing) this.#options.onTrouble?.(undefined, undefined);
-            abort(streamError(), true);
-          }
-        });
-      },
+      (stream) => conn.relay(stream, greeting),
       (err: unknown) => {
-        socket.off('close', onEarlyClose);
         const refused = err instanceof TunnelRefused ? err : undefined;
         const reason = refused
           ? `refused by the gateway (${refused.status || 'no status'}${refused.code ? ` ${refused.code}` : ''}): ${refused.message}`
           : `cannot open a tunnel: ${(err as Error).message}`;
-        const key = refused ? `${refused.status} ${refused.code ?? ''}` : 'unreachable';
-        if (!log.verbose && !this.#warned.has(key) && !this.#closing) {
-          this.#warned.add(key);
-          log.warn(`${target}: connection ${reason}`);
-        }
-        this.#options.onTrouble?.(refused?.status, refused?.code);
-        abort(reason);
+        this.#openFailed(err, log.verbose ? undefined : reason);
+        conn.abort(reason);
       },
     );
   }
@@ -398,69 +301,40 @@ export class TargetListener {
     socket: Socket,
     serve: (openTunnel: () => Promise<ClientHttp2Stream>) => Promise<Error | undefined>,
   ): void {
-    const id = this.#nextId++;
-    const started = Date.now();
     const { log, target } = this.#options;
-    this.#sockets.add(socket);
-    socket.setNoDelay(true);
-    socket.on('error', () => {});
-    let stream: ClientHttp2Stream | undefined;
+    const conn = this.#connection(socket, (stats) => {
+      const farReset = this.#farSideCut(stats);
+      // The protocol told the application in its own terms; the byte limit deserves a line too.
+      if (farReset === h2.NGHTTP2_ENHANCE_YOUR_CALM) {
+        const why = resetReason(farReset);
+        if (this.#quietFor(why)) log.warn(`${target}: connection ${stats.id} closed: ${why}`);
+      }
+      if (log.verbose) this.#logClosed(stats);
+    });
     serve(async () => {
+      let stream: ClientHttp2Stream;
       try {
         stream = await this.#options.open(target);
       } catch (err) {
-        const refused = err instanceof TunnelRefused ? err : undefined;
-        const key = refused ? `${refused.status} ${refused.code ?? ''}` : 'unreachable';
-        if (!this.#warned.has(key) && !this.#closing) {
-          this.#warned.add(key);
-          log.warn(`${target}: connection refused: ${(err as Error).message}`);
-        }
-        this.#options.onTrouble?.(refused?.status, refused?.code);
+        const refused = this.#openFailed(err, `refused: ${(err as Error).message}`);
         // As a CiportError with the gateway's code, so the application reads that code (a
         // plain Error would reach it as CIPORT_E_INTERNAL).
         throw refused ? new GatewayError(refused.status, refused.code, refused.message) : err;
       }
-      if (this.#closing) {
-        resetStream(stream);
-        throw new Error('the port closed');
-      }
-      this.#streams.add(stream);
+      // Over already (the port closed, the login gave up waiting): attach reset the stream.
+      if (!conn.attach(stream)) throw new Error(conn.stats?.error ?? 'the connection is over');
       return stream;
     }).then(
-      (error) => {
-        if (stream?.rstCode && stream.rstCode !== h2.NGHTTP2_NO_ERROR && !this.#closing) {
-          this.#options.onTrouble?.(undefined, undefined);
-          const why = RST_REASONS[stream.rstCode];
-          if (stream.rstCode === h2.NGHTTP2_ENHANCE_YOUR_CALM && why && this.#quietFor(why)) {
-            log.warn(`${target}: connection ${id} closed: ${why}`);
-          }
-        }
-        finish(error?.message);
-      },
-      (err: unknown) => finish((err as Error).message),
+      (error) => conn.close(error?.message),
+      (err: unknown) => conn.close((err as Error).message),
     );
-    const finish = (error?: string) => {
-      this.#sockets.delete(socket);
-      if (stream) {
-        this.#streams.delete(stream);
-        resetStream(stream);
-      }
-      socket.destroy();
-      this.totals.connections += 1;
-      this.totals.sent += socket.bytesRead;
-      this.totals.received += socket.bytesWritten;
-      if (log.verbose) {
-        const what = `sent ${formatBytes(socket.bytesRead)}, received ${formatBytes(socket.bytesWritten)}, ${((Date.now() - started) / 1000).toFixed(2)} s`;
-        log.info(`${target}: connection ${id} closed (${what})${error ? `: ${error}` : ''}`);
-      }
-    };
   }
 
   /** Stop accepting and cut every connection (the app sees its sockets close). */
   close(): Promise<void> {
     this.#closing = true;
-    for (const s of this.#streams) resetStream(s);
-    for (const socket of this.#sockets) socket.destroy();
+    for (const conn of this.#connections) conn.close('the port closed');
+    for (const socket of this.#gated) socket.destroy();
     return new Promise((resolve) => this.#server.close(() => resolve()));
   }
 }
