@@ -3,6 +3,7 @@
 // (`credentials.dynamic`, src/credentials/mysql-users.ts) — (native, caching_sha2, ed25519; TLS verified),
 // relays with query events and kills a statement left running when the tunnel is cut (exit.ts,
 // docs/mysql.md). Without credentials: a raw relay, the application logging in itself.
+import type { TargetOf } from '../../config/targets/index.js';
 import { asCiportError, CiportError } from '../../errors/index.js';
 import {
   databaseAudit,
@@ -17,10 +18,8 @@ import { MysqlStreamObserver } from './observe-stream.js';
 import { MysqlThreadRegistry } from './threads.js';
 import type { MysqlUpstreamTarget } from './upstream.js';
 
-type Target = Parameters<ExitDefinition['build']>[0];
-
 /** Upstream settings of a mysql target: `tls: true` or an object means verified TLS. */
-export function mysqlUpstreamFromTarget(target: Target): MysqlUpstreamTarget {
+export function mysqlUpstreamFromTarget(target: TargetOf<'mysql'>): MysqlUpstreamTarget {
   const tls = target.tls && typeof target.tls === 'object' ? target.tls : undefined;
   return {
     address: target.address,
@@ -31,7 +30,7 @@ export function mysqlUpstreamFromTarget(target: Target): MysqlUpstreamTarget {
   };
 }
 
-export const mysqlExit: ExitDefinition = {
+export const mysqlExit: ExitDefinition<'mysql'> = {
   protocol: 'mysql',
   build(target, host) {
     if (!target.credentials) return rawExit(target);
