@@ -49,6 +49,7 @@ describe('docs/config.md', () => {
       'rules[].limits.connections',
       'sessions.rate_limit.burst',
       'targets[].sslmode',
+      'targets[].server_public_key',
       'targets[].credentials.dynamic.owner',
       'targets[].credentials.header',
     ]) {

@@ -50,6 +50,7 @@ describe('a key of another protocol is refused at load, with its line and path',
       'targets[0].credentials',
       'token',
     ],
+    ['postgres', '    server_public_key: {file: k.pem}\n', 5, 'targets[0]', 'server_public_key'],
     ['postgres', '    credentials: {user: app, kind: bearer}\n', 5, 'targets[0].credentials', 'kind'],
     ['mysql', '    sslmode: verify-full\n', 5, 'targets[0]', 'sslmode'],
     [
@@ -174,6 +175,7 @@ describe('each protocol keeps the keys its exit reads', () => {
         '    address: db:3306',
         '    database: app',
         '    tls: true',
+        '    server_public_key: {file: rsa.pem}',
         '    query_max_length: 64',
         '    credentials:',
         '      dynamic: {admin: {user: admin, password: {env: ADMIN}}, grant: [app_rw], create: session_start}',
@@ -196,6 +198,7 @@ describe('each protocol keeps the keys its exit reads', () => {
       grant: ['app_rw'],
       create: 'session_start',
     });
+    expect(my?.protocol === 'mysql' && my.server_public_key).toBeInstanceOf(Secret);
     expect(cache?.protocol === 'redis' && cache.database).toBe(3);
     expect(cache2?.protocol === 'redis' && cache2.database).toBe(0);
     expect(api?.protocol === 'http' && api.credentials?.header).toBe('X-API-Key');

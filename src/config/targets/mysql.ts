@@ -2,6 +2,7 @@
 // user (native, caching_sha2, ed25519; TLS verified) and audits statements; without, it relays
 // raw and the application logs in itself (src/exits/mysql, docs/mysql.md).
 import { z } from 'zod';
+import { secretSchema } from '../fields.js';
 import {
   dynamicFields,
   keysOf,
@@ -22,6 +23,12 @@ export const mysqlTargetSchema = targetMember(
       .meta({ description: "The schema the exit selects (default: the application's choice)." }),
     tls: upstreamTlsSchema.meta({
       description: 'TLS to the upstream, verified (CA and host name): true, or {ca, servername}.',
+    }),
+    server_public_key: secretSchema.optional().meta({
+      description:
+        "The server's RSA public key (PEM), pinned: caching_sha2_password and sha256_password full " +
+        'authentication without TLS encrypt the password to it. ciport never asks the server for its key ' +
+        "(over plaintext it could be a man in the middle's); without TLS or this key that path is refused.",
     }),
     ...queryAuditFields,
     credentials: keysOf('the credentials of a mysql target', {
