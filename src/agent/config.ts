@@ -2,9 +2,10 @@
 // name and data dir, its one-time enrollment token, and the targets it exits to (same shape as
 // the gateway's `targets:`; their credentials never leave the agent).
 import { z } from 'zod';
+import { durationSchema, secretSchema } from '../config/fields.js';
 import { formatPath, parseYaml, readConfigFile, secretsIn, validate } from '../config/load.js';
-import { durationSchema, secretSchema, targetSchema } from '../config/schema.js';
 import type { Secret } from '../config/secret.js';
+import { targetSchema } from '../config/targets/index.js';
 import { ConfigError } from '../errors/index.js';
 
 export const agentConfigSchema = z

@@ -114,8 +114,11 @@ export function validate<S extends z.ZodType>(
 }
 
 function describeIssue(issue: z.core.$ZodIssue): string {
-  if (issue.code === 'unrecognized_keys')
+  if (issue.code === 'unrecognized_keys') {
+    // A target's objects say which protocol's they are and list their keys (config/targets/member.ts).
+    if (issue.message.startsWith('unknown key')) return issue.message;
     return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+  }
   if (issue.code === 'invalid_union') {
     // The deepest message of the closest alternative is more useful than "Invalid input".
     const alternatives = issue.errors.map((e) => e[0]).filter((e) => e !== undefined);

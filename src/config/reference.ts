@@ -10,7 +10,9 @@ type Node = {
   additionalProperties?: Node | boolean;
   items?: Node;
   anyOf?: Node[];
+  oneOf?: Node[];
   enum?: unknown[];
+  const?: unknown;
   default?: unknown;
   description?: string;
   pattern?: string;
@@ -26,6 +28,8 @@ interface Row {
   type: string;
   default: string;
   description: string;
+  /** Starts the keys of one member of a discriminated union (a target's protocol): a heading. */
+  heading?: { title: string; note: string };
 }
 
 export const REFERENCE_BEGIN =
@@ -52,7 +56,9 @@ function typeOf(node: Node): string {
   if (node.$ref) return 'matcher (docs/policy.md)';
   if (isSecret(node)) return 'secret';
   if (node.enum) return node.enum.map((v) => JSON.stringify(v)).join(' | ');
-  if (node.anyOf) return [...new Set(node.anyOf.map(typeOf))].join(' or ');
+  if (node.const !== undefined) return JSON.stringify(node.const);
+  if (node.anyOf ?? node.oneOf)
+    return [...new Set((node.anyOf ?? node.oneOf ?? []).map(typeOf))].join(' or ');
   if (node.pattern === DURATION_PATTERN) return 'duration';
   if (node.pattern === NAME_PATTERN) return 'name';
   if (node.pattern?.includes('\\d{1,5}$')) return 'host:port';
@@ -113,9 +119,44 @@ function descend(node: Node, path: string, out: Row[]): void {
   if (isSecret(node)) return;
   if (node.type === 'object' && node.properties) rows(node, path, out);
   else if (node.type === 'array' && node.items?.type === 'object') rows(node.items, `${path}[]`, out);
+  else if (node.type === 'array' && node.items?.oneOf) variants(node.items.oneOf, `${path}[]`, out);
   else if (node.anyOf) {
     const objects = node.anyOf.filter((alt) => alt.type === 'object' && alt.properties);
     for (const alt of objects) rows(alt, path, out, objects.length > 1);
+  }
+}
+
+/**
+ * A discriminated union (`targets[]`, by `protocol`): the keys every member has alike first, the
+ * discriminator with all its values, then each member's own keys under its own heading.
+ */
+function variants(members: Node[], prefix: string, out: Row[]): void {
+  const [first, ...others] = members;
+  if (!first?.properties) return;
+  const same = (key: string) =>
+    others.every((m) => JSON.stringify(m.properties?.[key]) === JSON.stringify(first.properties?.[key]));
+  const tag = Object.keys(first.properties).find((key) =>
+    members.every((m) => m.properties?.[key]?.const !== undefined),
+  );
+  const common: Node = { type: 'object', properties: {}, required: first.required ?? [] };
+  for (const [key, child] of Object.entries(first.properties)) {
+    if (key === tag) {
+      const values = members.map((m) => m.properties?.[key]?.const);
+      (common.properties as Record<string, Node>)[key] = { ...child, const: undefined, enum: values };
+    } else if (same(key)) (common.properties as Record<string, Node>)[key] = child;
+  }
+  rows(common, prefix, out);
+  for (const member of members) {
+    const own: Node = {
+      ...member,
+      properties: Object.fromEntries(
+        Object.entries(member.properties ?? {}).filter(([key]) => !(key in (common.properties ?? {}))),
+      ),
+    };
+    const title = `\`${prefix}\` with \`${tag}: ${String(member.properties?.[tag ?? '']?.const)}\``;
+    const note = `${member.description ?? ''}${Object.keys(own.properties ?? {}).length ? '' : ' No other keys.'}`;
+    out.push({ key: prefix, type: '', default: '', description: '', heading: { title, note: note.trim() } });
+    rows(own, prefix, out);
   }
 }
 
@@ -137,15 +178,23 @@ export function configReference(): string {
     '',
     '## Reference',
     '',
-    'Every key the gateway accepts, generated from `src/config/schema.ts`. Types: a *duration* is',
-    'a whole number and a unit (`500ms`, `30s`, `15m`, `2h`, `1d`); a *secret* is `{env: NAME}` or',
-    '`{file: PATH}`; a *name* is lowercase `[a-z0-9_-]`, at most 63 characters; `key[]` is a key of',
-    'each item of the list `key`. An empty default means the key is optional and unset.',
+    'Every key the gateway accepts, generated from `src/config/schema.ts` (targets: `src/config/targets/`).',
+    'Types: a *duration* is a whole number and a unit (`500ms`, `30s`, `15m`, `2h`, `1d`); a *secret* is',
+    '`{env: NAME}` or `{file: PATH}`; a *name* is lowercase `[a-z0-9_-]`, at most 63 characters; `key[]`',
+    'is a key of each item of the list `key`. An empty default means the key is optional and unset.',
+    'A target takes the common keys and those of its `protocol` only.',
   ];
   for (const [section, list] of sections) {
-    lines.push('', `### ${section === '(top level)' ? 'Top level' : `\`${section}\``}`, '');
-    lines.push('| key | type | default | description |', '|---|---|---|---|');
+    lines.push('', `### ${section === '(top level)' ? 'Top level' : `\`${section}\``}`);
+    let table = false;
     for (const r of list) {
+      if (r.heading) {
+        lines.push('', `#### ${r.heading.title}`, '', r.heading.note);
+        table = false;
+        continue;
+      }
+      if (!table) lines.push('', '| key | type | default | description |', '|---|---|---|---|');
+      table = true;
       lines.push(`| \`${r.key}\` | ${cell(r.type)} | ${cell(r.default)} | ${cell(r.description)} |`);
     }
   }

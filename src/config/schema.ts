@@ -3,36 +3,10 @@
 // inferred from it. Objects are strict: an unknown key is an error, not a silent no-op.
 import { z } from 'zod';
 import { parseClaimPath } from './claim-path.js';
-import { parseDuration } from './duration.js';
-import { HEADER_NAME_RE, HTTP_INJECTION_KINDS, RESERVED_HEADERS } from './http-credentials.js';
-import { Secret } from './secret.js';
+import { durationSchema, hostPortSchema, nameSchema as name, secretSchema } from './fields.js';
+import { type TargetConfig, targetSchema } from './targets/index.js';
 
-const name = z
-  .string()
-  .regex(
-    /^[a-z0-9][a-z0-9_-]{0,62}$/,
-    'lowercase letters, digits, "-" and "_", starting with a letter or digit',
-  );
-
-export const durationSchema = z
-  .string()
-  .regex(/^\d+(ms|s|m|h|d)$/, 'a duration such as 30s, 15m or 2h')
-  .transform((text) => parseDuration(text) as number)
-  .meta({ description: 'Duration: a whole number followed by ms, s, m, h or d (30s, 15m, 2h).' });
-
-export const secretSchema = z
-  .union([
-    z.strictObject({
-      env: z.string().min(1).meta({ description: 'Environment variable holding the value.' }),
-    }),
-    z.strictObject({ file: z.string().min(1).meta({ description: 'File holding the value.' }) }),
-  ])
-  .transform((source) => new Secret(source))
-  .meta({ description: 'A secret: {env: NAME} or {file: PATH}. Resolved at load, never printed.' });
-
-const hostPort = z
-  .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'host:port (IPv6 in brackets)');
+export type { TargetConfig };
 
 // ---- policy matchers ---------------------------------------------------------------------
 
@@ -139,91 +113,6 @@ export const issuerSchema = z.strictObject({
   }),
 });
 
-export const targetSchema = z.strictObject({
-  name,
-  protocol: z
-    .enum(['postgres', 'mysql', 'redis', 'http', 'tcp'])
-    .meta({ description: 'What the port speaks; decides what the exit injects and audits.' }),
-  address: hostPort.meta({ description: 'Upstream host:port, dialled by the gateway (or the agent).' }),
-  database: z
-    .string()
-    .min(1)
-    .optional()
-    .meta({ description: 'protocol postgres: the database; redis: the database number.' }),
-  tls: z
-    .union([z.boolean(), z.strictObject({ ca: secretSchema.optional(), servername: z.string().optional() })])
-    .optional()
-    .meta({ description: 'TLS to the upstream: true, or {ca, servername}.' }),
-  sslmode: z
-    .enum(['disable', 'require', 'verify-ca', 'verify-full'])
-    .optional()
-    .meta({
-      description:
-        'protocol postgres: TLS to the upstream. Default: verify-full when `tls` is set, disable otherwise. ' +
-        '`tls.ca` / `tls.servername` give the CA bundle and the name checked.',
-    }),
-  query_audit: z
-    .boolean()
-    .optional()
-    .meta({ description: 'protocol postgres: write `query` audit events (default true).' }),
-  query_max_length: z.int().min(16).max(1_048_576).optional().meta({
-    description: 'protocol postgres: text kept per statement in `query` events, bytes (default 4096).',
-  }),
-  credentials: z
-    .strictObject({
-      user: z.string().min(1).optional().meta({ description: 'User injected at the exit.' }),
-      password: secretSchema.optional().meta({ description: 'Password injected at the exit.' }),
-      dynamic: z
-        .strictObject({
-          admin: z.strictObject({ user: z.string().min(1), password: secretSchema }).meta({
-            description: 'The role that creates and drops per-session roles (docs/credentials.md).',
-          }),
-          grant: z
-            .array(z.string().min(1))
-            .default([])
-            .meta({ description: 'Roles each per-session role is a member of.' }),
-          owner: z.string().min(1).optional().meta({
-            description: 'postgres (required there): role that receives what a session role owned.',
-          }),
-          create: z
-            .enum(['first_connection', 'session_start'])
-            .default('first_connection')
-            .meta({ description: 'When the role is created.' }),
-        })
-        .optional()
-        .meta({
-          description:
-            'protocol postgres: a LOGIN role per session (ciport_<id>, VALID UNTIL the session expiry, ' +
-            'IN ROLE the granted roles), dropped at session end; objects it owns go to `owner`.',
-        }),
-      token: secretSchema.optional().meta({ description: 'protocol http: the token injected.' }),
-      kind: z
-        .enum(HTTP_INJECTION_KINDS)
-        .optional()
-        .meta({
-          description:
-            'protocol http: how the credential is injected. bearer: `Authorization: Bearer <token>`; ' +
-            'basic: `Authorization: Basic base64(user:password)`; header: `<header>: <token>`. ' +
-            'Default: inferred (token -> bearer, user + password -> basic, header + token -> header).',
-        }),
-      header: z
-        .string()
-        .regex(HEADER_NAME_RE, 'an HTTP header name such as X-API-Key')
-        .refine((h) => !RESERVED_HEADERS.has(h.toLowerCase()), 'this header cannot be injected')
-        .optional()
-        .meta({
-          description: 'protocol http, kind header: the header that carries `token` (e.g. X-API-Key).',
-        }),
-    })
-    .optional()
-    .meta({ description: 'What the exit injects; the job never sees it.' }),
-  tags: z
-    .array(z.string().min(1))
-    .default([])
-    .meta({ description: 'Labels such as `production` that policy lint reads.' }),
-  description: z.string().optional().meta({ description: 'Free text for people.' }),
-});
-
 export const ruleSchema = z
   .strictObject({
     name,
@@ -287,7 +176,7 @@ const storeSchema = z.union([
 
 export const gatewayConfigSchema = z
   .strictObject({
-    listen: hostPort
+    listen: hostPortSchema
       .default('127.0.0.1:8443')
       .meta({ description: 'The one TLS port: API, tunnels, agents. Port 0 picks a free one.' }),
     public_url: z
@@ -513,7 +402,6 @@ function unique(items: { name: string }[], section: string, ctx: z.RefinementCtx
 
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
 export type IssuerConfig = z.output<typeof issuerSchema>;
-export type TargetConfig = z.output<typeof targetSchema>;
 export type RuleConfig = z.output<typeof ruleSchema>;
 
 /** The JSON Schema editors use (`ciport config schema`), generated from the same zod schema. */

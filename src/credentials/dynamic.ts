@@ -9,8 +9,8 @@
 // named, tagged with its deployment, created, listed, cut off and dropped — is an AccountEngine
 // per protocol (pg-roles.ts, mysql-users.ts).
 import { randomBytes } from 'node:crypto';
-import type { TargetConfig } from '../config/schema.js';
 import type { Secret } from '../config/secret.js';
+import type { TargetConfig, TargetOf } from '../config/targets/index.js';
 import { CiportError, type ErrorCode } from '../errors/index.js';
 import { splitHostPort } from '../exits/tcp/exit.js';
 import { isDeploymentId } from './deployment.js';
@@ -172,24 +172,20 @@ export function failureText(err: unknown): string {
   return text.length > 500 ? `${text.slice(0, 500)}…` : text;
 }
 
-/** `sslmode` + `tls` of a target → the admin's TLS options (verify-full by default with `tls`). */
-export function upstreamTlsOf(target: TargetConfig): AdminTls | undefined {
+/** `tls` (and postgres's `sslmode`) of a target → the admin's TLS options (verify-full with `tls`). */
+export function upstreamTlsOf(target: TargetOf<'postgres' | 'mysql'>): AdminTls | undefined {
   const tlsObj = target.tls && typeof target.tls === 'object' ? target.tls : undefined;
-  const mode = target.sslmode ?? (target.tls ? 'verify-full' : 'disable');
+  const sslmode = target.protocol === 'postgres' ? target.sslmode : undefined;
+  const mode = sslmode ?? (target.tls ? 'verify-full' : 'disable');
   if (mode === 'disable') return undefined;
   return { mode, ca: tlsObj?.ca?.reveal(), servername: tlsObj?.servername };
 }
 
 /** The per-session account settings of a postgres or mysql target with `credentials.dynamic`. */
 export function dynamicSpecFromTarget(target: TargetConfig): DynamicSpec | undefined {
+  if (target.protocol !== 'postgres' && target.protocol !== 'mysql') return undefined;
   const dyn = target.credentials?.dynamic;
-  if (!dyn || (target.protocol !== 'postgres' && target.protocol !== 'mysql')) return undefined;
-  if (target.protocol === 'postgres' && !dyn.owner) {
-    throw new CiportError(
-      'CIPORT_E_CONFIG_INVALID',
-      `target ${target.name}: credentials.dynamic.owner is required for postgres`,
-    );
-  }
+  if (!dyn) return undefined;
   const { host, port } = splitHostPort(target.address);
   return {
     protocol: target.protocol,
@@ -201,7 +197,8 @@ export function dynamicSpecFromTarget(target: TargetConfig): DynamicSpec | undef
     adminUser: dyn.admin.user,
     adminPassword: dyn.admin.password,
     grant: dyn.grant,
-    owner: dyn.owner,
+    // Required on postgres targets by their schema; mysql has no object ownership to reassign.
+    owner: 'owner' in dyn ? dyn.owner : undefined,
     create: dyn.create,
   };
 }

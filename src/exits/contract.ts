@@ -9,7 +9,7 @@
 //           in-band from there, its errors included (postgres, http).
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { TargetConfig } from '../config/schema.js';
+import type { Protocol, TargetConfig, TargetOf } from '../config/targets/index.js';
 import type { HttpRequestEvent } from './http/exit.js';
 import type { QueryEvent } from './query-event.js';
 
@@ -115,16 +115,19 @@ export interface StreamObserver {
   readonly outOfBand: boolean;
 }
 
-/** One protocol, registered once in src/exits/registry.ts. */
-export interface ExitDefinition {
-  readonly protocol: TargetConfig['protocol'];
+/**
+ * One protocol, registered once in src/exits/registry.ts. Its targets are the protocol's member
+ * of the target schema (src/config/targets/<protocol>.ts): the exit reads only their keys.
+ */
+export interface ExitDefinition<P extends Protocol = Protocol> {
+  readonly protocol: P;
   /**
    * The exit of one target of this process's config, built at start (a bad secret fails the
    * start). `{ skip }`: this process does not exit to it, and why (e.g. no credentials).
    */
-  build(target: TargetConfig, host: ExitHost): Exit | { skip: string };
+  build(target: TargetOf<P>, host: ExitHost): Exit | { skip: string };
   /** What an agent advertises for the target (default: name and protocol). */
-  advertise?(target: TargetConfig): ExitAdvertisement;
+  advertise?(target: TargetOf<P>): ExitAdvertisement;
   /** The gateway's observer of a stream it relays to an agent for this protocol. */
   observe?(advertised: ExitAdvertisement, onQuery: (event: QueryEvent) => void): StreamObserver;
 }
@@ -133,7 +136,7 @@ export interface ExitDefinition {
  * What a database exit (postgres, mysql) takes from the host for its query audit and lifetime:
  * events only when the host audits them and the target did not switch them off.
  */
-export function databaseAudit(target: TargetConfig, connection: ExitConnection) {
+export function databaseAudit(target: TargetOf<'postgres' | 'mysql'>, connection: ExitConnection) {
   return {
     queryEvents: connection.onQuery !== undefined && (target.query_audit ?? true),
     maxQueryLength: target.query_max_length,

@@ -1,6 +1,8 @@
 // Every protocol ciport exits to, registered once: the gateway and agents build their exits here
-// (docs/architecture.md, "Adding a protocol": a folder under src/exits and one line below).
-import type { TargetConfig } from '../config/schema.js';
+// (docs/architecture.md, "Adding a protocol": a folder under src/exits and one line below). The
+// map is keyed by the protocols of the target schema (src/config/targets/), each definition
+// typed for its own member, so a protocol cannot be added to one without the other.
+import type { Protocol, TargetConfig, TargetOf } from '../config/targets/index.js';
 import type { Exit, ExitAdvertisement, ExitDefinition, ExitHost } from './contract.js';
 import { httpExit } from './http/definition.js';
 import { mysqlExit } from './mysql/definition.js';
@@ -8,7 +10,7 @@ import { postgresExit } from './postgres/definition.js';
 import { redisExit } from './redis/definition.js';
 import { tcpExit } from './tcp/definition.js';
 
-const DEFINITIONS: Readonly<Record<TargetConfig['protocol'], ExitDefinition>> = {
+const DEFINITIONS: { readonly [P in Protocol]: ExitDefinition<P> } = {
   tcp: tcpExit,
   redis: redisExit,
   postgres: postgresExit,
@@ -16,8 +18,20 @@ const DEFINITIONS: Readonly<Record<TargetConfig['protocol'], ExitDefinition>> = 
   mysql: mysqlExit,
 };
 
+/** The definition of a protocol a peer named (an agent's advertisement), if there is one. */
 export function exitDefinition(protocol: string): ExitDefinition | undefined {
-  return Object.hasOwn(DEFINITIONS, protocol) ? DEFINITIONS[protocol as TargetConfig['protocol']] : undefined;
+  for (const definition of Object.values(DEFINITIONS))
+    if (definition.protocol === protocol) return definition;
+  return undefined;
+}
+
+/** The exit of one target, by its protocol's definition. */
+function build<P extends Protocol>(
+  protocol: P,
+  target: TargetOf<P>,
+  host: ExitHost,
+): Exit | { skip: string } {
+  return DEFINITIONS[protocol].build(target, host);
 }
 
 /**
@@ -32,12 +46,7 @@ export function buildExits(
   const exits = new Map<string, Exit>();
   try {
     for (const target of targets) {
-      const definition = exitDefinition(target.protocol);
-      if (!definition) {
-        onSkip(target, `protocol ${target.protocol} has no exit`);
-        continue;
-      }
-      const built = definition.build(target, host);
+      const built = build(target.protocol, target, host);
       if ('skip' in built) onSkip(target, built.skip);
       else exits.set(target.name, built);
     }
@@ -48,9 +57,8 @@ export function buildExits(
   return exits;
 }
 
-/** What an agent advertises for a target it serves. */
+/** What an agent advertises for a target. */
 export function advertisement(target: TargetConfig): ExitAdvertisement {
-  return (
-    exitDefinition(target.protocol)?.advertise?.(target) ?? { name: target.name, protocol: target.protocol }
-  );
+  const advertise = <P extends Protocol>(protocol: P, t: TargetOf<P>) => DEFINITIONS[protocol].advertise?.(t);
+  return advertise(target.protocol, target) ?? { name: target.name, protocol: target.protocol };
 }

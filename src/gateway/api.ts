@@ -6,6 +6,7 @@ import { parseDuration } from '../config/duration.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
 import { oneTimeCredential } from '../credentials/otp.js';
 import { asCiportError, CiportError, TokenRejectedError } from '../errors/index.js';
+import type { ExitAdvertisement } from '../exits/contract.js';
 import type { TokenVerifier, VerifiedToken } from '../identity/verify.js';
 import type { JobLiveness, JobRef } from '../jobs/index.js';
 import type { Logger } from '../log/logger.js';
@@ -324,16 +325,27 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
     rule: record.rule,
     principal: verified.principal,
     targets: decision.targets.map((t) => {
-      const target = deps.targets.get(t.target) ?? agentTargetShape(deps, t.target);
+      const configured = deps.targets.get(t.target);
+      const advertised = configured ? undefined : deps.agents?.targetInfo(t.target);
+      const target = configured
+        ? grantedTarget(configured)
+        : advertised
+          ? advertisedTarget(advertised)
+          : undefined;
       return {
         name: t.target,
         protocol: target?.protocol ?? 'tcp',
-        ...(target?.database ? { database: target.database } : {}),
-        ...(target?.credentials?.user ? { user: target.credentials.user } : {}),
-        // postgres, mysql with injected credentials: a one-time password for the client's local
-        // listener (kept nowhere).
-        ...(localLogin(target)
-          ? { credentials: oneTimeCredential(target as TargetConfig, record.id, deps.deploymentId) }
+        ...(target?.database !== undefined ? { database: target.database } : {}),
+        ...(target?.user ? { user: target.user } : {}),
+        // A one-time password for the client's local listener (kept nowhere).
+        ...(target?.login
+          ? {
+              credentials: oneTimeCredential(
+                { name: t.target, protocol: target.protocol, credentials: target.login },
+                record.id,
+                deps.deploymentId,
+              ),
+            }
           : {}),
         rule: t.rule,
         ttl_ms: Math.min(t.ttlMs, opened.ttlMs),
@@ -356,37 +368,44 @@ function rateLimited(deps: ApiDeps, issuer: string, rate: Exclude<RateDecision, 
   });
 }
 
-/**
- * A target only an agent serves, shaped like a config target from what the agent advertised
- * (protocol, database, user, dynamic); the credentials themselves stay on the agent.
- */
-/** The client's listener logs the app in itself (a one-time password), the exit logs in upstream. */
-function localLogin(target: TargetConfig | undefined): boolean {
-  if (target?.protocol === 'postgres')
-    return Boolean(target.credentials?.user || target.credentials?.dynamic);
-  if (target?.protocol === 'mysql') return Boolean(target.credentials?.user || target.credentials?.dynamic);
-  return false;
+/** What the session response says of a granted target: never a credential of the target's own. */
+interface GrantedTarget {
+  protocol: string;
+  database?: string | undefined;
+  /** The user the target's config (or its agent) names. */
+  user?: string | undefined;
+  /**
+   * postgres, mysql with injected credentials: the client's listener logs the app in with a
+   * one-time password (as this user, or the session's own account), the exit logs in upstream.
+   */
+  login?: { user?: string | undefined; dynamic: boolean } | undefined;
 }
 
-function agentTargetShape(deps: ApiDeps, name: string): TargetConfig | undefined {
-  const info = deps.agents?.targetInfo(name);
-  if (!info) return undefined;
-  const credentials =
+/** A target of this gateway's config. */
+function grantedTarget(target: TargetConfig): GrantedTarget {
+  const user = 'credentials' in target ? target.credentials?.user : undefined;
+  const database =
+    'database' in target && target.database !== undefined ? String(target.database) : undefined;
+  // postgres, mysql: the exit logs in upstream, as the target's user or the session's own account.
+  const logsIn = target.protocol === 'postgres' || target.protocol === 'mysql';
+  const dynamic = logsIn && target.credentials?.dynamic !== undefined;
+  const login = logsIn && (user || dynamic) ? { user, dynamic } : undefined;
+  return { protocol: target.protocol, database, user, login };
+}
+
+/** A target only an agent serves, from what it advertised; the credentials stay on the agent. */
+function advertisedTarget(info: ExitAdvertisement): GrantedTarget {
+  const login =
     info.protocol === 'postgres'
       ? info.dynamic
-        ? { dynamic: {} }
-        : { user: info.user ?? 'ciport' }
+        ? { dynamic: true }
+        : { user: info.user ?? 'ciport', dynamic: false }
       : info.protocol === 'mysql' && (info.user || info.dynamic)
         ? info.dynamic
-          ? { dynamic: {} }
-          : { user: info.user }
+          ? { dynamic: true }
+          : { user: info.user, dynamic: false }
         : undefined;
-  return {
-    name: info.name,
-    protocol: info.protocol,
-    ...(info.database ? { database: info.database } : {}),
-    ...(credentials ? { credentials } : {}),
-  } as TargetConfig;
+  return { protocol: info.protocol, database: info.database, user: login?.user, login };
 }
 
 async function whoami(deps: ApiDeps, req: Req, res: Res): Promise<void> {

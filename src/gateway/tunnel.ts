@@ -203,7 +203,7 @@ function ignore(): void {}
 
 /** A granted target no local config names: what the tunnel knows of it (an agent's). */
 function agentTarget(name: string): TargetConfig {
-  return { name, protocol: 'tcp', address: `${name}:0` } as TargetConfig;
+  return { name, protocol: 'tcp', address: `${name}:0`, tags: [] };
 }
 
 /** One open (or opening) tunnel connection. */
@@ -511,7 +511,10 @@ class Tunnel implements SessionConnection, IdleWatched {
     const record = this.#live.record;
     const fields = { session: record.id, connection: this.id, target: this.target };
     this.#markOpen();
-    const database = this.#config.database;
+    // Query events name the database of the target (postgres, mysql) they ran on.
+    const target = this.#config;
+    const database =
+      target.protocol === 'postgres' || target.protocol === 'mysql' ? target.database : undefined;
     try {
       const outcome = await exit.serve(this.#stream, {
         session: record,

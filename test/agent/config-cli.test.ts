@@ -34,7 +34,8 @@ targets:
     const cfg = parseAgentConfig(yaml, 'agent.yaml', { env: { REDIS_PASSWORD: 'pw' } });
     expect(cfg.name).toBe('dc1');
     expect(cfg.connect_timeout).toBe(10_000);
-    expect(cfg.targets[0]?.credentials?.password?.reveal()).toBe('pw');
+    const target = cfg.targets[0];
+    expect(target?.protocol === 'redis' && target.credentials?.password?.reveal()).toBe('pw');
     expect(() => resolveEnrollmentToken(cfg, {})).toThrow(/CIPORT_ENROLLMENT_TOKEN/);
     expect(resolveEnrollmentToken(cfg, { CIPORT_ENROLLMENT_TOKEN: 'cpe_x' })).toBe('cpe_x');
     expect(JSON.stringify(cfg)).not.toContain('pw');

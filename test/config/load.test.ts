@@ -56,7 +56,8 @@ describe('the normative example', () => {
       '    credentials: {user: app, password: {env: STAGING_DB_PASSWORD}}\n'
     ).trim();
     const cfg = parseGatewayConfig(text, 'inline.yaml', { env: exampleEnv });
-    const password = cfg.targets[0]?.credentials?.password;
+    const target = cfg.targets[0];
+    const password = target?.protocol === 'postgres' ? target.credentials?.password : undefined;
     expect(password).toBeInstanceOf(Secret);
     expect(password?.reveal()).toBe('pw-s3cret');
     expect(cfg.tls?.key.reveal()).toBe('KEY');

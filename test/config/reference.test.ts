@@ -17,6 +17,10 @@ function keyPaths(node: Record<string, unknown>, prefix = '', out = new Set<stri
     const items = child.items as Record<string, unknown> | undefined;
     if (child.properties) keyPaths(child, path, out);
     if (items?.properties) keyPaths(items, `${path}[]`, out);
+    // A list of a discriminated union (targets, by protocol): every member's keys.
+    for (const member of (items?.oneOf as Record<string, unknown>[] | undefined) ?? []) {
+      keyPaths(member, `${path}[]`, out);
+    }
     for (const alt of (child.anyOf as Record<string, unknown>[] | undefined) ?? []) {
       const isSecret = Object.keys((alt.properties as object | undefined) ?? {}).some(
         (k) => k === 'env' || k === 'file',
@@ -44,6 +48,10 @@ describe('docs/config.md', () => {
       'rules[].limits',
       'rules[].limits.connections',
       'sessions.rate_limit.burst',
+      'targets[].sslmode',
+      'targets[].server_public_key',
+      'targets[].credentials.dynamic.owner',
+      'targets[].credentials.header',
     ]) {
       expect(paths.has(p), p).toBe(true);
     }

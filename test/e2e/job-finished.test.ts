@@ -94,7 +94,8 @@ beforeAll(async () => {
   });
   // agentConfig() only parses: resolve the admin password (the CLI resolves at load).
   for (const t of cfgAgent.targets)
-    t.credentials?.dynamic?.admin.password.resolve({ SUPER_PW: pg.superPassword }, 'test');
+    if (t.protocol === 'postgres')
+      t.credentials?.dynamic?.admin.password.resolve({ SUPER_PW: pg.superPassword }, 'test');
   agent = new Agent(cfgAgent, {
     ca: gateway.caPem,
     env: { CIPORT_TEST_ENROLLMENT_TOKEN: token, SUPER_PW: pg.superPassword },

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { TargetConfig } from '../../src/config/schema.js';
+import { type TargetOf, targetSchema } from '../../src/config/targets/index.js';
 import type { CiportError } from '../../src/errors/index.js';
 import {
   connectRedisUpstream,
@@ -50,11 +50,13 @@ async function fakeServer(onConnection: (socket: Socket) => void): Promise<FakeS
   };
 }
 
-function redisTarget(port: number, extra: Partial<TargetConfig> = {}): TargetConfig {
+type RedisTarget = TargetOf<'redis'>;
+
+function redisTarget(port: number, extra: Partial<RedisTarget> = {}): RedisTarget {
   return { name: 'cache', protocol: 'redis', address: `127.0.0.1:${port}`, tags: [], ...extra };
 }
 
-const creds = (password: string, user?: string): TargetConfig['credentials'] => ({
+const creds = (password: string, user?: string): RedisTarget['credentials'] => ({
   password: secret(password),
   ...(user === undefined ? {} : { user }),
 });
@@ -150,7 +152,7 @@ describe('redisInjects', () => {
     expect(redisInjects(redisTarget(1))).toBe(false);
     expect(redisInjects(redisTarget(1, { credentials: { user: 'u' } }))).toBe(false);
     expect(redisInjects(redisTarget(1, { credentials: creds('x') }))).toBe(true);
-    expect(redisInjects(redisTarget(1, { database: '2' }))).toBe(true);
+    expect(redisInjects(redisTarget(1, { database: 2 }))).toBe(true);
   });
 });
 
@@ -201,7 +203,7 @@ describe('connectRedisUpstream against redis-server', () => {
   it('SELECT the target database: a key set through the socket lands in db 3', async () => {
     const key = `db3-${randomBytes(4).toString('hex')}`;
     const socket = await connectRedisUpstream(
-      redisTarget(redis.port, { credentials: creds(PW), database: '3' }),
+      redisTarget(redis.port, { credentials: creds(PW), database: 3 }),
       { timeoutMs: 5000 },
     );
     try {
@@ -239,7 +241,7 @@ describe('connectRedisUpstream against redis-server', () => {
 
   it('a database the server does not have: CIPORT_E_UPSTREAM_AUTH at the SELECT step', async () => {
     const err = await rejection(
-      connectRedisUpstream(redisTarget(redis.port, { credentials: creds(PW), database: '999' }), {
+      connectRedisUpstream(redisTarget(redis.port, { credentials: creds(PW), database: 999 }), {
         timeoutMs: 5000,
       }),
     );
@@ -251,29 +253,24 @@ describe('connectRedisUpstream against redis-server', () => {
 
   it('only a database, no password, against a server that wants one: NOAUTH at SELECT', async () => {
     const err = await rejection(
-      connectRedisUpstream(redisTarget(redis.port, { database: '1' }), { timeoutMs: 5000 }),
+      connectRedisUpstream(redisTarget(redis.port, { database: 1 }), { timeoutMs: 5000 }),
     );
     expect(err.code).toBe('CIPORT_E_UPSTREAM_AUTH');
     expect(err.details).toEqual({ step: 'select', reply: 'NOAUTH' });
   });
 
-  it('a database that is not a number: CIPORT_E_CONFIG_INVALID before dialing', async () => {
-    let dialed = false;
-    const fake = await fakeServer(() => {
-      dialed = true;
-    });
-    cleanups.push(() => fake.close());
-    const err = await rejection(
-      connectRedisUpstream(redisTarget(fake.port, { credentials: creds(PW), database: 'app' }), {
-        timeoutMs: 2000,
-      }),
-    );
-    expect(err.code).toBe('CIPORT_E_CONFIG_INVALID');
-    expect(dialed).toBe(false);
+  it('a database that is not a number is refused at load: the exit never gets one', () => {
+    const parse = (database: unknown) =>
+      targetSchema.safeParse({ name: 'cache', protocol: 'redis', address: 'r:6379', database });
+    expect(parse('app').error?.issues[0]?.path).toEqual(['database']);
+    expect(parse(-1).success).toBe(false);
+    expect(parse(1.5).success).toBe(false);
+    expect(parse('3').data).toMatchObject({ database: 3 });
+    expect(parse(3).data).toMatchObject({ database: 3 });
   });
 
   it('redis-cli with no password through a local listener that injects', async () => {
-    const target = redisTarget(redis.port, { credentials: creds(PW), database: '5' });
+    const target = redisTarget(redis.port, { credentials: creds(PW), database: 5 });
     const failures: unknown[] = [];
     const listener = createServer({ pauseOnConnect: true, allowHalfOpen: true }, (client) => {
       client.on('error', () => {});
@@ -447,7 +444,7 @@ describe('connectRedisUpstream against misbehaving servers', () => {
     });
     cleanups.push(() => fake.close());
     const socket = await connectRedisUpstream(
-      redisTarget(fake.port, { credentials: creds('p w', 'bob'), database: '7' }),
+      redisTarget(fake.port, { credentials: creds('p w', 'bob'), database: 7 }),
       { timeoutMs: 2000 },
     );
     try {
@@ -530,7 +527,7 @@ describe('connectRedisUpstream over TLS', () => {
       redisTarget(tlsRedis.port, {
         tls: { ca: secret(pki.caPem, 'TEST_CA'), servername: 'localhost' },
         credentials: creds(PW),
-        database: '2',
+        database: 2,
       }),
       { timeoutMs: 5000 },
     );

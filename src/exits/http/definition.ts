@@ -1,10 +1,10 @@
 // protocol http: one HttpExit per target (an HTTP server over the tunnel streams and a pool of
 // upstream sockets) parses the app's requests and injects the credential (exit.ts).
 import type { ExitDefinition, StreamExit } from '../contract.js';
-import { httpInjectionFrom } from './config.js';
 import { createHttpExit } from './exit.js';
+import { httpInjectionFrom } from './injection.js';
 
-export const httpExit: ExitDefinition = {
+export const httpExit: ExitDefinition<'http'> = {
   protocol: 'http',
   build(target, host): StreamExit {
     const exit = createHttpExit(

@@ -37,8 +37,8 @@ import type { Secret } from '../../config/secret.js';
 import { CiportError, type ErrorCode } from '../../errors/index.js';
 import { ERROR_HEADER, errorBody } from '../../transport/wire.js';
 import { splitHostPort } from '../tcp/exit.js';
-import { checkHttpInjection, type HttpInjection, injectedHeader, replacedHeaders } from './config.js';
 import { clientResponseHeaders, headerValue, responseHead, upstreamRequestHeaders } from './headers.js';
+import { checkHttpInjection, type HttpInjection, injectedHeader, replacedHeaders } from './injection.js';
 import { Http1Transport } from './transport.js';
 
 /** TLS to the upstream: off, on with the system's CAs, or with a private CA and/or SNI name. */

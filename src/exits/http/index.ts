@@ -1,14 +1,5 @@
 // Protocol `http`: header injection at the exit (see exit.ts) and the injection spec of a target.
-export {
-  checkHttpInjection,
-  HTTP_INJECTION_KINDS,
-  type HttpCredentialsInput,
-  type HttpInjection,
-  type HttpInjectionKind,
-  httpInjectionFrom,
-  injectedHeader,
-  replacedHeaders,
-} from './config.js';
+
 export {
   createHttpExit,
   type HttpExit,
@@ -18,4 +9,14 @@ export {
   type HttpRequestEvent,
   type HttpUpstreamTls,
 } from './exit.js';
+export {
+  checkHttpInjection,
+  HTTP_INJECTION_KINDS,
+  type HttpCredentialsInput,
+  type HttpInjection,
+  type HttpInjectionKind,
+  httpInjectionFrom,
+  injectedHeader,
+  replacedHeaders,
+} from './injection.js';
 export { httpListenerUrl } from './url.js';

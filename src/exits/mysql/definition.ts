@@ -3,7 +3,9 @@
 // (`credentials.dynamic`, src/credentials/mysql-users.ts) — (native, caching_sha2, ed25519; TLS verified),
 // relays with query events and kills a statement left running when the tunnel is cut (exit.ts,
 // docs/mysql.md). Without credentials: a raw relay, the application logging in itself.
-import { asCiportError, CiportError } from '../../errors/index.js';
+import { createPublicKey } from 'node:crypto';
+import type { TargetOf } from '../../config/targets/index.js';
+import { asCiportError, CiportError, ConfigError } from '../../errors/index.js';
 import {
   databaseAudit,
   type ExitAdvertisement,
@@ -17,10 +19,12 @@ import { MysqlStreamObserver } from './observe-stream.js';
 import { MysqlThreadRegistry } from './threads.js';
 import type { MysqlUpstreamTarget } from './upstream.js';
 
-type Target = Parameters<ExitDefinition['build']>[0];
-
-/** Upstream settings of a mysql target: `tls: true` or an object means verified TLS. */
-export function mysqlUpstreamFromTarget(target: Target): MysqlUpstreamTarget {
+/**
+ * Upstream settings of a mysql target: `tls: true` or an object means verified TLS; a pinned
+ * `server_public_key` lets caching_sha2/sha256 full authentication run without TLS (the exit
+ * never asks the server for its key: over plaintext it could be a man in the middle's).
+ */
+export function mysqlUpstreamFromTarget(target: TargetOf<'mysql'>): MysqlUpstreamTarget {
   const tls = target.tls && typeof target.tls === 'object' ? target.tls : undefined;
   return {
     address: target.address,
@@ -28,10 +32,32 @@ export function mysqlUpstreamFromTarget(target: Target): MysqlUpstreamTarget {
     password: target.credentials?.password?.reveal(),
     database: target.database,
     tls: target.tls ? { mode: 'verify-full', ca: tls?.ca?.reveal(), servername: tls?.servername } : undefined,
+    serverPublicKey: pinnedServerKey(target),
   };
 }
 
-export const mysqlExit: ExitDefinition = {
+/** The pinned RSA public key (PEM), checked when the exit is built: a bad one fails the start. */
+function pinnedServerKey(target: TargetOf<'mysql'>): string | undefined {
+  const secret = target.server_public_key;
+  if (!secret) return undefined;
+  const pem = secret.reveal();
+  let type: string | undefined;
+  try {
+    type = createPublicKey(pem).asymmetricKeyType;
+  } catch {
+    type = undefined;
+  }
+  if (type !== 'rsa') {
+    throw new ConfigError(
+      'CIPORT_E_CONFIG_INVALID',
+      `target ${target.name}: server_public_key (${secret.origin}) is not an RSA public key in PEM`,
+      { details: { target: target.name } },
+    );
+  }
+  return pem;
+}
+
+export const mysqlExit: ExitDefinition<'mysql'> = {
   protocol: 'mysql',
   build(target, host) {
     if (!target.credentials) return rawExit(target);

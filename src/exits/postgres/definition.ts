@@ -8,7 +8,7 @@ import { sendErrorAndClose } from './errors.js';
 import { pgUpstreamFromTarget, servePgExitStream } from './exit.js';
 import { PgStreamObserver } from './observe.js';
 
-export const postgresExit: ExitDefinition = {
+export const postgresExit: ExitDefinition<'postgres'> = {
   protocol: 'postgres',
   build(target): StreamExit | { skip: string } {
     if (!target.credentials?.user && !target.credentials?.dynamic) {

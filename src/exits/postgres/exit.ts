@@ -2,7 +2,7 @@
 // frame, then either forward a cancel or open the upstream with injected credentials, relay its
 // AuthenticationOk…ReadyForQuery, and relay the connection with query events.
 import type { Duplex } from 'node:stream';
-import type { TargetConfig } from '../../config/schema.js';
+import type { TargetOf } from '../../config/targets/index.js';
 import { ConfigError } from '../../errors/index.js';
 import { splitHostPort } from '../tcp/exit.js';
 import { type CancelRegistry, forwardCancel, sendCancelRequest } from './cancel.js';
@@ -23,7 +23,7 @@ export type PgUpstreamTarget = Omit<ConnectUpstreamOptions, 'params' | 'signal'>
  * Upstream options for a `protocol: postgres` target of the config: `tls: true` or an object
  * means verify-full (with the object's CA bundle and server name).
  */
-export function pgUpstreamFromTarget(target: TargetConfig): PgUpstreamTarget {
+export function pgUpstreamFromTarget(target: TargetOf<'postgres'>): PgUpstreamTarget {
   // With dynamic credentials the user is the per-session role, filled in per connection.
   const user = target.credentials?.user ?? (target.credentials?.dynamic ? '' : undefined);
   if (user === undefined) {

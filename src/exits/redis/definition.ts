@@ -5,7 +5,7 @@ import type { ExitDefinition } from '../contract.js';
 import { dialTcp } from '../tcp/exit.js';
 import { connectRedisUpstream, redisInjects } from './exit.js';
 
-export const redisExit: ExitDefinition = {
+export const redisExit: ExitDefinition<'redis'> = {
   protocol: 'redis',
   build(target) {
     const injects = redisInjects(target);

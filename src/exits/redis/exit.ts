@@ -4,8 +4,8 @@
 // tunnel relays raw bytes. The password never leaves this module except on the wire to Redis.
 import { isIP, type Socket } from 'node:net';
 import { type ConnectionOptions, type TLSSocket, connect as tlsConnect } from 'node:tls';
-import type { TargetConfig } from '../../config/schema.js';
-import { CiportError, ConfigError } from '../../errors/index.js';
+import type { TargetOf } from '../../config/targets/index.js';
+import { CiportError } from '../../errors/index.js';
 import { dialTcp, splitHostPort } from '../tcp/exit.js';
 import { redisCommand } from './resp.js';
 
@@ -20,11 +20,9 @@ export interface RedisUpstreamOptions {
 export const MAX_REDIS_REPLY = 4096;
 /** Characters of an upstream error reply kept in the error message. */
 const MAX_REPLY_IN_MESSAGE = 200;
-/** `SELECT` takes a non-negative integer; Redis's own limit is `databases` (16 by default). */
-const DATABASE_RE = /^(0|[1-9][0-9]{0,8})$/;
 
 /** True when the exit has something to inject: a password (AUTH) or a database (SELECT). */
-export function redisInjects(target: TargetConfig): boolean {
+export function redisInjects(target: TargetOf<'redis'>): boolean {
   return target.credentials?.password !== undefined || target.database !== undefined;
 }
 
@@ -34,7 +32,7 @@ interface Step {
   wire: Buffer;
 }
 
-function handshakeSteps(target: TargetConfig): Step[] {
+function handshakeSteps(target: TargetOf<'redis'>): Step[] {
   const steps: Step[] = [];
   const password = target.credentials?.password;
   if (password !== undefined) {
@@ -45,14 +43,9 @@ function handshakeSteps(target: TargetConfig): Step[] {
         : redisCommand('AUTH', user, password.reveal());
     steps.push({ name: 'AUTH', wire });
   }
+  // A whole number ≥ 0: the schema refuses anything else (src/config/targets/redis.ts).
   if (target.database !== undefined) {
-    if (!DATABASE_RE.test(target.database)) {
-      throw new ConfigError(
-        'CIPORT_E_CONFIG_INVALID',
-        `target ${target.name}: a redis database is a number (SELECT index), not ${JSON.stringify(target.database.slice(0, 40))}`,
-      );
-    }
-    steps.push({ name: 'SELECT', wire: redisCommand('SELECT', target.database) });
+    steps.push({ name: 'SELECT', wire: redisCommand('SELECT', String(target.database)) });
   }
   return steps;
 }
@@ -66,11 +59,11 @@ function handshakeSteps(target: TargetConfig): Step[] {
  *
  * Rejects with CIPORT_E_UPSTREAM_UNREACHABLE (connect failure, timeout, abort, a reply that is not
  * a bounded simple string or error, the connection closing), CIPORT_E_TLS, CIPORT_E_UPSTREAM_AUTH
- * (Redis refused AUTH or SELECT: `details.reply` is the error's first word, e.g. WRONGPASS) or
- * CIPORT_E_CONFIG_INVALID (a database that is not a number). No message contains the password.
+ * (Redis refused AUTH or SELECT: `details.reply` is the error's first word, e.g. WRONGPASS). No
+ * message contains the password.
  */
 export async function connectRedisUpstream(
-  target: TargetConfig,
+  target: TargetOf<'redis'>,
   options: RedisUpstreamOptions,
 ): Promise<Socket | TLSSocket> {
   const steps = handshakeSteps(target);
@@ -99,7 +92,7 @@ export async function connectRedisUpstream(
 
 function startTls(
   plain: Socket,
-  target: TargetConfig,
+  target: TargetOf<'redis'>,
   timeoutMs: number,
   signal: AbortSignal | undefined,
 ): Promise<TLSSocket> {
@@ -229,7 +222,7 @@ function readReplies(
 
 /** Redis refused a step: the first line, printable and capped, with the password masked. */
 function refused(
-  target: TargetConfig,
+  target: TargetOf<'redis'>,
   step: 'AUTH' | 'SELECT',
   reply: string,
   password: string | undefined,

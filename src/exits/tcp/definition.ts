@@ -1,5 +1,5 @@
 // protocol tcp: dial the address, relay raw bytes; nothing injected, nothing parsed.
-import type { TargetConfig } from '../../config/schema.js';
+import type { TargetConfig } from '../../config/targets/index.js';
 import type { DialExit, ExitDefinition } from '../contract.js';
 import { dialTcp } from './exit.js';
 
@@ -13,7 +13,7 @@ export function rawExit(target: TargetConfig): DialExit {
   };
 }
 
-export const tcpExit: ExitDefinition = {
+export const tcpExit: ExitDefinition<'tcp'> = {
   protocol: 'tcp',
   build: (target) => rawExit(target),
 };

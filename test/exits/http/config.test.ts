@@ -2,8 +2,8 @@
 // `kind` / `header` fields, and the checks that keep malformed or unresolved secrets out.
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { targetSchema } from '../../../src/config/schema.js';
 import { Secret } from '../../../src/config/secret.js';
+import { httpCredentialsSchema } from '../../../src/config/targets/http.js';
 import { CiportError } from '../../../src/errors/index.js';
 import {
   clientResponseHeaders,
@@ -137,7 +137,8 @@ describe('checkHttpInjection', () => {
 });
 
 describe('schema fields for HTTP credentials', () => {
-  const proposed = targetSchema.shape.credentials.unwrap();
+  const proposed = httpCredentialsSchema;
+  const env = { env: 'X' };
 
   it('parses kind and header next to the existing fields', () => {
     const parsed = proposed.parse({ kind: 'header', header: 'X-API-Key', token: { env: 'API_KEY' } });
@@ -151,6 +152,21 @@ describe('schema fields for HTTP credentials', () => {
     expect(proposed.safeParse({ kind: 'digest', token: { env: 'T' } }).success).toBe(false);
     expect(proposed.safeParse({ header: 'Host', token: { env: 'T' } }).success).toBe(false);
     expect(proposed.safeParse({ header: 'x api key', token: { env: 'T' } }).success).toBe(false);
+  });
+
+  it.each([
+    [{ token: env, user: 'u', password: env }, /say which one to inject/],
+    [{ user: 'u' }, /basic authentication needs both/],
+    [{ password: env }, /basic authentication needs both/],
+    [{ kind: 'bearer', user: 'u', password: env }, /kind bearer needs token/],
+    [{ kind: 'basic', user: 'a:b', password: env }, /cannot contain ":"/],
+    [{ kind: 'header', token: env }, /kind header needs header and token/],
+    [{ header: 'X-K', token: env, user: 'u' }, /kind header does not use user/],
+  ])('refuses at load what the exit would refuse: %o', (credentials, message) => {
+    const issues = proposed.safeParse(credentials).error?.issues ?? [];
+    expect(issues).toHaveLength(1);
+    expect(issues[0]?.path).toEqual([]);
+    expect(issues[0]?.message).toMatch(message);
   });
 });
 

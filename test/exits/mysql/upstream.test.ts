@@ -1,8 +1,10 @@
 // The exit's upstream handshake against a MySQL 8 stand-in (caching_sha2_password fast path,
 // full authentication with RSA or over verified TLS) and against hostile servers.
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import mysql from 'mysql2/promise';
 import { afterAll, describe, expect, it } from 'vitest';
+import { targetSchema } from '../../../src/config/targets/index.js';
+import { mysqlUpstreamFromTarget } from '../../../src/exits/mysql/definition.js';
 import { LOCAL_CAPABILITIES } from '../../../src/exits/mysql/frontend.js';
 import { Cap, encodePacket } from '../../../src/exits/mysql/packets.js';
 import { connectMysqlUpstream } from '../../../src/exits/mysql/upstream.js';
@@ -97,6 +99,62 @@ describe('caching_sha2_password upstream', () => {
     );
     expect(err).toMatchObject({ code: 'CIPORT_E_MYSQL_UPSTREAM_AUTH', errno: 1045 });
     expect(String(err.message)).not.toContain('nope-nope');
+  });
+});
+
+describe('server_public_key: the pinned key from the target config', () => {
+  /** A mysql target as the loader makes it, its secrets resolved from `env`. */
+  function mysqlTarget(port: number, extra: Record<string, unknown>, env: Record<string, string>) {
+    const target = targetSchema.parse({
+      name: 'db8',
+      protocol: 'mysql',
+      address: `127.0.0.1:${port}`,
+      credentials: { user: 'app8', password: { env: 'PW' } },
+      ...extra,
+    });
+    if (target.protocol !== 'mysql') throw new Error('not a mysql target');
+    target.credentials?.password?.resolve({ PW, ...env });
+    target.server_public_key?.resolve(env);
+    return target;
+  }
+
+  it('full authentication without TLS through the port, encrypted to the pinned key only', async () => {
+    const f = await fixture({ cached: false });
+    const target = mysqlTarget(f.port, { server_public_key: { env: 'KEY' } }, { KEY: f.publicKey });
+    const h = await startPort({ upstream: mysqlUpstreamFromTarget(target) });
+    harnesses.push(h);
+    const c = await mysql.createConnection({
+      host: '127.0.0.1',
+      port: h.port,
+      user: h.user,
+      password: h.otp,
+    });
+    await c.ping();
+    await c.end();
+    expect(h.connected[0]).toMatchObject({ auth: 'caching_sha2_password', fullAuth: 'rsa' });
+    expect(f.seen[0]?.auth).toBe('rsa');
+  });
+
+  it('without it, full authentication is refused and the key is never asked for', async () => {
+    const f = await fixture({ cached: false });
+    const upstream = mysqlUpstreamFromTarget(mysqlTarget(f.port, {}, {}));
+    expect(upstream.allowPublicKeyRetrieval).toBeUndefined();
+    await expect(connectMysqlUpstream(upstream)).rejects.toMatchObject({
+      code: 'CIPORT_E_MYSQL_UPSTREAM_AUTH',
+      message: expect.stringContaining('needs TLS or the server public key'),
+    });
+    expect(f.seen.map((s) => s.auth)).toEqual(['refused']);
+  });
+
+  it('a key that is not an RSA public key fails when the exit is built, naming the target', () => {
+    const { publicKey: ecKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const ecPem = ecKey.export({ type: 'spki', format: 'pem' }).toString();
+    for (const pem of ['not a key', ecPem]) {
+      const target = mysqlTarget(1, { server_public_key: { env: 'KEY' } }, { KEY: pem });
+      expect(() => mysqlUpstreamFromTarget(target)).toThrow(
+        /^target db8: server_public_key \(env:KEY\) is not an RSA public key in PEM$/,
+      );
+    }
   });
 });
 

@@ -1,0 +1,33 @@
+// The field types every section of the configuration is built from (schema.ts, targets/): names,
+// durations, secrets, addresses. Zod and the pure helpers of this folder only.
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+import { Secret } from './secret.js';
+
+/** A name of an issuer, target or rule: what rules, bindings and the audit log refer to it by. */
+export const nameSchema = z
+  .string()
+  .regex(
+    /^[a-z0-9][a-z0-9_-]{0,62}$/,
+    'lowercase letters, digits, "-" and "_", starting with a letter or digit',
+  );
+
+export const durationSchema = z
+  .string()
+  .regex(/^\d+(ms|s|m|h|d)$/, 'a duration such as 30s, 15m or 2h')
+  .transform((text) => parseDuration(text) as number)
+  .meta({ description: 'Duration: a whole number followed by ms, s, m, h or d (30s, 15m, 2h).' });
+
+export const secretSchema = z
+  .union([
+    z.strictObject({
+      env: z.string().min(1).meta({ description: 'Environment variable holding the value.' }),
+    }),
+    z.strictObject({ file: z.string().min(1).meta({ description: 'File holding the value.' }) }),
+  ])
+  .transform((source) => new Secret(source))
+  .meta({ description: 'A secret: {env: NAME} or {file: PATH}. Resolved at load, never printed.' });
+
+export const hostPortSchema = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'host:port (IPv6 in brackets)');

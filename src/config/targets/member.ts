@@ -1,0 +1,97 @@
+// What every target has, and the pieces several protocols share. A protocol's own fields are in
+// its file beside this one (postgres.ts, mysql.ts, …); index.ts makes the union on `protocol`.
+import { z } from 'zod';
+import { hostPortSchema, nameSchema, secretSchema } from '../fields.js';
+
+const quoted = (keys: readonly string[]) => keys.map((k) => `"${k}"`).join(', ');
+
+/**
+ * A strict object whose unknown keys are reported with what the object is and the keys it does
+ * have: a key that belongs to another protocol reads "unknown key "sslmode" for a redis target
+ * (its keys: …)", at the line of the key (config/load.ts).
+ */
+export function keysOf<S extends z.core.$ZodLooseShape>(what: string, shape: S) {
+  const known = Object.keys(shape).join(', ');
+  return z.strictObject(shape, {
+    error: (issue) =>
+      issue.code === 'unrecognized_keys'
+        ? `unknown key${issue.keys.length > 1 ? 's' : ''} ${quoted(issue.keys)} for ${what} (its keys: ${known})`
+        : undefined,
+  });
+}
+
+/** One member of the target union: the common keys around the protocol's own. */
+export function targetMember<P extends string, S extends z.core.$ZodLooseShape>(
+  protocol: P,
+  description: string,
+  shape: S,
+) {
+  return keysOf(`a ${protocol} target`, {
+    name: nameSchema,
+    protocol: z
+      .literal(protocol)
+      .meta({ description: 'What the port speaks: which exit serves it, and which other keys it takes.' }),
+    address: hostPortSchema.meta({
+      description: 'Upstream host:port, dialled by the gateway (or the agent).',
+    }),
+    ...shape,
+    tags: z
+      .array(z.string().min(1))
+      .default([])
+      .meta({ description: 'Labels such as `production` that policy lint reads.' }),
+    description: z.string().optional().meta({ description: 'Free text for people.' }),
+  }).meta({ description });
+}
+
+/** TLS to the upstream, verified: `true` (system roots, the address's host) or `{ca, servername}`. */
+export const upstreamTlsSchema = z
+  .union([
+    z.boolean(),
+    keysOf('tls', {
+      ca: secretSchema.optional().meta({ description: 'PEM CA bundle that replaces the system roots.' }),
+      servername: z
+        .string()
+        .min(1)
+        .optional()
+        .meta({ description: "Name to verify and send as SNI (default: the address's host)." }),
+    }),
+  ])
+  .optional();
+
+export type UpstreamTls = z.output<typeof upstreamTlsSchema>;
+
+/** `query` audit events of a database target (postgres, mysql). */
+export const queryAuditFields = {
+  query_audit: z.boolean().optional().meta({ description: 'Write `query` audit events (default true).' }),
+  query_max_length: z.int().min(16).max(1_048_576).optional().meta({
+    description: 'Text kept per statement in `query` events, bytes (default 4096).',
+  }),
+};
+
+/** What per-session database accounts (`role`: postgres, `user`: mysql) are made with. */
+export function dynamicFields(account: 'role' | 'user') {
+  return {
+    admin: keysOf('credentials.dynamic.admin', {
+      user: z.string().min(1),
+      password: secretSchema,
+    }).meta({
+      description: `The ${account} that creates and drops per-session ${account}s (docs/credentials.md).`,
+    }),
+    grant: z
+      .array(z.string().min(1))
+      .default([])
+      .meta({
+        description: `Roles each per-session ${account} is granted (a rule's \`grants\` replace them).`,
+      }),
+    create: z
+      .enum(['first_connection', 'session_start'])
+      .default('first_connection')
+      .meta({ description: `When the ${account} is created.` }),
+  };
+}
+
+/** A user and a password injected at the exit. */
+export const userPasswordFields = {
+  user: z.string().min(1).optional().meta({ description: 'User injected at the exit.' }),
+  password: secretSchema.optional().meta({ description: 'Password injected at the exit.' }),
+};

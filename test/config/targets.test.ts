@@ -1,0 +1,269 @@
+// The target schema: one strict member per protocol (src/config/targets/). A key of another
+// protocol is refused at load with its file, line and path, through the gateway's loader, the
+// agent's and `ciport config check`; every target the docs, examples and deploy recipes show
+// still loads.
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { parseAgentConfig } from '../../src/agent/config.js';
+import { loadGatewayConfig, parseGatewayConfig } from '../../src/config/load.js';
+import { Secret } from '../../src/config/secret.js';
+import { PROTOCOLS, targetSchema } from '../../src/config/targets/index.js';
+import { CiportError } from '../../src/errors/index.js';
+import { runCli } from '../helpers/cli.js';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+
+/** The loader's message for a config with these targets (YAML list items, indented by 2). */
+function loadError(targets: string): string {
+  try {
+    parseGatewayConfig(`targets:\n${targets}`, 'gw.yaml', { resolveSecrets: false });
+  } catch (err) {
+    expect(err).toBeInstanceOf(CiportError);
+    expect((err as CiportError).code).toBe('CIPORT_E_CONFIG_INVALID');
+    return (err as CiportError).message;
+  }
+  throw new Error('expected the configuration to be refused');
+}
+
+const target = (protocol: string, lines: string) =>
+  `  - name: t\n    protocol: ${protocol}\n    address: h.internal:1\n${lines}`;
+
+describe('a key of another protocol is refused at load, with its line and path', () => {
+  it.each([
+    // [protocol, the misplaced lines, line of the key, path, key]
+    ['redis', '    sslmode: require\n', 5, 'targets[0]', 'sslmode'],
+    ['redis', '    query_audit: false\n', 5, 'targets[0]', 'query_audit'],
+    [
+      'redis',
+      '    credentials: {password: {env: P}, token: {env: T}}\n',
+      5,
+      'targets[0].credentials',
+      'token',
+    ],
+    [
+      'postgres',
+      '    credentials:\n      user: app\n      token: {env: T}\n',
+      7,
+      'targets[0].credentials',
+      'token',
+    ],
+    ['postgres', '    server_public_key: {file: k.pem}\n', 5, 'targets[0]', 'server_public_key'],
+    ['postgres', '    credentials: {user: app, kind: bearer}\n', 5, 'targets[0].credentials', 'kind'],
+    ['mysql', '    sslmode: verify-full\n', 5, 'targets[0]', 'sslmode'],
+    [
+      'mysql',
+      '    credentials:\n      dynamic:\n        admin: {user: a, password: {env: A}}\n        owner: app_owner\n',
+      8,
+      'targets[0].credentials.dynamic',
+      'owner',
+    ],
+    ['mysql', '    credentials: {user: u, header: X-K}\n', 5, 'targets[0].credentials', 'header'],
+    ['http', '    database: app\n', 5, 'targets[0]', 'database'],
+    ['http', '    query_max_length: 100\n', 5, 'targets[0]', 'query_max_length'],
+    [
+      'http',
+      '    credentials:\n      token: {env: T}\n      dynamic: {admin: {user: a, password: {env: A}}}\n',
+      7,
+      'targets[0].credentials',
+      'dynamic',
+    ],
+    ['tcp', '    tls: true\n', 5, 'targets[0]', 'tls'],
+    ['tcp', '    credentials: {user: u}\n', 5, 'targets[0]', 'credentials'],
+    ['tcp', '    database: app\n', 5, 'targets[0]', 'database'],
+  ])('%s target with %j', (protocol, lines, line, path, key) => {
+    const message = loadError(target(protocol, lines));
+    expect(message.split('\n')).toHaveLength(1);
+    expect(message).toContain(`gw.yaml:${line}: ${path}: unknown key "${key}" for `);
+    // It says which protocol's object it is and what that object does take.
+    expect(message).toMatch(new RegExp(`${protocol} target.*\\(its keys: `));
+    expect(message).not.toMatch(/Invalid input|invalid_union/i);
+  });
+
+  it('every protocol is covered above', () => {
+    expect([...PROTOCOLS].sort()).toEqual(['http', 'mysql', 'postgres', 'redis', 'tcp']);
+  });
+});
+
+describe('errors inside a member are that member’s, not "invalid input"', () => {
+  it('a bad value names its key', () => {
+    expect(loadError(target('postgres', '    sslmode: strict\n'))).toMatch(
+      /^gw\.yaml:5: targets\[0\]\.sslmode: Invalid option: expected one of "disable"\|"require"/,
+    );
+    expect(loadError(target('redis', '    database: app\n'))).toBe(
+      'gw.yaml:5: targets[0].database: a redis database is a number (the SELECT index)',
+    );
+    expect(loadError(target('http', '    tls: {ca: {file: ca.pem}, verify: false}\n'))).toMatch(
+      /^gw\.yaml:5: targets\[0\]\.tls: unknown key "verify" for tls \(its keys: ca, servername\)$/,
+    );
+  });
+
+  it('an unknown or missing protocol lists the known ones', () => {
+    expect(loadError(target('ftp', ''))).toBe(
+      'gw.yaml:3: targets[0].protocol: unknown protocol "ftp" (known: postgres, mysql, redis, http, tcp)',
+    );
+    expect(loadError('  - {name: t, address: "h:1"}\n')).toBe(
+      'gw.yaml:2: targets[0].protocol: a target needs a protocol: postgres, mysql, redis, http, tcp',
+    );
+  });
+
+  it('http credentials that describe no single injection are refused at load', () => {
+    expect(
+      loadError(target('http', '    credentials: {token: {env: T}, user: u, password: {env: P}}\n')),
+    ).toBe(
+      'gw.yaml:5: targets[0].credentials: both a token and user/password are set; say which one to inject with kind: bearer|basic|header',
+    );
+    expect(loadError(target('http', '    credentials: {user: u}\n'))).toMatch(
+      /targets\[0\]\.credentials: basic authentication needs both user and password$/,
+    );
+    expect(loadError(target('http', '    credentials: {header: Host, token: {env: T}}\n'))).toBe(
+      'gw.yaml:5: targets[0].credentials.header: this header cannot be injected',
+    );
+  });
+
+  it('every issue of every target is listed, each with its own path', () => {
+    const message = loadError(
+      `${target('redis', '    sslmode: require\n')}  - {name: u, protocol: tcp, address: "h:1", tls: true}\n`,
+    );
+    expect(message.split('\n')).toEqual([
+      expect.stringContaining('gw.yaml:5: targets[0]: unknown key "sslmode" for a redis target'),
+      expect.stringContaining('gw.yaml:6: targets[1]: unknown key "tls" for a tcp target'),
+    ]);
+  });
+
+  it('the agent loads targets with the same schema and messages', () => {
+    const text =
+      'gateway: https://gw.example:8443\nname: dc1\ntargets:\n' +
+      '  - {name: db, protocol: postgres, address: "db:5432", credentials: {user: app, token: {env: T}}}\n';
+    expect(() => parseAgentConfig(text, 'agent.yaml', {})).toThrow(
+      /agent\.yaml:4: targets\[0\]\.credentials: unknown key "token" for the credentials of a postgres target/,
+    );
+  });
+
+  it('ciport config check prints the member’s issue and exits 2', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ciport-targets-'));
+    const file = join(dir, 'gw.yaml');
+    writeFileSync(file, `targets:\n${target('redis', '    sslmode: require\n')}`);
+    const r = await runCli(['config', 'check', '--skip-secrets', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('CIPORT_E_CONFIG_INVALID');
+    expect(r.stderr).toContain(`${file}:5: targets[0]: unknown key "sslmode" for a redis target (its keys: `);
+  });
+});
+
+describe('each protocol keeps the keys its exit reads', () => {
+  it('parses a full target of each protocol', () => {
+    const parsed = parseGatewayConfig(
+      [
+        'targets:',
+        '  - name: pg',
+        '    protocol: postgres',
+        '    address: db:5432',
+        '    database: app',
+        '    tls: {ca: {file: ca.pem}, servername: db.internal}',
+        '    sslmode: verify-ca',
+        '    query_audit: false',
+        '    query_max_length: 64',
+        '    credentials:',
+        '      user: app',
+        '      password: {env: PW}',
+        '      dynamic: {admin: {user: admin, password: {env: ADMIN}}, grant: [reader], owner: app_owner}',
+        '  - name: my',
+        '    protocol: mysql',
+        '    address: db:3306',
+        '    database: app',
+        '    tls: true',
+        '    server_public_key: {file: rsa.pem}',
+        '    query_max_length: 64',
+        '    credentials:',
+        '      dynamic: {admin: {user: admin, password: {env: ADMIN}}, grant: [app_rw], create: session_start}',
+        '  - {name: cache, protocol: redis, address: "r:6379", database: "3", credentials: {user: ci, password: {env: R}}}',
+        '  - {name: cache2, protocol: redis, address: "r:6379", database: 0}',
+        '  - {name: api, protocol: http, address: "api:443", tls: true, credentials: {header: X-API-Key, token: {env: K}}}',
+        '  - {name: raw, protocol: tcp, address: "raw:22", tags: [ops], description: a raw port}',
+      ].join('\n'),
+      'gw.yaml',
+      { resolveSecrets: false },
+    );
+    const [pg, my, cache, cache2, api, raw] = parsed.targets;
+    expect(pg?.protocol === 'postgres' && pg.credentials?.dynamic).toMatchObject({
+      owner: 'app_owner',
+      grant: ['reader'],
+      create: 'first_connection',
+    });
+    expect(my?.protocol === 'mysql' && my.credentials?.dynamic).toEqual({
+      admin: { user: 'admin', password: expect.any(Secret) },
+      grant: ['app_rw'],
+      create: 'session_start',
+    });
+    expect(my?.protocol === 'mysql' && my.server_public_key).toBeInstanceOf(Secret);
+    expect(cache?.protocol === 'redis' && cache.database).toBe(3);
+    expect(cache2?.protocol === 'redis' && cache2.database).toBe(0);
+    expect(api?.protocol === 'http' && api.credentials?.header).toBe('X-API-Key');
+    expect(raw).toEqual({
+      name: 'raw',
+      protocol: 'tcp',
+      address: 'raw:22',
+      tags: ['ops'],
+      description: 'a raw port',
+    });
+  });
+});
+
+// ---- every documented target still loads ---------------------------------------------------------
+
+/** The ```yaml blocks of a Markdown file that hold a target (`protocol:` next to `address:`). */
+function yamlBlocks(file: string): { where: string; text: string }[] {
+  const text = readFileSync(file, 'utf8');
+  const blocks: { where: string; text: string }[] = [];
+  for (const m of text.matchAll(/^```ya?ml\n([\s\S]*?)^```/gm)) {
+    const body = m[1] ?? '';
+    if (!/^\s*-?\s*protocol:\s/m.test(body) || !/address:/.test(body)) continue;
+    const line = text.slice(0, m.index).split('\n').length;
+    blocks.push({ where: `${file.slice(ROOT.length)}:${line}`, text: body });
+  }
+  return blocks;
+}
+
+/** The targets of a parsed document: its `targets:` list, or a bare list of targets. */
+function targetsIn(doc: unknown): unknown[] {
+  if (Array.isArray(doc)) return doc.filter((t) => t && typeof t === 'object' && 'protocol' in t);
+  const targets = (doc as { targets?: unknown } | null)?.targets;
+  return Array.isArray(targets) ? targets : [];
+}
+
+function markdownFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? markdownFiles(join(dir, e.name)) : e.name.endsWith('.md') ? [join(dir, e.name)] : [],
+  );
+}
+
+describe('every documented target loads', () => {
+  const blocks = [...markdownFiles(join(ROOT, 'docs')), join(ROOT, 'README.md')].flatMap(yamlBlocks);
+
+  it('finds the examples of every protocol in the docs', () => {
+    const protocols = new Set(
+      blocks.flatMap((b) => targetsIn(parse(b.text)).map((t) => (t as { protocol: string }).protocol)),
+    );
+    expect([...protocols].sort()).toEqual(['http', 'mysql', 'postgres', 'redis', 'tcp']);
+  });
+
+  it.each(blocks.map((b) => [b.where, b.text]))('%s', (_where, text) => {
+    const targets = targetsIn(parse(text));
+    expect(targets.length).toBeGreaterThan(0);
+    for (const t of targets) {
+      const result = targetSchema.safeParse(t);
+      expect(result.error?.issues ?? []).toEqual([]);
+    }
+  });
+
+  it.each(['examples/gateway.yaml', 'examples/gateway-local.yaml', 'deploy/compose/gateway.yaml'])(
+    '%s',
+    (file) => {
+      const cfg = loadGatewayConfig(join(ROOT, file), { resolveSecrets: false });
+      expect(cfg.targets.length).toBeGreaterThan(0);
+    },
+  );
+});
