@@ -13,7 +13,6 @@ import mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { parseAgentConfig } from '../../src/agent/config.js';
-import { Secret } from '../../src/config/secret.js';
 import { mysqlUserName, mysqlUserPrefix } from '../../src/credentials/account-names.js';
 import { DynamicCredentials, type DynamicSpec, type RoleEvent } from '../../src/credentials/dynamic.js';
 import { nativePasswordHash } from '../../src/credentials/mysql-users.js';

@@ -12,7 +12,6 @@ import { Cap } from '../../../src/exits/mysql/packets.js';
 import type { MysqlUpstreamTarget } from '../../../src/exits/mysql/upstream.js';
 import {
   admin,
-  MARIADB,
   MARIADB_ADDRESS,
   type PortHarness,
   type Ran,
