@@ -199,7 +199,7 @@ describe('ciport exec through an agent', () => {
     const session = await latestSession();
     // Tagged with the gateway's deployment id, which the gateway sent to the agent.
     const deployment = await gateway.store.getMeta('deployment_id');
-    expect(comment.join(' ')).toBe(`ciport deployment ${deployment} session ${session.id}`);
+    expect(comment.join(' ')).toBe(`ciport deployment ${deployment} session ${session.id} target db-dyn`);
     await waitFor(
       async () => (await eventsOf(session.id)).some((e) => e.type === 'credential.revoked'),
       15_000,
