@@ -69,6 +69,8 @@ export const mysqlExit: ExitDefinition = {
     return {
       push: (chunk) => observer.pushFromApp(chunk),
       pushFromTarget: (chunk) => observer.pushFromExit(chunk),
+      room: () => observer.room(),
+      end: () => observer.end(),
       outOfBand: false,
     };
   },
