@@ -45152,7 +45152,10 @@ var MysqlQueryObserver = class {
       (seq, prefix, length, continuation, offset) => {
         if (this.violation || this.#finished) return;
         if (!continuation) {
-          if (prefix.length === 0) return;
+          if (prefix.length === 0) {
+            this.#refuse("an empty packet where a command was due");
+            return;
+          }
           this.#command(prefix, length);
           if (this.violation) return;
           if (offset !== void 0 && prefix[0] === Command.QUERY && length <= MAX_KILL_TEXT + 1) {
@@ -45269,6 +45272,7 @@ var MysqlQueryObserver = class {
   }
   #serverPacket(seq, head, length, continuation) {
     if (!this.#tracker || this.#finished || this.#atSend) return;
+    if (this.violation && !this.#onLost) return;
     const step = this.#tracker.packet(seq, head, length, continuation);
     if (!step) return;
     if ("lost" in step) {

@@ -440,6 +440,9 @@ export class MysqlQueryObserver {
 
   #serverPacket(seq: number, head: Buffer, length: number, continuation: boolean): void {
     if (!this.#tracker || this.#finished || this.#atSend) return;
+    // A passive observer sees the exit's refusal (an ERR of its own) among the replies: what
+    // still waits is unanswered as far as it can tell. An exit's upstream stays pure.
+    if (this.violation && !this.#onLost) return;
     const step = this.#tracker.packet(seq, head, length, continuation);
     if (!step) return;
     if ('lost' in step) {

@@ -455,6 +455,16 @@ describe('stream observer (gateway in front of an agent)', () => {
     },
   );
 
+  it("after a refusal, the exit's own ERR is no reply to the commands before it", () => {
+    const events: MysqlQueryEvent[] = [];
+    const o = new MysqlStreamObserver({ onQuery: (e) => events.push(e) });
+    o.pushFromApp(Buffer.concat([frame(), query('SELECT SLEEP(5)'), query('SET NAMES gbk')]));
+    // The exit refused SET NAMES: its ERR (sequence id 1), then the stream ends.
+    o.pushFromExit(Buffer.concat([encodePacket(ok(), 0), reply([err(1115, 'CIPORT_E_MYSQL_CHARSET: …')])]));
+    o.end();
+    expect(events.map((e) => [e.text, e.outcome])).toEqual([['SELECT SLEEP(5)', 'unanswered']]);
+  });
+
   it("takes the connection's capabilities and collation from the frame", () => {
     const events: MysqlQueryEvent[] = [];
     const o = new MysqlStreamObserver({ onQuery: (e) => events.push(e) });
