@@ -45230,7 +45230,7 @@ var MysqlQueryObserver = class {
     }
     const body = prefix.subarray(1);
     let set2;
-    if ((cmd === Command.QUERY || cmd === Command.STMT_PREPARE) && body.length === length - 1) {
+    if ((cmd === Command.QUERY || cmd === Command.STMT_PREPARE) && length <= GUARD_BYTES) {
       set2 = charsetStatement(body);
       if (set2?.verdict === "refused") {
         const why = `"${body.toString("latin1")}" is refused: through a ciport port the client character set stays UTF-8 (utf8mb4, utf8mb3), ascii, binary or a single-byte one like latin1, which the audit can read as the server does; use utf8mb4`;

@@ -182,7 +182,7 @@ export interface Rewrite {
 /** `KILL 123`, `KILL QUERY 123`, `KILL CONNECTION 123;` — the whole statement, nothing else. */
 const KILL_RE = /^(\s*KILL\s+(?:(?:QUERY|CONNECTION)\s+)?)(\d{1,10})\s*;?\s*$/i;
 const MAX_KILL_TEXT = 64;
-/** Bytes kept of every command without events: enough for the KILL and character-set checks. */
+/** Bytes kept of every command, events or not: enough for the KILL and character-set checks. */
 const GUARD_BYTES = 160;
 /** MariaDB: COM_STMT_EXECUTE/CLOSE/… of statement id -1 mean the statement prepared last. */
 const LAST_PREPARED = 0xffffffff;
@@ -396,7 +396,9 @@ export class MysqlQueryObserver {
     }
     const body = prefix.subarray(1);
     let set: CharsetStatement | undefined;
-    if ((cmd === Command.QUERY || cmd === Command.STMT_PREPARE) && body.length === length - 1) {
+    // Only statements every observer keeps whole (GUARD_BYTES), so that an agent's exit and the
+    // gateway watching its stream refuse the same ones; longer ones are left to the taint scan.
+    if ((cmd === Command.QUERY || cmd === Command.STMT_PREPARE) && length <= GUARD_BYTES) {
       set = charsetStatement(body);
       if (set?.verdict === 'refused') {
         const why = `"${body.toString('latin1')}" is refused: through a ciport port the client character set stays UTF-8 (utf8mb4, utf8mb3), ascii, binary or a single-byte one like latin1, which the audit can read as the server does; use utf8mb4`;

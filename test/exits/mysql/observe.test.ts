@@ -250,6 +250,16 @@ describe('statement observer: character sets', () => {
     }
   });
 
+  it('a SET NAMES longer than every observer keeps is not refused but leaves the set unverified', () => {
+    for (const maxQueryLength of [32, 4096]) {
+      const { o, events } = observer({ maxQueryLength });
+      o.app.push(Buffer.concat([query(`SET NAMES gbk${' '.repeat(200)}`), query(smuggled)]));
+      expect(o.violation).toBeUndefined();
+      o.server.push(Buffer.concat([reply([ok()]), reply([ok()])]));
+      expect(events[1]?.encoding).toBe('hex');
+    }
+  });
+
   it('a UTF-8 connection reports non-ASCII text as text', () => {
     const { o, events } = observer({ collation: 45 });
     o.app.push(query("SELECT 'café'"));
