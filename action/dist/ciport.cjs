@@ -45266,6 +45266,10 @@ var MysqlQueryObserver = class {
       this.#apply(sent, void 0);
       return;
     }
+    if (!sent.replied && this.waiting === 0) {
+      this.#apply(sent, void 0);
+      return;
+    }
     if (sent.replied) this.#tracker.expect(sent, SHAPES[cmd], lastSeq);
     this.#sent.push(sent);
     this.#waitingBytes += body.length;

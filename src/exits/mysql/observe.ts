@@ -435,6 +435,12 @@ export class MysqlQueryObserver {
       this.#apply(sent, undefined);
       return;
     }
+    if (!sent.replied && this.waiting === 0) {
+      // Nothing before it waits for a reply: it takes effect now (no reply would ever let a
+      // queue of them go, and the relay waits while too many are queued).
+      this.#apply(sent, undefined);
+      return;
+    }
     if (sent.replied) this.#tracker.expect(sent, SHAPES[cmd] as ReplyShape, lastSeq);
     this.#sent.push(sent);
     this.#waitingBytes += body.length;

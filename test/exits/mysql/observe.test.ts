@@ -185,6 +185,13 @@ describe('statement observer: reports what the server answered', () => {
     expect(resumed).toBe(true);
   });
 
+  it('commands without a reply (COM_STMT_CLOSE) never make the relay wait when nothing is answered ahead', () => {
+    const { o } = observer({ maxWaiting: 4 });
+    for (let i = 0; i < 20; i++) o.app.push(close(i));
+    expect(o.waiting).toBe(0);
+    expect(o.room()).toBeUndefined();
+  });
+
   it('statement bytes waiting count too', () => {
     const { o } = observer({ maxWaitingBytes: 100 });
     o.app.push(query('x'.repeat(200)));
