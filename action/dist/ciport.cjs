@@ -45349,11 +45349,11 @@ var MysqlQueryObserver = class {
         break;
       }
       case Command.RESET_CONNECTION:
-        if (ok) {
+        if (ok || head === void 0) {
           this.#statements.clear();
           this.#lastPrepared = void 0;
-          this.#verified = false;
         }
+        this.#verified = false;
         break;
     }
     if (s.taint && s.cmd !== Command.STMT_PREPARE) this.#verified = false;

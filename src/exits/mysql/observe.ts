@@ -531,12 +531,12 @@ export class MysqlQueryObserver {
         break;
       }
       case Command.RESET_CONNECTION:
-        if (ok) {
+        if (ok || head === undefined) {
           this.#statements.clear();
           this.#lastPrepared = undefined;
-          // MariaDB restores the handshake's set; MySQL may take the server's default.
-          this.#verified = false;
         }
+        // MariaDB restores the handshake's set; MySQL may take the server's default.
+        this.#verified = false;
         break;
     }
     if (s.taint && s.cmd !== Command.STMT_PREPARE) this.#verified = false;
