@@ -198,11 +198,11 @@ var require_messages = __commonJS({
     };
     exports2.CopyDataMessage = CopyDataMessage;
     var CopyResponse = class {
-      constructor(length, name, binary, columnCount) {
+      constructor(length, name, binary, columnCount2) {
         this.length = length;
         this.name = name;
         this.binary = binary;
-        this.columnTypes = new Array(columnCount);
+        this.columnTypes = new Array(columnCount2);
       }
     };
     exports2.CopyResponse = CopyResponse;
@@ -539,9 +539,9 @@ var require_parser = __commonJS({
     var parseCopyOutMessage = (reader) => parseCopyMessage(reader, "copyOutResponse");
     var parseCopyMessage = (reader, messageName) => {
       const isBinary = reader.byte() !== 0;
-      const columnCount = reader.int16();
-      const message = new messages_1.CopyResponse(LATEINIT_LENGTH, messageName, isBinary, columnCount);
-      for (let i = 0; i < columnCount; i++) {
+      const columnCount2 = reader.int16();
+      const message = new messages_1.CopyResponse(LATEINIT_LENGTH, messageName, isBinary, columnCount2);
+      for (let i = 0; i < columnCount2; i++) {
         message.columnTypes[i] = reader.int16();
       }
       return message;
@@ -7906,7 +7906,7 @@ var require_prime = __commonJS({
         var num = generateRandom(bits, rng);
         var numWorkers = options.workers;
         var workLoad = options.workLoad || 100;
-        var range = workLoad * 30 / 8;
+        var range2 = workLoad * 30 / 8;
         var workerScript = options.workerScript || "forge/prime.worker.js";
         if (numWorkers === -1) {
           return forge2.util.estimateCores(function(err, cores) {
@@ -7950,7 +7950,7 @@ var require_prime = __commonJS({
               hex: hex3,
               workLoad
             });
-            num.dAddOffset(range, 0);
+            num.dAddOffset(range2, 0);
           }
         }
       }
@@ -22753,6 +22753,7 @@ var ERROR_CODES = {
   CIPORT_E_PG_ROLE_REVOKE_FAILED: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_MYSQL_AUTH: { exit: ExitCode.tokenRejected, http: 401 },
   CIPORT_E_MYSQL_PROTOCOL: { exit: ExitCode.usage, http: 400 },
+  CIPORT_E_MYSQL_CHARSET: { exit: ExitCode.usage, http: 400 },
   CIPORT_E_MYSQL_UPSTREAM_AUTH: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_MYSQL_UPSTREAM_REFUSED: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_MYSQL_USER_REVOKE_FAILED: { exit: ExitCode.unreachable, http: 502 },
@@ -43870,6 +43871,205 @@ function encodeJsonFrame(spec, body) {
   return Buffer.concat([head, payload]);
 }
 
+// src/exits/mysql/charset.ts
+var UTF8_CHARSETS = /* @__PURE__ */ new Set(["utf8mb4", "utf8mb3", "utf8", "ascii", "binary"]);
+var SINGLE_BYTE_CHARSETS = /* @__PURE__ */ new Set([
+  "armscii8",
+  "cp1250",
+  "cp1251",
+  "cp1256",
+  "cp1257",
+  "cp850",
+  "cp852",
+  "cp866",
+  "dec8",
+  "geostd8",
+  "greek",
+  "hebrew",
+  "hp8",
+  "keybcs2",
+  "koi8r",
+  "koi8u",
+  "latin1",
+  "latin2",
+  "latin5",
+  "latin7",
+  "macce",
+  "macroman",
+  "tis620"
+]);
+var range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+var UTF8_COLLATIONS = /* @__PURE__ */ new Set([
+  11,
+  65,
+  63,
+  33,
+  76,
+  83,
+  ...range(192, 215),
+  223,
+  45,
+  46,
+  ...range(224, 247),
+  255
+]);
+var SINGLE_BYTE_COLLATIONS = /* @__PURE__ */ new Set([
+  2,
+  3,
+  4,
+  5,
+  6,
+  7,
+  8,
+  9,
+  14,
+  15,
+  16,
+  18,
+  20,
+  21,
+  22,
+  23,
+  25,
+  26,
+  27,
+  29,
+  30,
+  31,
+  32,
+  34,
+  36,
+  37,
+  38,
+  39,
+  40,
+  41,
+  42,
+  43,
+  44,
+  47,
+  48,
+  49,
+  50,
+  51,
+  52,
+  53,
+  57,
+  58,
+  59,
+  64,
+  66,
+  67,
+  68,
+  69,
+  70,
+  71,
+  72,
+  73,
+  74,
+  75,
+  77,
+  78,
+  79,
+  80,
+  81,
+  89,
+  92,
+  93,
+  94,
+  99
+]);
+function collationClass(id) {
+  if (UTF8_COLLATIONS.has(id)) return "utf8";
+  return SINGLE_BYTE_COLLATIONS.has(id) ? "single-byte" : "refused";
+}
+function charsetClass(name) {
+  const n = name.toLowerCase();
+  if (UTF8_CHARSETS.has(n)) return "utf8";
+  return SINGLE_BYTE_CHARSETS.has(n) ? "single-byte" : "refused";
+}
+var VALUE = String.raw`('[A-Za-z0-9_]*'|"[A-Za-z0-9_]*"|\x60[A-Za-z0-9_]*\x60|[A-Za-z0-9_]+)`;
+var SCOPE = String.raw`(?:(SESSION|LOCAL|GLOBAL|PERSIST|PERSIST_ONLY)\s+|@@(?:(SESSION|LOCAL|GLOBAL|PERSIST|PERSIST_ONLY)\.)?)?`;
+var SET_CHARSET = new RegExp(
+  String.raw`^SET\s+(?:NAMES\s+${VALUE}(?:\s+COLLATE\s+${VALUE})?|(?:CHARACTER\s+SET|CHARSET)\s+${VALUE}|${SCOPE}\x60?character_set_client\x60?\s*:?=\s*${VALUE})$`,
+  "i"
+);
+var VERSIONED = /^\/\*M?!\d*([\s\S]*)\*\/$/;
+function charsetStatement(text) {
+  for (const b of text) if (b >= 128) return void 0;
+  let sql = text.toString("latin1").trim();
+  if (sql.endsWith(";")) sql = sql.slice(0, -1).trim();
+  let versioned = false;
+  const v = VERSIONED.exec(sql);
+  if (v) {
+    versioned = true;
+    sql = v[1].trim();
+  }
+  const m = SET_CHARSET.exec(sql);
+  if (!m) return void 0;
+  const raw = m[1] ?? m[3] ?? m[6];
+  const scope = (m[4] ?? m[5] ?? "SESSION").toUpperCase();
+  const value = raw.replace(/^['"`]|['"`]$/g, "").toLowerCase();
+  const verdict = /^\d+$/.test(value) ? collationClass(Number(value)) : value === "default" && !/^['"`]/.test(raw) ? "unknown" : charsetClass(value);
+  return { value, verdict, session: !versioned && (scope === "SESSION" || scope === "LOCAL") };
+}
+var TAINT_WORDS = ["names", "charset", "character", "character_set_client", "execute"];
+var MAX_WORD = Math.max(...TAINT_WORDS.map((w) => w.length));
+var WILDCARD = 63;
+var CLASS = new Uint8Array(256);
+var LOWER = new Uint8Array(256);
+for (let b = 0; b < 256; b++) {
+  const c = String.fromCharCode(b);
+  CLASS[b] = /[A-Za-z0-9_$]/.test(c) ? 1 : b >= 192 ? 2 : b >= 128 ? 3 : 0;
+  LOWER[b] = c.toLowerCase().charCodeAt(0);
+}
+var isLetter = (code) => code >= 97 && code <= 122;
+var CharsetScan = class {
+  nonAscii = false;
+  taint = false;
+  #word = Buffer.alloc(MAX_WORD);
+  #len = 0;
+  push(chunk, from, to) {
+    if (this.taint && this.nonAscii) return;
+    for (let i = from; i < to; i++) {
+      const b = chunk[i];
+      const cls = CLASS[b];
+      if (cls === 0) {
+        if (this.#len > 0) this.#endWord();
+        continue;
+      }
+      if (b >= 128) this.nonAscii = true;
+      if (cls === 3) continue;
+      if (this.#len <= MAX_WORD) {
+        if (this.#len < MAX_WORD) this.#word[this.#len] = cls === 2 ? WILDCARD : LOWER[b];
+        this.#len++;
+      }
+    }
+  }
+  /** The statement's bytes are all in. */
+  end() {
+    if (this.#len > 0) this.#endWord();
+  }
+  #endWord() {
+    const len = this.#len;
+    this.#len = 0;
+    if (len > MAX_WORD || this.taint) return;
+    for (const w of TAINT_WORDS) {
+      if (w.length !== len) continue;
+      let i = 0;
+      for (; i < len; i++) {
+        const want = w.charCodeAt(i);
+        const got = this.#word[i];
+        if (got !== want && !(got === WILDCARD && isLetter(want))) break;
+      }
+      if (i === len) {
+        this.taint = true;
+        return;
+      }
+    }
+  }
+};
+
 // src/exits/postgres/messages.ts
 var import_buffer_writer = __toESM(require_buffer_writer(), 1);
 var import_parser = __toESM(require_parser(), 1);
@@ -44539,6 +44739,251 @@ function pauseWhileFull(source, room) {
   });
 }
 
+// src/audit/redact.ts
+var JWT_PATTERN = /(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/g;
+var URL_PASSWORD_PATTERN = /(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,31}:\/\/[^\s:/@]{0,256}:)[^\s/@]{1,256}@/g;
+var SQL_PASSWORD_KEYWORD = /\b(?:password|identified(?:\s{1,16}with\s{1,16}[A-Za-z0-9_'"`]{1,64})?\s{1,16}by)\b/gi;
+var DOLLAR_TAG = /^\$(?:[A-Za-z_][A-Za-z0-9_]{0,62})?\$/;
+var REDACTED_JWT = "[redacted-jwt]";
+var MAYBE_SQL_PASSWORD = /password|identified/i;
+function scrubText(text) {
+  let out = text;
+  if (out.includes("eyJ")) out = out.replace(JWT_PATTERN, REDACTED_JWT);
+  if (out.includes("://")) out = out.replace(URL_PASSWORD_PATTERN, "$1***@");
+  if (MAYBE_SQL_PASSWORD.test(out)) out = scrubSqlPasswords(out);
+  return out;
+}
+function scrubSqlPasswords(text) {
+  SQL_PASSWORD_KEYWORD.lastIndex = 0;
+  let out = "";
+  let copied = 0;
+  for (let m = SQL_PASSWORD_KEYWORD.exec(text); m; m = SQL_PASSWORD_KEYWORD.exec(text)) {
+    const start = skipBlanksAndComments(text, m.index + m[0].length);
+    const end = sqlLiteralEnd(text, start);
+    if (end < 0) continue;
+    out += `${text.slice(copied, start)}'***'`;
+    copied = end;
+    SQL_PASSWORD_KEYWORD.lastIndex = end;
+  }
+  return copied === 0 ? text : out + text.slice(copied);
+}
+function skipBlanksAndComments(text, from) {
+  let i = from;
+  while (i < text.length) {
+    const c = text.charCodeAt(i);
+    if (c === 32 || c >= 9 && c <= 13) i += 1;
+    else if (text.startsWith("/*", i)) {
+      const close = text.indexOf("*/", i + 2);
+      i = close < 0 ? text.length : close + 2;
+    } else if (text.startsWith("--", i)) {
+      const eol = text.indexOf("\n", i + 2);
+      i = eol < 0 ? text.length : eol + 1;
+    } else break;
+  }
+  return i;
+}
+function sqlLiteralEnd(text, at) {
+  let i = at;
+  let backslashEscapes = false;
+  const c = text[i];
+  if (c === "E" || c === "e") {
+    backslashEscapes = true;
+    i += 1;
+  } else if ((c === "U" || c === "u") && text[i + 1] === "&") i += 2;
+  if (text[i] === "'") {
+    for (let k = i + 1; k < text.length; k++) {
+      const ch = text[k];
+      if (backslashEscapes && ch === "\\") k += 1;
+      else if (ch === "'") {
+        if (text[k + 1] === "'") k += 1;
+        else return k + 1;
+      }
+    }
+    return text.length;
+  }
+  if (i !== at) return -1;
+  const tag = text[i] === "$" ? DOLLAR_TAG.exec(text.slice(i, i + 65)) : null;
+  if (!tag) return -1;
+  const close = text.indexOf(tag[0], i + tag[0].length);
+  return close < 0 ? text.length : close + tag[0].length;
+}
+
+// src/exits/mysql/replies.ts
+var SERVER_MORE_RESULTS_EXISTS = 8;
+var SERVER_STATUS_CURSOR_EXISTS = 64;
+var REPLY_HEAD = 21;
+function statusOf(head, length) {
+  if (length <= 5) return head.length >= 5 ? head.readUInt16LE(3) : void 0;
+  let pos = 1;
+  for (let i = 0; i < 2; i++) {
+    const first = head[pos];
+    if (first === void 0) return void 0;
+    pos += first < 251 ? 1 : first === 252 ? 3 : first === 253 ? 4 : first === 254 ? 9 : Number.NaN;
+  }
+  return Number.isNaN(pos) || pos + 2 > head.length ? void 0 : head.readUInt16LE(pos);
+}
+function columnCount(head) {
+  const first = head[0];
+  if (first > 0 && first < 251) return first;
+  if (first === 252 && head.length >= 3) return head.readUInt16LE(1) || void 0;
+  if (first === 253 && head.length >= 4) return head.readUIntLE(1, 3) || void 0;
+  return void 0;
+}
+var isEnd = (head, length) => head[0] === 254 && length < MAX_PAYLOAD;
+var ReplyTracker = class {
+  #deprecateEof;
+  #queue = [];
+  #head = 0;
+  #current;
+  #state = { at: "first" };
+  /** The sequence id the next packet of the current reply must carry (undefined: not checked). */
+  #nextSeq;
+  lost;
+  constructor(deprecateEof) {
+    this.#deprecateEof = deprecateEof;
+  }
+  /** Commands waiting for (the rest of) their reply. */
+  get waiting() {
+    return this.#queue.length - this.#head + (this.#current ? 1 : 0);
+  }
+  /** A command was sent whose reply has `shape`; its last packet had sequence id `lastSeq`. */
+  expect(item, shape, lastSeq) {
+    this.#queue.push({ item, shape, seq: lastSeq + 1 & 255 });
+  }
+  /** The commands not answered at all, oldest first (the tracker forgets them). */
+  drain() {
+    const out = this.#queue.slice(this.#head).map((e) => e.item);
+    this.#queue = [];
+    this.#head = 0;
+    this.#current = void 0;
+    return out;
+  }
+  /** One server packet: its sequence id, its first bytes, its length; pieces of a 16 MiB one. */
+  packet(seq, head, length, continuation) {
+    if (this.lost) return void 0;
+    if (continuation) {
+      if (this.#current) return this.#sequence(seq) ?? void 0;
+      return void 0;
+    }
+    let answered;
+    if (!this.#current) {
+      if (this.#head >= this.#queue.length) return void 0;
+      const next = this.#queue[this.#head++];
+      if (this.#head > 64 && this.#head * 2 > this.#queue.length) {
+        this.#queue = this.#queue.slice(this.#head);
+        this.#head = 0;
+      }
+      this.#current = next;
+      this.#state = { at: "first" };
+      this.#nextSeq = next.seq;
+      answered = next.item;
+    }
+    const wrongSeq = this.#sequence(seq);
+    if (wrongSeq) return wrongSeq;
+    const step = this.#step(this.#current.shape, head, length);
+    if (step === "lost") return this.#lose(`a reply packet 0x${(head[0] ?? 0).toString(16)} out of place`);
+    if (step === "done") this.#current = void 0;
+    return answered === void 0 ? void 0 : { answered, head };
+  }
+  #sequence(seq) {
+    if (this.#nextSeq !== void 0 && seq !== this.#nextSeq) {
+      return this.#lose(`a reply packet with sequence id ${seq} where ${this.#nextSeq} was due`);
+    }
+    this.#nextSeq = seq + 1 & 255;
+    return void 0;
+  }
+  #lose(why) {
+    this.lost = why;
+    return { lost: why };
+  }
+  /** Advance the current reply by one packet. */
+  #step(shape, head, length) {
+    const s = this.#state;
+    const first = head[0];
+    if (s.at === "first") {
+      switch (shape) {
+        case "single":
+          return "done";
+        case "fields":
+          if (first === 255 || isEnd(head, length)) return "done";
+          this.#state = { at: "rows" };
+          return "more";
+        case "rows":
+          this.#state = { at: "rows" };
+          return this.#rows(head, length);
+        case "prepare": {
+          if (first === 255) return "done";
+          if (first !== 0 || head.length < 9) return "lost";
+          const columns = head.readUInt16LE(5);
+          const params = head.readUInt16LE(7);
+          const eofs = this.#deprecateEof ? 0 : Number(params > 0) + Number(columns > 0);
+          const left = columns + params + eofs;
+          if (left === 0) return "done";
+          this.#state = { at: "skip", left };
+          return "more";
+        }
+        case "result":
+          this.#state = { at: "start" };
+          return this.#start(head, length);
+      }
+    }
+    switch (s.at) {
+      case "start":
+        return this.#start(head, length);
+      case "defs":
+        if (first === 255) return "done";
+        s.left--;
+        if (s.left === 0) this.#state = this.#deprecateEof ? { at: "rows" } : { at: "meta-eof" };
+        return "more";
+      case "meta-eof": {
+        if (first === 255) return "done";
+        if (!isEnd(head, length)) return "lost";
+        const status = statusOf(head, length);
+        if (status === void 0) return "lost";
+        if (status & SERVER_STATUS_CURSOR_EXISTS) return this.#next(status);
+        this.#state = { at: "rows" };
+        return "more";
+      }
+      case "rows":
+        return this.#rows(head, length);
+      case "skip":
+        s.left--;
+        return s.left === 0 ? "done" : "more";
+      default:
+        return "lost";
+    }
+  }
+  /** The start of one result of a `result` reply. */
+  #start(head, length) {
+    const first = head[0];
+    if (first === 255) return "done";
+    if (first === 0) {
+      const status = statusOf(head, length);
+      return status === void 0 ? "lost" : this.#next(status);
+    }
+    if (first === 251) {
+      this.#nextSeq = void 0;
+      return "more";
+    }
+    const n = columnCount(head);
+    if (n === void 0) return "lost";
+    this.#state = { at: "defs", left: n };
+    return "more";
+  }
+  #rows(head, length) {
+    if (head[0] === 255) return "done";
+    if (!isEnd(head, length)) return "more";
+    const status = statusOf(head, length);
+    return status === void 0 ? "lost" : this.#next(status);
+  }
+  /** After an OK or the end of a result set: another result follows, or the reply is over. */
+  #next(status) {
+    if (!(status & SERVER_MORE_RESULTS_EXISTS)) return "done";
+    this.#state = { at: "start" };
+    return "more";
+  }
+};
+
 // src/exits/mysql/observe.ts
 var PacketScanner = class {
   #head = Buffer.alloc(4);
@@ -44558,9 +45003,11 @@ var PacketScanner = class {
   headerAt = 0;
   #want;
   #onPacket;
-  constructor(want, onPacket) {
+  #onBody;
+  constructor(want, onPacket, onBody) {
     this.#want = want;
     this.#onPacket = onPacket;
+    this.#onBody = onBody;
   }
   push(chunk) {
     let i = 0;
@@ -44582,6 +45029,7 @@ var PacketScanner = class {
         chunk.copy(this.#capture, this.#captured, i, i + take);
         this.#captured += take;
       }
+      this.#onBody?.(chunk, i, i + n);
       this.#remaining -= n;
       i += n;
       if (this.#remaining === 0) this.#end();
@@ -44592,7 +45040,7 @@ var PacketScanner = class {
     this.#length = this.#head.readUIntLE(0, 3);
     this.#seq = this.#head[3];
     this.#remaining = this.#length;
-    const want = Math.min(this.#want(this.#seq, this.#continuation), this.#length);
+    const want = Math.min(this.#want(this.#seq, this.#continuation, this.#length), this.#length);
     this.#capture = want > 0 ? Buffer.allocUnsafe(want) : void 0;
     this.#captured = 0;
     if (this.#remaining === 0) this.#end();
@@ -44612,42 +45060,81 @@ function utf8Prefix(buf, max) {
   while (end > 0 && (buf[end] & 192) === 128) end--;
   return buf.toString("utf8", 0, end);
 }
+function hexOf(buf, max) {
+  const latin1 = buf.toString("latin1", 0, Math.min(buf.length, max));
+  return Buffer.from(scrubText(latin1), "latin1").toString("hex");
+}
 var KILL_RE = /^(\s*KILL\s+(?:(?:QUERY|CONNECTION)\s+)?)(\d{1,10})\s*;?\s*$/i;
 var MAX_KILL_TEXT = 64;
+var GUARD_BYTES = 160;
+var LAST_PREPARED = 4294967295;
+var SHAPES = {
+  [Command.INIT_DB]: "single",
+  [Command.QUERY]: "result",
+  [Command.FIELD_LIST]: "fields",
+  [Command.STATISTICS]: "single",
+  [Command.PING]: "single",
+  [Command.STMT_PREPARE]: "prepare",
+  [Command.STMT_EXECUTE]: "result",
+  [Command.STMT_RESET]: "single",
+  [Command.SET_OPTION]: "single",
+  [Command.STMT_FETCH]: "rows",
+  [Command.RESET_CONNECTION]: "single"
+};
 var MysqlQueryObserver = class {
   #onQuery;
   #max;
   #maxStatements;
   #statements = /* @__PURE__ */ new Map();
-  /** Prepares whose COM_STMT_PREPARE_OK is still to come, oldest first. */
-  #pending = [];
-  #awaitingPrepareOk = false;
+  #lastPrepared;
   app;
   server;
   /** The command byte of the application's last command (COM_QUIT: it said goodbye). */
   lastCommand = -1;
   /** Set when the application sent a command that must not reach the upstream. */
   violation;
+  /** The error the application gets for the violation (its message is `violation`). */
+  violationError;
   /**
    * Where the refused packet began in the chunk last pushed to `app`: the bytes before it are
-   * earlier, complete commands (already reported), to be forwarded; nothing from it on is.
+   * earlier, complete commands, to be forwarded; nothing from it on is.
    */
   violationAt = 0;
   /** KILL statements to rewrite in the chunk just pushed to `app`; the caller applies and clears. */
   rewrites = [];
   #killTarget;
+  #tracker;
+  #onLost;
+  /** Sent and not yet answered (or applied), oldest first; `#tracker` has the replied ones. */
+  #sent = [];
+  #sentHead = 0;
+  #waitingBytes = 0;
+  #maxWaiting;
+  #maxWaitingBytes;
+  #roomWaiters = [];
+  /** The replies could not be followed: commands are reported when sent. */
+  #atSend = false;
+  #finished = false;
+  /** The server reads statements as UTF-8 (a pinned set), as far as the replies so far say. */
+  #verified;
+  /** The command whose packets are arriving. */
+  #cur;
+  #firstByte = false;
   constructor(options = {}) {
     this.#onQuery = options.onQuery;
     this.#max = options.maxQueryLength ?? 4096;
     this.#maxStatements = options.maxStatements ?? 1024;
     this.#killTarget = options.killTarget;
-    const commandBytes = Math.max(
-      this.#onQuery ? this.#max + 2 : 1,
-      this.#killTarget ? MAX_KILL_TEXT + 1 : 1
-    );
+    this.#onLost = options.onLost;
+    this.#maxWaiting = options.maxWaiting ?? 1024;
+    this.#maxWaitingBytes = options.maxWaitingBytes ?? 1024 * 1024;
+    this.#verified = options.collation === void 0 || collationClass(options.collation) === "utf8";
+    const tracked = options.capabilities !== void 0;
+    this.#tracker = tracked ? new ReplyTracker((options.capabilities & Cap.DEPRECATE_EOF) !== 0) : void 0;
+    const commandBytes = Math.max(this.#onQuery && tracked ? this.#max + 2 : 0, GUARD_BYTES);
     this.app = new PacketScanner(
       (seq, continuation) => {
-        if (this.violation) return 0;
+        if (this.violation || this.#finished) return 0;
         if (!continuation && seq !== 0) {
           this.#refuse(`a packet out of sequence (id ${seq}) where a command was due`);
           return 0;
@@ -44656,31 +45143,47 @@ var MysqlQueryObserver = class {
           this.#refuse("data after COM_QUIT");
           return 0;
         }
-        return seq === 0 && !continuation ? commandBytes : 0;
+        if (continuation) return 0;
+        this.#cur = void 0;
+        this.#firstByte = true;
+        return commandBytes;
       },
       (seq, prefix, length, continuation, offset) => {
-        if (this.violation) return;
-        if (seq !== 0 || continuation || prefix.length === 0) return;
-        this.#command(prefix, length);
-        if (offset !== void 0 && prefix[0] === Command.QUERY && length <= MAX_KILL_TEXT + 1) {
-          this.#kill(prefix.subarray(1), offset + 1);
+        if (this.violation || this.#finished) return;
+        if (!continuation) {
+          if (prefix.length === 0) {
+            this.#refuse("an empty packet where a command was due");
+            return;
+          }
+          this.#command(prefix, length);
+          if (this.violation) return;
+          if (offset !== void 0 && prefix[0] === Command.QUERY && length <= MAX_KILL_TEXT + 1) {
+            this.#kill(prefix.subarray(1), offset + 1);
+          }
+        } else if (this.#cur) {
+          this.#cur.length += length;
         }
+        if (length < MAX_PAYLOAD && this.#cur) this.#sentCommand(this.#cur, seq);
+      },
+      (chunk, from, to) => {
+        if (this.#firstByte) {
+          this.#firstByte = false;
+          const cmd = chunk[from];
+          this.#cur = {
+            cmd,
+            body: Buffer.alloc(0),
+            length: 0,
+            set: void 0,
+            scan: cmd === Command.QUERY || cmd === Command.STMT_PREPARE ? new CharsetScan() : void 0
+          };
+          from++;
+        }
+        this.#cur?.scan?.push(chunk, from, to);
       }
     );
     this.server = new PacketScanner(
-      (_seq, continuation) => this.#awaitingPrepareOk && !continuation ? 5 : 0,
-      (_seq, prefix, _length2, continuation) => {
-        if (!this.#awaitingPrepareOk || continuation) return;
-        this.#awaitingPrepareOk = false;
-        const prepared = this.#pending.shift();
-        if (prepared && prefix.length === 5 && prefix[0] === 0) {
-          const id = prefix.readUInt32LE(1);
-          this.#statements.delete(id);
-          this.#statements.set(id, prepared);
-          if (this.#statements.size > this.#maxStatements)
-            this.#statements.delete(this.#statements.keys().next().value);
-        }
-      }
+      (_seq, continuation) => this.#tracker && !continuation ? REPLY_HEAD : 0,
+      (seq, head, length, continuation) => this.#serverPacket(seq, head, length, continuation)
     );
   }
   /**
@@ -44704,10 +45207,13 @@ var MysqlQueryObserver = class {
     });
   }
   /** Stop here: the packet that begins at `app.headerAt` and everything after it is refused. */
-  #refuse(why) {
+  #refuse(why, error62) {
     this.violation = why;
+    this.violationError = error62 ?? new MysqlError("CIPORT_E_MYSQL_PROTOCOL", 1043, "08S01", why);
     this.violationAt = this.app.headerAt;
+    this.#cur = void 0;
   }
+  /** The first packet of a command ended: check it, keep its start. */
   #command(prefix, length) {
     const cmd = prefix[0];
     this.lastCommand = cmd;
@@ -44721,42 +45227,210 @@ var MysqlQueryObserver = class {
       );
       return;
     }
-    if (!this.#onQuery) return;
     const body = prefix.subarray(1);
-    const truncated = length - 1 > this.#max;
-    switch (cmd) {
-      case Command.QUERY:
-        this.#emit(utf8Prefix(body, this.#max), truncated, "simple", "query");
-        return;
-      case Command.STMT_PREPARE: {
-        const text = utf8Prefix(body, this.#max);
-        this.#pending.push({ text, truncated });
-        if (this.#pending.length > 16) this.#pending.shift();
-        this.#awaitingPrepareOk = true;
-        this.#emit(text, truncated, "extended", "prepare");
+    let set2;
+    if ((cmd === Command.QUERY || cmd === Command.STMT_PREPARE) && length <= GUARD_BYTES) {
+      set2 = charsetStatement(body);
+      if (set2?.verdict === "refused") {
+        const why = `"${body.toString("latin1")}" is refused: through a ciport port the client character set stays UTF-8 (utf8mb4, utf8mb3), ascii, binary or a single-byte one like latin1, which the audit can read as the server does; use utf8mb4`;
+        this.#refuse(why, new MysqlError("CIPORT_E_MYSQL_CHARSET", 1115, "42000", why));
         return;
       }
-      case Command.STMT_EXECUTE: {
-        if (body.length < 4) return;
-        const stmt = this.#statements.get(body.readUInt32LE(0));
-        if (stmt) this.#emit(stmt.text, stmt.truncated, "extended", "execute");
-        return;
-      }
-      case Command.STMT_CLOSE:
-        if (body.length >= 4) this.#statements.delete(body.readUInt32LE(0));
-        return;
-      case Command.INIT_DB: {
-        const db = utf8Prefix(body, this.#max).replaceAll("`", "``");
-        this.#emit(`USE \`${db}\``, truncated, "simple", "init_db");
-        return;
-      }
+    }
+    if (this.#cur?.cmd === cmd) {
+      this.#cur.body = body;
+      this.#cur.length = length;
+      this.#cur.set = set2;
     }
   }
-  #emit(text, truncated, protocol, command) {
+  /** All of a command is in: it waits for its reply (or is applied, when it has none). */
+  #sentCommand(cur, lastSeq) {
+    this.#cur = void 0;
+    const { cmd, body, length, set: set2 } = cur;
+    cur.scan?.end();
+    const sent = {
+      cmd,
+      at: Date.now(),
+      body,
+      length,
+      nonAscii: cur.scan?.nonAscii ?? false,
+      // A UTF-8 set named outright changes nothing the audit cares about.
+      taint: set2 !== void 0 ? set2.verdict !== "utf8" : cur.scan?.taint ?? false,
+      verifies: cmd === Command.QUERY && set2 !== void 0 && set2.verdict === "utf8" && set2.session,
+      replied: SHAPES[cmd] !== void 0
+    };
+    if (cmd === Command.INIT_DB) sent.nonAscii = body.some((b) => b >= 128);
+    if (cmd === Command.QUIT || cmd === Command.STMT_SEND_LONG_DATA) return;
+    if (!this.#tracker || this.#atSend) {
+      this.#apply(sent, void 0);
+      return;
+    }
+    if (!sent.replied && this.waiting === 0) {
+      this.#apply(sent, void 0);
+      return;
+    }
+    if (sent.replied) this.#tracker.expect(sent, SHAPES[cmd], lastSeq);
+    this.#sent.push(sent);
+    this.#waitingBytes += body.length;
+  }
+  #serverPacket(seq, head, length, continuation) {
+    if (!this.#tracker || this.#finished || this.#atSend) return;
+    if (this.violation && !this.#onLost) return;
+    const step = this.#tracker.packet(seq, head, length, continuation);
+    if (!step) return;
+    if ("lost" in step) {
+      if (this.#onLost) {
+        this.#onLost(step.lost);
+        return;
+      }
+      this.#drain("unanswered");
+      this.#atSend = true;
+      return;
+    }
+    while (this.#sentHead < this.#sent.length) {
+      const next = this.#sent[this.#sentHead++];
+      this.#waitingBytes -= next.body.length;
+      if (next === step.answered) break;
+      this.#apply(next, void 0);
+    }
+    if (this.#sentHead > 64 && this.#sentHead * 2 > this.#sent.length) {
+      this.#sent = this.#sent.slice(this.#sentHead);
+      this.#sentHead = 0;
+    }
+    this.#apply(step.answered, head, length);
+    this.#wake();
+  }
+  /**
+   * A command reached its end for the audit: answered (`head`: its reply's first packet),
+   * unanswered (`head` null) or, after the replies were lost, sent (`head` undefined).
+   */
+  #apply(s, head, length = 0) {
+    const outcome = head === void 0 ? void 0 : head === null ? "unanswered" : head[0] === 255 ? "error" : "ok";
+    const ok = head ? head[0] !== 255 : false;
+    const truncated = s.length - 1 > this.#max;
+    switch (s.cmd) {
+      case Command.QUERY:
+        this.#emit(this.#statement(s, truncated), s, "simple", "query", outcome);
+        break;
+      case Command.STMT_PREPARE: {
+        const stmt = this.#statement(s, truncated);
+        this.#emit(stmt, s, "extended", "prepare", outcome);
+        if (head && ok && head.length >= 5) {
+          const id = head.readUInt32LE(1);
+          this.#statements.delete(id);
+          this.#statements.set(id, stmt);
+          if (this.#statements.size > this.#maxStatements)
+            this.#statements.delete(this.#statements.keys().next().value);
+          this.#lastPrepared = id;
+        } else if (head !== void 0) {
+          this.#lastPrepared = void 0;
+        }
+        break;
+      }
+      case Command.STMT_EXECUTE: {
+        const stmt = s.body.length >= 4 ? this.#statementById(s.body.readUInt32LE(0)) : void 0;
+        if (!stmt || stmt.taint) this.#verified = false;
+        if (stmt) this.#emit(stmt, s, "extended", "execute", outcome);
+        break;
+      }
+      case Command.STMT_CLOSE:
+        if (s.body.length >= 4) {
+          const id = s.body.readUInt32LE(0);
+          const known = id === LAST_PREPARED ? this.#lastPrepared : id;
+          if (known !== void 0) this.#statements.delete(known);
+          if (known === this.#lastPrepared) this.#lastPrepared = void 0;
+        }
+        break;
+      case Command.INIT_DB: {
+        const hex3 = s.nonAscii && !this.#verified;
+        const text = hex3 ? hexOf(s.body, this.#max) : `USE \`${utf8Prefix(s.body, this.#max).replaceAll("`", "``")}\``;
+        this.#emit({ text, truncated, hex: hex3, taint: false }, s, "simple", "init_db", outcome);
+        break;
+      }
+      case Command.RESET_CONNECTION:
+        if (ok || head === void 0) {
+          this.#statements.clear();
+          this.#lastPrepared = void 0;
+        }
+        this.#verified = false;
+        break;
+    }
+    if (s.taint && s.cmd !== Command.STMT_PREPARE) this.#verified = false;
+    if (s.verifies && head && head[0] === 0 && !((statusOf(head, length) ?? SERVER_MORE_RESULTS_EXISTS) & SERVER_MORE_RESULTS_EXISTS)) {
+      this.#verified = true;
+    }
+  }
+  /** Statement text as the server reads it, or the bytes in hex when the set is not sure. */
+  #statement(s, truncated) {
+    const hex3 = s.nonAscii && (s.taint || !this.#verified);
+    const text = hex3 ? hexOf(s.body, this.#max) : utf8Prefix(s.body, this.#max);
+    return { text, truncated, hex: hex3, taint: s.taint };
+  }
+  #statementById(id) {
+    const known = id === LAST_PREPARED ? this.#lastPrepared : id;
+    return known === void 0 ? void 0 : this.#statements.get(known);
+  }
+  #emit(stmt, s, protocol, command, outcome) {
+    if (!this.#onQuery) return;
+    const event = {
+      type: "query",
+      text: stmt.text,
+      truncated: stmt.truncated,
+      protocol,
+      command
+    };
+    event.at = s.at;
+    if (outcome) event.outcome = outcome;
+    if (stmt.hex) event.encoding = "hex";
     try {
-      this.#onQuery?.({ type: "query", text, truncated, protocol, command });
+      this.#onQuery(event);
     } catch {
     }
+  }
+  /** Report every command still waiting, in order, with `head` (null: unanswered). */
+  #drain(_why) {
+    this.#tracker?.drain();
+    while (this.#sentHead < this.#sent.length) {
+      const s = this.#sent[this.#sentHead++];
+      this.#apply(s, s.replied ? null : void 0);
+    }
+    this.#sent = [];
+    this.#sentHead = 0;
+    this.#waitingBytes = 0;
+    this.#wake();
+  }
+  /**
+   * The connection is over: the commands the server never answered are reported
+   * (`outcome: 'unanswered'`). Nothing is observed after this.
+   */
+  finish() {
+    if (this.#finished) return;
+    this.#drain("unanswered");
+    this.#finished = true;
+  }
+  /** Commands sent and not yet answered. */
+  get waiting() {
+    return this.#sent.length - this.#sentHead;
+  }
+  /**
+   * undefined while the commands waiting for their reply are within bounds; else a promise that
+   * settles once half of them were answered (or the connection is over): the caller stops
+   * reading from the application meanwhile.
+   */
+  room() {
+    if (!this.#full()) return void 0;
+    return new Promise((resolve3) => this.#roomWaiters.push(resolve3));
+  }
+  #full() {
+    return this.waiting > this.#maxWaiting || this.waiting > 1 && this.#waitingBytes > this.#maxWaitingBytes;
+  }
+  #wake() {
+    if (this.#roomWaiters.length === 0) return;
+    const n = this.waiting;
+    if (n > this.#maxWaiting / 2 || n > 1 && this.#waitingBytes > this.#maxWaitingBytes / 2) return;
+    const waiters = this.#roomWaiters;
+    this.#roomWaiters = [];
+    for (const w of waiters) w();
   }
 };
 
@@ -44767,7 +45441,18 @@ async function relayMysql(app, upstream, options = {}) {
   const observer = new MysqlQueryObserver({
     onQuery: events ? options.onQuery : void 0,
     maxQueryLength: options.maxQueryLength,
-    killTarget: options.killTarget
+    killTarget: options.killTarget,
+    capabilities: options.capabilities,
+    collation: options.collation,
+    // With an honest server this never happens; the audit must not go on guessing.
+    onLost: (why) => fail(
+      new MysqlError(
+        "CIPORT_E_MYSQL_PROTOCOL",
+        1043,
+        "08S01",
+        `the server's replies could not be followed: ${why}`
+      )
+    )
   });
   let refusing = false;
   const guard = new import_node_stream.Transform({
@@ -44784,7 +45469,7 @@ async function relayMysql(app, upstream, options = {}) {
         observer.rewrites.length = 0;
         result.bytesFromApp += before.length;
         refusing = true;
-        const err = new MysqlError("CIPORT_E_MYSQL_PROTOCOL", 1043, "08S01", observer.violation);
+        const err = observer.violationError ?? new MysqlError("CIPORT_E_MYSQL_PROTOCOL", 1043, "08S01", observer.violation);
         result.error = err;
         hook(err);
         app.on("error", () => {
@@ -44795,20 +45480,25 @@ async function relayMysql(app, upstream, options = {}) {
         return;
       }
       result.bytesFromApp += chunk.length;
-      if (observer.rewrites.length === 0) {
-        callback(null, chunk);
+      let out = chunk;
+      if (observer.rewrites.length > 0) {
+        out = Buffer.from(chunk);
+        for (const r of observer.rewrites) r.bytes.copy(out, r.offset);
+        observer.rewrites.length = 0;
+      }
+      const wait = observer.room();
+      if (!wait) {
+        callback(null, out);
         return;
       }
-      const out = Buffer.from(chunk);
-      for (const r of observer.rewrites) r.bytes.copy(out, r.offset);
-      observer.rewrites.length = 0;
-      callback(null, out);
+      this.push(out);
+      void wait.then(() => callback());
     }
   });
   if (events && options.room) pauseWhileFull(app, options.room);
   upstream.on("data", (chunk) => {
     result.bytesFromUpstream += chunk.length;
-    if (events) observer.server.push(chunk);
+    observer.server.push(chunk);
   });
   let cleanEnds = 0;
   let hooked = false;
@@ -44833,18 +45523,19 @@ async function relayMysql(app, upstream, options = {}) {
   upstream.once("end", () => {
     upstreamEnded = true;
   });
-  const fail = (err) => {
+  function fail(err) {
     const normal = cleanEnds > 0 && err.code === "ERR_STREAM_PREMATURE_CLOSE";
     if (!normal) result.error ??= err;
     hook(err);
     upstream.destroy();
     app.destroy();
-  };
+  }
   const opts = options.signal ? { signal: options.signal } : {};
   await Promise.all([
     (0, import_promises2.pipeline)(app, guard, upstream, opts).then(appEnded, fail),
     (0, import_promises2.pipeline)(upstream, app, opts).then(done, fail)
   ]);
+  observer.finish();
   return result;
 }
 

@@ -118,6 +118,7 @@ var ERROR_CODES = {
   CIPORT_E_PG_ROLE_REVOKE_FAILED: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_MYSQL_AUTH: { exit: ExitCode.tokenRejected, http: 401 },
   CIPORT_E_MYSQL_PROTOCOL: { exit: ExitCode.usage, http: 400 },
+  CIPORT_E_MYSQL_CHARSET: { exit: ExitCode.usage, http: 400 },
   CIPORT_E_MYSQL_UPSTREAM_AUTH: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_MYSQL_UPSTREAM_REFUSED: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_MYSQL_USER_REVOKE_FAILED: { exit: ExitCode.unreachable, http: 502 },

@@ -19,6 +19,18 @@ export interface QueryStatement {
   truncated?: boolean;
   /** `simple` (Query message) or `extended` (Parse). */
   protocol?: string;
+  /** mysql: `ok`, `error` (the server's reply began so) or `unanswered` (docs/audit.md). */
+  outcome?: string;
+  /** `hex`: `statement` is the statement's bytes in hex (mysql, a character set not sure). */
+  encoding?: string;
+}
+
+/** What a statement may carry besides its text (QueryEvent's optional fields). */
+export interface QueryStatementExtra {
+  /** When the app sent it (epoch ms); default: when it is added. */
+  at?: number | undefined;
+  outcome?: string | undefined;
+  encoding?: string | undefined;
 }
 
 export interface QueryBatchOptions {
@@ -41,6 +53,8 @@ interface Pending {
   statement: string;
   truncated: boolean | undefined;
   protocol: string | undefined;
+  outcome: string | undefined;
+  encoding: string | undefined;
 }
 
 export class QueryBatch {
@@ -65,15 +79,23 @@ export class QueryBatch {
     return this.#pending.length;
   }
 
-  add(statement: string, truncated?: boolean, protocol?: string): void {
+  add(statement: string, truncated?: boolean, protocol?: string, extra: QueryStatementExtra = {}): void {
+    const pending: Pending = {
+      at: extra.at ?? Date.now(),
+      statement,
+      truncated,
+      protocol,
+      outcome: extra.outcome,
+      encoding: extra.encoding,
+    };
     if (this.#closed) {
       // After close (a late message of an ended connection): its own event, never dropped.
-      this.#emit([toStatement({ at: Date.now(), statement, truncated, protocol })]);
+      this.#emit([toStatement(pending)]);
       return;
     }
     // A statement that would take the batch past its text bound starts the next batch.
     if (this.#pending.length > 0 && this.#text + statement.length > this.#maxText) this.flush();
-    this.#pending.push({ at: Date.now(), statement, truncated, protocol });
+    this.#pending.push(pending);
     this.#text += statement.length;
     if (this.#pending.length >= this.#maxStatements || this.#text >= this.#maxText) {
       this.flush();
@@ -114,5 +136,7 @@ function toStatement(p: Pending): QueryStatement {
   const out: QueryStatement = { at: new Date(p.at).toISOString(), statement: p.statement };
   if (p.truncated) out.truncated = true;
   if (p.protocol !== undefined) out.protocol = p.protocol;
+  if (p.outcome !== undefined) out.outcome = p.outcome;
+  if (p.encoding !== undefined) out.encoding = p.encoding;
   return out;
 }

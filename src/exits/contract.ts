@@ -109,8 +109,15 @@ export interface ExitAdvertisement {
 export interface StreamObserver {
   /** Bytes from the app towards the target. */
   push(chunk: Buffer): void;
-  /** Bytes from the target back (protocols that need the answers, e.g. mysql statement ids). */
+  /** Bytes from the target back (protocols that need the answers: mysql reports on replies). */
   pushFromTarget?(chunk: Buffer): void;
+  /**
+   * Backpressure of the observer itself (mysql: commands waiting for their reply): while this
+   * returns a promise, the host stops reading from the app.
+   */
+  room?(): Promise<void> | undefined;
+  /** The stream is over (before the host's `connection.closed`): report what is left. */
+  end?(): void;
   /** The stream carried an out-of-band request (postgres CancelRequest). */
   readonly outOfBand: boolean;
 }

@@ -590,7 +590,7 @@ class Tunnel implements SessionConnection, IdleWatched {
             ...(observer.pushFromTarget
               ? { onTargetData: (chunk: Buffer) => observer.pushFromTarget?.(chunk) }
               : {}),
-            room: () => this.#room(),
+            room: () => this.#room() ?? observer.room?.(),
           }
         : {}),
       onOpen: (agent) => {
@@ -618,6 +618,8 @@ class Tunnel implements SessionConnection, IdleWatched {
       }
       return;
     }
+    // The observer's last statements (mysql: those never answered) before connection.closed.
+    observer?.end?.();
     this.#bytes = { up: result.bytesToTarget, down: result.bytesFromTarget };
     if (result.closedBy) this.#chose(result.closedBy);
     if (result.error) this.#error ??= result.error;
@@ -675,7 +677,7 @@ class Tunnel implements SessionConnection, IdleWatched {
       current = { agent: this.#agent, database, batch: this.#queryBatch(database) };
       this.#queries = current;
     }
-    current.batch.add(event.text, event.truncated, event.protocol);
+    current.batch.add(event.text, event.truncated, event.protocol, event);
   }
 
   #queryBatch(database: string | undefined): QueryBatch {

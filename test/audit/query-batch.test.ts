@@ -34,6 +34,26 @@ describe('QueryBatch: a connection statements in one event per window', () => {
     expect(out[1]).toEqual([{ at: '2026-12-05T15:00:00.020Z', statement: 'select 3' }]);
   });
 
+  it("keeps a statement's send time, outcome and encoding when the exit gives them (mysql)", () => {
+    const b = batch({ windowMs: 20 });
+    const sent = Date.parse('2026-12-05T14:59:59.250Z');
+    b.add('select sleep(1)', false, 'simple', { at: sent, outcome: 'ok' });
+    b.add('73656c656374', false, 'simple', { at: sent + 1, outcome: 'unanswered', encoding: 'hex' });
+    b.flush();
+    expect(out).toEqual([
+      [
+        { at: '2026-12-05T14:59:59.250Z', statement: 'select sleep(1)', protocol: 'simple', outcome: 'ok' },
+        {
+          at: '2026-12-05T14:59:59.251Z',
+          statement: '73656c656374',
+          protocol: 'simple',
+          outcome: 'unanswered',
+          encoding: 'hex',
+        },
+      ],
+    ]);
+  });
+
   it('a full batch goes out at once: by count, and by text before it would pass the bound', () => {
     const b = batch({ maxStatements: 3, maxBytes: 10 });
     for (const s of ['a', 'b', 'c', 'd']) b.add(s);

@@ -71,6 +71,8 @@ export interface Driver {
   upstreamOpen(up: Upstreams): Promise<number>;
   /** Connections the upstream has accepted so far (absent: the server cannot tell cheaply). */
   upstreamAccepted?(up: Upstreams): Promise<number>;
+  /** Case 6: what the audit says of the statement `hold` ran when the session's end cut it. */
+  auditHeld?(events: readonly AuditEvent[]): void;
 }
 
 /** Run a command with exactly `env` (plus nothing); never throws. */

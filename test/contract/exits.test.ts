@@ -175,5 +175,9 @@ describe.each(COMBOS)('exit contract: $name', ({ driver, target, exit }) => {
       'the upstream connections to close',
     );
     await waitFor(() => held.closed(), 5_000, "the job's connection to close");
+    if (driver.auditHeld) {
+      await closedOf(job.session);
+      driver.auditHeld(await world.eventsOf(job.session));
+    }
   });
 });

@@ -150,7 +150,9 @@ describe('two deployments on one cluster', () => {
     await waitFor(() => loginCount() >= before + 5, 20_000, 'more logins on A during B reaper runs');
     const during = await ourRoles();
     expect(during).toHaveLength(1);
-    expect(during[0]).toMatch(new RegExp(`^${roleA} true ciport deployment ${depA} session \\S+ target \\S+$`));
+    expect(during[0]).toMatch(
+      new RegExp(`^${roleA} true ciport deployment ${depA} session \\S+ target \\S+$`),
+    );
 
     writeFileSync(stop, '');
     const r = await job.result;

@@ -1,10 +1,11 @@
-// Query audit integrity at the exit: the observer (observe.ts) treats any sequence-id-0 packet
-// as a command and maps COM_STMT_PREPARE_OK to prepares with a single "awaiting" flag. A job
-// that speaks the stream directly can make the audit record statements that never ran, or record
-// an execution under another statement's text.
+// Query audit integrity at the exit: a job that speaks the stream directly tries to make the
+// audit record statements that never ran (file content shaped as a command, commands pipelined
+// behind one after which the server drops the connection), or an execution under another
+// statement's text (pipelined prepares). The observer (observe.ts) follows the server's replies:
+// a statement is reported when its reply begins, each PREPARE_OK pairs with its own prepare.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodePacket } from '../../src/exits/mysql/packets.js';
-import { HostileStream, makeTargetUser, startExit, type TestExit } from './mysql-raw-exit.js';
+import { firstCell, HostileStream, makeTargetUser, startExit, type TestExit } from './mysql-raw-exit.js';
 
 let target: Awaited<ReturnType<typeof makeTargetUser>>;
 let exit: TestExit;
@@ -48,9 +49,44 @@ describe('mysql exit: audit forgery', () => {
     expect(texts.filter((t) => t.includes(forged))).toEqual([]);
   });
 
-  // KNOWN HOLE (issue 13, security review of session 6; docs/mysql.md "Known holes"): this
-  // test fails while the hole exists, so it runs as it.fails and turns red once fixed.
-  it.fails('pipelined prepares do not make an execute event carry another statement text', async () => {
+  // Was a known hole (issue 13, security review of session 6): the observer took every command
+  // sent for one that ran. Now a command is reported when the server's reply begins.
+  it('commands pipelined behind a KILL CONNECTION of itself are never reported as answered', async () => {
+    const s = await HostileStream.open(exit.port);
+    expect((await s.read()).payload[0]).toBe(0x00);
+    s.query(`CREATE TABLE ${target.db}.kept (a INT)`);
+    expect((await s.readUntilEnd())[0]?.payload[0]).toBe(0x00);
+    const planted = `DROP TABLE ${target.db}.kept`;
+    s.socket.write(
+      Buffer.concat([
+        encodePacket(Buffer.from('\x03SELECT 1', 'latin1'), 0),
+        encodePacket(Buffer.from('\x03KILL CONNECTION CONNECTION_ID()', 'latin1'), 0),
+        encodePacket(Buffer.from(`\x03${planted}`, 'latin1'), 0),
+      ]),
+    );
+    await s.readUntilEnd(); // SELECT 1
+    const killed = await s.read();
+    expect(killed.payload.readUInt16LE(1)).toBe(1927); // ER_CONNECTION_KILLED, then the server closes
+    // The exit is done with the connection once the server closed it: then it reports the rest.
+    s.socket.end();
+    const reported = () => exit.events.some((e) => e.text === planted);
+    for (let i = 0; i < 100 && !reported(); i++) await new Promise((r) => setTimeout(r, 50));
+    const byText = new Map(exit.events.map((e) => [e.text, e.outcome]));
+    expect(byText.get('SELECT 1')).toBe('ok');
+    expect(byText.get('KILL CONNECTION CONNECTION_ID()')).toBe('error');
+    // It never ran (the table is there): in the audit as sent and unanswered, never as answered.
+    expect(byText.get(planted)).toBe('unanswered');
+    const check = await HostileStream.open(exit.port);
+    expect((await check.read()).payload[0]).toBe(0x00);
+    check.query(
+      `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '${target.db}' AND table_name = 'kept'`,
+    );
+    expect(firstCell(await check.readUntilEnd())).toBe('1');
+    check.close();
+  });
+
+  // Was a known hole (issue 13, security review of session 6): closed by following the replies.
+  it('pipelined prepares do not make an execute event carry another statement text', async () => {
     const s = await HostileStream.open(exit.port);
     expect((await s.read()).payload[0]).toBe(0x00);
     s.query(`CREATE TABLE ${target.db}.victim (a INT)`);
@@ -77,5 +113,6 @@ describe('mysql exit: audit forgery', () => {
     const executes = exit.events.filter((e) => e.command === 'execute').map((e) => e.text);
     // What ran was the DELETE; the audit must not say it was `SELECT 2`.
     expect(executes).toEqual([harmful]);
+    expect(exit.events.find((e) => e.command === 'execute')?.outcome).toBe('ok');
   });
 });

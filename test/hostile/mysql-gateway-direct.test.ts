@@ -14,6 +14,7 @@ import { encodeConnectFrame } from '../../src/exits/mysql/connect-wire.js';
 import { LOCAL_CAPABILITIES } from '../../src/exits/mysql/frontend.js';
 import { encodePacket, type Packet, PacketReader } from '../../src/exits/mysql/packets.js';
 import { createLogger } from '../../src/log/logger.js';
+import { auditedStatements } from '../fixtures/queries.js';
 import { type Harness, openSession, startHarness, tempDir, tunnel } from '../gateway/helpers.js';
 
 const S = randomBytes(4).toString('hex');
@@ -141,6 +142,23 @@ describe('mysql through the gateway, listener skipped', () => {
     expect(audit, 'the forged statement is in the audit log').not.toContain(forged);
     // Never the injected password, wherever the connection went.
     expect(audit).not.toContain(PW);
+  });
+
+  it('a statement pipelined behind a KILL CONNECTION of itself is stored as unanswered, never as run', async () => {
+    const { stream, read, session } = await directStream();
+    expect((await read()).payload[0]).toBe(0x00);
+    const planted = 'DROP DATABASE planted_behind_kill';
+    stream.write(Buffer.concat([query('KILL CONNECTION CONNECTION_ID()'), query(planted)]));
+    expect((await read()).payload.readUInt16LE(1)).toBe(1927); // Connection was killed
+    stream.end();
+    const audit = await waitForAudit(session, 'connection.closed');
+    const statements = auditedStatements(JSON.parse(audit));
+    expect(statements.map((st) => [st.statement, st.outcome])).toEqual([
+      ['KILL CONNECTION CONNECTION_ID()', 'error'],
+      [planted, 'unanswered'],
+    ]);
+    // Each with the time it was sent, and chained before the connection's end.
+    for (const st of statements) expect(Date.parse(st.at)).toBeGreaterThan(0);
   });
 
   it('a refused injected password is in no ERR, audit event or log line', async () => {

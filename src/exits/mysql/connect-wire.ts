@@ -14,6 +14,7 @@
 // validated here; which capabilities and attributes reach the upstream is decided at the exit.
 import type { Readable } from 'node:stream';
 import { decodeJsonFrame, encodeJsonFrame, readJsonFrame } from '../json-frame.js';
+import { collationClass } from './charset.js';
 import { MysqlError } from './errors.js';
 import { PacketReader } from './packets.js';
 
@@ -85,14 +86,27 @@ export function decodeConnectFrame(frame: Buffer): MysqlConnectRequest {
   return validate(decodeJsonFrame(FRAME, frame));
 }
 
-/** Read the frame from the start of a stream; bytes after it stay in the (paused) stream. */
+/**
+ * Read the frame from the start of a stream; bytes after it stay in the (paused) stream. The
+ * exit's checks: a collation of a character set the audit cannot read (charset.ts) is refused.
+ */
 export async function readConnectFrame(stream: Readable, timeoutMs = 10_000): Promise<MysqlConnectRequest> {
   const reader = new PacketReader(stream, (why, detail) =>
     why === 'timeout' ? bad(`not received: ${detail}`) : bad(`${why}: ${detail}`),
   );
+  let request: MysqlConnectRequest;
   try {
-    return decodeConnectFrame(await readJsonFrame(FRAME, (n, ms) => reader.readRaw(n, ms), timeoutMs));
+    request = decodeConnectFrame(await readJsonFrame(FRAME, (n, ms) => reader.readRaw(n, ms), timeoutMs));
   } finally {
     reader.release();
   }
+  if (collationClass(request.collation) === 'refused') {
+    throw new MysqlError(
+      'CIPORT_E_MYSQL_CHARSET',
+      1115,
+      '42000',
+      `collation ${request.collation} is not allowed through a ciport port: the client character set must be UTF-8 (utf8mb4, utf8mb3), ascii, binary or a single-byte one like latin1, which the audit can read as the server does; connect with utf8mb4 (mysql/mariadb --default-character-set=utf8mb4, mysql2 charset: 'utf8mb4')`,
+    );
+  }
+  return request;
 }

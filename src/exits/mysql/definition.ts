@@ -108,6 +108,8 @@ export const mysqlExit: ExitDefinition<'mysql'> = {
     return {
       push: (chunk) => observer.pushFromApp(chunk),
       pushFromTarget: (chunk) => observer.pushFromExit(chunk),
+      room: () => observer.room(),
+      end: () => observer.end(),
       outOfBand: false,
     };
   },

@@ -128,6 +128,8 @@ export async function serveMysqlExitStream(stream: Duplex, opts: MysqlExitOption
     const ok = encodePacket(upstream.ok, 0);
     stream.write(ok);
     const result = await relayMysql(stream, upstream.socket, {
+      capabilities: upstream.capabilities,
+      collation: request.collation,
       queryEvents: opts.queryEvents,
       onQuery: opts.onQuery,
       maxQueryLength: opts.maxQueryLength,

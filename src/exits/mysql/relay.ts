@@ -1,6 +1,10 @@
 // After the handshake: bytes flow both ways through `pipeline` (backpressure end to end). The
 // application → server direction passes a guard that follows the packet framing (observe.ts):
-// it reports statements and stops the connection, before forwarding it, at a COM_CHANGE_USER.
+// it stops the connection, before forwarding it, at a refused command (COM_CHANGE_USER, a
+// character set the audit cannot read, …). The server → application direction is followed too
+// (given the capabilities): statements are reported as their replies begin, and what is still
+// unanswered when the connection ends is reported then. While too many commands wait for their
+// reply, the guard stops reading from the application.
 import type { Duplex } from 'node:stream';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -13,6 +17,13 @@ import { Command, encodePacket } from './packets.js';
 export type { RelayResult } from '../postgres/relay.js';
 
 export interface MysqlRelayOptions {
+  /**
+   * The capabilities the connection negotiated: given, the server's replies are followed (the
+   * exit); absent, only the application's side is guarded (the local listener).
+   */
+  capabilities?: number | undefined;
+  /** The handshake's collation (a single-byte set: non-ASCII statements are recorded in hex). */
+  collation?: number | undefined;
   /** Per-target switch: false → no statement parsing (default true when onQuery is set). */
   queryEvents?: boolean | undefined;
   onQuery?: ((event: MysqlQueryEvent) => void) | undefined;
@@ -43,6 +54,18 @@ export async function relayMysql(
     onQuery: events ? options.onQuery : undefined,
     maxQueryLength: options.maxQueryLength,
     killTarget: options.killTarget,
+    capabilities: options.capabilities,
+    collation: options.collation,
+    // With an honest server this never happens; the audit must not go on guessing.
+    onLost: (why) =>
+      fail(
+        new MysqlError(
+          'CIPORT_E_MYSQL_PROTOCOL',
+          1043,
+          '08S01',
+          `the server's replies could not be followed: ${why}`,
+        ),
+      ),
   });
   let refusing = false;
   const guard = new Transform({
@@ -63,7 +86,9 @@ export async function relayMysql(
         observer.rewrites.length = 0;
         result.bytesFromApp += before.length;
         refusing = true;
-        const err = new MysqlError('CIPORT_E_MYSQL_PROTOCOL', 1043, '08S01', observer.violation);
+        const err =
+          observer.violationError ??
+          new MysqlError('CIPORT_E_MYSQL_PROTOCOL', 1043, '08S01', observer.violation);
         result.error = err;
         hook(err);
         app.on('error', () => {});
@@ -73,20 +98,26 @@ export async function relayMysql(
         return;
       }
       result.bytesFromApp += chunk.length;
-      if (observer.rewrites.length === 0) {
-        callback(null, chunk);
+      let out = chunk;
+      if (observer.rewrites.length > 0) {
+        out = Buffer.from(chunk);
+        for (const r of observer.rewrites) r.bytes.copy(out, r.offset);
+        observer.rewrites.length = 0;
+      }
+      // Forward now (the server answers only what it got); read on once the replies caught up.
+      const wait = observer.room();
+      if (!wait) {
+        callback(null, out);
         return;
       }
-      const out = Buffer.from(chunk);
-      for (const r of observer.rewrites) r.bytes.copy(out, r.offset);
-      observer.rewrites.length = 0;
-      callback(null, out);
+      this.push(out);
+      void wait.then(() => callback());
     },
   });
   if (events && options.room) pauseWhileFull(app, options.room);
   upstream.on('data', (chunk: Buffer) => {
     result.bytesFromUpstream += chunk.length;
-    if (events) observer.server.push(chunk);
+    observer.server.push(chunk);
   });
   let cleanEnds = 0;
   let hooked = false;
@@ -112,17 +143,19 @@ export async function relayMysql(
   upstream.once('end', () => {
     upstreamEnded = true;
   });
-  const fail = (err: Error) => {
+  function fail(err: Error) {
     const normal = cleanEnds > 0 && (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE';
     if (!normal) result.error ??= err;
     hook(err);
     upstream.destroy();
     app.destroy();
-  };
+  }
   const opts = options.signal ? { signal: options.signal } : {};
   await Promise.all([
     pipeline(app, guard, upstream, opts).then(appEnded, fail),
     pipeline(upstream, app, opts).then(done, fail),
   ]);
+  // What the server never answered goes into the audit before the connection's end.
+  observer.finish();
   return result;
 }

@@ -69,6 +69,16 @@ export const mysqlDriver: Driver = {
     const statements = auditedStatements(events);
     expect(statements.map((s) => s.statement)).toContain('SELECT CURRENT_USER()');
     for (const s of statements) expect(s.event.data).toMatchObject({ exit });
+    // Reported once the server answered (docs/mysql.md, "Query events").
+    expect(statements.find((s) => s.statement === 'SELECT CURRENT_USER()')?.outcome).toBe('ok');
+  },
+
+  auditHeld(events) {
+    // Cut while it ran, never answered: in the audit all the same, and said so.
+    const held = auditedStatements(events).filter((s) =>
+      s.statement.startsWith('SELECT SLEEP(60) AS contract_hold_'),
+    );
+    expect(held.map((s) => s.outcome)).toEqual(['unanswered']);
   },
 
   hold(job, up) {

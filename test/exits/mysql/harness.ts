@@ -194,3 +194,50 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** An application connection through a port (mysql2). */
+export const connectApp = (h: PortHarness) =>
+  mysql.createConnection({ host: '127.0.0.1', port: h.port, user: h.user, password: h.otp });
+
+/**
+ * A user with a fresh database of its own on the real MariaDB (names `<prefix>_<random>`), the
+ * root connection that made them (for `setup` statements and checks), and ports whose target is
+ * that user; `drop()` closes the ports and drops both.
+ */
+export async function mariadbTarget(prefix: string) {
+  const name = `${prefix}_${suffix()}`;
+  const password = `pw-${randomBytes(12).toString('hex')}`;
+  const root = await admin();
+  await root.query(`CREATE DATABASE \`${name}\``);
+  await root.query(`CREATE USER '${name}'@'%' IDENTIFIED BY '${password}'`);
+  await root.query(`GRANT ALL ON \`${name}\`.* TO '${name}'@'%'`);
+  const ports: PortHarness[] = [];
+  return {
+    db: name,
+    user: name,
+    root,
+    async port(extra: Partial<PortOptions> = {}): Promise<PortHarness> {
+      const h = await startPort({
+        upstream: { address: MARIADB_ADDRESS, user: name, password, database: name },
+        ...extra,
+      });
+      ports.push(h);
+      return h;
+    },
+    async drop(): Promise<void> {
+      await Promise.all(ports.map((h) => h.close()));
+      await root.query(`DROP USER IF EXISTS '${name}'@'%'`);
+      await root.query(`DROP DATABASE IF EXISTS \`${name}\``);
+      await root.end();
+    },
+  };
+}
+
+/** The mariadb CLI through a port, logged in with its one-time password; `args` after the login. */
+export function mariadbCli(h: PortHarness, args: string[]): Promise<Ran> {
+  const login = ['--no-defaults', '-h', '127.0.0.1', '-P', String(h.port), '-u', h.user];
+  return runClient('mariadb', [...login, ...args], {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    MYSQL_PWD: h.otp,
+  });
+}

@@ -22,7 +22,6 @@ import {
 } from '../../../src/exits/mysql/connect-wire.js';
 import { parseHandshakeResponse, parseServerHandshake } from '../../../src/exits/mysql/handshake.js';
 import { type MysqlQueryEvent, MysqlQueryObserver } from '../../../src/exits/mysql/observe.js';
-import { MysqlStreamObserver } from '../../../src/exits/mysql/observe-stream.js';
 import {
   encodePacket,
   MAX_PAYLOAD,
@@ -131,55 +130,10 @@ describe('connect request frame', () => {
   });
 });
 
-describe('statement observer', () => {
+// Statements reported as answered, pipelined prepares, character sets: observe.test.ts.
+describe('statement observer: the application side', () => {
   const cmd = (code: number, body: Buffer | string, seq = 0) =>
     encodePacket(Buffer.concat([Buffer.from([code]), Buffer.from(body)]), seq);
-  const prepareOk = (id: number) => {
-    const b = Buffer.alloc(12);
-    b.writeUInt32LE(id, 1);
-    return encodePacket(b, 1);
-  };
-  const execute = (id: number, value: string) => {
-    const b = Buffer.alloc(9);
-    b.writeUInt32LE(id, 0);
-    return cmd(0x17, Buffer.concat([b, Buffer.from(value)]));
-  };
-
-  function feed(o: MysqlQueryObserver, bytes: Buffer, step: number) {
-    for (let i = 0; i < bytes.length; i += step) o.app.push(bytes.subarray(i, i + step));
-  }
-
-  it.each([1, 3, 7, 1024])('reports queries, prepares, executes and USE in chunks of %i bytes', (step) => {
-    const events: MysqlQueryEvent[] = [];
-    const o = new MysqlQueryObserver({ onQuery: (e) => events.push(e) });
-    feed(o, cmd(0x03, 'SELECT 1'), step);
-    feed(o, cmd(0x16, 'SELECT * FROM t WHERE a = ?'), step);
-    o.server.push(prepareOk(7));
-    feed(o, execute(7, 'secret-parameter'), step);
-    feed(o, cmd(0x02, 'we`ird'), step);
-    feed(o, cmd(0x19, Buffer.from([7, 0, 0, 0])), step);
-    feed(o, execute(7, 'after close'), step);
-    feed(o, cmd(0x0e, ''), step); // COM_PING
-    expect(events.map((e) => [e.command, e.protocol, e.text])).toEqual([
-      ['query', 'simple', 'SELECT 1'],
-      ['prepare', 'extended', 'SELECT * FROM t WHERE a = ?'],
-      ['execute', 'extended', 'SELECT * FROM t WHERE a = ?'],
-      ['init_db', 'simple', 'USE `we``ird`'],
-    ]);
-    expect(JSON.stringify(events)).not.toContain('secret');
-    expect(o.violation).toBeUndefined();
-  });
-
-  it('a failed prepare maps no statement id', () => {
-    const events: MysqlQueryEvent[] = [];
-    const o = new MysqlQueryObserver({ onQuery: (e) => events.push(e) });
-    o.app.push(cmd(0x16, 'SELEC oops'));
-    o.server.push(encodePacket(Buffer.from([0xff, 0x28, 0x04, 0x23, 0x34, 0x32, 0x30, 0x30, 0x30, 0x78]), 1));
-    o.app.push(cmd(0x16, 'SELECT 2'));
-    o.server.push(prepareOk(1));
-    o.app.push(execute(1, ''));
-    expect(events.map((e) => e.text)).toEqual(['SELEC oops', 'SELECT 2', 'SELECT 2']);
-  });
 
   it('never takes a continuation packet for a command, even when its sequence id wraps to 0', () => {
     const events: MysqlQueryEvent[] = [];
@@ -236,20 +190,6 @@ describe('statement observer', () => {
     expect(events.map((e) => e.text)).toEqual(["LOAD DATA LOCAL INFILE 'x' INTO TABLE t"]);
     expect(o.violation).toMatch(/out of sequence/);
   });
-
-  it('bounds remembered statements', () => {
-    const events: MysqlQueryEvent[] = [];
-    const o = new MysqlQueryObserver({ onQuery: (e) => events.push(e), maxStatements: 2 });
-    for (let i = 1; i <= 3; i++) {
-      o.app.push(cmd(0x16, `SELECT ${i}`));
-      o.server.push(prepareOk(i));
-    }
-    for (let i = 1; i <= 3; i++) o.app.push(execute(i, ''));
-    expect(events.filter((e) => e.command === 'execute').map((e) => e.text)).toEqual([
-      'SELECT 2',
-      'SELECT 3',
-    ]);
-  });
 });
 
 describe('auth proofs', () => {
@@ -269,48 +209,6 @@ describe('auth proofs', () => {
     }
     expect(nativeToken('', makeNonce()).length).toBe(0);
     expect(verifyToken('mysql_native_password', '', makeNonce(), Buffer.alloc(0))).toBe(false);
-  });
-});
-
-describe('stream observer (gateway in front of an agent)', () => {
-  const frame = encodeConnectFrame({
-    kind: 'connect',
-    user: 'app',
-    collation: 45,
-    capabilities: 0,
-    maxPacketSize: 0,
-    attributes: {},
-  });
-  const cmd = (code: number, body: string) =>
-    encodePacket(Buffer.concat([Buffer.from([code]), Buffer.from(body)]), 0);
-
-  it.each([1, 5, 4096])('skips the connect frame and reports statements, chunks of %i', (step) => {
-    const events: MysqlQueryEvent[] = [];
-    const o = new MysqlStreamObserver({ onQuery: (e) => events.push(e) });
-    const appBytes = Buffer.concat([frame, cmd(0x03, 'SELECT 1'), cmd(0x16, 'SELECT ?')]);
-    o.pushFromExit(encodePacket(Buffer.from([0, 0, 0, 2, 0, 0, 0]), 2)); // before the frame: ignored
-    for (let i = 0; i < appBytes.length; i += step) o.pushFromApp(appBytes.subarray(i, i + step));
-    const ok = Buffer.alloc(12);
-    ok.writeUInt32LE(9, 1);
-    o.pushFromExit(encodePacket(ok, 1));
-    const exec = Buffer.alloc(10);
-    exec[0] = 0x17;
-    exec.writeUInt32LE(9, 1);
-    o.pushFromApp(encodePacket(exec, 0));
-    expect(o.state).toBe('connect');
-    expect(events.map((e) => [e.command, e.text])).toEqual([
-      ['query', 'SELECT 1'],
-      ['prepare', 'SELECT ?'],
-      ['execute', 'SELECT ?'],
-    ]);
-  });
-
-  it('stops on a bad frame', () => {
-    const events: MysqlQueryEvent[] = [];
-    const o = new MysqlStreamObserver({ onQuery: (e) => events.push(e) });
-    o.pushFromApp(Buffer.concat([Buffer.from('CIMY\x01\x00\x00\x00\x02{}'), cmd(0x03, 'SELECT 1')]));
-    expect(o.state).toBe('invalid');
-    expect(events).toEqual([]);
   });
 });
 
