@@ -9,6 +9,7 @@
 // named, tagged with its deployment, created, listed, cut off and dropped — is an AccountEngine
 // per protocol (pg-roles.ts, mysql-users.ts).
 import { randomBytes } from 'node:crypto';
+import type { CredentialData } from '../audit/events.js';
 import type { Secret } from '../config/secret.js';
 import type { TargetConfig, TargetOf } from '../config/targets/index.js';
 import { CiportError, type ErrorCode } from '../errors/index.js';
@@ -53,24 +54,26 @@ export interface RoleCredential {
   password: string;
 }
 
-export interface RoleEvent {
+/**
+ * An account event for the audit: `credential.created|revoked|revoke_failed` with the fields of
+ * the audit log's own shape (the host adds the session's principal and rule).
+ */
+export type RoleEvent = {
   type: 'credential.created' | 'credential.revoked' | 'credential.revoke_failed';
-  /** Absent only when the reaper drops an account whose name does not say its session (mysql). */
-  session?: string;
-  target: string;
-  role: string;
-  granted?: string[];
-  valid_until?: string;
-  reason?: string;
-  terminated?: number;
-  error?: string;
-  /** revoke_failed: the engine's code (CIPORT_E_PG_ROLE_REVOKE_FAILED, …_MYSQL_USER_…). */
-  code?: string;
-  /** revoke_failed: consecutive failures for this account. */
-  attempt?: number;
-  /** revoke_failed: ISO 8601, when the reaper tries again. */
-  next_attempt?: string;
-}
+} & Pick<
+  CredentialData,
+  | 'session'
+  | 'target'
+  | 'role'
+  | 'granted'
+  | 'valid_until'
+  | 'reason'
+  | 'terminated'
+  | 'error'
+  | 'code'
+  | 'attempt'
+  | 'next_attempt'
+>;
 
 export interface RoleLog {
   info(obj: object, msg: string): void;
