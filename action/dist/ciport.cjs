@@ -23687,7 +23687,9 @@ function normalizeAddress(address) {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   if (mapped) return mapped[1];
   if ((0, import_node_net.isIPv4)(address) || !(0, import_node_net.isIPv6)(address)) return address;
-  const [head = "", tail] = address.toLowerCase().split("::");
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(address);
+  const hexOnly = dotted ? `${address.slice(0, dotted.index)}${(Number(dotted[1]) << 8 | Number(dotted[2])).toString(16)}:${(Number(dotted[3]) << 8 | Number(dotted[4])).toString(16)}` : address;
+  const [head = "", tail] = hexOnly.toLowerCase().split("::");
   const left = head ? head.split(":") : [];
   const right = tail ? tail.split(":") : [];
   const middle = tail === void 0 ? [] : Array(8 - left.length - right.length).fill("0");
@@ -23698,11 +23700,41 @@ function normalizeAddress(address) {
   }
   return full.map((g) => g.toString(16)).join(":");
 }
+function procHex(address, width, littleEndian = (0, import_node_os3.endianness)() === "LE") {
+  const a = normalizeAddress(address);
+  let bytes;
+  if ((0, import_node_net.isIPv4)(a)) {
+    const v4 = a.split(".").map(Number);
+    bytes = width === 8 ? v4 : [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, ...v4];
+  } else if ((0, import_node_net.isIPv6)(a) && width === 32) {
+    bytes = a.split(":").flatMap((g) => {
+      const n = Number.parseInt(g, 16);
+      return [n >> 8, n & 255];
+    });
+  } else return void 0;
+  let out = "";
+  for (let w = 0; w < bytes.length; w += 4) {
+    const word = bytes.slice(w, w + 4);
+    if (littleEndian) word.reverse();
+    for (const b of word) out += b.toString(16).toUpperCase().padStart(2, "0");
+  }
+  return out;
+}
+var portHex = (port) => port.toString(16).toUpperCase().padStart(4, "0");
+function rowNeedles(peer, listener, littleEndian = (0, import_node_os3.endianness)() === "LE") {
+  const out = [];
+  for (const width of [8, 32]) {
+    const p = procHex(peer.address, width, littleEndian);
+    const l = procHex(listener.address, width, littleEndian);
+    if (p && l) out.push(` ${p}:${portHex(peer.port)} ${l}:${portHex(listener.port)} `);
+  }
+  return out;
+}
 function endpoint(field, littleEndian) {
-  const [hex3, portHex] = (field ?? "").split(":");
-  if (!hex3 || !portHex || !/^[0-9A-Fa-f]{4}$/.test(portHex)) return void 0;
+  const [hex3, portHex2] = (field ?? "").split(":");
+  if (!hex3 || !portHex2 || !/^[0-9A-Fa-f]{4}$/.test(portHex2)) return void 0;
   const address = procAddress(hex3, littleEndian);
-  return address === void 0 ? void 0 : { address, port: Number.parseInt(portHex, 16) };
+  return address === void 0 ? void 0 : { address, port: Number.parseInt(portHex2, 16) };
 }
 function parseProcNetTcp(text, littleEndian = (0, import_node_os3.endianness)() === "LE", port) {
   const entries = [];
@@ -23742,7 +23774,7 @@ var SocketTable = class {
       this.#queued.push({
         peer: { address: normalizeAddress(peer.address), port: peer.port },
         listener: { address: normalizeAddress(listener.address), port: listener.port },
-        needle: `:${listener.port.toString(16).toUpperCase().padStart(4, "0")} `,
+        needles: rowNeedles(peer, listener),
         resolve: resolve3,
         reject,
         done: false
@@ -23834,27 +23866,23 @@ var SocketTable = class {
 };
 function match(lines, waiters) {
   let resolved = 0;
-  const seen = /* @__PURE__ */ new Set();
   for (const w of waiters) {
-    if (w.done || seen.has(w.needle)) continue;
-    seen.add(w.needle);
-    let at = lines.indexOf(w.needle);
-    while (at >= 0) {
-      const from = lines.lastIndexOf("\n", at) + 1;
-      const to = lines.indexOf("\n", at);
-      const row = lines.slice(from, to < 0 ? void 0 : to + 1);
-      for (const e of parseProcNetTcp(row)) {
-        for (const x of waiters) {
-          if (x.done || x.needle !== w.needle) continue;
-          if (e.local.port !== x.peer.port || e.remote.port !== x.listener.port) continue;
-          if (e.local.address !== x.peer.address || e.remote.address !== x.listener.address) continue;
-          x.done = true;
-          resolved += 1;
-          x.resolve(e);
-        }
-      }
-      if (to < 0) break;
-      at = lines.indexOf(w.needle, to);
+    if (w.done) continue;
+    let at = -1;
+    for (const needle of w.needles) {
+      const i = lines.indexOf(needle);
+      if (i >= 0 && (at < 0 || i < at)) at = i;
+    }
+    if (at < 0) continue;
+    const from = lines.lastIndexOf("\n", at) + 1;
+    const to = lines.indexOf("\n", at);
+    for (const e of parseProcNetTcp(lines.slice(from, to < 0 ? void 0 : to + 1))) {
+      if (e.local.port !== w.peer.port || e.remote.port !== w.listener.port) continue;
+      if (e.local.address !== w.peer.address || e.remote.address !== w.listener.address) continue;
+      w.done = true;
+      resolved += 1;
+      w.resolve(e);
+      break;
     }
   }
   return resolved;

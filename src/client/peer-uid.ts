@@ -47,7 +47,12 @@ export function normalizeAddress(address: string): string {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   if (mapped) return mapped[1] as string;
   if (isIPv4(address) || !isIPv6(address)) return address;
-  const [head = '', tail] = address.toLowerCase().split('::');
+  // A dotted IPv4 tail (`::1.2.3.4`, `0:…:0.0.0.0`) is the last two groups.
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(address);
+  const hexOnly = dotted
+    ? `${address.slice(0, dotted.index)}${((Number(dotted[1]) << 8) | Number(dotted[2])).toString(16)}:${((Number(dotted[3]) << 8) | Number(dotted[4])).toString(16)}`
+    : address;
+  const [head = '', tail] = hexOnly.toLowerCase().split('::');
   const left = head ? head.split(':') : [];
   const right = tail ? tail.split(':') : [];
   const middle = tail === undefined ? [] : Array(8 - left.length - right.length).fill('0');
@@ -57,6 +62,58 @@ export function normalizeAddress(address: string): string {
     return [v4 >>> 24, (v4 >>> 16) & 255, (v4 >>> 8) & 255, v4 & 255].join('.');
   }
   return full.map((g) => g.toString(16)).join(':');
+}
+
+/**
+ * How /proc/net/tcp{,6} writes an address (the inverse of procAddress): `width` 8 for the IPv4
+ * table, 32 for the IPv6 one, where an IPv4 address on an AF_INET6 socket is ::ffff:a.b.c.d.
+ * Each 32-bit word in host byte order, upper-case hex (the kernel's `%08X`). Undefined when the
+ * address cannot appear in that table (IPv6 in the IPv4 table) or is not an address.
+ */
+export function procHex(
+  address: string,
+  width: 8 | 32,
+  littleEndian = endianness() === 'LE',
+): string | undefined {
+  const a = normalizeAddress(address);
+  let bytes: number[];
+  if (isIPv4(a)) {
+    const v4 = a.split('.').map(Number);
+    bytes = width === 8 ? v4 : [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...v4];
+  } else if (isIPv6(a) && width === 32) {
+    bytes = a.split(':').flatMap((g) => {
+      const n = Number.parseInt(g, 16);
+      return [n >> 8, n & 0xff];
+    });
+  } else return undefined;
+  let out = '';
+  for (let w = 0; w < bytes.length; w += 4) {
+    const word = bytes.slice(w, w + 4);
+    if (littleEndian) word.reverse();
+    for (const b of word) out += b.toString(16).toUpperCase().padStart(2, '0');
+  }
+  return out;
+}
+
+const portHex = (port: number): string => port.toString(16).toUpperCase().padStart(4, '0');
+
+/**
+ * The text of the local and remote columns of the row of the socket from `peer` to `listener`,
+ * in either table: ` PEER:PORT LISTENER:PORT ` (a row's only place with two addresses side by
+ * side, so a match is that row and nothing else).
+ */
+export function rowNeedles(
+  peer: Endpoint,
+  listener: Endpoint,
+  littleEndian = endianness() === 'LE',
+): string[] {
+  const out: string[] = [];
+  for (const width of [8, 32] as const) {
+    const p = procHex(peer.address, width, littleEndian);
+    const l = procHex(listener.address, width, littleEndian);
+    if (p && l) out.push(` ${p}:${portHex(peer.port)} ${l}:${portHex(listener.port)} `);
+  }
+  return out;
 }
 
 function endpoint(field: string | undefined, littleEndian: boolean): Endpoint | undefined {
@@ -112,8 +169,8 @@ export function peerUid(entries: SocketEntry[], peer: Endpoint, listener: Endpoi
 interface Waiter {
   peer: Endpoint;
   listener: Endpoint;
-  /** `:PORT ` of the listener in the table's hex: every row of a connection to it has it. */
-  needle: string;
+  /** The peer's row as the table writes it (rowNeedles): found by one native search, no parsing. */
+  needles: string[];
   resolve(entry: SocketEntry | undefined): void;
   reject(err: Error): void;
   done: boolean;
@@ -160,7 +217,7 @@ export class SocketTable {
       this.#queued.push({
         peer: { address: normalizeAddress(peer.address), port: peer.port },
         listener: { address: normalizeAddress(listener.address), port: listener.port },
-        needle: `:${listener.port.toString(16).toUpperCase().padStart(4, '0')} `,
+        needles: rowNeedles(peer, listener),
         resolve,
         reject,
         done: false,
@@ -256,30 +313,31 @@ export class SocketTable {
   }
 }
 
-/** Resolve the waiters whose row is among `lines` (whole rows); how many were resolved. */
+/**
+ * Resolve the waiters whose row is among `lines` (whole rows); how many were resolved. Each
+ * waiter's row is searched for as text (its 4-tuple in the table's hex), so only that row is
+ * parsed: rows of other connections to the same listener (thousands of time-wait rows on a busy
+ * runner) cost a native substring search, not a parse each.
+ */
 function match(lines: string, waiters: Waiter[]): number {
   let resolved = 0;
-  const seen = new Set<string>();
   for (const w of waiters) {
-    if (w.done || seen.has(w.needle)) continue;
-    seen.add(w.needle);
-    let at = lines.indexOf(w.needle);
-    while (at >= 0) {
-      const from = lines.lastIndexOf('\n', at) + 1;
-      const to = lines.indexOf('\n', at);
-      const row = lines.slice(from, to < 0 ? undefined : to + 1);
-      for (const e of parseProcNetTcp(row)) {
-        for (const x of waiters) {
-          if (x.done || x.needle !== w.needle) continue;
-          if (e.local.port !== x.peer.port || e.remote.port !== x.listener.port) continue;
-          if (e.local.address !== x.peer.address || e.remote.address !== x.listener.address) continue;
-          x.done = true;
-          resolved += 1;
-          x.resolve(e);
-        }
-      }
-      if (to < 0) break;
-      at = lines.indexOf(w.needle, to);
+    if (w.done) continue;
+    let at = -1;
+    for (const needle of w.needles) {
+      const i = lines.indexOf(needle);
+      if (i >= 0 && (at < 0 || i < at)) at = i;
+    }
+    if (at < 0) continue;
+    const from = lines.lastIndexOf('\n', at) + 1;
+    const to = lines.indexOf('\n', at);
+    for (const e of parseProcNetTcp(lines.slice(from, to < 0 ? undefined : to + 1))) {
+      if (e.local.port !== w.peer.port || e.remote.port !== w.listener.port) continue;
+      if (e.local.address !== w.peer.address || e.remote.address !== w.listener.address) continue;
+      w.done = true;
+      resolved += 1;
+      w.resolve(e);
+      break;
     }
   }
   return resolved;

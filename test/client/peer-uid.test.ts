@@ -7,6 +7,7 @@ import { type AddressInfo, connect, createServer, type Server, type Socket } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   normalizeAddress,
@@ -14,6 +15,8 @@ import {
   parseProcNetTcp,
   peerUid,
   procAddress,
+  procHex,
+  rowNeedles,
   SocketTable,
   sameUserCheck,
 } from '../../src/client/peer-uid.js';
@@ -73,6 +76,36 @@ describe('the /proc/net/tcp parser', () => {
     expect(procAddress('0000000000000000FFFF00000100007F', true)).toBe('127.0.0.1');
     expect(procAddress('00000000000000000000FFFF7F000001', false)).toBe('127.0.0.1');
     expect(procAddress('123', true)).toBeUndefined();
+  });
+
+  it('writes an address the way the table does, for either table and byte order (procHex ∘ procAddress)', () => {
+    expect(procHex('127.0.0.1', 8, true)).toBe('0100007F');
+    expect(procHex('::ffff:127.0.0.1', 32, true)).toBe('0000000000000000FFFF00000100007F');
+    expect(procHex('::1', 32, true)).toBe('00000000000000000000000001000000');
+    expect(procHex('::1', 8, true)).toBeUndefined();
+    expect(procHex('not an address', 32, true)).toBeUndefined();
+    // Both byte orders, both tables: what procHex writes, procAddress reads back.
+    const v4 = fc.ipV4().map((a) => ({ a, widths: [8, 32] as const }));
+    const v6 = fc.ipV6().map((a) => ({ a, widths: [32] as const }));
+    fc.assert(
+      fc.property(fc.oneof(v4, v6), fc.boolean(), ({ a, widths }, le) => {
+        for (const w of widths) {
+          const hex = procHex(a, w, le) as string;
+          expect(hex).toMatch(w === 8 ? /^[0-9A-F]{8}$/ : /^[0-9A-F]{32}$/);
+          expect(procAddress(hex, le)).toBe(normalizeAddress(a));
+        }
+      }),
+    );
+  });
+
+  it("a row's needle matches only that row's local and remote columns", () => {
+    const peer = { address: '127.0.0.1', port: 0xa000 };
+    const [v4, mapped] = rowNeedles(peer, { address: '127.0.0.1', port: 8080 }, true);
+    expect(v4).toBe(' 0100007F:A000 0100007F:1F90 ');
+    expect(mapped).toBe(' 0000000000000000FFFF00000100007F:A000 0000000000000000FFFF00000100007F:1F90 ');
+    // Row 2 is the other direction of the same connection (the listener's accepted socket).
+    expect(TCP.split('\n').filter((row) => row.includes(v4 as string))).toHaveLength(1);
+    expect(TCP.split('\n').find((row) => row.includes(v4 as string))).toMatch(/^ {3}1: /);
   });
 
   it('normalises addresses to one text each', () => {
