@@ -46158,10 +46158,17 @@ async function relayPg(app, upstream, options = {}) {
     upstream.destroy();
   };
   const opts = options.signal ? { signal: options.signal } : {};
-  await Promise.all([
-    (0, import_promises3.pipeline)(app, upstream, opts).then(done, fail),
-    (0, import_promises3.pipeline)(upstream, app, opts).then(done, fail)
-  ]);
+  let appEnded = false;
+  app.once("end", () => {
+    appEnded = true;
+  });
+  const toApp = options.resetAppAfterGoodbye ? (0, import_promises3.pipeline)(upstream, app, { ...opts, end: false }).then(() => {
+    const socket = app;
+    if (appEnded && tail.equals(TERMINATE) && typeof socket.resetAndDestroy === "function") {
+      socket.resetAndDestroy();
+    } else app.end();
+  }) : (0, import_promises3.pipeline)(upstream, app, opts);
+  await Promise.all([(0, import_promises3.pipeline)(app, upstream, opts).then(done, fail), toApp.then(done, fail)]);
   return result;
 }
 
@@ -46224,7 +46231,7 @@ async function servePgClientConnection(socket, opts) {
     socket.resume();
     return { kind: "cancel" };
   }
-  const result = await relayPg(socket, tunnel);
+  const result = await relayPg(socket, tunnel, { resetAppAfterGoodbye: true });
   return { kind: "session", ...result };
 }
 function withTimeout2(opening, ms) {
