@@ -23864,28 +23864,54 @@ var SocketTable = class {
     slice();
   }
 };
+var NEEDLE_LOOKUPS = 4;
 function match(lines, waiters) {
+  const pending = waiters.filter((w) => !w.done);
+  if (pending.length > NEEDLE_LOOKUPS) return matchMany(lines, pending);
   let resolved = 0;
-  for (const w of waiters) {
-    if (w.done) continue;
+  for (const w of pending) {
     let at = -1;
     for (const needle of w.needles) {
       const i = lines.indexOf(needle);
       if (i >= 0 && (at < 0 || i < at)) at = i;
     }
-    if (at < 0) continue;
-    const from = lines.lastIndexOf("\n", at) + 1;
-    const to = lines.indexOf("\n", at);
-    for (const e of parseProcNetTcp(lines.slice(from, to < 0 ? void 0 : to + 1))) {
-      if (e.local.port !== w.peer.port || e.remote.port !== w.listener.port) continue;
-      if (e.local.address !== w.peer.address || e.remote.address !== w.listener.address) continue;
-      w.done = true;
-      resolved += 1;
-      w.resolve(e);
-      break;
+    if (at >= 0 && resolveFromRow(lines, at, w)) resolved += 1;
+  }
+  return resolved;
+}
+function matchMany(lines, pending) {
+  const byListener = /* @__PURE__ */ new Map();
+  for (const w of pending) {
+    for (const needle of w.needles) {
+      const split = needle.indexOf(" ", 1);
+      const peerColumn = needle.slice(1, split);
+      const listenerColumn = needle.slice(split);
+      let peers = byListener.get(listenerColumn);
+      if (!peers) byListener.set(listenerColumn, peers = /* @__PURE__ */ new Map());
+      if (!peers.has(peerColumn)) peers.set(peerColumn, w);
+    }
+  }
+  let resolved = 0;
+  for (const [listenerColumn, peers] of byListener) {
+    for (let at = lines.indexOf(listenerColumn); at >= 0; at = lines.indexOf(listenerColumn, at + 1)) {
+      const w = peers.get(lines.slice(lines.lastIndexOf(" ", at - 1) + 1, at));
+      if (!w || w.done) continue;
+      if (resolveFromRow(lines, at, w)) resolved += 1;
     }
   }
   return resolved;
+}
+function resolveFromRow(lines, at, w) {
+  const from = lines.lastIndexOf("\n", at) + 1;
+  const to = lines.indexOf("\n", at);
+  for (const e of parseProcNetTcp(lines.slice(from, to < 0 ? void 0 : to + 1))) {
+    if (e.local.port !== w.peer.port || e.remote.port !== w.listener.port) continue;
+    if (e.local.address !== w.peer.address || e.remote.address !== w.listener.address) continue;
+    w.done = true;
+    w.resolve(e);
+    return true;
+  }
+  return false;
 }
 function sameUserCheck(options = {}) {
   if ((options.platform ?? process.platform) !== "linux") return void 0;
