@@ -23886,8 +23886,8 @@ function matchMany(lines, pending) {
       const split = needle.indexOf(" ", 1);
       const peerColumn = needle.slice(1, split);
       const listenerColumn = needle.slice(split);
-      let peers = byListener.get(listenerColumn);
-      if (!peers) byListener.set(listenerColumn, peers = /* @__PURE__ */ new Map());
+      const peers = byListener.get(listenerColumn) ?? /* @__PURE__ */ new Map();
+      byListener.set(listenerColumn, peers);
       if (!peers.has(peerColumn)) peers.set(peerColumn, w);
     }
   }

@@ -351,8 +351,8 @@ function matchMany(lines: string, pending: Waiter[]): number {
       const split = needle.indexOf(' ', 1);
       const peerColumn = needle.slice(1, split);
       const listenerColumn = needle.slice(split);
-      let peers = byListener.get(listenerColumn);
-      if (!peers) byListener.set(listenerColumn, (peers = new Map()));
+      const peers = byListener.get(listenerColumn) ?? new Map<string, Waiter>();
+      byListener.set(listenerColumn, peers);
       if (!peers.has(peerColumn)) peers.set(peerColumn, w);
     }
   }
