@@ -329,6 +329,29 @@ describe('ciport review on a real gateway', () => {
     expect(r.stderr).toContain('CIPORT_E_ADMIN_UNAUTHORIZED');
   });
 
+  it('answers malformed API requests with 400 and a code', async () => {
+    const c = await h.client();
+    const bad = [
+      await api(c, 'GET', '/v1/review', { bearer: ADMIN_TOKEN }),
+      await api(c, 'GET', `/v1/review?since=${encodeURIComponent("1' or 1=1 --")}&until=now`, {
+        bearer: ADMIN_TOKEN,
+      }),
+      await api(c, 'POST', '/v1/review/attest', {
+        bearer: ADMIN_TOKEN,
+        body: { since, until, reviewer: 'me' },
+      }),
+      await api(c, 'POST', '/v1/review/attest', { bearer: ADMIN_TOKEN, body: { since: 1, until } }),
+      await api(c, 'POST', '/v1/review/attest', { bearer: ADMIN_TOKEN, body: [since, until] }),
+      await api(c, 'POST', '/v1/review/attest', {
+        bearer: ADMIN_TOKEN,
+        body: { since, until, comment: 'x'.repeat(1001) },
+      }),
+    ];
+    expect(bad.map((r) => [r.status, r.body.error.code])).toEqual(Array(6).fill([400, 'CIPORT_E_USAGE']));
+    const anonymous = await api(c, 'POST', '/v1/review/attest', { body: { since, until } });
+    expect(anonymous.status).toBe(401);
+  });
+
   it('refuses to attest once a row was edited, and writes nothing', async () => {
     const db = openRawSqlite(join(h.dataDir, 'ciport.db'));
     db.exec('drop trigger if exists audit_events_no_update; drop trigger if exists audit_events_no_delete;');
