@@ -204,6 +204,9 @@ afterAll(async () => {
 const review = (config: string, ...extra: string[]) =>
   runCli(['review', '--config', config, '--since', SINCE, '--until', UNTIL, ...extra], env);
 
+const attest = (...extra: string[]) =>
+  runCli(['review', 'attest', '--config', sqliteConfig, '--since', SINCE, '--until', UNTIL, ...extra], env);
+
 describe('ciport review --config', () => {
   it('prints the JSON of the DESIGN contract', async () => {
     const r = await review(sqliteConfig);
@@ -348,18 +351,7 @@ describe('ciport review --config', () => {
       '2999-01-01',
     ]);
     expect(future.code).toBe(2);
-    const email = await runCli([
-      'review',
-      'attest',
-      '--config',
-      sqliteConfig,
-      '--since',
-      SINCE,
-      '--until',
-      UNTIL,
-      '--reviewer',
-      'x<script>',
-    ]);
+    const email = await attest('--reviewer', 'x<script>');
     expect(email.code).toBe(2);
   });
 
@@ -373,23 +365,7 @@ describe('ciport review --config', () => {
 describe('ciport review attest --config', () => {
   it('records exactly one review.attested citing the report hash, by the OS user', async () => {
     const hash = JSON.parse((await review(sqliteConfig)).stdout).review_hash;
-    const r = await runCli(
-      [
-        'review',
-        'attest',
-        '--config',
-        sqliteConfig,
-        '--since',
-        SINCE,
-        '--until',
-        UNTIL,
-        '--reviewer',
-        'alice@example.com',
-        '--comment',
-        'ok\u001b[2J',
-      ],
-      env,
-    );
+    const r = await attest('--reviewer', 'alice@example.com', '--comment', 'ok\u001b[2J');
     expect(r).toEqual({
       code: 0,
       stdout: `attested review ${hash} (audit seq ${EVENTS.length + 1})\n`,
@@ -417,10 +393,7 @@ describe('ciport review attest --config', () => {
     db.exec(`update audit_events set data = replace(data, '"count":4', '"count":1') where seq = 8`);
     db.close();
     const before = (await events(sqliteConfig)).length;
-    const r = await runCli(
-      ['review', 'attest', '--config', sqliteConfig, '--since', SINCE, '--until', UNTIL],
-      env,
-    );
+    const r = await attest();
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(
