@@ -1,6 +1,7 @@
 // `ciport review --config` on a store seeded with known events (fixed times): the DESIGN contract
 // of the JSON, every section, the same report from SQLite and PostgreSQL, offline attestation on
 // a clean and on a tampered log, usage errors, and what the HTML may not contain.
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -353,6 +354,18 @@ describe('ciport review --config', () => {
     expect(future.code).toBe(2);
     const email = await attest('--reviewer', 'x<script>');
     expect(email.code).toBe(2);
+  });
+
+  it("docs/review.md's recomputation of review_hash agrees, and notices an edit", () => {
+    const doc = readFileSync(new URL('../../docs/review.md', import.meta.url), 'utf8');
+    const block = /To recompute[\s\S]*?```sh\n([\s\S]*?)```/.exec(doc)?.[1] as string;
+    const run = () => execFileSync('bash', ['-c', block], { cwd: dir, encoding: 'utf8' });
+    return review(sqliteConfig).then((r) => {
+      writeFileSync(join(dir, 'october.json'), r.stdout);
+      expect(run()).toBe(`ok ${JSON.parse(r.stdout).review_hash}\n`);
+      writeFileSync(join(dir, 'october.json'), r.stdout.replace('"count": 5', '"count": 4'));
+      expect(run()).toMatch(/^MISMATCH /);
+    });
   });
 
   it('relative times count back from now', async () => {
