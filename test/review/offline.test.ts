@@ -368,6 +368,18 @@ describe('ciport review --config', () => {
     });
   });
 
+  it('--help shows the usage, the options and examples', async () => {
+    const top = await runCli(['review', '--help']);
+    expect(top.code).toBe(0);
+    expect(top.stdout).toContain('Usage: ciport review (--config FILE | --gateway URL) --since T --until T');
+    expect(top.stdout).toContain('Examples:');
+    for (const sub of ['report', 'attest']) {
+      const help = await runCli(['review', sub, '--help']);
+      expect(help.code).toBe(0);
+      expect(help.stdout).toMatch(/--since <time>[\s\S]*--until <time>[\s\S]*Examples:/);
+    }
+  });
+
   it('relative times count back from now', async () => {
     const r = await runCli(['review', '--config', sqliteConfig, '--since', '3650d', '--until', 'now']);
     expect(r.code).toBe(0);

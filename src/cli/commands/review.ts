@@ -94,7 +94,12 @@ export function registerReview(program: Command, ctx: CliContext): void {
   const review = examples(
     program
       .command('review')
-      .description('access review of a period: who reached which target, denials, policy and agent changes'),
+      .description('access review of a period: who reached which target, denials, policy and agent changes')
+      .usage('(--config FILE | --gateway URL) --since T --until T [--format json|csv|html] [--output FILE]')
+      .addHelpText(
+        'after',
+        '\nThe options are those of `ciport review report --help` (the default command). T: an ISO 8601\ndate or time, a duration back from now (30d, 12h) or "now". See docs/review.md.',
+      ),
     [
       'ciport review --config gw.yaml --since 2026-11-01 --until 2026-12-01 > review.json',
       'ciport review --gateway https://ciport.example.com:8443 --since 30d --until now --format html --output review.html',
