@@ -433,6 +433,12 @@ describe('ciport review attest --config', () => {
     });
     // The report still covers the whole period, and shows the edited count.
     expect(json.denials[0].count).toBe(2);
+    expect((await review(sqliteConfig, '--format', 'html')).stdout).toContain(
+      '<span class="bad">BROKEN at seq 8</span>',
+    );
+    expect((await review(sqliteConfig, '--format', 'csv')).stdout).toContain(
+      'review,,,,,,,,,,,,,,,,,verification,broken at seq 8',
+    );
   });
 });
 
