@@ -22730,6 +22730,8 @@ var ERROR_CODES = {
   CIPORT_E_GATEWAY_DRAINING: { exit: ExitCode.unreachable, http: 503 },
   CIPORT_E_NOT_FOUND: { exit: ExitCode.usage, http: 404 },
   CIPORT_E_METHOD_NOT_ALLOWED: { exit: ExitCode.usage, http: 405 },
+  // access reviews: an attestation refused because the audit chain does not verify
+  CIPORT_E_AUDIT_CHAIN_BROKEN: { exit: ExitCode.problemsFound, http: 409 },
   // downloads for jobs (GET /v1/client/linux-x64, GET /v1/ca.crt)
   CIPORT_E_CLIENT_UNAVAILABLE: { exit: ExitCode.usage, http: 404 },
   CIPORT_E_CA_UNAVAILABLE: { exit: ExitCode.usage, http: 404 },
@@ -23406,6 +23408,7 @@ var GatewayClient = class {
   #ca;
   #connectTimeoutMs;
   #requestTimeoutMs;
+  #maxResponseBytes;
   #session;
   /** Every connection still open, including ones retired by GOAWAY that carry live tunnels. */
   #all = /* @__PURE__ */ new Set();
@@ -23416,6 +23419,7 @@ var GatewayClient = class {
     this.#ca = options.ca;
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 1e4;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 3e4;
+    this.#maxResponseBytes = options.maxResponseBytes ?? MAX_BODY;
   }
   /** `host:port` for messages. */
   get where() {
@@ -23538,7 +23542,7 @@ var GatewayClient = class {
       });
       stream.on("data", (chunk) => {
         size += chunk.length;
-        if (size > MAX_BODY) {
+        if (size > this.#maxResponseBytes) {
           stream.close(import_node_http2.constants.NGHTTP2_CANCEL);
           return;
         }
@@ -23554,7 +23558,7 @@ var GatewayClient = class {
           );
           return;
         }
-        if (size > MAX_BODY) {
+        if (size > this.#maxResponseBytes) {
           reject(new GatewayError(status, void 0, `gateway answer to ${method} ${path} is too large`));
           return;
         }
