@@ -461,6 +461,9 @@ export function sessionSummary(s: SessionRecord): Record<string, unknown> {
     expires_at: new Date(s.expiresAt).toISOString(),
     lease_expires_at: new Date(s.leaseExpiresAt).toISOString(),
     ended_at: s.endedAt === null ? null : new Date(s.endedAt).toISOString(),
+    // Who ended it and why (docs/operators.md): an operator's `token:<name>` and --reason.
+    ended_by: s.endedBy ?? null,
+    end_note: s.endNote ?? null,
   };
 }
 

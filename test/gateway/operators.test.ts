@@ -126,6 +126,17 @@ describe('roles', () => {
       note: 'INC-1234: runner compromised',
     });
     expect(logs.text).toMatch(new RegExp(`"session":"${s.id}".*"by":"token:ci-bot"`));
+
+    // sessions list shows who revoked it and why: --json fields, and the END column.
+    const json = await cli(['sessions', 'list', '--json'], AUDITOR_TOKEN);
+    expect((JSON.parse(json.stdout) as Json[]).find((x) => x.id === s.id)).toMatchObject({
+      end_reason: 'revoked',
+      ended_by: 'token:ci-bot',
+      end_note: 'INC-1234: runner compromised',
+    });
+    const text = await cli(['sessions', 'list'], AUDITOR_TOKEN);
+    const line = text.stdout.split('\n').find((l) => l.startsWith(s.id));
+    expect(line).toContain('revoked by token:ci-bot: INC-1234: runner compromised');
   });
 
   it('the legacy unnamed token still works, as admin-token-1 with role admin', async () => {

@@ -13,6 +13,10 @@ export interface SessionSummary {
   principal: Record<string, unknown>;
   created_at: string;
   expires_at: string;
+  /** Who ended it (`token:<name>` for an operator's revoke), null otherwise or from older gateways. */
+  ended_by?: string | null;
+  /** The operator's --reason. */
+  end_note?: string | null;
   [key: string]: unknown;
 }
 
@@ -93,12 +97,19 @@ function who(principal: Record<string, unknown>): string {
   return ref ? `${base}@${String(ref)}` : base;
 }
 
+/** The END column: the reason, and for a revoke who did it and why (`revoked by token:ci-bot: INC-1`). */
+function endText(s: SessionSummary): string {
+  const by = s.state === 'ended' && s.end_reason === 'revoked' && s.ended_by ? ` by ${s.ended_by}` : '';
+  const note = by && s.end_note ? `: ${s.end_note}` : '';
+  return `${str(s.end_reason)}${by}${note}`;
+}
+
 export function formatSessions(io: Io, sessions: readonly SessionSummary[], active = false): string {
   if (sessions.length === 0) return active ? 'no active sessions\n' : 'no sessions in the last 24 hours\n';
   const rows = sessions.map((s) => [
     s.id,
     s.state,
-    str(s.end_reason),
+    endText(s),
     s.targets.join(',') || '-',
     who(s.principal ?? {}),
     s.created_at.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
