@@ -366,6 +366,8 @@ export type ConfigLoadedData = Base & {
   issuers: string[];
   targets: string[];
   rules: string[];
+  /** The admin tokens in force: name and roles (docs/operators.md); absent in older events. */
+  operators?: Array<{ name: string; roles: string[] }>;
 };
 
 export type ReviewAttestedData = Base & {

@@ -6,6 +6,7 @@
 // logged with the path (and, for 403, the operator's name), never with the token.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { type AdminTokenConfig, adminTokenEntries } from '../config/admin-tokens.js';
+import type { OperatorRole } from '../config/roles.js';
 import { CiportError, ConfigError } from '../errors/index.js';
 import {
   mayDo,
@@ -70,6 +71,16 @@ export class AdminTokens {
     for (const t of this.#tokens) if (timingSafeEqual(a, t.digest) && !found) found = t.operator;
     return found;
   }
+}
+
+/**
+ * Who may use the admin API, for `config.loaded`: each token's name and roles (never its value
+ * or where it comes from), so an access review can tell which operators a configuration allowed.
+ */
+export function operatorRoster(
+  list: readonly AdminTokenConfig[],
+): Array<{ name: string; roles: OperatorRole[] }> {
+  return adminTokenEntries(list).map((e) => ({ name: e.name, roles: e.roles }));
 }
 
 /**

@@ -40,7 +40,7 @@ import { GatewayDownloads } from './downloads.js';
 import { type GatewayExits, startExits } from './exits.js';
 import { isHttp2, type Req, type Res, sendError, setRequestDeadline } from './http.js';
 import { createLivenessMetrics, createMetrics, type GatewayMetrics, observeMetrics } from './metrics.js';
-import { AdminTokens, authorizeOperator } from './operators.js';
+import { AdminTokens, authorizeOperator, operatorRoster } from './operators.js';
 import { GatewayPeers } from './peers.js';
 import { restartOnlyChanges } from './reload.js';
 import { once, Teardown } from './teardown.js';
@@ -230,6 +230,7 @@ export async function startGateway(
         issuers: config.issuers.map((i) => i.name),
         targets: config.targets.map((t) => t.name),
         rules: config.rules.map((r) => r.name),
+        operators: operatorRoster(config.admin_tokens),
         gateway: gatewayId,
       } as Parameters<typeof auditEvent<'config.loaded'>>[1]),
     );
@@ -523,6 +524,7 @@ export async function startGateway(
         issuers: next.issuers.map((i) => i.name),
         targets: next.targets.map((t) => t.name),
         rules: next.rules.map((r) => r.name),
+        operators: operatorRoster(next.admin_tokens),
         gateway: gatewayId,
       } as Parameters<typeof auditEvent<'config.loaded'>>[1]),
     );

@@ -265,6 +265,11 @@ describe('reload', () => {
       },
     });
     await h.gateway.reload(next, { source: 'test' });
+    const loaded = (await events('config.loaded')).at(-1)?.data;
+    expect(loaded?.operators).toEqual([
+      { name: 'admin-token-1', roles: ['admin'] },
+      { name: 'ann', roles: ['auditor', 'admin'] },
+    ]);
     const revoke = await api(c, 'POST', `/v1/sessions/${s.id}/revoke`, { bearer: AUDITOR_TOKEN, body: {} });
     expect(revoke.status).toBe(200);
     expect(await endedEvent(s.id)).toMatchObject({ by: 'token:ann' });
