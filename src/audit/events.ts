@@ -151,6 +151,16 @@ export type SessionOpenedData = Base & {
   gateway?: string;
 };
 
+/**
+ * Who made a change through the admin API (docs/operators.md): `by` is the operator as one
+ * stable string (`token:<name>`, `oidc:<issuer>#<subject>`), `note` their `--reason`. Events
+ * written before named tokens have `by: "admin"` (session.ended) or no `by` (agent.*).
+ */
+type OperatorFields = {
+  by?: string;
+  note?: string;
+};
+
 export type SessionEndedData = Base & {
   session: string;
   principal: PrincipalSummary;
@@ -158,11 +168,9 @@ export type SessionEndedData = Base & {
   rule: string | null;
   reason: SessionEndReason;
   duration_ms: number;
-  /** Who revoked it (operator subject), for `revoked`. */
-  by?: string;
-  /** The operator's reason (`ciport sessions revoke --reason`), for `revoked`. */
-  note?: string;
-};
+  // `by`: for `revoked` the operator (OperatorFields); for `job_finished` the job API or webhook
+  // that saw the job end. `note`: the operator's `--reason`.
+} & OperatorFields;
 
 type ConnectionBase = Base & {
   session: string;
@@ -279,7 +287,7 @@ export type AgentEnrolledData = Base & {
   expires_at?: string;
   /** The targets the agent is bound to (docs/agent.md, "Target binding"). */
   targets?: string[];
-};
+} & OperatorFields;
 
 /** An agent's credential was revoked (one event per revoked agent). */
 export type AgentRevokedData = Base & {
@@ -288,7 +296,7 @@ export type AgentRevokedData = Base & {
   agent_id: string;
   /** Live connections of the agent cut on the gateway that revoked it, when known. */
   connections?: number;
-};
+} & OperatorFields;
 
 /**
  * An agent exchanged its current credential for a new one (`POST /v1/agents/rotate`); the old
@@ -309,7 +317,7 @@ export type AgentTargetsChangedData = Base & {
   /** The binding before and after the change. */
   before: string[];
   targets: string[];
-};
+} & OperatorFields;
 
 /**
  * An agent advertised a target it is not bound to: the gateway routes nothing of that target to
@@ -358,6 +366,8 @@ export type ConfigLoadedData = Base & {
   issuers: string[];
   targets: string[];
   rules: string[];
+  /** The admin tokens in force: name and roles (docs/operators.md); absent in older events. */
+  operators?: Array<{ name: string; roles: string[] }>;
 };
 
 export type ReviewAttestedData = Base & {

@@ -1,7 +1,9 @@
 // What the admin commands (`ciport sessions`, `ciport agents`) share: a gateway client
 // authenticated with CIPORT_ADMIN_TOKEN, and aligned text tables.
+import type { Command } from 'commander';
 import { GatewayClient, gatewayUrl, trustedCas } from '../client/gateway.js';
 import { UsageError } from '../errors/index.js';
+import { OPERATOR_REASON_MAX } from '../identity/operator.js';
 import { type Io, printable } from './output.js';
 
 export interface AdminOptions {
@@ -13,6 +15,28 @@ export interface AdminOptions {
 export interface AdminClientOptions {
   requestTimeoutMs?: number;
   maxResponseBytes?: number;
+}
+
+/** `--reason TEXT` of a command that changes something; recorded as the audit event's `note`. */
+export function reasonOption(cmd: Command, event: string): Command {
+  return cmd.option(
+    '--reason <text>',
+    `why, recorded with your token's name in the ${event} audit event (at most ${OPERATOR_REASON_MAX} characters)`,
+  );
+}
+
+/**
+ * `{reason}` for the request body, or nothing. Checked here for a quick usage error; the gateway
+ * checks again (escapes control characters, caps the length), as any client may call it.
+ */
+export function reasonBody(reason: string | undefined): { reason?: string } {
+  if (reason === undefined) return {};
+  if (printable(reason.trim()).length > OPERATOR_REASON_MAX) {
+    throw new UsageError(
+      `--reason: at most ${OPERATOR_REASON_MAX} characters (control characters count escaped)`,
+    );
+  }
+  return { reason };
 }
 
 /** Run `fn` with a client for the gateway and the admin token; the client is closed after. */

@@ -2,6 +2,7 @@
 // validates with it, `ciport config schema` emits JSON Schema from it, and the types below are
 // inferred from it. Objects are strict: an unknown key is an error, not a silent no-op.
 import { z } from 'zod';
+import { adminTokenSchema, uniqueAdminTokenNames } from './admin-tokens.js';
 import { parseClaimPath } from './claim-path.js';
 import { durationSchema, hostPortSchema, nameSchema as name, secretSchema } from './fields.js';
 import { type TargetConfig, targetSchema } from './targets/index.js';
@@ -207,10 +208,10 @@ export const gatewayConfigSchema = z
     store: storeSchema.optional().meta({
       description: 'Sessions and audit: {sqlite: {path}} (default, in data_dir) or {postgres: {url}}.',
     }),
-    admin_tokens: z
-      .array(secretSchema)
-      .default([])
-      .meta({ description: 'Bearer tokens of the admin API (`ciport sessions`, `ciport agents`).' }),
+    admin_tokens: z.array(adminTokenSchema).default([]).meta({
+      description:
+        'Bearer tokens of the admin API (`ciport sessions`, `ciport agents`): {name, token, role} or the unnamed {env}/{file} form (role admin, named admin-token-N). See docs/operators.md.',
+    }),
     sessions: z
       .strictObject({
         default_ttl: durationSchema
@@ -378,6 +379,7 @@ export const gatewayConfigSchema = z
     unique(cfg.issuers, 'issuers', ctx);
     unique(cfg.targets, 'targets', ctx);
     unique(cfg.rules, 'rules', ctx);
+    uniqueAdminTokenNames(cfg.admin_tokens, ctx);
     const issuerNames = new Set(cfg.issuers.map((i) => i.name));
     cfg.rules.forEach((rule, i) => {
       if (!issuerNames.has(rule.issuer)) {

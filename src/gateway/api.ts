@@ -15,14 +15,14 @@ import type { Decision, Policy } from '../policy/engine.js';
 import type { SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
 import { jobKey, projectKey, type RateDecision, type SessionRateLimit } from '../session/rate-limit.js';
-import { bearer, tokenInList } from '../session/secret.js';
+import { bearer } from '../session/secret.js';
 import type { SessionRecord, Store } from '../store/types.js';
-import { printable } from '../text/printable.js';
 import { gatewayInfo } from '../transport/gateway-info.js';
 import type { AgentHub } from './agents/hub.js';
 import type { GatewayDownloads } from './downloads.js';
 import { parseJsonBody, type Req, type Res, readBody, readJsonBody, sendError, sendJson } from './http.js';
 import type { GatewayMetrics } from './metrics.js';
+import { type AdminTokens, actorOf, authorizeOperator } from './operators.js';
 import { getReview, postAttest } from './review-api.js';
 
 export interface ApiDeps {
@@ -37,7 +37,8 @@ export interface ApiDeps {
   log: Logger;
   metrics: GatewayMetrics;
   targets: ReadonlyMap<string, TargetConfig>;
-  adminTokens: readonly string[];
+  /** The admin tokens in force (operators.ts); a reload swaps them. */
+  adminTokens: AdminTokens;
   /** True once SIGTERM (or drain()) was received. */
   draining: () => boolean;
   /** Job liveness (docs/job-liveness.md); absent: no issuer has `job_api`. */
@@ -448,19 +449,8 @@ async function endSession(deps: ApiDeps, req: Req, res: Res, [id]: string[]): Pr
 }
 
 // ---- admin ----------------------------------------------------------------------------------
-
-export function requireAdmin(deps: Pick<ApiDeps, 'adminTokens' | 'log'>, req: Req): void {
-  const presented = bearer(req.headers.authorization);
-  if (!presented || deps.adminTokens.length === 0 || !tokenInList(presented, deps.adminTokens)) {
-    deps.log.warn({ path: req.url }, 'admin request refused');
-    throw new CiportError(
-      'CIPORT_E_ADMIN_UNAUTHORIZED',
-      deps.adminTokens.length === 0
-        ? 'no admin tokens are configured (admin_tokens:)'
-        : 'admin token required',
-    );
-  }
-}
+// Each handler names the action it performs; authorizeOperator (operators.ts) checks the token
+// and the role (401 / 403) and returns the operator the handler audits as `by`.
 
 /** The session summary of docs/protocol.md (admin list, `ciport sessions list --json`). */
 export function sessionSummary(s: SessionRecord): Record<string, unknown> {
@@ -475,11 +465,14 @@ export function sessionSummary(s: SessionRecord): Record<string, unknown> {
     expires_at: new Date(s.expiresAt).toISOString(),
     lease_expires_at: new Date(s.leaseExpiresAt).toISOString(),
     ended_at: s.endedAt === null ? null : new Date(s.endedAt).toISOString(),
+    // Who ended it and why (docs/operators.md): an operator's `token:<name>` and --reason.
+    ended_by: s.endedBy ?? null,
+    end_note: s.endNote ?? null,
   };
 }
 
 async function listSessions(deps: ApiDeps, req: Req, res: Res): Promise<void> {
-  requireAdmin(deps, req);
+  authorizeOperator(deps, req, 'sessions.read');
   const url = new URL(req.url ?? '/', 'https://gateway.invalid');
   const active = ['1', 'true', 'yes'].includes(url.searchParams.get('active') ?? '');
   const sessions = await deps.manager.list({ activeOnly: active });
@@ -487,32 +480,19 @@ async function listSessions(deps: ApiDeps, req: Req, res: Res): Promise<void> {
 }
 
 async function getSession(deps: ApiDeps, req: Req, res: Res, [id]: string[]): Promise<void> {
-  requireAdmin(deps, req);
+  authorizeOperator(deps, req, 'sessions.read');
   const record = await deps.store.getSession(id as string);
   if (!record) throw new CiportError('CIPORT_E_SESSION_NOT_FOUND', `no session ${id}`);
   sendJson(res, 200, sessionSummary(record));
 }
 
 async function revokeSession(deps: ApiDeps, req: Req, res: Res, [id]: string[]): Promise<void> {
-  requireAdmin(deps, req);
+  const operator = authorizeOperator(deps, req, 'sessions.revoke');
   const body = await readJsonBody(req, deps.config.server.max_body_bytes);
-  const record = await deps.manager.revoke(id as string, 'admin', revokeNote(body));
+  // `by` is the operator (`token:<name>`), `note` their reason: both go into session.ended.
+  const actor = actorOf(operator, body);
+  const record = await deps.manager.revoke(id as string, actor.by, actor.note);
   sendJson(res, 200, { state: 'ended', end_reason: record.endReason });
-}
-
-/** Longest `reason` of a revoke, in characters. */
-export const REVOKE_REASON_MAX = 200;
-
-/** The optional `{"reason": "…"}` of a revoke: one line, at most 200 characters, shown escaped. */
-function revokeNote(body: unknown): string | undefined {
-  const reason = (body as { reason?: unknown } | null)?.reason;
-  if (reason === undefined || reason === null) return undefined;
-  if (typeof reason !== 'string') throw new CiportError('CIPORT_E_USAGE', 'reason must be a string');
-  const text = printable(reason.trim());
-  if (text.length > REVOKE_REASON_MAX) {
-    throw new CiportError('CIPORT_E_USAGE', `reason is longer than ${REVOKE_REASON_MAX} characters`);
-  }
-  return text || undefined;
 }
 
 // ---- CI webhooks ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 // the report itself is built by src/review, the same code `ciport review --config` runs offline.
 import { jsonlLine } from '../audit/export.js';
 import { CiportError } from '../errors/index.js';
+import type { Operator } from '../identity/operator.js';
 import {
   attestReview,
   buildReview,
@@ -11,22 +12,23 @@ import {
   reviewComment,
 } from '../review/index.js';
 import type { ApiDeps } from './api.js';
-import { requireAdmin } from './api.js';
 import { type Req, type Res, readJsonBody, sendJson } from './http.js';
+import { authorizeOperator } from './operators.js';
 
 const PARAMS = { since: 'since', until: 'until' };
 
 /**
- * Who signs off, as the API knows the caller. Admin tokens carry no identity yet, so every
- * attestation made with one is `admin-token` / `admin`. Named admin tokens and operator sign-in
- * (issue 14) replace this one function.
+ * Who signs off: the operator the request authenticated as. An admin token is `admin-token` /
+ * its name (docs/operators.md); a signed-in person (SSO) their issuer, subject, email and name.
  */
-export function reviewerOf(_deps: Pick<ApiDeps, 'adminTokens'>, _req: Req): Reviewer {
-  return { issuer: 'admin-token', subject: 'admin' };
+export function reviewerOf(operator: Operator): Reviewer {
+  if (operator.kind === 'token') return { issuer: 'admin-token', subject: operator.name };
+  const { issuer, subject, email, name } = operator;
+  return { issuer, subject, ...(email ? { email } : {}), ...(name ? { name } : {}) };
 }
 
 export async function getReview(deps: ApiDeps, req: Req, res: Res): Promise<void> {
-  requireAdmin(deps, req);
+  authorizeOperator(deps, req, 'review.read');
   const query = new URL(req.url ?? '/', 'https://gateway.invalid').searchParams;
   const period = parseReviewPeriod(
     { since: query.get('since') ?? undefined, until: query.get('until') ?? undefined },
@@ -37,7 +39,7 @@ export async function getReview(deps: ApiDeps, req: Req, res: Res): Promise<void
 }
 
 export async function postAttest(deps: ApiDeps, req: Req, res: Res): Promise<void> {
-  requireAdmin(deps, req);
+  const operator = authorizeOperator(deps, req, 'review.attest');
   const body = await readJsonBody(req, deps.config.server.max_body_bytes);
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
     throw new CiportError('CIPORT_E_USAGE', 'request body must be a JSON object');
@@ -56,7 +58,7 @@ export async function postAttest(deps: ApiDeps, req: Req, res: Res): Promise<voi
     now,
     PARAMS,
   );
-  const { event } = await attestReview(deps.store, period, reviewerOf(deps, req), {
+  const { event } = await attestReview(deps.store, period, reviewerOf(operator), {
     comment: reviewComment(comment as string | undefined),
     now,
   });

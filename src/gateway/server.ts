@@ -35,11 +35,12 @@ import { refuseHttp1 } from '../transport/wire.js';
 import { handleAgentApi, handleAgentUpgrade } from './agents/api.js';
 import type { AgentRegistryOptions } from './agents/registry.js';
 import { type GatewayAgents, startAgents } from './agents/wiring.js';
-import { type ApiDeps, handleApi, requireAdmin } from './api.js';
+import { type ApiDeps, handleApi } from './api.js';
 import { GatewayDownloads } from './downloads.js';
 import { type GatewayExits, startExits } from './exits.js';
 import { isHttp2, type Req, type Res, sendError, setRequestDeadline } from './http.js';
 import { createLivenessMetrics, createMetrics, type GatewayMetrics, observeMetrics } from './metrics.js';
+import { AdminTokens, authorizeOperator, operatorRoster } from './operators.js';
 import { GatewayPeers } from './peers.js';
 import { restartOnlyChanges } from './reload.js';
 import { once, Teardown } from './teardown.js';
@@ -229,6 +230,7 @@ export async function startGateway(
         issuers: config.issuers.map((i) => i.name),
         targets: config.targets.map((t) => t.name),
         rules: config.rules.map((r) => r.name),
+        operators: operatorRoster(config.admin_tokens),
         gateway: gatewayId,
       } as Parameters<typeof auditEvent<'config.loaded'>>[1]),
     );
@@ -286,14 +288,17 @@ export async function startGateway(
     log,
     metrics,
     targets,
-    adminTokens: config.admin_tokens.map((s) => s.reveal()),
+    adminTokens: AdminTokens.fromConfig(config.admin_tokens),
     draining: () => draining,
     agents: gatewayAgents.hub,
     downloads,
     deploymentId: gatewayExits.deploymentId,
     ...(liveness ? { liveness } : {}),
   };
-  const agentApi = gatewayAgents.apiDeps((req) => requireAdmin(apiDeps, req), config.server.max_body_bytes);
+  const agentApi = gatewayAgents.apiDeps(
+    (req, action) => authorizeOperator(apiDeps, req, action),
+    config.server.max_body_bytes,
+  );
 
   // Streams open per HTTP/2 connection, so an idle connection can be told from a quiet tunnel.
   const openStreams = new WeakMap<object, StreamCount>();
@@ -508,7 +513,7 @@ export async function startGateway(
       ...(options.now ? { now: options.now } : {}),
     });
     const nextPolicy = compilePolicy(next);
-    const adminTokens = next.admin_tokens.map((s) => s.reveal());
+    const adminTokens = AdminTokens.fromConfig(next.admin_tokens);
     const previousHash = configHash(current);
     const hash = configHash(next);
     await store.appendAudit(
@@ -519,6 +524,7 @@ export async function startGateway(
         issuers: next.issuers.map((i) => i.name),
         targets: next.targets.map((t) => t.name),
         rules: next.rules.map((r) => r.name),
+        operators: operatorRoster(next.admin_tokens),
         gateway: gatewayId,
       } as Parameters<typeof auditEvent<'config.loaded'>>[1]),
     );

@@ -635,7 +635,7 @@ export class SessionManager {
       id,
       storeReason(reason),
       (s) => this.#endedEvent(s, reason, now, by, note),
-      { at: now, current: this.#live.get(id)?.record },
+      { at: now, current: this.#live.get(id)?.record, by, note },
     );
     if (change) {
       publish('sessionEnded', { gateway: this.#gatewayId, session: id, reason });

@@ -161,6 +161,8 @@ export class KyselyStore implements Store {
       state: 'active',
       endReason: null,
       endedAt: null,
+      endedBy: null,
+      endNote: null,
     };
     const jti = options.jti;
     if (jti) {
@@ -240,12 +242,19 @@ export class KyselyStore implements Store {
     id: string,
     reason: SessionEndReason,
     event: EventFor,
-    options: { at?: number; current?: SessionRecord } = {},
+    options: {
+      at?: number;
+      current?: SessionRecord;
+      by?: string | undefined;
+      note?: string | undefined;
+    } = {},
   ): Promise<SessionChange | undefined> {
     if (!(SESSION_END_REASONS as readonly string[]).includes(reason)) {
       throw new CiportError('CIPORT_E_INTERNAL', `unknown session end reason "${reason}"`);
     }
     const at = options.at ?? this.#clock();
+    const endedBy = options.by ?? null;
+    const endNote = options.note ?? null;
     const writeJob = this.#engine.writeJob ? (job: WriteJob) => this.#writeJob(job) : undefined;
     if (writeJob) {
       // The change as data, run in the writer thread (one message). Its event is built from the
@@ -258,10 +267,23 @@ export class KyselyStore implements Store {
         const current = hint?.id === id && hint.state === 'active' ? hint : await this.getSession(id);
         if (!current) return { done: true as const, change: undefined };
         if (current.state !== 'active') return { done: true as const, change: undefined };
-        const session: SessionRecord = { ...current, state: 'ended', endReason: reason, endedAt: at };
+        const session: SessionRecord = {
+          ...current,
+          state: 'ended',
+          endReason: reason,
+          endedAt: at,
+          endedBy,
+          endNote,
+        };
         const prepared = prepareAuditEvent(resolveEvent(event, session));
         const chained = await writeJob({
-          steps: [{ sql: END_SESSION, params: [reason, at, id, current.leaseExpiresAt], ifNone: 'stop' }],
+          steps: [
+            {
+              sql: END_SESSION,
+              params: [reason, at, endedBy, endNote, id, current.leaseExpiresAt],
+              ifNone: 'stop',
+            },
+          ],
           events: [prepared],
           now: at,
         });
@@ -277,7 +299,7 @@ export class KyselyStore implements Store {
         // The conditional update is the arbiter: of concurrent enders only one sees a row.
         const row = await trx
           .updateTable('sessions')
-          .set({ state: 'ended', end_reason: reason, ended_at: at })
+          .set({ state: 'ended', end_reason: reason, ended_at: at, ended_by: endedBy, end_note: endNote })
           .where('id', '=', id)
           .where('state', '=', 'active')
           .returningAll()
@@ -988,7 +1010,7 @@ const INSERT_SESSION =
   '"state", "end_reason", "created_at", "expires_at", "lease_expires_at", "ended_at", "gateway_id", ' +
   '"job_ref", "target_rules") values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
 const END_SESSION =
-  'update "sessions" set "state" = \'ended\', "end_reason" = ?, "ended_at" = ? ' +
+  'update "sessions" set "state" = \'ended\', "end_reason" = ?, "ended_at" = ?, "ended_by" = ?, "end_note" = ? ' +
   'where "id" = ? and "state" = \'active\' and "lease_expires_at" = ?';
 
 function sessionParams(session: SessionRecord): unknown[] {
@@ -1147,6 +1169,8 @@ function toSession(row: Selectable<SessionsTable>): SessionRecord {
     gatewayId: row.gateway_id,
     jobRef: row.job_ref ? (JSON.parse(row.job_ref) as JsonObject) : null,
     targetRules: row.target_rules ? (JSON.parse(row.target_rules) as Record<string, string>) : null,
+    endedBy: row.ended_by ?? null,
+    endNote: row.end_note ?? null,
   };
 }
 

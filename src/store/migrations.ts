@@ -202,6 +202,14 @@ function migrations(engine: StoreEngine): Record<string, Migration> {
         await bindExistingAgents(db);
       },
     },
+    // Who ended a session and why (docs/operators.md): `sessions list` shows the operator and
+    // their reason without searching the audit log. Null for sessions ended before.
+    '0007_session_ended_by': {
+      async up(db: AnyDb) {
+        await db.schema.alterTable('sessions').addColumn('ended_by', 'text').execute();
+        await db.schema.alterTable('sessions').addColumn('end_note', 'text').execute();
+      },
+    },
   };
 }
 

@@ -26,6 +26,10 @@ export interface SessionsTable {
   job_ref: ColumnType<string | null, string | null | undefined, string | null>;
   /** JSON object target -> granting rule, or null (sessions stored before migration 0003). */
   target_rules: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Who ended it (an operator's `token:<name>`, a job API), or null (migration 0007). */
+  ended_by: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The operator's reason for ending it, escaped, or null (migration 0007). */
+  end_note: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface UsedJtisTable {

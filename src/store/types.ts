@@ -36,6 +36,14 @@ export interface SessionRecord {
   jobRef?: JsonObject | null;
   /** The rule that granted each target (target -> rule name); absent for older sessions. */
   targetRules?: Record<string, string> | null;
+  /**
+   * Who ended it, when someone did: an operator (`token:<name>`, docs/operators.md) for
+   * `revoked`, the job API for `job_finished`; null otherwise and for sessions ended before
+   * migration 0007. The same text as its `session.ended` event's `by`.
+   */
+  endedBy?: string | null;
+  /** The operator's reason (`--reason`, already escaped), as `session.ended`'s `note`. */
+  endNote?: string | null;
 }
 
 export type NewSession = Omit<SessionRecord, 'state' | 'endReason' | 'endedAt'>;
@@ -180,12 +188,13 @@ export interface SessionStore {
    * concurrent callers (reaper, client, operator, another gateway) exactly one wins.
    * `current`: the caller's copy of the record, a hint that may spare the store a read; a stale
    * copy changes nothing but speed (the store checks it against the row under its write lock).
+   * `by` and `note` (who ended it and why) are kept with the row (SessionRecord.endedBy/endNote).
    */
   endSession(
     id: string,
     reason: SessionEndReason,
     event: EventFor,
-    options?: { at?: number; current?: SessionRecord },
+    options?: { at?: number; current?: SessionRecord; by?: string | undefined; note?: string | undefined },
   ): Promise<SessionChange | undefined>;
   /**
    * Extend the lease of a live session to `leaseUntil`. False when the session is unknown, ended,

@@ -30,6 +30,24 @@ describe('ciport config check', () => {
     expect(JSON.parse(json.stdout)).toEqual({ ok: true, issuers: 1, targets: 1, rules: 2 });
   });
 
+  it('checks admin_tokens: named tokens with roles pass, two entries with one value fail (exit 2)', async () => {
+    const file = join(dir, 'tokens.yaml');
+    const write = (second: string) =>
+      writeFileSync(
+        file,
+        `admin_tokens:\n  - {env: TOK_A}\n  - {name: ann, token: {env: ${second}}, role: auditor}\n`,
+      );
+    write('TOK_B');
+    const ok = await runCli(['config', 'check', file], { TOK_A: 'value-a-0123', TOK_B: 'value-b-4567' });
+    expect(ok.code).toBe(0);
+    write('TOK_A');
+    const twins = await runCli(['config', 'check', file], { TOK_A: 'value-a-0123' });
+    expect(twins.code).toBe(2);
+    expect(twins.stderr).toContain('CIPORT_E_CONFIG_INVALID');
+    expect(twins.stderr).toContain('"ann" and "admin-token-1" have the same value');
+    expect(twins.stderr).not.toContain('value-a-0123');
+  });
+
   it('is a usage error without a file, or with two different ones', async () => {
     const none = await runCli(['config', 'check']);
     expect(none.code).toBe(2);

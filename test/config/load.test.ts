@@ -61,7 +61,7 @@ describe('the normative example', () => {
     expect(password).toBeInstanceOf(Secret);
     expect(password?.reveal()).toBe('pw-s3cret');
     expect(cfg.tls?.key.reveal()).toBe('KEY');
-    expect(cfg.admin_tokens[0]?.reveal()).toBe('adm-123456');
+    expect((cfg.admin_tokens[0] as Secret).reveal()).toBe('adm-123456');
     const printed = [JSON.stringify(cfg), inspect(cfg, { depth: 10 }), String(password)].join('\n');
     expect(printed).not.toContain('pw-s3cret');
     expect(printed).not.toContain('adm-123456');

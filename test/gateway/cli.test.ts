@@ -3,15 +3,14 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import type { CliContext } from '../../src/cli/command.js';
 import { registerGateway, runGateway, signalSource } from '../../src/cli/commands/gateway.js';
 import { registerSessions } from '../../src/cli/commands/sessions.js';
 import { openStore } from '../../src/store/open.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 import { waitFor } from '../fixtures/wait-for.js';
+import { type Run, runCli } from './cli-run.js';
 import {
   ADMIN_TOKEN,
   api,
@@ -27,29 +26,8 @@ import {
   tunnel,
 } from './helpers.js';
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
-  const stdout = new Capture();
-  const stderr = new Capture();
-  const ctx: CliContext = { io: { stdout, stderr, env }, exitCode: 0 };
-  const program = new Command('ciport').exitOverride();
-  registerSessions(program, ctx);
-  registerGateway(program, ctx);
-  for (const cmd of [program, ...program.commands, ...program.commands.flatMap((c) => c.commands)]) {
-    cmd.exitOverride();
-    cmd.configureOutput({ writeOut: (s) => stdout.write(s), writeErr: (s) => stderr.write(s) });
-  }
-  try {
-    await program.parseAsync(['node', 'ciport', ...args]);
-  } catch {
-    return { code: 2, stdout: stdout.text, stderr: stderr.text };
-  }
-  return { code: ctx.exitCode, stdout: stdout.text, stderr: stderr.text };
+function cli(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
+  return runCli([registerSessions, registerGateway], args, env);
 }
 
 describe('ciport sessions', () => {

@@ -39,6 +39,8 @@ export interface ConfigInput {
   sessions?: Record<string, unknown>;
   server?: Record<string, unknown>;
   extra?: Record<string, unknown>;
+  /** Extra environment the config's `{env: …}` secrets resolve from. */
+  env?: Record<string, string>;
 }
 
 /** The usual test configuration: one GitLab-kind issuer (the fixture), echo/redis/closed targets. */
@@ -81,7 +83,9 @@ export function testConfig(input: ConfigInput): Readonly<GatewayConfig> {
     ],
     ...input.extra,
   };
-  return parseGatewayConfig(stringify(doc), 'test.yaml', { env: { TEST_ADMIN_TOKEN: ADMIN_TOKEN } });
+  return parseGatewayConfig(stringify(doc), 'test.yaml', {
+    env: { TEST_ADMIN_TOKEN: ADMIN_TOKEN, ...input.env },
+  });
 }
 
 /** A stream that keeps what is written to it (gateway stderr notes). */

@@ -105,12 +105,23 @@ describe('ciport gateway: SIGHUP reloads the configuration', () => {
       const liveStream = await tunnel(c, live, 'echo');
       expect(await echoOnce(liveStream, 'before')).toBe('before');
 
-      // A new rule, SIGHUP: the job that was denied gets its session.
-      writeFileSync(file, stringify(config([mainRule, otherRule])));
+      // A new rule, SIGHUP: the job that was denied gets its session. The same reload names the
+      // admin token and makes it an auditor: it still lists sessions, it revokes none.
+      const auditorTokens = [{ name: 'ops', token: { env: 'CIPORT_ADMIN_TOKEN' }, role: 'auditor' }];
+      expect((await api(c, 'GET', '/v1/sessions', { bearer: ADMIN_TOKEN })).status).toBe(200);
+      writeFileSync(file, stringify(config([mainRule, otherRule], { admin_tokens: auditorTokens })));
       child.kill('SIGHUP');
       await waitFor(() => reloads() === 1 || undefined, 20_000);
       const allowed = await ask(['other']);
       expect(allowed.status).toBe(201);
+      expect((await api(c, 'GET', '/v1/sessions', { bearer: ADMIN_TOKEN })).status).toBe(200);
+      const forbidden = await api(c, 'POST', `/v1/sessions/${live.id}/revoke`, {
+        bearer: ADMIN_TOKEN,
+        body: {},
+      });
+      expect(forbidden.status).toBe(403);
+      expect(forbidden.body.error.code).toBe('CIPORT_E_ADMIN_FORBIDDEN');
+      expect(forbidden.body.error.message).toContain('token:ops');
       const otherSession = allowed.body as { id: string; secret: string };
       const otherStream = await tunnel(c, otherSession as never, 'other');
 

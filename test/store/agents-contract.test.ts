@@ -11,7 +11,7 @@ import { HOUR, MINUTE, T0 } from './fixtures.js';
 const DAY_MS = 24 * HOUR;
 
 import { waitFor } from '../fixtures/wait-for.js';
-import { engines, type TestDb } from './harness.js';
+import { engines, type RawDb, type TestDb } from './harness.js';
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -42,6 +42,13 @@ function newAgent(createdAt = T0): NewAgent {
 }
 
 /** Store an enrollment; returns its token hash. */
+/** Undo migration 0007 (sessions.ended_by, end_note), so an earlier one can run again before it. */
+async function undoSessionEndedBy(raw: RawDb): Promise<void> {
+  await raw.exec(`delete from ${MIGRATION_TABLE} where name = ?`, ['0007_session_ended_by']);
+  await raw.exec('alter table sessions drop column ended_by');
+  await raw.exec('alter table sessions drop column end_note');
+}
+
 async function enroll(
   store: Store,
   name: string,
@@ -683,6 +690,7 @@ for (const h of engines()) {
         await enroll(first, 'pending', { createdAt: T0 + 6, expiresAt: Date.now() + HOUR });
         await first.close();
         // Back to the schema before 0006 (SQLite 3.35+ and PostgreSQL drop columns alike).
+        await undoSessionEndedBy(t.raw);
         await t.raw.exec(`delete from ${MIGRATION_TABLE} where name = ?`, ['0006_agent_targets']);
         await t.raw.exec('alter table agents drop column targets');
         await t.raw.exec('alter table agent_enrollments drop column targets');
@@ -709,6 +717,7 @@ for (const h of engines()) {
         const agent = await register(first, 'dc1', T0);
         await first.close();
         // Back to the schema before 0005.
+        await undoSessionEndedBy(t.raw);
         await t.raw.exec(`delete from ${MIGRATION_TABLE} where name in (?, ?)`, [
           '0005_agent_credential_rotation',
           '0006_agent_targets',
@@ -742,6 +751,7 @@ for (const h of engines()) {
         const first = await t.open();
         await first.close();
         // Back to the schema before 0004, holding a document the old registry wrote.
+        await undoSessionEndedBy(t.raw);
         await t.raw.exec(`delete from ${MIGRATION_TABLE} where name in (?, ?, ?)`, [
           '0004_agents',
           '0005_agent_credential_rotation',

@@ -152,6 +152,34 @@ for (const h of engines()) {
         expect((await store.auditEvents()).map((e) => e.type)).toEqual(['session.opened', 'session.ended']);
       });
 
+      it('keep who ended a session and why (by, note), on the fast path and the generic one', async () => {
+        const store = await t.open();
+        const plain = newSession();
+        const hinted = newSession();
+        const quiet = newSession();
+        await store.createSession(record(plain), opened);
+        const created = (await store.createSession(record(hinted), opened)).session;
+        await store.createSession(record(quiet), opened);
+        const who = { by: 'token:ci-bot', note: 'INC-1: \\x1b escaped' };
+        const a = await store.endSession(plain.id, 'revoked', ended, { at: T0 + 1000, ...who });
+        const b = await store.endSession(hinted.id, 'revoked', ended, {
+          at: T0 + 1000,
+          current: created,
+          ...who,
+        });
+        await store.endSession(quiet.id, 'client_end', ended, { at: T0 + 1000 });
+        for (const change of [a, b])
+          expect(change?.session).toMatchObject({ endedBy: 'token:ci-bot', endNote: who.note });
+        const reopened = await t.open();
+        expect(await reopened.getSession(plain.id)).toMatchObject({
+          endedBy: 'token:ci-bot',
+          endNote: who.note,
+        });
+        const listed = new Map((await reopened.listSessions()).map((x) => [x.id, x]));
+        expect(listed.get(hinted.id)).toMatchObject({ endedBy: 'token:ci-bot', endNote: who.note });
+        expect(listed.get(quiet.id)).toMatchObject({ endedBy: null, endNote: null });
+      });
+
       it("the caller's copy of the record is only a hint: a stale copy ends the session as it is stored", async () => {
         const store = await t.open();
         const other = await t.open();

@@ -7,7 +7,7 @@ import { Agent } from '../../agent/agent.js';
 import { loadAgentConfig } from '../../agent/config.js';
 import { type CiportError, UsageError } from '../../errors/index.js';
 import { createLogger } from '../../log/logger.js';
-import { type AdminOptions, tableLines, withAdmin } from '../admin.js';
+import { type AdminOptions, reasonBody, reasonOption, tableLines, withAdmin } from '../admin.js';
 import { action, type CliContext, examples } from '../command.js';
 import { type Io, writeJson } from '../output.js';
 
@@ -100,22 +100,26 @@ export function registerAgents(program: Command, ctx: CliContext): void {
     );
 
   examples(
-    agents
-      .command('enroll')
-      .description(
-        'create a one-time enrollment token for an agent (printed alone on stdout); the agent may serve ' +
-          'only the targets named here (ciport agents targets changes that later)',
-      )
-      .requiredOption('--name <name>', 'the agent name')
-      .requiredOption('--targets <list>', 'comma-separated target names the agent may serve (no wildcard)')
-      .option('--ttl <duration>', 'how long the token may be used (default 1h, at most 7d)')
-      .option('--gateway <url>', 'gateway URL (default CIPORT_GATEWAY)')
-      .option('--json', 'print {"token", "name", "targets", "expires_at"}'),
+    reasonOption(
+      agents
+        .command('enroll')
+        .description(
+          'create a one-time enrollment token for an agent (printed alone on stdout); the agent may serve ' +
+            'only the targets named here (ciport agents targets changes that later)',
+        )
+        .requiredOption('--name <name>', 'the agent name')
+        .requiredOption('--targets <list>', 'comma-separated target names the agent may serve (no wildcard)')
+        .option('--ttl <duration>', 'how long the token may be used (default 1h, at most 7d)')
+        .option('--gateway <url>', 'gateway URL (default CIPORT_GATEWAY)')
+        .option('--json', 'print {"token", "name", "targets", "expires_at"}'),
+      'agent.enrolled',
+    ),
     [
       'CIPORT_ENROLLMENT_TOKEN=$(ciport agents enroll --name dc1 --targets ledger-db,api --gateway https://ciport.example.com:8443)',
+      'ciport agents enroll --name dc2 --targets api --reason "CHG-42: second data centre"',
     ],
   ).action(
-    action(ctx, async (opts: AdminOptions & { name: string; targets: string; ttl?: string }) => {
+    action(ctx, async (opts: AdminOptions & EnrollOptions) => {
       const body = await agentsEnroll(ctx.io, opts);
       if (opts.json) writeJson(ctx.io, body);
       else ctx.io.stdout.write(`${body.token}\n`);
@@ -140,41 +144,49 @@ export function registerAgents(program: Command, ctx: CliContext): void {
   );
 
   examples(
-    agents
-      .command('targets')
-      .description('change which targets an agent (by id, or every live agent of a name) may serve')
-      .argument('<agent>', 'agent id (agt_…) or name')
-      .option('--set <list>', 'replace the binding with these comma-separated target names')
-      .option('--add <list>', 'add these target names')
-      .option('--remove <list>', 'remove these target names')
-      .option('--gateway <url>', 'gateway URL (default CIPORT_GATEWAY)')
-      .option('--json', 'print {"agents": […]}'),
-    ['ciport agents targets dc1 --add ledger-db', 'ciport agents targets agt_0123abcd --set api,cache'],
-  ).action(
-    action(
-      ctx,
-      async (agent: string, opts: AdminOptions & { set?: string; add?: string; remove?: string }) => {
-        const body = await agentsTargets(ctx.io, agent, opts);
-        if (opts.json) writeJson(ctx.io, body);
-        else
-          ctx.io.stdout.write(
-            `${body.agents.map((a) => `${a.id} (${a.name}): ${a.targets.join(',') || '(none)'}`).join('\n')}\n`,
-          );
-        return 0;
-      },
+    reasonOption(
+      agents
+        .command('targets')
+        .description('change which targets an agent (by id, or every live agent of a name) may serve')
+        .argument('<agent>', 'agent id (agt_…) or name')
+        .option('--set <list>', 'replace the binding with these comma-separated target names')
+        .option('--add <list>', 'add these target names')
+        .option('--remove <list>', 'remove these target names')
+        .option('--gateway <url>', 'gateway URL (default CIPORT_GATEWAY)')
+        .option('--json', 'print {"agents": […]}'),
+      'agent.targets_changed',
     ),
+    [
+      'ciport agents targets dc1 --add ledger-db --reason "CHG-43"',
+      'ciport agents targets agt_0123abcd --set api,cache',
+    ],
+  ).action(
+    action(ctx, async (agent: string, opts: AdminOptions & TargetsOptions) => {
+      const body = await agentsTargets(ctx.io, agent, opts);
+      if (opts.json) writeJson(ctx.io, body);
+      else
+        ctx.io.stdout.write(
+          `${body.agents.map((a) => `${a.id} (${a.name}): ${a.targets.join(',') || '(none)'}`).join('\n')}\n`,
+        );
+      return 0;
+    }),
   );
 
   examples(
-    agents
-      .command('revoke')
-      .description('revoke an agent (by id or name): its connections are cut at once and it cannot reconnect')
-      .argument('<agent>', 'agent id (agt_…) or name')
-      .option('--gateway <url>', 'gateway URL (default CIPORT_GATEWAY)')
-      .option('--json', 'print {"revoked": […]}'),
-    ['ciport agents revoke dc1'],
+    reasonOption(
+      agents
+        .command('revoke')
+        .description(
+          'revoke an agent (by id or name): its connections are cut at once and it cannot reconnect',
+        )
+        .argument('<agent>', 'agent id (agt_…) or name')
+        .option('--gateway <url>', 'gateway URL (default CIPORT_GATEWAY)')
+        .option('--json', 'print {"revoked": […]}'),
+      'agent.revoked',
+    ),
+    ['ciport agents revoke dc1 --reason "INC-7: host decommissioned"'],
   ).action(
-    action(ctx, async (agent: string, opts: AdminOptions) => {
+    action(ctx, async (agent: string, opts: AdminOptions & { reason?: string }) => {
       const body = await agentsRevoke(ctx.io, agent, opts);
       if (opts.json) writeJson(ctx.io, body);
       else
@@ -217,15 +229,30 @@ function nameList(option: string, text: string | undefined): string[] {
   return names;
 }
 
+interface EnrollOptions {
+  name: string;
+  targets: string;
+  ttl?: string;
+  reason?: string;
+}
+
+interface TargetsOptions {
+  set?: string;
+  add?: string;
+  remove?: string;
+  reason?: string;
+}
+
 export async function agentsEnroll(
   io: Io,
-  opts: AdminOptions & { name: string; targets: string; ttl?: string },
+  opts: AdminOptions & EnrollOptions,
 ): Promise<{ token: string; name: string; targets: string[]; expires_at: string }> {
   const targets = nameList('--targets', opts.targets);
+  const reason = reasonBody(opts.reason);
   return withAdmin(io, opts, async (client, token) => {
     const res = await client.api('POST', '/v1/agents/enroll', {
       bearer: token,
-      body: { name: opts.name, targets, ...(opts.ttl ? { ttl: opts.ttl } : {}) },
+      body: { name: opts.name, targets, ...(opts.ttl ? { ttl: opts.ttl } : {}), ...reason },
     });
     return res.body as { token: string; name: string; targets: string[]; expires_at: string };
   });
@@ -234,7 +261,7 @@ export async function agentsEnroll(
 export async function agentsTargets(
   io: Io,
   agent: string,
-  opts: AdminOptions & { set?: string; add?: string; remove?: string },
+  opts: AdminOptions & TargetsOptions,
 ): Promise<{ agents: Array<{ id: string; name: string; targets: string[] }> }> {
   if (!/^[A-Za-z0-9._-]{1,80}$/.test(agent)) throw new UsageError(`"${agent}" is not an agent id or name`);
   if (opts.set !== undefined && (opts.add !== undefined || opts.remove !== undefined))
@@ -248,6 +275,7 @@ export async function agentsTargets(
           ...(opts.add !== undefined ? { add: nameList('--add', opts.add) } : {}),
           ...(opts.remove !== undefined ? { remove: nameList('--remove', opts.remove) } : {}),
         };
+  Object.assign(body, reasonBody(opts.reason));
   return withAdmin(io, opts, async (client, token) => {
     const res = await client.api('POST', `/v1/agents/${encodeURIComponent(agent)}/targets`, {
       bearer: token,
@@ -267,11 +295,15 @@ export async function agentsList(io: Io, opts: AdminOptions): Promise<AgentListE
 export async function agentsRevoke(
   io: Io,
   agent: string,
-  opts: AdminOptions,
+  opts: AdminOptions & { reason?: string },
 ): Promise<{ revoked: Array<{ id: string; name: string }> }> {
   if (!/^[A-Za-z0-9._-]{1,80}$/.test(agent)) throw new UsageError(`"${agent}" is not an agent id or name`);
+  const reason = reasonBody(opts.reason);
   return withAdmin(io, opts, async (client, token) => {
-    const res = await client.api('POST', `/v1/agents/${encodeURIComponent(agent)}/revoke`, { bearer: token });
+    const res = await client.api('POST', `/v1/agents/${encodeURIComponent(agent)}/revoke`, {
+      bearer: token,
+      body: reason,
+    });
     return res.body as { revoked: Array<{ id: string; name: string }> };
   });
 }

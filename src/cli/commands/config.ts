@@ -4,6 +4,7 @@ import { loadGatewayConfig } from '../../config/load.js';
 import { configReference } from '../../config/reference.js';
 import { gatewayJsonSchema } from '../../config/schema.js';
 import { CiportError, UsageError } from '../../errors/index.js';
+import { AdminTokens } from '../../gateway/operators.js';
 import { action, type CliContext, examples } from '../command.js';
 import { count, printable, writeJson } from '../output.js';
 
@@ -73,6 +74,8 @@ export function registerConfig(program: Command, ctx: CliContext): void {
         what = `agent ${cfg.name}, ${count(cfg.targets.length, 'target')}`;
       } else {
         const cfg = withAgentHint(file, () => loadGatewayConfig(file, load));
+        // Two admin tokens with one value: refused at start too (operators.ts), so say it now.
+        if (!opts.skipSecrets) AdminTokens.fromConfig(cfg.admin_tokens);
         summary = { issuers: cfg.issuers.length, targets: cfg.targets.length, rules: cfg.rules.length };
         what = `${count(cfg.issuers.length, 'issuer')}, ${count(cfg.targets.length, 'target')}, ${count(cfg.rules.length, 'rule')}`;
       }

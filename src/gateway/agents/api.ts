@@ -1,29 +1,35 @@
 // Admin and agent endpoints of docs/agent.md, written as functions the gateway's server.ts mounts:
-//   POST   /v1/agents/enroll        admin token     {name, targets, ttl?} → 201 {token, name, targets, expires_at}
+//   POST   /v1/agents/enroll        admin token     {name, targets, ttl?, reason?} → 201 {token, name, targets, expires_at}
 //   POST   /v1/agents/register      enrollment tok. {}            → 201 {id, name, credential, expires_at}
 //   POST   /v1/agents/rotate        agent credential {}           → 200 {id, name, credential, expires_at}
 //   GET    /v1/agents               admin token                   → 200 [agent summary + connected]
-//   POST   /v1/agents/{id|name}/revoke  admin token               → 200 {revoked: [summary]}
-//   POST   /v1/agents/{id|name}/targets admin token {set} | {add?, remove?} → 200 {agents: [summary]}
+//   POST   /v1/agents/{id|name}/revoke  admin token {reason?}     → 200 {revoked: [summary]}
+//   POST   /v1/agents/{id|name}/targets admin token {set} | {add?, remove?}, reason? → 200 {agents: [summary]}
 //   GET    /v1/agents/connect  Upgrade: ciport-agent, agent credential → 101, reverse HTTP/2
 // The registry writes agent.enrolled / agent.credential_rotated / agent.revoked with the state
-// change (one transaction). Credentials are never logged: only agent ids, names and expiries.
+// change (one transaction), with the operator (`by`) and their `reason` (`note`) for the admin
+// endpoints. Credentials are never logged: only agent ids, names and expiries.
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { parseDuration } from '../../config/duration.js';
 import { asCiportError, CiportError } from '../../errors/index.js';
+import type { Operator, OperatorAction } from '../../identity/operator.js';
 import type { Logger } from '../../log/logger.js';
 import { bearer } from '../../session/secret.js';
 import { AGENT_CONNECT_PATH, AGENT_UPGRADE_PROTOCOL, refuseHttp1 } from '../../transport/wire.js';
 import { type Req, type Res, readJsonBody, sendError, sendJson } from '../http.js';
+import { actorOf } from '../operators.js';
 import type { AgentHub } from './hub.js';
 import { type AgentRegistry, bindingNames, type TargetEdit } from './registry.js';
 
 export interface AgentApiDeps {
   registry: AgentRegistry;
   hub: AgentHub;
-  /** Throws CIPORT_E_ADMIN_UNAUTHORIZED unless the request carries an admin token (gateway/api.ts's). */
-  requireAdmin: (req: Req) => void;
+  /**
+   * The operator behind the request if their roles allow `action`; throws 401
+   * CIPORT_E_ADMIN_UNAUTHORIZED or 403 CIPORT_E_ADMIN_FORBIDDEN (gateway/operators.ts).
+   */
+  authorize: (req: Req, action: OperatorAction) => Operator;
   maxBodyBytes: number;
   log?: Logger | undefined;
 }
@@ -42,12 +48,14 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
   try {
     if (path === '/v1/agents/enroll') {
       allow(req, 'POST');
-      deps.requireAdmin(req);
+      const operator = deps.authorize(req, 'agents.manage');
       const body = (await readJsonBody(req, deps.maxBodyBytes)) as {
         name?: unknown;
         targets?: unknown;
         ttl?: unknown;
+        reason?: unknown;
       };
+      const actor = actorOf(operator, body);
       if (typeof body.name !== 'string') throw new CiportError('CIPORT_E_USAGE', 'body needs {"name": "…"}');
       // Required: an agent serves only the targets it is bound to, and there is no wildcard.
       if (!Array.isArray(body.targets) || body.targets.length === 0)
@@ -67,8 +75,12 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
         body.name,
         bindingNames(body.targets),
         ttl,
+        actor,
       );
-      deps.log?.info({ name: body.name, targets, expires_at }, 'agent enrollment token created');
+      deps.log?.info(
+        { name: body.name, targets, expires_at, by: actor.by },
+        'agent enrollment token created',
+      );
       sendJson(res, 201, { token, name: body.name, targets, expires_at });
       return true;
     }
@@ -105,7 +117,7 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
     }
     if (path === '/v1/agents') {
       allow(req, 'GET');
-      deps.requireAdmin(req);
+      deps.authorize(req, 'agents.read');
       const live = deps.hub.list();
       const agents = (await deps.registry.list()).map((a) => ({
         ...a,
@@ -117,12 +129,12 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
     const m = /^\/v1\/agents\/([^/]+)\/revoke$/.exec(path);
     if (m?.[1]) {
       allow(req, 'POST');
-      deps.requireAdmin(req);
-      await readJsonBody(req, deps.maxBodyBytes);
-      const revoked = await deps.registry.revoke(decodeURIComponent(m[1]));
+      const operator = deps.authorize(req, 'agents.manage');
+      const actor = actorOf(operator, await readJsonBody(req, deps.maxBodyBytes));
+      const revoked = await deps.registry.revoke(decodeURIComponent(m[1]), actor);
       for (const a of revoked) {
         const cut = deps.hub.disconnect(a.id, 'revoked');
-        deps.log?.info({ agent: a.id, name: a.name, connections: cut }, 'agent revoked');
+        deps.log?.info({ agent: a.id, name: a.name, connections: cut, by: actor.by }, 'agent revoked');
       }
       sendJson(res, 200, { revoked });
       return true;
@@ -130,8 +142,9 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
     const bind = /^\/v1\/agents\/([^/]+)\/targets$/.exec(path);
     if (bind?.[1]) {
       allow(req, 'POST');
-      deps.requireAdmin(req);
+      const operator = deps.authorize(req, 'agents.manage');
       const body = (await readJsonBody(req, deps.maxBodyBytes)) as Record<string, unknown>;
+      const actor = actorOf(operator, body);
       const edit: TargetEdit =
         body.set !== undefined
           ? { set: bindingNames(body.set, 'set') }
@@ -141,9 +154,9 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
             };
       if ('set' in edit && (body.add !== undefined || body.remove !== undefined))
         throw new CiportError('CIPORT_E_USAGE', 'give either "set" or "add"/"remove"');
-      const agents = await deps.registry.setTargets(decodeURIComponent(bind[1]), edit);
+      const agents = await deps.registry.setTargets(decodeURIComponent(bind[1]), edit, actor);
       for (const a of agents)
-        deps.log?.info({ agent: a.id, name: a.name, targets: a.targets }, 'agent targets');
+        deps.log?.info({ agent: a.id, name: a.name, targets: a.targets, by: actor.by }, 'agent targets');
       sendJson(res, 200, { agents });
       return true;
     }

@@ -13,6 +13,7 @@ import { EventEmitter } from 'node:events';
 import { auditEvent } from '../../audit/events.js';
 import { TARGET_NAME_RE } from '../../config/target-name.js';
 import { CiportError } from '../../errors/index.js';
+import type { OperatorActor } from '../../identity/operator.js';
 import type { AgentStore, StoredAgent } from '../../store/types.js';
 
 /** Enrollment tokens are `cpe_` + 32 random bytes; agent credentials `cpa_<agent id>.<secret>`. */
@@ -85,6 +86,12 @@ export type AgentSummary = Omit<AgentRecord, 'credential_hash'>;
 export function agentSummary(a: AgentRecord): AgentSummary {
   const { credential_hash: _hash, ...rest } = a;
   return rest;
+}
+
+/** The operator's `by` and `note` for an audit event (nothing for changes no operator made). */
+function actorFields(actor: OperatorActor | undefined): { by?: string; note?: string } {
+  if (!actor) return {};
+  return { by: actor.by, ...(actor.note ? { note: actor.note } : {}) };
 }
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -162,6 +169,7 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
     name: string,
     targets: readonly string[],
     ttlMs = 3_600_000,
+    actor?: OperatorActor,
   ): Promise<{ token: string; expires_at: string; targets: string[] }> {
     if (!NAME_RE.test(name)) {
       throw new CiportError('CIPORT_E_USAGE', 'agent name: letters, digits, ".", "_", "-" (at most 63)');
@@ -179,7 +187,11 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
     const expires_at = new Date(expiresAt).toISOString();
     await this.#store.createEnrollment(
       { tokenHash: sha256(token), name, targets: bound, createdAt: now, expiresAt },
-      auditEvent('agent.enrolled', { agent: name, stage: 'token_created', expires_at, targets: bound }, now),
+      auditEvent(
+        'agent.enrolled',
+        { agent: name, stage: 'token_created', expires_at, targets: bound, ...actorFields(actor) },
+        now,
+      ),
     );
     return { token, expires_at, targets: bound };
   }
@@ -313,9 +325,9 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
    * the same transaction. Emits 'revoked' for each. Empty when every match was revoked already;
    * CIPORT_E_NOT_FOUND when no agent has that id or name.
    */
-  async revoke(idOrName: string): Promise<AgentSummary[]> {
+  async revoke(idOrName: string, actor?: OperatorActor): Promise<AgentSummary[]> {
     const changes = await this.#store.revokeAgents(idOrName, this.#now(), (a) =>
-      auditEvent('agent.revoked', { agent: a.name, agent_id: a.id }),
+      auditEvent('agent.revoked', { agent: a.name, agent_id: a.id, ...actorFields(actor) }),
     );
     if (changes.length === 0) {
       const all = await this.#store.listAgents();
@@ -334,7 +346,7 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
    * transaction of the change; emits 'targets' for each. CIPORT_E_NOT_FOUND when no live agent
    * has that id or name. Returns every live agent matched, changed or not.
    */
-  async setTargets(idOrName: string, edit: TargetEdit): Promise<AgentSummary[]> {
+  async setTargets(idOrName: string, edit: TargetEdit, actor?: OperatorActor): Promise<AgentSummary[]> {
     const set = 'set' in edit ? bindingNames(edit.set, 'set') : undefined;
     const add = 'set' in edit ? [] : bindingNames(edit.add ?? [], 'add');
     const remove = 'set' in edit ? [] : bindingNames(edit.remove ?? [], 'remove');
@@ -349,6 +361,7 @@ export class AgentRegistry extends EventEmitter<AgentRegistryEvents> {
         agent_id: a.id,
         before: [...before],
         targets: a.targets,
+        ...actorFields(actor),
       }),
     );
     for (const c of changes) this.emit('targets', toRecord(c.agent));

@@ -31,7 +31,7 @@ export interface GatewayAgents {
   readonly registry: AgentRegistry;
   readonly routes: AgentRoutes;
   /** For handleAgentApi / handleAgentUpgrade. */
-  apiDeps(requireAdmin: AgentApiDeps['requireAdmin'], maxBodyBytes: number): AgentApiDeps;
+  apiDeps(authorize: AgentApiDeps['authorize'], maxBodyBytes: number): AgentApiDeps;
   /** Re-read the connected agents' bindings now (done every 30 s: other gateways' changes). */
   sweepBindings(): Promise<void>;
   close(): Promise<void>;
@@ -180,7 +180,7 @@ export async function startAgents(options: {
     hub,
     registry,
     routes,
-    apiDeps: (requireAdmin, maxBodyBytes) => ({ registry, hub, requireAdmin, maxBodyBytes, log }),
+    apiDeps: (authorize, maxBodyBytes) => ({ registry, hub, authorize, maxBodyBytes, log }),
     sweepBindings,
     async close() {
       if (timer) clearInterval(timer);

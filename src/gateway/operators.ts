@@ -1,0 +1,139 @@
+// Authentication and authorization of admin API requests (docs/operators.md). A request's bearer
+// token is compared, in constant time, with every configured admin token; the match is the
+// operator (`{kind: 'token', name, roles}`). Each endpoint then names the action it performs and
+// the operator's roles must allow it. A missing or wrong token is 401 CIPORT_E_ADMIN_UNAUTHORIZED,
+// a known token whose roles do not allow the action is 403 CIPORT_E_ADMIN_FORBIDDEN; both are
+// logged with the path (and, for 403, the operator's name), never with the token.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { type AdminTokenConfig, adminTokenEntries } from '../config/admin-tokens.js';
+import type { OperatorRole } from '../config/roles.js';
+import { CiportError, ConfigError } from '../errors/index.js';
+import {
+  mayDo,
+  OPERATOR_REASON_MAX,
+  type Operator,
+  type OperatorAction,
+  type OperatorActor,
+  operatorRef,
+  ROLE_ACTIONS,
+  type TokenOperator,
+} from '../identity/operator.js';
+import type { Logger } from '../log/logger.js';
+import { bearer } from '../session/secret.js';
+import { printable } from '../text/printable.js';
+import type { Req } from './http.js';
+
+/** A resolved admin token: the operator it stands for and the SHA-256 of its value. */
+interface KnownToken {
+  operator: TokenOperator;
+  digest: Buffer;
+}
+
+/** The admin tokens in force; rebuilt on reload and swapped as a whole. */
+export class AdminTokens {
+  readonly #tokens: readonly KnownToken[];
+
+  private constructor(tokens: KnownToken[]) {
+    this.#tokens = tokens;
+  }
+
+  /**
+   * From `admin_tokens:` (secrets already resolved). Two entries with the same value are refused:
+   * the gateway could not tell which operator presented it.
+   */
+  static fromConfig(list: readonly AdminTokenConfig[]): AdminTokens {
+    const tokens: KnownToken[] = [];
+    for (const entry of adminTokenEntries(list)) {
+      const value = entry.token.reveal();
+      const digest = createHash('sha256').update(value, 'utf8').digest();
+      const twin = tokens.find((t) => t.digest.equals(digest));
+      if (value.length === 0 || twin) {
+        throw new ConfigError(
+          'CIPORT_E_CONFIG_INVALID',
+          value.length === 0
+            ? `admin_tokens: token "${entry.name}" is empty`
+            : `admin_tokens: "${entry.name}" and "${twin?.operator.name}" have the same value (${entry.token.origin}); give each holder its own token`,
+        );
+      }
+      tokens.push({ operator: { kind: 'token', name: entry.name, roles: entry.roles }, digest });
+    }
+    return new AdminTokens(tokens);
+  }
+
+  get size(): number {
+    return this.#tokens.length;
+  }
+
+  /** The operator whose token `presented` is, or undefined. Compares with every token. */
+  match(presented: string): TokenOperator | undefined {
+    const a = createHash('sha256').update(presented, 'utf8').digest();
+    let found: TokenOperator | undefined;
+    for (const t of this.#tokens) if (timingSafeEqual(a, t.digest) && !found) found = t.operator;
+    return found;
+  }
+}
+
+/**
+ * Who may use the admin API, for `config.loaded`: each token's name and roles (never its value
+ * or where it comes from), so an access review can tell which operators a configuration allowed.
+ */
+export function operatorRoster(
+  list: readonly AdminTokenConfig[],
+): Array<{ name: string; roles: OperatorRole[] }> {
+  return adminTokenEntries(list).map((e) => ({ name: e.name, roles: e.roles }));
+}
+
+/**
+ * The operator behind `req`, if their roles allow `action`; throws 401 or 403 otherwise (see the
+ * file comment). The returned operator is what the handler audits as `by`.
+ */
+export function authorizeOperator(
+  deps: { adminTokens: AdminTokens; log: Logger },
+  req: Req,
+  action: OperatorAction,
+): Operator {
+  const path = (req.url ?? '').split('?')[0];
+  const presented = bearer(req.headers.authorization);
+  const operator = presented ? deps.adminTokens.match(presented) : undefined;
+  if (!operator) {
+    const why =
+      deps.adminTokens.size === 0
+        ? 'no admin tokens are configured (admin_tokens:)'
+        : presented
+          ? 'admin token not recognised'
+          : 'admin token required: send "Authorization: Bearer <admin token>"';
+    deps.log.warn({ path, action, reason: why }, 'admin request refused');
+    throw new CiportError('CIPORT_E_ADMIN_UNAUTHORIZED', why);
+  }
+  if (!mayDo(operator, action)) {
+    const by = operatorRef(operator);
+    deps.log.warn({ path, action, by, roles: operator.roles }, 'admin request forbidden');
+    throw new CiportError(
+      'CIPORT_E_ADMIN_FORBIDDEN',
+      `${by} (role ${operator.roles.join(', ')}) may not ${action}: it needs role ${ROLE_ACTIONS[action].join(' or ')}`,
+    );
+  }
+  return operator;
+}
+
+/**
+ * The optional `reason` of an operator's request body (`--reason`): trimmed, control characters
+ * escaped (it reaches terminals, logs and CSV exports), at most OPERATOR_REASON_MAX characters
+ * once escaped; a longer one is refused, not cut, so the audit log never holds half a reason.
+ */
+export function operatorReason(body: unknown): string | undefined {
+  const reason = (body as { reason?: unknown } | null)?.reason;
+  if (reason === undefined || reason === null) return undefined;
+  if (typeof reason !== 'string') throw new CiportError('CIPORT_E_USAGE', 'reason must be a string');
+  const text = printable(reason.trim());
+  if (text.length > OPERATOR_REASON_MAX) {
+    throw new CiportError('CIPORT_E_USAGE', `reason is longer than ${OPERATOR_REASON_MAX} characters`);
+  }
+  return text || undefined;
+}
+
+/** The operator and the request body's `reason`, as the audit events of the change carry them. */
+export function actorOf(operator: Operator, body?: unknown): OperatorActor {
+  const note = operatorReason(body);
+  return { by: operatorRef(operator), ...(note ? { note } : {}) };
+}
