@@ -18,6 +18,7 @@ class Restartable {
     server.on('connection', (s: Socket) => {
       this.sockets.add(s);
       s.once('close', () => this.sockets.delete(s));
+      this.accepted(s);
     });
     return new Promise<void>((resolve) =>
       server.listen(this.port, '127.0.0.1', () => {
@@ -27,6 +28,9 @@ class Restartable {
       }),
     );
   }
+
+  /** Called with each raw TCP connection (before any TLS). */
+  protected accepted(_socket: Socket): void {}
 
   /** Stop listening and cut every connection: the gateway gets ECONNREFUSED until start(). */
   async stop(): Promise<void> {
@@ -174,22 +178,27 @@ export class SyslogReceiver extends Restartable {
 
   async start(): Promise<this> {
     const onSocket = (socket: Socket) => this.#serve(socket);
-    const server = this.#tls ? createTlsServer({ ...this.#tls }, onSocket) : createNetServer(onSocket);
+    // Half-open allowed: the collector decides when it closes (the sender's acknowledgement).
+    const server = this.#tls
+      ? createTlsServer({ ...this.#tls, allowHalfOpen: true }, onSocket)
+      : createNetServer({ allowHalfOpen: true }, onSocket);
     server.on('tlsClientError', () => {});
     await this.listen(server);
     return this;
   }
 
-  #serve(socket: Socket): void {
+  protected override accepted(raw: Socket): void {
     this.connections++;
+    // On the TCP socket, before TLS: a TLS socket cannot send an RST itself.
+    if (this.mode === 'reset') raw.resetAndDestroy();
+  }
+
+  #serve(socket: Socket): void {
     // TLS sockets are not the 'connection' ones: tracked too, so stop() cuts them.
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
     socket.on('error', () => {});
-    if (this.mode === 'reset') {
-      socket.resetAndDestroy();
-      return;
-    }
+    if (this.mode === 'reset') return; // reset in accepted()
     if (this.mode === 'chatty') {
       const chunk = Buffer.alloc(16 * 1024, 'z');
       const pump = () => {
@@ -218,7 +227,7 @@ export class SyslogReceiver extends Restartable {
       }
     });
     socket.on('end', () => {
-      if (this.mode === 'hang') return; // never close our side
+      if (this.mode === 'hang' || this.mode === 'chatty') return; // keeps nothing, never closes
       this.frames.push(...pending);
       socket.end();
     });

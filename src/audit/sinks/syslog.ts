@@ -79,7 +79,6 @@ export class SyslogTransport implements SinkTransport {
   #send(frames: Buffer, signal: AbortSignal, what: string): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const tls = this.#config.tls;
-      let secure = !tls;
       const socket: Socket = tls
         ? tlsConnect({
             host: this.#host,
@@ -101,7 +100,6 @@ export class SyslogTransport implements SinkTransport {
       if (signal.aborted) return onAbort();
       signal.addEventListener('abort', onAbort, { once: true });
       socket.once(tls ? 'secureConnect' : 'connect', () => {
-        secure = true;
         socket.end(frames);
       });
       socket.once('finish', () => {
@@ -129,21 +127,7 @@ export class SyslogTransport implements SinkTransport {
             ),
           );
       });
-      socket.once('error', (err) => {
-        const e = networkError(what, err);
-        fail(
-          !secure &&
-            tls &&
-            e.code === 'CIPORT_E_AUDIT_SINK_UNREACHABLE' &&
-            (err as NodeJS.ErrnoException).code !== 'ECONNREFUSED'
-            ? new AuditSinkError(
-                'CIPORT_E_AUDIT_SINK_TLS',
-                `${what}: TLS handshake failed (${(err as NodeJS.ErrnoException).code ?? err.message})`,
-                { cause: err },
-              )
-            : e,
-        );
-      });
+      socket.once('error', (err) => fail(networkError(what, err)));
       socket.once('close', () => {
         signal.removeEventListener('abort', onAbort);
         if (failed) return;
