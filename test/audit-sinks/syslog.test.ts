@@ -2,35 +2,26 @@
 // RFC 5424 frames, over TCP and over TLS (certificate verified): every event once and in chain
 // order, also when the collector goes down, resets or never closes; an untrusted certificate is
 // refused, never sent to.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { verifyRows } from '../../src/audit/index.js';
-import type { StartGatewayOptions } from '../../src/gateway/server.js';
 import { ensureGeneratedTls } from '../../src/transport/tls.js';
 import { waitFor } from '../fixtures/wait-for.js';
-import { type Harness, openSession, startHarness, tempDir } from '../gateway/helpers.js';
-import { SyslogReceiver } from './receivers.js';
-
-const FAST: StartGatewayOptions = {
-  auditSinkTiming: { pollMs: 50, backoffMs: 50, maxBackoffMs: 400, leaseMs: 5_000 },
-};
-
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
+import { type Harness, tempDir } from '../gateway/helpers.js';
+import { after, metric, openSessions, sinkGateway } from './harness.js';
+import { type SyslogMode, SyslogReceiver } from './receivers.js';
 
 function certificates() {
   const tmp = tempDir('ciport-syslog-tls-');
-  cleanups.push(tmp.cleanup);
+  after(tmp.cleanup);
   return ensureGeneratedTls(tmp.dir, ['127.0.0.1', 'localhost']);
 }
 
-async function setup(options: { tls?: 'trusted' | 'untrusted'; timeout?: string } = {}) {
+async function setup(options: { tls?: 'trusted' | 'untrusted'; timeout?: string; mode?: SyslogMode } = {}) {
   const server = options.tls ? certificates() : undefined;
-  const receiver = await new SyslogReceiver(
-    server ? { cert: server.cert, key: server.key } : undefined,
-  ).start();
-  cleanups.push(() => receiver.stop());
+  const receiver = new SyslogReceiver(server ? { cert: server.cert, key: server.key } : undefined);
+  receiver.mode = options.mode ?? 'ok'; // before the gateway starts: its first event goes at once
+  await receiver.start();
+  after(() => receiver.stop());
   const trust = options.tls === 'untrusted' ? certificates() : server;
   const sink = {
     name: 'collector',
@@ -42,14 +33,8 @@ async function setup(options: { tls?: 'trusted' | 'untrusted'; timeout?: string 
     batch: 4,
     ...(trust ? { tls: { ca: { file: trust.caFile } } } : {}),
   };
-  const h = await startHarness({ extra: { audit: { sinks: [sink] } } }, FAST);
-  cleanups.push(() => h.stop());
+  const h = await sinkGateway([sink]);
   return { h, receiver };
-}
-
-async function openSessions(h: Harness, n: number): Promise<void> {
-  const client = await h.client();
-  for (let i = 0; i < n; i++) await openSession(client, await h.token(), { targets: ['echo'] });
 }
 
 async function expectEveryEventOnce(h: Harness, receiver: SyslogReceiver): Promise<void> {
@@ -59,8 +44,7 @@ async function expectEveryEventOnce(h: Harness, receiver: SyslogReceiver): Promi
   expect(await verifyRows(receiver.frames.map((f) => f.row))).toMatchObject({ ok: true, count: n });
 }
 
-const failures = async (h: Harness) =>
-  (await h.gateway.metrics.registry.getSingleMetricAsString('ciport_audit_sink_failures_total')) ?? '';
+const failures = (h: Harness) => metric(h, 'ciport_audit_sink_failures_total');
 
 for (const tls of [undefined, 'trusted'] as const) {
   describe(`syslog audit sink over ${tls ? 'TLS' : 'TCP'}`, () => {
@@ -106,8 +90,7 @@ for (const tls of [undefined, 'trusted'] as const) {
 
 describe('syslog audit sink, hostile collectors', () => {
   it('a collector that answers without end is cut at 64 KiB and retried', async () => {
-    const { h, receiver } = await setup();
-    receiver.mode = 'chatty';
+    const { h, receiver } = await setup({ mode: 'chatty' });
     await openSessions(h, 1);
     await waitFor(async () => (await failures(h)).includes('CIPORT_E_AUDIT_SINK_PROTOCOL'), 10_000);
     receiver.mode = 'ok';

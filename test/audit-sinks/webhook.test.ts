@@ -3,28 +3,23 @@
 // 500, hangs, trickles, or answers far too much, and across a clean gateway restart.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { verifyRows } from '../../src/audit/index.js';
-import type { StartGatewayOptions } from '../../src/gateway/server.js';
 import { waitFor } from '../fixtures/wait-for.js';
-import { type Harness, openSession, startHarness, tempDir } from '../gateway/helpers.js';
-import { WebhookReceiver } from './receivers.js';
+import { type Harness, tempDir } from '../gateway/helpers.js';
+import { after, FAST, metric, openSessions, sinkGateway } from './harness.js';
+import { type WebhookMode, WebhookReceiver } from './receivers.js';
 
 const SECRET = 'whsec-test-7c1d0e5b9a2f4e8d';
-const FAST: StartGatewayOptions = {
-  auditSinkTiming: { pollMs: 50, backoffMs: 50, maxBackoffMs: 400, leaseMs: 5_000 },
-};
-
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-async function setup(options: { secret?: string; timeout?: string; batch?: number } = {}) {
-  const receiver = await new WebhookReceiver(SECRET).start();
-  cleanups.push(() => receiver.stop());
+async function setup(
+  options: { secret?: string; timeout?: string; batch?: number; mode?: WebhookMode } = {},
+) {
+  const receiver = new WebhookReceiver(SECRET);
+  receiver.mode = options.mode ?? 'ok'; // before the gateway starts: its first event goes at once
+  await receiver.start();
+  after(() => receiver.stop());
   const tmp = tempDir('ciport-sink-');
-  cleanups.push(tmp.cleanup);
+  after(tmp.cleanup);
   const secretFile = join(tmp.dir, 'webhook.secret');
   writeFileSync(secretFile, `${options.secret ?? SECRET}\n`, { mode: 0o600 });
   const sink = {
@@ -35,14 +30,8 @@ async function setup(options: { secret?: string; timeout?: string; batch?: numbe
     timeout: options.timeout ?? '2s',
     batch: options.batch ?? 5,
   };
-  const h = await startHarness({ extra: { audit: { sinks: [sink] } } }, FAST);
-  cleanups.push(() => h.stop());
+  const h = await sinkGateway([sink]);
   return { h, receiver };
-}
-
-async function openSessions(h: Harness, n: number): Promise<void> {
-  const client = await h.client();
-  for (let i = 0; i < n; i++) await openSession(client, await h.token(), { targets: ['echo'] });
 }
 
 /** Wait until the receiver holds every stored event, then check: once each, in order, verifiable. */
@@ -54,10 +43,6 @@ async function expectEveryEventOnce(h: Harness, receiver: WebhookReceiver): Prom
   expect(await verifyRows(receiver.received)).toMatchObject({ ok: true, count: n });
   const stored = await h.gateway.store.auditEvents({ limit: 10_000 });
   expect(receiver.received.map((r) => r.hash)).toEqual(stored.map((e) => e.hash));
-}
-
-async function metric(h: Harness, name: string): Promise<string> {
-  return (await h.gateway.metrics.registry.getSingleMetricAsString(name)) ?? '';
 }
 
 describe('webhook audit sink', () => {
@@ -105,8 +90,7 @@ describe('webhook audit sink', () => {
 
   for (const mode of ['hang', 'slow', 'huge', 'endless'] as const) {
     it(`a receiver that ${mode === 'hang' ? 'never answers' : mode === 'slow' ? 'trickles its answer' : mode === 'huge' ? 'answers 1 MiB' : 'answers without end'} ends in retries, then delivers once it behaves`, async () => {
-      const { h, receiver } = await setup({ timeout: '300ms' });
-      receiver.mode = mode;
+      const { h, receiver } = await setup({ timeout: '300ms', mode });
       await openSessions(h, 2);
       const code =
         mode === 'huge' || mode === 'endless'
