@@ -31,6 +31,8 @@ const rotatedEvent = (expiresAt: number) => (a: StoredAgent) =>
     expires_at: new Date(expiresAt).toISOString(),
   });
 const LIFETIME = 30 * DAY_MS;
+/** Migrations after the agent ones, rolled back with them (see undoLaterMigrations). */
+const LATER_MIGRATIONS = ['0007_audit_sink_cursors'];
 
 function newAgent(createdAt = T0): NewAgent {
   return {
@@ -78,6 +80,12 @@ for (const h of engines()) {
       t = await h.fresh();
     });
     afterEach(() => t.dispose());
+
+    // Migrations after 0006 (they touch no agent table): undone too when a test goes back to
+    // an older schema, or the migrator would find them applied before the ones it re-runs.
+    const undoLaterMigrations = async () => {
+      await t.raw.exec('drop table audit_sink_cursors');
+    };
 
     const count = async (table: string) => {
       const [row] = await t.raw.query<{ n: number | string }>(`select count(*) as n from ${table}`);
@@ -683,7 +691,11 @@ for (const h of engines()) {
         await enroll(first, 'pending', { createdAt: T0 + 6, expiresAt: Date.now() + HOUR });
         await first.close();
         // Back to the schema before 0006 (SQLite 3.35+ and PostgreSQL drop columns alike).
-        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name = ?`, ['0006_agent_targets']);
+        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name in (?, ?)`, [
+          '0006_agent_targets',
+          ...LATER_MIGRATIONS,
+        ]);
+        await undoLaterMigrations();
         await t.raw.exec('alter table agents drop column targets');
         await t.raw.exec('alter table agent_enrollments drop column targets');
 
@@ -709,10 +721,12 @@ for (const h of engines()) {
         const agent = await register(first, 'dc1', T0);
         await first.close();
         // Back to the schema before 0005.
-        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name in (?, ?)`, [
+        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name in (?, ?, ?)`, [
           '0005_agent_credential_rotation',
           '0006_agent_targets',
+          ...LATER_MIGRATIONS,
         ]);
+        await undoLaterMigrations();
         for (const column of ['credential_expires_at', 'previous_hash', 'previous_valid_until', 'targets'])
           await t.raw.exec(`alter table agents drop column ${column}`);
         await t.raw.exec('alter table agent_enrollments drop column targets');
@@ -742,11 +756,13 @@ for (const h of engines()) {
         const first = await t.open();
         await first.close();
         // Back to the schema before 0004, holding a document the old registry wrote.
-        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name in (?, ?, ?)`, [
+        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name in (?, ?, ?, ?)`, [
           '0004_agents',
           '0005_agent_credential_rotation',
           '0006_agent_targets',
+          ...LATER_MIGRATIONS,
         ]);
+        await undoLaterMigrations();
         for (const table of ['agents', 'agent_enrollments', 'gateways'])
           await t.raw.exec(`drop table ${table}`);
         const iso = (ms: number) => new Date(ms).toISOString();
