@@ -20,8 +20,11 @@ export function after(fn: () => Promise<void> | void): void {
 }
 
 /** A gateway whose config has `sinks` as `audit.sinks`; stopped after the test. */
-export async function sinkGateway(sinks: Record<string, unknown>[]): Promise<Harness> {
-  const h = await startHarness({ extra: { audit: { sinks } } }, FAST);
+export async function sinkGateway(
+  sinks: Record<string, unknown>[],
+  options: StartGatewayOptions = {},
+): Promise<Harness> {
+  const h = await startHarness({ extra: { audit: { sinks } } }, { ...FAST, ...options });
   after(() => h.stop());
   return h;
 }

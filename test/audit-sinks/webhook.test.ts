@@ -5,14 +5,22 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { verifyRows } from '../../src/audit/index.js';
+import type { StartGatewayOptions } from '../../src/gateway/server.js';
+import { createLogger } from '../../src/log/logger.js';
 import { waitFor } from '../fixtures/wait-for.js';
-import { type Harness, tempDir } from '../gateway/helpers.js';
+import { Capture, type Harness, tempDir } from '../gateway/helpers.js';
 import { after, FAST, metric, openSessions, sinkGateway } from './harness.js';
 import { type WebhookMode, WebhookReceiver } from './receivers.js';
 
 const SECRET = 'whsec-test-7c1d0e5b9a2f4e8d';
 async function setup(
-  options: { secret?: string; timeout?: string; batch?: number; mode?: WebhookMode } = {},
+  options: {
+    secret?: string;
+    timeout?: string;
+    batch?: number;
+    mode?: WebhookMode;
+    gateway?: StartGatewayOptions;
+  } = {},
 ) {
   const receiver = new WebhookReceiver(SECRET);
   receiver.mode = options.mode ?? 'ok'; // before the gateway starts: its first event goes at once
@@ -30,7 +38,7 @@ async function setup(
     timeout: options.timeout ?? '2s',
     batch: options.batch ?? 5,
   };
-  const h = await sinkGateway([sink]);
+  const h = await sinkGateway([sink], options.gateway);
   return { h, receiver };
 }
 
@@ -146,5 +154,39 @@ describe('webhook audit sink', () => {
     await waitFor(() => new Set(receiver.seqs).size >= head, 10_000);
     const deduped = [...new Set(receiver.seqs)];
     expect(deduped).toEqual(Array.from({ length: head }, (_, i) => i + 1));
+  });
+
+  it('logs once per state change, never per attempt, and never the secret (logs, events, metrics)', async () => {
+    const logs = new Capture();
+    const logger = createLogger({ level: 'debug', destination: logs });
+    const { h, receiver } = await setup({ gateway: { logger } });
+    await openSessions(h, 1);
+    await expectEveryEventOnce(h, receiver);
+    await receiver.stop();
+    await openSessions(h, 1);
+    await waitFor(
+      () => logs.text.split('audit sink delivery failed again').length > 4,
+      10_000,
+      'four more failures',
+    );
+    await receiver.start();
+    await expectEveryEventOnce(h, receiver);
+    await waitFor(() => logs.text.includes('audit sink delivering again'));
+    const lines = logs.text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
+    const warned = lines.filter((l) => l.msg.startsWith('audit sink unreachable'));
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatchObject({
+      sink: 'siem',
+      kind: 'webhook',
+      code: 'CIPORT_E_AUDIT_SINK_UNREACHABLE',
+    });
+    expect(lines.filter((l) => l.msg === 'audit sink delivering again')).toHaveLength(1);
+    expect(logs.text).not.toContain(SECRET);
+    const events = await h.gateway.store.auditEvents({ limit: 10_000 });
+    expect(JSON.stringify(events)).not.toContain(SECRET);
+    expect(await h.gateway.metrics.registry.metrics()).not.toContain(SECRET);
   });
 });
