@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { type ChainRow, parseJsonlLine, verifyRows } from '../../src/audit/index.js';
 import { waitFor } from '../fixtures/wait-for.js';
 import { type Harness, tempDir } from '../gateway/helpers.js';
-import { after, FAST, metric, openSessions, sinkGateway } from './harness.js';
+import { FAST, metric, onCleanup, openSessions, sinkGateway } from './harness.js';
 
 function rows(...files: string[]): ChainRow[] {
   return files
@@ -25,7 +25,7 @@ async function expectEveryEventOnce(h: Harness, ...files: string[]): Promise<voi
 
 async function setup(path: (dir: string) => string) {
   const tmp = tempDir('ciport-sink-file-');
-  after(tmp.cleanup);
+  onCleanup(tmp.cleanup);
   const file = path(tmp.dir);
   const h = await sinkGateway([{ name: 'local', kind: 'file', path: file, batch: 3 }]);
   return { h, file };

@@ -15,7 +15,7 @@ afterEach(async () => {
 });
 
 /** Run `fn` after the current test, in reverse order of registration. */
-export function after(fn: () => Promise<void> | void): void {
+export function onCleanup(fn: () => Promise<void> | void): void {
   cleanups.push(fn);
 }
 
@@ -25,7 +25,7 @@ export async function sinkGateway(
   options: StartGatewayOptions = {},
 ): Promise<Harness> {
   const h = await startHarness({ extra: { audit: { sinks } } }, { ...FAST, ...options });
-  after(() => h.stop());
+  onCleanup(() => h.stop());
   return h;
 }
 

@@ -10,7 +10,7 @@ import { verifyRows } from '../../src/audit/index.js';
 import { waitFor } from '../fixtures/wait-for.js';
 import { type Harness, startHarness, tempDir } from '../gateway/helpers.js';
 import { PG_ADMIN_URL } from '../store/harness.js';
-import { after, FAST, metric, openSessions } from './harness.js';
+import { FAST, metric, onCleanup, openSessions } from './harness.js';
 import { WebhookReceiver } from './receivers.js';
 
 const SECRET = 'whsec-shared-store-0f3a';
@@ -35,9 +35,9 @@ afterAll(async () => {
 describe('audit sink on gateways sharing a PostgreSQL store', () => {
   it('one gateway delivers at a time; every event of both arrives once, in order, also across a hand-over', async () => {
     const receiver = await new WebhookReceiver(SECRET).start();
-    after(() => receiver.stop());
+    onCleanup(() => receiver.stop());
     const tmp = tempDir('ciport-sink-pg-');
-    after(tmp.cleanup);
+    onCleanup(tmp.cleanup);
     const secretFile = join(tmp.dir, 'secret');
     writeFileSync(secretFile, SECRET);
     const sink = { name: 'siem', kind: 'webhook', url: receiver.url, secret: { file: secretFile }, batch: 4 };
@@ -46,7 +46,7 @@ describe('audit sink on gateways sharing a PostgreSQL store', () => {
         { extra: { store: { postgres: { url: dbUrl } }, audit: { sinks: [sink] } } },
         FAST,
       );
-      after(() => h.stop());
+      onCleanup(() => h.stop());
       return h;
     };
     const a = await gateway();

@@ -7,12 +7,12 @@ import { verifyRows } from '../../src/audit/index.js';
 import { ensureGeneratedTls } from '../../src/transport/tls.js';
 import { waitFor } from '../fixtures/wait-for.js';
 import { type Harness, tempDir } from '../gateway/helpers.js';
-import { after, metric, openSessions, sinkGateway } from './harness.js';
+import { metric, onCleanup, openSessions, sinkGateway } from './harness.js';
 import { type SyslogMode, SyslogReceiver } from './receivers.js';
 
 function certificates() {
   const tmp = tempDir('ciport-syslog-tls-');
-  after(tmp.cleanup);
+  onCleanup(tmp.cleanup);
   return ensureGeneratedTls(tmp.dir, ['127.0.0.1', 'localhost']);
 }
 
@@ -21,7 +21,7 @@ async function setup(options: { tls?: 'trusted' | 'untrusted'; timeout?: string;
   const receiver = new SyslogReceiver(server ? { cert: server.cert, key: server.key } : undefined);
   receiver.mode = options.mode ?? 'ok'; // before the gateway starts: its first event goes at once
   await receiver.start();
-  after(() => receiver.stop());
+  onCleanup(() => receiver.stop());
   const trust = options.tls === 'untrusted' ? certificates() : server;
   const sink = {
     name: 'collector',

@@ -9,7 +9,7 @@ import type { StartGatewayOptions } from '../../src/gateway/server.js';
 import { createLogger } from '../../src/log/logger.js';
 import { waitFor } from '../fixtures/wait-for.js';
 import { Capture, type Harness, tempDir } from '../gateway/helpers.js';
-import { after, FAST, metric, openSessions, sinkGateway } from './harness.js';
+import { FAST, metric, onCleanup, openSessions, sinkGateway } from './harness.js';
 import { type WebhookMode, WebhookReceiver } from './receivers.js';
 
 const SECRET = 'whsec-test-7c1d0e5b9a2f4e8d';
@@ -25,9 +25,9 @@ async function setup(
   const receiver = new WebhookReceiver(SECRET);
   receiver.mode = options.mode ?? 'ok'; // before the gateway starts: its first event goes at once
   await receiver.start();
-  after(() => receiver.stop());
+  onCleanup(() => receiver.stop());
   const tmp = tempDir('ciport-sink-');
-  after(tmp.cleanup);
+  onCleanup(tmp.cleanup);
   const secretFile = join(tmp.dir, 'webhook.secret');
   writeFileSync(secretFile, `${options.secret ?? SECRET}\n`, { mode: 0o600 });
   const sink = {
