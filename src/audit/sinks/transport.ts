@@ -38,9 +38,15 @@ export async function withDeadline<T>(
 ): Promise<T> {
   const controller = new AbortController();
   let timer: NodeJS.Timeout | undefined;
-  const onOuter = () => controller.abort(outer.reason);
-  outer.addEventListener('abort', onOuter, { once: true });
-  const expired = new Promise<never>((_, reject) => {
+  let onOuter: (() => void) | undefined;
+  // `outer` lives as long as the sink: every listener added here is removed when this settles.
+  const stopped = new Promise<never>((_, reject) => {
+    onOuter = () => {
+      controller.abort(outer.reason);
+      reject(abortedError(what));
+    };
+    if (outer.aborted) onOuter();
+    else outer.addEventListener('abort', onOuter, { once: true });
     timer = setTimeout(() => {
       const err = new AuditSinkError(
         'CIPORT_E_AUDIT_SINK_TIMEOUT',
@@ -49,17 +55,13 @@ export async function withDeadline<T>(
       controller.abort(err);
       reject(err);
     }, timeoutMs);
-    if (outer.aborted) {
-      controller.abort(outer.reason);
-      reject(abortedError(what));
-    } else outer.addEventListener('abort', () => reject(abortedError(what)), { once: true });
   });
   try {
-    return await Promise.race([fn(controller.signal), expired]);
+    return await Promise.race([fn(controller.signal), stopped]);
   } finally {
     clearTimeout(timer);
-    outer.removeEventListener('abort', onOuter);
-    expired.catch(() => {});
+    if (onOuter) outer.removeEventListener('abort', onOuter);
+    stopped.catch(() => {});
   }
 }
 
