@@ -83,6 +83,11 @@ describe('webhook audit sink', () => {
       (await metric(h, 'ciport_audit_sink_failures_total')).includes('CIPORT_E_AUDIT_SINK_UNREACHABLE'),
     );
     expect(await metric(h, 'ciport_audit_sink_failing')).toContain('{sink="siem"} 1');
+    // The lag counts what the sink has not acknowledged: the four sessions' events at least.
+    const lag = /ciport_audit_sink_lag_events\{sink="siem"\} (\d+)/.exec(
+      await metric(h, 'ciport_audit_sink_lag_events'),
+    );
+    expect(Number(lag?.[1])).toBeGreaterThanOrEqual(4);
 
     receiver.mode = 'fail';
     await receiver.start(); // same port, now HTTP 500

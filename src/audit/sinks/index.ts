@@ -59,7 +59,8 @@ export function startAuditSinks(options: {
         owner: options.owner,
         log: options.log,
         metrics,
-        timing,
+        // A lease outlives any one delivery, so it cannot lapse while a batch is in flight.
+        timing: { ...timing, leaseMs: Math.max(timing.leaseMs, 3 * sink.timeout) },
       }),
   );
   for (const loop of loops) loop.start();
