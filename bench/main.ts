@@ -6,6 +6,7 @@ import { benchCarriers } from './carriers.js';
 import { EXTRA_ROWS, parseArgs, UsageError, usage } from './cli.js';
 import { benchDecide } from './decide.js';
 import { benchMemory } from './memory.js';
+import { benchPeerScan } from './peer-scan.js';
 import { benchPg } from './pg.js';
 import { benchSessions } from './sessions.js';
 import { benchTunnel } from './tunnel.js';
@@ -15,6 +16,7 @@ const BENCHES: Record<string, (rounds: number) => Promise<string>> = {
   carriers: benchCarriers,
   decide: benchDecide,
   memory: benchMemory,
+  'peer-scan': benchPeerScan,
   pg: benchPg,
   sessions: benchSessions,
   tunnel: benchTunnel,

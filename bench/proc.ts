@@ -127,10 +127,18 @@ export function myUid(): number {
 }
 
 /**
+ * Whether we may stop processes or remove directories of `uid` that a run recorded: our own, or
+ * any when we are root (a run as root starts PostgreSQL and pgbouncer as the `postgres` user).
+ */
+export function mayActFor(uid: number): boolean {
+  return uid === myUid() || myUid() === 0;
+}
+
+/**
  * Why the directory at `path` is not ours to trust, or undefined when it is: a real directory
  * (not a symlink), owned by our uid, that neither group nor others can write.
  */
-export function untrustedDir(path: string): string | undefined {
+export function untrustedDir(path: string, owner = myUid()): string | undefined {
   let st: ReturnType<typeof lstatSync>;
   try {
     st = lstatSync(path);
@@ -139,7 +147,7 @@ export function untrustedDir(path: string): string | undefined {
   }
   if (st.isSymbolicLink()) return 'a symlink';
   if (!st.isDirectory()) return 'not a directory';
-  if (st.uid !== myUid()) return `owned by uid ${st.uid}`;
+  if (st.uid !== owner || !mayActFor(owner)) return `owned by uid ${st.uid}`;
   if (st.mode & 0o022) return `writable by others (mode ${(st.mode & 0o777).toString(8)})`;
   return undefined;
 }
@@ -188,14 +196,15 @@ function uidsOf(pid: number): [number, number] | undefined {
 }
 
 /**
- * Whether PID is still the process a run recorded: same start time, real and effective uid
- * ours, and running the recorded executable (/proc/PID/exe, or argv[0] of its cmdline).
+ * Whether PID is still the process a run recorded: same start time, real and effective uid the
+ * recorded one (ours, or any recorded uid when we are root: mayActFor), and running the recorded
+ * executable (/proc/PID/exe, or argv[0] of its cmdline).
  */
-export function isRecorded(pid: number, start: number, exe: string): boolean {
+export function isRecorded(pid: number, start: number, exe: string, uid = myUid()): boolean {
   if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid || !exe.startsWith('/')) return false;
-  if (startTime(pid) !== start) return false;
+  if (!mayActFor(uid) || startTime(pid) !== start) return false;
   const uids = uidsOf(pid);
-  if (!uids || uids[0] !== myUid() || uids[1] !== myUid()) return false;
+  if (!uids || uids[0] !== uid || uids[1] !== uid) return false;
   if (exeOf(pid) === exe) return true;
   try {
     return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] === exe;
@@ -276,7 +285,8 @@ export class Processes {
   private record(pid: number, start: number, name: string): void {
     // spawn() returns once the child has exec'd, so /proc/PID/exe is the program it runs.
     const exe = exeOf(pid) ?? '';
-    appendFileSync(this.recordFile, `${pid} ${start} ${name.replace(/[\t\n]/g, ' ')}\t${exe}\n`, {
+    const uid = uidsOf(pid)?.[1] ?? myUid();
+    appendFileSync(this.recordFile, `${pid} ${start} ${name.replace(/[\t\n]/g, ' ')}\t${exe}\t${uid}\n`, {
       mode: 0o600,
     });
   }
@@ -298,13 +308,15 @@ export async function stopRecorded(recordFile: string): Promise<string[]> {
   const text = readTrusted(recordFile) ?? '';
   const lines = text.trim().split('\n').filter(Boolean).reverse();
   for (const line of lines) {
-    const tab = line.indexOf('\t');
-    if (tab < 0) continue;
-    const [pid, start, ...name] = line.slice(0, tab).split(' ');
-    const exe = line.slice(tab + 1);
+    const [head, exe, uidText] = line.split('\t');
+    if (head === undefined || exe === undefined) continue;
+    const [pid, start, ...name] = head.split(' ');
     const p = Number(pid);
     const s = Number(start);
-    const still = () => isRecorded(p, s, exe);
+    // Records of older runs have no uid column: ours.
+    const uid = uidText === undefined ? myUid() : Number(uidText);
+    if (!Number.isInteger(uid)) continue;
+    const still = () => isRecorded(p, s, exe, uid);
     if (!still()) continue;
     process.kill(p, 'SIGTERM');
     for (let i = 0; i < 100 && still(); i++) await sleep(100);

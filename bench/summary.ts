@@ -251,7 +251,7 @@ export function renderTable(raw: string): string {
   const run = new Set(rows.map((r) => r.test));
   const pick = (ids: string[]) => TESTS.filter((t) => ids.includes(t.id) && run.has(t.id));
   const pgTests = pick(['c1', 'c16', 'C4', 'ci']);
-  const tcpTests = pick(['tcp1', 'tcp8', 'c1', 'c16']);
+  const tcpTests = pick(['tcp1', 'tcp8', 'c1', 'c16', 'C4']);
   const rounds = new Set(rows.map((r) => r.round)).size;
   const notDirect = (cols: Column[]) => cols.filter((c) => c.label !== 'direct');
   const section = (title: string, tests: TestDef[], cols: Column[]) => {

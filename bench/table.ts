@@ -11,12 +11,14 @@ import { execFile } from 'node:child_process';
 import {
   appendFileSync,
   chmodSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
   realpathSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -124,12 +126,33 @@ export async function benchTable(options: TableOptions): Promise<string> {
   chmodSync(dir, 0o700);
   const procs = new Processes(join(dir, 'pids'));
   writeFileSync(join(dir, 'owner'), `${process.pid} ${startTime(process.pid)}\n`, { mode: 0o600 });
+  let stopping = false;
   const stopOnSignal = () => {
-    log('interrupted: stopping what this run started');
-    void procs.stopAll().finally(() => process.exit(130));
+    if (stopping) return;
+    stopping = true;
+    try {
+      log('interrupted: stopping what this run started');
+    } catch {
+      // the terminal or pipe may be gone (that may be why we stop)
+    }
+    // The same cleanup as a finished run's, then out: the run directory goes too once nothing
+    // it records is left running.
+    void procs
+      .stopAll()
+      .then(() => serverToStop?.stop())
+      .then(() => rmSync(dir, { recursive: true, force: true }))
+      .finally(() => process.exit(130));
+  };
+  // A closed output (`| head`, a dropped terminal) is an interruption too: stop what we started
+  // rather than die on the next write and leave it running.
+  const onOutputError = (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE' || err.code === 'EIO') stopOnSignal();
   };
   process.once('SIGINT', stopOnSignal);
   process.once('SIGTERM', stopOnSignal);
+  process.once('SIGHUP', stopOnSignal);
+  process.stdout.on('error', onOutputError);
+  process.stderr.on('error', onOutputError);
   let serverToStop: { stop(): Promise<void> } | undefined;
   let done = '';
   try {
@@ -146,7 +169,9 @@ export async function benchTable(options: TableOptions): Promise<string> {
     serverToStop = server;
     // Recorded too, so that `npm run bench -- --stop-leftovers` can stop it (and remove its
     // directory) after a killed run.
-    writeFileSync(join(dir, 'leftover-dirs'), `${server.socketDir}\n`, { mode: 0o600 });
+    writeFileSync(join(dir, 'leftover-dirs'), `${server.socketDir}\t${statSync(server.socketDir).uid}\n`, {
+      mode: 0o600,
+    });
     try {
       procs.adopt(
         'postgres',
@@ -356,6 +381,9 @@ export async function benchTable(options: TableOptions): Promise<string> {
     await serverToStop?.stop();
     process.removeListener('SIGINT', stopOnSignal);
     process.removeListener('SIGTERM', stopOnSignal);
+    process.removeListener('SIGHUP', stopOnSignal);
+    process.stdout.removeListener('error', onOutputError);
+    process.stderr.removeListener('error', onOutputError);
     rmSync(dir, { recursive: true, force: true });
     if (done) log(done);
   }
@@ -503,7 +531,9 @@ export function summarizeFile(file: string): string {
     const why = e.code === 'ENOENT' ? 'no such file' : e.code === 'EISDIR' ? 'a directory' : e.message;
     throw new Error(`cannot read ${file}: ${why}`);
   }
-  if (!raw.startsWith('# ciport peer table') || parseTsv(raw).length === 0)
+  if (raw.startsWith('# ciport peer table') && parseTsv(raw).length === 0)
+    throw new Error(`${file} holds no figures: its run was stopped before the first test finished`);
+  if (!raw.startsWith('# ciport peer table'))
     throw new Error(
       `${file} is not a raw results file of the peer table (bench/results/raw-….tsv, starting "# ciport peer table" with at least one figure)`,
     );
@@ -547,12 +577,21 @@ export async function stopLeftovers(): Promise<string[]> {
     }
     if (pids !== undefined)
       for (const p of await stopRecorded(join(runDir, 'pids'))) out.push(`stopped ${p}`);
-    for (const x of (dirs ?? '').split('\n').filter(Boolean)) {
-      const target = leftoverDir(tmp, x);
+    let leftAlone = false;
+    for (const line of (dirs ?? '').split('\n').filter(Boolean)) {
+      // `path\towner uid` (older runs: the path alone, ours).
+      const [x = '', ownerText] = line.split('\t');
+      const target = leftoverDir(tmp, x, ownerText === undefined ? undefined : Number(ownerText));
       if (target) rmSync(target, { recursive: true, force: true });
-      else out.push(`${d}: ${JSON.stringify(x)} is not a directory of ours under ${tmp}; left alone`);
+      else if (existsSync(x)) {
+        leftAlone = true;
+        out.push(`${d}: ${JSON.stringify(x)} is not a directory of ours under ${tmp}; left alone`);
+      }
     }
-    rmSync(runDir, { recursive: true, force: true });
+    // Kept while something it names was left alone: the record is what a later run (or the
+    // operator) needs to finish the job.
+    if (leftAlone) out.push(`${d}: kept (it records what was left alone)`);
+    else rmSync(runDir, { recursive: true, force: true });
   }
   return out;
 }
@@ -560,9 +599,10 @@ export async function stopLeftovers(): Promise<string[]> {
 /**
  * The directory a run recorded for removal, when it is one the bench may remove: an absolute
  * path with no `..`, whose parent resolves (realpath) to $TMPDIR itself, named `ciport-pg-*`,
- * and itself a real directory (not a symlink) owned by us that nobody else can write.
+ * and itself a real directory (not a symlink) that nobody else can write, owned by us or by the
+ * uid the run recorded for it (only when we are root: mayActFor).
  */
-export function leftoverDir(tmp: string, recorded: string): string | undefined {
+export function leftoverDir(tmp: string, recorded: string, owner?: number): string | undefined {
   if (!isAbsolute(recorded) || recorded.split(sep).includes('..')) return undefined;
   const target = resolve(recorded);
   if (!basename(target).startsWith('ciport-pg-')) return undefined;
@@ -572,5 +612,5 @@ export function leftoverDir(tmp: string, recorded: string): string | undefined {
   } catch {
     return undefined;
   }
-  return untrustedDir(target) ? undefined : target;
+  return untrustedDir(target, owner) ? undefined : target;
 }

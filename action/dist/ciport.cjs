@@ -22730,6 +22730,8 @@ var ERROR_CODES = {
   CIPORT_E_GATEWAY_DRAINING: { exit: ExitCode.unreachable, http: 503 },
   CIPORT_E_NOT_FOUND: { exit: ExitCode.usage, http: 404 },
   CIPORT_E_METHOD_NOT_ALLOWED: { exit: ExitCode.usage, http: 405 },
+  // access reviews: an attestation refused because the audit chain does not verify
+  CIPORT_E_AUDIT_CHAIN_BROKEN: { exit: ExitCode.problemsFound, http: 409 },
   // downloads for jobs (GET /v1/client/linux-x64, GET /v1/ca.crt)
   CIPORT_E_CLIENT_UNAVAILABLE: { exit: ExitCode.usage, http: 404 },
   CIPORT_E_CA_UNAVAILABLE: { exit: ExitCode.usage, http: 404 },
@@ -23413,6 +23415,7 @@ var GatewayClient = class {
   #ca;
   #connectTimeoutMs;
   #requestTimeoutMs;
+  #maxResponseBytes;
   #session;
   /** Every connection still open, including ones retired by GOAWAY that carry live tunnels. */
   #all = /* @__PURE__ */ new Set();
@@ -23423,6 +23426,7 @@ var GatewayClient = class {
     this.#ca = options.ca;
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 1e4;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 3e4;
+    this.#maxResponseBytes = options.maxResponseBytes ?? MAX_BODY;
   }
   /** `host:port` for messages. */
   get where() {
@@ -23545,7 +23549,7 @@ var GatewayClient = class {
       });
       stream.on("data", (chunk) => {
         size += chunk.length;
-        if (size > MAX_BODY) {
+        if (size > this.#maxResponseBytes) {
           stream.close(import_node_http2.constants.NGHTTP2_CANCEL);
           return;
         }
@@ -23561,7 +23565,7 @@ var GatewayClient = class {
           );
           return;
         }
-        if (size > MAX_BODY) {
+        if (size > this.#maxResponseBytes) {
           reject(new GatewayError(status, void 0, `gateway answer to ${method} ${path} is too large`));
           return;
         }
@@ -23871,28 +23875,54 @@ var SocketTable = class {
     slice();
   }
 };
+var NEEDLE_LOOKUPS = 4;
 function match(lines, waiters) {
+  const pending = waiters.filter((w) => !w.done);
+  if (pending.length > NEEDLE_LOOKUPS) return matchMany(lines, pending);
   let resolved = 0;
-  for (const w of waiters) {
-    if (w.done) continue;
+  for (const w of pending) {
     let at = -1;
     for (const needle of w.needles) {
       const i = lines.indexOf(needle);
       if (i >= 0 && (at < 0 || i < at)) at = i;
     }
-    if (at < 0) continue;
-    const from = lines.lastIndexOf("\n", at) + 1;
-    const to = lines.indexOf("\n", at);
-    for (const e of parseProcNetTcp(lines.slice(from, to < 0 ? void 0 : to + 1))) {
-      if (e.local.port !== w.peer.port || e.remote.port !== w.listener.port) continue;
-      if (e.local.address !== w.peer.address || e.remote.address !== w.listener.address) continue;
-      w.done = true;
-      resolved += 1;
-      w.resolve(e);
-      break;
+    if (at >= 0 && resolveFromRow(lines, at, w)) resolved += 1;
+  }
+  return resolved;
+}
+function matchMany(lines, pending) {
+  const byListener = /* @__PURE__ */ new Map();
+  for (const w of pending) {
+    for (const needle of w.needles) {
+      const split = needle.indexOf(" ", 1);
+      const peerColumn = needle.slice(1, split);
+      const listenerColumn = needle.slice(split);
+      const peers = byListener.get(listenerColumn) ?? /* @__PURE__ */ new Map();
+      byListener.set(listenerColumn, peers);
+      if (!peers.has(peerColumn)) peers.set(peerColumn, w);
+    }
+  }
+  let resolved = 0;
+  for (const [listenerColumn, peers] of byListener) {
+    for (let at = lines.indexOf(listenerColumn); at >= 0; at = lines.indexOf(listenerColumn, at + 1)) {
+      const w = peers.get(lines.slice(lines.lastIndexOf(" ", at - 1) + 1, at));
+      if (!w || w.done) continue;
+      if (resolveFromRow(lines, at, w)) resolved += 1;
     }
   }
   return resolved;
+}
+function resolveFromRow(lines, at, w) {
+  const from = lines.lastIndexOf("\n", at) + 1;
+  const to = lines.indexOf("\n", at);
+  for (const e of parseProcNetTcp(lines.slice(from, to < 0 ? void 0 : to + 1))) {
+    if (e.local.port !== w.peer.port || e.remote.port !== w.listener.port) continue;
+    if (e.local.address !== w.peer.address || e.remote.address !== w.listener.address) continue;
+    w.done = true;
+    w.resolve(e);
+    return true;
+  }
+  return false;
 }
 function sameUserCheck(options = {}) {
   if ((options.platform ?? process.platform) !== "linux") return void 0;
@@ -46165,10 +46195,17 @@ async function relayPg(app, upstream, options = {}) {
     upstream.destroy();
   };
   const opts = options.signal ? { signal: options.signal } : {};
-  await Promise.all([
-    (0, import_promises3.pipeline)(app, upstream, opts).then(done, fail),
-    (0, import_promises3.pipeline)(upstream, app, opts).then(done, fail)
-  ]);
+  let appEnded = false;
+  app.once("end", () => {
+    appEnded = true;
+  });
+  const toApp = options.resetAppAfterGoodbye ? (0, import_promises3.pipeline)(upstream, app, { ...opts, end: false }).then(() => {
+    const socket = app;
+    if (appEnded && tail.equals(TERMINATE) && typeof socket.resetAndDestroy === "function") {
+      socket.resetAndDestroy();
+    } else app.end();
+  }) : (0, import_promises3.pipeline)(upstream, app, opts);
+  await Promise.all([(0, import_promises3.pipeline)(app, upstream, opts).then(done, fail), toApp.then(done, fail)]);
   return result;
 }
 
@@ -46231,7 +46268,7 @@ async function servePgClientConnection(socket, opts) {
     socket.resume();
     return { kind: "cancel" };
   }
-  const result = await relayPg(socket, tunnel);
+  const result = await relayPg(socket, tunnel, { resetAppAfterGoodbye: true });
   return { kind: "session", ...result };
 }
 function withTimeout2(opening, ms) {

@@ -55,6 +55,8 @@ var ERROR_CODES = {
   CIPORT_E_GATEWAY_DRAINING: { exit: ExitCode.unreachable, http: 503 },
   CIPORT_E_NOT_FOUND: { exit: ExitCode.usage, http: 404 },
   CIPORT_E_METHOD_NOT_ALLOWED: { exit: ExitCode.usage, http: 405 },
+  // access reviews: an attestation refused because the audit chain does not verify
+  CIPORT_E_AUDIT_CHAIN_BROKEN: { exit: ExitCode.problemsFound, http: 409 },
   // downloads for jobs (GET /v1/client/linux-x64, GET /v1/ca.crt)
   CIPORT_E_CLIENT_UNAVAILABLE: { exit: ExitCode.usage, http: 404 },
   CIPORT_E_CA_UNAVAILABLE: { exit: ExitCode.usage, http: 404 },

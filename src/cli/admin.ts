@@ -9,17 +9,25 @@ export interface AdminOptions {
   json?: boolean;
 }
 
+/** How the admin client talks to the gateway, where a command needs more than the defaults. */
+export interface AdminClientOptions {
+  requestTimeoutMs?: number;
+  maxResponseBytes?: number;
+}
+
 /** Run `fn` with a client for the gateway and the admin token; the client is closed after. */
 export async function withAdmin<T>(
   io: Io,
   opts: AdminOptions,
   fn: (client: GatewayClient, token: string) => Promise<T>,
+  clientOptions: AdminClientOptions = {},
 ): Promise<T> {
   const token = io.env.CIPORT_ADMIN_TOKEN;
   if (!token) throw new UsageError('set CIPORT_ADMIN_TOKEN to an admin token of the gateway');
   const client = new GatewayClient({
     url: gatewayUrl({ gateway: opts.gateway, env: io.env }),
     ca: trustedCas(io.env),
+    ...clientOptions,
   });
   try {
     return await fn(client, token);

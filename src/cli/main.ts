@@ -10,6 +10,7 @@ import { registerExec } from './commands/exec.js';
 import { registerGateway } from './commands/gateway.js';
 import { registerOpen } from './commands/open.js';
 import { registerPolicy } from './commands/policy.js';
+import { registerReview } from './commands/review.js';
 import { registerSessions } from './commands/sessions.js';
 import { registerWhoami } from './commands/whoami.js';
 import { type Io, processIo } from './output.js';
@@ -31,6 +32,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerDev(program, ctx);
   registerDemo(program, ctx);
   registerAudit(program, ctx);
+  registerReview(program, ctx);
   registerSessions(program, ctx);
   registerAgents(program, ctx);
   return program;

@@ -111,6 +111,8 @@ export interface GatewayClientOptions {
   ca?: string[] | undefined;
   connectTimeoutMs?: number;
   requestTimeoutMs?: number;
+  /** Largest answer body read (default 1 MiB); admin reports (`ciport review`) need more. */
+  maxResponseBytes?: number;
 }
 
 export class GatewayClient {
@@ -118,6 +120,7 @@ export class GatewayClient {
   readonly #ca: string[] | undefined;
   readonly #connectTimeoutMs: number;
   readonly #requestTimeoutMs: number;
+  readonly #maxResponseBytes: number;
   #session: ClientHttp2Session | undefined;
   /** Every connection still open, including ones retired by GOAWAY that carry live tunnels. */
   readonly #all = new Set<ClientHttp2Session>();
@@ -129,6 +132,7 @@ export class GatewayClient {
     this.#ca = options.ca;
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.#maxResponseBytes = options.maxResponseBytes ?? MAX_BODY;
   }
 
   /** `host:port` for messages. */
@@ -264,7 +268,7 @@ export class GatewayClient {
       });
       stream.on('data', (chunk: Buffer) => {
         size += chunk.length;
-        if (size > MAX_BODY) {
+        if (size > this.#maxResponseBytes) {
           stream.close(h2.NGHTTP2_CANCEL);
           return;
         }
@@ -279,7 +283,7 @@ export class GatewayClient {
           );
           return;
         }
-        if (size > MAX_BODY) {
+        if (size > this.#maxResponseBytes) {
           reject(new GatewayError(status, undefined, `gateway answer to ${method} ${path} is too large`));
           return;
         }

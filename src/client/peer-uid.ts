@@ -313,34 +313,72 @@ export class SocketTable {
   }
 }
 
+/** Beyond this many lookups in one slice, rows are found by their listener column (matchMany). */
+const NEEDLE_LOOKUPS = 4;
+
 /**
- * Resolve the waiters whose row is among `lines` (whole rows); how many were resolved. Each
- * waiter's row is searched for as text (its 4-tuple in the table's hex), so only that row is
- * parsed: rows of other connections to the same listener (thousands of time-wait rows on a busy
- * runner) cost a native substring search, not a parse each.
+ * Resolve the waiters whose row is among `lines` (whole rows); how many were resolved. A few
+ * lookups search for their own row as text (its 4-tuple in the table's hex), so only that row is
+ * parsed, however many other rows name the listener (thousands of time-wait rows on a busy
+ * runner). Many lookups at once (a burst of connections) would make that one search of the
+ * whole slice each: they are found by one pass over the rows that name their listener instead.
  */
 function match(lines: string, waiters: Waiter[]): number {
+  const pending = waiters.filter((w) => !w.done);
+  if (pending.length > NEEDLE_LOOKUPS) return matchMany(lines, pending);
   let resolved = 0;
-  for (const w of waiters) {
-    if (w.done) continue;
+  for (const w of pending) {
     let at = -1;
     for (const needle of w.needles) {
       const i = lines.indexOf(needle);
       if (i >= 0 && (at < 0 || i < at)) at = i;
     }
-    if (at < 0) continue;
-    const from = lines.lastIndexOf('\n', at) + 1;
-    const to = lines.indexOf('\n', at);
-    for (const e of parseProcNetTcp(lines.slice(from, to < 0 ? undefined : to + 1))) {
-      if (e.local.port !== w.peer.port || e.remote.port !== w.listener.port) continue;
-      if (e.local.address !== w.peer.address || e.remote.address !== w.listener.address) continue;
-      w.done = true;
-      resolved += 1;
-      w.resolve(e);
-      break;
+    if (at >= 0 && resolveFromRow(lines, at, w)) resolved += 1;
+  }
+  return resolved;
+}
+
+/**
+ * Many lookups: for each listener column text among them (` LISTENERHEX:PORT `, the second half
+ * of a needle), walk its occurrences once and look the column before it (the peer's) up in a map
+ * of the lookups: one map lookup per row that names the listener, whatever the number of lookups.
+ */
+function matchMany(lines: string, pending: Waiter[]): number {
+  // listener column → (peer column → waiter)
+  const byListener = new Map<string, Map<string, Waiter>>();
+  for (const w of pending) {
+    for (const needle of w.needles) {
+      const split = needle.indexOf(' ', 1);
+      const peerColumn = needle.slice(1, split);
+      const listenerColumn = needle.slice(split);
+      const peers = byListener.get(listenerColumn) ?? new Map<string, Waiter>();
+      byListener.set(listenerColumn, peers);
+      if (!peers.has(peerColumn)) peers.set(peerColumn, w);
+    }
+  }
+  let resolved = 0;
+  for (const [listenerColumn, peers] of byListener) {
+    for (let at = lines.indexOf(listenerColumn); at >= 0; at = lines.indexOf(listenerColumn, at + 1)) {
+      const w = peers.get(lines.slice(lines.lastIndexOf(' ', at - 1) + 1, at));
+      if (!w || w.done) continue;
+      if (resolveFromRow(lines, at, w)) resolved += 1;
     }
   }
   return resolved;
+}
+
+/** Parse the row around `at` and resolve `w` with it when it is that lookup's row. */
+function resolveFromRow(lines: string, at: number, w: Waiter): boolean {
+  const from = lines.lastIndexOf('\n', at) + 1;
+  const to = lines.indexOf('\n', at);
+  for (const e of parseProcNetTcp(lines.slice(from, to < 0 ? undefined : to + 1))) {
+    if (e.local.port !== w.peer.port || e.remote.port !== w.listener.port) continue;
+    if (e.local.address !== w.peer.address || e.remote.address !== w.listener.address) continue;
+    w.done = true;
+    w.resolve(e);
+    return true;
+  }
+  return false;
 }
 
 export type PeerVerdict = { ok: true; uid: number } | { ok: false; uid?: number | undefined; reason: string };

@@ -23,6 +23,7 @@ import type { AgentHub } from './agents/hub.js';
 import type { GatewayDownloads } from './downloads.js';
 import { parseJsonBody, type Req, type Res, readBody, readJsonBody, sendError, sendJson } from './http.js';
 import type { GatewayMetrics } from './metrics.js';
+import { getReview, postAttest } from './review-api.js';
 
 export interface ApiDeps {
   config: Readonly<GatewayConfig>;
@@ -72,6 +73,9 @@ const ROUTES: Route[] = [
   { method: 'GET', pattern: new RegExp(`^/v1/sessions/${ID}$`), handler: getSession },
   { method: 'POST', pattern: new RegExp(`^/v1/sessions/${ID}/revoke$`), handler: revokeSession },
   { method: 'POST', pattern: /^\/v1\/hooks\/gitlab$/, handler: gitlabHook },
+  // Access reviews (docs/review.md), admin token required.
+  { method: 'GET', pattern: /^\/v1\/review$/, handler: getReview },
+  { method: 'POST', pattern: /^\/v1\/review\/attest$/, handler: postAttest },
   // Unauthenticated downloads for jobs (docs/gateway.md, "Serving the client and the CA").
   {
     method: 'GET',

@@ -195,8 +195,8 @@ describe('Processes', () => {
     expect(procs.alive(a.pid!)).toBe(true);
     const record = readFileSync(join(dir, 'pids'), 'utf8').trim().split('\n');
     expect(record).toEqual([
-      `${a.pid} ${snapshot().get(a.pid!)!.start} sleeper\t${readlinkSync(`/proc/${a.pid}/exe`)}`,
-      `${b.pid} ${snapshot().get(b.pid!)!.start} sleeper 2\t${readlinkSync(`/proc/${b.pid}/exe`)}`,
+      `${a.pid} ${snapshot().get(a.pid!)!.start} sleeper\t${readlinkSync(`/proc/${a.pid}/exe`)}\t${process.getuid?.()}`,
+      `${b.pid} ${snapshot().get(b.pid!)!.start} sleeper 2\t${readlinkSync(`/proc/${b.pid}/exe`)}\t${process.getuid?.()}`,
     ]);
     // Private: --stop-leftovers trusts only a record nobody else can write.
     expect(statSync(join(dir, 'pids')).mode & 0o077).toBe(0);

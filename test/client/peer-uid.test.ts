@@ -148,6 +148,25 @@ describe.runIf(process.platform === 'linux')('a socket table scan', () => {
     expect(table.scans).toBe(1);
   });
 
+  it('many lookups in one scan (a burst of connections) find the same rows as a few do', async () => {
+    const table = new SocketTable(file);
+    const absent = Array.from({ length: 8 }, (_, i) =>
+      table.lookup({ address: '127.0.0.1', port: 0xa100 + i }, listener),
+    );
+    const got = await Promise.all([
+      table.lookup({ address: '127.0.0.1', port: 0xa000 }, listener),
+      table.lookup({ address: '::ffff:127.0.0.1', port: 0xa001 }, listener),
+      // The listener's own accepted end of 0xa000's connection is not 0xa000's row.
+      table.lookup({ address: '127.0.0.1', port: 8080 }, { address: '127.0.0.1', port: 0xa000 }),
+      ...absent,
+    ]);
+    expect(got[0]).toMatchObject({ uid: 65534, inode: 7001 });
+    expect(got[1]).toMatchObject({ uid: 0, inode: 0 });
+    expect(got[2]).toMatchObject({ uid: 0, inode: 7002 });
+    expect(got.slice(3)).toEqual(Array(8).fill(undefined));
+    expect(table.scans).toBe(1);
+  });
+
   it('the check refuses another uid and a time-wait row, and fails closed on an unreadable table', async () => {
     const check = sameUserCheck({ uid: 1000, tables: [new SocketTable(file)] }) as NonNullable<
       ReturnType<typeof sameUserCheck>

@@ -282,6 +282,40 @@ describe('postgres through the port (static credentials)', () => {
     expect(r.stdout).toMatch(/number of transactions actually processed: 200\/200/);
   }, 120_000);
 
+  it('connections that said goodbye leave no time-wait rows on the local hop (the peer check reads that table)', async () => {
+    // psql sends Terminate and closes first; the port answers with a reset instead of a FIN, so
+    // the application's socket does not linger in TIME_WAIT. node-postgres half-closes after
+    // Terminate and must still see a clean end() (it ignores a reset while ending, as with
+    // servers). A connection cut without Terminate (psql killed) keeps the FIN path.
+    const js = `
+      const pg = require('pg');
+      (async () => {
+        for (let i = 0; i < 10; i++) {
+          const c = new pg.Client({ connectionString: process.env.DATABASE_URL });
+          await c.connect();
+          await c.query('select 1');
+          await c.end();
+        }
+        console.log('pg ok');
+      })().catch((e) => { console.error(e.message); process.exit(1); });`;
+    writeFileSync(join(dir, 'goodbye.cjs'), js);
+    const rows = (state: string) =>
+      `awk -v p=":$(printf '%04X' "$PGPORT")" '$3 ~ (p "$") && $4 == "${state}"' /proc/net/tcp | wc -l`;
+    const r = await exec(
+      ['db'],
+      [
+        `for i in $(seq 30); do psql -tAc 'select 1' >/dev/null || exit 1; done`,
+        `NODE_PATH=${ROOT}node_modules node ${join(dir, 'goodbye.cjs')} || exit 1`,
+        `echo "time_wait=$(${rows('06')})"`,
+      ].join('\n'),
+      60_000,
+    );
+    expect(r.stderr).not.toMatch(/ECONNRESET|reset by peer/i);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('pg ok');
+    expect(r.stdout).toMatch(/time_wait=0\b/);
+  }, 90_000);
+
   it('node-postgres with named prepared statements', async () => {
     const js = `
       const pg = require('pg');

@@ -10,6 +10,7 @@
 import { spawn } from 'node:child_process';
 import {
   chmodSync,
+  chownSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -156,4 +157,38 @@ describe('bench --stop-leftovers with forged records (hostile review)', () => {
       child.kill('SIGKILL');
     }
   }, 20_000);
+
+  it.runIf(process.getuid?.() === 0)(
+    "as root, also stops what it started as another user (PostgreSQL, pgbouncer) and removes that user's directory",
+    async () => {
+      const run = mkdtempSync(join(root, 'ciport-bench-table-'));
+      const procs = new Processes(join(run, 'pids'));
+      const child = procs.spawn('postgres', 'sleep', ['60'], { uid: 65534, gid: 65534 });
+      const pgDir = mkdtempSync(join(root, 'ciport-pg-'));
+      chownSync(pgDir, 65534, 65534);
+      writeFileSync(join(run, 'leftover-dirs'), `${pgDir}\t65534\n`, { mode: 0o600 });
+      try {
+        const exited = new Promise<string | null>((resolve) => child.once('exit', (_c, sig) => resolve(sig)));
+        const out = await stopLeftovers();
+        expect(out).toContain(`stopped postgres (pid ${child.pid})`);
+        expect(await exited).toBe('SIGTERM');
+        expect(existsSync(pgDir)).toBe(false);
+        expect(existsSync(run)).toBe(false);
+      } finally {
+        child.kill('SIGKILL');
+      }
+    },
+    20_000,
+  );
+
+  it('keeps the record when something it names is left alone', async () => {
+    const run = mkdtempSync(join(root, 'ciport-bench-table-'));
+    const notOurs = mkdtempSync(join(root, 'elsewhere-'));
+    writeFileSync(join(run, 'leftover-dirs'), `${notOurs}\n`, { mode: 0o600 });
+    const out = await stopLeftovers();
+    expect(out.join('\n')).toMatch(/left alone/);
+    expect(existsSync(notOurs)).toBe(true);
+    expect(existsSync(run)).toBe(true);
+    rmSync(run, { recursive: true, force: true });
+  });
 });

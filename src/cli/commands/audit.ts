@@ -18,7 +18,7 @@ export async function openConfiguredStore(file: string, env: NodeJS.ProcessEnv):
   return openStore(cfg.store, { dataDir: cfg.data_dir });
 }
 
-async function withStore<T>(
+export async function withStore<T>(
   file: string,
   env: NodeJS.ProcessEnv,
   fn: (store: Store) => Promise<T>,

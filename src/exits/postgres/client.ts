@@ -53,7 +53,7 @@ export async function servePgClientConnection(
     socket.resume();
     return { kind: 'cancel' };
   }
-  const result = await relayPg(socket, tunnel);
+  const result = await relayPg(socket, tunnel, { resetAppAfterGoodbye: true });
   return { kind: 'session', ...result };
 }
 

@@ -3,6 +3,7 @@
 // simple Query ('Q') text and extended-protocol Parse ('P') text. The parser reads message
 // headers and keeps at most a bounded prefix of Q/P bodies; everything else (COPY data, Bind
 // values, …) is counted and skipped, never buffered.
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pauseWhileFull } from '../../audit/backlog.js';
@@ -182,6 +183,14 @@ export interface RelayOptions {
   /** Audit backpressure: while this returns a promise, reading from the app pauses. */
   room?: (() => Promise<void> | undefined) | undefined;
   /**
+   * The local hop (the client): once the application has said goodbye (its last message was
+   * Terminate and it closed its side), end its socket with a reset instead of a FIN when the
+   * tunnel is done. The application closed first, so a FIN would leave its socket in TIME_WAIT
+   * for 60 s: one row per connection in the socket table the peer check reads, which a
+   * connection-per-test suite grows by thousands. After Terminate it expects nothing more.
+   */
+  resetAppAfterGoodbye?: boolean | undefined;
+  /**
    * Called once, before both sides are torn down, when the relay is torn down by an error, an
    * abort or a premature close (also the "normal" premature close after one side ended: a
    * reset HTTP/2 stream may have ended its readable side first). Not called when both
@@ -253,9 +262,18 @@ export async function relayPg(
     upstream.destroy();
   };
   const opts = options.signal ? { signal: options.signal } : {};
-  await Promise.all([
-    pipeline(app, upstream, opts).then(done, fail),
-    pipeline(upstream, app, opts).then(done, fail),
-  ]);
+  let appEnded = false;
+  app.once('end', () => {
+    appEnded = true;
+  });
+  const toApp = options.resetAppAfterGoodbye
+    ? pipeline(upstream, app, { ...opts, end: false }).then(() => {
+        const socket = app as Partial<Socket>;
+        if (appEnded && tail.equals(TERMINATE) && typeof socket.resetAndDestroy === 'function') {
+          socket.resetAndDestroy();
+        } else app.end();
+      })
+    : pipeline(upstream, app, opts);
+  await Promise.all([pipeline(app, upstream, opts).then(done, fail), toApp.then(done, fail)]);
   return result;
 }
