@@ -129,6 +129,13 @@ var ERROR_CODES = {
   CIPORT_E_NO_AGENT: { exit: ExitCode.unreachable, http: 503 },
   CIPORT_E_AGENT_UNAUTHORIZED: { exit: ExitCode.tokenRejected, http: 401 },
   CIPORT_E_ENROLLMENT_INVALID: { exit: ExitCode.tokenRejected, http: 401 },
+  // audit sinks (docs/audit-sinks.md): delivery failures, retried with backoff
+  CIPORT_E_AUDIT_SINK_UNREACHABLE: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_AUDIT_SINK_TLS: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_AUDIT_SINK_TIMEOUT: { exit: ExitCode.unreachable, http: 504 },
+  CIPORT_E_AUDIT_SINK_REJECTED: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_AUDIT_SINK_PROTOCOL: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_AUDIT_SINK_WRITE: { exit: ExitCode.unreachable, http: 502 },
   // client (ciport exec|open|close|whoami)
   CIPORT_E_NO_TOKEN: { exit: ExitCode.usage, http: 401 },
   CIPORT_E_TOKEN_UNAVAILABLE: { exit: ExitCode.tokenRejected, http: 401 },

@@ -3,6 +3,7 @@
 // inferred from it. Objects are strict: an unknown key is an error, not a silent no-op.
 import { z } from 'zod';
 import { adminTokenSchema, uniqueAdminTokenNames } from './admin-tokens.js';
+import { auditSinkSchema } from './audit-sinks.js';
 import { parseClaimPath } from './claim-path.js';
 import { durationSchema, hostPortSchema, nameSchema as name, secretSchema } from './fields.js';
 import { type TargetConfig, targetSchema } from './targets/index.js';
@@ -372,10 +373,15 @@ export const gatewayConfigSchema = z
             }),
           })
           .prefault({}),
+        sinks: z.array(auditSinkSchema).default([]).meta({
+          description:
+            'Where every audit event is also delivered, in chain order, at least once: webhook, syslog, file (docs/audit-sinks.md).',
+        }),
       })
       .prefault({}),
   })
   .superRefine((cfg, ctx) => {
+    unique(cfg.audit.sinks, ['audit', 'sinks'], ctx);
     unique(cfg.issuers, 'issuers', ctx);
     unique(cfg.targets, 'targets', ctx);
     unique(cfg.rules, 'rules', ctx);
@@ -392,11 +398,12 @@ export const gatewayConfigSchema = z
     });
   });
 
-function unique(items: { name: string }[], section: string, ctx: z.RefinementCtx): void {
+function unique(items: { name: string }[], section: string | string[], ctx: z.RefinementCtx): void {
   const seen = new Set<string>();
+  const at = typeof section === 'string' ? [section] : section;
   items.forEach((item, i) => {
     if (seen.has(item.name)) {
-      ctx.addIssue({ code: 'custom', path: [section, i, 'name'], message: `duplicate name "${item.name}"` });
+      ctx.addIssue({ code: 'custom', path: [...at, i, 'name'], message: `duplicate name "${item.name}"` });
     }
     seen.add(item.name);
   });

@@ -75,6 +75,17 @@ export class PolicyDeniedError extends CiportError {
   }
 }
 
+/** An audit sink (webhook, syslog, file) did not take a batch; the deliverer retries it. */
+export class AuditSinkError extends CiportError {
+  constructor(
+    code: CodesStartingWith<'CIPORT_E_AUDIT_SINK_'>,
+    message: string,
+    options?: { cause?: unknown; details?: Record<string, unknown> },
+  ) {
+    super(code, message, options);
+  }
+}
+
 /** Wrap anything into a CiportError so that every failure has a code. */
 export function asCiportError(err: unknown): CiportError {
   if (err instanceof CiportError) return err;

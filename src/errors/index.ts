@@ -1,5 +1,6 @@
 export { ERROR_CODES, type ErrorCode, ExitCode } from './codes.js';
 export {
+  AuditSinkError,
   asCiportError,
   CiportError,
   ConfigError,

@@ -19,6 +19,7 @@ import { AuditBacklog } from '../audit/backlog.js';
 import { canonicalJson } from '../audit/canonical.js';
 import { DenialLog } from '../audit/denials.js';
 import { auditEvent } from '../audit/events.js';
+import { type DeliveryTiming, startAuditSinks } from '../audit/sinks/index.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
 import { asCiportError, CiportError, ConfigError } from '../errors/index.js';
 import { isDevelopmentIssuer } from '../identity/url-policy.js';
@@ -65,6 +66,8 @@ export interface StartGatewayOptions {
   roleReapIntervalMs?: number;
   /** Query / http.request events pending a commit before relays pause (default 10 000). */
   auditBacklogMax?: number;
+  /** Audit sink delivery timing (poll, lease, backoff; docs/audit-sinks.md); tests shorten it. */
+  auditSinkTiming?: Partial<DeliveryTiming>;
   /** How long agent credentials live and a rotated-away one is still accepted (30 days, 1 h). */
   agentCredentials?: Pick<AgentRegistryOptions, 'credentialLifetimeMs' | 'rotationGraceMs'>;
 }
@@ -223,6 +226,16 @@ export async function startGateway(
     const made = agents;
     closeAgents = once(() => made.close().catch(() => {}));
     teardown.defer('agents', closeAgents);
+    // Audit sinks read the log from the store; stopped before it closes (teardown runs backwards).
+    const sinks = startAuditSinks({
+      sinks: config.audit.sinks,
+      store,
+      owner: gatewayId,
+      log,
+      registry: metrics.registry,
+      ...(options.auditSinkTiming ? { timing: options.auditSinkTiming } : {}),
+    });
+    teardown.defer('audit sinks', (graceful) => sinks.stop(graceful));
     await store.appendAudit(
       auditEvent('config.loaded', {
         source: options.configSource ?? '(in-process)',

@@ -22,6 +22,13 @@ import { AGENT_REVOKED_CHANNEL, type AuditRow, type Engine, SESSION_ENDED_CHANNE
 import { StoreError, wrapStoreError } from './errors.js';
 import { MIGRATION_LOCK_TABLE, MIGRATION_TABLE, migrationNames, migrationProvider } from './migrations.js';
 import { type AgentsTable, type Database, type GatewaysTable, type SessionsTable, toInt } from './schema.js';
+import {
+  type AuditSinkCursor,
+  advanceAuditSink,
+  auditSinkCursors,
+  claimAuditSink,
+  releaseAuditSink,
+} from './sink-cursors.js';
 import type { ChainedEvent, WriteJob, WriteStep } from './sqlite-writer.js';
 import type {
   AgentChange,
@@ -941,6 +948,26 @@ export class KyselyStore implements Store {
         return row?.value ?? value;
       }),
     );
+  }
+
+  // ---- audit sink cursors (sink-cursors.ts) ------------------------------------------------
+  // Written through the engine directly, not #write: they record no audit event and need no
+  // place in the chain's order, so they must not hurry the events waiting for a group commit.
+
+  claimAuditSink(sink: string, owner: string, now: number, until: number): Promise<number | undefined> {
+    return this.#guard(() => claimAuditSink((fn) => this.#engine.write(fn), sink, owner, now, until));
+  }
+
+  advanceAuditSink(sink: string, owner: string, from: number, to: number, now: number): Promise<boolean> {
+    return this.#guard(() => advanceAuditSink((fn) => this.#engine.write(fn), sink, owner, from, to, now));
+  }
+
+  releaseAuditSink(sink: string, owner: string): Promise<void> {
+    return this.#guard(() => releaseAuditSink((fn) => this.#engine.write(fn), sink, owner));
+  }
+
+  auditSinkCursors(): Promise<AuditSinkCursor[]> {
+    return this.#guard(() => auditSinkCursors(this.#db));
   }
 
   subscribe(listener: SessionEndedListener): Promise<() => Promise<void>> {

@@ -210,6 +210,21 @@ function migrations(engine: StoreEngine): Record<string, Migration> {
         await db.schema.alterTable('sessions').addColumn('end_note', 'text').execute();
       },
     },
+    // Audit sinks (docs/audit-sinks.md): per sink, the last seq its receiver acknowledged and the
+    // lease of the one gateway delivering to it, so delivery resumes after a restart and gateways
+    // sharing a store never deliver one sink twice at once.
+    '0008_audit_sink_cursors': {
+      async up(db: AnyDb) {
+        await db.schema
+          .createTable('audit_sink_cursors')
+          .addColumn('sink', 'text', (c) => c.primaryKey())
+          .addColumn('seq', 'bigint', (c) => c.notNull())
+          .addColumn('owner', 'text')
+          .addColumn('lease_until', 'bigint', (c) => c.notNull())
+          .addColumn('updated_at', 'bigint', (c) => c.notNull())
+          .execute();
+      },
+    },
   };
 }
 

@@ -98,6 +98,15 @@ export interface GatewaysTable {
   last_seen_at: IntColumn;
 }
 
+/** Audit sink delivery cursors and leases (migration 0008, src/store/sink-cursors.ts). */
+export interface AuditSinkCursorsTable {
+  sink: string;
+  seq: IntColumn;
+  owner: ColumnType<string | null, string | null, string | null>;
+  lease_until: IntColumn;
+  updated_at: IntColumn;
+}
+
 export interface Database {
   sessions: SessionsTable;
   audit_events: AuditEventsTable;
@@ -106,6 +115,7 @@ export interface Database {
   agents: AgentsTable;
   agent_enrollments: AgentEnrollmentsTable;
   gateways: GatewaysTable;
+  audit_sink_cursors: AuditSinkCursorsTable;
 }
 
 export function toInt(value: number | string | bigint): number {

@@ -4,6 +4,7 @@
 import type { JsonObject } from '../audit/canonical.js';
 import type { ChainRow } from '../audit/chain.js';
 import type { AuditEvent, AuditEventInput, SessionEndReason } from '../audit/events.js';
+import type { AuditSinkStore } from './sink-cursors.js';
 
 export type StoreEngine = 'sqlite' | 'postgres';
 export type SessionState = 'active' | 'ended';
@@ -332,10 +333,10 @@ export interface MetaStore {
 
 /**
  * Everything a store engine holds. Parts of the code take the narrow interface they use
- * (SessionStore, AuditStore, AgentStore, GatewayStore, MetaStore), so what each may touch is
+ * (SessionStore, AuditStore, AgentStore, GatewayStore, MetaStore, AuditSinkStore), so what each may touch is
  * visible in its signature.
  */
-export interface Store extends SessionStore, AuditStore, AgentStore, GatewayStore, MetaStore {
+export interface Store extends SessionStore, AuditStore, AgentStore, GatewayStore, MetaStore, AuditSinkStore {
   readonly engine: StoreEngine;
 
   /**

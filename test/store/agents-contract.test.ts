@@ -11,7 +11,7 @@ import { HOUR, MINUTE, T0 } from './fixtures.js';
 const DAY_MS = 24 * HOUR;
 
 import { waitFor } from '../fixtures/wait-for.js';
-import { engines, type RawDb, type TestDb } from './harness.js';
+import { engines, type TestDb } from './harness.js';
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -31,6 +31,10 @@ const rotatedEvent = (expiresAt: number) => (a: StoredAgent) =>
     expires_at: new Date(expiresAt).toISOString(),
   });
 const LIFETIME = 30 * DAY_MS;
+/** Migrations after the agent ones, rolled back with them (see undoLaterMigrations). */
+const LATER_MIGRATIONS = ['0007_session_ended_by', '0008_audit_sink_cursors'];
+/** `?, ?, …`: one SQL placeholder per value. */
+const placeholders = (n: number) => Array(n).fill('?').join(', ');
 
 function newAgent(createdAt = T0): NewAgent {
   return {
@@ -42,13 +46,6 @@ function newAgent(createdAt = T0): NewAgent {
 }
 
 /** Store an enrollment; returns its token hash. */
-/** Undo migration 0007 (sessions.ended_by, end_note), so an earlier one can run again before it. */
-async function undoSessionEndedBy(raw: RawDb): Promise<void> {
-  await raw.exec(`delete from ${MIGRATION_TABLE} where name = ?`, ['0007_session_ended_by']);
-  await raw.exec('alter table sessions drop column ended_by');
-  await raw.exec('alter table sessions drop column end_note');
-}
-
 async function enroll(
   store: Store,
   name: string,
@@ -85,6 +82,14 @@ for (const h of engines()) {
       t = await h.fresh();
     });
     afterEach(() => t.dispose());
+
+    // Migrations after 0006 (they touch no agent table): undone too when a test goes back to
+    // an older schema, or the migrator would find them applied before the ones it re-runs.
+    const undoLaterMigrations = async () => {
+      await t.raw.exec('alter table sessions drop column ended_by');
+      await t.raw.exec('alter table sessions drop column end_note');
+      await t.raw.exec('drop table audit_sink_cursors');
+    };
 
     const count = async (table: string) => {
       const [row] = await t.raw.query<{ n: number | string }>(`select count(*) as n from ${table}`);
@@ -690,8 +695,11 @@ for (const h of engines()) {
         await enroll(first, 'pending', { createdAt: T0 + 6, expiresAt: Date.now() + HOUR });
         await first.close();
         // Back to the schema before 0006 (SQLite 3.35+ and PostgreSQL drop columns alike).
-        await undoSessionEndedBy(t.raw);
-        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name = ?`, ['0006_agent_targets']);
+        await t.raw.exec(
+          `delete from ${MIGRATION_TABLE} where name in (${placeholders(1 + LATER_MIGRATIONS.length)})`,
+          ['0006_agent_targets', ...LATER_MIGRATIONS],
+        );
+        await undoLaterMigrations();
         await t.raw.exec('alter table agents drop column targets');
         await t.raw.exec('alter table agent_enrollments drop column targets');
 
@@ -717,11 +725,11 @@ for (const h of engines()) {
         const agent = await register(first, 'dc1', T0);
         await first.close();
         // Back to the schema before 0005.
-        await undoSessionEndedBy(t.raw);
-        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name in (?, ?)`, [
-          '0005_agent_credential_rotation',
-          '0006_agent_targets',
-        ]);
+        await t.raw.exec(
+          `delete from ${MIGRATION_TABLE} where name in (${placeholders(2 + LATER_MIGRATIONS.length)})`,
+          ['0005_agent_credential_rotation', '0006_agent_targets', ...LATER_MIGRATIONS],
+        );
+        await undoLaterMigrations();
         for (const column of ['credential_expires_at', 'previous_hash', 'previous_valid_until', 'targets'])
           await t.raw.exec(`alter table agents drop column ${column}`);
         await t.raw.exec('alter table agent_enrollments drop column targets');
@@ -751,12 +759,11 @@ for (const h of engines()) {
         const first = await t.open();
         await first.close();
         // Back to the schema before 0004, holding a document the old registry wrote.
-        await undoSessionEndedBy(t.raw);
-        await t.raw.exec(`delete from ${MIGRATION_TABLE} where name in (?, ?, ?)`, [
-          '0004_agents',
-          '0005_agent_credential_rotation',
-          '0006_agent_targets',
-        ]);
+        await t.raw.exec(
+          `delete from ${MIGRATION_TABLE} where name in (${placeholders(3 + LATER_MIGRATIONS.length)})`,
+          ['0004_agents', '0005_agent_credential_rotation', '0006_agent_targets', ...LATER_MIGRATIONS],
+        );
+        await undoLaterMigrations();
         for (const table of ['agents', 'agent_enrollments', 'gateways'])
           await t.raw.exec(`drop table ${table}`);
         const iso = (ms: number) => new Date(ms).toISOString();

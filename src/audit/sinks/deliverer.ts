@@ -1,0 +1,219 @@
+// One sink's delivery loop (docs/audit-sinks.md, "Delivery"): hold the sink's lease in the store,
+// read the events after its cursor a page at a time, hand them to the receiver, and move the
+// cursor only once the receiver acknowledged them. A failed delivery is retried — the same events
+// again, re-read from the store — after a capped exponential backoff with jitter. So delivery is
+// at least once and in chain order, memory holds one batch at most, and a restart resumes from
+// the stored cursor.
+
+import { asCiportError } from '../../errors/index.js';
+import type { Logger } from '../../log/logger.js';
+import type { AuditSinkStore } from '../../store/sink-cursors.js';
+import type { AuditStore } from '../../store/types.js';
+import { jsonlLine } from '../export.js';
+import type { SinkEvent, SinkTransport } from './transport.js';
+
+export interface DeliveryTiming {
+  /** How often the log is checked for new events while the sink is caught up (ms). */
+  pollMs: number;
+  /** Lease length (ms); renewed when half of it is left. */
+  leaseMs: number;
+  /** First retry delay and its cap (ms). */
+  backoffMs: number;
+  maxBackoffMs: number;
+}
+
+export const DEFAULT_TIMING: DeliveryTiming = {
+  pollMs: 1000,
+  leaseMs: 30_000,
+  backoffMs: 500,
+  maxBackoffMs: 60_000,
+};
+
+/** Most JSON bytes one batch carries (at least one event goes, whatever its size). */
+export const MAX_BATCH_BYTES = 1024 * 1024;
+
+export interface SinkMetrics {
+  delivered(sink: string, events: number): void;
+  failed(sink: string, code: string): void;
+  failing(sink: string, failing: boolean): void;
+}
+
+export interface DelivererOptions {
+  name: string;
+  kind: string;
+  batch: number;
+  transport: SinkTransport;
+  store: AuditStore & AuditSinkStore;
+  /** This gateway's id: the lease owner. */
+  owner: string;
+  log: Logger;
+  metrics: SinkMetrics;
+  timing: DeliveryTiming;
+  random?: () => number;
+}
+
+type State = 'starting' | 'delivering' | 'failing' | 'standby';
+
+/** The delay before retry `attempt` (1, 2, …): base·2^(attempt−1), capped, then 50–100 % of it. */
+export function backoffDelay(
+  attempt: number,
+  timing: DeliveryTiming,
+  random: () => number = Math.random,
+): number {
+  const capped = Math.min(timing.maxBackoffMs, timing.backoffMs * 2 ** Math.min(attempt - 1, 30));
+  return Math.round(capped * (0.5 + random() / 2));
+}
+
+export class SinkDeliverer {
+  readonly #o: DelivererOptions;
+  readonly #abort = new AbortController();
+  #stopping = false;
+  #loop: Promise<void> | undefined;
+  #wake: (() => void) | undefined;
+  /** The cursor while this gateway holds the lease; undefined otherwise. */
+  #cursor: number | undefined;
+  #renewAt = 0;
+  #state: State = 'starting';
+  #attempt = 0;
+  #failingSince = 0;
+
+  constructor(options: DelivererOptions) {
+    this.#o = options;
+  }
+
+  start(): void {
+    this.#loop ??= this.#run();
+  }
+
+  /**
+   * Stop. `graceful`: let a delivery in flight finish (bounded by the sink's timeout) and record
+   * it; otherwise abort it (it is delivered again later: at least once). Then give up the lease.
+   */
+  async stop(graceful: boolean): Promise<void> {
+    this.#stopping = true;
+    if (!graceful) this.#abort.abort();
+    this.#wake?.();
+    await this.#loop;
+    if (this.#cursor !== undefined) {
+      await this.#o.store.releaseAuditSink(this.#o.name, this.#o.owner).catch(() => {});
+      this.#cursor = undefined;
+    }
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopping) {
+      let wait: number;
+      try {
+        wait = await this.#step();
+      } catch (err) {
+        // The store failed (not the receiver): same backoff, same once-per-state log.
+        wait = this.#failed(asCiportError(err).code, asCiportError(err).message, 'store');
+      }
+      if (wait > 0 && !this.#stopping) await this.#sleep(wait);
+    }
+  }
+
+  /** One round; resolves to how long to wait before the next (0: go on at once). */
+  async #step(): Promise<number> {
+    const { store, name, owner, timing } = this.#o;
+    const now = Date.now();
+    if (this.#cursor === undefined || now >= this.#renewAt) {
+      const cursor = await store.claimAuditSink(name, owner, now, now + timing.leaseMs);
+      if (cursor === undefined) {
+        this.#cursor = undefined;
+        this.#enter('standby', {});
+        return Math.max(timing.pollMs, Math.floor(timing.leaseMs / 3));
+      }
+      this.#cursor = cursor;
+      this.#renewAt = now + Math.floor(timing.leaseMs / 2);
+    }
+    const from = this.#cursor;
+    const page = await store.auditEvents({ afterSeq: from, limit: this.#o.batch });
+    if (page.length === 0) {
+      if (this.#state === 'starting' || this.#state === 'standby')
+        this.#enter('delivering', { cursor: from });
+      return timing.pollMs;
+    }
+    const batch: SinkEvent[] = [];
+    let bytes = 0;
+    for (const e of page) {
+      const json = jsonlLine(e).slice(0, -1);
+      bytes += Buffer.byteLength(json);
+      if (batch.length > 0 && bytes > MAX_BATCH_BYTES) break;
+      batch.push({ seq: e.seq, time: e.time, type: e.type, hash: e.hash, prevHash: e.prevHash, json });
+    }
+    try {
+      await this.#o.transport.deliver(batch, this.#abort.signal);
+    } catch (err) {
+      if (this.#abort.signal.aborted) return 0;
+      const e = asCiportError(err);
+      return this.#failed(e.code, e.message, 'receiver');
+    }
+    const to = batch.at(-1)?.seq as number;
+    if (!(await store.advanceAuditSink(name, owner, from, to, Date.now()))) {
+      // Another gateway took the lease (ours lapsed while we delivered): it delivers from its
+      // cursor; what we just sent may arrive twice (at least once).
+      this.#cursor = undefined;
+      this.#enter('standby', { lost_lease: true });
+      return timing.pollMs;
+    }
+    this.#cursor = to;
+    this.#o.metrics.delivered(name, batch.length);
+    if (this.#state !== 'delivering') this.#enter('delivering', { cursor: to });
+    return batch.length < page.length || page.length === this.#o.batch ? 0 : timing.pollMs;
+  }
+
+  #failed(code: string, message: string, where: 'receiver' | 'store'): number {
+    this.#o.metrics.failed(this.#o.name, code);
+    this.#attempt++;
+    if (this.#state !== 'failing') {
+      this.#failingSince = Date.now();
+      this.#enter('failing', { code, err: message, where });
+    } else {
+      this.#o.log.debug(
+        { sink: this.#o.name, code, attempt: this.#attempt },
+        'audit sink delivery failed again',
+      );
+    }
+    return backoffDelay(this.#attempt, this.#o.timing, this.#o.random);
+  }
+
+  /** Change state, logging once per change (never once per attempt: a dead receiver must not flood the log). */
+  #enter(state: State, fields: Record<string, unknown>): void {
+    const previous = this.#state;
+    if (previous === state) return;
+    this.#state = state;
+    const sink = { sink: this.#o.name, kind: this.#o.kind };
+    this.#o.metrics.failing(this.#o.name, state === 'failing');
+    if (state === 'failing') {
+      this.#o.log.warn(
+        { ...sink, ...fields },
+        'audit sink unreachable: delivery paused, retrying with backoff',
+      );
+    } else if (state === 'standby') {
+      this.#o.log.info(
+        { ...sink, ...fields },
+        'audit sink delivered by another gateway (lease held elsewhere)',
+      );
+    } else if (previous === 'failing') {
+      this.#o.log.info(
+        { ...sink, ...fields, failed_attempts: this.#attempt, down_ms: Date.now() - this.#failingSince },
+        'audit sink delivering again',
+      );
+    } else {
+      this.#o.log.info({ ...sink, ...fields }, 'audit sink delivering');
+    }
+    if (state !== 'failing') this.#attempt = 0;
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#wake = done;
+    });
+  }
+}
