@@ -54,7 +54,7 @@ describe('hostile: job claims downstream of the audit log', () => {
     for (const f of receiver.frames) expect(Object.keys(f.sd)).toEqual(['seq', 'hash', 'prev_hash']);
     expect(await verifyRows(receiver.frames.map((f) => f.row))).toMatchObject({ ok: true, count: n });
     const opened = receiver.frames.find((f) => f.msgid === 'session.opened');
-    expect((opened?.row.data as { principal: { ref: string } }).principal.ref).toBe(REF);
+    expect(opened?.row.data).toMatchObject({ principal: { ref: REF } });
     // File: n lines split on "\n", each one whole event; the chain verifies.
     const rows = lines().map(parseJsonlLine);
     expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
