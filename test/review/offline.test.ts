@@ -481,4 +481,28 @@ describe('ReviewBuilder', () => {
     ]);
     expect(report.targets[0]).toMatchObject({ target: 'db', bytes_to_target: 0, bytes_from_target: 0 });
   });
+
+  // Found by the r14 operator walk-through: docs/operators.md says every config.loaded lists the
+  // admin tokens in force as `operators` "so an access review can say who could act in a
+  // period", but the report's policy versions keep only {time, config_hash, previous_hash,
+  // source, rules}: the operators (and a role change by reload) never reach the review. Either
+  // the report carries them or docs/operators.md stops promising it.
+  it.fails('says which operators (admin tokens and roles) were in force', () => {
+    const b = new ReviewBuilder({ since: T0, until: T0 + 10 });
+    const operators = [
+      { name: 'ci-bot', roles: ['admin'] },
+      { name: 'compliance', roles: ['auditor'] },
+    ];
+    b.add({
+      seq: 1,
+      time: T0 + 1,
+      type: 'config.loaded',
+      data: JSON.stringify({ source: 'gw.yaml', config_hash: HASH_A, rules: ['r'], operators }),
+      hash: '',
+      prevHash: '',
+    });
+    const report = b.finish({ ok: true });
+    expect(report.policy.changes).toHaveLength(1);
+    expect(report.policy.changes[0]).toMatchObject({ operators });
+  });
 });
