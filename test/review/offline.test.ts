@@ -2,7 +2,7 @@
 // of the JSON, every section, the same report from SQLite and PostgreSQL, offline attestation on
 // a clean and on a tampered log, usage errors, and what the HTML may not contain.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -354,6 +354,21 @@ describe('ciport review --config', () => {
     expect(future.code).toBe(2);
     const email = await attest('--reviewer', 'x<script>');
     expect(email.code).toBe(2);
+  });
+
+  // Found by the r14 operator walk-through: an auditor ran `ciport review --config gw.yaml` from
+  // another directory than the gateway's (README's config has `data_dir: ./ciport-data`). The
+  // review created a new, empty SQLite store there and printed an empty report with
+  // `verification: {ok: true}`, exit 0: an access review that says "nothing happened, chain
+  // intact" for a store it never read. Reading a review (or export, or verify) should refuse a
+  // store that does not exist (exit 5, docs/review.md "Exit codes") and create nothing.
+  it.fails('refuses a store that does not exist instead of creating an empty one', async () => {
+    const elsewhere = mkdtempSync(join(tmpdir(), 'ciport-review-missing-'));
+    const config = join(elsewhere, 'gw.yaml');
+    writeFileSync(config, `data_dir: ${join(elsewhere, 'not-the-gateways-data')}\n`);
+    const result = await review(config);
+    expect(existsSync(join(elsewhere, 'not-the-gateways-data'))).toBe(false);
+    expect(result.code).toBe(5);
   });
 
   it("docs/review.md's recomputation of review_hash agrees, and notices an edit", () => {
