@@ -67,6 +67,22 @@ describe('admin_tokens', () => {
     );
   });
 
+  // Found by the r14 operator walk-through: `role: superuser` (or `roles: [admin, root]`) is
+  // refused with "admin_tokens[0]: Invalid input: expected string, received undefined", an error
+  // of the unnamed-secret branch of the union that says nothing about the role. The message
+  // should name the bad role and the roles allowed (admin, approver, auditor).
+  it.fails('says which role is unknown and which roles exist', () => {
+    for (const entry of [
+      '  - {name: x, token: {env: A}, role: superuser}\n',
+      '  - {name: x, token: {env: A}, roles: [admin, superuser]}\n',
+    ]) {
+      const message = failure(entry).message;
+      expect(message).not.toContain('expected string, received undefined');
+      expect(message).toContain('superuser');
+      expect(message).toMatch(/admin.*approver.*auditor/);
+    }
+  });
+
   it('refuses two entries with the same value without printing it', () => {
     const err = failure('  - {env: A}\n  - {name: twin, token: {env: A}, role: auditor}\n');
     expect(err.code).toBe('CIPORT_E_CONFIG_INVALID');

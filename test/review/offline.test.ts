@@ -2,7 +2,7 @@
 // of the JSON, every section, the same report from SQLite and PostgreSQL, offline attestation on
 // a clean and on a tampered log, usage errors, and what the HTML may not contain.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -356,6 +356,21 @@ describe('ciport review --config', () => {
     expect(email.code).toBe(2);
   });
 
+  // Found by the r14 operator walk-through: an auditor ran `ciport review --config gw.yaml` from
+  // another directory than the gateway's (README's config has `data_dir: ./ciport-data`). The
+  // review created a new, empty SQLite store there and printed an empty report with
+  // `verification: {ok: true}`, exit 0: an access review that says "nothing happened, chain
+  // intact" for a store it never read. Reading a review (or export, or verify) should refuse a
+  // store that does not exist (exit 5, docs/review.md "Exit codes") and create nothing.
+  it.fails('refuses a store that does not exist instead of creating an empty one', async () => {
+    const elsewhere = mkdtempSync(join(tmpdir(), 'ciport-review-missing-'));
+    const config = join(elsewhere, 'gw.yaml');
+    writeFileSync(config, `data_dir: ${join(elsewhere, 'not-the-gateways-data')}\n`);
+    const result = await review(config);
+    expect(existsSync(join(elsewhere, 'not-the-gateways-data'))).toBe(false);
+    expect(result.code).toBe(5);
+  });
+
   it("docs/review.md's recomputation of review_hash agrees, and notices an edit", () => {
     const doc = readFileSync(new URL('../../docs/review.md', import.meta.url), 'utf8');
     const block = /To recompute[\s\S]*?```sh\n([\s\S]*?)```/.exec(doc)?.[1] as string;
@@ -480,5 +495,29 @@ describe('ReviewBuilder', () => {
       },
     ]);
     expect(report.targets[0]).toMatchObject({ target: 'db', bytes_to_target: 0, bytes_from_target: 0 });
+  });
+
+  // Found by the r14 operator walk-through: docs/operators.md says every config.loaded lists the
+  // admin tokens in force as `operators` "so an access review can say who could act in a
+  // period", but the report's policy versions keep only {time, config_hash, previous_hash,
+  // source, rules}: the operators (and a role change by reload) never reach the review. Either
+  // the report carries them or docs/operators.md stops promising it.
+  it.fails('says which operators (admin tokens and roles) were in force', () => {
+    const b = new ReviewBuilder({ since: T0, until: T0 + 10 });
+    const operators = [
+      { name: 'ci-bot', roles: ['admin'] },
+      { name: 'compliance', roles: ['auditor'] },
+    ];
+    b.add({
+      seq: 1,
+      time: T0 + 1,
+      type: 'config.loaded',
+      data: JSON.stringify({ source: 'gw.yaml', config_hash: HASH_A, rules: ['r'], operators }),
+      hash: '',
+      prevHash: '',
+    });
+    const report = b.finish({ ok: true });
+    expect(report.policy.changes).toHaveLength(1);
+    expect(report.policy.changes[0]).toMatchObject({ operators });
   });
 });
