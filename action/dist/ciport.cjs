@@ -22926,6 +22926,12 @@ function printable(text) {
 function printableLines(text) {
   return text.split("\n").map(printable).join("\n");
 }
+function escapeJsonControls(json2) {
+  return json2.replace(
+    /[\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`
+  );
+}
 
 // src/cli/output.ts
 var processIo = { stdout: process.stdout, stderr: process.stderr, env: process.env };
@@ -22939,7 +22945,7 @@ function paint(io, stream, style, text) {
   return useColor(io, stream) ? `\x1B[${CODES[style]}m${text}\x1B[0m` : text;
 }
 function writeJson(io, value) {
-  io.stdout.write(`${JSON.stringify(value, null, 2)}
+  io.stdout.write(`${escapeJsonControls(JSON.stringify(value, null, 2))}
 `);
 }
 function reportError(io, err) {

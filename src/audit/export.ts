@@ -3,7 +3,7 @@
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import type { AuditStore } from '../store/types.js';
-import { defuseFormula, printable } from '../text/printable.js';
+import { defuseFormula, escapeJsonControls, printable } from '../text/printable.js';
 import { canonicalJson, type JsonObject, type JsonValue } from './canonical.js';
 import { type ChainRow, RESERVED_DATA_KEYS } from './chain.js';
 import type { AuditEvent } from './events.js';
@@ -151,10 +151,7 @@ export function csvField(value: JsonValue | undefined): string {
 
 /** Canonical JSON with every control and bidi character as a `\uXXXX` escape (same value). */
 function jsonCell(value: JsonValue): string {
-  return canonicalJson(value).replace(
-    /[\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g,
-    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
-  );
+  return escapeJsonControls(canonicalJson(value));
 }
 
 function quote(text: string): string {

@@ -1,6 +1,6 @@
 import type { Writable } from 'node:stream';
 import type { CiportError } from '../errors/index.js';
-import { printable, printableLines } from '../text/printable.js';
+import { escapeJsonControls, printable, printableLines } from '../text/printable.js';
 
 // Everything a command prints for people goes through `printable` (src/text/printable.ts):
 // values from tokens, the gateway or a config file never reach the terminal as control bytes.
@@ -35,7 +35,9 @@ export function count(n: number, noun: string): string {
 }
 
 export function writeJson(io: Io, value: unknown): void {
-  io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  // Values carry job claims (branch names may hold C1 controls and bidi overrides): escaped, so
+  // `--json` output piped to a terminal cannot drive it; the parsed value is the same.
+  io.stdout.write(`${escapeJsonControls(JSON.stringify(value, null, 2))}\n`);
 }
 
 /** The one way errors reach a terminal: `ciport: CODE: message`. */

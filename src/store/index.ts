@@ -1,5 +1,11 @@
 export { isUnavailable, StoreError, type StoreErrorCode } from './errors.js';
-export { DEFAULT_SQLITE_FILE, type OpenStoreOptions, openStore, type StoreConfig } from './open.js';
+export {
+  DEFAULT_SQLITE_FILE,
+  type OpenStoreOptions,
+  openStore,
+  type StoreConfig,
+  sqliteFileOf,
+} from './open.js';
 export type {
   AgentChange,
   AgentEventFor,

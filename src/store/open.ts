@@ -16,6 +16,12 @@ export interface OpenStoreOptions {
 
 export const DEFAULT_SQLITE_FILE = 'ciport.db';
 
+/** The SQLite file a config names (undefined for PostgreSQL). */
+export function sqliteFileOf(config: StoreConfig | undefined, dataDir: string): string | undefined {
+  if (config === undefined) return join(dataDir, DEFAULT_SQLITE_FILE);
+  return 'sqlite' in config ? config.sqlite.path : undefined;
+}
+
 /**
  * Open the configured store and bring its schema up to date. Without a `store:` section the
  * embedded default is SQLite at `<dataDir>/ciport.db`. A relative SQLite path is relative to the
@@ -23,13 +29,16 @@ export const DEFAULT_SQLITE_FILE = 'ciport.db';
  * cannot be reached and CIPORT_E_STORE_SCHEMA when its schema is not one this version can use.
  */
 export async function openStore(config: StoreConfig | undefined, options: OpenStoreOptions): Promise<Store> {
+  const sqlite = sqliteFileOf(config, options.dataDir);
   const engine =
-    config === undefined
-      ? await openSqliteEngine(join(options.dataDir, DEFAULT_SQLITE_FILE))
-      : 'sqlite' in config
-        ? await openSqliteEngine(config.sqlite.path)
-        : await openPostgresEngine(
-            typeof config.postgres.url === 'string' ? config.postgres.url : config.postgres.url.reveal(),
-          );
+    sqlite !== undefined
+      ? await openSqliteEngine(sqlite)
+      : await openPostgresEngine(
+          config && 'postgres' in config
+            ? typeof config.postgres.url === 'string'
+              ? config.postgres.url
+              : config.postgres.url.reveal()
+            : '',
+        );
   return KyselyStore.open(engine, options.clock);
 }

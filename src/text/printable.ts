@@ -34,8 +34,22 @@ export function printableLines(text: string): string {
 
 /**
  * A spreadsheet treats a cell starting with `=`, `+`, `-`, `@`, tab or CR as a formula (OWASP
- * "CSV injection"). Such a value gets a leading `'`, which spreadsheets show as text.
+ * "CSV injection"). Such a value gets a leading `'`, which spreadsheets show as text. So does
+ * each such character right after a `;`: a spreadsheet in a locale whose list separator is `;`
+ * (de, fr, es, it, nl…) splits the line there, quotes or not, and the rest would start a cell.
  */
 export function defuseFormula(text: string): string {
-  return /^[=+\-@\t\r]/.test(text) ? `'${text}` : text;
+  return text.replace(/(^|;)([=+\-@\t\r])/g, "$1'$2");
+}
+
+/**
+ * Serialised JSON with every DEL, C1 control, line/paragraph separator and bidi control as a
+ * `\uXXXX` escape: the same JSON value, but nothing in it can drive a terminal or reorder what a
+ * reader sees (JSON.stringify escapes only C0). Such characters occur only inside strings.
+ */
+export function escapeJsonControls(json: string): string {
+  return json.replace(
+    /[\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }

@@ -273,7 +273,7 @@ describe('normal ends are not audited as errors', () => {
       const events = await eventsOf(s.id, (all) => all.some((e) => e.type === 'session.ended'));
       expect(events.find((e) => e.type === 'session.ended')?.data).toMatchObject({
         reason: 'revoked',
-        by: 'admin',
+        by: 'token:admin-token-1',
         note: 'INC-7: runner \\x1b[2Jcompromised',
       });
       expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);

@@ -40,7 +40,7 @@ function writeConfig(dir: string, port: number, issuerUrl: string, echo: EchoSer
       listen: `127.0.0.1:${port}`,
       data_dir: dir,
       admin_tokens: [{ env: 'TEST_ADMIN_TOKEN' }],
-      sessions: { default_ttl: '15m', lease_timeout: '5s' },
+      sessions: { default_ttl: '15m', lease_timeout: '10s' },
       issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuerUrl, audience: 'ciport' }],
       targets: [{ name: 'echo', protocol: 'tcp', address: `127.0.0.1:${echo.port}` }],
       rules: [
@@ -97,12 +97,12 @@ describe('crash safety (SIGKILL)', () => {
 
     const first = await launch();
     const c = first.client;
-    // ttl: its TTL passes while the gateway is down.
+    // ttl: its TTL passes while the gateway is down (it is killed ~8.5 s after these opens).
     const short = await openSession(c, await issuer.mint({}, { preset: 'gitlab-main' }), {
       targets: ['echo'],
-      ttl: '4s',
+      ttl: '9s',
     });
-    // quiet: no heartbeat at all; its lease (5 s) passes while the gateway is down.
+    // quiet: no heartbeat at all; its lease (10 s) passes while the gateway is down.
     const quiet = await openSession(c, await issuer.mint({}, { preset: 'gitlab-main' }), {
       targets: ['echo'],
     });
@@ -142,7 +142,10 @@ describe('crash safety (SIGKILL)', () => {
       await beat;
     });
 
-    await sleep(3_500); // quiet's lease (5 s) ends ~1.5 s after the kill; live's is renewed meanwhile
+    // quiet's lease (10 s) ends ~1.5 s after the kill; live's is renewed meanwhile, so it runs
+    // until ~10 s after the kill: the restart below has ~8 s to come up, even on a loaded machine
+    // (a shorter lease made this a race with the restart's speed).
+    await sleep(8_500);
     expect(heartbeats).toBeGreaterThan(3);
     const killedAt = Date.now();
     first.run.child.kill('SIGKILL');
@@ -154,7 +157,7 @@ describe('crash safety (SIGKILL)', () => {
 
     const second = await launch();
     current = second.client;
-    expect(Date.now() - lastOk).toBeLessThan(5_000); // live's lease had not run out
+    expect(Date.now() - lastOk).toBeLessThan(10_000); // live's lease had not run out
     // The client's next heartbeat lands on the restarted gateway.
     const beforeRestart = heartbeats;
     await waitFor(() => heartbeats > beforeRestart, 5_000);

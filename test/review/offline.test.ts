@@ -166,7 +166,7 @@ let pgDb: TestDatabase;
 let env: NodeJS.ProcessEnv;
 
 async function seed(config: string): Promise<void> {
-  const store = await openConfiguredStore(config, env);
+  const store = await openConfiguredStore(config, env, { create: true });
   try {
     for (const event of EVENTS) await store.appendAudit(event);
   } finally {
@@ -362,7 +362,7 @@ describe('ciport review --config', () => {
   // `verification: {ok: true}`, exit 0: an access review that says "nothing happened, chain
   // intact" for a store it never read. Reading a review (or export, or verify) should refuse a
   // store that does not exist (exit 5, docs/review.md "Exit codes") and create nothing.
-  it.fails('refuses a store that does not exist instead of creating an empty one', async () => {
+  it('refuses a store that does not exist instead of creating an empty one', async () => {
     const elsewhere = mkdtempSync(join(tmpdir(), 'ciport-review-missing-'));
     const config = join(elsewhere, 'gw.yaml');
     writeFileSync(config, `data_dir: ${join(elsewhere, 'not-the-gateways-data')}\n`);

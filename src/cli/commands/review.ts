@@ -17,6 +17,7 @@ import {
   reviewerEmail,
   reviewHtml,
 } from '../../review/index.js';
+import { escapeJsonControls } from '../../text/printable.js';
 import { withAdmin } from '../admin.js';
 import { action, type CliContext, examples } from '../command.js';
 import { type Io, printable, writeJson } from '../output.js';
@@ -62,7 +63,7 @@ async function fetchReport(io: Io, opts: SourceOptions): Promise<ReviewReport> {
 }
 
 const FORMATS = {
-  json: (r: ReviewReport) => `${JSON.stringify(r, null, 2)}\n`,
+  json: (r: ReviewReport) => `${escapeJsonControls(JSON.stringify(r, null, 2))}\n`,
   csv: reviewCsv,
   html: reviewHtml,
 };
