@@ -66,6 +66,10 @@ export async function startWorld(
     {
       listen: `127.0.0.1:${await freePort()}`,
       ...e2eGatewayDoc(join(dir, 'gw'), issuer.url, { adminEnv: 'ADMIN' }),
+      // The revoke case freezes the job's client (no heartbeats) and expects the session to be
+      // revoked, not lapsed: a 5 s lease raced the revoke on a loaded machine (CI saw
+      // `ended (lease_expired)`). Nothing here waits for a lease to lapse.
+      sessions: { default_ttl: '15m', lease_timeout: '30s', rate_limit: { per_minute: 10000, burst: 1000 } },
       targets: gwTargets,
       rules: [
         {
