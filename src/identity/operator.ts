@@ -12,6 +12,8 @@ export interface TokenOperator {
   kind: 'token';
   name: string;
   roles: readonly OperatorRole[];
+  /** Approval groups the token belongs to (`groups:` of its entry; docs/approvals.md). */
+  groups?: readonly string[];
 }
 
 /** An operator signed in with OIDC (SSO, a later step): issuer and subject identify them. */
@@ -22,6 +24,8 @@ export interface OidcOperator {
   email?: string;
   name?: string;
   roles: readonly OperatorRole[];
+  /** The person's groups from the identity provider's group claim (approval groups). */
+  groups?: readonly string[];
 }
 
 export type Operator = TokenOperator | OidcOperator;
@@ -43,6 +47,12 @@ export const OPERATOR_ACTIONS = [
   'review.read',
   /** Sign off an access review (`review.attested`). */
   'review.attest',
+  /** Approve or deny a pending session (docs/approvals.md); the rule's groups narrow who. */
+  'sessions.approve',
+  /** Read the audit log (console search). */
+  'audit.read',
+  /** Read the policy in force and explain decisions (console). */
+  'policy.read',
 ] as const;
 export type OperatorAction = (typeof OPERATOR_ACTIONS)[number];
 
@@ -54,6 +64,9 @@ export const ROLE_ACTIONS: Readonly<Record<OperatorAction, readonly OperatorRole
   'agents.manage': ['admin'],
   'review.read': ['admin', 'auditor'],
   'review.attest': ['admin', 'auditor'],
+  'sessions.approve': ['admin', 'approver'],
+  'audit.read': ['admin', 'auditor'],
+  'policy.read': ['admin', 'approver', 'auditor'],
 };
 
 export function mayDo(operator: Operator, action: OperatorAction): boolean {
