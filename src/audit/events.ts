@@ -27,6 +27,9 @@ export const AUDIT_EVENT_TYPES = [
   'agent.event_refused',
   'config.loaded',
   'review.attested',
+  'operator.signed_in',
+  'operator.signed_out',
+  'operator.sign_in_failed',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 
@@ -380,6 +383,32 @@ export type ReviewAttestedData = Base & {
   comment?: string;
 };
 
+/** Who signed in or out (docs/sso.md): never the secret, the code or a token. */
+export type OperatorSignInData = {
+  /** `oidc:<issuer>#<subject>`, as later operator events' `by`. */
+  by: string;
+  issuer: string;
+  subject: string;
+  email?: string;
+  name?: string;
+  roles: string[];
+  /** `browser` (console cookie) or `cli` (`ciport login` bearer token). */
+  via: 'browser' | 'cli';
+  /** When the sign-in ends, ISO 8601 (signed_in only). */
+  expires_at?: string;
+};
+
+/** A sign-in refused after the provider answered (no role, a bad ID token, a state mismatch). */
+export type OperatorSignInFailedData = {
+  code: string;
+  reason: string;
+  via: 'browser' | 'cli';
+  /** The person, when the ID token verified (e.g. refused for having no role). */
+  issuer?: string;
+  subject?: string;
+  email?: string;
+};
+
 export interface AuditDataMap {
   'session.denied': SessionDeniedData;
   'session.denied_summary': SessionDeniedSummaryData;
@@ -403,6 +432,9 @@ export interface AuditDataMap {
   'agent.event_refused': AgentEventRefusedData;
   'config.loaded': ConfigLoadedData;
   'review.attested': ReviewAttestedData;
+  'operator.signed_in': OperatorSignInData;
+  'operator.signed_out': OperatorSignInData;
+  'operator.sign_in_failed': OperatorSignInFailedData;
 }
 
 /** What a caller hands the store: the type and its data; seq, time and hashes are the store's. */

@@ -6,6 +6,7 @@ import { adminTokenSchema, uniqueAdminTokenNames } from './admin-tokens.js';
 import { auditSinkSchema } from './audit-sinks.js';
 import { parseClaimPath } from './claim-path.js';
 import { durationSchema, hostPortSchema, nameSchema as name, secretSchema } from './fields.js';
+import { ssoSchema } from './sso.js';
 import { type TargetConfig, targetSchema } from './targets/index.js';
 
 export type { TargetConfig };
@@ -212,6 +213,10 @@ export const gatewayConfigSchema = z
     admin_tokens: z.array(adminTokenSchema).default([]).meta({
       description:
         'Bearer tokens of the admin API (`ciport sessions`, `ciport agents`): {name, token, role} or the unnamed {env}/{file} form (role admin, named admin-token-N). See docs/operators.md.',
+    }),
+    sso: ssoSchema.optional().meta({
+      description:
+        "Operator sign-in through the organisation's OpenID provider: the console (/ui) and `ciport login` (docs/sso.md).",
     }),
     sessions: z
       .strictObject({

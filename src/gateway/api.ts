@@ -39,6 +39,8 @@ export interface ApiDeps {
   targets: ReadonlyMap<string, TargetConfig>;
   /** The admin tokens in force (operators.ts); a reload swaps them. */
   adminTokens: AdminTokens;
+  /** True when `sso:` is configured: people sign in (docs/sso.md) besides admin tokens. */
+  ssoEnabled?: boolean;
   /** True once SIGTERM (or drain()) was received. */
   draining: () => boolean;
   /** Job liveness (docs/job-liveness.md); absent: no issuer has `job_api`. */
@@ -472,7 +474,7 @@ export function sessionSummary(s: SessionRecord): Record<string, unknown> {
 }
 
 async function listSessions(deps: ApiDeps, req: Req, res: Res): Promise<void> {
-  authorizeOperator(deps, req, 'sessions.read');
+  await authorizeOperator(deps, req, 'sessions.read');
   const url = new URL(req.url ?? '/', 'https://gateway.invalid');
   const active = ['1', 'true', 'yes'].includes(url.searchParams.get('active') ?? '');
   const sessions = await deps.manager.list({ activeOnly: active });
@@ -480,14 +482,14 @@ async function listSessions(deps: ApiDeps, req: Req, res: Res): Promise<void> {
 }
 
 async function getSession(deps: ApiDeps, req: Req, res: Res, [id]: string[]): Promise<void> {
-  authorizeOperator(deps, req, 'sessions.read');
+  await authorizeOperator(deps, req, 'sessions.read');
   const record = await deps.store.getSession(id as string);
   if (!record) throw new CiportError('CIPORT_E_SESSION_NOT_FOUND', `no session ${id}`);
   sendJson(res, 200, sessionSummary(record));
 }
 
 async function revokeSession(deps: ApiDeps, req: Req, res: Res, [id]: string[]): Promise<void> {
-  const operator = authorizeOperator(deps, req, 'sessions.revoke');
+  const operator = await authorizeOperator(deps, req, 'sessions.revoke');
   const body = await readJsonBody(req, deps.config.server.max_body_bytes);
   // `by` is the operator (`token:<name>`), `note` their reason: both go into session.ended.
   const actor = actorOf(operator, body);

@@ -1,6 +1,8 @@
 // Authentication and authorization of admin API requests (docs/operators.md). A request's bearer
-// token is compared, in constant time, with every configured admin token; the match is the
-// operator (`{kind: 'token', name, roles}`). Each endpoint then names the action it performs and
+// token is either an operator secret from `ciport login` (`cpo_…`, looked up by its hash among
+// the store's sign-ins: docs/sso.md) or compared, in constant time, with every configured admin
+// token; the match is the operator (`{kind: 'token', name, roles}` or `{kind: 'oidc', …}`). Each
+// endpoint then names the action it performs and
 // the operator's roles must allow it. A missing or wrong token is 401 CIPORT_E_ADMIN_UNAUTHORIZED,
 // a known token whose roles do not allow the action is 403 CIPORT_E_ADMIN_FORBIDDEN; both are
 // logged with the path (and, for 403, the operator's name), never with the token.
@@ -18,8 +20,10 @@ import {
   ROLE_ACTIONS,
   type TokenOperator,
 } from '../identity/operator.js';
+import { isOperatorSecret, operatorOfSession } from '../identity/operator-secret.js';
 import type { Logger } from '../log/logger.js';
-import { bearer } from '../session/secret.js';
+import { bearer, hashSecret } from '../session/secret.js';
+import type { OperatorSessionStore } from '../store/operator-sessions.js';
 import { printable } from '../text/printable.js';
 import type { Req } from './http.js';
 
@@ -87,33 +91,58 @@ export function operatorRoster(
  * The operator behind `req`, if their roles allow `action`; throws 401 or 403 otherwise (see the
  * file comment). The returned operator is what the handler audits as `by`.
  */
-export function authorizeOperator(
-  deps: { adminTokens: AdminTokens; log: Logger },
+export async function authorizeOperator(
+  deps: OperatorAuthDeps,
   req: Req,
   action: OperatorAction,
-): Operator {
+): Promise<Operator> {
   const path = (req.url ?? '').split('?')[0];
   const presented = bearer(req.headers.authorization);
-  const operator = presented ? deps.adminTokens.match(presented) : undefined;
+  let operator: Operator | undefined;
+  let why: string | undefined;
+  if (presented && isOperatorSecret(presented)) {
+    const signedIn = await deps.store.operatorSession(hashSecret(presented), Date.now());
+    if (signedIn) operator = operatorOfSession(signedIn);
+    else why = 'sign-in expired or signed out: run `ciport login` again';
+  } else {
+    operator = presented ? deps.adminTokens.match(presented) : undefined;
+  }
   if (!operator) {
-    const why =
-      deps.adminTokens.size === 0
-        ? 'no admin tokens are configured (admin_tokens:)'
+    why ??=
+      deps.adminTokens.size === 0 && !deps.ssoEnabled
+        ? 'no admin tokens are configured (admin_tokens:), and sign-in is off (sso:)'
         : presented
           ? 'admin token not recognised'
-          : 'admin token required: send "Authorization: Bearer <admin token>"';
+          : 'admin token required: send "Authorization: Bearer <admin token>", or sign in with `ciport login`';
     deps.log.warn({ path, action, reason: why }, 'admin request refused');
     throw new CiportError('CIPORT_E_ADMIN_UNAUTHORIZED', why);
   }
-  if (!mayDo(operator, action)) {
-    const by = operatorRef(operator);
-    deps.log.warn({ path, action, by, roles: operator.roles }, 'admin request forbidden');
-    throw new CiportError(
-      'CIPORT_E_ADMIN_FORBIDDEN',
-      `${by} (role ${operator.roles.join(', ')}) may not ${action}: it needs role ${ROLE_ACTIONS[action].join(' or ')}`,
-    );
-  }
+  assertMayDo(deps.log, operator, action, path);
   return operator;
+}
+
+/** What authorizeOperator reads: the admin tokens in force and the store's sign-ins. */
+export interface OperatorAuthDeps {
+  adminTokens: AdminTokens;
+  store: Pick<OperatorSessionStore, 'operatorSession'>;
+  /** True when `sso:` is configured (only changes the refusal's wording). */
+  ssoEnabled?: boolean;
+  log: Logger;
+}
+
+/**
+ * Throw 403 CIPORT_E_ADMIN_FORBIDDEN (logged) unless `operator`'s roles allow `action`. Shared
+ * by the API and the console, so both refuse alike.
+ */
+export function assertMayDo(log: Logger, operator: Operator, action: OperatorAction, path?: string): void {
+  if (mayDo(operator, action)) return;
+  const by = operatorRef(operator);
+  log.warn({ path, action, by, roles: operator.roles }, 'admin request forbidden');
+  const roles = operator.roles.length === 1 ? 'role' : 'roles';
+  throw new CiportError(
+    'CIPORT_E_ADMIN_FORBIDDEN',
+    `${by} (${roles} ${operator.roles.join(', ')}) may not ${action}: it needs role ${ROLE_ACTIONS[action].join(' or ')}`,
+  );
 }
 
 /**

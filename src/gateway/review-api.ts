@@ -28,7 +28,7 @@ export function reviewerOf(operator: Operator): Reviewer {
 }
 
 export async function getReview(deps: ApiDeps, req: Req, res: Res): Promise<void> {
-  authorizeOperator(deps, req, 'review.read');
+  await authorizeOperator(deps, req, 'review.read');
   const query = new URL(req.url ?? '/', 'https://gateway.invalid').searchParams;
   const period = parseReviewPeriod(
     { since: query.get('since') ?? undefined, until: query.get('until') ?? undefined },
@@ -39,7 +39,7 @@ export async function getReview(deps: ApiDeps, req: Req, res: Res): Promise<void
 }
 
 export async function postAttest(deps: ApiDeps, req: Req, res: Res): Promise<void> {
-  const operator = authorizeOperator(deps, req, 'review.attest');
+  const operator = await authorizeOperator(deps, req, 'review.attest');
   const body = await readJsonBody(req, deps.config.server.max_body_bytes);
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
     throw new CiportError('CIPORT_E_USAGE', 'request body must be a JSON object');

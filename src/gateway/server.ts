@@ -302,6 +302,7 @@ export async function startGateway(
     metrics,
     targets,
     adminTokens: AdminTokens.fromConfig(config.admin_tokens),
+    ssoEnabled: config.sso !== undefined,
     draining: () => draining,
     agents: gatewayAgents.hub,
     downloads,

@@ -23,6 +23,8 @@ export interface OidcOperator {
   subject: string;
   email?: string;
   name?: string;
+  /** preferred_username: with email, what self-approval checks compare with the job's user. */
+  username?: string;
   roles: readonly OperatorRole[];
   /** The person's groups from the identity provider's group claim (approval groups). */
   groups?: readonly string[];

@@ -6,6 +6,7 @@ export {
   type StoreConfig,
   sqliteFileOf,
 } from './open.js';
+export type { OperatorSessionKind, OperatorSessionRecord } from './operator-sessions.js';
 export type {
   AgentChange,
   AgentEventFor,

@@ -21,6 +21,12 @@ import { CiportError } from '../errors/index.js';
 import { AGENT_REVOKED_CHANNEL, type AuditRow, type Engine, SESSION_ENDED_CHANNEL } from './engines.js';
 import { StoreError, wrapStoreError } from './errors.js';
 import { MIGRATION_LOCK_TABLE, MIGRATION_TABLE, migrationNames, migrationProvider } from './migrations.js';
+import {
+  createOperatorSession,
+  endOperatorSession,
+  type OperatorSessionRecord,
+  operatorSession,
+} from './operator-sessions.js';
 import { type AgentsTable, type Database, type GatewaysTable, type SessionsTable, toInt } from './schema.js';
 import {
   type AuditSinkCursor,
@@ -968,6 +974,21 @@ export class KyselyStore implements Store {
 
   auditSinkCursors(): Promise<AuditSinkCursor[]> {
     return this.#guard(() => auditSinkCursors(this.#db));
+  }
+
+  // ---- signed-in operators (operator-sessions.ts) ------------------------------------------
+  // Through the engine directly too: a sign-in is audited by its caller, not in this write.
+
+  createOperatorSession(record: Omit<OperatorSessionRecord, 'endedAt'>): Promise<void> {
+    return this.#guard(() => createOperatorSession((fn) => this.#engine.write(fn), record));
+  }
+
+  operatorSession(secretHash: string, now: number): Promise<OperatorSessionRecord | undefined> {
+    return this.#guard(() => operatorSession(this.#db, secretHash, now));
+  }
+
+  endOperatorSession(secretHash: string, now: number): Promise<boolean> {
+    return this.#guard(() => endOperatorSession((fn) => this.#engine.write(fn), secretHash, now));
   }
 
   subscribe(listener: SessionEndedListener): Promise<() => Promise<void>> {

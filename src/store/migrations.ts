@@ -225,6 +225,32 @@ function migrations(engine: StoreEngine): Record<string, Migration> {
           .execute();
       },
     },
+    // Signed-in operators (docs/sso.md): console cookies and `ciport login` tokens, by the hash
+    // of their secret, shared by every gateway of the store.
+    '0009_operator_sessions': {
+      async up(db: AnyDb) {
+        await db.schema
+          .createTable('operator_sessions')
+          .addColumn('secret_hash', 'text', (c) => c.primaryKey())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('issuer', 'text', (c) => c.notNull())
+          .addColumn('subject', 'text', (c) => c.notNull())
+          .addColumn('email', 'text')
+          .addColumn('name', 'text')
+          .addColumn('username', 'text')
+          .addColumn('roles', 'text', (c) => c.notNull())
+          .addColumn('groups', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .addColumn('expires_at', 'bigint', (c) => c.notNull())
+          .addColumn('ended_at', 'bigint')
+          .execute();
+        await db.schema
+          .createIndex('operator_sessions_expires_at')
+          .on('operator_sessions')
+          .column('expires_at')
+          .execute();
+      },
+    },
   };
 }
 

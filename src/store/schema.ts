@@ -107,6 +107,24 @@ export interface AuditSinkCursorsTable {
   updated_at: IntColumn;
 }
 
+/** Signed-in operators (migration 0009, src/store/operator-sessions.ts). */
+export interface OperatorSessionsTable {
+  secret_hash: string;
+  kind: string;
+  issuer: string;
+  subject: string;
+  email: string | null;
+  name: string | null;
+  username: string | null;
+  /** JSON array of role names. */
+  roles: string;
+  /** JSON array of group values. */
+  groups: string;
+  created_at: IntColumn;
+  expires_at: IntColumn;
+  ended_at: ColumnType<number | string | bigint | null, number | null, number | null>;
+}
+
 export interface Database {
   sessions: SessionsTable;
   audit_events: AuditEventsTable;
@@ -116,6 +134,7 @@ export interface Database {
   agent_enrollments: AgentEnrollmentsTable;
   gateways: GatewaysTable;
   audit_sink_cursors: AuditSinkCursorsTable;
+  operator_sessions: OperatorSessionsTable;
 }
 
 export function toInt(value: number | string | bigint): number {

@@ -4,6 +4,7 @@
 import type { JsonObject } from '../audit/canonical.js';
 import type { ChainRow } from '../audit/chain.js';
 import type { AuditEvent, AuditEventInput, SessionEndReason } from '../audit/events.js';
+import type { OperatorSessionStore } from './operator-sessions.js';
 import type { AuditSinkStore } from './sink-cursors.js';
 
 export type StoreEngine = 'sqlite' | 'postgres';
@@ -333,10 +334,18 @@ export interface MetaStore {
 
 /**
  * Everything a store engine holds. Parts of the code take the narrow interface they use
- * (SessionStore, AuditStore, AgentStore, GatewayStore, MetaStore, AuditSinkStore), so what each may touch is
+ * (SessionStore, AuditStore, AgentStore, GatewayStore, MetaStore, AuditSinkStore,
+ * OperatorSessionStore), so what each may touch is
  * visible in its signature.
  */
-export interface Store extends SessionStore, AuditStore, AgentStore, GatewayStore, MetaStore, AuditSinkStore {
+export interface Store
+  extends SessionStore,
+    AuditStore,
+    AgentStore,
+    GatewayStore,
+    MetaStore,
+    AuditSinkStore,
+    OperatorSessionStore {
   readonly engine: StoreEngine;
 
   /**

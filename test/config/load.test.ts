@@ -151,6 +151,7 @@ describe('JSON Schema', () => {
         'rules',
         'server',
         'sessions',
+        'sso',
         'store',
         'targets',
         'tls',

@@ -29,7 +29,7 @@ export interface AgentApiDeps {
    * The operator behind the request if their roles allow `action`; throws 401
    * CIPORT_E_ADMIN_UNAUTHORIZED or 403 CIPORT_E_ADMIN_FORBIDDEN (gateway/operators.ts).
    */
-  authorize: (req: Req, action: OperatorAction) => Operator;
+  authorize: (req: Req, action: OperatorAction) => Promise<Operator>;
   maxBodyBytes: number;
   log?: Logger | undefined;
 }
@@ -48,7 +48,7 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
   try {
     if (path === '/v1/agents/enroll') {
       allow(req, 'POST');
-      const operator = deps.authorize(req, 'agents.manage');
+      const operator = await deps.authorize(req, 'agents.manage');
       const body = (await readJsonBody(req, deps.maxBodyBytes)) as {
         name?: unknown;
         targets?: unknown;
@@ -117,7 +117,7 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
     }
     if (path === '/v1/agents') {
       allow(req, 'GET');
-      deps.authorize(req, 'agents.read');
+      await deps.authorize(req, 'agents.read');
       const live = deps.hub.list();
       const agents = (await deps.registry.list()).map((a) => ({
         ...a,
@@ -129,7 +129,7 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
     const m = /^\/v1\/agents\/([^/]+)\/revoke$/.exec(path);
     if (m?.[1]) {
       allow(req, 'POST');
-      const operator = deps.authorize(req, 'agents.manage');
+      const operator = await deps.authorize(req, 'agents.manage');
       const actor = actorOf(operator, await readJsonBody(req, deps.maxBodyBytes));
       const revoked = await deps.registry.revoke(decodeURIComponent(m[1]), actor);
       for (const a of revoked) {
@@ -142,7 +142,7 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
     const bind = /^\/v1\/agents\/([^/]+)\/targets$/.exec(path);
     if (bind?.[1]) {
       allow(req, 'POST');
-      const operator = deps.authorize(req, 'agents.manage');
+      const operator = await deps.authorize(req, 'agents.manage');
       const body = (await readJsonBody(req, deps.maxBodyBytes)) as Record<string, unknown>;
       const actor = actorOf(operator, body);
       const edit: TargetEdit =
