@@ -54,6 +54,16 @@ export interface DelivererOptions {
 
 type State = 'starting' | 'delivering' | 'failing' | 'standby';
 
+/** What went wrong, by code: the start of the one warning logged when deliveries start failing. */
+const FAILURES: Readonly<Record<string, string>> = {
+  CIPORT_E_AUDIT_SINK_UNREACHABLE: 'audit sink unreachable',
+  CIPORT_E_AUDIT_SINK_TLS: 'audit sink TLS failed',
+  CIPORT_E_AUDIT_SINK_TIMEOUT: 'audit sink did not acknowledge in time',
+  CIPORT_E_AUDIT_SINK_REJECTED: 'audit sink refused the batch',
+  CIPORT_E_AUDIT_SINK_PROTOCOL: 'audit sink answered outside its protocol',
+  CIPORT_E_AUDIT_SINK_WRITE: 'audit sink file not written',
+};
+
 /** The delay before retry `attempt` (1, 2, …): base·2^(attempt−1), capped, then 50–100 % of it. */
 export function backoffDelay(
   attempt: number,
@@ -186,10 +196,11 @@ export class SinkDeliverer {
     const sink = { sink: this.#o.name, kind: this.#o.kind };
     this.#o.metrics.failing(this.#o.name, state === 'failing');
     if (state === 'failing') {
-      this.#o.log.warn(
-        { ...sink, ...fields },
-        'audit sink unreachable: delivery paused, retrying with backoff',
-      );
+      const what =
+        fields.where === 'store'
+          ? 'audit sink cannot use the store'
+          : (FAILURES[String(fields.code)] ?? 'audit sink delivery failed');
+      this.#o.log.warn({ ...sink, ...fields }, `${what}: delivery paused, retrying with backoff`);
     } else if (state === 'standby') {
       this.#o.log.info(
         { ...sink, ...fields },
