@@ -10,7 +10,7 @@ import type { Logger } from '../../log/logger.js';
 import type { AuditSinkStore } from '../../store/sink-cursors.js';
 import type { AuditStore } from '../../store/types.js';
 import { jsonlLine } from '../export.js';
-import type { SinkEvent, SinkTransport } from './transport.js';
+import { type SinkEvent, type SinkTransport, withDeadline } from './transport.js';
 
 export interface DeliveryTiming {
   /** How often the log is checked for new events while the sink is caught up (ms). */
@@ -42,6 +42,8 @@ export interface DelivererOptions {
   name: string;
   kind: string;
   batch: number;
+  /** Most milliseconds one delivery may take (the sink's `timeout`). */
+  timeout: number;
   transport: SinkTransport;
   store: AuditStore & AuditSinkStore;
   /** This gateway's id: the lease owner. */
@@ -153,7 +155,9 @@ export class SinkDeliverer {
       batch.push({ seq: e.seq, time: e.time, type: e.type, hash: e.hash, prevHash: e.prevHash, json });
     }
     try {
-      await this.#o.transport.deliver(batch, this.#abort.signal);
+      await withDeadline(this.#o.timeout, this.#abort.signal, `${this.#o.kind} ${name}`, (signal) =>
+        this.#o.transport.deliver(batch, signal),
+      );
     } catch (err) {
       if (this.#abort.signal.aborted) return 0;
       const e = asCiportError(err);

@@ -11,10 +11,10 @@ import { SyslogTransport } from './syslog.js';
 import type { SinkTransport } from './transport.js';
 import { WebhookTransport } from './webhook.js';
 
+export { SIGNATURE_HEADER, signWebhook } from '../../transport/webhook-signature.js';
 export { backoffDelay, DEFAULT_TIMING, type DeliveryTiming } from './deliverer.js';
 export { octetCounted, SD_ID, syslogMessage } from './syslog.js';
 export type { SinkEvent } from './transport.js';
-export { SIGNATURE_HEADER, webhookSignature } from './webhook.js';
 
 export interface AuditSinks {
   /** Stop every loop (graceful: let deliveries in flight finish) and release the leases. */
@@ -54,6 +54,7 @@ export function startAuditSinks(options: {
         name: sink.name,
         kind: sink.kind,
         batch: sink.batch,
+        timeout: sink.timeout,
         transport: transportFor(sink),
         store,
         owner: options.owner,
