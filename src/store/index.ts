@@ -6,6 +6,7 @@ export {
   type StoreConfig,
   sqliteFileOf,
 } from './open.js';
+export type { AuditSinkCursor, AuditSinkStore } from './sink-cursors.js';
 export type {
   AgentChange,
   AgentEventFor,
