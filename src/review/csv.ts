@@ -6,6 +6,7 @@ import type { JsonValue } from '../audit/canonical.js';
 import { canonicalJson } from '../audit/canonical.js';
 import { csvField } from '../audit/export.js';
 import type { PrincipalReview, ReviewReport, TargetReview } from './report.js';
+import { operatorsInWords } from './words.js';
 
 export const REVIEW_CSV_COLUMNS = [
   'section',
@@ -28,6 +29,7 @@ export const REVIEW_CSV_COLUMNS = [
   'name',
   'value',
   'detail',
+  'operators',
 ] as const;
 
 type Column = (typeof REVIEW_CSV_COLUMNS)[number];
@@ -112,5 +114,6 @@ function policyRow(p: ReviewReport['policy']['changes'][number]): Row {
     value: p.config_hash,
     rules: p.rules.join(' '),
     detail: p.source,
+    operators: operatorsInWords(p.operators),
   };
 }

@@ -2,8 +2,10 @@
 // asset (a Content-Security-Policy forbids both, should escaping ever fail), every value from the
 // log escaped (`escapeHtml`): refs and project paths come from job tokens.
 import { canonicalJson, type JsonValue } from '../audit/canonical.js';
+import { count } from '../text/count.js';
 import { escapeHtml } from '../text/html.js';
 import type { ReviewReport } from './report.js';
+import { operatorsInWords } from './words.js';
 
 const STYLE = `
 body{font:13px/1.4 system-ui,sans-serif;color:#111;margin:2em}
@@ -23,7 +25,7 @@ export function reviewHtml(report: ReviewReport): string {
   const p = report.period;
   const v = report.verification;
   const verification = v.ok
-    ? `<span class="ok">intact</span>: ${v.events} events from genesis to the end of the period${v.head ? `, head <code>${escapeHtml(`${v.head.seq}:${v.head.hash}`)}</code>` : ''}`
+    ? `<span class="ok">intact</span>: ${count(v.events, 'event')} from genesis to the end of the period${v.head ? `, head <code>${escapeHtml(`${v.head.seq}:${v.head.hash}`)}</code>` : ''}`
     : `<span class="bad">BROKEN at seq ${v.seq}</span>: ${escapeHtml(v.reason)}`;
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -61,7 +63,7 @@ ${table(
 )}
 <h2>Policy versions</h2>
 ${table(
-  ['Loaded', 'Config hash', 'Previous hash', 'Source', 'Rules'],
+  ['Loaded', 'Config hash', 'Previous hash', 'Source', 'Rules', 'Operators (admin tokens)'],
   [
     ...(report.policy.in_force_at_since ? [report.policy.in_force_at_since] : []).map((c) => ({
       c,
@@ -74,6 +76,7 @@ ${table(
     c.previous_hash,
     c.source,
     c.rules.join(', '),
+    operatorsInWords(c.operators),
   ]),
   'No configuration was loaded before or during the period.',
 )}
@@ -129,7 +132,7 @@ function targets(report: ReviewReport): string {
           p.rules.join(', '),
         ]),
       );
-      const total = `<tr class="total">${cells(['', `${t.principals.length} principals`, '', '', t.sessions, t.connections, t.bytes_to_target, t.bytes_from_target, t.first_use, t.last_use, ''])}</tr>`;
+      const total = `<tr class="total">${cells(['', count(t.principals.length, 'principal'), '', '', t.sessions, t.connections, t.bytes_to_target, t.bytes_from_target, t.first_use, t.last_use, ''])}</tr>`;
       return `<h3>${escapeHtml(t.target)}</h3>\n<table><thead>${headRow(head)}</thead><tbody>\n${rows.join('\n')}\n${total}</tbody></table>`;
     })
     .join('\n');

@@ -69,6 +69,14 @@ export interface ApprovalReview {
   reason: string | null;
 }
 
+/** An admin token a configuration allowed (`config.loaded`'s `operators`; docs/operators.md). */
+export interface OperatorReview {
+  name: string;
+  roles: string[];
+  /** Approval groups, when the event lists them. */
+  groups?: string[];
+}
+
 export interface PolicyVersion {
   /** ISO 8601: when this configuration was loaded. */
   time: string;
@@ -76,6 +84,8 @@ export interface PolicyVersion {
   previous_hash: string | null;
   source: string;
   rules: string[];
+  /** Who could use the admin API; null when the event predates the list (not recorded). */
+  operators: OperatorReview[] | null;
 }
 
 export interface AgentReview {
@@ -366,6 +376,16 @@ function policyVersion(time: number, d: JsonObject): PolicyVersion {
     previous_hash: str(d.previous_hash),
     source: str(d.source) ?? '',
     rules: strings(d.rules),
+    operators: Array.isArray(d.operators) ? d.operators.map(operator) : null,
+  };
+}
+
+function operator(value: JsonValue): OperatorReview {
+  const o = objectOf(value);
+  return {
+    name: str(o.name) ?? '',
+    roles: strings(o.roles),
+    ...(Array.isArray(o.groups) ? { groups: strings(o.groups) } : {}),
   };
 }
 

@@ -3,7 +3,7 @@ import { exportEvents, verifyChain } from '../../audit/index.js';
 import { ExitCode, UsageError } from '../../errors/index.js';
 import { action, type CliContext, examples } from '../command.js';
 import { withStore } from '../configured-store.js';
-import { printable, writeJson } from '../output.js';
+import { count, printable, writeJson } from '../output.js';
 import { registerAuditSinks } from './audit-sinks.js';
 
 export { openConfiguredStore, withStore } from '../configured-store.js';
@@ -47,10 +47,10 @@ export function registerAudit(program: Command, ctx: CliContext): void {
       if (opts.json) writeJson(ctx.io, result);
       else if (result.ok) {
         const head = result.head ? `${result.head.seq}:${result.head.hash}` : 'empty';
-        ctx.io.stdout.write(`ok: ${result.count} events verified; head ${head}\n`);
+        ctx.io.stdout.write(`ok: ${count(result.count, 'event')} verified; head ${head}\n`);
       } else {
         ctx.io.stdout.write(
-          `BROKEN at seq ${result.seq}: ${printable(result.reason)} (${result.count} events verified before it)\n`,
+          `BROKEN at seq ${result.seq}: ${printable(result.reason)} (${count(result.count, 'event')} verified before it)\n`,
         );
       }
       return result.ok ? ExitCode.ok : ExitCode.problemsFound;
