@@ -352,10 +352,24 @@ export class ReviewBuilder {
 }
 
 /**
+ * The configuration versions of a report in time order, the one in force at `since` first: what
+ * the HTML and CSV renderings list.
+ */
+export function policyVersions(
+  report: Pick<ReviewReport, 'policy'>,
+): Array<{ version: PolicyVersion; inForceAtSince: boolean }> {
+  const { in_force_at_since: before, changes } = report.policy;
+  return [
+    ...(before ? [{ version: before, inForceAtSince: true }] : []),
+    ...changes.map((version) => ({ version, inForceAtSince: false })),
+  ];
+}
+
+/**
  * Events that will carry approvals (issue 14's `approval:` rules). None is written yet; the
  * report picks them up by name so that it needs no change when they are.
  */
-export function isApprovalEvent(type: string): boolean {
+function isApprovalEvent(type: string): boolean {
   return type.startsWith('approval.') || type.startsWith('session.approv');
 }
 

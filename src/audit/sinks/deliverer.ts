@@ -9,7 +9,7 @@
 // acknowledged, the loop halts the sink in the store (no gateway delivers to it until an operator
 // resumes it), logs an error, counts it, and audits `audit.sink_halted`.
 
-import { asCiportError } from '../../errors/index.js';
+import { asCiportError, type CiportError } from '../../errors/index.js';
 import type { Logger } from '../../log/logger.js';
 import type { AuditSinkStore } from '../../store/sink-cursors.js';
 import type { AuditStore } from '../../store/types.js';
@@ -127,7 +127,7 @@ export class SinkDeliverer {
         wait = await this.#step();
       } catch (err) {
         // The store failed (not the receiver): same backoff, same once-per-state log.
-        wait = this.#failed(asCiportError(err).code, asCiportError(err).message, 'store');
+        wait = this.#failed(asCiportError(err), 'store');
       }
       if (wait > 0 && !this.#stopping) await this.#sleep(wait);
     }
@@ -177,16 +177,13 @@ export class SinkDeliverer {
       );
     } catch (err) {
       if (this.#abort.signal.aborted) return 0;
-      const e = asCiportError(err);
-      return this.#failed(e.code, e.message, 'receiver');
+      return this.#failed(asCiportError(err), 'receiver');
     }
     const last = batch.at(-1) as SinkEvent;
     if (!(await store.advanceAuditSink(name, owner, from, last.seq, Date.now()))) {
       // Another gateway took the lease (ours lapsed while we delivered): it delivers from its
       // cursor; what we just sent may arrive twice (at least once).
-      this.#cursor = undefined;
-      this.#enter('standby', { lost_lease: true });
-      return timing.pollMs;
+      return this.#lostLease();
     }
     this.#cursor = last.seq;
     this.#acknowledged = { seq: last.seq, hash: last.hash };
@@ -215,13 +212,10 @@ export class SinkDeliverer {
       gateway: owner,
     });
     const written = await store.haltAuditSink(name, owner, cursor, Date.now(), event);
-    this.#cursor = undefined;
     this.#acknowledged = undefined;
-    if (!written) {
-      // The lease or the cursor moved meanwhile: whoever holds it now checks the same.
-      this.#enter('standby', { lost_lease: true });
-      return this.#o.timing.pollMs;
-    }
+    // The lease or the cursor moved meanwhile: whoever holds it now checks the same.
+    if (!written) return this.#lostLease();
+    this.#cursor = undefined;
     this.#o.metrics.failed(name, HALT_CODE);
     this.#enter('halted', {
       code: HALT_CODE,
@@ -234,12 +228,18 @@ export class SinkDeliverer {
     return this.#standbyMs();
   }
 
+  #lostLease(): number {
+    this.#cursor = undefined;
+    this.#enter('standby', { lost_lease: true });
+    return this.#o.timing.pollMs;
+  }
+
   /** How often a sink that another gateway delivers, or that is halted, looks again. */
   #standbyMs(): number {
     return Math.max(this.#o.timing.pollMs, Math.floor(this.#o.timing.leaseMs / 3));
   }
 
-  #failed(code: string, message: string, where: 'receiver' | 'store'): number {
+  #failed({ code, message }: CiportError, where: 'receiver' | 'store'): number {
     this.#o.metrics.failed(this.#o.name, code);
     this.#attempt++;
     if (this.#state !== 'failing') {

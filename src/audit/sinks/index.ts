@@ -11,18 +11,15 @@ import { SyslogTransport } from './syslog.js';
 import type { SinkTransport } from './transport.js';
 import { WebhookTransport } from './webhook.js';
 
-export { SIGNATURE_HEADER, signWebhook } from '../../transport/webhook-signature.js';
 export { breaksContinuity, endsBelowCursor, HALT_CODE, resumeEstimate } from './continuity.js';
 export { backoffDelay, DEFAULT_TIMING, type DeliveryTiming } from './deliverer.js';
-export { octetCounted, SD_ID, syslogMessage } from './syslog.js';
-export type { SinkEvent } from './transport.js';
 
 export interface AuditSinks {
   /** Stop every loop (graceful: let deliveries in flight finish) and release the leases. */
   stop(graceful: boolean): Promise<void>;
 }
 
-export function transportFor(sink: AuditSinkConfig): SinkTransport {
+function transportFor(sink: AuditSinkConfig): SinkTransport {
   switch (sink.kind) {
     case 'webhook':
       return new WebhookTransport(sink);
