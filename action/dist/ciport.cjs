@@ -1063,13 +1063,13 @@ var require_util = __commonJS({
       }
       return x;
     };
-    util.ByteStringBuffer.prototype.getBytes = function(count2) {
+    util.ByteStringBuffer.prototype.getBytes = function(count3) {
       var rval;
-      if (count2) {
-        count2 = Math.min(this.length(), count2);
-        rval = this.data.slice(this.read, this.read + count2);
-        this.read += count2;
-      } else if (count2 === 0) {
+      if (count3) {
+        count3 = Math.min(this.length(), count3);
+        rval = this.data.slice(this.read, this.read + count3);
+        this.read += count3;
+      } else if (count3 === 0) {
         rval = "";
       } else {
         rval = this.read === 0 ? this.data : this.data.slice(this.read);
@@ -1077,8 +1077,8 @@ var require_util = __commonJS({
       }
       return rval;
     };
-    util.ByteStringBuffer.prototype.bytes = function(count2) {
-      return typeof count2 === "undefined" ? this.data.slice(this.read) : this.data.slice(this.read, this.read + count2);
+    util.ByteStringBuffer.prototype.bytes = function(count3) {
+      return typeof count3 === "undefined" ? this.data.slice(this.read) : this.data.slice(this.read, this.read + count3);
     };
     util.ByteStringBuffer.prototype.at = function(i) {
       return this.data.charCodeAt(this.read + i);
@@ -1107,8 +1107,8 @@ var require_util = __commonJS({
       this.read = 0;
       return this;
     };
-    util.ByteStringBuffer.prototype.truncate = function(count2) {
-      var len = Math.max(0, this.length() - count2);
+    util.ByteStringBuffer.prototype.truncate = function(count3) {
+      var len = Math.max(0, this.length() - count3);
       this.data = this.data.substr(this.read, len);
       this.read = 0;
       return this;
@@ -1363,13 +1363,13 @@ var require_util = __commonJS({
       }
       return x;
     };
-    util.DataBuffer.prototype.getBytes = function(count2) {
+    util.DataBuffer.prototype.getBytes = function(count3) {
       var rval;
-      if (count2) {
-        count2 = Math.min(this.length(), count2);
-        rval = this.data.slice(this.read, this.read + count2);
-        this.read += count2;
-      } else if (count2 === 0) {
+      if (count3) {
+        count3 = Math.min(this.length(), count3);
+        rval = this.data.slice(this.read, this.read + count3);
+        this.read += count3;
+      } else if (count3 === 0) {
         rval = "";
       } else {
         rval = this.read === 0 ? this.data : this.data.slice(this.read);
@@ -1377,8 +1377,8 @@ var require_util = __commonJS({
       }
       return rval;
     };
-    util.DataBuffer.prototype.bytes = function(count2) {
-      return typeof count2 === "undefined" ? this.data.slice(this.read) : this.data.slice(this.read, this.read + count2);
+    util.DataBuffer.prototype.bytes = function(count3) {
+      return typeof count3 === "undefined" ? this.data.slice(this.read) : this.data.slice(this.read, this.read + count3);
     };
     util.DataBuffer.prototype.at = function(i) {
       return this.data.getUint8(this.read + i);
@@ -1409,8 +1409,8 @@ var require_util = __commonJS({
       this.read = this.write = 0;
       return this;
     };
-    util.DataBuffer.prototype.truncate = function(count2) {
-      this.write = Math.max(0, this.length() - count2);
+    util.DataBuffer.prototype.truncate = function(count3) {
+      this.write = Math.max(0, this.length() - count3);
       this.read = Math.min(this.read, this.write);
       return this;
     };
@@ -2353,16 +2353,16 @@ var require_cipherModes = __commonJS({
       if (len === 0) {
         return true;
       }
-      var count2 = output2.at(len - 1);
-      if (count2 === 0 || count2 > this.blockSize || count2 > len) {
+      var count3 = output2.at(len - 1);
+      if (count3 === 0 || count3 > this.blockSize || count3 > len) {
         return false;
       }
-      for (var i = 2; i <= count2; ++i) {
-        if (output2.at(len - i) !== count2) {
+      for (var i = 2; i <= count3; ++i) {
+        if (output2.at(len - i) !== count3) {
           return false;
         }
       }
-      output2.truncate(count2);
+      output2.truncate(count3);
       return true;
     };
     modes.cbc = function(options) {
@@ -2426,16 +2426,16 @@ var require_cipherModes = __commonJS({
       if (len === 0) {
         return true;
       }
-      var count2 = output2.at(len - 1);
-      if (count2 === 0 || count2 > this.blockSize || count2 > len) {
+      var count3 = output2.at(len - 1);
+      if (count3 === 0 || count3 > this.blockSize || count3 > len) {
         return false;
       }
-      for (var i = 2; i <= count2; ++i) {
-        if (output2.at(len - i) !== count2) {
+      for (var i = 2; i <= count3; ++i) {
+        if (output2.at(len - i) !== count3) {
           return false;
         }
       }
-      output2.truncate(count2);
+      output2.truncate(count3);
       return true;
     };
     modes.cfb = function(options) {
@@ -5504,9 +5504,9 @@ var require_prng = __commonJS({
       }
       ctx.pools = pools;
       ctx.pool = 0;
-      ctx.generate = function(count2, callback) {
+      ctx.generate = function(count3, callback) {
         if (!callback) {
-          return ctx.generateSync(count2);
+          return ctx.generateSync(count3);
         }
         var cipher = ctx.plugin.cipher;
         var increment = ctx.plugin.increment;
@@ -5519,8 +5519,8 @@ var require_prng = __commonJS({
           if (err) {
             return callback(err);
           }
-          if (b.length() >= count2) {
-            return callback(null, b.getBytes(count2));
+          if (b.length() >= count3) {
+            return callback(null, b.getBytes(count3));
           }
           if (ctx.generated > 1048575) {
             ctx.key = null;
@@ -5538,14 +5538,14 @@ var require_prng = __commonJS({
           forge2.util.setImmediate(generate);
         }
       };
-      ctx.generateSync = function(count2) {
+      ctx.generateSync = function(count3) {
         var cipher = ctx.plugin.cipher;
         var increment = ctx.plugin.increment;
         var formatKey = ctx.plugin.formatKey;
         var formatSeed = ctx.plugin.formatSeed;
         ctx.key = null;
         var b = forge2.util.createBuffer();
-        while (b.length() < count2) {
+        while (b.length() < count3) {
           if (ctx.generated > 1048575) {
             ctx.key = null;
           }
@@ -5558,7 +5558,7 @@ var require_prng = __commonJS({
           ctx.key = formatKey(cipher(ctx.key, increment(ctx.seed)));
           ctx.seed = formatSeed(cipher(ctx.key, ctx.seed));
         }
-        return b.getBytes(count2);
+        return b.getBytes(count3);
       };
       function _reseed(callback) {
         if (ctx.pools[0].messageLength >= 32) {
@@ -5615,8 +5615,8 @@ var require_prng = __commonJS({
         var b = forge2.util.createBuffer();
         if (getRandomValues) {
           while (b.length() < needed) {
-            var count2 = Math.max(1, Math.min(needed - b.length(), 65536) / 4);
-            var entropy = new Uint32Array(Math.floor(count2));
+            var count3 = Math.max(1, Math.min(needed - b.length(), 65536) / 4);
+            var entropy = new Uint32Array(Math.floor(count3));
             try {
               getRandomValues(entropy);
               for (var i2 = 0; i2 < entropy.length; ++i2) {
@@ -5671,8 +5671,8 @@ var require_prng = __commonJS({
         ctx.seedFileSync = defaultSeedFile;
       }
       ctx.collect = function(bytes) {
-        var count2 = bytes.length;
-        for (var i2 = 0; i2 < count2; ++i2) {
+        var count3 = bytes.length;
+        for (var i2 = 0; i2 < count3; ++i2) {
           ctx.pools[ctx.pool].update(bytes.substr(i2, 1));
           ctx.pool = ctx.pool === 31 ? 0 : ctx.pool + 1;
         }
@@ -5764,11 +5764,11 @@ var require_random = __commonJS({
         prng_aes.md = forge2.md.sha256;
         function spawnPrng() {
           var ctx = forge2.prng.create(prng_aes);
-          ctx.getBytes = function(count2, callback) {
-            return ctx.generate(count2, callback);
+          ctx.getBytes = function(count3, callback) {
+            return ctx.generate(count3, callback);
           };
-          ctx.getBytesSync = function(count2) {
-            return ctx.generate(count2);
+          ctx.getBytesSync = function(count3) {
+            return ctx.generate(count3);
           };
           return ctx;
         }
@@ -6250,11 +6250,11 @@ var require_rc2 = __commonJS({
                 rval = pad(8, _output, !encrypt);
               } else {
                 var len = _output.length();
-                var count2 = _output.at(len - 1);
-                if (count2 > len) {
+                var count3 = _output.at(len - 1);
+                if (count3 > len) {
                   rval = false;
                 } else {
-                  _output.truncate(count2);
+                  _output.truncate(count3);
                 }
               }
             }
@@ -7802,8 +7802,8 @@ var require_pkcs1 = __commonJS({
         hash3 = forge2.md.sha1.create();
       }
       var t = "";
-      var count2 = Math.ceil(maskLength / hash3.digestLength);
-      for (var i = 0; i < count2; ++i) {
+      var count3 = Math.ceil(maskLength / hash3.digestLength);
+      for (var i = 0; i < count3; ++i) {
         var c = String.fromCharCode(
           i >> 24 & 255,
           i >> 16 & 255,
@@ -9381,8 +9381,8 @@ var require_pbe = __commonJS({
       options.algorithm = options.algorithm || "aes128";
       options.prfAlgorithm = options.prfAlgorithm || "sha1";
       var salt = forge2.random.getBytesSync(options.saltSize);
-      var count2 = options.count;
-      var countBytes = asn1.integerToDer(count2);
+      var count3 = options.count;
+      var countBytes = asn1.integerToDer(count3);
       var dkLen;
       var encryptionAlgorithm;
       var encryptedData;
@@ -9420,7 +9420,7 @@ var require_pbe = __commonJS({
         }
         var prfAlgorithm = "hmacWith" + options.prfAlgorithm.toUpperCase();
         var md = prfAlgorithmToMessageDigest(prfAlgorithm);
-        var dk = forge2.pkcs5.pbkdf2(password, salt, count2, dkLen, md);
+        var dk = forge2.pkcs5.pbkdf2(password, salt, count3, dkLen, md);
         var iv = forge2.random.getBytesSync(ivLen);
         var cipher = cipherFn(dk);
         cipher.start(iv);
@@ -9473,8 +9473,8 @@ var require_pbe = __commonJS({
       } else if (options.algorithm === "3des") {
         dkLen = 24;
         var saltBytes = new forge2.util.ByteBuffer(salt);
-        var dk = pki.pbe.generatePkcs12Key(password, saltBytes, 1, count2, dkLen);
-        var iv = pki.pbe.generatePkcs12Key(password, saltBytes, 2, count2, dkLen);
+        var dk = pki.pbe.generatePkcs12Key(password, saltBytes, 1, count3, dkLen);
+        var iv = pki.pbe.generatePkcs12Key(password, saltBytes, 2, count3, dkLen);
         var cipher = forge2.des.createEncryptionCipher(dk);
         cipher.start(iv);
         cipher.update(asn1.toDer(obj));
@@ -9820,8 +9820,8 @@ var require_pbe = __commonJS({
         throw error62;
       }
       var salt = capture.kdfSalt;
-      var count2 = forge2.util.createBuffer(capture.kdfIterationCount);
-      count2 = count2.getInt(count2.length() << 3);
+      var count3 = forge2.util.createBuffer(capture.kdfIterationCount);
+      count3 = count3.getInt(count3.length() << 3);
       var dkLen;
       var cipherFn;
       switch (pki.oids[oid]) {
@@ -9847,7 +9847,7 @@ var require_pbe = __commonJS({
           break;
       }
       var md = prfOidToMessageDigest(capture.prfOid);
-      var dk = forge2.pkcs5.pbkdf2(password, salt, count2, dkLen, md);
+      var dk = forge2.pkcs5.pbkdf2(password, salt, count3, dkLen, md);
       var iv = capture.encIv;
       var cipher = cipherFn(dk);
       cipher.start(iv);
@@ -9862,8 +9862,8 @@ var require_pbe = __commonJS({
         throw error62;
       }
       var salt = forge2.util.createBuffer(capture.salt);
-      var count2 = forge2.util.createBuffer(capture.iterations);
-      count2 = count2.getInt(count2.length() << 3);
+      var count3 = forge2.util.createBuffer(capture.iterations);
+      count3 = count3.getInt(count3.length() << 3);
       var dkLen, dIvLen, cipherFn;
       switch (oid) {
         case pki.oids["pbeWithSHAAnd3-KeyTripleDES-CBC"]:
@@ -9886,9 +9886,9 @@ var require_pbe = __commonJS({
           throw error62;
       }
       var md = prfOidToMessageDigest(capture.prfOid);
-      var key = pki.pbe.generatePkcs12Key(password, salt, 1, count2, dkLen, md);
+      var key = pki.pbe.generatePkcs12Key(password, salt, 1, count3, dkLen, md);
       md.start();
-      var iv = pki.pbe.generatePkcs12Key(password, salt, 2, count2, dIvLen, md);
+      var iv = pki.pbe.generatePkcs12Key(password, salt, 2, count3, dIvLen, md);
       return cipherFn(key, iv);
     };
     pki.pbe.opensslDeriveBytes = function(password, salt, dkLen, md) {
@@ -12807,8 +12807,8 @@ var require_x509 = __commonJS({
       }
       return name.value;
     }
-    function _checkNameConstraints(cert, constraints, count2, leaf, work) {
-      if (count2 === 0) {
+    function _checkNameConstraints(cert, constraints, count3, leaf, work) {
+      if (count3 === 0) {
         return null;
       }
       var subject = _getConstrainedNames(cert, leaf);
@@ -12819,7 +12819,7 @@ var require_x509 = __commonJS({
       var nc;
       var subtree;
       var typeName;
-      for (i = 0; i < count2 && work.checks <= _maxNameConstraintChecks; ++i) {
+      for (i = 0; i < count3 && work.checks <= _maxNameConstraintChecks; ++i) {
         nc = constraints[i];
         work.checks += (names.length + 1) * (nc.invalid ? 1 : nc.permitted.length + nc.excluded.length + 1);
       }
@@ -12829,7 +12829,7 @@ var require_x509 = __commonJS({
           error: pki.certificateError.unsupported_certificate
         };
       }
-      for (i = 0; i < count2; ++i) {
+      for (i = 0; i < count3; ++i) {
         nc = constraints[i];
         if (nc.invalid) {
           return {
@@ -12852,7 +12852,7 @@ var require_x509 = __commonJS({
       }
       for (k = 0; k < names.length; ++k) {
         var name = names[k];
-        for (i = 0; i < count2; ++i) {
+        for (i = 0; i < count3; ++i) {
           nc = constraints[i];
           var found = false;
           var matched = false;
@@ -13860,8 +13860,8 @@ var require_pkcs12 = __commonJS({
         var macSalt = new forge2.util.ByteBuffer(
           forge2.random.getBytes(options.saltSize)
         );
-        var count2 = options.count;
-        var key = p12.generateKey(password, macSalt, 3, count2, 20);
+        var count3 = options.count;
+        var key = p12.generateKey(password, macSalt, 3, count3, 20);
         var mac3 = forge2.hmac.create();
         mac3.start(sha1, key);
         mac3.update(asn1.toDer(safe).getBytes());
@@ -13901,7 +13901,7 @@ var require_pkcs12 = __commonJS({
             asn1.Class.UNIVERSAL,
             asn1.Type.INTEGER,
             false,
-            asn1.integerToDer(count2).getBytes()
+            asn1.integerToDer(count3).getBytes()
           )
         ]);
       }
@@ -22771,6 +22771,8 @@ var ERROR_CODES = {
   CIPORT_E_AUDIT_SINK_REJECTED: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_AUDIT_SINK_PROTOCOL: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_AUDIT_SINK_WRITE: { exit: ExitCode.unreachable, http: 502 },
+  // not retried: the log lost events a sink had acknowledged; the sink is halted
+  CIPORT_E_AUDIT_LOG_TRUNCATED: { exit: ExitCode.problemsFound, http: 409 },
   // client (ciport exec|open|close|whoami)
   CIPORT_E_NO_TOKEN: { exit: ExitCode.usage, http: 401 },
   CIPORT_E_TOKEN_UNAVAILABLE: { exit: ExitCode.tokenRejected, http: 401 },
@@ -25216,14 +25218,14 @@ function codePointLength(str) {
   const units = str.length;
   if (!highSurrogate.test(str))
     return units;
-  let count2 = units;
+  let count3 = units;
   for (let i = 0; i < units - 1; i++) {
     if ((str.charCodeAt(i) & 64512) === 55296 && (str.charCodeAt(i + 1) & 64512) === 56320) {
-      count2--;
+      count3--;
       i++;
     }
   }
-  return count2;
+  return count3;
 }
 function getLengthableOrigin(input2) {
   if (Array.isArray(input2))
@@ -29606,8 +29608,8 @@ function az_default() {
 }
 
 // node_modules/zod/v4/locales/be.js
-function getBelarusianPlural(count2, one, few, many) {
-  const absCount = Math.abs(count2);
+function getBelarusianPlural(count3, one, few, many) {
+  const absCount = Math.abs(count3);
   const lastDigit = absCount % 10;
   const lastTwoDigits = absCount % 100;
   if (lastTwoDigits >= 11 && lastTwoDigits <= 19) {
@@ -32254,8 +32256,8 @@ function hu_default() {
 }
 
 // node_modules/zod/v4/locales/hy.js
-function getArmenianPlural(count2, one, many) {
-  return Math.abs(count2) === 1 ? one : many;
+function getArmenianPlural(count3, one, many) {
+  return Math.abs(count3) === 1 ? one : many;
 }
 function withDefiniteArticle(word) {
   if (!word)
@@ -34993,8 +34995,8 @@ function ro_default() {
 }
 
 // node_modules/zod/v4/locales/ru.js
-function getRussianPlural(count2, one, few, many) {
-  const absCount = Math.abs(count2);
+function getRussianPlural(count3, one, few, many) {
+  const absCount = Math.abs(count3);
   const lastDigit = absCount % 10;
   const lastTwoDigits = absCount % 100;
   if (lastTwoDigits >= 11 && lastTwoDigits <= 19) {
@@ -46335,7 +46337,7 @@ function line(buf, from, limits) {
   }
   return { text: window2.toString("latin1", 0, eol), next: from + eol + 2 };
 }
-function count(text, what, max) {
+function count2(text, what, max) {
   if (!/^(0|[1-9][0-9]{0,9})$/.test(text))
     throw new RespProtocolError(`invalid ${what} "${text.slice(0, 20)}"`);
   const n = Number(text);
@@ -46345,14 +46347,14 @@ function count(text, what, max) {
 function readArray(buf, limits) {
   const header = line(buf, 0, limits);
   if (!header) return void 0;
-  const n = count(header.text.slice(1), "array length", limits.maxArgs);
+  const n = count2(header.text.slice(1), "array length", limits.maxArgs);
   const args = [];
   let at = header.next;
   for (let i = 0; i < n; i++) {
     const bulk = line(buf, at, limits);
     if (!bulk) return void 0;
     if (!bulk.text.startsWith("$")) throw new RespProtocolError("expected a bulk string");
-    const len = count(bulk.text.slice(1), "bulk length", limits.maxCommandBytes);
+    const len = count2(bulk.text.slice(1), "bulk length", limits.maxCommandBytes);
     const end = bulk.next + len;
     if (end + 2 > limits.maxCommandBytes) {
       throw new RespProtocolError(`a command is longer than ${limits.maxCommandBytes} bytes`);

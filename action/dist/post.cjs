@@ -136,6 +136,8 @@ var ERROR_CODES = {
   CIPORT_E_AUDIT_SINK_REJECTED: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_AUDIT_SINK_PROTOCOL: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_AUDIT_SINK_WRITE: { exit: ExitCode.unreachable, http: 502 },
+  // not retried: the log lost events a sink had acknowledged; the sink is halted
+  CIPORT_E_AUDIT_LOG_TRUNCATED: { exit: ExitCode.problemsFound, http: 409 },
   // client (ciport exec|open|close|whoami)
   CIPORT_E_NO_TOKEN: { exit: ExitCode.usage, http: 401 },
   CIPORT_E_TOKEN_UNAVAILABLE: { exit: ExitCode.tokenRejected, http: 401 },

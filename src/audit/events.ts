@@ -30,6 +30,8 @@ export const AUDIT_EVENT_TYPES = [
   'operator.signed_in',
   'operator.signed_out',
   'operator.sign_in_failed',
+  'audit.sink_halted',
+  'audit.sink_resumed',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 
@@ -373,6 +375,32 @@ export type ConfigLoadedData = Base & {
   operators?: Array<{ name: string; roles: string[] }>;
 };
 
+/**
+ * A gateway found that the log no longer holds what an audit sink acknowledged (events removed
+ * from its end, or rewritten), and stopped delivering to that sink (docs/audit-sinks.md, "When the
+ * log lost events the sink acknowledged").
+ */
+export type AuditSinkHaltedData = Base & {
+  sink: string;
+  /** The last seq the sink acknowledged (its stored cursor). */
+  cursor: number;
+  /** The log's newest seq when the gateway looked. */
+  head: number;
+  /** What the gateway saw, e.g. "the log ends at seq 40, below the cursor 44". */
+  reason: string;
+  /** Where to resume, estimated from event times (src/audit/sinks/continuity.ts). */
+  resume_after: number;
+  gateway: string;
+};
+
+/** An operator resumed a halted sink (`ciport audit sinks resume`): it delivers after `after`. */
+export type AuditSinkResumedData = Base & {
+  sink: string;
+  /** The cursor it was halted at. */
+  cursor: number;
+  after: number;
+} & OperatorFields;
+
 export type ReviewAttestedData = Base & {
   reviewer: { issuer: string; subject: string; name?: string; email?: string };
   /** The reviewed period, ISO 8601. */
@@ -435,6 +463,8 @@ export interface AuditDataMap {
   'operator.signed_in': OperatorSignInData;
   'operator.signed_out': OperatorSignInData;
   'operator.sign_in_failed': OperatorSignInFailedData;
+  'audit.sink_halted': AuditSinkHaltedData;
+  'audit.sink_resumed': AuditSinkResumedData;
 }
 
 /** What a caller hands the store: the type and its data; seq, time and hashes are the store's. */

@@ -2,6 +2,7 @@ import type { Writable } from 'node:stream';
 import type { CiportError } from '../errors/index.js';
 import { escapeJsonControls, printable, printableLines } from '../text/printable.js';
 
+export { count } from '../text/count.js';
 // Everything a command prints for people goes through `printable` (src/text/printable.ts):
 // values from tokens, the gateway or a config file never reach the terminal as control bytes.
 export { printable, printableLines };
@@ -27,11 +28,6 @@ export type Style = keyof typeof CODES;
 
 export function paint(io: Io, stream: Writable, style: Style, text: string): string {
   return useColor(io, stream) ? `\u001b[${CODES[style]}m${text}\u001b[0m` : text;
-}
-
-/** `N thing` / `N things`. */
-export function count(n: number, noun: string): string {
-  return `${n} ${noun}${n === 1 ? '' : 's'}`;
 }
 
 export function writeJson(io: Io, value: unknown): void {

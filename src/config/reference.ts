@@ -120,6 +120,8 @@ function descend(node: Node, path: string, out: Row[]): void {
   if (node.type === 'object' && node.properties) rows(node, path, out);
   else if (node.type === 'array' && node.items?.type === 'object') rows(node.items, `${path}[]`, out);
   else if (node.type === 'array' && node.items?.oneOf) variants(node.items.oneOf, `${path}[]`, out);
+  // A list of alternatives (`admin_tokens[]`: a bare secret or a named object): the object's keys.
+  else if (node.type === 'array' && node.items?.anyOf) descend(node.items, `${path}[]`, out);
   else if (node.anyOf) {
     const objects = node.anyOf.filter((alt) => alt.type === 'object' && alt.properties);
     for (const alt of objects) rows(alt, path, out, objects.length > 1);

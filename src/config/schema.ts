@@ -212,7 +212,7 @@ export const gatewayConfigSchema = z
     }),
     admin_tokens: z.array(adminTokenSchema).default([]).meta({
       description:
-        'Bearer tokens of the admin API (`ciport sessions`, `ciport agents`): {name, token, role} or the unnamed {env}/{file} form (role admin, named admin-token-N). See docs/operators.md.',
+        'Who may use the admin API (`ciport sessions`, `ciport agents`, `ciport review --gateway`), one entry per token holder, in either form: a bare secret ({env: VAR} or {file: PATH}; role admin, named admin-token-N after its 1-based position), or a named token with the keys below (name, token, and role or roles). The audit log records names, never values. See docs/operators.md.',
     }),
     sso: ssoSchema.optional().meta({
       description:

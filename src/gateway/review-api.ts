@@ -21,7 +21,7 @@ const PARAMS = { since: 'since', until: 'until' };
  * Who signs off: the operator the request authenticated as. An admin token is `admin-token` /
  * its name (docs/operators.md); a signed-in person (SSO) their issuer, subject, email and name.
  */
-export function reviewerOf(operator: Operator): Reviewer {
+function reviewerOf(operator: Operator): Reviewer {
   if (operator.kind === 'token') return { issuer: 'admin-token', subject: operator.name };
   const { issuer, subject, email, name } = operator;
   return { issuer, subject, ...(email ? { email } : {}), ...(name ? { name } : {}) };

@@ -1,8 +1,10 @@
 // `ciport review attest`: a reviewer's sign-off of one period's review, recorded in the audit log
-// as `review.attested` with the report's hash. Refused when the chain does not verify: a sign-off
-// must never cite, or chain onto, a log that was tampered with.
+// as `review.attested` with the report's hash. Refused when the chain does not verify, or when it
+// is shorter than what an audit sink already acknowledged: a sign-off must never cite, or chain
+// onto, a log that was tampered with.
 import { type AuditEvent, auditEvent, type ReviewAttestedData } from '../audit/events.js';
 import { CiportError, UsageError } from '../errors/index.js';
+import type { AuditSinkStore } from '../store/sink-cursors.js';
 import type { AuditStore } from '../store/types.js';
 import { printable } from '../text/printable.js';
 import { buildReview } from './collect.js';
@@ -43,11 +45,12 @@ export interface Attestation {
 
 /**
  * Rebuild the report of `period`, verify the whole chain, and append `review.attested` citing the
- * report's hash. Throws CIPORT_E_AUDIT_CHAIN_BROKEN (writing nothing) when the chain fails, and a
- * usage error for a period that has not ended yet (its report would still change).
+ * report's hash. Throws CIPORT_E_AUDIT_CHAIN_BROKEN (writing nothing) when the chain fails or lost
+ * events a sink acknowledged, and a usage error for a period that has not ended yet (its report
+ * would still change).
  */
 export async function attestReview(
-  store: AuditStore,
+  store: AuditStore & Pick<AuditSinkStore, 'auditSinkCursors'>,
   period: ReviewPeriod,
   reviewer: Reviewer,
   options: { comment?: string | undefined; now?: number } = {},
@@ -67,6 +70,7 @@ export async function attestReview(
       { details: { seq: verification.seq, reason: verification.reason } },
     );
   }
+  await checkSinkAnchors(store);
   const event = await store.appendAudit(
     auditEvent('review.attested', {
       reviewer,
@@ -77,4 +81,25 @@ export async function attestReview(
     }),
   );
   return { report, event };
+}
+
+/**
+ * The audit sinks' cursors are anchors the chain cannot give itself (docs/audit.md, "Verifying"):
+ * each says a receiver acknowledged the log up to that seq. A log that ends below one, or a sink
+ * halted for that reason (docs/audit-sinks.md), lost events from its end.
+ */
+async function checkSinkAnchors(store: AuditStore & Pick<AuditSinkStore, 'auditSinkCursors'>): Promise<void> {
+  // The cursors first: read before the head, a cursor is never above it unless events were removed.
+  const cursors = await store.auditSinkCursors();
+  const head = (await store.auditHead())?.seq ?? 0;
+  const anchor = cursors.find((c) => c.halted || c.seq > head);
+  if (!anchor) return;
+  const sink = JSON.stringify(anchor.sink);
+  throw new CiportError(
+    'CIPORT_E_AUDIT_CHAIN_BROKEN',
+    anchor.halted
+      ? `audit sink ${sink} is halted: the log lost events the sink had acknowledged; nothing was attested (see "ciport audit sinks")`
+      : `the audit log ends at seq ${head}, but audit sink ${sink} acknowledged events up to seq ${anchor.seq}: events were removed from the end of the log; nothing was attested`,
+    { details: { sink: anchor.sink, cursor: anchor.seq, head, halted: anchor.halted } },
+  );
 }

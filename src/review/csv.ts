@@ -2,10 +2,10 @@
 // columns that section uses are filled. Cells go through the audit export's `csvField`, which
 // defuses spreadsheet formulas (a ref `=HYPERLINK(…)` becomes the text `'=HYPERLINK(…)`) and shows
 // control characters as escapes: refs and project paths come from job tokens.
-import type { JsonValue } from '../audit/canonical.js';
-import { canonicalJson } from '../audit/canonical.js';
+import { canonicalJson, type JsonValue } from '../audit/canonical.js';
 import { csvField } from '../audit/export.js';
-import type { PrincipalReview, ReviewReport, TargetReview } from './report.js';
+import { type PrincipalReview, policyVersions, type ReviewReport, type TargetReview } from './report.js';
+import { operatorsInWords } from './words.js';
 
 export const REVIEW_CSV_COLUMNS = [
   'section',
@@ -28,6 +28,7 @@ export const REVIEW_CSV_COLUMNS = [
   'name',
   'value',
   'detail',
+  'operators',
 ] as const;
 
 type Column = (typeof REVIEW_CSV_COLUMNS)[number];
@@ -37,10 +38,7 @@ type Row = Partial<Record<Column, JsonValue>>;
 export function reviewCsv(report: ReviewReport): string {
   const rows: Row[] = [
     ...meta(report),
-    ...report.targets.flatMap((t) => [
-      (({ principals, ...total }) => ({ section: 'target_total', ...total, count: principals.length }))(t),
-      ...t.principals.map((p) => access(t, p)),
-    ]),
+    ...report.targets.flatMap((t) => [targetTotal(t), ...t.principals.map((p) => access(t, p))]),
     ...report.denials.map((d) => ({
       section: 'denial',
       reason: d.reason,
@@ -91,6 +89,12 @@ function meta(report: ReviewReport): Row[] {
   return facts.map(([name, value]) => ({ section: 'review', name, value }));
 }
 
+/** A target's totals: its usage columns, and how many principals reached it as `count`. */
+function targetTotal(t: TargetReview): Row {
+  const { principals, ...total } = t;
+  return { section: 'target_total', ...total, count: principals.length };
+}
+
 /** The access row of one principal: its usage columns are the report's own field names. */
 function access(t: TargetReview, p: PrincipalReview): Row {
   const { rules, ...rest } = p;
@@ -98,19 +102,13 @@ function access(t: TargetReview, p: PrincipalReview): Row {
 }
 
 function policyRows(report: ReviewReport): Row[] {
-  const { in_force_at_since: before, changes } = report.policy;
-  return [
-    ...(before ? [{ ...policyRow(before), name: 'in_force_at_since' }] : []),
-    ...changes.map((c) => ({ ...policyRow(c), name: 'loaded' })),
-  ];
-}
-
-function policyRow(p: ReviewReport['policy']['changes'][number]): Row {
-  return {
+  return policyVersions(report).map(({ version, inForceAtSince }) => ({
     section: 'policy',
-    time: p.time,
-    value: p.config_hash,
-    rules: p.rules.join(' '),
-    detail: p.source,
-  };
+    name: inForceAtSince ? 'in_force_at_since' : 'loaded',
+    time: version.time,
+    value: version.config_hash,
+    rules: version.rules.join(' '),
+    detail: version.source,
+    operators: operatorsInWords(version.operators),
+  }));
 }

@@ -2,8 +2,10 @@
 // asset (a Content-Security-Policy forbids both, should escaping ever fail), every value from the
 // log escaped (`escapeHtml`): refs and project paths come from job tokens.
 import { canonicalJson, type JsonValue } from '../audit/canonical.js';
+import { count } from '../text/count.js';
 import { escapeHtml } from '../text/html.js';
-import type { ReviewReport } from './report.js';
+import { policyVersions, type ReviewReport } from './report.js';
+import { operatorsInWords } from './words.js';
 
 const STYLE = `
 body{font:13px/1.4 system-ui,sans-serif;color:#111;margin:2em}
@@ -16,14 +18,14 @@ code{font:12px ui-monospace,monospace}.bad{color:#a00;font-weight:bold}.ok{color
 @media print{body{margin:0}h2{break-after:avoid}tr{break-inside:avoid}th{background:#ddd!important;-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 `;
 
-type Cell = string | number | null | { html: string; numeric?: boolean };
+type Cell = string | number | null | { html: string };
 
 /** The page for `report`. */
 export function reviewHtml(report: ReviewReport): string {
   const p = report.period;
   const v = report.verification;
   const verification = v.ok
-    ? `<span class="ok">intact</span>: ${v.events} events from genesis to the end of the period${v.head ? `, head <code>${escapeHtml(`${v.head.seq}:${v.head.hash}`)}</code>` : ''}`
+    ? `<span class="ok">intact</span>: ${count(v.events, 'event')} from genesis to the end of the period${v.head ? `, head <code>${escapeHtml(`${v.head.seq}:${v.head.hash}`)}</code>` : ''}`
     : `<span class="bad">BROKEN at seq ${v.seq}</span>: ${escapeHtml(v.reason)}`;
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -31,15 +33,12 @@ export function reviewHtml(report: ReviewReport): string {
 <title>ciport access review ${escapeHtml(p.since)} – ${escapeHtml(p.until)}</title>
 <style>${STYLE}</style></head><body>
 <h1>Access review ${escapeHtml(p.since)} – ${escapeHtml(p.until)}</h1>
-${table(
-  ['', ''],
-  [
-    ['Period', `${p.since} (inclusive) to ${p.until} (exclusive)`],
-    ['Events in the period', p.first_seq === null ? '0' : `${p.events} (seq ${p.first_seq}–${p.last_seq})`],
-    ['Audit chain', { html: verification }],
-    ['Review hash', { html: `<code>${escapeHtml(report.review_hash)}</code>` }],
-  ],
-)}
+${table(null, [
+  ['Period', `${p.since} (inclusive) to ${p.until} (exclusive)`],
+  ['Events in the period', p.first_seq === null ? '0' : `${p.events} (seq ${p.first_seq}–${p.last_seq})`],
+  ['Audit chain', { html: verification }],
+  ['Review hash', { html: `<code>${escapeHtml(report.review_hash)}</code>` }],
+])}
 <h2>Access by target</h2>
 ${targets(report)}
 <h2>Denials</h2>
@@ -61,19 +60,14 @@ ${table(
 )}
 <h2>Policy versions</h2>
 ${table(
-  ['Loaded', 'Config hash', 'Previous hash', 'Source', 'Rules'],
-  [
-    ...(report.policy.in_force_at_since ? [report.policy.in_force_at_since] : []).map((c) => ({
-      c,
-      before: true,
-    })),
-    ...report.policy.changes.map((c) => ({ c, before: false })),
-  ].map(({ c, before }) => [
-    before ? `${c.time} (in force at the start)` : c.time,
+  ['Loaded', 'Config hash', 'Previous hash', 'Source', 'Rules', 'Operators (admin tokens)'],
+  policyVersions(report).map(({ version: c, inForceAtSince }) => [
+    inForceAtSince ? `${c.time} (in force at the start)` : c.time,
     { html: `<code>${escapeHtml(c.config_hash)}</code>` },
     c.previous_hash,
     c.source,
     c.rules.join(', '),
+    operatorsInWords(c.operators),
   ]),
   'No configuration was loaded before or during the period.',
 )}
@@ -129,7 +123,7 @@ function targets(report: ReviewReport): string {
           p.rules.join(', '),
         ]),
       );
-      const total = `<tr class="total">${cells(['', `${t.principals.length} principals`, '', '', t.sessions, t.connections, t.bytes_to_target, t.bytes_from_target, t.first_use, t.last_use, ''])}</tr>`;
+      const total = `<tr class="total">${cells(['', count(t.principals.length, 'principal'), '', '', t.sessions, t.connections, t.bytes_to_target, t.bytes_from_target, t.first_use, t.last_use, ''])}</tr>`;
       return `<h3>${escapeHtml(t.target)}</h3>\n<table><thead>${headRow(head)}</thead><tbody>\n${rows.join('\n')}\n${total}</tbody></table>`;
     })
     .join('\n');
@@ -144,9 +138,10 @@ function json(value: JsonValue): string {
   return value === null ? '' : canonicalJson(value);
 }
 
-function table(head: string[], rows: Cell[][], empty = 'None in the period.'): string {
+/** `head` null: a table of label and value, without a header row. */
+function table(head: string[] | null, rows: Cell[][], empty = 'None in the period.'): string {
   if (rows.length === 0) return `<p class="empty">${escapeHtml(empty)}</p>`;
-  const thead = head.some((h) => h !== '') ? `<thead>${headRow(head)}</thead>` : '';
+  const thead = head ? `<thead>${headRow(head)}</thead>` : '';
   return `<table>${thead}<tbody>\n${rows.map(row).join('\n')}\n</tbody></table>`;
 }
 
@@ -164,7 +159,7 @@ function cells(values: Cell[]): string {
       if (c === null) return '<td></td>';
       if (typeof c === 'number') return `<td class="n">${c}</td>`;
       if (typeof c === 'string') return `<td>${escapeHtml(c)}</td>`;
-      return `<td${c.numeric ? ' class="n"' : ''}>${c.html}</td>`;
+      return `<td>${c.html}</td>`;
     })
     .join('');
 }

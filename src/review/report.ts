@@ -69,6 +69,14 @@ export interface ApprovalReview {
   reason: string | null;
 }
 
+/** An admin token a configuration allowed (`config.loaded`'s `operators`; docs/operators.md). */
+export interface OperatorReview {
+  name: string;
+  roles: string[];
+  /** Approval groups, when the event lists them. */
+  groups?: string[];
+}
+
 export interface PolicyVersion {
   /** ISO 8601: when this configuration was loaded. */
   time: string;
@@ -76,6 +84,8 @@ export interface PolicyVersion {
   previous_hash: string | null;
   source: string;
   rules: string[];
+  /** Who could use the admin API; null when the event predates the list (not recorded). */
+  operators: OperatorReview[] | null;
 }
 
 export interface AgentReview {
@@ -342,10 +352,24 @@ export class ReviewBuilder {
 }
 
 /**
+ * The configuration versions of a report in time order, the one in force at `since` first: what
+ * the HTML and CSV renderings list.
+ */
+export function policyVersions(
+  report: Pick<ReviewReport, 'policy'>,
+): Array<{ version: PolicyVersion; inForceAtSince: boolean }> {
+  const { in_force_at_since: before, changes } = report.policy;
+  return [
+    ...(before ? [{ version: before, inForceAtSince: true }] : []),
+    ...changes.map((version) => ({ version, inForceAtSince: false })),
+  ];
+}
+
+/**
  * Events that will carry approvals (issue 14's `approval:` rules). None is written yet; the
  * report picks them up by name so that it needs no change when they are.
  */
-export function isApprovalEvent(type: string): boolean {
+function isApprovalEvent(type: string): boolean {
   return type.startsWith('approval.') || type.startsWith('session.approv');
 }
 
@@ -366,6 +390,16 @@ function policyVersion(time: number, d: JsonObject): PolicyVersion {
     previous_hash: str(d.previous_hash),
     source: str(d.source) ?? '',
     rules: strings(d.rules),
+    operators: Array.isArray(d.operators) ? d.operators.map(operator) : null,
+  };
+}
+
+function operator(value: JsonValue): OperatorReview {
+  const o = objectOf(value);
+  return {
+    name: str(o.name) ?? '',
+    roles: strings(o.roles),
+    ...(Array.isArray(o.groups) ? { groups: strings(o.groups) } : {}),
   };
 }
 

@@ -7,6 +7,7 @@ export {
   sqliteFileOf,
 } from './open.js';
 export type { OperatorSessionKind, OperatorSessionRecord } from './operator-sessions.js';
+export type { AuditSinkCursor, AuditSinkStore } from './sink-cursors.js';
 export type {
   AgentChange,
   AgentEventFor,

@@ -33,7 +33,9 @@ import {
   advanceAuditSink,
   auditSinkCursors,
   claimAuditSink,
+  haltAuditSinkRow,
   releaseAuditSink,
+  resumeAuditSinkRow,
 } from './sink-cursors.js';
 import type { ChainedEvent, WriteJob, WriteStep } from './sqlite-writer.js';
 import type {
@@ -959,6 +961,7 @@ export class KyselyStore implements Store {
   // ---- audit sink cursors (sink-cursors.ts) ------------------------------------------------
   // Written through the engine directly, not #write: they record no audit event and need no
   // place in the chain's order, so they must not hurry the events waiting for a group commit.
+  // Halting and resuming do record one, in the transaction of the change.
 
   claimAuditSink(sink: string, owner: string, now: number, until: number): Promise<number | undefined> {
     return this.#guard(() => claimAuditSink((fn) => this.#engine.write(fn), sink, owner, now, until));
@@ -989,6 +992,34 @@ export class KyselyStore implements Store {
 
   endOperatorSession(secretHash: string, now: number): Promise<boolean> {
     return this.#guard(() => endOperatorSession((fn) => this.#engine.write(fn), secretHash, now));
+  }
+
+  haltAuditSink(
+    sink: string,
+    owner: string,
+    cursor: number,
+    now: number,
+    event: AuditEventInput,
+  ): Promise<AuditEvent | undefined> {
+    return this.#guard(() =>
+      this.#write(async (trx) =>
+        (await haltAuditSinkRow(trx, sink, owner, cursor, now)) ? this.#append(trx, event, now) : undefined,
+      ),
+    );
+  }
+
+  resumeAuditSink(
+    sink: string,
+    after: number,
+    now: number,
+    event: (haltedAt: number) => AuditEventInput,
+  ): Promise<AuditEvent | undefined> {
+    return this.#guard(() =>
+      this.#write(async (trx) => {
+        const haltedAt = await resumeAuditSinkRow(trx, sink, after, now);
+        return haltedAt === undefined ? undefined : this.#append(trx, event(haltedAt), now);
+      }),
+    );
   }
 
   subscribe(listener: SessionEndedListener): Promise<() => Promise<void>> {

@@ -119,6 +119,28 @@ describe('webhook audit sink', () => {
     });
   }
 
+  it('the warning says what happened: a refused batch or a timeout is not called "unreachable"', async () => {
+    for (const [mode, code, msg] of [
+      ['fail', 'CIPORT_E_AUDIT_SINK_REJECTED', 'audit sink refused the batch'],
+      ['hang', 'CIPORT_E_AUDIT_SINK_TIMEOUT', 'audit sink did not acknowledge in time'],
+    ] as const) {
+      const logs = new Capture();
+      const logger = createLogger({ level: 'info', destination: logs });
+      const { h } = await setup({ mode, timeout: '300ms', gateway: { logger } });
+      await openSessions(h, 1);
+      await waitFor(() => logs.text.includes(code), 10_000, `a ${code} warning`);
+      const warned = logs.text
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l))
+        .filter((l) => l.code === code);
+      expect(warned).toEqual([
+        expect.objectContaining({ msg: `${msg}: delivery paused, retrying with backoff`, sink: 'siem' }),
+      ]);
+      expect(logs.text).not.toContain('unreachable');
+    }
+  });
+
   it('a wrong secret is detected by the receiver, and nothing is acknowledged with it', async () => {
     const { h, receiver } = await setup({ secret: 'not-the-shared-secret' });
     await openSessions(h, 1);

@@ -17,18 +17,23 @@ function keyPaths(node: Record<string, unknown>, prefix = '', out = new Set<stri
     const items = child.items as Record<string, unknown> | undefined;
     if (child.properties) keyPaths(child, path, out);
     if (items?.properties) keyPaths(items, `${path}[]`, out);
+    // A list of alternatives (admin_tokens: a bare secret or a named object): the object's keys.
+    for (const alt of objectAlternatives(items)) keyPaths(alt, `${path}[]`, out);
     // A list of a discriminated union (targets, by protocol): every member's keys.
     for (const member of (items?.oneOf as Record<string, unknown>[] | undefined) ?? []) {
       keyPaths(member, `${path}[]`, out);
     }
-    for (const alt of (child.anyOf as Record<string, unknown>[] | undefined) ?? []) {
-      const isSecret = Object.keys((alt.properties as object | undefined) ?? {}).some(
-        (k) => k === 'env' || k === 'file',
-      );
-      if (alt.properties && !isSecret) keyPaths(alt, path, out);
-    }
+    for (const alt of objectAlternatives(child)) keyPaths(alt, path, out);
   }
   return out;
+}
+
+/** The alternatives of `node` (anyOf) that are objects with keys, secrets ({env}, {file}) aside. */
+function objectAlternatives(node: Record<string, unknown> | undefined): Record<string, unknown>[] {
+  return ((node?.anyOf as Record<string, unknown>[] | undefined) ?? []).filter((alt) => {
+    const keys = Object.keys((alt.properties as object | undefined) ?? {});
+    return keys.length > 0 && !keys.some((k) => k === 'env' || k === 'file');
+  });
 }
 
 describe('docs/config.md', () => {
@@ -52,6 +57,8 @@ describe('docs/config.md', () => {
       'targets[].server_public_key',
       'targets[].credentials.dynamic.owner',
       'targets[].credentials.header',
+      'admin_tokens[].name',
+      'admin_tokens[].roles',
     ]) {
       expect(paths.has(p), p).toBe(true);
     }

@@ -140,12 +140,18 @@ describe('bench --stop-leftovers with forged records (hostile review)', () => {
     expect(existsSync(join(victimDir, 'keep.txt'))).toBe(true);
   });
 
-  it('still stops and removes what a real killed run of ours left', async () => {
+  /**
+   * What a real run of ours, killed, leaves: a record with a `postgres` child (a sleep) and a
+   * PostgreSQL directory, both owned by `owner` when given. Then --stop-leftovers must stop the
+   * child and remove the directory and the record.
+   */
+  async function expectKilledRunCleaned(owner?: { uid: number; gid: number }): Promise<void> {
     const run = mkdtempSync(join(root, 'ciport-bench-table-'));
     const procs = new Processes(join(run, 'pids'));
-    const child = procs.spawn('postgres', 'sleep', ['60']);
+    const child = procs.spawn('postgres', 'sleep', ['60'], owner);
     const pgDir = mkdtempSync(join(root, 'ciport-pg-'));
-    writeFileSync(join(run, 'leftover-dirs'), `${pgDir}\n`, { mode: 0o600 });
+    if (owner) chownSync(pgDir, owner.uid, owner.gid);
+    writeFileSync(join(run, 'leftover-dirs'), `${pgDir}${owner ? `\t${owner.uid}` : ''}\n`, { mode: 0o600 });
     try {
       const exited = new Promise<string | null>((resolve) => child.once('exit', (_c, sig) => resolve(sig)));
       const out = await stopLeftovers();
@@ -156,28 +162,13 @@ describe('bench --stop-leftovers with forged records (hostile review)', () => {
     } finally {
       child.kill('SIGKILL');
     }
-  }, 20_000);
+  }
+
+  it('still stops and removes what a real killed run of ours left', () => expectKilledRunCleaned(), 20_000);
 
   it.runIf(process.getuid?.() === 0)(
     "as root, also stops what it started as another user (PostgreSQL, pgbouncer) and removes that user's directory",
-    async () => {
-      const run = mkdtempSync(join(root, 'ciport-bench-table-'));
-      const procs = new Processes(join(run, 'pids'));
-      const child = procs.spawn('postgres', 'sleep', ['60'], { uid: 65534, gid: 65534 });
-      const pgDir = mkdtempSync(join(root, 'ciport-pg-'));
-      chownSync(pgDir, 65534, 65534);
-      writeFileSync(join(run, 'leftover-dirs'), `${pgDir}\t65534\n`, { mode: 0o600 });
-      try {
-        const exited = new Promise<string | null>((resolve) => child.once('exit', (_c, sig) => resolve(sig)));
-        const out = await stopLeftovers();
-        expect(out).toContain(`stopped postgres (pid ${child.pid})`);
-        expect(await exited).toBe('SIGTERM');
-        expect(existsSync(pgDir)).toBe(false);
-        expect(existsSync(run)).toBe(false);
-      } finally {
-        child.kill('SIGKILL');
-      }
-    },
+    () => expectKilledRunCleaned({ uid: 65534, gid: 65534 }),
     20_000,
   );
 

@@ -13,7 +13,7 @@ import {
   type PrincipalSummary,
 } from '../../src/audit/index.js';
 import { openConfiguredStore } from '../../src/cli/commands/audit.js';
-import { ReviewBuilder, reviewHash } from '../../src/review/index.js';
+import { ReviewBuilder, reviewHash, reviewHtml } from '../../src/review/index.js';
 import { createTestDatabase, type TestDatabase } from '../fixtures/pg-database.js';
 import type { Json } from '../gateway/helpers.js';
 import { runCli } from '../helpers/cli.js';
@@ -131,6 +131,10 @@ const EVENTS: AuditEventInput[] = [
       issuers: ['gitlab'],
       targets: ['db'],
       rules: ['ledger-main', 'new'],
+      operators: [
+        { name: 'ci-bot', roles: ['admin'] },
+        { name: 'compliance', roles: ['auditor'] },
+      ],
     },
     T0 + 70_000,
   ),
@@ -280,8 +284,17 @@ describe('ciport review --config', () => {
       config_hash: HASH_A,
       time: new Date(T0 - 60_000).toISOString(),
     });
+    // Which admin tokens each configuration allowed; null where config.loaded predates the list.
+    expect(json.policy.in_force_at_since.operators).toBeNull();
     expect(json.policy.changes).toEqual([
-      expect.objectContaining({ config_hash: HASH_B, previous_hash: HASH_A }),
+      expect.objectContaining({
+        config_hash: HASH_B,
+        previous_hash: HASH_A,
+        operators: [
+          { name: 'ci-bot', roles: ['admin'] },
+          { name: 'compliance', roles: ['auditor'] },
+        ],
+      }),
     ]);
     expect(json.agents.map((a: Json) => [a.change, a.stage, a.agent_id])).toEqual([
       ['enrolled', 'token_created', null],
@@ -303,10 +316,13 @@ describe('ciport review --config', () => {
     expect(csv.code).toBe(0);
     const lines = csv.stdout.split('\r\n');
     expect(lines[0]).toBe(
-      'section,target,issuer,project,ref,environment,sessions,connections,bytes_to_target,bytes_from_target,first_use,last_use,rules,reason,error_code,count,time,name,value,detail',
+      'section,target,issuer,project,ref,environment,sessions,connections,bytes_to_target,bytes_from_target,first_use,last_use,rules,reason,error_code,count,time,name,value,detail,operators',
     );
     expect(lines.filter((l) => l.startsWith('access,'))).toHaveLength(2);
     expect(lines.filter((l) => l.startsWith('denial,'))).toHaveLength(2);
+    const policy = lines.filter((l) => l.startsWith('policy,'));
+    expect(policy[0]).toMatch(/,in_force_at_since,a{64},gw\.yaml,not recorded$/);
+    expect(policy[1]).toMatch(/,loaded,b{64},gw\.yaml,"ci-bot \(admin\), compliance \(auditor\)"$/);
     const out = join(dir, 'review.html');
     const html = await review(sqliteConfig, '--format', 'html', '--output', out);
     expect(html).toMatchObject({ code: 0, stdout: '', stderr: '' });
@@ -317,6 +333,10 @@ describe('ciport review --config', () => {
     expect(page).toContain('@media print');
     expect(page).not.toMatch(/<script|<link|<img|<iframe|\bsrc=|\bhref=|url\(/i);
     expect(page).toContain(JSON.parse((await review(sqliteConfig)).stdout).review_hash);
+    expect(page).toContain('<td>ci-bot (admin), compliance (auditor)</td>');
+    // One principal per target here: counted in the singular.
+    expect(page).toContain('<td>1 principal</td>');
+    expect(page).not.toMatch(/\b1 principals\b/);
   });
 
   it('refuses bad periods and sources as usage errors', async () => {
@@ -502,7 +522,7 @@ describe('ReviewBuilder', () => {
   // period", but the report's policy versions keep only {time, config_hash, previous_hash,
   // source, rules}: the operators (and a role change by reload) never reach the review. Either
   // the report carries them or docs/operators.md stops promising it.
-  it.fails('says which operators (admin tokens and roles) were in force', () => {
+  it('says which operators (admin tokens and roles) were in force', () => {
     const b = new ReviewBuilder({ since: T0, until: T0 + 10 });
     const operators = [
       { name: 'ci-bot', roles: ['admin'] },
@@ -519,5 +539,42 @@ describe('ReviewBuilder', () => {
     const report = b.finish({ ok: true });
     expect(report.policy.changes).toHaveLength(1);
     expect(report.policy.changes[0]).toMatchObject({ operators });
+  });
+
+  it('keeps approval groups when config.loaded lists them, and reads a malformed list without failing', () => {
+    const b = new ReviewBuilder({ since: T0, until: T0 + 10 });
+    const operators = [{ name: 'ops', roles: ['approver'], groups: ['dba', 'sre'] }, 'junk', { roles: 7 }];
+    b.add({
+      seq: 1,
+      time: T0 + 1,
+      type: 'config.loaded',
+      data: JSON.stringify({ source: 'gw.yaml', config_hash: HASH_A, rules: [], operators }),
+      hash: '',
+      prevHash: '',
+    });
+    const report = b.finish({ ok: true });
+    expect(report.policy.changes[0]?.operators).toEqual([
+      { name: 'ops', roles: ['approver'], groups: ['dba', 'sre'] },
+      { name: '', roles: [] },
+      { name: '', roles: [] },
+    ]);
+    expect(reviewHtml(report)).toContain(
+      '<td>ops (approver; groups dba, sre), ? (no role), ? (no role)</td>',
+    );
+  });
+
+  it('counts in the singular when there is one', () => {
+    const b = new ReviewBuilder({ since: T0, until: T0 + 10 });
+    b.add({
+      seq: 1,
+      time: T0 + 1,
+      type: 'config.loaded',
+      data: JSON.stringify({ source: 'gw.yaml', config_hash: HASH_A, rules: [] }),
+      hash: 'h'.repeat(64),
+      prevHash: '0'.repeat(64),
+    });
+    const html = reviewHtml(b.finish({ ok: true }));
+    expect(html).toContain('intact</span>: 1 event from genesis');
+    expect(html).not.toMatch(/\b1 events\b/);
   });
 });

@@ -4,7 +4,7 @@
 import { open } from 'node:fs/promises';
 import type { FileSinkConfig } from '../../config/audit-sinks.js';
 import { AuditSinkError } from '../../errors/index.js';
-import { type SinkEvent, type SinkTransport, withDeadline } from './transport.js';
+import type { SinkEvent, SinkTransport } from './transport.js';
 
 export class FileTransport implements SinkTransport {
   readonly #config: FileSinkConfig;
@@ -13,24 +13,24 @@ export class FileTransport implements SinkTransport {
     this.#config = config;
   }
 
-  deliver(events: readonly SinkEvent[], outer: AbortSignal): Promise<void> {
+  /** File system calls cannot be aborted: the deliverer's deadline stops waiting for a hung disk. */
+  async deliver(events: readonly SinkEvent[]): Promise<void> {
     const text = events.map((e) => `${e.json}\n`).join('');
-    const what = `file ${this.#config.name}`;
-    return withDeadline(this.#config.timeout, outer, what, async () => {
+    try {
+      const fh = await open(this.#config.path, 'a', 0o600);
       try {
-        const fh = await open(this.#config.path, 'a', 0o600);
-        try {
-          await fh.writeFile(text, 'utf8');
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code ?? 'write failed';
-        throw new AuditSinkError('CIPORT_E_AUDIT_SINK_WRITE', `${what}: ${this.#config.path}: ${code}`, {
-          cause: err,
-        });
+        await fh.writeFile(text, 'utf8');
+        await fh.sync();
+      } finally {
+        await fh.close();
       }
-    });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'write failed';
+      throw new AuditSinkError(
+        'CIPORT_E_AUDIT_SINK_WRITE',
+        `file ${this.#config.name}: ${this.#config.path}: ${code}`,
+        { cause: err },
+      );
+    }
   }
 }

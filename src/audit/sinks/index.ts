@@ -3,7 +3,7 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { AuditSinkConfig } from '../../config/audit-sinks.js';
 import type { Logger } from '../../log/logger.js';
-import type { AuditSinkStore } from '../../store/sink-cursors.js';
+import type { AuditSinkCursor, AuditSinkStore } from '../../store/sink-cursors.js';
 import type { AuditStore } from '../../store/types.js';
 import { DEFAULT_TIMING, type DeliveryTiming, SinkDeliverer, type SinkMetrics } from './deliverer.js';
 import { FileTransport } from './file.js';
@@ -11,17 +11,15 @@ import { SyslogTransport } from './syslog.js';
 import type { SinkTransport } from './transport.js';
 import { WebhookTransport } from './webhook.js';
 
+export { breaksContinuity, endsBelowCursor, HALT_CODE, resumeEstimate } from './continuity.js';
 export { backoffDelay, DEFAULT_TIMING, type DeliveryTiming } from './deliverer.js';
-export { octetCounted, SD_ID, syslogMessage } from './syslog.js';
-export type { SinkEvent } from './transport.js';
-export { SIGNATURE_HEADER, webhookSignature } from './webhook.js';
 
 export interface AuditSinks {
   /** Stop every loop (graceful: let deliveries in flight finish) and release the leases. */
   stop(graceful: boolean): Promise<void>;
 }
 
-export function transportFor(sink: AuditSinkConfig): SinkTransport {
+function transportFor(sink: AuditSinkConfig): SinkTransport {
   switch (sink.kind) {
     case 'webhook':
       return new WebhookTransport(sink);
@@ -54,6 +52,7 @@ export function startAuditSinks(options: {
         name: sink.name,
         kind: sink.kind,
         batch: sink.batch,
+        timeout: sink.timeout,
         transport: transportFor(sink),
         store,
         owner: options.owner,
@@ -73,9 +72,10 @@ export function startAuditSinks(options: {
 
 /**
  * `ciport_audit_sink_delivered_total{sink}`, `ciport_audit_sink_failures_total{sink,code}`,
- * `ciport_audit_sink_failing{sink}` (1 while deliveries fail) and `ciport_audit_sink_lag_events{sink}`
- * (events in the log after the sink's stored cursor, read from the store at scrape time, so every
- * gateway sharing the store reports it, whichever holds the lease).
+ * `ciport_audit_sink_failing{sink}` (1 while deliveries fail), and from the store at scrape time
+ * (so every gateway sharing it reports them, whichever holds the lease):
+ * `ciport_audit_sink_lag_events{sink}` (events in the log after the sink's cursor) and
+ * `ciport_audit_sink_halted{sink}` (1 while the sink is halted).
  */
 function createSinkMetrics(
   registry: Registry,
@@ -91,7 +91,7 @@ function createSinkMetrics(
   });
   const failures = new Counter({
     name: 'ciport_audit_sink_failures_total',
-    help: 'Failed audit sink deliveries (each retried), by sink and error code.',
+    help: 'Failed audit sink deliveries (each retried), and halts, by sink and error code.',
     labelNames: ['sink', 'code'],
     registers,
   });
@@ -101,21 +101,45 @@ function createSinkMetrics(
     labelNames: ['sink'],
     registers,
   });
-  new Gauge({
-    name: 'ciport_audit_sink_lag_events',
-    help: 'Audit events not yet acknowledged by the sink (log head seq minus the stored cursor).',
-    labelNames: ['sink'],
-    registers,
-    async collect() {
-      try {
-        const [head, cursors] = await Promise.all([store.auditHead(), store.auditSinkCursors()]);
-        const at = new Map(cursors.map((c) => [c.sink, c.seq]));
-        for (const sink of names) this.set({ sink }, Math.max(0, (head?.seq ?? 0) - (at.get(sink) ?? 0)));
-      } catch {
-        // store unavailable: keep the last values (readyz reports the store)
-      }
-    },
-  });
+  /** A gauge set per configured sink from the store's cursors when scraped. */
+  const fromStore = (
+    name: string,
+    help: string,
+    value: (cursor: AuditSinkCursor | undefined, head: number) => number,
+  ) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['sink'],
+      registers,
+      async collect() {
+        try {
+          // The cursors first: read before the head, a cursor is never above it unless events were removed.
+          const cursors = await store.auditSinkCursors();
+          const head = (await store.auditHead())?.seq ?? 0;
+          for (const sink of names)
+            this.set(
+              { sink },
+              value(
+                cursors.find((c) => c.sink === sink),
+                head,
+              ),
+            );
+        } catch {
+          // store unavailable: keep the last values (readyz reports the store)
+        }
+      },
+    });
+  fromStore(
+    'ciport_audit_sink_lag_events',
+    'Audit events not yet acknowledged by the sink (log head seq minus the stored cursor).',
+    (cursor, head) => Math.max(0, head - (cursor?.seq ?? 0)),
+  );
+  fromStore(
+    'ciport_audit_sink_halted',
+    '1 while the audit sink is halted: the log lost events it had acknowledged (docs/audit-sinks.md).',
+    (cursor) => (cursor?.halted ? 1 : 0),
+  );
   for (const sink of names) {
     delivered.inc({ sink }, 0);
     failing.set({ sink }, 0);

@@ -13,13 +13,7 @@ import { hostname } from 'node:os';
 import { connect as tlsConnect } from 'node:tls';
 import type { SyslogSinkConfig } from '../../config/audit-sinks.js';
 import { AuditSinkError } from '../../errors/index.js';
-import {
-  MAX_RESPONSE_BYTES,
-  networkError,
-  type SinkEvent,
-  type SinkTransport,
-  withDeadline,
-} from './transport.js';
+import { dropAnswer, networkError, type SinkEvent, type SinkTransport } from './transport.js';
 
 /** Severity 6 (informational) for every event: the event type (MSGID) says what happened. */
 const SEVERITY_INFO = 6;
@@ -64,7 +58,7 @@ export class SyslogTransport implements SinkTransport {
     this.#ca = config.tls?.ca ? readFileSync(config.tls.ca.file, 'utf8') : undefined;
   }
 
-  deliver(events: readonly SinkEvent[], outer: AbortSignal): Promise<void> {
+  deliver(events: readonly SinkEvent[], signal: AbortSignal): Promise<void> {
     const options = {
       facility: this.#config.facility,
       appName: this.#config.app_name,
@@ -72,11 +66,11 @@ export class SyslogTransport implements SinkTransport {
       pid: process.pid,
     };
     const frames = Buffer.concat(events.map((e) => octetCounted(syslogMessage(e, options))));
-    const what = `syslog ${this.#config.name}`;
-    return withDeadline(this.#config.timeout, outer, what, (signal) => this.#send(frames, signal, what));
+    return this.#send(frames, signal);
   }
 
-  #send(frames: Buffer, signal: AbortSignal, what: string): Promise<void> {
+  #send(frames: Buffer, signal: AbortSignal): Promise<void> {
+    const what = `syslog ${this.#config.name}`;
     return new Promise<void>((resolve, reject) => {
       const tls = this.#config.tls;
       const socket: Socket = tls
@@ -105,19 +99,8 @@ export class SyslogTransport implements SinkTransport {
       socket.once('finish', () => {
         finished = true;
       });
-      let read = 0;
-      socket.on('data', (chunk: Buffer) => {
-        // Syslog receivers do not answer; whatever they send is read and dropped, within a bound.
-        read += chunk.length;
-        if (read > MAX_RESPONSE_BYTES) {
-          fail(
-            new AuditSinkError(
-              'CIPORT_E_AUDIT_SINK_PROTOCOL',
-              `${what}: receiver sent more than ${MAX_RESPONSE_BYTES} bytes`,
-            ),
-          );
-        }
-      });
+      // Syslog receivers do not answer; whatever they send is read and dropped, within a bound.
+      dropAnswer(socket, what, fail);
       socket.once('end', () => {
         if (!finished)
           fail(

@@ -1,7 +1,8 @@
-// What every sink kind implements, and the deadline all of them run under: a delivery of one
-// batch either settles within the sink's `timeout` or fails with CIPORT_E_AUDIT_SINK_TIMEOUT,
-// whatever the receiver does (slowloris answers, never-ending bodies, a hung disk), so the
-// delivery loop never hangs and never holds more than one batch.
+// What every sink kind implements, and the deadline the delivery loop runs each of them under: a
+// delivery of one batch either settles within the sink's `timeout` or fails with
+// CIPORT_E_AUDIT_SINK_TIMEOUT, whatever the receiver does (slowloris answers, never-ending bodies,
+// a hung disk), so the loop never hangs and never holds more than one batch.
+import type { Readable } from 'node:stream';
 import { AuditSinkError } from '../../errors/index.js';
 
 /** One event of a batch: its envelope (for headers and structured data) and its JSON line. */
@@ -18,13 +19,33 @@ export interface SinkEvent {
 export interface SinkTransport {
   /**
    * Hand `events` (in seq order) to the receiver; resolve once it acknowledged them, reject with
-   * an AuditSinkError otherwise. `signal` aborts (the gateway stops at once).
+   * an AuditSinkError otherwise. `signal` aborts at the sink's `timeout` or when the gateway stops
+   * at once; the loop stops waiting then, whether or not the transport heeds it (`withDeadline`).
    */
   deliver(events: readonly SinkEvent[], signal: AbortSignal): Promise<void>;
 }
 
 /** Most bytes of a receiver's answer read (and discarded); more is CIPORT_E_AUDIT_SINK_PROTOCOL. */
 export const MAX_RESPONSE_BYTES = 64 * 1024;
+
+/**
+ * Read and drop what a receiver sends back, counting it; past MAX_RESPONSE_BYTES, `fail` gets
+ * CIPORT_E_AUDIT_SINK_PROTOCOL (and should destroy the stream).
+ */
+export function dropAnswer(stream: Readable, what: string, fail: (err: AuditSinkError) => void): void {
+  let read = 0;
+  stream.on('data', (chunk: Buffer) => {
+    read += chunk.length;
+    if (read > MAX_RESPONSE_BYTES) {
+      fail(
+        new AuditSinkError(
+          'CIPORT_E_AUDIT_SINK_PROTOCOL',
+          `${what}: answer larger than ${MAX_RESPONSE_BYTES} bytes`,
+        ),
+      );
+    }
+  });
+}
 
 /**
  * Run `fn` with a signal that aborts after `timeoutMs` or when `outer` aborts; a timeout rejects

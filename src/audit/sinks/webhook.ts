@@ -1,33 +1,16 @@
-// The webhook sink: each batch is one POST of a JSON array of events (chain order), signed like
-// Stripe's and Slack's webhooks so the receiver can tell it came from this gateway and was not
-// replayed much later (docs/audit-sinks.md, "Webhook"):
-//
-//   X-Ciport-Signature: t=<unix seconds>,v1=<hex HMAC-SHA-256(secret, "<t>.<body>")>
-//
-// Any 2xx answer within the timeout acknowledges the batch; anything else (3xx included: no
-// redirect is followed) is retried. The answer's body is read up to 64 KiB and discarded.
-import { createHmac } from 'node:crypto';
+// The webhook sink: each batch is one POST of a JSON array of events (chain order), signed
+// (src/transport/webhook-signature.ts) so the receiver can tell it came from this gateway and was
+// not replayed much later (docs/audit-sinks.md, "Webhook"). Any 2xx answer within the timeout
+// acknowledges the batch; anything else (3xx included: no redirect is followed) is retried. The
+// answer's body is read up to 64 KiB and discarded.
 import { readFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { WebhookSinkConfig } from '../../config/audit-sinks.js';
 import { AuditSinkError } from '../../errors/index.js';
+import { SIGNATURE_HEADER, signWebhook } from '../../transport/webhook-signature.js';
 import { CIPORT_VERSION } from '../../version.js';
-import {
-  MAX_RESPONSE_BYTES,
-  networkError,
-  type SinkEvent,
-  type SinkTransport,
-  withDeadline,
-} from './transport.js';
-
-export const SIGNATURE_HEADER = 'x-ciport-signature';
-
-/** `t=…,v1=…` for `body` signed with `secret` at `unixSeconds`. */
-export function webhookSignature(secret: string, unixSeconds: number, body: string | Buffer): string {
-  const mac = createHmac('sha256', secret).update(`${unixSeconds}.`).update(body).digest('hex');
-  return `t=${unixSeconds},v1=${mac}`;
-}
+import { dropAnswer, networkError, type SinkEvent, type SinkTransport } from './transport.js';
 
 export class WebhookTransport implements SinkTransport {
   readonly #config: WebhookSinkConfig;
@@ -42,7 +25,7 @@ export class WebhookTransport implements SinkTransport {
     this.#now = now;
   }
 
-  deliver(events: readonly SinkEvent[], outer: AbortSignal): Promise<void> {
+  deliver(events: readonly SinkEvent[], signal: AbortSignal): Promise<void> {
     const body = Buffer.from(`[${events.map((e) => e.json).join(',')}]`);
     const t = Math.floor(this.#now() / 1000);
     const first = events[0]?.seq ?? 0;
@@ -53,15 +36,13 @@ export class WebhookTransport implements SinkTransport {
       'user-agent': `ciport/${CIPORT_VERSION}`,
       'x-ciport-sink': this.#config.name,
       'x-ciport-seq': `${first}-${last}`,
-      [SIGNATURE_HEADER]: webhookSignature(this.#config.secret.reveal(), t, body),
+      [SIGNATURE_HEADER]: signWebhook(this.#config.secret.reveal(), t, body),
     };
-    const what = `webhook ${this.#config.name}`;
-    return withDeadline(this.#config.timeout, outer, what, (signal) =>
-      this.#post(body, headers, signal, what),
-    );
+    return this.#post(body, headers, signal);
   }
 
-  #post(body: Buffer, headers: Record<string, string>, signal: AbortSignal, what: string): Promise<void> {
+  #post(body: Buffer, headers: Record<string, string>, signal: AbortSignal): Promise<void> {
+    const what = `webhook ${this.#config.name}`;
     return new Promise<void>((resolve, reject) => {
       const https = this.#url.protocol === 'https:';
       const req = (https ? httpsRequest : httpRequest)(this.#url, {
@@ -79,18 +60,9 @@ export class WebhookTransport implements SinkTransport {
       );
       req.once('response', (res: IncomingMessage) => {
         const status = res.statusCode ?? 0;
-        let read = 0;
-        res.on('data', (chunk: Buffer) => {
-          read += chunk.length;
-          if (read > MAX_RESPONSE_BYTES) {
-            res.destroy();
-            reject(
-              new AuditSinkError(
-                'CIPORT_E_AUDIT_SINK_PROTOCOL',
-                `${what}: answer larger than ${MAX_RESPONSE_BYTES} bytes`,
-              ),
-            );
-          }
+        dropAnswer(res, what, (err) => {
+          res.destroy();
+          reject(err);
         });
         res.once('error', (err) => reject(networkError(what, err)));
         // Settles nothing after 'end'; before it, the answer was cut short.

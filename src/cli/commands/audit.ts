@@ -1,52 +1,12 @@
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { exportEvents, verifyChain } from '../../audit/index.js';
-import { loadGatewayConfig } from '../../config/load.js';
-import { Secret } from '../../config/secret.js';
-import { CiportError, ExitCode, UsageError } from '../../errors/index.js';
-import { openStore, type Store, sqliteFileOf } from '../../store/index.js';
+import { ExitCode, UsageError } from '../../errors/index.js';
 import { action, type CliContext, examples } from '../command.js';
-import { printable, writeJson } from '../output.js';
+import { withStore } from '../configured-store.js';
+import { count, printable, writeJson } from '../output.js';
+import { registerAuditSinks } from './audit-sinks.js';
 
-/**
- * Open the store a gateway config names, resolving only the store's own secret: an auditor's
- * machine need not hold the gateway's TLS key or admin tokens. A SQLite file that does not exist
- * is refused (CIPORT_E_STORE_UNAVAILABLE) unless `create` (what fills a new store, e.g. tests).
- */
-export async function openConfiguredStore(
-  file: string,
-  env: NodeJS.ProcessEnv,
-  options: { create?: boolean } = {},
-): Promise<Store> {
-  const cfg = loadGatewayConfig(file, { resolveSecrets: false });
-  const url = cfg.store && 'postgres' in cfg.store ? cfg.store.postgres.url : undefined;
-  if (url instanceof Secret && !url.resolved) url.resolve(env, `${file}: store.postgres.url`);
-  // Reading commands (audit export and verify, review) must not create an empty store where the
-  // gateway's is not: a relative data_dir read from another directory would give "0 events,
-  // chain intact" for a store nobody read.
-  const sqlite = sqliteFileOf(cfg.store, cfg.data_dir);
-  if (!options.create && sqlite !== undefined && !existsSync(sqlite)) {
-    throw new CiportError(
-      'CIPORT_E_STORE_UNAVAILABLE',
-      `no store at ${resolve(sqlite)} (${file}: a relative data_dir or store path is read from the working directory, ${process.cwd()})`,
-    );
-  }
-  return openStore(cfg.store, { dataDir: cfg.data_dir });
-}
-
-export async function withStore<T>(
-  file: string,
-  env: NodeJS.ProcessEnv,
-  fn: (store: Store) => Promise<T>,
-): Promise<T> {
-  const store = await openConfiguredStore(file, env);
-  try {
-    return await fn(store);
-  } finally {
-    await store.close();
-  }
-}
+export { openConfiguredStore, withStore } from '../configured-store.js';
 
 function parseTime(flag: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
@@ -63,7 +23,9 @@ function parseAnchor(text: string | undefined): { seq: number; hash: string } | 
 }
 
 export function registerAudit(program: Command, ctx: CliContext): void {
-  const audit = program.command('audit').description('verify and export the tamper-evident audit log');
+  const audit = program
+    .command('audit')
+    .description('verify and export the tamper-evident audit log, and check its sinks');
 
   examples(
     audit
@@ -85,10 +47,10 @@ export function registerAudit(program: Command, ctx: CliContext): void {
       if (opts.json) writeJson(ctx.io, result);
       else if (result.ok) {
         const head = result.head ? `${result.head.seq}:${result.head.hash}` : 'empty';
-        ctx.io.stdout.write(`ok: ${result.count} events verified; head ${head}\n`);
+        ctx.io.stdout.write(`ok: ${count(result.count, 'event')} verified; head ${head}\n`);
       } else {
         ctx.io.stdout.write(
-          `BROKEN at seq ${result.seq}: ${printable(result.reason)} (${result.count} events verified before it)\n`,
+          `BROKEN at seq ${result.seq}: ${printable(result.reason)} (${count(result.count, 'event')} verified before it)\n`,
         );
       }
       return result.ok ? ExitCode.ok : ExitCode.problemsFound;
@@ -125,4 +87,6 @@ export function registerAudit(program: Command, ctx: CliContext): void {
       return ExitCode.ok;
     }),
   );
+
+  registerAuditSinks(audit, ctx);
 }

@@ -2,7 +2,6 @@
 // store a gateway config names (offline) or from a running gateway's admin API (online), and
 // `ciport review attest`, a reviewer's sign-off recorded in the audit log.
 import { writeFileSync } from 'node:fs';
-import { userInfo } from 'node:os';
 import type { Command } from 'commander';
 import { jsonlLine } from '../../audit/export.js';
 import { ExitCode, UsageError } from '../../errors/index.js';
@@ -20,8 +19,9 @@ import {
 import { escapeJsonControls } from '../../text/printable.js';
 import { withAdmin } from '../admin.js';
 import { action, type CliContext, examples } from '../command.js';
+import { withStore } from '../configured-store.js';
+import { osUser } from '../os-user.js';
 import { type Io, printable, writeJson } from '../output.js';
-import { withStore } from './audit.js';
 
 interface SourceOptions {
   config?: string;
@@ -70,14 +70,7 @@ const FORMATS = {
 
 /** The OS account running the command: who signs off offline. */
 function localReviewer(io: Io, email: string | undefined): Reviewer {
-  let subject: string;
-  try {
-    subject = userInfo().username;
-  } catch {
-    subject = io.env.USER ?? io.env.USERNAME ?? '';
-  }
-  if (!subject) throw new UsageError('cannot tell the OS user name of the reviewer');
-  return { issuer: 'local', subject, ...(email !== undefined ? { email } : {}) };
+  return { issuer: 'local', subject: osUser(io), ...(email !== undefined ? { email } : {}) };
 }
 
 function sourceOptions(cmd: Command): Command {
