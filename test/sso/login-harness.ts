@@ -4,8 +4,9 @@
 // through the provider's login form, as a person's browser would.
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import type { StartGatewayOptions } from '../../src/gateway/server.js';
-import { baseEnv, type CliResult, spawnCli } from '../fixtures/cli.js';
+import { baseEnv, type CliResult, ensureBuilt, spawnCli } from '../fixtures/cli.js';
 import { linesLogger } from '../fixtures/gateway.js';
 import { type SsoIdp, signInWithoutBrowser, startSsoIdp } from '../fixtures/sso-idp.js';
 import { waitFor } from '../fixtures/wait-for.js';
@@ -63,6 +64,22 @@ export async function startLoginHarness(
       await idp.close();
     },
   };
+}
+
+/**
+ * One login harness for a test file, with the CLI built: started before its tests, stopped
+ * after; the returned function gives the running one.
+ */
+export function loginHarnessPerFile(): () => LoginHarness {
+  let lh: LoginHarness | undefined;
+  beforeAll(async () => {
+    await ensureBuilt();
+    lh = await startLoginHarness();
+  }, 240_000);
+  afterAll(async () => {
+    await lh?.stop();
+  });
+  return () => lh as LoginHarness;
 }
 
 /** Limits no test run reaches by accident (the limits' own test uses the defaults). */

@@ -6,29 +6,26 @@
 import { existsSync, lstatSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { exportEvents } from '../../src/audit/index.js';
-import { ensureBuilt, runCli } from '../fixtures/cli.js';
+import { runCli } from '../fixtures/cli.js';
 import { ADMIN_TOKEN, api, openSession } from '../gateway/helpers.js';
 import {
   configHome,
   type LoginHarness,
+  loginHarnessPerFile,
   operatorEnv,
   runDeviceLogin,
   runLogin,
-  startLoginHarness,
 } from './login-harness.js';
 
-let lh: LoginHarness;
+const harness = loginHarnessPerFile();
 /** Every secret the tests saw: operator tokens, authorization codes, user codes. */
 const seen: string[] = [];
 
-beforeAll(async () => {
-  await ensureBuilt();
-  lh = await startLoginHarness();
-}, 240_000);
-afterAll(async () => {
-  await lh?.stop();
+let lh: LoginHarness;
+beforeAll(() => {
+  lh = harness();
 });
 
 function credentialsFile(xdg: string): string {

@@ -5,7 +5,8 @@
 // - `GET|DELETE /v1/operator/sessions/current` show and end the sign-in a `cpo_` token stands for.
 // A completed sign-in maps the ID token's groups to roles (operatorFromClaims), stores an operator
 // session (kind `cli`, `sso.session_ttl`), audits `operator.signed_in` and answers the `cpo_`
-// token; a failure after the provider was asked is audited as `operator.sign_in_failed`. Failed
+// token; a well-formed attempt that fails (a refused or replayed code, an unknown device handle,
+// no role) is audited as `operator.sign_in_failed`; malformed requests only logged. Failed
 // attempts are rate limited per client address and in all (SignInLimits), so guessing codes or
 // handles can flood neither the provider nor the audit log.
 import { createHash } from 'node:crypto';
@@ -103,10 +104,10 @@ export class OperatorLogin {
 
   /** `POST /v1/operator/sessions`. */
   async redeemCode(deps: ApiDeps, req: Req, res: Res): Promise<void> {
-    await this.#attempt(req, async (asked) => {
+    await this.#attempt(req, async (wellFormed) => {
       const body = parseCodeRedemption(parseJsonBody(await readSmallBody(deps, req)));
+      wellFormed();
       this.#claimCode(body.code);
-      asked();
       return this.provider.redeemCode(body);
     }).then((signIn) => sendJson(res, 201, signIn));
   }
@@ -137,8 +138,9 @@ export class OperatorLogin {
   /** `POST /v1/operator/device/token`: one poll; at most one provider request per interval. */
   async pollDevice(deps: ApiDeps, req: Req, res: Res): Promise<void> {
     let waiting: { status: 'pending' | 'slow_down'; interval: number } | undefined;
-    const signIn = await this.#attempt(req, async (asked) => {
+    const signIn = await this.#attempt(req, async (wellFormed) => {
       const handle = parseDevicePoll(parseJsonBody(await readSmallBody(deps, req)));
+      wellFormed();
       const entry = this.#pending.get(handle);
       if (!entry) {
         throw new CiportError(
@@ -151,7 +153,6 @@ export class OperatorLogin {
         return undefined;
       }
       entry.busy = true;
-      asked();
       try {
         const result = await this.provider.pollDevice(entry.deviceCode);
         if ('claims' in result) {
@@ -175,21 +176,21 @@ export class OperatorLogin {
 
   /**
    * One sign-in attempt: refused at once while over the failure limits; `redeem` reads the
-   * request and asks the provider (calling `asked()` first), resolving to the ID token's claims
-   * (or undefined: not finished yet). Failures take from the limits, are logged and, once the
-   * provider was asked, audited.
+   * request (calling `wellFormed()` once it parsed) and asks the provider, resolving to the ID
+   * token's claims (or undefined: not finished yet). Failures take from the limits and are
+   * logged; those of well-formed requests are audited too.
    */
   async #attempt(
     req: Req,
-    redeem: (asked: () => void) => Promise<Record<string, unknown> | undefined>,
+    redeem: (wellFormed: () => void) => Promise<Record<string, unknown> | undefined>,
   ): Promise<Record<string, unknown> | undefined> {
     const address = clientAddress(req);
     this.#assertNotLimited(address, this.#failuresByAddress);
-    let reachedProvider = false;
+    let audited = false;
     let claims: Record<string, unknown> | undefined;
     try {
       claims = await redeem(() => {
-        reachedProvider = true;
+        audited = true;
       });
       if (!claims) return undefined;
       return await this.#signIn(claims);
@@ -198,7 +199,7 @@ export class OperatorLogin {
       this.#failuresByAddress.take(address);
       this.#failures.take('*');
       this.#log.warn({ code: err.code, reason: err.message, via: 'cli', address }, 'operator sign-in failed');
-      if (reachedProvider && (err.code === 'CIPORT_E_SSO_FAILED' || err.code === 'CIPORT_E_SSO_NO_ROLE')) {
+      if (audited && (err.code === 'CIPORT_E_SSO_FAILED' || err.code === 'CIPORT_E_SSO_NO_ROLE')) {
         await this.#auditFailure(err, claims);
       }
       throw err;

@@ -178,9 +178,18 @@ function describe(err: unknown): string {
     return printable(text).slice(0, DESCRIPTION_MAX);
   }
   if (err instanceof oidc.AuthorizationResponseError) return printable(err.error).slice(0, DESCRIPTION_MAX);
-  const e = err as { name?: string; message?: string; code?: string; cause?: { code?: string } };
+  const e = err as {
+    name?: string;
+    message?: string;
+    code?: string;
+    cause?: { code?: string; message?: unknown };
+  };
   if (e?.name === 'TimeoutError' || e?.name === 'AbortError') return 'no answer in time';
   const code = e?.code ?? e?.cause?.code;
-  const message = printable(e?.message ?? String(err)).slice(0, DESCRIPTION_MAX);
+  // openid-client's ClientError wraps oauth4webapi's, whose message names the check that failed
+  // (e.g. the ID token's "nonce" claim) without the values compared.
+  const detail =
+    err instanceof oidc.ClientError && typeof e.cause?.message === 'string' ? `: ${e.cause.message}` : '';
+  const message = printable(`${e?.message ?? String(err)}${detail}`).slice(0, DESCRIPTION_MAX);
   return code ? `${message} (${code})` : message;
 }
