@@ -3,13 +3,13 @@
 // (device grant); the admin commands then act as them with the cached token, their roles apply,
 // the audit log names them, logout ends the sign-in at the gateway, and a person without a
 // mapped group is refused with nothing cached.
-import { existsSync, lstatSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { exportEvents } from '../../src/audit/index.js';
-import { runCli } from '../fixtures/cli.js';
-import { ADMIN_TOKEN, api, openSession } from '../gateway/helpers.js';
+import { baseEnv, runCli } from '../fixtures/cli.js';
+import { ADMIN_TOKEN, api, openSession, startHarness } from '../gateway/helpers.js';
 import {
   configHome,
   type LoginHarness,
@@ -17,6 +17,7 @@ import {
   operatorEnv,
   runDeviceLogin,
   runLogin,
+  ssoSection,
 } from './login-harness.js';
 
 const harness = loginHarnessPerFile();
@@ -121,6 +122,23 @@ describe('ciport login (loopback redirect)', () => {
     const session = await api(c, 'GET', `/v1/sessions/${s.id}`, { bearer: ADMIN_TOKEN });
     expect(session.body.state).toBe('active');
     // CIPORT_ADMIN_TOKEN, when set, wins over the cached sign-in (docs/login.md).
+    // Carla reads and signs off access reviews with the same sign-in; she is the reviewer.
+    const review = await runCli(
+      ['review', '--gateway', lh.url, '--since', '1d', '--until', 'now', '--format', 'json'],
+      { env },
+    );
+    expect(review.code, review.stderr).toBe(0);
+    const attest = await runCli(
+      ['review', 'attest', '--gateway', lh.url, '--since', '2d', '--until', '1d', '--json'],
+      { env },
+    );
+    expect(attest.code, attest.stderr).toBe(0);
+    const attested = (await auditOf('review.attested')).at(-1);
+    expect(attested?.data.reviewer).toMatchObject({
+      issuer: lh.idp.issuer,
+      subject: 'carla',
+      email: 'carla@example.com',
+    });
     const asToken = await runCli(['sessions', 'revoke', s.id, '--gateway', lh.url], {
       env: { ...env, CIPORT_ADMIN_TOKEN: ADMIN_TOKEN },
     });
@@ -180,6 +198,15 @@ describe('ciport login (loopback redirect)', () => {
     const status = await runCli(['login', '--status', '--gateway', lh.url], { env });
     expect(status.code).toBe(4);
     expect(status.stderr).toContain('CIPORT_E_LOGIN_REQUIRED');
+    // A cache entry past its expiry is refused without asking the gateway.
+    const file = credentialsFile(home);
+    const doc = JSON.parse(readFileSync(file, 'utf8'));
+    doc.gateways[lh.url].expires_at = '2020-01-01T00:00:00.000Z';
+    writeFileSync(file, JSON.stringify(doc), { mode: 0o600 });
+    const expired = await runCli(['agents', 'list', '--gateway', lh.url], { env });
+    expect(expired.code).toBe(4);
+    expect(expired.stderr).toContain('CIPORT_E_LOGIN_REQUIRED: your sign-in to');
+    expect(expired.stderr).toContain('expired at 2020-01-01T00:00:00.000Z');
   }, 180_000);
 });
 
@@ -189,10 +216,14 @@ describe('ciport login --device', () => {
     const env = operatorEnv(lh, home);
     const tokenHits = () => lh.idp.hits.get('/token') ?? 0;
     const before = tokenHits();
-    const { result, userCode } = await runDeviceLogin(lh, 'dave', env);
+    const { result, userCode } = await runDeviceLogin(lh, 'dave', env, ['--device', '--json']);
     seen.push(userCode);
     expect(result.code, result.stderr).toBe(0);
-    expect(result.stderr).toMatch(/as dave@example\.com \(Dave DBA\), role approver/);
+    expect(JSON.parse(result.stdout)).toEqual({
+      gateway: lh.url,
+      operator: expect.objectContaining({ by: `oidc:${lh.idp.issuer}#dave`, roles: ['approver'] }),
+      expires_at: expect.any(String),
+    });
     // One provider request per poll: no more token requests than polls the interval allows.
     expect(tokenHits() - before).toBeGreaterThanOrEqual(1);
     expect(tokenHits() - before).toBeLessThanOrEqual(3);
@@ -222,5 +253,48 @@ describe('secrets stay out of logs and the audit log', () => {
       for (const secret of seen) expect(text).not.toContain(secret);
     }
     expect(logs).toContain('operator signed in');
+  });
+});
+
+describe('gateways that do not offer ciport login', () => {
+  it('no sso: section, or sso without cli_client_id: exit 2 CIPORT_E_SSO_NOT_CONFIGURED, 404 on the endpoints', async () => {
+    const plain = await startHarness();
+    const consoleOnly = await startHarness({
+      extra: { sso: { ...ssoSection(lh.idp.issuer), cli_client_id: undefined } },
+      env: { CONSOLE_SECRET: 'console-secret' },
+    });
+    try {
+      for (const [h, why] of [
+        [plain, 'no sso: section'],
+        [consoleOnly, 'no sso.cli_client_id'],
+      ] as const) {
+        const home = configHome(h, 'none');
+        const env = baseEnv({ CIPORT_CA_FILE: h.gateway.caFile as string, XDG_CONFIG_HOME: home });
+        const out = await runCli(['login', '--gateway', h.gateway.url], { env, timeoutMs: 60_000 });
+        expect(out.code, why).toBe(2);
+        expect(out.stderr).toContain('CIPORT_E_SSO_NOT_CONFIGURED');
+        const c = await h.client();
+        expect((await api(c, 'GET', '/v1/info')).body.sso).toBeUndefined();
+        const res = await api(c, 'POST', '/v1/operator/sessions', { body: {} });
+        expect(res.status).toBe(404);
+        expect(res.body.error.code).toBe('CIPORT_E_SSO_NOT_CONFIGURED');
+        expect(res.body.error.message).toContain(h === plain ? 'no sso: section' : 'no sso.cli_client_id');
+      }
+    } finally {
+      await plain.stop();
+      await consoleOnly.stop();
+    }
+  }, 120_000);
+
+  it('GET /v1/info advertises sign-in: issuer, public client id, scopes, device grant', async () => {
+    const c = await lh.h.client();
+    const info = await api(c, 'GET', '/v1/info');
+    expect(info.body.sso).toEqual({
+      issuer: lh.idp.issuer,
+      cli_client_id: 'ciport-cli',
+      scopes: ['openid', 'email', 'profile', 'groups'],
+      device: true,
+    });
+    expect(JSON.stringify(info.body)).not.toContain('console-secret');
   });
 });
