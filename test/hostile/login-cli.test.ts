@@ -185,6 +185,19 @@ describe('hostile: the credentials cache', () => {
     ],
     ['owned by another user', (f) => chownSync(f, 65534, 65534), /belongs to uid 65534, not to you/],
     [
+      'a directory owned by another user',
+      (_f, d) => chownSync(d, 65534, 65534),
+      /ciport belongs to uid 65534/,
+    ],
+    [
+      'a symlinked directory',
+      (_f, d) => {
+        renameSync(d, `${d}.real`);
+        symlinkSync(`${d}.real`, d);
+      },
+      /ciport is a symbolic link/,
+    ],
+    [
       'a directory in its place',
       (f) => {
         renameSync(f, `${f}.old`);

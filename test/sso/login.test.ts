@@ -233,6 +233,32 @@ describe('ciport login --device', () => {
   }, 180_000);
 });
 
+describe('which flow runs', () => {
+  it('over SSH without a display, ciport login uses the device grant by itself', async () => {
+    const home = configHome(lh.h, 'ssh');
+    const env = operatorEnv(lh, home, {
+      SSH_CONNECTION: '192.0.2.7 50123 192.0.2.1 22',
+      SSH_TTY: '/dev/pts/3',
+    });
+    const { result, userCode } = await runDeviceLogin(lh, 'carla', env, []);
+    seen.push(userCode);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).not.toContain('/auth?');
+    expect(result.stderr).toContain('role auditor');
+    // --loopback overrides the choice even there.
+    const forced = await runLogin(
+      lh,
+      'carla',
+      operatorEnv(lh, configHome(lh.h, 'ssh-loopback'), { SSH_TTY: '/dev/pts/3' }),
+      {
+        args: ['--loopback'],
+      },
+    );
+    seen.push(forced.callback.searchParams.get('code') as string);
+    expect(forced.result.code, forced.result.stderr).toBe(0);
+  }, 180_000);
+});
+
 describe('secrets stay out of logs and the audit log', () => {
   it('no operator token, code or device code in the gateway log or the audit export', async () => {
     let exported = '';

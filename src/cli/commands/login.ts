@@ -274,6 +274,6 @@ async function loginStatus(io: Io, opts: LoginFlags): Promise<number> {
       io.stdout.write(`${r.gateway}: ${STATE_TEXT[r.state]}${who}${until}${why}\n`);
     }
   }
-  if (!bad) return ExitCode.ok;
-  return bad.state === 'unreachable' ? ExitCode.unreachable : ExitCode.tokenRejected;
+  if (rows.some((r) => r.state === 'expired' || r.state === 'ended')) return ExitCode.tokenRejected;
+  return bad ? ExitCode.unreachable : ExitCode.ok;
 }
