@@ -22726,6 +22726,13 @@ var ERROR_CODES = {
   CIPORT_E_SESSION_ENDED: { exit: ExitCode.denied, http: 410 },
   CIPORT_E_ADMIN_UNAUTHORIZED: { exit: ExitCode.tokenRejected, http: 401 },
   CIPORT_E_ADMIN_FORBIDDEN: { exit: ExitCode.denied, http: 403 },
+  // operator sign-in (docs/sso.md)
+  CIPORT_E_SSO_FAILED: { exit: ExitCode.tokenRejected, http: 401 },
+  CIPORT_E_SSO_NO_ROLE: { exit: ExitCode.denied, http: 403 },
+  CIPORT_E_SSO_NOT_CONFIGURED: { exit: ExitCode.usage, http: 404 },
+  // `ciport login`'s cache (docs/login.md): no live sign-in for the gateway, an unsafe cache file
+  CIPORT_E_LOGIN_REQUIRED: { exit: ExitCode.tokenRejected, http: 401 },
+  CIPORT_E_CREDENTIALS_INSECURE: usage,
   CIPORT_E_WEBHOOK_UNAUTHORIZED: { exit: ExitCode.tokenRejected, http: 401 },
   CIPORT_E_RATE_LIMITED: { exit: ExitCode.unreachable, http: 429 },
   CIPORT_E_GATEWAY_DRAINING: { exit: ExitCode.unreachable, http: 503 },
@@ -23211,6 +23218,17 @@ function oneTimePassword() {
 var CIPORT_VERSION = "0.1.0";
 
 // src/transport/gateway-info.ts
+function parseGatewayInfoSso(value) {
+  if (typeof value !== "object" || value === null) return void 0;
+  const { issuer, cli_client_id, scopes, device } = value;
+  if (typeof issuer !== "string" || typeof cli_client_id !== "string" || cli_client_id === "")
+    return void 0;
+  if (!Array.isArray(scopes) || !scopes.every((s) => typeof s === "string" && /^[\x21\x23-\x5b\x5d-\x7e]+$/.test(s))) {
+    return void 0;
+  }
+  if (typeof device !== "boolean") return void 0;
+  return { issuer, cli_client_id, scopes, device };
+}
 function parseGatewayInfo(body) {
   if (typeof body !== "object" || body === null) return void 0;
   const { version: version2, issuers } = body;
@@ -23218,7 +23236,9 @@ function parseGatewayInfo(body) {
   const valid = issuers.every(
     (i) => typeof i === "object" && i !== null && typeof i.name === "string" && ["gitlab", "github", "oidc"].includes(i.kind) && Array.isArray(i.audiences) && i.audiences.every((a) => typeof a === "string" && a !== "")
   );
-  return valid ? { version: version2, issuers } : void 0;
+  if (!valid) return void 0;
+  const sso = parseGatewayInfoSso(body.sso);
+  return { version: version2, issuers, ...sso ? { sso } : {} };
 }
 function githubAudience(info, fallback) {
   const github = info.issuers.filter((i) => i.kind === "github");

@@ -8,6 +8,7 @@ import { registerDemo } from './commands/demo.js';
 import { registerDev } from './commands/dev.js';
 import { registerExec } from './commands/exec.js';
 import { registerGateway } from './commands/gateway.js';
+import { registerLogin } from './commands/login.js';
 import { registerOpen } from './commands/open.js';
 import { registerPolicy } from './commands/policy.js';
 import { registerReview } from './commands/review.js';
@@ -33,6 +34,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerDemo(program, ctx);
   registerAudit(program, ctx);
   registerReview(program, ctx);
+  registerLogin(program, ctx);
   registerSessions(program, ctx);
   registerAgents(program, ctx);
   return program;

@@ -58,6 +58,10 @@ export const ERROR_CODES = {
   // operator sign-in (docs/sso.md)
   CIPORT_E_SSO_FAILED: { exit: ExitCode.tokenRejected, http: 401 },
   CIPORT_E_SSO_NO_ROLE: { exit: ExitCode.denied, http: 403 },
+  CIPORT_E_SSO_NOT_CONFIGURED: { exit: ExitCode.usage, http: 404 },
+  // `ciport login`'s cache (docs/login.md): no live sign-in for the gateway, an unsafe cache file
+  CIPORT_E_LOGIN_REQUIRED: { exit: ExitCode.tokenRejected, http: 401 },
+  CIPORT_E_CREDENTIALS_INSECURE: usage,
   CIPORT_E_WEBHOOK_UNAUTHORIZED: { exit: ExitCode.tokenRejected, http: 401 },
   CIPORT_E_RATE_LIMITED: { exit: ExitCode.unreachable, http: 429 },
   CIPORT_E_GATEWAY_DRAINING: { exit: ExitCode.unreachable, http: 503 },

@@ -22,6 +22,7 @@ import type { AgentHub } from './agents/hub.js';
 import type { GatewayDownloads } from './downloads.js';
 import { parseJsonBody, type Req, type Res, readBody, readJsonBody, sendError, sendJson } from './http.js';
 import type { GatewayMetrics } from './metrics.js';
+import { currentSignIn, type OperatorLogin, operatorLoginOf, signOut } from './operator-login/api.js';
 import { type AdminTokens, actorOf, authorizeOperator } from './operators.js';
 import { getReview, postAttest } from './review-api.js';
 
@@ -41,6 +42,8 @@ export interface ApiDeps {
   adminTokens: AdminTokens;
   /** True when `sso:` is configured: people sign in (docs/sso.md) besides admin tokens. */
   ssoEnabled?: boolean;
+  /** `ciport login` (docs/login.md); absent without `sso.cli_client_id`. */
+  operatorLogin?: OperatorLogin;
   /** True once SIGTERM (or drain()) was received. */
   draining: () => boolean;
   /** Job liveness (docs/job-liveness.md); absent: no issuer has `job_api`. */
@@ -76,6 +79,24 @@ const ROUTES: Route[] = [
   { method: 'GET', pattern: new RegExp(`^/v1/sessions/${ID}$`), handler: getSession },
   { method: 'POST', pattern: new RegExp(`^/v1/sessions/${ID}/revoke$`), handler: revokeSession },
   { method: 'POST', pattern: /^\/v1\/hooks\/gitlab$/, handler: gitlabHook },
+  // Operator sign-in for `ciport login` (docs/login.md): the gateway redeems the code itself.
+  {
+    method: 'POST',
+    pattern: /^\/v1\/operator\/sessions$/,
+    handler: (d, req, res) => operatorLoginOf(d).redeemCode(d, req, res),
+  },
+  {
+    method: 'POST',
+    pattern: /^\/v1\/operator\/device$/,
+    handler: (d, req, res) => operatorLoginOf(d).startDevice(d, req, res),
+  },
+  {
+    method: 'POST',
+    pattern: /^\/v1\/operator\/device\/token$/,
+    handler: (d, req, res) => operatorLoginOf(d).pollDevice(d, req, res),
+  },
+  { method: 'GET', pattern: /^\/v1\/operator\/sessions\/current$/, handler: currentSignIn },
+  { method: 'DELETE', pattern: /^\/v1\/operator\/sessions\/current$/, handler: signOut },
   // Access reviews (docs/review.md), admin token required.
   { method: 'GET', pattern: /^\/v1\/review$/, handler: getReview },
   { method: 'POST', pattern: /^\/v1\/review\/attest$/, handler: postAttest },
@@ -150,9 +171,9 @@ async function readyz(deps: ApiDeps, _req: Req, res: Res): Promise<void> {
   sendJson(res, 200, { ok: true });
 }
 
-/** Unauthenticated: version and accepted audiences (src/transport/gateway-info.ts). */
+/** Unauthenticated: version, accepted audiences, sign-in (src/transport/gateway-info.ts). */
 async function info(deps: ApiDeps, _req: Req, res: Res): Promise<void> {
-  sendJson(res, 200, gatewayInfo(deps.config.issuers));
+  sendJson(res, 200, gatewayInfo(deps.config.issuers, await deps.operatorLogin?.info()));
 }
 
 async function metrics(deps: ApiDeps, _req: Req, res: Res): Promise<void> {

@@ -41,6 +41,7 @@ import { GatewayDownloads } from './downloads.js';
 import { type GatewayExits, startExits } from './exits.js';
 import { isHttp2, type Req, type Res, sendError, setRequestDeadline } from './http.js';
 import { createLivenessMetrics, createMetrics, type GatewayMetrics, observeMetrics } from './metrics.js';
+import { OperatorLogin, type SignInLimits } from './operator-login/api.js';
 import { AdminTokens, authorizeOperator, operatorRoster } from './operators.js';
 import { GatewayPeers } from './peers.js';
 import { restartOnlyChanges } from './reload.js';
@@ -70,6 +71,8 @@ export interface StartGatewayOptions {
   auditSinkTiming?: Partial<DeliveryTiming>;
   /** How long agent credentials live and a rotated-away one is still accepted (30 days, 1 h). */
   agentCredentials?: Pick<AgentRegistryOptions, 'credentialLifetimeMs' | 'rotationGraceMs'>;
+  /** Failed `ciport login` attempts allowed (docs/login.md); tests loosen them. */
+  signInLimits?: Partial<SignInLimits>;
 }
 
 export interface RunningGateway {
@@ -303,6 +306,7 @@ export async function startGateway(
     targets,
     adminTokens: AdminTokens.fromConfig(config.admin_tokens),
     ssoEnabled: config.sso !== undefined,
+    ...operatorLogin(config, store, log, options),
     draining: () => draining,
     agents: gatewayAgents.hub,
     downloads,
@@ -613,6 +617,29 @@ export async function startGateway(
       return hardStop;
     },
   };
+}
+
+/**
+ * `ciport login`'s gateway part when `sso.cli_client_id` is set, its provider discovery started
+ * in the background (a provider that is down delays sign-ins, not the gateway's start).
+ */
+function operatorLogin(
+  config: Readonly<GatewayConfig>,
+  store: Store,
+  log: Logger,
+  options: StartGatewayOptions,
+): { operatorLogin?: OperatorLogin } {
+  const sso = config.sso;
+  if (!sso?.cli_client_id) return {};
+  const login = new OperatorLogin({
+    sso: { ...sso, cli_client_id: sso.cli_client_id },
+    store,
+    log,
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+    ...(options.signInLimits ? { limits: options.signInLimits } : {}),
+  });
+  void login.provider.configuration().catch(() => {});
+  return { operatorLogin: login };
 }
 
 /** Open HTTP/2 streams of one client connection; `closed` is every stream's 'close' listener. */

@@ -1,7 +1,9 @@
 // `GET /v1/info`: what a gateway tells anyone before authentication, so that clients need no
-// out-of-band settings to talk to it. Today: its version and, per issuer, the audiences it
-// accepts (a GitHub Actions job must ask its token endpoint for one of them). Nothing here is
-// secret: audiences are in every token the gateway accepts. Both sides read this module.
+// out-of-band settings to talk to it: its version, per issuer the audiences it accepts (a GitHub
+// Actions job must ask its token endpoint for one of them) and, when operators sign in with SSO,
+// where `ciport login` sends the browser (docs/login.md). Nothing here is secret: audiences are
+// in every token the gateway accepts, and the provider and public client id are in every
+// authorization URL a person's browser visits. Both sides read this module.
 
 import { CIPORT_VERSION } from '../version.js';
 
@@ -13,13 +15,27 @@ export interface GatewayInfoIssuer {
   audiences: string[];
 }
 
+/** Operator sign-in for `ciport login`; present only with `sso.cli_client_id` configured. */
+export interface GatewayInfoSso {
+  /** The OpenID provider (its discovery document names the endpoints). */
+  issuer: string;
+  /** The public client the CLI's authorization requests name. */
+  cli_client_id: string;
+  /** Scopes to request ("openid" first). */
+  scopes: string[];
+  /** True when the provider offers the device authorization grant (`ciport login --device`). */
+  device: boolean;
+}
+
 export interface GatewayInfo {
   version: string;
   issuers: GatewayInfoIssuer[];
+  sso?: GatewayInfoSso;
 }
 
 export function gatewayInfo(
   issuers: readonly { name: string; kind: GatewayInfoIssuer['kind']; audience: string | readonly string[] }[],
+  sso?: GatewayInfoSso,
 ): GatewayInfo {
   return {
     version: CIPORT_VERSION,
@@ -28,7 +44,24 @@ export function gatewayInfo(
       kind: i.kind,
       audiences: typeof i.audience === 'string' ? [i.audience] : [...i.audience],
     })),
+    ...(sso ? { sso } : {}),
   };
+}
+
+/** The `sso` member of an answer, checked; undefined when absent or not that shape. */
+export function parseGatewayInfoSso(value: unknown): GatewayInfoSso | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { issuer, cli_client_id, scopes, device } = value as Record<string, unknown>;
+  if (typeof issuer !== 'string' || typeof cli_client_id !== 'string' || cli_client_id === '')
+    return undefined;
+  if (
+    !Array.isArray(scopes) ||
+    !scopes.every((s) => typeof s === 'string' && /^[\x21\x23-\x5b\x5d-\x7e]+$/.test(s))
+  ) {
+    return undefined;
+  }
+  if (typeof device !== 'boolean') return undefined;
+  return { issuer, cli_client_id, scopes, device };
 }
 
 /** The answer of a gateway, checked: undefined when it is not the shape above. */
@@ -45,7 +78,9 @@ export function parseGatewayInfo(body: unknown): GatewayInfo | undefined {
       Array.isArray(i.audiences) &&
       i.audiences.every((a: unknown) => typeof a === 'string' && a !== ''),
   );
-  return valid ? { version, issuers } : undefined;
+  if (!valid) return undefined;
+  const sso = parseGatewayInfoSso((body as Record<string, unknown>).sso);
+  return { version, issuers, ...(sso ? { sso } : {}) };
 }
 
 /**

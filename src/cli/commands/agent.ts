@@ -96,7 +96,7 @@ export function registerAgents(program: Command, ctx: CliContext): void {
   const agents = program
     .command('agents')
     .description(
-      'enroll, list, bind (targets) and revoke agents on a running gateway (admin token in CIPORT_ADMIN_TOKEN)',
+      'enroll, list, bind (targets) and revoke agents on a running gateway (as CIPORT_ADMIN_TOKEN, else your `ciport login`)',
     );
 
   examples(

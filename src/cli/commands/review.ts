@@ -78,7 +78,7 @@ function sourceOptions(cmd: Command): Command {
     .option('--config <file>', 'gateway configuration: read its store (offline)')
     .option(
       '--gateway <url>',
-      'ask a running gateway (admin token in CIPORT_ADMIN_TOKEN; default CIPORT_GATEWAY)',
+      'ask a running gateway (as CIPORT_ADMIN_TOKEN, else your `ciport login`; default CIPORT_GATEWAY)',
     )
     .option('--since <time>', 'start, inclusive: ISO 8601 date or time, or a duration back from now (30d)')
     .option('--until <time>', 'end, exclusive: ISO 8601 date or time, a duration back from now, or "now"');

@@ -23,7 +23,9 @@ export interface SessionSummary {
 export function registerSessions(program: Command, ctx: CliContext): void {
   const sessions = program
     .command('sessions')
-    .description('list and revoke sessions on a running gateway (admin token in CIPORT_ADMIN_TOKEN)');
+    .description(
+      'list and revoke sessions on a running gateway (as CIPORT_ADMIN_TOKEN, else your `ciport login`)',
+    );
 
   examples(
     sessions
