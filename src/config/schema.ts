@@ -3,6 +3,7 @@
 // inferred from it. Objects are strict: an unknown key is an error, not a silent no-op.
 import { z } from 'zod';
 import { adminTokenSchema, uniqueAdminTokenNames } from './admin-tokens.js';
+import { approvalsSectionSchema, ruleApprovalSchema } from './approvals.js';
 import { auditSinkSchema } from './audit-sinks.js';
 import { parseClaimPath } from './claim-path.js';
 import { durationSchema, hostPortSchema, nameSchema as name, secretSchema } from './fields.js';
@@ -153,11 +154,15 @@ export const ruleSchema = z
         description:
           'Per session granted by this rule: `connections` open at once, `bytes` carried (docs/gateway.md).',
       }),
+    approval: ruleApprovalSchema.optional(),
   })
   .superRefine((rule, ctx) => {
     for (const key of Object.keys(rule.when)) {
       const parsed = parseClaimPath(key);
       if ('error' in parsed) ctx.addIssue({ code: 'custom', path: ['when', key], message: parsed.error });
+    }
+    if (rule.deny && rule.approval) {
+      ctx.addIssue({ code: 'custom', path: ['approval'], message: 'a deny rule grants nothing to approve' });
     }
     if (rule.deny && rule.allow.length > 0) {
       ctx.addIssue({ code: 'custom', path: ['allow'], message: 'a deny rule cannot also allow targets' });
@@ -358,6 +363,7 @@ export const gatewayConfigSchema = z
           }),
       })
       .prefault({}),
+    approvals: approvalsSectionSchema,
     /** What the audit log records of repeated denials (docs/audit.md, "Denials"). */
     audit: z
       .strictObject({
@@ -382,6 +388,7 @@ export const gatewayConfigSchema = z
   })
   .superRefine((cfg, ctx) => {
     unique(cfg.audit.sinks, ['audit', 'sinks'], ctx);
+    unique(cfg.approvals.webhooks, ['approvals', 'webhooks'], ctx);
     unique(cfg.issuers, 'issuers', ctx);
     unique(cfg.targets, 'targets', ctx);
     unique(cfg.rules, 'rules', ctx);
