@@ -3,9 +3,12 @@
 // replayed much later (docs/audit-sinks.md, "Webhook"):
 //
 //   X-Ciport-Signature: t=<unix seconds>,v1=<hex HMAC-SHA-256(secret, "<t>.<body>")>
+//   X-Ciport-Timestamp: <unix seconds>           (the same t, for receivers that want it apart)
 //
 // Any 2xx answer within the timeout acknowledges the batch; anything else (3xx included: no
 // redirect is followed) is retried. The answer's body is read up to 64 KiB and discarded.
+// `postSigned` is that one signed POST; approval notifications (src/gateway/approval-notify.ts)
+// send theirs with it too, so receivers verify both the same way.
 import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
@@ -22,11 +25,48 @@ import {
 } from './transport.js';
 
 export const SIGNATURE_HEADER = 'x-ciport-signature';
+export const TIMESTAMP_HEADER = 'x-ciport-timestamp';
 
 /** `t=…,v1=…` for `body` signed with `secret` at `unixSeconds`. */
 export function webhookSignature(secret: string, unixSeconds: number, body: string | Buffer): string {
   const mac = createHmac('sha256', secret).update(`${unixSeconds}.`).update(body).digest('hex');
   return `t=${unixSeconds},v1=${mac}`;
+}
+
+/** A receiver of signed POSTs: where, whom to trust, the HMAC key, and how long one may take. */
+export interface SignedReceiver {
+  url: URL;
+  /** PEM of the CA to trust instead of the system store. */
+  ca?: string | undefined;
+  /** HMAC-SHA-256 key (revealed only to sign). */
+  secret: string;
+  timeoutMs: number;
+  /** Names the receiver in errors (`webhook audit-siem`); never its URL, which may hold a token. */
+  what: string;
+}
+
+/**
+ * POST `body` (JSON) to `to`, signed, within its timeout: resolves on a 2xx, rejects with an
+ * AuditSinkError (unreachable, TLS, timeout, rejected with the status, protocol) otherwise.
+ * No redirect is followed; one connection per POST; the answer is read up to 64 KiB.
+ */
+export function postSigned(
+  to: SignedReceiver,
+  body: Buffer,
+  headers: Record<string, string>,
+  outer: AbortSignal,
+  now: () => number = Date.now,
+): Promise<void> {
+  const t = Math.floor(now() / 1000);
+  const all = {
+    'content-type': 'application/json',
+    'content-length': String(body.length),
+    'user-agent': `ciport/${CIPORT_VERSION}`,
+    ...headers,
+    [SIGNATURE_HEADER]: webhookSignature(to.secret, t, body),
+    [TIMESTAMP_HEADER]: String(t),
+  };
+  return withDeadline(to.timeoutMs, outer, to.what, (signal) => post(to, body, all, signal));
 }
 
 export class WebhookTransport implements SinkTransport {
@@ -44,68 +84,70 @@ export class WebhookTransport implements SinkTransport {
 
   deliver(events: readonly SinkEvent[], outer: AbortSignal): Promise<void> {
     const body = Buffer.from(`[${events.map((e) => e.json).join(',')}]`);
-    const t = Math.floor(this.#now() / 1000);
     const first = events[0]?.seq ?? 0;
     const last = events.at(-1)?.seq ?? 0;
-    const headers = {
-      'content-type': 'application/json',
-      'content-length': String(body.length),
-      'user-agent': `ciport/${CIPORT_VERSION}`,
-      'x-ciport-sink': this.#config.name,
-      'x-ciport-seq': `${first}-${last}`,
-      [SIGNATURE_HEADER]: webhookSignature(this.#config.secret.reveal(), t, body),
+    const receiver: SignedReceiver = {
+      url: this.#url,
+      ca: this.#ca,
+      secret: this.#config.secret.reveal(),
+      timeoutMs: this.#config.timeout,
+      what: `webhook ${this.#config.name}`,
     };
-    const what = `webhook ${this.#config.name}`;
-    return withDeadline(this.#config.timeout, outer, what, (signal) =>
-      this.#post(body, headers, signal, what),
-    );
+    const headers = { 'x-ciport-sink': this.#config.name, 'x-ciport-seq': `${first}-${last}` };
+    return postSigned(receiver, body, headers, outer, this.#now);
   }
+}
 
-  #post(body: Buffer, headers: Record<string, string>, signal: AbortSignal, what: string): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const https = this.#url.protocol === 'https:';
-      const req = (https ? httpsRequest : httpRequest)(this.#url, {
-        method: 'POST',
-        headers,
-        agent: false, // one connection per batch: nothing lingers between deliveries
-        signal,
-        maxHeaderSize: 16 * 1024,
-        ...(https ? { rejectUnauthorized: true, ...(this.#ca ? { ca: this.#ca } : {}) } : {}),
-      });
-      req.once('error', (err) =>
-        reject(
-          signal.aborted && signal.reason instanceof AuditSinkError ? signal.reason : networkError(what, err),
-        ),
-      );
-      req.once('response', (res: IncomingMessage) => {
-        const status = res.statusCode ?? 0;
-        let read = 0;
-        res.on('data', (chunk: Buffer) => {
-          read += chunk.length;
-          if (read > MAX_RESPONSE_BYTES) {
-            res.destroy();
-            reject(
-              new AuditSinkError(
-                'CIPORT_E_AUDIT_SINK_PROTOCOL',
-                `${what}: answer larger than ${MAX_RESPONSE_BYTES} bytes`,
-              ),
-            );
-          }
-        });
-        res.once('error', (err) => reject(networkError(what, err)));
-        // Settles nothing after 'end'; before it, the answer was cut short.
-        res.once('close', () => reject(networkError(what, new Error('answer cut short'))));
-        res.once('end', () => {
-          if (status >= 200 && status < 300) resolve();
-          else
-            reject(
-              new AuditSinkError('CIPORT_E_AUDIT_SINK_REJECTED', `${what}: answered HTTP ${status}`, {
-                details: { status },
-              }),
-            );
-        });
-      });
-      req.end(body);
+function post(
+  to: SignedReceiver,
+  body: Buffer,
+  headers: Record<string, string>,
+  signal: AbortSignal,
+): Promise<void> {
+  const what = to.what;
+  return new Promise<void>((resolve, reject) => {
+    const https = to.url.protocol === 'https:';
+    const req = (https ? httpsRequest : httpRequest)(to.url, {
+      method: 'POST',
+      headers,
+      agent: false, // one connection per batch: nothing lingers between deliveries
+      signal,
+      maxHeaderSize: 16 * 1024,
+      ...(https ? { rejectUnauthorized: true, ...(to.ca ? { ca: to.ca } : {}) } : {}),
     });
-  }
+    req.once('error', (err) =>
+      reject(
+        signal.aborted && signal.reason instanceof AuditSinkError ? signal.reason : networkError(what, err),
+      ),
+    );
+    req.once('response', (res: IncomingMessage) => {
+      const status = res.statusCode ?? 0;
+      let read = 0;
+      res.on('data', (chunk: Buffer) => {
+        read += chunk.length;
+        if (read > MAX_RESPONSE_BYTES) {
+          res.destroy();
+          reject(
+            new AuditSinkError(
+              'CIPORT_E_AUDIT_SINK_PROTOCOL',
+              `${what}: answer larger than ${MAX_RESPONSE_BYTES} bytes`,
+            ),
+          );
+        }
+      });
+      res.once('error', (err) => reject(networkError(what, err)));
+      // Settles nothing after 'end'; before it, the answer was cut short.
+      res.once('close', () => reject(networkError(what, new Error('answer cut short'))));
+      res.once('end', () => {
+        if (status >= 200 && status < 300) resolve();
+        else
+          reject(
+            new AuditSinkError('CIPORT_E_AUDIT_SINK_REJECTED', `${what}: answered HTTP ${status}`, {
+              details: { status },
+            }),
+          );
+      });
+    });
+    req.end(body);
+  });
 }
