@@ -65,7 +65,9 @@ export async function openTrapped(
         signal: stop.signal,
       }),
     );
-    return trap.first ? (await port.close(), undefined) : port;
+    if (!trap.first) return port;
+    await port.close();
+    return undefined;
   } catch (err) {
     if (trap.first) return undefined;
     throw err;

@@ -177,10 +177,10 @@ function decisionText(a: ApprovalSummary & { counted?: boolean }): string {
   if (a.status === 'approved') return `approved (by ${approvers.join(', ')})`;
   if (a.status === 'denied') return 'denied: the session ended (approval_denied)';
   const progress = a.requirements
-    .map((r) => `${r.approvers.length} of ${r.count} of ${r.groups.join('|')}`)
+    .map((r) => `${r.approvers.length}/${r.count} of ${r.groups.join('|')}`)
     .join(', ');
   const again = a.counted === false ? '; you had approved it already, counted once' : '';
-  return `${a.status}: ${progress} approvals (${approvers.join(', ') || 'none yet'})${again}`;
+  return `${a.status}: ${progress} approved (${approvers.join(', ') || 'nobody yet'})${again}`;
 }
 
 export function formatApprovals(io: Io, list: readonly ApprovalSummary[]): string {
