@@ -132,6 +132,8 @@ export interface ApprovalResult {
 
 /** Longest a client may wait in one approval long-poll (GET /v1/sessions/{id}/approval). */
 export const APPROVAL_WAIT_MAX_MS = 25_000;
+/** Long-polls one pending session may hold at once; more are answered at once. */
+const MAX_WAITERS = 8;
 
 /** A gateway is considered alive while its registry entry is younger than this. */
 /** Upper bound on waiting for cut connections to write their close events before ending. */
@@ -404,8 +406,10 @@ export class SessionManager {
    * The live session `id` if `secret` is its secret. 404 unknown id, 401 wrong secret, 410 ended
    * (with `end_reason`). A session whose deadline passed is ended on the spot. A session waiting
    * for approval is refused (409 CIPORT_E_APPROVAL_PENDING: it carries no tunnel) unless
-   * `options.pending` is `allow` (heartbeats and the approval wait); the store is asked first,
-   * as another gateway may have approved it since this one last looked.
+   * `options.pending` is `allow` (heartbeats and the approval wait). That is decided from memory,
+   * without a store read a hostile job could repeat at will: an approval through this gateway
+   * updates the record at once, one through another gateway within a sweep (pending sessions
+   * are refreshed every sweep), before the waiting client is woken either way.
    */
   async authenticate(id: string, secret: string, options: { pending?: 'allow' } = {}): Promise<LiveSession> {
     const record = await this.#recordFor(id, secret);
@@ -418,15 +422,7 @@ export class SessionManager {
       const after = await this.#deadline(live);
       if (after) throw endedError(after);
     }
-    if (isPending(live.record) && options.pending !== 'allow') {
-      const fresh = await this.#store.getSession(id);
-      if (fresh?.state === 'active') this.#refresh(live, fresh);
-      else {
-        this.#cutEndedElsewhere(live, fresh);
-        throw endedError(fresh ?? live.record);
-      }
-      if (isPending(live.record)) throw pendingError(live.record);
-    }
+    if (isPending(live.record) && options.pending !== 'allow') throw pendingError(live.record);
     return live;
   }
 
@@ -543,9 +539,10 @@ export class SessionManager {
     signal?: AbortSignal,
   ): Promise<SessionRecord> {
     const live = await this.authenticate(id, secret, { pending: 'allow' });
-    if (!isPending(live.record) || maxMs <= 0 || this.#stopped) return live.record;
+    const set = this.#waiters.get(id) ?? new Set<() => void>();
+    // A job waits with one long-poll; a few more are tolerated, not thousands of timers.
+    if (!isPending(live.record) || maxMs <= 0 || this.#stopped || set.size >= MAX_WAITERS) return live.record;
     await new Promise<void>((resolve) => {
-      const set = this.#waiters.get(id) ?? new Set<() => void>();
       this.#waiters.set(id, set);
       const done = () => {
         clearTimeout(timer);
