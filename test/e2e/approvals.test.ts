@@ -280,6 +280,25 @@ describe('a job whose rule needs approval', () => {
     expect((await open.result).code).toBe(0);
   });
 
+  it('a job cancelled while it waits ends its session (client_end): exec exits 143, open exits 0', async () => {
+    const exec = spawnCli(['exec', 'pg', '--', 'true'], { env: await jobEnv(), timeoutMs: 60_000 });
+    const id = await waitingId(exec);
+    exec.child.kill('SIGTERM');
+    const e = await exec.result;
+    expect(e.code).toBe(143);
+    expect(e.stderr.trim().split('\n')).toHaveLength(1);
+    const open = spawnCli(['open', 'pg', '--state', join(dir, 'c.state')], {
+      env: await jobEnv(),
+      timeoutMs: 60_000,
+    });
+    const openId = await waitingId(open);
+    open.child.kill('SIGTERM');
+    expect((await open.result).code).toBe(0);
+    for (const s of [id, openId]) {
+      expect(await gateway.store.getSession(s)).toMatchObject({ state: 'ended', endReason: 'client_end' });
+    }
+  });
+
   it('twenty parallel pending jobs of one project, approved one by one, each get through', async () => {
     const runs = await Promise.all(
       Array.from({ length: 20 }, async () =>
