@@ -216,7 +216,7 @@ export const gatewayConfigSchema = z
     }),
     admin_tokens: z.array(adminTokenSchema).default([]).meta({
       description:
-        'Bearer tokens of the admin API (`ciport sessions`, `ciport agents`): {name, token, role} or the unnamed {env}/{file} form (role admin, named admin-token-N). See docs/operators.md.',
+        'Bearer tokens of the admin API (`ciport sessions`, `ciport agents`): {name, token, role, groups?} (groups: approval groups, docs/approvals.md) or the unnamed {env}/{file} form (role admin, named admin-token-N). See docs/operators.md.',
     }),
     sessions: z
       .strictObject({

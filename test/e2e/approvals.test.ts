@@ -464,6 +464,12 @@ describe('a job whose rule needs approval', () => {
     );
     expect(html.stdout).toContain('<h2>Approvals</h2>');
     expect(html.stdout).toContain('token:carol');
+    // Who could approve is on record too: config.loaded lists each token's groups.
+    const loaded = (await gateway.store.auditEvents({ limit: 10_000 })).find(
+      (e) => e.type === 'config.loaded',
+    );
+    expect(loaded?.data.operators).toContainEqual({ name: 'bob', roles: ['approver'], groups: ['dba'] });
+    expect(loaded?.data.operators).toContainEqual({ name: 'admin-token-1', roles: ['admin'] });
     expect(await verifyChain(gateway.store)).toMatchObject({ ok: true });
     expect(readFileSync(join(dir, 'gw', 'ciport.db')).includes(Buffer.from(OPERATORS.bob))).toBe(false);
   });
