@@ -22738,6 +22738,14 @@ var ERROR_CODES = {
   CIPORT_E_GATEWAY_DRAINING: { exit: ExitCode.unreachable, http: 503 },
   CIPORT_E_NOT_FOUND: { exit: ExitCode.usage, http: 404 },
   CIPORT_E_METHOD_NOT_ALLOWED: { exit: ExitCode.usage, http: 405 },
+  // approvals (docs/approvals.md): the job waiting, and the operators deciding
+  CIPORT_E_APPROVAL_PENDING: { exit: ExitCode.denied, http: 409 },
+  CIPORT_E_APPROVAL_DENIED: { exit: ExitCode.denied, http: 410 },
+  CIPORT_E_APPROVAL_TIMEOUT: { exit: ExitCode.denied, http: 410 },
+  CIPORT_E_APPROVAL_SELF: { exit: ExitCode.denied, http: 403 },
+  CIPORT_E_APPROVAL_NOT_IN_GROUP: { exit: ExitCode.denied, http: 403 },
+  CIPORT_E_APPROVAL_NOT_PENDING: { exit: ExitCode.denied, http: 409 },
+  CIPORT_E_APPROVAL_DECIDED: { exit: ExitCode.denied, http: 409 },
   // access reviews: an attestation refused because the audit chain does not verify
   CIPORT_E_AUDIT_CHAIN_BROKEN: { exit: ExitCode.problemsFound, http: 409 },
   // downloads for jobs (GET /v1/client/linux-x64, GET /v1/ca.crt)
@@ -23568,6 +23576,13 @@ var GatewayClient = class {
           )
         );
       }, timeoutMs);
+      const onAbort = () => {
+        clearTimeout(timer);
+        stream.close(import_node_http2.constants.NGHTTP2_CANCEL);
+        reject(new GatewayUnreachableError(`${method} ${path}: cancelled`));
+      };
+      if (options.signal?.aborted) onAbort();
+      else options.signal?.addEventListener("abort", onAbort, { once: true });
       let status = 0;
       let resHeaders = {};
       const chunks = [];
@@ -23588,6 +23603,7 @@ var GatewayClient = class {
       });
       stream.on("close", () => {
         clearTimeout(timer);
+        options.signal?.removeEventListener("abort", onAbort);
         if (!status) {
           reject(
             new GatewayUnreachableError(`gateway ${this.where}: the connection closed before an answer`)
@@ -43742,8 +43758,26 @@ var targetSchema = external_exports.looseObject({
    */
   credentials: credentialSchema.optional()
 });
+var approvalSchema = external_exports.looseObject({
+  status: external_exports.string(),
+  /** The console page where approvers decide. */
+  url: external_exports.string(),
+  /** ISO time: not approved by then, the session ends (approval_timeout). */
+  expires_at: external_exports.string(),
+  requirements: external_exports.array(
+    external_exports.looseObject({
+      rule: external_exports.string().optional(),
+      groups: external_exports.array(external_exports.string()),
+      count: external_exports.number(),
+      approvals: external_exports.number().optional()
+    })
+  ).default([])
+});
 var sessionSchema = external_exports.looseObject({
   id: external_exports.string().min(1),
+  /** `pending`: the session waits for approval (202); absent from older gateways: active. */
+  status: external_exports.string().optional(),
+  approval: approvalSchema.nullable().optional(),
   secret: external_exports.string().min(1),
   expires_at: external_exports.string().min(1),
   lease_timeout_ms: external_exports.number().positive(),
@@ -43782,7 +43816,8 @@ var PortSession = class _PortSession {
       heartbeat_interval_ms,
       rule,
       principal,
-      targets
+      targets,
+      ...parsed.data.status === "pending" && parsed.data.approval ? { approval: parsed.data.approval } : {}
     };
     const session = new _PortSession(gateway, info, secret);
     const missing = options.targets.filter((t) => !info.targets.some((g) => g.name === t));
@@ -43798,6 +43833,86 @@ var PortSession = class _PortSession {
   }
   get id() {
     return this.info.id;
+  }
+  /** The session waits for approval: it opens no tunnel until `awaitApproval` resolves. */
+  get pending() {
+    return this.info.approval !== void 0;
+  }
+  /**
+   * Wait until the session is approved (docs/approvals.md): long-polls
+   * `GET /v1/sessions/{id}/approval?wait=20` while heartbeats keep the lease. Resolves once it is
+   * approved (with its new expiry in `info`); rejects with the gateway's error once it ends
+   * (CIPORT_E_APPROVAL_DENIED with who and why, CIPORT_E_APPROVAL_TIMEOUT, CIPORT_E_SESSION_ENDED:
+   * exit 3), or with a SessionEndedError (`client_end`) when `signal` aborts, after ending it.
+   * A gateway that cannot be reached is retried until the lease would have lapsed.
+   */
+  async awaitApproval(options = {}) {
+    if (!this.pending) return;
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    let endedBy;
+    const heartbeat = new Heartbeat(this, {
+      onEnded: (end2) => {
+        endedBy = end2;
+        stop.abort();
+      },
+      ...options.onError ? { onError: options.onError } : {}
+    });
+    heartbeat.start();
+    try {
+      while (this.pending) {
+        if (stop.signal.aborted) break;
+        let res2;
+        try {
+          res2 = await this.#gateway.request(
+            "GET",
+            `/v1/sessions/${encodeURIComponent(this.id)}/approval?wait=20`,
+            {
+              bearer: this.#secret,
+              timeoutMs: 4e4,
+              signal: stop.signal
+            }
+          );
+        } catch (err) {
+          if (stop.signal.aborted) break;
+          options.onError?.(err instanceof CiportError ? err : new GatewayUnreachableError(String(err)));
+          await pause(1e3, stop.signal);
+          continue;
+        }
+        if (res2.status === 200) {
+          const body = res2.body ?? {};
+          if (body.state === "active") {
+            if (typeof body.expires_at === "string") this.info.expires_at = body.expires_at;
+            this.info.approval = void 0;
+          }
+          continue;
+        }
+        if (res2.status >= 500 || res2.status === 408 || res2.status === 429) {
+          options.onError?.(errorFromResponse(res2, "waiting for approval"));
+          await pause(1e3, stop.signal);
+          continue;
+        }
+        this.markEnded(endReasonOf(res2));
+        throw errorFromResponse(res2, "waiting for approval");
+      }
+    } finally {
+      heartbeat.stop();
+      options.signal?.removeEventListener("abort", onAbort);
+    }
+    if (!this.pending) return;
+    if (options.signal?.aborted && !endedBy) {
+      await this.end().catch(() => {
+      });
+      throw new SessionEndedError("client_end", `stopped while session ${this.id} waited for approval`);
+    }
+    const res = await this.#gateway.request("GET", `/v1/sessions/${encodeURIComponent(this.id)}/approval`, {
+      bearer: this.#secret,
+      timeoutMs: 1e4
+    }).catch(() => void 0);
+    if (res && res.status >= 400) throw errorFromResponse(res, "waiting for approval");
+    const end = endedBy ?? this.markEnded("ended");
+    throw new SessionEndedError(end.reason, end.message);
   }
   get ended() {
     return this.#ended;
@@ -43820,11 +43935,8 @@ var PortSession = class _PortSession {
       timeoutMs: 1e4
     });
     if (res.status === 200) return void 0;
-    if (res.status === 410 || res.status === 404 || res.status === 401) {
-      const body = res.body ?? {};
-      const reason = typeof body.error?.end_reason === "string" ? body.error.end_reason : res.status === 404 ? "unknown_session" : res.status === 401 ? "secret_rejected" : "ended";
-      return this.markEnded(reason);
-    }
+    if (res.status === 410 || res.status === 404 || res.status === 401)
+      return this.markEnded(endReasonOf(res));
     throw new GatewayError(res.status, void 0, `heartbeat answered HTTP ${res.status}`);
   }
   /** Record that the session is over (idempotent); returns the first recorded end. */
@@ -43849,6 +43961,22 @@ var PortSession = class _PortSession {
     throw new GatewayError(res.status, void 0, `ending session ${this.id} answered HTTP ${res.status}`);
   }
 };
+function endReasonOf(res) {
+  const body = res.body ?? {};
+  if (typeof body.error?.end_reason === "string") return body.error.end_reason;
+  return res.status === 404 ? "unknown_session" : res.status === 401 ? "secret_rejected" : "ended";
+}
+function pause(ms, signal) {
+  return new Promise((resolve3) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve3();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
 async function createWithRetry(gateway, token2, body, retry) {
   const sleep2 = retry?.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
   let waited = 0;
@@ -43879,7 +44007,9 @@ var END_REASONS = {
   gateway_shutdown: "the gateway shut down",
   unknown_session: "the gateway does not know it",
   secret_rejected: "the gateway rejected its secret",
-  gateway_unreachable: "the gateway stayed unreachable for longer than the lease"
+  gateway_unreachable: "the gateway stayed unreachable for longer than the lease",
+  approval_denied: "an approver denied it",
+  approval_timeout: "it was not approved in time"
 };
 function describeEnd(reason) {
   return `session ended: ${END_REASONS[reason] ?? reason} (${reason})`;
@@ -46977,6 +47107,11 @@ async function connectGateway(options) {
     tokenSource: acquired.source
   };
 }
+function waitingLine(session) {
+  const approval = session.info.approval;
+  const needs = (approval?.requirements ?? []).map((r) => `${r.count} approver${r.count === 1 ? "" : "s"} of ${r.groups.join(" or ")}`).join(" and ");
+  return `session ${session.id} waits for approval (${needs || "approval"}, until ${approval?.expires_at ?? "?"}): ${approval?.url ?? ""}`;
+}
 var Port = class _Port {
   session;
   bound;
@@ -47032,6 +47167,19 @@ var Port = class _Port {
     } catch (err) {
       client.close();
       throw err;
+    }
+    if (session.pending) {
+      log.warn(waitingLine(session));
+      try {
+        await session.awaitApproval({
+          signal: options.signal,
+          onError: (err) => log.info(`waiting for approval: ${err.message}`)
+        });
+      } catch (err) {
+        client.close();
+        throw err;
+      }
+      log.info(`session ${session.id} approved`);
     }
     const rule = session.info.rule ? `rule ${session.info.rule}, ` : "";
     log.info(`session ${session.id} opened (${rule}expires ${session.info.expires_at})`);
@@ -47221,6 +47369,30 @@ function checkTtl(ttl) {
 function clientLog(io, verbose) {
   return stderrLog(io.stderr, verbose, (t) => paint(io, io.stderr, "dim", t));
 }
+async function openTrapped(trap, ctx, opts, targets, ttl, log) {
+  const stop = new AbortController();
+  void trap.caught.then(() => stop.abort());
+  try {
+    const port = await trap.during(
+      Port.open({
+        env: ctx.io.env,
+        gateway: opts.gateway,
+        tokenEnv: opts.tokenEnv,
+        audience: opts.audience,
+        targets,
+        ttl,
+        log,
+        signal: stop.signal
+      })
+    );
+    if (!trap.first) return port;
+    await port.close();
+    return void 0;
+  } catch (err) {
+    if (trap.first) return void 0;
+    throw err;
+  }
+}
 function commandAfterDashDash(cmd) {
   let root = cmd;
   while (root.parent) root = root.parent;
@@ -47248,17 +47420,8 @@ function registerExec(program2, ctx) {
       const log = clientLog(ctx.io, Boolean(opts.verbose));
       const trap = new SignalTrap(FORWARDED_SIGNALS);
       try {
-        const port = await trap.during(
-          Port.open({
-            env: ctx.io.env,
-            gateway: opts.gateway,
-            tokenEnv: opts.tokenEnv,
-            audience: opts.audience,
-            targets,
-            ttl,
-            log
-          })
-        );
+        const port = await openTrapped(trap, ctx, opts, targets, ttl, log);
+        if (!port) return exitCodeOf(null, trap.first ?? null);
         try {
           if (trap.first) return exitCodeOf(null, trap.first);
           const env = childEnv(ctx.io.env, port.env, [port.tokenEnvName]);
@@ -47316,18 +47479,8 @@ function registerOpen(program2, ctx) {
       const trap = new SignalTrap();
       let port;
       try {
-        port = await trap.during(
-          Port.open({
-            env: ctx.io.env,
-            gateway: opts.gateway,
-            tokenEnv: opts.tokenEnv,
-            audience: opts.audience,
-            targets,
-            ttl,
-            log
-          })
-        );
-        if (trap.first) return 0;
+        port = await openTrapped(trap, ctx, opts, targets, ttl, log);
+        if (!port) return 0;
         writeState(stateFile, {
           pid: process.pid,
           session_id: port.session.id,

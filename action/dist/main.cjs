@@ -63,6 +63,14 @@ var ERROR_CODES = {
   CIPORT_E_GATEWAY_DRAINING: { exit: ExitCode.unreachable, http: 503 },
   CIPORT_E_NOT_FOUND: { exit: ExitCode.usage, http: 404 },
   CIPORT_E_METHOD_NOT_ALLOWED: { exit: ExitCode.usage, http: 405 },
+  // approvals (docs/approvals.md): the job waiting, and the operators deciding
+  CIPORT_E_APPROVAL_PENDING: { exit: ExitCode.denied, http: 409 },
+  CIPORT_E_APPROVAL_DENIED: { exit: ExitCode.denied, http: 410 },
+  CIPORT_E_APPROVAL_TIMEOUT: { exit: ExitCode.denied, http: 410 },
+  CIPORT_E_APPROVAL_SELF: { exit: ExitCode.denied, http: 403 },
+  CIPORT_E_APPROVAL_NOT_IN_GROUP: { exit: ExitCode.denied, http: 403 },
+  CIPORT_E_APPROVAL_NOT_PENDING: { exit: ExitCode.denied, http: 409 },
+  CIPORT_E_APPROVAL_DECIDED: { exit: ExitCode.denied, http: 409 },
   // access reviews: an attestation refused because the audit chain does not verify
   CIPORT_E_AUDIT_CHAIN_BROKEN: { exit: ExitCode.problemsFound, http: 409 },
   // downloads for jobs (GET /v1/client/linux-x64, GET /v1/ca.crt)
@@ -292,8 +300,9 @@ function workFiles(dir) {
   };
 }
 var READY_TIMEOUT_MS = 10 * 6e4;
+var WAITING_LINE = /^ciport: session \S+ waits for approval \(.*, until (\S+)\): \S+$/m;
 var POLL_MS = 100;
-async function openPort(clientPath, inputs, files, env) {
+async function openPort(clientPath, inputs, files, env, onWaiting) {
   const args = [
     "--",
     clientPath,
@@ -322,22 +331,38 @@ async function openPort(clientPath, inputs, files, env) {
   child.once("error", (e) => {
     spawnError = e;
   });
-  const deadline = Date.now() + READY_TIMEOUT_MS;
+  const started = Date.now();
+  let deadline = started + READY_TIMEOUT_MS;
+  let waiting;
+  const stderrText = () => {
+    const text = (0, import_node_fs.readFileSync)(files.stderr, "utf8");
+    return waiting ? text.replace(`${waiting}
+`, "") : text;
+  };
   for (; ; ) {
     const opened = readOpened(files.stdout);
     if (opened) {
       child.unref();
       const env2 = parseDotenv((0, import_node_fs.readFileSync)(files.envFile, "utf8"));
-      return { ok: true, child, opened, env: env2, stderr: (0, import_node_fs.readFileSync)(files.stderr, "utf8") };
+      return { ok: true, child, opened, env: env2, stderr: stderrText() };
     }
-    const failed = (exitCode, error2) => ({ ok: false, exitCode, stderr: (0, import_node_fs.readFileSync)(files.stderr, "utf8"), error: error2 });
+    if (!waiting) {
+      const m = WAITING_LINE.exec((0, import_node_fs.readFileSync)(files.stderr, "utf8"));
+      if (m) {
+        waiting = m[0];
+        onWaiting?.(printable(waiting));
+        const until = Date.parse(m[1]);
+        if (Number.isFinite(until)) deadline = Math.max(deadline, until + 6e4);
+      }
+    }
+    const failed = (exitCode, error2) => ({ ok: false, exitCode, stderr: stderrText(), error: error2 });
     if (spawnError) return failed(1, `ciport: cannot start the client: ${spawnError.message}`);
     if (exit) return failed(exit.code ?? 1, clientErrorText((0, import_node_fs.readFileSync)(files.stdout, "utf8")));
     if (Date.now() > deadline) {
       child.kill("SIGTERM");
       return failed(
         1,
-        `ciport: the port was not open after ${READY_TIMEOUT_MS / 6e4} minutes; stopped it`
+        `ciport: the port was not open after ${Math.round((Date.now() - started) / 6e4)} minutes; stopped it`
       );
     }
     await (0, import_promises.setTimeout)(POLL_MS);
@@ -480,7 +505,8 @@ async function runMain(env, log, clientPath) {
   } catch (err) {
     return fail(log, err);
   }
-  const outcome = await openPort(clientPath, inputs, files, childEnv);
+  const outcome = await openPort(clientPath, inputs, files, childEnv, (line) => verbatim(log, `${line}
+`));
   if (!outcome.ok) {
     const message = outcome.error ?? `ciport: the client exited with code ${outcome.exitCode}`;
     verbatim(log, `${outcome.stderr}${message}

@@ -103,6 +103,14 @@ var ERROR_CODES = {
   CIPORT_E_GATEWAY_DRAINING: { exit: ExitCode.unreachable, http: 503 },
   CIPORT_E_NOT_FOUND: { exit: ExitCode.usage, http: 404 },
   CIPORT_E_METHOD_NOT_ALLOWED: { exit: ExitCode.usage, http: 405 },
+  // approvals (docs/approvals.md): the job waiting, and the operators deciding
+  CIPORT_E_APPROVAL_PENDING: { exit: ExitCode.denied, http: 409 },
+  CIPORT_E_APPROVAL_DENIED: { exit: ExitCode.denied, http: 410 },
+  CIPORT_E_APPROVAL_TIMEOUT: { exit: ExitCode.denied, http: 410 },
+  CIPORT_E_APPROVAL_SELF: { exit: ExitCode.denied, http: 403 },
+  CIPORT_E_APPROVAL_NOT_IN_GROUP: { exit: ExitCode.denied, http: 403 },
+  CIPORT_E_APPROVAL_NOT_PENDING: { exit: ExitCode.denied, http: 409 },
+  CIPORT_E_APPROVAL_DECIDED: { exit: ExitCode.denied, http: 409 },
   // access reviews: an attestation refused because the audit chain does not verify
   CIPORT_E_AUDIT_CHAIN_BROKEN: { exit: ExitCode.problemsFound, http: 409 },
   // downloads for jobs (GET /v1/client/linux-x64, GET /v1/ca.crt)

@@ -35,7 +35,7 @@ export async function runMain(env: NodeJS.ProcessEnv, log: Log, clientPath: stri
   } catch (err) {
     return fail(log, err);
   }
-  const outcome = await openPort(clientPath, inputs, files, childEnv);
+  const outcome = await openPort(clientPath, inputs, files, childEnv, (line) => verbatim(log, `${line}\n`));
   if (!outcome.ok) {
     const message = outcome.error ?? `ciport: the client exited with code ${outcome.exitCode}`;
     verbatim(log, `${outcome.stderr}${message}\n`);

@@ -45,6 +45,9 @@ export type OpenOutcome =
 
 /** Longer than any wait the client does on its own (rate-limit retries: 60 s by default). */
 const READY_TIMEOUT_MS = 10 * 60_000;
+
+/** The client's one line while its session waits for approval (src/client/port.ts waitingLine). */
+const WAITING_LINE = /^ciport: session \S+ waits for approval \(.*, until (\S+)\): \S+$/m;
 const POLL_MS = 100;
 
 export async function openPort(
@@ -52,6 +55,8 @@ export async function openPort(
   inputs: ActionInputs,
   files: WorkFiles,
   env: NodeJS.ProcessEnv,
+  /** Shown at once (the step's log), not when the port opens: the approval link. */
+  onWaiting?: (line: string) => void,
 ): Promise<OpenOutcome> {
   // `--` first: node would take a `--env-file` anywhere for its own (docs/client.md). Values as
   // `--name=value`: one starting with `-` stays a value.
@@ -83,23 +88,40 @@ export async function openPort(
   child.once('error', (e) => {
     spawnError = e;
   });
-  const deadline = Date.now() + READY_TIMEOUT_MS;
+  const started = Date.now();
+  let deadline = started + READY_TIMEOUT_MS;
+  let waiting: string | undefined;
+  // Said once, already shown: the stderr handed back leaves it out.
+  const stderrText = () => {
+    const text = readFileSync(files.stderr, 'utf8');
+    return waiting ? text.replace(`${waiting}\n`, '') : text;
+  };
   for (;;) {
     const opened = readOpened(files.stdout);
     if (opened) {
       child.unref();
       const env = parseDotenv(readFileSync(files.envFile, 'utf8'));
-      return { ok: true, child, opened, env, stderr: readFileSync(files.stderr, 'utf8') };
+      return { ok: true, child, opened, env, stderr: stderrText() };
+    }
+    if (!waiting) {
+      // Waiting for approval: say so now, with the link, and wait as long as the approval may.
+      const m = WAITING_LINE.exec(readFileSync(files.stderr, 'utf8'));
+      if (m) {
+        waiting = m[0];
+        onWaiting?.(printable(waiting));
+        const until = Date.parse(m[1] as string);
+        if (Number.isFinite(until)) deadline = Math.max(deadline, until + 60_000);
+      }
     }
     const failed = (exitCode: number, error: string | undefined) =>
-      ({ ok: false, exitCode, stderr: readFileSync(files.stderr, 'utf8'), error }) as const;
+      ({ ok: false, exitCode, stderr: stderrText(), error }) as const;
     if (spawnError) return failed(1, `ciport: cannot start the client: ${spawnError.message}`);
     if (exit) return failed(exit.code ?? 1, clientErrorText(readFileSync(files.stdout, 'utf8')));
     if (Date.now() > deadline) {
       child.kill('SIGTERM');
       return failed(
         1,
-        `ciport: the port was not open after ${READY_TIMEOUT_MS / 60_000} minutes; stopped it`,
+        `ciport: the port was not open after ${Math.round((Date.now() - started) / 60_000)} minutes; stopped it`,
       );
     }
     await sleep(POLL_MS);

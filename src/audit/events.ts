@@ -10,6 +10,10 @@ export const AUDIT_EVENT_TYPES = [
   'session.opened',
   'session.limit_exceeded',
   'session.ended',
+  'approval.requested',
+  'approval.granted',
+  'approval.denied',
+  'approval.timed_out',
   'connection.opened',
   'connection.closed',
   'query',
@@ -56,6 +60,10 @@ export const SESSION_END_REASONS = [
   'gateway_shutdown',
   /** The CI job behind the token finished (job API or webhook). */
   'job_finished',
+  /** An approver denied the pending session (docs/approvals.md). */
+  'approval_denied',
+  /** The pending session was not approved within its rule's `approval.timeout`. */
+  'approval_timeout',
 ] as const;
 export type SessionEndReason = (typeof SESSION_END_REASONS)[number];
 
@@ -154,6 +162,64 @@ export type SessionOpenedData = Base & {
   expires_at: string;
   ttl_ms: number;
   gateway?: string;
+  /** A session that waited for approval: its approvers (operator refs), in the order they approved. */
+  approved_by?: string[];
+};
+
+/** One requirement of a pending session: `count` approvers of `groups` (rule `approval:`). */
+export type ApprovalRequirementData = { rule: string; groups: string[]; count: number };
+
+/**
+ * A session some granting rule guards with `approval:` was created pending (docs/approvals.md):
+ * it opens nothing until approved (`session.opened` follows the last needed approval).
+ */
+export type ApprovalRequestedData = Base & {
+  session: string;
+  principal: PrincipalSummary;
+  targets: string[];
+  rule: string;
+  requirements: ApprovalRequirementData[];
+  /** ISO 8601: unapproved by then, the session ends (`approval.timed_out`). */
+  expires_at: string;
+  /** The session's TTL once approved. */
+  ttl_ms: number;
+  gateway?: string;
+};
+
+/** One approver approved (one event per distinct approver; `by` is the approver). */
+export type ApprovalGrantedData = Base & {
+  session: string;
+  principal: PrincipalSummary;
+  targets: string[];
+  rule: string | null;
+  /** The approver's groups that the session's requirements name. */
+  groups: string[];
+  /** Distinct approvers so far, this one included. */
+  approvals: number;
+  /** Whether the session's requirements are now met (a `session.opened` follows). */
+  met: boolean;
+} & OperatorFields;
+
+/** An approver denied the session; it ended (`session.ended`, reason `approval_denied`). */
+export type ApprovalDeniedData = Base & {
+  session: string;
+  principal: PrincipalSummary;
+  targets: string[];
+  rule: string | null;
+  groups: string[];
+  /** Approvals given before the denial. */
+  approved_by: string[];
+} & OperatorFields;
+
+/** Nobody approved in time; the session ended (`session.ended`, reason `approval_timeout`). */
+export type ApprovalTimedOutData = Base & {
+  session: string;
+  principal: PrincipalSummary;
+  targets: string[];
+  rule: string | null;
+  requirements: ApprovalRequirementData[];
+  /** Approvals given, not enough. */
+  approved_by: string[];
 };
 
 /**
@@ -372,7 +438,7 @@ export type ConfigLoadedData = Base & {
   targets: string[];
   rules: string[];
   /** The admin tokens in force: name and roles (docs/operators.md); absent in older events. */
-  operators?: Array<{ name: string; roles: string[] }>;
+  operators?: Array<{ name: string; roles: string[]; groups?: string[] }>;
 };
 
 /**
@@ -443,6 +509,10 @@ export interface AuditDataMap {
   'session.limit_exceeded': SessionLimitExceededData;
   'session.opened': SessionOpenedData;
   'session.ended': SessionEndedData;
+  'approval.requested': ApprovalRequestedData;
+  'approval.granted': ApprovalGrantedData;
+  'approval.denied': ApprovalDeniedData;
+  'approval.timed_out': ApprovalTimedOutData;
   'connection.opened': ConnectionOpenedData;
   'connection.closed': ConnectionClosedData;
   query: QueryData;

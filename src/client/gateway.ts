@@ -69,6 +69,8 @@ export interface RequestOptions {
   bearer?: string | undefined;
   body?: unknown;
   timeoutMs?: number;
+  /** Abort: the stream is cancelled and the request rejects (GatewayUnreachableError). */
+  signal?: AbortSignal | undefined;
 }
 
 /** A tunnel the gateway refused (`ciport-error` header and status). */
@@ -258,6 +260,13 @@ export class GatewayClient {
           ),
         );
       }, timeoutMs);
+      const onAbort = () => {
+        clearTimeout(timer);
+        stream.close(h2.NGHTTP2_CANCEL);
+        reject(new GatewayUnreachableError(`${method} ${path}: cancelled`));
+      };
+      if (options.signal?.aborted) onAbort();
+      else options.signal?.addEventListener('abort', onAbort, { once: true });
       let status = 0;
       let resHeaders: IncomingHttpHeaders = {};
       const chunks: Buffer[] = [];
@@ -277,6 +286,7 @@ export class GatewayClient {
       stream.on('error', () => {});
       stream.on('close', () => {
         clearTimeout(timer);
+        options.signal?.removeEventListener('abort', onAbort);
         if (!status) {
           reject(
             new GatewayUnreachableError(`gateway ${this.where}: the connection closed before an answer`),

@@ -85,6 +85,17 @@ export interface OpenPortOptions extends ConnectOptions {
   targets: TargetSpec[];
   ttl?: string | undefined;
   log: ClientLog;
+  /** Stop waiting for an approval (SIGTERM): the session is ended and open() rejects. */
+  signal?: AbortSignal | undefined;
+}
+
+/** The one line a job's log shows while its session waits for approval (docs/approvals.md). */
+export function waitingLine(session: PortSession): string {
+  const approval = session.info.approval;
+  const needs = (approval?.requirements ?? [])
+    .map((r) => `${r.count} approver${r.count === 1 ? '' : 's'} of ${r.groups.join(' or ')}`)
+    .join(' and ');
+  return `session ${session.id} waits for approval (${needs || 'approval'}, until ${approval?.expires_at ?? '?'}): ${approval?.url ?? ''}`;
 }
 
 export class Port {
@@ -150,6 +161,19 @@ export class Port {
     } catch (err) {
       client.close();
       throw err;
+    }
+    if (session.pending) {
+      log.warn(waitingLine(session));
+      try {
+        await session.awaitApproval({
+          signal: options.signal,
+          onError: (err) => log.info(`waiting for approval: ${err.message}`),
+        });
+      } catch (err) {
+        client.close();
+        throw err;
+      }
+      log.info(`session ${session.id} approved`);
     }
     const rule = session.info.rule ? `rule ${session.info.rule}, ` : '';
     log.info(`session ${session.id} opened (${rule}expires ${session.info.expires_at})`);

@@ -3,7 +3,7 @@
 // private field: it is sent only in `authorization` headers and never printed or exported.
 import { z } from 'zod';
 import { CiportError } from '../errors/errors.js';
-import { GatewayError, GatewayUnreachableError } from './errors.js';
+import { GatewayError, GatewayUnreachableError, SessionEndedError } from './errors.js';
 import { type ApiResponse, errorFromResponse, type GatewayClient } from './gateway.js';
 import { type RateLimitRetry, retryAfterMs } from './rate-limit-retry.js';
 
@@ -24,8 +24,30 @@ const targetSchema = z.looseObject({
   credentials: credentialSchema.optional(),
 });
 
+/** What a pending session's answer says of its approval (docs/approvals.md). */
+const approvalSchema = z.looseObject({
+  status: z.string(),
+  /** The console page where approvers decide. */
+  url: z.string(),
+  /** ISO time: not approved by then, the session ends (approval_timeout). */
+  expires_at: z.string(),
+  requirements: z
+    .array(
+      z.looseObject({
+        rule: z.string().optional(),
+        groups: z.array(z.string()),
+        count: z.number(),
+        approvals: z.number().optional(),
+      }),
+    )
+    .default([]),
+});
+
 const sessionSchema = z.looseObject({
   id: z.string().min(1),
+  /** `pending`: the session waits for approval (202); absent from older gateways: active. */
+  status: z.string().optional(),
+  approval: approvalSchema.nullable().optional(),
   secret: z.string().min(1),
   expires_at: z.string().min(1),
   lease_timeout_ms: z.number().positive(),
@@ -36,6 +58,7 @@ const sessionSchema = z.looseObject({
 });
 
 export type SessionTarget = z.infer<typeof targetSchema>;
+export type SessionApprovalInfo = z.infer<typeof approvalSchema>;
 export type OneTimeCredential = z.infer<typeof credentialSchema>;
 /** The session object without its secret. */
 export interface SessionInfo {
@@ -46,6 +69,8 @@ export interface SessionInfo {
   rule?: string | null | undefined;
   principal?: Record<string, unknown> | undefined;
   targets: SessionTarget[];
+  /** Set while the session waits for approval; cleared once approved. */
+  approval?: SessionApprovalInfo | undefined;
 }
 
 /** Why a session ended, as the gateway recorded it (`client_end`, `revoked`, `lease_expired`…). */
@@ -97,6 +122,7 @@ export class PortSession {
       rule,
       principal,
       targets,
+      ...(parsed.data.status === 'pending' && parsed.data.approval ? { approval: parsed.data.approval } : {}),
     };
     const session = new PortSession(gateway, info, secret);
     const missing = options.targets.filter((t) => !info.targets.some((g) => g.name === t));
@@ -112,6 +138,92 @@ export class PortSession {
 
   get id(): string {
     return this.info.id;
+  }
+
+  /** The session waits for approval: it opens no tunnel until `awaitApproval` resolves. */
+  get pending(): boolean {
+    return this.info.approval !== undefined;
+  }
+
+  /**
+   * Wait until the session is approved (docs/approvals.md): long-polls
+   * `GET /v1/sessions/{id}/approval?wait=20` while heartbeats keep the lease. Resolves once it is
+   * approved (with its new expiry in `info`); rejects with the gateway's error once it ends
+   * (CIPORT_E_APPROVAL_DENIED with who and why, CIPORT_E_APPROVAL_TIMEOUT, CIPORT_E_SESSION_ENDED:
+   * exit 3), or with a SessionEndedError (`client_end`) when `signal` aborts, after ending it.
+   * A gateway that cannot be reached is retried until the lease would have lapsed.
+   */
+  async awaitApproval(
+    options: { signal?: AbortSignal; onError?: (err: CiportError) => void } = {},
+  ): Promise<void> {
+    if (!this.pending) return;
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    let endedBy: SessionEnd | undefined;
+    const heartbeat = new Heartbeat(this, {
+      onEnded: (end) => {
+        endedBy = end;
+        stop.abort();
+      },
+      ...(options.onError ? { onError: options.onError } : {}),
+    });
+    heartbeat.start();
+    try {
+      while (this.pending) {
+        if (stop.signal.aborted) break;
+        let res: ApiResponse;
+        try {
+          res = await this.#gateway.request(
+            'GET',
+            `/v1/sessions/${encodeURIComponent(this.id)}/approval?wait=20`,
+            {
+              bearer: this.#secret,
+              timeoutMs: 40_000,
+              signal: stop.signal,
+            },
+          );
+        } catch (err) {
+          if (stop.signal.aborted) break;
+          options.onError?.(err instanceof CiportError ? err : new GatewayUnreachableError(String(err)));
+          await pause(1000, stop.signal);
+          continue;
+        }
+        if (res.status === 200) {
+          const body = (res.body ?? {}) as { state?: unknown; expires_at?: unknown };
+          if (body.state === 'active') {
+            if (typeof body.expires_at === 'string') this.info.expires_at = body.expires_at;
+            this.info.approval = undefined;
+          }
+          continue;
+        }
+        if (res.status >= 500 || res.status === 408 || res.status === 429) {
+          options.onError?.(errorFromResponse(res, 'waiting for approval'));
+          await pause(1000, stop.signal);
+          continue;
+        }
+        this.markEnded(endReasonOf(res));
+        throw errorFromResponse(res, 'waiting for approval');
+      }
+    } finally {
+      heartbeat.stop();
+      options.signal?.removeEventListener('abort', onAbort);
+    }
+    if (!this.pending) return;
+    if (options.signal?.aborted && !endedBy) {
+      await this.end().catch(() => {});
+      throw new SessionEndedError('client_end', `stopped while session ${this.id} waited for approval`);
+    }
+    // The heartbeat saw it end: the gateway says how (denied by whom, timed out).
+    const res = await this.#gateway
+      .request('GET', `/v1/sessions/${encodeURIComponent(this.id)}/approval`, {
+        bearer: this.#secret,
+        timeoutMs: 10_000,
+      })
+      .catch(() => undefined);
+    if (res && res.status >= 400) throw errorFromResponse(res, 'waiting for approval');
+    const end = endedBy ?? this.markEnded('ended');
+    throw new SessionEndedError(end.reason, end.message);
   }
 
   get ended(): SessionEnd | undefined {
@@ -138,18 +250,8 @@ export class PortSession {
       timeoutMs: 10_000,
     });
     if (res.status === 200) return undefined;
-    if (res.status === 410 || res.status === 404 || res.status === 401) {
-      const body = (res.body ?? {}) as { error?: { end_reason?: unknown; message?: unknown } };
-      const reason =
-        typeof body.error?.end_reason === 'string'
-          ? body.error.end_reason
-          : res.status === 404
-            ? 'unknown_session'
-            : res.status === 401
-              ? 'secret_rejected'
-              : 'ended';
-      return this.markEnded(reason);
-    }
+    if (res.status === 410 || res.status === 404 || res.status === 401)
+      return this.markEnded(endReasonOf(res));
     throw new GatewayError(res.status, undefined, `heartbeat answered HTTP ${res.status}`);
   }
 
@@ -175,6 +277,25 @@ export class PortSession {
     }
     throw new GatewayError(res.status, undefined, `ending session ${this.id} answered HTTP ${res.status}`);
   }
+}
+
+/** The end reason an error answer about the session gives (410 with `error.end_reason`, 404, 401). */
+function endReasonOf(res: ApiResponse): string {
+  const body = (res.body ?? {}) as { error?: { end_reason?: unknown } };
+  if (typeof body.error?.end_reason === 'string') return body.error.end_reason;
+  return res.status === 404 ? 'unknown_session' : res.status === 401 ? 'secret_rejected' : 'ended';
+}
+
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 /** POST /v1/sessions; a 429 is retried after its Retry-After while the total wait allows. */
@@ -217,6 +338,8 @@ const END_REASONS: Record<string, string> = {
   unknown_session: 'the gateway does not know it',
   secret_rejected: 'the gateway rejected its secret',
   gateway_unreachable: 'the gateway stayed unreachable for longer than the lease',
+  approval_denied: 'an approver denied it',
+  approval_timeout: 'it was not approved in time',
 };
 
 export function describeEnd(reason: string): string {

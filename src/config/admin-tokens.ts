@@ -4,13 +4,16 @@
 // name (the audit log's `by`) and roles: an unnamed one is `admin-token-<N>` (its 1-based
 // position in the list) with role admin, as it could do everything before roles existed.
 import { z } from 'zod';
-import { secretSchema } from './fields.js';
+import { groupNameSchema, secretSchema } from './fields.js';
 import { OPERATOR_ROLES, type OperatorRole } from './roles.js';
 import type { Secret } from './secret.js';
 
 const ADMIN_TOKEN_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
-const roleSchema = z.enum(OPERATOR_ROLES);
+// The message names the role and the roles that exist (zod's default says neither).
+const roleSchema = z.enum(OPERATOR_ROLES, {
+  error: (issue) => `unknown role ${JSON.stringify(issue.input)}: one of ${OPERATOR_ROLES.join(', ')}`,
+});
 
 const namedAdminTokenSchema = z
   .strictObject({
@@ -27,6 +30,10 @@ const namedAdminTokenSchema = z
       .min(1)
       .optional()
       .meta({ description: 'Several roles: any of them suffices.' }),
+    groups: z.array(groupNameSchema).min(1).optional().meta({
+      description:
+        "Approval groups the token's holder belongs to: with role approver or admin, they may approve or deny sessions whose rule names one of them (docs/approvals.md).",
+    }),
   })
   .superRefine((t, ctx) => {
     if ((t.role === undefined) === (t.roles === undefined)) {
@@ -34,8 +41,12 @@ const namedAdminTokenSchema = z
     }
   });
 
-/** One `admin_tokens` entry as the config holds it (an unnamed entry is just its Secret). */
-export const adminTokenSchema = z.union([secretSchema, namedAdminTokenSchema]);
+/**
+ * One `admin_tokens` entry as the config holds it (an unnamed entry is just its Secret). The named
+ * form comes first: for an entry that fails both, the config loader reports the first
+ * alternative's specific issue (an unknown role), not the secret form's "expected string".
+ */
+export const adminTokenSchema = z.union([namedAdminTokenSchema, secretSchema]);
 export type AdminTokenConfig = z.output<typeof adminTokenSchema>;
 
 /** An admin token with its name and roles, whichever form it was written in. */
@@ -43,6 +54,8 @@ export interface AdminTokenEntry {
   name: string;
   token: Secret;
   roles: OperatorRole[];
+  /** Approval groups (named form only; docs/approvals.md). */
+  groups: string[];
 }
 
 /** The name an unnamed entry at `index` (0-based) gets: stable while the list's order is. */
@@ -58,8 +71,9 @@ export function adminTokenEntries(list: readonly AdminTokenConfig[]): AdminToken
           name: entry.name,
           token: entry.token,
           roles: [...new Set(entry.roles ?? (entry.role ? [entry.role] : []))],
+          groups: [...new Set(entry.groups ?? [])],
         }
-      : { name: derivedAdminTokenName(i), token: entry, roles: ['admin'] },
+      : { name: derivedAdminTokenName(i), token: entry, roles: ['admin'], groups: [] },
   );
 }
 

@@ -12,6 +12,15 @@ export const nameSchema = z
     'lowercase letters, digits, "-" and "_", starting with a letter or digit',
   );
 
+/**
+ * An approval group (a rule's `approval.groups`, an admin token's `groups`, later an SSO group
+ * claim's values): compared exactly, so printable and without blanks that would hide a mismatch.
+ */
+export const groupNameSchema = z
+  .string()
+  .regex(/^[^\s\p{Cc}\p{Cf}]{1,128}$/u, 'a group name: 1 to 128 printable characters, no blanks')
+  .meta({ description: 'An approval group, compared exactly (case included).' });
+
 export const durationSchema = z
   .string()
   .regex(/^\d+(ms|s|m|h|d)$/, 'a duration such as 30s, 15m or 2h')

@@ -3,6 +3,7 @@
 // inferred from it. Objects are strict: an unknown key is an error, not a silent no-op.
 import { z } from 'zod';
 import { adminTokenSchema, uniqueAdminTokenNames } from './admin-tokens.js';
+import { approvalsSectionSchema, ruleApprovalSchema } from './approvals.js';
 import { auditSinkSchema } from './audit-sinks.js';
 import { parseClaimPath } from './claim-path.js';
 import { durationSchema, hostPortSchema, nameSchema as name, secretSchema } from './fields.js';
@@ -154,11 +155,15 @@ export const ruleSchema = z
         description:
           'Per session granted by this rule: `connections` open at once, `bytes` carried (docs/gateway.md).',
       }),
+    approval: ruleApprovalSchema.optional(),
   })
   .superRefine((rule, ctx) => {
     for (const key of Object.keys(rule.when)) {
       const parsed = parseClaimPath(key);
       if ('error' in parsed) ctx.addIssue({ code: 'custom', path: ['when', key], message: parsed.error });
+    }
+    if (rule.deny && rule.approval) {
+      ctx.addIssue({ code: 'custom', path: ['approval'], message: 'a deny rule grants nothing to approve' });
     }
     if (rule.deny && rule.allow.length > 0) {
       ctx.addIssue({ code: 'custom', path: ['allow'], message: 'a deny rule cannot also allow targets' });
@@ -212,7 +217,7 @@ export const gatewayConfigSchema = z
     }),
     admin_tokens: z.array(adminTokenSchema).default([]).meta({
       description:
-        'Who may use the admin API (`ciport sessions`, `ciport agents`, `ciport review --gateway`), one entry per token holder, in either form: a bare secret ({env: VAR} or {file: PATH}; role admin, named admin-token-N after its 1-based position), or a named token with the keys below (name, token, and role or roles). The audit log records names, never values. See docs/operators.md.',
+        'Who may use the admin API (`ciport sessions`, `ciport agents`, `ciport review --gateway`), one entry per token holder, in either form: a bare secret ({env: VAR} or {file: PATH}; role admin, named admin-token-N after its 1-based position), or a named token with the keys below (name, token, role or roles, and groups: approval groups, docs/approvals.md). The audit log records names, never values. See docs/operators.md.',
     }),
     sso: ssoSchema.optional().meta({
       description:
@@ -363,6 +368,7 @@ export const gatewayConfigSchema = z
           }),
       })
       .prefault({}),
+    approvals: approvalsSectionSchema,
     /** What the audit log records of repeated denials (docs/audit.md, "Denials"). */
     audit: z
       .strictObject({
@@ -387,6 +393,7 @@ export const gatewayConfigSchema = z
   })
   .superRefine((cfg, ctx) => {
     unique(cfg.audit.sinks, ['audit', 'sinks'], ctx);
+    unique(cfg.approvals.webhooks, ['approvals', 'webhooks'], ctx);
     unique(cfg.issuers, 'issuers', ctx);
     unique(cfg.targets, 'targets', ctx);
     unique(cfg.rules, 'rules', ctx);

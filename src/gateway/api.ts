@@ -19,6 +19,16 @@ import { bearer } from '../session/secret.js';
 import type { SessionRecord, Store } from '../store/types.js';
 import { gatewayInfo } from '../transport/gateway-info.js';
 import type { AgentHub } from './agents/hub.js';
+import type { ApprovalNotifier } from './approval-notify.js';
+import {
+  approvalForJob,
+  approvalStatus,
+  approveSession,
+  denySession,
+  getApproval,
+  listApprovals,
+  waitApproval,
+} from './approvals-api.js';
 import type { GatewayDownloads } from './downloads.js';
 import { parseJsonBody, type Req, type Res, readBody, readJsonBody, sendError, sendJson } from './http.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -54,6 +64,10 @@ export interface ApiDeps {
   downloads: GatewayDownloads;
   /** This deployment's id: per-session MySQL user names carry it. */
   deploymentId?: string | undefined;
+  /** `public_url`, else the bound URL: where approval links point (docs/approvals.md). */
+  publicUrl: () => string;
+  /** Announces pending approvals (`approvals.webhooks`); never awaited by session creation. */
+  approvalNotifier?: ApprovalNotifier | undefined;
 }
 
 type Handler = (deps: ApiDeps, req: Req, res: Res, params: string[]) => Promise<void>;
@@ -78,6 +92,12 @@ const ROUTES: Route[] = [
   { method: 'DELETE', pattern: new RegExp(`^/v1/sessions/${ID}$`), handler: endSession },
   { method: 'GET', pattern: new RegExp(`^/v1/sessions/${ID}$`), handler: getSession },
   { method: 'POST', pattern: new RegExp(`^/v1/sessions/${ID}/revoke$`), handler: revokeSession },
+  // Approvals (docs/approvals.md): the job's wait, and the operators' list and decisions.
+  { method: 'GET', pattern: new RegExp(`^/v1/sessions/${ID}/approval$`), handler: waitApproval },
+  { method: 'GET', pattern: /^\/v1\/approvals$/, handler: listApprovals },
+  { method: 'GET', pattern: new RegExp(`^/v1/approvals/${ID}$`), handler: getApproval },
+  { method: 'POST', pattern: new RegExp(`^/v1/approvals/${ID}/approve$`), handler: approveSession },
+  { method: 'POST', pattern: new RegExp(`^/v1/approvals/${ID}/deny$`), handler: denySession },
   { method: 'POST', pattern: /^\/v1\/hooks\/gitlab$/, handler: gitlabHook },
   // Operator sign-in for `ciport login` (docs/login.md): the gateway redeems the code itself.
   {
@@ -343,9 +363,17 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
     throw e;
   }
   const record = opened.record;
-  sendJson(res, 201, {
+  if (opened.pending) {
+    // Announced off the request path: a slow or failing receiver never delays the job.
+    deps.approvalNotifier?.pending(record);
+  }
+  sendJson(res, opened.pending ? 202 : 201, {
     id: record.id,
     secret: opened.secret,
+    // 202: the session waits for approval; the client waits with GET …/approval (docs/approvals.md).
+    ...(opened.pending
+      ? { status: 'pending', approval: approvalForJob(deps, record) }
+      : { status: 'active' }),
     expires_at: new Date(record.expiresAt).toISOString(),
     lease_expires_at: new Date(record.leaseExpiresAt).toISOString(),
     lease_timeout_ms: deps.manager.leaseTimeoutMs,
@@ -460,7 +488,7 @@ async function heartbeat(deps: ApiDeps, req: Req, res: Res, [id]: string[]): Pro
   await readJsonBody(req, deps.config.server.max_body_bytes);
   const record = await deps.manager.heartbeat(id as string, sessionSecret(req));
   sendJson(res, 200, {
-    state: 'active',
+    state: record.approval?.state === 'pending' ? 'pending' : 'active',
     expires_at: new Date(record.expiresAt).toISOString(),
     lease_expires_at: new Date(record.leaseExpiresAt).toISOString(),
   });
@@ -479,7 +507,8 @@ async function endSession(deps: ApiDeps, req: Req, res: Res, [id]: string[]): Pr
 export function sessionSummary(s: SessionRecord): Record<string, unknown> {
   return {
     id: s.id,
-    state: s.state,
+    // `pending`: waiting for approval (stored active, opening nothing yet).
+    state: s.state === 'active' && s.approval?.state === 'pending' ? 'pending' : s.state,
     end_reason: s.endReason,
     targets: s.targets,
     principal: s.principal,
@@ -491,6 +520,8 @@ export function sessionSummary(s: SessionRecord): Record<string, unknown> {
     // Who ended it and why (docs/operators.md): an operator's `token:<name>` and --reason.
     ended_by: s.endedBy ?? null,
     end_note: s.endNote ?? null,
+    // Sessions whose rule has `approval:`: pending, approved, denied, timed_out or withdrawn.
+    approval: s.approval ? approvalStatus(s) : null,
   };
 }
 
@@ -514,8 +545,14 @@ async function revokeSession(deps: ApiDeps, req: Req, res: Res, [id]: string[]):
   const body = await readJsonBody(req, deps.config.server.max_body_bytes);
   // `by` is the operator (`token:<name>`), `note` their reason: both go into session.ended.
   const actor = actorOf(operator, body);
-  const record = await deps.manager.revoke(id as string, actor.by, actor.note);
-  sendJson(res, 200, { state: 'ended', end_reason: record.endReason });
+  const { record, revoked } = await deps.manager.revoke(id as string, actor.by, actor.note);
+  // `revoked: false`: it had ended before (its own end_reason); nothing changed, nothing audited.
+  sendJson(res, 200, {
+    state: 'ended',
+    end_reason: record.endReason,
+    revoked,
+    ended_at: record.endedAt === null ? null : new Date(record.endedAt).toISOString(),
+  });
 }
 
 // ---- CI webhooks ----------------------------------------------------------------------------

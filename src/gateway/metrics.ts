@@ -14,6 +14,7 @@ export interface GatewayMetrics {
   tunnelsOpened: Counter<'target'>;
   tunnelsRefused: Counter<'code'>;
   tunnelBytes: Counter<'target' | 'direction'>;
+  approvals: Counter<'outcome'>;
 }
 
 export function createMetrics(): GatewayMetrics {
@@ -65,6 +66,12 @@ export function createMetrics(): GatewayMetrics {
       name: 'ciport_tunnel_bytes_total',
       help: 'Bytes carried by tunnels, by target and direction (up: client to target).',
       labelNames: ['target', 'direction'],
+      registers,
+    }),
+    approvals: new Counter({
+      name: 'ciport_approvals_total',
+      help: 'Approval requests on this gateway, by outcome (requested, approved, denied, timed_out).',
+      labelNames: ['outcome'],
       registers,
     }),
   };
@@ -153,5 +160,7 @@ export function observeMetrics(metrics: GatewayMetrics, gatewayId: string): () =
       metrics.tunnelBytes.inc({ target: m.target, direction: 'down' }, m.down);
     },
     tunnelRefused: (m) => metrics.tunnelsRefused.inc({ code: m.code }),
+    approvalRequested: () => metrics.approvals.inc({ outcome: 'requested' }),
+    approvalDecided: (m) => metrics.approvals.inc({ outcome: m.outcome }),
   });
 }

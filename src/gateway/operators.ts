@@ -59,7 +59,9 @@ export class AdminTokens {
             : `admin_tokens: "${entry.name}" and "${twin?.operator.name}" have the same value (${entry.token.origin}); give each holder its own token`,
         );
       }
-      tokens.push({ operator: { kind: 'token', name: entry.name, roles: entry.roles }, digest });
+      const operator: TokenOperator = { kind: 'token', name: entry.name, roles: entry.roles };
+      if (entry.groups.length > 0) operator.groups = entry.groups;
+      tokens.push({ operator, digest });
     }
     return new AdminTokens(tokens);
   }
@@ -78,13 +80,18 @@ export class AdminTokens {
 }
 
 /**
- * Who may use the admin API, for `config.loaded`: each token's name and roles (never its value
- * or where it comes from), so an access review can tell which operators a configuration allowed.
+ * Who may use the admin API, for `config.loaded`: each token's name, roles and approval groups
+ * (never its value or where it comes from), so an access review can tell which operators a
+ * configuration allowed and who could approve.
  */
 export function operatorRoster(
   list: readonly AdminTokenConfig[],
-): Array<{ name: string; roles: OperatorRole[] }> {
-  return adminTokenEntries(list).map((e) => ({ name: e.name, roles: e.roles }));
+): Array<{ name: string; roles: OperatorRole[]; groups?: string[] }> {
+  return adminTokenEntries(list).map((e) => ({
+    name: e.name,
+    roles: e.roles,
+    ...(e.groups.length > 0 ? { groups: e.groups } : {}),
+  }));
 }
 
 /**

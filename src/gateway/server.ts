@@ -37,6 +37,8 @@ import { handleAgentApi, handleAgentUpgrade } from './agents/api.js';
 import type { AgentRegistryOptions } from './agents/registry.js';
 import { type GatewayAgents, startAgents } from './agents/wiring.js';
 import { type ApiDeps, handleApi } from './api.js';
+import { startApprovalNotifier } from './approval-notify.js';
+import { approvalUrl } from './approvals-api.js';
 import { GatewayDownloads } from './downloads.js';
 import { type GatewayExits, startExits } from './exits.js';
 import { isHttp2, type Req, type Res, sendError, setRequestDeadline } from './http.js';
@@ -293,7 +295,26 @@ export async function startGateway(
     },
     'downloads: /v1/client/linux-x64, /v1/ca.crt',
   );
+  // Where approval links point: public_url, else the bound URL (known once listening).
+  let boundUrl = '';
+  const publicUrl = () => config.public_url ?? boundUrl;
+  let approvalNotifier: ReturnType<typeof startApprovalNotifier>;
+  try {
+    approvalNotifier = startApprovalNotifier({
+      webhooks: config.approvals.webhooks,
+      log,
+      registry: metrics.registry,
+      linkOf: (id) => approvalUrl({ publicUrl }, id),
+    });
+  } catch (err) {
+    await teardown.unwind(false).catch(() => {});
+    throw err;
+  }
+  const notifier = approvalNotifier;
+  teardown.defer('approval notifications', () => notifier?.stop());
   const apiDeps: ApiDeps = {
+    publicUrl,
+    approvalNotifier,
     config,
     verifier,
     policy,
@@ -500,6 +521,7 @@ export async function startGateway(
   const bound = (server.address() as AddressInfo).port;
   const urlHost = host.includes(':') ? `[${host}]` : host;
   const url = `https://${urlHost === '0.0.0.0' ? '127.0.0.1' : urlHost === '[::]' ? '[::1]' : urlHost}:${bound}`;
+  boundUrl = url;
   log.info(
     { url, gateway: gatewayId, store: store.engine, targets: [...targets.keys()] },
     'gateway listening',

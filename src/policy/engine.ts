@@ -10,6 +10,7 @@
 //      `max_ttl` among the matching rules that allow the target, where an absent max_ttl is no cap).
 import type { MatcherInput } from '../config/schema.js';
 import { UsageError } from '../errors/index.js';
+import type { ApprovalRule } from './approval.js';
 import { type ClaimPath, compileClaimPath, resolveClaim, whenKeyPath } from './claim-path.js';
 import {
   allowReason,
@@ -34,6 +35,8 @@ export interface PolicyRuleInput {
   readonly limits?:
     | { readonly connections?: number | undefined; readonly bytes?: number | undefined }
     | undefined;
+  /** Sessions this rule grants wait for approval (docs/approvals.md); timeout in ms. */
+  readonly approval?: ApprovalRule | undefined;
 }
 
 /** The parts of a `GatewayConfig` the engine reads. */
@@ -103,6 +106,7 @@ export interface RuleSummary {
   readonly allow: readonly string[];
   readonly maxTtlMs: number | null;
   readonly limits: PolicyRuleInput['limits'] | null;
+  readonly approval: ApprovalRule | null;
 }
 
 export interface Policy {
@@ -148,6 +152,9 @@ export function compilePolicy(config: PolicyInput): Policy {
       allow: [...(r.allow ?? [])],
       maxTtlMs: r.max_ttl ?? null,
       limits: r.limits ?? null,
+      approval: r.approval
+        ? { groups: [...r.approval.groups], count: r.approval.count, timeout: r.approval.timeout }
+        : null,
       conditions,
       namesFork: names('fork'),
       namesTrustedEvent: names('trusted_event'),
@@ -167,6 +174,7 @@ export function compilePolicy(config: PolicyInput): Policy {
           allow: r.allow,
           maxTtlMs: r.maxTtlMs,
           limits: r.limits,
+          approval: r.approval,
         }
       );
     },

@@ -14,6 +14,8 @@
 //   deny-all                warning  a deny rule with an empty `when` denies every token of its issuer
 //   allows-fork             warning  an allowing rule accepts `fork: true`
 //   allows-untrusted-event  warning  an allowing rule accepts `trusted_event: false`
+//   approval-bypass         warning  a rule allows without `approval:` a target another rule of the
+//                                    same issuer guards with it (docs/approvals.md, "Which rule asks")
 import { formatDuration } from '../config/duration.js';
 import { CiportError } from '../errors/index.js';
 import { compileClaimPath, whenKeyPath } from './claim-path.js';
@@ -268,6 +270,20 @@ export function lintPolicy(config: LintInput): Finding[] {
       );
     }
     (rule.allow ?? []).forEach((target, j) => {
+      const guard = rule.approval
+        ? undefined
+        : (config.rules ?? []).find(
+            (o) => o.issuer === rule.issuer && !o.deny && o.approval && (o.allow ?? []).includes(target),
+          );
+      if (guard) {
+        add(
+          'warning',
+          'approval-bypass',
+          `${at}.allow[${j}]`,
+          `rule ${q} allows target "${target}" without approval, which rule "${guard.name}" guards with approval: a token matching both may be granted it without approval`,
+          r,
+        );
+      }
       if (!targets.has(target)) {
         add(
           'warning',

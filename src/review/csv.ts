@@ -53,7 +53,15 @@ export function reviewCsv(report: ReviewReport): string {
       section: 'approval',
       time: a.time,
       name: a.type,
-      value: canonicalJson({ session: a.session, by: a.by, reason: a.reason }),
+      value: canonicalJson({
+        session: a.session,
+        by: a.by,
+        reason: a.reason,
+        project: a.project,
+        ref: a.ref,
+        targets: a.targets,
+        rule: a.rule,
+      }),
     })),
     ...policyRows(report),
     ...report.agents.map((a) => ({

@@ -54,8 +54,18 @@ ${table(
 )}
 <h2>Approvals</h2>
 ${table(
-  ['Time', 'Event', 'Session', 'By', 'Reason'],
-  report.approvals.map((a) => [a.time, a.type, a.session, json(a.by), a.reason]),
+  ['Time', 'Decision', 'By', 'Reason', 'Project', 'Ref', 'Targets', 'Rule', 'Session'],
+  report.approvals.map((a) => [
+    a.time,
+    a.type.replace(/^approval\./, ''),
+    json(a.by),
+    a.reason,
+    a.project,
+    a.ref,
+    a.targets.join(', '),
+    a.rule,
+    a.session,
+  ]),
   'No approvals were recorded in the period.',
 )}
 <h2>Policy versions</h2>

@@ -59,14 +59,25 @@ export interface DenialReview {
   distinct_projects: number;
 }
 
-/** An approval given or refused. No event records approvals yet: always empty today. */
+/**
+ * An approval given (`approval.granted`, one per approver), refused (`approval.denied`) or never
+ * completed (`approval.timed_out`, `by` null) in the period (docs/approvals.md).
+ */
 export interface ApprovalReview {
   time: string;
   type: string;
   session: string | null;
-  /** Who approved or refused, as the event names them. */
+  /** Who approved or denied (operator ref, `token:<name>` or `oidc:<issuer>#<subject>`). */
   by: JsonValue;
+  /** The approver's `--reason`. */
   reason: string | null;
+  /** What was asked for, by whom, under which rule. */
+  targets: string[];
+  project: string | null;
+  ref: string | null;
+  rule: string | null;
+  /** The approvers counted so far (granted), before the denial (denied), not enough (timed_out). */
+  approved_by: string[];
 }
 
 /** An admin token a configuration allowed (`config.loaded`'s `operators`; docs/operators.md). */
@@ -365,21 +376,26 @@ export function policyVersions(
   ];
 }
 
-/**
- * Events that will carry approvals (issue 14's `approval:` rules). None is written yet; the
- * report picks them up by name so that it needs no change when they are.
- */
-function isApprovalEvent(type: string): boolean {
-  return type.startsWith('approval.') || type.startsWith('session.approv');
+/** The decisions on approvals (docs/approvals.md); `approval.requested` is not one. */
+export function isApprovalEvent(type: string): boolean {
+  return type === 'approval.granted' || type === 'approval.denied' || type === 'approval.timed_out';
 }
 
 function approval(type: string, time: number, d: JsonObject): ApprovalReview {
+  const p = objectOf(d.principal);
   return {
     time: iso(time),
     type,
     session: str(d.session),
-    by: d.approver ?? d.operator ?? d.by ?? null,
-    reason: str(d.reason),
+    by: d.by ?? null,
+    reason: str(d.note),
+    targets: strings(d.targets),
+    project: str(p.project),
+    ref: str(p.ref),
+    rule: str(d.rule),
+    // granted: this approval counted with the ones before it is in `approvals` (a number) only;
+    // denied and timed_out name the approvers before them.
+    approved_by: strings(d.approved_by),
   };
 }
 

@@ -21,6 +21,17 @@ export interface SessionsLiveMessage {
   gateway: string;
   count: number;
 }
+/** A session was created pending approval (docs/approvals.md). */
+export interface ApprovalRequestedMessage {
+  gateway: string;
+  session: string;
+}
+/** A pending session's approval was decided on this gateway. */
+export interface ApprovalDecidedMessage {
+  gateway: string;
+  session: string;
+  outcome: 'approved' | 'denied' | 'timed_out';
+}
 export interface TunnelOpenedMessage {
   gateway: string;
   session: string;
@@ -42,6 +53,8 @@ export const events = {
   sessionOpened: channel('ciport:session:opened'),
   sessionEnded: channel('ciport:session:ended'),
   sessionsLive: channel('ciport:session:live'),
+  approvalRequested: channel('ciport:approval:requested'),
+  approvalDecided: channel('ciport:approval:decided'),
   tunnelOpened: channel('ciport:tunnel:opened'),
   tunnelClosed: channel('ciport:tunnel:closed'),
   tunnelRefused: channel('ciport:tunnel:refused'),
@@ -51,6 +64,8 @@ interface Messages {
   sessionOpened: SessionOpenedMessage;
   sessionEnded: SessionEndedMessage;
   sessionsLive: SessionsLiveMessage;
+  approvalRequested: ApprovalRequestedMessage;
+  approvalDecided: ApprovalDecidedMessage;
   tunnelOpened: TunnelOpenedMessage;
   tunnelClosed: TunnelClosedMessage;
   tunnelRefused: TunnelRefusedMessage;

@@ -3,13 +3,25 @@
 // connections and a timer for its next deadline. A session ends at the first of: client end,
 // lease lapse, TTL, revocation, gateway shutdown. Ending cuts its connections at once
 // (RST_STREAM), then commits the state change with its `session.ended` event.
-import { auditEvent } from '../audit/events.js';
+import { type AuditEventInput, auditEvent } from '../audit/events.js';
 import type { GatewayConfig } from '../config/schema.js';
 import { CiportError } from '../errors/index.js';
+import { jobUserOf } from '../identity/job-user.js';
+import { type Operator, operatorRef } from '../identity/operator.js';
 import type { VerifiedToken } from '../identity/verify.js';
 import type { JobLiveness, JobRef } from '../jobs/index.js';
+import { type ApprovalTally, type ApprovalVote, approvalTermsFor } from '../policy/approval.js';
 import type { Decision, Policy } from '../policy/engine.js';
-import type { AuditStore, SessionRecord, SessionStore, Store } from '../store/types.js';
+import type { ApprovalStore, AuditStore, SessionRecord, SessionStore, Store } from '../store/types.js';
+import {
+  decisionEvents,
+  decisionGate,
+  endedError,
+  pendingError,
+  refusal,
+  requestedEvent,
+  timedOutEvent,
+} from './approvals.js';
 import { ByteBudget } from './byte-budget.js';
 import { publish } from './events.js';
 import { principalJson, principalSummary } from './principal.js';
@@ -78,7 +90,7 @@ export class LiveSession {
 
 export interface SessionManagerOptions {
   /** Sessions and their audit events; `engine` tells whether other gateways may share it. */
-  store: SessionStore & AuditStore & Pick<Store, 'engine'>;
+  store: SessionStore & AuditStore & ApprovalStore & Pick<Store, 'engine'>;
   config: Readonly<GatewayConfig>;
   policy: Policy;
   log: SessionLog;
@@ -103,7 +115,25 @@ export interface OpenedSession {
   secret: string;
   decision: Decision;
   ttlMs: number;
+  /** The session waits for approval (docs/approvals.md): no tunnel until it is approved. */
+  pending: boolean;
 }
+
+/** What an operator's decision on a pending session did (SessionManager.decide). */
+export interface ApprovalResult {
+  /** `pending`: counted (or counted before: `counted: false`), not enough approvals yet. */
+  status: 'pending' | 'approved' | 'denied';
+  /** False when this operator had approved already: an approval counts once. */
+  counted: boolean;
+  record: SessionRecord;
+  votes: ApprovalVote[];
+  tally: ApprovalTally;
+}
+
+/** Longest a client may wait in one approval long-poll (GET /v1/sessions/{id}/approval). */
+export const APPROVAL_WAIT_MAX_MS = 25_000;
+/** Long-polls one pending session may hold at once; more are answered at once. */
+const MAX_WAITERS = 8;
 
 /** A gateway is considered alive while its registry entry is younger than this. */
 /** Upper bound on waiting for cut connections to write their close events before ending. */
@@ -128,7 +158,7 @@ export type SessionOpenedHook = (record: SessionRecord) => void | Promise<void>;
 export type SessionEndedHook = (record: SessionRecord, reason: EndReason) => void | Promise<void>;
 
 export class SessionManager {
-  readonly #store: SessionStore & AuditStore & Pick<Store, 'engine'>;
+  readonly #store: SessionStore & AuditStore & ApprovalStore & Pick<Store, 'engine'>;
   readonly #config: Readonly<GatewayConfig>;
   #policy: Policy;
   readonly #log: SessionLog;
@@ -147,6 +177,8 @@ export class SessionManager {
   readonly #endNotified = new Set<string>();
   readonly #liveness: JobLiveness | undefined;
   #unsubscribe: (() => Promise<void>) | undefined;
+  /** Long-polls waiting for a pending session's decision, by session id (waitForApproval). */
+  readonly #waiters = new Map<string, Set<() => void>>();
 
   constructor(options: SessionManagerOptions) {
     this.#store = options.store;
@@ -223,21 +255,20 @@ export class SessionManager {
     const now = this.#now();
     let reaped = 0;
     for (const stale of await this.#store.expiredSessions(now)) {
+      // A pending session past its approval deadline timed out, gateway or not.
+      const reason: EndReason =
+        isPending(stale) && stale.expiresAt <= now ? 'approval_timeout' : 'expired_while_down';
       const change = await this.#store.endSession(
         stale.id,
-        storeReason('expired_while_down'),
-        (s) => this.#endedEvent(s, 'expired_while_down', now),
+        storeReason(reason),
+        await this.#endEvents(stale.id, reason, now),
         { at: now },
       );
       if (change) {
         reaped++;
-        publish('sessionEnded', {
-          gateway: this.#gatewayId,
-          session: stale.id,
-          reason: 'expired_while_down',
-        });
-        this.#log.info({ session: stale.id, reason: 'expired_while_down' }, 'session ended');
-        await this.#runEnded(change.session, 'expired_while_down');
+        publish('sessionEnded', { gateway: this.#gatewayId, session: stale.id, reason });
+        this.#log.info({ session: stale.id, reason }, 'session ended');
+        await this.#runEnded(change.session, reason);
       }
     }
     let adopted = 0;
@@ -283,6 +314,10 @@ export class SessionManager {
     const principal = verified.principal;
     const rule = decision.rule;
     const targets = decision.targets.map((t) => t.target);
+    // A granting rule with `approval:` makes the session pending: until approved its expiry is
+    // the approval deadline, its TTL starts at approval (docs/approvals.md).
+    const terms = approvalTermsFor(decision, (name) => this.#policy.rule(name)?.approval, now);
+    const sessionExpiresAt = terms ? terms.deadline : expiresAt;
     let jti: { issuer: string; jti: string; expiresAt: number } | undefined;
     if (verified.issuer.single_use_jti) {
       const value = verified.claims.jti;
@@ -306,58 +341,94 @@ export class SessionManager {
         targets,
         rule,
         createdAt: now,
-        expiresAt,
-        leaseExpiresAt: Math.min(expiresAt, now + this.leaseTimeoutMs),
+        expiresAt: sessionExpiresAt,
+        leaseExpiresAt: Math.min(sessionExpiresAt, now + this.leaseTimeoutMs),
         gatewayId: this.#gatewayId,
         jobRef: options.jobRef ? ({ ...options.jobRef } as unknown as SessionRecord['principal']) : null,
         targetRules: Object.fromEntries(decision.targets.map((t) => [t.target, t.rule])),
+        approval: terms
+          ? {
+              state: 'pending',
+              requirements: terms.requirements,
+              deadline: terms.deadline,
+              requestedAt: now,
+              ttlMs,
+              requester: jobUserOf(principal.kind, verified.claims),
+              approvedAt: null,
+            }
+          : null,
       },
       (s) =>
-        auditEvent(
-          'session.opened',
-          {
-            session: s.id,
-            principal: principalSummary(principal),
-            targets,
-            rule,
-            expires_at: new Date(expiresAt).toISOString(),
-            ttl_ms: ttlMs,
-            gateway: this.#gatewayId,
-          },
-          now,
-        ),
+        terms
+          ? requestedEvent(s, ttlMs, this.#gatewayId, now)
+          : auditEvent(
+              'session.opened',
+              {
+                session: s.id,
+                principal: principalSummary(principal),
+                targets,
+                rule,
+                expires_at: new Date(expiresAt).toISOString(),
+                ttl_ms: ttlMs,
+                gateway: this.#gatewayId,
+              },
+              now,
+            ),
       jti ? { jti } : {},
     );
     this.#adopt(session);
+    if (terms) {
+      publish('approvalRequested', { gateway: this.#gatewayId, session: session.id });
+      this.#log.info(
+        {
+          session: session.id,
+          issuer: session.issuer,
+          subject: session.subject,
+          targets,
+          rule,
+          groups: terms.requirements.flatMap((r) => r.groups),
+          deadline: new Date(terms.deadline).toISOString(),
+        },
+        'session pending approval',
+      );
+      return { record: session, secret, decision, ttlMs, pending: true };
+    }
     await this.#runOpened(session);
     publish('sessionOpened', { gateway: this.#gatewayId, session: session.id, issuer: verified.issuer.name });
     this.#log.info(
       { session: session.id, issuer: session.issuer, subject: session.subject, targets, rule, ttl_ms: ttlMs },
       'session opened',
     );
-    return { record: session, secret, decision, ttlMs };
+    return { record: session, secret, decision, ttlMs, pending: false };
   }
 
   /**
    * The live session `id` if `secret` is its secret. 404 unknown id, 401 wrong secret, 410 ended
-   * (with `end_reason`). A session whose deadline passed is ended on the spot.
+   * (with `end_reason`). A session whose deadline passed is ended on the spot. A session waiting
+   * for approval is refused (409 CIPORT_E_APPROVAL_PENDING: it carries no tunnel) unless
+   * `options.pending` is `allow` (heartbeats and the approval wait). That is decided from memory,
+   * without a store read a hostile job could repeat at will: an approval through this gateway
+   * updates the record at once, one through another gateway within a sweep (pending sessions
+   * are refreshed every sweep), before the waiting client is woken either way.
    */
-  async authenticate(id: string, secret: string): Promise<LiveSession> {
+  async authenticate(id: string, secret: string, options: { pending?: 'allow' } = {}): Promise<LiveSession> {
     const record = await this.#recordFor(id, secret);
-    if (record.state !== 'active') throw ended(record);
+    if (record.state !== 'active') throw endedError(record);
     const live = this.#live.get(id) ?? this.#adopt(record);
-    if (live.ending) throw ended({ id, endReason: live.endingReason ?? live.record.endReason });
+    if (live.ending)
+      throw endedError({ ...live.record, endReason: live.endingReason ?? live.record.endReason });
     const now = this.#now();
     if (now >= live.record.expiresAt || now >= live.record.leaseExpiresAt) {
       const after = await this.#deadline(live);
-      if (after) throw ended(after);
+      if (after) throw endedError(after);
     }
+    if (isPending(live.record) && options.pending !== 'allow') throw pendingError(live.record);
     return live;
   }
 
-  /** Extend the lease. Returns the record as it now stands. */
+  /** Extend the lease (a pending session's too). Returns the record as it now stands. */
   async heartbeat(id: string, secret: string): Promise<SessionRecord> {
-    const live = await this.authenticate(id, secret);
+    const live = await this.authenticate(id, secret, { pending: 'allow' });
     const now = this.#now();
     const leaseUntil = Math.min(live.record.expiresAt, now + this.leaseTimeoutMs);
     const ok = await this.#store.heartbeat(id, leaseUntil, now);
@@ -368,7 +439,7 @@ export class SessionManager {
         live.record = after; // another gateway extended it meanwhile
         return after;
       }
-      throw ended(after ?? { id, endReason: storeReason('lease_expired') });
+      throw endedError(after ?? { id, endReason: storeReason('lease_expired') });
     }
     live.record = { ...live.record, leaseExpiresAt: leaseUntil };
     return live.record;
@@ -382,14 +453,125 @@ export class SessionManager {
   }
 
   /**
-   * An operator ends a session; `note` (their reason, already sanitised) goes into
-   * `session.ended`. Unknown id: 404. Already ended: its record, unchanged.
+   * An operator ends a session (a pending one too); `note` (their reason, already sanitised) goes
+   * into `session.ended`. Unknown id: 404. Already ended: its record, unchanged, with `revoked:
+   * false` (also when another end won a race with this one).
    */
-  async revoke(id: string, by?: string, note?: string): Promise<SessionRecord> {
+  async revoke(id: string, by?: string, note?: string): Promise<{ record: SessionRecord; revoked: boolean }> {
     const record = this.#live.get(id)?.record ?? (await this.#store.getSession(id));
     if (!record) throw new CiportError('CIPORT_E_SESSION_NOT_FOUND', `no session ${id}`);
-    if (record.state !== 'active') return record;
-    return (await this.end(id, 'revoked', by, note)) ?? record;
+    if (record.state !== 'active') return { record, revoked: false };
+    const after = (await this.end(id, 'revoked', by, note)) ?? record;
+    return { record: after, revoked: after.endReason === 'revoked' && after.endedBy === (by ?? null) };
+  }
+
+  /**
+   * An operator approves or denies the pending session `id` (docs/approvals.md). The operator's
+   * role was checked by the caller; here: the session exists (404) and needs approval, the
+   * operator is in one of its groups and is not the job's user (decisionGate), and it is still
+   * pending before its deadline (refusal). The store decides atomically; on approval the session
+   * opens here (its opened hooks run) and its waiting client is woken, here or, through the
+   * sweep, on the gateway it waits on; on denial it ends like any other end.
+   */
+  async decide(
+    id: string,
+    operator: Operator,
+    decision: 'approve' | 'deny',
+    note?: string,
+  ): Promise<ApprovalResult> {
+    const known = this.#live.get(id)?.record ?? (await this.#store.getSession(id));
+    if (!known) throw new CiportError('CIPORT_E_SESSION_NOT_FOUND', `no session ${id}`);
+    const groups = decisionGate(operator, known);
+    const now = this.#now();
+    const vote: ApprovalVote = { by: operatorRef(operator), decision, at: now, note: note ?? null, groups };
+    const result = await this.#store.decideApproval(id, vote, decisionEvents(vote, this.#gatewayId));
+    if (result.outcome === 'unknown') throw new CiportError('CIPORT_E_SESSION_NOT_FOUND', `no session ${id}`);
+    if (result.outcome === 'refused') {
+      const err = refusal(result.session, result.votes, now);
+      // Past its deadline and still stored pending: end it now rather than at the next sweep.
+      if (err.code === 'CIPORT_E_APPROVAL_TIMEOUT' && result.session.state === 'active') {
+        await this.#endPending(id).catch((e) => this.#fail('approval timeout', e));
+      }
+      throw err;
+    }
+    const { session, votes, tally } = result;
+    const live = this.#live.get(id);
+    this.#log.info(
+      { session: id, by: vote.by, decision, outcome: result.outcome, approvals: tally.approvers.length },
+      'approval decision',
+    );
+    if (result.outcome === 'repeated' || result.outcome === 'counted') {
+      if (live) live.record = session;
+      return { status: 'pending', counted: result.outcome === 'counted', record: session, votes, tally };
+    }
+    if (result.outcome === 'approved') {
+      publish('approvalDecided', { gateway: this.#gatewayId, session: id, outcome: 'approved' });
+      if (live) this.#refresh(live, session);
+      await this.#runOpened(session);
+      publish('sessionOpened', { gateway: this.#gatewayId, session: id, issuer: session.issuer });
+      return { status: 'approved', counted: true, record: session, votes, tally };
+    }
+    publish('approvalDecided', { gateway: this.#gatewayId, session: id, outcome: 'denied' });
+    publish('sessionEnded', { gateway: this.#gatewayId, session: id, reason: 'approval_denied' });
+    if (live && !live.ending) {
+      live.endingReason = 'approval_denied';
+      live.record = session;
+      live.abortDials();
+      for (const c of live.connections) c.cut('approval_denied');
+      this.#drop(live);
+      live.ending = Promise.resolve(session);
+    }
+    await this.#runEnded(session, 'approval_denied');
+    return { status: 'denied', counted: true, record: session, votes, tally };
+  }
+
+  /**
+   * The job's client waits for the decision on its pending session (long-poll): resolves with
+   * the record once it is no longer pending, or as it stands after `maxMs` (at most
+   * APPROVAL_WAIT_MAX_MS); throws the ended error (410: denied, timed out, …) once it ended.
+   * Woken at once by a decision on this gateway, within a sweep by one on another; `signal`
+   * (the request went away) ends the wait early.
+   */
+  async waitForApproval(
+    id: string,
+    secret: string,
+    maxMs: number,
+    signal?: AbortSignal,
+  ): Promise<SessionRecord> {
+    const live = await this.authenticate(id, secret, { pending: 'allow' });
+    const set = this.#waiters.get(id) ?? new Set<() => void>();
+    // A job waits with one long-poll; a few more are tolerated, not thousands of timers.
+    if (!isPending(live.record) || maxMs <= 0 || this.#stopped || set.size >= MAX_WAITERS) return live.record;
+    await new Promise<void>((resolve) => {
+      this.#waiters.set(id, set);
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        set.delete(done);
+        if (set.size === 0 && this.#waiters.get(id) === set) this.#waiters.delete(id);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.min(maxMs, APPROVAL_WAIT_MAX_MS));
+      timer.unref();
+      signal?.addEventListener('abort', done, { once: true });
+      set.add(done);
+    });
+    return (await this.authenticate(id, secret, { pending: 'allow' })).record;
+  }
+
+  /** Sessions waiting for approval (every gateway's), newest first, with their votes. */
+  async pendingApprovals(limit = 1000): Promise<Array<{ record: SessionRecord; votes: ApprovalVote[] }>> {
+    const records = await this.#store.listSessions({ pendingApproval: true, limit });
+    const votes = await this.#store.approvalVotes(records.map((r) => r.id));
+    return records.map((record) => ({ record, votes: votes.get(record.id) ?? [] }));
+  }
+
+  /** One session with its approval votes (any state), or undefined. */
+  async withVotes(id: string): Promise<{ record: SessionRecord; votes: ApprovalVote[] } | undefined> {
+    const record = await this.#store.getSession(id);
+    if (!record) return undefined;
+    const votes = record.approval ? ((await this.#store.approvalVotes([id])).get(id) ?? []) : [];
+    return { record, votes };
   }
 
   /**
@@ -398,6 +580,7 @@ export class SessionManager {
    * an unknown id.
    */
   end(id: string, reason: EndReason, by?: string, note?: string): Promise<SessionRecord | undefined> {
+    if (reason === 'approval_timeout') return this.#endPending(id);
     const live = this.#live.get(id);
     if (!live) return this.#endStored(id, reason, by, true, note);
     live.endingReason ??= reason;
@@ -428,6 +611,36 @@ export class SessionManager {
       return result;
     })();
     return live.ending;
+  }
+
+  /**
+   * End a pending session whose approval deadline passed (`approval_timeout`). The store's end is
+   * conditional (still pending, deadline passed), so an approval committed meanwhile wins: then
+   * the session stays live here with its new expiry, and nothing was cut (a pending session has
+   * no tunnel and no dial). Resolves to the record as the store has it (ended or approved).
+   */
+  #endPending(id: string): Promise<SessionRecord | undefined> {
+    const live = this.#live.get(id);
+    if (!live) return this.#endStored(id, 'approval_timeout', undefined, true);
+    if (live.ending) return live.ending;
+    const ending = (async () => {
+      const result = await this.#endStored(id, 'approval_timeout', undefined, false);
+      if (result?.state === 'active') {
+        live.ending = undefined;
+        this.#refresh(live, result);
+        return result;
+      }
+      const reason = (result?.endReason ?? 'approval_timeout') as EndReason;
+      live.endingReason = reason;
+      if (result) live.record = result;
+      live.abortDials();
+      for (const c of live.connections) c.cut(reason);
+      this.#drop(live);
+      await this.#runEnded(live.record, reason);
+      return result;
+    })();
+    live.ending = ending;
+    return ending;
   }
 
   /**
@@ -464,7 +677,9 @@ export class SessionManager {
    * check and the registration are one synchronous step, so concurrent opens cannot overshoot.
    */
   attach(live: LiveSession, connection: SessionConnection): void {
-    if (live.ending) throw ended({ id: live.id, endReason: live.endingReason ?? live.record.endReason });
+    if (live.ending)
+      throw endedError({ ...live.record, endReason: live.endingReason ?? live.record.endReason });
+    if (isPending(live.record)) throw pendingError(live.record);
     if (live.bytes.exceeded) {
       throw new CiportError(
         'CIPORT_E_BYTE_LIMIT',
@@ -504,6 +719,7 @@ export class SessionManager {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#sweepTimer);
+    this.#wakeAll();
     for (const live of this.#live.values()) {
       clearTimeout(live.timer);
       this.#liveness?.unwatch(live.id);
@@ -516,6 +732,7 @@ export class SessionManager {
   abandon(): void {
     this.#stopped = true;
     clearInterval(this.#sweepTimer);
+    this.#wakeAll();
     for (const live of this.#live.values()) {
       clearTimeout(live.timer);
       this.#liveness?.unwatch(live.id);
@@ -564,6 +781,35 @@ export class SessionManager {
     clearTimeout(live.timer);
     if (this.#live.get(live.id) === live) this.#live.delete(live.id);
     publish('sessionsLive', { gateway: this.#gatewayId, count: this.#live.size });
+    this.#wake(live.id);
+  }
+
+  /**
+   * The store's copy of a session this gateway serves, taken in: a pending session another
+   * gateway (or this one) approved gets its new expiry scheduled and its waiting client woken.
+   */
+  #refresh(live: LiveSession, fresh: SessionRecord): void {
+    const wasPending = isPending(live.record);
+    live.record = { ...fresh };
+    if (wasPending && !isPending(fresh)) {
+      this.#schedule(live);
+      this.#log.info(
+        { session: live.id, expires_at: new Date(fresh.expiresAt).toISOString() },
+        'session approved',
+      );
+      this.#wake(live.id);
+    }
+  }
+
+  /** Wake the approval long-polls of session `id` (they re-read its state). */
+  #wake(id: string): void {
+    const set = this.#waiters.get(id);
+    if (!set) return;
+    for (const done of [...set]) done();
+  }
+
+  #wakeAll(): void {
+    for (const id of [...this.#waiters.keys()]) this.#wake(id);
   }
 
   #connectionLimit(record: SessionRecord): number {
@@ -592,6 +838,7 @@ export class SessionManager {
   async #deadline(live: LiveSession): Promise<SessionRecord | undefined> {
     if (live.ending) return live.ending;
     const now = this.#now();
+    if (isPending(live.record) && now >= live.record.expiresAt) return this.#approvalDeadline(live);
     if (now >= live.record.expiresAt) return this.end(live.id, 'expired');
     if (now < live.record.leaseExpiresAt) {
       this.#schedule(live);
@@ -609,6 +856,28 @@ export class SessionManager {
       return undefined;
     }
     return this.end(live.id, this.#now() >= fresh.expiresAt ? 'expired' : 'lease_expired');
+  }
+
+  /**
+   * A pending session's approval deadline passed: unless the store says it was approved (an
+   * approval through another gateway wins; the store's end is conditional too), it ends with
+   * `approval_timeout`.
+   */
+  async #approvalDeadline(live: LiveSession): Promise<SessionRecord | undefined> {
+    const fresh = await this.#store.getSession(live.id);
+    if (fresh?.state === 'active' && !isPending(fresh)) {
+      this.#refresh(live, fresh);
+      return this.#deadline(live);
+    }
+    if (fresh?.state !== 'active') {
+      this.#cutEndedElsewhere(live, fresh);
+      return fresh;
+    }
+    const after = await this.#endPending(live.id);
+    if (after?.endReason === 'approval_timeout') {
+      publish('approvalDecided', { gateway: this.#gatewayId, session: live.id, outcome: 'timed_out' });
+    }
+    return after?.state === 'active' ? this.#deadline(live) : after;
   }
 
   /** The store says a session we serve ended (another gateway, an operator): cut locally. */
@@ -634,7 +903,7 @@ export class SessionManager {
     const change = await this.#store.endSession(
       id,
       storeReason(reason),
-      (s) => this.#endedEvent(s, reason, now, by, note),
+      await this.#endEvents(id, reason, now, by, note),
       { at: now, current: this.#live.get(id)?.record, by, note },
     );
     if (change) {
@@ -689,6 +958,20 @@ export class SessionManager {
     }
   }
 
+  /** The events of an end: `session.ended`, after `approval.timed_out` for an approval timeout. */
+  async #endEvents(
+    id: string,
+    reason: EndReason,
+    now: number,
+    by?: string,
+    note?: string,
+  ): Promise<Array<(s: SessionRecord) => AuditEventInput>> {
+    const ended = (s: SessionRecord) => this.#endedEvent(s, reason, now, by, note);
+    if (reason !== 'approval_timeout') return [ended];
+    const votes = (await this.#store.approvalVotes([id])).get(id) ?? [];
+    return [(s) => timedOutEvent(s, votes, now), ended];
+  }
+
   #endedEvent(s: SessionRecord, reason: EndReason, now: number, by?: string, note?: string) {
     return auditEvent(
       'session.ended',
@@ -715,13 +998,25 @@ export class SessionManager {
       for (const record of await this.#store.expiredSessions(now)) {
         const live = this.#live.get(record.id);
         if (live) await this.#deadline(live);
-        else await this.end(record.id, record.expiresAt <= now ? 'expired' : 'lease_expired');
+        else if (isPending(record) && record.expiresAt <= now) {
+          const after = await this.#endPending(record.id);
+          if (after?.endReason === 'approval_timeout') {
+            publish('approvalDecided', {
+              gateway: this.#gatewayId,
+              session: record.id,
+              outcome: 'timed_out',
+            });
+          }
+        } else await this.end(record.id, record.expiresAt <= now ? 'expired' : 'lease_expired');
       }
       // Sessions served here that were ended through another gateway (a missed or absent
       // notification): cut their connections and run the onEnded hooks. Sessions with open
-      // connections are checked every sweep, the others every fifth.
+      // connections are checked every sweep, the others every fifth; sessions waiting for
+      // approval every sweep too (an approval through another gateway wakes their client).
       const all = this.#sweeps++ % 5 === 0;
-      const due = [...this.#live.values()].filter((l) => !l.ending && (all || l.connections.size > 0));
+      const due = [...this.#live.values()].filter(
+        (l) => !l.ending && (all || l.connections.size > 0 || isPending(l.record)),
+      );
       // Several: one query for the active sessions instead of one per session (a thousand
       // sessions with idle tunnels made a thousand queries a second). Those it does not list
       // (ended, or beyond its limit) are looked up one by one, as before.
@@ -730,7 +1025,7 @@ export class SessionManager {
         if (live.ending) continue;
         const fresh = active?.get(live.id) ?? (await this.#store.getSession(live.id));
         if (fresh?.state !== 'active') this.#cutEndedElsewhere(live, fresh);
-        else live.record = { ...fresh };
+        else this.#refresh(live, fresh);
       }
     } catch (err) {
       this.#fail('sweep', err);
@@ -762,9 +1057,7 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 /** The largest page of sessions the store returns (its MAX_LIMIT). */
 const ACTIVE_LIST_MAX = 10_000;
 
-function ended(record: { id: string; endReason: string | null }): CiportError {
-  const reason = record.endReason ?? 'ended';
-  return new CiportError('CIPORT_E_SESSION_ENDED', `session ${record.id} has ended (${reason})`, {
-    details: { end_reason: reason },
-  });
+/** Waiting for approval: stored active, but opening nothing until approved. */
+function isPending(record: SessionRecord): boolean {
+  return record.approval?.state === 'pending';
 }

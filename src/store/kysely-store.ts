@@ -18,6 +18,8 @@ import {
 } from '../audit/events.js';
 import { TARGET_NAME_RE } from '../config/target-name.js';
 import { CiportError } from '../errors/index.js';
+import type { ApprovalVote } from '../policy/approval.js';
+import { approvalColumns, approvalVotes, decideApproval, readApproval } from './approvals.js';
 import { AGENT_REVOKED_CHANNEL, type AuditRow, type Engine, SESSION_ENDED_CHANNEL } from './engines.js';
 import { StoreError, wrapStoreError } from './errors.js';
 import { MIGRATION_LOCK_TABLE, MIGRATION_TABLE, migrationNames, migrationProvider } from './migrations.js';
@@ -42,6 +44,8 @@ import type {
   AgentChange,
   AgentEventFor,
   AgentRevokedListener,
+  ApprovalEventsFor,
+  ApprovalOutcome,
   AuditQuery,
   EventFor,
   GatewayRecord,
@@ -178,7 +182,9 @@ export class KyselyStore implements Store {
       endedAt: null,
       endedBy: null,
       endNote: null,
+      approval: input.approval ? { ...input.approval, approvedAt: null } : null,
     };
+    const approvalRow = approvalColumns(session.approval);
     const jti = options.jti;
     if (jti) {
       if (typeof jti.jti !== 'string' || jti.jti.length === 0 || jti.jti.length > 512) {
@@ -203,7 +209,15 @@ export class KyselyStore implements Store {
           },
         );
       }
-      steps.push({ sql: INSERT_SESSION, params: sessionParams(session) });
+      steps.push({
+        sql: INSERT_SESSION,
+        params: [
+          ...sessionParams(session),
+          approvalRow.approval,
+          approvalRow.approval_state,
+          approvalRow.approved_at,
+        ],
+      });
       return this.#guard(async () => {
         const chained = await writeJob({ steps, events: [prepared], now: session.createdAt });
         const c = chained?.[0];
@@ -245,6 +259,7 @@ export class KyselyStore implements Store {
             gateway_id: session.gatewayId,
             job_ref: session.jobRef ? JSON.stringify(session.jobRef) : null,
             target_rules: session.targetRules ? JSON.stringify(session.targetRules) : null,
+            ...approvalRow,
           })
           .execute();
         const written = await this.#append(trx, resolveEvent(event, session), session.createdAt);
@@ -256,7 +271,7 @@ export class KyselyStore implements Store {
   async endSession(
     id: string,
     reason: SessionEndReason,
-    event: EventFor,
+    event: EventFor | readonly EventFor[],
     options: {
       at?: number;
       current?: SessionRecord;
@@ -267,16 +282,23 @@ export class KyselyStore implements Store {
     if (!(SESSION_END_REASONS as readonly string[]).includes(reason)) {
       throw new CiportError('CIPORT_E_INTERNAL', `unknown session end reason "${reason}"`);
     }
+    if (reason === 'approval_denied') {
+      throw new CiportError('CIPORT_E_INTERNAL', 'a denial is recorded with decideApproval');
+    }
+    const eventsFor = (session: SessionRecord) =>
+      (Array.isArray(event) ? event : [event]).map((e: EventFor) => resolveEvent(e, session));
+    // A timeout ends only a session still pending past its deadline: an approval wins a race.
+    const timeout = reason === 'approval_timeout';
     const at = options.at ?? this.#clock();
     const endedBy = options.by ?? null;
     const endNote = options.note ?? null;
-    const writeJob = this.#engine.writeJob ? (job: WriteJob) => this.#writeJob(job) : undefined;
+    const writeJob = this.#engine.writeJob && !timeout ? (job: WriteJob) => this.#writeJob(job) : undefined;
     if (writeJob) {
-      // The change as data, run in the writer thread (one message). Its event is built from the
+      // The change as data, run in the writer thread (one message). Its events are built from the
       // record as the update will leave it: the caller's copy or a read now, and the update is
-      // conditional on the row still being exactly that (active, same lease; no other column of
-      // a session ever changes), so the event is what the generic path would write. If the row
-      // moved meanwhile (ended, or a heartbeat), the generic path below decides.
+      // conditional on the row still being exactly that (active, same lease and expiry; only a
+      // heartbeat and an approval change an active session), so the events are what the generic
+      // path would write. If the row moved meanwhile, the generic path below decides.
       const fast = await this.#guard(async () => {
         const hint = options.current;
         const current = hint?.id === id && hint.state === 'active' ? hint : await this.getSession(id);
@@ -290,21 +312,21 @@ export class KyselyStore implements Store {
           endedBy,
           endNote,
         };
-        const prepared = prepareAuditEvent(resolveEvent(event, session));
+        const prepared = eventsFor(session).map(prepareAuditEvent);
         const chained = await writeJob({
           steps: [
             {
               sql: END_SESSION,
-              params: [reason, at, endedBy, endNote, id, current.leaseExpiresAt],
+              params: [reason, at, endedBy, endNote, id, current.leaseExpiresAt, current.expiresAt],
               ifNone: 'stop',
             },
           ],
-          events: [prepared],
+          events: prepared,
           now: at,
         });
-        const c = chained?.[0];
+        const c = chained?.at(-1);
         if (!c) return { done: false as const };
-        const written = storedEvent(c.seq, c.time, prepared, c.hash, c.prevHash);
+        const written = storedEvent(c.seq, c.time, prepared.at(-1) as PreparedEvent, c.hash, c.prevHash);
         return { done: true as const, change: { session, event: written } };
       });
       if (fast.done) return fast.change;
@@ -312,16 +334,16 @@ export class KyselyStore implements Store {
     return this.#guard(() =>
       this.#write(async (trx) => {
         // The conditional update is the arbiter: of concurrent enders only one sees a row.
-        const row = await trx
+        let q = trx
           .updateTable('sessions')
           .set({ state: 'ended', end_reason: reason, ended_at: at, ended_by: endedBy, end_note: endNote })
           .where('id', '=', id)
-          .where('state', '=', 'active')
-          .returningAll()
-          .executeTakeFirst();
+          .where('state', '=', 'active');
+        if (timeout) q = q.where('approval_state', '=', 'pending').where('expires_at', '<=', at);
+        const row = await q.returningAll().executeTakeFirst();
         if (!row) return undefined;
         const session = toSession(row);
-        const written = await this.#append(trx, resolveEvent(event, session), at);
+        const written = (await this.#appendMany(trx, eventsFor(session), at)).at(-1) as AuditEvent;
         await this.#engine.notify(trx, SESSION_ENDED_CHANNEL, id);
         return { session, event: written };
       }),
@@ -363,7 +385,8 @@ export class KyselyStore implements Store {
     const limit = clampLimit(options.limit);
     return this.#guard(async () => {
       let q = this.#db.selectFrom('sessions').selectAll();
-      if (options.activeOnly) q = q.where('state', '=', 'active');
+      if (options.activeOnly || options.pendingApproval) q = q.where('state', '=', 'active');
+      if (options.pendingApproval) q = q.where('approval_state', '=', 'pending');
       const since = options.since;
       if (since !== undefined) {
         q = q.where((eb) =>
@@ -387,6 +410,32 @@ export class KyselyStore implements Store {
         .execute();
       return rows.map(toSession);
     });
+  }
+
+  // ---- approvals (approvals.ts) ------------------------------------------------------------
+
+  decideApproval(id: string, vote: ApprovalVote, events: ApprovalEventsFor): Promise<ApprovalOutcome> {
+    checkInt('vote.at', vote.at);
+    checkId('vote.by', vote.by);
+    return this.#guard(() =>
+      this.#write((trx) =>
+        decideApproval(
+          trx,
+          {
+            toSession,
+            append: (t, inputs, at) => this.#appendMany(t, inputs, at),
+            notifyEnded: (t, sessionId) => this.#engine.notify(t, SESSION_ENDED_CHANNEL, sessionId),
+          },
+          id,
+          vote,
+          events,
+        ),
+      ),
+    );
+  }
+
+  approvalVotes(sessionIds: readonly string[]): Promise<Map<string, ApprovalVote[]>> {
+    return this.#guard(() => approvalVotes(this.#db, sessionIds));
   }
 
   // ---- audit -------------------------------------------------------------------------------
@@ -580,8 +629,17 @@ export class KyselyStore implements Store {
    * advisory xact lock; SQLite: BEGIN IMMEDIATE) is held from reading the head until commit.
    */
   async #append(trx: Kysely<Database>, input: AuditEventInput, defaultTime?: number): Promise<AuditEvent> {
-    const [event] = await this.#appendBatch(trx, [prepareAuditEvent(input)], defaultTime);
+    const [event] = await this.#appendMany(trx, [input], defaultTime);
     return event as AuditEvent;
+  }
+
+  /** Chain several events, in order, inside the caller's write transaction (see #append). */
+  #appendMany(
+    trx: Kysely<Database>,
+    inputs: readonly AuditEventInput[],
+    defaultTime?: number,
+  ): Promise<AuditEvent[]> {
+    return this.#appendBatch(trx, inputs.map(prepareAuditEvent), defaultTime);
   }
 
   /**
@@ -1087,10 +1145,11 @@ const CLAIM_JTI =
 const INSERT_SESSION =
   'insert into "sessions" ("id", "secret_hash", "issuer", "subject", "principal", "targets", "rule", ' +
   '"state", "end_reason", "created_at", "expires_at", "lease_expires_at", "ended_at", "gateway_id", ' +
-  '"job_ref", "target_rules") values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
+  '"job_ref", "target_rules", "approval", "approval_state", "approved_at") ' +
+  'values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
 const END_SESSION =
   'update "sessions" set "state" = \'ended\', "end_reason" = ?, "ended_at" = ?, "ended_by" = ?, "end_note" = ? ' +
-  'where "id" = ? and "state" = \'active\' and "lease_expires_at" = ?';
+  'where "id" = ? and "state" = \'active\' and "lease_expires_at" = ? and "expires_at" = ?';
 
 function sessionParams(session: SessionRecord): unknown[] {
   return [
@@ -1250,6 +1309,7 @@ function toSession(row: Selectable<SessionsTable>): SessionRecord {
     targetRules: row.target_rules ? (JSON.parse(row.target_rules) as Record<string, string>) : null,
     endedBy: row.ended_by ?? null,
     endNote: row.end_note ?? null,
+    approval: readApproval(row),
   };
 }
 

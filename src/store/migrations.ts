@@ -251,6 +251,29 @@ function migrations(engine: StoreEngine): Record<string, Migration> {
           .execute();
       },
     },
+    // Approvals (docs/approvals.md): a session whose rule has `approval:` is created pending. The
+    // session row keeps its terms (`approval`, JSON: requirements, deadline, TTL, the job's user)
+    // and whether it is `pending` or `approved` (and when); each operator's decision is a row of
+    // `session_approvals`, whose primary key makes a second approval by the same operator count
+    // once, on every gateway sharing the store.
+    '0010_session_approvals': {
+      async up(db: AnyDb) {
+        await db.schema.alterTable('sessions').addColumn('approval', 'text').execute();
+        await db.schema.alterTable('sessions').addColumn('approval_state', 'text').execute();
+        await db.schema.alterTable('sessions').addColumn('approved_at', 'bigint').execute();
+        await db.schema
+          .createTable('session_approvals')
+          .addColumn('session_id', 'text', (c) => c.notNull())
+          .addColumn('operator', 'text', (c) => c.notNull())
+          .addColumn('decision', 'text', (c) => c.notNull())
+          .addColumn('at', 'bigint', (c) => c.notNull())
+          .addColumn('note', 'text')
+          .addColumn('groups', 'text', (c) => c.notNull().defaultTo('[]'))
+          .addPrimaryKeyConstraint('session_approvals_pk', ['session_id', 'operator'])
+          .addCheckConstraint('session_approvals_decision_check', sql`decision in ('approve', 'deny')`)
+          .execute();
+      },
+    },
   };
 }
 

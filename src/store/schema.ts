@@ -30,6 +30,25 @@ export interface SessionsTable {
   ended_by: ColumnType<string | null, string | null | undefined, string | null>;
   /** The operator's reason for ending it, escaped, or null (migration 0007). */
   end_note: ColumnType<string | null, string | null | undefined, string | null>;
+  /** JSON of its approval terms (SessionApproval without state), or null: none needed (0010). */
+  approval: ColumnType<string | null, string | null | undefined, string | null>;
+  /** `pending` or `approved` when `approval` is set; null otherwise (migration 0010). */
+  approval_state: ColumnType<string | null, string | null | undefined, string | null>;
+  /** When its last needed approval came (migration 0010). */
+  approved_at: ColumnType<number | string | bigint | null, number | null | undefined, number | null>;
+}
+
+/** One operator's decision on a pending session (migration 0010). */
+export interface SessionApprovalsTable {
+  session_id: string;
+  /** operatorRef(): `token:<name>` or `oidc:<issuer>#<subject>`. */
+  operator: string;
+  /** `approve` or `deny`. */
+  decision: string;
+  at: IntColumn;
+  note: ColumnType<string | null, string | null | undefined, string | null>;
+  /** JSON array: the operator's groups the session's requirements name. */
+  groups: ColumnType<string, string | undefined, string>;
 }
 
 export interface UsedJtisTable {
@@ -135,6 +154,7 @@ export interface Database {
   gateways: GatewaysTable;
   audit_sink_cursors: AuditSinkCursorsTable;
   operator_sessions: OperatorSessionsTable;
+  session_approvals: SessionApprovalsTable;
 }
 
 export function toInt(value: number | string | bigint): number {

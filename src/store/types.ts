@@ -4,6 +4,8 @@
 import type { JsonObject } from '../audit/canonical.js';
 import type { ChainRow } from '../audit/chain.js';
 import type { AuditEvent, AuditEventInput, SessionEndReason } from '../audit/events.js';
+import type { JobUser } from '../identity/job-user.js';
+import type { ApprovalRequirement, ApprovalTally, ApprovalVote } from '../policy/approval.js';
 import type { OperatorSessionStore } from './operator-sessions.js';
 import type { AuditSinkStore } from './sink-cursors.js';
 
@@ -46,6 +48,28 @@ export interface SessionRecord {
   endedBy?: string | null;
   /** The operator's reason (`--reason`, already escaped), as `session.ended`'s `note`. */
   endNote?: string | null;
+  /**
+   * Approval (docs/approvals.md, migration 0010): null or absent when its granting rules need
+   * none. While `pending`, the session is stored `active` (its lease runs, the client heartbeats)
+   * but opens no tunnel, and `expiresAt` is the approval deadline; approval sets `expiresAt` to
+   * the approval time plus `ttlMs`.
+   */
+  approval?: SessionApproval | null;
+}
+
+/** A session's approval: its terms, fixed when it was requested, and how far it got. */
+export interface SessionApproval {
+  state: 'pending' | 'approved';
+  requirements: ApprovalRequirement[];
+  /** Epoch ms: the approval deadline (the session's `expiresAt` while pending). */
+  deadline: number;
+  requestedAt: number;
+  /** The session's lifetime from approval on. */
+  ttlMs: number;
+  /** The job's user, who may not decide on it (src/identity/job-user.ts). */
+  requester: JobUser;
+  /** When the last needed approval came; null while pending. */
+  approvedAt: number | null;
 }
 
 export type NewSession = Omit<SessionRecord, 'state' | 'endReason' | 'endedAt'>;
@@ -136,6 +160,56 @@ export interface GatewayRecord {
   lastSeenAt: number;
 }
 
+/**
+ * The audit events of an approval decision (decideApproval), built from the session as the
+ * decision leaves it. The store appends them in the same transaction as the change.
+ */
+export interface ApprovalEventsFor {
+  /** `approval.granted` for this approver. */
+  granted(session: SessionRecord, tally: ApprovalTally): AuditEventInput;
+  /** `session.opened`: the approval met the requirements. */
+  opened(session: SessionRecord, tally: ApprovalTally): AuditEventInput;
+  /** `approval.denied`. */
+  denied(session: SessionRecord, tally: ApprovalTally): AuditEventInput;
+  /** `session.ended` with reason `approval_denied`. */
+  ended(session: SessionRecord): AuditEventInput;
+}
+
+/**
+ * What decideApproval did. `refused`: the session is not pending any more, or its deadline has
+ * passed (the caller tells which from `session`); `repeated`: this operator had approved it
+ * already (nothing written; an approval counts once); `counted`: recorded, not enough yet.
+ */
+export type ApprovalOutcome =
+  | { outcome: 'unknown' }
+  | { outcome: 'refused'; session: SessionRecord; votes: ApprovalVote[] }
+  | { outcome: 'repeated'; session: SessionRecord; votes: ApprovalVote[]; tally: ApprovalTally }
+  | {
+      outcome: 'counted' | 'approved' | 'denied';
+      session: SessionRecord;
+      votes: ApprovalVote[];
+      tally: ApprovalTally;
+      events: AuditEvent[];
+    };
+
+/** Approvals (docs/approvals.md, migration 0010). */
+export interface ApprovalStore {
+  /**
+   * Record `vote` on the pending session `id`, in ONE transaction that first locks the session row
+   * with a conditional update (`… where state = 'active' and approval_state = 'pending'`), so
+   * that of concurrent deciders on every gateway each sees the votes of those before it:
+   * - `deny`: the session ends (`approval_denied`, `by` and `note` kept) with
+   *   `events.denied` and `events.ended`; the end is NOTIFYed like any other;
+   * - `approve`: the vote is inserted unless the operator approved already (`repeated`); when the
+   *   approvals now meet the requirements the session becomes `approved`, `expiresAt` becomes
+   *   `vote.at + ttlMs`, with `events.granted` and `events.opened`; otherwise `events.granted`.
+   * A session past its deadline, or not pending, is `refused` and nothing is written.
+   */
+  decideApproval(id: string, vote: ApprovalVote, events: ApprovalEventsFor): Promise<ApprovalOutcome>;
+  /** The votes on each of `sessionIds`, in decision order (sessions without votes: absent). */
+  approvalVotes(sessionIds: readonly string[]): Promise<Map<string, ApprovalVote[]>>;
+}
+
 export interface ListSessionsOptions {
   /**
    * Epoch ms. Lists sessions alive at some point since then: created, ended or still active
@@ -143,6 +217,8 @@ export interface ListSessionsOptions {
    */
   since?: number;
   activeOnly?: boolean;
+  /** Only active sessions waiting for approval (implies activeOnly). */
+  pendingApproval?: boolean;
   /** Newest first; default 1000. */
   limit?: number;
 }
@@ -191,11 +267,14 @@ export interface SessionStore {
    * `current`: the caller's copy of the record, a hint that may spare the store a read; a stale
    * copy changes nothing but speed (the store checks it against the row under its write lock).
    * `by` and `note` (who ended it and why) are kept with the row (SessionRecord.endedBy/endNote).
+   * Several events are appended in order; `event` of the change is the last. `approval_timeout`
+   * ends only a session still pending approval whose deadline has passed at `at` (an approval
+   * committed meanwhile wins); `approval_denied` is decideApproval's alone.
    */
   endSession(
     id: string,
     reason: SessionEndReason,
-    event: EventFor,
+    event: EventFor | readonly EventFor[],
     options?: { at?: number; current?: SessionRecord; by?: string | undefined; note?: string | undefined },
   ): Promise<SessionChange | undefined>;
   /**
@@ -345,7 +424,8 @@ export interface Store
     GatewayStore,
     MetaStore,
     AuditSinkStore,
-    OperatorSessionStore {
+    OperatorSessionStore,
+    ApprovalStore {
   readonly engine: StoreEngine;
 
   /**

@@ -67,11 +67,11 @@ describe('admin_tokens', () => {
     );
   });
 
-  // Found by the r14 operator walk-through: `role: superuser` (or `roles: [admin, root]`) is
+  // Found by the r14 operator walk-through: `role: superuser` (or `roles: [admin, root]`) was
   // refused with "admin_tokens[0]: Invalid input: expected string, received undefined", an error
   // of the unnamed-secret branch of the union that says nothing about the role. The message
-  // should name the bad role and the roles allowed (admin, approver, auditor).
-  it.fails('says which role is unknown and which roles exist', () => {
+  // names the bad role and the roles allowed (admin, approver, auditor).
+  it('says which role is unknown and which roles exist', () => {
     for (const entry of [
       '  - {name: x, token: {env: A}, role: superuser}\n',
       '  - {name: x, token: {env: A}, roles: [admin, superuser]}\n',
@@ -80,6 +80,27 @@ describe('admin_tokens', () => {
       expect(message).not.toContain('expected string, received undefined');
       expect(message).toContain('superuser');
       expect(message).toMatch(/admin.*approver.*auditor/);
+    }
+  });
+
+  it('gives a named token approval groups (docs/approvals.md); unnamed tokens have none', () => {
+    const cfg = parse(
+      '  - {env: A}\n' +
+        '  - {name: dba-oncall, token: {env: B}, role: approver, groups: [dba, "/platform/dba", dba]}\n',
+    );
+    expect(adminTokenEntries(cfg.admin_tokens).map((e) => e.groups)).toEqual([[], ['dba', '/platform/dba']]);
+    const tokens = AdminTokens.fromConfig(cfg.admin_tokens);
+    expect(tokens.match('value-b')).toEqual({
+      kind: 'token',
+      name: 'dba-oncall',
+      roles: ['approver'],
+      groups: ['dba', '/platform/dba'],
+    });
+    expect(tokens.match('value-a')?.groups).toBeUndefined();
+    for (const bad of ['groups: []', 'groups: ["has space"]', 'groups: [""]']) {
+      expect(failure(`  - {name: x, token: {env: A}, role: approver, ${bad}}\n`).code).toBe(
+        'CIPORT_E_CONFIG_INVALID',
+      );
     }
   });
 

@@ -141,6 +141,7 @@ describe('JSON Schema', () => {
     expect(Object.keys(schema.properties).sort()).toEqual(
       [
         'admin_tokens',
+        'approvals',
         'audit',
         'client',
         'data_dir',

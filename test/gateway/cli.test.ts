@@ -113,10 +113,34 @@ describe('ciport sessions', () => {
     stream.write('x');
     const run = await cli(['sessions', 'revoke', s.id, '--json'], env);
     expect(run.code).toBe(0);
-    expect(JSON.parse(run.stdout)).toEqual({ state: 'ended', end_reason: 'revoked' });
+    expect(JSON.parse(run.stdout)).toMatchObject({ state: 'ended', end_reason: 'revoked', revoked: true });
     expect(await closed(stream)).toBe(h2.NGHTTP2_CANCEL);
+    // Again: it says that the session had ended already, and how; exit 0 (it is not active).
     const human = await cli(['sessions', 'revoke', s.id], env);
-    expect(human.stdout).toBe(`${s.id}: ended (revoked)\n`);
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(
+      new RegExp(
+        `^${s.id}: already ended \\(revoked at \\d{4}-[^)]+Z\\); nothing revoked, nothing recorded\\n$`,
+      ),
+    );
+  });
+
+  it('revoking a session its client ended says so instead of "ended (client_end)", and records nothing', async () => {
+    const c = await h.client();
+    const s = await openSession(c, await h.token(), { targets: ['echo'] });
+    await api(c, 'DELETE', `/v1/sessions/${s.id}`, { bearer: s.secret });
+    const before = (await h.gateway.store.auditEvents({ limit: 10_000 })).length;
+    const human = await cli(['sessions', 'revoke', s.id, '--reason', 'too late'], env);
+    expect(human.code).toBe(0);
+    expect(human.stdout).toContain(`${s.id}: already ended (client_end at `);
+    expect(human.stdout).toContain('nothing revoked');
+    const json = await cli(['sessions', 'revoke', s.id, '--json'], env);
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      state: 'ended',
+      end_reason: 'client_end',
+      revoked: false,
+    });
+    expect((await h.gateway.store.auditEvents({ limit: 10_000 })).length).toBe(before);
   });
 
   it('exits 2 for an unknown session or a missing admin token, 4 for a wrong one, 5 when unreachable', async () => {

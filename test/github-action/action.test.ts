@@ -54,6 +54,37 @@ function maskedFirst(step: StepResult, secret: string): void {
   for (const line of step.log) expect(line).not.toContain(secret);
 }
 
+describe('a target whose rule needs approval', () => {
+  it('main shows the waiting line with the link at once, and opens the port once approved', async () => {
+    const runner = h.runner();
+    const running = runner.runAction(MAIN, inputs({ targets: 'gated' }));
+    const pending = await waitFor(
+      async () => (await h.gateway.manager.pendingApprovals())[0]?.record,
+      30_000,
+      'a pending session',
+    );
+    await h.gateway.manager.decide(
+      pending.id,
+      { kind: 'token', name: 'bob', roles: ['approver'], groups: ['dba'] },
+      'approve',
+    );
+    const main = await running;
+    expect(main.code).toBe(0);
+    const waiting = main.log.filter((l) => l.includes('waits for approval'));
+    expect(waiting).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^ciport: session ${pending.id} waits for approval \\(1 approver of dba, until \\S+Z\\): ${h.gateway.url}/ui/approvals/${pending.id}$`,
+        ),
+      ),
+    ]);
+    expect(main.outputs['session-id']).toBe(pending.id);
+    expect(runner.jobEnv.PGPORT).toMatch(/^\d+$/);
+    await runner.runAction(POST, inputs({ targets: 'gated' }), { post: true });
+    expect((await session(pending.id))?.state).toBe('ended');
+  }, 60_000);
+});
+
 describe('main, a psql step, post', () => {
   let runner: ActionsRunner;
   let main: StepResult;

@@ -58,23 +58,40 @@ export async function startActionHarness(): Promise<ActionHarness> {
     credentials: { user: role },
   });
   const gateway = await startTestGateway(
-    gatewayConfig({
-      listen: '127.0.0.1:0',
-      data_dir: join(dir, 'data'),
-      store: { sqlite: { path: join(dir, 'data', 'ciport.db') } },
-      sessions: { default_ttl: '15m', lease_timeout: '5s', rate_limit: { per_minute: 10000, burst: 1000 } },
-      issuers: [{ name: 'github', kind: 'github', issuer: github.url, audience: AUDIENCE }],
-      targets: [pg('db', 'test'), pg('staging-db', 'test'), pg('odd', HOSTILE_DATABASE)],
-      rules: [
-        {
-          name: 'ledger-main',
-          issuer: 'github',
-          when: { repository: 'acme/ledger', ref: 'refs/heads/main' },
-          allow: ['db', 'staging-db', 'odd'],
-          max_ttl: '30m',
-        },
-      ],
-    }),
+    gatewayConfig(
+      {
+        listen: '127.0.0.1:0',
+        data_dir: join(dir, 'data'),
+        store: { sqlite: { path: join(dir, 'data', 'ciport.db') } },
+        sessions: { default_ttl: '15m', lease_timeout: '5s', rate_limit: { per_minute: 10000, burst: 1000 } },
+        issuers: [{ name: 'github', kind: 'github', issuer: github.url, audience: AUDIENCE }],
+        targets: [
+          pg('db', 'test'),
+          pg('staging-db', 'test'),
+          pg('odd', HOSTILE_DATABASE),
+          pg('gated', 'test'),
+        ],
+        // An approver for `gated`, whose rule needs approval (docs/approvals.md).
+        admin_tokens: [{ name: 'bob', token: { env: 'BOB_TOKEN' }, role: 'approver', groups: ['dba'] }],
+        rules: [
+          {
+            name: 'ledger-main',
+            issuer: 'github',
+            when: { repository: 'acme/ledger', ref: 'refs/heads/main' },
+            allow: ['db', 'staging-db', 'odd'],
+            max_ttl: '30m',
+          },
+          {
+            name: 'ledger-gated',
+            issuer: 'github',
+            when: { repository: 'acme/ledger', ref: 'refs/heads/main' },
+            allow: ['gated'],
+            approval: { groups: ['dba'], timeout: '5m' },
+          },
+        ],
+      },
+      { BOB_TOKEN: 'bob-approver-token-0123456789' },
+    ),
     { sweepIntervalMs: 250 },
   );
   const runners: ActionsRunner[] = [];

@@ -199,8 +199,20 @@ beforeAll(async () => {
       listen: `127.0.0.1:${await freePort()}`,
       ...e2eGatewayDoc(join(dir, 'gw'), issuer.url, { adminEnv: 'ADMIN' }),
       issuers,
-      targets: (doc.targets as Yaml[]).map(localTarget),
-      rules: doc.rules,
+      // Besides the page's: a target whose rule needs approval (docs/approvals.md).
+      targets: [...(doc.targets as Yaml[]), { name: 'gated-db', protocol: 'postgres', address: 'x:1' }].map(
+        localTarget,
+      ),
+      rules: [
+        ...(doc.rules as Yaml[]),
+        {
+          name: 'gated',
+          issuer: String((issuers[0] as YamlMap).name),
+          when: { project_id: PROJECT.id },
+          allow: ['gated-db'],
+          approval: { groups: ['dba'], timeout: '5m' },
+        },
+      ],
       client: { linux_x64: CLIENT_EXE },
     },
     { ADMIN },
@@ -403,6 +415,50 @@ async function gatewayFetch(path: string): Promise<Response> {
     req.end();
   });
 }
+
+describe('the component and approvals', () => {
+  /** Run the test job against `gated-db` and decide on its session once it waits for approval. */
+  async function gatedJob(decision: 'approve' | 'deny', note?: string) {
+    const running = runJob(context(), 'test', testJobWith({ targets: 'gated-db' }));
+    const pending = await waitFor(
+      async () =>
+        (await gateway.manager.pendingApprovals()).find((p) => p.record.targets.includes('gated-db'))?.record,
+      60_000,
+      'a pending session',
+    );
+    const approver = {
+      kind: 'token' as const,
+      name: 'dba-oncall',
+      roles: ['approver' as const],
+      groups: ['dba'],
+    };
+    await gateway.manager.decide(pending.id, approver, decision, note);
+    const run = await running;
+    expect(run.log.match(/ waits for approval /g), run.log).toHaveLength(1);
+    expect(run.log).toContain(`ciport: session ${pending.id} waits for approval (1 approver of dba, until `);
+    expect(run.log).toContain(`${gateway.url}/ui/approvals/${pending.id}`);
+    return { run, id: pending.id };
+  }
+
+  it('a target whose rule needs approval: the link shows while the job waits, the script runs once approved', async () => {
+    const { run } = await gatedJob('approve');
+    expect(run.code, run.log).toBe(0);
+    expect(run.log).toMatch(/^ {5}42$/m);
+    expect((await endedSession(run)).endReason).toBe('client_end');
+    expectClean(run);
+  }, 120_000);
+
+  it('denied: the job fails with exit 3, saying who denied it and why; the script never runs', async () => {
+    const { run, id } = await gatedJob('deny', 'not during the freeze');
+    expect(run.code, run.log).toBe(3);
+    expect(run.log).toContain(
+      `ciport: CIPORT_E_APPROVAL_DENIED: session ${id} was denied by token:dba-oncall: not during the freeze`,
+    );
+    expect(run.log).toContain('ciport: no port for this job (ciport open exited 3)');
+    expect(run.log).not.toContain('psql');
+    expectClean(run);
+  }, 120_000);
+});
 
 describe('the component when things go wrong', () => {
   it('the component runs under sh (dash) as well, as on an image without bash', async () => {

@@ -397,6 +397,7 @@ describe('targets and TTL', () => {
       allow: ['db'],
       maxTtlMs: 120 * MIN,
       limits: null,
+      approval: null,
     });
     expect(p.rule('missing')).toBeUndefined();
   });

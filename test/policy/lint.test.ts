@@ -294,4 +294,24 @@ describe('lintPolicy', () => {
       'warning rules[1].when deny-all: deny rule "b" has no conditions: it denies every token of issuer "gitlab"',
     );
   });
+
+  it('approval-bypass: a target another rule of the issuer guards with approval, allowed without it', () => {
+    const pin = { project_id: '1', ref_protected: true };
+    const approval = { groups: ['dba'], count: 1, timeout: 15 * 60_000 };
+    const guarded = { ...gitlabRule(pin, ['prod-db', 'staging-db']), name: 'guarded', approval };
+    const open = { ...gitlabRule(pin, ['staging-db', 'prod-db']), name: 'open' };
+    const findings = lint([guarded, open]).filter((f) => f.code === 'approval-bypass');
+    expect(findings.map((f) => [f.rule, f.path])).toEqual([
+      ['open', 'rules[1].allow[0]'],
+      ['open', 'rules[1].allow[1]'],
+    ]);
+    expect(findings[1]?.message).toBe(
+      'rule "open" allows target "prod-db" without approval, which rule "guarded" guards with approval: a token matching both may be granted it without approval',
+    );
+    // Another issuer, or both rules with approval: nothing to say.
+    expect(codes([guarded, { ...open, issuer: 'github', when: { repository_id: '1' } }])).not.toContain(
+      'approval-bypass',
+    );
+    expect(codes([guarded, { ...open, approval }])).not.toContain('approval-bypass');
+  });
 });

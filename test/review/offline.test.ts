@@ -478,7 +478,7 @@ describe('ciport review attest --config', () => {
 });
 
 describe('ReviewBuilder', () => {
-  it('lists approval events when they exist (none is written yet)', () => {
+  it('lists approval decisions with who and why (approval.requested is not one)', () => {
     const b = new ReviewBuilder({ since: T0, until: T0 + 10 });
     const row = (seq: number, type: string, data: Json) => ({
       seq,
@@ -488,13 +488,23 @@ describe('ReviewBuilder', () => {
       hash: '',
       prevHash: '',
     });
+    const asked = {
+      session: 'ses_9',
+      principal: { project: 'ledger/api', ref: 'main' },
+      targets: ['prod-db'],
+      rule: 'prod-db',
+    };
+    b.add(row(1, 'approval.requested', { ...asked, requirements: [] }));
+    b.add(row(4, 'approval.granted', { ...asked, by: 'token:bob', note: 'CAB-7', approvals: 1, met: true }));
     b.add(
-      row(1, 'approval.granted', {
-        session: 'ses_9',
-        approver: { issuer: 'okta', subject: 'bob' },
-        reason: 'CAB-7',
+      row(5, 'approval.denied', {
+        ...asked,
+        session: 'ses_8',
+        by: 'oidc:https://sso#carol',
+        approved_by: [],
       }),
     );
+    b.add(row(6, 'approval.timed_out', { ...asked, session: 'ses_7', approved_by: ['token:bob'] }));
     b.add(row(2, 'session.opened', 'not an object'));
     b.add(
       row(3, 'connection.closed', {
@@ -505,13 +515,34 @@ describe('ReviewBuilder', () => {
       }),
     );
     const report = b.finish({ ok: true });
+    const common = { targets: ['prod-db'], project: 'ledger/api', ref: 'main', rule: 'prod-db' };
     expect(report.approvals).toEqual([
       {
-        time: new Date(T0 + 1).toISOString(),
+        time: new Date(T0 + 4).toISOString(),
         type: 'approval.granted',
         session: 'ses_9',
-        by: { issuer: 'okta', subject: 'bob' },
+        by: 'token:bob',
         reason: 'CAB-7',
+        approved_by: [],
+        ...common,
+      },
+      {
+        time: new Date(T0 + 5).toISOString(),
+        type: 'approval.denied',
+        session: 'ses_8',
+        by: 'oidc:https://sso#carol',
+        reason: null,
+        approved_by: [],
+        ...common,
+      },
+      {
+        time: new Date(T0 + 6).toISOString(),
+        type: 'approval.timed_out',
+        session: 'ses_7',
+        by: null,
+        reason: null,
+        approved_by: ['token:bob'],
+        ...common,
       },
     ]);
     expect(report.targets[0]).toMatchObject({ target: 'db', bytes_to_target: 0, bytes_from_target: 0 });

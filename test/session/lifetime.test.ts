@@ -116,7 +116,7 @@ describe('revoke', () => {
       const cutAfter = Date.now() - started;
       expect(codes).toEqual([h2.NGHTTP2_CANCEL, h2.NGHTTP2_CANCEL]);
       expect(cutAfter).toBeLessThan(1000);
-      expect((await revoked).body).toEqual({ state: 'ended', end_reason: 'revoked' });
+      expect((await revoked).body).toMatchObject({ state: 'ended', end_reason: 'revoked', revoked: true });
     } finally {
       clearInterval(pump);
     }

@@ -32,7 +32,12 @@ const rotatedEvent = (expiresAt: number) => (a: StoredAgent) =>
   });
 const LIFETIME = 30 * DAY_MS;
 /** Migrations after the agent ones, rolled back with them (see undoLaterMigrations). */
-const LATER_MIGRATIONS = ['0007_session_ended_by', '0008_audit_sink_cursors', '0009_operator_sessions'];
+const LATER_MIGRATIONS = [
+  '0007_session_ended_by',
+  '0008_audit_sink_cursors',
+  '0009_operator_sessions',
+  '0010_session_approvals',
+];
 /** `?, ?, …`: one SQL placeholder per value. */
 const placeholders = (n: number) => Array(n).fill('?').join(', ');
 
@@ -90,6 +95,9 @@ for (const h of engines()) {
       await t.raw.exec('alter table sessions drop column end_note');
       await t.raw.exec('drop table audit_sink_cursors');
       await t.raw.exec('drop table operator_sessions');
+      for (const column of ['approval', 'approval_state', 'approved_at'])
+        await t.raw.exec(`alter table sessions drop column ${column}`);
+      await t.raw.exec('drop table session_approvals');
     };
 
     const count = async (table: string) => {

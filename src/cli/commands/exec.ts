@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { exitCodeOf, FORWARDED_SIGNALS, runCommand } from '../../client/child.js';
-import { childEnv, parseTargetSpecs } from '../../client/env.js';
-import { Port, stderrLog } from '../../client/port.js';
+import { childEnv, parseTargetSpecs, type TargetSpec } from '../../client/env.js';
+import { type ClientLog, Port, stderrLog } from '../../client/port.js';
 import { SignalTrap } from '../../client/signals.js';
 import { parseDuration } from '../../config/duration.js';
 import { UsageError } from '../../errors/index.js';
@@ -35,6 +35,43 @@ export function checkTtl(ttl: string | undefined): string | undefined {
 
 export function clientLog(io: Io, verbose: boolean) {
   return stderrLog(io.stderr, verbose, (t) => paint(io, io.stderr, 'dim', t));
+}
+
+/**
+ * Port.open for `exec` and `open`, under their signal trap: a signal while the session waits for
+ * approval stops the wait (the session is ended) and resolves undefined; so does a signal that
+ * arrived while the port was being opened (trap.first tells which).
+ */
+export async function openTrapped(
+  trap: SignalTrap,
+  ctx: CliContext,
+  opts: ConnectionFlags,
+  targets: TargetSpec[],
+  ttl: string | undefined,
+  log: ClientLog,
+): Promise<Port | undefined> {
+  const stop = new AbortController();
+  void trap.caught.then(() => stop.abort());
+  try {
+    const port = await trap.during(
+      Port.open({
+        env: ctx.io.env,
+        gateway: opts.gateway,
+        tokenEnv: opts.tokenEnv,
+        audience: opts.audience,
+        targets,
+        ttl,
+        log,
+        signal: stop.signal,
+      }),
+    );
+    if (!trap.first) return port;
+    await port.close();
+    return undefined;
+  } catch (err) {
+    if (trap.first) return undefined;
+    throw err;
+  }
 }
 
 /** The words after the first `--` of the command line (commander drops the `--` itself). */
@@ -71,17 +108,8 @@ export function registerExec(program: Command, ctx: CliContext): void {
       const log = clientLog(ctx.io, Boolean(opts.verbose));
       const trap = new SignalTrap(FORWARDED_SIGNALS);
       try {
-        const port = await trap.during(
-          Port.open({
-            env: ctx.io.env,
-            gateway: opts.gateway,
-            tokenEnv: opts.tokenEnv,
-            audience: opts.audience,
-            targets,
-            ttl,
-            log,
-          }),
-        );
+        const port = await openTrapped(trap, ctx, opts, targets, ttl, log);
+        if (!port) return exitCodeOf(null, trap.first ?? null);
         try {
           if (trap.first) return exitCodeOf(null, trap.first);
           const env = childEnv(ctx.io.env, port.env, [port.tokenEnvName]);

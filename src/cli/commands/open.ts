@@ -4,13 +4,13 @@ import type { Command } from 'commander';
 import { formatDotenv, formatExports, writeFileAtomic } from '../../client/dotenv.js';
 import { credentialKeys, parseTargetSpecs } from '../../client/env.js';
 import { SessionEndedError } from '../../client/errors.js';
-import { Port } from '../../client/port.js';
+import type { Port } from '../../client/port.js';
 import { SignalTrap } from '../../client/signals.js';
 import { defaultStateFile, isRunning, readState, removeState, writeState } from '../../client/state.js';
 import { UsageError } from '../../errors/index.js';
 import { action, type CliContext, examples } from '../command.js';
 import { writeJson } from '../output.js';
-import { type ConnectionFlags, checkTtl, clientLog, connectionOptions } from './exec.js';
+import { type ConnectionFlags, checkTtl, clientLog, connectionOptions, openTrapped } from './exec.js';
 
 interface OpenFlags extends ConnectionFlags {
   ttl?: string;
@@ -62,18 +62,9 @@ export function registerOpen(program: Command, ctx: CliContext): void {
       const trap = new SignalTrap();
       let port: Port | undefined;
       try {
-        port = await trap.during(
-          Port.open({
-            env: ctx.io.env,
-            gateway: opts.gateway,
-            tokenEnv: opts.tokenEnv,
-            audience: opts.audience,
-            targets,
-            ttl,
-            log,
-          }),
-        );
-        if (trap.first) return 0;
+        port = await openTrapped(trap, ctx, opts, targets, ttl, log);
+        // A signal before the port was open (while waiting for approval, say): no failure.
+        if (!port) return 0;
         writeState(stateFile, {
           pid: process.pid,
           session_id: port.session.id,

@@ -7,7 +7,8 @@ import { type Io, paint, printable, writeJson } from '../output.js';
 /** A session summary as the admin API returns it (docs/protocol.md). */
 export interface SessionSummary {
   id: string;
-  state: 'active' | 'ended';
+  /** `pending`: waiting for approval (docs/approvals.md). */
+  state: 'active' | 'pending' | 'ended';
   end_reason: string | null;
   targets: string[];
   principal: Record<string, unknown>;
@@ -24,25 +25,39 @@ export function registerSessions(program: Command, ctx: CliContext): void {
   const sessions = program
     .command('sessions')
     .description(
-      'list and revoke sessions on a running gateway (as CIPORT_ADMIN_TOKEN, else your `ciport login`)',
+      'list, revoke, approve and deny sessions on a running gateway (as CIPORT_ADMIN_TOKEN, else your `ciport login`)',
     );
 
   examples(
     sessions
       .command('list')
-      .description('sessions of the last 24 hours, ended ones included')
+      .description(
+        'sessions of the last 24 hours, ended ones included; --pending: those waiting for approval',
+      )
       .option('--gateway <url>', 'gateway URL (default CIPORT_GATEWAY)')
-      .option('--active', 'only active sessions')
+      .option('--active', 'only sessions not ended (pending ones included)')
+      .option('--pending', 'only sessions waiting for approval, with who may decide (GET /v1/approvals)')
       .option(
         '--json',
-        'print a JSON array of {id, state, end_reason, targets, principal, created_at, expires_at}',
+        'print a JSON array of {id, state, end_reason, targets, principal, created_at, expires_at} (--pending: of approvals, docs/approvals.md)',
       ),
     [
       'CIPORT_ADMIN_TOKEN=… ciport sessions list --gateway https://ciport.example.com:8443',
       'ciport sessions list --active --json | jq -r ".[].id"',
+      'ciport sessions list --pending',
     ],
   ).action(
-    action(ctx, async (opts: AdminOptions & { active?: boolean }) => {
+    action(ctx, async (opts: AdminOptions & { active?: boolean; pending?: boolean }) => {
+      if (opts.pending && opts.active) throw new UsageError('give --pending or --active, not both');
+      if (opts.pending) {
+        const pending = await withAdmin(ctx.io, opts, async (client, token) => {
+          const res = await client.api('GET', '/v1/approvals', { bearer: token });
+          return res.body as ApprovalSummary[];
+        });
+        if (opts.json) writeJson(ctx.io, pending);
+        else ctx.io.stdout.write(formatApprovals(ctx.io, pending));
+        return 0;
+      }
       const list = await withAdmin(ctx.io, opts, async (client, token) => {
         const res = await client.api('GET', `/v1/sessions${opts.active ? '?active=1' : ''}`, {
           bearer: token,
@@ -70,21 +85,118 @@ export function registerSessions(program: Command, ctx: CliContext): void {
     ],
   ).action(
     action(ctx, async (id: string, opts: AdminOptions & { reason?: string }) => {
-      if (!/^ses_[A-Za-z0-9_-]{1,64}$/.test(id))
-        throw new UsageError(`"${printable(id)}" is not a session id (ses_…)`);
+      checkSessionId(id);
       const reason = reasonBody(opts.reason);
       const body = await withAdmin(ctx.io, opts, async (client, token) => {
         const res = await client.api('POST', `/v1/sessions/${id}/revoke`, {
           bearer: token,
           ...(reason.reason !== undefined ? { body: reason } : {}),
         });
-        return res.body as { state: string; end_reason: string | null };
+        return res.body as {
+          state: string;
+          end_reason: string | null;
+          revoked?: boolean;
+          ended_at?: string | null;
+        };
       });
       if (opts.json) writeJson(ctx.io, body);
-      else ctx.io.stdout.write(`${id}: ${body.state} (${body.end_reason ?? 'unknown'})\n`);
+      else if (body.revoked === false) {
+        // Nothing to revoke: say so, with how and when it ended. Exit 0: it is not active, as asked.
+        const when = body.ended_at ? ` at ${body.ended_at}` : '';
+        ctx.io.stdout.write(
+          `${id}: already ended (${printable(body.end_reason ?? 'unknown')}${when}); nothing revoked, nothing recorded\n`,
+        );
+      } else ctx.io.stdout.write(`${id}: ${body.state} (${printable(body.end_reason ?? 'unknown')})\n`);
       return 0;
     }),
   );
+
+  for (const decision of ['approve', 'deny'] as const) {
+    examples(
+      reasonOption(
+        sessions
+          .command(decision)
+          .description(
+            decision === 'approve'
+              ? "approve a session waiting for approval (role approver or admin, in one of its rule's groups); counted once per approver"
+              : 'deny a session waiting for approval: it ends at once (approval_denied) and its job exits 3',
+          )
+          .argument('<id>', 'session id (ses_…)')
+          .option('--gateway <url>', 'gateway URL (default CIPORT_GATEWAY)'),
+        decision === 'approve' ? 'approval.granted' : 'approval.denied',
+      ).option('--json', 'print the approval as the API returns it (docs/approvals.md)'),
+      [
+        `ciport sessions ${decision} ses_3q2XJ0lQ0m5pV6kq1m2cXg --gateway https://ciport.example.com:8443`,
+        decision === 'approve'
+          ? 'ciport sessions approve ses_3q2XJ0lQ0m5pV6kq1m2cXg --reason "CHG-4711: schema migration"'
+          : 'ciport sessions deny ses_3q2XJ0lQ0m5pV6kq1m2cXg --reason "not during the freeze"',
+      ],
+    ).action(
+      action(ctx, async (id: string, opts: AdminOptions & { reason?: string }) => {
+        checkSessionId(id);
+        const reason = reasonBody(opts.reason);
+        const body = await withAdmin(ctx.io, opts, async (client, token) => {
+          const res = await client.api('POST', `/v1/approvals/${id}/${decision}`, {
+            bearer: token,
+            body: reason,
+          });
+          return res.body as ApprovalSummary & { counted?: boolean };
+        });
+        if (opts.json) writeJson(ctx.io, body);
+        else ctx.io.stdout.write(`${id}: ${decisionText(body)}\n`);
+        return 0;
+      }),
+    );
+  }
+}
+
+function checkSessionId(id: string): void {
+  if (!/^ses_[A-Za-z0-9_-]{1,64}$/.test(id))
+    throw new UsageError(`"${printable(id)}" is not a session id (ses_…)`);
+}
+
+/** A session's approval as the API returns it (docs/approvals.md). */
+export interface ApprovalSummary {
+  session: string;
+  status: string;
+  url: string;
+  expires_at: string;
+  principal: Record<string, unknown>;
+  targets: string[];
+  rule: string | null;
+  requirements: Array<{ rule: string; groups: string[]; count: number; approvers: string[] }>;
+  decisions: Array<{ by: string; decision: string; at: string; note: string | null }>;
+  may_decide?: boolean;
+  refusal?: { code: string; message: string } | null;
+  [key: string]: unknown;
+}
+
+/** `approved by token:bob`, `pending: 1 of 2 approvals (token:bob)`, `denied`. */
+function decisionText(a: ApprovalSummary & { counted?: boolean }): string {
+  const approvers = [...new Set(a.requirements.flatMap((r) => r.approvers))];
+  if (a.status === 'approved') return `approved (by ${approvers.join(', ')})`;
+  if (a.status === 'denied') return 'denied: the session ended (approval_denied)';
+  const progress = a.requirements
+    .map((r) => `${r.approvers.length}/${r.count} of ${r.groups.join('|')}`)
+    .join(', ');
+  const again = a.counted === false ? '; you had approved it already, counted once' : '';
+  return `${a.status}: ${progress} approved (${approvers.join(', ') || 'nobody yet'})${again}`;
+}
+
+export function formatApprovals(io: Io, list: readonly ApprovalSummary[]): string {
+  if (list.length === 0) return 'no sessions waiting for approval\n';
+  const rows = list.map((a) => [
+    a.session,
+    who(a.principal ?? {}),
+    a.targets.join(',') || '-',
+    str(a.rule),
+    a.requirements.map((r) => `${r.approvers.length}/${r.count} ${r.groups.join('|')}`).join(', '),
+    a.expires_at.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
+    a.may_decide ? 'yes' : (a.refusal?.code.replace('CIPORT_E_', '').toLowerCase() ?? 'no'),
+  ]);
+  const head = ['ID', 'WHO', 'TARGETS', 'RULE', 'APPROVALS', 'EXPIRES', 'YOU MAY DECIDE'];
+  const [title, ...lines] = tableLines(head, rows);
+  return `${[paint(io, io.stdout, 'bold', title as string), ...lines].join('\n')}\n`;
 }
 
 function str(v: unknown): string {
@@ -121,7 +233,7 @@ export function formatSessions(io: Io, sessions: readonly SessionSummary[], acti
   const [title, ...lines] = tableLines(head, rows);
   const out = [paint(io, io.stdout, 'bold', title as string)];
   lines.forEach((text, i) => {
-    out.push(rows[i]?.[1] === 'active' ? text : paint(io, io.stdout, 'dim', text));
+    out.push(rows[i]?.[1] !== 'ended' ? text : paint(io, io.stdout, 'dim', text));
   });
   return `${out.join('\n')}\n`;
 }

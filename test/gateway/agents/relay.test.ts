@@ -88,7 +88,7 @@ describe('a tunnel an agent carries', () => {
     await waitFor(() => agent?.streams === 1, 2_000, 'the agent to open the upstream');
     const rst = closed(stream);
     const revoked = await api(c, 'POST', `/v1/sessions/${s.id}/revoke`, { bearer: ADMIN_TOKEN });
-    expect(revoked.body).toEqual({ state: 'ended', end_reason: 'revoked' });
+    expect(revoked.body).toMatchObject({ state: 'ended', end_reason: 'revoked', revoked: true });
     expect(await rst).toBe(h2.NGHTTP2_CANCEL);
     await waitFor(() => agent?.streams === 0, 2_000, 'the agent to close the upstream');
     const [, closedEvent] = await connectionEvents(s.id, 2);
