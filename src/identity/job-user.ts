@@ -54,7 +54,7 @@ export function sameAsJobUser(operator: Operator, user: JobUser): 'email' | 'nam
   if (operator.kind === 'token') return handles.has(fold(operator.name) ?? '') ? 'name' : undefined;
   const email = fold(operator.email);
   if (email !== undefined && (email === fold(user.email) || handles.has(email))) return 'email';
-  const names = [operator.name, (operator as { username?: string }).username].map(fold);
+  const names = [operator.name, operator.username].map(fold);
   if (names.some((n) => n !== undefined && handles.has(n))) return 'name';
   if (
     user.id !== null &&
