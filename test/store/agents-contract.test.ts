@@ -4,6 +4,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { auditEvent, verifyChain } from '../../src/audit/index.js';
+import { auditSearchIndexes } from '../../src/store/audit-search.js';
 import type { NewAgent, Store, StoredAgent } from '../../src/store/index.js';
 import { EXISTING_AGENTS_LIFETIME_MS, MIGRATION_TABLE } from '../../src/store/migrations.js';
 import { HOUR, MINUTE, T0 } from './fixtures.js';
@@ -32,7 +33,12 @@ const rotatedEvent = (expiresAt: number) => (a: StoredAgent) =>
   });
 const LIFETIME = 30 * DAY_MS;
 /** Migrations after the agent ones, rolled back with them (see undoLaterMigrations). */
-const LATER_MIGRATIONS = ['0007_session_ended_by', '0008_audit_sink_cursors', '0009_operator_sessions'];
+const LATER_MIGRATIONS = [
+  '0007_session_ended_by',
+  '0008_audit_sink_cursors',
+  '0009_operator_sessions',
+  '0011_audit_search',
+];
 /** `?, ?, …`: one SQL placeholder per value. */
 const placeholders = (n: number) => Array(n).fill('?').join(', ');
 
@@ -90,6 +96,7 @@ for (const h of engines()) {
       await t.raw.exec('alter table sessions drop column end_note');
       await t.raw.exec('drop table audit_sink_cursors');
       await t.raw.exec('drop table operator_sessions');
+      for (const index of auditSearchIndexes(h.engine)) await t.raw.exec(`drop index ${index.name}`);
     };
 
     const count = async (table: string) => {
