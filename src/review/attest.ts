@@ -3,6 +3,7 @@
 // must never cite, or chain onto, a log that was tampered with.
 import { type AuditEvent, auditEvent, type ReviewAttestedData } from '../audit/events.js';
 import { CiportError, UsageError } from '../errors/index.js';
+import type { Operator } from '../identity/operator.js';
 import type { AuditStore } from '../store/types.js';
 import { printable } from '../text/printable.js';
 import { buildReview } from './collect.js';
@@ -10,6 +11,16 @@ import type { ReviewPeriod } from './period.js';
 import type { ReviewReport } from './report.js';
 
 export type Reviewer = ReviewAttestedData['reviewer'];
+
+/**
+ * Who signs off: the operator the request authenticated as. An admin token is `admin-token` /
+ * its name (docs/operators.md); a signed-in person (SSO) their issuer, subject, email and name.
+ */
+export function reviewerOf(operator: Operator): Reviewer {
+  if (operator.kind === 'token') return { issuer: 'admin-token', subject: operator.name };
+  const { issuer, subject, email, name } = operator;
+  return { issuer, subject, ...(email ? { email } : {}), ...(name ? { name } : {}) };
+}
 
 /** Longest `--comment`, in characters (after control characters are shown as escapes). */
 export const REVIEW_COMMENT_MAX = 1000;
@@ -50,7 +61,12 @@ export async function attestReview(
   store: AuditStore,
   period: ReviewPeriod,
   reviewer: Reviewer,
-  options: { comment?: string | undefined; now?: number } = {},
+  options: {
+    comment?: string | undefined;
+    now?: number;
+    /** The review hash the reviewer saw (the console): refused when the report's differs. */
+    expectedHash?: string | undefined;
+  } = {},
 ): Promise<Attestation> {
   const now = options.now ?? Date.now();
   if (period.until > now) {
@@ -65,6 +81,12 @@ export async function attestReview(
       'CIPORT_E_AUDIT_CHAIN_BROKEN',
       `the audit chain fails verification at seq ${verification.seq}: ${verification.reason}; nothing was attested (run "ciport audit verify")`,
       { details: { seq: verification.seq, reason: verification.reason } },
+    );
+  }
+  if (options.expectedHash !== undefined && options.expectedHash !== report.review_hash) {
+    throw new CiportError(
+      'CIPORT_E_REVIEW_CHANGED',
+      'the review of this period changed since it was shown (its hash differs); nothing was attested: reload it and attest what it shows',
     );
   }
   const event = await store.appendAudit(
