@@ -3,7 +3,9 @@
 // gateway rendered for that sign-in holds it (the secret itself is an HttpOnly cookie no script
 // can read), it needs no storage, and it changes with every sign-in. It is compared in constant
 // time. The browser's own signals are checked too: a `Sec-Fetch-Site` other than same-origin,
-// or an `Origin` other than the gateway's, is refused whatever the token.
+// or an `Origin` other than the gateway's, is refused whatever the token. (With the console's
+// `Referrer-Policy: no-referrer`, browsers send `Origin: null` on its own forms: that says
+// nothing either way, and Sec-Fetch-Site and the token decide.)
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { CiportError } from '../errors/index.js';
 import type { Req } from '../gateway/http.js';
@@ -36,8 +38,12 @@ export function checkCsrf(
 ): void {
   const site = req.headers['sec-fetch-site'];
   if (site !== undefined && site !== 'same-origin') throw refuse(`a ${String(site)} request`);
+  // `Origin: null` is what a browser sends for a same-origin form under `Referrer-Policy:
+  // no-referrer` (and for opaque origins, which Sec-Fetch-Site above already refuses): no signal.
   const origin = req.headers.origin;
-  if (origin !== undefined && !origins.has(String(origin))) throw refuse('a request from another origin');
+  if (origin !== undefined && origin !== 'null' && !origins.has(String(origin))) {
+    throw refuse(`a request from another origin (${String(origin).slice(0, 100)})`);
+  }
   const sent = form.getAll(CSRF_FIELD);
   if (sent.length !== 1) throw refuse('the form carries no CSRF token');
   const want = Buffer.from(csrfToken(sessionSecret));

@@ -233,7 +233,7 @@ describe('CSRF and roles', () => {
       ['another sign-in', { csrf: await other.csrf() }, {}],
       ['two tokens', { csrf: good }, {}],
       ['other origin', { csrf: good }, { origin: 'https://evil.example' }],
-      ['null origin', { csrf: good }, { origin: 'null' }],
+      ['opaque origin (sandboxed frame)', { csrf: good }, { origin: 'null', 'sec-fetch-site': 'cross-site' }],
       ['cross-site fetch', { csrf: good }, { 'sec-fetch-site': 'cross-site' }],
       ['same-site fetch', { csrf: good }, { 'sec-fetch-site': 'same-site' }],
     ];
