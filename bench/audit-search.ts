@@ -87,7 +87,10 @@ function event(i: number): Row {
 
 const HASH = '0'.repeat(64);
 
-async function loadSqlite(file: string): Promise<number> {
+/** Events loaded for the write-cost comparison (with and without the search indexes). */
+const COMPARE = Math.min(EVENTS, 200_000);
+
+async function loadSqlite(file: string, events = EVENTS): Promise<number> {
   const db = new BetterSqlite3(file);
   try {
     db.pragma('journal_mode = WAL');
@@ -95,28 +98,28 @@ async function loadSqlite(file: string): Promise<number> {
       'insert into audit_events (seq, time, type, data, hash, prev_hash) values (?, ?, ?, ?, ?, ?)',
     );
     const batch = db.transaction((from: number) => {
-      for (let i = from; i < Math.min(from + BATCH, EVENTS + 1); i++) {
+      for (let i = from; i < Math.min(from + BATCH, events + 1); i++) {
         const e = event(i);
         insert.run(e.seq, e.time, e.type, e.data, HASH, HASH);
       }
     });
     const t0 = performance.now();
-    for (let i = 1; i <= EVENTS; i += BATCH) batch(i);
+    for (let i = 1; i <= events; i += BATCH) batch(i);
     return performance.now() - t0;
   } finally {
     db.close();
   }
 }
 
-async function loadPostgres(url: string): Promise<number> {
+async function loadPostgres(url: string, events = EVENTS): Promise<number> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
     const t0 = performance.now();
-    for (let i = 1; i <= EVENTS; i += BATCH) {
+    for (let i = 1; i <= events; i += BATCH) {
       const values: unknown[] = [];
       const rows: string[] = [];
-      for (let j = i; j < Math.min(i + BATCH, EVENTS + 1); j++) {
+      for (let j = i; j < Math.min(i + BATCH, events + 1); j++) {
         const e = event(j);
         const n = values.length;
         rows.push(`($${n + 1}, $${n + 2}, $${n + 3}, $${n + 4}, $${n + 5}, $${n + 5})`);
@@ -197,6 +200,23 @@ async function measure(store: Store, rounds: number): Promise<string[]> {
   return lines;
 }
 
+/** µs per event loading COMPARE events with the search indexes, and without them. */
+async function writeCost(
+  open: () => Promise<Store>,
+  load: (events: number) => Promise<number>,
+  dropIndexes: () => Promise<void>,
+  reset: () => Promise<void>,
+): Promise<string> {
+  await (await open()).close();
+  const withIdx = await load(COMPARE);
+  await reset();
+  await (await open()).close();
+  await dropIndexes();
+  const without = await load(COMPARE);
+  const us = (ms: number) => ((ms * 1000) / COMPARE).toFixed(1);
+  return `  write cost (${COMPARE.toLocaleString('en')} events): ${us(withIdx)} µs/event with the search indexes, ${us(without)} without`;
+}
+
 export async function benchAuditSearch(rounds: number): Promise<string> {
   const out = [`audit search: ${EVENTS.toLocaleString('en')} events, median of ${rounds} runs`];
   const dir = mkdtempSync(join(tmpdir(), 'ciport-bench-search-'));
@@ -213,6 +233,22 @@ export async function benchAuditSearch(rounds: number): Promise<string> {
     } finally {
       await store.close();
     }
+    let n = 0;
+    let cmp = join(dir, `cmp-${n}.db`);
+    out.push(
+      await writeCost(
+        () => openStore({ sqlite: { path: cmp } }, { dataDir: dir }),
+        (events) => loadSqlite(cmp, events),
+        async () => {
+          const db = new BetterSqlite3(cmp);
+          for (const index of auditSearchIndexes('sqlite')) db.exec(`drop index ${index.name}`);
+          db.close();
+        },
+        async () => {
+          cmp = join(dir, `cmp-${++n}.db`);
+        },
+      ),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -234,6 +270,27 @@ export async function benchAuditSearch(rounds: number): Promise<string> {
     } finally {
       await store.close();
     }
+    const sqlOn = async (text: string) => {
+      const c = new pg.Client({ connectionString: url.toString() });
+      await c.connect();
+      try {
+        await c.query(text);
+      } finally {
+        await c.end();
+      }
+    };
+    const fresh = async () => sqlOn('drop schema public cascade; create schema public;');
+    await fresh();
+    out.push(
+      await writeCost(
+        () => openStore({ postgres: { url: url.toString() } }, { dataDir: tmpdir() }),
+        (events) => loadPostgres(url.toString(), events),
+        async () => {
+          for (const index of auditSearchIndexes('postgres')) await sqlOn(`drop index ${index.name}`);
+        },
+        fresh,
+      ),
+    );
   } finally {
     await admin.query(`drop database if exists ${name} with (force)`).catch(() => {});
     await admin.end();

@@ -147,4 +147,37 @@ describe('forms refuse bad input', () => {
       await world.close();
     }
   }, 120_000);
+
+  it('agents: an auditor sees no revoke button; an admin revokes one, audited as them', async () => {
+    const world = await startConsoleWorld({ dir: join(dir, 'agents') });
+    try {
+      const registry = world.gateway.agents.registry;
+      const { token } = await registry.createEnrollment('dc1', ['redis']);
+      const agent = await registry.register(token);
+      const carla = new ConsoleClient(world);
+      await carla.signIn('carla');
+      const seen = await carla.get('/ui/agents');
+      expect(seen.status).toBe(200);
+      expect(seen.body).toContain(agent.id);
+      expect(seen.body).not.toContain('/revoke');
+      expect((await carla.post(`/ui/agents/${agent.id}/revoke`)).status).toBe(403);
+      const ana = new ConsoleClient(world);
+      await ana.signIn('ana');
+      expect((await ana.get('/ui/agents')).body).toContain(`/ui/agents/${agent.id}/revoke`);
+      const r = await ana.post(`/ui/agents/${agent.id}/revoke`, { reason: 'decommissioned' });
+      expect(r.status, r.body).toBe(303);
+      expect(r.location).toBe('/ui/agents');
+      expect((await ana.get('/ui/agents')).body).toContain('revoked');
+      const [event] = await auditOf(world, 'agent.revoked');
+      expect(event?.data).toMatchObject({
+        agent_id: agent.id,
+        by: `oidc:${world.idp.issuer}#ana`,
+        note: 'decommissioned',
+      });
+      // again: revoked already
+      expect((await ana.post(`/ui/agents/${agent.id}/revoke`)).status).toBe(404);
+    } finally {
+      await world.close();
+    }
+  }, 120_000);
 });
