@@ -12,7 +12,7 @@
 // of everything that matched.
 import { type Kysely, type RawBuilder, sql } from 'kysely';
 import type { JsonObject } from '../audit/canonical.js';
-import type { AuditEvent, AuditEventType } from '../audit/events.js';
+import { AUDIT_EVENT_TYPES, type AuditEvent, type AuditEventType } from '../audit/events.js';
 import { CiportError } from '../errors/index.js';
 import { type Database, toInt } from './schema.js';
 import type { StoreEngine } from './types.js';
@@ -80,17 +80,12 @@ export const TARGET_LIST_TYPES: readonly AuditEventType[] = [
  * Event types whose data has one `target` (src/audit/events.ts). A target filter with a type
  * outside both lists matches nothing and scans nothing.
  */
-export const TARGET_FIELD_TYPES: readonly AuditEventType[] = [
-  'session.limit_exceeded',
-  'connection.opened',
-  'connection.closed',
-  'query',
-  'http.request',
-  'credential.created',
-  'credential.revoked',
-  'credential.revoke_failed',
-  'agent.target_refused',
-];
+export const TARGET_FIELD_TYPES: readonly AuditEventType[] = AUDIT_EVENT_TYPES.filter(
+  (t) =>
+    t.startsWith('connection.') ||
+    t.startsWith('credential.') ||
+    ['session.limit_exceeded', 'query', 'http.request', 'agent.target_refused'].includes(t),
+);
 
 /** Most rows one page may ask for. */
 export const AUDIT_SEARCH_MAX_LIMIT = 500;
