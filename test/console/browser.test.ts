@@ -21,7 +21,7 @@ const SHOTS = join(ROOT, 'test-output', 'screenshots');
 const HOSTILE_PROJECT = 'acme/<img src=x onerror="window.__xss=1">';
 const HOSTILE_REF = '"><script>window.__xss=2</script>';
 /** Generous: Chromium and the gateway share a loaded 2-core machine with other test runs. */
-const UI_TIMEOUT = 30_000;
+const UI_TIMEOUT = 60_000;
 
 let world: ConsoleWorld;
 let browser: Browser;
