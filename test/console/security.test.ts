@@ -170,6 +170,20 @@ describe('sign-in', () => {
     expect(await auditOf(world, 'operator.signed_in')).toHaveLength(sessions);
   });
 
+  it('a flood of failed callbacks is audited up to a bound, then only logged', async () => {
+    const before = (await auditOf(world, 'operator.sign_in_failed')).length;
+    for (let i = 0; i < 40; i++) {
+      const c = client();
+      await c.startSignIn();
+      const r = await c.get('/ui/callback?code=forged&state=not-this-one');
+      expect(r.status).toBe(401);
+    }
+    const audited = (await auditOf(world, 'operator.sign_in_failed')).length - before;
+    expect(audited).toBeGreaterThan(0);
+    expect(audited).toBeLessThanOrEqual(30);
+    expect(world.logLines.some((l) => l.includes('sign-in failure not audited'))).toBe(true);
+  });
+
   it('tampered cookies get nobody in', async () => {
     const c = client();
     await c.signIn('ana');
