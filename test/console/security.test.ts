@@ -43,7 +43,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describe('sign-in', () => {
+describe('sign-in', { timeout: 120_000 }, () => {
   it('each role signs in through the provider; cookies are __Host-, Secure, HttpOnly, SameSite=Lax', async () => {
     for (const [login, role, home] of [
       ['ana', 'admin', '/ui/sessions'],
@@ -233,7 +233,7 @@ describe('sign-in', () => {
   });
 });
 
-describe('CSRF and roles', () => {
+describe('CSRF and roles', { timeout: 120_000 }, () => {
   it('a POST without, with a wrong, or with another sign-in’s token, or from another origin, is refused', async () => {
     const ana = client();
     await ana.signIn('ana');
@@ -291,7 +291,7 @@ describe('CSRF and roles', () => {
   });
 });
 
-describe('sign-out', () => {
+describe('sign-out', { timeout: 120_000 }, () => {
   it('ends the sign-in in the store: the old cookie no longer works', async () => {
     const c = client();
     await c.signIn('ana');
@@ -317,7 +317,7 @@ describe('sign-out', () => {
   });
 });
 
-describe('audit search input', () => {
+describe('audit search input', { timeout: 120_000 }, () => {
   it('malformed or oversized parameters get a bounded 400 naming the parameter; values are escaped', async () => {
     const c = client();
     await c.signIn('carla');
@@ -353,7 +353,7 @@ describe('audit search input', () => {
   });
 });
 
-describe('headers', () => {
+describe('headers', { timeout: 120_000 }, () => {
   it('every /ui response carries the CSP and the other security headers', async () => {
     const c = client();
     await c.get('/ui');
@@ -389,7 +389,7 @@ describe('headers', () => {
   });
 });
 
-describe('HTTP/2', () => {
+describe('HTTP/2', { timeout: 120_000 }, () => {
   it('serves the console over h2 too (what browsers negotiate)', async () => {
     const { connect } = await import('node:http2');
     const session = connect(world.url, { ca: world.gateway.caPem });
