@@ -22,7 +22,7 @@ th,td{border:1px solid var(--line);padding:3px 6px;text-align:left;vertical-alig
 th{background:var(--head)}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 code,pre,.mono{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,monospace}
 pre{white-space:pre-wrap;background:var(--head);padding:.6em;border:1px solid var(--line);overflow:auto}
-.muted{color:var(--muted)}.bad{color:var(--bad);font-weight:600}.ok{color:var(--ok);font-weight:600}
+.nw{white-space:nowrap}.muted{color:var(--muted)}.bad{color:var(--bad);font-weight:600}.ok{color:var(--ok);font-weight:600}
 .notice{padding:.6em .8em;border:1px solid var(--line);background:#fffbe6;margin:.6em 0}
 .error{padding:.6em .8em;border:1px solid var(--bad);background:#fff0f0;margin:.6em 0}
 form.inline{display:inline}

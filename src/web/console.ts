@@ -257,7 +257,8 @@ export class WebConsole {
       return;
     }
     const sso = this.#deps.sso;
-    if (!sso) return;
+    if (!sso)
+      throw new CiportError('CIPORT_E_SSO_NOT_CONFIGURED', 'sign-in is not configured on this gateway');
     // The redirect URI as registered, with what the provider appended (code, state, iss).
     const callback = new URL(signIn.redirectUri);
     callback.search = url.search;

@@ -29,6 +29,11 @@ export function html(strings: TemplateStringsArray, ...values: HtmlValue[]): Htm
   return new Html(out);
 }
 
+/** Multi-line text for a <pre>: each line escaped, the line breaks kept. */
+export function lines(text: string): Html {
+  return new Html(text.split('\n').map(escapeHtml).join('\n'));
+}
+
 /** Markup the program produced itself (a constant, or a renderer that escapes: review pages). */
 export function trusted(markup: string): Html {
   return new Html(markup);

@@ -42,7 +42,7 @@ export interface PageOptions {
   current?: string;
   /** Extra elements of <head> (built with `html`). */
   head?: Html;
-  /** Extra stylesheets under /ui/assets/. */
+  /** Extra stylesheets under /ui/assets/ (before the console's own, which wins where both set a rule). */
   styles?: string[];
 }
 
@@ -65,7 +65,7 @@ export function page(viewer: Viewer | undefined, options: PageOptions, body: Htm
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <title>${options.title} · ciport</title>
-<link rel="stylesheet" href="/ui/assets/console.css">${styles}
+${styles}<link rel="stylesheet" href="/ui/assets/console.css">
 <script src="/ui/assets/console.js" defer></script>${options.head ?? ''}
 </head><body>
 <header class="top"><span class="brand">ciport</span>

@@ -252,6 +252,13 @@ describe('the console in Chromium', () => {
     await page.goto(`${world.url}/ui/review?since=2h&until=now`);
     await expect(page.locator('.review h1').textContent()).resolves.toContain('Access review');
     await shot(page, 'review');
+    // Printed, the review is the report alone: no navigation, no forms.
+    await page.emulateMedia({ media: 'print' });
+    await expect(page.locator('header.top').isVisible()).resolves.toBe(false);
+    await expect(page.locator('form[action="/ui/review/attest"]').isVisible()).resolves.toBe(false);
+    await expect(page.locator('.review h1').isVisible()).resolves.toBe(true);
+    await shot(page, 'review-print');
+    await page.emulateMedia({ media: 'screen' });
     await page.fill('input[name="comment"]', 'monthly review, all as expected');
     await Promise.all([page.waitForLoadState('load'), page.click('form[action="/ui/review/attest"] button')]);
     await expect(page.locator('h1').textContent()).resolves.toBe('Review attested');
@@ -279,6 +286,10 @@ describe('the console in Chromium', () => {
       page.click('form[action="/ui/policy/explain"] button'),
     ]);
     await expect(page.locator('main').textContent()).resolves.toContain('allowed by rule "ledger-main"');
+    // the explanation keeps its lines
+    await expect(page.locator('main pre').first().textContent()).resolves.toMatch(
+      /\n {2}pg {2}rule "ledger-main"/,
+    );
     await shot(page, 'policy-explain');
     await context.close();
 
@@ -311,6 +322,24 @@ describe('the console in Chromium', () => {
     }
     await shot(page, 'hostile-names');
     expect(dialogs).toEqual([]);
+    await context.close();
+  }, 240_000);
+
+  it('without JavaScript: the pages work and the plain revoke form ends a session', async () => {
+    const opened = await openSession(token);
+    expect(opened.status).toBe(201);
+    const id = (JSON.parse(opened.body) as { id: string }).id;
+    const context = await browser.newContext({ ignoreHTTPSErrors: true, javaScriptEnabled: false });
+    context.setDefaultTimeout(UI_TIMEOUT);
+    const page = await signIn(context, 'ana');
+    const row = page.locator(`tr[data-session="${id}"]`);
+    await expect(row.count()).resolves.toBe(1);
+    // no script: the page reloads itself instead (meta refresh in <noscript>)
+    await expect(page.locator('noscript').count()).resolves.toBeGreaterThan(0);
+    await Promise.all([page.waitForURL(`**/ui/sessions/${id}`), row.locator('button.danger').click()]);
+    await expect(page.locator('main').textContent()).resolves.toContain('revoked');
+    expect(await world.gateway.store.getSession(id)).toMatchObject({ state: 'ended', endReason: 'revoked' });
+    await shot(page, 'no-script-revoked');
     await context.close();
   }, 240_000);
 

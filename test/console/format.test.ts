@@ -2,7 +2,7 @@
 // URL's origin, never from a project path with dot segments; escaping of every interpolation.
 import { describe, expect, it } from 'vitest';
 import { principalLinks, principalView } from '../../src/web/format.js';
-import { html, httpUrl, trusted } from '../../src/web/html.js';
+import { html, httpUrl, lines, trusted } from '../../src/web/html.js';
 
 const gitlab = {
   issuer: 'gitlab',
@@ -85,5 +85,7 @@ describe('html', () => {
     );
     // control characters from claims are shown, not passed through
     expect(html`${'a\u001b[31mb\u202e'}`.text).not.toMatch(/[\u001b\u202e]/);
+    // text for a <pre> keeps its lines, each escaped
+    expect(lines('a <b>\n  "c"').text).toBe('a &lt;b&gt;\n  &quot;c&quot;');
   });
 });

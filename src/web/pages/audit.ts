@@ -138,8 +138,13 @@ function details(e: AuditEvent): Html {
     }
     case 'http.request':
       return html`<code>${member(d, 'method')} ${text(member(d, 'path'))}</code> ${member(d, 'status')}`;
-    default:
-      return html`<span class="mono">${text(d, 300)}</span>`;
+    case 'session.opened':
+      return html`rule ${member(d, 'rule')}, expires ${member(d, 'expires_at')}`;
+    default: {
+      // What the other columns show already is left out.
+      const { principal: _p, session: _s, target: _t, targets: _ts, ...rest } = d;
+      return html`<span class="mono">${text(rest, 300)}</span>`;
+    }
   }
 }
 
@@ -156,7 +161,7 @@ function resultRow(e: AuditEvent): Html {
   const project = p.project ?? member(d, 'project');
   const targets = member(d, 'target') || (Array.isArray(d.targets) ? (d.targets as string[]).join(', ') : '');
   const session = member(d, 'session');
-  return html`<tr><td class="n">${e.seq}</td><td>${isoTime(e.time)}</td><td>${e.type}</td><td>${decisionOf(e.type)}</td>
+  return html`<tr><td class="n">${e.seq}</td><td class="nw">${isoTime(e.time)}</td><td class="nw">${e.type}</td><td>${decisionOf(e.type)}</td>
 <td>${project}${p.ref ? html` @ ${p.ref}` : ''}</td><td>${targets}</td>
 <td>${session ? html`<a href="/ui/sessions/${session}"><code>${session}</code></a>` : ''}</td><td>${details(e)}</td></tr>`;
 }

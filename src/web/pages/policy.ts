@@ -13,7 +13,7 @@ import { formatDecision } from '../../policy/explain.js';
 import { ERROR_HEADER } from '../../transport/wire.js';
 import type { PageCtx } from '../context.js';
 import { field } from '../form.js';
-import { type Html, html } from '../html.js';
+import { type Html, html, lines } from '../html.js';
 import { csrfField, page } from '../layout.js';
 import { sendHtml } from '../respond.js';
 
@@ -23,9 +23,10 @@ function rules(config: Readonly<GatewayConfig>): Html {
   const rows = config.rules.map((r) => {
     const rule = r as unknown as Record<string, unknown>;
     const { name, issuer, when, allow, deny, max_ttl, ...rest } = rule;
-    const extra = Object.keys(rest).length > 0 ? html`<pre>${JSON.stringify(rest, null, 2)}</pre>` : '';
+    const extra =
+      Object.keys(rest).length > 0 ? html`<pre>${lines(JSON.stringify(rest, null, 2))}</pre>` : '';
     return html`<tr><td><strong>${String(name)}</strong></td><td>${deny ? html`<span class="bad">deny</span>` : html`<span class="ok">allow</span>`}</td>
-<td>${String(issuer ?? '')}</td><td><pre>${JSON.stringify(when ?? {}, null, 2)}</pre></td>
+<td>${String(issuer ?? '')}</td><td><pre>${lines(JSON.stringify(when ?? {}, null, 2))}</pre></td>
 <td>${Array.isArray(allow) ? (allow as string[]).join(', ') : ''}</td><td>${typeof max_ttl === 'number' ? formatDuration(max_ttl) : ''}</td><td>${extra}</td></tr>`;
   });
   return rows.length === 0
@@ -105,7 +106,7 @@ export async function explainClaims(ctx: PageCtx): Promise<void> {
     const p = subject.principal;
     result = html`<div class="${decision.decision === 'allow' ? 'notice' : 'error'}">
 <p><strong class="${decision.decision === 'allow' ? 'ok' : 'bad'}">${decision.decision}</strong> for issuer ${subject.issuer.name}${p.project ? html`, project ${p.project.path ?? p.project.id ?? ''}` : ''}${p.ref?.name ? html`, ref ${p.ref.name}` : ''}${p.fork ? html`, <span class="bad">fork</span>` : ''}</p>
-<pre>${formatDecision(decision)}</pre>
+<pre>${lines(formatDecision(decision).trimEnd())}</pre>
 <p class="muted">Offline what-if: signature, expiry and audience were not checked.</p></div>`;
   } catch (thrown) {
     const err = asCiportError(thrown);

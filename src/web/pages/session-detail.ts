@@ -9,7 +9,7 @@ import { mayDo } from '../../identity/operator.js';
 import type { PageCtx } from '../context.js';
 import { field } from '../form.js';
 import { age, bytes, isoTime, member, principalCell } from '../format.js';
-import { type Html, html } from '../html.js';
+import { type Html, html, lines } from '../html.js';
 import { page } from '../layout.js';
 import { redirect, sendHtml } from '../respond.js';
 import { revokeForm } from './sessions.js';
@@ -86,7 +86,7 @@ export async function sessionDetailPage(ctx: PageCtx): Promise<void> {
 <tr><th>Ended by</th><td>${s.endedBy ?? ''}${s.endNote ? html` — <q>${s.endNote}</q>` : ''}</td></tr>
 <tr><th>Gateway</th><td><code>${s.gatewayId ?? ''}</code></td></tr>
 </tbody></table>
-<details><summary>Principal as recorded</summary><pre>${JSON.stringify(s.principal, null, 2)}</pre></details>`;
+<details><summary>Principal as recorded</summary><pre>${lines(JSON.stringify(s.principal, null, 2))}</pre></details>`;
   const revoke =
     s.state === 'active' && mayDo(viewer.operator, 'sessions.revoke')
       ? html`<p>${revokeForm(viewer, s.id, 'Revoke this session')}</p>`
