@@ -2,6 +2,7 @@
 // measured in the same run; see docs/performance.md. Arguments are checked (bench/cli.ts)
 // before anything starts; a wrong one exits 2 with a one-line error and the usage.
 import { benchAudit } from './audit.js';
+import { benchAuditSearch } from './audit-search.js';
 import { benchCarriers } from './carriers.js';
 import { EXTRA_ROWS, parseArgs, UsageError, usage } from './cli.js';
 import { benchDecide } from './decide.js';
@@ -13,6 +14,7 @@ import { benchTunnel } from './tunnel.js';
 
 const BENCHES: Record<string, (rounds: number) => Promise<string>> = {
   audit: benchAudit,
+  'audit-search': benchAuditSearch,
   carriers: benchCarriers,
   decide: benchDecide,
   memory: benchMemory,

@@ -58,6 +58,10 @@ var ERROR_CODES = {
   // `ciport login`'s cache (docs/login.md): no live sign-in for the gateway, an unsafe cache file
   CIPORT_E_LOGIN_REQUIRED: { exit: ExitCode.tokenRejected, http: 401 },
   CIPORT_E_CREDENTIALS_INSECURE: usage,
+  // the identity provider's discovery or token endpoint could not be reached: retry later
+  CIPORT_E_SSO_UNAVAILABLE: { exit: ExitCode.unreachable, http: 503 },
+  // the console (docs/console.md): a state change without a valid CSRF token or from another origin
+  CIPORT_E_CSRF_REFUSED: { exit: ExitCode.denied, http: 403 },
   CIPORT_E_WEBHOOK_UNAUTHORIZED: { exit: ExitCode.tokenRejected, http: 401 },
   CIPORT_E_RATE_LIMITED: { exit: ExitCode.unreachable, http: 429 },
   CIPORT_E_GATEWAY_DRAINING: { exit: ExitCode.unreachable, http: 503 },
@@ -73,6 +77,8 @@ var ERROR_CODES = {
   CIPORT_E_APPROVAL_DECIDED: { exit: ExitCode.denied, http: 409 },
   // access reviews: an attestation refused because the audit chain does not verify
   CIPORT_E_AUDIT_CHAIN_BROKEN: { exit: ExitCode.problemsFound, http: 409 },
+  // an attestation of a review the reviewer did not see: the period's events changed since
+  CIPORT_E_REVIEW_CHANGED: { exit: ExitCode.problemsFound, http: 409 },
   // downloads for jobs (GET /v1/client/linux-x64, GET /v1/ca.crt)
   CIPORT_E_CLIENT_UNAVAILABLE: { exit: ExitCode.usage, http: 404 },
   CIPORT_E_CA_UNAVAILABLE: { exit: ExitCode.usage, http: 404 },

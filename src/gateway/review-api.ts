@@ -3,29 +3,12 @@
 // the report itself is built by src/review, the same code `ciport review --config` runs offline.
 import { jsonlLine } from '../audit/export.js';
 import { CiportError } from '../errors/index.js';
-import type { Operator } from '../identity/operator.js';
-import {
-  attestReview,
-  buildReview,
-  parseReviewPeriod,
-  type Reviewer,
-  reviewComment,
-} from '../review/index.js';
+import { attestReview, buildReview, parseReviewPeriod, reviewComment, reviewerOf } from '../review/index.js';
 import type { ApiDeps } from './api.js';
 import { type Req, type Res, readJsonBody, sendJson } from './http.js';
 import { authorizeOperator } from './operators.js';
 
 const PARAMS = { since: 'since', until: 'until' };
-
-/**
- * Who signs off: the operator the request authenticated as. An admin token is `admin-token` /
- * its name (docs/operators.md); a signed-in person (SSO) their issuer, subject, email and name.
- */
-function reviewerOf(operator: Operator): Reviewer {
-  if (operator.kind === 'token') return { issuer: 'admin-token', subject: operator.name };
-  const { issuer, subject, email, name } = operator;
-  return { issuer, subject, ...(email ? { email } : {}), ...(name ? { name } : {}) };
-}
 
 export async function getReview(deps: ApiDeps, req: Req, res: Res): Promise<void> {
   await authorizeOperator(deps, req, 'review.read');

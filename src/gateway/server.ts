@@ -33,7 +33,8 @@ import { openStore } from '../store/open.js';
 import type { Store } from '../store/types.js';
 import { loadTlsMaterial } from '../transport/tls.js';
 import { refuseHttp1 } from '../transport/wire.js';
-import { handleAgentApi, handleAgentUpgrade } from './agents/api.js';
+import { WebConsole } from '../web/console.js';
+import { handleAgentApi, handleAgentUpgrade, listAgents, revokeAgents } from './agents/api.js';
 import type { AgentRegistryOptions } from './agents/registry.js';
 import { type GatewayAgents, startAgents } from './agents/wiring.js';
 import { type ApiDeps, handleApi } from './api.js';
@@ -339,6 +340,9 @@ export async function startGateway(
     config.server.max_body_bytes,
   );
 
+  // The console at /ui (docs/console.md), made once the port is bound (its redirect URI needs it).
+  let webConsole: WebConsole | undefined;
+
   // Streams open per HTTP/2 connection, so an idle connection can be told from a quiet tunnel.
   const openStreams = new WeakMap<object, StreamCount>();
   const sessions = new Set<ServerHttp2Session>();
@@ -451,6 +455,7 @@ export async function startGateway(
     res.once('close', () => clearTimeout(deadline));
     res.once('finish', () => clearTimeout(deadline));
     void (async () => {
+      if (webConsole && (await webConsole.handle(req, res))) return;
       if (await handleAgentApi(agentApi, req, res)) return;
       await handleApi(apiDeps, req, res);
     })();
@@ -526,6 +531,30 @@ export async function startGateway(
     { url, gateway: gatewayId, store: store.engine, targets: [...targets.keys()] },
     'gateway listening',
   );
+  try {
+    webConsole = await WebConsole.start({
+      sso: config.sso,
+      config: () => apiDeps.config,
+      policy: () => apiDeps.policy,
+      store,
+      sessions: manager,
+      agents: {
+        list: () => listAgents(agentApi),
+        revoke: (idOrName, actor) => revokeAgents(agentApi, idOrName, actor),
+      },
+      log,
+      publicUrl: config.public_url ?? url,
+      maxBodyBytes: srv.max_body_bytes,
+      fetch: options.fetch,
+      ...(options.now ? { now: options.now } : {}),
+    });
+  } catch (err) {
+    await teardown.unwind(false).catch(() => {});
+    throw err;
+  }
+  if (webConsole.redirectUri) {
+    log.info({ redirect_uri: webConsole.redirectUri }, 'console at /ui: sign-in through sso.issuer');
+  }
   // Where agents reach this gateway (discovery through the store): public_url, else the bound URL.
   await peers
     .register(config.public_url ?? url)

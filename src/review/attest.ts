@@ -4,6 +4,7 @@
 // onto, a log that was tampered with.
 import { type AuditEvent, auditEvent, type ReviewAttestedData } from '../audit/events.js';
 import { CiportError, UsageError } from '../errors/index.js';
+import type { Operator } from '../identity/operator.js';
 import type { AuditSinkStore } from '../store/sink-cursors.js';
 import type { AuditStore } from '../store/types.js';
 import { printable } from '../text/printable.js';
@@ -12,6 +13,16 @@ import type { ReviewPeriod } from './period.js';
 import type { ReviewReport } from './report.js';
 
 export type Reviewer = ReviewAttestedData['reviewer'];
+
+/**
+ * Who signs off: the operator the request authenticated as. An admin token is `admin-token` /
+ * its name (docs/operators.md); a signed-in person (SSO) their issuer, subject, email and name.
+ */
+export function reviewerOf(operator: Operator): Reviewer {
+  if (operator.kind === 'token') return { issuer: 'admin-token', subject: operator.name };
+  const { issuer, subject, email, name } = operator;
+  return { issuer, subject, ...(email ? { email } : {}), ...(name ? { name } : {}) };
+}
 
 /** Longest `--comment`, in characters (after control characters are shown as escapes). */
 export const REVIEW_COMMENT_MAX = 1000;
@@ -53,7 +64,12 @@ export async function attestReview(
   store: AuditStore & Pick<AuditSinkStore, 'auditSinkCursors'>,
   period: ReviewPeriod,
   reviewer: Reviewer,
-  options: { comment?: string | undefined; now?: number } = {},
+  options: {
+    comment?: string | undefined;
+    now?: number;
+    /** The review hash the reviewer saw (the console): refused when the report's differs. */
+    expectedHash?: string | undefined;
+  } = {},
 ): Promise<Attestation> {
   const now = options.now ?? Date.now();
   if (period.until > now) {
@@ -71,6 +87,12 @@ export async function attestReview(
     );
   }
   await checkSinkAnchors(store);
+  if (options.expectedHash !== undefined && options.expectedHash !== report.review_hash) {
+    throw new CiportError(
+      'CIPORT_E_REVIEW_CHANGED',
+      'the review of this period changed since it was shown (its hash differs); nothing was attested: reload it and attest what it shows',
+    );
+  }
   const event = await store.appendAudit(
     auditEvent('review.attested', {
       reviewer,

@@ -7,7 +7,8 @@ import { escapeHtml } from '../text/html.js';
 import { policyVersions, type ReviewReport } from './report.js';
 import { operatorsInWords } from './words.js';
 
-const STYLE = `
+/** The review's CSS (inline in the page; the console serves it as a file: docs/console.md). */
+export const REVIEW_STYLE = `
 body{font:13px/1.4 system-ui,sans-serif;color:#111;margin:2em}
 h1{font-size:20px}h2{font-size:16px;margin-top:2em;border-bottom:1px solid #999}
 table{border-collapse:collapse;width:100%;margin:.5em 0}
@@ -23,16 +24,23 @@ type Cell = string | number | null | { html: string };
 /** The page for `report`. */
 export function reviewHtml(report: ReviewReport): string {
   const p = report.period;
-  const v = report.verification;
-  const verification = v.ok
-    ? `<span class="ok">intact</span>: ${count(v.events, 'event')} from genesis to the end of the period${v.head ? `, head <code>${escapeHtml(`${v.head.seq}:${v.head.hash}`)}</code>` : ''}`
-    : `<span class="bad">BROKEN at seq ${v.seq}</span>: ${escapeHtml(v.reason)}`;
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
 <title>ciport access review ${escapeHtml(p.since)} – ${escapeHtml(p.until)}</title>
-<style>${STYLE}</style></head><body>
-<h1>Access review ${escapeHtml(p.since)} – ${escapeHtml(p.until)}</h1>
+<style>${REVIEW_STYLE}</style></head><body>
+${reviewBody(report)}</body></html>
+`;
+}
+
+/** The review's sections (everything inside <body>), as the console also shows them. */
+export function reviewBody(report: ReviewReport): string {
+  const p = report.period;
+  const v = report.verification;
+  const verification = v.ok
+    ? `<span class="ok">intact</span>: ${count(v.events, 'event')} from genesis to the end of the period${v.head ? `, head <code>${escapeHtml(`${v.head.seq}:${v.head.hash}`)}</code>` : ''}`
+    : `<span class="bad">BROKEN at seq ${v.seq}</span>: ${escapeHtml(v.reason)}`;
+  return `<h1>Access review ${escapeHtml(p.since)} – ${escapeHtml(p.until)}</h1>
 ${table(null, [
   ['Period', `${p.since} (inclusive) to ${p.until} (exclusive)`],
   ['Events in the period', p.first_seq === null ? '0' : `${p.events} (seq ${p.first_seq}–${p.last_seq})`],
@@ -97,7 +105,6 @@ ${table(
     a.comment,
   ]),
 )}
-</body></html>
 `;
 }
 

@@ -43,6 +43,17 @@ export interface SessionConnection {
   cut(reason: EndReason): void;
   /** Settles once the connection is closed and its `connection.closed` event is written. */
   readonly done: Promise<void>;
+  /** Bytes carried so far, from the client (`in`) and to it (`out`), when metered. */
+  readonly metered?: { readonly in: number; readonly out: number };
+}
+
+/** An open connection as the console shows it (docs/console.md). */
+export interface LiveConnection {
+  id: string;
+  target: string;
+  /** Bytes from the app towards the target, and back, so far. */
+  bytesIn: number;
+  bytesOut: number;
 }
 
 /** A session this gateway serves: the stored record plus what lives only in this process. */
@@ -693,6 +704,18 @@ export class SessionManager {
       );
     }
     live.connections.add(connection);
+  }
+
+  /** The open connections of session `id` on this gateway (none when another gateway serves it). */
+  liveConnections(id: string): LiveConnection[] {
+    const live = this.#live.get(id);
+    if (!live) return [];
+    return [...live.connections].map((c) => ({
+      id: c.id,
+      target: c.target,
+      bytesIn: c.metered?.in ?? 0,
+      bytesOut: c.metered?.out ?? 0,
+    }));
   }
 
   detach(live: LiveSession, connection: SessionConnection): void {

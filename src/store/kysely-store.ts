@@ -12,7 +12,6 @@ import {
 import {
   type AuditEvent,
   type AuditEventInput,
-  type AuditEventType,
   SESSION_END_REASONS,
   type SessionEndReason,
 } from '../audit/events.js';
@@ -20,6 +19,14 @@ import { TARGET_NAME_RE } from '../config/target-name.js';
 import { CiportError } from '../errors/index.js';
 import type { ApprovalVote } from '../policy/approval.js';
 import { approvalColumns, approvalVotes, decideApproval, readApproval } from './approvals.js';
+import {
+  type AuditSearch,
+  type AuditSearchPage,
+  type SessionTraffic,
+  searchAudit,
+  sessionTraffic,
+  toAuditEvent,
+} from './audit-search.js';
 import { AGENT_REVOKED_CHANNEL, type AuditRow, type Engine, SESSION_ENDED_CHANNEL } from './engines.js';
 import { StoreError, wrapStoreError } from './errors.js';
 import { MIGRATION_LOCK_TABLE, MIGRATION_TABLE, migrationNames, migrationProvider } from './migrations.js';
@@ -557,28 +564,16 @@ export class KyselyStore implements Store {
       if (query.since !== undefined) q = q.where('time', '>=', query.since);
       if (query.until !== undefined) q = q.where('time', '<', query.until);
       const rows = await q.orderBy('seq', 'asc').limit(clampLimit(query.limit)).execute();
-      return rows.map((row) => {
-        const seq = toInt(row.seq);
-        let data: JsonObject;
-        try {
-          data = JSON.parse(row.data) as JsonObject;
-        } catch (err) {
-          throw new CiportError(
-            'CIPORT_E_INTERNAL',
-            `audit event ${seq} has corrupt data; run \`ciport audit verify\``,
-            { cause: err },
-          );
-        }
-        return {
-          seq,
-          time: toInt(row.time),
-          type: row.type as AuditEventType,
-          data,
-          hash: row.hash,
-          prevHash: row.prev_hash,
-        };
-      });
+      return rows.map(toAuditEvent);
     });
+  }
+
+  searchAudit(search: AuditSearch): Promise<AuditSearchPage> {
+    return this.#guard(() => searchAudit(this.#db, this.#engine.kind, search));
+  }
+
+  sessionTraffic(sessionIds: readonly string[]): Promise<Map<string, SessionTraffic>> {
+    return this.#guard(() => sessionTraffic(this.#db, this.#engine.kind, sessionIds));
   }
 
   auditRows(query: Pick<AuditQuery, 'afterSeq' | 'limit'> = {}): Promise<ChainRow[]> {

@@ -6,6 +6,7 @@ import type { ChainRow } from '../audit/chain.js';
 import type { AuditEvent, AuditEventInput, SessionEndReason } from '../audit/events.js';
 import type { JobUser } from '../identity/job-user.js';
 import type { ApprovalRequirement, ApprovalTally, ApprovalVote } from '../policy/approval.js';
+import type { AuditSearch, AuditSearchPage, SessionTraffic } from './audit-search.js';
 import type { OperatorSessionStore } from './operator-sessions.js';
 import type { AuditSinkStore } from './sink-cursors.js';
 
@@ -307,6 +308,13 @@ export interface AuditStore {
   auditEvents(query?: AuditQuery): Promise<AuditEvent[]>;
   /** Stored rows verbatim (data as stored text) for verification; ascending seq. */
   auditRows(query?: Pick<AuditQuery, 'afterSeq' | 'limit'>): Promise<ChainRow[]>;
+  /**
+   * One page of the events matching `search`, newest first, paged by seq (store/audit-search.ts:
+   * indexed, never OFFSET). The console's audit search and session detail.
+   */
+  searchAudit(search: AuditSearch): Promise<AuditSearchPage>;
+  /** Closed connections and their bytes for each of `sessionIds` (at most 500) that has any. */
+  sessionTraffic(sessionIds: readonly string[]): Promise<Map<string, SessionTraffic>>;
   /** The last event's seq and hash, or undefined for an empty log. */
   auditHead(): Promise<{ seq: number; hash: string; time: number } | undefined>;
   /**

@@ -143,6 +143,8 @@ describe('npm package', () => {
     expect(list).toContain('package/bin/ciport.js');
     expect(list).toContain('package/dist/src/cli/main.js');
     expect(list).toContain('package/dist/src/demo/run.js');
+    // the console's stylesheet and script ship as built JavaScript (src/web/assets.ts)
+    expect(list).toContain('package/dist/src/web/assets.js');
     expect(list).toContain('package/package.json');
     // no sources, tests, benchmarks, source maps or the runner client's binary
     const stray = list.filter(

@@ -4,6 +4,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { auditEvent, verifyChain } from '../../src/audit/index.js';
+import { auditSearchIndexes } from '../../src/store/audit-search.js';
 import type { NewAgent, Store, StoredAgent } from '../../src/store/index.js';
 import { EXISTING_AGENTS_LIFETIME_MS, MIGRATION_TABLE } from '../../src/store/migrations.js';
 import { HOUR, MINUTE, T0 } from './fixtures.js';
@@ -37,6 +38,7 @@ const LATER_MIGRATIONS = [
   '0008_audit_sink_cursors',
   '0009_operator_sessions',
   '0010_session_approvals',
+  '0011_audit_search',
 ];
 /** `?, ?, …`: one SQL placeholder per value. */
 const placeholders = (n: number) => Array(n).fill('?').join(', ');
@@ -98,6 +100,7 @@ for (const h of engines()) {
       for (const column of ['approval', 'approval_state', 'approved_at'])
         await t.raw.exec(`alter table sessions drop column ${column}`);
       await t.raw.exec('drop table session_approvals');
+      for (const index of auditSearchIndexes(h.engine)) await t.raw.exec(`drop index ${index.name}`);
     };
 
     const count = async (table: string) => {

@@ -5,6 +5,7 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { auditEvent, verifyChain } from '../../src/audit/index.js';
 import type { ApprovalVote } from '../../src/policy/approval.js';
+import { auditSearchIndexes } from '../../src/store/audit-search.js';
 import type {
   ApprovalEventsFor,
   NewSession,
@@ -312,7 +313,12 @@ for (const h of engines()) {
       const s = newSession();
       await first.createSession(record(s), opened);
       await first.close();
-      await t.raw.exec(`delete from ${MIGRATION_TABLE} where name = ?`, ['0010_session_approvals']);
+      // 0010 and what came after it, rolled back as a store from before it would have it.
+      await t.raw.exec(`delete from ${MIGRATION_TABLE} where name in (?, ?)`, [
+        '0010_session_approvals',
+        '0011_audit_search',
+      ]);
+      for (const index of auditSearchIndexes(h.engine)) await t.raw.exec(`drop index ${index.name}`);
       for (const column of ['approval', 'approval_state', 'approved_at'])
         await t.raw.exec(`alter table sessions drop column ${column}`);
       await t.raw.exec('drop table session_approvals');

@@ -4,7 +4,8 @@ import { parseDuration } from '../../config/duration.js';
 import { loadGatewayConfig } from '../../config/load.js';
 import type { GatewayConfig, IssuerConfig } from '../../config/schema.js';
 import { asCiportError, type CiportError, ConfigError, ExitCode, UsageError } from '../../errors/index.js';
-import { normalize, type Principal, TokenVerifier } from '../../identity/index.js';
+import { type Principal, TokenVerifier } from '../../identity/index.js';
+import { whatIfSubject } from '../../identity/what-if.js';
 import {
   compilePolicy,
   type Decision,
@@ -234,33 +235,5 @@ function claimsFromFile(cfg: Readonly<GatewayConfig>, file: string, issuerName: 
       err instanceof SyntaxError ? err.message : ((err as NodeJS.ErrnoException).code ?? 'unreadable');
     throw new ConfigError('CIPORT_E_CLAIMS_INVALID', `--claims ${file}: not a JSON file (${why})`);
   }
-  if (!claims || typeof claims !== 'object' || Array.isArray(claims)) {
-    throw new ConfigError('CIPORT_E_CLAIMS_INVALID', `--claims ${file}: must hold one JSON object of claims`);
-  }
-  const record = claims as Record<string, unknown>;
-  const issuer = pickIssuer(cfg, record, issuerName, file);
-  const { principal, facts } = normalize(issuer.kind, issuer.name, record);
-  return { issuer, principal, facts };
-}
-
-function pickIssuer(
-  cfg: Readonly<GatewayConfig>,
-  claims: Record<string, unknown>,
-  name: string | undefined,
-  file: string,
-): IssuerConfig {
-  const known = cfg.issuers.map((i) => i.name).join(', ') || 'none';
-  if (name) {
-    const byName = cfg.issuers.find((i) => i.name === name);
-    if (!byName) throw new UsageError(`--issuer: no issuer named "${name}" (known: ${known})`);
-    return byName;
-  }
-  const byIss = cfg.issuers.find((i) => i.issuer === claims.iss);
-  if (byIss) return byIss;
-  if (claims.iss === undefined && cfg.issuers.length === 1) return cfg.issuers[0]!;
-  const iss = claims.iss === undefined ? 'no "iss"' : `"iss" ${JSON.stringify(claims.iss)}`;
-  throw new ConfigError(
-    'CIPORT_E_CLAIMS_INVALID',
-    `--claims ${file}: ${iss} matches no configured issuer; pass --issuer NAME (known: ${known})`,
-  );
+  return whatIfSubject(cfg, claims, issuerName, `--claims ${file}`);
 }

@@ -13,14 +13,14 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { parseDuration } from '../../config/duration.js';
 import { asCiportError, CiportError } from '../../errors/index.js';
-import type { Operator, OperatorAction } from '../../identity/operator.js';
+import type { Operator, OperatorAction, OperatorActor } from '../../identity/operator.js';
 import type { Logger } from '../../log/logger.js';
 import { bearer } from '../../session/secret.js';
 import { AGENT_CONNECT_PATH, AGENT_UPGRADE_PROTOCOL, refuseHttp1 } from '../../transport/wire.js';
 import { type Req, type Res, readJsonBody, sendError, sendJson } from '../http.js';
 import { actorOf } from '../operators.js';
-import type { AgentHub } from './hub.js';
-import { type AgentRegistry, bindingNames, type TargetEdit } from './registry.js';
+import type { AgentHub, ConnectedAgentInfo } from './hub.js';
+import { type AgentRegistry, type AgentSummary, bindingNames, type TargetEdit } from './registry.js';
 
 export interface AgentApiDeps {
   registry: AgentRegistry;
@@ -118,12 +118,7 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
     if (path === '/v1/agents') {
       allow(req, 'GET');
       await deps.authorize(req, 'agents.read');
-      const live = deps.hub.list();
-      const agents = (await deps.registry.list()).map((a) => ({
-        ...a,
-        connections: live.filter((c) => c.agent === a.id),
-      }));
-      sendJson(res, 200, agents);
+      sendJson(res, 200, await listAgents(deps));
       return true;
     }
     const m = /^\/v1\/agents\/([^/]+)\/revoke$/.exec(path);
@@ -131,11 +126,7 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
       allow(req, 'POST');
       const operator = await deps.authorize(req, 'agents.manage');
       const actor = actorOf(operator, await readJsonBody(req, deps.maxBodyBytes));
-      const revoked = await deps.registry.revoke(decodeURIComponent(m[1]), actor);
-      for (const a of revoked) {
-        const cut = deps.hub.disconnect(a.id, 'revoked');
-        deps.log?.info({ agent: a.id, name: a.name, connections: cut, by: actor.by }, 'agent revoked');
-      }
+      const revoked = await revokeAgents(deps, decodeURIComponent(m[1]), actor);
       sendJson(res, 200, { revoked });
       return true;
     }
@@ -165,6 +156,34 @@ export async function handleAgentApi(deps: AgentApiDeps, req: Req, res: Res): Pr
     sendError(res, asCiportError(thrown));
     return true;
   }
+}
+
+/** Every agent with its live connections to this gateway (`GET /v1/agents`, the console). */
+export async function listAgents(
+  deps: Pick<AgentApiDeps, 'registry' | 'hub'>,
+): Promise<Array<AgentSummary & { connections: ConnectedAgentInfo[] }>> {
+  const live = deps.hub.list();
+  return (await deps.registry.list()).map((a) => ({
+    ...a,
+    connections: live.filter((c) => c.agent === a.id),
+  }));
+}
+
+/**
+ * Revoke the agents with this id or name as `actor` and cut their connections at once
+ * (`POST /v1/agents/{id|name}/revoke`, the console). The revoked agents; empty: revoked already.
+ */
+export async function revokeAgents(
+  deps: Pick<AgentApiDeps, 'registry' | 'hub' | 'log'>,
+  idOrName: string,
+  actor: OperatorActor,
+): Promise<AgentSummary[]> {
+  const revoked = await deps.registry.revoke(idOrName, actor);
+  for (const a of revoked) {
+    const cut = deps.hub.disconnect(a.id, 'revoked');
+    deps.log?.info({ agent: a.id, name: a.name, connections: cut, by: actor.by }, 'agent revoked');
+  }
+  return revoked;
 }
 
 function allow(req: Req, method: string): void {
