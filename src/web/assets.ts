@@ -78,6 +78,10 @@ const CONSOLE_JS = `// ciport console: progressive enhancement (docs/console.md)
 })();
 `;
 
+/** A small mark, so browsers do not ask the API for /favicon.ico (a 404). */
+const FAVICON_SVG =
+  '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#1d4ed8"/><path d="M4 8h8M8 4v8" stroke="#fff" stroke-width="2"/></svg>';
+
 export interface Asset {
   type: string;
   body: string;
@@ -93,4 +97,5 @@ export const ASSETS: ReadonlyMap<string, Asset> = new Map([
   ['console.css', asset('text/css; charset=utf-8', CONSOLE_CSS)],
   ['console.js', asset('text/javascript; charset=utf-8', CONSOLE_JS)],
   ['review.css', asset('text/css; charset=utf-8', REVIEW_STYLE)],
+  ['favicon.svg', asset('image/svg+xml', FAVICON_SVG)],
 ]);

@@ -8,8 +8,9 @@
 // reads a bounded form and must carry the sign-in's CSRF token from the same origin (csrf.ts)
 // before anything acts on it. Every response carries the security headers (respond.ts).
 //
-// Imports from src/gateway only its leaf helpers (http.ts, operators.ts), which never import
-// this folder: the gateway mounts the console, never the other way round.
+// Imports from src/gateway only its leaf helpers (http.ts, operators.ts; and types of the agents'
+// summaries), which never import this folder: the gateway mounts the console and hands it the
+// actions it shares with the admin API (context.ts), never the other way round.
 import { auditEvent } from '../audit/events.js';
 import { asCiportError, CiportError } from '../errors/index.js';
 import type { Req, Res } from '../gateway/http.js';

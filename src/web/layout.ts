@@ -65,6 +65,7 @@ export function page(viewer: Viewer | undefined, options: PageOptions, body: Htm
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <title>${options.title} · ciport</title>
+<link rel="icon" href="/ui/assets/favicon.svg" type="image/svg+xml">
 ${styles}<link rel="stylesheet" href="/ui/assets/console.css">
 <script src="/ui/assets/console.js" defer></script>${options.head ?? ''}
 </head><body>

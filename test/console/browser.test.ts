@@ -25,6 +25,8 @@ const UI_TIMEOUT = 60_000;
 
 let world: ConsoleWorld;
 let browser: Browser;
+/** What the browser reported on the gateway's pages: CSP violations, script errors. */
+const pageProblems: string[] = [];
 let token: string;
 
 beforeAll(async () => {
@@ -92,6 +94,11 @@ async function newContext(): Promise<BrowserContext> {
 async function signIn(context: BrowserContext, login: string, path = '/ui'): Promise<Page> {
   const page = await context.newPage();
   page.on('dialog', (d) => void d.accept());
+  page.on('console', (m) => {
+    if (page.url().startsWith(world.url) && m.type() === 'error')
+      pageProblems.push(`${page.url()}: ${m.text()}`);
+  });
+  page.on('pageerror', (err) => pageProblems.push(`${page.url()}: ${err.message}`));
   await page.goto(`${world.url}${path}`);
   await page.waitForURL((u) => u.toString().startsWith(world.idp.issuer));
   await page.fill('input[name="login"]', login);
@@ -370,4 +377,10 @@ describe('the console in Chromium', () => {
     await replay.close();
     await admin.close();
   }, 240_000);
+
+  it("no console page violated its Content-Security-Policy or threw (the browser's own report)", () => {
+    // the one refusal a test asked for: the no-role sign-in's 403 page
+    const expected = (p: string) => p.includes('/ui/callback?') && p.includes('status of 403');
+    expect(pageProblems.filter((p) => !expected(p))).toEqual([]);
+  });
 });

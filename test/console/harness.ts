@@ -33,17 +33,31 @@ export async function startConsoleWorld(options: {
   gateway?: StartGatewayOptions;
   /** Start the gateway without `sso:`. */
   noSso?: boolean;
+  /** Share these with another world (they are not closed with this one). */
+  idp?: SsoIdp;
+  issuer?: FixtureIssuer;
+  port?: number;
+  /** `public_url` (default: the bound URL). */
+  publicUrl?: string;
 }): Promise<ConsoleWorld> {
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const url = `https://127.0.0.1:${port}`;
-  const idp = await startSsoIdp({
-    clients: [
-      { client_id: CONSOLE_CLIENT, client_secret: CONSOLE_SECRET, redirect_uris: [`${url}/ui/callback`] },
-    ],
-  });
-  const issuer = await FixtureIssuer.start({ kind: 'gitlab' });
+  const owned = !options.idp;
+  const idp =
+    options.idp ??
+    (await startSsoIdp({
+      clients: [
+        {
+          client_id: CONSOLE_CLIENT,
+          client_secret: CONSOLE_SECRET,
+          redirect_uris: [`${options.publicUrl ?? url}/ui/callback`],
+        },
+      ],
+    }));
+  const issuer = options.issuer ?? (await FixtureIssuer.start({ kind: 'gitlab' }));
   const doc = {
     listen: `127.0.0.1:${port}`,
+    ...(options.publicUrl ? { public_url: options.publicUrl } : {}),
     ...e2eGatewayDoc(join(options.dir, 'data'), issuer.url),
     ...(options.noSso
       ? {}
@@ -83,8 +97,8 @@ export async function startConsoleWorld(options: {
     logLines,
     async close() {
       await gateway.close();
-      await idp.close();
-      await issuer.close();
+      if (owned) await idp.close();
+      if (!options.issuer) await issuer.close();
     },
   };
 }
