@@ -7,6 +7,7 @@ import type { GatewayConfig, TargetConfig } from '../config/schema.js';
 import { oneTimeCredential } from '../credentials/otp.js';
 import { asCiportError, CiportError, TokenRejectedError } from '../errors/index.js';
 import type { ExitAdvertisement } from '../exits/contract.js';
+import type { SsoRoleMap } from '../identity/operator-secret.js';
 import type { TokenVerifier, VerifiedToken } from '../identity/verify.js';
 import type { JobLiveness, JobRef } from '../jobs/index.js';
 import type { Logger } from '../log/logger.js';
@@ -52,6 +53,8 @@ export interface ApiDeps {
   adminTokens: AdminTokens;
   /** True when `sso:` is configured: people sign in (docs/sso.md) besides admin tokens. */
   ssoEnabled?: boolean;
+  /** `sso:` in force: what a stored sign-in's groups grant now (operators.ts). */
+  sso?: SsoRoleMap | undefined;
   /** `ciport login` (docs/login.md); absent without `sso.cli_client_id`. */
   operatorLogin?: OperatorLogin;
   /** True once SIGTERM (or drain()) was received. */

@@ -20,7 +20,7 @@ import {
   ROLE_ACTIONS,
   type TokenOperator,
 } from '../identity/operator.js';
-import { isOperatorSecret, operatorOfSession } from '../identity/operator-secret.js';
+import { isOperatorSecret, operatorUnder, type SsoRoleMap } from '../identity/operator-secret.js';
 import type { Logger } from '../log/logger.js';
 import { bearer, hashSecret } from '../session/secret.js';
 import type { OperatorSessionStore } from '../store/operator-sessions.js';
@@ -109,8 +109,10 @@ export async function authorizeOperator(
   let why: string | undefined;
   if (presented && isOperatorSecret(presented)) {
     const signedIn = await deps.store.operatorSession(hashSecret(presented), Date.now());
-    if (signedIn) operator = operatorOfSession(signedIn);
-    else why = 'sign-in expired or signed out: run `ciport login` again';
+    if (signedIn) operator = operatorUnder(deps.sso, signedIn);
+    why = signedIn
+      ? "this sign-in grants no role under the gateway's sso: as configured now (its provider or role mapping changed): run `ciport login` again"
+      : 'sign-in expired or signed out: run `ciport login` again';
   } else {
     operator = presented ? deps.adminTokens.match(presented) : undefined;
   }
@@ -134,6 +136,8 @@ export interface OperatorAuthDeps {
   store: Pick<OperatorSessionStore, 'operatorSession'>;
   /** True when `sso:` is configured (only changes the refusal's wording). */
   ssoEnabled?: boolean;
+  /** `sso:` in force: a sign-in's roles are its groups mapped by it now (operatorUnder). */
+  sso?: SsoRoleMap | undefined;
   log: Logger;
 }
 

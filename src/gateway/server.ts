@@ -328,6 +328,7 @@ export async function startGateway(
     targets,
     adminTokens: AdminTokens.fromConfig(config.admin_tokens),
     ssoEnabled: config.sso !== undefined,
+    sso: config.sso,
     ...operatorLogin(config, store, log, options),
     draining: () => draining,
     agents: gatewayAgents.hub,

@@ -8,7 +8,8 @@
 // | GitHub   | `actor`      | —            | `actor_id`  |
 // | OIDC     | `preferred_username` | `email` | —        |
 //
-// An operator is the job's user when, compared without regard to case, their email equals the
+// An operator is the job's user when, compared as `fold` does (case, compatibility forms, email
+// sub-addresses and a domain's trailing dot do not count), their email equals the
 // user's email, or their name (an admin token's name; an SSO operator's username or display
 // name) equals the user's login or email, or they signed in with the same issuer that minted
 // the job token (a GitLab instance used for SSO) and their subject is the user's id.
@@ -48,8 +49,6 @@ export function jobUserOf(kind: IssuerKind, claims: Claims): JobUser {
  * person, since the alternative is letting a requester approve their own access.
  */
 export function sameAsJobUser(operator: Operator, user: JobUser): 'email' | 'name' | 'subject' | undefined {
-  const fold = (v: string | null | undefined) =>
-    typeof v === 'string' && v.trim() !== '' ? v.trim().toLowerCase() : undefined;
   const handles = new Set([fold(user.login), fold(user.email)].filter((v): v is string => v !== undefined));
   if (operator.kind === 'token') return handles.has(fold(operator.name) ?? '') ? 'name' : undefined;
   const email = fold(operator.email);
@@ -65,6 +64,23 @@ export function sameAsJobUser(operator: Operator, user: JobUser): 'email' | 'nam
     return 'subject';
   }
   return undefined;
+}
+
+/**
+ * `v` as the self-approval check compares it: NFKC (fullwidth and other compatibility forms are
+ * their plain letters), trimmed, lower case; an email loses its sub-address (`ada+ci@` is
+ * `ada@`: it reaches the same mailbox, and GitLab lets a user make any verified address the
+ * one jobs carry) and its domain's trailing dots. Undefined for nothing.
+ */
+function fold(v: string | null | undefined): string | undefined {
+  if (typeof v !== 'string') return undefined;
+  const text = v.normalize('NFKC').trim().toLowerCase();
+  if (text === '') return undefined;
+  const at = text.lastIndexOf('@');
+  if (at <= 0) return text;
+  const local = text.slice(0, at);
+  const plus = local.indexOf('+');
+  return `${plus > 0 ? local.slice(0, plus) : local}@${text.slice(at + 1).replace(/\.+$/, '')}`;
 }
 
 function sameIssuer(a: string, b: string): boolean {

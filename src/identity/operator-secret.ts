@@ -4,6 +4,7 @@
 // (`cpa_`) credential. The store keeps only its SHA-256.
 import { randomBytes } from 'node:crypto';
 import { OPERATOR_ROLES, type OperatorRole } from '../config/roles.js';
+import type { SsoConfig } from '../config/sso.js';
 import type { OperatorSessionRecord } from '../store/operator-sessions.js';
 import type { OidcOperator } from './operator.js';
 
@@ -19,7 +20,31 @@ export function isOperatorSecret(value: string): boolean {
   return OPERATOR_SECRET_RE.test(value);
 }
 
-/** The operator a stored sign-in stands for (roles as they were at sign-in). */
+/** What of `sso:` decides what a stored sign-in still grants. */
+export type SsoRoleMap = Pick<SsoConfig, 'issuer' | 'roles'>;
+
+/**
+ * The operator a stored sign-in stands for under the `sso:` in force now, or undefined when it
+ * grants nothing any more: no `sso:`, another issuer, or none of the groups kept from sign-in
+ * maps to a role now. Roles are those groups mapped again, never the roles stored at sign-in:
+ * an operator who takes a group out of `sso.roles` (or changes the provider) and restarts must
+ * not leave that group's sign-ins in force until their session_ttl runs out.
+ */
+export function operatorUnder(
+  sso: SsoRoleMap | undefined,
+  r: OperatorSessionRecord,
+): OidcOperator | undefined {
+  if (!sso || trimSlashes(r.issuer) !== trimSlashes(sso.issuer)) return undefined;
+  const roles = OPERATOR_ROLES.filter((role) => sso.roles[role].some((g) => r.groups.includes(g)));
+  if (roles.length === 0) return undefined;
+  return { ...operatorOfSession(r), roles };
+}
+
+function trimSlashes(url: string): string {
+  return url.replace(/\/+$/, '');
+}
+
+/** The operator a stored sign-in stood for when made (roles as they were): for audit records only. */
 export function operatorOfSession(r: OperatorSessionRecord): OidcOperator {
   const roles = r.roles.filter((x): x is OperatorRole => (OPERATOR_ROLES as readonly string[]).includes(x));
   return {

@@ -15,7 +15,7 @@ import { auditEvent } from '../audit/events.js';
 import { asCiportError, CiportError } from '../errors/index.js';
 import type { Req, Res } from '../gateway/http.js';
 import { type OidcOperator, operatorRef } from '../identity/operator.js';
-import { isOperatorSecret, newOperatorSecret, operatorOfSession } from '../identity/operator-secret.js';
+import { isOperatorSecret, newOperatorSecret, operatorUnder } from '../identity/operator-secret.js';
 import { operatorFromClaims } from '../identity/sso-operator.js';
 import { RateLimiter } from '../session/rate-limit.js';
 import { hashSecret } from '../session/secret.js';
@@ -225,7 +225,8 @@ export class WebConsole {
     const record = await this.#deps.store.operatorSession(secretHash, this.#now());
     // A `ciport login` token is a bearer credential for the CLI, not a console cookie.
     if (record?.kind !== 'browser') return undefined;
-    return { operator: operatorOfSession(record), secretHash, csrf: csrfToken(secret) };
+    const operator = operatorUnder(this.#deps.sso, record);
+    return operator ? { operator, secretHash, csrf: csrfToken(secret) } : undefined;
   }
 
   async #login(req: Req, res: Res, url: URL, signIn: ConsoleSignIn): Promise<void> {

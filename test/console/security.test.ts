@@ -223,7 +223,7 @@ describe('sign-in', { timeout: 120_000 }, () => {
       name: null,
       username: null,
       roles: ['admin'],
-      groups: [],
+      groups: ['platform'],
       createdAt: Date.now(),
       expiresAt: Date.now() + 60_000,
     });

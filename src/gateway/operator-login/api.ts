@@ -14,7 +14,12 @@ import { auditEvent } from '../../audit/events.js';
 import type { SsoConfig } from '../../config/sso.js';
 import { asCiportError, CiportError } from '../../errors/index.js';
 import { type OidcOperator, operatorRef } from '../../identity/operator.js';
-import { isOperatorSecret, newOperatorSecret, operatorOfSession } from '../../identity/operator-secret.js';
+import {
+  isOperatorSecret,
+  newOperatorSecret,
+  operatorOfSession,
+  operatorUnder,
+} from '../../identity/operator-secret.js';
 import { operatorFromClaims } from '../../identity/sso-operator.js';
 import type { Logger } from '../../log/logger.js';
 import { RateLimiter, type RateLimitOptions } from '../../session/rate-limit.js';
@@ -297,14 +302,17 @@ export function operatorLoginOf(deps: ApiDeps): OperatorLogin {
 /** `GET /v1/operator/sessions/current`: who the bearer `cpo_` token signs in, until when. */
 export async function currentSignIn(deps: ApiDeps, req: Req, res: Res): Promise<void> {
   const record = await liveSignIn(deps, req);
-  if (!record) {
+  const operator = record ? operatorUnder(deps.config.sso, record) : undefined;
+  if (!record || !operator) {
     throw new CiportError(
       'CIPORT_E_ADMIN_UNAUTHORIZED',
-      'not signed in: the sign-in expired or was ended; run `ciport login` again',
+      record
+        ? "this sign-in grants no role under the gateway's sso: as configured now; run `ciport login` again"
+        : 'not signed in: the sign-in expired or was ended; run `ciport login` again',
     );
   }
   sendJson(res, 200, {
-    operator: operatorView(operatorOfSession(record)),
+    operator: operatorView(operator),
     via: record.kind,
     signed_in_at: new Date(record.createdAt).toISOString(),
     expires_at: new Date(record.expiresAt).toISOString(),
