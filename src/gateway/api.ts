@@ -21,15 +21,8 @@ import type { SessionRecord, Store } from '../store/types.js';
 import { gatewayInfo } from '../transport/gateway-info.js';
 import type { AgentHub } from './agents/hub.js';
 import type { ApprovalNotifier } from './approval-notify.js';
-import {
-  approvalForJob,
-  approvalStatus,
-  approveSession,
-  denySession,
-  getApproval,
-  listApprovals,
-  waitApproval,
-} from './approvals-api.js';
+import { approvalForJob, approvalStatus } from './approval-view.js';
+import { approveSession, denySession, getApproval, listApprovals, waitApproval } from './approvals-api.js';
 import type { GatewayDownloads } from './downloads.js';
 import { parseJsonBody, type Req, type Res, readBody, readJsonBody, sendError, sendJson } from './http.js';
 import type { GatewayMetrics } from './metrics.js';

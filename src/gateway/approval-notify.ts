@@ -29,7 +29,7 @@ export interface ApprovalNotifierOptions {
   webhooks: readonly ApprovalWebhookConfig[];
   log: Logger;
   registry?: Registry | undefined;
-  /** The console link of a session (approvals-api.ts approvalUrl). */
+  /** The console link of a session (approval-view.ts approvalUrl). */
   linkOf: (id: string) => string;
   now?: () => number;
   /** Retry delays (tests shorten them). */

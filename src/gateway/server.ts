@@ -39,7 +39,7 @@ import type { AgentRegistryOptions } from './agents/registry.js';
 import { type GatewayAgents, startAgents } from './agents/wiring.js';
 import { type ApiDeps, handleApi } from './api.js';
 import { startApprovalNotifier } from './approval-notify.js';
-import { approvalUrl } from './approvals-api.js';
+import { approvalUrl } from './approval-view.js';
 import { GatewayDownloads } from './downloads.js';
 import { type GatewayExits, startExits } from './exits.js';
 import { isHttp2, type Req, type Res, sendError, setRequestDeadline } from './http.js';

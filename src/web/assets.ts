@@ -33,6 +33,10 @@ input[type=text],select{padding:2px 4px}
 textarea{width:100%;min-height:12em;font:12px ui-monospace,monospace}
 button{padding:2px 10px;cursor:pointer}
 button.danger{color:#fff;background:var(--bad);border:1px solid var(--bad)}
+button.primary{color:#fff;background:var(--ok);border:1px solid var(--ok)}
+.decisions{display:flex;flex-wrap:wrap;gap:1.2em;margin:.6em 0 1em}
+.decisions form{display:flex;gap:.4em}.decisions input[type=text]{width:22em}
+table.record{width:auto}
 .pager{display:flex;gap:1.2em;margin:.4em 0}
 .slot{display:none}
 @media print{header.top,form,button,.pager,.no-print{display:none!important}main{padding:0}a{color:inherit;text-decoration:none}th{background:#ddd!important;-webkit-print-color-adjust:exact;print-color-adjust:exact}tr{break-inside:avoid}}

@@ -8,9 +8,9 @@
 // reads a bounded form and must carry the sign-in's CSRF token from the same origin (csrf.ts)
 // before anything acts on it. Every response carries the security headers (respond.ts).
 //
-// Imports from src/gateway only its leaf helpers (http.ts, operators.ts; and types of the agents'
-// summaries), which never import this folder: the gateway mounts the console and hands it the
-// actions it shares with the admin API (context.ts), never the other way round.
+// Imports from src/gateway only its leaf helpers (http.ts, operators.ts, approval-view.ts; and
+// types of the agents' summaries), which never import this folder: the gateway mounts the console
+// and hands it the actions it shares with the admin API (context.ts), never the other way round.
 import { auditEvent } from '../audit/events.js';
 import { asCiportError, CiportError } from '../errors/index.js';
 import type { Req, Res } from '../gateway/http.js';
@@ -37,6 +37,7 @@ import { readForm } from './form.js';
 import { html } from './html.js';
 import { homePath, page, type Viewer } from './layout.js';
 import { agentsPage, revokeAgent } from './pages/agents.js';
+import { approvalDetailPage, approvalsPage, approveFromConsole, denyFromConsole } from './pages/approvals.js';
 import { auditPage } from './pages/audit.js';
 import { errorPage } from './pages/errors.js';
 import { explainClaims, policyPage } from './pages/policy.js';
@@ -56,6 +57,14 @@ const ROUTES: ReadonlyArray<{ method: 'GET' | 'POST'; pattern: RegExp; handler: 
   { method: 'GET', pattern: /^\/ui\/sessions\/rows$/, handler: sessionRowsFragment },
   { method: 'GET', pattern: new RegExp(`^/ui/sessions/${SESSION_ID}$`), handler: sessionDetailPage },
   { method: 'POST', pattern: new RegExp(`^/ui/sessions/${SESSION_ID}/revoke$`), handler: revokeSession },
+  { method: 'GET', pattern: /^\/ui\/approvals$/, handler: approvalsPage },
+  { method: 'GET', pattern: new RegExp(`^/ui/approvals/${SESSION_ID}$`), handler: approvalDetailPage },
+  {
+    method: 'POST',
+    pattern: new RegExp(`^/ui/approvals/${SESSION_ID}/approve$`),
+    handler: approveFromConsole,
+  },
+  { method: 'POST', pattern: new RegExp(`^/ui/approvals/${SESSION_ID}/deny$`), handler: denyFromConsole },
   { method: 'GET', pattern: /^\/ui\/audit$/, handler: auditPage },
   { method: 'GET', pattern: /^\/ui\/agents$/, handler: agentsPage },
   { method: 'POST', pattern: new RegExp(`^/ui/agents/${AGENT_ID}/revoke$`), handler: revokeAgent },

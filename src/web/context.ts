@@ -24,7 +24,10 @@ export interface ConsoleDeps {
   /** The compiled policy in force (the explain box decides with it). */
   policy: () => Policy;
   store: Store;
-  sessions: Pick<SessionManager, 'list' | 'revoke' | 'liveConnections'>;
+  sessions: Pick<
+    SessionManager,
+    'list' | 'revoke' | 'liveConnections' | 'pendingApprovals' | 'withVotes' | 'decide'
+  >;
   agents: {
     list(): Promise<ConsoleAgent[]>;
     /** What `POST /v1/agents/{id}/revoke` does: revoke, cut its connections, audit with `actor`. */

@@ -20,11 +20,9 @@ interface NavItem {
 
 const NAV: readonly NavItem[] = [
   { path: '/ui/sessions', label: 'Live sessions', action: 'sessions.read' },
-  // ---- NAVIGATION SLOT: pending approvals ----------------------------------------------------
-  // The pending-approvals page (`/ui/approvals`, action `sessions.approve`) is built with the
-  // approvals work (GET /v1/approvals, approve/deny) and goes here, after live sessions. This
-  // branch leaves it out on purpose.
-  // ----------------------------------------------------------------------------------------------
+  // Every role may read pending approvals (like GET /v1/approvals); deciding needs
+  // `sessions.approve`, checked on the page's buttons and their POSTs.
+  { path: '/ui/approvals', label: 'Pending approvals', action: 'sessions.read' },
   { path: '/ui/audit', label: 'Audit', action: 'audit.read' },
   { path: '/ui/agents', label: 'Agents', action: 'agents.read' },
   { path: '/ui/policy', label: 'Policy', action: 'policy.read' },

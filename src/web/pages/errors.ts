@@ -13,7 +13,22 @@ const TITLES: Partial<Record<string, string>> = {
   CIPORT_E_ADMIN_UNAUTHORIZED: 'Not signed in',
   CIPORT_E_CSRF_REFUSED: 'Refused',
   CIPORT_E_NOT_FOUND: 'Not found',
+  CIPORT_E_APPROVAL_SELF: 'You cannot decide on your own request',
+  CIPORT_E_APPROVAL_NOT_IN_GROUP: 'Not an approver of this request',
+  CIPORT_E_APPROVAL_DECIDED: 'Already decided',
+  CIPORT_E_APPROVAL_TIMEOUT: 'The approval timed out',
+  CIPORT_E_APPROVAL_NOT_PENDING: 'No approval needed',
+  CIPORT_E_SESSION_ENDED: 'The session ended',
 };
+
+/** Refused decisions: the way back is the approvals list, where the request stands now. */
+const APPROVAL_CODES = new Set([
+  'CIPORT_E_APPROVAL_SELF',
+  'CIPORT_E_APPROVAL_NOT_IN_GROUP',
+  'CIPORT_E_APPROVAL_DECIDED',
+  'CIPORT_E_APPROVAL_TIMEOUT',
+  'CIPORT_E_APPROVAL_NOT_PENDING',
+]);
 
 function next(viewer: Viewer | undefined, err: CiportError): Html {
   switch (err.code) {
@@ -29,6 +44,8 @@ see <code>docs/sso.md</code> and <code>docs/console.md</code> in the ciport pack
     case 'CIPORT_E_SSO_NO_ROLE':
       return html`<p>Ask an administrator for one of the groups that give a ciport role.</p>`;
     default:
+      if (viewer && APPROVAL_CODES.has(err.code))
+        return html`<p><a href="/ui/approvals">Back to pending approvals</a></p>`;
       return viewer
         ? html`<p><a href="/ui">Back to the console</a></p>`
         : html`<p><a href="/ui/login">Sign in</a></p>`;
