@@ -184,7 +184,7 @@ describe('forms refuse bad input', () => {
 });
 
 describe('a session waiting for approval', () => {
-  it('shows state pending on its page (as the API and `ciport sessions list` say), not active', async () => {
+  it('shows state pending on its page (as the API and `ciport sessions list` say), and explain says it waits', async () => {
     const world = await startConsoleWorld({
       dir: join(dir, 'pending'),
       rules: [
@@ -214,6 +214,13 @@ describe('a session waiting for approval', () => {
       const detail = await ana.get(`/ui/sessions/${id}`);
       expect(detail.status).toBe(200);
       expect(detail.body).toMatch(/<th>State<\/th><td[^>]*>pending<\/td>/);
+      // the policy page says so too: the rule's timeout as written, and the explain box
+      const rules = await ana.get('/ui/policy');
+      expect(rules.body).toContain('&quot;timeout&quot;: &quot;15m&quot;');
+      const claims = { project_id: '61577203', ref_protected: 'true', ref: 'main', project_path: 'acme/ledger' };
+      const explained = await ana.post('/ui/policy/explain', { claims: JSON.stringify(claims), issuer: 'gitlab' });
+      expect(explained.status, explained.body).toBe(200);
+      expect(explained.body).toContain('needs approval: 1 of dba within 15m');
     } finally {
       await world.close();
     }
