@@ -217,8 +217,16 @@ describe('a session waiting for approval', () => {
       // the policy page says so too: the rule's timeout as written, and the explain box
       const rules = await ana.get('/ui/policy');
       expect(rules.body).toContain('&quot;timeout&quot;: &quot;15m&quot;');
-      const claims = { project_id: '61577203', ref_protected: 'true', ref: 'main', project_path: 'acme/ledger' };
-      const explained = await ana.post('/ui/policy/explain', { claims: JSON.stringify(claims), issuer: 'gitlab' });
+      const claims = {
+        project_id: '61577203',
+        ref_protected: 'true',
+        ref: 'main',
+        project_path: 'acme/ledger',
+      };
+      const explained = await ana.post('/ui/policy/explain', {
+        claims: JSON.stringify(claims),
+        issuer: 'gitlab',
+      });
       expect(explained.status, explained.body).toBe(200);
       expect(explained.body).toContain('needs approval: 1 of dba within 15m');
     } finally {

@@ -28,7 +28,12 @@ describe('rule approval: in policy explain', () => {
         '  - {name: open, issuer: g, allow: [cache]}\n',
     );
     const policy = compilePolicy(cfg);
-    const decision = policy.decide({ issuer: 'g', facts: {}, targets: ['db', 'cache'], defaultTtlMs: 600_000 });
+    const decision = policy.decide({
+      issuer: 'g',
+      facts: {},
+      targets: ['db', 'cache'],
+      defaultTtlMs: 600_000,
+    });
     const text = formatDecision(withApprovals(decision, policy));
     expect(text).toContain('  db  rule "r"  ttl 10m  needs approval: 2 of dba, sre within 20m\n');
     expect(text).toContain('  cache  rule "open"  ttl 10m\n');
