@@ -17,7 +17,7 @@ import type { SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
 import { jobKey, projectKey, type RateDecision, type SessionRateLimit } from '../session/rate-limit.js';
 import { bearer } from '../session/secret.js';
-import type { SessionRecord, Store } from '../store/types.js';
+import { type SessionRecord, type Store, shownState } from '../store/types.js';
 import { gatewayInfo } from '../transport/gateway-info.js';
 import type { AgentHub } from './agents/hub.js';
 import type { ApprovalNotifier } from './approval-notify.js';
@@ -503,8 +503,7 @@ async function endSession(deps: ApiDeps, req: Req, res: Res, [id]: string[]): Pr
 export function sessionSummary(s: SessionRecord): Record<string, unknown> {
   return {
     id: s.id,
-    // `pending`: waiting for approval (stored active, opening nothing yet).
-    state: s.state === 'active' && s.approval?.state === 'pending' ? 'pending' : s.state,
+    state: shownState(s),
     end_reason: s.endReason,
     targets: s.targets,
     principal: s.principal,

@@ -64,6 +64,8 @@ export interface GrantedTarget {
   /** The rule that grants it: the one with the largest max_ttl (ties: config order). */
   rule: string;
   ttlMs: number;
+  /** Set by `withApprovals` for explain output only: the granting rule's `approval:`. */
+  approval?: ApprovalRule;
 }
 
 /** The first condition of a rule that a token fails. */

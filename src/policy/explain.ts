@@ -3,7 +3,8 @@
 // claims that rules name ever appear here; claims are not secret, tokens and credentials are
 // never passed in.
 import { formatDuration } from '../config/duration.js';
-import type { Decision, Failure } from './engine.js';
+import type { ApprovalRule } from './approval.js';
+import type { Decision, Failure, Policy } from './engine.js';
 
 const MAX_VALUE_TEXT = 120;
 /** `actual` of a failure whose claim is absent from the token. Not valid JSON, so unambiguous. */
@@ -64,11 +65,31 @@ export function allowReason(rules: readonly string[], granted: Decision['targets
   return `allowed by ${plural(rules, 'rule')} ${quoted(rules)}: ${what}`;
 }
 
+/**
+ * The decision with each granted target's approval terms (docs/approvals.md), so that an explain
+ * says a session would wait for approvers rather than open at once.
+ */
+export function withApprovals(decision: Decision, policy: Pick<Policy, 'rule'>): Decision {
+  return {
+    ...decision,
+    targets: decision.targets.map((g) => {
+      const approval = policy.rule(g.rule)?.approval;
+      return approval ? { ...g, approval } : g;
+    }),
+  };
+}
+
+/** `needs approval: 1 of dba within 15m` */
+function approvalText(a: ApprovalRule): string {
+  return `needs approval: ${a.count} of ${a.groups.join(', ')} within ${formatDuration(a.timeout)}`;
+}
+
 /** Human rendering of a decision, for `ciport policy explain` without `--json`. */
 export function formatDecision(decision: Decision): string {
   const lines = [`${decision.decision}: ${decision.reason}`];
   for (const g of decision.targets) {
-    lines.push(`  ${g.target}  rule ${JSON.stringify(g.rule)}  ttl ${formatDuration(g.ttlMs)}`);
+    const approval = g.approval ? `  ${approvalText(g.approval)}` : '';
+    lines.push(`  ${g.target}  rule ${JSON.stringify(g.rule)}  ttl ${formatDuration(g.ttlMs)}${approval}`);
   }
   if (decision.failures.length > 0) {
     lines.push('rules that did not match (first failing condition):');

@@ -18,7 +18,7 @@ export {
   type PolicyRuleInput,
   type RuleSummary,
 } from './engine.js';
-export { failureMessage, formatDecision, formatValue, MISSING } from './explain.js';
+export { failureMessage, formatDecision, formatValue, MISSING, withApprovals } from './explain.js';
 export { globCrossesSeparators, globSource, globToRegExp } from './glob.js';
 export {
   type Finding,

@@ -449,3 +449,11 @@ export interface Store
 export function expiryReason(session: SessionRecord, now: number): 'expired' | 'lease_expired' {
   return session.expiresAt <= now ? 'expired' : 'lease_expired';
 }
+
+/**
+ * The state people see (API, CLI, console): `pending` while the session waits for approval —
+ * it is stored `active` (it holds its lease and deadline) but opens nothing yet.
+ */
+export function shownState(session: SessionRecord): SessionState | 'pending' {
+  return session.state === 'active' && session.approval?.state === 'pending' ? 'pending' : session.state;
+}

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CONTENT_SECURITY_POLICY } from '../../src/web/respond.js';
+import { api, connectClient } from '../gateway/helpers.js';
 import { auditOf, ConsoleClient, startConsoleWorld } from './harness.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-console-ops-'));
@@ -176,6 +177,58 @@ describe('forms refuse bad input', () => {
       });
       // again: revoked already
       expect((await ana.post(`/ui/agents/${agent.id}/revoke`)).status).toBe(404);
+    } finally {
+      await world.close();
+    }
+  }, 120_000);
+});
+
+describe('a session waiting for approval', () => {
+  it('shows state pending on its page (as the API and `ciport sessions list` say), and explain says it waits', async () => {
+    const world = await startConsoleWorld({
+      dir: join(dir, 'pending'),
+      rules: [
+        {
+          name: 'ledger-main',
+          issuer: 'gitlab',
+          when: { project_id: '61577203', ref_protected: true },
+          allow: ['redis'],
+          max_ttl: '30m',
+          approval: { groups: ['dba'], timeout: '15m' },
+        },
+      ],
+    });
+    try {
+      const c = await connectClient(world.gateway.url, world.gateway.caPem);
+      let id: string;
+      try {
+        const token = await world.issuer.mint({}, { preset: 'gitlab-main', audience: 'ciport' });
+        const res = await api(c, 'POST', '/v1/sessions', { bearer: token, body: { targets: ['redis'] } });
+        expect(res.status).toBe(202);
+        id = res.body.id;
+      } finally {
+        c.destroy();
+      }
+      const ana = new ConsoleClient(world);
+      await ana.signIn('ana');
+      const detail = await ana.get(`/ui/sessions/${id}`);
+      expect(detail.status).toBe(200);
+      expect(detail.body).toMatch(/<th>State<\/th><td[^>]*>pending<\/td>/);
+      // the policy page says so too: the rule's timeout as written, and the explain box
+      const rules = await ana.get('/ui/policy');
+      expect(rules.body).toContain('&quot;timeout&quot;: &quot;15m&quot;');
+      const claims = {
+        project_id: '61577203',
+        ref_protected: 'true',
+        ref: 'main',
+        project_path: 'acme/ledger',
+      };
+      const explained = await ana.post('/ui/policy/explain', {
+        claims: JSON.stringify(claims),
+        issuer: 'gitlab',
+      });
+      expect(explained.status, explained.body).toBe(200);
+      expect(explained.body).toContain('needs approval: 1 of dba within 15m');
     } finally {
       await world.close();
     }

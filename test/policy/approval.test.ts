@@ -8,7 +8,7 @@ import {
   groupsThatCount,
   tallyApprovals,
 } from '../../src/policy/approval.js';
-import { compilePolicy } from '../../src/policy/index.js';
+import { compilePolicy, formatDecision, withApprovals } from '../../src/policy/index.js';
 
 const HEAD = `issuers: [{name: g, kind: gitlab, issuer: "https://gitlab.example.com", audience: a}]\nrules:\n`;
 const config = (rules: string) => parseGatewayConfig(HEAD + rules, 'gw.yaml', { resolveSecrets: false });
@@ -20,6 +20,25 @@ const refused = (rules: string) => {
   }
   throw new Error('expected a refusal');
 };
+
+describe('rule approval: in policy explain', () => {
+  it('says which granted targets wait for approvers, and from which groups', () => {
+    const cfg = config(
+      '  - {name: r, issuer: g, allow: [db], approval: {groups: [dba, sre], count: 2, timeout: 20m}}\n' +
+        '  - {name: open, issuer: g, allow: [cache]}\n',
+    );
+    const policy = compilePolicy(cfg);
+    const decision = policy.decide({
+      issuer: 'g',
+      facts: {},
+      targets: ['db', 'cache'],
+      defaultTtlMs: 600_000,
+    });
+    const text = formatDecision(withApprovals(decision, policy));
+    expect(text).toContain('  db  rule "r"  ttl 10m  needs approval: 2 of dba, sre within 20m\n');
+    expect(text).toContain('  cache  rule "open"  ttl 10m\n');
+  });
+});
 
 describe('rule approval: in the config', () => {
   it('defaults count 1 and timeout 15m; groups are needed', () => {

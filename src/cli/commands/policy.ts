@@ -12,6 +12,7 @@ import {
   formatDecision,
   formatFinding,
   lintPolicy,
+  withApprovals,
 } from '../../policy/index.js';
 import { action, type CliContext, examples } from '../command.js';
 import { count, paint, printable, printableLines, writeJson } from '../output.js';
@@ -125,13 +126,16 @@ async function explain(ctx: CliContext, opts: ExplainOptions): Promise<number> {
     if (err.exitCode !== ExitCode.tokenRejected) throw err;
     return report(ctx, opts, rejected(err));
   }
-  const decision = policy.decide({
-    issuer: subject.issuer.name,
-    facts: subject.facts,
-    targets: opts.target,
-    ttlMs,
-    defaultTtlMs: cfg.sessions.default_ttl,
-  });
+  const decision = withApprovals(
+    policy.decide({
+      issuer: subject.issuer.name,
+      facts: subject.facts,
+      targets: opts.target,
+      ttlMs,
+      defaultTtlMs: cfg.sessions.default_ttl,
+    }),
+    policy,
+  );
   return report(ctx, opts, {
     decision: decision.decision,
     rule: decision.rule,

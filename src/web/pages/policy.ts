@@ -9,7 +9,7 @@ import { TARGET_NAME_RE } from '../../config/target-name.js';
 import { asCiportError, CiportError } from '../../errors/index.js';
 import { assertMayDo } from '../../gateway/operators.js';
 import { whatIfSubject } from '../../identity/what-if.js';
-import { formatDecision } from '../../policy/explain.js';
+import { formatDecision, withApprovals } from '../../policy/explain.js';
 import { ERROR_HEADER } from '../../transport/wire.js';
 import type { PageCtx } from '../context.js';
 import { field } from '../form.js';
@@ -23,6 +23,11 @@ function rules(config: Readonly<GatewayConfig>): Html {
   const rows = config.rules.map((r) => {
     const rule = r as unknown as Record<string, unknown>;
     const { name, issuer, when, allow, deny, max_ttl, ...rest } = rule;
+    // The schema holds durations in ms; show the approval timeout as the config wrote it (15m).
+    const approval = rest.approval as { timeout?: unknown } | undefined;
+    if (approval && typeof approval.timeout === 'number') {
+      rest.approval = { ...approval, timeout: formatDuration(approval.timeout) };
+    }
     const extra =
       Object.keys(rest).length > 0 ? html`<pre>${lines(JSON.stringify(rest, null, 2))}</pre>` : '';
     return html`<tr><td><strong>${String(name)}</strong></td><td>${deny ? html`<span class="bad">deny</span>` : html`<span class="ok">allow</span>`}</td>
@@ -97,12 +102,16 @@ export async function explainClaims(ctx: PageCtx): Promise<void> {
     }
     const config = ctx.deps.config();
     const subject = whatIfSubject(config, claims, field(form, 'issuer', 100), 'the pasted claims');
-    const decision = ctx.deps.policy().decide({
-      issuer: subject.issuer.name,
-      facts: subject.facts,
-      targets,
-      defaultTtlMs: config.sessions.default_ttl,
-    });
+    const policy = ctx.deps.policy();
+    const decision = withApprovals(
+      policy.decide({
+        issuer: subject.issuer.name,
+        facts: subject.facts,
+        targets,
+        defaultTtlMs: config.sessions.default_ttl,
+      }),
+      policy,
+    );
     const p = subject.principal;
     result = html`<div class="${decision.decision === 'allow' ? 'notice' : 'error'}">
 <p><strong class="${decision.decision === 'allow' ? 'ok' : 'bad'}">${decision.decision}</strong> for issuer ${subject.issuer.name}${p.project ? html`, project ${p.project.path ?? p.project.id ?? ''}` : ''}${p.ref?.name ? html`, ref ${p.ref.name}` : ''}${p.fork ? html`, <span class="bad">fork</span>` : ''}</p>

@@ -6,6 +6,7 @@ import type { AuditEvent } from '../../audit/events.js';
 import { CiportError } from '../../errors/index.js';
 import { actorOf, assertMayDo } from '../../gateway/operators.js';
 import { mayDo } from '../../identity/operator.js';
+import { shownState } from '../../store/types.js';
 import type { PageCtx } from '../context.js';
 import { field } from '../form.js';
 import { age, bytes, isoTime, member, principalCell } from '../format.js';
@@ -75,7 +76,7 @@ export async function sessionDetailPage(ctx: PageCtx): Promise<void> {
   if (!s) throw new CiportError('CIPORT_E_SESSION_NOT_FOUND', `no session ${id}`);
   const live = deps.sessions.liveConnections(id);
   const summary = html`<table><tbody>
-<tr><th>State</th><td class="${s.state === 'active' ? 'ok' : ''}">${s.state}</td></tr>
+<tr><th>State</th><td class="${shownState(s) === 'active' ? 'ok' : ''}">${shownState(s)}</td></tr>
 <tr><th>Principal</th><td>${principalCell(s.principal)}</td></tr>
 <tr><th>Targets</th><td>${s.targets.join(', ')}</td></tr>
 <tr><th>Rule</th><td>${s.rule ?? ''}</td></tr>
