@@ -214,6 +214,9 @@ describe('a session waiting for approval', () => {
       const detail = await ana.get(`/ui/sessions/${id}`);
       expect(detail.status).toBe(200);
       expect(detail.body).toMatch(/<th>State<\/th><td[^>]*>pending<\/td>/);
+      // the live table marks it, linking its approval page
+      const live = await ana.get('/ui/sessions');
+      expect(live.body).toContain(`<a class="pending" href="/ui/approvals/${id}">pending approval</a>`);
       // the policy page says so too: the rule's timeout as written, and the explain box
       const rules = await ana.get('/ui/policy');
       expect(rules.body).toContain('&quot;timeout&quot;: &quot;15m&quot;');

@@ -5,7 +5,7 @@
 import { assertMayDo } from '../../gateway/operators.js';
 import { mayDo } from '../../identity/operator.js';
 import { SESSION_TRAFFIC_MAX } from '../../store/audit-search.js';
-import type { SessionRecord } from '../../store/types.js';
+import { type SessionRecord, shownState } from '../../store/types.js';
 import type { PageCtx } from '../context.js';
 import { age, bytes, principalCell } from '../format.js';
 import { type Html, html } from '../html.js';
@@ -33,7 +33,7 @@ async function rows(ctx: PageCtx): Promise<{ body: Html; count: number; shown: n
     const up = (closed?.bytesToTarget ?? 0) + live.reduce((n, c) => n + c.bytesIn, 0);
     const down = (closed?.bytesFromTarget ?? 0) + live.reduce((n, c) => n + c.bytesOut, 0);
     return html`<tr data-session="${s.id}">
-<td><a href="/ui/sessions/${s.id}"><code>${s.id}</code></a></td>
+<td><a href="/ui/sessions/${s.id}"><code>${s.id}</code></a>${pendingMark(s)}</td>
 <td>${principalCell(s.principal)}</td>
 <td>${s.targets.join(', ')}</td>
 <td class="n">${age(ctx.now - s.createdAt)}</td>
@@ -45,6 +45,15 @@ async function rows(ctx: PageCtx): Promise<{ body: Html; count: number; shown: n
   });
   if (body.length === 0) body.push(html`<tr><td colspan="8" class="muted">No live session.</td></tr>`);
   return { body: html`${body}`, count: sessions.length, shown: shown.length };
+}
+
+/**
+ * A session waiting for approval is live but opens nothing yet: say so, with its approval page,
+ * and read its "expires in" as the approval deadline (what it is while pending).
+ */
+function pendingMark(s: SessionRecord): Html | string {
+  if (shownState(s) !== 'pending') return '';
+  return html`<br><a class="pending" href="/ui/approvals/${s.id}">pending approval</a>`;
 }
 
 const HEAD = html`<tr><th>Session</th><th>Principal</th><th>Targets</th><th>Age</th><th>Expires in</th><th>Connections</th><th>Bytes</th><th></th></tr>`;
