@@ -81,7 +81,8 @@ function waitingId(run: { stderr: () => string }, timeoutMs = 30_000): Promise<s
 const adminApi = (method: string, path: string, token: string, body?: unknown) =>
   agentApi(gateway, method, path, token, body);
 
-describe('a job whose rule needs approval', () => {
+// Each test runs several CLI processes one after another: minutes on a loaded two-core machine.
+describe('a job whose rule needs approval', { timeout: 120_000 }, () => {
   it('waits with one line and the console link; an approval lets psql through', async () => {
     const job = spawnCli(['exec', 'pg', '--', 'sh', '-c', PSQL], { env: await jobEnv(), timeoutMs: 120_000 });
     const id = await waitingId(job);
