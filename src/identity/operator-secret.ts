@@ -5,7 +5,8 @@
 import { randomBytes } from 'node:crypto';
 import { OPERATOR_ROLES, type OperatorRole } from '../config/roles.js';
 import type { SsoConfig } from '../config/sso.js';
-import type { OperatorSessionRecord } from '../store/operator-sessions.js';
+import { hashSecret } from '../session/secret.js';
+import type { OperatorSessionKind, OperatorSessionRecord } from '../store/operator-sessions.js';
 import type { OidcOperator } from './operator.js';
 
 export const OPERATOR_SECRET_PREFIX = 'cpo_';
@@ -56,5 +57,31 @@ export function operatorOfSession(r: OperatorSessionRecord): OidcOperator {
     ...(r.username ? { username: r.username } : {}),
     roles,
     groups: r.groups,
+  };
+}
+
+/**
+ * The stored sign-in of `operator`, holding `secret` (hashed) from `now` until `expiresAt`: the
+ * inverse of operatorOfSession, shared by the console's callback and `ciport login`.
+ */
+export function operatorSessionRecord(
+  operator: OidcOperator,
+  kind: OperatorSessionKind,
+  secret: string,
+  now: number,
+  expiresAt: number,
+): Omit<OperatorSessionRecord, 'endedAt'> {
+  return {
+    secretHash: hashSecret(secret),
+    kind,
+    issuer: operator.issuer,
+    subject: operator.subject,
+    email: operator.email ?? null,
+    name: operator.name ?? null,
+    username: operator.username ?? null,
+    roles: [...operator.roles],
+    groups: [...(operator.groups ?? [])],
+    createdAt: now,
+    expiresAt,
   };
 }

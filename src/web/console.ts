@@ -15,7 +15,12 @@ import { auditEvent } from '../audit/events.js';
 import { asCiportError, CiportError } from '../errors/index.js';
 import type { Req, Res } from '../gateway/http.js';
 import { type OidcOperator, operatorRef } from '../identity/operator.js';
-import { isOperatorSecret, newOperatorSecret, operatorUnder } from '../identity/operator-secret.js';
+import {
+  isOperatorSecret,
+  newOperatorSecret,
+  operatorSessionRecord,
+  operatorUnder,
+} from '../identity/operator-secret.js';
 import { operatorFromClaims } from '../identity/sso-operator.js';
 import { RateLimiter } from '../session/rate-limit.js';
 import { hashSecret } from '../session/secret.js';
@@ -292,19 +297,9 @@ export class WebConsole {
     const secret = newOperatorSecret();
     const now = this.#now();
     const expiresAt = now + sso.session_ttl;
-    await this.#deps.store.createOperatorSession({
-      secretHash: hashSecret(secret),
-      kind: 'browser',
-      issuer: operator.issuer,
-      subject: operator.subject,
-      email: operator.email ?? null,
-      name: operator.name ?? null,
-      username: operator.username ?? null,
-      roles: [...operator.roles],
-      groups: [...(operator.groups ?? [])],
-      createdAt: now,
-      expiresAt,
-    });
+    await this.#deps.store.createOperatorSession(
+      operatorSessionRecord(operator, 'browser', secret, now, expiresAt),
+    );
     await this.#deps.store.appendAudit(
       auditEvent('operator.signed_in', {
         ...signInData(operator),

@@ -10,8 +10,9 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { consoleContext, launchChromium } from '../fixtures/chromium.js';
 import { baseEnv, ensureBuilt, ROOT, spawnCli } from '../fixtures/cli.js';
 import { waitFor } from '../fixtures/wait-for.js';
 import { auditOf, type ConsoleWorld, startConsoleWorld } from './harness.js';
@@ -45,21 +46,7 @@ beforeAll(async () => {
     ],
     rules: [rule('prod-db', ['pg'], '5m'), rule('prod-db-quick', ['pgquick'], '5s')],
   });
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    timeout: 120_000,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium({ timeoutMs: 120_000 });
   await built;
 }, 240_000);
 
@@ -69,14 +56,8 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function newContext(): Promise<BrowserContext> {
-  const context = await browser.newContext({
-    ignoreHTTPSErrors: true,
-    viewport: { width: 1400, height: 900 },
-  });
-  context.setDefaultTimeout(UI_TIMEOUT);
-  context.setDefaultNavigationTimeout(UI_TIMEOUT);
-  return context;
+function newContext(): Promise<BrowserContext> {
+  return consoleContext(browser, UI_TIMEOUT);
 }
 
 /** Sign `login` in through the provider's login page, starting from `url` (a console URL). */

@@ -10,8 +10,9 @@ import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { consoleContext, launchChromium } from '../fixtures/chromium.js';
 import { baseEnv, ensureBuilt, openedEnv, ROOT, spawnCli } from '../fixtures/cli.js';
 import { waitFor } from '../fixtures/wait-for.js';
 import { auditOf, type ConsoleWorld, startConsoleWorld } from './harness.js';
@@ -56,21 +57,7 @@ beforeAll(async () => {
     env: { PG_PW: 'unused-with-trust-auth' },
   });
   token = await world.issuer.mint({}, { preset: 'gitlab-main', audience: 'ciport' });
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    timeout: 120_000,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium({ timeoutMs: 120_000 });
   await built;
 }, 240_000);
 
@@ -80,14 +67,8 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function newContext(): Promise<BrowserContext> {
-  const context = await browser.newContext({
-    ignoreHTTPSErrors: true,
-    viewport: { width: 1400, height: 900 },
-  });
-  context.setDefaultTimeout(UI_TIMEOUT);
-  context.setDefaultNavigationTimeout(UI_TIMEOUT);
-  return context;
+function newContext(): Promise<BrowserContext> {
+  return consoleContext(browser, UI_TIMEOUT);
 }
 
 /** Sign `login` in through the provider's login page, starting from `path`. */

@@ -4,8 +4,9 @@
 // sign-in. Screenshots of each page: test/.tmp/screenshots/login/.
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium } from '../fixtures/chromium.js';
 import { ROOT, runCli, spawnCli } from '../fixtures/cli.js';
 import { waitFor } from '../fixtures/wait-for.js';
 import {
@@ -24,19 +25,7 @@ let browser: Browser;
 beforeAll(async () => {
   lh = harness();
   mkdirSync(SHOTS, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 }, 120_000);
 afterAll(async () => {
   await browser?.close();

@@ -18,6 +18,7 @@ import {
   isOperatorSecret,
   newOperatorSecret,
   operatorOfSession,
+  operatorSessionRecord,
   operatorUnder,
 } from '../../identity/operator-secret.js';
 import { operatorFromClaims } from '../../identity/sso-operator.js';
@@ -239,19 +240,7 @@ export class OperatorLogin {
     const token = newOperatorSecret();
     const now = Date.now();
     const expiresAt = now + this.#sso.session_ttl;
-    await this.#store.createOperatorSession({
-      secretHash: hashSecret(token),
-      kind: 'cli',
-      issuer: operator.issuer,
-      subject: operator.subject,
-      email: operator.email ?? null,
-      name: operator.name ?? null,
-      username: operator.username ?? null,
-      roles: [...operator.roles],
-      groups: [...(operator.groups ?? [])],
-      createdAt: now,
-      expiresAt,
-    });
+    await this.#store.createOperatorSession(operatorSessionRecord(operator, 'cli', token, now, expiresAt));
     const expires_at = new Date(expiresAt).toISOString();
     try {
       await this.#store.appendAudit(
