@@ -4,8 +4,9 @@
 // env resolution, AWS_ENDPOINT_URL_STS included), or, with a `role`, the temporary credentials of
 // that role assumed with them. Caching and refresh are the SDK's own (memoizeIdentityProvider,
 // what an SDK client wraps its credential provider in): a new AssumeRole only near expiry.
-import { fromNodeProviderChain, fromTemporaryCredentials } from '@aws-sdk/credential-providers';
-import { doesIdentityRequireRefresh, isIdentityExpired, memoizeIdentityProvider } from '@smithy/core';
+//
+// The SDK is loaded on first use: a gateway or CLI without such targets never loads it (nor
+// prints its Node version warning).
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import { CiportError } from '../errors/index.js';
 
@@ -17,12 +18,29 @@ export interface ExitAwsIdentity {
   role?: string | undefined;
 }
 
-let baseChain: AwsCredentialIdentityProvider | undefined;
+let baseChain: Promise<AwsCredentialIdentityProvider> | undefined;
 
 /** The process's credentials, one memoized chain for every target (one metadata lookup). */
-function base(): AwsCredentialIdentityProvider {
-  baseChain ??= fromNodeProviderChain();
+function base(): Promise<AwsCredentialIdentityProvider> {
+  baseChain ??= import('@aws-sdk/credential-providers').then((sdk) => sdk.fromNodeProviderChain());
   return baseChain;
+}
+
+async function assumed(identity: ExitAwsIdentity & { role: string }): Promise<AwsCredentialIdentityProvider> {
+  const [sdk, core, masterCredentials] = await Promise.all([
+    import('@aws-sdk/credential-providers'),
+    import('@smithy/core'),
+    base(),
+  ]);
+  return core.memoizeIdentityProvider(
+    sdk.fromTemporaryCredentials({
+      params: { RoleArn: identity.role, RoleSessionName: roleSessionName(identity.target) },
+      masterCredentials,
+      clientConfig: { region: identity.region },
+    }),
+    core.isIdentityExpired,
+    core.doesIdentityRequireRefresh,
+  ) as AwsCredentialIdentityProvider;
 }
 
 /** `ciport-<target>`: what CloudTrail shows for requests signed with a target's role. */
@@ -36,21 +54,14 @@ export function roleSessionName(target: string): string {
  * STS refusal), never any credential.
  */
 export function exitAwsCredentials(identity: ExitAwsIdentity): AwsCredentialIdentityProvider {
-  const provider: AwsCredentialIdentityProvider =
-    identity.role === undefined
-      ? base()
-      : (memoizeIdentityProvider(
-          fromTemporaryCredentials({
-            params: { RoleArn: identity.role, RoleSessionName: roleSessionName(identity.target) },
-            masterCredentials: base(),
-            clientConfig: { region: identity.region },
-          }),
-          isIdentityExpired,
-          doesIdentityRequireRefresh,
-        ) as AwsCredentialIdentityProvider);
+  const role = identity.role;
+  let provider: Promise<AwsCredentialIdentityProvider> | undefined;
   return async (properties) => {
     try {
-      return (await provider(properties)) as AwsCredentialIdentity;
+      provider ??= role === undefined ? base() : assumed({ ...identity, role });
+      return (await (
+        await provider
+      )(properties)) as AwsCredentialIdentity;
     } catch (err) {
       throw awsCredentialsError(identity, err);
     }

@@ -3,7 +3,7 @@
 // @aws-sdk/rds-signer (a SigV4-presigned `rds-db:connect` URL, good for 15 minutes) with the
 // exit's AWS credentials (aws-credentials.ts). The token is the password, sent in cleartext:
 // the schema admits aws_rds_iam only with verified TLS (config/targets/member.ts).
-import { Signer } from '@aws-sdk/rds-signer';
+import type { Signer } from '@aws-sdk/rds-signer';
 import { awsCredentialsError, exitAwsCredentials } from './aws-credentials.js';
 import { splitHostPort } from './tcp/exit.js';
 
@@ -27,16 +27,21 @@ export function rdsAuthTokens(
       ? (target.tls as { servername?: string }).servername
       : undefined;
   const identity = { target: target.name, region: spec.region, role: spec.role };
-  const signer = new Signer({
-    hostname: servername ?? host,
-    port,
-    username: spec.user,
-    region: spec.region,
-    credentials: exitAwsCredentials(identity),
-  });
+  // Loaded on first use, like the credential providers (aws-credentials.ts).
+  let signer: Promise<Signer> | undefined;
   return async () => {
     try {
-      return await signer.getAuthToken();
+      signer ??= import('@aws-sdk/rds-signer').then(
+        (sdk) =>
+          new sdk.Signer({
+            hostname: servername ?? host,
+            port,
+            username: spec.user,
+            region: spec.region,
+            credentials: exitAwsCredentials(identity),
+          }),
+      );
+      return await (await signer).getAuthToken();
     } catch (err) {
       throw awsCredentialsError(identity, err);
     }

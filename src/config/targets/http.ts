@@ -143,12 +143,9 @@ export const httpCredentialsSchema = keysOf('the credentials of an http target',
       .regex(/^[a-z0-9][a-z0-9-]*$/, 'an AWS signing name such as execute-api, es, s3')
       .meta({ description: 'The signing name of the service (execute-api, es, aoss, s3, lambda, …).' }),
     region: awsRegionSchema,
-    role: awsRoleSchema
-      .optional()
-      .meta({
-        description:
-          "A role the exit assumes (with its own AWS credentials) to sign; default: the exit's own.",
-      }),
+    role: awsRoleSchema.optional().meta({
+      description: "A role the exit assumes (with its own AWS credentials) to sign; default: the exit's own.",
+    }),
   })
     .optional()
     .meta({

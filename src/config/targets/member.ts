@@ -117,11 +117,9 @@ export const awsRdsIamSchema = keysOf('credentials.aws_rds_iam', {
     .min(1)
     .meta({ description: 'The database user (granted rds_iam / AWSAuthenticationPlugin).' }),
   region: awsRegionSchema,
-  role: awsRoleSchema
-    .optional()
-    .meta({
-      description: "A role the exit assumes to sign the token; default: the exit's own AWS credentials.",
-    }),
+  role: awsRoleSchema.optional().meta({
+    description: "A role the exit assumes to sign the token; default: the exit's own AWS credentials.",
+  }),
 }).meta({
   description:
     'Log in upstream with an RDS/Aurora IAM authentication token generated per connection with the ' +

@@ -628,6 +628,8 @@ function proxyRequest(
     send(0);
     return;
   }
+  // A streamed body waits, unread, while the request is signed (pipe() resumes it).
+  if (!buffered) req.pause();
   const signThenSend = async () => {
     if (buffered) {
       const declared = Number(headerValue(req.rawHeaders, 'content-length') ?? '0');
