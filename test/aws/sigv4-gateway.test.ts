@@ -4,57 +4,35 @@
 // would; the gateway's AWS credentials come from its environment (the SDK's provider chain), the
 // job never has any.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RunningGateway } from '../../src/gateway/server.js';
 import { type AwsFixture, startAwsFixture } from '../fixtures/aws.js';
-import { baseEnv, ensureBuilt, openedEnv, runCli, spawnCli } from '../fixtures/cli.js';
-import { freePort } from '../fixtures/free-port.js';
-import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
-import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { type HttpSession, openHttpSession } from '../fixtures/http-session.js';
 import { waitFor } from '../fixtures/wait-for.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'ciport-sigv4-gw-'));
 const ROLE = 'arn:aws:iam::123456789012:role/search-writer';
-const TARGETS = ['api', 'search'];
 
 let aws: AwsFixture;
-let gateway: RunningGateway;
-let issuer: FixtureIssuer;
-let open: ReturnType<typeof spawnCli> | undefined;
-let vars: Record<string, string> = {};
+let session: HttpSession;
 const logLines: string[] = [];
-
-const env = (extra: NodeJS.ProcessEnv = {}) =>
-  baseEnv({ CIPORT_GATEWAY: gateway.url, CIPORT_CA_FILE: gateway.caFile, ...extra });
-const urlOf = (target: string) => vars[`CIPORT_${target.toUpperCase()}_URL`] as string;
-/** What the job's tools see: the exported variables and PATH, nothing of the test's AWS env. */
-const jobEnv = () => ({ PATH: process.env.PATH ?? '', ...vars });
+const urlOf = (target: string) => session.urlOf(target);
 
 function curl(args: string[]): Promise<string> {
   return new Promise((resolve, reject) =>
-    execFile('curl', ['-sS', ...args], { env: jobEnv(), maxBuffer: 64 << 20 }, (err, out) =>
+    execFile('curl', ['-sS', ...args], { env: session.jobEnv(), maxBuffer: 64 << 20 }, (err, out) =>
       err ? reject(err) : resolve(out),
     ),
   );
 }
 
 beforeAll(async () => {
-  const built = ensureBuilt();
   aws = await startAwsFixture({ roles: { [ROLE]: 3600 } });
   // The gateway runs in this process: its SDK provider chain reads this environment.
   Object.assign(process.env, aws.env());
-  issuer = await FixtureIssuer.start({ kind: 'gitlab' });
   const upstream = new URL(aws.url).host;
-  const cfg = gatewayConfig({
-    listen: `127.0.0.1:${await freePort()}`,
-    data_dir: join(dir, 'gw'),
-    store: { sqlite: { path: join(dir, 'gw', 'ciport.db') } },
-    sessions: { default_ttl: '15m' },
-    issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
-    targets: [
+  session = await openHttpSession(
+    [
       {
         name: 'api',
         protocol: 'http',
@@ -68,42 +46,19 @@ beforeAll(async () => {
         credentials: { aws_sigv4: { service: 'es', region: 'eu-west-1', role: ROLE } },
       },
     ],
-    rules: [
-      {
-        name: 'main',
-        issuer: 'gitlab',
-        when: { project_id: '61577203', ref_protected: true },
-        allow: TARGETS,
-        max_ttl: '30m',
-      },
-    ],
-  });
-  gateway = await startTestGateway(cfg, { logLines });
-  const token = await issuer.mint({}, { preset: 'gitlab-main', audience: 'ciport' });
-  await built;
-  const envFile = join(dir, '.ciport.env');
-  open = spawnCli(['open', ...TARGETS, '--env-file', envFile, '--state', join(dir, 'open.json')], {
-    env: env({ CIPORT_ID_TOKEN: token }),
-    timeoutMs: 600_000,
-  });
-  vars = await openedEnv(envFile, 30_000);
+    logLines,
+  );
 }, 120_000);
 
 afterAll(async () => {
-  if (open) {
-    await runCli(['close', '--state', join(dir, 'open.json')], { env: env() });
-    await open.result;
-  }
-  await gateway?.close();
-  await issuer?.close();
+  await session?.close();
   await aws?.stop();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 describe('aws_sigv4 through a gateway session', () => {
   it('the job has no AWS credentials', () => {
-    expect(Object.keys(vars).filter((k) => k.startsWith('AWS_'))).toEqual([]);
-    expect(JSON.stringify(vars)).not.toContain(aws.base.secretAccessKey);
+    expect(Object.keys(session.vars).filter((k) => k.startsWith('AWS_'))).toEqual([]);
+    expect(JSON.stringify(session.vars)).not.toContain(aws.base.secretAccessKey);
   });
 
   it('curl GET and POST verify as the gateway’s identity; the job’s own signature never reaches AWS', async () => {
@@ -153,7 +108,7 @@ describe('aws_sigv4 through a gateway session', () => {
   });
 
   it('a body over 8 MiB gets 413 CIPORT_E_AWS_SIGV4_BODY_TOO_LARGE', async () => {
-    const file = join(dir, 'big.bin');
+    const file = join(session.dir, 'big.bin');
     writeFileSync(file, Buffer.alloc(8 * 1024 * 1024 + 1, 'q'));
     const before = aws.requests.length;
     const out = await curl(['-i', '-X', 'PUT', '--data-binary', `@${file}`, `${urlOf('api')}/prod/blob`]);
@@ -184,11 +139,12 @@ describe('aws_sigv4 through a gateway session', () => {
   });
 
   it('each request is audited as http.request; no AWS secret in the audit or the logs', async () => {
-    const [session] = await gateway.manager.list();
+    const { gateway } = session;
+    const [open] = await gateway.manager.list();
     const events = await waitFor(
       async () => {
         const all = (await gateway.store.auditEvents({ limit: 100_000 })).filter(
-          (e) => e.type === 'http.request' && (e.data as { session?: string }).session === session?.id,
+          (e) => e.type === 'http.request' && (e.data as { session?: string }).session === open?.id,
         );
         return all.length >= 306 ? all : undefined;
       },
