@@ -8,13 +8,13 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AwsFixture, startAwsFixture } from '../fixtures/aws.js';
-import { type HttpSession, openHttpSession } from '../fixtures/http-session.js';
+import { type JobSession, openJobSession } from '../fixtures/job-session.js';
 import { waitFor } from '../fixtures/wait-for.js';
 
 const ROLE = 'arn:aws:iam::123456789012:role/search-writer';
 
 let aws: AwsFixture;
-let session: HttpSession;
+let session: JobSession;
 const logLines: string[] = [];
 const urlOf = (target: string) => session.urlOf(target);
 
@@ -31,7 +31,7 @@ beforeAll(async () => {
   // The gateway runs in this process: its SDK provider chain reads this environment.
   Object.assign(process.env, aws.env());
   const upstream = new URL(aws.url).host;
-  session = await openHttpSession(
+  session = await openJobSession(
     [
       {
         name: 'api',

@@ -6,10 +6,10 @@ import { execFile } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AwsFixture, startAwsFixture } from '../fixtures/aws.js';
 import { freePort } from '../fixtures/free-port.js';
-import { type HttpSession, openHttpSession } from '../fixtures/http-session.js';
+import { type JobSession, openJobSession } from '../fixtures/job-session.js';
 
 let aws: AwsFixture;
-let session: HttpSession;
+let session: JobSession;
 const logLines: string[] = [];
 
 function curl(args: string[]): Promise<string> {
@@ -25,7 +25,7 @@ beforeAll(async () => {
   // STS is down: nothing listens where the SDK's endpoint resolution sends STS calls.
   Object.assign(process.env, aws.env(), { AWS_ENDPOINT_URL_STS: `http://127.0.0.1:${await freePort()}` });
   const upstream = new URL(aws.url).host;
-  session = await openHttpSession(
+  session = await openJobSession(
     [
       {
         name: 'search',
