@@ -7,8 +7,12 @@
 //
 // The SDK is loaded on first use: a gateway or CLI without such targets never loads it (nor
 // prints its Node version warning).
-import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
+import type { fromNodeProviderChain } from '@aws-sdk/credential-providers';
 import { CiportError } from '../errors/index.js';
+
+/** What every credential provider of the SDK is (its types, without another package). */
+type AwsCredentialIdentityProvider = ReturnType<typeof fromNodeProviderChain>;
+type AwsCredentialIdentity = Awaited<ReturnType<AwsCredentialIdentityProvider>>;
 
 export interface ExitAwsIdentity {
   /** The target, for messages and the role session name. */
