@@ -4,7 +4,7 @@
 // IAM user, then the real local PostgreSQL / MariaDB). The token the exit sent must be what
 // @aws-sdk/rds-signer makes for the same inputs at the same second, and must verify as a
 // presigned `rds-db:connect` URL against the AWS fixture; psql and mysql run real statements.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { makePki } from '../exits/http/helpers.js';
 import { type AwsFixture, startAwsFixture } from '../fixtures/aws.js';
 import { type JobSession, openJobSession } from '../fixtures/job-session.js';
 import { type RdsStandIn, startRdsMysql, startRdsPostgres } from '../fixtures/rds-standin.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const ROLE = 'arn:aws:iam::123456789012:role/db-connect';
 const IAM_USER = 'app_iam';
@@ -162,6 +163,46 @@ describe('RDS IAM authentication at the exit', () => {
     expect(JSON.parse(verdict.body).caller).toBe(
       'arn:aws:sts::123456789012:assumed-role/db-connect/ciport-my',
     );
+  });
+
+  it('mysql: a statement left running by a killed client is stopped by a KILL logging in with a fresh token', async () => {
+    const marker = `ciport_rds_kill_${process.pid}`;
+    const running = () =>
+      new Promise<boolean>((resolve) =>
+        execFile(
+          'mysql',
+          [
+            '-h',
+            '127.0.0.1',
+            '-u',
+            'root',
+            '-N',
+            '-B',
+            '-e',
+            'select info from information_schema.processlist',
+          ],
+          { env: { PATH: process.env.PATH ?? '' } },
+          (_err, out) => resolve(String(out).includes(marker)),
+        ),
+      );
+    const before = my.logins.length;
+    const client = spawn(
+      'sh',
+      ['-c', `exec mysql -u "$MYSQL_USER" -N -B -e "select sleep(60) as ${marker}"`],
+      {
+        env: session.jobEnv(),
+        stdio: 'ignore',
+      },
+    );
+    await waitFor(async () => ((await running()) ? true : undefined), 10_000, 'the statement upstream');
+    // A token made a second later differs (X-Amz-Date): the KILL's must not be the old one.
+    await new Promise((r) => setTimeout(r, 1100));
+    client.kill('SIGKILL');
+    await waitFor(async () => ((await running()) ? undefined : true), 15_000, 'the statement killed');
+    const logins = my.logins.slice(before);
+    expect(logins).toHaveLength(2);
+    expect(logins[1]?.user).toBe(IAM_USER);
+    expect(logins[1]?.password).not.toBe(logins[0]?.password);
   });
 
   it('no token or AWS secret in the audit or the logs', async () => {

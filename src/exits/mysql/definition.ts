@@ -85,6 +85,7 @@ export const mysqlExit: ExitDefinition<'mysql'> = {
           upstream: base,
           // With dynamic credentials: the session's own user, created on its first connection.
           credential: dynamic ? sessionUser(connection) : rdsCredential,
+          credentialExpires: rdsCredential !== undefined,
           sessionId: connection.session.id,
           threads,
           ...databaseAudit(target, connection),
