@@ -136,6 +136,39 @@ describe('SigV4 signing at the exit', () => {
     expect(ok.status).toBe(200);
   });
 
+  it('an Upgrade (WebSocket) request is signed too, then relayed both ways', async () => {
+    const socket = connect(api.port, '127.0.0.1');
+    socket.write(
+      'GET /prod/ws?stage=1 HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+        'Authorization: Bearer job-token\r\nX-Amz-Date: 20200101T000000Z\r\n\r\n',
+    );
+    let received = '';
+    const until = (text: string) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => {
+          if (received.includes(text)) {
+            socket.off('data', onData);
+            resolve();
+          }
+        };
+        const onData = (d: Buffer) => {
+          received += d.toString('latin1');
+          check();
+        };
+        socket.on('data', onData);
+        socket.once('close', () => reject(new Error(`closed before ${text}: ${received}`)));
+        check();
+      });
+    await until('\r\n\r\n');
+    expect(received).toMatch(/^HTTP\/1\.1 101 /);
+    socket.write('ping-through-the-upgrade');
+    await until('ping-through-the-upgrade');
+    socket.destroy();
+    const seen = lastOf('execute-api');
+    expect(seen).toMatchObject({ path: '/prod/ws', caller: { arn: aws.base.arn } });
+    expect(seen?.headers.authorization).not.toContain('job-token');
+  });
+
   it('hundreds of requests on kept-alive connections all verify', async () => {
     const before = aws.verified('execute-api').length;
     const results = await Promise.all(
