@@ -28,6 +28,7 @@ import {
   type AgentEventLine,
   TUNNEL_HEADERS,
 } from '../../transport/wire.js';
+import { advertisedSshInfo } from '../../exits/ssh/advertised.js';
 
 /** At most one `agent.target_refused` (and warn log) per agent and target this often. */
 export const REFUSAL_AUDIT_INTERVAL_MS = 3_600_000;
@@ -892,5 +893,6 @@ function advertisedTarget(t: AdvertisedTarget): AdvertisedTarget {
     (t.query_max_length as number) <= 1_048_576
       ? { query_max_length: t.query_max_length }
       : {}),
+    ...(t.protocol === 'ssh' && advertisedSshInfo(t.ssh) ? { ssh: advertisedSshInfo(t.ssh) } : {}),
   };
 }
