@@ -20,18 +20,18 @@ export const ruleSshSchema = z
     nameSchema,
     z.strictObject({
       principals: z.array(sshPrincipalSchema).min(1).optional().meta({
-        description: "The principals this rule grants on the target: a subset of the target's (default: all of them).",
+        description:
+          "The principals this rule grants on the target: a subset of the target's (default: all of them).",
       }),
-      permit: z
-        .array(z.enum(SSH_PERMITS))
-        .optional()
-        .meta({
-          description:
-            'Certificate extensions granted (`permit-<name>`); default [pty]. Agent and port forwarding only when listed here.',
-        }),
+      permit: z.array(z.enum(SSH_PERMITS)).optional().meta({
+        description:
+          'Certificate extensions granted (`permit-<name>`); default [pty]. Agent and port forwarding only when listed here.',
+      }),
     }),
   )
   .optional()
-  .meta({ description: 'Per ssh target: what certificates for sessions granted by this rule carry (docs/ssh.md).' });
+  .meta({
+    description: 'Per ssh target: what certificates for sessions granted by this rule carry (docs/ssh.md).',
+  });
 
 export type RuleSsh = z.output<typeof ruleSshSchema>;

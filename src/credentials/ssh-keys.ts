@@ -16,7 +16,13 @@ export const SSH_EXTENSIONS = [
 export type SshExtension = (typeof SSH_EXTENSIONS)[number];
 
 /** What a rule's `ssh.<target>.permit` names: the extension without its `permit-` prefix. */
-export const SSH_PERMITS = ['pty', 'port-forwarding', 'agent-forwarding', 'X11-forwarding', 'user-rc'] as const;
+export const SSH_PERMITS = [
+  'pty',
+  'port-forwarding',
+  'agent-forwarding',
+  'X11-forwarding',
+  'user-rc',
+] as const;
 export type SshPermit = (typeof SSH_PERMITS)[number];
 
 /** A principal (login name): no whitespace, commas or control characters (sshd splits on them). */
@@ -90,7 +96,10 @@ function sshString(text: string): Buffer {
  * openssh format alone (Certificate.create would also sign an X.509 form, which user principals
  * cannot have); options and extensions in lexical order, as OpenSSH writes them.
  */
-export function signUserCertificate(ca: sshpk.PrivateKey, request: UserCertificateRequest): SignedCertificate {
+export function signUserCertificate(
+  ca: sshpk.PrivateKey,
+  request: UserCertificateRequest,
+): SignedCertificate {
   const serial = randomBytes(8);
   serial[0] = (serial[0] as number) & 0x7f;
   const critical = request.sourceAddress?.length

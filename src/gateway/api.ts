@@ -93,7 +93,11 @@ const ROUTES: Route[] = [
   { method: 'GET', pattern: new RegExp(`^/v1/sessions/${ID}$`), handler: getSession },
   { method: 'POST', pattern: new RegExp(`^/v1/sessions/${ID}/revoke$`), handler: revokeSession },
   // SSH targets (docs/ssh.md): a certificate for the job's key, with the session secret.
-  { method: 'POST', pattern: new RegExp(`^/v1/sessions/${ID}/ssh-certificate$`), handler: postSshCertificate },
+  {
+    method: 'POST',
+    pattern: new RegExp(`^/v1/sessions/${ID}/ssh-certificate$`),
+    handler: postSshCertificate,
+  },
   // Approvals (docs/approvals.md): the job's wait, and the operators' list and decisions.
   { method: 'GET', pattern: new RegExp(`^/v1/sessions/${ID}/approval$`), handler: waitApproval },
   { method: 'GET', pattern: /^\/v1\/approvals$/, handler: listApprovals },

@@ -68,7 +68,10 @@ export async function postSshCertificate(deps: ApiDeps, req: Req, res: Res, [id]
     throw new CiportError('CIPORT_E_SESSION_UNAUTHORIZED', 'send "Authorization: Bearer <session secret>"');
   const { record } = await deps.manager.authenticate(id as string, secret);
   if (!record.targets.includes(body.target))
-    throw new CiportError('CIPORT_E_TARGET_NOT_GRANTED', `session ${record.id} was not granted ${body.target}`);
+    throw new CiportError(
+      'CIPORT_E_TARGET_NOT_GRANTED',
+      `session ${record.id} was not granted ${body.target}`,
+    );
   const principal = record.principal as unknown as Partial<Principal>;
   // Forks and untrusted events: even a rule that lets them in gets no login to a host.
   if (principal.fork === true || principal.trusted_event === false)

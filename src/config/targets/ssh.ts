@@ -18,9 +18,7 @@ export const sshPrincipalSchema = z
   .regex(SSH_PRINCIPAL_RE, 'a principal is a login name: letters, digits, "_", ".", "@", "-"');
 
 /** `10.0.0.0/8` or a single address (IPv4 or IPv6), as `source-address` takes it. */
-const cidr = z
-  .string()
-  .regex(/^[0-9A-Fa-f:.]+(\/\d{1,3})?$/, 'an address or CIDR block such as 10.0.0.5/32');
+const cidr = z.string().regex(/^[0-9A-Fa-f:.]+(\/\d{1,3})?$/, 'an address or CIDR block such as 10.0.0.5/32');
 
 export const sshTargetSchema = targetMember(
   'ssh',
@@ -37,7 +35,9 @@ export const sshTargetSchema = targetMember(
       .meta({ description: "The host's public keys, pinned (`ssh-ed25519 AAAA…` lines)." }),
     host_ca: keyLine
       .optional()
-      .meta({ description: 'The CA that signs the host key (`@cert-authority` in the known_hosts ciport writes).' }),
+      .meta({
+        description: 'The CA that signs the host key (`@cert-authority` in the known_hosts ciport writes).',
+      }),
     host_key_alias: z
       .string()
       .regex(/^[A-Za-z0-9_.:-]{1,253}$/, 'a host name')
@@ -46,14 +46,10 @@ export const sshTargetSchema = targetMember(
         description:
           "The name the host key is checked under (HostKeyAlias; a host certificate must list it). Default: the address's host.",
       }),
-    source_address: z
-      .array(cidr)
-      .min(1)
-      .optional()
-      .meta({
-        description:
-          "The certificate's `source-address`: where sshd sees the exit's connections come from (the gateway's or agent's egress address).",
-      }),
+    source_address: z.array(cidr).min(1).optional().meta({
+      description:
+        "The certificate's `source-address`: where sshd sees the exit's connections come from (the gateway's or agent's egress address).",
+    }),
   },
 ).superRefine((target, ctx) => {
   if ((target.host_keys === undefined) === (target.host_ca === undefined)) {

@@ -9,7 +9,9 @@ const MAX_ITEMS = 64;
 
 function strings(value: unknown, ok: (s: string) => boolean): string[] | undefined {
   if (!Array.isArray(value) || value.length === 0 || value.length > MAX_ITEMS) return undefined;
-  return value.every((v) => typeof v === 'string' && v.length < 8192 && ok(v)) ? (value as string[]) : undefined;
+  return value.every((v) => typeof v === 'string' && v.length < 8192 && ok(v))
+    ? (value as string[])
+    : undefined;
 }
 
 const isKey = (line: string) => typeof parsePublicKeyLine(line) !== 'string';

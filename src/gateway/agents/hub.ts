@@ -18,6 +18,7 @@ import type { ErrorCode } from '../../errors/codes.js';
 import { ERROR_CODES } from '../../errors/codes.js';
 import { CiportError } from '../../errors/index.js';
 import type { ExitAdvertisement } from '../../exits/contract.js';
+import { advertisedSshInfo } from '../../exits/ssh/advertised.js';
 import type { Logger } from '../../log/logger.js';
 import { printable } from '../../text/printable.js';
 import {
@@ -28,7 +29,6 @@ import {
   type AgentEventLine,
   TUNNEL_HEADERS,
 } from '../../transport/wire.js';
-import { advertisedSshInfo } from '../../exits/ssh/advertised.js';
 
 /** At most one `agent.target_refused` (and warn log) per agent and target this often. */
 export const REFUSAL_AUDIT_INTERVAL_MS = 3_600_000;
