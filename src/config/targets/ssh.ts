@@ -33,11 +33,9 @@ export const sshTargetSchema = targetMember(
       .min(1)
       .optional()
       .meta({ description: "The host's public keys, pinned (`ssh-ed25519 AAAA…` lines)." }),
-    host_ca: keyLine
-      .optional()
-      .meta({
-        description: 'The CA that signs the host key (`@cert-authority` in the known_hosts ciport writes).',
-      }),
+    host_ca: keyLine.optional().meta({
+      description: 'The CA that signs the host key (`@cert-authority` in the known_hosts ciport writes).',
+    }),
     host_key_alias: z
       .string()
       .regex(/^[A-Za-z0-9_.:-]{1,253}$/, 'a host name')
