@@ -56063,6 +56063,8 @@ async function writeSshFiles(session, targets) {
         "  CheckHostIP no",
         "  UpdateHostKeys no",
         "  ForwardAgent no",
+        // Keeps a quiet session (a long remote command) from the gateway's idle timeout.
+        "  ServerAliveInterval 30",
         "  ControlMaster no",
         "  ControlPath none",
         ""

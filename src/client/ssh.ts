@@ -104,6 +104,8 @@ export async function writeSshFiles(
         '  CheckHostIP no',
         '  UpdateHostKeys no',
         '  ForwardAgent no',
+        // Keeps a quiet session (a long remote command) from the gateway's idle timeout.
+        '  ServerAliveInterval 30',
         '  ControlMaster no',
         '  ControlPath none',
         '',

@@ -7,7 +7,7 @@ import { approvalsSectionSchema, ruleApprovalSchema } from './approvals.js';
 import { auditSinkSchema } from './audit-sinks.js';
 import { parseClaimPath } from './claim-path.js';
 import { durationSchema, hostPortSchema, nameSchema as name, secretSchema } from './fields.js';
-import { ruleSshSchema, sshSectionSchema } from './ssh.js';
+import { checkRuleSsh, ruleSshSchema, sshSectionSchema } from './ssh.js';
 import { ssoSchema } from './sso.js';
 import { type TargetConfig, targetSchema } from './targets/index.js';
 
@@ -164,6 +164,7 @@ export const ruleSchema = z
       const parsed = parseClaimPath(key);
       if ('error' in parsed) ctx.addIssue({ code: 'custom', path: ['when', key], message: parsed.error });
     }
+    checkRuleSsh(rule, ctx);
     if (rule.deny && rule.approval) {
       ctx.addIssue({ code: 'custom', path: ['approval'], message: 'a deny rule grants nothing to approve' });
     }

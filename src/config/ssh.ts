@@ -35,3 +35,16 @@ export const ruleSshSchema = z
   });
 
 export type RuleSsh = z.output<typeof ruleSshSchema>;
+
+/** A rule's `ssh:` speaks of targets the rule allows (anything else is a typo that grants nothing). */
+export function checkRuleSsh(rule: { allow: string[]; ssh?: RuleSsh }, ctx: z.RefinementCtx): void {
+  for (const target of Object.keys(rule.ssh ?? {})) {
+    if (!rule.allow.includes(target)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ssh', target],
+        message: `ssh settings for ${target}, which the rule does not allow`,
+      });
+    }
+  }
+}

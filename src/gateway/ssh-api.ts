@@ -23,6 +23,25 @@ import type { SessionRecord } from '../store/types.js';
 import type { ApiDeps } from './api.js';
 import { type Req, type Res, readJsonBody, sendJson } from './http.js';
 
+/** Certificates one session may get (each is audited: a job cannot flood the log). */
+export const MAX_CERTIFICATES_PER_SESSION = 16;
+/** Certificates issued per live session id, on this gateway (bounded: the oldest entries go first). */
+const issuedCount = new Map<string, number>();
+
+function countIssued(session: string): void {
+  const n = issuedCount.get(session) ?? 0;
+  if (n >= MAX_CERTIFICATES_PER_SESSION)
+    throw refused(
+      `session ${session} already got ${MAX_CERTIFICATES_PER_SESSION} SSH certificates (the most one session may have)`,
+    );
+  issuedCount.delete(session);
+  issuedCount.set(session, n + 1);
+  if (issuedCount.size > 10_000) {
+    const oldest = issuedCount.keys().next().value;
+    if (oldest !== undefined) issuedCount.delete(oldest);
+  }
+}
+
 /** Certificates start this far back, so a runner clock a little behind the host's still works. */
 const BACKDATE_MS = 60_000;
 
@@ -81,6 +100,7 @@ export async function postSshCertificate(deps: ApiDeps, req: Req, res: Res, [id]
   const subject = parsePublicKeyLine(body.publicKey);
   if (typeof subject === 'string') throw new CiportError('CIPORT_E_USAGE', `"public_key": ${subject}`);
 
+  countIssued(record.id);
   const ruleName = record.targetRules?.[body.target] ?? record.rule;
   const ruleSsh = deps.config.rules.find((r) => r.name === ruleName)?.ssh?.[body.target];
   const principals = ruleSsh?.principals

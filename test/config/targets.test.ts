@@ -248,7 +248,7 @@ describe('every documented target loads', () => {
     const protocols = new Set(
       blocks.flatMap((b) => targetsIn(parse(b.text)).map((t) => (t as { protocol: string }).protocol)),
     );
-    expect([...protocols].sort()).toEqual(['http', 'mysql', 'postgres', 'redis', 'tcp']);
+    expect([...protocols].sort()).toEqual(['http', 'mysql', 'postgres', 'redis', 'ssh', 'tcp']);
   });
 
   it.each(blocks.map((b) => [b.where, b.text]))('%s', (_where, text) => {
@@ -302,5 +302,38 @@ describe('ssh targets', () => {
     ).toBe(
       'gw.yaml:7: targets[0]: unknown key "credentials" for a ssh target (its keys: name, protocol, address, principals, host_keys, host_ca, host_key_alias, source_address, tags, description)',
     );
+  });
+});
+
+describe("a rule's ssh settings", () => {
+  const doc = (ssh: string) =>
+    `issuers: [{name: gl, kind: gitlab, issuer: "https://gitlab.example.com", audience: a}]\nrules:\n  - {name: r, issuer: gl, allow: [web1], ${ssh}}\n`;
+
+  it('take principals and permits for the targets the rule allows', () => {
+    const cfg = parseGatewayConfig(
+      doc('ssh: {web1: {principals: [deploy], permit: [pty, port-forwarding]}}'),
+      'gw.yaml',
+      {
+        resolveSecrets: false,
+      },
+    );
+    expect(cfg.rules[0]?.ssh).toEqual({
+      web1: { principals: ['deploy'], permit: ['pty', 'port-forwarding'] },
+    });
+  });
+
+  it('refuse a target the rule does not allow, and unknown permits', () => {
+    const error = (ssh: string) => {
+      try {
+        parseGatewayConfig(doc(ssh), 'gw.yaml', { resolveSecrets: false });
+      } catch (err) {
+        return (err as CiportError).message;
+      }
+      throw new Error('expected a refusal');
+    };
+    expect(error('ssh: {web2: {principals: [deploy]}}')).toContain(
+      'rules[0].ssh.web2: ssh settings for web2, which the rule does not allow',
+    );
+    expect(error('ssh: {web1: {permit: [root]}}')).toContain('rules[0].ssh.web1.permit[0]');
   });
 });
