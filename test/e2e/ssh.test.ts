@@ -319,6 +319,25 @@ describe.skipIf(!runnable)('ssh targets', () => {
     rmSync(keep, { recursive: true, force: true });
   });
 
+  it('revoking the session cuts a running ssh connection and removes the files at once', async () => {
+    const tmp = jobTmp();
+    const script = [
+      'echo "$CIPORT_WEB1_SSH_CONFIG"',
+      `ssh -F "$CIPORT_WEB1_SSH_CONFIG" web1 'echo started; sleep 120'`,
+      'echo "ssh exited $?"',
+    ].join('\n');
+    const job = spawnCli(['exec', 'web1', '--', 'sh', '-c', script], { env: env(tmp), timeoutMs: 60_000 });
+    await waitFor(() => job.stdout().includes('started'), 20_000, 'the remote command to start');
+    const config = job.stdout().split('\n')[0] as string;
+    expect(existsSync(config)).toBe(true);
+    const session = await latestSession();
+    await gateway.manager.revoke(session.id, 'test', 'ssh test');
+    const r = await job.result;
+    expect(r.stdout).toContain('ssh exited 255');
+    expect(existsSync(config)).toBe(false);
+    expect(readdirSync(tmp)).toEqual([]);
+  });
+
   it("a fork's job gets no certificate, even where a rule lets it in", async () => {
     const tmp = jobTmp();
     const forkToken = await issuer.mint({}, { preset: 'gitlab-fork-mr', audience: 'ciport' });
