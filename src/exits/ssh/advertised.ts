@@ -40,3 +40,9 @@ export function advertisedSshInfo(value: unknown): SshTargetInfo | undefined {
     ...(source ? { source_address: source } : {}),
   };
 }
+
+/** The `ssh` member of a checked advertisement: present only for a valid ssh target. */
+export function advertisedSsh(t: { protocol?: unknown; ssh?: unknown }): { ssh?: SshTargetInfo } {
+  const ssh = t.protocol === 'ssh' ? advertisedSshInfo(t.ssh) : undefined;
+  return ssh ? { ssh } : {};
+}
