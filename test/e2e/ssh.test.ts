@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../src/audit/verify.js';
+import { generateEd25519 } from '../../src/credentials/ssh-keys.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { storeText } from '../agent/harness.js';
 import { agentYamlHead } from '../fixtures/agent-yaml.js';
@@ -94,13 +95,21 @@ beforeAll(async () => {
           host_key_alias: 'web1.internal',
           source_address: ['127.0.0.1/32'],
         },
+        // The same sshd, but the key pinned is another host's: the job's ssh must refuse it.
+        {
+          name: 'impostor',
+          protocol: 'ssh',
+          address,
+          principals: ['deploy'],
+          host_keys: [generateEd25519('another-host').publicLine],
+        },
       ],
       rules: [
         {
           name: 'deploy',
           issuer: 'gitlab',
           when: { project_id: '61577203', ref_protected: true },
-          allow: ['web1', 'web1-agent'],
+          allow: ['web1', 'web1-agent', 'impostor'],
           // `other` is one of web1's principals, but this rule grants only `deploy`.
           ssh: { web1: { principals: ['deploy'] } },
           max_ttl: '30m',
@@ -284,6 +293,26 @@ describe.skipIf(!runnable)('ssh targets', () => {
     ]);
     expect(sshd.log()).toContain('Certificate does not contain an authorized principal');
     expect(sshd.log()).toMatch(/Failed publickey for other from .* ID ciport session=/);
+  });
+
+  it("a host whose key is not the pinned one is refused by the job's ssh (no login attempted)", async () => {
+    const tmp = jobTmp();
+    const r = await runCli(
+      [
+        'exec',
+        'impostor',
+        '--',
+        'sh',
+        '-c',
+        'ssh -F "$CIPORT_IMPOSTOR_SSH_CONFIG" impostor true; echo "exit $?"',
+      ],
+      { env: env(tmp), timeoutMs: 60_000 },
+    );
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toBe('exit 255');
+    expect(r.stderr).toContain('Host key verification failed');
+    const session = await latestSession();
+    expect(sshd.log()).not.toContain(`ID ciport session=${session.id} `);
   });
 
   it('once the session ended, a new connection with the same files fails', async () => {
