@@ -149,6 +149,9 @@ var ERROR_CODES = {
   CIPORT_E_MYSQL_UPSTREAM_AUTH: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_MYSQL_UPSTREAM_REFUSED: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_MYSQL_USER_REVOKE_FAILED: { exit: ExitCode.unreachable, http: 502 },
+  // ssh targets (docs/ssh.md): the user CA, and a certificate the gateway will not sign
+  CIPORT_E_SSH_CA_INVALID: usage,
+  CIPORT_E_SSH_CERTIFICATE_REFUSED: { exit: ExitCode.denied, http: 403 },
   // Retryable: no agent serving the target is connected right now (a restart, a partition).
   CIPORT_E_NO_AGENT: { exit: ExitCode.unreachable, http: 503 },
   CIPORT_E_AGENT_UNAUTHORIZED: { exit: ExitCode.tokenRejected, http: 401 },

@@ -7,6 +7,7 @@ import { approvalsSectionSchema, ruleApprovalSchema } from './approvals.js';
 import { auditSinkSchema } from './audit-sinks.js';
 import { parseClaimPath } from './claim-path.js';
 import { durationSchema, hostPortSchema, nameSchema as name, secretSchema } from './fields.js';
+import { checkRuleSsh, ruleSshSchema, sshSectionSchema } from './ssh.js';
 import { ssoSchema } from './sso.js';
 import { type TargetConfig, targetSchema } from './targets/index.js';
 
@@ -145,6 +146,7 @@ export const ruleSchema = z
         description:
           "Per target: the database roles a per-session role gets (overrides the target's dynamic.grant).",
       }),
+    ssh: ruleSshSchema,
     limits: z
       .strictObject({
         connections: z.int().positive().optional(),
@@ -162,6 +164,7 @@ export const ruleSchema = z
       const parsed = parseClaimPath(key);
       if ('error' in parsed) ctx.addIssue({ code: 'custom', path: ['when', key], message: parsed.error });
     }
+    checkRuleSsh(rule, ctx);
     if (rule.deny && rule.approval) {
       ctx.addIssue({ code: 'custom', path: ['approval'], message: 'a deny rule grants nothing to approve' });
     }
@@ -351,6 +354,7 @@ export const gatewayConfigSchema = z
       .default([])
       .meta({ description: 'OIDC issuers whose job tokens are accepted (docs/identity.md).' }),
     targets: z.array(targetSchema).default([]).meta({ description: 'What ports lead to.' }),
+    ssh: sshSectionSchema,
     rules: z
       .array(ruleSchema)
       .default([])

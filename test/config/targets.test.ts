@@ -83,7 +83,8 @@ describe('a key of another protocol is refused at load, with its line and path',
   });
 
   it('every protocol is covered above', () => {
-    expect([...PROTOCOLS].sort()).toEqual(['http', 'mysql', 'postgres', 'redis', 'tcp']);
+    // ssh: in its own block below (its required keys would add their own issues here).
+    expect([...PROTOCOLS].sort()).toEqual(['http', 'mysql', 'postgres', 'redis', 'ssh', 'tcp']);
   });
 });
 
@@ -102,10 +103,10 @@ describe('errors inside a member are that member’s, not "invalid input"', () =
 
   it('an unknown or missing protocol lists the known ones', () => {
     expect(loadError(target('ftp', ''))).toBe(
-      'gw.yaml:3: targets[0].protocol: unknown protocol "ftp" (known: postgres, mysql, redis, http, tcp)',
+      'gw.yaml:3: targets[0].protocol: unknown protocol "ftp" (known: postgres, mysql, redis, http, tcp, ssh)',
     );
     expect(loadError('  - {name: t, address: "h:1"}\n')).toBe(
-      'gw.yaml:2: targets[0].protocol: a target needs a protocol: postgres, mysql, redis, http, tcp',
+      'gw.yaml:2: targets[0].protocol: a target needs a protocol: postgres, mysql, redis, http, tcp, ssh',
     );
   });
 
@@ -247,7 +248,7 @@ describe('every documented target loads', () => {
     const protocols = new Set(
       blocks.flatMap((b) => targetsIn(parse(b.text)).map((t) => (t as { protocol: string }).protocol)),
     );
-    expect([...protocols].sort()).toEqual(['http', 'mysql', 'postgres', 'redis', 'tcp']);
+    expect([...protocols].sort()).toEqual(['http', 'mysql', 'postgres', 'redis', 'ssh', 'tcp']);
   });
 
   it.each(blocks.map((b) => [b.where, b.text]))('%s', (_where, text) => {
@@ -378,5 +379,74 @@ describe('aws_rds_iam on postgres and mysql targets', () => {
   it('is not a key of redis or http targets', () => {
     expect(loadError(target('redis', `    credentials: {${rds}}\n`))).toMatch(/unknown key "aws_rds_iam"/);
     expect(loadError(target('http', `    credentials: {${rds}}\n`))).toMatch(/unknown key "aws_rds_iam"/);
+  });
+});
+
+describe('ssh targets', () => {
+  const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFzP6Ofmrcm/rhV0HBOCxe5xsWhNCv64JGrfaC6bXIVh';
+  const ssh = (lines: string) => `  - name: web1\n    protocol: ssh\n    address: web1.internal:22\n${lines}`;
+
+  it('loads with principals and pinned host keys or a host CA', () => {
+    for (const lines of [
+      `    principals: [deploy]\n    host_keys: ["${KEY}"]\n`,
+      `    principals: [deploy, git]\n    host_ca: "${KEY} host-ca"\n    source_address: [10.0.0.5/32]\n`,
+    ]) {
+      const cfg = parseGatewayConfig(`targets:\n${ssh(lines)}`, 'gw.yaml', { resolveSecrets: false });
+      expect(cfg.targets[0]).toMatchObject({ name: 'web1', protocol: 'ssh' });
+    }
+  });
+
+  it('needs exactly one way to verify the host, keys that parse, principals that are login names', () => {
+    expect(loadError(ssh('    principals: [deploy]\n'))).toContain(
+      'an ssh target needs exactly one of host_keys (pinned keys) or host_ca (a host CA)',
+    );
+    expect(
+      loadError(ssh(`    principals: [deploy]\n    host_keys: ["${KEY}"]\n    host_ca: "${KEY}"\n`)),
+    ).toContain('exactly one of host_keys');
+    expect(
+      loadError(ssh('    principals: [deploy]\n    host_keys: ["ssh-ed25519 AAAAnotakey"]\n')),
+    ).toContain('targets[0].host_keys[0]: not an OpenSSH public key line');
+    expect(loadError(ssh(`    principals: ["deploy,root"]\n    host_keys: ["${KEY}"]\n`))).toContain(
+      'targets[0].principals[0]: a principal is a login name',
+    );
+    expect(loadError(ssh(`    host_keys: ["${KEY}"]\n`))).toContain('targets[0].principals');
+    expect(
+      loadError(ssh(`    principals: [deploy]\n    host_ca: "${KEY}"\n    credentials: {user: u}\n`)),
+    ).toBe(
+      'gw.yaml:7: targets[0]: unknown key "credentials" for a ssh target (its keys: name, protocol, address, principals, host_keys, host_ca, host_key_alias, source_address, tags, description)',
+    );
+  });
+});
+
+describe("a rule's ssh settings", () => {
+  const doc = (ssh: string) =>
+    `issuers: [{name: gl, kind: gitlab, issuer: "https://gitlab.example.com", audience: a}]\nrules:\n  - {name: r, issuer: gl, allow: [web1], ${ssh}}\n`;
+
+  it('take principals and permits for the targets the rule allows', () => {
+    const cfg = parseGatewayConfig(
+      doc('ssh: {web1: {principals: [deploy], permit: [pty, port-forwarding]}}'),
+      'gw.yaml',
+      {
+        resolveSecrets: false,
+      },
+    );
+    expect(cfg.rules[0]?.ssh).toEqual({
+      web1: { principals: ['deploy'], permit: ['pty', 'port-forwarding'] },
+    });
+  });
+
+  it('refuse a target the rule does not allow, and unknown permits', () => {
+    const error = (ssh: string) => {
+      try {
+        parseGatewayConfig(doc(ssh), 'gw.yaml', { resolveSecrets: false });
+      } catch (err) {
+        return (err as CiportError).message;
+      }
+      throw new Error('expected a refusal');
+    };
+    expect(error('ssh: {web2: {principals: [deploy]}}')).toContain(
+      'rules[0].ssh.web2: ssh settings for web2, which the rule does not allow',
+    );
+    expect(error('ssh: {web1: {permit: [root]}}')).toContain('rules[0].ssh.web1.permit[0]');
   });
 });
