@@ -102,7 +102,15 @@ export async function postSshCertificate(deps: ApiDeps, req: Req, res: Res, [id]
 
   countIssued(record.id);
   const ruleName = record.targetRules?.[body.target] ?? record.rule;
-  const ruleSsh = deps.config.rules.find((r) => r.name === ruleName)?.ssh?.[body.target];
+  // The rule as the config in force has it. A reload that removed the rule, or took the target
+  // from it, must not leave its live sessions with no `ssh:` narrowing (every principal of the
+  // target): no rule granting the target now, no certificate.
+  const rule = deps.config.rules.find((r) => r.name === ruleName && !r.deny);
+  if (!rule?.allow.includes(body.target))
+    throw refused(
+      `rule ${ruleName ?? '?'} that granted ${body.target} to session ${record.id} no longer does (configuration reloaded)`,
+    );
+  const ruleSsh = rule.ssh?.[body.target];
   const principals = ruleSsh?.principals
     ? info.principals.filter((p) => ruleSsh.principals?.includes(p))
     : info.principals;
