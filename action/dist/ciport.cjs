@@ -56008,7 +56008,7 @@ var certificateSchema = external_exports.looseObject({
 });
 function quoted(path) {
   if (/["\n]/.test(path)) throw new CiportError("CIPORT_E_USAGE", `unusable path for ssh_config: ${path}`);
-  return `"${path}"`;
+  return `"${path.replaceAll("%", "%%")}"`;
 }
 function keyPart(line2) {
   return line2.trim().split(/\s+/).slice(0, 2).join(" ");

@@ -24,10 +24,14 @@ const certificateSchema = z.looseObject({
   valid_before: z.string(),
 });
 
-/** A path in ssh_config: double-quoted (ssh_config's own quoting; tmp paths hold no quote). */
+/**
+ * A path in ssh_config: double-quoted (ssh_config's own quoting; tmp paths hold no quote), `%`
+ * doubled — ssh expands `%h`, `%d`… in these paths, so a $TMPDIR holding one would make
+ * UserKnownHostsFile (or the key) another file, one someone else may have made.
+ */
 function quoted(path: string): string {
   if (/["\n]/.test(path)) throw new CiportError('CIPORT_E_USAGE', `unusable path for ssh_config: ${path}`);
-  return `"${path}"`;
+  return `"${path.replaceAll('%', '%%')}"`;
 }
 
 /** `type base64` of a key line, without its comment (known_hosts takes `marker host type key`). */
