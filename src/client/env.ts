@@ -47,6 +47,8 @@ export interface BoundTarget {
   host: string;
   port: number;
   credentials?: OneTimeCredential | undefined;
+  /** aws: the loopback endpoint's path, the port's authorization token, the target's region. */
+  aws?: { path: string; token: string; region?: string | undefined } | undefined;
 }
 
 const SCHEMES: Record<Protocol, string> = {
@@ -55,6 +57,7 @@ const SCHEMES: Record<Protocol, string> = {
   redis: 'redis',
   http: 'http',
   tcp: 'tcp',
+  aws: 'http',
 };
 
 /** `staging-db` → `STAGING_DB`. */
@@ -77,7 +80,7 @@ function encode(text: string): string {
 export function targetUrl(t: BoundTarget): string {
   const auth = t.credentials ? `${encode(t.credentials.user)}:${encode(t.credentials.password)}@` : '';
   const host = t.host.includes(':') ? `[${t.host}]` : t.host;
-  const path = t.database ? `/${encode(t.database)}` : '';
+  const path = t.aws ? t.aws.path : t.database ? `/${encode(t.database)}` : '';
   return `${SCHEMES[t.protocol]}://${auth}${host}:${t.port}${path}`;
 }
 
@@ -120,7 +123,25 @@ export function exportedEnv(targets: BoundTarget[]): Record<string, string> {
   const redisPassword = redis.find((t) => t.credentials)?.credentials?.password;
   if (redisPassword) env.REDISCLI_AUTH = redisPassword;
   if (redis.length === 1 && redis[0]) env.REDIS_URL = targetUrl(redis[0]);
+  // aws: what every AWS SDK and the CLI read (docs/aws.md). One token per port; with several aws
+  // targets, the job points AWS_CONTAINER_CREDENTIALS_FULL_URI at the CIPORT_<T>_URL it wants.
+  const aws = targets.filter((t) => t.aws);
+  const token = aws[0]?.aws?.token;
+  if (token) env.AWS_CONTAINER_AUTHORIZATION_TOKEN = token;
+  if (aws.length === 1 && aws[0]) {
+    env.AWS_CONTAINER_CREDENTIALS_FULL_URI = targetUrl(aws[0]);
+    if (aws[0].aws?.region) env.AWS_REGION = aws[0].aws.region;
+  }
   return env;
+}
+
+/**
+ * Variables of the job's own environment that would take precedence over the exported endpoint
+ * (an ECS task's relative URI wins over the full URI in the SDKs): removed when a port has an
+ * aws target.
+ */
+export function shadowingKeys(targets: BoundTarget[]): string[] {
+  return targets.some((t) => t.aws) ? ['AWS_CONTAINER_CREDENTIALS_RELATIVE_URI'] : [];
 }
 
 /** The exported variables that carry a one-time credential (kept out of logs). */
@@ -136,6 +157,7 @@ export function credentialKeys(targets: BoundTarget[]): string[] {
   const redis = targets.filter((t) => t.protocol === 'redis');
   if (redis.some((t) => t.credentials)) keys.push('REDISCLI_AUTH');
   if (redis.length === 1 && redis[0]?.credentials) keys.push('REDIS_URL');
+  if (targets.some((t) => t.aws)) keys.push('AWS_CONTAINER_AUTHORIZATION_TOKEN');
   return keys;
 }
 

@@ -7,6 +7,7 @@ import { approvalsSectionSchema, ruleApprovalSchema } from './approvals.js';
 import { auditSinkSchema } from './audit-sinks.js';
 import { parseClaimPath } from './claim-path.js';
 import { durationSchema, hostPortSchema, nameSchema as name, secretSchema } from './fields.js';
+import { sessionPolicySchema } from './session-policy.js';
 import { ssoSchema } from './sso.js';
 import { type TargetConfig, targetSchema } from './targets/index.js';
 
@@ -145,6 +146,7 @@ export const ruleSchema = z
         description:
           "Per target: the database roles a per-session role gets (overrides the target's dynamic.grant).",
       }),
+    session_policy: sessionPolicySchema.optional(),
     limits: z
       .strictObject({
         connections: z.int().positive().optional(),
