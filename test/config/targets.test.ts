@@ -73,6 +73,8 @@ describe('a key of another protocol is refused at load, with its line and path',
     ['tcp', '    tls: true\n', 5, 'targets[0]', 'tls'],
     ['tcp', '    credentials: {user: u}\n', 5, 'targets[0]', 'credentials'],
     ['tcp', '    database: app\n', 5, 'targets[0]', 'database'],
+    // aws: no address (STS is reached through the SDK's endpoint resolution).
+    ['aws', '    role_arn: arn:aws:iam::123456789012:role/x\n', 4, 'targets[0]', 'address'],
   ])('%s target with %j', (protocol, lines, line, path, key) => {
     const message = loadError(target(protocol, lines));
     expect(message.split('\n')).toHaveLength(1);
@@ -83,7 +85,7 @@ describe('a key of another protocol is refused at load, with its line and path',
   });
 
   it('every protocol is covered above', () => {
-    expect([...PROTOCOLS].sort()).toEqual(['http', 'mysql', 'postgres', 'redis', 'tcp']);
+    expect([...PROTOCOLS].sort()).toEqual(['aws', 'http', 'mysql', 'postgres', 'redis', 'tcp']);
   });
 });
 
@@ -102,10 +104,10 @@ describe('errors inside a member are that member’s, not "invalid input"', () =
 
   it('an unknown or missing protocol lists the known ones', () => {
     expect(loadError(target('ftp', ''))).toBe(
-      'gw.yaml:3: targets[0].protocol: unknown protocol "ftp" (known: postgres, mysql, redis, http, tcp)',
+      'gw.yaml:3: targets[0].protocol: unknown protocol "ftp" (known: postgres, mysql, redis, http, tcp, aws)',
     );
     expect(loadError('  - {name: t, address: "h:1"}\n')).toBe(
-      'gw.yaml:2: targets[0].protocol: a target needs a protocol: postgres, mysql, redis, http, tcp',
+      'gw.yaml:2: targets[0].protocol: a target needs a protocol: postgres, mysql, redis, http, tcp, aws',
     );
   });
 
@@ -247,7 +249,7 @@ describe('every documented target loads', () => {
     const protocols = new Set(
       blocks.flatMap((b) => targetsIn(parse(b.text)).map((t) => (t as { protocol: string }).protocol)),
     );
-    expect([...protocols].sort()).toEqual(['http', 'mysql', 'postgres', 'redis', 'tcp']);
+    expect([...protocols].sort()).toEqual(['aws', 'http', 'mysql', 'postgres', 'redis', 'tcp']);
   });
 
   it.each(blocks.map((b) => [b.where, b.text]))('%s', (_where, text) => {

@@ -55,16 +55,22 @@ export type AssumeRoleCall = (input: AssumeInput) => Promise<{
 }>;
 
 export function stsAssumeRole(target: AwsTarget): { call: AssumeRoleCall; close(): void } {
-  const client = new STSClient({
-    // The target's region, else the process's (AWS_REGION), else STS's home region.
-    region: target.region ?? process.env.AWS_REGION ?? 'us-east-1',
-    credentials: fromNodeProviderChain(),
-    maxAttempts: 2,
-    requestHandler: { connectionTimeout: 5_000, requestTimeout: 10_000 },
-  });
+  // Made at the first AssumeRole, not at start: a process that never serves an aws session never
+  // loads the provider chain (nor prints the SDK's Node version warning).
+  let client: STSClient | undefined;
+  const sts = () => {
+    client ??= new STSClient({
+      // The target's region, else the process's (AWS_REGION), else STS's home region.
+      region: target.region ?? process.env.AWS_REGION ?? 'us-east-1',
+      credentials: fromNodeProviderChain(),
+      maxAttempts: 2,
+      requestHandler: { connectionTimeout: 5_000, requestTimeout: 10_000 },
+    });
+    return client;
+  };
   return {
     async call(input) {
-      const out = await client.send(new AssumeRoleCommand(input));
+      const out = await sts().send(new AssumeRoleCommand(input));
       const c = out.Credentials;
       if (!c?.AccessKeyId || !c.SecretAccessKey || !c.SessionToken || !c.Expiration) {
         throw Object.assign(new Error('AssumeRole answered without credentials'), {
@@ -78,7 +84,7 @@ export function stsAssumeRole(target: AwsTarget): { call: AssumeRoleCall; close(
         Expiration: c.Expiration,
       };
     },
-    close: () => client.destroy(),
+    close: () => client?.destroy(),
   };
 }
 
