@@ -216,13 +216,16 @@ describe('each protocol keeps the keys its exit reads', () => {
 
 // ---- every documented target still loads ---------------------------------------------------------
 
-/** The ```yaml blocks of a Markdown file that hold a target (`protocol:` next to `address:`). */
+/**
+ * The ```yaml blocks of a Markdown file that hold a target (`protocol:` next to `address:`, or
+ * `role_arn:` for aws targets, which have no address).
+ */
 function yamlBlocks(file: string): { where: string; text: string }[] {
   const text = readFileSync(file, 'utf8');
   const blocks: { where: string; text: string }[] = [];
   for (const m of text.matchAll(/^```ya?ml\n([\s\S]*?)^```/gm)) {
     const body = m[1] ?? '';
-    if (!/^\s*-?\s*protocol:\s/m.test(body) || !/address:/.test(body)) continue;
+    if (!/^\s*-?\s*protocol:\s/m.test(body) || !/address:|role_arn:/.test(body)) continue;
     const line = text.slice(0, m.index).split('\n').length;
     blocks.push({ where: `${file.slice(ROOT.length)}:${line}`, text: body });
   }
