@@ -8201,7 +8201,7 @@ var require_rsa = __commonJS({
         capture: "digest"
       }]
     };
-    var _encodeDigestInfo = function(oid, digest2, withParameters) {
+    var _encodeDigestInfo = function(oid, digest3, withParameters) {
       var digestAlgorithm = [asn1.create(
         asn1.Class.UNIVERSAL,
         asn1.Type.OID,
@@ -8231,7 +8231,7 @@ var require_rsa = __commonJS({
             asn1.Class.UNIVERSAL,
             asn1.Type.OCTETSTRING,
             false,
-            digest2
+            digest3
           )
         ]
       )).getBytes();
@@ -8270,14 +8270,14 @@ var require_rsa = __commonJS({
         false,
         ""
       ));
-      var digest2 = asn1.create(
+      var digest3 = asn1.create(
         asn1.Class.UNIVERSAL,
         asn1.Type.OCTETSTRING,
         false,
         md.digest().getBytes()
       );
       digestInfo.value.push(digestAlgorithm);
-      digestInfo.value.push(digest2);
+      digestInfo.value.push(digest3);
       return asn1.toDer(digestInfo).getBytes();
     };
     var _modPow = function(x, key, pub) {
@@ -8690,7 +8690,7 @@ var require_rsa = __commonJS({
         var e2 = scheme.encode(data, key, true);
         return pki.rsa.encrypt(e2, key, true);
       };
-      key.verify = function(digest2, signature, scheme, options) {
+      key.verify = function(digest3, signature, scheme, options) {
         if (typeof scheme === "string") {
           scheme = scheme.toUpperCase();
         } else if (scheme === void 0) {
@@ -8710,7 +8710,7 @@ var require_rsa = __commonJS({
         }
         if (scheme === "RSASSA-PKCS1-V1_5") {
           scheme = {
-            verify: function(digest3, d2) {
+            verify: function(digest4, d2) {
               d2 = _decodePkcs1_v1_5(d2, key, true, void 0, options);
               var obj = asn1.fromDer(d2, {
                 parseAllBytes: options._parseAllDigestBytes
@@ -8746,19 +8746,19 @@ var require_rsa = __commonJS({
                   "ASN.1 object does not contain a valid RSASSA-PKCS1-v1_5 DigestInfo value."
                 );
               }
-              return digest3 === capture.digest;
+              return digest4 === capture.digest;
             }
           };
         } else if (scheme === "NONE" || scheme === "NULL" || scheme === null) {
           scheme = {
-            verify: function(digest3, d2) {
+            verify: function(digest4, d2) {
               d2 = _decodePkcs1_v1_5(d2, key, true, void 0, options);
-              return digest3 === d2;
+              return digest4 === d2;
             }
           };
         }
         var d = pki.rsa.decrypt(signature, key, true, false);
-        return scheme.verify(digest2, d, key.n.bitLength());
+        return scheme.verify(digest3, d, key.n.bitLength());
       };
       return key;
     };
@@ -11106,19 +11106,19 @@ var require_x509 = __commonJS({
       }
       md.start();
       md.update(bytes);
-      var digest2 = md.digest();
+      var digest3 = md.digest();
       if (options.encoding === "hex") {
-        var hex3 = digest2.toHex();
+        var hex3 = digest3.toHex();
         if (options.delimiter) {
           return hex3.match(/.{2}/g).join(options.delimiter);
         }
         return hex3;
       } else if (options.encoding === "binary") {
-        return digest2.getBytes();
+        return digest3.getBytes();
       } else if (options.encoding) {
         throw new Error('Unknown encoding "' + options.encoding + '".');
       }
-      return digest2;
+      return digest3;
     };
     pki.certificationRequestFromPem = function(pem, computeHash, strict) {
       var msg = forge2.pem.decode(pem)[0];
@@ -19175,19 +19175,19 @@ var require_ssh = __commonJS({
       _addBigIntegerToBuffer(buffer, key.n);
       md.start();
       md.update(buffer.getBytes());
-      var digest2 = md.digest();
+      var digest3 = md.digest();
       if (options.encoding === "hex") {
-        var hex3 = digest2.toHex();
+        var hex3 = digest3.toHex();
         if (options.delimiter) {
           return hex3.match(/.{2}/g).join(options.delimiter);
         }
         return hex3;
       } else if (options.encoding === "binary") {
-        return digest2.getBytes();
+        return digest3.getBytes();
       } else if (options.encoding) {
         throw new Error('Unknown encoding "' + options.encoding + '".');
       }
-      return digest2;
+      return digest3;
     };
     function _addBigIntegerToBuffer(buffer, val) {
       var hexVal = val.toString(16);
@@ -22781,6 +22781,14 @@ var ERROR_CODES = {
   CIPORT_E_MYSQL_UPSTREAM_AUTH: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_MYSQL_UPSTREAM_REFUSED: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_MYSQL_USER_REVOKE_FAILED: { exit: ExitCode.unreachable, http: 502 },
+  // aws targets (docs/aws.md): STS refused or failed the AssumeRole (its error code in details),
+  // the gateway's own provider chain found no credentials, the job's loopback endpoint refused
+  CIPORT_E_AWS_ASSUME_ROLE_DENIED: { exit: ExitCode.denied, http: 403 },
+  CIPORT_E_AWS_ASSUME_ROLE_FAILED: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_AWS_NO_CREDENTIALS: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_AWS_AUTHORIZATION_MISSING: { exit: ExitCode.tokenRejected, http: 401 },
+  CIPORT_E_AWS_AUTHORIZATION_WRONG: { exit: ExitCode.denied, http: 403 },
+  CIPORT_E_AWS_BAD_REQUEST: { exit: ExitCode.usage, http: 400 },
   // Retryable: no agent serving the target is connected right now (a restart, a partition).
   CIPORT_E_NO_AGENT: { exit: ExitCode.unreachable, http: 503 },
   CIPORT_E_AGENT_UNAUTHORIZED: { exit: ExitCode.tokenRejected, http: 401 },
@@ -22805,6 +22813,9 @@ var ERROR_CODES = {
   // everything we did not foresee
   CIPORT_E_INTERNAL: { exit: ExitCode.internal, http: 500 }
 };
+function specOf(code) {
+  return ERROR_CODES[code];
+}
 
 // src/errors/errors.ts
 var CiportError = class extends Error {
@@ -23125,7 +23136,8 @@ var SCHEMES = {
   mysql: "mysql",
   redis: "redis",
   http: "http",
-  tcp: "tcp"
+  tcp: "tcp",
+  aws: "http"
 };
 function envName(target) {
   return target.toUpperCase().replace(/[^A-Z0-9]/g, "_");
@@ -23139,7 +23151,7 @@ function encode(text) {
 function targetUrl(t) {
   const auth = t.credentials ? `${encode(t.credentials.user)}:${encode(t.credentials.password)}@` : "";
   const host = t.host.includes(":") ? `[${t.host}]` : t.host;
-  const path = t.database ? `/${encode(t.database)}` : "";
+  const path = t.aws ? t.aws.path : t.database ? `/${encode(t.database)}` : "";
   return `${SCHEMES[t.protocol]}://${auth}${host}:${t.port}${path}`;
 }
 function exportedEnv(targets) {
@@ -23177,7 +23189,17 @@ function exportedEnv(targets) {
   const redisPassword = redis.find((t) => t.credentials)?.credentials?.password;
   if (redisPassword) env.REDISCLI_AUTH = redisPassword;
   if (redis.length === 1 && redis[0]) env.REDIS_URL = targetUrl(redis[0]);
+  const aws = targets.filter((t) => t.aws);
+  const token2 = aws[0]?.aws?.token;
+  if (token2) env.AWS_CONTAINER_AUTHORIZATION_TOKEN = token2;
+  if (aws.length === 1 && aws[0]) {
+    env.AWS_CONTAINER_CREDENTIALS_FULL_URI = targetUrl(aws[0]);
+    if (aws[0].aws?.region) env.AWS_REGION = aws[0].aws.region;
+  }
   return env;
+}
+function shadowingKeys(targets) {
+  return targets.some((t) => t.aws) ? ["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"] : [];
 }
 function credentialKeys(targets) {
   const keys = targets.filter((t) => t.credentials).map((t) => `CIPORT_${envName(t.name)}_URL`);
@@ -23191,6 +23213,7 @@ function credentialKeys(targets) {
   const redis = targets.filter((t) => t.protocol === "redis");
   if (redis.some((t) => t.credentials)) keys.push("REDISCLI_AUTH");
   if (redis.length === 1 && redis[0]?.credentials) keys.push("REDIS_URL");
+  if (targets.some((t) => t.aws)) keys.push("AWS_CONTAINER_AUTHORIZATION_TOKEN");
   return keys;
 }
 function childEnv(base, exports2, strip) {
@@ -23387,6 +23410,30 @@ async function advertisedAudience(client) {
   const res = await client.request("GET", "/v1/info", { timeoutMs: 1e4 });
   const info = res.status === 200 ? parseGatewayInfo(res.body) : void 0;
   return info ? githubAudience(info, fallback) : fallback;
+}
+
+// src/client/aws-endpoint.ts
+var import_node_crypto2 = require("node:crypto");
+var import_node_http = require("node:http");
+
+// src/transport/wire.ts
+var ERROR_HEADER = "ciport-error";
+
+// src/exits/aws/http1.ts
+var CREDENTIALS_PATH = "/v1/aws/credentials";
+var MAX_ANSWER = 65536;
+function parseAnswer(raw) {
+  const end = raw.indexOf("\r\n\r\n");
+  if (end < 0) throw new Error("the exit sent no complete answer");
+  const [line2 = "", ...rest] = raw.subarray(0, end).toString("latin1").split("\r\n");
+  const m = /^HTTP\/1\.1 (\d{3}) /.exec(line2);
+  if (!m) throw new Error("the exit sent a malformed answer");
+  let code;
+  for (const h of rest) {
+    const i = h.indexOf(":");
+    if (i > 0 && h.slice(0, i).trim().toLowerCase() === ERROR_HEADER) code = h.slice(i + 1).trim();
+  }
+  return { status: Number(m[1]), code, body: raw.subarray(end + 4).toString("utf8") };
 }
 
 // src/client/gateway.ts
@@ -23723,6 +23770,189 @@ function errorFromResponse(res, what) {
   if (body.decision !== void 0) details.decision = body.decision;
   if (typeof body.error?.end_reason === "string") details.end_reason = body.error.end_reason;
   return new GatewayError(res.status, code, message, details);
+}
+
+// src/client/aws-endpoint.ts
+var LOCAL_CREDENTIALS_PATH = "/aws/credentials";
+var ANSWER_TIMEOUT_MS = 15e3;
+var digest = (text) => (0, import_node_crypto2.createHash)("sha256").update(text, "utf8").digest();
+var AwsEndpoint = class {
+  #options;
+  #server;
+  #tokenDigest;
+  #inFlight = /* @__PURE__ */ new Set();
+  #sockets = /* @__PURE__ */ new Set();
+  #closing = false;
+  /** Requests refused for their token (a line at most once per kind). */
+  #warned = /* @__PURE__ */ new Set();
+  constructor(options) {
+    this.#options = options;
+    this.#tokenDigest = digest(options.token);
+    this.#server = (0, import_node_http.createServer)(
+      {
+        maxHeaderSize: 8192,
+        headersTimeout: 1e4,
+        requestTimeout: 2e4,
+        keepAliveTimeout: 5e3
+      },
+      (req, res) => void this.#request(req, res)
+    );
+  }
+  /** A local connection past the peer check: served by the HTTP server. */
+  accept(socket) {
+    if (this.#closing) {
+      socket.destroy();
+      return;
+    }
+    this.#sockets.add(socket);
+    socket.once("close", () => this.#sockets.delete(socket));
+    this.#server.emit("connection", socket);
+    socket.resume();
+  }
+  get activeConnections() {
+    return this.#sockets.size;
+  }
+  #refuse(res, code, message) {
+    if (res.headersSent || res.destroyed) return;
+    const body = JSON.stringify({ error: { code, message } });
+    res.writeHead(specOf(code).http, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(body),
+      "cache-control": "no-store",
+      [ERROR_HEADER]: code,
+      ...this.#closing ? { connection: "close" } : {}
+    });
+    res.end(body);
+  }
+  #authorized(req, res) {
+    const given = req.headers.authorization;
+    if (given === void 0 || given === "") {
+      this.#warnOnce(
+        "missing",
+        "a credentials request without Authorization was refused (CIPORT_E_AWS_AUTHORIZATION_MISSING)"
+      );
+      this.#refuse(
+        res,
+        "CIPORT_E_AWS_AUTHORIZATION_MISSING",
+        "Authorization (AWS_CONTAINER_AUTHORIZATION_TOKEN) is required"
+      );
+      return false;
+    }
+    if (!(0, import_node_crypto2.timingSafeEqual)(digest(given), this.#tokenDigest)) {
+      this.#warnOnce(
+        "wrong",
+        "a credentials request with a wrong Authorization token was refused (CIPORT_E_AWS_AUTHORIZATION_WRONG)"
+      );
+      this.#refuse(res, "CIPORT_E_AWS_AUTHORIZATION_WRONG", "wrong authorization token");
+      return false;
+    }
+    return true;
+  }
+  #warnOnce(kind, line2) {
+    if (this.#warned.has(kind)) return;
+    this.#warned.add(kind);
+    this.#options.warn(`${this.#options.target}: ${line2}`);
+  }
+  async #request(req, res) {
+    req.resume();
+    if (this.#closing) return this.#refuse(res, "CIPORT_E_SESSION_ENDED", "the session has ended");
+    if (!this.#authorized(req, res)) return;
+    if (req.method !== "GET") {
+      res.setHeader("allow", "GET");
+      return this.#refuse(res, "CIPORT_E_METHOD_NOT_ALLOWED", "credentials are fetched with GET");
+    }
+    if ((req.url ?? "").split("?")[0] !== LOCAL_CREDENTIALS_PATH)
+      return this.#refuse(res, "CIPORT_E_NOT_FOUND", `credentials are at ${LOCAL_CREDENTIALS_PATH}`);
+    const length = req.headers["content-length"];
+    if (req.headers["transfer-encoding"] !== void 0 || length !== void 0 && length !== "0")
+      return this.#refuse(res, "CIPORT_E_AWS_BAD_REQUEST", "a credentials request has no body");
+    const flight = { res };
+    this.#inFlight.add(flight);
+    res.once("close", () => {
+      this.#inFlight.delete(flight);
+      flight.stream?.close();
+    });
+    try {
+      const stream = await this.#options.open(this.#options.target);
+      flight.stream = stream;
+      if (this.#closing || res.destroyed) {
+        stream.close();
+        return;
+      }
+      const raw = await exchange(stream);
+      const answer = parseAnswer(raw);
+      if (res.headersSent || res.destroyed) return;
+      res.writeHead(answer.status, {
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(answer.body),
+        "cache-control": "no-store",
+        ...answer.code ? { [ERROR_HEADER]: answer.code } : {}
+      });
+      res.end(answer.body);
+    } catch (err) {
+      if (err instanceof TunnelRefused) {
+        this.#options.onTrouble?.(err.status, err.code);
+        const code = err.code ?? "CIPORT_E_GATEWAY_RESPONSE";
+        return this.#refuse(res, specOfKnown(code), err.message);
+      }
+      this.#options.onTrouble?.(void 0, void 0);
+      if (this.#closing) return this.#refuse(res, "CIPORT_E_SESSION_ENDED", "the session has ended");
+      this.#refuse(res, "CIPORT_E_GATEWAY_RESPONSE", `no answer from the exit: ${err.message}`);
+    } finally {
+      this.#inFlight.delete(flight);
+    }
+  }
+  /** Stop serving: requests in flight are answered 503 CIPORT_E_SESSION_ENDED, sockets closed. */
+  close() {
+    this.#closing = true;
+    for (const flight of this.#inFlight) {
+      flight.stream?.close();
+      this.#refuse(flight.res, "CIPORT_E_SESSION_ENDED", "the session has ended");
+    }
+    this.#inFlight.clear();
+    return new Promise((resolve3) => {
+      setImmediate(() => {
+        for (const socket of this.#sockets) socket.destroy();
+        this.#server.close(() => resolve3());
+      });
+    });
+  }
+};
+function specOfKnown(code) {
+  return Object.hasOwn(ERROR_CODES, code) ? code : "CIPORT_E_GATEWAY_RESPONSE";
+}
+function exchange(stream) {
+  return new Promise((resolve3, reject) => {
+    const chunks = [];
+    let size = 0;
+    let settled = false;
+    const timer = setTimeout(() => fail(new Error("timed out")), ANSWER_TIMEOUT_MS);
+    const fail = (err) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      stream.close();
+      reject(err);
+    };
+    stream.on("data", (chunk) => {
+      size += chunk.length;
+      if (size > MAX_ANSWER) return fail(new Error("answer too large"));
+      chunks.push(chunk);
+    });
+    stream.once("end", () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve3(Buffer.concat(chunks));
+    });
+    stream.once("error", (err) => fail(err));
+    stream.once("close", () => fail(new Error("the tunnel closed before the answer ended")));
+    stream.end(`GET ${CREDENTIALS_PATH} HTTP/1.1\r
+Host: ciport\r
+Connection: close\r
+\r
+`);
+  });
 }
 
 // src/client/peer-uid.ts
@@ -43751,12 +43981,14 @@ function date4(params) {
 }
 
 // src/client/session.ts
-var PROTOCOLS = ["postgres", "mysql", "redis", "http", "tcp"];
+var PROTOCOLS = ["postgres", "mysql", "redis", "http", "tcp", "aws"];
 var credentialSchema = external_exports.looseObject({ user: external_exports.string().min(1), password: external_exports.string().min(1) });
 var targetSchema = external_exports.looseObject({
   name: external_exports.string().min(1),
   protocol: external_exports.enum(PROTOCOLS),
   database: external_exports.string().min(1).optional(),
+  /** aws: exported as AWS_REGION. */
+  region: external_exports.string().regex(/^[a-z]{2}(-[a-z]+)+-\d{1,2}$/).optional().catch(void 0),
   ttl_ms: external_exports.number().optional(),
   /**
    * A one-time credential the gateway minted for this session (postgres/mysql targets whose
@@ -44748,11 +44980,11 @@ function encodeConnectFrame(request) {
 }
 
 // src/exits/mysql/auth.ts
-var import_node_crypto2 = require("node:crypto");
+var import_node_crypto3 = require("node:crypto");
 var NATIVE = "mysql_native_password";
 var CACHING_SHA2 = "caching_sha2_password";
 var hash2 = (alg, ...parts) => {
-  const h = (0, import_node_crypto2.createHash)(alg);
+  const h = (0, import_node_crypto3.createHash)(alg);
   for (const p of parts) h.update(p);
   return h.digest();
 };
@@ -44762,7 +44994,7 @@ function xor2(a, b) {
   return out;
 }
 function makeNonce() {
-  const b = (0, import_node_crypto2.randomBytes)(20);
+  const b = (0, import_node_crypto3.randomBytes)(20);
   for (let i = 0; i < b.length; i++) b[i] = b[i] % 94 + 33;
   return b;
 }
@@ -44779,7 +45011,7 @@ function cachingSha2Token(password, nonce) {
 function verifyToken(plugin, password, nonce, token2) {
   const expected = plugin === NATIVE ? nativeToken(password, nonce) : plugin === CACHING_SHA2 ? cachingSha2Token(password, nonce) : void 0;
   if (!expected || expected.length === 0 || expected.length !== token2.length) return false;
-  return (0, import_node_crypto2.timingSafeEqual)(expected, token2);
+  return (0, import_node_crypto3.timingSafeEqual)(expected, token2);
 }
 var ED25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
 
@@ -45903,24 +46135,24 @@ function sendErrorAndClose2(stream, err, graceMs = 5e3) {
 }
 
 // src/exits/postgres/frontend.ts
-var import_node_crypto4 = require("node:crypto");
+var import_node_crypto5 = require("node:crypto");
 
 // src/exits/postgres/scram.ts
-var import_node_crypto3 = require("node:crypto");
+var import_node_crypto4 = require("node:crypto");
 var import_node_forge = __toESM(require_lib(), 1);
 var SCRAM = "SCRAM-SHA-256";
 var DEFAULT_ITERATIONS = 4096;
 var ScramError = class extends Error {
 };
-var sha256 = (data) => (0, import_node_crypto3.createHash)("sha256").update(data).digest();
-var hmac = (key, data) => (0, import_node_crypto3.createHmac)("sha256", key).update(data).digest();
+var sha256 = (data) => (0, import_node_crypto4.createHash)("sha256").update(data).digest();
+var hmac = (key, data) => (0, import_node_crypto4.createHmac)("sha256", key).update(data).digest();
 function xor3(a, b) {
   const out = Buffer.allocUnsafe(a.length);
   for (let i = 0; i < a.length; i++) out[i] = a[i] ^ b[i];
   return out;
 }
 function equal(a, b) {
-  return a.length === b.length && (0, import_node_crypto3.timingSafeEqual)(a, b);
+  return a.length === b.length && (0, import_node_crypto4.timingSafeEqual)(a, b);
 }
 var NONCE_RE = /^[\x21-\x2b\x2d-\x7e]+$/;
 function attributes(message) {
@@ -46004,7 +46236,7 @@ var Lru = class {
 var saltedCache = new Lru(256);
 var cacheStats = { hits: 0, misses: 0 };
 function saltedPassword(password, salt, iterations) {
-  const key = (0, import_node_crypto3.createHash)("sha256").update(`${iterations}\0${salt.toString("base64")}\0`).update(password).digest("base64");
+  const key = (0, import_node_crypto4.createHash)("sha256").update(`${iterations}\0${salt.toString("base64")}\0`).update(password).digest("base64");
   const hit = saltedCache.get(key);
   if (hit) {
     cacheStats.hits++;
@@ -46012,7 +46244,7 @@ function saltedPassword(password, salt, iterations) {
   }
   cacheStats.misses++;
   const derived2 = new Promise((resolve3, reject) => {
-    (0, import_node_crypto3.pbkdf2)(
+    (0, import_node_crypto4.pbkdf2)(
       saslPrep(password),
       salt,
       iterations,
@@ -46026,7 +46258,7 @@ function saltedPassword(password, salt, iterations) {
   return derived2;
 }
 async function makeScramVerifier(password, options = {}) {
-  const salt = options.salt ?? (0, import_node_crypto3.randomBytes)(16);
+  const salt = options.salt ?? (0, import_node_crypto4.randomBytes)(16);
   const iterations = options.iterations ?? DEFAULT_ITERATIONS;
   const salted = await saltedPassword(password, salt, iterations);
   return {
@@ -46045,7 +46277,7 @@ var ScramServer = class {
   #nonce = "";
   constructor(verifier, options = {}) {
     this.#verifier = verifier;
-    this.#serverNonce = options.nonce ?? (0, import_node_crypto3.randomBytes)(18).toString("base64");
+    this.#serverNonce = options.nonce ?? (0, import_node_crypto4.randomBytes)(18).toString("base64");
   }
   /** Take the client-first-message, answer the server-first-message. */
   serverFirst(clientFirst) {
@@ -46093,7 +46325,7 @@ var ScramServer = class {
 var MAX_AUTH_MESSAGE = 4096;
 var verifiers = /* @__PURE__ */ new Map();
 function verifierFor(password, iterations) {
-  const key = (0, import_node_crypto4.createHash)("sha256").update(`${iterations}\0`).update(password).digest("base64");
+  const key = (0, import_node_crypto5.createHash)("sha256").update(`${iterations}\0`).update(password).digest("base64");
   let v = verifiers.get(key);
   if (!v) {
     v = makeScramVerifier(password, { iterations });
@@ -46458,7 +46690,7 @@ function withTimeout2(opening, ms) {
 }
 
 // src/exits/redis/client.ts
-var import_node_crypto5 = require("node:crypto");
+var import_node_crypto6 = require("node:crypto");
 
 // src/exits/redis/resp.ts
 function redisCommand(...args) {
@@ -46545,13 +46777,13 @@ var LIMITS = { maxArgs: 16, maxCommandBytes: 16 * 1024 };
 var NOAUTH = "NOAUTH Authentication required.";
 var HELLO_NOAUTH = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
 var WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled. (ciport: the one-time password of this port is in REDISCLI_AUTH and CIPORT_<TARGET>_URL)";
-function digest(bytes) {
-  return (0, import_node_crypto5.createHash)("sha256").update(bytes).digest();
+function digest2(bytes) {
+  return (0, import_node_crypto6.createHash)("sha256").update(bytes).digest();
 }
 function passwordMatches(user, given, expected) {
   if (!given) return false;
   const okUser = user === void 0 || user.length === 0 || user.toString("latin1") === "default";
-  return (0, import_node_crypto5.timingSafeEqual)(digest(given), expected) && okUser;
+  return (0, import_node_crypto6.timingSafeEqual)(digest2(given), expected) && okUser;
 }
 function judge(args, expected) {
   const name = args[0]?.toString("latin1").toUpperCase() ?? "";
@@ -46580,7 +46812,7 @@ function judge(args, expected) {
   return { kind: "answer", reply: respError(NOAUTH) };
 }
 function authenticateRedisClient(socket, opts) {
-  const expected = digest(opts.password);
+  const expected = digest2(opts.password);
   const timeoutMs = opts.timeoutMs ?? 3e4;
   return new Promise((resolve3, reject) => {
     let buffered = Buffer.alloc(0);
@@ -46836,12 +47068,21 @@ var TargetListener = class _TargetListener {
   }
   #nextId = 1;
   #closing = false;
+  /** protocol aws: the HTTP endpoint the accepted sockets are handed to. */
+  #aws;
   /** Totals over closed connections; `refused`: closed by the peer check or the redis gate. */
   totals = { connections: 0, sent: 0, received: 0, refused: 0 };
   constructor(server, options) {
     this.#server = server;
     this.#options = options;
     this.target = options.target;
+    this.#aws = options.aws ? new AwsEndpoint({
+      target: options.target,
+      token: options.aws.token,
+      open: options.open,
+      onTrouble: options.onTrouble,
+      warn: (m) => options.log.warn(m)
+    }) : void 0;
   }
   /** Listen now; resolves once the port accepts connections. */
   static listen(options) {
@@ -46866,7 +47107,7 @@ var TargetListener = class _TargetListener {
     return a && typeof a === "object" ? a.port : 0;
   }
   get activeConnections() {
-    return this.#gated.size + this.#connections.size;
+    return this.#gated.size + this.#connections.size + (this.#aws?.activeConnections ?? 0);
   }
   /** Who is calling first (peer check), then the protocol's local gate, then the tunnel. */
   #accept(socket) {
@@ -46914,7 +47155,8 @@ var TargetListener = class _TargetListener {
     }
   }
   #dispatch(socket) {
-    if (this.#options.postgres) this.#acceptPg(socket, this.#options.postgres);
+    if (this.#aws) this.#aws.accept(socket);
+    else if (this.#options.postgres) this.#acceptPg(socket, this.#options.postgres);
     else if (this.#options.mysql) this.#acceptMysql(socket, this.#options.mysql);
     else if (this.#options.redis) this.#acceptRedis(socket, this.#options.redis);
     else this.#relay(socket);
@@ -47064,7 +47306,11 @@ var TargetListener = class _TargetListener {
     this.#closing = true;
     for (const conn of this.#connections) conn.close("the port closed");
     for (const socket of this.#gated) socket.destroy();
-    return new Promise((resolve3) => this.#server.close(() => resolve3()));
+    const served = this.#aws?.close();
+    return Promise.all([served, new Promise((resolve3) => this.#server.close(() => resolve3()))]).then(
+      () => {
+      }
+    );
   }
 };
 
@@ -47196,6 +47442,7 @@ var Port = class _Port {
     const checkPeer = sameUserCheck();
     if (!checkPeer) log.info(`no peer check on ${process.platform}: any local user can reach the ports`);
     const redisPassword = session.info.targets.some((t) => t.protocol === "redis") ? oneTimePassword() : "";
+    const awsToken = session.info.targets.some((t) => t.protocol === "aws") ? oneTimePassword() : "";
     const noAgent = /* @__PURE__ */ new Set();
     let port;
     try {
@@ -47215,6 +47462,7 @@ var Port = class _Port {
             postgres: target.protocol === "postgres" ? target.credentials : void 0,
             mysql: target.protocol === "mysql" ? target.credentials : void 0,
             redis: target.protocol === "redis" ? { password: redisPassword } : void 0,
+            aws: target.protocol === "aws" ? { token: awsToken } : void 0,
             checkPeer
           });
         } catch (err) {
@@ -47231,7 +47479,8 @@ var Port = class _Port {
           database: target.database,
           host: "127.0.0.1",
           port: listener.port,
-          credentials: target.protocol === "redis" ? { user: "", password: redisPassword } : target.credentials
+          credentials: target.protocol === "redis" ? { user: "", password: redisPassword } : target.credentials,
+          ...target.protocol === "aws" ? { aws: { path: LOCAL_CREDENTIALS_PATH, token: awsToken, region: target.region } } : {}
         });
         log.info(`${target.name} (${target.protocol}) on 127.0.0.1:${listener.port}`);
       }
@@ -47430,7 +47679,7 @@ function registerExec(program2, ctx) {
         if (!port) return exitCodeOf(null, trap.first ?? null);
         try {
           if (trap.first) return exitCodeOf(null, trap.first);
-          const env = childEnv(ctx.io.env, port.env, [port.tokenEnvName]);
+          const env = childEnv(ctx.io.env, port.env, [port.tokenEnvName, ...shadowingKeys(port.bound)]);
           const result = await runCommand(command, {
             env,
             signalSource: trap.relay,
