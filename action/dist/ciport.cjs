@@ -23902,7 +23902,7 @@ var AwsEndpoint = class {
       this.#inFlight.delete(flight);
     }
   }
-  /** Stop serving: requests in flight are answered 503 CIPORT_E_SESSION_ENDED, sockets closed. */
+  /** Stop serving: requests in flight are answered 410 CIPORT_E_SESSION_ENDED, sockets closed. */
   close() {
     this.#closing = true;
     for (const flight of this.#inFlight) {

@@ -4,7 +4,7 @@
 // missing → 401, wrong → 403, the gateway never asked); each valid one becomes one tunnel stream
 // to the target's exit, which answers with the session's role credentials, relayed as they come.
 // Nothing is kept here: no credentials in memory beyond one answer, nothing on disk. When the
-// port closes (the session ended) requests still in flight are answered 503 and the server stops.
+// port closes (the session ended) requests still in flight are answered 410 (CIPORT_E_SESSION_ENDED) and the server stops.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { ClientHttp2Stream } from 'node:http2';
@@ -171,7 +171,7 @@ export class AwsEndpoint {
     }
   }
 
-  /** Stop serving: requests in flight are answered 503 CIPORT_E_SESSION_ENDED, sockets closed. */
+  /** Stop serving: requests in flight are answered 410 CIPORT_E_SESSION_ENDED, sockets closed. */
   close(): Promise<void> {
     this.#closing = true;
     for (const flight of this.#inFlight) {
