@@ -386,3 +386,27 @@ describe('parallel sessions', () => {
     expect(calls.map((c) => c.issued.accessKeyId).sort()).toEqual([...keys].sort());
   }, 180_000);
 });
+
+describe('STS unreachable (last: it stops the fixture)', () => {
+  it('a credentials request gets 502 CIPORT_E_AWS_ASSUME_ROLE_FAILED; the gateway keeps serving', async () => {
+    const port = await openPort('sts-down');
+    try {
+      await aws.stop();
+      const r = await fetch(sessionOf(port.vars) ?? '', {
+        headers: { Authorization: port.vars.AWS_CONTAINER_AUTHORIZATION_TOKEN ?? '' },
+      });
+      expect(r.status).toBe(502);
+      expect(r.headers.get('ciport-error')).toBe('CIPORT_E_AWS_ASSUME_ROLE_FAILED');
+      const events = await gateway.store.auditEvents();
+      expect(events.filter((e) => e.type === 'aws.credentials_failed').at(-1)?.data).toMatchObject({
+        target: 'deploy',
+        code: 'CIPORT_E_AWS_ASSUME_ROLE_FAILED',
+        sts_code: 'ECONNREFUSED',
+      });
+      const health = await runCli(['whoami'], { env: env({ CIPORT_ID_TOKEN: token }) });
+      expect(health.code, health.stderr).toBe(0);
+    } finally {
+      await port.close();
+    }
+  }, 60_000);
+});
