@@ -439,7 +439,10 @@ interface GrantedTarget {
 
 /** A target of this gateway's config. */
 function grantedTarget(target: TargetConfig): GrantedTarget {
-  const user = 'credentials' in target ? target.credentials?.user : undefined;
+  const c = 'credentials' in target ? target.credentials : undefined;
+  // RDS IAM: the exit logs in as aws_rds_iam.user with a token it makes per connection.
+  const rdsIam = c && 'aws_rds_iam' in c ? (c.aws_rds_iam as { user: string } | undefined) : undefined;
+  const user = c?.user ?? rdsIam?.user;
   const database =
     'database' in target && target.database !== undefined ? String(target.database) : undefined;
   // postgres, mysql: the exit logs in upstream, as the target's user or the session's own account.

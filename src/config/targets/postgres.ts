@@ -3,9 +3,11 @@
 // (src/exits/postgres, docs/postgres.md, docs/credentials.md).
 import { z } from 'zod';
 import {
+  awsRdsIamSchema,
   dynamicFields,
   keysOf,
   queryAuditFields,
+  rdsIamProblems,
   targetMember,
   upstreamTlsSchema,
   userPasswordFields,
@@ -34,6 +36,7 @@ export const postgresTargetSchema = targetMember(
     ...queryAuditFields,
     credentials: keysOf('the credentials of a postgres target', {
       ...userPasswordFields,
+      aws_rds_iam: awsRdsIamSchema.optional(),
       dynamic: keysOf('credentials.dynamic of a postgres target', {
         ...dynamicFields('role'),
         owner: z.string().min(1).meta({ description: 'Role that receives what a session role owned.' }),
@@ -51,6 +54,8 @@ export const postgresTargetSchema = targetMember(
           'What the exit injects; the job never sees it. Without: this process does not exit to the target (an agent does).',
       }),
   },
-);
+).superRefine((target, ctx) => {
+  for (const p of rdsIamProblems(target)) ctx.addIssue({ code: 'custom', ...p });
+});
 
 export type PostgresTarget = z.output<typeof postgresTargetSchema>;

@@ -25,11 +25,14 @@ export type PgUpstreamTarget = Omit<ConnectUpstreamOptions, 'params' | 'signal'>
  */
 export function pgUpstreamFromTarget(target: TargetOf<'postgres'>): PgUpstreamTarget {
   // With dynamic credentials the user is the per-session role, filled in per connection.
-  const user = target.credentials?.user ?? (target.credentials?.dynamic ? '' : undefined);
+  const user =
+    target.credentials?.user ??
+    target.credentials?.aws_rds_iam?.user ??
+    (target.credentials?.dynamic ? '' : undefined);
   if (user === undefined) {
     throw new ConfigError(
       'CIPORT_E_CONFIG_INVALID',
-      `target ${target.name}: postgres needs credentials.user (or credentials.dynamic)`,
+      `target ${target.name}: postgres needs credentials.user (or credentials.dynamic or credentials.aws_rds_iam)`,
     );
   }
   const { host, port } = splitHostPort(target.address);
