@@ -8,12 +8,12 @@
 //   below STS's 900 s minimum. What outlives the session is made useless by the session policy,
 //   which denies everything after the session's expiry (config/session-policy.ts).
 // - Failures carry ciport's code and STS's error code, never STS's message.
-import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
-import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
+import type { STSClient } from '@aws-sdk/client-sts';
 import { boundedSessionPolicy } from '../../config/session-policy.js';
 import type { AwsTarget } from '../../config/targets/aws.js';
 import { STS_MIN_DURATION_MS } from '../../config/targets/aws.js';
 import { CiportError } from '../../errors/index.js';
+import { base } from '../aws-credentials.js';
 import type { ExitSessionFacts } from '../contract.js';
 import type { AwsCredentialsEvent } from './events.js';
 import { roleSessionName, sessionTags } from './names.js';
@@ -55,22 +55,33 @@ export type AssumeRoleCall = (input: AssumeInput) => Promise<{
 }>;
 
 export function stsAssumeRole(target: AwsTarget): { call: AssumeRoleCall; close(): void } {
-  // Made at the first AssumeRole, not at start: a process that never serves an aws session never
-  // loads the provider chain (nor prints the SDK's Node version warning).
+  // Loaded and made at the first AssumeRole, not at start: a process that never serves an aws
+  // session never loads the SDK (nor prints its Node version warning).
   let client: STSClient | undefined;
+  let sdk:
+    | Promise<{ client: STSClient; command: typeof import('@aws-sdk/client-sts').AssumeRoleCommand }>
+    | undefined;
   const sts = () => {
-    client ??= new STSClient({
-      // The target's region, else the process's (AWS_REGION), else STS's home region.
-      region: target.region ?? process.env.AWS_REGION ?? 'us-east-1',
-      credentials: fromNodeProviderChain(),
-      maxAttempts: 2,
-      requestHandler: { connectionTimeout: 5_000, requestTimeout: 10_000 },
+    sdk ??= Promise.all([import('@aws-sdk/client-sts'), base()]).then(([m, credentials]) => {
+      client = new m.STSClient({
+        // The target's region, else the process's (AWS_REGION), else STS's home region.
+        region: target.region ?? process.env.AWS_REGION ?? 'us-east-1',
+        credentials,
+        maxAttempts: 2,
+        requestHandler: { connectionTimeout: 5_000, requestTimeout: 10_000 },
+      });
+      return { client, command: m.AssumeRoleCommand };
     });
-    return client;
+    // A failed load (not expected) is tried again at the next request.
+    sdk.catch(() => {
+      sdk = undefined;
+    });
+    return sdk;
   };
   return {
     async call(input) {
-      const out = await sts().send(new AssumeRoleCommand(input));
+      const { client, command } = await sts();
+      const out = await client.send(new command(input));
       const c = out.Credentials;
       if (!c?.AccessKeyId || !c.SecretAccessKey || !c.SessionToken || !c.Expiration) {
         throw Object.assign(new Error('AssumeRole answered without credentials'), {

@@ -2,7 +2,7 @@
 // loopback AWS fixture through the SDK (AWS_ENDPOINT_URL), or an STS that is down. Checks the
 // answer's shape, one AssumeRole per session (concurrent requests share it), the refresh rule,
 // the request bounds, and that failures are stable codes with STS's code, never its message.
-import { createServer, type Socket } from 'node:net';
+// (A process without AWS credentials: no-credentials.test.ts, its own process.)
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AwsTarget } from '../../../src/config/targets/aws.js';
 import { targetSchema } from '../../../src/config/targets/index.js';
@@ -12,6 +12,7 @@ import type { AwsCredentialsEvent } from '../../../src/exits/aws/events.js';
 import type { ExitConnection, ExitSessionFacts, StreamExit } from '../../../src/exits/contract.js';
 import { type AwsFixture, startAwsFixture } from '../../fixtures/aws.js';
 import { freePort } from '../../fixtures/free-port.js';
+import { serveOnce } from './serve-once.js';
 
 const ROLE = 'arn:aws:iam::123456789012:role/deploy';
 let aws: AwsFixture;
@@ -40,37 +41,8 @@ const facts = (extra: Partial<ExitSessionFacts> = {}): ExitSessionFacts => ({
   ...extra,
 });
 
-/** Serve one request through `exit` over a loopback socket pair; the raw answer and outcome. */
-async function request(
-  exit: StreamExit,
-  bytes: string,
-  connection: Partial<ExitConnection> = {},
-): Promise<{ answer: string; outcome: unknown }> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const accepted = new Promise<Socket>((r) => server.once('connection', r));
-  const { port } = server.address() as { port: number };
-  const { connect } = await import('node:net');
-  const client = connect(port, '127.0.0.1');
-  const side = await accepted;
-  server.close();
-  let answer = '';
-  client.on('data', (c) => {
-    answer += c.toString();
-  });
-  const ended = new Promise<void>((r) => client.on('close', () => r()));
-  client.write(bytes);
-  const outcome = await exit
-    .serve(side, {
-      session: { id: 'ses_test' },
-      signal: new AbortController().signal,
-      facts: facts(),
-      ...connection,
-    })
-    .catch((err: unknown) => err);
-  await ended;
-  return { answer, outcome };
-}
+const request = (exit: StreamExit, bytes: string, connection: Partial<ExitConnection> = {}) =>
+  serveOnce(exit, bytes, { facts: facts(), ...connection });
 
 const GET = 'GET /v1/aws/credentials HTTP/1.1\r\nHost: ciport\r\nConnection: close\r\n\r\n';
 
@@ -150,24 +122,6 @@ describe('aws exit', () => {
       else process.env.AWS_ENDPOINT_URL_STS = saved;
     }
   });
-
-  it('no credentials in the provider chain: 502 CIPORT_E_AWS_NO_CREDENTIALS', async () => {
-    const saved = { ...process.env };
-    for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY']) delete process.env[k];
-    process.env.AWS_SHARED_CREDENTIALS_FILE = '/nonexistent';
-    process.env.AWS_CONFIG_FILE = '/nonexistent';
-    try {
-      const exit = awsExitDefinition().build(target(), { connectTimeoutMs: 1000 }) as StreamExit;
-      const r = await request(exit, GET);
-      expect(r.answer).toMatch(/^HTTP\/1\.1 502 /);
-      expect(r.answer).toContain('CIPORT_E_AWS_NO_CREDENTIALS');
-      exit.close();
-    } finally {
-      Object.assign(process.env, saved);
-      delete process.env.AWS_SHARED_CREDENTIALS_FILE;
-      delete process.env.AWS_CONFIG_FILE;
-    }
-  }, 30_000);
 });
 
 describe('role sessions: duration and refresh', () => {
