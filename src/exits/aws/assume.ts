@@ -55,14 +55,17 @@ export type AssumeRoleCall = (input: AssumeInput) => Promise<{
 }>;
 
 export function stsAssumeRole(target: AwsTarget): { call: AssumeRoleCall; close(): void } {
-  // Loaded and made at the first AssumeRole, not at start: a process that never serves an aws
-  // session never loads the SDK (nor prints its Node version warning).
+  // The module is loaded now (a job's SDK waits 1 to 2 s for its first answer), the client made at
+  // the first AssumeRole: a process that never serves an aws session never resolves its AWS
+  // credentials (nor prints the SDK's Node version warning, emitted by a client's constructor).
+  const preloaded = import('@aws-sdk/client-sts');
+  preloaded.catch(() => {});
   let client: STSClient | undefined;
   let sdk:
     | Promise<{ client: STSClient; command: typeof import('@aws-sdk/client-sts').AssumeRoleCommand }>
     | undefined;
   const sts = () => {
-    sdk ??= Promise.all([import('@aws-sdk/client-sts'), base()]).then(([m, credentials]) => {
+    sdk ??= Promise.all([preloaded, base()]).then(([m, credentials]) => {
       client = new m.STSClient({
         // The target's region, else the process's (AWS_REGION), else STS's home region.
         region: target.region ?? process.env.AWS_REGION ?? 'us-east-1',
@@ -71,10 +74,6 @@ export function stsAssumeRole(target: AwsTarget): { call: AssumeRoleCall; close(
         requestHandler: { connectionTimeout: 5_000, requestTimeout: 10_000 },
       });
       return { client, command: m.AssumeRoleCommand };
-    });
-    // A failed load (not expected) is tried again at the next request.
-    sdk.catch(() => {
-      sdk = undefined;
     });
     return sdk;
   };
