@@ -7,7 +7,7 @@
 // over, the loopback endpoint's refusals, STS failures as stable codes, no secret in the gateway's
 // log, the audit log or the job's env, and 20 parallel sessions each with their own credentials.
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +34,8 @@ let aws: AwsFixture;
 let gateway: RunningGateway;
 let issuer: FixtureIssuer;
 let token: string;
+let configDoc: Record<string, unknown>;
+const configFile = join(dir, 'gateway.json');
 const logLines: string[] = [];
 
 const env = (extra: NodeJS.ProcessEnv = {}) =>
@@ -93,7 +95,7 @@ beforeAll(async () => {
   // endpoint resolution sends STS to the fixture (vitest runs each file in its own process).
   Object.assign(process.env, aws.env());
   issuer = await FixtureIssuer.start({ kind: 'gitlab' });
-  const cfg = gatewayConfig({
+  configDoc = {
     listen: `127.0.0.1:${await freePort()}`,
     data_dir: join(dir, 'gw'),
     store: { sqlite: { path: join(dir, 'gw', 'ciport.db') } },
@@ -113,8 +115,9 @@ beforeAll(async () => {
         session_policy: { Version: '2012-10-17', Statement: [RULE_STATEMENT] },
       },
     ],
-  });
-  gateway = await startTestGateway(cfg, { logLines });
+  };
+  writeFileSync(configFile, JSON.stringify(configDoc));
+  gateway = await startTestGateway(gatewayConfig(configDoc), { logLines });
   token = await issuer.mint({}, { preset: 'gitlab-main', audience: 'ciport' });
   await built;
 }, 120_000);
@@ -231,7 +234,13 @@ describe('aws target: a job gets role credentials through its port', () => {
       deny_after: expiry,
       tags: call.tags,
     });
-    const everything = JSON.stringify(events) + logLines.join('\n');
+    // What an auditor exports says the same, without the secrets either.
+    const exported = await runCli(['audit', 'export', '--config', configFile, '--format', 'jsonl'], {
+      env: env(),
+    });
+    expect(exported.code, exported.stderr).toBe(0);
+    expect(exported.stdout).toContain(`"access_key_id":"${call.issued.accessKeyId}"`);
+    const everything = JSON.stringify(events) + logLines.join('\n') + exported.stdout;
     expect(everything).not.toContain(call.issued.secretAccessKey);
     expect(everything).not.toContain(call.issued.sessionToken);
     expect(everything).not.toContain(vars.AWS_CONTAINER_AUTHORIZATION_TOKEN);
