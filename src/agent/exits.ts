@@ -10,7 +10,13 @@ import type { TargetConfig } from '../config/schema.js';
 import { isDeploymentId } from '../credentials/deployment.js';
 import { DynamicCredentials, dynamicSpecFromTarget } from '../credentials/dynamic.js';
 import { asCiportError, CiportError } from '../errors/index.js';
-import type { DialExit, Exit, ExitAdvertisement, StreamExit } from '../exits/contract.js';
+import {
+  type DialExit,
+  decodeFacts,
+  type Exit,
+  type ExitAdvertisement,
+  type StreamExit,
+} from '../exits/contract.js';
 import { advertisement, buildExits } from '../exits/registry.js';
 import type { Logger } from '../log/logger.js';
 import { resetStream } from '../transport/h2.js';
@@ -138,6 +144,8 @@ export class AgentExits {
         credential: this.roles.has(name) ? () => this.#sessionRole(name, sessionId, headers) : undefined,
         // Query events are the gateway's (it sees the same messages); none here.
         onRequest: (event) => this.#opt.outbox.push('http.request', { ...base, ...event }),
+        facts: decodeFacts(headers[TUNNEL_HEADERS.facts] as string | undefined),
+        onCredentials: ({ type, ...event }) => this.#opt.outbox.push(type, { ...base, ...event }),
       });
       void outcome.after?.then(({ note, ...more }) =>
         this.#opt.log?.info({ ...base, ...more }, `${exit.target.protocol} ${note}`),

@@ -22,6 +22,8 @@ export const AUDIT_EVENT_TYPES = [
   'credential.revoked',
   'credential.revoke_failed',
   'ssh.certificate_issued',
+  'aws.credentials_issued',
+  'aws.credentials_failed',
   'agent.connected',
   'agent.disconnected',
   'agent.enrolled',
@@ -304,6 +306,29 @@ export type HttpRequestData = ConnectionBase & {
 };
 
 /**
+ * An `aws` target's exit assumed its role for a session (docs/aws.md): what names the credentials
+ * in IAM and CloudTrail. Never the secret access key or the session token.
+ */
+export type AwsCredentialsIssuedData = ConnectionBase & {
+  role_arn: string;
+  role_session_name: string;
+  access_key_id: string;
+  /** ISO 8601: when STS says the credentials expire. */
+  expiration: string;
+  duration_s: number;
+  /** ISO 8601: from then on the session policy denies every action (the session's expiry). */
+  deny_after: string;
+  tags: Record<string, string>;
+};
+
+/** The exit's AssumeRole failed: ciport's code and STS's (never STS's message). */
+export type AwsCredentialsFailedData = ConnectionBase & {
+  role_arn: string;
+  code: string;
+  sts_code?: string;
+};
+
+/**
  * A per-session database role created (`credential.created`), dropped (`credential.revoked`),
  * or not dropped (`credential.revoke_failed`, retried with backoff).
  */
@@ -540,6 +565,8 @@ export interface AuditDataMap {
   'credential.revoked': CredentialData;
   'credential.revoke_failed': CredentialData;
   'ssh.certificate_issued': SshCertificateIssuedData;
+  'aws.credentials_issued': AwsCredentialsIssuedData;
+  'aws.credentials_failed': AwsCredentialsFailedData;
   'agent.connected': AgentConnectedData;
   'agent.disconnected': AgentDisconnectedData;
   'agent.enrolled': AgentEnrolledData;

@@ -50,6 +50,8 @@ export interface BoundTarget {
   credentials?: OneTimeCredential | undefined;
   /** ssh: the session's private ssh_config naming the target as its Host (docs/ssh.md). */
   sshConfig?: string | undefined;
+  /** aws: the loopback endpoint's path, the port's authorization token, the target's region. */
+  aws?: { path: string; token: string; region?: string | undefined } | undefined;
 }
 
 const SCHEMES: Record<Protocol, string> = {
@@ -59,6 +61,7 @@ const SCHEMES: Record<Protocol, string> = {
   http: 'http',
   tcp: 'tcp',
   ssh: 'ssh',
+  aws: 'http',
 };
 
 /** `staging-db` → `STAGING_DB`. */
@@ -81,7 +84,7 @@ function encode(text: string): string {
 export function targetUrl(t: BoundTarget): string {
   const auth = t.credentials ? `${encode(t.credentials.user)}:${encode(t.credentials.password)}@` : '';
   const host = t.host.includes(':') ? `[${t.host}]` : t.host;
-  const path = t.database ? `/${encode(t.database)}` : '';
+  const path = t.aws ? t.aws.path : t.database ? `/${encode(t.database)}` : '';
   return `${SCHEMES[t.protocol]}://${auth}${host}:${t.port}${path}`;
 }
 
@@ -128,11 +131,29 @@ export function exportedEnv(targets: BoundTarget[]): Record<string, string> {
   for (const t of ssh) env[`CIPORT_${envName(t.name)}_SSH_CONFIG`] = t.sshConfig as string;
   // git runs it through the shell: the path single-quoted.
   if (ssh.length === 1 && ssh[0]) env.GIT_SSH_COMMAND = `ssh -F ${shellQuote(ssh[0].sshConfig as string)}`;
+  // aws: what every AWS SDK and the CLI read (docs/aws.md). One token per port; with several aws
+  // targets, the job points AWS_CONTAINER_CREDENTIALS_FULL_URI at the CIPORT_<T>_URL it wants.
+  const aws = targets.filter((t) => t.aws);
+  const token = aws[0]?.aws?.token;
+  if (token) env.AWS_CONTAINER_AUTHORIZATION_TOKEN = token;
+  if (aws.length === 1 && aws[0]) {
+    env.AWS_CONTAINER_CREDENTIALS_FULL_URI = targetUrl(aws[0]);
+    if (aws[0].aws?.region) env.AWS_REGION = aws[0].aws.region;
+  }
   return env;
 }
 
 function shellQuote(text: string): string {
   return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * Variables of the job's own environment that would take precedence over the exported endpoint
+ * (an ECS task's relative URI wins over the full URI in the SDKs): removed when a port has an
+ * aws target.
+ */
+export function shadowingKeys(targets: BoundTarget[]): string[] {
+  return targets.some((t) => t.aws) ? ['AWS_CONTAINER_CREDENTIALS_RELATIVE_URI'] : [];
 }
 
 /** The exported variables that carry a one-time credential (kept out of logs). */
@@ -148,6 +169,7 @@ export function credentialKeys(targets: BoundTarget[]): string[] {
   const redis = targets.filter((t) => t.protocol === 'redis');
   if (redis.some((t) => t.credentials)) keys.push('REDISCLI_AUTH');
   if (redis.length === 1 && redis[0]?.credentials) keys.push('REDIS_URL');
+  if (targets.some((t) => t.aws)) keys.push('AWS_CONTAINER_AUTHORIZATION_TOKEN');
   return keys;
 }
 

@@ -8,6 +8,7 @@ import { ExitCode } from '../errors/codes.js';
 import { CiportError } from '../errors/errors.js';
 import { printableLines } from '../text/printable.js';
 import { advertisedAudience } from './audience.js';
+import { LOCAL_CREDENTIALS_PATH } from './aws-endpoint.js';
 import { type BoundTarget, exportedEnv, type TargetSpec } from './env.js';
 import { GatewayClient, gatewayUrl, trustedCas } from './gateway.js';
 import { sameUserCheck } from './peer-uid.js';
@@ -194,6 +195,9 @@ export class Port {
     // redis: one password per port, minted here and checked only by the local listener; the
     // gateway never sees it (the exit authenticates upstream with the target's own credential).
     const redisPassword = session.info.targets.some((t) => t.protocol === 'redis') ? oneTimePassword() : '';
+    // aws: the token the loopback credentials endpoint demands (AWS_CONTAINER_AUTHORIZATION_TOKEN),
+    // one per port, minted here and never sent to the gateway.
+    const awsToken = session.info.targets.some((t) => t.protocol === 'aws') ? oneTimePassword() : '';
     const noAgent = new Set<string>();
     // Set once every listener is up; a stream reset before that only skips the early heartbeat.
     let port: Port | undefined;
@@ -215,6 +219,7 @@ export class Port {
             postgres: target.protocol === 'postgres' ? target.credentials : undefined,
             mysql: target.protocol === 'mysql' ? target.credentials : undefined,
             redis: target.protocol === 'redis' ? { password: redisPassword } : undefined,
+            aws: target.protocol === 'aws' ? { token: awsToken } : undefined,
             checkPeer,
           });
         } catch (err) {
@@ -233,6 +238,9 @@ export class Port {
           port: listener.port,
           credentials:
             target.protocol === 'redis' ? { user: '', password: redisPassword } : target.credentials,
+          ...(target.protocol === 'aws'
+            ? { aws: { path: LOCAL_CREDENTIALS_PATH, token: awsToken, region: target.region } }
+            : {}),
         });
         log.info(`${target.name} (${target.protocol}) on 127.0.0.1:${listener.port}`);
       }

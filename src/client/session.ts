@@ -7,7 +7,7 @@ import { GatewayError, GatewayUnreachableError, SessionEndedError } from './erro
 import { type ApiResponse, errorFromResponse, type GatewayClient } from './gateway.js';
 import { type RateLimitRetry, retryAfterMs } from './rate-limit-retry.js';
 
-export const PROTOCOLS = ['postgres', 'mysql', 'redis', 'http', 'tcp', 'ssh'] as const;
+export const PROTOCOLS = ['postgres', 'mysql', 'redis', 'http', 'tcp', 'ssh', 'aws'] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
 
 const credentialSchema = z.looseObject({ user: z.string().min(1), password: z.string().min(1) });
@@ -16,6 +16,12 @@ const targetSchema = z.looseObject({
   name: z.string().min(1),
   protocol: z.enum(PROTOCOLS),
   database: z.string().min(1).optional(),
+  /** aws: exported as AWS_REGION. */
+  region: z
+    .string()
+    .regex(/^[a-z]{2}(-[a-z]+)+-\d{1,2}$/)
+    .optional()
+    .catch(undefined),
   ttl_ms: z.number().optional(),
   /**
    * A one-time credential the gateway minted for this session (postgres/mysql targets whose

@@ -7,6 +7,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { serveMysqlClientConnection } from '../exits/mysql/client.js';
 import { servePgClientConnection } from '../exits/postgres/client.js';
 import { authenticateRedisClient } from '../exits/redis/client.js';
+import { AwsEndpoint } from './aws-endpoint.js';
 import { GatewayError } from './errors.js';
 import { TunnelRefused } from './gateway.js';
 import { type ConnectionStats, LocalConnection, resetReason } from './local-connection.js';
@@ -43,6 +44,11 @@ export interface ListenerOptions {
    * before it opens a tunnel (docs/redis.md, "The local hop").
    */
   redis?: { password: string } | undefined;
+  /**
+   * protocol aws: the listener is the container-credentials endpoint (aws-endpoint.ts), which
+   * demands this token in `Authorization` and opens one tunnel per request.
+   */
+  aws?: { token: string } | undefined;
   /** Who may connect: run on every accepted socket before anything else; refused → closed. */
   checkPeer?: PeerCheck | undefined;
   /** How long a redis application has to authenticate (default 30 s). */
@@ -77,6 +83,8 @@ export class TargetListener {
   }
   #nextId = 1;
   #closing = false;
+  /** protocol aws: the HTTP endpoint the accepted sockets are handed to. */
+  readonly #aws: AwsEndpoint | undefined;
   /** Totals over closed connections; `refused`: closed by the peer check or the redis gate. */
   readonly totals = { connections: 0, sent: 0, received: 0, refused: 0 };
 
@@ -84,6 +92,15 @@ export class TargetListener {
     this.#server = server;
     this.#options = options;
     this.target = options.target;
+    this.#aws = options.aws
+      ? new AwsEndpoint({
+          target: options.target,
+          token: options.aws.token,
+          open: options.open,
+          onTrouble: options.onTrouble,
+          warn: (m) => options.log.warn(m),
+        })
+      : undefined;
   }
 
   /** Listen now; resolves once the port accepts connections. */
@@ -112,7 +129,7 @@ export class TargetListener {
   }
 
   get activeConnections(): number {
-    return this.#gated.size + this.#connections.size;
+    return this.#gated.size + this.#connections.size + (this.#aws?.activeConnections ?? 0);
   }
 
   /** Who is calling first (peer check), then the protocol's local gate, then the tunnel. */
@@ -165,7 +182,8 @@ export class TargetListener {
   }
 
   #dispatch(socket: Socket): void {
-    if (this.#options.postgres) this.#acceptPg(socket, this.#options.postgres);
+    if (this.#aws) this.#aws.accept(socket);
+    else if (this.#options.postgres) this.#acceptPg(socket, this.#options.postgres);
     else if (this.#options.mysql) this.#acceptMysql(socket, this.#options.mysql);
     else if (this.#options.redis) this.#acceptRedis(socket, this.#options.redis);
     else this.#relay(socket);
@@ -335,6 +353,9 @@ export class TargetListener {
     this.#closing = true;
     for (const conn of this.#connections) conn.close('the port closed');
     for (const socket of this.#gated) socket.destroy();
-    return new Promise((resolve) => this.#server.close(() => resolve()));
+    const served = this.#aws?.close();
+    return Promise.all([served, new Promise<void>((resolve) => this.#server.close(() => resolve()))]).then(
+      () => {},
+    );
   }
 }

@@ -8,6 +8,7 @@ import { auditSinkSchema } from './audit-sinks.js';
 import { parseClaimPath } from './claim-path.js';
 import { durationSchema, hostPortSchema, nameSchema as name, secretSchema } from './fields.js';
 import { checkRuleSsh, ruleSshSchema, sshSectionSchema } from './ssh.js';
+import { sessionPolicySchema } from './session-policy.js';
 import { ssoSchema } from './sso.js';
 import { type TargetConfig, targetSchema } from './targets/index.js';
 
@@ -147,6 +148,7 @@ export const ruleSchema = z
           "Per target: the database roles a per-session role gets (overrides the target's dynamic.grant).",
       }),
     ssh: ruleSshSchema,
+    session_policy: sessionPolicySchema.optional(),
     limits: z
       .strictObject({
         connections: z.int().positive().optional(),

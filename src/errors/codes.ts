@@ -116,6 +116,14 @@ export const ERROR_CODES = {
   // ssh targets (docs/ssh.md): the user CA, and a certificate the gateway will not sign
   CIPORT_E_SSH_CA_INVALID: usage,
   CIPORT_E_SSH_CERTIFICATE_REFUSED: { exit: ExitCode.denied, http: 403 },
+  // aws targets (docs/aws.md): STS refused or failed the AssumeRole (its error code in details),
+  // the gateway's own provider chain found no credentials, the job's loopback endpoint refused
+  CIPORT_E_AWS_ASSUME_ROLE_DENIED: { exit: ExitCode.denied, http: 403 },
+  CIPORT_E_AWS_ASSUME_ROLE_FAILED: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_AWS_NO_CREDENTIALS: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_AWS_AUTHORIZATION_MISSING: { exit: ExitCode.tokenRejected, http: 401 },
+  CIPORT_E_AWS_AUTHORIZATION_WRONG: { exit: ExitCode.denied, http: 403 },
+  CIPORT_E_AWS_BAD_REQUEST: { exit: ExitCode.usage, http: 400 },
   // Retryable: no agent serving the target is connected right now (a restart, a partition).
   CIPORT_E_NO_AGENT: { exit: ExitCode.unreachable, http: 503 },
   CIPORT_E_AGENT_UNAUTHORIZED: { exit: ExitCode.tokenRejected, http: 401 },

@@ -24,8 +24,11 @@ export interface ExitAwsIdentity {
 
 let baseChain: Promise<AwsCredentialIdentityProvider> | undefined;
 
-/** The process's credentials, one memoized chain for every target (one metadata lookup). */
-function base(): Promise<AwsCredentialIdentityProvider> {
+/**
+ * The process's credentials, one memoized chain for every target (one metadata lookup); also
+ * what the `aws` exit calls STS with (exits/aws/assume.ts).
+ */
+export function base(): Promise<AwsCredentialIdentityProvider> {
   baseChain ??= import('@aws-sdk/credential-providers').then((sdk) => sdk.fromNodeProviderChain());
   return baseChain;
 }

@@ -9,7 +9,9 @@
 //           in-band from there, its errors included (postgres, http).
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { PrincipalSummary } from '../audit/events.js';
 import type { Protocol, TargetConfig, TargetOf } from '../config/targets/index.js';
+import type { AwsCredentialsEvent } from './aws/events.js';
 import type { HttpRequestEvent } from './http/exit.js';
 import type { QueryEvent } from './query-event.js';
 
@@ -27,9 +29,66 @@ export interface SessionCredential {
   password: string;
 }
 
+/**
+ * What an exit may need to know of the session beyond its id (aws: the role session is named,
+ * tagged and bounded by it). The gateway fills it from the session record; an agent from what the
+ * gateway sends with the stream (TUNNEL_HEADERS.facts).
+ */
+export interface ExitSessionFacts {
+  /** Epoch ms: when the session expires. */
+  expiresAt: number;
+  principal: PrincipalSummary;
+  /** aws: the granting rule's `session_policy` (compact JSON), if it has one. */
+  sessionPolicy?: string | undefined;
+}
+
+/** Session facts as the gateway sends them to an agent (TUNNEL_HEADERS.facts). */
+export function encodeFacts(facts: ExitSessionFacts): string {
+  return Buffer.from(
+    JSON.stringify({
+      expires_at: facts.expiresAt,
+      principal: facts.principal,
+      ...(facts.sessionPolicy ? { session_policy: facts.sessionPolicy } : {}),
+    }),
+  ).toString('base64url');
+}
+
+/** The agent's side of encodeFacts (the gateway is authenticated; its header is still input). */
+export function decodeFacts(text: string | undefined): ExitSessionFacts | undefined {
+  if (!text || text.length > 32_768) return undefined;
+  try {
+    const v = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as Record<string, unknown>;
+    const p = v.principal as Record<string, unknown> | undefined;
+    if (typeof v.expires_at !== 'number' || !p || typeof p !== 'object') return undefined;
+    const s = (x: unknown) => (typeof x === 'string' ? x : null);
+    return {
+      expiresAt: v.expires_at,
+      principal: {
+        issuer: s(p.issuer) ?? '',
+        subject: s(p.subject) ?? '',
+        project: s(p.project),
+        project_id: s(p.project_id),
+        ref: s(p.ref),
+        pipeline: s(p.pipeline),
+        job: s(p.job),
+        job_url: s(p.job_url),
+        actor: s(p.actor),
+        environment: s(p.environment),
+      },
+      ...(typeof v.session_policy === 'string' ? { sessionPolicy: v.session_policy } : {}),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
 /** One tunnel stream as the host sees it: who it is for, and where its events go. */
 export interface ExitConnection {
   session: { id: string };
+  /** The session's facts, for exits that need them (aws); absent: the host has none. */
+  facts?: ExitSessionFacts | undefined;
+  /** aws: role credentials issued (or refused) for the session; the host audits them. */
+  onCredentials?: ((event: AwsCredentialsEvent) => void) | undefined;
   /** Aborted when the tunnel is cut (its session ended, the byte limit, the client went away). */
   signal: AbortSignal;
   /** Per-session credentials, when the host makes them for this target (else undefined). */
@@ -103,6 +162,8 @@ export interface ExitAdvertisement {
    */
   query_audit?: boolean | undefined;
   query_max_length?: number | undefined;
+  /** aws: the region the job's AWS_REGION names. */
+  region?: string | undefined;
   /** ssh: what the gateway signs certificates for and the job's ssh verifies (docs/ssh.md). */
   ssh?: SshTargetInfo | undefined;
 }

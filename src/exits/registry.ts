@@ -3,6 +3,7 @@
 // map is keyed by the protocols of the target schema (src/config/targets/), each definition
 // typed for its own member, so a protocol cannot be added to one without the other.
 import type { Protocol, TargetConfig, TargetOf } from '../config/targets/index.js';
+import { awsExit } from './aws/definition.js';
 import type { Exit, ExitAdvertisement, ExitDefinition, ExitHost } from './contract.js';
 import { httpExit } from './http/definition.js';
 import { mysqlExit } from './mysql/definition.js';
@@ -18,6 +19,7 @@ const DEFINITIONS: { readonly [P in Protocol]: ExitDefinition<P> } = {
   http: httpExit,
   mysql: mysqlExit,
   ssh: sshExit,
+  aws: awsExit,
 };
 
 /** The definition of a protocol a peer named (an agent's advertisement), if there is one. */

@@ -399,6 +399,8 @@ async function createSession(deps: ApiDeps, req: Req, res: Res): Promise<void> {
         protocol: target?.protocol ?? 'tcp',
         ...(target?.database !== undefined ? { database: target.database } : {}),
         ...(target?.user ? { user: target.user } : {}),
+        // aws: what the client exports as AWS_REGION.
+        ...(target?.region ? { region: target.region } : {}),
         // A one-time password for the client's local listener (kept nowhere).
         ...(target?.login
           ? {
@@ -441,6 +443,8 @@ interface GrantedTarget {
    * one-time password (as this user, or the session's own account), the exit logs in upstream.
    */
   login?: { user?: string | undefined; dynamic: boolean } | undefined;
+  /** aws: the target's region. */
+  region?: string | undefined;
 }
 
 /** A target of this gateway's config. */
@@ -455,7 +459,8 @@ function grantedTarget(target: TargetConfig): GrantedTarget {
   const logsIn = target.protocol === 'postgres' || target.protocol === 'mysql';
   const dynamic = logsIn && target.credentials?.dynamic !== undefined;
   const login = logsIn && (user || dynamic) ? { user, dynamic } : undefined;
-  return { protocol: target.protocol, database, user, login };
+  const region = target.protocol === 'aws' ? target.region : undefined;
+  return { protocol: target.protocol, database, user, login, region };
 }
 
 /** A target only an agent serves, from what it advertised; the credentials stay on the agent. */
@@ -470,7 +475,7 @@ function advertisedTarget(info: ExitAdvertisement): GrantedTarget {
           ? { dynamic: true }
           : { user: info.user, dynamic: false }
         : undefined;
-  return { protocol: info.protocol, database: info.database, user: login?.user, login };
+  return { protocol: info.protocol, database: info.database, user: login?.user, login, region: info.region };
 }
 
 async function whoami(deps: ApiDeps, req: Req, res: Res): Promise<void> {

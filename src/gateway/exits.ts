@@ -29,6 +29,8 @@ export interface GatewayExits {
   readonly deploymentId: string;
   /** Roles a per-session role gets on `target`: its granting rule's `grants`, else the target's. */
   grantsFor(record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string): string[] | undefined;
+  /** aws: the `session_policy` of the rule that granted `target` (compact JSON), if it has one. */
+  sessionPolicyFor(record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string): string | undefined;
   /** A reloaded configuration's rules (SIGHUP): roles created from now on get their grants. */
   useRules(rules: GatewayConfig['rules']): void;
   /** Run the role reaper now (also runs at start and every `reapIntervalMs`). */
@@ -98,6 +100,11 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
     return fromRule ? [...fromRule] : undefined;
   };
 
+  const sessionPolicyFor = (record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string) => {
+    const granting = record.targetRules?.[target] ?? record.rule;
+    return granting ? rules.get(granting)?.session_policy : undefined;
+  };
+
   const unsubscribe: Array<() => void> = [];
   unsubscribe.push(
     manager.onEnded(async (record, reason) => {
@@ -160,6 +167,7 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
     roles,
     deploymentId,
     grantsFor,
+    sessionPolicyFor,
     useRules(next) {
       rules = new Map(next.map((r) => [r.name, r]));
     },

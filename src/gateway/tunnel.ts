@@ -19,7 +19,8 @@ import { auditEvent, type ConnectionClosedBy } from '../audit/events.js';
 import { QueryBatch } from '../audit/query-batch.js';
 import type { TargetConfig } from '../config/schema.js';
 import { asCiportError, CiportError } from '../errors/index.js';
-import type { DialExit, Exit, StreamExit } from '../exits/contract.js';
+import type { AwsCredentialsEvent } from '../exits/aws/events.js';
+import { type DialExit, type Exit, encodeFacts, type StreamExit } from '../exits/contract.js';
 import type { HttpRequestEvent } from '../exits/http/index.js';
 import type { QueryEvent } from '../exits/query-event.js';
 import { exitDefinition } from '../exits/registry.js';
@@ -522,6 +523,16 @@ class Tunnel implements SessionConnection, IdleWatched {
         credential: exits.roles.has(this.target)
           ? () => exits.roles.ensure(record, this.target, exits.grantsFor(record, this.target))
           : undefined,
+        ...(target.protocol === 'aws'
+          ? {
+              facts: {
+                expiresAt: record.expiresAt,
+                principal: principalSummary(record.principal),
+                sessionPolicy: exits.sessionPolicyFor(record, this.target),
+              },
+              onCredentials: (event: AwsCredentialsEvent) => void this.#auditAws(event),
+            }
+          : {}),
         onQuery: (event) => this.#auditQuery(event, database),
         onRequest: (event) => void this.#auditHttp(event),
         room: () => this.#room(),
@@ -580,6 +591,15 @@ class Tunnel implements SessionConnection, IdleWatched {
         [TUNNEL_HEADERS.expires]: String(record.expiresAt),
         ...(this.#deps.exits ? { [TUNNEL_HEADERS.deployment]: this.#deps.exits.deploymentId } : {}),
         ...(grants ? { [TUNNEL_HEADERS.grants]: JSON.stringify(grants) } : {}),
+        ...(info?.protocol === 'aws'
+          ? {
+              [TUNNEL_HEADERS.facts]: encodeFacts({
+                expiresAt: record.expiresAt,
+                principal: principalSummary(record.principal),
+                sessionPolicy: this.#deps.exits?.sessionPolicyFor(record, this.target),
+              }),
+            }
+          : {}),
       },
       prefer: sticky.get(key),
       idleTimeoutMs: this.#deps.idleTimeoutMs,
@@ -716,6 +736,25 @@ class Tunnel implements SessionConnection, IdleWatched {
       );
     } catch (err) {
       this.#deps.log.error({ connection: this.id, err: (err as Error).message }, 'audit http.request failed');
+    }
+  }
+
+  /** `aws.credentials_issued|failed`: what the exit's AssumeRole gave (never a secret). */
+  async #auditAws(event: AwsCredentialsEvent): Promise<void> {
+    const { type, ...data } = event;
+    try {
+      await this.#deps.store.appendAudit(
+        type === 'aws.credentials_issued'
+          ? auditEvent(type, { ...this.#connectionBase(), ...(data as Omit<typeof event, 'type'>) })
+          : auditEvent('aws.credentials_failed', {
+              ...this.#connectionBase(),
+              role_arn: event.role_arn,
+              code: event.code,
+              ...(event.sts_code ? { sts_code: event.sts_code } : {}),
+            }),
+      );
+    } catch (err) {
+      this.#deps.log.error({ connection: this.id, err: (err as Error).message }, `audit ${type} failed`);
     }
   }
 

@@ -84,6 +84,7 @@ export const TARGET_FIELD_TYPES: readonly AuditEventType[] = AUDIT_EVENT_TYPES.f
   (t) =>
     t.startsWith('connection.') ||
     t.startsWith('credential.') ||
+    t.startsWith('aws.') ||
     ['session.limit_exceeded', 'query', 'http.request', 'agent.target_refused'].includes(t),
 );
 

@@ -49,6 +49,11 @@ export const TUNNEL_HEADERS = {
   grants: 'ciport-grants',
   /** The gateway's deployment id: the tag of the per-session roles the agent creates. */
   deployment: 'ciport-deployment',
+  /**
+   * aws targets: base64url JSON `{expires_at, principal, session_policy?}`, what the exit names,
+   * tags and bounds the role session with (src/exits/contract.ts ExitSessionFacts).
+   */
+  facts: 'ciport-session-facts',
 } as const;
 
 /** Answer a stream with the error body and `ciport-error` (once, before any 200). */

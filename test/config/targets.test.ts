@@ -73,6 +73,8 @@ describe('a key of another protocol is refused at load, with its line and path',
     ['tcp', '    tls: true\n', 5, 'targets[0]', 'tls'],
     ['tcp', '    credentials: {user: u}\n', 5, 'targets[0]', 'credentials'],
     ['tcp', '    database: app\n', 5, 'targets[0]', 'database'],
+    // aws: no address (STS is reached through the SDK's endpoint resolution).
+    ['aws', '    role_arn: arn:aws:iam::123456789012:role/x\n', 4, 'targets[0]', 'address'],
   ])('%s target with %j', (protocol, lines, line, path, key) => {
     const message = loadError(target(protocol, lines));
     expect(message.split('\n')).toHaveLength(1);
@@ -84,7 +86,7 @@ describe('a key of another protocol is refused at load, with its line and path',
 
   it('every protocol is covered above', () => {
     // ssh: in its own block below (its required keys would add their own issues here).
-    expect([...PROTOCOLS].sort()).toEqual(['http', 'mysql', 'postgres', 'redis', 'ssh', 'tcp']);
+    expect([...PROTOCOLS].sort()).toEqual(['aws', 'http', 'mysql', 'postgres', 'redis', 'ssh', 'tcp']);
   });
 });
 
@@ -103,10 +105,10 @@ describe('errors inside a member are that member’s, not "invalid input"', () =
 
   it('an unknown or missing protocol lists the known ones', () => {
     expect(loadError(target('ftp', ''))).toBe(
-      'gw.yaml:3: targets[0].protocol: unknown protocol "ftp" (known: postgres, mysql, redis, http, tcp, ssh)',
+      'gw.yaml:3: targets[0].protocol: unknown protocol "ftp" (known: postgres, mysql, redis, http, tcp, ssh, aws)',
     );
     expect(loadError('  - {name: t, address: "h:1"}\n')).toBe(
-      'gw.yaml:2: targets[0].protocol: a target needs a protocol: postgres, mysql, redis, http, tcp, ssh',
+      'gw.yaml:2: targets[0].protocol: a target needs a protocol: postgres, mysql, redis, http, tcp, ssh, aws',
     );
   });
 
@@ -215,13 +217,16 @@ describe('each protocol keeps the keys its exit reads', () => {
 
 // ---- every documented target still loads ---------------------------------------------------------
 
-/** The ```yaml blocks of a Markdown file that hold a target (`protocol:` next to `address:`). */
+/**
+ * The ```yaml blocks of a Markdown file that hold a target (`protocol:` next to `address:`, or
+ * `role_arn:` for aws targets, which have no address).
+ */
 function yamlBlocks(file: string): { where: string; text: string }[] {
   const text = readFileSync(file, 'utf8');
   const blocks: { where: string; text: string }[] = [];
   for (const m of text.matchAll(/^```ya?ml\n([\s\S]*?)^```/gm)) {
     const body = m[1] ?? '';
-    if (!/^\s*-?\s*protocol:\s/m.test(body) || !/address:/.test(body)) continue;
+    if (!/^\s*-?\s*protocol:\s/m.test(body) || !/address:|role_arn:/.test(body)) continue;
     const line = text.slice(0, m.index).split('\n').length;
     blocks.push({ where: `${file.slice(ROOT.length)}:${line}`, text: body });
   }
@@ -248,7 +253,7 @@ describe('every documented target loads', () => {
     const protocols = new Set(
       blocks.flatMap((b) => targetsIn(parse(b.text)).map((t) => (t as { protocol: string }).protocol)),
     );
-    expect([...protocols].sort()).toEqual(['http', 'mysql', 'postgres', 'redis', 'ssh', 'tcp']);
+    expect([...protocols].sort()).toEqual(['aws', 'http', 'mysql', 'postgres', 'redis', 'ssh', 'tcp']);
   });
 
   it.each(blocks.map((b) => [b.where, b.text]))('%s', (_where, text) => {

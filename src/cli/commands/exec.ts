@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { exitCodeOf, FORWARDED_SIGNALS, runCommand } from '../../client/child.js';
-import { childEnv, parseTargetSpecs, type TargetSpec } from '../../client/env.js';
+import { childEnv, parseTargetSpecs, shadowingKeys, type TargetSpec } from '../../client/env.js';
 import { type ClientLog, Port, stderrLog } from '../../client/port.js';
 import { SignalTrap } from '../../client/signals.js';
 import { parseDuration } from '../../config/duration.js';
@@ -112,7 +112,7 @@ export function registerExec(program: Command, ctx: CliContext): void {
         if (!port) return exitCodeOf(null, trap.first ?? null);
         try {
           if (trap.first) return exitCodeOf(null, trap.first);
-          const env = childEnv(ctx.io.env, port.env, [port.tokenEnvName]);
+          const env = childEnv(ctx.io.env, port.env, [port.tokenEnvName, ...shadowingKeys(port.bound)]);
           const result = await runCommand(command, {
             env,
             signalSource: trap.relay,

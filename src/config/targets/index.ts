@@ -4,6 +4,7 @@
 // A new protocol: its file here, one entry below, its exit in src/exits/<protocol>/ (the exit
 // registry's map is keyed by these protocols, so it will not compile without one).
 import { z } from 'zod';
+import { awsTargetSchema } from './aws.js';
 import { httpTargetSchema } from './http.js';
 import { mysqlTargetSchema } from './mysql.js';
 import { postgresTargetSchema } from './postgres.js';
@@ -18,6 +19,7 @@ const MEMBERS = [
   httpTargetSchema,
   tcpTargetSchema,
   sshTargetSchema,
+  awsTargetSchema,
 ] as const;
 
 export type TargetConfig = z.output<(typeof MEMBERS)[number]>;

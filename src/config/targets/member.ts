@@ -26,14 +26,28 @@ export function targetMember<P extends string, S extends z.core.$ZodLooseShape>(
   description: string,
   shape: S,
 ) {
+  return addresslessMember(protocol, description, {
+    address: hostPortSchema.meta({
+      description: 'Upstream host:port, dialled by the gateway (or the agent).',
+    }),
+    ...shape,
+  });
+}
+
+/**
+ * A member whose exit dials no address of its own (aws: the exit calls STS through the SDK's
+ * endpoint resolution), so it has no `address` key.
+ */
+export function addresslessMember<P extends string, S extends z.core.$ZodLooseShape>(
+  protocol: P,
+  description: string,
+  shape: S,
+) {
   return keysOf(`a ${protocol} target`, {
     name: nameSchema,
     protocol: z
       .literal(protocol)
       .meta({ description: 'What the port speaks: which exit serves it, and which other keys it takes.' }),
-    address: hostPortSchema.meta({
-      description: 'Upstream host:port, dialled by the gateway (or the agent).',
-    }),
     ...shape,
     tags: z
       .array(z.string().min(1))

@@ -1,10 +1,10 @@
 // protocol tcp: dial the address, relay raw bytes; nothing injected, nothing parsed.
-import type { TargetConfig } from '../../config/targets/index.js';
+import type { TargetOf } from '../../config/targets/index.js';
 import type { DialExit, ExitDefinition } from '../contract.js';
 import { dialTcp } from './exit.js';
 
 /** A raw exit to `target.address` (also what a protocol without injection falls back to). */
-export function rawExit(target: TargetConfig): DialExit {
+export function rawExit(target: TargetOf<'tcp' | 'mysql' | 'ssh'>): DialExit {
   return {
     mode: 'dial',
     target,

@@ -15,6 +15,15 @@ const SEEN_EVENTS = 10_000;
 const str = (v: unknown) => (typeof v === 'string' ? v.slice(0, 1024) : undefined);
 const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 
+/** At most 50 string → string entries (session tags), each bounded. */
+function stringRecord(v: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return out;
+  for (const [k, x] of Object.entries(v).slice(0, 50))
+    if (typeof x === 'string') out[k.slice(0, 128)] = x.slice(0, 256);
+  return out;
+}
+
 /** The metric label of an agent's event type: its own type strings never become labels. */
 export const typeLabel = (type: string) => (REPORTED_TYPES.has(type) ? type : 'other');
 
@@ -23,6 +32,8 @@ const REPORTED_TYPES = new Set([
   'credential.revoked',
   'credential.revoke_failed',
   'http.request',
+  'aws.credentials_issued',
+  'aws.credentials_failed',
 ]);
 
 /**
@@ -96,6 +107,36 @@ export async function recordAgentEvent(
         ...(str(d.error) ? { error: str(d.error) } : {}),
         agent_event: eventId,
       } as Parameters<typeof auditEvent<'http.request'>>[1]),
+    );
+  } else if (event.type === 'aws.credentials_issued' || event.type === 'aws.credentials_failed') {
+    const connection = {
+      session: sessionId,
+      connection: str(d.connection) ?? '',
+      principal: session ? principalSummary(session.principal) : ({} as never),
+      target,
+      rule: session?.rule ?? null,
+      exit: agent.name,
+      agent: agent.name,
+      agent_id: agent.id,
+      role_arn: str(d.role_arn) ?? '',
+      agent_event: eventId,
+    };
+    await store.appendAudit(
+      event.type === 'aws.credentials_issued'
+        ? auditEvent('aws.credentials_issued', {
+            ...connection,
+            role_session_name: str(d.role_session_name) ?? '',
+            access_key_id: str(d.access_key_id) ?? '',
+            expiration: str(d.expiration) ?? '',
+            duration_s: num(d.duration_s) ?? 0,
+            deny_after: str(d.deny_after) ?? '',
+            tags: stringRecord(d.tags),
+          } as Parameters<typeof auditEvent<'aws.credentials_issued'>>[1])
+        : auditEvent('aws.credentials_failed', {
+            ...connection,
+            code: str(d.code) ?? '',
+            ...(str(d.sts_code) ? { sts_code: str(d.sts_code) } : {}),
+          } as Parameters<typeof auditEvent<'aws.credentials_failed'>>[1]),
     );
   }
   // Unknown types are acknowledged and dropped: a newer agent may report more than we record.

@@ -886,6 +886,9 @@ function advertisedTarget(t: AdvertisedTarget): AdvertisedTarget {
     ...(str(t.database) ? { database: str(t.database) } : {}),
     ...(str(t.user) ? { user: str(t.user) } : {}),
     ...(t.dynamic === true ? { dynamic: true } : {}),
+    ...(typeof t.region === 'string' && /^[a-z]{2}(-[a-z]+)+-\d{1,2}$/.test(t.region)
+      ? { region: t.region }
+      : {}),
     // Query audit is the gateway's: an agent cannot switch it off (docs/agent.md, "Query audit").
     // Only a longer statement bound than the gateway's default (4096) is taken: never a shorter one.
     ...(Number.isInteger(t.query_max_length) &&

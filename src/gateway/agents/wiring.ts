@@ -142,7 +142,13 @@ export async function startAgents(options: {
   const unEnded = manager.onEnded(async (record, reason) => {
     for (const t of record.targets) routes.sticky.delete(`${record.id}\0${t}`);
     hub.sessionEnded(record.id);
-    const dynamic = new Set(record.targets.filter((t) => hub.targetInfo(t)?.dynamic));
+    // Agents that keep something per session: per-session roles, aws role credentials.
+    const dynamic = new Set(
+      record.targets.filter((t) => {
+        const info = hub.targetInfo(t);
+        return info?.dynamic === true || info?.protocol === 'aws';
+      }),
+    );
     if (dynamic.size === 0) return;
     const answers = await hub.broadcast(
       AGENT_SESSION_ENDED_PATH,
