@@ -109,6 +109,9 @@ var ERROR_CODES = {
   CIPORT_E_MYSQL_UPSTREAM_AUTH: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_MYSQL_UPSTREAM_REFUSED: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_MYSQL_USER_REVOKE_FAILED: { exit: ExitCode.unreachable, http: 502 },
+  // ssh targets (docs/ssh.md): the user CA, and a certificate the gateway will not sign
+  CIPORT_E_SSH_CA_INVALID: usage,
+  CIPORT_E_SSH_CERTIFICATE_REFUSED: { exit: ExitCode.denied, http: 403 },
   // aws targets (docs/aws.md): STS refused or failed the AssumeRole (its error code in details),
   // the gateway's own provider chain found no credentials, the job's loopback endpoint refused
   CIPORT_E_AWS_ASSUME_ROLE_DENIED: { exit: ExitCode.denied, http: 403 },

@@ -7,8 +7,8 @@ import { approvalsSectionSchema, ruleApprovalSchema } from './approvals.js';
 import { auditSinkSchema } from './audit-sinks.js';
 import { parseClaimPath } from './claim-path.js';
 import { durationSchema, hostPortSchema, nameSchema as name, secretSchema } from './fields.js';
-import { checkRuleSsh, ruleSshSchema, sshSectionSchema } from './ssh.js';
 import { sessionPolicySchema } from './session-policy.js';
+import { checkRuleSsh, ruleSshSchema, sshSectionSchema } from './ssh.js';
 import { ssoSchema } from './sso.js';
 import { type TargetConfig, targetSchema } from './targets/index.js';
 
