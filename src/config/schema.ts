@@ -9,6 +9,7 @@ import { parseClaimPath } from './claim-path.js';
 import { durationSchema, hostPortSchema, nameSchema as name, secretSchema } from './fields.js';
 import { ssoSchema } from './sso.js';
 import { type TargetConfig, targetSchema } from './targets/index.js';
+import { checkVaultUse, vaultConfigSchema } from './vault.js';
 
 export type { TargetConfig };
 
@@ -351,6 +352,7 @@ export const gatewayConfigSchema = z
       .default([])
       .meta({ description: 'OIDC issuers whose job tokens are accepted (docs/identity.md).' }),
     targets: z.array(targetSchema).default([]).meta({ description: 'What ports lead to.' }),
+    vault: vaultConfigSchema,
     rules: z
       .array(ruleSchema)
       .default([])
@@ -398,6 +400,7 @@ export const gatewayConfigSchema = z
     unique(cfg.targets, 'targets', ctx);
     unique(cfg.rules, 'rules', ctx);
     uniqueAdminTokenNames(cfg.admin_tokens, ctx);
+    checkVaultUse(cfg, ctx);
     const issuerNames = new Set(cfg.issuers.map((i) => i.name));
     cfg.rules.forEach((rule, i) => {
       if (!issuerNames.has(rule.issuer)) {

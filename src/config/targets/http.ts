@@ -2,7 +2,7 @@
 // basic or a custom header (src/exits/http, docs/http.md). Which one the credentials describe is
 // decided here, so that an ambiguous or incomplete set is refused at load, with its path.
 import { z } from 'zod';
-import { secretSchema } from '../fields.js';
+import { targetSecretSchema } from '../fields.js';
 import { keysOf, targetMember, upstreamTlsSchema, userPasswordFields } from './member.js';
 
 export const HTTP_INJECTION_KINDS = ['bearer', 'basic', 'header'] as const;
@@ -101,7 +101,7 @@ export function httpInjectionKind(
 
 export const httpCredentialsSchema = keysOf('the credentials of an http target', {
   ...userPasswordFields,
-  token: secretSchema
+  token: targetSecretSchema
     .optional()
     .meta({ description: 'The token injected (bearer, or the value of `header`).' }),
   kind: z

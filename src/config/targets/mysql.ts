@@ -10,6 +10,7 @@ import {
   targetMember,
   upstreamTlsSchema,
   userPasswordFields,
+  vaultDatabaseFields,
 } from './member.js';
 
 export const mysqlTargetSchema = targetMember(
@@ -33,6 +34,7 @@ export const mysqlTargetSchema = targetMember(
     ...queryAuditFields,
     credentials: keysOf('the credentials of a mysql target', {
       ...userPasswordFields,
+      vault_database: vaultDatabaseFields,
       dynamic: keysOf('credentials.dynamic of a mysql target', dynamicFields('user'))
         .optional()
         .meta({

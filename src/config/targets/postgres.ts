@@ -9,6 +9,7 @@ import {
   targetMember,
   upstreamTlsSchema,
   userPasswordFields,
+  vaultDatabaseFields,
 } from './member.js';
 
 export const postgresTargetSchema = targetMember(
@@ -34,6 +35,7 @@ export const postgresTargetSchema = targetMember(
     ...queryAuditFields,
     credentials: keysOf('the credentials of a postgres target', {
       ...userPasswordFields,
+      vault_database: vaultDatabaseFields,
       dynamic: keysOf('credentials.dynamic of a postgres target', {
         ...dynamicFields('role'),
         owner: z.string().min(1).meta({ description: 'Role that receives what a session role owned.' }),

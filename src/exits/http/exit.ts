@@ -38,7 +38,13 @@ import { CiportError, type ErrorCode } from '../../errors/index.js';
 import { ERROR_HEADER, errorBody } from '../../transport/wire.js';
 import { splitHostPort } from '../tcp/exit.js';
 import { clientResponseHeaders, headerValue, responseHead, upstreamRequestHeaders } from './headers.js';
-import { checkHttpInjection, type HttpInjection, injectedHeader, replacedHeaders } from './injection.js';
+import {
+  checkHttpInjection,
+  type HttpInjection,
+  injectedHeader,
+  noteUpstreamStatus,
+  replacedHeaders,
+} from './injection.js';
 import { Http1Transport } from './transport.js';
 
 /** TLS to the upstream: off, on with the system's CAs, or with a private CA and/or SNI name. */
@@ -574,6 +580,7 @@ function proxyRequest(
       responded = true;
       timers.clear();
       const status = upRes.statusCode ?? 502;
+      noteUpstreamStatus(ctx.target.injection, status);
       // A response before the whole request body arrived: finish this exchange, then close.
       if (!req.complete) res.shouldKeepAlive = false;
       try {
@@ -816,6 +823,7 @@ function proxyUpgrade(ctx: RequestContext, req: IncomingMessage, socket: Duplex,
     // The upstream declined the upgrade: relay its answer as a plain response, then close.
     timers.clear();
     status = upRes.statusCode ?? 502;
+    noteUpstreamStatus(ctx.target.injection, status);
     socket.write(
       responseHead(status, upRes.statusMessage || '', [
         ...clientResponseHeaders(upRes.rawHeaders),

@@ -61,10 +61,15 @@ export const mysqlExit: ExitDefinition<'mysql'> = {
   protocol: 'mysql',
   build(target, host) {
     if (!target.credentials) return rawExit(target);
-    const dynamic = Boolean(target.credentials.dynamic);
+    const dynamic = Boolean(target.credentials.dynamic || target.credentials.vault_database);
     if (!target.credentials.user && !dynamic)
-      return { skip: 'mysql target with credentials but no credentials.user or credentials.dynamic' };
-    const base = { ...mysqlUpstreamFromTarget(target), timeoutMs: host.connectTimeoutMs };
+      return {
+        skip: 'mysql target with credentials but no credentials.user, credentials.dynamic or credentials.vault_database',
+      };
+    // Checked now (a bad secret fails the start), read again per connection (rotation).
+    mysqlUpstreamFromTarget(target);
+    const password = target.credentials.password;
+    const upstream = () => ({ ...mysqlUpstreamFromTarget(target), timeoutMs: host.connectTimeoutMs });
     const threads = new MysqlThreadRegistry();
     return {
       mode: 'stream',
@@ -72,7 +77,8 @@ export const mysqlExit: ExitDefinition<'mysql'> = {
       // Failures before the login completes reach the app as an ERR packet (exit.ts), then reject.
       async serve(stream, connection) {
         const result = await serveMysqlExitStream(stream, {
-          upstream: base,
+          upstream,
+          onAuthRefused: dynamic || !password ? undefined : () => password.refused(),
           // With dynamic credentials: the session's own user, created on its first connection.
           credential: dynamic ? sessionUser(connection) : undefined,
           sessionId: connection.session.id,
@@ -89,7 +95,7 @@ export const mysqlExit: ExitDefinition<'mysql'> = {
     };
   },
   advertise(target): ExitAdvertisement {
-    const dynamic = Boolean(target.credentials?.dynamic);
+    const dynamic = Boolean(target.credentials?.dynamic || target.credentials?.vault_database);
     // Relayed raw: nothing to say beyond the protocol.
     if (!target.credentials?.user && !dynamic) return { name: target.name, protocol: target.protocol };
     return {

@@ -11,10 +11,14 @@ import { PgStreamObserver } from './observe.js';
 export const postgresExit: ExitDefinition<'postgres'> = {
   protocol: 'postgres',
   build(target): StreamExit | { skip: string } {
-    if (!target.credentials?.user && !target.credentials?.dynamic) {
-      return { skip: 'postgres target without credentials.user or credentials.dynamic' };
+    if (!target.credentials?.user && !target.credentials?.dynamic && !target.credentials?.vault_database) {
+      return {
+        skip: 'postgres target without credentials.user, credentials.dynamic or credentials.vault_database',
+      };
     }
-    const base = pgUpstreamFromTarget(target);
+    // Checked now (a bad secret fails the start), read again per connection (rotation).
+    pgUpstreamFromTarget(target);
+    const password = target.credentials?.password;
     const cancels = new CancelRegistry();
     return {
       mode: 'stream',
@@ -22,10 +26,10 @@ export const postgresExit: ExitDefinition<'postgres'> = {
       async serve(stream, connection) {
         try {
           const credential = await connection.credential?.();
-          const upstream = credential ? { ...base, ...credential } : base;
           const result = await servePgExitStream(stream, {
             sessionId: connection.session.id,
-            upstream,
+            upstream: () => ({ ...pgUpstreamFromTarget(target), ...credential }),
+            onAuthRefused: credential || !password ? undefined : () => password.refused(),
             cancelRegistry: cancels,
             ...databaseAudit(target, connection),
           });
@@ -53,7 +57,7 @@ export const postgresExit: ExitDefinition<'postgres'> = {
     };
   },
   advertise(target): ExitAdvertisement {
-    const dynamic = Boolean(target.credentials?.dynamic);
+    const dynamic = Boolean(target.credentials?.dynamic || target.credentials?.vault_database);
     return {
       name: target.name,
       protocol: target.protocol,

@@ -79,7 +79,11 @@ export async function connectRedisUpstream(
       socket.write(Buffer.concat(steps.map((s) => s.wire)));
       const replies = await readReplies(socket, steps.length, left(), options.signal, target.address);
       replies.forEach((reply, i) => {
-        if (reply.startsWith('-')) throw refused(target, (steps[i] as Step).name, reply, password);
+        if (reply.startsWith('-')) {
+          // WRONGPASS / NOAUTH…: the password may have been rotated; the next dial reads it again.
+          if ((steps[i] as Step).name === 'AUTH') void target.credentials?.password?.refused();
+          throw refused(target, (steps[i] as Step).name, reply, password);
+        }
       });
     }
     return socket;
