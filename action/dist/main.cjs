@@ -106,6 +106,10 @@ var ERROR_CODES = {
   CIPORT_E_MYSQL_UPSTREAM_AUTH: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_MYSQL_UPSTREAM_REFUSED: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_MYSQL_USER_REVOKE_FAILED: { exit: ExitCode.unreachable, http: 502 },
+  // HashiCorp Vault (docs/secrets.md): unreachable or 5xx; refused (403, 4xx); a lease not revoked
+  CIPORT_E_VAULT_UNREACHABLE: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_VAULT_REFUSED: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_VAULT_LEASE_REVOKE_FAILED: { exit: ExitCode.unreachable, http: 502 },
   // Retryable: no agent serving the target is connected right now (a restart, a partition).
   CIPORT_E_NO_AGENT: { exit: ExitCode.unreachable, http: 503 },
   CIPORT_E_AGENT_UNAUTHORIZED: { exit: ExitCode.tokenRejected, http: 401 },
