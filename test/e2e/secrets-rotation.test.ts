@@ -7,15 +7,16 @@
 // upstream and are gone after the session. No secret value in any log line or audit event.
 
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
+import { agentYamlHead } from '../fixtures/agent-yaml.js';
 import { type AwsFixture, startAwsFixture } from '../fixtures/aws.js';
-import { baseEnv, ensureBuilt, runCli } from '../fixtures/cli.js';
+import { baseEnv, ensureBuilt, runCli, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { e2eGatewayDoc } from '../fixtures/gateway-doc.js';
@@ -37,6 +38,7 @@ const APPROLE_SECRET = `approle-${rnd()}-secret`;
 const MDB_VAULT_ADMIN = `ciport_vault_${rnd().slice(0, 6)}`;
 const MDB_VAULT_ADMIN_PW = `mdb-admin-${rnd()}-pw`;
 const SECRET_ID = 'ci/app-db';
+const ADMIN = `admin-${rnd()}-token`;
 const logLines: string[] = [];
 
 let gateway: RunningGateway;
@@ -47,12 +49,13 @@ let aws: AwsFixture;
 let vault: VaultFixture;
 let token: string;
 let doc: ReturnType<typeof gatewayDoc>;
+let agent: ReturnType<typeof spawnCli> | undefined;
 
 function gatewayDoc(port: number, stateDir: string) {
   const address = `127.0.0.1:${pg.port}`;
   return {
     listen: `127.0.0.1:${port}`,
-    ...e2eGatewayDoc(stateDir, issuer.url),
+    ...e2eGatewayDoc(stateDir, issuer.url, { adminEnv: 'ADMIN' }),
     vault: {
       address: vault.url,
       auth: { approle: { role_id: 'ciport-gateway', secret_id: { env: 'VAULT_SECRET_ID' } } },
@@ -104,7 +107,7 @@ function gatewayDoc(port: number, stateDir: string) {
         name: 'ci',
         issuer: 'gitlab',
         when: { project_id: '61577203', ref_protected: true },
-        allow: ['db-sm', 'db-sm-fast', 'cache', 'db-vault', 'mdb-vault'],
+        allow: ['db-sm', 'db-sm-fast', 'cache', 'db-vault', 'mdb-vault', 'agent-sm', 'agent-vault'],
         max_ttl: '30m',
       },
     ],
@@ -159,7 +162,7 @@ beforeAll(async () => {
   );
 
   doc = gatewayDoc(await freePort(), join(dir, 'data'));
-  gateway = await startTestGateway(gatewayConfig(doc, { VAULT_SECRET_ID: APPROLE_SECRET }), {
+  gateway = await startTestGateway(gatewayConfig(doc, { VAULT_SECRET_ID: APPROLE_SECRET, ADMIN }), {
     logLines,
     sweepIntervalMs: 250,
   });
@@ -168,6 +171,8 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
+  agent?.child.kill('SIGTERM');
+  await agent?.result;
   await gateway?.close();
   await issuer?.close();
   await aws?.stop().catch(() => {});
@@ -308,6 +313,82 @@ describe('Vault database secrets engine', () => {
   });
 });
 
+describe('through an agent', () => {
+  beforeAll(async () => {
+    const adminEnv = baseEnv({
+      CIPORT_GATEWAY: gateway.url,
+      CIPORT_CA_FILE: gateway.caFile,
+      CIPORT_ADMIN_TOKEN: ADMIN,
+    });
+    const enrolled = await runCli(
+      ['agents', 'enroll', '--name', 'dcv', '--targets', 'agent-sm,agent-vault'],
+      {
+        env: adminEnv,
+      },
+    );
+    expect(enrolled.code).toBe(0);
+    const address = `127.0.0.1:${pg.port}`;
+    writeFileSync(
+      join(dir, 'agent.yaml'),
+      [
+        ...agentYamlHead(gateway, 'dcv', join(dir, 'agent')),
+        `  - {name: agent-sm, protocol: postgres, address: "${address}", database: app,`,
+        `     credentials: {user: app, password: {aws_secretsmanager: {secret_id: ${SECRET_ID}, key: password}}}}`,
+        `  - {name: agent-vault, protocol: postgres, address: "${address}", database: app,`,
+        '     credentials: {vault_database: {role: readonly}}}',
+        'vault:',
+        `  address: ${vault.url}`,
+        '  auth: {approle: {role_id: ciport-gateway, secret_id: {env: VAULT_SECRET_ID}}}',
+        '',
+      ].join('\n'),
+    );
+    // The agent is its own process: the SDK finds the fixture through these, as it would AWS.
+    agent = spawnCli(['agent', '--config', join(dir, 'agent.yaml'), '--log-level', 'debug'], {
+      env: baseEnv({
+        CIPORT_ENROLLMENT_TOKEN: enrolled.stdout.trim(),
+        VAULT_SECRET_ID: APPROLE_SECRET,
+        ...aws.env(),
+      }),
+      timeoutMs: 600_000,
+    });
+    await waitFor(() => gateway.agents.hub.serves('agent-vault'), 30_000, 'the agent to connect');
+  }, 60_000);
+
+  it('the agent reads a Secrets Manager password and mints Vault database accounts, revoked at session end', async () => {
+    const sm = await exec(['agent-sm'], `psql -v ON_ERROR_STOP=1 -tAc 'select current_user'`);
+    expect(sm.stderr).toBe('');
+    expect(sm.stdout.trim()).toBe('app');
+
+    const r = await exec(['agent-vault'], `psql -v ON_ERROR_STOP=1 -tAc 'select current_user'`);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const user = r.stdout.trim();
+    const lease = [...vault.leases.values()].find((l) => l.username === user);
+    expect(lease).toBeDefined();
+    await waitFor(() => lease?.revoked, 20_000, 'the agent revoked the lease');
+    expect((await pg.sql(`select count(*) from pg_roles where rolname = '${user}'`)).trim()).toBe('0');
+    const events = await gateway.store.auditEvents({ limit: 10000 });
+    const mine = events.filter(
+      (e) => e.data.target === 'agent-vault' && String(e.type).startsWith('credential.'),
+    );
+    await waitFor(async () =>
+      (await gateway.store.auditEvents({ limit: 10000 })).some(
+        (e) => e.type === 'credential.revoked' && e.data.target === 'agent-vault',
+      ),
+    );
+    expect(mine.find((e) => e.type === 'credential.created')?.data).toMatchObject({
+      role: user,
+      lease_id: lease?.id,
+      agent: 'dcv',
+    });
+    const agentLog = agent?.stderr() ?? '';
+    for (const v of [PG_PW_1, PG_PW_2, APPROLE_SECRET, lease?.password as string, ...vault.loginTokens]) {
+      expect(agentLog.includes(v), 'a secret in the agent log').toBe(false);
+    }
+    expect(agentLog).toContain('vault database credential created');
+  });
+});
+
 describe('provider down', () => {
   it('keeps the last good value: psql still works, ciport_secret_stale is 1, one warn line without the value', async () => {
     await aws.stop();
@@ -324,9 +405,9 @@ describe('provider down', () => {
 
   it('a start with the provider down fails with CIPORT_E_SECRET_UNAVAILABLE naming the config path', async () => {
     const other = gatewayDoc(await freePort(), join(dir, 'data2'));
-    const err = await startTestGateway(gatewayConfig(other, { VAULT_SECRET_ID: APPROLE_SECRET })).catch(
-      (e) => e,
-    );
+    const err = await startTestGateway(
+      gatewayConfig(other, { VAULT_SECRET_ID: APPROLE_SECRET, ADMIN }),
+    ).catch((e) => e);
     expect(err.code).toBe('CIPORT_E_SECRET_UNAVAILABLE');
     expect(err.message).toContain('targets[0].credentials.password');
     expect(err.message).toContain(`aws_secretsmanager:${SECRET_ID}#password`);
