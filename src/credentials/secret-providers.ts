@@ -178,7 +178,7 @@ export class SecretProviders {
       return Promise.resolve(false);
     e.lastRefused = now;
     this.#opt.log.info(
-      { secret: e.secret.origin, source: e.label },
+      { origin: e.secret.origin, source: e.label },
       'secret refused upstream: reading it again from its provider',
     );
     return this.#refresh(e);
@@ -192,7 +192,7 @@ export class SecretProviders {
           if (e.stale) {
             e.stale = false;
             this.#opt.log.info(
-              { secret: e.secret.origin, source: e.label },
+              { origin: e.secret.origin, source: e.label },
               'secret provider readable again',
             );
           }
@@ -200,7 +200,7 @@ export class SecretProviders {
           const changed = e.secret.update(value);
           if (changed)
             this.#opt.log.info(
-              { secret: e.secret.origin, source: e.label },
+              { origin: e.secret.origin, source: e.label },
               'secret rotated: new value in use',
             );
           return changed;
@@ -211,7 +211,7 @@ export class SecretProviders {
           if (!e.stale) {
             e.stale = true;
             this.#opt.log.warn(
-              { secret: e.secret.origin, source: e.label, where: e.where, err: (err as Error).message },
+              { origin: e.secret.origin, source: e.label, where: e.where, err: (err as Error).message },
               'secret provider unreachable: keeping the last good value',
             );
           }

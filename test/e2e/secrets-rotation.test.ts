@@ -14,6 +14,7 @@ import { promisify } from 'node:util';
 import mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningGateway } from '../../src/gateway/server.js';
+import { makePki, startUpstream, type Upstream } from '../exits/http/helpers.js';
 import { agentYamlHead } from '../fixtures/agent-yaml.js';
 import { type AwsFixture, startAwsFixture } from '../fixtures/aws.js';
 import { baseEnv, ensureBuilt, runCli, spawnCli } from '../fixtures/cli.js';
@@ -39,12 +40,17 @@ const MDB_VAULT_ADMIN = `ciport_vault_${rnd().slice(0, 6)}`;
 const MDB_VAULT_ADMIN_PW = `mdb-admin-${rnd()}-pw`;
 const SECRET_ID = 'ci/app-db';
 const ADMIN = `admin-${rnd()}-token`;
+const API_TOKEN_1 = `api-one-${rnd()}-token`;
+const API_TOKEN_2 = `api-two-${rnd()}-token`;
+/** What the API upstream accepts (startUpstream reads it per request): rotated by a test. */
+const apiAuth = { name: 'authorization', value: `Bearer ${API_TOKEN_1}` };
 const logLines: string[] = [];
 
 let gateway: RunningGateway;
 let issuer: FixtureIssuer;
 let pg: PgServer;
 let redis: RedisServer;
+let api: Upstream;
 let aws: AwsFixture;
 let vault: VaultFixture;
 let token: string;
@@ -89,6 +95,13 @@ function gatewayDoc(port: number, stateDir: string) {
         credentials: { password: { vault: { path: 'secret/ci/redis', key: 'password' } } },
       },
       {
+        name: 'api',
+        protocol: 'http',
+        address: `127.0.0.1:${api.port}`,
+        tls: { ca: { file: join(dir, 'api-ca.pem') }, servername: 'localhost' },
+        credentials: { token: { vault: { path: 'secret/ci/api', key: 'token' } } },
+      },
+      {
         name: 'db-vault',
         protocol: 'postgres',
         address,
@@ -107,7 +120,7 @@ function gatewayDoc(port: number, stateDir: string) {
         name: 'ci',
         issuer: 'gitlab',
         when: { project_id: '61577203', ref_protected: true },
-        allow: ['db-sm', 'db-sm-fast', 'cache', 'db-vault', 'mdb-vault', 'agent-sm', 'agent-vault'],
+        allow: ['db-sm', 'db-sm-fast', 'cache', 'api', 'db-vault', 'mdb-vault', 'agent-sm', 'agent-vault'],
         max_ttl: '30m',
       },
     ],
@@ -135,6 +148,9 @@ beforeAll(async () => {
       (version >= 160000 ? ' GRANT readonly TO vault_admin WITH ADMIN OPTION;' : ''),
   );
   redis = await startRedis(['--requirepass', REDIS_PW_1]);
+  const pki = makePki();
+  writeFileSync(join(dir, 'api-ca.pem'), pki.caPem);
+  api = await startUpstream(pki, apiAuth);
   await mariadbRoot(async (c) => {
     await c.query(`CREATE USER '${MDB_VAULT_ADMIN}'@'%' IDENTIFIED BY '${MDB_VAULT_ADMIN_PW}'`);
     await c.query(`GRANT CREATE USER, SELECT ON *.* TO '${MDB_VAULT_ADMIN}'@'%' WITH GRANT OPTION`);
@@ -147,6 +163,7 @@ beforeAll(async () => {
   vault = await new VaultFixture().start();
   vault.approle('ciport-gateway', APPROLE_SECRET);
   vault.putKv('secret/ci/redis', { password: REDIS_PW_1 });
+  vault.putKv('secret/ci/api', { token: API_TOKEN_1 });
   vault.databaseRole('readonly', {
     protocol: 'postgres',
     host: '127.0.0.1',
@@ -178,6 +195,7 @@ afterAll(async () => {
   await aws?.stop().catch(() => {});
   await vault?.stop().catch(() => {});
   await redis?.stop();
+  await api?.close();
   await pg?.stop();
   await mariadbRoot((c) => c.query(`DROP USER IF EXISTS '${MDB_VAULT_ADMIN}'@'%'`)).catch(() => {});
   rmSync(dir, { recursive: true, force: true });
@@ -241,6 +259,23 @@ describe('rotation', () => {
     // The refused AUTH (WRONGPASS) made the exit read version 2 from Vault.
     expect(vault.requests.filter((r) => r.path === 'secret/data/ci/redis').length).toBeGreaterThanOrEqual(2);
   });
+
+  it('http, bearer token from Vault KV v2: a 401 makes the exit read it again, the next request carries the new one', async () => {
+    const curl = `curl -s -o /dev/null -w '%{http_code}' "$CIPORT_API_URL/hello"`;
+    expect((await exec(['api'], curl)).stdout).toBe('200');
+    apiAuth.value = `Bearer ${API_TOKEN_2}`;
+    vault.putKv('secret/ci/api', { token: API_TOKEN_2 });
+    const reads = vault.requests.filter((r) => r.path === 'secret/data/ci/api').length;
+    // The request that meets the rotation gets the upstream's 401; the refusal triggers a read.
+    expect((await exec(['api'], curl)).stdout).toBe('401');
+    await waitFor(
+      () => logLines.some((l) => l.includes('secret rotated') && l.includes('vault:secret/ci/api#token')),
+      10_000,
+      'the token read again',
+    );
+    expect(vault.requests.filter((q) => q.path === 'secret/data/ci/api').length).toBeGreaterThan(reads);
+    expect((await exec(['api'], curl)).stdout).toBe('200');
+  });
 });
 
 describe('Vault database secrets engine', () => {
@@ -294,7 +329,7 @@ describe('Vault database secrets engine', () => {
     expect(rows).toEqual([]);
   });
 
-  it('a revoke Vault refuses is logged, audited as credential.revoke_failed, and retried', async () => {
+  it('a revoke Vault refuses is logged, audited as credential.revoke_failed, with its retry scheduled', async () => {
     vault.failRevokes = 1;
     const r = await exec(['db-vault'], `psql -v ON_ERROR_STOP=1 -tAc 'select 1'`);
     expect(r.code).toBe(0);
@@ -424,6 +459,8 @@ describe('secrets never leak', () => {
       PG_PW_2,
       REDIS_PW_1,
       REDIS_PW_2,
+      API_TOKEN_1,
+      API_TOKEN_2,
       VAULT_ADMIN_PW,
       APPROLE_SECRET,
       MDB_VAULT_ADMIN_PW,
