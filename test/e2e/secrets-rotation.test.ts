@@ -344,6 +344,7 @@ describe('Vault database secrets engine', () => {
       attempt: 1,
       target: 'db-vault',
     });
+    expect(Date.parse(String(failed.data.next_attempt))).toBeGreaterThan(Date.now());
     expect(logLines.some((l) => l.includes('vault database lease not revoked'))).toBe(true);
   });
 });
