@@ -5,7 +5,7 @@
 // be read the last good value stays in use: a warn line once per outage and one when it
 // recovers, `ciport_secret_stale{source}` = 1 and `ciport_secret_refresh_failures_total{source}`.
 // The `source` label and every message name the secret (id, path), never its value.
-import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { formatPath, type Path, secretsIn } from '../config/load.js';
 import type { AwsSecretsManagerSource, Secret, VaultKvSource } from '../config/secret.js';
@@ -233,6 +233,9 @@ export class SecretProviders {
 
   async #readAws(src: AwsSecretsManagerSource): Promise<string> {
     const region = src.region ?? '';
+    // Loaded on first use: processes without Secrets Manager secrets never load the SDK (nor
+    // get its Node-version warning on stderr).
+    const { GetSecretValueCommand, SecretsManagerClient } = await import('@aws-sdk/client-secrets-manager');
     let client = this.#aws.get(region);
     if (!client) {
       // The SDK's own provider chain and endpoint resolution (AWS_ENDPOINT_URL_SECRETS_MANAGER…).
