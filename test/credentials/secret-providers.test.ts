@@ -217,3 +217,65 @@ describe('Vault KV v2', () => {
     }
   });
 });
+
+describe('config', () => {
+  const parse = (doc: object) =>
+    parseGatewayConfig(JSON.stringify(doc), 'gateway.yaml', { env: { VAULT_SECRET_ID: 'x', A: 'y' } });
+  const vaultBlock = { address: 'https://vault.internal:8200', auth: { token: { env: 'A' } } };
+
+  it('provider sources only in targets: top-level secrets stay {env}/{file}', () => {
+    expect(() => parse({ admin_tokens: [{ aws_secretsmanager: { secret_id: 'x' } }], targets: [] })).toThrow(
+      /admin_tokens\[0\]/,
+    );
+    const cfg = parse({
+      targets: [
+        {
+          name: 'api',
+          protocol: 'http',
+          address: 'api.internal:443',
+          tls: true,
+          credentials: { token: { aws_secretsmanager: { secret_id: 'ci/api', refresh: '30s' } } },
+        },
+      ],
+    });
+    const t = cfg.targets[0];
+    expect(t?.protocol === 'http' && t.credentials?.token?.source).toEqual({
+      aws_secretsmanager: { secret_id: 'ci/api', refresh: 30_000 },
+    });
+  });
+
+  it('vault_database: not with dynamic, and only with a vault block; a KV path names its mount', () => {
+    const target = (credentials: object) => ({
+      name: 'db',
+      protocol: 'postgres',
+      address: '127.0.0.1:5432',
+      credentials,
+    });
+    expect(() => parse({ targets: [target({ vault_database: { role: 'ro' } })] })).toThrow(
+      /targets\[0\]\.credentials\.vault_database: needs the top-level `vault:` block/,
+    );
+    expect(() =>
+      parse({
+        vault: vaultBlock,
+        targets: [
+          target({
+            vault_database: { role: 'ro' },
+            dynamic: { admin: { user: 'a', password: { env: 'A' } }, owner: 'app' },
+          }),
+        ],
+      }),
+    ).toThrow(/choose one/);
+    const ok = parse({ vault: vaultBlock, targets: [target({ vault_database: { role: 'ro' } })] });
+    const t = ok.targets[0];
+    expect(t?.protocol === 'postgres' && t.credentials?.vault_database).toEqual({
+      role: 'ro',
+      mount: 'database',
+    });
+    expect(() =>
+      parse({
+        vault: vaultBlock,
+        targets: [target({ user: 'u', password: { vault: { path: 'nomount', key: 'k' } } })],
+      }),
+    ).toThrow(/<mount>\/<path>/);
+  });
+});
