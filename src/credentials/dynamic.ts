@@ -163,9 +163,6 @@ export interface AccountEngine {
 /** A server error that says the admin may not do something (PostgreSQL or MySQL wording). */
 const PRIVILEGE_ERROR = /permission denied|must be|privilege|access denied|command denied/i;
 
-/** The admin's login was refused (postgres 28P01 / 28000, mysql 1045): its password may have rotated. */
-const ADMIN_LOGIN_REFUSED = /^(28P01|28000): |^1045 \(/;
-
 /** Error text of a failed statement for logs and audit: the server's code and message, bounded. */
 export function failureText(err: unknown): string {
   const e = err as { code?: unknown; errno?: unknown; sqlState?: unknown; message?: unknown };
@@ -348,8 +345,6 @@ export class DynamicCredentials {
   ): Promise<CiportError> {
     if (err instanceof CiportError) return err;
     const error = failureText(err);
-    // A provider-backed admin password is read again: the next attempt uses a rotated one.
-    if (ADMIN_LOGIN_REFUSED.test(error)) void spec.adminPassword.refused();
     // The server refused one of the admin's statements: say what the admin lacks, if anything.
     const lacks = await engine.checkAdmin(spec, grant, this.#timeoutMs).catch(() => []);
     this.#opts.log.warn(
@@ -487,7 +482,6 @@ export class DynamicCredentials {
     failure.next = now + Math.min(max, base * 2 ** Math.min(failure.count - 1, 30));
     this.#failures.set(key, failure);
     const error = failureText(err);
-    if (ADMIN_LOGIN_REFUSED.test(error)) void spec.adminPassword.refused();
     const nextAttempt = new Date(failure.next).toISOString();
     const fields = {
       session: sessionId,
