@@ -30,6 +30,11871 @@ var __toESM = (mod, isNodeMode, target) => (target = mod != null ? __create(__ge
   mod
 ));
 
+// node_modules/assert-plus/assert.js
+var require_assert = __commonJS({
+  "node_modules/assert-plus/assert.js"(exports2, module2) {
+    var assert2 = require("assert");
+    var Stream = require("stream").Stream;
+    var util = require("util");
+    var UUID_REGEXP = /^[a-fA-F0-9]{8}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{12}$/;
+    function _capitalize(str) {
+      return str.charAt(0).toUpperCase() + str.slice(1);
+    }
+    function _toss(name, expected, oper, arg, actual) {
+      throw new assert2.AssertionError({
+        message: util.format("%s (%s) is required", name, expected),
+        actual: actual === void 0 ? typeof arg : actual(arg),
+        expected,
+        operator: oper || "===",
+        stackStartFunction: _toss.caller
+      });
+    }
+    function _getClass(arg) {
+      return Object.prototype.toString.call(arg).slice(8, -1);
+    }
+    function noop2() {
+    }
+    var types = {
+      bool: {
+        check: function(arg) {
+          return typeof arg === "boolean";
+        }
+      },
+      func: {
+        check: function(arg) {
+          return typeof arg === "function";
+        }
+      },
+      string: {
+        check: function(arg) {
+          return typeof arg === "string";
+        }
+      },
+      object: {
+        check: function(arg) {
+          return typeof arg === "object" && arg !== null;
+        }
+      },
+      number: {
+        check: function(arg) {
+          return typeof arg === "number" && !isNaN(arg);
+        }
+      },
+      finite: {
+        check: function(arg) {
+          return typeof arg === "number" && !isNaN(arg) && isFinite(arg);
+        }
+      },
+      buffer: {
+        check: function(arg) {
+          return Buffer.isBuffer(arg);
+        },
+        operator: "Buffer.isBuffer"
+      },
+      array: {
+        check: function(arg) {
+          return Array.isArray(arg);
+        },
+        operator: "Array.isArray"
+      },
+      stream: {
+        check: function(arg) {
+          return arg instanceof Stream;
+        },
+        operator: "instanceof",
+        actual: _getClass
+      },
+      date: {
+        check: function(arg) {
+          return arg instanceof Date;
+        },
+        operator: "instanceof",
+        actual: _getClass
+      },
+      regexp: {
+        check: function(arg) {
+          return arg instanceof RegExp;
+        },
+        operator: "instanceof",
+        actual: _getClass
+      },
+      uuid: {
+        check: function(arg) {
+          return typeof arg === "string" && UUID_REGEXP.test(arg);
+        },
+        operator: "isUUID"
+      }
+    };
+    function _setExports(ndebug) {
+      var keys = Object.keys(types);
+      var out;
+      if (process.env.NODE_NDEBUG) {
+        out = noop2;
+      } else {
+        out = function(arg, msg) {
+          if (!arg) {
+            _toss(msg, "true", arg);
+          }
+        };
+      }
+      keys.forEach(function(k) {
+        if (ndebug) {
+          out[k] = noop2;
+          return;
+        }
+        var type = types[k];
+        out[k] = function(arg, msg) {
+          if (!type.check(arg)) {
+            _toss(msg, k, type.operator, arg, type.actual);
+          }
+        };
+      });
+      keys.forEach(function(k) {
+        var name = "optional" + _capitalize(k);
+        if (ndebug) {
+          out[name] = noop2;
+          return;
+        }
+        var type = types[k];
+        out[name] = function(arg, msg) {
+          if (arg === void 0 || arg === null) {
+            return;
+          }
+          if (!type.check(arg)) {
+            _toss(msg, k, type.operator, arg, type.actual);
+          }
+        };
+      });
+      keys.forEach(function(k) {
+        var name = "arrayOf" + _capitalize(k);
+        if (ndebug) {
+          out[name] = noop2;
+          return;
+        }
+        var type = types[k];
+        var expected = "[" + k + "]";
+        out[name] = function(arg, msg) {
+          if (!Array.isArray(arg)) {
+            _toss(msg, expected, type.operator, arg, type.actual);
+          }
+          var i;
+          for (i = 0; i < arg.length; i++) {
+            if (!type.check(arg[i])) {
+              _toss(msg, expected, type.operator, arg, type.actual);
+            }
+          }
+        };
+      });
+      keys.forEach(function(k) {
+        var name = "optionalArrayOf" + _capitalize(k);
+        if (ndebug) {
+          out[name] = noop2;
+          return;
+        }
+        var type = types[k];
+        var expected = "[" + k + "]";
+        out[name] = function(arg, msg) {
+          if (arg === void 0 || arg === null) {
+            return;
+          }
+          if (!Array.isArray(arg)) {
+            _toss(msg, expected, type.operator, arg, type.actual);
+          }
+          var i;
+          for (i = 0; i < arg.length; i++) {
+            if (!type.check(arg[i])) {
+              _toss(msg, expected, type.operator, arg, type.actual);
+            }
+          }
+        };
+      });
+      Object.keys(assert2).forEach(function(k) {
+        if (k === "AssertionError") {
+          out[k] = assert2[k];
+          return;
+        }
+        if (ndebug) {
+          out[k] = noop2;
+          return;
+        }
+        out[k] = assert2[k];
+      });
+      out._setExports = _setExports;
+      return out;
+    }
+    module2.exports = _setExports(process.env.NODE_NDEBUG);
+  }
+});
+
+// node_modules/safer-buffer/safer.js
+var require_safer = __commonJS({
+  "node_modules/safer-buffer/safer.js"(exports2, module2) {
+    "use strict";
+    var buffer = require("buffer");
+    var Buffer2 = buffer.Buffer;
+    var safer = {};
+    var key;
+    for (key in buffer) {
+      if (!buffer.hasOwnProperty(key)) continue;
+      if (key === "SlowBuffer" || key === "Buffer") continue;
+      safer[key] = buffer[key];
+    }
+    var Safer = safer.Buffer = {};
+    for (key in Buffer2) {
+      if (!Buffer2.hasOwnProperty(key)) continue;
+      if (key === "allocUnsafe" || key === "allocUnsafeSlow") continue;
+      Safer[key] = Buffer2[key];
+    }
+    safer.Buffer.prototype = Buffer2.prototype;
+    if (!Safer.from || Safer.from === Uint8Array.from) {
+      Safer.from = function(value, encodingOrOffset, length) {
+        if (typeof value === "number") {
+          throw new TypeError('The "value" argument must not be of type number. Received type ' + typeof value);
+        }
+        if (value && typeof value.length === "undefined") {
+          throw new TypeError("The first argument must be one of type string, Buffer, ArrayBuffer, Array, or Array-like Object. Received type " + typeof value);
+        }
+        return Buffer2(value, encodingOrOffset, length);
+      };
+    }
+    if (!Safer.alloc) {
+      Safer.alloc = function(size, fill, encoding) {
+        if (typeof size !== "number") {
+          throw new TypeError('The "size" argument must be of type number. Received type ' + typeof size);
+        }
+        if (size < 0 || size >= 2 * (1 << 30)) {
+          throw new RangeError('The value "' + size + '" is invalid for option "size"');
+        }
+        var buf = Buffer2(size);
+        if (!fill || fill.length === 0) {
+          buf.fill(0);
+        } else if (typeof encoding === "string") {
+          buf.fill(fill, encoding);
+        } else {
+          buf.fill(fill);
+        }
+        return buf;
+      };
+    }
+    if (!safer.kStringMaxLength) {
+      try {
+        safer.kStringMaxLength = process.binding("buffer").kStringMaxLength;
+      } catch (e) {
+      }
+    }
+    if (!safer.constants) {
+      safer.constants = {
+        MAX_LENGTH: safer.kMaxLength
+      };
+      if (safer.kStringMaxLength) {
+        safer.constants.MAX_STRING_LENGTH = safer.kStringMaxLength;
+      }
+    }
+    module2.exports = safer;
+  }
+});
+
+// node_modules/sshpk/lib/algs.js
+var require_algs = __commonJS({
+  "node_modules/sshpk/lib/algs.js"(exports2, module2) {
+    var Buffer2 = require_safer().Buffer;
+    var algInfo = {
+      "dsa": {
+        parts: ["p", "q", "g", "y"],
+        sizePart: "p"
+      },
+      "rsa": {
+        parts: ["e", "n"],
+        sizePart: "n"
+      },
+      "ecdsa": {
+        parts: ["curve", "Q"],
+        sizePart: "Q"
+      },
+      "ed25519": {
+        parts: ["A"],
+        sizePart: "A"
+      }
+    };
+    algInfo["curve25519"] = algInfo["ed25519"];
+    var algPrivInfo = {
+      "dsa": {
+        parts: ["p", "q", "g", "y", "x"]
+      },
+      "rsa": {
+        parts: ["n", "e", "d", "iqmp", "p", "q"]
+      },
+      "ecdsa": {
+        parts: ["curve", "Q", "d"]
+      },
+      "ed25519": {
+        parts: ["A", "k"]
+      }
+    };
+    algPrivInfo["curve25519"] = algPrivInfo["ed25519"];
+    var hashAlgs = {
+      "md5": true,
+      "sha1": true,
+      "sha256": true,
+      "sha384": true,
+      "sha512": true
+    };
+    var curves = {
+      "nistp256": {
+        size: 256,
+        pkcs8oid: "1.2.840.10045.3.1.7",
+        p: Buffer2.from("00ffffffff 00000001 00000000 0000000000000000 ffffffff ffffffff ffffffff".replace(/ /g, ""), "hex"),
+        a: Buffer2.from("00FFFFFFFF 00000001 00000000 0000000000000000 FFFFFFFF FFFFFFFF FFFFFFFC".replace(/ /g, ""), "hex"),
+        b: Buffer2.from("5ac635d8 aa3a93e7 b3ebbd55 769886bc651d06b0 cc53b0f6 3bce3c3e 27d2604b".replace(/ /g, ""), "hex"),
+        s: Buffer2.from("00c49d3608 86e70493 6a6678e1 139d26b7819f7e90".replace(/ /g, ""), "hex"),
+        n: Buffer2.from("00ffffffff 00000000 ffffffff ffffffffbce6faad a7179e84 f3b9cac2 fc632551".replace(/ /g, ""), "hex"),
+        G: Buffer2.from("046b17d1f2 e12c4247 f8bce6e5 63a440f277037d81 2deb33a0 f4a13945 d898c2964fe342e2 fe1a7f9b 8ee7eb4a 7c0f9e162bce3357 6b315ece cbb64068 37bf51f5".replace(/ /g, ""), "hex")
+      },
+      "nistp384": {
+        size: 384,
+        pkcs8oid: "1.3.132.0.34",
+        p: Buffer2.from("00ffffffff ffffffff ffffffff ffffffffffffffff ffffffff ffffffff fffffffeffffffff 00000000 00000000 ffffffff".replace(/ /g, ""), "hex"),
+        a: Buffer2.from("00FFFFFFFF FFFFFFFF FFFFFFFF FFFFFFFFFFFFFFFF FFFFFFFF FFFFFFFF FFFFFFFEFFFFFFFF 00000000 00000000 FFFFFFFC".replace(/ /g, ""), "hex"),
+        b: Buffer2.from("b3312fa7 e23ee7e4 988e056b e3f82d19181d9c6e fe814112 0314088f 5013875ac656398d 8a2ed19d 2a85c8ed d3ec2aef".replace(/ /g, ""), "hex"),
+        s: Buffer2.from("00a335926a a319a27a 1d00896a 6773a4827acdac73".replace(/ /g, ""), "hex"),
+        n: Buffer2.from("00ffffffff ffffffff ffffffff ffffffffffffffff ffffffff c7634d81 f4372ddf581a0db2 48b0a77a ecec196a ccc52973".replace(/ /g, ""), "hex"),
+        G: Buffer2.from("04aa87ca22 be8b0537 8eb1c71e f320ad746e1d3b62 8ba79b98 59f741e0 82542a385502f25d bf55296c 3a545e38 72760ab73617de4a 96262c6f 5d9e98bf 9292dc29f8f41dbd 289a147c e9da3113 b5f0b8c00a60b1ce 1d7e819d 7a431d7c 90ea0e5f".replace(/ /g, ""), "hex")
+      },
+      "nistp521": {
+        size: 521,
+        pkcs8oid: "1.3.132.0.35",
+        p: Buffer2.from("01ffffff ffffffff ffffffff ffffffffffffffff ffffffff ffffffff ffffffffffffffff ffffffff ffffffff ffffffffffffffff ffffffff ffffffff ffffffffffff".replace(/ /g, ""), "hex"),
+        a: Buffer2.from("01FFFFFFFFFF FFFFFFFF FFFFFFFF FFFFFFFFFFFFFFFF FFFFFFFF FFFFFFFF FFFFFFFFFFFFFFFF FFFFFFFF FFFFFFFF FFFFFFFFFFFFFFFF FFFFFFFF FFFFFFFF FFFFFFFC".replace(/ /g, ""), "hex"),
+        b: Buffer2.from("51953eb961 8e1c9a1f 929a21a0 b68540eea2da725b 99b315f3 b8b48991 8ef109e156193951 ec7e937b 1652c0bd 3bb1bf073573df88 3d2c34f1 ef451fd4 6b503f00".replace(/ /g, ""), "hex"),
+        s: Buffer2.from("00d09e8800 291cb853 96cc6717 393284aaa0da64ba".replace(/ /g, ""), "hex"),
+        n: Buffer2.from("01ffffffffff ffffffff ffffffff ffffffffffffffff ffffffff ffffffff fffffffa51868783 bf2f966b 7fcc0148 f709a5d03bb5c9b8 899c47ae bb6fb71e 91386409".replace(/ /g, ""), "hex"),
+        G: Buffer2.from("0400c6 858e06b7 0404e9cd 9e3ecb66 2395b4429c648139 053fb521 f828af60 6b4d3dbaa14b5e77 efe75928 fe1dc127 a2ffa8de3348b3c1 856a429b f97e7e31 c2e5bd660118 39296a78 9a3bc004 5c8a5fb4 2c7d1bd998f54449 579b4468 17afbd17 273e662c97ee7299 5ef42640 c550b901 3fad0761353c7086 a272c240 88be9476 9fd16650".replace(/ /g, ""), "hex")
+      }
+    };
+    module2.exports = {
+      info: algInfo,
+      privInfo: algPrivInfo,
+      hashAlgs,
+      curves
+    };
+  }
+});
+
+// node_modules/sshpk/lib/errors.js
+var require_errors = __commonJS({
+  "node_modules/sshpk/lib/errors.js"(exports2, module2) {
+    var assert2 = require_assert();
+    var util = require("util");
+    function FingerprintFormatError(fp, format) {
+      if (Error.captureStackTrace)
+        Error.captureStackTrace(this, FingerprintFormatError);
+      this.name = "FingerprintFormatError";
+      this.fingerprint = fp;
+      this.format = format;
+      this.message = "Fingerprint format is not supported, or is invalid: ";
+      if (fp !== void 0)
+        this.message += " fingerprint = " + fp;
+      if (format !== void 0)
+        this.message += " format = " + format;
+    }
+    util.inherits(FingerprintFormatError, Error);
+    function InvalidAlgorithmError(alg) {
+      if (Error.captureStackTrace)
+        Error.captureStackTrace(this, InvalidAlgorithmError);
+      this.name = "InvalidAlgorithmError";
+      this.algorithm = alg;
+      this.message = 'Algorithm "' + alg + '" is not supported';
+    }
+    util.inherits(InvalidAlgorithmError, Error);
+    function KeyParseError(name, format, innerErr) {
+      if (Error.captureStackTrace)
+        Error.captureStackTrace(this, KeyParseError);
+      this.name = "KeyParseError";
+      this.format = format;
+      this.keyName = name;
+      this.innerErr = innerErr;
+      this.message = "Failed to parse " + name + " as a valid " + format + " format key: " + innerErr.message;
+    }
+    util.inherits(KeyParseError, Error);
+    function SignatureParseError(type, format, innerErr) {
+      if (Error.captureStackTrace)
+        Error.captureStackTrace(this, SignatureParseError);
+      this.name = "SignatureParseError";
+      this.type = type;
+      this.format = format;
+      this.innerErr = innerErr;
+      this.message = "Failed to parse the given data as a " + type + " signature in " + format + " format: " + innerErr.message;
+    }
+    util.inherits(SignatureParseError, Error);
+    function CertificateParseError(name, format, innerErr) {
+      if (Error.captureStackTrace)
+        Error.captureStackTrace(this, CertificateParseError);
+      this.name = "CertificateParseError";
+      this.format = format;
+      this.certName = name;
+      this.innerErr = innerErr;
+      this.message = "Failed to parse " + name + " as a valid " + format + " format certificate: " + innerErr.message;
+    }
+    util.inherits(CertificateParseError, Error);
+    function KeyEncryptedError(name, format) {
+      if (Error.captureStackTrace)
+        Error.captureStackTrace(this, KeyEncryptedError);
+      this.name = "KeyEncryptedError";
+      this.format = format;
+      this.keyName = name;
+      this.message = "The " + format + " format key " + name + " is encrypted (password-protected), and no passphrase was provided in `options`";
+    }
+    util.inherits(KeyEncryptedError, Error);
+    module2.exports = {
+      FingerprintFormatError,
+      InvalidAlgorithmError,
+      KeyParseError,
+      SignatureParseError,
+      KeyEncryptedError,
+      CertificateParseError
+    };
+  }
+});
+
+// node_modules/asn1/lib/ber/errors.js
+var require_errors2 = __commonJS({
+  "node_modules/asn1/lib/ber/errors.js"(exports2, module2) {
+    module2.exports = {
+      newInvalidAsn1Error: function(msg) {
+        var e = new Error();
+        e.name = "InvalidAsn1Error";
+        e.message = msg || "";
+        return e;
+      }
+    };
+  }
+});
+
+// node_modules/asn1/lib/ber/types.js
+var require_types = __commonJS({
+  "node_modules/asn1/lib/ber/types.js"(exports2, module2) {
+    module2.exports = {
+      EOC: 0,
+      Boolean: 1,
+      Integer: 2,
+      BitString: 3,
+      OctetString: 4,
+      Null: 5,
+      OID: 6,
+      ObjectDescriptor: 7,
+      External: 8,
+      Real: 9,
+      // float
+      Enumeration: 10,
+      PDV: 11,
+      Utf8String: 12,
+      RelativeOID: 13,
+      Sequence: 16,
+      Set: 17,
+      NumericString: 18,
+      PrintableString: 19,
+      T61String: 20,
+      VideotexString: 21,
+      IA5String: 22,
+      UTCTime: 23,
+      GeneralizedTime: 24,
+      GraphicString: 25,
+      VisibleString: 26,
+      GeneralString: 28,
+      UniversalString: 29,
+      CharacterString: 30,
+      BMPString: 31,
+      Constructor: 32,
+      Context: 128
+    };
+  }
+});
+
+// node_modules/asn1/lib/ber/reader.js
+var require_reader = __commonJS({
+  "node_modules/asn1/lib/ber/reader.js"(exports2, module2) {
+    var assert2 = require("assert");
+    var Buffer2 = require_safer().Buffer;
+    var ASN1 = require_types();
+    var errors = require_errors2();
+    var newInvalidAsn1Error = errors.newInvalidAsn1Error;
+    function Reader(data) {
+      if (!data || !Buffer2.isBuffer(data))
+        throw new TypeError("data must be a node Buffer");
+      this._buf = data;
+      this._size = data.length;
+      this._len = 0;
+      this._offset = 0;
+    }
+    Object.defineProperty(Reader.prototype, "length", {
+      enumerable: true,
+      get: function() {
+        return this._len;
+      }
+    });
+    Object.defineProperty(Reader.prototype, "offset", {
+      enumerable: true,
+      get: function() {
+        return this._offset;
+      }
+    });
+    Object.defineProperty(Reader.prototype, "remain", {
+      get: function() {
+        return this._size - this._offset;
+      }
+    });
+    Object.defineProperty(Reader.prototype, "buffer", {
+      get: function() {
+        return this._buf.slice(this._offset);
+      }
+    });
+    Reader.prototype.readByte = function(peek) {
+      if (this._size - this._offset < 1)
+        return null;
+      var b = this._buf[this._offset] & 255;
+      if (!peek)
+        this._offset += 1;
+      return b;
+    };
+    Reader.prototype.peek = function() {
+      return this.readByte(true);
+    };
+    Reader.prototype.readLength = function(offset) {
+      if (offset === void 0)
+        offset = this._offset;
+      if (offset >= this._size)
+        return null;
+      var lenB = this._buf[offset++] & 255;
+      if (lenB === null)
+        return null;
+      if ((lenB & 128) === 128) {
+        lenB &= 127;
+        if (lenB === 0)
+          throw newInvalidAsn1Error("Indefinite length not supported");
+        if (lenB > 4)
+          throw newInvalidAsn1Error("encoding too long");
+        if (this._size - offset < lenB)
+          return null;
+        this._len = 0;
+        for (var i = 0; i < lenB; i++)
+          this._len = (this._len << 8) + (this._buf[offset++] & 255);
+      } else {
+        this._len = lenB;
+      }
+      return offset;
+    };
+    Reader.prototype.readSequence = function(tag) {
+      var seq = this.peek();
+      if (seq === null)
+        return null;
+      if (tag !== void 0 && tag !== seq)
+        throw newInvalidAsn1Error("Expected 0x" + tag.toString(16) + ": got 0x" + seq.toString(16));
+      var o = this.readLength(this._offset + 1);
+      if (o === null)
+        return null;
+      this._offset = o;
+      return seq;
+    };
+    Reader.prototype.readInt = function() {
+      return this._readTag(ASN1.Integer);
+    };
+    Reader.prototype.readBoolean = function() {
+      return this._readTag(ASN1.Boolean) === 0 ? false : true;
+    };
+    Reader.prototype.readEnumeration = function() {
+      return this._readTag(ASN1.Enumeration);
+    };
+    Reader.prototype.readString = function(tag, retbuf) {
+      if (!tag)
+        tag = ASN1.OctetString;
+      var b = this.peek();
+      if (b === null)
+        return null;
+      if (b !== tag)
+        throw newInvalidAsn1Error("Expected 0x" + tag.toString(16) + ": got 0x" + b.toString(16));
+      var o = this.readLength(this._offset + 1);
+      if (o === null)
+        return null;
+      if (this.length > this._size - o)
+        return null;
+      this._offset = o;
+      if (this.length === 0)
+        return retbuf ? Buffer2.alloc(0) : "";
+      var str = this._buf.slice(this._offset, this._offset + this.length);
+      this._offset += this.length;
+      return retbuf ? str : str.toString("utf8");
+    };
+    Reader.prototype.readOID = function(tag) {
+      if (!tag)
+        tag = ASN1.OID;
+      var b = this.readString(tag, true);
+      if (b === null)
+        return null;
+      var values = [];
+      var value = 0;
+      for (var i = 0; i < b.length; i++) {
+        var byte = b[i] & 255;
+        value <<= 7;
+        value += byte & 127;
+        if ((byte & 128) === 0) {
+          values.push(value);
+          value = 0;
+        }
+      }
+      value = values.shift();
+      values.unshift(value % 40);
+      values.unshift(value / 40 >> 0);
+      return values.join(".");
+    };
+    Reader.prototype._readTag = function(tag) {
+      assert2.ok(tag !== void 0);
+      var b = this.peek();
+      if (b === null)
+        return null;
+      if (b !== tag)
+        throw newInvalidAsn1Error("Expected 0x" + tag.toString(16) + ": got 0x" + b.toString(16));
+      var o = this.readLength(this._offset + 1);
+      if (o === null)
+        return null;
+      if (this.length > 4)
+        throw newInvalidAsn1Error("Integer too long: " + this.length);
+      if (this.length > this._size - o)
+        return null;
+      this._offset = o;
+      var fb = this._buf[this._offset];
+      var value = 0;
+      for (var i = 0; i < this.length; i++) {
+        value <<= 8;
+        value |= this._buf[this._offset++] & 255;
+      }
+      if ((fb & 128) === 128 && i !== 4)
+        value -= 1 << i * 8;
+      return value >> 0;
+    };
+    module2.exports = Reader;
+  }
+});
+
+// node_modules/asn1/lib/ber/writer.js
+var require_writer = __commonJS({
+  "node_modules/asn1/lib/ber/writer.js"(exports2, module2) {
+    var assert2 = require("assert");
+    var Buffer2 = require_safer().Buffer;
+    var ASN1 = require_types();
+    var errors = require_errors2();
+    var newInvalidAsn1Error = errors.newInvalidAsn1Error;
+    var DEFAULT_OPTS = {
+      size: 1024,
+      growthFactor: 8
+    };
+    function merge2(from, to) {
+      assert2.ok(from);
+      assert2.equal(typeof from, "object");
+      assert2.ok(to);
+      assert2.equal(typeof to, "object");
+      var keys = Object.getOwnPropertyNames(from);
+      keys.forEach(function(key) {
+        if (to[key])
+          return;
+        var value = Object.getOwnPropertyDescriptor(from, key);
+        Object.defineProperty(to, key, value);
+      });
+      return to;
+    }
+    function Writer2(options) {
+      options = merge2(DEFAULT_OPTS, options || {});
+      this._buf = Buffer2.alloc(options.size || 1024);
+      this._size = this._buf.length;
+      this._offset = 0;
+      this._options = options;
+      this._seq = [];
+    }
+    Object.defineProperty(Writer2.prototype, "buffer", {
+      get: function() {
+        if (this._seq.length)
+          throw newInvalidAsn1Error(this._seq.length + " unended sequence(s)");
+        return this._buf.slice(0, this._offset);
+      }
+    });
+    Writer2.prototype.writeByte = function(b) {
+      if (typeof b !== "number")
+        throw new TypeError("argument must be a Number");
+      this._ensure(1);
+      this._buf[this._offset++] = b;
+    };
+    Writer2.prototype.writeInt = function(i, tag) {
+      if (typeof i !== "number")
+        throw new TypeError("argument must be a Number");
+      if (typeof tag !== "number")
+        tag = ASN1.Integer;
+      var sz = 4;
+      while (((i & 4286578688) === 0 || (i & 4286578688) === 4286578688 >> 0) && sz > 1) {
+        sz--;
+        i <<= 8;
+      }
+      if (sz > 4)
+        throw newInvalidAsn1Error("BER ints cannot be > 0xffffffff");
+      this._ensure(2 + sz);
+      this._buf[this._offset++] = tag;
+      this._buf[this._offset++] = sz;
+      while (sz-- > 0) {
+        this._buf[this._offset++] = (i & 4278190080) >>> 24;
+        i <<= 8;
+      }
+    };
+    Writer2.prototype.writeNull = function() {
+      this.writeByte(ASN1.Null);
+      this.writeByte(0);
+    };
+    Writer2.prototype.writeEnumeration = function(i, tag) {
+      if (typeof i !== "number")
+        throw new TypeError("argument must be a Number");
+      if (typeof tag !== "number")
+        tag = ASN1.Enumeration;
+      return this.writeInt(i, tag);
+    };
+    Writer2.prototype.writeBoolean = function(b, tag) {
+      if (typeof b !== "boolean")
+        throw new TypeError("argument must be a Boolean");
+      if (typeof tag !== "number")
+        tag = ASN1.Boolean;
+      this._ensure(3);
+      this._buf[this._offset++] = tag;
+      this._buf[this._offset++] = 1;
+      this._buf[this._offset++] = b ? 255 : 0;
+    };
+    Writer2.prototype.writeString = function(s, tag) {
+      if (typeof s !== "string")
+        throw new TypeError("argument must be a string (was: " + typeof s + ")");
+      if (typeof tag !== "number")
+        tag = ASN1.OctetString;
+      var len = Buffer2.byteLength(s);
+      this.writeByte(tag);
+      this.writeLength(len);
+      if (len) {
+        this._ensure(len);
+        this._buf.write(s, this._offset);
+        this._offset += len;
+      }
+    };
+    Writer2.prototype.writeBuffer = function(buf, tag) {
+      if (typeof tag !== "number")
+        throw new TypeError("tag must be a number");
+      if (!Buffer2.isBuffer(buf))
+        throw new TypeError("argument must be a buffer");
+      this.writeByte(tag);
+      this.writeLength(buf.length);
+      this._ensure(buf.length);
+      buf.copy(this._buf, this._offset, 0, buf.length);
+      this._offset += buf.length;
+    };
+    Writer2.prototype.writeStringArray = function(strings) {
+      if (!strings instanceof Array)
+        throw new TypeError("argument must be an Array[String]");
+      var self2 = this;
+      strings.forEach(function(s) {
+        self2.writeString(s);
+      });
+    };
+    Writer2.prototype.writeOID = function(s, tag) {
+      if (typeof s !== "string")
+        throw new TypeError("argument must be a string");
+      if (typeof tag !== "number")
+        tag = ASN1.OID;
+      if (!/^([0-9]+\.){3,}[0-9]+$/.test(s))
+        throw new Error("argument is not a valid OID string");
+      function encodeOctet(bytes2, octet) {
+        if (octet < 128) {
+          bytes2.push(octet);
+        } else if (octet < 16384) {
+          bytes2.push(octet >>> 7 | 128);
+          bytes2.push(octet & 127);
+        } else if (octet < 2097152) {
+          bytes2.push(octet >>> 14 | 128);
+          bytes2.push((octet >>> 7 | 128) & 255);
+          bytes2.push(octet & 127);
+        } else if (octet < 268435456) {
+          bytes2.push(octet >>> 21 | 128);
+          bytes2.push((octet >>> 14 | 128) & 255);
+          bytes2.push((octet >>> 7 | 128) & 255);
+          bytes2.push(octet & 127);
+        } else {
+          bytes2.push((octet >>> 28 | 128) & 255);
+          bytes2.push((octet >>> 21 | 128) & 255);
+          bytes2.push((octet >>> 14 | 128) & 255);
+          bytes2.push((octet >>> 7 | 128) & 255);
+          bytes2.push(octet & 127);
+        }
+      }
+      var tmp = s.split(".");
+      var bytes = [];
+      bytes.push(parseInt(tmp[0], 10) * 40 + parseInt(tmp[1], 10));
+      tmp.slice(2).forEach(function(b) {
+        encodeOctet(bytes, parseInt(b, 10));
+      });
+      var self2 = this;
+      this._ensure(2 + bytes.length);
+      this.writeByte(tag);
+      this.writeLength(bytes.length);
+      bytes.forEach(function(b) {
+        self2.writeByte(b);
+      });
+    };
+    Writer2.prototype.writeLength = function(len) {
+      if (typeof len !== "number")
+        throw new TypeError("argument must be a Number");
+      this._ensure(4);
+      if (len <= 127) {
+        this._buf[this._offset++] = len;
+      } else if (len <= 255) {
+        this._buf[this._offset++] = 129;
+        this._buf[this._offset++] = len;
+      } else if (len <= 65535) {
+        this._buf[this._offset++] = 130;
+        this._buf[this._offset++] = len >> 8;
+        this._buf[this._offset++] = len;
+      } else if (len <= 16777215) {
+        this._buf[this._offset++] = 131;
+        this._buf[this._offset++] = len >> 16;
+        this._buf[this._offset++] = len >> 8;
+        this._buf[this._offset++] = len;
+      } else {
+        throw newInvalidAsn1Error("Length too long (> 4 bytes)");
+      }
+    };
+    Writer2.prototype.startSequence = function(tag) {
+      if (typeof tag !== "number")
+        tag = ASN1.Sequence | ASN1.Constructor;
+      this.writeByte(tag);
+      this._seq.push(this._offset);
+      this._ensure(3);
+      this._offset += 3;
+    };
+    Writer2.prototype.endSequence = function() {
+      var seq = this._seq.pop();
+      var start = seq + 3;
+      var len = this._offset - start;
+      if (len <= 127) {
+        this._shift(start, len, -2);
+        this._buf[seq] = len;
+      } else if (len <= 255) {
+        this._shift(start, len, -1);
+        this._buf[seq] = 129;
+        this._buf[seq + 1] = len;
+      } else if (len <= 65535) {
+        this._buf[seq] = 130;
+        this._buf[seq + 1] = len >> 8;
+        this._buf[seq + 2] = len;
+      } else if (len <= 16777215) {
+        this._shift(start, len, 1);
+        this._buf[seq] = 131;
+        this._buf[seq + 1] = len >> 16;
+        this._buf[seq + 2] = len >> 8;
+        this._buf[seq + 3] = len;
+      } else {
+        throw newInvalidAsn1Error("Sequence too long");
+      }
+    };
+    Writer2.prototype._shift = function(start, len, shift) {
+      assert2.ok(start !== void 0);
+      assert2.ok(len !== void 0);
+      assert2.ok(shift);
+      this._buf.copy(this._buf, start + shift, start, start + len);
+      this._offset += shift;
+    };
+    Writer2.prototype._ensure = function(len) {
+      assert2.ok(len);
+      if (this._size - this._offset < len) {
+        var sz = this._size * this._options.growthFactor;
+        if (sz - this._offset < len)
+          sz += len;
+        var buf = Buffer2.alloc(sz);
+        this._buf.copy(buf, 0, 0, this._offset);
+        this._buf = buf;
+        this._size = sz;
+      }
+    };
+    module2.exports = Writer2;
+  }
+});
+
+// node_modules/asn1/lib/ber/index.js
+var require_ber = __commonJS({
+  "node_modules/asn1/lib/ber/index.js"(exports2, module2) {
+    var errors = require_errors2();
+    var types = require_types();
+    var Reader = require_reader();
+    var Writer2 = require_writer();
+    module2.exports = {
+      Reader,
+      Writer: Writer2
+    };
+    for (t in types) {
+      if (types.hasOwnProperty(t))
+        module2.exports[t] = types[t];
+    }
+    var t;
+    for (e in errors) {
+      if (errors.hasOwnProperty(e))
+        module2.exports[e] = errors[e];
+    }
+    var e;
+  }
+});
+
+// node_modules/asn1/lib/index.js
+var require_lib = __commonJS({
+  "node_modules/asn1/lib/index.js"(exports2, module2) {
+    var Ber = require_ber();
+    module2.exports = {
+      Ber,
+      BerReader: Ber.Reader,
+      BerWriter: Ber.Writer
+    };
+  }
+});
+
+// node_modules/jsbn/index.js
+var require_jsbn = __commonJS({
+  "node_modules/jsbn/index.js"(exports2, module2) {
+    (function() {
+      var dbits;
+      var canary = 244837814094590;
+      var j_lm = (canary & 16777215) == 15715070;
+      function BigInteger(a, b, c) {
+        if (a != null)
+          if ("number" == typeof a) this.fromNumber(a, b, c);
+          else if (b == null && "string" != typeof a) this.fromString(a, 256);
+          else this.fromString(a, b);
+      }
+      function nbi() {
+        return new BigInteger(null);
+      }
+      function am1(i, x, w, j, c, n) {
+        while (--n >= 0) {
+          var v = x * this[i++] + w[j] + c;
+          c = Math.floor(v / 67108864);
+          w[j++] = v & 67108863;
+        }
+        return c;
+      }
+      function am2(i, x, w, j, c, n) {
+        var xl = x & 32767, xh = x >> 15;
+        while (--n >= 0) {
+          var l = this[i] & 32767;
+          var h = this[i++] >> 15;
+          var m = xh * l + h * xl;
+          l = xl * l + ((m & 32767) << 15) + w[j] + (c & 1073741823);
+          c = (l >>> 30) + (m >>> 15) + xh * h + (c >>> 30);
+          w[j++] = l & 1073741823;
+        }
+        return c;
+      }
+      function am3(i, x, w, j, c, n) {
+        var xl = x & 16383, xh = x >> 14;
+        while (--n >= 0) {
+          var l = this[i] & 16383;
+          var h = this[i++] >> 14;
+          var m = xh * l + h * xl;
+          l = xl * l + ((m & 16383) << 14) + w[j] + c;
+          c = (l >> 28) + (m >> 14) + xh * h;
+          w[j++] = l & 268435455;
+        }
+        return c;
+      }
+      var inBrowser = typeof navigator !== "undefined";
+      if (inBrowser && j_lm && navigator.appName == "Microsoft Internet Explorer") {
+        BigInteger.prototype.am = am2;
+        dbits = 30;
+      } else if (inBrowser && j_lm && navigator.appName != "Netscape") {
+        BigInteger.prototype.am = am1;
+        dbits = 26;
+      } else {
+        BigInteger.prototype.am = am3;
+        dbits = 28;
+      }
+      BigInteger.prototype.DB = dbits;
+      BigInteger.prototype.DM = (1 << dbits) - 1;
+      BigInteger.prototype.DV = 1 << dbits;
+      var BI_FP = 52;
+      BigInteger.prototype.FV = Math.pow(2, BI_FP);
+      BigInteger.prototype.F1 = BI_FP - dbits;
+      BigInteger.prototype.F2 = 2 * dbits - BI_FP;
+      var BI_RM = "0123456789abcdefghijklmnopqrstuvwxyz";
+      var BI_RC = new Array();
+      var rr, vv;
+      rr = "0".charCodeAt(0);
+      for (vv = 0; vv <= 9; ++vv) BI_RC[rr++] = vv;
+      rr = "a".charCodeAt(0);
+      for (vv = 10; vv < 36; ++vv) BI_RC[rr++] = vv;
+      rr = "A".charCodeAt(0);
+      for (vv = 10; vv < 36; ++vv) BI_RC[rr++] = vv;
+      function int2char(n) {
+        return BI_RM.charAt(n);
+      }
+      function intAt(s, i) {
+        var c = BI_RC[s.charCodeAt(i)];
+        return c == null ? -1 : c;
+      }
+      function bnpCopyTo(r) {
+        for (var i = this.t - 1; i >= 0; --i) r[i] = this[i];
+        r.t = this.t;
+        r.s = this.s;
+      }
+      function bnpFromInt(x) {
+        this.t = 1;
+        this.s = x < 0 ? -1 : 0;
+        if (x > 0) this[0] = x;
+        else if (x < -1) this[0] = x + this.DV;
+        else this.t = 0;
+      }
+      function nbv(i) {
+        var r = nbi();
+        r.fromInt(i);
+        return r;
+      }
+      function bnpFromString(s, b) {
+        var k;
+        if (b == 16) k = 4;
+        else if (b == 8) k = 3;
+        else if (b == 256) k = 8;
+        else if (b == 2) k = 1;
+        else if (b == 32) k = 5;
+        else if (b == 4) k = 2;
+        else {
+          this.fromRadix(s, b);
+          return;
+        }
+        this.t = 0;
+        this.s = 0;
+        var i = s.length, mi = false, sh = 0;
+        while (--i >= 0) {
+          var x = k == 8 ? s[i] & 255 : intAt(s, i);
+          if (x < 0) {
+            if (s.charAt(i) == "-") mi = true;
+            continue;
+          }
+          mi = false;
+          if (sh == 0)
+            this[this.t++] = x;
+          else if (sh + k > this.DB) {
+            this[this.t - 1] |= (x & (1 << this.DB - sh) - 1) << sh;
+            this[this.t++] = x >> this.DB - sh;
+          } else
+            this[this.t - 1] |= x << sh;
+          sh += k;
+          if (sh >= this.DB) sh -= this.DB;
+        }
+        if (k == 8 && (s[0] & 128) != 0) {
+          this.s = -1;
+          if (sh > 0) this[this.t - 1] |= (1 << this.DB - sh) - 1 << sh;
+        }
+        this.clamp();
+        if (mi) BigInteger.ZERO.subTo(this, this);
+      }
+      function bnpClamp() {
+        var c = this.s & this.DM;
+        while (this.t > 0 && this[this.t - 1] == c) --this.t;
+      }
+      function bnToString(b) {
+        if (this.s < 0) return "-" + this.negate().toString(b);
+        var k;
+        if (b == 16) k = 4;
+        else if (b == 8) k = 3;
+        else if (b == 2) k = 1;
+        else if (b == 32) k = 5;
+        else if (b == 4) k = 2;
+        else return this.toRadix(b);
+        var km = (1 << k) - 1, d, m = false, r = "", i = this.t;
+        var p = this.DB - i * this.DB % k;
+        if (i-- > 0) {
+          if (p < this.DB && (d = this[i] >> p) > 0) {
+            m = true;
+            r = int2char(d);
+          }
+          while (i >= 0) {
+            if (p < k) {
+              d = (this[i] & (1 << p) - 1) << k - p;
+              d |= this[--i] >> (p += this.DB - k);
+            } else {
+              d = this[i] >> (p -= k) & km;
+              if (p <= 0) {
+                p += this.DB;
+                --i;
+              }
+            }
+            if (d > 0) m = true;
+            if (m) r += int2char(d);
+          }
+        }
+        return m ? r : "0";
+      }
+      function bnNegate() {
+        var r = nbi();
+        BigInteger.ZERO.subTo(this, r);
+        return r;
+      }
+      function bnAbs() {
+        return this.s < 0 ? this.negate() : this;
+      }
+      function bnCompareTo(a) {
+        var r = this.s - a.s;
+        if (r != 0) return r;
+        var i = this.t;
+        r = i - a.t;
+        if (r != 0) return this.s < 0 ? -r : r;
+        while (--i >= 0) if ((r = this[i] - a[i]) != 0) return r;
+        return 0;
+      }
+      function nbits(x) {
+        var r = 1, t2;
+        if ((t2 = x >>> 16) != 0) {
+          x = t2;
+          r += 16;
+        }
+        if ((t2 = x >> 8) != 0) {
+          x = t2;
+          r += 8;
+        }
+        if ((t2 = x >> 4) != 0) {
+          x = t2;
+          r += 4;
+        }
+        if ((t2 = x >> 2) != 0) {
+          x = t2;
+          r += 2;
+        }
+        if ((t2 = x >> 1) != 0) {
+          x = t2;
+          r += 1;
+        }
+        return r;
+      }
+      function bnBitLength() {
+        if (this.t <= 0) return 0;
+        return this.DB * (this.t - 1) + nbits(this[this.t - 1] ^ this.s & this.DM);
+      }
+      function bnpDLShiftTo(n, r) {
+        var i;
+        for (i = this.t - 1; i >= 0; --i) r[i + n] = this[i];
+        for (i = n - 1; i >= 0; --i) r[i] = 0;
+        r.t = this.t + n;
+        r.s = this.s;
+      }
+      function bnpDRShiftTo(n, r) {
+        for (var i = n; i < this.t; ++i) r[i - n] = this[i];
+        r.t = Math.max(this.t - n, 0);
+        r.s = this.s;
+      }
+      function bnpLShiftTo(n, r) {
+        var bs = n % this.DB;
+        var cbs = this.DB - bs;
+        var bm = (1 << cbs) - 1;
+        var ds = Math.floor(n / this.DB), c = this.s << bs & this.DM, i;
+        for (i = this.t - 1; i >= 0; --i) {
+          r[i + ds + 1] = this[i] >> cbs | c;
+          c = (this[i] & bm) << bs;
+        }
+        for (i = ds - 1; i >= 0; --i) r[i] = 0;
+        r[ds] = c;
+        r.t = this.t + ds + 1;
+        r.s = this.s;
+        r.clamp();
+      }
+      function bnpRShiftTo(n, r) {
+        r.s = this.s;
+        var ds = Math.floor(n / this.DB);
+        if (ds >= this.t) {
+          r.t = 0;
+          return;
+        }
+        var bs = n % this.DB;
+        var cbs = this.DB - bs;
+        var bm = (1 << bs) - 1;
+        r[0] = this[ds] >> bs;
+        for (var i = ds + 1; i < this.t; ++i) {
+          r[i - ds - 1] |= (this[i] & bm) << cbs;
+          r[i - ds] = this[i] >> bs;
+        }
+        if (bs > 0) r[this.t - ds - 1] |= (this.s & bm) << cbs;
+        r.t = this.t - ds;
+        r.clamp();
+      }
+      function bnpSubTo(a, r) {
+        var i = 0, c = 0, m = Math.min(a.t, this.t);
+        while (i < m) {
+          c += this[i] - a[i];
+          r[i++] = c & this.DM;
+          c >>= this.DB;
+        }
+        if (a.t < this.t) {
+          c -= a.s;
+          while (i < this.t) {
+            c += this[i];
+            r[i++] = c & this.DM;
+            c >>= this.DB;
+          }
+          c += this.s;
+        } else {
+          c += this.s;
+          while (i < a.t) {
+            c -= a[i];
+            r[i++] = c & this.DM;
+            c >>= this.DB;
+          }
+          c -= a.s;
+        }
+        r.s = c < 0 ? -1 : 0;
+        if (c < -1) r[i++] = this.DV + c;
+        else if (c > 0) r[i++] = c;
+        r.t = i;
+        r.clamp();
+      }
+      function bnpMultiplyTo(a, r) {
+        var x = this.abs(), y = a.abs();
+        var i = x.t;
+        r.t = i + y.t;
+        while (--i >= 0) r[i] = 0;
+        for (i = 0; i < y.t; ++i) r[i + x.t] = x.am(0, y[i], r, i, 0, x.t);
+        r.s = 0;
+        r.clamp();
+        if (this.s != a.s) BigInteger.ZERO.subTo(r, r);
+      }
+      function bnpSquareTo(r) {
+        var x = this.abs();
+        var i = r.t = 2 * x.t;
+        while (--i >= 0) r[i] = 0;
+        for (i = 0; i < x.t - 1; ++i) {
+          var c = x.am(i, x[i], r, 2 * i, 0, 1);
+          if ((r[i + x.t] += x.am(i + 1, 2 * x[i], r, 2 * i + 1, c, x.t - i - 1)) >= x.DV) {
+            r[i + x.t] -= x.DV;
+            r[i + x.t + 1] = 1;
+          }
+        }
+        if (r.t > 0) r[r.t - 1] += x.am(i, x[i], r, 2 * i, 0, 1);
+        r.s = 0;
+        r.clamp();
+      }
+      function bnpDivRemTo(m, q2, r) {
+        var pm = m.abs();
+        if (pm.t <= 0) return;
+        var pt = this.abs();
+        if (pt.t < pm.t) {
+          if (q2 != null) q2.fromInt(0);
+          if (r != null) this.copyTo(r);
+          return;
+        }
+        if (r == null) r = nbi();
+        var y = nbi(), ts = this.s, ms = m.s;
+        var nsh = this.DB - nbits(pm[pm.t - 1]);
+        if (nsh > 0) {
+          pm.lShiftTo(nsh, y);
+          pt.lShiftTo(nsh, r);
+        } else {
+          pm.copyTo(y);
+          pt.copyTo(r);
+        }
+        var ys = y.t;
+        var y0 = y[ys - 1];
+        if (y0 == 0) return;
+        var yt = y0 * (1 << this.F1) + (ys > 1 ? y[ys - 2] >> this.F2 : 0);
+        var d1 = this.FV / yt, d2 = (1 << this.F1) / yt, e = 1 << this.F2;
+        var i = r.t, j = i - ys, t2 = q2 == null ? nbi() : q2;
+        y.dlShiftTo(j, t2);
+        if (r.compareTo(t2) >= 0) {
+          r[r.t++] = 1;
+          r.subTo(t2, r);
+        }
+        BigInteger.ONE.dlShiftTo(ys, t2);
+        t2.subTo(y, y);
+        while (y.t < ys) y[y.t++] = 0;
+        while (--j >= 0) {
+          var qd = r[--i] == y0 ? this.DM : Math.floor(r[i] * d1 + (r[i - 1] + e) * d2);
+          if ((r[i] += y.am(0, qd, r, j, 0, ys)) < qd) {
+            y.dlShiftTo(j, t2);
+            r.subTo(t2, r);
+            while (r[i] < --qd) r.subTo(t2, r);
+          }
+        }
+        if (q2 != null) {
+          r.drShiftTo(ys, q2);
+          if (ts != ms) BigInteger.ZERO.subTo(q2, q2);
+        }
+        r.t = ys;
+        r.clamp();
+        if (nsh > 0) r.rShiftTo(nsh, r);
+        if (ts < 0) BigInteger.ZERO.subTo(r, r);
+      }
+      function bnMod(a) {
+        var r = nbi();
+        this.abs().divRemTo(a, null, r);
+        if (this.s < 0 && r.compareTo(BigInteger.ZERO) > 0) a.subTo(r, r);
+        return r;
+      }
+      function Classic(m) {
+        this.m = m;
+      }
+      function cConvert(x) {
+        if (x.s < 0 || x.compareTo(this.m) >= 0) return x.mod(this.m);
+        else return x;
+      }
+      function cRevert(x) {
+        return x;
+      }
+      function cReduce(x) {
+        x.divRemTo(this.m, null, x);
+      }
+      function cMulTo(x, y, r) {
+        x.multiplyTo(y, r);
+        this.reduce(r);
+      }
+      function cSqrTo(x, r) {
+        x.squareTo(r);
+        this.reduce(r);
+      }
+      Classic.prototype.convert = cConvert;
+      Classic.prototype.revert = cRevert;
+      Classic.prototype.reduce = cReduce;
+      Classic.prototype.mulTo = cMulTo;
+      Classic.prototype.sqrTo = cSqrTo;
+      function bnpInvDigit() {
+        if (this.t < 1) return 0;
+        var x = this[0];
+        if ((x & 1) == 0) return 0;
+        var y = x & 3;
+        y = y * (2 - (x & 15) * y) & 15;
+        y = y * (2 - (x & 255) * y) & 255;
+        y = y * (2 - ((x & 65535) * y & 65535)) & 65535;
+        y = y * (2 - x * y % this.DV) % this.DV;
+        return y > 0 ? this.DV - y : -y;
+      }
+      function Montgomery(m) {
+        this.m = m;
+        this.mp = m.invDigit();
+        this.mpl = this.mp & 32767;
+        this.mph = this.mp >> 15;
+        this.um = (1 << m.DB - 15) - 1;
+        this.mt2 = 2 * m.t;
+      }
+      function montConvert(x) {
+        var r = nbi();
+        x.abs().dlShiftTo(this.m.t, r);
+        r.divRemTo(this.m, null, r);
+        if (x.s < 0 && r.compareTo(BigInteger.ZERO) > 0) this.m.subTo(r, r);
+        return r;
+      }
+      function montRevert(x) {
+        var r = nbi();
+        x.copyTo(r);
+        this.reduce(r);
+        return r;
+      }
+      function montReduce(x) {
+        while (x.t <= this.mt2)
+          x[x.t++] = 0;
+        for (var i = 0; i < this.m.t; ++i) {
+          var j = x[i] & 32767;
+          var u0 = j * this.mpl + ((j * this.mph + (x[i] >> 15) * this.mpl & this.um) << 15) & x.DM;
+          j = i + this.m.t;
+          x[j] += this.m.am(0, u0, x, i, 0, this.m.t);
+          while (x[j] >= x.DV) {
+            x[j] -= x.DV;
+            x[++j]++;
+          }
+        }
+        x.clamp();
+        x.drShiftTo(this.m.t, x);
+        if (x.compareTo(this.m) >= 0) x.subTo(this.m, x);
+      }
+      function montSqrTo(x, r) {
+        x.squareTo(r);
+        this.reduce(r);
+      }
+      function montMulTo(x, y, r) {
+        x.multiplyTo(y, r);
+        this.reduce(r);
+      }
+      Montgomery.prototype.convert = montConvert;
+      Montgomery.prototype.revert = montRevert;
+      Montgomery.prototype.reduce = montReduce;
+      Montgomery.prototype.mulTo = montMulTo;
+      Montgomery.prototype.sqrTo = montSqrTo;
+      function bnpIsEven() {
+        return (this.t > 0 ? this[0] & 1 : this.s) == 0;
+      }
+      function bnpExp(e, z3) {
+        if (e > 4294967295 || e < 1) return BigInteger.ONE;
+        var r = nbi(), r2 = nbi(), g = z3.convert(this), i = nbits(e) - 1;
+        g.copyTo(r);
+        while (--i >= 0) {
+          z3.sqrTo(r, r2);
+          if ((e & 1 << i) > 0) z3.mulTo(r2, g, r);
+          else {
+            var t2 = r;
+            r = r2;
+            r2 = t2;
+          }
+        }
+        return z3.revert(r);
+      }
+      function bnModPowInt(e, m) {
+        var z3;
+        if (e < 256 || m.isEven()) z3 = new Classic(m);
+        else z3 = new Montgomery(m);
+        return this.exp(e, z3);
+      }
+      BigInteger.prototype.copyTo = bnpCopyTo;
+      BigInteger.prototype.fromInt = bnpFromInt;
+      BigInteger.prototype.fromString = bnpFromString;
+      BigInteger.prototype.clamp = bnpClamp;
+      BigInteger.prototype.dlShiftTo = bnpDLShiftTo;
+      BigInteger.prototype.drShiftTo = bnpDRShiftTo;
+      BigInteger.prototype.lShiftTo = bnpLShiftTo;
+      BigInteger.prototype.rShiftTo = bnpRShiftTo;
+      BigInteger.prototype.subTo = bnpSubTo;
+      BigInteger.prototype.multiplyTo = bnpMultiplyTo;
+      BigInteger.prototype.squareTo = bnpSquareTo;
+      BigInteger.prototype.divRemTo = bnpDivRemTo;
+      BigInteger.prototype.invDigit = bnpInvDigit;
+      BigInteger.prototype.isEven = bnpIsEven;
+      BigInteger.prototype.exp = bnpExp;
+      BigInteger.prototype.toString = bnToString;
+      BigInteger.prototype.negate = bnNegate;
+      BigInteger.prototype.abs = bnAbs;
+      BigInteger.prototype.compareTo = bnCompareTo;
+      BigInteger.prototype.bitLength = bnBitLength;
+      BigInteger.prototype.mod = bnMod;
+      BigInteger.prototype.modPowInt = bnModPowInt;
+      BigInteger.ZERO = nbv(0);
+      BigInteger.ONE = nbv(1);
+      function bnClone() {
+        var r = nbi();
+        this.copyTo(r);
+        return r;
+      }
+      function bnIntValue() {
+        if (this.s < 0) {
+          if (this.t == 1) return this[0] - this.DV;
+          else if (this.t == 0) return -1;
+        } else if (this.t == 1) return this[0];
+        else if (this.t == 0) return 0;
+        return (this[1] & (1 << 32 - this.DB) - 1) << this.DB | this[0];
+      }
+      function bnByteValue() {
+        return this.t == 0 ? this.s : this[0] << 24 >> 24;
+      }
+      function bnShortValue() {
+        return this.t == 0 ? this.s : this[0] << 16 >> 16;
+      }
+      function bnpChunkSize(r) {
+        return Math.floor(Math.LN2 * this.DB / Math.log(r));
+      }
+      function bnSigNum() {
+        if (this.s < 0) return -1;
+        else if (this.t <= 0 || this.t == 1 && this[0] <= 0) return 0;
+        else return 1;
+      }
+      function bnpToRadix(b) {
+        if (b == null) b = 10;
+        if (this.signum() == 0 || b < 2 || b > 36) return "0";
+        var cs = this.chunkSize(b);
+        var a = Math.pow(b, cs);
+        var d = nbv(a), y = nbi(), z3 = nbi(), r = "";
+        this.divRemTo(d, y, z3);
+        while (y.signum() > 0) {
+          r = (a + z3.intValue()).toString(b).substr(1) + r;
+          y.divRemTo(d, y, z3);
+        }
+        return z3.intValue().toString(b) + r;
+      }
+      function bnpFromRadix(s, b) {
+        this.fromInt(0);
+        if (b == null) b = 10;
+        var cs = this.chunkSize(b);
+        var d = Math.pow(b, cs), mi = false, j = 0, w = 0;
+        for (var i = 0; i < s.length; ++i) {
+          var x = intAt(s, i);
+          if (x < 0) {
+            if (s.charAt(i) == "-" && this.signum() == 0) mi = true;
+            continue;
+          }
+          w = b * w + x;
+          if (++j >= cs) {
+            this.dMultiply(d);
+            this.dAddOffset(w, 0);
+            j = 0;
+            w = 0;
+          }
+        }
+        if (j > 0) {
+          this.dMultiply(Math.pow(b, j));
+          this.dAddOffset(w, 0);
+        }
+        if (mi) BigInteger.ZERO.subTo(this, this);
+      }
+      function bnpFromNumber(a, b, c) {
+        if ("number" == typeof b) {
+          if (a < 2) this.fromInt(1);
+          else {
+            this.fromNumber(a, c);
+            if (!this.testBit(a - 1))
+              this.bitwiseTo(BigInteger.ONE.shiftLeft(a - 1), op_or, this);
+            if (this.isEven()) this.dAddOffset(1, 0);
+            while (!this.isProbablePrime(b)) {
+              this.dAddOffset(2, 0);
+              if (this.bitLength() > a) this.subTo(BigInteger.ONE.shiftLeft(a - 1), this);
+            }
+          }
+        } else {
+          var x = new Array(), t2 = a & 7;
+          x.length = (a >> 3) + 1;
+          b.nextBytes(x);
+          if (t2 > 0) x[0] &= (1 << t2) - 1;
+          else x[0] = 0;
+          this.fromString(x, 256);
+        }
+      }
+      function bnToByteArray() {
+        var i = this.t, r = new Array();
+        r[0] = this.s;
+        var p = this.DB - i * this.DB % 8, d, k = 0;
+        if (i-- > 0) {
+          if (p < this.DB && (d = this[i] >> p) != (this.s & this.DM) >> p)
+            r[k++] = d | this.s << this.DB - p;
+          while (i >= 0) {
+            if (p < 8) {
+              d = (this[i] & (1 << p) - 1) << 8 - p;
+              d |= this[--i] >> (p += this.DB - 8);
+            } else {
+              d = this[i] >> (p -= 8) & 255;
+              if (p <= 0) {
+                p += this.DB;
+                --i;
+              }
+            }
+            if ((d & 128) != 0) d |= -256;
+            if (k == 0 && (this.s & 128) != (d & 128)) ++k;
+            if (k > 0 || d != this.s) r[k++] = d;
+          }
+        }
+        return r;
+      }
+      function bnEquals(a) {
+        return this.compareTo(a) == 0;
+      }
+      function bnMin(a) {
+        return this.compareTo(a) < 0 ? this : a;
+      }
+      function bnMax(a) {
+        return this.compareTo(a) > 0 ? this : a;
+      }
+      function bnpBitwiseTo(a, op, r) {
+        var i, f, m = Math.min(a.t, this.t);
+        for (i = 0; i < m; ++i) r[i] = op(this[i], a[i]);
+        if (a.t < this.t) {
+          f = a.s & this.DM;
+          for (i = m; i < this.t; ++i) r[i] = op(this[i], f);
+          r.t = this.t;
+        } else {
+          f = this.s & this.DM;
+          for (i = m; i < a.t; ++i) r[i] = op(f, a[i]);
+          r.t = a.t;
+        }
+        r.s = op(this.s, a.s);
+        r.clamp();
+      }
+      function op_and(x, y) {
+        return x & y;
+      }
+      function bnAnd(a) {
+        var r = nbi();
+        this.bitwiseTo(a, op_and, r);
+        return r;
+      }
+      function op_or(x, y) {
+        return x | y;
+      }
+      function bnOr(a) {
+        var r = nbi();
+        this.bitwiseTo(a, op_or, r);
+        return r;
+      }
+      function op_xor(x, y) {
+        return x ^ y;
+      }
+      function bnXor(a) {
+        var r = nbi();
+        this.bitwiseTo(a, op_xor, r);
+        return r;
+      }
+      function op_andnot(x, y) {
+        return x & ~y;
+      }
+      function bnAndNot(a) {
+        var r = nbi();
+        this.bitwiseTo(a, op_andnot, r);
+        return r;
+      }
+      function bnNot() {
+        var r = nbi();
+        for (var i = 0; i < this.t; ++i) r[i] = this.DM & ~this[i];
+        r.t = this.t;
+        r.s = ~this.s;
+        return r;
+      }
+      function bnShiftLeft(n) {
+        var r = nbi();
+        if (n < 0) this.rShiftTo(-n, r);
+        else this.lShiftTo(n, r);
+        return r;
+      }
+      function bnShiftRight(n) {
+        var r = nbi();
+        if (n < 0) this.lShiftTo(-n, r);
+        else this.rShiftTo(n, r);
+        return r;
+      }
+      function lbit(x) {
+        if (x == 0) return -1;
+        var r = 0;
+        if ((x & 65535) == 0) {
+          x >>= 16;
+          r += 16;
+        }
+        if ((x & 255) == 0) {
+          x >>= 8;
+          r += 8;
+        }
+        if ((x & 15) == 0) {
+          x >>= 4;
+          r += 4;
+        }
+        if ((x & 3) == 0) {
+          x >>= 2;
+          r += 2;
+        }
+        if ((x & 1) == 0) ++r;
+        return r;
+      }
+      function bnGetLowestSetBit() {
+        for (var i = 0; i < this.t; ++i)
+          if (this[i] != 0) return i * this.DB + lbit(this[i]);
+        if (this.s < 0) return this.t * this.DB;
+        return -1;
+      }
+      function cbit(x) {
+        var r = 0;
+        while (x != 0) {
+          x &= x - 1;
+          ++r;
+        }
+        return r;
+      }
+      function bnBitCount() {
+        var r = 0, x = this.s & this.DM;
+        for (var i = 0; i < this.t; ++i) r += cbit(this[i] ^ x);
+        return r;
+      }
+      function bnTestBit(n) {
+        var j = Math.floor(n / this.DB);
+        if (j >= this.t) return this.s != 0;
+        return (this[j] & 1 << n % this.DB) != 0;
+      }
+      function bnpChangeBit(n, op) {
+        var r = BigInteger.ONE.shiftLeft(n);
+        this.bitwiseTo(r, op, r);
+        return r;
+      }
+      function bnSetBit(n) {
+        return this.changeBit(n, op_or);
+      }
+      function bnClearBit(n) {
+        return this.changeBit(n, op_andnot);
+      }
+      function bnFlipBit(n) {
+        return this.changeBit(n, op_xor);
+      }
+      function bnpAddTo(a, r) {
+        var i = 0, c = 0, m = Math.min(a.t, this.t);
+        while (i < m) {
+          c += this[i] + a[i];
+          r[i++] = c & this.DM;
+          c >>= this.DB;
+        }
+        if (a.t < this.t) {
+          c += a.s;
+          while (i < this.t) {
+            c += this[i];
+            r[i++] = c & this.DM;
+            c >>= this.DB;
+          }
+          c += this.s;
+        } else {
+          c += this.s;
+          while (i < a.t) {
+            c += a[i];
+            r[i++] = c & this.DM;
+            c >>= this.DB;
+          }
+          c += a.s;
+        }
+        r.s = c < 0 ? -1 : 0;
+        if (c > 0) r[i++] = c;
+        else if (c < -1) r[i++] = this.DV + c;
+        r.t = i;
+        r.clamp();
+      }
+      function bnAdd(a) {
+        var r = nbi();
+        this.addTo(a, r);
+        return r;
+      }
+      function bnSubtract(a) {
+        var r = nbi();
+        this.subTo(a, r);
+        return r;
+      }
+      function bnMultiply(a) {
+        var r = nbi();
+        this.multiplyTo(a, r);
+        return r;
+      }
+      function bnSquare() {
+        var r = nbi();
+        this.squareTo(r);
+        return r;
+      }
+      function bnDivide(a) {
+        var r = nbi();
+        this.divRemTo(a, r, null);
+        return r;
+      }
+      function bnRemainder(a) {
+        var r = nbi();
+        this.divRemTo(a, null, r);
+        return r;
+      }
+      function bnDivideAndRemainder(a) {
+        var q2 = nbi(), r = nbi();
+        this.divRemTo(a, q2, r);
+        return new Array(q2, r);
+      }
+      function bnpDMultiply(n) {
+        this[this.t] = this.am(0, n - 1, this, 0, 0, this.t);
+        ++this.t;
+        this.clamp();
+      }
+      function bnpDAddOffset(n, w) {
+        if (n == 0) return;
+        while (this.t <= w) this[this.t++] = 0;
+        this[w] += n;
+        while (this[w] >= this.DV) {
+          this[w] -= this.DV;
+          if (++w >= this.t) this[this.t++] = 0;
+          ++this[w];
+        }
+      }
+      function NullExp() {
+      }
+      function nNop(x) {
+        return x;
+      }
+      function nMulTo(x, y, r) {
+        x.multiplyTo(y, r);
+      }
+      function nSqrTo(x, r) {
+        x.squareTo(r);
+      }
+      NullExp.prototype.convert = nNop;
+      NullExp.prototype.revert = nNop;
+      NullExp.prototype.mulTo = nMulTo;
+      NullExp.prototype.sqrTo = nSqrTo;
+      function bnPow(e) {
+        return this.exp(e, new NullExp());
+      }
+      function bnpMultiplyLowerTo(a, n, r) {
+        var i = Math.min(this.t + a.t, n);
+        r.s = 0;
+        r.t = i;
+        while (i > 0) r[--i] = 0;
+        var j;
+        for (j = r.t - this.t; i < j; ++i) r[i + this.t] = this.am(0, a[i], r, i, 0, this.t);
+        for (j = Math.min(a.t, n); i < j; ++i) this.am(0, a[i], r, i, 0, n - i);
+        r.clamp();
+      }
+      function bnpMultiplyUpperTo(a, n, r) {
+        --n;
+        var i = r.t = this.t + a.t - n;
+        r.s = 0;
+        while (--i >= 0) r[i] = 0;
+        for (i = Math.max(n - this.t, 0); i < a.t; ++i)
+          r[this.t + i - n] = this.am(n - i, a[i], r, 0, 0, this.t + i - n);
+        r.clamp();
+        r.drShiftTo(1, r);
+      }
+      function Barrett(m) {
+        this.r2 = nbi();
+        this.q3 = nbi();
+        BigInteger.ONE.dlShiftTo(2 * m.t, this.r2);
+        this.mu = this.r2.divide(m);
+        this.m = m;
+      }
+      function barrettConvert(x) {
+        if (x.s < 0 || x.t > 2 * this.m.t) return x.mod(this.m);
+        else if (x.compareTo(this.m) < 0) return x;
+        else {
+          var r = nbi();
+          x.copyTo(r);
+          this.reduce(r);
+          return r;
+        }
+      }
+      function barrettRevert(x) {
+        return x;
+      }
+      function barrettReduce(x) {
+        x.drShiftTo(this.m.t - 1, this.r2);
+        if (x.t > this.m.t + 1) {
+          x.t = this.m.t + 1;
+          x.clamp();
+        }
+        this.mu.multiplyUpperTo(this.r2, this.m.t + 1, this.q3);
+        this.m.multiplyLowerTo(this.q3, this.m.t + 1, this.r2);
+        while (x.compareTo(this.r2) < 0) x.dAddOffset(1, this.m.t + 1);
+        x.subTo(this.r2, x);
+        while (x.compareTo(this.m) >= 0) x.subTo(this.m, x);
+      }
+      function barrettSqrTo(x, r) {
+        x.squareTo(r);
+        this.reduce(r);
+      }
+      function barrettMulTo(x, y, r) {
+        x.multiplyTo(y, r);
+        this.reduce(r);
+      }
+      Barrett.prototype.convert = barrettConvert;
+      Barrett.prototype.revert = barrettRevert;
+      Barrett.prototype.reduce = barrettReduce;
+      Barrett.prototype.mulTo = barrettMulTo;
+      Barrett.prototype.sqrTo = barrettSqrTo;
+      function bnModPow(e, m) {
+        var i = e.bitLength(), k, r = nbv(1), z3;
+        if (i <= 0) return r;
+        else if (i < 18) k = 1;
+        else if (i < 48) k = 3;
+        else if (i < 144) k = 4;
+        else if (i < 768) k = 5;
+        else k = 6;
+        if (i < 8)
+          z3 = new Classic(m);
+        else if (m.isEven())
+          z3 = new Barrett(m);
+        else
+          z3 = new Montgomery(m);
+        var g = new Array(), n = 3, k1 = k - 1, km = (1 << k) - 1;
+        g[1] = z3.convert(this);
+        if (k > 1) {
+          var g2 = nbi();
+          z3.sqrTo(g[1], g2);
+          while (n <= km) {
+            g[n] = nbi();
+            z3.mulTo(g2, g[n - 2], g[n]);
+            n += 2;
+          }
+        }
+        var j = e.t - 1, w, is1 = true, r2 = nbi(), t2;
+        i = nbits(e[j]) - 1;
+        while (j >= 0) {
+          if (i >= k1) w = e[j] >> i - k1 & km;
+          else {
+            w = (e[j] & (1 << i + 1) - 1) << k1 - i;
+            if (j > 0) w |= e[j - 1] >> this.DB + i - k1;
+          }
+          n = k;
+          while ((w & 1) == 0) {
+            w >>= 1;
+            --n;
+          }
+          if ((i -= n) < 0) {
+            i += this.DB;
+            --j;
+          }
+          if (is1) {
+            g[w].copyTo(r);
+            is1 = false;
+          } else {
+            while (n > 1) {
+              z3.sqrTo(r, r2);
+              z3.sqrTo(r2, r);
+              n -= 2;
+            }
+            if (n > 0) z3.sqrTo(r, r2);
+            else {
+              t2 = r;
+              r = r2;
+              r2 = t2;
+            }
+            z3.mulTo(r2, g[w], r);
+          }
+          while (j >= 0 && (e[j] & 1 << i) == 0) {
+            z3.sqrTo(r, r2);
+            t2 = r;
+            r = r2;
+            r2 = t2;
+            if (--i < 0) {
+              i = this.DB - 1;
+              --j;
+            }
+          }
+        }
+        return z3.revert(r);
+      }
+      function bnGCD(a) {
+        var x = this.s < 0 ? this.negate() : this.clone();
+        var y = a.s < 0 ? a.negate() : a.clone();
+        if (x.compareTo(y) < 0) {
+          var t2 = x;
+          x = y;
+          y = t2;
+        }
+        var i = x.getLowestSetBit(), g = y.getLowestSetBit();
+        if (g < 0) return x;
+        if (i < g) g = i;
+        if (g > 0) {
+          x.rShiftTo(g, x);
+          y.rShiftTo(g, y);
+        }
+        while (x.signum() > 0) {
+          if ((i = x.getLowestSetBit()) > 0) x.rShiftTo(i, x);
+          if ((i = y.getLowestSetBit()) > 0) y.rShiftTo(i, y);
+          if (x.compareTo(y) >= 0) {
+            x.subTo(y, x);
+            x.rShiftTo(1, x);
+          } else {
+            y.subTo(x, y);
+            y.rShiftTo(1, y);
+          }
+        }
+        if (g > 0) y.lShiftTo(g, y);
+        return y;
+      }
+      function bnpModInt(n) {
+        if (n <= 0) return 0;
+        var d = this.DV % n, r = this.s < 0 ? n - 1 : 0;
+        if (this.t > 0)
+          if (d == 0) r = this[0] % n;
+          else for (var i = this.t - 1; i >= 0; --i) r = (d * r + this[i]) % n;
+        return r;
+      }
+      function bnModInverse(m) {
+        var ac = m.isEven();
+        if (this.isEven() && ac || m.signum() == 0) return BigInteger.ZERO;
+        var u = m.clone(), v = this.clone();
+        var a = nbv(1), b = nbv(0), c = nbv(0), d = nbv(1);
+        while (u.signum() != 0) {
+          while (u.isEven()) {
+            u.rShiftTo(1, u);
+            if (ac) {
+              if (!a.isEven() || !b.isEven()) {
+                a.addTo(this, a);
+                b.subTo(m, b);
+              }
+              a.rShiftTo(1, a);
+            } else if (!b.isEven()) b.subTo(m, b);
+            b.rShiftTo(1, b);
+          }
+          while (v.isEven()) {
+            v.rShiftTo(1, v);
+            if (ac) {
+              if (!c.isEven() || !d.isEven()) {
+                c.addTo(this, c);
+                d.subTo(m, d);
+              }
+              c.rShiftTo(1, c);
+            } else if (!d.isEven()) d.subTo(m, d);
+            d.rShiftTo(1, d);
+          }
+          if (u.compareTo(v) >= 0) {
+            u.subTo(v, u);
+            if (ac) a.subTo(c, a);
+            b.subTo(d, b);
+          } else {
+            v.subTo(u, v);
+            if (ac) c.subTo(a, c);
+            d.subTo(b, d);
+          }
+        }
+        if (v.compareTo(BigInteger.ONE) != 0) return BigInteger.ZERO;
+        if (d.compareTo(m) >= 0) return d.subtract(m);
+        if (d.signum() < 0) d.addTo(m, d);
+        else return d;
+        if (d.signum() < 0) return d.add(m);
+        else return d;
+      }
+      var lowprimes = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167, 173, 179, 181, 191, 193, 197, 199, 211, 223, 227, 229, 233, 239, 241, 251, 257, 263, 269, 271, 277, 281, 283, 293, 307, 311, 313, 317, 331, 337, 347, 349, 353, 359, 367, 373, 379, 383, 389, 397, 401, 409, 419, 421, 431, 433, 439, 443, 449, 457, 461, 463, 467, 479, 487, 491, 499, 503, 509, 521, 523, 541, 547, 557, 563, 569, 571, 577, 587, 593, 599, 601, 607, 613, 617, 619, 631, 641, 643, 647, 653, 659, 661, 673, 677, 683, 691, 701, 709, 719, 727, 733, 739, 743, 751, 757, 761, 769, 773, 787, 797, 809, 811, 821, 823, 827, 829, 839, 853, 857, 859, 863, 877, 881, 883, 887, 907, 911, 919, 929, 937, 941, 947, 953, 967, 971, 977, 983, 991, 997];
+      var lplim = (1 << 26) / lowprimes[lowprimes.length - 1];
+      function bnIsProbablePrime(t2) {
+        var i, x = this.abs();
+        if (x.t == 1 && x[0] <= lowprimes[lowprimes.length - 1]) {
+          for (i = 0; i < lowprimes.length; ++i)
+            if (x[0] == lowprimes[i]) return true;
+          return false;
+        }
+        if (x.isEven()) return false;
+        i = 1;
+        while (i < lowprimes.length) {
+          var m = lowprimes[i], j = i + 1;
+          while (j < lowprimes.length && m < lplim) m *= lowprimes[j++];
+          m = x.modInt(m);
+          while (i < j) if (m % lowprimes[i++] == 0) return false;
+        }
+        return x.millerRabin(t2);
+      }
+      function bnpMillerRabin(t2) {
+        var n1 = this.subtract(BigInteger.ONE);
+        var k = n1.getLowestSetBit();
+        if (k <= 0) return false;
+        var r = n1.shiftRight(k);
+        t2 = t2 + 1 >> 1;
+        if (t2 > lowprimes.length) t2 = lowprimes.length;
+        var a = nbi();
+        for (var i = 0; i < t2; ++i) {
+          a.fromInt(lowprimes[Math.floor(Math.random() * lowprimes.length)]);
+          var y = a.modPow(r, this);
+          if (y.compareTo(BigInteger.ONE) != 0 && y.compareTo(n1) != 0) {
+            var j = 1;
+            while (j++ < k && y.compareTo(n1) != 0) {
+              y = y.modPowInt(2, this);
+              if (y.compareTo(BigInteger.ONE) == 0) return false;
+            }
+            if (y.compareTo(n1) != 0) return false;
+          }
+        }
+        return true;
+      }
+      BigInteger.prototype.chunkSize = bnpChunkSize;
+      BigInteger.prototype.toRadix = bnpToRadix;
+      BigInteger.prototype.fromRadix = bnpFromRadix;
+      BigInteger.prototype.fromNumber = bnpFromNumber;
+      BigInteger.prototype.bitwiseTo = bnpBitwiseTo;
+      BigInteger.prototype.changeBit = bnpChangeBit;
+      BigInteger.prototype.addTo = bnpAddTo;
+      BigInteger.prototype.dMultiply = bnpDMultiply;
+      BigInteger.prototype.dAddOffset = bnpDAddOffset;
+      BigInteger.prototype.multiplyLowerTo = bnpMultiplyLowerTo;
+      BigInteger.prototype.multiplyUpperTo = bnpMultiplyUpperTo;
+      BigInteger.prototype.modInt = bnpModInt;
+      BigInteger.prototype.millerRabin = bnpMillerRabin;
+      BigInteger.prototype.clone = bnClone;
+      BigInteger.prototype.intValue = bnIntValue;
+      BigInteger.prototype.byteValue = bnByteValue;
+      BigInteger.prototype.shortValue = bnShortValue;
+      BigInteger.prototype.signum = bnSigNum;
+      BigInteger.prototype.toByteArray = bnToByteArray;
+      BigInteger.prototype.equals = bnEquals;
+      BigInteger.prototype.min = bnMin;
+      BigInteger.prototype.max = bnMax;
+      BigInteger.prototype.and = bnAnd;
+      BigInteger.prototype.or = bnOr;
+      BigInteger.prototype.xor = bnXor;
+      BigInteger.prototype.andNot = bnAndNot;
+      BigInteger.prototype.not = bnNot;
+      BigInteger.prototype.shiftLeft = bnShiftLeft;
+      BigInteger.prototype.shiftRight = bnShiftRight;
+      BigInteger.prototype.getLowestSetBit = bnGetLowestSetBit;
+      BigInteger.prototype.bitCount = bnBitCount;
+      BigInteger.prototype.testBit = bnTestBit;
+      BigInteger.prototype.setBit = bnSetBit;
+      BigInteger.prototype.clearBit = bnClearBit;
+      BigInteger.prototype.flipBit = bnFlipBit;
+      BigInteger.prototype.add = bnAdd;
+      BigInteger.prototype.subtract = bnSubtract;
+      BigInteger.prototype.multiply = bnMultiply;
+      BigInteger.prototype.divide = bnDivide;
+      BigInteger.prototype.remainder = bnRemainder;
+      BigInteger.prototype.divideAndRemainder = bnDivideAndRemainder;
+      BigInteger.prototype.modPow = bnModPow;
+      BigInteger.prototype.modInverse = bnModInverse;
+      BigInteger.prototype.pow = bnPow;
+      BigInteger.prototype.gcd = bnGCD;
+      BigInteger.prototype.isProbablePrime = bnIsProbablePrime;
+      BigInteger.prototype.square = bnSquare;
+      BigInteger.prototype.Barrett = Barrett;
+      var rng_state;
+      var rng_pool;
+      var rng_pptr;
+      function rng_seed_int(x) {
+        rng_pool[rng_pptr++] ^= x & 255;
+        rng_pool[rng_pptr++] ^= x >> 8 & 255;
+        rng_pool[rng_pptr++] ^= x >> 16 & 255;
+        rng_pool[rng_pptr++] ^= x >> 24 & 255;
+        if (rng_pptr >= rng_psize) rng_pptr -= rng_psize;
+      }
+      function rng_seed_time() {
+        rng_seed_int((/* @__PURE__ */ new Date()).getTime());
+      }
+      if (rng_pool == null) {
+        rng_pool = new Array();
+        rng_pptr = 0;
+        var t;
+        if (typeof window !== "undefined" && window.crypto) {
+          if (window.crypto.getRandomValues) {
+            var ua = new Uint8Array(32);
+            window.crypto.getRandomValues(ua);
+            for (t = 0; t < 32; ++t)
+              rng_pool[rng_pptr++] = ua[t];
+          } else if (navigator.appName == "Netscape" && navigator.appVersion < "5") {
+            var z2 = window.crypto.random(32);
+            for (t = 0; t < z2.length; ++t)
+              rng_pool[rng_pptr++] = z2.charCodeAt(t) & 255;
+          }
+        }
+        while (rng_pptr < rng_psize) {
+          t = Math.floor(65536 * Math.random());
+          rng_pool[rng_pptr++] = t >>> 8;
+          rng_pool[rng_pptr++] = t & 255;
+        }
+        rng_pptr = 0;
+        rng_seed_time();
+      }
+      function rng_get_byte() {
+        if (rng_state == null) {
+          rng_seed_time();
+          rng_state = prng_newstate();
+          rng_state.init(rng_pool);
+          for (rng_pptr = 0; rng_pptr < rng_pool.length; ++rng_pptr)
+            rng_pool[rng_pptr] = 0;
+          rng_pptr = 0;
+        }
+        return rng_state.next();
+      }
+      function rng_get_bytes(ba) {
+        var i;
+        for (i = 0; i < ba.length; ++i) ba[i] = rng_get_byte();
+      }
+      function SecureRandom2() {
+      }
+      SecureRandom2.prototype.nextBytes = rng_get_bytes;
+      function Arcfour() {
+        this.i = 0;
+        this.j = 0;
+        this.S = new Array();
+      }
+      function ARC4init(key) {
+        var i, j, t2;
+        for (i = 0; i < 256; ++i)
+          this.S[i] = i;
+        j = 0;
+        for (i = 0; i < 256; ++i) {
+          j = j + this.S[i] + key[i % key.length] & 255;
+          t2 = this.S[i];
+          this.S[i] = this.S[j];
+          this.S[j] = t2;
+        }
+        this.i = 0;
+        this.j = 0;
+      }
+      function ARC4next() {
+        var t2;
+        this.i = this.i + 1 & 255;
+        this.j = this.j + this.S[this.i] & 255;
+        t2 = this.S[this.i];
+        this.S[this.i] = this.S[this.j];
+        this.S[this.j] = t2;
+        return this.S[t2 + this.S[this.i] & 255];
+      }
+      Arcfour.prototype.init = ARC4init;
+      Arcfour.prototype.next = ARC4next;
+      function prng_newstate() {
+        return new Arcfour();
+      }
+      var rng_psize = 256;
+      BigInteger.SecureRandom = SecureRandom2;
+      BigInteger.BigInteger = BigInteger;
+      if (typeof exports2 !== "undefined") {
+        exports2 = module2.exports = BigInteger;
+      } else {
+        this.BigInteger = BigInteger;
+        this.SecureRandom = SecureRandom2;
+      }
+    }).call(exports2);
+  }
+});
+
+// node_modules/ecc-jsbn/lib/ec.js
+var require_ec = __commonJS({
+  "node_modules/ecc-jsbn/lib/ec.js"(exports2, module2) {
+    var BigInteger = require_jsbn().BigInteger;
+    var Barrett = BigInteger.prototype.Barrett;
+    function ECFieldElementFp(q2, x) {
+      this.x = x;
+      this.q = q2;
+    }
+    function feFpEquals(other) {
+      if (other == this) return true;
+      return this.q.equals(other.q) && this.x.equals(other.x);
+    }
+    function feFpToBigInteger() {
+      return this.x;
+    }
+    function feFpNegate() {
+      return new ECFieldElementFp(this.q, this.x.negate().mod(this.q));
+    }
+    function feFpAdd(b) {
+      return new ECFieldElementFp(this.q, this.x.add(b.toBigInteger()).mod(this.q));
+    }
+    function feFpSubtract(b) {
+      return new ECFieldElementFp(this.q, this.x.subtract(b.toBigInteger()).mod(this.q));
+    }
+    function feFpMultiply(b) {
+      return new ECFieldElementFp(this.q, this.x.multiply(b.toBigInteger()).mod(this.q));
+    }
+    function feFpSquare() {
+      return new ECFieldElementFp(this.q, this.x.square().mod(this.q));
+    }
+    function feFpDivide(b) {
+      return new ECFieldElementFp(this.q, this.x.multiply(b.toBigInteger().modInverse(this.q)).mod(this.q));
+    }
+    ECFieldElementFp.prototype.equals = feFpEquals;
+    ECFieldElementFp.prototype.toBigInteger = feFpToBigInteger;
+    ECFieldElementFp.prototype.negate = feFpNegate;
+    ECFieldElementFp.prototype.add = feFpAdd;
+    ECFieldElementFp.prototype.subtract = feFpSubtract;
+    ECFieldElementFp.prototype.multiply = feFpMultiply;
+    ECFieldElementFp.prototype.square = feFpSquare;
+    ECFieldElementFp.prototype.divide = feFpDivide;
+    function ECPointFp(curve, x, y, z2) {
+      this.curve = curve;
+      this.x = x;
+      this.y = y;
+      if (z2 == null) {
+        this.z = BigInteger.ONE;
+      } else {
+        this.z = z2;
+      }
+      this.zinv = null;
+    }
+    function pointFpGetX() {
+      if (this.zinv == null) {
+        this.zinv = this.z.modInverse(this.curve.q);
+      }
+      var r = this.x.toBigInteger().multiply(this.zinv);
+      this.curve.reduce(r);
+      return this.curve.fromBigInteger(r);
+    }
+    function pointFpGetY() {
+      if (this.zinv == null) {
+        this.zinv = this.z.modInverse(this.curve.q);
+      }
+      var r = this.y.toBigInteger().multiply(this.zinv);
+      this.curve.reduce(r);
+      return this.curve.fromBigInteger(r);
+    }
+    function pointFpEquals(other) {
+      if (other == this) return true;
+      if (this.isInfinity()) return other.isInfinity();
+      if (other.isInfinity()) return this.isInfinity();
+      var u, v;
+      u = other.y.toBigInteger().multiply(this.z).subtract(this.y.toBigInteger().multiply(other.z)).mod(this.curve.q);
+      if (!u.equals(BigInteger.ZERO)) return false;
+      v = other.x.toBigInteger().multiply(this.z).subtract(this.x.toBigInteger().multiply(other.z)).mod(this.curve.q);
+      return v.equals(BigInteger.ZERO);
+    }
+    function pointFpIsInfinity() {
+      if (this.x == null && this.y == null) return true;
+      return this.z.equals(BigInteger.ZERO) && !this.y.toBigInteger().equals(BigInteger.ZERO);
+    }
+    function pointFpNegate() {
+      return new ECPointFp(this.curve, this.x, this.y.negate(), this.z);
+    }
+    function pointFpAdd(b) {
+      if (this.isInfinity()) return b;
+      if (b.isInfinity()) return this;
+      var u = b.y.toBigInteger().multiply(this.z).subtract(this.y.toBigInteger().multiply(b.z)).mod(this.curve.q);
+      var v = b.x.toBigInteger().multiply(this.z).subtract(this.x.toBigInteger().multiply(b.z)).mod(this.curve.q);
+      if (BigInteger.ZERO.equals(v)) {
+        if (BigInteger.ZERO.equals(u)) {
+          return this.twice();
+        }
+        return this.curve.getInfinity();
+      }
+      var THREE = new BigInteger("3");
+      var x1 = this.x.toBigInteger();
+      var y1 = this.y.toBigInteger();
+      var x2 = b.x.toBigInteger();
+      var y2 = b.y.toBigInteger();
+      var v2 = v.square();
+      var v3 = v2.multiply(v);
+      var x1v2 = x1.multiply(v2);
+      var zu2 = u.square().multiply(this.z);
+      var x3 = zu2.subtract(x1v2.shiftLeft(1)).multiply(b.z).subtract(v3).multiply(v).mod(this.curve.q);
+      var y3 = x1v2.multiply(THREE).multiply(u).subtract(y1.multiply(v3)).subtract(zu2.multiply(u)).multiply(b.z).add(u.multiply(v3)).mod(this.curve.q);
+      var z3 = v3.multiply(this.z).multiply(b.z).mod(this.curve.q);
+      return new ECPointFp(this.curve, this.curve.fromBigInteger(x3), this.curve.fromBigInteger(y3), z3);
+    }
+    function pointFpTwice() {
+      if (this.isInfinity()) return this;
+      if (this.y.toBigInteger().signum() == 0) return this.curve.getInfinity();
+      var THREE = new BigInteger("3");
+      var x1 = this.x.toBigInteger();
+      var y1 = this.y.toBigInteger();
+      var y1z1 = y1.multiply(this.z);
+      var y1sqz1 = y1z1.multiply(y1).mod(this.curve.q);
+      var a = this.curve.a.toBigInteger();
+      var w = x1.square().multiply(THREE);
+      if (!BigInteger.ZERO.equals(a)) {
+        w = w.add(this.z.square().multiply(a));
+      }
+      w = w.mod(this.curve.q);
+      var x3 = w.square().subtract(x1.shiftLeft(3).multiply(y1sqz1)).shiftLeft(1).multiply(y1z1).mod(this.curve.q);
+      var y3 = w.multiply(THREE).multiply(x1).subtract(y1sqz1.shiftLeft(1)).shiftLeft(2).multiply(y1sqz1).subtract(w.square().multiply(w)).mod(this.curve.q);
+      var z3 = y1z1.square().multiply(y1z1).shiftLeft(3).mod(this.curve.q);
+      return new ECPointFp(this.curve, this.curve.fromBigInteger(x3), this.curve.fromBigInteger(y3), z3);
+    }
+    function pointFpMultiply(k) {
+      if (this.isInfinity()) return this;
+      if (k.signum() == 0) return this.curve.getInfinity();
+      var e = k;
+      var h = e.multiply(new BigInteger("3"));
+      var neg = this.negate();
+      var R2 = this;
+      var i;
+      for (i = h.bitLength() - 2; i > 0; --i) {
+        R2 = R2.twice();
+        var hBit = h.testBit(i);
+        var eBit = e.testBit(i);
+        if (hBit != eBit) {
+          R2 = R2.add(hBit ? this : neg);
+        }
+      }
+      return R2;
+    }
+    function pointFpMultiplyTwo(j, x, k) {
+      var i;
+      if (j.bitLength() > k.bitLength())
+        i = j.bitLength() - 1;
+      else
+        i = k.bitLength() - 1;
+      var R2 = this.curve.getInfinity();
+      var both = this.add(x);
+      while (i >= 0) {
+        R2 = R2.twice();
+        if (j.testBit(i)) {
+          if (k.testBit(i)) {
+            R2 = R2.add(both);
+          } else {
+            R2 = R2.add(this);
+          }
+        } else {
+          if (k.testBit(i)) {
+            R2 = R2.add(x);
+          }
+        }
+        --i;
+      }
+      return R2;
+    }
+    ECPointFp.prototype.getX = pointFpGetX;
+    ECPointFp.prototype.getY = pointFpGetY;
+    ECPointFp.prototype.equals = pointFpEquals;
+    ECPointFp.prototype.isInfinity = pointFpIsInfinity;
+    ECPointFp.prototype.negate = pointFpNegate;
+    ECPointFp.prototype.add = pointFpAdd;
+    ECPointFp.prototype.twice = pointFpTwice;
+    ECPointFp.prototype.multiply = pointFpMultiply;
+    ECPointFp.prototype.multiplyTwo = pointFpMultiplyTwo;
+    function ECCurveFp(q2, a, b) {
+      this.q = q2;
+      this.a = this.fromBigInteger(a);
+      this.b = this.fromBigInteger(b);
+      this.infinity = new ECPointFp(this, null, null);
+      this.reducer = new Barrett(this.q);
+    }
+    function curveFpGetQ() {
+      return this.q;
+    }
+    function curveFpGetA() {
+      return this.a;
+    }
+    function curveFpGetB() {
+      return this.b;
+    }
+    function curveFpEquals(other) {
+      if (other == this) return true;
+      return this.q.equals(other.q) && this.a.equals(other.a) && this.b.equals(other.b);
+    }
+    function curveFpGetInfinity() {
+      return this.infinity;
+    }
+    function curveFpFromBigInteger(x) {
+      return new ECFieldElementFp(this.q, x);
+    }
+    function curveReduce(x) {
+      this.reducer.reduce(x);
+    }
+    function curveFpEncodePointHex(p) {
+      if (p.isInfinity()) return "00";
+      var xHex = p.getX().toBigInteger().toString(16);
+      var yHex = p.getY().toBigInteger().toString(16);
+      var oLen = this.getQ().toString(16).length;
+      if (oLen % 2 != 0) oLen++;
+      while (xHex.length < oLen) {
+        xHex = "0" + xHex;
+      }
+      while (yHex.length < oLen) {
+        yHex = "0" + yHex;
+      }
+      return "04" + xHex + yHex;
+    }
+    ECCurveFp.prototype.getQ = curveFpGetQ;
+    ECCurveFp.prototype.getA = curveFpGetA;
+    ECCurveFp.prototype.getB = curveFpGetB;
+    ECCurveFp.prototype.equals = curveFpEquals;
+    ECCurveFp.prototype.getInfinity = curveFpGetInfinity;
+    ECCurveFp.prototype.fromBigInteger = curveFpFromBigInteger;
+    ECCurveFp.prototype.reduce = curveReduce;
+    ECCurveFp.prototype.encodePointHex = curveFpEncodePointHex;
+    ECCurveFp.prototype.decodePointHex = function(s) {
+      var yIsEven;
+      switch (parseInt(s.substr(0, 2), 16)) {
+        // first byte
+        case 0:
+          return this.infinity;
+        case 2:
+          yIsEven = false;
+        case 3:
+          if (yIsEven == void 0) yIsEven = true;
+          var len = s.length - 2;
+          var xHex = s.substr(2, len);
+          var x = this.fromBigInteger(new BigInteger(xHex, 16));
+          var alpha = x.multiply(x.square().add(this.getA())).add(this.getB());
+          var beta = alpha.sqrt();
+          if (beta == null) throw "Invalid point compression";
+          var betaValue = beta.toBigInteger();
+          if (betaValue.testBit(0) != yIsEven) {
+            beta = this.fromBigInteger(this.getQ().subtract(betaValue));
+          }
+          return new ECPointFp(this, x, beta);
+        case 4:
+        case 6:
+        case 7:
+          var len = (s.length - 2) / 2;
+          var xHex = s.substr(2, len);
+          var yHex = s.substr(len + 2, len);
+          return new ECPointFp(
+            this,
+            this.fromBigInteger(new BigInteger(xHex, 16)),
+            this.fromBigInteger(new BigInteger(yHex, 16))
+          );
+        default:
+          return null;
+      }
+    };
+    ECCurveFp.prototype.encodeCompressedPointHex = function(p) {
+      if (p.isInfinity()) return "00";
+      var xHex = p.getX().toBigInteger().toString(16);
+      var oLen = this.getQ().toString(16).length;
+      if (oLen % 2 != 0) oLen++;
+      while (xHex.length < oLen)
+        xHex = "0" + xHex;
+      var yPrefix;
+      if (p.getY().toBigInteger().isEven()) yPrefix = "02";
+      else yPrefix = "03";
+      return yPrefix + xHex;
+    };
+    ECFieldElementFp.prototype.getR = function() {
+      if (this.r != void 0) return this.r;
+      this.r = null;
+      var bitLength = this.q.bitLength();
+      if (bitLength > 128) {
+        var firstWord = this.q.shiftRight(bitLength - 64);
+        if (firstWord.intValue() == -1) {
+          this.r = BigInteger.ONE.shiftLeft(bitLength).subtract(this.q);
+        }
+      }
+      return this.r;
+    };
+    ECFieldElementFp.prototype.modMult = function(x1, x2) {
+      return this.modReduce(x1.multiply(x2));
+    };
+    ECFieldElementFp.prototype.modReduce = function(x) {
+      if (this.getR() != null) {
+        var qLen = q.bitLength();
+        while (x.bitLength() > qLen + 1) {
+          var u = x.shiftRight(qLen);
+          var v = x.subtract(u.shiftLeft(qLen));
+          if (!this.getR().equals(BigInteger.ONE)) {
+            u = u.multiply(this.getR());
+          }
+          x = u.add(v);
+        }
+        while (x.compareTo(q) >= 0) {
+          x = x.subtract(q);
+        }
+      } else {
+        x = x.mod(q);
+      }
+      return x;
+    };
+    ECFieldElementFp.prototype.sqrt = function() {
+      if (!this.q.testBit(0)) throw "unsupported";
+      if (this.q.testBit(1)) {
+        var z2 = new ECFieldElementFp(this.q, this.x.modPow(this.q.shiftRight(2).add(BigInteger.ONE), this.q));
+        return z2.square().equals(this) ? z2 : null;
+      }
+      var qMinusOne = this.q.subtract(BigInteger.ONE);
+      var legendreExponent = qMinusOne.shiftRight(1);
+      if (!this.x.modPow(legendreExponent, this.q).equals(BigInteger.ONE)) {
+        return null;
+      }
+      var u = qMinusOne.shiftRight(2);
+      var k = u.shiftLeft(1).add(BigInteger.ONE);
+      var Q = this.x;
+      var fourQ = modDouble(modDouble(Q));
+      var U, V;
+      do {
+        var P;
+        do {
+          P = new BigInteger(this.q.bitLength(), new SecureRandom());
+        } while (P.compareTo(this.q) >= 0 || !P.multiply(P).subtract(fourQ).modPow(legendreExponent, this.q).equals(qMinusOne));
+        var result = this.lucasSequence(P, Q, k);
+        U = result[0];
+        V = result[1];
+        if (this.modMult(V, V).equals(fourQ)) {
+          if (V.testBit(0)) {
+            V = V.add(q);
+          }
+          V = V.shiftRight(1);
+          return new ECFieldElementFp(q, V);
+        }
+      } while (U.equals(BigInteger.ONE) || U.equals(qMinusOne));
+      return null;
+    };
+    ECFieldElementFp.prototype.lucasSequence = function(P, Q, k) {
+      var n = k.bitLength();
+      var s = k.getLowestSetBit();
+      var Uh = BigInteger.ONE;
+      var Vl = BigInteger.TWO;
+      var Vh = P;
+      var Ql = BigInteger.ONE;
+      var Qh = BigInteger.ONE;
+      for (var j = n - 1; j >= s + 1; --j) {
+        Ql = this.modMult(Ql, Qh);
+        if (k.testBit(j)) {
+          Qh = this.modMult(Ql, Q);
+          Uh = this.modMult(Uh, Vh);
+          Vl = this.modReduce(Vh.multiply(Vl).subtract(P.multiply(Ql)));
+          Vh = this.modReduce(Vh.multiply(Vh).subtract(Qh.shiftLeft(1)));
+        } else {
+          Qh = Ql;
+          Uh = this.modReduce(Uh.multiply(Vl).subtract(Ql));
+          Vh = this.modReduce(Vh.multiply(Vl).subtract(P.multiply(Ql)));
+          Vl = this.modReduce(Vl.multiply(Vl).subtract(Ql.shiftLeft(1)));
+        }
+      }
+      Ql = this.modMult(Ql, Qh);
+      Qh = this.modMult(Ql, Q);
+      Uh = this.modReduce(Uh.multiply(Vl).subtract(Ql));
+      Vl = this.modReduce(Vh.multiply(Vl).subtract(P.multiply(Ql)));
+      Ql = this.modMult(Ql, Qh);
+      for (var j = 1; j <= s; ++j) {
+        Uh = this.modMult(Uh, Vl);
+        Vl = this.modReduce(Vl.multiply(Vl).subtract(Ql.shiftLeft(1)));
+        Ql = this.modMult(Ql, Ql);
+      }
+      return [Uh, Vl];
+    };
+    var exports2 = {
+      ECCurveFp,
+      ECPointFp,
+      ECFieldElementFp
+    };
+    module2.exports = exports2;
+  }
+});
+
+// node_modules/tweetnacl/nacl-fast.js
+var require_nacl_fast = __commonJS({
+  "node_modules/tweetnacl/nacl-fast.js"(exports2, module2) {
+    (function(nacl) {
+      "use strict";
+      var gf = function(init) {
+        var i, r = new Float64Array(16);
+        if (init) for (i = 0; i < init.length; i++) r[i] = init[i];
+        return r;
+      };
+      var randombytes = function() {
+        throw new Error("no PRNG");
+      };
+      var _0 = new Uint8Array(16);
+      var _9 = new Uint8Array(32);
+      _9[0] = 9;
+      var gf0 = gf(), gf1 = gf([1]), _121665 = gf([56129, 1]), D = gf([30883, 4953, 19914, 30187, 55467, 16705, 2637, 112, 59544, 30585, 16505, 36039, 65139, 11119, 27886, 20995]), D2 = gf([61785, 9906, 39828, 60374, 45398, 33411, 5274, 224, 53552, 61171, 33010, 6542, 64743, 22239, 55772, 9222]), X = gf([54554, 36645, 11616, 51542, 42930, 38181, 51040, 26924, 56412, 64982, 57905, 49316, 21502, 52590, 14035, 8553]), Y = gf([26200, 26214, 26214, 26214, 26214, 26214, 26214, 26214, 26214, 26214, 26214, 26214, 26214, 26214, 26214, 26214]), I = gf([41136, 18958, 6951, 50414, 58488, 44335, 6150, 12099, 55207, 15867, 153, 11085, 57099, 20417, 9344, 11139]);
+      function ts64(x, i, h, l) {
+        x[i] = h >> 24 & 255;
+        x[i + 1] = h >> 16 & 255;
+        x[i + 2] = h >> 8 & 255;
+        x[i + 3] = h & 255;
+        x[i + 4] = l >> 24 & 255;
+        x[i + 5] = l >> 16 & 255;
+        x[i + 6] = l >> 8 & 255;
+        x[i + 7] = l & 255;
+      }
+      function vn(x, xi, y, yi, n) {
+        var i, d = 0;
+        for (i = 0; i < n; i++) d |= x[xi + i] ^ y[yi + i];
+        return (1 & d - 1 >>> 8) - 1;
+      }
+      function crypto_verify_16(x, xi, y, yi) {
+        return vn(x, xi, y, yi, 16);
+      }
+      function crypto_verify_32(x, xi, y, yi) {
+        return vn(x, xi, y, yi, 32);
+      }
+      function core_salsa20(o, p, k, c) {
+        var j0 = c[0] & 255 | (c[1] & 255) << 8 | (c[2] & 255) << 16 | (c[3] & 255) << 24, j1 = k[0] & 255 | (k[1] & 255) << 8 | (k[2] & 255) << 16 | (k[3] & 255) << 24, j2 = k[4] & 255 | (k[5] & 255) << 8 | (k[6] & 255) << 16 | (k[7] & 255) << 24, j3 = k[8] & 255 | (k[9] & 255) << 8 | (k[10] & 255) << 16 | (k[11] & 255) << 24, j4 = k[12] & 255 | (k[13] & 255) << 8 | (k[14] & 255) << 16 | (k[15] & 255) << 24, j5 = c[4] & 255 | (c[5] & 255) << 8 | (c[6] & 255) << 16 | (c[7] & 255) << 24, j6 = p[0] & 255 | (p[1] & 255) << 8 | (p[2] & 255) << 16 | (p[3] & 255) << 24, j7 = p[4] & 255 | (p[5] & 255) << 8 | (p[6] & 255) << 16 | (p[7] & 255) << 24, j8 = p[8] & 255 | (p[9] & 255) << 8 | (p[10] & 255) << 16 | (p[11] & 255) << 24, j9 = p[12] & 255 | (p[13] & 255) << 8 | (p[14] & 255) << 16 | (p[15] & 255) << 24, j10 = c[8] & 255 | (c[9] & 255) << 8 | (c[10] & 255) << 16 | (c[11] & 255) << 24, j11 = k[16] & 255 | (k[17] & 255) << 8 | (k[18] & 255) << 16 | (k[19] & 255) << 24, j12 = k[20] & 255 | (k[21] & 255) << 8 | (k[22] & 255) << 16 | (k[23] & 255) << 24, j13 = k[24] & 255 | (k[25] & 255) << 8 | (k[26] & 255) << 16 | (k[27] & 255) << 24, j14 = k[28] & 255 | (k[29] & 255) << 8 | (k[30] & 255) << 16 | (k[31] & 255) << 24, j15 = c[12] & 255 | (c[13] & 255) << 8 | (c[14] & 255) << 16 | (c[15] & 255) << 24;
+        var x0 = j0, x1 = j1, x2 = j2, x3 = j3, x4 = j4, x5 = j5, x6 = j6, x7 = j7, x8 = j8, x9 = j9, x10 = j10, x11 = j11, x12 = j12, x13 = j13, x14 = j14, x15 = j15, u;
+        for (var i = 0; i < 20; i += 2) {
+          u = x0 + x12 | 0;
+          x4 ^= u << 7 | u >>> 32 - 7;
+          u = x4 + x0 | 0;
+          x8 ^= u << 9 | u >>> 32 - 9;
+          u = x8 + x4 | 0;
+          x12 ^= u << 13 | u >>> 32 - 13;
+          u = x12 + x8 | 0;
+          x0 ^= u << 18 | u >>> 32 - 18;
+          u = x5 + x1 | 0;
+          x9 ^= u << 7 | u >>> 32 - 7;
+          u = x9 + x5 | 0;
+          x13 ^= u << 9 | u >>> 32 - 9;
+          u = x13 + x9 | 0;
+          x1 ^= u << 13 | u >>> 32 - 13;
+          u = x1 + x13 | 0;
+          x5 ^= u << 18 | u >>> 32 - 18;
+          u = x10 + x6 | 0;
+          x14 ^= u << 7 | u >>> 32 - 7;
+          u = x14 + x10 | 0;
+          x2 ^= u << 9 | u >>> 32 - 9;
+          u = x2 + x14 | 0;
+          x6 ^= u << 13 | u >>> 32 - 13;
+          u = x6 + x2 | 0;
+          x10 ^= u << 18 | u >>> 32 - 18;
+          u = x15 + x11 | 0;
+          x3 ^= u << 7 | u >>> 32 - 7;
+          u = x3 + x15 | 0;
+          x7 ^= u << 9 | u >>> 32 - 9;
+          u = x7 + x3 | 0;
+          x11 ^= u << 13 | u >>> 32 - 13;
+          u = x11 + x7 | 0;
+          x15 ^= u << 18 | u >>> 32 - 18;
+          u = x0 + x3 | 0;
+          x1 ^= u << 7 | u >>> 32 - 7;
+          u = x1 + x0 | 0;
+          x2 ^= u << 9 | u >>> 32 - 9;
+          u = x2 + x1 | 0;
+          x3 ^= u << 13 | u >>> 32 - 13;
+          u = x3 + x2 | 0;
+          x0 ^= u << 18 | u >>> 32 - 18;
+          u = x5 + x4 | 0;
+          x6 ^= u << 7 | u >>> 32 - 7;
+          u = x6 + x5 | 0;
+          x7 ^= u << 9 | u >>> 32 - 9;
+          u = x7 + x6 | 0;
+          x4 ^= u << 13 | u >>> 32 - 13;
+          u = x4 + x7 | 0;
+          x5 ^= u << 18 | u >>> 32 - 18;
+          u = x10 + x9 | 0;
+          x11 ^= u << 7 | u >>> 32 - 7;
+          u = x11 + x10 | 0;
+          x8 ^= u << 9 | u >>> 32 - 9;
+          u = x8 + x11 | 0;
+          x9 ^= u << 13 | u >>> 32 - 13;
+          u = x9 + x8 | 0;
+          x10 ^= u << 18 | u >>> 32 - 18;
+          u = x15 + x14 | 0;
+          x12 ^= u << 7 | u >>> 32 - 7;
+          u = x12 + x15 | 0;
+          x13 ^= u << 9 | u >>> 32 - 9;
+          u = x13 + x12 | 0;
+          x14 ^= u << 13 | u >>> 32 - 13;
+          u = x14 + x13 | 0;
+          x15 ^= u << 18 | u >>> 32 - 18;
+        }
+        x0 = x0 + j0 | 0;
+        x1 = x1 + j1 | 0;
+        x2 = x2 + j2 | 0;
+        x3 = x3 + j3 | 0;
+        x4 = x4 + j4 | 0;
+        x5 = x5 + j5 | 0;
+        x6 = x6 + j6 | 0;
+        x7 = x7 + j7 | 0;
+        x8 = x8 + j8 | 0;
+        x9 = x9 + j9 | 0;
+        x10 = x10 + j10 | 0;
+        x11 = x11 + j11 | 0;
+        x12 = x12 + j12 | 0;
+        x13 = x13 + j13 | 0;
+        x14 = x14 + j14 | 0;
+        x15 = x15 + j15 | 0;
+        o[0] = x0 >>> 0 & 255;
+        o[1] = x0 >>> 8 & 255;
+        o[2] = x0 >>> 16 & 255;
+        o[3] = x0 >>> 24 & 255;
+        o[4] = x1 >>> 0 & 255;
+        o[5] = x1 >>> 8 & 255;
+        o[6] = x1 >>> 16 & 255;
+        o[7] = x1 >>> 24 & 255;
+        o[8] = x2 >>> 0 & 255;
+        o[9] = x2 >>> 8 & 255;
+        o[10] = x2 >>> 16 & 255;
+        o[11] = x2 >>> 24 & 255;
+        o[12] = x3 >>> 0 & 255;
+        o[13] = x3 >>> 8 & 255;
+        o[14] = x3 >>> 16 & 255;
+        o[15] = x3 >>> 24 & 255;
+        o[16] = x4 >>> 0 & 255;
+        o[17] = x4 >>> 8 & 255;
+        o[18] = x4 >>> 16 & 255;
+        o[19] = x4 >>> 24 & 255;
+        o[20] = x5 >>> 0 & 255;
+        o[21] = x5 >>> 8 & 255;
+        o[22] = x5 >>> 16 & 255;
+        o[23] = x5 >>> 24 & 255;
+        o[24] = x6 >>> 0 & 255;
+        o[25] = x6 >>> 8 & 255;
+        o[26] = x6 >>> 16 & 255;
+        o[27] = x6 >>> 24 & 255;
+        o[28] = x7 >>> 0 & 255;
+        o[29] = x7 >>> 8 & 255;
+        o[30] = x7 >>> 16 & 255;
+        o[31] = x7 >>> 24 & 255;
+        o[32] = x8 >>> 0 & 255;
+        o[33] = x8 >>> 8 & 255;
+        o[34] = x8 >>> 16 & 255;
+        o[35] = x8 >>> 24 & 255;
+        o[36] = x9 >>> 0 & 255;
+        o[37] = x9 >>> 8 & 255;
+        o[38] = x9 >>> 16 & 255;
+        o[39] = x9 >>> 24 & 255;
+        o[40] = x10 >>> 0 & 255;
+        o[41] = x10 >>> 8 & 255;
+        o[42] = x10 >>> 16 & 255;
+        o[43] = x10 >>> 24 & 255;
+        o[44] = x11 >>> 0 & 255;
+        o[45] = x11 >>> 8 & 255;
+        o[46] = x11 >>> 16 & 255;
+        o[47] = x11 >>> 24 & 255;
+        o[48] = x12 >>> 0 & 255;
+        o[49] = x12 >>> 8 & 255;
+        o[50] = x12 >>> 16 & 255;
+        o[51] = x12 >>> 24 & 255;
+        o[52] = x13 >>> 0 & 255;
+        o[53] = x13 >>> 8 & 255;
+        o[54] = x13 >>> 16 & 255;
+        o[55] = x13 >>> 24 & 255;
+        o[56] = x14 >>> 0 & 255;
+        o[57] = x14 >>> 8 & 255;
+        o[58] = x14 >>> 16 & 255;
+        o[59] = x14 >>> 24 & 255;
+        o[60] = x15 >>> 0 & 255;
+        o[61] = x15 >>> 8 & 255;
+        o[62] = x15 >>> 16 & 255;
+        o[63] = x15 >>> 24 & 255;
+      }
+      function core_hsalsa20(o, p, k, c) {
+        var j0 = c[0] & 255 | (c[1] & 255) << 8 | (c[2] & 255) << 16 | (c[3] & 255) << 24, j1 = k[0] & 255 | (k[1] & 255) << 8 | (k[2] & 255) << 16 | (k[3] & 255) << 24, j2 = k[4] & 255 | (k[5] & 255) << 8 | (k[6] & 255) << 16 | (k[7] & 255) << 24, j3 = k[8] & 255 | (k[9] & 255) << 8 | (k[10] & 255) << 16 | (k[11] & 255) << 24, j4 = k[12] & 255 | (k[13] & 255) << 8 | (k[14] & 255) << 16 | (k[15] & 255) << 24, j5 = c[4] & 255 | (c[5] & 255) << 8 | (c[6] & 255) << 16 | (c[7] & 255) << 24, j6 = p[0] & 255 | (p[1] & 255) << 8 | (p[2] & 255) << 16 | (p[3] & 255) << 24, j7 = p[4] & 255 | (p[5] & 255) << 8 | (p[6] & 255) << 16 | (p[7] & 255) << 24, j8 = p[8] & 255 | (p[9] & 255) << 8 | (p[10] & 255) << 16 | (p[11] & 255) << 24, j9 = p[12] & 255 | (p[13] & 255) << 8 | (p[14] & 255) << 16 | (p[15] & 255) << 24, j10 = c[8] & 255 | (c[9] & 255) << 8 | (c[10] & 255) << 16 | (c[11] & 255) << 24, j11 = k[16] & 255 | (k[17] & 255) << 8 | (k[18] & 255) << 16 | (k[19] & 255) << 24, j12 = k[20] & 255 | (k[21] & 255) << 8 | (k[22] & 255) << 16 | (k[23] & 255) << 24, j13 = k[24] & 255 | (k[25] & 255) << 8 | (k[26] & 255) << 16 | (k[27] & 255) << 24, j14 = k[28] & 255 | (k[29] & 255) << 8 | (k[30] & 255) << 16 | (k[31] & 255) << 24, j15 = c[12] & 255 | (c[13] & 255) << 8 | (c[14] & 255) << 16 | (c[15] & 255) << 24;
+        var x0 = j0, x1 = j1, x2 = j2, x3 = j3, x4 = j4, x5 = j5, x6 = j6, x7 = j7, x8 = j8, x9 = j9, x10 = j10, x11 = j11, x12 = j12, x13 = j13, x14 = j14, x15 = j15, u;
+        for (var i = 0; i < 20; i += 2) {
+          u = x0 + x12 | 0;
+          x4 ^= u << 7 | u >>> 32 - 7;
+          u = x4 + x0 | 0;
+          x8 ^= u << 9 | u >>> 32 - 9;
+          u = x8 + x4 | 0;
+          x12 ^= u << 13 | u >>> 32 - 13;
+          u = x12 + x8 | 0;
+          x0 ^= u << 18 | u >>> 32 - 18;
+          u = x5 + x1 | 0;
+          x9 ^= u << 7 | u >>> 32 - 7;
+          u = x9 + x5 | 0;
+          x13 ^= u << 9 | u >>> 32 - 9;
+          u = x13 + x9 | 0;
+          x1 ^= u << 13 | u >>> 32 - 13;
+          u = x1 + x13 | 0;
+          x5 ^= u << 18 | u >>> 32 - 18;
+          u = x10 + x6 | 0;
+          x14 ^= u << 7 | u >>> 32 - 7;
+          u = x14 + x10 | 0;
+          x2 ^= u << 9 | u >>> 32 - 9;
+          u = x2 + x14 | 0;
+          x6 ^= u << 13 | u >>> 32 - 13;
+          u = x6 + x2 | 0;
+          x10 ^= u << 18 | u >>> 32 - 18;
+          u = x15 + x11 | 0;
+          x3 ^= u << 7 | u >>> 32 - 7;
+          u = x3 + x15 | 0;
+          x7 ^= u << 9 | u >>> 32 - 9;
+          u = x7 + x3 | 0;
+          x11 ^= u << 13 | u >>> 32 - 13;
+          u = x11 + x7 | 0;
+          x15 ^= u << 18 | u >>> 32 - 18;
+          u = x0 + x3 | 0;
+          x1 ^= u << 7 | u >>> 32 - 7;
+          u = x1 + x0 | 0;
+          x2 ^= u << 9 | u >>> 32 - 9;
+          u = x2 + x1 | 0;
+          x3 ^= u << 13 | u >>> 32 - 13;
+          u = x3 + x2 | 0;
+          x0 ^= u << 18 | u >>> 32 - 18;
+          u = x5 + x4 | 0;
+          x6 ^= u << 7 | u >>> 32 - 7;
+          u = x6 + x5 | 0;
+          x7 ^= u << 9 | u >>> 32 - 9;
+          u = x7 + x6 | 0;
+          x4 ^= u << 13 | u >>> 32 - 13;
+          u = x4 + x7 | 0;
+          x5 ^= u << 18 | u >>> 32 - 18;
+          u = x10 + x9 | 0;
+          x11 ^= u << 7 | u >>> 32 - 7;
+          u = x11 + x10 | 0;
+          x8 ^= u << 9 | u >>> 32 - 9;
+          u = x8 + x11 | 0;
+          x9 ^= u << 13 | u >>> 32 - 13;
+          u = x9 + x8 | 0;
+          x10 ^= u << 18 | u >>> 32 - 18;
+          u = x15 + x14 | 0;
+          x12 ^= u << 7 | u >>> 32 - 7;
+          u = x12 + x15 | 0;
+          x13 ^= u << 9 | u >>> 32 - 9;
+          u = x13 + x12 | 0;
+          x14 ^= u << 13 | u >>> 32 - 13;
+          u = x14 + x13 | 0;
+          x15 ^= u << 18 | u >>> 32 - 18;
+        }
+        o[0] = x0 >>> 0 & 255;
+        o[1] = x0 >>> 8 & 255;
+        o[2] = x0 >>> 16 & 255;
+        o[3] = x0 >>> 24 & 255;
+        o[4] = x5 >>> 0 & 255;
+        o[5] = x5 >>> 8 & 255;
+        o[6] = x5 >>> 16 & 255;
+        o[7] = x5 >>> 24 & 255;
+        o[8] = x10 >>> 0 & 255;
+        o[9] = x10 >>> 8 & 255;
+        o[10] = x10 >>> 16 & 255;
+        o[11] = x10 >>> 24 & 255;
+        o[12] = x15 >>> 0 & 255;
+        o[13] = x15 >>> 8 & 255;
+        o[14] = x15 >>> 16 & 255;
+        o[15] = x15 >>> 24 & 255;
+        o[16] = x6 >>> 0 & 255;
+        o[17] = x6 >>> 8 & 255;
+        o[18] = x6 >>> 16 & 255;
+        o[19] = x6 >>> 24 & 255;
+        o[20] = x7 >>> 0 & 255;
+        o[21] = x7 >>> 8 & 255;
+        o[22] = x7 >>> 16 & 255;
+        o[23] = x7 >>> 24 & 255;
+        o[24] = x8 >>> 0 & 255;
+        o[25] = x8 >>> 8 & 255;
+        o[26] = x8 >>> 16 & 255;
+        o[27] = x8 >>> 24 & 255;
+        o[28] = x9 >>> 0 & 255;
+        o[29] = x9 >>> 8 & 255;
+        o[30] = x9 >>> 16 & 255;
+        o[31] = x9 >>> 24 & 255;
+      }
+      function crypto_core_salsa20(out, inp, k, c) {
+        core_salsa20(out, inp, k, c);
+      }
+      function crypto_core_hsalsa20(out, inp, k, c) {
+        core_hsalsa20(out, inp, k, c);
+      }
+      var sigma = new Uint8Array([101, 120, 112, 97, 110, 100, 32, 51, 50, 45, 98, 121, 116, 101, 32, 107]);
+      function crypto_stream_salsa20_xor(c, cpos, m, mpos, b, n, k) {
+        var z2 = new Uint8Array(16), x = new Uint8Array(64);
+        var u, i;
+        for (i = 0; i < 16; i++) z2[i] = 0;
+        for (i = 0; i < 8; i++) z2[i] = n[i];
+        while (b >= 64) {
+          crypto_core_salsa20(x, z2, k, sigma);
+          for (i = 0; i < 64; i++) c[cpos + i] = m[mpos + i] ^ x[i];
+          u = 1;
+          for (i = 8; i < 16; i++) {
+            u = u + (z2[i] & 255) | 0;
+            z2[i] = u & 255;
+            u >>>= 8;
+          }
+          b -= 64;
+          cpos += 64;
+          mpos += 64;
+        }
+        if (b > 0) {
+          crypto_core_salsa20(x, z2, k, sigma);
+          for (i = 0; i < b; i++) c[cpos + i] = m[mpos + i] ^ x[i];
+        }
+        return 0;
+      }
+      function crypto_stream_salsa20(c, cpos, b, n, k) {
+        var z2 = new Uint8Array(16), x = new Uint8Array(64);
+        var u, i;
+        for (i = 0; i < 16; i++) z2[i] = 0;
+        for (i = 0; i < 8; i++) z2[i] = n[i];
+        while (b >= 64) {
+          crypto_core_salsa20(x, z2, k, sigma);
+          for (i = 0; i < 64; i++) c[cpos + i] = x[i];
+          u = 1;
+          for (i = 8; i < 16; i++) {
+            u = u + (z2[i] & 255) | 0;
+            z2[i] = u & 255;
+            u >>>= 8;
+          }
+          b -= 64;
+          cpos += 64;
+        }
+        if (b > 0) {
+          crypto_core_salsa20(x, z2, k, sigma);
+          for (i = 0; i < b; i++) c[cpos + i] = x[i];
+        }
+        return 0;
+      }
+      function crypto_stream(c, cpos, d, n, k) {
+        var s = new Uint8Array(32);
+        crypto_core_hsalsa20(s, n, k, sigma);
+        var sn = new Uint8Array(8);
+        for (var i = 0; i < 8; i++) sn[i] = n[i + 16];
+        return crypto_stream_salsa20(c, cpos, d, sn, s);
+      }
+      function crypto_stream_xor(c, cpos, m, mpos, d, n, k) {
+        var s = new Uint8Array(32);
+        crypto_core_hsalsa20(s, n, k, sigma);
+        var sn = new Uint8Array(8);
+        for (var i = 0; i < 8; i++) sn[i] = n[i + 16];
+        return crypto_stream_salsa20_xor(c, cpos, m, mpos, d, sn, s);
+      }
+      var poly1305 = function(key) {
+        this.buffer = new Uint8Array(16);
+        this.r = new Uint16Array(10);
+        this.h = new Uint16Array(10);
+        this.pad = new Uint16Array(8);
+        this.leftover = 0;
+        this.fin = 0;
+        var t0, t1, t2, t3, t4, t5, t6, t7;
+        t0 = key[0] & 255 | (key[1] & 255) << 8;
+        this.r[0] = t0 & 8191;
+        t1 = key[2] & 255 | (key[3] & 255) << 8;
+        this.r[1] = (t0 >>> 13 | t1 << 3) & 8191;
+        t2 = key[4] & 255 | (key[5] & 255) << 8;
+        this.r[2] = (t1 >>> 10 | t2 << 6) & 7939;
+        t3 = key[6] & 255 | (key[7] & 255) << 8;
+        this.r[3] = (t2 >>> 7 | t3 << 9) & 8191;
+        t4 = key[8] & 255 | (key[9] & 255) << 8;
+        this.r[4] = (t3 >>> 4 | t4 << 12) & 255;
+        this.r[5] = t4 >>> 1 & 8190;
+        t5 = key[10] & 255 | (key[11] & 255) << 8;
+        this.r[6] = (t4 >>> 14 | t5 << 2) & 8191;
+        t6 = key[12] & 255 | (key[13] & 255) << 8;
+        this.r[7] = (t5 >>> 11 | t6 << 5) & 8065;
+        t7 = key[14] & 255 | (key[15] & 255) << 8;
+        this.r[8] = (t6 >>> 8 | t7 << 8) & 8191;
+        this.r[9] = t7 >>> 5 & 127;
+        this.pad[0] = key[16] & 255 | (key[17] & 255) << 8;
+        this.pad[1] = key[18] & 255 | (key[19] & 255) << 8;
+        this.pad[2] = key[20] & 255 | (key[21] & 255) << 8;
+        this.pad[3] = key[22] & 255 | (key[23] & 255) << 8;
+        this.pad[4] = key[24] & 255 | (key[25] & 255) << 8;
+        this.pad[5] = key[26] & 255 | (key[27] & 255) << 8;
+        this.pad[6] = key[28] & 255 | (key[29] & 255) << 8;
+        this.pad[7] = key[30] & 255 | (key[31] & 255) << 8;
+      };
+      poly1305.prototype.blocks = function(m, mpos, bytes) {
+        var hibit = this.fin ? 0 : 1 << 11;
+        var t0, t1, t2, t3, t4, t5, t6, t7, c;
+        var d0, d1, d2, d3, d4, d5, d6, d7, d8, d9;
+        var h0 = this.h[0], h1 = this.h[1], h25 = this.h[2], h3 = this.h[3], h4 = this.h[4], h5 = this.h[5], h6 = this.h[6], h7 = this.h[7], h8 = this.h[8], h9 = this.h[9];
+        var r0 = this.r[0], r1 = this.r[1], r2 = this.r[2], r3 = this.r[3], r4 = this.r[4], r5 = this.r[5], r6 = this.r[6], r7 = this.r[7], r8 = this.r[8], r9 = this.r[9];
+        while (bytes >= 16) {
+          t0 = m[mpos + 0] & 255 | (m[mpos + 1] & 255) << 8;
+          h0 += t0 & 8191;
+          t1 = m[mpos + 2] & 255 | (m[mpos + 3] & 255) << 8;
+          h1 += (t0 >>> 13 | t1 << 3) & 8191;
+          t2 = m[mpos + 4] & 255 | (m[mpos + 5] & 255) << 8;
+          h25 += (t1 >>> 10 | t2 << 6) & 8191;
+          t3 = m[mpos + 6] & 255 | (m[mpos + 7] & 255) << 8;
+          h3 += (t2 >>> 7 | t3 << 9) & 8191;
+          t4 = m[mpos + 8] & 255 | (m[mpos + 9] & 255) << 8;
+          h4 += (t3 >>> 4 | t4 << 12) & 8191;
+          h5 += t4 >>> 1 & 8191;
+          t5 = m[mpos + 10] & 255 | (m[mpos + 11] & 255) << 8;
+          h6 += (t4 >>> 14 | t5 << 2) & 8191;
+          t6 = m[mpos + 12] & 255 | (m[mpos + 13] & 255) << 8;
+          h7 += (t5 >>> 11 | t6 << 5) & 8191;
+          t7 = m[mpos + 14] & 255 | (m[mpos + 15] & 255) << 8;
+          h8 += (t6 >>> 8 | t7 << 8) & 8191;
+          h9 += t7 >>> 5 | hibit;
+          c = 0;
+          d0 = c;
+          d0 += h0 * r0;
+          d0 += h1 * (5 * r9);
+          d0 += h25 * (5 * r8);
+          d0 += h3 * (5 * r7);
+          d0 += h4 * (5 * r6);
+          c = d0 >>> 13;
+          d0 &= 8191;
+          d0 += h5 * (5 * r5);
+          d0 += h6 * (5 * r4);
+          d0 += h7 * (5 * r3);
+          d0 += h8 * (5 * r2);
+          d0 += h9 * (5 * r1);
+          c += d0 >>> 13;
+          d0 &= 8191;
+          d1 = c;
+          d1 += h0 * r1;
+          d1 += h1 * r0;
+          d1 += h25 * (5 * r9);
+          d1 += h3 * (5 * r8);
+          d1 += h4 * (5 * r7);
+          c = d1 >>> 13;
+          d1 &= 8191;
+          d1 += h5 * (5 * r6);
+          d1 += h6 * (5 * r5);
+          d1 += h7 * (5 * r4);
+          d1 += h8 * (5 * r3);
+          d1 += h9 * (5 * r2);
+          c += d1 >>> 13;
+          d1 &= 8191;
+          d2 = c;
+          d2 += h0 * r2;
+          d2 += h1 * r1;
+          d2 += h25 * r0;
+          d2 += h3 * (5 * r9);
+          d2 += h4 * (5 * r8);
+          c = d2 >>> 13;
+          d2 &= 8191;
+          d2 += h5 * (5 * r7);
+          d2 += h6 * (5 * r6);
+          d2 += h7 * (5 * r5);
+          d2 += h8 * (5 * r4);
+          d2 += h9 * (5 * r3);
+          c += d2 >>> 13;
+          d2 &= 8191;
+          d3 = c;
+          d3 += h0 * r3;
+          d3 += h1 * r2;
+          d3 += h25 * r1;
+          d3 += h3 * r0;
+          d3 += h4 * (5 * r9);
+          c = d3 >>> 13;
+          d3 &= 8191;
+          d3 += h5 * (5 * r8);
+          d3 += h6 * (5 * r7);
+          d3 += h7 * (5 * r6);
+          d3 += h8 * (5 * r5);
+          d3 += h9 * (5 * r4);
+          c += d3 >>> 13;
+          d3 &= 8191;
+          d4 = c;
+          d4 += h0 * r4;
+          d4 += h1 * r3;
+          d4 += h25 * r2;
+          d4 += h3 * r1;
+          d4 += h4 * r0;
+          c = d4 >>> 13;
+          d4 &= 8191;
+          d4 += h5 * (5 * r9);
+          d4 += h6 * (5 * r8);
+          d4 += h7 * (5 * r7);
+          d4 += h8 * (5 * r6);
+          d4 += h9 * (5 * r5);
+          c += d4 >>> 13;
+          d4 &= 8191;
+          d5 = c;
+          d5 += h0 * r5;
+          d5 += h1 * r4;
+          d5 += h25 * r3;
+          d5 += h3 * r2;
+          d5 += h4 * r1;
+          c = d5 >>> 13;
+          d5 &= 8191;
+          d5 += h5 * r0;
+          d5 += h6 * (5 * r9);
+          d5 += h7 * (5 * r8);
+          d5 += h8 * (5 * r7);
+          d5 += h9 * (5 * r6);
+          c += d5 >>> 13;
+          d5 &= 8191;
+          d6 = c;
+          d6 += h0 * r6;
+          d6 += h1 * r5;
+          d6 += h25 * r4;
+          d6 += h3 * r3;
+          d6 += h4 * r2;
+          c = d6 >>> 13;
+          d6 &= 8191;
+          d6 += h5 * r1;
+          d6 += h6 * r0;
+          d6 += h7 * (5 * r9);
+          d6 += h8 * (5 * r8);
+          d6 += h9 * (5 * r7);
+          c += d6 >>> 13;
+          d6 &= 8191;
+          d7 = c;
+          d7 += h0 * r7;
+          d7 += h1 * r6;
+          d7 += h25 * r5;
+          d7 += h3 * r4;
+          d7 += h4 * r3;
+          c = d7 >>> 13;
+          d7 &= 8191;
+          d7 += h5 * r2;
+          d7 += h6 * r1;
+          d7 += h7 * r0;
+          d7 += h8 * (5 * r9);
+          d7 += h9 * (5 * r8);
+          c += d7 >>> 13;
+          d7 &= 8191;
+          d8 = c;
+          d8 += h0 * r8;
+          d8 += h1 * r7;
+          d8 += h25 * r6;
+          d8 += h3 * r5;
+          d8 += h4 * r4;
+          c = d8 >>> 13;
+          d8 &= 8191;
+          d8 += h5 * r3;
+          d8 += h6 * r2;
+          d8 += h7 * r1;
+          d8 += h8 * r0;
+          d8 += h9 * (5 * r9);
+          c += d8 >>> 13;
+          d8 &= 8191;
+          d9 = c;
+          d9 += h0 * r9;
+          d9 += h1 * r8;
+          d9 += h25 * r7;
+          d9 += h3 * r6;
+          d9 += h4 * r5;
+          c = d9 >>> 13;
+          d9 &= 8191;
+          d9 += h5 * r4;
+          d9 += h6 * r3;
+          d9 += h7 * r2;
+          d9 += h8 * r1;
+          d9 += h9 * r0;
+          c += d9 >>> 13;
+          d9 &= 8191;
+          c = (c << 2) + c | 0;
+          c = c + d0 | 0;
+          d0 = c & 8191;
+          c = c >>> 13;
+          d1 += c;
+          h0 = d0;
+          h1 = d1;
+          h25 = d2;
+          h3 = d3;
+          h4 = d4;
+          h5 = d5;
+          h6 = d6;
+          h7 = d7;
+          h8 = d8;
+          h9 = d9;
+          mpos += 16;
+          bytes -= 16;
+        }
+        this.h[0] = h0;
+        this.h[1] = h1;
+        this.h[2] = h25;
+        this.h[3] = h3;
+        this.h[4] = h4;
+        this.h[5] = h5;
+        this.h[6] = h6;
+        this.h[7] = h7;
+        this.h[8] = h8;
+        this.h[9] = h9;
+      };
+      poly1305.prototype.finish = function(mac3, macpos) {
+        var g = new Uint16Array(10);
+        var c, mask, f, i;
+        if (this.leftover) {
+          i = this.leftover;
+          this.buffer[i++] = 1;
+          for (; i < 16; i++) this.buffer[i] = 0;
+          this.fin = 1;
+          this.blocks(this.buffer, 0, 16);
+        }
+        c = this.h[1] >>> 13;
+        this.h[1] &= 8191;
+        for (i = 2; i < 10; i++) {
+          this.h[i] += c;
+          c = this.h[i] >>> 13;
+          this.h[i] &= 8191;
+        }
+        this.h[0] += c * 5;
+        c = this.h[0] >>> 13;
+        this.h[0] &= 8191;
+        this.h[1] += c;
+        c = this.h[1] >>> 13;
+        this.h[1] &= 8191;
+        this.h[2] += c;
+        g[0] = this.h[0] + 5;
+        c = g[0] >>> 13;
+        g[0] &= 8191;
+        for (i = 1; i < 10; i++) {
+          g[i] = this.h[i] + c;
+          c = g[i] >>> 13;
+          g[i] &= 8191;
+        }
+        g[9] -= 1 << 13;
+        mask = (c ^ 1) - 1;
+        for (i = 0; i < 10; i++) g[i] &= mask;
+        mask = ~mask;
+        for (i = 0; i < 10; i++) this.h[i] = this.h[i] & mask | g[i];
+        this.h[0] = (this.h[0] | this.h[1] << 13) & 65535;
+        this.h[1] = (this.h[1] >>> 3 | this.h[2] << 10) & 65535;
+        this.h[2] = (this.h[2] >>> 6 | this.h[3] << 7) & 65535;
+        this.h[3] = (this.h[3] >>> 9 | this.h[4] << 4) & 65535;
+        this.h[4] = (this.h[4] >>> 12 | this.h[5] << 1 | this.h[6] << 14) & 65535;
+        this.h[5] = (this.h[6] >>> 2 | this.h[7] << 11) & 65535;
+        this.h[6] = (this.h[7] >>> 5 | this.h[8] << 8) & 65535;
+        this.h[7] = (this.h[8] >>> 8 | this.h[9] << 5) & 65535;
+        f = this.h[0] + this.pad[0];
+        this.h[0] = f & 65535;
+        for (i = 1; i < 8; i++) {
+          f = (this.h[i] + this.pad[i] | 0) + (f >>> 16) | 0;
+          this.h[i] = f & 65535;
+        }
+        mac3[macpos + 0] = this.h[0] >>> 0 & 255;
+        mac3[macpos + 1] = this.h[0] >>> 8 & 255;
+        mac3[macpos + 2] = this.h[1] >>> 0 & 255;
+        mac3[macpos + 3] = this.h[1] >>> 8 & 255;
+        mac3[macpos + 4] = this.h[2] >>> 0 & 255;
+        mac3[macpos + 5] = this.h[2] >>> 8 & 255;
+        mac3[macpos + 6] = this.h[3] >>> 0 & 255;
+        mac3[macpos + 7] = this.h[3] >>> 8 & 255;
+        mac3[macpos + 8] = this.h[4] >>> 0 & 255;
+        mac3[macpos + 9] = this.h[4] >>> 8 & 255;
+        mac3[macpos + 10] = this.h[5] >>> 0 & 255;
+        mac3[macpos + 11] = this.h[5] >>> 8 & 255;
+        mac3[macpos + 12] = this.h[6] >>> 0 & 255;
+        mac3[macpos + 13] = this.h[6] >>> 8 & 255;
+        mac3[macpos + 14] = this.h[7] >>> 0 & 255;
+        mac3[macpos + 15] = this.h[7] >>> 8 & 255;
+      };
+      poly1305.prototype.update = function(m, mpos, bytes) {
+        var i, want;
+        if (this.leftover) {
+          want = 16 - this.leftover;
+          if (want > bytes)
+            want = bytes;
+          for (i = 0; i < want; i++)
+            this.buffer[this.leftover + i] = m[mpos + i];
+          bytes -= want;
+          mpos += want;
+          this.leftover += want;
+          if (this.leftover < 16)
+            return;
+          this.blocks(this.buffer, 0, 16);
+          this.leftover = 0;
+        }
+        if (bytes >= 16) {
+          want = bytes - bytes % 16;
+          this.blocks(m, mpos, want);
+          mpos += want;
+          bytes -= want;
+        }
+        if (bytes) {
+          for (i = 0; i < bytes; i++)
+            this.buffer[this.leftover + i] = m[mpos + i];
+          this.leftover += bytes;
+        }
+      };
+      function crypto_onetimeauth(out, outpos, m, mpos, n, k) {
+        var s = new poly1305(k);
+        s.update(m, mpos, n);
+        s.finish(out, outpos);
+        return 0;
+      }
+      function crypto_onetimeauth_verify(h, hpos, m, mpos, n, k) {
+        var x = new Uint8Array(16);
+        crypto_onetimeauth(x, 0, m, mpos, n, k);
+        return crypto_verify_16(h, hpos, x, 0);
+      }
+      function crypto_secretbox(c, m, d, n, k) {
+        var i;
+        if (d < 32) return -1;
+        crypto_stream_xor(c, 0, m, 0, d, n, k);
+        crypto_onetimeauth(c, 16, c, 32, d - 32, c);
+        for (i = 0; i < 16; i++) c[i] = 0;
+        return 0;
+      }
+      function crypto_secretbox_open(m, c, d, n, k) {
+        var i;
+        var x = new Uint8Array(32);
+        if (d < 32) return -1;
+        crypto_stream(x, 0, 32, n, k);
+        if (crypto_onetimeauth_verify(c, 16, c, 32, d - 32, x) !== 0) return -1;
+        crypto_stream_xor(m, 0, c, 0, d, n, k);
+        for (i = 0; i < 32; i++) m[i] = 0;
+        return 0;
+      }
+      function set25519(r, a) {
+        var i;
+        for (i = 0; i < 16; i++) r[i] = a[i] | 0;
+      }
+      function car25519(o) {
+        var i, v, c = 1;
+        for (i = 0; i < 16; i++) {
+          v = o[i] + c + 65535;
+          c = Math.floor(v / 65536);
+          o[i] = v - c * 65536;
+        }
+        o[0] += c - 1 + 37 * (c - 1);
+      }
+      function sel25519(p, q2, b) {
+        var t, c = ~(b - 1);
+        for (var i = 0; i < 16; i++) {
+          t = c & (p[i] ^ q2[i]);
+          p[i] ^= t;
+          q2[i] ^= t;
+        }
+      }
+      function pack25519(o, n) {
+        var i, j, b;
+        var m = gf(), t = gf();
+        for (i = 0; i < 16; i++) t[i] = n[i];
+        car25519(t);
+        car25519(t);
+        car25519(t);
+        for (j = 0; j < 2; j++) {
+          m[0] = t[0] - 65517;
+          for (i = 1; i < 15; i++) {
+            m[i] = t[i] - 65535 - (m[i - 1] >> 16 & 1);
+            m[i - 1] &= 65535;
+          }
+          m[15] = t[15] - 32767 - (m[14] >> 16 & 1);
+          b = m[15] >> 16 & 1;
+          m[14] &= 65535;
+          sel25519(t, m, 1 - b);
+        }
+        for (i = 0; i < 16; i++) {
+          o[2 * i] = t[i] & 255;
+          o[2 * i + 1] = t[i] >> 8;
+        }
+      }
+      function neq25519(a, b) {
+        var c = new Uint8Array(32), d = new Uint8Array(32);
+        pack25519(c, a);
+        pack25519(d, b);
+        return crypto_verify_32(c, 0, d, 0);
+      }
+      function par25519(a) {
+        var d = new Uint8Array(32);
+        pack25519(d, a);
+        return d[0] & 1;
+      }
+      function unpack25519(o, n) {
+        var i;
+        for (i = 0; i < 16; i++) o[i] = n[2 * i] + (n[2 * i + 1] << 8);
+        o[15] &= 32767;
+      }
+      function A(o, a, b) {
+        for (var i = 0; i < 16; i++) o[i] = a[i] + b[i];
+      }
+      function Z(o, a, b) {
+        for (var i = 0; i < 16; i++) o[i] = a[i] - b[i];
+      }
+      function M(o, a, b) {
+        var v, c, t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0, t9 = 0, t10 = 0, t11 = 0, t12 = 0, t13 = 0, t14 = 0, t15 = 0, t16 = 0, t17 = 0, t18 = 0, t19 = 0, t20 = 0, t21 = 0, t22 = 0, t23 = 0, t24 = 0, t25 = 0, t26 = 0, t27 = 0, t28 = 0, t29 = 0, t30 = 0, b0 = b[0], b1 = b[1], b2 = b[2], b3 = b[3], b4 = b[4], b5 = b[5], b6 = b[6], b7 = b[7], b8 = b[8], b9 = b[9], b10 = b[10], b11 = b[11], b12 = b[12], b13 = b[13], b14 = b[14], b15 = b[15];
+        v = a[0];
+        t0 += v * b0;
+        t1 += v * b1;
+        t2 += v * b2;
+        t3 += v * b3;
+        t4 += v * b4;
+        t5 += v * b5;
+        t6 += v * b6;
+        t7 += v * b7;
+        t8 += v * b8;
+        t9 += v * b9;
+        t10 += v * b10;
+        t11 += v * b11;
+        t12 += v * b12;
+        t13 += v * b13;
+        t14 += v * b14;
+        t15 += v * b15;
+        v = a[1];
+        t1 += v * b0;
+        t2 += v * b1;
+        t3 += v * b2;
+        t4 += v * b3;
+        t5 += v * b4;
+        t6 += v * b5;
+        t7 += v * b6;
+        t8 += v * b7;
+        t9 += v * b8;
+        t10 += v * b9;
+        t11 += v * b10;
+        t12 += v * b11;
+        t13 += v * b12;
+        t14 += v * b13;
+        t15 += v * b14;
+        t16 += v * b15;
+        v = a[2];
+        t2 += v * b0;
+        t3 += v * b1;
+        t4 += v * b2;
+        t5 += v * b3;
+        t6 += v * b4;
+        t7 += v * b5;
+        t8 += v * b6;
+        t9 += v * b7;
+        t10 += v * b8;
+        t11 += v * b9;
+        t12 += v * b10;
+        t13 += v * b11;
+        t14 += v * b12;
+        t15 += v * b13;
+        t16 += v * b14;
+        t17 += v * b15;
+        v = a[3];
+        t3 += v * b0;
+        t4 += v * b1;
+        t5 += v * b2;
+        t6 += v * b3;
+        t7 += v * b4;
+        t8 += v * b5;
+        t9 += v * b6;
+        t10 += v * b7;
+        t11 += v * b8;
+        t12 += v * b9;
+        t13 += v * b10;
+        t14 += v * b11;
+        t15 += v * b12;
+        t16 += v * b13;
+        t17 += v * b14;
+        t18 += v * b15;
+        v = a[4];
+        t4 += v * b0;
+        t5 += v * b1;
+        t6 += v * b2;
+        t7 += v * b3;
+        t8 += v * b4;
+        t9 += v * b5;
+        t10 += v * b6;
+        t11 += v * b7;
+        t12 += v * b8;
+        t13 += v * b9;
+        t14 += v * b10;
+        t15 += v * b11;
+        t16 += v * b12;
+        t17 += v * b13;
+        t18 += v * b14;
+        t19 += v * b15;
+        v = a[5];
+        t5 += v * b0;
+        t6 += v * b1;
+        t7 += v * b2;
+        t8 += v * b3;
+        t9 += v * b4;
+        t10 += v * b5;
+        t11 += v * b6;
+        t12 += v * b7;
+        t13 += v * b8;
+        t14 += v * b9;
+        t15 += v * b10;
+        t16 += v * b11;
+        t17 += v * b12;
+        t18 += v * b13;
+        t19 += v * b14;
+        t20 += v * b15;
+        v = a[6];
+        t6 += v * b0;
+        t7 += v * b1;
+        t8 += v * b2;
+        t9 += v * b3;
+        t10 += v * b4;
+        t11 += v * b5;
+        t12 += v * b6;
+        t13 += v * b7;
+        t14 += v * b8;
+        t15 += v * b9;
+        t16 += v * b10;
+        t17 += v * b11;
+        t18 += v * b12;
+        t19 += v * b13;
+        t20 += v * b14;
+        t21 += v * b15;
+        v = a[7];
+        t7 += v * b0;
+        t8 += v * b1;
+        t9 += v * b2;
+        t10 += v * b3;
+        t11 += v * b4;
+        t12 += v * b5;
+        t13 += v * b6;
+        t14 += v * b7;
+        t15 += v * b8;
+        t16 += v * b9;
+        t17 += v * b10;
+        t18 += v * b11;
+        t19 += v * b12;
+        t20 += v * b13;
+        t21 += v * b14;
+        t22 += v * b15;
+        v = a[8];
+        t8 += v * b0;
+        t9 += v * b1;
+        t10 += v * b2;
+        t11 += v * b3;
+        t12 += v * b4;
+        t13 += v * b5;
+        t14 += v * b6;
+        t15 += v * b7;
+        t16 += v * b8;
+        t17 += v * b9;
+        t18 += v * b10;
+        t19 += v * b11;
+        t20 += v * b12;
+        t21 += v * b13;
+        t22 += v * b14;
+        t23 += v * b15;
+        v = a[9];
+        t9 += v * b0;
+        t10 += v * b1;
+        t11 += v * b2;
+        t12 += v * b3;
+        t13 += v * b4;
+        t14 += v * b5;
+        t15 += v * b6;
+        t16 += v * b7;
+        t17 += v * b8;
+        t18 += v * b9;
+        t19 += v * b10;
+        t20 += v * b11;
+        t21 += v * b12;
+        t22 += v * b13;
+        t23 += v * b14;
+        t24 += v * b15;
+        v = a[10];
+        t10 += v * b0;
+        t11 += v * b1;
+        t12 += v * b2;
+        t13 += v * b3;
+        t14 += v * b4;
+        t15 += v * b5;
+        t16 += v * b6;
+        t17 += v * b7;
+        t18 += v * b8;
+        t19 += v * b9;
+        t20 += v * b10;
+        t21 += v * b11;
+        t22 += v * b12;
+        t23 += v * b13;
+        t24 += v * b14;
+        t25 += v * b15;
+        v = a[11];
+        t11 += v * b0;
+        t12 += v * b1;
+        t13 += v * b2;
+        t14 += v * b3;
+        t15 += v * b4;
+        t16 += v * b5;
+        t17 += v * b6;
+        t18 += v * b7;
+        t19 += v * b8;
+        t20 += v * b9;
+        t21 += v * b10;
+        t22 += v * b11;
+        t23 += v * b12;
+        t24 += v * b13;
+        t25 += v * b14;
+        t26 += v * b15;
+        v = a[12];
+        t12 += v * b0;
+        t13 += v * b1;
+        t14 += v * b2;
+        t15 += v * b3;
+        t16 += v * b4;
+        t17 += v * b5;
+        t18 += v * b6;
+        t19 += v * b7;
+        t20 += v * b8;
+        t21 += v * b9;
+        t22 += v * b10;
+        t23 += v * b11;
+        t24 += v * b12;
+        t25 += v * b13;
+        t26 += v * b14;
+        t27 += v * b15;
+        v = a[13];
+        t13 += v * b0;
+        t14 += v * b1;
+        t15 += v * b2;
+        t16 += v * b3;
+        t17 += v * b4;
+        t18 += v * b5;
+        t19 += v * b6;
+        t20 += v * b7;
+        t21 += v * b8;
+        t22 += v * b9;
+        t23 += v * b10;
+        t24 += v * b11;
+        t25 += v * b12;
+        t26 += v * b13;
+        t27 += v * b14;
+        t28 += v * b15;
+        v = a[14];
+        t14 += v * b0;
+        t15 += v * b1;
+        t16 += v * b2;
+        t17 += v * b3;
+        t18 += v * b4;
+        t19 += v * b5;
+        t20 += v * b6;
+        t21 += v * b7;
+        t22 += v * b8;
+        t23 += v * b9;
+        t24 += v * b10;
+        t25 += v * b11;
+        t26 += v * b12;
+        t27 += v * b13;
+        t28 += v * b14;
+        t29 += v * b15;
+        v = a[15];
+        t15 += v * b0;
+        t16 += v * b1;
+        t17 += v * b2;
+        t18 += v * b3;
+        t19 += v * b4;
+        t20 += v * b5;
+        t21 += v * b6;
+        t22 += v * b7;
+        t23 += v * b8;
+        t24 += v * b9;
+        t25 += v * b10;
+        t26 += v * b11;
+        t27 += v * b12;
+        t28 += v * b13;
+        t29 += v * b14;
+        t30 += v * b15;
+        t0 += 38 * t16;
+        t1 += 38 * t17;
+        t2 += 38 * t18;
+        t3 += 38 * t19;
+        t4 += 38 * t20;
+        t5 += 38 * t21;
+        t6 += 38 * t22;
+        t7 += 38 * t23;
+        t8 += 38 * t24;
+        t9 += 38 * t25;
+        t10 += 38 * t26;
+        t11 += 38 * t27;
+        t12 += 38 * t28;
+        t13 += 38 * t29;
+        t14 += 38 * t30;
+        c = 1;
+        v = t0 + c + 65535;
+        c = Math.floor(v / 65536);
+        t0 = v - c * 65536;
+        v = t1 + c + 65535;
+        c = Math.floor(v / 65536);
+        t1 = v - c * 65536;
+        v = t2 + c + 65535;
+        c = Math.floor(v / 65536);
+        t2 = v - c * 65536;
+        v = t3 + c + 65535;
+        c = Math.floor(v / 65536);
+        t3 = v - c * 65536;
+        v = t4 + c + 65535;
+        c = Math.floor(v / 65536);
+        t4 = v - c * 65536;
+        v = t5 + c + 65535;
+        c = Math.floor(v / 65536);
+        t5 = v - c * 65536;
+        v = t6 + c + 65535;
+        c = Math.floor(v / 65536);
+        t6 = v - c * 65536;
+        v = t7 + c + 65535;
+        c = Math.floor(v / 65536);
+        t7 = v - c * 65536;
+        v = t8 + c + 65535;
+        c = Math.floor(v / 65536);
+        t8 = v - c * 65536;
+        v = t9 + c + 65535;
+        c = Math.floor(v / 65536);
+        t9 = v - c * 65536;
+        v = t10 + c + 65535;
+        c = Math.floor(v / 65536);
+        t10 = v - c * 65536;
+        v = t11 + c + 65535;
+        c = Math.floor(v / 65536);
+        t11 = v - c * 65536;
+        v = t12 + c + 65535;
+        c = Math.floor(v / 65536);
+        t12 = v - c * 65536;
+        v = t13 + c + 65535;
+        c = Math.floor(v / 65536);
+        t13 = v - c * 65536;
+        v = t14 + c + 65535;
+        c = Math.floor(v / 65536);
+        t14 = v - c * 65536;
+        v = t15 + c + 65535;
+        c = Math.floor(v / 65536);
+        t15 = v - c * 65536;
+        t0 += c - 1 + 37 * (c - 1);
+        c = 1;
+        v = t0 + c + 65535;
+        c = Math.floor(v / 65536);
+        t0 = v - c * 65536;
+        v = t1 + c + 65535;
+        c = Math.floor(v / 65536);
+        t1 = v - c * 65536;
+        v = t2 + c + 65535;
+        c = Math.floor(v / 65536);
+        t2 = v - c * 65536;
+        v = t3 + c + 65535;
+        c = Math.floor(v / 65536);
+        t3 = v - c * 65536;
+        v = t4 + c + 65535;
+        c = Math.floor(v / 65536);
+        t4 = v - c * 65536;
+        v = t5 + c + 65535;
+        c = Math.floor(v / 65536);
+        t5 = v - c * 65536;
+        v = t6 + c + 65535;
+        c = Math.floor(v / 65536);
+        t6 = v - c * 65536;
+        v = t7 + c + 65535;
+        c = Math.floor(v / 65536);
+        t7 = v - c * 65536;
+        v = t8 + c + 65535;
+        c = Math.floor(v / 65536);
+        t8 = v - c * 65536;
+        v = t9 + c + 65535;
+        c = Math.floor(v / 65536);
+        t9 = v - c * 65536;
+        v = t10 + c + 65535;
+        c = Math.floor(v / 65536);
+        t10 = v - c * 65536;
+        v = t11 + c + 65535;
+        c = Math.floor(v / 65536);
+        t11 = v - c * 65536;
+        v = t12 + c + 65535;
+        c = Math.floor(v / 65536);
+        t12 = v - c * 65536;
+        v = t13 + c + 65535;
+        c = Math.floor(v / 65536);
+        t13 = v - c * 65536;
+        v = t14 + c + 65535;
+        c = Math.floor(v / 65536);
+        t14 = v - c * 65536;
+        v = t15 + c + 65535;
+        c = Math.floor(v / 65536);
+        t15 = v - c * 65536;
+        t0 += c - 1 + 37 * (c - 1);
+        o[0] = t0;
+        o[1] = t1;
+        o[2] = t2;
+        o[3] = t3;
+        o[4] = t4;
+        o[5] = t5;
+        o[6] = t6;
+        o[7] = t7;
+        o[8] = t8;
+        o[9] = t9;
+        o[10] = t10;
+        o[11] = t11;
+        o[12] = t12;
+        o[13] = t13;
+        o[14] = t14;
+        o[15] = t15;
+      }
+      function S(o, a) {
+        M(o, a, a);
+      }
+      function inv25519(o, i) {
+        var c = gf();
+        var a;
+        for (a = 0; a < 16; a++) c[a] = i[a];
+        for (a = 253; a >= 0; a--) {
+          S(c, c);
+          if (a !== 2 && a !== 4) M(c, c, i);
+        }
+        for (a = 0; a < 16; a++) o[a] = c[a];
+      }
+      function pow2523(o, i) {
+        var c = gf();
+        var a;
+        for (a = 0; a < 16; a++) c[a] = i[a];
+        for (a = 250; a >= 0; a--) {
+          S(c, c);
+          if (a !== 1) M(c, c, i);
+        }
+        for (a = 0; a < 16; a++) o[a] = c[a];
+      }
+      function crypto_scalarmult(q2, n, p) {
+        var z2 = new Uint8Array(32);
+        var x = new Float64Array(80), r, i;
+        var a = gf(), b = gf(), c = gf(), d = gf(), e = gf(), f = gf();
+        for (i = 0; i < 31; i++) z2[i] = n[i];
+        z2[31] = n[31] & 127 | 64;
+        z2[0] &= 248;
+        unpack25519(x, p);
+        for (i = 0; i < 16; i++) {
+          b[i] = x[i];
+          d[i] = a[i] = c[i] = 0;
+        }
+        a[0] = d[0] = 1;
+        for (i = 254; i >= 0; --i) {
+          r = z2[i >>> 3] >>> (i & 7) & 1;
+          sel25519(a, b, r);
+          sel25519(c, d, r);
+          A(e, a, c);
+          Z(a, a, c);
+          A(c, b, d);
+          Z(b, b, d);
+          S(d, e);
+          S(f, a);
+          M(a, c, a);
+          M(c, b, e);
+          A(e, a, c);
+          Z(a, a, c);
+          S(b, a);
+          Z(c, d, f);
+          M(a, c, _121665);
+          A(a, a, d);
+          M(c, c, a);
+          M(a, d, f);
+          M(d, b, x);
+          S(b, e);
+          sel25519(a, b, r);
+          sel25519(c, d, r);
+        }
+        for (i = 0; i < 16; i++) {
+          x[i + 16] = a[i];
+          x[i + 32] = c[i];
+          x[i + 48] = b[i];
+          x[i + 64] = d[i];
+        }
+        var x32 = x.subarray(32);
+        var x16 = x.subarray(16);
+        inv25519(x32, x32);
+        M(x16, x16, x32);
+        pack25519(q2, x16);
+        return 0;
+      }
+      function crypto_scalarmult_base(q2, n) {
+        return crypto_scalarmult(q2, n, _9);
+      }
+      function crypto_box_keypair(y, x) {
+        randombytes(x, 32);
+        return crypto_scalarmult_base(y, x);
+      }
+      function crypto_box_beforenm(k, y, x) {
+        var s = new Uint8Array(32);
+        crypto_scalarmult(s, x, y);
+        return crypto_core_hsalsa20(k, _0, s, sigma);
+      }
+      var crypto_box_afternm = crypto_secretbox;
+      var crypto_box_open_afternm = crypto_secretbox_open;
+      function crypto_box(c, m, d, n, y, x) {
+        var k = new Uint8Array(32);
+        crypto_box_beforenm(k, y, x);
+        return crypto_box_afternm(c, m, d, n, k);
+      }
+      function crypto_box_open(m, c, d, n, y, x) {
+        var k = new Uint8Array(32);
+        crypto_box_beforenm(k, y, x);
+        return crypto_box_open_afternm(m, c, d, n, k);
+      }
+      var K = [
+        1116352408,
+        3609767458,
+        1899447441,
+        602891725,
+        3049323471,
+        3964484399,
+        3921009573,
+        2173295548,
+        961987163,
+        4081628472,
+        1508970993,
+        3053834265,
+        2453635748,
+        2937671579,
+        2870763221,
+        3664609560,
+        3624381080,
+        2734883394,
+        310598401,
+        1164996542,
+        607225278,
+        1323610764,
+        1426881987,
+        3590304994,
+        1925078388,
+        4068182383,
+        2162078206,
+        991336113,
+        2614888103,
+        633803317,
+        3248222580,
+        3479774868,
+        3835390401,
+        2666613458,
+        4022224774,
+        944711139,
+        264347078,
+        2341262773,
+        604807628,
+        2007800933,
+        770255983,
+        1495990901,
+        1249150122,
+        1856431235,
+        1555081692,
+        3175218132,
+        1996064986,
+        2198950837,
+        2554220882,
+        3999719339,
+        2821834349,
+        766784016,
+        2952996808,
+        2566594879,
+        3210313671,
+        3203337956,
+        3336571891,
+        1034457026,
+        3584528711,
+        2466948901,
+        113926993,
+        3758326383,
+        338241895,
+        168717936,
+        666307205,
+        1188179964,
+        773529912,
+        1546045734,
+        1294757372,
+        1522805485,
+        1396182291,
+        2643833823,
+        1695183700,
+        2343527390,
+        1986661051,
+        1014477480,
+        2177026350,
+        1206759142,
+        2456956037,
+        344077627,
+        2730485921,
+        1290863460,
+        2820302411,
+        3158454273,
+        3259730800,
+        3505952657,
+        3345764771,
+        106217008,
+        3516065817,
+        3606008344,
+        3600352804,
+        1432725776,
+        4094571909,
+        1467031594,
+        275423344,
+        851169720,
+        430227734,
+        3100823752,
+        506948616,
+        1363258195,
+        659060556,
+        3750685593,
+        883997877,
+        3785050280,
+        958139571,
+        3318307427,
+        1322822218,
+        3812723403,
+        1537002063,
+        2003034995,
+        1747873779,
+        3602036899,
+        1955562222,
+        1575990012,
+        2024104815,
+        1125592928,
+        2227730452,
+        2716904306,
+        2361852424,
+        442776044,
+        2428436474,
+        593698344,
+        2756734187,
+        3733110249,
+        3204031479,
+        2999351573,
+        3329325298,
+        3815920427,
+        3391569614,
+        3928383900,
+        3515267271,
+        566280711,
+        3940187606,
+        3454069534,
+        4118630271,
+        4000239992,
+        116418474,
+        1914138554,
+        174292421,
+        2731055270,
+        289380356,
+        3203993006,
+        460393269,
+        320620315,
+        685471733,
+        587496836,
+        852142971,
+        1086792851,
+        1017036298,
+        365543100,
+        1126000580,
+        2618297676,
+        1288033470,
+        3409855158,
+        1501505948,
+        4234509866,
+        1607167915,
+        987167468,
+        1816402316,
+        1246189591
+      ];
+      function crypto_hashblocks_hl(hh, hl, m, n) {
+        var wh = new Int32Array(16), wl = new Int32Array(16), bh0, bh1, bh2, bh3, bh4, bh5, bh6, bh7, bl0, bl1, bl2, bl3, bl4, bl5, bl6, bl7, th, tl, i, j, h, l, a, b, c, d;
+        var ah0 = hh[0], ah1 = hh[1], ah2 = hh[2], ah3 = hh[3], ah4 = hh[4], ah5 = hh[5], ah6 = hh[6], ah7 = hh[7], al0 = hl[0], al1 = hl[1], al2 = hl[2], al3 = hl[3], al4 = hl[4], al5 = hl[5], al6 = hl[6], al7 = hl[7];
+        var pos = 0;
+        while (n >= 128) {
+          for (i = 0; i < 16; i++) {
+            j = 8 * i + pos;
+            wh[i] = m[j + 0] << 24 | m[j + 1] << 16 | m[j + 2] << 8 | m[j + 3];
+            wl[i] = m[j + 4] << 24 | m[j + 5] << 16 | m[j + 6] << 8 | m[j + 7];
+          }
+          for (i = 0; i < 80; i++) {
+            bh0 = ah0;
+            bh1 = ah1;
+            bh2 = ah2;
+            bh3 = ah3;
+            bh4 = ah4;
+            bh5 = ah5;
+            bh6 = ah6;
+            bh7 = ah7;
+            bl0 = al0;
+            bl1 = al1;
+            bl2 = al2;
+            bl3 = al3;
+            bl4 = al4;
+            bl5 = al5;
+            bl6 = al6;
+            bl7 = al7;
+            h = ah7;
+            l = al7;
+            a = l & 65535;
+            b = l >>> 16;
+            c = h & 65535;
+            d = h >>> 16;
+            h = (ah4 >>> 14 | al4 << 32 - 14) ^ (ah4 >>> 18 | al4 << 32 - 18) ^ (al4 >>> 41 - 32 | ah4 << 32 - (41 - 32));
+            l = (al4 >>> 14 | ah4 << 32 - 14) ^ (al4 >>> 18 | ah4 << 32 - 18) ^ (ah4 >>> 41 - 32 | al4 << 32 - (41 - 32));
+            a += l & 65535;
+            b += l >>> 16;
+            c += h & 65535;
+            d += h >>> 16;
+            h = ah4 & ah5 ^ ~ah4 & ah6;
+            l = al4 & al5 ^ ~al4 & al6;
+            a += l & 65535;
+            b += l >>> 16;
+            c += h & 65535;
+            d += h >>> 16;
+            h = K[i * 2];
+            l = K[i * 2 + 1];
+            a += l & 65535;
+            b += l >>> 16;
+            c += h & 65535;
+            d += h >>> 16;
+            h = wh[i % 16];
+            l = wl[i % 16];
+            a += l & 65535;
+            b += l >>> 16;
+            c += h & 65535;
+            d += h >>> 16;
+            b += a >>> 16;
+            c += b >>> 16;
+            d += c >>> 16;
+            th = c & 65535 | d << 16;
+            tl = a & 65535 | b << 16;
+            h = th;
+            l = tl;
+            a = l & 65535;
+            b = l >>> 16;
+            c = h & 65535;
+            d = h >>> 16;
+            h = (ah0 >>> 28 | al0 << 32 - 28) ^ (al0 >>> 34 - 32 | ah0 << 32 - (34 - 32)) ^ (al0 >>> 39 - 32 | ah0 << 32 - (39 - 32));
+            l = (al0 >>> 28 | ah0 << 32 - 28) ^ (ah0 >>> 34 - 32 | al0 << 32 - (34 - 32)) ^ (ah0 >>> 39 - 32 | al0 << 32 - (39 - 32));
+            a += l & 65535;
+            b += l >>> 16;
+            c += h & 65535;
+            d += h >>> 16;
+            h = ah0 & ah1 ^ ah0 & ah2 ^ ah1 & ah2;
+            l = al0 & al1 ^ al0 & al2 ^ al1 & al2;
+            a += l & 65535;
+            b += l >>> 16;
+            c += h & 65535;
+            d += h >>> 16;
+            b += a >>> 16;
+            c += b >>> 16;
+            d += c >>> 16;
+            bh7 = c & 65535 | d << 16;
+            bl7 = a & 65535 | b << 16;
+            h = bh3;
+            l = bl3;
+            a = l & 65535;
+            b = l >>> 16;
+            c = h & 65535;
+            d = h >>> 16;
+            h = th;
+            l = tl;
+            a += l & 65535;
+            b += l >>> 16;
+            c += h & 65535;
+            d += h >>> 16;
+            b += a >>> 16;
+            c += b >>> 16;
+            d += c >>> 16;
+            bh3 = c & 65535 | d << 16;
+            bl3 = a & 65535 | b << 16;
+            ah1 = bh0;
+            ah2 = bh1;
+            ah3 = bh2;
+            ah4 = bh3;
+            ah5 = bh4;
+            ah6 = bh5;
+            ah7 = bh6;
+            ah0 = bh7;
+            al1 = bl0;
+            al2 = bl1;
+            al3 = bl2;
+            al4 = bl3;
+            al5 = bl4;
+            al6 = bl5;
+            al7 = bl6;
+            al0 = bl7;
+            if (i % 16 === 15) {
+              for (j = 0; j < 16; j++) {
+                h = wh[j];
+                l = wl[j];
+                a = l & 65535;
+                b = l >>> 16;
+                c = h & 65535;
+                d = h >>> 16;
+                h = wh[(j + 9) % 16];
+                l = wl[(j + 9) % 16];
+                a += l & 65535;
+                b += l >>> 16;
+                c += h & 65535;
+                d += h >>> 16;
+                th = wh[(j + 1) % 16];
+                tl = wl[(j + 1) % 16];
+                h = (th >>> 1 | tl << 32 - 1) ^ (th >>> 8 | tl << 32 - 8) ^ th >>> 7;
+                l = (tl >>> 1 | th << 32 - 1) ^ (tl >>> 8 | th << 32 - 8) ^ (tl >>> 7 | th << 32 - 7);
+                a += l & 65535;
+                b += l >>> 16;
+                c += h & 65535;
+                d += h >>> 16;
+                th = wh[(j + 14) % 16];
+                tl = wl[(j + 14) % 16];
+                h = (th >>> 19 | tl << 32 - 19) ^ (tl >>> 61 - 32 | th << 32 - (61 - 32)) ^ th >>> 6;
+                l = (tl >>> 19 | th << 32 - 19) ^ (th >>> 61 - 32 | tl << 32 - (61 - 32)) ^ (tl >>> 6 | th << 32 - 6);
+                a += l & 65535;
+                b += l >>> 16;
+                c += h & 65535;
+                d += h >>> 16;
+                b += a >>> 16;
+                c += b >>> 16;
+                d += c >>> 16;
+                wh[j] = c & 65535 | d << 16;
+                wl[j] = a & 65535 | b << 16;
+              }
+            }
+          }
+          h = ah0;
+          l = al0;
+          a = l & 65535;
+          b = l >>> 16;
+          c = h & 65535;
+          d = h >>> 16;
+          h = hh[0];
+          l = hl[0];
+          a += l & 65535;
+          b += l >>> 16;
+          c += h & 65535;
+          d += h >>> 16;
+          b += a >>> 16;
+          c += b >>> 16;
+          d += c >>> 16;
+          hh[0] = ah0 = c & 65535 | d << 16;
+          hl[0] = al0 = a & 65535 | b << 16;
+          h = ah1;
+          l = al1;
+          a = l & 65535;
+          b = l >>> 16;
+          c = h & 65535;
+          d = h >>> 16;
+          h = hh[1];
+          l = hl[1];
+          a += l & 65535;
+          b += l >>> 16;
+          c += h & 65535;
+          d += h >>> 16;
+          b += a >>> 16;
+          c += b >>> 16;
+          d += c >>> 16;
+          hh[1] = ah1 = c & 65535 | d << 16;
+          hl[1] = al1 = a & 65535 | b << 16;
+          h = ah2;
+          l = al2;
+          a = l & 65535;
+          b = l >>> 16;
+          c = h & 65535;
+          d = h >>> 16;
+          h = hh[2];
+          l = hl[2];
+          a += l & 65535;
+          b += l >>> 16;
+          c += h & 65535;
+          d += h >>> 16;
+          b += a >>> 16;
+          c += b >>> 16;
+          d += c >>> 16;
+          hh[2] = ah2 = c & 65535 | d << 16;
+          hl[2] = al2 = a & 65535 | b << 16;
+          h = ah3;
+          l = al3;
+          a = l & 65535;
+          b = l >>> 16;
+          c = h & 65535;
+          d = h >>> 16;
+          h = hh[3];
+          l = hl[3];
+          a += l & 65535;
+          b += l >>> 16;
+          c += h & 65535;
+          d += h >>> 16;
+          b += a >>> 16;
+          c += b >>> 16;
+          d += c >>> 16;
+          hh[3] = ah3 = c & 65535 | d << 16;
+          hl[3] = al3 = a & 65535 | b << 16;
+          h = ah4;
+          l = al4;
+          a = l & 65535;
+          b = l >>> 16;
+          c = h & 65535;
+          d = h >>> 16;
+          h = hh[4];
+          l = hl[4];
+          a += l & 65535;
+          b += l >>> 16;
+          c += h & 65535;
+          d += h >>> 16;
+          b += a >>> 16;
+          c += b >>> 16;
+          d += c >>> 16;
+          hh[4] = ah4 = c & 65535 | d << 16;
+          hl[4] = al4 = a & 65535 | b << 16;
+          h = ah5;
+          l = al5;
+          a = l & 65535;
+          b = l >>> 16;
+          c = h & 65535;
+          d = h >>> 16;
+          h = hh[5];
+          l = hl[5];
+          a += l & 65535;
+          b += l >>> 16;
+          c += h & 65535;
+          d += h >>> 16;
+          b += a >>> 16;
+          c += b >>> 16;
+          d += c >>> 16;
+          hh[5] = ah5 = c & 65535 | d << 16;
+          hl[5] = al5 = a & 65535 | b << 16;
+          h = ah6;
+          l = al6;
+          a = l & 65535;
+          b = l >>> 16;
+          c = h & 65535;
+          d = h >>> 16;
+          h = hh[6];
+          l = hl[6];
+          a += l & 65535;
+          b += l >>> 16;
+          c += h & 65535;
+          d += h >>> 16;
+          b += a >>> 16;
+          c += b >>> 16;
+          d += c >>> 16;
+          hh[6] = ah6 = c & 65535 | d << 16;
+          hl[6] = al6 = a & 65535 | b << 16;
+          h = ah7;
+          l = al7;
+          a = l & 65535;
+          b = l >>> 16;
+          c = h & 65535;
+          d = h >>> 16;
+          h = hh[7];
+          l = hl[7];
+          a += l & 65535;
+          b += l >>> 16;
+          c += h & 65535;
+          d += h >>> 16;
+          b += a >>> 16;
+          c += b >>> 16;
+          d += c >>> 16;
+          hh[7] = ah7 = c & 65535 | d << 16;
+          hl[7] = al7 = a & 65535 | b << 16;
+          pos += 128;
+          n -= 128;
+        }
+        return n;
+      }
+      function crypto_hash(out, m, n) {
+        var hh = new Int32Array(8), hl = new Int32Array(8), x = new Uint8Array(256), i, b = n;
+        hh[0] = 1779033703;
+        hh[1] = 3144134277;
+        hh[2] = 1013904242;
+        hh[3] = 2773480762;
+        hh[4] = 1359893119;
+        hh[5] = 2600822924;
+        hh[6] = 528734635;
+        hh[7] = 1541459225;
+        hl[0] = 4089235720;
+        hl[1] = 2227873595;
+        hl[2] = 4271175723;
+        hl[3] = 1595750129;
+        hl[4] = 2917565137;
+        hl[5] = 725511199;
+        hl[6] = 4215389547;
+        hl[7] = 327033209;
+        crypto_hashblocks_hl(hh, hl, m, n);
+        n %= 128;
+        for (i = 0; i < n; i++) x[i] = m[b - n + i];
+        x[n] = 128;
+        n = 256 - 128 * (n < 112 ? 1 : 0);
+        x[n - 9] = 0;
+        ts64(x, n - 8, b / 536870912 | 0, b << 3);
+        crypto_hashblocks_hl(hh, hl, x, n);
+        for (i = 0; i < 8; i++) ts64(out, 8 * i, hh[i], hl[i]);
+        return 0;
+      }
+      function add(p, q2) {
+        var a = gf(), b = gf(), c = gf(), d = gf(), e = gf(), f = gf(), g = gf(), h = gf(), t = gf();
+        Z(a, p[1], p[0]);
+        Z(t, q2[1], q2[0]);
+        M(a, a, t);
+        A(b, p[0], p[1]);
+        A(t, q2[0], q2[1]);
+        M(b, b, t);
+        M(c, p[3], q2[3]);
+        M(c, c, D2);
+        M(d, p[2], q2[2]);
+        A(d, d, d);
+        Z(e, b, a);
+        Z(f, d, c);
+        A(g, d, c);
+        A(h, b, a);
+        M(p[0], e, f);
+        M(p[1], h, g);
+        M(p[2], g, f);
+        M(p[3], e, h);
+      }
+      function cswap(p, q2, b) {
+        var i;
+        for (i = 0; i < 4; i++) {
+          sel25519(p[i], q2[i], b);
+        }
+      }
+      function pack(r, p) {
+        var tx = gf(), ty = gf(), zi = gf();
+        inv25519(zi, p[2]);
+        M(tx, p[0], zi);
+        M(ty, p[1], zi);
+        pack25519(r, ty);
+        r[31] ^= par25519(tx) << 7;
+      }
+      function scalarmult(p, q2, s) {
+        var b, i;
+        set25519(p[0], gf0);
+        set25519(p[1], gf1);
+        set25519(p[2], gf1);
+        set25519(p[3], gf0);
+        for (i = 255; i >= 0; --i) {
+          b = s[i / 8 | 0] >> (i & 7) & 1;
+          cswap(p, q2, b);
+          add(q2, p);
+          add(p, p);
+          cswap(p, q2, b);
+        }
+      }
+      function scalarbase(p, s) {
+        var q2 = [gf(), gf(), gf(), gf()];
+        set25519(q2[0], X);
+        set25519(q2[1], Y);
+        set25519(q2[2], gf1);
+        M(q2[3], X, Y);
+        scalarmult(p, q2, s);
+      }
+      function crypto_sign_keypair(pk, sk, seeded) {
+        var d = new Uint8Array(64);
+        var p = [gf(), gf(), gf(), gf()];
+        var i;
+        if (!seeded) randombytes(sk, 32);
+        crypto_hash(d, sk, 32);
+        d[0] &= 248;
+        d[31] &= 127;
+        d[31] |= 64;
+        scalarbase(p, d);
+        pack(pk, p);
+        for (i = 0; i < 32; i++) sk[i + 32] = pk[i];
+        return 0;
+      }
+      var L = new Float64Array([237, 211, 245, 92, 26, 99, 18, 88, 214, 156, 247, 162, 222, 249, 222, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16]);
+      function modL(r, x) {
+        var carry, i, j, k;
+        for (i = 63; i >= 32; --i) {
+          carry = 0;
+          for (j = i - 32, k = i - 12; j < k; ++j) {
+            x[j] += carry - 16 * x[i] * L[j - (i - 32)];
+            carry = x[j] + 128 >> 8;
+            x[j] -= carry * 256;
+          }
+          x[j] += carry;
+          x[i] = 0;
+        }
+        carry = 0;
+        for (j = 0; j < 32; j++) {
+          x[j] += carry - (x[31] >> 4) * L[j];
+          carry = x[j] >> 8;
+          x[j] &= 255;
+        }
+        for (j = 0; j < 32; j++) x[j] -= carry * L[j];
+        for (i = 0; i < 32; i++) {
+          x[i + 1] += x[i] >> 8;
+          r[i] = x[i] & 255;
+        }
+      }
+      function reduce(r) {
+        var x = new Float64Array(64), i;
+        for (i = 0; i < 64; i++) x[i] = r[i];
+        for (i = 0; i < 64; i++) r[i] = 0;
+        modL(r, x);
+      }
+      function crypto_sign(sm, m, n, sk) {
+        var d = new Uint8Array(64), h = new Uint8Array(64), r = new Uint8Array(64);
+        var i, j, x = new Float64Array(64);
+        var p = [gf(), gf(), gf(), gf()];
+        crypto_hash(d, sk, 32);
+        d[0] &= 248;
+        d[31] &= 127;
+        d[31] |= 64;
+        var smlen = n + 64;
+        for (i = 0; i < n; i++) sm[64 + i] = m[i];
+        for (i = 0; i < 32; i++) sm[32 + i] = d[32 + i];
+        crypto_hash(r, sm.subarray(32), n + 32);
+        reduce(r);
+        scalarbase(p, r);
+        pack(sm, p);
+        for (i = 32; i < 64; i++) sm[i] = sk[i];
+        crypto_hash(h, sm, n + 64);
+        reduce(h);
+        for (i = 0; i < 64; i++) x[i] = 0;
+        for (i = 0; i < 32; i++) x[i] = r[i];
+        for (i = 0; i < 32; i++) {
+          for (j = 0; j < 32; j++) {
+            x[i + j] += h[i] * d[j];
+          }
+        }
+        modL(sm.subarray(32), x);
+        return smlen;
+      }
+      function unpackneg(r, p) {
+        var t = gf(), chk = gf(), num = gf(), den = gf(), den2 = gf(), den4 = gf(), den6 = gf();
+        set25519(r[2], gf1);
+        unpack25519(r[1], p);
+        S(num, r[1]);
+        M(den, num, D);
+        Z(num, num, r[2]);
+        A(den, r[2], den);
+        S(den2, den);
+        S(den4, den2);
+        M(den6, den4, den2);
+        M(t, den6, num);
+        M(t, t, den);
+        pow2523(t, t);
+        M(t, t, num);
+        M(t, t, den);
+        M(t, t, den);
+        M(r[0], t, den);
+        S(chk, r[0]);
+        M(chk, chk, den);
+        if (neq25519(chk, num)) M(r[0], r[0], I);
+        S(chk, r[0]);
+        M(chk, chk, den);
+        if (neq25519(chk, num)) return -1;
+        if (par25519(r[0]) === p[31] >> 7) Z(r[0], gf0, r[0]);
+        M(r[3], r[0], r[1]);
+        return 0;
+      }
+      function crypto_sign_open(m, sm, n, pk) {
+        var i, mlen;
+        var t = new Uint8Array(32), h = new Uint8Array(64);
+        var p = [gf(), gf(), gf(), gf()], q2 = [gf(), gf(), gf(), gf()];
+        mlen = -1;
+        if (n < 64) return -1;
+        if (unpackneg(q2, pk)) return -1;
+        for (i = 0; i < n; i++) m[i] = sm[i];
+        for (i = 0; i < 32; i++) m[i + 32] = pk[i];
+        crypto_hash(h, m, n);
+        reduce(h);
+        scalarmult(p, q2, h);
+        scalarbase(q2, sm.subarray(32));
+        add(p, q2);
+        pack(t, p);
+        n -= 64;
+        if (crypto_verify_32(sm, 0, t, 0)) {
+          for (i = 0; i < n; i++) m[i] = 0;
+          return -1;
+        }
+        for (i = 0; i < n; i++) m[i] = sm[i + 64];
+        mlen = n;
+        return mlen;
+      }
+      var crypto_secretbox_KEYBYTES = 32, crypto_secretbox_NONCEBYTES = 24, crypto_secretbox_ZEROBYTES = 32, crypto_secretbox_BOXZEROBYTES = 16, crypto_scalarmult_BYTES = 32, crypto_scalarmult_SCALARBYTES = 32, crypto_box_PUBLICKEYBYTES = 32, crypto_box_SECRETKEYBYTES = 32, crypto_box_BEFORENMBYTES = 32, crypto_box_NONCEBYTES = crypto_secretbox_NONCEBYTES, crypto_box_ZEROBYTES = crypto_secretbox_ZEROBYTES, crypto_box_BOXZEROBYTES = crypto_secretbox_BOXZEROBYTES, crypto_sign_BYTES = 64, crypto_sign_PUBLICKEYBYTES = 32, crypto_sign_SECRETKEYBYTES = 64, crypto_sign_SEEDBYTES = 32, crypto_hash_BYTES = 64;
+      nacl.lowlevel = {
+        crypto_core_hsalsa20,
+        crypto_stream_xor,
+        crypto_stream,
+        crypto_stream_salsa20_xor,
+        crypto_stream_salsa20,
+        crypto_onetimeauth,
+        crypto_onetimeauth_verify,
+        crypto_verify_16,
+        crypto_verify_32,
+        crypto_secretbox,
+        crypto_secretbox_open,
+        crypto_scalarmult,
+        crypto_scalarmult_base,
+        crypto_box_beforenm,
+        crypto_box_afternm,
+        crypto_box,
+        crypto_box_open,
+        crypto_box_keypair,
+        crypto_hash,
+        crypto_sign,
+        crypto_sign_keypair,
+        crypto_sign_open,
+        crypto_secretbox_KEYBYTES,
+        crypto_secretbox_NONCEBYTES,
+        crypto_secretbox_ZEROBYTES,
+        crypto_secretbox_BOXZEROBYTES,
+        crypto_scalarmult_BYTES,
+        crypto_scalarmult_SCALARBYTES,
+        crypto_box_PUBLICKEYBYTES,
+        crypto_box_SECRETKEYBYTES,
+        crypto_box_BEFORENMBYTES,
+        crypto_box_NONCEBYTES,
+        crypto_box_ZEROBYTES,
+        crypto_box_BOXZEROBYTES,
+        crypto_sign_BYTES,
+        crypto_sign_PUBLICKEYBYTES,
+        crypto_sign_SECRETKEYBYTES,
+        crypto_sign_SEEDBYTES,
+        crypto_hash_BYTES
+      };
+      function checkLengths(k, n) {
+        if (k.length !== crypto_secretbox_KEYBYTES) throw new Error("bad key size");
+        if (n.length !== crypto_secretbox_NONCEBYTES) throw new Error("bad nonce size");
+      }
+      function checkBoxLengths(pk, sk) {
+        if (pk.length !== crypto_box_PUBLICKEYBYTES) throw new Error("bad public key size");
+        if (sk.length !== crypto_box_SECRETKEYBYTES) throw new Error("bad secret key size");
+      }
+      function checkArrayTypes() {
+        var t, i;
+        for (i = 0; i < arguments.length; i++) {
+          if ((t = Object.prototype.toString.call(arguments[i])) !== "[object Uint8Array]")
+            throw new TypeError("unexpected type " + t + ", use Uint8Array");
+        }
+      }
+      function cleanup(arr) {
+        for (var i = 0; i < arr.length; i++) arr[i] = 0;
+      }
+      if (!nacl.util) {
+        nacl.util = {};
+        nacl.util.decodeUTF8 = nacl.util.encodeUTF8 = nacl.util.encodeBase64 = nacl.util.decodeBase64 = function() {
+          throw new Error("nacl.util moved into separate package: https://github.com/dchest/tweetnacl-util-js");
+        };
+      }
+      nacl.randomBytes = function(n) {
+        var b = new Uint8Array(n);
+        randombytes(b, n);
+        return b;
+      };
+      nacl.secretbox = function(msg, nonce, key) {
+        checkArrayTypes(msg, nonce, key);
+        checkLengths(key, nonce);
+        var m = new Uint8Array(crypto_secretbox_ZEROBYTES + msg.length);
+        var c = new Uint8Array(m.length);
+        for (var i = 0; i < msg.length; i++) m[i + crypto_secretbox_ZEROBYTES] = msg[i];
+        crypto_secretbox(c, m, m.length, nonce, key);
+        return c.subarray(crypto_secretbox_BOXZEROBYTES);
+      };
+      nacl.secretbox.open = function(box, nonce, key) {
+        checkArrayTypes(box, nonce, key);
+        checkLengths(key, nonce);
+        var c = new Uint8Array(crypto_secretbox_BOXZEROBYTES + box.length);
+        var m = new Uint8Array(c.length);
+        for (var i = 0; i < box.length; i++) c[i + crypto_secretbox_BOXZEROBYTES] = box[i];
+        if (c.length < 32) return false;
+        if (crypto_secretbox_open(m, c, c.length, nonce, key) !== 0) return false;
+        return m.subarray(crypto_secretbox_ZEROBYTES);
+      };
+      nacl.secretbox.keyLength = crypto_secretbox_KEYBYTES;
+      nacl.secretbox.nonceLength = crypto_secretbox_NONCEBYTES;
+      nacl.secretbox.overheadLength = crypto_secretbox_BOXZEROBYTES;
+      nacl.scalarMult = function(n, p) {
+        checkArrayTypes(n, p);
+        if (n.length !== crypto_scalarmult_SCALARBYTES) throw new Error("bad n size");
+        if (p.length !== crypto_scalarmult_BYTES) throw new Error("bad p size");
+        var q2 = new Uint8Array(crypto_scalarmult_BYTES);
+        crypto_scalarmult(q2, n, p);
+        return q2;
+      };
+      nacl.scalarMult.base = function(n) {
+        checkArrayTypes(n);
+        if (n.length !== crypto_scalarmult_SCALARBYTES) throw new Error("bad n size");
+        var q2 = new Uint8Array(crypto_scalarmult_BYTES);
+        crypto_scalarmult_base(q2, n);
+        return q2;
+      };
+      nacl.scalarMult.scalarLength = crypto_scalarmult_SCALARBYTES;
+      nacl.scalarMult.groupElementLength = crypto_scalarmult_BYTES;
+      nacl.box = function(msg, nonce, publicKey, secretKey) {
+        var k = nacl.box.before(publicKey, secretKey);
+        return nacl.secretbox(msg, nonce, k);
+      };
+      nacl.box.before = function(publicKey, secretKey) {
+        checkArrayTypes(publicKey, secretKey);
+        checkBoxLengths(publicKey, secretKey);
+        var k = new Uint8Array(crypto_box_BEFORENMBYTES);
+        crypto_box_beforenm(k, publicKey, secretKey);
+        return k;
+      };
+      nacl.box.after = nacl.secretbox;
+      nacl.box.open = function(msg, nonce, publicKey, secretKey) {
+        var k = nacl.box.before(publicKey, secretKey);
+        return nacl.secretbox.open(msg, nonce, k);
+      };
+      nacl.box.open.after = nacl.secretbox.open;
+      nacl.box.keyPair = function() {
+        var pk = new Uint8Array(crypto_box_PUBLICKEYBYTES);
+        var sk = new Uint8Array(crypto_box_SECRETKEYBYTES);
+        crypto_box_keypair(pk, sk);
+        return { publicKey: pk, secretKey: sk };
+      };
+      nacl.box.keyPair.fromSecretKey = function(secretKey) {
+        checkArrayTypes(secretKey);
+        if (secretKey.length !== crypto_box_SECRETKEYBYTES)
+          throw new Error("bad secret key size");
+        var pk = new Uint8Array(crypto_box_PUBLICKEYBYTES);
+        crypto_scalarmult_base(pk, secretKey);
+        return { publicKey: pk, secretKey: new Uint8Array(secretKey) };
+      };
+      nacl.box.publicKeyLength = crypto_box_PUBLICKEYBYTES;
+      nacl.box.secretKeyLength = crypto_box_SECRETKEYBYTES;
+      nacl.box.sharedKeyLength = crypto_box_BEFORENMBYTES;
+      nacl.box.nonceLength = crypto_box_NONCEBYTES;
+      nacl.box.overheadLength = nacl.secretbox.overheadLength;
+      nacl.sign = function(msg, secretKey) {
+        checkArrayTypes(msg, secretKey);
+        if (secretKey.length !== crypto_sign_SECRETKEYBYTES)
+          throw new Error("bad secret key size");
+        var signedMsg = new Uint8Array(crypto_sign_BYTES + msg.length);
+        crypto_sign(signedMsg, msg, msg.length, secretKey);
+        return signedMsg;
+      };
+      nacl.sign.open = function(signedMsg, publicKey) {
+        if (arguments.length !== 2)
+          throw new Error("nacl.sign.open accepts 2 arguments; did you mean to use nacl.sign.detached.verify?");
+        checkArrayTypes(signedMsg, publicKey);
+        if (publicKey.length !== crypto_sign_PUBLICKEYBYTES)
+          throw new Error("bad public key size");
+        var tmp = new Uint8Array(signedMsg.length);
+        var mlen = crypto_sign_open(tmp, signedMsg, signedMsg.length, publicKey);
+        if (mlen < 0) return null;
+        var m = new Uint8Array(mlen);
+        for (var i = 0; i < m.length; i++) m[i] = tmp[i];
+        return m;
+      };
+      nacl.sign.detached = function(msg, secretKey) {
+        var signedMsg = nacl.sign(msg, secretKey);
+        var sig = new Uint8Array(crypto_sign_BYTES);
+        for (var i = 0; i < sig.length; i++) sig[i] = signedMsg[i];
+        return sig;
+      };
+      nacl.sign.detached.verify = function(msg, sig, publicKey) {
+        checkArrayTypes(msg, sig, publicKey);
+        if (sig.length !== crypto_sign_BYTES)
+          throw new Error("bad signature size");
+        if (publicKey.length !== crypto_sign_PUBLICKEYBYTES)
+          throw new Error("bad public key size");
+        var sm = new Uint8Array(crypto_sign_BYTES + msg.length);
+        var m = new Uint8Array(crypto_sign_BYTES + msg.length);
+        var i;
+        for (i = 0; i < crypto_sign_BYTES; i++) sm[i] = sig[i];
+        for (i = 0; i < msg.length; i++) sm[i + crypto_sign_BYTES] = msg[i];
+        return crypto_sign_open(m, sm, sm.length, publicKey) >= 0;
+      };
+      nacl.sign.keyPair = function() {
+        var pk = new Uint8Array(crypto_sign_PUBLICKEYBYTES);
+        var sk = new Uint8Array(crypto_sign_SECRETKEYBYTES);
+        crypto_sign_keypair(pk, sk);
+        return { publicKey: pk, secretKey: sk };
+      };
+      nacl.sign.keyPair.fromSecretKey = function(secretKey) {
+        checkArrayTypes(secretKey);
+        if (secretKey.length !== crypto_sign_SECRETKEYBYTES)
+          throw new Error("bad secret key size");
+        var pk = new Uint8Array(crypto_sign_PUBLICKEYBYTES);
+        for (var i = 0; i < pk.length; i++) pk[i] = secretKey[32 + i];
+        return { publicKey: pk, secretKey: new Uint8Array(secretKey) };
+      };
+      nacl.sign.keyPair.fromSeed = function(seed) {
+        checkArrayTypes(seed);
+        if (seed.length !== crypto_sign_SEEDBYTES)
+          throw new Error("bad seed size");
+        var pk = new Uint8Array(crypto_sign_PUBLICKEYBYTES);
+        var sk = new Uint8Array(crypto_sign_SECRETKEYBYTES);
+        for (var i = 0; i < 32; i++) sk[i] = seed[i];
+        crypto_sign_keypair(pk, sk, true);
+        return { publicKey: pk, secretKey: sk };
+      };
+      nacl.sign.publicKeyLength = crypto_sign_PUBLICKEYBYTES;
+      nacl.sign.secretKeyLength = crypto_sign_SECRETKEYBYTES;
+      nacl.sign.seedLength = crypto_sign_SEEDBYTES;
+      nacl.sign.signatureLength = crypto_sign_BYTES;
+      nacl.hash = function(msg) {
+        checkArrayTypes(msg);
+        var h = new Uint8Array(crypto_hash_BYTES);
+        crypto_hash(h, msg, msg.length);
+        return h;
+      };
+      nacl.hash.hashLength = crypto_hash_BYTES;
+      nacl.verify = function(x, y) {
+        checkArrayTypes(x, y);
+        if (x.length === 0 || y.length === 0) return false;
+        if (x.length !== y.length) return false;
+        return vn(x, 0, y, 0, x.length) === 0 ? true : false;
+      };
+      nacl.setPRNG = function(fn) {
+        randombytes = fn;
+      };
+      (function() {
+        var crypto = typeof self !== "undefined" ? self.crypto || self.msCrypto : null;
+        if (crypto && crypto.getRandomValues) {
+          var QUOTA = 65536;
+          nacl.setPRNG(function(x, n) {
+            var i, v = new Uint8Array(n);
+            for (i = 0; i < n; i += QUOTA) {
+              crypto.getRandomValues(v.subarray(i, i + Math.min(n - i, QUOTA)));
+            }
+            for (i = 0; i < n; i++) x[i] = v[i];
+            cleanup(v);
+          });
+        } else if (typeof require !== "undefined") {
+          crypto = require("crypto");
+          if (crypto && crypto.randomBytes) {
+            nacl.setPRNG(function(x, n) {
+              var i, v = crypto.randomBytes(n);
+              for (i = 0; i < n; i++) x[i] = v[i];
+              cleanup(v);
+            });
+          }
+        }
+      })();
+    })(typeof module2 !== "undefined" && module2.exports ? module2.exports : self.nacl = self.nacl || {});
+  }
+});
+
+// node_modules/sshpk/lib/utils.js
+var require_utils = __commonJS({
+  "node_modules/sshpk/lib/utils.js"(exports2, module2) {
+    module2.exports = {
+      bufferSplit,
+      addRSAMissing,
+      calculateDSAPublic,
+      calculateED25519Public,
+      calculateX25519Public,
+      mpNormalize,
+      mpDenormalize,
+      ecNormalize,
+      countZeros,
+      assertCompatible,
+      isCompatible,
+      opensslKeyDeriv,
+      opensshCipherInfo,
+      publicFromPrivateECDSA,
+      zeroPadToLength,
+      writeBitString,
+      readBitString,
+      pbkdf2: pbkdf22
+    };
+    var assert2 = require_assert();
+    var Buffer2 = require_safer().Buffer;
+    var PrivateKey = require_private_key();
+    var Key = require_key();
+    var crypto = require("crypto");
+    var algs = require_algs();
+    var asn1 = require_lib();
+    var ec = require_ec();
+    var jsbn = require_jsbn().BigInteger;
+    var nacl = require_nacl_fast();
+    var MAX_CLASS_DEPTH = 3;
+    function isCompatible(obj, klass, needVer) {
+      if (obj === null || typeof obj !== "object")
+        return false;
+      if (needVer === void 0)
+        needVer = klass.prototype._sshpkApiVersion;
+      if (obj instanceof klass && klass.prototype._sshpkApiVersion[0] == needVer[0])
+        return true;
+      var proto = Object.getPrototypeOf(obj);
+      var depth = 0;
+      while (proto.constructor.name !== klass.name) {
+        proto = Object.getPrototypeOf(proto);
+        if (!proto || ++depth > MAX_CLASS_DEPTH)
+          return false;
+      }
+      if (proto.constructor.name !== klass.name)
+        return false;
+      var ver = proto._sshpkApiVersion;
+      if (ver === void 0)
+        ver = klass._oldVersionDetect(obj);
+      if (ver[0] != needVer[0] || ver[1] < needVer[1])
+        return false;
+      return true;
+    }
+    function assertCompatible(obj, klass, needVer, name) {
+      if (name === void 0)
+        name = "object";
+      assert2.ok(obj, name + " must not be null");
+      assert2.object(obj, name + " must be an object");
+      if (needVer === void 0)
+        needVer = klass.prototype._sshpkApiVersion;
+      if (obj instanceof klass && klass.prototype._sshpkApiVersion[0] == needVer[0])
+        return;
+      var proto = Object.getPrototypeOf(obj);
+      var depth = 0;
+      while (proto.constructor.name !== klass.name) {
+        proto = Object.getPrototypeOf(proto);
+        assert2.ok(
+          proto && ++depth <= MAX_CLASS_DEPTH,
+          name + " must be a " + klass.name + " instance"
+        );
+      }
+      assert2.strictEqual(
+        proto.constructor.name,
+        klass.name,
+        name + " must be a " + klass.name + " instance"
+      );
+      var ver = proto._sshpkApiVersion;
+      if (ver === void 0)
+        ver = klass._oldVersionDetect(obj);
+      assert2.ok(
+        ver[0] == needVer[0] && ver[1] >= needVer[1],
+        name + " must be compatible with " + klass.name + " klass version " + needVer[0] + "." + needVer[1]
+      );
+    }
+    var CIPHER_LEN = {
+      "des-ede3-cbc": { key: 24, iv: 8 },
+      "aes-128-cbc": { key: 16, iv: 16 },
+      "aes-256-cbc": { key: 32, iv: 16 }
+    };
+    var PKCS5_SALT_LEN = 8;
+    function opensslKeyDeriv(cipher, salt, passphrase, count3) {
+      assert2.buffer(salt, "salt");
+      assert2.buffer(passphrase, "passphrase");
+      assert2.number(count3, "iteration count");
+      var clen = CIPHER_LEN[cipher];
+      assert2.object(clen, "supported cipher");
+      salt = salt.slice(0, PKCS5_SALT_LEN);
+      var D, D_prev, bufs;
+      var material = Buffer2.alloc(0);
+      while (material.length < clen.key + clen.iv) {
+        bufs = [];
+        if (D_prev)
+          bufs.push(D_prev);
+        bufs.push(passphrase);
+        bufs.push(salt);
+        D = Buffer2.concat(bufs);
+        for (var j = 0; j < count3; ++j)
+          D = crypto.createHash("md5").update(D).digest();
+        material = Buffer2.concat([material, D]);
+        D_prev = D;
+      }
+      return {
+        key: material.slice(0, clen.key),
+        iv: material.slice(clen.key, clen.key + clen.iv)
+      };
+    }
+    function pbkdf22(hashAlg, salt, iterations, size, passphrase) {
+      var hkey = Buffer2.alloc(salt.length + 4);
+      salt.copy(hkey);
+      var gen = 0, ts = [];
+      var i = 1;
+      while (gen < size) {
+        var t = T(i++);
+        gen += t.length;
+        ts.push(t);
+      }
+      return Buffer2.concat(ts).slice(0, size);
+      function T(I) {
+        hkey.writeUInt32BE(I, hkey.length - 4);
+        var hmac2 = crypto.createHmac(hashAlg, passphrase);
+        hmac2.update(hkey);
+        var Ti = hmac2.digest();
+        var Uc = Ti;
+        var c = 1;
+        while (c++ < iterations) {
+          hmac2 = crypto.createHmac(hashAlg, passphrase);
+          hmac2.update(Uc);
+          Uc = hmac2.digest();
+          for (var x = 0; x < Ti.length; ++x)
+            Ti[x] ^= Uc[x];
+        }
+        return Ti;
+      }
+    }
+    function countZeros(buf) {
+      var o = 0, obit = 8;
+      while (o < buf.length) {
+        var mask = 1 << obit;
+        if ((buf[o] & mask) === mask)
+          break;
+        obit--;
+        if (obit < 0) {
+          o++;
+          obit = 8;
+        }
+      }
+      return o * 8 + (8 - obit) - 1;
+    }
+    function bufferSplit(buf, chr) {
+      assert2.buffer(buf);
+      assert2.string(chr);
+      var parts = [];
+      var lastPart = 0;
+      var matches = 0;
+      for (var i = 0; i < buf.length; ++i) {
+        if (buf[i] === chr.charCodeAt(matches))
+          ++matches;
+        else if (buf[i] === chr.charCodeAt(0))
+          matches = 1;
+        else
+          matches = 0;
+        if (matches >= chr.length) {
+          var newPart = i + 1;
+          parts.push(buf.slice(lastPart, newPart - matches));
+          lastPart = newPart;
+          matches = 0;
+        }
+      }
+      if (lastPart <= buf.length)
+        parts.push(buf.slice(lastPart, buf.length));
+      return parts;
+    }
+    function ecNormalize(buf, addZero) {
+      assert2.buffer(buf);
+      if (buf[0] === 0 && buf[1] === 4) {
+        if (addZero)
+          return buf;
+        return buf.slice(1);
+      } else if (buf[0] === 4) {
+        if (!addZero)
+          return buf;
+      } else {
+        while (buf[0] === 0)
+          buf = buf.slice(1);
+        if (buf[0] === 2 || buf[0] === 3)
+          throw new Error("Compressed elliptic curve points are not supported");
+        if (buf[0] !== 4)
+          throw new Error("Not a valid elliptic curve point");
+        if (!addZero)
+          return buf;
+      }
+      var b = Buffer2.alloc(buf.length + 1);
+      b[0] = 0;
+      buf.copy(b, 1);
+      return b;
+    }
+    function readBitString(der, tag) {
+      if (tag === void 0)
+        tag = asn1.Ber.BitString;
+      var buf = der.readString(tag, true);
+      assert2.strictEqual(buf[0], 0, "bit strings with unused bits are not supported (0x" + buf[0].toString(16) + ")");
+      return buf.slice(1);
+    }
+    function writeBitString(der, buf, tag) {
+      if (tag === void 0)
+        tag = asn1.Ber.BitString;
+      var b = Buffer2.alloc(buf.length + 1);
+      b[0] = 0;
+      buf.copy(b, 1);
+      der.writeBuffer(b, tag);
+    }
+    function mpNormalize(buf) {
+      assert2.buffer(buf);
+      while (buf.length > 1 && buf[0] === 0 && (buf[1] & 128) === 0)
+        buf = buf.slice(1);
+      if ((buf[0] & 128) === 128) {
+        var b = Buffer2.alloc(buf.length + 1);
+        b[0] = 0;
+        buf.copy(b, 1);
+        buf = b;
+      }
+      return buf;
+    }
+    function mpDenormalize(buf) {
+      assert2.buffer(buf);
+      while (buf.length > 1 && buf[0] === 0)
+        buf = buf.slice(1);
+      return buf;
+    }
+    function zeroPadToLength(buf, len) {
+      assert2.buffer(buf);
+      assert2.number(len);
+      while (buf.length > len) {
+        assert2.equal(buf[0], 0);
+        buf = buf.slice(1);
+      }
+      while (buf.length < len) {
+        var b = Buffer2.alloc(buf.length + 1);
+        b[0] = 0;
+        buf.copy(b, 1);
+        buf = b;
+      }
+      return buf;
+    }
+    function bigintToMpBuf(bigint4) {
+      var buf = Buffer2.from(bigint4.toByteArray());
+      buf = mpNormalize(buf);
+      return buf;
+    }
+    function calculateDSAPublic(g, p, x) {
+      assert2.buffer(g);
+      assert2.buffer(p);
+      assert2.buffer(x);
+      g = new jsbn(g);
+      p = new jsbn(p);
+      x = new jsbn(x);
+      var y = g.modPow(x, p);
+      var ybuf = bigintToMpBuf(y);
+      return ybuf;
+    }
+    function calculateED25519Public(k) {
+      assert2.buffer(k);
+      var kp = nacl.sign.keyPair.fromSeed(new Uint8Array(k));
+      return Buffer2.from(kp.publicKey);
+    }
+    function calculateX25519Public(k) {
+      assert2.buffer(k);
+      var kp = nacl.box.keyPair.fromSeed(new Uint8Array(k));
+      return Buffer2.from(kp.publicKey);
+    }
+    function addRSAMissing(key) {
+      assert2.object(key);
+      assertCompatible(key, PrivateKey, [1, 1]);
+      var d = new jsbn(key.part.d.data);
+      var buf;
+      if (!key.part.dmodp) {
+        var p = new jsbn(key.part.p.data);
+        var dmodp = d.mod(p.subtract(1));
+        buf = bigintToMpBuf(dmodp);
+        key.part.dmodp = { name: "dmodp", data: buf };
+        key.parts.push(key.part.dmodp);
+      }
+      if (!key.part.dmodq) {
+        var q2 = new jsbn(key.part.q.data);
+        var dmodq = d.mod(q2.subtract(1));
+        buf = bigintToMpBuf(dmodq);
+        key.part.dmodq = { name: "dmodq", data: buf };
+        key.parts.push(key.part.dmodq);
+      }
+    }
+    function publicFromPrivateECDSA(curveName, priv) {
+      assert2.string(curveName, "curveName");
+      assert2.buffer(priv);
+      var params = algs.curves[curveName];
+      var p = new jsbn(params.p);
+      var a = new jsbn(params.a);
+      var b = new jsbn(params.b);
+      var curve = new ec.ECCurveFp(p, a, b);
+      var G = curve.decodePointHex(params.G.toString("hex"));
+      var d = new jsbn(mpNormalize(priv));
+      var pub = G.multiply(d);
+      pub = Buffer2.from(curve.encodePointHex(pub), "hex");
+      var parts = [];
+      parts.push({ name: "curve", data: Buffer2.from(curveName) });
+      parts.push({ name: "Q", data: pub });
+      var key = new Key({ type: "ecdsa", curve, parts });
+      return key;
+    }
+    function opensshCipherInfo(cipher) {
+      var inf = {};
+      switch (cipher) {
+        case "3des-cbc":
+          inf.keySize = 24;
+          inf.blockSize = 8;
+          inf.opensslName = "des-ede3-cbc";
+          break;
+        case "blowfish-cbc":
+          inf.keySize = 16;
+          inf.blockSize = 8;
+          inf.opensslName = "bf-cbc";
+          break;
+        case "aes128-cbc":
+        case "aes128-ctr":
+        case "aes128-gcm@openssh.com":
+          inf.keySize = 16;
+          inf.blockSize = 16;
+          inf.opensslName = "aes-128-" + cipher.slice(7, 10);
+          break;
+        case "aes192-cbc":
+        case "aes192-ctr":
+        case "aes192-gcm@openssh.com":
+          inf.keySize = 24;
+          inf.blockSize = 16;
+          inf.opensslName = "aes-192-" + cipher.slice(7, 10);
+          break;
+        case "aes256-cbc":
+        case "aes256-ctr":
+        case "aes256-gcm@openssh.com":
+          inf.keySize = 32;
+          inf.blockSize = 16;
+          inf.opensslName = "aes-256-" + cipher.slice(7, 10);
+          break;
+        default:
+          throw new Error(
+            'Unsupported openssl cipher "' + cipher + '"'
+          );
+      }
+      return inf;
+    }
+  }
+});
+
+// node_modules/sshpk/lib/ssh-buffer.js
+var require_ssh_buffer = __commonJS({
+  "node_modules/sshpk/lib/ssh-buffer.js"(exports2, module2) {
+    module2.exports = SSHBuffer;
+    var assert2 = require_assert();
+    var Buffer2 = require_safer().Buffer;
+    function SSHBuffer(opts) {
+      assert2.object(opts, "options");
+      if (opts.buffer !== void 0)
+        assert2.buffer(opts.buffer, "options.buffer");
+      this._size = opts.buffer ? opts.buffer.length : 1024;
+      this._buffer = opts.buffer || Buffer2.alloc(this._size);
+      this._offset = 0;
+    }
+    SSHBuffer.prototype.toBuffer = function() {
+      return this._buffer.slice(0, this._offset);
+    };
+    SSHBuffer.prototype.atEnd = function() {
+      return this._offset >= this._buffer.length;
+    };
+    SSHBuffer.prototype.remainder = function() {
+      return this._buffer.slice(this._offset);
+    };
+    SSHBuffer.prototype.skip = function(n) {
+      this._offset += n;
+    };
+    SSHBuffer.prototype.expand = function() {
+      this._size *= 2;
+      var buf = Buffer2.alloc(this._size);
+      this._buffer.copy(buf, 0);
+      this._buffer = buf;
+    };
+    SSHBuffer.prototype.readPart = function() {
+      return { data: this.readBuffer() };
+    };
+    SSHBuffer.prototype.readBuffer = function() {
+      var len = this._buffer.readUInt32BE(this._offset);
+      this._offset += 4;
+      assert2.ok(
+        this._offset + len <= this._buffer.length,
+        "length out of bounds at +0x" + this._offset.toString(16) + " (data truncated?)"
+      );
+      var buf = this._buffer.slice(this._offset, this._offset + len);
+      this._offset += len;
+      return buf;
+    };
+    SSHBuffer.prototype.readString = function() {
+      return this.readBuffer().toString();
+    };
+    SSHBuffer.prototype.readCString = function() {
+      var offset = this._offset;
+      while (offset < this._buffer.length && this._buffer[offset] !== 0)
+        offset++;
+      assert2.ok(offset < this._buffer.length, "c string does not terminate");
+      var str = this._buffer.slice(this._offset, offset).toString();
+      this._offset = offset + 1;
+      return str;
+    };
+    SSHBuffer.prototype.readInt = function() {
+      var v = this._buffer.readUInt32BE(this._offset);
+      this._offset += 4;
+      return v;
+    };
+    SSHBuffer.prototype.readInt64 = function() {
+      assert2.ok(
+        this._offset + 8 < this._buffer.length,
+        "buffer not long enough to read Int64"
+      );
+      var v = this._buffer.slice(this._offset, this._offset + 8);
+      this._offset += 8;
+      return v;
+    };
+    SSHBuffer.prototype.readChar = function() {
+      var v = this._buffer[this._offset++];
+      return v;
+    };
+    SSHBuffer.prototype.writeBuffer = function(buf) {
+      while (this._offset + 4 + buf.length > this._size)
+        this.expand();
+      this._buffer.writeUInt32BE(buf.length, this._offset);
+      this._offset += 4;
+      buf.copy(this._buffer, this._offset);
+      this._offset += buf.length;
+    };
+    SSHBuffer.prototype.writeString = function(str) {
+      this.writeBuffer(Buffer2.from(str, "utf8"));
+    };
+    SSHBuffer.prototype.writeCString = function(str) {
+      while (this._offset + 1 + str.length > this._size)
+        this.expand();
+      this._buffer.write(str, this._offset);
+      this._offset += str.length;
+      this._buffer[this._offset++] = 0;
+    };
+    SSHBuffer.prototype.writeInt = function(v) {
+      while (this._offset + 4 > this._size)
+        this.expand();
+      this._buffer.writeUInt32BE(v, this._offset);
+      this._offset += 4;
+    };
+    SSHBuffer.prototype.writeInt64 = function(v) {
+      assert2.buffer(v, "value");
+      if (v.length > 8) {
+        var lead = v.slice(0, v.length - 8);
+        for (var i = 0; i < lead.length; ++i) {
+          assert2.strictEqual(
+            lead[i],
+            0,
+            "must fit in 64 bits of precision"
+          );
+        }
+        v = v.slice(v.length - 8, v.length);
+      }
+      while (this._offset + 8 > this._size)
+        this.expand();
+      v.copy(this._buffer, this._offset);
+      this._offset += 8;
+    };
+    SSHBuffer.prototype.writeChar = function(v) {
+      while (this._offset + 1 > this._size)
+        this.expand();
+      this._buffer[this._offset++] = v;
+    };
+    SSHBuffer.prototype.writePart = function(p) {
+      this.writeBuffer(p.data);
+    };
+    SSHBuffer.prototype.write = function(buf) {
+      while (this._offset + buf.length > this._size)
+        this.expand();
+      buf.copy(this._buffer, this._offset);
+      this._offset += buf.length;
+    };
+  }
+});
+
+// node_modules/sshpk/lib/signature.js
+var require_signature = __commonJS({
+  "node_modules/sshpk/lib/signature.js"(exports2, module2) {
+    module2.exports = Signature;
+    var assert2 = require_assert();
+    var Buffer2 = require_safer().Buffer;
+    var algs = require_algs();
+    var crypto = require("crypto");
+    var errs = require_errors();
+    var utils = require_utils();
+    var asn1 = require_lib();
+    var SSHBuffer = require_ssh_buffer();
+    var InvalidAlgorithmError = errs.InvalidAlgorithmError;
+    var SignatureParseError = errs.SignatureParseError;
+    function Signature(opts) {
+      assert2.object(opts, "options");
+      assert2.arrayOfObject(opts.parts, "options.parts");
+      assert2.string(opts.type, "options.type");
+      var partLookup = {};
+      for (var i = 0; i < opts.parts.length; ++i) {
+        var part = opts.parts[i];
+        partLookup[part.name] = part;
+      }
+      this.type = opts.type;
+      this.hashAlgorithm = opts.hashAlgo;
+      this.curve = opts.curve;
+      this.parts = opts.parts;
+      this.part = partLookup;
+    }
+    Signature.prototype.toBuffer = function(format) {
+      if (format === void 0)
+        format = "asn1";
+      assert2.string(format, "format");
+      var buf;
+      var stype = "ssh-" + this.type;
+      switch (this.type) {
+        case "rsa":
+          switch (this.hashAlgorithm) {
+            case "sha256":
+              stype = "rsa-sha2-256";
+              break;
+            case "sha512":
+              stype = "rsa-sha2-512";
+              break;
+            case "sha1":
+            case void 0:
+              break;
+            default:
+              throw new Error("SSH signature format does not support hash algorithm " + this.hashAlgorithm);
+          }
+          if (format === "ssh") {
+            buf = new SSHBuffer({});
+            buf.writeString(stype);
+            buf.writePart(this.part.sig);
+            return buf.toBuffer();
+          } else {
+            return this.part.sig.data;
+          }
+          break;
+        case "ed25519":
+          if (format === "ssh") {
+            buf = new SSHBuffer({});
+            buf.writeString(stype);
+            buf.writePart(this.part.sig);
+            return buf.toBuffer();
+          } else {
+            return this.part.sig.data;
+          }
+          break;
+        case "dsa":
+        case "ecdsa":
+          var r, s;
+          if (format === "asn1") {
+            var der = new asn1.BerWriter();
+            der.startSequence();
+            r = utils.mpNormalize(this.part.r.data);
+            s = utils.mpNormalize(this.part.s.data);
+            der.writeBuffer(r, asn1.Ber.Integer);
+            der.writeBuffer(s, asn1.Ber.Integer);
+            der.endSequence();
+            return der.buffer;
+          } else if (format === "ssh" && this.type === "dsa") {
+            buf = new SSHBuffer({});
+            buf.writeString("ssh-dss");
+            r = this.part.r.data;
+            if (r.length > 20 && r[0] === 0)
+              r = r.slice(1);
+            s = this.part.s.data;
+            if (s.length > 20 && s[0] === 0)
+              s = s.slice(1);
+            if (this.hashAlgorithm && this.hashAlgorithm !== "sha1" || r.length + s.length !== 40) {
+              throw new Error("OpenSSH only supports DSA signatures with SHA1 hash");
+            }
+            buf.writeBuffer(Buffer2.concat([r, s]));
+            return buf.toBuffer();
+          } else if (format === "ssh" && this.type === "ecdsa") {
+            var inner = new SSHBuffer({});
+            r = this.part.r.data;
+            inner.writeBuffer(r);
+            inner.writePart(this.part.s);
+            buf = new SSHBuffer({});
+            var curve;
+            if (r[0] === 0)
+              r = r.slice(1);
+            var sz = r.length * 8;
+            if (sz === 256)
+              curve = "nistp256";
+            else if (sz === 384)
+              curve = "nistp384";
+            else if (sz === 528)
+              curve = "nistp521";
+            buf.writeString("ecdsa-sha2-" + curve);
+            buf.writeBuffer(inner.toBuffer());
+            return buf.toBuffer();
+          }
+          throw new Error("Invalid signature format");
+        default:
+          throw new Error("Invalid signature data");
+      }
+    };
+    Signature.prototype.toString = function(format) {
+      assert2.optionalString(format, "format");
+      return this.toBuffer(format).toString("base64");
+    };
+    Signature.parse = function(data, type, format) {
+      if (typeof data === "string")
+        data = Buffer2.from(data, "base64");
+      assert2.buffer(data, "data");
+      assert2.string(format, "format");
+      assert2.string(type, "type");
+      var opts = {};
+      opts.type = type.toLowerCase();
+      opts.parts = [];
+      try {
+        assert2.ok(data.length > 0, "signature must not be empty");
+        switch (opts.type) {
+          case "rsa":
+            return parseOneNum(data, type, format, opts);
+          case "ed25519":
+            return parseOneNum(data, type, format, opts);
+          case "dsa":
+          case "ecdsa":
+            if (format === "asn1")
+              return parseDSAasn1(data, type, format, opts);
+            else if (opts.type === "dsa")
+              return parseDSA(data, type, format, opts);
+            else
+              return parseECDSA(data, type, format, opts);
+          default:
+            throw new InvalidAlgorithmError(type);
+        }
+      } catch (e) {
+        if (e instanceof InvalidAlgorithmError)
+          throw e;
+        throw new SignatureParseError(type, format, e);
+      }
+    };
+    function parseOneNum(data, type, format, opts) {
+      if (format === "ssh") {
+        try {
+          var buf = new SSHBuffer({ buffer: data });
+          var head = buf.readString();
+        } catch (e) {
+        }
+        if (buf !== void 0) {
+          var msg = "SSH signature does not match expected type (expected " + type + ", got " + head + ")";
+          switch (head) {
+            case "ssh-rsa":
+              assert2.strictEqual(type, "rsa", msg);
+              opts.hashAlgo = "sha1";
+              break;
+            case "rsa-sha2-256":
+              assert2.strictEqual(type, "rsa", msg);
+              opts.hashAlgo = "sha256";
+              break;
+            case "rsa-sha2-512":
+              assert2.strictEqual(type, "rsa", msg);
+              opts.hashAlgo = "sha512";
+              break;
+            case "ssh-ed25519":
+              assert2.strictEqual(type, "ed25519", msg);
+              opts.hashAlgo = "sha512";
+              break;
+            default:
+              throw new Error("Unknown SSH signature type: " + head);
+          }
+          var sig = buf.readPart();
+          assert2.ok(buf.atEnd(), "extra trailing bytes");
+          sig.name = "sig";
+          opts.parts.push(sig);
+          return new Signature(opts);
+        }
+      }
+      opts.parts.push({ name: "sig", data });
+      return new Signature(opts);
+    }
+    function parseDSAasn1(data, type, format, opts) {
+      var der = new asn1.BerReader(data);
+      der.readSequence();
+      var r = der.readString(asn1.Ber.Integer, true);
+      var s = der.readString(asn1.Ber.Integer, true);
+      opts.parts.push({ name: "r", data: utils.mpNormalize(r) });
+      opts.parts.push({ name: "s", data: utils.mpNormalize(s) });
+      return new Signature(opts);
+    }
+    function parseDSA(data, type, format, opts) {
+      if (data.length != 40) {
+        var buf = new SSHBuffer({ buffer: data });
+        var d = buf.readBuffer();
+        if (d.toString("ascii") === "ssh-dss")
+          d = buf.readBuffer();
+        assert2.ok(buf.atEnd(), "extra trailing bytes");
+        assert2.strictEqual(d.length, 40, "invalid inner length");
+        data = d;
+      }
+      opts.parts.push({ name: "r", data: data.slice(0, 20) });
+      opts.parts.push({ name: "s", data: data.slice(20, 40) });
+      return new Signature(opts);
+    }
+    function parseECDSA(data, type, format, opts) {
+      var buf = new SSHBuffer({ buffer: data });
+      var r, s;
+      var inner = buf.readBuffer();
+      var stype = inner.toString("ascii");
+      if (stype.slice(0, 6) === "ecdsa-") {
+        var parts = stype.split("-");
+        assert2.strictEqual(parts[0], "ecdsa");
+        assert2.strictEqual(parts[1], "sha2");
+        opts.curve = parts[2];
+        switch (opts.curve) {
+          case "nistp256":
+            opts.hashAlgo = "sha256";
+            break;
+          case "nistp384":
+            opts.hashAlgo = "sha384";
+            break;
+          case "nistp521":
+            opts.hashAlgo = "sha512";
+            break;
+          default:
+            throw new Error("Unsupported ECDSA curve: " + opts.curve);
+        }
+        inner = buf.readBuffer();
+        assert2.ok(buf.atEnd(), "extra trailing bytes on outer");
+        buf = new SSHBuffer({ buffer: inner });
+        r = buf.readPart();
+      } else {
+        r = { data: inner };
+      }
+      s = buf.readPart();
+      assert2.ok(buf.atEnd(), "extra trailing bytes");
+      r.name = "r";
+      s.name = "s";
+      opts.parts.push(r);
+      opts.parts.push(s);
+      return new Signature(opts);
+    }
+    Signature.isSignature = function(obj, ver) {
+      return utils.isCompatible(obj, Signature, ver);
+    };
+    Signature.prototype._sshpkApiVersion = [2, 1];
+    Signature._oldVersionDetect = function(obj) {
+      assert2.func(obj.toBuffer);
+      if (obj.hasOwnProperty("hashAlgorithm"))
+        return [2, 0];
+      return [1, 0];
+    };
+  }
+});
+
+// node_modules/ecc-jsbn/lib/sec.js
+var require_sec = __commonJS({
+  "node_modules/ecc-jsbn/lib/sec.js"(exports2, module2) {
+    var BigInteger = require_jsbn().BigInteger;
+    var ECCurveFp = require_ec().ECCurveFp;
+    function X9ECParameters(curve, g, n, h) {
+      this.curve = curve;
+      this.g = g;
+      this.n = n;
+      this.h = h;
+    }
+    function x9getCurve() {
+      return this.curve;
+    }
+    function x9getG() {
+      return this.g;
+    }
+    function x9getN() {
+      return this.n;
+    }
+    function x9getH() {
+      return this.h;
+    }
+    X9ECParameters.prototype.getCurve = x9getCurve;
+    X9ECParameters.prototype.getG = x9getG;
+    X9ECParameters.prototype.getN = x9getN;
+    X9ECParameters.prototype.getH = x9getH;
+    function fromHex(s) {
+      return new BigInteger(s, 16);
+    }
+    function secp128r1() {
+      var p = fromHex("FFFFFFFDFFFFFFFFFFFFFFFFFFFFFFFF");
+      var a = fromHex("FFFFFFFDFFFFFFFFFFFFFFFFFFFFFFFC");
+      var b = fromHex("E87579C11079F43DD824993C2CEE5ED3");
+      var n = fromHex("FFFFFFFE0000000075A30D1B9038A115");
+      var h = BigInteger.ONE;
+      var curve = new ECCurveFp(p, a, b);
+      var G = curve.decodePointHex("04161FF7528B899B2D0C28607CA52C5B86CF5AC8395BAFEB13C02DA292DDED7A83");
+      return new X9ECParameters(curve, G, n, h);
+    }
+    function secp160k1() {
+      var p = fromHex("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFAC73");
+      var a = BigInteger.ZERO;
+      var b = fromHex("7");
+      var n = fromHex("0100000000000000000001B8FA16DFAB9ACA16B6B3");
+      var h = BigInteger.ONE;
+      var curve = new ECCurveFp(p, a, b);
+      var G = curve.decodePointHex("043B4C382CE37AA192A4019E763036F4F5DD4D7EBB938CF935318FDCED6BC28286531733C3F03C4FEE");
+      return new X9ECParameters(curve, G, n, h);
+    }
+    function secp160r1() {
+      var p = fromHex("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF7FFFFFFF");
+      var a = fromHex("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF7FFFFFFC");
+      var b = fromHex("1C97BEFC54BD7A8B65ACF89F81D4D4ADC565FA45");
+      var n = fromHex("0100000000000000000001F4C8F927AED3CA752257");
+      var h = BigInteger.ONE;
+      var curve = new ECCurveFp(p, a, b);
+      var G = curve.decodePointHex("044A96B5688EF573284664698968C38BB913CBFC8223A628553168947D59DCC912042351377AC5FB32");
+      return new X9ECParameters(curve, G, n, h);
+    }
+    function secp192k1() {
+      var p = fromHex("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFEE37");
+      var a = BigInteger.ZERO;
+      var b = fromHex("3");
+      var n = fromHex("FFFFFFFFFFFFFFFFFFFFFFFE26F2FC170F69466A74DEFD8D");
+      var h = BigInteger.ONE;
+      var curve = new ECCurveFp(p, a, b);
+      var G = curve.decodePointHex("04DB4FF10EC057E9AE26B07D0280B7F4341DA5D1B1EAE06C7D9B2F2F6D9C5628A7844163D015BE86344082AA88D95E2F9D");
+      return new X9ECParameters(curve, G, n, h);
+    }
+    function secp192r1() {
+      var p = fromHex("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFFFFFFFFFFFF");
+      var a = fromHex("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFFFFFFFFFFFC");
+      var b = fromHex("64210519E59C80E70FA7E9AB72243049FEB8DEECC146B9B1");
+      var n = fromHex("FFFFFFFFFFFFFFFFFFFFFFFF99DEF836146BC9B1B4D22831");
+      var h = BigInteger.ONE;
+      var curve = new ECCurveFp(p, a, b);
+      var G = curve.decodePointHex("04188DA80EB03090F67CBF20EB43A18800F4FF0AFD82FF101207192B95FFC8DA78631011ED6B24CDD573F977A11E794811");
+      return new X9ECParameters(curve, G, n, h);
+    }
+    function secp224r1() {
+      var p = fromHex("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF000000000000000000000001");
+      var a = fromHex("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFE");
+      var b = fromHex("B4050A850C04B3ABF54132565044B0B7D7BFD8BA270B39432355FFB4");
+      var n = fromHex("FFFFFFFFFFFFFFFFFFFFFFFFFFFF16A2E0B8F03E13DD29455C5C2A3D");
+      var h = BigInteger.ONE;
+      var curve = new ECCurveFp(p, a, b);
+      var G = curve.decodePointHex("04B70E0CBD6BB4BF7F321390B94A03C1D356C21122343280D6115C1D21BD376388B5F723FB4C22DFE6CD4375A05A07476444D5819985007E34");
+      return new X9ECParameters(curve, G, n, h);
+    }
+    function secp256r1() {
+      var p = fromHex("FFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF");
+      var a = fromHex("FFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFC");
+      var b = fromHex("5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B");
+      var n = fromHex("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551");
+      var h = BigInteger.ONE;
+      var curve = new ECCurveFp(p, a, b);
+      var G = curve.decodePointHex("046B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C2964FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5");
+      return new X9ECParameters(curve, G, n, h);
+    }
+    module2.exports = {
+      "secp128r1": secp128r1,
+      "secp160k1": secp160k1,
+      "secp160r1": secp160r1,
+      "secp192k1": secp192k1,
+      "secp192r1": secp192r1,
+      "secp224r1": secp224r1,
+      "secp256r1": secp256r1
+    };
+  }
+});
+
+// node_modules/ecc-jsbn/index.js
+var require_ecc_jsbn = __commonJS({
+  "node_modules/ecc-jsbn/index.js"(exports2) {
+    var crypto = require("crypto");
+    var BigInteger = require_jsbn().BigInteger;
+    var ECPointFp = require_ec().ECPointFp;
+    var Buffer2 = require_safer().Buffer;
+    exports2.ECCurves = require_sec();
+    function unstupid(hex3, len) {
+      return hex3.length >= len ? hex3 : unstupid("0" + hex3, len);
+    }
+    exports2.ECKey = function(curve, key, isPublic) {
+      var priv;
+      var c = curve();
+      var n = c.getN();
+      var bytes = Math.floor(n.bitLength() / 8);
+      if (key) {
+        if (isPublic) {
+          var curve = c.getCurve();
+          this.P = curve.decodePointHex(key.toString("hex"));
+        } else {
+          if (key.length != bytes) return false;
+          priv = new BigInteger(key.toString("hex"), 16);
+        }
+      } else {
+        var n1 = n.subtract(BigInteger.ONE);
+        var r = new BigInteger(crypto.randomBytes(n.bitLength()));
+        priv = r.mod(n1).add(BigInteger.ONE);
+        this.P = c.getG().multiply(priv);
+      }
+      if (this.P) {
+        this.PublicKey = Buffer2.from(c.getCurve().encodeCompressedPointHex(this.P), "hex");
+      }
+      if (priv) {
+        this.PrivateKey = Buffer2.from(unstupid(priv.toString(16), bytes * 2), "hex");
+        this.deriveSharedSecret = function(key2) {
+          if (!key2 || !key2.P) return false;
+          var S = key2.P.multiply(priv);
+          return Buffer2.from(unstupid(S.getX().toBigInteger().toString(16), bytes * 2), "hex");
+        };
+      }
+    };
+  }
+});
+
+// node_modules/sshpk/lib/dhe.js
+var require_dhe = __commonJS({
+  "node_modules/sshpk/lib/dhe.js"(exports2, module2) {
+    module2.exports = {
+      DiffieHellman,
+      generateECDSA,
+      generateED25519
+    };
+    var assert2 = require_assert();
+    var crypto = require("crypto");
+    var Buffer2 = require_safer().Buffer;
+    var algs = require_algs();
+    var utils = require_utils();
+    var nacl = require_nacl_fast();
+    var Key = require_key();
+    var PrivateKey = require_private_key();
+    var CRYPTO_HAVE_ECDH = crypto.createECDH !== void 0;
+    var ecdh = require_ecc_jsbn();
+    var ec = require_ec();
+    var jsbn = require_jsbn().BigInteger;
+    function DiffieHellman(key) {
+      utils.assertCompatible(key, Key, [1, 4], "key");
+      this._isPriv = PrivateKey.isPrivateKey(key, [1, 3]);
+      this._algo = key.type;
+      this._curve = key.curve;
+      this._key = key;
+      if (key.type === "dsa") {
+        if (!CRYPTO_HAVE_ECDH) {
+          throw new Error("Due to bugs in the node 0.10 crypto API, node 0.12.x or later is required to use DH");
+        }
+        this._dh = crypto.createDiffieHellman(
+          key.part.p.data,
+          void 0,
+          key.part.g.data,
+          void 0
+        );
+        this._p = key.part.p;
+        this._g = key.part.g;
+        if (this._isPriv)
+          this._dh.setPrivateKey(key.part.x.data);
+        this._dh.setPublicKey(key.part.y.data);
+      } else if (key.type === "ecdsa") {
+        if (!CRYPTO_HAVE_ECDH) {
+          this._ecParams = new X9ECParameters(this._curve);
+          if (this._isPriv) {
+            this._priv = new ECPrivate(
+              this._ecParams,
+              key.part.d.data
+            );
+          }
+          return;
+        }
+        var curve = {
+          "nistp256": "prime256v1",
+          "nistp384": "secp384r1",
+          "nistp521": "secp521r1"
+        }[key.curve];
+        this._dh = crypto.createECDH(curve);
+        if (typeof this._dh !== "object" || typeof this._dh.setPrivateKey !== "function") {
+          CRYPTO_HAVE_ECDH = false;
+          DiffieHellman.call(this, key);
+          return;
+        }
+        if (this._isPriv)
+          this._dh.setPrivateKey(key.part.d.data);
+        this._dh.setPublicKey(key.part.Q.data);
+      } else if (key.type === "curve25519") {
+        if (this._isPriv) {
+          utils.assertCompatible(key, PrivateKey, [1, 5], "key");
+          this._priv = key.part.k.data;
+        }
+      } else {
+        throw new Error("DH not supported for " + key.type + " keys");
+      }
+    }
+    DiffieHellman.prototype.getPublicKey = function() {
+      if (this._isPriv)
+        return this._key.toPublic();
+      return this._key;
+    };
+    DiffieHellman.prototype.getPrivateKey = function() {
+      if (this._isPriv)
+        return this._key;
+      else
+        return void 0;
+    };
+    DiffieHellman.prototype.getKey = DiffieHellman.prototype.getPrivateKey;
+    DiffieHellman.prototype._keyCheck = function(pk, isPub) {
+      assert2.object(pk, "key");
+      if (!isPub)
+        utils.assertCompatible(pk, PrivateKey, [1, 3], "key");
+      utils.assertCompatible(pk, Key, [1, 4], "key");
+      if (pk.type !== this._algo) {
+        throw new Error("A " + pk.type + " key cannot be used in " + this._algo + " Diffie-Hellman");
+      }
+      if (pk.curve !== this._curve) {
+        throw new Error("A key from the " + pk.curve + " curve cannot be used with a " + this._curve + " Diffie-Hellman");
+      }
+      if (pk.type === "dsa") {
+        assert2.deepEqual(
+          pk.part.p,
+          this._p,
+          "DSA key prime does not match"
+        );
+        assert2.deepEqual(
+          pk.part.g,
+          this._g,
+          "DSA key generator does not match"
+        );
+      }
+    };
+    DiffieHellman.prototype.setKey = function(pk) {
+      this._keyCheck(pk);
+      if (pk.type === "dsa") {
+        this._dh.setPrivateKey(pk.part.x.data);
+        this._dh.setPublicKey(pk.part.y.data);
+      } else if (pk.type === "ecdsa") {
+        if (CRYPTO_HAVE_ECDH) {
+          this._dh.setPrivateKey(pk.part.d.data);
+          this._dh.setPublicKey(pk.part.Q.data);
+        } else {
+          this._priv = new ECPrivate(
+            this._ecParams,
+            pk.part.d.data
+          );
+        }
+      } else if (pk.type === "curve25519") {
+        var k = pk.part.k;
+        if (!pk.part.k)
+          k = pk.part.r;
+        this._priv = k.data;
+        if (this._priv[0] === 0)
+          this._priv = this._priv.slice(1);
+        this._priv = this._priv.slice(0, 32);
+      }
+      this._key = pk;
+      this._isPriv = true;
+    };
+    DiffieHellman.prototype.setPrivateKey = DiffieHellman.prototype.setKey;
+    DiffieHellman.prototype.computeSecret = function(otherpk) {
+      this._keyCheck(otherpk, true);
+      if (!this._isPriv)
+        throw new Error("DH exchange has not been initialized with a private key yet");
+      var pub;
+      if (this._algo === "dsa") {
+        return this._dh.computeSecret(
+          otherpk.part.y.data
+        );
+      } else if (this._algo === "ecdsa") {
+        if (CRYPTO_HAVE_ECDH) {
+          return this._dh.computeSecret(
+            otherpk.part.Q.data
+          );
+        } else {
+          pub = new ECPublic(
+            this._ecParams,
+            otherpk.part.Q.data
+          );
+          return this._priv.deriveSharedSecret(pub);
+        }
+      } else if (this._algo === "curve25519") {
+        pub = otherpk.part.A.data;
+        while (pub[0] === 0 && pub.length > 32)
+          pub = pub.slice(1);
+        var priv = this._priv;
+        assert2.strictEqual(pub.length, 32);
+        assert2.strictEqual(priv.length, 32);
+        var secret = nacl.box.before(
+          new Uint8Array(pub),
+          new Uint8Array(priv)
+        );
+        return Buffer2.from(secret);
+      }
+      throw new Error("Invalid algorithm: " + this._algo);
+    };
+    DiffieHellman.prototype.generateKey = function() {
+      var parts = [];
+      var priv, pub;
+      if (this._algo === "dsa") {
+        this._dh.generateKeys();
+        parts.push({ name: "p", data: this._p.data });
+        parts.push({ name: "q", data: this._key.part.q.data });
+        parts.push({ name: "g", data: this._g.data });
+        parts.push({ name: "y", data: this._dh.getPublicKey() });
+        parts.push({ name: "x", data: this._dh.getPrivateKey() });
+        this._key = new PrivateKey({
+          type: "dsa",
+          parts
+        });
+        this._isPriv = true;
+        return this._key;
+      } else if (this._algo === "ecdsa") {
+        if (CRYPTO_HAVE_ECDH) {
+          this._dh.generateKeys();
+          parts.push({
+            name: "curve",
+            data: Buffer2.from(this._curve)
+          });
+          parts.push({ name: "Q", data: this._dh.getPublicKey() });
+          parts.push({ name: "d", data: this._dh.getPrivateKey() });
+          this._key = new PrivateKey({
+            type: "ecdsa",
+            curve: this._curve,
+            parts
+          });
+          this._isPriv = true;
+          return this._key;
+        } else {
+          var n = this._ecParams.getN();
+          var r = new jsbn(crypto.randomBytes(n.bitLength()));
+          var n1 = n.subtract(jsbn.ONE);
+          priv = r.mod(n1).add(jsbn.ONE);
+          pub = this._ecParams.getG().multiply(priv);
+          priv = Buffer2.from(priv.toByteArray());
+          pub = Buffer2.from(this._ecParams.getCurve().encodePointHex(pub), "hex");
+          this._priv = new ECPrivate(this._ecParams, priv);
+          parts.push({
+            name: "curve",
+            data: Buffer2.from(this._curve)
+          });
+          parts.push({ name: "Q", data: pub });
+          parts.push({ name: "d", data: priv });
+          this._key = new PrivateKey({
+            type: "ecdsa",
+            curve: this._curve,
+            parts
+          });
+          this._isPriv = true;
+          return this._key;
+        }
+      } else if (this._algo === "curve25519") {
+        var pair = nacl.box.keyPair();
+        priv = Buffer2.from(pair.secretKey);
+        pub = Buffer2.from(pair.publicKey);
+        priv = Buffer2.concat([priv, pub]);
+        assert2.strictEqual(priv.length, 64);
+        assert2.strictEqual(pub.length, 32);
+        parts.push({ name: "A", data: pub });
+        parts.push({ name: "k", data: priv });
+        this._key = new PrivateKey({
+          type: "curve25519",
+          parts
+        });
+        this._isPriv = true;
+        return this._key;
+      }
+      throw new Error("Invalid algorithm: " + this._algo);
+    };
+    DiffieHellman.prototype.generateKeys = DiffieHellman.prototype.generateKey;
+    function X9ECParameters(name) {
+      var params = algs.curves[name];
+      assert2.object(params);
+      var p = new jsbn(params.p);
+      var a = new jsbn(params.a);
+      var b = new jsbn(params.b);
+      var n = new jsbn(params.n);
+      var h = jsbn.ONE;
+      var curve = new ec.ECCurveFp(p, a, b);
+      var G = curve.decodePointHex(params.G.toString("hex"));
+      this.curve = curve;
+      this.g = G;
+      this.n = n;
+      this.h = h;
+    }
+    X9ECParameters.prototype.getCurve = function() {
+      return this.curve;
+    };
+    X9ECParameters.prototype.getG = function() {
+      return this.g;
+    };
+    X9ECParameters.prototype.getN = function() {
+      return this.n;
+    };
+    X9ECParameters.prototype.getH = function() {
+      return this.h;
+    };
+    function ECPublic(params, buffer) {
+      this._params = params;
+      if (buffer[0] === 0)
+        buffer = buffer.slice(1);
+      this._pub = params.getCurve().decodePointHex(buffer.toString("hex"));
+    }
+    function ECPrivate(params, buffer) {
+      this._params = params;
+      this._priv = new jsbn(utils.mpNormalize(buffer));
+    }
+    ECPrivate.prototype.deriveSharedSecret = function(pubKey) {
+      assert2.ok(pubKey instanceof ECPublic);
+      var S = pubKey._pub.multiply(this._priv);
+      return Buffer2.from(S.getX().toBigInteger().toByteArray());
+    };
+    function generateED25519() {
+      var pair = nacl.sign.keyPair();
+      var priv = Buffer2.from(pair.secretKey);
+      var pub = Buffer2.from(pair.publicKey);
+      assert2.strictEqual(priv.length, 64);
+      assert2.strictEqual(pub.length, 32);
+      var parts = [];
+      parts.push({ name: "A", data: pub });
+      parts.push({ name: "k", data: priv.slice(0, 32) });
+      var key = new PrivateKey({
+        type: "ed25519",
+        parts
+      });
+      return key;
+    }
+    function generateECDSA(curve) {
+      var parts = [];
+      var key;
+      if (CRYPTO_HAVE_ECDH) {
+        var osCurve = {
+          "nistp256": "prime256v1",
+          "nistp384": "secp384r1",
+          "nistp521": "secp521r1"
+        }[curve];
+        var dh = crypto.createECDH(osCurve);
+        dh.generateKeys();
+        parts.push({
+          name: "curve",
+          data: Buffer2.from(curve)
+        });
+        parts.push({ name: "Q", data: dh.getPublicKey() });
+        parts.push({ name: "d", data: dh.getPrivateKey() });
+        key = new PrivateKey({
+          type: "ecdsa",
+          curve,
+          parts
+        });
+        return key;
+      } else {
+        var ecParams = new X9ECParameters(curve);
+        var n = ecParams.getN();
+        var cByteLen = Math.ceil((n.bitLength() + 64) / 8);
+        var c = new jsbn(crypto.randomBytes(cByteLen));
+        var n1 = n.subtract(jsbn.ONE);
+        var priv = c.mod(n1).add(jsbn.ONE);
+        var pub = ecParams.getG().multiply(priv);
+        priv = Buffer2.from(priv.toByteArray());
+        pub = Buffer2.from(ecParams.getCurve().encodePointHex(pub), "hex");
+        parts.push({ name: "curve", data: Buffer2.from(curve) });
+        parts.push({ name: "Q", data: pub });
+        parts.push({ name: "d", data: priv });
+        key = new PrivateKey({
+          type: "ecdsa",
+          curve,
+          parts
+        });
+        return key;
+      }
+    }
+  }
+});
+
+// node_modules/sshpk/lib/ed-compat.js
+var require_ed_compat = __commonJS({
+  "node_modules/sshpk/lib/ed-compat.js"(exports2, module2) {
+    module2.exports = {
+      Verifier,
+      Signer
+    };
+    var nacl = require_nacl_fast();
+    var stream = require("stream");
+    var util = require("util");
+    var assert2 = require_assert();
+    var Buffer2 = require_safer().Buffer;
+    var Signature = require_signature();
+    function Verifier(key, hashAlgo) {
+      if (hashAlgo.toLowerCase() !== "sha512")
+        throw new Error("ED25519 only supports the use of SHA-512 hashes");
+      this.key = key;
+      this.chunks = [];
+      stream.Writable.call(this, {});
+    }
+    util.inherits(Verifier, stream.Writable);
+    Verifier.prototype._write = function(chunk, enc, cb) {
+      this.chunks.push(chunk);
+      cb();
+    };
+    Verifier.prototype.update = function(chunk) {
+      if (typeof chunk === "string")
+        chunk = Buffer2.from(chunk, "binary");
+      this.chunks.push(chunk);
+    };
+    Verifier.prototype.verify = function(signature, fmt) {
+      var sig;
+      if (Signature.isSignature(signature, [2, 0])) {
+        if (signature.type !== "ed25519")
+          return false;
+        sig = signature.toBuffer("raw");
+      } else if (typeof signature === "string") {
+        sig = Buffer2.from(signature, "base64");
+      } else if (Signature.isSignature(signature, [1, 0])) {
+        throw new Error("signature was created by too old a version of sshpk and cannot be verified");
+      }
+      assert2.buffer(sig);
+      return nacl.sign.detached.verify(
+        new Uint8Array(Buffer2.concat(this.chunks)),
+        new Uint8Array(sig),
+        new Uint8Array(this.key.part.A.data)
+      );
+    };
+    function Signer(key, hashAlgo) {
+      if (hashAlgo.toLowerCase() !== "sha512")
+        throw new Error("ED25519 only supports the use of SHA-512 hashes");
+      this.key = key;
+      this.chunks = [];
+      stream.Writable.call(this, {});
+    }
+    util.inherits(Signer, stream.Writable);
+    Signer.prototype._write = function(chunk, enc, cb) {
+      this.chunks.push(chunk);
+      cb();
+    };
+    Signer.prototype.update = function(chunk) {
+      if (typeof chunk === "string")
+        chunk = Buffer2.from(chunk, "binary");
+      this.chunks.push(chunk);
+    };
+    Signer.prototype.sign = function() {
+      var sig = nacl.sign.detached(
+        new Uint8Array(Buffer2.concat(this.chunks)),
+        new Uint8Array(Buffer2.concat([
+          this.key.part.k.data,
+          this.key.part.A.data
+        ]))
+      );
+      var sigBuf = Buffer2.from(sig);
+      var sigObj = Signature.parse(sigBuf, "ed25519", "raw");
+      sigObj.hashAlgorithm = "sha512";
+      return sigObj;
+    };
+  }
+});
+
+// node_modules/sshpk/lib/formats/pkcs8.js
+var require_pkcs8 = __commonJS({
+  "node_modules/sshpk/lib/formats/pkcs8.js"(exports2, module2) {
+    module2.exports = {
+      read,
+      readPkcs8,
+      write,
+      writePkcs8,
+      pkcs8ToBuffer,
+      readECDSACurve,
+      writeECDSACurve
+    };
+    var assert2 = require_assert();
+    var asn1 = require_lib();
+    var Buffer2 = require_safer().Buffer;
+    var algs = require_algs();
+    var utils = require_utils();
+    var Key = require_key();
+    var PrivateKey = require_private_key();
+    var pem = require_pem();
+    function read(buf, options) {
+      return pem.read(buf, options, "pkcs8");
+    }
+    function write(key, options) {
+      return pem.write(key, options, "pkcs8");
+    }
+    function readMPInt(der, nm) {
+      assert2.strictEqual(
+        der.peek(),
+        asn1.Ber.Integer,
+        nm + " is not an Integer"
+      );
+      return utils.mpNormalize(der.readString(asn1.Ber.Integer, true));
+    }
+    function readPkcs8(alg, type, der) {
+      if (der.peek() === asn1.Ber.Integer) {
+        assert2.strictEqual(
+          type,
+          "private",
+          "unexpected Integer at start of public key"
+        );
+        der.readString(asn1.Ber.Integer, true);
+      }
+      der.readSequence();
+      var next = der.offset + der.length;
+      var oid = der.readOID();
+      switch (oid) {
+        case "1.2.840.113549.1.1.1":
+          der._offset = next;
+          if (type === "public")
+            return readPkcs8RSAPublic(der);
+          else
+            return readPkcs8RSAPrivate(der);
+        case "1.2.840.10040.4.1":
+          if (type === "public")
+            return readPkcs8DSAPublic(der);
+          else
+            return readPkcs8DSAPrivate(der);
+        case "1.2.840.10045.2.1":
+          if (type === "public")
+            return readPkcs8ECDSAPublic(der);
+          else
+            return readPkcs8ECDSAPrivate(der);
+        case "1.3.101.112":
+          if (type === "public") {
+            return readPkcs8EdDSAPublic(der);
+          } else {
+            return readPkcs8EdDSAPrivate(der);
+          }
+        case "1.3.101.110":
+          if (type === "public") {
+            return readPkcs8X25519Public(der);
+          } else {
+            return readPkcs8X25519Private(der);
+          }
+        default:
+          throw new Error("Unknown key type OID " + oid);
+      }
+    }
+    function readPkcs8RSAPublic(der) {
+      der.readSequence(asn1.Ber.BitString);
+      der.readByte();
+      der.readSequence();
+      var n = readMPInt(der, "modulus");
+      var e = readMPInt(der, "exponent");
+      var key = {
+        type: "rsa",
+        source: der.originalInput,
+        parts: [
+          { name: "e", data: e },
+          { name: "n", data: n }
+        ]
+      };
+      return new Key(key);
+    }
+    function readPkcs8RSAPrivate(der) {
+      der.readSequence(asn1.Ber.OctetString);
+      der.readSequence();
+      var ver = readMPInt(der, "version");
+      assert2.equal(ver[0], 0, "unknown RSA private key version");
+      var n = readMPInt(der, "modulus");
+      var e = readMPInt(der, "public exponent");
+      var d = readMPInt(der, "private exponent");
+      var p = readMPInt(der, "prime1");
+      var q2 = readMPInt(der, "prime2");
+      var dmodp = readMPInt(der, "exponent1");
+      var dmodq = readMPInt(der, "exponent2");
+      var iqmp = readMPInt(der, "iqmp");
+      var key = {
+        type: "rsa",
+        parts: [
+          { name: "n", data: n },
+          { name: "e", data: e },
+          { name: "d", data: d },
+          { name: "iqmp", data: iqmp },
+          { name: "p", data: p },
+          { name: "q", data: q2 },
+          { name: "dmodp", data: dmodp },
+          { name: "dmodq", data: dmodq }
+        ]
+      };
+      return new PrivateKey(key);
+    }
+    function readPkcs8DSAPublic(der) {
+      der.readSequence();
+      var p = readMPInt(der, "p");
+      var q2 = readMPInt(der, "q");
+      var g = readMPInt(der, "g");
+      der.readSequence(asn1.Ber.BitString);
+      der.readByte();
+      var y = readMPInt(der, "y");
+      var key = {
+        type: "dsa",
+        parts: [
+          { name: "p", data: p },
+          { name: "q", data: q2 },
+          { name: "g", data: g },
+          { name: "y", data: y }
+        ]
+      };
+      return new Key(key);
+    }
+    function readPkcs8DSAPrivate(der) {
+      der.readSequence();
+      var p = readMPInt(der, "p");
+      var q2 = readMPInt(der, "q");
+      var g = readMPInt(der, "g");
+      der.readSequence(asn1.Ber.OctetString);
+      var x = readMPInt(der, "x");
+      var y = utils.calculateDSAPublic(g, p, x);
+      var key = {
+        type: "dsa",
+        parts: [
+          { name: "p", data: p },
+          { name: "q", data: q2 },
+          { name: "g", data: g },
+          { name: "y", data: y },
+          { name: "x", data: x }
+        ]
+      };
+      return new PrivateKey(key);
+    }
+    function readECDSACurve(der) {
+      var curveName, curveNames;
+      var j, c, cd;
+      if (der.peek() === asn1.Ber.OID) {
+        var oid = der.readOID();
+        curveNames = Object.keys(algs.curves);
+        for (j = 0; j < curveNames.length; ++j) {
+          c = curveNames[j];
+          cd = algs.curves[c];
+          if (cd.pkcs8oid === oid) {
+            curveName = c;
+            break;
+          }
+        }
+      } else {
+        der.readSequence();
+        var version2 = der.readString(asn1.Ber.Integer, true);
+        assert2.strictEqual(version2[0], 1, "ECDSA key not version 1");
+        var curve = {};
+        der.readSequence();
+        var fieldTypeOid = der.readOID();
+        assert2.strictEqual(
+          fieldTypeOid,
+          "1.2.840.10045.1.1",
+          "ECDSA key is not from a prime-field"
+        );
+        var p = curve.p = utils.mpNormalize(
+          der.readString(asn1.Ber.Integer, true)
+        );
+        curve.size = p.length * 8 - utils.countZeros(p);
+        der.readSequence();
+        curve.a = utils.mpNormalize(
+          der.readString(asn1.Ber.OctetString, true)
+        );
+        curve.b = utils.mpNormalize(
+          der.readString(asn1.Ber.OctetString, true)
+        );
+        if (der.peek() === asn1.Ber.BitString)
+          curve.s = der.readString(asn1.Ber.BitString, true);
+        curve.G = der.readString(asn1.Ber.OctetString, true);
+        assert2.strictEqual(
+          curve.G[0],
+          4,
+          "uncompressed G is required"
+        );
+        curve.n = utils.mpNormalize(
+          der.readString(asn1.Ber.Integer, true)
+        );
+        curve.h = utils.mpNormalize(
+          der.readString(asn1.Ber.Integer, true)
+        );
+        assert2.strictEqual(curve.h[0], 1, "a cofactor=1 curve is required");
+        curveNames = Object.keys(algs.curves);
+        var ks = Object.keys(curve);
+        for (j = 0; j < curveNames.length; ++j) {
+          c = curveNames[j];
+          cd = algs.curves[c];
+          var equal2 = true;
+          for (var i = 0; i < ks.length; ++i) {
+            var k = ks[i];
+            if (cd[k] === void 0)
+              continue;
+            if (typeof cd[k] === "object" && cd[k].equals !== void 0) {
+              if (!cd[k].equals(curve[k])) {
+                equal2 = false;
+                break;
+              }
+            } else if (Buffer2.isBuffer(cd[k])) {
+              if (cd[k].toString("binary") !== curve[k].toString("binary")) {
+                equal2 = false;
+                break;
+              }
+            } else {
+              if (cd[k] !== curve[k]) {
+                equal2 = false;
+                break;
+              }
+            }
+          }
+          if (equal2) {
+            curveName = c;
+            break;
+          }
+        }
+      }
+      return curveName;
+    }
+    function readPkcs8ECDSAPrivate(der) {
+      var curveName = readECDSACurve(der);
+      assert2.string(curveName, "a known elliptic curve");
+      der.readSequence(asn1.Ber.OctetString);
+      der.readSequence();
+      var version2 = readMPInt(der, "version");
+      assert2.equal(version2[0], 1, "unknown version of ECDSA key");
+      var d = der.readString(asn1.Ber.OctetString, true);
+      var Q;
+      if (der.peek() == 160) {
+        der.readSequence(160);
+        der._offset += der.length;
+      }
+      if (der.peek() == 161) {
+        der.readSequence(161);
+        Q = der.readString(asn1.Ber.BitString, true);
+        Q = utils.ecNormalize(Q);
+      }
+      if (Q === void 0) {
+        var pub = utils.publicFromPrivateECDSA(curveName, d);
+        Q = pub.part.Q.data;
+      }
+      var key = {
+        type: "ecdsa",
+        parts: [
+          { name: "curve", data: Buffer2.from(curveName) },
+          { name: "Q", data: Q },
+          { name: "d", data: d }
+        ]
+      };
+      return new PrivateKey(key);
+    }
+    function readPkcs8ECDSAPublic(der) {
+      var curveName = readECDSACurve(der);
+      assert2.string(curveName, "a known elliptic curve");
+      var Q = der.readString(asn1.Ber.BitString, true);
+      Q = utils.ecNormalize(Q);
+      var key = {
+        type: "ecdsa",
+        parts: [
+          { name: "curve", data: Buffer2.from(curveName) },
+          { name: "Q", data: Q }
+        ]
+      };
+      return new Key(key);
+    }
+    function readPkcs8EdDSAPublic(der) {
+      if (der.peek() === 0)
+        der.readByte();
+      var A = utils.readBitString(der);
+      var key = {
+        type: "ed25519",
+        parts: [
+          { name: "A", data: utils.zeroPadToLength(A, 32) }
+        ]
+      };
+      return new Key(key);
+    }
+    function readPkcs8X25519Public(der) {
+      var A = utils.readBitString(der);
+      var key = {
+        type: "curve25519",
+        parts: [
+          { name: "A", data: utils.zeroPadToLength(A, 32) }
+        ]
+      };
+      return new Key(key);
+    }
+    function readPkcs8EdDSAPrivate(der) {
+      if (der.peek() === 0)
+        der.readByte();
+      der.readSequence(asn1.Ber.OctetString);
+      var k = der.readString(asn1.Ber.OctetString, true);
+      k = utils.zeroPadToLength(k, 32);
+      var A, tag;
+      while ((tag = der.peek()) !== null) {
+        if (tag === (asn1.Ber.Context | 1)) {
+          A = utils.readBitString(der, tag);
+        } else {
+          der.readSequence(tag);
+          der._offset += der.length;
+        }
+      }
+      if (A === void 0)
+        A = utils.calculateED25519Public(k);
+      var key = {
+        type: "ed25519",
+        parts: [
+          { name: "A", data: utils.zeroPadToLength(A, 32) },
+          { name: "k", data: utils.zeroPadToLength(k, 32) }
+        ]
+      };
+      return new PrivateKey(key);
+    }
+    function readPkcs8X25519Private(der) {
+      if (der.peek() === 0)
+        der.readByte();
+      der.readSequence(asn1.Ber.OctetString);
+      var k = der.readString(asn1.Ber.OctetString, true);
+      k = utils.zeroPadToLength(k, 32);
+      var A = utils.calculateX25519Public(k);
+      var key = {
+        type: "curve25519",
+        parts: [
+          { name: "A", data: utils.zeroPadToLength(A, 32) },
+          { name: "k", data: utils.zeroPadToLength(k, 32) }
+        ]
+      };
+      return new PrivateKey(key);
+    }
+    function pkcs8ToBuffer(key) {
+      var der = new asn1.BerWriter();
+      writePkcs8(der, key);
+      return der.buffer;
+    }
+    function writePkcs8(der, key) {
+      der.startSequence();
+      if (PrivateKey.isPrivateKey(key)) {
+        var version2 = 0;
+        if (key.type === "ed25519")
+          version2 = 1;
+        var vbuf = Buffer2.from([version2]);
+        der.writeBuffer(vbuf, asn1.Ber.Integer);
+      }
+      der.startSequence();
+      switch (key.type) {
+        case "rsa":
+          der.writeOID("1.2.840.113549.1.1.1");
+          if (PrivateKey.isPrivateKey(key))
+            writePkcs8RSAPrivate(key, der);
+          else
+            writePkcs8RSAPublic(key, der);
+          break;
+        case "dsa":
+          der.writeOID("1.2.840.10040.4.1");
+          if (PrivateKey.isPrivateKey(key))
+            writePkcs8DSAPrivate(key, der);
+          else
+            writePkcs8DSAPublic(key, der);
+          break;
+        case "ecdsa":
+          der.writeOID("1.2.840.10045.2.1");
+          if (PrivateKey.isPrivateKey(key))
+            writePkcs8ECDSAPrivate(key, der);
+          else
+            writePkcs8ECDSAPublic(key, der);
+          break;
+        case "ed25519":
+          der.writeOID("1.3.101.112");
+          if (PrivateKey.isPrivateKey(key))
+            writePkcs8EdDSAPrivate(key, der);
+          else
+            writePkcs8EdDSAPublic(key, der);
+          break;
+        default:
+          throw new Error("Unsupported key type: " + key.type);
+      }
+      der.endSequence();
+    }
+    function writePkcs8RSAPrivate(key, der) {
+      der.writeNull();
+      der.endSequence();
+      der.startSequence(asn1.Ber.OctetString);
+      der.startSequence();
+      var version2 = Buffer2.from([0]);
+      der.writeBuffer(version2, asn1.Ber.Integer);
+      der.writeBuffer(key.part.n.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.e.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.d.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.p.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.q.data, asn1.Ber.Integer);
+      if (!key.part.dmodp || !key.part.dmodq)
+        utils.addRSAMissing(key);
+      der.writeBuffer(key.part.dmodp.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.dmodq.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.iqmp.data, asn1.Ber.Integer);
+      der.endSequence();
+      der.endSequence();
+    }
+    function writePkcs8RSAPublic(key, der) {
+      der.writeNull();
+      der.endSequence();
+      der.startSequence(asn1.Ber.BitString);
+      der.writeByte(0);
+      der.startSequence();
+      der.writeBuffer(key.part.n.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.e.data, asn1.Ber.Integer);
+      der.endSequence();
+      der.endSequence();
+    }
+    function writePkcs8DSAPrivate(key, der) {
+      der.startSequence();
+      der.writeBuffer(key.part.p.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.q.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.g.data, asn1.Ber.Integer);
+      der.endSequence();
+      der.endSequence();
+      der.startSequence(asn1.Ber.OctetString);
+      der.writeBuffer(key.part.x.data, asn1.Ber.Integer);
+      der.endSequence();
+    }
+    function writePkcs8DSAPublic(key, der) {
+      der.startSequence();
+      der.writeBuffer(key.part.p.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.q.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.g.data, asn1.Ber.Integer);
+      der.endSequence();
+      der.endSequence();
+      der.startSequence(asn1.Ber.BitString);
+      der.writeByte(0);
+      der.writeBuffer(key.part.y.data, asn1.Ber.Integer);
+      der.endSequence();
+    }
+    function writeECDSACurve(key, der) {
+      var curve = algs.curves[key.curve];
+      if (curve.pkcs8oid) {
+        der.writeOID(curve.pkcs8oid);
+      } else {
+        der.startSequence();
+        var version2 = Buffer2.from([1]);
+        der.writeBuffer(version2, asn1.Ber.Integer);
+        der.startSequence();
+        der.writeOID("1.2.840.10045.1.1");
+        der.writeBuffer(curve.p, asn1.Ber.Integer);
+        der.endSequence();
+        der.startSequence();
+        var a = curve.p;
+        if (a[0] === 0)
+          a = a.slice(1);
+        der.writeBuffer(a, asn1.Ber.OctetString);
+        der.writeBuffer(curve.b, asn1.Ber.OctetString);
+        der.writeBuffer(curve.s, asn1.Ber.BitString);
+        der.endSequence();
+        der.writeBuffer(curve.G, asn1.Ber.OctetString);
+        der.writeBuffer(curve.n, asn1.Ber.Integer);
+        var h = curve.h;
+        if (!h) {
+          h = Buffer2.from([1]);
+        }
+        der.writeBuffer(h, asn1.Ber.Integer);
+        der.endSequence();
+      }
+    }
+    function writePkcs8ECDSAPublic(key, der) {
+      writeECDSACurve(key, der);
+      der.endSequence();
+      var Q = utils.ecNormalize(key.part.Q.data, true);
+      der.writeBuffer(Q, asn1.Ber.BitString);
+    }
+    function writePkcs8ECDSAPrivate(key, der) {
+      writeECDSACurve(key, der);
+      der.endSequence();
+      der.startSequence(asn1.Ber.OctetString);
+      der.startSequence();
+      var version2 = Buffer2.from([1]);
+      der.writeBuffer(version2, asn1.Ber.Integer);
+      der.writeBuffer(key.part.d.data, asn1.Ber.OctetString);
+      der.startSequence(161);
+      var Q = utils.ecNormalize(key.part.Q.data, true);
+      der.writeBuffer(Q, asn1.Ber.BitString);
+      der.endSequence();
+      der.endSequence();
+      der.endSequence();
+    }
+    function writePkcs8EdDSAPublic(key, der) {
+      der.endSequence();
+      utils.writeBitString(der, key.part.A.data);
+    }
+    function writePkcs8EdDSAPrivate(key, der) {
+      der.endSequence();
+      der.startSequence(asn1.Ber.OctetString);
+      var k = utils.mpNormalize(key.part.k.data);
+      while (k.length > 32 && k[0] === 0)
+        k = k.slice(1);
+      der.writeBuffer(k, asn1.Ber.OctetString);
+      der.endSequence();
+      utils.writeBitString(der, key.part.A.data, asn1.Ber.Context | 1);
+    }
+  }
+});
+
+// node_modules/sshpk/lib/formats/pkcs1.js
+var require_pkcs1 = __commonJS({
+  "node_modules/sshpk/lib/formats/pkcs1.js"(exports2, module2) {
+    module2.exports = {
+      read,
+      readPkcs1,
+      write,
+      writePkcs1
+    };
+    var assert2 = require_assert();
+    var asn1 = require_lib();
+    var Buffer2 = require_safer().Buffer;
+    var algs = require_algs();
+    var utils = require_utils();
+    var Key = require_key();
+    var PrivateKey = require_private_key();
+    var pem = require_pem();
+    var pkcs8 = require_pkcs8();
+    var readECDSACurve = pkcs8.readECDSACurve;
+    function read(buf, options) {
+      return pem.read(buf, options, "pkcs1");
+    }
+    function write(key, options) {
+      return pem.write(key, options, "pkcs1");
+    }
+    function readMPInt(der, nm) {
+      assert2.strictEqual(
+        der.peek(),
+        asn1.Ber.Integer,
+        nm + " is not an Integer"
+      );
+      return utils.mpNormalize(der.readString(asn1.Ber.Integer, true));
+    }
+    function readPkcs1(alg, type, der) {
+      switch (alg) {
+        case "RSA":
+          if (type === "public")
+            return readPkcs1RSAPublic(der);
+          else if (type === "private")
+            return readPkcs1RSAPrivate(der);
+          throw new Error("Unknown key type: " + type);
+        case "DSA":
+          if (type === "public")
+            return readPkcs1DSAPublic(der);
+          else if (type === "private")
+            return readPkcs1DSAPrivate(der);
+          throw new Error("Unknown key type: " + type);
+        case "EC":
+        case "ECDSA":
+          if (type === "private")
+            return readPkcs1ECDSAPrivate(der);
+          else if (type === "public")
+            return readPkcs1ECDSAPublic(der);
+          throw new Error("Unknown key type: " + type);
+        case "EDDSA":
+        case "EdDSA":
+          if (type === "private")
+            return readPkcs1EdDSAPrivate(der);
+          throw new Error(type + " keys not supported with EdDSA");
+        default:
+          throw new Error("Unknown key algo: " + alg);
+      }
+    }
+    function readPkcs1RSAPublic(der) {
+      var n = readMPInt(der, "modulus");
+      var e = readMPInt(der, "exponent");
+      var key = {
+        type: "rsa",
+        parts: [
+          { name: "e", data: e },
+          { name: "n", data: n }
+        ]
+      };
+      return new Key(key);
+    }
+    function readPkcs1RSAPrivate(der) {
+      var version2 = readMPInt(der, "version");
+      assert2.strictEqual(version2[0], 0);
+      var n = readMPInt(der, "modulus");
+      var e = readMPInt(der, "public exponent");
+      var d = readMPInt(der, "private exponent");
+      var p = readMPInt(der, "prime1");
+      var q2 = readMPInt(der, "prime2");
+      var dmodp = readMPInt(der, "exponent1");
+      var dmodq = readMPInt(der, "exponent2");
+      var iqmp = readMPInt(der, "iqmp");
+      var key = {
+        type: "rsa",
+        parts: [
+          { name: "n", data: n },
+          { name: "e", data: e },
+          { name: "d", data: d },
+          { name: "iqmp", data: iqmp },
+          { name: "p", data: p },
+          { name: "q", data: q2 },
+          { name: "dmodp", data: dmodp },
+          { name: "dmodq", data: dmodq }
+        ]
+      };
+      return new PrivateKey(key);
+    }
+    function readPkcs1DSAPrivate(der) {
+      var version2 = readMPInt(der, "version");
+      assert2.strictEqual(version2.readUInt8(0), 0);
+      var p = readMPInt(der, "p");
+      var q2 = readMPInt(der, "q");
+      var g = readMPInt(der, "g");
+      var y = readMPInt(der, "y");
+      var x = readMPInt(der, "x");
+      var key = {
+        type: "dsa",
+        parts: [
+          { name: "p", data: p },
+          { name: "q", data: q2 },
+          { name: "g", data: g },
+          { name: "y", data: y },
+          { name: "x", data: x }
+        ]
+      };
+      return new PrivateKey(key);
+    }
+    function readPkcs1EdDSAPrivate(der) {
+      var version2 = readMPInt(der, "version");
+      assert2.strictEqual(version2.readUInt8(0), 1);
+      var k = der.readString(asn1.Ber.OctetString, true);
+      der.readSequence(160);
+      var oid = der.readOID();
+      assert2.strictEqual(oid, "1.3.101.112", "the ed25519 curve identifier");
+      der.readSequence(161);
+      var A = utils.readBitString(der);
+      var key = {
+        type: "ed25519",
+        parts: [
+          { name: "A", data: utils.zeroPadToLength(A, 32) },
+          { name: "k", data: k }
+        ]
+      };
+      return new PrivateKey(key);
+    }
+    function readPkcs1DSAPublic(der) {
+      var y = readMPInt(der, "y");
+      var p = readMPInt(der, "p");
+      var q2 = readMPInt(der, "q");
+      var g = readMPInt(der, "g");
+      var key = {
+        type: "dsa",
+        parts: [
+          { name: "y", data: y },
+          { name: "p", data: p },
+          { name: "q", data: q2 },
+          { name: "g", data: g }
+        ]
+      };
+      return new Key(key);
+    }
+    function readPkcs1ECDSAPublic(der) {
+      der.readSequence();
+      var oid = der.readOID();
+      assert2.strictEqual(oid, "1.2.840.10045.2.1", "must be ecPublicKey");
+      var curveOid = der.readOID();
+      var curve;
+      var curves = Object.keys(algs.curves);
+      for (var j = 0; j < curves.length; ++j) {
+        var c = curves[j];
+        var cd = algs.curves[c];
+        if (cd.pkcs8oid === curveOid) {
+          curve = c;
+          break;
+        }
+      }
+      assert2.string(curve, "a known ECDSA named curve");
+      var Q = der.readString(asn1.Ber.BitString, true);
+      Q = utils.ecNormalize(Q);
+      var key = {
+        type: "ecdsa",
+        parts: [
+          { name: "curve", data: Buffer2.from(curve) },
+          { name: "Q", data: Q }
+        ]
+      };
+      return new Key(key);
+    }
+    function readPkcs1ECDSAPrivate(der) {
+      var version2 = readMPInt(der, "version");
+      assert2.strictEqual(version2.readUInt8(0), 1);
+      var d = der.readString(asn1.Ber.OctetString, true);
+      der.readSequence(160);
+      var curve = readECDSACurve(der);
+      assert2.string(curve, "a known elliptic curve");
+      der.readSequence(161);
+      var Q = der.readString(asn1.Ber.BitString, true);
+      Q = utils.ecNormalize(Q);
+      var key = {
+        type: "ecdsa",
+        parts: [
+          { name: "curve", data: Buffer2.from(curve) },
+          { name: "Q", data: Q },
+          { name: "d", data: d }
+        ]
+      };
+      return new PrivateKey(key);
+    }
+    function writePkcs1(der, key) {
+      der.startSequence();
+      switch (key.type) {
+        case "rsa":
+          if (PrivateKey.isPrivateKey(key))
+            writePkcs1RSAPrivate(der, key);
+          else
+            writePkcs1RSAPublic(der, key);
+          break;
+        case "dsa":
+          if (PrivateKey.isPrivateKey(key))
+            writePkcs1DSAPrivate(der, key);
+          else
+            writePkcs1DSAPublic(der, key);
+          break;
+        case "ecdsa":
+          if (PrivateKey.isPrivateKey(key))
+            writePkcs1ECDSAPrivate(der, key);
+          else
+            writePkcs1ECDSAPublic(der, key);
+          break;
+        case "ed25519":
+          if (PrivateKey.isPrivateKey(key))
+            writePkcs1EdDSAPrivate(der, key);
+          else
+            writePkcs1EdDSAPublic(der, key);
+          break;
+        default:
+          throw new Error("Unknown key algo: " + key.type);
+      }
+      der.endSequence();
+    }
+    function writePkcs1RSAPublic(der, key) {
+      der.writeBuffer(key.part.n.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.e.data, asn1.Ber.Integer);
+    }
+    function writePkcs1RSAPrivate(der, key) {
+      var ver = Buffer2.from([0]);
+      der.writeBuffer(ver, asn1.Ber.Integer);
+      der.writeBuffer(key.part.n.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.e.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.d.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.p.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.q.data, asn1.Ber.Integer);
+      if (!key.part.dmodp || !key.part.dmodq)
+        utils.addRSAMissing(key);
+      der.writeBuffer(key.part.dmodp.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.dmodq.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.iqmp.data, asn1.Ber.Integer);
+    }
+    function writePkcs1DSAPrivate(der, key) {
+      var ver = Buffer2.from([0]);
+      der.writeBuffer(ver, asn1.Ber.Integer);
+      der.writeBuffer(key.part.p.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.q.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.g.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.y.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.x.data, asn1.Ber.Integer);
+    }
+    function writePkcs1DSAPublic(der, key) {
+      der.writeBuffer(key.part.y.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.p.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.q.data, asn1.Ber.Integer);
+      der.writeBuffer(key.part.g.data, asn1.Ber.Integer);
+    }
+    function writePkcs1ECDSAPublic(der, key) {
+      der.startSequence();
+      der.writeOID("1.2.840.10045.2.1");
+      var curve = key.part.curve.data.toString();
+      var curveOid = algs.curves[curve].pkcs8oid;
+      assert2.string(curveOid, "a known ECDSA named curve");
+      der.writeOID(curveOid);
+      der.endSequence();
+      var Q = utils.ecNormalize(key.part.Q.data, true);
+      der.writeBuffer(Q, asn1.Ber.BitString);
+    }
+    function writePkcs1ECDSAPrivate(der, key) {
+      var ver = Buffer2.from([1]);
+      der.writeBuffer(ver, asn1.Ber.Integer);
+      der.writeBuffer(key.part.d.data, asn1.Ber.OctetString);
+      der.startSequence(160);
+      var curve = key.part.curve.data.toString();
+      var curveOid = algs.curves[curve].pkcs8oid;
+      assert2.string(curveOid, "a known ECDSA named curve");
+      der.writeOID(curveOid);
+      der.endSequence();
+      der.startSequence(161);
+      var Q = utils.ecNormalize(key.part.Q.data, true);
+      der.writeBuffer(Q, asn1.Ber.BitString);
+      der.endSequence();
+    }
+    function writePkcs1EdDSAPrivate(der, key) {
+      var ver = Buffer2.from([1]);
+      der.writeBuffer(ver, asn1.Ber.Integer);
+      der.writeBuffer(key.part.k.data, asn1.Ber.OctetString);
+      der.startSequence(160);
+      der.writeOID("1.3.101.112");
+      der.endSequence();
+      der.startSequence(161);
+      utils.writeBitString(der, key.part.A.data);
+      der.endSequence();
+    }
+    function writePkcs1EdDSAPublic(der, key) {
+      throw new Error("Public keys are not supported for EdDSA PKCS#1");
+    }
+  }
+});
+
+// node_modules/sshpk/lib/formats/rfc4253.js
+var require_rfc4253 = __commonJS({
+  "node_modules/sshpk/lib/formats/rfc4253.js"(exports2, module2) {
+    module2.exports = {
+      read: read.bind(void 0, false, void 0),
+      readType: read.bind(void 0, false),
+      write,
+      /* semi-private api, used by sshpk-agent */
+      readPartial: read.bind(void 0, true),
+      /* shared with ssh format */
+      readInternal: read,
+      keyTypeToAlg,
+      algToKeyType
+    };
+    var assert2 = require_assert();
+    var Buffer2 = require_safer().Buffer;
+    var algs = require_algs();
+    var utils = require_utils();
+    var Key = require_key();
+    var PrivateKey = require_private_key();
+    var SSHBuffer = require_ssh_buffer();
+    function algToKeyType(alg) {
+      assert2.string(alg);
+      if (alg === "ssh-dss")
+        return "dsa";
+      else if (alg === "ssh-rsa")
+        return "rsa";
+      else if (alg === "ssh-ed25519")
+        return "ed25519";
+      else if (alg === "ssh-curve25519")
+        return "curve25519";
+      else if (alg.match(/^ecdsa-sha2-/))
+        return "ecdsa";
+      else
+        throw new Error("Unknown algorithm " + alg);
+    }
+    function keyTypeToAlg(key) {
+      assert2.object(key);
+      if (key.type === "dsa")
+        return "ssh-dss";
+      else if (key.type === "rsa")
+        return "ssh-rsa";
+      else if (key.type === "ed25519")
+        return "ssh-ed25519";
+      else if (key.type === "curve25519")
+        return "ssh-curve25519";
+      else if (key.type === "ecdsa")
+        return "ecdsa-sha2-" + key.part.curve.data.toString();
+      else
+        throw new Error("Unknown key type " + key.type);
+    }
+    function read(partial2, type, buf, options) {
+      if (typeof buf === "string")
+        buf = Buffer2.from(buf);
+      assert2.buffer(buf, "buf");
+      var key = {};
+      var parts = key.parts = [];
+      var sshbuf = new SSHBuffer({ buffer: buf });
+      var alg = sshbuf.readString();
+      assert2.ok(!sshbuf.atEnd(), "key must have at least one part");
+      key.type = algToKeyType(alg);
+      var partCount = algs.info[key.type].parts.length;
+      if (type && type === "private")
+        partCount = algs.privInfo[key.type].parts.length;
+      while (!sshbuf.atEnd() && parts.length < partCount)
+        parts.push(sshbuf.readPart());
+      while (!partial2 && !sshbuf.atEnd())
+        parts.push(sshbuf.readPart());
+      assert2.ok(
+        parts.length >= 1,
+        "key must have at least one part"
+      );
+      assert2.ok(
+        partial2 || sshbuf.atEnd(),
+        "leftover bytes at end of key"
+      );
+      var Constructor = Key;
+      var algInfo = algs.info[key.type];
+      if (type === "private" || algInfo.parts.length !== parts.length) {
+        algInfo = algs.privInfo[key.type];
+        Constructor = PrivateKey;
+      }
+      assert2.strictEqual(algInfo.parts.length, parts.length);
+      if (key.type === "ecdsa") {
+        var res = /^ecdsa-sha2-(.+)$/.exec(alg);
+        assert2.ok(res !== null);
+        assert2.strictEqual(res[1], parts[0].data.toString());
+      }
+      var normalized = true;
+      for (var i = 0; i < algInfo.parts.length; ++i) {
+        var p = parts[i];
+        p.name = algInfo.parts[i];
+        if (key.type === "ed25519" && p.name === "k")
+          p.data = p.data.slice(0, 32);
+        if (p.name !== "curve" && algInfo.normalize !== false) {
+          var nd;
+          if (key.type === "ed25519") {
+            nd = utils.zeroPadToLength(p.data, 32);
+          } else {
+            nd = utils.mpNormalize(p.data);
+          }
+          if (nd.toString("binary") !== p.data.toString("binary")) {
+            p.data = nd;
+            normalized = false;
+          }
+        }
+      }
+      if (normalized)
+        key._rfc4253Cache = sshbuf.toBuffer();
+      if (partial2 && typeof partial2 === "object") {
+        partial2.remainder = sshbuf.remainder();
+        partial2.consumed = sshbuf._offset;
+      }
+      return new Constructor(key);
+    }
+    function write(key, options) {
+      assert2.object(key);
+      var alg = keyTypeToAlg(key);
+      var i;
+      var algInfo = algs.info[key.type];
+      if (PrivateKey.isPrivateKey(key))
+        algInfo = algs.privInfo[key.type];
+      var parts = algInfo.parts;
+      var buf = new SSHBuffer({});
+      buf.writeString(alg);
+      for (i = 0; i < parts.length; ++i) {
+        var data = key.part[parts[i]].data;
+        if (algInfo.normalize !== false) {
+          if (key.type === "ed25519")
+            data = utils.zeroPadToLength(data, 32);
+          else
+            data = utils.mpNormalize(data);
+        }
+        if (key.type === "ed25519" && parts[i] === "k")
+          data = Buffer2.concat([data, key.part.A.data]);
+        buf.writeBuffer(data);
+      }
+      return buf.toBuffer();
+    }
+  }
+});
+
+// node_modules/bcrypt-pbkdf/index.js
+var require_bcrypt_pbkdf = __commonJS({
+  "node_modules/bcrypt-pbkdf/index.js"(exports2, module2) {
+    "use strict";
+    var crypto_hash_sha512 = require_nacl_fast().lowlevel.crypto_hash;
+    var BLF_J = 0;
+    var Blowfish = function() {
+      this.S = [
+        new Uint32Array([
+          3509652390,
+          2564797868,
+          805139163,
+          3491422135,
+          3101798381,
+          1780907670,
+          3128725573,
+          4046225305,
+          614570311,
+          3012652279,
+          134345442,
+          2240740374,
+          1667834072,
+          1901547113,
+          2757295779,
+          4103290238,
+          227898511,
+          1921955416,
+          1904987480,
+          2182433518,
+          2069144605,
+          3260701109,
+          2620446009,
+          720527379,
+          3318853667,
+          677414384,
+          3393288472,
+          3101374703,
+          2390351024,
+          1614419982,
+          1822297739,
+          2954791486,
+          3608508353,
+          3174124327,
+          2024746970,
+          1432378464,
+          3864339955,
+          2857741204,
+          1464375394,
+          1676153920,
+          1439316330,
+          715854006,
+          3033291828,
+          289532110,
+          2706671279,
+          2087905683,
+          3018724369,
+          1668267050,
+          732546397,
+          1947742710,
+          3462151702,
+          2609353502,
+          2950085171,
+          1814351708,
+          2050118529,
+          680887927,
+          999245976,
+          1800124847,
+          3300911131,
+          1713906067,
+          1641548236,
+          4213287313,
+          1216130144,
+          1575780402,
+          4018429277,
+          3917837745,
+          3693486850,
+          3949271944,
+          596196993,
+          3549867205,
+          258830323,
+          2213823033,
+          772490370,
+          2760122372,
+          1774776394,
+          2652871518,
+          566650946,
+          4142492826,
+          1728879713,
+          2882767088,
+          1783734482,
+          3629395816,
+          2517608232,
+          2874225571,
+          1861159788,
+          326777828,
+          3124490320,
+          2130389656,
+          2716951837,
+          967770486,
+          1724537150,
+          2185432712,
+          2364442137,
+          1164943284,
+          2105845187,
+          998989502,
+          3765401048,
+          2244026483,
+          1075463327,
+          1455516326,
+          1322494562,
+          910128902,
+          469688178,
+          1117454909,
+          936433444,
+          3490320968,
+          3675253459,
+          1240580251,
+          122909385,
+          2157517691,
+          634681816,
+          4142456567,
+          3825094682,
+          3061402683,
+          2540495037,
+          79693498,
+          3249098678,
+          1084186820,
+          1583128258,
+          426386531,
+          1761308591,
+          1047286709,
+          322548459,
+          995290223,
+          1845252383,
+          2603652396,
+          3431023940,
+          2942221577,
+          3202600964,
+          3727903485,
+          1712269319,
+          422464435,
+          3234572375,
+          1170764815,
+          3523960633,
+          3117677531,
+          1434042557,
+          442511882,
+          3600875718,
+          1076654713,
+          1738483198,
+          4213154764,
+          2393238008,
+          3677496056,
+          1014306527,
+          4251020053,
+          793779912,
+          2902807211,
+          842905082,
+          4246964064,
+          1395751752,
+          1040244610,
+          2656851899,
+          3396308128,
+          445077038,
+          3742853595,
+          3577915638,
+          679411651,
+          2892444358,
+          2354009459,
+          1767581616,
+          3150600392,
+          3791627101,
+          3102740896,
+          284835224,
+          4246832056,
+          1258075500,
+          768725851,
+          2589189241,
+          3069724005,
+          3532540348,
+          1274779536,
+          3789419226,
+          2764799539,
+          1660621633,
+          3471099624,
+          4011903706,
+          913787905,
+          3497959166,
+          737222580,
+          2514213453,
+          2928710040,
+          3937242737,
+          1804850592,
+          3499020752,
+          2949064160,
+          2386320175,
+          2390070455,
+          2415321851,
+          4061277028,
+          2290661394,
+          2416832540,
+          1336762016,
+          1754252060,
+          3520065937,
+          3014181293,
+          791618072,
+          3188594551,
+          3933548030,
+          2332172193,
+          3852520463,
+          3043980520,
+          413987798,
+          3465142937,
+          3030929376,
+          4245938359,
+          2093235073,
+          3534596313,
+          375366246,
+          2157278981,
+          2479649556,
+          555357303,
+          3870105701,
+          2008414854,
+          3344188149,
+          4221384143,
+          3956125452,
+          2067696032,
+          3594591187,
+          2921233993,
+          2428461,
+          544322398,
+          577241275,
+          1471733935,
+          610547355,
+          4027169054,
+          1432588573,
+          1507829418,
+          2025931657,
+          3646575487,
+          545086370,
+          48609733,
+          2200306550,
+          1653985193,
+          298326376,
+          1316178497,
+          3007786442,
+          2064951626,
+          458293330,
+          2589141269,
+          3591329599,
+          3164325604,
+          727753846,
+          2179363840,
+          146436021,
+          1461446943,
+          4069977195,
+          705550613,
+          3059967265,
+          3887724982,
+          4281599278,
+          3313849956,
+          1404054877,
+          2845806497,
+          146425753,
+          1854211946
+        ]),
+        new Uint32Array([
+          1266315497,
+          3048417604,
+          3681880366,
+          3289982499,
+          290971e4,
+          1235738493,
+          2632868024,
+          2414719590,
+          3970600049,
+          1771706367,
+          1449415276,
+          3266420449,
+          422970021,
+          1963543593,
+          2690192192,
+          3826793022,
+          1062508698,
+          1531092325,
+          1804592342,
+          2583117782,
+          2714934279,
+          4024971509,
+          1294809318,
+          4028980673,
+          1289560198,
+          2221992742,
+          1669523910,
+          35572830,
+          157838143,
+          1052438473,
+          1016535060,
+          1802137761,
+          1753167236,
+          1386275462,
+          3080475397,
+          2857371447,
+          1040679964,
+          2145300060,
+          2390574316,
+          1461121720,
+          2956646967,
+          4031777805,
+          4028374788,
+          33600511,
+          2920084762,
+          1018524850,
+          629373528,
+          3691585981,
+          3515945977,
+          2091462646,
+          2486323059,
+          586499841,
+          988145025,
+          935516892,
+          3367335476,
+          2599673255,
+          2839830854,
+          265290510,
+          3972581182,
+          2759138881,
+          3795373465,
+          1005194799,
+          847297441,
+          406762289,
+          1314163512,
+          1332590856,
+          1866599683,
+          4127851711,
+          750260880,
+          613907577,
+          1450815602,
+          3165620655,
+          3734664991,
+          3650291728,
+          3012275730,
+          3704569646,
+          1427272223,
+          778793252,
+          1343938022,
+          2676280711,
+          2052605720,
+          1946737175,
+          3164576444,
+          3914038668,
+          3967478842,
+          3682934266,
+          1661551462,
+          3294938066,
+          4011595847,
+          840292616,
+          3712170807,
+          616741398,
+          312560963,
+          711312465,
+          1351876610,
+          322626781,
+          1910503582,
+          271666773,
+          2175563734,
+          1594956187,
+          70604529,
+          3617834859,
+          1007753275,
+          1495573769,
+          4069517037,
+          2549218298,
+          2663038764,
+          504708206,
+          2263041392,
+          3941167025,
+          2249088522,
+          1514023603,
+          1998579484,
+          1312622330,
+          694541497,
+          2582060303,
+          2151582166,
+          1382467621,
+          776784248,
+          2618340202,
+          3323268794,
+          2497899128,
+          2784771155,
+          503983604,
+          4076293799,
+          907881277,
+          423175695,
+          432175456,
+          1378068232,
+          4145222326,
+          3954048622,
+          3938656102,
+          3820766613,
+          2793130115,
+          2977904593,
+          26017576,
+          3274890735,
+          3194772133,
+          1700274565,
+          1756076034,
+          4006520079,
+          3677328699,
+          720338349,
+          1533947780,
+          354530856,
+          688349552,
+          3973924725,
+          1637815568,
+          332179504,
+          3949051286,
+          53804574,
+          2852348879,
+          3044236432,
+          1282449977,
+          3583942155,
+          3416972820,
+          4006381244,
+          1617046695,
+          2628476075,
+          3002303598,
+          1686838959,
+          431878346,
+          2686675385,
+          1700445008,
+          1080580658,
+          1009431731,
+          832498133,
+          3223435511,
+          2605976345,
+          2271191193,
+          2516031870,
+          1648197032,
+          4164389018,
+          2548247927,
+          300782431,
+          375919233,
+          238389289,
+          3353747414,
+          2531188641,
+          2019080857,
+          1475708069,
+          455242339,
+          2609103871,
+          448939670,
+          3451063019,
+          1395535956,
+          2413381860,
+          1841049896,
+          1491858159,
+          885456874,
+          4264095073,
+          4001119347,
+          1565136089,
+          3898914787,
+          1108368660,
+          540939232,
+          1173283510,
+          2745871338,
+          3681308437,
+          4207628240,
+          3343053890,
+          4016749493,
+          1699691293,
+          1103962373,
+          3625875870,
+          2256883143,
+          3830138730,
+          1031889488,
+          3479347698,
+          1535977030,
+          4236805024,
+          3251091107,
+          2132092099,
+          1774941330,
+          1199868427,
+          1452454533,
+          157007616,
+          2904115357,
+          342012276,
+          595725824,
+          1480756522,
+          206960106,
+          497939518,
+          591360097,
+          863170706,
+          2375253569,
+          3596610801,
+          1814182875,
+          2094937945,
+          3421402208,
+          1082520231,
+          3463918190,
+          2785509508,
+          435703966,
+          3908032597,
+          1641649973,
+          2842273706,
+          3305899714,
+          1510255612,
+          2148256476,
+          2655287854,
+          3276092548,
+          4258621189,
+          236887753,
+          3681803219,
+          274041037,
+          1734335097,
+          3815195456,
+          3317970021,
+          1899903192,
+          1026095262,
+          4050517792,
+          356393447,
+          2410691914,
+          3873677099,
+          3682840055
+        ]),
+        new Uint32Array([
+          3913112168,
+          2491498743,
+          4132185628,
+          2489919796,
+          1091903735,
+          1979897079,
+          3170134830,
+          3567386728,
+          3557303409,
+          857797738,
+          1136121015,
+          1342202287,
+          507115054,
+          2535736646,
+          337727348,
+          3213592640,
+          1301675037,
+          2528481711,
+          1895095763,
+          1721773893,
+          3216771564,
+          62756741,
+          2142006736,
+          835421444,
+          2531993523,
+          1442658625,
+          3659876326,
+          2882144922,
+          676362277,
+          1392781812,
+          170690266,
+          3921047035,
+          1759253602,
+          3611846912,
+          1745797284,
+          664899054,
+          1329594018,
+          3901205900,
+          3045908486,
+          2062866102,
+          2865634940,
+          3543621612,
+          3464012697,
+          1080764994,
+          553557557,
+          3656615353,
+          3996768171,
+          991055499,
+          499776247,
+          1265440854,
+          648242737,
+          3940784050,
+          980351604,
+          3713745714,
+          1749149687,
+          3396870395,
+          4211799374,
+          3640570775,
+          1161844396,
+          3125318951,
+          1431517754,
+          545492359,
+          4268468663,
+          3499529547,
+          1437099964,
+          2702547544,
+          3433638243,
+          2581715763,
+          2787789398,
+          1060185593,
+          1593081372,
+          2418618748,
+          4260947970,
+          69676912,
+          2159744348,
+          86519011,
+          2512459080,
+          3838209314,
+          1220612927,
+          3339683548,
+          133810670,
+          1090789135,
+          1078426020,
+          1569222167,
+          845107691,
+          3583754449,
+          4072456591,
+          1091646820,
+          628848692,
+          1613405280,
+          3757631651,
+          526609435,
+          236106946,
+          48312990,
+          2942717905,
+          3402727701,
+          1797494240,
+          859738849,
+          992217954,
+          4005476642,
+          2243076622,
+          3870952857,
+          3732016268,
+          765654824,
+          3490871365,
+          2511836413,
+          1685915746,
+          3888969200,
+          1414112111,
+          2273134842,
+          3281911079,
+          4080962846,
+          172450625,
+          2569994100,
+          980381355,
+          4109958455,
+          2819808352,
+          2716589560,
+          2568741196,
+          3681446669,
+          3329971472,
+          1835478071,
+          660984891,
+          3704678404,
+          4045999559,
+          3422617507,
+          3040415634,
+          1762651403,
+          1719377915,
+          3470491036,
+          2693910283,
+          3642056355,
+          3138596744,
+          1364962596,
+          2073328063,
+          1983633131,
+          926494387,
+          3423689081,
+          2150032023,
+          4096667949,
+          1749200295,
+          3328846651,
+          309677260,
+          2016342300,
+          1779581495,
+          3079819751,
+          111262694,
+          1274766160,
+          443224088,
+          298511866,
+          1025883608,
+          3806446537,
+          1145181785,
+          168956806,
+          3641502830,
+          3584813610,
+          1689216846,
+          3666258015,
+          3200248200,
+          1692713982,
+          2646376535,
+          4042768518,
+          1618508792,
+          1610833997,
+          3523052358,
+          4130873264,
+          2001055236,
+          3610705100,
+          2202168115,
+          4028541809,
+          2961195399,
+          1006657119,
+          2006996926,
+          3186142756,
+          1430667929,
+          3210227297,
+          1314452623,
+          4074634658,
+          4101304120,
+          2273951170,
+          1399257539,
+          3367210612,
+          3027628629,
+          1190975929,
+          2062231137,
+          2333990788,
+          2221543033,
+          2438960610,
+          1181637006,
+          548689776,
+          2362791313,
+          3372408396,
+          3104550113,
+          3145860560,
+          296247880,
+          1970579870,
+          3078560182,
+          3769228297,
+          1714227617,
+          3291629107,
+          3898220290,
+          166772364,
+          1251581989,
+          493813264,
+          448347421,
+          195405023,
+          2709975567,
+          677966185,
+          3703036547,
+          1463355134,
+          2715995803,
+          1338867538,
+          1343315457,
+          2802222074,
+          2684532164,
+          233230375,
+          2599980071,
+          2000651841,
+          3277868038,
+          1638401717,
+          4028070440,
+          3237316320,
+          6314154,
+          819756386,
+          300326615,
+          590932579,
+          1405279636,
+          3267499572,
+          3150704214,
+          2428286686,
+          3959192993,
+          3461946742,
+          1862657033,
+          1266418056,
+          963775037,
+          2089974820,
+          2263052895,
+          1917689273,
+          448879540,
+          3550394620,
+          3981727096,
+          150775221,
+          3627908307,
+          1303187396,
+          508620638,
+          2975983352,
+          2726630617,
+          1817252668,
+          1876281319,
+          1457606340,
+          908771278,
+          3720792119,
+          3617206836,
+          2455994898,
+          1729034894,
+          1080033504
+        ]),
+        new Uint32Array([
+          976866871,
+          3556439503,
+          2881648439,
+          1522871579,
+          1555064734,
+          1336096578,
+          3548522304,
+          2579274686,
+          3574697629,
+          3205460757,
+          3593280638,
+          3338716283,
+          3079412587,
+          564236357,
+          2993598910,
+          1781952180,
+          1464380207,
+          3163844217,
+          3332601554,
+          1699332808,
+          1393555694,
+          1183702653,
+          3581086237,
+          1288719814,
+          691649499,
+          2847557200,
+          2895455976,
+          3193889540,
+          2717570544,
+          1781354906,
+          1676643554,
+          2592534050,
+          3230253752,
+          1126444790,
+          2770207658,
+          2633158820,
+          2210423226,
+          2615765581,
+          2414155088,
+          3127139286,
+          673620729,
+          2805611233,
+          1269405062,
+          4015350505,
+          3341807571,
+          4149409754,
+          1057255273,
+          2012875353,
+          2162469141,
+          2276492801,
+          2601117357,
+          993977747,
+          3918593370,
+          2654263191,
+          753973209,
+          36408145,
+          2530585658,
+          25011837,
+          3520020182,
+          2088578344,
+          530523599,
+          2918365339,
+          1524020338,
+          1518925132,
+          3760827505,
+          3759777254,
+          1202760957,
+          3985898139,
+          3906192525,
+          674977740,
+          4174734889,
+          2031300136,
+          2019492241,
+          3983892565,
+          4153806404,
+          3822280332,
+          352677332,
+          2297720250,
+          60907813,
+          90501309,
+          3286998549,
+          1016092578,
+          2535922412,
+          2839152426,
+          457141659,
+          509813237,
+          4120667899,
+          652014361,
+          1966332200,
+          2975202805,
+          55981186,
+          2327461051,
+          676427537,
+          3255491064,
+          2882294119,
+          3433927263,
+          1307055953,
+          942726286,
+          933058658,
+          2468411793,
+          3933900994,
+          4215176142,
+          1361170020,
+          2001714738,
+          2830558078,
+          3274259782,
+          1222529897,
+          1679025792,
+          2729314320,
+          3714953764,
+          1770335741,
+          151462246,
+          3013232138,
+          1682292957,
+          1483529935,
+          471910574,
+          1539241949,
+          458788160,
+          3436315007,
+          1807016891,
+          3718408830,
+          978976581,
+          1043663428,
+          3165965781,
+          1927990952,
+          4200891579,
+          2372276910,
+          3208408903,
+          3533431907,
+          1412390302,
+          2931980059,
+          4132332400,
+          1947078029,
+          3881505623,
+          4168226417,
+          2941484381,
+          1077988104,
+          1320477388,
+          886195818,
+          18198404,
+          3786409e3,
+          2509781533,
+          112762804,
+          3463356488,
+          1866414978,
+          891333506,
+          18488651,
+          661792760,
+          1628790961,
+          3885187036,
+          3141171499,
+          876946877,
+          2693282273,
+          1372485963,
+          791857591,
+          2686433993,
+          3759982718,
+          3167212022,
+          3472953795,
+          2716379847,
+          445679433,
+          3561995674,
+          3504004811,
+          3574258232,
+          54117162,
+          3331405415,
+          2381918588,
+          3769707343,
+          4154350007,
+          1140177722,
+          4074052095,
+          668550556,
+          3214352940,
+          367459370,
+          261225585,
+          2610173221,
+          4209349473,
+          3468074219,
+          3265815641,
+          314222801,
+          3066103646,
+          3808782860,
+          282218597,
+          3406013506,
+          3773591054,
+          379116347,
+          1285071038,
+          846784868,
+          2669647154,
+          3771962079,
+          3550491691,
+          2305946142,
+          453669953,
+          1268987020,
+          3317592352,
+          3279303384,
+          3744833421,
+          2610507566,
+          3859509063,
+          266596637,
+          3847019092,
+          517658769,
+          3462560207,
+          3443424879,
+          370717030,
+          4247526661,
+          2224018117,
+          4143653529,
+          4112773975,
+          2788324899,
+          2477274417,
+          1456262402,
+          2901442914,
+          1517677493,
+          1846949527,
+          2295493580,
+          3734397586,
+          2176403920,
+          1280348187,
+          1908823572,
+          3871786941,
+          846861322,
+          1172426758,
+          3287448474,
+          3383383037,
+          1655181056,
+          3139813346,
+          901632758,
+          1897031941,
+          2986607138,
+          3066810236,
+          3447102507,
+          1393639104,
+          373351379,
+          950779232,
+          625454576,
+          3124240540,
+          4148612726,
+          2007998917,
+          544563296,
+          2244738638,
+          2330496472,
+          2058025392,
+          1291430526,
+          424198748,
+          50039436,
+          29584100,
+          3605783033,
+          2429876329,
+          2791104160,
+          1057563949,
+          3255363231,
+          3075367218,
+          3463963227,
+          1469046755,
+          985887462
+        ])
+      ];
+      this.P = new Uint32Array([
+        608135816,
+        2242054355,
+        320440878,
+        57701188,
+        2752067618,
+        698298832,
+        137296536,
+        3964562569,
+        1160258022,
+        953160567,
+        3193202383,
+        887688300,
+        3232508343,
+        3380367581,
+        1065670069,
+        3041331479,
+        2450970073,
+        2306472731
+      ]);
+    };
+    function F(S, x8, i) {
+      return (S[0][x8[i + 3]] + S[1][x8[i + 2]] ^ S[2][x8[i + 1]]) + S[3][x8[i]];
+    }
+    Blowfish.prototype.encipher = function(x, x8) {
+      if (x8 === void 0) {
+        x8 = new Uint8Array(x.buffer);
+        if (x.byteOffset !== 0)
+          x8 = x8.subarray(x.byteOffset);
+      }
+      x[0] ^= this.P[0];
+      for (var i = 1; i < 16; i += 2) {
+        x[1] ^= F(this.S, x8, 0) ^ this.P[i];
+        x[0] ^= F(this.S, x8, 4) ^ this.P[i + 1];
+      }
+      var t = x[0];
+      x[0] = x[1] ^ this.P[17];
+      x[1] = t;
+    };
+    Blowfish.prototype.decipher = function(x) {
+      var x8 = new Uint8Array(x.buffer);
+      if (x.byteOffset !== 0)
+        x8 = x8.subarray(x.byteOffset);
+      x[0] ^= this.P[17];
+      for (var i = 16; i > 0; i -= 2) {
+        x[1] ^= F(this.S, x8, 0) ^ this.P[i];
+        x[0] ^= F(this.S, x8, 4) ^ this.P[i - 1];
+      }
+      var t = x[0];
+      x[0] = x[1] ^ this.P[0];
+      x[1] = t;
+    };
+    function stream2word(data, databytes) {
+      var i, temp = 0;
+      for (i = 0; i < 4; i++, BLF_J++) {
+        if (BLF_J >= databytes) BLF_J = 0;
+        temp = temp << 8 | data[BLF_J];
+      }
+      return temp;
+    }
+    Blowfish.prototype.expand0state = function(key, keybytes) {
+      var d = new Uint32Array(2), i, k;
+      var d8 = new Uint8Array(d.buffer);
+      for (i = 0, BLF_J = 0; i < 18; i++) {
+        this.P[i] ^= stream2word(key, keybytes);
+      }
+      BLF_J = 0;
+      for (i = 0; i < 18; i += 2) {
+        this.encipher(d, d8);
+        this.P[i] = d[0];
+        this.P[i + 1] = d[1];
+      }
+      for (i = 0; i < 4; i++) {
+        for (k = 0; k < 256; k += 2) {
+          this.encipher(d, d8);
+          this.S[i][k] = d[0];
+          this.S[i][k + 1] = d[1];
+        }
+      }
+    };
+    Blowfish.prototype.expandstate = function(data, databytes, key, keybytes) {
+      var d = new Uint32Array(2), i, k;
+      for (i = 0, BLF_J = 0; i < 18; i++) {
+        this.P[i] ^= stream2word(key, keybytes);
+      }
+      for (i = 0, BLF_J = 0; i < 18; i += 2) {
+        d[0] ^= stream2word(data, databytes);
+        d[1] ^= stream2word(data, databytes);
+        this.encipher(d);
+        this.P[i] = d[0];
+        this.P[i + 1] = d[1];
+      }
+      for (i = 0; i < 4; i++) {
+        for (k = 0; k < 256; k += 2) {
+          d[0] ^= stream2word(data, databytes);
+          d[1] ^= stream2word(data, databytes);
+          this.encipher(d);
+          this.S[i][k] = d[0];
+          this.S[i][k + 1] = d[1];
+        }
+      }
+      BLF_J = 0;
+    };
+    Blowfish.prototype.enc = function(data, blocks) {
+      for (var i = 0; i < blocks; i++) {
+        this.encipher(data.subarray(i * 2));
+      }
+    };
+    Blowfish.prototype.dec = function(data, blocks) {
+      for (var i = 0; i < blocks; i++) {
+        this.decipher(data.subarray(i * 2));
+      }
+    };
+    var BCRYPT_BLOCKS = 8;
+    var BCRYPT_HASHSIZE = 32;
+    function bcrypt_hash(sha2pass, sha2salt, out) {
+      var state = new Blowfish(), cdata = new Uint32Array(BCRYPT_BLOCKS), i, ciphertext = new Uint8Array([
+        79,
+        120,
+        121,
+        99,
+        104,
+        114,
+        111,
+        109,
+        97,
+        116,
+        105,
+        99,
+        66,
+        108,
+        111,
+        119,
+        102,
+        105,
+        115,
+        104,
+        83,
+        119,
+        97,
+        116,
+        68,
+        121,
+        110,
+        97,
+        109,
+        105,
+        116,
+        101
+      ]);
+      state.expandstate(sha2salt, 64, sha2pass, 64);
+      for (i = 0; i < 64; i++) {
+        state.expand0state(sha2salt, 64);
+        state.expand0state(sha2pass, 64);
+      }
+      for (i = 0; i < BCRYPT_BLOCKS; i++)
+        cdata[i] = stream2word(ciphertext, ciphertext.byteLength);
+      for (i = 0; i < 64; i++)
+        state.enc(cdata, cdata.byteLength / 8);
+      for (i = 0; i < BCRYPT_BLOCKS; i++) {
+        out[4 * i + 3] = cdata[i] >>> 24;
+        out[4 * i + 2] = cdata[i] >>> 16;
+        out[4 * i + 1] = cdata[i] >>> 8;
+        out[4 * i + 0] = cdata[i];
+      }
+    }
+    function bcrypt_pbkdf(pass, passlen, salt, saltlen, key, keylen, rounds) {
+      var sha2pass = new Uint8Array(64), sha2salt = new Uint8Array(64), out = new Uint8Array(BCRYPT_HASHSIZE), tmpout = new Uint8Array(BCRYPT_HASHSIZE), countsalt = new Uint8Array(saltlen + 4), i, j, amt, stride, dest, count3, origkeylen = keylen;
+      if (rounds < 1)
+        return -1;
+      if (passlen === 0 || saltlen === 0 || keylen === 0 || keylen > out.byteLength * out.byteLength || saltlen > 1 << 20)
+        return -1;
+      stride = Math.floor((keylen + out.byteLength - 1) / out.byteLength);
+      amt = Math.floor((keylen + stride - 1) / stride);
+      for (i = 0; i < saltlen; i++)
+        countsalt[i] = salt[i];
+      crypto_hash_sha512(sha2pass, pass, passlen);
+      for (count3 = 1; keylen > 0; count3++) {
+        countsalt[saltlen + 0] = count3 >>> 24;
+        countsalt[saltlen + 1] = count3 >>> 16;
+        countsalt[saltlen + 2] = count3 >>> 8;
+        countsalt[saltlen + 3] = count3;
+        crypto_hash_sha512(sha2salt, countsalt, saltlen + 4);
+        bcrypt_hash(sha2pass, sha2salt, tmpout);
+        for (i = out.byteLength; i--; )
+          out[i] = tmpout[i];
+        for (i = 1; i < rounds; i++) {
+          crypto_hash_sha512(sha2salt, tmpout, tmpout.byteLength);
+          bcrypt_hash(sha2pass, sha2salt, tmpout);
+          for (j = 0; j < out.byteLength; j++)
+            out[j] ^= tmpout[j];
+        }
+        amt = Math.min(amt, keylen);
+        for (i = 0; i < amt; i++) {
+          dest = i * stride + (count3 - 1);
+          if (dest >= origkeylen)
+            break;
+          key[dest] = out[i];
+        }
+        keylen -= i;
+      }
+      return 0;
+    }
+    module2.exports = {
+      BLOCKS: BCRYPT_BLOCKS,
+      HASHSIZE: BCRYPT_HASHSIZE,
+      hash: bcrypt_hash,
+      pbkdf: bcrypt_pbkdf
+    };
+  }
+});
+
+// node_modules/sshpk/lib/formats/ssh-private.js
+var require_ssh_private = __commonJS({
+  "node_modules/sshpk/lib/formats/ssh-private.js"(exports2, module2) {
+    module2.exports = {
+      read,
+      readSSHPrivate,
+      write
+    };
+    var assert2 = require_assert();
+    var asn1 = require_lib();
+    var Buffer2 = require_safer().Buffer;
+    var algs = require_algs();
+    var utils = require_utils();
+    var crypto = require("crypto");
+    var Key = require_key();
+    var PrivateKey = require_private_key();
+    var pem = require_pem();
+    var rfc4253 = require_rfc4253();
+    var SSHBuffer = require_ssh_buffer();
+    var errors = require_errors();
+    var bcrypt;
+    function read(buf, options) {
+      return pem.read(buf, options);
+    }
+    var MAGIC = "openssh-key-v1";
+    function readSSHPrivate(type, buf, options) {
+      buf = new SSHBuffer({ buffer: buf });
+      var magic = buf.readCString();
+      assert2.strictEqual(magic, MAGIC, "bad magic string");
+      var cipher = buf.readString();
+      var kdf = buf.readString();
+      var kdfOpts = buf.readBuffer();
+      var nkeys = buf.readInt();
+      if (nkeys !== 1) {
+        throw new Error("OpenSSH-format key file contains multiple keys: this is unsupported.");
+      }
+      var pubKey = buf.readBuffer();
+      if (type === "public") {
+        assert2.ok(buf.atEnd(), "excess bytes left after key");
+        return rfc4253.read(pubKey);
+      }
+      var privKeyBlob = buf.readBuffer();
+      assert2.ok(buf.atEnd(), "excess bytes left after key");
+      var kdfOptsBuf = new SSHBuffer({ buffer: kdfOpts });
+      switch (kdf) {
+        case "none":
+          if (cipher !== "none") {
+            throw new Error('OpenSSH-format key uses KDF "none" but specifies a cipher other than "none"');
+          }
+          break;
+        case "bcrypt":
+          var salt = kdfOptsBuf.readBuffer();
+          var rounds = kdfOptsBuf.readInt();
+          var cinf = utils.opensshCipherInfo(cipher);
+          if (bcrypt === void 0) {
+            bcrypt = require_bcrypt_pbkdf();
+          }
+          if (typeof options.passphrase === "string") {
+            options.passphrase = Buffer2.from(
+              options.passphrase,
+              "utf-8"
+            );
+          }
+          if (!Buffer2.isBuffer(options.passphrase)) {
+            throw new errors.KeyEncryptedError(
+              options.filename,
+              "OpenSSH"
+            );
+          }
+          var pass = new Uint8Array(options.passphrase);
+          var salti = new Uint8Array(salt);
+          var out = new Uint8Array(cinf.keySize + cinf.blockSize);
+          var res = bcrypt.pbkdf(
+            pass,
+            pass.length,
+            salti,
+            salti.length,
+            out,
+            out.length,
+            rounds
+          );
+          if (res !== 0) {
+            throw new Error("bcrypt_pbkdf function returned failure, parameters invalid");
+          }
+          out = Buffer2.from(out);
+          var ckey = out.slice(0, cinf.keySize);
+          var iv = out.slice(cinf.keySize, cinf.keySize + cinf.blockSize);
+          var cipherStream = crypto.createDecipheriv(
+            cinf.opensslName,
+            ckey,
+            iv
+          );
+          cipherStream.setAutoPadding(false);
+          var chunk, chunks = [];
+          cipherStream.once("error", function(e) {
+            if (e.toString().indexOf("bad decrypt") !== -1) {
+              throw new Error("Incorrect passphrase supplied, could not decrypt key");
+            }
+            throw e;
+          });
+          cipherStream.write(privKeyBlob);
+          cipherStream.end();
+          while ((chunk = cipherStream.read()) !== null)
+            chunks.push(chunk);
+          privKeyBlob = Buffer2.concat(chunks);
+          break;
+        default:
+          throw new Error(
+            'OpenSSH-format key uses unknown KDF "' + kdf + '"'
+          );
+      }
+      buf = new SSHBuffer({ buffer: privKeyBlob });
+      var checkInt1 = buf.readInt();
+      var checkInt2 = buf.readInt();
+      if (checkInt1 !== checkInt2) {
+        throw new Error("Incorrect passphrase supplied, could not decrypt key");
+      }
+      var ret = {};
+      var key = rfc4253.readInternal(ret, "private", buf.remainder());
+      buf.skip(ret.consumed);
+      var comment = buf.readString();
+      key.comment = comment;
+      return key;
+    }
+    function write(key, options) {
+      var pubKey;
+      if (PrivateKey.isPrivateKey(key))
+        pubKey = key.toPublic();
+      else
+        pubKey = key;
+      var cipher = "none";
+      var kdf = "none";
+      var kdfopts = Buffer2.alloc(0);
+      var cinf = { blockSize: 8 };
+      var passphrase;
+      if (options !== void 0) {
+        passphrase = options.passphrase;
+        if (typeof passphrase === "string")
+          passphrase = Buffer2.from(passphrase, "utf-8");
+        if (passphrase !== void 0) {
+          assert2.buffer(passphrase, "options.passphrase");
+          assert2.optionalString(options.cipher, "options.cipher");
+          cipher = options.cipher;
+          if (cipher === void 0)
+            cipher = "aes128-ctr";
+          cinf = utils.opensshCipherInfo(cipher);
+          kdf = "bcrypt";
+        }
+      }
+      var privBuf;
+      if (PrivateKey.isPrivateKey(key)) {
+        privBuf = new SSHBuffer({});
+        var checkInt = crypto.randomBytes(4).readUInt32BE(0);
+        privBuf.writeInt(checkInt);
+        privBuf.writeInt(checkInt);
+        privBuf.write(key.toBuffer("rfc4253"));
+        privBuf.writeString(key.comment || "");
+        var n = 1;
+        while (privBuf._offset % cinf.blockSize !== 0)
+          privBuf.writeChar(n++);
+        privBuf = privBuf.toBuffer();
+      }
+      switch (kdf) {
+        case "none":
+          break;
+        case "bcrypt":
+          var salt = crypto.randomBytes(16);
+          var rounds = 16;
+          var kdfssh = new SSHBuffer({});
+          kdfssh.writeBuffer(salt);
+          kdfssh.writeInt(rounds);
+          kdfopts = kdfssh.toBuffer();
+          if (bcrypt === void 0) {
+            bcrypt = require_bcrypt_pbkdf();
+          }
+          var pass = new Uint8Array(passphrase);
+          var salti = new Uint8Array(salt);
+          var out = new Uint8Array(cinf.keySize + cinf.blockSize);
+          var res = bcrypt.pbkdf(
+            pass,
+            pass.length,
+            salti,
+            salti.length,
+            out,
+            out.length,
+            rounds
+          );
+          if (res !== 0) {
+            throw new Error("bcrypt_pbkdf function returned failure, parameters invalid");
+          }
+          out = Buffer2.from(out);
+          var ckey = out.slice(0, cinf.keySize);
+          var iv = out.slice(cinf.keySize, cinf.keySize + cinf.blockSize);
+          var cipherStream = crypto.createCipheriv(
+            cinf.opensslName,
+            ckey,
+            iv
+          );
+          cipherStream.setAutoPadding(false);
+          var chunk, chunks = [];
+          cipherStream.once("error", function(e) {
+            throw e;
+          });
+          cipherStream.write(privBuf);
+          cipherStream.end();
+          while ((chunk = cipherStream.read()) !== null)
+            chunks.push(chunk);
+          privBuf = Buffer2.concat(chunks);
+          break;
+        default:
+          throw new Error("Unsupported kdf " + kdf);
+      }
+      var buf = new SSHBuffer({});
+      buf.writeCString(MAGIC);
+      buf.writeString(cipher);
+      buf.writeString(kdf);
+      buf.writeBuffer(kdfopts);
+      buf.writeInt(1);
+      buf.writeBuffer(pubKey.toBuffer("rfc4253"));
+      if (privBuf)
+        buf.writeBuffer(privBuf);
+      buf = buf.toBuffer();
+      var header;
+      if (PrivateKey.isPrivateKey(key))
+        header = "OPENSSH PRIVATE KEY";
+      else
+        header = "OPENSSH PUBLIC KEY";
+      var tmp = buf.toString("base64");
+      var len = tmp.length + tmp.length / 70 + 18 + 16 + header.length * 2 + 10;
+      buf = Buffer2.alloc(len);
+      var o = 0;
+      o += buf.write("-----BEGIN " + header + "-----\n", o);
+      for (var i = 0; i < tmp.length; ) {
+        var limit = i + 70;
+        if (limit > tmp.length)
+          limit = tmp.length;
+        o += buf.write(tmp.slice(i, limit), o);
+        buf[o++] = 10;
+        i = limit;
+      }
+      o += buf.write("-----END " + header + "-----\n", o);
+      return buf.slice(0, o);
+    }
+  }
+});
+
+// node_modules/sshpk/lib/formats/pem.js
+var require_pem = __commonJS({
+  "node_modules/sshpk/lib/formats/pem.js"(exports2, module2) {
+    module2.exports = {
+      read,
+      write
+    };
+    var assert2 = require_assert();
+    var asn1 = require_lib();
+    var crypto = require("crypto");
+    var Buffer2 = require_safer().Buffer;
+    var algs = require_algs();
+    var utils = require_utils();
+    var Key = require_key();
+    var PrivateKey = require_private_key();
+    var pkcs1 = require_pkcs1();
+    var pkcs8 = require_pkcs8();
+    var sshpriv = require_ssh_private();
+    var rfc4253 = require_rfc4253();
+    var errors = require_errors();
+    var OID_PBES2 = "1.2.840.113549.1.5.13";
+    var OID_PBKDF2 = "1.2.840.113549.1.5.12";
+    var OID_TO_CIPHER = {
+      "1.2.840.113549.3.7": "3des-cbc",
+      "2.16.840.1.101.3.4.1.2": "aes128-cbc",
+      "2.16.840.1.101.3.4.1.42": "aes256-cbc"
+    };
+    var CIPHER_TO_OID = {};
+    Object.keys(OID_TO_CIPHER).forEach(function(k) {
+      CIPHER_TO_OID[OID_TO_CIPHER[k]] = k;
+    });
+    var OID_TO_HASH = {
+      "1.2.840.113549.2.7": "sha1",
+      "1.2.840.113549.2.9": "sha256",
+      "1.2.840.113549.2.11": "sha512"
+    };
+    var HASH_TO_OID = {};
+    Object.keys(OID_TO_HASH).forEach(function(k) {
+      HASH_TO_OID[OID_TO_HASH[k]] = k;
+    });
+    function read(buf, options, forceType) {
+      var input2 = buf;
+      if (typeof buf !== "string") {
+        assert2.buffer(buf, "buf");
+        buf = buf.toString("ascii");
+      }
+      var lines = buf.trim().split(/[\r\n]+/g);
+      var m;
+      var si = -1;
+      while (!m && si < lines.length) {
+        m = lines[++si].match(
+          /*JSSTYLED*/
+          /[-]+[ ]*BEGIN ([A-Z0-9][A-Za-z0-9]+ )?(PUBLIC|PRIVATE) KEY[ ]*[-]+/
+        );
+      }
+      assert2.ok(m, "invalid PEM header");
+      var m2;
+      var ei = lines.length;
+      while (!m2 && ei > 0) {
+        m2 = lines[--ei].match(
+          /*JSSTYLED*/
+          /[-]+[ ]*END ([A-Z0-9][A-Za-z0-9]+ )?(PUBLIC|PRIVATE) KEY[ ]*[-]+/
+        );
+      }
+      assert2.ok(m2, "invalid PEM footer");
+      assert2.equal(m[2], m2[2]);
+      var type = m[2].toLowerCase();
+      var alg;
+      if (m[1]) {
+        assert2.equal(m[1], m2[1], "PEM header and footer mismatch");
+        alg = m[1].trim();
+      }
+      lines = lines.slice(si, ei + 1);
+      var headers = {};
+      while (true) {
+        lines = lines.slice(1);
+        m = lines[0].match(
+          /*JSSTYLED*/
+          /^([A-Za-z0-9-]+): (.+)$/
+        );
+        if (!m)
+          break;
+        headers[m[1].toLowerCase()] = m[2];
+      }
+      lines = lines.slice(0, -1).join("");
+      buf = Buffer2.from(lines, "base64");
+      var cipher, key, iv;
+      if (headers["proc-type"]) {
+        var parts = headers["proc-type"].split(",");
+        if (parts[0] === "4" && parts[1] === "ENCRYPTED") {
+          if (typeof options.passphrase === "string") {
+            options.passphrase = Buffer2.from(
+              options.passphrase,
+              "utf-8"
+            );
+          }
+          if (!Buffer2.isBuffer(options.passphrase)) {
+            throw new errors.KeyEncryptedError(
+              options.filename,
+              "PEM"
+            );
+          } else {
+            parts = headers["dek-info"].split(",");
+            assert2.ok(parts.length === 2);
+            cipher = parts[0].toLowerCase();
+            iv = Buffer2.from(parts[1], "hex");
+            key = utils.opensslKeyDeriv(
+              cipher,
+              iv,
+              options.passphrase,
+              1
+            ).key;
+          }
+        }
+      }
+      if (alg && alg.toLowerCase() === "encrypted") {
+        var eder = new asn1.BerReader(buf);
+        var pbesEnd;
+        eder.readSequence();
+        eder.readSequence();
+        pbesEnd = eder.offset + eder.length;
+        var method = eder.readOID();
+        if (method !== OID_PBES2) {
+          throw new Error("Unsupported PEM/PKCS8 encryption scheme: " + method);
+        }
+        eder.readSequence();
+        eder.readSequence();
+        var kdfEnd = eder.offset + eder.length;
+        var kdfOid = eder.readOID();
+        if (kdfOid !== OID_PBKDF2)
+          throw new Error("Unsupported PBES2 KDF: " + kdfOid);
+        eder.readSequence();
+        var salt = eder.readString(asn1.Ber.OctetString, true);
+        var iterations = eder.readInt();
+        var hashAlg = "sha1";
+        if (eder.offset < kdfEnd) {
+          eder.readSequence();
+          var hashAlgOid = eder.readOID();
+          hashAlg = OID_TO_HASH[hashAlgOid];
+          if (hashAlg === void 0) {
+            throw new Error("Unsupported PBKDF2 hash: " + hashAlgOid);
+          }
+        }
+        eder._offset = kdfEnd;
+        eder.readSequence();
+        var cipherOid = eder.readOID();
+        cipher = OID_TO_CIPHER[cipherOid];
+        if (cipher === void 0) {
+          throw new Error("Unsupported PBES2 cipher: " + cipherOid);
+        }
+        iv = eder.readString(asn1.Ber.OctetString, true);
+        eder._offset = pbesEnd;
+        buf = eder.readString(asn1.Ber.OctetString, true);
+        if (typeof options.passphrase === "string") {
+          options.passphrase = Buffer2.from(
+            options.passphrase,
+            "utf-8"
+          );
+        }
+        if (!Buffer2.isBuffer(options.passphrase)) {
+          throw new errors.KeyEncryptedError(
+            options.filename,
+            "PEM"
+          );
+        }
+        var cinfo = utils.opensshCipherInfo(cipher);
+        cipher = cinfo.opensslName;
+        key = utils.pbkdf2(
+          hashAlg,
+          salt,
+          iterations,
+          cinfo.keySize,
+          options.passphrase
+        );
+        alg = void 0;
+      }
+      if (cipher && key && iv) {
+        var cipherStream = crypto.createDecipheriv(cipher, key, iv);
+        var chunk, chunks = [];
+        cipherStream.once("error", function(e) {
+          if (e.toString().indexOf("bad decrypt") !== -1) {
+            throw new Error("Incorrect passphrase supplied, could not decrypt key");
+          }
+          throw e;
+        });
+        cipherStream.write(buf);
+        cipherStream.end();
+        while ((chunk = cipherStream.read()) !== null)
+          chunks.push(chunk);
+        buf = Buffer2.concat(chunks);
+      }
+      if (alg && alg.toLowerCase() === "openssh")
+        return sshpriv.readSSHPrivate(type, buf, options);
+      if (alg && alg.toLowerCase() === "ssh2")
+        return rfc4253.readType(type, buf, options);
+      var der = new asn1.BerReader(buf);
+      der.originalInput = input2;
+      der.readSequence();
+      if (alg) {
+        if (forceType)
+          assert2.strictEqual(forceType, "pkcs1");
+        return pkcs1.readPkcs1(alg, type, der);
+      } else {
+        if (forceType)
+          assert2.strictEqual(forceType, "pkcs8");
+        return pkcs8.readPkcs8(alg, type, der);
+      }
+    }
+    function write(key, options, type) {
+      assert2.object(key);
+      var alg = {
+        "ecdsa": "EC",
+        "rsa": "RSA",
+        "dsa": "DSA",
+        "ed25519": "EdDSA"
+      }[key.type];
+      var header;
+      var der = new asn1.BerWriter();
+      if (PrivateKey.isPrivateKey(key)) {
+        if (type && type === "pkcs8") {
+          header = "PRIVATE KEY";
+          pkcs8.writePkcs8(der, key);
+        } else {
+          if (type)
+            assert2.strictEqual(type, "pkcs1");
+          header = alg + " PRIVATE KEY";
+          pkcs1.writePkcs1(der, key);
+        }
+      } else if (Key.isKey(key)) {
+        if (type && type === "pkcs1") {
+          header = alg + " PUBLIC KEY";
+          pkcs1.writePkcs1(der, key);
+        } else {
+          if (type)
+            assert2.strictEqual(type, "pkcs8");
+          header = "PUBLIC KEY";
+          pkcs8.writePkcs8(der, key);
+        }
+      } else {
+        throw new Error("key is not a Key or PrivateKey");
+      }
+      var tmp = der.buffer.toString("base64");
+      var len = tmp.length + tmp.length / 64 + 18 + 16 + header.length * 2 + 10;
+      var buf = Buffer2.alloc(len);
+      var o = 0;
+      o += buf.write("-----BEGIN " + header + "-----\n", o);
+      for (var i = 0; i < tmp.length; ) {
+        var limit = i + 64;
+        if (limit > tmp.length)
+          limit = tmp.length;
+        o += buf.write(tmp.slice(i, limit), o);
+        buf[o++] = 10;
+        i = limit;
+      }
+      o += buf.write("-----END " + header + "-----\n", o);
+      return buf.slice(0, o);
+    }
+  }
+});
+
+// node_modules/sshpk/lib/formats/ssh.js
+var require_ssh = __commonJS({
+  "node_modules/sshpk/lib/formats/ssh.js"(exports2, module2) {
+    module2.exports = {
+      read,
+      write
+    };
+    var assert2 = require_assert();
+    var Buffer2 = require_safer().Buffer;
+    var rfc4253 = require_rfc4253();
+    var utils = require_utils();
+    var Key = require_key();
+    var PrivateKey = require_private_key();
+    var sshpriv = require_ssh_private();
+    var SSHKEY_RE = /^([a-z0-9-]+)[ \t]+([a-zA-Z0-9+\/]+[=]*)([ \t]+([^ \t][^\n]*[\n]*)?)?$/;
+    var SSHKEY_RE2 = /^([a-z0-9-]+)[ \t\n]+([a-zA-Z0-9+\/][a-zA-Z0-9+\/ \t\n=]*)([^a-zA-Z0-9+\/ \t\n=].*)?$/;
+    function read(buf, options) {
+      if (typeof buf !== "string") {
+        assert2.buffer(buf, "buf");
+        buf = buf.toString("ascii");
+      }
+      var trimmed = buf.trim().replace(/[\\\r]/g, "");
+      var m = trimmed.match(SSHKEY_RE);
+      if (!m)
+        m = trimmed.match(SSHKEY_RE2);
+      assert2.ok(m, "key must match regex");
+      var type = rfc4253.algToKeyType(m[1]);
+      var kbuf = Buffer2.from(m[2], "base64");
+      var key;
+      var ret = {};
+      if (m[4]) {
+        try {
+          key = rfc4253.read(kbuf);
+        } catch (e) {
+          m = trimmed.match(SSHKEY_RE2);
+          assert2.ok(m, "key must match regex");
+          kbuf = Buffer2.from(m[2], "base64");
+          key = rfc4253.readInternal(ret, "public", kbuf);
+        }
+      } else {
+        key = rfc4253.readInternal(ret, "public", kbuf);
+      }
+      assert2.strictEqual(type, key.type);
+      if (m[4] && m[4].length > 0) {
+        key.comment = m[4];
+      } else if (ret.consumed) {
+        var data = m[2] + (m[3] ? m[3] : "");
+        var realOffset = Math.ceil(ret.consumed / 3) * 4;
+        data = data.slice(0, realOffset - 2).replace(/[^a-zA-Z0-9+\/=]/g, "") + data.slice(realOffset - 2);
+        var padding = ret.consumed % 3;
+        if (padding > 0 && data.slice(realOffset - 1, realOffset) !== "=")
+          realOffset--;
+        while (data.slice(realOffset, realOffset + 1) === "=")
+          realOffset++;
+        var trailer = data.slice(realOffset);
+        trailer = trailer.replace(/[\r\n]/g, " ").replace(/^\s+/, "");
+        if (trailer.match(/^[a-zA-Z0-9]/))
+          key.comment = trailer;
+      }
+      return key;
+    }
+    function write(key, options) {
+      assert2.object(key);
+      if (!Key.isKey(key))
+        throw new Error("Must be a public key");
+      var parts = [];
+      var alg = rfc4253.keyTypeToAlg(key);
+      parts.push(alg);
+      var buf = rfc4253.write(key);
+      parts.push(buf.toString("base64"));
+      if (key.comment)
+        parts.push(key.comment);
+      return Buffer2.from(parts.join(" "));
+    }
+  }
+});
+
+// node_modules/sshpk/lib/formats/dnssec.js
+var require_dnssec = __commonJS({
+  "node_modules/sshpk/lib/formats/dnssec.js"(exports2, module2) {
+    module2.exports = {
+      read,
+      write
+    };
+    var assert2 = require_assert();
+    var Buffer2 = require_safer().Buffer;
+    var Key = require_key();
+    var PrivateKey = require_private_key();
+    var utils = require_utils();
+    var SSHBuffer = require_ssh_buffer();
+    var Dhe = require_dhe();
+    var supportedAlgos = {
+      "rsa-sha1": 5,
+      "rsa-sha256": 8,
+      "rsa-sha512": 10,
+      "ecdsa-p256-sha256": 13,
+      "ecdsa-p384-sha384": 14
+      /*
+       * ed25519 is hypothetically supported with id 15
+       * but the common tools available don't appear to be
+       * capable of generating/using ed25519 keys
+       */
+    };
+    var supportedAlgosById = {};
+    Object.keys(supportedAlgos).forEach(function(k) {
+      supportedAlgosById[supportedAlgos[k]] = k.toUpperCase();
+    });
+    function read(buf, options) {
+      if (typeof buf !== "string") {
+        assert2.buffer(buf, "buf");
+        buf = buf.toString("ascii");
+      }
+      var lines = buf.split("\n");
+      if (lines[0].match(/^Private-key-format\: v1/)) {
+        var algElems = lines[1].split(" ");
+        var algoNum = parseInt(algElems[1], 10);
+        var algoName = algElems[2];
+        if (!supportedAlgosById[algoNum])
+          throw new Error("Unsupported algorithm: " + algoName);
+        return readDNSSECPrivateKey(algoNum, lines.slice(2));
+      }
+      var line2 = 0;
+      while (lines[line2].match(/^\;/))
+        line2++;
+      if ((lines[line2].match(/\. IN KEY /) || lines[line2].match(/\. IN DNSKEY /)) && lines[line2 + 1].length === 0) {
+        return readRFC3110(lines[line2]);
+      }
+      throw new Error("Cannot parse dnssec key");
+    }
+    function readRFC3110(keyString) {
+      var elems = keyString.split(" ");
+      var algorithm = parseInt(elems[5], 10);
+      if (!supportedAlgosById[algorithm])
+        throw new Error("Unsupported algorithm: " + algorithm);
+      var base64key = elems.slice(6, elems.length).join();
+      var keyBuffer = Buffer2.from(base64key, "base64");
+      if (supportedAlgosById[algorithm].match(/^RSA-/)) {
+        var publicExponentLen = keyBuffer.readUInt8(0);
+        if (publicExponentLen != 3 && publicExponentLen != 1)
+          throw new Error("Cannot parse dnssec key: unsupported exponent length");
+        var publicExponent = keyBuffer.slice(1, publicExponentLen + 1);
+        publicExponent = utils.mpNormalize(publicExponent);
+        var modulus = keyBuffer.slice(1 + publicExponentLen);
+        modulus = utils.mpNormalize(modulus);
+        var rsaKey = {
+          type: "rsa",
+          parts: []
+        };
+        rsaKey.parts.push({ name: "e", data: publicExponent });
+        rsaKey.parts.push({ name: "n", data: modulus });
+        return new Key(rsaKey);
+      }
+      if (supportedAlgosById[algorithm] === "ECDSA-P384-SHA384" || supportedAlgosById[algorithm] === "ECDSA-P256-SHA256") {
+        var curve = "nistp384";
+        var size = 384;
+        if (supportedAlgosById[algorithm].match(/^ECDSA-P256-SHA256/)) {
+          curve = "nistp256";
+          size = 256;
+        }
+        var ecdsaKey = {
+          type: "ecdsa",
+          curve,
+          size,
+          parts: [
+            { name: "curve", data: Buffer2.from(curve) },
+            { name: "Q", data: utils.ecNormalize(keyBuffer) }
+          ]
+        };
+        return new Key(ecdsaKey);
+      }
+      throw new Error("Unsupported algorithm: " + supportedAlgosById[algorithm]);
+    }
+    function elementToBuf(e) {
+      return Buffer2.from(e.split(" ")[1], "base64");
+    }
+    function readDNSSECRSAPrivateKey(elements) {
+      var rsaParams = {};
+      elements.forEach(function(element) {
+        if (element.split(" ")[0] === "Modulus:")
+          rsaParams["n"] = elementToBuf(element);
+        else if (element.split(" ")[0] === "PublicExponent:")
+          rsaParams["e"] = elementToBuf(element);
+        else if (element.split(" ")[0] === "PrivateExponent:")
+          rsaParams["d"] = elementToBuf(element);
+        else if (element.split(" ")[0] === "Prime1:")
+          rsaParams["p"] = elementToBuf(element);
+        else if (element.split(" ")[0] === "Prime2:")
+          rsaParams["q"] = elementToBuf(element);
+        else if (element.split(" ")[0] === "Exponent1:")
+          rsaParams["dmodp"] = elementToBuf(element);
+        else if (element.split(" ")[0] === "Exponent2:")
+          rsaParams["dmodq"] = elementToBuf(element);
+        else if (element.split(" ")[0] === "Coefficient:")
+          rsaParams["iqmp"] = elementToBuf(element);
+      });
+      var key = {
+        type: "rsa",
+        parts: [
+          { name: "e", data: utils.mpNormalize(rsaParams["e"]) },
+          { name: "n", data: utils.mpNormalize(rsaParams["n"]) },
+          { name: "d", data: utils.mpNormalize(rsaParams["d"]) },
+          { name: "p", data: utils.mpNormalize(rsaParams["p"]) },
+          { name: "q", data: utils.mpNormalize(rsaParams["q"]) },
+          {
+            name: "dmodp",
+            data: utils.mpNormalize(rsaParams["dmodp"])
+          },
+          {
+            name: "dmodq",
+            data: utils.mpNormalize(rsaParams["dmodq"])
+          },
+          {
+            name: "iqmp",
+            data: utils.mpNormalize(rsaParams["iqmp"])
+          }
+        ]
+      };
+      return new PrivateKey(key);
+    }
+    function readDNSSECPrivateKey(alg, elements) {
+      if (supportedAlgosById[alg].match(/^RSA-/)) {
+        return readDNSSECRSAPrivateKey(elements);
+      }
+      if (supportedAlgosById[alg] === "ECDSA-P384-SHA384" || supportedAlgosById[alg] === "ECDSA-P256-SHA256") {
+        var d = Buffer2.from(elements[0].split(" ")[1], "base64");
+        var curve = "nistp384";
+        var size = 384;
+        if (supportedAlgosById[alg] === "ECDSA-P256-SHA256") {
+          curve = "nistp256";
+          size = 256;
+        }
+        var publicKey = utils.publicFromPrivateECDSA(curve, d);
+        var Q = publicKey.part["Q"].data;
+        var ecdsaKey = {
+          type: "ecdsa",
+          curve,
+          size,
+          parts: [
+            { name: "curve", data: Buffer2.from(curve) },
+            { name: "d", data: d },
+            { name: "Q", data: Q }
+          ]
+        };
+        return new PrivateKey(ecdsaKey);
+      }
+      throw new Error("Unsupported algorithm: " + supportedAlgosById[alg]);
+    }
+    function dnssecTimestamp(date5) {
+      var year = date5.getFullYear() + "";
+      var month = date5.getMonth() + 1;
+      var timestampStr = year + month + date5.getUTCDate();
+      timestampStr += "" + date5.getUTCHours() + date5.getUTCMinutes();
+      timestampStr += date5.getUTCSeconds();
+      return timestampStr;
+    }
+    function rsaAlgFromOptions(opts) {
+      if (!opts || !opts.hashAlgo || opts.hashAlgo === "sha1")
+        return "5 (RSASHA1)";
+      else if (opts.hashAlgo === "sha256")
+        return "8 (RSASHA256)";
+      else if (opts.hashAlgo === "sha512")
+        return "10 (RSASHA512)";
+      else
+        throw new Error("Unknown or unsupported hash: " + opts.hashAlgo);
+    }
+    function writeRSA(key, options) {
+      if (!key.part.dmodp || !key.part.dmodq) {
+        utils.addRSAMissing(key);
+      }
+      var out = "";
+      out += "Private-key-format: v1.3\n";
+      out += "Algorithm: " + rsaAlgFromOptions(options) + "\n";
+      var n = utils.mpDenormalize(key.part["n"].data);
+      out += "Modulus: " + n.toString("base64") + "\n";
+      var e = utils.mpDenormalize(key.part["e"].data);
+      out += "PublicExponent: " + e.toString("base64") + "\n";
+      var d = utils.mpDenormalize(key.part["d"].data);
+      out += "PrivateExponent: " + d.toString("base64") + "\n";
+      var p = utils.mpDenormalize(key.part["p"].data);
+      out += "Prime1: " + p.toString("base64") + "\n";
+      var q2 = utils.mpDenormalize(key.part["q"].data);
+      out += "Prime2: " + q2.toString("base64") + "\n";
+      var dmodp = utils.mpDenormalize(key.part["dmodp"].data);
+      out += "Exponent1: " + dmodp.toString("base64") + "\n";
+      var dmodq = utils.mpDenormalize(key.part["dmodq"].data);
+      out += "Exponent2: " + dmodq.toString("base64") + "\n";
+      var iqmp = utils.mpDenormalize(key.part["iqmp"].data);
+      out += "Coefficient: " + iqmp.toString("base64") + "\n";
+      var timestamp = /* @__PURE__ */ new Date();
+      out += "Created: " + dnssecTimestamp(timestamp) + "\n";
+      out += "Publish: " + dnssecTimestamp(timestamp) + "\n";
+      out += "Activate: " + dnssecTimestamp(timestamp) + "\n";
+      return Buffer2.from(out, "ascii");
+    }
+    function writeECDSA(key, options) {
+      var out = "";
+      out += "Private-key-format: v1.3\n";
+      if (key.curve === "nistp256") {
+        out += "Algorithm: 13 (ECDSAP256SHA256)\n";
+      } else if (key.curve === "nistp384") {
+        out += "Algorithm: 14 (ECDSAP384SHA384)\n";
+      } else {
+        throw new Error("Unsupported curve");
+      }
+      var base64Key = key.part["d"].data.toString("base64");
+      out += "PrivateKey: " + base64Key + "\n";
+      var timestamp = /* @__PURE__ */ new Date();
+      out += "Created: " + dnssecTimestamp(timestamp) + "\n";
+      out += "Publish: " + dnssecTimestamp(timestamp) + "\n";
+      out += "Activate: " + dnssecTimestamp(timestamp) + "\n";
+      return Buffer2.from(out, "ascii");
+    }
+    function write(key, options) {
+      if (PrivateKey.isPrivateKey(key)) {
+        if (key.type === "rsa") {
+          return writeRSA(key, options);
+        } else if (key.type === "ecdsa") {
+          return writeECDSA(key, options);
+        } else {
+          throw new Error("Unsupported algorithm: " + key.type);
+        }
+      } else if (Key.isKey(key)) {
+        throw new Error('Format "dnssec" only supports writing private keys');
+      } else {
+        throw new Error("key is not a Key or PrivateKey");
+      }
+    }
+  }
+});
+
+// node_modules/sshpk/lib/formats/putty.js
+var require_putty = __commonJS({
+  "node_modules/sshpk/lib/formats/putty.js"(exports2, module2) {
+    module2.exports = {
+      read,
+      write
+    };
+    var assert2 = require_assert();
+    var Buffer2 = require_safer().Buffer;
+    var rfc4253 = require_rfc4253();
+    var Key = require_key();
+    var SSHBuffer = require_ssh_buffer();
+    var crypto = require("crypto");
+    var PrivateKey = require_private_key();
+    var errors = require_errors();
+    function read(buf, options) {
+      var lines = buf.toString("ascii").split(/[\r\n]+/);
+      var found = false;
+      var parts;
+      var si = 0;
+      var formatVersion;
+      while (si < lines.length) {
+        parts = splitHeader(lines[si++]);
+        if (parts) {
+          formatVersion = {
+            "putty-user-key-file-2": 2,
+            "putty-user-key-file-3": 3
+          }[parts[0].toLowerCase()];
+          if (formatVersion) {
+            found = true;
+            break;
+          }
+        }
+      }
+      if (!found) {
+        throw new Error("No PuTTY format first line found");
+      }
+      var alg = parts[1];
+      parts = splitHeader(lines[si++]);
+      assert2.equal(parts[0].toLowerCase(), "encryption");
+      var encryption = parts[1];
+      parts = splitHeader(lines[si++]);
+      assert2.equal(parts[0].toLowerCase(), "comment");
+      var comment = parts[1];
+      parts = splitHeader(lines[si++]);
+      assert2.equal(parts[0].toLowerCase(), "public-lines");
+      var publicLines = parseInt(parts[1], 10);
+      if (!isFinite(publicLines) || publicLines < 0 || publicLines > lines.length) {
+        throw new Error("Invalid public-lines count");
+      }
+      var publicBuf = Buffer2.from(
+        lines.slice(si, si + publicLines).join(""),
+        "base64"
+      );
+      var keyType = rfc4253.algToKeyType(alg);
+      var key = rfc4253.read(publicBuf);
+      if (key.type !== keyType) {
+        throw new Error("Outer key algorithm mismatch");
+      }
+      si += publicLines;
+      if (lines[si]) {
+        parts = splitHeader(lines[si++]);
+        assert2.equal(parts[0].toLowerCase(), "private-lines");
+        var privateLines = parseInt(parts[1], 10);
+        if (!isFinite(privateLines) || privateLines < 0 || privateLines > lines.length) {
+          throw new Error("Invalid private-lines count");
+        }
+        var privateBuf = Buffer2.from(
+          lines.slice(si, si + privateLines).join(""),
+          "base64"
+        );
+        if (encryption !== "none" && formatVersion === 3) {
+          throw new Error("Encrypted keys arenot supported for PuTTY format version 3");
+        }
+        if (encryption === "aes256-cbc") {
+          if (!options.passphrase) {
+            throw new errors.KeyEncryptedError(
+              options.filename,
+              "PEM"
+            );
+          }
+          var iv = Buffer2.alloc(16, 0);
+          var decipher = crypto.createDecipheriv(
+            "aes-256-cbc",
+            derivePPK2EncryptionKey(options.passphrase),
+            iv
+          );
+          decipher.setAutoPadding(false);
+          privateBuf = Buffer2.concat([
+            decipher.update(privateBuf),
+            decipher.final()
+          ]);
+        }
+        key = new PrivateKey(key);
+        if (key.type !== keyType) {
+          throw new Error("Outer key algorithm mismatch");
+        }
+        var sshbuf = new SSHBuffer({ buffer: privateBuf });
+        var privateKeyParts;
+        if (alg === "ssh-dss") {
+          privateKeyParts = [{
+            name: "x",
+            data: sshbuf.readBuffer()
+          }];
+        } else if (alg === "ssh-rsa") {
+          privateKeyParts = [
+            { name: "d", data: sshbuf.readBuffer() },
+            { name: "p", data: sshbuf.readBuffer() },
+            { name: "q", data: sshbuf.readBuffer() },
+            { name: "iqmp", data: sshbuf.readBuffer() }
+          ];
+        } else if (alg.match(/^ecdsa-sha2-nistp/)) {
+          privateKeyParts = [{
+            name: "d",
+            data: sshbuf.readBuffer()
+          }];
+        } else if (alg === "ssh-ed25519") {
+          privateKeyParts = [{
+            name: "k",
+            data: sshbuf.readBuffer()
+          }];
+        } else {
+          throw new Error("Unsupported PPK key type: " + alg);
+        }
+        key = new PrivateKey({
+          type: key.type,
+          parts: key.parts.concat(privateKeyParts)
+        });
+      }
+      key.comment = comment;
+      return key;
+    }
+    function derivePPK2EncryptionKey(passphrase) {
+      var hash1 = crypto.createHash("sha1").update(Buffer2.concat([
+        Buffer2.from([0, 0, 0, 0]),
+        Buffer2.from(passphrase)
+      ])).digest();
+      var hash22 = crypto.createHash("sha1").update(Buffer2.concat([
+        Buffer2.from([0, 0, 0, 1]),
+        Buffer2.from(passphrase)
+      ])).digest();
+      return Buffer2.concat([hash1, hash22]).slice(0, 32);
+    }
+    function splitHeader(line2) {
+      var idx = line2.indexOf(":");
+      if (idx === -1)
+        return null;
+      var header = line2.slice(0, idx);
+      ++idx;
+      while (line2[idx] === " ")
+        ++idx;
+      var rest = line2.slice(idx);
+      return [header, rest];
+    }
+    function write(key, options) {
+      assert2.object(key);
+      if (!Key.isKey(key))
+        throw new Error("Must be a public key");
+      var alg = rfc4253.keyTypeToAlg(key);
+      var buf = rfc4253.write(key);
+      var comment = key.comment || "";
+      var b64 = buf.toString("base64");
+      var lines = wrap(b64, 64);
+      lines.unshift("Public-Lines: " + lines.length);
+      lines.unshift("Comment: " + comment);
+      lines.unshift("Encryption: none");
+      lines.unshift("PuTTY-User-Key-File-2: " + alg);
+      return Buffer2.from(lines.join("\n") + "\n");
+    }
+    function wrap(txt, len) {
+      var lines = [];
+      var pos = 0;
+      while (pos < txt.length) {
+        lines.push(txt.slice(pos, pos + 64));
+        pos += 64;
+      }
+      return lines;
+    }
+  }
+});
+
+// node_modules/sshpk/lib/formats/auto.js
+var require_auto = __commonJS({
+  "node_modules/sshpk/lib/formats/auto.js"(exports2, module2) {
+    module2.exports = {
+      read,
+      write
+    };
+    var assert2 = require_assert();
+    var Buffer2 = require_safer().Buffer;
+    var utils = require_utils();
+    var Key = require_key();
+    var PrivateKey = require_private_key();
+    var pem = require_pem();
+    var ssh = require_ssh();
+    var rfc4253 = require_rfc4253();
+    var dnssec = require_dnssec();
+    var putty = require_putty();
+    var DNSSEC_PRIVKEY_HEADER_PREFIX = "Private-key-format: v1";
+    function read(buf, options) {
+      if (typeof buf === "string") {
+        if (buf.trim().match(/^[-]+[ ]*BEGIN/))
+          return pem.read(buf, options);
+        if (buf.match(/^\s*ssh-[a-z]/))
+          return ssh.read(buf, options);
+        if (buf.match(/^\s*ecdsa-/))
+          return ssh.read(buf, options);
+        if (buf.match(/^putty-user-key-file-2:/i))
+          return putty.read(buf, options);
+        if (findDNSSECHeader(buf))
+          return dnssec.read(buf, options);
+        buf = Buffer2.from(buf, "binary");
+      } else {
+        assert2.buffer(buf);
+        if (findPEMHeader(buf))
+          return pem.read(buf, options);
+        if (findSSHHeader(buf))
+          return ssh.read(buf, options);
+        if (findPuTTYHeader(buf))
+          return putty.read(buf, options);
+        if (findDNSSECHeader(buf))
+          return dnssec.read(buf, options);
+      }
+      if (buf.readUInt32BE(0) < buf.length)
+        return rfc4253.read(buf, options);
+      throw new Error("Failed to auto-detect format of key");
+    }
+    function findPuTTYHeader(buf) {
+      var offset = 0;
+      while (offset < buf.length && (buf[offset] === 32 || buf[offset] === 10 || buf[offset] === 9))
+        ++offset;
+      if (offset + 22 <= buf.length && buf.slice(offset, offset + 22).toString("ascii").toLowerCase() === "putty-user-key-file-2:")
+        return true;
+      return false;
+    }
+    function findSSHHeader(buf) {
+      var offset = 0;
+      while (offset < buf.length && (buf[offset] === 32 || buf[offset] === 10 || buf[offset] === 9))
+        ++offset;
+      if (offset + 4 <= buf.length && buf.slice(offset, offset + 4).toString("ascii") === "ssh-")
+        return true;
+      if (offset + 6 <= buf.length && buf.slice(offset, offset + 6).toString("ascii") === "ecdsa-")
+        return true;
+      return false;
+    }
+    function findPEMHeader(buf) {
+      var offset = 0;
+      while (offset < buf.length && (buf[offset] === 32 || buf[offset] === 10))
+        ++offset;
+      if (buf[offset] !== 45)
+        return false;
+      while (offset < buf.length && buf[offset] === 45)
+        ++offset;
+      while (offset < buf.length && buf[offset] === 32)
+        ++offset;
+      if (offset + 5 > buf.length || buf.slice(offset, offset + 5).toString("ascii") !== "BEGIN")
+        return false;
+      return true;
+    }
+    function findDNSSECHeader(buf) {
+      if (buf.length <= DNSSEC_PRIVKEY_HEADER_PREFIX.length)
+        return false;
+      var headerCheck = buf.slice(0, DNSSEC_PRIVKEY_HEADER_PREFIX.length);
+      if (headerCheck.toString("ascii") === DNSSEC_PRIVKEY_HEADER_PREFIX)
+        return true;
+      if (typeof buf !== "string") {
+        buf = buf.toString("ascii");
+      }
+      var lines = buf.split("\n");
+      var line2 = 0;
+      while (lines[line2].match(/^\;/))
+        line2++;
+      if (lines[line2].toString("ascii").match(/\. IN KEY /))
+        return true;
+      if (lines[line2].toString("ascii").match(/\. IN DNSKEY /))
+        return true;
+      return false;
+    }
+    function write(key, options) {
+      throw new Error('"auto" format cannot be used for writing');
+    }
+  }
+});
+
+// node_modules/sshpk/lib/private-key.js
+var require_private_key = __commonJS({
+  "node_modules/sshpk/lib/private-key.js"(exports2, module2) {
+    module2.exports = PrivateKey;
+    var assert2 = require_assert();
+    var Buffer2 = require_safer().Buffer;
+    var algs = require_algs();
+    var crypto = require("crypto");
+    var Fingerprint = require_fingerprint();
+    var Signature = require_signature();
+    var errs = require_errors();
+    var util = require("util");
+    var utils = require_utils();
+    var dhe = require_dhe();
+    var generateECDSA = dhe.generateECDSA;
+    var generateED25519 = dhe.generateED25519;
+    var edCompat = require_ed_compat();
+    var nacl = require_nacl_fast();
+    var Key = require_key();
+    var InvalidAlgorithmError = errs.InvalidAlgorithmError;
+    var KeyParseError = errs.KeyParseError;
+    var KeyEncryptedError = errs.KeyEncryptedError;
+    var formats = {};
+    formats["auto"] = require_auto();
+    formats["pem"] = require_pem();
+    formats["pkcs1"] = require_pkcs1();
+    formats["pkcs8"] = require_pkcs8();
+    formats["rfc4253"] = require_rfc4253();
+    formats["ssh-private"] = require_ssh_private();
+    formats["openssh"] = formats["ssh-private"];
+    formats["ssh"] = formats["ssh-private"];
+    formats["dnssec"] = require_dnssec();
+    formats["putty"] = require_putty();
+    function PrivateKey(opts) {
+      assert2.object(opts, "options");
+      Key.call(this, opts);
+      this._pubCache = void 0;
+    }
+    util.inherits(PrivateKey, Key);
+    PrivateKey.formats = formats;
+    PrivateKey.prototype.toBuffer = function(format, options) {
+      if (format === void 0)
+        format = "pkcs1";
+      assert2.string(format, "format");
+      assert2.object(formats[format], "formats[format]");
+      assert2.optionalObject(options, "options");
+      return formats[format].write(this, options);
+    };
+    PrivateKey.prototype.hash = function(algo, type) {
+      return this.toPublic().hash(algo, type);
+    };
+    PrivateKey.prototype.fingerprint = function(algo, type) {
+      return this.toPublic().fingerprint(algo, type);
+    };
+    PrivateKey.prototype.toPublic = function() {
+      if (this._pubCache)
+        return this._pubCache;
+      var algInfo = algs.info[this.type];
+      var pubParts = [];
+      for (var i = 0; i < algInfo.parts.length; ++i) {
+        var p = algInfo.parts[i];
+        pubParts.push(this.part[p]);
+      }
+      this._pubCache = new Key({
+        type: this.type,
+        source: this,
+        parts: pubParts
+      });
+      if (this.comment)
+        this._pubCache.comment = this.comment;
+      return this._pubCache;
+    };
+    PrivateKey.prototype.derive = function(newType) {
+      assert2.string(newType, "type");
+      var priv, pub, pair;
+      if (this.type === "ed25519" && newType === "curve25519") {
+        priv = this.part.k.data;
+        if (priv[0] === 0)
+          priv = priv.slice(1);
+        pair = nacl.box.keyPair.fromSecretKey(new Uint8Array(priv));
+        pub = Buffer2.from(pair.publicKey);
+        return new PrivateKey({
+          type: "curve25519",
+          parts: [
+            { name: "A", data: utils.mpNormalize(pub) },
+            { name: "k", data: utils.mpNormalize(priv) }
+          ]
+        });
+      } else if (this.type === "curve25519" && newType === "ed25519") {
+        priv = this.part.k.data;
+        if (priv[0] === 0)
+          priv = priv.slice(1);
+        pair = nacl.sign.keyPair.fromSeed(new Uint8Array(priv));
+        pub = Buffer2.from(pair.publicKey);
+        return new PrivateKey({
+          type: "ed25519",
+          parts: [
+            { name: "A", data: utils.mpNormalize(pub) },
+            { name: "k", data: utils.mpNormalize(priv) }
+          ]
+        });
+      }
+      throw new Error("Key derivation not supported from " + this.type + " to " + newType);
+    };
+    PrivateKey.prototype.createVerify = function(hashAlgo) {
+      return this.toPublic().createVerify(hashAlgo);
+    };
+    PrivateKey.prototype.createSign = function(hashAlgo) {
+      if (hashAlgo === void 0)
+        hashAlgo = this.defaultHashAlgorithm();
+      assert2.string(hashAlgo, "hash algorithm");
+      if (this.type === "ed25519" && edCompat !== void 0)
+        return new edCompat.Signer(this, hashAlgo);
+      if (this.type === "curve25519")
+        throw new Error("Curve25519 keys are not suitable for signing or verification");
+      var v, nm, err;
+      try {
+        nm = hashAlgo.toUpperCase();
+        v = crypto.createSign(nm);
+      } catch (e) {
+        err = e;
+      }
+      if (v === void 0 || err instanceof Error && err.message.match(/Unknown message digest/)) {
+        nm = "RSA-";
+        nm += hashAlgo.toUpperCase();
+        v = crypto.createSign(nm);
+      }
+      assert2.ok(v, "failed to create verifier");
+      var oldSign = v.sign.bind(v);
+      var key = this.toBuffer("pkcs1");
+      var type = this.type;
+      var curve = this.curve;
+      v.sign = function() {
+        var sig = oldSign(key);
+        if (typeof sig === "string")
+          sig = Buffer2.from(sig, "binary");
+        sig = Signature.parse(sig, type, "asn1");
+        sig.hashAlgorithm = hashAlgo;
+        sig.curve = curve;
+        return sig;
+      };
+      return v;
+    };
+    PrivateKey.parse = function(data, format, options) {
+      if (typeof data !== "string")
+        assert2.buffer(data, "data");
+      if (format === void 0)
+        format = "auto";
+      assert2.string(format, "format");
+      if (typeof options === "string")
+        options = { filename: options };
+      assert2.optionalObject(options, "options");
+      if (options === void 0)
+        options = {};
+      assert2.optionalString(options.filename, "options.filename");
+      if (options.filename === void 0)
+        options.filename = "(unnamed)";
+      assert2.object(formats[format], "formats[format]");
+      try {
+        var k = formats[format].read(data, options);
+        assert2.ok(k instanceof PrivateKey, "key is not a private key");
+        if (!k.comment)
+          k.comment = options.filename;
+        return k;
+      } catch (e) {
+        if (e.name === "KeyEncryptedError")
+          throw e;
+        throw new KeyParseError(options.filename, format, e);
+      }
+    };
+    PrivateKey.isPrivateKey = function(obj, ver) {
+      return utils.isCompatible(obj, PrivateKey, ver);
+    };
+    PrivateKey.generate = function(type, options) {
+      if (options === void 0)
+        options = {};
+      assert2.object(options, "options");
+      switch (type) {
+        case "ecdsa":
+          if (options.curve === void 0)
+            options.curve = "nistp256";
+          assert2.string(options.curve, "options.curve");
+          return generateECDSA(options.curve);
+        case "ed25519":
+          return generateED25519();
+        default:
+          throw new Error('Key generation not supported with key type "' + type + '"');
+      }
+    };
+    PrivateKey.prototype._sshpkApiVersion = [1, 6];
+    PrivateKey._oldVersionDetect = function(obj) {
+      assert2.func(obj.toPublic);
+      assert2.func(obj.createSign);
+      if (obj.derive)
+        return [1, 3];
+      if (obj.defaultHashAlgorithm)
+        return [1, 2];
+      if (obj.formats["auto"])
+        return [1, 1];
+      return [1, 0];
+    };
+  }
+});
+
+// node_modules/sshpk/lib/identity.js
+var require_identity = __commonJS({
+  "node_modules/sshpk/lib/identity.js"(exports2, module2) {
+    module2.exports = Identity;
+    var assert2 = require_assert();
+    var algs = require_algs();
+    var crypto = require("crypto");
+    var Fingerprint = require_fingerprint();
+    var Signature = require_signature();
+    var errs = require_errors();
+    var util = require("util");
+    var utils = require_utils();
+    var asn1 = require_lib();
+    var Buffer2 = require_safer().Buffer;
+    var DNS_NAME_RE = /^([*]|[a-z0-9][a-z0-9\-]{0,62})(?:\.([*]|[a-z0-9][a-z0-9\-]{0,62}))*$/i;
+    var oids = {};
+    oids.cn = "2.5.4.3";
+    oids.o = "2.5.4.10";
+    oids.ou = "2.5.4.11";
+    oids.l = "2.5.4.7";
+    oids.s = "2.5.4.8";
+    oids.c = "2.5.4.6";
+    oids.sn = "2.5.4.4";
+    oids.postalCode = "2.5.4.17";
+    oids.serialNumber = "2.5.4.5";
+    oids.street = "2.5.4.9";
+    oids.x500UniqueIdentifier = "2.5.4.45";
+    oids.role = "2.5.4.72";
+    oids.telephoneNumber = "2.5.4.20";
+    oids.description = "2.5.4.13";
+    oids.dc = "0.9.2342.19200300.100.1.25";
+    oids.uid = "0.9.2342.19200300.100.1.1";
+    oids.mail = "0.9.2342.19200300.100.1.3";
+    oids.title = "2.5.4.12";
+    oids.gn = "2.5.4.42";
+    oids.initials = "2.5.4.43";
+    oids.pseudonym = "2.5.4.65";
+    oids.emailAddress = "1.2.840.113549.1.9.1";
+    var unoids = {};
+    Object.keys(oids).forEach(function(k) {
+      unoids[oids[k]] = k;
+    });
+    function Identity(opts) {
+      var self2 = this;
+      assert2.object(opts, "options");
+      assert2.arrayOfObject(opts.components, "options.components");
+      this.components = opts.components;
+      this.componentLookup = {};
+      this.components.forEach(function(c) {
+        if (c.name && !c.oid)
+          c.oid = oids[c.name];
+        if (c.oid && !c.name)
+          c.name = unoids[c.oid];
+        if (self2.componentLookup[c.name] === void 0)
+          self2.componentLookup[c.name] = [];
+        self2.componentLookup[c.name].push(c);
+      });
+      if (this.componentLookup.cn && this.componentLookup.cn.length > 0) {
+        this.cn = this.componentLookup.cn[0].value;
+      }
+      assert2.optionalString(opts.type, "options.type");
+      if (opts.type === void 0) {
+        if (this.components.length === 1 && this.componentLookup.cn && this.componentLookup.cn.length === 1 && this.componentLookup.cn[0].value.match(DNS_NAME_RE)) {
+          this.type = "host";
+          this.hostname = this.componentLookup.cn[0].value;
+        } else if (this.componentLookup.dc && this.components.length === this.componentLookup.dc.length) {
+          this.type = "host";
+          this.hostname = this.componentLookup.dc.map(
+            function(c) {
+              return c.value;
+            }
+          ).join(".");
+        } else if (this.componentLookup.uid && this.components.length === this.componentLookup.uid.length) {
+          this.type = "user";
+          this.uid = this.componentLookup.uid[0].value;
+        } else if (this.componentLookup.cn && this.componentLookup.cn.length === 1 && this.componentLookup.cn[0].value.match(DNS_NAME_RE)) {
+          this.type = "host";
+          this.hostname = this.componentLookup.cn[0].value;
+        } else if (this.componentLookup.uid && this.componentLookup.uid.length === 1) {
+          this.type = "user";
+          this.uid = this.componentLookup.uid[0].value;
+        } else if (this.componentLookup.mail && this.componentLookup.mail.length === 1) {
+          this.type = "email";
+          this.email = this.componentLookup.mail[0].value;
+        } else if (this.componentLookup.cn && this.componentLookup.cn.length === 1) {
+          this.type = "user";
+          this.uid = this.componentLookup.cn[0].value;
+        } else {
+          this.type = "unknown";
+        }
+      } else {
+        this.type = opts.type;
+        if (this.type === "host")
+          this.hostname = opts.hostname;
+        else if (this.type === "user")
+          this.uid = opts.uid;
+        else if (this.type === "email")
+          this.email = opts.email;
+        else
+          throw new Error("Unknown type " + this.type);
+      }
+    }
+    Identity.prototype.toString = function() {
+      return this.components.map(function(c) {
+        var n = c.name.toUpperCase();
+        n = n.replace(/=/g, "\\=");
+        var v = c.value;
+        v = v.replace(/,/g, "\\,");
+        return n + "=" + v;
+      }).join(", ");
+    };
+    Identity.prototype.get = function(name, asArray) {
+      assert2.string(name, "name");
+      var arr = this.componentLookup[name];
+      if (arr === void 0 || arr.length === 0)
+        return void 0;
+      if (!asArray && arr.length > 1)
+        throw new Error("Multiple values for attribute " + name);
+      if (!asArray)
+        return arr[0].value;
+      return arr.map(function(c) {
+        return c.value;
+      });
+    };
+    Identity.prototype.toArray = function(idx) {
+      return this.components.map(function(c) {
+        return {
+          name: c.name,
+          value: c.value
+        };
+      });
+    };
+    var NOT_PRINTABLE = /[^a-zA-Z0-9 '(),+.\/:=?-]/;
+    var NOT_IA5 = /[^\x00-\x7f]/;
+    Identity.prototype.toAsn1 = function(der, tag) {
+      der.startSequence(tag);
+      this.components.forEach(function(c) {
+        der.startSequence(asn1.Ber.Constructor | asn1.Ber.Set);
+        der.startSequence();
+        der.writeOID(c.oid);
+        if (c.asn1type === asn1.Ber.Utf8String || c.value.match(NOT_IA5)) {
+          var v = Buffer2.from(c.value, "utf8");
+          der.writeBuffer(v, asn1.Ber.Utf8String);
+        } else if (c.asn1type === asn1.Ber.IA5String || c.value.match(NOT_PRINTABLE)) {
+          der.writeString(c.value, asn1.Ber.IA5String);
+        } else {
+          var type = asn1.Ber.PrintableString;
+          if (c.asn1type !== void 0)
+            type = c.asn1type;
+          der.writeString(c.value, type);
+        }
+        der.endSequence();
+        der.endSequence();
+      });
+      der.endSequence();
+    };
+    function globMatch(a, b) {
+      if (a === "**" || b === "**")
+        return true;
+      var aParts = a.split(".");
+      var bParts = b.split(".");
+      if (aParts.length !== bParts.length)
+        return false;
+      for (var i = 0; i < aParts.length; ++i) {
+        if (aParts[i] === "*" || bParts[i] === "*")
+          continue;
+        if (aParts[i] !== bParts[i])
+          return false;
+      }
+      return true;
+    }
+    Identity.prototype.equals = function(other) {
+      if (!Identity.isIdentity(other, [1, 0]))
+        return false;
+      if (other.components.length !== this.components.length)
+        return false;
+      for (var i = 0; i < this.components.length; ++i) {
+        if (this.components[i].oid !== other.components[i].oid)
+          return false;
+        if (!globMatch(
+          this.components[i].value,
+          other.components[i].value
+        )) {
+          return false;
+        }
+      }
+      return true;
+    };
+    Identity.forHost = function(hostname3) {
+      assert2.string(hostname3, "hostname");
+      return new Identity({
+        type: "host",
+        hostname: hostname3,
+        components: [{ name: "cn", value: hostname3 }]
+      });
+    };
+    Identity.forUser = function(uid) {
+      assert2.string(uid, "uid");
+      return new Identity({
+        type: "user",
+        uid,
+        components: [{ name: "uid", value: uid }]
+      });
+    };
+    Identity.forEmail = function(email3) {
+      assert2.string(email3, "email");
+      return new Identity({
+        type: "email",
+        email: email3,
+        components: [{ name: "mail", value: email3 }]
+      });
+    };
+    Identity.parseDN = function(dn) {
+      assert2.string(dn, "dn");
+      var parts = [""];
+      var idx = 0;
+      var rem = dn;
+      while (rem.length > 0) {
+        var m;
+        if ((m = /^,/.exec(rem)) !== null) {
+          parts[++idx] = "";
+          rem = rem.slice(m[0].length);
+        } else if ((m = /^\\,/.exec(rem)) !== null) {
+          parts[idx] += ",";
+          rem = rem.slice(m[0].length);
+        } else if ((m = /^\\./.exec(rem)) !== null) {
+          parts[idx] += m[0];
+          rem = rem.slice(m[0].length);
+        } else if ((m = /^[^\\,]+/.exec(rem)) !== null) {
+          parts[idx] += m[0];
+          rem = rem.slice(m[0].length);
+        } else {
+          throw new Error("Failed to parse DN");
+        }
+      }
+      var cmps = parts.map(function(c) {
+        c = c.trim();
+        var eqPos = c.indexOf("=");
+        while (eqPos > 0 && c.charAt(eqPos - 1) === "\\")
+          eqPos = c.indexOf("=", eqPos + 1);
+        if (eqPos === -1) {
+          throw new Error("Failed to parse DN");
+        }
+        var name = c.slice(0, eqPos).toLowerCase().replace(/\\=/g, "=");
+        var value = c.slice(eqPos + 1);
+        return { name, value };
+      });
+      return new Identity({ components: cmps });
+    };
+    Identity.fromArray = function(components) {
+      assert2.arrayOfObject(components, "components");
+      components.forEach(function(cmp) {
+        assert2.object(cmp, "component");
+        assert2.string(cmp.name, "component.name");
+        if (!Buffer2.isBuffer(cmp.value) && !(typeof cmp.value === "string")) {
+          throw new Error("Invalid component value");
+        }
+      });
+      return new Identity({ components });
+    };
+    Identity.parseAsn1 = function(der, top) {
+      var components = [];
+      der.readSequence(top);
+      var end = der.offset + der.length;
+      while (der.offset < end) {
+        der.readSequence(asn1.Ber.Constructor | asn1.Ber.Set);
+        var after = der.offset + der.length;
+        der.readSequence();
+        var oid = der.readOID();
+        var type = der.peek();
+        var value;
+        switch (type) {
+          case asn1.Ber.PrintableString:
+          case asn1.Ber.IA5String:
+          case asn1.Ber.OctetString:
+          case asn1.Ber.T61String:
+            value = der.readString(type);
+            break;
+          case asn1.Ber.Utf8String:
+            value = der.readString(type, true);
+            value = value.toString("utf8");
+            break;
+          case asn1.Ber.CharacterString:
+          case asn1.Ber.BMPString:
+            value = der.readString(type, true);
+            value = value.toString("utf16le");
+            break;
+          default:
+            throw new Error("Unknown asn1 type " + type);
+        }
+        components.push({ oid, asn1type: type, value });
+        der._offset = after;
+      }
+      der._offset = end;
+      return new Identity({
+        components
+      });
+    };
+    Identity.isIdentity = function(obj, ver) {
+      return utils.isCompatible(obj, Identity, ver);
+    };
+    Identity.prototype._sshpkApiVersion = [1, 0];
+    Identity._oldVersionDetect = function(obj) {
+      return [1, 0];
+    };
+  }
+});
+
+// node_modules/sshpk/lib/formats/openssh-cert.js
+var require_openssh_cert = __commonJS({
+  "node_modules/sshpk/lib/formats/openssh-cert.js"(exports2, module2) {
+    module2.exports = {
+      read,
+      verify,
+      sign: sign2,
+      signAsync,
+      write,
+      /* Internal private API */
+      fromBuffer,
+      toBuffer
+    };
+    var assert2 = require_assert();
+    var SSHBuffer = require_ssh_buffer();
+    var crypto = require("crypto");
+    var Buffer2 = require_safer().Buffer;
+    var algs = require_algs();
+    var Key = require_key();
+    var PrivateKey = require_private_key();
+    var Identity = require_identity();
+    var rfc4253 = require_rfc4253();
+    var Signature = require_signature();
+    var utils = require_utils();
+    var Certificate = require_certificate();
+    function verify(cert, key) {
+      return false;
+    }
+    var TYPES = {
+      "user": 1,
+      "host": 2
+    };
+    Object.keys(TYPES).forEach(function(k) {
+      TYPES[TYPES[k]] = k;
+    });
+    var ECDSA_ALGO = /^ecdsa-sha2-([^@-]+)-cert-v01@openssh.com$/;
+    function read(buf, options) {
+      if (Buffer2.isBuffer(buf))
+        buf = buf.toString("ascii");
+      var parts = buf.trim().split(/[ \t\n]+/g);
+      if (parts.length < 2 || parts.length > 3)
+        throw new Error("Not a valid SSH certificate line");
+      var algo = parts[0];
+      var data = parts[1];
+      data = Buffer2.from(data, "base64");
+      return fromBuffer(data, algo);
+    }
+    function fromBuffer(data, algo, partial2) {
+      var sshbuf = new SSHBuffer({ buffer: data });
+      var innerAlgo = sshbuf.readString();
+      if (algo !== void 0 && innerAlgo !== algo)
+        throw new Error("SSH certificate algorithm mismatch");
+      if (algo === void 0)
+        algo = innerAlgo;
+      var cert = {};
+      cert.signatures = {};
+      cert.signatures.openssh = {};
+      cert.signatures.openssh.nonce = sshbuf.readBuffer();
+      var key = {};
+      var parts = key.parts = [];
+      key.type = getAlg(algo);
+      var partCount = algs.info[key.type].parts.length;
+      while (parts.length < partCount)
+        parts.push(sshbuf.readPart());
+      assert2.ok(parts.length >= 1, "key must have at least one part");
+      var algInfo = algs.info[key.type];
+      if (key.type === "ecdsa") {
+        var res = ECDSA_ALGO.exec(algo);
+        assert2.ok(res !== null);
+        assert2.strictEqual(res[1], parts[0].data.toString());
+      }
+      for (var i = 0; i < algInfo.parts.length; ++i) {
+        parts[i].name = algInfo.parts[i];
+        if (parts[i].name !== "curve" && algInfo.normalize !== false) {
+          var p = parts[i];
+          p.data = utils.mpNormalize(p.data);
+        }
+      }
+      cert.subjectKey = new Key(key);
+      cert.serial = sshbuf.readInt64();
+      var type = TYPES[sshbuf.readInt()];
+      assert2.string(type, "valid cert type");
+      cert.signatures.openssh.keyId = sshbuf.readString();
+      var principals = [];
+      var pbuf = sshbuf.readBuffer();
+      var psshbuf = new SSHBuffer({ buffer: pbuf });
+      while (!psshbuf.atEnd())
+        principals.push(psshbuf.readString());
+      if (principals.length === 0)
+        principals = ["*"];
+      cert.subjects = principals.map(function(pr) {
+        if (type === "user")
+          return Identity.forUser(pr);
+        else if (type === "host")
+          return Identity.forHost(pr);
+        throw new Error("Unknown identity type " + type);
+      });
+      cert.validFrom = int64ToDate(sshbuf.readInt64());
+      cert.validUntil = int64ToDate(sshbuf.readInt64());
+      var exts = [];
+      var extbuf = new SSHBuffer({ buffer: sshbuf.readBuffer() });
+      var ext;
+      while (!extbuf.atEnd()) {
+        ext = { critical: true };
+        ext.name = extbuf.readString();
+        ext.data = extbuf.readBuffer();
+        exts.push(ext);
+      }
+      extbuf = new SSHBuffer({ buffer: sshbuf.readBuffer() });
+      while (!extbuf.atEnd()) {
+        ext = { critical: false };
+        ext.name = extbuf.readString();
+        ext.data = extbuf.readBuffer();
+        exts.push(ext);
+      }
+      cert.signatures.openssh.exts = exts;
+      sshbuf.readBuffer();
+      var signingKeyBuf = sshbuf.readBuffer();
+      cert.issuerKey = rfc4253.read(signingKeyBuf);
+      cert.issuer = Identity.forHost("**");
+      var sigBuf = sshbuf.readBuffer();
+      cert.signatures.openssh.signature = Signature.parse(sigBuf, cert.issuerKey.type, "ssh");
+      if (partial2 !== void 0) {
+        partial2.remainder = sshbuf.remainder();
+        partial2.consumed = sshbuf._offset;
+      }
+      return new Certificate(cert);
+    }
+    function int64ToDate(buf) {
+      var i = buf.readUInt32BE(0) * 4294967296;
+      i += buf.readUInt32BE(4);
+      var d = /* @__PURE__ */ new Date();
+      d.setTime(i * 1e3);
+      d.sourceInt64 = buf;
+      return d;
+    }
+    function dateToInt64(date5) {
+      if (date5.sourceInt64 !== void 0)
+        return date5.sourceInt64;
+      var i = Math.round(date5.getTime() / 1e3);
+      var upper = Math.floor(i / 4294967296);
+      var lower = Math.floor(i % 4294967296);
+      var buf = Buffer2.alloc(8);
+      buf.writeUInt32BE(upper, 0);
+      buf.writeUInt32BE(lower, 4);
+      return buf;
+    }
+    function sign2(cert, key) {
+      if (cert.signatures.openssh === void 0)
+        cert.signatures.openssh = {};
+      try {
+        var blob = toBuffer(cert, true);
+      } catch (e) {
+        delete cert.signatures.openssh;
+        return false;
+      }
+      var sig = cert.signatures.openssh;
+      var hashAlgo = void 0;
+      if (key.type === "rsa" || key.type === "dsa")
+        hashAlgo = "sha1";
+      var signer = key.createSign(hashAlgo);
+      signer.write(blob);
+      sig.signature = signer.sign();
+      return true;
+    }
+    function signAsync(cert, signer, done) {
+      if (cert.signatures.openssh === void 0)
+        cert.signatures.openssh = {};
+      try {
+        var blob = toBuffer(cert, true);
+      } catch (e) {
+        delete cert.signatures.openssh;
+        done(e);
+        return;
+      }
+      var sig = cert.signatures.openssh;
+      signer(blob, function(err, signature) {
+        if (err) {
+          done(err);
+          return;
+        }
+        try {
+          signature.toBuffer("ssh");
+        } catch (e) {
+          done(e);
+          return;
+        }
+        sig.signature = signature;
+        done();
+      });
+    }
+    function write(cert, options) {
+      if (options === void 0)
+        options = {};
+      var blob = toBuffer(cert);
+      var out = getCertType(cert.subjectKey) + " " + blob.toString("base64");
+      if (options.comment)
+        out = out + " " + options.comment;
+      return out;
+    }
+    function toBuffer(cert, noSig) {
+      assert2.object(cert.signatures.openssh, "signature for openssh format");
+      var sig = cert.signatures.openssh;
+      if (sig.nonce === void 0)
+        sig.nonce = crypto.randomBytes(16);
+      var buf = new SSHBuffer({});
+      buf.writeString(getCertType(cert.subjectKey));
+      buf.writeBuffer(sig.nonce);
+      var key = cert.subjectKey;
+      var algInfo = algs.info[key.type];
+      algInfo.parts.forEach(function(part) {
+        buf.writePart(key.part[part]);
+      });
+      buf.writeInt64(cert.serial);
+      var type = cert.subjects[0].type;
+      assert2.notStrictEqual(type, "unknown");
+      cert.subjects.forEach(function(id) {
+        assert2.strictEqual(id.type, type);
+      });
+      type = TYPES[type];
+      buf.writeInt(type);
+      if (sig.keyId === void 0) {
+        sig.keyId = cert.subjects[0].type + "_" + (cert.subjects[0].uid || cert.subjects[0].hostname);
+      }
+      buf.writeString(sig.keyId);
+      var sub = new SSHBuffer({});
+      cert.subjects.forEach(function(id) {
+        if (type === TYPES.host)
+          sub.writeString(id.hostname);
+        else if (type === TYPES.user)
+          sub.writeString(id.uid);
+      });
+      buf.writeBuffer(sub.toBuffer());
+      buf.writeInt64(dateToInt64(cert.validFrom));
+      buf.writeInt64(dateToInt64(cert.validUntil));
+      var exts = sig.exts;
+      if (exts === void 0)
+        exts = [];
+      var extbuf = new SSHBuffer({});
+      exts.forEach(function(ext) {
+        if (ext.critical !== true)
+          return;
+        extbuf.writeString(ext.name);
+        extbuf.writeBuffer(ext.data);
+      });
+      buf.writeBuffer(extbuf.toBuffer());
+      extbuf = new SSHBuffer({});
+      exts.forEach(function(ext) {
+        if (ext.critical === true)
+          return;
+        extbuf.writeString(ext.name);
+        extbuf.writeBuffer(ext.data);
+      });
+      buf.writeBuffer(extbuf.toBuffer());
+      buf.writeBuffer(Buffer2.alloc(0));
+      sub = rfc4253.write(cert.issuerKey);
+      buf.writeBuffer(sub);
+      if (!noSig)
+        buf.writeBuffer(sig.signature.toBuffer("ssh"));
+      return buf.toBuffer();
+    }
+    function getAlg(certType) {
+      if (certType === "ssh-rsa-cert-v01@openssh.com")
+        return "rsa";
+      if (certType === "ssh-dss-cert-v01@openssh.com")
+        return "dsa";
+      if (certType.match(ECDSA_ALGO))
+        return "ecdsa";
+      if (certType === "ssh-ed25519-cert-v01@openssh.com")
+        return "ed25519";
+      throw new Error("Unsupported cert type " + certType);
+    }
+    function getCertType(key) {
+      if (key.type === "rsa")
+        return "ssh-rsa-cert-v01@openssh.com";
+      if (key.type === "dsa")
+        return "ssh-dss-cert-v01@openssh.com";
+      if (key.type === "ecdsa")
+        return "ecdsa-sha2-" + key.curve + "-cert-v01@openssh.com";
+      if (key.type === "ed25519")
+        return "ssh-ed25519-cert-v01@openssh.com";
+      throw new Error("Unsupported key type " + key.type);
+    }
+  }
+});
+
+// node_modules/sshpk/lib/formats/x509.js
+var require_x509 = __commonJS({
+  "node_modules/sshpk/lib/formats/x509.js"(exports2, module2) {
+    module2.exports = {
+      read,
+      verify,
+      sign: sign2,
+      signAsync,
+      write
+    };
+    var assert2 = require_assert();
+    var asn1 = require_lib();
+    var Buffer2 = require_safer().Buffer;
+    var algs = require_algs();
+    var utils = require_utils();
+    var Key = require_key();
+    var PrivateKey = require_private_key();
+    var pem = require_pem();
+    var Identity = require_identity();
+    var Signature = require_signature();
+    var Certificate = require_certificate();
+    var pkcs8 = require_pkcs8();
+    function readMPInt(der, nm) {
+      assert2.strictEqual(
+        der.peek(),
+        asn1.Ber.Integer,
+        nm + " is not an Integer"
+      );
+      return utils.mpNormalize(der.readString(asn1.Ber.Integer, true));
+    }
+    function verify(cert, key) {
+      var sig = cert.signatures.x509;
+      assert2.object(sig, "x509 signature");
+      var algParts = sig.algo.split("-");
+      if (algParts[0] !== key.type)
+        return false;
+      var blob = sig.cache;
+      if (blob === void 0) {
+        var der = new asn1.BerWriter();
+        writeTBSCert(cert, der);
+        blob = der.buffer;
+      }
+      var verifier = key.createVerify(algParts[1]);
+      verifier.write(blob);
+      return verifier.verify(sig.signature);
+    }
+    function Local(i) {
+      return asn1.Ber.Context | asn1.Ber.Constructor | i;
+    }
+    function Context(i) {
+      return asn1.Ber.Context | i;
+    }
+    var SIGN_ALGS = {
+      "rsa-md5": "1.2.840.113549.1.1.4",
+      "rsa-sha1": "1.2.840.113549.1.1.5",
+      "rsa-sha256": "1.2.840.113549.1.1.11",
+      "rsa-sha384": "1.2.840.113549.1.1.12",
+      "rsa-sha512": "1.2.840.113549.1.1.13",
+      "dsa-sha1": "1.2.840.10040.4.3",
+      "dsa-sha256": "2.16.840.1.101.3.4.3.2",
+      "ecdsa-sha1": "1.2.840.10045.4.1",
+      "ecdsa-sha256": "1.2.840.10045.4.3.2",
+      "ecdsa-sha384": "1.2.840.10045.4.3.3",
+      "ecdsa-sha512": "1.2.840.10045.4.3.4",
+      "ed25519-sha512": "1.3.101.112"
+    };
+    Object.keys(SIGN_ALGS).forEach(function(k) {
+      SIGN_ALGS[SIGN_ALGS[k]] = k;
+    });
+    SIGN_ALGS["1.3.14.3.2.3"] = "rsa-md5";
+    SIGN_ALGS["1.3.14.3.2.29"] = "rsa-sha1";
+    var EXTS = {
+      "issuerKeyId": "2.5.29.35",
+      "altName": "2.5.29.17",
+      "basicConstraints": "2.5.29.19",
+      "keyUsage": "2.5.29.15",
+      "extKeyUsage": "2.5.29.37"
+    };
+    function read(buf, options) {
+      if (typeof buf === "string") {
+        buf = Buffer2.from(buf, "binary");
+      }
+      assert2.buffer(buf, "buf");
+      var der = new asn1.BerReader(buf);
+      der.readSequence();
+      if (Math.abs(der.length - der.remain) > 1) {
+        throw new Error("DER sequence does not contain whole byte stream");
+      }
+      var tbsStart = der.offset;
+      der.readSequence();
+      var sigOffset = der.offset + der.length;
+      var tbsEnd = sigOffset;
+      if (der.peek() === Local(0)) {
+        der.readSequence(Local(0));
+        var version2 = der.readInt();
+        assert2.ok(
+          version2 <= 3,
+          "only x.509 versions up to v3 supported"
+        );
+      }
+      var cert = {};
+      cert.signatures = {};
+      var sig = cert.signatures.x509 = {};
+      sig.extras = {};
+      cert.serial = readMPInt(der, "serial");
+      der.readSequence();
+      var after = der.offset + der.length;
+      var certAlgOid = der.readOID();
+      var certAlg = SIGN_ALGS[certAlgOid];
+      if (certAlg === void 0)
+        throw new Error("unknown signature algorithm " + certAlgOid);
+      der._offset = after;
+      cert.issuer = Identity.parseAsn1(der);
+      der.readSequence();
+      cert.validFrom = readDate(der);
+      cert.validUntil = readDate(der);
+      cert.subjects = [Identity.parseAsn1(der)];
+      der.readSequence();
+      after = der.offset + der.length;
+      cert.subjectKey = pkcs8.readPkcs8(void 0, "public", der);
+      der._offset = after;
+      if (der.peek() === Local(1)) {
+        der.readSequence(Local(1));
+        sig.extras.issuerUniqueID = buf.slice(der.offset, der.offset + der.length);
+        der._offset += der.length;
+      }
+      if (der.peek() === Local(2)) {
+        der.readSequence(Local(2));
+        sig.extras.subjectUniqueID = buf.slice(der.offset, der.offset + der.length);
+        der._offset += der.length;
+      }
+      if (der.peek() === Local(3)) {
+        der.readSequence(Local(3));
+        var extEnd = der.offset + der.length;
+        der.readSequence();
+        while (der.offset < extEnd)
+          readExtension(cert, buf, der);
+        assert2.strictEqual(der.offset, extEnd);
+      }
+      assert2.strictEqual(der.offset, sigOffset);
+      der.readSequence();
+      after = der.offset + der.length;
+      var sigAlgOid = der.readOID();
+      var sigAlg = SIGN_ALGS[sigAlgOid];
+      if (sigAlg === void 0)
+        throw new Error("unknown signature algorithm " + sigAlgOid);
+      der._offset = after;
+      var sigData = der.readString(asn1.Ber.BitString, true);
+      if (sigData[0] === 0)
+        sigData = sigData.slice(1);
+      var algParts = sigAlg.split("-");
+      sig.signature = Signature.parse(sigData, algParts[0], "asn1");
+      sig.signature.hashAlgorithm = algParts[1];
+      sig.algo = sigAlg;
+      sig.cache = buf.slice(tbsStart, tbsEnd);
+      return new Certificate(cert);
+    }
+    function readDate(der) {
+      if (der.peek() === asn1.Ber.UTCTime) {
+        return utcTimeToDate(der.readString(asn1.Ber.UTCTime));
+      } else if (der.peek() === asn1.Ber.GeneralizedTime) {
+        return gTimeToDate(der.readString(asn1.Ber.GeneralizedTime));
+      } else {
+        throw new Error("Unsupported date format");
+      }
+    }
+    function writeDate(der, date5) {
+      if (date5.getUTCFullYear() >= 2050 || date5.getUTCFullYear() < 1950) {
+        der.writeString(dateToGTime(date5), asn1.Ber.GeneralizedTime);
+      } else {
+        der.writeString(dateToUTCTime(date5), asn1.Ber.UTCTime);
+      }
+    }
+    var ALTNAME = {
+      OtherName: Local(0),
+      RFC822Name: Context(1),
+      DNSName: Context(2),
+      X400Address: Local(3),
+      DirectoryName: Local(4),
+      EDIPartyName: Local(5),
+      URI: Context(6),
+      IPAddress: Context(7),
+      OID: Context(8)
+    };
+    var EXTPURPOSE = {
+      "serverAuth": "1.3.6.1.5.5.7.3.1",
+      "clientAuth": "1.3.6.1.5.5.7.3.2",
+      "codeSigning": "1.3.6.1.5.5.7.3.3",
+      /* See https://github.com/joyent/oid-docs/blob/master/root.md */
+      "joyentDocker": "1.3.6.1.4.1.38678.1.4.1",
+      "joyentCmon": "1.3.6.1.4.1.38678.1.4.2"
+    };
+    var EXTPURPOSE_REV = {};
+    Object.keys(EXTPURPOSE).forEach(function(k) {
+      EXTPURPOSE_REV[EXTPURPOSE[k]] = k;
+    });
+    var KEYUSEBITS = [
+      "signature",
+      "identity",
+      "keyEncryption",
+      "encryption",
+      "keyAgreement",
+      "ca",
+      "crl"
+    ];
+    function readExtension(cert, buf, der) {
+      der.readSequence();
+      var after = der.offset + der.length;
+      var extId = der.readOID();
+      var id;
+      var sig = cert.signatures.x509;
+      if (!sig.extras.exts)
+        sig.extras.exts = [];
+      var critical;
+      if (der.peek() === asn1.Ber.Boolean)
+        critical = der.readBoolean();
+      switch (extId) {
+        case EXTS.basicConstraints:
+          der.readSequence(asn1.Ber.OctetString);
+          der.readSequence();
+          var bcEnd = der.offset + der.length;
+          var ca = false;
+          if (der.peek() === asn1.Ber.Boolean)
+            ca = der.readBoolean();
+          if (cert.purposes === void 0)
+            cert.purposes = [];
+          if (ca === true)
+            cert.purposes.push("ca");
+          var bc = { oid: extId, critical };
+          if (der.offset < bcEnd && der.peek() === asn1.Ber.Integer)
+            bc.pathLen = der.readInt();
+          sig.extras.exts.push(bc);
+          break;
+        case EXTS.extKeyUsage:
+          der.readSequence(asn1.Ber.OctetString);
+          der.readSequence();
+          if (cert.purposes === void 0)
+            cert.purposes = [];
+          var ekEnd = der.offset + der.length;
+          while (der.offset < ekEnd) {
+            var oid = der.readOID();
+            cert.purposes.push(EXTPURPOSE_REV[oid] || oid);
+          }
+          if (cert.purposes.indexOf("serverAuth") !== -1 && cert.purposes.indexOf("clientAuth") === -1) {
+            cert.subjects.forEach(function(ide) {
+              if (ide.type !== "host") {
+                ide.type = "host";
+                ide.hostname = ide.uid || ide.email || ide.components[0].value;
+              }
+            });
+          } else if (cert.purposes.indexOf("clientAuth") !== -1 && cert.purposes.indexOf("serverAuth") === -1) {
+            cert.subjects.forEach(function(ide) {
+              if (ide.type !== "user") {
+                ide.type = "user";
+                ide.uid = ide.hostname || ide.email || ide.components[0].value;
+              }
+            });
+          }
+          sig.extras.exts.push({ oid: extId, critical });
+          break;
+        case EXTS.keyUsage:
+          der.readSequence(asn1.Ber.OctetString);
+          var bits = der.readString(asn1.Ber.BitString, true);
+          var setBits = readBitField(bits, KEYUSEBITS);
+          setBits.forEach(function(bit) {
+            if (cert.purposes === void 0)
+              cert.purposes = [];
+            if (cert.purposes.indexOf(bit) === -1)
+              cert.purposes.push(bit);
+          });
+          sig.extras.exts.push({
+            oid: extId,
+            critical,
+            bits
+          });
+          break;
+        case EXTS.altName:
+          der.readSequence(asn1.Ber.OctetString);
+          der.readSequence();
+          var aeEnd = der.offset + der.length;
+          while (der.offset < aeEnd) {
+            switch (der.peek()) {
+              case ALTNAME.OtherName:
+              case ALTNAME.EDIPartyName:
+                der.readSequence();
+                der._offset += der.length;
+                break;
+              case ALTNAME.OID:
+                der.readOID(ALTNAME.OID);
+                break;
+              case ALTNAME.RFC822Name:
+                var email3 = der.readString(ALTNAME.RFC822Name);
+                id = Identity.forEmail(email3);
+                if (!cert.subjects[0].equals(id))
+                  cert.subjects.push(id);
+                break;
+              case ALTNAME.DirectoryName:
+                der.readSequence(ALTNAME.DirectoryName);
+                id = Identity.parseAsn1(der);
+                if (!cert.subjects[0].equals(id))
+                  cert.subjects.push(id);
+                break;
+              case ALTNAME.DNSName:
+                var host = der.readString(
+                  ALTNAME.DNSName
+                );
+                id = Identity.forHost(host);
+                if (!cert.subjects[0].equals(id))
+                  cert.subjects.push(id);
+                break;
+              default:
+                der.readString(der.peek());
+                break;
+            }
+          }
+          sig.extras.exts.push({ oid: extId, critical });
+          break;
+        default:
+          sig.extras.exts.push({
+            oid: extId,
+            critical,
+            data: der.readString(asn1.Ber.OctetString, true)
+          });
+          break;
+      }
+      der._offset = after;
+    }
+    var UTCTIME_RE = /^([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})?Z$/;
+    function utcTimeToDate(t) {
+      var m = t.match(UTCTIME_RE);
+      assert2.ok(m, "timestamps must be in UTC");
+      var d = /* @__PURE__ */ new Date();
+      var thisYear = d.getUTCFullYear();
+      var century = Math.floor(thisYear / 100) * 100;
+      var year = parseInt(m[1], 10);
+      if (thisYear % 100 < 50 && year >= 60)
+        year += century - 1;
+      else
+        year += century;
+      d.setUTCFullYear(year, parseInt(m[2], 10) - 1, parseInt(m[3], 10));
+      d.setUTCHours(parseInt(m[4], 10), parseInt(m[5], 10));
+      if (m[6] && m[6].length > 0)
+        d.setUTCSeconds(parseInt(m[6], 10));
+      return d;
+    }
+    var GTIME_RE = /^([0-9]{4})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})?Z$/;
+    function gTimeToDate(t) {
+      var m = t.match(GTIME_RE);
+      assert2.ok(m);
+      var d = /* @__PURE__ */ new Date();
+      d.setUTCFullYear(
+        parseInt(m[1], 10),
+        parseInt(m[2], 10) - 1,
+        parseInt(m[3], 10)
+      );
+      d.setUTCHours(parseInt(m[4], 10), parseInt(m[5], 10));
+      if (m[6] && m[6].length > 0)
+        d.setUTCSeconds(parseInt(m[6], 10));
+      return d;
+    }
+    function zeroPad(n, m) {
+      if (m === void 0)
+        m = 2;
+      var s = "" + n;
+      while (s.length < m)
+        s = "0" + s;
+      return s;
+    }
+    function dateToUTCTime(d) {
+      var s = "";
+      s += zeroPad(d.getUTCFullYear() % 100);
+      s += zeroPad(d.getUTCMonth() + 1);
+      s += zeroPad(d.getUTCDate());
+      s += zeroPad(d.getUTCHours());
+      s += zeroPad(d.getUTCMinutes());
+      s += zeroPad(d.getUTCSeconds());
+      s += "Z";
+      return s;
+    }
+    function dateToGTime(d) {
+      var s = "";
+      s += zeroPad(d.getUTCFullYear(), 4);
+      s += zeroPad(d.getUTCMonth() + 1);
+      s += zeroPad(d.getUTCDate());
+      s += zeroPad(d.getUTCHours());
+      s += zeroPad(d.getUTCMinutes());
+      s += zeroPad(d.getUTCSeconds());
+      s += "Z";
+      return s;
+    }
+    function sign2(cert, key) {
+      if (cert.signatures.x509 === void 0)
+        cert.signatures.x509 = {};
+      var sig = cert.signatures.x509;
+      sig.algo = key.type + "-" + key.defaultHashAlgorithm();
+      if (SIGN_ALGS[sig.algo] === void 0)
+        return false;
+      var der = new asn1.BerWriter();
+      writeTBSCert(cert, der);
+      var blob = der.buffer;
+      sig.cache = blob;
+      var signer = key.createSign();
+      signer.write(blob);
+      cert.signatures.x509.signature = signer.sign();
+      return true;
+    }
+    function signAsync(cert, signer, done) {
+      if (cert.signatures.x509 === void 0)
+        cert.signatures.x509 = {};
+      var sig = cert.signatures.x509;
+      var der = new asn1.BerWriter();
+      writeTBSCert(cert, der);
+      var blob = der.buffer;
+      sig.cache = blob;
+      signer(blob, function(err, signature) {
+        if (err) {
+          done(err);
+          return;
+        }
+        sig.algo = signature.type + "-" + signature.hashAlgorithm;
+        if (SIGN_ALGS[sig.algo] === void 0) {
+          done(new Error('Invalid signing algorithm "' + sig.algo + '"'));
+          return;
+        }
+        sig.signature = signature;
+        done();
+      });
+    }
+    function write(cert, options) {
+      var sig = cert.signatures.x509;
+      assert2.object(sig, "x509 signature");
+      var der = new asn1.BerWriter();
+      der.startSequence();
+      if (sig.cache) {
+        der._ensure(sig.cache.length);
+        sig.cache.copy(der._buf, der._offset);
+        der._offset += sig.cache.length;
+      } else {
+        writeTBSCert(cert, der);
+      }
+      der.startSequence();
+      der.writeOID(SIGN_ALGS[sig.algo]);
+      if (sig.algo.match(/^rsa-/))
+        der.writeNull();
+      der.endSequence();
+      var sigData = sig.signature.toBuffer("asn1");
+      var data = Buffer2.alloc(sigData.length + 1);
+      data[0] = 0;
+      sigData.copy(data, 1);
+      der.writeBuffer(data, asn1.Ber.BitString);
+      der.endSequence();
+      return der.buffer;
+    }
+    function writeTBSCert(cert, der) {
+      var sig = cert.signatures.x509;
+      assert2.object(sig, "x509 signature");
+      der.startSequence();
+      der.startSequence(Local(0));
+      der.writeInt(2);
+      der.endSequence();
+      der.writeBuffer(utils.mpNormalize(cert.serial), asn1.Ber.Integer);
+      der.startSequence();
+      der.writeOID(SIGN_ALGS[sig.algo]);
+      if (sig.algo.match(/^rsa-/))
+        der.writeNull();
+      der.endSequence();
+      cert.issuer.toAsn1(der);
+      der.startSequence();
+      writeDate(der, cert.validFrom);
+      writeDate(der, cert.validUntil);
+      der.endSequence();
+      var subject = cert.subjects[0];
+      var altNames = cert.subjects.slice(1);
+      subject.toAsn1(der);
+      pkcs8.writePkcs8(der, cert.subjectKey);
+      if (sig.extras && sig.extras.issuerUniqueID) {
+        der.writeBuffer(sig.extras.issuerUniqueID, Local(1));
+      }
+      if (sig.extras && sig.extras.subjectUniqueID) {
+        der.writeBuffer(sig.extras.subjectUniqueID, Local(2));
+      }
+      if (altNames.length > 0 || subject.type === "host" || cert.purposes !== void 0 && cert.purposes.length > 0 || sig.extras && sig.extras.exts) {
+        der.startSequence(Local(3));
+        der.startSequence();
+        var exts = [];
+        if (cert.purposes !== void 0 && cert.purposes.length > 0) {
+          exts.push({
+            oid: EXTS.basicConstraints,
+            critical: true
+          });
+          exts.push({
+            oid: EXTS.keyUsage,
+            critical: true
+          });
+          exts.push({
+            oid: EXTS.extKeyUsage,
+            critical: true
+          });
+        }
+        exts.push({ oid: EXTS.altName });
+        if (sig.extras && sig.extras.exts)
+          exts = sig.extras.exts;
+        for (var i = 0; i < exts.length; ++i) {
+          der.startSequence();
+          der.writeOID(exts[i].oid);
+          if (exts[i].critical !== void 0)
+            der.writeBoolean(exts[i].critical);
+          if (exts[i].oid === EXTS.altName) {
+            der.startSequence(asn1.Ber.OctetString);
+            der.startSequence();
+            if (subject.type === "host") {
+              der.writeString(
+                subject.hostname,
+                Context(2)
+              );
+            }
+            for (var j = 0; j < altNames.length; ++j) {
+              if (altNames[j].type === "host") {
+                der.writeString(
+                  altNames[j].hostname,
+                  ALTNAME.DNSName
+                );
+              } else if (altNames[j].type === "email") {
+                der.writeString(
+                  altNames[j].email,
+                  ALTNAME.RFC822Name
+                );
+              } else {
+                der.startSequence(
+                  ALTNAME.DirectoryName
+                );
+                altNames[j].toAsn1(der);
+                der.endSequence();
+              }
+            }
+            der.endSequence();
+            der.endSequence();
+          } else if (exts[i].oid === EXTS.basicConstraints) {
+            der.startSequence(asn1.Ber.OctetString);
+            der.startSequence();
+            var ca = cert.purposes.indexOf("ca") !== -1;
+            var pathLen = exts[i].pathLen;
+            der.writeBoolean(ca);
+            if (pathLen !== void 0)
+              der.writeInt(pathLen);
+            der.endSequence();
+            der.endSequence();
+          } else if (exts[i].oid === EXTS.extKeyUsage) {
+            der.startSequence(asn1.Ber.OctetString);
+            der.startSequence();
+            cert.purposes.forEach(function(purpose) {
+              if (purpose === "ca")
+                return;
+              if (KEYUSEBITS.indexOf(purpose) !== -1)
+                return;
+              var oid = purpose;
+              if (EXTPURPOSE[purpose] !== void 0)
+                oid = EXTPURPOSE[purpose];
+              der.writeOID(oid);
+            });
+            der.endSequence();
+            der.endSequence();
+          } else if (exts[i].oid === EXTS.keyUsage) {
+            der.startSequence(asn1.Ber.OctetString);
+            if (exts[i].bits !== void 0) {
+              der.writeBuffer(
+                exts[i].bits,
+                asn1.Ber.BitString
+              );
+            } else {
+              var bits = writeBitField(
+                cert.purposes,
+                KEYUSEBITS
+              );
+              der.writeBuffer(
+                bits,
+                asn1.Ber.BitString
+              );
+            }
+            der.endSequence();
+          } else {
+            der.writeBuffer(
+              exts[i].data,
+              asn1.Ber.OctetString
+            );
+          }
+          der.endSequence();
+        }
+        der.endSequence();
+        der.endSequence();
+      }
+      der.endSequence();
+    }
+    function readBitField(bits, bitIndex) {
+      var bitLen = 8 * (bits.length - 1) - bits[0];
+      var setBits = {};
+      for (var i = 0; i < bitLen; ++i) {
+        var byteN = 1 + Math.floor(i / 8);
+        var bit = 7 - i % 8;
+        var mask = 1 << bit;
+        var bitVal = (bits[byteN] & mask) !== 0;
+        var name = bitIndex[i];
+        if (bitVal && typeof name === "string") {
+          setBits[name] = true;
+        }
+      }
+      return Object.keys(setBits);
+    }
+    function writeBitField(setBits, bitIndex) {
+      var bitLen = bitIndex.length;
+      var blen = Math.ceil(bitLen / 8);
+      var unused = blen * 8 - bitLen;
+      var bits = Buffer2.alloc(1 + blen);
+      bits[0] = unused;
+      for (var i = 0; i < bitLen; ++i) {
+        var byteN = 1 + Math.floor(i / 8);
+        var bit = 7 - i % 8;
+        var mask = 1 << bit;
+        var name = bitIndex[i];
+        if (name === void 0)
+          continue;
+        var bitVal = setBits.indexOf(name) !== -1;
+        if (bitVal) {
+          bits[byteN] |= mask;
+        }
+      }
+      return bits;
+    }
+  }
+});
+
+// node_modules/sshpk/lib/formats/x509-pem.js
+var require_x509_pem = __commonJS({
+  "node_modules/sshpk/lib/formats/x509-pem.js"(exports2, module2) {
+    var x509 = require_x509();
+    module2.exports = {
+      read,
+      verify: x509.verify,
+      sign: x509.sign,
+      write
+    };
+    var assert2 = require_assert();
+    var asn1 = require_lib();
+    var Buffer2 = require_safer().Buffer;
+    var algs = require_algs();
+    var utils = require_utils();
+    var Key = require_key();
+    var PrivateKey = require_private_key();
+    var pem = require_pem();
+    var Identity = require_identity();
+    var Signature = require_signature();
+    var Certificate = require_certificate();
+    function read(buf, options) {
+      if (typeof buf !== "string") {
+        assert2.buffer(buf, "buf");
+        buf = buf.toString("ascii");
+      }
+      var lines = buf.trim().split(/[\r\n]+/g);
+      var m;
+      var si = -1;
+      while (!m && si < lines.length) {
+        m = lines[++si].match(
+          /*JSSTYLED*/
+          /[-]+[ ]*BEGIN CERTIFICATE[ ]*[-]+/
+        );
+      }
+      assert2.ok(m, "invalid PEM header");
+      var m2;
+      var ei = lines.length;
+      while (!m2 && ei > 0) {
+        m2 = lines[--ei].match(
+          /*JSSTYLED*/
+          /[-]+[ ]*END CERTIFICATE[ ]*[-]+/
+        );
+      }
+      assert2.ok(m2, "invalid PEM footer");
+      lines = lines.slice(si, ei + 1);
+      var headers = {};
+      while (true) {
+        lines = lines.slice(1);
+        m = lines[0].match(
+          /*JSSTYLED*/
+          /^([A-Za-z0-9-]+): (.+)$/
+        );
+        if (!m)
+          break;
+        headers[m[1].toLowerCase()] = m[2];
+      }
+      lines = lines.slice(0, -1).join("");
+      buf = Buffer2.from(lines, "base64");
+      return x509.read(buf, options);
+    }
+    function write(cert, options) {
+      var dbuf = x509.write(cert, options);
+      var header = "CERTIFICATE";
+      var tmp = dbuf.toString("base64");
+      var len = tmp.length + tmp.length / 64 + 18 + 16 + header.length * 2 + 10;
+      var buf = Buffer2.alloc(len);
+      var o = 0;
+      o += buf.write("-----BEGIN " + header + "-----\n", o);
+      for (var i = 0; i < tmp.length; ) {
+        var limit = i + 64;
+        if (limit > tmp.length)
+          limit = tmp.length;
+        o += buf.write(tmp.slice(i, limit), o);
+        buf[o++] = 10;
+        i = limit;
+      }
+      o += buf.write("-----END " + header + "-----\n", o);
+      return buf.slice(0, o);
+    }
+  }
+});
+
+// node_modules/sshpk/lib/certificate.js
+var require_certificate = __commonJS({
+  "node_modules/sshpk/lib/certificate.js"(exports2, module2) {
+    module2.exports = Certificate;
+    var assert2 = require_assert();
+    var Buffer2 = require_safer().Buffer;
+    var algs = require_algs();
+    var crypto = require("crypto");
+    var Fingerprint = require_fingerprint();
+    var Signature = require_signature();
+    var errs = require_errors();
+    var util = require("util");
+    var utils = require_utils();
+    var Key = require_key();
+    var PrivateKey = require_private_key();
+    var Identity = require_identity();
+    var formats = {};
+    formats["openssh"] = require_openssh_cert();
+    formats["x509"] = require_x509();
+    formats["pem"] = require_x509_pem();
+    var CertificateParseError = errs.CertificateParseError;
+    var InvalidAlgorithmError = errs.InvalidAlgorithmError;
+    function Certificate(opts) {
+      assert2.object(opts, "options");
+      assert2.arrayOfObject(opts.subjects, "options.subjects");
+      utils.assertCompatible(
+        opts.subjects[0],
+        Identity,
+        [1, 0],
+        "options.subjects"
+      );
+      utils.assertCompatible(
+        opts.subjectKey,
+        Key,
+        [1, 0],
+        "options.subjectKey"
+      );
+      utils.assertCompatible(opts.issuer, Identity, [1, 0], "options.issuer");
+      if (opts.issuerKey !== void 0) {
+        utils.assertCompatible(
+          opts.issuerKey,
+          Key,
+          [1, 0],
+          "options.issuerKey"
+        );
+      }
+      assert2.object(opts.signatures, "options.signatures");
+      assert2.buffer(opts.serial, "options.serial");
+      assert2.date(opts.validFrom, "options.validFrom");
+      assert2.date(opts.validUntil, "optons.validUntil");
+      assert2.optionalArrayOfString(opts.purposes, "options.purposes");
+      this._hashCache = {};
+      this.subjects = opts.subjects;
+      this.issuer = opts.issuer;
+      this.subjectKey = opts.subjectKey;
+      this.issuerKey = opts.issuerKey;
+      this.signatures = opts.signatures;
+      this.serial = opts.serial;
+      this.validFrom = opts.validFrom;
+      this.validUntil = opts.validUntil;
+      this.purposes = opts.purposes;
+    }
+    Certificate.formats = formats;
+    Certificate.prototype.toBuffer = function(format, options) {
+      if (format === void 0)
+        format = "x509";
+      assert2.string(format, "format");
+      assert2.object(formats[format], "formats[format]");
+      assert2.optionalObject(options, "options");
+      return formats[format].write(this, options);
+    };
+    Certificate.prototype.toString = function(format, options) {
+      if (format === void 0)
+        format = "pem";
+      return this.toBuffer(format, options).toString();
+    };
+    Certificate.prototype.fingerprint = function(algo) {
+      if (algo === void 0)
+        algo = "sha256";
+      assert2.string(algo, "algorithm");
+      var opts = {
+        type: "certificate",
+        hash: this.hash(algo),
+        algorithm: algo
+      };
+      return new Fingerprint(opts);
+    };
+    Certificate.prototype.hash = function(algo) {
+      assert2.string(algo, "algorithm");
+      algo = algo.toLowerCase();
+      if (algs.hashAlgs[algo] === void 0)
+        throw new InvalidAlgorithmError(algo);
+      if (this._hashCache[algo])
+        return this._hashCache[algo];
+      var hash3 = crypto.createHash(algo).update(this.toBuffer("x509")).digest();
+      this._hashCache[algo] = hash3;
+      return hash3;
+    };
+    Certificate.prototype.isExpired = function(when) {
+      if (when === void 0)
+        when = /* @__PURE__ */ new Date();
+      return !(when.getTime() >= this.validFrom.getTime() && when.getTime() < this.validUntil.getTime());
+    };
+    Certificate.prototype.isSignedBy = function(issuerCert) {
+      utils.assertCompatible(issuerCert, Certificate, [1, 0], "issuer");
+      if (!this.issuer.equals(issuerCert.subjects[0]))
+        return false;
+      if (this.issuer.purposes && this.issuer.purposes.length > 0 && this.issuer.purposes.indexOf("ca") === -1) {
+        return false;
+      }
+      return this.isSignedByKey(issuerCert.subjectKey);
+    };
+    Certificate.prototype.getExtension = function(keyOrOid) {
+      assert2.string(keyOrOid, "keyOrOid");
+      var ext = this.getExtensions().filter(function(maybeExt) {
+        if (maybeExt.format === "x509")
+          return maybeExt.oid === keyOrOid;
+        if (maybeExt.format === "openssh")
+          return maybeExt.name === keyOrOid;
+        return false;
+      })[0];
+      return ext;
+    };
+    Certificate.prototype.getExtensions = function() {
+      var exts = [];
+      var x509 = this.signatures.x509;
+      if (x509 && x509.extras && x509.extras.exts) {
+        x509.extras.exts.forEach(function(ext) {
+          ext.format = "x509";
+          exts.push(ext);
+        });
+      }
+      var openssh = this.signatures.openssh;
+      if (openssh && openssh.exts) {
+        openssh.exts.forEach(function(ext) {
+          ext.format = "openssh";
+          exts.push(ext);
+        });
+      }
+      return exts;
+    };
+    Certificate.prototype.isSignedByKey = function(issuerKey) {
+      utils.assertCompatible(issuerKey, Key, [1, 2], "issuerKey");
+      if (this.issuerKey !== void 0) {
+        return this.issuerKey.fingerprint("sha512").matches(issuerKey);
+      }
+      var fmt = Object.keys(this.signatures)[0];
+      var valid = formats[fmt].verify(this, issuerKey);
+      if (valid)
+        this.issuerKey = issuerKey;
+      return valid;
+    };
+    Certificate.prototype.signWith = function(key) {
+      utils.assertCompatible(key, PrivateKey, [1, 2], "key");
+      var fmts = Object.keys(formats);
+      var didOne = false;
+      for (var i = 0; i < fmts.length; ++i) {
+        if (fmts[i] !== "pem") {
+          var ret = formats[fmts[i]].sign(this, key);
+          if (ret === true)
+            didOne = true;
+        }
+      }
+      if (!didOne) {
+        throw new Error("Failed to sign the certificate for any available certificate formats");
+      }
+    };
+    Certificate.createSelfSigned = function(subjectOrSubjects, key, options) {
+      var subjects;
+      if (Array.isArray(subjectOrSubjects))
+        subjects = subjectOrSubjects;
+      else
+        subjects = [subjectOrSubjects];
+      assert2.arrayOfObject(subjects);
+      subjects.forEach(function(subject) {
+        utils.assertCompatible(subject, Identity, [1, 0], "subject");
+      });
+      utils.assertCompatible(key, PrivateKey, [1, 2], "private key");
+      assert2.optionalObject(options, "options");
+      if (options === void 0)
+        options = {};
+      assert2.optionalObject(options.validFrom, "options.validFrom");
+      assert2.optionalObject(options.validUntil, "options.validUntil");
+      var validFrom = options.validFrom;
+      var validUntil = options.validUntil;
+      if (validFrom === void 0)
+        validFrom = /* @__PURE__ */ new Date();
+      if (validUntil === void 0) {
+        assert2.optionalNumber(options.lifetime, "options.lifetime");
+        var lifetime = options.lifetime;
+        if (lifetime === void 0)
+          lifetime = 10 * 365 * 24 * 3600;
+        validUntil = /* @__PURE__ */ new Date();
+        validUntil.setTime(validUntil.getTime() + lifetime * 1e3);
+      }
+      assert2.optionalBuffer(options.serial, "options.serial");
+      var serial = options.serial;
+      if (serial === void 0)
+        serial = Buffer2.from("0000000000000001", "hex");
+      var purposes = options.purposes;
+      if (purposes === void 0)
+        purposes = [];
+      if (purposes.indexOf("signature") === -1)
+        purposes.push("signature");
+      if (purposes.indexOf("ca") === -1)
+        purposes.push("ca");
+      if (purposes.indexOf("crl") === -1)
+        purposes.push("crl");
+      if (purposes.length <= 3) {
+        var hostSubjects = subjects.filter(function(subject) {
+          return subject.type === "host";
+        });
+        var userSubjects = subjects.filter(function(subject) {
+          return subject.type === "user";
+        });
+        if (hostSubjects.length > 0) {
+          if (purposes.indexOf("serverAuth") === -1)
+            purposes.push("serverAuth");
+        }
+        if (userSubjects.length > 0) {
+          if (purposes.indexOf("clientAuth") === -1)
+            purposes.push("clientAuth");
+        }
+        if (userSubjects.length > 0 || hostSubjects.length > 0) {
+          if (purposes.indexOf("keyAgreement") === -1)
+            purposes.push("keyAgreement");
+          if (key.type === "rsa" && purposes.indexOf("encryption") === -1)
+            purposes.push("encryption");
+        }
+      }
+      var cert = new Certificate({
+        subjects,
+        issuer: subjects[0],
+        subjectKey: key.toPublic(),
+        issuerKey: key.toPublic(),
+        signatures: {},
+        serial,
+        validFrom,
+        validUntil,
+        purposes
+      });
+      cert.signWith(key);
+      return cert;
+    };
+    Certificate.create = function(subjectOrSubjects, key, issuer, issuerKey, options) {
+      var subjects;
+      if (Array.isArray(subjectOrSubjects))
+        subjects = subjectOrSubjects;
+      else
+        subjects = [subjectOrSubjects];
+      assert2.arrayOfObject(subjects);
+      subjects.forEach(function(subject) {
+        utils.assertCompatible(subject, Identity, [1, 0], "subject");
+      });
+      utils.assertCompatible(key, Key, [1, 0], "key");
+      if (PrivateKey.isPrivateKey(key))
+        key = key.toPublic();
+      utils.assertCompatible(issuer, Identity, [1, 0], "issuer");
+      utils.assertCompatible(issuerKey, PrivateKey, [1, 2], "issuer key");
+      assert2.optionalObject(options, "options");
+      if (options === void 0)
+        options = {};
+      assert2.optionalObject(options.validFrom, "options.validFrom");
+      assert2.optionalObject(options.validUntil, "options.validUntil");
+      var validFrom = options.validFrom;
+      var validUntil = options.validUntil;
+      if (validFrom === void 0)
+        validFrom = /* @__PURE__ */ new Date();
+      if (validUntil === void 0) {
+        assert2.optionalNumber(options.lifetime, "options.lifetime");
+        var lifetime = options.lifetime;
+        if (lifetime === void 0)
+          lifetime = 10 * 365 * 24 * 3600;
+        validUntil = /* @__PURE__ */ new Date();
+        validUntil.setTime(validUntil.getTime() + lifetime * 1e3);
+      }
+      assert2.optionalBuffer(options.serial, "options.serial");
+      var serial = options.serial;
+      if (serial === void 0)
+        serial = Buffer2.from("0000000000000001", "hex");
+      var purposes = options.purposes;
+      if (purposes === void 0)
+        purposes = [];
+      if (purposes.indexOf("signature") === -1)
+        purposes.push("signature");
+      if (options.ca === true) {
+        if (purposes.indexOf("ca") === -1)
+          purposes.push("ca");
+        if (purposes.indexOf("crl") === -1)
+          purposes.push("crl");
+      }
+      var hostSubjects = subjects.filter(function(subject) {
+        return subject.type === "host";
+      });
+      var userSubjects = subjects.filter(function(subject) {
+        return subject.type === "user";
+      });
+      if (hostSubjects.length > 0) {
+        if (purposes.indexOf("serverAuth") === -1)
+          purposes.push("serverAuth");
+      }
+      if (userSubjects.length > 0) {
+        if (purposes.indexOf("clientAuth") === -1)
+          purposes.push("clientAuth");
+      }
+      if (userSubjects.length > 0 || hostSubjects.length > 0) {
+        if (purposes.indexOf("keyAgreement") === -1)
+          purposes.push("keyAgreement");
+        if (key.type === "rsa" && purposes.indexOf("encryption") === -1)
+          purposes.push("encryption");
+      }
+      var cert = new Certificate({
+        subjects,
+        issuer,
+        subjectKey: key,
+        issuerKey: issuerKey.toPublic(),
+        signatures: {},
+        serial,
+        validFrom,
+        validUntil,
+        purposes
+      });
+      cert.signWith(issuerKey);
+      return cert;
+    };
+    Certificate.parse = function(data, format, options) {
+      if (typeof data !== "string")
+        assert2.buffer(data, "data");
+      if (format === void 0)
+        format = "auto";
+      assert2.string(format, "format");
+      if (typeof options === "string")
+        options = { filename: options };
+      assert2.optionalObject(options, "options");
+      if (options === void 0)
+        options = {};
+      assert2.optionalString(options.filename, "options.filename");
+      if (options.filename === void 0)
+        options.filename = "(unnamed)";
+      assert2.object(formats[format], "formats[format]");
+      try {
+        var k = formats[format].read(data, options);
+        return k;
+      } catch (e) {
+        throw new CertificateParseError(options.filename, format, e);
+      }
+    };
+    Certificate.isCertificate = function(obj, ver) {
+      return utils.isCompatible(obj, Certificate, ver);
+    };
+    Certificate.prototype._sshpkApiVersion = [1, 1];
+    Certificate._oldVersionDetect = function(obj) {
+      return [1, 0];
+    };
+  }
+});
+
+// node_modules/sshpk/lib/fingerprint.js
+var require_fingerprint = __commonJS({
+  "node_modules/sshpk/lib/fingerprint.js"(exports2, module2) {
+    module2.exports = Fingerprint;
+    var assert2 = require_assert();
+    var Buffer2 = require_safer().Buffer;
+    var algs = require_algs();
+    var crypto = require("crypto");
+    var errs = require_errors();
+    var Key = require_key();
+    var PrivateKey = require_private_key();
+    var Certificate = require_certificate();
+    var utils = require_utils();
+    var FingerprintFormatError = errs.FingerprintFormatError;
+    var InvalidAlgorithmError = errs.InvalidAlgorithmError;
+    function Fingerprint(opts) {
+      assert2.object(opts, "options");
+      assert2.string(opts.type, "options.type");
+      assert2.buffer(opts.hash, "options.hash");
+      assert2.string(opts.algorithm, "options.algorithm");
+      this.algorithm = opts.algorithm.toLowerCase();
+      if (algs.hashAlgs[this.algorithm] !== true)
+        throw new InvalidAlgorithmError(this.algorithm);
+      this.hash = opts.hash;
+      this.type = opts.type;
+      this.hashType = opts.hashType;
+    }
+    Fingerprint.prototype.toString = function(format) {
+      if (format === void 0) {
+        if (this.algorithm === "md5" || this.hashType === "spki")
+          format = "hex";
+        else
+          format = "base64";
+      }
+      assert2.string(format);
+      switch (format) {
+        case "hex":
+          if (this.hashType === "spki")
+            return this.hash.toString("hex");
+          return addColons(this.hash.toString("hex"));
+        case "base64":
+          if (this.hashType === "spki")
+            return this.hash.toString("base64");
+          return sshBase64Format(
+            this.algorithm,
+            this.hash.toString("base64")
+          );
+        default:
+          throw new FingerprintFormatError(void 0, format);
+      }
+    };
+    Fingerprint.prototype.matches = function(other) {
+      assert2.object(other, "key or certificate");
+      if (this.type === "key" && this.hashType !== "ssh") {
+        utils.assertCompatible(other, Key, [1, 7], "key with spki");
+        if (PrivateKey.isPrivateKey(other)) {
+          utils.assertCompatible(
+            other,
+            PrivateKey,
+            [1, 6],
+            "privatekey with spki support"
+          );
+        }
+      } else if (this.type === "key") {
+        utils.assertCompatible(other, Key, [1, 0], "key");
+      } else {
+        utils.assertCompatible(
+          other,
+          Certificate,
+          [1, 0],
+          "certificate"
+        );
+      }
+      var theirHash = other.hash(this.algorithm, this.hashType);
+      var theirHash2 = crypto.createHash(this.algorithm).update(theirHash).digest("base64");
+      if (this.hash2 === void 0)
+        this.hash2 = crypto.createHash(this.algorithm).update(this.hash).digest("base64");
+      return this.hash2 === theirHash2;
+    };
+    var base64RE = /^[A-Za-z0-9+\/=]+$/;
+    var hexRE = /^[a-fA-F0-9]+$/;
+    Fingerprint.parse = function(fp, options) {
+      assert2.string(fp, "fingerprint");
+      var alg, hash3, enAlgs;
+      if (Array.isArray(options)) {
+        enAlgs = options;
+        options = {};
+      }
+      assert2.optionalObject(options, "options");
+      if (options === void 0)
+        options = {};
+      if (options.enAlgs !== void 0)
+        enAlgs = options.enAlgs;
+      if (options.algorithms !== void 0)
+        enAlgs = options.algorithms;
+      assert2.optionalArrayOfString(enAlgs, "algorithms");
+      var hashType = "ssh";
+      if (options.hashType !== void 0)
+        hashType = options.hashType;
+      assert2.string(hashType, "options.hashType");
+      var parts = fp.split(":");
+      if (parts.length == 2) {
+        alg = parts[0].toLowerCase();
+        if (!base64RE.test(parts[1]))
+          throw new FingerprintFormatError(fp);
+        try {
+          hash3 = Buffer2.from(parts[1], "base64");
+        } catch (e) {
+          throw new FingerprintFormatError(fp);
+        }
+      } else if (parts.length > 2) {
+        alg = "md5";
+        if (parts[0].toLowerCase() === "md5")
+          parts = parts.slice(1);
+        parts = parts.map(function(p) {
+          while (p.length < 2)
+            p = "0" + p;
+          if (p.length > 2)
+            throw new FingerprintFormatError(fp);
+          return p;
+        });
+        parts = parts.join("");
+        if (!hexRE.test(parts) || parts.length % 2 !== 0)
+          throw new FingerprintFormatError(fp);
+        try {
+          hash3 = Buffer2.from(parts, "hex");
+        } catch (e) {
+          throw new FingerprintFormatError(fp);
+        }
+      } else {
+        if (hexRE.test(fp)) {
+          hash3 = Buffer2.from(fp, "hex");
+        } else if (base64RE.test(fp)) {
+          hash3 = Buffer2.from(fp, "base64");
+        } else {
+          throw new FingerprintFormatError(fp);
+        }
+        switch (hash3.length) {
+          case 32:
+            alg = "sha256";
+            break;
+          case 16:
+            alg = "md5";
+            break;
+          case 20:
+            alg = "sha1";
+            break;
+          case 64:
+            alg = "sha512";
+            break;
+          default:
+            throw new FingerprintFormatError(fp);
+        }
+        if (options.hashType === void 0)
+          hashType = "spki";
+      }
+      if (alg === void 0)
+        throw new FingerprintFormatError(fp);
+      if (algs.hashAlgs[alg] === void 0)
+        throw new InvalidAlgorithmError(alg);
+      if (enAlgs !== void 0) {
+        enAlgs = enAlgs.map(function(a) {
+          return a.toLowerCase();
+        });
+        if (enAlgs.indexOf(alg) === -1)
+          throw new InvalidAlgorithmError(alg);
+      }
+      return new Fingerprint({
+        algorithm: alg,
+        hash: hash3,
+        type: options.type || "key",
+        hashType
+      });
+    };
+    function addColons(s) {
+      return s.replace(/(.{2})(?=.)/g, "$1:");
+    }
+    function base64Strip(s) {
+      return s.replace(/=*$/, "");
+    }
+    function sshBase64Format(alg, h) {
+      return alg.toUpperCase() + ":" + base64Strip(h);
+    }
+    Fingerprint.isFingerprint = function(obj, ver) {
+      return utils.isCompatible(obj, Fingerprint, ver);
+    };
+    Fingerprint.prototype._sshpkApiVersion = [1, 2];
+    Fingerprint._oldVersionDetect = function(obj) {
+      assert2.func(obj.toString);
+      assert2.func(obj.matches);
+      return [1, 0];
+    };
+  }
+});
+
+// node_modules/sshpk/lib/key.js
+var require_key = __commonJS({
+  "node_modules/sshpk/lib/key.js"(exports2, module2) {
+    module2.exports = Key;
+    var assert2 = require_assert();
+    var algs = require_algs();
+    var crypto = require("crypto");
+    var Fingerprint = require_fingerprint();
+    var Signature = require_signature();
+    var DiffieHellman = require_dhe().DiffieHellman;
+    var errs = require_errors();
+    var utils = require_utils();
+    var PrivateKey = require_private_key();
+    var edCompat;
+    try {
+      edCompat = require_ed_compat();
+    } catch (e) {
+    }
+    var InvalidAlgorithmError = errs.InvalidAlgorithmError;
+    var KeyParseError = errs.KeyParseError;
+    var formats = {};
+    formats["auto"] = require_auto();
+    formats["pem"] = require_pem();
+    formats["pkcs1"] = require_pkcs1();
+    formats["pkcs8"] = require_pkcs8();
+    formats["rfc4253"] = require_rfc4253();
+    formats["ssh"] = require_ssh();
+    formats["ssh-private"] = require_ssh_private();
+    formats["openssh"] = formats["ssh-private"];
+    formats["dnssec"] = require_dnssec();
+    formats["putty"] = require_putty();
+    formats["ppk"] = formats["putty"];
+    function Key(opts) {
+      assert2.object(opts, "options");
+      assert2.arrayOfObject(opts.parts, "options.parts");
+      assert2.string(opts.type, "options.type");
+      assert2.optionalString(opts.comment, "options.comment");
+      var algInfo = algs.info[opts.type];
+      if (typeof algInfo !== "object")
+        throw new InvalidAlgorithmError(opts.type);
+      var partLookup = {};
+      for (var i = 0; i < opts.parts.length; ++i) {
+        var part = opts.parts[i];
+        partLookup[part.name] = part;
+      }
+      this.type = opts.type;
+      this.parts = opts.parts;
+      this.part = partLookup;
+      this.comment = void 0;
+      this.source = opts.source;
+      this._rfc4253Cache = opts._rfc4253Cache;
+      this._hashCache = {};
+      var sz;
+      this.curve = void 0;
+      if (this.type === "ecdsa") {
+        var curve = this.part.curve.data.toString();
+        this.curve = curve;
+        sz = algs.curves[curve].size;
+      } else if (this.type === "ed25519" || this.type === "curve25519") {
+        sz = 256;
+        this.curve = "curve25519";
+      } else {
+        var szPart = this.part[algInfo.sizePart];
+        sz = szPart.data.length;
+        sz = sz * 8 - utils.countZeros(szPart.data);
+      }
+      this.size = sz;
+    }
+    Key.formats = formats;
+    Key.prototype.toBuffer = function(format, options) {
+      if (format === void 0)
+        format = "ssh";
+      assert2.string(format, "format");
+      assert2.object(formats[format], "formats[format]");
+      assert2.optionalObject(options, "options");
+      if (format === "rfc4253") {
+        if (this._rfc4253Cache === void 0)
+          this._rfc4253Cache = formats["rfc4253"].write(this);
+        return this._rfc4253Cache;
+      }
+      return formats[format].write(this, options);
+    };
+    Key.prototype.toString = function(format, options) {
+      return this.toBuffer(format, options).toString();
+    };
+    Key.prototype.hash = function(algo, type) {
+      assert2.string(algo, "algorithm");
+      assert2.optionalString(type, "type");
+      if (type === void 0)
+        type = "ssh";
+      algo = algo.toLowerCase();
+      if (algs.hashAlgs[algo] === void 0)
+        throw new InvalidAlgorithmError(algo);
+      var cacheKey = algo + "||" + type;
+      if (this._hashCache[cacheKey])
+        return this._hashCache[cacheKey];
+      var buf;
+      if (type === "ssh") {
+        buf = this.toBuffer("rfc4253");
+      } else if (type === "spki") {
+        buf = formats.pkcs8.pkcs8ToBuffer(this);
+      } else {
+        throw new Error("Hash type " + type + " not supported");
+      }
+      var hash3 = crypto.createHash(algo).update(buf).digest();
+      this._hashCache[cacheKey] = hash3;
+      return hash3;
+    };
+    Key.prototype.fingerprint = function(algo, type) {
+      if (algo === void 0)
+        algo = "sha256";
+      if (type === void 0)
+        type = "ssh";
+      assert2.string(algo, "algorithm");
+      assert2.string(type, "type");
+      var opts = {
+        type: "key",
+        hash: this.hash(algo, type),
+        algorithm: algo,
+        hashType: type
+      };
+      return new Fingerprint(opts);
+    };
+    Key.prototype.defaultHashAlgorithm = function() {
+      var hashAlgo = "sha1";
+      if (this.type === "rsa")
+        hashAlgo = "sha256";
+      if (this.type === "dsa" && this.size > 1024)
+        hashAlgo = "sha256";
+      if (this.type === "ed25519")
+        hashAlgo = "sha512";
+      if (this.type === "ecdsa") {
+        if (this.size <= 256)
+          hashAlgo = "sha256";
+        else if (this.size <= 384)
+          hashAlgo = "sha384";
+        else
+          hashAlgo = "sha512";
+      }
+      return hashAlgo;
+    };
+    Key.prototype.createVerify = function(hashAlgo) {
+      if (hashAlgo === void 0)
+        hashAlgo = this.defaultHashAlgorithm();
+      assert2.string(hashAlgo, "hash algorithm");
+      if (this.type === "ed25519" && edCompat !== void 0)
+        return new edCompat.Verifier(this, hashAlgo);
+      if (this.type === "curve25519")
+        throw new Error("Curve25519 keys are not suitable for signing or verification");
+      var v, nm, err;
+      try {
+        nm = hashAlgo.toUpperCase();
+        v = crypto.createVerify(nm);
+      } catch (e) {
+        err = e;
+      }
+      if (v === void 0 || err instanceof Error && err.message.match(/Unknown message digest/)) {
+        nm = "RSA-";
+        nm += hashAlgo.toUpperCase();
+        v = crypto.createVerify(nm);
+      }
+      assert2.ok(v, "failed to create verifier");
+      var oldVerify = v.verify.bind(v);
+      var key = this.toBuffer("pkcs8");
+      var curve = this.curve;
+      var self2 = this;
+      v.verify = function(signature, fmt) {
+        if (Signature.isSignature(signature, [2, 0])) {
+          if (signature.type !== self2.type)
+            return false;
+          if (signature.hashAlgorithm && signature.hashAlgorithm !== hashAlgo)
+            return false;
+          if (signature.curve && self2.type === "ecdsa" && signature.curve !== curve)
+            return false;
+          return oldVerify(key, signature.toBuffer("asn1"));
+        } else if (typeof signature === "string" || Buffer.isBuffer(signature)) {
+          return oldVerify(key, signature, fmt);
+        } else if (Signature.isSignature(signature, [1, 0])) {
+          throw new Error("signature was created by too old a version of sshpk and cannot be verified");
+        } else {
+          throw new TypeError("signature must be a string, Buffer, or Signature object");
+        }
+      };
+      return v;
+    };
+    Key.prototype.createDiffieHellman = function() {
+      if (this.type === "rsa")
+        throw new Error("RSA keys do not support Diffie-Hellman");
+      return new DiffieHellman(this);
+    };
+    Key.prototype.createDH = Key.prototype.createDiffieHellman;
+    Key.parse = function(data, format, options) {
+      if (typeof data !== "string")
+        assert2.buffer(data, "data");
+      if (format === void 0)
+        format = "auto";
+      assert2.string(format, "format");
+      if (typeof options === "string")
+        options = { filename: options };
+      assert2.optionalObject(options, "options");
+      if (options === void 0)
+        options = {};
+      assert2.optionalString(options.filename, "options.filename");
+      if (options.filename === void 0)
+        options.filename = "(unnamed)";
+      assert2.object(formats[format], "formats[format]");
+      try {
+        var k = formats[format].read(data, options);
+        if (k instanceof PrivateKey)
+          k = k.toPublic();
+        if (!k.comment)
+          k.comment = options.filename;
+        return k;
+      } catch (e) {
+        if (e.name === "KeyEncryptedError")
+          throw e;
+        throw new KeyParseError(options.filename, format, e);
+      }
+    };
+    Key.isKey = function(obj, ver) {
+      return utils.isCompatible(obj, Key, ver);
+    };
+    Key.prototype._sshpkApiVersion = [1, 7];
+    Key._oldVersionDetect = function(obj) {
+      assert2.func(obj.toBuffer);
+      assert2.func(obj.fingerprint);
+      if (obj.createDH)
+        return [1, 4];
+      if (obj.defaultHashAlgorithm)
+        return [1, 3];
+      if (obj.formats["auto"])
+        return [1, 2];
+      if (obj.formats["pkcs1"])
+        return [1, 1];
+      return [1, 0];
+    };
+  }
+});
+
+// node_modules/sshpk/lib/index.js
+var require_lib2 = __commonJS({
+  "node_modules/sshpk/lib/index.js"(exports2, module2) {
+    var Key = require_key();
+    var Fingerprint = require_fingerprint();
+    var Signature = require_signature();
+    var PrivateKey = require_private_key();
+    var Certificate = require_certificate();
+    var Identity = require_identity();
+    var errs = require_errors();
+    module2.exports = {
+      /* top-level classes */
+      Key,
+      parseKey: Key.parse,
+      Fingerprint,
+      parseFingerprint: Fingerprint.parse,
+      Signature,
+      parseSignature: Signature.parse,
+      PrivateKey,
+      parsePrivateKey: PrivateKey.parse,
+      generatePrivateKey: PrivateKey.generate,
+      Certificate,
+      parseCertificate: Certificate.parse,
+      createSelfSignedCertificate: Certificate.createSelfSigned,
+      createCertificate: Certificate.create,
+      Identity,
+      identityFromDN: Identity.parseDN,
+      identityForHost: Identity.forHost,
+      identityForUser: Identity.forUser,
+      identityForEmail: Identity.forEmail,
+      identityFromArray: Identity.fromArray,
+      /* errors */
+      FingerprintFormatError: errs.FingerprintFormatError,
+      InvalidAlgorithmError: errs.InvalidAlgorithmError,
+      KeyParseError: errs.KeyParseError,
+      SignatureParseError: errs.SignatureParseError,
+      KeyEncryptedError: errs.KeyEncryptedError,
+      CertificateParseError: errs.CertificateParseError
+    };
+  }
+});
+
 // node_modules/pg-protocol/dist/buffer-writer.js
 var require_buffer_writer = __commonJS({
   "node_modules/pg-protocol/dist/buffer-writer.js"(exports2) {
@@ -4603,7 +16468,7 @@ var require_md5 = __commonJS({
 });
 
 // node_modules/node-forge/lib/pem.js
-var require_pem = __commonJS({
+var require_pem2 = __commonJS({
   "node_modules/node-forge/lib/pem.js"(exports2, module2) {
     var forge2 = require_forge();
     require_util();
@@ -4821,11 +16686,11 @@ var require_pem = __commonJS({
             if (label === null) {
               continue;
             }
-            var q = begin + 16 + label.length;
-            var bodyEnd = indexOfRegex(rNotBody, q);
+            var q2 = begin + 16 + label.length;
+            var bodyEnd = indexOfRegex(rNotBody, q2);
             var bodyEndOk = str.substr(bodyEnd, 9) === "-----END " && labelAt(bodyEnd + 9) === label;
-            if (q > headerEnd) {
-              headerEnd = indexOfRegex(rNotHeader, q);
+            if (q2 > headerEnd) {
+              headerEnd = indexOfRegex(rNotHeader, q2);
             }
             var later = null;
             var list = ends["$" + label];
@@ -4843,15 +16708,15 @@ var require_pem = __commonJS({
               later = list[lo] || null;
             }
             var starts = [];
-            if (str.charAt(q) === "\r") {
-              if (str.charAt(q + 1) === "\n") {
-                starts.push(q + 2);
+            if (str.charAt(q2) === "\r") {
+              if (str.charAt(q2 + 1) === "\n") {
+                starts.push(q2 + 2);
               }
-              starts.push(q + 1);
-            } else if (str.charAt(q) === "\n") {
-              starts.push(q + 1);
+              starts.push(q2 + 1);
+            } else if (str.charAt(q2) === "\n") {
+              starts.push(q2 + 1);
             }
-            starts.push(q);
+            starts.push(q2);
             for (var i = 0; i < starts.length; ++i) {
               var t = starts[i];
               var blank2 = bodyEndOk ? firstBlankLine(t + 1, bodyEnd) : -1;
@@ -6284,7 +18149,7 @@ var require_rc2 = __commonJS({
 });
 
 // node_modules/node-forge/lib/jsbn.js
-var require_jsbn = __commonJS({
+var require_jsbn2 = __commonJS({
   "node_modules/node-forge/lib/jsbn.js"(exports2, module2) {
     var forge2 = require_forge();
     module2.exports = forge2.jsbn = forge2.jsbn || {};
@@ -6610,12 +18475,12 @@ var require_jsbn = __commonJS({
       r.s = 0;
       r.clamp();
     }
-    function bnpDivRemTo(m, q, r) {
+    function bnpDivRemTo(m, q2, r) {
       var pm = m.abs();
       if (pm.t <= 0) return;
       var pt = this.abs();
       if (pt.t < pm.t) {
-        if (q != null) q.fromInt(0);
+        if (q2 != null) q2.fromInt(0);
         if (r != null) this.copyTo(r);
         return;
       }
@@ -6634,7 +18499,7 @@ var require_jsbn = __commonJS({
       if (y0 == 0) return;
       var yt = y0 * (1 << this.F1) + (ys > 1 ? y.data[ys - 2] >> this.F2 : 0);
       var d1 = this.FV / yt, d2 = (1 << this.F1) / yt, e = 1 << this.F2;
-      var i = r.t, j = i - ys, t = q == null ? nbi() : q;
+      var i = r.t, j = i - ys, t = q2 == null ? nbi() : q2;
       y.dlShiftTo(j, t);
       if (r.compareTo(t) >= 0) {
         r.data[r.t++] = 1;
@@ -6651,9 +18516,9 @@ var require_jsbn = __commonJS({
           while (r.data[i] < --qd) r.subTo(t, r);
         }
       }
-      if (q != null) {
-        r.drShiftTo(ys, q);
-        if (ts != ms) BigInteger.ZERO.subTo(q, q);
+      if (q2 != null) {
+        r.drShiftTo(ys, q2);
+        if (ts != ms) BigInteger.ZERO.subTo(q2, q2);
       }
       r.t = ys;
       r.clamp();
@@ -7110,9 +18975,9 @@ var require_jsbn = __commonJS({
       return r;
     }
     function bnDivideAndRemainder(a) {
-      var q = nbi(), r = nbi();
-      this.divRemTo(a, q, r);
-      return new Array(q, r);
+      var q2 = nbi(), r = nbi();
+      this.divRemTo(a, q2, r);
+      return new Array(q2, r);
     }
     function bnpDMultiply(n) {
       this.data[this.t] = this.am(0, n - 1, this, 0, 0, this.t);
@@ -7668,7 +19533,7 @@ var require_sha1 = __commonJS({
 });
 
 // node_modules/node-forge/lib/pkcs1.js
-var require_pkcs1 = __commonJS({
+var require_pkcs12 = __commonJS({
   "node_modules/node-forge/lib/pkcs1.js"(exports2, module2) {
     var forge2 = require_forge();
     require_util();
@@ -7824,7 +19689,7 @@ var require_prime = __commonJS({
   "node_modules/node-forge/lib/prime.js"(exports2, module2) {
     var forge2 = require_forge();
     require_util();
-    require_jsbn();
+    require_jsbn2();
     require_random();
     (function() {
       if (forge2.prime) {
@@ -7986,9 +19851,9 @@ var require_rsa = __commonJS({
   "node_modules/node-forge/lib/rsa.js"(exports2, module2) {
     var forge2 = require_forge();
     require_asn1();
-    require_jsbn();
+    require_jsbn2();
     require_oids();
-    require_pkcs1();
+    require_pkcs12();
     require_prime();
     require_random();
     require_util();
@@ -8762,13 +20627,13 @@ var require_rsa = __commonJS({
       };
       return key;
     };
-    pki.setRsaPrivateKey = pki.rsa.setPrivateKey = function(n, e, d, p, q, dP, dQ, qInv) {
+    pki.setRsaPrivateKey = pki.rsa.setPrivateKey = function(n, e, d, p, q2, dP, dQ, qInv) {
       var key = {
         n,
         e,
         d,
         p,
-        q,
+        q: q2,
         dP,
         dQ,
         qInv
@@ -8857,12 +20722,12 @@ var require_rsa = __commonJS({
         error62.errors = errors;
         throw error62;
       }
-      var n, e, d, p, q, dP, dQ, qInv;
+      var n, e, d, p, q2, dP, dQ, qInv;
       n = forge2.util.createBuffer(capture.privateKeyModulus).toHex();
       e = forge2.util.createBuffer(capture.privateKeyPublicExponent).toHex();
       d = forge2.util.createBuffer(capture.privateKeyPrivateExponent).toHex();
       p = forge2.util.createBuffer(capture.privateKeyPrime1).toHex();
-      q = forge2.util.createBuffer(capture.privateKeyPrime2).toHex();
+      q2 = forge2.util.createBuffer(capture.privateKeyPrime2).toHex();
       dP = forge2.util.createBuffer(capture.privateKeyExponent1).toHex();
       dQ = forge2.util.createBuffer(capture.privateKeyExponent2).toHex();
       qInv = forge2.util.createBuffer(capture.privateKeyCoefficient).toHex();
@@ -8871,7 +20736,7 @@ var require_rsa = __commonJS({
         new BigInteger(e, 16),
         new BigInteger(d, 16),
         new BigInteger(p, 16),
-        new BigInteger(q, 16),
+        new BigInteger(q2, 16),
         new BigInteger(dP, 16),
         new BigInteger(dQ, 16),
         new BigInteger(qInv, 16)
@@ -9234,7 +21099,7 @@ var require_pbe = __commonJS({
     require_md();
     require_oids();
     require_pbkdf2();
-    require_pem();
+    require_pem2();
     require_random();
     require_rc2();
     require_rsa();
@@ -10470,7 +22335,7 @@ var require_pss = __commonJS({
 });
 
 // node_modules/node-forge/lib/x509.js
-var require_x509 = __commonJS({
+var require_x5092 = __commonJS({
   "node_modules/node-forge/lib/x509.js"(exports2, module2) {
     var forge2 = require_forge();
     require_aes();
@@ -10479,7 +22344,7 @@ var require_x509 = __commonJS({
     require_md();
     require_mgf();
     require_oids();
-    require_pem();
+    require_pem2();
     require_pss();
     require_rsa();
     require_util();
@@ -13075,7 +24940,7 @@ var require_x509 = __commonJS({
 });
 
 // node_modules/node-forge/lib/pkcs12.js
-var require_pkcs12 = __commonJS({
+var require_pkcs122 = __commonJS({
   "node_modules/node-forge/lib/pkcs12.js"(exports2, module2) {
     var forge2 = require_forge();
     require_asn1();
@@ -13087,7 +24952,7 @@ var require_pkcs12 = __commonJS({
     require_rsa();
     require_sha1();
     require_util();
-    require_x509();
+    require_x5092();
     var asn1 = forge2.asn1;
     var pki = forge2.pki;
     var p12 = module2.exports = forge2.pkcs12 = forge2.pkcs12 || {};
@@ -13947,13 +25812,13 @@ var require_pki = __commonJS({
     require_asn1();
     require_oids();
     require_pbe();
-    require_pem();
+    require_pem2();
     require_pbkdf2();
-    require_pkcs12();
+    require_pkcs122();
     require_pss();
     require_rsa();
     require_util();
-    require_x509();
+    require_x5092();
     var asn1 = forge2.asn1;
     var pki = module2.exports = forge2.pki = forge2.pki || {};
     pki.pemToDer = function(pem) {
@@ -14000,7 +25865,7 @@ var require_tls = __commonJS({
     require_asn1();
     require_hmac();
     require_md5();
-    require_pem();
+    require_pem2();
     require_pki();
     require_random();
     require_sha1();
@@ -16709,7 +28574,7 @@ var require_asn1_validator = __commonJS({
 var require_ed25519 = __commonJS({
   "node_modules/node-forge/lib/ed25519.js"(exports2, module2) {
     var forge2 = require_forge();
-    require_jsbn();
+    require_jsbn2();
     require_random();
     require_sha512();
     require_util();
@@ -17106,15 +28971,15 @@ var require_ed25519 = __commonJS({
     function crypto_sign_open(m, sm, n, pk) {
       var i, mlen;
       var t = new NativeBuffer(32);
-      var p = [gf(), gf(), gf(), gf()], q = [gf(), gf(), gf(), gf()];
+      var p = [gf(), gf(), gf(), gf()], q2 = [gf(), gf(), gf(), gf()];
       mlen = -1;
       if (n < 64) {
         return -1;
       }
-      if (unpackneg(q, pk)) {
+      if (unpackneg(q2, pk)) {
         return -1;
       }
-      if (_isSmallOrder(q)) {
+      if (_isSmallOrder(q2)) {
         return -1;
       }
       if (!_isCanonicalSignatureScalar(sm, 32)) {
@@ -17128,9 +28993,9 @@ var require_ed25519 = __commonJS({
       }
       var h = sha512(m, n);
       reduce(h);
-      scalarmult(p, q, h);
-      scalarbase(q, sm.subarray(32));
-      add(p, q);
+      scalarmult(p, q2, h);
+      scalarbase(q2, sm.subarray(32));
+      add(p, q2);
       pack(t, p);
       n -= 64;
       if (crypto_verify_32(sm, 0, t, 0)) {
@@ -17209,17 +29074,17 @@ var require_ed25519 = __commonJS({
       }
       modL(r, x);
     }
-    function add(p, q) {
+    function add(p, q2) {
       var a = gf(), b = gf(), c = gf(), d = gf(), e = gf(), f = gf(), g = gf(), h = gf(), t = gf();
       Z(a, p[1], p[0]);
-      Z(t, q[1], q[0]);
+      Z(t, q2[1], q2[0]);
       M(a, a, t);
       A(b, p[0], p[1]);
-      A(t, q[0], q[1]);
+      A(t, q2[0], q2[1]);
       M(b, b, t);
-      M(c, p[3], q[3]);
+      M(c, p[3], q2[3]);
       M(c, c, D2);
-      M(d, p[2], q[2]);
+      M(d, p[2], q2[2]);
       A(d, d, d);
       Z(e, b, a);
       Z(f, d, c);
@@ -17230,9 +29095,9 @@ var require_ed25519 = __commonJS({
       M(p[2], g, f);
       M(p[3], e, h);
     }
-    function cswap(p, q, b) {
+    function cswap(p, q2, b) {
       for (var i = 0; i < 4; ++i) {
-        sel25519(p[i], q[i], b);
+        sel25519(p[i], q2[i], b);
       }
     }
     function pack(r, p) {
@@ -17347,7 +29212,7 @@ var require_ed25519 = __commonJS({
       pack25519(d, a);
       return d[0] & 1;
     }
-    function scalarmult(p, q, s) {
+    function scalarmult(p, q2, s) {
       var b, i;
       set25519(p[0], gf0);
       set25519(p[1], gf1);
@@ -17355,19 +29220,19 @@ var require_ed25519 = __commonJS({
       set25519(p[3], gf0);
       for (i = 255; i >= 0; --i) {
         b = s[i / 8 | 0] >> (i & 7) & 1;
-        cswap(p, q, b);
-        add(q, p);
+        cswap(p, q2, b);
+        add(q2, p);
         add(p, p);
-        cswap(p, q, b);
+        cswap(p, q2, b);
       }
     }
     function scalarbase(p, s) {
-      var q = [gf(), gf(), gf(), gf()];
-      set25519(q[0], X);
-      set25519(q[1], Y);
-      set25519(q[2], gf1);
-      M(q[3], X, Y);
-      scalarmult(p, q, s);
+      var q2 = [gf(), gf(), gf(), gf()];
+      set25519(q2[0], X);
+      set25519(q2[1], Y);
+      set25519(q2[2], gf1);
+      M(q2[3], X, Y);
+      scalarmult(p, q2, s);
     }
     function set25519(r, a) {
       var i;
@@ -17400,12 +29265,12 @@ var require_ed25519 = __commonJS({
       }
       o[0] += c - 1 + 37 * (c - 1);
     }
-    function sel25519(p, q, b) {
+    function sel25519(p, q2, b) {
       var t, c = ~(b - 1);
       for (var i = 0; i < 16; ++i) {
-        t = c & (p[i] ^ q[i]);
+        t = c & (p[i] ^ q2[i]);
         p[i] ^= t;
-        q[i] ^= t;
+        q2[i] ^= t;
       }
     }
     function gf(init) {
@@ -17845,7 +29710,7 @@ var require_kem = __commonJS({
     var forge2 = require_forge();
     require_util();
     require_random();
-    require_jsbn();
+    require_jsbn2();
     module2.exports = forge2.kem = forge2.kem || {};
     var BigInteger = forge2.jsbn.BigInteger;
     forge2.kem.rsa = {};
@@ -18096,11 +29961,11 @@ var require_pkcs7 = __commonJS({
     require_asn1();
     require_des();
     require_oids();
-    require_pem();
+    require_pem2();
     require_pkcs7asn1();
     require_random();
     require_util();
-    require_x509();
+    require_x5092();
     var asn1 = forge2.asn1;
     var p7 = module2.exports = forge2.pkcs7 = forge2.pkcs7 || {};
     p7.messageFromPem = function(pem) {
@@ -19078,7 +30943,7 @@ var require_pkcs7 = __commonJS({
 });
 
 // node_modules/node-forge/lib/ssh.js
-var require_ssh = __commonJS({
+var require_ssh2 = __commonJS({
   "node_modules/node-forge/lib/ssh.js"(exports2, module2) {
     var forge2 = require_forge();
     require_aes();
@@ -19214,7 +31079,7 @@ var require_ssh = __commonJS({
 });
 
 // node_modules/node-forge/lib/index.js
-var require_lib = __commonJS({
+var require_lib3 = __commonJS({
   "node_modules/node-forge/lib/index.js"(exports2, module2) {
     module2.exports = require_forge();
     require_aes();
@@ -19229,9 +31094,9 @@ var require_lib = __commonJS({
     require_md_all();
     require_mgf1();
     require_pbkdf2();
-    require_pem();
-    require_pkcs1();
+    require_pem2();
     require_pkcs12();
+    require_pkcs122();
     require_pkcs7();
     require_pki();
     require_prime();
@@ -19239,7 +31104,7 @@ var require_lib = __commonJS({
     require_pss();
     require_random();
     require_rc2();
-    require_ssh();
+    require_ssh2();
     require_tls();
     require_util();
   }
@@ -22767,6 +34632,9 @@ var ERROR_CODES = {
   CIPORT_E_UPSTREAM_UNREACHABLE: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_UPSTREAM_AUTH: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_HTTP_UPSTREAM: { exit: ExitCode.unreachable, http: 502 },
+  // issue 15: what the exit signs with its own AWS credentials (aws_sigv4, aws_rds_iam)
+  CIPORT_E_AWS_CREDENTIALS_UNAVAILABLE: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_AWS_SIGV4_BODY_TOO_LARGE: { exit: ExitCode.usage, http: 413 },
   CIPORT_E_PROTOCOL_NOT_IMPLEMENTED: { exit: ExitCode.usage, http: 501 },
   CIPORT_E_PG_AUTH: { exit: ExitCode.tokenRejected, http: 401 },
   CIPORT_E_REDIS_AUTH: { exit: ExitCode.tokenRejected, http: 401 },
@@ -22785,6 +34653,9 @@ var ERROR_CODES = {
   CIPORT_E_VAULT_UNREACHABLE: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_VAULT_REFUSED: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_VAULT_LEASE_REVOKE_FAILED: { exit: ExitCode.unreachable, http: 502 },
+  // ssh targets (docs/ssh.md): the user CA, and a certificate the gateway will not sign
+  CIPORT_E_SSH_CA_INVALID: usage,
+  CIPORT_E_SSH_CERTIFICATE_REFUSED: { exit: ExitCode.denied, http: 403 },
   // Retryable: no agent serving the target is connected right now (a restart, a partition).
   CIPORT_E_NO_AGENT: { exit: ExitCode.unreachable, http: 503 },
   CIPORT_E_AGENT_UNAUTHORIZED: { exit: ExitCode.tokenRejected, http: 401 },
@@ -23129,7 +35000,8 @@ var SCHEMES = {
   mysql: "mysql",
   redis: "redis",
   http: "http",
-  tcp: "tcp"
+  tcp: "tcp",
+  ssh: "ssh"
 };
 function envName(target) {
   return target.toUpperCase().replace(/[^A-Z0-9]/g, "_");
@@ -23181,7 +35053,13 @@ function exportedEnv(targets) {
   const redisPassword = redis.find((t) => t.credentials)?.credentials?.password;
   if (redisPassword) env.REDISCLI_AUTH = redisPassword;
   if (redis.length === 1 && redis[0]) env.REDIS_URL = targetUrl(redis[0]);
+  const ssh = targets.filter((t) => t.sshConfig);
+  for (const t of ssh) env[`CIPORT_${envName(t.name)}_SSH_CONFIG`] = t.sshConfig;
+  if (ssh.length === 1 && ssh[0]) env.GIT_SSH_COMMAND = `ssh -F ${shellQuote2(ssh[0].sshConfig)}`;
   return env;
+}
+function shellQuote2(text) {
+  return `'${text.replace(/'/g, `'\\''`)}'`;
 }
 function credentialKeys(targets) {
   const keys = targets.filter((t) => t.credentials).map((t) => `CIPORT_${envName(t.name)}_URL`);
@@ -43755,7 +55633,7 @@ function date4(params) {
 }
 
 // src/client/session.ts
-var PROTOCOLS = ["postgres", "mysql", "redis", "http", "tcp"];
+var PROTOCOLS = ["postgres", "mysql", "redis", "http", "tcp", "ssh"];
 var credentialSchema = external_exports.looseObject({ user: external_exports.string().min(1), password: external_exports.string().min(1) });
 var targetSchema = external_exports.looseObject({
   name: external_exports.string().min(1),
@@ -43955,6 +55833,22 @@ var PortSession = class _PortSession {
     return this.#ended;
   }
   /**
+   * An SSH certificate for `publicKey` on an ssh target (docs/ssh.md): the gateway signs it for
+   * this session and says how to verify the host. Errors throw with the gateway's code.
+   */
+  async sshCertificate(target, publicKey) {
+    const res = await this.#gateway.api(
+      "POST",
+      `/v1/sessions/${encodeURIComponent(this.id)}/ssh-certificate`,
+      {
+        bearer: this.#secret,
+        body: { target, public_key: publicKey },
+        timeoutMs: 15e3
+      }
+    );
+    return res.body;
+  }
+  /**
    * DELETE the session. Resolves with how it ended: `client_end`, or the earlier end the gateway
    * recorded (revoked, expired…) when it was over already. Unreachable throws.
    */
@@ -44088,6 +55982,110 @@ var Heartbeat = class {
     }
   }
 };
+
+// src/client/ssh.ts
+var import_node_fs6 = require("node:fs");
+var import_node_os4 = require("node:os");
+var import_node_path4 = require("node:path");
+
+// src/credentials/ssh-keys.ts
+var import_node_crypto2 = require("node:crypto");
+var import_sshpk = __toESM(require_lib2(), 1);
+function publicKeyLine(key) {
+  return key.toString("ssh").split(" ").slice(0, 2).join(" ");
+}
+function generateEd25519(comment) {
+  const { privateKey } = (0, import_node_crypto2.generateKeyPairSync)("ed25519");
+  const key = import_sshpk.default.parsePrivateKey(privateKey.export({ type: "pkcs8", format: "pem" }), "pkcs8");
+  key.comment = comment;
+  return { privateOpenssh: key.toString("openssh"), publicLine: publicKeyLine(key.toPublic()) };
+}
+
+// src/client/ssh.ts
+var certificateSchema = external_exports.looseObject({
+  certificate: external_exports.string().regex(/^[a-z0-9-]+-cert-v01@openssh\.com [A-Za-z0-9+/=]+$/),
+  principals: external_exports.array(external_exports.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$/)).min(1),
+  host_key_alias: external_exports.string().regex(/^[A-Za-z0-9_.:-]{1,253}$/),
+  host_keys: external_exports.array(external_exports.string().regex(/^[a-z0-9@.-]+ [A-Za-z0-9+/=]+( .*)?$/)).optional(),
+  host_ca: external_exports.string().regex(/^[a-z0-9@.-]+ [A-Za-z0-9+/=]+( .*)?$/).optional(),
+  valid_before: external_exports.string()
+});
+function quoted(path) {
+  if (/["\n]/.test(path)) throw new CiportError("CIPORT_E_USAGE", `unusable path for ssh_config: ${path}`);
+  return `"${path}"`;
+}
+function keyPart(line2) {
+  return line2.trim().split(/\s+/).slice(0, 2).join(" ");
+}
+async function writeSshFiles(session, targets) {
+  const dir = (0, import_node_fs6.mkdtempSync)((0, import_node_path4.join)((0, import_node_os4.tmpdir)(), "ciport-ssh-"));
+  let removed = false;
+  const remove = () => {
+    if (removed) return;
+    removed = true;
+    (0, import_node_fs6.rmSync)(dir, { recursive: true, force: true });
+  };
+  const configs = /* @__PURE__ */ new Map();
+  try {
+    for (const t of targets) {
+      const key = generateEd25519(`ciport-${session.id}-${t.name}`);
+      const raw = await session.sshCertificate(t.name, key.publicLine);
+      const parsed = certificateSchema.safeParse(raw);
+      if (!parsed.success) {
+        throw new CiportError(
+          "CIPORT_E_GATEWAY_RESPONSE",
+          `the gateway's SSH certificate answer for ${t.name} is unusable (${parsed.error.issues[0]?.message ?? "invalid"})`
+        );
+      }
+      const cert = parsed.data;
+      const base = (0, import_node_path4.join)(dir, t.name);
+      const file2 = (path, text) => (0, import_node_fs6.writeFileSync)(path, text, { mode: 384, flag: "wx" });
+      file2(base, key.privateOpenssh);
+      file2(`${base}-cert.pub`, `${cert.certificate}
+`);
+      const alias = cert.host_key_alias;
+      const known = cert.host_ca ? [`@cert-authority ${alias} ${keyPart(cert.host_ca)}`] : (cert.host_keys ?? []).map((k) => `${alias} ${keyPart(k)}`);
+      if (known.length === 0)
+        throw new CiportError("CIPORT_E_GATEWAY_RESPONSE", `no host key or host CA for ${t.name}`);
+      file2(`${base}.known_hosts`, `${known.join("\n")}
+`);
+      const config2 = [
+        `# ciport session ${session.id}: ${t.name} through 127.0.0.1:${t.port}, certificate valid until ${cert.valid_before}`,
+        `Host ${t.name}`,
+        "  HostName 127.0.0.1",
+        `  Port ${t.port}`,
+        `  User ${cert.principals[0]}`,
+        `  IdentityFile ${quoted(base)}`,
+        `  CertificateFile ${quoted(`${base}-cert.pub`)}`,
+        "  IdentitiesOnly yes",
+        "  IdentityAgent none",
+        "  PubkeyAuthentication yes",
+        "  PasswordAuthentication no",
+        "  KbdInteractiveAuthentication no",
+        "  BatchMode yes",
+        `  UserKnownHostsFile ${quoted(`${base}.known_hosts`)}`,
+        "  GlobalKnownHostsFile /dev/null",
+        `  HostKeyAlias ${alias}`,
+        "  StrictHostKeyChecking yes",
+        "  CheckHostIP no",
+        "  UpdateHostKeys no",
+        "  ForwardAgent no",
+        // Keeps a quiet session (a long remote command) from the gateway's idle timeout.
+        "  ServerAliveInterval 30",
+        "  ControlMaster no",
+        "  ControlPath none",
+        ""
+      ].join("\n");
+      const configPath = (0, import_node_path4.join)(dir, `${t.name}.config`);
+      file2(configPath, config2);
+      configs.set(t.name, configPath);
+    }
+  } catch (err) {
+    remove();
+    throw err;
+  }
+  return { dir, configs, remove };
+}
 
 // src/client/tunnel.ts
 var import_node_http24 = require("node:http2");
@@ -44752,11 +56750,11 @@ function encodeConnectFrame(request) {
 }
 
 // src/exits/mysql/auth.ts
-var import_node_crypto2 = require("node:crypto");
+var import_node_crypto3 = require("node:crypto");
 var NATIVE = "mysql_native_password";
 var CACHING_SHA2 = "caching_sha2_password";
 var hash2 = (alg, ...parts) => {
-  const h = (0, import_node_crypto2.createHash)(alg);
+  const h = (0, import_node_crypto3.createHash)(alg);
   for (const p of parts) h.update(p);
   return h.digest();
 };
@@ -44766,7 +56764,7 @@ function xor2(a, b) {
   return out;
 }
 function makeNonce() {
-  const b = (0, import_node_crypto2.randomBytes)(20);
+  const b = (0, import_node_crypto3.randomBytes)(20);
   for (let i = 0; i < b.length; i++) b[i] = b[i] % 94 + 33;
   return b;
 }
@@ -44783,7 +56781,7 @@ function cachingSha2Token(password, nonce) {
 function verifyToken(plugin, password, nonce, token2) {
   const expected = plugin === NATIVE ? nativeToken(password, nonce) : plugin === CACHING_SHA2 ? cachingSha2Token(password, nonce) : void 0;
   if (!expected || expected.length === 0 || expected.length !== token2.length) return false;
-  return (0, import_node_crypto2.timingSafeEqual)(expected, token2);
+  return (0, import_node_crypto3.timingSafeEqual)(expected, token2);
 }
 var ED25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
 
@@ -45907,24 +57905,24 @@ function sendErrorAndClose2(stream, err, graceMs = 5e3) {
 }
 
 // src/exits/postgres/frontend.ts
-var import_node_crypto4 = require("node:crypto");
+var import_node_crypto5 = require("node:crypto");
 
 // src/exits/postgres/scram.ts
-var import_node_crypto3 = require("node:crypto");
-var import_node_forge = __toESM(require_lib(), 1);
+var import_node_crypto4 = require("node:crypto");
+var import_node_forge = __toESM(require_lib3(), 1);
 var SCRAM = "SCRAM-SHA-256";
 var DEFAULT_ITERATIONS = 4096;
 var ScramError = class extends Error {
 };
-var sha256 = (data) => (0, import_node_crypto3.createHash)("sha256").update(data).digest();
-var hmac = (key, data) => (0, import_node_crypto3.createHmac)("sha256", key).update(data).digest();
+var sha256 = (data) => (0, import_node_crypto4.createHash)("sha256").update(data).digest();
+var hmac = (key, data) => (0, import_node_crypto4.createHmac)("sha256", key).update(data).digest();
 function xor3(a, b) {
   const out = Buffer.allocUnsafe(a.length);
   for (let i = 0; i < a.length; i++) out[i] = a[i] ^ b[i];
   return out;
 }
 function equal(a, b) {
-  return a.length === b.length && (0, import_node_crypto3.timingSafeEqual)(a, b);
+  return a.length === b.length && (0, import_node_crypto4.timingSafeEqual)(a, b);
 }
 var NONCE_RE = /^[\x21-\x2b\x2d-\x7e]+$/;
 function attributes(message) {
@@ -46008,7 +58006,7 @@ var Lru = class {
 var saltedCache = new Lru(256);
 var cacheStats = { hits: 0, misses: 0 };
 function saltedPassword(password, salt, iterations) {
-  const key = (0, import_node_crypto3.createHash)("sha256").update(`${iterations}\0${salt.toString("base64")}\0`).update(password).digest("base64");
+  const key = (0, import_node_crypto4.createHash)("sha256").update(`${iterations}\0${salt.toString("base64")}\0`).update(password).digest("base64");
   const hit = saltedCache.get(key);
   if (hit) {
     cacheStats.hits++;
@@ -46016,7 +58014,7 @@ function saltedPassword(password, salt, iterations) {
   }
   cacheStats.misses++;
   const derived2 = new Promise((resolve3, reject) => {
-    (0, import_node_crypto3.pbkdf2)(
+    (0, import_node_crypto4.pbkdf2)(
       saslPrep(password),
       salt,
       iterations,
@@ -46030,7 +58028,7 @@ function saltedPassword(password, salt, iterations) {
   return derived2;
 }
 async function makeScramVerifier(password, options = {}) {
-  const salt = options.salt ?? (0, import_node_crypto3.randomBytes)(16);
+  const salt = options.salt ?? (0, import_node_crypto4.randomBytes)(16);
   const iterations = options.iterations ?? DEFAULT_ITERATIONS;
   const salted = await saltedPassword(password, salt, iterations);
   return {
@@ -46049,7 +58047,7 @@ var ScramServer = class {
   #nonce = "";
   constructor(verifier, options = {}) {
     this.#verifier = verifier;
-    this.#serverNonce = options.nonce ?? (0, import_node_crypto3.randomBytes)(18).toString("base64");
+    this.#serverNonce = options.nonce ?? (0, import_node_crypto4.randomBytes)(18).toString("base64");
   }
   /** Take the client-first-message, answer the server-first-message. */
   serverFirst(clientFirst) {
@@ -46097,7 +58095,7 @@ var ScramServer = class {
 var MAX_AUTH_MESSAGE = 4096;
 var verifiers = /* @__PURE__ */ new Map();
 function verifierFor(password, iterations) {
-  const key = (0, import_node_crypto4.createHash)("sha256").update(`${iterations}\0`).update(password).digest("base64");
+  const key = (0, import_node_crypto5.createHash)("sha256").update(`${iterations}\0`).update(password).digest("base64");
   let v = verifiers.get(key);
   if (!v) {
     v = makeScramVerifier(password, { iterations });
@@ -46462,7 +58460,7 @@ function withTimeout2(opening, ms) {
 }
 
 // src/exits/redis/client.ts
-var import_node_crypto5 = require("node:crypto");
+var import_node_crypto6 = require("node:crypto");
 
 // src/exits/redis/resp.ts
 function redisCommand(...args) {
@@ -46550,12 +58548,12 @@ var NOAUTH = "NOAUTH Authentication required.";
 var HELLO_NOAUTH = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
 var WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled. (ciport: the one-time password of this port is in REDISCLI_AUTH and CIPORT_<TARGET>_URL)";
 function digest(bytes) {
-  return (0, import_node_crypto5.createHash)("sha256").update(bytes).digest();
+  return (0, import_node_crypto6.createHash)("sha256").update(bytes).digest();
 }
 function passwordMatches(user, given, expected) {
   if (!given) return false;
   const okUser = user === void 0 || user.length === 0 || user.toString("latin1") === "default";
-  return (0, import_node_crypto5.timingSafeEqual)(digest(given), expected) && okUser;
+  return (0, import_node_crypto6.timingSafeEqual)(digest(given), expected) && okUser;
 }
 function judge(args, expected) {
   const name = args[0]?.toString("latin1").toUpperCase() ?? "";
@@ -47133,12 +59131,15 @@ var Port = class _Port {
   #listeners;
   #heartbeat;
   #log;
+  /** ssh targets' session directory (key, certificate, known_hosts, ssh_config). */
+  #ssh;
   #closed;
   #reported = false;
   /** Targets a connection to was refused with CIPORT_E_NO_AGENT (no agent served it then). */
   #noAgent;
   constructor(args) {
     this.#noAgent = args.noAgent;
+    this.#ssh = args.ssh;
     this.session = args.session;
     this.#listeners = args.listeners;
     this.bound = args.bound;
@@ -47155,6 +59156,7 @@ var Port = class _Port {
         if (this.#closed) return;
         this.#report(end);
         for (const l of this.#listeners) void l.close();
+        this.#ssh?.remove();
         resolveEnded(end);
       },
       onError: (err) => this.#log.info(`heartbeat failed: ${err.message}`)
@@ -47202,6 +59204,7 @@ var Port = class _Port {
     const redisPassword = session.info.targets.some((t) => t.protocol === "redis") ? oneTimePassword() : "";
     const noAgent = /* @__PURE__ */ new Set();
     let port;
+    let ssh;
     try {
       for (const target of session.info.targets) {
         const wanted = options.targets.find((t) => t.name === target.name)?.port ?? 0;
@@ -47239,14 +59242,21 @@ var Port = class _Port {
         });
         log.info(`${target.name} (${target.protocol}) on 127.0.0.1:${listener.port}`);
       }
+      const sshTargets = bound.filter((t) => t.protocol === "ssh");
+      if (sshTargets.length > 0) {
+        ssh = await writeSshFiles(session, sshTargets);
+        for (const t of sshTargets) t.sshConfig = ssh.configs.get(t.name);
+        log.info(`ssh: certificates and ssh_config in ${ssh.dir} (removed when the session ends)`);
+      }
     } catch (err) {
+      ssh?.remove();
       await Promise.all(listeners.map((l) => l.close()));
       await session.end().catch(() => {
       });
       client.close();
       throw err;
     }
-    port = new _Port({ session, listeners, bound, tokenEnvName, log, noAgent });
+    port = new _Port({ session, listeners, bound, tokenEnvName, log, noAgent, ssh });
     port.#heartbeat.start();
     return port;
   }
@@ -47283,6 +59293,7 @@ var Port = class _Port {
     this.#closed ??= (async () => {
       this.#heartbeat.stop();
       await Promise.all(this.#listeners.map((l) => l.close()));
+      this.#ssh?.remove();
       const already = this.session.ended;
       if (already) {
         this.#report(already);
@@ -47304,7 +59315,7 @@ var Port = class _Port {
 
 // src/client/signals.ts
 var import_node_events = require("node:events");
-var import_node_os4 = require("node:os");
+var import_node_os5 = require("node:os");
 var STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"];
 var SignalTrap = class {
   /** Re-emits every caught signal (a running child's forwarder listens here). */
@@ -47347,7 +59358,7 @@ var SignalTrap = class {
    */
   async during(work, exit = (code) => process.exit(code)) {
     const impatient = (sig) => () => {
-      if (this.#count >= 2) exit(128 + (import_node_os4.constants.signals[sig] ?? 0));
+      if (this.#count >= 2) exit(128 + (import_node_os5.constants.signals[sig] ?? 0));
     };
     const listeners = [...this.#handlers.keys()].map((sig) => [sig, impatient(sig)]);
     for (const [sig, fn] of listeners) this.relay.on(sig, fn);
@@ -47454,8 +59465,8 @@ function registerExec(program2, ctx) {
 }
 
 // src/cli/commands/open.ts
-var import_node_fs6 = require("node:fs");
-var import_node_path4 = require("node:path");
+var import_node_fs7 = require("node:fs");
+var import_node_path5 = require("node:path");
 function registerOpen(program2, ctx) {
   const open2 = program2.command("open").description(
     "open a port to targets and keep it open in the foreground until SIGTERM, SIGINT or `ciport close`"
@@ -47473,12 +59484,12 @@ function registerOpen(program2, ctx) {
     action(ctx, async (operands, opts) => {
       const targets = parseTargetSpecs(operands);
       const ttl = checkTtl(opts.ttl);
-      const stateFile = (0, import_node_path4.resolve)(opts.state ?? defaultStateFile(ctx.io.env));
-      if (opts.envFile && opts.dotenv && (0, import_node_path4.resolve)(opts.envFile) !== (0, import_node_path4.resolve)(opts.dotenv)) {
+      const stateFile = (0, import_node_path5.resolve)(opts.state ?? defaultStateFile(ctx.io.env));
+      if (opts.envFile && opts.dotenv && (0, import_node_path5.resolve)(opts.envFile) !== (0, import_node_path5.resolve)(opts.dotenv)) {
         throw new UsageError("--env-file and --dotenv name the same thing: give one of them");
       }
       const envFileOption = opts.envFile ?? opts.dotenv;
-      const envFile = envFileOption ? (0, import_node_path4.resolve)(envFileOption) : void 0;
+      const envFile = envFileOption ? (0, import_node_path5.resolve)(envFileOption) : void 0;
       const running = readState(stateFile);
       if (running && running.pid !== process.pid && isRunning(running.pid)) {
         throw new UsageError(
@@ -47531,7 +59542,7 @@ function registerOpen(program2, ctx) {
       } finally {
         if (port) {
           await port.close();
-          if (envFile) (0, import_node_fs6.rmSync)(envFile, { force: true });
+          if (envFile) (0, import_node_fs7.rmSync)(envFile, { force: true });
           removeState(stateFile, process.pid);
         }
         trap.dispose();

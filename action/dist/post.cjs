@@ -132,6 +132,9 @@ var ERROR_CODES = {
   CIPORT_E_UPSTREAM_UNREACHABLE: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_UPSTREAM_AUTH: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_HTTP_UPSTREAM: { exit: ExitCode.unreachable, http: 502 },
+  // issue 15: what the exit signs with its own AWS credentials (aws_sigv4, aws_rds_iam)
+  CIPORT_E_AWS_CREDENTIALS_UNAVAILABLE: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_AWS_SIGV4_BODY_TOO_LARGE: { exit: ExitCode.usage, http: 413 },
   CIPORT_E_PROTOCOL_NOT_IMPLEMENTED: { exit: ExitCode.usage, http: 501 },
   CIPORT_E_PG_AUTH: { exit: ExitCode.tokenRejected, http: 401 },
   CIPORT_E_REDIS_AUTH: { exit: ExitCode.tokenRejected, http: 401 },
@@ -150,6 +153,9 @@ var ERROR_CODES = {
   CIPORT_E_VAULT_UNREACHABLE: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_VAULT_REFUSED: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_VAULT_LEASE_REVOKE_FAILED: { exit: ExitCode.unreachable, http: 502 },
+  // ssh targets (docs/ssh.md): the user CA, and a certificate the gateway will not sign
+  CIPORT_E_SSH_CA_INVALID: usage,
+  CIPORT_E_SSH_CERTIFICATE_REFUSED: { exit: ExitCode.denied, http: 403 },
   // Retryable: no agent serving the target is connected right now (a restart, a partition).
   CIPORT_E_NO_AGENT: { exit: ExitCode.unreachable, http: 503 },
   CIPORT_E_AGENT_UNAUTHORIZED: { exit: ExitCode.tokenRejected, http: 401 },

@@ -21,6 +21,7 @@ export const AUDIT_EVENT_TYPES = [
   'credential.created',
   'credential.revoked',
   'credential.revoke_failed',
+  'ssh.certificate_issued',
   'agent.connected',
   'agent.disconnected',
   'agent.enrolled',
@@ -335,6 +336,24 @@ export type CredentialData = Base & {
   agent_event?: string;
 };
 
+/** An SSH user certificate signed for a session (docs/ssh.md): what it allows, never a key. */
+export type SshCertificateIssuedData = Base & {
+  session: string;
+  target: string;
+  key_id: string;
+  principals: string[];
+  /** ISO 8601 validity bounds (`valid_before` is the session's expiry). */
+  valid_after: string;
+  valid_before: string;
+  /** Decimal, as sshd logs it. */
+  serial: string;
+  extensions: string[];
+  source_address?: string[];
+  /** SHA256 fingerprints: the job's public key and the CA's. */
+  key_fingerprint: string;
+  ca_fingerprint: string;
+};
+
 export type AgentConnectedData = Base & {
   agent: string;
   targets: string[];
@@ -522,6 +541,7 @@ export interface AuditDataMap {
   'credential.created': CredentialData;
   'credential.revoked': CredentialData;
   'credential.revoke_failed': CredentialData;
+  'ssh.certificate_issued': SshCertificateIssuedData;
   'agent.connected': AgentConnectedData;
   'agent.disconnected': AgentDisconnectedData;
   'agent.enrolled': AgentEnrolledData;

@@ -13,6 +13,7 @@ import { registerOpen } from './commands/open.js';
 import { registerPolicy } from './commands/policy.js';
 import { registerReview } from './commands/review.js';
 import { registerSessions } from './commands/sessions.js';
+import { registerSshCa } from './commands/ssh-ca.js';
 import { registerWhoami } from './commands/whoami.js';
 import { type Io, processIo } from './output.js';
 import { rootCommand, runProgram } from './program.js';
@@ -37,6 +38,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerLogin(program, ctx);
   registerSessions(program, ctx);
   registerAgents(program, ctx);
+  registerSshCa(program, ctx);
   return program;
 }
 

@@ -2,7 +2,8 @@
 // "Contract the tests rely on"). For `staging-db`: CIPORT_STAGING_DB_URL / _HOST / _PORT;
 // for a single postgres target also DATABASE_URL and libpq's PG* variables; for a single mysql
 // target MYSQL_HOST/_TCP_PORT/_USER/_PWD (and DATABASE_URL unless postgres has it); for redis targets
-// REDISCLI_AUTH (the port's one-time password) and, for a single one, REDIS_URL.
+// REDISCLI_AUTH (the port's one-time password) and, for a single one, REDIS_URL; for ssh targets
+// CIPORT_<T>_SSH_CONFIG (a private ssh_config) and, for a single one, GIT_SSH_COMMAND.
 import { CiportError } from '../errors/errors.js';
 import type { OneTimeCredential, Protocol } from './session.js';
 
@@ -47,6 +48,8 @@ export interface BoundTarget {
   host: string;
   port: number;
   credentials?: OneTimeCredential | undefined;
+  /** ssh: the session's private ssh_config naming the target as its Host (docs/ssh.md). */
+  sshConfig?: string | undefined;
 }
 
 const SCHEMES: Record<Protocol, string> = {
@@ -55,6 +58,7 @@ const SCHEMES: Record<Protocol, string> = {
   redis: 'redis',
   http: 'http',
   tcp: 'tcp',
+  ssh: 'ssh',
 };
 
 /** `staging-db` → `STAGING_DB`. */
@@ -120,7 +124,15 @@ export function exportedEnv(targets: BoundTarget[]): Record<string, string> {
   const redisPassword = redis.find((t) => t.credentials)?.credentials?.password;
   if (redisPassword) env.REDISCLI_AUTH = redisPassword;
   if (redis.length === 1 && redis[0]) env.REDIS_URL = targetUrl(redis[0]);
+  const ssh = targets.filter((t) => t.sshConfig);
+  for (const t of ssh) env[`CIPORT_${envName(t.name)}_SSH_CONFIG`] = t.sshConfig as string;
+  // git runs it through the shell: the path single-quoted.
+  if (ssh.length === 1 && ssh[0]) env.GIT_SSH_COMMAND = `ssh -F ${shellQuote(ssh[0].sshConfig as string)}`;
   return env;
+}
+
+function shellQuote(text: string): string {
+  return `'${text.replace(/'/g, `'\\''`)}'`;
 }
 
 /** The exported variables that carry a one-time credential (kept out of logs). */

@@ -13,6 +13,7 @@ import { GatewayClient, gatewayUrl, trustedCas } from './gateway.js';
 import { sameUserCheck } from './peer-uid.js';
 import { rateLimitWaitMs } from './rate-limit-retry.js';
 import { Heartbeat, PortSession, type SessionEnd, type SessionInfo } from './session.js';
+import { type SshFiles, writeSshFiles } from './ssh.js';
 import { acquireToken } from './token.js';
 import { TargetListener, type TunnelLog } from './tunnel.js';
 
@@ -109,6 +110,8 @@ export class Port {
   readonly #listeners: TargetListener[];
   readonly #heartbeat: Heartbeat;
   readonly #log: ClientLog;
+  /** ssh targets' session directory (key, certificate, known_hosts, ssh_config). */
+  readonly #ssh: SshFiles | undefined;
   #closed: Promise<void> | undefined;
   #reported = false;
   /** Targets a connection to was refused with CIPORT_E_NO_AGENT (no agent served it then). */
@@ -121,8 +124,10 @@ export class Port {
     tokenEnvName: string | undefined;
     log: ClientLog;
     noAgent: Set<string>;
+    ssh: SshFiles | undefined;
   }) {
     this.#noAgent = args.noAgent;
+    this.#ssh = args.ssh;
     this.session = args.session;
     this.#listeners = args.listeners;
     this.bound = args.bound;
@@ -138,6 +143,8 @@ export class Port {
         if (this.#closed) return;
         this.#report(end);
         for (const l of this.#listeners) void l.close();
+        // The key and certificate are of no use past the session: gone with it.
+        this.#ssh?.remove();
         resolveEnded(end);
       },
       onError: (err) => this.#log.info(`heartbeat failed: ${err.message}`),
@@ -190,6 +197,7 @@ export class Port {
     const noAgent = new Set<string>();
     // Set once every listener is up; a stream reset before that only skips the early heartbeat.
     let port: Port | undefined;
+    let ssh: SshFiles | undefined;
     try {
       for (const target of session.info.targets) {
         const wanted = options.targets.find((t) => t.name === target.name)?.port ?? 0;
@@ -228,13 +236,21 @@ export class Port {
         });
         log.info(`${target.name} (${target.protocol}) on 127.0.0.1:${listener.port}`);
       }
+      // ssh: a certificate per target for a key made here, and the files ssh reads (docs/ssh.md).
+      const sshTargets = bound.filter((t) => t.protocol === 'ssh');
+      if (sshTargets.length > 0) {
+        ssh = await writeSshFiles(session, sshTargets);
+        for (const t of sshTargets) t.sshConfig = ssh.configs.get(t.name);
+        log.info(`ssh: certificates and ssh_config in ${ssh.dir} (removed when the session ends)`);
+      }
     } catch (err) {
+      ssh?.remove();
       await Promise.all(listeners.map((l) => l.close()));
       await session.end().catch(() => {});
       client.close();
       throw err;
     }
-    port = new Port({ session, listeners, bound, tokenEnvName, log, noAgent });
+    port = new Port({ session, listeners, bound, tokenEnvName, log, noAgent, ssh });
     port.#heartbeat.start();
     return port;
   }
@@ -277,6 +293,7 @@ export class Port {
     this.#closed ??= (async () => {
       this.#heartbeat.stop();
       await Promise.all(this.#listeners.map((l) => l.close()));
+      this.#ssh?.remove();
       const already = this.session.ended;
       if (already) {
         this.#report(already);

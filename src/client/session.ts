@@ -7,7 +7,7 @@ import { GatewayError, GatewayUnreachableError, SessionEndedError } from './erro
 import { type ApiResponse, errorFromResponse, type GatewayClient } from './gateway.js';
 import { type RateLimitRetry, retryAfterMs } from './rate-limit-retry.js';
 
-export const PROTOCOLS = ['postgres', 'mysql', 'redis', 'http', 'tcp'] as const;
+export const PROTOCOLS = ['postgres', 'mysql', 'redis', 'http', 'tcp', 'ssh'] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
 
 const credentialSchema = z.looseObject({ user: z.string().min(1), password: z.string().min(1) });
@@ -259,6 +259,23 @@ export class PortSession {
   markEnded(reason: string): SessionEnd {
     this.#ended ??= { reason, message: describeEnd(reason) };
     return this.#ended;
+  }
+
+  /**
+   * An SSH certificate for `publicKey` on an ssh target (docs/ssh.md): the gateway signs it for
+   * this session and says how to verify the host. Errors throw with the gateway's code.
+   */
+  async sshCertificate(target: string, publicKey: string): Promise<unknown> {
+    const res = await this.#gateway.api(
+      'POST',
+      `/v1/sessions/${encodeURIComponent(this.id)}/ssh-certificate`,
+      {
+        bearer: this.#secret,
+        body: { target, public_key: publicKey },
+        timeoutMs: 15_000,
+      },
+    );
+    return res.body;
   }
 
   /**

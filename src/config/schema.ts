@@ -7,6 +7,7 @@ import { approvalsSectionSchema, ruleApprovalSchema } from './approvals.js';
 import { auditSinkSchema } from './audit-sinks.js';
 import { parseClaimPath } from './claim-path.js';
 import { durationSchema, hostPortSchema, nameSchema as name, secretSchema } from './fields.js';
+import { checkRuleSsh, ruleSshSchema, sshSectionSchema } from './ssh.js';
 import { ssoSchema } from './sso.js';
 import { type TargetConfig, targetSchema } from './targets/index.js';
 import { checkVaultUse, vaultConfigSchema } from './vault.js';
@@ -146,6 +147,7 @@ export const ruleSchema = z
         description:
           "Per target: the database roles a per-session role gets (overrides the target's dynamic.grant).",
       }),
+    ssh: ruleSshSchema,
     limits: z
       .strictObject({
         connections: z.int().positive().optional(),
@@ -163,6 +165,7 @@ export const ruleSchema = z
       const parsed = parseClaimPath(key);
       if ('error' in parsed) ctx.addIssue({ code: 'custom', path: ['when', key], message: parsed.error });
     }
+    checkRuleSsh(rule, ctx);
     if (rule.deny && rule.approval) {
       ctx.addIssue({ code: 'custom', path: ['approval'], message: 'a deny rule grants nothing to approve' });
     }
@@ -353,6 +356,7 @@ export const gatewayConfigSchema = z
       .meta({ description: 'OIDC issuers whose job tokens are accepted (docs/identity.md).' }),
     targets: z.array(targetSchema).default([]).meta({ description: 'What ports lead to.' }),
     vault: vaultConfigSchema,
+    ssh: sshSectionSchema,
     rules: z
       .array(ruleSchema)
       .default([])

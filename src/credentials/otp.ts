@@ -20,13 +20,15 @@ export function oneTimeCredential(
   target: {
     name: string;
     protocol?: string;
-    credentials?: { user?: string | undefined; dynamic?: unknown } | undefined;
+    credentials?:
+      | { user?: string | undefined; dynamic?: unknown; aws_rds_iam?: { user: string } | undefined }
+      | undefined;
   },
   sessionId: string,
   deployment?: string,
 ): { user: string; password: string } {
   const user = !target.credentials?.dynamic
-    ? (target.credentials?.user ?? 'ciport')
+    ? (target.credentials?.user ?? target.credentials?.aws_rds_iam?.user ?? 'ciport')
     : target.protocol === 'mysql' && deployment
       ? mysqlUserName(sessionId, deployment, target.name)
       : dynamicRoleName(sessionId, target.name);

@@ -103,6 +103,21 @@ export interface ExitAdvertisement {
    */
   query_audit?: boolean | undefined;
   query_max_length?: number | undefined;
+  /** ssh: what the gateway signs certificates for and the job's ssh verifies (docs/ssh.md). */
+  ssh?: SshTargetInfo | undefined;
+}
+
+/** An ssh target's public facts: no secret (the user CA stays on the gateway). */
+export interface SshTargetInfo {
+  /** Login names a certificate for the target may carry. */
+  principals: string[];
+  /** Pinned host keys, or the host CA (one of the two). */
+  host_keys?: string[] | undefined;
+  host_ca?: string | undefined;
+  /** The name the host key is checked under (HostKeyAlias). */
+  host_key_alias: string;
+  /** The certificate's `source-address` (the exit's egress as the host sees it). */
+  source_address?: string[] | undefined;
 }
 
 /** Watches a stream the gateway relays to an agent (query events). */

@@ -8,6 +8,7 @@ import { httpExit } from './http/definition.js';
 import { mysqlExit } from './mysql/definition.js';
 import { postgresExit } from './postgres/definition.js';
 import { redisExit } from './redis/definition.js';
+import { sshExit } from './ssh/definition.js';
 import { tcpExit } from './tcp/definition.js';
 
 const DEFINITIONS: { readonly [P in Protocol]: ExitDefinition<P> } = {
@@ -16,6 +17,7 @@ const DEFINITIONS: { readonly [P in Protocol]: ExitDefinition<P> } = {
   postgres: postgresExit,
   http: httpExit,
   mysql: mysqlExit,
+  ssh: sshExit,
 };
 
 /** The definition of a protocol a peer named (an agent's advertisement), if there is one. */

@@ -5,6 +5,7 @@ import type { DenialLog } from '../audit/denials.js';
 import { parseDuration } from '../config/duration.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
 import { oneTimeCredential } from '../credentials/otp.js';
+import type { SshCa } from '../credentials/ssh-ca.js';
 import { asCiportError, CiportError, TokenRejectedError } from '../errors/index.js';
 import type { ExitAdvertisement } from '../exits/contract.js';
 import type { SsoRoleMap } from '../identity/operator-secret.js';
@@ -29,6 +30,7 @@ import type { GatewayMetrics } from './metrics.js';
 import { currentSignIn, type OperatorLogin, operatorLoginOf, signOut } from './operator-login/api.js';
 import { type AdminTokens, actorOf, authorizeOperator } from './operators.js';
 import { getReview, postAttest } from './review-api.js';
+import { postSshCertificate } from './ssh-api.js';
 
 export interface ApiDeps {
   config: Readonly<GatewayConfig>;
@@ -64,6 +66,8 @@ export interface ApiDeps {
   publicUrl: () => string;
   /** Announces pending approvals (`approvals.webhooks`); never awaited by session creation. */
   approvalNotifier?: ApprovalNotifier | undefined;
+  /** The SSH user CA (docs/ssh.md), loaded on first use. */
+  sshCa: () => SshCa;
 }
 
 type Handler = (deps: ApiDeps, req: Req, res: Res, params: string[]) => Promise<void>;
@@ -88,6 +92,12 @@ const ROUTES: Route[] = [
   { method: 'DELETE', pattern: new RegExp(`^/v1/sessions/${ID}$`), handler: endSession },
   { method: 'GET', pattern: new RegExp(`^/v1/sessions/${ID}$`), handler: getSession },
   { method: 'POST', pattern: new RegExp(`^/v1/sessions/${ID}/revoke$`), handler: revokeSession },
+  // SSH targets (docs/ssh.md): a certificate for the job's key, with the session secret.
+  {
+    method: 'POST',
+    pattern: new RegExp(`^/v1/sessions/${ID}/ssh-certificate$`),
+    handler: postSshCertificate,
+  },
   // Approvals (docs/approvals.md): the job's wait, and the operators' list and decisions.
   { method: 'GET', pattern: new RegExp(`^/v1/sessions/${ID}/approval$`), handler: waitApproval },
   { method: 'GET', pattern: /^\/v1\/approvals$/, handler: listApprovals },
@@ -435,7 +445,10 @@ interface GrantedTarget {
 
 /** A target of this gateway's config. */
 function grantedTarget(target: TargetConfig): GrantedTarget {
-  const user = 'credentials' in target ? target.credentials?.user : undefined;
+  const c = 'credentials' in target ? target.credentials : undefined;
+  // RDS IAM: the exit logs in as aws_rds_iam.user with a token it makes per connection.
+  const rdsIam = c && 'aws_rds_iam' in c ? (c.aws_rds_iam as { user: string } | undefined) : undefined;
+  const user = c?.user ?? rdsIam?.user;
   const database =
     'database' in target && target.database !== undefined ? String(target.database) : undefined;
   // postgres, mysql: the exit logs in upstream, as the target's user or the session's own account.

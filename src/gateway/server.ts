@@ -21,6 +21,7 @@ import { DenialLog } from '../audit/denials.js';
 import { auditEvent } from '../audit/events.js';
 import { type DeliveryTiming, startAuditSinks } from '../audit/sinks/index.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
+import { lazySshCa } from '../credentials/ssh-ca.js';
 import { asCiportError, CiportError, ConfigError } from '../errors/index.js';
 import { isDevelopmentIssuer } from '../identity/url-policy.js';
 import { TokenVerifier } from '../identity/verify.js';
@@ -132,6 +133,8 @@ export async function startGateway(
   const log = options.logger ?? createLogger();
   const stderr = options.stderr ?? process.stderr;
   const tls = loadTlsMaterial(config);
+  // The SSH user CA: a configured key is checked now, a generated one made on first use.
+  const sshCa = lazySshCa(config);
   if (tls.origin !== 'configured') {
     stderr.write(
       `ciport: ${tls.origin === 'generated' ? 'generated' : 'using'} a private CA for TLS: ${tls.caFile} ` +
@@ -335,6 +338,7 @@ export async function startGateway(
     agents: gatewayAgents.hub,
     downloads,
     deploymentId: gatewayExits.deploymentId,
+    sshCa,
     ...(liveness ? { liveness } : {}),
   };
   const agentApi = gatewayAgents.apiDeps(

@@ -137,6 +137,25 @@ describe('exported variables', () => {
     expect(Object.keys(env).filter((k) => k === 'DATABASE_URL' || k.startsWith('PG'))).toEqual([]);
   });
 
+  it('ssh: CIPORT_<T>_SSH_CONFIG per target, GIT_SSH_COMMAND only for a single one', () => {
+    const one = exportedEnv([
+      bound({ name: 'web1', protocol: 'ssh', sshConfig: "/tmp/ciport-ssh-x/it's.config" }),
+    ]);
+    expect(one.CIPORT_WEB1_SSH_CONFIG).toBe("/tmp/ciport-ssh-x/it's.config");
+    expect(one.CIPORT_WEB1_URL).toBe('ssh://127.0.0.1:40000');
+    // Quoted for the shell git runs it with.
+    expect(one.GIT_SSH_COMMAND).toBe("ssh -F '/tmp/ciport-ssh-x/it'\\''s.config'");
+    const two = exportedEnv([
+      bound({ name: 'web1', protocol: 'ssh', sshConfig: '/t/web1.config' }),
+      bound({ name: 'web2', protocol: 'ssh', sshConfig: '/t/web2.config', port: 40001 }),
+    ]);
+    expect(two.CIPORT_WEB2_SSH_CONFIG).toBe('/t/web2.config');
+    expect(two.GIT_SSH_COMMAND).toBeUndefined();
+    expect(credentialKeys([bound({ name: 'web1', protocol: 'ssh', sshConfig: '/t/web1.config' })])).toEqual(
+      [],
+    );
+  });
+
   it('treats a tcp target as tcp even when it fronts PostgreSQL', () => {
     const env = exportedEnv([bound({ name: 'pg', protocol: 'tcp' })]);
     expect(env.CIPORT_PG_URL).toBe('tcp://127.0.0.1:40000');

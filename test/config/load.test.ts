@@ -152,6 +152,7 @@ describe('JSON Schema', () => {
         'rules',
         'server',
         'sessions',
+        'ssh',
         'sso',
         'store',
         'targets',

@@ -83,7 +83,8 @@ describe('a key of another protocol is refused at load, with its line and path',
   });
 
   it('every protocol is covered above', () => {
-    expect([...PROTOCOLS].sort()).toEqual(['http', 'mysql', 'postgres', 'redis', 'tcp']);
+    // ssh: in its own block below (its required keys would add their own issues here).
+    expect([...PROTOCOLS].sort()).toEqual(['http', 'mysql', 'postgres', 'redis', 'ssh', 'tcp']);
   });
 });
 
@@ -102,10 +103,10 @@ describe('errors inside a member are that member’s, not "invalid input"', () =
 
   it('an unknown or missing protocol lists the known ones', () => {
     expect(loadError(target('ftp', ''))).toBe(
-      'gw.yaml:3: targets[0].protocol: unknown protocol "ftp" (known: postgres, mysql, redis, http, tcp)',
+      'gw.yaml:3: targets[0].protocol: unknown protocol "ftp" (known: postgres, mysql, redis, http, tcp, ssh)',
     );
     expect(loadError('  - {name: t, address: "h:1"}\n')).toBe(
-      'gw.yaml:2: targets[0].protocol: a target needs a protocol: postgres, mysql, redis, http, tcp',
+      'gw.yaml:2: targets[0].protocol: a target needs a protocol: postgres, mysql, redis, http, tcp, ssh',
     );
   });
 
@@ -247,7 +248,7 @@ describe('every documented target loads', () => {
     const protocols = new Set(
       blocks.flatMap((b) => targetsIn(parse(b.text)).map((t) => (t as { protocol: string }).protocol)),
     );
-    expect([...protocols].sort()).toEqual(['http', 'mysql', 'postgres', 'redis', 'tcp']);
+    expect([...protocols].sort()).toEqual(['http', 'mysql', 'postgres', 'redis', 'ssh', 'tcp']);
   });
 
   it.each(blocks.map((b) => [b.where, b.text]))('%s', (_where, text) => {
@@ -266,4 +267,186 @@ describe('every documented target loads', () => {
       expect(cfg.targets.length).toBeGreaterThan(0);
     },
   );
+});
+
+// Issue 15: `aws_sigv4` on http targets and `aws_rds_iam` on postgres/mysql targets are refused
+// at load, with their path, when combined with another credential or (RDS) without verified TLS.
+const load = (targets: string) =>
+  parseGatewayConfig(`targets:\n${targets}`, 'gw.yaml', { resolveSecrets: false });
+
+describe('aws_sigv4 on an http target', () => {
+  it('loads with service and region, and with a role', () => {
+    load(
+      target(
+        'http',
+        '    tls: true\n    credentials: {aws_sigv4: {service: execute-api, region: eu-west-1}}\n',
+      ),
+    );
+    load(
+      target(
+        'http',
+        '    credentials:\n      aws_sigv4: {service: es, region: eu-west-1, role: "arn:aws:iam::123456789012:role/search"}\n',
+      ),
+    );
+  });
+
+  it.each([
+    [
+      'token',
+      '{aws_sigv4: {service: es, region: eu-west-1}, token: {env: T}}',
+      /cannot be combined with token/,
+    ],
+    [
+      'user/password',
+      '{aws_sigv4: {service: es, region: eu-west-1}, user: u, password: {env: P}}',
+      /cannot be combined with user, password/,
+    ],
+    [
+      'header',
+      '{aws_sigv4: {service: es, region: eu-west-1}, header: X-Key}',
+      /cannot be combined with header/,
+    ],
+    ['kind', '{aws_sigv4: {service: es, region: eu-west-1}, kind: bearer}', /cannot be combined with kind/],
+  ])('is refused together with %s', (_what, credentials, message) => {
+    const err = loadError(target('http', `    credentials: ${credentials}\n`));
+    expect(err).toMatch(/targets\[0\]\.credentials/);
+    expect(err).toMatch(message);
+  });
+
+  it('refuses a missing region, a bad region, a bad role ARN and unknown keys, with their path', () => {
+    expect(loadError(target('http', '    credentials: {aws_sigv4: {service: es}}\n'))).toMatch(
+      /targets\[0\]\.credentials\.aws_sigv4\.region/,
+    );
+    expect(
+      loadError(target('http', '    credentials: {aws_sigv4: {service: es, region: Europe}}\n')),
+    ).toMatch(/an AWS region/);
+    expect(
+      loadError(
+        target('http', '    credentials: {aws_sigv4: {service: es, region: eu-west-1, role: deploy}}\n'),
+      ),
+    ).toMatch(/targets\[0\]\.credentials\.aws_sigv4\.role.*IAM role ARN/s);
+    expect(
+      loadError(
+        target('http', '    credentials: {aws_sigv4: {service: es, region: eu-west-1, profile: x}}\n'),
+      ),
+    ).toMatch(/unknown key "profile"/);
+  });
+});
+
+describe('aws_rds_iam on postgres and mysql targets', () => {
+  const rds = 'aws_rds_iam: {user: app_iam, region: eu-west-1}';
+
+  it('loads with verified TLS (postgres verify-full, the default with tls; mysql tls)', () => {
+    load(target('postgres', `    tls: true\n    credentials: {${rds}}\n`));
+    load(
+      target(
+        'postgres',
+        `    tls: {servername: db.example.internal}\n    sslmode: verify-full\n    credentials: {${rds}}\n`,
+      ),
+    );
+    load(target('mysql', `    tls: true\n    credentials: {${rds}}\n`));
+  });
+
+  it.each([
+    ['postgres', '', /needs verified TLS/],
+    ['postgres', '    tls: true\n    sslmode: require\n', /needs verified TLS/],
+    ['postgres', '    tls: true\n    sslmode: verify-ca\n', /needs verified TLS/],
+    ['postgres', '    sslmode: verify-full\n', /needs verified TLS/],
+    ['mysql', '', /needs verified TLS/],
+    ['mysql', '    tls: false\n', /needs verified TLS/],
+  ])('%s without verified TLS is refused', (protocol, tls, message) => {
+    const err = loadError(target(protocol, `${tls}    credentials: {${rds}}\n`));
+    expect(err).toMatch(/targets\[0\]\.credentials\.aws_rds_iam/);
+    expect(err).toMatch(message);
+  });
+
+  it.each([
+    ['postgres', `{${rds}, password: {env: P}}`, /cannot be combined with password/],
+    ['mysql', `{${rds}, password: {env: P}}`, /cannot be combined with password/],
+    ['postgres', `{${rds}, user: app}`, /cannot be combined with user/],
+    [
+      'postgres',
+      `{${rds}, dynamic: {admin: {user: a, password: {env: A}}, owner: o}}`,
+      /cannot be combined with dynamic/,
+    ],
+    ['mysql', `{${rds}, dynamic: {admin: {user: a, password: {env: A}}}}`, /cannot be combined with dynamic/],
+  ])('%s: aws_rds_iam with another credential is refused (%s)', (protocol, credentials, message) => {
+    const err = loadError(target(protocol, `    tls: true\n    credentials: ${credentials}\n`));
+    expect(err).toMatch(/targets\[0\]\.credentials\.aws_rds_iam/);
+    expect(err).toMatch(message);
+  });
+
+  it('is not a key of redis or http targets', () => {
+    expect(loadError(target('redis', `    credentials: {${rds}}\n`))).toMatch(/unknown key "aws_rds_iam"/);
+    expect(loadError(target('http', `    credentials: {${rds}}\n`))).toMatch(/unknown key "aws_rds_iam"/);
+  });
+});
+
+describe('ssh targets', () => {
+  const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFzP6Ofmrcm/rhV0HBOCxe5xsWhNCv64JGrfaC6bXIVh';
+  const ssh = (lines: string) => `  - name: web1\n    protocol: ssh\n    address: web1.internal:22\n${lines}`;
+
+  it('loads with principals and pinned host keys or a host CA', () => {
+    for (const lines of [
+      `    principals: [deploy]\n    host_keys: ["${KEY}"]\n`,
+      `    principals: [deploy, git]\n    host_ca: "${KEY} host-ca"\n    source_address: [10.0.0.5/32]\n`,
+    ]) {
+      const cfg = parseGatewayConfig(`targets:\n${ssh(lines)}`, 'gw.yaml', { resolveSecrets: false });
+      expect(cfg.targets[0]).toMatchObject({ name: 'web1', protocol: 'ssh' });
+    }
+  });
+
+  it('needs exactly one way to verify the host, keys that parse, principals that are login names', () => {
+    expect(loadError(ssh('    principals: [deploy]\n'))).toContain(
+      'an ssh target needs exactly one of host_keys (pinned keys) or host_ca (a host CA)',
+    );
+    expect(
+      loadError(ssh(`    principals: [deploy]\n    host_keys: ["${KEY}"]\n    host_ca: "${KEY}"\n`)),
+    ).toContain('exactly one of host_keys');
+    expect(
+      loadError(ssh('    principals: [deploy]\n    host_keys: ["ssh-ed25519 AAAAnotakey"]\n')),
+    ).toContain('targets[0].host_keys[0]: not an OpenSSH public key line');
+    expect(loadError(ssh(`    principals: ["deploy,root"]\n    host_keys: ["${KEY}"]\n`))).toContain(
+      'targets[0].principals[0]: a principal is a login name',
+    );
+    expect(loadError(ssh(`    host_keys: ["${KEY}"]\n`))).toContain('targets[0].principals');
+    expect(
+      loadError(ssh(`    principals: [deploy]\n    host_ca: "${KEY}"\n    credentials: {user: u}\n`)),
+    ).toBe(
+      'gw.yaml:7: targets[0]: unknown key "credentials" for a ssh target (its keys: name, protocol, address, principals, host_keys, host_ca, host_key_alias, source_address, tags, description)',
+    );
+  });
+});
+
+describe("a rule's ssh settings", () => {
+  const doc = (ssh: string) =>
+    `issuers: [{name: gl, kind: gitlab, issuer: "https://gitlab.example.com", audience: a}]\nrules:\n  - {name: r, issuer: gl, allow: [web1], ${ssh}}\n`;
+
+  it('take principals and permits for the targets the rule allows', () => {
+    const cfg = parseGatewayConfig(
+      doc('ssh: {web1: {principals: [deploy], permit: [pty, port-forwarding]}}'),
+      'gw.yaml',
+      {
+        resolveSecrets: false,
+      },
+    );
+    expect(cfg.rules[0]?.ssh).toEqual({
+      web1: { principals: ['deploy'], permit: ['pty', 'port-forwarding'] },
+    });
+  });
+
+  it('refuse a target the rule does not allow, and unknown permits', () => {
+    const error = (ssh: string) => {
+      try {
+        parseGatewayConfig(doc(ssh), 'gw.yaml', { resolveSecrets: false });
+      } catch (err) {
+        return (err as CiportError).message;
+      }
+      throw new Error('expected a refusal');
+    };
+    expect(error('ssh: {web2: {principals: [deploy]}}')).toContain(
+      'rules[0].ssh.web2: ssh settings for web2, which the rule does not allow',
+    );
+    expect(error('ssh: {web1: {permit: [root]}}')).toContain('rules[0].ssh.web1.permit[0]');
+  });
 });

@@ -1,9 +1,17 @@
 // protocol http: the exit parses the application's requests and injects one header: bearer,
 // basic or a custom header (src/exits/http, docs/http.md). Which one the credentials describe is
 // decided here, so that an ambiguous or incomplete set is refused at load, with its path.
+// `aws_sigv4` is the one kind that is not a header: the exit signs each request (docs/aws.md).
 import { z } from 'zod';
 import { targetSecretSchema } from '../fields.js';
-import { keysOf, targetMember, upstreamTlsSchema, userPasswordFields } from './member.js';
+import {
+  awsRegionSchema,
+  awsRoleSchema,
+  keysOf,
+  targetMember,
+  upstreamTlsSchema,
+  userPasswordFields,
+} from './member.js';
 
 export const HTTP_INJECTION_KINDS = ['bearer', 'basic', 'header'] as const;
 export type HttpInjectionKind = (typeof HTTP_INJECTION_KINDS)[number];
@@ -37,6 +45,7 @@ export interface HttpCredentialFields {
   token?: unknown;
   kind?: HttpInjectionKind | undefined;
   header?: string | undefined;
+  aws_sigv4?: unknown;
 }
 
 /**
@@ -51,7 +60,16 @@ export interface HttpCredentialFields {
  */
 export function httpInjectionKind(
   c: HttpCredentialFields,
-): { kind: HttpInjectionKind | 'none' } | { error: string } {
+): { kind: HttpInjectionKind | 'none' | 'aws_sigv4' } | { error: string } {
+  if (c.aws_sigv4 !== undefined) {
+    // The signature covers the whole request: no other credential may ride along with it.
+    const extra = (['user', 'password', 'token', 'kind', 'header'] as const).filter(
+      (f) => c[f] !== undefined,
+    );
+    return extra.length > 0
+      ? { error: `aws_sigv4 signs the request itself and cannot be combined with ${extra.join(', ')}` }
+      : { kind: 'aws_sigv4' };
+  }
   const has = {
     user: c.user !== undefined,
     password: c.password !== undefined,
@@ -119,6 +137,22 @@ export const httpCredentialsSchema = keysOf('the credentials of an http target',
     .refine((h) => !RESERVED_HEADERS.has(h.toLowerCase()), 'this header cannot be injected')
     .optional()
     .meta({ description: 'kind header: the header that carries `token` (e.g. X-API-Key).' }),
+  aws_sigv4: keysOf('credentials.aws_sigv4 of an http target', {
+    service: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9-]*$/, 'an AWS signing name such as execute-api, es, s3')
+      .meta({ description: 'The signing name of the service (execute-api, es, aoss, s3, lambda, …).' }),
+    region: awsRegionSchema,
+    role: awsRoleSchema.optional().meta({
+      description: "A role the exit assumes (with its own AWS credentials) to sign; default: the exit's own.",
+    }),
+  })
+    .optional()
+    .meta({
+      description:
+        "Sign every request with AWS SigV4 at the exit, with the exit's AWS credentials (or `role`'s); " +
+        'the job never holds AWS credentials (docs/aws.md). Excludes token, user, password, header, kind.',
+    }),
 }).superRefine(
   (credentials, ctx) => {
     const resolved = httpInjectionKind(credentials);

@@ -8,6 +8,7 @@ import { httpTargetSchema } from './http.js';
 import { mysqlTargetSchema } from './mysql.js';
 import { postgresTargetSchema } from './postgres.js';
 import { redisTargetSchema } from './redis.js';
+import { sshTargetSchema } from './ssh.js';
 import { tcpTargetSchema } from './tcp.js';
 
 const MEMBERS = [
@@ -16,6 +17,7 @@ const MEMBERS = [
   redisTargetSchema,
   httpTargetSchema,
   tcpTargetSchema,
+  sshTargetSchema,
 ] as const;
 
 export type TargetConfig = z.output<(typeof MEMBERS)[number]>;

@@ -111,3 +111,70 @@ export const userPasswordFields = {
   user: z.string().min(1).optional().meta({ description: 'User injected at the exit.' }),
   password: targetSecretSchema.optional().meta({ description: 'Password injected at the exit.' }),
 };
+
+/** An AWS region (eu-west-1, us-gov-west-1, cn-north-1). */
+export const awsRegionSchema = z
+  .string()
+  .regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region such as eu-west-1')
+  .meta({ description: 'The AWS region of the service (it is part of the signature).' });
+
+/** An IAM role ARN, any partition. */
+export const awsRoleSchema = z
+  .string()
+  .regex(
+    /^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]+$/,
+    'an IAM role ARN (arn:aws:iam::123456789012:role/name)',
+  );
+
+/** IAM database authentication (RDS, Aurora): a token per connection, made at the exit. */
+export const awsRdsIamSchema = keysOf('credentials.aws_rds_iam', {
+  user: z
+    .string()
+    .min(1)
+    .meta({ description: 'The database user (granted rds_iam / AWSAuthenticationPlugin).' }),
+  region: awsRegionSchema,
+  role: awsRoleSchema.optional().meta({
+    description: "A role the exit assumes to sign the token; default: the exit's own AWS credentials.",
+  }),
+}).meta({
+  description:
+    'Log in upstream with an RDS/Aurora IAM authentication token generated per connection with the ' +
+    "exit's AWS credentials (docs/aws.md). Needs verified TLS; excludes user, password and dynamic.",
+});
+
+/**
+ * What `aws_rds_iam` excludes, judged on the whole target: another credential, or a connection
+ * whose TLS is not verified (the token travels as a cleartext password, and is good for 15
+ * minutes against that database: only a server proven to be the one may see it).
+ */
+export function rdsIamProblems(target: {
+  protocol: string;
+  tls?: unknown;
+  sslmode?: string | undefined;
+  credentials?: { aws_rds_iam?: unknown; user?: unknown; password?: unknown; dynamic?: unknown } | undefined;
+}): { path: string[]; message: string }[] {
+  const c = target.credentials;
+  if (c?.aws_rds_iam === undefined) return [];
+  const problems: { path: string[]; message: string }[] = [];
+  const extra = (['user', 'password', 'dynamic'] as const).filter((f) => c[f] !== undefined);
+  if (extra.length > 0) {
+    problems.push({
+      path: ['credentials', 'aws_rds_iam'],
+      message: `aws_rds_iam cannot be combined with ${extra.join(', ')} (its user is aws_rds_iam.user)`,
+    });
+  }
+  const verified =
+    target.tls !== undefined &&
+    target.tls !== false &&
+    (target.protocol !== 'postgres' || (target.sslmode ?? 'verify-full') === 'verify-full');
+  if (!verified) {
+    problems.push({
+      path: ['credentials', 'aws_rds_iam'],
+      message:
+        target.protocol === 'postgres'
+          ? 'aws_rds_iam needs verified TLS to the upstream: set tls (and sslmode verify-full, the default with tls)'
+          : 'aws_rds_iam needs verified TLS to the upstream: set tls',
+    });
+  }
+  return problems;
+}

@@ -4,9 +4,11 @@
 import { z } from 'zod';
 import { secretSchema } from '../fields.js';
 import {
+  awsRdsIamSchema,
   dynamicFields,
   keysOf,
   queryAuditFields,
+  rdsIamProblems,
   targetMember,
   upstreamTlsSchema,
   userPasswordFields,
@@ -35,6 +37,7 @@ export const mysqlTargetSchema = targetMember(
     credentials: keysOf('the credentials of a mysql target', {
       ...userPasswordFields,
       vault_database: vaultDatabaseFields,
+      aws_rds_iam: awsRdsIamSchema.optional(),
       dynamic: keysOf('credentials.dynamic of a mysql target', dynamicFields('user'))
         .optional()
         .meta({
@@ -50,6 +53,8 @@ export const mysqlTargetSchema = targetMember(
           'What the exit injects; the job never sees it. Without: a raw relay, the application logging in itself.',
       }),
   },
-);
+).superRefine((target, ctx) => {
+  for (const p of rdsIamProblems(target)) ctx.addIssue({ code: 'custom', ...p });
+});
 
 export type MysqlTarget = z.output<typeof mysqlTargetSchema>;

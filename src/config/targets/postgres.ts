@@ -3,9 +3,11 @@
 // (src/exits/postgres, docs/postgres.md, docs/credentials.md).
 import { z } from 'zod';
 import {
+  awsRdsIamSchema,
   dynamicFields,
   keysOf,
   queryAuditFields,
+  rdsIamProblems,
   targetMember,
   upstreamTlsSchema,
   userPasswordFields,
@@ -36,6 +38,7 @@ export const postgresTargetSchema = targetMember(
     credentials: keysOf('the credentials of a postgres target', {
       ...userPasswordFields,
       vault_database: vaultDatabaseFields,
+      aws_rds_iam: awsRdsIamSchema.optional(),
       dynamic: keysOf('credentials.dynamic of a postgres target', {
         ...dynamicFields('role'),
         owner: z.string().min(1).meta({ description: 'Role that receives what a session role owned.' }),
@@ -53,6 +56,8 @@ export const postgresTargetSchema = targetMember(
           'What the exit injects; the job never sees it. Without: this process does not exit to the target (an agent does).',
       }),
   },
-);
+).superRefine((target, ctx) => {
+  for (const p of rdsIamProblems(target)) ctx.addIssue({ code: 'custom', ...p });
+});
 
 export type PostgresTarget = z.output<typeof postgresTargetSchema>;

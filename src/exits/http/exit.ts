@@ -23,6 +23,10 @@
 // - A GET/HEAD/OPTIONS without body is retried once on a fresh connection when a pooled
 //   keep-alive connection turns out closed; nothing else is ever replayed.
 // - Request and response trailers are not forwarded; 1xx other than 100/101 are not relayed.
+// - `aws_sigv4` targets: each request (upgrade requests too) is signed at the exit (sigv4.ts); the
+//   body is buffered to be hashed, up to 8 MiB (413 CIPORT_E_AWS_SIGV4_BODY_TOO_LARGE), except
+//   S3 over TLS (UNSIGNED-PAYLOAD, streamed). No AWS credentials: 502
+//   CIPORT_E_AWS_CREDENTIALS_UNAVAILABLE.
 // - Upstream failures are 502 CIPORT_E_HTTP_UPSTREAM (timeouts included) with
 //   `{"error": {"code", "message"}}` and a `ciport-error` header; a failure after the response
 //   started cuts the app connection (the only honest signal left).
@@ -45,6 +49,7 @@ import {
   noteUpstreamStatus,
   replacedHeaders,
 } from './injection.js';
+import { createSigV4Signer, MAX_SIGNED_BODY, type SigV4Signer } from './sigv4.js';
 import { Http1Transport } from './transport.js';
 
 /** TLS to the upstream: off, on with the system's CAs, or with a private CA and/or SNI name. */
@@ -159,6 +164,10 @@ export function createHttpExit(target: HttpExitTarget, options: HttpExitOptions 
   checkHttpInjection(target.name, target.injection);
   const upstream = upstreamOf(target, opts);
   const replaced = replacedHeaders(target.injection);
+  const sigv4 =
+    target.injection.kind === 'aws_sigv4'
+      ? createSigV4Signer(target.name, target.injection, upstream.secure)
+      : undefined;
   const hooksOf = new WeakMap<object, HttpExitHooks>();
   const open = new Set<Duplex>();
   let closed = false;
@@ -187,7 +196,7 @@ export function createHttpExit(target: HttpExitTarget, options: HttpExitOptions 
     }
   };
 
-  const context: RequestContext = { target, upstream, replaced, opts, emit };
+  const context: RequestContext = { target, upstream, replaced, sigv4, opts, emit };
   server.on('request', (req: IncomingMessage, res: ServerResponse) => proxyRequest(context, req, res, false));
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) =>
     proxyRequest(context, req, res, true),
@@ -404,6 +413,8 @@ interface RequestContext {
   target: HttpExitTarget;
   upstream: Upstream;
   replaced: ReadonlySet<string>;
+  /** Present for `aws_sigv4` targets: signs each request. */
+  sigv4: SigV4Signer | undefined;
   opts: Required<HttpExitOptions>;
   emit(socket: object, event: HttpRequestEvent): void;
 }
@@ -510,12 +521,15 @@ function proxyRequest(
   const hasBody =
     headerValue(req.rawHeaders, 'transfer-encoding') !== undefined ||
     Number(headerValue(req.rawHeaders, 'content-length') ?? '0') > 0;
-  const headers = upstreamRequestHeaders(req.rawHeaders, {
+  // A body to be hashed for SigV4 is read whole before anything goes upstream.
+  const buffered = ctx.sigv4 !== undefined && !ctx.sigv4.streamsBody && hasBody;
+  let body: Buffer | undefined;
+  let headers = upstreamRequestHeaders(req.rawHeaders, {
     host: upstream.hostHeader,
     replaced: ctx.replaced,
     injected: injectedHeaderFor(ctx.target.injection),
     upgrade: undefined,
-    keepExpect: expectContinue,
+    keepExpect: expectContinue && !buffered,
   });
   // A body-less request keeps its framing: without this Node would chunk an empty POST body.
   if (
@@ -608,13 +622,95 @@ function proxyRequest(
       });
     });
 
-    if (hasBody && attempt === 0) {
+    if (body !== undefined) {
+      upReq.end(body);
+    } else if (hasBody && attempt === 0) {
       req.pipe(upReq);
     } else {
       upReq.end();
     }
   };
-  send(0);
+  const sigv4 = ctx.sigv4;
+  if (!sigv4) {
+    send(0);
+    return;
+  }
+  // A streamed body waits, unread, while the request is signed (pipe() resumes it).
+  if (!buffered) req.pause();
+  const signThenSend = async () => {
+    if (buffered) {
+      const declared = Number(headerValue(req.rawHeaders, 'content-length') ?? '0');
+      if (declared > MAX_SIGNED_BODY) throw signedBodyTooLarge();
+      // The app waits for 100 Continue before sending the body the exit must read first.
+      if (expectContinue) res.writeContinue();
+      body = await readBody(req, MAX_SIGNED_BODY);
+      headers = [...withoutField(headers, 'content-length'), 'Content-Length', String(body.length)];
+    }
+    headers.push(...(await sigv4.sign(req.method ?? 'GET', req.url ?? '/', headers, body)));
+  };
+  signThenSend().then(
+    () => {
+      if (!res.destroyed) send(0);
+    },
+    (err: unknown) => {
+      if (err instanceof CiportError && err.code === 'CIPORT_E_AWS_SIGV4_BODY_TOO_LARGE') {
+        if (res.destroyed) return;
+        error = err.code;
+        sendError(req, res, 413, err);
+        return;
+      }
+      fail(err);
+    },
+  );
+}
+
+function signedBodyTooLarge(): CiportError {
+  return new CiportError(
+    'CIPORT_E_AWS_SIGV4_BODY_TOO_LARGE',
+    `the request body exceeds ${MAX_SIGNED_BODY} bytes: a SigV4 signature covers the body's hash, so the exit buffers it, up to that size`,
+  );
+}
+
+/** The request body, whole; rejects past `limit` bytes or when the request is cut. */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('close', onClose);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        done();
+        reject(signedBodyTooLarge());
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      done();
+      resolve(Buffer.concat(chunks));
+    };
+    const onClose = () => {
+      done();
+      reject(new Error('the request was cut before its body arrived'));
+    };
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('close', onClose);
+  });
+}
+
+/** A raw header list without the fields named `name` (lower-case). */
+function withoutField(raw: readonly string[], name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if ((raw[i] as string).toLowerCase() !== name) out.push(raw[i] as string, raw[i + 1] as string);
+  }
+  return out;
 }
 
 function injectedHeaderFor(injection: HttpInjection): { name: string; value: string } | undefined {
@@ -760,84 +856,105 @@ function proxyUpgrade(ctx: RequestContext, req: IncomingMessage, socket: Duplex,
     upgrade: headerValue(req.rawHeaders, 'upgrade') ?? '',
     keepExpect: false,
   });
-  // An upgraded connection is never returned to a pool: dial a fresh one.
-  try {
-    upReq = upstreamRequest(upstream, {
-      method: req.method,
-      path: req.url,
-      headers,
-      agent: false,
-      timeout: opts.idleTimeoutMs,
-      maxHeaderSize: opts.maxHeaderBytes,
-    });
-  } catch (err) {
-    answer(502, 'Bad Gateway', unbuildable(upstream, err));
+  // SigV4 targets sign the upgrade request first (API Gateway WebSocket APIs want it signed).
+  if (!ctx.sigv4) {
+    dial();
     return;
   }
-  const timers = upstreamTimers(upReq, opts, () => status !== 0);
-  upReq.on('timeout', () => upReq.destroy(new UpstreamTimeout(`no traffic for ${opts.idleTimeoutMs} ms`)));
-  upReq.on('error', (err) => {
-    timers.clear();
-    if (status !== 0 || socket.destroyed) return;
-    answer(502, 'Bad Gateway', upstreamError(upstream, err, opts.maxHeaderBytes));
-  });
+  ctx.sigv4.sign(req.method ?? 'GET', req.url ?? '/', headers, undefined).then(
+    (signature) => {
+      if (socket.destroyed) return;
+      headers.push(...signature);
+      dial();
+    },
+    (err: unknown) =>
+      answer(502, 'Bad Gateway', err instanceof CiportError ? err : upstreamError(upstream, err, 0)),
+  );
 
-  upReq.on('upgrade', (upRes: IncomingMessage, up: Socket, upHead: Buffer) => {
-    timers.clear();
-    upSocket = up;
-    status = upRes.statusCode ?? 101;
-    if (socket.destroyed) {
-      up.destroy();
+  function dial(): void {
+    // An upgraded connection is never returned to a pool: dial a fresh one.
+    let dialled: ClientRequest;
+    try {
+      dialled = upstreamRequest(upstream, {
+        method: req.method,
+        path: req.url,
+        headers,
+        agent: false,
+        timeout: opts.idleTimeoutMs,
+        maxHeaderSize: opts.maxHeaderBytes,
+      });
+    } catch (err) {
+      answer(502, 'Bad Gateway', unbuildable(upstream, err));
       return;
     }
-    up.on('error', () => up.destroy());
-    up.once('close', () => socket.destroy());
-    up.setTimeout(0);
-    setIdleTimeout(up, opts.idleTimeoutMs, () => up.destroy());
-    socket.write(
-      responseHead(
-        status,
-        upRes.statusMessage || 'Switching Protocols',
-        clientResponseHeaders(upRes.rawHeaders, { upgrade: true }),
-      ),
+    upReq = dialled;
+    const timers = upstreamTimers(dialled, opts, () => status !== 0);
+    dialled.on('timeout', () =>
+      dialled.destroy(new UpstreamTimeout(`no traffic for ${opts.idleTimeoutMs} ms`)),
     );
-    if (upHead.length > 0) {
-      bytesOut += upHead.length;
-      socket.write(upHead);
-    }
-    if (head.length > 0) {
-      bytesIn += head.length;
-      up.write(head);
-    }
-    socket.on('data', (chunk: Buffer) => {
-      bytesIn += chunk.length;
+    dialled.on('error', (err) => {
+      timers.clear();
+      if (status !== 0 || socket.destroyed) return;
+      answer(502, 'Bad Gateway', upstreamError(upstream, err, opts.maxHeaderBytes));
     });
-    up.on('data', (chunk: Buffer) => {
-      bytesOut += chunk.length;
-    });
-    socket.pipe(up);
-    up.pipe(socket);
-  });
 
-  upReq.on('response', (upRes: IncomingMessage) => {
-    // The upstream declined the upgrade: relay its answer as a plain response, then close.
-    timers.clear();
-    status = upRes.statusCode ?? 502;
-    noteUpstreamStatus(ctx.target.injection, status);
-    socket.write(
-      responseHead(status, upRes.statusMessage || '', [
-        ...clientResponseHeaders(upRes.rawHeaders),
-        'Connection',
-        'close',
-      ]),
-    );
-    upRes.on('data', (chunk: Buffer) => {
-      bytesOut += chunk.length;
+    dialled.on('upgrade', (upRes: IncomingMessage, up: Socket, upHead: Buffer) => {
+      timers.clear();
+      upSocket = up;
+      status = upRes.statusCode ?? 101;
+      if (socket.destroyed) {
+        up.destroy();
+        return;
+      }
+      up.on('error', () => up.destroy());
+      up.once('close', () => socket.destroy());
+      up.setTimeout(0);
+      setIdleTimeout(up, opts.idleTimeoutMs, () => up.destroy());
+      socket.write(
+        responseHead(
+          status,
+          upRes.statusMessage || 'Switching Protocols',
+          clientResponseHeaders(upRes.rawHeaders, { upgrade: true }),
+        ),
+      );
+      if (upHead.length > 0) {
+        bytesOut += upHead.length;
+        socket.write(upHead);
+      }
+      if (head.length > 0) {
+        bytesIn += head.length;
+        up.write(head);
+      }
+      socket.on('data', (chunk: Buffer) => {
+        bytesIn += chunk.length;
+      });
+      up.on('data', (chunk: Buffer) => {
+        bytesOut += chunk.length;
+      });
+      socket.pipe(up);
+      up.pipe(socket);
     });
-    pipeline(upRes, socket, () => socket.destroy());
-  });
 
-  upReq.end();
+    dialled.on('response', (upRes: IncomingMessage) => {
+      // The upstream declined the upgrade: relay its answer as a plain response, then close.
+      timers.clear();
+      status = upRes.statusCode ?? 502;
+      noteUpstreamStatus(ctx.target.injection, status);
+      socket.write(
+        responseHead(status, upRes.statusMessage || '', [
+          ...clientResponseHeaders(upRes.rawHeaders),
+          'Connection',
+          'close',
+        ]),
+      );
+      upRes.on('data', (chunk: Buffer) => {
+        bytesOut += chunk.length;
+      });
+      pipeline(upRes, socket, () => socket.destroy());
+    });
+
+    dialled.end();
+  }
 }
 
 /** Idle timeout on a Duplex that may or may not support setTimeout (sockets and HTTP/2 streams do). */

@@ -10,6 +10,7 @@ import {
   httpInjectionKind,
 } from '../../config/targets/http.js';
 import { ConfigError } from '../../errors/index.js';
+import { JOB_SIGNING_HEADERS, type SigV4Spec } from './sigv4.js';
 
 export { HTTP_INJECTION_KINDS, type HttpInjectionKind };
 
@@ -18,12 +19,15 @@ export type HttpInjection =
   | { readonly kind: 'none' }
   | { readonly kind: 'bearer'; readonly token: Secret }
   | { readonly kind: 'basic'; readonly user: string; readonly password: Secret }
-  | { readonly kind: 'header'; readonly header: string; readonly value: Secret };
+  | { readonly kind: 'header'; readonly header: string; readonly value: Secret }
+  /** Not a header: the exit signs each request (sigv4.ts). */
+  | ({ readonly kind: 'aws_sigv4' } & Readonly<SigV4Spec>);
 
 /** The credential fields `httpInjectionFrom` reads (an http target's `credentials`). */
 export interface HttpCredentialsInput extends HttpCredentialFields {
   password?: Secret | undefined;
   token?: Secret | undefined;
+  aws_sigv4?: SigV4Spec | undefined;
 }
 
 /**
@@ -41,6 +45,7 @@ export function httpInjectionFrom(target: {
   const { user, password, token, header } = c;
   const kind = 'kind' in resolved ? resolved.kind : undefined;
   if (kind === 'none') return { kind };
+  if (kind === 'aws_sigv4' && c.aws_sigv4) return { kind, ...c.aws_sigv4 };
   if (kind === 'bearer' && token) return { kind, token };
   if (kind === 'basic' && user !== undefined && password) return { kind, user, password };
   if (kind === 'header' && header !== undefined && token) return { kind, header, value: token };
@@ -55,6 +60,7 @@ export function httpInjectionFrom(target: {
 export function injectedHeader(injection: HttpInjection): { name: string; value: string } | undefined {
   switch (injection.kind) {
     case 'none':
+    case 'aws_sigv4':
       return undefined;
     case 'bearer':
       return { name: 'authorization', value: `Bearer ${injection.token.reveal()}` };
@@ -69,11 +75,14 @@ export function injectedHeader(injection: HttpInjection): { name: string; value:
 
 /**
  * Headers a client may send that the exit always removes before the upstream sees them:
- * `authorization` (ciport holds that position) and the injected header's own name.
+ * `authorization` (ciport holds that position) and the injected header's own name; for
+ * `aws_sigv4`, every header of a SigV4 signature.
  */
 export function replacedHeaders(injection: HttpInjection): Set<string> {
   const names = new Set(['authorization']);
   if (injection.kind === 'header') names.add(injection.header.toLowerCase());
+  // A signature of the job's own (with credentials it should not have) never reaches AWS.
+  if (injection.kind === 'aws_sigv4') for (const name of JOB_SIGNING_HEADERS) names.add(name);
   return names;
 }
 

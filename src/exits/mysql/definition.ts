@@ -13,6 +13,7 @@ import {
   type ExitDefinition,
   type SessionCredential,
 } from '../contract.js';
+import { rdsAuthTokens } from '../rds-iam.js';
 import { rawExit } from '../tcp/definition.js';
 import { serveMysqlExitStream } from './exit.js';
 import { MysqlStreamObserver } from './observe-stream.js';
@@ -28,7 +29,7 @@ export function mysqlUpstreamFromTarget(target: TargetOf<'mysql'>): MysqlUpstrea
   const tls = target.tls && typeof target.tls === 'object' ? target.tls : undefined;
   return {
     address: target.address,
-    user: target.credentials?.user ?? '',
+    user: target.credentials?.user ?? target.credentials?.aws_rds_iam?.user ?? '',
     password: target.credentials?.password?.reveal(),
     database: target.database,
     tls: target.tls ? { mode: 'verify-full', ca: tls?.ca?.reveal(), servername: tls?.servername } : undefined,
@@ -62,14 +63,21 @@ export const mysqlExit: ExitDefinition<'mysql'> = {
   build(target, host) {
     if (!target.credentials) return rawExit(target);
     const dynamic = Boolean(target.credentials.dynamic || target.credentials.vault_database);
-    if (!target.credentials.user && !dynamic)
+    const rdsIam = target.credentials.aws_rds_iam;
+    if (!target.credentials.user && !dynamic && !rdsIam)
       return {
-        skip: 'mysql target with credentials but no credentials.user, credentials.dynamic or credentials.vault_database',
+        skip: 'mysql target with credentials but no credentials.user, credentials.dynamic, credentials.vault_database or credentials.aws_rds_iam',
       };
     // Checked now (a bad secret fails the start), read again per connection (rotation).
     mysqlUpstreamFromTarget(target);
     const password = target.credentials.password;
     const upstream = () => ({ ...mysqlUpstreamFromTarget(target), timeoutMs: host.connectTimeoutMs });
+    // RDS IAM: a fresh token per connection; the server's mysql_clear_password switch gets it,
+    // and upstream-auth.ts sends a cleartext password only inside TLS (which the schema requires).
+    const rdsToken = rdsIam ? rdsAuthTokens(target, rdsIam) : undefined;
+    const rdsCredential = rdsToken
+      ? async () => ({ user: rdsIam?.user ?? '', password: await rdsToken() })
+      : undefined;
     const threads = new MysqlThreadRegistry();
     return {
       mode: 'stream',
@@ -80,7 +88,8 @@ export const mysqlExit: ExitDefinition<'mysql'> = {
           upstream,
           onAuthRefused: dynamic || !password ? undefined : () => password.refused(),
           // With dynamic credentials: the session's own user, created on its first connection.
-          credential: dynamic ? sessionUser(connection) : undefined,
+          credential: dynamic ? sessionUser(connection) : rdsCredential,
+          credentialExpires: rdsCredential !== undefined,
           sessionId: connection.session.id,
           threads,
           ...databaseAudit(target, connection),
@@ -96,13 +105,14 @@ export const mysqlExit: ExitDefinition<'mysql'> = {
   },
   advertise(target): ExitAdvertisement {
     const dynamic = Boolean(target.credentials?.dynamic || target.credentials?.vault_database);
+    const user = target.credentials?.user ?? target.credentials?.aws_rds_iam?.user;
     // Relayed raw: nothing to say beyond the protocol.
-    if (!target.credentials?.user && !dynamic) return { name: target.name, protocol: target.protocol };
+    if (!user && !dynamic) return { name: target.name, protocol: target.protocol };
     return {
       name: target.name,
       protocol: target.protocol,
       ...(target.database ? { database: target.database } : {}),
-      ...(dynamic ? { dynamic: true } : { user: target.credentials?.user }),
+      ...(dynamic ? { dynamic: true } : { user }),
       query_audit: target.query_audit ?? true,
       ...(target.query_max_length ? { query_max_length: target.query_max_length } : {}),
     };

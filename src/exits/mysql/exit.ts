@@ -35,6 +35,11 @@ export interface MysqlExitOptions {
    */
   credential?: (() => Promise<{ user: string; password: string }>) | undefined;
   /**
+   * The credential expires (an RDS IAM token lives 15 minutes): the KILL that stops a statement
+   * left running logs in with a fresh one from `credential` rather than the connection's own.
+   */
+  credentialExpires?: boolean | undefined;
+  /**
    * With both: this connection is registered under the listener's id, and the application's
    * `KILL [QUERY] <listener id>` of a connection of the same session reaches the right thread.
    */
@@ -119,7 +124,11 @@ export async function serveMysqlExitStream(stream: Duplex, opts: MysqlExitOption
   let killed: Promise<boolean> | undefined;
   const onTeardown = (_err: Error, info: { appQuit: boolean }) => {
     if (serverEnded || info.appQuit || killed) return;
-    killed = killMysqlQuery(target, connectionId, { connection: true }).then(
+    const fresh = opts.credentialExpires ? opts.credential : undefined;
+    killed = (async () => {
+      const login = fresh ? { ...target, ...(await fresh()) } : target;
+      await killMysqlQuery(login, connectionId, { connection: true });
+    })().then(
       () => true,
       () => false,
     );

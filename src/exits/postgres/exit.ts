@@ -26,11 +26,12 @@ export type PgUpstreamTarget = Omit<ConnectUpstreamOptions, 'params' | 'signal'>
 export function pgUpstreamFromTarget(target: TargetOf<'postgres'>): PgUpstreamTarget {
   // With per-session credentials the user is the session's own, filled in per connection.
   const perSession = target.credentials?.dynamic || target.credentials?.vault_database;
-  const user = target.credentials?.user ?? (perSession ? '' : undefined);
+  const user =
+    target.credentials?.user ?? target.credentials?.aws_rds_iam?.user ?? (perSession ? '' : undefined);
   if (user === undefined) {
     throw new ConfigError(
       'CIPORT_E_CONFIG_INVALID',
-      `target ${target.name}: postgres needs credentials.user (or credentials.dynamic or vault_database)`,
+      `target ${target.name}: postgres needs credentials.user (or credentials.dynamic, vault_database or aws_rds_iam)`,
     );
   }
   const { host, port } = splitHostPort(target.address);

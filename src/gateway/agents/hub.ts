@@ -18,6 +18,7 @@ import type { ErrorCode } from '../../errors/codes.js';
 import { ERROR_CODES } from '../../errors/codes.js';
 import { CiportError } from '../../errors/index.js';
 import type { ExitAdvertisement } from '../../exits/contract.js';
+import { advertisedSsh } from '../../exits/ssh/advertised.js';
 import type { Logger } from '../../log/logger.js';
 import { printable } from '../../text/printable.js';
 import {
@@ -892,5 +893,6 @@ function advertisedTarget(t: AdvertisedTarget): AdvertisedTarget {
     (t.query_max_length as number) <= 1_048_576
       ? { query_max_length: t.query_max_length }
       : {}),
+    ...advertisedSsh(t),
   };
 }
