@@ -109,6 +109,10 @@ var ERROR_CODES = {
   CIPORT_E_MYSQL_UPSTREAM_AUTH: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_MYSQL_UPSTREAM_REFUSED: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_MYSQL_USER_REVOKE_FAILED: { exit: ExitCode.unreachable, http: 502 },
+  // HashiCorp Vault (docs/secrets.md): unreachable or 5xx; refused (403, 4xx); a lease not revoked
+  CIPORT_E_VAULT_UNREACHABLE: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_VAULT_REFUSED: { exit: ExitCode.unreachable, http: 502 },
+  CIPORT_E_VAULT_LEASE_REVOKE_FAILED: { exit: ExitCode.unreachable, http: 502 },
   // ssh targets (docs/ssh.md): the user CA, and a certificate the gateway will not sign
   CIPORT_E_SSH_CA_INVALID: usage,
   CIPORT_E_SSH_CERTIFICATE_REFUSED: { exit: ExitCode.denied, http: 403 },

@@ -6,6 +6,7 @@
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { constants as h2, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import type { SecretProviders } from '../credentials/secret-providers.js';
 import { asCiportError, CiportError } from '../errors/index.js';
 import type { ExitAdvertisement as AdvertisedTarget } from '../exits/contract.js';
 import type { Logger } from '../log/logger.js';
@@ -62,6 +63,12 @@ export interface AgentOptions {
   discover?: boolean;
   /** Credential rotation schedule (the credential is rotated once less than half its life is left). */
   rotation?: RotationOptions;
+  /**
+   * The provider secrets of `config` (AWS Secrets Manager, Vault), already read
+   * (`SecretProviders.start`, as `ciport agent` does): closed with the agent; its Vault client
+   * mints `credentials.vault_database` credentials.
+   */
+  secrets?: SecretProviders | undefined;
 }
 
 export interface AgentEvents {
@@ -115,6 +122,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       outbox: this.outbox,
       connectTimeoutMs: config.connect_timeout,
       log: options.log,
+      vault: options.secrets?.vault,
     });
     this.#ca = options.ca ?? (config.ca_file ? readFileSync(config.ca_file, 'utf8') : undefined);
   }
@@ -477,6 +485,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     // A rotation in flight is let finish: the gateway may have switched, the file must follow.
     await Promise.all([this.#rotating, ...[...this.#links.values()].map((l) => l.close())]);
     this.exits.close();
+    this.#opt.secrets?.close();
   }
 
   #serve(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, link: GatewayLink): void {

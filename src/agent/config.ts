@@ -6,6 +6,7 @@ import { durationSchema, secretSchema } from '../config/fields.js';
 import { formatPath, parseYaml, readConfigFile, secretsIn, validate } from '../config/load.js';
 import type { Secret } from '../config/secret.js';
 import { targetSchema } from '../config/targets/index.js';
+import { checkVaultUse, vaultConfigSchema } from '../config/vault.js';
 import { ConfigError } from '../errors/index.js';
 
 export const agentConfigSchema = z
@@ -26,8 +27,10 @@ export const agentConfigSchema = z
     }),
     connect_timeout: durationSchema.prefault('10s'),
     targets: z.array(targetSchema).min(1),
+    vault: vaultConfigSchema,
   })
   .superRefine((cfg, ctx) => {
+    checkVaultUse(cfg, ctx);
     const seen = new Set<string>();
     cfg.targets.forEach((t, i) => {
       if (seen.has(t.name)) {
@@ -57,7 +60,8 @@ export function parseAgentConfig(text: string, file: string, options: AgentLoadO
   const { data, locate } = parseYaml(text, file);
   const cfg = validate(agentConfigSchema, data, file, locate);
   if (options.resolveSecrets === false) return cfg;
-  for (const [path, secret] of secretsIn(cfg.targets, ['targets'])) {
+  // The vault block's own token or secret_id too; provider secrets are read at start (async).
+  for (const [path, secret] of [...secretsIn(cfg.targets, ['targets']), ...secretsIn(cfg.vault, ['vault'])]) {
     secret.resolve(options.env ?? process.env, `${file}:${locate(path)}: ${formatPath(path)}`);
   }
   return cfg;

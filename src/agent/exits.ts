@@ -9,6 +9,8 @@ import { pipeline } from 'node:stream';
 import type { TargetConfig } from '../config/schema.js';
 import { isDeploymentId } from '../credentials/deployment.js';
 import { DynamicCredentials, dynamicSpecFromTarget } from '../credentials/dynamic.js';
+import type { VaultClient } from '../credentials/vault-client.js';
+import { VaultDatabaseCredentials, vaultDatabaseSpecFromTarget } from '../credentials/vault-database.js';
 import { asCiportError, CiportError } from '../errors/index.js';
 import {
   type DialExit,
@@ -32,10 +34,13 @@ export interface AgentExitsOptions {
   outbox: EventOutbox;
   connectTimeoutMs: number;
   log?: Logger | undefined;
+  /** For `credentials.vault_database` (the agent config's `vault:` block). */
+  vault?: VaultClient | undefined;
 }
 
 export class AgentExits {
   readonly roles: DynamicCredentials;
+  readonly vaultDb: VaultDatabaseCredentials;
   readonly #opt: AgentExitsOptions;
   readonly #exits: Map<string, Exit>;
   readonly #upstreams = new Set<Socket>();
@@ -49,17 +54,20 @@ export class AgentExits {
       options.log?.warn({ target: t.name, protocol: t.protocol }, `${why}: not advertised`),
     );
     const specs = [];
+    const vaultSpecs = [];
     for (const exit of this.#exits.values()) {
       const spec = dynamicSpecFromTarget(exit.target);
       if (spec) specs.push(spec);
+      const vaultSpec = vaultDatabaseSpecFromTarget(exit.target);
+      if (vaultSpec) vaultSpecs.push(vaultSpec);
     }
-    this.roles = new DynamicCredentials(specs, {
-      log: options.log ?? { info() {}, warn() {}, error() {} },
-      audit: async (e) => {
-        const { type, ...data } = e;
-        options.outbox.push(type, { ...data });
-      },
-    });
+    const log = options.log ?? { info() {}, warn() {}, error() {} };
+    const audit = async (e: { type: string }) => {
+      const { type, ...data } = e;
+      options.outbox.push(type, { ...data });
+    };
+    this.roles = new DynamicCredentials(specs, { log, audit });
+    this.vaultDb = new VaultDatabaseCredentials(vaultSpecs, { vault: options.vault, log, audit });
   }
 
   /** What the gateway learns about each served target (never a credential). */
@@ -96,6 +104,8 @@ export class AgentExits {
     for (const t of targets) this.#exits.get(t)?.sessionEnded?.(id);
     const mine = targets.filter((t) => this.roles.has(t));
     if (mine.length > 0) await this.roles.revokeSession(id, mine, `session_ended:${reason}`, deployment);
+    const minted = targets.filter((t) => this.vaultDb.has(t));
+    if (minted.length > 0) await this.vaultDb.revokeSession(id, minted, `session_ended:${reason}`);
   }
 
   /**
@@ -119,6 +129,7 @@ export class AgentExits {
   close(): void {
     for (const u of this.#upstreams) u.destroy();
     for (const exit of this.#exits.values()) exit.close();
+    this.vaultDb.close();
   }
 
   /** postgres, http: answered at once; the exit speaks the protocol (and its errors) in-band. */
@@ -141,7 +152,11 @@ export class AgentExits {
       const outcome = await exit.serve(stream, {
         session: { id: sessionId },
         signal: abort.signal,
-        credential: this.roles.has(name) ? () => this.#sessionRole(name, sessionId, headers) : undefined,
+        credential: this.roles.has(name)
+          ? () => this.#sessionRole(name, sessionId, headers)
+          : this.vaultDb.has(name)
+            ? () => this.#vaultCredential(name, sessionId, headers)
+            : undefined,
         // Query events are the gateway's (it sees the same messages); none here.
         onRequest: (event) => this.#opt.outbox.push('http.request', { ...base, ...event }),
         facts: decodeFacts(headers[TUNNEL_HEADERS.facts] as string | undefined),
@@ -175,6 +190,13 @@ export class AgentExits {
       target,
       parseGrants(header(headers, TUNNEL_HEADERS.grants)),
     );
+  }
+
+  /** The session's Vault-minted credential on `target` (read on first use). */
+  async #vaultCredential(target: string, sessionId: string, headers: IncomingHttpHeaders) {
+    const expiresAt = Number(header(headers, TUNNEL_HEADERS.expires));
+    if (!sessionId) throw new CiportError('CIPORT_E_USAGE', 'the gateway did not say which session this is');
+    return this.vaultDb.ensure({ id: sessionId, expiresAt }, target);
   }
 
   /** tcp, redis: dial, answer 200, relay raw bytes. */

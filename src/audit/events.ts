@@ -353,6 +353,8 @@ export type CredentialData = Base & {
   attempt?: number;
   /** revoke_failed: ISO 8601, when the next attempt is due. */
   next_attempt?: string;
+  /** Minted by Vault (`credentials.vault_database`): its lease id (never the password). */
+  lease_id?: string;
   /** Reported by an agent: its name, id (`agt_…`) and `<agent id>:<event id>`. */
   agent?: string;
   agent_id?: string;

@@ -27,15 +27,58 @@ export const durationSchema = z
   .transform((text) => parseDuration(text) as number)
   .meta({ description: 'Duration: a whole number followed by ms, s, m, h or d (30s, 15m, 2h).' });
 
+const envSource = z.strictObject({
+  env: z.string().min(1).meta({ description: 'Environment variable holding the value.' }),
+});
+const fileSource = z.strictObject({
+  file: z.string().min(1).meta({ description: 'File holding the value.' }),
+});
+
 export const secretSchema = z
-  .union([
-    z.strictObject({
-      env: z.string().min(1).meta({ description: 'Environment variable holding the value.' }),
-    }),
-    z.strictObject({ file: z.string().min(1).meta({ description: 'File holding the value.' }) }),
-  ])
+  .union([envSource, fileSource])
   .transform((source) => new Secret(source))
   .meta({ description: 'A secret: {env: NAME} or {file: PATH}. Resolved at load, never printed.' });
+
+const refreshSchema = durationSchema
+  .optional()
+  .meta({ description: 'How often the value is read again (default 5m); also re-read when refused.' });
+
+const awsSecretsManagerSource = z.strictObject({
+  aws_secretsmanager: z.strictObject({
+    secret_id: z.string().min(1).meta({ description: 'Name or ARN of the secret.' }),
+    key: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({ description: 'A field of the JSON SecretString (absent: the whole string).' }),
+    version_stage: z.string().min(1).optional().meta({ description: 'Default AWSCURRENT.' }),
+    region: z.string().min(1).optional().meta({ description: "Default: the SDK's (AWS_REGION)." }),
+    refresh: refreshSchema,
+  }),
+});
+
+const vaultSource = z.strictObject({
+  vault: z.strictObject({
+    path: z
+      .string()
+      .regex(/^[^/\s]+\/[^\s]*[^/\s]$/, '<mount>/<path> of a KV v2 secret, e.g. secret/ci/db')
+      .meta({ description: 'KV v2 secret as <mount>/<path> (first segment: the mount), e.g. secret/ci/db.' }),
+    key: z.string().min(1).meta({ description: "Field of the secret's data." }),
+    refresh: refreshSchema,
+  }),
+});
+
+/**
+ * A target credential (docs/secrets.md): `{env}`, `{file}`, or a provider that is read at start
+ * and re-read on rotation: `{aws_secretsmanager: {secret_id, key?}}`, `{vault: {path, key}}`.
+ */
+export const targetSecretSchema = z
+  .union([envSource, fileSource, awsSecretsManagerSource, vaultSource])
+  .transform((source) => new Secret(source))
+  .meta({
+    description:
+      'A secret: {env}, {file}, {aws_secretsmanager: {secret_id, key?}} or {vault: {path, key}} (docs/secrets.md).',
+  });
 
 export const hostPortSchema = z
   .string()

@@ -11,6 +11,7 @@ import { sessionPolicySchema } from './session-policy.js';
 import { checkRuleSsh, ruleSshSchema, sshSectionSchema } from './ssh.js';
 import { ssoSchema } from './sso.js';
 import { type TargetConfig, targetSchema } from './targets/index.js';
+import { checkVaultUse, vaultConfigSchema } from './vault.js';
 
 export type { TargetConfig };
 
@@ -356,6 +357,7 @@ export const gatewayConfigSchema = z
       .default([])
       .meta({ description: 'OIDC issuers whose job tokens are accepted (docs/identity.md).' }),
     targets: z.array(targetSchema).default([]).meta({ description: 'What ports lead to.' }),
+    vault: vaultConfigSchema,
     ssh: sshSectionSchema,
     rules: z
       .array(ruleSchema)
@@ -404,6 +406,7 @@ export const gatewayConfigSchema = z
     unique(cfg.targets, 'targets', ctx);
     unique(cfg.rules, 'rules', ctx);
     uniqueAdminTokenNames(cfg.admin_tokens, ctx);
+    checkVaultUse(cfg, ctx);
     const issuerNames = new Set(cfg.issuers.map((i) => i.name));
     cfg.rules.forEach((rule, i) => {
       if (!issuerNames.has(rule.issuer)) {

@@ -73,6 +73,7 @@ export type RoleEvent = {
   | 'code'
   | 'attempt'
   | 'next_attempt'
+  | 'lease_id'
 >;
 
 export interface RoleLog {

@@ -92,12 +92,22 @@ async function connect(spec: DynamicSpec, user: string, password: string): Promi
     throw new CiportError(
       'CIPORT_E_UPSTREAM_UNREACHABLE',
       `target ${spec.target}: cannot connect as ${user === spec.adminUser ? 'the dynamic-credentials admin' : 'the per-session user'}: ${(err as Error).message}`,
+      { details: { errno: errno(err) } },
     );
   }
 }
 
 async function withAdmin<T>(spec: DynamicSpec, fn: (c: Conn) => Promise<T>): Promise<T> {
-  const c = await connect(spec, spec.adminUser, spec.adminPassword.reveal());
+  let c: Conn;
+  try {
+    c = await connect(spec, spec.adminUser, spec.adminPassword.reveal());
+  } catch (err) {
+    // Access denied (1045): a provider-backed password may have been rotated; it is read again
+    // and, when it changed, used at once (docs/secrets.md).
+    const refused = err instanceof CiportError && err.details?.errno === 1045;
+    if (!refused || !(await spec.adminPassword.refused())) throw err;
+    c = await connect(spec, spec.adminUser, spec.adminPassword.reveal());
+  }
   try {
     return await fn(c);
   } finally {

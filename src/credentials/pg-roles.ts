@@ -256,6 +256,7 @@ async function withAdmin<T>(
   spec: DynamicSpec,
   timeoutMs: number,
   fn: (c: pg.Client) => Promise<T>,
+  retried = false,
 ): Promise<T> {
   const client = new pg.Client({
     host: spec.host,
@@ -273,6 +274,11 @@ async function withAdmin<T>(
     await client.connect();
   } catch (err) {
     await client.end().catch(() => {});
+    // Login refused (28P01, 28000): a provider-backed password may have been rotated; it is read
+    // again and, when it changed, used at once (docs/secrets.md).
+    const refused = String((err as { code?: unknown }).code).startsWith('28');
+    if (refused && !retried && (await spec.adminPassword.refused()))
+      return withAdmin(spec, timeoutMs, fn, true);
     throw new CiportError(
       'CIPORT_E_UPSTREAM_UNREACHABLE',
       `target ${spec.target}: cannot connect as the dynamic-credentials admin: ${(err as Error).message}`,

@@ -457,7 +457,8 @@ function grantedTarget(target: TargetConfig): GrantedTarget {
     'database' in target && target.database !== undefined ? String(target.database) : undefined;
   // postgres, mysql: the exit logs in upstream, as the target's user or the session's own account.
   const logsIn = target.protocol === 'postgres' || target.protocol === 'mysql';
-  const dynamic = logsIn && target.credentials?.dynamic !== undefined;
+  const dynamic =
+    logsIn && (target.credentials?.dynamic !== undefined || target.credentials?.vault_database !== undefined);
   const login = logsIn && (user || dynamic) ? { user, dynamic } : undefined;
   const region = target.protocol === 'aws' ? target.region : undefined;
   return { protocol: target.protocol, database, user, login, region };

@@ -9,6 +9,8 @@ import { auditEvent } from '../audit/events.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
 import { deploymentIdOf } from '../credentials/deployment.js';
 import { DynamicCredentials, dynamicSpecFromTarget, type RoleSession } from '../credentials/dynamic.js';
+import { SecretProviders } from '../credentials/secret-providers.js';
+import { VaultDatabaseCredentials, vaultDatabaseSpecFromTarget } from '../credentials/vault-database.js';
 import { asCiportError } from '../errors/index.js';
 import type { Exit } from '../exits/contract.js';
 import { buildExits } from '../exits/registry.js';
@@ -22,6 +24,10 @@ export interface GatewayExits {
   readonly byTarget: ReadonlyMap<string, Exit>;
   /** Per-session database accounts (postgres roles, mysql users). */
   readonly roles: DynamicCredentials;
+  /** Per-session database credentials minted by Vault (`credentials.vault_database`). */
+  readonly vaultDb: VaultDatabaseCredentials;
+  /** Provider secrets (AWS Secrets Manager, Vault KV) kept fresh (docs/secrets.md). */
+  readonly secrets: SecretProviders;
   /**
    * This deployment's id (kept in the store; the same for every gateway sharing it): the tag of
    * every per-session role it or its agents create, and the only roles it reaps.
@@ -46,26 +52,42 @@ export interface StartExitsOptions {
   log: Logger;
   /** Role reaper period (default 60 s; 0 disables the periodic run). */
   reapIntervalMs?: number;
-  /** Where `ciport_credential_revoke_failures_total` goes. */
+  /** Where `ciport_credential_revoke_failures_total` and the secret metrics go. */
   registry?: Registry | undefined;
+  /** The config file, named in errors about secrets. */
+  configSource?: string | undefined;
 }
 
 export async function startExits(options: StartExitsOptions): Promise<GatewayExits> {
   const { config, store, manager, log } = options;
-  const byTarget = buildExits(
-    options.targets.values(),
-    {
-      connectTimeoutMs: config.sessions.connect_timeout,
-      idleTimeoutMs: config.sessions.connection_idle_timeout,
-    },
-    // Served elsewhere (an agent) or not configured: this gateway does not exit to it.
-    (target, why) =>
-      log.warn({ target: target.name, protocol: target.protocol }, `${why}: not served by this gateway`),
+  // Provider secrets are read before any exit is built (a failure fails the start).
+  const secrets = await SecretProviders.start(
+    { targets: [...options.targets.values()] },
+    { log, registry: options.registry, vault: config.vault, file: options.configSource },
   );
+  let byTarget: Map<string, Exit>;
+  try {
+    byTarget = buildExits(
+      options.targets.values(),
+      {
+        connectTimeoutMs: config.sessions.connect_timeout,
+        idleTimeoutMs: config.sessions.connection_idle_timeout,
+      },
+      // Served elsewhere (an agent) or not configured: this gateway does not exit to it.
+      (target, why) =>
+        log.warn({ target: target.name, protocol: target.protocol }, `${why}: not served by this gateway`),
+    );
+  } catch (err) {
+    secrets.close();
+    throw err;
+  }
   const specs = [];
+  const vaultSpecs = [];
   for (const exit of byTarget.values()) {
     const spec = dynamicSpecFromTarget(exit.target);
     if (spec) specs.push(spec);
+    const vaultSpec = vaultDatabaseSpecFromTarget(exit.target);
+    if (vaultSpec) vaultSpecs.push(vaultSpec);
   }
 
   const sessionContext = async (id: string) => {
@@ -84,6 +106,17 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
   const roles = new DynamicCredentials(specs, {
     log,
     deploymentId,
+    onRevokeFailed: (target) => revokeFailures?.inc({ target }),
+    audit: async (e) => {
+      const { type, ...data } = e;
+      await store.appendAudit(
+        auditEvent(type, { ...(e.session ? await sessionContext(e.session) : {}), ...data }),
+      );
+    },
+  });
+  const vaultDb = new VaultDatabaseCredentials(vaultSpecs, {
+    vault: secrets.vault,
+    log,
     onRevokeFailed: (target) => revokeFailures?.inc({ target }),
     audit: async (e) => {
       const { type, ...data } = e;
@@ -111,6 +144,8 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
       for (const t of record.targets) byTarget.get(t)?.sessionEnded?.(record.id);
       if (roles.targets.length > 0)
         await roles.revokeSession(record.id, record.targets, `session_ended:${reason}`);
+      if (vaultDb.targets.length > 0)
+        await vaultDb.revokeSession(record.id, record.targets, `session_ended:${reason}`);
     }),
   );
   unsubscribe.push(
@@ -165,6 +200,8 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
   return {
     byTarget,
     roles,
+    vaultDb,
+    secrets,
     deploymentId,
     grantsFor,
     sessionPolicyFor,
@@ -176,6 +213,8 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
       if (timer) clearInterval(timer);
       for (const u of unsubscribe) u();
       for (const exit of byTarget.values()) exit.close();
+      vaultDb.close();
+      secrets.close();
     },
   };
 }

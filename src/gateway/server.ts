@@ -217,6 +217,7 @@ export async function startGateway(
       manager,
       log,
       registry: metrics.registry,
+      configSource: options.configSource,
       ...(options.roleReapIntervalMs !== undefined ? { reapIntervalMs: options.roleReapIntervalMs } : {}),
     });
     const gatewayExitsMade = exits;

@@ -522,7 +522,9 @@ class Tunnel implements SessionConnection, IdleWatched {
         signal: this.#dialSignal(),
         credential: exits.roles.has(this.target)
           ? () => exits.roles.ensure(record, this.target, exits.grantsFor(record, this.target))
-          : undefined,
+          : exits.vaultDb.has(this.target)
+            ? () => exits.vaultDb.ensure(record, this.target)
+            : undefined,
         ...(target.protocol === 'aws'
           ? {
               facts: {

@@ -157,6 +157,7 @@ describe('JSON Schema', () => {
         'store',
         'targets',
         'tls',
+        'vault',
       ].sort(),
     );
     expect(schema.additionalProperties).toBe(false);

@@ -207,3 +207,29 @@ describe('least-privilege admin', () => {
     await server.sql('REVOKE app FROM adm_noowner');
   });
 });
+
+describe('the admin password from a provider (docs/secrets.md)', () => {
+  it('a refused admin login re-reads the secret and logs in once more with a changed value', async () => {
+    // As the providers leave it: the old value in use, the provider already holding the new one.
+    const { r } = roles('adm_ok', 'adm-old-pw', '0a1b2c3d4e');
+    const password = r.spec('db')?.adminPassword as Secret;
+    let provider = 'adm-ok-pw';
+    let reads = 0;
+    password.onRefused(async () => {
+      reads++;
+      return password.update(provider);
+    });
+    const made = await r.ensure({ id: 'ses_admrot', expiresAt: Date.now() + 60_000 }, 'db');
+    expect(made.user).toMatch(/^ciport_/);
+    expect(reads).toBe(1);
+    await r.revokeSession('ses_admrot', ['db'], 'test');
+
+    // Nothing newer in the provider: the refusal stands, without the password in it.
+    provider = 'adm-wrong-pw';
+    password.update(provider);
+    const err = await r.ensure({ id: 'ses_admrot2', expiresAt: Date.now() + 60_000 }, 'db').catch((e) => e);
+    expect(String(err.message)).toContain('cannot connect as the dynamic-credentials admin');
+    expect(String(err.message)).not.toContain('adm-wrong-pw');
+    expect(reads).toBe(2);
+  });
+});

@@ -5,6 +5,7 @@ import type { EventEmitter } from 'node:events';
 import type { Command } from 'commander';
 import { Agent } from '../../agent/agent.js';
 import { loadAgentConfig } from '../../agent/config.js';
+import { SecretProviders } from '../../credentials/secret-providers.js';
 import { type CiportError, UsageError } from '../../errors/index.js';
 import { createLogger } from '../../log/logger.js';
 import { type AdminOptions, reasonBody, reasonOption, tableLines, withAdmin } from '../admin.js';
@@ -51,11 +52,14 @@ export async function runAgent(file: string, io: Io, options: RunAgentOptions = 
       'SIGHUP ignored: the agent keeps running (restart it to apply a changed configuration)',
     );
   signals.on('SIGHUP', onHup);
-  const agent = new Agent(config, { log: logger, env: io.env });
+  // Provider secrets (AWS Secrets Manager, Vault) are read before the exits are built.
+  const secrets = await SecretProviders.start(config, { log: logger, vault: config.vault, file });
+  const agent = new Agent(config, { log: logger, env: io.env, secrets });
   try {
     await agent.start();
   } catch (err) {
     signals.off('SIGHUP', onHup);
+    secrets.close();
     throw err;
   }
   io.stderr.write(

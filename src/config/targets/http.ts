@@ -3,7 +3,7 @@
 // decided here, so that an ambiguous or incomplete set is refused at load, with its path.
 // `aws_sigv4` is the one kind that is not a header: the exit signs each request (docs/aws.md).
 import { z } from 'zod';
-import { secretSchema } from '../fields.js';
+import { targetSecretSchema } from '../fields.js';
 import {
   awsRegionSchema,
   awsRoleSchema,
@@ -119,7 +119,7 @@ export function httpInjectionKind(
 
 export const httpCredentialsSchema = keysOf('the credentials of an http target', {
   ...userPasswordFields,
-  token: secretSchema
+  token: targetSecretSchema
     .optional()
     .meta({ description: 'The token injected (bearer, or the value of `header`).' }),
   kind: z

@@ -1,7 +1,7 @@
 // What every target has, and the pieces several protocols share. A protocol's own fields are in
 // its file beside this one (postgres.ts, mysql.ts, …); index.ts makes the union on `protocol`.
 import { z } from 'zod';
-import { hostPortSchema, nameSchema, secretSchema } from '../fields.js';
+import { hostPortSchema, nameSchema, secretSchema, targetSecretSchema } from '../fields.js';
 
 const quoted = (keys: readonly string[]) => keys.map((k) => `"${k}"`).join(', ');
 
@@ -87,7 +87,7 @@ export function dynamicFields(account: 'role' | 'user') {
   return {
     admin: keysOf('credentials.dynamic.admin', {
       user: z.string().min(1),
-      password: secretSchema,
+      password: targetSecretSchema,
     }).meta({
       description: `The ${account} that creates and drops per-session ${account}s (docs/credentials.md).`,
     }),
@@ -104,10 +104,26 @@ export function dynamicFields(account: 'role' | 'user') {
   };
 }
 
+/** `credentials.vault_database`: a user and password per session, minted by Vault (docs/secrets.md). */
+export const vaultDatabaseFields = keysOf('credentials.vault_database', {
+  role: z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, 'a Vault database role name'),
+  mount: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/, 'a Vault mount path')
+    .default('database')
+    .meta({ description: 'Where the database secrets engine is mounted (default database).' }),
+})
+  .optional()
+  .meta({
+    description:
+      'Per-session credentials minted by Vault (GET <mount>/creds/<role>) at the first connection, ' +
+      'the lease revoked when the session ends. Needs the top-level `vault:` block.',
+  });
+
 /** A user and a password injected at the exit. */
 export const userPasswordFields = {
   user: z.string().min(1).optional().meta({ description: 'User injected at the exit.' }),
-  password: secretSchema.optional().meta({ description: 'Password injected at the exit.' }),
+  password: targetSecretSchema.optional().meta({ description: 'Password injected at the exit.' }),
 };
 
 /** An AWS region (eu-west-1, us-gov-west-1, cn-north-1). */

@@ -12,6 +12,7 @@ import {
   targetMember,
   upstreamTlsSchema,
   userPasswordFields,
+  vaultDatabaseFields,
 } from './member.js';
 
 export const mysqlTargetSchema = targetMember(
@@ -35,6 +36,7 @@ export const mysqlTargetSchema = targetMember(
     ...queryAuditFields,
     credentials: keysOf('the credentials of a mysql target', {
       ...userPasswordFields,
+      vault_database: vaultDatabaseFields,
       aws_rds_iam: awsRdsIamSchema.optional(),
       dynamic: keysOf('credentials.dynamic of a mysql target', dynamicFields('user'))
         .optional()

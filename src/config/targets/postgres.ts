@@ -11,6 +11,7 @@ import {
   targetMember,
   upstreamTlsSchema,
   userPasswordFields,
+  vaultDatabaseFields,
 } from './member.js';
 
 export const postgresTargetSchema = targetMember(
@@ -36,6 +37,7 @@ export const postgresTargetSchema = targetMember(
     ...queryAuditFields,
     credentials: keysOf('the credentials of a postgres target', {
       ...userPasswordFields,
+      vault_database: vaultDatabaseFields,
       aws_rds_iam: awsRdsIamSchema.optional(),
       dynamic: keysOf('credentials.dynamic of a postgres target', {
         ...dynamicFields('role'),

@@ -42,7 +42,13 @@ import { CiportError, type ErrorCode } from '../../errors/index.js';
 import { ERROR_HEADER, errorBody } from '../../transport/wire.js';
 import { splitHostPort } from '../tcp/exit.js';
 import { clientResponseHeaders, headerValue, responseHead, upstreamRequestHeaders } from './headers.js';
-import { checkHttpInjection, type HttpInjection, injectedHeader, replacedHeaders } from './injection.js';
+import {
+  checkHttpInjection,
+  type HttpInjection,
+  injectedHeader,
+  noteUpstreamStatus,
+  replacedHeaders,
+} from './injection.js';
 import { createSigV4Signer, MAX_SIGNED_BODY, type SigV4Signer } from './sigv4.js';
 import { Http1Transport } from './transport.js';
 
@@ -588,6 +594,7 @@ function proxyRequest(
       responded = true;
       timers.clear();
       const status = upRes.statusCode ?? 502;
+      noteUpstreamStatus(ctx.target.injection, status);
       // A response before the whole request body arrived: finish this exchange, then close.
       if (!req.complete) res.shouldKeepAlive = false;
       try {
@@ -932,6 +939,7 @@ function proxyUpgrade(ctx: RequestContext, req: IncomingMessage, socket: Duplex,
       // The upstream declined the upgrade: relay its answer as a plain response, then close.
       timers.clear();
       status = upRes.statusCode ?? 502;
+      noteUpstreamStatus(ctx.target.injection, status);
       socket.write(
         responseHead(status, upRes.statusMessage || '', [
           ...clientResponseHeaders(upRes.rawHeaders),

@@ -91,14 +91,7 @@ export function replacedHeaders(injection: HttpInjection): Set<string> {
  * (no CR, LF or NUL). Errors name the target and the secret's origin, never its value.
  */
 export function checkHttpInjection(targetName: string, injection: HttpInjection): void {
-  const secret =
-    injection.kind === 'bearer'
-      ? injection.token
-      : injection.kind === 'basic'
-        ? injection.password
-        : injection.kind === 'header'
-          ? injection.value
-          : undefined;
+  const secret = injectedSecret(injection);
   if (!secret) return;
   const where = `targets.${targetName}.credentials`;
   // reveal() throws CIPORT_E_SECRET_UNAVAILABLE when the secret was never resolved.
@@ -120,4 +113,23 @@ export function checkHttpInjection(targetName: string, injection: HttpInjection)
       { details: { target: targetName } },
     );
   }
+}
+
+/** The secret an injection sends, if any. */
+export function injectedSecret(injection: HttpInjection): Secret | undefined {
+  return injection.kind === 'bearer'
+    ? injection.token
+    : injection.kind === 'basic'
+      ? injection.password
+      : injection.kind === 'header'
+        ? injection.value
+        : undefined;
+}
+
+/**
+ * The upstream answered 401 to an injected credential: a provider secret is read again (rate
+ * limited), so the next request carries a rotated value.
+ */
+export function noteUpstreamStatus(injection: HttpInjection, status: number): void {
+  if (status === 401) void injectedSecret(injection)?.refused();
 }

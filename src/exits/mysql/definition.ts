@@ -62,13 +62,16 @@ export const mysqlExit: ExitDefinition<'mysql'> = {
   protocol: 'mysql',
   build(target, host) {
     if (!target.credentials) return rawExit(target);
-    const dynamic = Boolean(target.credentials.dynamic);
+    const dynamic = Boolean(target.credentials.dynamic || target.credentials.vault_database);
     const rdsIam = target.credentials.aws_rds_iam;
     if (!target.credentials.user && !dynamic && !rdsIam)
       return {
-        skip: 'mysql target with credentials but no credentials.user, credentials.dynamic or credentials.aws_rds_iam',
+        skip: 'mysql target with credentials but no credentials.user, credentials.dynamic, credentials.vault_database or credentials.aws_rds_iam',
       };
-    const base = { ...mysqlUpstreamFromTarget(target), timeoutMs: host.connectTimeoutMs };
+    // Checked now (a bad secret fails the start), read again per connection (rotation).
+    mysqlUpstreamFromTarget(target);
+    const password = target.credentials.password;
+    const upstream = () => ({ ...mysqlUpstreamFromTarget(target), timeoutMs: host.connectTimeoutMs });
     // RDS IAM: a fresh token per connection; the server's mysql_clear_password switch gets it,
     // and upstream-auth.ts sends a cleartext password only inside TLS (which the schema requires).
     const rdsToken = rdsIam ? rdsAuthTokens(target, rdsIam) : undefined;
@@ -82,7 +85,8 @@ export const mysqlExit: ExitDefinition<'mysql'> = {
       // Failures before the login completes reach the app as an ERR packet (exit.ts), then reject.
       async serve(stream, connection) {
         const result = await serveMysqlExitStream(stream, {
-          upstream: base,
+          upstream,
+          onAuthRefused: dynamic || !password ? undefined : () => password.refused(),
           // With dynamic credentials: the session's own user, created on its first connection.
           credential: dynamic ? sessionUser(connection) : rdsCredential,
           credentialExpires: rdsCredential !== undefined,
@@ -100,7 +104,7 @@ export const mysqlExit: ExitDefinition<'mysql'> = {
     };
   },
   advertise(target): ExitAdvertisement {
-    const dynamic = Boolean(target.credentials?.dynamic);
+    const dynamic = Boolean(target.credentials?.dynamic || target.credentials?.vault_database);
     const user = target.credentials?.user ?? target.credentials?.aws_rds_iam?.user;
     // Relayed raw: nothing to say beyond the protocol.
     if (!user && !dynamic) return { name: target.name, protocol: target.protocol };

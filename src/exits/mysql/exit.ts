@@ -22,7 +22,13 @@ export interface MysqlConnectedInfo {
 }
 
 export interface MysqlExitOptions {
-  upstream: MysqlUpstreamTarget;
+  /** Read per attempt: a provider secret rotated meanwhile is used at once. */
+  upstream: MysqlUpstreamTarget | (() => MysqlUpstreamTarget);
+  /**
+   * The upstream refused the credential (1045…): re-read it (Secret.refused()); true: it
+   * changed, and the login is tried once more before the app sees an error.
+   */
+  onAuthRefused?: (() => Promise<boolean>) | undefined;
   /**
    * The session's own user and password (per-session users), resolved once the connect request
    * is read: it replaces `upstream`'s; its failure reaches the app as an ERR packet.
@@ -76,10 +82,20 @@ export async function serveMysqlExitStream(stream: Duplex, opts: MysqlExitOption
     throw err;
   }
   let upstream: MysqlUpstreamConnection;
-  let target = opts.upstream;
+  const current = () => (typeof opts.upstream === 'function' ? opts.upstream() : opts.upstream);
+  // What the login used: the KILL of a statement left running logs in the same way.
+  let target = current();
   try {
-    if (opts.credential) target = { ...target, ...(await opts.credential()) };
-    upstream = await connectMysqlUpstream({ ...target, request, signal: opts.signal });
+    const credential = opts.credential ? await opts.credential() : undefined;
+    if (credential) target = { ...target, ...credential };
+    upstream = await connectMysqlUpstream({ ...target, request, signal: opts.signal }).catch(
+      async (err: unknown) => {
+        const refused = (err as { code?: unknown }).code === 'CIPORT_E_MYSQL_UPSTREAM_AUTH';
+        if (credential || !refused || !opts.onAuthRefused || !(await opts.onAuthRefused())) throw err;
+        target = current();
+        return connectMysqlUpstream({ ...target, request, signal: opts.signal });
+      },
+    );
   } catch (err) {
     await sendErrorAndClose(stream, err, 0);
     throw err;

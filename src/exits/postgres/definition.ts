@@ -13,12 +13,15 @@ export const postgresExit: ExitDefinition<'postgres'> = {
   protocol: 'postgres',
   build(target): StreamExit | { skip: string } {
     const rdsIam = target.credentials?.aws_rds_iam;
-    if (!target.credentials?.user && !target.credentials?.dynamic && !rdsIam) {
+    const c = target.credentials;
+    if (!c?.user && !c?.dynamic && !c?.vault_database && !rdsIam) {
       return {
-        skip: 'postgres target without credentials.user, credentials.dynamic or credentials.aws_rds_iam',
+        skip: 'postgres target without credentials.user, credentials.dynamic, credentials.vault_database or credentials.aws_rds_iam',
       };
     }
-    const base = pgUpstreamFromTarget(target);
+    // Checked now (a bad secret fails the start), read again per connection (rotation).
+    pgUpstreamFromTarget(target);
+    const password = target.credentials?.password;
     const rdsToken = rdsIam ? rdsAuthTokens(target, rdsIam) : undefined;
     const cancels = new CancelRegistry();
     return {
@@ -31,10 +34,10 @@ export const postgresExit: ExitDefinition<'postgres'> = {
               // for (over the verified TLS the schema requires): never hashed into another method.
               { password: await rdsToken(), allowedAuth: ['password' as const] }
             : await connection.credential?.();
-          const upstream = credential ? { ...base, ...credential } : base;
           const result = await servePgExitStream(stream, {
             sessionId: connection.session.id,
-            upstream,
+            upstream: () => ({ ...pgUpstreamFromTarget(target), ...credential }),
+            onAuthRefused: credential || !password ? undefined : () => password.refused(),
             cancelRegistry: cancels,
             ...databaseAudit(target, connection),
           });
@@ -62,7 +65,7 @@ export const postgresExit: ExitDefinition<'postgres'> = {
     };
   },
   advertise(target): ExitAdvertisement {
-    const dynamic = Boolean(target.credentials?.dynamic);
+    const dynamic = Boolean(target.credentials?.dynamic || target.credentials?.vault_database);
     const user = target.credentials?.user ?? target.credentials?.aws_rds_iam?.user;
     return {
       name: target.name,

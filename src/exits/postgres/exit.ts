@@ -24,15 +24,14 @@ export type PgUpstreamTarget = Omit<ConnectUpstreamOptions, 'params' | 'signal'>
  * means verify-full (with the object's CA bundle and server name).
  */
 export function pgUpstreamFromTarget(target: TargetOf<'postgres'>): PgUpstreamTarget {
-  // With dynamic credentials the user is the per-session role, filled in per connection.
+  // With per-session credentials the user is the session's own, filled in per connection.
+  const perSession = target.credentials?.dynamic || target.credentials?.vault_database;
   const user =
-    target.credentials?.user ??
-    target.credentials?.aws_rds_iam?.user ??
-    (target.credentials?.dynamic ? '' : undefined);
+    target.credentials?.user ?? target.credentials?.aws_rds_iam?.user ?? (perSession ? '' : undefined);
   if (user === undefined) {
     throw new ConfigError(
       'CIPORT_E_CONFIG_INVALID',
-      `target ${target.name}: postgres needs credentials.user (or credentials.dynamic or credentials.aws_rds_iam)`,
+      `target ${target.name}: postgres needs credentials.user (or credentials.dynamic, vault_database or aws_rds_iam)`,
     );
   }
   const { host, port } = splitHostPort(target.address);
@@ -52,7 +51,13 @@ export function pgUpstreamFromTarget(target: TargetOf<'postgres'>): PgUpstreamTa
 
 export interface PgExitOptions {
   sessionId: string;
-  upstream: PgUpstreamTarget;
+  /** Read per attempt: a provider secret rotated meanwhile is used at once. */
+  upstream: PgUpstreamTarget | (() => PgUpstreamTarget);
+  /**
+   * The upstream refused the credential (28xxx): re-read it (Secret.refused()); true: it
+   * changed, and the login is tried once more before the app sees an error.
+   */
+  onAuthRefused?: (() => Promise<boolean>) | undefined;
   cancelRegistry: CancelRegistry;
   /** Per-target switch for query events (default on when onQuery is given). */
   queryEvents?: boolean | undefined;
@@ -100,8 +105,18 @@ export async function servePgExitStream(stream: Duplex, opts: PgExitOptions): Pr
     return { kind: 'cancel', forwarded };
   }
   let upstream: Awaited<ReturnType<typeof connectUpstream>>;
+  const target = () => (typeof opts.upstream === 'function' ? opts.upstream() : opts.upstream);
+  const upstreamTarget = target();
   try {
-    upstream = await connectUpstream({ ...opts.upstream, params: startup.params, signal: opts.signal });
+    upstream = await connectUpstream({
+      ...upstreamTarget,
+      params: startup.params,
+      signal: opts.signal,
+    }).catch(async (err: unknown) => {
+      const refused = (err as { code?: unknown }).code === 'CIPORT_E_PG_UPSTREAM_AUTH';
+      if (!refused || !opts.onAuthRefused || !(await opts.onAuthRefused())) throw err;
+      return connectUpstream({ ...target(), params: startup.params, signal: opts.signal });
+    });
   } catch (err) {
     await sendErrorAndClose(stream, err);
     throw err;
@@ -115,7 +130,7 @@ export async function servePgExitStream(stream: Duplex, opts: PgExitOptions): Pr
       error: new Error('stream closed during startup'),
     };
   }
-  const cancelTarget = { host: opts.upstream.host, port: opts.upstream.port, tls: opts.upstream.tls };
+  const cancelTarget = { host: upstreamTarget.host, port: upstreamTarget.port, tls: upstreamTarget.tls };
   const backendKey = upstream.backendKey;
   const unregister = backendKey
     ? opts.cancelRegistry.register(opts.sessionId, backendKey, cancelTarget)

@@ -66,6 +66,22 @@ export async function connectRedisUpstream(
   target: TargetOf<'redis'>,
   options: RedisUpstreamOptions,
 ): Promise<Socket | TLSSocket> {
+  try {
+    return await handshake(target, options);
+  } catch (err) {
+    // WRONGPASS / NOAUTH: a provider-backed password may have been rotated. It is read again
+    // (rate-limited); when it changed, one more attempt with it before the app sees the error.
+    const auth =
+      err instanceof CiportError && err.code === 'CIPORT_E_UPSTREAM_AUTH' && err.details?.step === 'auth';
+    if (!auth || !(await target.credentials?.password?.refused())) throw err;
+    return handshake(target, options);
+  }
+}
+
+async function handshake(
+  target: TargetOf<'redis'>,
+  options: RedisUpstreamOptions,
+): Promise<Socket | TLSSocket> {
   const steps = handshakeSteps(target);
   const deadline = Date.now() + options.timeoutMs;
   const left = () => Math.max(1, deadline - Date.now());

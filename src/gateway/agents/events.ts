@@ -82,6 +82,7 @@ export async function recordAgentEvent(
         ...(str(d.code) ? { code: str(d.code) } : {}),
         ...(num(d.attempt) !== undefined ? { attempt: num(d.attempt) } : {}),
         ...(str(d.next_attempt) ? { next_attempt: str(d.next_attempt) } : {}),
+        ...(str(d.lease_id) ? { lease_id: str(d.lease_id) } : {}),
         ...from,
       } as Parameters<typeof auditEvent<'credential.created'>>[1]),
     );
