@@ -7,7 +7,7 @@ import { approvalsSectionSchema, ruleApprovalSchema } from './approvals.js';
 import { auditSinkSchema } from './audit-sinks.js';
 import { parseClaimPath } from './claim-path.js';
 import { durationSchema, hostPortSchema, nameSchema as name, secretSchema } from './fields.js';
-import { checkRuleSsh, ruleSshSchema, sshSectionSchema } from './ssh.js';
+import { checkRuleSsh, checkRuleSshTargets, ruleSshSchema, sshSectionSchema } from './ssh.js';
 import { ssoSchema } from './sso.js';
 import { type TargetConfig, targetSchema } from './targets/index.js';
 
@@ -402,6 +402,7 @@ export const gatewayConfigSchema = z
     unique(cfg.targets, 'targets', ctx);
     unique(cfg.rules, 'rules', ctx);
     uniqueAdminTokenNames(cfg.admin_tokens, ctx);
+    checkRuleSshTargets(cfg, ctx);
     const issuerNames = new Set(cfg.issuers.map((i) => i.name));
     cfg.rules.forEach((rule, i) => {
       if (!issuerNames.has(rule.issuer)) {
