@@ -406,6 +406,13 @@ describe('ssh targets', () => {
     expect(
       loadError(ssh('    principals: [deploy]\n    host_keys: ["ssh-ed25519 AAAAnotakey"]\n')),
     ).toContain('targets[0].host_keys[0]: not an OpenSSH public key line');
+    // ssh-keyscan's line as printed (host first): the message says what to remove.
+    expect(loadError(ssh(`    principals: [deploy]\n    host_keys: ["[10.0.4.7]:2222 ${KEY}"]\n`))).toContain(
+      'this looks like ssh-keyscan output: drop the host name "[10.0.4.7]:2222"',
+    );
+    expect(loadError(ssh(`    principals: [deploy]\n    host_ca: "web1.internal ${KEY}"\n`))).toContain(
+      'drop the host name "web1.internal"',
+    );
     expect(loadError(ssh(`    principals: ["deploy,root"]\n    host_keys: ["${KEY}"]\n`))).toContain(
       'targets[0].principals[0]: a principal is a login name',
     );
