@@ -70,7 +70,8 @@ export function parseYaml(text: string, file: string): { data: unknown; locate: 
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   const first = doc.errors[0];
   if (first) {
-    const line = first.linePos?.[0]?.line ?? 0;
+    // prettyErrors: false leaves linePos unset: the line comes from the error's offset.
+    const line = lineCounter.linePos(first.pos[0]).line;
     throw new ConfigError(
       'CIPORT_E_CONFIG_INVALID',
       `${file}:${line}: YAML: ${first.message.split('\n')[0]}`,

@@ -8,7 +8,7 @@ import { auditSinkSchema } from './audit-sinks.js';
 import { parseClaimPath } from './claim-path.js';
 import { durationSchema, hostPortSchema, nameSchema as name, secretSchema } from './fields.js';
 import { sessionPolicySchema } from './session-policy.js';
-import { checkRuleSsh, ruleSshSchema, sshSectionSchema } from './ssh.js';
+import { checkRuleSsh, checkRuleSshTargets, ruleSshSchema, sshSectionSchema } from './ssh.js';
 import { ssoSchema } from './sso.js';
 import { type TargetConfig, targetSchema } from './targets/index.js';
 import { checkVaultUse, vaultConfigSchema } from './vault.js';
@@ -407,6 +407,7 @@ export const gatewayConfigSchema = z
     unique(cfg.rules, 'rules', ctx);
     uniqueAdminTokenNames(cfg.admin_tokens, ctx);
     checkVaultUse(cfg, ctx);
+    checkRuleSshTargets(cfg, ctx);
     const issuerNames = new Set(cfg.issuers.map((i) => i.name));
     cfg.rules.forEach((rule, i) => {
       if (!issuerNames.has(rule.issuer)) {

@@ -48,3 +48,38 @@ export function checkRuleSsh(rule: { allow: string[]; ssh?: RuleSsh }, ctx: z.Re
     }
   }
 }
+
+/**
+ * A rule's `ssh:` for a target this config defines: the gateway's own target wins over any
+ * agent's, so a non-ssh target or principals disjoint from the target's would refuse every
+ * certificate at run time (CIPORT_E_SSH_CERTIFICATE_REFUSED). Say so at load instead.
+ */
+export function checkRuleSshTargets(
+  cfg: {
+    targets: readonly { name: string; protocol: string; principals?: readonly string[] }[];
+    rules: readonly { ssh?: RuleSsh }[];
+  },
+  ctx: z.RefinementCtx,
+): void {
+  const byName = new Map(cfg.targets.map((t) => [t.name, t]));
+  cfg.rules.forEach((rule, i) => {
+    for (const [name, settings] of Object.entries(rule.ssh ?? {})) {
+      const target = byName.get(name);
+      if (!target) continue; // an agent's target: checked when its certificate is asked for
+      const path = ['rules', i, 'ssh', name];
+      if (target.protocol !== 'ssh') {
+        ctx.addIssue({
+          code: 'custom',
+          path,
+          message: `ssh settings for ${name}, a ${target.protocol} target`,
+        });
+      } else if (settings.principals && !settings.principals.some((p) => target.principals?.includes(p))) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [...path, 'principals'],
+          message: `none of these is among ${name}'s principals (${target.principals?.join(', ')}): every certificate would be refused`,
+        });
+      }
+    }
+  });
+}

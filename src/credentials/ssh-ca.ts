@@ -18,6 +18,8 @@ export interface SshCa {
   readonly fingerprint: string;
   /** Where it came from (`ssh.ca_key` origin or the generated file), never the key. */
   readonly origin: string;
+  /** This call made the data_dir key (the first use of that data_dir). */
+  readonly generated?: boolean;
 }
 
 function fromText(text: string, origin: string): SshCa {
@@ -32,19 +34,21 @@ export function loadSshCa(config: Pick<GatewayConfig, 'ssh' | 'data_dir'>): SshC
   const secret = config.ssh?.ca_key;
   if (secret) return fromText(secret.reveal(), `ssh.ca_key (${secret.origin})`);
   const file = join(config.data_dir, SSH_CA_FILE);
+  let generated = false;
   if (!existsSync(file)) {
     mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
     const made = generateEd25519('ciport-user-ca');
     try {
       writeFileSync(file, made.privateOpenssh, { mode: 0o600, flag: 'wx' });
       writeFileSync(`${file}.pub`, `${made.publicLine} ciport-user-ca\n`, { mode: 0o644 });
+      generated = true;
     } catch (err) {
       // Another process made it first: use theirs.
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
   }
   chmodSync(file, 0o600);
-  return fromText(readFileSync(file, 'utf8'), file);
+  return { ...fromText(readFileSync(file, 'utf8'), file), generated };
 }
 
 /**

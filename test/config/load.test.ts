@@ -113,6 +113,11 @@ describe('configuration errors', () => {
     const err = configError(() => parseGatewayConfig('listen: [\nfoo: bar\n', 'gw.yaml'));
     expect(err.code).toBe('CIPORT_E_CONFIG_INVALID');
     expect(err.message).toMatch(/^gw\.yaml:\d+: YAML: /);
+    // The line the error is on, not 0 (a duplicate key, as a hand-edited rule easily gets).
+    const dup = configError(() =>
+      parseGatewayConfig('listen: 127.0.0.1:1\nrules:\n  - name: a\n    name: b\n', 'gw.yaml'),
+    );
+    expect(dup.message).toBe('gw.yaml:4: YAML: Map keys must be unique');
   });
 
   it('says which secret is missing without revealing others', () => {

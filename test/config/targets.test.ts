@@ -411,6 +411,13 @@ describe('ssh targets', () => {
     expect(
       loadError(ssh('    principals: [deploy]\n    host_keys: ["ssh-ed25519 AAAAnotakey"]\n')),
     ).toContain('targets[0].host_keys[0]: not an OpenSSH public key line');
+    // ssh-keyscan's line as printed (host first): the message says what to remove.
+    expect(loadError(ssh(`    principals: [deploy]\n    host_keys: ["[10.0.4.7]:2222 ${KEY}"]\n`))).toContain(
+      'this looks like ssh-keyscan output: drop the host name "[10.0.4.7]:2222"',
+    );
+    expect(loadError(ssh(`    principals: [deploy]\n    host_ca: "web1.internal ${KEY}"\n`))).toContain(
+      'drop the host name "web1.internal"',
+    );
     expect(loadError(ssh(`    principals: ["deploy,root"]\n    host_keys: ["${KEY}"]\n`))).toContain(
       'targets[0].principals[0]: a principal is a login name',
     );
@@ -453,5 +460,40 @@ describe("a rule's ssh settings", () => {
       'rules[0].ssh.web2: ssh settings for web2, which the rule does not allow',
     );
     expect(error('ssh: {web1: {permit: [root]}}')).toContain('rules[0].ssh.web1.permit[0]');
+  });
+
+  // The gateway's own target decides the certificate: settings that could never yield one
+  // are a load error, not a CIPORT_E_SSH_CERTIFICATE_REFUSED at every job.
+  it('refuse settings for a defined target that is not ssh, or shares no principal with it', () => {
+    const withTarget = (target: string, ssh: string) => `targets:\n${target}${doc(ssh)}`;
+    const web1 = (protocol: string, more: string) =>
+      `  - {name: web1, protocol: ${protocol}, address: "web1.internal:22"${more}}\n`;
+    const sshTarget = web1(
+      'ssh',
+      ', principals: [deploy, git], host_ca: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFzP6Ofmrcm/rhV0HBOCxe5xsWhNCv64JGrfaC6bXIVh"',
+    );
+    const error = (text: string) => {
+      try {
+        parseGatewayConfig(text, 'gw.yaml', { resolveSecrets: false });
+      } catch (err) {
+        return (err as CiportError).message;
+      }
+      throw new Error('expected a refusal');
+    };
+    expect(error(withTarget(sshTarget, 'ssh: {web1: {principals: [root]}}'))).toContain(
+      "rules[0].ssh.web1.principals: none of these is among web1's principals (deploy, git)",
+    );
+    expect(error(withTarget(web1('redis', ''), 'ssh: {web1: {permit: [pty]}}'))).toContain(
+      'rules[0].ssh.web1: ssh settings for web1, a redis target',
+    );
+    // Narrowing to some of the target's principals is what `ssh:` is for.
+    const ok = parseGatewayConfig(
+      withTarget(sshTarget, 'ssh: {web1: {principals: [deploy, root]}}'),
+      'gw.yaml',
+      {
+        resolveSecrets: false,
+      },
+    );
+    expect(ok.rules[0]?.ssh?.web1?.principals).toEqual(['deploy', 'root']);
   });
 });

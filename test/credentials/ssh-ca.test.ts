@@ -2,7 +2,7 @@
 // `ssh.ca_key`; a key that is not Ed25519 is refused with CIPORT_E_SSH_CA_INVALID, at start when
 // configured.
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -10,6 +10,7 @@ import { Secret } from '../../src/config/secret.js';
 import { lazySshCa, loadSshCa, SSH_CA_FILE } from '../../src/credentials/ssh-ca.js';
 import { generateEd25519 } from '../../src/credentials/ssh-keys.js';
 import { CiportError } from '../../src/errors/index.js';
+import { runCli } from '../helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-ssh-ca-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -55,5 +56,19 @@ describe('the SSH user CA', () => {
     expect(
       codeOf(() => loadSshCa({ ...config, ssh: { ca_key: new Secret({ env: 'CA' }, 'garbage') } })),
     ).toBe('CIPORT_E_SSH_CA_INVALID');
+  });
+
+  // `ciport ssh-ca` run where the gateway does not (a relative data_dir elsewhere) makes a CA
+  // the gateway never signs with: the first run says so on stderr; stdout stays the one line.
+  it('`ciport ssh-ca` says on stderr when it generated the key, once', async () => {
+    const config = join(dir, 'gw.yaml');
+    writeFileSync(config, `data_dir: ${join(dir, 'cli-data')}\n`);
+    const first = await runCli(['ssh-ca', '--config', config]);
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/^ssh-ed25519 [A-Za-z0-9+/=]+ ciport-user-ca\n$/);
+    expect(first.stderr).toContain(`generated a new SSH user CA in ${join(dir, 'cli-data', SSH_CA_FILE)}`);
+    const again = await runCli(['ssh-ca', '--config', config]);
+    expect(again.stdout).toBe(first.stdout);
+    expect(again.stderr).toBe('');
   });
 });

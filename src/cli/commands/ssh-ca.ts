@@ -1,6 +1,7 @@
 // `ciport ssh-ca --config F`: the gateway's SSH user CA public key, one OpenSSH line, for the
 // target hosts' TrustedUserCAKeys (docs/ssh.md). Reads `ssh.ca_key`, else `<data_dir>/ssh_user_ca`,
 // generating it there when the gateway has not yet (so hosts can be set up before its first start).
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { loadGatewayConfig } from '../../config/load.js';
 import { loadSshCa } from '../../credentials/ssh-ca.js';
@@ -21,7 +22,16 @@ export function registerSshCa(program: Command, ctx: CliContext): void {
       // Only the CA key's secret is read: the others (admin tokens, targets') need not be at hand.
       const cfg = loadGatewayConfig(opts.config, { resolveSecrets: false, env: ctx.io.env });
       cfg.ssh?.ca_key?.resolve(ctx.io.env, `${opts.config}: ssh.ca_key`);
-      ctx.io.stdout.write(`${loadSshCa(cfg).publicLine}\n`);
+      const ca = loadSshCa(cfg);
+      // A relative data_dir is relative to the working directory: run from elsewhere, this makes
+      // a CA the gateway never uses, and hosts trusting it refuse every job. Say it was made.
+      if (ca.generated) {
+        ctx.io.stderr.write(
+          `ciport: generated a new SSH user CA in ${resolve(ca.origin)}: the gateway signs with it only if ` +
+            'its data_dir is this one (same working directory), else set ssh.ca_key\n',
+        );
+      }
+      ctx.io.stdout.write(`${ca.publicLine}\n`);
       return 0;
     }),
   );

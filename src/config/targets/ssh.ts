@@ -5,12 +5,21 @@ import { z } from 'zod';
 import { parsePublicKeyLine, SSH_PRINCIPAL_RE } from '../../credentials/ssh-keys.js';
 import { targetMember } from './member.js';
 
+const KEY_TYPE = /^(ssh-|ecdsa-|sk-)/;
+
 const keyLine = z
   .string()
   .min(1)
   .superRefine((line, ctx) => {
     const parsed = parsePublicKeyLine(line);
-    if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
+    if (typeof parsed !== 'string') return;
+    // `ssh-keyscan` prints `host type key`: the commonest paste, so name the fix.
+    const [host, type] = line.trim().split(/\s+/);
+    const keyscan =
+      type && KEY_TYPE.test(type) && host && !KEY_TYPE.test(host)
+        ? `; this looks like ssh-keyscan output: drop the host name "${host}"`
+        : '';
+    ctx.addIssue({ code: 'custom', message: `${parsed}${keyscan}` });
   });
 
 export const sshPrincipalSchema = z
