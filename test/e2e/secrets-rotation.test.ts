@@ -209,7 +209,8 @@ const exec = (targets: string[], script: string, timeoutMs = 30_000) =>
       CIPORT_ID_TOKEN: token,
       PSQLRC: '/dev/null',
       PGPASSFILE: '/dev/null',
-      PGCONNECT_TIMEOUT: '10',
+      // Generous: twenty jobs at once on a loaded 2-core CI machine.
+      PGCONNECT_TIMEOUT: '60',
     }),
     timeoutMs,
   });
