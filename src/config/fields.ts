@@ -62,6 +62,11 @@ const vaultSource = z.strictObject({
     path: z
       .string()
       .regex(/^[^/\s]+\/[^\s]*[^/\s]$/, '<mount>/<path> of a KV v2 secret, e.g. secret/ci/db')
+      // Spliced into /v1/<mount>/data/<path>: `..` would climb out of the mount (the URL parser
+      // resolves it: sys/…), `?`/`#` would cut the path, `%` and `\` would be decoded or rewritten.
+      .refine((p) => !/[?#%\\]/.test(p) && !p.split('/').some((seg) => seg === '.' || seg === '..'), {
+        message: 'a KV v2 path has no `.` or `..` segment and no `?`, `#`, `%` or `\\`',
+      })
       .meta({ description: 'KV v2 secret as <mount>/<path> (first segment: the mount), e.g. secret/ci/db.' }),
     key: z.string().min(1).meta({ description: "Field of the secret's data." }),
     refresh: refreshSchema,

@@ -66,6 +66,12 @@ export function boundedSessionPolicy(rulePolicy: string | undefined, denyAfter: 
   });
 }
 
+/** A session whose granting rule is gone (a reload removed it) may do nothing with the role. */
+export const DENY_ALL_SESSION_POLICY = JSON.stringify({
+  Version: '2012-10-17',
+  Statement: [{ Sid: 'CiportRuleGone', Effect: 'Deny', Action: '*', Resource: '*' }],
+});
+
 export const sessionPolicySchema = z
   .union([z.string(), z.record(z.string(), z.unknown())])
   .transform((input, ctx) => {

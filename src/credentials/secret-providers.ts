@@ -11,6 +11,7 @@ import { formatPath, type Path, secretsIn } from '../config/load.js';
 import type { AwsSecretsManagerSource, Secret, VaultKvSource } from '../config/secret.js';
 import type { VaultConfig } from '../config/vault.js';
 import { CiportError, ConfigError } from '../errors/index.js';
+import { sdkErrorText } from '../errors/sdk-message.js';
 import { VaultClient, type VaultLog } from './vault-client.js';
 
 const DEFAULT_REFRESH_MS = 5 * 60_000;
@@ -252,10 +253,7 @@ export class SecretProviders {
       );
     } catch (err) {
       // The SDK's message names the secret and the reason (AccessDenied, not found), not a value.
-      const e = err as { name?: string; message?: string };
-      throw new Error(
-        `Secrets Manager GetSecretValue: ${e.name ?? 'Error'}: ${String(e.message).slice(0, 300)}`,
-      );
+      throw new Error(`Secrets Manager GetSecretValue: ${sdkErrorText(err)}`);
     }
     const text =
       out.SecretString ?? (out.SecretBinary ? Buffer.from(out.SecretBinary).toString('utf8') : undefined);

@@ -32,6 +32,9 @@ export interface VaultDatabaseOptions {
   retryMaxMs?: number;
 }
 
+/** Ended sessions remembered (refused a new lease); far more than end within a lease's TTL. */
+const ENDED_KEPT = 10_000;
+
 interface Lease {
   session: string;
   target: string;
@@ -48,6 +51,11 @@ export class VaultDatabaseCredentials {
   /** Leases whose revoke failed, retried by a timer. */
   readonly #failed = new Set<Lease>();
   readonly #timers = new Set<NodeJS.Timeout>();
+  /**
+   * Sessions whose leases were revoked (their end): a connection still on its way must not mint a
+   * new lease for them, which nothing would revoke (only its TTL would end it). Bounded, oldest out.
+   */
+  readonly #ended = new Set<string>();
 
   constructor(specs: VaultDbSpec[], options: VaultDatabaseOptions) {
     this.#specs = new Map(specs.map((s) => [s.target, s]));
@@ -72,6 +80,14 @@ export class VaultDatabaseCredentials {
 
   /** The session's credential on `target`, read from Vault on first use (shared by concurrent callers). */
   ensure(session: RoleSession, target: string): Promise<RoleCredential> {
+    if (this.#ended.has(session.id) || session.expiresAt <= Date.now()) {
+      return Promise.reject(
+        new CiportError(
+          'CIPORT_E_SESSION_ENDED',
+          `session ${session.id} has ended: no Vault credential for it`,
+        ),
+      );
+    }
     const key = `${session.id}\u0000${target}`;
     let pending = this.#live.get(key);
     if (!pending) {
@@ -124,6 +140,8 @@ export class VaultDatabaseCredentials {
 
   /** Revoke the session's leases on `targets`. Never throws. */
   async revokeSession(sessionId: string, targets: readonly string[], reason: string): Promise<void> {
+    this.#ended.add(sessionId);
+    if (this.#ended.size > ENDED_KEPT) this.#ended.delete(this.#ended.values().next().value as string);
     await Promise.all(
       targets
         .filter((t) => this.#specs.has(t))

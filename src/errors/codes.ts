@@ -99,6 +99,7 @@ export const ERROR_CODES = {
   // issue 15: what the exit signs with its own AWS credentials (aws_sigv4, aws_rds_iam)
   CIPORT_E_AWS_CREDENTIALS_UNAVAILABLE: { exit: ExitCode.unreachable, http: 502 },
   CIPORT_E_AWS_SIGV4_BODY_TOO_LARGE: { exit: ExitCode.usage, http: 413 },
+  CIPORT_E_AWS_SIGV4_BUSY: { exit: ExitCode.unreachable, http: 503 },
   CIPORT_E_PROTOCOL_NOT_IMPLEMENTED: { exit: ExitCode.usage, http: 501 },
   CIPORT_E_PG_AUTH: { exit: ExitCode.tokenRejected, http: 401 },
   CIPORT_E_REDIS_AUTH: { exit: ExitCode.tokenRejected, http: 401 },

@@ -9,6 +9,7 @@
 // prints its Node version warning).
 import type { fromNodeProviderChain } from '@aws-sdk/credential-providers';
 import { CiportError } from '../errors/index.js';
+import { sdkErrorText } from '../errors/sdk-message.js';
 
 /** What every credential provider of the SDK is (its types, without another package). */
 type AwsCredentialIdentityProvider = ReturnType<typeof fromNodeProviderChain>;
@@ -78,7 +79,7 @@ export function exitAwsCredentials(identity: ExitAwsIdentity): AwsCredentialIden
 export function awsCredentialsError(identity: ExitAwsIdentity, err: unknown): CiportError {
   if (err instanceof CiportError) return err;
   const e = err as { name?: string; message?: string };
-  const why = `${e?.name ?? 'Error'}: ${String(e?.message ?? err)}`.replace(/\s+/g, ' ').slice(0, 300);
+  const why = sdkErrorText(err);
   const whose = identity.role === undefined ? "the exit's AWS credentials" : `role ${identity.role}`;
   return new CiportError(
     'CIPORT_E_AWS_CREDENTIALS_UNAVAILABLE',

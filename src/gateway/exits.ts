@@ -7,6 +7,7 @@
 import { Counter, type Registry } from 'prom-client';
 import { auditEvent } from '../audit/events.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
+import { DENY_ALL_SESSION_POLICY } from '../config/session-policy.js';
 import { deploymentIdOf } from '../credentials/deployment.js';
 import { DynamicCredentials, dynamicSpecFromTarget, type RoleSession } from '../credentials/dynamic.js';
 import { SecretProviders } from '../credentials/secret-providers.js';
@@ -126,17 +127,11 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
     },
   });
   let rules = new Map(config.rules.map((r) => [r.name, r]));
-  const grantsFor = (record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string) => {
-    // The rule that granted this target; sessions stored before that was recorded: the session's.
-    const granting = record.targetRules?.[target] ?? record.rule;
-    const fromRule = granting ? rules.get(granting)?.grants?.[target] : undefined;
-    return fromRule ? [...fromRule] : undefined;
-  };
+  const grantsFor = (record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string) =>
+    grantingRuleGrants(rules, record, target);
 
-  const sessionPolicyFor = (record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string) => {
-    const granting = record.targetRules?.[target] ?? record.rule;
-    return granting ? rules.get(granting)?.session_policy : undefined;
-  };
+  const sessionPolicyFor = (record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string) =>
+    grantingRulePolicy(rules, record, target);
 
   const unsubscribe: Array<() => void> = [];
   unsubscribe.push(
@@ -217,4 +212,38 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
       secrets.close();
     },
   };
+}
+
+/**
+ * Roles a per-session account on `target` gets: its granting rule's `grants` (undefined: the
+ * target's). The rule that granted this target; sessions stored before that was recorded: the
+ * session's. A rule a reload removed grants nothing: [] (not the target's grants, maybe broader).
+ */
+export function grantingRuleGrants(
+  rules: ReadonlyMap<string, Pick<GatewayConfig['rules'][number], 'grants'>>,
+  record: Pick<SessionRecord, 'rule' | 'targetRules'>,
+  target: string,
+): string[] | undefined {
+  const granting = record.targetRules?.[target] ?? record.rule;
+  if (!granting) return undefined;
+  const rule = rules.get(granting);
+  if (!rule) return [];
+  const fromRule = rule.grants?.[target];
+  return fromRule ? [...fromRule] : undefined;
+}
+
+/**
+ * The session policy for `target` of a session: its granting rule's `session_policy`. A rule a
+ * reload removed or renamed no longer says what the session may do: then every action is denied
+ * (the session lives on until its end; without this it got `Allow *`, the role's whole reach).
+ */
+export function grantingRulePolicy(
+  rules: ReadonlyMap<string, Pick<GatewayConfig['rules'][number], 'session_policy'>>,
+  record: Pick<SessionRecord, 'rule' | 'targetRules'>,
+  target: string,
+): string | undefined {
+  const granting = record.targetRules?.[target] ?? record.rule;
+  if (!granting) return undefined;
+  const rule = rules.get(granting);
+  return rule ? rule.session_policy : DENY_ALL_SESSION_POLICY;
 }

@@ -106,10 +106,11 @@ export function dynamicFields(account: 'role' | 'user') {
 
 /** `credentials.vault_database`: a user and password per session, minted by Vault (docs/secrets.md). */
 export const vaultDatabaseFields = keysOf('credentials.vault_database', {
-  role: z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, 'a Vault database role name'),
+  // Spliced into /v1/<mount>/creds/<role>: no `.` or `..` segment (the URL parser resolves them).
+  role: z.string().regex(/^(?!\.{1,2}$)[A-Za-z0-9_.-]{1,128}$/, 'a Vault database role name'),
   mount: z
     .string()
-    .regex(/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/, 'a Vault mount path')
+    .regex(/^(?!(?:.*\/)?\.{1,2}(?:\/|$))[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/, 'a Vault mount path')
     .default('database')
     .meta({ description: 'Where the database secrets engine is mounted (default database).' }),
 })

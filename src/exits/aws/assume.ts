@@ -21,6 +21,9 @@ import { roleSessionName, sessionTags } from './names.js';
 /** Assume again when fewer than this remain (SDKs refresh 5 to 15 minutes before expiry). */
 export const REFRESH_BEFORE_MS = 5 * 60_000;
 
+/** Ended sessions remembered by RoleSessions. */
+const ENDED_KEPT = 10_000;
+
 /** Temporary credentials as the job's SDK reads them (the container-credentials shape). */
 export interface RoleCredentials {
   AccessKeyId: string;
@@ -136,6 +139,8 @@ export class RoleSessions {
   readonly #held = new Map<string, Held>();
   readonly #pending = new Map<string, Promise<Held>>();
   readonly #now: () => number;
+  /** Sessions forget() was told of (bounded, oldest out): never assumed for again. */
+  readonly #ended = new Set<string>();
 
   constructor(target: AwsTarget, call: AssumeRoleCall, now: () => number = Date.now) {
     this.#target = target;
@@ -153,6 +158,14 @@ export class RoleSessions {
     report?: (event: AwsCredentialsEvent) => void,
   ): Promise<RoleCredentials> {
     const now = this.#now();
+    // A stream that got past the gateway just before the session ended (or an agent told of an
+    // expiry already past): no AssumeRole, nothing held, for a session that is over.
+    if (this.#ended.has(sessionId) || facts.expiresAt <= now) {
+      throw new CiportError(
+        'CIPORT_E_SESSION_ENDED',
+        `session ${sessionId} has ended: no credentials for it`,
+      );
+    }
     const held = this.#held.get(sessionId);
     if (held && held.expiresAt - now >= REFRESH_BEFORE_MS) return held.credentials;
     let pending = this.#pending.get(sessionId);
@@ -242,6 +255,8 @@ export class RoleSessions {
   forget(sessionId: string): void {
     this.#held.delete(sessionId);
     this.#pending.delete(sessionId);
+    this.#ended.add(sessionId);
+    if (this.#ended.size > ENDED_KEPT) this.#ended.delete(this.#ended.values().next().value as string);
   }
 
   get size(): number {

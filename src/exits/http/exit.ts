@@ -49,7 +49,7 @@ import {
   noteUpstreamStatus,
   replacedHeaders,
 } from './injection.js';
-import { createSigV4Signer, MAX_SIGNED_BODY, type SigV4Signer } from './sigv4.js';
+import { createSigV4Signer, MAX_SIGNED_BODY, type SigV4Signer, signedBodies } from './sigv4.js';
 import { Http1Transport } from './transport.js';
 
 /** TLS to the upstream: off, on with the system's CAs, or with a private CA and/or SNI name. */
@@ -637,13 +637,23 @@ function proxyRequest(
   }
   // A streamed body waits, unread, while the request is signed (pipe() resumes it).
   if (!buffered) req.pause();
+  // Bytes of this body counted in the process's budget (signedBodies), given back when done.
+  let reserved = 0;
+  res.once('close', () => signedBodies.give(reserved));
+  const reserve = (n: number) => {
+    if (!signedBodies.take(n)) throw signedBodiesBusy();
+    reserved += n;
+  };
   const signThenSend = async () => {
     if (buffered) {
       const declared = Number(headerValue(req.rawHeaders, 'content-length') ?? '0');
       if (declared > MAX_SIGNED_BODY) throw signedBodyTooLarge();
+      reserve(declared);
       // The app waits for 100 Continue before sending the body the exit must read first.
       if (expectContinue) res.writeContinue();
-      body = await readBody(req, MAX_SIGNED_BODY);
+      body = await readBody(req, MAX_SIGNED_BODY, (n) => {
+        if (n > reserved) reserve(n - reserved);
+      });
       headers = [...withoutField(headers, 'content-length'), 'Content-Length', String(body.length)];
     }
     headers.push(...(await sigv4.sign(req.method ?? 'GET', req.url ?? '/', headers, body)));
@@ -653,10 +663,13 @@ function proxyRequest(
       if (!res.destroyed) send(0);
     },
     (err: unknown) => {
-      if (err instanceof CiportError && err.code === 'CIPORT_E_AWS_SIGV4_BODY_TOO_LARGE') {
+      if (
+        err instanceof CiportError &&
+        (err.code === 'CIPORT_E_AWS_SIGV4_BODY_TOO_LARGE' || err.code === 'CIPORT_E_AWS_SIGV4_BUSY')
+      ) {
         if (res.destroyed) return;
         error = err.code;
-        sendError(req, res, 413, err);
+        sendError(req, res, err.httpStatus, err);
         return;
       }
       fail(err);
@@ -671,8 +684,18 @@ function signedBodyTooLarge(): CiportError {
   );
 }
 
-/** The request body, whole; rejects past `limit` bytes or when the request is cut. */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+function signedBodiesBusy(): CiportError {
+  return new CiportError(
+    'CIPORT_E_AWS_SIGV4_BUSY',
+    'the exit is holding as many request bodies to sign as it may (all SigV4 targets together): retry later',
+  );
+}
+
+/**
+ * The request body, whole; rejects past `limit` bytes, when the request is cut, or when `grow`
+ * (told the size read so far, before it is kept) throws.
+ */
+function readBody(req: IncomingMessage, limit: number, grow: (size: number) => void): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -686,6 +709,13 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       if (size > limit) {
         done();
         reject(signedBodyTooLarge());
+        return;
+      }
+      try {
+        grow(size);
+      } catch (err) {
+        done();
+        reject(err);
         return;
       }
       chunks.push(chunk);

@@ -23,6 +23,26 @@ import { type ExitAwsIdentity, exitAwsCredentials } from '../aws-credentials.js'
 /** The largest request body the exit buffers to hash it. */
 export const MAX_SIGNED_BODY = 8 * 1024 * 1024;
 
+/**
+ * Bytes of request bodies held to be hashed, all `aws_sigv4` targets of the process together: 256
+ * connections of one session each sending 8 MiB would otherwise hold 2 GiB. A request that would
+ * go beyond it is answered 503 CIPORT_E_AWS_SIGV4_BUSY. Its declared Content-Length (else each
+ * chunk as it comes) is reserved before the body is read, and given back once it was sent.
+ */
+export const signedBodies = {
+  limit: 64 * 1024 * 1024,
+  held: 0,
+  /** Reserve `n` bytes; false (nothing reserved) when that would exceed the limit. */
+  take(n: number): boolean {
+    if (this.held + n > this.limit) return false;
+    this.held += n;
+    return true;
+  },
+  give(n: number): void {
+    this.held = Math.max(0, this.held - n);
+  },
+};
+
 /** Header names of a job's own SigV4 signature: removed, the exit's replace them. */
 export const JOB_SIGNING_HEADERS: readonly string[] = [
   'authorization',

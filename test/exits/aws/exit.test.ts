@@ -75,10 +75,11 @@ describe('aws exit', () => {
     expect(events).toHaveLength(1);
     expect(JSON.stringify(events)).not.toContain(issued?.secretAccessKey);
     expect(JSON.stringify(events)).not.toContain(issued?.sessionToken);
-    // The session ended: never served again from the cache.
+    // The session ended: never served again, from the cache or from a new AssumeRole.
     exit.sessionEnded?.('ses_shared');
-    await request(exit, GET, { session: { id: 'ses_shared' } });
-    expect(aws.assumed.length - before).toBe(2);
+    const late = await request(exit, GET, { session: { id: 'ses_shared' } });
+    expect(late.answer).toContain('CIPORT_E_SESSION_ENDED');
+    expect(aws.assumed.length - before).toBe(1);
     exit.close();
   });
 
