@@ -10,6 +10,7 @@ import { benchMemory } from './memory.js';
 import { benchPeerScan } from './peer-scan.js';
 import { benchPg } from './pg.js';
 import { benchSessions } from './sessions.js';
+import { benchSigv4 } from './sigv4.js';
 import { benchTunnel } from './tunnel.js';
 
 const BENCHES: Record<string, (rounds: number) => Promise<string>> = {
@@ -21,6 +22,7 @@ const BENCHES: Record<string, (rounds: number) => Promise<string>> = {
   'peer-scan': benchPeerScan,
   pg: benchPg,
   sessions: benchSessions,
+  sigv4: benchSigv4,
   tunnel: benchTunnel,
 };
 

@@ -30,7 +30,7 @@ interface Endpoints {
   sink: { host: string; port: number };
 }
 
-function child(
+export function child(
   args: string[],
   env: NodeJS.ProcessEnv = {},
   stderr: 'pipe' | 'inherit' = 'inherit',
@@ -45,7 +45,7 @@ function child(
  * The first line of the child's stdout (or stderr) that matches. What the child prints after it
  * is passed on to our stderr (warnings), so a full pipe never blocks the child.
  */
-async function lineMatching(
+export async function lineMatching(
   proc: ChildProcess,
   re: RegExp,
   stream: 'stdout' | 'stderr' = 'stdout',
@@ -141,7 +141,7 @@ const MEASURES: ReadonlyArray<
 ];
 
 /** CPU time (user + system) a process has used so far, µs, from /proc (Linux; 0 elsewhere). */
-function cpuMicros(pid: number | undefined): number {
+export function cpuMicros(pid: number | undefined): number {
   if (pid === undefined) return 0;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -392,7 +392,7 @@ targets:
   }
 }
 
-async function gatewayUrl(gateway: ChildProcess, dataDir: string): Promise<string> {
+export async function gatewayUrl(gateway: ChildProcess, dataDir: string): Promise<string> {
   const m = await lineMatching(gateway, /gateway listening on (https:\/\/\S+)/, 'stderr');
   for (let i = 0; i < 100 && !existsSync(join(dataDir, 'ca.crt')); i++) await sleep(50);
   return m[1]!;
