@@ -136,6 +136,7 @@ describe('aws target: a job gets role credentials through its port', () => {
     expect(vars.AWS_CONTAINER_CREDENTIALS_FULL_URI).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/aws\/credentials$/);
     expect(vars.AWS_CONTAINER_AUTHORIZATION_TOKEN).toMatch(/^[\w-]{40,}$/);
     expect(vars.AWS_REGION).toBe('eu-west-1');
+    expect(vars.AWS_DEFAULT_REGION).toBe('eu-west-1');
     for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN'])
       expect(vars[k]).toBeUndefined();
 
@@ -263,6 +264,7 @@ describe('aws target: a job gets role credentials through its port', () => {
     expect(names?.trim().split(' ')).toEqual([
       'AWS_CONTAINER_AUTHORIZATION_TOKEN',
       'AWS_CONTAINER_CREDENTIALS_FULL_URI',
+      'AWS_DEFAULT_REGION',
       'AWS_REGION',
     ]);
     const last = aws.assumed.at(-1);
