@@ -18,6 +18,7 @@ import { baseEnv, ensureBuilt, openedEnv, ROOT, runCli, spawnCli } from '../fixt
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-aws-'));
 const HOME = join(dir, 'home');
@@ -408,11 +409,15 @@ describe('STS unreachable (last: it stops the fixture)', () => {
       });
       expect(r.status).toBe(502);
       expect(r.headers.get('ciport-error')).toBe('CIPORT_E_AWS_ASSUME_ROLE_FAILED');
-      const events = await gateway.store.auditEvents();
-      expect(events.filter((e) => e.type === 'aws.credentials_failed').at(-1)?.data).toMatchObject({
-        target: 'deploy',
-        code: 'CIPORT_E_AWS_ASSUME_ROLE_FAILED',
-        sts_code: 'ECONNREFUSED',
+      // The event is appended while the answer goes out: wait for it rather than race it.
+      await waitFor(async () => {
+        const events = await gateway.store.auditEvents();
+        expect(events.filter((e) => e.type === 'aws.credentials_failed').at(-1)?.data).toMatchObject({
+          target: 'deploy',
+          code: 'CIPORT_E_AWS_ASSUME_ROLE_FAILED',
+          sts_code: 'ECONNREFUSED',
+        });
+        return true;
       });
       const health = await runCli(['whoami'], { env: env({ CIPORT_ID_TOKEN: token }) });
       expect(health.code, health.stderr).toBe(0);
