@@ -35074,7 +35074,8 @@ function exportedEnv(targets) {
   if (token2) env.AWS_CONTAINER_AUTHORIZATION_TOKEN = token2;
   if (aws.length === 1 && aws[0]) {
     env.AWS_CONTAINER_CREDENTIALS_FULL_URI = targetUrl(aws[0]);
-    if (aws[0].aws?.region) env.AWS_REGION = aws[0].aws.region;
+    const region = aws[0].aws?.region;
+    if (region) Object.assign(env, { AWS_REGION: region, AWS_DEFAULT_REGION: region });
   }
   return env;
 }

@@ -138,7 +138,10 @@ export function exportedEnv(targets: BoundTarget[]): Record<string, string> {
   if (token) env.AWS_CONTAINER_AUTHORIZATION_TOKEN = token;
   if (aws.length === 1 && aws[0]) {
     env.AWS_CONTAINER_CREDENTIALS_FULL_URI = targetUrl(aws[0]);
-    if (aws[0].aws?.region) env.AWS_REGION = aws[0].aws.region;
+    // Both names: the AWS CLI v2 and the newer SDKs read AWS_REGION, botocore/boto3 and the
+    // AWS CLI v1 only AWS_DEFAULT_REGION.
+    const region = aws[0].aws?.region;
+    if (region) Object.assign(env, { AWS_REGION: region, AWS_DEFAULT_REGION: region });
   }
   return env;
 }

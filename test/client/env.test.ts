@@ -156,6 +156,19 @@ describe('exported variables', () => {
     );
   });
 
+  it('aws: the region under both names (botocore/boto3 and the AWS CLI v1 read only AWS_DEFAULT_REGION)', () => {
+    const aws = { path: '/aws/credentials', token: 'tok', region: 'eu-west-1' };
+    const one = exportedEnv([bound({ name: 'deploy', protocol: 'aws', aws })]);
+    expect(one.AWS_REGION).toBe('eu-west-1');
+    expect(one.AWS_DEFAULT_REGION).toBe('eu-west-1');
+    // Without a region, neither is set: the job's own (or the SDK's default) applies.
+    const none = exportedEnv([
+      bound({ name: 'deploy', protocol: 'aws', aws: { ...aws, region: undefined } }),
+    ]);
+    expect(none).not.toHaveProperty('AWS_REGION');
+    expect(none).not.toHaveProperty('AWS_DEFAULT_REGION');
+  });
+
   it('treats a tcp target as tcp even when it fronts PostgreSQL', () => {
     const env = exportedEnv([bound({ name: 'pg', protocol: 'tcp' })]);
     expect(env.CIPORT_PG_URL).toBe('tcp://127.0.0.1:40000');

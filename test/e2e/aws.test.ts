@@ -18,6 +18,7 @@ import { baseEnv, ensureBuilt, openedEnv, ROOT, runCli, spawnCli } from '../fixt
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
+import { waitFor } from '../fixtures/wait-for.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ciport-e2e-aws-'));
 const HOME = join(dir, 'home');
@@ -136,6 +137,7 @@ describe('aws target: a job gets role credentials through its port', () => {
     expect(vars.AWS_CONTAINER_CREDENTIALS_FULL_URI).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/aws\/credentials$/);
     expect(vars.AWS_CONTAINER_AUTHORIZATION_TOKEN).toMatch(/^[\w-]{40,}$/);
     expect(vars.AWS_REGION).toBe('eu-west-1');
+    expect(vars.AWS_DEFAULT_REGION).toBe('eu-west-1');
     for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN'])
       expect(vars[k]).toBeUndefined();
 
@@ -263,6 +265,7 @@ describe('aws target: a job gets role credentials through its port', () => {
     expect(names?.trim().split(' ')).toEqual([
       'AWS_CONTAINER_AUTHORIZATION_TOKEN',
       'AWS_CONTAINER_CREDENTIALS_FULL_URI',
+      'AWS_DEFAULT_REGION',
       'AWS_REGION',
     ]);
     const last = aws.assumed.at(-1);
@@ -406,11 +409,15 @@ describe('STS unreachable (last: it stops the fixture)', () => {
       });
       expect(r.status).toBe(502);
       expect(r.headers.get('ciport-error')).toBe('CIPORT_E_AWS_ASSUME_ROLE_FAILED');
-      const events = await gateway.store.auditEvents();
-      expect(events.filter((e) => e.type === 'aws.credentials_failed').at(-1)?.data).toMatchObject({
-        target: 'deploy',
-        code: 'CIPORT_E_AWS_ASSUME_ROLE_FAILED',
-        sts_code: 'ECONNREFUSED',
+      // The event is appended while the answer goes out: wait for it rather than race it.
+      await waitFor(async () => {
+        const events = await gateway.store.auditEvents();
+        expect(events.filter((e) => e.type === 'aws.credentials_failed').at(-1)?.data).toMatchObject({
+          target: 'deploy',
+          code: 'CIPORT_E_AWS_ASSUME_ROLE_FAILED',
+          sts_code: 'ECONNREFUSED',
+        });
+        return true;
       });
       const health = await runCli(['whoami'], { env: env({ CIPORT_ID_TOKEN: token }) });
       expect(health.code, health.stderr).toBe(0);

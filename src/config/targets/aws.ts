@@ -29,7 +29,7 @@ export const awsTargetSchema = addresslessMember(
       .optional()
       .meta({
         description:
-          'Exported to the job as AWS_REGION, and the region of the STS call (default: AWS_REGION).',
+          'Exported to the job as AWS_REGION and AWS_DEFAULT_REGION, and the region of the STS call (default: AWS_REGION).',
       }),
     duration: durationSchema
       .prefault('1h')
