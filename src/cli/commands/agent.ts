@@ -7,6 +7,7 @@ import { Agent } from '../../agent/agent.js';
 import { loadAgentConfig } from '../../agent/config.js';
 import { SecretProviders } from '../../credentials/secret-providers.js';
 import { type CiportError, UsageError } from '../../errors/index.js';
+import { quietAwsSdkNodeWarning } from '../../exits/aws-sdk-warning.js';
 import { createLogger } from '../../log/logger.js';
 import { type AdminOptions, reasonBody, reasonOption, tableLines, withAdmin } from '../admin.js';
 import { action, type CliContext, examples } from '../command.js';
@@ -24,9 +25,10 @@ export function registerAgent(program: Command, ctx: CliContext): void {
       .option('--log-level <level>', 'pino level (default info, or CIPORT_LOG_LEVEL)'),
     ['CIPORT_ENROLLMENT_TOKEN=cpe_… ciport agent --config /etc/ciport/agent.yaml'],
   ).action(
-    action(ctx, (opts: { config: string; logLevel?: string }) =>
-      runAgent(opts.config, ctx.io, opts.logLevel ? { logLevel: opts.logLevel } : {}),
-    ),
+    action(ctx, (opts: { config: string; logLevel?: string }) => {
+      quietAwsSdkNodeWarning();
+      return runAgent(opts.config, ctx.io, opts.logLevel ? { logLevel: opts.logLevel } : {});
+    }),
   );
 }
 

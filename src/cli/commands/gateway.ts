@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { loadGatewayConfig } from '../../config/load.js';
 import { asCiportError } from '../../errors/index.js';
+import { quietAwsSdkNodeWarning } from '../../exits/aws-sdk-warning.js';
 import { startGateway } from '../../gateway/server.js';
 import { createLogger } from '../../log/logger.js';
 import { action, type CliContext, examples } from '../command.js';
@@ -27,9 +28,10 @@ export function registerGateway(program: Command, ctx: CliContext): void {
       'CIPORT_LOG_LEVEL=debug ciport gateway --config gateway.yaml',
     ],
   ).action(
-    action(ctx, (opts: { config: string; logLevel?: string }) =>
-      runGateway(opts.config, ctx.io, opts.logLevel ? { logLevel: opts.logLevel } : {}),
-    ),
+    action(ctx, (opts: { config: string; logLevel?: string }) => {
+      quietAwsSdkNodeWarning();
+      return runGateway(opts.config, ctx.io, opts.logLevel ? { logLevel: opts.logLevel } : {});
+    }),
   );
 }
 
