@@ -339,7 +339,10 @@ export type SshCertificateIssuedData = Base & {
   session: string;
   target: string;
   key_id: string;
+  /** The login names granted (what ssh_config's `User` takes). */
   principals: string[];
+  /** What the certificate carries: `ciport:<target>:<login>` per login (docs/ssh.md). */
+  certificate_principals: string[];
   /** ISO 8601 validity bounds (`valid_before` is the session's expiry). */
   valid_after: string;
   valid_before: string;

@@ -7,6 +7,7 @@
 import { auditEvent } from '../audit/events.js';
 import type { SshCa } from '../credentials/ssh-ca.js';
 import {
+  certificatePrincipal,
   parsePublicKeyLine,
   type SshExtension,
   type SshPermit,
@@ -111,11 +112,13 @@ export async function postSshCertificate(deps: ApiDeps, req: Req, res: Res, [id]
       `rule ${ruleName ?? '?'} that granted ${body.target} to session ${record.id} no longer does (configuration reloaded)`,
     );
   const ruleSsh = rule.ssh?.[body.target];
-  const principals = ruleSsh?.principals
+  const logins = ruleSsh?.principals
     ? info.principals.filter((p) => ruleSsh.principals?.includes(p))
     : info.principals;
-  if (principals.length === 0)
+  if (logins.length === 0)
     throw refused(`rule ${ruleName ?? '?'} grants no principal that ${body.target} allows`);
+  // Target-scoped (certificatePrincipal): a certificate for this target is no login elsewhere.
+  const certificatePrincipals = logins.map((login) => certificatePrincipal(body.target, login));
   const permits: readonly SshPermit[] = ruleSsh?.permit ?? ['pty'];
   const extensions = permits.map((p) => `permit-${p}` as SshExtension);
   const now = Date.now();
@@ -126,7 +129,7 @@ export async function postSshCertificate(deps: ApiDeps, req: Req, res: Res, [id]
   const signed = signUserCertificate(ca.key, {
     subject,
     keyId,
-    principals,
+    principals: certificatePrincipals,
     validAfter,
     validBefore,
     extensions,
@@ -139,7 +142,8 @@ export async function postSshCertificate(deps: ApiDeps, req: Req, res: Res, [id]
       rule: ruleName,
       target: body.target,
       key_id: keyId,
-      principals,
+      principals: logins,
+      certificate_principals: certificatePrincipals,
       valid_after: validAfter.toISOString(),
       valid_before: validBefore.toISOString(),
       serial: signed.serial,
@@ -150,14 +154,15 @@ export async function postSshCertificate(deps: ApiDeps, req: Req, res: Res, [id]
     }),
   );
   deps.log.info(
-    { session: record.id, target: body.target, principals, serial: signed.serial },
+    { session: record.id, target: body.target, principals: certificatePrincipals, serial: signed.serial },
     'ssh certificate issued',
   );
   sendJson(res, 201, {
     certificate: signed.line,
     key_id: keyId,
     serial: signed.serial,
-    principals,
+    principals: logins,
+    certificate_principals: certificatePrincipals,
     valid_after: validAfter.toISOString(),
     valid_before: validBefore.toISOString(),
     host_key_alias: info.host_key_alias,

@@ -84,6 +84,7 @@ describe('POST /v1/sessions/{id}/ssh-certificate', () => {
     expect(res.status).toBe(201);
     expect(res.body).toMatchObject({
       principals: ['deploy', 'git'],
+      certificate_principals: ['ciport:web1:deploy', 'ciport:web1:git'],
       valid_before: new Date(s.expires_at).toISOString(),
       host_key_alias: 'web.internal',
       host_keys: [HOST_KEY],
@@ -93,6 +94,8 @@ describe('POST /v1/sessions/{id}/ssh-certificate', () => {
     const shown = execFileSync('ssh-keygen', ['-L', '-f', join(dir, 'cert.pub')], { encoding: 'utf8' });
     expect(shown).toMatch(/Extensions: \n\s+permit-agent-forwarding\n\s+permit-pty\n/);
     expect(shown).toMatch(/Critical Options: \(none\)/);
+    // Target-scoped principals only: a bare login would match web2's (or any host's) files too.
+    expect(shown).toMatch(/Principals: \n\s+ciport:web1:deploy\n\s+ciport:web1:git\n\s+Critical/);
     expect(shown).toContain(`Key ID: "${res.body.key_id}"`);
   });
 

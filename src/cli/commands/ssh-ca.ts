@@ -1,6 +1,7 @@
 // `ciport ssh-ca --config F`: the gateway's SSH user CA public key, one OpenSSH line, for the
 // target hosts' TrustedUserCAKeys (docs/ssh.md). Reads `ssh.ca_key`, else `<data_dir>/ssh_user_ca`,
 // generating it there when the gateway has not yet (so hosts can be set up before its first start).
+// The hosts' AuthorizedPrincipalsFile lists target-scoped principals, `ciport:<target>:<login>`.
 import type { Command } from 'commander';
 import { loadGatewayConfig } from '../../config/load.js';
 import { loadSshCa } from '../../credentials/ssh-ca.js';
@@ -16,13 +17,20 @@ export function registerSshCa(program: Command, ctx: CliContext): void {
       'ciport ssh-ca --config /etc/ciport/gateway.yaml > /etc/ssh/ciport_user_ca.pub',
       'ciport ssh-ca --config gateway.yaml | ssh root@web1 "cat > /etc/ssh/ciport_user_ca.pub"',
     ],
-  ).action(
-    action(ctx, (opts: { config: string }) => {
-      // Only the CA key's secret is read: the others (admin tokens, targets') need not be at hand.
-      const cfg = loadGatewayConfig(opts.config, { resolveSecrets: false, env: ctx.io.env });
-      cfg.ssh?.ca_key?.resolve(ctx.io.env, `${opts.config}: ssh.ca_key`);
-      ctx.io.stdout.write(`${loadSshCa(cfg).publicLine}\n`);
-      return 0;
-    }),
-  );
+  )
+    .addHelpText(
+      'after',
+      '\nCertificates carry target-scoped principals, ciport:<target>:<login>: each host lists them per\n' +
+        'user in its AuthorizedPrincipalsFile, e.g. for login deploy on target web1:\n' +
+        '  echo ciport:web1:deploy > /etc/ssh/auth_principals/deploy   (docs/ssh.md, "Setting up a host")\n',
+    )
+    .action(
+      action(ctx, (opts: { config: string }) => {
+        // Only the CA key's secret is read: the others (admin tokens, targets') need not be at hand.
+        const cfg = loadGatewayConfig(opts.config, { resolveSecrets: false, env: ctx.io.env });
+        cfg.ssh?.ca_key?.resolve(ctx.io.env, `${opts.config}: ssh.ca_key`);
+        ctx.io.stdout.write(`${loadSshCa(cfg).publicLine}\n`);
+        return 0;
+      }),
+    );
 }
