@@ -9,13 +9,14 @@ import { auditEvent } from '../audit/events.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
 import { deploymentIdOf } from '../credentials/deployment.js';
 import { DynamicCredentials, dynamicSpecFromTarget, type RoleSession } from '../credentials/dynamic.js';
-import { asCiportError } from '../errors/index.js';
+import { asCiportError, CiportError } from '../errors/index.js';
 import type { Exit } from '../exits/contract.js';
 import { buildExits } from '../exits/registry.js';
 import type { Logger } from '../log/logger.js';
 import type { SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
 import type { AuditStore, MetaStore, SessionRecord, SessionStore } from '../store/types.js';
+import { grantingRule, noLongerGranted } from './granting-rule.js';
 
 export interface GatewayExits {
   /** The exit of each target this gateway serves itself, by name. */
@@ -27,8 +28,12 @@ export interface GatewayExits {
    * every per-session role it or its agents create, and the only roles it reaps.
    */
   readonly deploymentId: string;
-  /** Roles a per-session role gets on `target`: its granting rule's `grants`, else the target's. */
-  grantsFor(record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string): string[] | undefined;
+  /**
+   * Roles a per-session role gets on `target`: its granting rule's `grants`, else (undefined) the
+   * target's. Throws CIPORT_E_TARGET_NOT_GRANTED when no rule in force grants the target to the
+   * session any more (a reload removed the rule, made it deny, or took the target from it).
+   */
+  grantsFor(record: Pick<SessionRecord, 'id' | 'rule' | 'targetRules'>, target: string): string[] | undefined;
   /** A reloaded configuration's rules (SIGHUP): roles created from now on get their grants. */
   useRules(rules: GatewayConfig['rules']): void;
   /** Run the role reaper now (also runs at start and every `reapIntervalMs`). */
@@ -90,11 +95,15 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
       );
     },
   });
-  let rules = new Map(config.rules.map((r) => [r.name, r]));
-  const grantsFor = (record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string) => {
-    // The rule that granted this target; sessions stored before that was recorded: the session's.
-    const granting = record.targetRules?.[target] ?? record.rule;
-    const fromRule = granting ? rules.get(granting)?.grants?.[target] : undefined;
+  let rules = config.rules;
+  const grantsFor = (record: Pick<SessionRecord, 'id' | 'rule' | 'targetRules'>, target: string) => {
+    // A reload that removed the granting rule (or made it deny, or took the target from it) must
+    // not create the session's role with the target's default `dynamic.grant`, wider than the
+    // rule's `grants` may have been: no rule granting the target now, no role.
+    const granting = grantingRule(rules, record, target);
+    if (!granting.rule)
+      throw new CiportError('CIPORT_E_TARGET_NOT_GRANTED', noLongerGranted(granting, record.id, target));
+    const fromRule = granting.rule.grants?.[target];
     return fromRule ? [...fromRule] : undefined;
   };
 
@@ -111,8 +120,8 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
       const eager = record.targets.filter((t) => roles.spec(t)?.create === 'session_start');
       await Promise.all(
         eager.map((t) =>
-          roles
-            .ensure(record as RoleSession, t, grantsFor(record, t))
+          Promise.resolve()
+            .then(() => roles.ensure(record as RoleSession, t, grantsFor(record, t)))
             .catch((err) =>
               log.warn(
                 { session: record.id, target: t, err: asCiportError(err).message },
@@ -161,7 +170,7 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
     deploymentId,
     grantsFor,
     useRules(next) {
-      rules = new Map(next.map((r) => [r.name, r]));
+      rules = next;
     },
     reap,
     close() {

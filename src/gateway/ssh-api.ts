@@ -22,6 +22,7 @@ import { principalSummary } from '../session/principal.js';
 import { bearer } from '../session/secret.js';
 import type { SessionRecord } from '../store/types.js';
 import type { ApiDeps } from './api.js';
+import { grantingRule, noLongerGranted } from './granting-rule.js';
 import { type Req, type Res, readJsonBody, sendJson } from './http.js';
 
 /** Certificates one session may get (each is audited: a job cannot flood the log). */
@@ -102,15 +103,12 @@ export async function postSshCertificate(deps: ApiDeps, req: Req, res: Res, [id]
   if (typeof subject === 'string') throw new CiportError('CIPORT_E_USAGE', `"public_key": ${subject}`);
 
   countIssued(record.id);
-  const ruleName = record.targetRules?.[body.target] ?? record.rule;
   // The rule as the config in force has it. A reload that removed the rule, or took the target
   // from it, must not leave its live sessions with no `ssh:` narrowing (every principal of the
   // target): no rule granting the target now, no certificate.
-  const rule = deps.config.rules.find((r) => r.name === ruleName && !r.deny);
-  if (!rule?.allow.includes(body.target))
-    throw refused(
-      `rule ${ruleName ?? '?'} that granted ${body.target} to session ${record.id} no longer does (configuration reloaded)`,
-    );
+  const granting = grantingRule(deps.config.rules, record, body.target);
+  const { rule, name: ruleName } = granting;
+  if (!rule) throw refused(noLongerGranted(granting, record.id, body.target));
   const ruleSsh = rule.ssh?.[body.target];
   const logins = ruleSsh?.principals
     ? info.principals.filter((p) => ruleSsh.principals?.includes(p))
