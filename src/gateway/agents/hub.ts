@@ -536,11 +536,25 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
         ...(conflict ?? {}),
       });
     }
-    const message =
-      `the gateway refuses target(s) ${targets.slice(0, MAX_REFUSED_NAMES).join(', ')} for agent ${conn.identity.name}: ` +
-      `not bound to it (an admin binds targets with: ciport agents targets ${conn.identity.name} --add …)`;
+    const shown = targets.slice(0, MAX_REFUSED_NAMES);
+    const unbound = shown.filter((t) => !conn.binding.has(t));
+    const changed = shown.filter((t) => conn.binding.has(t));
+    const agent = conn.identity.name;
+    const message = [
+      unbound.length > 0
+        ? `the gateway refuses target(s) ${unbound.join(', ')} for agent ${agent}: not bound to it ` +
+          `(an admin binds targets with: ciport agents targets ${agent} --add …)`
+        : '',
+      changed.length > 0
+        ? `the gateway refuses target(s) ${changed.join(', ')} for agent ${agent}: advertised with another ` +
+          `protocol or other ssh settings than it pinned (an admin accepts the change with: ` +
+          `ciport agents targets ${agent} --remove T, then --add T)`
+        : '',
+    ]
+      .filter(Boolean)
+      .join('; ');
     this.#requestJson(conn.session, 'POST', AGENT_REFUSED_PATH, {
-      refused: targets.slice(0, MAX_REFUSED_NAMES),
+      refused: shown,
       message,
     }).catch(() => {});
   }
