@@ -366,7 +366,10 @@ export type SshCertificateIssuedData = Base & {
   session: string;
   target: string;
   key_id: string;
+  /** The login names granted (what ssh_config's `User` takes). */
   principals: string[];
+  /** What the certificate carries: `ciport:<target>:<login>` per login (docs/ssh.md). */
+  certificate_principals: string[];
   /** ISO 8601 validity bounds (`valid_before` is the session's expiry). */
   valid_after: string;
   valid_before: string;
@@ -449,10 +452,16 @@ export type AgentTargetRefusedData = Base & {
   connection: string;
   remote?: string;
   repeats?: number;
-  /** Absent: not bound. `protocol_changed`: bound, advertised with another protocol than pinned. */
-  reason?: 'not_bound' | 'protocol_changed' | 'too_many_names';
+  /**
+   * Absent: not bound. `protocol_changed`: bound, advertised with another protocol than pinned.
+   * `ssh_changed`: a bound ssh target advertised with other ssh facts than pinned.
+   */
+  reason?: 'not_bound' | 'protocol_changed' | 'ssh_changed' | 'too_many_names';
+  /** The pinned and advertised protocol, or (ssh_changed) digests of the ssh facts. */
   pinned?: string;
   advertised?: string;
+  /** ssh_changed: which facts differ (principals, host_keys, host_ca, host_key_alias, source_address). */
+  changed?: string[];
   /** reason too_many_names (`target` is `*`): distinct names refused without their own event. */
   distinct?: number;
 };

@@ -28,6 +28,18 @@ export type SshPermit = (typeof SSH_PERMITS)[number];
 /** A principal (login name): no whitespace, commas or control characters (sshd splits on them). */
 export const SSH_PRINCIPAL_RE = /^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$/;
 
+/**
+ * The principal a certificate carries for `login` on `target`: `ciport:<target>:<login>`. An
+ * OpenSSH certificate names login names only, no host: a bare `root` signed for db1 would log
+ * in as root on every host whose AuthorizedPrincipalsFile lists root for another target's jobs.
+ * Scoped, a host lists per user the targets it is (`ciport:web1:deploy` in auth_principals/deploy)
+ * and a certificate for db1 matches nothing there. sshd compares the lines as plain strings (`:`
+ * means nothing to it; only whitespace splits off options, and commas a certificate's list).
+ */
+export function certificatePrincipal(target: string, login: string): string {
+  return `ciport:${target}:${login}`;
+}
+
 /** A public key line `ssh-ed25519 AAAA… [comment]`: its key, or an error message. */
 export function parsePublicKeyLine(line: string): sshpk.Key | string {
   try {

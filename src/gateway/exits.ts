@@ -12,13 +12,14 @@ import { deploymentIdOf } from '../credentials/deployment.js';
 import { DynamicCredentials, dynamicSpecFromTarget, type RoleSession } from '../credentials/dynamic.js';
 import { SecretProviders } from '../credentials/secret-providers.js';
 import { VaultDatabaseCredentials, vaultDatabaseSpecFromTarget } from '../credentials/vault-database.js';
-import { asCiportError } from '../errors/index.js';
+import { asCiportError, CiportError } from '../errors/index.js';
 import type { Exit } from '../exits/contract.js';
 import { buildExits } from '../exits/registry.js';
 import type { Logger } from '../log/logger.js';
 import type { SessionManager } from '../session/manager.js';
 import { principalSummary } from '../session/principal.js';
 import type { AuditStore, MetaStore, SessionRecord, SessionStore } from '../store/types.js';
+import { grantingRule, noLongerGranted } from './granting-rule.js';
 
 export interface GatewayExits {
   /** The exit of each target this gateway serves itself, by name. */
@@ -34,8 +35,12 @@ export interface GatewayExits {
    * every per-session role it or its agents create, and the only roles it reaps.
    */
   readonly deploymentId: string;
-  /** Roles a per-session role gets on `target`: its granting rule's `grants`, else the target's. */
-  grantsFor(record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string): string[] | undefined;
+  /**
+   * Roles a per-session role gets on `target`: its granting rule's `grants`, else (undefined) the
+   * target's. Throws CIPORT_E_TARGET_NOT_GRANTED when no rule in force grants the target to the
+   * session any more (a reload removed the rule, made it deny, or took the target from it).
+   */
+  grantsFor(record: Pick<SessionRecord, 'id' | 'rule' | 'targetRules'>, target: string): string[] | undefined;
   /** aws: the `session_policy` of the rule that granted `target` (compact JSON), if it has one. */
   sessionPolicyFor(record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string): string | undefined;
   /** A reloaded configuration's rules (SIGHUP): roles created from now on get their grants. */
@@ -126,10 +131,17 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
       );
     },
   });
-  let rules = new Map(config.rules.map((r) => [r.name, r]));
-  const grantsFor = (record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string) =>
-    grantingRuleGrants(rules, record, target);
-
+  let rules = config.rules;
+  const grantsFor = (record: Pick<SessionRecord, 'id' | 'rule' | 'targetRules'>, target: string) => {
+    // A reload that removed the granting rule (or made it deny, or took the target from it) must
+    // not create the session's role with the target's default `dynamic.grant`, wider than the
+    // rule's `grants` may have been: no rule granting the target now, no role.
+    const granting = grantingRule(rules, record, target);
+    if (!granting.rule)
+      throw new CiportError('CIPORT_E_TARGET_NOT_GRANTED', noLongerGranted(granting, record.id, target));
+    const fromRule = granting.rule.grants?.[target];
+    return fromRule ? [...fromRule] : undefined;
+  };
   const sessionPolicyFor = (record: Pick<SessionRecord, 'rule' | 'targetRules'>, target: string) =>
     grantingRulePolicy(rules, record, target);
 
@@ -148,8 +160,8 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
       const eager = record.targets.filter((t) => roles.spec(t)?.create === 'session_start');
       await Promise.all(
         eager.map((t) =>
-          roles
-            .ensure(record as RoleSession, t, grantsFor(record, t))
+          Promise.resolve()
+            .then(() => roles.ensure(record as RoleSession, t, grantsFor(record, t)))
             .catch((err) =>
               log.warn(
                 { session: record.id, target: t, err: asCiportError(err).message },
@@ -201,7 +213,7 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
     grantsFor,
     sessionPolicyFor,
     useRules(next) {
-      rules = new Map(next.map((r) => [r.name, r]));
+      rules = next;
     },
     reap,
     close() {
@@ -215,35 +227,16 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
 }
 
 /**
- * Roles a per-session account on `target` gets: its granting rule's `grants` (undefined: the
- * target's). The rule that granted this target; sessions stored before that was recorded: the
- * session's. A rule a reload removed grants nothing: [] (not the target's grants, maybe broader).
- */
-export function grantingRuleGrants(
-  rules: ReadonlyMap<string, Pick<GatewayConfig['rules'][number], 'grants'>>,
-  record: Pick<SessionRecord, 'rule' | 'targetRules'>,
-  target: string,
-): string[] | undefined {
-  const granting = record.targetRules?.[target] ?? record.rule;
-  if (!granting) return undefined;
-  const rule = rules.get(granting);
-  if (!rule) return [];
-  const fromRule = rule.grants?.[target];
-  return fromRule ? [...fromRule] : undefined;
-}
-
-/**
  * The session policy for `target` of a session: its granting rule's `session_policy`. A rule a
  * reload removed or renamed no longer says what the session may do: then every action is denied
  * (the session lives on until its end; without this it got `Allow *`, the role's whole reach).
  */
 export function grantingRulePolicy(
-  rules: ReadonlyMap<string, Pick<GatewayConfig['rules'][number], 'session_policy'>>,
+  rules: GatewayConfig['rules'],
   record: Pick<SessionRecord, 'rule' | 'targetRules'>,
   target: string,
 ): string | undefined {
-  const granting = record.targetRules?.[target] ?? record.rule;
-  if (!granting) return undefined;
-  const rule = rules.get(granting);
-  return rule ? rule.session_policy : DENY_ALL_SESSION_POLICY;
+  const granting = grantingRule(rules, record, target);
+  if (granting.name === undefined) return undefined;
+  return granting.rule ? granting.rule.session_policy : DENY_ALL_SESSION_POLICY;
 }

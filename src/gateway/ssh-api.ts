@@ -4,9 +4,11 @@
 // valid until the session's expiry, `permit-pty` plus what the rule permits, `source-address`
 // when the target names the exit's egress — and audits `ssh.certificate_issued`. Authenticated
 // with the session secret; a pending (unapproved) or ended session gets nothing.
+import type sshpk from 'sshpk';
 import { auditEvent } from '../audit/events.js';
 import type { SshCa } from '../credentials/ssh-ca.js';
 import {
+  certificatePrincipal,
   parsePublicKeyLine,
   type SshExtension,
   type SshPermit,
@@ -21,25 +23,42 @@ import { principalSummary } from '../session/principal.js';
 import { bearer } from '../session/secret.js';
 import type { SessionRecord } from '../store/types.js';
 import type { ApiDeps } from './api.js';
+import { grantingRule, noLongerGranted } from './granting-rule.js';
 import { type Req, type Res, readJsonBody, sendJson } from './http.js';
 
-/** Certificates one session may get (each is audited: a job cannot flood the log). */
+/**
+ * Certificates one session may get (each is audited: a job cannot flood the log). Counted in the
+ * store, from the session's `ssh.certificate_issued` events (the audit search's session index):
+ * the same count after a restart and on every gateway sharing the store.
+ */
 export const MAX_CERTIFICATES_PER_SESSION = 16;
-/** Certificates issued per live session id, on this gateway (bounded: the oldest entries go first). */
-const issuedCount = new Map<string, number>();
 
-function countIssued(session: string): void {
-  const n = issuedCount.get(session) ?? 0;
-  if (n >= MAX_CERTIFICATES_PER_SESSION)
+async function checkBudget(deps: ApiDeps, session: string): Promise<void> {
+  const { events } = await deps.store.searchAudit({
+    types: ['ssh.certificate_issued'],
+    session,
+    limit: MAX_CERTIFICATES_PER_SESSION,
+  });
+  if (events.length >= MAX_CERTIFICATES_PER_SESSION)
     throw refused(
       `session ${session} already got ${MAX_CERTIFICATES_PER_SESSION} SSH certificates (the most one session may have)`,
     );
-  issuedCount.delete(session);
-  issuedCount.set(session, n + 1);
-  if (issuedCount.size > 10_000) {
-    const oldest = issuedCount.keys().next().value;
-    if (oldest !== undefined) issuedCount.delete(oldest);
-  }
+}
+
+/**
+ * Per session, one certificate at a time on this gateway: the count and the event that adds to
+ * it are not one transaction, so concurrent requests of one session would all see the same count.
+ * (Gateways sharing a store may each let one concurrent request past the bound.)
+ */
+const pending = new Map<string, Promise<unknown>>();
+function oneAtATime<T>(session: string, run: () => Promise<T>): Promise<T> {
+  const result = (pending.get(session) ?? Promise.resolve()).then(run, run);
+  const tail = result.catch(() => undefined);
+  pending.set(session, tail);
+  void tail.then(() => {
+    if (pending.get(session) === tail) pending.delete(session);
+  });
+  return result;
 }
 
 /** Certificates start this far back, so a runner clock a little behind the host's still works. */
@@ -100,22 +119,31 @@ export async function postSshCertificate(deps: ApiDeps, req: Req, res: Res, [id]
   const subject = parsePublicKeyLine(body.publicKey);
   if (typeof subject === 'string') throw new CiportError('CIPORT_E_USAGE', `"public_key": ${subject}`);
 
-  countIssued(record.id);
-  const ruleName = record.targetRules?.[body.target] ?? record.rule;
+  await oneAtATime(record.id, () => issue(deps, res, record, body.target, subject, info));
+}
+
+async function issue(
+  deps: ApiDeps,
+  res: Res,
+  record: SessionRecord,
+  target: string,
+  subject: sshpk.Key,
+  info: SshTargetInfo,
+): Promise<void> {
+  await checkBudget(deps, record.id);
   // The rule as the config in force has it. A reload that removed the rule, or took the target
   // from it, must not leave its live sessions with no `ssh:` narrowing (every principal of the
   // target): no rule granting the target now, no certificate.
-  const rule = deps.config.rules.find((r) => r.name === ruleName && !r.deny);
-  if (!rule?.allow.includes(body.target))
-    throw refused(
-      `rule ${ruleName ?? '?'} that granted ${body.target} to session ${record.id} no longer does (configuration reloaded)`,
-    );
-  const ruleSsh = rule.ssh?.[body.target];
-  const principals = ruleSsh?.principals
+  const granting = grantingRule(deps.config.rules, record, target);
+  const { rule, name: ruleName } = granting;
+  if (!rule) throw refused(noLongerGranted(granting, record.id, target));
+  const ruleSsh = rule.ssh?.[target];
+  const logins = ruleSsh?.principals
     ? info.principals.filter((p) => ruleSsh.principals?.includes(p))
     : info.principals;
-  if (principals.length === 0)
-    throw refused(`rule ${ruleName ?? '?'} grants no principal that ${body.target} allows`);
+  if (logins.length === 0) throw refused(`rule ${ruleName ?? '?'} grants no principal that ${target} allows`);
+  // Target-scoped (certificatePrincipal): a certificate for this target is no login elsewhere.
+  const certificatePrincipals = logins.map((login) => certificatePrincipal(target, login));
   const permits: readonly SshPermit[] = ruleSsh?.permit ?? ['pty'];
   const extensions = permits.map((p) => `permit-${p}` as SshExtension);
   const now = Date.now();
@@ -126,7 +154,7 @@ export async function postSshCertificate(deps: ApiDeps, req: Req, res: Res, [id]
   const signed = signUserCertificate(ca.key, {
     subject,
     keyId,
-    principals,
+    principals: certificatePrincipals,
     validAfter,
     validBefore,
     extensions,
@@ -137,9 +165,10 @@ export async function postSshCertificate(deps: ApiDeps, req: Req, res: Res, [id]
       session: record.id,
       principal: principalSummary(record.principal),
       rule: ruleName,
-      target: body.target,
+      target: target,
       key_id: keyId,
-      principals,
+      principals: logins,
+      certificate_principals: certificatePrincipals,
       valid_after: validAfter.toISOString(),
       valid_before: validBefore.toISOString(),
       serial: signed.serial,
@@ -150,14 +179,15 @@ export async function postSshCertificate(deps: ApiDeps, req: Req, res: Res, [id]
     }),
   );
   deps.log.info(
-    { session: record.id, target: body.target, principals, serial: signed.serial },
+    { session: record.id, target: target, principals: certificatePrincipals, serial: signed.serial },
     'ssh certificate issued',
   );
   sendJson(res, 201, {
     certificate: signed.line,
     key_id: keyId,
     serial: signed.serial,
-    principals,
+    principals: logins,
+    certificate_principals: certificatePrincipals,
     valid_after: validAfter.toISOString(),
     valid_before: validBefore.toISOString(),
     host_key_alias: info.host_key_alias,

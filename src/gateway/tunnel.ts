@@ -521,7 +521,8 @@ class Tunnel implements SessionConnection, IdleWatched {
         session: record,
         signal: this.#dialSignal(),
         credential: exits.roles.has(this.target)
-          ? () => exits.roles.ensure(record, this.target, exits.grantsFor(record, this.target))
+          ? // async: a refusal of grantsFor (rule no longer in force) rejects, as a failed creation does
+            async () => exits.roles.ensure(record, this.target, exits.grantsFor(record, this.target))
           : exits.vaultDb.has(this.target)
             ? () => exits.vaultDb.ensure(record, this.target)
             : undefined,
@@ -580,7 +581,16 @@ class Tunnel implements SessionConnection, IdleWatched {
     const record = this.#live.record;
     const info = hub.targetInfo(this.target);
     const key = `${record.id}\0${this.target}`;
-    const grants = info?.dynamic ? this.#deps.exits?.grantsFor(record, this.target) : undefined;
+    let grants: string[] | undefined;
+    try {
+      // The agent creates the role with these (undefined: the target's default grant), so a
+      // session whose granting rule a reload removed is refused here, not given the default.
+      grants = info?.dynamic ? this.#deps.exits?.grantsFor(record, this.target) : undefined;
+    } catch (err) {
+      this.#abandon();
+      refuse(asCiportError(err));
+      return;
+    }
     const observer = info
       ? exitDefinition(info.protocol)?.observe?.(info, (event) => {
           if (info.query_audit !== false) this.#auditQuery(event, info.database);

@@ -4,12 +4,17 @@
 // `ref_protected: "true"`); `ref` is fully qualified (`refs/heads/main`) and the principal
 // shows the short name, while policy still sees the raw `ref`.
 //
-// `trusted_event` is false for the events whose job runs with the base repository's
-// privileges while acting on input an outsider controls: `pull_request_target` (checks out
-// or reads a fork's pull request), `workflow_run` (triggered by, and often consuming
-// artifacts of, a possibly-fork workflow) and `issue_comment` (anyone can comment). True
-// otherwise.
-//
+// `trusted_event` is false for the events an outsider (anyone with a GitHub account, no write
+// access) can trigger and whose job runs with the base repository's privileges — its secrets, a
+// writable GITHUB_TOKEN, an ID token — while acting on input that outsider controls:
+// `pull_request_target` (checks out or reads a fork's pull request), `workflow_run` (triggered
+// by, and often consuming artifacts of, a possibly-fork workflow), `issue_comment`, `issues`,
+// `discussion`, `discussion_comment` (anyone can open or comment on a public repository's
+// issues and discussions), `pull_request_review`, `pull_request_review_comment` (anyone can
+// review a pull request of a public repository; on one from the repository's own branch the run
+// is privileged), `fork`, `watch` (anyone can fork or star) and `gollum` (a public wiki anyone
+// may edit). Events that need write access (`push`, `release`, `workflow_dispatch`, `label`,
+// `schedule`, …) are trusted. Not a ciport decision about the job's code: the event's.
 // `fork` is always false: the token carries no claim naming the head repository of a pull
 // request, and GitHub does not issue ID tokens (`id-token: write` is withheld) to `pull_request`
 // workflows from forks at all. The fork-shaped risk on GitHub is the privileged events above,
@@ -18,7 +23,20 @@ import { type Claims, flag, idPath, issuerOrigin, text } from './claim-values.js
 import { type GitHubSubjectContext, parseGitHubSubject } from './github-subject.js';
 import type { Principal } from './principal.js';
 
-const UNTRUSTED_EVENTS = new Set(['pull_request_target', 'workflow_run', 'issue_comment']);
+/** Events an outsider can trigger that run privileged (see above); exported for the docs test. */
+export const UNTRUSTED_EVENTS: ReadonlySet<string> = new Set([
+  'pull_request_target',
+  'workflow_run',
+  'issue_comment',
+  'issues',
+  'discussion',
+  'discussion_comment',
+  'pull_request_review',
+  'pull_request_review_comment',
+  'fork',
+  'watch',
+  'gollum',
+]);
 
 export function githubPrincipal(issuerName: string, c: Claims): Principal {
   const subject = text(c.sub);

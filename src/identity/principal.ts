@@ -26,7 +26,7 @@ export type IssuerKind = IssuerConfig['kind'];
  * | `actor`         | `user_login`                                  | `actor`                                         | user name or client id  |
  * | `event`         | `pipeline_source`                             | `event_name`                                    | null                    |
  * | `fork`          | `job_project_id` ≠ `project_id`               | false (see principal-github.ts)                 | false                   |
- * | `trusted_event` | `!fork`                                       | false for `pull_request_target`, `workflow_run`, `issue_comment` | true   |
+ * | `trusted_event` | `!fork`                                       | false for outsider events (principal-github.ts) | true                    |
  * | `groups`        | `groups_direct`                               | []                                              | `groups`                |
  * | `roles`         | []                                            | []                                              | `roles`, `realm_access.roles` |
  *

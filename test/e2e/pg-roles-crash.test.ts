@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { baseEnv, ensureBuilt, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
-import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
+import { createDynamicAdmin, dynamicPgTarget } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 import { waitFor } from '../fixtures/wait-for.js';
 
@@ -39,21 +39,7 @@ beforeAll(async () => {
       store: { sqlite: { path: join(dir, 'data', 'ciport.db') } },
       sessions: { lease_timeout: '2s' },
       issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
-      targets: [
-        {
-          name: 'db',
-          protocol: 'postgres',
-          address: `127.0.0.1:${pg.port}`,
-          database: 'app',
-          credentials: {
-            dynamic: {
-              admin: { user: 'dyn_admin', password: { env: 'ADMIN_PW' } },
-              grant: ['readonly'],
-              owner: 'app',
-            },
-          },
-        },
-      ],
+      targets: [dynamicPgTarget('db', pg, ['readonly'])],
       rules: [{ name: 'main', issuer: 'gitlab', when: { project_id: '61577203' }, allow: ['db'] }],
     }),
   );

@@ -12,7 +12,7 @@ import { baseEnv, ensureBuilt, spawnCli } from '../fixtures/cli.js';
 import { freePort } from '../fixtures/free-port.js';
 import { gatewayConfig, startTestGateway } from '../fixtures/gateway.js';
 import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
-import { createDynamicAdmin } from '../fixtures/pg-dynamic-admin.js';
+import { createDynamicAdmin, dynamicPgTarget } from '../fixtures/pg-dynamic-admin.js';
 import { type PgServer, startPgServer } from '../fixtures/pg-server.js';
 import { waitFor } from '../fixtures/wait-for.js';
 
@@ -33,21 +33,7 @@ async function config(name: string, admin: { user: string; env: string }) {
       store: { sqlite: { path: join(dir, name, 'ciport.db') } },
       sessions: { rate_limit: { per_minute: 1000, burst: 100 } },
       issuers: [{ name: 'gitlab', kind: 'gitlab', issuer: issuer.url, audience: 'ciport' }],
-      targets: [
-        {
-          name: 'db-dyn',
-          protocol: 'postgres',
-          address: `127.0.0.1:${pg.port}`,
-          database: 'app',
-          credentials: {
-            dynamic: {
-              admin: { user: admin.user, password: { env: admin.env } },
-              grant: ['readonly'],
-              owner: 'app',
-            },
-          },
-        },
-      ],
+      targets: [dynamicPgTarget('db-dyn', pg, ['readonly'], admin)],
       rules: [{ name: 'main', issuer: 'gitlab', when: { project_id: '61577203' }, allow: ['db-dyn'] }],
     },
     { ADMIN_PW: ADMIN_PASSWORD, SUPER_PW: pg.superPassword },

@@ -64,7 +64,14 @@ beforeAll(async () => {
 
   sshd = await startSshd({
     userCa: caLine,
-    users: { deploy: ['deploy'], other: ['other'] },
+    // Target-scoped principals (docs/ssh.md): this host is web1 (and web1-agent) for `deploy` and
+    // `other`; for `ops` it is db1. A certificate names its target, so one for db1 (`other` is
+    // one of db1's logins) matches no line of other's file.
+    users: {
+      deploy: ['ciport:web1:deploy', 'ciport:web1-agent:deploy'],
+      other: ['ciport:web1:other'],
+      ops: ['ciport:db1:ops'],
+    },
     hostName: 'web1.internal',
   });
   // A repository to clone and a directory to upload to, the deploy user's.
@@ -95,6 +102,15 @@ beforeAll(async () => {
           host_key_alias: 'web1.internal',
           source_address: ['127.0.0.1/32'],
         },
+        // The same sshd as db1: its logins other (which web1 lists, as ciport:web1:other) and ops.
+        {
+          name: 'db1',
+          protocol: 'ssh',
+          address,
+          principals: ['other', 'ops'],
+          host_ca: sshd.hostCa,
+          host_key_alias: 'web1.internal',
+        },
         // The same sshd, but the key pinned is another host's: the job's ssh must refuse it.
         {
           name: 'impostor',
@@ -109,7 +125,7 @@ beforeAll(async () => {
           name: 'deploy',
           issuer: 'gitlab',
           when: { project_id: '61577203', ref_protected: true },
-          allow: ['web1', 'web1-agent', 'impostor'],
+          allow: ['web1', 'web1-agent', 'impostor', 'db1'],
           // `other` is one of web1's principals, but this rule grants only `deploy`.
           ssh: { web1: { principals: ['deploy'] } },
           max_ttl: '30m',
@@ -227,6 +243,7 @@ describe.skipIf(!runnable)('ssh targets', () => {
       target: 'web1',
       rule: 'deploy',
       principals: ['deploy'],
+      certificate_principals: ['ciport:web1:deploy'],
       extensions: ['permit-pty'],
       source_address: ['127.0.0.1/32'],
       valid_before: new Date(session.expiresAt).toISOString(),
@@ -287,12 +304,53 @@ describe.skipIf(!runnable)('ssh targets', () => {
       '  HostKeyAlias web1.internal',
       '  StrictHostKeyChecking yes',
       '@cert-authority web1.internal',
-      'deploy',
+      'ciport:web1:deploy',
       'other: 255',
       'deploy: 0',
     ]);
     expect(sshd.log()).toContain('Certificate does not contain an authorized principal');
     expect(sshd.log()).toMatch(/Failed publickey for other from .* ID ciport session=/);
+  });
+
+  it('a certificate for db1 does not log in on web1 as a login web1 grants to others (principals name the target)', async () => {
+    const tmp = jobTmp();
+    // The job holds db1 (logins other, ops) and web1 (deploy only). It presents db1's key and
+    // certificate to web1 as `other`, a user whose file lists ciport:web1:other: sshd refuses,
+    // where bare principals (`other` in the certificate and the file) would have let it in.
+    const script = [
+      'd="$(dirname "$CIPORT_DB1_SSH_CONFIG")"',
+      'ssh-keygen -L -f "$d/db1-cert.pub" | grep -E "^[[:space:]]+ciport:" | tr -d " \t"',
+      'ssh -F "$CIPORT_WEB1_SSH_CONFIG" -o IdentityFile="$d/db1" -o CertificateFile="$d/db1-cert.pub" other@web1 true 2>/dev/null; echo "db1 as other on web1: $?"',
+      'ssh -F "$CIPORT_DB1_SSH_CONFIG" other@db1 true 2>/dev/null; echo "other on db1 port: $?"',
+      'ssh -F "$CIPORT_DB1_SSH_CONFIG" ops@db1 id -un; echo "ops on db1: $?"',
+    ].join('\n');
+    const r = await runCli(['exec', 'db1', 'web1', '--', 'sh', '-c', script], {
+      env: env(tmp),
+      timeoutMs: 60_000,
+    });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim().split('\n')).toEqual([
+      'ciport:db1:other',
+      'ciport:db1:ops',
+      'db1 as other on web1: 255',
+      'other on db1 port: 255',
+      'ops',
+      'ops on db1: 0',
+    ]);
+    const session = await latestSession();
+    const issued = (await eventsOf(session.id)).filter((e) => e.type === 'ssh.certificate_issued');
+    const db1 = issued.find((e) => (e.data as { target: string }).target === 'db1')?.data as {
+      key_id: string;
+      serial: string;
+    };
+    expect(db1).toMatchObject({
+      principals: ['other', 'ops'],
+      certificate_principals: ['ciport:db1:other', 'ciport:db1:ops'],
+    });
+    const refusedLine = (l: string) =>
+      l.includes('Failed publickey for other from') && l.includes(`ID ${db1.key_id} (serial ${db1.serial})`);
+    expect(sshd.log().split('\n').some(refusedLine)).toBe(true);
   });
 
   it("a host whose key is not the pinned one is refused by the job's ssh (no login attempted)", async () => {

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { generateEd25519 } from '../../src/credentials/ssh-keys.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { MAX_CERTIFICATES_PER_SESSION } from '../../src/gateway/ssh-api.js';
@@ -18,6 +18,7 @@ import { FixtureIssuer } from '../fixtures/oidc-issuer.js';
 const dir = mkdtempSync(join(tmpdir(), 'ciport-ssh-api-'));
 const HOST_KEY = generateEd25519('host').publicLine;
 let gateway: RunningGateway;
+let config: ReturnType<typeof gatewayConfig>;
 let issuer: FixtureIssuer;
 let token: string;
 
@@ -30,34 +31,33 @@ beforeAll(async () => {
     principals,
     host_keys: [HOST_KEY],
   });
-  gateway = await startTestGateway(
-    gatewayConfig({
-      listen: '127.0.0.1:0',
-      ...e2eGatewayDoc(join(dir, 'gw'), issuer.url),
-      targets: [
-        ssh('web1', ['deploy', 'git']),
-        ssh('web2', ['git']),
-        ssh('gated', ['deploy']),
-        { name: 'raw', protocol: 'tcp', address: '127.0.0.1:9' },
-      ],
-      rules: [
-        {
-          name: 'main',
-          issuer: 'gitlab',
-          when: { project_id: '61577203' },
-          allow: ['web1', 'web2', 'raw'],
-          ssh: { web1: { permit: ['pty', 'agent-forwarding'] }, web2: { principals: ['deploy'] } },
-        },
-        {
-          name: 'gated',
-          issuer: 'gitlab',
-          when: { project_id: '61577203' },
-          allow: ['gated'],
-          approval: { groups: ['ops'], count: 1, timeout: '1m' },
-        },
-      ],
-    }),
-  );
+  config = gatewayConfig({
+    listen: '127.0.0.1:0',
+    ...e2eGatewayDoc(join(dir, 'gw'), issuer.url),
+    targets: [
+      ssh('web1', ['deploy', 'git']),
+      ssh('web2', ['git']),
+      ssh('gated', ['deploy']),
+      { name: 'raw', protocol: 'tcp', address: '127.0.0.1:9' },
+    ],
+    rules: [
+      {
+        name: 'main',
+        issuer: 'gitlab',
+        when: { project_id: '61577203' },
+        allow: ['web1', 'web2', 'raw'],
+        ssh: { web1: { permit: ['pty', 'agent-forwarding'] }, web2: { principals: ['deploy'] } },
+      },
+      {
+        name: 'gated',
+        issuer: 'gitlab',
+        when: { project_id: '61577203' },
+        allow: ['gated'],
+        approval: { groups: ['ops'], count: 1, timeout: '1m' },
+      },
+    ],
+  });
+  gateway = await startTestGateway(config);
   token = await issuer.mint({}, { preset: 'gitlab-main', audience: 'ciport' });
 }, 60_000);
 
@@ -84,6 +84,7 @@ describe('POST /v1/sessions/{id}/ssh-certificate', () => {
     expect(res.status).toBe(201);
     expect(res.body).toMatchObject({
       principals: ['deploy', 'git'],
+      certificate_principals: ['ciport:web1:deploy', 'ciport:web1:git'],
       valid_before: new Date(s.expires_at).toISOString(),
       host_key_alias: 'web.internal',
       host_keys: [HOST_KEY],
@@ -93,6 +94,8 @@ describe('POST /v1/sessions/{id}/ssh-certificate', () => {
     const shown = execFileSync('ssh-keygen', ['-L', '-f', join(dir, 'cert.pub')], { encoding: 'utf8' });
     expect(shown).toMatch(/Extensions: \n\s+permit-agent-forwarding\n\s+permit-pty\n/);
     expect(shown).toMatch(/Critical Options: \(none\)/);
+    // Target-scoped principals only: a bare login would match web2's (or any host's) files too.
+    expect(shown).toMatch(/Principals: \n\s+ciport:web1:deploy\n\s+ciport:web1:git\n\s+Critical/);
     expect(shown).toContain(`Key ID: "${res.body.key_id}"`);
   });
 
@@ -155,5 +158,28 @@ describe('POST /v1/sessions/{id}/ssh-certificate', () => {
       (e) => e.type === 'ssh.certificate_issued' && (e.data as { session?: string }).session === s.id,
     );
     expect(events).toHaveLength(MAX_CERTIFICATES_PER_SESSION);
+
+    // The count is the store's (the session's audit events), not this process's memory: a
+    // restarted gateway (or another one sharing the store) refuses the 17th all the same.
+    await gateway.close();
+    // A fresh module graph: nothing this process's gateway code held in memory survives.
+    vi.resetModules();
+    const fresh = await import('../fixtures/gateway.js');
+    gateway = await fresh.startTestGateway(config);
+    const afterRestart = await certify(s, { target: 'web1', public_key: key });
+    expect(afterRestart.body.error?.code).toBe('CIPORT_E_SSH_CERTIFICATE_REFUSED');
+    expect(afterRestart.status).toBe(403);
+  });
+
+  it('counts concurrent requests of one session against the same budget', async () => {
+    const s = await open(['web1']);
+    const key = generateEd25519('job').publicLine;
+    const all = await Promise.all(
+      Array.from({ length: MAX_CERTIFICATES_PER_SESSION + 4 }, () =>
+        certify(s, { target: 'web1', public_key: key }),
+      ),
+    );
+    expect(all.filter((r) => r.status === 201)).toHaveLength(MAX_CERTIFICATES_PER_SESSION);
+    expect(all.filter((r) => r.status === 403)).toHaveLength(4);
   });
 });

@@ -1,8 +1,10 @@
 // Claim normalisation per platform, on full, realistic claim sets (shapes from the GitLab and
 // GitHub documentation, and a Keycloak client-credentials token).
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parseGitHubSubject } from '../../src/identity/github-subject.js';
 import { normalize, type Principal } from '../../src/identity/principal.js';
+import { UNTRUSTED_EVENTS } from '../../src/identity/principal-github.js';
 
 const gitlabMain = {
   namespace_id: '72',
@@ -239,7 +241,22 @@ describe('GitHub', () => {
     });
   });
 
-  for (const event of ['pull_request_target', 'workflow_run', 'issue_comment']) {
+  // Every event an outsider (no write access) can trigger that runs with the base repository's
+  // privileges (docs/identity.md).
+  const outsiderEvents = [
+    'discussion',
+    'discussion_comment',
+    'fork',
+    'gollum',
+    'issue_comment',
+    'issues',
+    'pull_request_review',
+    'pull_request_review_comment',
+    'pull_request_target',
+    'watch',
+    'workflow_run',
+  ];
+  for (const event of outsiderEvents) {
     it(`marks ${event} as untrusted`, () => {
       const { principal, facts } = normalize('github', 'github', { ...githubPush, event_name: event });
       expect(principal.trusted_event).toBe(false);
@@ -247,6 +264,19 @@ describe('GitHub', () => {
       expect(principal.fork).toBe(false);
     });
   }
+
+  for (const event of ['push', 'workflow_dispatch', 'release', 'schedule', 'pull_request']) {
+    it(`keeps ${event} trusted (it needs write access, or no ID token from a fork)`, () => {
+      const { principal } = normalize('github', 'github', { ...githubPush, event_name: event });
+      expect(principal.trusted_event).toBe(true);
+    });
+  }
+
+  it('the docs list exactly the untrusted events the code has', () => {
+    expect([...UNTRUSTED_EVENTS].sort()).toEqual(outsiderEvents);
+    const docs = readFileSync(new URL('../../docs/identity.md', import.meta.url), 'utf8');
+    for (const event of UNTRUSTED_EVENTS) expect(docs).toContain(`\`${event}\``);
+  });
 
   it('short-names tags', () => {
     const { principal } = normalize('github', 'github', {

@@ -2,6 +2,7 @@
 // (the agent is authenticated, but its JSON is still input): principals that are login names,
 // host keys that parse, bounded lists. Anything else drops the facts: the target then gets no
 // certificate (CIPORT_E_SSH_CERTIFICATE_REFUSED) rather than a certificate built on garbage.
+import { createHash } from 'node:crypto';
 import { parsePublicKeyLine, SSH_PRINCIPAL_RE } from '../../credentials/ssh-keys.js';
 import type { SshTargetInfo } from '../contract.js';
 
@@ -45,4 +46,32 @@ export function advertisedSshInfo(value: unknown): SshTargetInfo | undefined {
 export function advertisedSsh(t: { protocol?: unknown; ssh?: unknown }): { ssh?: SshTargetInfo } {
   const ssh = t.protocol === 'ssh' ? advertisedSshInfo(t.ssh) : undefined;
   return ssh ? { ssh } : {};
+}
+
+const FACTS = ['principals', 'host_keys', 'host_ca', 'host_key_alias', 'source_address'] as const;
+
+/** One fact, order-insensitive (a list re-ordered by the agent is the same list). */
+function factText(info: SshTargetInfo | undefined, fact: (typeof FACTS)[number]): string {
+  const v = info?.[fact];
+  return JSON.stringify(Array.isArray(v) ? [...v].sort() : (v ?? null));
+}
+
+/**
+ * The ssh facts that differ between what the gateway pinned for an agent's target and what the
+ * agent advertises now (docs/agent.md, "Pinned protocol and ssh facts"); `ssh` when one side has
+ * none (no valid ssh settings). Empty: the same facts.
+ */
+export function changedSshFacts(
+  pinned: SshTargetInfo | undefined,
+  advertised: SshTargetInfo | undefined,
+): string[] {
+  if (pinned === undefined && advertised === undefined) return [];
+  if (pinned === undefined || advertised === undefined) return ['ssh'];
+  return FACTS.filter((f) => factText(pinned, f) !== factText(advertised, f));
+}
+
+/** `sha256:<16 hex>` of the facts: names a pinned or advertised set in logs and audit events. */
+export function sshFactsDigest(info: SshTargetInfo | undefined): string {
+  const text = FACTS.map((f) => factText(info, f)).join('\n');
+  return `sha256:${createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
 }

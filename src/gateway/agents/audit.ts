@@ -51,6 +51,7 @@ export function auditAgentEvents(
           ...(r.reason ? { reason: r.reason } : {}),
           ...(r.pinned !== undefined ? { pinned: r.pinned } : {}),
           ...(r.advertised !== undefined ? { advertised: r.advertised } : {}),
+          ...(r.changed !== undefined ? { changed: r.changed } : {}),
           ...(r.distinct !== undefined ? { distinct: r.distinct } : {}),
         }),
       )

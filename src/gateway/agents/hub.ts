@@ -18,7 +18,7 @@ import type { ErrorCode } from '../../errors/codes.js';
 import { ERROR_CODES } from '../../errors/codes.js';
 import { CiportError } from '../../errors/index.js';
 import type { ExitAdvertisement } from '../../exits/contract.js';
-import { advertisedSsh } from '../../exits/ssh/advertised.js';
+import { advertisedSsh, changedSshFacts, sshFactsDigest } from '../../exits/ssh/advertised.js';
 import type { Logger } from '../../log/logger.js';
 import { printable } from '../../text/printable.js';
 import {
@@ -96,11 +96,18 @@ export interface AgentHubEvents {
       target: string;
       remote?: string;
       repeats: number;
-      /** `protocol_changed`: bound, but advertised with another protocol than the pinned one. */
-      reason?: 'not_bound' | 'protocol_changed' | 'too_many_names';
-      /** The protocol the gateway pinned and the one advertised (reason protocol_changed). */
+      /**
+       * `protocol_changed`: bound, but advertised with another protocol than the pinned one.
+       * `ssh_changed`: bound ssh target advertised with other ssh facts than the pinned ones.
+       */
+      reason?: 'not_bound' | PinConflict | 'too_many_names';
+      /**
+       * The protocol the gateway pinned and the one advertised (reason protocol_changed), or the
+       * digests of the pinned and advertised ssh facts (ssh_changed; `changed` names them).
+       */
       pinned?: string;
       advertised?: string;
+      changed?: string[];
       /** reason too_many_names: how many further distinct names were refused unaudited. */
       distinct?: number;
     },
@@ -134,6 +141,22 @@ export interface AgentHubOptions {
 
 let connectionSeq = 0;
 
+/** Why a bound target's advertisement is refused against what the gateway pinned for it. */
+export type PinConflict = 'protocol_changed' | 'ssh_changed';
+
+/**
+ * What the advertisement `t` changes of the pinned facts `pin` (the target's first advertisement
+ * by a bound agent): its protocol, or for ssh the facts certificates are signed with and hosts
+ * verified by (principals, host keys or CA, alias, source address). A compromised agent could
+ * otherwise widen its principals or swap the host key on any reconnect.
+ */
+export function pinConflict(pin: AdvertisedTarget | undefined, t: AdvertisedTarget): PinConflict | undefined {
+  if (pin === undefined) return undefined;
+  if (pin.protocol !== t.protocol) return 'protocol_changed';
+  if (t.protocol === 'ssh' && changedSshFacts(pin.ssh, t.ssh).length > 0) return 'ssh_changed';
+  return undefined;
+}
+
 class AgentConnection {
   readonly id = `agc_${process.pid.toString(36)}${(++connectionSeq).toString(36)}`;
   readonly connectedAt = new Date();
@@ -156,16 +179,17 @@ class AgentConnection {
   ) {}
 
   /**
-   * Split the advertisement by the binding and the pinned protocols (`pinned(name)`: what the
+   * Split the advertisement by the binding and the pinned facts (`pinned(name)`: what the
    * gateway first learned for that target). Returns the names newly refused and newly served.
    */
-  applyBinding(pinned: (name: string) => string | undefined): { refused: string[]; served: string[] } {
+  applyBinding(pinned: (name: string) => AdvertisedTarget | undefined): {
+    refused: string[];
+    served: string[];
+  } {
     const before = new Set(this.targets.map((t) => t.name));
     const refusedBefore = new Set(this.refused);
-    const ok = (t: AdvertisedTarget) => {
-      const pin = pinned(t.name);
-      return this.binding.has(t.name) && (pin === undefined || pin === t.protocol);
-    };
+    const ok = (t: AdvertisedTarget) =>
+      this.binding.has(t.name) && pinConflict(pinned(t.name), t) === undefined;
     this.targets = this.advertised.filter(ok);
     this.refused = this.advertised.filter((t) => !ok(t)).map((t) => t.name);
     return {
@@ -266,13 +290,12 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
   }
 
   /**
-   * The protocol pinned for `target`: the first one a bound agent advertised (kept across
-   * restarts via the store, see startAgents). A later advertisement with another protocol is
-   * refused for that target; an admin removing the target from an agent's binding unpins it.
+   * What is pinned for `target`: the first advertisement a bound agent made of it (kept across
+   * restarts via the store, see startAgents): its protocol and, for ssh, its ssh facts. A later
+   * advertisement changing either is refused for that target (pinConflict); an admin removing
+   * the target from an agent's binding unpins it.
    */
-  pinnedProtocol(target: string): string | undefined {
-    return this.#known.get(target)?.protocol;
-  }
+  #pinned = (target: string): AdvertisedTarget | undefined => this.#known.get(target);
 
   /**
    * May agent `agentId` report an event about `session` on `target`? Only when the target is
@@ -389,11 +412,11 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       conn.advertised = adv.targets
         .filter((t): t is AdvertisedTarget => typeof t?.name === 'string')
         .map(advertisedTarget);
-      // A bound target's first advertisement pins its protocol (nothing pinned yet: this one).
+      // A bound target's first advertisement pins its protocol and ssh facts (nothing pinned yet: this one).
       for (const t of conn.advertised) {
         if (conn.binding.has(t.name) && !this.#known.has(t.name)) this.#known.set(t.name, t);
       }
-      conn.applyBinding((n) => this.pinnedProtocol(n));
+      conn.applyBinding(this.#pinned);
       conn.version = typeof adv.version === 'string' ? adv.version : undefined;
     } catch (err) {
       conn.closed = true;
@@ -437,7 +460,7 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
       for (const t of c.advertised)
         if (next.has(t.name) && !this.#known.has(t.name)) this.#known.set(t.name, t);
       c.binding = next;
-      const { refused, served } = c.applyBinding((n) => this.pinnedProtocol(n));
+      const { refused, served } = c.applyBinding(this.#pinned);
       for (const t of c.targets) if (served.includes(t.name)) this.#known.set(t.name, t);
       this.#log?.info(
         { agent: id, name: c.identity.name, connection: c.id, targets: c.info().targets, refused: c.refused },
@@ -486,8 +509,7 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
         this.#refusals.delete(this.#refusals.keys().next().value as string);
       }
       const bound = conn.binding.has(target);
-      const pinned = this.pinnedProtocol(target);
-      const advertised = conn.advertised.find((t) => t.name === target)?.protocol;
+      const conflict = bound ? this.#conflictOf(conn, target) : undefined;
       this.#log?.warn(
         {
           agent: conn.identity.id,
@@ -495,12 +517,14 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
           target,
           connection: conn.id,
           remote: conn.remote,
-          ...(bound ? { pinned, advertised } : {}),
+          ...(conflict ?? {}),
           ...(repeats > 0 ? { repeats } : {}),
         },
-        bound
-          ? 'agent advertised a bound target with another protocol than the gateway pinned: refused'
-          : 'agent advertised a target it is not bound to: refused (ciport agents targets changes the binding)',
+        !bound
+          ? 'agent advertised a target it is not bound to: refused (ciport agents targets changes the binding)'
+          : conflict?.reason === 'ssh_changed'
+            ? 'agent advertised a bound ssh target with other ssh facts than the gateway pinned: refused (rebind it to accept them)'
+            : 'agent advertised a bound target with another protocol than the gateway pinned: refused',
       );
       this.emit('agent.target_refused', {
         agent: conn.identity.id,
@@ -509,18 +533,48 @@ export class AgentHub extends EventEmitter<AgentHubEvents> {
         target,
         ...(conn.remote ? { remote: conn.remote } : {}),
         repeats,
-        ...(bound
-          ? { reason: 'protocol_changed' as const, pinned: pinned ?? '', advertised: advertised ?? '' }
-          : {}),
+        ...(conflict ?? {}),
       });
     }
-    const message =
-      `the gateway refuses target(s) ${targets.slice(0, MAX_REFUSED_NAMES).join(', ')} for agent ${conn.identity.name}: ` +
-      `not bound to it (an admin binds targets with: ciport agents targets ${conn.identity.name} --add …)`;
+    const shown = targets.slice(0, MAX_REFUSED_NAMES);
+    const unbound = shown.filter((t) => !conn.binding.has(t));
+    const changed = shown.filter((t) => conn.binding.has(t));
+    const agent = conn.identity.name;
+    const message = [
+      unbound.length > 0
+        ? `the gateway refuses target(s) ${unbound.join(', ')} for agent ${agent}: not bound to it ` +
+          `(an admin binds targets with: ciport agents targets ${agent} --add …)`
+        : '',
+      changed.length > 0
+        ? `the gateway refuses target(s) ${changed.join(', ')} for agent ${agent}: advertised with another ` +
+          `protocol or other ssh settings than it pinned (an admin accepts the change with: ` +
+          `ciport agents targets ${agent} --remove T, then --add T)`
+        : '',
+    ]
+      .filter(Boolean)
+      .join('; ');
     this.#requestJson(conn.session, 'POST', AGENT_REFUSED_PATH, {
-      refused: targets.slice(0, MAX_REFUSED_NAMES),
+      refused: shown,
       message,
     }).catch(() => {});
+  }
+
+  /** Why bound `target` is refused on `conn`: what it changes of the pinned facts. */
+  #conflictOf(
+    conn: AgentConnection,
+    target: string,
+  ): { reason: PinConflict; pinned: string; advertised: string; changed?: string[] } {
+    const pin = this.#known.get(target);
+    const adv = conn.advertised.find((t) => t.name === target);
+    if (pin && adv && pinConflict(pin, adv) === 'ssh_changed') {
+      return {
+        reason: 'ssh_changed',
+        pinned: sshFactsDigest(pin.ssh),
+        advertised: sshFactsDigest(adv.ssh),
+        changed: changedSshFacts(pin.ssh, adv.ssh),
+      };
+    }
+    return { reason: 'protocol_changed', pinned: pin?.protocol ?? '', advertised: adv?.protocol ?? '' };
   }
 
   /** One aggregated refusal: `count` more distinct names than MAX_REFUSED_NAMES this interval. */
