@@ -123,6 +123,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       connectTimeoutMs: config.connect_timeout,
       log: options.log,
       vault: options.secrets?.vault,
+      dataDir: config.data_dir,
     });
     this.#ca = options.ca ?? (config.ca_file ? readFileSync(config.ca_file, 'utf8') : undefined);
   }

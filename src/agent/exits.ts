@@ -5,12 +5,14 @@
 // dropped, http.request) go through the EventOutbox.
 import { constants as h2, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
+import { join } from 'node:path';
 import { pipeline } from 'node:stream';
 import type { TargetConfig } from '../config/schema.js';
 import { isDeploymentId } from '../credentials/deployment.js';
 import { DynamicCredentials, dynamicSpecFromTarget } from '../credentials/dynamic.js';
 import type { VaultClient } from '../credentials/vault-client.js';
 import { VaultDatabaseCredentials, vaultDatabaseSpecFromTarget } from '../credentials/vault-database.js';
+import { VAULT_LEASES_FILE } from '../credentials/vault-lease-file.js';
 import { asCiportError, CiportError } from '../errors/index.js';
 import {
   type DialExit,
@@ -36,6 +38,10 @@ export interface AgentExitsOptions {
   log?: Logger | undefined;
   /** For `credentials.vault_database` (the agent config's `vault:` block). */
   vault?: VaultClient | undefined;
+  /** Where the Vault leases are kept across restarts (`<data_dir>/vault-leases.json`). */
+  dataDir?: string | undefined;
+  /** Vault lease reaper period (default 60 s; 0: only at start). */
+  reapIntervalMs?: number;
 }
 
 export class AgentExits {
@@ -67,7 +73,14 @@ export class AgentExits {
       options.outbox.push(type, { ...data });
     };
     this.roles = new DynamicCredentials(specs, { log, audit });
-    this.vaultDb = new VaultDatabaseCredentials(vaultSpecs, { vault: options.vault, log, audit });
+    // The agent cannot ask the store: a lease's session is over at its expiry, or when told.
+    this.vaultDb = new VaultDatabaseCredentials(vaultSpecs, {
+      vault: options.vault,
+      log,
+      audit,
+      leaseFile: options.dataDir ? join(options.dataDir, VAULT_LEASES_FILE) : undefined,
+    });
+    void this.vaultDb.startReaper(options.reapIntervalMs ?? 60_000);
   }
 
   /** What the gateway learns about each served target (never a credential). */

@@ -5,10 +5,15 @@
 // drops the account) when the session ends. A revoke that fails is logged, audited
 // (`credential.revoke_failed`), counted and retried with backoff, as for `credentials.dynamic`.
 // The lease's own TTL (the Vault role's) bounds an account whose revoke never gets through.
+//
+// Live leases are also kept in a file (`leaseFile`, vault-lease-file.ts) so that they outlive the
+// process: a reaper (at start and periodically) revokes every lease of the file, and of this
+// process, whose session is over (past its expiry, or `ended` says so: the gateway asks its store).
 import type { TargetConfig } from '../config/targets/index.js';
 import { CiportError } from '../errors/index.js';
 import type { RoleCredential, RoleEvent, RoleLog, RoleSession } from './dynamic.js';
 import type { VaultClient } from './vault-client.js';
+import { type LeaseEntry, readLeaseFile, writeLeaseFile } from './vault-lease-file.js';
 
 export interface VaultDbSpec {
   target: string;
@@ -30,6 +35,10 @@ export interface VaultDatabaseOptions {
   /** First retry of a failed revoke after this, doubling (default 60 s), up to retryMaxMs (1 h). */
   retryBaseMs?: number;
   retryMaxMs?: number;
+  /** Keep the live leases here (`<data_dir>/vault-leases.json`); without it, only in memory. */
+  leaseFile?: string | undefined;
+  /** The sessions among `ids` that are over (besides expiry; the gateway asks its store). */
+  ended?: ((ids: string[]) => Promise<ReadonlySet<string>>) | undefined;
 }
 
 /** Ended sessions remembered (refused a new lease); far more than end within a lease's TTL. */
@@ -40,7 +49,11 @@ interface Lease {
   target: string;
   user: string;
   leaseId: string;
+  /** The session's expiry, epoch ms. */
+  expiresAt: number;
   failures: number;
+  /** A revoke is under way or waits for its retry: the reaper leaves it alone. */
+  revoking: boolean;
 }
 
 export class VaultDatabaseCredentials {
@@ -51,6 +64,9 @@ export class VaultDatabaseCredentials {
   /** Leases whose revoke failed, retried by a timer. */
   readonly #failed = new Set<Lease>();
   readonly #timers = new Set<NodeJS.Timeout>();
+  /** Every lease not yet revoked (this process's and the file's), by lease id: the file's content. */
+  readonly #held = new Map<string, Lease>();
+  #reaper: NodeJS.Timeout | undefined;
   /**
    * Sessions whose leases were revoked (their end): a connection still on its way must not mint a
    * new lease for them, which nothing would revoke (only its TTL would end it). Bounded, oldest out.
@@ -62,6 +78,29 @@ export class VaultDatabaseCredentials {
     this.#opt = options;
     if (specs.length > 0 && !options.vault) {
       throw new CiportError('CIPORT_E_CONFIG_INVALID', 'credentials.vault_database needs the `vault:` block');
+    }
+    if (options.leaseFile) {
+      try {
+        for (const e of readLeaseFile(options.leaseFile)) {
+          const expiresAt = Date.parse(e.expires_at);
+          this.#held.set(e.lease_id, {
+            session: e.session,
+            target: e.target,
+            user: e.user,
+            leaseId: e.lease_id,
+            expiresAt: Number.isFinite(expiresAt) ? expiresAt : 0,
+            failures: 0,
+            revoking: false,
+          });
+        }
+      } catch (err) {
+        // Never fail the start for it: those leases end with their TTL, as before this file.
+        (options.log.error ?? options.log.warn).call(
+          options.log,
+          { file: options.leaseFile, err: (err as Error).message },
+          'vault lease file unreadable: its leases are left to their Vault TTL',
+        );
+      }
     }
   }
 
@@ -135,13 +174,22 @@ export class VaultDatabaseCredentials {
       lease_id: leaseId,
       ...(validUntil ? { valid_until: validUntil } : {}),
     });
+    this.#held.set(leaseId, {
+      session: session.id,
+      target,
+      user,
+      leaseId,
+      expiresAt: session.expiresAt,
+      failures: 0,
+      revoking: false,
+    });
+    this.#save();
     return { user, password: data.password, leaseId };
   }
 
   /** Revoke the session's leases on `targets`. Never throws. */
   async revokeSession(sessionId: string, targets: readonly string[], reason: string): Promise<void> {
-    this.#ended.add(sessionId);
-    if (this.#ended.size > ENDED_KEPT) this.#ended.delete(this.#ended.values().next().value as string);
+    this.#markEnded(sessionId);
     await Promise.all(
       targets
         .filter((t) => this.#specs.has(t))
@@ -149,23 +197,87 @@ export class VaultDatabaseCredentials {
           const key = `${sessionId}\u0000${target}`;
           const pending = this.#live.get(key);
           this.#live.delete(key);
-          const made = await pending?.catch(() => undefined);
-          if (!made) return;
-          await this.#revoke(
-            { session: sessionId, target, user: made.user, leaseId: made.leaseId, failures: 0 },
-            reason,
+          await pending?.catch(() => undefined);
+          // This process's lease, and any of the file's (minted before a restart).
+          const mine = [...this.#held.values()].filter(
+            (l) => l.session === sessionId && l.target === target && !l.revoking,
           );
+          await Promise.all(mine.map((l) => this.#revoke(l, reason)));
         }),
     );
   }
 
+  /**
+   * Revoke every held lease whose session is over: past its expiry, or `ended` says so. Returns
+   * how many were revoked. Throws only when `ended` does (then nothing was revoked).
+   */
+  async reap(now = Date.now()): Promise<number> {
+    if (!this.#opt.vault) return 0;
+    const candidates = [...this.#held.values()].filter((l) => !l.revoking);
+    if (candidates.length === 0) return 0;
+    const asked = candidates.filter((l) => l.expiresAt > now).map((l) => l.session);
+    const ended =
+      asked.length > 0 && this.#opt.ended ? await this.#opt.ended([...new Set(asked)]) : new Set<string>();
+    const over = candidates.filter((l) => !l.revoking && (l.expiresAt <= now || ended.has(l.session)));
+    for (const l of over) {
+      this.#markEnded(l.session);
+      this.#live.delete(`${l.session}\u0000${l.target}`);
+    }
+    await Promise.all(over.map((l) => this.#revoke(l, 'reaper')));
+    return over.filter((l) => !this.#held.has(l.leaseId)).length;
+  }
+
+  /** Reap now (failures logged) and every `periodMs` (0: only now) until close(). */
+  async startReaper(periodMs: number): Promise<void> {
+    if (!this.#opt.vault) return;
+    const run = () =>
+      this.reap().catch((err) =>
+        this.#opt.log.warn({ err: (err as Error).message }, 'vault lease reaper failed'),
+      );
+    await run();
+    if (periodMs > 0 && !this.#reaper) {
+      this.#reaper = setInterval(run, periodMs);
+      this.#reaper.unref();
+    }
+  }
+
   close(): void {
+    if (this.#reaper) clearInterval(this.#reaper);
+    this.#reaper = undefined;
     for (const t of this.#timers) clearTimeout(t);
     this.#timers.clear();
   }
 
+  #markEnded(sessionId: string): void {
+    this.#ended.add(sessionId);
+    if (this.#ended.size > ENDED_KEPT) this.#ended.delete(this.#ended.values().next().value as string);
+  }
+
+  /** Write the held leases to the lease file. A failure is logged: the lease still serves. */
+  #save(): void {
+    const file = this.#opt.leaseFile;
+    if (!file) return;
+    const entries: LeaseEntry[] = [...this.#held.values()].map((l) => ({
+      lease_id: l.leaseId,
+      session: l.session,
+      target: l.target,
+      user: l.user,
+      expires_at: new Date(l.expiresAt).toISOString(),
+    }));
+    try {
+      writeLeaseFile(file, entries);
+    } catch (err) {
+      (this.#opt.log.error ?? this.#opt.log.warn).call(
+        this.#opt.log,
+        { file, err: (err as Error).message },
+        'vault lease file not written: a restart would leave these leases to their Vault TTL',
+      );
+    }
+  }
+
   async #revoke(lease: Lease, reason: string): Promise<void> {
     const vault = this.#opt.vault as VaultClient;
+    lease.revoking = true;
     try {
       await vault.request('PUT', 'sys/leases/revoke', { lease_id: lease.leaseId });
     } catch (err) {
@@ -173,6 +285,8 @@ export class VaultDatabaseCredentials {
       return;
     }
     this.#failed.delete(lease);
+    this.#held.delete(lease.leaseId);
+    this.#save();
     this.#opt.log.info(
       { session: lease.session, target: lease.target, role: lease.user, lease_id: lease.leaseId, reason },
       'vault database lease revoked',

@@ -4,6 +4,7 @@
 // exit forgets a session's cancel keys and its roles are revoked when it ends; roles created at
 // session start when a target says so; a role reaper at start and periodically).
 
+import { join } from 'node:path';
 import { Counter, type Registry } from 'prom-client';
 import { auditEvent } from '../audit/events.js';
 import type { GatewayConfig, TargetConfig } from '../config/schema.js';
@@ -12,6 +13,7 @@ import { deploymentIdOf } from '../credentials/deployment.js';
 import { DynamicCredentials, dynamicSpecFromTarget, type RoleSession } from '../credentials/dynamic.js';
 import { SecretProviders } from '../credentials/secret-providers.js';
 import { VaultDatabaseCredentials, vaultDatabaseSpecFromTarget } from '../credentials/vault-database.js';
+import { VAULT_LEASES_FILE } from '../credentials/vault-lease-file.js';
 import { asCiportError, CiportError } from '../errors/index.js';
 import type { Exit } from '../exits/contract.js';
 import { buildExits } from '../exits/registry.js';
@@ -123,6 +125,12 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
   const vaultDb = new VaultDatabaseCredentials(vaultSpecs, {
     vault: secrets.vault,
     log,
+    // This gateway's own leases: gateways sharing a store each reap their own file.
+    leaseFile: join(config.data_dir, VAULT_LEASES_FILE),
+    ended: async (ids) => {
+      const active = await manager.activeIds();
+      return new Set(ids.filter((id) => !active.has(id)));
+    },
     onRevokeFailed: (target) => revokeFailures?.inc({ target }),
     audit: async (e) => {
       const { type, ...data } = e;
@@ -203,6 +211,8 @@ export async function startExits(options: StartExitsOptions): Promise<GatewayExi
         }, period)
       : undefined;
   timer?.unref();
+  // Leases of sessions that ended while this gateway was down (or crashed) are revoked now.
+  await vaultDb.startReaper(period);
 
   return {
     byTarget,

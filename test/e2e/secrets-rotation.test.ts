@@ -4,15 +4,19 @@
 // server, then in the provider) is picked up by the next connection without a restart; a
 // provider that goes down leaves the last good value in use (metric, one warn line); a start with
 // the provider down fails naming the config path; Vault-minted per-session accounts work
-// upstream and are gone after the session. No secret value in any log line or audit event.
+// upstream and are gone after the session, or after a restart when the process that held them
+// died (the lease file). No secret value in any log line or audit event.
 
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Secret } from '../../src/config/secret.js';
+import { VaultClient } from '../../src/credentials/vault-client.js';
+import { VaultDatabaseCredentials } from '../../src/credentials/vault-database.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { makePki, startUpstream, type Upstream } from '../exits/http/helpers.js';
 import { agentYamlHead } from '../fixtures/agent-yaml.js';
@@ -347,6 +351,49 @@ describe('Vault database secrets engine', () => {
     });
     expect(Date.parse(String(failed.data.next_attempt))).toBeGreaterThan(Date.now());
     expect(logLines.some((l) => l.includes('vault database lease not revoked'))).toBe(true);
+  });
+
+  it('a restarted gateway revokes the leases its crashed process held for sessions that ended meanwhile', async () => {
+    // The crashed process's lease: minted for a session the store has as ended, kept in the
+    // gateway's lease file, never revoked.
+    expect((await exec(['db-sm'], 'true')).code).toBe(0);
+    const over = (await gateway.manager.list()).find((s) => s.endedAt !== null);
+    expect(over).toBeDefined();
+    const client = new VaultClient(
+      { address: vault.url, auth: { token: new Secret({ env: 'T' }, vault.rootToken) } },
+      { info() {}, warn() {} },
+    );
+    const crashed = new VaultDatabaseCredentials(
+      [{ target: 'db-vault', mount: 'database', role: 'readonly' }],
+      {
+        vault: client,
+        log: { info() {}, warn() {} },
+        audit: async () => {},
+        leaseFile: join(dir, 'data', 'vault-leases.json'),
+      },
+    );
+    const cred = await crashed.ensure(
+      { id: over?.id as string, expiresAt: Date.now() + 3_600_000 },
+      'db-vault',
+    );
+    crashed.close();
+    client.close();
+    const lease = [...vault.leases.values()].find((l) => l.username === cred.user);
+    expect(lease?.revoked).toBe(false);
+    expect(readFileSync(join(dir, 'data', 'vault-leases.json'), 'utf8')).not.toContain(cred.password);
+
+    await gateway.close();
+    gateway = await startTestGateway(gatewayConfig(doc, { VAULT_SECRET_ID: APPROLE_SECRET, ADMIN }), {
+      logLines,
+      sweepIntervalMs: 250,
+    });
+    expect(lease?.revoked).toBe(true);
+    const left = await pg.sql(`select count(*) from pg_roles where rolname = '${cred.user}'`);
+    expect(left.trim()).toBe('0');
+    const events = await gateway.store.auditEvents({ limit: 10000 });
+    expect(
+      events.find((e) => e.type === 'credential.revoked' && e.data.lease_id === lease?.id)?.data,
+    ).toMatchObject({ session: over?.id, reason: 'reaper', role: cred.user });
   });
 });
 
